@@ -1,0 +1,306 @@
+"""Build a text-to-image training set by rendering the Noto Color Emoji font.
+
+Every fully-qualified emoji in Unicode's emoji-test.txt becomes one 64x64 white-background
+RGB image captioned with its exact CLDR name ("red apple", "flag: Chile",
+"woman biking: dark skin tone"). The output is a Hugging Face imagefolder:
+
+    OUT/images/0001.png ...   one image per emoji, numbered in emoji-test.txt order
+    OUT/metadata.jsonl        file_name, text, split, group, subgroup, codepoints[, alt_texts]
+    OUT/README.md             licences and counts
+
+The data comes from two Debian packages (bookworm: font 2.042, emoji-test.txt for Emoji 15.0):
+
+    apt-get update && apt-get install -y fonts-noto-color-emoji unicode-data libraqm0
+
+Pillow must lay text out with Raqm, or ZWJ sequences (families, "woman biking: dark skin
+tone"), flags and skin-tone modifiers come out as several glyphs side by side. PyPI wheels of
+Pillow bundle Raqm but load FriBiDi at run time (Debian: libfribidi0, pulled in by libraqm0);
+builds against the system libraries use libraqm0 itself.
+
+Held-out split: among names ending in exactly one skin tone (": light skin tone" ... ": dark
+skin tone", not a pair like "light skin tone, dark skin tone"), the k-th base name in order of
+first appearance holds out its tone number k mod 5 (light, medium-light, medium, medium-dark,
+dark). A base without that tone holds out nothing; in emoji-test.txt 15.0 every such base has
+all five, so this never happens there. The held-out images are still written, marked
+split="heldout", so evaluation can ask for a skin tone the model never saw on that base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from latentdiff.errors import UsageError
+
+DEFAULT_EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
+DEFAULT_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
+APT_COMMAND = "apt-get update && apt-get install -y fonts-noto-color-emoji unicode-data libraqm0"
+
+SKIN_TONES = (
+    "light skin tone",
+    "medium-light skin tone",
+    "medium skin tone",
+    "medium-dark skin tone",
+    "dark skin tone",
+)
+FONT_SIZE = 109  # CBDT bitmap font: FreeType only loads the strike it has, 109 px
+IMAGE_SIZE = 64
+FIT_SIZE = 56  # leaves a 4 px white margin so nothing touches the edge
+# A single Noto glyph is 136 px wide at size 109; a sequence that fell apart into several
+# glyphs is at least two of them (about 226 px for a broken flag), so 1.5 cells separates them.
+FELL_APART_RATIO = 1.5
+_PAD = 32
+
+_LINE = re.compile(r"^([0-9A-Fa-f]+(?: [0-9A-Fa-f]+)*)\s*;\s*([a-z-]+)\s*#\s*(.*)$")
+# The comment is "<emoji> E<version> <name>"; the name is everything after the version tag.
+_COMMENT = re.compile(r"^\S+\s+E\d+\.\d+\s+(.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class Emoji:
+    """One fully-qualified emoji-test.txt line. `index` counts these lines from 0 in file order."""
+
+    codepoints: str  # as in the file, e.g. "1F6B4 1F3FF 200D 2640 FE0F"
+    name: str  # CLDR name, the caption, e.g. "woman biking: dark skin tone"
+    group: str
+    subgroup: str
+    index: int
+
+    @property
+    def chars(self) -> str:
+        return "".join(chr(int(cp, 16)) for cp in self.codepoints.split())
+
+
+def _missing(what: str, path: Path, option: str) -> UsageError:
+    return UsageError(f"{what} not found at {path}; install it with `{APT_COMMAND}` "
+                      f"or pass {option} PATH")
+
+
+def parse_emoji_test(path: str | Path) -> list[Emoji]:
+    """Read emoji-test.txt and return its fully-qualified emoji in file order.
+
+    Component, minimally-qualified and unqualified lines are left out: they are other
+    spellings of emoji already listed (or bare skin-tone swatches), not new pictures.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _missing("emoji-test.txt", path, "--emoji-test")
+    group = subgroup = ""
+    emojis: list[Emoji] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if line.startswith("# group:"):
+            group = line.split(":", 1)[1].strip()
+        elif line.startswith("# subgroup:"):
+            subgroup = line.split(":", 1)[1].strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _LINE.match(line)
+        comment = _COMMENT.match(m.group(3)) if m else None
+        if comment is None:
+            raise UsageError(f"{path}:{lineno}: expected 'CODEPOINTS ; STATUS # EMOJI "
+                             f"E<version> NAME' as in Unicode's emoji-test.txt, got {line!r}")
+        if m.group(2) == "fully-qualified":
+            codepoints = " ".join(m.group(1).upper().split())
+            emojis.append(Emoji(codepoints, comment.group(1), group, subgroup, len(emojis)))
+    if not emojis:
+        raise UsageError(f"{path} has no fully-qualified emoji lines; is it emoji-test.txt?")
+    return emojis
+
+
+def single_skin_tone(name: str) -> tuple[str, str] | None:
+    """("waving hand", "dark skin tone") for "waving hand: dark skin tone"; None otherwise."""
+    base, sep, tone = name.rpartition(": ")
+    return (base, tone) if sep and tone in SKIN_TONES else None
+
+
+def heldout_names(emojis: list[Emoji]) -> set[str]:
+    """Names never trained on: one skin tone per base, rotating through the five tones.
+
+    Rotating (rather than always holding out, say, "dark") keeps every tone in training and
+    tests whether the model combines a base it knows with a tone it saw on other bases.
+    """
+    bases: dict[str, dict[str, str]] = {}  # insertion order = order of first appearance
+    for e in emojis:
+        split = single_skin_tone(e.name)
+        if split:
+            bases.setdefault(split[0], {})[split[1]] = e.name
+    held = set()
+    for k, tones in enumerate(bases.values()):
+        name = tones.get(SKIN_TONES[k % len(SKIN_TONES)])
+        if name is not None:  # the base lacks this tone: hold out nothing for it
+            held.add(name)
+    return held
+
+
+def load_emoji_font(path: str | Path = DEFAULT_FONT):
+    """Open the colour emoji font with Raqm layout, or say what to install."""
+    from PIL import ImageFont, features
+
+    path = Path(path)
+    if not path.is_file():
+        raise _missing("Noto Color Emoji font", path, "--font")
+    # Without Raqm Pillow falls back to basic layout with only a warning, and every ZWJ
+    # sequence, flag and skin tone would render as a row of separate glyphs.
+    if not features.check("raqm"):
+        raise UsageError("Pillow cannot use Raqm text layout, so multi-codepoint emoji would "
+                         f"render as several glyphs; install it with `{APT_COMMAND}` "
+                         "(PyPI Pillow wheels also need libfribidi0)")
+    try:
+        return ImageFont.truetype(str(path), FONT_SIZE, layout_engine=ImageFont.Layout.BASIC)
+    except OSError as exc:
+        raise UsageError(f"cannot load {path} at size {FONT_SIZE} ({exc}); it must be a colour "
+                         "bitmap emoji font such as NotoColorEmoji.ttf") from exc
+
+
+def glyph_cell_width(font) -> int:
+    """Width of one emoji cell in this font, measured on U+1F600 grinning face."""
+    left, _, right, _ = font.getbbox("\U0001F600")
+    return right - left
+
+
+def render_emoji(chars: str, font):
+    """Render one emoji to a 64x64 white RGB image; also return the drawn width in pixels.
+
+    The width is that of the ink before scaling: about one cell for a correctly shaped
+    emoji, several cells if a sequence fell apart, 0 if the font drew nothing.
+    """
+    from PIL import Image, ImageDraw
+
+    left, top, right, bottom = font.getbbox(chars)
+    canvas = Image.new("RGBA", (right - left + 2 * _PAD, bottom - top + 2 * _PAD), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).text((_PAD - left, _PAD - top), chars, font=font,
+                                embedded_color=True)
+    out = Image.new("RGBA", (IMAGE_SIZE, IMAGE_SIZE), (255, 255, 255, 255))
+    bbox = canvas.getchannel("A").getbbox()
+    if bbox is None:
+        return out.convert("RGB"), 0
+    glyph = canvas.crop(bbox)
+    scale = FIT_SIZE / max(glyph.size)
+    size = tuple(max(1, round(side * scale)) for side in glyph.size)
+    glyph = glyph.resize(size, Image.Resampling.LANCZOS)  # Pillow premultiplies RGBA here
+    out.alpha_composite(glyph, ((IMAGE_SIZE - size[0]) // 2, (IMAGE_SIZE - size[1]) // 2))
+    return out.convert("RGB"), bbox[2] - bbox[0]
+
+
+def _record(e: Emoji, file_name: str, heldout: set[str], variants: bool) -> dict:
+    record = {"file_name": file_name, "text": e.name,
+              "split": "heldout" if e.name in heldout else "train",
+              "group": e.group, "subgroup": e.subgroup, "codepoints": e.codepoints}
+    if variants:
+        record["alt_texts"] = [f"{e.name}, {e.subgroup}", f"{e.name}, {e.group.lower()}"]
+    return record
+
+
+def _remove_stale_images(images: Path, keep: set[str]) -> None:
+    # A rebuild from a shorter emoji-test.txt must not leave images that metadata.jsonl
+    # no longer lists. Only our own NNNN.png names are touched.
+    for png in images.glob("*.png"):
+        if re.fullmatch(r"\d{4,}\.png", png.name) and png.name not in keep:
+            png.unlink()
+
+
+def build_emoji_dataset(out_dir: str | Path, emoji_test: str | Path = DEFAULT_EMOJI_TEST,
+                        font: str | Path = DEFAULT_FONT, variants: bool = True) -> dict:
+    """Render every fully-qualified emoji into OUT (see module docstring); return a summary.
+
+    Emoji the font draws as nothing ("blank") or as several glyphs ("fell_apart") are
+    skipped with a warning rather than written as wrong training pictures. The output
+    bytes depend only on the inputs, so two builds are identical.
+    """
+    start = time.perf_counter()
+    emojis = parse_emoji_test(emoji_test)
+    ttf = load_emoji_font(font)
+    heldout = heldout_names(emojis)
+    cell = glyph_cell_width(ttf)
+    out_dir = Path(out_dir)
+    images = out_dir / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    records, blank, fell_apart = [], [], []
+    for e in emojis:
+        image, width = render_emoji(e.chars, ttf)
+        if width == 0:
+            blank.append(e.name)
+            continue
+        if width > FELL_APART_RATIO * cell:
+            fell_apart.append(e.name)
+            continue
+        file_name = f"{e.index + 1:04d}.png"
+        image.save(images / file_name, format="PNG")
+        records.append(_record(e, f"images/{file_name}", heldout, variants))
+    _remove_stale_images(images, {Path(r["file_name"]).name for r in records})
+    with open(out_dir / "metadata.jsonl", "w", encoding="utf-8", newline="\n") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    summary = {
+        "out_dir": str(out_dir), "emoji_in_file": len(emojis), "images": len(records),
+        "train": sum(r["split"] == "train" for r in records),
+        "heldout": sum(r["split"] == "heldout" for r in records),
+        "fell_apart": fell_apart, "blank": blank,
+    }
+    (out_dir / "README.md").write_text(_readme(summary, Path(emoji_test), Path(font)),
+                                       encoding="utf-8")
+    for label, names in (("fell apart into several glyphs", fell_apart),
+                         ("rendered blank", blank)):
+        if names:
+            warnings.warn(f"{len(names)} emoji {label} and were skipped (font too old for "
+                          f"emoji-test.txt, or no Raqm?): {', '.join(names[:5])}", stacklevel=2)
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    return summary
+
+
+def _readme(summary: dict, emoji_test: Path, font: Path) -> str:
+    skipped = summary["fell_apart"] + summary["blank"]
+    return f"""# Noto Color Emoji text-to-image set
+
+{summary['images']} images, 64x64 RGB on white, one per fully-qualified emoji in
+`{emoji_test.name}`, captioned (`text`) with the exact Unicode CLDR name.
+Built by `latentdiff build-emoji` (`latentdiff/emoji.py`) from `{font.name}`.
+
+| split | images |
+|---|---|
+| train | {summary['train']} |
+| heldout | {summary['heldout']} |
+| skipped (blank or not one glyph) | {len(skipped)} |
+
+`heldout` holds out one single-skin-tone variant per base name, rotating through the five
+tones; never train on it. `alt_texts` are optional caption variants with the CLDR subgroup
+and group; `text` is always the exact name.
+
+## Credits and licences
+
+- Emoji artwork: Noto Color Emoji, Copyright 2013-2017 Google Inc. and Arjen Nienhuis
+  (https://github.com/googlefonts/noto-emoji). The images and graphics are licensed under
+  the Apache License 2.0; the font file is licensed under the SIL Open Font License 1.1
+  (see /usr/share/doc/fonts-noto-color-emoji/copyright). The OFL does not extend to
+  documents made with the font; these images derive from the Apache-2.0 artwork.
+- Names, groups and subgroups: Unicode emoji-test.txt, Copyright Unicode, Inc., under the
+  Unicode terms of use (https://www.unicode.org/terms_of_use.html).
+"""
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="latentdiff build-emoji",
+                                     description="Render Noto Color Emoji into a 64x64 "
+                                                 "text-to-image training set.")
+    parser.add_argument("out", metavar="OUT", help="output directory")
+    parser.add_argument("--emoji-test", default=str(DEFAULT_EMOJI_TEST),
+                        help="Unicode emoji-test.txt (default: %(default)s)")
+    parser.add_argument("--font", default=str(DEFAULT_FONT),
+                        help="colour emoji font (default: %(default)s)")
+    args = parser.parse_args(argv)
+    summary = build_emoji_dataset(args.out, args.emoji_test, args.font)
+    for key, value in summary.items():
+        if isinstance(value, list):
+            value = f"{len(value)}" + (f" ({', '.join(value)})" if value else "")
+        print(f"{key}: {value}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""What an image records about how it was made: model weights hash, library versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from .hub import COMPONENTS
+from .weights import find_weight_files
+
+_CACHE = Path(os.environ.get("LATENTDIFF_CACHE", Path.home() / ".cache" / "latentdiff")) / "hashes.json"
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by (path, size, mtime) so big models are hashed once."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        cache = json.loads(_CACHE.read_text())
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    cache[key] = h.hexdigest()
+    try:
+        _CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _CACHE.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(_CACHE)
+    except OSError:
+        pass  # a read-only home only costs re-hashing next time
+    return cache[key]
+
+
+def model_hash(model_dir: Path) -> str:
+    """A short hash over every weight file of the model (unet, vae, text encoder)."""
+    h = hashlib.sha256()
+    for comp in COMPONENTS:
+        d = model_dir / comp
+        if comp in ("tokenizer", "scheduler") or not d.is_dir():
+            continue
+        for f in find_weight_files(d):
+            h.update(_file_sha256(f).encode())
+    return h.hexdigest()[:12]
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("latentdiff", "torch", "diffusers", "transformers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out

@@ -1,0 +1,176 @@
+"""Open any image a user might put in a training folder as 8-bit RGB (or say why not), and
+turn it into a training tensor.
+
+Training data comes from cameras, screenshots, scanners and scrapers, so a loader has to cope
+with EXIF rotation, transparency, CMYK, 16-bit scans and files that are simply broken. Every
+refusal is a `BadImageError` whose message is a reason a person can read in skipped.txt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from latentdiff.errors import LatentDiffError, UsageError
+
+# Pillow's own default: ~0.25 GB of 24-bit pixels. Larger declared sizes are treated as
+# decompression bombs (a few KB of PNG that would expand to gigabytes of RAM).
+MAX_PIXELS = 89_478_485
+# Smaller than one latent pixel block on either side is never a usable training image.
+MIN_SIDE = 8
+
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_WHITE = (255, 255, 255)
+
+
+class BadImageError(LatentDiffError):
+    """One file that cannot be used as a training image; str(err) is the human reason."""
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode `path` fully and return it upright, as 8-bit RGB, alpha flattened onto white.
+
+    Raises BadImageError for empty, unreadable, non-image, truncated, corrupt, oversized
+    (decompression bomb) and too-small files.
+    """
+    path = Path(path)
+    try:
+        data = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
+    except FileNotFoundError:
+        raise BadImageError("missing file") from None
+    except OSError as err:
+        raise BadImageError(f"cannot read file: {err.strerror or err}") from None
+    with data:
+        if os.fstat(data.fileno()).st_size == 0:
+            raise BadImageError("empty file (0 bytes)")
+        im = _decode(data, max_pixels)
+        im = _upright(im)
+    width, height = im.size
+    if min(width, height) < MIN_SIDE:
+        raise BadImageError(f"too small: {width}x{height} (need at least {MIN_SIDE} px a side)")
+    return to_rgb8(im)
+
+
+def _decode(fp, max_pixels: int) -> Image.Image:
+    """Open and force a full decode, so truncation shows up now and not mid-training."""
+    try:
+        with _strict_loading():
+            im = Image.open(fp)
+            width, height = im.size
+            if width * height > max_pixels:
+                raise BadImageError(
+                    f"decompression bomb: {width}x{height} = {width * height:,} pixels is over "
+                    f"the {max_pixels:,}-pixel limit"
+                )
+            im.load()  # Pillow decodes lazily; without this a truncated file looks fine
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise BadImageError(f"decompression bomb: {err}") from None
+    except UnidentifiedImageError:
+        raise BadImageError("not an image Pillow can read (wrong extension or not an image)") from None
+    except Exception as err:  # noqa: BLE001
+        # Pillow's decoders report damaged data with whatever exception the format plugin
+        # happens to raise (OSError, SyntaxError, EOFError, struct.error, IndexError, ...).
+        # Every one of them means the same thing to the user: this file is broken.
+        raise BadImageError(f"truncated or corrupt image data ({type(err).__name__}: {err})") from None
+    return im
+
+
+@contextlib.contextmanager
+def _strict_loading():
+    """Refuse truncated files and make Pillow's bomb warning an error, whatever the process set."""
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation: phone photos are stored sideways with a rotate flag."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception as err:  # noqa: BLE001 - EXIF parsing fails in many format-specific ways
+        # Guessing the orientation would train on sideways images without anyone noticing.
+        raise BadImageError(f"unreadable EXIF orientation ({type(err).__name__}: {err})") from None
+
+
+def to_rgb8(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency becomes a white background."""
+    if im.mode.startswith("I") or im.mode == "F":
+        im = Image.fromarray(_scale_to_uint8(im), mode="L")
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        # Composite rather than drop alpha: transparent pixels often hold black or junk colour.
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")  # covers L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _scale_to_uint8(im: Image.Image) -> np.ndarray:
+    """Map 16/32-bit or float grey to 0..255 by the image's real bit depth, never by clipping."""
+    values = np.asarray(im).astype(np.float64)
+    if im.mode == "F" and values.size and values.max() <= 1.0:
+        top = 1.0
+    else:
+        top = float(2 ** _bit_depth(im, values) - 1)
+    scaled = np.rint(np.clip(values, 0.0, top) * (255.0 / top))
+    return scaled.astype(np.uint8)
+
+
+def _bit_depth(im: Image.Image, values: np.ndarray) -> int:
+    """Declared bits per sample where the file says (TIFF: 12-bit scans), else from the mode."""
+    tags = getattr(im, "tag_v2", None)
+    declared = tags.get(258) if tags is not None else None
+    if isinstance(declared, tuple):
+        declared = declared[0] if declared else None
+    if isinstance(declared, int) and 1 <= declared <= 32:
+        return declared
+    if im.mode.startswith("I;16") or im.format == "PNG":
+        return 16
+    # A plain 32-bit "I" image with no header info: use the smallest depth that holds the data.
+    peak = values.max() if values.size else 0
+    return 8 if peak <= 255 else 16 if peak <= 65535 else 32
+
+
+def transform(
+    img: Image.Image,
+    resolution: int | tuple[int, int],
+    crop: str = "center",
+    flip: bool = False,
+    rng: random.Random | None = None,
+) -> torch.Tensor:
+    """Resize to cover the target, crop to it, maybe mirror; return (3, H, W) floats in [-1, 1].
+
+    `resolution` is a side length or a bucket's (width, height). All randomness is drawn from
+    `rng` (crop position first, then the flip coin) so a resumed run can replay it exactly.
+    """
+    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
+    if crop not in ("center", "random"):
+        raise UsageError(f"crop must be 'center' or 'random', not {crop!r}")
+    if rng is None and (crop == "random" or flip):
+        raise ValueError("random crop or flip needs an rng (random.Random) so it can be reproduced")
+    scale = max(width / img.width, height / img.height)
+    size = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
+    if size != img.size:
+        img = img.resize(size, Image.Resampling.LANCZOS)  # LANCZOS antialiases when shrinking
+    if crop == "random":
+        left, top = rng.randint(0, size[0] - width), rng.randint(0, size[1] - height)
+    else:
+        left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    img = img.crop((left, top, left + width, top + height))
+    if flip and rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    pixels = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy())  # (H, W, 3)
+    return pixels.permute(2, 0, 1).float().div(127.5).sub(1.0)  # (3, H, W)

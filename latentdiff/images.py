@@ -1,0 +1,96 @@
+"""Tensors to PIL images, PNG parameter metadata, safe writing, grids."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin
+
+from .errors import UsageError
+
+META_KEY = "latentdiff"  # JSON with every parameter; "parameters" holds an A1111-style line
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [-1, 1] -> PIL images, rounded exactly as diffusers does."""
+    arr = (images.float() / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a) for a in (arr * 255).round().astype(np.uint8)]
+
+
+def a1111_line(p: dict) -> str:
+    """A human-readable summary in the format other tools (A1111, civitai) show."""
+    neg = f"\nNegative prompt: {p['negative_prompt']}" if p.get("negative_prompt") else ""
+    return (
+        f"{p['prompt']}{neg}\nSteps: {p['steps']}, Sampler: {p.get('scheduler') or p.get('scheduler_class')}, CFG scale: {p['guidance']}, "
+        f"Seed: {p['seed']}, Size: {p['width']}x{p['height']}, Model: {p.get('model', '')}"
+    )
+
+
+def save_png(image: Image.Image, out_dir: Path, stem: str) -> Path:
+    """Write `image` with its parameters; never overwrite: pick the next free numbered name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    params = image.info.get(META_KEY)
+    if params:
+        info.add_itxt(META_KEY, json.dumps(params, sort_keys=True))
+        info.add_itxt("parameters", a1111_line(params))
+    for n in range(100_000):
+        path = out_dir / f"{stem}-{n:04d}.png"
+        try:
+            # O_EXCL: two concurrent runs can never write the same file.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=info)
+        return path
+    raise UsageError(f"{out_dir} already holds 100000 images named {stem}-NNNN.png; choose another --out")
+
+
+def read_params(path: str | os.PathLike) -> dict:
+    """The parameters a latentdiff PNG was made with."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            text = im.info.get(META_KEY) or (im.text.get(META_KEY) if hasattr(im, "text") else None)
+    except FileNotFoundError:
+        raise UsageError(f"--from image {path} does not exist") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise UsageError(f"--from image {path} cannot be read: {e}") from None
+    if not text:
+        raise UsageError(f"--from image {path} has no latentdiff parameters (was it made by latentdiff?)")
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError:
+        raise UsageError(f"--from image {path} has damaged parameters metadata") from None
+    if not isinstance(params, dict) or "prompt" not in params:
+        raise UsageError(f"--from image {path} has no prompt in its parameters")
+    return params
+
+
+def slug(text: str, limit: int = 40) -> str:
+    s = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+    while "--" in s:
+        s = s.replace("--", "-")
+    return s[:limit].strip("-") or "image"
+
+
+def grid(images: list[Image.Image], cols: int, labels: list[str] | None = None) -> Image.Image:
+    """Tile images in rows of `cols` (all the size of the first), optionally captioned."""
+    from PIL import ImageDraw
+
+    w, h = images[0].size
+    label_h = 12 if labels else 0
+    rows = -(-len(images) // cols)
+    sheet = Image.new("RGB", (cols * w, rows * (h + label_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, im in enumerate(images):
+        x, y = (i % cols) * w, (i // cols) * (h + label_h)
+        sheet.paste(im.resize((w, h)), (x, y))
+        if labels:
+            draw.text((x + 2, y + h), labels[i][: max(4, w // 6)], fill="black")
+    return sheet

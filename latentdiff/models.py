@@ -1,0 +1,139 @@
+"""Load and save the components of a diffusers-format model.
+
+We read configs with diffusers/transformers, build each module with its parameters on the
+meta device (no random init of weights we are about to overwrite), and assign tensors read
+by `weights.py`, so the safetensors-only policy and clear errors hold for every file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+from .weights import load_component_state
+
+MODEL_INDEX = {
+    "_class_name": "StableDiffusionPipeline",
+    "feature_extractor": [None, None],
+    "safety_checker": [None, None],
+    "requires_safety_checker": False,
+    "image_encoder": [None, None],
+    "scheduler": ["diffusers", None],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+DEFAULTS_FILE = "latentdiff.json"  # our recommended settings; diffusers ignores the file
+# Old CLIP checkpoints carry position_ids as a persistent buffer; newer code makes it non-persistent.
+_IGNORABLE_UNEXPECTED = ("text_model.embeddings.position_ids",)
+
+
+@dataclass
+class Components:
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict
+    defaults: dict
+
+
+def _classes():
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTextConfig
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{what} config {path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{what} config {path} is not valid JSON: {e}") from None
+
+
+def _assign(module, component_dir: Path, allow_pickle: bool, device: str):
+    """Fill a meta-initialised module with the weights on disk; refuse any mismatch."""
+    sd = load_component_state(component_dir, allow_pickle, device="cpu" if device == "mps" else device)
+    try:
+        result = module.load_state_dict(sd, strict=False, assign=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ModelError(f"weights in {component_dir} do not fit its config: {first[-1].strip()}") from None
+    unexpected = [k for k in result.unexpected_keys if k not in _IGNORABLE_UNEXPECTED]
+    if result.missing_keys or unexpected:
+        keys = (result.missing_keys or unexpected)[:3]
+        kind = "lack" if result.missing_keys else "have unexpected"
+        raise ModelError(f"weights in {component_dir} {kind} tensors such as {', '.join(keys)}")
+    return module
+
+
+def _build(cls, config, component_dir: Path, allow_pickle: bool, device: str):
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        module = cls(config) if not hasattr(cls, "from_config") else cls.from_config(config)
+    return _assign(module, component_dir, allow_pickle, device).eval().requires_grad_(False)
+
+
+def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu") -> Components:
+    """Load every component of the model at `path` (weights on `device`, in their stored dtype)."""
+    UNet, VAE, TextModel, TextConfig = _classes()
+    unet = _build(UNet, _read_json(path / "unet" / "config.json", "unet"), path / "unet", allow_pickle, device)
+    vae = _build(VAE, _read_json(path / "vae" / "config.json", "vae"), path / "vae", allow_pickle, device)
+    te_config = TextConfig.from_dict(_read_json(path / "text_encoder" / "config.json", "text encoder"))
+    text_encoder = _build(TextModel, te_config, path / "text_encoder", allow_pickle, device)
+    return Components(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=load_tokenizer(path / "tokenizer"),
+        scheduler_config=_read_json(path / "scheduler" / "scheduler_config.json", "scheduler"),
+        defaults=read_defaults(path),
+    )
+
+
+def load_tokenizer(path: Path):
+    from transformers import CLIPTokenizer
+
+    if not path.is_dir() or not any(path.iterdir()):
+        raise ModelError(f"tokenizer folder {path} is missing or empty")
+    try:
+        return CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, TypeError) as e:
+        raise ModelError(f"cannot read the tokenizer in {path}: {e}") from None
+
+
+def read_defaults(path: Path) -> dict:
+    f = path / DEFAULTS_FILE
+    return _read_json(f, "latentdiff defaults") if f.is_file() else {}
+
+
+def save_components(c: Components, out: Path, scheduler_class: str, extra_defaults: dict | None = None):
+    """Write the diffusers layout with safetensors weights, loadable by StableDiffusionPipeline."""
+    import diffusers
+
+    out.mkdir(parents=True, exist_ok=True)
+    c.unet.save_pretrained(out / "unet", safe_serialization=True)
+    c.vae.save_pretrained(out / "vae", safe_serialization=True)
+    c.text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+    c.tokenizer.save_pretrained(str(out / "tokenizer"))
+    (out / "scheduler").mkdir(exist_ok=True)
+    sched = {**c.scheduler_config, "_class_name": scheduler_class}
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
+    index = {**MODEL_INDEX, "_diffusers_version": diffusers.__version__}
+    index["scheduler"] = ["diffusers", scheduler_class]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    defaults = {**c.defaults, **(extra_defaults or {})}
+    if defaults:
+        (out / DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2))
+
+
+def vae_scale_factor(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)

@@ -1,0 +1,195 @@
+"""`latentdiff.Pipeline`: load a model, turn prompts into images, save the model."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import hub
+from .errors import LatentDiffError, UsageError
+from .images import a1111_line, to_pil
+from .models import Components, load_components, save_components, vae_scale_factor
+from .runtime import DTYPE_NAMES, resolve_device, resolve_dtype
+from .sampling import check_scheduler_name, denoise, initial_noise, make_scheduler
+from .text import encode_prompts
+
+FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
+MAX_SEED = 2**63 - 1
+# Below this UNet size bf16's conversions cost more than its faster matmuls save on CPU.
+CPU_BF16_MIN_PARAMS = 50_000_000
+
+
+class Pipeline:
+    """Text-to-image latent diffusion over diffusers-format models."""
+
+    def __init__(self, components: Components, device: torch.device, dtype: torch.dtype, model_ref=None, model_dir=None):
+        self.components = components
+        self.device, self.dtype = device, dtype
+        self.model_ref, self.model_dir = model_ref, model_dir
+        self.progress = True
+        self.max_batch = 8
+        self._model_hash = None
+        c = components
+        c.unet.to(device=device, dtype=dtype)
+        c.text_encoder.to(device=device, dtype=dtype)
+        # fp16 VAEs overflow in decode (black images); configs that know it ask for fp32.
+        vae_dtype = torch.float32 if dtype == torch.float16 and c.vae.config.get("force_upcast", False) else dtype
+        c.vae.to(device=device, dtype=vae_dtype)
+
+    @classmethod
+    def from_pretrained(cls, model=None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False):
+        """Load a local diffusers-format directory, a hub id, or (None) the shipped default model."""
+        path = hub.resolve(model, allow_pickle)
+        dev = resolve_device(device)
+        comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev))
+        pref = comps.defaults.get("cpu_dtype")
+        if pref is None and sum(p.numel() for p in comps.unet.parameters()) < CPU_BF16_MIN_PARAMS:
+            pref = "fp32"
+        ref = str(Path(model).expanduser().resolve()) if model is not None and Path(model).expanduser().exists() else model
+        return cls(comps, dev, resolve_dtype(dtype, dev, pref), model_ref=ref, model_dir=path)
+
+    def save_pretrained(self, out) -> Path:
+        out = Path(out)
+        save_components(self.components, out, self.components.scheduler_config.get("_class_name", "PNDMScheduler"))
+        return out
+
+    # ---- properties of the loaded model -------------------------------------------------
+    @property
+    def scale_factor(self) -> int:
+        return vae_scale_factor(self.components.vae)
+
+    @property
+    def native_size(self) -> int:
+        return int(self.components.unet.config.sample_size) * self.scale_factor
+
+    @property
+    def model_hash(self) -> str | None:
+        if self._model_hash is None and self.model_dir is not None:
+            from .fingerprint import model_hash
+
+            self._model_hash = model_hash(Path(self.model_dir))
+        return self._model_hash
+
+    def defaults(self) -> dict:
+        d = self.components.defaults
+        return {"steps": int(d.get("steps", FALLBACK_STEPS)), "guidance": float(d.get("guidance", FALLBACK_GUIDANCE))}
+
+    # ---- generation ---------------------------------------------------------------------
+    def __call__(
+        self,
+        prompt,
+        negative_prompt="",
+        steps=None,
+        guidance=None,
+        width=None,
+        height=None,
+        seed=0,
+        num_images=1,
+        scheduler=None,
+    ):
+        """Images for `prompt` (a string or a list); image k of the call uses seed `seed + k`."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        p = self._resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
+        jobs = [(text, p["seed"] + k) for k, text in enumerate(t for t in prompts for _ in range(num_images))]
+        images = []
+        for i in range(0, len(jobs), self.max_batch):
+            images += self._generate(jobs[i : i + self.max_batch], p)
+        return images
+
+    def _resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> dict:
+        d = self.defaults()
+        steps = d["steps"] if steps is None else steps
+        guidance = d["guidance"] if guidance is None else guidance
+        width = self.native_size if width is None else width
+        height = self.native_size if height is None else height
+        if not prompts or not all(isinstance(t, str) for t in prompts):
+            raise UsageError("prompt must be a string or a non-empty list of strings")
+        if not isinstance(negative, str):
+            raise UsageError("negative_prompt must be a string")
+        if int(steps) != steps or steps < 1:
+            raise UsageError(f"steps must be a whole number >= 1, got {steps}")
+        if guidance < 0:
+            raise UsageError(f"guidance must be >= 0, got {guidance}")
+        if int(num_images) != num_images or num_images < 1:
+            raise UsageError(f"num_images must be a whole number >= 1, got {num_images}")
+        for name, v in (("width", width), ("height", height)):
+            check_size(name, v, self.scale_factor)
+        if seed is None:
+            seed = secrets.randbelow(2**32)
+        if int(seed) != seed or not 0 <= seed <= MAX_SEED - len(prompts) * num_images:
+            raise UsageError(f"seed must be a whole number between 0 and 2^63 - 1, got {seed}")
+        # None keeps the model's own scheduler config exactly (a name would apply our overrides).
+        sched = check_scheduler_name(scheduler) if scheduler is not None else None
+        return dict(negative_prompt=negative, steps=int(steps), guidance=float(guidance), width=int(width),
+                    height=int(height), seed=int(seed), scheduler=sched)
+
+    def _generate(self, jobs: list[tuple[str, int]], p: dict):
+        c = self.components
+        texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
+        use_cfg = p["guidance"] != 1.0
+        cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, texts, [p["negative_prompt"]] * len(texts) if use_cfg else None)
+        sched = make_scheduler(c.scheduler_config, p["scheduler"])
+        sched.set_timesteps(p["steps"], device=self.device)
+        f = self.scale_factor
+        shape = (c.unet.config.in_channels, p["height"] // f, p["width"] // f)
+        noise, gens = initial_noise(shape, seeds)
+        latents = (noise * sched.init_noise_sigma).to(self.device)  # (B, 4, H/f, W/f) fp32
+        latents = denoise(c.unet, sched, latents, cond, uncond, p["guidance"], gens, self._progress(len(jobs)))
+        pixels = self.decode(latents)
+        out = []
+        for image, text, s in zip(to_pil(pixels), texts, seeds):
+            info = self._record(p, text, s)
+            image.info["latentdiff"] = info
+            image.info["parameters"] = a1111_line(info)
+            out.append(image)
+        return out
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> pixels in [-1, 1]; a non-finite result is redone in fp32, never returned."""
+        vae = self.components.vae
+        z = latents / vae.config.scaling_factor
+        pixels = vae.decode(z.to(vae.dtype)).sample
+        if torch.isfinite(pixels).all():
+            return pixels
+        if vae.dtype != torch.float32:
+            warnings.warn(f"VAE decode in {DTYPE_NAMES.get(vae.dtype)} overflowed; redoing it in fp32", stacklevel=3)
+            dtype = vae.dtype
+            vae.to(torch.float32)
+            try:
+                pixels = vae.decode(z.float()).sample
+            finally:
+                vae.to(dtype)
+            if torch.isfinite(pixels).all():
+                return pixels
+        raise LatentDiffError("the decoded image contains NaN/inf even in fp32; the model or latents are broken")
+
+    def _record(self, p: dict, prompt: str, seed: int) -> dict:
+        from .fingerprint import versions
+
+        return {
+            "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
+            "guidance": p["guidance"], "scheduler": p["scheduler"],
+            "scheduler_class": self.components.scheduler_config.get("_class_name"), "width": p["width"], "height": p["height"],
+            "model": self.model_ref, "model_hash": self.model_hash, "dtype": DTYPE_NAMES.get(self.dtype),
+            "device": str(self.device), "versions": versions(),
+        }
+
+    def _progress(self, batch: int):
+        if not self.progress:
+            return iter
+        from tqdm.auto import tqdm
+
+        return lambda it: tqdm(it, desc=f"denoising {batch} image(s)", file=sys.stderr, leave=False)
+
+
+def check_size(name: str, value, factor: int) -> None:
+    if int(value) != value or value < factor:
+        raise UsageError(f"{name} must be a whole number >= {factor}, got {value}")
+    if value % factor:
+        lo, hi = value - value % factor, value - value % factor + factor
+        raise UsageError(f"{name} {value} is not a multiple of {factor}; try {lo} or {hi}" if lo else f"{name} {value} is not a multiple of {factor}; try {hi}")

@@ -1,0 +1,113 @@
+"""Find and read component weight files: safetensors by default, pickle only on opt-in.
+
+The format is decided by the file's bytes, never by its extension: a `.safetensors`
+file that is really a pickle is refused like any other pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from .errors import ModelError
+
+SAFETENSORS, PICKLE_ZIP, PICKLE_RAW, UNKNOWN = "safetensors", "pickle-zip", "pickle", "unknown"
+PICKLE_FLAG = "--allow-pickle"
+_STEMS = ("diffusion_pytorch_model", "model")
+_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+
+
+def sniff_format(path: Path) -> str:
+    """Tell safetensors from pickle by content."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04":
+        return PICKLE_ZIP  # torch.save's zip container holds a pickle
+    if head[:1] == b"\x80":
+        return PICKLE_RAW
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 2 <= n < 100_000_000 and head[8:9] == b"{":
+            return SAFETENSORS
+    return UNKNOWN
+
+
+def find_weight_files(component_dir: Path) -> list[Path]:
+    """The weight file(s) of one component, preferring full-precision safetensors."""
+    for suffix in (".safetensors", ".fp16.safetensors"):
+        for stem in _STEMS:
+            if (component_dir / f"{stem}{suffix}").is_file():
+                return [component_dir / f"{stem}{suffix}"]
+    for index in sorted(component_dir.glob("*.safetensors.index.json")) + sorted(
+        component_dir.glob("*.bin.index.json")
+    ):
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [component_dir / s for s in shards]
+    for suffix in _PICKLE_SUFFIXES:
+        for stem in _STEMS:
+            if (component_dir / f"{stem}{suffix}").is_file():
+                return [component_dir / f"{stem}{suffix}"]
+    found = sorted(p.name for p in component_dir.glob("*") if p.suffix in (".safetensors", *_PICKLE_SUFFIXES))
+    if found:
+        return [component_dir / found[0]]
+    raise ModelError(f"no weights file in {component_dir} (expected diffusion_pytorch_model.safetensors or model.safetensors)")
+
+
+def load_state_dict(path: Path, allow_pickle: bool = False, device: str = "cpu") -> dict:
+    """Read one weights file into a state dict, enforcing the safetensors-only policy."""
+    if not path.is_file():
+        raise ModelError(f"weights file {path} is missing")
+    if path.stat().st_size == 0:
+        raise ModelError(f"weights file {path} is empty (0 bytes)")
+    fmt = sniff_format(path)
+    if fmt == SAFETENSORS:
+        return _load_safetensors(path, device)
+    if fmt in (PICKLE_ZIP, PICKLE_RAW):
+        if not allow_pickle:
+            raise ModelError(
+                f"{path} is a pickle file, which can run arbitrary code when loaded; "
+                f"convert it to safetensors, or pass {PICKLE_FLAG} if you trust its source"
+            )
+        return _load_pickle(path, device)
+    raise ModelError(f"weights file {path} is neither safetensors nor a torch checkpoint (corrupt?)")
+
+
+def _load_safetensors(path: Path, device: str) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"weights file {path} is truncated or corrupt: {e}") from None
+
+
+def _load_pickle(path: Path, device: str) -> dict:
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        # weights_only refuses any global outside tensors and plain containers,
+        # so a __reduce__ payload is never executed.
+        sd = torch.load(str(path), map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        raise ModelError(f"refused to load {path}: it holds more than plain tensors ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise ModelError(f"weights file {path} is truncated or corrupt: {e}") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ModelError(f"{path} does not hold a state dict")
+    return sd
+
+
+def load_component_state(component_dir: Path, allow_pickle: bool = False, device: str = "cpu") -> dict:
+    """Merge the state dicts of all shards of one component."""
+    sd: dict = {}
+    for f in find_weight_files(component_dir):
+        sd.update(load_state_dict(f, allow_pickle, device))
+    return sd
