@@ -78,9 +78,11 @@ def scan_dataset(
     """
     if missing_captions not in ("error", "empty"):
         raise UsageError(f"--missing-captions must be 'error' or 'empty', not {missing_captions!r}")
-    if resolution <= 0 or resolution % 8:
-        lower, upper = max(8, resolution // 8 * 8), (resolution // 8 + 1) * 8
-        raise UsageError(f"resolution {resolution} is not a positive multiple of 8; try {lower} or {upper}")
+    if resolution < 8 or resolution % 8:
+        # The VAE works on 8x8 pixel blocks.
+        near = sorted({max(8, resolution // 8 * 8), max(8, (resolution // 8 + 1) * 8)})
+        raise UsageError(f"resolution {resolution} is not a positive multiple of 8; try "
+                         + " or ".join(map(str, near)))
     root = _check_root(root)
     entries, skipped, notes = _discover(root, missing_captions, include_heldout)
     records: list[Record] = []
@@ -98,7 +100,8 @@ def scan_dataset(
         raise UsageError(_all_bad_message(root, skipped))
     small = sum(min(r.width, r.height) < resolution for r in records)
     if small:
-        notes.append(f"{small} image(s) are smaller than {resolution} px on the short side and will be upscaled")
+        notes.append(f"{small} image(s) are smaller than {resolution} px on the short side "
+                     "and will be upscaled (blurry training data)")
     return ScanResult(records, skipped, notes)
 
 
@@ -107,50 +110,62 @@ def _check_root(root: str | os.PathLike) -> Path:
     if not path.exists():
         raise UsageError(f"dataset folder {str(path)!r} does not exist")
     if not path.is_dir():
-        raise UsageError(f"dataset {str(path)!r} is not a folder; give the folder holding the images")
+        raise UsageError(f"dataset {str(path)!r} is not a folder; give the folder of images")
     return path.resolve()
 
 
 def _discover(root: Path, missing_captions: str, include_heldout: bool):
     """Return ([(relpath, caption, split)] sorted by relpath, skipped, notes)."""
     images, metadata = _walk(root)
-    captions: dict[str, tuple[str, str | None]] = {}
-    skipped: list[tuple[str, str]] = []
+    captions, splits, heldout, skipped = _metadata_captions(root, metadata, include_heldout)
+    images = (images | captions.keys()) - heldout
+    for rel in images:
+        # A .txt beside the image is the most specific source, so it overrides metadata.
+        sidecar = (root / rel).with_suffix(".txt")
+        if sidecar.is_file():
+            try:
+                captions[rel] = sidecar.read_text(encoding="utf-8-sig").strip()
+            except UnicodeDecodeError:
+                skipped.append((rel, f"caption file {sidecar.name} is not UTF-8 text"))
+    images -= {rel for rel, _ in skipped}
+    uncaptioned = sorted(images - captions.keys())
+    if uncaptioned and missing_captions == "error":
+        raise UsageError(_missing_captions_message(uncaptioned))
+    if not images and not skipped:
+        held = f"; {len(heldout)} held out by split=heldout" if heldout else ""
+        kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise UsageError(f"no images found under {str(root)!r} (looked for {kinds}){held}")
+    notes = []
+    if heldout:
+        notes.append(f"held out {len(heldout)} image(s) marked split=heldout in metadata; "
+                     "pass include_heldout to train on them too")
+    entries = [(rel, captions.get(rel, ""), splits.get(rel)) for rel in sorted(images)]
+    return entries, skipped, notes
+
+
+def _metadata_captions(root: Path, metadata: list[Path], include_heldout: bool):
+    """Captions and splits from every metadata file, the deepest folder's winning."""
+    captions: dict[str, str] = {}
+    splits: dict[str, str] = {}
     heldout: set[str] = set()
+    skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
-    # Deepest metadata first so that it wins; .txt sidecars are applied last and win over all.
-    for meta in sorted(metadata, key=lambda p: (-len(p.parts), str(p.parent), METADATA_FILES.index(p.name))):
+    # Within one folder metadata.jsonl comes before metadata.csv (METADATA_FILES order).
+    order = lambda p: (-len(p.parts), str(p.parent), METADATA_FILES.index(p.name))  # noqa: E731
+    for meta in sorted(metadata, key=order):
         for rel, caption, split in _read_metadata(root, meta):
             if rel in seen:
                 continue
             seen.add(rel)
             if split == HELDOUT and not include_heldout:
                 heldout.add(rel)
-            elif (root / rel).is_file():
-                captions[rel] = (caption, split)
-                images.add(rel)
-            else:
+            elif not (root / rel).is_file():
                 skipped.append((rel, "missing file"))
-    for rel in images - heldout:
-        sidecar = (root / rel).with_suffix(".txt")
-        if sidecar.is_file():
-            try:
-                captions[rel] = (sidecar.read_text(encoding="utf-8-sig").strip(), None)
-            except UnicodeDecodeError:
-                skipped.append((rel, f"caption file {sidecar.name} is not UTF-8 text"))
-    bad = {rel for rel, _ in skipped}
-    uncaptioned = sorted(images - heldout - bad - captions.keys())
-    if uncaptioned and missing_captions == "error":
-        raise UsageError(_missing_captions_message(uncaptioned))
-    if not images - heldout and not skipped:
-        also = f"; {len(heldout)} held out by split=heldout" if heldout else ""
-        kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise UsageError(f"no images found under {str(root)!r} (looked for {kinds}){also}")
-    notes = []
-    if heldout:
-        notes.append(f"held out {len(heldout)} image(s) marked split=heldout; pass include_heldout to train on them")
-    entries = [(rel, *captions.get(rel, ("", None))) for rel in sorted(images - heldout - bad)]
-    return entries, skipped, notes
+            else:
+                captions[rel] = caption
+                if split is not None:
+                    splits[rel] = split
+    return captions, splits, heldout, skipped
 
 
 def _walk(root: Path) -> tuple[set[str], list[Path]]:
@@ -177,12 +192,14 @@ def _read_metadata(root: Path, meta: Path) -> Iterator[tuple[str, str, str | Non
     for line, row in rows:
         name, text = row.get("file_name"), row.get("text")
         if not isinstance(name, str) or not name or not isinstance(text, str):
-            raise UsageError(f"{where} row {line}: needs a 'file_name' and a string 'text' (got {row!r:.200})")
+            raise UsageError(
+                f"{where} row {line}: needs a 'file_name' and a string 'text' (got {row!r:.200})"
+            )
         target = os.path.normpath(meta.parent / name)
-        rel = Path(target).relative_to(root).as_posix() if _inside(root, target) else None
-        if rel is None:
-            raise UsageError(f"{where} row {line}: file_name {name!r} points outside the dataset folder")
+        if os.path.commonpath([str(root), target]) != str(root):
+            raise UsageError(f"{where} row {line}: file_name {name!r} is outside the dataset")
         split = row.get("split")
+        rel = Path(target).relative_to(root).as_posix()
         yield rel, text.strip(), split if isinstance(split, str) else None
 
 
@@ -196,7 +213,8 @@ def _jsonl_rows(meta: Path, where: str) -> Iterator[tuple[int, dict]]:
             except json.JSONDecodeError as err:
                 raise UsageError(f"{where} line {line} is not valid JSON: {err.msg}") from None
             if not isinstance(row, dict):
-                raise UsageError(f"{where} line {line} must be a JSON object like {{\"file_name\": ..., \"text\": ...}}")
+                example = '{"file_name": ..., "text": ...}'
+                raise UsageError(f"{where} line {line} must be a JSON object like {example}")
             yield line, row
 
 
@@ -208,10 +226,6 @@ def _csv_rows(meta: Path, where: str) -> Iterator[tuple[int, dict]]:
             raise UsageError(f"{where} needs 'file_name' and 'text' columns; found {columns}")
         for row in reader:
             yield reader.line_num, row
-
-
-def _inside(root: Path, target: str) -> bool:
-    return os.path.commonpath([str(root), target]) == str(root)
 
 
 def _missing_captions_message(uncaptioned: list[str]) -> str:
@@ -246,7 +260,7 @@ def make_buckets(resolution: int, step: int = 64, max_ratio: float = 2.0) -> lis
     """All (w, h) with sides multiples of `step`, area <= resolution**2 and long/short <= max_ratio,
     keeping for each width only the tallest height that fits (the largest area)."""
     if step <= 0 or resolution < step:
-        raise UsageError(f"bucket step {step} must be positive and at most the resolution {resolution}")
+        raise UsageError(f"bucket step {step} must be positive and at most resolution {resolution}")
     if max_ratio < 1:
         raise UsageError(f"max bucket aspect ratio {max_ratio} must be at least 1")
     area = resolution * resolution
@@ -320,6 +334,7 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         try:
             img = load_image(record.path, self.max_pixels)
         except BadImageError as err:
-            raise BadImageError(f"{record.path}: {err} (it was readable when the dataset was scanned)") from None
+            # The file changed after scan_dataset checked it; stopping beats silently skipping.
+            raise BadImageError(f"{record.path}: {err} (it was fine when scanned)") from None
         return {"pixel_values": transform(img, size, self.crop, self.flip, rng),
                 "caption": record.caption, "index": index}

@@ -38,7 +38,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     """Decode `path` fully and return it upright, as 8-bit RGB, alpha flattened onto white.
 
     Raises BadImageError for empty, unreadable, non-image, truncated, corrupt, oversized
-    (decompression bomb) and too-small files.
+    (decompression bomb) and too-small files. `max_pixels` can only lower the limit: Pillow's
+    own `Image.MAX_IMAGE_PIXELS` check still applies first.
     """
     path = Path(path)
     try:
@@ -72,15 +73,16 @@ def _decode(fp, max_pixels: int) -> Image.Image:
             im.load()  # Pillow decodes lazily; without this a truncated file looks fine
     except BadImageError:
         raise
-    except Image.DecompressionBombError as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise BadImageError(f"decompression bomb: {err}") from None
     except UnidentifiedImageError:
-        raise BadImageError("not an image Pillow can read (wrong extension or not an image)") from None
+        raise BadImageError("not an image Pillow can read (not an image, or wrong type)") from None
     except Exception as err:  # noqa: BLE001
         # Pillow's decoders report damaged data with whatever exception the format plugin
         # happens to raise (OSError, SyntaxError, EOFError, struct.error, IndexError, ...).
         # Every one of them means the same thing to the user: this file is broken.
-        raise BadImageError(f"truncated or corrupt image data ({type(err).__name__}: {err})") from None
+        detail = f"{type(err).__name__}: {err}"
+        raise BadImageError(f"truncated or corrupt image data ({detail})") from None
     return im
 
 

@@ -42,10 +42,22 @@ class Components:
     defaults: dict
 
 
+def quiet_libraries() -> None:
+    """diffusers/transformers print progress bars and advice on every load and save; our
+    users get one progress bar of our own instead."""
+    import diffusers
+    import transformers
+
+    for lib in (diffusers, transformers):
+        lib.utils.logging.set_verbosity_error()
+        lib.utils.logging.disable_progress_bar()
+
+
 def _classes():
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    quiet_libraries()
     return UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTextConfig
 
 
@@ -119,6 +131,7 @@ def save_components(c: Components, out: Path, scheduler_class: str, extra_defaul
     """Write the diffusers layout with safetensors weights, loadable by StableDiffusionPipeline."""
     import diffusers
 
+    quiet_libraries()
     out.mkdir(parents=True, exist_ok=True)
     c.unet.save_pretrained(out / "unet", safe_serialization=True)
     c.vae.save_pretrained(out / "vae", safe_serialization=True)

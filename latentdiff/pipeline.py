@@ -79,26 +79,20 @@ class Pipeline:
         return {"steps": int(d.get("steps", FALLBACK_STEPS)), "guidance": float(d.get("guidance", FALLBACK_GUIDANCE))}
 
     # ---- generation ---------------------------------------------------------------------
-    def __call__(
-        self,
-        prompt,
-        negative_prompt="",
-        steps=None,
-        guidance=None,
-        width=None,
-        height=None,
-        seed=0,
-        num_images=1,
-        scheduler=None,
-    ):
+    def __call__(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
+                 seed=0, num_images=1, scheduler=None) -> list:
         """Images for `prompt` (a string or a list); image k of the call uses seed `seed + k`."""
+        return list(self.iter_images(prompt, negative_prompt, steps, guidance, width, height, seed,
+                                     num_images, scheduler))
+
+    def iter_images(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
+                    seed=0, num_images=1, scheduler=None):
+        """Like __call__, but yields each image as soon as its batch is decoded."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         p = self._resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
         jobs = [(text, p["seed"] + k) for k, text in enumerate(t for t in prompts for _ in range(num_images))]
-        images = []
         for i in range(0, len(jobs), self.max_batch):
-            images += self._generate(jobs[i : i + self.max_batch], p)
-        return images
+            yield from self._generate(jobs[i : i + self.max_batch], p)
 
     def _resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> dict:
         d = self.defaults()

@@ -57,6 +57,15 @@ def truncated(path: Path, fmt: str, keep: float = 0.5) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
 
 
+def corrupted_png(path: Path) -> None:
+    """Intact header, zeroed bytes in the middle of the compressed pixel data."""
+    buf = io.BytesIO()
+    noise().save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
 def png_with_declared_size(path: Path, width: int, height: int) -> None:
     """A tiny valid-looking PNG whose header claims width x height (a decompression bomb)."""
     buf = io.BytesIO()
@@ -94,7 +103,7 @@ def test_captions_from_txt_jsonl_and_csv(tmp_path):
     got = {r.path.relative_to(tmp_path).as_posix(): r.caption for r in result.records}
     assert got == {"a.png": "a cat", "b.JPG": "a dog", "sub/deep/c.webp": "ünïcode caption",
                    "sub/d.bmp": 'red, green, and "blue"'}
-    assert [r.path.name for r in result.records] == ["a.png", "b.JPG", "c.webp", "d.bmp"]
+    assert [r.path.name for r in result.records] == ["a.png", "b.JPG", "d.bmp", "c.webp"]  # by relpath
     assert result.skipped == [("gone.png", "missing file")]
 
 
@@ -107,14 +116,18 @@ def test_caption_precedence_txt_then_deepest_metadata(tmp_path):
     (tmp_path / "sub" / "metadata.jsonl").write_text(json.dumps({"file_name": "y.png", "text": "deep"}))
     (tmp_path / "sub" / "metadata.csv").write_text("file_name,text\ny.png,csv\nz.png,csv\n")
 
-    captions = [r.caption for r in scan_dataset(tmp_path, 64).records]
+    (tmp_path / "._x.png").write_bytes(b"macOS resource fork")  # hidden clutter is ignored
+    save(tmp_path / ".cache" / "hidden.png", noise())
 
-    assert captions == ["from txt", "deep", "csv"]
+    result = scan_dataset(tmp_path, 64)
+
+    assert [r.caption for r in result.records] == ["from txt", "deep", "csv"]
+    assert result.skipped == []
 
 
 def test_heldout_rows_dropped_unless_included(tmp_path):
-    for name in ("train.png", "held.png"):
-        save(tmp_path / "images" / name, noise())
+    save(tmp_path / "images" / "train.png", noise(), "sidecar wins, split kept")
+    save(tmp_path / "images" / "held.png", noise())
     (tmp_path / "metadata.jsonl").write_text(
         json.dumps({"file_name": "images/train.png", "text": "t", "split": "train"}) + "\n"
         + json.dumps({"file_name": "images/held.png", "text": "h", "split": "heldout"}) + "\n")
@@ -122,9 +135,9 @@ def test_heldout_rows_dropped_unless_included(tmp_path):
     default = scan_dataset(tmp_path, 64)
     included = scan_dataset(tmp_path, 64, include_heldout=True)
 
-    assert [r.caption for r in default.records] == ["t"]
+    assert [(r.caption, r.split) for r in default.records] == [("sidecar wins, split kept", "train")]
     assert any("held out 1" in note for note in default.notes)
-    assert sorted((r.caption, r.split) for r in included.records) == [("h", "heldout"), ("t", "train")]
+    assert sorted((r.caption, r.split) for r in included.records) == [("h", "heldout"), ("sidecar wins, split kept", "train")]
 
 
 def test_missing_captions_is_a_usage_error_listing_files(tmp_path):
@@ -164,6 +177,20 @@ def test_bad_metadata_is_a_usage_error_with_location(tmp_path):
     (tmp_path / "metadata.csv").write_text("image,caption\na.png,x\n")
     with pytest.raises(UsageError, match="'file_name' and 'text' columns"):
         scan_dataset(tmp_path, 64)
+    (tmp_path / "metadata.csv").write_text("file_name,text\n../escape.png,x\n")
+    with pytest.raises(UsageError, match="outside the dataset"):
+        scan_dataset(tmp_path, 64)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"resolution": 500}, "try 496 or 504"),
+    ({"resolution": 0}, "try 8"),
+    ({"resolution": 64, "missing_captions": "skip"}, "'error' or 'empty'"),
+])
+def test_bad_scan_options_are_usage_errors(tmp_path, kwargs, words):
+    save(tmp_path / "a.png", noise(), "c")
+    with pytest.raises(UsageError, match=words):
+        scan_dataset(tmp_path, **kwargs)
 
 
 # --- robust loading ---------------------------------------------------------------------------
@@ -201,14 +228,19 @@ def make_bad_images(root: Path) -> dict[str, str]:
     truncated(root / "cut.png", "PNG")
     truncated(root / "cut.jpg", "JPEG")
     (root / "garbage.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    corrupted_png(root / "corrupt.png")
     (root / "zero.png").write_bytes(b"")
     (root / "text.png").write_text("this is not a picture")
-    png_with_declared_size(root / "bomb.png", 30_000, 30_000)
+    png_with_declared_size(root / "bomb.png", 30_000, 30_000)  # Pillow's hard error
+    png_with_declared_size(root / "bomb2.png", 10_000, 10_000)  # Pillow only warns
     save(root / "tiny.png", noise((4, 4)))
-    for name in ("cut.png", "cut.jpg", "garbage.jpg", "zero.png", "text.png", "bomb.png", "tiny.png"):
+    for name in ("cut.png", "cut.jpg", "garbage.jpg", "corrupt.png", "zero.png", "text.png", "bomb.png", "bomb2.png",
+                 "tiny.png"):
         (root / name).with_suffix(".txt").write_text("c")
-    return {"cut.png": "truncated", "cut.jpg": "truncated", "garbage.jpg": "corrupt",
+    return {"cut.png": "truncated", "cut.jpg": "truncated", "garbage.jpg": "not an image",
+            "corrupt.png": "corrupt",
             "zero.png": "empty", "text.png": "not an image", "bomb.png": "decompression bomb",
+            "bomb2.png": "decompression bomb",
             "tiny.png": "too small"}
 
 
@@ -267,13 +299,14 @@ def test_pixel_limit_is_configurable(tmp_path):
 
 def test_all_bad_is_a_usage_error_before_training(tmp_path):
     make_bad_images(tmp_path)
-    (tmp_path / "also.png").write_text("not a png either")
-    (tmp_path / "also.txt").write_text("c")
+    for name in ("also", "again"):
+        (tmp_path / f"{name}.png").write_text("not a png either")
+        (tmp_path / f"{name}.txt").write_text("c")
     with pytest.raises(UsageError) as info:
         scan_dataset(tmp_path, 64)
     message = str(info.value)
-    assert "all 8 were skipped" in message
-    assert "'not an image Pillow can read' (2 of 8)" in message
+    assert "all 11 were skipped" in message
+    assert "'not an image Pillow can read' (4 of 11)" in message
 
 
 # --- transforms -------------------------------------------------------------------------------

@@ -1,0 +1,119 @@
+"""Command line: parse flags, build the command's config, call the API, map errors to exit codes.
+
+Nothing heavy is imported at module level: `latentdiff --help` must answer instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import LatentDiffError
+
+PROG = "latentdiff"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own usage errors: one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_generate(sub):
+    p = sub.add_parser("generate", help="make images from a text prompt",
+                       description="Make images from text. Prints each written PNG path on stdout.")
+    p.add_argument("prompt", nargs="?", help="the text prompt (or use --prompts / --from)")
+    p.add_argument("--model", help="model directory, hub id (org/name), or omit for the shipped default")
+    p.add_argument("--out", default="outputs", help="output folder (default: outputs/); files are never overwritten")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's recommendation, else 25)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 disables CFG (default: model's, else 7.5)")
+    p.add_argument("--negative", help="negative prompt (default: empty)")
+    p.add_argument("--seed", type=int, help="seed of the first image; image k uses seed+k (default: 0)")
+    p.add_argument("--random-seed", action="store_true", help="draw a random seed (it is recorded in the PNG)")
+    p.add_argument("--width", type=int, help="image width in pixels (default: the model's native size)")
+    p.add_argument("--height", type=int, help="image height in pixels (default: the model's native size)")
+    p.add_argument("--num-images", type=int, help="images per prompt (default: 1)")
+    p.add_argument("--scheduler", help="ddim, ddpm, pndm, euler, euler_a, heun, lms, dpm++2m, dpm++2m_karras, unipc (default: the model's)")
+    p.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default: auto)")
+    p.add_argument("--dtype", help="auto, fp32, fp16, bf16 (default: auto: fp16 on GPU; bf16 on CPUs with native bf16 for large models, else fp32)")
+    p.add_argument("--prompts", metavar="FILE", help="text file with one prompt per line")
+    p.add_argument("--from", dest="from_image", metavar="IMAGE.png", help="regenerate a latentdiff PNG from its recorded parameters (other flags override)")
+    p.add_argument("--allow-pickle", action="store_true", default=None, help="allow pickle (.bin/.ckpt) weights; still loaded with weights_only=True")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args) -> int:
+    from .config import GenerateConfig, read_prompts_file
+    from .errors import UsageError
+    from .generate import run_generate
+    from .images import read_params
+
+    prompts = []
+    if args.prompt is not None:
+        if not args.prompt.strip():
+            raise UsageError("the prompt is empty; give some text, or --prompts FILE")
+        prompts.append(args.prompt)
+    if args.prompts:
+        prompts += read_prompts_file(args.prompts)
+    seed = None if args.random_seed else args.seed
+    flags = dict(model=args.model, out=args.out, steps=args.steps, guidance=args.guidance, negative=args.negative,
+                 seed=seed, width=args.width, height=args.height, num_images=args.num_images,
+                 scheduler=args.scheduler, device=args.device, dtype=args.dtype,
+                 allow_pickle=args.allow_pickle, quiet=args.quiet)
+    recorded_device = None
+    if args.from_image:
+        params = read_params(args.from_image)
+        recorded_device = None if args.dtype else params.get("device")
+        cfg = GenerateConfig.from_image(params, **{**flags, "prompts": prompts or None})
+        if args.random_seed:
+            cfg.seed = None
+    else:
+        cfg = GenerateConfig(prompts=prompts, **{k: v for k, v in flags.items() if v is not None})
+        if args.random_seed:
+            cfg.seed = None
+    run_generate(cfg, recorded_device)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Text-to-image latent diffusion: generate images, fine-tune models.")
+    parser.add_argument("--version", action="version", version=f"{PROG} 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_generate(sub)
+    for add in _extra_commands():
+        add(sub)
+    return parser
+
+
+def _extra_commands():
+    from . import cli_train
+
+    return cli_train.COMMANDS
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except LatentDiffError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; files written so far are kept", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"{PROG}: error: out of memory; try fewer --num-images or a smaller size", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # Disk full, permission denied, a path that is a file: the user can act on these.
+        print(f"{PROG}: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

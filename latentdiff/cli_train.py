@@ -1,0 +1,3 @@
+"""Training-side subcommands (finetune, build-emoji, ...), registered by cli.py."""
+
+COMMANDS: list = []

@@ -1,0 +1,110 @@
+"""One typed config per command. Precedence: dataclass defaults < YAML (--config) < flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise UsageError(msg)
+
+
+@dataclass
+class GenerateConfig:
+    """Everything `latentdiff generate` needs; None means "the model's recommendation"."""
+
+    prompts: list[str] = field(default_factory=list)
+    """Prompts to render; each gets `num_images` images."""
+    model: str | None = None
+    """Local diffusers directory, hub id, or None for the shipped default model."""
+    out: str = "outputs"
+    """Folder for PNGs; existing files are never overwritten."""
+    steps: int | None = None
+    guidance: float | None = None
+    negative: str = ""
+    seed: int | None = 0
+    """Image k of a prompt uses seed + k; None draws a random seed (and records it)."""
+    width: int | None = None
+    height: int | None = None
+    num_images: int = 1
+    scheduler: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    quiet: bool = False
+
+    def __post_init__(self):
+        _check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
+        _check(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
+        _check(self.guidance is None or self.guidance >= 0, f"--guidance must be >= 0, got {self.guidance}")
+        _check(self.num_images >= 1, f"--num-images must be >= 1, got {self.num_images}")
+        _check(self.seed is None or self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            _check(v is None or v > 0, f"--{name} must be a positive number of pixels, got {v}")
+        if self.scheduler is not None:
+            from .sampling import check_scheduler_name
+
+            self.scheduler = check_scheduler_name(self.scheduler)
+
+    @classmethod
+    def from_image(cls, params: dict, **overrides) -> "GenerateConfig":
+        """Rebuild a config from a PNG's recorded parameters; explicit flags override them."""
+        recorded = {
+            "prompts": [params["prompt"]],
+            "model": params.get("model"),
+            "steps": params.get("steps"),
+            "guidance": params.get("guidance"),
+            "negative": params.get("negative_prompt", ""),
+            "seed": params.get("seed"),
+            "width": params.get("width"),
+            "height": params.get("height"),
+            "scheduler": params.get("scheduler"),
+            "dtype": params.get("dtype") or "auto",
+        }
+        return cls(**{**recorded, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def read_prompts_file(path: str) -> list[str]:
+    """One prompt per line; blank lines and lines starting with # are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UsageError(f"--prompts file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--prompts file {path} cannot be read as UTF-8 text: {e}") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    _check(bool(prompts), f"--prompts file {path} holds no prompts")
+    return prompts
+
+
+def load_yaml(path: str | None) -> dict:
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UsageError(f"config file {path} is not readable YAML: {e}") from None
+    _check(isinstance(data, dict), f"config file {path} must hold a mapping of option: value")
+    return data
+
+
+def merge(cls, yaml_values: dict, flags: dict):
+    """Build `cls` from YAML values overridden by flags that were given (not None)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(yaml_values) - names)
+    _check(not unknown, f"unknown option(s) in config file: {', '.join(unknown)}")
+    values = {**yaml_values, **{k: v for k, v in flags.items() if v is not None and k in names}}
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise UsageError(f"bad config: {e}") from None

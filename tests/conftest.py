@@ -1,0 +1,46 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# No test may reach the network: huggingface_hub must answer from the (empty) cache only.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("LATENTDIFF_CACHE", str(Path(__file__).parent / ".cache-unused"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1(tmp_path_factory):
+    from latentdiff.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "sd1", "sd1")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd2(tmp_path_factory):
+    from latentdiff.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "sd2", "sd2", defaults={"steps": 3, "guidance": 4.0})
+
+
+@pytest.fixture(scope="session")
+def pipe_sd1(tiny_sd1):
+    from latentdiff import Pipeline
+
+    p = Pipeline.from_pretrained(tiny_sd1, device="cpu", dtype="fp32")
+    p.progress = False
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTDIFF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("latentdiff.fingerprint._CACHE", tmp_path / "cache" / "hashes.json", raising=False)
+
+
+def run_cli(*args, cwd=None, env=None):
+    """Run the real console entry point in a fresh process."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "latentdiff.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=full_env, timeout=300)
