@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import UsageError
-from .models import Components
+from .models import Components, load_vae
 
 SECTIONS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -64,7 +64,8 @@ def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None
     try:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**arch["unet"])
-        vae = AutoencoderKL(**arch["vae"])
+        # A path instead of a mapping: the autoencoder was trained first (LDM stage one).
+        vae = load_vae(Path(arch["vae"])) if isinstance(arch["vae"], str) else AutoencoderKL(**arch["vae"])
         text_encoder = CLIPTextModel(CLIPTextConfig(**te_cfg))
     except (TypeError, ValueError) as e:
         raise UsageError(f"architecture config does not build: {e}") from None

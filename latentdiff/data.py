@@ -325,16 +325,21 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
-        record = self.records[index]
         # A string seed is hashed with SHA-512: stable across processes and Python versions.
         rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
-        size = self.resolution
-        if self.buckets:
-            size = assign_bucket(record.width, record.height, self.buckets)
+        return {"pixel_values": self._pixels(index, self.crop, self.flip, rng),
+                "caption": self.records[index].caption, "index": index}
+
+    def load(self, index: int) -> torch.Tensor:
+        """The image without augmentation (center crop, no flip), for caching its latents."""
+        return self._pixels(index, "center", False, None)
+
+    def _pixels(self, index: int, crop: str, flip: bool, rng) -> torch.Tensor:
+        record = self.records[index]
+        size = assign_bucket(record.width, record.height, self.buckets) if self.buckets else self.resolution
         try:
             img = load_image(record.path, self.max_pixels)
         except BadImageError as err:
             # The file changed after scan_dataset checked it; stopping beats silently skipping.
             raise BadImageError(f"{record.path}: {err} (it was fine when scanned)") from None
-        return {"pixel_values": transform(img, size, self.crop, self.flip, rng),
-                "caption": record.caption, "index": index}
+        return transform(img, size, crop, flip, rng)

@@ -111,6 +111,14 @@ def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu")
     )
 
 
+def load_vae(path: Path, allow_pickle: bool = False):
+    """A lone AutoencoderKL folder (config.json + weights), e.g. one made by train-vae."""
+    _, VAE, _, _ = _classes()
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} is not a VAE folder: config.json is missing")
+    return _build(VAE, _read_json(path / "config.json", "vae"), path, allow_pickle, "cpu")
+
+
 def load_tokenizer(path: Path):
     from transformers import CLIPTokenizer
 

@@ -12,7 +12,7 @@ import torch
 from . import hub
 from .errors import LatentDiffError, UsageError
 from .images import a1111_line, to_pil
-from .models import Components, load_components, save_components, vae_scale_factor
+from .models import Components, load_components, read_defaults, save_components, vae_scale_factor
 from .runtime import DTYPE_NAMES, resolve_device, resolve_dtype
 from .sampling import check_scheduler_name, denoise, initial_noise, make_scheduler
 from .text import encode_prompts
@@ -26,7 +26,9 @@ CPU_BF16_MIN_PARAMS = 50_000_000
 class Pipeline:
     """Text-to-image latent diffusion over diffusers-format models."""
 
-    def __init__(self, components: Components, device: torch.device, dtype: torch.dtype, model_ref=None, model_dir=None):
+    def __init__(self, components: Components, device: torch.device, dtype: torch.dtype, model_ref=None,
+                 model_dir=None, place: bool = True):
+        """`place=False` leaves the modules where and as they are (e.g. mid-training)."""
         self.components = components
         self.device, self.dtype = device, dtype
         self.model_ref, self.model_dir = model_ref, model_dir
@@ -34,6 +36,8 @@ class Pipeline:
         self.max_batch = 8
         self._model_hash = None
         c = components
+        if not place:
+            return
         c.unet.to(device=device, dtype=dtype)
         c.text_encoder.to(device=device, dtype=dtype)
         # fp16 VAEs overflow in decode (black images); configs that know it ask for fp32.
@@ -42,14 +46,22 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, model=None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False):
-        """Load a local diffusers-format directory, a hub id, or (None) the shipped default model."""
-        path = hub.resolve(model, allow_pickle)
+        """Load a local diffusers-format directory, a hub id, a LoRA folder written by
+        `finetune --method lora`, or (None) the shipped default model."""
+        from .lora import apply_lora, lora_base
+
+        local = Path(model).expanduser() if model is not None else None
+        base = lora_base(local) if local is not None and local.is_dir() else None
+        path = hub.resolve(None if base == "default" else (base or model), allow_pickle)
         dev = resolve_device(device)
         comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev))
+        if base is not None:
+            apply_lora(comps, local, allow_pickle)
+            comps.defaults = {**comps.defaults, **read_defaults(local)}
         pref = comps.defaults.get("cpu_dtype")
         if pref is None and sum(p.numel() for p in comps.unet.parameters()) < CPU_BF16_MIN_PARAMS:
             pref = "fp32"
-        ref = str(Path(model).expanduser().resolve()) if model is not None and Path(model).expanduser().exists() else model
+        ref = str(local.resolve()) if local is not None and local.exists() else model
         return cls(comps, dev, resolve_dtype(dtype, dev, pref), model_ref=ref, model_dir=path)
 
     def save_pretrained(self, out) -> Path:

@@ -12,8 +12,8 @@ import torch
 
 
 def _chunks(ids: list[int], size: int, n_chunks: int) -> list[list[int]]:
-    pieces = [ids[i : i + size] for i in range(0, len(ids), size)] or [[]]
-    return pieces + [[]] * (n_chunks - len(pieces))
+    pieces = [ids[i : i + size] for i in range(0, len(ids), size)]
+    return (pieces + [[]] * n_chunks)[:n_chunks]  # pad with empty chunks, or truncate
 
 
 def token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:

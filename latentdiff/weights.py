@@ -7,7 +7,9 @@ file that is really a pickle is refused like any other pickle.
 from __future__ import annotations
 
 import json
+import re
 import struct
+import warnings
 from pathlib import Path
 
 from .errors import ModelError
@@ -92,10 +94,19 @@ def _load_pickle(path: Path, device: str) -> dict:
     try:
         # weights_only refuses any global outside tensors and plain containers,
         # so a __reduce__ payload is never executed.
-        sd = torch.load(str(path), map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            # Raw (non-torch.save) pickles trigger a protocol warning that would break our one-line errors.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            sd = torch.load(str(path), map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise ModelError(f"refused to load {path}: it holds more than plain tensors ({first})") from None
+        # torch's message opens with advice to retry with weights_only=False, which is exactly
+        # what we must not suggest; the useful part is the name of the blocked global.
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"a reference to the Python object {found.group(1)}" if found else "content other than tensors"
+        raise ModelError(
+            f"refused to load {path}: it holds {what}, which could run code; "
+            "only plain tensors are loaded from pickle files"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise ModelError(f"weights file {path} is truncated or corrupt: {e}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):

@@ -1,0 +1,82 @@
+"""Turn dataset indices into (latents, text context) for a training step.
+
+With caching (the default), the frozen VAE encodes every image once in a pre-pass (both
+orientations when flipping) and each step only samples from the stored posteriors; frozen
+text embeddings are cached per caption too. Without it, every step re-encodes its images
+through the VAE, as diffusers' train_text_to_image.py does (needed for random crops).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from ..text import tokenize
+from .objective import dropout_mask, sample_latents
+
+
+class BatchSource:
+    def __init__(self, components, dataset, captions: list[str], *, cache: bool, flip: bool,
+                 train_text: bool, caption_dropout: float, device, dtype, progress: bool = True):
+        self.c, self.dataset, self.captions = components, dataset, captions
+        self.flip, self.train_text, self.p_drop = flip, train_text, caption_dropout
+        self.device, self.dtype = device, dtype
+        self.scale = components.vae.config.scaling_factor
+        self.posteriors = self._encode_all(progress) if cache else None
+        self.embeddings = self._embed_all() if cache and not train_text else None
+
+    # ---- pre-pass -----------------------------------------------------------------------
+    @torch.no_grad()
+    def _posterior(self, pixels: torch.Tensor):
+        dist = self.c.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        return dist.mean.float().cpu(), dist.std.float().cpu()
+
+    def _encode_all(self, progress: bool) -> list:
+        """Per image: [(mean, std)] or, when flipping, [(mean, std), (mean_flipped, std_flipped)]."""
+        from tqdm.auto import tqdm
+
+        out = []
+        for i in tqdm(range(len(self.dataset)), desc="caching latents", file=sys.stderr, disable=not progress):
+            px = self.dataset.load(i).unsqueeze(0)  # (1, 3, H, W), deterministic center crop
+            views = [px, px.flip(-1)] if self.flip else [px]
+            out.append([tuple(t[0] for t in self._posterior(v)) for v in views])
+        return out
+
+    @torch.no_grad()
+    def _embed_all(self) -> dict[str, torch.Tensor]:
+        texts = sorted(set(self.captions) | {""})
+        emb = {}
+        for i in range(0, len(texts), 64):
+            chunk = texts[i : i + 64]
+            for t, e in zip(chunk, self._encode_text(chunk)):
+                emb[t] = e.cpu()
+        return emb
+
+    # ---- per step -----------------------------------------------------------------------
+    def latents(self, indices: list[int], gen: torch.Generator, epoch: int) -> torch.Tensor:
+        if self.posteriors is not None:
+            views = torch.randint(0, 2, (len(indices),), generator=gen) if self.flip else [0] * len(indices)
+            pairs = [self.posteriors[i][int(v)] for i, v in zip(indices, views)]
+            mean = torch.stack([m for m, _ in pairs])
+            std = torch.stack([s for _, s in pairs])
+        else:
+            self.dataset.set_epoch(epoch)
+            pixels = torch.stack([self.dataset[i]["pixel_values"] for i in indices])
+            mean, std = self._posterior(pixels)
+        return sample_latents(mean, std, gen, self.scale).to(self.device)  # (B, 4, h, w)
+
+    def context(self, indices: list[int], gen: torch.Generator) -> torch.Tensor:
+        drop = dropout_mask(len(indices), self.p_drop, gen)
+        texts = ["" if d else self.captions[i] for i, d in zip(indices, drop)]
+        if self.embeddings is not None:
+            return torch.stack([self.embeddings[t] for t in texts]).to(self.device)
+        if self.train_text:
+            return self._encode_text(texts)
+        with torch.no_grad():
+            return self._encode_text(texts)
+
+    def _encode_text(self, texts: list[str]) -> torch.Tensor:
+        # Training uses one window; longer captions are cut (counted and reported at start).
+        ids = tokenize(self.c.tokenizer, texts, n_chunks=1)[:, 0].to(self.device)
+        return self.c.text_encoder(ids)[0]  # (B, 77, D)

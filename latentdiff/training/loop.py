@@ -1,0 +1,177 @@
+"""`finetune(cfg)`: one training loop for LoRA and full fine-tuning (and training from scratch).
+
+The trainable set is the only difference between methods (see setup.make_trainable). Every
+random draw of a step is derived from (seed, step), the data order from the step counter,
+and checkpoints hold weights + optimizer + LR schedule + EMA, so `--resume` continues exactly
+as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import LatentDiffError, UsageError
+from . import checkpoint as ckpt
+from .batches import BatchSource
+from .config import FinetuneConfig
+from .objective import diffusion_loss, step_generator
+from .outputs import prepare_out, save_final, validate, write_trainable
+from .setup import load_models, make_lr_schedule, make_optimizer, make_trainable, named_trainable
+from .state import EMA, DataOrder
+
+
+def finetune(cfg: FinetuneConfig) -> Path:
+    """Train per `cfg`; returns OUT, which then holds a model `generate --model OUT` can use."""
+    from accelerate import Accelerator
+
+    from ..data import ImageCaptionDataset, make_buckets, assign_bucket, scan_dataset
+
+    out = prepare_out(cfg)
+    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions)
+    if acc.is_main_process:
+        scan.write_skipped(out)
+        _say(f"dataset: {len(scan.records)} image(s) to train on, {len(scan.skipped)} skipped (see {out / 'skipped.txt'})")
+        for note in scan.notes:
+            _say(note)
+    captions = [r.caption for r in scan.records]
+    setup = load_models(cfg, captions, tokenizer=_saved_tokenizer(out) if cfg.resume else None)
+    trained = make_trainable(setup, cfg)
+    c = setup.components
+    dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
+    c.vae.to(acc.device, dtype)
+    if "text_encoder" not in trained:
+        c.text_encoder.to(acc.device, dtype)
+    named = named_trainable(trained)
+    optimizer = make_optimizer(list(named.values()), cfg)
+    lr_schedule = make_lr_schedule(optimizer, cfg)
+    *modules, optimizer = acc.prepare(*trained.values(), optimizer)
+    wrapped = dict(zip(trained, modules))
+    ema = EMA(named, cfg.ema_decay) if cfg.method == "full" and cfg.ema_decay else None
+
+    buckets = make_buckets(cfg.resolution) if cfg.buckets else None
+    dataset = ImageCaptionDataset(scan.records, cfg.resolution, cfg.crop, cfg.flip, cfg.seed, buckets)
+    cache = cfg.cache and cfg.crop == "center"
+    if cfg.cache and not cache and acc.is_main_process:
+        _say("random crops: latents are encoded every step (caching needs --crop center)")
+    source = BatchSource(c, dataset, captions, cache=cache, flip=cfg.flip, train_text="text_encoder" in trained,
+                         caption_dropout=cfg.caption_dropout, device=acc.device, dtype=dtype,
+                         progress=acc.is_main_process)
+    source.text_encoder = wrapped.get("text_encoder", c.text_encoder)
+    bucket_of = [assign_bucket(r.width, r.height, buckets) for r in scan.records] if buckets else None
+    order = DataOrder(len(scan.records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of)
+
+    start = _resume(cfg, out, named, optimizer, lr_schedule, ema) if cfg.resume else 0
+    noise_scheduler = _noise_scheduler(c.scheduler_config)
+    _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, source, order, noise_scheduler, start)
+    if acc.is_main_process:
+        save_final(cfg, out, setup, trained, ema)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return out
+
+
+def _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, source, order, noise_scheduler, start):
+    from tqdm.auto import tqdm
+
+    unet = wrapped["unet"]
+    bar = tqdm(total=cfg.max_steps, initial=start, desc="finetune", file=sys.stderr, disable=not acc.is_main_process)
+    metrics = open(out / "metrics.jsonl", "a", encoding="utf-8") if acc.is_main_process else None
+    last_good = ckpt.latest_checkpoint(out)
+    t0, images = time.perf_counter(), 0
+    try:
+        for step in range(start, cfg.max_steps):
+            losses = []
+            for micro in range(cfg.grad_accum):
+                gen = step_generator(cfg.seed, step, micro, acc.process_index)
+                epoch, idx = order.batch(step * cfg.grad_accum + micro, acc.process_index, acc.num_processes)
+                with acc.accumulate(*wrapped.values()):
+                    latents = source.latents(idx, gen, epoch)
+                    with acc.autocast():
+                        context = source.context(idx, gen)
+                        loss = diffusion_loss(unet, noise_scheduler, latents, context, gen, cfg.snr_gamma, cfg.noise_offset)
+                    if not torch.isfinite(loss):
+                        kept = f"; the last good checkpoint ({last_good.name}) is kept" if last_good else ""
+                        raise LatentDiffError(f"loss became {loss.item()} at step {step}{kept}; try a lower --lr")
+                    acc.backward(loss)
+                    if acc.sync_gradients:
+                        acc.clip_grad_norm_(list(named.values()), 1.0)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.detach())
+                images += len(idx) * acc.num_processes
+            lr_schedule.step()
+            if ema is not None:
+                ema.update(named)
+            loss_value = acc.reduce(torch.stack(losses).mean(), "mean").item()
+            done = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            if metrics and (done % cfg.log_every == 0 or done == cfg.max_steps):
+                rate = images / (time.perf_counter() - t0)
+                metrics.write(json.dumps({"step": done, "loss": loss_value, "lr": lr_schedule.get_last_lr()[0],
+                                          "images_per_s": round(rate, 3)}) + "\n")
+                metrics.flush()
+            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+                if acc.is_main_process:
+                    last_good = ckpt.save_checkpoint(
+                        out, done, lambda d: write_trainable(d, setup, named, optimizer, lr_schedule, ema),
+                        keep=cfg.keep_checkpoints, extra={"ema_updates": ema.updates if ema else 0})
+                acc.wait_for_everyone()
+            if acc.is_main_process and cfg.validate_every and done % cfg.validate_every == 0:
+                validate(cfg, out, setup, done, acc.device)
+    finally:
+        bar.close()
+        if metrics:
+            metrics.close()
+
+
+def _resume(cfg, out, named, optimizer, lr_schedule, ema) -> int:
+    from safetensors.torch import load_file
+
+    last = ckpt.latest_checkpoint(out)
+    if last is None:
+        raise UsageError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
+    manifest = ckpt.read_manifest(last)
+    state = load_file(str(last / "trainable.safetensors"))
+    missing = set(named) - set(state)
+    if missing:
+        raise UsageError(f"--resume: checkpoint {last} does not match this model/method (lacks {sorted(missing)[0]})")
+    with torch.no_grad():
+        for k, p in named.items():
+            p.copy_(state[k])
+    optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
+    lr_schedule.load_state_dict(torch.load(last / "lr_schedule.pt", weights_only=True))
+    if ema is not None:
+        ema.load(load_file(str(last / "ema.safetensors")), manifest.get("ema_updates", 0))
+    if manifest["step"] >= cfg.max_steps:
+        _say(f"checkpoint is at step {manifest['step']} >= --max-steps {cfg.max_steps}; writing the outputs only")
+    _say(f"resuming from {last.name}")
+    return manifest["step"]
+
+
+def _saved_tokenizer(out: Path):
+    """A from-scratch run's tokenizer, as trained at its start (captions could have changed)."""
+    last = ckpt.latest_checkpoint(out)
+    if last is None or not (last / "tokenizer").is_dir():
+        return None
+    from ..models import load_tokenizer
+
+    return load_tokenizer(last / "tokenizer")
+
+
+def _noise_scheduler(config: dict):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(config)
+
+
+def _say(msg: str) -> None:
+    print(f"latentdiff: {msg}", file=sys.stderr, flush=True)

@@ -1,0 +1,59 @@
+"""The simplified DDPM objective (Ho et al. 2020), as pure functions of a batch and an RNG.
+
+Every random draw of a step (latent sample, timesteps, noise, caption dropout) comes from a
+generator seeded by (seed, step, micro-step, process), so a resumed run replays exactly the
+draws an uninterrupted one would have made, with no RNG state to save.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    mixed = ((seed * 1_000_003 + step) * 1_009 + micro) * 131 + rank
+    return torch.Generator("cpu").manual_seed(mixed % (2**63 - 1))
+
+
+def sample_latents(mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator, scale: float) -> torch.Tensor:
+    """Draw z ~ N(mean, std) from cached VAE posteriors, scaled to unit variance. (B, 4, h, w)"""
+    eps = torch.randn(mean.shape, generator=gen).to(mean.device)
+    return (mean + std * eps) * scale
+
+
+def snr(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    a = alphas_cumprod.to(t.device)[t]
+    return a / (1 - a)
+
+
+def loss_weights(alphas_cumprod, t, prediction_type: str, snr_gamma: float | None) -> torch.Tensor:
+    """Min-SNR-gamma weights (Hang et al. 2023); all ones when disabled."""
+    if snr_gamma is None:
+        return torch.ones_like(t, dtype=torch.float32)
+    s = snr(alphas_cumprod, t)
+    clipped = torch.clamp(s, max=snr_gamma)
+    return clipped / (s + 1) if prediction_type == "v_prediction" else clipped / s
+
+
+def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator, snr_gamma=None,
+                   noise_offset: float = 0.0) -> torch.Tensor:
+    """MSE between the UNet's prediction and the target (noise or v) at random timesteps."""
+    b = latents.shape[0]
+    noise = torch.randn(latents.shape, generator=gen).to(latents.device)
+    if noise_offset:
+        # Offset noise (Guttenberg 2023) lets the model learn very dark or bright images.
+        noise = noise + noise_offset * torch.randn((b, latents.shape[1], 1, 1), generator=gen).to(latents.device)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=gen).to(latents.device)
+    noisy = noise_scheduler.add_noise(latents, noise, t)
+    kind = noise_scheduler.config.prediction_type
+    target = noise_scheduler.get_velocity(latents, noise, t) if kind == "v_prediction" else noise
+    pred = unet(noisy, t, encoder_hidden_states=context).sample
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    w = loss_weights(noise_scheduler.alphas_cumprod, t, kind, snr_gamma)
+    return (per_sample * w).mean()
+
+
+def dropout_mask(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    """True where the caption is replaced by the empty prompt."""
+    return torch.rand(n, generator=gen) < p

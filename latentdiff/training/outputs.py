@@ -1,0 +1,102 @@
+"""What a fine-tuning run writes: the run folder, checkpoint contents, samples, final model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..errors import UsageError
+from . import checkpoint as ckpt
+from .config import FinetuneConfig
+
+# Everything a run writes into OUT; --overwrite removes these and nothing else.
+RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "config.yaml", "skipped.txt", "model_index.json",
+             "unet", "vae", "text_encoder", "tokenizer", "scheduler", "latentdiff.json",
+             "pytorch_lora_weights.safetensors", "logs")
+
+
+def prepare_out(cfg: FinetuneConfig) -> Path:
+    """Check OUT against --resume/--overwrite before anything is touched; write config.yaml."""
+    import yaml
+
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    has_run = out.is_dir() and any((out / f).exists() for f in ("config.yaml", "checkpoints"))
+    if has_run and not (cfg.resume or cfg.overwrite):
+        raise UsageError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
+    if cfg.resume and not has_run:
+        raise UsageError(f"--resume: {out} holds no run to resume")
+    if cfg.overwrite and has_run:
+        for name in RUN_FILES:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    saved = {k: v for k, v in cfg.to_dict().items() if k not in ("resume", "overwrite")}
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def write_trainable(d: Path, setup, named: dict, optimizer, lr_schedule, ema) -> None:
+    """Checkpoint contents: trainable weights only (a LoRA checkpoint stays small), optimizer,
+    LR schedule, EMA, and a from-scratch run's tokenizer."""
+    from safetensors.torch import save_file
+
+    save_file({k: p.detach().contiguous().cpu() for k, p in named.items()}, str(d / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), d / "optimizer.pt")
+    torch.save(lr_schedule.state_dict(), d / "lr_schedule.pt")
+    if ema is not None:
+        save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(d / "ema.safetensors"))
+    if setup.from_scratch:
+        setup.components.tokenizer.save_pretrained(str(d / "tokenizer"))
+
+
+def _with_ema(trained: dict, ema):
+    """Copy EMA weights into the trained modules (the run is over, so no need to restore)."""
+    if ema is None:
+        return
+    with torch.no_grad():
+        for key, tensor in ema.shadow.items():
+            module, name = key.split(".", 1)
+            trained[module].get_parameter(name).copy_(tensor)
+
+
+def save_final(cfg: FinetuneConfig, out: Path, setup, trained: dict, ema) -> None:
+    from ..lora import save_lora
+    from ..models import save_components
+
+    c = setup.components
+    defaults = {**c.defaults, **cfg.sample_defaults}
+    if cfg.method == "lora":
+        save_lora(out, c.unet, c.text_encoder if "text_encoder" in trained else None, setup.base_ref, defaults)
+        return
+    _with_ema(trained, ema)
+    for m in trained.values():
+        m.eval()
+    c.defaults = defaults
+    save_components(c, out, c.scheduler_config.get("_class_name", "DDPMScheduler"))
+
+
+@torch.no_grad()
+def validate(cfg: FinetuneConfig, out: Path, setup, step: int, device) -> list[Path]:
+    """Images for the validation prompts with fixed seeds, from the current (non-EMA) weights."""
+    from ..images import save_png, slug
+    from ..pipeline import Pipeline
+
+    prompts = cfg.validation_prompts or ["a photo"]
+    c = setup.components
+    was_training = c.unet.training
+    c.unet.eval()
+    try:
+        pipe = Pipeline(c, device, torch.float32, place=False)
+        pipe.progress = False
+        images = pipe(prompts, steps=cfg.validation_steps, seed=cfg.seed)
+    finally:
+        c.unet.train(was_training)
+    return [save_png(im, out / "samples", f"step{step:08d}-{slug(p)}") for im, p in zip(images, prompts)]
+

@@ -1,0 +1,96 @@
+"""Build what a fine-tuning run trains: the models (pretrained or from an architecture
+config), which parameters are trainable (LoRA or full), and the optimizer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import hub
+from ..arch import build_components, is_arch_file, read_arch
+from ..errors import UsageError
+from ..lora import TEXT_TARGETS, UNET_TARGETS, add_adapters
+from ..models import Components, load_components
+from .config import FinetuneConfig
+
+
+@dataclass
+class Setup:
+    components: Components
+    base_ref: str | None  # model reference recorded with a LoRA
+    from_scratch: bool
+    train_text_encoder: bool
+
+
+def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Setup:
+    if is_arch_file(cfg.model):
+        if cfg.method != "full":
+            raise UsageError("training from an architecture config needs --method full (there is no base to adapt)")
+        arch = read_arch(cfg.model)
+        comps = build_components(arch, captions, seed=cfg.seed, tokenizer=tokenizer)
+        # The latent diffusion recipe: the text encoder learns jointly with the UNet.
+        return Setup(comps, None, from_scratch=True, train_text_encoder=True)
+    path = hub.resolve(cfg.model, cfg.allow_pickle)
+    comps = load_components(path, cfg.allow_pickle)
+    ref = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
+    return Setup(comps, ref, from_scratch=False, train_text_encoder=cfg.train_text_encoder)
+
+
+def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Module]:
+    """Freeze everything, then open the trainable part; returns {name: module} of trained modules."""
+    c = setup.components
+    for m in (c.unet, c.vae, c.text_encoder):
+        m.requires_grad_(False)
+    trained = {"unet": c.unet}
+    if setup.train_text_encoder:
+        trained["text_encoder"] = c.text_encoder
+    if cfg.method == "lora":
+        add_adapters(c.unet, cfg.lora_rank, UNET_TARGETS)
+        if setup.train_text_encoder:
+            add_adapters(c.text_encoder, cfg.lora_rank, TEXT_TARGETS)
+    else:
+        for m in trained.values():
+            m.requires_grad_(True)
+    for m in trained.values():
+        m.train()
+        # Trainable weights stay fp32 under mixed precision (autocast handles compute).
+        for p in m.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    if cfg.gradient_checkpointing:
+        c.unet.enable_gradient_checkpointing()
+        if setup.train_text_encoder:
+            c.text_encoder.gradient_checkpointing_enable()
+    return trained
+
+
+def named_trainable(trained: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Parameter]:
+    return {f"{k}.{n}": p for k, m in trained.items() for n, p in m.named_parameters() if p.requires_grad}
+
+
+def make_optimizer(params: list, cfg: FinetuneConfig):
+    if cfg.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise UsageError("--use-8bit-adam needs bitsandbytes: pip install bitsandbytes") from None
+        return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_lr_schedule(optimizer, cfg: FinetuneConfig):
+    """Linear warm-up, then constant or cosine decay to zero at max_steps. Rebuilt on resume,
+    so a raised --max-steps stretches the cosine from the current step on."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        span = max(1, cfg.max_steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
