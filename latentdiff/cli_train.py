@@ -56,8 +56,11 @@ def cmd_finetune(args) -> int:
     if args.validation_prompts:
         flags["validation_prompts"] = read_prompts_file(args.validation_prompts)
     cfg = merge(FinetuneConfig, load_yaml(args.config), flags)
+    import os
+
     out = finetune(cfg)
-    print(out, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under accelerate launch only the main process reports
+        print(out, flush=True)
     return 0
 
 

@@ -20,7 +20,7 @@ from . import checkpoint as ckpt
 from .batches import BatchSource
 from .config import FinetuneConfig
 from .objective import diffusion_loss, step_generator
-from .outputs import prepare_out, save_final, validate, write_trainable
+from .outputs import check_out, prepare_out, save_final, validate, write_trainable
 from .setup import load_models, make_lr_schedule, make_optimizer, make_trainable, named_trainable
 from .state import EMA, DataOrder
 
@@ -31,10 +31,16 @@ def finetune(cfg: FinetuneConfig) -> Path:
 
     from ..data import ImageCaptionDataset, make_buckets, assign_bucket, scan_dataset
 
-    out = prepare_out(cfg)
+    out = check_out(cfg)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                      cpu=not torch.cuda.is_available())
+    acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
+    if acc.is_main_process:
+        prepare_out(cfg)
+    acc.wait_for_everyone()
     scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions)
     if acc.is_main_process:
         scan.write_skipped(out)
@@ -117,7 +123,7 @@ def _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, so
             if metrics and (done % cfg.log_every == 0 or done == cfg.max_steps):
                 rate = images / (time.perf_counter() - t0)
                 metrics.write(json.dumps({"step": done, "loss": loss_value, "lr": lr_schedule.get_last_lr()[0],
-                                          "images_per_s": round(rate, 3)}) + "\n")
+                                          "images_per_s": round(rate, 3), "processes": acc.num_processes}) + "\n")
                 metrics.flush()
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
                 if acc.is_main_process:

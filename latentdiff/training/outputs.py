@@ -17,10 +17,8 @@ RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "config.yaml", "skipped.
              "pytorch_lora_weights.safetensors", "logs")
 
 
-def prepare_out(cfg: FinetuneConfig) -> Path:
-    """Check OUT against --resume/--overwrite before anything is touched; write config.yaml."""
-    import yaml
-
+def check_out(cfg: FinetuneConfig) -> Path:
+    """Check OUT against --resume/--overwrite; touches nothing (every process runs it)."""
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
@@ -29,7 +27,15 @@ def prepare_out(cfg: FinetuneConfig) -> Path:
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
     if cfg.resume and not has_run:
         raise UsageError(f"--resume: {out} holds no run to resume")
-    if cfg.overwrite and has_run:
+    return out
+
+
+def prepare_out(cfg: FinetuneConfig) -> Path:
+    """On the main process: clear an overwritten run's files, write the resolved config.yaml."""
+    import yaml
+
+    out = Path(cfg.out)
+    if cfg.overwrite:
         for name in RUN_FILES:
             target = out / name
             if target.is_dir():

@@ -48,6 +48,7 @@ def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Modu
     if setup.train_text_encoder:
         trained["text_encoder"] = c.text_encoder
     if cfg.method == "lora":
+        torch.manual_seed(cfg.seed)  # LoRA's random init: the same run must start the same way
         add_adapters(c.unet, cfg.lora_rank, UNET_TARGETS)
         if setup.train_text_encoder:
             add_adapters(c.text_encoder, cfg.lora_rank, TEXT_TARGETS)

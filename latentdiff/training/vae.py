@@ -248,11 +248,12 @@ def _prepare_out(cfg: VaeTrainConfig) -> Path:
 def _check_same_recipe(cfg: VaeTrainConfig, out: Path) -> None:
     import yaml
 
-    saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
+    path = out / "config.yaml"
+    saved = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
     now = _resolved(cfg)
     changed = sorted(k for k in now if k not in RESUMABLE and k in saved and saved[k] != now[k])
     _check(not changed, f"--resume with a different recipe ({', '.join(changed)}) would not "
-           f"continue the same run; use the values in {out / 'config.yaml'}")
+           f"continue the same run; use the values in {path}")
 
 
 def _scan(cfg: VaeTrainConfig, out: Path):
@@ -367,8 +368,8 @@ def _train_loop(cfg, out: Path, state, train_u8, device, start: int, seconds: fl
                 raise LatentDiffError(f"loss became {parts['loss']} at step {step + 1}; "
                                       f"lower --lr (now {cfg.lr}) or use mixed_precision: no")
             seen, done = seen + len(x), step + 1
-            bar.update(1)
             bar.set_postfix(loss=f"{parts['loss']:.4f}", refresh=False)
+            bar.update(1)
             if done % cfg.log_every == 0 or done == cfg.max_steps:
                 now = time.perf_counter()
                 seconds, rate = seconds + now - tick, seen / (now - tick)
@@ -399,7 +400,8 @@ def _db(value: float | None) -> str:
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", help="folder of images with captions or metadata.jsonl (split=heldout rows are only evaluated)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, vae/, metrics.jsonl, eval.json, config.yaml")
-    p.add_argument("--config", help="YAML with the recipe and a `vae:` section of AutoencoderKL arguments")
+    p.add_argument("--config", help="YAML with the recipe and a `vae:` section of AutoencoderKL arguments "
+                   "(with --resume, default: the run's own config.yaml)")
     p.add_argument("--max-steps", type=int, help="total optimizer steps")
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--lr", type=float, help="peak learning rate")
@@ -424,7 +426,10 @@ def cmd_train_vae(args) -> int:
 
     flags = {name: getattr(args, name) for name in ("dataset", "out", "config", "max_steps", "batch_size",
                                                     "lr", "seed", "mixed_precision", "resume", "overwrite")}
-    cfg = merge(VaeTrainConfig, load_yaml(args.config), flags)
+    config = args.config
+    if args.resume and config is None and (Path(args.out) / "config.yaml").is_file():
+        config = flags["config"] = str(Path(args.out) / "config.yaml")  # the run's own recipe
+    cfg = merge(VaeTrainConfig, load_yaml(config), flags)
     train_vae(cfg)
     print(Path(cfg.out) / "vae")
     return 0
