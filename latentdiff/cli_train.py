@@ -80,4 +80,24 @@ def cmd_build_emoji(args) -> int:
     return 0
 
 
-COMMANDS = [add_finetune, add_build_emoji]
+def add_eval_emoji(sub):
+    p = sub.add_parser("eval-emoji", help="nearest-reference accuracy of a text-to-emoji model",
+                       description="Generate training and held-out emoji names; score top-1/top-5 nearest-reference "
+                                   "accuracy at 16x16, at guidance 1 and the model's guidance.")
+    p.add_argument("dataset", help="emoji dataset folder (from `latentdiff build-emoji`)")
+    p.add_argument("--model", help="model to evaluate (default: the shipped model)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    p.add_argument("--guidance", type=float, help="CFG scale compared with guidance 1 (default: the model's)")
+    p.add_argument("--n-train", type=int, default=300, help="training names drawn with a fixed seed")
+    p.add_argument("--out", help="also write the results as JSON to this file")
+    p.set_defaults(func=lambda a: _run_eval(a))
+
+
+def _run_eval(args) -> int:
+    from .emoji_eval import run
+
+    run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out)
+    return 0
+
+
+COMMANDS = [add_finetune, add_build_emoji, add_eval_emoji]

@@ -1,0 +1,82 @@
+"""How well a text-to-emoji model draws what it is asked: nearest-reference accuracy.
+
+Each prompt is generated, downsampled to 16x16 and compared (L2) with every rendered emoji,
+train and held-out alike. A prompt scores top-k when fewer than k references are strictly
+closer than its own emoji (so byte-identical emoji, e.g. flags of Norway and Svalbard, tie
+rather than count as misses).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SIZE = 16
+
+
+def _small(im: Image.Image) -> np.ndarray:
+    return np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BOX), dtype=np.float32).reshape(-1) / 255.0
+
+
+def load_references(dataset: Path) -> tuple[list[dict], np.ndarray]:
+    rows = [json.loads(x) for x in (dataset / "metadata.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    refs = np.stack([_small(Image.open(dataset / r["file_name"])) for r in rows])  # (N, 768)
+    return rows, refs
+
+
+def pick_prompts(rows: list[dict], n_train: int = 300, seed: int = 0) -> dict[str, list[int]]:
+    train = [i for i, r in enumerate(rows) if r.get("split") != "heldout"]
+    heldout = [i for i, r in enumerate(rows) if r.get("split") == "heldout"]
+    return {"train": sorted(random.Random(seed).sample(train, min(n_train, len(train)))), "heldout": heldout}
+
+
+def ranks(generated: np.ndarray, targets: list[int], refs: np.ndarray) -> np.ndarray:
+    """For each generated image, how many references are strictly closer than its target."""
+    d = ((generated[:, None, :] - refs[None, :, :]) ** 2).sum(-1)  # (G, N)
+    own = d[np.arange(len(targets)), targets]
+    return (d < own[:, None] - 1e-9).sum(1)
+
+
+def evaluate(pipe, dataset: Path, guidances: list[float], steps: int | None = None, n_train: int = 300,
+             seed: int = 0, batch: int = 32) -> dict:
+    rows, refs = load_references(dataset)
+    sets = pick_prompts(rows, n_train, seed)
+    results = {}
+    for g in guidances:
+        for name, idx in sets.items():
+            r = []
+            for i in range(0, len(idx), batch):
+                chunk = idx[i : i + batch]
+                images = pipe([rows[j]["text"] for j in chunk], steps=steps, guidance=g, seed=seed)
+                r.append(ranks(np.stack([_small(im) for im in images]), chunk, refs))
+            rk = np.concatenate(r)
+            results[f"{name}@g{g:g}"] = {"n": len(idx), "top1": float((rk < 1).mean()), "top5": float((rk < 5).mean())}
+            print(f"{name:8s} guidance {g:<4g} top-1 {results[f'{name}@g{g:g}']['top1']:.3f} "
+                  f"top-5 {results[f'{name}@g{g:g}']['top5']:.3f} (n={len(idx)})", file=sys.stderr, flush=True)
+    return results
+
+
+def table(results: dict) -> str:
+    lines = ["| prompts | guidance | n | top-1 | top-5 |", "|---|---|---|---|---|"]
+    for key, v in results.items():
+        name, g = key.split("@g")
+        lines.append(f"| {name} | {g} | {v['n']} | {v['top1']:.3f} | {v['top5']:.3f} |")
+    return "\n".join(lines)
+
+
+def run(dataset: str, model=None, steps=None, guidance=None, n_train: int = 300, out=None) -> dict:
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(model)
+    pipe.progress = False
+    g = guidance if guidance is not None else pipe.defaults()["guidance"]
+    results = evaluate(pipe, Path(dataset), [1.0, g], steps, n_train)
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2))
+    print(table(results))
+    return results
