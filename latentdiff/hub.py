@@ -68,6 +68,6 @@ def _from_hub(repo_id: str, allow_pickle: bool) -> Path:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         why = "HF_HUB_OFFLINE is set" if offline else f"{type(e).__name__}"
         raise ModelError(
-            f"model {repo_id!r} is not in the local Hugging Face cache and could not be downloaded "
-            f"({why}); download it while online or pass a local directory"
+            f"model {repo_id!r} is not a local folder, nor in the Hugging Face cache, and could not be "
+            f"downloaded ({why}); check the path, or download it while online"
         ) from None
