@@ -48,7 +48,10 @@ def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from .models import quiet_libraries
     from .tokenizer import build_tokenizer
+
+    quiet_libraries()
 
     tok_cfg = dict(arch.get("tokenizer") or {})
     if tokenizer is None:

@@ -137,8 +137,7 @@ def _discover(root: Path, missing_captions: str, include_heldout: bool):
         raise UsageError(f"no images found under {str(root)!r} (looked for {kinds}){held}")
     notes = []
     if heldout:
-        notes.append(f"held out {len(heldout)} image(s) marked split=heldout in metadata; "
-                     "pass include_heldout to train on them too")
+        notes.append(f"held out {len(heldout)} image(s) marked split=heldout in metadata (never trained on)")
     entries = [(rel, captions.get(rel, ""), splits.get(rel)) for rel in sorted(images)]
     return entries, skipped, notes
 
