@@ -90,13 +90,14 @@ def add_eval_emoji(sub):
     p.add_argument("--guidance", type=float, help="CFG scale compared with guidance 1 (default: the model's)")
     p.add_argument("--n-train", type=int, default=300, help="training names drawn with a fixed seed")
     p.add_argument("--out", help="also write the results as JSON to this file")
+    p.add_argument("--grid", metavar="PNG", help="also write a grid of sample images (the README's picture)")
     p.set_defaults(func=lambda a: _run_eval(a))
 
 
 def _run_eval(args) -> int:
     from .emoji_eval import run
 
-    run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out)
+    run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out, args.grid)
     return 0
 
 

@@ -69,11 +69,29 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run(dataset: str, model=None, steps=None, guidance=None, n_train: int = 300, out=None) -> dict:
+GRID_PROMPTS = ["red apple", "grinning face", "flag: Chile", "thumbs up: dark skin tone", "pile of poo",
+                "rocket", "cat face", "woman biking: medium skin tone", "snowman", "red heart", "pizza",
+                "fire", "sun", "ghost", "four leaf clover", "hot beverage"]
+
+
+def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 8, seed: int = 0) -> Path:
+    """The README's picture: one image per prompt with the model's recommended settings."""
+    from .images import grid
+
+    images = pipe(prompts, seed=seed)
+    sheet = grid([im.resize((128, 128), Image.NEAREST) for im in images], cols, labels=prompts)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return Path(path)
+
+
+def run(dataset: str, model=None, steps=None, guidance=None, n_train: int = 300, out=None, grid_path=None) -> dict:
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(model)
     pipe.progress = False
+    if grid_path:
+        print(sample_grid(pipe, grid_path), file=sys.stderr)
     g = guidance if guidance is not None else pipe.defaults()["guidance"]
     results = evaluate(pipe, Path(dataset), [1.0, g], steps, n_train)
     if out:

@@ -64,9 +64,27 @@ class Pipeline:
         ref = str(local.resolve()) if local is not None and local.exists() else model
         return cls(comps, dev, resolve_dtype(dtype, dev, pref), model_ref=ref, model_dir=path)
 
-    def save_pretrained(self, out) -> Path:
+    def save_pretrained(self, out, dtype: str | None = None) -> Path:
+        """Write the diffusers layout (safetensors). `dtype="fp16"` stores half-size weights
+        (loaders upcast them as needed) without changing this pipeline's own modules."""
+        from .runtime import DTYPES
+
         out = Path(out)
-        save_components(self.components, out, self.components.scheduler_config.get("_class_name", "PNDMScheduler"))
+        c = self.components
+        if dtype is None:
+            save_components(c, out, c.scheduler_config.get("_class_name", "PNDMScheduler"))
+            return out
+        if dtype not in DTYPES:
+            raise UsageError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
+        modules = (c.unet, c.vae, c.text_encoder)
+        before = [m.dtype for m in modules]
+        try:
+            for m in modules:
+                m.to(DTYPES[dtype])
+            save_components(c, out, c.scheduler_config.get("_class_name", "PNDMScheduler"))
+        finally:
+            for m, d in zip(modules, before):
+                m.to(d)
         return out
 
     # ---- properties of the loaded model -------------------------------------------------
