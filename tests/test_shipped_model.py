@@ -10,7 +10,7 @@ import torch
 from latentdiff import Pipeline
 from latentdiff.hub import DEFAULT_MODEL_DIR
 
-from .conftest import run_cli
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
