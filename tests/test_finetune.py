@@ -82,7 +82,8 @@ def test_full_output_is_a_diffusers_model(dataset, tiny_sd2, tmp_path):
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_killed_and_resumed_equals_uninterrupted(dataset, tiny_sd1, tmp_path, method, monkeypatch):
     straight = tmp_path / "straight"
-    finetune(cfg(dataset, tiny_sd1, straight, method=method, grad_accum=2, lr_schedule="cosine", warmup_steps=1))
+    finetune(cfg(dataset, tiny_sd1, straight, method=method, grad_accum=2, lr_schedule="cosine", warmup_steps=1,
+                 flip=True))
     real_save = ckpt.save_checkpoint
 
     def save_then_die(*a, **k):  # the process is killed right after its first checkpoint
@@ -92,11 +93,12 @@ def test_killed_and_resumed_equals_uninterrupted(dataset, tiny_sd1, tmp_path, me
     interrupted = tmp_path / "interrupted"
     monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        finetune(cfg(dataset, tiny_sd1, interrupted, method=method, grad_accum=2, lr_schedule="cosine", warmup_steps=1))
+        finetune(cfg(dataset, tiny_sd1, interrupted, method=method, grad_accum=2, lr_schedule="cosine", warmup_steps=1,
+                     flip=True))
     monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
     assert ckpt.latest_checkpoint(interrupted).name == "step-00000002"
     finetune(cfg(dataset, tiny_sd1, interrupted, method=method, grad_accum=2, lr_schedule="cosine", warmup_steps=1,
-                 resume=True))
+                 flip=True, resume=True))
     assert max_diff(weights(straight), weights(interrupted)) <= 1e-6
     assert weights(straight).keys() == weights(interrupted).keys()
 

@@ -31,7 +31,8 @@ def shapes(tmp_path_factory):
 
 
 def config(shapes, out, **kw):
-    values = dict(dataset=str(shapes), out=str(out), vae=TINY_VAE, resolution=32, batch_size=4, lr=2e-3,
+    # One thread: a tiny model gains nothing from two, and loses a lot on a busy CPU.
+    values = dict(dataset=str(shapes), out=str(out), vae=TINY_VAE, resolution=32, batch_size=4, lr=2e-3, num_threads=1,
                   warmup_steps=0, lr_schedule="constant", max_steps=6, checkpoint_every=100, log_every=1)
     return VaeTrainConfig(**{**values, **kw})
 
@@ -65,6 +66,9 @@ def test_loss_falls_when_overfitting(shapes, tmp_path):
 
 
 def test_resume_equals_an_uninterrupted_run(shapes, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
     train_vae(config(shapes, tmp_path / "whole", max_steps=6))
     train_vae(config(shapes, tmp_path / "split", max_steps=4, checkpoint_every=2))
     assert main([str(shapes), "--out", str(tmp_path / "split"), "--max-steps", "6", "--resume"]) == 0
@@ -72,6 +76,7 @@ def test_resume_equals_an_uninterrupted_run(shapes, tmp_path):
     assert max((whole[k] - split[k]).abs().max().item() for k in whole) <= 1e-6
     steps = [json.loads(r)["step"] for r in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+    assert torch.get_num_threads() == threads  # num_threads is restored after a run
 
 
 def test_existing_run_needs_resume_or_overwrite(shapes, tmp_path, capsys):

@@ -32,15 +32,21 @@ class BatchSource:
         dist = self.c.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
         return dist.mean.float().cpu(), dist.std.float().cpu()
 
-    def _encode_all(self, progress: bool) -> list:
-        """Per image: [(mean, std)] or, when flipping, [(mean, std), (mean_flipped, std_flipped)]."""
+    def _encode_all(self, progress: bool, batch: int = 32) -> list:
+        """Per image: [(mean, std)] or, when flipping, [(mean, std), (mean_flipped, std_flipped)].
+        Images are encoded in batches; images of different sizes (buckets) go one by one."""
         from tqdm.auto import tqdm
 
         out = []
-        for i in tqdm(range(len(self.dataset)), desc="caching latents", file=sys.stderr, disable=not progress):
-            px = self.dataset.load(i).unsqueeze(0)  # (1, 3, H, W), deterministic center crop
-            views = [px, px.flip(-1)] if self.flip else [px]
-            out.append([tuple(t[0] for t in self._posterior(v)) for v in views])
+        n = len(self.dataset)
+        step = batch if self.dataset.buckets is None else 1
+        with tqdm(total=n, desc="caching latents", file=sys.stderr, disable=not progress) as bar:
+            for start in range(0, n, step):
+                px = torch.stack([self.dataset.load(i) for i in range(start, min(n, start + step))])  # (b, 3, H, W)
+                views = [self._posterior(px)] + ([self._posterior(px.flip(-1))] if self.flip else [])
+                for j in range(px.shape[0]):
+                    out.append([(m[j], s[j]) for m, s in views])
+                bar.update(px.shape[0])
         return out
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ torch and diffusers are imported inside functions so `latentdiff --help` stays i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -32,7 +33,7 @@ from latentdiff.training.checkpoint import latest_checkpoint, read_manifest, sav
 RUN_ENTRIES = ("checkpoints", "vae", "metrics.jsonl", "eval.json", "config.yaml", "skipped.txt")
 # Options that may change between a run and its --resume without changing what was trained.
 RESUMABLE = {"dataset", "out", "config", "max_steps", "checkpoint_every", "keep_checkpoints",
-             "log_every", "eval_train_images", "resume", "overwrite"}
+             "log_every", "eval_train_images", "resume", "overwrite", "num_threads"}
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
 
 
@@ -75,6 +76,9 @@ class VaeTrainConfig:
     """Delete the run already in `out` and start again."""
     mixed_precision: str = "no"
     """'no' (fp32) or 'bf16' (autocast; weights and optimizer stay fp32)."""
+    num_threads: int | None = None
+    """CPU threads for torch (None: torch's default, one per core). On a CPU shared with other
+    jobs 1 can be much faster than 2: a preempted thread stalls every parallel op."""
 
     def __post_init__(self):
         _check_types(self)
@@ -90,6 +94,7 @@ class VaeTrainConfig:
         _check(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
         _check(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        _check(self.num_threads is None or self.num_threads >= 1, f"num_threads must be >= 1, got {self.num_threads}")
         _check(self.lr_schedule in ("cosine", "constant"),
                f"lr_schedule must be 'cosine' or 'constant', not {self.lr_schedule!r}")
         _check(self.mixed_precision in ("no", "bf16"),
@@ -180,11 +185,15 @@ def load_images(records, resolution: int):
     import torch
 
     from latentdiff.data import load_image, transform
+    from latentdiff.imageio import BadImageError
 
     out = torch.empty((len(records), 3, resolution, resolution), dtype=torch.uint8)
     for i, record in enumerate(records):
-        # transform() gives k/127.5 - 1 for 8-bit k, so this round trip is exact.
-        out[i] = transform(load_image(record.path), resolution).add(1).mul(127.5).round().to(torch.uint8)
+        try:
+            pixels = transform(load_image(record.path), resolution)
+        except BadImageError as err:
+            raise BadImageError(f"{record.path}: {err} (it was fine when scanned)") from None
+        out[i] = pixels.add(1).mul(127.5).round().to(torch.uint8)  # exact: pixels are k/127.5 - 1
     return out
 
 
@@ -220,7 +229,8 @@ def _read_state(path: Path, vae, opt, generator) -> dict:
 
 
 def _resolved(cfg: VaeTrainConfig) -> dict:
-    values = dataclasses.asdict(cfg)
+    """The config as saved in OUT/config.yaml; a JSON round trip turns tuples into YAML lists."""
+    values = json.loads(json.dumps(dataclasses.asdict(cfg)))
     for name in ("config", "resume", "overwrite"):
         values.pop(name)
     return values
@@ -325,6 +335,24 @@ def _finish(cfg, out: Path, vae, train_u8, heldout_u8, device, seconds: float) -
 
 def train_vae(cfg: VaeTrainConfig) -> dict:
     """Train (or resume), then write OUT/vae, OUT/eval.json; returns the eval.json contents."""
+    with _torch_threads(cfg.num_threads):
+        return _train_vae(cfg)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Use n CPU threads inside, then restore: the setting is process-wide."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_vae(cfg: VaeTrainConfig) -> dict:
     import torch
     import yaml
 
@@ -343,7 +371,8 @@ def train_vae(cfg: VaeTrainConfig) -> dict:
         _truncate_metrics(out / "metrics.jsonl", start)
         print(f"train-vae: resuming at step {start}", file=sys.stderr)
     # The model part is written as `vae:` last, so the file reads recipe first.
-    resolved = {k: v for k, v in _resolved(cfg).items() if k != "vae"} | {"vae": cfg.vae}
+    resolved = _resolved(cfg)
+    resolved["vae"] = resolved.pop("vae")
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
     seconds = _train_loop(cfg, out, (vae, opt, generator), train_u8, device, start, seconds)
     result = _finish(cfg, out, vae, train_u8, heldout_u8, device, seconds)
@@ -398,7 +427,7 @@ def _db(value: float | None) -> str:
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", help="folder of images with captions or metadata.jsonl (split=heldout rows are only evaluated)")
+    p.add_argument("dataset", help="folder of images (+ metadata.jsonl); split=heldout rows are only evaluated")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, vae/, metrics.jsonl, eval.json, config.yaml")
     p.add_argument("--config", help="YAML with the recipe and a `vae:` section of AutoencoderKL arguments "
                    "(with --resume, default: the run's own config.yaml)")
@@ -407,6 +436,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int, help="seed for weights, batch order and noise")
     p.add_argument("--mixed-precision", choices=("no", "bf16"), help="bf16 autocast (weights stay fp32)")
+    p.add_argument("--num-threads", type=int, help="torch CPU threads (default: one per core)")
     p.add_argument("--resume", action="store_true", default=None, help="continue from the latest checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", default=None, help="delete the run already in --out")
 
@@ -424,8 +454,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_train_vae(args) -> int:
     from latentdiff.config import load_yaml, merge
 
-    flags = {name: getattr(args, name) for name in ("dataset", "out", "config", "max_steps", "batch_size",
-                                                    "lr", "seed", "mixed_precision", "resume", "overwrite")}
+    flags = dict(vars(args))  # merge() keeps only VaeTrainConfig's fields
     config = args.config
     if args.resume and config is None and (Path(args.out) / "config.yaml").is_file():
         config = flags["config"] = str(Path(args.out) / "config.yaml")  # the run's own recipe
