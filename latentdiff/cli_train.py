@@ -101,4 +101,10 @@ def _run_eval(args) -> int:
     return 0
 
 
-COMMANDS = [add_finetune, add_build_emoji, add_eval_emoji]
+def add_train_vae(sub):
+    from .training.vae import add_parser
+
+    add_parser(sub)
+
+
+COMMANDS = [add_finetune, add_train_vae, add_build_emoji, add_eval_emoji]
