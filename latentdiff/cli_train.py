@@ -107,4 +107,21 @@ def add_train_vae(sub):
     add_parser(sub)
 
 
-COMMANDS = [add_finetune, add_train_vae, add_build_emoji, add_eval_emoji]
+def add_export(sub):
+    p = sub.add_parser("export", help="write a diffusers-format model from a full fine-tuning run's checkpoint")
+    p.add_argument("run", help="the run folder (finetune --out)")
+    p.add_argument("--out", required=True, help="folder for the model")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA ones")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="storage dtype of the weights (default: fp32)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from .training.export import export_checkpoint
+
+    print(export_checkpoint(args.run, args.out, args.step, not args.no_ema, args.dtype), flush=True)
+    return 0
+
+
+COMMANDS = [add_finetune, add_export, add_train_vae, add_build_emoji, add_eval_emoji]

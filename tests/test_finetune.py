@@ -194,6 +194,12 @@ def test_from_architecture_config_trains_everything(dataset, tmp_path):
     pipe = Pipeline.from_pretrained(out, device="cpu", dtype="fp32")
     pipe.progress = False
     assert pipe("a green circle")[0].info["latentdiff"]["steps"] == 3
+    # `latentdiff export` rebuilds the same model from the last checkpoint's EMA weights
+    from latentdiff.training.export import export_checkpoint
+
+    exported = Pipeline.from_pretrained(export_checkpoint(out, tmp_path / "exported"), device="cpu", dtype="fp32")
+    exported.progress = False
+    assert np.array_equal(np.asarray(pipe("a green circle")[0]), np.asarray(exported("a green circle")[0]))
     with pytest.raises(UsageError, match="needs --method full"):
         finetune(cfg(dataset, arch, tmp_path / "scratch-lora", method="lora"))
 
