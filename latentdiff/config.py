@@ -37,6 +37,8 @@ class GenerateConfig:
     dtype: str = "auto"
     allow_pickle: bool = False
     quiet: bool = False
+    compile: bool = False
+    """torch.compile the UNet and VAE decoder (slow first call, faster steps)."""
 
     def __post_init__(self):
         _check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")

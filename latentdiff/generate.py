@@ -18,7 +18,8 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     dtype = cfg.dtype
     if recorded_device and resolve_device(cfg.device).type != recorded_device.split(":")[0]:
         dtype = "auto"  # a dtype recorded on another kind of device may not suit this one
-    pipe = Pipeline.from_pretrained(cfg.model, device=cfg.device, dtype=dtype, allow_pickle=cfg.allow_pickle)
+    pipe = Pipeline.from_pretrained(cfg.model, device=cfg.device, dtype=dtype, allow_pickle=cfg.allow_pickle,
+                                    compile=cfg.compile)
     pipe.progress = not cfg.quiet
     written = []
     for prompt in cfg.prompts:

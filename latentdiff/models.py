@@ -70,9 +70,11 @@ def _read_json(path: Path, what: str) -> dict:
         raise ModelError(f"{what} config {path} is not valid JSON: {e}") from None
 
 
-def _assign(module, component_dir: Path, allow_pickle: bool, device: str):
-    """Fill a meta-initialised module with the weights on disk; refuse any mismatch."""
-    sd = load_component_state(component_dir, allow_pickle, device="cpu" if device == "mps" else device)
+def _assign(module, component_dir: Path, allow_pickle: bool, device: str, dtype=None, channels_last=False):
+    """Fill a meta-initialised module with the weights on disk (floating tensors cast to
+    `dtype`, conv weights laid out channels_last, as they are read); refuse any mismatch."""
+    sd = load_component_state(component_dir, allow_pickle, device="cpu" if device == "mps" else device, dtype=dtype,
+                              channels_last=channels_last)
     try:
         result = module.load_state_dict(sd, strict=False, assign=True)
     except RuntimeError as e:
@@ -86,21 +88,34 @@ def _assign(module, component_dir: Path, allow_pickle: bool, device: str):
     return module
 
 
-def _build(cls, config, component_dir: Path, allow_pickle: bool, device: str):
+def _build(cls, config, component_dir: Path, allow_pickle: bool, device: str, dtype=None, channels_last=False):
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):
         module = cls(config) if not hasattr(cls, "from_config") else cls.from_config(config)
-    return _assign(module, component_dir, allow_pickle, device).eval().requires_grad_(False)
+    return _assign(module, component_dir, allow_pickle, device, dtype, channels_last).eval().requires_grad_(False)
 
 
-def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu") -> Components:
-    """Load every component of the model at `path` (weights on `device`, in their stored dtype)."""
+def vae_dtype(dtype, vae_config):
+    """fp16 VAEs overflow in decode (black images); configs that know it ask for fp32."""
+    import torch
+
+    return torch.float32 if dtype == torch.float16 and vae_config.get("force_upcast", False) else dtype
+
+
+def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
+                    channels_last: bool = False) -> Components:
+    """Load every component of the model at `path`: weights on `device`, in their stored dtype or,
+    given `dtype`, cast to it tensor by tensor while reading (the VAE as `vae_dtype` says), with
+    the UNet's and VAE's conv weights channels_last if asked."""
     UNet, VAE, TextModel, TextConfig = _classes()
-    unet = _build(UNet, _read_json(path / "unet" / "config.json", "unet"), path / "unet", allow_pickle, device)
-    vae = _build(VAE, _read_json(path / "vae" / "config.json", "vae"), path / "vae", allow_pickle, device)
+    unet = _build(UNet, _read_json(path / "unet" / "config.json", "unet"), path / "unet", allow_pickle, device, dtype,
+                  channels_last)
+    vae_config = _read_json(path / "vae" / "config.json", "vae")
+    vae = _build(VAE, vae_config, path / "vae", allow_pickle, device, vae_dtype(dtype, vae_config) if dtype else None,
+                 channels_last)
     te_config = TextConfig.from_dict(_read_json(path / "text_encoder" / "config.json", "text encoder"))
-    text_encoder = _build(TextModel, te_config, path / "text_encoder", allow_pickle, device)
+    text_encoder = _build(TextModel, te_config, path / "text_encoder", allow_pickle, device, dtype)
     return Components(
         unet=unet,
         vae=vae,

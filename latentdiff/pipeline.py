@@ -12,10 +12,12 @@ import torch
 from . import hub
 from .errors import LatentDiffError, UsageError
 from .images import a1111_line, to_pil
-from .models import Components, load_components, read_defaults, save_components, vae_scale_factor
-from .runtime import DTYPE_NAMES, resolve_device, resolve_dtype
+from .models import Components, load_components, read_defaults, save_components, vae_dtype, vae_scale_factor
+from .runtime import (DTYPE_NAMES, compile_for_inference, cpu_threads_for, prepack_cpu_weights, resolve_device,
+                      resolve_dtype, torch_threads, use_channels_last, wants_channels_last, wants_prepacked_weights)
 from .sampling import check_scheduler_name, denoise, initial_noise, make_scheduler
 from .text import encode_prompts
+from .weights import parameter_count
 
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
 MAX_SEED = 2**63 - 1
@@ -35,34 +37,60 @@ class Pipeline:
         self.progress = True
         self.max_batch = 8
         self._model_hash = None
+        self.compiled = False
+        self._threads = None  # intra-op threads while generating; None: the process's own setting
         c = components
         if not place:
             return
         c.unet.to(device=device, dtype=dtype)
         c.text_encoder.to(device=device, dtype=dtype)
-        # fp16 VAEs overflow in decode (black images); configs that know it ask for fp32.
-        vae_dtype = torch.float32 if dtype == torch.float16 and c.vae.config.get("force_upcast", False) else dtype
-        c.vae.to(device=device, dtype=vae_dtype)
+        c.vae.to(device=device, dtype=vae_dtype(dtype, c.vae.config))
+        self._threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
+        if wants_channels_last(device, dtype):
+            use_channels_last(c.unet, c.vae)
+        if wants_prepacked_weights(device, dtype):
+            prepack_cpu_weights(c.unet)
 
     @classmethod
-    def from_pretrained(cls, model=None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False):
+    def from_pretrained(cls, model=None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
+                        compile: bool = False):
         """Load a local diffusers-format directory, a hub id, a LoRA folder written by
-        `finetune --method lora`, or (None) the shipped default model."""
+        `finetune --method lora`, or (None) the shipped default model. `compile=True` runs
+        torch.compile on the UNet and VAE decoder (see `Pipeline.compile`)."""
         from .lora import apply_lora, lora_base
 
         local = Path(model).expanduser() if model is not None else None
         base = lora_base(local) if local is not None and local.is_dir() else None
         path = hub.resolve(None if base == "default" else (base or model), allow_pickle)
         dev = resolve_device(device)
-        comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev))
+        defaults = {**read_defaults(path), **(read_defaults(local) if base is not None else {})}
+        n_params = parameter_count(path / "unet")  # from safetensors headers; None for pickle files
+        target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
+        # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
+        # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
+        early = base is None and n_params is not None
+        comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev),
+                                dtype=target if early else None,
+                                channels_last=early and wants_channels_last(dev, target))
         if base is not None:
             apply_lora(comps, local, allow_pickle)
             comps.defaults = {**comps.defaults, **read_defaults(local)}
-        pref = comps.defaults.get("cpu_dtype")
-        if pref is None and sum(p.numel() for p in comps.unet.parameters()) < CPU_BF16_MIN_PARAMS:
-            pref = "fp32"
+        if n_params is None:
+            n_params = sum(p.numel() for p in comps.unet.parameters())
+            target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
         ref = str(local.resolve()) if local is not None and local.exists() else model
-        return cls(comps, dev, resolve_dtype(dtype, dev, pref), model_ref=ref, model_dir=path)
+        pipe = cls(comps, dev, target, model_ref=ref, model_dir=path)
+        return pipe.compile() if compile else pipe
+
+    def compile(self) -> "Pipeline":
+        """torch.compile the UNet and the VAE decoder in place. The first generation (and each
+        new size or batch) compiles: minutes on a small CPU, cached on disk for later processes.
+        Output stays within the parity tolerance of the eager path (benchmarks/generate_cpu.py
+        --compile reports the pixel difference)."""
+        if not self.compiled:
+            compile_for_inference(self.components.unet, self.components.vae, self.device)
+            self.compiled = True
+        return self
 
     def save_pretrained(self, out, dtype: str | None = None) -> Path:
         """Write the diffusers layout (safetensors). `dtype="fp16"` stores half-size weights
@@ -71,6 +99,9 @@ class Pipeline:
 
         out = Path(out)
         c = self.components
+        if self.compiled and self.device.type == "cuda":
+            raise UsageError("a pipeline compiled on CUDA holds fused attention projections and cannot be "
+                             "saved; save it from a pipeline loaded without compile")
         if dtype is None:
             save_components(c, out, c.scheduler_config.get("_class_name", "PNDMScheduler"))
             return out
@@ -152,8 +183,19 @@ class Pipeline:
                     height=int(height), seed=int(seed), scheduler=sched)
 
     def _generate(self, jobs: list[tuple[str, int]], p: dict):
-        c = self.components
         texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
+        with torch_threads(self._threads):
+            pixels = self._sample(texts, seeds, p)
+        out = []
+        for image, text, s in zip(to_pil(pixels), texts, seeds):
+            info = self._record(p, text, s)
+            image.info["latentdiff"] = info
+            image.info["parameters"] = a1111_line(info)
+            out.append(image)
+        return out
+
+    def _sample(self, texts: list[str], seeds: list[int], p: dict) -> torch.Tensor:
+        c = self.components
         use_cfg = p["guidance"] != 1.0
         cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, texts, [p["negative_prompt"]] * len(texts) if use_cfg else None)
         sched = make_scheduler(c.scheduler_config, p["scheduler"])
@@ -162,15 +204,8 @@ class Pipeline:
         shape = (c.unet.config.in_channels, p["height"] // f, p["width"] // f)
         noise, gens = initial_noise(shape, seeds)
         latents = (noise * sched.init_noise_sigma).to(self.device)  # (B, 4, H/f, W/f) fp32
-        latents = denoise(c.unet, sched, latents, cond, uncond, p["guidance"], gens, self._progress(len(jobs)))
-        pixels = self.decode(latents)
-        out = []
-        for image, text, s in zip(to_pil(pixels), texts, seeds):
-            info = self._record(p, text, s)
-            image.info["latentdiff"] = info
-            image.info["parameters"] = a1111_line(info)
-            out.append(image)
-        return out
+        latents = denoise(c.unet, sched, latents, cond, uncond, p["guidance"], gens, self._progress(len(texts)))
+        return self.decode(latents)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -209,6 +244,13 @@ class Pipeline:
         from tqdm.auto import tqdm
 
         return lambda it: tqdm(it, desc=f"denoising {batch} image(s)", file=sys.stderr, leave=False)
+
+
+def _cpu_dtype_pref(defaults: dict, unet_params: int | None) -> str | None:
+    """The model's recorded CPU dtype, else fp32 for UNets too small to gain from bf16."""
+    if defaults.get("cpu_dtype"):
+        return defaults["cpu_dtype"]
+    return "fp32" if unet_params is not None and unet_params < CPU_BF16_MIN_PARAMS else None
 
 
 def check_size(name: str, value, factor: int) -> None:

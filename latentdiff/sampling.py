@@ -71,11 +71,12 @@ def denoise(
     (or without negatives) only the conditional half runs.
     """
     use_cfg = uncond is not None and guidance != 1.0
-    context = (torch.cat([uncond, cond]) if use_cfg else cond).to(unet.dtype)
+    dtype = unet.dtype  # diffusers computes this by walking every submodule: once per call, not per step
+    context = (torch.cat([uncond, cond]) if use_cfg else cond).to(dtype)
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
     for t in progress(scheduler.timesteps):
         x = torch.cat([latents, latents]) if use_cfg else latents
-        x = scheduler.scale_model_input(x, t).to(unet.dtype)
+        x = scheduler.scale_model_input(x, t).to(dtype)
         # Latents and scheduler arithmetic stay fp32; only the UNet runs in low precision.
         eps = unet(x, t, encoder_hidden_states=context).sample.float()
         if use_cfg:

@@ -56,33 +56,72 @@ def find_weight_files(component_dir: Path) -> list[Path]:
     raise ModelError(f"no weights file in {component_dir} (expected diffusion_pytorch_model.safetensors or model.safetensors)")
 
 
-def load_state_dict(path: Path, allow_pickle: bool = False, device: str = "cpu") -> dict:
-    """Read one weights file into a state dict, enforcing the safetensors-only policy."""
+def load_state_dict(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
+                    channels_last: bool = False) -> dict:
+    """Read one weights file into a state dict, enforcing the safetensors-only policy.
+    With `dtype`, floating tensors are cast one at a time as they are read; `channels_last`
+    stores 4-D (convolution) weights in that layout in the same pass."""
     if not path.is_file():
         raise ModelError(f"weights file {path} is missing")
     if path.stat().st_size == 0:
         raise ModelError(f"weights file {path} is empty (0 bytes)")
     fmt = sniff_format(path)
     if fmt == SAFETENSORS:
-        return _load_safetensors(path, device)
+        return _load_safetensors(path, device, dtype, channels_last)
     if fmt in (PICKLE_ZIP, PICKLE_RAW):
         if not allow_pickle:
             raise ModelError(
                 f"{path} is a pickle file, which can run arbitrary code when loaded; "
                 f"convert it to safetensors, or pass {PICKLE_FLAG} if you trust its source"
             )
-        return _load_pickle(path, device)
+        sd = _load_pickle(path, device)
+        return {k: _cast(v, dtype, channels_last) for k, v in sd.items()}
     raise ModelError(f"weights file {path} is neither safetensors nor a torch checkpoint (corrupt?)")
 
 
-def _load_safetensors(path: Path, device: str) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _cast(t, dtype, channels_last: bool = False):
+    """Cast a floating tensor to `dtype` (None: keep), 4-D ones to channels_last if asked."""
+    import torch
+
+    if not (isinstance(t, torch.Tensor) and t.is_floating_point()):
+        return t
+    if channels_last and t.dim() == 4:
+        return t.to(dtype=dtype or t.dtype, memory_format=torch.channels_last)
+    return t.to(dtype) if dtype is not None else t
+
+
+def _load_safetensors(path: Path, device: str, dtype=None, channels_last: bool = False) -> dict:
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return load_file(str(path), device=device)
+        # Straight onto `device`; each tensor is cast before the next is read, so a bf16 load of
+        # an fp32 file peaks at the bf16 size plus one tensor, not at the fp32 size.
+        with safe_open(str(path), framework="pt", device=device) as f:
+            return {k: _cast(f.get_tensor(k), dtype, channels_last) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ModelError(f"weights file {path} is truncated or corrupt: {e}") from None
+
+
+def parameter_count(component_dir: Path) -> int | None:
+    """Number of weights of a component, read from its safetensors headers only (no tensor data);
+    None when it is not stored as readable safetensors."""
+    total = 0
+    try:
+        for f in find_weight_files(component_dir):
+            if sniff_format(f) != SAFETENSORS:
+                return None
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+            for k, v in header.items():
+                if k != "__metadata__":
+                    count = 1
+                    for d in v["shape"]:
+                        count *= d
+                    total += count
+    except (ModelError, OSError, ValueError, KeyError, TypeError, struct.error):
+        return None
+    return total
 
 
 def _load_pickle(path: Path, device: str) -> dict:
@@ -116,9 +155,10 @@ def _load_pickle(path: Path, device: str) -> dict:
     return sd
 
 
-def load_component_state(component_dir: Path, allow_pickle: bool = False, device: str = "cpu") -> dict:
+def load_component_state(component_dir: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
+                         channels_last: bool = False) -> dict:
     """Merge the state dicts of all shards of one component."""
     sd: dict = {}
     for f in find_weight_files(component_dir):
-        sd.update(load_state_dict(f, allow_pickle, device))
+        sd.update(load_state_dict(f, allow_pickle, device, dtype, channels_last))
     return sd
