@@ -102,7 +102,7 @@ def _run_eval(args) -> int:
 
 
 def add_train_vae(sub):
-    from .training.vae import add_parser
+    from .training.vae_cli import add_parser
 
     add_parser(sub)
 

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from latentdiff.errors import UsageError
-from latentdiff.training.vae import VaeTrainConfig, lr_at, main, train_vae
+from latentdiff.training.vae import VaeTrainConfig, lr_at, train_vae
+from latentdiff.training.vae_cli import main
 
 TINY_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[8, 16],
                 down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
