@@ -39,7 +39,8 @@ def test_size_limit_fp16_and_model_card():
 def test_same_image_in_diffusers(shipped):
     from diffusers import StableDiffusionPipeline
 
-    ref = StableDiffusionPipeline.from_pretrained(DEFAULT_MODEL_DIR, safety_checker=None, requires_safety_checker=False)
+    ref = StableDiffusionPipeline.from_pretrained(DEFAULT_MODEL_DIR, torch_dtype=torch.float32, safety_checker=None,
+                                                  requires_safety_checker=False)
     ref.set_progress_bar_config(disable=True)
     ours = Pipeline.from_pretrained(None, device="cpu", dtype="fp32")
     ours.progress = False
