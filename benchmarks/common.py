@@ -121,7 +121,7 @@ def small_model(ref: str | None, cache_dir: Path = CACHE_DIR) -> tuple[Path, str
 
     shipped = default_model_dir()
     if (shipped / "model_index.json").is_file():
-        return shipped, "shipped:" + shipped.name
+        return shipped, "shipped-" + shipped.name
 
     def build(tmp: Path):
         from latentdiff.testing import make_tiny_model
