@@ -223,3 +223,31 @@ def test_accelerate_launch_two_cpu_processes(dataset, tiny_sd1, tmp_path):
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["processes"] == 2 and metrics[-1]["step"] == 2
     assert (out / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_arch_init_from_grows_a_trained_model_without_changing_it(tiny_sd1, tmp_path):
+    """`init_from` + `addition_embed_type: text`: the grown UNet starts as the old one exactly,
+    has a trainable text-time embedding, and refuses a model whose weights do not fit."""
+    from latentdiff.arch import build_components
+    from latentdiff.models import load_components
+    from latentdiff.testing import tiny_arch
+
+    arch = tiny_arch("sd1")
+    arch["unet"] = {**arch["unet"], "addition_embed_type": "text", "addition_embed_type_num_heads": 2}
+    arch["init_from"] = str(tiny_sd1)
+    grown, old = build_components(arch, []), load_components(tiny_sd1)
+    assert grown.tokenizer.get_vocab() == old.tokenizer.get_vocab()
+    ids = old.tokenizer(["a red circle", "unseen words"], padding="max_length", return_tensors="pt").input_ids
+    x, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([900, 10])
+    with torch.no_grad():
+        ctx = old.text_encoder(ids)[0]
+        assert torch.equal(grown.text_encoder(ids)[0], ctx)
+        assert torch.equal(grown.unet(x, t, ctx).sample, old.unet(x, t, ctx).sample)
+        grown.unet.add_embedding.norm2.weight.fill_(1.0)  # once trained, the new path changes the output
+        assert not torch.allclose(grown.unet(x, t, ctx).sample, old.unet(x, t, ctx).sample)
+    arch["unet"]["block_out_channels"] = (32, 48)
+    with pytest.raises(UsageError, match="does not fit"):
+        build_components(arch, [])
+    arch["init_from"] = str(tmp_path)
+    with pytest.raises(UsageError, match="not a model folder"):
+        build_components(arch, [])
