@@ -312,3 +312,41 @@ def write_results(name: str, rows: list[dict], columns: list[str], meta: dict, c
     (RESULTS_DIR / f"{name}.md").write_text(header + table + "\n" + (f"\n{notes}\n" if notes else ""))
     print(table, flush=True)
     return RESULTS_DIR / f"{name}.md"
+
+
+class StepClock:
+    """Timestamps at the end of each denoising step, for either pipeline (after a CUDA sync on
+    a GPU); `mark_first` also stamps our loop's start, before its first step."""
+
+    def __init__(self, device=None, mark_first: bool = False):
+        self.device, self.mark_first = device, mark_first
+        self.marks: list[float] = []
+        self.step_times: list[float] = []
+
+    def start(self):
+        self.marks = []
+
+    def mark(self, *_):
+        if self.device is not None and self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+        self.marks.append(time.perf_counter())
+
+    def finish(self):
+        self.step_times += [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+    # latentdiff: Pipeline._progress(batch) returns a wrapper around the timestep iterator
+    def ours_progress(self, _batch):
+        def wrap(it):
+            if self.mark_first:
+                self.mark()
+            for t in it:
+                yield t
+                self.mark()
+        return wrap
+
+    # diffusers: callback_on_step_end(pipe, i, t, kwargs) -> kwargs
+    def theirs_callback(self, pipe, i, t, kwargs):
+        self.mark()
+        return kwargs

@@ -59,36 +59,6 @@ import torch  # noqa: E402
 import common  # noqa: E402
 
 
-class StepClock:
-    """Timestamps at the end of each denoising step, for either pipeline."""
-
-    def __init__(self):
-        self.marks: list[float] = []
-        self.step_times: list[float] = []
-
-    def start(self):
-        self.marks = []
-
-    def mark(self, *_):
-        self.marks.append(time.perf_counter())
-
-    def finish(self):
-        self.step_times += [b - a for a, b in zip(self.marks, self.marks[1:])]
-
-    # latentdiff: Pipeline._progress(batch) returns a wrapper around the timestep iterator
-    def ours_progress(self, _batch):
-        def wrap(it):
-            for t in it:
-                yield t
-                self.mark()
-        return wrap
-
-    # diffusers: callback_on_step_end(pipe, i, t, kwargs) -> kwargs
-    def theirs_callback(self, pipe, i, t, kwargs):
-        self.mark()
-        return kwargs
-
-
 def psnr(a, b) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     mse = ((a - b) ** 2).mean()
@@ -107,7 +77,7 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
         pipe = Pipeline.from_pretrained(str(model), device="cpu", dtype=dtype_name, compile=compile_)
         loaded[name] = common.current_rss_mb() - r0
         pipe.progress = True
-        clock = clocks[name] = StepClock()
+        clock = clocks[name] = common.StepClock()
         pipe._progress = clock.ours_progress  # our progress hook doubles as the step clock
 
         def call():
@@ -126,7 +96,7 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
         r0 = common.current_rss_mb()
         ref = common.diffusers_pipeline(model, dtype)
         loaded["diffusers"] = common.current_rss_mb() - r0
-        clock = clocks["diffusers"] = StepClock()
+        clock = clocks["diffusers"] = common.StepClock()
 
         def call_ref():
             clock.start()

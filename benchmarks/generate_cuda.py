@@ -50,27 +50,6 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-class StepClock:
-    def __init__(self, device):
-        self.device, self.marks = device, []
-
-    def mark(self):
-        sync(self.device)
-        self.marks.append(time.perf_counter())
-
-    def ours_progress(self, _batch):
-        def wrap(it):
-            self.mark()
-            for t in it:
-                yield t
-                self.mark()
-        return wrap
-
-    def theirs_callback(self, pipe, i, t, kwargs):
-        self.mark()
-        return kwargs
-
-
 def count_flops(pipe, prompt, steps, size, batch, guidance) -> tuple[float, int]:
     """FLOPs of one call of our eager pipeline (all images of the batch), and its UNet calls."""
     calls = []
@@ -125,7 +104,7 @@ def main(argv=None):
         for steps in args.steps:
             for batch in args.batch:
                 flops, unet_calls = count_flops(pipes["latentdiff"], common.PROMPT, steps, size, batch, args.guidance)
-                clocks = {n: StepClock(device) for n in [*pipes, "diffusers"]}
+                clocks = {n: common.StepClock(device, mark_first=True) for n in [*pipes, "diffusers"]}
                 step_times = {n: [] for n in clocks}
                 mem = {n: 0 for n in clocks}
 
