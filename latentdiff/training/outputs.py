@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
-from . import checkpoint as ckpt
 from .config import FinetuneConfig
 
 # Everything a run writes into OUT; --overwrite removes these and nothing else.
