@@ -91,8 +91,8 @@ def sd15_model(cache_dir: Path = CACHE_DIR) -> Path:
 
 
 def emoji_arch_model(cache_dir: Path = CACHE_DIR) -> Path:
-    """The shipped model's architecture (configs/models/emoji.yaml + configs/vae/emoji.yaml) with
-    seeded random weights: the same compute per image as the real model, before it exists."""
+    """The shipped model's architecture (configs/models/emoji-stage2.yaml + configs/vae/emoji.yaml)
+    with seeded random weights: the same compute per image as the real model, before it exists."""
 
     def build(tmp: Path):
         import yaml
@@ -101,13 +101,14 @@ def emoji_arch_model(cache_dir: Path = CACHE_DIR) -> Path:
         from latentdiff.models import save_components
         from latentdiff.testing import WORDS
 
-        arch = yaml.safe_load((REPO_ROOT / "configs" / "models" / "emoji.yaml").read_text())
+        arch = yaml.safe_load((REPO_ROOT / "configs" / "models" / "emoji-stage2.yaml").read_text())
+        arch.pop("init_from", None)  # random weights: no trained stage one needed
         arch["vae"] = yaml.safe_load((REPO_ROOT / "configs" / "vae" / "emoji.yaml").read_text())["vae"]
         c = build_components(arch, WORDS + [PROMPT], seed=0)
         c.defaults = dict(arch.get("defaults") or {})
         save_components(c, tmp, arch["scheduler"]["_class_name"])
 
-    return _build_once(cache_dir / "emoji-arch-random", build)
+    return _build_once(cache_dir / "emoji-arch2-random", build)
 
 
 def small_model(ref: str | None, cache_dir: Path = CACHE_DIR) -> tuple[Path, str]:

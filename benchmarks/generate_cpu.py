@@ -43,6 +43,8 @@ def parse(argv=None):
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per contender (default: 10 small, 3 sd15)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="also time latentdiff with compile=True")
+    ap.add_argument("--all-threads", action="store_true",
+                    help="also time latentdiff on all torch threads (it picks 1 thread for small UNets)")
     ap.add_argument("--no-diffusers", action="store_true", help="time latentdiff only")
     ap.add_argument("--omp-wait-policy", choices=["PASSIVE", "ACTIVE", "inherit"], default="PASSIVE")
     ap.add_argument("--name", help="results file name")
@@ -72,10 +74,12 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
     common.log(f"{label} {size}px {dtype_name} {steps} steps: loading; load {common.load_average()}")
     contenders, clocks, rss, images, loaded = {}, {}, {}, {}, {}
 
-    def add_ours(name, compile_):
+    def add_ours(name, compile_, threads="auto"):
         r0 = common.current_rss_mb()
         pipe = Pipeline.from_pretrained(str(model), device="cpu", dtype=dtype_name, compile=compile_)
         loaded[name] = common.current_rss_mb() - r0
+        if threads != "auto":
+            pipe._threads = threads  # None: the process's torch thread count
         pipe.progress = True
         clock = clocks[name] = common.StepClock()
         pipe._progress = clock.ours_progress  # our progress hook doubles as the step clock
@@ -92,6 +96,8 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
     add_ours("latentdiff", False)
     if args.compile:
         add_ours("latentdiff+compile", True)
+    if args.all_threads:
+        add_ours(f"latentdiff-{torch.get_num_threads()}threads", False, threads=None)
     if not args.no_diffusers:
         r0 = common.current_rss_mb()
         ref = common.diffusers_pipeline(model, dtype)
