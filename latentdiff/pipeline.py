@@ -74,7 +74,7 @@ class Pipeline:
                                 channels_last=early and wants_channels_last(dev, target))
         if base is not None:
             apply_lora(comps, local, allow_pickle)
-            comps.defaults = {**comps.defaults, **read_defaults(local)}
+            comps.defaults = defaults  # the base's defaults, overridden by the LoRA's
         if n_params is None:
             n_params = sum(p.numel() for p in comps.unet.parameters())
             target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))

@@ -7,6 +7,7 @@ file that is really a pickle is refused like any other pickle.
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 import warnings
@@ -113,12 +114,7 @@ def parameter_count(component_dir: Path) -> int | None:
             with open(f, "rb") as fh:
                 (n,) = struct.unpack("<Q", fh.read(8))
                 header = json.loads(fh.read(n))
-            for k, v in header.items():
-                if k != "__metadata__":
-                    count = 1
-                    for d in v["shape"]:
-                        count *= d
-                    total += count
+            total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
     except (ModelError, OSError, ValueError, KeyError, TypeError, struct.error):
         return None
     return total
