@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import torch
-
+from latentdiff.batching import ImageCaptionDataset, assign_bucket, bucket_batches, make_buckets
 from latentdiff.errors import UsageError
 from latentdiff.imageio import MAX_PIXELS, BadImageError, load_image, transform
 
@@ -250,95 +247,3 @@ def _all_bad_message(root: Path, skipped: list[tuple[str, str]]) -> str:
 
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-
-
-# --- aspect-ratio buckets ---------------------------------------------------------------------
-
-
-def make_buckets(resolution: int, step: int = 64, max_ratio: float = 2.0) -> list[tuple[int, int]]:
-    """All (w, h) with sides multiples of `step`, area <= resolution**2 and long/short <= max_ratio,
-    keeping for each width only the tallest height that fits (the largest area)."""
-    if step <= 0 or resolution < step:
-        raise UsageError(f"bucket step {step} must be positive and at most resolution {resolution}")
-    if max_ratio < 1:
-        raise UsageError(f"max bucket aspect ratio {max_ratio} must be at least 1")
-    area = resolution * resolution
-    buckets = set()
-    for width in range(step, area // step + 1, step):
-        height = area // width // step * step
-        if height >= step and max(width, height) / min(width, height) <= max_ratio:
-            buckets.add((width, height))
-    return sorted(buckets)
-
-
-def assign_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> tuple[int, int]:
-    """The bucket whose aspect ratio is nearest (in log space, so 2:1 and 1:2 are symmetric);
-    ties go to the larger area, so less of the image is upscaled."""
-    ratio = math.log(width / height)
-    return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - ratio), -b[0] * b[1], b))
-
-
-def bucket_batches(
-    records: list[Record], buckets: list[tuple[int, int]], batch_size: int, rng: random.Random
-) -> list[list[int]]:
-    """Batches of record indices that share a bucket, in an order fixed by `rng`.
-
-    The last partial batch of each bucket is kept (small buckets would otherwise never be
-    trained on), so some batches are smaller than `batch_size`.
-    """
-    if batch_size < 1:
-        raise UsageError(f"batch size must be at least 1, got {batch_size}")
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, record in enumerate(records):
-        groups.setdefault(assign_bucket(record.width, record.height, buckets), []).append(index)
-    batches = []
-    for bucket in sorted(groups):  # sorted: dict order must not leak into the rng stream
-        indices = groups[bucket]
-        rng.shuffle(indices)
-        batches += [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-# --- dataset ----------------------------------------------------------------------------------
-
-
-class ImageCaptionDataset(torch.utils.data.Dataset):
-    """Reloads each image on access; per-item randomness comes from (seed, epoch, index) only.
-
-    Deriving it per item (not from a global RNG) makes augmentation independent of worker count
-    and of where a run was resumed. Call `set_epoch` before each epoch; with a DataLoader use
-    persistent_workers=False so workers pick the new epoch up.
-    """
-
-    def __init__(self, records: list[Record], resolution: int, crop: str = "center",
-                 flip: bool = False, seed: int = 0, buckets: list[tuple[int, int]] | None = None,
-                 max_pixels: int = MAX_PIXELS):
-        self.records, self.resolution, self.crop, self.flip = records, resolution, crop, flip
-        self.seed, self.buckets, self.max_pixels, self.epoch = seed, buckets, max_pixels, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict:
-        # A string seed is hashed with SHA-512: stable across processes and Python versions.
-        rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
-        return {"pixel_values": self._pixels(index, self.crop, self.flip, rng),
-                "caption": self.records[index].caption, "index": index}
-
-    def load(self, index: int) -> torch.Tensor:
-        """The image without augmentation (center crop, no flip), for caching its latents."""
-        return self._pixels(index, "center", False, None)
-
-    def _pixels(self, index: int, crop: str, flip: bool, rng) -> torch.Tensor:
-        record = self.records[index]
-        size = assign_bucket(record.width, record.height, self.buckets) if self.buckets else self.resolution
-        try:
-            img = load_image(record.path, self.max_pixels)
-        except BadImageError as err:
-            # The file changed after scan_dataset checked it; stopping beats silently skipping.
-            raise BadImageError(f"{record.path}: {err} (it was fine when scanned)") from None
-        return transform(img, size, crop, flip, rng)

@@ -29,7 +29,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
     """Train per `cfg`; returns OUT, which then holds a model `generate --model OUT` can use."""
     from accelerate import Accelerator
 
-    from ..data import ImageCaptionDataset, make_buckets, assign_bucket, scan_dataset
+    from ..batching import ImageCaptionDataset, assign_bucket, make_buckets
+    from ..data import scan_dataset
 
     out = check_out(cfg)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
