@@ -271,11 +271,11 @@ def machine() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    from latentdiff.runtime import cpu_has_native_bf16
+    from latentdiff.runtime import cpu_bf16
 
     info = {
         "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "native_bf16": cpu_has_native_bf16(), "python": platform.python_version(), "torch": torch.__version__,
+        "native_bf16": cpu_bf16().native, "python": platform.python_version(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M %Z"), "load_avg_start": load_average(),
     }
     for lib in ("diffusers", "transformers"):

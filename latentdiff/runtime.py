@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -36,29 +38,90 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX-512 BF16: bf16 matmuls run natively and beat fp32 on large models."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
+@dataclass(frozen=True)
+class CpuBf16:
+    """What this CPU, as torch and oneDNN see it, can do in bf16."""
+
+    runs: bool  # bf16 matmuls and convolutions compute at all (possibly emulated, slowly)
+    prepack: bool  # oneDNN's bf16 kernels and weight prepacking run (AVX-512 BW/VL/DQ, AVX-NE-CONVERT, AMX)
+    native: bool  # bf16 arithmetic in hardware (AMX or AVX-512 BF16), where it beats fp32 on large models
+
+    def describe(self) -> str:
+        if self.native:
+            return "native bf16 (AMX or AVX-512 BF16): oneDNN kernels with prepacked weights"
+        if self.prepack:
+            return "oneDNN bf16 kernels with prepacked weights (no native bf16 arithmetic)"
+        if self.runs:
+            return "plain bf16 (oneDNN's bf16 kernels and weight prepacking do not run on this CPU)"
+        return "no bf16 support"
+
+
+def _probe_runs() -> bool:
+    x = torch.ones(1, 2, 4, 4, dtype=torch.bfloat16)
+    torch.nn.functional.conv2d(x, torch.ones(2, 2, 3, 3, dtype=torch.bfloat16), padding=1)
+    return bool(torch.isfinite(x.flatten(1) @ torch.ones(32, 2, dtype=torch.bfloat16)).all())
+
+
+def _probe_prepack() -> bool:
+    """Run, on tiny tensors, the very oneDNN ops `prepack_cpu_weights` relies on: the only reliable
+    answer (their availability depends on the CPU, the torch build and ONEDNN_MAX_CPU_ISA)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
         return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    conv, lin = torch.nn.Conv2d(2, 2, 3, padding=1).bfloat16(), torch.nn.Linear(4, 4).bfloat16()
+    packed = torch._C._nn.mkldnn_reorder_conv2d_weight(conv.weight.to_mkldnn(), [1, 1], [1, 1], [1, 1], 1)
+    x = torch.ones(1, 2, 4, 4, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    torch.ops.mkldnn._convolution_pointwise(x, packed, conv.bias, [1, 1], [1, 1], [1, 1], 1, "none", [], "")
+    packed = torch.ops.mkldnn._reorder_linear_weight(lin.weight, 2)
+    torch.ops.mkldnn._linear_pointwise(torch.ones(2, 4, dtype=torch.bfloat16), packed, lin.bias, "none", [], "")
+    return True
+
+
+def _probe(fn) -> bool:
+    try:
+        with torch.no_grad():
+            return fn()
+    except (RuntimeError, NotImplementedError, AttributeError, TypeError):
+        return False
+
+
+def _hardware_bf16() -> bool:
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+@lru_cache(maxsize=1)
+def cpu_bf16() -> CpuBf16:
+    """Probed once per process by running the ops, not by reading /proc/cpuinfo names."""
+    runs = _probe(_probe_runs)
+    prepack = runs and _probe(_probe_prepack)
+    return CpuBf16(runs=runs, prepack=prepack, native=prepack and _hardware_bf16())
+
+
+@lru_cache(maxsize=None)
+def notice(message: str) -> None:
+    """Say `message` on stderr once per process."""
+    print(f"latentdiff: {message}", file=sys.stderr, flush=True)
 
 
 def resolve_dtype(name: str, device: torch.device, model_pref: str | None = None) -> torch.dtype:
-    """auto: fp16 on CUDA/MPS; on CPU the model's recorded preference, else bf16 where native."""
+    """auto: fp16 on CUDA/MPS; on CPU the model's recorded preference, else bf16 where native.
+    bf16 on a CPU that cannot compute it at all falls back to fp32, saying so."""
     name = (name or "auto").strip().lower()
-    if name != "auto":
-        if name not in DTYPES:
-            raise UsageError(f"unknown dtype {name!r}; use auto, fp32, fp16 or bf16")
-        return DTYPES[name]
-    if device.type in ("cuda", "mps"):
+    if name != "auto" and name not in DTYPES:
+        raise UsageError(f"unknown dtype {name!r}; use auto, fp32, fp16 or bf16")
+    if name == "auto" and device.type in ("cuda", "mps"):
         return torch.float16
-    if model_pref in DTYPES:
-        return DTYPES[model_pref]
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    if name == "auto":
+        name = model_pref if model_pref in DTYPES else "bf16"
+        if name == "bf16" and not cpu_bf16().native:  # bf16 only pays (and was measured) on native bf16
+            name = "fp32"
+    if device.type == "cpu" and DTYPES[name] == torch.bfloat16:
+        support = cpu_bf16()
+        if not support.runs:
+            notice("this CPU cannot compute in bf16 here; using fp32 instead")
+            return torch.float32
+        if not support.native:
+            notice(f"bf16 on this CPU: {support.describe()}")
+    return DTYPES[name]
 
 
 # ---- speed settings for inference ------------------------------------------------------
@@ -97,12 +160,15 @@ def wants_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
     """channels_last (NHWC) lets oneDNN run convolutions without reordering activations. On this
     AMX CPU in bf16 it made the SD1.5 UNet ~13% and the VAE decoder ~2.5x faster; in fp32 it gained
     nothing on the UNet, so fp32 on CPU keeps the default layout (and exact parity). On CUDA it is
-    applied only together with torch.compile (see compile_for_inference), as diffusers advises."""
-    return device.type == "cpu" and dtype == torch.bfloat16
+    applied only together with torch.compile (see compile_for_inference), as diffusers advises.
+    Where oneDNN has no bf16 kernels (AVX2-only CPUs) convolutions take ATen's plain path, for
+    which the default layout is the tested one."""
+    return wants_prepacked_weights(device, dtype)
 
 
 def wants_prepacked_weights(device: torch.device, dtype: torch.dtype) -> bool:
-    return device.type == "cpu" and dtype == torch.bfloat16
+    """The oneDNN bf16 fast path, only where the probe ran its ops (see cpu_bf16)."""
+    return device.type == "cpu" and dtype == torch.bfloat16 and cpu_bf16().prepack
 
 
 def use_channels_last(*modules) -> None:
@@ -173,8 +239,8 @@ def prepack_cpu_weights(module) -> int:
     call (packing the SD1.5 UNet costs ~1.7 s, which a one-step run would never earn back) and
     repacks if its weight was replaced since. The dense weights stay (the module still saves, moves
     and casts normally), so the packed copies cost their size in memory.
-    Returns the number of layers set up (0 where this torch build lacks the oneDNN ops)."""
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+    Returns the number of layers set up (0 where the CPU or torch build cannot run the oneDNN ops)."""
+    if not cpu_bf16().prepack:
         return 0
     import types
 

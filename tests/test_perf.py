@@ -7,7 +7,8 @@ import torch
 
 from latentdiff import Pipeline
 from latentdiff.models import load_components
-from latentdiff.runtime import SMALL_UNET_PARAMS, torch_threads
+from latentdiff import runtime
+from latentdiff.runtime import SMALL_UNET_PARAMS, CpuBf16, cpu_bf16, torch_threads
 from latentdiff.weights import parameter_count
 
 # bf16 keeps 8 bits of mantissa; on the tiny model its 4-step images sit 47-53 dB from fp32
@@ -22,6 +23,11 @@ def psnr(a, b) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+needs_bf16 = pytest.mark.skipif(not cpu_bf16().runs, reason="torch cannot compute in bf16 on this CPU")
+needs_prepack = pytest.mark.skipif(
+    not cpu_bf16().prepack, reason=f"oneDNN's bf16 kernels and weight prepacking do not run on this CPU ({cpu_bf16().describe()})")
+
+
 @pytest.fixture(scope="module")
 def pipe_bf16(tiny_sd1):
     p = Pipeline.from_pretrained(tiny_sd1, device="cpu", dtype="bf16")
@@ -29,6 +35,7 @@ def pipe_bf16(tiny_sd1):
     return p
 
 
+@needs_bf16
 @pytest.mark.parametrize("scheduler,guidance", [("pndm", 7.5), ("euler_a", 1.0), ("dpm++2m", 4.0)])
 def test_bf16_image_is_close_to_fp32(pipe_sd1, pipe_bf16, scheduler, guidance):
     ref = pipe_sd1("a red apple", steps=4, guidance=guidance, seed=3, num_images=2, scheduler=scheduler)
@@ -39,15 +46,23 @@ def test_bf16_image_is_close_to_fp32(pipe_sd1, pipe_bf16, scheduler, guidance):
     assert low[0].info["latentdiff"]["dtype"] == "bf16"
 
 
-def test_bf16_pipeline_runs_channels_last_in_bf16(pipe_bf16):
-    pipe_bf16("a red apple", steps=2)  # layers pack their weights from their second call on
+@needs_bf16
+def test_bf16_pipeline_runs_in_bf16(pipe_bf16):
+    pipe_bf16("a red apple", steps=2)
     c = pipe_bf16.components
     assert c.unet.dtype == c.vae.dtype == c.text_encoder.dtype == torch.bfloat16
+
+
+@needs_prepack
+def test_bf16_pipeline_runs_channels_last_and_prepacked(pipe_bf16):
+    pipe_bf16("a red apple", steps=2)  # layers pack their weights from their second call on
+    c = pipe_bf16.components
     assert c.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert c.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert c.unet.conv_in.__dict__.get("_ld_packed") is not None, "bf16 UNet weights should be prepacked for oneDNN"
 
 
+@needs_prepack
 def test_prepacked_weights_give_the_same_image(tiny_sd1):
     from latentdiff.runtime import unpack_cpu_weights
 
@@ -105,3 +120,58 @@ def test_thread_context_restores_on_error():
             assert torch.get_num_threads() == 1
             raise RuntimeError("boom")
     assert torch.get_num_threads() == before
+
+
+# The CPU kinds this project runs on, as the probe reports them.
+AMX = CpuBf16(runs=True, prepack=True, native=True)
+AVX512_NO_BF16 = CpuBf16(runs=True, prepack=True, native=False)
+AVX2 = CpuBf16(runs=True, prepack=False, native=False)  # e.g. the AMD EPYC: oneDNN refuses bf16 prepacking
+NO_BF16 = CpuBf16(runs=False, prepack=False, native=False)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def cpu_kind(monkeypatch):
+    def use(kind: CpuBf16):
+        monkeypatch.setattr(runtime, "cpu_bf16", lambda: kind)
+        runtime.notice.cache_clear()
+    yield use
+    runtime.notice.cache_clear()
+
+
+@pytest.mark.parametrize("kind,asked,pref,dtype,fast", [
+    (AMX, "bf16", None, torch.bfloat16, True),
+    (AMX, "auto", None, torch.bfloat16, True),
+    (AMX, "auto", "fp32", torch.float32, False),
+    (AVX512_NO_BF16, "bf16", None, torch.bfloat16, True),
+    (AVX512_NO_BF16, "auto", None, torch.float32, False),
+    (AVX2, "bf16", None, torch.bfloat16, False),
+    (AVX2, "auto", None, torch.float32, False),
+    (AVX2, "auto", "bf16", torch.float32, False),  # a model's bf16 preference assumes native bf16
+    (NO_BF16, "bf16", None, torch.float32, False),
+])
+def test_cpu_dtype_and_fast_path_decision(cpu_kind, capsys, kind, asked, pref, dtype, fast):
+    cpu_kind(kind)
+    assert runtime.resolve_dtype(asked, CPU, pref) == dtype
+    assert runtime.wants_prepacked_weights(CPU, dtype) == runtime.wants_channels_last(CPU, dtype) == fast
+    err = capsys.readouterr().err
+    if asked == "bf16" and not kind.native:  # a fallback or a slow path is said, once
+        assert err.count("latentdiff: ") == 1 and ("fp32" in err if not kind.runs else "bf16" in err)
+        runtime.resolve_dtype(asked, CPU, pref)
+        assert capsys.readouterr().err == ""
+    else:
+        assert err == ""
+
+
+def test_no_prepacking_where_the_probe_fails(cpu_kind, tiny_sd1):
+    cpu_kind(AVX2)
+    unet = load_components(tiny_sd1, dtype=torch.bfloat16).unet
+    assert runtime.prepack_cpu_weights(unet) == 0
+    assert not any("_ld_packed" in m.__dict__ for m in unet.modules())
+
+
+def test_probe_reports_failing_ops_as_unsupported(monkeypatch):
+    def refuse(*a, **k):
+        raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert or avx512bw")
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse, raising=False)
+    assert runtime._probe(runtime._probe_prepack) is False
