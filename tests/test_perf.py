@@ -25,7 +25,7 @@ def psnr(a, b) -> float:
 
 needs_bf16 = pytest.mark.skipif(not cpu_bf16().runs, reason="torch cannot compute in bf16 on this CPU")
 needs_prepack = pytest.mark.skipif(
-    not cpu_bf16().prepack, reason=f"oneDNN's bf16 kernels and weight prepacking do not run on this CPU ({cpu_bf16().describe()})")
+    not cpu_bf16().prepack, reason=f"needs oneDNN's bf16 fast path; this CPU runs {cpu_bf16().describe()}")
 
 
 @pytest.fixture(scope="module")
