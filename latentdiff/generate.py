@@ -9,25 +9,34 @@ from .config import GenerateConfig
 
 def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> list[Path]:
     """Render every prompt of `cfg`, writing each image as soon as it exists (so an interrupt
-    loses at most the image in progress) and printing its path on stdout."""
+    loses at most the image in progress) and printing its path on stdout. Under `accelerate
+    launch` each process renders its share of the images (latentdiff/sharding.py)."""
+    import secrets
+
     from .images import save_png, slug
     from .pipeline import Pipeline
     from .runtime import resolve_device
+    from .sharding import agree, my_shares, world
 
+    rank, size = world()
+    # One seed for the whole run (every prompt uses seeds S, S+1, ...), drawn once if random.
+    seed, device = secrets.randbelow(2**32) if cfg.seed is None else cfg.seed, cfg.device
+    if size > 1:  # the processes agree on rank 0's seed; each takes its launcher's device
+        seed, device = agree(seed, device)
     dtype = cfg.dtype
-    if recorded_device and resolve_device(cfg.device).type != recorded_device.split(":")[0]:
+    if recorded_device and resolve_device(device).type != recorded_device.split(":")[0]:
         dtype = "auto"  # a dtype recorded on another kind of device may not suit this one
-    pipe = Pipeline.from_pretrained(cfg.model, device=cfg.device, dtype=dtype, allow_pickle=cfg.allow_pickle,
+    pipe = Pipeline.from_pretrained(cfg.model, device=device, dtype=dtype, allow_pickle=cfg.allow_pickle,
                                     compile=cfg.compile)
     pipe.progress = not cfg.quiet
     written = []
-    for prompt in cfg.prompts:
+    for share in my_shares(cfg.prompts, cfg.num_images, rank, size):
+        prompt = share.prompt
         images = pipe.iter_images(prompt, negative_prompt=cfg.negative, steps=cfg.steps, guidance=cfg.guidance,
-                      width=cfg.width, height=cfg.height, seed=cfg.seed, num_images=cfg.num_images,
+                      width=cfg.width, height=cfg.height, seed=seed + share.first, num_images=share.count,
                       scheduler=cfg.scheduler)
         for image in images:
-            seed = image.info["latentdiff"]["seed"]
-            path = save_png(image, Path(cfg.out), f"{slug(prompt)}-s{seed}")
+            path = save_png(image, Path(cfg.out), f"{slug(prompt)}-s{image.info['latentdiff']['seed']}")
             print(path, flush=True)
             written.append(path)
     return written

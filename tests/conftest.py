@@ -44,3 +44,15 @@ def run_cli(*args, cwd=None, env=None):
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "latentdiff.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, env=full_env, timeout=300)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where torch sees a CUDA device (`pytest -m gpu` on a GPU machine)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; none is visible to torch here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
