@@ -32,7 +32,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     from ..batching import ImageCaptionDataset, assign_bucket, make_buckets
     from ..data import scan_dataset
 
-    out = check_out(cfg)
+    out, action = check_out(cfg)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
     # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
@@ -40,7 +40,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
                       cpu=not torch.cuda.is_available())
     acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
     if acc.is_main_process:
-        prepare_out(cfg)
+        prepare_out(cfg, action)
     acc.wait_for_everyone()
     scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions)
     if acc.is_main_process:

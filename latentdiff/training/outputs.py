@@ -2,46 +2,31 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
-from ..errors import UsageError
 from .config import FinetuneConfig
+from .runfolder import check_run_folder, prepare_run_folder
 
-# Everything a run writes into OUT; --overwrite removes these and nothing else.
+# Everything a finetune run writes into OUT (run.json lists them); --overwrite removes these and nothing else.
 RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "config.yaml", "skipped.txt", "model_index.json",
              "unet", "vae", "text_encoder", "tokenizer", "scheduler", "latentdiff.json",
              "pytorch_lora_weights.safetensors", "logs")
 
 
-def check_out(cfg: FinetuneConfig) -> Path:
+def check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
     """Check OUT against --resume/--overwrite; touches nothing (every process runs it)."""
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    has_run = out.is_dir() and any((out / f).exists() for f in ("config.yaml", "checkpoints"))
-    if has_run and not (cfg.resume or cfg.overwrite):
-        raise UsageError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
-    if cfg.resume and not has_run:
-        raise UsageError(f"--resume: {out} holds no run to resume")
-    return out
+    action = check_run_folder(cfg.out, "finetune", RUN_FILES, dataset=cfg.dataset, model=cfg.model,
+                              resume=cfg.resume, overwrite=cfg.overwrite)
+    return Path(cfg.out), action
 
 
-def prepare_out(cfg: FinetuneConfig) -> Path:
+def prepare_out(cfg: FinetuneConfig, action: str) -> Path:
     """On the main process: clear an overwritten run's files, write the resolved config.yaml."""
     import yaml
 
-    out = Path(cfg.out)
-    if cfg.overwrite:
-        for name in RUN_FILES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_run_folder(cfg.out, "finetune", RUN_FILES, action)
     saved = {k: v for k, v in cfg.to_dict().items() if k not in ("resume", "overwrite")}
     (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False), encoding="utf-8")
     return out

@@ -20,13 +20,13 @@ import contextlib
 import dataclasses
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from latentdiff.errors import LatentDiffError, UsageError
 from latentdiff.training.checkpoint import latest_checkpoint, read_manifest, save_checkpoint
+from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
 
 from latentdiff.training.vae_config import RESUMABLE, RUN_ENTRIES, VaeTrainConfig, _check
 
@@ -146,21 +146,11 @@ def _resolved(cfg: VaeTrainConfig) -> dict:
 
 def _prepare_out(cfg: VaeTrainConfig) -> Path:
     """Refuse to mix two runs in one folder; with --overwrite delete only what a run writes."""
-    out = Path(cfg.out)
-    _check(not out.exists() or out.is_dir(), f"--out {out} exists and is not a folder")
-    has_run = any((out / name).exists() for name in RUN_ENTRIES)
-    if cfg.resume:
-        _check(latest_checkpoint(out) is not None, f"--resume: {out} holds no complete checkpoint; "
-               "run without --resume to start afresh (with --overwrite to discard what is there)")
-        _check_same_recipe(cfg, out)
-    elif has_run:
-        _check(cfg.overwrite, f"{out} already holds a training run; pass --resume to continue it "
-               "or --overwrite to delete it and start again")
-        for name in RUN_ENTRIES:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    action = check_run_folder(cfg.out, "train-vae", RUN_ENTRIES, dataset=cfg.dataset,
+                              resume=cfg.resume, overwrite=cfg.overwrite)
+    if action == "resume":
+        _check_same_recipe(cfg, Path(cfg.out))
+    return prepare_run_folder(cfg.out, "train-vae", RUN_ENTRIES, action)
 
 
 def _check_same_recipe(cfg: VaeTrainConfig, out: Path) -> None:
