@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from .cli_image import add_image_flags, add_upscale
 from .errors import LatentDiffError
 
 PROG = "latentdiff"
@@ -42,6 +43,7 @@ def _add_generate(sub):
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes on CPU; cached on disk)")
+    add_image_flags(p)
     p.set_defaults(func=cmd_generate)
 
 
@@ -49,6 +51,7 @@ def cmd_generate(args) -> int:
     # Before torch loads OpenMP: idle threads sleep instead of spinning. On a machine shared with
     # other jobs, spinning threads starved the working ones (steps up to 7x slower).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from .cli_image import image_options
     from .config import GenerateConfig, read_prompts_file
     from .errors import UsageError
     from .generate import run_generate
@@ -70,11 +73,13 @@ def cmd_generate(args) -> int:
     if args.from_image:
         params = read_params(args.from_image)
         recorded_device = None if args.dtype else params.get("device")
-        cfg = GenerateConfig.from_image(params, **{**flags, "prompts": prompts or None})
+        cfg = GenerateConfig.from_image(params, **{**flags, "prompts": prompts or None,
+                                                   "image_options": image_options(args, params)})
         if args.random_seed:
             cfg.seed = None
     else:
-        cfg = GenerateConfig(prompts=prompts, **{k: v for k, v in flags.items() if v is not None})
+        cfg = GenerateConfig(prompts=prompts, image_options=image_options(args),
+                             **{k: v for k, v in flags.items() if v is not None})
         if args.random_seed:
             cfg.seed = None
     run_generate(cfg, recorded_device)
@@ -86,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_generate(sub)
+    add_upscale(sub)
     for add in _extra_commands():
         add(sub)
     return parser
@@ -104,7 +110,7 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return 2
     code = _dispatch(args)
-    if argv is None and args.command == "generate":
+    if argv is None and args.command in ("generate", "upscale"):
         # The real command line (not a test calling main([...])): every image is written and
         # closed, so skip the interpreter's teardown of torch/diffusers (2-3 s on a small CPU).
         sys.stdout.flush()

@@ -39,6 +39,8 @@ class GenerateConfig:
     quiet: bool = False
     compile: bool = False
     """torch.compile the UNet and VAE decoder (slow first call, faster steps)."""
+    image_options: dict = field(default_factory=dict)
+    """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
 
     def __post_init__(self):
         _check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")

@@ -17,6 +17,9 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     from .pipeline import Pipeline
     from .runtime import resolve_device
     from .sharding import agree, my_shares, world
+    from .workflows.options import ImageOptions
+
+    ImageOptions.from_kwargs(cfg.image_options).preflight()  # bad input fails before the model loads
 
     rank, size = world()
     # One seed for the whole run (every prompt uses seeds S, S+1, ...), drawn once if random.
@@ -34,7 +37,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
         prompt = share.prompt
         images = pipe.iter_images(prompt, negative_prompt=cfg.negative, steps=cfg.steps, guidance=cfg.guidance,
                       width=cfg.width, height=cfg.height, seed=seed + share.first, num_images=share.count,
-                      scheduler=cfg.scheduler)
+                      scheduler=cfg.scheduler, **cfg.image_options)
         for image in images:
             path = save_png(image, Path(cfg.out), f"{slug(prompt)}-s{image.info['latentdiff']['seed']}")
             print(path, flush=True)

@@ -15,7 +15,7 @@ from .images import a1111_line, to_pil
 from .models import Components, load_components, read_defaults, save_components, vae_dtype, vae_scale_factor
 from .runtime import (DTYPE_NAMES, compile_for_inference, cpu_threads_for, prepack_cpu_weights, resolve_device,
                       resolve_dtype, torch_threads, use_channels_last, wants_channels_last, wants_prepacked_weights)
-from .sampling import check_scheduler_name, denoise, initial_noise, make_scheduler
+from .sampling import check_scheduler_name, denoise, make_scheduler
 from .text import encode_prompts
 from .weights import parameter_count
 
@@ -124,6 +124,11 @@ class Pipeline:
         return vae_scale_factor(self.components.vae)
 
     @property
+    def is_upscaler(self) -> bool:
+        """A diffusion upscaler (StableDiffusionUpscalePipeline): the low-res image is 3 extra UNet channels."""
+        return self.components.unet.config.in_channels == self.components.vae.config.latent_channels + 3
+
+    @property
     def native_size(self) -> int:
         return int(self.components.unet.config.sample_size) * self.scale_factor
 
@@ -141,16 +146,31 @@ class Pipeline:
 
     # ---- generation ---------------------------------------------------------------------
     def __call__(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
-                 seed=0, num_images=1, scheduler=None) -> list:
-        """Images for `prompt` (a string or a list); image k of the call uses seed `seed + k`."""
+                 seed=0, num_images=1, scheduler=None, image=None, mask=None, strength=None, **options) -> list:
+        """Images for `prompt` (a string or a list); image k of the call uses seed `seed + k`.
+
+        `image` (a path or PIL image) starts from that picture (img2img, noised by `strength`);
+        with `mask`, inpainting. Further options (resize, mask_blur, inpaint_area, padding,
+        outpaint, hires, hires_strength, hires_steps, hires_upscaler, upscaler, tile) are
+        described in `latentdiff.workflows.options.ImageOptions`."""
         return list(self.iter_images(prompt, negative_prompt, steps, guidance, width, height, seed,
-                                     num_images, scheduler))
+                                     num_images, scheduler, image=image, mask=mask, strength=strength, **options))
 
     def iter_images(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
-                    seed=0, num_images=1, scheduler=None):
+                    seed=0, num_images=1, scheduler=None, **options):
         """Like __call__, but yields each image as soon as its batch is decoded."""
+        from .workflows.options import ImageOptions
+
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        opts = ImageOptions.from_kwargs({k: v for k, v in options.items() if v is not None})
+        if self.is_upscaler:
+            raise UsageError(f"{self.model_ref} is a diffusion upscaler, not a text-to-image model; use "
+                             "`latentdiff upscale IMAGE --model` (pipe.upscale) or generate --upscaler")
+        source = opts.source(width, height, self.scale_factor)
+        if source is not None:
+            width, height = source.image.size
         p = self._resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
+        p.update(options=opts, source=source, strength=opts.default_strength() if source else None)
         jobs = [(text, p["seed"] + k) for k, text in enumerate(t for t in prompts for _ in range(num_images))]
         for i in range(0, len(jobs), self.max_batch):
             yield from self._generate(jobs[i : i + self.max_batch], p)
@@ -183,12 +203,15 @@ class Pipeline:
                     height=int(height), seed=int(seed), scheduler=sched)
 
     def _generate(self, jobs: list[tuple[str, int]], p: dict):
+        from .workflows.finish import finish
+
         texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
         with torch_threads(self._threads):
             pixels = self._sample(texts, seeds, p)
         out = []
         for image, text, s in zip(to_pil(pixels), texts, seeds):
-            info = self._record(p, text, s)
+            image, extra = finish(self, image, text, s, p)
+            info = {**self._record(p, text, s), **extra}
             image.info["latentdiff"] = info
             image.info["parameters"] = a1111_line(info)
             out.append(image)
@@ -198,14 +221,51 @@ class Pipeline:
         c = self.components
         use_cfg = p["guidance"] != 1.0
         cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, texts, [p["negative_prompt"]] * len(texts) if use_cfg else None)
-        sched = make_scheduler(c.scheduler_config, p["scheduler"])
-        sched.set_timesteps(p["steps"], device=self.device)
-        f = self.scale_factor
-        shape = (c.unet.config.in_channels, p["height"] // f, p["width"] // f)
-        noise, gens = initial_noise(shape, seeds)
-        latents = (noise * sched.init_noise_sigma).to(self.device)  # (B, 4, H/f, W/f) fp32
-        latents = denoise(c.unet, sched, latents, cond, uncond, p["guidance"], gens, self._progress(len(texts)))
+        src = p.get("source")
+        image, mask = src.region() if src is not None else (None, None)
+        latents = self.run_loop(cond, uncond, seeds, p, p["steps"], (p["width"], p["height"]), image=image, mask=mask,
+                                strength=p.get("strength") or 1.0)
+        if p.get("options") is not None and p["options"].hires:
+            from .workflows.hires import hires_pass
+
+            return hires_pass(self, latents, cond, uncond, texts, seeds, p)
         return self.decode(latents)
+
+    def run_loop(self, cond, uncond, seeds: list[int], p: dict, steps: int, size: tuple[int, int], **start):
+        """One run of the sampling loop at `size`, from noise or from the start `start` describes
+        (see workflows.start.prepare): the one loop every workflow goes through."""
+        from .workflows.start import prepare
+
+        sched = make_scheduler(self.components.scheduler_config, p["scheduler"])
+        sched.set_timesteps(steps, device=self.device)
+        s = prepare(self, sched, seeds, steps, size, **start)
+        return denoise(self.components.unet, sched, s.latents, cond, uncond, p["guidance"], s.generators,
+                       self._progress(len(seeds)), start=s.start, image_cond=s.image_cond, blend=s.blend)
+
+    def upscale(self, image, prompt="", negative_prompt="", steps=None, guidance=None, noise_level=None, seed=0,
+                scheduler=None, tile=None, upscaler=None):
+        """`image` (a path or PIL image) upscaled by a diffusion upscaler: this pipeline if it is one,
+        else `upscaler` (a model reference, loaded once and kept, or a Pipeline). `tile` (output
+        pixels) bounds memory on large images. Returns a PIL image with its metadata."""
+        from .upscale import NOISE_LEVEL, upscale
+
+        model = self if self.is_upscaler and upscaler is None else self._upscaler(upscaler)
+        return upscale(model, image, prompt, negative_prompt, steps, guidance,
+                       NOISE_LEVEL if noise_level is None else noise_level, seed, scheduler, tile)
+
+    def _upscaler(self, ref) -> "Pipeline":
+        if isinstance(ref, Pipeline):
+            return ref
+        if ref is None:
+            raise UsageError(f"{self.model_ref} is not a diffusion upscaler; pass upscaler=MODEL")
+        cache = self.__dict__.setdefault("_upscalers", {})
+        if ref not in cache:
+            model = Pipeline.from_pretrained(ref, device=str(self.device), dtype=DTYPE_NAMES.get(self.dtype, "auto"))
+            if not model.is_upscaler:
+                raise UsageError(f"{ref} is not a diffusion upscaler (its UNet does not take the low-res image)")
+            cache[ref] = model
+        cache[ref].progress = self.progress
+        return cache[ref]
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ Lu et al. DPM-Solver++, Zhao et al. UniPC), so our outputs match theirs exactly.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -54,41 +55,83 @@ def _accepts_generator(scheduler) -> bool:
     return "generator" in inspect.signature(scheduler.step).parameters
 
 
+@dataclass
+class ImageCond:
+    """Image conditioning concatenated to the latent channels after scaling: an inpainting UNet's
+    mask + masked-image latents, the x4 upscaler's noised low-res image (its noise level goes in
+    as the UNet's class label)."""
+
+    concat: torch.Tensor  # (B, C, h, w)
+    class_labels: torch.Tensor | None = None  # (B,)
+
+    def batch(self, use_cfg: bool):
+        twice = (lambda x: torch.cat([x, x])) if use_cfg else (lambda x: x)
+        labels = None if self.class_labels is None else twice(self.class_labels)
+        return twice(self.concat), labels
+
+
 @torch.no_grad()
 def denoise(
     unet,
     scheduler,
-    latents: torch.Tensor,  # (B, C, h, w) initial noise, already scaled by init_noise_sigma
+    latents: torch.Tensor,  # (B, C, h, w) initial noise (scaled by init_noise_sigma), or a noised init latent
     cond: torch.Tensor,  # (B, T, D) prompt embeddings
     uncond: torch.Tensor | None,  # (B, T, D) negative embeddings, None when guidance == 1
     guidance: float,
     generators: list[torch.Generator],
     progress: Callable[[Iterable], Iterable] = iter,
+    start: int = 0,
+    image_cond: ImageCond | None = None,
+    blend: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Classifier-free guided sampling (Ho & Salimans 2022): eps = eps_u + g * (eps_c - eps_u).
 
     The unconditional and conditional halves go through the UNet as one batch; at g == 1
-    (or without negatives) only the conditional half runs.
+    (or without negatives) only the conditional half runs. Workflows that start from an image
+    enter here too: `start` skips the first timesteps (SDEdit, Meng et al. 2021: the latents are
+    an init image noised to timestep `start`), `image_cond` adds channels to the UNet input, and
+    `blend(latents, i)` runs after step i (inpainting with an ordinary model pastes the re-noised
+    known region back).
     """
     use_cfg = uncond is not None and guidance != 1.0
     dtype = unet.dtype  # diffusers computes this by walking every submodule: once per call, not per step
     context = (torch.cat([uncond, cond]) if use_cfg else cond).to(dtype)
+    concat, labels = image_cond.batch(use_cfg) if image_cond is not None else (None, None)
+    extra = {} if labels is None else {"class_labels": labels}
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
-    for t in progress(scheduler.timesteps):
+    for i, t in enumerate(progress(scheduler.timesteps[start:])):
         x = torch.cat([latents, latents]) if use_cfg else latents
-        x = scheduler.scale_model_input(x, t).to(dtype)
+        x = scheduler.scale_model_input(x, t)
+        if concat is not None:
+            x = torch.cat([x, concat], dim=1)
         # Latents and scheduler arithmetic stay fp32; only the UNet runs in low precision.
-        eps = unet(x, t, encoder_hidden_states=context).sample.float()
+        eps = unet(x.to(dtype), t, encoder_hidden_states=context, **extra).sample.float()
         if use_cfg:
             eps_u, eps_c = eps.chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        if blend is not None:
+            latents = blend(latents, i)
     return latents
+
+
+def start_step(scheduler, steps: int, strength: float) -> int:
+    """Index into `scheduler.timesteps` where a run of strength `strength` starts, as diffusers'
+    img2img computes it (int(steps * strength) steps are denoised, at least one)."""
+    denoised = max(1, min(int(steps * strength), steps))
+    start = (steps - denoised) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return start
 
 
 def initial_noise(shape: tuple[int, ...], seeds: list[int]) -> tuple[torch.Tensor, list[torch.Generator]]:
     """Image k's noise comes from its own CPU generator seeded s + k, as diffusers does with a
     list of generators, so an image does not depend on the batch it was made in."""
     gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    noise = torch.cat([torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in gens])
-    return noise, gens
+    return draw_noise(shape, gens), gens
+
+
+def draw_noise(shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
+    """(B, *shape) fp32 CPU noise, row k from generator k."""
+    return torch.cat([torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in generators])

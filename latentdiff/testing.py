@@ -12,10 +12,11 @@ WORDS = ["a red apple", "a green pear on a table", "photo of a cat", "woman biki
 
 
 def tiny_arch(kind: str = "sd1") -> dict:
+    """kind: sd1, sd2, or sd1-inpaint (a 9-channel inpainting UNet: latents, mask, masked image)."""
     sd2 = kind == "sd2"
     return {
         "unet": dict(
-            sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+            sample_size=16, in_channels=9 if kind.endswith("inpaint") else 4, out_channels=4, layers_per_block=1,
             block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=32,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -44,4 +45,39 @@ def make_tiny_model(out: Path, kind: str = "sd1", seed: int = 0, defaults: dict 
     c = build_components(tiny_arch(kind), WORDS, seed=seed)
     c.defaults = dict(defaults or {})
     save_components(c, Path(out), c.scheduler_config["_class_name"])
+    return Path(out)
+
+
+def make_tiny_upscaler(out: Path, seed: int = 0) -> Path:
+    """A tiny random model of the Stable Diffusion x4 upscaler's architecture, written in diffusers'
+    StableDiffusionUpscalePipeline format (7-channel UNet with noise-level class embeddings, a
+    VAE that scales by 4, a DDPM low-res scheduler, max_noise_level)."""
+    import torch
+    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .tokenizer import build_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=7, out_channels=4, layers_per_block=1, block_out_channels=(32, 32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=8,
+        cross_attention_dim=32, attention_head_dim=8, use_linear_projection=True, num_class_embeds=100)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 32),
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        norm_num_groups=8, layers_per_block=1, sample_size=64, scaling_factor=0.08333)
+    tokenizer = build_tokenizer(WORDS, 200, 77)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, projection_dim=32,
+        hidden_act="gelu", vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    scheduler = DDIMScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction")
+    low_res = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02, num_train_timesteps=1000)
+    pipe = StableDiffusionUpscalePipeline(vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+                                          unet=unet.eval(), low_res_scheduler=low_res, scheduler=scheduler,
+                                          max_noise_level=350)
+    pipe.save_pretrained(out, safe_serialization=True)
     return Path(out)

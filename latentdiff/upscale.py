@@ -1,0 +1,154 @@
+"""The cascade's second stage: a diffusion upscaler in diffusers' StableDiffusionUpscalePipeline
+format (the Stable Diffusion x4 upscaler's architecture), on the same sampling loop.
+
+It is one more conditioning, not another loop: the low-res image, noised to `noise_level` by the
+model's low-res scheduler, is concatenated to the latents (which have the low-res image's size)
+and the noise level is the UNet's class label (Saharia et al. 2022, "noise conditioning
+augmentation"). Large images go through the UNet in overlapping latent tiles whose predictions
+are blended every step (MultiDiffusion, Bar-Tal et al. 2023), and through the VAE decoder in
+diffusers' blended tiles, so memory is bounded by the tile size and no seam appears.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+import torch
+
+from .errors import UsageError
+from .sampling import ImageCond, denoise, make_scheduler
+
+# diffusers' StableDiffusionUpscalePipeline defaults
+UPSCALE_STEPS, UPSCALE_GUIDANCE, NOISE_LEVEL, MAX_NOISE_LEVEL = 75, 9.0, 20, 350
+
+
+def upscaler_settings(pipe) -> dict:
+    """The low-res scheduler config and max noise level that diffusers keeps beside the UNet."""
+    d = pipe.model_dir
+    index = json.loads((d / "model_index.json").read_text()) if d is not None else {}
+    path = d / "low_res_scheduler" / "scheduler_config.json" if d is not None else None
+    low = json.loads(path.read_text()) if path is not None and path.is_file() else {"_class_name": "DDPMScheduler"}
+    return {"low_res_scheduler": low, "max_noise_level": int(index.get("max_noise_level", MAX_NOISE_LEVEL))}
+
+
+@torch.no_grad()
+def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None, guidance=None,
+            noise_level: int = NOISE_LEVEL, seed: int = 0, scheduler=None, tile: int | None = None):
+    """`image` (a path or PIL image) upscaled by the upscaler `pipe`: a PIL image with metadata."""
+    from .images import a1111_line, to_pil
+    from .text import encode_prompts
+    from .workflows.source import pad, pixel_hash, read_picture
+    from .workflows.start import to_tensor
+
+    low, path = read_picture(image, "image to upscale")
+    settings = upscaler_settings(pipe)
+    steps = UPSCALE_STEPS if steps is None else steps
+    guidance = UPSCALE_GUIDANCE if guidance is None else guidance
+    _check_args(steps, guidance, noise_level, settings["max_noise_level"], seed, tile)
+    c = pipe.components
+    m = 2 ** (len(c.unet.config.block_out_channels) - 1)  # the UNet halves the size this many times
+    padded = pad(low, (0, -low.width % m, 0, -low.height % m))  # repeated edges; cropped off after
+    pixels = to_tensor(padded).to(pipe.device)
+    use_cfg = guidance != 1.0
+    cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, [prompt], [negative_prompt] if use_cfg else None)
+    sched = make_scheduler(c.scheduler_config, scheduler)
+    sched.set_timesteps(int(steps), device=pipe.device)
+    low_sched = make_scheduler(settings["low_res_scheduler"])
+    g = torch.Generator("cpu").manual_seed(seed)
+    # The draws in diffusers' order: the low-res image's noise, then the latents'.
+    level = torch.tensor([noise_level], dtype=torch.long, device=pipe.device)
+    noisy = low_sched.add_noise(pixels, torch.randn(pixels.shape, generator=g).to(pipe.device), level)
+    shape = (1, c.vae.config.latent_channels, *pixels.shape[2:])
+    latents = (torch.randn(shape, generator=g) * sched.init_noise_sigma).to(pipe.device)
+    unet = c.unet if tile is None else TiledUNet(c.unet, max(m, tile // pipe.scale_factor // m * m))
+    with torch_threads_of(pipe), vae_tiles(c.vae, tile, pipe.scale_factor):
+        latents = denoise(unet, sched, latents, cond, uncond, guidance, [g], pipe._progress(1),
+                          image_cond=ImageCond(noisy.to(cond.dtype), class_labels=level))
+        out = to_pil(pipe.decode(latents))[0]
+    f = out.width // padded.width
+    out = out.crop((0, 0, low.width * f, low.height * f))
+    info = {**pipe._record({"negative_prompt": negative_prompt, "steps": int(steps), "guidance": float(guidance),
+                             "scheduler": scheduler, "width": out.width, "height": out.height}, prompt, seed),
+            "upscale_of": path, "upscale_of_hash": pixel_hash(low), "noise_level": noise_level, "tile": tile}
+    out.info["latentdiff"], out.info["parameters"] = info, a1111_line(info)
+    return out
+
+
+def _check_args(steps, guidance, noise_level, max_level, seed, tile) -> None:
+    if int(steps) != steps or steps < 1:
+        raise UsageError(f"steps must be a whole number >= 1, got {steps}")
+    if guidance < 0:
+        raise UsageError(f"guidance must be >= 0, got {guidance}")
+    if int(noise_level) != noise_level or not 0 <= noise_level <= max_level:
+        raise UsageError(f"noise level must be a whole number from 0 to {max_level} (this model's maximum), got {noise_level}")
+    if int(seed) != seed or seed < 0:
+        raise UsageError(f"seed must be a whole number >= 0, got {seed}")
+    if tile is not None and (int(tile) != tile or tile < 64):
+        raise UsageError(f"tile must be at least 64 px, got {tile}")
+
+
+def torch_threads_of(pipe):
+    from .runtime import torch_threads
+
+    return torch_threads(pipe._threads)
+
+
+@contextmanager
+def vae_tiles(vae, tile: int | None, factor: int):
+    """diffusers' tiled VAE decode (overlapping tiles, linearly blended) at `tile` output pixels."""
+    if tile is None:
+        yield
+        return
+    saved = (vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size)
+    vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = True, tile, tile // factor
+    try:
+        yield
+    finally:
+        vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = saved
+
+
+class TiledUNet:
+    """The UNet applied to overlapping `tile` x `tile` latent windows; predictions are averaged
+    with weights that fall off towards each window's edge (MultiDiffusion), so every latent pixel
+    gets one consistent prediction per step and tile borders leave no seam."""
+
+    def __init__(self, unet, tile: int):
+        self.unet, self.tile = unet, tile
+        self.dtype = unet.dtype
+
+    def __call__(self, x, t, encoder_hidden_states, **kwargs):
+        from types import SimpleNamespace
+
+        h, w = x.shape[-2:]
+        if h <= self.tile and w <= self.tile:
+            return self.unet(x, t, encoder_hidden_states=encoder_hidden_states, **kwargs)
+        out, total = None, torch.zeros((1, 1, h, w), device=x.device)
+        for top in _starts(h, self.tile):
+            for left in _starts(w, self.tile):
+                window = (slice(None), slice(None), slice(top, top + self.tile), slice(left, left + self.tile))
+                eps = self.unet(x[window], t, encoder_hidden_states=encoder_hidden_states, **kwargs).sample.float()
+                weight = _ramp(*eps.shape[-2:], device=x.device)
+                if out is None:
+                    out = torch.zeros((x.shape[0], eps.shape[1], h, w), device=x.device)
+                out[window] += eps * weight
+                total[window] += weight
+        return SimpleNamespace(sample=out / total)
+
+
+def _starts(size: int, tile: int) -> list[int]:
+    """Window offsets covering `size` with about a quarter tile of overlap, the last flush with the end."""
+    if size <= tile:
+        return [0]
+    stride = max(1, tile * 3 // 4)
+    starts = list(range(0, size - tile, stride))
+    return starts + [size - tile]
+
+
+def _ramp(h: int, w: int, device) -> torch.Tensor:
+    """(1, 1, h, w) weights: 1 in the middle, falling linearly to a small positive value at the edges."""
+    def axis(n):
+        i = torch.arange(n, device=device, dtype=torch.float32)
+        return torch.minimum(i + 1, n - i).clamp(max=n / 4) / (n / 4)
+
+    return (axis(h)[:, None] * axis(w)[None, :])[None, None]

@@ -1,0 +1,41 @@
+"""Hires fix: the image made at the model's native size, upscaled, then img2img at the target
+size with the same seeds (so the first pass is exactly the image made without --hires)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+HIRES_LATENT = "latent"
+
+
+def hires_size(width: int, height: int, scale: float, factor: int) -> tuple[int, int]:
+    return (max(factor, round(width * scale / factor) * factor), max(factor, round(height * scale / factor) * factor))
+
+
+def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seeds: list[int], p: dict) -> torch.Tensor:
+    """The second pass over the first pass's `latents`: pixels in [-1, 1] at the target size."""
+    o = p["options"]
+    size = hires_size(p["width"], p["height"], o.hires, pipe.scale_factor)
+    steps = o.hires_steps or p["steps"]
+    if o.hires_upscaler == HIRES_LATENT:
+        f = pipe.scale_factor
+        up = F.interpolate(latents, size=(size[1] // f, size[0] // f), mode="bilinear")
+        return pipe.decode(pipe.run_loop(cond, uncond, seeds, p, steps, size, init_latents=up, strength=o.hires_strength))
+    from ..images import to_pil
+
+    out = []
+    for k, base in enumerate(to_pil(pipe.decode(latents))):
+        big = _upscale(pipe, base, o, texts[k], seeds[k], size)
+        one = slice(k, k + 1)
+        z = pipe.run_loop(cond[one], None if uncond is None else uncond[one], seeds[one], p, steps, size,
+                          image=big, strength=o.hires_strength)
+        out.append(pipe.decode(z))
+    return torch.cat(out)
+
+
+def _upscale(pipe, base: Image.Image, o, prompt: str, seed: int, size: tuple[int, int]) -> Image.Image:
+    if o.hires_upscaler != "lanczos":  # a diffusion upscaler model
+        base = pipe.upscale(base, prompt=prompt, seed=seed, tile=o.tile, upscaler=o.hires_upscaler)
+    return base.resize(size, Image.Resampling.LANCZOS)

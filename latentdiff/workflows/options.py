@@ -1,0 +1,157 @@
+"""The options of the image workflows (img2img, inpainting, outpainting, hires fix, upscaler
+cascade), checked once, and the `Source` they describe."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from PIL import Image
+
+from ..errors import UsageError
+from .source import (RESIZE_MODES, Source, check_mask, crop_box, fit_mask, outpaint_canvas, parse_outpaint,
+                     pixel_hash, read_picture, resize_to, work_size)
+
+IMG2IMG_STRENGTH, INPAINT_STRENGTH = 0.75, 1.0
+HIRES_UPSCALERS = ("latent", "lanczos")  # or a diffusion upscaler's model reference
+
+
+@dataclass
+class ImageOptions:
+    """Keyword options of `Pipeline.__call__` beyond text-to-image (all optional)."""
+
+    image: Any = None
+    """init image: a path or a PIL image (img2img; with `mask`, inpainting)."""
+    strength: float | None = None
+    """0 < strength <= 1: how far the init image is noised; default 0.75, inpainting 1.0."""
+    resize: str | None = None
+    """crop | fit | stretch to reach width x height (default crop; no size given: no resampling)."""
+    mask: Any = None
+    """white = repaint; any mode, resized to the image."""
+    mask_blur: int = 4
+    """Gaussian blur (px) of the mask where the result is pasted over the init image."""
+    inpaint_area: str = "full"
+    """full: repaint at the image's size; masked: crop the masked region, work on it at full size."""
+    padding: int = 32
+    """inpaint_area=masked: pixels of context around the masked region."""
+    outpaint: Any = None
+    """(left, right, top, bottom) pixels, or "L,R,T,B": grow the canvas and paint the new area."""
+    image_hash: str | None = None
+    """expected pixel hash of `image` (set by --from): a different picture is refused."""
+    mask_hash: str | None = None
+    hires: float | None = None
+    """hires fix: generate at the native size, upscale by this factor, img2img at the target."""
+    hires_strength: float = 0.5
+    hires_steps: int | None = None
+    """steps of the hires pass (default: the base pass's)."""
+    hires_upscaler: str = "latent"
+    """latent | lanczos | a diffusion upscaler model."""
+    upscaler: str | None = None
+    """a diffusion upscaler model run on each finished image (the cascade)."""
+    tile: int | None = None
+    """upscaler tiles (px of its output) to bound memory; None: one piece."""
+
+    def __post_init__(self):
+        _check(self.strength is None or (isinstance(self.strength, (int, float)) and 0 < self.strength <= 1),
+               f"strength must be in (0, 1], got {self.strength}")
+        _check(self.resize is None or self.resize in RESIZE_MODES,
+               f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
+        _check(self.inpaint_area in ("full", "masked"), f"inpaint_area must be full or masked, got {self.inpaint_area!r}")
+        _check(_whole(self.mask_blur) and self.mask_blur >= 0, f"mask_blur must be a whole number >= 0, got {self.mask_blur}")
+        _check(_whole(self.padding) and self.padding >= 0, f"padding must be a whole number >= 0, got {self.padding}")
+        if self.outpaint is not None:
+            self.outpaint = parse_outpaint(self.outpaint)
+        starts = self.image is not None
+        _check(starts or (self.mask is None and self.outpaint is None and self.strength is None),
+               "mask, outpaint and strength need an init image (image=..., --init-image)")
+        _check(self.hires is None or (isinstance(self.hires, (int, float)) and 1 < self.hires <= 8),
+               f"hires scale must be in (1, 8], got {self.hires}")
+        _check(0 < self.hires_strength <= 1, f"hires strength must be in (0, 1], got {self.hires_strength}")
+        _check(self.hires_steps is None or (_whole(self.hires_steps) and self.hires_steps >= 1),
+               f"hires steps must be a whole number >= 1, got {self.hires_steps}")
+        _check(self.tile is None or (_whole(self.tile) and self.tile >= 64), f"tile must be >= 64 px, got {self.tile}")
+        _check(not (starts and self.hires), "hires fix starts from a generated image; it cannot be combined with an init image")
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict) -> "ImageOptions":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        _check(not unknown, f"unknown option(s): {', '.join(unknown)}; see latentdiff.workflows.options.ImageOptions")
+        return cls(**kwargs)
+
+    @property
+    def inpainting(self) -> bool:
+        return self.mask is not None or self.outpaint is not None
+
+    def default_strength(self) -> float:
+        if self.strength is not None:
+            return float(self.strength)
+        return INPAINT_STRENGTH if self.inpainting else IMG2IMG_STRENGTH
+
+    def source(self, width: int | None, height: int | None, factor: int) -> Source | None:
+        """Read, check and size the init image and mask; None for text-to-image."""
+        if self.image is None:
+            return None
+        image, image_path = read_picture(self.image, "init image")
+        record = {"init_image": image_path, "init_image_hash": pixel_hash(image), "strength": self.default_strength()}
+        _expect(self.image_hash, record["init_image_hash"], "init image", self.image)
+        mask = None
+        if self.mask is not None:
+            raw, mask_path = read_picture(self.mask, "mask")
+            raw = raw.convert("L")
+            record.update(mask=mask_path, mask_hash=pixel_hash(raw))
+            _expect(self.mask_hash, record["mask_hash"], "mask", self.mask)
+            mask = fit_mask(raw, image.size)
+        if self.outpaint is not None:
+            image, mask = outpaint_canvas(image, mask, self.outpaint, factor)
+            record["outpaint"] = list(self.outpaint)
+        size = work_size(image.size, width, height, factor)
+        # The picture's own size trimmed to the factor is cut out, never resampled (so --from,
+        # which passes the recorded size, sees the same pixels); other sizes follow the rule.
+        mode = None if size == work_size(image.size, None, None, factor) else (self.resize or "crop")
+        image = resize_to(image, size, mode)
+        record["resize"] = self.resize or "crop"
+        if mask is None:
+            return Source(image, None, record)
+        mask = resize_to(mask, size, mode, fill_edges=False)
+        check_mask(mask)
+        record.update(mask_blur=self.mask_blur, inpaint_area=self.inpaint_area)
+        box = None
+        if self.inpaint_area == "masked":
+            box = crop_box(mask, size, self.padding)
+            record["padding"] = self.padding
+        return Source(image, mask, record, box=box, blur=self.mask_blur)
+
+    def preflight(self) -> None:
+        """Refuse an unreadable init image or mask before any model is loaded."""
+        for ref, what in ((self.image, "init image"), (self.mask, "mask")):
+            if ref is not None and not isinstance(ref, Image.Image):
+                read_picture(ref, what)
+
+    def recorded(self) -> dict:
+        """The hires/cascade settings for the PNG metadata (the source records its own)."""
+        out = {}
+        if self.hires:
+            out.update(hires=self.hires, hires_strength=self.hires_strength, hires_steps=self.hires_steps,
+                       hires_upscaler=self.hires_upscaler)
+        if self.upscaler:
+            out.update(upscaler=self.upscaler, tile=self.tile)
+        return out
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise UsageError(msg)
+
+
+def _expect(expected: str | None, actual: str, what: str, ref) -> None:
+    if expected is not None and expected != actual:
+        raise UsageError(f"{what} {ref} is not the picture recorded (pixel hash {actual}, recorded {expected}); "
+                         f"pass --{'init-image' if what == 'init image' else 'mask'} to use it anyway")

@@ -1,0 +1,111 @@
+"""Where the denoising loop starts: pure noise, or an image noised to the strength's timestep,
+plus what inpainting adds (a known region blended back each step, or an inpainting UNet's mask
+channels).
+
+Random numbers are drawn as diffusers' img2img and inpaint pipelines draw them, from image k's
+own generator (seed + k) in the same order: the init image's VAE sample, the noise, then (with a
+mask) the masked image's VAE sample. So on the same weights the results match diffusers', and
+image k does not depend on the batch it was made in. (diffusers, given a list of generators,
+encodes the masked image of a one-image batch with the first generator only; we use each
+image's own, which matches diffusers called image by image.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+from ..sampling import ImageCond, draw_noise, start_step
+
+
+@dataclass
+class Start:
+    latents: torch.Tensor  # (B, 4, h, w) fp32
+    generators: list[torch.Generator]
+    start: int = 0
+    image_cond: ImageCond | None = None
+    blend: Callable | None = None
+
+
+def to_tensor(image) -> torch.Tensor:
+    """PIL RGB -> (1, 3, H, W) in [-1, 1], computed as diffusers' VaeImageProcessor does."""
+    a = np.asarray(image.convert("RGB")).astype(np.float32) / 255.0
+    return torch.from_numpy(a).permute(2, 0, 1)[None] * 2.0 - 1.0
+
+
+def mask_tensor(mask) -> torch.Tensor:
+    """PIL L -> (1, 1, H, W) of 0/1: white (>= 50%) repaints."""
+    a = np.asarray(mask.convert("L")).astype(np.float32) / 255.0
+    return (torch.from_numpy(a)[None, None] >= 0.5).float()
+
+
+@torch.no_grad()
+def encode_sampled(vae, pixels: torch.Tensor, generators) -> torch.Tensor:
+    """One VAE posterior sample per generator of the same picture, scaled: (B, 4, h, w) fp32."""
+    dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+    return torch.cat([dist.sample(generator=g) for g in generators]).float() * vae.config.scaling_factor
+
+
+def prepare(pipe, sched, seeds: list[int], steps: int, size: tuple[int, int], image=None, mask=None,
+            strength: float = 1.0, init_latents: torch.Tensor | None = None) -> Start:
+    """The start of a run: `image` (PIL) or `init_latents` (B, 4, h, w) noised to `strength`,
+    or noise when neither is given; with `mask` (PIL L), an inpainting start."""
+    c = pipe.components
+    f = pipe.scale_factor
+    vae, unet = c.vae, c.unet
+    channels = vae.config.latent_channels
+    shape = (channels, size[1] // f, size[0] // f)
+    gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    nine = unet.config.in_channels == 2 * channels + 1
+    if unet.config.in_channels not in (channels, 2 * channels + 1):
+        raise UsageError(f"this model's UNet takes {unet.config.in_channels} input channels: not a text-to-image "
+                         "or inpainting model (an upscaler? use `latentdiff upscale` or --upscaler)")
+    if nine and mask is None:  # an inpainting model asked for img2img or text: repaint everything
+        from PIL import Image
+
+        mask = Image.new("L", size, 255)
+    inpaint = mask is not None
+    pixels = to_tensor(image) if image is not None else (torch.zeros(1, 3, size[1], size[0]) if nine else None)
+    from_noise = pixels is None and init_latents is None
+    start = 0 if from_noise else start_step(sched, steps, strength)
+    full = from_noise or (inpaint and strength >= 1.0)  # diffusers' inpaint starts from pure noise at strength 1
+    if init_latents is None and pixels is not None and not (nine and full):
+        init_latents = encode_sampled(vae, pixels, gens)
+    noise = draw_noise(shape, gens)
+    if full:
+        latents = noise * sched.init_noise_sigma
+    else:
+        latents = sched.add_noise(init_latents, noise, sched.timesteps[start : start + 1].repeat(len(seeds)))
+    device = pipe.device
+    if not inpaint:
+        return Start(latents.to(device), gens, start)
+    m = mask_tensor(mask)
+    # An ordinary UNet does not use these latents, but diffusers encodes them (drawing from the
+    # generators) all the same; so do we, so that ancestral steps draw the same noise after.
+    masked = encode_sampled(vae, pixels * (m < 0.5), gens)
+    small = F.interpolate(m, size=shape[1:]).to(device)  # (1, 1, h, w), nearest as diffusers
+    if nine:
+        concat = torch.cat([small.expand(len(seeds), -1, -1, -1), masked.to(device)], dim=1)
+        return Start(latents.to(device), gens, start, image_cond=ImageCond(concat))
+    blend = KnownRegion(init_latents.to(device), noise.to(device), small, sched, start)
+    return Start(latents.to(device), gens, start, blend=blend)
+
+
+class KnownRegion:
+    """Inpainting with an ordinary model (RePaint-style blending, as diffusers does): after each
+    step the region outside the mask is replaced by the init latents noised to the next timestep."""
+
+    def __init__(self, init: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor, scheduler, start: int):
+        self.init, self.noise, self.mask = init, noise, mask
+        self.scheduler, self.timesteps = scheduler, scheduler.timesteps[start:]
+
+    def __call__(self, latents: torch.Tensor, i: int) -> torch.Tensor:
+        known = self.init
+        if i < len(self.timesteps) - 1:
+            known = self.scheduler.add_noise(self.init, self.noise, self.timesteps[i + 1 : i + 2])
+        return (1 - self.mask) * known + self.mask * latents
