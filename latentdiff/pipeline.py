@@ -247,25 +247,11 @@ class Pipeline:
         """`image` (a path or PIL image) upscaled by a diffusion upscaler: this pipeline if it is one,
         else `upscaler` (a model reference, loaded once and kept, or a Pipeline). `tile` (output
         pixels) bounds memory on large images. Returns a PIL image with its metadata."""
-        from .upscale import NOISE_LEVEL, upscale
+        from .upscale import NOISE_LEVEL, load_upscaler, upscale
 
-        model = self if self.is_upscaler and upscaler is None else self._upscaler(upscaler)
+        model = self if self.is_upscaler and upscaler is None else load_upscaler(self, upscaler)
         return upscale(model, image, prompt, negative_prompt, steps, guidance,
                        NOISE_LEVEL if noise_level is None else noise_level, seed, scheduler, tile)
-
-    def _upscaler(self, ref) -> "Pipeline":
-        if isinstance(ref, Pipeline):
-            return ref
-        if ref is None:
-            raise UsageError(f"{self.model_ref} is not a diffusion upscaler; pass upscaler=MODEL")
-        cache = self.__dict__.setdefault("_upscalers", {})
-        if ref not in cache:
-            model = Pipeline.from_pretrained(ref, device=str(self.device), dtype=DTYPE_NAMES.get(self.dtype, "auto"))
-            if not model.is_upscaler:
-                raise UsageError(f"{ref} is not a diffusion upscaler (its UNet does not take the low-res image)")
-            cache[ref] = model
-        cache[ref].progress = self.progress
-        return cache[ref]
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

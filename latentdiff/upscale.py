@@ -32,6 +32,26 @@ def upscaler_settings(pipe) -> dict:
     return {"low_res_scheduler": low, "max_noise_level": int(index.get("max_noise_level", MAX_NOISE_LEVEL))}
 
 
+def load_upscaler(pipe, ref):
+    """The upscaler `ref` (a model reference or a Pipeline) on `pipe`'s device and dtype, loaded
+    once per `pipe` and kept."""
+    from .pipeline import Pipeline
+    from .runtime import DTYPE_NAMES
+
+    if isinstance(ref, Pipeline):
+        return ref
+    if ref is None:
+        raise UsageError(f"{pipe.model_ref} is not a diffusion upscaler; pass upscaler=MODEL")
+    cache = pipe.__dict__.setdefault("_upscalers", {})
+    if ref not in cache:
+        model = Pipeline.from_pretrained(ref, device=str(pipe.device), dtype=DTYPE_NAMES.get(pipe.dtype, "auto"))
+        if not model.is_upscaler:
+            raise UsageError(f"{ref} is not a diffusion upscaler (its UNet does not take the low-res image)")
+        cache[ref] = model
+    cache[ref].progress = pipe.progress
+    return cache[ref]
+
+
 @torch.no_grad()
 def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None, guidance=None,
             noise_level: int = NOISE_LEVEL, seed: int = 0, scheduler=None, tile: int | None = None):
