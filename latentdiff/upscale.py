@@ -29,7 +29,11 @@ def upscaler_settings(pipe) -> dict:
     index = json.loads((d / "model_index.json").read_text()) if d is not None else {}
     path = d / "low_res_scheduler" / "scheduler_config.json" if d is not None else None
     low = json.loads(path.read_text()) if path is not None and path.is_file() else {"_class_name": "DDPMScheduler"}
-    return {"low_res_scheduler": low, "max_noise_level": int(index.get("max_noise_level", MAX_NOISE_LEVEL))}
+    top = int(index.get("max_noise_level", MAX_NOISE_LEVEL))
+    classes = pipe.components.unet.config.num_class_embeds
+    if classes:  # the class embedding table must hold the level too
+        top = min(top, int(classes) - 1)
+    return {"low_res_scheduler": low, "max_noise_level": top}
 
 
 def load_upscaler(pipe, ref):
