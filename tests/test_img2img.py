@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from latentdiff import Pipeline, UsageError
+from latentdiff import UsageError
 from latentdiff.cli import main
 from latentdiff.sampling import make_scheduler
 
-from test_parity import max_pixel_diff
+from test_parity import max_pixel_diff, paired
 
 
 def noise_image(size=(64, 64), seed=0) -> Image.Image:
@@ -21,16 +21,7 @@ def noise_image(size=(64, 64), seed=0) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def pipes(tiny_sd1, tiny_sd2):
-    from diffusers import StableDiffusionImg2ImgPipeline
-
-    out = {}
-    for kind, path in (("sd1", tiny_sd1), ("sd2", tiny_sd2)):
-        ours = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
-        ours.progress = False
-        ref = StableDiffusionImg2ImgPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
-        ref.set_progress_bar_config(disable=True)
-        out[kind] = (ours, ref)
-    return out
+    return paired({"sd1": tiny_sd1, "sd2": tiny_sd2}, "StableDiffusionImg2ImgPipeline")
 
 
 @pytest.mark.parametrize("kind", ["sd1", "sd2"])

@@ -6,13 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from latentdiff import Pipeline, UsageError
+from latentdiff import UsageError
 from latentdiff.cli import main
 from latentdiff.sampling import make_scheduler
 from latentdiff.workflows.source import soft_mask
 
 from test_img2img import noise_image
-from test_parity import max_pixel_diff
+from test_parity import max_pixel_diff, paired
 
 
 def box_mask(size=(64, 64), box=(16, 8, 48, 40)) -> Image.Image:
@@ -30,16 +30,7 @@ def tiny_inpaint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipes(tiny_sd1, tiny_inpaint):
-    from diffusers import StableDiffusionInpaintPipeline
-
-    out = {}
-    for kind, path in (("ordinary", tiny_sd1), ("inpaint-unet", tiny_inpaint)):
-        ours = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
-        ours.progress = False
-        ref = StableDiffusionInpaintPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
-        ref.set_progress_bar_config(disable=True)
-        out[kind] = (ours, ref)
-    return out
+    return paired({"ordinary": tiny_sd1, "inpaint-unet": tiny_inpaint}, "StableDiffusionInpaintPipeline")
 
 
 @pytest.mark.parametrize("kind", ["inpaint-unet", "ordinary"])

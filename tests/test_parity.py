@@ -8,18 +8,23 @@ from latentdiff import Pipeline
 from latentdiff.sampling import SCHEDULERS, make_scheduler
 
 
-@pytest.fixture(scope="module")
-def pipes(tiny_sd1, tiny_sd2):
-    from diffusers import StableDiffusionPipeline
+def paired(models: dict, ref_class: str) -> dict:
+    """kind -> (our fp32 CPU pipeline, diffusers' `ref_class` pipeline) on the same weights."""
+    import diffusers
 
     out = {}
-    for kind, path in (("sd1", tiny_sd1), ("sd2", tiny_sd2)):
+    for kind, path in models.items():
         ours = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
         ours.progress = False
-        ref = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
+        ref = getattr(diffusers, ref_class).from_pretrained(path, safety_checker=None, requires_safety_checker=False)
         ref.set_progress_bar_config(disable=True)
         out[kind] = (ours, ref)
     return out
+
+
+@pytest.fixture(scope="module")
+def pipes(tiny_sd1, tiny_sd2):
+    return paired({"sd1": tiny_sd1, "sd2": tiny_sd2}, "StableDiffusionPipeline")
 
 
 def max_pixel_diff(a, b) -> int:
