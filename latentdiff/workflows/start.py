@@ -74,26 +74,26 @@ def prepare(pipe, sched, seeds: list[int], steps: int, size: tuple[int, int], im
     from_noise = pixels is None and init_latents is None
     start = 0 if from_noise else start_step(sched, steps, strength)
     full = from_noise or (inpaint and strength >= 1.0)  # diffusers' inpaint starts from pure noise at strength 1
+    device = pipe.device
     if init_latents is None and pixels is not None and not (nine and full):
         init_latents = encode_sampled(vae, pixels, gens)
-    noise = draw_noise(shape, gens)
+    noise = draw_noise(shape, gens).to(device)  # drawn on the CPU, as diffusers does with CPU generators
     if full:
         latents = noise * sched.init_noise_sigma
     else:
+        init_latents = init_latents.to(device)
         latents = sched.add_noise(init_latents, noise, sched.timesteps[start : start + 1].repeat(len(seeds)))
-    device = pipe.device
     if not inpaint:
-        return Start(latents.to(device), gens, start)
+        return Start(latents, gens, start)
     m = mask_tensor(mask)
     # An ordinary UNet does not use these latents, but diffusers encodes them (drawing from the
     # generators) all the same; so do we, so that ancestral steps draw the same noise after.
-    masked = encode_sampled(vae, pixels * (m < 0.5), gens)
+    masked = encode_sampled(vae, pixels * (m < 0.5), gens).to(device)
     small = F.interpolate(m, size=shape[1:]).to(device)  # (1, 1, h, w), nearest as diffusers
     if nine:
-        concat = torch.cat([small.expand(len(seeds), -1, -1, -1), masked.to(device)], dim=1)
-        return Start(latents.to(device), gens, start, image_cond=ImageCond(concat))
-    blend = KnownRegion(init_latents.to(device), noise.to(device), small, sched, start)
-    return Start(latents.to(device), gens, start, blend=blend)
+        concat = torch.cat([small.expand(len(seeds), -1, -1, -1), masked], dim=1)
+        return Start(latents, gens, start, image_cond=ImageCond(concat))
+    return Start(latents, gens, start, blend=KnownRegion(init_latents.to(device), noise, small, sched, start))
 
 
 class KnownRegion:
