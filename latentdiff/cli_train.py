@@ -6,58 +6,27 @@ from __future__ import annotations
 import argparse
 
 
-def _bool_flag(p, name, help):
-    p.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=help)
-
-
 def add_finetune(sub):
+    from .training.config import FinetuneConfig
+    from .training.flags import add_flags
+
     p = sub.add_parser("finetune", help="teach a model your own pictures (LoRA or full)",
-                       description="Fine-tune on a folder of captioned images. Flags override --config YAML.")
-    p.add_argument("dataset", help="folder of images with captions (.txt beside each, metadata.jsonl or metadata.csv)")
-    p.add_argument("--model", help="base model (dir or hub id), or an architecture YAML to train from scratch")
-    p.add_argument("--out", help="run folder (checkpoints, samples, metrics, final model)")
+                       description="Fine-tune on a folder of captioned images. Flags override --config YAML; "
+                                   "with --resume, the run's saved recipe is the base.")
     p.add_argument("--config", help="YAML recipe, e.g. configs/finetune/lora.yaml")
-    p.add_argument("--method", choices=["lora", "full"])
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int, help="images per process per micro-step")
-    p.add_argument("--grad-accum", type=int, help="micro-steps per optimizer step")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--resolution", type=int)
-    p.add_argument("--crop", choices=["center", "random"])
-    _bool_flag(p, "--flip", "random horizontal flips")
-    _bool_flag(p, "--buckets", "aspect-ratio bucketing instead of square crops")
-    p.add_argument("--lora-rank", type=int)
-    _bool_flag(p, "--train-text-encoder", "also train the text encoder (LoRA or full)")
-    p.add_argument("--caption-dropout", type=float, help="probability of an empty caption (enables CFG)")
-    p.add_argument("--missing-captions", choices=["error", "empty"])
-    p.add_argument("--snr-gamma", type=float, help="min-SNR-gamma loss weighting (e.g. 5)")
-    p.add_argument("--noise-offset", type=float)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--keep-checkpoints", type=int)
-    p.add_argument("--validate-every", type=int, help="write sample images every N steps (0: never)")
-    p.add_argument("--validation-prompts", metavar="FILE", help="one prompt per line")
-    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
-    _bool_flag(p, "--gradient-checkpointing", "trade compute for memory")
-    _bool_flag(p, "--use-8bit-adam", "bitsandbytes 8-bit AdamW")
-    _bool_flag(p, "--cache", "cache VAE latents and frozen text embeddings (default: on)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", default=None, help="continue from the latest complete checkpoint")
-    p.add_argument("--overwrite", action="store_true", default=None, help="start over, deleting the run in --out")
-    _bool_flag(p, "--allow-pickle", "allow pickle weights for the base model")
+    add_flags(p, FinetuneConfig, positional=("dataset",))
     p.set_defaults(func=cmd_finetune)
 
 
 def cmd_finetune(args) -> int:
-    from .config import load_yaml, merge, read_prompts_file
-    from .training.config import FinetuneConfig
-    from .training.loop import finetune
-
-    flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
-    if args.validation_prompts:
-        flags["validation_prompts"] = read_prompts_file(args.validation_prompts)
-    cfg = merge(FinetuneConfig, load_yaml(args.config), flags)
     import os
 
+    from .training.config import FinetuneConfig
+    from .training.flags import given
+    from .training.loop import finetune
+    from .training.recipe import build_config
+
+    cfg = build_config(FinetuneConfig, args.config, given(args, FinetuneConfig))
     out = finetune(cfg)
     if os.environ.get("RANK", "0") == "0":  # under accelerate launch only the main process reports
         print(out, flush=True)

@@ -103,11 +103,13 @@ def load_yaml(path: str | None) -> dict:
 
 
 def merge(cls, yaml_values: dict, flags: dict):
-    """Build `cls` from YAML values overridden by flags that were given (not None)."""
+    """Build `cls` from YAML values overridden by the flags given (every key a field of `cls`)."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(yaml_values) - names)
     _check(not unknown, f"unknown option(s) in config file: {', '.join(unknown)}")
-    values = {**yaml_values, **{k: v for k, v in flags.items() if v is not None and k in names}}
+    stray = sorted(set(flags) - names)
+    _check(not stray, f"option(s) {', '.join(stray)} are not {cls.__name__} fields")  # never dropped silently
+    values = {**yaml_values, **flags}
     try:
         return cls(**values)
     except TypeError as e:

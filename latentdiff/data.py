@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,12 +67,14 @@ def scan_dataset(
     include_heldout: bool = False,
     max_pixels: int = MAX_PIXELS,
     progress: Callable[[int, int], None] | None = None,
+    follow_symlinks: bool = False,
 ) -> ScanResult:
     """Find every image under `root`, pair it with a caption and open it once.
 
     Bad images are skipped with a reason rather than crashing training hours later; only
     when none is usable is it an error. Images without a caption are an error unless
-    `missing_captions="empty"` (train them unconditionally).
+    `missing_captions="empty"` (train them unconditionally). Only regular files are opened (a FIFO
+    would hang), and symlinks leading outside `root` are skipped unless `follow_symlinks`.
     """
     if missing_captions not in ("error", "empty"):
         raise UsageError(f"--missing-captions must be 'error' or 'empty', not {missing_captions!r}")
@@ -81,7 +84,7 @@ def scan_dataset(
         raise UsageError(f"resolution {resolution} is not a positive multiple of 8; try "
                          + " or ".join(map(str, near)))
     root = _check_root(root)
-    entries, skipped, notes = _discover(root, missing_captions, include_heldout)
+    entries, skipped, notes = _discover(_Root(root, follow_symlinks), missing_captions, include_heldout)
     records: list[Record] = []
     for done, (rel, caption, split) in enumerate(entries, 1):
         try:
@@ -111,15 +114,42 @@ def _check_root(root: str | os.PathLike) -> Path:
     return path.resolve()
 
 
-def _discover(root: Path, missing_captions: str, include_heldout: bool):
+@dataclass
+class _Root:
+    """The dataset folder and whether files may lead outside it through symlinks."""
+
+    path: Path
+    follow_symlinks: bool
+
+    def problem(self, path: Path) -> str | None:
+        """Why `path` cannot be read as a dataset file, or None when it can."""
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            return "broken symlink" if os.path.islink(path) else "missing file"
+        except OSError as err:
+            return f"cannot read file: {err.strerror or err}"
+        if not stat.S_ISREG(mode):
+            return "not a regular file (a folder, FIFO, socket or device)"
+        real = Path(os.path.realpath(path))
+        if not self.follow_symlinks and self.path not in real.parents:
+            return "a symlink to a file outside the dataset folder (pass --follow-symlinks to use it)"
+        return None
+
+
+def _discover(src: _Root, missing_captions: str, include_heldout: bool):
     """Return ([(relpath, caption, split)] sorted by relpath, skipped, notes)."""
-    images, metadata = _walk(root)
-    captions, splits, heldout, skipped = _metadata_captions(root, metadata, include_heldout)
+    images, metadata, skipped = _walk(src)
+    captions, splits, heldout, bad_rows = _metadata_captions(src, metadata, include_heldout)
+    skipped += bad_rows
     images = (images | captions.keys()) - heldout
+    root = src.path
     for rel in images:
         # A .txt beside the image is the most specific source, so it overrides metadata.
         sidecar = (root / rel).with_suffix(".txt")
-        if sidecar.is_file():
+        if os.path.lexists(sidecar) and (why := src.problem(sidecar)) is not None:
+            skipped.append((rel, f"caption file {sidecar.name}: {why}"))
+        elif sidecar.is_file():
             try:
                 captions[rel] = sidecar.read_text(encoding="utf-8-sig").strip()
             except UnicodeDecodeError:
@@ -139,13 +169,14 @@ def _discover(root: Path, missing_captions: str, include_heldout: bool):
     return entries, skipped, notes
 
 
-def _metadata_captions(root: Path, metadata: list[Path], include_heldout: bool):
+def _metadata_captions(src: _Root, metadata: list[Path], include_heldout: bool):
     """Captions and splits from every metadata file, the deepest folder's winning."""
     captions: dict[str, str] = {}
     splits: dict[str, str] = {}
     heldout: set[str] = set()
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
+    root = src.path
     # Within one folder metadata.jsonl comes before metadata.csv (METADATA_FILES order).
     order = lambda p: (-len(p.parts), str(p.parent), METADATA_FILES.index(p.name))  # noqa: E731
     for meta in sorted(metadata, key=order):
@@ -155,8 +186,8 @@ def _metadata_captions(root: Path, metadata: list[Path], include_heldout: bool):
             seen.add(rel)
             if split == HELDOUT and not include_heldout:
                 heldout.add(rel)
-            elif not (root / rel).is_file():
-                skipped.append((rel, "missing file"))
+            elif (why := src.problem(root / rel)) is not None:
+                skipped.append((rel, why))
             else:
                 captions[rel] = caption
                 if split is not None:
@@ -164,28 +195,36 @@ def _metadata_captions(root: Path, metadata: list[Path], include_heldout: bool):
     return captions, splits, heldout, skipped
 
 
-def _walk(root: Path) -> tuple[set[str], list[Path]]:
+def _walk(src: _Root) -> tuple[set[str], list[Path], list[tuple[str, str]]]:
     images: set[str] = set()
     metadata: list[Path] = []
-    for folder, dirs, files in os.walk(root):
+    skipped: list[tuple[str, str]] = []
+    root = src.path
+    # Symlinked folders are entered only with follow_symlinks.
+    for folder, dirs, files in os.walk(root, followlinks=src.follow_symlinks):
         # Hidden entries are tool clutter (.git, .ipynb_checkpoints, macOS "._x.jpg" forks).
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             if name.startswith("."):
                 continue
             path = Path(folder, name)
-            if name in METADATA_FILES:
+            if name not in METADATA_FILES and path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            rel = path.relative_to(root).as_posix()
+            if (why := src.problem(path)) is not None:
+                skipped.append((rel, why))
+            elif name in METADATA_FILES:
                 metadata.append(path)
-            elif path.suffix.lower() in IMAGE_EXTENSIONS:
-                images.add(path.relative_to(root).as_posix())
-    return images, metadata
+            else:
+                images.add(rel)
+    return images, metadata, skipped
 
 
 def _read_metadata(root: Path, meta: Path) -> Iterator[tuple[str, str, str | None]]:
     """Yield (relpath from root, caption, split) for each row of a metadata file."""
     where = meta.relative_to(root).as_posix()
     rows = _jsonl_rows(meta, where) if meta.suffix == ".jsonl" else _csv_rows(meta, where)
-    for line, row in rows:
+    for line, row in _utf8(rows, where):
         name, text = row.get("file_name"), row.get("text")
         if not isinstance(name, str) or not name or not isinstance(text, str):
             raise UsageError(
@@ -197,6 +236,13 @@ def _read_metadata(root: Path, meta: Path) -> Iterator[tuple[str, str, str | Non
         split = row.get("split")
         rel = Path(target).relative_to(root).as_posix()
         yield rel, text.strip(), split if isinstance(split, str) else None
+
+
+def _utf8(rows: Iterator, where: str) -> Iterator:
+    try:
+        yield from rows
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{where} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
 
 
 def _jsonl_rows(meta: Path, where: str) -> Iterator[tuple[int, dict]]:

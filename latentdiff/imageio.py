@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import stat
 import warnings
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     """
     path = Path(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would wait forever
+            raise BadImageError("not a regular file (a folder, FIFO, socket or device)")
         data = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
     except FileNotFoundError:
         raise BadImageError("missing file") from None

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from latentdiff.errors import UsageError
-from latentdiff.training.vae import VaeTrainConfig, lr_at, train_vae
+from latentdiff.training.schedule import lr_at
+from latentdiff.training.vae import VaeTrainConfig, train_vae
 from latentdiff.training.vae_cli import main
 
 TINY_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[8, 16],
@@ -99,6 +100,8 @@ def test_config_errors_are_actionable():
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
-    cfg = VaeTrainConfig(dataset="d", out="o", vae=TINY_VAE, lr=1.0, warmup_steps=2, max_steps=10)
-    assert [lr_at(s, cfg) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]
-    assert lr_at(9, cfg) < 0.05
+    """The one schedule of finetune and train-vae: diffusers' get_scheduler, warm-up from 0."""
+    assert [lr_at(s, "cosine", 1.0, 2, 10) for s in (0, 1, 2)] == [0.0, 0.5, 1.0]
+    assert lr_at(9, "cosine", 1.0, 2, 10) < 0.05
+    assert lr_at(5, "constant", 1.0, 2, 10) == 1.0 and lr_at(0, "constant", 1.0, 2, 10) == 0.0
+    assert lr_at(6, "linear", 1.0, 2, 10) == pytest.approx(0.5)

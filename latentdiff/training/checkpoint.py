@@ -7,12 +7,15 @@ removed only after the new one is complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
+
+from ..errors import LatentDiffError, UsageError
 
 MANIFEST = "manifest.json"
 PREFIX, TMP_PREFIX = "step-", ".tmp-step-"
@@ -37,12 +40,17 @@ def save_checkpoint(out: Path, step: int, write: Callable[[Path], None], keep: i
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f"{TMP_PREFIX}{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)  # debris of an earlier interrupted save
-    tmp.mkdir()
-    write(tmp)
-    files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
-    _fsync_tree(tmp)
-    manifest = {"step": step, "time": time.time(), "files": files, **(extra or {})}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    try:
+        tmp.mkdir()
+        write(tmp)
+        files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
+        _fsync_tree(tmp)
+        manifest = {"step": step, "time": time.time(), "files": files, **(extra or {})}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    except OSError as e:  # a full disk, most often: the earlier checkpoints are untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LatentDiffError(f"could not write the checkpoint for step {step} ({e.strerror or e}); "
+                              "the earlier checkpoints are kept") from None
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -54,8 +62,8 @@ def save_checkpoint(out: Path, step: int, write: Callable[[Path], None], keep: i
 def is_complete(path: Path) -> bool:
     """A checkpoint counts only if its manifest exists and every listed file has its size."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
+        manifest = read_manifest(path)
+    except UsageError:
         return False
     return all((path / f).is_file() and (path / f).stat().st_size == n for f, n in manifest["files"].items())
 
@@ -74,7 +82,53 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def read_manifest(path: Path) -> dict:
-    return json.loads((path / MANIFEST).read_text())
+    """The manifest, checked: a tampered one is a UsageError naming the checkpoint."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"checkpoint {path} has no readable {MANIFEST} ({e})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    step = manifest.get("step") if isinstance(manifest, dict) else None
+    ok = (isinstance(files, dict) and all(isinstance(n, int) and ".." not in Path(f).parts for f, n in files.items())
+          and isinstance(step, int) and not isinstance(step, bool) and path.name == f"{PREFIX}{step:08d}")
+    if not ok:
+        raise UsageError(f"checkpoint {path} has a damaged {MANIFEST}")
+    return manifest
+
+
+def require_finite(named: Iterable, step: int) -> None:
+    """Refuse to checkpoint non-finite weights: the last good checkpoint must stay the last one."""
+    import torch
+
+    for name, p in named:
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise LatentDiffError(f"weights became non-finite by step {step} ({name}); not writing a checkpoint, "
+                                  "the earlier ones are kept; try a lower --lr")
+
+
+@contextlib.contextmanager
+def damaged_checkpoint(path: Path):
+    """Loading a checkpoint's files: anything unreadable is one line naming the checkpoint."""
+    try:
+        yield
+    except LatentDiffError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch/safetensors report damage with many exception types
+        raise UsageError(f"checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:200]}); "
+                         "delete that folder to resume from the one before it") from None
+
+
+def load_torch(path: Path):
+    """Optimizer/schedule/RNG state; weights_only: a checkpoint must never be able to run code."""
+    import torch
+
+    return torch.load(path, weights_only=True)
+
+
+def load_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
 
 
 def prune(out: Path, keep: int) -> None:

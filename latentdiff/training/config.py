@@ -1,4 +1,5 @@
-"""`FinetuneConfig`: every knob of `latentdiff finetune`, validated once, saved with the run."""
+"""`FinetuneConfig`: every knob of `latentdiff finetune`, validated once, saved with the run.
+Each field's docstring is its flag's help (see training/flags.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from .flags import check_types
+from .schedule import SCHEDULES
+
+REPORT_TO = ("none", "tensorboard", "wandb")
 
 
 @dataclass
@@ -23,19 +28,27 @@ class FinetuneConfig:
     batch_size: int = 4
     """Images per process per micro-step; the global batch is batch_size x processes x grad_accum."""
     grad_accum: int = 1
+    """Micro-steps per optimizer step."""
     lr: float = 1e-4
+    """Peak learning rate of AdamW."""
     lr_schedule: str = "constant"
-    """constant or cosine (both after warmup_steps of linear warm-up)."""
+    """LR schedule after warmup_steps of linear warm-up (diffusers' get_scheduler set)."""
     warmup_steps: int = 0
+    """Steps of linear warm-up from 0 to lr."""
     weight_decay: float = 1e-2
+    """AdamW weight decay."""
     resolution: int = 512
+    """Training images are resized and cropped to this square size (or bucketed around its area)."""
     crop: str = "center"
     """center or random (random crops disable latent caching, as each epoch sees new pixels)."""
     flip: bool = False
+    """Random horizontal flips."""
     buckets: bool = False
     """Aspect-ratio bucketing instead of square crops."""
     lora_rank: int = 8
+    """Rank of the LoRA adapters."""
     train_text_encoder: bool = False
+    """Also train the text encoder (LoRA or full)."""
     caption_dropout: float = 0.1
     """Probability of training on the empty caption, which is what makes CFG work."""
     missing_captions: str = "error"
@@ -43,27 +56,49 @@ class FinetuneConfig:
     snr_gamma: float | None = None
     """Min-SNR-gamma loss weighting (Hang et al. 2023); 5.0 is the paper's choice."""
     noise_offset: float = 0.0
+    """Offset noise strength (e.g. 0.05) so the model learns very dark or bright images."""
     ema_decay: float | None = 0.9999
-    """EMA of trained weights for full fine-tuning (None disables it)."""
+    """EMA of trained weights for full fine-tuning (none disables it)."""
     mixed_precision: str = "no"
     """no, fp16 or bf16: the compute dtype; trainable weights always stay fp32."""
     gradient_checkpointing: bool = False
+    """Trade compute for memory."""
     use_8bit_adam: bool = False
+    """bitsandbytes 8-bit AdamW."""
     cache: bool = True
     """Encode images (and captions, when the text encoder is frozen) once before training."""
     checkpoint_every: int = 500
+    """Steps between checkpoints."""
     keep_checkpoints: int = 2
+    """Complete checkpoints kept; older ones are deleted once a newer one is complete."""
     validate_every: int = 0
-    """0 disables validation images."""
+    """Write sample images for the validation prompts every N steps (0: never)."""
     validation_prompts: list[str] = dataclasses.field(default_factory=list)
+    """Validation prompts (flag: a FILE with one prompt per line)."""
     validation_steps: int | None = None
+    """Sampling steps of validation images (default: the model's)."""
     log_every: int = 10
+    """Steps between rows of metrics.jsonl (and tracker logs)."""
+    report_to: str = "none"
+    """Also log loss, lr, images/s and validation images to tensorboard (OUT/logs) or wandb."""
     seed: int = 0
+    """Seeds LoRA init, data order, noise and caption dropout."""
     resume: bool = False
+    """Continue from the latest complete checkpoint with the saved recipe (OUT/config.yaml)."""
+    change_recipe: bool = False
+    """With --resume: accept values that differ from the saved recipe (otherwise refused)."""
     overwrite: bool = False
+    """Start over, deleting the run in --out (only the files the run wrote)."""
     allow_pickle: bool = False
+    """Allow pickle weights for the base model."""
+    follow_symlinks: bool = False
+    """Use dataset files reached through symlinks that point outside the dataset folder."""
     sample_defaults: dict = dataclasses.field(default_factory=dict)
-    """Recommended sampling settings written into the output model's latentdiff.json."""
+    """Recommended sampling settings written into the output model's latentdiff.json, e.g. '{steps: 20}'."""
+
+    choices = {"method": ("lora", "full"), "lr_schedule": SCHEDULES, "crop": ("center", "random"),
+               "missing_captions": ("error", "empty"), "mixed_precision": ("no", "fp16", "bf16"),
+               "report_to": REPORT_TO}
 
     def __post_init__(self):
         def need(ok, msg):
@@ -73,19 +108,17 @@ class FinetuneConfig:
         need(bool(self.dataset), "a DATASET folder is required")
         need(bool(self.out), "--out DIR is required")
         need(self.model is not None, "--model is required (a model directory, hub id, or configs/models/*.yaml)")
-        need(self.method in ("lora", "full"), f"--method must be lora or full, got {self.method!r}")
+        check_types(self)
         for name in ("max_steps", "batch_size", "grad_accum", "lora_rank", "checkpoint_every", "keep_checkpoints", "log_every"):
-            need(int(getattr(self, name)) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+            need(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         need(self.resolution >= 8 and self.resolution % 8 == 0, f"--resolution must be a multiple of 8, got {self.resolution}")
         need(0.0 <= self.caption_dropout < 1.0, f"--caption-dropout must be in [0, 1), got {self.caption_dropout}")
-        need(self.mixed_precision in ("no", "fp16", "bf16"), f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        need(self.crop in ("center", "random"), f"crop must be center or random, got {self.crop!r}")
-        need(self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
-        need(self.missing_captions in ("error", "empty"), "--missing-captions must be error or empty")
-        need(self.validate_every >= 0 and self.warmup_steps >= 0, "--validate-every and warmup_steps must be >= 0")
-        need(self.snr_gamma is None or self.snr_gamma > 0, "snr_gamma must be > 0")
-        need(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be in (0, 1)")
+        need(self.validate_every >= 0 and self.warmup_steps >= 0, "--validate-every and --warmup-steps must be >= 0")
+        need(self.validation_steps is None or self.validation_steps >= 1, "--validation-steps must be >= 1")
+        need(0 <= self.seed, f"--seed must be >= 0, got {self.seed}")
+        need(self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be > 0")
+        need(self.ema_decay is None or 0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)")
         need(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pick one")
 
     def to_dict(self) -> dict:

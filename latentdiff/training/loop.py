@@ -42,7 +42,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
     if acc.is_main_process:
         prepare_out(cfg, action)
     acc.wait_for_everyone()
-    scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions)
+    scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions,
+                        follow_symlinks=cfg.follow_symlinks)
     if acc.is_main_process:
         scan.write_skipped(out)
         _say(f"dataset: {len(scan.records)} image(s) to train on, {len(scan.skipped)} skipped (see {out / 'skipped.txt'})")
@@ -127,6 +128,7 @@ def _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, so
                                           "images_per_s": round(rate, 3), "processes": acc.num_processes}) + "\n")
                 metrics.flush()
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+                ckpt.require_finite([*named.items(), *(ema.shadow.items() if ema else [])], done)
                 if acc.is_main_process:
                     last_good = ckpt.save_checkpoint(
                         out, done, lambda d: write_trainable(d, setup, named, optimizer, lr_schedule, ema),
@@ -141,23 +143,22 @@ def _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, so
 
 
 def _resume(cfg, out, named, optimizer, lr_schedule, ema) -> int:
-    from safetensors.torch import load_file
-
     last = ckpt.latest_checkpoint(out)
     if last is None:
         raise UsageError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
     manifest = ckpt.read_manifest(last)
-    state = load_file(str(last / "trainable.safetensors"))
-    missing = set(named) - set(state)
-    if missing:
-        raise UsageError(f"--resume: checkpoint {last} does not match this model/method (lacks {sorted(missing)[0]})")
-    with torch.no_grad():
-        for k, p in named.items():
-            p.copy_(state[k])
-    optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
-    lr_schedule.load_state_dict(torch.load(last / "lr_schedule.pt", weights_only=True))
-    if ema is not None:
-        ema.load(load_file(str(last / "ema.safetensors")), manifest.get("ema_updates", 0))
+    with ckpt.damaged_checkpoint(last):
+        state = ckpt.load_tensors(last / "trainable.safetensors")
+        missing = set(named) - set(state)
+        if missing:
+            raise UsageError(f"--resume: checkpoint {last} does not match this model/method (lacks {sorted(missing)[0]})")
+        with torch.no_grad():
+            for k, p in named.items():
+                p.copy_(state[k])
+        optimizer.load_state_dict(ckpt.load_torch(last / "optimizer.pt"))
+        lr_schedule.load_state_dict(ckpt.load_torch(last / "lr_schedule.pt"))
+        if ema is not None:
+            ema.load(ckpt.load_tensors(last / "ema.safetensors"), int(manifest.get("ema_updates", 0)))
     if manifest["step"] >= cfg.max_steps:
         _say(f"checkpoint is at step {manifest['step']} >= --max-steps {cfg.max_steps}; writing the outputs only")
     _say(f"resuming from {last.name}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .config import FinetuneConfig
+from .recipe import check_recipe, write_recipe
 from .runfolder import check_run_folder, prepare_run_folder
 
 # Everything a finetune run writes into OUT (run.json lists them); --overwrite removes these and nothing else.
@@ -19,16 +20,15 @@ def check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
     """Check OUT against --resume/--overwrite; touches nothing (every process runs it)."""
     action = check_run_folder(cfg.out, "finetune", RUN_FILES, dataset=cfg.dataset, model=cfg.model,
                               resume=cfg.resume, overwrite=cfg.overwrite)
+    if action == "resume":
+        check_recipe(cfg, cfg.out)
     return Path(cfg.out), action
 
 
 def prepare_out(cfg: FinetuneConfig, action: str) -> Path:
     """On the main process: clear an overwritten run's files, write the resolved config.yaml."""
-    import yaml
-
     out = prepare_run_folder(cfg.out, "finetune", RUN_FILES, action)
-    saved = {k: v for k, v in cfg.to_dict().items() if k not in ("resume", "overwrite")}
-    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False), encoding="utf-8")
+    write_recipe(cfg, out)
     return out
 
 

@@ -3,7 +3,6 @@ config), which parameters are trainable (LoRA or full), and the optimizer."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,15 +82,6 @@ def make_optimizer(params: list, cfg: FinetuneConfig):
 
 
 def make_lr_schedule(optimizer, cfg: FinetuneConfig):
-    """Linear warm-up, then constant or cosine decay to zero at max_steps. Rebuilt on resume,
-    so a raised --max-steps stretches the cosine from the current step on."""
+    from .schedule import make_lr_schedule as make
 
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1)
-        if cfg.lr_schedule == "constant":
-            return 1.0
-        span = max(1, cfg.max_steps - cfg.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return make(optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)

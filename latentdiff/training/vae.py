@@ -17,7 +17,6 @@ torch and diffusers are imported inside functions so `latentdiff --help` stays i
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import sys
@@ -26,22 +25,15 @@ from pathlib import Path
 
 from latentdiff.errors import LatentDiffError, UsageError
 from latentdiff.training.checkpoint import latest_checkpoint, read_manifest, save_checkpoint
+from latentdiff.training.checkpoint import damaged_checkpoint, load_tensors, load_torch, require_finite
+from latentdiff.training.recipe import check_recipe, write_recipe
 from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
+from latentdiff.training.schedule import make_lr_schedule
 
-from latentdiff.training.vae_config import RESUMABLE, RUN_ENTRIES, VaeTrainConfig, _check
+from latentdiff.training.vae_config import RUN_ENTRIES, VaeTrainConfig, _check
 
 
 # --- pure pieces: schedule, batches, loss, one step -------------------------------------------
-
-
-def lr_at(step: int, cfg: VaeTrainConfig) -> float:
-    """Learning rate for 0-based `step`: linear warm-up, then constant or cosine to 0."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int):
@@ -65,12 +57,10 @@ def vae_loss(vae, x, kl_weight: float, generator):
     return loss, {"loss": loss.item(), "l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
 
 
-def train_step(vae, opt, x, lr: float, cfg: VaeTrainConfig, generator) -> dict:
+def train_step(vae, opt, x, cfg: VaeTrainConfig, generator) -> dict:
     """One optimizer step on batch x in [-1, 1]; returns the loss parts as floats."""
     import torch
 
-    for group in opt.param_groups:
-        group["lr"] = lr
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16"):
         loss, parts = vae_loss(vae, x, cfg.kl_weight, generator)
     opt.zero_grad(set_to_none=True)
@@ -116,32 +106,27 @@ def build_vae(arch: dict, seed: int):
         raise UsageError(f"the vae: section does not build an AutoencoderKL: {e}") from None
 
 
-def _write_state(path: Path, vae, opt, generator) -> None:
+def _write_state(path: Path, vae, opt, schedule, generator) -> None:
     import torch
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path / "model.safetensors")
     torch.save(opt.state_dict(), path / "optimizer.pt")
+    torch.save(schedule.state_dict(), path / "lr_schedule.pt")
     torch.save(generator.get_state(), path / "rng.pt")
 
 
-def _read_state(path: Path, vae, opt, generator) -> dict:
-    import torch
-    from safetensors.torch import load_file
-
-    vae.load_state_dict(load_file(path / "model.safetensors"))
-    # weights_only: a checkpoint folder must never be able to run code when resumed.
-    opt.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    generator.set_state(torch.load(path / "rng.pt", weights_only=True))
-    return read_manifest(path)
-
-
-def _resolved(cfg: VaeTrainConfig) -> dict:
-    """The config as saved in OUT/config.yaml; a JSON round trip turns tuples into YAML lists."""
-    values = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    for name in ("config", "resume", "overwrite"):
-        values.pop(name)
-    return values
+def _read_state(path: Path, vae, opt, schedule, generator) -> dict:
+    manifest = read_manifest(path)
+    with damaged_checkpoint(path):
+        vae.load_state_dict(load_tensors(path / "model.safetensors"))
+        opt.load_state_dict(load_torch(path / "optimizer.pt"))
+        generator.set_state(load_torch(path / "rng.pt"))
+        if (path / "lr_schedule.pt").is_file():
+            schedule.load_state_dict(load_torch(path / "lr_schedule.pt"))
+        else:  # checkpoints from before train-vae saved its schedule: it is a function of the step
+            schedule.last_epoch = manifest["step"]
+    return manifest
 
 
 def _prepare_out(cfg: VaeTrainConfig) -> Path:
@@ -149,26 +134,16 @@ def _prepare_out(cfg: VaeTrainConfig) -> Path:
     action = check_run_folder(cfg.out, "train-vae", RUN_ENTRIES, dataset=cfg.dataset,
                               resume=cfg.resume, overwrite=cfg.overwrite)
     if action == "resume":
-        _check_same_recipe(cfg, Path(cfg.out))
+        check_recipe(cfg, cfg.out)
     return prepare_run_folder(cfg.out, "train-vae", RUN_ENTRIES, action)
-
-
-def _check_same_recipe(cfg: VaeTrainConfig, out: Path) -> None:
-    import yaml
-
-    path = out / "config.yaml"
-    saved = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    now = _resolved(cfg)
-    changed = sorted(k for k in now if k not in RESUMABLE and k in saved and saved[k] != now[k])
-    _check(not changed, f"--resume with a different recipe ({', '.join(changed)}) would not "
-           f"continue the same run; use the values in {path}")
 
 
 def _scan(cfg: VaeTrainConfig, out: Path):
     """Training records (train split) and held-out records (split=heldout)."""
     from latentdiff.data import scan_dataset
 
-    scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions="empty", include_heldout=True)
+    scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions="empty", include_heldout=True,
+                        follow_symlinks=cfg.follow_symlinks)
     scan.write_skipped(out)
     train = [r for r in scan.records if r.split != "heldout"]
     heldout = [r for r in scan.records if r.split == "heldout"]
@@ -252,7 +227,6 @@ def _torch_threads(n: int | None):
 
 def _train_vae(cfg: VaeTrainConfig) -> dict:
     import torch
-    import yaml
 
     out = _prepare_out(cfg)
     train, heldout = _scan(cfg, out)
@@ -261,18 +235,16 @@ def _train_vae(cfg: VaeTrainConfig) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vae = build_vae(cfg.vae, cfg.seed).to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    schedule = make_lr_schedule(opt, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)
     generator = torch.Generator().manual_seed(cfg.seed)
     start, seconds = 0, 0.0
     if cfg.resume:
-        manifest = _read_state(latest_checkpoint(out), vae, opt, generator)
+        manifest = _read_state(latest_checkpoint(out), vae, opt, schedule, generator)
         start, seconds = manifest["step"], manifest.get("train_seconds", 0.0)
         _truncate_metrics(out / "metrics.jsonl", start)
         print(f"train-vae: resuming at step {start}", file=sys.stderr)
-    # The model part is written as `vae:` last, so the file reads recipe first.
-    resolved = _resolved(cfg)
-    resolved["vae"] = resolved.pop("vae")
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-    seconds = _train_loop(cfg, out, (vae, opt, generator), train_u8, device, start, seconds)
+    write_recipe(cfg, out, last_keys=("vae",))  # the model part last, so the file reads recipe first
+    seconds = _train_loop(cfg, out, (vae, opt, schedule, generator), train_u8, device, start, seconds)
     result = _finish(cfg, out, vae, train_u8, heldout_u8, device, seconds)
     print(f"train-vae: PSNR held-out {_db(result['psnr_heldout'])}, train {_db(result['psnr_train'])}, "
           f"scaling_factor {result['scaling_factor']:.5f}", file=sys.stderr)
@@ -283,14 +255,15 @@ def _train_loop(cfg, out: Path, state, train_u8, device, start: int, seconds: fl
     """Steps start..max_steps with logging and checkpoints; returns total training seconds."""
     from tqdm import tqdm
 
-    vae, opt, generator = state
+    vae, opt, schedule, generator = state
     bar = tqdm(total=cfg.max_steps, initial=start, desc="train-vae", file=sys.stderr, dynamic_ncols=True)
     tick, seen = time.perf_counter(), 0
     with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
         for step in range(start, cfg.max_steps):
             x = to_unit(train_u8[batch_indices(len(train_u8), cfg.batch_size, cfg.seed, step)]).to(device)
-            lr = lr_at(step, cfg)
-            parts = train_step(vae, opt, x, lr, cfg, generator)
+            lr = schedule.get_last_lr()[0]
+            parts = train_step(vae, opt, x, cfg, generator)
+            schedule.step()
             if not math.isfinite(parts["loss"]):
                 raise LatentDiffError(f"loss became {parts['loss']} at step {step + 1}; "
                                       f"lower --lr (now {cfg.lr}) or use mixed_precision: no")
@@ -304,7 +277,8 @@ def _train_loop(cfg, out: Path, state, train_u8, device, start: int, seconds: fl
                 log.flush()
                 tick, seen = now, 0
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-                save_checkpoint(out, done, lambda tmp: _write_state(tmp, vae, opt, generator),
+                require_finite(vae.named_parameters(), done)
+                save_checkpoint(out, done, lambda tmp: _write_state(tmp, vae, opt, schedule, generator),
                                 keep=cfg.keep_checkpoints, extra={"train_seconds": round(seconds, 2)})
     bar.close()
     return seconds

@@ -14,18 +14,11 @@ from latentdiff.training.vae import VaeTrainConfig, __doc__ as VAE_DOC, train_va
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", help="folder of images (+ metadata.jsonl); split=heldout rows are only evaluated")
-    p.add_argument("--out", required=True, help="run folder: checkpoints/, vae/, metrics.jsonl, eval.json, config.yaml")
+    from latentdiff.training.flags import add_flags
+
     p.add_argument("--config", help="YAML with the recipe and a `vae:` section of AutoencoderKL arguments "
-                   "(with --resume, default: the run's own config.yaml)")
-    p.add_argument("--max-steps", type=int, help="total optimizer steps")
-    p.add_argument("--batch-size", type=int, help="images per step")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--seed", type=int, help="seed for weights, batch order and noise")
-    p.add_argument("--mixed-precision", choices=("no", "bf16"), help="bf16 autocast (weights stay fp32)")
-    p.add_argument("--num-threads", type=int, help="torch CPU threads (default: one per core)")
-    p.add_argument("--resume", action="store_true", default=None, help="continue from the latest checkpoint in --out")
-    p.add_argument("--overwrite", action="store_true", default=None, help="delete the run already in --out")
+                   "(with --resume, the run's own config.yaml is the base)")
+    add_flags(p, VaeTrainConfig, positional=("dataset",), skip=("config",))
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,13 +32,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_train_vae(args) -> int:
-    from latentdiff.config import load_yaml, merge
+    from latentdiff.training.flags import given
+    from latentdiff.training.recipe import build_config
 
-    flags = dict(vars(args))  # merge() keeps only VaeTrainConfig's fields
-    config = args.config
-    if args.resume and config is None and (Path(args.out) / "config.yaml").is_file():
-        config = flags["config"] = str(Path(args.out) / "config.yaml")  # the run's own recipe
-    cfg = merge(VaeTrainConfig, load_yaml(config), flags)
+    cfg = build_config(VaeTrainConfig, args.config, {**given(args, VaeTrainConfig), "config": args.config})
     train_vae(cfg)
     print(Path(cfg.out) / "vae")
     return 0
