@@ -4,6 +4,10 @@ With caching (the default), the frozen VAE encodes every image once in a pre-pas
 orientations when flipping) and each step only samples from the stored posteriors; frozen
 text embeddings are cached per caption too. Without it, every step re-encodes its images
 through the VAE, as diffusers' train_text_to_image.py does (needed for random crops).
+
+Captions are encoded as generation encodes prompts (text.py): one 77-token window per 75 tokens,
+concatenated, so a long caption is never cut; a batch pads shorter captions with empty windows,
+exactly what generation does for a prompt beside a longer negative prompt.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 
 import torch
 
-from ..text import tokenize
+from ..text import chunk_count, tokenize
 from .objective import dropout_mask, sample_latents
 
 
@@ -23,6 +27,8 @@ class BatchSource:
         self.flip, self.train_text, self.p_drop = flip, train_text, caption_dropout
         self.device, self.dtype = device, dtype
         self.scale = components.vae.config.scaling_factor
+        # The loop swaps in the accelerate-wrapped encoder when it trains, so DDP syncs its gradients.
+        self.text_encoder = components.text_encoder
         self.posteriors = self._encode_all(progress) if cache else None
         self.embeddings = self._embed_all() if cache and not train_text else None
 
@@ -51,12 +57,14 @@ class BatchSource:
 
     @torch.no_grad()
     def _embed_all(self) -> dict[str, torch.Tensor]:
+        """{caption: (77 * its chunk count, D)}, each caption at its own length."""
         texts = sorted(set(self.captions) | {""})
+        window = self.c.tokenizer.model_max_length
         emb = {}
         for i in range(0, len(texts), 64):
             chunk = texts[i : i + 64]
             for t, e in zip(chunk, self._encode_text(chunk)):
-                emb[t] = e.cpu()
+                emb[t] = e[: window * chunk_count(self.c.tokenizer, [t])].cpu()
         return emb
 
     # ---- per step -----------------------------------------------------------------------
@@ -76,13 +84,20 @@ class BatchSource:
         drop = dropout_mask(len(indices), self.p_drop, gen)
         texts = ["" if d else self.captions[i] for i, d in zip(indices, drop)]
         if self.embeddings is not None:
-            return torch.stack([self.embeddings[t] for t in texts]).to(self.device)
+            return self._padded([self.embeddings[t] for t in texts]).to(self.device)
         if self.train_text:
             return self._encode_text(texts)
         with torch.no_grad():
             return self._encode_text(texts)
 
+    def _padded(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
+        """Stack cached embeddings, padding with the empty window (what tokenize pads with)."""
+        longest = max(e.shape[0] for e in embeddings)
+        empty = self.embeddings[""]
+        return torch.stack([torch.cat([e, *[empty] * ((longest - e.shape[0]) // empty.shape[0])]) for e in embeddings])
+
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        # Training uses one window; longer captions are cut (counted and reported at start).
-        ids = tokenize(self.c.tokenizer, texts, n_chunks=1)[:, 0].to(self.device)
-        return self.c.text_encoder(ids)[0]  # (B, 77, D)
+        ids = tokenize(self.c.tokenizer, texts)  # (B, n_chunks, 77): as generation does, never cut
+        b, n, w = ids.shape
+        hidden = self.text_encoder(ids.reshape(b * n, w).to(self.device))[0]  # (B * n, 77, D)
+        return hidden.reshape(b, n * w, hidden.shape[-1])

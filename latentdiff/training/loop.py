@@ -73,6 +73,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
                          caption_dropout=cfg.caption_dropout, device=acc.device, dtype=dtype,
                          progress=acc.is_main_process)
     source.text_encoder = wrapped.get("text_encoder", c.text_encoder)
+    if acc.is_main_process:
+        _report_long_captions(c.tokenizer, captions)
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in scan.records] if buckets else None
     order = DataOrder(len(scan.records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of)
 
@@ -163,6 +165,15 @@ def _resume(cfg, out, named, optimizer, lr_schedule, ema) -> int:
         _say(f"checkpoint is at step {manifest['step']} >= --max-steps {cfg.max_steps}; writing the outputs only")
     _say(f"resuming from {last.name}")
     return manifest["step"]
+
+
+def _report_long_captions(tokenizer, captions: list[str]) -> None:
+    from ..text import chunk_count
+
+    long = sum(chunk_count(tokenizer, [t]) > 1 for t in set(captions))
+    if long:
+        _say(f"{long} caption(s) are longer than {tokenizer.model_max_length - 2} tokens; they are encoded in "
+             "chunks, as generation encodes long prompts (nothing is cut)")
 
 
 def _saved_tokenizer(out: Path):

@@ -1,0 +1,74 @@
+"""Captions in training are seen as generation sees prompts; several processes train one model."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from latentdiff.models import load_components
+from latentdiff.text import chunk_count, encode_prompts
+from latentdiff.training.batches import BatchSource
+
+LONG = " ".join(["a red apple on a green table beside a blue cup"] * 12)  # over one 75-token window
+
+
+def test_long_captions_are_chunked_like_generation_prompts(tiny_sd1):
+    c = load_components(tiny_sd1)
+    captions = [LONG, "a red apple"]
+    source = BatchSource(c, None, captions, cache=False, flip=False, train_text=False, caption_dropout=0.0,
+                         device=torch.device("cpu"), dtype=torch.float32, progress=False)
+    gen = torch.Generator().manual_seed(0)
+    expected, _ = encode_prompts(c.tokenizer, c.text_encoder, captions, None)  # what generation would use
+    n = chunk_count(c.tokenizer, [LONG])
+    assert n > 1 and expected.shape[1] == n * 77
+    assert torch.allclose(source.context([0, 1], gen), expected, atol=1e-5)
+    source.embeddings = source._embed_all()  # the cached path pads short captions the same way
+    assert source.embeddings[LONG].shape[0] == n * 77 and source.embeddings["a red apple"].shape[0] == 77
+    assert torch.allclose(source.context([0, 1], gen), expected, atol=1e-5)
+    assert torch.allclose(source.context([1], gen), encode_prompts(c.tokenizer, c.text_encoder, ["a red apple"], None)[0])
+
+
+SPY = """
+import sys
+from safetensors.torch import save_file
+import latentdiff.training.loop as loop
+real = loop._train
+def spy(*a):
+    real(*a)
+    acc, named = a[2], a[5]
+    save_file({k: p.detach().contiguous() for k, p in named.items()}, sys.argv[1] + f"/rank{acc.process_index}.safetensors")
+loop._train = spy
+from latentdiff.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_keep_unet_and_text_encoder_identical(tiny_sd1, tmp_path):
+    """DDP over gloo with --train-text-encoder: every trained weight is the same on both ranks."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    for i, color in enumerate(["red", "green", "blue", "yellow"]):
+        Image.new("RGB", (64, 64), color).save(ds / f"{i}.png")
+        (ds / f"{i}.txt").write_text(f"a {color} square " + LONG * (i == 0))
+    spy, dumps = tmp_path / "spy.py", tmp_path / "dumps"
+    spy.write_text(SPY)
+    dumps.mkdir()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(spy), str(dumps),
+           "finetune", str(ds), "--model", str(tiny_sd1), "--out", str(tmp_path / "run"), "--max-steps", "3",
+           "--batch-size", "1", "--resolution", "64", "--train-text-encoder", "--lr", "1e-2", "--caption-dropout", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = load_file(str(dumps / "rank0.safetensors")), load_file(str(dumps / "rank1.safetensors"))
+    assert a.keys() == b.keys() and any(k.startswith("text_encoder.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+    saved = load_file(str(tmp_path / "run" / "checkpoints" / "step-00000003" / "trainable.safetensors"))
+    assert all(torch.equal(saved[k], a[k]) for k in a)
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["processes"] == 2
