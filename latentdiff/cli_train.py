@@ -77,11 +77,11 @@ def add_train_vae(sub):
 
 
 def add_export(sub):
-    p = sub.add_parser("export", help="write a diffusers-format model from a full fine-tuning run's checkpoint")
+    p = sub.add_parser("export", help="write a model (full run) or a LoRA (LoRA run) from any checkpoint of a run")
     p.add_argument("run", help="the run folder (finetune --out)")
-    p.add_argument("--out", required=True, help="folder for the model")
+    p.add_argument("--out", required=True, help="new folder for the model or LoRA")
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
-    p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA ones")
+    p.add_argument("--no-ema", action="store_true", help="full runs: export the raw weights instead of the EMA ones")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="storage dtype of the weights (default: fp32)")
     p.set_defaults(func=cmd_export)
 

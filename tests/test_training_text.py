@@ -72,3 +72,33 @@ def test_two_processes_keep_unet_and_text_encoder_identical(tiny_sd1, tmp_path):
     saved = load_file(str(tmp_path / "run" / "checkpoints" / "step-00000003" / "trainable.safetensors"))
     assert all(torch.equal(saved[k], a[k]) for k in a)
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["processes"] == 2
+
+
+def test_any_checkpoint_of_a_lora_run_exports_as_a_lora(tiny_sd1, tmp_path):
+    import numpy as np
+
+    from latentdiff import Pipeline
+    from latentdiff.training.config import FinetuneConfig
+    from latentdiff.training.loop import finetune
+    from latentdiff.cli import main
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    for i, color in enumerate(["red", "blue"]):
+        Image.new("RGB", (64, 64), color).save(ds / f"{i}.png")
+        (ds / f"{i}.txt").write_text(f"a {color} square")
+    run = finetune(FinetuneConfig(dataset=str(ds), model=str(tiny_sd1), out=str(tmp_path / "run"), max_steps=2,
+                                  batch_size=2, resolution=64, checkpoint_every=1, lr=1e-2, lora_rank=2,
+                                  train_text_encoder=True))
+    assert main(["export", str(run), "--step", "2", "--out", str(tmp_path / "two")]) == 0
+    assert main(["export", str(run), "--step", "1", "--out", str(tmp_path / "one")]) == 0
+
+    def render(model):
+        pipe = Pipeline.from_pretrained(model, device="cpu", dtype="fp32")
+        pipe.progress = False
+        return np.asarray(pipe("a red square", steps=2, seed=0)[0], dtype=int)
+
+    final, two, one = render(run), render(tmp_path / "two"), render(tmp_path / "one")
+    assert np.array_equal(final, two)  # the last checkpoint exports as the run's own LoRA
+    assert np.abs(final - one).max() > 0  # an earlier one is an earlier model
+    assert main(["export", str(run), "--step", "1", "--out", str(tmp_path / "one")]) == 2  # never overwrites

@@ -1,8 +1,10 @@
-"""Turn a checkpoint of a full (or from-scratch) run into a diffusers-format model.
+"""Turn any checkpoint of a run into a usable model, as kohya's per-epoch saves allow.
 
 `latentdiff export RUN --out DIR [--step N] [--no-ema] [--dtype fp16]` rebuilds the run's models
-from its config.yaml, loads the checkpoint's EMA (or raw) weights and writes the usual layout,
-so a model can be taken from a run that is still going or was stopped early.
+from its config.yaml and loads the checkpoint's weights: a full (or from-scratch) run becomes a
+diffusers-format model (EMA weights unless --no-ema), a LoRA run a LoRA folder
+(pytorch_lora_weights.safetensors + latentdiff.json naming the base), so a model can be taken from
+a run that is still going or was stopped early.
 """
 
 from __future__ import annotations
@@ -24,15 +26,15 @@ def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bo
     from ..models import load_tokenizer
     from ..pipeline import Pipeline
     from .config import FinetuneConfig
-    from .setup import load_models
+    from .setup import load_models, make_trainable, named_trainable
 
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise UsageError(f"{run} is not a finetune run folder (no config.yaml)")
     saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     cfg = merge(FinetuneConfig, saved, {})
-    if cfg.method != "full":
-        raise UsageError("export works on full fine-tuning runs; a LoRA run's OUT folder is already usable")
+    if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        raise UsageError(f"--out {out} exists and is not empty; export writes a new folder")
     done = ckpt.complete_checkpoints(run)
     chosen = [c for c in done if step is None or ckpt.read_manifest(c)["step"] == step]
     if not chosen:
@@ -40,6 +42,8 @@ def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bo
     last = chosen[-1]
     tokenizer = load_tokenizer(last / "tokenizer") if (last / "tokenizer").is_dir() else None
     setup = load_models(cfg, [], tokenizer=tokenizer)
+    if cfg.method == "lora":
+        return _export_lora(cfg, setup, last, Path(out), make_trainable, named_trainable)
     name = "ema.safetensors" if use_ema and (last / "ema.safetensors").is_file() else "trainable.safetensors"
     weights = load_file(str(last / name))
     modules = {"unet": setup.components.unet, "text_encoder": setup.components.text_encoder}
@@ -51,3 +55,21 @@ def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bo
     pipe = Pipeline(setup.components, torch.device("cpu"), torch.float32, place=False)
     pipe.save_pretrained(out, dtype=dtype)
     return Path(out)
+
+
+def _export_lora(cfg, setup, last: Path, out: Path, make_trainable, named_trainable) -> Path:
+    """The checkpoint's adapter weights, written as the run's final LoRA would be."""
+    from ..lora import save_lora
+
+    trained = make_trainable(setup, cfg)
+    named = named_trainable(trained)
+    with ckpt.damaged_checkpoint(last):
+        weights = ckpt.load_tensors(last / "trainable.safetensors")
+        with torch.no_grad():
+            for key, p in named.items():
+                p.copy_(weights[key])
+    c = setup.components
+    out.mkdir(parents=True, exist_ok=True)
+    save_lora(out, c.unet, c.text_encoder if "text_encoder" in trained else None, setup.base_ref,
+              {**c.defaults, **cfg.sample_defaults})
+    return out
