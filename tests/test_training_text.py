@@ -102,3 +102,27 @@ def test_any_checkpoint_of_a_lora_run_exports_as_a_lora(tiny_sd1, tmp_path):
     assert np.array_equal(final, two)  # the last checkpoint exports as the run's own LoRA
     assert np.abs(final - one).max() > 0  # an earlier one is an earlier model
     assert main(["export", str(run), "--step", "1", "--out", str(tmp_path / "one")]) == 2  # never overwrites
+
+
+def test_report_to_tensorboard_logs_scalars_and_images_beside_metrics_jsonl(tiny_sd1, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from latentdiff.training.config import FinetuneConfig
+    from latentdiff.training.loop import finetune
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    Image.new("RGB", (64, 64), "red").save(ds / "0.png")
+    (ds / "0.txt").write_text("a red square")
+    out = finetune(FinetuneConfig(dataset=str(ds), model=str(tiny_sd1), out=str(tmp_path / "run"), max_steps=2,
+                                  batch_size=1, resolution=64, log_every=1, validate_every=2, validation_steps=1,
+                                  validation_prompts=["a red square"], report_to="tensorboard",
+                                  lr_schedule="linear", warmup_steps=1))
+    events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent),
+                              size_guidance={"images": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2]
+    assert {"lr", "images_per_s"} <= set(events.Tags()["scalars"])
+    assert len(events.Tags()["images"]) == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import LatentDiffError, UsageError
 from . import checkpoint as ckpt
+from . import trackers
 from .batches import BatchSource
 from .config import FinetuneConfig
 from .objective import diffusion_loss, step_generator
@@ -37,11 +38,12 @@ def finetune(cfg: FinetuneConfig) -> Path:
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
     # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                      cpu=not torch.cuda.is_available())
+                      cpu=not torch.cuda.is_available(), **trackers.tracker_kwargs(cfg.report_to, out))
     acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
     if acc.is_main_process:
         prepare_out(cfg, action)
     acc.wait_for_everyone()
+    trackers.start(acc, cfg.report_to, cfg.to_dict())
     scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions,
                         follow_symlinks=cfg.follow_symlinks)
     if acc.is_main_process:
@@ -89,6 +91,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
 
 
 def _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, source, order, noise_scheduler, start):
+    from PIL import Image
     from tqdm.auto import tqdm
 
     unet = wrapped["unet"]
@@ -126,9 +129,10 @@ def _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, so
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if metrics and (done % cfg.log_every == 0 or done == cfg.max_steps):
                 rate = images / (time.perf_counter() - t0)
-                metrics.write(json.dumps({"step": done, "loss": loss_value, "lr": lr_schedule.get_last_lr()[0],
-                                          "images_per_s": round(rate, 3), "processes": acc.num_processes}) + "\n")
+                row = {"loss": loss_value, "lr": lr_schedule.get_last_lr()[0], "images_per_s": round(rate, 3)}
+                metrics.write(json.dumps({"step": done, **row, "processes": acc.num_processes}) + "\n")
                 metrics.flush()
+                acc.log(row, step=done)
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
                 ckpt.require_finite([*named.items(), *(ema.shadow.items() if ema else [])], done)
                 if acc.is_main_process:
@@ -137,7 +141,9 @@ def _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, so
                         keep=cfg.keep_checkpoints, extra={"ema_updates": ema.updates if ema else 0})
                 acc.wait_for_everyone()
             if acc.is_main_process and cfg.validate_every and done % cfg.validate_every == 0:
-                validate(cfg, out, setup, done, acc.device)
+                paths = validate(cfg, out, setup, done, acc.device)
+                trackers.log_images(acc, cfg.report_to, [Image.open(p) for p in paths], cfg.validation_prompts
+                                    or ["a photo"], done)
     finally:
         bar.close()
         if metrics:
