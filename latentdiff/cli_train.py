@@ -3,7 +3,6 @@ Like cli.py, nothing heavy is imported until a command runs."""
 
 from __future__ import annotations
 
-import argparse
 
 
 def add_finetune(sub):

@@ -24,6 +24,19 @@ def tiny_sd2(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("models") / "sd2", "sd2", defaults={"steps": 3, "guidance": 4.0})
 
 
+@pytest.fixture
+def squares(tmp_path):
+    """A two-image training dataset (a red and a blue square, captioned) in a fresh folder."""
+    from PIL import Image
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    for i, c in enumerate(["red", "blue"]):
+        Image.new("RGB", (64, 64), c).save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text(f"a {c} square")
+    return root
+
+
 @pytest.fixture(scope="session")
 def pipe_sd1(tiny_sd1):
     from latentdiff import Pipeline

@@ -4,7 +4,6 @@ import json
 import shutil
 
 import pytest
-from PIL import Image
 
 from latentdiff import UsageError
 from latentdiff.training import checkpoint as ckpt
@@ -14,13 +13,8 @@ from latentdiff.training.runfolder import check_run_folder
 
 
 @pytest.fixture
-def dataset(tmp_path):
-    root = tmp_path / "ds"
-    root.mkdir()
-    for i, c in enumerate(["red", "blue"]):
-        Image.new("RGB", (64, 64), c).save(root / f"{i}.png")
-        (root / f"{i}.txt").write_text(f"a {c} square")
-    return root
+def dataset(squares):
+    return squares
 
 
 def cfg(dataset, model, out, **kw):
