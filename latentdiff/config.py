@@ -41,6 +41,10 @@ class GenerateConfig:
     """torch.compile the UNet and VAE decoder (slow first call, faster steps)."""
     image_options: dict = field(default_factory=dict)
     """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
+    prompt_syntax: str = "a1111"
+    """a1111: `(word:1.3)` emphasis, `[word]`, `\\(` escapes and BREAK; plain: text as written."""
+    clip_skip: int | None = None
+    """Use the N-th text-encoder layer from the end (A1111 numbering); None: the model's, else 1."""
 
     def __post_init__(self):
         _check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
@@ -51,6 +55,10 @@ class GenerateConfig:
         for name in ("width", "height"):
             v = getattr(self, name)
             _check(v is None or v > 0, f"--{name} must be a positive number of pixels, got {v}")
+        from .prompt_syntax import SYNTAXES
+
+        _check(self.prompt_syntax in SYNTAXES, f"--prompt-syntax must be one of: {', '.join(SYNTAXES)}; got {self.prompt_syntax!r}")
+        _check(self.clip_skip is None or self.clip_skip >= 1, f"--clip-skip must be >= 1 (1 = last layer), got {self.clip_skip}")
         if self.scheduler is not None:
             from .sampling import check_scheduler_name
 
@@ -70,6 +78,9 @@ class GenerateConfig:
             "height": params.get("height"),
             "scheduler": params.get("scheduler"),
             "dtype": params.get("dtype") or "auto",
+            "clip_skip": params.get("clip_skip"),
+            # Images from before the A1111 syntax existed were rendered with the text as written.
+            "prompt_syntax": params.get("prompt_syntax", "plain"),
         }
         return cls(**{**recorded, **{k: v for k, v in overrides.items() if v is not None}})
 

@@ -37,7 +37,8 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
         prompt = share.prompt
         images = pipe.iter_images(prompt, negative_prompt=cfg.negative, steps=cfg.steps, guidance=cfg.guidance,
                       width=cfg.width, height=cfg.height, seed=seed + share.first, num_images=share.count,
-                      scheduler=cfg.scheduler, **cfg.image_options)
+                      scheduler=cfg.scheduler, clip_skip=cfg.clip_skip, prompt_syntax=cfg.prompt_syntax,
+                      **cfg.image_options)
         for image in images:
             path = save_png(image, Path(cfg.out), f"{slug(prompt)}-s{image.info['latentdiff']['seed']}")
             print(path, flush=True)

@@ -146,18 +146,22 @@ class Pipeline:
 
     # ---- generation ---------------------------------------------------------------------
     def __call__(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
-                 seed=0, num_images=1, scheduler=None, image=None, mask=None, strength=None, **options) -> list:
+                 seed=0, num_images=1, scheduler=None, image=None, mask=None, strength=None, clip_skip=None,
+                 prompt_syntax="a1111", **options) -> list:
         """Images for `prompt` (a string or a list); image k of the call uses seed `seed + k`.
 
         `image` (a path or PIL image) starts from that picture (img2img, noised by `strength`);
         with `mask`, inpainting. Further options (resize, mask_blur, inpaint_area, padding,
         outpaint, hires, hires_strength, hires_steps, hires_upscaler, upscaler, tile) are
-        described in `latentdiff.workflows.options.ImageOptions`."""
+        described in `latentdiff.workflows.options.ImageOptions`. `prompt_syntax="a1111"` reads
+        `(word:1.3)` emphasis and BREAK, `"plain"` takes the text as it is; `clip_skip` uses the
+        N-th text-encoder layer from the end (A1111 numbering)."""
         return list(self.iter_images(prompt, negative_prompt, steps, guidance, width, height, seed,
-                                     num_images, scheduler, image=image, mask=mask, strength=strength, **options))
+                                     num_images, scheduler, image=image, mask=mask, strength=strength,
+                                     clip_skip=clip_skip, prompt_syntax=prompt_syntax, **options))
 
     def iter_images(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
-                    seed=0, num_images=1, scheduler=None, **options):
+                    seed=0, num_images=1, scheduler=None, clip_skip=None, prompt_syntax="a1111", **options):
         """Like __call__, but yields each image as soon as its batch is decoded."""
         from .workflows.options import ImageOptions
 
@@ -171,6 +175,7 @@ class Pipeline:
             width, height = source.image.size
         p = self._resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
         p.update(options=opts, source=source, strength=opts.default_strength() if source else None)
+        p.update(self._text_options(clip_skip, prompt_syntax))
         jobs = [(text, p["seed"] + k) for k, text in enumerate(t for t in prompts for _ in range(num_images))]
         for i in range(0, len(jobs), self.max_batch):
             yield from self._generate(jobs[i : i + self.max_batch], p)
@@ -202,6 +207,16 @@ class Pipeline:
         return dict(negative_prompt=negative, steps=int(steps), guidance=float(guidance), width=int(width),
                     height=int(height), seed=int(seed), scheduler=sched)
 
+    def _text_options(self, clip_skip, prompt_syntax) -> dict:
+        from .prompt_syntax import SYNTAXES
+        from .text import check_clip_skip
+
+        if prompt_syntax not in SYNTAXES:
+            raise UsageError(f"prompt_syntax must be one of: {', '.join(SYNTAXES)}; got {prompt_syntax!r}")
+        clip_skip = self.components.defaults.get("clip_skip", 1) if clip_skip is None else clip_skip
+        return {"clip_skip": check_clip_skip(clip_skip, self.components.text_encoder.config),
+                "prompt_syntax": prompt_syntax}
+
     def _generate(self, jobs: list[tuple[str, int]], p: dict):
         from .workflows.finish import finish
 
@@ -220,7 +235,8 @@ class Pipeline:
     def _sample(self, texts: list[str], seeds: list[int], p: dict) -> torch.Tensor:
         c = self.components
         use_cfg = p["guidance"] != 1.0
-        cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, texts, [p["negative_prompt"]] * len(texts) if use_cfg else None)
+        negatives = [p["negative_prompt"]] * len(texts) if use_cfg else None
+        cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, texts, negatives, p["prompt_syntax"], p["clip_skip"])
         src = p.get("source")
         image, mask = src.region() if src is not None else (None, None)
         latents = self.run_loop(cond, uncond, seeds, p, p["steps"], (p["width"], p["height"]), image=image, mask=mask,
@@ -278,7 +294,8 @@ class Pipeline:
 
         return {
             "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
-            "guidance": p["guidance"], "scheduler": p["scheduler"],
+            "guidance": p["guidance"], "scheduler": p["scheduler"], "clip_skip": p["clip_skip"],
+            "prompt_syntax": p["prompt_syntax"],
             "scheduler_class": self.components.scheduler_config.get("_class_name"), "width": p["width"], "height": p["height"],
             "model": self.model_ref, "model_hash": self.model_hash, "dtype": DTYPE_NAMES.get(self.dtype),
             "device": str(self.device), "versions": versions(),
