@@ -76,6 +76,8 @@ def cmd_generate(args) -> int:
     recorded_device = None
     if args.from_image:
         params = read_params(args.from_image)
+        for note in params.pop("notes", []):  # an A1111 image: what does not carry over
+            print(f"{PROG}: note: {note}", file=sys.stderr)
         recorded_device = None if args.dtype else params.get("device")
         cfg = GenerateConfig.from_image(params, **{**flags, "prompts": prompts or None,
                                                    "image_options": image_options(args, params)})

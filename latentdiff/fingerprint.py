@@ -40,7 +40,10 @@ def _file_sha256(path: Path) -> str:
 
 
 def model_hash(model_dir: Path) -> str:
-    """A short hash over every weight file of the model (unet, vae, text encoder)."""
+    """A short hash over every weight file of the model (unet, vae, text encoder); for a
+    single-file checkpoint A1111's "Model hash" (the first 10 hex digits of its sha256)."""
+    if model_dir.is_file():
+        return _file_sha256(model_dir)[:10]
     h = hashlib.sha256()
     for comp in COMPONENTS:
         d = model_dir / comp
@@ -48,6 +51,25 @@ def model_hash(model_dir: Path) -> str:
             continue
         for f in find_weight_files(d):
             h.update(_file_sha256(f).encode())
+    return h.hexdigest()[:12]
+
+
+def short_hash(path: Path) -> str:
+    """The 12 hex digits A1111 writes in "Lora hashes" / "TI hashes" and civitai looks up: for a
+    safetensors file the sha256 of its tensor data without the header (civitai's AutoV3, which
+    survives metadata edits), for any other file the sha256 of the whole file."""
+    import struct
+
+    from .weights import SAFETENSORS, sniff_format
+
+    if sniff_format(path) != SAFETENSORS:
+        return _file_sha256(path)[:12]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        f.seek(8 + n)
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
     return h.hexdigest()[:12]
 
 

@@ -23,11 +23,9 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 def a1111_line(p: dict) -> str:
     """A human-readable summary in the format other tools (A1111, civitai) show."""
-    neg = f"\nNegative prompt: {p['negative_prompt']}" if p.get("negative_prompt") else ""
-    return (
-        f"{p['prompt']}{neg}\nSteps: {p['steps']}, Sampler: {p.get('scheduler') or p.get('scheduler_class')}, CFG scale: {p['guidance']}, "
-        f"Seed: {p['seed']}, Size: {p['width']}x{p['height']}, Model: {p.get('model', '')}"
-    )
+    from .infotext import format_infotext
+
+    return format_infotext(p)
 
 
 def save_png(image: Image.Image, out_dir: Path, stem: str) -> Path:
@@ -57,10 +55,16 @@ def read_params(path: str | os.PathLike) -> dict:
         with Image.open(path) as im:
             im.load()
             text = im.info.get(META_KEY) or (im.text.get(META_KEY) if hasattr(im, "text") else None)
+            foreign = im.info.get("parameters")
     except FileNotFoundError:
         raise UsageError(f"--from image {path} does not exist") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise UsageError(f"--from image {path} cannot be read: {e}") from None
+    if not text and foreign:
+        from .infotext import params_from_a1111
+
+        params, notes = params_from_a1111(foreign)
+        return {**params, "notes": notes}
     if not text:
         raise UsageError(f"--from image {path} has no latentdiff parameters (was it made by latentdiff?)")
     try:

@@ -291,12 +291,14 @@ class Pipeline:
 
     def _record(self, p: dict, prompt: str, seed: int) -> dict:
         from .fingerprint import versions
+        from .infotext import sampler_name
 
         return {
             "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
             "guidance": p["guidance"], "scheduler": p["scheduler"], "clip_skip": p["clip_skip"],
             "prompt_syntax": p["prompt_syntax"],
-            "scheduler_class": self.components.scheduler_config.get("_class_name"), "width": p["width"], "height": p["height"],
+            "scheduler_class": self.components.scheduler_config.get("_class_name"),
+            "sampler": sampler_name(p["scheduler"], self.components.scheduler_config), "width": p["width"], "height": p["height"],
             "model": self.model_ref, "model_hash": self.model_hash, "dtype": DTYPE_NAMES.get(self.dtype),
             "device": str(self.device), "versions": versions(),
         }

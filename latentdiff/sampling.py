@@ -31,9 +31,13 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
 
 
 def check_scheduler_name(name: str) -> str:
-    key = name.strip().lower()
-    if key not in SCHEDULERS:
-        raise UsageError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
+    """Our name for a scheduler given by our name or by its A1111 sampler name ("Euler a")."""
+    from .infotext import scheduler_key
+
+    key = scheduler_key(name)
+    if key is None:
+        raise UsageError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)} "
+                         "(or its A1111 name, e.g. 'DPM++ 2M Karras'; see README)")
     return key
 
 
