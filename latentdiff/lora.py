@@ -4,6 +4,8 @@ layout diffusers' `load_lora_weights` reads, and apply a saved LoRA to a loaded 
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from pathlib import Path
 
 from .errors import ModelError
@@ -33,12 +35,28 @@ def save_lora(out: Path, unet, text_encoder=None, base_model: str | None = None,
     te_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(text_encoder)) if text_encoder else None
     StableDiffusionPipeline.save_lora_weights(str(out), unet_lora_layers=unet_layers,
                                               text_encoder_lora_layers=te_layers, safe_serialization=True)
-    meta = {"lora": LORA_FILE, "base_model": base_model, **(defaults or {})}
+    meta = {"lora": LORA_FILE, **base_record(base_model, Path(out)), **(defaults or {})}
     (Path(out) / "latentdiff.json").write_text(json.dumps(meta, indent=2))
 
 
+def base_record(base_model: str | None, out: Path) -> dict:
+    """How latentdiff.json names the base: a hub id as it is; a local folder by its path relative
+    to the LoRA folder (valid when both move together), its absolute path, and its hash."""
+    if base_model is None:
+        return {"base_model": None}
+    local = Path(base_model)
+    if not local.is_dir():
+        return {"base_model": base_model}
+    from .fingerprint import model_hash
+
+    local = local.resolve()
+    return {"base_model": str(local), "base_model_relative": os.path.relpath(local, Path(out).resolve()),
+            "base_model_hash": model_hash(local)}
+
+
 def lora_base(path: Path) -> str | None:
-    """The base model a LoRA folder was trained on, or None when `path` is no LoRA folder."""
+    """The base model a LoRA folder was trained on (a local path, a hub id, or "default" for the
+    shipped model), or None when `path` is no LoRA folder."""
     meta = path / "latentdiff.json"
     if not (path / LORA_FILE).is_file() or not meta.is_file():
         return None
@@ -46,42 +64,33 @@ def lora_base(path: Path) -> str | None:
         info = json.loads(meta.read_text())
     except json.JSONDecodeError:
         raise ModelError(f"{meta} is not valid JSON") from None
-    return info.get("base_model") or "default"
+    base = info.get("base_model")
+    if not base:
+        return "default"
+    relative = info.get("base_model_relative")
+    tried = [path / relative] if relative else []
+    tried += [Path(base)] if relative or Path(base).is_absolute() else []
+    if not tried:
+        return base  # a hub id
+    for candidate in tried:
+        if candidate.is_dir():
+            _check_base_hash(candidate, info.get("base_model_hash"), path)
+            return str(candidate.resolve())
+    where = " or ".join(str(c) for c in dict.fromkeys(tried))
+    raise ModelError(f"the base model of LoRA {path} (hash {info.get('base_model_hash', 'unknown')}) is not at {where}; "
+                     f"pass it yourself: --model BASE --lora {path}")
+
+
+def _check_base_hash(base: Path, expected: str | None, lora: Path) -> None:
+    from .fingerprint import model_hash
+
+    if expected and model_hash(base) != expected:
+        warnings.warn(f"the base model at {base} is not the one LoRA {lora} was trained on (hash {model_hash(base)}, "
+                      f"expected {expected}); the result may differ", stacklevel=3)
 
 
 def apply_lora(components, path: Path, allow_pickle: bool = False) -> None:
-    """Merge a saved LoRA into the model's weights (fused: no inference overhead)."""
-    from diffusers import StableDiffusionPipeline
+    """Merge a saved LoRA folder into the model's weights (fused: no inference overhead)."""
+    from .formats.lora import LoraSpec, apply_loras
 
-    from .weights import load_state_dict
-
-    sd = load_state_dict(path / LORA_FILE, allow_pickle)
-    unet_sd = {k[len("unet."):]: v for k, v in sd.items() if k.startswith("unet.")}
-    te_sd = {k: v for k, v in sd.items() if k.startswith("text_encoder.")}
-    if not unet_sd and not te_sd:
-        raise ModelError(f"{path / LORA_FILE} holds no unet or text_encoder LoRA weights")
-    if unet_sd:
-        components.unet.load_lora_adapter(unet_sd, prefix=None, adapter_name="latentdiff")
-        components.unet.fuse_lora()
-        components.unet.unload_lora()
-    if te_sd:
-        StableDiffusionPipeline.load_lora_into_text_encoder(te_sd, network_alphas=None,
-                                                            text_encoder=components.text_encoder,
-                                                            prefix="text_encoder", adapter_name="latentdiff")
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        for m in components.text_encoder.modules():
-            if isinstance(m, BaseTunerLayer):
-                m.merge()
-        _strip_peft(components.text_encoder)
-
-
-def _strip_peft(module) -> None:
-    """Replace merged LoRA layers by their base layers, so the model is plain again."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, child in list(module.named_children()):
-        if isinstance(child, BaseTunerLayer):
-            setattr(module, name, child.get_base_layer())
-        else:
-            _strip_peft(child)
+    apply_loras(components, [LoraSpec(path)], allow_pickle)

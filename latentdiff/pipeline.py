@@ -37,6 +37,7 @@ class Pipeline:
         self.progress = True
         self.max_batch = 8
         self._model_hash = None
+        self.loras: list[dict] = []  # LoRAs merged into the weights: name, hash, scale, path
         self.compiled = False
         self._threads = None  # intra-op threads while generating; None: the process's own setting
         c = components
@@ -53,11 +54,15 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, model=None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-                        compile: bool = False):
+                        compile: bool = False, loras=()):
         """Load a local diffusers-format directory, a hub id, a LoRA folder written by
         `finetune --method lora`, or (None) the shipped default model. `compile=True` runs
-        torch.compile on the UNet and VAE decoder (see `Pipeline.compile`)."""
+        torch.compile on the UNet and VAE decoder (see `Pipeline.compile`). `loras`: LoRA files
+        or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`."""
+        from .formats.lora import LoraSpec, apply_loras, describe, parse_spec
         from .lora import apply_lora, lora_base
+
+        specs = [s if isinstance(s, LoraSpec) else parse_spec(s) for s in loras]
 
         local = Path(model).expanduser() if model is not None else None
         base = lora_base(local) if local is not None and local.is_dir() else None
@@ -68,18 +73,20 @@ class Pipeline:
         target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
         # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
         # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
-        early = base is None and n_params is not None
+        early = base is None and not specs and n_params is not None
         comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev),
                                 dtype=target if early else None,
                                 channels_last=early and wants_channels_last(dev, target))
         if base is not None:
             apply_lora(comps, local, allow_pickle)
             comps.defaults = defaults  # the base's defaults, overridden by the LoRA's
+        apply_loras(comps, specs, allow_pickle)
         if n_params is None:
             n_params = sum(p.numel() for p in comps.unet.parameters())
             target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
         ref = str(local.resolve()) if local is not None and local.exists() else model
         pipe = cls(comps, dev, target, model_ref=ref, model_dir=path)
+        pipe.loras = [describe(s) for s in specs]
         return pipe.compile() if compile else pipe
 
     def compile(self) -> "Pipeline":
@@ -296,7 +303,7 @@ class Pipeline:
         return {
             "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
             "guidance": p["guidance"], "scheduler": p["scheduler"], "clip_skip": p["clip_skip"],
-            "prompt_syntax": p["prompt_syntax"],
+            "prompt_syntax": p["prompt_syntax"], "loras": self.loras,
             "scheduler_class": self.components.scheduler_config.get("_class_name"),
             "sampler": sampler_name(p["scheduler"], self.components.scheduler_config), "width": p["width"], "height": p["height"],
             "model": self.model_ref, "model_hash": self.model_hash, "dtype": DTYPE_NAMES.get(self.dtype),

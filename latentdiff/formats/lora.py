@@ -1,0 +1,102 @@
+"""LoRA files at generation, merged into the model's weights with a scale; several stack.
+
+Read: kohya / A1111 files (`lora_unet_*`, `lora_te_*`, with `alpha`), the LyCORIS variants
+diffusers' converter maps (LoCon), diffusers / peft files, and latentdiff's own LoRA runs (a
+folder holding `pytorch_lora_weights.safetensors`). The key mapping is diffusers' own
+(`lora_state_dict` -> `_convert_non_diffusers_lora_to_diffusers`); we never hand-map keys.
+Each LoRA is loaded, fused with its scale and unloaded before the next, so the result is
+W + sum(scale_i * delta_i) and the model stays plain (no per-step LoRA overhead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelError, UsageError
+from ..lora import LORA_FILE
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    path: Path
+    scale: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path.is_dir() else self.path.stem
+
+    @property
+    def file(self) -> Path:
+        return self.path / LORA_FILE if self.path.is_dir() else self.path
+
+
+def parse_spec(text: str, flag: str = "--lora") -> LoraSpec:
+    """`PATH[:SCALE]` (scale 1 when omitted); the file or LoRA folder must exist."""
+    head, sep, tail = str(text).rpartition(":")
+    try:
+        path, scale = (head, float(tail)) if sep and head else (text, 1.0)
+    except ValueError:
+        path, scale = text, 1.0
+    spec = LoraSpec(Path(path).expanduser(), scale)
+    if not spec.path.exists():
+        raise UsageError(f"{flag} {path} does not exist")
+    if not spec.file.is_file():
+        raise UsageError(f"{flag} {path} is a folder without {LORA_FILE}")
+    return spec
+
+
+def describe(spec: LoraSpec) -> dict:
+    """What an image records about a LoRA it was made with (A1111's "Lora hashes" entry)."""
+    from ..fingerprint import short_hash
+
+    return {"name": spec.name, "hash": short_hash(spec.file), "scale": spec.scale, "path": str(spec.path.resolve())}
+
+
+def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False) -> None:
+    """Merge each LoRA into the weights of `components` with its scale. A scale of 0 is
+    checked (the file must fit the model) but leaves the weights exactly as they were."""
+    from ..weights import load_state_dict
+
+    if not specs:
+        return
+    host = _host(components)
+    for i, spec in enumerate(specs):
+        state = load_state_dict(spec.file, allow_pickle)
+        name = f"lora_{i}"
+        _load(host, spec, state, name)
+        if spec.scale != 0:
+            host.fuse_lora(components=["unet", "text_encoder"], lora_scale=spec.scale, adapter_names=[name])
+        host.unload_lora_weights()
+
+
+def _load(host, spec: LoraSpec, state: dict, name: str) -> None:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.CRITICAL)  # diffusers logs the error it then raises: say it once
+    try:
+        host.load_lora_weights(state, adapter_name=name)
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"--lora {spec.path} does not fit this model: {why[:300]}") from None
+    finally:
+        logging.set_verbosity(level)
+    modules = [*host.unet.modules(), *host.text_encoder.modules()]
+    if not any(isinstance(m, BaseTunerLayer) for m in modules):
+        raise ModelError(f"--lora {spec.path}: none of its {len(state)} tensors name a layer of this model "
+                         "(a LoRA for another architecture, or not a LoRA file)")
+
+
+def _host(components):
+    """A diffusers pipeline object around our modules (no copies), for its LoRA loaders."""
+    from diffusers import StableDiffusionPipeline
+
+    from ..sampling import make_scheduler
+
+    return StableDiffusionPipeline(
+        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
+        unet=components.unet, scheduler=make_scheduler(components.scheduler_config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
