@@ -40,6 +40,8 @@ def _add_generate(sub):
     p.add_argument("--clip-skip", type=int, metavar="N", help="use the N-th text-encoder layer from the end, A1111 numbering: 1 = last (default: the model's, else 1)")
     p.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
                    help="merge a LoRA (kohya/A1111, LyCORIS LoCon, diffusers, or a latentdiff LoRA run) at SCALE (default 1); repeat to stack")
+    p.add_argument("--embedding", action="append", metavar="FILE[:TOKEN]",
+                   help="a textual-inversion embedding (A1111 .pt/.safetensors, diffusers learned_embeds); write TOKEN (default: the file name) in the prompt; repeatable")
     p.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default: auto)")
     p.add_argument("--dtype", help="auto, fp32, fp16, bf16 (default: auto: fp16 on GPU; bf16 on CPUs with native bf16 for large models, else fp32)")
     p.add_argument("--prompts", metavar="FILE", help="text file with one prompt per line")
@@ -74,7 +76,8 @@ def cmd_generate(args) -> int:
                  seed=seed, width=args.width, height=args.height, num_images=args.num_images,
                  scheduler=args.scheduler, device=args.device, dtype=args.dtype,
                  allow_pickle=args.allow_pickle, quiet=args.quiet, compile=args.compile,
-                 prompt_syntax=args.prompt_syntax, clip_skip=args.clip_skip, loras=args.lora)
+                 prompt_syntax=args.prompt_syntax, clip_skip=args.clip_skip, loras=args.lora,
+                 embeddings=args.embedding)
     recorded_device = None
     if args.from_image:
         params = read_params(args.from_image)

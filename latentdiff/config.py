@@ -47,6 +47,8 @@ class GenerateConfig:
     """Use the N-th text-encoder layer from the end (A1111 numbering); None: the model's, else 1."""
     loras: list[str] = field(default_factory=list)
     """LoRA files or folders merged into the model, each "PATH" or "PATH:SCALE"."""
+    embeddings: list[str] = field(default_factory=list)
+    """Textual-inversion files, each "FILE" or "FILE:TOKEN" (token: the file name by default)."""
 
     def __post_init__(self):
         _check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
@@ -57,11 +59,14 @@ class GenerateConfig:
         for name in ("width", "height"):
             v = getattr(self, name)
             _check(v is None or v > 0, f"--{name} must be a positive number of pixels, got {v}")
+        from .formats.embeddings import parse_spec as parse_embedding
         from .formats.lora import parse_spec
         from .prompt_syntax import SYNTAXES
 
         for spec in self.loras:
             parse_spec(spec)  # exists, names a LoRA file: fail before the model loads
+        for spec in self.embeddings:
+            parse_embedding(spec)
 
         _check(self.prompt_syntax in SYNTAXES, f"--prompt-syntax must be one of: {', '.join(SYNTAXES)}; got {self.prompt_syntax!r}")
         _check(self.clip_skip is None or self.clip_skip >= 1, f"--clip-skip must be >= 1 (1 = last layer), got {self.clip_skip}")
@@ -86,6 +91,7 @@ class GenerateConfig:
             "dtype": params.get("dtype") or "auto",
             "clip_skip": params.get("clip_skip"),
             "loras": [f"{x['path']}:{x['scale']}" for x in params.get("loras") or []],
+            "embeddings": [f"{x['path']}:{x['token']}" for x in params.get("embeddings") or []],
             # Images from before the A1111 syntax existed were rendered with the text as written.
             "prompt_syntax": params.get("prompt_syntax", "plain"),
         }

@@ -54,15 +54,15 @@ def model_hash(model_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def short_hash(path: Path) -> str:
-    """The 12 hex digits A1111 writes in "Lora hashes" / "TI hashes" and civitai looks up: for a
-    safetensors file the sha256 of its tensor data without the header (civitai's AutoV3, which
-    survives metadata edits), for any other file the sha256 of the whole file."""
+def short_hash(path: Path, whole_file: bool = False) -> str:
+    """The 12 hex digits A1111 writes in "Lora hashes" / "TI hashes" and civitai looks up. For a
+    LoRA in safetensors, the sha256 of its tensor data without the header (civitai's AutoV3,
+    which survives metadata edits); for other files and `whole_file`, of the whole file."""
     import struct
 
     from .weights import SAFETENSORS, sniff_format
 
-    if sniff_format(path) != SAFETENSORS:
+    if whole_file or sniff_format(path) != SAFETENSORS:
         return _file_sha256(path)[:12]
     h = hashlib.sha256()
     with open(path, "rb") as f:

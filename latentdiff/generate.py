@@ -30,7 +30,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     if recorded_device and resolve_device(device).type != recorded_device.split(":")[0]:
         dtype = "auto"  # a dtype recorded on another kind of device may not suit this one
     pipe = Pipeline.from_pretrained(cfg.model, device=device, dtype=dtype, allow_pickle=cfg.allow_pickle,
-                                    compile=cfg.compile, loras=cfg.loras)
+                                    compile=cfg.compile, loras=cfg.loras, embeddings=cfg.embeddings)
     pipe.progress = not cfg.quiet
     written = []
     for share in my_shares(cfg.prompts, cfg.num_images, rank, size):

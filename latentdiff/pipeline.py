@@ -38,6 +38,8 @@ class Pipeline:
         self.max_batch = 8
         self._model_hash = None
         self.loras: list[dict] = []  # LoRAs merged into the weights: name, hash, scale, path
+        self.embeddings: list[dict] = []  # textual inversions added: token, hash, vectors, path
+        self._multi_vector: dict[str, list[str]] = {}  # embedding tokens written out before tokenizing
         self.compiled = False
         self._threads = None  # intra-op threads while generating; None: the process's own setting
         c = components
@@ -54,15 +56,19 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, model=None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-                        compile: bool = False, loras=()):
+                        compile: bool = False, loras=(), embeddings=()):
         """Load a local diffusers-format directory, a hub id, a LoRA folder written by
         `finetune --method lora`, or (None) the shipped default model. `compile=True` runs
         torch.compile on the UNet and VAE decoder (see `Pipeline.compile`). `loras`: LoRA files
-        or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`."""
+        or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`; `embeddings`:
+        textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name)."""
+        from .formats import embeddings as ti
+
         from .formats.lora import LoraSpec, apply_loras, describe, parse_spec
         from .lora import apply_lora, lora_base
 
         specs = [s if isinstance(s, LoraSpec) else parse_spec(s) for s in loras]
+        ti_specs = [s if isinstance(s, ti.EmbeddingSpec) else ti.parse_spec(s) for s in embeddings]
 
         local = Path(model).expanduser() if model is not None else None
         base = lora_base(local) if local is not None and local.is_dir() else None
@@ -81,12 +87,14 @@ class Pipeline:
             apply_lora(comps, local, allow_pickle)
             comps.defaults = defaults  # the base's defaults, overridden by the LoRA's
         apply_loras(comps, specs, allow_pickle)
+        ti_records, multi_vector = ti.add_embeddings(comps, ti_specs)
         if n_params is None:
             n_params = sum(p.numel() for p in comps.unet.parameters())
             target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
         ref = str(local.resolve()) if local is not None and local.exists() else model
         pipe = cls(comps, dev, target, model_ref=ref, model_dir=path)
         pipe.loras = [describe(s) for s in specs]
+        pipe.embeddings, pipe._multi_vector = ti_records, multi_vector
         return pipe.compile() if compile else pipe
 
     def compile(self) -> "Pipeline":
@@ -242,7 +250,10 @@ class Pipeline:
     def _sample(self, texts: list[str], seeds: list[int], p: dict) -> torch.Tensor:
         c = self.components
         use_cfg = p["guidance"] != 1.0
-        negatives = [p["negative_prompt"]] * len(texts) if use_cfg else None
+        from .formats.embeddings import expand
+
+        texts = [expand(t, self._multi_vector) for t in texts]
+        negatives = [expand(p["negative_prompt"], self._multi_vector)] * len(texts) if use_cfg else None
         cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, texts, negatives, p["prompt_syntax"], p["clip_skip"])
         src = p.get("source")
         image, mask = src.region() if src is not None else (None, None)
@@ -304,6 +315,7 @@ class Pipeline:
             "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
             "guidance": p["guidance"], "scheduler": p["scheduler"], "clip_skip": p["clip_skip"],
             "prompt_syntax": p["prompt_syntax"], "loras": self.loras,
+            "embeddings": self.embeddings,
             "scheduler_class": self.components.scheduler_config.get("_class_name"),
             "sampler": sampler_name(p["scheduler"], self.components.scheduler_config), "width": p["width"], "height": p["height"],
             "model": self.model_ref, "model_hash": self.model_hash, "dtype": DTYPE_NAMES.get(self.dtype),
