@@ -66,20 +66,14 @@ def test_pixels_match_diffusers_load_textual_inversion(tiny_sd1, pipe_sd1, tmp_p
 
 
 def test_embeddings_are_recorded_and_replayed(tiny_sd1, tmp_path, capsys):
-    from PIL import Image
-
     from latentdiff.fingerprint import short_hash
-    from latentdiff.infotext import parse_infotext
-    from test_cli import generate, meta, pixels
+    from test_infotext import made_and_replayed
 
     f = tmp_path / "style.safetensors"
     save_file({"emb_params": vectors(2)}, f)
-    (made,) = generate(capsys, "a style cat", "--model", tiny_sd1, "--embedding", f, "--out", tmp_path / "a", "--steps", 2)
-    assert meta(made)["embeddings"][0]["hash"] == short_hash(f, whole_file=True)
-    with Image.open(made) as im:
-        assert parse_infotext(im.text["parameters"])[2]["TI hashes"] == f"style: {short_hash(f, whole_file=True)}"
-    (again,) = generate(capsys, "--from", made, "--out", tmp_path / "b")
-    assert np.array_equal(pixels(again), pixels(made))
+    params, fields = made_and_replayed(capsys, tmp_path, "a style cat", "--model", tiny_sd1, "--embedding", f)
+    assert params["embeddings"][0]["hash"] == short_hash(f, whole_file=True)
+    assert fields["TI hashes"] == f"style: {short_hash(f, whole_file=True)}"
 
 
 def test_bad_embeddings(tiny_sd1, tmp_path, capsys):
