@@ -59,14 +59,10 @@ class GenerateConfig:
         for name in ("width", "height"):
             v = getattr(self, name)
             _check(v is None or v > 0, f"--{name} must be a positive number of pixels, got {v}")
-        from .formats.embeddings import parse_spec as parse_embedding
-        from .formats.lora import parse_spec
+        from .formats.addons import parse
         from .prompt_syntax import SYNTAXES
 
-        for spec in self.loras:
-            parse_spec(spec)  # exists, names a LoRA file: fail before the model loads
-        for spec in self.embeddings:
-            parse_embedding(spec)
+        parse(self.loras, self.embeddings)  # the files exist: fail before the model loads
 
         _check(self.prompt_syntax in SYNTAXES, f"--prompt-syntax must be one of: {', '.join(SYNTAXES)}; got {self.prompt_syntax!r}")
         _check(self.clip_skip is None or self.clip_skip >= 1, f"--clip-skip must be >= 1 (1 = last layer), got {self.clip_skip}")

@@ -37,9 +37,9 @@ class Pipeline:
         self.progress = True
         self.max_batch = 8
         self._model_hash = None
-        self.loras: list[dict] = []  # LoRAs merged into the weights: name, hash, scale, path
-        self.embeddings: list[dict] = []  # textual inversions added: token, hash, vectors, path
-        self._multi_vector: dict[str, list[str]] = {}  # embedding tokens written out before tokenizing
+        from .formats.addons import AddOns
+
+        self.addons = AddOns()  # LoRAs and embeddings added at load time
         self.compiled = False
         self._threads = None  # intra-op threads while generating; None: the process's own setting
         c = components
@@ -62,14 +62,10 @@ class Pipeline:
         torch.compile on the UNet and VAE decoder (see `Pipeline.compile`). `loras`: LoRA files
         or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`; `embeddings`:
         textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name)."""
-        from .formats import embeddings as ti
-
-        from .formats.lora import LoraSpec, apply_loras, describe, parse_spec
+        from .formats import addons
         from .lora import apply_lora, lora_base
 
-        specs = [s if isinstance(s, LoraSpec) else parse_spec(s) for s in loras]
-        ti_specs = [s if isinstance(s, ti.EmbeddingSpec) else ti.parse_spec(s) for s in embeddings]
-
+        lora_specs, embedding_specs = addons.parse(loras, embeddings)
         local = Path(model).expanduser() if model is not None else None
         base = lora_base(local) if local is not None and local.is_dir() else None
         path = hub.resolve(None if base == "default" else (base or model), allow_pickle)
@@ -79,22 +75,20 @@ class Pipeline:
         target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
         # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
         # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
-        early = base is None and not specs and n_params is not None
+        early = base is None and not lora_specs and n_params is not None
         comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev),
                                 dtype=target if early else None,
                                 channels_last=early and wants_channels_last(dev, target))
         if base is not None:
             apply_lora(comps, local, allow_pickle)
             comps.defaults = defaults  # the base's defaults, overridden by the LoRA's
-        apply_loras(comps, specs, allow_pickle)
-        ti_records, multi_vector = ti.add_embeddings(comps, ti_specs)
+        added = addons.apply(comps, lora_specs, embedding_specs, allow_pickle)
         if n_params is None:
             n_params = sum(p.numel() for p in comps.unet.parameters())
             target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
         ref = str(local.resolve()) if local is not None and local.exists() else model
         pipe = cls(comps, dev, target, model_ref=ref, model_dir=path)
-        pipe.loras = [describe(s) for s in specs]
-        pipe.embeddings, pipe._multi_vector = ti_records, multi_vector
+        pipe.addons = added
         return pipe.compile() if compile else pipe
 
     def compile(self) -> "Pipeline":
@@ -250,10 +244,8 @@ class Pipeline:
     def _sample(self, texts: list[str], seeds: list[int], p: dict) -> torch.Tensor:
         c = self.components
         use_cfg = p["guidance"] != 1.0
-        from .formats.embeddings import expand
-
-        texts = [expand(t, self._multi_vector) for t in texts]
-        negatives = [expand(p["negative_prompt"], self._multi_vector)] * len(texts) if use_cfg else None
+        texts = [self.addons.expand(t) for t in texts]
+        negatives = [self.addons.expand(p["negative_prompt"])] * len(texts) if use_cfg else None
         cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, texts, negatives, p["prompt_syntax"], p["clip_skip"])
         src = p.get("source")
         image, mask = src.region() if src is not None else (None, None)
@@ -314,8 +306,8 @@ class Pipeline:
         return {
             "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
             "guidance": p["guidance"], "scheduler": p["scheduler"], "clip_skip": p["clip_skip"],
-            "prompt_syntax": p["prompt_syntax"], "loras": self.loras,
-            "embeddings": self.embeddings,
+            "prompt_syntax": p["prompt_syntax"], "loras": self.addons.loras,
+            "embeddings": self.addons.embeddings,
             "scheduler_class": self.components.scheduler_config.get("_class_name"),
             "sampler": sampler_name(p["scheduler"], self.components.scheduler_config), "width": p["width"], "height": p["height"],
             "model": self.model_ref, "model_hash": self.model_hash, "dtype": DTYPE_NAMES.get(self.dtype),

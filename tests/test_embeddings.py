@@ -43,7 +43,7 @@ def test_vectors_land_on_the_new_tokens(tiny_sd1, tmp_path, layout):
     rows = c.text_encoder.get_input_embeddings().weight[c.tokenizer.convert_tokens_to_ids(tokens)]
     assert torch.equal(rows, vecs)
     assert c.tokenizer("a MyStyle cat", add_special_tokens=False).input_ids[1] == c.tokenizer.convert_tokens_to_ids("mystyle")
-    assert pipe.embeddings[0]["token"] == "mystyle" and pipe.embeddings[0]["vectors"] == len(vecs)
+    assert pipe.addons.embeddings[0]["token"] == "mystyle" and pipe.addons.embeddings[0]["vectors"] == len(vecs)
 
 
 def test_pixels_match_diffusers_load_textual_inversion(tiny_sd1, pipe_sd1, tmp_path):
