@@ -68,6 +68,23 @@ def test_kohya_lora_merges_scale_times_alpha_over_rank(tiny_sd1, pipe_sd1, tmp_p
     assert not any("lora" in n for n, _ in pipe.components.unet.named_modules()), "fused and unloaded"
 
 
+def test_locon_conv_layers_merge(tiny_sd1, pipe_sd1, tmp_path):
+    """LyCORIS LoCon: kohya names on convolutions, a 3x3 down and a 1x1 up projection."""
+    from safetensors.torch import load_file
+
+    conv = "down_blocks.0.resnets.0.conv1"
+    g = torch.Generator().manual_seed(3)
+    down, up = torch.randn(RANK, 32, 3, 3, generator=g) * 0.3, torch.randn(32, RANK, 1, 1, generator=g) * 0.3
+    key = "lora_unet_" + conv.replace(".", "_")
+    tensors = {**load_file(kohya_file(tmp_path / "k.safetensors")), f"{key}.lora_down.weight": down,
+               f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(ALPHA)}
+    save_file(tensors, tmp_path / "locon.safetensors")
+    pipe = load(tiny_sd1, f"{tmp_path / 'locon.safetensors'}:0.5")
+    base = pipe_sd1.components.unet.get_submodule(conv).weight
+    expected = base + 0.5 * (ALPHA / RANK) * (up.flatten(1) @ down.flatten(1)).reshape(base.shape)
+    assert torch.allclose(pipe.components.unet.get_submodule(conv).weight, expected, atol=1e-5)
+
+
 def test_stacked_loras_add_up(tiny_sd1, pipe_sd1, tmp_path):
     k, d = kohya_file(tmp_path / "a.safetensors"), diffusers_file(tmp_path / "b.safetensors")
     pipe = load(tiny_sd1, f"{k}:0.5", f"{d}:-1.5")
