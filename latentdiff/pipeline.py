@@ -305,8 +305,8 @@ class Pipeline:
 
         return {
             "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
-            "guidance": p["guidance"], "scheduler": p["scheduler"], "clip_skip": p["clip_skip"],
-            "prompt_syntax": p["prompt_syntax"], "loras": self.addons.loras,
+            "guidance": p["guidance"], "scheduler": p["scheduler"], "clip_skip": p.get("clip_skip"),
+            "prompt_syntax": p.get("prompt_syntax", "plain"), "loras": self.addons.loras,
             "embeddings": self.addons.embeddings,
             "scheduler_class": self.components.scheduler_config.get("_class_name"),
             "sampler": sampler_name(p["scheduler"], self.components.scheduler_config), "width": p["width"], "height": p["height"],
