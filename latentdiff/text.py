@@ -24,6 +24,12 @@ def token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     return tokenizer(prompts, add_special_tokens=False, truncation=False, verbose=False).input_ids
 
 
+def chunk_count(tokenizer, prompts: list[str]) -> int:
+    """How many 75-token chunks the longest plain-text prompt needs (at least 1)."""
+    size = tokenizer.model_max_length - 2
+    return max(1, *(-(-len(ids) // size) for ids in token_ids(tokenizer, prompts)))
+
+
 def prompt_chunks(tokenizer, prompt: str, syntax: str = "plain") -> list[Chunk]:
     """The prompt's tokens with their weights, in pieces of at most 75; BREAK ends a piece."""
     size = tokenizer.model_max_length - 2
