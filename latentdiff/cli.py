@@ -52,6 +52,10 @@ def cmd_generate(args) -> int:
     # other jobs, spinning threads starved the working ones (steps up to 7x slower).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .cli_image import image_options
+    from .interrupts import import_torch, interrupts_deferred
+
+    with interrupts_deferred():
+        import_torch()
     from .config import GenerateConfig, read_prompts_file
     from .errors import UsageError
     from .generate import run_generate
@@ -104,12 +108,23 @@ def _extra_commands():
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
-    code = _dispatch(args)
+    from .interrupts import interrupts_deferred
+
+    try:
+        with interrupts_deferred():
+            parser = build_parser()
+            args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
+        code = _dispatch(args)
+    except KeyboardInterrupt:  # also during start-up, before a command runs: exit 130, no traceback
+        print(f"{PROG}: interrupted; files written so far are kept", file=sys.stderr)
+        code = 130
+        if argv is None:  # a second Ctrl-C during the interpreter's teardown would print a traceback
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     if argv is None and args.command in ("generate", "upscale"):
         # The real command line (not a test calling main([...])): every image is written and
         # closed, so skip the interpreter's teardown of torch/diffusers (2-3 s on a small CPU).
@@ -125,9 +140,6 @@ def _dispatch(args) -> int:
     except LatentDiffError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; files written so far are kept", file=sys.stderr)
-        return 130
     except MemoryError:
         print(f"{PROG}: error: out of memory; try fewer --num-images or a smaller size", file=sys.stderr)
         return 1
