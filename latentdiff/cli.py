@@ -77,8 +77,8 @@ def cmd_generate(args) -> int:
     if args.from_image:
         params = read_params(args.from_image)
         recorded_device = None if args.dtype else params.get("device")
-        cfg = GenerateConfig.from_image(params, **{**flags, "prompts": prompts or None,
-                                                   "image_options": image_options(args, params)})
+        cfg = GenerateConfig.from_image(params, args.from_image, **{**flags, "prompts": prompts or None,
+                                                                    "image_options": image_options(args, params)})
         if args.random_seed:
             cfg.seed = None
     else:

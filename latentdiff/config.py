@@ -43,24 +43,21 @@ class GenerateConfig:
     """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
 
     def __post_init__(self):
-        _check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
-        _check(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
-        _check(self.guidance is None or self.guidance >= 0, f"--guidance must be >= 0, got {self.guidance}")
-        _check(self.num_images >= 1, f"--num-images must be >= 1, got {self.num_images}")
-        _check(self.seed is None or self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
-        for name in ("width", "height"):
-            v = getattr(self, name)
-            _check(v is None or v > 0, f"--{name} must be a positive number of pixels, got {v}")
-        if self.scheduler is not None:
-            from .sampling import check_scheduler_name
+        from .params import check_fields, flag_label
 
-            self.scheduler = check_scheduler_name(self.scheduler)
+        checked = check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, flag_label)
+        for name, value in checked.items():
+            setattr(self, name, value)
+        _check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
 
     @classmethod
-    def from_image(cls, params: dict, **overrides) -> "GenerateConfig":
-        """Rebuild a config from a PNG's recorded parameters; explicit flags override them."""
+    def from_image(cls, params: dict, source: str = "the --from image", **overrides) -> "GenerateConfig":
+        """Rebuild a config from a PNG's recorded parameters (checked like the flags, each error
+        naming `source`); explicit flags override them."""
+        from .params import check_fields, recorded_label
+
         recorded = {
-            "prompts": [params["prompt"]],
+            "prompts": [params.get("prompt")],
             "model": params.get("model"),
             "steps": params.get("steps"),
             "guidance": params.get("guidance"),
@@ -71,7 +68,9 @@ class GenerateConfig:
             "scheduler": params.get("scheduler"),
             "dtype": params.get("dtype") or "auto",
         }
-        return cls(**{**recorded, **{k: v for k, v in overrides.items() if v is not None}})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        kept = check_fields({k: v for k, v in recorded.items() if k not in given}, recorded_label(source))
+        return cls(**{**kept, **given})
 
 
 def read_prompts_file(path: str) -> list[str]:

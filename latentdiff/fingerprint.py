@@ -20,9 +20,11 @@ def _file_sha256(path: Path) -> str:
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     try:
         cache = json.loads(_CACHE.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         cache = {}
-    if key in cache:
+    if not isinstance(cache, dict):  # valid JSON but not ours: start afresh (it is only a cache)
+        cache = {}
+    if isinstance(cache.get(key), str):
         return cache[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -50,6 +50,9 @@ def check_model_dir(path: Path) -> Path:
         raise ModelError(f"model directory {path} is empty")
     if not (path / "model_index.json").is_file():
         raise ModelError(f"{path} is not a diffusers-format model: model_index.json is missing")
+    from .model_checks import read_json_object
+
+    read_json_object(path / "model_index.json", "model index")
     missing = [c for c in COMPONENTS if not (path / c).is_dir()]
     if missing:
         raise ModelError(f"model {path} lacks component folder(s): {', '.join(missing)}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import model_checks
 from .errors import ModelError
 from .weights import load_component_state
 
@@ -62,12 +63,7 @@ def _classes():
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{what} config {path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{what} config {path} is not valid JSON: {e}") from None
+    return model_checks.read_json_object(path, what)
 
 
 def _assign(module, component_dir: Path, allow_pickle: bool, device: str, dtype=None, channels_last=False):
@@ -88,11 +84,21 @@ def _assign(module, component_dir: Path, allow_pickle: bool, device: str, dtype=
     return module
 
 
-def _build(cls, config, component_dir: Path, allow_pickle: bool, device: str, dtype=None, channels_last=False):
+def _build(cls, config, component_dir: Path, allow_pickle: bool, device: str, dtype=None, channels_last=False,
+           config_name: str = "config.json"):
+    """Check the config against the weights on the meta device, then fill the module from disk."""
     from accelerate import init_empty_weights
 
-    with init_empty_weights(include_buffers=False):
-        module = cls(config) if not hasattr(cls, "from_config") else cls.from_config(config)
+    config_path = component_dir / config_name
+    if isinstance(config, dict):
+        model_checks.check_config_numbers(config, config_path)
+    module = model_checks.build_on_meta(cls, config, config_path)
+    model_checks.check_size_against_weights(module, model_checks.stored_values(component_dir), config_path,
+                                            component_dir)
+    if next(module.buffers(), None) is not None:
+        # Buffers that checkpoints do not store (CLIP's position_ids) need real values: build again.
+        with init_empty_weights(include_buffers=False):
+            module = model_checks.construct(cls, config)
     return _assign(module, component_dir, allow_pickle, device, dtype, channels_last).eval().requires_grad_(False)
 
 
@@ -114,14 +120,17 @@ def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu",
     vae_config = _read_json(path / "vae" / "config.json", "vae")
     vae = _build(VAE, vae_config, path / "vae", allow_pickle, device, vae_dtype(dtype, vae_config) if dtype else None,
                  channels_last)
-    te_config = TextConfig.from_dict(_read_json(path / "text_encoder" / "config.json", "text encoder"))
+    te_path = path / "text_encoder" / "config.json"
+    te_dict = _read_json(te_path, "text encoder")
+    model_checks.check_config_numbers(te_dict, te_path)
+    te_config = model_checks.guarded(lambda: TextConfig.from_dict(te_dict), te_path)
     text_encoder = _build(TextModel, te_config, path / "text_encoder", allow_pickle, device, dtype)
     return Components(
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=load_tokenizer(path / "tokenizer"),
-        scheduler_config=_read_json(path / "scheduler" / "scheduler_config.json", "scheduler"),
+        scheduler_config=read_scheduler_config(path / "scheduler" / "scheduler_config.json"),
         defaults=read_defaults(path),
     )
 
@@ -141,13 +150,17 @@ def load_tokenizer(path: Path):
         raise ModelError(f"tokenizer folder {path} is missing or empty")
     try:
         return CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError, TypeError) as e:
-        raise ModelError(f"cannot read the tokenizer in {path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a damaged tokenizer file fails in many types
+        raise ModelError(f"cannot read the tokenizer in {path}: {model_checks.first_line(e)}") from None
+
+
+def read_scheduler_config(path: Path) -> dict:
+    return model_checks.check_scheduler_config(_read_json(path, "scheduler"), path)
 
 
 def read_defaults(path: Path) -> dict:
     f = path / DEFAULTS_FILE
-    return _read_json(f, "latentdiff defaults") if f.is_file() else {}
+    return model_checks.check_defaults(_read_json(f, "latentdiff defaults"), f) if f.is_file() else {}
 
 
 def save_components(c: Components, out: Path, scheduler_class: str, extra_defaults: dict | None = None):

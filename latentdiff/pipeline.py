@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
-from . import hub
+from . import hub, model_checks, params
 from .errors import LatentDiffError, UsageError
 from .images import a1111_line, to_pil
+from .resources import allocation_errors
 from .models import Components, load_components, read_defaults, save_components, vae_dtype, vae_scale_factor
 from .runtime import (DTYPE_NAMES, compile_for_inference, cpu_threads_for, prepack_cpu_weights, resolve_device,
                       resolve_dtype, torch_threads, use_channels_last, wants_channels_last, wants_prepacked_weights)
@@ -20,7 +21,6 @@ from .text import encode_prompts
 from .weights import parameter_count
 
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
-MAX_SEED = 2**63 - 1
 # Below this UNet size bf16's conversions cost more than its faster matmuls save on CPU.
 CPU_BF16_MIN_PARAMS = 50_000_000
 
@@ -161,7 +161,7 @@ class Pipeline:
         """Like __call__, but yields each image as soon as its batch is decoded."""
         from .workflows.options import ImageOptions
 
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = params.prompts(params.api_label, prompt)
         opts = ImageOptions.from_kwargs({k: v for k, v in options.items() if v is not None})
         if self.is_upscaler:
             raise UsageError(f"{self.model_ref} is a diffusion upscaler, not a text-to-image model; use "
@@ -171,42 +171,53 @@ class Pipeline:
             width, height = source.image.size
         p = self._resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
         p.update(options=opts, source=source, strength=opts.default_strength() if source else None)
-        jobs = [(text, p["seed"] + k) for k, text in enumerate(t for t in prompts for _ in range(num_images))]
-        for i in range(0, len(jobs), self.max_batch):
-            yield from self._generate(jobs[i : i + self.max_batch], p)
+        jobs = [(text, p["seed"] + k) for k, text in enumerate(t for t in prompts for _ in range(p["num_images"]))]
+        batch = self._batch_size(p, len(jobs))
+        for i in range(0, len(jobs), batch):
+            yield from self._generate(jobs[i : i + batch], p)
 
     def _resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> dict:
-        d = self.defaults()
-        steps = d["steps"] if steps is None else steps
-        guidance = d["guidance"] if guidance is None else guidance
-        width = self.native_size if width is None else width
-        height = self.native_size if height is None else height
-        if not prompts or not all(isinstance(t, str) for t in prompts):
-            raise UsageError("prompt must be a string or a non-empty list of strings")
-        if not isinstance(negative, str):
-            raise UsageError("negative_prompt must be a string")
-        if int(steps) != steps or steps < 1:
-            raise UsageError(f"steps must be a whole number >= 1, got {steps}")
-        if guidance < 0:
-            raise UsageError(f"guidance must be >= 0, got {guidance}")
-        if int(num_images) != num_images or num_images < 1:
-            raise UsageError(f"num_images must be a whole number >= 1, got {num_images}")
-        for name, v in (("width", width), ("height", height)):
-            check_size(name, v, self.scale_factor)
-        if seed is None:
-            seed = secrets.randbelow(2**32)
-        if int(seed) != seed or not 0 <= seed <= MAX_SEED - len(prompts) * num_images:
-            raise UsageError(f"seed must be a whole number between 0 and 2^63 - 1, got {seed}")
-        # None keeps the model's own scheduler config exactly (a name would apply our overrides).
-        sched = check_scheduler_name(scheduler) if scheduler is not None else None
-        return dict(negative_prompt=negative, steps=int(steps), guidance=float(guidance), width=int(width),
-                    height=int(height), seed=int(seed), scheduler=sched)
+        """Every argument checked (params.py), defaults filled in from the model."""
+        d, api = self.defaults(), params.api_label
+
+        def side(name, given):  # a size left out is the model's native one, named so in errors
+            label = api if given is not None else (lambda n: f"the model's native {n}")
+            return params.size(label, name, self.native_size if given is None else given, self.scale_factor)
+
+        n = params.num_images(api, num_images)
+        train_steps = self.components.scheduler_config.get("num_train_timesteps")
+        p = dict(
+            negative_prompt=params.text(api, "negative_prompt", "" if negative is None else negative),
+            steps=params.steps(api, d["steps"] if steps is None else steps, train_steps),
+            guidance=params.guidance(api, d["guidance"] if guidance is None else guidance),
+            width=side("width", width), height=side("height", height),
+            seed=params.seed(api, secrets.randbelow(2**32) if seed is None else seed, len(prompts) * n),
+            # None keeps the model's own scheduler config exactly (a name would apply our overrides).
+            scheduler=params.scheduler(api, scheduler), num_images=n,
+        )
+        where = Path(self.model_dir or ".") / "scheduler" / "scheduler_config.json"
+        model_checks.check_scheduler_steps(self.components.scheduler_config, p["scheduler"], p["steps"], where)
+        return p
+
+    def _batch_size(self, p: dict, total: int) -> int:
+        """At most max_batch images at a time, fewer where the memory would not hold them."""
+        from .resources import batch_that_fits, generation_bytes
+
+        c = self.components
+        unet_bytes, vae_bytes = c.unet.dtype.itemsize, c.vae.dtype.itemsize
+
+        def need(batch: int) -> int:
+            return generation_bytes(c.unet.config, c.vae.config, batch, p["width"], p["height"],
+                                    p["guidance"] != 1.0, unet_bytes, vae_bytes)
+
+        return batch_that_fits(need, min(self.max_batch, total), self.device, f"a {p['width']}x{p['height']} image")
 
     def _generate(self, jobs: list[tuple[str, int]], p: dict):
         from .workflows.finish import finish
 
         texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
-        with torch_threads(self._threads):
+        what = f"generating {len(texts)} image(s) of {p['width']}x{p['height']} on {self.device}"
+        with torch_threads(self._threads), allocation_errors(what, "choose a smaller size"):
             pixels = self._sample(texts, seeds, p)
         out = []
         for image, text, s in zip(to_pil(pixels), texts, seeds):
@@ -297,11 +308,3 @@ def _cpu_dtype_pref(defaults: dict, unet_params: int | None) -> str | None:
     if defaults.get("cpu_dtype"):
         return defaults["cpu_dtype"]
     return "fp32" if unet_params is not None and unet_params < CPU_BF16_MIN_PARAMS else None
-
-
-def check_size(name: str, value, factor: int) -> None:
-    if int(value) != value or value < factor:
-        raise UsageError(f"{name} must be a whole number >= {factor}, got {value}")
-    if value % factor:
-        lo, hi = value - value % factor, value - value % factor + factor
-        raise UsageError(f"{name} {value} is not a multiple of {factor}; try {lo} or {hi}" if lo else f"{name} {value} is not a multiple of {factor}; try {hi}")
