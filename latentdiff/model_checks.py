@@ -95,16 +95,20 @@ def check_size_against_weights(module, stored: int | None, path: Path, weights_d
 
 
 def stored_values(component_dir: Path) -> int | None:
-    """Values in a component's weights: from safetensors headers, else bounded by the files' bytes."""
-    from .weights import find_weight_files, parameter_count
+    """Values in a component's weights: from safetensors headers, else bounded by the pickle files'
+    bytes; None when the files are unreadable (their loader then says why)."""
+    from .weights import PICKLE_RAW, PICKLE_ZIP, find_weight_files, parameter_count, sniff_format
 
     count = parameter_count(component_dir)
     if count is not None:
         return count
     try:
-        return sum(f.stat().st_size for f in find_weight_files(component_dir))
-    except OSError:
-        return None
+        files = find_weight_files(component_dir)
+        if all(f.is_file() and sniff_format(f) in (PICKLE_RAW, PICKLE_ZIP) for f in files):
+            return sum(f.stat().st_size for f in files)
+    except (ModelError, OSError):
+        pass
+    return None
 
 
 def check_scheduler_config(config: dict, path: Path) -> dict:
