@@ -15,9 +15,14 @@ from .errors import LatentDiffError
 PROG = "latentdiff"
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters (a newline in a quoted argument or path) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own usage errors: one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def _add_generate(sub):
@@ -138,14 +143,14 @@ def _dispatch(args) -> int:
     try:
         return args.func(args)
     except LatentDiffError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except MemoryError:
         print(f"{PROG}: error: out of memory; try fewer --num-images or a smaller size", file=sys.stderr)
         return 1
     except OSError as e:
         # Disk full, permission denied, a path that is a file: the user can act on these.
-        print(f"{PROG}: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", file=sys.stderr)
+        print(one_line(f"{PROG}: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}"), file=sys.stderr)
         return 1
 
 

@@ -45,13 +45,17 @@ def save_png(image: Image.Image, out_dir: Path, stem: str) -> Path:
 
 def read_params(path: str | os.PathLike) -> dict:
     """The parameters a latentdiff PNG was made with."""
+    import warnings
+
     try:
-        with Image.open(path) as im:
+        # A PNG declaring a huge size is refused (a decompression bomb), not decoded.
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             im.load()
             text = im.info.get(META_KEY) or (im.text.get(META_KEY) if hasattr(im, "text") else None)
     except FileNotFoundError:
         raise UsageError(f"--from image {path} does not exist") from None
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UsageError(f"--from image {path} cannot be read: {e}") from None
     if not text:
         raise UsageError(f"--from image {path} has no latentdiff parameters (was it made by latentdiff?)")

@@ -69,8 +69,11 @@ def _read_json(path: Path, what: str) -> dict:
 def _assign(module, component_dir: Path, allow_pickle: bool, device: str, dtype=None, channels_last=False):
     """Fill a meta-initialised module with the weights on disk (floating tensors cast to
     `dtype`, conv weights laid out channels_last, as they are read); refuse any mismatch."""
-    sd = load_component_state(component_dir, allow_pickle, device="cpu" if device == "mps" else device, dtype=dtype,
-                              channels_last=channels_last)
+    from .resources import allocation_errors
+
+    with allocation_errors(f"loading the weights in {component_dir}", "free some memory, or load in fp16/bf16"):
+        sd = load_component_state(component_dir, allow_pickle, device="cpu" if device == "mps" else device,
+                                  dtype=dtype, channels_last=channels_last)
     try:
         result = module.load_state_dict(sd, strict=False, assign=True)
     except RuntimeError as e:

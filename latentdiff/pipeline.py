@@ -59,6 +59,9 @@ class Pipeline:
         torch.compile on the UNet and VAE decoder (see `Pipeline.compile`)."""
         from .lora import apply_lora, lora_base
 
+        load = params.check_fields(dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle,
+                                        compile=compile), params.api_label)
+        model, device, dtype = load["model"], load["device"], load["dtype"]
         local = Path(model).expanduser() if model is not None else None
         base = lora_base(local) if local is not None and local.is_dir() else None
         path = hub.resolve(None if base == "default" else (base or model), allow_pickle)
