@@ -57,7 +57,8 @@ def available_bytes(device) -> int | None:
         import torch
 
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        # Blocks torch's caching allocator holds but no tensor uses are free to us, not to the driver.
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     if device.type != "cpu":
         return None
     found = [n for n in (_meminfo_available(), _cgroup_headroom()) if n is not None]
