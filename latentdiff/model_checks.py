@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path, PurePosixPath
 
 from .errors import ModelError
@@ -72,7 +73,9 @@ def build_on_meta(cls, config, path: Path):
     import torch
 
     def build():
-        with torch.device("meta"):
+        # A bad config's warnings (zero-element tensors, deprecated keys) would break our one line.
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return construct(cls, config)
 
     return guarded(build, path)
