@@ -72,9 +72,14 @@ def assert_clean(code, out: str, err: str, out_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cli_env(pipe_sd1, tiny_sd1):
-    """The session's tiny pipeline for every CLI case (loading is fuzzed on its own below)."""
-    with mock.patch.object(Pipeline, "from_pretrained", lambda *a, **k: pipe_sd1):
-        yield tiny_sd1
+    return tiny_sd1
+
+
+def run_loaded(pipe, argv):
+    """run_main with the session's tiny pipeline instead of a load per case (loading is fuzzed
+    on its own below)."""
+    with mock.patch.object(Pipeline, "from_pretrained", lambda *a, **k: pipe):
+        return run_main(argv)
 
 
 def value_for(flag: str):
@@ -95,14 +100,14 @@ FLAGS = ["--steps", "--guidance", "--seed", "--width", "--height", "--num-images
 @settings(FUZZ, max_examples=150)
 @given(prompt=st.text(max_size=30) | st.just("y" * 10_001), flags=st.lists(st.sampled_from(FLAGS), max_size=4),
        data=st.data())
-def test_fuzz_cli_flags(cli_env, prompt, flags, data):
+def test_fuzz_cli_flags(cli_env, pipe_sd1, prompt, flags, data):
     argv = ["generate", prompt, "--model", str(cli_env), "--quiet"]
     for flag in flags:
         argv += [flag, data.draw(value_for(flag))]
     if "--steps" not in flags:
         argv += ["--steps", "1"]
     with tempfile.TemporaryDirectory() as tmp:
-        code, out, err = run_main([*argv, "--out", tmp])
+        code, out, err = run_loaded(pipe_sd1, [*argv, "--out", tmp])
         assert_clean(code, out, err, Path(tmp))
 
 
@@ -114,15 +119,15 @@ RECORDED = {"prompt": st.text(max_size=20), "steps": st.integers(1, 3), "guidanc
 
 @settings(FUZZ, max_examples=120)
 @given(data=st.data(), broken=st.sets(st.sampled_from(sorted(RECORDED)), max_size=3), raw=st.booleans())
-def test_fuzz_from_png_metadata(cli_env, data, broken, raw):
+def test_fuzz_from_png_metadata(cli_env, pipe_sd1, data, broken, raw):
     params = {k: data.draw(json_value if k in broken else s) for k, s in RECORDED.items()}
     text = data.draw(st.text(max_size=40)) if raw else json.dumps(params)
     with tempfile.TemporaryDirectory() as tmp:
         info = PngImagePlugin.PngInfo()
         info.add_itxt("latentdiff", text)
         Image.new("RGB", (4, 4)).save(Path(tmp) / "in.png", pnginfo=info)
-        code, out, err = run_main(["generate", "--from", str(Path(tmp) / "in.png"), "--model", str(cli_env),
-                                   "--quiet", "--out", str(Path(tmp) / "o")])
+        code, out, err = run_loaded(pipe_sd1, ["generate", "--from", str(Path(tmp) / "in.png"), "--model",
+                                               str(cli_env), "--quiet", "--out", str(Path(tmp) / "o")])
         assert_clean(code, out, err, Path(tmp) / "o")
 
 
@@ -144,7 +149,8 @@ def test_fuzz_api_arguments(pipe_sd1, data, broken):
         assert "\n" not in str(e) and str(e)
     else:
         size = tuple(pipe_sd1.native_size if kwargs[k] is None else kwargs[k] for k in ("width", "height"))
-        assert len(images) == 1 and images[0].size == size
+        count = 1 if isinstance(kwargs["prompt"], str) else len(kwargs["prompt"])
+        assert len(images) == count and all(im.size == size for im in images)
 
 
 @settings(FUZZ, max_examples=200)
