@@ -29,7 +29,7 @@ def _add_generate(sub):
     p = sub.add_parser("generate", help="make images from a text prompt",
                        description="Make images from text. Prints each written PNG path on stdout.")
     p.add_argument("prompt", nargs="?", help="the text prompt (or use --prompts / --from)")
-    p.add_argument("--model", help="model directory, hub id (org/name), or omit for the shipped default")
+    p.add_argument("--model", help="model directory, single-file checkpoint (.safetensors), hub id (org/name), or omit for the shipped default")
     p.add_argument("--out", default="outputs", help="output folder (default: outputs/); files are never overwritten")
     p.add_argument("--steps", type=int, help="denoising steps (default: the model's recommendation, else 25)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 disables CFG (default: model's, else 7.5)")
@@ -49,6 +49,9 @@ def _add_generate(sub):
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes on CPU; cached on disk)")
     add_image_flags(p)
+    p.add_argument("--vae", metavar="DIR|FILE", help="decode with this VAE instead of the model's own (folder or .safetensors)")
+    p.add_argument("--refiner", metavar="M", help="SDXL refiner model that finishes the denoising (SDXL base + refiner)")
+    p.add_argument("--refiner-start", type=float, metavar="F", help="fraction of the steps after which the refiner takes over (default: 0.8)")
     p.set_defaults(func=cmd_generate)
 
 
@@ -77,7 +80,8 @@ def cmd_generate(args) -> int:
     flags = dict(model=args.model, out=args.out, steps=args.steps, guidance=args.guidance, negative=args.negative,
                  seed=seed, width=args.width, height=args.height, num_images=args.num_images,
                  scheduler=args.scheduler, device=args.device, dtype=args.dtype,
-                 allow_pickle=args.allow_pickle, quiet=args.quiet, compile=args.compile)
+                 allow_pickle=args.allow_pickle, quiet=args.quiet, compile=args.compile, refiner=args.refiner,
+                 refiner_start=args.refiner_start, vae=args.vae)
     recorded_device = None
     if args.from_image:
         params = read_params(args.from_image)
@@ -95,12 +99,31 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _add_convert(sub):
+    p = sub.add_parser("convert", help="diffusers folder <-> single-file checkpoint (A1111 layout)",
+                       description="Convert a diffusers model folder to one .safetensors file in the original "
+                                   "(AUTOMATIC1111 / civitai) layout, or such a file to a diffusers folder.")
+    p.add_argument("src", help="a model folder, or a single-file checkpoint")
+    p.add_argument("dst", help="the file (.safetensors) or folder to write; never overwritten")
+    p.add_argument("--dtype", help="store weights as fp32, fp16 or bf16 (default: as they are)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow reading a pickle (.ckpt) source, with weights_only=True")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(args) -> int:
+    from .formats.convert import convert
+
+    print(convert(args.src, args.dst, allow_pickle=args.allow_pickle, dtype=args.dtype), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Text-to-image latent diffusion: generate images, fine-tune models.")
     parser.add_argument("--version", action="version", version=f"{PROG} 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_generate(sub)
     add_upscale(sub)
+    _add_convert(sub)
     for add in _extra_commands():
         add(sub)
     return parser

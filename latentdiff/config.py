@@ -41,6 +41,12 @@ class GenerateConfig:
     """torch.compile the UNet and VAE decoder (slow first call, faster steps)."""
     image_options: dict = field(default_factory=dict)
     """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
+    vae: str | None = None
+    """A VAE folder or file to decode with instead of the model's own."""
+    refiner: str | None = None
+    """An SDXL refiner model that finishes the denoising (diffusers' base + refiner handoff)."""
+    refiner_start: float | None = None
+    """Fraction of the denoising after which the refiner takes over (default 0.8)."""
 
     def __post_init__(self):
         from .params import check_fields, flag_label
@@ -49,6 +55,9 @@ class GenerateConfig:
         for name, value in checked.items():
             setattr(self, name, value)
         _check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
+        _check(self.refiner_start is None or self.refiner is not None, "--refiner-start needs --refiner MODEL")
+        _check(self.refiner_start is None or 0 < self.refiner_start < 1,
+               f"--refiner-start must be between 0 and 1 (exclusive), got {self.refiner_start}")
 
     @classmethod
     def from_image(cls, params: dict, source: str = "the --from image", **overrides) -> "GenerateConfig":
@@ -67,6 +76,9 @@ class GenerateConfig:
             "height": params.get("height"),
             "scheduler": params.get("scheduler"),
             "dtype": params.get("dtype") or "auto",
+            "refiner": params.get("refiner"),
+            "vae": params.get("vae"),
+            "refiner_start": params.get("refiner_start"),
         }
         given = {k: v for k, v in overrides.items() if v is not None}
         kept = check_fields({k: v for k, v in recorded.items() if k not in given}, recorded_label(source))

@@ -8,9 +8,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from .hub import COMPONENTS
 from .weights import find_weight_files
 
+WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 _CACHE = Path(os.environ.get("LATENTDIFF_CACHE", Path.home() / ".cache" / "latentdiff")) / "hashes.json"
 
 
@@ -42,11 +42,13 @@ def _file_sha256(path: Path) -> str:
 
 
 def model_hash(model_dir: Path) -> str:
-    """A short hash over every weight file of the model (unet, vae, text encoder)."""
+    """A short hash over every weight file of the model (unet, vae, text encoders)."""
+    if model_dir.is_file():  # a single-file checkpoint
+        return _file_sha256(model_dir)[:12]
     h = hashlib.sha256()
-    for comp in COMPONENTS:
+    for comp in WEIGHTED_COMPONENTS:
         d = model_dir / comp
-        if comp in ("tokenizer", "scheduler") or not d.is_dir():
+        if not d.is_dir():
             continue
         for f in find_weight_files(d):
             h.update(_file_sha256(f).encode())

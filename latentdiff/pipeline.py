@@ -16,8 +16,8 @@ from .resources import allocation_errors
 from .models import Components, load_components, read_defaults, save_components, vae_dtype, vae_scale_factor
 from .runtime import (DTYPE_NAMES, compile_for_inference, cpu_threads_for, prepack_cpu_weights, resolve_device,
                       resolve_dtype, torch_threads, use_channels_last, wants_channels_last, wants_prepacked_weights)
-from .sampling import check_scheduler_name, denoise, make_scheduler
-from .text import encode_prompts
+from .conditioning import conditioning_for
+from .sampling import check_scheduler_name, denoise, make_scheduler, refiner_start_index, steps_before
 from .weights import parameter_count
 
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
@@ -39,11 +39,15 @@ class Pipeline:
         self._model_hash = None
         self.compiled = False
         self._threads = None  # intra-op threads while generating; None: the process's own setting
+        self.conditioning = conditioning_for(components)
+        self.refiner, self.refiner_start = None, None  # an SDXL refiner takes over at refiner_start
+        self.vae_ref = None  # a VAE given instead of the model's own
         c = components
         if not place:
             return
         c.unet.to(device=device, dtype=dtype)
-        c.text_encoder.to(device=device, dtype=dtype)
+        for te in c.text_encoders():
+            te.to(device=device, dtype=dtype)
         c.vae.to(device=device, dtype=vae_dtype(dtype, c.vae.config))
         self._threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
         if wants_channels_last(device, dtype):
@@ -53,36 +57,31 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, model=None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-                        compile: bool = False):
-        """Load a local diffusers-format directory, a hub id, a LoRA folder written by
-        `finetune --method lora`, or (None) the shipped default model. `compile=True` runs
-        torch.compile on the UNet and VAE decoder (see `Pipeline.compile`)."""
-        from .lora import apply_lora, lora_base
-
+                        compile: bool = False, vae=None):
+        """Load a local diffusers-format directory, a single-file checkpoint (`.safetensors`,
+        A1111 layout), a hub id, a LoRA folder written by `finetune --method lora`, or (None) the
+        shipped default model; `vae` (a folder or file) replaces the model's VAE. `compile=True`
+        runs torch.compile on the UNet and VAE decoder (see `Pipeline.compile`)."""
         load = params.check_fields(dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle,
                                         compile=compile), params.api_label)
         model, device, dtype = load["model"], load["device"], load["dtype"]
         local = Path(model).expanduser() if model is not None else None
-        base = lora_base(local) if local is not None and local.is_dir() else None
-        path = hub.resolve(None if base == "default" else (base or model), allow_pickle)
         dev = resolve_device(device)
-        defaults = {**read_defaults(path), **(read_defaults(local) if base is not None else {})}
-        n_params = parameter_count(path / "unet")  # from safetensors headers; None for pickle files
-        target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
-        # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
-        # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
-        early = base is None and n_params is not None
-        comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev),
-                                dtype=target if early else None,
-                                channels_last=early and wants_channels_last(dev, target))
-        if base is not None:
-            apply_lora(comps, local, allow_pickle)
-            comps.defaults = defaults  # the base's defaults, overridden by the LoRA's
-        if n_params is None:
+        if local is not None and local.is_file():
+            from .formats.single_file import load_single_file
+
+            comps, path = load_single_file(local, allow_pickle), local
             n_params = sum(p.numel() for p in comps.unet.parameters())
-            target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
+            target = resolve_dtype(dtype, dev, _cpu_dtype_pref(comps.defaults, n_params))
+        else:
+            comps, path, target = _load_folder(local, model, dev, dtype, allow_pickle)
+        if vae is not None:
+            from .formats.vae import load_vae_ref
+
+            comps.vae = load_vae_ref(vae, comps.vae.config, allow_pickle)
         ref = str(local.resolve()) if local is not None and local.exists() else model
         pipe = cls(comps, dev, target, model_ref=ref, model_dir=path)
+        pipe.vae_ref = None if vae is None else str(Path(vae).expanduser().resolve())
         return pipe.compile() if compile else pipe
 
     def compile(self) -> "Pipeline":
@@ -110,7 +109,7 @@ class Pipeline:
             return out
         if dtype not in DTYPES:
             raise UsageError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
-        modules = (c.unet, c.vae, c.text_encoder)
+        modules = (c.unet, c.vae, *c.text_encoders())
         before = [m.dtype for m in modules]
         try:
             for m in modules:
@@ -231,21 +230,44 @@ class Pipeline:
             out.append(image)
         return out
 
+    def set_refiner(self, refiner: "Pipeline", start: float = 0.8) -> "Pipeline":
+        """Hand the latents to `refiner` (an SDXL refiner) after the fraction `start` of the
+        denoising, as diffusers' `denoising_end` / `denoising_start` do; it also decodes."""
+        if not 0 < start < 1:
+            raise UsageError(f"refiner start must be between 0 and 1 (exclusive), got {start}")
+        if not refiner.components.is_sdxl or refiner.components.unet.config.in_channels != self.components.unet.config.in_channels:
+            raise UsageError("the refiner must be an SDXL model whose latents match this model's")
+        self.refiner, self.refiner_start = refiner, float(start)
+        return self
+
     def _sample(self, texts: list[str], seeds: list[int], p: dict) -> torch.Tensor:
-        c = self.components
-        use_cfg = p["guidance"] != 1.0
-        cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, texts, [p["negative_prompt"]] * len(texts) if use_cfg else None)
+        negatives = [p["negative_prompt"]] * len(texts) if p["guidance"] != 1.0 else None
+        cond, uncond = self.conditioning(texts, negatives, p["height"], p["width"])
         src = p.get("source")
         image, mask = src.region() if src is not None else (None, None)
-        latents = self.run_loop(cond, uncond, seeds, p, p["steps"], (p["width"], p["height"]), image=image, mask=mask,
-                                strength=p.get("strength") or 1.0)
+        latents, gens = self.run_loop(cond, uncond, seeds, p, p["steps"], (p["width"], p["height"]), image=image,
+                                      mask=mask, strength=p.get("strength") or 1.0, with_generators=True)
+        if self.refiner is not None:
+            return self.refiner.decode(self._refine(latents, texts, gens, p))
         if p.get("options") is not None and p["options"].hires:
             from .workflows.hires import hires_pass
 
             return hires_pass(self, latents, cond, uncond, texts, seeds, p)
         return self.decode(latents)
 
-    def run_loop(self, cond, uncond, seeds: list[int], p: dict, steps: int, size: tuple[int, int], **start):
+    def _refine(self, latents, texts, gens, p: dict) -> torch.Tensor:
+        """The refiner's share of the timesteps, continuing this model's latents and generators."""
+        r = self.refiner
+        negatives = [p["negative_prompt"]] * len(texts) if p["guidance"] != 1.0 else None
+        cond, uncond = r.conditioning(texts, negatives, p["height"], p["width"])
+        sched = make_scheduler(r.components.scheduler_config, p["scheduler"])
+        sched.set_timesteps(p["steps"], device=r.device)
+        start = refiner_start_index(sched, self.refiner_start)
+        return denoise(r.components.unet, sched, latents.to(r.device), cond, uncond, p["guidance"], gens,
+                       r._progress(len(texts)), start=start)
+
+    def run_loop(self, cond, uncond, seeds: list[int], p: dict, steps: int, size: tuple[int, int],
+                 with_generators: bool = False, **start):
         """One run of the sampling loop at `size`, from noise or from the start `start` describes
         (see workflows.start.prepare): the one loop every workflow goes through."""
         from .workflows.start import prepare
@@ -253,8 +275,11 @@ class Pipeline:
         sched = make_scheduler(self.components.scheduler_config, p["scheduler"])
         sched.set_timesteps(steps, device=self.device)
         s = prepare(self, sched, seeds, steps, size, **start)
-        return denoise(self.components.unet, sched, s.latents, cond, uncond, p["guidance"], s.generators,
-                       self._progress(len(seeds)), start=s.start, image_cond=s.image_cond, blend=s.blend)
+        # With a refiner, this model stops where the refiner takes over (and hands on its generators).
+        end = steps_before(sched, self.refiner_start) if with_generators and self.refiner is not None else None
+        latents = denoise(self.components.unet, sched, s.latents, cond, uncond, p["guidance"], s.generators,
+                          self._progress(len(seeds)), start=s.start, end=end, image_cond=s.image_cond, blend=s.blend)
+        return (latents, s.generators) if with_generators else latents
 
     def upscale(self, image, prompt="", negative_prompt="", steps=None, guidance=None, noise_level=None, seed=0,
                 scheduler=None, tile=None, upscaler=None):
@@ -294,9 +319,15 @@ class Pipeline:
             "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
             "guidance": p["guidance"], "scheduler": p["scheduler"],
             "scheduler_class": self.components.scheduler_config.get("_class_name"), "width": p["width"], "height": p["height"],
-            "model": self.model_ref, "model_hash": self.model_hash, "dtype": DTYPE_NAMES.get(self.dtype),
+            "model": self.model_ref, "model_hash": self.model_hash, **self._refiner_record(),
+            **({"vae": self.vae_ref} if self.vae_ref else {}), "dtype": DTYPE_NAMES.get(self.dtype),
             "device": str(self.device), "versions": versions(),
         }
+
+    def _refiner_record(self) -> dict:
+        if self.refiner is None:
+            return {}
+        return {"refiner": self.refiner.model_ref, "refiner_hash": self.refiner.model_hash, "refiner_start": self.refiner_start}
 
     def _progress(self, batch: int):
         if not self.progress:
@@ -304,6 +335,31 @@ class Pipeline:
         from tqdm.auto import tqdm
 
         return lambda it: tqdm(it, desc=f"denoising {batch} image(s)", file=sys.stderr, leave=False)
+
+
+def _load_folder(local: Path | None, model, dev: torch.device, dtype: str, allow_pickle: bool):
+    """Components of a diffusers folder, hub id, LoRA folder or the default model, loaded
+    straight into the compute dtype where the weights allow; with the model's path and dtype."""
+    from .lora import apply_lora, lora_base
+
+    base = lora_base(local) if local is not None and local.is_dir() else None
+    path = hub.resolve(None if base == "default" else (base or model), allow_pickle)
+    defaults = {**read_defaults(path), **(read_defaults(local) if base is not None else {})}
+    n_params = parameter_count(path / "unet")  # from safetensors headers; None for pickle files
+    target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
+    # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
+    # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
+    early = base is None and n_params is not None
+    comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev),
+                            dtype=target if early else None,
+                            channels_last=early and wants_channels_last(dev, target))
+    if base is not None:
+        apply_lora(comps, local, allow_pickle)
+        comps.defaults = defaults  # the base's defaults, overridden by the LoRA's
+    if n_params is None:
+        n_params = sum(p.numel() for p in comps.unet.parameters())
+        target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
+    return comps, path, target
 
 
 def _cpu_dtype_pref(defaults: dict, unet_params: int | None) -> str | None:

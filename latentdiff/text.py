@@ -1,4 +1,4 @@
-"""Prompt encoding: CLIP embeddings, with long prompts encoded in chunks, never truncated.
+"""Prompt tokenizing for CLIP: long prompts in chunks, never truncated (`conditioning.py` encodes).
 
 A prompt that fits the encoder's window (77 tokens: BOS + 75 + EOS) is encoded exactly as
 diffusers does. A longer one is split into 75-token chunks, each wrapped in BOS/EOS and
@@ -21,11 +21,6 @@ def token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     return tokenizer(prompts, add_special_tokens=False, truncation=False, verbose=False).input_ids
 
 
-def chunk_count(tokenizer, prompts: list[str]) -> int:
-    size = tokenizer.model_max_length - 2
-    return max(1, *(-(-len(ids) // size) for ids in token_ids(tokenizer, prompts)))
-
-
 def tokenize(tokenizer, prompts: list[str], n_chunks: int | None = None) -> torch.Tensor:
     """Ids shaped (B, n_chunks, window); each chunk is BOS + up to 75 tokens + EOS + padding."""
     window = tokenizer.model_max_length
@@ -42,23 +37,3 @@ def tokenize(tokenizer, prompts: list[str], n_chunks: int | None = None) -> torc
             chunks.append(chunk + [pad] * (window - len(chunk)))
         rows.append(chunks)
     return torch.tensor(rows, dtype=torch.long)
-
-
-@torch.no_grad()
-def encode(text_encoder, ids: torch.Tensor) -> torch.Tensor:
-    """(B, n_chunks, window) ids -> (B, n_chunks * window, D) hidden states."""
-    b, n, w = ids.shape
-    device = text_encoder.device
-    hidden = text_encoder(ids.reshape(b * n, w).to(device))[0]  # (B*n, w, D)
-    return hidden.reshape(b, n * w, hidden.shape[-1])
-
-
-def encode_prompts(tokenizer, text_encoder, prompts: list[str], negatives: list[str] | None):
-    """Embeddings for prompts and (if given) their negatives, padded to the same chunk count."""
-    texts = prompts + (negatives or [])
-    n_chunks = chunk_count(tokenizer, texts)
-    ids = tokenize(tokenizer, texts, n_chunks)
-    hidden = encode(text_encoder, ids)
-    if negatives is None:
-        return hidden, None
-    return hidden[: len(prompts)], hidden[len(prompts) :]

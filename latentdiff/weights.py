@@ -27,12 +27,13 @@ def sniff_format(path: Path) -> str:
         head = f.read(16)
     if head[:4] == b"PK\x03\x04":
         return PICKLE_ZIP  # torch.save's zip container holds a pickle
-    if head[:1] == b"\x80":
-        return PICKLE_RAW
     if len(head) >= 9:
         (n,) = struct.unpack("<Q", head[:8])
+        # Before the pickle test: a header of 128 + 256k bytes also starts with 0x80.
         if 2 <= n < 100_000_000 and head[8:9] == b"{":
             return SAFETENSORS
+    if head[:1] == b"\x80":
+        return PICKLE_RAW
     return UNKNOWN
 
 

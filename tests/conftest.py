@@ -69,3 +69,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory):
+    from latentdiff.testing import make_tiny_sdxl
+
+    return make_tiny_sdxl(tmp_path_factory.mktemp("models") / "sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_refiner(tmp_path_factory):
+    from latentdiff.testing import make_tiny_sdxl
+
+    return make_tiny_sdxl(tmp_path_factory.mktemp("models") / "sdxl-refiner", refiner=True)

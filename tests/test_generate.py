@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from latentdiff import LatentDiffError, Pipeline, UsageError
-from latentdiff.text import encode_prompts, tokenize
+from latentdiff.text import tokenize
 
 
 def same(a, b) -> bool:
@@ -96,8 +96,8 @@ def test_long_prompt_is_chunked_not_truncated(pipe_sd1):
     ids = tokenize(c.tokenizer, [long, ""])
     assert ids.shape == (2, chunks, 77)
     assert (ids[:, :, 0] == c.tokenizer.bos_token_id).all()
-    cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, [long], [""])
-    assert cond.shape == uncond.shape == (1, chunks * 77, 32)
+    cond, uncond = pipe_sd1.conditioning([long], [""], 64, 64)
+    assert cond.hidden.shape == uncond.hidden.shape == (1, chunks * 77, 32)
     head = pipe_sd1(long, steps=2)[0]
     tail_changed = pipe_sd1(long + " photo of a cat", steps=2)[0]
     assert not same(head, tail_changed), "words past token 77 must still matter"
