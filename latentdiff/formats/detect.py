@@ -87,7 +87,8 @@ def describe_folder(path: Path) -> str | None:
     """What a folder that is not an SD/SDXL diffusers model holds, when it can be told."""
     cls = _class_name(path / "model_index.json")
     if cls is not None:
-        sd = cls.startswith(("StableDiffusionPipeline", "StableDiffusionXL", "StableDiffusionInpaint"))
+        sd = cls.startswith(("StableDiffusionPipeline", "StableDiffusionXL", "StableDiffusionInpaint",
+                             "StableDiffusionImg2Img", "StableDiffusionUpscale"))
         return None if sd or not cls else f"a {cls} model"
     cls = _class_name(path / "config.json")
     return f"a lone {cls} component, not a whole model" if cls else None
