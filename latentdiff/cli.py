@@ -130,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
-    from . import cli_train
+    from . import cli_serve, cli_train
 
-    return cli_train.COMMANDS
+    return cli_train.COMMANDS + cli_serve.COMMANDS
 
 
 def main(argv=None) -> int:

@@ -148,18 +148,22 @@ class Pipeline:
 
     # ---- generation ---------------------------------------------------------------------
     def __call__(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
-                 seed=0, num_images=1, scheduler=None, image=None, mask=None, strength=None, **options) -> list:
+                 seed=0, num_images=1, scheduler=None, image=None, mask=None, strength=None, callback=None,
+                 **options) -> list:
         """Images for `prompt` (a string or a list); image k of the call uses seed `seed + k`.
+        `callback(step, total, latents)` runs after every denoising step of every batch (latents
+        `(B, C, H/f, W/f)`); raising from it (e.g. `latentdiff.errors.Cancelled`) stops the call.
 
         `image` (a path or PIL image) starts from that picture (img2img, noised by `strength`);
         with `mask`, inpainting. Further options (resize, mask_blur, inpaint_area, padding,
         outpaint, hires, hires_strength, hires_steps, hires_upscaler, upscaler, tile) are
         described in `latentdiff.workflows.options.ImageOptions`."""
         return list(self.iter_images(prompt, negative_prompt, steps, guidance, width, height, seed,
-                                     num_images, scheduler, image=image, mask=mask, strength=strength, **options))
+                                     num_images, scheduler, image=image, mask=mask, strength=strength,
+                                     callback=callback, **options))
 
     def iter_images(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
-                    seed=0, num_images=1, scheduler=None, **options):
+                    seed=0, num_images=1, scheduler=None, callback=None, **options):
         """Like __call__, but yields each image as soon as its batch is decoded."""
         from .workflows.options import ImageOptions
 
@@ -172,7 +176,8 @@ class Pipeline:
         if source is not None:
             width, height = source.image.size
         p = self._resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
-        p.update(options=opts, source=source, strength=opts.default_strength() if source else None)
+        p.update(options=opts, source=source, strength=opts.default_strength() if source else None,
+                 callback=callback)
         jobs = [(text, p["seed"] + k) for k, text in enumerate(t for t in prompts for _ in range(p["num_images"]))]
         batch = self._batch_size(p, len(jobs))
         for i in range(0, len(jobs), batch):
@@ -278,7 +283,8 @@ class Pipeline:
         # With a refiner, this model stops where the refiner takes over (and hands on its generators).
         end = steps_before(sched, self.refiner_start) if with_generators and self.refiner is not None else None
         latents = denoise(self.components.unet, sched, s.latents, cond, uncond, p["guidance"], s.generators,
-                          self._progress(len(seeds)), start=s.start, end=end, image_cond=s.image_cond, blend=s.blend)
+                          self._progress(len(seeds)), start=s.start, end=end, image_cond=s.image_cond, blend=s.blend,
+                          callback=p.get("callback"))
         return (latents, s.generators) if with_generators else latents
 
     def upscale(self, image, prompt="", negative_prompt="", steps=None, guidance=None, noise_level=None, seed=0,

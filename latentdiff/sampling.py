@@ -84,6 +84,7 @@ def denoise(
     end: int | None = None,
     image_cond: ImageCond | None = None,
     blend: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Classifier-free guided sampling (Ho & Salimans 2022): eps = eps_u + g * (eps_c - eps_u).
 
@@ -93,7 +94,8 @@ def denoise(
     an init image noised to timestep `start`), `image_cond` adds channels to the UNet input, and
     `blend(latents, i)` runs after step i (inpainting with an ordinary model pastes the re-noised
     known region back). `end` stops early, so one model can hand its latents to another
-    mid-way (SDXL's refiner).
+    mid-way (SDXL's refiner). `callback(step, total, latents)` runs after each step; it
+    may raise (e.g. `errors.Cancelled`) to stop the loop there.
     """
     from .conditioning import as_embeddings
 
@@ -104,6 +106,7 @@ def denoise(
     concat, labels = image_cond.batch(use_cfg) if image_cond is not None else (None, None)
     extra = {} if labels is None else {"class_labels": labels}
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
+    total = len(scheduler.timesteps[start:end])
     for i, t in enumerate(progress(scheduler.timesteps[start:end])):
         x = torch.cat([latents, latents]) if use_cfg else latents
         x = scheduler.scale_model_input(x, t)
@@ -117,6 +120,8 @@ def denoise(
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
         if blend is not None:
             latents = blend(latents, i)
+        if callback is not None:
+            callback(i + 1, total, latents)
     return latents
 
 
