@@ -15,16 +15,21 @@ from .errors import LatentDiffError
 PROG = "latentdiff"
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters (a newline in a quoted argument or path) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own usage errors: one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def _add_generate(sub):
     p = sub.add_parser("generate", help="make images from a text prompt",
                        description="Make images from text. Prints each written PNG path on stdout.")
     p.add_argument("prompt", nargs="?", help="the text prompt (or use --prompts / --from)")
-    p.add_argument("--model", help="model directory, hub id (org/name), or omit for the shipped default")
+    p.add_argument("--model", help="model directory, single-file checkpoint (.safetensors), hub id (org/name), or omit for the shipped default")
     p.add_argument("--out", default="outputs", help="output folder (default: outputs/); files are never overwritten")
     p.add_argument("--steps", type=int, help="denoising steps (default: the model's recommendation, else 25)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 disables CFG (default: model's, else 7.5)")
@@ -51,6 +56,9 @@ def _add_generate(sub):
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes on CPU; cached on disk)")
     add_image_flags(p)
+    p.add_argument("--vae", metavar="DIR|FILE", help="decode with this VAE instead of the model's own (folder or .safetensors)")
+    p.add_argument("--refiner", metavar="M", help="SDXL refiner model that finishes the denoising (SDXL base + refiner)")
+    p.add_argument("--refiner-start", type=float, metavar="F", help="fraction of the steps after which the refiner takes over (default: 0.8)")
     p.set_defaults(func=cmd_generate)
 
 
@@ -59,6 +67,10 @@ def cmd_generate(args) -> int:
     # other jobs, spinning threads starved the working ones (steps up to 7x slower).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .cli_image import image_options
+    from .interrupts import import_torch, interrupts_deferred
+
+    with interrupts_deferred():
+        import_torch()
     from .config import GenerateConfig, read_prompts_file
     from .errors import UsageError
     from .generate import run_generate
@@ -75,17 +87,17 @@ def cmd_generate(args) -> int:
     flags = dict(model=args.model, out=args.out, steps=args.steps, guidance=args.guidance, negative=args.negative,
                  seed=seed, width=args.width, height=args.height, num_images=args.num_images,
                  scheduler=args.scheduler, device=args.device, dtype=args.dtype,
-                 allow_pickle=args.allow_pickle, quiet=args.quiet, compile=args.compile,
-                 prompt_syntax=args.prompt_syntax, clip_skip=args.clip_skip, loras=args.lora,
-                 embeddings=args.embedding)
+                 allow_pickle=args.allow_pickle, quiet=args.quiet, compile=args.compile, refiner=args.refiner,
+                 refiner_start=args.refiner_start, vae=args.vae, prompt_syntax=args.prompt_syntax,
+                 clip_skip=args.clip_skip, loras=args.lora, embeddings=args.embedding)
     recorded_device = None
     if args.from_image:
         params = read_params(args.from_image)
         for note in params.pop("notes", []):  # an A1111 image: what does not carry over
             print(f"{PROG}: note: {note}", file=sys.stderr)
         recorded_device = None if args.dtype else params.get("device")
-        cfg = GenerateConfig.from_image(params, **{**flags, "prompts": prompts or None,
-                                                   "image_options": image_options(args, params)})
+        cfg = GenerateConfig.from_image(params, args.from_image, **{**flags, "prompts": prompts or None,
+                                                                    "image_options": image_options(args, params)})
         if args.random_seed:
             cfg.seed = None
     else:
@@ -97,30 +109,60 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _add_convert(sub):
+    p = sub.add_parser("convert", help="diffusers folder <-> single-file checkpoint (A1111 layout)",
+                       description="Convert a diffusers model folder to one .safetensors file in the original "
+                                   "(AUTOMATIC1111 / civitai) layout, or such a file to a diffusers folder.")
+    p.add_argument("src", help="a model folder, or a single-file checkpoint")
+    p.add_argument("dst", help="the file (.safetensors) or folder to write; never overwritten")
+    p.add_argument("--dtype", help="store weights as fp32, fp16 or bf16 (default: as they are)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow reading a pickle (.ckpt) source, with weights_only=True")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(args) -> int:
+    from .formats.convert import convert
+
+    print(convert(args.src, args.dst, allow_pickle=args.allow_pickle, dtype=args.dtype), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Text-to-image latent diffusion: generate images, fine-tune models.")
     parser.add_argument("--version", action="version", version=f"{PROG} 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_generate(sub)
     add_upscale(sub)
+    _add_convert(sub)
     for add in _extra_commands():
         add(sub)
     return parser
 
 
 def _extra_commands():
-    from . import cli_train
+    from . import cli_serve, cli_train
 
-    return cli_train.COMMANDS
+    return cli_train.COMMANDS + cli_serve.COMMANDS
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
-    code = _dispatch(args)
+    from .interrupts import interrupts_deferred
+
+    try:
+        with interrupts_deferred():
+            parser = build_parser()
+            args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
+        code = _dispatch(args)
+    except KeyboardInterrupt:  # also during start-up, before a command runs: exit 130, no traceback
+        print(f"{PROG}: interrupted; files written so far are kept", file=sys.stderr)
+        code = 130
+        if argv is None:  # a second Ctrl-C during the interpreter's teardown would print a traceback
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     if argv is None and args.command in ("generate", "upscale"):
         # The real command line (not a test calling main([...])): every image is written and
         # closed, so skip the interpreter's teardown of torch/diffusers (2-3 s on a small CPU).
@@ -134,17 +176,14 @@ def _dispatch(args) -> int:
     try:
         return args.func(args)
     except LatentDiffError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; files written so far are kept", file=sys.stderr)
-        return 130
     except MemoryError:
         print(f"{PROG}: error: out of memory; try fewer --num-images or a smaller size", file=sys.stderr)
         return 1
     except OSError as e:
         # Disk full, permission denied, a path that is a file: the user can act on these.
-        print(f"{PROG}: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", file=sys.stderr)
+        print(one_line(f"{PROG}: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}"), file=sys.stderr)
         return 1
 
 

@@ -41,6 +41,12 @@ class GenerateConfig:
     """torch.compile the UNet and VAE decoder (slow first call, faster steps)."""
     image_options: dict = field(default_factory=dict)
     """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
+    vae: str | None = None
+    """A VAE folder or file to decode with instead of the model's own."""
+    refiner: str | None = None
+    """An SDXL refiner model that finishes the denoising (diffusers' base + refiner handoff)."""
+    refiner_start: float | None = None
+    """Fraction of the denoising after which the refiner takes over (default 0.8)."""
     prompt_syntax: str = "a1111"
     """a1111: `(word:1.3)` emphasis, `[word]`, `\\(` escapes and BREAK; plain: text as written."""
     clip_skip: int | None = None
@@ -51,31 +57,26 @@ class GenerateConfig:
     """Textual-inversion files, each "FILE" or "FILE:TOKEN" (token: the file name by default)."""
 
     def __post_init__(self):
-        _check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
-        _check(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
-        _check(self.guidance is None or self.guidance >= 0, f"--guidance must be >= 0, got {self.guidance}")
-        _check(self.num_images >= 1, f"--num-images must be >= 1, got {self.num_images}")
-        _check(self.seed is None or self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
-        for name in ("width", "height"):
-            v = getattr(self, name)
-            _check(v is None or v > 0, f"--{name} must be a positive number of pixels, got {v}")
         from .formats.addons import parse
-        from .prompt_syntax import SYNTAXES
+        from .params import check_fields, flag_label
 
+        checked = check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, flag_label)
+        for name, value in checked.items():
+            setattr(self, name, value)
+        _check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
+        _check(self.refiner_start is None or self.refiner is not None, "--refiner-start needs --refiner MODEL")
+        _check(self.refiner_start is None or 0 < self.refiner_start < 1,
+               f"--refiner-start must be between 0 and 1 (exclusive), got {self.refiner_start}")
         parse(self.loras, self.embeddings)  # the files exist: fail before the model loads
 
-        _check(self.prompt_syntax in SYNTAXES, f"--prompt-syntax must be one of: {', '.join(SYNTAXES)}; got {self.prompt_syntax!r}")
-        _check(self.clip_skip is None or self.clip_skip >= 1, f"--clip-skip must be >= 1 (1 = last layer), got {self.clip_skip}")
-        if self.scheduler is not None:
-            from .sampling import check_scheduler_name
-
-            self.scheduler = check_scheduler_name(self.scheduler)
-
     @classmethod
-    def from_image(cls, params: dict, **overrides) -> "GenerateConfig":
-        """Rebuild a config from a PNG's recorded parameters; explicit flags override them."""
+    def from_image(cls, params: dict, source: str = "the --from image", **overrides) -> "GenerateConfig":
+        """Rebuild a config from a PNG's recorded parameters (checked like the flags, each error
+        naming `source`); explicit flags override them."""
+        from .params import check_fields, recorded_label
+
         recorded = {
-            "prompts": [params["prompt"]],
+            "prompts": [params.get("prompt")],
             "model": params.get("model"),
             "steps": params.get("steps"),
             "guidance": params.get("guidance"),
@@ -85,13 +86,26 @@ class GenerateConfig:
             "height": params.get("height"),
             "scheduler": params.get("scheduler"),
             "dtype": params.get("dtype") or "auto",
+            "refiner": params.get("refiner"),
+            "vae": params.get("vae"),
+            "refiner_start": params.get("refiner_start"),
             "clip_skip": params.get("clip_skip"),
-            "loras": [f"{x['path']}:{x['scale']}" for x in params.get("loras") or []],
-            "embeddings": [f"{x['path']}:{x['token']}" for x in params.get("embeddings") or []],
+            "loras": _addon_specs(params.get("loras"), "scale"),
+            "embeddings": _addon_specs(params.get("embeddings"), "token"),
             # Images from before the A1111 syntax existed were rendered with the text as written.
             "prompt_syntax": params.get("prompt_syntax", "plain"),
         }
-        return cls(**{**recorded, **{k: v for k, v in overrides.items() if v is not None}})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        kept = check_fields({k: v for k, v in recorded.items() if k not in given}, recorded_label(source))
+        return cls(**{**kept, **given})
+
+
+def _addon_specs(records, option: str):
+    """Recorded LoRAs/embeddings ({"path", "scale"|"token"}) as "PATH:OPTION" flags; anything else
+    is left for the parameter check to refuse."""
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "path" in r and option in r for r in records):
+        return records or []
+    return [f"{r['path']}:{r[option]}" for r in records]
 
 
 def read_prompts_file(path: str) -> list[str]:

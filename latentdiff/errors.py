@@ -15,3 +15,7 @@ class UsageError(LatentDiffError, ValueError):
 
 class ModelError(UsageError):
     """A model reference that cannot be resolved or loaded as given."""
+
+
+class Cancelled(LatentDiffError):
+    """Raised by a step callback to stop a generation at the end of the current step."""

@@ -8,9 +8,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from .hub import COMPONENTS
 from .weights import find_weight_files
 
+WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 _CACHE = Path(os.environ.get("LATENTDIFF_CACHE", Path.home() / ".cache" / "latentdiff")) / "hashes.json"
 
 
@@ -20,9 +20,11 @@ def _file_sha256(path: Path) -> str:
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     try:
         cache = json.loads(_CACHE.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         cache = {}
-    if key in cache:
+    if not isinstance(cache, dict):  # valid JSON but not ours: start afresh (it is only a cache)
+        cache = {}
+    if isinstance(cache.get(key), str):
         return cache[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -40,14 +42,14 @@ def _file_sha256(path: Path) -> str:
 
 
 def model_hash(model_dir: Path) -> str:
-    """A short hash over every weight file of the model (unet, vae, text encoder); for a
+    """A short hash over every weight file of the model (unet, vae, text encoders); for a
     single-file checkpoint A1111's "Model hash" (the first 10 hex digits of its sha256)."""
     if model_dir.is_file():
         return _file_sha256(model_dir)[:10]
     h = hashlib.sha256()
-    for comp in COMPONENTS:
+    for comp in WEIGHTED_COMPONENTS:
         d = model_dir / comp
-        if comp in ("tokenizer", "scheduler") or not d.is_dir():
+        if not d.is_dir():
             continue
         for f in find_weight_files(d):
             h.update(_file_sha256(f).encode())

@@ -30,7 +30,12 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     if recorded_device and resolve_device(device).type != recorded_device.split(":")[0]:
         dtype = "auto"  # a dtype recorded on another kind of device may not suit this one
     pipe = Pipeline.from_pretrained(cfg.model, device=device, dtype=dtype, allow_pickle=cfg.allow_pickle,
-                                    compile=cfg.compile, loras=cfg.loras, embeddings=cfg.embeddings)
+                                    compile=cfg.compile, vae=cfg.vae, loras=cfg.loras, embeddings=cfg.embeddings)
+    if cfg.refiner is not None:
+        refiner = Pipeline.from_pretrained(cfg.refiner, device=device, dtype=dtype, allow_pickle=cfg.allow_pickle,
+                                           compile=cfg.compile)
+        refiner.progress = not cfg.quiet
+        pipe.set_refiner(refiner, 0.8 if cfg.refiner_start is None else cfg.refiner_start)
     pipe.progress = not cfg.quiet
     written = []
     for share in my_shares(cfg.prompts, cfg.num_images, rank, size):

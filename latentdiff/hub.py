@@ -15,7 +15,6 @@ from .errors import ModelError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "checkpoints" / "emoji"
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 # Only what a Stable Diffusion pipeline needs; never the pickle variants unless asked.
 _HUB_PATTERNS = ["model_index.json", "latentdiff.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
@@ -48,12 +47,33 @@ def check_model_dir(path: Path) -> Path:
         raise ModelError(f"model path {path} is not a directory")
     if not any(path.iterdir()):
         raise ModelError(f"model directory {path} is empty")
+    from .formats.detect import SUPPORTED, describe_folder
+
+    what = describe_folder(path)
+    if what:
+        raise ModelError(f"{path} is {what}, not a model this can generate with; supported: {SUPPORTED}")
     if not (path / "model_index.json").is_file():
         raise ModelError(f"{path} is not a diffusers-format model: model_index.json is missing")
-    missing = [c for c in COMPONENTS if not (path / c).is_dir()]
+    from .model_checks import read_json_object
+
+    read_json_object(path / "model_index.json", "model index")
+    missing = [c for c in required_components(path) if not (path / c).is_dir()]
     if missing:
         raise ModelError(f"model {path} lacks component folder(s): {', '.join(missing)}")
     return path
+
+
+def required_components(path: Path) -> list[str]:
+    """The component folders a model needs: SD's five, SDXL's with `text_encoder_2` and
+    `tokenizer_2`, an SDXL refiner's without the first encoder (as model_index.json says)."""
+    from .models import TEXT_PARTS, read_index, text_encoder_class
+
+    index = read_index(path)
+    needed = ["unet", "vae", "scheduler"]
+    for te_name, tok_name in TEXT_PARTS:
+        if text_encoder_class(index, path, te_name) is not None:
+            needed += [te_name, tok_name]
+    return needed
 
 
 def _from_hub(repo_id: str, allow_pickle: bool) -> Path:

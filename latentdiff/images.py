@@ -29,36 +29,32 @@ def a1111_line(p: dict) -> str:
 
 
 def save_png(image: Image.Image, out_dir: Path, stem: str) -> Path:
-    """Write `image` with its parameters; never overwrite: pick the next free numbered name."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write `image` with its parameters; never overwrite (the next free numbered name is taken),
+    never leave a partial file (see outfiles.write_new)."""
+    from .outfiles import write_new
+
     info = PngImagePlugin.PngInfo()
     params = image.info.get(META_KEY)
     if params:
         info.add_itxt(META_KEY, json.dumps(params, sort_keys=True))
         info.add_itxt("parameters", a1111_line(params))
-    for n in range(100_000):
-        path = out_dir / f"{stem}-{n:04d}.png"
-        try:
-            # O_EXCL: two concurrent runs can never write the same file.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            continue
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=info)
-        return path
-    raise UsageError(f"{out_dir} already holds 100000 images named {stem}-NNNN.png; choose another --out")
+    return write_new(Path(out_dir), stem, ".png", lambda f: image.save(f, format="PNG", pnginfo=info))
 
 
 def read_params(path: str | os.PathLike) -> dict:
     """The parameters a latentdiff PNG was made with."""
+    import warnings
+
     try:
-        with Image.open(path) as im:
+        # A PNG declaring a huge size is refused (a decompression bomb), not decoded.
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             im.load()
             text = im.info.get(META_KEY) or (im.text.get(META_KEY) if hasattr(im, "text") else None)
             foreign = im.info.get("parameters")
     except FileNotFoundError:
         raise UsageError(f"--from image {path} does not exist") from None
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UsageError(f"--from image {path} cannot be read: {e}") from None
     if not text and foreign:
         from .infotext import params_from_a1111

@@ -60,10 +60,9 @@ def lora_base(path: Path) -> str | None:
     meta = path / "latentdiff.json"
     if not (path / LORA_FILE).is_file() or not meta.is_file():
         return None
-    try:
-        info = json.loads(meta.read_text())
-    except json.JSONDecodeError:
-        raise ModelError(f"{meta} is not valid JSON") from None
+    from .model_checks import check_defaults, read_json_object
+
+    info = check_defaults(read_json_object(meta, "LoRA"), meta)
     base = info.get("base_model")
     if not base:
         return "default"

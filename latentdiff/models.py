@@ -8,10 +8,11 @@ by `weights.py`, so the safetensors-only policy and clear errors hold for every 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import model_checks
 from .errors import ModelError
 from .weights import load_component_state
 
@@ -27,9 +28,14 @@ MODEL_INDEX = {
     "unet": ["diffusers", "UNet2DConditionModel"],
     "vae": ["diffusers", "AutoencoderKL"],
 }
+# (encoder, tokenizer) folder pairs; SDXL has both, its refiner only the second.
+TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
+TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
+# Pipeline-level options of model_index.json that change how prompts are conditioned.
+INDEX_OPTIONS = ("force_zeros_for_empty_prompt", "requires_aesthetics_score")
 DEFAULTS_FILE = "latentdiff.json"  # our recommended settings; diffusers ignores the file
 # Old CLIP checkpoints carry position_ids as a persistent buffer; newer code makes it non-persistent.
-_IGNORABLE_UNEXPECTED = ("text_model.embeddings.position_ids",)
+_IGNORABLE_UNEXPECTED = ("text_model.embeddings.position_ids", "embeddings.position_ids")
 
 
 @dataclass
@@ -40,6 +46,17 @@ class Components:
     tokenizer: Any
     scheduler_config: dict
     defaults: dict
+    text_encoder_2: Any = None  # SDXL's CLIPTextModelWithProjection
+    tokenizer_2: Any = None
+    index: dict = field(default_factory=dict)  # INDEX_OPTIONS found in model_index.json
+
+    def text_encoders(self) -> list:
+        return [m for m in (self.text_encoder, self.text_encoder_2) if m is not None]
+
+    @property
+    def is_sdxl(self) -> bool:
+        """SDXL-style UNets take pooled text embeddings and size ids (`text_time`)."""
+        return self.unet.config.get("addition_embed_type") == "text_time"
 
 
 def quiet_libraries() -> None:
@@ -62,38 +79,61 @@ def _classes():
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{what} config {path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{what} config {path} is not valid JSON: {e}") from None
+    return model_checks.read_json_object(path, what)
 
 
 def _assign(module, component_dir: Path, allow_pickle: bool, device: str, dtype=None, channels_last=False):
     """Fill a meta-initialised module with the weights on disk (floating tensors cast to
     `dtype`, conv weights laid out channels_last, as they are read); refuse any mismatch."""
-    sd = load_component_state(component_dir, allow_pickle, device="cpu" if device == "mps" else device, dtype=dtype,
-                              channels_last=channels_last)
+    from .resources import allocation_errors
+
+    with allocation_errors(f"loading the weights in {component_dir}", "free some memory, or load in fp16/bf16"):
+        sd = load_component_state(component_dir, allow_pickle, device="cpu" if device == "mps" else device,
+                                  dtype=dtype, channels_last=channels_last)
+    return fill(module, sd, component_dir)
+
+
+def fill(module, sd: dict, where):
+    """Assign the tensors of `sd` to `module`; any missing, extra or misshapen one is one error
+    naming `where`."""
     try:
         result = module.load_state_dict(sd, strict=False, assign=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
-        raise ModelError(f"weights in {component_dir} do not fit its config: {first[-1].strip()}") from None
+        raise ModelError(f"weights in {where} do not fit its config: {first[-1].strip()}") from None
     unexpected = [k for k in result.unexpected_keys if k not in _IGNORABLE_UNEXPECTED]
     if result.missing_keys or unexpected:
         keys = (result.missing_keys or unexpected)[:3]
         kind = "lack" if result.missing_keys else "have unexpected"
-        raise ModelError(f"weights in {component_dir} {kind} tensors such as {', '.join(keys)}")
+        raise ModelError(f"weights in {where} {kind} tensors such as {', '.join(keys)}")
     return module
 
 
-def _build(cls, config, component_dir: Path, allow_pickle: bool, device: str, dtype=None, channels_last=False):
+def _build(cls, config, component_dir: Path, allow_pickle: bool, device: str, dtype=None, channels_last=False,
+           config_name: str = "config.json"):
+    """Check the config against the weights on the meta device, then fill the module from disk."""
+    from accelerate import init_empty_weights
+
+    config_path = component_dir / config_name
+    if isinstance(config, dict):
+        model_checks.check_config_numbers(config, config_path)
+    module = model_checks.build_on_meta(cls, config, config_path)
+    model_checks.check_size_against_weights(module, model_checks.stored_values(component_dir), config_path,
+                                            component_dir)
+    if next(module.buffers(), None) is not None:
+        # Buffers that checkpoints do not store (CLIP's position_ids) need real values: build again.
+        with init_empty_weights(include_buffers=False):
+            module = model_checks.construct(cls, config)
+    return _assign(module, component_dir, allow_pickle, device, dtype, channels_last).eval().requires_grad_(False)
+
+
+def build_module(cls, config, sd: dict, where):
+    """A module of class `cls` with its parameters taken from the state dict `sd`."""
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):
         module = cls(config) if not hasattr(cls, "from_config") else cls.from_config(config)
-    return _assign(module, component_dir, allow_pickle, device, dtype, channels_last).eval().requires_grad_(False)
+    return fill(module, sd, where).eval().requires_grad_(False)
 
 
 def vae_dtype(dtype, vae_config):
@@ -108,22 +148,60 @@ def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu",
     """Load every component of the model at `path`: weights on `device`, in their stored dtype or,
     given `dtype`, cast to it tensor by tensor while reading (the VAE as `vae_dtype` says), with
     the UNet's and VAE's conv weights channels_last if asked."""
-    UNet, VAE, TextModel, TextConfig = _classes()
+    UNet, VAE, _, _ = _classes()
     unet = _build(UNet, _read_json(path / "unet" / "config.json", "unet"), path / "unet", allow_pickle, device, dtype,
                   channels_last)
     vae_config = _read_json(path / "vae" / "config.json", "vae")
     vae = _build(VAE, vae_config, path / "vae", allow_pickle, device, vae_dtype(dtype, vae_config) if dtype else None,
                  channels_last)
-    te_config = TextConfig.from_dict(_read_json(path / "text_encoder" / "config.json", "text encoder"))
-    text_encoder = _build(TextModel, te_config, path / "text_encoder", allow_pickle, device, dtype)
+    index = read_index(path)
+    text = {}
+    for te_name, tok_name in TEXT_PARTS:
+        cls_name = text_encoder_class(index, path, te_name)
+        if cls_name is not None:
+            text[te_name] = _load_text_encoder(cls_name, path / te_name, allow_pickle, device, dtype)
+            text[tok_name] = load_tokenizer(path / tok_name)
     return Components(
         unet=unet,
         vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=load_tokenizer(path / "tokenizer"),
-        scheduler_config=_read_json(path / "scheduler" / "scheduler_config.json", "scheduler"),
+        text_encoder=text.get("text_encoder"),
+        tokenizer=text.get("tokenizer"),
+        text_encoder_2=text.get("text_encoder_2"),
+        tokenizer_2=text.get("tokenizer_2"),
+        scheduler_config=read_scheduler_config(path / "scheduler" / "scheduler_config.json"),
         defaults=read_defaults(path),
+        index={k: index[k] for k in INDEX_OPTIONS if k in index},
     )
+
+
+def read_index(path: Path) -> dict:
+    f = path / "model_index.json"
+    return _read_json(f, "model index") if f.is_file() else {}
+
+
+def text_encoder_class(index: dict, path: Path, name: str) -> str | None:
+    """The class of text encoder `name` the model has, or None when it has none: as
+    model_index.json says, else (older indexes) `text_encoder` always and `_2` if its folder exists."""
+    entry = index.get(name)
+    if isinstance(entry, list) and len(entry) == 2:
+        cls_name = entry[1]
+    elif name == "text_encoder" or (path / name).is_dir():
+        cls_name = "CLIPTextModel" if name == "text_encoder" else "CLIPTextModelWithProjection"
+    else:
+        return None
+    if cls_name is not None and cls_name not in TEXT_CLASSES:
+        raise ModelError(f"{path}: text encoder class {cls_name!r} is not supported (supported: {', '.join(TEXT_CLASSES)})")
+    return cls_name
+
+
+def _load_text_encoder(cls_name: str, folder: Path, allow_pickle: bool, device: str, dtype=None):
+    import transformers
+
+    te_path = folder / "config.json"
+    te_dict = _read_json(te_path, "text encoder")
+    model_checks.check_config_numbers(te_dict, te_path)
+    config = model_checks.guarded(lambda: transformers.CLIPTextConfig.from_dict(te_dict), te_path)
+    return _build(getattr(transformers, cls_name), config, folder, allow_pickle, device, dtype)
 
 
 def load_vae(path: Path, allow_pickle: bool = False):
@@ -141,34 +219,56 @@ def load_tokenizer(path: Path):
         raise ModelError(f"tokenizer folder {path} is missing or empty")
     try:
         return CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError, TypeError) as e:
-        raise ModelError(f"cannot read the tokenizer in {path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a damaged tokenizer file fails in many types
+        raise ModelError(f"cannot read the tokenizer in {path}: {model_checks.first_line(e)}") from None
+
+
+def read_scheduler_config(path: Path) -> dict:
+    return model_checks.check_scheduler_config(_read_json(path, "scheduler"), path)
 
 
 def read_defaults(path: Path) -> dict:
     f = path / DEFAULTS_FILE
-    return _read_json(f, "latentdiff defaults") if f.is_file() else {}
+    return model_checks.check_defaults(_read_json(f, "latentdiff defaults"), f) if f.is_file() else {}
 
 
 def save_components(c: Components, out: Path, scheduler_class: str, extra_defaults: dict | None = None):
-    """Write the diffusers layout with safetensors weights, loadable by StableDiffusionPipeline."""
-    import diffusers
-
+    """Write the diffusers layout with safetensors weights, loadable by StableDiffusionPipeline
+    (SDXL: StableDiffusionXLPipeline, or its Img2Img pipeline for a refiner)."""
     quiet_libraries()
     out.mkdir(parents=True, exist_ok=True)
     c.unet.save_pretrained(out / "unet", safe_serialization=True)
     c.vae.save_pretrained(out / "vae", safe_serialization=True)
-    c.text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
-    c.tokenizer.save_pretrained(str(out / "tokenizer"))
+    for te_name, tok_name in TEXT_PARTS:
+        if getattr(c, te_name) is not None:
+            getattr(c, te_name).save_pretrained(out / te_name, safe_serialization=True)
+            getattr(c, tok_name).save_pretrained(str(out / tok_name))
     (out / "scheduler").mkdir(exist_ok=True)
     sched = {**c.scheduler_config, "_class_name": scheduler_class}
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
-    index = {**MODEL_INDEX, "_diffusers_version": diffusers.__version__}
-    index["scheduler"] = ["diffusers", scheduler_class]
-    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    (out / "model_index.json").write_text(json.dumps(model_index(c, scheduler_class), indent=2))
     defaults = {**c.defaults, **(extra_defaults or {})}
     if defaults:
         (out / DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2))
+
+
+def model_index(c: Components, scheduler_class: str) -> dict:
+    import diffusers
+
+    index = {**MODEL_INDEX, "_diffusers_version": diffusers.__version__, "scheduler": ["diffusers", scheduler_class]}
+    if not c.is_sdxl:
+        return index
+    for name in ("safety_checker", "requires_safety_checker"):
+        index.pop(name)
+    refiner = c.text_encoder is None
+    index["_class_name"] = "StableDiffusionXLImg2ImgPipeline" if refiner else "StableDiffusionXLPipeline"
+    for te_name, tok_name in TEXT_PARTS:
+        te = getattr(c, te_name)
+        index[te_name] = ["transformers", type(te).__name__] if te is not None else [None, None]
+        index[tok_name] = ["transformers", "CLIPTokenizer"] if te is not None else [None, None]
+    # The base pipeline takes no `requires_aesthetics_score` (diffusers warns about it).
+    options = {"force_zeros_for_empty_prompt": not refiner, **({"requires_aesthetics_score": True} if refiner else {})}
+    return {**index, **options, **c.index}
 
 
 def vae_scale_factor(vae) -> int:

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import torch
 
-from . import hub
+from . import hub, model_checks, params
 from .errors import LatentDiffError, UsageError
 from .images import a1111_line, to_pil
+from .resources import allocation_errors
 from .models import Components, load_components, read_defaults, save_components, vae_dtype, vae_scale_factor
 from .runtime import (DTYPE_NAMES, compile_for_inference, cpu_threads_for, prepack_cpu_weights, resolve_device,
                       resolve_dtype, torch_threads, use_channels_last, wants_channels_last, wants_prepacked_weights)
-from .sampling import check_scheduler_name, denoise, make_scheduler
-from .text import encode_prompts
+from .conditioning import conditioning_for
+from .sampling import check_scheduler_name, denoise, make_scheduler, refiner_start_index, steps_before
 from .weights import parameter_count
 
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
-MAX_SEED = 2**63 - 1
 # Below this UNet size bf16's conversions cost more than its faster matmuls save on CPU.
 CPU_BF16_MIN_PARAMS = 50_000_000
 
@@ -42,11 +42,15 @@ class Pipeline:
         self.addons = AddOns()  # LoRAs and embeddings added at load time
         self.compiled = False
         self._threads = None  # intra-op threads while generating; None: the process's own setting
+        self.conditioning = conditioning_for(components)
+        self.refiner, self.refiner_start = None, None  # an SDXL refiner takes over at refiner_start
+        self.vae_ref = None  # a VAE given instead of the model's own
         c = components
         if not place:
             return
         c.unet.to(device=device, dtype=dtype)
-        c.text_encoder.to(device=device, dtype=dtype)
+        for te in c.text_encoders():
+            te.to(device=device, dtype=dtype)
         c.vae.to(device=device, dtype=vae_dtype(dtype, c.vae.config))
         self._threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
         if wants_channels_last(device, dtype):
@@ -56,39 +60,38 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, model=None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-                        compile: bool = False, loras=(), embeddings=()):
-        """Load a local diffusers-format directory, a hub id, a LoRA folder written by
-        `finetune --method lora`, or (None) the shipped default model. `compile=True` runs
-        torch.compile on the UNet and VAE decoder (see `Pipeline.compile`). `loras`: LoRA files
+                        compile: bool = False, vae=None, loras=(), embeddings=()):
+        """Load a local diffusers-format directory, a single-file checkpoint (`.safetensors`,
+        A1111 layout), a hub id, a LoRA folder written by `finetune --method lora`, or (None) the
+        shipped default model; `vae` (a folder or file) replaces the model's VAE. `compile=True`
+        runs torch.compile on the UNet and VAE decoder (see `Pipeline.compile`). `loras`: LoRA files
         or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`; `embeddings`:
         textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name)."""
         from .formats import addons
-        from .lora import apply_lora, lora_base
 
+        load = params.check_fields(dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle,
+                                        compile=compile), params.api_label)
+        model, device, dtype = load["model"], load["device"], load["dtype"]
         lora_specs, embedding_specs = addons.parse(loras, embeddings)
         local = Path(model).expanduser() if model is not None else None
-        base = lora_base(local) if local is not None and local.is_dir() else None
-        path = hub.resolve(None if base == "default" else (base or model), allow_pickle)
         dev = resolve_device(device)
-        defaults = {**read_defaults(path), **(read_defaults(local) if base is not None else {})}
-        n_params = parameter_count(path / "unet")  # from safetensors headers; None for pickle files
-        target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
-        # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
-        # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
-        early = base is None and not lora_specs and n_params is not None
-        comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev),
-                                dtype=target if early else None,
-                                channels_last=early and wants_channels_last(dev, target))
-        if base is not None:
-            apply_lora(comps, local, allow_pickle)
-            comps.defaults = defaults  # the base's defaults, overridden by the LoRA's
-        added = addons.apply(comps, lora_specs, embedding_specs, allow_pickle)
-        if n_params is None:
+        if local is not None and local.is_file():
+            from .formats.single_file import load_single_file
+
+            comps, path = load_single_file(local, allow_pickle), local
             n_params = sum(p.numel() for p in comps.unet.parameters())
-            target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
+            target = resolve_dtype(dtype, dev, _cpu_dtype_pref(comps.defaults, n_params))
+        else:
+            comps, path, target = _load_folder(local, model, dev, dtype, allow_pickle, merge=bool(lora_specs))
+        if vae is not None:
+            from .formats.vae import load_vae_ref
+
+            comps.vae = load_vae_ref(vae, comps.vae.config, allow_pickle)
+        added = addons.apply(comps, lora_specs, embedding_specs, allow_pickle)
         ref = str(local.resolve()) if local is not None and local.exists() else model
         pipe = cls(comps, dev, target, model_ref=ref, model_dir=path)
         pipe.addons = added
+        pipe.vae_ref = None if vae is None else str(Path(vae).expanduser().resolve())
         return pipe.compile() if compile else pipe
 
     def compile(self) -> "Pipeline":
@@ -116,7 +119,7 @@ class Pipeline:
             return out
         if dtype not in DTYPES:
             raise UsageError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
-        modules = (c.unet, c.vae, c.text_encoder)
+        modules = (c.unet, c.vae, *c.text_encoders())
         before = [m.dtype for m in modules]
         try:
             for m in modules:
@@ -155,9 +158,11 @@ class Pipeline:
 
     # ---- generation ---------------------------------------------------------------------
     def __call__(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
-                 seed=0, num_images=1, scheduler=None, image=None, mask=None, strength=None, clip_skip=None,
-                 prompt_syntax="a1111", **options) -> list:
+                 seed=0, num_images=1, scheduler=None, image=None, mask=None, strength=None, callback=None,
+                 clip_skip=None, prompt_syntax="a1111", **options) -> list:
         """Images for `prompt` (a string or a list); image k of the call uses seed `seed + k`.
+        `callback(step, total, latents)` runs after every denoising step of every batch (latents
+        `(B, C, H/f, W/f)`); raising from it (e.g. `latentdiff.errors.Cancelled`) stops the call.
 
         `image` (a path or PIL image) starts from that picture (img2img, noised by `strength`);
         with `mask`, inpainting. Further options (resize, mask_blur, inpaint_area, padding,
@@ -167,14 +172,15 @@ class Pipeline:
         N-th text-encoder layer from the end (A1111 numbering)."""
         return list(self.iter_images(prompt, negative_prompt, steps, guidance, width, height, seed,
                                      num_images, scheduler, image=image, mask=mask, strength=strength,
-                                     clip_skip=clip_skip, prompt_syntax=prompt_syntax, **options))
+                                     callback=callback, clip_skip=clip_skip, prompt_syntax=prompt_syntax, **options))
 
     def iter_images(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
-                    seed=0, num_images=1, scheduler=None, clip_skip=None, prompt_syntax="a1111", **options):
+                    seed=0, num_images=1, scheduler=None, callback=None, clip_skip=None, prompt_syntax="a1111",
+                    **options):
         """Like __call__, but yields each image as soon as its batch is decoded."""
         from .workflows.options import ImageOptions
 
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = params.prompts(params.api_label, prompt)
         opts = ImageOptions.from_kwargs({k: v for k, v in options.items() if v is not None})
         if self.is_upscaler:
             raise UsageError(f"{self.model_ref} is a diffusion upscaler, not a text-to-image model; use "
@@ -183,54 +189,61 @@ class Pipeline:
         if source is not None:
             width, height = source.image.size
         p = self._resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
-        p.update(options=opts, source=source, strength=opts.default_strength() if source else None)
+        p.update(options=opts, source=source, strength=opts.default_strength() if source else None,
+                 callback=callback)
         p.update(self._text_options(clip_skip, prompt_syntax))
-        jobs = [(text, p["seed"] + k) for k, text in enumerate(t for t in prompts for _ in range(num_images))]
-        for i in range(0, len(jobs), self.max_batch):
-            yield from self._generate(jobs[i : i + self.max_batch], p)
+        jobs = [(text, p["seed"] + k) for k, text in enumerate(t for t in prompts for _ in range(p["num_images"]))]
+        batch = self._batch_size(p, len(jobs))
+        for i in range(0, len(jobs), batch):
+            yield from self._generate(jobs[i : i + batch], p)
 
     def _resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> dict:
-        d = self.defaults()
-        steps = d["steps"] if steps is None else steps
-        guidance = d["guidance"] if guidance is None else guidance
-        width = self.native_size if width is None else width
-        height = self.native_size if height is None else height
-        if not prompts or not all(isinstance(t, str) for t in prompts):
-            raise UsageError("prompt must be a string or a non-empty list of strings")
-        if not isinstance(negative, str):
-            raise UsageError("negative_prompt must be a string")
-        if int(steps) != steps or steps < 1:
-            raise UsageError(f"steps must be a whole number >= 1, got {steps}")
-        if guidance < 0:
-            raise UsageError(f"guidance must be >= 0, got {guidance}")
-        if int(num_images) != num_images or num_images < 1:
-            raise UsageError(f"num_images must be a whole number >= 1, got {num_images}")
-        for name, v in (("width", width), ("height", height)):
-            check_size(name, v, self.scale_factor)
-        if seed is None:
-            seed = secrets.randbelow(2**32)
-        if int(seed) != seed or not 0 <= seed <= MAX_SEED - len(prompts) * num_images:
-            raise UsageError(f"seed must be a whole number between 0 and 2^63 - 1, got {seed}")
-        # None keeps the model's own scheduler config exactly (a name would apply our overrides).
-        sched = check_scheduler_name(scheduler) if scheduler is not None else None
-        return dict(negative_prompt=negative, steps=int(steps), guidance=float(guidance), width=int(width),
-                    height=int(height), seed=int(seed), scheduler=sched)
+        """Every argument checked (params.py), defaults filled in from the model."""
+        d, api = self.defaults(), params.api_label
+
+        def side(name, given):  # a size left out is the model's native one, named so in errors
+            label = api if given is not None else (lambda n: f"the model's native {n}")
+            return params.size(label, name, self.native_size if given is None else given, self.scale_factor)
+
+        n = params.num_images(api, num_images)
+        train_steps = self.components.scheduler_config.get("num_train_timesteps")
+        p = dict(
+            negative_prompt=params.text(api, "negative_prompt", "" if negative is None else negative),
+            steps=params.steps(api, d["steps"] if steps is None else steps, train_steps),
+            guidance=params.guidance(api, d["guidance"] if guidance is None else guidance),
+            width=side("width", width), height=side("height", height),
+            seed=params.seed(api, secrets.randbelow(2**32) if seed is None else seed, len(prompts) * n),
+            # None keeps the model's own scheduler config exactly (a name would apply our overrides).
+            scheduler=params.scheduler(api, scheduler), num_images=n,
+        )
+        where = Path(self.model_dir or ".") / "scheduler" / "scheduler_config.json"
+        model_checks.check_scheduler_steps(self.components.scheduler_config, p["scheduler"], p["steps"], where)
+        return p
+
+    def _batch_size(self, p: dict, total: int) -> int:
+        """At most max_batch images at a time, fewer where the memory would not hold them."""
+        from .resources import batch_that_fits, generation_bytes
+
+        c = self.components
+        unet_bytes, vae_bytes = c.unet.dtype.itemsize, c.vae.dtype.itemsize
+
+        def need(batch: int) -> int:
+            return generation_bytes(c.unet.config, c.vae.config, batch, p["width"], p["height"],
+                                    p["guidance"] != 1.0, unet_bytes, vae_bytes)
+
+        return batch_that_fits(need, min(self.max_batch, total), self.device, f"a {p['width']}x{p['height']} image")
 
     def _text_options(self, clip_skip, prompt_syntax) -> dict:
-        from .prompt_syntax import SYNTAXES
-        from .text import check_clip_skip
-
-        if prompt_syntax not in SYNTAXES:
-            raise UsageError(f"prompt_syntax must be one of: {', '.join(SYNTAXES)}; got {prompt_syntax!r}")
         clip_skip = self.components.defaults.get("clip_skip", 1) if clip_skip is None else clip_skip
-        return {"clip_skip": check_clip_skip(clip_skip, self.components.text_encoder.config),
-                "prompt_syntax": prompt_syntax}
+        return {"clip_skip": self.conditioning.check_clip_skip(clip_skip),
+                "prompt_syntax": params.prompt_syntax(params.api_label, prompt_syntax)}
 
     def _generate(self, jobs: list[tuple[str, int]], p: dict):
         from .workflows.finish import finish
 
         texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
-        with torch_threads(self._threads):
+        what = f"generating {len(texts)} image(s) of {p['width']}x{p['height']} on {self.device}"
+        with torch_threads(self._threads), allocation_errors(what, "choose a smaller size"):
             pixels = self._sample(texts, seeds, p)
         out = []
         for image, text, s in zip(to_pil(pixels), texts, seeds):
@@ -241,23 +254,45 @@ class Pipeline:
             out.append(image)
         return out
 
+    def set_refiner(self, refiner: "Pipeline", start: float = 0.8) -> "Pipeline":
+        """Hand the latents to `refiner` (an SDXL refiner) after the fraction `start` of the
+        denoising, as diffusers' `denoising_end` / `denoising_start` do; it also decodes."""
+        if not 0 < start < 1:
+            raise UsageError(f"refiner start must be between 0 and 1 (exclusive), got {start}")
+        if not refiner.components.is_sdxl or refiner.components.unet.config.in_channels != self.components.unet.config.in_channels:
+            raise UsageError("the refiner must be an SDXL model whose latents match this model's")
+        self.refiner, self.refiner_start = refiner, float(start)
+        return self
+
     def _sample(self, texts: list[str], seeds: list[int], p: dict) -> torch.Tensor:
-        c = self.components
-        use_cfg = p["guidance"] != 1.0
         texts = [self.addons.expand(t) for t in texts]
-        negatives = [self.addons.expand(p["negative_prompt"])] * len(texts) if use_cfg else None
-        cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, texts, negatives, p["prompt_syntax"], p["clip_skip"])
+        negatives = [self.addons.expand(p["negative_prompt"])] * len(texts) if p["guidance"] != 1.0 else None
+        cond, uncond = self.conditioning(texts, negatives, p["height"], p["width"], p["prompt_syntax"], p["clip_skip"])
         src = p.get("source")
         image, mask = src.region() if src is not None else (None, None)
-        latents = self.run_loop(cond, uncond, seeds, p, p["steps"], (p["width"], p["height"]), image=image, mask=mask,
-                                strength=p.get("strength") or 1.0)
+        latents, gens = self.run_loop(cond, uncond, seeds, p, p["steps"], (p["width"], p["height"]), image=image,
+                                      mask=mask, strength=p.get("strength") or 1.0, with_generators=True)
+        if self.refiner is not None:
+            return self.refiner.decode(self._refine(latents, texts, gens, p))
         if p.get("options") is not None and p["options"].hires:
             from .workflows.hires import hires_pass
 
             return hires_pass(self, latents, cond, uncond, texts, seeds, p)
         return self.decode(latents)
 
-    def run_loop(self, cond, uncond, seeds: list[int], p: dict, steps: int, size: tuple[int, int], **start):
+    def _refine(self, latents, texts, gens, p: dict) -> torch.Tensor:
+        """The refiner's share of the timesteps, continuing this model's latents and generators."""
+        r = self.refiner
+        negatives = [p["negative_prompt"]] * len(texts) if p["guidance"] != 1.0 else None
+        cond, uncond = r.conditioning(texts, negatives, p["height"], p["width"], p["prompt_syntax"])
+        sched = make_scheduler(r.components.scheduler_config, p["scheduler"])
+        sched.set_timesteps(p["steps"], device=r.device)
+        start = refiner_start_index(sched, self.refiner_start)
+        return denoise(r.components.unet, sched, latents.to(r.device), cond, uncond, p["guidance"], gens,
+                       r._progress(len(texts)), start=start)
+
+    def run_loop(self, cond, uncond, seeds: list[int], p: dict, steps: int, size: tuple[int, int],
+                 with_generators: bool = False, **start):
         """One run of the sampling loop at `size`, from noise or from the start `start` describes
         (see workflows.start.prepare): the one loop every workflow goes through."""
         from .workflows.start import prepare
@@ -265,8 +300,12 @@ class Pipeline:
         sched = make_scheduler(self.components.scheduler_config, p["scheduler"])
         sched.set_timesteps(steps, device=self.device)
         s = prepare(self, sched, seeds, steps, size, **start)
-        return denoise(self.components.unet, sched, s.latents, cond, uncond, p["guidance"], s.generators,
-                       self._progress(len(seeds)), start=s.start, image_cond=s.image_cond, blend=s.blend)
+        # With a refiner, this model stops where the refiner takes over (and hands on its generators).
+        end = steps_before(sched, self.refiner_start) if with_generators and self.refiner is not None else None
+        latents = denoise(self.components.unet, sched, s.latents, cond, uncond, p["guidance"], s.generators,
+                          self._progress(len(seeds)), start=s.start, end=end, image_cond=s.image_cond, blend=s.blend,
+                          callback=p.get("callback"))
+        return (latents, s.generators) if with_generators else latents
 
     def upscale(self, image, prompt="", negative_prompt="", steps=None, guidance=None, noise_level=None, seed=0,
                 scheduler=None, tile=None, upscaler=None):
@@ -309,10 +348,16 @@ class Pipeline:
             "prompt_syntax": p.get("prompt_syntax", "plain"), "loras": self.addons.loras,
             "embeddings": self.addons.embeddings,
             "scheduler_class": self.components.scheduler_config.get("_class_name"),
-            "sampler": sampler_name(p["scheduler"], self.components.scheduler_config), "width": p["width"], "height": p["height"],
-            "model": self.model_ref, "model_hash": self.model_hash, "dtype": DTYPE_NAMES.get(self.dtype),
+            "sampler": sampler_name(p["scheduler"], self.components.scheduler_config), "width": p["width"],
+            "height": p["height"], "model": self.model_ref, "model_hash": self.model_hash, **self._refiner_record(),
+            **({"vae": self.vae_ref} if self.vae_ref else {}), "dtype": DTYPE_NAMES.get(self.dtype),
             "device": str(self.device), "versions": versions(),
         }
+
+    def _refiner_record(self) -> dict:
+        if self.refiner is None:
+            return {}
+        return {"refiner": self.refiner.model_ref, "refiner_hash": self.refiner.model_hash, "refiner_start": self.refiner_start}
 
     def _progress(self, batch: int):
         if not self.progress:
@@ -322,16 +367,34 @@ class Pipeline:
         return lambda it: tqdm(it, desc=f"denoising {batch} image(s)", file=sys.stderr, leave=False)
 
 
+def _load_folder(local: Path | None, model, dev: torch.device, dtype: str, allow_pickle: bool, merge: bool = False):
+    """Components of a diffusers folder, hub id, LoRA folder or the default model, loaded
+    straight into the compute dtype where the weights allow (not when LoRA files will be
+    merged: `merge`); with the model's path and dtype."""
+    from .lora import apply_lora, lora_base
+
+    base = lora_base(local) if local is not None and local.is_dir() else None
+    path = hub.resolve(None if base == "default" else (base or model), allow_pickle)
+    defaults = {**read_defaults(path), **(read_defaults(local) if base is not None else {})}
+    n_params = parameter_count(path / "unet")  # from safetensors headers; None for pickle files
+    target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
+    # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
+    # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
+    early = base is None and not merge and n_params is not None
+    comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev),
+                            dtype=target if early else None,
+                            channels_last=early and wants_channels_last(dev, target))
+    if base is not None:
+        apply_lora(comps, local, allow_pickle)
+        comps.defaults = defaults  # the base's defaults, overridden by the LoRA's
+    if n_params is None:
+        n_params = sum(p.numel() for p in comps.unet.parameters())
+        target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
+    return comps, path, target
+
+
 def _cpu_dtype_pref(defaults: dict, unet_params: int | None) -> str | None:
     """The model's recorded CPU dtype, else fp32 for UNets too small to gain from bf16."""
     if defaults.get("cpu_dtype"):
         return defaults["cpu_dtype"]
     return "fp32" if unet_params is not None and unet_params < CPU_BF16_MIN_PARAMS else None
-
-
-def check_size(name: str, value, factor: int) -> None:
-    if int(value) != value or value < factor:
-        raise UsageError(f"{name} must be a whole number >= {factor}, got {value}")
-    if value % factor:
-        lo, hi = value - value % factor, value - value % factor + factor
-        raise UsageError(f"{name} {value} is not a multiple of {factor}; try {lo} or {hi}" if lo else f"{name} {value} is not a multiple of {factor}; try {hi}")

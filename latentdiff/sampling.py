@@ -79,14 +79,16 @@ def denoise(
     unet,
     scheduler,
     latents: torch.Tensor,  # (B, C, h, w) initial noise (scaled by init_noise_sigma), or a noised init latent
-    cond: torch.Tensor,  # (B, T, D) prompt embeddings
-    uncond: torch.Tensor | None,  # (B, T, D) negative embeddings, None when guidance == 1
+    cond,  # Embeddings (or a (B, T, D) tensor) of the prompts
+    uncond,  # the same for the negatives; None when guidance == 1
     guidance: float,
     generators: list[torch.Generator],
     progress: Callable[[Iterable], Iterable] = iter,
     start: int = 0,
+    end: int | None = None,
     image_cond: ImageCond | None = None,
     blend: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Classifier-free guided sampling (Ho & Salimans 2022): eps = eps_u + g * (eps_c - eps_u).
 
@@ -95,27 +97,35 @@ def denoise(
     enter here too: `start` skips the first timesteps (SDEdit, Meng et al. 2021: the latents are
     an init image noised to timestep `start`), `image_cond` adds channels to the UNet input, and
     `blend(latents, i)` runs after step i (inpainting with an ordinary model pastes the re-noised
-    known region back).
+    known region back). `end` stops early, so one model can hand its latents to another
+    mid-way (SDXL's refiner). `callback(step, total, latents)` runs after each step; it
+    may raise (e.g. `errors.Cancelled`) to stop the loop there.
     """
+    from .conditioning import as_embeddings
+
     use_cfg = uncond is not None and guidance != 1.0
     dtype = unet.dtype  # diffusers computes this by walking every submodule: once per call, not per step
-    context = (torch.cat([uncond, cond]) if use_cfg else cond).to(dtype)
+    context = (as_embeddings(uncond).cat(as_embeddings(cond)) if use_cfg else as_embeddings(cond)).to(dtype)
+    added = context.added or None  # SDXL's pooled text embeddings and size ids
     concat, labels = image_cond.batch(use_cfg) if image_cond is not None else (None, None)
     extra = {} if labels is None else {"class_labels": labels}
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
-    for i, t in enumerate(progress(scheduler.timesteps[start:])):
+    total = len(scheduler.timesteps[start:end])
+    for i, t in enumerate(progress(scheduler.timesteps[start:end])):
         x = torch.cat([latents, latents]) if use_cfg else latents
         x = scheduler.scale_model_input(x, t)
         if concat is not None:
             x = torch.cat([x, concat], dim=1)
         # Latents and scheduler arithmetic stay fp32; only the UNet runs in low precision.
-        eps = unet(x.to(dtype), t, encoder_hidden_states=context, **extra).sample.float()
+        eps = unet(x.to(dtype), t, encoder_hidden_states=context.hidden, added_cond_kwargs=added, **extra).sample.float()
         if use_cfg:
             eps_u, eps_c = eps.chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
         if blend is not None:
             latents = blend(latents, i)
+        if callback is not None:
+            callback(i + 1, total, latents)
     return latents
 
 
@@ -124,6 +134,29 @@ def start_step(scheduler, steps: int, strength: float) -> int:
     img2img computes it (int(steps * strength) steps are denoised, at least one)."""
     denoised = max(1, min(int(steps * strength), steps))
     start = (steps - denoised) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return start
+
+
+def _cutoff(scheduler, fraction: float) -> int:
+    n = scheduler.config.num_train_timesteps
+    return int(round(n - fraction * n))
+
+
+def steps_before(scheduler, fraction: float) -> int:
+    """How many of the set timesteps come before `fraction` of the denoising (diffusers'
+    `denoising_end`)."""
+    return int((scheduler.timesteps >= _cutoff(scheduler, fraction)).sum())
+
+
+def refiner_start_index(scheduler, fraction: float) -> int:
+    """The timestep index where a second model takes over (diffusers' `denoising_start`); a
+    second-order scheduler never starts between its two evaluations of one step."""
+    n = int((scheduler.timesteps < _cutoff(scheduler, fraction)).sum())
+    if scheduler.order == 2 and n % 2 == 0:
+        n += 1
+    start = len(scheduler.timesteps) - n
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(start)
     return start

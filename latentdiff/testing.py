@@ -81,3 +81,49 @@ def make_tiny_upscaler(out: Path, seed: int = 0) -> Path:
                                           max_noise_level=350)
     pipe.save_pretrained(out, safe_serialization=True)
     return Path(out)
+
+
+def tiny_sdxl_unet(refiner: bool = False) -> dict:
+    """An SDXL-layout UNet: pooled text + size ids through `text_time`, linear projections, a
+    deeper transformer in the last block, cross-attention over both encoders (32 + 32) or,
+    for the refiner, the second one only (5 ids: size, crop, aesthetic score). The encoders differ
+    in width (32, 40) as the real ones do (768, 1280): diffusers' single-file loader tells them apart so."""
+    n_ids = 5 if refiner else 6
+    return dict(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), use_linear_projection=True,
+        transformer_layers_per_block=(1, 2), cross_attention_dim=40 if refiner else 72,
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=n_ids * 8 + 32,
+    )
+
+
+def make_tiny_sdxl(out: Path, refiner: bool = False, seed: int = 0) -> Path:
+    """Write a tiny seeded SDXL base (or refiner) in StableDiffusionXLPipeline's layout."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from .models import Components
+    from .tokenizer import build_tokenizer
+
+    arch = tiny_arch("sd1")
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**arch["vae"])  # first, so base and refiner share it as real SDXL pairs do
+    tok, tok2 = build_tokenizer(WORDS, 200), build_tokenizer(WORDS, 200)
+    tok2.pad_token = "!"  # OpenCLIP's tokenizer pads with "!", not with EOS
+    te_args = dict(intermediate_size=37, num_attention_heads=4, num_hidden_layers=3, projection_dim=32,
+                   vocab_size=len(tok), max_position_embeddings=77, bos_token_id=tok.bos_token_id,
+                   eos_token_id=tok.eos_token_id)
+    torch.manual_seed(seed + (1 if refiner else 0))
+    text_encoder = None if refiner else CLIPTextModel(CLIPTextConfig(**te_args, hidden_size=32, hidden_act="quick_gelu"))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**te_args, hidden_size=40, hidden_act="gelu"))
+    unet = UNet2DConditionModel(**tiny_sdxl_unet(refiner))
+    scheduler = {"_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+                 "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "steps_offset": 1,
+                 "timestep_spacing": "leading", "prediction_type": "epsilon", "set_alpha_to_one": False,
+                 "skip_prk_steps": True, "clip_sample": False}
+    c = Components(unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder, tokenizer=None if refiner else tok,
+                   text_encoder_2=text_encoder_2.eval(), tokenizer_2=tok2, scheduler_config=scheduler, defaults={})
+    save_components(c, Path(out), scheduler["_class_name"])
+    return Path(out)

@@ -61,7 +61,6 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
             noise_level: int = NOISE_LEVEL, seed: int = 0, scheduler=None, tile: int | None = None):
     """`image` (a path or PIL image) upscaled by the upscaler `pipe`: a PIL image with metadata."""
     from .images import a1111_line, to_pil
-    from .text import encode_prompts
     from .workflows.source import pad, pixel_hash, read_picture
     from .workflows.start import to_tensor
 
@@ -75,7 +74,7 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
     padded = pad(low, (0, -low.width % m, 0, -low.height % m))  # repeated edges; cropped off after
     pixels = to_tensor(padded).to(pipe.device)
     use_cfg = guidance != 1.0
-    cond, uncond = encode_prompts(c.tokenizer, c.text_encoder, [prompt], [negative_prompt] if use_cfg else None)
+    cond, uncond = pipe.conditioning([prompt], [negative_prompt] if use_cfg else None, *pixels.shape[2:])
     sched = make_scheduler(c.scheduler_config, scheduler)
     sched.set_timesteps(int(steps), device=pipe.device)
     low_sched = make_scheduler(settings["low_res_scheduler"])
@@ -88,7 +87,7 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
     unet = c.unet if tile is None else TiledUNet(c.unet, max(m, tile // pipe.scale_factor // m * m))
     with torch_threads_of(pipe), vae_tiles(c.vae, tile, pipe.scale_factor):
         latents = denoise(unet, sched, latents, cond, uncond, guidance, [g], pipe._progress(1),
-                          image_cond=ImageCond(noisy.to(cond.dtype), class_labels=level))
+                          image_cond=ImageCond(noisy.to(cond.hidden.dtype), class_labels=level))
         out = to_pil(pipe.decode(latents))[0]
     f = out.width // padded.width
     out = out.crop((0, 0, low.width * f, low.height * f))

@@ -27,12 +27,13 @@ def sniff_format(path: Path) -> str:
         head = f.read(16)
     if head[:4] == b"PK\x03\x04":
         return PICKLE_ZIP  # torch.save's zip container holds a pickle
-    if head[:1] == b"\x80":
-        return PICKLE_RAW
     if len(head) >= 9:
         (n,) = struct.unpack("<Q", head[:8])
+        # Before the pickle test: a header of 128 + 256k bytes also starts with 0x80.
         if 2 <= n < 100_000_000 and head[8:9] == b"{":
             return SAFETENSORS
+    if head[:1] == b"\x80":
+        return PICKLE_RAW
     return UNKNOWN
 
 
@@ -45,8 +46,7 @@ def find_weight_files(component_dir: Path) -> list[Path]:
     for index in sorted(component_dir.glob("*.safetensors.index.json")) + sorted(
         component_dir.glob("*.bin.index.json")
     ):
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [component_dir / s for s in shards]
+        return _shards(index, component_dir)
     for suffix in _PICKLE_SUFFIXES:
         for stem in _STEMS:
             if (component_dir / f"{stem}{suffix}").is_file():
@@ -55,6 +55,16 @@ def find_weight_files(component_dir: Path) -> list[Path]:
     if found:
         return [component_dir / found[0]]
     raise ModelError(f"no weights file in {component_dir} (expected diffusion_pytorch_model.safetensors or model.safetensors)")
+
+
+def _shards(index: Path, component_dir: Path) -> list[Path]:
+    """The shard files a `*.index.json` names, each confined to the component's folder."""
+    from .model_checks import confined, read_json_object
+
+    weight_map = read_json_object(index, "sharded weights index").get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelError(f"sharded weights index {index} has no weight_map of tensor names to files")
+    return sorted({confined(component_dir, name, str(index)) for name in weight_map.values()})
 
 
 def load_state_dict(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
@@ -132,7 +142,9 @@ def _load_pickle(path: Path, device: str) -> dict:
         with warnings.catch_warnings():
             # Raw (non-torch.save) pickles trigger a protocol warning that would break our one-line errors.
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            sd = torch.load(str(path), map_location=device, weights_only=True)
+            # A file object, not the path: torch.load hands paths ending in .safetensors to safetensors.
+            with open(path, "rb") as f:
+                sd = torch.load(f, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message opens with advice to retry with weights_only=False, which is exactly
         # what we must not suggest; the useful part is the name of the blocked global.
@@ -142,8 +154,13 @@ def _load_pickle(path: Path, device: str) -> dict:
             f"refused to load {path}: it holds {what}, which could run code; "
             "only plain tensors are loaded from pickle files"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise ModelError(f"weights file {path} is truncated or corrupt: {e}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        if "TorchScript" in str(e):
+            raise ModelError(f"{path} is a TorchScript archive, not a state dict; latentdiff loads only plain "
+                             "tensors: save the model's state_dict (to safetensors) instead") from None
+        # Never pass on torch's advice to retry with weights_only=False (it would run the file's code).
+        why = "" if "weights_only" in str(e) else f": {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        raise ModelError(f"weights file {path} is truncated or corrupt{why}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):

@@ -69,3 +69,44 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory):
+    from latentdiff.testing import make_tiny_sdxl
+
+    return make_tiny_sdxl(tmp_path_factory.mktemp("models") / "sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_refiner(tmp_path_factory):
+    from latentdiff.testing import make_tiny_sdxl
+
+    return make_tiny_sdxl(tmp_path_factory.mktemp("models") / "sdxl-refiner", refiner=True)
+
+
+SERVER_TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    """One real `latentdiff serve` for the server test modules: two tiny models and a broken one
+    in --models-dir, a token, a small queue, a 1 MB body limit and a memory budget that holds
+    one tiny model at a time."""
+    pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
+    from latentdiff.testing import make_tiny_model
+    from latentdiff.server.process import ServerProcess
+
+    root = tmp_path_factory.mktemp("serve")
+    models = root / "models"
+    make_tiny_model(models / "tiny-a", "sd1", defaults={"steps": 3, "guidance": 3.0})
+    make_tiny_model(models / "tiny-b", "sd2", defaults={"steps": 3, "guidance": 4.0})
+    (models / "broken").mkdir()
+    (models / "broken" / "model_index.json").write_text("{}")
+    server = ServerProcess(root, "--model", models / "tiny-a", "--models-dir", models, "--out", root / "out",
+                           "--queue-size", 2, "--max-body-mb", 1, "--memory-budget", 0.0001, "--device", "cpu",
+                           "--dtype", "fp32", token=SERVER_TOKEN, env={"LATENTDIFF_CACHE": str(root / "cache")})
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()

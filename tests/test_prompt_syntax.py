@@ -6,7 +6,8 @@ import torch
 
 from latentdiff import UsageError
 from latentdiff.prompt_syntax import BREAK, fragments, parse
-from latentdiff.text import emphasize, encode, prompt_chunks, tokenize_weighted
+from latentdiff.conditioning import apply_token_weights
+from latentdiff.text import prompt_chunks, tokenize_weighted
 
 
 def approx(frags):
@@ -75,11 +76,11 @@ def test_long_weighted_prompt_is_chunked_with_its_weights(pipe_sd1):
 
 def test_emphasis_scales_tokens_then_restores_the_mean():
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]])  # mean 3.5
-    weights = torch.tensor([[1.0, 2.0, 1.0]])
+    weights = torch.tensor([[[1.0, 2.0, 1.0]]])  # one prompt, one chunk of 3 tokens
     scaled = torch.tensor([[[1.0, 2.0], [6.0, 8.0], [5.0, 6.0]]])  # mean 28 / 6
     expected = scaled * (3.5 / (28 / 6))
-    assert torch.allclose(emphasize(hidden, weights), expected)
-    assert emphasize(hidden, torch.ones(1, 3)) is hidden
+    assert torch.allclose(apply_token_weights(hidden, weights), expected)
+    assert apply_token_weights(hidden, torch.ones(1, 1, 3)) is hidden
 
 
 def test_weight_one_gives_the_same_pixels_and_weights_change_them(pipe_sd1):
@@ -101,10 +102,11 @@ def test_clip_skip_2_is_the_encoder_without_its_last_layer(pipe_sd1):
     shorter = copy.deepcopy(c.text_encoder)
     model = getattr(shorter, "text_model", shorter)
     model.encoder.layers = model.encoder.layers[:-1]  # what A1111's "Clip skip: 2" means
-    ids, _ = tokenize_weighted(c.tokenizer, ["a red apple"])
-    ours = encode(c.text_encoder, ids, clip_skip=2)
-    assert torch.allclose(ours, encode(shorter, ids), atol=1e-6)
-    assert not torch.allclose(ours, encode(c.text_encoder, ids), atol=1e-3)
+    cond = pipe_sd1.conditioning
+    ids = cond.tokenize(["a red apple"])
+    ours = cond.embed(ids, clip_skip=2).hidden
+    assert torch.allclose(ours, type(cond)([(c.tokenizer, shorter)]).embed(ids).hidden, atol=1e-6)
+    assert not torch.allclose(ours, cond.embed(ids).hidden, atol=1e-3)
     assert pipe_sd1("x", steps=1, clip_skip=2)[0].info["latentdiff"]["clip_skip"] == 2
 
 

@@ -1,1 +1,3 @@
-"""Foreign file formats at the edge: files people bring, turned into tensors our core takes."""
+"""Foreign formats are converters at the edge: they turn files people bring into the components
+our core already takes (single-file checkpoints, separate VAEs, LoRAs, textual inversions), or
+write them back out."""

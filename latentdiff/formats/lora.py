@@ -60,6 +60,9 @@ def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False) -
 
     if not specs:
         return
+    if getattr(components, "is_sdxl", False):
+        raise UsageError("--lora files are not supported on SDXL models yet (only SD 1.x/2.x); "
+                         "a LoRA run folder of latentdiff finetune still works as --model")
     host = _host(components)
     for i, spec in enumerate(specs):
         state = load_state_dict(spec.file, allow_pickle)

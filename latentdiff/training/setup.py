@@ -34,6 +34,8 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
         return Setup(comps, None, from_scratch=True, train_text_encoder=True)
     path = hub.resolve(cfg.model, cfg.allow_pickle)
     comps = load_components(path, cfg.allow_pickle)
+    if comps.is_sdxl:
+        raise UsageError(f"finetune does not train SDXL models yet ({cfg.model}); it trains SD 1.x/2.x models")
     ref = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     return Setup(comps, ref, from_scratch=False, train_text_encoder=cfg.train_text_encoder)
 

@@ -1,0 +1,183 @@
+"""What the UNet is conditioned on, one small class per model family; `sampling.denoise` is
+the one loop for all of them.
+
+- SD 1.x/2.x: one CLIP text encoder; its last hidden states are the cross-attention context.
+- SDXL (Podell et al. 2023): two encoders (CLIP ViT-L and OpenCLIP ViT-bigG) whose penultimate
+  hidden states are concatenated feature-wise, the second one's pooled projection, and the
+  size/crop micro-conditioning (`time_ids`). The refiner has only the second encoder and an
+  aesthetic score where the base has the target size.
+
+Prompts become `Embeddings` in two steps, so prompt syntax and weighting can plug in between:
+`tokenize_weighted` (texts in a prompt syntax -> one (B, n_chunks, 77) id tensor and one weight
+tensor of the same shape per encoder; `tokenize` keeps the ids) and `embed` (those ids and the
+optional weights -> Embeddings, with an A1111 clip skip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .text import prompt_chunks, tokenize_weighted
+
+# diffusers' StableDiffusionXLImg2ImgPipeline defaults for the refiner's aesthetic conditioning.
+AESTHETIC_SCORE, NEGATIVE_AESTHETIC_SCORE = 6.0, 2.5
+
+
+@dataclass
+class Embeddings:
+    """A batch's conditioning: the context sequence plus any extra UNet inputs."""
+
+    hidden: torch.Tensor  # (B, T, D) cross-attention context
+    added: dict = field(default_factory=dict)  # SDXL: text_embeds (B, P), time_ids (B, 5 or 6)
+
+    def cat(self, other: "Embeddings") -> "Embeddings":
+        return Embeddings(torch.cat([self.hidden, other.hidden]),
+                          {k: torch.cat([v, other.added[k]]) for k, v in self.added.items()})
+
+    def to(self, dtype=None, device=None) -> "Embeddings":
+        return Embeddings(self.hidden.to(device=device, dtype=dtype),
+                          {k: v.to(device=device, dtype=dtype) for k, v in self.added.items()})
+
+    def __getitem__(self, rows: slice) -> "Embeddings":
+        return Embeddings(self.hidden[rows], {k: v[rows] for k, v in self.added.items()})
+
+
+def as_embeddings(x) -> Embeddings:
+    return x if isinstance(x, Embeddings) else Embeddings(x)
+
+
+def apply_token_weights(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """AUTOMATIC1111's emphasis: scale each token's embedding by its weight, then rescale each
+    chunk (of each prompt) so its mean is what it was. hidden (B, n*w, D), weights (B, n, w).
+    All-ones weights return `hidden` itself (bit-identical to no weighting)."""
+    if bool((weights == 1).all()):
+        return hidden
+    b, n, w = weights.shape
+    z = hidden.float().reshape(b, n, w, -1)
+    before = z.mean(dim=(2, 3), keepdim=True)
+    z = z * weights[..., None].to(z.device, torch.float32)
+    after = z.mean(dim=(2, 3), keepdim=True)
+    z = z * torch.where(after == 0, torch.ones_like(after), before / after)  # a chunk weighted to nothing
+    return z.reshape(hidden.shape).to(hidden.dtype)
+
+
+class Conditioning:
+    """SD 1.x/2.x: one CLIP encoder, final hidden states, prompts chunked by 75 tokens."""
+
+    def __init__(self, pairs: list[tuple], index: dict | None = None):
+        """`pairs`: (tokenizer, text encoder) per encoder; `index`: model_index.json options."""
+        self.pairs = pairs
+        self.index = index or {}
+        windows = {tok.model_max_length for tok, _ in pairs}
+        if len(windows) != 1:
+            from .errors import ModelError
+
+            raise ModelError(f"the model's tokenizers disagree on their window ({sorted(windows)} tokens)")
+
+    def chunk_count(self, texts: list[str], syntax: str = "plain") -> int:
+        return max(1, *(len(prompt_chunks(tok, t, syntax)) for tok, _ in self.pairs for t in texts))
+
+    def tokenize_weighted(self, texts: list[str], n_chunks: int | None = None, syntax: str = "plain"):
+        """Ids and per-token weights (`prompt_syntax`), one (B, n_chunks, window) tensor each per encoder."""
+        n_chunks = n_chunks or self.chunk_count(texts, syntax)
+        pairs = [tokenize_weighted(tok, texts, n_chunks, syntax) for tok, _ in self.pairs]
+        return [ids for ids, _ in pairs], [w for _, w in pairs]
+
+    def tokenize(self, texts: list[str], n_chunks: int | None = None) -> list[torch.Tensor]:
+        return self.tokenize_weighted(texts, n_chunks)[0]
+
+    def check_clip_skip(self, clip_skip) -> int:
+        """1 <= clip_skip <= the encoders' layer count (A1111 numbering: 1 = the usual layer)."""
+        layers = min(int(te.config.num_hidden_layers) for _, te in self.pairs)
+        number = isinstance(clip_skip, (int, float)) and not isinstance(clip_skip, bool)
+        if not number or not float(clip_skip).is_integer() or not 1 <= clip_skip <= layers:
+            from .errors import UsageError
+
+            raise UsageError(f"clip_skip must be a whole number from 1 (last layer) to {layers} for this model's "
+                             f"text encoder, got {clip_skip!r}")
+        return int(clip_skip)
+
+    def _hidden(self, encoder, out, clip_skip: int) -> torch.Tensor:
+        """The last layer's output, or with clip skip N > 1 (A1111 numbering) the N-th layer from
+        the end through the final layer norm (A1111, diffusers' `clip_skip=N-1`)."""
+        if clip_skip == 1:
+            return out.last_hidden_state
+        model = getattr(encoder, "text_model", encoder)
+        return model.final_layer_norm(out.hidden_states[-clip_skip])
+
+    @torch.no_grad()
+    def _run(self, encoder, ids: torch.Tensor, clip_skip: int = 1):
+        """(B, n, w) ids -> hidden (B, n*w, D) and the pooled projection of each first chunk (or None)."""
+        b, n, w = ids.shape
+        out = encoder(ids.reshape(b * n, w).to(encoder.device), output_hidden_states=True)
+        hidden = self._hidden(encoder, out, clip_skip)
+        pooled = getattr(out, "text_embeds", None)
+        return hidden.reshape(b, n * w, -1), None if pooled is None else pooled.reshape(b, n, -1)[:, 0]
+
+    def embed(self, ids: list[torch.Tensor], weights: list | None = None, clip_skip: int = 1) -> Embeddings:
+        """Token ids (one tensor per encoder) and optional per-token weights -> Embeddings."""
+        hiddens, pooled = [], None
+        for k, ((_, encoder), enc_ids) in enumerate(zip(self.pairs, ids)):
+            hidden, pooled = self._run(encoder, enc_ids, clip_skip)
+            if weights is not None and weights[k] is not None:
+                hidden = apply_token_weights(hidden, weights[k])
+            hiddens.append(hidden)
+        return self._finish(torch.cat(hiddens, dim=-1), pooled)
+
+    def _finish(self, hidden: torch.Tensor, pooled) -> Embeddings:
+        return Embeddings(hidden)
+
+    def with_size(self, emb: Embeddings, height: int, width: int, negative: bool = False) -> Embeddings:
+        return emb
+
+    def __call__(self, prompts: list[str], negatives: list[str] | None, height: int, width: int,
+                 syntax: str = "plain", clip_skip: int = 1):
+        """Conditional and (given negatives) unconditional embeddings, padded to one chunk count;
+        `syntax`: how prompts are read (`prompt_syntax`), `clip_skip`: A1111's."""
+        texts = prompts + (negatives or [])
+        ids, weights = self.tokenize_weighted(texts, syntax=syntax)
+        emb = self.embed(ids, weights, clip_skip)
+        cond = self.with_size(emb[: len(prompts)], height, width)
+        if negatives is None:
+            return cond, None
+        return cond, self.with_size(emb[len(prompts) :], height, width, negative=True)
+
+
+class SDXLConditioning(Conditioning):
+    """SDXL base (two encoders) or refiner (the second only): penultimate hidden states,
+    pooled embeddings of the last encoder, size/crop (or aesthetic) ids."""
+
+    def _hidden(self, encoder, out, clip_skip: int) -> torch.Tensor:
+        # The penultimate layer, not normed; clip skip N goes N - 1 layers further back, as
+        # diffusers' `clip_skip=N-1` does for SDXL.
+        return out.hidden_states[-(clip_skip + 1)]
+
+    def _finish(self, hidden: torch.Tensor, pooled) -> Embeddings:
+        return Embeddings(hidden, {"text_embeds": pooled})
+
+    def with_size(self, emb: Embeddings, height: int, width: int, negative: bool = False) -> Embeddings:
+        # original size, crop top-left, then target size (base) or aesthetic score (refiner)
+        if self.index.get("requires_aesthetics_score", False):
+            tail = [NEGATIVE_AESTHETIC_SCORE if negative else AESTHETIC_SCORE]
+        else:
+            tail = [height, width]
+        ids = torch.tensor([[height, width, 0, 0, *tail]], dtype=emb.hidden.dtype).repeat(len(emb.hidden), 1)
+        return Embeddings(emb.hidden, {**emb.added, "time_ids": ids.to(emb.hidden.device)})
+
+    def __call__(self, prompts, negatives, height, width, syntax="plain", clip_skip=1):
+        if negatives is not None and self.index.get("force_zeros_for_empty_prompt", True) and not any(negatives):
+            # No negative prompt: SDXL was trained to take zeros as the unconditional input.
+            cond, _ = super().__call__(prompts, None, height, width, syntax, clip_skip)
+            zeros = Embeddings(torch.zeros_like(cond.hidden), {"text_embeds": torch.zeros_like(cond.added["text_embeds"])})
+            return cond, self.with_size(zeros, height, width, negative=True)
+        return super().__call__(prompts, negatives, height, width, syntax, clip_skip)
+
+
+def conditioning_for(components) -> Conditioning:
+    """The conditioning of a loaded model's family."""
+    c = components
+    pairs = [(tok, te) for tok, te in ((c.tokenizer, c.text_encoder), (c.tokenizer_2, c.text_encoder_2)) if te is not None]
+    cls = SDXLConditioning if c.is_sdxl else Conditioning
+    return cls(pairs, c.index)

@@ -1,0 +1,172 @@
+"""Single-file checkpoints in the original (LDM / AUTOMATIC1111 / civitai) key layout.
+
+Reading goes through diffusers' own converters (`convert_ldm_unet_checkpoint`,
+`convert_ldm_vae_checkpoint`, `convert_ldm_clip_checkpoint`, `convert_open_clip_checkpoint`),
+with configs from the file's own metadata (files written by `latentdiff convert` carry their
+configs and tokenizers) or, for foreign files, the shipped configs of the detected family.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from ..errors import ModelError
+from ..models import Components, build_module
+from .detect import detect, read_header
+from .families import clip_tokenizer, family_configs
+from .ldm_keys import CLIP_PREFIXES, clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+
+META_KEY = "latentdiff"  # JSON: family, configs, tokenizer files, defaults
+SLOTS = ("text_encoder", "text_encoder_2")
+
+
+def family_of(c: Components) -> str:
+    if c.is_sdxl:
+        return "sdxl" if c.text_encoder is not None else "sdxl_refiner"
+    return "sd2" if c.text_encoder.config.hidden_act == "gelu" else "sd1"
+
+
+def _prefix(family: str, slot: str) -> str:
+    prefixes = CLIP_PREFIXES[family]
+    return prefixes[0] if slot == "text_encoder" else prefixes[-1]
+
+
+# ---- reading -------------------------------------------------------------------------------
+def load_single_file(path: Path, allow_pickle: bool = False) -> Components:
+    """Components of a single-file checkpoint (safetensors; a pickle only with allow_pickle)."""
+    from ..weights import SAFETENSORS, load_state_dict, sniff_format
+
+    own = None
+    if sniff_format(path) == SAFETENSORS:
+        shapes, meta = read_header(path)
+        own = _own_metadata(meta, path)
+        kind = None if own else detect(shapes, path)
+        sd = load_state_dict(path)
+    else:
+        sd = load_state_dict(path, allow_pickle)
+        kind = detect({k: list(v.shape) for k, v in sd.items() if hasattr(v, "shape")}, path)
+    if own is None:
+        own = family_configs(kind.family, kind.in_channels, sidecar_prediction(path))
+        own["family"] = kind.family
+    try:
+        return _components(sd, own, path)
+    except (KeyError, IndexError, ValueError) as e:  # a converter met a tensor layout it does not know
+        raise ModelError(f"{path} could not be converted as {own['family']}: {type(e).__name__} {e}") from None
+
+
+def _own_metadata(meta: dict, path: Path) -> dict | None:
+    if META_KEY not in meta:
+        return None
+    try:
+        own = json.loads(meta[META_KEY])
+        assert isinstance(own, dict) and own["family"] in CLIP_PREFIXES
+        return own
+    except (ValueError, KeyError, AssertionError, TypeError):
+        raise ModelError(f"{path} has damaged latentdiff metadata") from None
+
+
+def sidecar_prediction(path: Path) -> str | None:
+    """AUTOMATIC1111's convention: MODEL.yaml beside MODEL.safetensors says `parameterization: v`."""
+    yaml_path = path.with_suffix(".yaml")
+    if not yaml_path.is_file():
+        return None
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
+        param = cfg.get("model", {}).get("params", {}).get("parameterization", "eps")
+    except (OSError, yaml.YAMLError, AttributeError):
+        raise ModelError(f"{yaml_path} is not a readable model config") from None
+    return "v_prediction" if param == "v" else "epsilon"
+
+
+def _components(sd: dict, own: dict, where: Path) -> Components:
+    import transformers
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
+    from ..models import quiet_libraries
+
+    quiet_libraries()
+    unet = build_module(UNet2DConditionModel, own["unet"], convert_ldm_unet_checkpoint(sd, own["unet"]), where)
+    vae = build_module(AutoencoderKL, own["vae"], convert_ldm_vae_checkpoint(sd, own["vae"]), where)
+    parts = {}
+    for slot in SLOTS:
+        if own.get(slot):
+            config = transformers.CLIPTextConfig.from_dict(own[slot])
+            parts[slot] = _text_encoder(sd, own["family"], slot, config, where)
+            parts[slot.replace("text_encoder", "tokenizer")] = _tokenizer(own, own["family"], slot)
+    return Components(unet=unet, vae=vae, text_encoder=parts.get("text_encoder"), tokenizer=parts.get("tokenizer"),
+                      text_encoder_2=parts.get("text_encoder_2"), tokenizer_2=parts.get("tokenizer_2"),
+                      scheduler_config=dict(own["scheduler"]), defaults=dict(own.get("defaults") or {}),
+                      index=dict(own.get("index") or {}))
+
+
+def _text_encoder(sd: dict, family: str, slot: str, config, where: Path):
+    import transformers
+    from accelerate import init_empty_weights
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
+
+    cls = transformers.CLIPTextModel if slot == "text_encoder" else transformers.CLIPTextModelWithProjection
+    with init_empty_weights():
+        shell = cls(config)
+    prefix = _prefix(family, slot)
+    if prefix.endswith(".transformer."):
+        te_sd = convert_ldm_clip_checkpoint({k: v for k, v in sd.items() if k.startswith(prefix)})
+    else:
+        te_sd = convert_open_clip_checkpoint(shell, sd, prefix=prefix)
+    if not hasattr(shell, "text_model"):  # transformers >= 5.6 flattened CLIPTextModel
+        te_sd = {k.removeprefix("text_model."): v for k, v in te_sd.items() if k != "text_projection.weight"}
+    return build_module(cls, config, te_sd, f"{where} ({slot})")
+
+
+def _tokenizer(own: dict, family: str, slot: str):
+    files = (own.get("tokenizers") or {}).get(slot)
+    if files:
+        from transformers import CLIPTokenizer
+
+        with tempfile.TemporaryDirectory() as d:
+            for name, text in files.items():
+                (Path(d) / Path(name).name).write_text(text, encoding="utf-8")
+            return CLIPTokenizer.from_pretrained(d, local_files_only=True)
+    return clip_tokenizer(open_clip=not _prefix(family, slot).endswith(".transformer."))
+
+
+# ---- writing -------------------------------------------------------------------------------
+def save_single_file(c: Components, out: Path, dtype=None) -> Path:
+    """One safetensors file in the original layout, carrying our configs and tokenizers as metadata."""
+    from safetensors.torch import save_file
+
+    tensors, own = to_ldm(c)
+    cast = (lambda t: t.to(dtype) if t.is_floating_point() else t) if dtype is not None else (lambda t: t)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: cast(v).contiguous() for k, v in tensors.items()}, str(out),
+              metadata={"format": "pt", META_KEY: json.dumps(own, sort_keys=True, default=list)})
+    return out
+
+
+def to_ldm(c: Components, with_tokenizers: bool = True) -> tuple[dict, dict]:
+    """(tensors in the original layout, our metadata) for the components `c`."""
+    family = family_of(c)
+    tensors = {**unet_to_ldm(c.unet.state_dict(), dict(c.unet.config)), **vae_to_ldm(c.vae.state_dict(), dict(c.vae.config))}
+    own = {"family": family, "unet": dict(c.unet.config), "vae": dict(c.vae.config), "scheduler": c.scheduler_config,
+           "defaults": c.defaults, "index": c.index, "tokenizers": {}}
+    for slot in SLOTS:
+        te = getattr(c, slot)
+        if te is None:
+            continue
+        prefix = _prefix(family, slot)
+        convert = clip_to_ldm if prefix.endswith(".transformer.") else open_clip_to_ldm
+        tensors.update(convert(te.state_dict(), prefix))
+        own[slot] = te.config.to_dict()
+        if with_tokenizers:
+            own["tokenizers"][slot] = _tokenizer_files(getattr(c, slot.replace("text_encoder", "tokenizer")))
+    return tensors, own
+
+
+def _tokenizer_files(tokenizer) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        tokenizer.save_pretrained(d)
+        return {p.name: p.read_text(encoding="utf-8") for p in sorted(Path(d).iterdir()) if p.is_file()}

@@ -1,0 +1,44 @@
+"""`--vae DIR|FILE`: a VAE to decode (and encode) with instead of the model's own.
+
+Accepted: a diffusers VAE folder (config.json + weights), a whole diffusers model folder (its
+`vae/`), or one safetensors file in the original layout (`encoder.down.0...`, with or without
+`first_stage_model.`, e.g. the VAEs A1111 users download) or in the diffusers layout. A file
+carries no config, so it takes the model's VAE config: VAEs are swapped within one family.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ModelError
+from .detect import describe
+
+
+def load_vae_ref(ref, model_vae_config: dict, allow_pickle: bool = False):
+    from ..models import load_vae
+
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return load_vae(path / "vae" if (path / "vae" / "config.json").is_file() else path, allow_pickle)
+    if not path.is_file():
+        raise ModelError(f"--vae {ref}: no such file or folder")
+    return _vae_from_file(path, dict(model_vae_config), allow_pickle)
+
+
+def _vae_from_file(path: Path, config: dict, allow_pickle: bool):
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    from ..models import build_module, quiet_libraries
+    from ..weights import load_state_dict
+
+    quiet_libraries()
+    sd = load_state_dict(path, allow_pickle)
+    names = list(sd)
+    if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for k in names):
+        vae_sd = sd  # already diffusers' layout
+    elif any(k.startswith(("encoder.down.", "first_stage_model.encoder.down.", "vae.encoder.down.")) for k in names):
+        vae_sd = convert_ldm_vae_checkpoint(sd, config)
+    else:
+        raise ModelError(f"--vae {path} is {describe(names)}, not a VAE")
+    return build_module(AutoencoderKL, config, vae_sd, path)

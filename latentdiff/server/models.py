@@ -1,0 +1,102 @@
+"""Loaded pipelines by name: the default model plus folders of `--models-dir`, kept in an LRU whose
+weights stay under a memory budget. Only the job worker loads, so loading needs no lock; listing
+and the LRU bookkeeping share one."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from ..errors import UsageError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ModelPool:
+    def __init__(self, default: str | None, models_dir: str | None, load, budget_bytes: int):
+        """`load(ref) -> Pipeline`; `default` is a model reference (None: the shipped model)."""
+        self.default_ref = default
+        self.default_name = Path(default).name if default else "default"
+        self.models_dir = Path(models_dir).resolve() if models_dir else None
+        self._load, self.budget = load, budget_bytes
+        self._loaded: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def resolve(self, name: str | None) -> tuple[str, str | None]:
+        """(name, reference) of a model a request names; refuses names that leave --models-dir."""
+        if not name or name == self.default_name:
+            return self.default_name, self.default_ref
+        if self.models_dir is None:
+            raise UsageError(f"unknown model {name!r}: this server has only {self.default_name!r} (no --models-dir)")
+        if not _NAME.match(name) or ".." in name:
+            raise UsageError(f"model name {name!r} is not a folder name inside --models-dir")
+        path = (self.models_dir / name).resolve()
+        if path.parent != self.models_dir or not path.is_dir():
+            raise UsageError(f"unknown model {name!r}; GET /v1/models lists the available ones")
+        return name, str(path)
+
+    def get(self, name: str | None):
+        """The pipeline for `name`, loading it (and evicting least recently used ones) if needed."""
+        name, ref = self.resolve(name)
+        with self._lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                return self._loaded[name]
+        pipe = self._load(ref)
+        with self._lock:
+            self._loaded[name] = pipe
+            self._evict(keep=name)
+        return pipe
+
+    def peek(self, name: str):
+        """The loaded pipeline of a resolved name, or None (never loads)."""
+        with self._lock:
+            return self._loaded.get(name)
+
+    def _evict(self, keep: str) -> None:
+        while len(self._loaded) > 1 and sum(map(weight_bytes, self._loaded.values())) > self.budget:
+            oldest = next(k for k in self._loaded if k != keep)
+            del self._loaded[oldest]
+        _free_cached_memory()
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    def available(self) -> list[dict]:
+        """Every model a request may name: the default, then --models-dir folders that hold a model
+        (model_index.json) or a LoRA written by `finetune` (latentdiff.json naming a `lora`)."""
+        loaded = set(self.loaded())
+        out = [{"name": self.default_name, "kind": "model", "default": True, "loaded": self.default_name in loaded}]
+        if self.models_dir is not None:
+            for d in sorted(p for p in self.models_dir.iterdir() if p.is_dir() and _NAME.match(p.name)):
+                kind = "model" if (d / "model_index.json").is_file() else "lora" if _is_lora(d) else None
+                if kind and d.name != self.default_name:
+                    out.append({"name": d.name, "kind": kind, "default": False, "loaded": d.name in loaded})
+        return out
+
+
+def _is_lora(d: Path) -> bool:
+    import json
+
+    try:
+        return bool(json.loads((d / "latentdiff.json").read_text()).get("lora"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def weight_bytes(pipe) -> int:
+    c = pipe.components
+    return sum(p.numel() * p.element_size() for m in (c.unet, c.vae, c.text_encoder) for p in m.parameters())
+
+
+def _free_cached_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,173 @@
+// The latentdiff web page: plain JS, no build step. Talks to the /v1 API with fetch (so a
+// bearer token can be sent, which <img> and EventSource cannot) and reads server-sent events
+// from a streamed response.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const SAMPLERS = ["ddim", "ddpm", "pndm", "euler", "euler_a", "heun", "lms", "dpm++2m", "dpm++2m_karras", "unipc"];
+let currentJob = null;
+
+// A token may come in the URL fragment (never sent to the server): /#token=T
+if (location.hash.startsWith("#token=")) {
+  localStorage.setItem("latentdiff-token", decodeURIComponent(location.hash.slice(7)));
+  history.replaceState(null, "", location.pathname);
+}
+
+function headers(extra = {}) {
+  const token = localStorage.getItem("latentdiff-token");
+  return token ? { ...extra, Authorization: "Bearer " + token } : extra;
+}
+
+async function api(path, options = {}) {
+  const res = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  if (res.status === 401) {
+    $("token-box").hidden = false;
+    throw new Error("this server needs a token: enter it below");
+  }
+  if (!res.ok) {
+    const body = await res.json().catch(() => ({}));
+    const retry = res.headers.get("Retry-After");
+    throw new Error((body.error || res.statusText) + (retry ? ` (retry in ${retry} s)` : ""));
+  }
+  return res;
+}
+
+async function imageUrl(path) {
+  const res = await api(path);
+  return URL.createObjectURL(await res.blob());
+}
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+function numberOrNull(id) {
+  const v = $(id).value.trim();
+  return v === "" ? null : Number(v);
+}
+
+function formParams() {
+  return {
+    prompt: $("prompt").value,
+    negative_prompt: $("negative").value,
+    width: numberOrNull("width"), height: numberOrNull("height"),
+    steps: numberOrNull("steps"), guidance: numberOrNull("guidance"),
+    scheduler: $("sampler").value || null, seed: numberOrNull("seed"),
+    num_images: numberOrNull("num_images") || 1,
+    model: $("lora").value || $("model").value || null,
+  };
+}
+
+function useParams(p) {
+  $("prompt").value = p.prompt || "";
+  $("negative").value = p.negative_prompt || "";
+  for (const k of ["width", "height", "steps", "guidance", "seed"]) $(k).value = p[k] ?? "";
+  $("sampler").value = p.scheduler || "";
+  $("num_images").value = 1;
+  window.scrollTo(0, 0);
+}
+
+async function addToGallery(img, atStart = true) {
+  const card = document.createElement("div");
+  card.className = "card";
+  const p = img.params || {};
+  const pic = document.createElement("img");
+  pic.alt = p.prompt || img.name;
+  const text = document.createElement("pre");
+  text.textContent = `${p.prompt}\n${p.width}x${p.height}, ${p.steps} steps, guidance ${p.guidance}, ` +
+    `seed ${p.seed}, ${p.scheduler || p.scheduler_class}`;
+  const again = document.createElement("button");
+  again.type = "button";
+  again.textContent = "Use these parameters";
+  again.onclick = () => useParams(p);
+  card.append(pic, text, again);
+  atStart ? $("gallery").prepend(card) : $("gallery").append(card);
+  pic.src = await imageUrl(img.url);
+}
+
+// Server-sent events over fetch: split the stream into "event:/data:" blocks.
+async function follow(jobId) {
+  const res = await api(`/v1/jobs/${jobId}/events`);
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = /^event: (.*)$/m.exec(block);
+      const data = /^data: (.*)$/m.exec(block);
+      if (event && data) await onEvent(event[1], JSON.parse(data[1]));
+    }
+  }
+}
+
+async function onEvent(type, d) {
+  if (type === "progress") {
+    $("progress").value = d.progress;
+    setStatus(d.state === "queued" ? `queued, position ${d.position}` : `step ${d.step} / ${d.total_steps}`);
+    if (d.preview) { $("preview").src = d.preview; $("preview").hidden = false; }
+  } else if (type === "image") {
+    await addToGallery(d);
+  } else {
+    $("progress").value = type === "done" ? 1 : $("progress").value;
+    setStatus(type === "failed" ? `failed: ${d.error}` : type, type === "failed");
+  }
+}
+
+async function submit(ev) {
+  ev.preventDefault();
+  $("generate").disabled = true;
+  $("cancel").disabled = false;
+  $("progress").value = 0;
+  try {
+    const res = await api("/v1/generate", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(formParams()),
+    });
+    currentJob = (await res.json()).id;
+    setStatus("queued");
+    await follow(currentJob);
+  } catch (e) {
+    setStatus(e.message, true);
+  } finally {
+    currentJob = null;
+    $("generate").disabled = false;
+    $("cancel").disabled = true;
+  }
+}
+
+async function cancel() {
+  if (currentJob) await api(`/v1/jobs/${currentJob}`, { method: "DELETE" }).catch((e) => setStatus(e.message, true));
+}
+
+async function loadModels() {
+  const { models, default: def } = await (await api("/v1/models")).json();
+  for (const m of models) {
+    const opt = new Option(m.name + (m.default ? " (default)" : ""), m.default ? "" : m.name);
+    (m.kind === "lora" ? $("lora") : $("model")).append(opt);
+  }
+  $("health").textContent = `default model: ${def}`;
+}
+
+async function start() {
+  for (const s of SAMPLERS) $("sampler").append(new Option(s, s));
+  $("form").addEventListener("submit", submit);
+  $("cancel").addEventListener("click", cancel);
+  $("token").addEventListener("change", () => {
+    localStorage.setItem("latentdiff-token", $("token").value);
+    location.reload();
+  });
+  try {
+    await loadModels();
+    const { images } = await (await api("/v1/images?limit=24")).json();
+    for (const img of images) await addToGallery(img, false);
+  } catch (e) {
+    setStatus(e.message, true);
+  }
+}
+
+start();

@@ -1,0 +1,202 @@
+"""`latentdiff serve` end to end: a real server process on loopback (the `served` fixture), our /v1
+JSON API, auth, hostile requests, the queue's limits, cancellation and shutdown."""
+
+import base64
+import io
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from conftest import run_cli
+
+SMALL = dict(steps=3, width=32, height=32)
+
+
+def _png(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im
+
+
+def _events(served, job_id):
+    """(event, data) pairs of a job's server-sent event stream, until it ends."""
+    with served.request("GET", f"/v1/jobs/{job_id}/events", stream=True) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        event = None
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                yield event, json.loads(line[6:])
+
+
+def _long_job(served, **kw):
+    """A job that runs long enough to be watched and cancelled (tiny model, many steps)."""
+    job = served.submit(prompt="long", steps=500, width=64, height=64, **kw)
+    deadline = time.monotonic() + 120
+    while served.request("GET", f"/v1/jobs/{job['id']}").json()["step"] < 1:
+        assert time.monotonic() < deadline, "the long job never made a step"
+        time.sleep(0.05)
+    return job
+
+
+def test_health_models_and_openapi(served):
+    health = served.request("GET", "/v1/health", auth=False).json()
+    assert health["status"] == "ok" and health["queue"]["size"] == 2
+    models = served.request("GET", "/v1/models").json()
+    assert models["default"] == "tiny-a"
+    assert {m["name"] for m in models["models"]} == {"tiny-a", "tiny-b", "broken"}
+    spec = served.request("GET", "/openapi.json", auth=False).json()
+    for path in ("/v1/generate", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/sdapi/v1/txt2img"):
+        assert path in spec["paths"]
+    assert "seed" in spec["components"]["schemas"]["GenerateRequest"]["properties"]
+
+
+def test_generate_matches_the_python_api(served):
+    from latentdiff import Pipeline
+
+    job = served.submit(prompt="red apple", seed=5, num_images=2, scheduler="ddim", **SMALL)
+    assert job["state"] in ("queued", "running") and job["events"].endswith("/events")
+    done = served.wait_job(job["id"])
+    assert done["state"] == "done", done["error"]
+    assert [i["params"]["seed"] for i in done["images"]] == [5, 6]
+    pipe = Pipeline.from_pretrained(served.workdir / "models" / "tiny-a", device="cpu", dtype="fp32")
+    pipe.progress = False
+    expected = pipe("red apple", seed=5, num_images=2, scheduler="ddim", **SMALL)
+    for img, ref in zip(done["images"], expected):
+        r = served.request("GET", img["url"])
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        got = _png(r.content)
+        assert json.loads(got.text["latentdiff"])["seed"] == img["params"]["seed"]
+        assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(ref))
+    recent = served.request("GET", "/v1/images?limit=5").json()["images"]
+    assert {i["name"] for i in done["images"]} <= {i["name"] for i in recent}
+
+
+def test_events_stream_progress_previews_and_images(served):
+    job = served.submit(prompt="green pear", seed=1, steps=6, width=32, height=32, num_images=2)
+    events = list(_events(served, job["id"]))
+    kinds = [e for e, _ in events]
+    assert kinds[-1] == "done" and kinds.count("image") == 2
+    steps = [d["step"] for e, d in events if e == "progress" and d["state"] == "running"]
+    assert steps and steps == sorted(steps) and max(steps) <= events[-1][1]["total_steps"]
+    previews = [d["preview"] for e, d in events if e == "progress" and d.get("preview")]
+    assert previews, "no step preview was sent"
+    head, b64 = previews[-1].split(",", 1)
+    assert head == "data:image/png;base64" and _png(base64.b64decode(b64)).size[0] >= 8
+
+
+def test_cancel_stops_the_running_job_at_a_step(served):
+    job = _long_job(served)
+    r = served.request("DELETE", f"/v1/jobs/{job['id']}")
+    assert r.status_code == 200
+    final = served.wait_job(job["id"], timeout=60)
+    assert final["state"] == "cancelled" and final["images"] == []
+    assert final["step"] < final["total_steps"]
+
+
+def test_full_queue_answers_429_with_retry_after_and_jobs_stay_fifo(served):
+    running = _long_job(served)
+    waiting = [served.submit(prompt=f"wait {k}", **SMALL) for k in range(2)]
+    assert [served.request("GET", f"/v1/jobs/{j['id']}").json()["position"] for j in waiting] == [1, 2]
+    r = served.request("POST", "/v1/generate", json=dict(prompt="one too many", **SMALL))
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1 and "queue is full" in r.json()["error"]
+    served.request("DELETE", f"/v1/jobs/{running['id']}")
+    finished = [served.wait_job(j["id"]) for j in waiting]
+    assert [j["state"] for j in finished] == ["done", "done"]
+    assert finished[0]["finished"] <= finished[1]["started"]
+
+
+def test_a_failing_job_fails_alone(served):
+    bad = served.wait_job(served.submit(prompt="x", model="broken", **SMALL)["id"])
+    assert bad["state"] == "failed" and "broken" in bad["error"] and "Traceback" not in bad["error"]
+    good = served.wait_job(served.submit(prompt="x", **SMALL)["id"])
+    assert good["state"] == "done"
+
+
+def test_other_model_by_name_and_lru_budget(served):
+    job = served.wait_job(served.submit(prompt="blue sky", model="tiny-b", **SMALL)["id"])
+    assert job["state"] == "done" and job["images"][0]["params"]["model"].endswith("tiny-b")
+    # The budget holds one tiny model: loading tiny-b evicted tiny-a.
+    assert served.request("GET", "/v1/health").json()["models_loaded"] == ["tiny-b"]
+    served.wait_job(served.submit(prompt="back", **SMALL)["id"])
+    assert served.request("GET", "/v1/health").json()["models_loaded"] == ["tiny-a"]
+
+
+def test_auth(served):
+    r = served.request("POST", "/v1/generate", auth=False, json={"prompt": "x"})
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer" and "token" in r.json()["error"]
+    wrong = served.request("GET", "/v1/models", auth=False, headers={"Authorization": "Bearer nope-nope-nope"})
+    assert wrong.status_code == 401
+    basic = requests.get(served.url + "/v1/models", auth=("anyone", served.token), timeout=30)
+    assert basic.status_code == 200
+    assert served.request("GET", "/sdapi/v1/sd-models", auth=False).status_code == 401
+    page = served.request("GET", "/", auth=False)
+    assert page.status_code == 200 and "<form" in page.text
+
+
+@pytest.mark.parametrize("path", ["/v1/images/..%2F..%2Fetc%2Fpasswd", "/v1/images/%2e%2e%2fserver.log",
+                                  "/v1/images/..png", "/v1/images/.hidden.png", "/v1/images/%2Fetc%2Fhostname"])
+def test_image_names_cannot_leave_the_output_folder(served, path):
+    r = served.request("GET", path)
+    assert r.status_code == 404 and "error" in r.json()
+
+
+@pytest.mark.parametrize("model", ["../tiny-b", "/etc", "tiny-a/../tiny-b", ".", "nonexistent"])
+def test_model_names_resolve_only_inside_models_dir(served, model):
+    r = served.request("POST", "/v1/generate", json=dict(prompt="x", model=model, **SMALL))
+    assert r.status_code == 400 and "model" in r.json()["error"]
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"prompt": "x", "steps": 0}, 422, "steps"),
+    ({"prompt": "x", "width": 30}, 400, "multiple of"),
+    ({"prompt": "x", "scheduler": "warp"}, 400, "unknown scheduler"),
+    ({"prompt": "   "}, 422, "prompt"),
+    ({"prompt": "x", "surprise": 1}, 422, "surprise"),
+])
+def test_bad_requests_get_one_json_line(served, body, status, words):
+    r = served.request("POST", "/v1/generate", json=body)
+    assert r.status_code == status and words in r.json()["error"] and "\n" not in r.json()["error"]
+
+
+def test_malformed_and_oversized_bodies(served):
+    r = served.request("POST", "/v1/generate", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "error" in r.json()
+    big = json.dumps({"prompt": "x" * (2 * 1024 * 1024)})
+    r = served.request("POST", "/v1/generate", data=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["error"]
+
+
+def test_unknown_job(served):
+    r = served.request("GET", "/v1/jobs/deadbeef")
+    assert r.status_code == 404 and r.json()["error"]
+    assert served.request("DELETE", "/v1/jobs/deadbeef").status_code == 404
+
+
+def test_public_host_needs_a_token():
+    r = run_cli("serve", "--host", "0.0.0.0")
+    assert r.returncode == 2 and "--token" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_cancels_the_running_job_and_keeps_images(tmp_path, tiny_sd1):
+    from latentdiff.server.process import ServerProcess
+
+    server = ServerProcess(tmp_path, "--model", tiny_sd1, "--out", tmp_path / "out", "--device", "cpu").wait_ready()
+    try:
+        first = server.wait_job(server.submit(prompt="kept", **SMALL)["id"])
+        long_job = _long_job(server)
+        waiting = server.submit(prompt="never started", **SMALL)
+    finally:
+        code = server.stop(signal.SIGTERM, timeout=60)
+    assert code == 0, server.log()
+    assert "Traceback" not in server.log() and "image(s) written" in server.log()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [first["images"][0]["name"]]
+    assert long_job["id"] and waiting["id"]

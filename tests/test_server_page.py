@@ -1,0 +1,80 @@
+"""The web page in a real browser: Debian's headless Chromium driven by selenium loads the page,
+submits a prompt, sees progress with a preview, and the image arrives in the gallery.
+
+With LATENTDIFF_SCREENSHOT=PATH the test serves the shipped model instead of the tiny one and saves
+its screenshot there (how docs/server-page.png is made)."""
+
+import os
+import shutil
+
+import pytest
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (test extra) is not installed")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1100,820", f"--user-data-dir={tmp_path / 'chromium'}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=Service(DRIVER))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def page_server(request, tmp_path):
+    if not os.environ.get("LATENTDIFF_SCREENSHOT"):
+        return request.getfixturevalue("served"), dict(steps=40, width=64, height=64, seed=4)
+    from latentdiff.server.process import ServerProcess
+
+    server = ServerProcess(tmp_path, "--out", tmp_path / "out", token="screenshot-token").wait_ready()
+    request.addfinalizer(server.stop)
+    return server, dict(steps=12, width=None, height=None, seed=4)
+
+
+def _fill(driver, field, value):
+    el = driver.find_element(By.ID, field)
+    el.clear()
+    if value is not None:
+        el.send_keys(str(value))
+
+
+def test_page_generates_with_progress_and_gallery(browser, page_server, tmp_path):
+    server, params = page_server
+    wait = WebDriverWait(browser, 180, poll_frequency=0.05)
+    browser.get(f"{server.url}/#token={server.token}")
+    wait.until(lambda d: "default model" in d.find_element(By.ID, "health").text)
+    _fill(browser, "prompt", "red apple")
+    for field, value in params.items():
+        _fill(browser, field, value)
+    before = len(browser.find_elements(By.CSS_SELECTOR, "#gallery .card"))
+    browser.find_element(By.ID, "generate").click()
+    # Progress shows while the job runs: a step count and a partly filled bar, before "done".
+    wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("step ")
+               and 0 < float(d.find_element(By.ID, "progress").get_attribute("value")) < 1)
+    wait.until(lambda d: d.find_element(By.ID, "status").text == "done")
+    assert browser.find_element(By.ID, "preview").is_displayed()
+    cards = browser.find_elements(By.CSS_SELECTOR, "#gallery .card")
+    assert len(cards) == before + 1
+    img = cards[0].find_element(By.TAG_NAME, "img")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+    assert img.get_attribute("src").startswith("blob:")
+    assert "red apple" in cards[0].text and "seed 4" in cards[0].text
+    browser.save_screenshot(str(tmp_path / "page.png"))
+    if os.environ.get("LATENTDIFF_SCREENSHOT"):
+        shutil.copy(tmp_path / "page.png", os.environ["LATENTDIFF_SCREENSHOT"])
+    _fill(browser, "seed", 99)
+    cards[0].find_element(By.TAG_NAME, "button").click()  # "Use these parameters"
+    assert browser.find_element(By.ID, "seed").get_attribute("value") == "4"
