@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .text import token_ids, tokenize
+from .text import chunk_count, tokenize
 
 # diffusers' StableDiffusionXLImg2ImgPipeline defaults for the refiner's aesthetic conditioning.
 AESTHETIC_SCORE, NEGATIVE_AESTHETIC_SCORE = 6.0, 2.5
@@ -74,11 +74,7 @@ class Conditioning:
             raise ModelError(f"the model's tokenizers disagree on their window ({sorted(windows)} tokens)")
 
     def chunk_count(self, texts: list[str]) -> int:
-        counts = [1]
-        for tok, _ in self.pairs:
-            size = tok.model_max_length - 2
-            counts += [-(-len(ids) // size) for ids in token_ids(tok, texts)]
-        return max(counts)
+        return max(chunk_count(tok, texts) for tok, _ in self.pairs)
 
     def tokenize(self, texts: list[str], n_chunks: int | None = None) -> list[torch.Tensor]:
         n_chunks = n_chunks or self.chunk_count(texts)

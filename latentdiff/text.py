@@ -21,6 +21,12 @@ def token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     return tokenizer(prompts, add_special_tokens=False, truncation=False, verbose=False).input_ids
 
 
+def chunk_count(tokenizer, prompts: list[str]) -> int:
+    """How many 75-token windows the longest of `prompts` needs (at least one)."""
+    size = tokenizer.model_max_length - 2
+    return max(1, *(-(-len(ids) // size) for ids in token_ids(tokenizer, prompts)))
+
+
 def tokenize(tokenizer, prompts: list[str], n_chunks: int | None = None) -> torch.Tensor:
     """Ids shaped (B, n_chunks, window); each chunk is BOS + up to 75 tokens + EOS + padding."""
     window = tokenizer.model_max_length

@@ -11,7 +11,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from latentdiff.models import load_components
-from latentdiff.text import chunk_count, encode_prompts
+from latentdiff.conditioning import conditioning_for
+from latentdiff.text import chunk_count
 from latentdiff.training.batches import BatchSource
 
 LONG = " ".join(["a red apple on a green table beside a blue cup"] * 12)  # over one 75-token window
@@ -23,14 +24,15 @@ def test_long_captions_are_chunked_like_generation_prompts(tiny_sd1):
     source = BatchSource(c, None, captions, cache=False, flip=False, train_text=False, caption_dropout=0.0,
                          device=torch.device("cpu"), dtype=torch.float32, progress=False)
     gen = torch.Generator().manual_seed(0)
-    expected, _ = encode_prompts(c.tokenizer, c.text_encoder, captions, None)  # what generation would use
+    encode = conditioning_for(c)  # what generation uses
+    expected = encode(captions, None, 64, 64)[0].hidden
     n = chunk_count(c.tokenizer, [LONG])
     assert n > 1 and expected.shape[1] == n * 77
     assert torch.allclose(source.context([0, 1], gen), expected, atol=1e-5)
     source.embeddings = source._embed_all()  # the cached path pads short captions the same way
     assert source.embeddings[LONG].shape[0] == n * 77 and source.embeddings["a red apple"].shape[0] == 77
     assert torch.allclose(source.context([0, 1], gen), expected, atol=1e-5)
-    assert torch.allclose(source.context([1], gen), encode_prompts(c.tokenizer, c.text_encoder, ["a red apple"], None)[0])
+    assert torch.allclose(source.context([1], gen), encode(["a red apple"], None, 64, 64)[0].hidden)
 
 
 SPY = """
