@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .config import GenerateConfig
@@ -46,6 +47,9 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
                       **cfg.image_options)
         for image in images:
             path = save_png(image, Path(cfg.out), f"{slug(prompt)}-s{image.info['latentdiff']['seed']}")
-            print(path, flush=True)
+            # One write per line: processes under `accelerate launch` share the pipe, and Python
+            # writes print()'s text and its newline separately when stdout is unbuffered.
+            sys.stdout.write(f"{path}\n")
+            sys.stdout.flush()
             written.append(path)
     return written

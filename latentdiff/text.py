@@ -24,7 +24,7 @@ def token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
 
 
 def chunk_count(tokenizer, prompts: list[str]) -> int:
-    """How many 75-token chunks the longest plain-text prompt needs (at least 1)."""
+    """How many 75-token windows the longest of `prompts` (plain text) needs (at least one)."""
     size = tokenizer.model_max_length - 2
     return max(1, *(-(-len(ids) // size) for ids in token_ids(tokenizer, prompts)))
 
