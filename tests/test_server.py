@@ -79,7 +79,9 @@ def test_generate_matches_the_python_api(served):
 
 
 def test_events_stream_progress_previews_and_images(served):
-    job = served.submit(prompt="green pear", seed=1, steps=6, width=32, height=32, num_images=2)
+    # Enough steps that the stream (polling every 0.1 s) sees the job running past its first step,
+    # whose preview it then carries: a 6-step job could finish between two polls on an idle machine.
+    job = served.submit(prompt="green pear", seed=1, steps=80, width=64, height=64, num_images=2)
     events = list(_events(served, job["id"]))
     kinds = [e for e, _ in events]
     assert kinds[-1] == "done" and kinds.count("image") == 2
