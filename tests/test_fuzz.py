@@ -97,7 +97,7 @@ FLAGS = ["--steps", "--guidance", "--seed", "--width", "--height", "--num-images
          "--dtype", "--negative"]
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=400)
 @given(prompt=st.text(max_size=30) | st.just("y" * 10_001), flags=st.lists(st.sampled_from(FLAGS), max_size=4),
        data=st.data())
 def test_fuzz_cli_flags(cli_env, pipe_sd1, prompt, flags, data):
@@ -117,7 +117,7 @@ RECORDED = {"prompt": st.text(max_size=20), "steps": st.integers(1, 3), "guidanc
             "dtype": st.sampled_from(["fp32", None]), "model": st.none()}
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=300)
 @given(data=st.data(), broken=st.sets(st.sampled_from(sorted(RECORDED)), max_size=3), raw=st.booleans())
 def test_fuzz_from_png_metadata(cli_env, pipe_sd1, data, broken, raw):
     params = {k: data.draw(json_value if k in broken else s) for k, s in RECORDED.items()}
@@ -134,7 +134,7 @@ def test_fuzz_from_png_metadata(cli_env, pipe_sd1, data, broken, raw):
 api_value = json_value | st.floats(allow_nan=True) | st.sampled_from([math.nan, math.inf, -1, 0, 2**63, b"x", 1j])
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=1500)
 @given(data=st.data(), broken=st.sets(st.sampled_from(
     ["prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed", "num_images", "scheduler"]),
     min_size=1, max_size=3))
@@ -153,7 +153,7 @@ def test_fuzz_api_arguments(pipe_sd1, data, broken):
         assert len(images) == count and all(im.size == size for im in images)
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=600)
 @given(data=st.data())
 def test_fuzz_from_pretrained_arguments(data):
     """Rejected before any file is read: every argument has the wrong type or an unknown value."""
@@ -182,7 +182,7 @@ def copy_model(src: Path, dst: Path) -> Path:
     return dst
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=100)
 @given(file=st.sampled_from(CONFIGS), whole=st.booleans(), key=st.text(max_size=8), data=st.data())
 def test_fuzz_model_folder_files(tiny_sd1, file, whole, key, data):
     with tempfile.TemporaryDirectory() as tmp:
