@@ -4,7 +4,6 @@ Like cli.py, nothing heavy is imported until a command runs."""
 from __future__ import annotations
 
 
-
 def add_finetune(sub):
     from .training.config import FinetuneConfig
     from .training.flags import add_flags

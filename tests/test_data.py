@@ -17,12 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from latentdiff.data import (
-    ImageCaptionDataset, Record, assign_bucket, bucket_batches, load_image, make_buckets,
-    scan_dataset, transform,
-)
 from latentdiff.errors import LatentDiffError, UsageError
-from latentdiff.imageio import BadImageError
+from latentdiff.imageio import BadImageError, load_image, transform
+from latentdiff.training.data.buckets import ImageCaptionDataset, assign_bucket, make_buckets
+from latentdiff.training.data.order import DataOrder
+from latentdiff.training.data.scan import Record, scan_dataset
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
@@ -360,20 +359,22 @@ def test_assign_bucket_picks_nearest_aspect():
     assert assign_bucket(4000, 100, buckets) == max(buckets, key=lambda b: b[0] / b[1])
 
 
-def test_bucket_batches_group_and_reproduce():
+def test_bucketed_batch_order_groups_and_reproduces():
     buckets = make_buckets(256, 64)
     rng = random.Random(0)
     sizes = [(256, 256), (400, 200), (200, 400)]
     records = [Record(Path(f"{i}.png"), "", *sizes[rng.randrange(3)]) for i in range(41)]
+    bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records]
 
-    batches = bucket_batches(records, buckets, 4, random.Random(7))
+    batches = DataOrder(41, 4, 7, bucket_of).epoch_batches(0)
 
     assert sorted(i for b in batches for i in b) == list(range(41))
     assert all(1 <= len(b) <= 4 for b in batches) and any(len(b) < 4 for b in batches)
     for batch in batches:
-        assert len({assign_bucket(records[i].width, records[i].height, buckets) for i in batch}) == 1
-    assert batches == bucket_batches(records, buckets, 4, random.Random(7))
-    assert batches != bucket_batches(records, buckets, 4, random.Random(8))
+        assert len({bucket_of[i] for i in batch}) == 1
+    assert batches == DataOrder(41, 4, 7, bucket_of).epoch_batches(0)
+    assert batches != DataOrder(41, 4, 8, bucket_of).epoch_batches(0)
+    assert batches != DataOrder(41, 4, 7, bucket_of).epoch_batches(1)
 
 
 # --- dataset ----------------------------------------------------------------------------------

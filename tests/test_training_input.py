@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from latentdiff import LatentDiffError, UsageError
 from latentdiff.cli import main
 from latentdiff.config import merge
-from latentdiff.data import scan_dataset
+from latentdiff.training.data.scan import scan_dataset
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.loop import finetune

@@ -23,15 +23,16 @@ from .config import FinetuneConfig
 from .objective import diffusion_loss, step_generator
 from .outputs import check_out, prepare_out, save_final, validate, write_trainable
 from .setup import load_models, make_lr_schedule, make_optimizer, make_trainable, named_trainable
-from .state import EMA, DataOrder
+from .data.order import DataOrder
+from .state import EMA
 
 
 def finetune(cfg: FinetuneConfig) -> Path:
     """Train per `cfg`; returns OUT, which then holds a model `generate --model OUT` can use."""
     from accelerate import Accelerator
 
-    from ..batching import ImageCaptionDataset, assign_bucket, make_buckets
-    from ..data import scan_dataset
+    from .data.buckets import ImageCaptionDataset, assign_bucket, make_buckets
+    from .data.scan import scan_dataset
 
     out, action = check_out(cfg)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():

@@ -16,7 +16,6 @@ torch and diffusers are imported inside functions so `latentdiff --help` stays i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -82,8 +81,7 @@ def load_images(records, resolution: int):
     """Decode every record once into a uint8 tensor (N, 3, H, W) (see the module docstring)."""
     import torch
 
-    from latentdiff.data import load_image, transform
-    from latentdiff.imageio import BadImageError
+    from latentdiff.imageio import BadImageError, load_image, transform
 
     out = torch.empty((len(records), 3, resolution, resolution), dtype=torch.uint8)
     for i, record in enumerate(records):
@@ -140,7 +138,7 @@ def _prepare_out(cfg: VaeTrainConfig) -> Path:
 
 def _scan(cfg: VaeTrainConfig, out: Path):
     """Training records (train split) and held-out records (split=heldout)."""
-    from latentdiff.data import scan_dataset
+    from latentdiff.training.data.scan import scan_dataset
 
     scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions="empty", include_heldout=True,
                         follow_symlinks=cfg.follow_symlinks)
@@ -208,21 +206,10 @@ def _finish(cfg, out: Path, vae, train_u8, heldout_u8, device, seconds: float) -
 
 def train_vae(cfg: VaeTrainConfig) -> dict:
     """Train (or resume), then write OUT/vae, OUT/eval.json; returns the eval.json contents."""
-    with _torch_threads(cfg.num_threads):
+    from latentdiff.runtime import torch_threads
+
+    with torch_threads(cfg.num_threads):
         return _train_vae(cfg)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """Use n CPU threads inside, then restore: the setting is process-wide."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n or before)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train_vae(cfg: VaeTrainConfig) -> dict:
@@ -294,8 +281,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def _db(value: float | None) -> str:
     return "n/a (no held-out images)" if value is None else f"{value:.2f} dB"
 
-
-if __name__ == "__main__":
-    from latentdiff.training.vae_cli import main
-
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Command line of `latentdiff train-vae` (and `python -m latentdiff.training.vae`)."""
+"""Command line of `latentdiff train-vae` (and `python -m latentdiff.training.vae_cli`)."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ def cmd_train_vae(args) -> int:
 
 
 def main(argv=None) -> int:
-    """`python -m latentdiff.training.vae DATASET --out DIR ...`, same flags as `latentdiff train-vae`."""
-    parser = argparse.ArgumentParser(prog="python -m latentdiff.training.vae", description=VAE_DOC.split("\n")[0])
+    """`python -m latentdiff.training.vae_cli DATASET --out DIR ...`, same flags as `latentdiff train-vae`."""
+    parser = argparse.ArgumentParser(prog="python -m latentdiff.training.vae_cli", description=VAE_DOC.split("\n")[0])
     _add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -52,3 +52,6 @@ def main(argv=None) -> int:
         print(f"train-vae: error: {e}", file=sys.stderr)
         return e.exit_code
 
+
+if __name__ == "__main__":
+    sys.exit(main())

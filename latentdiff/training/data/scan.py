@@ -19,14 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from latentdiff.batching import ImageCaptionDataset, assign_bucket, bucket_batches, make_buckets
 from latentdiff.errors import UsageError
-from latentdiff.imageio import MAX_PIXELS, BadImageError, load_image, transform
-
-__all__ = [
-    "IMAGE_EXTENSIONS", "Record", "ScanResult", "scan_dataset", "load_image", "transform",
-    "make_buckets", "assign_bucket", "bucket_batches", "ImageCaptionDataset",
-]
+from latentdiff.imageio import MAX_PIXELS, BadImageError, load_image
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")  # order = precedence within one folder

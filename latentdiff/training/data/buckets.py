@@ -13,9 +13,7 @@ from latentdiff.errors import UsageError
 from latentdiff.imageio import MAX_PIXELS, BadImageError, load_image, transform
 
 if TYPE_CHECKING:
-    from latentdiff.data import Record
-
-__all__ = ["make_buckets", "assign_bucket", "bucket_batches", "ImageCaptionDataset"]
+    from latentdiff.training.data.scan import Record
 
 
 # --- aspect-ratio buckets ---------------------------------------------------------------------
@@ -42,28 +40,6 @@ def assign_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> tu
     ties go to the larger area, so less of the image is upscaled."""
     ratio = math.log(width / height)
     return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - ratio), -b[0] * b[1], b))
-
-
-def bucket_batches(
-    records: list[Record], buckets: list[tuple[int, int]], batch_size: int, rng: random.Random
-) -> list[list[int]]:
-    """Batches of record indices that share a bucket, in an order fixed by `rng`.
-
-    The last partial batch of each bucket is kept (small buckets would otherwise never be
-    trained on), so some batches are smaller than `batch_size`.
-    """
-    if batch_size < 1:
-        raise UsageError(f"batch size must be at least 1, got {batch_size}")
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, record in enumerate(records):
-        groups.setdefault(assign_bucket(record.width, record.height, buckets), []).append(index)
-    batches = []
-    for bucket in sorted(groups):  # sorted: dict order must not leak into the rng stream
-        indices = groups[bucket]
-        rng.shuffle(indices)
-        batches += [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 # --- dataset ----------------------------------------------------------------------------------
