@@ -9,9 +9,13 @@ from pathlib import Path
 from .errors import UsageError
 
 
-def _check(ok: bool, msg: str) -> None:
+def check(ok: bool, msg: str) -> None:
+    """The one validator of every config: a failed condition is a UsageError (exit 2)."""
     if not ok:
         raise UsageError(msg)
+
+
+_check = check  # the earlier private name, still used on other branches
 
 
 @dataclass
@@ -117,7 +121,7 @@ def read_prompts_file(path: str) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"--prompts file {path} cannot be read as UTF-8 text: {e}") from None
     prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    _check(bool(prompts), f"--prompts file {path} holds no prompts")
+    check(bool(prompts), f"--prompts file {path} holds no prompts")
     return prompts
 
 
@@ -132,7 +136,7 @@ def load_yaml(path: str | None) -> dict:
         raise UsageError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise UsageError(f"config file {path} is not readable YAML: {e}") from None
-    _check(isinstance(data, dict), f"config file {path} must hold a mapping of option: value")
+    check(isinstance(data, dict), f"config file {path} must hold a mapping of option: value")
     return data
 
 
@@ -140,9 +144,9 @@ def merge(cls, yaml_values: dict, flags: dict):
     """Build `cls` from YAML values overridden by the flags given (every key a field of `cls`)."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(yaml_values) - names)
-    _check(not unknown, f"unknown option(s) in config file: {', '.join(unknown)}")
+    check(not unknown, f"unknown option(s) in config file: {', '.join(unknown)}")
     stray = sorted(set(flags) - names)
-    _check(not stray, f"option(s) {', '.join(stray)} are not {cls.__name__} fields")  # never dropped silently
+    check(not stray, f"option(s) {', '.join(stray)} are not {cls.__name__} fields")  # never dropped silently
     values = {**yaml_values, **flags}
     try:
         return cls(**values)

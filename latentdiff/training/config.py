@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..config import check
 from .flags import check_types
 from .schedule import SCHEDULES
 
@@ -101,25 +101,21 @@ class FinetuneConfig:
                "report_to": REPORT_TO}
 
     def __post_init__(self):
-        def need(ok, msg):
-            if not ok:
-                raise UsageError(msg)
-
-        need(bool(self.dataset), "a DATASET folder is required")
-        need(bool(self.out), "--out DIR is required")
-        need(self.model is not None, "--model is required (a model directory, hub id, or configs/models/*.yaml)")
+        check(bool(self.dataset), "a DATASET folder is required")
+        check(bool(self.out), "--out DIR is required")
+        check(self.model is not None, "--model is required (a model directory, hub id, or configs/models/*.yaml)")
         check_types(self)
         for name in ("max_steps", "batch_size", "grad_accum", "lora_rank", "checkpoint_every", "keep_checkpoints", "log_every"):
-            need(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        need(self.resolution >= 8 and self.resolution % 8 == 0, f"--resolution must be a multiple of 8, got {self.resolution}")
-        need(0.0 <= self.caption_dropout < 1.0, f"--caption-dropout must be in [0, 1), got {self.caption_dropout}")
-        need(self.validate_every >= 0 and self.warmup_steps >= 0, "--validate-every and --warmup-steps must be >= 0")
-        need(self.validation_steps is None or self.validation_steps >= 1, "--validation-steps must be >= 1")
-        need(0 <= self.seed, f"--seed must be >= 0, got {self.seed}")
-        need(self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be > 0")
-        need(self.ema_decay is None or 0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)")
-        need(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pick one")
+            check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        check(self.resolution >= 8 and self.resolution % 8 == 0, f"--resolution must be a multiple of 8, got {self.resolution}")
+        check(0.0 <= self.caption_dropout < 1.0, f"--caption-dropout must be in [0, 1), got {self.caption_dropout}")
+        check(self.validate_every >= 0 and self.warmup_steps >= 0, "--validate-every and --warmup-steps must be >= 0")
+        check(self.validation_steps is None or self.validation_steps >= 1, "--validation-steps must be >= 1")
+        check(0 <= self.seed, f"--seed must be >= 0, got {self.seed}")
+        check(self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be > 0")
+        check(self.ema_decay is None or 0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)")
+        check(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pick one")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

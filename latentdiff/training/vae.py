@@ -29,7 +29,8 @@ from latentdiff.training.recipe import check_recipe, write_recipe
 from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
 from latentdiff.training.schedule import make_lr_schedule
 
-from latentdiff.training.vae_config import RUN_ENTRIES, VaeTrainConfig, _check
+from latentdiff.config import check
+from latentdiff.training.vae_config import RUN_ENTRIES, VaeTrainConfig
 
 
 # --- pure pieces: schedule, batches, loss, one step -------------------------------------------
@@ -145,7 +146,7 @@ def _scan(cfg: VaeTrainConfig, out: Path):
     scan.write_skipped(out)
     train = [r for r in scan.records if r.split != "heldout"]
     heldout = [r for r in scan.records if r.split == "heldout"]
-    _check(len(train) >= cfg.batch_size, f"batch size {cfg.batch_size} is larger than the "
+    check(len(train) >= cfg.batch_size, f"batch size {cfg.batch_size} is larger than the "
            f"{len(train)} training images; use --batch-size {len(train)} or less")
     return train, heldout
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from latentdiff.errors import UsageError
+from latentdiff.config import check
 
 from latentdiff.training.flags import check_types
 from latentdiff.training.schedule import SCHEDULES
@@ -70,25 +70,20 @@ class VaeTrainConfig:
 
     def __post_init__(self):
         check_types(self)
-        _check(bool(self.dataset), "no dataset given: pass the folder of training images")
-        _check(bool(self.out), "no output folder given: pass --out DIR")
-        _check(bool(self.vae), "no VAE architecture: pass --config with a `vae:` section of "
+        check(bool(self.dataset), "no dataset given: pass the folder of training images")
+        check(bool(self.out), "no output folder given: pass --out DIR")
+        check(bool(self.vae), "no VAE architecture: pass --config with a `vae:` section of "
                                "AutoencoderKL arguments (e.g. configs/vae/emoji.yaml)")
         for name in ("max_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
                      "resolution", "eval_train_images"):
-            _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        _check(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
-        _check(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
-        _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        _check(self.num_threads is None or self.num_threads >= 1, f"num_threads must be >= 1, got {self.num_threads}")
-        _check(not (self.resume and self.overwrite), "--resume and --overwrite contradict; pick one")
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        check(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
+        check(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        check(self.num_threads is None or self.num_threads >= 1, f"num_threads must be >= 1, got {self.num_threads}")
+        check(not (self.resume and self.overwrite), "--resume and --overwrite contradict; pick one")
         factor = 2 ** (len(self.vae.get("block_out_channels", (64,))) - 1)
-        _check(self.resolution % factor == 0, f"resolution {self.resolution} is not a multiple of "
+        check(self.resolution % factor == 0, f"resolution {self.resolution} is not a multiple of "
                f"the VAE's downsampling factor {factor}")
-
-
-def _check(ok: bool, msg: str) -> None:
-    if not ok:
-        raise UsageError(msg)
