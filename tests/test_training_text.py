@@ -42,7 +42,7 @@ import latentdiff.training.loop as loop
 real = loop._train
 def spy(*a):
     real(*a)
-    acc, named = a[2], a[5]
+    acc, named = a[2], a[3].params
     save_file({k: p.detach().contiguous() for k, p in named.items()}, sys.argv[1] + f"/rank{acc.process_index}.safetensors")
 loop._train = spy
 from latentdiff.cli import main

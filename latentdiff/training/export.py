@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ..errors import UsageError
 from . import checkpoint as ckpt
 
@@ -20,13 +18,13 @@ from . import checkpoint as ckpt
 def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bool = True,
                       dtype: str | None = None) -> Path:
     import yaml
-    from safetensors.torch import load_file
 
     from ..config import merge
     from ..models import load_tokenizer
-    from ..pipeline import Pipeline
     from .config import FinetuneConfig
-    from .setup import load_models, make_trainable, named_trainable
+    from .outputs import read_trainable, save_model
+    from .trainable import load_models
+    from .state import TrainState
 
     run = Path(run)
     if not (run / "config.yaml").is_file():
@@ -41,35 +39,11 @@ def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bo
         raise UsageError(f"no complete checkpoint{'' if step is None else f' for step {step}'} in {run}")
     last = chosen[-1]
     tokenizer = load_tokenizer(last / "tokenizer") if (last / "tokenizer").is_dir() else None
-    setup = load_models(cfg, [], tokenizer=tokenizer)
-    if cfg.method == "lora":
-        return _export_lora(cfg, setup, last, Path(out), make_trainable, named_trainable)
-    name = "ema.safetensors" if use_ema and (last / "ema.safetensors").is_file() else "trainable.safetensors"
-    weights = load_file(str(last / name))
-    modules = {"unet": setup.components.unet, "text_encoder": setup.components.text_encoder}
-    with torch.no_grad():
-        for key, tensor in weights.items():
-            module, param = key.split(".", 1)
-            modules[module].get_parameter(param).copy_(tensor)
-    setup.components.defaults = {**setup.components.defaults, **cfg.sample_defaults}
-    pipe = Pipeline(setup.components, torch.device("cpu"), torch.float32, place=False)
-    pipe.save_pretrained(out, dtype=dtype)
-    return Path(out)
-
-
-def _export_lora(cfg, setup, last: Path, out: Path, make_trainable, named_trainable) -> Path:
-    """The checkpoint's adapter weights, written as the run's final LoRA would be."""
-    from ..lora import save_lora
-
-    trained = make_trainable(setup, cfg)
-    named = named_trainable(trained)
+    state = TrainState.create(cfg, load_models(cfg, [], tokenizer=tokenizer))
     with ckpt.damaged_checkpoint(last):
-        weights = ckpt.load_tensors(last / "trainable.safetensors")
-        with torch.no_grad():
-            for key, p in named.items():
-                p.copy_(weights[key])
-    c = setup.components
-    out.mkdir(parents=True, exist_ok=True)
-    save_lora(out, c.unet, c.text_encoder if "text_encoder" in trained else None, setup.base_ref,
-              {**c.defaults, **cfg.sample_defaults})
-    return out
+        state.load_state_dict(read_trainable(last), last)
+    if not use_ema:
+        state.ema = None  # save_model then keeps the raw weights
+    Path(out).mkdir(parents=True, exist_ok=True)
+    save_model(cfg, Path(out), state, dtype)
+    return Path(out)

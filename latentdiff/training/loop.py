@@ -1,6 +1,6 @@
 """`finetune(cfg)`: one training loop for LoRA and full fine-tuning (and training from scratch).
 
-The trainable set is the only difference between methods (see setup.make_trainable). Every
+The trainable set is the only difference between methods (see trainable.make_trainable). Every
 random draw of a step is derived from (seed, step), the data order from the step counter,
 and checkpoints hold weights + optimizer + LR schedule + EMA, so `--resume` continues exactly
 as if the run had never stopped.
@@ -21,10 +21,10 @@ from . import trackers
 from .batches import BatchSource
 from .config import FinetuneConfig
 from .objective import diffusion_loss, step_generator
-from .outputs import check_out, prepare_out, save_final, validate, write_trainable
-from .setup import load_models, make_lr_schedule, make_optimizer, make_trainable, named_trainable
+from .outputs import check_out, prepare_out, read_trainable, save_model, validate, write_trainable
+from .trainable import load_models
 from .data.order import DataOrder
-from .state import EMA
+from .state import TrainState
 
 
 def finetune(cfg: FinetuneConfig) -> Path:
@@ -54,18 +54,15 @@ def finetune(cfg: FinetuneConfig) -> Path:
             _say(note)
     captions = [r.caption for r in scan.records]
     setup = load_models(cfg, captions, tokenizer=_saved_tokenizer(out) if cfg.resume else None)
-    trained = make_trainable(setup, cfg)
+    state = TrainState.create(cfg, setup)
+    trained = state.modules
     c = setup.components
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
     c.vae.to(acc.device, dtype)
     if "text_encoder" not in trained:
         c.text_encoder.to(acc.device, dtype)
-    named = named_trainable(trained)
-    optimizer = make_optimizer(list(named.values()), cfg)
-    lr_schedule = make_lr_schedule(optimizer, cfg)
-    *modules, optimizer = acc.prepare(*trained.values(), optimizer)
+    *modules, state.optimizer = acc.prepare(*trained.values(), state.optimizer)
     wrapped = dict(zip(trained, modules))
-    ema = EMA(named, cfg.ema_decay) if cfg.method == "full" and cfg.ema_decay else None
 
     buckets = make_buckets(cfg.resolution) if cfg.buckets else None
     dataset = ImageCaptionDataset(scan.records, cfg.resolution, cfg.crop, cfg.flip, cfg.seed, buckets)
@@ -81,21 +78,24 @@ def finetune(cfg: FinetuneConfig) -> Path:
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in scan.records] if buckets else None
     order = DataOrder(len(scan.records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of)
 
-    start = _resume(cfg, out, named, optimizer, lr_schedule, ema) if cfg.resume else 0
-    noise_scheduler = _noise_scheduler(c.scheduler_config)
-    _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, source, order, noise_scheduler, start)
+    if cfg.resume:
+        _resume(cfg, out, state)
+    _train(cfg, out, acc, state, wrapped, source, order)
     if acc.is_main_process:
-        save_final(cfg, out, setup, trained, ema)
+        save_model(cfg, out, state)
     acc.wait_for_everyone()
     acc.end_training()
     return out
 
 
-def _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, source, order, noise_scheduler, start):
+def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource, order: DataOrder):
+    """Optimizer steps state.step..max_steps, with metrics, checkpoints and validation images."""
     from PIL import Image
     from tqdm.auto import tqdm
 
-    unet = wrapped["unet"]
+    unet, start = wrapped["unet"], state.step
+    noise_scheduler = _noise_scheduler(state.setup.components.scheduler_config)
+    named, optimizer = state.params, state.optimizer
     bar = tqdm(total=cfg.max_steps, initial=start, desc="finetune", file=sys.stderr, disable=not acc.is_main_process)
     metrics = open(out / "metrics.jsonl", "a", encoding="utf-8") if acc.is_main_process else None
     last_good = ckpt.latest_checkpoint(out)
@@ -121,28 +121,26 @@ def _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, so
                     optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.detach())
                 images += len(idx) * acc.num_processes
-            lr_schedule.step()
-            if ema is not None:
-                ema.update(named)
+            state.advance()
             loss_value = acc.reduce(torch.stack(losses).mean(), "mean").item()
             done = step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if metrics and (done % cfg.log_every == 0 or done == cfg.max_steps):
                 rate = images / (time.perf_counter() - t0)
-                row = {"loss": loss_value, "lr": lr_schedule.get_last_lr()[0], "images_per_s": round(rate, 3)}
+                row = {"loss": loss_value, "lr": state.lr_schedule.get_last_lr()[0], "images_per_s": round(rate, 3)}
                 metrics.write(json.dumps({"step": done, **row, "processes": acc.num_processes}) + "\n")
                 metrics.flush()
                 acc.log(row, step=done)
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-                ckpt.require_finite([*named.items(), *(ema.shadow.items() if ema else [])], done)
+                ckpt.require_finite([*named.items(), *(state.ema.shadow.items() if state.ema else [])], done)
                 if acc.is_main_process:
-                    last_good = ckpt.save_checkpoint(
-                        out, done, lambda d: write_trainable(d, setup, named, optimizer, lr_schedule, ema),
-                        keep=cfg.keep_checkpoints, extra={"ema_updates": ema.updates if ema else 0})
+                    last_good = ckpt.save_checkpoint(out, done, lambda d: write_trainable(d, state),
+                                                     keep=cfg.keep_checkpoints,
+                                                     extra={"ema_updates": state.ema.updates if state.ema else 0})
                 acc.wait_for_everyone()
             if acc.is_main_process and cfg.validate_every and done % cfg.validate_every == 0:
-                paths = validate(cfg, out, setup, done, acc.device)
+                paths = validate(cfg, out, state.setup, done, acc.device)
                 trackers.log_images(acc, cfg.report_to, [Image.open(p) for p in paths], cfg.validation_prompts
                                     or ["a photo"], done)
     finally:
@@ -151,27 +149,15 @@ def _train(cfg, out, acc, setup, wrapped, named, optimizer, lr_schedule, ema, so
             metrics.close()
 
 
-def _resume(cfg, out, named, optimizer, lr_schedule, ema) -> int:
+def _resume(cfg, out, state: TrainState) -> None:
     last = ckpt.latest_checkpoint(out)
     if last is None:
         raise UsageError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
-    manifest = ckpt.read_manifest(last)
     with ckpt.damaged_checkpoint(last):
-        state = ckpt.load_tensors(last / "trainable.safetensors")
-        missing = set(named) - set(state)
-        if missing:
-            raise UsageError(f"--resume: checkpoint {last} does not match this model/method (lacks {sorted(missing)[0]})")
-        with torch.no_grad():
-            for k, p in named.items():
-                p.copy_(state[k])
-        optimizer.load_state_dict(ckpt.load_torch(last / "optimizer.pt"))
-        lr_schedule.load_state_dict(ckpt.load_torch(last / "lr_schedule.pt"))
-        if ema is not None:
-            ema.load(ckpt.load_tensors(last / "ema.safetensors"), int(manifest.get("ema_updates", 0)))
-    if manifest["step"] >= cfg.max_steps:
-        _say(f"checkpoint is at step {manifest['step']} >= --max-steps {cfg.max_steps}; writing the outputs only")
+        state.load_state_dict(read_trainable(last), last)
+    if state.step >= cfg.max_steps:
+        _say(f"checkpoint is at step {state.step} >= --max-steps {cfg.max_steps}; writing the outputs only")
     _say(f"resuming from {last.name}")
-    return manifest["step"]
 
 
 def _report_long_captions(tokenizer, captions: list[str]) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from . import checkpoint as ckpt
 from .config import FinetuneConfig
 from .recipe import check_recipe, write_recipe
 from .runfolder import check_run_folder, prepare_run_folder
@@ -32,44 +33,48 @@ def prepare_out(cfg: FinetuneConfig, action: str) -> Path:
     return out
 
 
-def write_trainable(d: Path, setup, named: dict, optimizer, lr_schedule, ema) -> None:
-    """Checkpoint contents: trainable weights only (a LoRA checkpoint stays small), optimizer,
-    LR schedule, EMA, and a from-scratch run's tokenizer."""
+def write_trainable(d: Path, state) -> None:
+    """Checkpoint files of a TrainState: trainable weights only (a LoRA checkpoint stays small),
+    optimizer, LR schedule, EMA (its update count goes in the manifest), a from-scratch run's tokenizer."""
     from safetensors.torch import save_file
 
-    save_file({k: p.detach().contiguous().cpu() for k, p in named.items()}, str(d / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), d / "optimizer.pt")
-    torch.save(lr_schedule.state_dict(), d / "lr_schedule.pt")
-    if ema is not None:
-        save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(d / "ema.safetensors"))
-    if setup.from_scratch:
-        setup.components.tokenizer.save_pretrained(str(d / "tokenizer"))
+    sd = state.state_dict()
+    save_file({k: p.contiguous().cpu() for k, p in sd["trainable"].items()}, str(d / "trainable.safetensors"))
+    torch.save(sd["optimizer"], d / "optimizer.pt")
+    torch.save(sd["lr_schedule"], d / "lr_schedule.pt")
+    if sd["ema"] is not None:
+        save_file({k: v.contiguous() for k, v in sd["ema"]["shadow"].items()}, str(d / "ema.safetensors"))
+    if state.setup.from_scratch:
+        state.setup.components.tokenizer.save_pretrained(str(d / "tokenizer"))
 
 
-def _with_ema(trained: dict, ema):
-    """Copy EMA weights into the trained modules (the run is over, so no need to restore)."""
-    if ema is None:
-        return
-    with torch.no_grad():
-        for key, tensor in ema.shadow.items():
-            module, name = key.split(".", 1)
-            trained[module].get_parameter(name).copy_(tensor)
+def read_trainable(d: Path) -> dict:
+    """The TrainState.state_dict a checkpoint folder holds (inverse of write_trainable)."""
+    manifest = ckpt.read_manifest(d)
+    with ckpt.damaged_checkpoint(d):
+        ema = d / "ema.safetensors"
+        return {"step": manifest["step"], "trainable": ckpt.load_tensors(d / "trainable.safetensors"),
+                "optimizer": ckpt.load_torch(d / "optimizer.pt"), "lr_schedule": ckpt.load_torch(d / "lr_schedule.pt"),
+                "ema": {"shadow": ckpt.load_tensors(ema), "updates": int(manifest.get("ema_updates", 0))}
+                if ema.is_file() else None}
 
 
-def save_final(cfg: FinetuneConfig, out: Path, setup, trained: dict, ema) -> None:
+def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) -> None:
+    """The usable result of a state: a LoRA folder, or a diffusers model with the EMA weights."""
     from ..lora import save_lora
-    from ..models import save_components
+    from ..pipeline import Pipeline
 
-    c = setup.components
+    c = state.setup.components
     defaults = {**c.defaults, **cfg.sample_defaults}
     if cfg.method == "lora":
-        save_lora(out, c.unet, c.text_encoder if "text_encoder" in trained else None, setup.base_ref, defaults)
+        te = c.text_encoder if "text_encoder" in state.modules else None
+        save_lora(out, c.unet, te, state.setup.base_ref, defaults)
         return
-    _with_ema(trained, ema)
-    for m in trained.values():
+    state.use_ema()
+    for m in state.modules.values():
         m.eval()
     c.defaults = defaults
-    save_components(c, out, c.scheduler_config.get("_class_name", "DDPMScheduler"))
+    Pipeline(c, torch.device("cpu"), torch.float32, place=False).save_pretrained(out, dtype=dtype)
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """Build what a fine-tuning run trains: the models (pretrained or from an architecture
-config), which parameters are trainable (LoRA or full), and the optimizer."""
+config), which parameters are trainable (LoRA or full), and the optimizer. (Was training/setup.py.)"""
 
 from __future__ import annotations
 
@@ -81,9 +81,3 @@ def make_optimizer(params: list, cfg: FinetuneConfig):
             raise UsageError("--use-8bit-adam needs bitsandbytes: pip install bitsandbytes") from None
         return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def make_lr_schedule(optimizer, cfg: FinetuneConfig):
-    from .schedule import make_lr_schedule as make
-
-    return make(optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)
