@@ -15,7 +15,6 @@ def check(ok: bool, msg: str) -> None:
         raise UsageError(msg)
 
 
-_check = check  # the earlier private name, still used on other branches
 
 
 @dataclass
@@ -67,9 +66,9 @@ class GenerateConfig:
         checked = check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, flag_label)
         for name, value in checked.items():
             setattr(self, name, value)
-        _check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
-        _check(self.refiner_start is None or self.refiner is not None, "--refiner-start needs --refiner MODEL")
-        _check(self.refiner_start is None or 0 < self.refiner_start < 1,
+        check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
+        check(self.refiner_start is None or self.refiner is not None, "--refiner-start needs --refiner MODEL")
+        check(self.refiner_start is None or 0 < self.refiner_start < 1,
                f"--refiner-start must be between 0 and 1 (exclusive), got {self.refiner_start}")
         parse(self.loras, self.embeddings)  # the files exist: fail before the model loads
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..config import check
 from ..errors import UsageError
 from .source import (RESIZE_MODES, Source, check_mask, crop_box, fit_mask, outpaint_canvas, parse_outpaint,
                      pixel_hash, read_picture, resize_to, work_size)
@@ -52,31 +53,31 @@ class ImageOptions:
     """upscaler tiles (px of its output) to bound memory; None: one piece."""
 
     def __post_init__(self):
-        _check(self.strength is None or (isinstance(self.strength, (int, float)) and 0 < self.strength <= 1),
+        check(self.strength is None or (isinstance(self.strength, (int, float)) and 0 < self.strength <= 1),
                f"strength must be in (0, 1], got {self.strength}")
-        _check(self.resize is None or self.resize in RESIZE_MODES,
+        check(self.resize is None or self.resize in RESIZE_MODES,
                f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
-        _check(self.inpaint_area in ("full", "masked"), f"inpaint_area must be full or masked, got {self.inpaint_area!r}")
-        _check(_whole(self.mask_blur) and self.mask_blur >= 0, f"mask_blur must be a whole number >= 0, got {self.mask_blur}")
-        _check(_whole(self.padding) and self.padding >= 0, f"padding must be a whole number >= 0, got {self.padding}")
+        check(self.inpaint_area in ("full", "masked"), f"inpaint_area must be full or masked, got {self.inpaint_area!r}")
+        check(_whole(self.mask_blur) and self.mask_blur >= 0, f"mask_blur must be a whole number >= 0, got {self.mask_blur}")
+        check(_whole(self.padding) and self.padding >= 0, f"padding must be a whole number >= 0, got {self.padding}")
         if self.outpaint is not None:
             self.outpaint = parse_outpaint(self.outpaint)
         starts = self.image is not None
-        _check(starts or (self.mask is None and self.outpaint is None and self.strength is None),
+        check(starts or (self.mask is None and self.outpaint is None and self.strength is None),
                "mask, outpaint and strength need an init image (image=..., --init-image)")
-        _check(self.hires is None or (isinstance(self.hires, (int, float)) and 1 < self.hires <= 8),
+        check(self.hires is None or (isinstance(self.hires, (int, float)) and 1 < self.hires <= 8),
                f"hires scale must be in (1, 8], got {self.hires}")
-        _check(0 < self.hires_strength <= 1, f"hires strength must be in (0, 1], got {self.hires_strength}")
-        _check(self.hires_steps is None or (_whole(self.hires_steps) and self.hires_steps >= 1),
+        check(0 < self.hires_strength <= 1, f"hires strength must be in (0, 1], got {self.hires_strength}")
+        check(self.hires_steps is None or (_whole(self.hires_steps) and self.hires_steps >= 1),
                f"hires steps must be a whole number >= 1, got {self.hires_steps}")
-        _check(self.tile is None or (_whole(self.tile) and self.tile >= 64), f"tile must be >= 64 px, got {self.tile}")
-        _check(not (starts and self.hires), "hires fix starts from a generated image; it cannot be combined with an init image")
+        check(self.tile is None or (_whole(self.tile) and self.tile >= 64), f"tile must be >= 64 px, got {self.tile}")
+        check(not (starts and self.hires), "hires fix starts from a generated image; it cannot be combined with an init image")
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> "ImageOptions":
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - names)
-        _check(not unknown, f"unknown option(s): {', '.join(unknown)}; see latentdiff.workflows.options.ImageOptions")
+        check(not unknown, f"unknown option(s): {', '.join(unknown)}; see latentdiff.workflows.options.ImageOptions")
         return cls(**kwargs)
 
     @property
@@ -144,11 +145,6 @@ class ImageOptions:
 
 def _whole(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check(ok: bool, msg: str) -> None:
-    if not ok:
-        raise UsageError(msg)
 
 
 def _expect(expected: str | None, actual: str, what: str, ref) -> None:
