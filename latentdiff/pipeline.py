@@ -17,7 +17,7 @@ from .models import Components, load_components, read_defaults, save_components,
 from .runtime import (DTYPE_NAMES, compile_for_inference, cpu_threads_for, prepack_cpu_weights, resolve_device,
                       resolve_dtype, torch_threads, use_channels_last, wants_channels_last, wants_prepacked_weights)
 from .conditioning import conditioning_for
-from .sampling import check_scheduler_name, denoise, make_scheduler, refiner_start_index, steps_before
+from .sampling import denoise, make_scheduler, refiner_start_index, steps_before
 from .weights import parameter_count
 
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
