@@ -9,20 +9,17 @@ from pathlib import Path
 
 import torch
 
-from . import hub, model_checks, params
+from . import model_checks, params
 from .errors import LatentDiffError, UsageError
 from .images import a1111_line, to_pil
 from .resources import allocation_errors
-from .models import Components, load_components, read_defaults, save_components, vae_dtype, vae_scale_factor
-from .runtime import (DTYPE_NAMES, compile_for_inference, cpu_threads_for, prepack_cpu_weights, resolve_device,
-                      resolve_dtype, torch_threads, use_channels_last, wants_channels_last, wants_prepacked_weights)
+from .models import Components, save_components, vae_dtype, vae_scale_factor
+from .runtime import (DTYPE_NAMES, compile_for_inference, cpu_threads_for, prepack_cpu_weights, torch_threads,
+                      use_channels_last, wants_channels_last, wants_prepacked_weights)
 from .conditioning import conditioning_for
 from .sampling import denoise, make_scheduler, refiner_start_index, steps_before
-from .weights import parameter_count
 
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
-# Below this UNet size bf16's conversions cost more than its faster matmuls save on CPU.
-CPU_BF16_MIN_PARAMS = 50_000_000
 
 
 class Pipeline:
@@ -67,31 +64,11 @@ class Pipeline:
         runs torch.compile on the UNet and VAE decoder (see `Pipeline.compile`). `loras`: LoRA files
         or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`; `embeddings`:
         textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name)."""
-        from .formats import addons
+        from .loading import load
 
-        load = params.check_fields(dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle,
-                                        compile=compile), params.api_label)
-        model, device, dtype = load["model"], load["device"], load["dtype"]
-        lora_specs, embedding_specs = addons.parse(loras, embeddings)
-        local = Path(model).expanduser() if model is not None else None
-        dev = resolve_device(device)
-        if local is not None and local.is_file():
-            from .formats.single_file import load_single_file
-
-            comps, path = load_single_file(local, allow_pickle), local
-            n_params = sum(p.numel() for p in comps.unet.parameters())
-            target = resolve_dtype(dtype, dev, _cpu_dtype_pref(comps.defaults, n_params))
-        else:
-            comps, path, target = _load_folder(local, model, dev, dtype, allow_pickle, merge=bool(lora_specs))
-        if vae is not None:
-            from .formats.vae import load_vae_ref
-
-            comps.vae = load_vae_ref(vae, comps.vae.config, allow_pickle)
-        added = addons.apply(comps, lora_specs, embedding_specs, allow_pickle)
-        ref = str(local.resolve()) if local is not None and local.exists() else model
-        pipe = cls(comps, dev, target, model_ref=ref, model_dir=path)
-        pipe.addons = added
-        pipe.vae_ref = None if vae is None else str(Path(vae).expanduser().resolve())
+        m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings)
+        pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path)
+        pipe.addons, pipe.vae_ref = m.addons, m.vae_ref
         return pipe.compile() if compile else pipe
 
     def compile(self) -> "Pipeline":
@@ -339,25 +316,9 @@ class Pipeline:
         raise LatentDiffError("the decoded image contains NaN/inf even in fp32; the model or latents are broken")
 
     def _record(self, p: dict, prompt: str, seed: int) -> dict:
-        from .fingerprint import versions
-        from .infotext import sampler_name
+        from .record import record
 
-        return {
-            "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
-            "guidance": p["guidance"], "scheduler": p["scheduler"], "clip_skip": p.get("clip_skip"),
-            "prompt_syntax": p.get("prompt_syntax", "plain"), "loras": self.addons.loras,
-            "embeddings": self.addons.embeddings,
-            "scheduler_class": self.components.scheduler_config.get("_class_name"),
-            "sampler": sampler_name(p["scheduler"], self.components.scheduler_config), "width": p["width"],
-            "height": p["height"], "model": self.model_ref, "model_hash": self.model_hash, **self._refiner_record(),
-            **({"vae": self.vae_ref} if self.vae_ref else {}), "dtype": DTYPE_NAMES.get(self.dtype),
-            "device": str(self.device), "versions": versions(),
-        }
-
-    def _refiner_record(self) -> dict:
-        if self.refiner is None:
-            return {}
-        return {"refiner": self.refiner.model_ref, "refiner_hash": self.refiner.model_hash, "refiner_start": self.refiner_start}
+        return record(self, p, prompt, seed)
 
     def _progress(self, batch: int):
         if not self.progress:
@@ -365,36 +326,3 @@ class Pipeline:
         from tqdm.auto import tqdm
 
         return lambda it: tqdm(it, desc=f"denoising {batch} image(s)", file=sys.stderr, leave=False)
-
-
-def _load_folder(local: Path | None, model, dev: torch.device, dtype: str, allow_pickle: bool, merge: bool = False):
-    """Components of a diffusers folder, hub id, LoRA folder or the default model, loaded
-    straight into the compute dtype where the weights allow (not when LoRA files will be
-    merged: `merge`); with the model's path and dtype."""
-    from .lora import apply_lora, lora_base
-
-    base = lora_base(local) if local is not None and local.is_dir() else None
-    path = hub.resolve(None if base == "default" else (base or model), allow_pickle)
-    defaults = {**read_defaults(path), **(read_defaults(local) if base is not None else {})}
-    n_params = parameter_count(path / "unet")  # from safetensors headers; None for pickle files
-    target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
-    # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
-    # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
-    early = base is None and not merge and n_params is not None
-    comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev),
-                            dtype=target if early else None,
-                            channels_last=early and wants_channels_last(dev, target))
-    if base is not None:
-        apply_lora(comps, local, allow_pickle)
-        comps.defaults = defaults  # the base's defaults, overridden by the LoRA's
-    if n_params is None:
-        n_params = sum(p.numel() for p in comps.unet.parameters())
-        target = resolve_dtype(dtype, dev, _cpu_dtype_pref(defaults, n_params))
-    return comps, path, target
-
-
-def _cpu_dtype_pref(defaults: dict, unet_params: int | None) -> str | None:
-    """The model's recorded CPU dtype, else fp32 for UNets too small to gain from bf16."""
-    if defaults.get("cpu_dtype"):
-        return defaults["cpu_dtype"]
-    return "fp32" if unet_params is not None and unet_params < CPU_BF16_MIN_PARAMS else None

@@ -1,0 +1,29 @@
+"""What every image records about how it was made (PNG metadata, `--from`, the A1111 line)."""
+
+from __future__ import annotations
+
+from .fingerprint import versions
+from .infotext import sampler_name
+from .runtime import DTYPE_NAMES
+
+
+def record(pipe, p: dict, prompt: str, seed: int) -> dict:
+    """The parameters `p` of one image of `pipe`, with the model, add-ons and versions."""
+    return {
+        "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
+        "guidance": p["guidance"], "scheduler": p["scheduler"], "clip_skip": p.get("clip_skip"),
+        "prompt_syntax": p.get("prompt_syntax", "plain"), "loras": pipe.addons.loras,
+        "embeddings": pipe.addons.embeddings,
+        "scheduler_class": pipe.components.scheduler_config.get("_class_name"),
+        "sampler": sampler_name(p["scheduler"], pipe.components.scheduler_config), "width": p["width"],
+        "height": p["height"], "model": pipe.model_ref, "model_hash": pipe.model_hash, **_refiner(pipe),
+        **({"vae": pipe.vae_ref} if pipe.vae_ref else {}), "dtype": DTYPE_NAMES.get(pipe.dtype),
+        "device": str(pipe.device), "versions": versions(),
+    }
+
+
+def _refiner(pipe) -> dict:
+    r = pipe.refiner
+    if r is None:
+        return {}
+    return {"refiner": r.model_ref, "refiner_hash": r.model_hash, "refiner_start": pipe.refiner_start}
