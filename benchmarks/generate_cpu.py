@@ -1,19 +1,22 @@
 """Warm latency on CPU: latentdiff.Pipeline vs diffusers.StableDiffusionPipeline, same weights.
 
-Both pipelines are loaded once from the same folder in the same dtype, warmed up, then called
-alternately with the same prompt, scheduler (the model's own), steps, size, guidance and seed.
-Reported per case: median seconds per image, median seconds per denoising step (the time between
-consecutive step ends, so text encoding and VAE decode are excluded), their ratio ours/diffusers,
-the time of the first (warm-up) call, the RSS that loading each pipeline added (load_rss_mib), that
-its first call left behind (first_call_rss_mib: caches, e.g. our prepacked bf16 weights) and the
-peak RSS rise during a timed call (activations), and how far the two images are apart (max pixel
-difference and PSNR of ours against diffusers' image). RSS figures are process-wide deltas, so
-memory that glibc keeps from an earlier case can hide a later allocation: read them within a case.
+Both pipelines are loaded once from the same folder in the same dtype (or each in its own, see
+--diffusers-dtype), warmed up, then called alternately with the same prompt, scheduler (the model's
+own), steps, size, guidance and seed. Reported per case: median seconds per image, median seconds
+per denoising step (the time between consecutive step ends, so text encoding and VAE decode are
+excluded), their ratio ours/diffusers, the time of the first (warm-up) call, the RSS that loading
+each pipeline added (load_rss_mib), that its first call left behind (first_call_rss_mib: caches,
+e.g. our prepacked bf16 weights) and the peak RSS rise during a timed call (activations), and how
+far the two images are apart (max pixel difference and PSNR of ours against diffusers' image). RSS
+figures are process-wide deltas, so memory that glibc keeps from an earlier case can hide a later
+allocation: read them within a case.
 
     python benchmarks/generate_cpu.py --case small                 # shipped model, else tiny
     python benchmarks/generate_cpu.py --case sd15 --size 256 --dtype bf16 --steps 4
     python benchmarks/generate_cpu.py --case sd15 --size 512 --dtype fp32 --steps 2 --repeats 2
     python benchmarks/generate_cpu.py --case small --compile       # adds latentdiff+compile
+    python benchmarks/generate_cpu.py --case sd15 --size 512 --dtype auto --diffusers-dtype fp32 --steps 20
+                                                                   # each library's default dtype
 
 OpenMP: by default both contenders run with OMP_WAIT_POLICY=PASSIVE (set here before torch is
 imported) because on a machine shared with other jobs the default spin-waiting makes every
@@ -37,7 +40,11 @@ def parse(argv=None):
     ap.add_argument("--case", choices=["small", "sd15"], default="small")
     ap.add_argument("--model", help="model folder for --case small (default: shipped model, else tiny)")
     ap.add_argument("--size", type=int, nargs="+", help="image sizes (default: native for small; 256 for sd15)")
-    ap.add_argument("--dtype", nargs="+", default=None, help="fp32 and/or bf16 (default: fp32 small; bf16 sd15)")
+    ap.add_argument("--dtype", nargs="+", default=None,
+                    help="fp32, bf16 and/or auto for latentdiff (default: fp32 small; bf16 sd15)")
+    ap.add_argument("--diffusers-dtype", choices=["fp32", "bf16"], default=None,
+                    help="diffusers' dtype (default: latentdiff's; auto -> fp32, diffusers' own default). "
+                         "`--dtype auto --diffusers-dtype fp32` compares each library's default")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: 20 small, 4 sd15)")
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per contender (default: 10 small, 3 sd15)")
@@ -70,14 +77,17 @@ def psnr(a, b) -> float:
 def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, args) -> list[dict]:
     from latentdiff import Pipeline
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    theirs = args.diffusers_dtype or ("fp32" if dtype_name == "auto" else dtype_name)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[theirs]
     common.log(f"{label} {size}px {dtype_name} {steps} steps: loading; load {common.load_average()}")
     contenders, clocks, rss, images, loaded = {}, {}, {}, {}, {}
+    dtypes = {"diffusers": theirs}  # what each contender really ran in
 
     def add_ours(name, compile_, threads="auto"):
         r0 = common.current_rss_mb()
         pipe = Pipeline.from_pretrained(str(model), device="cpu", dtype=dtype_name, compile=compile_)
         loaded[name] = common.current_rss_mb() - r0
+        dtypes[name] = {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(pipe.dtype, str(pipe.dtype))
         if threads != "auto":
             pipe._threads = threads  # None: the process's torch thread count
         pipe.progress = True
@@ -137,7 +147,7 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
     rows = []
     for name in contenders:
         img_s, step_s = common.median(times[name]), common.median(clocks[name].step_times)
-        row = {"model": label, "size": size, "dtype": dtype_name, "steps": steps, "contender": name,
+        row = {"model": label, "size": size, "dtype": dtypes[name], "steps": steps, "contender": name,
                "s_per_image": img_s, "s_per_step": step_s, "first_call_s": warm[name],
                "ratio_image": img_s / base_img_t if base_img_t else None,
                "ratio_step": step_s / base_step if base_step else None,
