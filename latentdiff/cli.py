@@ -74,7 +74,7 @@ def cmd_generate(args) -> int:
     from .config import GenerateConfig, read_prompts_file
     from .errors import UsageError
     from .generate import run_generate
-    from .images import read_params
+    from .image_output import read_params
 
     prompts = []
     if args.prompt is not None:

@@ -75,7 +75,7 @@ def add_upscale(sub) -> None:
 def cmd_upscale(args) -> int:
     from pathlib import Path
 
-    from .images import save_png, slug
+    from .image_output import save_png, slug
     from .pipeline import Pipeline
     from .workflows.source import read_picture
 

@@ -76,7 +76,7 @@ GRID_PROMPTS = ["red apple", "grinning face", "flag: Chile", "thumbs up: dark sk
 
 def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 8, seed: int = 0) -> Path:
     """The README's picture: one image per prompt with the model's recommended settings."""
-    from .images import grid
+    from .image_output import grid
 
     images = pipe(prompts, seed=seed)
     sheet = grid([im.resize((128, 128), Image.NEAREST) for im in images], cols, labels=prompts)

@@ -14,7 +14,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     launch` each process renders its share of the images (latentdiff/sharding.py)."""
     import secrets
 
-    from .images import save_png, slug
+    from .image_output import save_png, slug
     from .pipeline import Pipeline
     from .runtime import resolve_device
     from .sharding import agree, my_shares, world

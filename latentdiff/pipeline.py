@@ -11,7 +11,7 @@ import torch
 
 from . import model_checks, params
 from .errors import LatentDiffError, UsageError
-from .images import a1111_line, to_pil
+from .image_output import a1111_line, to_pil
 from .resources import allocation_errors
 from .models import Components, save_components, vae_dtype, vae_scale_factor
 from .runtime import (DTYPE_NAMES, compile_for_inference, cpu_threads_for, prepack_cpu_weights, torch_threads,

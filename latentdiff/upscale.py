@@ -60,7 +60,7 @@ def load_upscaler(pipe, ref):
 def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None, guidance=None,
             noise_level: int = NOISE_LEVEL, seed: int = 0, scheduler=None, tile: int | None = None):
     """`image` (a path or PIL image) upscaled by the upscaler `pipe`: a PIL image with metadata."""
-    from .images import a1111_line, to_pil
+    from .image_output import a1111_line, to_pil
     from .workflows.source import pad, pixel_hash, read_picture
     from .workflows.start import to_tensor
 

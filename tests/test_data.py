@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from latentdiff.errors import LatentDiffError, UsageError
-from latentdiff.imageio import BadImageError, load_image, transform
-from latentdiff.training.data.buckets import ImageCaptionDataset, assign_bucket, make_buckets
+from latentdiff.image_input import BadImageError, load_image, transform
+from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
 from latentdiff.training.data.order import DataOrder
 from latentdiff.training.data.scan import Record, scan_dataset
 

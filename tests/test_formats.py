@@ -81,7 +81,7 @@ def test_cli_convert_and_generate_from_a_file(tiny_sd1, tmp_path):
     assert r.returncode == 2 and "never overwrites" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("generate", "a red apple", "--model", single, "--steps", "2", "--out", tmp_path / "out", "--quiet")
     assert r.returncode == 0, r.stderr
-    from latentdiff.images import read_params
+    from latentdiff.image_output import read_params
 
     params = read_params(r.stdout.strip())
     assert params["model"] == str(single) and len(params["model_hash"]) == 10  # A1111's Model hash of a file

@@ -14,7 +14,7 @@ from PIL import Image
 
 from latentdiff.cli import main
 from latentdiff.errors import LatentDiffError
-from latentdiff.images import save_png
+from latentdiff.image_output import save_png
 from latentdiff.outfiles import write_new
 
 

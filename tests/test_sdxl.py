@@ -131,7 +131,7 @@ def test_cli_generates_with_sdxl_and_refiner(tiny_sdxl, tiny_refiner, tmp_path):
     r = run_cli("generate", "a red apple", "--model", tiny_sdxl, "--refiner", tiny_refiner, "--refiner-start", "0.6",
                 "--steps", "3", "--width", "32", "--height", "32", "--out", tmp_path, "--quiet", "--dtype", "fp32")
     assert r.returncode == 0, r.stderr
-    from latentdiff.images import read_params
+    from latentdiff.image_output import read_params
 
     params = read_params(r.stdout.strip())
     assert params["refiner_start"] == 0.6 and params["refiner"].endswith("sdxl-refiner")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from latentdiff.errors import UsageError
-from latentdiff.training.schedule import lr_at
+from latentdiff.training.lr_schedule import lr_at
 from latentdiff.training.vae import VaeTrainConfig, train_vae
 from latentdiff.training.vae_cli import main
 

@@ -144,7 +144,7 @@ def _b64(server, name: str) -> str:
 
 
 def _info(job: Job, body: Txt2ImgRequest) -> dict:
-    from ..images import a1111_line
+    from ..image_output import a1111_line
 
     params = [i["params"] for i in job.images]
     first = params[0] if params else {}

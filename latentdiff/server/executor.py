@@ -14,7 +14,7 @@ PREVIEW_EVERY_S = 0.5  # previews cost little, but not nothing: at most two a se
 
 def make_runner(pool, out_dir: Path):
     def run(job: Job) -> None:
-        from ..images import save_png, slug
+        from ..image_output import save_png, slug
         from .preview import preview_data_url
 
         pipe = pool.get(job.model)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..config import check
 from .flags import check_types
-from .schedule import SCHEDULES
+from .lr_schedule import SCHEDULES
 
 REPORT_TO = ("none", "tensorboard", "wandb")
 

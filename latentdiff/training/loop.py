@@ -31,7 +31,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     """Train per `cfg`; returns OUT, which then holds a model `generate --model OUT` can use."""
     from accelerate import Accelerator
 
-    from .data.buckets import ImageCaptionDataset, assign_bucket, make_buckets
+    from .data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
     from .data.scan import scan_dataset
 
     out, action = check_out(cfg)

@@ -80,7 +80,7 @@ def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) 
 @torch.no_grad()
 def validate(cfg: FinetuneConfig, out: Path, setup, step: int, device) -> list[Path]:
     """Images for the validation prompts with fixed seeds, from the current (non-EMA) weights."""
-    from ..images import save_png, slug
+    from ..image_output import save_png, slug
     from ..pipeline import Pipeline
 
     prompts = cfg.validation_prompts or ["a photo"]

@@ -48,7 +48,7 @@ class TrainState:
     @classmethod
     def create(cls, cfg, setup) -> "TrainState":
         """Open the trainable part of `setup` per `cfg` (LoRA or full) and build its optimizer."""
-        from .schedule import make_lr_schedule
+        from .lr_schedule import make_lr_schedule
         from .trainable import make_optimizer, make_trainable, named_trainable
 
         modules = make_trainable(setup, cfg)

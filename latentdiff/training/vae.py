@@ -27,7 +27,7 @@ from latentdiff.training.checkpoint import latest_checkpoint, read_manifest, sav
 from latentdiff.training.checkpoint import damaged_checkpoint, load_tensors, load_torch, require_finite
 from latentdiff.training.recipe import check_recipe, write_recipe
 from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
-from latentdiff.training.schedule import make_lr_schedule
+from latentdiff.training.lr_schedule import make_lr_schedule
 
 from latentdiff.config import check
 from latentdiff.training.vae_config import RUN_ENTRIES, VaeTrainConfig
@@ -82,7 +82,7 @@ def load_images(records, resolution: int):
     """Decode every record once into a uint8 tensor (N, 3, H, W) (see the module docstring)."""
     import torch
 
-    from latentdiff.imageio import BadImageError, load_image, transform
+    from latentdiff.image_input import BadImageError, load_image, transform
 
     out = torch.empty((len(records), 3, resolution, resolution), dtype=torch.uint8)
     for i, record in enumerate(records):

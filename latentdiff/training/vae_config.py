@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from latentdiff.config import check
 
 from latentdiff.training.flags import check_types
-from latentdiff.training.schedule import SCHEDULES
+from latentdiff.training.lr_schedule import SCHEDULES
 
 # Everything a train-vae run writes into OUT (run.json lists them); --overwrite removes only these.
 RUN_ENTRIES = ("checkpoints", "vae", "metrics.jsonl", "eval.json", "config.yaml", "skipped.txt")

@@ -36,12 +36,12 @@ def pixel_hash(im: Image.Image) -> str:
 def read_picture(ref, what: str) -> tuple[Image.Image, str | None]:
     """(8-bit RGB image, absolute path or None) from a path or a PIL image."""
     if isinstance(ref, Image.Image):
-        from ..imageio import to_rgb8
+        from ..image_input import to_rgb8
 
         return to_rgb8(ref), None
     if not isinstance(ref, (str, os.PathLike)):
         raise UsageError(f"{what} must be a file path or a PIL image, not {type(ref).__name__}")
-    from ..imageio import BadImageError, load_image
+    from ..image_input import BadImageError, load_image
 
     try:
         return load_image(ref), os.path.abspath(ref)

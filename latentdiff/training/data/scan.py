@@ -1,5 +1,5 @@
 """Training data for `latentdiff finetune DATASET`: find images and captions, check every image
-once before training starts, and turn them into tensors reproducibly.
+once before training starts (dataset.py turns the records into tensors).
 
 Caption sources, most specific first (the first one found for an image wins):
   1. kohya style: `cat.png` + `cat.txt` beside it;
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from latentdiff.errors import UsageError
-from latentdiff.imageio import MAX_PIXELS, BadImageError, load_image
+from latentdiff.image_input import MAX_PIXELS, BadImageError, load_image
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")  # order = precedence within one folder

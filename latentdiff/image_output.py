@@ -1,4 +1,7 @@
-"""Tensors to PIL images, PNG parameter metadata, safe writing, grids."""
+"""The images latentdiff makes: decoded tensors to PIL, PNGs written with their parameters (never
+over an existing file) and those parameters read back (`--from`), file-name slugs, contact grids.
+
+Images a user gives latentdiff (training images, init images) are read by image_input.py."""
 
 from __future__ import annotations
 

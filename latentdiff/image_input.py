@@ -1,5 +1,6 @@
-"""Open any image a user might put in a training folder as 8-bit RGB (or say why not), and
-turn it into a training tensor.
+"""Images a user gives latentdiff (training images, img2img/inpaint init images): open any of them
+as 8-bit RGB (or say why not), and turn it into a training tensor. The images latentdiff makes are
+written by image_output.py.
 
 Training data comes from cameras, screenshots, scanners and scrapers, so a loader has to cope
 with EXIF rotation, transparency, CMYK, 16-bit scans and files that are simply broken. Every

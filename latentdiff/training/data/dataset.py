@@ -1,5 +1,6 @@
-"""Turning scanned training records into tensors: aspect-ratio buckets and the dataset whose
-per-item randomness depends only on (seed, epoch, index), so resumed runs see the same images."""
+"""The training dataset: scanned records turned into tensors by `ImageCaptionDataset`, whose
+per-item randomness depends only on (seed, epoch, index), so resumed runs see the same images, and
+the aspect-ratio buckets it resizes into."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from latentdiff.errors import UsageError
-from latentdiff.imageio import MAX_PIXELS, BadImageError, load_image, transform
+from latentdiff.image_input import MAX_PIXELS, BadImageError, load_image, transform
 
 if TYPE_CHECKING:
     from latentdiff.training.data.scan import Record
