@@ -16,13 +16,15 @@ TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
 def add_adapters(module, rank: int, targets: list[str]) -> None:
-    from peft import LoraConfig
+    """Inject trainable LoRA layers into `module` (a UNet or a text encoder) with peft itself.
+
+    Not through `module.add_adapter`: transformers' wrapper of the same call refuses to run unless
+    peft is at least the version that transformers release was tested with (5.25 wants peft 0.22,
+    which the registry may not have yet), while peft's own injection works with any of them."""
+    from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets)
-    if hasattr(module, "add_adapter"):
-        module.add_adapter(config)
-    else:  # pragma: no cover - transformers models all have add_adapter
-        raise ModelError(f"{type(module).__name__} cannot take LoRA adapters")
+    inject_adapter_in_model(config, module)
 
 
 def save_lora(out: Path, unet, text_encoder=None, base_model: str | None = None, defaults: dict | None = None):
