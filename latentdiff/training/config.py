@@ -100,7 +100,8 @@ class FinetuneConfig:
     sample_defaults: dict = dataclasses.field(default_factory=dict)
     """Recommended sampling settings written into the output model's latentdiff.json, e.g. '{steps: 20}'."""
 
-    choices = {"method": ("lora", "full"), "lora_format": LORA_FORMATS, "lr_schedule": SCHEDULES, "crop": ("center", "random"),
+    choices = {"method": ("lora", "full"), "lora_format": LORA_FORMATS, "lr_schedule": SCHEDULES,
+               "crop": ("center", "random"),
                "missing_captions": ("error", "empty"), "mixed_precision": ("no", "fp16", "bf16"),
                "report_to": REPORT_TO}
 

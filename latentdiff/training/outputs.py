@@ -86,7 +86,8 @@ def save_lora_files(cfg: FinetuneConfig, out: Path, state, defaults: dict) -> No
     if KOHYA_FILE in written:
         save_kohya(out / KOHYA_FILE, state.modules, kohya_metadata(cfg, out, state), sdxl=c.is_sdxl)
     te = c.text_encoder if "text_encoder" in state.modules else None
-    save_lora(out, c.unet, te, state.setup.base_ref, defaults, weights=LORA_FILE if LORA_FILE in written else KOHYA_FILE)
+    loads = LORA_FILE if LORA_FILE in written else KOHYA_FILE
+    save_lora(out, c.unet, te, state.setup.base_ref, defaults, weights=loads)
     for name in {KOHYA_FILE, LORA_FILE} - set(written):
         (out / name).unlink(missing_ok=True)  # left by this run before a --resume with another --lora-format
 
