@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from ..config import check
 from .flags import check_types
 from .lr_schedule import SCHEDULES
-
-REPORT_TO = ("none", "tensorboard", "wandb")
+from .trackers import REPORT_TO
 
 
 @dataclass
