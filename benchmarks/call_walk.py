@@ -48,17 +48,16 @@ class FirstCallTree:
         self.children: dict = {root_code: []}
 
     def __call__(self, frame, event, arg):
-        if event != "call" or module_of(frame.f_code.co_filename) is None or frame.f_code in self.children:
-            return
-        if frame.f_code.co_name == "<module>":
+        code = frame.f_code
+        if event != "call" or code in self.children or code.co_name == "<module>" or module_of(code.co_filename) is None:
             return
         parent = frame.f_back
-        while parent is not None and (module_of(parent.f_code.co_filename) is None):
+        while parent is not None and module_of(parent.f_code.co_filename) is None:
             parent = parent.f_back
         if parent is None or parent.f_code.co_name == "<module>" or parent.f_code not in self.children:
             return  # import-time code, or outside the traced call
-        self.children[parent.f_code].append(frame.f_code)
-        self.children[frame.f_code] = []
+        self.children[parent.f_code].append(code)
+        self.children[code] = []
 
     def calls(self, scope: str = "") -> list[tuple[int, object, object]]:
         """(depth, caller, callee) of every call in the depth-first walk, depth counted in module
@@ -92,13 +91,17 @@ def report(calls, hub: str) -> dict:
 
 
 def run(args) -> FirstCallTree:
+    with tempfile.TemporaryDirectory(prefix="call-walk-") as tmp:
+        return _run(args, Path(tmp))
+
+
+def _run(args, tmp: Path) -> FirstCallTree:
     from PIL import Image
 
     from latentdiff.testing import make_tiny_model
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.training.loop import finetune
 
-    tmp = Path(tempfile.mkdtemp(prefix="call-walk-"))
     model = make_tiny_model(tmp / "model")
     (tmp / "ds").mkdir()
     for i, color in enumerate(["red", "green"]):

@@ -108,10 +108,8 @@ def test_any_checkpoint_of_a_lora_run_exports_as_a_lora(tiny_sd1, tmp_path):
     assert main(["export", str(run), "--step", "1", "--out", str(tmp_path / "one")]) == 2  # never overwrites
 
 
-def test_report_to_tensorboard_logs_scalars_and_images_beside_metrics_jsonl(tiny_sd1, tmp_path):
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+def _red_square_run(tiny_sd1, tmp_path, **kw):
+    """A 2-step LoRA run on one red square, logging every step, one validation image at step 2."""
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.training.loop import finetune
 
@@ -119,10 +117,16 @@ def test_report_to_tensorboard_logs_scalars_and_images_beside_metrics_jsonl(tiny
     ds.mkdir()
     Image.new("RGB", (64, 64), "red").save(ds / "0.png")
     (ds / "0.txt").write_text("a red square")
-    out = finetune(FinetuneConfig(dataset=str(ds), model=str(tiny_sd1), out=str(tmp_path / "run"), max_steps=2,
-                                  batch_size=1, resolution=64, log_every=1, validate_every=2, validation_steps=1,
-                                  validation_prompts=["a red square"], report_to="tensorboard",
-                                  lr_schedule="linear", warmup_steps=1))
+    return finetune(FinetuneConfig(dataset=str(ds), model=str(tiny_sd1), out=str(tmp_path / "run"), max_steps=2,
+                                   batch_size=1, resolution=64, log_every=1, validate_every=2, validation_steps=1,
+                                   validation_prompts=["a red square"], **kw))
+
+
+def test_report_to_tensorboard_logs_scalars_and_images_beside_metrics_jsonl(tiny_sd1, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = _red_square_run(tiny_sd1, tmp_path, report_to="tensorboard", lr_schedule="linear", warmup_steps=1)
     events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent),
                               size_guidance={"images": 0})
     events.Reload()
@@ -156,19 +160,10 @@ def _wandb_history(run_file) -> list[dict]:
 
 def test_report_to_wandb_offline_logs_what_metrics_jsonl_holds(tiny_sd1, tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="wandb is not installed (pip install 'latentdiff[wandb]')")
-    from latentdiff.training.config import FinetuneConfig
-    from latentdiff.training.loop import finetune
-
     for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb"), "WANDB_CONSOLE": "off",
                        "WANDB_SILENT": "true"}.items():
         monkeypatch.setenv(key, value)
-    ds = tmp_path / "ds"
-    ds.mkdir()
-    Image.new("RGB", (64, 64), "red").save(ds / "0.png")
-    (ds / "0.txt").write_text("a red square")
-    out = finetune(FinetuneConfig(dataset=str(ds), model=str(tiny_sd1), out=str(tmp_path / "run"), max_steps=2,
-                                  batch_size=1, resolution=64, log_every=1, validate_every=2, validation_steps=1,
-                                  validation_prompts=["a red square"], report_to="wandb"))
+    out = _red_square_run(tiny_sd1, tmp_path, report_to="wandb")
     history = _wandb_history(next((tmp_path / "wandb").rglob("offline-run-*/run-*.wandb")))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     logged = [h for h in history if "loss" in h]

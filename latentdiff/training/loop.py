@@ -1,6 +1,6 @@
 """`finetune(cfg)`: one training loop for LoRA and full fine-tuning (and training from scratch).
 
-The trainable set is the only difference between methods (see trainable.make_trainable). Every
+The trainable set is the only difference between methods (see state.make_trainable). Every
 random draw of a step is derived from (seed, step), the data order from the step counter,
 and checkpoints hold weights + optimizer + LR schedule + EMA, so `--resume` continues exactly
 as if the run had never stopped.
@@ -20,10 +20,9 @@ from . import trackers
 from .batches import BatchSource
 from .config import FinetuneConfig
 from .objective import diffusion_loss, step_generator
-from .outputs import check_out, prepare_out, read_trainable, save_model, validate, write_trainable
-from .trainable import load_models
+from .outputs import check_out, prepare_out, save_model, validate
 from .data.order import DataOrder
-from .state import TrainState
+from .state import TrainState, load_models, read_trainable, write_trainable
 
 
 def finetune(cfg: FinetuneConfig) -> Path:
