@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from ..config import check
 from .flags import check_types
 from .lr_schedule import SCHEDULES
+from .trackers import REPORT_TO
 
-REPORT_TO = ("none", "tensorboard", "wandb")
 LORA_FORMATS = ("both", "kohya", "diffusers")
 
 

@@ -23,9 +23,8 @@ def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bo
     from ..config import merge
     from ..models import load_tokenizer
     from .config import FinetuneConfig
-    from .outputs import read_trainable, save_model
-    from .trainable import load_models
-    from .state import TrainState
+    from .outputs import save_model
+    from .state import TrainState, load_models, read_trainable
 
     run = Path(run)
     if not (run / "config.yaml").is_file():

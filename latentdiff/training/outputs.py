@@ -1,4 +1,4 @@
-"""What a fine-tuning run writes: the run folder, checkpoint contents, samples, final model."""
+"""What a fine-tuning run writes: the run folder, samples, the final model (checkpoint files: state.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
 from .config import FinetuneConfig
 from .recipe import check_recipe, write_recipe
 from .runfolder import check_run_folder, prepare_run_folder
@@ -31,32 +30,6 @@ def prepare_out(cfg: FinetuneConfig, action: str) -> Path:
     out = prepare_run_folder(cfg.out, "finetune", RUN_FILES, action)
     write_recipe(cfg, out)
     return out
-
-
-def write_trainable(d: Path, state) -> None:
-    """Checkpoint files of a TrainState: trainable weights only (a LoRA checkpoint stays small),
-    optimizer, LR schedule, EMA (its update count goes in the manifest), a from-scratch run's tokenizer."""
-    from safetensors.torch import save_file
-
-    sd = state.state_dict()
-    save_file({k: p.contiguous().cpu() for k, p in sd["trainable"].items()}, str(d / "trainable.safetensors"))
-    torch.save(sd["optimizer"], d / "optimizer.pt")
-    torch.save(sd["lr_schedule"], d / "lr_schedule.pt")
-    if sd["ema"] is not None:
-        save_file({k: v.contiguous() for k, v in sd["ema"]["shadow"].items()}, str(d / "ema.safetensors"))
-    if state.setup.from_scratch:
-        state.setup.components.tokenizer.save_pretrained(str(d / "tokenizer"))
-
-
-def read_trainable(d: Path) -> dict:
-    """The TrainState.state_dict a checkpoint folder holds (inverse of write_trainable)."""
-    manifest = ckpt.read_manifest(d)
-    with ckpt.damaged_checkpoint(d):
-        ema = d / "ema.safetensors"
-        return {"step": manifest["step"], "trainable": ckpt.load_tensors(d / "trainable.safetensors"),
-                "optimizer": ckpt.load_torch(d / "optimizer.pt"), "lr_schedule": ckpt.load_torch(d / "lr_schedule.pt"),
-                "ema": {"shadow": ckpt.load_tensors(ema), "updates": int(manifest.get("ema_updates", 0))}
-                if ema.is_file() else None}
 
 
 def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) -> None:
