@@ -107,11 +107,12 @@ class Conditioning:
         model = getattr(encoder, "text_model", encoder)
         return model.final_layer_norm(out.hidden_states[-clip_skip])
 
-    @torch.no_grad()
     def _run(self, encoder, ids: torch.Tensor, clip_skip: int = 1):
-        """(B, n, w) ids -> hidden (B, n*w, D) and the pooled projection of each first chunk (or None)."""
+        """(B, n, w) ids -> hidden (B, n*w, D) and the pooled projection of each first chunk (or None).
+        Gradients flow where the caller allows them (training a text encoder)."""
         b, n, w = ids.shape
-        out = encoder(ids.reshape(b * n, w).to(encoder.device), output_hidden_states=True)
+        device = next(encoder.parameters()).device  # also when wrapped for DDP (no .device there)
+        out = encoder(ids.reshape(b * n, w).to(device), output_hidden_states=True)
         hidden = self._hidden(encoder, out, clip_skip)
         pooled = getattr(out, "text_embeds", None)
         return hidden.reshape(b, n * w, -1), None if pooled is None else pooled.reshape(b, n, -1)[:, 0]
@@ -132,6 +133,11 @@ class Conditioning:
     def with_size(self, emb: Embeddings, height: int, width: int, negative: bool = False) -> Embeddings:
         return emb
 
+    def with_size_ids(self, emb: Embeddings, ids: torch.Tensor) -> Embeddings:
+        """Training: each sample's own size ids (B, 6), see `image_input.Placement.size_ids`."""
+        return emb
+
+    @torch.no_grad()
     def __call__(self, prompts: list[str], negatives: list[str] | None, height: int, width: int,
                  syntax: str = "plain", clip_skip: int = 1):
         """Conditional and (given negatives) unconditional embeddings, padded to one chunk count;
@@ -163,8 +169,11 @@ class SDXLConditioning(Conditioning):
             tail = [NEGATIVE_AESTHETIC_SCORE if negative else AESTHETIC_SCORE]
         else:
             tail = [height, width]
-        ids = torch.tensor([[height, width, 0, 0, *tail]], dtype=emb.hidden.dtype).repeat(len(emb.hidden), 1)
-        return Embeddings(emb.hidden, {**emb.added, "time_ids": ids.to(emb.hidden.device)})
+        return self.with_size_ids(emb, torch.tensor([[height, width, 0, 0, *tail]]).repeat(len(emb.hidden), 1))
+
+    def with_size_ids(self, emb: Embeddings, ids: torch.Tensor) -> Embeddings:
+        ids = ids.to(device=emb.hidden.device, dtype=emb.hidden.dtype)
+        return Embeddings(emb.hidden, {**emb.added, "time_ids": ids})
 
     def __call__(self, prompts, negatives, height, width, syntax="plain", clip_skip=1):
         if negatives is not None and self.index.get("force_zeros_for_empty_prompt", True) and not any(negatives):

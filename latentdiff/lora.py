@@ -27,16 +27,22 @@ def add_adapters(module, rank: int, targets: list[str]) -> None:
     inject_adapter_in_model(config, module)
 
 
-def save_lora(out: Path, unet, text_encoder=None, base_model: str | None = None, defaults: dict | None = None):
-    """Write OUT/pytorch_lora_weights.safetensors (diffusers format) and OUT/latentdiff.json."""
-    from diffusers import StableDiffusionPipeline
+def save_lora(out: Path, unet, text_encoder=None, base_model: str | None = None, defaults: dict | None = None,
+              text_encoder_2=None):
+    """Write OUT/pytorch_lora_weights.safetensors (diffusers format) and OUT/latentdiff.json.
+    `text_encoder_2` (SDXL) goes in as `text_encoder_2.*`, as StableDiffusionXLPipeline writes it."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    te_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(text_encoder)) if text_encoder else None
-    StableDiffusionPipeline.save_lora_weights(str(out), unet_lora_layers=unet_layers,
-                                              text_encoder_lora_layers=te_layers, safe_serialization=True)
+    def layers(module):
+        return convert_state_dict_to_diffusers(get_peft_model_state_dict(module)) if module is not None else None
+
+    host = StableDiffusionPipeline
+    parts = {"unet_lora_layers": layers(unet), "text_encoder_lora_layers": layers(text_encoder)}
+    if text_encoder_2 is not None:
+        host, parts = StableDiffusionXLPipeline, {**parts, "text_encoder_2_lora_layers": layers(text_encoder_2)}
+    host.save_lora_weights(str(out), **parts, safe_serialization=True)
     meta = {"lora": LORA_FILE, **base_record(base_model, Path(out)), **(defaults or {})}
     (Path(out) / "latentdiff.json").write_text(json.dumps(meta, indent=2))
 

@@ -127,3 +127,127 @@ def test_a_lora_of_another_model_is_one_clear_error(tiny_sdxl, tmp_path, capsys)
 
     sd1 = kohya_file(tmp_path / "sd1.safetensors")
     assert "does not fit this model: Target modules" in fails(capsys, "x", "--model", tiny_sdxl, "--lora", sd1)
+
+
+# ---- finetune on SDXL ------------------------------------------------------------------------
+
+
+def sdxl_dataset(root):
+    """Two captioned images whose center crops at 32 px sit off the middle (49 and 56 px wide)."""
+    from PIL import Image
+
+    root.mkdir()
+    for i, (color, size) in enumerate([("red", (49, 40)), ("blue", (56, 32))]):
+        Image.new("RGB", size, color).save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text(f"a {color} square")
+    return root
+
+
+def test_random_crops_report_their_corner_as_sdxl_counts_it():
+    """The size ids name the crop of the mirrored image when mirrored (diffusers mirrors, then crops)."""
+    import random
+
+    from PIL import Image
+
+    from latentdiff.image_input import place, transform
+
+    img = Image.effect_noise((70, 45), 60).convert("RGB")
+    flips = set()
+    for seed in range(8):
+        p = place(img.size, 32, "random", True, random.Random(seed))
+        h, w, top, left, th, tw = p.size_ids(img.size)
+        assert (h, w, th, tw) == (45, 70, 32, 32)
+        mirrored = img.resize(p.size, Image.Resampling.LANCZOS)
+        if p.flipped:
+            mirrored = mirrored.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        expected = transform(mirrored.crop((left, top, left + 32, top + 32)), 32)
+        assert torch.equal(transform(img, 32, "random", True, random.Random(seed)), expected)
+        flips.add(p.flipped)
+    assert flips == {True, False}
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_sdxl_training_batches_carry_pooled_embeddings_and_each_samples_size_ids(tiny_sdxl, tmp_path, cache):
+    from latentdiff.conditioning import conditioning_for
+    from latentdiff.models import load_components
+    from latentdiff.training.batches import BatchSource
+    from latentdiff.training.data.dataset import ImageCaptionDataset
+    from latentdiff.training.data.scan import scan_dataset
+
+    c = load_components(tiny_sdxl)
+    scan = scan_dataset(sdxl_dataset(tmp_path / "ds"), 32)
+    captions = [r.caption for r in scan.records]
+    data = ImageCaptionDataset(scan.records, 32, "center", flip=True, seed=0)
+    source = BatchSource(c, data, captions, cache=cache, flip=True, train_text=False, caption_dropout=0.0,
+                         device=torch.device("cpu"), dtype=torch.float32, progress=False)
+    # 49x40 -> 39x32, center crop at left 3 (4 in the mirror image); 56x32 -> left 12 either way.
+    by_caption = {"a red square": {(40, 49, 0, 3, 32, 32), (40, 49, 0, 4, 32, 32)},
+                  "a blue square": {(32, 56, 0, 12, 32, 32)}}
+    seen = set()
+    for step in range(8):
+        gen = torch.Generator().manual_seed(step)
+        latents, ids = source.latents([0, 1], gen, epoch=step)
+        emb = source.context([0, 1], gen, ids)
+        assert latents.shape == (2, 4, 8, 8)  # the tiny VAE downsamples 4x
+        for caption, row in zip(captions, emb.added["time_ids"].tolist()):
+            assert tuple(int(v) for v in row) in by_caption[caption]
+            seen.add(tuple(row))
+    assert len(seen) == 3, "both mirror views of the red image were drawn"
+    expected, _ = conditioning_for(c)(captions, None, 32, 32)  # what generation uses
+    assert torch.allclose(emb.hidden, expected.hidden, atol=1e-5)
+    assert torch.allclose(emb.added["text_embeds"], expected.added["text_embeds"], atol=1e-5)
+
+
+def finetune_sdxl(model, ds, out, **kw):
+    from latentdiff.training.config import FinetuneConfig
+    from latentdiff.training.loop import finetune
+
+    return finetune(FinetuneConfig(dataset=str(ds), model=str(model), out=str(out), max_steps=2, batch_size=2,
+                                   resolution=32, lr=1e-2, lora_rank=2, flip=True, **kw))
+
+
+def render(pipe, prompt="a red square"):
+    return pipe(prompt, steps=3, guidance=5.0, seed=4, scheduler="euler", **SIZE)[0]
+
+
+def test_sdxl_lora_finetune_generates_and_loads_in_diffusers_alike(tiny_sdxl, base, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import load_file
+
+    run = finetune_sdxl(tiny_sdxl, sdxl_dataset(tmp_path / "ds"), tmp_path / "run", train_text_encoder=True)
+    saved = load_file(str(run / "pytorch_lora_weights.safetensors"))
+    assert {k.split(".")[0] for k in saved} == {"unet", "text_encoder", "text_encoder_2"}
+    mine, half = render(load(run)), render(load(tiny_sdxl, f"{run}:0.5"))
+    ref = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl, add_watermarker=False)
+    ref.set_progress_bar_config(disable=True)
+    ref.scheduler = make_scheduler(base.components.scheduler_config, "euler")
+    ref.load_lora_weights(str(run))
+
+    def theirs():
+        return ref("a red square", num_inference_steps=3, guidance_scale=5.0,
+                   generator=[torch.Generator("cpu").manual_seed(4)], **SIZE).images[0]
+
+    assert max_pixel_diff(mine, render(base)) > 2, "two steps at lr 1e-2 must change the image"
+    assert max_pixel_diff(mine, theirs()) <= 2
+    ref.fuse_lora(lora_scale=0.5)
+    assert max_pixel_diff(half, theirs()) <= 2 and max_pixel_diff(half, mine) > 2
+
+
+def test_full_sdxl_finetune_is_an_sdxl_model_diffusers_loads(tiny_sdxl, base, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    run = finetune_sdxl(tiny_sdxl, sdxl_dataset(tmp_path / "ds"), tmp_path / "run", method="full")
+    mine = render(load(run))
+    ref = StableDiffusionXLPipeline.from_pretrained(run, add_watermarker=False)
+    ref.set_progress_bar_config(disable=True)
+    ref.scheduler = make_scheduler(base.components.scheduler_config, "euler")
+    theirs = ref("a red square", num_inference_steps=3, guidance_scale=5.0,
+                 generator=[torch.Generator("cpu").manual_seed(4)], **SIZE).images[0]
+    assert max_pixel_diff(mine, render(base)) > 2 and max_pixel_diff(mine, theirs) <= 2
+
+
+def test_finetune_refuses_an_sdxl_refiner(tiny_refiner, tmp_path):
+    from latentdiff import UsageError
+
+    with pytest.raises(UsageError, match="SDXL refiner"):
+        finetune_sdxl(tiny_refiner, sdxl_dataset(tmp_path / "ds"), tmp_path / "run")

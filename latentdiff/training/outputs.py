@@ -13,7 +13,7 @@ from .runfolder import check_run_folder, prepare_run_folder
 
 # Everything a finetune run writes into OUT (run.json lists them); --overwrite removes these and nothing else.
 RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "config.yaml", "skipped.txt", "model_index.json",
-             "unet", "vae", "text_encoder", "tokenizer", "scheduler", "latentdiff.json",
+             "unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler", "latentdiff.json",
              "pytorch_lora_weights.safetensors", "logs")
 
 
@@ -67,8 +67,8 @@ def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) 
     c = state.setup.components
     defaults = {**c.defaults, **cfg.sample_defaults}
     if cfg.method == "lora":
-        te = c.text_encoder if "text_encoder" in state.modules else None
-        save_lora(out, c.unet, te, state.setup.base_ref, defaults)
+        te, te2 = (state.modules.get(name) for name in ("text_encoder", "text_encoder_2"))
+        save_lora(out, c.unet, te, state.setup.base_ref, defaults, text_encoder_2=te2)
         return
     state.use_ema()
     for m in state.modules.values():
