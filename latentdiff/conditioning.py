@@ -137,6 +137,11 @@ class Conditioning:
         """Training: each sample's own size ids (B, 6), see `image_input.Placement.size_ids`."""
         return emb
 
+    def unused_modules(self) -> list:
+        """Encoder parts that never reach the UNet (without clip skip): training leaves them frozen,
+        as they get no gradient (and DDP refuses parameters that get none)."""
+        return []
+
     @torch.no_grad()
     def __call__(self, prompts: list[str], negatives: list[str] | None, height: int, width: int,
                  syntax: str = "plain", clip_skip: int = 1):
@@ -159,6 +164,11 @@ class SDXLConditioning(Conditioning):
         # The penultimate layer, not normed; clip skip N goes N - 1 layers further back, as
         # diffusers' `clip_skip=N-1` does for SDXL.
         return out.hidden_states[-(clip_skip + 1)]
+
+    def unused_modules(self) -> list:
+        # The last layer and final norm of every encoder but the pooled one feed nothing.
+        models = [getattr(te, "text_model", te) for _, te in self.pairs[:-1]]
+        return [m for model in models for m in (model.encoder.layers[-1], model.final_layer_norm)]
 
     def _finish(self, hidden: torch.Tensor, pooled) -> Embeddings:
         return Embeddings(hidden, {"text_embeds": pooled})

@@ -251,3 +251,24 @@ def test_finetune_refuses_an_sdxl_refiner(tiny_refiner, tmp_path):
 
     with pytest.raises(UsageError, match="SDXL refiner"):
         finetune_sdxl(tiny_refiner, sdxl_dataset(tmp_path / "ds"), tmp_path / "run")
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_text_encoder_parts_that_feed_nothing_stay_frozen(tiny_sdxl, tmp_path, method):
+    """SDXL takes the first encoder's penultimate layer: its last layer and final norm get no
+    gradient, and DDP refuses trainable parameters that get none."""
+    from latentdiff.models import load_components
+    from latentdiff.training.config import FinetuneConfig
+    from latentdiff.training.trainable import Setup, make_trainable, named_trainable
+
+    c = load_components(tiny_sdxl)
+    cfg = FinetuneConfig(dataset=str(tmp_path), model=str(tiny_sdxl), out=str(tmp_path / "run"), method=method)
+    trainable = {id(p) for p in named_trainable(make_trainable(Setup(c, None, False, True), cfg)).values()}
+    te1, te2 = (getattr(te, "text_model", te) for te in (c.text_encoder, c.text_encoder_2))
+
+    def trained(module):
+        return {id(p) for p in module.parameters()} & trainable
+
+    assert not trained(te1.encoder.layers[-1]) and not trained(te1.final_layer_norm)
+    assert trained(te1.encoder.layers[-2]) and trained(te2.encoder.layers[-1])
+    assert trained(te2.final_layer_norm) or method == "lora"  # LoRA adapts attention only

@@ -10,6 +10,7 @@ import torch
 
 from .. import hub
 from ..arch import build_components, is_arch_file, read_arch
+from ..conditioning import conditioning_for
 from ..errors import UsageError
 from ..lora import TEXT_TARGETS, UNET_TARGETS, add_adapters
 from ..models import Components, load_components
@@ -58,6 +59,8 @@ def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Modu
     else:
         for m in trained.values():
             m.requires_grad_(True)
+    for m in conditioning_for(c).unused_modules() if trained_encoders else []:
+        m.requires_grad_(False)
     for m in trained.values():
         m.train()
         # Trainable weights stay fp32 under mixed precision (autocast handles compute).
