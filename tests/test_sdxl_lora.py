@@ -214,7 +214,9 @@ def test_sdxl_lora_finetune_generates_and_loads_in_diffusers_alike(tiny_sdxl, ba
     from diffusers import StableDiffusionXLPipeline
     from safetensors.torch import load_file
 
-    run = finetune_sdxl(tiny_sdxl, sdxl_dataset(tmp_path / "ds"), tmp_path / "run", train_text_encoder=True)
+    run = finetune_sdxl(tiny_sdxl, sdxl_dataset(tmp_path / "ds"), tmp_path / "run", train_text_encoder=True,
+                        validate_every=2, validation_steps=1, validation_prompts=["a red square"])
+    assert len(list((run / "samples").glob("step00000002-*.png"))) == 1  # generated mid-run, adapters live
     saved = load_file(str(run / "pytorch_lora_weights.safetensors"))
     assert {k.split(".")[0] for k in saved} == {"unet", "text_encoder", "text_encoder_2"}
     mine, half = render(load(run)), render(load(tiny_sdxl, f"{run}:0.5"))
