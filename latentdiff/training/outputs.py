@@ -13,8 +13,8 @@ from .runfolder import check_run_folder, prepare_run_folder
 
 # Everything a finetune run writes into OUT (run.json lists them); --overwrite removes these and nothing else.
 RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "config.yaml", "skipped.txt", "model_index.json",
-             "unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler", "latentdiff.json",
-             "pytorch_lora_weights.safetensors", "logs")
+             "unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler",
+             "latentdiff.json", "pytorch_lora_weights.safetensors", "logs")
 
 
 def check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
