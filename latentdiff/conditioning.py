@@ -107,11 +107,12 @@ class Conditioning:
         model = getattr(encoder, "text_model", encoder)
         return model.final_layer_norm(out.hidden_states[-clip_skip])
 
-    @torch.no_grad()
     def _run(self, encoder, ids: torch.Tensor, clip_skip: int = 1):
-        """(B, n, w) ids -> hidden (B, n*w, D) and the pooled projection of each first chunk (or None)."""
+        """(B, n, w) ids -> hidden (B, n*w, D) and the pooled projection of each first chunk (or None).
+        Gradients flow where the caller allows them (training a text encoder)."""
         b, n, w = ids.shape
-        out = encoder(ids.reshape(b * n, w).to(encoder.device), output_hidden_states=True)
+        device = next(encoder.parameters()).device  # also when wrapped for DDP (no .device there)
+        out = encoder(ids.reshape(b * n, w).to(device), output_hidden_states=True)
         hidden = self._hidden(encoder, out, clip_skip)
         pooled = getattr(out, "text_embeds", None)
         return hidden.reshape(b, n * w, -1), None if pooled is None else pooled.reshape(b, n, -1)[:, 0]
@@ -132,6 +133,16 @@ class Conditioning:
     def with_size(self, emb: Embeddings, height: int, width: int, negative: bool = False) -> Embeddings:
         return emb
 
+    def with_size_ids(self, emb: Embeddings, ids: torch.Tensor) -> Embeddings:
+        """Training: each sample's own size ids (B, 6), see `image_input.Placement.size_ids`."""
+        return emb
+
+    def unused_modules(self) -> list:
+        """Encoder parts that never reach the UNet (without clip skip): training leaves them frozen,
+        as they get no gradient (and DDP refuses parameters that get none)."""
+        return []
+
+    @torch.no_grad()
     def __call__(self, prompts: list[str], negatives: list[str] | None, height: int, width: int,
                  syntax: str = "plain", clip_skip: int = 1):
         """Conditional and (given negatives) unconditional embeddings, padded to one chunk count;
@@ -154,6 +165,11 @@ class SDXLConditioning(Conditioning):
         # diffusers' `clip_skip=N-1` does for SDXL.
         return out.hidden_states[-(clip_skip + 1)]
 
+    def unused_modules(self) -> list:
+        # The last layer and final norm of every encoder but the pooled one feed nothing.
+        models = [getattr(te, "text_model", te) for _, te in self.pairs[:-1]]
+        return [m for model in models for m in (model.encoder.layers[-1], model.final_layer_norm)]
+
     def _finish(self, hidden: torch.Tensor, pooled) -> Embeddings:
         return Embeddings(hidden, {"text_embeds": pooled})
 
@@ -163,8 +179,11 @@ class SDXLConditioning(Conditioning):
             tail = [NEGATIVE_AESTHETIC_SCORE if negative else AESTHETIC_SCORE]
         else:
             tail = [height, width]
-        ids = torch.tensor([[height, width, 0, 0, *tail]], dtype=emb.hidden.dtype).repeat(len(emb.hidden), 1)
-        return Embeddings(emb.hidden, {**emb.added, "time_ids": ids.to(emb.hidden.device)})
+        return self.with_size_ids(emb, torch.tensor([[height, width, 0, 0, *tail]]).repeat(len(emb.hidden), 1))
+
+    def with_size_ids(self, emb: Embeddings, ids: torch.Tensor) -> Embeddings:
+        ids = ids.to(device=emb.hidden.device, dtype=emb.hidden.dtype)
+        return Embeddings(emb.hidden, {**emb.added, "time_ids": ids})
 
     def __call__(self, prompts, negatives, height, width, syntax="plain", clip_skip=1):
         if negatives is not None and self.index.get("force_zeros_for_empty_prompt", True) and not any(negatives):

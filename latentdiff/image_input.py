@@ -14,6 +14,7 @@ import os
 import random
 import stat
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,33 +151,60 @@ def _bit_depth(im: Image.Image, values: np.ndarray) -> int:
     return 8 if peak <= 255 else 16 if peak <= 65535 else 32
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where `transform` puts an image: resized to `size` (covering `target`, both (w, h)), cut
+    at (left, top) to `target`, maybe mirrored."""
+
+    size: tuple[int, int]
+    target: tuple[int, int]
+    left: int
+    top: int
+    flipped: bool = False
+
+    def size_ids(self, original: tuple[int, int]) -> tuple[int, ...]:
+        """SDXL's micro-conditioning of the cut: original (h, w), crop corner (top, left), target
+        (h, w). The corner is counted in the mirrored image when mirrored, as diffusers'
+        train_text_to_image_sdxl.py does (it mirrors, then crops)."""
+        left = self.size[0] - self.target[0] - self.left if self.flipped else self.left
+        return original[1], original[0], self.top, left, self.target[1], self.target[0]
+
+
+def place(image_size: tuple[int, int], resolution: int | tuple[int, int], crop: str = "center", flip: bool = False,
+          rng: random.Random | None = None) -> Placement:
+    """The geometry of `transform` for an image of `image_size` (w, h); draws from `rng`."""
+    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
+    if crop not in ("center", "random"):
+        raise UsageError(f"crop must be 'center' or 'random', not {crop!r}")
+    if rng is None and (crop == "random" or flip):
+        raise ValueError("random crop or flip needs an rng (random.Random) so it can be reproduced")
+    scale = max(width / image_size[0], height / image_size[1])
+    size = (max(width, round(image_size[0] * scale)), max(height, round(image_size[1] * scale)))
+    if crop == "random":
+        left, top = rng.randint(0, size[0] - width), rng.randint(0, size[1] - height)
+    else:
+        left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    return Placement(size, (width, height), left, top, bool(flip and rng.random() < 0.5))
+
+
 def transform(
     img: Image.Image,
-    resolution: int | tuple[int, int],
+    resolution: int | tuple[int, int] | Placement,
     crop: str = "center",
     flip: bool = False,
     rng: random.Random | None = None,
 ) -> torch.Tensor:
     """Resize to cover the target, crop to it, maybe mirror; return (3, H, W) floats in [-1, 1].
 
-    `resolution` is a side length or a bucket's (width, height). All randomness is drawn from
-    `rng` (crop position first, then the flip coin) so a resumed run can replay it exactly.
+    `resolution` is a side length, a bucket's (width, height) or a `place`d geometry. All
+    randomness is drawn from `rng` (crop position first, then the flip coin) so a resumed run can
+    replay it exactly.
     """
-    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
-    if crop not in ("center", "random"):
-        raise UsageError(f"crop must be 'center' or 'random', not {crop!r}")
-    if rng is None and (crop == "random" or flip):
-        raise ValueError("random crop or flip needs an rng (random.Random) so it can be reproduced")
-    scale = max(width / img.width, height / img.height)
-    size = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
-    if size != img.size:
-        img = img.resize(size, Image.Resampling.LANCZOS)  # LANCZOS antialiases when shrinking
-    if crop == "random":
-        left, top = rng.randint(0, size[0] - width), rng.randint(0, size[1] - height)
-    else:
-        left, top = (size[0] - width) // 2, (size[1] - height) // 2
-    img = img.crop((left, top, left + width, top + height))
-    if flip and rng.random() < 0.5:
+    p = resolution if isinstance(resolution, Placement) else place(img.size, resolution, crop, flip, rng)
+    if p.size != img.size:
+        img = img.resize(p.size, Image.Resampling.LANCZOS)  # LANCZOS antialiases when shrinking
+    img = img.crop((p.left, p.top, p.left + p.target[0], p.top + p.target[1]))
+    if p.flipped:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     pixels = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy())  # (H, W, 3)
     return pixels.permute(2, 0, 1).float().div(127.5).sub(1.0)  # (3, H, W)

@@ -28,18 +28,23 @@ def add_adapters(module, rank: int, targets: list[str]) -> None:
 
 
 def save_lora(out: Path, unet, text_encoder=None, base_model: str | None = None, defaults: dict | None = None,
-              weights: str = LORA_FILE):
+              text_encoder_2=None, weights: str = LORA_FILE):
     """Write OUT/latentdiff.json naming `weights` as the LoRA's file, and OUT/pytorch_lora_weights.safetensors
-    (diffusers format) unless `weights` names another one (a kohya file written beside it: save_kohya)."""
-    from diffusers import StableDiffusionPipeline
+    (diffusers format) unless `weights` names another one (a kohya file written beside it: save_kohya).
+    `text_encoder_2` (SDXL) goes in as `text_encoder_2.*`, as StableDiffusionXLPipeline writes it."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
+    def layers(module):
+        return convert_state_dict_to_diffusers(get_peft_model_state_dict(module)) if module is not None else None
+
     if weights == LORA_FILE:
-        unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-        te_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(text_encoder)) if text_encoder else None
-        StableDiffusionPipeline.save_lora_weights(str(out), unet_lora_layers=unet_layers,
-                                                  text_encoder_lora_layers=te_layers, safe_serialization=True)
+        host = StableDiffusionPipeline
+        parts = {"unet_lora_layers": layers(unet), "text_encoder_lora_layers": layers(text_encoder)}
+        if text_encoder_2 is not None:
+            host, parts = StableDiffusionXLPipeline, {**parts, "text_encoder_2_lora_layers": layers(text_encoder_2)}
+        host.save_lora_weights(str(out), **parts, safe_serialization=True)
     meta = {"lora": weights, **base_record(base_model, Path(out)), **(defaults or {})}
     (Path(out) / "latentdiff.json").write_text(json.dumps(meta, indent=2))
 

@@ -1,10 +1,10 @@
 """LoRA files at generation, merged into the model's weights with a scale; several stack.
 
-Read: kohya / A1111 files (`lora_unet_*`, `lora_te_*`, with `alpha`), the LyCORIS variants
-diffusers' converter maps (LoCon), diffusers / peft files, and latentdiff's own LoRA runs (a
-folder: the file its latentdiff.json names, else `pytorch_lora_weights.safetensors`). The key
-mapping is diffusers' own (`lora_state_dict` -> `_convert_non_diffusers_lora_to_diffusers`); we
-never hand-map keys.
+Read, on SD 1.x/2.x and SDXL: kohya / A1111 files (`lora_unet_*`, `lora_te_*`, SDXL's `lora_te1_*` /
+`lora_te2_*` and SGM block names, with `alpha`), the LyCORIS variants diffusers' converter maps
+(LoCon), diffusers / peft files, and latentdiff's own LoRA runs (a folder: the file its
+latentdiff.json names, else `pytorch_lora_weights.safetensors`). The key mapping is diffusers' own
+(`lora_state_dict` -> `_convert_non_diffusers_lora_to_diffusers`); we never hand-map keys.
 Each LoRA is loaded, fused with its scale and unloaded before the next, so the result is
 W + sum(scale_i * delta_i) and the model stays plain (no per-step LoRA overhead).
 """
@@ -61,20 +61,18 @@ def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False) -
 
     if not specs:
         return
-    if getattr(components, "is_sdxl", False):
-        raise UsageError("--lora files are not supported on SDXL models yet (only SD 1.x/2.x); "
-                         "a LoRA run folder of latentdiff finetune still works as --model")
     host = _host(components)
+    parts = [p for p in host._lora_loadable_modules if getattr(host, p, None) is not None]
     for i, spec in enumerate(specs):
         state = load_state_dict(spec.file, allow_pickle)
         name = f"lora_{i}"
-        _load(host, spec, state, name)
+        _load(host, spec, state, name, parts)
         if spec.scale != 0:
-            host.fuse_lora(components=["unet", "text_encoder"], lora_scale=spec.scale, adapter_names=[name])
+            host.fuse_lora(components=parts, lora_scale=spec.scale, adapter_names=[name])
         host.unload_lora_weights()
 
 
-def _load(host, spec: LoraSpec, state: dict, name: str) -> None:
+def _load(host, spec: LoraSpec, state: dict, name: str, parts: list[str]) -> None:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     from diffusers.utils import logging
@@ -88,19 +86,25 @@ def _load(host, spec: LoraSpec, state: dict, name: str) -> None:
         raise ModelError(f"--lora {spec.path} does not fit this model: {why[:300]}") from None
     finally:
         logging.set_verbosity(level)
-    modules = [*host.unet.modules(), *host.text_encoder.modules()]
+    modules = [m for part in parts for m in getattr(host, part).modules()]
     if not any(isinstance(m, BaseTunerLayer) for m in modules):
         raise ModelError(f"--lora {spec.path}: none of its {len(state)} tensors name a layer of this model "
                          "(a LoRA for another architecture, or not a LoRA file)")
 
 
 def _host(components):
-    """A diffusers pipeline object around our modules (no copies), for its LoRA loaders."""
-    from diffusers import StableDiffusionPipeline
+    """A diffusers pipeline object around our modules (no copies), for its LoRA loaders: SDXL's
+    maps kohya's `lora_te1_`/`lora_te2_` and SGM block names (`input_blocks_4_1_...`) too."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from ..sampling import make_scheduler
 
-    return StableDiffusionPipeline(
-        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=components.unet, scheduler=make_scheduler(components.scheduler_config), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False)
+    c = components
+    scheduler = make_scheduler(c.scheduler_config)
+    if c.is_sdxl:
+        return StableDiffusionXLPipeline(vae=c.vae, text_encoder=c.text_encoder, text_encoder_2=c.text_encoder_2,
+                                         tokenizer=c.tokenizer, tokenizer_2=c.tokenizer_2, unet=c.unet,
+                                         scheduler=scheduler, add_watermarker=False)
+    return StableDiffusionPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)

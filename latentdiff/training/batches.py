@@ -5,9 +5,11 @@ orientations when flipping) and each step only samples from the stored posterior
 text embeddings are cached per caption too. Without it, every step re-encodes its images
 through the VAE, as diffusers' train_text_to_image.py does (needed for random crops).
 
-Captions are encoded as generation encodes prompts (text.py): one 77-token window per 75 tokens,
+Captions are encoded as generation encodes prompts, by the model's own `Conditioning` (SDXL: both
+encoders' penultimate layers and the pooled embedding): one 77-token window per 75 tokens,
 concatenated, so a long caption is never cut; a batch pads shorter captions with empty windows,
-exactly what generation does for a prompt beside a longer negative prompt.
+exactly what generation does for a prompt beside a longer negative prompt. SDXL is also told each
+sample's original size, crop corner and target size (`size_ids`), as its training recipe does.
 
 The batch's random draws (latent sample, flip, caption dropout) come from the step's generator
 (objective.step_generator), so a resumed run draws them again exactly.
@@ -19,7 +21,7 @@ import sys
 
 import torch
 
-from ..text import chunk_count, tokenize
+from ..conditioning import Embeddings, conditioning_for
 
 
 class BatchSource:
@@ -29,10 +31,16 @@ class BatchSource:
         self.flip, self.train_text, self.p_drop = flip, train_text, caption_dropout
         self.device, self.dtype = device, dtype
         self.scale = components.vae.config.scaling_factor
-        # The loop swaps in the accelerate-wrapped encoder when it trains, so DDP syncs its gradients.
-        self.text_encoder = components.text_encoder
+        self.conditioning = conditioning_for(components)
         self.posteriors = self._encode_all(progress) if cache else None
         self.embeddings = self._embed_all() if cache and not train_text else None
+
+    def use_encoders(self, modules: dict) -> None:
+        """Encode with the accelerate-wrapped encoders the loop trains, so DDP syncs their gradients."""
+        from dataclasses import replace
+
+        wrapped = {name: modules[name] for name in ("text_encoder", "text_encoder_2") if name in modules}
+        self.conditioning = conditioning_for(replace(self.c, **wrapped))
 
     # ---- pre-pass -----------------------------------------------------------------------
     @torch.no_grad()
@@ -41,7 +49,7 @@ class BatchSource:
         return dist.mean.float().cpu(), dist.std.float().cpu()
 
     def _encode_all(self, progress: bool, batch: int = 32) -> list:
-        """Per image: [(mean, std)] or, when flipping, [(mean, std), (mean_flipped, std_flipped)].
+        """Per image: [(mean, std, size_ids)] or, when flipping, the same for its mirror image too.
         Images are encoded in batches; images of different sizes (buckets) go one by one."""
         from tqdm.auto import tqdm
 
@@ -53,56 +61,62 @@ class BatchSource:
                 px = torch.stack([self.dataset.load(i) for i in range(start, min(n, start + step))])  # (b, 3, H, W)
                 views = [self._posterior(px)] + ([self._posterior(px.flip(-1))] if self.flip else [])
                 for j in range(px.shape[0]):
-                    out.append([(m[j], s[j]) for m, s in views])
+                    ids = self.dataset.load_size_ids(start + j)
+                    out.append([(m[j], s[j], i) for (m, s), i in zip(views, ids)])
                 bar.update(px.shape[0])
         return out
 
     @torch.no_grad()
-    def _embed_all(self) -> dict[str, torch.Tensor]:
-        """{caption: (77 * its chunk count, D)}, each caption at its own length."""
+    def _embed_all(self) -> dict[str, Embeddings]:
+        """{caption: Embeddings of one row, 77 * its chunk count tokens long}."""
         texts = sorted(set(self.captions) | {""})
         window = self.c.tokenizer.model_max_length
         emb = {}
         for i in range(0, len(texts), 64):
             chunk = texts[i : i + 64]
-            for t, e in zip(chunk, self._encode_text(chunk)):
-                emb[t] = e[: window * chunk_count(self.c.tokenizer, [t])].cpu()
+            batch = self._encode_text(chunk).to(device="cpu")
+            for k, t in enumerate(chunk):
+                row = batch[k : k + 1]
+                emb[t] = Embeddings(row.hidden[:, : window * self.conditioning.chunk_count([t])], row.added)
         return emb
 
     # ---- per step -----------------------------------------------------------------------
-    def latents(self, indices: list[int], gen: torch.Generator, epoch: int) -> torch.Tensor:
+    def latents(self, indices: list[int], gen: torch.Generator, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents (B, 4, h, w) and each sample's size ids (B, 6) for SDXL's micro-conditioning."""
         if self.posteriors is not None:
             views = torch.randint(0, 2, (len(indices),), generator=gen) if self.flip else [0] * len(indices)
-            pairs = [self.posteriors[i][int(v)] for i, v in zip(indices, views)]
-            mean = torch.stack([m for m, _ in pairs])
-            std = torch.stack([s for _, s in pairs])
+            picked = [self.posteriors[i][int(v)] for i, v in zip(indices, views)]
+            mean, std, ids = (torch.stack(parts) for parts in zip(*picked))
         else:
             self.dataset.set_epoch(epoch)
-            pixels = torch.stack([self.dataset[i]["pixel_values"] for i in indices])
-            mean, std = self._posterior(pixels)
-        return sample_latents(mean, std, gen, self.scale).to(self.device)  # (B, 4, h, w)
+            items = [self.dataset[i] for i in indices]
+            mean, std = self._posterior(torch.stack([item["pixel_values"] for item in items]))
+            ids = torch.stack([item["size_ids"] for item in items])
+        return sample_latents(mean, std, gen, self.scale).to(self.device), ids
 
-    def context(self, indices: list[int], gen: torch.Generator) -> torch.Tensor:
+    def context(self, indices: list[int], gen: torch.Generator, size_ids: torch.Tensor | None = None) -> Embeddings:
         drop = dropout_mask(len(indices), self.p_drop, gen)
         texts = ["" if d else self.captions[i] for i, d in zip(indices, drop)]
         if self.embeddings is not None:
-            return self._padded([self.embeddings[t] for t in texts]).to(self.device)
-        if self.train_text:
-            return self._encode_text(texts)
-        with torch.no_grad():
-            return self._encode_text(texts)
+            emb = self._padded([self.embeddings[t] for t in texts]).to(device=self.device)
+        elif self.train_text:
+            emb = self._encode_text(texts)
+        else:
+            with torch.no_grad():
+                emb = self._encode_text(texts)
+        return emb if size_ids is None else self.conditioning.with_size_ids(emb, size_ids)
 
-    def _padded(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
+    def _padded(self, embeddings: list[Embeddings]) -> Embeddings:
         """Stack cached embeddings, padding with the empty window (what tokenize pads with)."""
-        longest = max(e.shape[0] for e in embeddings)
-        empty = self.embeddings[""]
-        return torch.stack([torch.cat([e, *[empty] * ((longest - e.shape[0]) // empty.shape[0])]) for e in embeddings])
+        longest = max(e.hidden.shape[1] for e in embeddings)
+        empty = self.embeddings[""].hidden
+        hidden = torch.cat([torch.cat([e.hidden, *[empty] * ((longest - e.hidden.shape[1]) // empty.shape[1])], 1)
+                            for e in embeddings])
+        return Embeddings(hidden, {k: torch.cat([e.added[k] for e in embeddings]) for k in embeddings[0].added})
 
-    def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        ids = tokenize(self.c.tokenizer, texts)  # (B, n_chunks, 77): as generation does, never cut
-        b, n, w = ids.shape
-        hidden = self.text_encoder(ids.reshape(b * n, w).to(self.device))[0]  # (B * n, 77, D)
-        return hidden.reshape(b, n * w, hidden.shape[-1])
+    def _encode_text(self, texts: list[str]) -> Embeddings:
+        """(B, n_chunks * 77, D) as generation encodes prompts (never cut); SDXL adds the pooled embedding."""
+        return self.conditioning.embed(self.conditioning.tokenize(texts))
 
 
 def sample_latents(mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator, scale: float) -> torch.Tensor:

@@ -19,7 +19,8 @@ class FinetuneConfig:
     dataset: str = ""
     """Folder of images with captions (.txt beside each image, metadata.jsonl or metadata.csv)."""
     model: str | None = None
-    """Base model (directory or hub id) or an architecture YAML (configs/models/*.yaml) to train from scratch."""
+    """Base model (SD 1.x/2.x or SDXL base; directory or hub id) or an architecture YAML
+    (configs/models/*.yaml) to train from scratch."""
     out: str = ""
     """Run folder: checkpoints, samples, metrics, config.yaml and the final model."""
     method: str = "lora"
@@ -52,7 +53,7 @@ class FinetuneConfig:
     """LoRA file layout: kohya (OUT/lora_kohya.safetensors, for A1111 and ComfyUI), diffusers
     (OUT/pytorch_lora_weights.safetensors) or both; either keeps OUT usable as --model and --lora."""
     train_text_encoder: bool = False
-    """Also train the text encoder (LoRA or full)."""
+    """Also train the text encoder (LoRA or full); both of them on SDXL."""
     caption_dropout: float = 0.1
     """Probability of training on the empty caption, which is what makes CFG work."""
     missing_captions: str = "error"

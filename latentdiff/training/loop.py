@@ -57,8 +57,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     c = setup.components
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
     c.vae.to(acc.device, dtype)
-    if "text_encoder" not in trained:
-        c.text_encoder.to(acc.device, dtype)
+    for name in ("text_encoder", "text_encoder_2"):
+        if name not in trained and getattr(c, name) is not None:
+            getattr(c, name).to(acc.device, dtype)
     *modules, state.optimizer = acc.prepare(*trained.values(), state.optimizer)
     wrapped = dict(zip(trained, modules))
 
@@ -70,7 +71,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     source = BatchSource(c, dataset, captions, cache=cache, flip=cfg.flip, train_text="text_encoder" in trained,
                          caption_dropout=cfg.caption_dropout, device=acc.device, dtype=dtype,
                          progress=acc.is_main_process)
-    source.text_encoder = wrapped.get("text_encoder", c.text_encoder)
+    source.use_encoders(wrapped)
     if acc.is_main_process:
         _report_long_captions(c.tokenizer, captions)
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in scan.records] if buckets else None
@@ -111,9 +112,9 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                 gen = step_generator(cfg.seed, step, micro, acc.process_index)
                 epoch, idx = order.batch(step * cfg.grad_accum + micro, acc.process_index, acc.num_processes)
                 with acc.accumulate(*wrapped.values()):
-                    latents = source.latents(idx, gen, epoch)
+                    latents, size_ids = source.latents(idx, gen, epoch)
                     with acc.autocast():
-                        context = source.context(idx, gen)
+                        context = source.context(idx, gen, size_ids)
                         loss = diffusion_loss(unet, noise_scheduler, latents, context, gen, cfg.snr_gamma, cfg.noise_offset)
                     if not torch.isfinite(loss):
                         kept = f"; the last good checkpoint ({last_good.name}) is kept" if last_good else ""

@@ -32,7 +32,10 @@ def loss_weights(alphas_cumprod, t, prediction_type: str, snr_gamma: float | Non
 
 def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator, snr_gamma=None,
                    noise_offset: float = 0.0) -> torch.Tensor:
-    """MSE between the UNet's prediction and the target (noise or v) at random timesteps."""
+    """MSE between the UNet's prediction and the target (noise or v) at random timesteps.
+    `context`: the text conditioning, a (B, T, D) tensor or `Embeddings` (SDXL's extra inputs)."""
+    from ..conditioning import as_embeddings
+
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=gen).to(latents.device)
     if noise_offset:
@@ -42,7 +45,8 @@ def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator
     noisy = noise_scheduler.add_noise(latents, noise, t)
     kind = noise_scheduler.config.prediction_type
     target = noise_scheduler.get_velocity(latents, noise, t) if kind == "v_prediction" else noise
-    pred = unet(noisy, t, encoder_hidden_states=context).sample
+    context = as_embeddings(context)
+    pred = unet(noisy, t, encoder_hidden_states=context.hidden, added_cond_kwargs=context.added or None).sample
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     w = loss_weights(noise_scheduler.alphas_cumprod, t, kind, snr_gamma)
     return (per_sample * w).mean()

@@ -12,8 +12,8 @@ from .runfolder import check_run_folder, prepare_run_folder
 
 # Everything a finetune run writes into OUT (run.json lists them); --overwrite removes these and nothing else.
 RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "config.yaml", "skipped.txt", "model_index.json",
-             "unet", "vae", "text_encoder", "tokenizer", "scheduler", "latentdiff.json",
-             "pytorch_lora_weights.safetensors", "lora_kohya.safetensors", "logs")
+             "unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler",
+             "latentdiff.json", "pytorch_lora_weights.safetensors", "lora_kohya.safetensors", "logs")
 
 
 def check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
@@ -58,9 +58,9 @@ def save_lora_files(cfg: FinetuneConfig, out: Path, state, defaults: dict) -> No
     written = {"kohya": [KOHYA_FILE], "diffusers": [LORA_FILE], "both": [KOHYA_FILE, LORA_FILE]}[cfg.lora_format]
     if KOHYA_FILE in written:
         save_kohya(out / KOHYA_FILE, state.modules, kohya_metadata(cfg, out, state), sdxl=c.is_sdxl)
-    te = c.text_encoder if "text_encoder" in state.modules else None
+    te, te2 = (state.modules.get(name) for name in ("text_encoder", "text_encoder_2"))
     loads = LORA_FILE if LORA_FILE in written else KOHYA_FILE
-    save_lora(out, c.unet, te, state.setup.base_ref, defaults, weights=loads)
+    save_lora(out, c.unet, te, state.setup.base_ref, defaults, text_encoder_2=te2, weights=loads)
     for name in {KOHYA_FILE, LORA_FILE} - set(written):
         (out / name).unlink(missing_ok=True)  # left by this run before a --resume with another --lora-format
 

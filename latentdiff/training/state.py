@@ -14,6 +14,7 @@ import torch
 
 from .. import hub
 from ..arch import build_components, is_arch_file, read_arch
+from ..conditioning import conditioning_for
 from ..errors import UsageError
 from ..lora import TEXT_TARGETS, UNET_TARGETS, add_adapters
 from ..models import Components, load_components
@@ -39,8 +40,9 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
         return Setup(comps, None, from_scratch=True, train_text_encoder=True)
     path = hub.resolve(cfg.model, cfg.allow_pickle)
     comps = load_components(path, cfg.allow_pickle)
-    if comps.is_sdxl:
-        raise UsageError(f"finetune does not train SDXL models yet ({cfg.model}); it trains SD 1.x/2.x models")
+    if comps.text_encoder is None:
+        raise UsageError(f"{cfg.model} is an SDXL refiner (no first text encoder); finetune trains SD 1.x/2.x "
+                         "and SDXL base models")
     ref = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     return Setup(comps, ref, from_scratch=False, train_text_encoder=cfg.train_text_encoder)
 
@@ -48,19 +50,22 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
 def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Module]:
     """Freeze everything, then open the trainable part; returns {name: module} of trained modules."""
     c = setup.components
-    for m in (c.unet, c.vae, c.text_encoder):
+    encoders = {n: m for n, m in (("text_encoder", c.text_encoder), ("text_encoder_2", c.text_encoder_2))
+                if m is not None}
+    for m in (c.unet, c.vae, *encoders.values()):
         m.requires_grad_(False)
-    trained = {"unet": c.unet}
-    if setup.train_text_encoder:
-        trained["text_encoder"] = c.text_encoder
+    trained = {"unet": c.unet, **(encoders if setup.train_text_encoder else {})}
+    trained_encoders = [m for n, m in trained.items() if n != "unet"]
     if cfg.method == "lora":
         torch.manual_seed(cfg.seed)  # LoRA's random init: the same run must start the same way
         add_adapters(c.unet, cfg.lora_rank, UNET_TARGETS)
-        if setup.train_text_encoder:
-            add_adapters(c.text_encoder, cfg.lora_rank, TEXT_TARGETS)
+        for m in trained_encoders:
+            add_adapters(m, cfg.lora_rank, TEXT_TARGETS)
     else:
         for m in trained.values():
             m.requires_grad_(True)
+    for m in conditioning_for(c).unused_modules() if trained_encoders else []:
+        m.requires_grad_(False)
     for m in trained.values():
         m.train()
         # Trainable weights stay fp32 under mixed precision (autocast handles compute).
@@ -69,8 +74,8 @@ def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Modu
                 p.data = p.data.float()
     if cfg.gradient_checkpointing:
         c.unet.enable_gradient_checkpointing()
-        if setup.train_text_encoder:
-            c.text_encoder.gradient_checkpointing_enable()
+        for m in trained_encoders:
+            m.gradient_checkpointing_enable()
     return trained
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
 
 from latentdiff.errors import UsageError
-from latentdiff.image_input import MAX_PIXELS, BadImageError, load_image, transform
+from latentdiff.image_input import MAX_PIXELS, BadImageError, Placement, load_image, place, transform
 
 if TYPE_CHECKING:
     from latentdiff.training.data.scan import Record
@@ -69,19 +70,35 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         # A string seed is hashed with SHA-512: stable across processes and Python versions.
         rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
-        return {"pixel_values": self._pixels(index, self.crop, self.flip, rng),
+        pixels, placement = self._pixels(index, self.crop, self.flip, rng)
+        return {"pixel_values": pixels, "size_ids": self.size_ids(index, placement),
                 "caption": self.records[index].caption, "index": index}
 
     def load(self, index: int) -> torch.Tensor:
         """The image without augmentation (center crop, no flip), for caching its latents."""
-        return self._pixels(index, "center", False, None)
+        return self._pixels(index, "center", False, None)[0]
 
-    def _pixels(self, index: int, crop: str, flip: bool, rng) -> torch.Tensor:
+    def load_size_ids(self, index: int) -> list[torch.Tensor]:
+        """`size_ids` of `load(index)` and of its mirror image, from the scanned size alone."""
         record = self.records[index]
-        size = assign_bucket(record.width, record.height, self.buckets) if self.buckets else self.resolution
+        plain = place((record.width, record.height), self.target(index))
+        return [self.size_ids(index, plain), self.size_ids(index, replace(plain, flipped=True))]
+
+    def size_ids(self, index: int, placement: Placement) -> torch.Tensor:
+        """SDXL's micro-conditioning of a sample: original size, crop corner, target size. (6,)"""
+        record = self.records[index]
+        return torch.tensor(placement.size_ids((record.width, record.height)), dtype=torch.float32)
+
+    def target(self, index: int) -> int | tuple[int, int]:
+        record = self.records[index]
+        return assign_bucket(record.width, record.height, self.buckets) if self.buckets else self.resolution
+
+    def _pixels(self, index: int, crop: str, flip: bool, rng) -> tuple[torch.Tensor, Placement]:
+        record = self.records[index]
         try:
             img = load_image(record.path, self.max_pixels)
         except BadImageError as err:
             # The file changed after scan_dataset checked it; stopping beats silently skipping.
             raise BadImageError(f"{record.path}: {err} (it was fine when scanned)") from None
-        return transform(img, size, crop, flip, rng)
+        placement = place(img.size, self.target(index), crop, flip, rng)
+        return transform(img, placement), placement
