@@ -296,11 +296,16 @@ class Pipeline:
                        NOISE_LEVEL if noise_level is None else noise_level, seed, scheduler, tile)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> pixels in [-1, 1]; a non-finite result is redone in fp32, never returned."""
+    def decode(self, latents: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+        """Latents -> pixels in [-1, 1]; a non-finite result is redone in fp32, never returned.
+        `tile` (latent pixels): decode in blended windows (upscale.blend_windows) to bound memory."""
+        from .upscale import blend_windows
+
         vae = self.components.vae
         z = latents / vae.config.scaling_factor
-        pixels = vae.decode(z.to(vae.dtype)).sample
+        run = (lambda z: vae.decode(z).sample) if tile is None else (
+            lambda z: blend_windows(z, tile, lambda w: vae.decode(w).sample, self.scale_factor))
+        pixels = run(z.to(vae.dtype))
         if torch.isfinite(pixels).all():
             return pixels
         if vae.dtype != torch.float32:
@@ -308,7 +313,7 @@ class Pipeline:
             dtype = vae.dtype
             vae.to(torch.float32)
             try:
-                pixels = vae.decode(z.float()).sample
+                pixels = run(z.float())
             finally:
                 vae.to(dtype)
             if torch.isfinite(pixels).all():
