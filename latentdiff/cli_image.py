@@ -8,11 +8,12 @@ from __future__ import annotations
 _FIELDS = {"init_image": "image", "strength": "strength", "resize": "resize", "mask": "mask",
            "mask_blur": "mask_blur", "inpaint_area": "inpaint_area", "padding": "padding", "outpaint": "outpaint",
            "hires": "hires", "hires_strength": "hires_strength", "hires_steps": "hires_steps",
-           "hires_upscaler": "hires_upscaler", "upscaler": "upscaler", "tile": "tile"}
+           "hires_upscaler": "hires_upscaler", "upscaler": "upscaler", "tile": "tile",
+           "upscale": "upscale"}
 # PNG metadata key -> ImageOptions field, for --from
 _RECORDED = {"init_image": "image", "init_image_hash": "image_hash", "mask_hash": "mask_hash",
              **{k: k for k in ("strength", "resize", "mask", "mask_blur", "inpaint_area", "padding", "outpaint",
-                               "hires", "hires_strength", "hires_steps", "hires_upscaler", "upscaler", "tile")}}
+                               "hires", "hires_strength", "hires_steps", "hires_upscaler", "upscaler", "tile", "upscale")}}
 
 
 def add_image_flags(p) -> None:
@@ -33,6 +34,8 @@ def add_image_flags(p) -> None:
     h.add_argument("--hires-upscaler", metavar="latent|lanczos|MODEL", help="how the first pass is upscaled (default latent)")
     h.add_argument("--upscaler", metavar="MODEL", help="a diffusion upscaler run on each finished image (the cascade)")
     h.add_argument("--tile", type=int, metavar="PX", help="upscale in overlapping tiles of PX output pixels (bounds memory)")
+    h.add_argument("--no-upscale", dest="upscale", action="store_false", default=None,
+                   help="skip the upscaler that the model's latentdiff.json names (its cascade's second stage)")
 
 
 def image_options(args, recorded: dict | None = None) -> dict:
@@ -58,9 +61,9 @@ def add_upscale(sub) -> None:
     p.add_argument("--model", required=True, help="the upscaler: a diffusers folder or hub id")
     p.add_argument("--prompt", default="", help="what the picture shows (guides the detail; default: empty)")
     p.add_argument("--negative", default="", help="negative prompt")
-    p.add_argument("--noise-level", type=int, help="noise added to the input, 0..max_noise_level (default 20)")
-    p.add_argument("--steps", type=int, help="denoising steps (default 75)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 9.0)")
+    p.add_argument("--noise-level", type=int, help="noise added to the input, 0..max_noise_level (default: the model's latentdiff.json, else 20)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's latentdiff.json, else 75)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's latentdiff.json, else 9.0)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--scheduler", help="a scheduler name as for generate (default: the model's)")
     p.add_argument("--tile", type=int, metavar="PX", help="work in overlapping tiles of PX output pixels (bounds memory)")
@@ -76,10 +79,12 @@ def cmd_upscale(args) -> int:
     from pathlib import Path
 
     from .image_output import save_png, slug
+    from .outfiles import check_out_dir
     from .pipeline import Pipeline
     from .workflows.source import read_picture
 
     read_picture(args.image, "image to upscale")  # a bad file is refused before the model loads
+    check_out_dir(Path(args.out))
     pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
     pipe.progress = not args.quiet
     if not pipe.is_upscaler:

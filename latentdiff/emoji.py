@@ -1,7 +1,7 @@
 """Build a text-to-image training set by rendering the Noto Color Emoji font.
 
-Every fully-qualified emoji in Unicode's emoji-test.txt becomes one 64x64 white-background
-RGB image captioned with its exact CLDR name ("red apple", "flag: Chile",
+Every fully-qualified emoji in Unicode's emoji-test.txt becomes one 64x64 (or `--size` 16..128)
+white-background RGB image captioned with its exact CLDR name ("red apple", "flag: Chile",
 "woman biking: dark skin tone"). The output is a Hugging Face imagefolder:
 
     OUT/images/0001.png ...   one image per emoji, numbered in emoji-test.txt order
@@ -52,7 +52,10 @@ SKIN_TONES = (
 )
 FONT_SIZE = 109  # CBDT bitmap font: FreeType only loads the strike it has, 109 px
 IMAGE_SIZE = 64
-FIT_SIZE = 56  # leaves a 4 px white margin so nothing touches the edge
+FIT_SIZE = 56  # leaves a 4 px white margin so nothing touches the edge (scaled with the size)
+# Noto's bitmaps are 136 px wide: 128 px images (112 px glyphs) are the largest drawn without
+# enlarging the font's own pixels; the cascade's super-resolution stage trains on that size.
+SIZES = range(16, 129, 8)
 # A single Noto glyph is 136 px wide at size 109; a sequence that fell apart into several
 # glyphs is at least two of them (about 226 px for a broken flag), so 1.5 cells separates them.
 FELL_APART_RATIO = 1.5
@@ -166,8 +169,8 @@ def glyph_cell_width(font) -> int:
     return right - left
 
 
-def render_emoji(chars: str, font):
-    """Render one emoji to a 64x64 white RGB image; also return the drawn width in pixels.
+def render_emoji(chars: str, font, size: int = IMAGE_SIZE):
+    """Render one emoji to a `size` x `size` white RGB image; also return the drawn width in pixels.
 
     The width is that of the ink before scaling: about one cell for a correctly shaped
     emoji, several cells if a sequence fell apart, 0 if the font drew nothing.
@@ -178,15 +181,15 @@ def render_emoji(chars: str, font):
     canvas = Image.new("RGBA", (right - left + 2 * _PAD, bottom - top + 2 * _PAD), (0, 0, 0, 0))
     ImageDraw.Draw(canvas).text((_PAD - left, _PAD - top), chars, font=font,
                                 embedded_color=True)
-    out = Image.new("RGBA", (IMAGE_SIZE, IMAGE_SIZE), (255, 255, 255, 255))
+    out = Image.new("RGBA", (size, size), (255, 255, 255, 255))
     bbox = canvas.getchannel("A").getbbox()
     if bbox is None:
         return out.convert("RGB"), 0
     glyph = canvas.crop(bbox)
-    scale = FIT_SIZE / max(glyph.size)
-    size = tuple(max(1, round(side * scale)) for side in glyph.size)
-    glyph = glyph.resize(size, Image.Resampling.LANCZOS)  # Pillow premultiplies RGBA here
-    out.alpha_composite(glyph, ((IMAGE_SIZE - size[0]) // 2, (IMAGE_SIZE - size[1]) // 2))
+    scale = size * FIT_SIZE / IMAGE_SIZE / max(glyph.size)
+    fitted = tuple(max(1, round(side * scale)) for side in glyph.size)
+    glyph = glyph.resize(fitted, Image.Resampling.LANCZOS)  # Pillow premultiplies RGBA here
+    out.alpha_composite(glyph, ((size - fitted[0]) // 2, (size - fitted[1]) // 2))
     return out.convert("RGB"), bbox[2] - bbox[0]
 
 
@@ -207,12 +210,12 @@ def _remove_stale_images(images: Path, keep: set[str]) -> None:
             png.unlink()
 
 
-def _render_all(emojis: list[Emoji], font, images: Path, heldout: set[str], variants: bool):
+def _render_all(emojis: list[Emoji], font, images: Path, heldout: set[str], variants: bool, size: int):
     """Write one PNG per emoji that renders as a single glyph; return records and rejects."""
     cell = glyph_cell_width(font)
     records, blank, fell_apart = [], [], []
     for e in emojis:
-        image, width = render_emoji(e.chars, font)
+        image, width = render_emoji(e.chars, font, size)
         if width == 0:
             blank.append(e.name)
         elif width > FELL_APART_RATIO * cell:
@@ -233,13 +236,16 @@ def _warn_rejects(fell_apart: list[str], blank: list[str]) -> None:
 
 
 def build_emoji_dataset(out_dir: str | Path, emoji_test: str | Path = DEFAULT_EMOJI_TEST,
-                        font: str | Path = DEFAULT_FONT, variants: bool = True) -> dict:
+                        font: str | Path = DEFAULT_FONT, variants: bool = True, size: int = IMAGE_SIZE) -> dict:
     """Render every fully-qualified emoji into OUT (see module docstring); return a summary.
 
     Emoji the font draws as nothing ("blank") or as several glyphs ("fell_apart") are
     skipped with a warning rather than written as wrong training pictures. The output
-    bytes depend only on the inputs, so two builds are identical.
+    bytes depend only on the inputs, so two builds are identical. Images of two sizes built
+    from the same inputs list the same emoji in the same order, so they pair up by file name.
     """
+    if size not in SIZES:
+        raise UsageError(f"--size must be a multiple of 8 from 16 to 128, got {size}")
     start = time.perf_counter()
     emojis = parse_emoji_test(emoji_test)
     ttf = load_emoji_font(font)
@@ -247,13 +253,13 @@ def build_emoji_dataset(out_dir: str | Path, emoji_test: str | Path = DEFAULT_EM
     images = out_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
     records, blank, fell_apart = _render_all(emojis, ttf, images, heldout_names(emojis),
-                                             variants)
+                                             variants, size)
     _remove_stale_images(images, {Path(r["file_name"]).name for r in records})
     with open(out_dir / "metadata.jsonl", "w", encoding="utf-8", newline="\n") as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     summary = {
-        "out_dir": str(out_dir), "emoji_in_file": len(emojis), "images": len(records),
+        "out_dir": str(out_dir), "size": size, "emoji_in_file": len(emojis), "images": len(records),
         "train": sum(r["split"] == "train" for r in records),
         "heldout": sum(r["split"] == "heldout" for r in records),
         "fell_apart": fell_apart, "blank": blank,
@@ -269,7 +275,7 @@ def _readme(summary: dict, emoji_test: Path, font: Path) -> str:
     skipped = summary["fell_apart"] + summary["blank"]
     return f"""# Noto Color Emoji text-to-image set
 
-{summary['images']} images, 64x64 RGB on white, one per fully-qualified emoji in
+{summary['images']} images, {summary['size']}x{summary['size']} RGB on white, one per fully-qualified emoji in
 `{emoji_test.name}`, captioned (`text`) with the exact Unicode CLDR name.
 Built by `latentdiff build-emoji` (`latentdiff/emoji.py`) from `{font.name}`.
 
@@ -297,15 +303,17 @@ and group; `text` is always the exact name.
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="latentdiff build-emoji",
-                                     description="Render Noto Color Emoji into a 64x64 "
-                                                 "text-to-image training set.")
+                                     description="Render Noto Color Emoji into a text-to-image "
+                                                 "training set (64x64 unless --size).")
     parser.add_argument("out", metavar="OUT", help="output directory")
     parser.add_argument("--emoji-test", default=str(DEFAULT_EMOJI_TEST),
                         help="Unicode emoji-test.txt (default: %(default)s)")
     parser.add_argument("--font", default=str(DEFAULT_FONT),
                         help="colour emoji font (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=IMAGE_SIZE,
+                        help="image side in pixels, a multiple of 8 from 16 to 128 (default %(default)s)")
     args = parser.parse_args(argv)
-    summary = build_emoji_dataset(args.out, args.emoji_test, args.font)
+    summary = build_emoji_dataset(args.out, args.emoji_test, args.font, size=args.size)
     for key, value in summary.items():
         if isinstance(value, list):
             value = f"{len(value)}" + (f" ({', '.join(value)})" if value else "")

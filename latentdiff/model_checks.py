@@ -152,9 +152,11 @@ def check_defaults(defaults: dict, path: Path) -> dict:
         params.steps(label, defaults["steps"])
     if defaults.get("guidance") is not None:
         params.guidance(label, defaults["guidance"])
+    if defaults.get("noise_level") is not None:
+        params.whole(label, "noise_level", defaults["noise_level"], 0, 10_000)
     if defaults.get("cpu_dtype") is not None:
         params.choice(label, "cpu_dtype", defaults["cpu_dtype"], ("fp32", "fp16", "bf16"))
-    for key in ("base_model", "lora"):
+    for key in ("base_model", "lora", "upscaler"):
         if defaults.get(key) is not None:
             params.path_text(label, key, defaults[key])
     return defaults

@@ -155,10 +155,12 @@ class Pipeline:
                     seed=0, num_images=1, scheduler=None, callback=None, clip_skip=None, prompt_syntax="a1111",
                     **options):
         """Like __call__, but yields each image as soon as its batch is decoded."""
+        from .upscale import with_model_upscaler
         from .workflows.options import ImageOptions
 
         prompts = params.prompts(params.api_label, prompt)
         opts = ImageOptions.from_kwargs({k: v for k, v in options.items() if v is not None})
+        opts = with_model_upscaler(self, opts)
         if self.is_upscaler:
             raise UsageError(f"{self.model_ref} is a diffusion upscaler, not a text-to-image model; use "
                              "`latentdiff upscale IMAGE --model` (pipe.upscale) or generate --upscaler")
@@ -289,11 +291,10 @@ class Pipeline:
         """`image` (a path or PIL image) upscaled by a diffusion upscaler: this pipeline if it is one,
         else `upscaler` (a model reference, loaded once and kept, or a Pipeline). `tile` (output
         pixels) bounds memory on large images. Returns a PIL image with its metadata."""
-        from .upscale import NOISE_LEVEL, load_upscaler, upscale
+        from .upscale import load_upscaler, upscale
 
         model = self if self.is_upscaler and upscaler is None else load_upscaler(self, upscaler)
-        return upscale(model, image, prompt, negative_prompt, steps, guidance,
-                       NOISE_LEVEL if noise_level is None else noise_level, seed, scheduler, tile)
+        return upscale(model, image, prompt, negative_prompt, steps, guidance, noise_level, seed, scheduler, tile)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, tile: int | None = None) -> torch.Tensor:

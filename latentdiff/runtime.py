@@ -52,7 +52,8 @@ class CpuBf16:
         if self.prepack:
             return "oneDNN bf16 kernels with prepacked weights (no native bf16 arithmetic)"
         if self.runs:
-            return "plain bf16 (oneDNN's bf16 kernels and weight prepacking do not run on this CPU)"
+            return ("plain bf16 (oneDNN's bf16 kernels and weight prepacking do not run on this CPU; "
+                    "expect it to be many times slower than fp32, which --dtype auto picks here)")
         return "no bf16 support"
 
 

@@ -12,10 +12,11 @@ same blended windows, so memory is bounded by the tile size and no seam appears.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
-from .errors import UsageError
+from .errors import ModelError, UsageError
 from .sampling import ImageCond, denoise, make_scheduler
 
 # diffusers' StableDiffusionUpscalePipeline defaults
@@ -33,6 +34,24 @@ def upscaler_settings(pipe) -> dict:
     if classes:  # the class embedding table must hold the level too
         top = min(top, int(classes) - 1)
     return {"low_res_scheduler": low, "max_noise_level": top}
+
+
+def with_model_upscaler(pipe, opts):
+    """`opts` with the model's own upscaler filled in: the folder that the model's latentdiff.json
+    names as "upscaler" (inside the model folder), unless the call named one or said upscale=False."""
+    import dataclasses
+
+    from .model_checks import confined
+
+    name = pipe.components.defaults.get("upscaler")
+    if not name or opts.upscaler or not opts.upscale or pipe.model_dir is None:
+        return opts
+    folder = Path(pipe.model_dir)
+    path = confined(folder, name, f"{folder / 'latentdiff.json'} (upscaler)")
+    if not path.is_dir():
+        raise ModelError(f"{folder / 'latentdiff.json'} names the upscaler {name!r}, but {path} is not a folder; "
+                         "pass --no-upscale to generate without it")
+    return dataclasses.replace(opts, upscaler=str(path.resolve()))
 
 
 def load_upscaler(pipe, ref):
@@ -57,16 +76,20 @@ def load_upscaler(pipe, ref):
 
 @torch.no_grad()
 def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None, guidance=None,
-            noise_level: int = NOISE_LEVEL, seed: int = 0, scheduler=None, tile: int | None = None):
-    """`image` (a path or PIL image) upscaled by the upscaler `pipe`: a PIL image with metadata."""
+            noise_level: int | None = None, seed: int = 0, scheduler=None, tile: int | None = None):
+    """`image` (a path or PIL image) upscaled by the upscaler `pipe`: a PIL image with metadata.
+    Steps, guidance and noise level left out are the upscaler's latentdiff.json values, else
+    diffusers' defaults for StableDiffusionUpscalePipeline."""
     from .image_output import a1111_line, to_pil
     from .workflows.source import pad, pixel_hash, read_picture
     from .workflows.start import to_tensor
 
     low, path = read_picture(image, "image to upscale")
     settings = upscaler_settings(pipe)
-    steps = UPSCALE_STEPS if steps is None else steps
-    guidance = UPSCALE_GUIDANCE if guidance is None else guidance
+    d = pipe.components.defaults
+    steps = d.get("steps", UPSCALE_STEPS) if steps is None else steps
+    guidance = d.get("guidance", UPSCALE_GUIDANCE) if guidance is None else guidance
+    noise_level = d.get("noise_level", NOISE_LEVEL) if noise_level is None else noise_level
     _check_args(steps, guidance, noise_level, settings["max_noise_level"], seed, tile)
     c = pipe.components
     m = 2 ** (len(c.unet.config.block_out_channels) - 1)  # the UNet halves the size this many times

@@ -7,6 +7,7 @@ Parsing and the held-out split run anywhere. Rendering needs the Debian font pac
 import json
 
 import pytest
+from PIL import Image
 
 from latentdiff import emoji
 from latentdiff.errors import UsageError
@@ -170,3 +171,20 @@ def test_build_writes_deterministic_imagefolder(tmp_path, emoji_test, capsys):
     assert all((tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes()
                for p in files_a)
     assert "alt_texts" not in (tmp_path / "b/metadata.jsonl").read_text()
+
+
+@needs_font
+def test_size_128_for_the_super_resolution_stage(tmp_path, emoji_test):
+    font = emoji.load_emoji_font()
+    big, _ = emoji.render_emoji("\U0001F34E", font, 128)
+    assert (big.size, big.getpixel((127, 127))) == ((128, 128), (255, 255, 255))
+    bbox = big.point(lambda v: 255 - v).getbbox()
+    assert max(bbox[2] - bbox[0], bbox[3] - bbox[1]) in (111, 112, 113)  # the 64 px glyph's margin, doubled
+    small = emoji.build_emoji_dataset(tmp_path / "s", emoji_test)
+    large = emoji.build_emoji_dataset(tmp_path / "l", emoji_test, size=128)
+    assert (small["size"], large["size"], small["images"]) == (64, 128, large["images"])
+    pairs = (tmp_path / "s/metadata.jsonl").read_text(), (tmp_path / "l/metadata.jsonl").read_text()
+    assert pairs[0] == pairs[1]  # the same emoji under the same file names: low/high-res pairs
+    assert Image.open(next((tmp_path / "l/images").glob("*.png"))).size == (128, 128)
+    with pytest.raises(UsageError, match="multiple of 8 from 16 to 128"):
+        emoji.build_emoji_dataset(tmp_path / "x", emoji_test, size=136)

@@ -51,6 +51,8 @@ class ImageOptions:
     """a diffusion upscaler model run on each finished image (the cascade)."""
     tile: int | None = None
     """upscaler tiles (px of its output) to bound memory; None: one piece."""
+    upscale: bool = True
+    """run the model's own upscaler when its latentdiff.json names one (False: --no-upscale)."""
 
     def __post_init__(self):
         check(self.strength is None or (isinstance(self.strength, (int, float)) and 0 < self.strength <= 1),
@@ -71,6 +73,8 @@ class ImageOptions:
         check(self.hires_steps is None or (_whole(self.hires_steps) and self.hires_steps >= 1),
                f"hires steps must be a whole number >= 1, got {self.hires_steps}")
         check(self.tile is None or (_whole(self.tile) and self.tile >= 64), f"tile must be >= 64 px, got {self.tile}")
+        check(self.upscale in (True, False), f"upscale must be true or false, got {self.upscale!r}")
+        check(self.upscale or not self.upscaler, "no upscale and an upscaler contradict each other; drop one")
         check(not (starts and self.hires), "hires fix starts from a generated image; it cannot be combined with an init image")
 
     @classmethod
@@ -140,6 +144,8 @@ class ImageOptions:
                        hires_upscaler=self.hires_upscaler)
         if self.upscaler:
             out.update(upscaler=self.upscaler, tile=self.tile)
+        if not self.upscale:
+            out["upscale"] = False
         return out
 
     def as_dict(self) -> dict:
