@@ -163,3 +163,13 @@ def test_oversized_img2img_body_is_413(served):
     big = base64.b64encode(np.random.default_rng(0).bytes(2 * 1024 * 1024)).decode()
     r = served.request("POST", "/sdapi/v1/img2img", json={"prompt": "x", "init_images": [big], **SMALL})
     assert r.status_code == 413 and "larger than" in r.json()["error"]
+
+
+def test_input_the_worker_refuses_is_still_a_400(api, served):
+    """With the named model not loaded yet, the mask is first checked on the worker: still the client's fault."""
+    api.txt2img(prompt="x", seed=1, **SMALL)  # the default model is the loaded one (the budget holds one)
+    assert served.request("GET", "/v1/health").json()["models_loaded"] == ["tiny-a"]
+    body = {"prompt": "x", **SMALL, "init_images": [_b64_png(_noise())], "mask": _b64_png(Image.new("L", (32, 32), 0)),
+            "override_settings": {"sd_model_checkpoint": "tiny-b"}}
+    r = served.request("POST", "/sdapi/v1/img2img", json=body)
+    assert r.status_code == 400 and "all black" in r.json()["error"], r.text
