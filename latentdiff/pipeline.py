@@ -304,8 +304,10 @@ class Pipeline:
 
         vae = self.components.vae
         z = latents / vae.config.scaling_factor
-        run = (lambda z: vae.decode(z).sample) if tile is None else (
-            lambda z: blend_windows(z, tile, lambda w: vae.decode(w).sample, self.scale_factor))
+
+        def run(z):  # in one piece (one window covers it all), or in blended windows of `tile`
+            return blend_windows(z, tile or max(z.shape[-2:]), lambda w: vae.decode(w).sample, self.scale_factor)
+
         pixels = run(z.to(vae.dtype))
         if torch.isfinite(pixels).all():
             return pixels
