@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import threading
 import time
 
@@ -128,12 +129,20 @@ def test_inpainting_keeps_the_pixels_outside_the_mask(api):
     out, src = np.asarray(r.images[0].convert("RGB")).astype(int), np.asarray(init).astype(int)
     outside = np.asarray(mask) == 0
     assert np.array_equal(out[outside], src[outside])
+    meta = json.loads(r.images[0].info["latentdiff"])
+    assert (meta["inpaint_area"], meta["mask_blur"], meta["strength"]) == ("full", 0, 1.0)
     assert np.abs(out - src)[~outside].mean() > 5, "the masked area must be repainted"
     # inpainting_mask_invert repaints the other side
     r = api.img2img(images=[init], mask_image=mask, inpainting_mask_invert=1, denoising_strength=1.0, mask_blur=0,
                     inpaint_full_res=False, prompt="pear", seed=3, **SMALL)
     out = np.asarray(r.images[0].convert("RGB")).astype(int)
     assert np.array_equal(out[~outside], src[~outside]) and not np.array_equal(out[outside], src[outside])
+
+
+def test_resize_mode_brings_the_picture_to_width_and_height(api):
+    r = api.img2img(images=[_noise((48, 24), seed=4)], resize_mode=2, denoising_strength=0.5, prompt="x", seed=1,
+                    **SMALL)  # 2: A1111's "resize and fill"
+    assert r.images[0].size == (32, 32) and json.loads(r.images[0].info["latentdiff"])["resize"] == "fit"
 
 
 def _bomb_png(side: int = 5000) -> str:
