@@ -10,6 +10,7 @@ refusal is a `BadImageError` whose message is a reason a person can read in skip
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import random
 import stat
@@ -56,12 +57,24 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     with data:
         if os.fstat(data.fileno()).st_size == 0:
             raise BadImageError("empty file (0 bytes)")
-        im = _decode(data, max_pixels)
-        im = _upright(im)
+        im = _checked(_decode(data, max_pixels))
+    return to_rgb8(im)
+
+
+def open_image_data(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """An image file's bytes (e.g. sent to the server) decoded as `load_image` decodes a file, but
+    in its own mode (alpha kept: a mask may be drawn on it); `to_rgb8` makes it 8-bit RGB."""
+    if not data:
+        raise BadImageError("empty image data (0 bytes)")
+    return _checked(_decode(io.BytesIO(data), max_pixels))
+
+
+def _checked(im: Image.Image) -> Image.Image:
+    im = _upright(im)
     width, height = im.size
     if min(width, height) < MIN_SIDE:
         raise BadImageError(f"too small: {width}x{height} (need at least {MIN_SIDE} px a side)")
-    return to_rgb8(im)
+    return im
 
 
 def _decode(fp, max_pixels: int) -> Image.Image:

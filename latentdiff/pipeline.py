@@ -297,11 +297,18 @@ class Pipeline:
         return upscale(model, image, prompt, negative_prompt, steps, guidance, noise_level, seed, scheduler, tile)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> pixels in [-1, 1]; a non-finite result is redone in fp32, never returned."""
+    def decode(self, latents: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+        """Latents -> pixels in [-1, 1]; a non-finite result is redone in fp32, never returned.
+        `tile` (latent pixels): decode in blended windows (upscale.blend_windows) to bound memory."""
+        from .upscale import blend_windows
+
         vae = self.components.vae
         z = latents / vae.config.scaling_factor
-        pixels = vae.decode(z.to(vae.dtype)).sample
+
+        def run(z):  # in one piece (one window covers it all), or in blended windows of `tile`
+            return blend_windows(z, tile or max(z.shape[-2:]), lambda w: vae.decode(w).sample, self.scale_factor)
+
+        pixels = run(z.to(vae.dtype))
         if torch.isfinite(pixels).all():
             return pixels
         if vae.dtype != torch.float32:
@@ -309,7 +316,7 @@ class Pipeline:
             dtype = vae.dtype
             vae.to(torch.float32)
             try:
-                pixels = vae.decode(z.float()).sample
+                pixels = run(z.float())
             finally:
                 vae.to(dtype)
             if torch.isfinite(pixels).all():

@@ -5,14 +5,13 @@ It is one more conditioning, not another loop: the low-res image, noised to `noi
 model's low-res scheduler, is concatenated to the latents (which have the low-res image's size)
 and the noise level is the UNet's class label (Saharia et al. 2022, "noise conditioning
 augmentation"). Large images go through the UNet in overlapping latent tiles whose predictions
-are blended every step (MultiDiffusion, Bar-Tal et al. 2023), and through the VAE decoder in
-diffusers' blended tiles, so memory is bounded by the tile size and no seam appears.
+are blended every step (MultiDiffusion, Bar-Tal et al. 2023), and through the VAE decoder in the
+same blended windows, so memory is bounded by the tile size and no seam appears.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -107,11 +106,12 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
     noisy = low_sched.add_noise(pixels, torch.randn(pixels.shape, generator=g).to(pipe.device), level)
     shape = (1, c.vae.config.latent_channels, *pixels.shape[2:])
     latents = (torch.randn(shape, generator=g) * sched.init_noise_sigma).to(pipe.device)
-    unet = c.unet if tile is None else TiledUNet(c.unet, max(m, tile // pipe.scale_factor // m * m))
-    with torch_threads_of(pipe), vae_tiles(c.vae, tile, pipe.scale_factor):
+    latent_tile = None if tile is None else tile_in_latents(tile, pipe.scale_factor, m)
+    unet = c.unet if tile is None else TiledUNet(c.unet, latent_tile)
+    with torch_threads_of(pipe):
         latents = denoise(unet, sched, latents, cond, uncond, guidance, [g], pipe._progress(1),
                           image_cond=ImageCond(noisy.to(cond.hidden.dtype), class_labels=level))
-        out = to_pil(pipe.decode(latents))[0]
+        out = to_pil(pipe.decode(latents, tile=latent_tile))[0]
     f = out.width // padded.width
     out = out.crop((0, 0, low.width * f, low.height * f))
     info = {**pipe._record({"negative_prompt": negative_prompt, "steps": int(steps), "guidance": float(guidance),
@@ -140,24 +140,14 @@ def torch_threads_of(pipe):
     return torch_threads(pipe._threads)
 
 
-@contextmanager
-def vae_tiles(vae, tile: int | None, factor: int):
-    """diffusers' tiled VAE decode (overlapping tiles, linearly blended) at `tile` output pixels."""
-    if tile is None:
-        yield
-        return
-    saved = (vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size)
-    vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = True, tile, tile // factor
-    try:
-        yield
-    finally:
-        vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = saved
+def tile_in_latents(tile: int, factor: int, m: int) -> int:
+    """The latent tile for `tile` output pixels: a multiple of m, the factor the UNet halves by."""
+    return max(m, tile // factor // m * m)
 
 
 class TiledUNet:
-    """The UNet applied to overlapping `tile` x `tile` latent windows; predictions are averaged
-    with weights that fall off towards each window's edge (MultiDiffusion), so every latent pixel
-    gets one consistent prediction per step and tile borders leave no seam."""
+    """The UNet applied to overlapping `tile` x `tile` latent windows (blend_windows), so every
+    latent pixel gets one consistent prediction per step and tile borders leave no seam."""
 
     def __init__(self, unet, tile: int):
         self.unet, self.tile = unet, tile
@@ -166,20 +156,32 @@ class TiledUNet:
     def __call__(self, x, t, encoder_hidden_states, **kwargs):
         from types import SimpleNamespace
 
-        h, w = x.shape[-2:]
-        if h <= self.tile and w <= self.tile:
-            return self.unet(x, t, encoder_hidden_states=encoder_hidden_states, **kwargs)
-        out, total = None, torch.zeros((1, 1, h, w), device=x.device)
-        for top in _starts(h, self.tile):
-            for left in _starts(w, self.tile):
-                window = (slice(None), slice(None), slice(top, top + self.tile), slice(left, left + self.tile))
-                eps = self.unet(x[window], t, encoder_hidden_states=encoder_hidden_states, **kwargs).sample.float()
-                weight = _ramp(*eps.shape[-2:], device=x.device)
-                if out is None:
-                    out = torch.zeros((x.shape[0], eps.shape[1], h, w), device=x.device)
-                out[window] += eps * weight
-                total[window] += weight
-        return SimpleNamespace(sample=out / total)
+        def run(window):
+            return self.unet(window, t, encoder_hidden_states=encoder_hidden_states, **kwargs).sample
+
+        return SimpleNamespace(sample=blend_windows(x, self.tile, run))
+
+
+def blend_windows(x: torch.Tensor, tile: int, run, scale: int = 1) -> torch.Tensor:
+    """`run` over overlapping `tile` x `tile` windows of x (B, C, h, w), its outputs (B, C', tile *
+    scale, ...) averaged with weights that fall off towards each window's edge (MultiDiffusion,
+    Bar-Tal et al. 2023): the UNet per step (scale 1) and the VAE decoder (scale = its factor) use
+    the same windows. x no larger than one tile: `run(x)` itself."""
+    h, w = x.shape[-2:]
+    if h <= tile and w <= tile:
+        return run(x)
+    out = total = None
+    for top in _starts(h, tile):
+        for left in _starts(w, tile):
+            y = run(x[..., top : top + tile, left : left + tile]).float()
+            if out is None:
+                out = torch.zeros((*y.shape[:2], h * scale, w * scale), device=y.device)
+                total = torch.zeros((1, 1, h * scale, w * scale), device=y.device)
+            weight = _ramp(*y.shape[-2:], device=y.device)
+            where = (Ellipsis, slice(top * scale, top * scale + y.shape[-2]), slice(left * scale, left * scale + y.shape[-1]))
+            out[where] += y * weight
+            total[where] += weight
+    return out / total
 
 
 def _starts(size: int, tile: int) -> list[int]:

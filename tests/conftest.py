@@ -86,13 +86,14 @@ def tiny_refiner(tmp_path_factory):
 
 
 SERVER_TOKEN = "test-token-0123456789"
+CORS_ORIGIN = "http://allowed.example:8000"
 
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory):
     """One real `latentdiff serve` for the server test modules: two tiny models and a broken one
     in --models-dir, a token, a small queue, a 1 MB body limit and a memory budget that holds
-    one tiny model at a time."""
+    one tiny model at a time, and --cors for one origin."""
     pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
     from latentdiff.testing import make_tiny_model
     from latentdiff.server.process import ServerProcess
@@ -105,6 +106,7 @@ def served(tmp_path_factory):
     (models / "broken" / "model_index.json").write_text("{}")
     server = ServerProcess(root, "--model", models / "tiny-a", "--models-dir", models, "--out", root / "out",
                            "--queue-size", 2, "--max-body-mb", 1, "--memory-budget", 0.0001, "--device", "cpu",
+                           "--cors", CORS_ORIGIN,
                            "--dtype", "fp32", token=SERVER_TOKEN, env={"LATENTDIFF_CACHE": str(root / "cache")})
     try:
         yield server.wait_ready()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from latentdiff import UsageError
+from latentdiff import Pipeline, UsageError
 from latentdiff.cli import main
 from latentdiff.sampling import make_scheduler
 
@@ -94,6 +94,43 @@ def test_strength_outside_range_is_refused(pipes, bad):
     ours, _ = pipes["sd1"]
     with pytest.raises(UsageError, match="strength"):
         ours("x", image=noise_image(), strength=bad, steps=1)
+
+
+# ---- SDXL: the same start step under SDXL's conditioning ---------------------------------------
+
+@pytest.fixture(scope="module")
+def sdxl_pipes(tiny_sdxl, tiny_refiner):
+    """kind -> (ours, diffusers' StableDiffusionXLImg2ImgPipeline): the base (size ids) and the
+    refiner (requires_aesthetics_score: aesthetic-score ids) on the same weights."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    out = {}
+    for kind, path in (("base", tiny_sdxl), ("refiner", tiny_refiner)):
+        ours = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
+        ours.progress = False
+        ref = StableDiffusionXLImg2ImgPipeline.from_pretrained(path, add_watermarker=False)
+        ref.set_progress_bar_config(disable=True)
+        out[kind] = (ours, ref)
+    return out
+
+
+@pytest.mark.parametrize("kind,scheduler,negative", [
+    ("base", "euler_a", ""), ("base", "ddim", "blue sky"), ("base", "dpm++2m", ""), ("refiner", "euler_a", "blue sky"),
+])
+def test_sdxl_img2img_matches_diffusers(sdxl_pipes, kind, scheduler, negative):
+    ours, ref = sdxl_pipes[kind]
+    init = noise_image((48, 40), seed=6)  # not square: the size ids must come from the init image's size
+    mine = ours("a red apple", negative_prompt=negative, image=init, strength=0.7, steps=4, guidance=5.0, seed=3,
+                num_images=2, scheduler=scheduler)
+    ref.scheduler = make_scheduler(ours.components.scheduler_config, scheduler)
+    gens = [torch.Generator("cpu").manual_seed(3 + k) for k in range(2)]
+    theirs = ref("a red apple", negative_prompt=negative or None, image=init, strength=0.7, num_inference_steps=4,
+                 guidance_scale=5.0, num_images_per_prompt=2, generator=gens).images
+    assert mine[0].size == theirs[0].size == (48, 40) and np.asarray(mine[0]).std() > 5
+    assert max_pixel_diff(mine, theirs) <= 1
+    text_only = ours("a red apple", negative_prompt=negative, steps=4, guidance=5.0, seed=3, width=48, height=40,
+                     scheduler=scheduler)
+    assert max_pixel_diff(mine[:1], text_only) > 10, "the init image must matter"
 
 
 # ---- the command line ----------------------------------------------------------------------

@@ -66,6 +66,35 @@ def test_pixels_outside_the_blurred_mask_are_the_input(pipes, kind, blur, area):
         assert ((alpha > 0) & (alpha < 255)).any(), "a blurred mask has a soft edge"
 
 
+@pytest.fixture(scope="module")
+def sdxl_pipes(tiny_sdxl):
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    from latentdiff import Pipeline
+
+    ours = Pipeline.from_pretrained(tiny_sdxl, device="cpu", dtype="fp32")
+    ours.progress = False
+    ref = StableDiffusionXLInpaintPipeline.from_pretrained(tiny_sdxl, add_watermarker=False)
+    ref.set_progress_bar_config(disable=True)
+    return ours, ref
+
+
+@pytest.mark.parametrize("scheduler,strength", [("euler_a", 0.7), ("ddim", 1.0)])
+def test_sdxl_inpaint_with_an_ordinary_unet_matches_diffusers(sdxl_pipes, scheduler, strength):
+    """SDXL inpainting takes the blend path (an ordinary 4-channel SDXL UNet) under SDXL's conditioning."""
+    ours, ref = sdxl_pipes
+    ref.scheduler = make_scheduler(ours.components.scheduler_config, scheduler)
+    init, mask = noise_image((48, 40), seed=1), box_mask((48, 40), (8, 8, 32, 32))
+    mine = ours("a red apple", image=init, mask=mask, strength=strength, mask_blur=0, steps=4, guidance=5.0, seed=3,
+                scheduler=scheduler)[0]
+    theirs = ref("a red apple", image=init, mask_image=mask, strength=strength, num_inference_steps=4,
+                 guidance_scale=5.0, width=48, height=40, generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    assert max_pixel_diff([mine], [Image.composite(theirs, init, soft_mask(mask, 0))]) <= 1
+    out, src, outside = np.asarray(mine).astype(int), np.asarray(init).astype(int), np.asarray(mask) == 0
+    assert np.array_equal(out[outside], src[outside])
+    assert np.abs(out - src)[~outside].mean() > 10, "the masked area must be repainted"
+
+
 def test_masked_area_mode_works_at_full_size(pipes):
     ours, _ = pipes["ordinary"]
     init, mask = noise_image(seed=2), box_mask(box=(28, 28, 36, 36))

@@ -54,7 +54,9 @@ def test_health_models_and_openapi(served):
     spec = served.request("GET", "/openapi.json", auth=False).json()
     for path in ("/v1/generate", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/sdapi/v1/txt2img"):
         assert path in spec["paths"]
-    assert "seed" in spec["components"]["schemas"]["GenerateRequest"]["properties"]
+    fields = spec["components"]["schemas"]["GenerateRequest"]["properties"]
+    assert {"seed", "init_image", "mask", "strength", "resize", "inpaint_area"} <= set(fields)
+    assert "/sdapi/v1/img2img" in spec["paths"]
 
 
 def test_generate_matches_the_python_api(served):
@@ -161,6 +163,10 @@ def test_model_names_resolve_only_inside_models_dir(served, model):
     ({"prompt": "x", "scheduler": "warp"}, 400, "unknown scheduler"),
     ({"prompt": "   "}, 422, "prompt"),
     ({"prompt": "x", "surprise": 1}, 422, "surprise"),
+    ({"prompt": "x", "init_image": "not base64!"}, 400, "init image is not base64"),
+    ({"prompt": "x", "init_image": base64.b64encode(b"plain text").decode()}, 400, "init image is not usable"),
+    ({"prompt": "x", "strength": 0.5}, 400, "need an init image"),
+    ({"prompt": "x", "strength": 1.5}, 422, "strength"),
 ])
 def test_bad_requests_get_one_json_line(served, body, status, words):
     r = served.request("POST", "/v1/generate", json=body)
@@ -173,6 +179,37 @@ def test_malformed_and_oversized_bodies(served):
     big = json.dumps({"prompt": "x" * (2 * 1024 * 1024)})
     r = served.request("POST", "/v1/generate", data=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and "larger than" in r.json()["error"]
+
+
+def test_cors_answers_only_the_origin_named_by_the_flag(served, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from conftest import CORS_ORIGIN
+    from latentdiff.server.app import Server, create_app
+    from latentdiff.server.config import ServeConfig
+
+    def preflight(get, origin):
+        return get("OPTIONS", "/v1/generate", headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                                                       "Access-Control-Request-Headers": "authorization,content-type"})
+
+    def served_get(method, path, headers):
+        return requests.request(method, served.url + path, headers=headers, timeout=30)
+
+    ok = preflight(served_get, CORS_ORIGIN)  # no token: browsers send preflights without credentials
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == CORS_ORIGIN
+    assert {"authorization", "content-type"} <= set(ok.headers["access-control-allow-headers"].lower().split(", "))
+    other = preflight(served_get, "http://elsewhere.example")
+    assert "access-control-allow-origin" not in other.headers
+    r = served.request("GET", "/v1/models", headers={"Origin": CORS_ORIGIN})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == CORS_ORIGIN
+    # Without --cors (the default) no origin is allowed: the same app, built in this process.
+    server = Server(ServeConfig(out=str(tmp_path / "out")), load=lambda ref: None)
+    try:
+        client = TestClient(create_app(server))
+        plain = preflight(lambda m, p, headers: client.request(m, p, headers=headers), CORS_ORIGIN)
+        assert plain.status_code != 200 and "access-control-allow-origin" not in plain.headers
+    finally:
+        server.queue.stop(timeout=5)
 
 
 def test_unknown_job(served):

@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import threading
 import time
 
@@ -83,3 +84,101 @@ def test_unsupported_or_bad_requests_are_4xx(api, kwargs, words):
         api.txt2img(prompt="x", **{**SMALL, **kwargs})
     status, text = e.value.args
     assert status == 400 and words in text
+
+
+# ---- img2img and inpainting ----------------------------------------------------------------
+
+def _noise(size=(32, 32), seed=0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _b64_png(im: Image.Image) -> str:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_img2img_matches_our_api_and_the_init_image_matters(api, served):
+    from latentdiff.workflows.source import pixel_hash
+
+    init = _noise(seed=1)
+    args = dict(prompt="red apple", seed=5, cfg_scale=3.0, sampler_name="Euler a", **SMALL)
+    r = api.img2img(images=[init], denoising_strength=0.6, **args)
+    assert len(r.images) == 1 and r.images[0].size == (32, 32)
+    assert r.info["denoising_strength"] == 0.6 and r.info["all_seeds"] == [5]
+    assert r.parameters["init_images"] is None and r.parameters["denoising_strength"] == 0.6
+    # The same run through our JSON API (init image as base64) writes the same pixels and records the start.
+    job = served.wait_job(served.submit(prompt="red apple", seed=5, guidance=3.0, scheduler="euler_a",
+                                        init_image=_b64_png(init), strength=0.6, **SMALL)["id"])
+    assert job["state"] == "done", job["error"]
+    assert "init_image" not in job["params"] and job["params"]["strength"] == 0.6
+    meta = job["images"][0]["params"]
+    assert meta["strength"] == 0.6 and meta["init_image_hash"] == pixel_hash(init)
+    ours = Image.open(io.BytesIO(served.request("GET", job["images"][0]["url"]).content)).convert("RGB")
+    got = np.asarray(r.images[0].convert("RGB"))
+    assert np.array_equal(got, np.asarray(ours))
+    text_only = np.asarray(api.txt2img(**args).images[0].convert("RGB"))
+    assert np.abs(got.astype(int) - text_only).mean() > 5, "the init image must change the result"
+
+
+def test_inpainting_keeps_the_pixels_outside_the_mask(api):
+    init, mask = _noise(seed=2), Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    r = api.img2img(images=[init], mask_image=mask, denoising_strength=1.0, mask_blur=0, inpaint_full_res=False,
+                    prompt="pear", seed=3, **SMALL)
+    out, src = np.asarray(r.images[0].convert("RGB")).astype(int), np.asarray(init).astype(int)
+    outside = np.asarray(mask) == 0
+    assert np.array_equal(out[outside], src[outside])
+    meta = json.loads(r.images[0].info["latentdiff"])
+    assert (meta["inpaint_area"], meta["mask_blur"], meta["strength"]) == ("full", 0, 1.0)
+    assert np.abs(out - src)[~outside].mean() > 5, "the masked area must be repainted"
+    # inpainting_mask_invert repaints the other side
+    r = api.img2img(images=[init], mask_image=mask, inpainting_mask_invert=1, denoising_strength=1.0, mask_blur=0,
+                    inpaint_full_res=False, prompt="pear", seed=3, **SMALL)
+    out = np.asarray(r.images[0].convert("RGB")).astype(int)
+    assert np.array_equal(out[~outside], src[~outside]) and not np.array_equal(out[outside], src[outside])
+
+
+def test_resize_mode_brings_the_picture_to_width_and_height(api):
+    r = api.img2img(images=[_noise((48, 24), seed=4)], resize_mode=2, denoising_strength=0.5, prompt="x", seed=1,
+                    **SMALL)  # 2: A1111's "resize and fill"
+    assert r.images[0].size == (32, 32) and json.loads(r.images[0].info["latentdiff"])["resize"] == "fit"
+
+
+def _bomb_png(side: int = 5000) -> str:
+    """A small file that declares side x side pixels."""
+    return _b64_png(Image.new("RGB", (side, side), (10, 20, 30)))
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"init_images": [base64.b64encode(b"not an image at all").decode()]}, 400, "init image is not usable"),
+    ({"init_images": ["***"]}, 400, "not base64"),
+    ({"init_images": []}, 400, "exactly one image"),
+    ({"init_images": "BOMB"}, 400, "pixel limit"),
+    ({"init_images": "INIT", "mask": base64.b64encode(b"GIF89a broken").decode()}, 400, "mask is not usable"),
+    ({"init_images": "INIT", "denoising_strength": 0}, 400, "strength"),
+    ({"init_images": "INIT", "mask": "BLACK"}, 400, "all black"),
+    ({"init_images": "INIT", "resize_mode": 7}, 400, "resize_mode"),
+])
+def test_bad_img2img_input_is_a_4xx_json_line(served, body, status, words):
+    pictures = {"BOMB": [_bomb_png()], "INIT": [_b64_png(_noise())], "BLACK": _b64_png(Image.new("L", (32, 32), 0))}
+    body = {k: pictures.get(v, v) if isinstance(v, str) else v for k, v in body.items()}
+    r = served.request("POST", "/sdapi/v1/img2img", json={"prompt": "x", **SMALL, **body})
+    assert r.status_code == status and words in r.json()["error"], r.text
+    assert "\n" not in r.json()["error"]
+
+
+def test_oversized_img2img_body_is_413(served):
+    big = base64.b64encode(np.random.default_rng(0).bytes(2 * 1024 * 1024)).decode()
+    r = served.request("POST", "/sdapi/v1/img2img", json={"prompt": "x", "init_images": [big], **SMALL})
+    assert r.status_code == 413 and "larger than" in r.json()["error"]
+
+
+def test_input_the_worker_refuses_is_still_a_400(api, served):
+    """With the named model not loaded yet, the mask is first checked on the worker: still the client's fault."""
+    api.txt2img(prompt="x", seed=1, **SMALL)  # the default model is the loaded one (the budget holds one)
+    assert served.request("GET", "/v1/health").json()["models_loaded"] == ["tiny-a"]
+    body = {"prompt": "x", **SMALL, "init_images": [_b64_png(_noise())], "mask": _b64_png(Image.new("L", (32, 32), 0)),
+            "override_settings": {"sd_model_checkpoint": "tiny-b"}}
+    r = served.request("POST", "/sdapi/v1/img2img", json=body)
+    assert r.status_code == 400 and "all black" in r.json()["error"], r.text

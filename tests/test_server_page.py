@@ -1,5 +1,6 @@
 """The web page in a real browser: Debian's headless Chromium driven by selenium loads the page,
-submits a prompt, sees progress with a preview, and the image arrives in the gallery.
+submits a prompt, sees progress with a preview, and the image arrives in the gallery; then a picture
+set on the file input starts an img2img run.
 
 With LATENTDIFF_SCREENSHOT=PATH the test serves the shipped model instead of the tiny one and saves
 its screenshot there (how docs/server-page.png is made)."""
@@ -78,3 +79,17 @@ def test_page_generates_with_progress_and_gallery(browser, page_server, tmp_path
     _fill(browser, "seed", 99)
     cards[0].find_element(By.TAG_NAME, "button").click()  # "Use these parameters"
     assert browser.find_element(By.ID, "seed").get_attribute("value") == "4"
+    # img2img: a picture chosen with the file input (as a drop would give it) starts the next run.
+    from PIL import Image
+
+    picture = tmp_path / "start.png"
+    Image.effect_noise((64, 64), 60).convert("RGB").save(picture)
+    browser.find_element(By.ID, "init_file").send_keys(str(picture))
+    wait.until(lambda d: d.find_element(By.ID, "init-box").is_displayed()
+               and d.find_element(By.ID, "generate").text == "Generate from picture")
+    _fill(browser, "steps", 3)
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery .card")) == before + 2)
+    wait.until(lambda d: d.find_element(By.ID, "status").text == "done")
+    card = browser.find_elements(By.CSS_SELECTOR, "#gallery .card")[0]
+    assert "from a picture, strength 0.75" in card.text

@@ -47,18 +47,44 @@ class Txt2ImgRequest(BaseModel):
     alwayson_scripts: dict | None = None
 
 
+class Img2ImgRequest(Txt2ImgRequest):
+    """img2img and inpainting. `inpainting_fill` is ignored: the masked area always starts from the
+    picture itself noised to `denoising_strength` (A1111's "original"; at 1.0 that is pure noise)."""
+
+    init_images: list[str] = []
+    denoising_strength: float = 0.75
+    resize_mode: int = 0
+    mask: str | None = None
+    mask_blur: int = 4
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    include_init_images: bool = False
+
+
+# A1111 resize_mode: just resize, crop and resize, resize and fill, just resize (latent upscale)
+RESIZE_MODES = ("stretch", "crop", "fit", "stretch")
+
+
 def router(server) -> APIRouter:
     r = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111 subset"])
 
     @r.post("/txt2img", summary="A1111 txt2img: waits for the images, returns them base64 with `info`")
     async def txt2img(body: Txt2ImgRequest):
-        job = server.submit(Job(params=_params(body), model=_model(server, body), source="a1111"))
-        while not job.terminal:
-            await asyncio.sleep(0.05)
-        if job.state == "failed":
-            raise HTTPException(500, job.error)
+        job = await _run(server, body, _params(body))
         return {"images": [_b64(server, i["name"]) for i in job.images],
                 "parameters": body.model_dump(), "info": json.dumps(_info(job, body))}
+
+    @r.post("/img2img", summary="A1111 img2img and inpainting: one init image (base64), optional mask")
+    async def img2img(body: Img2ImgRequest):
+        job = await _run(server, body, *_img2img_params(body))
+        shown = body.model_dump()
+        if not body.include_init_images:  # as A1111: the pictures are not echoed back unless asked
+            shown.update(init_images=None, mask=None)
+        info = _info(job, body, denoising_strength=body.denoising_strength)
+        return {"images": [_b64(server, i["name"]) for i in job.images], "parameters": shown, "info": json.dumps(info)}
 
     @r.get("/progress", summary="Progress of the running job, with a preview")
     async def progress(skip_current_image: bool = False):
@@ -115,6 +141,35 @@ def _params(body: Txt2ImgRequest) -> dict:
                 scheduler=sampler_to_scheduler(body.sampler_name or body.sampler_index, body.scheduler))
 
 
+def _img2img_params(body: Img2ImgRequest) -> tuple[dict, dict]:
+    """(job params, pictures) of an img2img request."""
+    from .inputs import image_inputs
+
+    if len(body.init_images) != 1:
+        raise UsageError(f"init_images: give exactly one image, got {len(body.init_images)}")
+    if body.initial_noise_multiplier not in (None, 1.0):
+        raise UsageError("initial_noise_multiplier other than 1 is not supported by latentdiff")
+    if body.resize_mode not in range(len(RESIZE_MODES)):
+        raise UsageError(f"resize_mode must be 0..{len(RESIZE_MODES) - 1}, got {body.resize_mode}")
+    params = _params(body)
+    params.update(strength=body.denoising_strength, resize=RESIZE_MODES[body.resize_mode])
+    if body.mask is not None:
+        params.update(mask_blur=body.mask_blur, inpaint_area="masked" if body.inpaint_full_res else "full",
+                      padding=body.inpaint_full_res_padding)
+    return params, image_inputs(body.init_images[0], body.mask, bool(body.inpainting_mask_invert))
+
+
+async def _run(server, body: Txt2ImgRequest, params: dict, inputs: dict | None = None) -> Job:
+    """Queue the job and wait for it (A1111 answers with the images); 400 when the request's own
+    input fails it, 500 otherwise."""
+    job = server.submit(Job(params=params, inputs=inputs or {}, model=_model(server, body), source="a1111"))
+    while not job.terminal:
+        await asyncio.sleep(0.05)
+    if job.state == "failed":
+        raise HTTPException(400 if job.client_error else 500, job.error)
+    return job
+
+
 def sampler_to_scheduler(sampler: str | None, schedule: str | None) -> str | None:
     if not sampler:
         return None
@@ -143,7 +198,7 @@ def _b64(server, name: str) -> str:
     return base64.b64encode((server.out_dir / name).read_bytes()).decode()
 
 
-def _info(job: Job, body: Txt2ImgRequest) -> dict:
+def _info(job: Job, body: Txt2ImgRequest, denoising_strength: float | None = None) -> dict:
     from ..image_output import a1111_line
 
     params = [i["params"] for i in job.images]
@@ -153,10 +208,10 @@ def _info(job: Job, body: Txt2ImgRequest) -> dict:
         "negative_prompt": body.negative_prompt, "all_negative_prompts": [p["negative_prompt"] for p in params],
         "seed": first.get("seed", body.seed), "all_seeds": [p["seed"] for p in params],
         "subseed": -1, "all_subseeds": [-1] * len(params), "subseed_strength": 0,
-        "width": body.width, "height": body.height, "sampler_name": body.sampler_name or body.sampler_index,
+        "width": first.get("width", body.width), "height": first.get("height", body.height), "sampler_name": body.sampler_name or body.sampler_index,
         "cfg_scale": body.cfg_scale, "steps": body.steps, "batch_size": body.batch_size,
         "restore_faces": False, "sd_model_name": job.model, "sd_model_hash": first.get("model_hash"),
-        "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": None,
+        "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": denoising_strength,
         "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": [a1111_line(p) for p in params],
         "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
         "clip_skip": 1, "is_using_inpainting_conditioning": False, "interrupted": job.state == "cancelled",

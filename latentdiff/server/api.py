@@ -21,7 +21,7 @@ def router(server) -> APIRouter:
 
     @r.post("/generate", status_code=202, summary="Queue a generation; returns its job id")
     async def generate(body: GenerateRequest):
-        job = server.submit(Job(params=body.pipeline_kwargs(), model=body.model))
+        job = server.submit(Job(params=body.pipeline_kwargs(), inputs=body.inputs(), model=body.model))
         return _job_json(server, job, status=202)
 
     @r.get("/jobs/{job_id}", summary="A job's state, progress and images")

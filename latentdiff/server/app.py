@@ -38,7 +38,7 @@ class Server:
         """Check what can be checked now (model name, and every parameter when the model is loaded),
         then queue: 400 for bad input, 429 with Retry-After when full, 503 while stopping."""
         job.model, _ = self.pool.resolve(job.model)
-        check_params(self.pool.peek(job.model), job.params)
+        check_params(self.pool.peek(job.model), job.params, job.inputs)
         try:
             return self.queue.submit(job)
         except QueueFull as e:
@@ -61,15 +61,25 @@ class Server:
         return out
 
 
-def check_params(pipe, params: dict) -> None:
+def check_params(pipe, params: dict, inputs: dict) -> None:
+    """Every parameter as the pipeline will check it: the image options always, and with the model
+    loaded the sizes (the init image's when none is given) and the rest."""
     from ..sampling import check_scheduler_name
+    from ..workflows.options import ImageOptions
 
     if params.get("scheduler") is not None:
         check_scheduler_name(params["scheduler"])
-    if pipe is not None:
-        prompts = [params["prompt"]] if isinstance(params["prompt"], str) else params["prompt"]
-        pipe._resolve(prompts, params["negative_prompt"], params["steps"], params["guidance"], params["width"],
-                      params["height"], params["seed"], params["num_images"], params["scheduler"])
+    names = ImageOptions.names()
+    opts = ImageOptions.from_kwargs({k: v for k, v in {**params, **inputs}.items() if k in names and v is not None})
+    if pipe is None:
+        return
+    width, height = params["width"], params["height"]
+    source = opts.source(width, height, pipe.scale_factor)
+    if source is not None:
+        width, height = source.image.size
+    prompts = [params["prompt"]] if isinstance(params["prompt"], str) else params["prompt"]
+    pipe._resolve(prompts, params["negative_prompt"], params["steps"], params["guidance"], width, height,
+                  params["seed"], params["num_images"], params["scheduler"])
 
 
 def create_app(server: Server) -> FastAPI:

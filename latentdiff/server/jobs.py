@@ -33,7 +33,8 @@ class NotAccepting(Exception):
 
 @dataclass
 class Job:
-    params: dict  # Pipeline keyword arguments, prompt included
+    params: dict  # Pipeline keyword arguments, prompt included (JSON: what GET /v1/jobs shows)
+    inputs: dict = field(default_factory=dict)  # the pictures (init image, mask) as PIL: passed on, never shown
     model: str | None = None
     source: str = "v1"  # which API submitted it ("v1", "a1111")
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -45,6 +46,7 @@ class Job:
     total_steps: int = 0
     images: list = field(default_factory=list)  # {"name", "url", "params"} per written image
     error: str | None = None
+    client_error: bool = False  # failed on the request's own input (a UsageError), not on the server's side
     preview: str | None = None  # data: URL of the latest step preview
     version: int = 0  # bumped on every change; watchers compare it
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -166,7 +168,7 @@ class JobQueue:
         except Cancelled:
             job.touch(state="cancelled")
         except LatentDiffError as e:
-            job.touch(state="failed", error=str(e))
+            job.touch(state="failed", error=str(e), client_error=e.exit_code == 2)
         except MemoryError:
             job.touch(state="failed", error="out of memory; try fewer images or a smaller size")
         except Exception as e:  # noqa: BLE001 - any failure fails this job alone; the server goes on

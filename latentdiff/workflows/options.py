@@ -78,9 +78,12 @@ class ImageOptions:
         check(not (starts and self.hires), "hires fix starts from a generated image; it cannot be combined with an init image")
 
     @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+    @classmethod
     def from_kwargs(cls, kwargs: dict) -> "ImageOptions":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - names)
+        unknown = sorted(set(kwargs) - cls.names())
         check(not unknown, f"unknown option(s): {', '.join(unknown)}; see latentdiff.workflows.options.ImageOptions")
         return cls(**kwargs)
 

@@ -6,6 +6,8 @@
 const $ = (id) => document.getElementById(id);
 const SAMPLERS = ["ddim", "ddpm", "pndm", "euler", "euler_a", "heun", "lms", "dpm++2m", "dpm++2m_karras", "unipc"];
 let currentJob = null;
+let initImage = null; // data: URL of the picture img2img starts from, or null for text to image
+const MAX_SIDE = 1024; // a larger picture is brought to this size unless width/height are given
 
 // A token may come in the URL fragment (never sent to the server): /#token=T
 if (location.hash.startsWith("#token=")) {
@@ -56,7 +58,48 @@ function formParams() {
     scheduler: $("sampler").value || null, seed: numberOrNull("seed"),
     num_images: numberOrNull("num_images") || 1,
     model: $("lora").value || $("model").value || null,
+    ...(initImage ? { init_image: initImage, strength: Number($("strength").value) } : {}),
   };
+}
+
+// img2img: a picture chosen with the file input or dropped on the page, sent as a data: URL.
+function useInitImage(file) {
+  if (!file || !file.type.startsWith("image/")) return setStatus("that is not an image file", true);
+  const reader = new FileReader();
+  reader.onload = () => {
+    initImage = reader.result;
+    const pic = $("init_preview");
+    pic.onload = () => fitSize(pic.naturalWidth, pic.naturalHeight);
+    pic.src = initImage;
+    $("init-box").hidden = false;
+    $("generate").textContent = "Generate from picture";
+  };
+  reader.readAsDataURL(file);
+}
+
+function fitSize(w, h) {
+  if ($("width").value || $("height").value || Math.max(w, h) <= MAX_SIDE) return;
+  const k = MAX_SIDE / Math.max(w, h);
+  $("width").value = Math.max(8, Math.round((w * k) / 8) * 8);
+  $("height").value = Math.max(8, Math.round((h * k) / 8) * 8);
+}
+
+function clearInitImage() {
+  initImage = null;
+  $("init_file").value = "";
+  $("init-box").hidden = true;
+  $("generate").textContent = "Generate";
+}
+
+function acceptDrops() {
+  const body = document.body;
+  body.addEventListener("dragover", (e) => { e.preventDefault(); body.classList.add("dragging"); });
+  body.addEventListener("dragleave", () => body.classList.remove("dragging"));
+  body.addEventListener("drop", (e) => {
+    e.preventDefault();
+    body.classList.remove("dragging");
+    useInitImage(e.dataTransfer.files[0]);
+  });
 }
 
 function useParams(p) {
@@ -76,7 +119,7 @@ async function addToGallery(img, atStart = true) {
   pic.alt = p.prompt || img.name;
   const text = document.createElement("pre");
   text.textContent = `${p.prompt}\n${p.width}x${p.height}, ${p.steps} steps, guidance ${p.guidance}, ` +
-    `seed ${p.seed}, ${p.scheduler || p.scheduler_class}`;
+    `seed ${p.seed}, ${p.scheduler || p.scheduler_class}` + (p.init_image_hash ? `, from a picture, strength ${p.strength}` : "");
   const again = document.createElement("button");
   again.type = "button";
   again.textContent = "Use these parameters";
@@ -157,6 +200,10 @@ async function start() {
   for (const s of SAMPLERS) $("sampler").append(new Option(s, s));
   $("form").addEventListener("submit", submit);
   $("cancel").addEventListener("click", cancel);
+  $("init_file").addEventListener("change", () => useInitImage($("init_file").files[0]));
+  $("clear_init").addEventListener("click", clearInitImage);
+  $("strength").addEventListener("input", () => { $("strength_value").value = $("strength").value; });
+  acceptDrops();
   $("token").addEventListener("change", () => {
     localStorage.setItem("latentdiff-token", $("token").value);
     location.reload();
