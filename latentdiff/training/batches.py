@@ -90,6 +90,10 @@ class BatchSource:
         with torch.no_grad():
             return self._encode_text(texts)
 
+    def image_cond(self, indices: list[int], gen: torch.Generator):
+        """Image conditioning beside the latents (training/upscaler.py has one); none here."""
+        return None
+
     def _padded(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
         """Stack cached embeddings, padding with the empty window (what tokenize pads with)."""
         longest = max(e.shape[0] for e in embeddings)

@@ -37,8 +37,9 @@ def loss_weights(alphas_cumprod, t, prediction_type: str, snr_gamma: float | Non
 
 
 def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator, snr_gamma=None,
-                   noise_offset: float = 0.0) -> torch.Tensor:
-    """MSE between the UNet's prediction and the target (noise or v) at random timesteps."""
+                   noise_offset: float = 0.0, image_cond=None) -> torch.Tensor:
+    """MSE between the UNet's prediction and the target (noise or v) at random timesteps.
+    `image_cond` (sampling.ImageCond, an upscaler's low-res image) goes in beside the noisy latents."""
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=gen).to(latents.device)
     if noise_offset:
@@ -48,7 +49,10 @@ def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator
     noisy = noise_scheduler.add_noise(latents, noise, t)
     kind = noise_scheduler.config.prediction_type
     target = noise_scheduler.get_velocity(latents, noise, t) if kind == "v_prediction" else noise
-    pred = unet(noisy, t, encoder_hidden_states=context).sample
+    labels = None
+    if image_cond is not None:
+        noisy, labels = torch.cat([noisy, image_cond.concat.to(noisy.dtype)], dim=1), image_cond.class_labels
+    pred = unet(noisy, t, encoder_hidden_states=context, class_labels=labels).sample
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     w = loss_weights(noise_scheduler.alphas_cumprod, t, kind, snr_gamma)
     return (per_sample * w).mean()
