@@ -142,3 +142,15 @@ def test_bad_upscaler_configs_are_one_clear_error(pictures, tiny_sd1, tmp_path):
     with pytest.raises(UsageError, match="--validate-every"):
         path.write_text(yaml.safe_dump(upscaler_arch(tiny_sd1)))
         finetune(cfg(pictures, path, tmp_path / "val", validate_every=1))
+
+
+def test_export_keeps_the_upscaler_layout(trained, tmp_path):
+    from latentdiff.training.export import export_checkpoint
+
+    out = export_checkpoint(trained, tmp_path / "exported")
+    assert json.loads((out / "model_index.json").read_text()) == json.loads((trained / "model_index.json").read_text())
+    assert (out / "low_res_scheduler" / "scheduler_config.json").is_file()
+    for part in ("unet", "vae"):
+        a = load_file(str(out / part / "diffusion_pytorch_model.safetensors"))
+        b = load_file(str(trained / part / "diffusion_pytorch_model.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in b), part
