@@ -101,9 +101,10 @@ def _model_text_encoder(ref: str):
     from .models import load_text_encoder
 
     try:
-        return load_text_encoder(Path(ref))
+        text_encoder, tokenizer = load_text_encoder(Path(ref))
     except ModelError as e:
         raise UsageError(f"text_encoder: {e}") from None
+    return text_encoder.float(), tokenizer  # fp32 as a fresh one (shipped weights may be stored in fp16)
 
 
 # diffusers' StableDiffusionUpscalePipeline sets every VAE's scaling_factor to this value when it loads.

@@ -56,7 +56,9 @@ def pictures(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds32")
     for i, c in enumerate(COLORS):
         im = Image.new("RGB", (32, 32), "white")
-        ImageDraw.Draw(im).ellipse((4 + i, 4, 28, 26 - i), fill=c)
+        draw = ImageDraw.Draw(im)
+        draw.ellipse((4 + i, 4, 28, 26 - i), fill=c)
+        draw.rectangle((0, 0, 5, 31), fill="black")  # left is not right: flips show
         im.save(root / f"{i}.png")
         (root / f"{i}.txt").write_text(f"a {c} circle")
     return root
@@ -154,3 +156,32 @@ def test_export_keeps_the_upscaler_layout(trained, tmp_path):
         a = load_file(str(out / part / "diffusion_pytorch_model.safetensors"))
         b = load_file(str(trained / part / "diffusion_pytorch_model.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in b), part
+
+
+def test_low_res_images_come_from_the_pixels_of_the_latents(pictures, tiny_sd1):
+    """Cached (both flips) and encoded-every-step batches: each low-res image is its latent's
+    picture downsampled by the VAE's factor, in the same orientation."""
+    from latentdiff.arch import build_components
+    from latentdiff.training.data.dataset import ImageCaptionDataset
+    from latentdiff.training.data.scan import scan_dataset
+    from latentdiff.training.upscaler import batch_source, downsample
+
+    c = build_components(upscaler_arch(tiny_sd1), [])
+    records = scan_dataset(pictures, 32).records
+    captions = [r.caption for r in records]
+    dataset = ImageCaptionDataset(records, 32, flip=False)
+    kw = dict(train_text=False, caption_dropout=0.0, device=torch.device("cpu"), dtype=torch.float32, progress=False)
+    cached = batch_source(c, dataset, captions, cache=True, flip=True, **kw)
+    per_step = batch_source(c, dataset, captions, cache=False, flip=False, **kw)
+    idx, gen = [0, 3, 1], lambda: torch.Generator().manual_seed(5)
+    z = cached.latents(idx, gen(), 0)
+    views = torch.randint(0, 2, (3,), generator=gen())  # the source's first draw
+    assert 0 < views.sum() < 3, "pick a seed that draws both orientations"
+    for j, (i, v) in enumerate(zip(idx, views)):
+        px = dataset.load(i).flip(-1) if v else dataset.load(i)
+        assert torch.allclose(cached.low[j], downsample(px[None], 2)[0], atol=1e-5)
+    assert z.shape == (3, 4, 16, 16) and cached.low.shape == (3, 3, 16, 16)
+    per_step.latents(idx, gen(), 0)
+    assert torch.allclose(per_step.low, torch.stack([downsample(dataset.load(i)[None], 2)[0] for i in idx]))
+    cond = cached.image_cond(idx, gen())
+    assert cond.concat.shape == (3, 3, 16, 16) and 0 <= int(cond.class_labels.min()) <= int(cond.class_labels.max()) <= 100
