@@ -79,10 +79,12 @@ def cmd_upscale(args) -> int:
     from pathlib import Path
 
     from .image_output import save_png, slug
+    from .outfiles import check_out_dir
     from .pipeline import Pipeline
     from .workflows.source import read_picture
 
     read_picture(args.image, "image to upscale")  # a bad file is refused before the model loads
+    check_out_dir(Path(args.out))
     pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
     pipe.progress = not args.quiet
     if not pipe.is_upscaler:

@@ -15,12 +15,14 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     import secrets
 
     from .image_output import save_png, slug
+    from .outfiles import check_out_dir
     from .pipeline import Pipeline
     from .runtime import resolve_device
     from .sharding import agree, my_shares, world
     from .workflows.options import ImageOptions
 
     ImageOptions.from_kwargs(cfg.image_options).preflight()  # bad input fails before the model loads
+    check_out_dir(Path(cfg.out))
 
     rank, size = world()
     # One seed for the whole run (every prompt uses seeds S, S+1, ...), drawn once if random.

@@ -27,17 +27,20 @@ def add_adapters(module, rank: int, targets: list[str]) -> None:
     inject_adapter_in_model(config, module)
 
 
-def save_lora(out: Path, unet, text_encoder=None, base_model: str | None = None, defaults: dict | None = None):
-    """Write OUT/pytorch_lora_weights.safetensors (diffusers format) and OUT/latentdiff.json."""
+def save_lora(out: Path, unet, text_encoder=None, base_model: str | None = None, defaults: dict | None = None,
+              weights: str = LORA_FILE):
+    """Write OUT/latentdiff.json naming `weights` as the LoRA's file, and OUT/pytorch_lora_weights.safetensors
+    (diffusers format) unless `weights` names another one (a kohya file written beside it: save_kohya)."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    te_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(text_encoder)) if text_encoder else None
-    StableDiffusionPipeline.save_lora_weights(str(out), unet_lora_layers=unet_layers,
-                                              text_encoder_lora_layers=te_layers, safe_serialization=True)
-    meta = {"lora": LORA_FILE, **base_record(base_model, Path(out)), **(defaults or {})}
+    if weights == LORA_FILE:
+        unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+        te_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(text_encoder)) if text_encoder else None
+        StableDiffusionPipeline.save_lora_weights(str(out), unet_lora_layers=unet_layers,
+                                                  text_encoder_lora_layers=te_layers, safe_serialization=True)
+    meta = {"lora": weights, **base_record(base_model, Path(out)), **(defaults or {})}
     (Path(out) / "latentdiff.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -60,7 +63,7 @@ def lora_base(path: Path) -> str | None:
     """The base model a LoRA folder was trained on (a local path, a hub id, or "default" for the
     shipped model), or None when `path` is no LoRA folder."""
     meta = path / "latentdiff.json"
-    if not (path / LORA_FILE).is_file() or not meta.is_file():
+    if not meta.is_file() or not lora_file(path).is_file():
         return None
     from .model_checks import check_defaults, read_json_object
 
@@ -80,6 +83,18 @@ def lora_base(path: Path) -> str | None:
     where = " or ".join(str(c) for c in dict.fromkeys(tried))
     raise ModelError(f"the base model of LoRA {path} (hash {info.get('base_model_hash', 'unknown')}) is not at {where}; "
                      f"pass it yourself: --model BASE --lora {path}")
+
+
+def lora_file(folder: Path) -> Path:
+    """The weights file of a LoRA folder: the one its latentdiff.json names (a run written with
+    --lora-format kohya holds only the kohya file), else pytorch_lora_weights.safetensors."""
+    meta = Path(folder) / "latentdiff.json"
+    if not meta.is_file():
+        return Path(folder) / LORA_FILE
+    from .model_checks import check_defaults, confined, read_json_object
+
+    name = check_defaults(read_json_object(meta, "LoRA"), meta).get("lora") or LORA_FILE
+    return confined(Path(folder), name, str(meta))
 
 
 def _check_base_hash(base: Path, expected: str | None, lora: Path) -> None:

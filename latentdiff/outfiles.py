@@ -19,6 +19,18 @@ from .errors import LatentDiffError, UsageError
 MAX_NUMBER = 100_000
 
 
+def check_out_dir(out_dir: Path, flag: str = "--out") -> None:
+    """Refuse, before any work, an output folder that could never be written: a path that is (or
+    passes through) a file. Nothing is created here: a run that fails later leaves no empty folder."""
+    for part in (out_dir, *out_dir.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise UsageError(f"{flag} {out_dir}: {part} is a file, not a folder; choose another {flag}")
+            if not os.access(part, os.W_OK | os.X_OK):
+                raise UsageError(f"{flag} {out_dir}: {part} is not writable by you; choose another {flag}")
+            return
+
+
 def write_new(out_dir: Path, stem: str, suffix: str, write: Callable) -> Path:
     """Write a new file `out_dir/<stem>-NNNN<suffix>` with the first free number and return its
     path. `write(f)` writes the content to the binary file object `f`. On any failure, including

@@ -151,3 +151,16 @@ def test_real_ctrl_c_while_importing_exits_130(tmp_path, library):
     assert proc.returncode == 130, err
     assert err == "latentdiff: interrupted; files written so far are kept\n"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["afile", "afile/sub"])
+def test_cli_out_that_is_a_file_is_refused_before_loading(tmp_path, capsys, monkeypatch, where):
+    import latentdiff.pipeline
+
+    (tmp_path / "afile").write_text("mine")
+    loaded = []
+    monkeypatch.setattr(latentdiff.pipeline.Pipeline, "from_pretrained", lambda *a, **k: loaded.append(1))
+    code = main(["generate", "x", "--out", str(tmp_path / where), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "is a file, not a folder" in err and len(err.strip().splitlines()) == 1 and out == ""
+    assert loaded == [] and (tmp_path / "afile").read_text() == "mine"

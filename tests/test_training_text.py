@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from latentdiff.conditioning import conditioning_for
 from latentdiff.text import chunk_count
 from latentdiff.training.batches import BatchSource
 
+ROOT = Path(__file__).resolve().parent.parent
 LONG = " ".join(["a red apple on a green table beside a blue cup"] * 12)  # over one 75-token window
 
 
@@ -106,10 +108,8 @@ def test_any_checkpoint_of_a_lora_run_exports_as_a_lora(tiny_sd1, tmp_path):
     assert main(["export", str(run), "--step", "1", "--out", str(tmp_path / "one")]) == 2  # never overwrites
 
 
-def test_report_to_tensorboard_logs_scalars_and_images_beside_metrics_jsonl(tiny_sd1, tmp_path):
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+def _red_square_run(tiny_sd1, tmp_path, **kw):
+    """A 2-step LoRA run on one red square, logging every step, one validation image at step 2."""
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.training.loop import finetune
 
@@ -117,10 +117,16 @@ def test_report_to_tensorboard_logs_scalars_and_images_beside_metrics_jsonl(tiny
     ds.mkdir()
     Image.new("RGB", (64, 64), "red").save(ds / "0.png")
     (ds / "0.txt").write_text("a red square")
-    out = finetune(FinetuneConfig(dataset=str(ds), model=str(tiny_sd1), out=str(tmp_path / "run"), max_steps=2,
-                                  batch_size=1, resolution=64, log_every=1, validate_every=2, validation_steps=1,
-                                  validation_prompts=["a red square"], report_to="tensorboard",
-                                  lr_schedule="linear", warmup_steps=1))
+    return finetune(FinetuneConfig(dataset=str(ds), model=str(tiny_sd1), out=str(tmp_path / "run"), max_steps=2,
+                                   batch_size=1, resolution=64, log_every=1, validate_every=2, validation_steps=1,
+                                   validation_prompts=["a red square"], **kw))
+
+
+def test_report_to_tensorboard_logs_scalars_and_images_beside_metrics_jsonl(tiny_sd1, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = _red_square_run(tiny_sd1, tmp_path, report_to="tensorboard", lr_schedule="linear", warmup_steps=1)
     events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent),
                               size_guidance={"images": 0})
     events.Reload()
@@ -128,3 +134,54 @@ def test_report_to_tensorboard_logs_scalars_and_images_beside_metrics_jsonl(tiny
     assert {"lr", "images_per_s"} <= set(events.Tags()["scalars"])
     assert len(events.Tags()["images"]) == 1
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def _wandb_history(run_file) -> list[dict]:
+    """The history rows of an offline run's .wandb file: wandb's LevelDB-style log (7-byte header,
+    32 KiB blocks, records of crc(4) length(2) type(1) data) of its Record protobufs."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, pos, chunk, rows = run_file.read_bytes(), 7, b"", []
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = chunk + data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = Record()
+            record.ParseFromString(chunk)
+            chunk = b""
+            if record.HasField("history"):
+                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+    return rows
+
+
+def test_report_to_wandb_offline_logs_what_metrics_jsonl_holds(tiny_sd1, tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is not installed (pip install 'latentdiff[wandb]')")
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb"), "WANDB_CONSOLE": "off",
+                       "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(key, value)
+    out = _red_square_run(tiny_sd1, tmp_path, report_to="wandb")
+    history = _wandb_history(next((tmp_path / "wandb").rglob("offline-run-*/run-*.wandb")))
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [h for h in history if "loss" in h]
+    assert [(h["_step"], h["loss"], h["lr"]) for h in logged] == [(r["step"], r["loss"], r["lr"]) for r in rows]
+    assert [(h["_step"], h["validation/captions"]) for h in history if "validation/captions" in h] == \
+        [(2, ["a red square"])]
+
+
+@pytest.mark.parametrize("command", ["finetune", "train-vae"])
+def test_report_to_without_its_package_is_one_line(tiny_sd1, tmp_path, monkeypatch, capsys, command):
+    from latentdiff.cli import main
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: find_spec says None
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    Image.new("RGB", (64, 64), "red").save(ds / "0.png")
+    model = ["--model", str(tiny_sd1)] if command == "finetune" else ["--config", str(ROOT / "configs/vae/emoji.yaml")]
+    assert main([command, str(ds), *model, "--out", str(tmp_path / "run"), "--report-to", "wandb"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'latentdiff[wandb]'" in err
+    assert not (tmp_path / "run").exists()

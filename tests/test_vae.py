@@ -105,3 +105,17 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert lr_at(9, "cosine", 1.0, 2, 10) < 0.05
     assert lr_at(5, "constant", 1.0, 2, 10) == 1.0 and lr_at(0, "constant", 1.0, 2, 10) == 0.0
     assert lr_at(6, "linear", 1.0, 2, 10) == pytest.approx(0.5)
+
+
+def test_report_to_tensorboard_logs_the_loss_parts_beside_metrics_jsonl(shapes, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_vae(config(shapes, tmp_path / "run", max_steps=3, report_to="tensorboard"))
+    events = EventAccumulator(str(next((tmp_path / "run" / "logs").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e.step for e in events.Scalars("loss")] == [r["step"] for r in rows] == [1, 2, 3]
+    assert [e.value for e in events.Scalars("kl")] == pytest.approx([r["kl"] for r in rows], rel=1e-6)
+    assert {"l1", "mse", "lr", "images_per_s"} <= set(events.Tags()["scalars"])
+

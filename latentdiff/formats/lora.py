@@ -2,8 +2,9 @@
 
 Read: kohya / A1111 files (`lora_unet_*`, `lora_te_*`, with `alpha`), the LyCORIS variants
 diffusers' converter maps (LoCon), diffusers / peft files, and latentdiff's own LoRA runs (a
-folder holding `pytorch_lora_weights.safetensors`). The key mapping is diffusers' own
-(`lora_state_dict` -> `_convert_non_diffusers_lora_to_diffusers`); we never hand-map keys.
+folder: the file its latentdiff.json names, else `pytorch_lora_weights.safetensors`). The key
+mapping is diffusers' own (`lora_state_dict` -> `_convert_non_diffusers_lora_to_diffusers`); we
+never hand-map keys.
 Each LoRA is loaded, fused with its scale and unloaded before the next, so the result is
 W + sum(scale_i * delta_i) and the model stays plain (no per-step LoRA overhead).
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError, UsageError
-from ..lora import LORA_FILE
+from ..lora import lora_file
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class LoraSpec:
 
     @property
     def file(self) -> Path:
-        return self.path / LORA_FILE if self.path.is_dir() else self.path
+        return lora_file(self.path) if self.path.is_dir() else self.path
 
 
 def parse_spec(text: str, flag: str = "--lora") -> LoraSpec:
@@ -42,7 +43,7 @@ def parse_spec(text: str, flag: str = "--lora") -> LoraSpec:
     if not spec.path.exists():
         raise UsageError(f"{flag} {path} does not exist")
     if not spec.file.is_file():
-        raise UsageError(f"{flag} {path} is a folder without {LORA_FILE}")
+        raise UsageError(f"{flag} {path} is a folder without {spec.file.name}")
     return spec
 
 

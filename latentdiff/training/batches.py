@@ -8,6 +8,9 @@ through the VAE, as diffusers' train_text_to_image.py does (needed for random cr
 Captions are encoded as generation encodes prompts (text.py): one 77-token window per 75 tokens,
 concatenated, so a long caption is never cut; a batch pads shorter captions with empty windows,
 exactly what generation does for a prompt beside a longer negative prompt.
+
+The batch's random draws (latent sample, flip, caption dropout) come from the step's generator
+(objective.step_generator), so a resumed run draws them again exactly.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import sys
 import torch
 
 from ..text import chunk_count, tokenize
-from .objective import dropout_mask, sample_latents
 
 
 class BatchSource:
@@ -105,3 +107,14 @@ class BatchSource:
         b, n, w = ids.shape
         hidden = self.text_encoder(ids.reshape(b * n, w).to(self.device))[0]  # (B * n, 77, D)
         return hidden.reshape(b, n * w, hidden.shape[-1])
+
+
+def sample_latents(mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator, scale: float) -> torch.Tensor:
+    """Draw z ~ N(mean, std) from cached VAE posteriors, scaled to unit variance. (B, 4, h, w)"""
+    eps = torch.randn(mean.shape, generator=gen).to(mean.device)
+    return (mean + std * eps) * scale
+
+
+def dropout_mask(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    """True where the caption is replaced by the empty prompt."""
+    return torch.rand(n, generator=gen) < p

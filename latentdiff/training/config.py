@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from ..config import check
 from .flags import check_types
 from .lr_schedule import SCHEDULES
+from .trackers import REPORT_TO
 
-REPORT_TO = ("none", "tensorboard", "wandb")
+LORA_FORMATS = ("both", "kohya", "diffusers")
 
 
 @dataclass
@@ -47,6 +48,9 @@ class FinetuneConfig:
     """Aspect-ratio bucketing instead of square crops."""
     lora_rank: int = 8
     """Rank of the LoRA adapters."""
+    lora_format: str = "both"
+    """LoRA file layout: kohya (OUT/lora_kohya.safetensors, for A1111 and ComfyUI), diffusers
+    (OUT/pytorch_lora_weights.safetensors) or both; either keeps OUT usable as --model and --lora."""
     train_text_encoder: bool = False
     """Also train the text encoder (LoRA or full)."""
     caption_dropout: float = 0.1
@@ -96,7 +100,8 @@ class FinetuneConfig:
     sample_defaults: dict = dataclasses.field(default_factory=dict)
     """Recommended sampling settings written into the output model's latentdiff.json, e.g. '{steps: 20}'."""
 
-    choices = {"method": ("lora", "full"), "lr_schedule": SCHEDULES, "crop": ("center", "random"),
+    choices = {"method": ("lora", "full"), "lora_format": LORA_FORMATS, "lr_schedule": SCHEDULES,
+               "crop": ("center", "random"),
                "missing_captions": ("error", "empty"), "mixed_precision": ("no", "fp16", "bf16"),
                "report_to": REPORT_TO}
 

@@ -3,8 +3,9 @@
 `latentdiff export RUN --out DIR [--step N] [--no-ema] [--dtype fp16]` rebuilds the run's models
 from its config.yaml and loads the checkpoint's weights: a full (or from-scratch) run becomes a
 diffusers-format model (EMA weights unless --no-ema), a LoRA run a LoRA folder
-(pytorch_lora_weights.safetensors + latentdiff.json naming the base), so a model can be taken from
-a run that is still going or was stopped early.
+(latentdiff.json naming the base, with lora_kohya.safetensors and/or pytorch_lora_weights.safetensors
+as the run's --lora-format says, or `lora_format`), so a model can be taken from a run that is still
+going or was stopped early.
 """
 
 from __future__ import annotations
@@ -16,21 +17,20 @@ from . import checkpoint as ckpt
 
 
 def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bool = True,
-                      dtype: str | None = None) -> Path:
+                      dtype: str | None = None, lora_format: str | None = None) -> Path:
     import yaml
 
     from ..config import merge
     from ..models import load_tokenizer
     from .config import FinetuneConfig
-    from .outputs import read_trainable, save_model
-    from .trainable import load_models
-    from .state import TrainState
+    from .outputs import save_model
+    from .state import TrainState, load_models, read_trainable
 
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise UsageError(f"{run} is not a finetune run folder (no config.yaml)")
     saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-    cfg = merge(FinetuneConfig, saved, {})
+    cfg = merge(FinetuneConfig, saved, {} if lora_format is None else {"lora_format": lora_format})
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise UsageError(f"--out {out} exists and is not empty; export writes a new folder")
     done = ckpt.complete_checkpoints(run)

@@ -1,6 +1,6 @@
 """`finetune(cfg)`: one training loop for LoRA and full fine-tuning (and training from scratch).
 
-The trainable set is the only difference between methods (see trainable.make_trainable). Every
+The trainable set is the only difference between methods (see state.make_trainable). Every
 random draw of a step is derived from (seed, step), the data order from the step counter,
 and checkpoints hold weights + optimizer + LR schedule + EMA, so `--resume` continues exactly
 as if the run had never stopped.
@@ -8,7 +8,6 @@ as if the run had never stopped.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,11 +20,10 @@ from . import trackers
 from .batches import BatchSource
 from .config import FinetuneConfig
 from .objective import diffusion_loss, step_generator
-from .outputs import check_out, prepare_out, read_trainable, save_model, validate, write_trainable
-from .trainable import load_models
+from .outputs import check_out, prepare_out, save_model, validate
 from .upscaler import batch_source
 from .data.order import DataOrder
-from .state import TrainState
+from .state import TrainState, load_models, read_trainable, write_trainable
 
 
 def finetune(cfg: FinetuneConfig) -> Path:
@@ -36,16 +34,16 @@ def finetune(cfg: FinetuneConfig) -> Path:
     from .data.scan import scan_dataset
 
     out, action = check_out(cfg)
+    trackers.require(cfg.report_to)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
     # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                      cpu=not torch.cuda.is_available(), **trackers.tracker_kwargs(cfg.report_to, out))
+                      cpu=not torch.cuda.is_available())
     acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
     if acc.is_main_process:
         prepare_out(cfg, action)
     acc.wait_for_everyone()
-    trackers.start(acc, cfg.report_to, cfg.to_dict())
     scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions,
                         follow_symlinks=cfg.follow_symlinks)
     if acc.is_main_process:
@@ -81,7 +79,12 @@ def finetune(cfg: FinetuneConfig) -> Path:
 
     if cfg.resume:
         _resume(cfg, out, state)
-    _train(cfg, out, acc, state, wrapped, source, order)
+    log = trackers.RunLog(out, cfg.report_to, cfg.to_dict(), state.step) if acc.is_main_process else None
+    try:
+        _train(cfg, out, acc, state, wrapped, source, order, log)
+    finally:
+        if log:
+            log.close()
     if acc.is_main_process:
         save_model(cfg, out, state)
     acc.wait_for_everyone()
@@ -89,8 +92,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
     return out
 
 
-def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource, order: DataOrder):
-    """Optimizer steps state.step..max_steps, with metrics, checkpoints and validation images."""
+def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource, order: DataOrder,
+           log: trackers.RunLog | None):
+    """Optimizer steps state.step..max_steps, with metrics, checkpoints and validation images
+    (`log` is None on all processes but the main one)."""
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -98,7 +103,6 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
     noise_scheduler = _noise_scheduler(state.setup.components.scheduler_config)
     named, optimizer = state.params, state.optimizer
     bar = tqdm(total=cfg.max_steps, initial=start, desc="finetune", file=sys.stderr, disable=not acc.is_main_process)
-    metrics = open(out / "metrics.jsonl", "a", encoding="utf-8") if acc.is_main_process else None
     last_good = ckpt.latest_checkpoint(out)
     t0, images = time.perf_counter(), 0
     try:
@@ -128,12 +132,10 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
             done = step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
-            if metrics and (done % cfg.log_every == 0 or done == cfg.max_steps):
+            if log and (done % cfg.log_every == 0 or done == cfg.max_steps):
                 rate = images / (time.perf_counter() - t0)
                 row = {"loss": loss_value, "lr": state.lr_schedule.get_last_lr()[0], "images_per_s": round(rate, 3)}
-                metrics.write(json.dumps({"step": done, **row, "processes": acc.num_processes}) + "\n")
-                metrics.flush()
-                acc.log(row, step=done)
+                log.log(done, row, processes=acc.num_processes)
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
                 ckpt.require_finite([*named.items(), *(state.ema.shadow.items() if state.ema else [])], done)
                 if acc.is_main_process:
@@ -143,12 +145,9 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                 acc.wait_for_everyone()
             if acc.is_main_process and cfg.validate_every and done % cfg.validate_every == 0:
                 paths = validate(cfg, out, state.setup, done, acc.device)
-                trackers.log_images(acc, cfg.report_to, [Image.open(p) for p in paths], cfg.validation_prompts
-                                    or ["a photo"], done)
+                log.images([Image.open(p) for p in paths], cfg.validation_prompts or ["a photo"], done)
     finally:
         bar.close()
-        if metrics:
-            metrics.close()
 
 
 def _resume(cfg, out, state: TrainState) -> None:

@@ -1,8 +1,8 @@
 """The simplified DDPM objective (Ho et al. 2020), as pure functions of a batch and an RNG.
 
-Every random draw of a step (latent sample, timesteps, noise, caption dropout) comes from a
-generator seeded by (seed, step, micro-step, process), so a resumed run replays exactly the
-draws an uninterrupted one would have made, with no RNG state to save.
+Every random draw of a step (here timesteps and noise; in batches.py the latent sample and
+caption dropout) comes from one generator seeded by (seed, step, micro-step, process), so a
+resumed run replays exactly the draws an uninterrupted one would have made, with no RNG state to save.
 """
 
 from __future__ import annotations
@@ -14,12 +14,6 @@ import torch.nn.functional as F
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
     mixed = ((seed * 1_000_003 + step) * 1_009 + micro) * 131 + rank
     return torch.Generator("cpu").manual_seed(mixed % (2**63 - 1))
-
-
-def sample_latents(mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator, scale: float) -> torch.Tensor:
-    """Draw z ~ N(mean, std) from cached VAE posteriors, scaled to unit variance. (B, 4, h, w)"""
-    eps = torch.randn(mean.shape, generator=gen).to(mean.device)
-    return (mean + std * eps) * scale
 
 
 def snr(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -57,7 +51,3 @@ def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator
     w = loss_weights(noise_scheduler.alphas_cumprod, t, kind, snr_gamma)
     return (per_sample * w).mean()
 
-
-def dropout_mask(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
-    """True where the caption is replaced by the empty prompt."""
-    return torch.rand(n, generator=gen) < p

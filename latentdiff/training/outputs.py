@@ -1,4 +1,4 @@
-"""What a fine-tuning run writes: the run folder, checkpoint contents, samples, final model."""
+"""What a fine-tuning run writes: the run folder, samples, the final model (checkpoint files: state.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
 from .config import FinetuneConfig
 from .recipe import check_recipe, write_recipe
 from .runfolder import check_run_folder, prepare_run_folder
@@ -14,7 +13,7 @@ from .runfolder import check_run_folder, prepare_run_folder
 # Everything a finetune run writes into OUT (run.json lists them); --overwrite removes these and nothing else.
 RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "config.yaml", "skipped.txt", "model_index.json",
              "unet", "vae", "text_encoder", "tokenizer", "scheduler", "latentdiff.json",
-             "pytorch_lora_weights.safetensors", "logs")
+             "pytorch_lora_weights.safetensors", "lora_kohya.safetensors", "logs")
 
 
 def check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
@@ -33,48 +32,52 @@ def prepare_out(cfg: FinetuneConfig, action: str) -> Path:
     return out
 
 
-def write_trainable(d: Path, state) -> None:
-    """Checkpoint files of a TrainState: trainable weights only (a LoRA checkpoint stays small),
-    optimizer, LR schedule, EMA (its update count goes in the manifest), a from-scratch run's tokenizer."""
-    from safetensors.torch import save_file
-
-    sd = state.state_dict()
-    save_file({k: p.contiguous().cpu() for k, p in sd["trainable"].items()}, str(d / "trainable.safetensors"))
-    torch.save(sd["optimizer"], d / "optimizer.pt")
-    torch.save(sd["lr_schedule"], d / "lr_schedule.pt")
-    if sd["ema"] is not None:
-        save_file({k: v.contiguous() for k, v in sd["ema"]["shadow"].items()}, str(d / "ema.safetensors"))
-    if state.setup.from_scratch:
-        state.setup.components.tokenizer.save_pretrained(str(d / "tokenizer"))
-
-
-def read_trainable(d: Path) -> dict:
-    """The TrainState.state_dict a checkpoint folder holds (inverse of write_trainable)."""
-    manifest = ckpt.read_manifest(d)
-    with ckpt.damaged_checkpoint(d):
-        ema = d / "ema.safetensors"
-        return {"step": manifest["step"], "trainable": ckpt.load_tensors(d / "trainable.safetensors"),
-                "optimizer": ckpt.load_torch(d / "optimizer.pt"), "lr_schedule": ckpt.load_torch(d / "lr_schedule.pt"),
-                "ema": {"shadow": ckpt.load_tensors(ema), "updates": int(manifest.get("ema_updates", 0))}
-                if ema.is_file() else None}
-
-
 def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) -> None:
     """The usable result of a state: a LoRA folder, or a diffusers model with the EMA weights."""
-    from ..lora import save_lora
     from ..pipeline import Pipeline
 
     c = state.setup.components
     defaults = {**c.defaults, **cfg.sample_defaults}
     if cfg.method == "lora":
-        te = c.text_encoder if "text_encoder" in state.modules else None
-        save_lora(out, c.unet, te, state.setup.base_ref, defaults)
+        save_lora_files(cfg, out, state, defaults)
         return
     state.use_ema()
     for m in state.modules.values():
         m.eval()
     c.defaults = defaults
     Pipeline(c, torch.device("cpu"), torch.float32, place=False).save_pretrained(out, dtype=dtype)
+
+
+def save_lora_files(cfg: FinetuneConfig, out: Path, state, defaults: dict) -> None:
+    """OUT/lora_kohya.safetensors and/or OUT/pytorch_lora_weights.safetensors per --lora-format, and
+    OUT/latentdiff.json naming the one latentdiff loads (the diffusers file when there is one)."""
+    from ..formats.lora_kohya import KOHYA_FILE, save_kohya
+    from ..lora import LORA_FILE, save_lora
+
+    c = state.setup.components
+    written = {"kohya": [KOHYA_FILE], "diffusers": [LORA_FILE], "both": [KOHYA_FILE, LORA_FILE]}[cfg.lora_format]
+    if KOHYA_FILE in written:
+        save_kohya(out / KOHYA_FILE, state.modules, kohya_metadata(cfg, out, state), sdxl=c.is_sdxl)
+    te = c.text_encoder if "text_encoder" in state.modules else None
+    loads = LORA_FILE if LORA_FILE in written else KOHYA_FILE
+    save_lora(out, c.unet, te, state.setup.base_ref, defaults, weights=loads)
+    for name in {KOHYA_FILE, LORA_FILE} - set(written):
+        (out / name).unlink(missing_ok=True)  # left by this run before a --resume with another --lora-format
+
+
+def kohya_metadata(cfg: FinetuneConfig, out: Path, state) -> dict:
+    """The `ss_*` entries kohya's train_network.py records that a latentdiff run knows."""
+    from ..formats.lora_kohya import base_model_version
+
+    version = base_model_version(state.setup.components)
+    base = state.setup.base_ref or cfg.model
+    return {"ss_output_name": Path(out).resolve().name, "ss_sd_model_name": Path(str(base)).name,
+            "ss_base_model_version": version, "ss_v2": None if version is None else version.startswith("sd_v2"),
+            "ss_resolution": f"({cfg.resolution}, {cfg.resolution})", "ss_learning_rate": cfg.lr,
+            "ss_lr_scheduler": cfg.lr_schedule, "ss_lr_warmup_steps": cfg.warmup_steps,
+            "ss_max_train_steps": cfg.max_steps, "ss_steps": state.step, "ss_seed": cfg.seed,
+            "ss_mixed_precision": cfg.mixed_precision, "ss_noise_offset": cfg.noise_offset,
+            "ss_training_comment": "latentdiff finetune --method lora"}
 
 
 @torch.no_grad()

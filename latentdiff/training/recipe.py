@@ -2,8 +2,9 @@
 
 On resume the saved recipe is the base: `defaults < OUT/config.yaml < --config YAML < flags`, so
 `latentdiff finetune DATA --out OUT --resume` continues the run as it was started. Fields that do not
-change what is trained (step budget, checkpoint, logging and validation cadence) may differ; any
-other difference is refused naming the field, unless `--change-recipe` says it is meant.
+change what is trained (step budget, checkpoint, logging and validation cadence, the LoRA file
+layout) may differ; any other difference is refused naming the field, unless `--change-recipe`
+says it is meant.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SAFE_ON_RESUME = frozenset({
     "out", "config", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "validate_every",
     "validation_prompts", "validation_steps", "eval_train_images", "num_threads", "report_to",
     "allow_pickle", "follow_symlinks", "resume", "overwrite", "change_recipe",
+    "lora_format",  # the layout of the file written at the end, not what is trained
 })
 # Run switches, never part of the recipe.
 NOT_SAVED = ("resume", "overwrite", "change_recipe", "config")

@@ -1,14 +1,103 @@
-"""`TrainState`: what a run trains and what must survive a resume (trainable modules, optimizer,
-LR schedule, EMA, step), with `state_dict` / `load_state_dict`. The loop steps it, the checkpoint
-writer saves its state_dict (outputs.write_trainable), resume and export load it back."""
+"""What a fine-tuning run trains, in one place: the models it starts from (`load_models`: a base
+model, or an architecture config trained from scratch), their trainable part (LoRA adapters or
+all weights, the only difference between methods) and its optimizer, and `TrainState` (trainable
+modules, optimizer, LR schedule, EMA, step) with `state_dict` / `load_state_dict` and the checkpoint
+files that hold it. The loop steps it, checkpoints save it, resume and export load it back.
+(Was training/setup.py, then trainable.py + state.py.)"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from .. import hub
+from ..arch import build_components, is_arch_file, read_arch
 from ..errors import UsageError
+from ..lora import TEXT_TARGETS, UNET_TARGETS, add_adapters
+from ..models import Components, load_components
+from . import checkpoint as ckpt
+from .config import FinetuneConfig
+
+
+@dataclass
+class Setup:
+    components: Components
+    base_ref: str | None  # model reference recorded with a LoRA
+    from_scratch: bool
+    train_text_encoder: bool
+
+
+def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Setup:
+    if is_arch_file(cfg.model):
+        if cfg.method != "full":
+            raise UsageError("training from an architecture config needs --method full (there is no base to adapt)")
+        arch = read_arch(cfg.model)
+        comps = build_components(arch, captions, seed=cfg.seed, tokenizer=tokenizer)
+        _check_upscaler(cfg, comps)
+        # The latent diffusion recipe: the text encoder learns jointly with the UNet, unless it is an
+        # existing model's (a cascade's stages share the base's encoder): then it trains only if asked.
+        joint = not isinstance(arch["text_encoder"], str) or cfg.train_text_encoder
+        return Setup(comps, None, from_scratch=True, train_text_encoder=joint)
+    path = hub.resolve(cfg.model, cfg.allow_pickle)
+    comps = load_components(path, cfg.allow_pickle)
+    if comps.is_sdxl:
+        raise UsageError(f"finetune does not train SDXL models yet ({cfg.model}); it trains SD 1.x/2.x models")
+    _check_upscaler(cfg, comps)
+    ref = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
+    return Setup(comps, ref, from_scratch=False, train_text_encoder=cfg.train_text_encoder)
+
+
+def _check_upscaler(cfg: FinetuneConfig, comps) -> None:
+    from .upscaler import is_upscaler
+
+    if cfg.validate_every and is_upscaler(comps):
+        raise UsageError("--validate-every makes text-to-image samples, which a diffusion upscaler does not; "
+                         "use `latentdiff export` and `latentdiff upscale` on a checkpoint instead")
+
+
+def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Module]:
+    """Freeze everything, then open the trainable part; returns {name: module} of trained modules."""
+    c = setup.components
+    for m in (c.unet, c.vae, c.text_encoder):
+        m.requires_grad_(False)
+    trained = {"unet": c.unet}
+    if setup.train_text_encoder:
+        trained["text_encoder"] = c.text_encoder
+    if cfg.method == "lora":
+        torch.manual_seed(cfg.seed)  # LoRA's random init: the same run must start the same way
+        add_adapters(c.unet, cfg.lora_rank, UNET_TARGETS)
+        if setup.train_text_encoder:
+            add_adapters(c.text_encoder, cfg.lora_rank, TEXT_TARGETS)
+    else:
+        for m in trained.values():
+            m.requires_grad_(True)
+    for m in trained.values():
+        m.train()
+        # Trainable weights stay fp32 under mixed precision (autocast handles compute).
+        for p in m.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    if cfg.gradient_checkpointing:
+        c.unet.enable_gradient_checkpointing()
+        if setup.train_text_encoder:
+            c.text_encoder.gradient_checkpointing_enable()
+    return trained
+
+
+def named_trainable(trained: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Parameter]:
+    return {f"{k}.{n}": p for k, m in trained.items() for n, p in m.named_parameters() if p.requires_grad}
+
+
+def make_optimizer(params: list, cfg: FinetuneConfig):
+    if cfg.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise UsageError("--use-8bit-adam needs bitsandbytes: pip install bitsandbytes") from None
+        return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 class EMA:
@@ -37,7 +126,7 @@ class EMA:
 
 @dataclass
 class TrainState:
-    setup: object  # trainable.Setup: the components and where they came from
+    setup: Setup  # the components and where they came from
     modules: dict  # {"unet": module, "text_encoder": module}: the trained modules, unwrapped
     params: dict  # {"unet.<name>": parameter}: the trainable parameters
     optimizer: object
@@ -46,10 +135,9 @@ class TrainState:
     step: int = 0
 
     @classmethod
-    def create(cls, cfg, setup) -> "TrainState":
+    def create(cls, cfg: FinetuneConfig, setup: Setup) -> "TrainState":
         """Open the trainable part of `setup` per `cfg` (LoRA or full) and build its optimizer."""
         from .lr_schedule import make_lr_schedule
-        from .trainable import make_optimizer, make_trainable, named_trainable
 
         modules = make_trainable(setup, cfg)
         params = named_trainable(modules)
@@ -93,3 +181,32 @@ class TrainState:
             for key, tensor in self.ema.shadow.items():
                 module, name = key.split(".", 1)
                 self.modules[module].get_parameter(name).copy_(tensor)
+
+
+# --- checkpoint files ---------------------------------------------------------------------
+
+
+def write_trainable(d: Path, state: TrainState) -> None:
+    """Checkpoint files of a TrainState: trainable weights only (a LoRA checkpoint stays small),
+    optimizer, LR schedule, EMA (its update count goes in the manifest), a from-scratch run's tokenizer."""
+    from safetensors.torch import save_file
+
+    sd = state.state_dict()
+    save_file({k: p.contiguous().cpu() for k, p in sd["trainable"].items()}, str(d / "trainable.safetensors"))
+    torch.save(sd["optimizer"], d / "optimizer.pt")
+    torch.save(sd["lr_schedule"], d / "lr_schedule.pt")
+    if sd["ema"] is not None:
+        save_file({k: v.contiguous() for k, v in sd["ema"]["shadow"].items()}, str(d / "ema.safetensors"))
+    if state.setup.from_scratch:
+        state.setup.components.tokenizer.save_pretrained(str(d / "tokenizer"))
+
+
+def read_trainable(d: Path) -> dict:
+    """The TrainState.state_dict a checkpoint folder holds (inverse of write_trainable)."""
+    manifest = ckpt.read_manifest(d)
+    with ckpt.damaged_checkpoint(d):
+        ema = d / "ema.safetensors"
+        return {"step": manifest["step"], "trainable": ckpt.load_tensors(d / "trainable.safetensors"),
+                "optimizer": ckpt.load_torch(d / "optimizer.pt"), "lr_schedule": ckpt.load_torch(d / "lr_schedule.pt"),
+                "ema": {"shadow": ckpt.load_tensors(ema), "updates": int(manifest.get("ema_updates", 0))}
+                if ema.is_file() else None}

@@ -1,42 +1,89 @@
-"""`--report-to tensorboard|wandb`: loss, lr, images/s and validation images through accelerate's
-trackers, beside OUT/metrics.jsonl (which is always written)."""
+"""What a training run logs, for `finetune` and `train-vae` alike: every row goes to
+OUT/metrics.jsonl, and with `--report-to tensorboard|wandb` also to one of accelerate's trackers
+(accelerate.tracking: TensorBoard under OUT/logs, or Weights & Biases), with validation images."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+from pathlib import Path
 
 from ..errors import UsageError
 
+REPORT_TO = ("none", "tensorboard", "wandb")
 _NEEDS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
-def tracker_kwargs(report_to: str, out) -> dict:
-    """Accelerator(...) arguments for the chosen tracker; refuses one whose package is missing."""
-    if report_to == "none":
-        return {}
-    if importlib.util.find_spec(_NEEDS[report_to]) is None:
+def require(report_to: str) -> None:
+    """Refuse a tracker whose package is missing, before the run touches anything."""
+    if report_to != "none" and importlib.util.find_spec(_NEEDS[report_to]) is None:
         raise UsageError(f"--report-to {report_to} needs the {_NEEDS[report_to]} package: "
                          f"pip install 'latentdiff[{report_to}]'")
-    return {"log_with": report_to, "project_dir": str(out / "logs")}
 
 
-def start(acc, report_to: str, cfg_dict: dict) -> None:
-    if report_to != "none":
-        # Trackers record scalar hyper-parameters; lists and mappings stay in OUT/config.yaml.
-        scalars = {k: v for k, v in cfg_dict.items() if isinstance(v, (int, float, str, bool))}
-        acc.init_trackers("latentdiff", config=scalars)
+class RunLog:
+    """OUT/metrics.jsonl plus the chosen tracker; one per run, on the main process only.
+    `resumed_at`: rows logged after that step (by the run that stopped) are dropped, as they
+    will be logged again."""
+
+    def __init__(self, out: Path, report_to: str, config: dict, resumed_at: int = 0):
+        require(report_to)
+        self.report_to = report_to
+        path = Path(out) / "metrics.jsonl"
+        if resumed_at and path.is_file():
+            rows = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            path.write_text("".join(r for r in rows if r.strip() and json.loads(r)["step"] <= resumed_at),
+                            encoding="utf-8")
+        self.file = open(path, "a", encoding="utf-8")
+        self.tracker = None if report_to == "none" else _start_tracker(report_to, Path(out), config)
+
+    def log(self, step: int, row: dict, **file_only) -> None:
+        """One row of numbers; `file_only` values go to metrics.jsonl but not to the tracker."""
+        self.file.write(json.dumps({"step": step, **row, **file_only}) + "\n")
+        self.file.flush()
+        if self.tracker is not None:
+            self.tracker.log(row, step=step)
+
+    def images(self, images, prompts: list[str], step: int) -> None:
+        """Validation images (PIL) to the tracker, captioned by their prompts."""
+        if self.report_to == "tensorboard":
+            import numpy as np
+
+            for i, (im, prompt) in enumerate(zip(images, prompts)):
+                self.tracker.writer.add_image(f"validation/{i}: {prompt[:60]}", np.asarray(im), step,
+                                              dataformats="HWC")
+        elif self.report_to == "wandb":
+            import wandb
+
+            self.tracker.log({"validation": [wandb.Image(im, caption=p) for im, p in zip(images, prompts)]},
+                             step=step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tracker is not None:
+            self.tracker.finish()
+            self.tracker = None
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def log_images(acc, report_to: str, images, prompts: list[str], step: int) -> None:
-    """Validation images (PIL) to the tracker, captioned by their prompts."""
+def _start_tracker(report_to: str, out: Path, config: dict):
+    from accelerate import PartialState
+    from accelerate.tracking import TensorBoardTracker, WandBTracker
+
+    PartialState()  # accelerate's trackers log through accelerate's logger, which needs its state (train-vae)
     if report_to == "tensorboard":
-        import numpy as np
-
-        writer = acc.get_tracker("tensorboard").writer
-        for i, (im, prompt) in enumerate(zip(images, prompts)):
-            writer.add_image(f"validation/{i}: {prompt[:60]}", np.asarray(im), step, dataformats="HWC")
-    elif report_to == "wandb":
-        import wandb
-
-        acc.get_tracker("wandb").log({"validation": [wandb.Image(im, caption=p) for im, p in zip(images, prompts)]},
-                                     step=step)
+        tracker = TensorBoardTracker("latentdiff", out / "logs")
+    else:  # wandb's local files go beside the run, unless WANDB_DIR says where
+        logs = Path(os.environ.get("WANDB_DIR") or out / "logs")
+        logs.mkdir(parents=True, exist_ok=True)
+        tracker = WandBTracker("latentdiff", name=out.resolve().name, dir=str(logs))
+    tracker.start()
+    # Trackers record scalar hyper-parameters; lists and mappings stay in OUT/config.yaml.
+    tracker.store_init_configuration({k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))})
+    return tracker

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from ..models import vae_scale_factor
 from ..sampling import ImageCond, make_scheduler
 from ..upscale import upscaler_settings
-from .batches import BatchSource
-from .objective import sample_latents
+from .batches import BatchSource, sample_latents
 
 
 def is_upscaler(components) -> bool:

@@ -16,6 +16,7 @@ torch and diffusers are imported inside functions so `latentdiff --help` stays i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -28,6 +29,7 @@ from latentdiff.training.checkpoint import damaged_checkpoint, load_tensors, loa
 from latentdiff.training.recipe import check_recipe, write_recipe
 from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
 from latentdiff.training.lr_schedule import make_lr_schedule
+from latentdiff.training.trackers import RunLog, require
 
 from latentdiff.config import check
 from latentdiff.training.vae_config import RUN_ENTRIES, VaeTrainConfig
@@ -134,6 +136,7 @@ def _prepare_out(cfg: VaeTrainConfig) -> Path:
                               resume=cfg.resume, overwrite=cfg.overwrite)
     if action == "resume":
         check_recipe(cfg, cfg.out)
+    require(cfg.report_to)
     return prepare_run_folder(cfg.out, "train-vae", RUN_ENTRIES, action)
 
 
@@ -229,54 +232,45 @@ def _train_vae(cfg: VaeTrainConfig) -> dict:
     if cfg.resume:
         manifest = _read_state(latest_checkpoint(out), vae, opt, schedule, generator)
         start, seconds = manifest["step"], manifest.get("train_seconds", 0.0)
-        _truncate_metrics(out / "metrics.jsonl", start)
         print(f"train-vae: resuming at step {start}", file=sys.stderr)
     write_recipe(cfg, out, last_keys=("vae",))  # the model part last, so the file reads recipe first
-    seconds = _train_loop(cfg, out, (vae, opt, schedule, generator), train_u8, device, start, seconds)
+    with RunLog(out, cfg.report_to, dataclasses.asdict(cfg), resumed_at=start) as log:
+        seconds = _train_loop(cfg, log, out, (vae, opt, schedule, generator), train_u8, device, start, seconds)
     result = _finish(cfg, out, vae, train_u8, heldout_u8, device, seconds)
     print(f"train-vae: PSNR held-out {_db(result['psnr_heldout'])}, train {_db(result['psnr_train'])}, "
           f"scaling_factor {result['scaling_factor']:.5f}", file=sys.stderr)
     return result
 
 
-def _train_loop(cfg, out: Path, state, train_u8, device, start: int, seconds: float) -> float:
+def _train_loop(cfg, log: RunLog, out: Path, state, train_u8, device, start: int, seconds: float) -> float:
     """Steps start..max_steps with logging and checkpoints; returns total training seconds."""
     from tqdm import tqdm
 
     vae, opt, schedule, generator = state
     bar = tqdm(total=cfg.max_steps, initial=start, desc="train-vae", file=sys.stderr, dynamic_ncols=True)
     tick, seen = time.perf_counter(), 0
-    with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
-        for step in range(start, cfg.max_steps):
-            x = to_unit(train_u8[batch_indices(len(train_u8), cfg.batch_size, cfg.seed, step)]).to(device)
-            lr = schedule.get_last_lr()[0]
-            parts = train_step(vae, opt, x, cfg, generator)
-            schedule.step()
-            if not math.isfinite(parts["loss"]):
-                raise LatentDiffError(f"loss became {parts['loss']} at step {step + 1}; "
-                                      f"lower --lr (now {cfg.lr}) or use mixed_precision: no")
-            seen, done = seen + len(x), step + 1
-            bar.set_postfix(loss=f"{parts['loss']:.4f}", refresh=False)
-            bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.max_steps:
-                now = time.perf_counter()
-                seconds, rate = seconds + now - tick, seen / (now - tick)
-                log.write(json.dumps({"step": done, **parts, "lr": lr, "images_per_s": round(rate, 1)}) + "\n")
-                log.flush()
-                tick, seen = now, 0
-            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-                require_finite(vae.named_parameters(), done)
-                save_checkpoint(out, done, lambda tmp: _write_state(tmp, vae, opt, schedule, generator),
-                                keep=cfg.keep_checkpoints, extra={"train_seconds": round(seconds, 2)})
+    for step in range(start, cfg.max_steps):
+        x = to_unit(train_u8[batch_indices(len(train_u8), cfg.batch_size, cfg.seed, step)]).to(device)
+        lr = schedule.get_last_lr()[0]
+        parts = train_step(vae, opt, x, cfg, generator)
+        schedule.step()
+        if not math.isfinite(parts["loss"]):
+            raise LatentDiffError(f"loss became {parts['loss']} at step {step + 1}; "
+                                  f"lower --lr (now {cfg.lr}) or use mixed_precision: no")
+        seen, done = seen + len(x), step + 1
+        bar.set_postfix(loss=f"{parts['loss']:.4f}", refresh=False)
+        bar.update(1)
+        if done % cfg.log_every == 0 or done == cfg.max_steps:
+            now = time.perf_counter()
+            seconds, rate = seconds + now - tick, seen / (now - tick)
+            log.log(done, {**parts, "lr": lr, "images_per_s": round(rate, 1)})
+            tick, seen = now, 0
+        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+            require_finite(vae.named_parameters(), done)
+            save_checkpoint(out, done, lambda tmp: _write_state(tmp, vae, opt, schedule, generator),
+                            keep=cfg.keep_checkpoints, extra={"train_seconds": round(seconds, 2)})
     bar.close()
     return seconds
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from: they will be logged again."""
-    if path.is_file():
-        rows = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        path.write_text("".join(r for r in rows if r.strip() and json.loads(r)["step"] <= step), encoding="utf-8")
 
 
 def _db(value: float | None) -> str:

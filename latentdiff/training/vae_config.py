@@ -9,9 +9,10 @@ from latentdiff.config import check
 
 from latentdiff.training.flags import check_types
 from latentdiff.training.lr_schedule import SCHEDULES
+from latentdiff.training.trackers import REPORT_TO
 
 # Everything a train-vae run writes into OUT (run.json lists them); --overwrite removes only these.
-RUN_ENTRIES = ("checkpoints", "vae", "metrics.jsonl", "eval.json", "config.yaml", "skipped.txt")
+RUN_ENTRIES = ("checkpoints", "vae", "metrics.jsonl", "eval.json", "config.yaml", "skipped.txt", "logs")
 
 
 @dataclass
@@ -49,7 +50,9 @@ class VaeTrainConfig:
     keep_checkpoints: int = 2
     """Complete checkpoints kept; older ones are deleted once a newer one is complete."""
     log_every: int = 25
-    """Steps between rows of metrics.jsonl."""
+    """Steps between rows of metrics.jsonl (and tracker logs)."""
+    report_to: str = "none"
+    """Also log the loss parts, lr and images/s to tensorboard (OUT/logs) or wandb."""
     eval_train_images: int = 512
     """How many training images (evenly spaced) the train-split PSNR is measured on."""
     resume: bool = False
@@ -66,7 +69,7 @@ class VaeTrainConfig:
     """CPU threads for torch (None: torch's default, one per core). On a CPU shared with other
     jobs 1 can be much faster than 2: a preempted thread stalls every parallel op."""
 
-    choices = {"lr_schedule": SCHEDULES, "mixed_precision": ("no", "bf16")}
+    choices = {"lr_schedule": SCHEDULES, "mixed_precision": ("no", "bf16"), "report_to": REPORT_TO}
 
     def __post_init__(self):
         check_types(self)
