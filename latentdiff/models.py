@@ -57,6 +57,11 @@ class Components:
         return [m for m in (self.text_encoder, self.text_encoder_2) if m is not None]
 
     @property
+    def is_upscaler(self) -> bool:
+        """A diffusion upscaler (StableDiffusionUpscalePipeline): the low-res image is 3 extra UNet channels."""
+        return self.unet.config.in_channels == self.vae.config.latent_channels + 3
+
+    @property
     def is_sdxl(self) -> bool:
         """SDXL-style UNets take pooled text embeddings and size ids (`text_time`)."""
         return self.unet.config.get("addition_embed_type") == "text_time"

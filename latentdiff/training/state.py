@@ -50,9 +50,7 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
 
 
 def _check_upscaler(cfg: FinetuneConfig, comps) -> None:
-    from .upscaler import is_upscaler
-
-    if cfg.validate_every and is_upscaler(comps):
+    if cfg.validate_every and comps.is_upscaler:
         raise UsageError("--validate-every makes text-to-image samples, which a diffusion upscaler does not; "
                          "use `latentdiff export` and `latentdiff upscale` on a checkpoint instead")
 

@@ -19,14 +19,9 @@ from ..upscale import upscaler_settings
 from .batches import BatchSource, sample_latents
 
 
-def is_upscaler(components) -> bool:
-    """The UNet takes the low-res image beside the latents (3 more input channels)."""
-    return components.unet.config.in_channels == components.vae.config.latent_channels + 3
-
-
 def batch_source(components, *args, **kwargs) -> BatchSource:
     """The batch source the model trains on: an upscaler's adds its low-res images."""
-    return (UpscalerSource if is_upscaler(components) else BatchSource)(components, *args, **kwargs)
+    return (UpscalerSource if components.is_upscaler else BatchSource)(components, *args, **kwargs)
 
 
 def downsample(pixels: torch.Tensor, factor: int) -> torch.Tensor:
