@@ -7,9 +7,12 @@ holding the keyword arguments of its diffusers/transformers class:
     vae: {...}           # AutoencoderKL
     text_encoder: {...}  # CLIPTextConfig (vocab_size and special ids come from the tokenizer)
     tokenizer: {num_merges: 2000, max_length: 77}   # BPE trained on the training captions
+    # or text_encoder: MODEL_DIR (no tokenizer section): that model's text encoder and tokenizer
     scheduler: {_class_name: DDPMScheduler, ...}
     defaults: {steps: 25, guidance: 7.5}            # recommended sampling settings
     init_from: runs/stage1                          # optional: warm start (see warm_start)
+    low_res_scheduler: {_class_name: DDPMScheduler, ...}  # a diffusion upscaler (see upscaler_parts):
+    max_noise_level: 350                            #   unet in_channels = latent channels + 3
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def read_arch(path) -> dict:
         raise UsageError(f"cannot read architecture config {path}: {e}") from None
     if not isinstance(arch, dict):
         raise UsageError(f"architecture config {path} is not a mapping")
-    missing = [s for s in SECTIONS if s not in arch]
+    needed = [s for s in SECTIONS if s != "tokenizer" or not isinstance(arch.get("text_encoder"), str)]
+    missing = [s for s in needed if s not in arch]
     if missing:
         raise UsageError(f"architecture config {path} lacks section(s): {', '.join(missing)}")
     return arch
@@ -55,25 +59,20 @@ def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None
     quiet_libraries()
 
     init = _init_model(arch)
-    tok_cfg = dict(arch.get("tokenizer") or {})
-    if tokenizer is None and init is not None:
+    if isinstance(arch["text_encoder"], str):  # an existing model's, e.g. the base of a cascade
+        text_encoder, tokenizer = _model_text_encoder(arch["text_encoder"])
+    elif tokenizer is None and init is not None:
         tokenizer = init.tokenizer
     if tokenizer is None:
+        tok_cfg = dict(arch.get("tokenizer") or {})
         tokenizer = build_tokenizer(texts, tok_cfg.get("num_merges", 2000), tok_cfg.get("max_length", 77))
-    te_cfg = {
-        "max_position_embeddings": tokenizer.model_max_length,
-        **arch["text_encoder"],
-        "vocab_size": len(tokenizer),
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
     try:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**arch["unet"])
         # A path instead of a mapping: the autoencoder was trained first (LDM stage one).
         vae = load_vae(Path(arch["vae"])) if isinstance(arch["vae"], str) else AutoencoderKL(**arch["vae"])
-        text_encoder = CLIPTextModel(CLIPTextConfig(**te_cfg))
+        if not isinstance(arch["text_encoder"], str):
+            text_encoder = CLIPTextModel(CLIPTextConfig(**_text_config(arch["text_encoder"], tokenizer)))
     except (TypeError, ValueError) as e:
         raise UsageError(f"architecture config does not build: {e}") from None
     if init is not None:
@@ -86,7 +85,67 @@ def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None
         tokenizer=tokenizer,
         scheduler_config=dict(arch["scheduler"]),
         defaults=dict(arch.get("defaults") or {}),
+        upscaler=upscaler_parts(arch, unet, vae),
     )
+
+
+def _text_config(section: dict, tokenizer) -> dict:
+    """CLIPTextConfig arguments: the section's, with the vocabulary and special ids of `tokenizer`."""
+    return {"max_position_embeddings": tokenizer.model_max_length, **section, "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+
+
+def _model_text_encoder(ref: str):
+    from .errors import ModelError
+    from .models import load_text_encoder
+
+    try:
+        text_encoder, tokenizer = load_text_encoder(Path(ref))
+    except ModelError as e:
+        raise UsageError(f"text_encoder: {e}") from None
+    return text_encoder.float(), tokenizer  # fp32 as a fresh one (shipped weights may be stored in fp16)
+
+
+# diffusers' StableDiffusionUpscalePipeline sets every VAE's scaling_factor to this value when it loads.
+UPSCALER_SCALING_FACTOR = 0.08333
+
+
+def upscaler_parts(arch: dict, unet, vae) -> dict:
+    """Components.upscaler of an architecture with a `low_res_scheduler` section ({} without one).
+    The UNet must take the low-res image (3 more input channels) and hold every noise level as a
+    class; the VAE is given diffusers' upscaler scaling factor (see rescale_latents)."""
+    if "low_res_scheduler" not in arch:
+        return {}
+    level = arch.get("max_noise_level", 350)
+    channels, classes = unet.config.in_channels, unet.config.num_class_embeds
+    if channels != vae.config.latent_channels + 3:
+        raise UsageError(f"an upscaler's unet needs in_channels {vae.config.latent_channels + 3} (latents + the "
+                         f"low-res image), got {channels}")
+    if not isinstance(level, int) or level < 0 or not classes or classes <= level:
+        raise UsageError(f"an upscaler needs a whole max_noise_level >= 0 and unet num_class_embeds above it, "
+                         f"got {level!r} and {classes!r}")
+    rescale_latents(vae, UPSCALER_SCALING_FACTOR)
+    return {"low_res_scheduler": dict(arch["low_res_scheduler"]), "max_noise_level": level}
+
+
+@torch.no_grad()
+def rescale_latents(vae, scaling_factor: float) -> None:
+    """Give `vae` the scaling factor `scaling_factor` without changing what the diffusion model
+    sees: latents are multiplied by c = old / new in the encoder's quant_conv (mean times c,
+    log-variance plus 2 ln c) and divided by c in the decoder's post_quant_conv, so new latents
+    times `scaling_factor` are the old ones times the old factor, and decode the same."""
+    import math
+
+    c, n = vae.config.scaling_factor / scaling_factor, vae.config.latent_channels
+    if vae.quant_conv is None or vae.post_quant_conv is None:
+        raise UsageError("an upscaler's VAE needs use_quant_conv and use_post_quant_conv to take diffusers' "
+                         f"upscaler scaling factor {scaling_factor}")
+    vae.quant_conv.weight[:n] *= c
+    vae.quant_conv.bias[:n] *= c
+    vae.quant_conv.bias[n:] += 2 * math.log(c)
+    vae.post_quant_conv.weight /= c
+    vae.register_to_config(scaling_factor=scaling_factor)
 
 
 def _init_model(arch: dict):

@@ -49,9 +49,17 @@ class Components:
     text_encoder_2: Any = None  # SDXL's CLIPTextModelWithProjection
     tokenizer_2: Any = None
     index: dict = field(default_factory=dict)  # INDEX_OPTIONS found in model_index.json
+    # A diffusion upscaler's parts beside the UNet (StableDiffusionUpscalePipeline layout):
+    # {"low_res_scheduler": config, "max_noise_level": int}; {} for other models.
+    upscaler: dict = field(default_factory=dict)
 
     def text_encoders(self) -> list:
         return [m for m in (self.text_encoder, self.text_encoder_2) if m is not None]
+
+    @property
+    def is_upscaler(self) -> bool:
+        """A diffusion upscaler (StableDiffusionUpscalePipeline): the low-res image is 3 extra UNet channels."""
+        return self.unet.config.in_channels == self.vae.config.latent_channels + 3
 
     @property
     def is_sdxl(self) -> bool:
@@ -171,6 +179,7 @@ def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu",
         scheduler_config=read_scheduler_config(path / "scheduler" / "scheduler_config.json"),
         defaults=read_defaults(path),
         index={k: index[k] for k in INDEX_OPTIONS if k in index},
+        upscaler=read_upscaler(path, index),
     )
 
 
@@ -204,6 +213,14 @@ def _load_text_encoder(cls_name: str, folder: Path, allow_pickle: bool, device: 
     return _build(getattr(transformers, cls_name), config, folder, allow_pickle, device, dtype)
 
 
+def load_text_encoder(path: Path):
+    """The first text encoder and tokenizer of the model folder `path`."""
+    cls_name = text_encoder_class(read_index(path), path, "text_encoder") if path.is_dir() else None
+    if cls_name is None:
+        raise ModelError(f"{path} is not a model folder with a text encoder")
+    return _load_text_encoder(cls_name, path / "text_encoder", False, "cpu"), load_tokenizer(path / "tokenizer")
+
+
 def load_vae(path: Path, allow_pickle: bool = False):
     """A lone AutoencoderKL folder (config.json + weights), e.g. one made by train-vae."""
     _, VAE, _, _ = _classes()
@@ -227,6 +244,18 @@ def read_scheduler_config(path: Path) -> dict:
     return model_checks.check_scheduler_config(_read_json(path, "scheduler"), path)
 
 
+def read_upscaler(path: Path, index: dict) -> dict:
+    """The low-res scheduler config and max noise level diffusers keeps beside an upscaler's UNet."""
+    f = path / "low_res_scheduler" / "scheduler_config.json"
+    if "low_res_scheduler" not in index and not f.is_file():
+        return {}
+    low = read_scheduler_config(f) if f.is_file() else {"_class_name": "DDPMScheduler"}
+    level = index.get("max_noise_level", 350)
+    if not isinstance(level, int) or level < 0:
+        raise ModelError(f"{path / 'model_index.json'}: max_noise_level must be a whole number >= 0, got {level!r}")
+    return {"low_res_scheduler": low, "max_noise_level": level}
+
+
 def read_defaults(path: Path) -> dict:
     f = path / DEFAULTS_FILE
     return model_checks.check_defaults(_read_json(f, "latentdiff defaults"), f) if f.is_file() else {}
@@ -243,9 +272,12 @@ def save_components(c: Components, out: Path, scheduler_class: str, extra_defaul
         if getattr(c, te_name) is not None:
             getattr(c, te_name).save_pretrained(out / te_name, safe_serialization=True)
             getattr(c, tok_name).save_pretrained(str(out / tok_name))
-    (out / "scheduler").mkdir(exist_ok=True)
     sched = {**c.scheduler_config, "_class_name": scheduler_class}
-    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
+    low = {"_class_name": "DDPMScheduler", **c.upscaler["low_res_scheduler"]} if c.upscaler else None
+    for name, config in (("scheduler", sched), ("low_res_scheduler", low)):
+        if config is not None:
+            (out / name).mkdir(exist_ok=True)
+            (out / name / "scheduler_config.json").write_text(json.dumps(config, indent=2))
     (out / "model_index.json").write_text(json.dumps(model_index(c, scheduler_class), indent=2))
     defaults = {**c.defaults, **(extra_defaults or {})}
     if defaults:
@@ -256,6 +288,12 @@ def model_index(c: Components, scheduler_class: str) -> dict:
     import diffusers
 
     index = {**MODEL_INDEX, "_diffusers_version": diffusers.__version__, "scheduler": ["diffusers", scheduler_class]}
+    if c.upscaler:  # StableDiffusionUpscalePipeline's arguments: no image encoder, a watermarker slot
+        for name in ("image_encoder", "requires_safety_checker"):
+            index.pop(name)
+        return {**index, "_class_name": "StableDiffusionUpscalePipeline", "watermarker": [None, None],
+                "low_res_scheduler": ["diffusers", c.upscaler["low_res_scheduler"].get("_class_name", "DDPMScheduler")],
+                "max_noise_level": c.upscaler["max_noise_level"]}
     if not c.is_sdxl:
         return index
     for name in ("safety_checker", "requires_safety_checker"):

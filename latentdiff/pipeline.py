@@ -115,7 +115,7 @@ class Pipeline:
     @property
     def is_upscaler(self) -> bool:
         """A diffusion upscaler (StableDiffusionUpscalePipeline): the low-res image is 3 extra UNet channels."""
-        return self.components.unet.config.in_channels == self.components.vae.config.latent_channels + 3
+        return self.components.is_upscaler
 
     @property
     def native_size(self) -> int:

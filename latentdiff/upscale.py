@@ -11,7 +11,7 @@ same blended windows, so memory is bounded by the tile size and no seam appears.
 
 from __future__ import annotations
 
-import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,17 +23,15 @@ from .sampling import ImageCond, denoise, make_scheduler
 UPSCALE_STEPS, UPSCALE_GUIDANCE, NOISE_LEVEL, MAX_NOISE_LEVEL = 75, 9.0, 20, 350
 
 
-def upscaler_settings(pipe) -> dict:
-    """The low-res scheduler config and max noise level that diffusers keeps beside the UNet."""
-    d = pipe.model_dir
-    index = json.loads((d / "model_index.json").read_text()) if d is not None else {}
-    path = d / "low_res_scheduler" / "scheduler_config.json" if d is not None else None
-    low = json.loads(path.read_text()) if path is not None and path.is_file() else {"_class_name": "DDPMScheduler"}
-    top = int(index.get("max_noise_level", MAX_NOISE_LEVEL))
-    classes = pipe.components.unet.config.num_class_embeds
+def upscaler_settings(components) -> dict:
+    """The low-res scheduler config and max noise level that diffusers keeps beside the UNet (its
+    defaults where the model lacks them), the level capped by the UNet's class embedding table."""
+    settings = {"low_res_scheduler": {"_class_name": "DDPMScheduler"}, "max_noise_level": MAX_NOISE_LEVEL,
+                **components.upscaler}
+    classes = components.unet.config.num_class_embeds
     if classes:  # the class embedding table must hold the level too
-        top = min(top, int(classes) - 1)
-    return {"low_res_scheduler": low, "max_noise_level": top}
+        settings["max_noise_level"] = min(settings["max_noise_level"], int(classes) - 1)
+    return settings
 
 
 def with_model_upscaler(pipe, opts):
@@ -85,7 +83,7 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
     from .workflows.start import to_tensor
 
     low, path = read_picture(image, "image to upscale")
-    settings = upscaler_settings(pipe)
+    settings = upscaler_settings(pipe.components)
     d = pipe.components.defaults
     steps = d.get("steps", UPSCALE_STEPS) if steps is None else steps
     guidance = d.get("guidance", UPSCALE_GUIDANCE) if guidance is None else guidance

@@ -82,15 +82,17 @@ class BatchSource:
 
     # ---- per step -----------------------------------------------------------------------
     def latents(self, indices: list[int], gen: torch.Generator, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latents (B, 4, h, w) and each sample's size ids (B, 6) for SDXL's micro-conditioning."""
+        """Latents (B, 4, h, w) and each sample's size ids (B, 6) for SDXL's micro-conditioning.
+        `self.picked` keeps what they came from: the pixels, or (image, mirrored) pairs when cached."""
         if self.posteriors is not None:
             views = torch.randint(0, 2, (len(indices),), generator=gen) if self.flip else [0] * len(indices)
-            picked = [self.posteriors[i][int(v)] for i, v in zip(indices, views)]
-            mean, std, ids = (torch.stack(parts) for parts in zip(*picked))
+            self.picked = [(i, int(v)) for i, v in zip(indices, views)]  # (image, mirrored?)
+            mean, std, ids = (torch.stack(parts) for parts in zip(*(self.posteriors[i][v] for i, v in self.picked)))
         else:
             self.dataset.set_epoch(epoch)
             items = [self.dataset[i] for i in indices]
-            mean, std = self._posterior(torch.stack([item["pixel_values"] for item in items]))
+            self.picked = torch.stack([item["pixel_values"] for item in items])  # (B, 3, H, W)
+            mean, std = self._posterior(self.picked)
             ids = torch.stack([item["size_ids"] for item in items])
         return sample_latents(mean, std, gen, self.scale).to(self.device), ids
 
@@ -105,6 +107,10 @@ class BatchSource:
             with torch.no_grad():
                 emb = self._encode_text(texts)
         return emb if size_ids is None else self.conditioning.with_size_ids(emb, size_ids)
+
+    def image_cond(self, indices: list[int], gen: torch.Generator):
+        """Image conditioning beside the latents (training/upscaler.py has one); none here."""
+        return None
 
     def _padded(self, embeddings: list[Embeddings]) -> Embeddings:
         """Stack cached embeddings, padding with the empty window (what tokenize pads with)."""

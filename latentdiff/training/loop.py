@@ -21,6 +21,7 @@ from .batches import BatchSource
 from .config import FinetuneConfig
 from .objective import diffusion_loss, step_generator
 from .outputs import check_out, prepare_out, save_model, validate
+from .upscaler import batch_source
 from .data.order import DataOrder
 from .state import TrainState, load_models, read_trainable, write_trainable
 
@@ -68,9 +69,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     cache = cfg.cache and cfg.crop == "center"
     if cfg.cache and not cache and acc.is_main_process:
         _say("random crops: latents are encoded every step (caching needs --crop center)")
-    source = BatchSource(c, dataset, captions, cache=cache, flip=cfg.flip, train_text="text_encoder" in trained,
-                         caption_dropout=cfg.caption_dropout, device=acc.device, dtype=dtype,
-                         progress=acc.is_main_process)
+    source = batch_source(c, dataset, captions, cache=cache, flip=cfg.flip, train_text="text_encoder" in trained,
+                           caption_dropout=cfg.caption_dropout, device=acc.device, dtype=dtype,
+                           progress=acc.is_main_process)
     source.use_encoders(wrapped)
     if acc.is_main_process:
         _report_long_captions(c.tokenizer, captions)
@@ -115,7 +116,8 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                     latents, size_ids = source.latents(idx, gen, epoch)
                     with acc.autocast():
                         context = source.context(idx, gen, size_ids)
-                        loss = diffusion_loss(unet, noise_scheduler, latents, context, gen, cfg.snr_gamma, cfg.noise_offset)
+                        loss = diffusion_loss(unet, noise_scheduler, latents, context, gen, cfg.snr_gamma, cfg.noise_offset,
+                                              source.image_cond(idx, gen))
                     if not torch.isfinite(loss):
                         kept = f"; the last good checkpoint ({last_good.name}) is kept" if last_good else ""
                         raise LatentDiffError(f"loss became {loss.item()} at step {step}{kept}; try a lower --lr")

@@ -31,9 +31,10 @@ def loss_weights(alphas_cumprod, t, prediction_type: str, snr_gamma: float | Non
 
 
 def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator, snr_gamma=None,
-                   noise_offset: float = 0.0) -> torch.Tensor:
+                   noise_offset: float = 0.0, image_cond=None) -> torch.Tensor:
     """MSE between the UNet's prediction and the target (noise or v) at random timesteps.
-    `context`: the text conditioning, a (B, T, D) tensor or `Embeddings` (SDXL's extra inputs)."""
+    `context`: the text conditioning, a (B, T, D) tensor or `Embeddings` (SDXL's extra inputs);
+    `image_cond` (sampling.ImageCond, an upscaler's low-res image) goes in beside the noisy latents."""
     from ..conditioning import as_embeddings
 
     b = latents.shape[0]
@@ -46,7 +47,11 @@ def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator
     kind = noise_scheduler.config.prediction_type
     target = noise_scheduler.get_velocity(latents, noise, t) if kind == "v_prediction" else noise
     context = as_embeddings(context)
-    pred = unet(noisy, t, encoder_hidden_states=context.hidden, added_cond_kwargs=context.added or None).sample
+    labels = None
+    if image_cond is not None:
+        noisy, labels = torch.cat([noisy, image_cond.concat.to(noisy.dtype)], dim=1), image_cond.class_labels
+    pred = unet(noisy, t, encoder_hidden_states=context.hidden, added_cond_kwargs=context.added or None,
+                class_labels=labels).sample
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     w = loss_weights(noise_scheduler.alphas_cumprod, t, kind, snr_gamma)
     return (per_sample * w).mean()

@@ -36,15 +36,25 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
             raise UsageError("training from an architecture config needs --method full (there is no base to adapt)")
         arch = read_arch(cfg.model)
         comps = build_components(arch, captions, seed=cfg.seed, tokenizer=tokenizer)
-        # The latent diffusion recipe: the text encoder learns jointly with the UNet.
-        return Setup(comps, None, from_scratch=True, train_text_encoder=True)
+        _check_upscaler(cfg, comps)
+        # The latent diffusion recipe: the text encoder learns jointly with the UNet, unless it is an
+        # existing model's (a cascade's stages share the base's encoder): then it trains only if asked.
+        joint = not isinstance(arch["text_encoder"], str) or cfg.train_text_encoder
+        return Setup(comps, None, from_scratch=True, train_text_encoder=joint)
     path = hub.resolve(cfg.model, cfg.allow_pickle)
     comps = load_components(path, cfg.allow_pickle)
     if comps.text_encoder is None:
         raise UsageError(f"{cfg.model} is an SDXL refiner (no first text encoder); finetune trains SD 1.x/2.x "
                          "and SDXL base models")
+    _check_upscaler(cfg, comps)
     ref = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     return Setup(comps, ref, from_scratch=False, train_text_encoder=cfg.train_text_encoder)
+
+
+def _check_upscaler(cfg: FinetuneConfig, comps) -> None:
+    if cfg.validate_every and comps.is_upscaler:
+        raise UsageError("--validate-every makes text-to-image samples, which a diffusion upscaler does not; "
+                         "use `latentdiff export` and `latentdiff upscale` on a checkpoint instead")
 
 
 def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Module]:

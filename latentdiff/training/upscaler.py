@@ -1,0 +1,70 @@
+"""Training a diffusion upscaler (StableDiffusionUpscalePipeline layout) on finetune's loop.
+
+It is the same loop, batches and loss with one more conditioning, as at inference (upscale.py):
+the low-res image is the training image downsampled by the VAE's factor (bicubic, antialiased),
+so it has the latents' size; it is noised by the model's low-res scheduler to a random level in
+[0, max_noise_level] and concatenated to the noisy latents, and the level is the UNet's class
+label (noise conditioning augmentation, Saharia et al. 2022; Ho et al. 2021, cascaded diffusion).
+Every draw comes from the step generator, so resume stays exact.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..models import vae_scale_factor
+from ..sampling import ImageCond, make_scheduler
+from ..upscale import upscaler_settings
+from .batches import BatchSource
+
+
+def batch_source(components, *args, **kwargs) -> BatchSource:
+    """The batch source the model trains on: an upscaler's adds its low-res images."""
+    return (UpscalerSource if components.is_upscaler else BatchSource)(components, *args, **kwargs)
+
+
+def downsample(pixels: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, 3, H / factor, W / factor): antialiased bicubic, as PIL's
+    BICUBIC reduce, so the low-res image looks like a picture made at that size."""
+    small = F.interpolate(pixels.float(), scale_factor=1 / factor, mode="bicubic", antialias=True,
+                          align_corners=False)
+    return small.clamp(-1, 1)
+
+
+def noise_augment(low: torch.Tensor, scheduler, max_level: int, gen: torch.Generator) -> ImageCond:
+    """The low-res image noised to a random level in [0, max_level] per sample; the level is the class label."""
+    level = torch.randint(0, max_level + 1, (low.shape[0],), generator=gen)
+    noise = torch.randn(low.shape, generator=gen)
+    return ImageCond(scheduler.add_noise(low, noise, level), class_labels=level)
+
+
+class UpscalerSource(BatchSource):
+    """BatchSource + the low-res image of each sample: of the same pixels (crop and flip) its latents
+    come from. With caching, the low-res images are computed once beside the latents (a flipped
+    view's is the flipped low-res image: the symmetric bicubic kernel commutes with the flip)."""
+
+    def __init__(self, components, dataset, *args, **kwargs):
+        settings = upscaler_settings(components)
+        self.low_res_scheduler = make_scheduler(settings["low_res_scheduler"])
+        self.max_level = settings["max_noise_level"]
+        self.factor = vae_scale_factor(components.vae)
+        self.low = None  # (B, 3, h, w): the low-res images of the last latents() batch
+        super().__init__(components, dataset, *args, **kwargs)
+        self.low_cache = self._downsample_all() if self.posteriors is not None else None
+
+    def _downsample_all(self) -> list[torch.Tensor]:
+        return [downsample(self.dataset.load(i)[None], self.factor)[0] for i in range(len(self.dataset))]
+
+    def latents(self, indices: list[int], gen: torch.Generator, epoch: int):
+        """As BatchSource.latents (the same draws), keeping the low-res images for image_cond."""
+        out = super().latents(indices, gen, epoch)
+        if self.low_cache is None:
+            self.low = downsample(self.picked, self.factor)
+        else:
+            self.low = torch.stack([self.low_cache[i].flip(-1) if v else self.low_cache[i] for i, v in self.picked])
+        return out
+
+    def image_cond(self, indices: list[int], gen: torch.Generator) -> ImageCond:
+        cond = noise_augment(self.low, self.low_res_scheduler, self.max_level, gen)
+        return ImageCond(cond.concat.to(self.device), cond.class_labels.to(self.device))
