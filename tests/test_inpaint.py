@@ -67,22 +67,44 @@ def test_pixels_outside_the_blurred_mask_are_the_input(pipes, kind, blur, area):
 
 
 @pytest.fixture(scope="module")
-def sdxl_pipes(tiny_sdxl):
+def tiny_sdxl_inpaint(tiny_sdxl, tmp_path_factory):
+    """The tiny SDXL base with a 9-channel inpainting UNet (latents, mask, masked-image latents)."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from latentdiff.testing import tiny_sdxl_unet
+
+    out = tmp_path_factory.mktemp("models") / "sdxl-inpaint"
+    shutil.copytree(tiny_sdxl, out)
+    shutil.rmtree(out / "unet")
+    torch.manual_seed(7)
+    UNet2DConditionModel(**{**tiny_sdxl_unet(), "in_channels": 9}).save_pretrained(out / "unet", safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sdxl_pipes(tiny_sdxl, tiny_sdxl_inpaint):
     from diffusers import StableDiffusionXLInpaintPipeline
 
     from latentdiff import Pipeline
 
-    ours = Pipeline.from_pretrained(tiny_sdxl, device="cpu", dtype="fp32")
-    ours.progress = False
-    ref = StableDiffusionXLInpaintPipeline.from_pretrained(tiny_sdxl, add_watermarker=False)
-    ref.set_progress_bar_config(disable=True)
-    return ours, ref
+    pairs = {}
+    for kind, path in (("ordinary", tiny_sdxl), ("inpaint-unet", tiny_sdxl_inpaint)):
+        ours = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
+        ours.progress = False
+        ref = StableDiffusionXLInpaintPipeline.from_pretrained(path, add_watermarker=False)
+        ref.set_progress_bar_config(disable=True)
+        pairs[kind] = ours, ref
+    return pairs
 
 
+@pytest.mark.parametrize("kind", ["ordinary", "inpaint-unet"])
 @pytest.mark.parametrize("scheduler,strength", [("euler_a", 0.7), ("ddim", 1.0)])
-def test_sdxl_inpaint_with_an_ordinary_unet_matches_diffusers(sdxl_pipes, scheduler, strength):
-    """SDXL inpainting takes the blend path (an ordinary 4-channel SDXL UNet) under SDXL's conditioning."""
-    ours, ref = sdxl_pipes
+def test_sdxl_inpaint_matches_diffusers(sdxl_pipes, kind, scheduler, strength):
+    """SDXL inpainting under SDXL's conditioning: the blend path with an ordinary 4-channel UNet, the
+    mask and masked-image latents as extra channels with a 9-channel inpainting UNet."""
+    ours, ref = sdxl_pipes[kind]
     ref.scheduler = make_scheduler(ours.components.scheduler_config, scheduler)
     init, mask = noise_image((48, 40), seed=1), box_mask((48, 40), (8, 8, 32, 32))
     mine = ours("a red apple", image=init, mask=mask, strength=strength, mask_blur=0, steps=4, guidance=5.0, seed=3,

@@ -174,7 +174,7 @@ def test_low_res_images_come_from_the_pixels_of_the_latents(pictures, tiny_sd1):
     cached = batch_source(c, dataset, captions, cache=True, flip=True, **kw)
     per_step = batch_source(c, dataset, captions, cache=False, flip=False, **kw)
     idx, gen = [0, 3, 1], lambda: torch.Generator().manual_seed(5)
-    z = cached.latents(idx, gen(), 0)
+    z, _ = cached.latents(idx, gen(), 0)  # (latents, size ids)
     views = torch.randint(0, 2, (3,), generator=gen())  # the source's first draw
     assert 0 < views.sum() < 3, "pick a seed that draws both orientations"
     for j, (i, v) in enumerate(zip(idx, views)):
