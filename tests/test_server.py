@@ -239,3 +239,37 @@ def test_sigterm_cancels_the_running_job_and_keeps_images(tmp_path, tiny_sd1):
     assert "Traceback" not in server.log() and "image(s) written" in server.log()
     assert [p.name for p in (tmp_path / "out").iterdir()] == [first["images"][0]["name"]]
     assert long_job["id"] and waiting["id"]
+
+
+def test_compile_runs_once_per_loaded_model_and_stays(tiny_sd1, tmp_path, monkeypatch):
+    """serve --compile: each model is compiled when it is loaded, and later requests reuse the compiled
+    pipeline (torch.compile itself is replaced by a counter: inductor on this CPU takes minutes)."""
+    import time as clock
+
+    from fastapi.testclient import TestClient
+
+    from latentdiff.pipeline import Pipeline
+    from latentdiff.server.app import Server, create_app
+    from latentdiff.server.config import ServeConfig
+
+    compiled = []
+
+    def fake_compile(self):
+        compiled.append(id(self))
+        self.compiled = True
+        return self
+
+    monkeypatch.setattr(Pipeline, "compile", fake_compile)
+    server = Server(ServeConfig(model=str(tiny_sd1), out=str(tmp_path / "out"), compile=True))
+    try:
+        client = TestClient(create_app(server))
+        for seed in (1, 2):
+            job = client.post("/v1/generate", json={"prompt": "a red apple", "steps": 2, "seed": seed}).json()
+            deadline = clock.time() + 120
+            while (state := client.get(f"/v1/jobs/{job['id']}").json())["state"] in ("queued", "running"):
+                assert clock.time() < deadline
+                clock.sleep(0.2)
+            assert state["state"] == "done", state.get("error")
+        assert len(compiled) == 1 and server.pool.peek(server.pool.resolve(None)[0]).compiled
+    finally:
+        server.queue.stop(timeout=5)
