@@ -56,6 +56,8 @@ def add_eval_emoji(sub):
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--guidance", type=float, help="CFG scale compared with guidance 1 (default: the model's)")
     p.add_argument("--n-train", type=int, default=300, help="training names drawn with a fixed seed")
+    p.add_argument("--seeds", default="0,1,2,3", metavar="S,S,...",
+                   help="generation seeds; results are given per seed and averaged (default %(default)s)")
     p.add_argument("--out", help="also write the results as JSON to this file")
     p.add_argument("--grid", metavar="PNG", help="also write a grid of sample images (the README's picture)")
     p.set_defaults(func=lambda a: _run_eval(a))
@@ -64,7 +66,15 @@ def add_eval_emoji(sub):
 def _run_eval(args) -> int:
     from .emoji_eval import run
 
-    run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out, args.grid)
+    from .errors import UsageError
+
+    try:
+        seeds = tuple(dict.fromkeys(int(s) for s in args.seeds.split(",")))
+    except ValueError:
+        raise UsageError(f"--seeds takes whole numbers separated by commas, got {args.seeds!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise UsageError(f"--seeds takes seeds >= 0, got {args.seeds!r}")
+    run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out, args.grid, seeds)
     return 0
 
 
