@@ -102,16 +102,8 @@ def test_strength_outside_range_is_refused(pipes, bad):
 def sdxl_pipes(tiny_sdxl, tiny_refiner):
     """kind -> (ours, diffusers' StableDiffusionXLImg2ImgPipeline): the base (size ids) and the
     refiner (requires_aesthetics_score: aesthetic-score ids) on the same weights."""
-    from diffusers import StableDiffusionXLImg2ImgPipeline
-
-    out = {}
-    for kind, path in (("base", tiny_sdxl), ("refiner", tiny_refiner)):
-        ours = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
-        ours.progress = False
-        ref = StableDiffusionXLImg2ImgPipeline.from_pretrained(path, add_watermarker=False)
-        ref.set_progress_bar_config(disable=True)
-        out[kind] = (ours, ref)
-    return out
+    return paired({"base": tiny_sdxl, "refiner": tiny_refiner}, "StableDiffusionXLImg2ImgPipeline",
+                  add_watermarker=False)
 
 
 @pytest.mark.parametrize("kind,scheduler,negative", [

@@ -85,18 +85,8 @@ def tiny_sdxl_inpaint(tiny_sdxl, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sdxl_pipes(tiny_sdxl, tiny_sdxl_inpaint):
-    from diffusers import StableDiffusionXLInpaintPipeline
-
-    from latentdiff import Pipeline
-
-    pairs = {}
-    for kind, path in (("ordinary", tiny_sdxl), ("inpaint-unet", tiny_sdxl_inpaint)):
-        ours = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
-        ours.progress = False
-        ref = StableDiffusionXLInpaintPipeline.from_pretrained(path, add_watermarker=False)
-        ref.set_progress_bar_config(disable=True)
-        pairs[kind] = ours, ref
-    return pairs
+    return paired({"ordinary": tiny_sdxl, "inpaint-unet": tiny_sdxl_inpaint}, "StableDiffusionXLInpaintPipeline",
+                  add_watermarker=False)
 
 
 @pytest.mark.parametrize("kind", ["ordinary", "inpaint-unet"])

@@ -8,15 +8,17 @@ from latentdiff import Pipeline
 from latentdiff.sampling import SCHEDULERS, make_scheduler
 
 
-def paired(models: dict, ref_class: str) -> dict:
-    """kind -> (our fp32 CPU pipeline, diffusers' `ref_class` pipeline) on the same weights."""
+def paired(models: dict, ref_class: str, **ref_kwargs) -> dict:
+    """kind -> (our fp32 CPU pipeline, diffusers' `ref_class` pipeline) on the same weights. `ref_kwargs`
+    go to its from_pretrained (default: no safety checker; SDXL classes take add_watermarker=False)."""
     import diffusers
 
+    ref_kwargs = ref_kwargs or {"safety_checker": None, "requires_safety_checker": False}
     out = {}
     for kind, path in models.items():
         ours = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
         ours.progress = False
-        ref = getattr(diffusers, ref_class).from_pretrained(path, safety_checker=None, requires_safety_checker=False)
+        ref = getattr(diffusers, ref_class).from_pretrained(path, **ref_kwargs)
         ref.set_progress_bar_config(disable=True)
         out[kind] = (ours, ref)
     return out
