@@ -185,3 +185,14 @@ def test_report_to_without_its_package_is_one_line(tiny_sd1, tmp_path, monkeypat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'latentdiff[wandb]'" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_trims_metrics_after_the_checkpoint_and_a_row_cut_by_a_kill(tmp_path):
+    from latentdiff.training.trackers import RunLog
+
+    rows = [json.dumps({"step": s, "loss": 0.5}) + "\n" for s in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("".join(rows) + '{"step": 4, "lo')  # killed mid-write
+    with RunLog(tmp_path, "none", {}, resumed_at=2) as log:
+        log.log(3, {"loss": 0.25})
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3] and not list(tmp_path.glob("*.tmp"))

@@ -32,9 +32,7 @@ class RunLog:
         self.report_to = report_to
         path = Path(out) / "metrics.jsonl"
         if resumed_at and path.is_file():
-            rows = path.read_text(encoding="utf-8").splitlines(keepends=True)
-            path.write_text("".join(r for r in rows if r.strip() and json.loads(r)["step"] <= resumed_at),
-                            encoding="utf-8")
+            _keep_rows_until(path, resumed_at)
         self.file = open(path, "a", encoding="utf-8")
         self.tracker = None if report_to == "none" else _start_tracker(report_to, Path(out), config)
 
@@ -70,6 +68,23 @@ class RunLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _keep_rows_until(path: Path, step: int) -> None:
+    """Drop the rows after `step` from metrics.jsonl, and a row a kill cut short; the file is
+    replaced whole, so a crash here leaves the old one."""
+    def kept(line: str) -> bool:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            return False
+        return isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step
+
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line if line.endswith("\n") else line + "\n" for line in lines if kept(line)),
+                   encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _start_tracker(report_to: str, out: Path, config: dict):
