@@ -11,7 +11,6 @@ same blended windows, so memory is bounded by the tile size and no seam appears.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -83,13 +82,12 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
     from .workflows.start import to_tensor
 
     low, path = read_picture(image, "image to upscale")
-    settings = upscaler_settings(pipe.components)
-    d = pipe.components.defaults
-    steps = d.get("steps", UPSCALE_STEPS) if steps is None else steps
-    guidance = d.get("guidance", UPSCALE_GUIDANCE) if guidance is None else guidance
-    noise_level = d.get("noise_level", NOISE_LEVEL) if noise_level is None else noise_level
-    _check_args(steps, guidance, noise_level, settings["max_noise_level"], seed, tile)
     c = pipe.components
+    settings = upscaler_settings(c)
+    steps = c.defaults.get("steps", UPSCALE_STEPS) if steps is None else steps
+    guidance = c.defaults.get("guidance", UPSCALE_GUIDANCE) if guidance is None else guidance
+    noise_level = c.defaults.get("noise_level", NOISE_LEVEL) if noise_level is None else noise_level
+    _check_args(steps, guidance, noise_level, settings["max_noise_level"], seed, tile)
     m = 2 ** (len(c.unet.config.block_out_channels) - 1)  # the UNet halves the size this many times
     padded = pad(low, (0, -low.width % m, 0, -low.height % m))  # repeated edges; cropped off after
     pixels = to_tensor(padded).to(pipe.device)

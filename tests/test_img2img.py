@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from latentdiff import Pipeline, UsageError
+from latentdiff import UsageError
 from latentdiff.cli import main
 from latentdiff.sampling import make_scheduler
 
