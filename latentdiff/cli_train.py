@@ -32,18 +32,18 @@ def cmd_finetune(args) -> int:
 
 
 def add_build_emoji(sub):
-    p = sub.add_parser("build-emoji", help="render the Noto Color Emoji font into a training dataset")
-    p.add_argument("out", help="dataset folder to write")
-    p.add_argument("--emoji-test", help="path to Unicode's emoji-test.txt")
-    p.add_argument("--font", help="path to NotoColorEmoji.ttf")
+    from .emoji import DESCRIPTION, add_arguments
+
+    p = sub.add_parser("build-emoji", help="render the Noto Color Emoji font into a training dataset",
+                       description=DESCRIPTION)
+    add_arguments(p)
     p.set_defaults(func=cmd_build_emoji)
 
 
 def cmd_build_emoji(args) -> int:
-    from .emoji import main
+    from .emoji import build
 
-    argv = [args.out] + (["--emoji-test", args.emoji_test] if args.emoji_test else []) + (["--font", args.font] if args.font else [])
-    main(argv)
+    build(args)
     return 0
 
 

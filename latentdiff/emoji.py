@@ -301,10 +301,11 @@ and group; `text` is always the exact name.
 """
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="latentdiff build-emoji",
-                                     description="Render Noto Color Emoji into a text-to-image "
-                                                 "training set (64x64 unless --size).")
+DESCRIPTION = "Render Noto Color Emoji into a text-to-image training set (64x64 unless --size)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The build options, one definition for `latentdiff build-emoji` and `python -m latentdiff.emoji`."""
     parser.add_argument("out", metavar="OUT", help="output directory")
     parser.add_argument("--emoji-test", default=str(DEFAULT_EMOJI_TEST),
                         help="Unicode emoji-test.txt (default: %(default)s)")
@@ -312,13 +313,22 @@ def main(argv: list[str] | None = None) -> dict:
                         help="colour emoji font (default: %(default)s)")
     parser.add_argument("--size", type=int, default=IMAGE_SIZE,
                         help="image side in pixels, a multiple of 8 from 16 to 128 (default %(default)s)")
-    args = parser.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> dict:
+    """Build the dataset the parsed options ask for and print its summary."""
     summary = build_emoji_dataset(args.out, args.emoji_test, args.font, size=args.size)
     for key, value in summary.items():
         if isinstance(value, list):
             value = f"{len(value)}" + (f" ({', '.join(value)})" if value else "")
         print(f"{key}: {value}")
     return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="latentdiff build-emoji", description=DESCRIPTION)
+    add_arguments(parser)
+    return build(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

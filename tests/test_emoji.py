@@ -12,6 +12,8 @@ from PIL import Image
 from latentdiff import emoji
 from latentdiff.errors import UsageError
 
+from conftest import run_cli
+
 TONES = emoji.SKIN_TONES
 MOD = {"light skin tone": "1F3FB", "medium-light skin tone": "1F3FC", "medium skin tone": "1F3FD",
        "medium-dark skin tone": "1F3FE", "dark skin tone": "1F3FF"}
@@ -181,8 +183,9 @@ def test_size_128_for_the_super_resolution_stage(tmp_path, emoji_test):
     bbox = big.point(lambda v: 255 - v).getbbox()
     assert max(bbox[2] - bbox[0], bbox[3] - bbox[1]) in (111, 112, 113)  # the 64 px glyph's margin, doubled
     small = emoji.build_emoji_dataset(tmp_path / "s", emoji_test)
-    large = emoji.build_emoji_dataset(tmp_path / "l", emoji_test, size=128)
-    assert (small["size"], large["size"], small["images"]) == (64, 128, large["images"])
+    built = run_cli("build-emoji", tmp_path / "l", "--emoji-test", emoji_test, "--size", "128")  # the card's command
+    assert built.returncode == 0 and "size: 128" in built.stdout, built.stderr
+    assert f"images: {small['images']}" in built.stdout
     pairs = (tmp_path / "s/metadata.jsonl").read_text(), (tmp_path / "l/metadata.jsonl").read_text()
     assert pairs[0] == pairs[1]  # the same emoji under the same file names: low/high-res pairs
     assert Image.open(next((tmp_path / "l/images").glob("*.png"))).size == (128, 128)
