@@ -20,8 +20,10 @@ from . import trackers
 from .batches import BatchSource
 from .config import FinetuneConfig
 from .objective import diffusion_loss, step_generator
-from .outputs import check_out, prepare_out, save_model, validate
-from .upscaler import batch_source
+from .outputs import RUN_FILES, save_model, validate
+from .recipe import check_recipe, write_recipe
+from .runfolder import check_run_folder, prepare_run_folder
+from .upscaler import UpscalerSource
 from .data.order import DataOrder
 from .state import TrainState, load_models, read_trainable, write_trainable
 
@@ -33,7 +35,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     from .data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
     from .data.scan import scan_dataset
 
-    out, action = check_out(cfg)
+    out, action = _check_out(cfg)
     trackers.require(cfg.report_to)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
@@ -41,8 +43,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       cpu=not torch.cuda.is_available())
     acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
-    if acc.is_main_process:
-        prepare_out(cfg, action)
+    if acc.is_main_process:  # clear an overwritten run's files, mark OUT as a run, write the resolved config.yaml
+        prepare_run_folder(out, "finetune", RUN_FILES, action)
+        write_recipe(cfg, out)
     acc.wait_for_everyone()
     scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions,
                         follow_symlinks=cfg.follow_symlinks)
@@ -69,9 +72,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     cache = cfg.cache and cfg.crop == "center"
     if cfg.cache and not cache and acc.is_main_process:
         _say("random crops: latents are encoded every step (caching needs --crop center)")
-    source = batch_source(c, dataset, captions, cache=cache, flip=cfg.flip, train_text="text_encoder" in trained,
-                           caption_dropout=cfg.caption_dropout, device=acc.device, dtype=dtype,
-                           progress=acc.is_main_process)
+    source = (UpscalerSource if c.is_upscaler else BatchSource)(  # an upscaler's batches add low-res images
+        c, dataset, captions, cache=cache, flip=cfg.flip, train_text="text_encoder" in trained,
+        caption_dropout=cfg.caption_dropout, device=acc.device, dtype=dtype, progress=acc.is_main_process)
     source.use_encoders(wrapped)
     if acc.is_main_process:
         _report_long_captions(c.tokenizer, captions)
@@ -87,6 +90,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
         if log:
             log.close()
     if acc.is_main_process:
+        state.use_ema()  # the final model carries the EMA weights (full fine-tuning with --ema-decay)
         save_model(cfg, out, state)
     acc.wait_for_everyone()
     acc.end_training()
@@ -149,6 +153,16 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                 log.images([Image.open(p) for p in paths], cfg.validation_prompts or ["a photo"], done)
     finally:
         bar.close()
+
+
+def _check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
+    """Check OUT against --resume/--overwrite (runfolder.py) and a resumed run's recipe; touches nothing
+    (every process runs it). Returns OUT and what prepare_run_folder must do."""
+    action = check_run_folder(cfg.out, "finetune", RUN_FILES, dataset=cfg.dataset, model=cfg.model,
+                              resume=cfg.resume, overwrite=cfg.overwrite)
+    if action == "resume":
+        check_recipe(cfg, cfg.out)
+    return Path(cfg.out), action
 
 
 def _resume(cfg, out, state: TrainState) -> None:
