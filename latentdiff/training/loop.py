@@ -4,6 +4,10 @@ The trainable set is the only difference between methods (see state.make_trainab
 random draw of a step is derived from (seed, step), the data order from the step counter,
 and checkpoints hold weights + optimizer + LR schedule + EMA, so `--resume` continues exactly
 as if the run had never stopped.
+
+This module is the hub: it calls each part in turn (run folder guard, dataset scan, models and
+TrainState, batch source, steps, checkpoints, outputs) and hands each the data it needs, so the parts
+seldom call into each other (`python benchmarks/call_walk.py` follows a run and counts where they do).
 """
 
 from __future__ import annotations
