@@ -15,6 +15,7 @@ optional weights -> Embeddings, with an A1111 clip skip).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +47,14 @@ class Embeddings:
 
 def as_embeddings(x) -> Embeddings:
     return x if isinstance(x, Embeddings) else Embeddings(x)
+
+
+def _padded(rows: list[Embeddings], empty: torch.Tensor) -> Embeddings:
+    """Stack one-row Embeddings, padding the shorter ones with `empty` windows (the empty text's)."""
+    longest = max(e.hidden.shape[1] for e in rows)
+    hidden = torch.cat([torch.cat([e.hidden, *[empty] * ((longest - e.hidden.shape[1]) // empty.shape[1])], 1)
+                        for e in rows])
+    return Embeddings(hidden, {k: torch.cat([e.added[k] for e in rows]) for k in rows[0].added})
 
 
 def apply_token_weights(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -136,6 +145,33 @@ class Conditioning:
     def with_size_ids(self, emb: Embeddings, ids: torch.Tensor) -> Embeddings:
         """Training: each sample's own size ids (B, 6), see `image_input.Placement.size_ids`."""
         return emb
+
+    @torch.no_grad()
+    def embed_each(self, texts: list[str], batch: int = 64) -> dict[str, Embeddings]:
+        """{text: its own Embeddings, one row 77 x its chunk count tokens long, on the CPU} for each of
+        `texts` and the empty text: frozen encoders' captions, encoded once for `training_context`."""
+        texts = sorted(set(texts) | {""})
+        window = self.pairs[0][0].model_max_length
+        out = {}
+        for i in range(0, len(texts), batch):
+            chunk = texts[i : i + batch]
+            emb = self.embed(self.tokenize(chunk)).to(device="cpu")
+            for k, t in enumerate(chunk):
+                row = emb[k : k + 1]
+                out[t] = Embeddings(row.hidden[:, : window * self.chunk_count([t])], row.added)
+        return out
+
+    def training_context(self, texts: list[str], size_ids: torch.Tensor | None = None, cached: dict | None = None,
+                         grad: bool = False, device=None) -> Embeddings:
+        """A training batch's conditioning: its captions' `cached` rows (`embed_each`, moved to `device`)
+        padded with empty windows, as `tokenize` pads a shorter text, or else the captions encoded now
+        (with gradients when `grad`: the text encoder trains); SDXL adds each sample's size ids."""
+        if cached is not None:
+            emb = _padded([cached[t] for t in texts], cached[""].hidden).to(device=device)
+        else:
+            with contextlib.nullcontext() if grad else torch.no_grad():
+                emb = self.embed(self.tokenize(texts))
+        return emb if size_ids is None else self.with_size_ids(emb, size_ids)
 
     def unused_modules(self) -> list:
         """Encoder parts that never reach the UNet (without clip skip): training leaves them frozen,

@@ -200,6 +200,20 @@ def place(image_size: tuple[int, int], resolution: int | tuple[int, int], crop: 
     return Placement(size, (width, height), left, top, bool(flip and rng.random() < 0.5))
 
 
+def reload_training_image(path: str | os.PathLike, target: int | tuple[int, int], crop: str = "center",
+                          flip: bool = False, rng: random.Random | None = None,
+                          max_pixels: int = MAX_PIXELS) -> tuple[torch.Tensor, Placement]:
+    """A training image that `scan_dataset` found usable, loaded again (`load_image`), placed for
+    `target` (`place`: drawing from `rng`) and cut (`transform`): its (3, H, W) pixels and placement."""
+    try:
+        img = load_image(path, max_pixels)
+    except BadImageError as err:
+        # The file changed after scan_dataset checked it; stopping beats silently skipping.
+        raise BadImageError(f"{path}: {err} (it was fine when scanned)") from None
+    placement = place(img.size, target, crop, flip, rng)
+    return transform(img, placement), placement
+
+
 def transform(
     img: Image.Image,
     resolution: int | tuple[int, int] | Placement,

@@ -77,6 +77,12 @@ def test_full_output_is_a_diffusers_model(dataset, tiny_sd2, tmp_path):
     saved = ours.components.unet.state_dict()
     key = next(k for k in ema if k.startswith("unet."))
     assert torch.allclose(saved[key[5:]].float(), ema[key]), "the final model carries the EMA weights"
+    from latentdiff.training.export import export_checkpoint
+
+    raw = weights(out)[key]
+    assert not torch.allclose(raw, ema[key]), "the EMA must differ from the raw weights for this to mean anything"
+    exported = export_checkpoint(out, tmp_path / "raw", use_ema=False)  # `latentdiff export --no-ema`
+    assert torch.equal(load_file(str(exported / "unet" / "diffusion_pytorch_model.safetensors"))[key[5:]], raw)
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])

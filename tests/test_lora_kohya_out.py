@@ -168,6 +168,17 @@ def test_base_model_version_of_the_released_architectures():
     assert version("sdxl") == "sdxl_base_v1-0"
 
 
+def test_kohya_metadata_names_the_base_it_was_trained_on(tmp_path):
+    from latentdiff.formats.families import family_configs
+
+    cfg = family_configs("sd2")
+    base = SimpleNamespace(unet=SimpleNamespace(config=cfg["unet"]), scheduler_config=cfg["scheduler"], is_sdxl=False)
+    save_kohya(tmp_path / "a.safetensors", {}, {"ss_steps": 2}, components=base)
+    with safe_open(str(tmp_path / "a.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert (meta["ss_base_model_version"], meta["ss_v2"], meta["ss_steps"]) == ("sd_v2_v", "True", "2")
+
+
 def test_formats_resume_and_export(dataset, tiny_sd1, runs, tmp_path):
     from latentdiff.cli import main
 

@@ -164,15 +164,15 @@ def test_low_res_images_come_from_the_pixels_of_the_latents(pictures, tiny_sd1):
     from latentdiff.arch import build_components
     from latentdiff.training.data.dataset import ImageCaptionDataset
     from latentdiff.training.data.scan import scan_dataset
-    from latentdiff.training.upscaler import batch_source, downsample
+    from latentdiff.training.upscaler import UpscalerSource, downsample
 
     c = build_components(upscaler_arch(tiny_sd1), [])
     records = scan_dataset(pictures, 32).records
     captions = [r.caption for r in records]
     dataset = ImageCaptionDataset(records, 32, flip=False)
     kw = dict(train_text=False, caption_dropout=0.0, device=torch.device("cpu"), dtype=torch.float32, progress=False)
-    cached = batch_source(c, dataset, captions, cache=True, flip=True, **kw)
-    per_step = batch_source(c, dataset, captions, cache=False, flip=False, **kw)
+    cached = UpscalerSource(c, dataset, captions, cache=True, flip=True, **kw)
+    per_step = UpscalerSource(c, dataset, captions, cache=False, flip=False, **kw)
     idx, gen = [0, 3, 1], lambda: torch.Generator().manual_seed(5)
     z, _ = cached.latents(idx, gen(), 0)  # (latents, size ids)
     views = torch.randint(0, 2, (3,), generator=gen())  # the source's first draw

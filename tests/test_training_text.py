@@ -31,7 +31,7 @@ def test_long_captions_are_chunked_like_generation_prompts(tiny_sd1):
     n = chunk_count(c.tokenizer, [LONG])
     assert n > 1 and expected.shape[1] == n * 77
     assert torch.allclose(source.context([0, 1], gen).hidden, expected, atol=1e-5)
-    source.embeddings = source._embed_all()  # the cached path pads short captions the same way
+    source.embeddings = source.conditioning.embed_each(captions)  # the cached path pads short captions the same way
     assert source.embeddings[LONG].hidden.shape[1] == n * 77 and source.embeddings["a red apple"].hidden.shape[1] == 77
     assert torch.allclose(source.context([0, 1], gen).hidden, expected, atol=1e-5)
     assert torch.allclose(source.context([1], gen).hidden, encode(["a red apple"], None, 64, 64)[0].hidden)

@@ -16,12 +16,16 @@ KOHYA_FILE = "lora_kohya.safetensors"
 ADAPTER = "default"  # peft's name for the one adapter latentdiff trains
 
 
-def save_kohya(path: Path, modules: dict, metadata: dict | None = None, sdxl: bool = False) -> Path:
+def save_kohya(path: Path, modules: dict, metadata: dict | None = None, components=None) -> Path:
     """Write the peft LoRA layers of `modules` ({"unet": .., "text_encoder": .., "text_encoder_2": ..},
     the names diffusers' converter expects) to `path` in kohya's layout, with `metadata` added to
-    the network's own (`ss_network_module`, `ss_network_dim`, `ss_network_alpha`)."""
+    the network's own (`ss_network_module`, `ss_network_dim`, `ss_network_alpha`) and, given the
+    `components` it was trained on, the base's (`ss_base_model_version`, `ss_v2`; SDXL's key names)."""
     from safetensors.torch import save_file
 
+    sdxl = components is not None and components.is_sdxl
+    version = None if components is None else base_model_version(components)
+    base = {"ss_base_model_version": version, "ss_v2": None if version is None else version.startswith("sd_v2")}
     tensors, ranks, alphas = {}, set(), set()
     for name, module in modules.items():
         for key, value, rank, alpha in _kohya_tensors(name, module):
@@ -30,7 +34,7 @@ def save_kohya(path: Path, modules: dict, metadata: dict | None = None, sdxl: bo
                 ranks.add(rank)
                 alphas.add(alpha)
     meta = {"ss_network_module": "networks.lora", "ss_network_dim": _one(ranks), "ss_network_alpha": _one(alphas),
-            **{k: str(v) for k, v in (metadata or {}).items() if v is not None}}
+            **{k: str(v) for k, v in {**base, **(metadata or {})}.items() if v is not None}}
     save_file(tensors, str(path), metadata=meta)
     return Path(path)
 

@@ -27,13 +27,14 @@ from ..conditioning import Embeddings, conditioning_for
 class BatchSource:
     def __init__(self, components, dataset, captions: list[str], *, cache: bool, flip: bool,
                  train_text: bool, caption_dropout: float, device, dtype, progress: bool = True):
+        """`captions[i]`: the caption of the dataset's image i."""
         self.c, self.dataset, self.captions = components, dataset, captions
         self.flip, self.train_text, self.p_drop = flip, train_text, caption_dropout
         self.device, self.dtype = device, dtype
         self.scale = components.vae.config.scaling_factor
         self.conditioning = conditioning_for(components)
         self.posteriors = self._encode_all(progress) if cache else None
-        self.embeddings = self._embed_all() if cache and not train_text else None
+        self.embeddings = self.conditioning.embed_each(captions) if cache and not train_text else None
 
     def use_encoders(self, modules: dict) -> None:
         """Encode with the accelerate-wrapped encoders the loop trains, so DDP syncs their gradients."""
@@ -48,37 +49,21 @@ class BatchSource:
         dist = self.c.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
         return dist.mean.float().cpu(), dist.std.float().cpu()
 
-    def _encode_all(self, progress: bool, batch: int = 32) -> list:
-        """Per image: [(mean, std, size_ids)] or, when flipping, the same for its mirror image too.
-        Images are encoded in batches; images of different sizes (buckets) go one by one."""
+    def _views(self, pixels: torch.Tensor) -> list:
+        """The posteriors (mean, std) of a pre-pass batch (b, 3, H, W) and, when flipping, of its mirror image."""
+        return [self._posterior(pixels)] + ([self._posterior(pixels.flip(-1))] if self.flip else [])
+
+    def _encode_all(self, progress: bool) -> list:
+        """Per image: [(mean, std, size_ids)] or, when flipping, the same for its mirror image too."""
         from tqdm.auto import tqdm
 
         out = []
-        n = len(self.dataset)
-        step = batch if self.dataset.buckets is None else 1
-        with tqdm(total=n, desc="caching latents", file=sys.stderr, disable=not progress) as bar:
-            for start in range(0, n, step):
-                px = torch.stack([self.dataset.load(i) for i in range(start, min(n, start + step))])  # (b, 3, H, W)
-                views = [self._posterior(px)] + ([self._posterior(px.flip(-1))] if self.flip else [])
-                for j in range(px.shape[0]):
-                    ids = self.dataset.load_size_ids(start + j)
-                    out.append([(m[j], s[j], i) for (m, s), i in zip(views, ids)])
-                bar.update(px.shape[0])
+        with tqdm(total=len(self.captions), desc="caching latents", file=sys.stderr, disable=not progress) as bar:
+            for pixels, ids in self.dataset.unaugmented():
+                views = self._views(pixels)
+                out += [[(m[j], s[j], i) for (m, s), i in zip(views, ids[j])] for j in range(len(ids))]
+                bar.update(len(ids))
         return out
-
-    @torch.no_grad()
-    def _embed_all(self) -> dict[str, Embeddings]:
-        """{caption: Embeddings of one row, 77 * its chunk count tokens long}."""
-        texts = sorted(set(self.captions) | {""})
-        window = self.c.tokenizer.model_max_length
-        emb = {}
-        for i in range(0, len(texts), 64):
-            chunk = texts[i : i + 64]
-            batch = self._encode_text(chunk).to(device="cpu")
-            for k, t in enumerate(chunk):
-                row = batch[k : k + 1]
-                emb[t] = Embeddings(row.hidden[:, : window * self.conditioning.chunk_count([t])], row.added)
-        return emb
 
     # ---- per step -----------------------------------------------------------------------
     def latents(self, indices: list[int], gen: torch.Generator, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,32 +82,16 @@ class BatchSource:
         return sample_latents(mean, std, gen, self.scale).to(self.device), ids
 
     def context(self, indices: list[int], gen: torch.Generator, size_ids: torch.Tensor | None = None) -> Embeddings:
+        """The captions' conditioning (B, n_chunks * 77, D), as generation encodes prompts (never cut;
+        SDXL adds the pooled embedding and `size_ids`), each caption dropped with probability p_drop."""
         drop = dropout_mask(len(indices), self.p_drop, gen)
         texts = ["" if d else self.captions[i] for i, d in zip(indices, drop)]
-        if self.embeddings is not None:
-            emb = self._padded([self.embeddings[t] for t in texts]).to(device=self.device)
-        elif self.train_text:
-            emb = self._encode_text(texts)
-        else:
-            with torch.no_grad():
-                emb = self._encode_text(texts)
-        return emb if size_ids is None else self.conditioning.with_size_ids(emb, size_ids)
+        return self.conditioning.training_context(texts, size_ids, self.embeddings, grad=self.train_text,
+                                                  device=self.device)
 
     def image_cond(self, indices: list[int], gen: torch.Generator):
         """Image conditioning beside the latents (training/upscaler.py has one); none here."""
         return None
-
-    def _padded(self, embeddings: list[Embeddings]) -> Embeddings:
-        """Stack cached embeddings, padding with the empty window (what tokenize pads with)."""
-        longest = max(e.hidden.shape[1] for e in embeddings)
-        empty = self.embeddings[""].hidden
-        hidden = torch.cat([torch.cat([e.hidden, *[empty] * ((longest - e.hidden.shape[1]) // empty.shape[1])], 1)
-                            for e in embeddings])
-        return Embeddings(hidden, {k: torch.cat([e.added[k] for e in embeddings]) for k in embeddings[0].added})
-
-    def _encode_text(self, texts: list[str]) -> Embeddings:
-        """(B, n_chunks * 77, D) as generation encodes prompts (never cut); SDXL adds the pooled embedding."""
-        return self.conditioning.embed(self.conditioning.tokenize(texts))
 
 
 def sample_latents(mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator, scale: float) -> torch.Tensor:

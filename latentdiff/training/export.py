@@ -42,8 +42,8 @@ def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bo
     state = TrainState.create(cfg, load_models(cfg, [], tokenizer=tokenizer))
     with ckpt.damaged_checkpoint(last):
         state.load_state_dict(read_trainable(last), last)
-    if not use_ema:
-        state.ema = None  # save_model then keeps the raw weights
+    if use_ema:
+        state.use_ema()
     Path(out).mkdir(parents=True, exist_ok=True)
     save_model(cfg, Path(out), state, dtype)
     return Path(out)

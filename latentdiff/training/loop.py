@@ -4,6 +4,10 @@ The trainable set is the only difference between methods (see state.make_trainab
 random draw of a step is derived from (seed, step), the data order from the step counter,
 and checkpoints hold weights + optimizer + LR schedule + EMA, so `--resume` continues exactly
 as if the run had never stopped.
+
+This module is the hub: it calls each part in turn (run folder guard, dataset scan, models and
+TrainState, batch source, steps, checkpoints, outputs) and hands each the data it needs, so the parts
+seldom call into each other (`python benchmarks/call_walk.py` follows a run and counts where they do).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from . import trackers
 from .batches import BatchSource
 from .config import FinetuneConfig
 from .objective import diffusion_loss, step_generator
-from .outputs import check_out, prepare_out, save_model, validate
-from .upscaler import batch_source
+from .outputs import RUN_FILES, save_model, validate
+from .recipe import check_recipe, write_recipe
+from .runfolder import check_run_folder, prepare_run_folder
+from .upscaler import UpscalerSource
 from .data.order import DataOrder
 from .state import TrainState, load_models, read_trainable, write_trainable
 
@@ -30,10 +36,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     """Train per `cfg`; returns OUT, which then holds a model `generate --model OUT` can use."""
     from accelerate import Accelerator
 
-    from .data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
-    from .data.scan import scan_dataset
-
-    out, action = check_out(cfg)
+    out, action = _check_out(cfg)
     trackers.require(cfg.report_to)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
@@ -41,43 +44,16 @@ def finetune(cfg: FinetuneConfig) -> Path:
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       cpu=not torch.cuda.is_available())
     acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
-    if acc.is_main_process:
-        prepare_out(cfg, action)
+    if acc.is_main_process:  # clear an overwritten run's files, mark OUT as a run, write the resolved config.yaml
+        prepare_run_folder(out, "finetune", RUN_FILES, action)
+        write_recipe(cfg, out)
     acc.wait_for_everyone()
-    scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions,
-                        follow_symlinks=cfg.follow_symlinks)
-    if acc.is_main_process:
-        scan.write_skipped(out)
-        _say(f"dataset: {len(scan.records)} image(s) to train on, {len(scan.skipped)} skipped (see {out / 'skipped.txt'})")
-        for note in scan.notes:
-            _say(note)
-    captions = [r.caption for r in scan.records]
+    records = _scan(cfg, acc, out)
+    captions = [r.caption for r in records]
     setup = load_models(cfg, captions, tokenizer=_saved_tokenizer(out) if cfg.resume else None)
     state = TrainState.create(cfg, setup)
-    trained = state.modules
-    c = setup.components
-    dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
-    c.vae.to(acc.device, dtype)
-    for name in ("text_encoder", "text_encoder_2"):
-        if name not in trained and getattr(c, name) is not None:
-            getattr(c, name).to(acc.device, dtype)
-    *modules, state.optimizer = acc.prepare(*trained.values(), state.optimizer)
-    wrapped = dict(zip(trained, modules))
-
-    buckets = make_buckets(cfg.resolution) if cfg.buckets else None
-    dataset = ImageCaptionDataset(scan.records, cfg.resolution, cfg.crop, cfg.flip, cfg.seed, buckets)
-    cache = cfg.cache and cfg.crop == "center"
-    if cfg.cache and not cache and acc.is_main_process:
-        _say("random crops: latents are encoded every step (caching needs --crop center)")
-    source = batch_source(c, dataset, captions, cache=cache, flip=cfg.flip, train_text="text_encoder" in trained,
-                           caption_dropout=cfg.caption_dropout, device=acc.device, dtype=dtype,
-                           progress=acc.is_main_process)
-    source.use_encoders(wrapped)
-    if acc.is_main_process:
-        _report_long_captions(c.tokenizer, captions)
-    bucket_of = [assign_bucket(r.width, r.height, buckets) for r in scan.records] if buckets else None
-    order = DataOrder(len(scan.records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of)
-
+    wrapped, dtype = _place(cfg, acc, state)
+    source, order = _batches(cfg, acc, records, state, wrapped, dtype)
     if cfg.resume:
         _resume(cfg, out, state)
     log = trackers.RunLog(out, cfg.report_to, cfg.to_dict(), state.step) if acc.is_main_process else None
@@ -87,10 +63,58 @@ def finetune(cfg: FinetuneConfig) -> Path:
         if log:
             log.close()
     if acc.is_main_process:
+        state.use_ema()  # the final model carries the EMA weights (full fine-tuning with --ema-decay)
         save_model(cfg, out, state)
     acc.wait_for_everyone()
     acc.end_training()
     return out
+
+
+def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
+    """The dataset's usable records; the main process reports (and lists in OUT/skipped.txt) the rest."""
+    from .data.scan import scan_dataset
+
+    scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions,
+                        follow_symlinks=cfg.follow_symlinks)
+    if acc.is_main_process:
+        scan.write_skipped(out)
+        _say(f"dataset: {len(scan.records)} image(s) to train on, {len(scan.skipped)} skipped (see {out / 'skipped.txt'})")
+        for note in scan.notes:
+            _say(note)
+    return scan.records
+
+
+def _place(cfg: FinetuneConfig, acc, state: TrainState) -> tuple[dict, torch.dtype]:
+    """Frozen parts onto the device in the mixed-precision dtype, trained modules and optimizer through
+    accelerate; returns the wrapped trained modules and that dtype."""
+    c, trained = state.setup.components, state.modules
+    dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
+    c.vae.to(acc.device, dtype)
+    for name in ("text_encoder", "text_encoder_2"):
+        if name not in trained and getattr(c, name) is not None:
+            getattr(c, name).to(acc.device, dtype)
+    *modules, state.optimizer = acc.prepare(*trained.values(), state.optimizer)
+    return dict(zip(trained, modules)), dtype
+
+
+def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped: dict, dtype):
+    """What the steps train on: the batch source (an upscaler's adds low-res images) and the data order."""
+    from .data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
+
+    c, captions = state.setup.components, [r.caption for r in records]
+    buckets = make_buckets(cfg.resolution) if cfg.buckets else None
+    dataset = ImageCaptionDataset(records, cfg.resolution, cfg.crop, cfg.flip, cfg.seed, buckets)
+    cache = cfg.cache and cfg.crop == "center"
+    if cfg.cache and not cache and acc.is_main_process:
+        _say("random crops: latents are encoded every step (caching needs --crop center)")
+    source = (UpscalerSource if c.is_upscaler else BatchSource)(
+        c, dataset, captions, cache=cache, flip=cfg.flip, train_text="text_encoder" in state.modules,
+        caption_dropout=cfg.caption_dropout, device=acc.device, dtype=dtype, progress=acc.is_main_process)
+    source.use_encoders(wrapped)
+    if acc.is_main_process:
+        _report_long_captions(c.tokenizer, captions)
+    bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records] if buckets else None
+    return source, DataOrder(len(records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of)
 
 
 def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource, order: DataOrder,
@@ -149,6 +173,16 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                 log.images([Image.open(p) for p in paths], cfg.validation_prompts or ["a photo"], done)
     finally:
         bar.close()
+
+
+def _check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
+    """Check OUT against --resume/--overwrite (runfolder.py) and a resumed run's recipe; touches nothing
+    (every process runs it). Returns OUT and what prepare_run_folder must do."""
+    action = check_run_folder(cfg.out, "finetune", RUN_FILES, dataset=cfg.dataset, model=cfg.model,
+                              resume=cfg.resume, overwrite=cfg.overwrite)
+    if action == "resume":
+        check_recipe(cfg, cfg.out)
+    return Path(cfg.out), action
 
 
 def _resume(cfg, out, state: TrainState) -> None:

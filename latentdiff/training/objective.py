@@ -33,10 +33,9 @@ def loss_weights(alphas_cumprod, t, prediction_type: str, snr_gamma: float | Non
 def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator, snr_gamma=None,
                    noise_offset: float = 0.0, image_cond=None) -> torch.Tensor:
     """MSE between the UNet's prediction and the target (noise or v) at random timesteps.
-    `context`: the text conditioning, a (B, T, D) tensor or `Embeddings` (SDXL's extra inputs);
-    `image_cond` (sampling.ImageCond, an upscaler's low-res image) goes in beside the noisy latents."""
-    from ..conditioning import as_embeddings
-
+    `context`: the text conditioning (`conditioning.Embeddings`: the (B, T, D) context and SDXL's
+    extra inputs); `image_cond` (sampling.ImageCond, an upscaler's low-res image) goes in beside the
+    noisy latents."""
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=gen).to(latents.device)
     if noise_offset:
@@ -46,7 +45,6 @@ def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator
     noisy = noise_scheduler.add_noise(latents, noise, t)
     kind = noise_scheduler.config.prediction_type
     target = noise_scheduler.get_velocity(latents, noise, t) if kind == "v_prediction" else noise
-    context = as_embeddings(context)
     labels = None
     if image_cond is not None:
         noisy, labels = torch.cat([noisy, image_cond.concat.to(noisy.dtype)], dim=1), image_cond.class_labels

@@ -1,4 +1,5 @@
-"""What a fine-tuning run writes: the run folder, samples, the final model (checkpoint files: state.py)."""
+"""What a fine-tuning run writes: its entries in the run folder (guarded by runfolder.py), samples,
+the final model (checkpoint files: state.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from pathlib import Path
 import torch
 
 from .config import FinetuneConfig
-from .recipe import check_recipe, write_recipe
-from .runfolder import check_run_folder, prepare_run_folder
 
 # Everything a finetune run writes into OUT (run.json lists them); --overwrite removes these and nothing else.
 RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "config.yaml", "skipped.txt", "model_index.json",
@@ -16,24 +15,9 @@ RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "config.yaml", "skipped.
              "latentdiff.json", "pytorch_lora_weights.safetensors", "lora_kohya.safetensors", "logs")
 
 
-def check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
-    """Check OUT against --resume/--overwrite; touches nothing (every process runs it)."""
-    action = check_run_folder(cfg.out, "finetune", RUN_FILES, dataset=cfg.dataset, model=cfg.model,
-                              resume=cfg.resume, overwrite=cfg.overwrite)
-    if action == "resume":
-        check_recipe(cfg, cfg.out)
-    return Path(cfg.out), action
-
-
-def prepare_out(cfg: FinetuneConfig, action: str) -> Path:
-    """On the main process: clear an overwritten run's files, write the resolved config.yaml."""
-    out = prepare_run_folder(cfg.out, "finetune", RUN_FILES, action)
-    write_recipe(cfg, out)
-    return out
-
-
 def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) -> None:
-    """The usable result of a state: a LoRA folder, or a diffusers model with the EMA weights."""
+    """The usable result of a state's weights (after `state.use_ema()` where wanted): a LoRA folder, or a
+    diffusers model."""
     from ..pipeline import Pipeline
 
     c = state.setup.components
@@ -41,7 +25,6 @@ def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) 
     if cfg.method == "lora":
         save_lora_files(cfg, out, state, defaults)
         return
-    state.use_ema()
     for m in state.modules.values():
         m.eval()
     c.defaults = defaults
@@ -57,7 +40,7 @@ def save_lora_files(cfg: FinetuneConfig, out: Path, state, defaults: dict) -> No
     c = state.setup.components
     written = {"kohya": [KOHYA_FILE], "diffusers": [LORA_FILE], "both": [KOHYA_FILE, LORA_FILE]}[cfg.lora_format]
     if KOHYA_FILE in written:
-        save_kohya(out / KOHYA_FILE, state.modules, kohya_metadata(cfg, out, state), sdxl=c.is_sdxl)
+        save_kohya(out / KOHYA_FILE, state.modules, kohya_metadata(cfg, out, state), components=c)
     te, te2 = (state.modules.get(name) for name in ("text_encoder", "text_encoder_2"))
     loads = LORA_FILE if LORA_FILE in written else KOHYA_FILE
     save_lora(out, c.unet, te, state.setup.base_ref, defaults, text_encoder_2=te2, weights=loads)
@@ -66,13 +49,10 @@ def save_lora_files(cfg: FinetuneConfig, out: Path, state, defaults: dict) -> No
 
 
 def kohya_metadata(cfg: FinetuneConfig, out: Path, state) -> dict:
-    """The `ss_*` entries kohya's train_network.py records that a latentdiff run knows."""
-    from ..formats.lora_kohya import base_model_version
-
-    version = base_model_version(state.setup.components)
+    """The `ss_*` entries kohya's train_network.py records that a latentdiff run knows (save_kohya
+    adds the network's and the base model's)."""
     base = state.setup.base_ref or cfg.model
     return {"ss_output_name": Path(out).resolve().name, "ss_sd_model_name": Path(str(base)).name,
-            "ss_base_model_version": version, "ss_v2": None if version is None else version.startswith("sd_v2"),
             "ss_resolution": f"({cfg.resolution}, {cfg.resolution})", "ss_learning_rate": cfg.lr,
             "ss_lr_scheduler": cfg.lr_schedule, "ss_lr_warmup_steps": cfg.warmup_steps,
             "ss_max_train_steps": cfg.max_steps, "ss_steps": state.step, "ss_seed": cfg.seed,

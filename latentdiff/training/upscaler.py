@@ -19,11 +19,6 @@ from ..upscale import upscaler_settings
 from .batches import BatchSource
 
 
-def batch_source(components, *args, **kwargs) -> BatchSource:
-    """The batch source the model trains on: an upscaler's adds its low-res images."""
-    return (UpscalerSource if components.is_upscaler else BatchSource)(components, *args, **kwargs)
-
-
 def downsample(pixels: torch.Tensor, factor: int) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> (B, 3, H / factor, W / factor): antialiased bicubic, as PIL's
     BICUBIC reduce, so the low-res image looks like a picture made at that size."""
@@ -50,11 +45,15 @@ class UpscalerSource(BatchSource):
         self.max_level = settings["max_noise_level"]
         self.factor = vae_scale_factor(components.vae)
         self.low = None  # (B, 3, h, w): the low-res images of the last latents() batch
+        self.low_cache = []  # per image, filled by the caching pre-pass (_views)
         super().__init__(components, dataset, *args, **kwargs)
-        self.low_cache = self._downsample_all() if self.posteriors is not None else None
+        if self.posteriors is None:
+            self.low_cache = None
 
-    def _downsample_all(self) -> list[torch.Tensor]:
-        return [downsample(self.dataset.load(i)[None], self.factor)[0] for i in range(len(self.dataset))]
+    def _views(self, pixels: torch.Tensor) -> list:
+        """As BatchSource._views, keeping the batch's low-res images."""
+        self.low_cache += list(downsample(pixels, self.factor))
+        return super()._views(pixels)
 
     def latents(self, indices: list[int], gen: torch.Generator, epoch: int):
         """As BatchSource.latents (the same draws), keeping the low-res images for image_cond."""

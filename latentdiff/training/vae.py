@@ -84,14 +84,11 @@ def load_images(records, resolution: int):
     """Decode every record once into a uint8 tensor (N, 3, H, W) (see the module docstring)."""
     import torch
 
-    from latentdiff.image_input import BadImageError, load_image, transform
+    from latentdiff.image_input import reload_training_image
 
     out = torch.empty((len(records), 3, resolution, resolution), dtype=torch.uint8)
     for i, record in enumerate(records):
-        try:
-            pixels = transform(load_image(record.path), resolution)
-        except BadImageError as err:
-            raise BadImageError(f"{record.path}: {err} (it was fine when scanned)") from None
+        pixels, _ = reload_training_image(record.path, resolution)
         out[i] = pixels.add(1).mul(127.5).round().to(torch.uint8)  # exact: pixels are k/127.5 - 1
     return out
 

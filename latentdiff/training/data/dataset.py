@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from latentdiff.errors import UsageError
-from latentdiff.image_input import MAX_PIXELS, BadImageError, Placement, load_image, place, transform
+from latentdiff.image_input import MAX_PIXELS, Placement, reload_training_image
 
 if TYPE_CHECKING:
     from latentdiff.training.data.scan import Record
@@ -75,14 +75,20 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
                 "caption": self.records[index].caption, "index": index}
 
     def load(self, index: int) -> torch.Tensor:
-        """The image without augmentation (center crop, no flip), for caching its latents."""
+        """The image without augmentation (center crop, no flip)."""
         return self._pixels(index, "center", False, None)[0]
 
-    def load_size_ids(self, index: int) -> list[torch.Tensor]:
-        """`size_ids` of `load(index)` and of its mirror image, from the scanned size alone."""
-        record = self.records[index]
-        plain = place((record.width, record.height), self.target(index))
-        return [self.size_ids(index, plain), self.size_ids(index, replace(plain, flipped=True))]
+    def unaugmented(self, batch: int = 32):
+        """Every image without augmentation, for caching its latents: batches of pixels (b, 3, H, W)
+        with each image's `size_ids` as it is and mirrored, [(6,), (6,)]; in index order, one image
+        a batch when bucketed (sizes differ)."""
+        step = batch if self.buckets is None else 1
+        n = len(self.records)
+        for start in range(0, n, step):
+            views = [self._pixels(i, "center", False, None) for i in range(start, min(n, start + step))]
+            ids = [[self.size_ids(i, p), self.size_ids(i, replace(p, flipped=True))]
+                   for i, (_, p) in enumerate(views, start)]
+            yield torch.stack([pixels for pixels, _ in views]), ids
 
     def size_ids(self, index: int, placement: Placement) -> torch.Tensor:
         """SDXL's micro-conditioning of a sample: original size, crop corner, target size. (6,)"""
@@ -94,11 +100,4 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         return assign_bucket(record.width, record.height, self.buckets) if self.buckets else self.resolution
 
     def _pixels(self, index: int, crop: str, flip: bool, rng) -> tuple[torch.Tensor, Placement]:
-        record = self.records[index]
-        try:
-            img = load_image(record.path, self.max_pixels)
-        except BadImageError as err:
-            # The file changed after scan_dataset checked it; stopping beats silently skipping.
-            raise BadImageError(f"{record.path}: {err} (it was fine when scanned)") from None
-        placement = place(img.size, self.target(index), crop, flip, rng)
-        return transform(img, placement), placement
+        return reload_training_image(self.records[index].path, self.target(index), crop, flip, rng, self.max_pixels)
