@@ -53,8 +53,10 @@ def _add_generate(sub):
     p.add_argument("--from", dest="from_image", metavar="IMAGE.png", help="regenerate a latentdiff PNG from its recorded parameters (other flags override)")
     p.add_argument("--allow-pickle", action="store_true", default=None, help="allow pickle (.bin/.ckpt) weights; still loaded with weights_only=True")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes on CPU; cached on disk)")
+    p.add_argument("--compile", nargs="?", const=True, default=None, metavar="MODE",
+                   help="torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes; cached on disk "
+                        "for later processes). MODE: auto (default: CUDA graphs on CUDA), default, reduce-overhead, "
+                        "max-autotune, max-autotune-no-cudagraphs, fp8 (CUDA, needs torchao)")
     add_image_flags(p)
     p.add_argument("--vae", metavar="DIR|FILE", help="decode with this VAE instead of the model's own (folder or .safetensors)")
     p.add_argument("--refiner", metavar="M", help="SDXL refiner model that finishes the denoising (SDXL base + refiner)")

@@ -61,6 +61,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
     for name in ("text_encoder", "text_encoder_2"):
         if name not in trained and getattr(c, name) is not None:
             getattr(c, name).to(acc.device, dtype)
+    if cfg.method == "lora":
+        frozen_in_compute_dtype(trained.values(), dtype)
+    from ..accel import prepare_unet_for_training
+
+    prepare_unet_for_training(c.unet, acc.device, cfg.compile)
     *modules, state.optimizer = acc.prepare(*trained.values(), state.optimizer)
     wrapped = dict(zip(trained, modules))
 
@@ -149,6 +154,18 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                 log.images([Image.open(p) for p in paths], cfg.validation_prompts or ["a photo"], done)
     finally:
         bar.close()
+
+
+def frozen_in_compute_dtype(modules, dtype: torch.dtype) -> None:
+    """LoRA: the frozen base weights in the compute dtype, as diffusers' LoRA scripts keep them, so
+    autocast does not cast every fp32 weight again on each forward (the LoRA weights stay fp32).
+    They are never saved (a LoRA checkpoint holds only the adapters) and resume re-reads them."""
+    if dtype == torch.float32:
+        return
+    for m in modules:
+        for p in m.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(dtype)
 
 
 def _resume(cfg, out, state: TrainState) -> None:
