@@ -12,6 +12,7 @@ from latentdiff.models import vae_dtype
 from latentdiff.sampling import denoise, make_scheduler
 
 from conftest import run_cli
+from test_finetune import cfg, dataset, max_diff, weights  # noqa: F401 (dataset: a fixture)
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -138,3 +139,15 @@ def test_lora_frozen_weights_take_the_compute_dtype():
     m.bias.requires_grad_(False)
     frozen_in_compute_dtype([m], torch.bfloat16)
     assert m.weight.dtype == torch.float32 and m.bias.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not __import__("latentdiff.runtime", fromlist=["cpu_bf16"]).cpu_bf16().runs,
+                    reason="torch cannot compute in bf16 on this CPU")
+def test_lora_in_bf16_resumes_exactly_with_frozen_weights_cast(dataset, tiny_sd1, tmp_path):
+    """The frozen base weights are re-read (and cast) on resume: the resumed run ends where a straight one does."""
+    from latentdiff.training.loop import finetune
+
+    finetune(cfg(dataset, tiny_sd1, tmp_path / "straight", mixed_precision="bf16"))
+    finetune(cfg(dataset, tiny_sd1, tmp_path / "resumed", mixed_precision="bf16", max_steps=2))
+    finetune(cfg(dataset, tiny_sd1, tmp_path / "resumed", mixed_precision="bf16", resume=True))
+    assert max_diff(weights(tmp_path / "straight"), weights(tmp_path / "resumed")) <= 1e-6
