@@ -316,8 +316,8 @@ class Pipeline:
         if torch.isfinite(pixels).all():
             return pixels
         if vae.dtype != torch.float32:
-            # force_upcast: the config said fp32 and vae_dtype tried fp16 anyway; it failed, so stay in fp32
-            keep = vae.config.get("force_upcast", False)
+            # fp16 despite force_upcast: vae_dtype tried it (CUDA) and it failed, so stay in fp32 from now on
+            keep = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
             warnings.warn(f"VAE decode in {DTYPE_NAMES.get(vae.dtype)} overflowed; redoing it in fp32"
                           + (" (and keeping this VAE in fp32, as its config asks)" if keep else ""), stacklevel=3)
             dtype = vae.dtype

@@ -140,7 +140,8 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if log and (done % cfg.log_every == 0 or done == cfg.max_steps):
                 rate = images / (time.perf_counter() - t0)
-                row = {"loss": loss_value, "lr": state.lr_schedule.get_last_lr()[0], "images_per_s": float(f"{rate:.6g}")}  # 6 digits: benchmarks derive step times
+                # 6 significant digits: benchmarks/finetune_cuda.py derives steady-state step times from it
+                row = {"loss": loss_value, "lr": state.lr_schedule.get_last_lr()[0], "images_per_s": float(f"{rate:.6g}")}
                 log.log(done, row, processes=acc.num_processes)
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
                 ckpt.require_finite([*named.items(), *(state.ema.shadow.items() if state.ema else [])], done)
