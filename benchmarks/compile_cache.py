@@ -46,7 +46,7 @@ def main(argv=None):
     base = [sys.executable, "-m", "latentdiff.cli"] + [
         "generate", "a red apple", "--model", str(model), "--steps", str(args.steps), "--width", str(size),
         "--height", str(size), "--dtype", args.dtype, "--device", args.device, "--seed", "0", "--quiet"]
-    compiled = base + ["--compile"] + ([] if args.mode == "auto" else [args.mode])
+    compiled = base + ["--compile-mode", args.mode]
 
     def run(name: str, cmd: list[str]) -> float:
         wall, peak, code, tail = common.run_child(cmd + ["--out", str(work / name)], env=env, cwd=str(common.REPO_ROOT))

@@ -34,7 +34,7 @@ def test_compile_values_and_modes():
 def test_fp8_without_torchao_is_one_clear_line(tiny_sd1, tmp_path):
     with pytest.raises(UsageError, match="needs torchao"):
         accel.compile_mode("fp8")
-    r = run_cli("generate", "a red apple", "--model", tiny_sd1, "--compile", "fp8", "--out", tmp_path, "--quiet")
+    r = run_cli("generate", "a red apple", "--model", tiny_sd1, "--compile-mode", "fp8", "--out", tmp_path, "--quiet")
     assert r.returncode == 2 and "needs torchao" in r.stderr and "Traceback" not in r.stderr
 
 
