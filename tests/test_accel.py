@@ -145,9 +145,13 @@ def test_lora_frozen_weights_take_the_compute_dtype():
                     reason="torch cannot compute in bf16 on this CPU")
 def test_lora_in_bf16_resumes_exactly_with_frozen_weights_cast(dataset, tiny_sd1, tmp_path):
     """The frozen base weights are re-read (and cast) on resume: the resumed run ends where a straight one does."""
+    from accelerate.state import AcceleratorState
+
     from latentdiff.training.loop import finetune
 
+    AcceleratorState._reset_state(True)  # an earlier in-process run fixed mixed_precision="no"
     finetune(cfg(dataset, tiny_sd1, tmp_path / "straight", mixed_precision="bf16"))
     finetune(cfg(dataset, tiny_sd1, tmp_path / "resumed", mixed_precision="bf16", max_steps=2))
     finetune(cfg(dataset, tiny_sd1, tmp_path / "resumed", mixed_precision="bf16", resume=True))
+    AcceleratorState._reset_state(True)
     assert max_diff(weights(tmp_path / "straight"), weights(tmp_path / "resumed")) <= 1e-6

@@ -8,6 +8,7 @@ as if the run had never stopped.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -123,9 +124,6 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                         context = source.context(idx, gen, size_ids)
                         loss = diffusion_loss(unet, noise_scheduler, latents, context, gen, cfg.snr_gamma, cfg.noise_offset,
                                               source.image_cond(idx, gen))
-                    if not torch.isfinite(loss):
-                        kept = f"; the last good checkpoint ({last_good.name}) is kept" if last_good else ""
-                        raise LatentDiffError(f"loss became {loss.item()} at step {step}{kept}; try a lower --lr")
                     acc.backward(loss)
                     if acc.sync_gradients:
                         acc.clip_grad_norm_(list(named.values()), 1.0)
@@ -133,8 +131,13 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                     optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.detach())
                 images += len(idx) * acc.num_processes
-            state.advance()
+            # The step's one host sync, after its work is queued (a check between forward and backward
+            # would stall a GPU each micro-step). A non-finite loss stops the run before anything is saved.
             loss_value = acc.reduce(torch.stack(losses).mean(), "mean").item()
+            if not math.isfinite(loss_value):
+                kept = f"; the last good checkpoint ({last_good.name}) is kept" if last_good else ""
+                raise LatentDiffError(f"loss became {loss_value} at step {step}{kept}; try a lower --lr")
+            state.advance()
             done = step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
