@@ -123,13 +123,18 @@ def small_model(ref: str | None, cache_dir: Path = CACHE_DIR) -> tuple[Path, str
     shipped = default_model_dir()
     if (shipped / "model_index.json").is_file():
         return shipped, "shipped-" + shipped.name
+    return tiny_model(cache_dir), "tiny-sd1"
+
+
+def tiny_model(cache_dir: Path = CACHE_DIR) -> Path:
+    """The tiny SD1 test model (latentdiff.testing), built once."""
 
     def build(tmp: Path):
         from latentdiff.testing import make_tiny_model
 
         make_tiny_model(tmp, "sd1")
 
-    return _build_once(cache_dir / "tiny-sd1", build), "tiny-sd1"
+    return _build_once(cache_dir / "tiny-sd1", build)
 
 
 def native_size(model: Path) -> int:

@@ -54,7 +54,11 @@ def _add_generate(sub):
     p.add_argument("--allow-pickle", action="store_true", default=None, help="allow pickle (.bin/.ckpt) weights; still loaded with weights_only=True")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
     p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes on CPU; cached on disk)")
+                   help="torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes; cached on disk "
+                        "for later processes); on CUDA with CUDA graphs")
+    p.add_argument("--compile-mode", metavar="MODE",
+                   help="implies --compile: auto (the default), default, reduce-overhead, max-autotune, "
+                        "max-autotune-no-cudagraphs, fp8 (CUDA, needs torchao)")
     add_image_flags(p)
     p.add_argument("--vae", metavar="DIR|FILE", help="decode with this VAE instead of the model's own (folder or .safetensors)")
     p.add_argument("--refiner", metavar="M", help="SDXL refiner model that finishes the denoising (SDXL base + refiner)")
@@ -87,7 +91,7 @@ def cmd_generate(args) -> int:
     flags = dict(model=args.model, out=args.out, steps=args.steps, guidance=args.guidance, negative=args.negative,
                  seed=seed, width=args.width, height=args.height, num_images=args.num_images,
                  scheduler=args.scheduler, device=args.device, dtype=args.dtype,
-                 allow_pickle=args.allow_pickle, quiet=args.quiet, compile=args.compile, refiner=args.refiner,
+                 allow_pickle=args.allow_pickle, quiet=args.quiet, compile=args.compile_mode or args.compile, refiner=args.refiner,
                  refiner_start=args.refiner_start, vae=args.vae, prompt_syntax=args.prompt_syntax,
                  clip_skip=args.clip_skip, loras=args.lora, embeddings=args.embedding)
     recorded_device = None

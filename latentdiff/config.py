@@ -40,8 +40,9 @@ class GenerateConfig:
     dtype: str = "auto"
     allow_pickle: bool = False
     quiet: bool = False
-    compile: bool = False
-    """torch.compile the UNet and VAE decoder (slow first call, faster steps)."""
+    compile: bool | str = False
+    """torch.compile the UNet and VAE decoder (slow first call, faster steps): True/"auto" or a
+    mode of accel.COMPILE_MODES (reduce-overhead = CUDA graphs, max-autotune, fp8 with torchao)."""
     image_options: dict = field(default_factory=dict)
     """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
     vae: str | None = None

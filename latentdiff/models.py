@@ -144,11 +144,16 @@ def build_module(cls, config, sd: dict, where):
     return fill(module, sd, where).eval().requires_grad_(False)
 
 
-def vae_dtype(dtype, vae_config):
-    """fp16 VAEs overflow in decode (black images); configs that know it ask for fp32."""
+def vae_dtype(dtype, vae_config, device=None):
+    """fp16 VAEs may overflow in decode (black images); configs that know it ask for fp32
+    (`force_upcast`, diffusers' default). On CUDA the VAE still runs in fp16 first (half the
+    memory traffic): Pipeline.decode's NaN guard redoes an overflowed decode in fp32 and then keeps
+    that VAE in fp32 (SDXL's VAE, for one, overflows every time)."""
     import torch
 
-    return torch.float32 if dtype == torch.float16 and vae_config.get("force_upcast", False) else dtype
+    upcast = dtype == torch.float16 and vae_config.get("force_upcast", False)
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    return torch.float32 if upcast and not on_cuda else dtype
 
 
 def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
@@ -160,7 +165,7 @@ def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu",
     unet = _build(UNet, _read_json(path / "unet" / "config.json", "unet"), path / "unet", allow_pickle, device, dtype,
                   channels_last)
     vae_config = _read_json(path / "vae" / "config.json", "vae")
-    vae = _build(VAE, vae_config, path / "vae", allow_pickle, device, vae_dtype(dtype, vae_config) if dtype else None,
+    vae = _build(VAE, vae_config, path / "vae", allow_pickle, device, vae_dtype(dtype, vae_config, device) if dtype else None,
                  channels_last)
     index = read_index(path)
     text = {}

@@ -106,6 +106,17 @@ def flag(label: Label, name: str, value) -> bool:
     return value
 
 
+def compile_value(label: Label, name: str, value):
+    """False/True, or a compile mode name (accel.COMPILE_MODES), normalised."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        _fail(label, name, "True, False or a compile mode name", value)
+    from .accel import compile_mode
+
+    return compile_mode(value)
+
+
 def choice(label: Label, name: str, value, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value.strip().lower() not in choices:
         raise UsageError(f"unknown {name} {_short(value)}; use {', '.join(choices)}")
@@ -209,7 +220,7 @@ FIELDS = {
     "dtype": lambda label, name, v: choice(label, name, v, DTYPE_NAMES),
     "allow_pickle": flag,
     "quiet": flag,
-    "compile": flag,
+    "compile": compile_value,
     "prompt_syntax": lambda label, name, v: prompt_syntax(label, v),
     # The model's layer count bounds it further when the model is loaded (conditioning.py).
     "clip_skip": _optional(lambda label, name, v: whole(label, name, v, 1, MAX_CLIP_SKIP)),

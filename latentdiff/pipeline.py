@@ -14,7 +14,7 @@ from .errors import LatentDiffError, UsageError
 from .image_output import a1111_line, to_pil
 from .resources import allocation_errors
 from .models import Components, save_components, vae_dtype, vae_scale_factor
-from .runtime import (DTYPE_NAMES, compile_for_inference, cpu_threads_for, prepack_cpu_weights, torch_threads,
+from .runtime import (DTYPE_NAMES, cpu_threads_for, prepack_cpu_weights, torch_threads,
                       use_channels_last, wants_channels_last, wants_prepacked_weights)
 from .conditioning import conditioning_for
 from .sampling import denoise, make_scheduler, refiner_start_index, steps_before
@@ -48,7 +48,7 @@ class Pipeline:
         c.unet.to(device=device, dtype=dtype)
         for te in c.text_encoders():
             te.to(device=device, dtype=dtype)
-        c.vae.to(device=device, dtype=vae_dtype(dtype, c.vae.config))
+        c.vae.to(device=device, dtype=vae_dtype(dtype, c.vae.config, device))
         self._threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
         if wants_channels_last(device, dtype):
             use_channels_last(c.unet, c.vae)
@@ -57,11 +57,11 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, model=None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-                        compile: bool = False, vae=None, loras=(), embeddings=()):
+                        compile: bool | str = False, vae=None, loras=(), embeddings=()):
         """Load a local diffusers-format directory, a single-file checkpoint (`.safetensors`,
         A1111 layout), a hub id, a LoRA folder written by `finetune --method lora`, or (None) the
         shipped default model; `vae` (a folder or file) replaces the model's VAE. `compile=True`
-        runs torch.compile on the UNet and VAE decoder (see `Pipeline.compile`). `loras`: LoRA files
+        (or a mode name, see `Pipeline.compile`) runs torch.compile on the UNet and VAE decoder. `loras`: LoRA files
         or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`; `embeddings`:
         textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name)."""
         from .loading import load
@@ -69,16 +69,20 @@ class Pipeline:
         m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings)
         pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path)
         pipe.addons, pipe.vae_ref = m.addons, m.vae_ref
-        return pipe.compile() if compile else pipe
+        return pipe.compile(compile) if compile else pipe
 
-    def compile(self) -> "Pipeline":
+    def compile(self, mode: bool | str = "auto") -> "Pipeline":
         """torch.compile the UNet and the VAE decoder in place. The first generation (and each
         new size or batch) compiles: minutes on a small CPU, cached on disk for later processes.
+        `mode`: auto (CUDA graphs on CUDA; on CPU inductor, weights frozen in bf16), default, reduce-overhead,
+        max-autotune, max-autotune-no-cudagraphs or fp8 (CUDA with torchao; see latentdiff/accel.py).
         Output stays within the parity tolerance of the eager path (benchmarks/generate_cpu.py
         --compile reports the pixel difference)."""
-        if not self.compiled:
-            compile_for_inference(self.components.unet, self.components.vae, self.device)
-            self.compiled = True
+        from .accel import compile_for_inference, compile_mode
+
+        mode = compile_mode(mode)
+        if not self.compiled and mode is not None:
+            self.compiled = compile_for_inference(self.components.unet, self.components.vae, self.device, mode)
         return self
 
     def save_pretrained(self, out, dtype: str | None = None) -> Path:
@@ -265,7 +269,7 @@ class Pipeline:
         negatives = [p["negative_prompt"]] * len(texts) if p["guidance"] != 1.0 else None
         cond, uncond = r.conditioning(texts, negatives, p["height"], p["width"], p["prompt_syntax"])
         sched = make_scheduler(r.components.scheduler_config, p["scheduler"])
-        sched.set_timesteps(p["steps"], device=r.device)
+        sched.set_timesteps(p["steps"])  # on the CPU: see sampling.denoise
         start = refiner_start_index(sched, self.refiner_start)
         return denoise(r.components.unet, sched, latents.to(r.device), cond, uncond, p["guidance"], gens,
                        r._progress(len(texts)), start=start)
@@ -277,7 +281,7 @@ class Pipeline:
         from .workflows.start import prepare
 
         sched = make_scheduler(self.components.scheduler_config, p["scheduler"])
-        sched.set_timesteps(steps, device=self.device)
+        sched.set_timesteps(steps)  # on the CPU: see sampling.denoise
         s = prepare(self, sched, seeds, steps, size, **start)
         # With a refiner, this model stops where the refiner takes over (and hands on its generators).
         end = steps_before(sched, self.refiner_start) if with_generators and self.refiner is not None else None
@@ -312,13 +316,17 @@ class Pipeline:
         if torch.isfinite(pixels).all():
             return pixels
         if vae.dtype != torch.float32:
-            warnings.warn(f"VAE decode in {DTYPE_NAMES.get(vae.dtype)} overflowed; redoing it in fp32", stacklevel=3)
+            # fp16 despite force_upcast: vae_dtype tried it (CUDA) and it failed, so stay in fp32 from now on
+            keep = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
+            warnings.warn(f"VAE decode in {DTYPE_NAMES.get(vae.dtype)} overflowed; redoing it in fp32"
+                          + (" (and keeping this VAE in fp32, as its config asks)" if keep else ""), stacklevel=3)
             dtype = vae.dtype
             vae.to(torch.float32)
             try:
                 pixels = run(z.float())
             finally:
-                vae.to(dtype)
+                if not keep:
+                    vae.to(dtype)
             if torch.isfinite(pixels).all():
                 return pixels
         raise LatentDiffError("the decoded image contains NaN/inf even in fp32; the model or latents are broken")

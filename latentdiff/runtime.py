@@ -161,7 +161,7 @@ def wants_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
     """channels_last (NHWC) lets oneDNN run convolutions without reordering activations. On this
     AMX CPU in bf16 it made the SD1.5 UNet ~13% and the VAE decoder ~2.5x faster; in fp32 it gained
     nothing on the UNet, so fp32 on CPU keeps the default layout (and exact parity). On CUDA it is
-    applied only together with torch.compile (see compile_for_inference), as diffusers advises.
+    applied only together with torch.compile (see accel.compile_for_inference), as diffusers advises.
     Where oneDNN has no bf16 kernels (AVX2-only CPUs) convolutions take ATen's plain path, for
     which the default layout is the tested one."""
     return wants_prepacked_weights(device, dtype)
@@ -175,30 +175,6 @@ def wants_prepacked_weights(device: torch.device, dtype: torch.dtype) -> bool:
 def use_channels_last(*modules) -> None:
     for m in modules:
         m.to(memory_format=torch.channels_last)
-
-
-def compile_for_inference(unet, vae, device: torch.device) -> None:
-    """torch.compile the UNet and the VAE decoder in place (state dict names are unchanged).
-
-    CPU: inductor with `freezing`, which folds the frozen weights into the graph and prepacks
-    them for oneDNN (about 1.8x on the SD1.5 UNet in bf16 here; the first call compiles for
-    minutes on 2 cores, later processes reuse the on-disk cache).
-    CUDA (NOT verified in this repository, no GPU was available): channels_last, fused QKV
-    projections where diffusers offers them, then default-mode inductor. The first call of each
-    new shape compiles.
-    """
-    import os
-
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "latentdiff", "inductor"))
-    options = {"freezing": True} if device.type == "cpu" else {}
-    unpack_cpu_weights(unet)
-    if device.type == "cuda":  # unverified here: no GPU was available (benchmarks/generate_cuda.py)
-        use_channels_last(unet, vae)
-        for m in (unet, vae):
-            if hasattr(m, "fuse_qkv_projections"):
-                m.fuse_qkv_projections()
-    unet.compile(options=options)
-    vae.decoder.compile(options=options)
 
 
 def _pack(m) -> bool:

@@ -100,6 +100,12 @@ def denoise(
     known region back). `end` stops early, so one model can hand its latents to another
     mid-way (SDXL's refiner). `callback(step, total, latents)` runs after each step; it
     may raise (e.g. `errors.Cancelled`) to stop the loop there.
+
+    No host sync per step (on a GPU the host queues steps ahead of the device): the scheduler's
+    timesteps and sigmas stay on the CPU (callers set them without a device), so its per-step
+    indexing and comparisons read host values; the UNet gets the timesteps copied to its device
+    once per run. (diffusers' own per-step syncs remain in a few schedulers: the ancestral ones
+    copy CPU-generated noise to the device, UniPC builds a small tensor on it.)
     """
     from .conditioning import as_embeddings
 
@@ -110,14 +116,16 @@ def denoise(
     concat, labels = image_cond.batch(use_cfg) if image_cond is not None else (None, None)
     extra = {} if labels is None else {"class_labels": labels}
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
-    total = len(scheduler.timesteps[start:end])
-    for i, t in enumerate(progress(scheduler.timesteps[start:end])):
+    timesteps = scheduler.timesteps[start:end]
+    unet_timesteps = timesteps.to(latents.device)
+    total = len(timesteps)
+    for i, t in enumerate(progress(timesteps)):
         x = torch.cat([latents, latents]) if use_cfg else latents
         x = scheduler.scale_model_input(x, t)
         if concat is not None:
             x = torch.cat([x, concat], dim=1)
         # Latents and scheduler arithmetic stay fp32; only the UNet runs in low precision.
-        eps = unet(x.to(dtype), t, encoder_hidden_states=context.hidden, added_cond_kwargs=added, **extra).sample.float()
+        eps = unet(x.to(dtype), unet_timesteps[i], encoder_hidden_states=context.hidden, added_cond_kwargs=added, **extra).sample.float()
         if use_cfg:
             eps_u, eps_c = eps.chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)

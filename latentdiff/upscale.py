@@ -94,7 +94,7 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
     use_cfg = guidance != 1.0
     cond, uncond = pipe.conditioning([prompt], [negative_prompt] if use_cfg else None, *pixels.shape[2:])
     sched = make_scheduler(c.scheduler_config, scheduler)
-    sched.set_timesteps(int(steps), device=pipe.device)
+    sched.set_timesteps(int(steps))  # on the CPU: see sampling.denoise
     low_sched = make_scheduler(settings["low_res_scheduler"])
     g = torch.Generator("cpu").manual_seed(seed)
     # The draws in diffusers' order: the low-res image's noise, then the latents'.

@@ -254,7 +254,7 @@ def test_compile_runs_once_per_loaded_model_and_stays(tiny_sd1, tmp_path, monkey
 
     compiled = []
 
-    def fake_compile(self):
+    def fake_compile(self, mode="auto"):
         compiled.append(id(self))
         self.compiled = True
         return self

@@ -18,7 +18,7 @@ class ServeConfig:
     models_dir: str | None = None  # other models a request may name, by folder name
     token: str | None = None
     insecure_no_auth: bool = False
-    compile: bool = False
+    compile: bool | str = False
     queue_size: int = 16  # jobs waiting (the running one not counted)
     out: str = "outputs"
     cors: str | None = None

@@ -68,6 +68,9 @@ class FinetuneConfig:
     """no, fp16 or bf16: the compute dtype; trainable weights always stay fp32."""
     gradient_checkpointing: bool = False
     """Trade compute for memory."""
+    compile: bool = False
+    """torch.compile the UNet's forward and backward (on CUDA also channels_last); the first steps
+    compile (minutes on a small CPU), later runs reuse the on-disk cache."""
     use_8bit_adam: bool = False
     """bitsandbytes 8-bit AdamW."""
     cache: bool = True

@@ -12,6 +12,7 @@ seldom call into each other (`python benchmarks/call_walk.py` follows a run and 
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -93,6 +94,11 @@ def _place(cfg: FinetuneConfig, acc, state: TrainState) -> tuple[dict, torch.dty
     for name in ("text_encoder", "text_encoder_2"):
         if name not in trained and getattr(c, name) is not None:
             getattr(c, name).to(acc.device, dtype)
+    if cfg.method == "lora":
+        frozen_in_compute_dtype(trained.values(), dtype)
+    from ..accel import prepare_unet_for_training
+
+    prepare_unet_for_training(c.unet, acc.device, cfg.compile)
     *modules, state.optimizer = acc.prepare(*trained.values(), state.optimizer)
     return dict(zip(trained, modules)), dtype
 
@@ -142,9 +148,6 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                         context = source.context(idx, gen, size_ids)
                         loss = diffusion_loss(unet, noise_scheduler, latents, context, gen, cfg.snr_gamma, cfg.noise_offset,
                                               source.image_cond(idx, gen))
-                    if not torch.isfinite(loss):
-                        kept = f"; the last good checkpoint ({last_good.name}) is kept" if last_good else ""
-                        raise LatentDiffError(f"loss became {loss.item()} at step {step}{kept}; try a lower --lr")
                     acc.backward(loss)
                     if acc.sync_gradients:
                         acc.clip_grad_norm_(list(named.values()), 1.0)
@@ -152,14 +155,20 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                     optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.detach())
                 images += len(idx) * acc.num_processes
-            state.advance()
+            # The step's one host sync, after its work is queued (a check between forward and backward
+            # would stall a GPU each micro-step). A non-finite loss stops the run before anything is saved.
             loss_value = acc.reduce(torch.stack(losses).mean(), "mean").item()
+            if not math.isfinite(loss_value):
+                kept = f"; the last good checkpoint ({last_good.name}) is kept" if last_good else ""
+                raise LatentDiffError(f"loss became {loss_value} at step {step}{kept}; try a lower --lr")
+            state.advance()
             done = step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if log and (done % cfg.log_every == 0 or done == cfg.max_steps):
                 rate = images / (time.perf_counter() - t0)
-                row = {"loss": loss_value, "lr": state.lr_schedule.get_last_lr()[0], "images_per_s": round(rate, 3)}
+                # 6 significant digits: benchmarks/finetune_cuda.py derives steady-state step times from it
+                row = {"loss": loss_value, "lr": state.lr_schedule.get_last_lr()[0], "images_per_s": float(f"{rate:.6g}")}
                 log.log(done, row, processes=acc.num_processes)
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
                 ckpt.require_finite([*named.items(), *(state.ema.shadow.items() if state.ema else [])], done)
@@ -183,6 +192,18 @@ def _check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
     if action == "resume":
         check_recipe(cfg, cfg.out)
     return Path(cfg.out), action
+
+
+def frozen_in_compute_dtype(modules, dtype: torch.dtype) -> None:
+    """LoRA: the frozen base weights in the compute dtype, as diffusers' LoRA scripts keep them, so
+    autocast does not cast every fp32 weight again on each forward (the LoRA weights stay fp32).
+    They are never saved (a LoRA checkpoint holds only the adapters) and resume re-reads them."""
+    if dtype == torch.float32:
+        return
+    for m in modules:
+        for p in m.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(dtype)
 
 
 def _resume(cfg, out, state: TrainState) -> None:

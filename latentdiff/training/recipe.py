@@ -22,7 +22,7 @@ RECIPE = "config.yaml"
 SAFE_ON_RESUME = frozenset({
     "out", "config", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "validate_every",
     "validation_prompts", "validation_steps", "eval_train_images", "num_threads", "report_to",
-    "allow_pickle", "follow_symlinks", "resume", "overwrite", "change_recipe",
+    "allow_pickle", "follow_symlinks", "resume", "overwrite", "change_recipe", "compile",
     "lora_format",  # the layout of the file written at the end, not what is trained
 })
 # Run switches, never part of the recipe.
