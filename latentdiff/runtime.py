@@ -115,14 +115,17 @@ def resolve_dtype(name: str, device: torch.device, model_pref: str | None = None
         name = model_pref if model_pref in DTYPES else "bf16"
         if name == "bf16" and not cpu_bf16().native:  # bf16 only pays (and was measured) on native bf16
             name = "fp32"
-    if device.type == "cpu" and DTYPES[name] == torch.bfloat16:
-        support = cpu_bf16()
-        if not support.runs:
-            notice("this CPU cannot compute in bf16 here; using fp32 instead")
-            return torch.float32
-        if not support.native:
-            notice(f"bf16 on this CPU: {support.describe()}")
+    if device.type == "cpu" and DTYPES[name] == torch.bfloat16 and not cpu_bf16().runs:
+        notice("this CPU cannot compute in bf16 here; using fp32 instead")
+        return torch.float32
+    note_cpu_bf16(device, DTYPES[name])
     return DTYPES[name]
+
+
+def note_cpu_bf16(device: torch.device, dtype: torch.dtype) -> None:
+    """Say, in one line, what bf16 costs on a CPU without bf16 arithmetic (generation and training)."""
+    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_bf16().native:
+        notice(f"bf16 on this CPU: {cpu_bf16().describe()}")
 
 
 # ---- speed settings for inference ------------------------------------------------------

@@ -11,6 +11,8 @@ from latentdiff import runtime
 from latentdiff.runtime import SMALL_UNET_PARAMS, CpuBf16, cpu_bf16, torch_threads
 from latentdiff.weights import parameter_count
 
+from test_finetune import dataset  # noqa: F401 (a fixture)
+
 # bf16 keeps 8 bits of mantissa; on the tiny model its 4-step images sit 47-53 dB from fp32
 # (measured over pndm/euler_a/dpm++2m/ddim and three seeds; max pixel difference 3-7/255).
 # 40 dB is visually identical; a broken cast or layout gives far less.
@@ -175,3 +177,27 @@ def test_probe_reports_failing_ops_as_unsupported(monkeypatch):
         raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert or avx512bw")
     monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse, raising=False)
     assert runtime._probe(runtime._probe_prepack) is False
+
+
+@needs_bf16
+@pytest.mark.parametrize("kind", [AVX2, AMX])
+def test_bf16_training_says_what_it_costs_on_this_cpu(cpu_kind, capsys, kind, dataset, tiny_sd1, tmp_path):
+    from latentdiff.training.loop import finetune
+    from test_finetune import cfg
+
+    cpu_kind(kind)
+    finetune(cfg(dataset, tiny_sd1, tmp_path / "run", mixed_precision="bf16", max_steps=1))
+    err = capsys.readouterr().err
+    assert err.count("latentdiff: bf16 on this CPU") == (0 if kind.native else 1)
+    assert kind.native or "plain bf16" in err and "slower than fp32" in err
+
+
+def test_finetune_runs_with_its_num_threads_and_restores_the_callers(monkeypatch, tmp_path):
+    from latentdiff.training import loop
+    from latentdiff.training.config import FinetuneConfig
+
+    seen = []
+    monkeypatch.setattr(loop, "_finetune", lambda c: seen.append(torch.get_num_threads()))
+    with torch_threads(2):
+        loop.finetune(FinetuneConfig(dataset=str(tmp_path), model="m", out=str(tmp_path / "o"), num_threads=1))
+        assert seen == [1] and torch.get_num_threads() == 2

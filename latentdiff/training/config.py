@@ -68,6 +68,9 @@ class FinetuneConfig:
     """no, fp16 or bf16: the compute dtype; trainable weights always stay fp32."""
     gradient_checkpointing: bool = False
     """Trade compute for memory."""
+    num_threads: int | None = None
+    """CPU threads for torch (None: torch's default, one per core). On a CPU shared with other
+    jobs 1 can be much faster than 2: a preempted thread stalls every parallel op."""
     compile: bool = False
     """torch.compile the UNet's forward and backward (on CUDA also channels_last); the first steps
     compile (minutes on a small CPU), later runs reuse the on-disk cache."""
@@ -121,6 +124,7 @@ class FinetuneConfig:
         check(0.0 <= self.caption_dropout < 1.0, f"--caption-dropout must be in [0, 1), got {self.caption_dropout}")
         check(self.validate_every >= 0 and self.warmup_steps >= 0, "--validate-every and --warmup-steps must be >= 0")
         check(self.validation_steps is None or self.validation_steps >= 1, "--validation-steps must be >= 1")
+        check(self.num_threads is None or self.num_threads >= 1, f"--num-threads must be >= 1, got {self.num_threads}")
         check(0 <= self.seed, f"--seed must be >= 0, got {self.seed}")
         check(self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be > 0")
         check(self.ema_decay is None or 0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)")

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LatentDiffError, UsageError
+from ..runtime import note_cpu_bf16, torch_threads
 from . import checkpoint as ckpt
 from . import trackers
 from .batches import BatchSource
@@ -35,12 +36,19 @@ from .state import TrainState, load_models, read_trainable, write_trainable
 
 def finetune(cfg: FinetuneConfig) -> Path:
     """Train per `cfg`; returns OUT, which then holds a model `generate --model OUT` can use."""
+    with torch_threads(cfg.num_threads):
+        return _finetune(cfg)
+
+
+def _finetune(cfg: FinetuneConfig) -> Path:
     from accelerate import Accelerator
 
     out, action = _check_out(cfg)
     trackers.require(cfg.report_to)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
+    if cfg.mixed_precision == "bf16" and not torch.cuda.is_available():
+        note_cpu_bf16(torch.device("cpu"), torch.bfloat16)
     # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       cpu=not torch.cuda.is_available())

@@ -216,11 +216,15 @@ def train_vae(cfg: VaeTrainConfig) -> dict:
 def _train_vae(cfg: VaeTrainConfig) -> dict:
     import torch
 
+    from latentdiff.runtime import note_cpu_bf16
+
     out = _prepare_out(cfg)
     train, heldout = _scan(cfg, out)
     print(f"train-vae: {len(train)} training and {len(heldout)} held-out images", file=sys.stderr)
     train_u8, heldout_u8 = load_images(train, cfg.resolution), load_images(heldout, cfg.resolution)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.mixed_precision == "bf16":
+        note_cpu_bf16(device, torch.bfloat16)
     vae = build_vae(cfg.vae, cfg.seed).to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = make_lr_schedule(opt, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)
