@@ -145,13 +145,21 @@ def test_lora_frozen_weights_take_the_compute_dtype():
                     reason="torch cannot compute in bf16 on this CPU")
 def test_lora_in_bf16_resumes_exactly_with_frozen_weights_cast(dataset, tiny_sd1, tmp_path):
     """The frozen base weights are re-read (and cast) on resume: the resumed run ends where a straight one does."""
-    from accelerate.state import AcceleratorState
-
     from latentdiff.training.loop import finetune
 
-    AcceleratorState._reset_state(True)  # an earlier in-process run fixed mixed_precision="no"
     finetune(cfg(dataset, tiny_sd1, tmp_path / "straight", mixed_precision="bf16"))
     finetune(cfg(dataset, tiny_sd1, tmp_path / "resumed", mixed_precision="bf16", max_steps=2))
     finetune(cfg(dataset, tiny_sd1, tmp_path / "resumed", mixed_precision="bf16", resume=True))
-    AcceleratorState._reset_state(True)
     assert max_diff(weights(tmp_path / "straight"), weights(tmp_path / "resumed")) <= 1e-6
+
+
+@pytest.mark.skipif(not __import__("latentdiff.runtime", fromlist=["cpu_bf16"]).cpu_bf16().runs,
+                    reason="torch cannot compute in bf16 on this CPU")
+def test_runs_in_one_process_may_change_precision(dataset, tiny_sd1, tmp_path):
+    """accelerate fixes the mixed precision per process; the Python API must not (a notebook's second run)."""
+    from latentdiff.training.loop import finetune
+
+    for i, precision in enumerate(["no", "bf16", "no"]):
+        out = finetune(cfg(dataset, tiny_sd1, tmp_path / str(i), mixed_precision=precision, max_steps=1,
+                           checkpoint_every=1))
+        assert __import__("yaml").safe_load((out / "config.yaml").read_text())["mixed_precision"] == precision

@@ -49,6 +49,7 @@ def _finetune(cfg: FinetuneConfig) -> Path:
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
     if cfg.mixed_precision == "bf16" and not torch.cuda.is_available():
         note_cpu_bf16(torch.device("cpu"), torch.bfloat16)
+    _release_precision(cfg.mixed_precision)
     # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       cpu=not torch.cuda.is_available())
@@ -190,6 +191,16 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                 log.images([Image.open(p) for p in paths], cfg.validation_prompts or ["a photo"], done)
     finally:
         bar.close()
+
+
+def _release_precision(mixed_precision: str) -> None:
+    """accelerate fixes the mixed precision once per process and refuses another with a ValueError, so
+    a second in-process run (the Python API, a notebook) in another precision would fail: forget the
+    earlier run's accelerator state (the process group, kept in PartialState, stays as it is)."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state()
 
 
 def _check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
