@@ -1,7 +1,7 @@
 """Tests for the Noto Color Emoji dataset builder (latentdiff/emoji.py).
 
 Parsing and the held-out split run anywhere. Rendering needs the Debian font package
-(see emoji.APT_COMMAND); without it those tests are skipped, so CI must install it.
+(see emoji_names.APT_COMMAND); without it those tests are skipped, so CI must install it.
 """
 
 import json
@@ -9,18 +9,18 @@ import json
 import pytest
 from PIL import Image
 
-from latentdiff import emoji
+from latentdiff import emoji, emoji_names
 from latentdiff.errors import UsageError
 
 from conftest import run_cli
 
-TONES = emoji.SKIN_TONES
+TONES = emoji_names.SKIN_TONES
 MOD = {"light skin tone": "1F3FB", "medium-light skin tone": "1F3FC", "medium skin tone": "1F3FD",
        "medium-dark skin tone": "1F3FE", "dark skin tone": "1F3FF"}
 
 needs_font = pytest.mark.skipif(
     not emoji.DEFAULT_FONT.is_file(),
-    reason=f"{emoji.DEFAULT_FONT} missing; install with `{emoji.APT_COMMAND}`")
+    reason=f"{emoji.DEFAULT_FONT} missing; install with `{emoji_names.APT_COMMAND}`")
 
 
 def line(codepoints, status, name):
@@ -68,7 +68,7 @@ def emoji_test(tmp_path):
 
 
 def test_parse_keeps_only_fully_qualified_lines_with_exact_names(emoji_test):
-    emojis = emoji.parse_emoji_test(emoji_test)
+    emojis = emoji_names.parse_emoji_test(emoji_test)
     names = [e.name for e in emojis]
     assert names[:3] == ["red apple", "flag: Chile", "waving hand"]
     assert "handshake: light skin tone, dark skin tone" in names
@@ -85,16 +85,16 @@ def test_parse_keeps_only_fully_qualified_lines_with_exact_names(emoji_test):
 
 
 def test_single_skin_tone_needs_exactly_one_tone_after_the_last_colon():
-    assert emoji.single_skin_tone("woman biking: dark skin tone") == ("woman biking",
+    assert emoji_names.single_skin_tone("woman biking: dark skin tone") == ("woman biking",
                                                                       "dark skin tone")
-    assert emoji.single_skin_tone("handshake: light skin tone, dark skin tone") is None
-    assert emoji.single_skin_tone("man: light skin tone, red hair") is None
-    assert emoji.single_skin_tone("light skin tone") is None
-    assert emoji.single_skin_tone("flag: Chile") is None
+    assert emoji_names.single_skin_tone("handshake: light skin tone, dark skin tone") is None
+    assert emoji_names.single_skin_tone("man: light skin tone, red hair") is None
+    assert emoji_names.single_skin_tone("light skin tone") is None
+    assert emoji_names.single_skin_tone("flag: Chile") is None
 
 
 def test_heldout_rotates_through_tones_per_base(emoji_test):
-    held = emoji.heldout_names(emoji.parse_emoji_test(emoji_test))
+    held = emoji_names.heldout_names(emoji_names.parse_emoji_test(emoji_test))
     assert held == {"waving hand: light skin tone", "thumbs up: medium-light skin tone",
                     "nose: medium-dark skin tone", "foot: dark skin tone",
                     "leg: light skin tone"}
@@ -104,12 +104,12 @@ def test_malformed_line_names_file_and_line(tmp_path):
     path = tmp_path / "emoji-test.txt"
     path.write_text("# group: X\n1F34E fully-qualified red apple\n", encoding="utf-8")
     with pytest.raises(UsageError, match=r"emoji-test.txt:2:"):
-        emoji.parse_emoji_test(path)
+        emoji_names.parse_emoji_test(path)
 
 
 def test_missing_inputs_say_how_to_install(tmp_path, emoji_test):
     with pytest.raises(UsageError, match="apt-get install -y fonts-noto-color-emoji"):
-        emoji.parse_emoji_test(tmp_path / "nope.txt")
+        emoji_names.parse_emoji_test(tmp_path / "nope.txt")
     with pytest.raises(UsageError, match="fonts-noto-color-emoji.*--font"):
         emoji.build_emoji_dataset(tmp_path / "out", emoji_test, tmp_path / "nope.ttf")
 
@@ -161,8 +161,8 @@ def test_build_writes_deterministic_imagefolder(tmp_path, emoji_test, capsys):
         "file_name": "images/0002.png", "text": "flag: Chile", "split": "train",
         "group": "Food & Drink", "subgroup": "food-fruit", "codepoints": "1F1E8 1F1F1",
         "alt_texts": ["flag: Chile, food-fruit", "flag: Chile, food & drink"]}
-    assert {r["text"] for r in records if r["split"] == "heldout"} == emoji.heldout_names(
-        emoji.parse_emoji_test(emoji_test))
+    assert {r["text"] for r in records if r["split"] == "heldout"} == emoji_names.heldout_names(
+        emoji_names.parse_emoji_test(emoji_test))
     readme = (tmp_path / "a/README.md").read_text()
     assert "SIL Open Font License 1.1" in readme and "Apache License 2.0" in readme
     with pytest.warns(UserWarning):
