@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import secrets
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 
 from . import model_checks, params
-from .errors import LatentDiffError, UsageError
+from .errors import UsageError
 from .image_output import a1111_line, to_pil
 from .resources import allocation_errors
 from .models import Components, save_components, vae_dtype, vae_scale_factor
-from .runtime import (DTYPE_NAMES, cpu_threads_for, prepack_cpu_weights, torch_threads,
+from .runtime import (cpu_threads_for, prepack_cpu_weights, torch_threads,
                       use_channels_last, wants_channels_last, wants_prepacked_weights)
 from .conditioning import conditioning_for
 from .sampling import denoise, make_scheduler, refiner_start_index, steps_before
@@ -300,36 +299,12 @@ class Pipeline:
         model = self if self.is_upscaler and upscaler is None else load_upscaler(self, upscaler)
         return upscale(model, image, prompt, negative_prompt, steps, guidance, noise_level, seed, scheduler, tile)
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor, tile: int | None = None) -> torch.Tensor:
         """Latents -> pixels in [-1, 1]; a non-finite result is redone in fp32, never returned.
-        `tile` (latent pixels): decode in blended windows (upscale.blend_windows) to bound memory."""
-        from .upscale import blend_windows
+        `tile` (latent pixels): decode in blended windows to bound memory (decoding.py)."""
+        from .decoding import decode_latents
 
-        vae = self.components.vae
-        z = latents / vae.config.scaling_factor
-
-        def run(z):  # in one piece (one window covers it all), or in blended windows of `tile`
-            return blend_windows(z, tile or max(z.shape[-2:]), lambda w: vae.decode(w).sample, self.scale_factor)
-
-        pixels = run(z.to(vae.dtype))
-        if torch.isfinite(pixels).all():
-            return pixels
-        if vae.dtype != torch.float32:
-            # fp16 despite force_upcast: vae_dtype tried it (CUDA) and it failed, so stay in fp32 from now on
-            keep = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
-            warnings.warn(f"VAE decode in {DTYPE_NAMES.get(vae.dtype)} overflowed; redoing it in fp32"
-                          + (" (and keeping this VAE in fp32, as its config asks)" if keep else ""), stacklevel=3)
-            dtype = vae.dtype
-            vae.to(torch.float32)
-            try:
-                pixels = run(z.float())
-            finally:
-                if not keep:
-                    vae.to(dtype)
-            if torch.isfinite(pixels).all():
-                return pixels
-        raise LatentDiffError("the decoded image contains NaN/inf even in fp32; the model or latents are broken")
+        return decode_latents(self.components.vae, latents, self.scale_factor, tile)
 
     def _record(self, p: dict, prompt: str, seed: int) -> dict:
         from .record import record
