@@ -163,3 +163,29 @@ def test_runs_in_one_process_may_change_precision(dataset, tiny_sd1, tmp_path):
         out = finetune(cfg(dataset, tiny_sd1, tmp_path / str(i), mixed_precision=precision, max_steps=1,
                            checkpoint_every=1))
         assert __import__("yaml").safe_load((out / "config.yaml").read_text())["mixed_precision"] == precision
+
+
+def test_cuda_graph_wrapper_hands_out_copies_of_the_pooled_output(monkeypatch):
+    """A CUDA graph's output lives in its pool and the next replay overwrites it; schedulers keep
+    earlier predictions, so each call must start a graph step and return a copy (simulated on the CPU)."""
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+    class Doubler(torch.nn.Module):
+        def forward(self, x):
+            return UNet2DConditionOutput(sample=2 * x)
+
+    pool, marks = torch.zeros(3), []
+
+    def fake_compile(fn, options=None):
+        def replay(x):
+            pool.copy_(fn(x).sample)
+            return UNet2DConditionOutput(sample=pool)
+        return replay
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    unet = Doubler()
+    accel._compile_with_cuda_graphs(unet, {"triton.cudagraphs": True})
+    first = unet(torch.ones(3)).sample
+    second = unet(torch.full((3,), 5.0)).sample
+    assert first.tolist() == [2.0] * 3 and second.tolist() == [10.0] * 3 and len(marks) == 2
