@@ -60,6 +60,10 @@ def add_eval_emoji(sub):
                    help="generation seeds; results are given per seed and averaged (default %(default)s)")
     p.add_argument("--out", help="also write the results as JSON to this file")
     p.add_argument("--grid", metavar="PNG", help="also write a grid of sample images (the README's picture)")
+    p.add_argument("--cascade", metavar="DIR",
+                   help="instead: score the cascade's upscaler on the held-out names against DIR, the same names "
+                        "rendered at the cascade's size (build-emoji --size 128): PSNR/SSIM vs bicubic, top-1")
+    p.add_argument("--upscaler", metavar="MODEL", help="with --cascade: this upscaler (default: the model's own)")
     p.set_defaults(func=lambda a: _run_eval(a))
 
 
@@ -74,7 +78,14 @@ def _run_eval(args) -> int:
         raise UsageError(f"--seeds takes whole numbers separated by commas, got {args.seeds!r}") from None
     if not seeds or min(seeds) < 0:
         raise UsageError(f"--seeds takes seeds >= 0, got {args.seeds!r}")
-    run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out, args.grid, seeds)
+    if args.upscaler and not args.cascade:
+        raise UsageError("--upscaler goes with --cascade DIR")
+    if args.cascade:
+        from .cascade_eval import run_cascade
+
+        run_cascade(args.dataset, args.cascade, args.model, args.upscaler, args.steps, args.guidance, seeds, args.out)
+    else:
+        run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out, args.grid, seeds)
     return 0
 
 

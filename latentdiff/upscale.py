@@ -38,17 +38,26 @@ def with_model_upscaler(pipe, opts):
     names as "upscaler" (inside the model folder), unless the call named one or said upscale=False."""
     import dataclasses
 
+    if opts.upscaler or not opts.upscale:
+        return opts
+    path = model_upscaler(pipe)
+    return opts if path is None else dataclasses.replace(opts, upscaler=path)
+
+
+def model_upscaler(pipe) -> str | None:
+    """The folder of the model's own upscaler (latentdiff.json's "upscaler", inside the model folder),
+    or None where it names none."""
     from .model_checks import confined
 
     name = pipe.components.defaults.get("upscaler")
-    if not name or opts.upscaler or not opts.upscale or pipe.model_dir is None:
-        return opts
+    if not name or pipe.model_dir is None:
+        return None
     folder = Path(pipe.model_dir)
     path = confined(folder, name, f"{folder / 'latentdiff.json'} (upscaler)")
     if not path.is_dir():
         raise ModelError(f"{folder / 'latentdiff.json'} names the upscaler {name!r}, but {path} is not a folder; "
                          "pass --no-upscale to generate without it")
-    return dataclasses.replace(opts, upscaler=str(path.resolve()))
+    return str(path.resolve())
 
 
 def load_upscaler(pipe, ref):
