@@ -74,10 +74,6 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         return {"pixel_values": pixels, "size_ids": self.size_ids(index, placement),
                 "caption": self.records[index].caption, "index": index}
 
-    def load(self, index: int) -> torch.Tensor:
-        """The image without augmentation (center crop, no flip)."""
-        return self._pixels(index, "center", False, None)[0]
-
     def unaugmented(self, batch: int = 32):
         """Every image without augmentation, for caching its latents: batches of pixels (b, 3, H, W)
         with each image's `size_ids` as it is and mirrored, [(6,), (6,)]; in index order, one image
