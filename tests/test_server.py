@@ -273,3 +273,34 @@ def test_compile_runs_once_per_loaded_model_and_stays(tiny_sd1, tmp_path, monkey
         assert len(compiled) == 1 and server.pool.peek(server.pool.resolve(None)[0]).compiled
     finally:
         server.queue.stop(timeout=5)
+
+
+def test_models_dir_links_follow_one_rule_in_listing_and_use(tmp_path, caplog):
+    """A link that stays inside --models-dir is listed and usable; one leading out is neither
+    (GET /v1/models used to list a linked LoRA folder that requests then refused)."""
+    from latentdiff.errors import UsageError
+    from latentdiff.server.app import Server
+    from latentdiff.server.config import ServeConfig
+    from latentdiff.server.models import ModelPool
+
+    models, outside = tmp_path / "models", tmp_path / "elsewhere"
+    (models / "runs" / "cat-lora").mkdir(parents=True)
+    (models / "runs" / "cat-lora" / "latentdiff.json").write_text('{"lora": "cat.safetensors"}')
+    (models / "plain").mkdir()
+    (models / "plain" / "model_index.json").write_text("{}")
+    outside.mkdir()
+    (outside / "model_index.json").write_text("{}")
+    (models / "cat").symlink_to(models / "runs" / "cat-lora")
+    (models / "far").symlink_to(outside)
+    pool = ModelPool(None, str(models), load=lambda ref: None, budget_bytes=1)
+    listed = {m["name"]: m["kind"] for m in pool.available() if not m["default"]}
+    assert listed == {"cat": "lora", "plain": "model"}
+    for name in listed:
+        assert pool.resolve(name)[1] == str((models / name).resolve())
+    with pytest.raises(UsageError, match="link leading outside --models-dir"):
+        pool.resolve("far")
+    assert pool.links_outside() == ["far"]
+    with caplog.at_level("WARNING", logger="latentdiff.server"):
+        server = Server(ServeConfig(out=str(tmp_path / "out"), models_dir=str(models)), load=lambda ref: None)
+        server.queue.stop(timeout=5)
+    assert "not serving far" in caplog.text
