@@ -97,12 +97,36 @@ def _img2img_params(body: Img2ImgRequest) -> tuple[dict, dict]:
 async def _run(server, body: Txt2ImgRequest, params: dict, inputs: dict | None = None) -> Job:
     """Queue the job and wait for it (A1111 answers with the images); 400 when the request's own
     input fails it, 500 otherwise."""
-    job = server.submit(Job(params=params, inputs=inputs or {}, model=_model(server, body), source="a1111"))
+    model = _model(server, body)
+    params["prompt"] = _without_own_lora_tag(server, model, params["prompt"])
+    job = server.submit(Job(params=params, inputs=inputs or {}, model=model, source="a1111"))
     while not job.terminal:
         await asyncio.sleep(0.05)
     if job.state == "failed":
         raise HTTPException(400 if job.client_error else 500, job.error)
     return job
+
+
+def _without_own_lora_tag(server, model: str | None, prompt: str) -> str:
+    """A1111 applies `<lora:NAME:SCALE>` tags in prompts; here a LoRA is a model of its own. The tag
+    our infotext writes for the requested LoRA model (scale 1) is dropped as done; any other is a 400."""
+    from pathlib import Path
+
+    from ..formats.lora import LoraSpec
+    from ..infotext import NETWORK_TAG
+    from ..lora import is_lora_folder
+
+    tags = NETWORK_TAG.findall(prompt)
+    if not tags:
+        return prompt
+    _, ref = server.pool.resolve(model)
+    own = LoraSpec(Path(ref)).name if ref and Path(ref).is_dir() and is_lora_folder(Path(ref)) else None
+    for kind, name, scale in tags:
+        if kind != "lora" or name != own or scale.strip() not in ("", "1", "1.0"):
+            raise UsageError(f"prompt tag <{kind}:{name}{':' + scale if scale else ''}>: tags are not applied here; "
+                             "a LoRA folder of --models-dir is a model of its own (choose it with "
+                             "sd_model_checkpoint, GET /sdapi/v1/sd-models lists them), at scale 1")
+    return NETWORK_TAG.sub("", prompt).strip()
 
 
 def _model(server, body: Txt2ImgRequest) -> str | None:
