@@ -77,7 +77,7 @@ def _hires_fields(p: dict) -> dict:
     if not p.get("hires"):
         return {"Denoising strength": p.get("strength")}
     upscaler = p.get("hires_upscaler") or "latent"
-    return {"Denoising strength": p.get("hires_strength"), "Hires upscale": p["hires"],
+    return {"Denoising strength": p.get("hires_strength"), "Hires upscale": f"{p['hires']:g}",
             "Hires steps": p.get("hires_steps"),
             "Hires upscaler": {"latent": "Latent", "lanczos": "Lanczos"}.get(upscaler, _model_name(upscaler))}
 
