@@ -151,7 +151,8 @@ def params_from_a1111(text: str) -> tuple[dict, list[str]]:
     if tags:
         params["prompt"] = NETWORK_TAG.sub("", prompt).strip()
         notes.append("removed from the prompt: " + ", ".join(f"<{k}:{n}>" for k, n, _ in tags)
-                     + "; pass the files with --lora " + " --lora ".join(f"{n}.safetensors:{w or 1}" for _, n, w in tags))
+                     + "; pass the files with --lora "
+                     + " --lora ".join(f"{n}.safetensors:{w or 1}" for _, n, w in tags))
     if f.get("Model"):
         notes.append(f"it used model {f['Model']!r} (hash {f.get('Model hash', '?')}); pass --model to choose one")
     return params, notes

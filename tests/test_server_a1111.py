@@ -120,9 +120,11 @@ def test_enable_hr_maps_to_the_hires_fix(api):
                     denoising_strength=0.6, **base)
     meta = json.loads(r.images[0].info["latentdiff"])
     assert r.images[0].size == (64, 64) and (meta["width"], meta["height"]) == (32, 32)
-    assert (meta["hires"], meta["hires_upscaler"], meta["hires_steps"], meta["hires_strength"]) == (2, "lanczos", 1, 0.6)
+    hires = (meta["hires"], meta["hires_upscaler"], meta["hires_steps"], meta["hires_strength"])
+    assert hires == (2, "lanczos", 1, 0.6)
     assert r.info["denoising_strength"] == 0.6 and r.info["extra_generation_params"]["Hires upscaler"] == "Lanczos"
-    assert "Denoising strength: 0.6, Hires upscale: 2, Hires steps: 1, Hires upscaler: Lanczos" in r.info["infotexts"][0]
+    hires_fields = "Denoising strength: 0.6, Hires upscale: 2, Hires steps: 1, Hires upscaler: Lanczos"
+    assert hires_fields in r.info["infotexts"][0]
     plain = api.txt2img(**base).images[0]
     assert plain.size == (32, 32)
     # hr_resize_x alone: the scale that reaches it; "Latent" (bilinear on the latents) is ours

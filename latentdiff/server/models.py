@@ -93,7 +93,8 @@ class ModelPool:
         if self.models_dir is not None:
             for entry in sorted(p for p in self.models_dir.iterdir() if _NAME.match(p.name)):
                 d = self._folder(entry)
-                kind = None if d is None else "model" if (d / "model_index.json").is_file() else "lora" if _is_lora(d) else None
+                kind = None if d is None else "model" if (d / "model_index.json").is_file() else (
+                    "lora" if _is_lora(d) else None)
                 if kind and entry.name != self.default_name:
                     out.append({"name": entry.name, "kind": kind, "default": False, "loaded": entry.name in loaded})
         return out
