@@ -23,7 +23,7 @@ _BY_A1111 = {v.lower(): k for k, v in A1111_SAMPLERS.items()}
 _SCHEDULE_SUFFIX = {"karras": " Karras", "automatic": "", "": ""}
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
-_NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):([^:>]+)(?::[^>]*)?>")
+NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):([^:>]+)(?::([^>]*))?>")
 
 
 def scheduler_key(name: str) -> str | None:
@@ -65,21 +65,40 @@ def _model_name(ref) -> str | None:
     return path.stem if path.suffix in (".safetensors", ".ckpt", ".pt", ".bin") else path.name
 
 
+def _lora_tags(prompt: str, loras: list[dict]) -> str:
+    """The prompt as A1111 writes it: each LoRA as a `<lora:NAME:SCALE>` tag (NAME: its file's stem,
+    what A1111 calls it in models/Lora), so A1111 applies it with its scale when it reads the line."""
+    tags = [f"<lora:{x['name']}:{x['scale']:g}>" for x in loras if f"<lora:{x['name']}:" not in prompt]
+    return " ".join([prompt, *tags]) if tags else prompt
+
+
+def _hires_fields(p: dict) -> dict:
+    """A1111's names for img2img's strength and the hires fix settings."""
+    if not p.get("hires"):
+        return {"Denoising strength": p.get("strength")}
+    upscaler = p.get("hires_upscaler") or "latent"
+    return {"Denoising strength": p.get("hires_strength"), "Hires upscale": f"{p['hires']:g}",
+            "Hires steps": p.get("hires_steps"),
+            "Hires upscaler": {"latent": "Latent", "lanczos": "Lanczos"}.get(upscaler, _model_name(upscaler))}
+
+
 def format_infotext(p: dict) -> str:
-    """The A1111-style line for a latentdiff image's recorded parameters."""
+    """The A1111-style line for a latentdiff image's recorded parameters. A LoRA folder loaded as
+    the model (`model_lora`) is written as A1111 would see it: the base model plus the LoRA."""
     neg = f"\nNegative prompt: {p['negative_prompt']}" if p.get("negative_prompt") else ""
+    loras = ([p["model_lora"]] if p.get("model_lora") else []) + list(p.get("loras") or [])
     fields = {
         "Steps": p["steps"],
         "Sampler": p.get("sampler") or sampler_name(p.get("scheduler"), {"_class_name": p.get("scheduler_class")}),
         "CFG scale": p["guidance"], "Seed": p["seed"], "Size": f"{p['width']}x{p['height']}",
-        "Model hash": p.get("model_hash"), "Model": _model_name(p.get("model")),
-        "VAE": p.get("vae"),
+        "Model hash": p.get("model_hash"), "Model": _model_name(p.get("base_model") or p.get("model")),
+        "VAE": p.get("vae"), **_hires_fields(p),
         "Clip skip": p.get("clip_skip") if (p.get("clip_skip") or 1) > 1 else None,
-        "Lora hashes": ", ".join(f"{x['name']}: {x['hash']}" for x in p.get("loras") or []) or None,
+        "Lora hashes": ", ".join(f"{x['name']}: {x['hash']}" for x in loras) or None,
         "TI hashes": ", ".join(f"{x['token']}: {x['hash']}" for x in p.get("embeddings") or []) or None,
     }
     line = ", ".join(f"{k}: {quote(v)}" for k, v in fields.items() if v is not None)
-    return f"{p['prompt']}{neg}\n{line}"
+    return f"{_lora_tags(p['prompt'], loras)}{neg}\n{line}"
 
 
 def parse_infotext(text: str) -> tuple[str, str, dict]:
@@ -128,11 +147,12 @@ def params_from_a1111(text: str) -> tuple[dict, list[str]]:
         params["scheduler"] = scheduler_key(name)
         if params["scheduler"] is None:
             notes.append(f"A1111 sampler {name!r} has no equivalent here; using the model's own scheduler")
-    tags = _NETWORK_TAG.findall(prompt)
+    tags = NETWORK_TAG.findall(prompt)
     if tags:
-        params["prompt"] = _NETWORK_TAG.sub("", prompt).strip()
-        notes.append("removed from the prompt: " + ", ".join(f"<{k}:{n}>" for k, n in tags)
-                     + "; pass the files with --lora FILE:SCALE")
+        params["prompt"] = NETWORK_TAG.sub("", prompt).strip()
+        notes.append("removed from the prompt: " + ", ".join(f"<{k}:{n}>" for k, n, _ in tags)
+                     + "; pass the files with --lora "
+                     + " --lora ".join(f"{n}.safetensors:{w or 1}" for _, n, w in tags))
     if f.get("Model"):
         notes.append(f"it used model {f['Model']!r} (hash {f.get('Model hash', '?')}); pass --model to choose one")
     return params, notes

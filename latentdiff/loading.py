@@ -51,6 +51,12 @@ def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings) ->
 
         comps.vae = load_vae_ref(vae, comps.vae.config, allow_pickle)
     added = addons.apply(comps, lora_specs, embedding_specs, allow_pickle)
+    from .lora import is_lora_folder
+
+    if local is not None and local.is_dir() and is_lora_folder(local):
+        from .formats.lora import LoraSpec, describe
+
+        added.model_lora = describe(LoraSpec(local))
     ref = str(local.resolve()) if local is not None and local.exists() else model
     vae_ref = None if vae is None else str(Path(vae).expanduser().resolve())
     return Loaded(comps, dev, target, ref, path, added, vae_ref)

@@ -64,12 +64,17 @@ def base_record(base_model: str | None, out: Path) -> dict:
             "base_model_hash": model_hash(local)}
 
 
+def is_lora_folder(path: Path) -> bool:
+    """A LoRA run's folder: latentdiff.json beside the LoRA weights it names."""
+    return (path / "latentdiff.json").is_file() and lora_file(path).is_file()
+
+
 def lora_base(path: Path) -> str | None:
     """The base model a LoRA folder was trained on (a local path, a hub id, or "default" for the
     shipped model), or None when `path` is no LoRA folder."""
-    meta = path / "latentdiff.json"
-    if not meta.is_file() or not lora_file(path).is_file():
+    if not is_lora_folder(path):
         return None
+    meta = path / "latentdiff.json"
     from .model_checks import check_defaults, read_json_object
 
     info = check_defaults(read_json_object(meta, "LoRA"), meta)

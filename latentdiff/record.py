@@ -18,8 +18,15 @@ def record(pipe, p: dict, prompt: str, seed: int) -> dict:
         "sampler": sampler_name(p["scheduler"], pipe.components.scheduler_config), "width": p["width"],
         "height": p["height"], "model": pipe.model_ref, "model_hash": pipe.model_hash, **_refiner(pipe),
         **({"vae": pipe.vae_ref} if pipe.vae_ref else {}), "dtype": DTYPE_NAMES.get(pipe.dtype),
-        "device": str(pipe.device), "versions": versions(),
+        "device": str(pipe.device), "versions": versions(), **_model_lora(pipe),
     }
+
+
+def _model_lora(pipe) -> dict:
+    """A LoRA folder given as the model: the LoRA, and the base it was merged into (the A1111
+    line names the base as the model and the LoRA with its scale)."""
+    lora = getattr(pipe.addons, "model_lora", None)
+    return {} if lora is None else {"model_lora": lora, "base_model": str(pipe.model_dir)}
 
 
 def _refiner(pipe) -> dict:

@@ -9,7 +9,7 @@ from PIL import Image
 from latentdiff import UsageError
 from latentdiff.cli import main
 from latentdiff.sampling import make_scheduler
-from latentdiff.workflows.source import soft_mask
+from latentdiff.workflows.source import crop_box, soft_mask
 
 from test_img2img import noise_image
 from test_parity import max_pixel_diff, paired
@@ -114,6 +114,24 @@ def test_masked_area_mode_works_at_full_size(pipes):
     crop = ours("x", image=init, mask=mask, mask_blur=0, inpaint_area="masked", padding=4, steps=3, seed=1)[0]
     assert crop.info["latentdiff"]["inpaint_area"] == "masked" and crop.info["latentdiff"]["padding"] == 4
     assert max_pixel_diff([full], [crop]) > 10
+
+
+@pytest.mark.parametrize("blur", [2, 6])
+def test_masked_area_crop_holds_the_whole_blurred_mask_at_padding_0(pipes, blur):
+    """A1111's API default padding is 0: the crop box must still hold every pixel the blurred
+    mask touches, else the pasted crop ends in a square seam where the alpha is still > 0."""
+    ours, _ = pipes["ordinary"]
+    init, mask = noise_image(seed=2), box_mask(box=(24, 20, 40, 36))
+    alpha = np.asarray(soft_mask(mask, blur))
+    x1, y1, x2, y2 = crop_box(mask, init.size, 0, blur)
+    in_box = np.zeros(alpha.shape, bool)
+    in_box[y1:y2, x1:x2] = True
+    assert (alpha[~in_box] == 0).all() and ((alpha > 0) & (alpha < 255)).any()
+    assert (x2 - x1, y2 - y1) != (16, 16), "the box is not the unblurred mask's"
+    out = np.asarray(ours("x", image=init, mask=mask, mask_blur=blur, inpaint_area="masked", padding=0, steps=3,
+                          seed=1)[0])
+    assert np.array_equal(out[~in_box], np.asarray(init)[~in_box])
+    assert np.abs(out.astype(int) - np.asarray(init, dtype=int))[alpha > 128].mean() > 10
 
 
 def test_outpaint_grows_the_canvas_and_keeps_the_original(pipes):

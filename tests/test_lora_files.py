@@ -168,3 +168,28 @@ def test_a_lora_folder_finds_its_base_after_both_move(tiny_sd1, tmp_path):
     alone = shutil.move(str(moved / "runs" / "style"), tmp_path / "style")
     with pytest.raises(ModelError, match=r"is not at .*; pass it yourself: --model BASE --lora"):
         load(str(alone))
+
+
+def test_lora_scale_is_in_the_a1111_line_and_read_back(tiny_sd1, tmp_path):
+    """As A1111 writes it: the LoRA as a `<lora:NAME:SCALE>` tag in the prompt and in "Lora hashes";
+    a LoRA run folder loaded as the model is the base model plus its LoRA."""
+    from latentdiff.fingerprint import short_hash
+    from latentdiff.infotext import params_from_a1111, parse_infotext
+    from latentdiff.lora import base_record
+
+    f = kohya_file(tmp_path / "my style.safetensors")
+    line = load(tiny_sd1, f"{f}:0.8")("a cat", steps=1)[0].info["parameters"]
+    prompt, _, fields = parse_infotext(line)
+    assert prompt == "a cat <lora:my style:0.8>" and fields["Lora hashes"] == f"my style: {short_hash(f)}"
+    params, notes = params_from_a1111(line)
+    assert params["prompt"] == "a cat" and any("--lora my style.safetensors:0.8" in n for n in notes)
+
+    run = tmp_path / "runs" / "catstyle"
+    run.mkdir(parents=True)
+    shutil.copy(f, run / "catstyle.safetensors")
+    (run / "latentdiff.json").write_text(__import__("json").dumps({"lora": "catstyle.safetensors",
+                                                                  **base_record(str(tiny_sd1), run)}))
+    image = load(str(run))("a cat", steps=1)[0]
+    prompt, _, fields = parse_infotext(image.info["parameters"])
+    assert prompt == "a cat <lora:catstyle:1>" and fields["Model"] == tiny_sd1.name
+    assert fields["Lora hashes"].startswith("catstyle: ") and image.info["latentdiff"]["model"] == str(run)

@@ -45,6 +45,40 @@ def _long_job(served, **kw):
     return job
 
 
+def test_cancel_stops_within_the_running_step(pipe_sd1, tmp_path):
+    """A cancel that arrives mid-step stops before the UNet's next block: the rest of the step
+    (here made slow by a hook) never runs. Before, the whole step ran first."""
+    from latentdiff.errors import Cancelled
+    from latentdiff.server.executor import make_runner
+    from latentdiff.server.jobs import Job
+
+    unet = pipe_sd1.components.unet
+    job = Job(params=dict(prompt="x", negative_prompt="", steps=3, guidance=3.0, width=32, height=32, seed=0,
+                          num_images=1, scheduler=None))
+    ran_after, cancelled_at = [], []
+
+    def interrupt_arrives(module, args, output):
+        cancelled_at.append(time.monotonic())
+        job.cancel.set()
+
+    def slow_rest_of_step(module, args, output):
+        ran_after.append(1)
+        time.sleep(2.0)
+
+    hooks = [unet.up_blocks[0].register_forward_hook(interrupt_arrives),
+             unet.up_blocks[1].register_forward_hook(slow_rest_of_step)]
+    pool = type("Pool", (), {"get": staticmethod(lambda name: pipe_sd1)})()
+    try:
+        with pytest.raises(Cancelled):
+            make_runner(pool, tmp_path)(job)
+        stopped = time.monotonic() - cancelled_at[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    assert ran_after == [] and stopped < 1.0 and job.step == 0 and job.images == []
+    assert not any(b._forward_pre_hooks for b in [*unet.down_blocks, unet.mid_block, *unet.up_blocks])
+
+
 def test_health_models_and_openapi(served):
     health = served.request("GET", "/v1/health", auth=False).json()
     assert health["status"] == "ok" and health["queue"]["size"] == 2
@@ -98,7 +132,7 @@ def test_events_stream_progress_previews_and_images(served):
 def test_cancel_stops_the_running_job_at_a_step(served):
     job = _long_job(served)
     r = served.request("DELETE", f"/v1/jobs/{job['id']}")
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.json()["stops"] == "before the UNet's next block"
     final = served.wait_job(job["id"], timeout=60)
     assert final["state"] == "cancelled" and final["images"] == []
     assert final["step"] < final["total_steps"]
@@ -273,3 +307,34 @@ def test_compile_runs_once_per_loaded_model_and_stays(tiny_sd1, tmp_path, monkey
         assert len(compiled) == 1 and server.pool.peek(server.pool.resolve(None)[0]).compiled
     finally:
         server.queue.stop(timeout=5)
+
+
+def test_models_dir_links_follow_one_rule_in_listing_and_use(tmp_path, caplog):
+    """A link that stays inside --models-dir is listed and usable; one leading out is neither
+    (GET /v1/models used to list a linked LoRA folder that requests then refused)."""
+    from latentdiff.errors import UsageError
+    from latentdiff.server.app import Server
+    from latentdiff.server.config import ServeConfig
+    from latentdiff.server.models import ModelPool
+
+    models, outside = tmp_path / "models", tmp_path / "elsewhere"
+    (models / "runs" / "cat-lora").mkdir(parents=True)
+    (models / "runs" / "cat-lora" / "latentdiff.json").write_text('{"lora": "cat.safetensors"}')
+    (models / "plain").mkdir()
+    (models / "plain" / "model_index.json").write_text("{}")
+    outside.mkdir()
+    (outside / "model_index.json").write_text("{}")
+    (models / "cat").symlink_to(models / "runs" / "cat-lora")
+    (models / "far").symlink_to(outside)
+    pool = ModelPool(None, str(models), load=lambda ref: None, budget_bytes=1)
+    listed = {m["name"]: m["kind"] for m in pool.available() if not m["default"]}
+    assert listed == {"cat": "lora", "plain": "model"}
+    for name in listed:
+        assert pool.resolve(name)[1] == str((models / name).resolve())
+    with pytest.raises(UsageError, match="link leading outside --models-dir"):
+        pool.resolve("far")
+    assert pool.links_outside() == ["far"]
+    with caplog.at_level("WARNING", logger="latentdiff.server"):
+        server = Server(ServeConfig(out=str(tmp_path / "out"), models_dir=str(models)), load=lambda ref: None)
+        server.queue.stop(timeout=5)
+    assert "not serving far" in caplog.text

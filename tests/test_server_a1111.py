@@ -23,7 +23,7 @@ def api(served):
 
 def test_txt2img_shapes_and_pixels_match_our_api(api, served):
     r = api.txt2img(prompt="red apple", negative_prompt="blur", seed=7, cfg_scale=3.0, sampler_name="DDIM",
-                    batch_size=2, **SMALL)
+                    eta=0, batch_size=2, **SMALL)  # webuiapi sends eta 1 by default: A1111's DDIM would honour it
     assert len(r.images) == 2 and r.images[0].size == (32, 32)
     assert r.info["all_seeds"] == [7, 8] and r.info["sd_model_name"] == "tiny-a"
     assert r.info["infotexts"][0].startswith("red apple\nNegative prompt: blur\nSteps: 3")
@@ -75,15 +75,62 @@ def test_progress_with_preview_and_interrupt(api):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"enable_hr": True}, "hires fix"),
+    ({"restore_faces": True}, "face restoration"),
     ({"sampler_name": "Warp Drive"}, "unknown sampler"),
     ({"width": 30}, "multiple of"),
+    ({"sampler_name": "DDIM"}, "eta=1: latentdiff's DDIM runs with eta 0"),
+    ({"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}, "latentdiff has: Latent, Lanczos, None"),
+    ({"enable_hr": True, "hr_sampler_name": "DDIM"}, "another hires sampler"),
+    ({"enable_hr": True, "hr_resize_x": 64, "hr_resize_y": 48}, "aspect ratio"),
+    ({"enable_hr": True, "hr_scale": 1}, "hires scale must be in (1, 8]"),
+    ({"styles": ["cinematic"]}, "A1111 styles"),
+    ({"prompt": "x <lora:add_detail:0.7>"}, "tags are not applied here"),
+    ({"override_settings": {"sd_model_checkpoint": "tiny-a", "eta_noise_seed_delta": 31337}}, "eta_noise_seed_delta"),
 ])
 def test_unsupported_or_bad_requests_are_4xx(api, kwargs, words):
     with pytest.raises(RuntimeError) as e:
-        api.txt2img(prompt="x", **{**SMALL, **kwargs})
+        api.txt2img(**{"prompt": "x", **SMALL, **kwargs})
     status, text = e.value.args
     assert status == 400 and words in text
+
+
+def test_unknown_field_is_refused_not_dropped(served):
+    r = served.request("POST", "/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "warp_factor": 9})
+    assert r.status_code == 400 and "unknown field 'warp_factor'" in r.json()["error"]
+
+
+def test_left_out_size_steps_and_cfg_are_the_models(served):
+    """A1111's own defaults (512x512, 50 steps, CFG 7) are meant for 512 px SD models."""
+    r = served.request("POST", "/sdapi/v1/txt2img", json={"prompt": "pear", "seed": 2})
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    native = Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).size
+    assert (info["width"], info["height"]) == native and native[0] < 512
+    assert (info["steps"], info["cfg_scale"]) == (3, 3.0)  # tiny-a's latentdiff.json
+    assert "Steps: 3, " in info["infotexts"][0] and info["warnings"] == []
+    far = served.request("POST", "/sdapi/v1/txt2img", json={"prompt": "pear", "seed": 2, "steps": 1,
+                                                            "width": 2 * native[0], "height": native[1]})
+    warnings = json.loads(far.json()["info"])["warnings"]
+    assert len(warnings) == 1 and f"native {native[0]}x{native[1]}" in warnings[0]
+
+
+def test_enable_hr_maps_to_the_hires_fix(api):
+    base = dict(prompt="pear", seed=4, sampler_name="Euler", steps=2, width=32, height=32)
+    r = api.txt2img(enable_hr=True, hr_scale=2, hr_upscaler="Lanczos", hr_second_pass_steps=1,
+                    denoising_strength=0.6, **base)
+    meta = json.loads(r.images[0].info["latentdiff"])
+    assert r.images[0].size == (64, 64) and (meta["width"], meta["height"]) == (32, 32)
+    hires = (meta["hires"], meta["hires_upscaler"], meta["hires_steps"], meta["hires_strength"])
+    assert hires == (2, "lanczos", 1, 0.6)
+    assert r.info["denoising_strength"] == 0.6 and r.info["extra_generation_params"]["Hires upscaler"] == "Lanczos"
+    hires_fields = "Denoising strength: 0.6, Hires upscale: 2, Hires steps: 1, Hires upscaler: Lanczos"
+    assert hires_fields in r.info["infotexts"][0]
+    plain = api.txt2img(**base).images[0]
+    assert plain.size == (32, 32)
+    # hr_resize_x alone: the scale that reaches it; "Latent" (bilinear on the latents) is ours
+    r = api.txt2img(enable_hr=True, hr_resize_x=48, hr_upscaler="Latent", **base)
+    meta = json.loads(r.images[0].info["latentdiff"])
+    assert r.images[0].size == (48, 48) and (meta["hires"], meta["hires_upscaler"]) == (1.5, "latent")
 
 
 # ---- img2img and inpainting ----------------------------------------------------------------

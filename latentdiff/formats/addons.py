@@ -15,6 +15,7 @@ class AddOns:
     loras: list[dict] = field(default_factory=list)  # name, hash, scale, path
     embeddings: list[dict] = field(default_factory=list)  # token, hash, vectors, path
     multi_vector: dict[str, list[str]] = field(default_factory=dict)
+    model_lora: dict | None = None  # a LoRA folder loaded as the model (merged at load): name, hash, scale, path
 
     def expand(self, text: str) -> str:
         return ti.expand(text, self.multi_vector)

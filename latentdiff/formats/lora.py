@@ -18,6 +18,10 @@ from ..errors import ModelError, UsageError
 from ..lora import lora_file
 
 
+# File names every run used to share: they name no LoRA in particular.
+GENERIC_STEMS = ("lora_kohya", "pytorch_lora_weights")
+
+
 @dataclass(frozen=True)
 class LoraSpec:
     path: Path
@@ -25,7 +29,12 @@ class LoraSpec:
 
     @property
     def name(self) -> str:
-        return self.path.name if self.path.is_dir() else self.path.stem
+        """What A1111 calls it: the stem of the weights file (the file one copies into its
+        models/Lora); for a run folder whose file has a generic name, the folder's name."""
+        if not self.path.is_dir():
+            return self.path.stem
+        stem = self.file.stem
+        return self.path.name if stem in GENERIC_STEMS else stem
 
     @property
     def file(self) -> Path:

@@ -9,60 +9,10 @@ import json
 import time
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, ConfigDict
 
 from ..errors import UsageError
+from .a1111_params import SAMPLERS, Img2ImgRequest, Txt2ImgRequest, job_params
 from .jobs import Job
-
-# A1111 sampler name -> (our scheduler name, A1111 aliases)
-SAMPLERS = {
-    "Euler a": ("euler_a", ["k_euler_a", "k_euler_ancestral"]), "Euler": ("euler", ["k_euler"]),
-    "LMS": ("lms", ["k_lms"]), "Heun": ("heun", ["k_heun"]), "DPM++ 2M": ("dpm++2m", ["k_dpmpp_2m"]),
-    "DPM++ 2M Karras": ("dpm++2m_karras", ["k_dpmpp_2m_ka"]), "DDIM": ("ddim", []), "PLMS": ("pndm", []),
-    "UniPC": ("unipc", []), "DDPM": ("ddpm", []),
-}
-UNSUPPORTED = {"enable_hr": "hires fix", "restore_faces": "face restoration", "tiling": "tiling"}
-
-
-class Txt2ImgRequest(BaseModel):
-    """The fields latentdiff uses; clients send many more, which are accepted and ignored when off."""
-
-    model_config = ConfigDict(extra="allow")
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    seed: int = -1
-    steps: int = 50
-    cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
-    batch_size: int = 1
-    n_iter: int = 1
-    sampler_name: str | None = None
-    sampler_index: str | None = None
-    scheduler: str | None = None
-    override_settings: dict | None = None
-    script_name: str | None = None
-    subseed_strength: float = 0.0
-    alwayson_scripts: dict | None = None
-
-
-class Img2ImgRequest(Txt2ImgRequest):
-    """img2img and inpainting. `inpainting_fill` is ignored: the masked area always starts from the
-    picture itself noised to `denoising_strength` (A1111's "original"; at 1.0 that is pure noise)."""
-
-    init_images: list[str] = []
-    denoising_strength: float = 0.75
-    resize_mode: int = 0
-    mask: str | None = None
-    mask_blur: int = 4
-    inpainting_fill: int = 0
-    inpaint_full_res: bool = True
-    inpaint_full_res_padding: int = 0
-    inpainting_mask_invert: int = 0
-    initial_noise_multiplier: float | None = None
-    include_init_images: bool = False
-
 
 # A1111 resize_mode: just resize, crop and resize, resize and fill, just resize (latent upscale)
 RESIZE_MODES = ("stretch", "crop", "fit", "stretch")
@@ -73,7 +23,7 @@ def router(server) -> APIRouter:
 
     @r.post("/txt2img", summary="A1111 txt2img: waits for the images, returns them base64 with `info`")
     async def txt2img(body: Txt2ImgRequest):
-        job = await _run(server, body, _params(body))
+        job = await _run(server, body, job_params(body))
         return {"images": [_b64(server, i["name"]) for i in job.images],
                 "parameters": body.model_dump(), "info": json.dumps(_info(job, body))}
 
@@ -90,12 +40,13 @@ def router(server) -> APIRouter:
     async def progress(skip_current_image: bool = False):
         return _progress(server, skip_current_image)
 
-    @r.post("/interrupt", summary="Stop the running job at its next step")
+    @r.post("/interrupt", summary="Stop the running job within its step (`stops` says when)")
     async def interrupt():
         job = server.queue.running
-        if job is not None:
-            server.queue.cancel(job)
-        return {}
+        if job is None:
+            return {}
+        server.queue.cancel(job)
+        return {"interrupted": job.id, "stops": job.stops}
 
     @r.get("/options")
     async def get_options():
@@ -125,22 +76,6 @@ def router(server) -> APIRouter:
     return r
 
 
-def _params(body: Txt2ImgRequest) -> dict:
-    for field, what in UNSUPPORTED.items():
-        if getattr(body, field, None):
-            raise UsageError(f"{field}: {what} is not supported by latentdiff")
-    if body.script_name or body.subseed_strength or _active_scripts(body.alwayson_scripts):
-        raise UsageError("scripts, extensions and variation seeds (subseed) are not supported by latentdiff")
-    if not 1 <= body.batch_size * body.n_iter <= 16:
-        raise UsageError("batch_size * n_iter must be between 1 and 16")
-    if not (1 <= body.steps <= 500 and 8 <= body.width <= 2048 and 8 <= body.height <= 2048 and body.cfg_scale >= 0):
-        raise UsageError("steps must be 1..500, width and height 8..2048, cfg_scale >= 0")
-    return dict(prompt=body.prompt, negative_prompt=body.negative_prompt, steps=body.steps,
-                guidance=body.cfg_scale, width=body.width, height=body.height,
-                seed=None if body.seed < 0 else body.seed, num_images=body.batch_size * body.n_iter,
-                scheduler=sampler_to_scheduler(body.sampler_name or body.sampler_index, body.scheduler))
-
-
 def _img2img_params(body: Img2ImgRequest) -> tuple[dict, dict]:
     """(job params, pictures) of an img2img request."""
     from .inputs import image_inputs
@@ -151,7 +86,7 @@ def _img2img_params(body: Img2ImgRequest) -> tuple[dict, dict]:
         raise UsageError("initial_noise_multiplier other than 1 is not supported by latentdiff")
     if body.resize_mode not in range(len(RESIZE_MODES)):
         raise UsageError(f"resize_mode must be 0..{len(RESIZE_MODES) - 1}, got {body.resize_mode}")
-    params = _params(body)
+    params = job_params(body)
     params.update(strength=body.denoising_strength, resize=RESIZE_MODES[body.resize_mode])
     if body.mask is not None:
         params.update(mask_blur=body.mask_blur, inpaint_area="masked" if body.inpaint_full_res else "full",
@@ -162,7 +97,9 @@ def _img2img_params(body: Img2ImgRequest) -> tuple[dict, dict]:
 async def _run(server, body: Txt2ImgRequest, params: dict, inputs: dict | None = None) -> Job:
     """Queue the job and wait for it (A1111 answers with the images); 400 when the request's own
     input fails it, 500 otherwise."""
-    job = server.submit(Job(params=params, inputs=inputs or {}, model=_model(server, body), source="a1111"))
+    model = _model(server, body)
+    params["prompt"] = _without_own_lora_tag(server, model, params["prompt"])
+    job = server.submit(Job(params=params, inputs=inputs or {}, model=model, source="a1111"))
     while not job.terminal:
         await asyncio.sleep(0.05)
     if job.state == "failed":
@@ -170,18 +107,26 @@ async def _run(server, body: Txt2ImgRequest, params: dict, inputs: dict | None =
     return job
 
 
-def sampler_to_scheduler(sampler: str | None, schedule: str | None) -> str | None:
-    if not sampler:
-        return None
-    name = f"{sampler} Karras" if (schedule or "").lower() == "karras" and "Karras" not in sampler else sampler
-    for a1111_name, (ours, aliases) in SAMPLERS.items():
-        if name.lower() in (a1111_name.lower(), ours, *aliases):
-            return ours
-    raise UsageError(f"unknown sampler {name!r}; GET /sdapi/v1/samplers lists: {', '.join(SAMPLERS)}")
+def _without_own_lora_tag(server, model: str | None, prompt: str) -> str:
+    """A1111 applies `<lora:NAME:SCALE>` tags in prompts; here a LoRA is a model of its own. The tag
+    our infotext writes for the requested LoRA model (scale 1) is dropped as done; any other is a 400."""
+    from pathlib import Path
 
+    from ..formats.lora import LoraSpec
+    from ..infotext import NETWORK_TAG
+    from ..lora import is_lora_folder
 
-def _active_scripts(scripts: dict | None) -> bool:
-    return any(isinstance(v, dict) and v.get("args") not in (None, [], [False]) for v in (scripts or {}).values())
+    tags = NETWORK_TAG.findall(prompt)
+    if not tags:
+        return prompt
+    _, ref = server.pool.resolve(model)
+    own = LoraSpec(Path(ref)).name if ref and Path(ref).is_dir() and is_lora_folder(Path(ref)) else None
+    for kind, name, scale in tags:
+        if kind != "lora" or name != own or scale.strip() not in ("", "1", "1.0"):
+            raise UsageError(f"prompt tag <{kind}:{name}{':' + scale if scale else ''}>: tags are not applied here; "
+                             "a LoRA folder of --models-dir is a model of its own (choose it with "
+                             "sd_model_checkpoint, GET /sdapi/v1/sd-models lists them), at scale 1")
+    return NETWORK_TAG.sub("", prompt).strip()
 
 
 def _model(server, body: Txt2ImgRequest) -> str | None:
@@ -199,23 +144,32 @@ def _b64(server, name: str) -> str:
 
 
 def _info(job: Job, body: Txt2ImgRequest, denoising_strength: float | None = None) -> dict:
+    """A1111's `info`, with the values the images were made with (the model's where the request
+    left them out) and latentdiff's `warnings` (e.g. a size far above the model's)."""
     from ..image_output import a1111_line
 
     params = [i["params"] for i in job.images]
     first = params[0] if params else {}
+    extra = {}
+    if body.enable_hr and first.get("hires"):
+        denoising_strength = first.get("hires_strength")
+        extra = {"Hires upscale": first["hires"], "Hires upscaler": body.hr_upscaler or "Latent"}
+        extra.update({"Hires steps": first["hires_steps"]} if first.get("hires_steps") else {})
     return {
         "prompt": body.prompt, "all_prompts": [p["prompt"] for p in params],
         "negative_prompt": body.negative_prompt, "all_negative_prompts": [p["negative_prompt"] for p in params],
         "seed": first.get("seed", body.seed), "all_seeds": [p["seed"] for p in params],
         "subseed": -1, "all_subseeds": [-1] * len(params), "subseed_strength": 0,
-        "width": first.get("width", body.width), "height": first.get("height", body.height), "sampler_name": body.sampler_name or body.sampler_index,
-        "cfg_scale": body.cfg_scale, "steps": body.steps, "batch_size": body.batch_size,
-        "restore_faces": False, "sd_model_name": job.model, "sd_model_hash": first.get("model_hash"),
-        "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": denoising_strength,
-        "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": [a1111_line(p) for p in params],
-        "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
-        "clip_skip": 1, "is_using_inpainting_conditioning": False, "interrupted": job.state == "cancelled",
-        "version": "latentdiff 0.1.0",
+        "width": first.get("width", body.width), "height": first.get("height", body.height),
+        "sampler_name": first.get("sampler", body.sampler_name or body.sampler_index),
+        "cfg_scale": first.get("guidance", body.cfg_scale), "steps": first.get("steps", body.steps),
+        "batch_size": body.batch_size, "restore_faces": False, "sd_model_name": job.model,
+        "sd_model_hash": first.get("model_hash"), "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "denoising_strength": denoising_strength, "extra_generation_params": extra, "index_of_first_image": 0,
+        "infotexts": [a1111_line(p) for p in params], "styles": [],
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
+        "clip_skip": first.get("clip_skip") or 1, "is_using_inpainting_conditioning": False,
+        "interrupted": job.state == "cancelled", "version": "latentdiff 0.1.0", "warnings": list(job.warnings),
     }
 
 
@@ -231,4 +185,4 @@ def _progress(server, skip_image: bool) -> dict:
                  job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or job.created)))
     image = None if skip_image or not job.preview else job.preview.split(",", 1)[1]
     return {"progress": round(frac, 4), "eta_relative": round(elapsed / frac - elapsed, 2) if frac else 0.0,
-            "state": state, "current_image": image, "textinfo": None}
+            "state": state, "current_image": image, "textinfo": "; ".join(job.warnings) or None}

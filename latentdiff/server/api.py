@@ -28,11 +28,12 @@ def router(server) -> APIRouter:
     async def job_state(job_id: str):
         return _job_json(server, _find(server, job_id))
 
-    @r.delete("/jobs/{job_id}", summary="Cancel a job: a waiting one now, the running one at its next step")
+    @r.delete("/jobs/{job_id}", summary="Cancel a job: a waiting one now, the running one within its step "
+                                         "(`stops` says when)")
     async def cancel(job_id: str):
         job = _find(server, job_id)
         server.queue.cancel(job)
-        return _job_json(server, job)
+        return _job_json(server, job, stops=job.stops)
 
     @r.get("/jobs/{job_id}/events", summary="Server-sent events: progress with previews, images, the end")
     async def events(job_id: str, request: Request):
@@ -76,9 +77,9 @@ def _find(server, job_id: str) -> Job:
     return job
 
 
-def _job_json(server, job: Job, status: int = 200) -> JSONResponse:
+def _job_json(server, job: Job, status: int = 200, **extra) -> JSONResponse:
     d = job.to_dict(server.queue.position(job))
-    d["events"] = f"/v1/jobs/{job.id}/events"
+    d.update(events=f"/v1/jobs/{job.id}/events", **extra)
     return JSONResponse(d, status_code=status)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
@@ -16,6 +17,7 @@ from .jobs import Job, JobQueue, NotAccepting, QueueFull
 from .models import ModelPool
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("latentdiff.server")
 
 
 class Server:
@@ -28,6 +30,9 @@ class Server:
         self.pool = ModelPool(cfg.model, cfg.models_dir, load or self._load, cfg.memory_budget_bytes)
         self.queue = JobQueue(make_runner(self.pool, self.out_dir), cfg.queue_size, cfg.max_jobs_kept)
         self.a1111_model = None  # what /sdapi/v1/options set as the current checkpoint (None: the default)
+        skipped = self.pool.links_outside()
+        if skipped:
+            log.warning("--models-dir: not serving %s: link(s) leading outside it", ", ".join(skipped))
 
     def _load(self, ref):
         from ..pipeline import Pipeline

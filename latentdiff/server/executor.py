@@ -3,13 +3,17 @@ previews, cancellation), and write every image as soon as it exists."""
 
 from __future__ import annotations
 
+import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import Cancelled
 from .jobs import Job
 
+log = logging.getLogger("latentdiff.server")
 PREVIEW_EVERY_S = 0.5  # previews cost little, but not nothing: at most two a second
+FAR_ABOVE_NATIVE = 2  # a side this many times the model's native one gets a warning
 
 
 def make_runner(pool, out_dir: Path):
@@ -19,6 +23,10 @@ def make_runner(pool, out_dir: Path):
 
         pipe = pool.get(job.model)
         p = dict(job.params)
+        note = size_warning(pipe.native_size, p.get("width"), p.get("height"))
+        if note:
+            log.warning("job %s: %s", job.id, note)
+            job.touch(warnings=[note])
         prompts = [p["prompt"]] if isinstance(p["prompt"], str) else list(p["prompt"])
         batches = -(-len(prompts) * int(p.get("num_images") or 1) // pipe.max_batch)
         state = {"batch": 0, "preview_at": 0.0}
@@ -36,10 +44,44 @@ def make_runner(pool, out_dir: Path):
             job.touch(**changes)
 
         pipe.progress = False
-        for image in pipe.iter_images(**p, **job.inputs, callback=on_step):
-            info = image.info["latentdiff"]
-            path = save_png(image, out_dir, f"{slug(info['prompt'])}-s{info['seed']}")
-            job.images.append({"name": path.name, "url": f"/v1/images/{path.name}", "params": info})
-            job.touch()
+        job.touch(stops_mid_step=not pipe.compiled)
+        with cancel_points(pipe, job.cancel):
+            for image in pipe.iter_images(**p, **job.inputs, callback=on_step):
+                info = image.info["latentdiff"]
+                path = save_png(image, out_dir, f"{slug(info['prompt'])}-s{info['seed']}")
+                job.images.append({"name": path.name, "url": f"/v1/images/{path.name}", "params": info})
+                job.touch()
 
     return run
+
+
+@contextmanager
+def cancel_points(pipe, cancel):
+    """While the block runs, a set `cancel` event stops the UNet before its next block (down, mid
+    or up), so a cancel takes a fraction of a step instead of the rest of it. A compiled UNet is
+    one traced graph that hooks cannot enter: there the step callback stops after the step."""
+    unet = pipe.components.unet
+    blocks = [] if pipe.compiled else [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+
+    def check(module, args):
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+
+    handles = [b.register_forward_pre_hook(check) for b in blocks if b is not None]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def size_warning(native: int, width: int | None, height: int | None) -> str | None:
+    """One line when a requested side is FAR_ABOVE_NATIVE times the model's native size or more:
+    A1111 clients send 512x512 whatever the model, which on a 64 px model is 64x the work."""
+    width, height = width or native, height or native
+    if max(width, height) < FAR_ABOVE_NATIVE * native:
+        return None
+    work = width * height / native**2
+    return (f"{width}x{height} is far above this model's native {native}x{native}: expect repeated or broken "
+            f"shapes and about {work:.0f}x the time of a native image; leave width/height out (or send "
+            f"{native}) for the native size")

@@ -48,6 +48,8 @@ class Job:
     error: str | None = None
     client_error: bool = False  # failed on the request's own input (a UsageError), not on the server's side
     preview: str | None = None  # data: URL of the latest step preview
+    warnings: list = field(default_factory=list)  # one line each: what the user should know (a size far too big)
+    stops_mid_step: bool = True  # cancelling stops before the UNet's next block (False: after the running step)
     version: int = 0  # bumped on every change; watchers compare it
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -57,6 +59,13 @@ class Job:
         self.version += 1
 
     @property
+    def stops(self) -> str:
+        """When a cancel of this job takes effect, as the cancel endpoints answer it."""
+        if self.state == "queued" or self.terminal:
+            return "now"
+        return "before the UNet's next block" if self.stops_mid_step else "after the running step (compiled UNet)"
+
+    @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
 
@@ -64,7 +73,7 @@ class Job:
         d = {"id": self.id, "state": self.state, "position": position, "model": self.model,
              "params": self.params, "step": self.step, "total_steps": self.total_steps,
              "progress": round(self.step / self.total_steps, 4) if self.total_steps else 0.0,
-             "images": list(self.images), "error": self.error, "created": self.created,
+             "images": list(self.images), "error": self.error, "warnings": list(self.warnings), "created": self.created,
              "started": self.started, "finished": self.finished}
         if preview:
             d["preview"] = self.preview

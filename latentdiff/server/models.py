@@ -32,10 +32,29 @@ class ModelPool:
             raise UsageError(f"unknown model {name!r}: this server has only {self.default_name!r} (no --models-dir)")
         if not _NAME.match(name) or ".." in name:
             raise UsageError(f"model name {name!r} is not a folder name inside --models-dir")
-        path = (self.models_dir / name).resolve()
-        if path.parent != self.models_dir or not path.is_dir():
+        entry = self.models_dir / name
+        path = self._folder(entry)
+        if path is None and entry.is_symlink() and entry.resolve().is_dir():
+            raise UsageError(f"model {name!r} is a link leading outside --models-dir, which the server does not "
+                             "follow; move the model in, or point --models-dir at the folder it lives in")
+        if path is None:
             raise UsageError(f"unknown model {name!r}; GET /v1/models lists the available ones")
         return name, str(path)
+
+    def _folder(self, entry: Path) -> Path | None:
+        """The folder a --models-dir entry stands for, or None: not a folder, or a link whose target
+        lies outside --models-dir. Listing and requests both go by this one rule."""
+        real = entry.resolve()
+        if real == self.models_dir or not real.is_relative_to(self.models_dir) or not real.is_dir():
+            return None
+        return real
+
+    def links_outside(self) -> list[str]:
+        """Entries of --models-dir that are links leading out of it (skipped; said once at start)."""
+        if self.models_dir is None:
+            return []
+        return sorted(p.name for p in self.models_dir.iterdir() if p.is_symlink() and p.resolve().is_dir()
+                      and self._folder(p) is None)
 
     def get(self, name: str | None):
         """The pipeline for `name`, loading it (and evicting least recently used ones) if needed."""
@@ -67,14 +86,17 @@ class ModelPool:
 
     def available(self) -> list[dict]:
         """Every model a request may name: the default, then --models-dir folders that hold a model
-        (model_index.json) or a LoRA written by `finetune` (latentdiff.json naming a `lora`)."""
+        (model_index.json) or a LoRA written by `finetune` (latentdiff.json naming a `lora`); a link
+        counts when it leads to a folder inside --models-dir (`_folder`)."""
         loaded = set(self.loaded())
         out = [{"name": self.default_name, "kind": "model", "default": True, "loaded": self.default_name in loaded}]
         if self.models_dir is not None:
-            for d in sorted(p for p in self.models_dir.iterdir() if p.is_dir() and _NAME.match(p.name)):
-                kind = "model" if (d / "model_index.json").is_file() else "lora" if _is_lora(d) else None
-                if kind and d.name != self.default_name:
-                    out.append({"name": d.name, "kind": kind, "default": False, "loaded": d.name in loaded})
+            for entry in sorted(p for p in self.models_dir.iterdir() if _NAME.match(p.name)):
+                d = self._folder(entry)
+                kind = None if d is None else "model" if (d / "model_index.json").is_file() else (
+                    "lora" if _is_lora(d) else None)
+                if kind and entry.name != self.default_name:
+                    out.append({"name": entry.name, "kind": kind, "default": False, "loaded": entry.name in loaded})
         return out
 
 

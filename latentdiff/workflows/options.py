@@ -126,7 +126,7 @@ class ImageOptions:
         record.update(mask_blur=self.mask_blur, inpaint_area=self.inpaint_area)
         box = None
         if self.inpaint_area == "masked":
-            box = crop_box(mask, size, self.padding)
+            box = crop_box(mask, size, self.padding, self.mask_blur)
             record["padding"] = self.padding
         return Source(image, mask, record, box=box, blur=self.mask_blur)
 

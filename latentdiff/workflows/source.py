@@ -135,13 +135,15 @@ def soft_mask(mask: Image.Image, blur: int) -> Image.Image:
     return binary.filter(ImageFilter.GaussianBlur(blur)) if blur > 0 else binary
 
 
-def crop_box(mask: Image.Image, size: tuple[int, int], padding: int) -> tuple[int, int, int, int]:
-    """The masked region plus `padding`, grown to the work size's aspect ratio (diffusers'
-    rule for `padding_mask_crop`, as AUTOMATIC1111's "only masked" does)."""
+def crop_box(mask: Image.Image, size: tuple[int, int], padding: int, blur: int = 0) -> tuple[int, int, int, int]:
+    """The region the paste-back alpha touches (the mask blurred by `blur`, as AUTOMATIC1111 takes
+    it, not the mask itself) plus `padding`, grown to the work size's aspect ratio (diffusers'
+    rule for `padding_mask_crop`). Outside the box the alpha is 0, so the pasted crop meets the
+    kept pixels without a seam at any padding, 0 included."""
     from diffusers.image_processor import VaeImageProcessor
 
-    binary = mask.point(lambda v: 255 if v >= 128 else 0)
-    return tuple(int(v) for v in VaeImageProcessor.get_crop_region(binary, size[0], size[1], pad=padding))
+    touched = soft_mask(mask, blur)
+    return tuple(int(v) for v in VaeImageProcessor.get_crop_region(touched, size[0], size[1], pad=padding))
 
 
 @dataclass
