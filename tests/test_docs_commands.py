@@ -31,36 +31,40 @@ PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*$")
 ENV_ASSIGN = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")
 
 
-def fenced_commands(text: str) -> list[str]:
-    """Each command of the ```bash blocks: continuations joined, comments dropped, `&&` chains split."""
+def fenced_commands(block: str) -> list[str]:
+    """Each command of a ```bash block: continuations joined, comments dropped, `&&` chains split."""
     out = []
-    for block in FENCE.findall(text):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            while words and ENV_ASSIGN.match(words[0]):  # OMP_NUM_THREADS=1 latentdiff ...
-                words.pop(0)
-            command = []
-            for w in words + ["&&"]:
-                if w == "&&":
-                    if command:
-                        out.append(shlex.join(command))
-                    command = []
-                else:
-                    command.append(w)
+    for line in block.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        while words and ENV_ASSIGN.match(words[0]):  # OMP_NUM_THREADS=1 latentdiff ...
+            words.pop(0)
+        command = []
+        for w in words + ["&&"]:
+            if w != "&&":
+                command.append(w)
+            elif command:
+                out.append(shlex.join(command))
+                command = []
     return out
+
+
+def doc_commands(path: Path) -> list[str]:
+    """The commands of one doc file in the order they appear: fenced blocks and inline spans."""
+    text, found, pos = path.read_text(encoding="utf-8"), [], 0
+    for m in FENCE.finditer(text):
+        found += inline_commands(text[pos:m.start()]) + fenced_commands(m.group(1))
+        pos = m.end()
+    return found + inline_commands(text[pos:])
+
+
+def inline_commands(prose: str) -> list[str]:
+    spans = (" ".join(m.split()) for m in INLINE.findall(prose))
+    return [c for c in spans if len(c.split()) > 2]  # `latentdiff finetune` names a command
 
 
 def documented() -> list[tuple[str, str]]:
     """(file, command) for every fenced command and inline `latentdiff ...` code span."""
-    found = []
-    for path in DOC_FILES:
-        text = path.read_text(encoding="utf-8")
-        name = str(path.relative_to(ROOT))
-        found += [(name, c) for c in fenced_commands(text)]
-        prose = FENCE.sub("", text)
-        spans = (" ".join(m.split()) for m in INLINE.findall(prose))
-        found += [(name, c) for c in spans if len(c.split()) > 2]  # `latentdiff finetune` names a command
-    return found
+    return [(str(path.relative_to(ROOT)), c) for path in DOC_FILES for c in doc_commands(path)]
 
 
 def latentdiff_argv(command: str) -> list[str] | None:
@@ -102,3 +106,115 @@ def test_every_documented_command_parses(doc, command, capsys):
             return
         pytest.fail(f"{doc}: `{command}` is refused by the CLI's parser: {capsys.readouterr().err.strip()} ({e})")
     assert getattr(args, "func", None), f"{doc}: `{command}` names no command"
+
+
+# ---- running them ---------------------------------------------------------------------------
+# Commands are matched by their start. What is not run, and why:
+NOT_RUN = {
+    "pip install": "an install: .ci/run does it on every fresh machine",
+    "bash .ci/run": "it runs this test suite",
+    "apt-get": "a system install: .ci/run does it",
+    "python -m pytest": "it runs this test suite",
+    "accelerate launch": "several processes: tests/test_sharding.py and test_finetune.py run the same commands",
+    "latentdiff serve": "a server that runs until stopped: tests/test_server*.py start the real one",
+}
+# How the docs say the check shortens a long command (appended flags):
+REDUCED: dict[str, list[str]] = {}
+
+
+def not_run_reason(command: str) -> str | None:
+    return next((why for start, why in NOT_RUN.items() if command.startswith(start)), None)
+
+
+def reduced(command: str, argv: list[str]) -> list[str]:
+    extra = next((flags for start, flags in REDUCED.items() if command.startswith(start)), [])
+    return argv + extra
+
+
+def has_placeholder(argv: list[str]) -> bool:
+    return any(PLACEHOLDER.match(w.strip("[]")) or w.strip("[]") != w for w in argv)
+
+
+def make_standins(folder: Path) -> None:
+    """The files a user brings, where the docs name them: tiny random models and small pictures."""
+    from PIL import Image, ImageDraw
+
+    from latentdiff.cli import main
+    from latentdiff.testing import make_tiny_model, make_tiny_sdxl, make_tiny_upscaler
+
+    photo = Image.new("RGB", (64, 64), (250, 240, 200))
+    ImageDraw.Draw(photo).ellipse((12, 12, 52, 52), fill=(200, 30, 30))
+    photo.save(folder / "photo.jpg")
+    photo.save(folder / "small.png")
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((32, 0, 63, 63), fill=255)
+    mask.save(folder / "mask.png")
+    pictures = folder / "my-pictures"
+    pictures.mkdir()
+    for i, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+        Image.new("RGB", (64, 64), colour).save(pictures / f"{i}.png")
+        (pictures / f"{i}.txt").write_text("a photo of sks dog")
+    (folder / "prompts.txt").write_text("grinning face\nred heart\n")
+    make_tiny_model(folder / "path/to/sd15")
+    make_tiny_sdxl(folder / "sdxl-base")
+    make_tiny_sdxl(folder / "sdxl-refiner", refiner=True)
+    make_tiny_upscaler(folder / "stabilityai/stable-diffusion-x4-upscaler")
+    assert main(["convert", str(folder / "path/to/sd15"), str(folder / "dreamshaper_8.safetensors")]) == 0
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    """A folder like a fresh clone's root: the repository's configs, docs and examples (copies, since
+    some commands write there) and the stand-ins."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("clone")
+    for name in ("configs", "docs", "examples", "checkpoints"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, folder / name)
+    make_standins(folder)
+    return folder
+
+
+def run_documented(command: str, cwd: Path) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from latentdiff.cli import main
+
+    err = io.StringIO()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(reduced(command, latentdiff_argv(command)))
+    finally:
+        os.chdir(old)
+    return code, err.getvalue().strip().splitlines()[-1:] or [""]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc", [str(p.relative_to(ROOT)) for p in DOC_FILES])
+def test_documented_commands_run(doc, sandbox, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    failures, ran = [], []
+    for command in doc_commands(ROOT / doc):
+        argv = latentdiff_argv(command)
+        if not_run_reason(command) or argv is None or has_placeholder(argv):
+            continue  # not run here (see NOT_RUN), or a syntax line (parsed above)
+        start = time.perf_counter()
+        code, last = run_documented(command, sandbox)
+        ran.append(f"{time.perf_counter() - start:6.1f} s  {command}")
+        if code != 0:
+            failures.append(f"`{command}` exited {code}: {last[0]}")
+    print("\n".join(ran))
+    assert not failures, f"{doc}: documented commands that fail as written:\n" + "\n".join(failures)
+
+
+def test_every_command_not_run_has_a_reason():
+    """A fenced command that is not a latentdiff command must be named in NOT_RUN (why it is not run)."""
+    unexplained = [(doc, c) for doc, c in documented()
+                   if latentdiff_argv(c) is None and not_run_reason(c) is None]
+    assert not unexplained, unexplained
