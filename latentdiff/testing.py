@@ -40,10 +40,15 @@ def tiny_arch(kind: str = "sd1") -> dict:
     }
 
 
-def make_tiny_model(out: Path, kind: str = "sd1", seed: int = 0, defaults: dict | None = None) -> Path:
-    """Write a tiny seeded diffusers-format model to `out` and return it."""
+def make_tiny_model(out: Path, kind: str = "sd1", seed: int = 0, defaults: dict | None = None,
+                    half: bool = False) -> Path:
+    """Write a tiny seeded diffusers-format model to `out` and return it; `half`: weights stored in
+    fp16, as the shipped model's are."""
     c = build_components(tiny_arch(kind), WORDS, seed=seed)
     c.defaults = dict(defaults or {})
+    if half:
+        for m in (c.unet, c.vae, *c.text_encoders()):
+            m.half()
     save_components(c, Path(out), c.scheduler_config["_class_name"])
     return Path(out)
 

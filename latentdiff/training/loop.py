@@ -103,8 +103,7 @@ def _place(cfg: FinetuneConfig, acc, state: TrainState) -> tuple[dict, torch.dty
     for name in ("text_encoder", "text_encoder_2"):
         if name not in trained and getattr(c, name) is not None:
             getattr(c, name).to(acc.device, dtype)
-    if cfg.method == "lora":
-        frozen_in_compute_dtype(trained.values(), dtype)
+    frozen_in_compute_dtype(trained.values(), dtype)
     from ..accel import prepare_unet_for_training
 
     prepare_unet_for_training(c.unet, acc.device, cfg.compile)
@@ -214,14 +213,14 @@ def _check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
 
 
 def frozen_in_compute_dtype(modules, dtype: torch.dtype) -> None:
-    """LoRA: the frozen base weights in the compute dtype, as diffusers' LoRA scripts keep them, so
-    autocast does not cast every fp32 weight again on each forward (the LoRA weights stay fp32).
-    They are never saved (a LoRA checkpoint holds only the adapters) and resume re-reads them."""
-    if dtype == torch.float32:
-        return
+    """The frozen weights of the trained modules (LoRA's base layers, unused text-encoder parts) in the
+    compute dtype, as diffusers' LoRA scripts keep them: fp32 without mixed precision even when the
+    model is stored in fp16 (the shipped model is), else autocast's dtype so it does not cast every
+    weight again on each forward. Trainable weights are fp32 already (state.make_trainable). Frozen
+    weights are never saved (a LoRA checkpoint holds only the adapters) and resume re-reads them."""
     for m in modules:
         for p in m.parameters():
-            if not p.requires_grad:
+            if not p.requires_grad and p.dtype != dtype:
                 p.data = p.data.to(dtype)
 
 
