@@ -46,14 +46,16 @@ class CpuBf16:
     prepack: bool  # oneDNN's bf16 kernels and weight prepacking run (AVX-512 BW/VL/DQ, AVX-NE-CONVERT, AMX)
     native: bool  # bf16 arithmetic in hardware (AMX or AVX-512 BF16), where it beats fp32 on large models
 
-    def describe(self) -> str:
+    def describe(self, fp32_flag: str = "--dtype auto") -> str:
+        """`fp32_flag`: what the command's user passes for fp32 (generate's auto picks it here;
+        finetune and train-vae take --mixed-precision no)."""
         if self.native:
             return "native bf16 (AMX or AVX-512 BF16): oneDNN kernels with prepacked weights"
         if self.prepack:
             return "oneDNN bf16 kernels with prepacked weights (no native bf16 arithmetic)"
         if self.runs:
             return ("plain bf16 (oneDNN's bf16 kernels and weight prepacking do not run on this CPU; "
-                    "expect it to be many times slower than fp32, which --dtype auto picks here)")
+                    f"expect it to be many times slower than fp32: {fp32_flag})")
         return "no bf16 support"
 
 
@@ -122,10 +124,11 @@ def resolve_dtype(name: str, device: torch.device, model_pref: str | None = None
     return DTYPES[name]
 
 
-def note_cpu_bf16(device: torch.device, dtype: torch.dtype) -> None:
-    """Say, in one line, what bf16 costs on a CPU without bf16 arithmetic (generation and training)."""
+def note_cpu_bf16(device: torch.device, dtype: torch.dtype, fp32_flag: str = "--dtype auto") -> None:
+    """Say, in one line, what bf16 costs on a CPU without bf16 arithmetic (generation and training,
+    whose fp32 flag is `--mixed-precision no`)."""
     if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_bf16().native:
-        notice(f"bf16 on this CPU: {cpu_bf16().describe()}")
+        notice(f"bf16 on this CPU: {cpu_bf16().describe(fp32_flag)}")
 
 
 # ---- speed settings for inference ------------------------------------------------------

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .arch import build_components
 from .models import save_components
+from .outfiles import as_umask_allows
 
 WORDS = ["a red apple", "a green pear on a table", "photo of a cat", "woman biking: dark skin tone",
          "flag: Chile", "an astronaut riding a horse", "blue sky with clouds", "smiling face with hearts"]
@@ -85,6 +86,7 @@ def make_tiny_upscaler(out: Path, seed: int = 0) -> Path:
                                           unet=unet.eval(), low_res_scheduler=low_res, scheduler=scheduler,
                                           max_noise_level=350)
     pipe.save_pretrained(out, safe_serialization=True)
+    as_umask_allows(out)
     return Path(out)
 
 

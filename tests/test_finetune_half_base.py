@@ -96,3 +96,17 @@ def test_fp16_mixed_precision_on_the_cpu_is_one_line(dataset, tiny_half, tmp_pat
         finetune(cfg(dataset, tiny_half, tmp_path / "run", mixed_precision="fp16"))
     assert "\n" not in str(e.value)
     assert not (tmp_path / "run").exists(), "refused before anything is written"
+
+
+def test_the_cpu_bf16_note_names_finetunes_own_flag(dataset, tiny_half, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """On a CPU without bf16 kernels the note says how to get fp32 with finetune's flag, not generate's."""
+    import latentdiff.runtime as runtime
+    import latentdiff.training.loop as loop
+
+    monkeypatch.setattr(runtime, "cpu_bf16", lambda: runtime.CpuBf16(runs=True, prepack=False, native=False))
+    monkeypatch.setattr(loop, "_release_precision", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    runtime.notice.cache_clear()
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg(dataset, tiny_half, tmp_path / "run", mixed_precision="bf16"))
+    err = capsys.readouterr().err
+    assert "slower than fp32: --mixed-precision no" in err and "--dtype" not in err

@@ -26,7 +26,7 @@ from . import trackers
 from .batches import BatchSource
 from .config import FinetuneConfig
 from .objective import diffusion_loss, step_generator
-from .outputs import RUN_FILES, save_model, validate
+from .outputs import run_files, save_model, validate
 from .recipe import check_recipe, write_recipe
 from .runfolder import check_run_folder, prepare_run_folder
 from .upscaler import UpscalerSource
@@ -46,16 +46,17 @@ def _finetune(cfg: FinetuneConfig) -> Path:
     out, action = _check_out(cfg)
     trackers.require(cfg.report_to)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
+        raise UsageError("--mixed-precision fp16 needs a CUDA GPU (on the CPU accelerate runs neither fp16 autocast "
+                         "nor loss scaling); use --mixed-precision no (fp32) or bf16")
     if cfg.mixed_precision == "bf16" and not torch.cuda.is_available():
-        note_cpu_bf16(torch.device("cpu"), torch.bfloat16)
+        note_cpu_bf16(torch.device("cpu"), torch.bfloat16, "--mixed-precision no")
     _release_precision(cfg.mixed_precision)
     # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       cpu=not torch.cuda.is_available())
     acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
     if acc.is_main_process:  # clear an overwritten run's files, mark OUT as a run, write the resolved config.yaml
-        prepare_run_folder(out, "finetune", RUN_FILES, action)
+        prepare_run_folder(out, "finetune", run_files(cfg), action)
         write_recipe(cfg, out)
     acc.wait_for_everyone()
     records = _scan(cfg, acc, out)
@@ -85,7 +86,8 @@ def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
     from .data.scan import scan_dataset
 
     scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions,
-                        follow_symlinks=cfg.follow_symlinks)
+                        follow_symlinks=cfg.follow_symlinks, caption_extension=cfg.caption_extension,
+                        repeats=cfg.repeats)
     if acc.is_main_process:
         scan.write_skipped(out)
         _say(f"dataset: {len(scan.records)} image(s) to train on, {len(scan.skipped)} skipped (see {out / 'skipped.txt'})")
@@ -128,7 +130,8 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
     if acc.is_main_process:
         _report_long_captions(c.tokenizer, captions)
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records] if buckets else None
-    return source, DataOrder(len(records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of)
+    return source, DataOrder(len(records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of,
+                             [r.repeats for r in records])
 
 
 def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource, order: DataOrder,
@@ -205,7 +208,7 @@ def _release_precision(mixed_precision: str) -> None:
 def _check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
     """Check OUT against --resume/--overwrite (runfolder.py) and a resumed run's recipe; touches nothing
     (every process runs it). Returns OUT and what prepare_run_folder must do."""
-    action = check_run_folder(cfg.out, "finetune", RUN_FILES, dataset=cfg.dataset, model=cfg.model,
+    action = check_run_folder(cfg.out, "finetune", run_files(cfg), dataset=cfg.dataset, model=cfg.model,
                               resume=cfg.resume, overwrite=cfg.overwrite)
     if action == "resume":
         check_recipe(cfg, cfg.out)
