@@ -131,36 +131,59 @@ def note_cpu_bf16(device: torch.device, dtype: torch.dtype, fp32_flag: str = "--
         notice(f"bf16 on this CPU: {cpu_bf16().describe(fp32_flag)}")
 
 
-# ---- speed settings for inference ------------------------------------------------------
-# Measured on a 2-core AMX Xeon (benchmarks/README.md): a UNet this small runs its ops in
-# microseconds, where OpenMP's fork/join and barrier waits cost more than a second core saves
+# ---- threads ----------------------------------------------------------------------------
+# Generating: measured on a 2-core AMX Xeon (benchmarks/README.md): a UNet this small runs its ops
+# in microseconds, where OpenMP's fork/join and barrier waits cost more than a second core saves
 # (under load from other processes, 2 threads were up to 70x slower than 1 for the tiny model).
+# Training (finetune, train-vae) follows the same rule, measured on the 2-core AMD EPYC of issue 22
+# with benchmarks/train_threads.py (results/train_threads-shipped-emoji.md): a step of the shipped
+# model with 2 threads took TRAIN_FIGURE of the time with 1.
 SMALL_UNET_PARAMS = 50_000_000
 
 
-def cpu_threads_for(device: torch.device, unet_params: int) -> int | None:
-    """Intra-op threads to use while generating, or None to keep the process's setting."""
-    if device.type == "cpu" and unet_params < SMALL_UNET_PARAMS:
+def cpu_threads_for(device: torch.device, params: int) -> int | None:
+    """Intra-op threads for generating with or training a model of `params` parameters (the UNet;
+    train-vae: the VAE), or None to keep the process's setting."""
+    if device.type == "cpu" and params < SMALL_UNET_PARAMS:
         return 1
     return None
 
 
 class torch_threads:
-    """Run a block with `n` intra-op threads (None: unchanged), restoring the caller's count."""
+    """Run a block with `n` intra-op threads (None: unchanged), restoring the caller's count.
+    `default(m)` applies `m` later in the block (once the model's size is known) unless `n` was given."""
 
     def __init__(self, n: int | None):
         self.n, self.old = n, None
 
     def __enter__(self):
-        if self.n is not None and self.n != torch.get_num_threads():
-            self.old = torch.get_num_threads()
-            torch.set_num_threads(self.n)
+        self._set(self.n)
         return self
+
+    def default(self, n: int | None) -> None:
+        if self.n is None:
+            self._set(n)
+
+    def _set(self, n: int | None) -> None:
+        if n is not None and n != torch.get_num_threads():
+            if self.old is None:
+                self.old = torch.get_num_threads()
+            torch.set_num_threads(n)
 
     def __exit__(self, *exc):
         if self.old is not None:
             torch.set_num_threads(self.old)
             self.old = None
+
+
+def default_training_threads(threads: torch_threads, device: torch.device, params: int) -> None:
+    """cpu_threads_for's rule for a training run without --num-threads, said in one line when it
+    changes the count."""
+    before = torch.get_num_threads()
+    threads.default(cpu_threads_for(device, params))
+    if torch.get_num_threads() != before:
+        notice(f"training on {torch.get_num_threads()} CPU thread(s), not {before}: faster for a model of "
+               f"{params / 1e6:.1f}M parameters (--num-threads N to choose)")
 
 
 def wants_channels_last(device: torch.device, dtype: torch.dtype) -> bool:

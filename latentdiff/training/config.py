@@ -20,16 +20,16 @@ LORA_FORMATS = ("both", "kohya", "diffusers")
 class FinetuneConfig:
     dataset: str = ""
     """Folder of images with captions (.txt beside each image, metadata.jsonl or metadata.csv)."""
-    caption_extension: str = ".txt"
-    """Extension of the caption file beside each image (kohya's --caption_extension), e.g. .caption."""
-    repeats: int = 1
-    """Times each image is seen an epoch (kohya's repeats). Images in a top-level folder named N_name
-    (kohya's layout, e.g. '10_sks dog') are seen N times instead and, lacking a caption, take name."""
     model: str | None = None
     """Base model (SD 1.x/2.x or SDXL base; directory or hub id) or an architecture YAML
     (configs/models/*.yaml) to train from scratch."""
     out: str = ""
     """Run folder: checkpoints, samples, metrics, config.yaml and the final model."""
+    caption_extension: str = ".txt"
+    """Extension of the caption file beside each image (kohya's --caption_extension), e.g. .caption."""
+    repeats: int = 1
+    """Times each image is seen an epoch (kohya's repeats). Images in a top-level folder named N_name
+    (kohya's layout, e.g. '10_sks dog') are seen N times instead and, lacking a caption, take name."""
     method: str = "lora"
     """lora (low-rank adapters on attention) or full (all UNet weights, with EMA)."""
     max_steps: int = 1000
@@ -61,7 +61,7 @@ class FinetuneConfig:
     (OUT/pytorch_lora_weights.safetensors) or both; either keeps OUT usable as --model and --lora."""
     output_name: str | None = None
     """NAME of the kohya LoRA file, OUT/NAME.safetensors: what A1111 and ComfyUI list and credit in
-    infotext (none: the run folder's name)."""
+    infotext (default: the run folder's name)."""
     train_text_encoder: bool = False
     """Also train the text encoder (LoRA or full); both of them on SDXL."""
     caption_dropout: float = 0.1
@@ -79,8 +79,9 @@ class FinetuneConfig:
     gradient_checkpointing: bool = False
     """Trade compute for memory."""
     num_threads: int | None = None
-    """CPU threads for torch (None: torch's default, one per core). On a CPU shared with other
-    jobs 1 can be much faster than 2: a preempted thread stalls every parallel op."""
+    """CPU threads for torch (default: 1 on the CPU for models under 50M parameters, such as the
+    shipped one, where a second thread made each step slower (benchmarks/train_threads.py); else
+    torch's own, one per core)."""
     compile: bool = False
     """torch.compile the UNet's forward and backward (on CUDA also channels_last); the first steps
     compile (minutes on a small CPU), later runs reuse the on-disk cache."""
@@ -117,6 +118,7 @@ class FinetuneConfig:
     sample_defaults: dict = dataclasses.field(default_factory=dict)
     """Recommended sampling settings written into the output model's latentdiff.json, e.g. '{steps: 20}'."""
 
+    required = ("model", "out")
     choices = {"method": ("lora", "full"), "lora_format": LORA_FORMATS, "lr_schedule": SCHEDULES,
                "crop": ("center", "random"),
                "missing_captions": ("error", "empty"), "mixed_precision": ("no", "fp16", "bf16"),

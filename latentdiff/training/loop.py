@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LatentDiffError, UsageError
-from ..runtime import note_cpu_bf16, torch_threads
+from ..runtime import default_training_threads, note_cpu_bf16, torch_threads
 from . import checkpoint as ckpt
 from . import trackers
 from .batches import BatchSource
@@ -36,11 +36,11 @@ from .state import TrainState, load_models, read_trainable, write_trainable
 
 def finetune(cfg: FinetuneConfig) -> Path:
     """Train per `cfg`; returns OUT, which then holds a model `generate --model OUT` can use."""
-    with torch_threads(cfg.num_threads):
-        return _finetune(cfg)
+    with torch_threads(cfg.num_threads) as threads:
+        return _finetune(cfg, threads)
 
 
-def _finetune(cfg: FinetuneConfig) -> Path:
+def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
     from accelerate import Accelerator
 
     out, action = _check_out(cfg)
@@ -62,6 +62,7 @@ def _finetune(cfg: FinetuneConfig) -> Path:
     records = _scan(cfg, acc, out)
     captions = [r.caption for r in records]
     setup = load_models(cfg, captions, tokenizer=_saved_tokenizer(out) if cfg.resume else None)
+    default_training_threads(threads, acc.device, sum(p.numel() for p in setup.components.unet.parameters()))
     state = TrainState.create(cfg, setup)
     wrapped, dtype = _place(cfg, acc, state)
     source, order = _batches(cfg, acc, records, state, wrapped, dtype)

@@ -212,14 +212,14 @@ def train_vae(cfg: VaeTrainConfig) -> dict:
     """Train (or resume), then write OUT/vae, OUT/eval.json; returns the eval.json contents."""
     from latentdiff.runtime import torch_threads
 
-    with torch_threads(cfg.num_threads):
-        return _train_vae(cfg)
+    with torch_threads(cfg.num_threads) as threads:
+        return _train_vae(cfg, threads)
 
 
-def _train_vae(cfg: VaeTrainConfig) -> dict:
+def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     import torch
 
-    from latentdiff.runtime import note_cpu_bf16
+    from latentdiff.runtime import default_training_threads, note_cpu_bf16
 
     out = _prepare_out(cfg)
     train, heldout = _scan(cfg, out)
@@ -229,6 +229,7 @@ def _train_vae(cfg: VaeTrainConfig) -> dict:
     if cfg.mixed_precision == "bf16":
         note_cpu_bf16(device, torch.bfloat16, "--mixed-precision no")
     vae = build_vae(cfg.vae, cfg.seed).to(device).train()
+    default_training_threads(threads, device, sum(p.numel() for p in vae.parameters()))
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = make_lr_schedule(opt, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)
     generator = torch.Generator().manual_seed(cfg.seed)
