@@ -135,9 +135,11 @@ def note_cpu_bf16(device: torch.device, dtype: torch.dtype, fp32_flag: str = "--
 # Generating: measured on a 2-core AMX Xeon (benchmarks/README.md): a UNet this small runs its ops
 # in microseconds, where OpenMP's fork/join and barrier waits cost more than a second core saves
 # (under load from other processes, 2 threads were up to 70x slower than 1 for the tiny model).
-# Training (finetune, train-vae) follows the same rule, measured on the 2-core AMD EPYC of issue 22
-# with benchmarks/train_threads.py (results/train_threads-shipped-emoji.md): a step of the shipped
-# model with 2 threads took TRAIN_FIGURE of the time with 1.
+# Training (finetune, train-vae) follows the same rule, measured on a shared, busy 2-core AMD EPYC
+# with benchmarks/train_threads.py (results/train_threads-shipped-emoji*.md), median s/step of the
+# shipped model, 2 threads against 1: 1.31x slower for LoRA and full fine-tuning, 0.98x for
+# train-vae, with OMP_WAIT_POLICY=PASSIVE (what the CLI sets); 4.6x (LoRA) and 4.4x (full) slower
+# with OpenMP's default spinning, how finetune ran before (issue 22 saw up to 30x).
 SMALL_UNET_PARAMS = 50_000_000
 
 

@@ -179,3 +179,13 @@ def test_help_shows_each_flags_default():
         for action in sub._actions:
             if action.option_strings and action.dest not in ("help", "config"):
                 assert "(default" in (action.help or "") or "(required)" in action.help, action.dest
+
+
+def test_a_resolution_other_than_the_models_own_is_said(squares, tiny_sd1, tmp_path, capsys):
+    from latentdiff.training.loop import finetune
+
+    for resolution, said in ((32, True), (64, False)):  # the tiny model makes 64x64 images
+        finetune(FinetuneConfig(dataset=str(squares), model=str(tiny_sd1), out=str(tmp_path / f"r{resolution}"),
+                                max_steps=1, batch_size=2, resolution=resolution))
+        lines = [x for x in capsys.readouterr().err.splitlines() if "--resolution" in x]
+        assert len(lines) == said and (not said or "makes 64x64 images" in lines[0] and "--resolution 64" in lines[0])

@@ -63,6 +63,8 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
     captions = [r.caption for r in records]
     setup = load_models(cfg, captions, tokenizer=_saved_tokenizer(out) if cfg.resume else None)
     default_training_threads(threads, acc.device, sum(p.numel() for p in setup.components.unet.parameters()))
+    if acc.is_main_process:
+        _note_size(cfg, setup)
     state = TrainState.create(cfg, setup)
     wrapped, dtype = _place(cfg, acc, state)
     source, order = _batches(cfg, acc, records, state, wrapped, dtype)
@@ -237,6 +239,17 @@ def _resume(cfg, out, state: TrainState) -> None:
     if state.step >= cfg.max_steps:
         _say(f"checkpoint is at step {state.step} >= --max-steps {cfg.max_steps}; writing the outputs only")
     _say(f"resuming from {last.name}")
+
+
+def _note_size(cfg: FinetuneConfig, setup) -> None:
+    """One line when --resolution is not the size the base model was made for (the shipped model: 64)."""
+    from ..models import vae_scale_factor
+
+    c = setup.components
+    native = int(c.unet.config.sample_size) * vae_scale_factor(c.vae)
+    if not setup.from_scratch and not c.is_upscaler and cfg.resolution != native:
+        _say(f"--resolution {cfg.resolution}: {cfg.model} makes {native}x{native} images; training at "
+             f"{cfg.resolution} teaches it a new size as well (slower; --resolution {native} keeps its own)")
 
 
 def _report_long_captions(tokenizer, captions: list[str]) -> None:
