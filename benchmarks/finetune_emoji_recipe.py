@@ -54,7 +54,7 @@ def grid(rows: list[list], path: Path) -> None:
     for r, row in enumerate(rows):
         for c, im in enumerate(row):
             out.paste(im, (c * size, r * size))
-    out.save(path, optimize=True)
+    out.quantize(256).save(path, optimize=True)  # a palette keeps the committed picture small
 
 
 def main() -> None:

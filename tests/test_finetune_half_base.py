@@ -110,3 +110,25 @@ def test_the_cpu_bf16_note_names_finetunes_own_flag(dataset, tiny_half, tmp_path
         finetune(cfg(dataset, tiny_half, tmp_path / "run", mixed_precision="bf16"))
     err = capsys.readouterr().err
     assert "slower than fp32: --mixed-precision no" in err and "--dtype" not in err
+
+
+@pytest.mark.slow
+def test_the_readmes_cpu_recipe_runs_on_the_shipped_model(tmp_path):
+    """The README's CPU recipe as written, at 3 steps: the shipped fp16 model (where LoRA once ended in
+    'mat1 and mat2 must have the same dtype'), the example dataset, its kohya file named after the run,
+    then generate with the result."""
+    from pathlib import Path
+
+    from conftest import run_cli
+    from latentdiff.hub import DEFAULT_MODEL_DIR
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "zorb"
+    r = run_cli("finetune", "examples/zorb", "--model", DEFAULT_MODEL_DIR, "--out", out, "--config",
+                "configs/finetune/emoji-lora.yaml", "--max-steps", 3, "--validate-every", 3, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == str(out)
+    assert "Traceback" not in r.stderr and "dataset: 8 image(s)" in r.stderr
+    assert (out / "zorb.safetensors").is_file() and len(list((out / "samples").glob("*.png"))) == 2
+    r = run_cli("generate", "a zorb", "--model", out, "--steps", 2, "--out", tmp_path / "images", cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
