@@ -19,6 +19,7 @@ def add_finetune(sub):
 def cmd_finetune(args) -> int:
     import os
 
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see cli.cmd_generate
     from .training.config import FinetuneConfig
     from .training.flags import given
     from .training.loop import finetune

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from .errors import ModelError
+from .outfiles import as_umask_allows
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -45,6 +46,7 @@ def save_lora(out: Path, unet, text_encoder=None, base_model: str | None = None,
         if text_encoder_2 is not None:
             host, parts = StableDiffusionXLPipeline, {**parts, "text_encoder_2_lora_layers": layers(text_encoder_2)}
         host.save_lora_weights(str(out), **parts, safe_serialization=True)
+        as_umask_allows(Path(out) / LORA_FILE)
     meta = {"lora": weights, **base_record(base_model, Path(out)), **(defaults or {})}
     (Path(out) / "latentdiff.json").write_text(json.dumps(meta, indent=2))
 

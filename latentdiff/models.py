@@ -14,6 +14,7 @@ from typing import Any
 
 from . import model_checks
 from .errors import ModelError
+from .outfiles import as_umask_allows
 from .weights import load_component_state
 
 MODEL_INDEX = {
@@ -277,6 +278,7 @@ def save_components(c: Components, out: Path, scheduler_class: str, extra_defaul
         if getattr(c, te_name) is not None:
             getattr(c, te_name).save_pretrained(out / te_name, safe_serialization=True)
             getattr(c, tok_name).save_pretrained(str(out / tok_name))
+    as_umask_allows(*(out / name for name in ("unet", "vae", *(n for n, _ in TEXT_PARTS)) if (out / name).is_dir()))
     sched = {**c.scheduler_config, "_class_name": scheduler_class}
     low = {"_class_name": "DDPMScheduler", **c.upscaler["low_res_scheduler"]} if c.upscaler else None
     for name, config in (("scheduler", sched), ("low_res_scheduler", low)):

@@ -46,7 +46,7 @@ def write_new(out_dir: Path, stem: str, suffix: str, write: Callable) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the images from other users
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would hide the images from other users
         return _claim(tmp, out_dir, stem, suffix)
     except OSError as e:
         raise LatentDiffError(f"cannot write {_first_free(out_dir, stem, suffix)}: {_reason(e)}; "
@@ -102,3 +102,36 @@ def _remove(path: Path) -> None:
 
 def _reason(e: OSError) -> str:
     return e.strerror or str(e)
+
+
+# ---- file modes -------------------------------------------------------------------------------
+# mkstemp, and the safetensors writer (0.8 writes to a 0600 temporary file and renames it), leave
+# files readable by their owner only: weights a team shares, or a server run as another user, could
+# not read them. Files we write get what open() would give them: 0666 less the umask (0644 usually).
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # no /proc: read it by setting it (briefly process-wide)
+    os.umask(old)
+    return old
+
+
+def new_file_mode() -> int:
+    return 0o666 & ~_umask()
+
+
+def as_umask_allows(*paths) -> None:
+    """Give files just written (or every file under folders just written) the mode a plain open()
+    would have given them."""
+    mode = new_file_mode()
+    for path in map(Path, paths):
+        for f in path.rglob("*") if path.is_dir() else [path]:
+            if f.is_file() and not f.is_symlink():
+                os.chmod(f, mode)

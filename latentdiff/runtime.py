@@ -46,14 +46,16 @@ class CpuBf16:
     prepack: bool  # oneDNN's bf16 kernels and weight prepacking run (AVX-512 BW/VL/DQ, AVX-NE-CONVERT, AMX)
     native: bool  # bf16 arithmetic in hardware (AMX or AVX-512 BF16), where it beats fp32 on large models
 
-    def describe(self) -> str:
+    def describe(self, fp32_flag: str = "--dtype auto") -> str:
+        """`fp32_flag`: what the command's user passes for fp32 (generate's auto picks it here;
+        finetune and train-vae take --mixed-precision no)."""
         if self.native:
             return "native bf16 (AMX or AVX-512 BF16): oneDNN kernels with prepacked weights"
         if self.prepack:
             return "oneDNN bf16 kernels with prepacked weights (no native bf16 arithmetic)"
         if self.runs:
             return ("plain bf16 (oneDNN's bf16 kernels and weight prepacking do not run on this CPU; "
-                    "expect it to be many times slower than fp32, which --dtype auto picks here)")
+                    f"expect it to be many times slower than fp32: {fp32_flag})")
         return "no bf16 support"
 
 
@@ -122,42 +124,68 @@ def resolve_dtype(name: str, device: torch.device, model_pref: str | None = None
     return DTYPES[name]
 
 
-def note_cpu_bf16(device: torch.device, dtype: torch.dtype) -> None:
-    """Say, in one line, what bf16 costs on a CPU without bf16 arithmetic (generation and training)."""
+def note_cpu_bf16(device: torch.device, dtype: torch.dtype, fp32_flag: str = "--dtype auto") -> None:
+    """Say, in one line, what bf16 costs on a CPU without bf16 arithmetic (generation and training,
+    whose fp32 flag is `--mixed-precision no`)."""
     if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_bf16().native:
-        notice(f"bf16 on this CPU: {cpu_bf16().describe()}")
+        notice(f"bf16 on this CPU: {cpu_bf16().describe(fp32_flag)}")
 
 
-# ---- speed settings for inference ------------------------------------------------------
-# Measured on a 2-core AMX Xeon (benchmarks/README.md): a UNet this small runs its ops in
-# microseconds, where OpenMP's fork/join and barrier waits cost more than a second core saves
+# ---- threads ----------------------------------------------------------------------------
+# Generating: measured on a 2-core AMX Xeon (benchmarks/README.md): a UNet this small runs its ops
+# in microseconds, where OpenMP's fork/join and barrier waits cost more than a second core saves
 # (under load from other processes, 2 threads were up to 70x slower than 1 for the tiny model).
+# Training (finetune, train-vae) follows the same rule, measured on a shared, busy 2-core AMD EPYC
+# with benchmarks/train_threads.py (results/train_threads-shipped-emoji*.md), median s/step of the
+# shipped model, 2 threads against 1: 1.31x slower for LoRA and full fine-tuning, 0.98x for
+# train-vae, with OMP_WAIT_POLICY=PASSIVE (what the CLI sets); 4.6x (LoRA) and 4.4x (full) slower
+# with OpenMP's default spinning, how finetune ran before (issue 22 saw up to 30x).
 SMALL_UNET_PARAMS = 50_000_000
 
 
-def cpu_threads_for(device: torch.device, unet_params: int) -> int | None:
-    """Intra-op threads to use while generating, or None to keep the process's setting."""
-    if device.type == "cpu" and unet_params < SMALL_UNET_PARAMS:
+def cpu_threads_for(device: torch.device, params: int) -> int | None:
+    """Intra-op threads for generating with or training a model of `params` parameters (the UNet;
+    train-vae: the VAE), or None to keep the process's setting."""
+    if device.type == "cpu" and params < SMALL_UNET_PARAMS:
         return 1
     return None
 
 
 class torch_threads:
-    """Run a block with `n` intra-op threads (None: unchanged), restoring the caller's count."""
+    """Run a block with `n` intra-op threads (None: unchanged), restoring the caller's count.
+    `default(m)` applies `m` later in the block (once the model's size is known) unless `n` was given."""
 
     def __init__(self, n: int | None):
         self.n, self.old = n, None
 
     def __enter__(self):
-        if self.n is not None and self.n != torch.get_num_threads():
-            self.old = torch.get_num_threads()
-            torch.set_num_threads(self.n)
+        self._set(self.n)
         return self
+
+    def default(self, n: int | None) -> None:
+        if self.n is None:
+            self._set(n)
+
+    def _set(self, n: int | None) -> None:
+        if n is not None and n != torch.get_num_threads():
+            if self.old is None:
+                self.old = torch.get_num_threads()
+            torch.set_num_threads(n)
 
     def __exit__(self, *exc):
         if self.old is not None:
             torch.set_num_threads(self.old)
             self.old = None
+
+
+def default_training_threads(threads: torch_threads, device: torch.device, params: int) -> None:
+    """cpu_threads_for's rule for a training run without --num-threads, said in one line when it
+    changes the count."""
+    before = torch.get_num_threads()
+    threads.default(cpu_threads_for(device, params))
+    if torch.get_num_threads() != before:
+        notice(f"training on {torch.get_num_threads()} CPU thread(s), not {before}: faster for a model of "
+               f"{params / 1e6:.1f}M parameters (--num-threads N to choose)")
 
 
 def wants_channels_last(device: torch.device, dtype: torch.dtype) -> bool:

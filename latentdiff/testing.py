@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .arch import build_components
 from .models import save_components
+from .outfiles import as_umask_allows
 
 WORDS = ["a red apple", "a green pear on a table", "photo of a cat", "woman biking: dark skin tone",
          "flag: Chile", "an astronaut riding a horse", "blue sky with clouds", "smiling face with hearts"]
@@ -40,10 +41,15 @@ def tiny_arch(kind: str = "sd1") -> dict:
     }
 
 
-def make_tiny_model(out: Path, kind: str = "sd1", seed: int = 0, defaults: dict | None = None) -> Path:
-    """Write a tiny seeded diffusers-format model to `out` and return it."""
+def make_tiny_model(out: Path, kind: str = "sd1", seed: int = 0, defaults: dict | None = None,
+                    half: bool = False) -> Path:
+    """Write a tiny seeded diffusers-format model to `out` and return it; `half`: weights stored in
+    fp16, as the shipped model's are."""
     c = build_components(tiny_arch(kind), WORDS, seed=seed)
     c.defaults = dict(defaults or {})
+    if half:
+        for m in (c.unet, c.vae, *c.text_encoders()):
+            m.half()
     save_components(c, Path(out), c.scheduler_config["_class_name"])
     return Path(out)
 
@@ -80,6 +86,7 @@ def make_tiny_upscaler(out: Path, seed: int = 0) -> Path:
                                           unet=unet.eval(), low_res_scheduler=low_res, scheduler=scheduler,
                                           max_noise_level=350)
     pipe.save_pretrained(out, safe_serialization=True)
+    as_umask_allows(out)
     return Path(out)
 
 

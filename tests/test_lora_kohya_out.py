@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from latentdiff import Pipeline
+from latentdiff import Pipeline, UsageError
 from latentdiff.formats.lora_kohya import KOHYA_FILE, base_model_version, save_kohya
 from latentdiff.lora import LORA_FILE
 from latentdiff.training.config import FinetuneConfig
@@ -43,6 +43,11 @@ def runs(dataset, tiny_sd1, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     return {"unet": train(dataset, tiny_sd1, root / "unet"),
             "te": train(dataset, tiny_sd1, root / "te", train_text_encoder=True)}
+
+
+def kohya_of(run, name=None):
+    """A run's kohya file: named after the run folder unless --output-name says otherwise."""
+    return run / f"{name or run.name}.safetensors"
 
 
 def pipeline(model, loras=()):
@@ -91,7 +96,7 @@ def expected_kohya(diffusers: dict) -> dict:
 @pytest.mark.parametrize("which", ["unet", "te"])
 def test_kohya_keys_alpha_and_metadata(runs, which):
     run = runs[which]
-    kohya, diffusers = load_file(str(run / KOHYA_FILE)), load_file(str(run / LORA_FILE))
+    kohya, diffusers = load_file(str(kohya_of(run))), load_file(str(run / LORA_FILE))
     modules = modules_of(kohya)
     expected = expected_kohya(diffusers)
     assert modules.keys() == expected.keys()  # the same layers as the diffusers file, under kohya's names
@@ -104,7 +109,7 @@ def test_kohya_keys_alpha_and_metadata(runs, which):
     assert ("lora_te_text_model_encoder_layers_1_self_attn_out_proj" in te) == (which == "te")
     assert all(kohya[f"{m}.alpha"].dtype == torch.float32 and kohya[f"{m}.alpha"].item() == RANK for m in modules)
     assert all(kohya[f"{m}.lora_down.weight"].shape[0] == RANK for m in modules)
-    with safe_open(str(run / KOHYA_FILE), "pt") as f:
+    with safe_open(str(kohya_of(run)), "pt") as f:
         meta = f.metadata()
     assert meta["ss_network_module"] == "networks.lora"
     assert (meta["ss_network_dim"], meta["ss_network_alpha"]) == (str(RANK), f"{float(RANK)}")
@@ -117,9 +122,9 @@ def test_kohya_file_gives_the_run_folders_pixels(runs, tiny_sd1, which):
     run = runs[which]
     folder = render(run)
     assert np.abs(folder - render(tiny_sd1)).max() > 2, "the LoRA must change the image for this to mean anything"
-    pipe = pipeline(tiny_sd1, [run / KOHYA_FILE])
+    pipe = pipeline(tiny_sd1, [kohya_of(run)])
     ours = render(None, pipe=pipe)
-    theirs, ref = diffusers_fused(tiny_sd1, run / KOHYA_FILE)
+    theirs, ref = diffusers_fused(tiny_sd1, kohya_of(run))
     if which == "te":  # both readers found the text encoder's layers in the kohya file
         layer = "encoder.layers.0.self_attn.q_proj"
         merged = pipe.components.text_encoder.get_submodule(layer).weight
@@ -183,21 +188,44 @@ def test_formats_resume_and_export(dataset, tiny_sd1, runs, tmp_path):
     from latentdiff.cli import main
 
     run = train(dataset, tiny_sd1, tmp_path / "run", lora_format="diffusers")
-    assert (run / LORA_FILE).is_file() and not (run / KOHYA_FILE).exists()
+    assert (run / LORA_FILE).is_file() and not kohya_of(run).exists()
     # The layout is an output choice: a resume may change it; the other layout's file does not linger.
     run = train(dataset, tiny_sd1, run, max_steps=3, lora_format="kohya", resume=True)
-    assert (run / KOHYA_FILE).is_file() and not (run / LORA_FILE).exists()
-    assert json.loads((run / "latentdiff.json").read_text())["lora"] == KOHYA_FILE
+    assert kohya_of(run).is_file() and not (run / LORA_FILE).exists()
+    assert json.loads((run / "latentdiff.json").read_text())["lora"] == "run.safetensors"
     assert "lora_format: kohya" in (run / "config.yaml").read_text()
     kohya_only = render(run)  # the folder stays a model: latentdiff.json names the kohya file
     assert main(["export", str(run), "--out", str(tmp_path / "d"), "--lora-format", "diffusers"]) == 0
-    assert not (tmp_path / "d" / KOHYA_FILE).exists()
+    assert not list((tmp_path / "d").glob("run*.safetensors"))
     assert np.abs(kohya_only - render(tmp_path / "d")).max() <= 1
-    # export --step N writes the run's layouts for that checkpoint
+    # export --step N writes the run's layouts for that checkpoint, the kohya file named after the run
     assert main(["export", str(runs["te"]), "--step", "2", "--out", str(tmp_path / "two")]) == 0
     assert main(["export", str(runs["te"]), "--step", "1", "--out", str(tmp_path / "one")]) == 0
-    final, two = load_file(str(runs["te"] / KOHYA_FILE)), load_file(str(tmp_path / "two" / KOHYA_FILE))
+    final, two = load_file(str(kohya_of(runs["te"]))), load_file(str(tmp_path / "two" / "te.safetensors"))
     assert final.keys() == two.keys() and all(torch.equal(final[k], two[k]) for k in final)
-    one = load_file(str(tmp_path / "one" / KOHYA_FILE))
+    one = load_file(str(tmp_path / "one" / "te.safetensors"))
     assert any(not torch.equal(final[k], one[k]) for k in final)
     assert (tmp_path / "one" / LORA_FILE).is_file()
+
+
+def test_output_name_and_runs_from_before_it(dataset, tiny_sd1, tmp_path):
+    """--output-name names the kohya file (A1111 credits the file's name in infotext, and kohya's
+    ss_output_name says it); a run whose kohya file is the old lora_kohya.safetensors still loads,
+    and its resume replaces that file by the named one."""
+    run = train(dataset, tiny_sd1, tmp_path / "run", lora_format="kohya", output_name="my-style.safetensors")
+    assert sorted(p.name for p in run.glob("*.safetensors")) == ["my-style.safetensors"]
+    with safe_open(str(run / "my-style.safetensors"), "pt") as f:
+        assert f.metadata()["ss_output_name"] == "my-style"
+    assert "output_name: my-style" in (run / "config.yaml").read_text()
+    named = render(run)
+    # What a run wrote before --output-name existed: lora_kohya.safetensors, named by latentdiff.json.
+    (run / "my-style.safetensors").rename(run / KOHYA_FILE)
+    meta = json.loads((run / "latentdiff.json").read_text())
+    (run / "latentdiff.json").write_text(json.dumps({**meta, "lora": KOHYA_FILE}))
+    assert np.abs(render(run) - named).max() == 0
+    from latentdiff.cli import main
+
+    assert main(["finetune", str(dataset), "--out", str(run), "--resume", "--max-steps", "3"]) == 0  # the saved name
+    assert sorted(p.name for p in run.glob("*.safetensors")) == ["my-style.safetensors"]
+    with pytest.raises(UsageError, match="plain file name"):
+        train(dataset, tiny_sd1, tmp_path / "bad", output_name="../elsewhere")

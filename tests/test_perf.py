@@ -197,7 +197,7 @@ def test_finetune_runs_with_its_num_threads_and_restores_the_callers(monkeypatch
     from latentdiff.training.config import FinetuneConfig
 
     seen = []
-    monkeypatch.setattr(loop, "_finetune", lambda c: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(loop, "_finetune", lambda c, threads: seen.append(torch.get_num_threads()))
     with torch_threads(2):
         loop.finetune(FinetuneConfig(dataset=str(tmp_path), model="m", out=str(tmp_path / "o"), num_threads=1))
         assert seen == [1] and torch.get_num_threads() == 2

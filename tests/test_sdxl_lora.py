@@ -231,7 +231,7 @@ def test_sdxl_lora_finetune_generates_and_loads_in_diffusers_alike(tiny_sdxl, ba
 
     assert max_pixel_diff(mine, render(base)) > 2, "two steps at lr 1e-2 must change the image"
     assert max_pixel_diff(mine, theirs()) <= 2
-    kohya = run / "lora_kohya.safetensors"  # --lora-format both (the default): kohya's SDXL layout too
+    kohya = run / f"{run.name}.safetensors"  # --lora-format both (the default): kohya's SDXL layout too, named after the run
     assert {k.split("_")[1] for k in load_file(str(kohya))} == {"unet", "te1", "te2"}
     assert max_pixel_diff(render(load(tiny_sdxl, kohya)), mine) <= 1
     ref.fuse_lora(lora_scale=0.5)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..outfiles import as_umask_allows
+
 KOHYA_FILE = "lora_kohya.safetensors"
 ADAPTER = "default"  # peft's name for the one adapter latentdiff trains
 
@@ -36,6 +38,7 @@ def save_kohya(path: Path, modules: dict, metadata: dict | None = None, componen
     meta = {"ss_network_module": "networks.lora", "ss_network_dim": _one(ranks), "ss_network_alpha": _one(alphas),
             **{k: str(v) for k, v in {**base, **(metadata or {})}.items() if v is not None}}
     save_file(tensors, str(path), metadata=meta)
+    as_umask_allows(path)
     return Path(path)
 
 

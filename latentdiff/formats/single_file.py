@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from ..models import Components, build_module
+from ..outfiles import as_umask_allows
 from .detect import detect, read_header
 from .families import clip_tokenizer, family_configs
 from .ldm_keys import CLIP_PREFIXES, clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
@@ -144,6 +145,7 @@ def save_single_file(c: Components, out: Path, dtype=None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: cast(v).contiguous() for k, v in tensors.items()}, str(out),
               metadata={"format": "pt", META_KEY: json.dumps(own, sort_keys=True, default=list)})
+    as_umask_allows(out)
     return out
 
 

@@ -4,7 +4,9 @@ Each field's docstring is its flag's help (see training/flags.py)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..config import check
 from .flags import check_types
@@ -23,6 +25,11 @@ class FinetuneConfig:
     (configs/models/*.yaml) to train from scratch."""
     out: str = ""
     """Run folder: checkpoints, samples, metrics, config.yaml and the final model."""
+    caption_extension: str = ".txt"
+    """Extension of the caption file beside each image (kohya's --caption_extension), e.g. .caption."""
+    repeats: int = 1
+    """Times each image is seen an epoch (kohya's repeats). Images in a top-level folder named N_name
+    (kohya's layout, e.g. '10_sks dog') are seen N times instead and, lacking a caption, take name."""
     method: str = "lora"
     """lora (low-rank adapters on attention) or full (all UNet weights, with EMA)."""
     max_steps: int = 1000
@@ -50,8 +57,11 @@ class FinetuneConfig:
     lora_rank: int = 8
     """Rank of the LoRA adapters."""
     lora_format: str = "both"
-    """LoRA file layout: kohya (OUT/lora_kohya.safetensors, for A1111 and ComfyUI), diffusers
+    """LoRA file layout: kohya (OUT/NAME.safetensors, for A1111 and ComfyUI), diffusers
     (OUT/pytorch_lora_weights.safetensors) or both; either keeps OUT usable as --model and --lora."""
+    output_name: str | None = None
+    """NAME of the kohya LoRA file, OUT/NAME.safetensors: what A1111 and ComfyUI list and credit in
+    infotext (default: the run folder's name)."""
     train_text_encoder: bool = False
     """Also train the text encoder (LoRA or full); both of them on SDXL."""
     caption_dropout: float = 0.1
@@ -69,8 +79,9 @@ class FinetuneConfig:
     gradient_checkpointing: bool = False
     """Trade compute for memory."""
     num_threads: int | None = None
-    """CPU threads for torch (None: torch's default, one per core). On a CPU shared with other
-    jobs 1 can be much faster than 2: a preempted thread stalls every parallel op."""
+    """CPU threads for torch (default: 1 on the CPU for models under 50M parameters, such as the
+    shipped one, where a second thread made each step slower (benchmarks/train_threads.py); else
+    torch's own, one per core)."""
     compile: bool = False
     """torch.compile the UNet's forward and backward (on CUDA also channels_last); the first steps
     compile (minutes on a small CPU), later runs reuse the on-disk cache."""
@@ -107,6 +118,7 @@ class FinetuneConfig:
     sample_defaults: dict = dataclasses.field(default_factory=dict)
     """Recommended sampling settings written into the output model's latentdiff.json, e.g. '{steps: 20}'."""
 
+    required = ("model", "out")
     choices = {"method": ("lora", "full"), "lora_format": LORA_FORMATS, "lr_schedule": SCHEDULES,
                "crop": ("center", "random"),
                "missing_captions": ("error", "empty"), "mixed_precision": ("no", "fp16", "bf16"),
@@ -117,7 +129,7 @@ class FinetuneConfig:
         check(bool(self.out), "--out DIR is required")
         check(self.model is not None, "--model is required (a model directory, hub id, or configs/models/*.yaml)")
         check_types(self)
-        for name in ("max_steps", "batch_size", "grad_accum", "lora_rank", "checkpoint_every", "keep_checkpoints", "log_every"):
+        for name in ("max_steps", "batch_size", "grad_accum", "lora_rank", "repeats", "checkpoint_every", "keep_checkpoints", "log_every"):
             check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         check(self.resolution >= 8 and self.resolution % 8 == 0, f"--resolution must be a multiple of 8, got {self.resolution}")
@@ -129,6 +141,30 @@ class FinetuneConfig:
         check(self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be > 0")
         check(self.ema_decay is None or 0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)")
         check(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pick one")
+        self.caption_extension = _caption_extension(self.caption_extension)
+        self.output_name = _output_name(self.output_name, self.out)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _caption_extension(ext: str) -> str:
+    """'.txt' from 'txt' or '.txt'; refuse what cannot be a caption file's extension."""
+    from .data.scan import IMAGE_EXTENSIONS
+
+    ext = ext if ext.startswith(".") else "." + ext
+    check(re.fullmatch(r"\.[A-Za-z0-9_][A-Za-z0-9_.-]*", ext) is not None,
+          f"--caption-extension must look like .txt or .caption, got {ext!r}")
+    check(ext.lower() not in IMAGE_EXTENSIONS, f"--caption-extension {ext} is an image extension")
+    return ext
+
+
+def _output_name(name: str | None, out: str) -> str:
+    """The kohya file's name: given (a trailing .safetensors dropped) or the run folder's; recorded in
+    OUT/config.yaml, so a resumed or exported run keeps it even if the folder is renamed."""
+    name = Path(out).resolve().name if name is None else name.removesuffix(".safetensors")
+    check(bool(name) and not name.startswith(".") and not set(name) & set("/\\\0:") and len(name) <= 200,
+          f"--output-name must be a plain file name (no folders, not hidden), got {name!r}")
+    check(name != "pytorch_lora_weights", "--output-name pytorch_lora_weights is the diffusers LoRA file's name; "
+          "choose another")
+    return name

@@ -3,7 +3,7 @@
 `latentdiff export RUN --out DIR [--step N] [--no-ema] [--dtype fp16]` rebuilds the run's models
 from its config.yaml and loads the checkpoint's weights: a full (or from-scratch) run becomes a
 diffusers-format model (EMA weights unless --no-ema), a LoRA run a LoRA folder
-(latentdiff.json naming the base, with lora_kohya.safetensors and/or pytorch_lora_weights.safetensors
+(latentdiff.json naming the base, with NAME.safetensors (the run's output_name) and/or pytorch_lora_weights.safetensors
 as the run's --lora-format says, or `lora_format`), so a model can be taken from a run that is still
 going or was stopped early.
 """

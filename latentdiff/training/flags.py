@@ -4,7 +4,8 @@ Every field becomes a flag (`max_steps` -> `--max-steps`) whose help is the fiel
 no field lacks a flag and help text has one source. Types come from the annotations:
 `int`, `float`, `str`, `bool` (`--flag/--no-flag`), `X | None` (also takes `none`), `list[str]`
 (a FILE with one item per line) and `dict` (an inline YAML mapping). A class attribute `choices`
-maps field names to their allowed values, checked for YAML and flags alike.
+maps field names to their allowed values, checked for YAML and flags alike; `required` names fields
+without a usable default. Each flag's help ends with its default.
 Only this module's standard-library imports load at `--help` time.
 """
 
@@ -131,6 +132,8 @@ def add_flags(parser: argparse.ArgumentParser, cls, positional: tuple[str, ...] 
         if f.name in positional:
             parser.add_argument(f.name, help=help)
             continue
+        if "(default" not in help:  # a docstring may say it better ("default: the model's")
+            help += _default_text(f, kind, cls).replace("%", "%%")
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=help)
         if kind == "bool":
             parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
@@ -143,6 +146,18 @@ def add_flags(parser: argparse.ArgumentParser, cls, positional: tuple[str, ...] 
         elif kind == "list":
             kw["metavar"] = "FILE"
         parser.add_argument(_flag(f.name), **kw)
+
+
+def _default_text(field, kind: str, cls) -> str:
+    """' (default: 1000)', ' (default: on)', ' (required)', or '' for a text field that is empty."""
+    if field.name in getattr(cls, "required", ()):
+        return " (required)"
+    value = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    if value == "":
+        return ""
+    if kind == "bool":
+        return f" (default: {'on' if value else 'off'})"
+    return f" (default: {'none' if value is None or value in ([], {}) else value})"
 
 
 def given(args: argparse.Namespace, cls) -> dict:

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 from ..errors import LatentDiffError, UsageError
-from ..runtime import note_cpu_bf16, torch_threads
+from ..runtime import default_training_threads, note_cpu_bf16, torch_threads
 from . import checkpoint as ckpt
 from . import trackers
 from .batches import BatchSource
 from .config import FinetuneConfig
 from .objective import diffusion_loss, step_generator
-from .outputs import RUN_FILES, save_model, validate
+from .outputs import run_files, save_model, validate
 from .recipe import check_recipe, write_recipe
 from .runfolder import check_run_folder, prepare_run_folder
 from .upscaler import UpscalerSource
@@ -36,31 +36,35 @@ from .state import TrainState, load_models, read_trainable, write_trainable
 
 def finetune(cfg: FinetuneConfig) -> Path:
     """Train per `cfg`; returns OUT, which then holds a model `generate --model OUT` can use."""
-    with torch_threads(cfg.num_threads):
-        return _finetune(cfg)
+    with torch_threads(cfg.num_threads) as threads:
+        return _finetune(cfg, threads)
 
 
-def _finetune(cfg: FinetuneConfig) -> Path:
+def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
     from accelerate import Accelerator
 
     out, action = _check_out(cfg)
     trackers.require(cfg.report_to)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
+        raise UsageError("--mixed-precision fp16 needs a CUDA GPU (on the CPU accelerate runs neither fp16 autocast "
+                         "nor loss scaling); use --mixed-precision no (fp32) or bf16")
     if cfg.mixed_precision == "bf16" and not torch.cuda.is_available():
-        note_cpu_bf16(torch.device("cpu"), torch.bfloat16)
+        note_cpu_bf16(torch.device("cpu"), torch.bfloat16, "--mixed-precision no")
     _release_precision(cfg.mixed_precision)
     # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       cpu=not torch.cuda.is_available())
     acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
     if acc.is_main_process:  # clear an overwritten run's files, mark OUT as a run, write the resolved config.yaml
-        prepare_run_folder(out, "finetune", RUN_FILES, action)
+        prepare_run_folder(out, "finetune", run_files(cfg), action)
         write_recipe(cfg, out)
     acc.wait_for_everyone()
     records = _scan(cfg, acc, out)
     captions = [r.caption for r in records]
     setup = load_models(cfg, captions, tokenizer=_saved_tokenizer(out) if cfg.resume else None)
+    default_training_threads(threads, acc.device, sum(p.numel() for p in setup.components.unet.parameters()))
+    if acc.is_main_process:
+        _note_size(cfg, setup)
     state = TrainState.create(cfg, setup)
     wrapped, dtype = _place(cfg, acc, state)
     source, order = _batches(cfg, acc, records, state, wrapped, dtype)
@@ -85,7 +89,8 @@ def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
     from .data.scan import scan_dataset
 
     scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions,
-                        follow_symlinks=cfg.follow_symlinks)
+                        follow_symlinks=cfg.follow_symlinks, caption_extension=cfg.caption_extension,
+                        repeats=cfg.repeats)
     if acc.is_main_process:
         scan.write_skipped(out)
         _say(f"dataset: {len(scan.records)} image(s) to train on, {len(scan.skipped)} skipped (see {out / 'skipped.txt'})")
@@ -103,8 +108,7 @@ def _place(cfg: FinetuneConfig, acc, state: TrainState) -> tuple[dict, torch.dty
     for name in ("text_encoder", "text_encoder_2"):
         if name not in trained and getattr(c, name) is not None:
             getattr(c, name).to(acc.device, dtype)
-    if cfg.method == "lora":
-        frozen_in_compute_dtype(trained.values(), dtype)
+    frozen_in_compute_dtype(trained.values(), dtype)
     from ..accel import prepare_unet_for_training
 
     prepare_unet_for_training(c.unet, acc.device, cfg.compile)
@@ -129,7 +133,8 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
     if acc.is_main_process:
         _report_long_captions(c.tokenizer, captions)
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records] if buckets else None
-    return source, DataOrder(len(records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of)
+    return source, DataOrder(len(records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of,
+                             [r.repeats for r in records])
 
 
 def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource, order: DataOrder,
@@ -206,7 +211,7 @@ def _release_precision(mixed_precision: str) -> None:
 def _check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
     """Check OUT against --resume/--overwrite (runfolder.py) and a resumed run's recipe; touches nothing
     (every process runs it). Returns OUT and what prepare_run_folder must do."""
-    action = check_run_folder(cfg.out, "finetune", RUN_FILES, dataset=cfg.dataset, model=cfg.model,
+    action = check_run_folder(cfg.out, "finetune", run_files(cfg), dataset=cfg.dataset, model=cfg.model,
                               resume=cfg.resume, overwrite=cfg.overwrite)
     if action == "resume":
         check_recipe(cfg, cfg.out)
@@ -214,14 +219,14 @@ def _check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
 
 
 def frozen_in_compute_dtype(modules, dtype: torch.dtype) -> None:
-    """LoRA: the frozen base weights in the compute dtype, as diffusers' LoRA scripts keep them, so
-    autocast does not cast every fp32 weight again on each forward (the LoRA weights stay fp32).
-    They are never saved (a LoRA checkpoint holds only the adapters) and resume re-reads them."""
-    if dtype == torch.float32:
-        return
+    """The frozen weights of the trained modules (LoRA's base layers, unused text-encoder parts) in the
+    compute dtype, as diffusers' LoRA scripts keep them: fp32 without mixed precision even when the
+    model is stored in fp16 (the shipped model is), else autocast's dtype so it does not cast every
+    weight again on each forward. Trainable weights are fp32 already (state.make_trainable). Frozen
+    weights are never saved (a LoRA checkpoint holds only the adapters) and resume re-reads them."""
     for m in modules:
         for p in m.parameters():
-            if not p.requires_grad:
+            if not p.requires_grad and p.dtype != dtype:
                 p.data = p.data.to(dtype)
 
 
@@ -234,6 +239,17 @@ def _resume(cfg, out, state: TrainState) -> None:
     if state.step >= cfg.max_steps:
         _say(f"checkpoint is at step {state.step} >= --max-steps {cfg.max_steps}; writing the outputs only")
     _say(f"resuming from {last.name}")
+
+
+def _note_size(cfg: FinetuneConfig, setup) -> None:
+    """One line when --resolution is not the size the base model was made for (the shipped model: 64)."""
+    from ..models import vae_scale_factor
+
+    c = setup.components
+    native = int(c.unet.config.sample_size) * vae_scale_factor(c.vae)
+    if not setup.from_scratch and not c.is_upscaler and cfg.resolution != native:
+        _say(f"--resolution {cfg.resolution}: {cfg.model} makes {native}x{native} images; training at "
+             f"{cfg.resolution} teaches it a new size as well (slower; --resolution {native} keeps its own)")
 
 
 def _report_long_captions(tokenizer, captions: list[str]) -> None:

@@ -9,10 +9,20 @@ import torch
 
 from .config import FinetuneConfig
 
-# Everything a finetune run writes into OUT (run.json lists them); --overwrite removes these and nothing else.
+# Everything a finetune run writes into OUT (run.json lists them, with the kohya LoRA file: run_files);
+# --overwrite removes these and nothing else. lora_kohya.safetensors: the kohya file's name before --output-name.
 RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "config.yaml", "skipped.txt", "model_index.json",
              "unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler",
              "latentdiff.json", "pytorch_lora_weights.safetensors", "lora_kohya.safetensors", "logs")
+
+
+def kohya_file(cfg: FinetuneConfig) -> str:
+    """OUT/NAME.safetensors: A1111 and ComfyUI name a LoRA by its file, and credit that name in infotext."""
+    return f"{cfg.output_name}.safetensors"
+
+
+def run_files(cfg: FinetuneConfig) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*RUN_FILES, kohya_file(cfg))))
 
 
 def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) -> None:
@@ -32,27 +42,29 @@ def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) 
 
 
 def save_lora_files(cfg: FinetuneConfig, out: Path, state, defaults: dict) -> None:
-    """OUT/lora_kohya.safetensors and/or OUT/pytorch_lora_weights.safetensors per --lora-format, and
-    OUT/latentdiff.json naming the one latentdiff loads (the diffusers file when there is one)."""
+    """OUT/NAME.safetensors (kohya, NAME from --output-name) and/or OUT/pytorch_lora_weights.safetensors
+    per --lora-format, and OUT/latentdiff.json naming the one latentdiff loads (the diffusers file when
+    there is one)."""
     from ..formats.lora_kohya import KOHYA_FILE, save_kohya
     from ..lora import LORA_FILE, save_lora
 
-    c = state.setup.components
-    written = {"kohya": [KOHYA_FILE], "diffusers": [LORA_FILE], "both": [KOHYA_FILE, LORA_FILE]}[cfg.lora_format]
-    if KOHYA_FILE in written:
-        save_kohya(out / KOHYA_FILE, state.modules, kohya_metadata(cfg, out, state), components=c)
+    c, kohya = state.setup.components, kohya_file(cfg)
+    written = {"kohya": [kohya], "diffusers": [LORA_FILE], "both": [kohya, LORA_FILE]}[cfg.lora_format]
+    if kohya in written:
+        save_kohya(out / kohya, state.modules, kohya_metadata(cfg, out, state), components=c)
     te, te2 = (state.modules.get(name) for name in ("text_encoder", "text_encoder_2"))
-    loads = LORA_FILE if LORA_FILE in written else KOHYA_FILE
+    loads = LORA_FILE if LORA_FILE in written else kohya
     save_lora(out, c.unet, te, state.setup.base_ref, defaults, text_encoder_2=te2, weights=loads)
-    for name in {KOHYA_FILE, LORA_FILE} - set(written):
-        (out / name).unlink(missing_ok=True)  # left by this run before a --resume with another --lora-format
+    # Left by this run before a --resume with another --lora-format, or by a run from before --output-name.
+    for name in {kohya, KOHYA_FILE, LORA_FILE} - set(written):
+        (out / name).unlink(missing_ok=True)
 
 
 def kohya_metadata(cfg: FinetuneConfig, out: Path, state) -> dict:
     """The `ss_*` entries kohya's train_network.py records that a latentdiff run knows (save_kohya
     adds the network's and the base model's)."""
     base = state.setup.base_ref or cfg.model
-    return {"ss_output_name": Path(out).resolve().name, "ss_sd_model_name": Path(str(base)).name,
+    return {"ss_output_name": cfg.output_name, "ss_sd_model_name": Path(str(base)).name,
             "ss_resolution": f"({cfg.resolution}, {cfg.resolution})", "ss_learning_rate": cfg.lr,
             "ss_lr_scheduler": cfg.lr_schedule, "ss_lr_warmup_steps": cfg.warmup_steps,
             "ss_max_train_steps": cfg.max_steps, "ss_steps": state.step, "ss_seed": cfg.seed,

@@ -23,7 +23,7 @@ SAFE_ON_RESUME = frozenset({
     "out", "config", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "validate_every",
     "validation_prompts", "validation_steps", "eval_train_images", "num_threads", "report_to",
     "allow_pickle", "follow_symlinks", "resume", "overwrite", "change_recipe", "compile",
-    "lora_format",  # the layout of the file written at the end, not what is trained
+    "lora_format", "output_name",  # the layout and name of the files written at the end, not what is trained
 })
 # Run switches, never part of the recipe.
 NOT_SAVED = ("resume", "overwrite", "change_recipe", "config")

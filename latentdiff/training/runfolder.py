@@ -95,7 +95,11 @@ def prepare_run_folder(out, command: str, entries: tuple[str, ...], action: str)
             elif target.exists() or target.is_symlink():
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    if action != "resume" or _manifest(out) is None:
-        text = json.dumps({"command": command, "entries": list(entries)}, indent=2) + "\n"
+    manifest = _manifest(out) if action == "resume" else None
+    listed = manifest.get("entries") if manifest else None
+    # A resumed run keeps what run.json listed and adds what it may now write (another --output-name).
+    kept = [e for e in listed if isinstance(e, str)] if isinstance(listed, list) else []
+    if manifest is None or set(entries) - set(kept):
+        text = json.dumps({"command": command, "entries": list(dict.fromkeys((*kept, *entries)))}, indent=2) + "\n"
         (out / MANIFEST).write_text(text, encoding="utf-8")
     return out

@@ -16,6 +16,7 @@ from .. import hub
 from ..arch import build_components, is_arch_file, read_arch
 from ..conditioning import conditioning_for
 from ..errors import UsageError
+from ..outfiles import as_umask_allows
 from ..lora import TEXT_TARGETS, UNET_TARGETS, add_adapters
 from ..models import Components, load_components
 from . import checkpoint as ckpt
@@ -204,6 +205,7 @@ def write_trainable(d: Path, state: TrainState) -> None:
         save_file({k: v.contiguous() for k, v in sd["ema"]["shadow"].items()}, str(d / "ema.safetensors"))
     if state.setup.from_scratch:
         state.setup.components.tokenizer.save_pretrained(str(d / "tokenizer"))
+    as_umask_allows(d)
 
 
 def read_trainable(d: Path) -> dict:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from latentdiff.errors import LatentDiffError, UsageError
+from latentdiff.outfiles import as_umask_allows
 from latentdiff.training.checkpoint import latest_checkpoint, read_manifest, save_checkpoint
 from latentdiff.training.checkpoint import damaged_checkpoint, load_tensors, load_torch, require_finite
 from latentdiff.training.recipe import check_recipe, write_recipe
@@ -109,6 +110,7 @@ def _write_state(path: Path, vae, opt, schedule, generator) -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path / "model.safetensors")
+    as_umask_allows(path / "model.safetensors")
     torch.save(opt.state_dict(), path / "optimizer.pt")
     torch.save(schedule.state_dict(), path / "lr_schedule.pt")
     torch.save(generator.get_state(), path / "rng.pt")
@@ -198,6 +200,7 @@ def _finish(cfg, out: Path, vae, train_u8, heldout_u8, device, seconds: float) -
                   "params": sum(p.numel() for p in vae.parameters()),
                   "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__}}
     vae.save_pretrained(out / "vae", safe_serialization=True)
+    as_umask_allows(out / "vae")
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 
@@ -209,14 +212,14 @@ def train_vae(cfg: VaeTrainConfig) -> dict:
     """Train (or resume), then write OUT/vae, OUT/eval.json; returns the eval.json contents."""
     from latentdiff.runtime import torch_threads
 
-    with torch_threads(cfg.num_threads):
-        return _train_vae(cfg)
+    with torch_threads(cfg.num_threads) as threads:
+        return _train_vae(cfg, threads)
 
 
-def _train_vae(cfg: VaeTrainConfig) -> dict:
+def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     import torch
 
-    from latentdiff.runtime import note_cpu_bf16
+    from latentdiff.runtime import default_training_threads, note_cpu_bf16
 
     out = _prepare_out(cfg)
     train, heldout = _scan(cfg, out)
@@ -224,8 +227,9 @@ def _train_vae(cfg: VaeTrainConfig) -> dict:
     train_u8, heldout_u8 = load_images(train, cfg.resolution), load_images(heldout, cfg.resolution)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if cfg.mixed_precision == "bf16":
-        note_cpu_bf16(device, torch.bfloat16)
+        note_cpu_bf16(device, torch.bfloat16, "--mixed-precision no")
     vae = build_vae(cfg.vae, cfg.seed).to(device).train()
+    default_training_threads(threads, device, sum(p.numel() for p in vae.parameters()))
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = make_lr_schedule(opt, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)
     generator = torch.Generator().manual_seed(cfg.seed)

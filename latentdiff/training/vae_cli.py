@@ -32,6 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_train_vae(args) -> int:
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see cli.cmd_generate
     from latentdiff.training.flags import given
     from latentdiff.training.recipe import build_config
 

@@ -66,9 +66,11 @@ class VaeTrainConfig:
     mixed_precision: str = "no"
     """'no' (fp32) or 'bf16' (autocast; weights and optimizer stay fp32)."""
     num_threads: int | None = None
-    """CPU threads for torch (None: torch's default, one per core). On a CPU shared with other
-    jobs 1 can be much faster than 2: a preempted thread stalls every parallel op."""
+    """CPU threads for torch (default: 1 on the CPU for models under 50M parameters, such as the
+    shipped one, where a second thread made each step slower (benchmarks/train_threads.py); else
+    torch's own, one per core)."""
 
+    required = ("out",)
     choices = {"lr_schedule": SCHEDULES, "mixed_precision": ("no", "bf16"), "report_to": REPORT_TO}
 
     def __post_init__(self):

@@ -10,25 +10,28 @@ class DataOrder:
     position, so a resumed run sees exactly the batches an uninterrupted one would have.
 
     Each epoch is a list of global batches (a shuffled permutation cut into chunks, or
-    same-bucket batches); epoch e's shuffle is seeded by (seed, e).
+    same-bucket batches); epoch e's shuffle is seeded by (seed, e). Index i appears `repeats[i]`
+    times an epoch (kohya's repeats; all once without them).
     """
 
-    def __init__(self, n: int, global_batch: int, seed: int, bucket_of: list | None = None):
+    def __init__(self, n: int, global_batch: int, seed: int, bucket_of: list | None = None,
+                 repeats: list[int] | None = None):
         self.n, self.global_batch, self.seed = n, global_batch, seed
         self.bucket_of = bucket_of
+        self.repeats = repeats or [1] * n
         self._cache: dict[int, list[list[int]]] = {}
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         if epoch not in self._cache:
             rng = random.Random(f"{self.seed}/{epoch}")
             if self.bucket_of is None:
-                order = list(range(self.n))
+                order = [i for i in range(self.n) for _ in range(self.repeats[i])]
                 rng.shuffle(order)
                 groups = [order]
             else:
                 by_bucket: dict = {}
                 for i, b in enumerate(self.bucket_of):
-                    by_bucket.setdefault(b, []).append(i)
+                    by_bucket.setdefault(b, []).extend([i] * self.repeats[i])
                 groups = [by_bucket[b] for b in sorted(by_bucket)]
                 for g in groups:
                     rng.shuffle(g)

@@ -2,10 +2,12 @@
 once before training starts (dataset.py turns the records into tensors).
 
 Caption sources, most specific first (the first one found for an image wins):
-  1. kohya style: `cat.png` + `cat.txt` beside it;
+  1. kohya style: `cat.png` + `cat.txt` beside it (the extension is `caption_extension`);
   2. Hugging Face imagefolder: `metadata.jsonl` rows {"file_name": ..., "text": ...};
-  3. `metadata.csv` with `file_name` and `text` columns.
+  3. `metadata.csv` with `file_name` and `text` columns;
+  4. kohya's DreamBooth folders: an image in a top-level `N_name` folder takes `name`.
 A metadata file covers paths relative to its own folder; a deeper one beats a shallower one.
+Each image is seen `repeats` times an epoch, N times in a top-level `N_name` folder (kohya's layout).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import os
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from latentdiff.errors import UsageError
 from latentdiff.image_input import MAX_PIXELS, BadImageError, load_image
+from latentdiff.training.data.kohya_folders import KohyaFolders
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")  # order = precedence within one folder
@@ -36,6 +39,7 @@ class Record:
     width: int
     height: int
     split: str | None = None
+    repeats: int = 1  # times an epoch (kohya's N_name folders, --repeats)
 
 
 @dataclass
@@ -62,13 +66,17 @@ def scan_dataset(
     max_pixels: int = MAX_PIXELS,
     progress: Callable[[int, int], None] | None = None,
     follow_symlinks: bool = False,
+    caption_extension: str = ".txt",
+    repeats: int = 1,
 ) -> ScanResult:
     """Find every image under `root`, pair it with a caption and open it once.
 
     Bad images are skipped with a reason rather than crashing training hours later; only
     when none is usable is it an error. Images without a caption are an error unless
     `missing_captions="empty"` (train them unconditionally). Only regular files are opened (a FIFO
-    would hang), and symlinks leading outside `root` are skipped unless `follow_symlinks`.
+    would hang), and symlinks leading outside `root` are skipped unless `follow_symlinks`. Captions
+    are read from `caption_extension` files beside the images; each image counts `repeats` times an
+    epoch, or N times in a top-level folder named `N_name` (kohya's layout, see kohya_folders.py).
     """
     if missing_captions not in ("error", "empty"):
         raise UsageError(f"--missing-captions must be 'error' or 'empty', not {missing_captions!r}")
@@ -78,13 +86,15 @@ def scan_dataset(
         raise UsageError(f"resolution {resolution} is not a positive multiple of 8; try "
                          + " or ".join(map(str, near)))
     root = _check_root(root)
-    entries, skipped, notes = _discover(_Root(root, follow_symlinks), missing_captions, include_heldout)
+    folders = KohyaFolders(repeats)
+    entries, skipped, notes = _discover(_Root(root, follow_symlinks), missing_captions, include_heldout,
+                                        caption_extension, folders)
     records: list[Record] = []
     for done, (rel, caption, split) in enumerate(entries, 1):
         try:
             # Decode fully to catch truncation, but keep only the size: datasets outgrow RAM.
             with load_image(root / rel, max_pixels) as im:
-                records.append(Record(root / rel, caption, im.width, im.height, split))
+                records.append(Record(root / rel, caption, im.width, im.height, split, folders.repeats(rel)))
         except BadImageError as err:
             skipped.append((rel, str(err)))
         if progress is not None:
@@ -92,6 +102,7 @@ def scan_dataset(
     skipped.sort()
     if not records:
         raise UsageError(_all_bad_message(root, skipped))
+    notes += folders.notes(records)
     small = sum(min(r.width, r.height) < resolution for r in records)
     if small:
         notes.append(f"{small} image(s) are smaller than {resolution} px on the short side "
@@ -131,7 +142,8 @@ class _Root:
         return None
 
 
-def _discover(src: _Root, missing_captions: str, include_heldout: bool):
+def _discover(src: _Root, missing_captions: str, include_heldout: bool, caption_extension: str = ".txt",
+              folders: KohyaFolders | None = None):
     """Return ([(relpath, caption, split)] sorted by relpath, skipped, notes)."""
     images, metadata, skipped = _walk(src)
     captions, splits, heldout, bad_rows = _metadata_captions(src, metadata, include_heldout)
@@ -140,7 +152,7 @@ def _discover(src: _Root, missing_captions: str, include_heldout: bool):
     root = src.path
     for rel in images:
         # A .txt beside the image is the most specific source, so it overrides metadata.
-        sidecar = (root / rel).with_suffix(".txt")
+        sidecar = (root / rel).with_name(PurePosixPath(rel).stem + caption_extension)
         if os.path.lexists(sidecar) and (why := src.problem(sidecar)) is not None:
             skipped.append((rel, f"caption file {sidecar.name}: {why}"))
         elif sidecar.is_file():
@@ -149,9 +161,11 @@ def _discover(src: _Root, missing_captions: str, include_heldout: bool):
             except UnicodeDecodeError:
                 skipped.append((rel, f"caption file {sidecar.name} is not UTF-8 text"))
     images -= {rel for rel, _ in skipped}
+    if folders is not None:
+        captions.update(folders.captions(images - captions.keys()))
     uncaptioned = sorted(images - captions.keys())
     if uncaptioned and missing_captions == "error":
-        raise UsageError(_missing_captions_message(uncaptioned))
+        raise UsageError(_missing_captions_message(uncaptioned, caption_extension))
     if not images and not skipped:
         held = f"; {len(heldout)} held out by split=heldout" if heldout else ""
         kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
@@ -264,11 +278,11 @@ def _csv_rows(meta: Path, where: str) -> Iterator[tuple[int, dict]]:
             yield reader.line_num, row
 
 
-def _missing_captions_message(uncaptioned: list[str]) -> str:
+def _missing_captions_message(uncaptioned: list[str], caption_extension: str = ".txt") -> str:
     shown = "\n  ".join(uncaptioned[:5])
     more = f"\n  ... and {len(uncaptioned) - 5} more" if len(uncaptioned) > 5 else ""
     return (
-        f"{len(uncaptioned)} image(s) have no caption (no .txt beside them and no metadata.jsonl/"
+        f"{len(uncaptioned)} image(s) have no caption (no {caption_extension} beside them and no metadata.jsonl/"
         f".csv row):\n  {shown}{more}\nAdd captions, or pass --missing-captions empty to train "
         "them with an empty caption."
     )
