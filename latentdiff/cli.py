@@ -11,6 +11,7 @@ import sys
 
 from .cli_image import add_image_flags, add_upscale
 from .errors import LatentDiffError
+from .schedulers import NAMES
 
 PROG = "latentdiff"
 
@@ -39,7 +40,7 @@ def _add_generate(sub):
     p.add_argument("--width", type=int, help="image width in pixels (default: the model's native size)")
     p.add_argument("--height", type=int, help="image height in pixels (default: the model's native size)")
     p.add_argument("--num-images", type=int, help="images per prompt (default: 1)")
-    p.add_argument("--scheduler", help="ddim, ddpm, pndm, euler, euler_a, heun, lms, dpm++2m, dpm++2m_karras, unipc (default: the model's)")
+    p.add_argument("--scheduler", help=f"{NAMES}, or an A1111 sampler name (default: the model's)")
     p.add_argument("--prompt-syntax", choices=("a1111", "plain"),
                    help="a1111: (word:1.3) / (word) / [word] emphasis, \\( escapes, BREAK (default); plain: the text as written")
     p.add_argument("--clip-skip", type=int, metavar="N", help="use the N-th text-encoder layer from the end, A1111 numbering: 1 = last (default: the model's, else 1)")

@@ -12,15 +12,11 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import UsageError
+from ..schedulers import SCHEDULERS
 from .jobs import Job
 
 # A1111 sampler name -> (our scheduler name, A1111 aliases)
-SAMPLERS = {
-    "Euler a": ("euler_a", ["k_euler_a", "k_euler_ancestral"]), "Euler": ("euler", ["k_euler"]),
-    "LMS": ("lms", ["k_lms"]), "Heun": ("heun", ["k_heun"]), "DPM++ 2M": ("dpm++2m", ["k_dpmpp_2m"]),
-    "DPM++ 2M Karras": ("dpm++2m_karras", ["k_dpmpp_2m_ka"]), "DDIM": ("ddim", []), "PLMS": ("pndm", []),
-    "UniPC": ("unipc", []), "DDPM": ("ddpm", []),
-}
+SAMPLERS = {m.a1111: (k, list(m.aliases)) for k, m in SCHEDULERS.items()}
 UNSUPPORTED = {"enable_hr": "hires fix", "restore_faces": "face restoration", "tiling": "tiling"}
 
 
