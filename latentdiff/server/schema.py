@@ -16,7 +16,7 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str | list[str] = Field(description="a prompt, or a list of prompts", examples=["red apple"])
+    prompt: str | list[str] = Field(description="a prompt, or a list of prompts", examples=["cat face"])
     negative_prompt: str = Field("", max_length=4000)
     steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="default: the model's recommendation")
     guidance: float | None = Field(None, ge=0, le=100, description="CFG scale; 1 disables CFG")
