@@ -11,8 +11,10 @@ import sys
 
 from .cli_image import add_image_flags, add_upscale
 from .errors import LatentDiffError
+from .schedulers import NAMES, SCHEDULERS
 
 PROG = "latentdiff"
+MIN_STEPS = ", ".join(f"{k} at least {m.min_steps}" for k, m in SCHEDULERS.items() if m.min_steps > 1)
 
 
 def one_line(text: str) -> str:
@@ -31,7 +33,8 @@ def _add_generate(sub):
     p.add_argument("prompt", nargs="?", help="the text prompt (or use --prompts / --from)")
     p.add_argument("--model", help="model directory, single-file checkpoint (.safetensors), hub id (org/name), or omit for the shipped default")
     p.add_argument("--out", default="outputs", help="output folder (default: outputs/); files are never overwritten")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the model's recommendation, else 25)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's recommendation, else 25; "
+                   f"with --scheduler {MIN_STEPS})")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 disables CFG (default: model's, else 7.5)")
     p.add_argument("--negative", help="negative prompt (default: empty)")
     p.add_argument("--seed", type=int, help="seed of the first image; image k uses seed+k (default: 0)")
@@ -39,7 +42,7 @@ def _add_generate(sub):
     p.add_argument("--width", type=int, help="image width in pixels (default: the model's native size)")
     p.add_argument("--height", type=int, help="image height in pixels (default: the model's native size)")
     p.add_argument("--num-images", type=int, help="images per prompt (default: 1)")
-    p.add_argument("--scheduler", help="ddim, ddpm, pndm, euler, euler_a, heun, lms, dpm++2m, dpm++2m_karras, unipc (default: the model's)")
+    p.add_argument("--scheduler", help=f"{NAMES}, or an A1111 sampler name (default: the model's)")
     p.add_argument("--prompt-syntax", choices=("a1111", "plain"),
                    help="a1111: (word:1.3) / (word) / [word] emphasis, \\( escapes, BREAK (default); plain: the text as written")
     p.add_argument("--clip-skip", type=int, metavar="N", help="use the N-th text-encoder layer from the end, A1111 numbering: 1 = last (default: the model's, else 1)")

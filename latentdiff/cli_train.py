@@ -61,6 +61,9 @@ def add_eval_emoji(sub):
                    help="generation seeds; results are given per seed and averaged (default %(default)s)")
     p.add_argument("--out", help="also write the results as JSON to this file")
     p.add_argument("--grid", metavar="PNG", help="also write a grid of sample images (the README's picture)")
+    p.add_argument("--grid-names", metavar="NAME;NAME;...",
+                   help="the grid's emoji names, separated by ';' (default: 16 the shipped model draws well)")
+    p.add_argument("--grid-only", action="store_true", help="write the --grid picture and skip the evaluation")
     p.add_argument("--cascade", metavar="DIR",
                    help="instead: score the cascade's upscaler on the held-out names against DIR, the same names "
                         "rendered at the cascade's size (build-emoji --size 128): PSNR/SSIM vs bicubic, top-1")
@@ -81,12 +84,18 @@ def _run_eval(args) -> int:
         raise UsageError(f"--seeds takes seeds >= 0, got {args.seeds!r}")
     if args.upscaler and not args.cascade:
         raise UsageError("--upscaler goes with --cascade DIR")
+    names = [n.strip() for n in args.grid_names.split(";") if n.strip()] if args.grid_names is not None else None
+    if (names is not None or args.grid_only) and not args.grid:
+        raise UsageError("--grid-names and --grid-only go with --grid PNG")
+    if names == []:
+        raise UsageError("--grid-names takes emoji names separated by ';', got none")
     if args.cascade:
         from .cascade_eval import run_cascade
 
         run_cascade(args.dataset, args.cascade, args.model, args.upscaler, args.steps, args.guidance, seeds, args.out)
     else:
-        run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out, args.grid, seeds)
+        run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out, args.grid, seeds, names,
+            args.grid_only)
     return 0
 
 

@@ -112,15 +112,22 @@ def _remove_stale_images(images: Path, keep: set[str]) -> None:
             png.unlink()
 
 
-def _render_all(emojis: list[Emoji], font, images: Path, heldout: set[str], variants: bool, size: int):
-    """Write one PNG per emoji that renders as a single glyph; return records and rejects."""
+def render_glyphs(emojis: list[Emoji], font, size: int = IMAGE_SIZE):
+    """(emoji, image, verdict) for each emoji: "ok" when it renders as a single glyph, else "blank"
+    or "fell_apart" (see build_emoji_dataset)."""
     cell = glyph_cell_width(font)
-    records, blank, fell_apart = [], [], []
     for e in emojis:
         image, width = render_emoji(e.chars, font, size)
-        if width == 0:
+        yield e, image, "blank" if width == 0 else "fell_apart" if width > FELL_APART_RATIO * cell else "ok"
+
+
+def _render_all(emojis: list[Emoji], font, images: Path, heldout: set[str], variants: bool, size: int):
+    """Write one PNG per emoji that renders as a single glyph; return records and rejects."""
+    records, blank, fell_apart = [], [], []
+    for e, image, verdict in render_glyphs(emojis, font, size):
+        if verdict == "blank":
             blank.append(e.name)
-        elif width > FELL_APART_RATIO * cell:
+        elif verdict == "fell_apart":
             fell_apart.append(e.name)
         else:
             file_name = f"{e.index + 1:04d}.png"

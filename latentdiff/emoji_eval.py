@@ -23,10 +23,36 @@ def _small(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BOX), dtype=np.float32).reshape(-1) / 255.0
 
 
+def load_rows(dataset: Path) -> list[dict]:
+    meta = Path(dataset) / "metadata.jsonl"
+    if not meta.is_file():
+        from .errors import UsageError
+
+        raise UsageError(f"{meta} not found; make the dataset with `latentdiff build-emoji {dataset}`")
+    return [json.loads(x) for x in meta.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
 def load_references(dataset: Path) -> tuple[list[dict], np.ndarray]:
-    rows = [json.loads(x) for x in (dataset / "metadata.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = load_rows(dataset)
     refs = np.stack([_small(Image.open(dataset / r["file_name"])) for r in rows])  # (N, 768)
     return rows, refs
+
+
+def font_references() -> tuple[list[str], np.ndarray]:
+    """Every emoji name and its 16x16 reference, rendered in memory from the Noto font as
+    build-emoji renders them (the same pixels as a dataset's images, without building one)."""
+    from .emoji import load_emoji_font, render_glyphs
+    from .emoji_names import DEFAULT_EMOJI_TEST, parse_emoji_test
+
+    kept = [(e.name, _small(im)) for e, im, verdict in render_glyphs(parse_emoji_test(DEFAULT_EMOJI_TEST),
+                                                                     load_emoji_font()) if verdict == "ok"]
+    return [name for name, _ in kept], np.stack([ref for _, ref in kept])
+
+
+def name_ranks(images: list, names: list[str], ref_names: list[str], refs: np.ndarray) -> np.ndarray:
+    """Nearest-reference rank (see `ranks`) of images[k], made for names[k]; 0: its own emoji is nearest."""
+    where = {name: i for i, name in enumerate(ref_names)}
+    return ranks(np.stack([_small(im) for im in images]), [where[n] for n in names], refs)
 
 
 def pick_prompts(rows: list[dict], n_train: int = 300, seed: int = 0) -> dict[str, list[int]]:
@@ -92,16 +118,20 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-GRID_PROMPTS = ["red apple", "grinning face", "flag: Chile", "thumbs up: dark skin tone", "pile of poo",
-                "rocket", "cat face", "woman biking: medium skin tone", "snowman", "red heart", "pizza",
-                "fire", "sun", "ghost", "four leaf clover", "hot beverage"]
+# Names the shipped model draws as their own emoji (top-1) at seeds 0, 1 and 2 with its recommended
+# settings, picked by that measure from about 150 well-known names (README: The shipped model).
+GRID_PROMPTS = ["cat face", "smiling face with sunglasses", "face with tears of joy", "red heart",
+                "thumbs up: dark skin tone", "woman biking: medium skin tone", "man technologist: dark skin tone",
+                "bear", "penguin", "sunflower", "watermelon", "automobile", "fire", "alarm clock", "crown",
+                "flag: France"]
 
 
 def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 8, seed: int = 0) -> Path:
-    """The README's picture: one image per prompt with the model's recommended settings."""
+    """The README's picture: each prompt at the same `seed` with the model's recommended settings,
+    the image `latentdiff generate PROMPT --seed SEED` makes."""
     from .image_output import grid
 
-    images = pipe(prompts, seed=seed)
+    images = [pipe(prompt, seed=seed)[0] for prompt in prompts]
     sheet = grid([im.resize((128, 128), Image.NEAREST) for im in images], cols, labels=prompts)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
@@ -109,13 +139,19 @@ def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 
 
 
 def run(dataset: str, model=None, steps=None, guidance=None, n_train: int = 300, out=None, grid_path=None,
-        seeds: tuple[int, ...] = (0, 1, 2, 3)) -> dict:
+        seeds: tuple[int, ...] = (0, 1, 2, 3), grid_names: list[str] | None = None, grid_only: bool = False) -> dict:
+    from .errors import UsageError
     from .pipeline import Pipeline
 
+    unknown = sorted(set(grid_names or []) - {r["text"] for r in load_rows(Path(dataset))})
+    if unknown:
+        raise UsageError(f"--grid-names: not emoji names of {dataset}: {'; '.join(unknown)}")
     pipe = Pipeline.from_pretrained(model)
     pipe.progress = False
     if grid_path:
-        print(sample_grid(pipe, grid_path), file=sys.stderr)
+        print(sample_grid(pipe, grid_path, grid_names or GRID_PROMPTS), file=sys.stderr)
+    if grid_only:
+        return {}
     g = guidance if guidance is not None else pipe.defaults()["guidance"]
     results = evaluate(pipe, Path(dataset), [1.0, g], steps, n_train, seeds)
     if out:

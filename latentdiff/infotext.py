@@ -13,12 +13,9 @@ from __future__ import annotations
 import json
 import re
 
-# Our scheduler names -> A1111's sampler names: the one table both directions use.
-A1111_SAMPLERS = {
-    "ddim": "DDIM", "ddpm": "DDPM", "pndm": "PLMS", "euler": "Euler", "euler_a": "Euler a", "heun": "Heun",
-    "lms": "LMS", "dpm++2m": "DPM++ 2M", "dpm++2m_karras": "DPM++ 2M Karras", "unipc": "UniPC",
-}
-_BY_A1111 = {v.lower(): k for k, v in A1111_SAMPLERS.items()}
+from .schedulers import SCHEDULERS, method_of, scheduler_key
+
+A1111_SAMPLERS = {k: m.a1111 for k, m in SCHEDULERS.items()}  # our names -> A1111's
 # A1111 >= 1.9 writes the noise schedule separately: "Sampler: DPM++ 2M, Schedule type: Karras".
 _SCHEDULE_SUFFIX = {"karras": " Karras", "automatic": "", "": ""}
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -26,24 +23,10 @@ _SIZE = re.compile(r"^(\d+)x(\d+)$")
 NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):([^:>]+)(?::([^>]*))?>")
 
 
-def scheduler_key(name: str) -> str | None:
-    """Our scheduler name for one of ours or an A1111 sampler name (any case), else None."""
-    key = name.strip().lower()
-    return key if key in A1111_SAMPLERS else _BY_A1111.get(key)
-
-
 def sampler_name(key: str | None, scheduler_config: dict) -> str:
     """The A1111 name of scheduler `key`, or (None) of the model's own scheduler config."""
-    if key is not None:
-        return A1111_SAMPLERS[key]
-    from .sampling import SCHEDULERS
-
-    cls = scheduler_config.get("_class_name", "PNDMScheduler")
-    same_class = [k for k, (c, _) in SCHEDULERS.items() if c == cls]
-    for k in same_class:
-        if all(scheduler_config.get(o, False) == v for o, v in SCHEDULERS[k][1].items()):
-            return A1111_SAMPLERS[k]
-    return A1111_SAMPLERS[same_class[0]] if same_class else cls
+    key = key if key is not None else method_of(scheduler_config)
+    return A1111_SAMPLERS[key] if key is not None else scheduler_config.get("_class_name", "PNDMScheduler")
 
 
 def quote(value) -> str:

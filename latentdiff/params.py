@@ -130,7 +130,7 @@ def device(label: Label, value) -> str:
 
 
 def scheduler(label: Label, value) -> str | None:
-    from .sampling import check_scheduler_name
+    from .schedulers import check_scheduler_name
 
     if value is None:
         return None

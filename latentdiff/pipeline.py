@@ -17,6 +17,7 @@ from .runtime import (cpu_threads_for, prepack_cpu_weights, torch_threads,
                       use_channels_last, wants_channels_last, wants_prepacked_weights)
 from .conditioning import conditioning_for
 from .sampling import denoise, make_scheduler, refiner_start_index, steps_before
+from .schedulers import default_steps
 
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
 
@@ -189,14 +190,15 @@ class Pipeline:
 
         n = params.num_images(api, num_images)
         train_steps = self.components.scheduler_config.get("num_train_timesteps")
+        # None keeps the model's own scheduler (with the settings its method needs, where it lacks them).
+        method = params.scheduler(api, scheduler)
         p = dict(
             negative_prompt=params.text(api, "negative_prompt", "" if negative is None else negative),
-            steps=params.steps(api, d["steps"] if steps is None else steps, train_steps),
+            steps=params.steps(api, default_steps(method, d["steps"]) if steps is None else steps, train_steps),
             guidance=params.guidance(api, d["guidance"] if guidance is None else guidance),
             width=side("width", width), height=side("height", height),
             seed=params.seed(api, secrets.randbelow(2**32) if seed is None else seed, len(prompts) * n),
-            # None keeps the model's own scheduler config exactly (a name would apply our overrides).
-            scheduler=params.scheduler(api, scheduler), num_images=n,
+            scheduler=method, num_images=n,
         )
         where = Path(self.model_dir or ".") / "scheduler" / "scheduler_config.json"
         model_checks.check_scheduler_steps(self.components.scheduler_config, p["scheduler"], p["steps"], where)

@@ -1,4 +1,4 @@
-"""The denoising loop over diffusers schedulers, and scheduler names.
+"""The denoising loop over diffusers schedulers (their names and settings: schedulers.py).
 
 One loop serves every scheduler: diffusers' `set_timesteps` / `scale_model_input` / `step`
 carry each method's numerics (Song et al. DDIM, Ho et al. DDPM, Karras et al. Euler/Heun,
@@ -13,46 +13,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from .errors import UsageError
-
-# name -> (diffusers class, config overrides)
-SCHEDULERS: dict[str, tuple[str, dict]] = {
-    "ddim": ("DDIMScheduler", {}),
-    "ddpm": ("DDPMScheduler", {}),
-    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "lms": ("LMSDiscreteScheduler", {}),
-    "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}),
-    "dpm++2m_karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-}
-
-
-def check_scheduler_name(name: str) -> str:
-    """Our name for a scheduler given by our name or by its A1111 sampler name ("Euler a")."""
-    from .infotext import scheduler_key
-
-    key = scheduler_key(name)
-    if key is None:
-        raise UsageError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)} "
-                         "(or its A1111 name, e.g. 'DPM++ 2M Karras'; see README)")
-    return key
-
-
-def make_scheduler(config: dict, name: str | None = None):
-    """A fresh scheduler: the model's own config, optionally switched to another method."""
-    import diffusers
-
-    if name is None:
-        cls_name, overrides = config.get("_class_name", "PNDMScheduler"), {}
-    else:
-        cls_name, overrides = SCHEDULERS[check_scheduler_name(name)]
-    cls = getattr(diffusers, cls_name, None)
-    if cls is None:
-        raise UsageError(f"the model's scheduler class {cls_name!r} is not available in diffusers")
-    return cls.from_config({**config, **overrides})
+from .schedulers import SCHEDULERS, check_scheduler_name, make_scheduler  # noqa: F401 (re-exported)
 
 
 def _accepts_generator(scheduler) -> bool:

@@ -49,3 +49,28 @@ def test_bad_seeds_are_one_line(dataset, capsys, seeds):
     assert main(["eval-emoji", str(dataset), "--seeds", seeds]) == 2
     err = capsys.readouterr().err
     assert "--seeds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_grid_draws_each_name_at_the_same_seed(tiny_sd1, dataset, tmp_path):
+    from latentdiff import Pipeline
+
+    out = tmp_path / "grid.png"
+    names = ["red square", "blue square"]
+    assert main(["eval-emoji", str(dataset), "--model", str(tiny_sd1), "--grid", str(out), "--grid-names",
+                 "; ".join(names), "--grid-only"]) == 0
+    pipe = Pipeline.from_pretrained(tiny_sd1)
+    pipe.progress = False
+    sheet = np.asarray(Image.open(out).convert("RGB"), dtype=int)
+    for k, name in enumerate(names):  # what `generate NAME` gives, at seed 0 for every name
+        alone = np.asarray(pipe(name, seed=0)[0].resize((128, 128), Image.NEAREST), dtype=int)
+        assert np.abs(sheet[:128, 128 * k : 128 * (k + 1)] - alone).max() <= 1, name
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--grid-only"], "--grid PNG"), (["--grid", "g.png", "--grid-names", " ; "], "got none"),
+    (["--grid", "g.png", "--grid-names", "red square;green circle"], "green circle"),
+])
+def test_bad_grid_options_are_one_line(dataset, capsys, argv, says):
+    assert main(["eval-emoji", str(dataset), *argv]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1

@@ -60,7 +60,7 @@ def test_any_text_tokenizes(shipped):
 
 
 def test_quick_start_command(tmp_path):
-    r = run_cli("generate", "red apple", "--quiet", cwd=tmp_path)
+    r = run_cli("generate", "cat face", "--quiet", cwd=tmp_path)  # drawn well: tests/test_schedulers.py
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "outputs/red-apple-s0-0000.png"
-    assert (tmp_path / "outputs" / "red-apple-s0-0000.png").is_file()
+    assert r.stdout.strip() == "outputs/cat-face-s0-0000.png"
+    assert (tmp_path / "outputs" / "cat-face-s0-0000.png").is_file()

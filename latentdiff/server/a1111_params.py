@@ -11,14 +11,10 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import UsageError
+from ..schedulers import SCHEDULERS
 
-# A1111 sampler name -> (our scheduler name, A1111 aliases)
-SAMPLERS = {
-    "Euler a": ("euler_a", ["k_euler_a", "k_euler_ancestral"]), "Euler": ("euler", ["k_euler"]),
-    "LMS": ("lms", ["k_lms"]), "Heun": ("heun", ["k_heun"]), "DPM++ 2M": ("dpm++2m", ["k_dpmpp_2m"]),
-    "DPM++ 2M Karras": ("dpm++2m_karras", ["k_dpmpp_2m_ka"]), "DDIM": ("ddim", []), "PLMS": ("pndm", []),
-    "UniPC": ("unipc", []), "DDPM": ("ddpm", []),
-}
+# A1111 sampler name -> (our scheduler name, A1111 aliases), from the one scheduler table
+SAMPLERS = {m.a1111: (k, list(m.aliases)) for k, m in SCHEDULERS.items()}
 # A1111's hires upscalers we have: "Latent" is bilinear on the latents as ours; "None" and
 # "Lanczos" both resize the decoded image with Lanczos in A1111.
 HR_UPSCALERS = {"Latent": "latent", "Lanczos": "lanczos", "None": "lanczos"}

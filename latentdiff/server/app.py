@@ -69,7 +69,7 @@ class Server:
 def check_params(pipe, params: dict, inputs: dict) -> None:
     """Every parameter as the pipeline will check it: the image options always, and with the model
     loaded the sizes (the init image's when none is given) and the rest."""
-    from ..sampling import check_scheduler_name
+    from ..schedulers import check_scheduler_name
     from ..workflows.options import ImageOptions
 
     if params.get("scheduler") is not None:

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..schedulers import NAMES
+
 MAX_SIDE, MAX_STEPS, MAX_IMAGES = 2048, 500, 16
 
 
@@ -14,7 +16,7 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str | list[str] = Field(description="a prompt, or a list of prompts", examples=["red apple"])
+    prompt: str | list[str] = Field(description="a prompt, or a list of prompts", examples=["cat face"])
     negative_prompt: str = Field("", max_length=4000)
     steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="default: the model's recommendation")
     guidance: float | None = Field(None, ge=0, le=100, description="CFG scale; 1 disables CFG")
@@ -22,8 +24,7 @@ class GenerateRequest(BaseModel):
     height: int | None = Field(None, ge=8, le=MAX_SIDE)
     seed: int | None = Field(None, ge=0, description="seed of the first image (image k: seed + k); None: random")
     num_images: int = Field(1, ge=1, le=MAX_IMAGES, description="images per prompt")
-    scheduler: str | None = Field(None, description="ddim, ddpm, pndm, euler, euler_a, heun, lms, dpm++2m, "
-                                                    "dpm++2m_karras, unipc; default: the model's own")
+    scheduler: str | None = Field(None, description=f"{NAMES}; default: the model's own")
     model: str | None = Field(None, description="a name from GET /v1/models; default: the server's model")
     # Starting from a picture (img2img; with a mask, inpainting; outpaint grows the canvas).
     init_image: str | None = Field(None, description="base64 image file (PNG, JPEG, WebP; a data: URL too): img2img; "
