@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -145,8 +146,9 @@ SMALL_UNET_PARAMS = 50_000_000
 
 def cpu_threads_for(device: torch.device, params: int) -> int | None:
     """Intra-op threads for generating with or training a model of `params` parameters (the UNet;
-    train-vae: the VAE), or None to keep the process's setting."""
-    if device.type == "cpu" and params < SMALL_UNET_PARAMS:
+    train-vae: the VAE), or None to keep the process's setting. An OMP_NUM_THREADS the user set is
+    their choice (the shipped model's recipe trains with 2) and is kept."""
+    if device.type == "cpu" and params < SMALL_UNET_PARAMS and not os.environ.get("OMP_NUM_THREADS"):
         return 1
     return None
 

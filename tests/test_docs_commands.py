@@ -31,10 +31,24 @@ PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*$")
 ENV_ASSIGN = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")
 
 
+def logical_lines(block: str) -> list[str]:
+    """Lines with backslash continuations joined and a quoted string spanning lines kept whole."""
+    lines, pending = [], ""
+    for line in block.replace("\\\n", " ").splitlines():
+        pending = f"{pending}\n{line}" if pending else line
+        try:
+            shlex.split(pending, comments=True)
+        except ValueError:  # an open quote: the string goes on in the next line
+            continue
+        lines.append(pending)
+        pending = ""
+    return lines + ([pending] if pending else [])
+
+
 def fenced_commands(block: str) -> list[str]:
     """Each command of a ```bash block: continuations joined, comments dropped, `&&` chains split."""
     out = []
-    for line in block.replace("\\\n", " ").splitlines():
+    for line in logical_lines(block):
         words = shlex.split(line, comments=True)
         while words and ENV_ASSIGN.match(words[0]):  # OMP_NUM_THREADS=1 latentdiff ...
             words.pop(0)

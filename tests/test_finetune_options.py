@@ -150,6 +150,17 @@ def test_training_threads_default_to_one_for_a_small_model(squares, tiny_sd1, tm
     assert said == (given is None)
 
 
+def test_threads_the_user_set_in_omp_num_threads_are_kept(monkeypatch):
+    """The model card trains with OMP_NUM_THREADS=2: an explicit count is the user's choice."""
+    from latentdiff.runtime import cpu_threads_for
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_threads_for(cpu, 1_000) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert cpu_threads_for(cpu, 1_000) is None
+
+
 def test_train_vae_threads_default_to_one_for_a_small_vae(squares, tmp_path, monkeypatch):
     import latentdiff.training.vae as vae
     from latentdiff.runtime import torch_threads
