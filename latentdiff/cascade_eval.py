@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .emoji_eval import _small, load_references, ranks
+from .emoji_eval import _small, load_pipeline, load_references, progress_bar, ranks
 from .errors import UsageError
 
 
@@ -60,6 +60,7 @@ def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None
     held = [j for j, r in enumerate(rows) if r.get("split") == "heldout"]
     scores = {"cascade": [], "bicubic": []}  # (psnr, ssim) per image
     base_ranks, up_ranks = [], []
+    bar = progress_bar(len(seeds) * len(held), "eval-emoji --cascade: images")
     for seed in seeds:
         for i in range(0, len(held), batch):
             chunk = held[i : i + batch]
@@ -76,6 +77,8 @@ def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None
                     scores[name].append((psnr(pixels, true), ssim(pixels, true)))
             base_ranks.append(ranks(np.stack([_small(im) for im in bases]), chunk, refs))
             up_ranks.append(ranks(np.stack([_small(im) for im in ups]), chunk, refs))
+            bar.update(len(chunk))
+    bar.close()
     result = {"n": len(held), "seeds": list(seeds), "upscaler": str(ref),
               "top1_base": float((np.concatenate(base_ranks) < 1).mean()),
               "top1_cascade": float((np.concatenate(up_ranks) < 1).mean())}
@@ -92,10 +95,7 @@ def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None
 
 def run_cascade(dataset: str, truth: str, model=None, upscaler=None, steps=None, guidance=None,
                 seeds: tuple[int, ...] = (0, 1, 2, 3), out=None) -> dict:
-    from .pipeline import Pipeline
-
-    pipe = Pipeline.from_pretrained(model)
-    pipe.progress = False
+    pipe = load_pipeline(model)
     result = evaluate_cascade(pipe, Path(dataset), Path(truth), upscaler, steps, guidance, seeds)
     if out:
         Path(out).write_text(json.dumps(result, indent=2))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -114,9 +115,11 @@ def _remove_stale_images(images: Path, keep: set[str]) -> None:
 
 def _render_all(emojis: list[Emoji], font, images: Path, heldout: set[str], variants: bool, size: int):
     """Write one PNG per emoji that renders as a single glyph; return records and rejects."""
+    from tqdm.auto import tqdm
+
     cell = glyph_cell_width(font)
     records, blank, fell_apart = [], [], []
-    for e in emojis:
+    for e in tqdm(emojis, desc="build-emoji: rendering", unit="emoji", file=sys.stderr, dynamic_ncols=True):
         image, width = render_emoji(e.chars, font, size)
         if width == 0:
             blank.append(e.name)
@@ -234,8 +237,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
-
     try:
         main()
     except UsageError as exc:  # the same one line the latentdiff CLI prints

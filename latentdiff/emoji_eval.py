@@ -50,9 +50,11 @@ def evaluate(pipe, dataset: Path, guidances: list[float], steps: int | None = No
     rows, refs = load_references(dataset)
     sets = pick_prompts(rows, n_train, 0)
     results = {}
+    images = len(guidances) * len(seeds) * sum(len(idx) for idx in sets.values())
+    bar = progress_bar(images, "eval-emoji: images")
     for g in guidances:
         for name, idx in sets.items():
-            per_seed = {s: _ranks_at(pipe, rows, refs, idx, steps, g, s, batch) for s in seeds}
+            per_seed = {s: _ranks_at(pipe, rows, refs, idx, steps, g, s, batch, bar) for s in seeds}
             rk = np.stack(list(per_seed.values()))  # (seeds, prompts)
             groups = {}
             for k, j in enumerate(idx):
@@ -64,12 +66,32 @@ def evaluate(pipe, dataset: Path, guidances: list[float], steps: int | None = No
                 "groups": dict(sorted(((k, float(np.mean(v))) for k, v in groups.items()), key=lambda kv: kv[1])),
             }
             v = results[f"{name}@g{g:g}"]
-            print(f"{name:8s} guidance {g:<4g} top-1 {v['top1']:.3f} top-5 {v['top5']:.3f} (n={len(idx)}, "
-                  f"seeds {','.join(map(str, seeds))})", file=sys.stderr, flush=True)
+            bar.write(f"{name:8s} guidance {g:<4g} top-1 {v['top1']:.3f} top-5 {v['top5']:.3f} (n={len(idx)}, "
+                      f"seeds {','.join(map(str, seeds))})", file=sys.stderr)
+    bar.close()
     return results
 
 
-def _ranks_at(pipe, rows, refs, idx: list[int], steps, guidance: float, seed: int, batch: int) -> np.ndarray:
+def progress_bar(total: int, desc: str):
+    """A progress bar on stderr for the long evaluations (minutes to hours on a CPU)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+
+def load_pipeline(model):
+    """The model to evaluate, saying what is loaded while it loads."""
+    from .pipeline import Pipeline
+    from .preflight import loading_line
+
+    print(f"latentdiff: {loading_line(model)}", file=sys.stderr, flush=True)
+    pipe = Pipeline.from_pretrained(model)
+    pipe.progress = False
+    return pipe
+
+
+def _ranks_at(pipe, rows, refs, idx: list[int], steps, guidance: float, seed: int, batch: int,
+              bar=None) -> np.ndarray:
     """Ranks of the prompts `idx` generated at one seed (prompt k of a call uses seed + k, so each
     prompt's noise depends on its place in the batch: the batches are fixed, and so is the result)."""
     out = []
@@ -77,6 +99,8 @@ def _ranks_at(pipe, rows, refs, idx: list[int], steps, guidance: float, seed: in
         chunk = idx[i : i + batch]
         images = pipe([rows[j]["text"] for j in chunk], steps=steps, guidance=guidance, seed=seed)
         out.append(ranks(np.stack([_small(im) for im in images]), chunk, refs))
+        if bar is not None:
+            bar.update(len(chunk))
     return np.concatenate(out)
 
 
@@ -110,10 +134,7 @@ def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 
 
 def run(dataset: str, model=None, steps=None, guidance=None, n_train: int = 300, out=None, grid_path=None,
         seeds: tuple[int, ...] = (0, 1, 2, 3)) -> dict:
-    from .pipeline import Pipeline
-
-    pipe = Pipeline.from_pretrained(model)
-    pipe.progress = False
+    pipe = load_pipeline(model)
     if grid_path:
         print(sample_grid(pipe, grid_path), file=sys.stderr)
     g = guidance if guidance is not None else pipe.defaults()["guidance"]

@@ -146,8 +146,12 @@ def shown_path(ref) -> str:
     return text if rel.startswith("..") else rel
 
 
-def note(text: str) -> None:
-    """One line on stderr that the user should read, however quiet the run."""
+def note(text: str | None, seen: set | None = None) -> None:
+    """One line on stderr that the user should read, however quiet the run; once per `seen`."""
+    if text is None or (seen is not None and text in seen):
+        return
+    if seen is not None:
+        seen.add(text)
     print(f"latentdiff: note: {text}", file=sys.stderr, flush=True)
 
 
