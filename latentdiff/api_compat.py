@@ -68,7 +68,7 @@ def generator_seed(generator, images: int) -> int:
         why = f"a generator on {next(g.device for g in gens if g.device.type != 'cpu')} draws other numbers than a CPU one"
     elif not all(_fresh(g) for g in gens):
         why = "a generator that has already drawn numbers cannot be replayed"
-    elif len(gens) == 1 and images > 1:
+    elif not isinstance(generator, (list, tuple)) and images > 1:
         why = f"one generator for {images} images draws them from one stream"
     elif len(gens) != images:
         why = f"{len(gens)} generators for {images} images"

@@ -60,25 +60,24 @@ def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None
     held = [j for j, r in enumerate(rows) if r.get("split") == "heldout"]
     scores = {"cascade": [], "bicubic": []}  # (psnr, ssim) per image
     base_ranks, up_ranks = [], []
-    bar = progress_bar(len(seeds) * len(held), "eval-emoji --cascade: images")
-    for seed in seeds:
-        for i in range(0, len(held), batch):
-            chunk = held[i : i + batch]
-            bases = pipe([rows[j]["text"] for j in chunk], steps=steps, guidance=guidance, seed=seed, upscale=False)
-            ups = [pipe.upscale(im, prompt=rows[j]["text"], seed=im.info["latentdiff"]["seed"], upscaler=ref)
-                   for j, im in zip(chunk, bases)]
-            for j, base, up in zip(chunk, bases, ups):
-                true = np.asarray(Image.open(truth / rows[j]["file_name"]).convert("RGB"))
-                if up.size != true.shape[1::-1]:
-                    raise UsageError(f"the cascade makes {up.width}x{up.height} images but {truth} holds "
-                                     f"{true.shape[1]}x{true.shape[0]} ones; build it at the cascade's size")
-                for name, im in (("cascade", up), ("bicubic", base.resize(up.size, Image.BICUBIC))):
-                    pixels = np.asarray(im.convert("RGB"))
-                    scores[name].append((psnr(pixels, true), ssim(pixels, true)))
-            base_ranks.append(ranks(np.stack([_small(im) for im in bases]), chunk, refs))
-            up_ranks.append(ranks(np.stack([_small(im) for im in ups]), chunk, refs))
-            bar.update(len(chunk))
-    bar.close()
+    with progress_bar(len(seeds) * len(held), "eval-emoji --cascade: images") as bar:
+        for seed in seeds:
+            for i in range(0, len(held), batch):
+                chunk = held[i : i + batch]
+                bases = pipe([rows[j]["text"] for j in chunk], steps=steps, guidance=guidance, seed=seed, upscale=False)
+                ups = [pipe.upscale(im, prompt=rows[j]["text"], seed=im.info["latentdiff"]["seed"], upscaler=ref)
+                       for j, im in zip(chunk, bases)]
+                for j, base, up in zip(chunk, bases, ups):
+                    true = np.asarray(Image.open(truth / rows[j]["file_name"]).convert("RGB"))
+                    if up.size != true.shape[1::-1]:
+                        raise UsageError(f"the cascade makes {up.width}x{up.height} images but {truth} holds "
+                                         f"{true.shape[1]}x{true.shape[0]} ones; build it at the cascade's size")
+                    for name, im in (("cascade", up), ("bicubic", base.resize(up.size, Image.BICUBIC))):
+                        pixels = np.asarray(im.convert("RGB"))
+                        scores[name].append((psnr(pixels, true), ssim(pixels, true)))
+                base_ranks.append(ranks(np.stack([_small(im) for im in bases]), chunk, refs))
+                up_ranks.append(ranks(np.stack([_small(im) for im in ups]), chunk, refs))
+                bar.update(len(chunk))
     result = {"n": len(held), "seeds": list(seeds), "upscaler": str(ref),
               "top1_base": float((np.concatenate(base_ranks) < 1).mean()),
               "top1_cascade": float((np.concatenate(up_ranks) < 1).mean())}

@@ -51,25 +51,29 @@ def evaluate(pipe, dataset: Path, guidances: list[float], steps: int | None = No
     sets = pick_prompts(rows, n_train, 0)
     results = {}
     images = len(guidances) * len(seeds) * sum(len(idx) for idx in sets.values())
-    bar = progress_bar(images, "eval-emoji: images")
-    for g in guidances:
-        for name, idx in sets.items():
-            per_seed = {s: _ranks_at(pipe, rows, refs, idx, steps, g, s, batch, bar) for s in seeds}
-            rk = np.stack(list(per_seed.values()))  # (seeds, prompts)
-            groups = {}
-            for k, j in enumerate(idx):
-                groups.setdefault(rows[j].get("group", "?"), []).append((rk[:, k] < 1).mean())
-            results[f"{name}@g{g:g}"] = {
-                "n": len(idx), "seeds": list(seeds), "top1": float((rk < 1).mean()), "top5": float((rk < 5).mean()),
-                "per_seed": {str(s): {"top1": float((r < 1).mean()), "top5": float((r < 5).mean())}
-                             for s, r in per_seed.items()},
-                "groups": dict(sorted(((k, float(np.mean(v))) for k, v in groups.items()), key=lambda kv: kv[1])),
-            }
-            v = results[f"{name}@g{g:g}"]
-            bar.write(f"{name:8s} guidance {g:<4g} top-1 {v['top1']:.3f} top-5 {v['top5']:.3f} (n={len(idx)}, "
-                      f"seeds {','.join(map(str, seeds))})", file=sys.stderr)
-    bar.close()
+    with progress_bar(images, "eval-emoji: images") as bar:
+        for g in guidances:
+            for name, idx in sets.items():
+                results[f"{name}@g{g:g}"] = _scores(pipe, rows, refs, idx, steps, g, seeds, batch, bar)
+                v = results[f"{name}@g{g:g}"]
+                bar.write(f"{name:8s} guidance {g:<4g} top-1 {v['top1']:.3f} top-5 {v['top5']:.3f} (n={len(idx)}, "
+                          f"seeds {','.join(map(str, seeds))})", file=sys.stderr)
     return results
+
+
+def _scores(pipe, rows, refs, idx: list[int], steps, g: float, seeds, batch: int, bar) -> dict:
+    """Top-1/top-5 of the prompts `idx` at guidance `g`, per seed and over them, and per group."""
+    per_seed = {s: _ranks_at(pipe, rows, refs, idx, steps, g, s, batch, bar) for s in seeds}
+    rk = np.stack(list(per_seed.values()))  # (seeds, prompts)
+    groups = {}
+    for k, j in enumerate(idx):
+        groups.setdefault(rows[j].get("group", "?"), []).append((rk[:, k] < 1).mean())
+    return {
+        "n": len(idx), "seeds": list(seeds), "top1": float((rk < 1).mean()), "top5": float((rk < 5).mean()),
+        "per_seed": {str(s): {"top1": float((r < 1).mean()), "top5": float((r < 5).mean())}
+                     for s, r in per_seed.items()},
+        "groups": dict(sorted(((k, float(np.mean(v))) for k, v in groups.items()), key=lambda kv: kv[1])),
+    }
 
 
 def progress_bar(total: int, desc: str):

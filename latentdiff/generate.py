@@ -17,7 +17,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     from .image_output import save_png, slug
     from .outfiles import check_out_dir
     from .pipeline import Pipeline
-    from .preflight import check_request, loading_line, model_facts
+    from .preflight import check_request, loading_line
     from .runtime import resolve_device
     from .sharding import agree, my_shares, world
     from .workflows.options import ImageOptions
@@ -27,7 +27,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     options = ImageOptions.from_kwargs(cfg.image_options)
     options.preflight()
     check_out_dir(Path(cfg.out))
-    check_request(cfg, model_facts(cfg.model, cfg.allow_pickle), options.hires)
+    check_request(cfg, options.hires)
     say = (lambda text: None) if cfg.quiet else (lambda text: print(f"latentdiff: {text}", file=sys.stderr, flush=True))
 
     rank, size = world()

@@ -41,7 +41,7 @@ class Pipeline:
         self.conditioning = conditioning_for(components)
         self.refiner, self.refiner_start = None, None  # an SDXL refiner takes over at refiner_start
         self.vae_ref = None  # a VAE given instead of the model's own
-        self._notes = set()  # notes already given (preflight.size_note)
+        self.notes = set()  # notes already given (preflight.note_size)
         if place:
             self.place_on(device, dtype)
 
@@ -173,6 +173,7 @@ class Pipeline:
                     **options):
         """Like __call__, but yields each image as soon as its batch is decoded."""
         from .api_compat import call_arguments
+        from .preflight import note_size
         from .upscale import with_model_upscaler
         from .workflows.options import ImageOptions
 
@@ -188,7 +189,7 @@ class Pipeline:
         if source is not None:
             width, height = source.image.size
         p = self._resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
-        self._note_size(p, opts)
+        note_size(self, p, opts)
         p.update(options=opts, source=source, strength=opts.default_strength() if source else None,
                  callback=callback)
         p.update(self._text_options(clip_skip, prompt_syntax))
@@ -219,13 +220,6 @@ class Pipeline:
         where = Path(self.model_dir or ".") / "scheduler" / "scheduler_config.json"
         model_checks.check_scheduler_steps(self.components.scheduler_config, p["scheduler"], p["steps"], where)
         return p
-
-    def _note_size(self, p: dict, opts) -> None:
-        """Say once per size where the images would be far larger than the model was trained for."""
-        from .preflight import note, size_note
-
-        note(size_note(self.native_size, self.scale_factor, p["width"], p["height"], opts.hires,
-                       opts.outpaint is not None), self._notes)
 
     def _batch_size(self, p: dict, total: int) -> int:
         """At most max_batch images at a time, fewer where the memory would not hold them."""
