@@ -63,9 +63,9 @@ def generator_seed(generator, images: int) -> int:
     if not gens or not all(isinstance(g, torch.Generator) for g in gens):
         raise UsageError(f"generator must be a torch.Generator or a list of them; {_SEED_HINT}")
     seeds = [g.initial_seed() for g in gens]
-    why = None
-    if any(g.device.type != "cpu" for g in gens):
-        why = f"a generator on {next(g.device for g in gens if g.device.type != 'cpu')} draws other numbers than a CPU one"
+    why, devices = None, [g.device for g in gens if g.device.type != "cpu"]
+    if devices:
+        why = f"a generator on {devices[0]} draws other numbers than a CPU one"
     elif not all(_fresh(g) for g in gens):
         why = "a generator that has already drawn numbers cannot be replayed"
     elif not isinstance(generator, (list, tuple)) and images > 1:

@@ -27,7 +27,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     options = ImageOptions.from_kwargs(cfg.image_options)
     options.preflight()
     check_out_dir(Path(cfg.out))
-    check_request(cfg, options.hires)
+    check_request(cfg, options)
     say = (lambda text: None) if cfg.quiet else (lambda text: print(f"latentdiff: {text}", file=sys.stderr, flush=True))
 
     rank, size = world()

@@ -84,11 +84,12 @@ def _folder_of(model) -> Path | str | None:
     return base if base == "default" or Path(base).is_dir() else None
 
 
-def check_request(cfg, hires: float | None = None) -> None:
-    """Refuse, before loading, a `generate` request (GenerateConfig) that the model's small files
-    rule out: a folder or single file that is no usable model, a --vae file that is no VAE, a side that is no multiple of the
-    VAE factor, more steps than training timesteps, an image whose denoising cannot fit in memory
-    (the estimate of `resources.py`). The pipeline checks all of it again with the weights in hand."""
+def check_request(cfg, options) -> None:
+    """Refuse, before loading, a `generate` request (GenerateConfig, and its ImageOptions) that the
+    model's small files rule out: a folder or single file that is no usable model, a --vae file
+    that is no VAE, a side that is no multiple of the VAE factor, more steps than training
+    timesteps, an image whose denoising cannot fit in memory (the estimate of `resources.py`; not
+    with an init image, whose own size counts). The pipeline checks it all again after loading."""
     if cfg.vae is not None:
         from .formats.vae import check_vae_ref
 
@@ -106,9 +107,10 @@ def check_request(cfg, hires: float | None = None) -> None:
     label = params.flag_label
     width = params.size(label, "width", cfg.width, facts.factor) if cfg.width is not None else facts.native
     height = params.size(label, "height", cfg.height, facts.factor) if cfg.height is not None else facts.native
-    if hires:
-        width, height = hires_size(width, height, hires, facts.factor)
-    _check_memory(cfg, facts, width, height)
+    if options.hires:
+        width, height = hires_size(width, height, options.hires, facts.factor)
+    if options.image is None:
+        _check_memory(cfg, facts, width, height)
 
 
 def _check_model_options(cfg, facts: ModelFacts) -> None:
@@ -220,7 +222,8 @@ def size_note(native: int, factor: int, width: int, height: int, hires: float | 
     ratio = width * height / native**2
     if ratio <= AREA_NOTE_RATIO:
         return None
-    what = {"outpaint": "the outpainted canvas ", "image": "the starting picture's "}.get(start, "hires fix to " if hires else "")
+    what = {"outpaint": "the outpainted canvas ", "image": "the starting picture's "}.get(start, "")
+    what = "hires fix to " if hires else what
     head = (f"{what}{width}x{height} is {ratio:.1f}x the area of the {native}x{native} images this model was "
             f"trained on: expect repeated, tiled shapes rather than one larger picture; ")
     if hires:
@@ -228,5 +231,5 @@ def size_note(native: int, factor: int, width: int, height: int, hires: float | 
     if start == "outpaint":
         return head + "outpaint less at a time, or use a model trained at a larger size"
     if start == "image":
-        return head + f"resize it to about {native}x{native} (--width/--height), or use a model trained at a larger size"
+        return head + f"resize it to about {native}x{native} (--width/--height), or use a model trained larger"
     return head + f"generate at {native}x{native} and enlarge the result (--upscaler MODEL, or an image editor)"

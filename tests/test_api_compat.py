@@ -30,7 +30,7 @@ def test_diffusers_names_give_the_same_images_as_ours(pipe_sd1):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(generator=gen(1), num_images=2), "generator: one generator for 2 images draws them from one stream; pass seed=N"),
+    (dict(generator=gen(1), num_images=2), "generator: one generator for 2 images draws them from one stream; pass seed"),
     (dict(generator=[gen(1), gen(3)], num_images=2), "seeds [1, 3] are not consecutive; pass seed=N"),
     (dict(generator=[gen(1)], num_images=2), "1 generators for 2 images"),
     (dict(generator=7), "generator must be a torch.Generator or a list of them; pass seed=N"),
