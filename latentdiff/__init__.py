@@ -2,14 +2,16 @@
 `import latentdiff` (and `latentdiff --help`) does not pull in torch."""
 
 __version__ = "0.1.0"
-__all__ = ["Pipeline", "GenerateConfig", "LatentDiffError", "UsageError"]
 
 _LAZY = {
     "Pipeline": ("latentdiff.pipeline", "Pipeline"),
     "GenerateConfig": ("latentdiff.config", "GenerateConfig"),
     "LatentDiffError": ("latentdiff.errors", "LatentDiffError"),
     "UsageError": ("latentdiff.errors", "UsageError"),
+    "ModelError": ("latentdiff.errors", "ModelError"),
+    "Cancelled": ("latentdiff.errors", "Cancelled"),
 }
+__all__ = list(_LAZY)
 
 
 def __getattr__(name):
@@ -19,3 +21,8 @@ def __getattr__(name):
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'latentdiff' has no attribute {name!r}")
+
+
+def __dir__():
+    """The lazy public names too (tab completion, dir()), which live in no module dict yet."""
+    return sorted({*globals(), *_LAZY})

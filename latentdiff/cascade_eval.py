@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .emoji_eval import _small, load_references, ranks
+from .emoji_eval import _small, load_pipeline, load_references, progress_bar, ranks
 from .errors import UsageError
 
 
@@ -60,22 +60,24 @@ def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None
     held = [j for j, r in enumerate(rows) if r.get("split") == "heldout"]
     scores = {"cascade": [], "bicubic": []}  # (psnr, ssim) per image
     base_ranks, up_ranks = [], []
-    for seed in seeds:
-        for i in range(0, len(held), batch):
-            chunk = held[i : i + batch]
-            bases = pipe([rows[j]["text"] for j in chunk], steps=steps, guidance=guidance, seed=seed, upscale=False)
-            ups = [pipe.upscale(im, prompt=rows[j]["text"], seed=im.info["latentdiff"]["seed"], upscaler=ref)
-                   for j, im in zip(chunk, bases)]
-            for j, base, up in zip(chunk, bases, ups):
-                true = np.asarray(Image.open(truth / rows[j]["file_name"]).convert("RGB"))
-                if up.size != true.shape[1::-1]:
-                    raise UsageError(f"the cascade makes {up.width}x{up.height} images but {truth} holds "
-                                     f"{true.shape[1]}x{true.shape[0]} ones; build it at the cascade's size")
-                for name, im in (("cascade", up), ("bicubic", base.resize(up.size, Image.BICUBIC))):
-                    pixels = np.asarray(im.convert("RGB"))
-                    scores[name].append((psnr(pixels, true), ssim(pixels, true)))
-            base_ranks.append(ranks(np.stack([_small(im) for im in bases]), chunk, refs))
-            up_ranks.append(ranks(np.stack([_small(im) for im in ups]), chunk, refs))
+    with progress_bar(len(seeds) * len(held), "eval-emoji --cascade: images") as bar:
+        for seed in seeds:
+            for i in range(0, len(held), batch):
+                chunk = held[i : i + batch]
+                bases = pipe([rows[j]["text"] for j in chunk], steps=steps, guidance=guidance, seed=seed, upscale=False)
+                ups = [pipe.upscale(im, prompt=rows[j]["text"], seed=im.info["latentdiff"]["seed"], upscaler=ref)
+                       for j, im in zip(chunk, bases)]
+                for j, base, up in zip(chunk, bases, ups):
+                    true = np.asarray(Image.open(truth / rows[j]["file_name"]).convert("RGB"))
+                    if up.size != true.shape[1::-1]:
+                        raise UsageError(f"the cascade makes {up.width}x{up.height} images but {truth} holds "
+                                         f"{true.shape[1]}x{true.shape[0]} ones; build it at the cascade's size")
+                    for name, im in (("cascade", up), ("bicubic", base.resize(up.size, Image.BICUBIC))):
+                        pixels = np.asarray(im.convert("RGB"))
+                        scores[name].append((psnr(pixels, true), ssim(pixels, true)))
+                base_ranks.append(ranks(np.stack([_small(im) for im in bases]), chunk, refs))
+                up_ranks.append(ranks(np.stack([_small(im) for im in ups]), chunk, refs))
+                bar.update(len(chunk))
     result = {"n": len(held), "seeds": list(seeds), "upscaler": str(ref),
               "top1_base": float((np.concatenate(base_ranks) < 1).mean()),
               "top1_cascade": float((np.concatenate(up_ranks) < 1).mean())}
@@ -92,10 +94,7 @@ def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None
 
 def run_cascade(dataset: str, truth: str, model=None, upscaler=None, steps=None, guidance=None,
                 seeds: tuple[int, ...] = (0, 1, 2, 3), out=None) -> dict:
-    from .pipeline import Pipeline
-
-    pipe = Pipeline.from_pretrained(model)
-    pipe.progress = False
+    pipe = load_pipeline(model)
     result = evaluate_cascade(pipe, Path(dataset), Path(truth), upscaler, steps, guidance, seeds)
     if out:
         Path(out).write_text(json.dumps(result, indent=2))

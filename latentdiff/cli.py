@@ -55,7 +55,8 @@ def _add_generate(sub):
     p.add_argument("--prompts", metavar="FILE", help="text file with one prompt per line")
     p.add_argument("--from", dest="from_image", metavar="IMAGE.png", help="regenerate a latentdiff PNG from its recorded parameters (other flags override)")
     p.add_argument("--allow-pickle", action="store_true", default=None, help="allow pickle (.bin/.ckpt) weights; still loaded with weights_only=True")
-    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    p.add_argument("--quiet", action="store_true", default=None,
+                   help="no progress bar, no loading line (notes and errors still show)")
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes; cached on disk "
                         "for later processes); on CUDA with CUDA graphs")

@@ -71,11 +71,12 @@ def add_upscale(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--dtype", default="auto", help="auto, fp32, fp16, bf16")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (weights_only=True)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no loading line")
     p.set_defaults(func=cmd_upscale)
 
 
 def cmd_upscale(args) -> int:
+    import sys
     from pathlib import Path
 
     from .image_output import save_png, slug
@@ -85,6 +86,10 @@ def cmd_upscale(args) -> int:
 
     read_picture(args.image, "image to upscale")  # a bad file is refused before the model loads
     check_out_dir(Path(args.out))
+    if not args.quiet:
+        from .preflight import loading_line
+
+        print(f"latentdiff: {loading_line(args.model)}", file=sys.stderr, flush=True)
     pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
     pipe.progress = not args.quiet
     if not pipe.is_upscaler:

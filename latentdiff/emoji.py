@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -112,11 +113,13 @@ def _remove_stale_images(images: Path, keep: set[str]) -> None:
             png.unlink()
 
 
-def render_glyphs(emojis: list[Emoji], font, size: int = IMAGE_SIZE):
+def render_glyphs(emojis: list[Emoji], font, size: int = IMAGE_SIZE, desc: str = "rendering"):
     """(emoji, image, verdict) for each emoji: "ok" when it renders as a single glyph, else "blank"
-    or "fell_apart" (see build_emoji_dataset)."""
+    or "fell_apart" (see build_emoji_dataset). A progress bar on stderr."""
+    from tqdm.auto import tqdm
+
     cell = glyph_cell_width(font)
-    for e in emojis:
+    for e in tqdm(emojis, desc=desc, unit="emoji", file=sys.stderr, dynamic_ncols=True):
         image, width = render_emoji(e.chars, font, size)
         yield e, image, "blank" if width == 0 else "fell_apart" if width > FELL_APART_RATIO * cell else "ok"
 
@@ -124,7 +127,7 @@ def render_glyphs(emojis: list[Emoji], font, size: int = IMAGE_SIZE):
 def _render_all(emojis: list[Emoji], font, images: Path, heldout: set[str], variants: bool, size: int):
     """Write one PNG per emoji that renders as a single glyph; return records and rejects."""
     records, blank, fell_apart = [], [], []
-    for e, image, verdict in render_glyphs(emojis, font, size):
+    for e, image, verdict in render_glyphs(emojis, font, size, "build-emoji: rendering"):
         if verdict == "blank":
             blank.append(e.name)
         elif verdict == "fell_apart":
@@ -241,8 +244,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
-
     try:
         main()
     except UsageError as exc:  # the same one line the latentdiff CLI prints

@@ -44,8 +44,8 @@ def font_references() -> tuple[list[str], np.ndarray]:
     from .emoji import load_emoji_font, render_glyphs
     from .emoji_names import DEFAULT_EMOJI_TEST, parse_emoji_test
 
-    kept = [(e.name, _small(im)) for e, im, verdict in render_glyphs(parse_emoji_test(DEFAULT_EMOJI_TEST),
-                                                                     load_emoji_font()) if verdict == "ok"]
+    glyphs = render_glyphs(parse_emoji_test(DEFAULT_EMOJI_TEST), load_emoji_font(), desc="references")
+    kept = [(e.name, _small(im)) for e, im, verdict in glyphs if verdict == "ok"]
     return [name for name, _ in kept], np.stack([ref for _, ref in kept])
 
 
@@ -76,26 +76,52 @@ def evaluate(pipe, dataset: Path, guidances: list[float], steps: int | None = No
     rows, refs = load_references(dataset)
     sets = pick_prompts(rows, n_train, 0)
     results = {}
-    for g in guidances:
-        for name, idx in sets.items():
-            per_seed = {s: _ranks_at(pipe, rows, refs, idx, steps, g, s, batch) for s in seeds}
-            rk = np.stack(list(per_seed.values()))  # (seeds, prompts)
-            groups = {}
-            for k, j in enumerate(idx):
-                groups.setdefault(rows[j].get("group", "?"), []).append((rk[:, k] < 1).mean())
-            results[f"{name}@g{g:g}"] = {
-                "n": len(idx), "seeds": list(seeds), "top1": float((rk < 1).mean()), "top5": float((rk < 5).mean()),
-                "per_seed": {str(s): {"top1": float((r < 1).mean()), "top5": float((r < 5).mean())}
-                             for s, r in per_seed.items()},
-                "groups": dict(sorted(((k, float(np.mean(v))) for k, v in groups.items()), key=lambda kv: kv[1])),
-            }
-            v = results[f"{name}@g{g:g}"]
-            print(f"{name:8s} guidance {g:<4g} top-1 {v['top1']:.3f} top-5 {v['top5']:.3f} (n={len(idx)}, "
-                  f"seeds {','.join(map(str, seeds))})", file=sys.stderr, flush=True)
+    images = len(guidances) * len(seeds) * sum(len(idx) for idx in sets.values())
+    with progress_bar(images, "eval-emoji: images") as bar:
+        for g in guidances:
+            for name, idx in sets.items():
+                results[f"{name}@g{g:g}"] = _scores(pipe, rows, refs, idx, steps, g, seeds, batch, bar)
+                v = results[f"{name}@g{g:g}"]
+                bar.write(f"{name:8s} guidance {g:<4g} top-1 {v['top1']:.3f} top-5 {v['top5']:.3f} (n={len(idx)}, "
+                          f"seeds {','.join(map(str, seeds))})", file=sys.stderr)
     return results
 
 
-def _ranks_at(pipe, rows, refs, idx: list[int], steps, guidance: float, seed: int, batch: int) -> np.ndarray:
+def _scores(pipe, rows, refs, idx: list[int], steps, g: float, seeds, batch: int, bar) -> dict:
+    """Top-1/top-5 of the prompts `idx` at guidance `g`, per seed and over them, and per group."""
+    per_seed = {s: _ranks_at(pipe, rows, refs, idx, steps, g, s, batch, bar) for s in seeds}
+    rk = np.stack(list(per_seed.values()))  # (seeds, prompts)
+    groups = {}
+    for k, j in enumerate(idx):
+        groups.setdefault(rows[j].get("group", "?"), []).append((rk[:, k] < 1).mean())
+    return {
+        "n": len(idx), "seeds": list(seeds), "top1": float((rk < 1).mean()), "top5": float((rk < 5).mean()),
+        "per_seed": {str(s): {"top1": float((r < 1).mean()), "top5": float((r < 5).mean())}
+                     for s, r in per_seed.items()},
+        "groups": dict(sorted(((k, float(np.mean(v))) for k, v in groups.items()), key=lambda kv: kv[1])),
+    }
+
+
+def progress_bar(total: int, desc: str):
+    """A progress bar on stderr for the long evaluations (minutes to hours on a CPU)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+
+def load_pipeline(model):
+    """The model to evaluate, saying what is loaded while it loads."""
+    from .pipeline import Pipeline
+    from .preflight import loading_line
+
+    print(f"latentdiff: {loading_line(model)}", file=sys.stderr, flush=True)
+    pipe = Pipeline.from_pretrained(model)
+    pipe.progress = False
+    return pipe
+
+
+def _ranks_at(pipe, rows, refs, idx: list[int], steps, guidance: float, seed: int, batch: int,
+              bar=None) -> np.ndarray:
     """Ranks of the prompts `idx` generated at one seed (prompt k of a call uses seed + k, so each
     prompt's noise depends on its place in the batch: the batches are fixed, and so is the result)."""
     out = []
@@ -103,6 +129,8 @@ def _ranks_at(pipe, rows, refs, idx: list[int], steps, guidance: float, seed: in
         chunk = idx[i : i + batch]
         images = pipe([rows[j]["text"] for j in chunk], steps=steps, guidance=guidance, seed=seed)
         out.append(ranks(np.stack([_small(im) for im in images]), chunk, refs))
+        if bar is not None:
+            bar.update(len(chunk))
     return np.concatenate(out)
 
 
@@ -141,13 +169,11 @@ def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 
 def run(dataset: str, model=None, steps=None, guidance=None, n_train: int = 300, out=None, grid_path=None,
         seeds: tuple[int, ...] = (0, 1, 2, 3), grid_names: list[str] | None = None, grid_only: bool = False) -> dict:
     from .errors import UsageError
-    from .pipeline import Pipeline
 
     unknown = sorted(set(grid_names or []) - {r["text"] for r in load_rows(Path(dataset))})
     if unknown:
         raise UsageError(f"--grid-names: not emoji names of {dataset}: {'; '.join(unknown)}")
-    pipe = Pipeline.from_pretrained(model)
-    pipe.progress = False
+    pipe = load_pipeline(model)
     if grid_path:
         print(sample_grid(pipe, grid_path, grid_names or GRID_PROMPTS), file=sys.stderr)
     if grid_only:

@@ -17,12 +17,18 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     from .image_output import save_png, slug
     from .outfiles import check_out_dir
     from .pipeline import Pipeline
+    from .preflight import check_request, loading_line
     from .runtime import resolve_device
     from .sharding import agree, my_shares, world
     from .workflows.options import ImageOptions
 
-    ImageOptions.from_kwargs(cfg.image_options).preflight()  # bad input fails before the model loads
+    # Everything that can fail without the weights fails before they load: flags, files, the
+    # model's own configs (sizes, steps, memory).
+    options = ImageOptions.from_kwargs(cfg.image_options)
+    options.preflight()
     check_out_dir(Path(cfg.out))
+    check_request(cfg, options)
+    say = (lambda text: None) if cfg.quiet else (lambda text: print(f"latentdiff: {text}", file=sys.stderr, flush=True))
 
     rank, size = world()
     # One seed for the whole run (every prompt uses seeds S, S+1, ...), drawn once if random.
@@ -32,9 +38,11 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     dtype = cfg.dtype
     if recorded_device and resolve_device(device).type != recorded_device.split(":")[0]:
         dtype = "auto"  # a dtype recorded on another kind of device may not suit this one
+    say(loading_line(cfg.model))
     pipe = Pipeline.from_pretrained(cfg.model, device=device, dtype=dtype, allow_pickle=cfg.allow_pickle,
                                     compile=cfg.compile, vae=cfg.vae, loras=cfg.loras, embeddings=cfg.embeddings)
     if cfg.refiner is not None:
+        say(loading_line(cfg.refiner, "loading the refiner"))
         refiner = Pipeline.from_pretrained(cfg.refiner, device=device, dtype=dtype, allow_pickle=cfg.allow_pickle,
                                            compile=cfg.compile)
         refiner.progress = not cfg.quiet

@@ -141,6 +141,9 @@ def scheduler(label: Label, value) -> str | None:
 
 def seed(label: Label, value, count: int = 1) -> int:
     """A seed whose `count` images (seeds value .. value + count - 1) all fit in 0 .. 2^63 - 1."""
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:  # A1111's -1 means "random"
+        hint = {flag_label: "; for a random seed use --random-seed", api_label: "; for a random seed use seed=None"}
+        raise UsageError(f"{label('seed')} must be >= 0, got {value}{hint.get(label, '')}")
     value = whole(label, "seed", value, 0, MAX_SEED)
     if value + count - 1 > MAX_SEED:
         raise UsageError(f"{label('seed')} {value} with {count} images would need seeds beyond 2^63 - 1; "

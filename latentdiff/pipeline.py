@@ -42,9 +42,15 @@ class Pipeline:
         self.conditioning = conditioning_for(components)
         self.refiner, self.refiner_start = None, None  # an SDXL refiner takes over at refiner_start
         self.vae_ref = None  # a VAE given instead of the model's own
-        c = components
-        if not place:
-            return
+        self.notes = set()  # notes already given (preflight.note_size)
+        if place:
+            self.place_on(device, dtype)
+
+    def place_on(self, device: torch.device, dtype: torch.dtype) -> None:
+        """The modules on `device` in `dtype` (the VAE as vae_dtype says), in the layout and with
+        the threads that run fastest there."""
+        c = self.components
+        self.device, self.dtype = device, dtype
         c.unet.to(device=device, dtype=dtype)
         for te in c.text_encoders():
             te.to(device=device, dtype=dtype)
@@ -54,6 +60,14 @@ class Pipeline:
             use_channels_last(c.unet, c.vae)
         if wants_prepacked_weights(device, dtype):
             prepack_cpu_weights(c.unet)
+
+    def to(self, device=None, dtype=None) -> "Pipeline":
+        """Move and cast the loaded model, as diffusers' `pipe.to("cuda", torch.float16)` does:
+        `device` a name ("cuda", "cpu", ...) or torch.device, `dtype` fp32/fp16/bf16/auto or a
+        torch dtype; None keeps the current one. Returns the pipeline."""
+        from .api_compat import move
+
+        return move(self, device, dtype)
 
     @classmethod
     def from_pretrained(cls, model=None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
@@ -159,10 +173,14 @@ class Pipeline:
                     seed=0, num_images=1, scheduler=None, callback=None, clip_skip=None, prompt_syntax="a1111",
                     **options):
         """Like __call__, but yields each image as soon as its batch is decoded."""
+        from .api_compat import call_arguments
+        from .preflight import note_size
         from .upscale import with_model_upscaler
         from .workflows.options import ImageOptions
 
         prompts = params.prompts(params.api_label, prompt)
+        steps, guidance, seed, num_images, options = call_arguments(len(prompts), steps, guidance, seed, num_images,
+                                                                    options, ImageOptions.names())
         opts = ImageOptions.from_kwargs({k: v for k, v in options.items() if v is not None})
         opts = with_model_upscaler(self, opts)
         if self.is_upscaler:
@@ -172,6 +190,7 @@ class Pipeline:
         if source is not None:
             width, height = source.image.size
         p = self._resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
+        note_size(self, p, opts)
         p.update(options=opts, source=source, strength=opts.default_strength() if source else None,
                  callback=callback)
         p.update(self._text_options(clip_skip, prompt_syntax))

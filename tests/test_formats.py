@@ -237,3 +237,50 @@ def test_inpainting_model_from_a_file_generates(tmp_path):
     single = convert(tmp_path / "inpaint", tmp_path / "inpaint.safetensors")
     r = run_cli("generate", "x", "--model", single, "--steps", "1", "--out", tmp_path)
     assert r.returncode == 0 and r.stdout.strip().endswith(".png"), r.stderr  # text alone: it repaints everything
+
+
+def _lora_folder(path, base):
+    """A LoRA folder as finetune writes one (its weights need not be read to be refused)."""
+    path.mkdir()
+    (path / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    (path / "latentdiff.json").write_text(json.dumps({"lora": "pytorch_lora_weights.safetensors", "base_model": base}))
+    return path
+
+
+def test_convert_refuses_a_unet_without_single_file_layout_before_reading_weights(tmp_path, capsys, monkeypatch):
+    """The shipped model's UNet adds diffusers' addition_embed_type "text": A1111 has no layout for it."""
+    from latentdiff.cli import main
+    from latentdiff.hub import DEFAULT_MODEL_DIR
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights read before the layout was checked")
+
+    monkeypatch.setattr("latentdiff.models.load_components", refuse)
+    out = tmp_path / "emoji.safetensors"
+    assert main(["convert", str(DEFAULT_MODEL_DIR), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not out.exists()
+    assert "addition_embed_type 'text'" in err and "A1111 and ComfyUI" in err and "use the folder as it is" in err
+
+
+def test_convert_refuses_a_lora_folder_in_one_line(tiny_sd1, tmp_path, capsys):
+    from latentdiff.cli import main
+
+    on_emoji = _lora_folder(tmp_path / "emoji-lora", None)  # no base recorded: the shipped model
+    assert main(["convert", str(on_emoji), str(tmp_path / "a.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{on_emoji} is a LoRA, not a model" in err and "use it with --lora on its base" in err
+    assert "no A1111/ComfyUI form either (its UNet adds diffusers' addition_embed_type 'text'" in err
+    on_sd1 = _lora_folder(tmp_path / "sd1-lora", str(tiny_sd1))
+    assert main(["convert", str(on_sd1), str(tmp_path / "b.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("is a LoRA, not a model (convert writes whole models); use it with --lora")
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_a_unet_tensor_without_an_original_name_is_one_model_error():
+    from latentdiff.formats.ldm_keys import unet_to_ldm
+
+    config = {"layers_per_block": 1, "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"]}
+    with pytest.raises(ModelError, match="its UNet holds extra.weight, which the single-file layout A1111"):
+        unet_to_ldm({"extra.weight": torch.zeros(1)}, config)

@@ -149,7 +149,7 @@ def test_fuzz_api_arguments(pipe_sd1, data, broken):
         assert "\n" not in str(e) and str(e)
     else:
         size = tuple(pipe_sd1.native_size if kwargs[k] is None else kwargs[k] for k in ("width", "height"))
-        count = 1 if isinstance(kwargs["prompt"], str) else len(kwargs["prompt"])
+        count = (1 if isinstance(kwargs["prompt"], str) else len(kwargs["prompt"])) * int(kwargs["num_images"])
         assert len(images) == count and all(im.size == size for im in images)
 
 

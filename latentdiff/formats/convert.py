@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import ModelError, UsageError
+
+USE_FOLDER = "use the folder as it is (latentdiff --model, diffusers' from_pretrained)"
 
 
 def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> Path:
@@ -22,8 +24,13 @@ def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> P
     if src.is_dir():
         if dst.suffix != ".safetensors":
             raise UsageError(f"a folder converts to one .safetensors file; {dst} should end in .safetensors")
-        comps = load_components(hub.check_model_dir(src), allow_pickle)
-        return save_single_file(comps, dst, DTYPES.get(dtype))
+        _refuse_lora(src)
+        _check_layout(hub.check_model_dir(src))  # from its config, before any weights are read
+        comps = load_components(src, allow_pickle)
+        try:
+            return save_single_file(comps, dst, DTYPES.get(dtype))
+        except ModelError as e:
+            raise ModelError(f"{src} has no single-file form: {e}; {USE_FOLDER}") from None
     if not src.is_file():
         raise UsageError(f"{src}: no such file or folder")
     comps = load_single_file(src, allow_pickle)
@@ -32,3 +39,35 @@ def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> P
             m.to(DTYPES[dtype])
     save_components(comps, dst, comps.scheduler_config.get("_class_name", "PNDMScheduler"))
     return dst
+
+
+def _check_layout(folder: Path) -> None:
+    problem = _layout_problem(folder)
+    if problem:
+        raise ModelError(f"{folder} has no single-file form: {problem}, which the single-file layout A1111 and "
+                         f"ComfyUI load has no place for; {USE_FOLDER}")
+
+
+def _layout_problem(folder: Path) -> str | None:
+    from ..model_checks import read_json_object
+    from .ldm_keys import layout_problem
+
+    return layout_problem(read_json_object(folder / "unet" / "config.json", "unet"))
+
+
+def _refuse_lora(folder: Path) -> None:
+    """A LoRA folder is no model; say so, and whether its base can reach A1111 at all."""
+    from .. import hub
+    from ..lora import lora_base
+    from ..preflight import shown_path
+
+    base = lora_base(folder)
+    if base is None:
+        return
+    why = ""
+    if base == "default" or Path(base).is_dir():
+        base_dir = hub.resolve(None if base == "default" else base)
+        problem = _layout_problem(base_dir)
+        if problem:
+            why = f" on its base {shown_path(base_dir)}, which has no A1111/ComfyUI form either ({problem})"
+    raise UsageError(f"{folder} is a LoRA, not a model (convert writes whole models); use it with --lora{why}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ModelError
+
 UNET_PREFIX, VAE_PREFIX = "model.diffusion_model.", "first_stage_model."
 # Where each text encoder lives in a single file, by family and position.
 CLIP_PREFIXES = {
@@ -49,7 +51,20 @@ def _unet_prefixes(config: dict) -> list[tuple[str, str]]:
     return pairs
 
 
+def layout_problem(config: dict) -> str | None:
+    """Why a UNet of this config has no place in the original layout, or None where it has one
+    (judged from the config alone, before any weights are read)."""
+    extra = config.get("addition_embed_type")
+    if extra not in (None, "text_time"):
+        return f"its UNet adds diffusers' addition_embed_type {extra!r} to the timestep embedding"
+    for key in ("class_embed_type", "encoder_hid_dim_type", "time_cond_proj_dim"):
+        if config.get(key) is not None:
+            return f"its UNet uses diffusers' {key} {config[key]!r}"
+    return None
+
+
 def unet_to_ldm(sd: dict, config: dict) -> dict:
+    """The UNet's tensors under their original names; a tensor without one is a ModelError."""
     m = _mapping()["unet"]
     top = {**m["layers"], **(m["addition_embed_type"] if config.get("addition_embed_type") == "text_time" else {})}
     pairs = _unet_prefixes(config)
@@ -60,7 +75,8 @@ def unet_to_ldm(sd: dict, config: dict) -> dict:
             continue
         hf, ldm = next(((h, l) for h, l in pairs if key.startswith(h)), (None, None))
         if hf is None:
-            raise ValueError(f"UNet tensor {key} has no place in the original layout")
+            why = layout_problem(config) or f"its UNet holds {key}"
+            raise ModelError(f"{why}, which the single-file layout A1111 and ComfyUI load has no place for")
         rest = key[len(hf):]
         if ".resnets." in hf:
             head, _, tail = rest.partition(".")

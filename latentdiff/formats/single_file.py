@@ -57,6 +57,20 @@ def load_single_file(path: Path, allow_pickle: bool = False) -> Components:
         raise ModelError(f"{path} could not be converted as {own['family']}: {type(e).__name__} {e}") from None
 
 
+def check_file(path: Path) -> None:
+    """What `load_single_file` refuses without reading tensor data: a file that is no checkpoint, or
+    a checkpoint of another kind (SD3, Flux, a LoRA, a VAE alone, ...), in the same one line."""
+    from ..weights import SAFETENSORS, UNKNOWN, load_state_dict, sniff_format
+
+    kind = sniff_format(path)
+    if kind == SAFETENSORS:
+        shapes, meta = read_header(path)
+        if _own_metadata(meta, path) is None:
+            detect(shapes, path)
+    elif kind == UNKNOWN:
+        load_state_dict(path)  # refuses it from its first bytes
+
+
 def _own_metadata(meta: dict, path: Path) -> dict | None:
     if META_KEY not in meta:
         return None

@@ -34,11 +34,29 @@ def _vae_from_file(path: Path, config: dict, allow_pickle: bool):
 
     quiet_libraries()
     sd = load_state_dict(path, allow_pickle)
-    names = list(sd)
-    if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for k in names):
-        vae_sd = sd  # already diffusers' layout
-    elif any(k.startswith(("encoder.down.", "first_stage_model.encoder.down.", "vae.encoder.down.")) for k in names):
-        vae_sd = convert_ldm_vae_checkpoint(sd, config)
-    else:
-        raise ModelError(f"--vae {path} is {describe(names)}, not a VAE")
+    vae_sd = sd if _layout(list(sd), path) == "diffusers" else convert_ldm_vae_checkpoint(sd, config)
     return build_module(AutoencoderKL, config, vae_sd, path)
+
+
+def _layout(names: list[str], path: Path) -> str:
+    """"diffusers" or "original" (LDM) by the tensor names; anything else is refused."""
+    if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for k in names):
+        return "diffusers"
+    if any(k.startswith(("encoder.down.", "first_stage_model.encoder.down.", "vae.encoder.down.")) for k in names):
+        return "original"
+    raise ModelError(f"--vae {path} is {describe(names)}, not a VAE")
+
+
+def check_vae_ref(ref) -> None:
+    """What load_vae_ref refuses without reading tensor data (a missing path, a safetensors file
+    that is no VAE), before any model loads."""
+    from ..weights import SAFETENSORS, sniff_format
+    from .detect import read_header
+
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return
+    if not path.is_file():
+        raise ModelError(f"--vae {ref}: no such file or folder")
+    if sniff_format(path) == SAFETENSORS:
+        _layout(list(read_header(path)[0]), path)
