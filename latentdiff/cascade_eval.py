@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .emoji_eval import _small, load_pipeline, load_references, progress_bar, ranks
+from .emoji_eval import _small, heldout_rows, load_pipeline, load_references, progress_bar, ranks
 from .errors import UsageError
 
 
@@ -49,7 +49,7 @@ def _truth_rows(truth: Path, rows: list[dict]) -> list[dict]:
 
 
 def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None, guidance=None,
-                     seeds: tuple[int, ...] = (0, 1, 2, 3), batch: int = 32) -> dict:
+                     seeds: tuple[int, ...] = (0, 1, 2, 3), batch: int = 32, n_heldout: int | None = None) -> dict:
     from .upscale import model_upscaler
 
     rows, refs = load_references(dataset)
@@ -57,7 +57,7 @@ def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None
     ref = upscaler or model_upscaler(pipe)
     if ref is None:
         raise UsageError(f"{pipe.model_ref} names no upscaler in its latentdiff.json; pass --upscaler MODEL")
-    held = [j for j, r in enumerate(rows) if r.get("split") == "heldout"]
+    held = heldout_rows(rows, n_heldout)
     scores = {"cascade": [], "bicubic": []}  # (psnr, ssim) per image
     base_ranks, up_ranks = [], []
     with progress_bar(len(seeds) * len(held), "eval-emoji --cascade: images") as bar:
@@ -93,9 +93,9 @@ def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None
 
 
 def run_cascade(dataset: str, truth: str, model=None, upscaler=None, steps=None, guidance=None,
-                seeds: tuple[int, ...] = (0, 1, 2, 3), out=None) -> dict:
+                seeds: tuple[int, ...] = (0, 1, 2, 3), out=None, n_heldout: int | None = None) -> dict:
     pipe = load_pipeline(model)
-    result = evaluate_cascade(pipe, Path(dataset), Path(truth), upscaler, steps, guidance, seeds)
+    result = evaluate_cascade(pipe, Path(dataset), Path(truth), upscaler, steps, guidance, seeds, n_heldout=n_heldout)
     if out:
         Path(out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result))

@@ -56,7 +56,9 @@ def add_eval_emoji(sub):
     p.add_argument("--model", help="model to evaluate (default: the shipped model)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--guidance", type=float, help="CFG scale compared with guidance 1 (default: the model's)")
-    p.add_argument("--n-train", type=int, default=300, help="training names drawn with a fixed seed")
+    p.add_argument("--n-train", type=int, default=300, help="training names drawn with a fixed seed (default %(default)s)")
+    p.add_argument("--n-heldout", type=int, metavar="N",
+                   help="score N held-out names drawn with a fixed seed, for a quick look (default: all of them)")
     p.add_argument("--seeds", default="0,1,2,3", metavar="S,S,...",
                    help="generation seeds; results are given per seed and averaged (default %(default)s)")
     p.add_argument("--out", help="also write the results as JSON to this file")
@@ -82,6 +84,8 @@ def _run_eval(args) -> int:
         raise UsageError(f"--seeds takes whole numbers separated by commas, got {args.seeds!r}") from None
     if not seeds or min(seeds) < 0:
         raise UsageError(f"--seeds takes seeds >= 0, got {args.seeds!r}")
+    if args.n_train < 0 or (args.n_heldout is not None and args.n_heldout < 0):
+        raise UsageError("--n-train and --n-heldout take a count >= 0")
     if args.upscaler and not args.cascade:
         raise UsageError("--upscaler goes with --cascade DIR")
     names = [n.strip() for n in args.grid_names.split(";") if n.strip()] if args.grid_names is not None else None
@@ -92,10 +96,11 @@ def _run_eval(args) -> int:
     if args.cascade:
         from .cascade_eval import run_cascade
 
-        run_cascade(args.dataset, args.cascade, args.model, args.upscaler, args.steps, args.guidance, seeds, args.out)
+        run_cascade(args.dataset, args.cascade, args.model, args.upscaler, args.steps, args.guidance, seeds, args.out,
+                    args.n_heldout)
     else:
         run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out, args.grid, seeds, names,
-            args.grid_only)
+            args.grid_only, args.n_heldout)
     return 0
 
 

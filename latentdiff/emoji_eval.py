@@ -55,10 +55,21 @@ def name_ranks(images: list, names: list[str], ref_names: list[str], refs: np.nd
     return ranks(np.stack([_small(im) for im in images]), [where[n] for n in names], refs)
 
 
-def pick_prompts(rows: list[dict], n_train: int = 300, seed: int = 0) -> dict[str, list[int]]:
+def pick_prompts(rows: list[dict], n_train: int = 300, seed: int = 0,
+                 n_heldout: int | None = None) -> dict[str, list[int]]:
+    """Row indices of `n_train` training names drawn with `seed`, and of the held-out names (all, or
+    `n_heldout` of them drawn the same way: a quick look rather than the measure)."""
     train = [i for i, r in enumerate(rows) if r.get("split") != "heldout"]
+    return {"train": _draw(train, n_train, seed), "heldout": heldout_rows(rows, n_heldout, seed)}
+
+
+def heldout_rows(rows: list[dict], n: int | None = None, seed: int = 0) -> list[int]:
     heldout = [i for i, r in enumerate(rows) if r.get("split") == "heldout"]
-    return {"train": sorted(random.Random(seed).sample(train, min(n_train, len(train)))), "heldout": heldout}
+    return heldout if n is None else _draw(heldout, n, seed)
+
+
+def _draw(indices: list[int], n: int, seed: int) -> list[int]:
+    return sorted(random.Random(seed).sample(indices, min(n, len(indices))))
 
 
 def ranks(generated: np.ndarray, targets: list[int], refs: np.ndarray) -> np.ndarray:
@@ -69,12 +80,12 @@ def ranks(generated: np.ndarray, targets: list[int], refs: np.ndarray) -> np.nda
 
 
 def evaluate(pipe, dataset: Path, guidances: list[float], steps: int | None = None, n_train: int = 300,
-             seeds: tuple[int, ...] = (0, 1, 2, 3), batch: int = 32) -> dict:
+             seeds: tuple[int, ...] = (0, 1, 2, 3), batch: int = 32, n_heldout: int | None = None) -> dict:
     """Top-1/top-5 of each prompt set at each guidance, per generation seed and averaged over them,
     with the top-1 of each emoji group (the weakest categories show where the model fails). The
     training names are drawn once (seed 0), whatever the generation seeds."""
     rows, refs = load_references(dataset)
-    sets = pick_prompts(rows, n_train, 0)
+    sets = pick_prompts(rows, n_train, 0, n_heldout)
     results = {}
     images = len(guidances) * len(seeds) * sum(len(idx) for idx in sets.values())
     with progress_bar(images, "eval-emoji: images") as bar:
@@ -167,7 +178,8 @@ def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 
 
 
 def run(dataset: str, model=None, steps=None, guidance=None, n_train: int = 300, out=None, grid_path=None,
-        seeds: tuple[int, ...] = (0, 1, 2, 3), grid_names: list[str] | None = None, grid_only: bool = False) -> dict:
+        seeds: tuple[int, ...] = (0, 1, 2, 3), grid_names: list[str] | None = None, grid_only: bool = False,
+        n_heldout: int | None = None) -> dict:
     from .errors import UsageError
 
     unknown = sorted(set(grid_names or []) - {r["text"] for r in load_rows(Path(dataset))})
@@ -179,7 +191,7 @@ def run(dataset: str, model=None, steps=None, guidance=None, n_train: int = 300,
     if grid_only:
         return {}
     g = guidance if guidance is not None else pipe.defaults()["guidance"]
-    results = evaluate(pipe, Path(dataset), [1.0, g], steps, n_train, seeds)
+    results = evaluate(pipe, Path(dataset), [1.0, g], steps, n_train, seeds, n_heldout=n_heldout)
     if out:
         Path(out).write_text(json.dumps(results, indent=2))
     print(table(results))

@@ -44,6 +44,22 @@ def test_results_per_seed_and_averaged(pipe_sd1, dataset):
     assert "top-1 s5" in table(res).splitlines()[0] and len(table(res).splitlines()) == 4
 
 
+def test_n_heldout_draws_that_many_held_out_names(dataset):
+    from latentdiff.emoji_eval import load_rows, pick_prompts
+
+    rows = load_rows(dataset)
+    assert len(pick_prompts(rows, 3)["heldout"]) == 1  # all of them by default
+    assert pick_prompts(rows, 3, n_heldout=0)["heldout"] == []
+    assert pick_prompts(rows, 2, n_heldout=5) == pick_prompts(rows, 2, n_heldout=5)  # a fixed draw
+
+
+@pytest.mark.parametrize("argv", [["--n-train", "-1"], ["--n-heldout", "-2"]])
+def test_negative_counts_are_one_line(dataset, capsys, argv):
+    assert main(["eval-emoji", str(dataset), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "count >= 0" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("seeds", ["", "a,1", "-1"])
 def test_bad_seeds_are_one_line(dataset, capsys, seeds):
     assert main(["eval-emoji", str(dataset), "--seeds", seeds]) == 2
