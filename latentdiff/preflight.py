@@ -81,7 +81,9 @@ def _folder_of(model) -> Path | str | None:
     base = lora_base(local)
     if base is None:
         return local
-    return base if base == "default" or Path(base).is_dir() else None
+    if base == "default":
+        return base
+    return Path(base) if Path(base).is_dir() else None
 
 
 def check_request(cfg, options) -> None:

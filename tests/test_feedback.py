@@ -61,6 +61,19 @@ def test_the_loading_line_names_the_model_and_its_size(tiny_sd1, tmp_path, capsy
     assert "loading" not in capsys.readouterr().err
 
 
+def test_the_loading_line_of_a_lora_folder_counts_its_base(tiny_sd1, tmp_path):
+    """A LoRA run folder loads its base model: the line gives the base's size (it was a TypeError
+    traceback: the base came back as a str)."""
+    import json
+
+    from latentdiff.preflight import loading_line, weights_bytes
+
+    (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    (tmp_path / "latentdiff.json").write_text(json.dumps({"base_model": str(tiny_sd1)}))
+    assert weights_bytes(tmp_path) == weights_bytes(tiny_sd1) > 0
+    assert loading_line(tmp_path).endswith(f"({megabytes(weights_bytes(tiny_sd1))})...")
+
+
 def test_the_shipped_model_facts():
     facts = model_facts(None)
     assert (facts.factor, facts.native, facts.train_timesteps, facts.text_layers) == (4, 64, 1000, 4)
