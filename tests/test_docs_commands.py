@@ -131,12 +131,16 @@ NOT_RUN = {
     "python -m pytest": "it runs this test suite",
     "accelerate launch": "several processes: tests/test_sharding.py and test_finetune.py run the same commands",
     "latentdiff serve": "a server that runs until stopped: tests/test_server*.py start the real one",
+    "latentdiff generate 'a castle' --model v1-5.ckpt": "a .ckpt carries no configs, so it is read as the real "
+    "SD 1.5 (4 GB), which no tiny stand-in can be; tests/test_formats.py reads a tiny .ckpt up to that check",
 }
 # How the check shortens what takes minutes to hours, as the docs say (flags appended to the command):
 # training recipes run 2 steps in fp32 (bf16 is many times slower on CPUs without bf16 arithmetic),
+# the emoji dataset holds about 200 of the 3,655 names (every name the docs draw among them), and
 # the emoji evaluation scores 4 training and 4 held-out names at seed 0.
 TWO_STEPS = ["--max-steps", "2", "--mixed-precision", "no"]
 REDUCED: dict[str, list[str]] = {
+    "latentdiff build-emoji": ["--emoji-test", "emoji-test-subset.txt"],
     "latentdiff finetune": TWO_STEPS,
     "latentdiff train-vae": TWO_STEPS,
     "latentdiff eval-emoji data/emoji --cascade": ["--n-heldout", "2", "--seeds", "0"],
@@ -164,7 +168,7 @@ def make_standins(folder: Path) -> None:
 
     import torch
     from PIL import Image, ImageDraw
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from latentdiff.cli import main
     from latentdiff.testing import make_tiny_model, make_tiny_sdxl, make_tiny_upscaler
@@ -182,16 +186,50 @@ def make_standins(folder: Path) -> None:
         Image.new("RGB", (64, 64), colour).save(pictures / f"{i}.png")
         (pictures / f"{i}.txt").write_text("a photo of sks dog")
     (folder / "prompts.txt").write_text("grinning face\nred heart\n")
-    make_tiny_model(folder / "path/to/sd15")
+    write_emoji_subset(folder / "emoji-test-subset.txt")
+    make_fast_sd(folder / "path/to/sd15")
     make_tiny_sdxl(folder / "sdxl-base")
     make_tiny_sdxl(folder / "sdxl-refiner", refiner=True)
     make_tiny_upscaler(folder / "stabilityai/stable-diffusion-x4-upscaler")
     single = folder / "dreamshaper_8.safetensors"
-    assert main(["convert", str(folder / "path/to/sd15"), str(single)]) == 0
+    assert main(["convert", str(make_tiny_model(folder / "tmp-sd1")), str(single)]) == 0
+    shutil.rmtree(folder / "tmp-sd1")
     shutil.copy(single, folder / "my-model.safetensors")
-    torch.save({"state_dict": load_file(single)}, folder / "v1-5.ckpt")  # an old pickle checkpoint
     width = json.loads((ROOT / "checkpoints/emoji/text_encoder/config.json").read_text())["hidden_size"]
     save_file({"emb_params": torch.randn(2, width)}, folder / "easyneg.safetensors")  # A1111 embedding
+
+
+def write_emoji_subset(path: Path) -> None:
+    """Unicode's emoji-test.txt cut to every 20th emoji plus the names the docs draw (where the
+    system has the file; build-emoji names it missing otherwise, as for a user)."""
+    from latentdiff.emoji_eval import GRID_PROMPTS
+    from latentdiff.emoji_names import DEFAULT_EMOJI_TEST
+
+    if not DEFAULT_EMOJI_TEST.is_file():
+        return
+    keep, k = [], 0
+    for line in DEFAULT_EMOJI_TEST.read_text(encoding="utf-8").splitlines():
+        entry = "; fully-qualified" in line
+        k += entry
+        if not entry or k % 20 == 0 or re.sub(r".*# \S+ E\d+\.\d+ ", "", line) in GRID_PROMPTS:
+            keep.append(line)
+    path.write_text("\n".join(keep) + "\n", encoding="utf-8")
+
+
+def make_fast_sd(out: Path) -> None:
+    """A tiny SD1 whose UNet attends only at a quarter of the latent size and whose VAE has no
+    attention: the README's 512 px commands take seconds (the plain tiny model attends over 4,096
+    latent pixels there)."""
+    from latentdiff.arch import build_components
+    from latentdiff.models import save_components
+    from latentdiff.testing import WORDS, tiny_arch
+
+    arch = tiny_arch("sd1")
+    arch["unet"].update(block_out_channels=(32, 32, 64), down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+                        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
+    arch["vae"]["mid_block_add_attention"] = False
+    c = build_components(arch, WORDS, seed=0)
+    save_components(c, out, c.scheduler_config["_class_name"])
 
 
 @pytest.fixture(scope="module")
