@@ -106,13 +106,12 @@ def syntax_argv(argv: list[str]) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("doc,command", documented(), ids=lambda v: v[:60])
+@pytest.mark.parametrize("doc,command", [(d, c) for d, c in documented() if latentdiff_argv(c) is not None],
+                         ids=lambda v: v[:60])
 def test_every_documented_command_parses(doc, command, capsys):
     from latentdiff.cli import build_parser
 
     argv = latentdiff_argv(command)
-    if argv is None:
-        pytest.skip(f"not a latentdiff command ({command.split()[0]}): run as its own tool")
     try:
         args = build_parser().parse_args(syntax_argv(argv))
     except SystemExit as e:

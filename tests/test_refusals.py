@@ -104,10 +104,12 @@ def test_a_refused_request_allocates_nothing(tiny_sd1, tmp_path):
 
     if (available_bytes(torch.device("cpu")) or 0) > 120 * 2**30:
         pytest.skip("this machine has memory for the request, so it would not be refused")
-    code = ("import resource, sys; from latentdiff.cli import main; "
+    # VmHWM is this process's own peak; ru_maxrss carries the forking pytest's RSS over the exec
+    code = ("import sys; from latentdiff.cli import main; "
+            "peak_rss_kib = lambda: int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))); "
             f"c = main(['generate', 'x', '--model', {str(tiny_sd1)!r}, '--out', {str(tmp_path)!r}, '--quiet', "
             "'--device', 'cpu', '--width', '16384', '--height', '16384']); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(c)")
+            "print(peak_rss_kib()); sys.exit(c)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2 and "needs about 114.0 GiB of memory" in r.stderr, r.stderr
