@@ -153,6 +153,26 @@ def test_fuzz_api_arguments(pipe_sd1, data, broken):
         assert len(images) == count and all(im.size == size for im in images)
 
 
+ODD = st.sampled_from([None, -1, 0, 1, 2, 2.5, "1", "", math.nan, math.inf, -math.inf, b"x", [], {}, True, 2**63, 1j])
+
+
+@settings(FUZZ, max_examples=300)
+@given(data=st.data(), names=st.sets(st.sampled_from(
+    ["num_inference_steps", "guidance_scale", "num_images_per_prompt", "generator", "steps", "guidance"]), min_size=1))
+def test_fuzz_diffusers_argument_names(pipe_sd1, data, names):
+    """diffusers' names (and ours beside them): an image, or one line naming what to pass."""
+    import torch
+
+    generator = st.just(torch.Generator().manual_seed(3)) | st.just(torch.Generator().manual_seed(3).manual_seed(4))
+    kwargs = {k: data.draw(generator | ODD if k == "generator" else ODD) for k in sorted(names)}
+    try:
+        images = pipe_sd1("x", width=16, height=16, **kwargs)
+    except LatentDiffError as e:
+        assert "\n" not in str(e) and str(e)
+    else:
+        assert images and all(im.size == (16, 16) for im in images)
+
+
 @settings(FUZZ, max_examples=600)
 @given(data=st.data())
 def test_fuzz_from_pretrained_arguments(data):
