@@ -14,6 +14,9 @@ from typing import Callable
 
 from .errors import UsageError
 
+# Steps and guidance for a model whose latentdiff.json recommends none (diffusers' SD defaults are 50/7.5)
+FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
+
 MAX_SEED = 2**63 - 1
 MAX_STEPS = 10_000  # also bounded by the model's training timesteps (see check_steps)
 MAX_SIDE = 16_384  # pixels; the memory estimate (resources.py) usually refuses far less

@@ -19,7 +19,7 @@ from .conditioning import conditioning_for
 from .sampling import denoise, make_scheduler, refiner_start_index, steps_before
 from .schedulers import default_steps
 
-FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
+FALLBACK_STEPS, FALLBACK_GUIDANCE = params.FALLBACK_STEPS, params.FALLBACK_GUIDANCE
 
 
 class Pipeline:

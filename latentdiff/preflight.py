@@ -119,12 +119,11 @@ def _check_model_options(cfg, facts: ModelFacts) -> None:
     """The model given is a text-to-image one; --steps and --clip-skip suit it. (The scheduler's
     own check of the steps waits for the load: importing diffusers' schedulers takes seconds.)"""
     from .errors import UsageError
-    from .pipeline import FALLBACK_STEPS
 
     if facts.unet.get("in_channels") == facts.vae.get("latent_channels", 4) + 3:
         raise UsageError(f"{cfg.model} is a diffusion upscaler, not a text-to-image model; use `latentdiff upscale "
                          "IMAGE --model` or generate --upscaler")
-    steps = cfg.steps if cfg.steps is not None else facts.defaults.get("steps", FALLBACK_STEPS)
+    steps = cfg.steps if cfg.steps is not None else facts.defaults.get("steps", params.FALLBACK_STEPS)
     params.steps(params.flag_label, steps, facts.train_timesteps)
     clip_skip = cfg.clip_skip if cfg.clip_skip is not None else facts.defaults.get("clip_skip", 1)
     if facts.text_layers is not None and clip_skip > facts.text_layers:
@@ -142,7 +141,7 @@ def _check_memory(cfg, facts: ModelFacts, width: int, height: int) -> None:
 
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device, cpu_dtype_pref(facts.defaults, parameter_count(facts.path / "unet")))
-    guidance = cfg.guidance if cfg.guidance is not None else facts.defaults.get("guidance", 7.5)
+    guidance = cfg.guidance if cfg.guidance is not None else facts.defaults.get("guidance", params.FALLBACK_GUIDANCE)
     unet_bytes, vae_bytes = dtype.itemsize, vae_dtype(dtype, facts.vae, device).itemsize
 
     def need(batch: int) -> int:
