@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("LATENTDIFF_BENCH_CACHE", "/tmp/latentdiff-bench")) / "layout-pixels"
 SD = ["--steps", "4", "--width", "64", "--height", "64", "--seed", "3", "--quiet"]
 SCHEDULERS = ["ddim", "ddpm", "euler", "euler_a", "heun", "lms", "dpm++2m", "dpm++2m_karras", "unipc",
-              "DPM++ 2M SDE Karras", "DPM2 a"]
+              "DPM++ 2M Karras", "Euler a"]
 
 
 def cases(m: Path, inputs: Path) -> dict[str, list[str]]:
