@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Pipeline": ("latentdiff.pipeline", "Pipeline"),
-    "GenerateConfig": ("latentdiff.config", "GenerateConfig"),
+    "GenerateConfig": ("latentdiff.config.generate", "GenerateConfig"),
     "LatentDiffError": ("latentdiff.errors", "LatentDiffError"),
     "UsageError": ("latentdiff.errors", "UsageError"),
     "ModelError": ("latentdiff.errors", "ModelError"),

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import torch
 
-from . import model_checks, params
-from .errors import UsageError
-from .image_output import a1111_line, to_pil
-from .resources import allocation_errors
-from .models import Components, save_components, vae_dtype, vae_scale_factor
-from .runtime import (cpu_threads_for, prepack_cpu_weights, torch_threads,
+import latentdiff.models.checks as model_checks
+import latentdiff.config.params as params
+from latentdiff.errors import UsageError
+from latentdiff.images.write import a1111_line, to_pil
+from latentdiff.runtime.memory import allocation_errors
+from latentdiff.models.components import Components, save_components, vae_dtype, vae_scale_factor
+from latentdiff.runtime.device import (cpu_threads_for, prepack_cpu_weights, torch_threads,
                       use_channels_last, wants_channels_last, wants_prepacked_weights)
-from .conditioning import conditioning_for
-from .sampling import denoise, make_scheduler, refiner_start_index, steps_before
-from .schedulers import default_steps
+from latentdiff.families.conditioning import conditioning_for
+from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
+from latentdiff.sampling.schedulers import default_steps
 
 FALLBACK_STEPS, FALLBACK_GUIDANCE = params.FALLBACK_STEPS, params.FALLBACK_GUIDANCE
 
@@ -34,7 +35,7 @@ class Pipeline:
         self.progress = True
         self.max_batch = 8
         self._model_hash = None
-        from .formats.addons import AddOns
+        from latentdiff.formats.addons import AddOns
 
         self.addons = AddOns()  # LoRAs and embeddings added at load time
         self.compiled = False
@@ -65,7 +66,7 @@ class Pipeline:
         """Move and cast the loaded model, as diffusers' `pipe.to("cuda", torch.float16)` does:
         `device` a name ("cuda", "cpu", ...) or torch.device, `dtype` fp32/fp16/bf16/auto or a
         torch dtype; None keeps the current one. Returns the pipeline."""
-        from .api_compat import move
+        from latentdiff.config.api_compat import move
 
         return move(self, device, dtype)
 
@@ -78,7 +79,7 @@ class Pipeline:
         (or a mode name, see `Pipeline.compile`) runs torch.compile on the UNet and VAE decoder. `loras`: LoRA files
         or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`; `embeddings`:
         textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name)."""
-        from .loading import load
+        from latentdiff.formats.load import load
 
         m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings)
         pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path)
@@ -89,10 +90,10 @@ class Pipeline:
         """torch.compile the UNet and the VAE decoder in place. The first generation (and each
         new size or batch) compiles: minutes on a small CPU, cached on disk for later processes.
         `mode`: auto (CUDA graphs on CUDA; on CPU inductor, weights frozen in bf16), default, reduce-overhead,
-        max-autotune, max-autotune-no-cudagraphs or fp8 (CUDA with torchao; see latentdiff/accel.py).
+        max-autotune, max-autotune-no-cudagraphs or fp8 (CUDA with torchao; see latentdiff/runtime/compile.py).
         Output stays within the parity tolerance of the eager path (benchmarks/generate_cpu.py
         --compile reports the pixel difference)."""
-        from .accel import compile_for_inference, compile_mode
+        from latentdiff.runtime.compile import compile_for_inference, compile_mode
 
         mode = compile_mode(mode)
         if not self.compiled and mode is not None:
@@ -102,7 +103,7 @@ class Pipeline:
     def save_pretrained(self, out, dtype: str | None = None) -> Path:
         """Write the diffusers layout (safetensors). `dtype="fp16"` stores half-size weights
         (loaders upcast them as needed) without changing this pipeline's own modules."""
-        from .runtime import DTYPES
+        from latentdiff.runtime.device import DTYPES
 
         out = Path(out)
         c = self.components
@@ -142,7 +143,7 @@ class Pipeline:
     @property
     def model_hash(self) -> str | None:
         if self._model_hash is None and self.model_dir is not None:
-            from .fingerprint import model_hash
+            from latentdiff.models.fingerprint import model_hash
 
             self._model_hash = model_hash(Path(self.model_dir))
         return self._model_hash
@@ -173,10 +174,10 @@ class Pipeline:
                     seed=0, num_images=1, scheduler=None, callback=None, clip_skip=None, prompt_syntax="a1111",
                     **options):
         """Like __call__, but yields each image as soon as its batch is decoded."""
-        from .api_compat import call_arguments
-        from .preflight import note_size
-        from .upscale import with_model_upscaler
-        from .workflows.options import ImageOptions
+        from latentdiff.config.api_compat import call_arguments
+        from latentdiff.formats.preflight import note_size
+        from latentdiff.workflows.upscale import with_model_upscaler
+        from latentdiff.workflows.options import ImageOptions
 
         prompts = params.prompts(params.api_label, prompt)
         steps, guidance, seed, num_images, options = call_arguments(len(prompts), steps, guidance, seed, num_images,
@@ -225,7 +226,7 @@ class Pipeline:
 
     def _batch_size(self, p: dict, total: int) -> int:
         """At most max_batch images at a time, fewer where the memory would not hold them."""
-        from .resources import batch_that_fits, generation_bytes
+        from latentdiff.runtime.memory import batch_that_fits, generation_bytes
 
         c = self.components
         unet_bytes, vae_bytes = c.unet.dtype.itemsize, c.vae.dtype.itemsize
@@ -242,7 +243,7 @@ class Pipeline:
                 "prompt_syntax": params.prompt_syntax(params.api_label, prompt_syntax)}
 
     def _generate(self, jobs: list[tuple[str, int]], p: dict):
-        from .workflows.finish import finish
+        from latentdiff.workflows.finish import finish
 
         texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
         what = f"generating {len(texts)} image(s) of {p['width']}x{p['height']} on {self.device}"
@@ -278,7 +279,7 @@ class Pipeline:
         if self.refiner is not None:
             return self.refiner.decode(self._refine(latents, texts, gens, p))
         if p.get("options") is not None and p["options"].hires:
-            from .workflows.hires import hires_pass
+            from latentdiff.workflows.hires import hires_pass
 
             return hires_pass(self, latents, cond, uncond, texts, seeds, p)
         return self.decode(latents)
@@ -298,7 +299,7 @@ class Pipeline:
                  with_generators: bool = False, **start):
         """One run of the sampling loop at `size`, from noise or from the start `start` describes
         (see workflows.start.prepare): the one loop every workflow goes through."""
-        from .workflows.start import prepare
+        from latentdiff.workflows.start import prepare
 
         sched = make_scheduler(self.components.scheduler_config, p["scheduler"])
         sched.set_timesteps(steps)  # on the CPU: see sampling.denoise
@@ -315,7 +316,7 @@ class Pipeline:
         """`image` (a path or PIL image) upscaled by a diffusion upscaler: this pipeline if it is one,
         else `upscaler` (a model reference, loaded once and kept, or a Pipeline). `tile` (output
         pixels) bounds memory on large images. Returns a PIL image with its metadata."""
-        from .upscale import load_upscaler, upscale
+        from latentdiff.workflows.upscale import load_upscaler, upscale
 
         model = self if self.is_upscaler and upscaler is None else load_upscaler(self, upscaler)
         return upscale(model, image, prompt, negative_prompt, steps, guidance, noise_level, seed, scheduler, tile)
@@ -323,12 +324,12 @@ class Pipeline:
     def decode(self, latents: torch.Tensor, tile: int | None = None) -> torch.Tensor:
         """Latents -> pixels in [-1, 1]; a non-finite result is redone in fp32, never returned.
         `tile` (latent pixels): decode in blended windows to bound memory (decoding.py)."""
-        from .decoding import decode_latents
+        from latentdiff.workflows.decode import decode_latents
 
         return decode_latents(self.components.vae, latents, self.scale_factor, tile)
 
     def _record(self, p: dict, prompt: str, seed: int) -> dict:
-        from .record import record
+        from latentdiff.images.record import record
 
         return record(self, p, prompt, seed)
 

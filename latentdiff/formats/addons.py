@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import embeddings as ti
-from . import lora
+from latentdiff.formats import embeddings as ti
+from latentdiff.formats import lora
 
 
 @dataclass

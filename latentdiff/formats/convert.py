@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ModelError, UsageError
+from latentdiff.errors import ModelError, UsageError
 
 USE_FOLDER = "use the folder as it is (latentdiff --model, diffusers' from_pretrained)"
 
 
 def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> Path:
-    from .. import hub
-    from ..models import load_components, save_components
-    from ..runtime import DTYPES
-    from .single_file import load_single_file, save_single_file
+    import latentdiff.models.hub as hub
+    from latentdiff.models.components import load_components, save_components
+    from latentdiff.runtime.device import DTYPES
+    from latentdiff.formats.single_file import load_single_file, save_single_file
 
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if dst.exists():
@@ -49,17 +49,17 @@ def _check_layout(folder: Path) -> None:
 
 
 def _layout_problem(folder: Path) -> str | None:
-    from ..model_checks import read_json_object
-    from .ldm_keys import layout_problem
+    from latentdiff.models.checks import read_json_object
+    from latentdiff.formats.ldm_keys import layout_problem
 
     return layout_problem(read_json_object(folder / "unet" / "config.json", "unet"))
 
 
 def _refuse_lora(folder: Path) -> None:
     """A LoRA folder is no model; say so, and whether its base can reach A1111 at all."""
-    from .. import hub
-    from ..lora import lora_base
-    from ..preflight import shown_path
+    import latentdiff.models.hub as hub
+    from latentdiff.formats.lora_merge import lora_base
+    from latentdiff.formats.preflight import shown_path
 
     base = lora_base(folder)
     if base is None:

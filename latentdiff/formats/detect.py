@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelError
+from latentdiff.errors import ModelError
 
 SUPPORTED = "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants"
 UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ModelError
+from latentdiff.errors import ModelError
 
 UNET_PREFIX, VAE_PREFIX = "model.diffusion_model.", "first_stage_model."
 # Where each text encoder lives in a single file, by family and position.

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelError, UsageError
-from ..lora import lora_file
+from latentdiff.errors import ModelError, UsageError
+from latentdiff.formats.lora_merge import lora_file
 
 
 # File names every run used to share: they name no LoRA in particular.
@@ -58,7 +58,7 @@ def parse_spec(text: str, flag: str = "--lora") -> LoraSpec:
 
 def describe(spec: LoraSpec) -> dict:
     """What an image records about a LoRA it was made with (A1111's "Lora hashes" entry)."""
-    from ..fingerprint import short_hash
+    from latentdiff.models.fingerprint import short_hash
 
     return {"name": spec.name, "hash": short_hash(spec.file), "scale": spec.scale, "path": str(spec.path.resolve())}
 
@@ -66,7 +66,7 @@ def describe(spec: LoraSpec) -> dict:
 def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False) -> None:
     """Merge each LoRA into the weights of `components` with its scale. A scale of 0 is
     checked (the file must fit the model) but leaves the weights exactly as they were."""
-    from ..weights import load_state_dict
+    from latentdiff.models.weights import load_state_dict
 
     if not specs:
         return
@@ -106,7 +106,7 @@ def _host(components):
     maps kohya's `lora_te1_`/`lora_te2_` and SGM block names (`input_blocks_4_1_...`) too."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from ..sampling import make_scheduler
+    from latentdiff.sampling.loop import make_scheduler
 
     c = components
     scheduler = make_scheduler(c.scheduler_config)

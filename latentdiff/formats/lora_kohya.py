@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..outfiles import as_umask_allows
+from latentdiff.runtime.files import as_umask_allows
 
 KOHYA_FILE = "lora_kohya.safetensors"
 ADAPTER = "default"  # peft's name for the one adapter latentdiff trains

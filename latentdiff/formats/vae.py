@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ModelError
-from .detect import describe
+from latentdiff.errors import ModelError
+from latentdiff.formats.detect import describe
 
 
 def load_vae_ref(ref, model_vae_config: dict, allow_pickle: bool = False):
-    from ..models import load_vae
+    from latentdiff.models.components import load_vae
 
     path = Path(ref).expanduser()
     if path.is_dir():
@@ -29,8 +29,8 @@ def _vae_from_file(path: Path, config: dict, allow_pickle: bool):
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    from ..models import build_module, quiet_libraries
-    from ..weights import load_state_dict
+    from latentdiff.models.components import build_module, quiet_libraries
+    from latentdiff.models.weights import load_state_dict
 
     quiet_libraries()
     sd = load_state_dict(path, allow_pickle)
@@ -50,8 +50,8 @@ def _layout(names: list[str], path: Path) -> str:
 def check_vae_ref(ref) -> None:
     """What load_vae_ref refuses without reading tensor data (a missing path, a safetensors file
     that is no VAE), before any model loads."""
-    from ..weights import SAFETENSORS, sniff_format
-    from .detect import read_header
+    from latentdiff.models.weights import SAFETENSORS, sniff_format
+    from latentdiff.formats.detect import read_header
 
     path = Path(ref).expanduser()
     if path.is_dir():

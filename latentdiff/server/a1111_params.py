@@ -10,8 +10,8 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import UsageError
-from ..schedulers import SCHEDULERS
+from latentdiff.errors import UsageError
+from latentdiff.sampling.schedulers import SCHEDULERS
 
 # A1111 sampler name -> (our scheduler name, A1111 aliases), from the one scheduler table
 SAMPLERS = {m.a1111: (k, list(m.aliases)) for k, m in SCHEDULERS.items()}

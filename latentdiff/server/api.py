@@ -9,8 +9,8 @@ import re
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from .jobs import Job
-from .schema import GenerateRequest
+from latentdiff.server.jobs import Job
+from latentdiff.server.schema import GenerateRequest
 
 _IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.png$")
 KEEPALIVE_S, POLL_S = 15.0, 0.1

@@ -10,11 +10,11 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from .config import ServeConfig
-from .executor import make_runner
-from .guards import BodyLimit, TokenAuth, install_error_handlers
-from .jobs import Job, JobQueue, NotAccepting, QueueFull
-from .models import ModelPool
+from latentdiff.server.config import ServeConfig
+from latentdiff.server.executor import make_runner
+from latentdiff.server.guards import BodyLimit, TokenAuth, install_error_handlers
+from latentdiff.server.jobs import Job, JobQueue, NotAccepting, QueueFull
+from latentdiff.server.models import ModelPool
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("latentdiff.server")
@@ -35,7 +35,7 @@ class Server:
             log.warning("--models-dir: not serving %s: link(s) leading outside it", ", ".join(skipped))
 
     def _load(self, ref):
-        from ..pipeline import Pipeline
+        from latentdiff.pipeline import Pipeline
 
         return Pipeline.from_pretrained(ref, device=self.cfg.device, dtype=self.cfg.dtype, compile=self.cfg.compile)
 
@@ -69,8 +69,8 @@ class Server:
 def check_params(pipe, params: dict, inputs: dict) -> None:
     """Every parameter as the pipeline will check it: the image options always, and with the model
     loaded the sizes (the init image's when none is given) and the rest."""
-    from ..schedulers import check_scheduler_name
-    from ..workflows.options import ImageOptions
+    from latentdiff.sampling.schedulers import check_scheduler_name
+    from latentdiff.workflows.options import ImageOptions
 
     if params.get("scheduler") is not None:
         check_scheduler_name(params["scheduler"])
@@ -88,7 +88,7 @@ def check_params(pipe, params: dict, inputs: dict) -> None:
 
 
 def create_app(server: Server) -> FastAPI:
-    from . import a1111, api
+    from latentdiff.server import a1111, api
 
     cfg = server.cfg
     app = FastAPI(title="latentdiff", version="0.1.0",

@@ -8,8 +8,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import Cancelled
-from .jobs import Job
+from latentdiff.errors import Cancelled
+from latentdiff.server.jobs import Job
 
 log = logging.getLogger("latentdiff.server")
 PREVIEW_EVERY_S = 0.5  # previews cost little, but not nothing: at most two a second
@@ -18,8 +18,8 @@ FAR_ABOVE_NATIVE = 2  # a side this many times the model's native one gets a war
 
 def make_runner(pool, out_dir: Path):
     def run(job: Job) -> None:
-        from ..image_output import save_png, slug
-        from .preview import preview_data_url
+        from latentdiff.images.write import save_png, slug
+        from latentdiff.server.preview import preview_data_url
 
         pipe = pool.get(job.model)
         p = dict(job.params)

@@ -8,7 +8,7 @@ import hmac
 import json
 import logging
 
-from ..errors import LatentDiffError
+from latentdiff.errors import LatentDiffError
 
 log = logging.getLogger("latentdiff.server")
 OPEN_PATHS = ("/", "/v1/health", "/docs", "/openapi.json", "/favicon.ico")

@@ -9,7 +9,7 @@ import binascii
 
 from PIL import Image, ImageOps
 
-from ..errors import UsageError
+from latentdiff.errors import UsageError
 
 # Larger pictures are refused before their pixels are decoded: the work size is at most 2048 a side.
 MAX_PIXELS = 4096 * 4096
@@ -17,7 +17,7 @@ MAX_PIXELS = 4096 * 4096
 
 def decode_picture(text, what: str) -> Image.Image:
     """A base64 image file (a data: URL is fine) in its own mode."""
-    from ..image_input import BadImageError, open_image_data
+    from latentdiff.images.read import BadImageError, open_image_data
 
     if not isinstance(text, str) or not text.strip():
         raise UsageError(f"{what}: expected a base64 image, got {'nothing' if not text else type(text).__name__}")
@@ -36,7 +36,7 @@ def decode_picture(text, what: str) -> Image.Image:
 def mask_from(im: Image.Image, invert: bool = False) -> Image.Image:
     """The repaint mask (L, white repaints). A mask with transparency is read from its alpha
     (painted = opaque), as AUTOMATIC1111 reads masks drawn on a transparent layer."""
-    from ..image_input import to_rgb8
+    from latentdiff.images.read import to_rgb8
 
     alpha = im.convert("RGBA").getchannel("A") if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info else None
     mask = alpha if alpha is not None and alpha.getextrema()[0] < 255 else to_rgb8(im).convert("L")
@@ -45,7 +45,7 @@ def mask_from(im: Image.Image, invert: bool = False) -> Image.Image:
 
 def image_inputs(init_image=None, mask=None, invert_mask: bool = False) -> dict:
     """Pipeline keyword arguments (`image`, `mask`: PIL) for the base64 pictures given."""
-    from ..image_input import to_rgb8
+    from latentdiff.images.read import to_rgb8
 
     out = {}
     if init_image is not None:

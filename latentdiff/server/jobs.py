@@ -15,7 +15,7 @@ import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from ..errors import Cancelled, LatentDiffError
+from latentdiff.errors import Cancelled, LatentDiffError
 
 log = logging.getLogger("latentdiff.server")
 TERMINAL = ("done", "failed", "cancelled")

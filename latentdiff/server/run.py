@@ -7,8 +7,8 @@ import logging
 import signal
 import sys
 
-from ..errors import UsageError
-from .config import ServeConfig
+from latentdiff.errors import UsageError
+from latentdiff.server.config import ServeConfig
 
 
 def serve(cfg: ServeConfig) -> int:
@@ -17,7 +17,7 @@ def serve(cfg: ServeConfig) -> int:
         import uvicorn
     except ImportError:
         raise UsageError("the server needs its extra dependencies: pip install 'latentdiff[serve]'") from None
-    from .app import Server, create_app
+    from latentdiff.server.app import Server, create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s", stream=sys.stderr)
     server = Server(cfg)

@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from ..conditioning import Embeddings, conditioning_for
+from latentdiff.families.conditioning import Embeddings, conditioning_for
 
 
 class BatchSource:

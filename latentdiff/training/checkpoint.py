@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import LatentDiffError, UsageError
+from latentdiff.errors import LatentDiffError, UsageError
 
 MANIFEST = "manifest.json"
 PREFIX, TMP_PREFIX = "step-", ".tmp-step-"

@@ -8,10 +8,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import check
-from .flags import check_types
-from .lr_schedule import SCHEDULES
-from .trackers import REPORT_TO
+from latentdiff.config.generate import check
+from latentdiff.config.flags import check_types
+from latentdiff.training.lr_schedule import SCHEDULES
+from latentdiff.training.trackers import REPORT_TO
 
 LORA_FORMATS = ("both", "kohya", "diffusers")
 
@@ -150,7 +150,7 @@ class FinetuneConfig:
 
 def _caption_extension(ext: str) -> str:
     """'.txt' from 'txt' or '.txt'; refuse what cannot be a caption file's extension."""
-    from .data.scan import IMAGE_EXTENSIONS
+    from latentdiff.training.data.scan import IMAGE_EXTENSIONS
 
     ext = ext if ext.startswith(".") else "." + ext
     check(re.fullmatch(r"\.[A-Za-z0-9_][A-Za-z0-9_.-]*", ext) is not None,

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UsageError
-from . import checkpoint as ckpt
+from latentdiff.errors import UsageError
+from latentdiff.training import checkpoint as ckpt
 
 
 def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bool = True,
                       dtype: str | None = None, lora_format: str | None = None) -> Path:
     import yaml
 
-    from ..config import merge
-    from ..models import load_tokenizer
-    from .config import FinetuneConfig
-    from .outputs import save_model
-    from .state import TrainState, load_models, read_trainable
+    from latentdiff.config.generate import merge
+    from latentdiff.models.components import load_tokenizer
+    from latentdiff.training.config import FinetuneConfig
+    from latentdiff.training.outputs import save_model
+    from latentdiff.training.state import TrainState, load_models, read_trainable
 
     run = Path(run)
     if not (run / "config.yaml").is_file():

@@ -19,19 +19,19 @@ from pathlib import Path
 
 import torch
 
-from ..errors import LatentDiffError, UsageError
-from ..runtime import default_training_threads, note_cpu_bf16, torch_threads
-from . import checkpoint as ckpt
-from . import trackers
-from .batches import BatchSource
-from .config import FinetuneConfig
-from .objective import diffusion_loss, step_generator
-from .outputs import run_files, save_model, validate
-from .recipe import check_recipe, write_recipe
-from .runfolder import check_run_folder, prepare_run_folder
-from .upscaler import UpscalerSource
-from .data.order import DataOrder
-from .state import TrainState, load_models, read_trainable, write_trainable
+from latentdiff.errors import LatentDiffError, UsageError
+from latentdiff.runtime.device import default_training_threads, note_cpu_bf16, torch_threads
+from latentdiff.training import checkpoint as ckpt
+from latentdiff.training import trackers
+from latentdiff.training.batches import BatchSource
+from latentdiff.training.config import FinetuneConfig
+from latentdiff.training.objective import diffusion_loss, step_generator
+from latentdiff.training.outputs import run_files, save_model, validate
+from latentdiff.training.recipe import check_recipe, write_recipe
+from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
+from latentdiff.training.upscaler import UpscalerSource
+from latentdiff.training.data.order import DataOrder
+from latentdiff.training.state import TrainState, load_models, read_trainable, write_trainable
 
 
 def finetune(cfg: FinetuneConfig) -> Path:
@@ -86,7 +86,7 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
 
 def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
     """The dataset's usable records; the main process reports (and lists in OUT/skipped.txt) the rest."""
-    from .data.scan import scan_dataset
+    from latentdiff.training.data.scan import scan_dataset
 
     scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions,
                         follow_symlinks=cfg.follow_symlinks, caption_extension=cfg.caption_extension,
@@ -109,7 +109,7 @@ def _place(cfg: FinetuneConfig, acc, state: TrainState) -> tuple[dict, torch.dty
         if name not in trained and getattr(c, name) is not None:
             getattr(c, name).to(acc.device, dtype)
     frozen_in_compute_dtype(trained.values(), dtype)
-    from ..accel import prepare_unet_for_training
+    from latentdiff.runtime.compile import prepare_unet_for_training
 
     prepare_unet_for_training(c.unet, acc.device, cfg.compile)
     *modules, state.optimizer = acc.prepare(*trained.values(), state.optimizer)
@@ -118,7 +118,7 @@ def _place(cfg: FinetuneConfig, acc, state: TrainState) -> tuple[dict, torch.dty
 
 def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped: dict, dtype):
     """What the steps train on: the batch source (an upscaler's adds low-res images) and the data order."""
-    from .data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
+    from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
 
     c, captions = state.setup.components, [r.caption for r in records]
     buckets = make_buckets(cfg.resolution) if cfg.buckets else None
@@ -243,7 +243,7 @@ def _resume(cfg, out, state: TrainState) -> None:
 
 def _note_size(cfg: FinetuneConfig, setup) -> None:
     """One line when --resolution is not the size the base model was made for (the shipped model: 64)."""
-    from ..models import vae_scale_factor
+    from latentdiff.models.components import vae_scale_factor
 
     c = setup.components
     native = int(c.unet.config.sample_size) * vae_scale_factor(c.vae)
@@ -253,7 +253,7 @@ def _note_size(cfg: FinetuneConfig, setup) -> None:
 
 
 def _report_long_captions(tokenizer, captions: list[str]) -> None:
-    from ..text import chunk_count
+    from latentdiff.prompts.chunks import chunk_count
 
     long = sum(chunk_count(tokenizer, [t]) > 1 for t in set(captions))
     if long:
@@ -266,7 +266,7 @@ def _saved_tokenizer(out: Path):
     last = ckpt.latest_checkpoint(out)
     if last is None or not (last / "tokenizer").is_dir():
         return None
-    from ..models import load_tokenizer
+    from latentdiff.models.components import load_tokenizer
 
     return load_tokenizer(last / "tokenizer")
 

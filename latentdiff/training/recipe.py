@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import load_yaml, merge
-from ..errors import UsageError
+from latentdiff.config.generate import load_yaml, merge
+from latentdiff.errors import UsageError
 
 RECIPE = "config.yaml"
 # Fields that may differ on --resume without changing what was trained so far or how.

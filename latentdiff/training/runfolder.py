@@ -18,8 +18,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ..errors import UsageError
-from .checkpoint import latest_checkpoint
+from latentdiff.errors import UsageError
+from latentdiff.training.checkpoint import latest_checkpoint
 
 MANIFEST = "run.json"
 

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import torch
 
-from .. import hub
-from ..arch import build_components, is_arch_file, read_arch
-from ..conditioning import conditioning_for
-from ..errors import UsageError
-from ..outfiles import as_umask_allows
-from ..lora import TEXT_TARGETS, UNET_TARGETS, add_adapters
-from ..models import Components, load_components
-from . import checkpoint as ckpt
-from .config import FinetuneConfig
+import latentdiff.models.hub as hub
+from latentdiff.models.build import build_components, is_arch_file, read_arch
+from latentdiff.families.conditioning import conditioning_for
+from latentdiff.errors import UsageError
+from latentdiff.runtime.files import as_umask_allows
+from latentdiff.formats.lora_merge import TEXT_TARGETS, UNET_TARGETS, add_adapters
+from latentdiff.models.components import Components, load_components
+from latentdiff.training import checkpoint as ckpt
+from latentdiff.training.config import FinetuneConfig
 
 
 @dataclass
@@ -101,7 +101,7 @@ def make_optimizer(params: list, cfg: FinetuneConfig):
         except ImportError:
             raise UsageError("--use-8bit-adam needs bitsandbytes: pip install bitsandbytes") from None
         return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    from ..accel import adamw_kwargs
+    from latentdiff.runtime.compile import adamw_kwargs
 
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **adamw_kwargs(torch.cuda.is_available()))
 
@@ -143,7 +143,7 @@ class TrainState:
     @classmethod
     def create(cls, cfg: FinetuneConfig, setup: Setup) -> "TrainState":
         """Open the trainable part of `setup` per `cfg` (LoRA or full) and build its optimizer."""
-        from .lr_schedule import make_lr_schedule
+        from latentdiff.training.lr_schedule import make_lr_schedule
 
         modules = make_trainable(setup, cfg)
         params = named_trainable(modules)

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import UsageError
+from latentdiff.errors import UsageError
 
 REPORT_TO = ("none", "tensorboard", "wandb")
 _NEEDS = {"tensorboard": "tensorboard", "wandb": "wandb"}

@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..models import vae_scale_factor
-from ..sampling import ImageCond, make_scheduler
-from ..upscale import upscaler_settings
-from .batches import BatchSource
+from latentdiff.models.components import vae_scale_factor
+from latentdiff.sampling.loop import ImageCond, make_scheduler
+from latentdiff.workflows.upscale import upscaler_settings
+from latentdiff.training.batches import BatchSource
 
 
 def downsample(pixels: torch.Tensor, factor: int) -> torch.Tensor:

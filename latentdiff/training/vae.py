@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from latentdiff.errors import LatentDiffError, UsageError
-from latentdiff.outfiles import as_umask_allows
+from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training.checkpoint import latest_checkpoint, read_manifest, save_checkpoint
 from latentdiff.training.checkpoint import damaged_checkpoint, load_tensors, load_torch, require_finite
 from latentdiff.training.recipe import check_recipe, write_recipe
@@ -32,7 +32,7 @@ from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
 from latentdiff.training.lr_schedule import make_lr_schedule
 from latentdiff.training.trackers import RunLog, require
 
-from latentdiff.config import check
+from latentdiff.config.generate import check
 from latentdiff.training.vae_config import RUN_ENTRIES, VaeTrainConfig
 
 
@@ -85,7 +85,7 @@ def load_images(records, resolution: int):
     """Decode every record once into a uint8 tensor (N, 3, H, W) (see the module docstring)."""
     import torch
 
-    from latentdiff.image_input import reload_training_image
+    from latentdiff.images.read import reload_training_image
 
     out = torch.empty((len(records), 3, resolution, resolution), dtype=torch.uint8)
     for i, record in enumerate(records):
@@ -210,7 +210,7 @@ def _finish(cfg, out: Path, vae, train_u8, heldout_u8, device, seconds: float) -
 
 def train_vae(cfg: VaeTrainConfig) -> dict:
     """Train (or resume), then write OUT/vae, OUT/eval.json; returns the eval.json contents."""
-    from latentdiff.runtime import torch_threads
+    from latentdiff.runtime.device import torch_threads
 
     with torch_threads(cfg.num_threads) as threads:
         return _train_vae(cfg, threads)
@@ -219,7 +219,7 @@ def train_vae(cfg: VaeTrainConfig) -> dict:
 def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     import torch
 
-    from latentdiff.runtime import default_training_threads, note_cpu_bf16
+    from latentdiff.runtime.device import default_training_threads, note_cpu_bf16
 
     out = _prepare_out(cfg)
     train, heldout = _scan(cfg, out)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from latentdiff.config import check
+from latentdiff.config.generate import check
 
-from latentdiff.training.flags import check_types
+from latentdiff.config.flags import check_types
 from latentdiff.training.lr_schedule import SCHEDULES
 from latentdiff.training.trackers import REPORT_TO
 

@@ -23,7 +23,7 @@ def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seed
         f = pipe.scale_factor
         up = F.interpolate(latents, size=(size[1] // f, size[0] // f), mode="bilinear")
         return pipe.decode(pipe.run_loop(cond, uncond, seeds, p, steps, size, init_latents=up, strength=o.hires_strength))
-    from ..image_output import to_pil
+    from latentdiff.images.write import to_pil
 
     out = []
     for k, base in enumerate(to_pil(pipe.decode(latents))):

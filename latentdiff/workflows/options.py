@@ -8,9 +8,9 @@ from typing import Any
 
 from PIL import Image
 
-from ..config import check
-from ..errors import UsageError
-from .source import (RESIZE_MODES, Source, check_mask, crop_box, fit_mask, outpaint_canvas, parse_outpaint,
+from latentdiff.config.generate import check
+from latentdiff.errors import UsageError
+from latentdiff.workflows.source import (RESIZE_MODES, Source, check_mask, crop_box, fit_mask, outpaint_canvas, parse_outpaint,
                      pixel_hash, read_picture, resize_to, work_size)
 
 IMG2IMG_STRENGTH, INPAINT_STRENGTH = 0.75, 1.0

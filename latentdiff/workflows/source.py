@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..errors import UsageError
+from latentdiff.errors import UsageError
 
 RESIZE_MODES = ("crop", "fit", "stretch")
 LANCZOS = Image.Resampling.LANCZOS
@@ -36,12 +36,12 @@ def pixel_hash(im: Image.Image) -> str:
 def read_picture(ref, what: str) -> tuple[Image.Image, str | None]:
     """(8-bit RGB image, absolute path or None) from a path or a PIL image."""
     if isinstance(ref, Image.Image):
-        from ..image_input import to_rgb8
+        from latentdiff.images.read import to_rgb8
 
         return to_rgb8(ref), None
     if not isinstance(ref, (str, os.PathLike)):
         raise UsageError(f"{what} must be a file path or a PIL image, not {type(ref).__name__}")
-    from ..image_input import BadImageError, load_image
+    from latentdiff.images.read import BadImageError, load_image
 
     try:
         return load_image(ref), os.path.abspath(ref)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UsageError
-from ..sampling import ImageCond, draw_noise, start_step
+from latentdiff.errors import UsageError
+from latentdiff.sampling.loop import ImageCond, draw_noise, start_step
 
 
 @dataclass

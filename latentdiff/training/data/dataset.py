@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from latentdiff.errors import UsageError
-from latentdiff.image_input import MAX_PIXELS, Placement, reload_training_image
+from latentdiff.images.read import MAX_PIXELS, Placement, reload_training_image
 
 if TYPE_CHECKING:
     from latentdiff.training.data.scan import Record

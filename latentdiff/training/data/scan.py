@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from latentdiff.errors import UsageError
-from latentdiff.image_input import MAX_PIXELS, BadImageError, load_image
+from latentdiff.images.read import MAX_PIXELS, BadImageError, load_image
 from latentdiff.training.data.kohya_folders import KohyaFolders
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})

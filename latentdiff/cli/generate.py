@@ -1,0 +1,65 @@
+"""`latentdiff generate`: prompts in, PNG files with their parameters out."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from latentdiff.config.generate import GenerateConfig
+
+
+def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> list[Path]:
+    """Render every prompt of `cfg`, writing each image as soon as it exists (so an interrupt
+    loses at most the image in progress) and printing its path on stdout. Under `accelerate
+    launch` each process renders its share of the images (latentdiff/runtime/sharding.py)."""
+    import secrets
+
+    from latentdiff.images.write import save_png, slug
+    from latentdiff.runtime.files import check_out_dir
+    from latentdiff.pipeline import Pipeline
+    from latentdiff.formats.preflight import check_request, loading_line
+    from latentdiff.runtime.device import resolve_device
+    from latentdiff.runtime.sharding import agree, my_shares, world
+    from latentdiff.workflows.options import ImageOptions
+
+    # Everything that can fail without the weights fails before they load: flags, files, the
+    # model's own configs (sizes, steps, memory).
+    options = ImageOptions.from_kwargs(cfg.image_options)
+    options.preflight()
+    check_out_dir(Path(cfg.out))
+    check_request(cfg, options)
+    say = (lambda text: None) if cfg.quiet else (lambda text: print(f"latentdiff: {text}", file=sys.stderr, flush=True))
+
+    rank, size = world()
+    # One seed for the whole run (every prompt uses seeds S, S+1, ...), drawn once if random.
+    seed, device = secrets.randbelow(2**32) if cfg.seed is None else cfg.seed, cfg.device
+    if size > 1:  # the processes agree on rank 0's seed; each takes its launcher's device
+        seed, device = agree(seed, device)
+    dtype = cfg.dtype
+    if recorded_device and resolve_device(device).type != recorded_device.split(":")[0]:
+        dtype = "auto"  # a dtype recorded on another kind of device may not suit this one
+    say(loading_line(cfg.model))
+    pipe = Pipeline.from_pretrained(cfg.model, device=device, dtype=dtype, allow_pickle=cfg.allow_pickle,
+                                    compile=cfg.compile, vae=cfg.vae, loras=cfg.loras, embeddings=cfg.embeddings)
+    if cfg.refiner is not None:
+        say(loading_line(cfg.refiner, "loading the refiner"))
+        refiner = Pipeline.from_pretrained(cfg.refiner, device=device, dtype=dtype, allow_pickle=cfg.allow_pickle,
+                                           compile=cfg.compile)
+        refiner.progress = not cfg.quiet
+        pipe.set_refiner(refiner, 0.8 if cfg.refiner_start is None else cfg.refiner_start)
+    pipe.progress = not cfg.quiet
+    written = []
+    for share in my_shares(cfg.prompts, cfg.num_images, rank, size):
+        prompt = share.prompt
+        images = pipe.iter_images(prompt, negative_prompt=cfg.negative, steps=cfg.steps, guidance=cfg.guidance,
+                      width=cfg.width, height=cfg.height, seed=seed + share.first, num_images=share.count,
+                      scheduler=cfg.scheduler, clip_skip=cfg.clip_skip, prompt_syntax=cfg.prompt_syntax,
+                      **cfg.image_options)
+        for image in images:
+            path = save_png(image, Path(cfg.out), f"{slug(prompt)}-s{image.info['latentdiff']['seed']}")
+            # One write per line: processes under `accelerate launch` share the pipe, and Python
+            # writes print()'s text and its newline separately when stdout is unbuffered.
+            sys.stdout.write(f"{path}\n")
+            sys.stdout.flush()
+            written.append(path)
+    return written

@@ -1,0 +1,134 @@
+"""Training-side subcommands (finetune, build-emoji, ...), registered by cli.py.
+Like cli.py, nothing heavy is imported until a command runs."""
+
+from __future__ import annotations
+
+
+def add_finetune(sub):
+    from latentdiff.training.config import FinetuneConfig
+    from latentdiff.config.flags import add_flags
+
+    p = sub.add_parser("finetune", help="teach a model your own pictures (LoRA or full)",
+                       description="Fine-tune on a folder of captioned images. Flags override --config YAML; "
+                                   "with --resume, the run's saved recipe is the base.")
+    p.add_argument("--config", help="YAML recipe, e.g. configs/finetune/lora.yaml")
+    add_flags(p, FinetuneConfig, positional=("dataset",))
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(args) -> int:
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see cli.cmd_generate
+    from latentdiff.training.config import FinetuneConfig
+    from latentdiff.config.flags import given
+    from latentdiff.training.loop import finetune
+    from latentdiff.training.recipe import build_config
+
+    cfg = build_config(FinetuneConfig, args.config, given(args, FinetuneConfig))
+    out = finetune(cfg)
+    if os.environ.get("RANK", "0") == "0":  # under accelerate launch only the main process reports
+        print(out, flush=True)
+    return 0
+
+
+def add_build_emoji(sub):
+    from latentdiff.training.emoji.dataset import DESCRIPTION, add_arguments
+
+    p = sub.add_parser("build-emoji", help="render the Noto Color Emoji font into a training dataset",
+                       description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=cmd_build_emoji)
+
+
+def cmd_build_emoji(args) -> int:
+    from latentdiff.training.emoji.dataset import build
+
+    build(args)
+    return 0
+
+
+def add_eval_emoji(sub):
+    p = sub.add_parser("eval-emoji", help="nearest-reference accuracy of a text-to-emoji model",
+                       description="Generate training and held-out emoji names; score top-1/top-5 nearest-reference "
+                                   "accuracy at 16x16, at guidance 1 and the model's guidance.")
+    p.add_argument("dataset", help="emoji dataset folder (from `latentdiff build-emoji`)")
+    p.add_argument("--model", help="model to evaluate (default: the shipped model)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    p.add_argument("--guidance", type=float, help="CFG scale compared with guidance 1 (default: the model's)")
+    p.add_argument("--n-train", type=int, default=300, help="training names drawn with a fixed seed (default %(default)s)")
+    p.add_argument("--n-heldout", type=int, metavar="N",
+                   help="score N held-out names drawn with a fixed seed, for a quick look (default: all of them)")
+    p.add_argument("--seeds", default="0,1,2,3", metavar="S,S,...",
+                   help="generation seeds; results are given per seed and averaged (default %(default)s)")
+    p.add_argument("--out", help="also write the results as JSON to this file")
+    p.add_argument("--grid", metavar="PNG", help="also write a grid of sample images (the README's picture)")
+    p.add_argument("--grid-names", metavar="NAME;NAME;...",
+                   help="the grid's emoji names, separated by ';' (default: 16 the shipped model draws well)")
+    p.add_argument("--grid-only", action="store_true", help="write the --grid picture and skip the evaluation")
+    p.add_argument("--cascade", metavar="DIR",
+                   help="instead: score the cascade's upscaler on the held-out names against DIR, the same names "
+                        "rendered at the cascade's size (build-emoji --size 128): PSNR/SSIM vs bicubic, top-1")
+    p.add_argument("--upscaler", metavar="MODEL", help="with --cascade: this upscaler (default: the model's own)")
+    p.set_defaults(func=lambda a: _run_eval(a))
+
+
+def _run_eval(args) -> int:
+    from latentdiff.training.emoji.evaluate import run
+
+    from latentdiff.errors import UsageError
+
+    try:
+        seeds = tuple(dict.fromkeys(int(s) for s in args.seeds.split(",")))
+    except ValueError:
+        raise UsageError(f"--seeds takes whole numbers separated by commas, got {args.seeds!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise UsageError(f"--seeds takes seeds >= 0, got {args.seeds!r}")
+    if args.n_train < 0 or (args.n_heldout is not None and args.n_heldout < 0):
+        raise UsageError("--n-train and --n-heldout take a count >= 0")
+    if args.upscaler and not args.cascade:
+        raise UsageError("--upscaler goes with --cascade DIR")
+    names = [n.strip() for n in args.grid_names.split(";") if n.strip()] if args.grid_names is not None else None
+    if (names is not None or args.grid_only) and not args.grid:
+        raise UsageError("--grid-names and --grid-only go with --grid PNG")
+    if names == []:
+        raise UsageError("--grid-names takes emoji names separated by ';', got none")
+    if args.cascade:
+        from latentdiff.training.emoji.cascade_eval import run_cascade
+
+        run_cascade(args.dataset, args.cascade, args.model, args.upscaler, args.steps, args.guidance, seeds, args.out,
+                    args.n_heldout)
+    else:
+        run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out, args.grid, seeds, names,
+            args.grid_only, args.n_heldout)
+    return 0
+
+
+def add_train_vae(sub):
+    from latentdiff.cli.train_vae import add_parser
+
+    add_parser(sub)
+
+
+def add_export(sub):
+    from latentdiff.training.config import LORA_FORMATS
+
+    p = sub.add_parser("export", help="write a model (full run) or a LoRA (LoRA run) from any checkpoint of a run")
+    p.add_argument("run", help="the run folder (finetune --out)")
+    p.add_argument("--out", required=True, help="new folder for the model or LoRA")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
+    p.add_argument("--no-ema", action="store_true", help="full runs: export the raw weights instead of the EMA ones")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="storage dtype of the weights (default: fp32)")
+    p.add_argument("--lora-format", choices=LORA_FORMATS,
+                   help="LoRA runs: the file layout (default: the run's own --lora-format)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from latentdiff.training.export import export_checkpoint
+
+    print(export_checkpoint(args.run, args.out, args.step, not args.no_ema, args.dtype, args.lora_format), flush=True)
+    return 0
+
+
+COMMANDS = [add_finetune, add_export, add_train_vae, add_build_emoji, add_eval_emoji]

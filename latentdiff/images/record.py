@@ -1,0 +1,36 @@
+"""What every image records about how it was made (PNG metadata, `--from`, the A1111 line)."""
+
+from __future__ import annotations
+
+from latentdiff.models.fingerprint import versions
+from latentdiff.images.infotext import sampler_name
+from latentdiff.runtime.device import DTYPE_NAMES
+
+
+def record(pipe, p: dict, prompt: str, seed: int) -> dict:
+    """The parameters `p` of one image of `pipe`, with the model, add-ons and versions."""
+    return {
+        "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
+        "guidance": p["guidance"], "scheduler": p["scheduler"], "clip_skip": p.get("clip_skip"),
+        "prompt_syntax": p.get("prompt_syntax", "plain"), "loras": pipe.addons.loras,
+        "embeddings": pipe.addons.embeddings,
+        "scheduler_class": pipe.components.scheduler_config.get("_class_name"),
+        "sampler": sampler_name(p["scheduler"], pipe.components.scheduler_config), "width": p["width"],
+        "height": p["height"], "model": pipe.model_ref, "model_hash": pipe.model_hash, **_refiner(pipe),
+        **({"vae": pipe.vae_ref} if pipe.vae_ref else {}), "dtype": DTYPE_NAMES.get(pipe.dtype),
+        "device": str(pipe.device), "versions": versions(), **_model_lora(pipe),
+    }
+
+
+def _model_lora(pipe) -> dict:
+    """A LoRA folder given as the model: the LoRA, and the base it was merged into (the A1111
+    line names the base as the model and the LoRA with its scale)."""
+    lora = getattr(pipe.addons, "model_lora", None)
+    return {} if lora is None else {"model_lora": lora, "base_model": str(pipe.model_dir)}
+
+
+def _refiner(pipe) -> dict:
+    r = pipe.refiner
+    if r is None:
+        return {}
+    return {"refiner": r.model_ref, "refiner_hash": r.model_hash, "refiner_start": pipe.refiner_start}

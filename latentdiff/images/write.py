@@ -1,0 +1,99 @@
+"""The images latentdiff makes: decoded tensors to PIL, PNGs written with their parameters (never
+over an existing file) and those parameters read back (`--from`), file-name slugs, contact grids.
+
+Images a user gives latentdiff (training images, init images) are read by image_input.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin
+
+from latentdiff.errors import UsageError
+
+META_KEY = "latentdiff"  # JSON with every parameter; "parameters" holds an A1111-style line
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [-1, 1] -> PIL images, rounded exactly as diffusers does."""
+    arr = (images.float() / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a) for a in (arr * 255).round().astype(np.uint8)]
+
+
+def a1111_line(p: dict) -> str:
+    """A human-readable summary in the format other tools (A1111, civitai) show."""
+    from latentdiff.images.infotext import format_infotext
+
+    return format_infotext(p)
+
+
+def save_png(image: Image.Image, out_dir: Path, stem: str) -> Path:
+    """Write `image` with its parameters; never overwrite (the next free numbered name is taken),
+    never leave a partial file (see outfiles.write_new)."""
+    from latentdiff.runtime.files import write_new
+
+    info = PngImagePlugin.PngInfo()
+    params = image.info.get(META_KEY)
+    if params:
+        info.add_itxt(META_KEY, json.dumps(params, sort_keys=True))
+        info.add_itxt("parameters", a1111_line(params))
+    return write_new(Path(out_dir), stem, ".png", lambda f: image.save(f, format="PNG", pnginfo=info))
+
+
+def read_params(path: str | os.PathLike) -> dict:
+    """The parameters a latentdiff PNG was made with."""
+    import warnings
+
+    try:
+        # A PNG declaring a huge size is refused (a decompression bomb), not decoded.
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im.load()
+            text = im.info.get(META_KEY) or (im.text.get(META_KEY) if hasattr(im, "text") else None)
+            foreign = im.info.get("parameters")
+    except FileNotFoundError:
+        raise UsageError(f"--from image {path} does not exist") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UsageError(f"--from image {path} cannot be read: {e}") from None
+    if not text and foreign:
+        from latentdiff.images.infotext import params_from_a1111
+
+        params, notes = params_from_a1111(foreign)
+        return {**params, "notes": notes}
+    if not text:
+        raise UsageError(f"--from image {path} has no latentdiff parameters (was it made by latentdiff?)")
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError:
+        raise UsageError(f"--from image {path} has damaged parameters metadata") from None
+    if not isinstance(params, dict) or "prompt" not in params:
+        raise UsageError(f"--from image {path} has no prompt in its parameters")
+    return params
+
+
+def slug(text: str, limit: int = 40) -> str:
+    s = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+    while "--" in s:
+        s = s.replace("--", "-")
+    return s[:limit].strip("-") or "image"
+
+
+def grid(images: list[Image.Image], cols: int, labels: list[str] | None = None) -> Image.Image:
+    """Tile images in rows of `cols` (all the size of the first), optionally captioned."""
+    from PIL import ImageDraw
+
+    w, h = images[0].size
+    label_h = 12 if labels else 0
+    rows = -(-len(images) // cols)
+    sheet = Image.new("RGB", (cols * w, rows * (h + label_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, im in enumerate(images):
+        x, y = (i % cols) * w, (i // cols) * (h + label_h)
+        sheet.paste(im.resize((w, h)), (x, y))
+        if labels:
+            draw.text((x + 2, y + h), labels[i][: max(4, w // 6)], fill="black")
+    return sheet

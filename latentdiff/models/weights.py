@@ -1,0 +1,177 @@
+"""Find and read component weight files: safetensors by default, pickle only on opt-in.
+
+The format is decided by the file's bytes, never by its extension: a `.safetensors`
+file that is really a pickle is refused like any other pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+import warnings
+from pathlib import Path
+
+from latentdiff.errors import ModelError
+
+SAFETENSORS, PICKLE_ZIP, PICKLE_RAW, UNKNOWN = "safetensors", "pickle-zip", "pickle", "unknown"
+PICKLE_FLAG = "--allow-pickle"
+_STEMS = ("diffusion_pytorch_model", "model")
+_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+
+
+def sniff_format(path: Path) -> str:
+    """Tell safetensors from pickle by content."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04":
+        return PICKLE_ZIP  # torch.save's zip container holds a pickle
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        # Before the pickle test: a header of 128 + 256k bytes also starts with 0x80.
+        if 2 <= n < 100_000_000 and head[8:9] == b"{":
+            return SAFETENSORS
+    if head[:1] == b"\x80":
+        return PICKLE_RAW
+    return UNKNOWN
+
+
+def find_weight_files(component_dir: Path) -> list[Path]:
+    """The weight file(s) of one component, preferring full-precision safetensors."""
+    for suffix in (".safetensors", ".fp16.safetensors"):
+        for stem in _STEMS:
+            if (component_dir / f"{stem}{suffix}").is_file():
+                return [component_dir / f"{stem}{suffix}"]
+    for index in sorted(component_dir.glob("*.safetensors.index.json")) + sorted(
+        component_dir.glob("*.bin.index.json")
+    ):
+        return _shards(index, component_dir)
+    for suffix in _PICKLE_SUFFIXES:
+        for stem in _STEMS:
+            if (component_dir / f"{stem}{suffix}").is_file():
+                return [component_dir / f"{stem}{suffix}"]
+    found = sorted(p.name for p in component_dir.glob("*") if p.suffix in (".safetensors", *_PICKLE_SUFFIXES))
+    if found:
+        return [component_dir / found[0]]
+    raise ModelError(f"no weights file in {component_dir} (expected diffusion_pytorch_model.safetensors or model.safetensors)")
+
+
+def _shards(index: Path, component_dir: Path) -> list[Path]:
+    """The shard files a `*.index.json` names, each confined to the component's folder."""
+    from latentdiff.models.checks import confined, read_json_object
+
+    weight_map = read_json_object(index, "sharded weights index").get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelError(f"sharded weights index {index} has no weight_map of tensor names to files")
+    return sorted({confined(component_dir, name, str(index)) for name in weight_map.values()})
+
+
+def load_state_dict(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
+                    channels_last: bool = False) -> dict:
+    """Read one weights file into a state dict, enforcing the safetensors-only policy.
+    With `dtype`, floating tensors are cast one at a time as they are read; `channels_last`
+    stores 4-D (convolution) weights in that layout in the same pass."""
+    if not path.is_file():
+        raise ModelError(f"weights file {path} is missing")
+    if path.stat().st_size == 0:
+        raise ModelError(f"weights file {path} is empty (0 bytes)")
+    fmt = sniff_format(path)
+    if fmt == SAFETENSORS:
+        return _load_safetensors(path, device, dtype, channels_last)
+    if fmt in (PICKLE_ZIP, PICKLE_RAW):
+        if not allow_pickle:
+            raise ModelError(
+                f"{path} is a pickle file, which can run arbitrary code when loaded; "
+                f"convert it to safetensors, or pass {PICKLE_FLAG} if you trust its source"
+            )
+        sd = _load_pickle(path, device)
+        return {k: _cast(v, dtype, channels_last) for k, v in sd.items()}
+    raise ModelError(f"weights file {path} is neither safetensors nor a torch checkpoint (corrupt?)")
+
+
+def _cast(t, dtype, channels_last: bool = False):
+    """Cast a floating tensor to `dtype` (None: keep), 4-D ones to channels_last if asked."""
+    import torch
+
+    if not (isinstance(t, torch.Tensor) and t.is_floating_point()):
+        return t
+    if channels_last and t.dim() == 4:
+        return t.to(dtype=dtype or t.dtype, memory_format=torch.channels_last)
+    return t.to(dtype) if dtype is not None else t
+
+
+def _load_safetensors(path: Path, device: str, dtype=None, channels_last: bool = False) -> dict:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        # Straight onto `device`; each tensor is cast before the next is read, so a bf16 load of
+        # an fp32 file peaks at the bf16 size plus one tensor, not at the fp32 size.
+        with safe_open(str(path), framework="pt", device=device) as f:
+            return {k: _cast(f.get_tensor(k), dtype, channels_last) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"weights file {path} is truncated or corrupt: {e}") from None
+
+
+def parameter_count(component_dir: Path) -> int | None:
+    """Number of weights of a component, read from its safetensors headers only (no tensor data);
+    None when it is not stored as readable safetensors."""
+    total = 0
+    try:
+        for f in find_weight_files(component_dir):
+            if sniff_format(f) != SAFETENSORS:
+                return None
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+            total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    except (ModelError, OSError, ValueError, KeyError, TypeError, struct.error):
+        return None
+    return total
+
+
+def _load_pickle(path: Path, device: str) -> dict:
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        # weights_only refuses any global outside tensors and plain containers,
+        # so a __reduce__ payload is never executed.
+        with warnings.catch_warnings():
+            # Raw (non-torch.save) pickles trigger a protocol warning that would break our one-line errors.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            # A file object, not the path: torch.load hands paths ending in .safetensors to safetensors.
+            with open(path, "rb") as f:
+                sd = torch.load(f, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message opens with advice to retry with weights_only=False, which is exactly
+        # what we must not suggest; the useful part is the name of the blocked global.
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"a reference to the Python object {found.group(1)}" if found else "content other than tensors"
+        raise ModelError(
+            f"refused to load {path}: it holds {what}, which could run code; "
+            "only plain tensors are loaded from pickle files"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        if "TorchScript" in str(e):
+            raise ModelError(f"{path} is a TorchScript archive, not a state dict; latentdiff loads only plain "
+                             "tensors: save the model's state_dict (to safetensors) instead") from None
+        # Never pass on torch's advice to retry with weights_only=False (it would run the file's code).
+        why = "" if "weights_only" in str(e) else f": {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        raise ModelError(f"weights file {path} is truncated or corrupt{why}") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ModelError(f"{path} does not hold a state dict")
+    return sd
+
+
+def load_component_state(component_dir: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
+                         channels_last: bool = False) -> dict:
+    """Merge the state dicts of all shards of one component."""
+    sd: dict = {}
+    for f in find_weight_files(component_dir):
+        sd.update(load_state_dict(f, allow_pickle, device, dtype, channels_last))
+    return sd

@@ -1,0 +1,109 @@
+"""Memory a generation needs, what the machine has, and allocation failures as one error.
+
+The estimate is deliberately low (activations only, a few live tensors per layer), so it refuses
+only requests that cannot fit; anything it lets through and that still runs out of memory ends
+in `allocation_errors`'s one line rather than a traceback or the kernel's OOM killer.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+from latentdiff.errors import LatentDiffError
+
+LIVE_TENSORS = 3  # a layer's input, output and one temporary (GroupNorm/upsample/conv) coexist
+_ALLOC_FAILURE = re.compile(r"can't allocate memory|out of memory|not enough memory|alloc.* failed", re.I)
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def generation_bytes(unet_config, vae_config, batch: int, width: int, height: int, cfg: bool,
+                     unet_bytes: int, vae_bytes: int) -> int:
+    """Peak activation memory of denoising and decoding `batch` images of width x height."""
+    vae_ch = list(vae_config.get("block_out_channels") or [128])
+    factor = 2 ** (len(vae_ch) - 1)
+    # Decoder level i works at 1/2^i of full resolution and receives its input upsampled from
+    # level i + 1, so it holds up to max(c_i, c_(i+1)) channels there.
+    decode = max(max(vae_ch[i], vae_ch[min(i + 1, len(vae_ch) - 1)]) * width * height / 4**i
+                 for i in range(len(vae_ch)))
+    unet_ch = list(unet_config.get("block_out_channels") or [320])
+    latent_px = (width // factor) * (height // factor)
+    denoise = sum(c * latent_px / 4**i for i, c in enumerate(unet_ch)) * (2 if cfg else 1)
+    return int(LIVE_TENSORS * batch * (decode * vae_bytes + denoise * unet_bytes))
+
+
+def batch_that_fits(need, most: int, device, what: str) -> int:
+    """The largest batch (halving from `most`) whose `need(batch)` bytes fit on `device`; refuse
+    with the figures when even one image does not."""
+    from latentdiff.errors import UsageError
+
+    free = available_bytes(device)
+    batch = most
+    while free is not None and batch > 1 and need(batch) > free:
+        batch //= 2
+    if free is not None and need(batch) > free:
+        raise UsageError(f"{what} needs about {gib(need(1))} of memory, but only {gib(free)} is available "
+                         f"on {device}; choose a smaller size")
+    return batch
+
+
+def available_bytes(device) -> int | None:
+    """Memory a new allocation can still get on `device`, or None where we cannot tell."""
+    if device.type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        # Blocks torch's caching allocator holds but no tensor uses are free to us, not to the driver.
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type != "cpu":
+        return None
+    found = [n for n in (_meminfo_available(), _cgroup_headroom()) if n is not None]
+    return min(found) if found else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_headroom() -> int | None:
+    """Limit minus usage of this process's cgroup (v2, else v1), where a limit is set."""
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            cap, used = Path(limit).read_text().strip(), int(Path(usage).read_text())
+        except (OSError, ValueError):
+            continue
+        if cap.isdigit() and int(cap) < 2**60:
+            return max(0, int(cap) - used)
+    return None
+
+
+def is_allocation_failure(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    import torch
+
+    if isinstance(e, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    return isinstance(e, RuntimeError) and bool(_ALLOC_FAILURE.search(str(e)))
+
+
+@contextmanager
+def allocation_errors(what: str, hint: str):
+    """Turn a CPU or CUDA allocation failure inside the block into one LatentDiffError."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        if not is_allocation_failure(e):
+            raise
+        raise LatentDiffError(f"out of memory while {what}; {hint}") from None

@@ -1,0 +1,198 @@
+"""How well a text-to-emoji model draws what it is asked: nearest-reference accuracy.
+
+Each prompt is generated, downsampled to 16x16 and compared (L2) with every rendered emoji,
+train and held-out alike. A prompt scores top-k when fewer than k references are strictly
+closer than its own emoji (so byte-identical emoji, e.g. flags of Norway and Svalbard, tie
+rather than count as misses).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SIZE = 16
+
+
+def _small(im: Image.Image) -> np.ndarray:
+    return np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BOX), dtype=np.float32).reshape(-1) / 255.0
+
+
+def load_rows(dataset: Path) -> list[dict]:
+    meta = Path(dataset) / "metadata.jsonl"
+    if not meta.is_file():
+        from latentdiff.errors import UsageError
+
+        raise UsageError(f"{meta} not found; make the dataset with `latentdiff build-emoji {dataset}`")
+    return [json.loads(x) for x in meta.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def load_references(dataset: Path) -> tuple[list[dict], np.ndarray]:
+    rows = load_rows(dataset)
+    refs = np.stack([_small(Image.open(dataset / r["file_name"])) for r in rows])  # (N, 768)
+    return rows, refs
+
+
+def font_references() -> tuple[list[str], np.ndarray]:
+    """Every emoji name and its 16x16 reference, rendered in memory from the Noto font as
+    build-emoji renders them (the same pixels as a dataset's images, without building one)."""
+    from latentdiff.training.emoji.dataset import load_emoji_font, render_glyphs
+    from latentdiff.training.emoji.names import DEFAULT_EMOJI_TEST, parse_emoji_test
+
+    glyphs = render_glyphs(parse_emoji_test(DEFAULT_EMOJI_TEST), load_emoji_font(), desc="references")
+    kept = [(e.name, _small(im)) for e, im, verdict in glyphs if verdict == "ok"]
+    return [name for name, _ in kept], np.stack([ref for _, ref in kept])
+
+
+def name_ranks(images: list, names: list[str], ref_names: list[str], refs: np.ndarray) -> np.ndarray:
+    """Nearest-reference rank (see `ranks`) of images[k], made for names[k]; 0: its own emoji is nearest."""
+    where = {name: i for i, name in enumerate(ref_names)}
+    return ranks(np.stack([_small(im) for im in images]), [where[n] for n in names], refs)
+
+
+def pick_prompts(rows: list[dict], n_train: int = 300, seed: int = 0,
+                 n_heldout: int | None = None) -> dict[str, list[int]]:
+    """Row indices of `n_train` training names drawn with `seed`, and of the held-out names (all, or
+    `n_heldout` of them drawn the same way: a quick look rather than the measure)."""
+    train = [i for i, r in enumerate(rows) if r.get("split") != "heldout"]
+    return {"train": _draw(train, n_train, seed), "heldout": heldout_rows(rows, n_heldout, seed)}
+
+
+def heldout_rows(rows: list[dict], n: int | None = None, seed: int = 0) -> list[int]:
+    heldout = [i for i, r in enumerate(rows) if r.get("split") == "heldout"]
+    return heldout if n is None else _draw(heldout, n, seed)
+
+
+def _draw(indices: list[int], n: int, seed: int) -> list[int]:
+    return sorted(random.Random(seed).sample(indices, min(n, len(indices))))
+
+
+def ranks(generated: np.ndarray, targets: list[int], refs: np.ndarray) -> np.ndarray:
+    """For each generated image, how many references are strictly closer than its target."""
+    d = ((generated[:, None, :] - refs[None, :, :]) ** 2).sum(-1)  # (G, N)
+    own = d[np.arange(len(targets)), targets]
+    return (d < own[:, None] - 1e-9).sum(1)
+
+
+def evaluate(pipe, dataset: Path, guidances: list[float], steps: int | None = None, n_train: int = 300,
+             seeds: tuple[int, ...] = (0, 1, 2, 3), batch: int = 32, n_heldout: int | None = None) -> dict:
+    """Top-1/top-5 of each prompt set at each guidance, per generation seed and averaged over them,
+    with the top-1 of each emoji group (the weakest categories show where the model fails). The
+    training names are drawn once (seed 0), whatever the generation seeds."""
+    rows, refs = load_references(dataset)
+    sets = pick_prompts(rows, n_train, 0, n_heldout)
+    results = {}
+    images = len(guidances) * len(seeds) * sum(len(idx) for idx in sets.values())
+    with progress_bar(images, "eval-emoji: images") as bar:
+        for g in guidances:
+            for name, idx in sets.items():
+                results[f"{name}@g{g:g}"] = _scores(pipe, rows, refs, idx, steps, g, seeds, batch, bar)
+                v = results[f"{name}@g{g:g}"]
+                bar.write(f"{name:8s} guidance {g:<4g} top-1 {v['top1']:.3f} top-5 {v['top5']:.3f} (n={len(idx)}, "
+                          f"seeds {','.join(map(str, seeds))})", file=sys.stderr)
+    return results
+
+
+def _scores(pipe, rows, refs, idx: list[int], steps, g: float, seeds, batch: int, bar) -> dict:
+    """Top-1/top-5 of the prompts `idx` at guidance `g`, per seed and over them, and per group."""
+    per_seed = {s: _ranks_at(pipe, rows, refs, idx, steps, g, s, batch, bar) for s in seeds}
+    rk = np.stack(list(per_seed.values()))  # (seeds, prompts)
+    groups = {}
+    for k, j in enumerate(idx):
+        groups.setdefault(rows[j].get("group", "?"), []).append((rk[:, k] < 1).mean())
+    return {
+        "n": len(idx), "seeds": list(seeds), "top1": float((rk < 1).mean()), "top5": float((rk < 5).mean()),
+        "per_seed": {str(s): {"top1": float((r < 1).mean()), "top5": float((r < 5).mean())}
+                     for s, r in per_seed.items()},
+        "groups": dict(sorted(((k, float(np.mean(v))) for k, v in groups.items()), key=lambda kv: kv[1])),
+    }
+
+
+def progress_bar(total: int, desc: str):
+    """A progress bar on stderr for the long evaluations (minutes to hours on a CPU)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+
+def load_pipeline(model):
+    """The model to evaluate, saying what is loaded while it loads."""
+    from latentdiff.pipeline import Pipeline
+    from latentdiff.formats.preflight import loading_line
+
+    print(f"latentdiff: {loading_line(model)}", file=sys.stderr, flush=True)
+    pipe = Pipeline.from_pretrained(model)
+    pipe.progress = False
+    return pipe
+
+
+def _ranks_at(pipe, rows, refs, idx: list[int], steps, guidance: float, seed: int, batch: int,
+              bar=None) -> np.ndarray:
+    """Ranks of the prompts `idx` generated at one seed (prompt k of a call uses seed + k, so each
+    prompt's noise depends on its place in the batch: the batches are fixed, and so is the result)."""
+    out = []
+    for i in range(0, len(idx), batch):
+        chunk = idx[i : i + batch]
+        images = pipe([rows[j]["text"] for j in chunk], steps=steps, guidance=guidance, seed=seed)
+        out.append(ranks(np.stack([_small(im) for im in images]), chunk, refs))
+        if bar is not None:
+            bar.update(len(chunk))
+    return np.concatenate(out)
+
+
+def table(results: dict) -> str:
+    seeds = next(iter(results.values()))["seeds"] if results else []
+    head = "| prompts | guidance | n | top-1 | top-5 | " + " | ".join(f"top-1 s{s}" for s in seeds) + " | weakest groups (top-1) |"
+    lines = [head, "|" + "---|" * (6 + len(seeds))]
+    for key, v in results.items():
+        name, g = key.split("@g")
+        per = " | ".join(f"{v['per_seed'][str(s)]['top1']:.3f}" for s in seeds)
+        weak = ", ".join(f"{k} {t:.2f}" for k, t in list(v["groups"].items())[:3])
+        lines.append(f"| {name} | {g} | {v['n']} | {v['top1']:.3f} | {v['top5']:.3f} | {per} | {weak} |")
+    return "\n".join(lines)
+
+
+# Names the shipped model draws as their own emoji (top-1) at seeds 0, 1 and 2 with its recommended
+# settings, picked by that measure from about 150 well-known names (README: The shipped model).
+GRID_PROMPTS = ["cat face", "smiling face with sunglasses", "face with tears of joy", "red heart",
+                "thumbs up: dark skin tone", "woman biking: medium skin tone", "man technologist: dark skin tone",
+                "bear", "penguin", "sunflower", "watermelon", "automobile", "fire", "alarm clock", "crown",
+                "flag: France"]
+
+
+def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 8, seed: int = 0) -> Path:
+    """The README's picture: each prompt at the same `seed` with the model's recommended settings,
+    the image `latentdiff generate PROMPT --seed SEED` makes."""
+    from latentdiff.images.write import grid
+
+    images = [pipe(prompt, seed=seed)[0] for prompt in prompts]
+    sheet = grid([im.resize((128, 128), Image.NEAREST) for im in images], cols, labels=prompts)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return Path(path)
+
+
+def run(dataset: str, model=None, steps=None, guidance=None, n_train: int = 300, out=None, grid_path=None,
+        seeds: tuple[int, ...] = (0, 1, 2, 3), grid_names: list[str] | None = None, grid_only: bool = False,
+        n_heldout: int | None = None) -> dict:
+    from latentdiff.errors import UsageError
+
+    unknown = sorted(set(grid_names or []) - {r["text"] for r in load_rows(Path(dataset))})
+    if unknown:
+        raise UsageError(f"--grid-names: not emoji names of {dataset}: {'; '.join(unknown)}")
+    pipe = load_pipeline(model)
+    if grid_path:
+        print(sample_grid(pipe, grid_path, grid_names or GRID_PROMPTS), file=sys.stderr)
+    if grid_only:
+        return {}
+    g = guidance if guidance is not None else pipe.defaults()["guidance"]
+    results = evaluate(pipe, Path(dataset), [1.0, g], steps, n_train, seeds, n_heldout=n_heldout)
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2))
+    print(table(results))
+    return results

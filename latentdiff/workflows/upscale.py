@@ -1,0 +1,207 @@
+"""The cascade's second stage: a diffusion upscaler in diffusers' StableDiffusionUpscalePipeline
+format (the Stable Diffusion x4 upscaler's architecture), on the same sampling loop.
+
+It is one more conditioning, not another loop: the low-res image, noised to `noise_level` by the
+model's low-res scheduler, is concatenated to the latents (which have the low-res image's size)
+and the noise level is the UNet's class label (Saharia et al. 2022, "noise conditioning
+augmentation"). Large images go through the UNet in overlapping latent tiles whose predictions
+are blended every step (MultiDiffusion, Bar-Tal et al. 2023), and through the VAE decoder in the
+same blended windows, so memory is bounded by the tile size and no seam appears.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from latentdiff.errors import ModelError, UsageError
+from latentdiff.sampling.loop import ImageCond, denoise, make_scheduler
+
+# diffusers' StableDiffusionUpscalePipeline defaults
+UPSCALE_STEPS, UPSCALE_GUIDANCE, NOISE_LEVEL, MAX_NOISE_LEVEL = 75, 9.0, 20, 350
+
+
+def upscaler_settings(components) -> dict:
+    """The low-res scheduler config and max noise level that diffusers keeps beside the UNet (its
+    defaults where the model lacks them), the level capped by the UNet's class embedding table."""
+    settings = {"low_res_scheduler": {"_class_name": "DDPMScheduler"}, "max_noise_level": MAX_NOISE_LEVEL,
+                **components.upscaler}
+    classes = components.unet.config.num_class_embeds
+    if classes:  # the class embedding table must hold the level too
+        settings["max_noise_level"] = min(settings["max_noise_level"], int(classes) - 1)
+    return settings
+
+
+def with_model_upscaler(pipe, opts):
+    """`opts` with the model's own upscaler filled in: the folder that the model's latentdiff.json
+    names as "upscaler" (inside the model folder), unless the call named one or said upscale=False."""
+    import dataclasses
+
+    if opts.upscaler or not opts.upscale:
+        return opts
+    path = model_upscaler(pipe)
+    return opts if path is None else dataclasses.replace(opts, upscaler=path)
+
+
+def model_upscaler(pipe) -> str | None:
+    """The folder of the model's own upscaler (latentdiff.json's "upscaler", inside the model folder),
+    or None where it names none."""
+    from latentdiff.models.checks import confined
+
+    name = pipe.components.defaults.get("upscaler")
+    if not name or pipe.model_dir is None:
+        return None
+    folder = Path(pipe.model_dir)
+    path = confined(folder, name, f"{folder / 'latentdiff.json'} (upscaler)")
+    if not path.is_dir():
+        raise ModelError(f"{folder / 'latentdiff.json'} names the upscaler {name!r}, but {path} is not a folder; "
+                         "pass --no-upscale to generate without it")
+    return str(path.resolve())
+
+
+def load_upscaler(pipe, ref):
+    """The upscaler `ref` (a model reference or a Pipeline) on `pipe`'s device and dtype, loaded
+    once per `pipe` and kept."""
+    from latentdiff.pipeline import Pipeline
+    from latentdiff.runtime.device import DTYPE_NAMES
+
+    if isinstance(ref, Pipeline):
+        return ref
+    if ref is None:
+        raise UsageError(f"{pipe.model_ref} is not a diffusion upscaler; pass upscaler=MODEL")
+    cache = pipe.__dict__.setdefault("_upscalers", {})
+    if ref not in cache:
+        model = Pipeline.from_pretrained(ref, device=str(pipe.device), dtype=DTYPE_NAMES.get(pipe.dtype, "auto"))
+        if not model.is_upscaler:
+            raise UsageError(f"{ref} is not a diffusion upscaler (its UNet does not take the low-res image)")
+        cache[ref] = model
+    cache[ref].progress = pipe.progress
+    return cache[ref]
+
+
+@torch.no_grad()
+def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None, guidance=None,
+            noise_level: int | None = None, seed: int = 0, scheduler=None, tile: int | None = None):
+    """`image` (a path or PIL image) upscaled by the upscaler `pipe`: a PIL image with metadata.
+    Steps, guidance and noise level left out are the upscaler's latentdiff.json values, else
+    diffusers' defaults for StableDiffusionUpscalePipeline."""
+    from latentdiff.images.write import a1111_line, to_pil
+    from latentdiff.workflows.source import pad, pixel_hash, read_picture
+    from latentdiff.workflows.start import to_tensor
+
+    low, path = read_picture(image, "image to upscale")
+    c = pipe.components
+    settings = upscaler_settings(c)
+    steps = c.defaults.get("steps", UPSCALE_STEPS) if steps is None else steps
+    guidance = c.defaults.get("guidance", UPSCALE_GUIDANCE) if guidance is None else guidance
+    noise_level = c.defaults.get("noise_level", NOISE_LEVEL) if noise_level is None else noise_level
+    _check_args(steps, guidance, noise_level, settings["max_noise_level"], seed, tile)
+    m = 2 ** (len(c.unet.config.block_out_channels) - 1)  # the UNet halves the size this many times
+    padded = pad(low, (0, -low.width % m, 0, -low.height % m))  # repeated edges; cropped off after
+    pixels = to_tensor(padded).to(pipe.device)
+    use_cfg = guidance != 1.0
+    cond, uncond = pipe.conditioning([prompt], [negative_prompt] if use_cfg else None, *pixels.shape[2:])
+    sched = make_scheduler(c.scheduler_config, scheduler)
+    sched.set_timesteps(int(steps))  # on the CPU: see sampling.denoise
+    low_sched = make_scheduler(settings["low_res_scheduler"])
+    g = torch.Generator("cpu").manual_seed(seed)
+    # The draws in diffusers' order: the low-res image's noise, then the latents'.
+    level = torch.tensor([noise_level], dtype=torch.long, device=pipe.device)
+    noisy = low_sched.add_noise(pixels, torch.randn(pixels.shape, generator=g).to(pipe.device), level)
+    shape = (1, c.vae.config.latent_channels, *pixels.shape[2:])
+    latents = (torch.randn(shape, generator=g) * sched.init_noise_sigma).to(pipe.device)
+    latent_tile = None if tile is None else tile_in_latents(tile, pipe.scale_factor, m)
+    unet = c.unet if tile is None else TiledUNet(c.unet, latent_tile)
+    with torch_threads_of(pipe):
+        latents = denoise(unet, sched, latents, cond, uncond, guidance, [g], pipe._progress(1),
+                          image_cond=ImageCond(noisy.to(cond.hidden.dtype), class_labels=level))
+        out = to_pil(pipe.decode(latents, tile=latent_tile))[0]
+    f = out.width // padded.width
+    out = out.crop((0, 0, low.width * f, low.height * f))
+    info = {**pipe._record({"negative_prompt": negative_prompt, "steps": int(steps), "guidance": float(guidance),
+                             "scheduler": scheduler, "width": out.width, "height": out.height}, prompt, seed),
+            "upscale_of": path, "upscale_of_hash": pixel_hash(low), "noise_level": noise_level, "tile": tile}
+    out.info["latentdiff"], out.info["parameters"] = info, a1111_line(info)
+    return out
+
+
+def _check_args(steps, guidance, noise_level, max_level, seed, tile) -> None:
+    if int(steps) != steps or steps < 1:
+        raise UsageError(f"steps must be a whole number >= 1, got {steps}")
+    if guidance < 0:
+        raise UsageError(f"guidance must be >= 0, got {guidance}")
+    if int(noise_level) != noise_level or not 0 <= noise_level <= max_level:
+        raise UsageError(f"noise level must be a whole number from 0 to {max_level} (this model's maximum), got {noise_level}")
+    if int(seed) != seed or seed < 0:
+        raise UsageError(f"seed must be a whole number >= 0, got {seed}")
+    if tile is not None and (int(tile) != tile or tile < 64):
+        raise UsageError(f"tile must be at least 64 px, got {tile}")
+
+
+def torch_threads_of(pipe):
+    from latentdiff.runtime.device import torch_threads
+
+    return torch_threads(pipe._threads)
+
+
+def tile_in_latents(tile: int, factor: int, m: int) -> int:
+    """The latent tile for `tile` output pixels: a multiple of m, the factor the UNet halves by."""
+    return max(m, tile // factor // m * m)
+
+
+class TiledUNet:
+    """The UNet applied to overlapping `tile` x `tile` latent windows (blend_windows), so every
+    latent pixel gets one consistent prediction per step and tile borders leave no seam."""
+
+    def __init__(self, unet, tile: int):
+        self.unet, self.tile = unet, tile
+        self.dtype = unet.dtype
+
+    def __call__(self, x, t, encoder_hidden_states, **kwargs):
+        from types import SimpleNamespace
+
+        def run(window):
+            return self.unet(window, t, encoder_hidden_states=encoder_hidden_states, **kwargs).sample
+
+        return SimpleNamespace(sample=blend_windows(x, self.tile, run))
+
+
+def blend_windows(x: torch.Tensor, tile: int, run, scale: int = 1) -> torch.Tensor:
+    """`run` over overlapping `tile` x `tile` windows of x (B, C, h, w), its outputs (B, C', tile *
+    scale, ...) averaged with weights that fall off towards each window's edge (MultiDiffusion,
+    Bar-Tal et al. 2023): the UNet per step (scale 1) and the VAE decoder (scale = its factor) use
+    the same windows. x no larger than one tile: `run(x)` itself."""
+    h, w = x.shape[-2:]
+    if h <= tile and w <= tile:
+        return run(x)
+    out = total = None
+    for top in _starts(h, tile):
+        for left in _starts(w, tile):
+            y = run(x[..., top : top + tile, left : left + tile]).float()
+            if out is None:
+                out = torch.zeros((*y.shape[:2], h * scale, w * scale), device=y.device)
+                total = torch.zeros((1, 1, h * scale, w * scale), device=y.device)
+            weight = _ramp(*y.shape[-2:], device=y.device)
+            where = (Ellipsis, slice(top * scale, top * scale + y.shape[-2]), slice(left * scale, left * scale + y.shape[-1]))
+            out[where] += y * weight
+            total[where] += weight
+    return out / total
+
+
+def _starts(size: int, tile: int) -> list[int]:
+    """Window offsets covering `size` with about a quarter tile of overlap, the last flush with the end."""
+    if size <= tile:
+        return [0]
+    stride = max(1, tile * 3 // 4)
+    starts = list(range(0, size - tile, stride))
+    return starts + [size - tile]
+
+
+def _ramp(h: int, w: int, device) -> torch.Tensor:
+    """(1, 1, h, w) weights: 1 in the middle, falling linearly to a small positive value at the edges."""
+    def axis(n):
+        i = torch.arange(n, device=device, dtype=torch.float32)
+        return torch.minimum(i + 1, n - i).clamp(max=n / 4) / (n / 4)
+
+    return (axis(h)[:, None] * axis(w)[None, :])[None, None]
