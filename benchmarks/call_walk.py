@@ -98,7 +98,7 @@ def run(args) -> FirstCallTree:
 def _run(args, tmp: Path) -> FirstCallTree:
     from PIL import Image
 
-    from latentdiff.testing import make_tiny_model
+    from latentdiff.models.testing import make_tiny_model
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.training.loop import finetune
 

@@ -79,9 +79,9 @@ def sd15_model(cache_dir: Path = CACHE_DIR) -> Path:
     """An SD1.5-architecture model (860M-parameter UNet) with seeded random weights."""
 
     def build(tmp: Path):
-        from latentdiff.arch import build_components
-        from latentdiff.models import save_components
-        from latentdiff.testing import WORDS
+        from latentdiff.models.build import build_components
+        from latentdiff.models.components import save_components
+        from latentdiff.models.testing import WORDS
 
         log(f"building the SD1.5-architecture random model in {cache_dir} (once; ~4.3 GB)")
         c = build_components(SD15_ARCH, WORDS + [PROMPT], seed=0)
@@ -97,9 +97,9 @@ def emoji_arch_model(cache_dir: Path = CACHE_DIR) -> Path:
     def build(tmp: Path):
         import yaml
 
-        from latentdiff.arch import build_components
-        from latentdiff.models import save_components
-        from latentdiff.testing import WORDS
+        from latentdiff.models.build import build_components
+        from latentdiff.models.components import save_components
+        from latentdiff.models.testing import WORDS
 
         arch = yaml.safe_load((REPO_ROOT / "configs" / "models" / "emoji-stage2.yaml").read_text())
         arch.pop("init_from", None)  # random weights: no trained stage one needed
@@ -118,7 +118,7 @@ def small_model(ref: str | None, cache_dir: Path = CACHE_DIR) -> tuple[Path, str
         return emoji_arch_model(cache_dir), "emoji-arch-random"
     if ref:
         return Path(ref), Path(ref).name
-    from latentdiff.hub import default_model_dir
+    from latentdiff.models.hub import default_model_dir
 
     shipped = default_model_dir()
     if (shipped / "model_index.json").is_file():
@@ -127,10 +127,10 @@ def small_model(ref: str | None, cache_dir: Path = CACHE_DIR) -> tuple[Path, str
 
 
 def tiny_model(cache_dir: Path = CACHE_DIR) -> Path:
-    """The tiny SD1 test model (latentdiff.testing), built once."""
+    """The tiny SD1 test model (latentdiff.models.testing), built once."""
 
     def build(tmp: Path):
-        from latentdiff.testing import make_tiny_model
+        from latentdiff.models.testing import make_tiny_model
 
         make_tiny_model(tmp, "sd1")
 
@@ -276,7 +276,7 @@ def machine() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    from latentdiff.runtime import cpu_bf16
+    from latentdiff.runtime.device import cpu_bf16
 
     info = {
         "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),

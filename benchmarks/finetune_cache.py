@@ -30,9 +30,9 @@ SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channe
 
 
 def make_model(root: Path, resolution: int) -> Path:
-    from latentdiff.arch import build_components
-    from latentdiff.models import save_components
-    from latentdiff.testing import WORDS, tiny_arch
+    from latentdiff.models.build import build_components
+    from latentdiff.models.components import save_components
+    from latentdiff.models.testing import WORDS, tiny_arch
 
     arch = tiny_arch("sd1")
     arch["vae"] = SD_VAE

@@ -51,7 +51,7 @@ def bare_loop(model: Path, method: str, precision: str, batch: int, size: int, s
     """images/s of the bare loop after `warmup` steps."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
-    from latentdiff.lora import UNET_TARGETS, add_adapters
+    from latentdiff.formats.lora_merge import UNET_TARGETS, add_adapters
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES[precision]

@@ -41,7 +41,7 @@ def images(model: Path, prompt: str, seeds: int) -> list:
 
 
 def nearest(ims: list, refs: np.ndarray) -> list[float]:
-    from latentdiff.emoji_eval import _small
+    from latentdiff.training.emoji.evaluate import _small
 
     return [float(np.sqrt(((refs - _small(im)) ** 2).sum(1)).min()) for im in ims]
 
@@ -66,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     from PIL import Image
 
-    from latentdiff.emoji_eval import _small
+    from latentdiff.training.emoji.evaluate import _small
 
     meta = common.machine()
     run = Path(tempfile.mkdtemp(prefix="ld-recipe-")) / "zorb"

@@ -172,7 +172,7 @@ def main():
     # Import both libraries up front so each pipeline's load_rss_mib counts its weights, not imports.
     from diffusers import StableDiffusionPipeline  # noqa: F401
 
-    from latentdiff.models import _classes
+    from latentdiff.models.components import _classes
 
     _classes()
     meta = common.machine()

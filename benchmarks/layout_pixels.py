@@ -76,7 +76,7 @@ def build_models(m: Path, inputs: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from latentdiff.testing import make_tiny_model, make_tiny_sdxl, make_tiny_upscaler
+    from latentdiff.models.testing import make_tiny_model, make_tiny_sdxl, make_tiny_upscaler
 
     make_tiny_model(m / "sd1", "sd1")
     make_tiny_model(m / "sd2", "sd2")
@@ -97,7 +97,7 @@ def run_side(out: Path, m: Path, inputs: Path, only: list[str]) -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     if not (m / "sd1").exists():
         build_models(m, inputs)
-    from latentdiff.cli import main
+    from latentdiff.cli.main import main
 
     errors = {}
     for name, argv in cases(m, inputs).items():

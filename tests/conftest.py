@@ -12,14 +12,14 @@ os.environ.setdefault("LATENTDIFF_CACHE", str(Path(__file__).parent / ".cache-un
 
 @pytest.fixture(scope="session")
 def tiny_sd1(tmp_path_factory):
-    from latentdiff.testing import make_tiny_model
+    from latentdiff.models.testing import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "sd1", "sd1")
 
 
 @pytest.fixture(scope="session")
 def tiny_sd2(tmp_path_factory):
-    from latentdiff.testing import make_tiny_model
+    from latentdiff.models.testing import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "sd2", "sd2", defaults={"steps": 3, "guidance": 4.0})
 
@@ -49,7 +49,7 @@ def pipe_sd1(tiny_sd1):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LATENTDIFF_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("latentdiff.fingerprint._CACHE", tmp_path / "cache" / "hashes.json", raising=False)
+    monkeypatch.setattr("latentdiff.models.fingerprint._CACHE", tmp_path / "cache" / "hashes.json", raising=False)
 
 
 def run_cli(*args, cwd=None, env=None):
@@ -73,14 +73,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory):
-    from latentdiff.testing import make_tiny_sdxl
+    from latentdiff.models.testing import make_tiny_sdxl
 
     return make_tiny_sdxl(tmp_path_factory.mktemp("models") / "sdxl")
 
 
 @pytest.fixture(scope="session")
 def tiny_refiner(tmp_path_factory):
-    from latentdiff.testing import make_tiny_sdxl
+    from latentdiff.models.testing import make_tiny_sdxl
 
     return make_tiny_sdxl(tmp_path_factory.mktemp("models") / "sdxl-refiner", refiner=True)
 
@@ -95,7 +95,7 @@ def served(tmp_path_factory):
     in --models-dir, a token, a small queue, a 1 MB body limit and a memory budget that holds
     one tiny model at a time, and --cors for one origin."""
     pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
-    from latentdiff.testing import make_tiny_model
+    from latentdiff.models.testing import make_tiny_model
     from latentdiff.server.process import ServerProcess
 
     root = tmp_path_factory.mktemp("serve")

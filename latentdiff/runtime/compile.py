@@ -3,7 +3,7 @@ compile cache that makes a second process cheap, fp8 through torchao (opt-in), a
 side (fused AdamW, channels_last, a compiled UNet forward/backward).
 
 What was measured where is in README ("Performance on CUDA"); the CUDA branches here were written
-without a GPU and are exercised by tests/test_cuda.py (`pytest -m gpu`) on one.
+without a GPU and are exercised by tests/runtime/test_cuda.py (`pytest -m gpu`) on one.
 """
 
 from __future__ import annotations

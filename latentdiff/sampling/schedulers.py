@@ -21,7 +21,7 @@ class Method:
     # ruin a latent model's image (clipping latents to [-1, 1] gives a noise square).
     needs: dict = field(default_factory=dict)
     aliases: tuple[str, ...] = ()  # further names A1111 API clients send
-    # Fewest steps that gave clean images on the shipped model (tests/test_schedulers_shipped.py); the
+    # Fewest steps that gave clean images on the shipped model (tests/sampling/test_schedulers.py); the
     # default steps are raised to it when this method is asked for by name.
     min_steps: int = 1
 

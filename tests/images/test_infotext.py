@@ -1,0 +1,109 @@
+"""A1111 infotext: sampler names, the line we write, reading lines A1111 wrote, --from an A1111 PNG."""
+
+import hashlib
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from latentdiff.models.fingerprint import model_hash, short_hash
+from latentdiff.images.infotext import A1111_SAMPLERS, params_from_a1111, parse_infotext
+from latentdiff.sampling.loop import SCHEDULERS, check_scheduler_name
+
+A1111_TEXT = """masterpiece, (best quality:1.2), a cat <lora:add_detail:0.7>
+Negative prompt: lowres, bad anatomy
+Steps: 28, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 1234567890, Size: 48x32, \
+Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Clip skip: 2, Lora hashes: "add_detail: 7c6bad76eb54", Version: v1.9.4"""
+
+
+def made_and_replayed(capsys, tmp_path, *argv) -> tuple[dict, dict]:
+    """Generate with `argv`, check `--from` on the result gives the same pixels; return the
+    image's latentdiff parameters and its A1111 fields."""
+    import numpy as np
+
+    from test_cli import generate, meta, pixels
+
+    (made,) = generate(capsys, *argv, "--out", tmp_path / "made", "--steps", 2)
+    (again,) = generate(capsys, "--from", made, "--out", tmp_path / "again")
+    assert np.array_equal(pixels(again), pixels(made))
+    with Image.open(made) as im:
+        return meta(made), parse_infotext(im.text["parameters"])[2]
+
+
+def test_every_scheduler_has_an_a1111_name_and_both_names_are_accepted():
+    assert set(A1111_SAMPLERS) == set(SCHEDULERS)
+    for ours, theirs in A1111_SAMPLERS.items():
+        assert check_scheduler_name(theirs) == check_scheduler_name(theirs.upper()) == check_scheduler_name(ours) == ours
+
+
+def test_parse_an_a1111_line():
+    prompt, negative, fields = parse_infotext(A1111_TEXT)
+    assert prompt == "masterpiece, (best quality:1.2), a cat <lora:add_detail:0.7>"
+    assert negative == "lowres, bad anatomy"
+    assert fields["Lora hashes"] == "add_detail: 7c6bad76eb54" and fields["Version"] == "v1.9.4"
+    params, notes = params_from_a1111(A1111_TEXT)
+    assert params == {"prompt": "masterpiece, (best quality:1.2), a cat", "negative_prompt": "lowres, bad anatomy",
+                      "prompt_syntax": "a1111", "steps": 28, "guidance": 6.5, "seed": 1234567890, "clip_skip": 2,
+                      "width": 48, "height": 32, "scheduler": "dpm++2m_karras"}
+    assert "GPU" in notes[0] and any("<lora:add_detail>" in n for n in notes)
+
+
+def test_a_prompt_without_parameters_and_an_unknown_sampler():
+    params, _ = params_from_a1111("just a prompt\nover two lines")
+    assert params["prompt"] == "just a prompt\nover two lines" and "steps" not in params
+    params, notes = params_from_a1111("x\nSteps: 5, Sampler: DPM adaptive, CFG scale: 7, Seed: 1")
+    assert params["scheduler"] is None and any("DPM adaptive" in n for n in notes)
+
+
+@pytest.mark.parametrize("scheduler, sampler", [(None, "PLMS"), ("dpm++2m_karras", "DPM++ 2M Karras"), ("euler_a", "Euler a")])
+def test_our_line_reads_back_as_a1111_would(pipe_sd1, scheduler, sampler):
+    im = pipe_sd1("a (red:1.2) apple, on a table", negative_prompt="blurry, dark", steps=2, seed=5,
+                  scheduler=scheduler, clip_skip=2)[0]
+    prompt, negative, fields = parse_infotext(im.info["parameters"])
+    assert (prompt, negative) == ("a (red:1.2) apple, on a table", "blurry, dark")
+    assert fields["Sampler"] == sampler
+    assert fields["Model hash"] == pipe_sd1.model_hash and len(fields["Model hash"]) == 12
+    assert (fields["Steps"], fields["Seed"], fields["Size"], fields["Clip skip"]) == ("2", "5", "64x64", "2")
+    assert fields["Model"] == pipe_sd1.model_dir.name
+    params, _ = params_from_a1111(im.info["parameters"])
+    assert params["scheduler"] == (scheduler or "pndm")
+
+
+def test_hashes_a1111_and_civitai_use(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    f = tmp_path / "m.safetensors"
+    save_file({"w": torch.arange(6.0)}, f, metadata={"a": "1"})
+    assert model_hash(f) == hashlib.sha256(f.read_bytes()).hexdigest()[:10]
+    first = short_hash(f)
+    save_file({"w": torch.arange(6.0)}, f, metadata={"a": "a longer value"})  # only the header changes
+    assert short_hash(f) == first == hashlib.sha256(torch.arange(6.0).numpy().tobytes()).hexdigest()[:12]
+
+
+def test_from_reads_a_png_written_by_a1111(tiny_sd1, tmp_path, capsys):
+    from test_cli import generate, meta
+
+    png = tmp_path / "a1111.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", A1111_TEXT.replace("Steps: 28", "Steps: 2"))
+    Image.new("RGB", (48, 32)).save(png, pnginfo=info)
+    (path,) = generate(capsys, "--from", png, "--model", tiny_sd1, "--out", tmp_path / "out")
+    p = meta(path)
+    assert (p["prompt"], p["negative_prompt"], p["steps"], p["guidance"], p["seed"]) == (
+        "masterpiece, (best quality:1.2), a cat", "lowres, bad anatomy", 2, 6.5, 1234567890)
+    assert (p["width"], p["height"], p["scheduler"], p["clip_skip"]) == (48, 32, "dpm++2m_karras", 2)
+    with Image.open(path) as im:
+        assert im.size == (48, 32)
+
+
+def test_from_an_a1111_png_says_pixels_differ(tiny_sd1, tmp_path):
+    from conftest import run_cli
+
+    png = tmp_path / "a1111.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 1, Sampler: Euler a, CFG scale: 7, Seed: 3, Size: 32x32")
+    Image.new("RGB", (32, 32)).save(png, pnginfo=info)
+    r = run_cli("generate", "--from", png, "--model", tiny_sd1, "--out", tmp_path / "out", "--quiet", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stderr.splitlines() if "GPU" in line]
+    assert len(notes) == 1 and notes[0].startswith("latentdiff: note: ")

@@ -1,0 +1,108 @@
+"""The scheduler table: a model folder whose scheduler config lacks what a method needs gets the
+settings of diffusers' Stable Diffusion configs; a method's minimum steps raise the default; and on
+the shipped model every scheduler draws well-drawn names as their own emoji (eval-emoji's measure)."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import latentdiff
+from latentdiff import Pipeline
+from latentdiff.training.emoji.dataset import DEFAULT_FONT
+from latentdiff.training.emoji.names import APT_COMMAND, DEFAULT_EMOJI_TEST
+from latentdiff.sampling.schedulers import SCHEDULERS, scheduler_settings
+
+# What the tiny model's config states and an older or hand-written config may leave out.
+SD_SETTINGS = ("clip_sample", "set_alpha_to_one", "skip_prk_steps")
+
+
+def _load(path):
+    pipe = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
+    pipe.progress = False
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def bare_models(tiny_sd1, tmp_path_factory):
+    """The tiny SD1 model (config as SD's) and copies whose scheduler config states none of SD_SETTINGS,
+    one keeping its PNDM class and one naming DDIM."""
+    out = {}
+    for cls in ("PNDMScheduler", "DDIMScheduler"):
+        bare = tmp_path_factory.mktemp("bare") / cls
+        shutil.copytree(tiny_sd1, bare)
+        f = bare / "scheduler" / "scheduler_config.json"
+        config = json.loads(f.read_text())
+        assert all(key in config for key in SD_SETTINGS), "the tiny model must state them, to compare with"
+        f.write_text(json.dumps({**{k: v for k, v in config.items() if k not in SD_SETTINGS}, "_class_name": cls}))
+        out[cls] = _load(bare)
+    return _load(tiny_sd1), out
+
+
+def pixels(pipe, **kw):
+    return np.asarray(pipe("a red apple", steps=4, guidance=5.0, seed=3, **kw)[0], dtype=int)
+
+
+@pytest.mark.parametrize("name", ["ddim", "ddpm", "pndm"])
+def test_a_config_missing_what_a_method_needs_gets_sds_settings(bare_models, name):
+    full, bare = bare_models
+    for pipe in bare.values():
+        assert np.abs(pixels(pipe, scheduler=name) - pixels(full, scheduler=name)).max() <= 1, name
+
+
+def test_the_models_own_method_gets_them_too_and_what_a_config_states_wins(bare_models):
+    full, bare = bare_models
+    assert np.abs(pixels(bare["DDIMScheduler"]) - pixels(full, scheduler="ddim")).max() <= 1
+    assert np.abs(pixels(bare["PNDMScheduler"]) - pixels(full)).max() <= 1
+    stated = {"_class_name": "DDIMScheduler", "clip_sample": True, "clip_sample_range": 1.0}
+    assert scheduler_settings(stated)[1]["clip_sample"] is True
+    assert scheduler_settings(stated, "ddpm") == ("DDPMScheduler", {**stated, "clip_sample": True})
+    assert scheduler_settings(stated, "pndm")[1]["skip_prk_steps"] is True  # what makes PLMS always applies
+
+
+def test_a_methods_minimum_steps_raise_the_default_only(tiny_sd2):
+    pipe = _load(tiny_sd2)  # recommends 3 steps
+    slow = [k for k, m in SCHEDULERS.items() if m.min_steps > 3]
+    assert slow, "no method has a minimum above 3 steps: nothing to test"
+    steps = lambda **kw: pipe("x", **kw)[0].info["latentdiff"]["steps"]  # noqa: E731
+    assert steps(scheduler=slow[0]) == SCHEDULERS[slow[0]].min_steps
+    assert steps(scheduler=slow[0], steps=2) == 2
+    assert steps() == steps(scheduler="euler") == 3
+
+
+def test_the_web_page_lists_the_tables_names():
+    js = (Path(latentdiff.__file__).parent / "server" / "static" / "app.js").read_text()
+    listed = re.search(r"const SAMPLERS = \[([^\]]*)\]", js).group(1)
+    assert re.findall(r'"([^"]+)"', listed) == list(SCHEDULERS)
+
+
+# --- the shipped model ---------------------------------------------------------------------------------
+# Names it draws as their own emoji (top-1) with every scheduler at seeds 0-2 (measured for issue 22).
+WELL_DRAWN = ["cat face", "red heart", "thumbs up", "smiling face with sunglasses"]
+
+
+@pytest.fixture(scope="module")
+def references():
+    if not (DEFAULT_FONT.is_file() and DEFAULT_EMOJI_TEST.is_file()):
+        pytest.skip(f"{DEFAULT_FONT} or {DEFAULT_EMOJI_TEST} missing; install with `{APT_COMMAND}`")
+    from latentdiff.training.emoji.evaluate import font_references
+
+    return font_references()
+
+
+@pytest.mark.slow
+def test_every_scheduler_draws_the_shipped_models_good_names_at_its_default_steps(references):
+    from latentdiff.training.emoji.evaluate import name_ranks
+
+    pipe = Pipeline.from_pretrained(None, device="cpu")
+    pipe.progress = False
+    bad = {}
+    for name in SCHEDULERS:
+        images = [pipe(prompt, seed=0, scheduler=name)[0] for prompt in WELL_DRAWN]
+        r = name_ranks(images, WELL_DRAWN, *references)
+        bad.update({f"{name} {p!r}": int(k) for p, k in zip(WELL_DRAWN, r) if k > 0})
+    assert not bad, f"not the nearest of {len(references[0])} emoji (rank: closer references): {bad}"
+
