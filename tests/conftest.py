@@ -112,3 +112,17 @@ def served(tmp_path_factory):
         yield server.wait_ready()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Four captioned circles (72x64) in a folder of their own, one per test module."""
+    from PIL import Image, ImageDraw
+
+    root = tmp_path_factory.mktemp("ds")
+    for i, c in enumerate(["red", "green", "blue", "yellow"]):
+        im = Image.new("RGB", (72, 64), "white")
+        ImageDraw.Draw(im).ellipse((8, 8, 56, 56), fill=c)
+        im.save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text(f"a {c} circle")
+    return root

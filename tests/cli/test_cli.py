@@ -2,16 +2,15 @@
 matters (end to end, console script, --help without torch); everything else calls
 `latentdiff.cli.main` in-process. Bad model paths, pickle and hub errors: see test_models.py."""
 
-import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import fails, generate, meta, pixels
 from latentdiff.cli.main import main
 from latentdiff.sampling.loop import SCHEDULERS
 
@@ -21,35 +20,6 @@ META_KEYS = {"prompt", "negative_prompt", "seed", "steps", "guidance", "schedule
              "model_hash", "dtype", "device", "versions"}
 FLAGS = ["--model", "--out", "--steps", "--guidance", "--negative", "--seed", "--width", "--height",
          "--num-images", "--scheduler", "--device", "--dtype", "--prompts", "--from", "--allow-pickle", "--quiet"]
-
-
-def meta(path) -> dict:
-    with Image.open(path) as im:
-        return json.loads(im.text["latentdiff"])
-
-
-def pixels(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def generate(capsys, *argv) -> list[Path]:
-    """Run `latentdiff generate` in-process on the CPU; return the paths it printed."""
-    code = main(["generate", *map(str, argv), "--quiet", "--device", "cpu"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return [Path(line) for line in out.splitlines()]
-
-
-def fails(capsys, *argv) -> str:
-    """Run a bad `latentdiff generate`; it must exit 2 with one line on stderr. Return that line."""
-    code = main(["generate", *map(str, argv), "--quiet", "--device", "cpu"])
-    out, err = capsys.readouterr()
-    assert code == 2, err
-    assert out == "" and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    assert err.startswith("latentdiff: error: ")
-    return err.strip()
 
 
 # ---- the real process ----------------------------------------------------------------------

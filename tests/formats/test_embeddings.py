@@ -67,7 +67,7 @@ def test_pixels_match_diffusers_load_textual_inversion(tiny_sd1, pipe_sd1, tmp_p
 
 def test_embeddings_are_recorded_and_replayed(tiny_sd1, tmp_path, capsys):
     from latentdiff.models.fingerprint import short_hash
-    from test_infotext import made_and_replayed
+    from helpers import made_and_replayed
 
     f = tmp_path / "style.safetensors"
     save_file({"emb_params": vectors(2)}, f)
@@ -79,7 +79,7 @@ def test_embeddings_are_recorded_and_replayed(tiny_sd1, tmp_path, capsys):
 def test_bad_embeddings(tiny_sd1, tmp_path, capsys):
     import os
 
-    from test_cli import fails
+    from helpers import fails
 
     wide = tmp_path / "wide.safetensors"
     save_file({"emb_params": vectors(2, dim=768)}, wide)

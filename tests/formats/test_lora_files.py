@@ -124,7 +124,7 @@ def test_pixels_match_diffusers_fuse_lora(tiny_sd1, tmp_path, scale):
 
 def test_loras_are_recorded_and_replayed(tiny_sd1, tmp_path, capsys):
     from latentdiff.models.fingerprint import short_hash
-    from test_infotext import made_and_replayed
+    from helpers import made_and_replayed
 
     f = kohya_file(tmp_path / "my style.safetensors")
     params, fields = made_and_replayed(capsys, tmp_path, "a cat", "--model", tiny_sd1, "--lora", f"{f}:0.8")
@@ -134,7 +134,7 @@ def test_loras_are_recorded_and_replayed(tiny_sd1, tmp_path, capsys):
 
 
 def test_bad_loras_are_one_clear_error(tiny_sd1, tmp_path, capsys):
-    from test_cli import fails
+    from helpers import fails
 
     other = tmp_path / "other.safetensors"
     save_file({"lora_unet_nowhere_to_q.lora_down.weight": torch.zeros(4, 8),

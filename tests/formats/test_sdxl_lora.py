@@ -122,7 +122,7 @@ def test_stacked_sdxl_loras_add_up_and_scale_zero_is_the_base_exactly(tiny_sdxl,
 
 
 def test_a_lora_of_another_model_is_one_clear_error(tiny_sdxl, tmp_path, capsys):
-    from test_cli import fails
+    from helpers import fails
     from test_lora_files import kohya_file
 
     sd1 = kohya_file(tmp_path / "sd1.safetensors")

@@ -15,20 +15,6 @@ Steps: 28, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 12345
 Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Clip skip: 2, Lora hashes: "add_detail: 7c6bad76eb54", Version: v1.9.4"""
 
 
-def made_and_replayed(capsys, tmp_path, *argv) -> tuple[dict, dict]:
-    """Generate with `argv`, check `--from` on the result gives the same pixels; return the
-    image's latentdiff parameters and its A1111 fields."""
-    import numpy as np
-
-    from test_cli import generate, meta, pixels
-
-    (made,) = generate(capsys, *argv, "--out", tmp_path / "made", "--steps", 2)
-    (again,) = generate(capsys, "--from", made, "--out", tmp_path / "again")
-    assert np.array_equal(pixels(again), pixels(made))
-    with Image.open(made) as im:
-        return meta(made), parse_infotext(im.text["parameters"])[2]
-
-
 def test_every_scheduler_has_an_a1111_name_and_both_names_are_accepted():
     assert set(A1111_SAMPLERS) == set(SCHEDULERS)
     for ours, theirs in A1111_SAMPLERS.items():
@@ -81,7 +67,7 @@ def test_hashes_a1111_and_civitai_use(tmp_path):
 
 
 def test_from_reads_a_png_written_by_a1111(tiny_sd1, tmp_path, capsys):
-    from test_cli import generate, meta
+    from helpers import generate, meta
 
     png = tmp_path / "a1111.png"
     info = PngImagePlugin.PngInfo()

@@ -4,33 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from latentdiff import Pipeline
+from helpers import max_pixel_diff, paired
 from latentdiff.sampling.loop import SCHEDULERS, make_scheduler
-
-
-def paired(models: dict, ref_class: str, **ref_kwargs) -> dict:
-    """kind -> (our fp32 CPU pipeline, diffusers' `ref_class` pipeline) on the same weights. `ref_kwargs`
-    go to its from_pretrained (default: no safety checker; SDXL classes take add_watermarker=False)."""
-    import diffusers
-
-    ref_kwargs = ref_kwargs or {"safety_checker": None, "requires_safety_checker": False}
-    out = {}
-    for kind, path in models.items():
-        ours = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
-        ours.progress = False
-        ref = getattr(diffusers, ref_class).from_pretrained(path, **ref_kwargs)
-        ref.set_progress_bar_config(disable=True)
-        out[kind] = (ours, ref)
-    return out
 
 
 @pytest.fixture(scope="module")
 def pipes(tiny_sd1, tiny_sd2):
     return paired({"sd1": tiny_sd1, "sd2": tiny_sd2}, "StableDiffusionPipeline")
-
-
-def max_pixel_diff(a, b) -> int:
-    return max(int(np.abs(np.asarray(x, dtype=int) - np.asarray(y, dtype=int)).max()) for x, y in zip(a, b))
 
 
 def reference(ref, ours, prompt, scheduler, steps, guidance, seed, n, negative=""):

@@ -117,7 +117,7 @@ def test_clip_skip_out_of_range_is_a_usage_error(pipe_sd1, bad):
 
 
 def test_cli_flags_are_recorded_and_replayed(tiny_sd1, tmp_path, capsys):
-    from test_cli import fails, generate, meta, pixels
+    from helpers import fails, generate, meta, pixels
 
     (made,) = generate(capsys, "(red:1.4) apple", "--model", tiny_sd1, "--out", tmp_path / "a", "--steps", 1,
                        "--clip-skip", 2, "--prompt-syntax", "plain")

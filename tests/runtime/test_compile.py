@@ -12,7 +12,7 @@ from latentdiff.models.components import vae_dtype
 from latentdiff.sampling.loop import denoise, make_scheduler
 
 from conftest import run_cli
-from test_finetune import cfg, dataset, max_diff, weights  # noqa: F401 (dataset: a fixture)
+from helpers import cfg, max_diff, weights
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

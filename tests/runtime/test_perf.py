@@ -11,7 +11,6 @@ import latentdiff.runtime.device as runtime
 from latentdiff.runtime.device import SMALL_UNET_PARAMS, CpuBf16, cpu_bf16, torch_threads
 from latentdiff.models.weights import parameter_count
 
-from test_finetune import dataset  # noqa: F401 (a fixture)
 
 # bf16 keeps 8 bits of mantissa; on the tiny model its 4-step images sit 47-53 dB from fp32
 # (measured over pndm/euler_a/dpm++2m/ddim and three seeds; max pixel difference 3-7/255).
@@ -183,7 +182,7 @@ def test_probe_reports_failing_ops_as_unsupported(monkeypatch):
 @pytest.mark.parametrize("kind", [AVX2, AMX])
 def test_bf16_training_says_what_it_costs_on_this_cpu(cpu_kind, capsys, kind, dataset, tiny_sd1, tmp_path):
     from latentdiff.training.loop import finetune
-    from test_finetune import cfg
+    from helpers import cfg
 
     cpu_kind(kind)
     finetune(cfg(dataset, tiny_sd1, tmp_path / "run", mixed_precision="bf16", max_steps=1))

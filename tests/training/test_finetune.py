@@ -6,42 +6,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
+from helpers import cfg, max_diff, weights
 from latentdiff import LatentDiffError, Pipeline, UsageError
 from latentdiff.training import checkpoint as ckpt
-from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.loop import finetune
-
-COLORS = ["red", "green", "blue", "yellow"]
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds")
-    for i, c in enumerate(COLORS):
-        im = Image.new("RGB", (72, 64), "white")
-        ImageDraw.Draw(im).ellipse((8, 8, 56, 56), fill=c)
-        im.save(root / f"{i}.png")
-        (root / f"{i}.txt").write_text(f"a {c} circle")
-    return root
-
-
-def cfg(dataset, model, out, **kw):
-    base = dict(dataset=str(dataset), model=str(model), out=str(out), max_steps=4, batch_size=2, resolution=64,
-                lr=1e-3, checkpoint_every=2, keep_checkpoints=2, log_every=1, seed=1)
-    return FinetuneConfig(**{**base, **kw})
-
-
-def weights(out):
-    return load_file(str(ckpt.latest_checkpoint(out) / "trainable.safetensors"))
-
-
-def max_diff(a, b):
-    assert a.keys() == b.keys()
-    return max((a[k] - b[k]).abs().max().item() for k in a)
-
 
 def test_lora_output_loads_in_latentdiff_and_diffusers(dataset, tiny_sd1, tmp_path):
     from diffusers import StableDiffusionPipeline

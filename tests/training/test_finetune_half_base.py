@@ -12,7 +12,6 @@ from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.loop import finetune
 
-from test_finetune import dataset  # noqa: F401  (the module-scoped four-circle dataset)
 
 PRECISIONS = ["no", pytest.param("bf16", marks=pytest.mark.skipif(not cpu_bf16().runs and not torch.cuda.is_available(),
                                                                   reason="torch cannot compute in bf16 here")),

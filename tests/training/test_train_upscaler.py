@@ -17,8 +17,8 @@ from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.loop import finetune
 
-from test_img2img import noise_image
-from test_parity import max_pixel_diff
+from helpers import noise_image
+from helpers import max_pixel_diff
 
 COLORS = ["red", "green", "blue", "orange"]
 

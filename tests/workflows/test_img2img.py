@@ -7,16 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import noise_image
 from latentdiff import UsageError
 from latentdiff.cli.main import main
 from latentdiff.sampling.loop import make_scheduler
 
-from test_parity import max_pixel_diff, paired
-
-
-def noise_image(size=(64, 64), seed=0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+from helpers import max_pixel_diff, paired
 
 
 @pytest.fixture(scope="module")

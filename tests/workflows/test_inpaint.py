@@ -11,8 +11,8 @@ from latentdiff.cli.main import main
 from latentdiff.sampling.loop import make_scheduler
 from latentdiff.workflows.source import crop_box, soft_mask
 
-from test_img2img import noise_image
-from test_parity import max_pixel_diff, paired
+from helpers import noise_image
+from helpers import max_pixel_diff, paired
 
 
 def box_mask(size=(64, 64), box=(16, 8, 48, 40)) -> Image.Image:

@@ -10,8 +10,8 @@ from latentdiff import Pipeline
 from latentdiff.cli.main import main
 from latentdiff.sampling.loop import make_scheduler
 
-from test_img2img import noise_image
-from test_parity import max_pixel_diff
+from helpers import noise_image
+from helpers import max_pixel_diff
 
 
 @pytest.fixture(scope="module")
