@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from support import common  # noqa: E402
 
 
 FLOOR_SCRIPT = """
@@ -71,7 +71,7 @@ def main(argv=None):
         "generate", "a red apple", "--model", str(model), "--steps", str(args.steps), "--width", str(size),
         "--height", str(size), "--dtype", args.dtype, "--device", "cpu", "--guidance", str(args.guidance),
         "--seed", "0", "--out", str(out), "--quiet"]
-    theirs = [sys.executable, str(common.BENCH_DIR / "diffusers_generate.py"), str(model), str(out / "d.png"),
+    theirs = [sys.executable, str(common.BENCH_DIR / "support" / "diffusers_generate.py"), str(model), str(out / "d.png"),
               "--steps", str(args.steps), "--size", str(size), "--dtype", args.dtype, "--guidance", str(args.guidance)]
     floor = [sys.executable, "-c", FLOOR_SCRIPT, str(model)]
     rss: dict[str, list[float]] = {"latentdiff": [], "diffusers": [], "torch-floor": []}

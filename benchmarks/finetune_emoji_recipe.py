@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-import common  # noqa: E402
+from support import common  # noqa: E402
 
 DATA = common.REPO_ROOT / "examples" / "zorb"
 RECIPE = common.REPO_ROOT / "configs" / "finetune" / "emoji-lora.yaml"

@@ -65,7 +65,7 @@ if ARGS is not None and ARGS.omp_wait_policy != "inherit":
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import common  # noqa: E402
+from support import common  # noqa: E402
 
 
 def psnr(a, b) -> float:

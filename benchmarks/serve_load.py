@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import log, machine, run_child, small_model, write_results  # noqa: E402
+from support.common import log, machine, run_child, small_model, write_results  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

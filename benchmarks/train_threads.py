@@ -45,7 +45,7 @@ if __name__ == "__main__":
 
 import torch  # noqa: E402
 
-import common  # noqa: E402
+from support import common  # noqa: E402
 
 STAMPS: list[float] = []  # perf_counter after every optimizer step of this process
 

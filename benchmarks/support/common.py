@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-BENCH_DIR = Path(__file__).resolve().parent
+BENCH_DIR = Path(__file__).resolve().parents[1]
 RESULTS_DIR = BENCH_DIR / "results"
 REPO_ROOT = BENCH_DIR.parent
 # Big random models live outside the repository (3.4 GB for the SD1.5 UNet alone).

@@ -1,6 +1,6 @@
 """The diffusers side of benchmarks/cold_start.py: what a diffusers user runs to get one image.
 
-    python benchmarks/diffusers_generate.py MODEL_DIR OUT.png --steps 1 --size 64 --dtype fp32
+    python benchmarks/support/diffusers_generate.py MODEL_DIR OUT.png --steps 1 --size 64 --dtype fp32
 
 Deliberately plain: import the pipeline, load the folder, generate, save. No latentdiff import.
 """
