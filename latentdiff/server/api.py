@@ -9,6 +9,7 @@ import re
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
+from latentdiff.sampling.schedulers import SCHEDULERS
 from latentdiff.server.jobs import Job
 from latentdiff.server.schema import GenerateRequest
 
@@ -53,6 +54,10 @@ def router(server) -> APIRouter:
     @r.get("/models", summary="Models a request may name")
     async def models():
         return {"models": server.pool.available(), "default": server.pool.default_name}
+
+    @r.get("/schedulers", summary="Scheduler names a request may give, with their A1111 sampler names")
+    async def schedulers():
+        return {"schedulers": [{"name": k, "a1111": m.a1111} for k, m in SCHEDULERS.items()]}
 
     @r.get("/health", summary="Liveness and queue state")
     async def health():

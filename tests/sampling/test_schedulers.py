@@ -3,7 +3,6 @@ settings of diffusers' Stable Diffusion configs; a method's minimum steps raise 
 the shipped model every scheduler draws well-drawn names as their own emoji (eval-emoji's measure)."""
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -73,10 +72,23 @@ def test_a_methods_minimum_steps_raise_the_default_only(tiny_sd2):
     assert steps() == steps(scheduler="euler") == 3
 
 
-def test_the_web_page_lists_the_tables_names():
+def test_the_web_page_lists_the_tables_names(tmp_path):
+    """The page fills its scheduler menu from GET /v1/schedulers, which reads the one table; the page
+    keeps no list of its own."""
+    from fastapi.testclient import TestClient
+
+    from latentdiff.server.app import Server, create_app
+    from latentdiff.server.config import ServeConfig
+
     js = (Path(latentdiff.__file__).parent / "server" / "static" / "app.js").read_text()
-    listed = re.search(r"const SAMPLERS = \[([^\]]*)\]", js).group(1)
-    assert re.findall(r'"([^"]+)"', listed) == list(SCHEDULERS)
+    assert "/v1/schedulers" in js and not any(f'"{name}"' in js for name in SCHEDULERS)
+    server = Server(ServeConfig(out=str(tmp_path / "out")), load=lambda ref: None)
+    try:
+        listed = TestClient(create_app(server)).get("/v1/schedulers").json()["schedulers"]
+    finally:
+        server.queue.stop(timeout=5)
+    assert [s["name"] for s in listed] == list(SCHEDULERS)
+    assert [s["a1111"] for s in listed] == [m.a1111 for m in SCHEDULERS.values()]
 
 
 # --- the shipped model ---------------------------------------------------------------------------------

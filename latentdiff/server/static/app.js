@@ -4,7 +4,6 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const SAMPLERS = ["ddim", "ddpm", "pndm", "euler", "euler_a", "heun", "lms", "dpm++2m", "dpm++2m_karras", "unipc"];
 let currentJob = null;
 let initImage = null; // data: URL of the picture img2img starts from, or null for text to image
 const MAX_SIDE = 1024; // a larger picture is brought to this size unless width/height are given
@@ -196,8 +195,13 @@ async function loadModels() {
   $("health").textContent = `default model: ${def}`;
 }
 
+async function loadSchedulers() {
+  // The server's one scheduler table (GET /v1/schedulers), not a copy kept here.
+  const { schedulers } = await (await api("/v1/schedulers")).json();
+  for (const s of schedulers) $("sampler").append(new Option(`${s.name} (${s.a1111})`, s.name));
+}
+
 async function start() {
-  for (const s of SAMPLERS) $("sampler").append(new Option(s, s));
   $("form").addEventListener("submit", submit);
   $("cancel").addEventListener("click", cancel);
   $("init_file").addEventListener("change", () => useInitImage($("init_file").files[0]));
@@ -209,6 +213,7 @@ async function start() {
     location.reload();
   });
   try {
+    await loadSchedulers();
     await loadModels();
     const { images } = await (await api("/v1/images?limit=24")).json();
     for (const img of images) await addToGallery(img, false);
