@@ -1,4 +1,4 @@
-"""The CPU fine-tuning recipe, run as the README shows it, with its time and what it taught.
+"""The CPU fine-tuning recipe, run as docs/finetuning.md shows it, with its time and what it taught.
 
     python benchmarks/finetune_emoji_recipe.py [--steps N] [--seeds 8]
 

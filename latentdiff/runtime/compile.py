@@ -2,7 +2,7 @@
 compile cache that makes a second process cheap, fp8 through torchao (opt-in), and the training
 side (fused AdamW, channels_last, a compiled UNet forward/backward).
 
-What was measured where is in README ("Performance on CUDA"); the CUDA branches here were written
+What was measured where is in docs/performance.md ("Performance on CUDA"); the CUDA branches here were written
 without a GPU and are exercised by tests/runtime/test_cuda.py (`pytest -m gpu`) on one.
 """
 

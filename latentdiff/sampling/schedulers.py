@@ -60,7 +60,7 @@ def check_scheduler_name(name: str) -> str:
     key = scheduler_key(name)
     if key is None:
         raise UsageError(f"unknown scheduler {name!r}; choose one of: {NAMES} "
-                         "(or its A1111 name, e.g. 'DPM++ 2M Karras'; see README)")
+                         "(or its A1111 name, e.g. 'DPM++ 2M Karras'; see docs/generate.md#schedulers)")
     return key
 
 

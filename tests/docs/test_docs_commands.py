@@ -218,7 +218,7 @@ def write_emoji_subset(path: Path) -> None:
 
 def make_fast_sd(out: Path) -> None:
     """A tiny SD1 whose UNet attends only at a quarter of the latent size and whose VAE has no
-    attention: the README's 512 px commands take seconds (the plain tiny model attends over 4,096
+    attention: the docs' 512 px commands take seconds (the plain tiny model attends over 4,096
     latent pixels there)."""
     from latentdiff.models.build import build_components
     from latentdiff.models.components import save_components

@@ -48,6 +48,6 @@ def test_two_processes_write_what_one_process_writes(tiny_sd1, tmp_path):
     assert sorted(two.stdout.split()) == sorted(str(tmp_path / "two" / n) for n in names)
     for n in names:
         a, b = Image.open(tmp_path / "one" / n), Image.open(tmp_path / "two" / n)
-        # Each process batches its own share: up to float rounding between batch sizes (README).
+        # Each process batches its own share: up to float rounding between batch sizes (docs/generate.md).
         assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1, n
         assert a.text["latentdiff"] == b.text["latentdiff"]

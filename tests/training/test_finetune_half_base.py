@@ -113,7 +113,7 @@ def test_the_cpu_bf16_note_names_finetunes_own_flag(dataset, tiny_half, tmp_path
 
 @pytest.mark.slow
 def test_the_readmes_cpu_recipe_runs_on_the_shipped_model(tmp_path):
-    """The README's CPU recipe as written, at 3 steps: the shipped fp16 model (where LoRA once ended in
+    """The CPU recipe of docs/finetuning.md as written, at 3 steps: the shipped fp16 model (where LoRA once ended in
     'mat1 and mat2 must have the same dtype'), the example dataset, its kohya file named after the run,
     then generate with the result."""
     from pathlib import Path

@@ -158,7 +158,7 @@ def table(results: dict) -> str:
 
 
 # Names the shipped model draws as their own emoji (top-1) at seeds 0, 1 and 2 with its recommended
-# settings, picked by that measure from about 150 well-known names (README: The shipped model).
+# settings, picked by that measure from about 150 well-known names (docs/shipped-model.md).
 GRID_PROMPTS = ["cat face", "smiling face with sunglasses", "face with tears of joy", "red heart",
                 "thumbs up: dark skin tone", "woman biking: medium skin tone", "man technologist: dark skin tone",
                 "bear", "penguin", "sunflower", "watermelon", "automobile", "fire", "alarm clock", "crown",
@@ -166,7 +166,7 @@ GRID_PROMPTS = ["cat face", "smiling face with sunglasses", "face with tears of 
 
 
 def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 8, seed: int = 0) -> Path:
-    """The README's picture: each prompt at the same `seed` with the model's recommended settings,
+    """The picture in docs/shipped-model.md: each prompt at the same `seed` with the model's recommended settings,
     the image `latentdiff generate PROMPT --seed SEED` makes."""
     from latentdiff.images.write import grid
 
