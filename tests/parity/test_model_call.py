@@ -16,10 +16,12 @@ from latentdiff.sampling.wrappers import Tiled, blend_windows
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    """variant -> the folder of its tiny model, one per variant of every registered family."""
+def folders(tmp_path_factory, tiny_sd1, tiny_sd2, tiny_sdxl, tiny_refiner):
+    """variant -> the folder of its tiny model, one per variant of every registered family (the
+    session's shared ones where conftest.py builds them)."""
+    shared = {"sd1": tiny_sd1, "sd2": tiny_sd2, "sdxl": tiny_sdxl, "sdxl_refiner": tiny_refiner}
     root = tmp_path_factory.mktemp("families")
-    return {v: make_tiny(root / v, v, seed=3) for f in FAMILIES.values() for v in f.variants}
+    return {v: shared.get(v) or make_tiny(root / v, v, seed=3) for f in FAMILIES.values() for v in f.variants}
 
 
 @pytest.fixture(scope="module")
