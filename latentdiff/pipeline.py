@@ -16,7 +16,7 @@ from latentdiff.runtime.memory import allocation_errors
 from latentdiff.models.components import Components, save_components, vae_dtype, vae_scale_factor
 from latentdiff.runtime.device import (cpu_threads_for, prepack_cpu_weights, torch_threads,
                       use_channels_last, wants_channels_last, wants_prepacked_weights)
-from latentdiff.families.conditioning import conditioning_for
+from latentdiff.families.registry import family_of
 from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
 from latentdiff.sampling.schedulers import default_steps
 
@@ -40,7 +40,8 @@ class Pipeline:
         self.addons = AddOns()  # LoRAs and embeddings added at load time
         self.compiled = False
         self._threads = None  # intra-op threads while generating; None: the process's own setting
-        self.conditioning = conditioning_for(components)
+        self.family = family_of(components)  # what the model is: its conditioning, its model call
+        self.conditioning = self.family.conditioning(components)
         self.refiner, self.refiner_start = None, None  # an SDXL refiner takes over at refiner_start
         self.vae_ref = None  # a VAE given instead of the model's own
         self.notes = set()  # notes already given (preflight.note_size)
@@ -134,7 +135,7 @@ class Pipeline:
     @property
     def is_upscaler(self) -> bool:
         """A diffusion upscaler (StableDiffusionUpscalePipeline): the low-res image is 3 extra UNet channels."""
-        return self.components.is_upscaler
+        return self.family.upscales
 
     @property
     def native_size(self) -> int:
@@ -263,7 +264,7 @@ class Pipeline:
         denoising, as diffusers' `denoising_end` / `denoising_start` do; it also decodes."""
         if not 0 < start < 1:
             raise UsageError(f"refiner start must be between 0 and 1 (exclusive), got {start}")
-        if not refiner.components.is_sdxl or refiner.components.unet.config.in_channels != self.components.unet.config.in_channels:
+        if refiner.family.name != "sdxl" or refiner.components.unet.config.in_channels != self.components.unet.config.in_channels:
             raise UsageError("the refiner must be an SDXL model whose latents match this model's")
         self.refiner, self.refiner_start = refiner, float(start)
         return self
@@ -292,7 +293,7 @@ class Pipeline:
         sched = make_scheduler(r.components.scheduler_config, p["scheduler"])
         sched.set_timesteps(p["steps"])  # on the CPU: see sampling.denoise
         start = refiner_start_index(sched, self.refiner_start)
-        return denoise(r.components.unet, sched, latents.to(r.device), cond, uncond, p["guidance"], gens,
+        return denoise(r.family.denoiser(r.components), sched, latents.to(r.device), cond, uncond, p["guidance"], gens,
                        r._progress(len(texts)), start=start)
 
     def run_loop(self, cond, uncond, seeds: list[int], p: dict, steps: int, size: tuple[int, int],
@@ -306,9 +307,9 @@ class Pipeline:
         s = prepare(self, sched, seeds, steps, size, **start)
         # With a refiner, this model stops where the refiner takes over (and hands on its generators).
         end = steps_before(sched, self.refiner_start) if with_generators and self.refiner is not None else None
-        latents = denoise(self.components.unet, sched, s.latents, cond, uncond, p["guidance"], s.generators,
-                          self._progress(len(seeds)), start=s.start, end=end, image_cond=s.image_cond, blend=s.blend,
-                          callback=p.get("callback"))
+        latents = denoise(self.family.denoiser(self.components), sched, s.latents, s.inputs(cond), s.inputs(uncond),
+                          p["guidance"], s.generators, self._progress(len(seeds)), start=s.start, end=end,
+                          blend=s.blend, callback=p.get("callback"))
         return (latents, s.generators) if with_generators else latents
 
     def upscale(self, image, prompt="", negative_prompt="", steps=None, guidance=None, noise_level=None, seed=0,

@@ -106,11 +106,12 @@ def _host(components):
     maps kohya's `lora_te1_`/`lora_te2_` and SGM block names (`input_blocks_4_1_...`) too."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    from latentdiff.families.registry import family_of
     from latentdiff.sampling.loop import make_scheduler
 
     c = components
     scheduler = make_scheduler(c.scheduler_config)
-    if c.is_sdxl:
+    if family_of(c).name == "sdxl":
         return StableDiffusionXLPipeline(vae=c.vae, text_encoder=c.text_encoder, text_encoder_2=c.text_encoder_2,
                                          tokenizer=c.tokenizer, tokenizer_2=c.tokenizer_2, unet=c.unet,
                                          scheduler=scheduler, add_watermarker=False)

@@ -25,7 +25,7 @@ def save_kohya(path: Path, modules: dict, metadata: dict | None = None, componen
     `components` it was trained on, the base's (`ss_base_model_version`, `ss_v2`; SDXL's key names)."""
     from safetensors.torch import save_file
 
-    sdxl = components is not None and components.is_sdxl
+    sdxl = components is not None and _is_sdxl(components)
     version = None if components is None else base_model_version(components)
     base = {"ss_base_model_version": version, "ss_v2": None if version is None else version.startswith("sd_v2")}
     tensors, ranks, alphas = {}, set(), set()
@@ -78,9 +78,17 @@ def base_model_version(components) -> str | None:
     released architectures, told by the UNet's cross-attention width; None for any other model
     (a tiny test model, a model trained from scratch), which then claims no base."""
     unet = components.unet.config
-    if getattr(components, "is_sdxl", False):
+    if _is_sdxl(components):
         return "sdxl_base_v1-0" if unet.get("cross_attention_dim") == 2048 else None
     version = {768: "sd_v1", 1024: "sd_v2"}.get(unet.get("cross_attention_dim"))
     if version and components.scheduler_config.get("prediction_type") == "v_prediction":
         version += "_v"
     return version
+
+
+def _is_sdxl(components) -> bool:
+    """SDXL names its two encoders' layers lora_te1_/lora_te2_ in kohya's files."""
+    # Here, not at the top: families/ imports torch, which reading a LoRA file's names does not need.
+    from latentdiff.families.registry import family_of
+
+    return family_of(components).name == "sdxl"

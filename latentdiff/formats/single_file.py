@@ -16,7 +16,8 @@ from latentdiff.errors import ModelError
 from latentdiff.models.components import Components, build_module
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.formats.detect import detect, read_header
-from latentdiff.families.released import clip_tokenizer, family_configs
+from latentdiff.families.registry import family_of as model_family, family_with_variant
+from latentdiff.families.released import clip_tokenizer
 from latentdiff.formats.ldm_keys import CLIP_PREFIXES, clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
 
 META_KEY = "latentdiff"  # JSON: family, configs, tokenizer files, defaults
@@ -24,9 +25,8 @@ SLOTS = ("text_encoder", "text_encoder_2")
 
 
 def family_of(c: Components) -> str:
-    if c.is_sdxl:
-        return "sdxl" if c.text_encoder is not None else "sdxl_refiner"
-    return "sd2" if c.text_encoder.config.hidden_act == "gelu" else "sd1"
+    """The released architecture (sd1, sd2, sdxl, sdxl_refiner) a model's single file is written as."""
+    return model_family(c).variant(c)
 
 
 def _prefix(family: str, slot: str) -> str:
@@ -49,7 +49,7 @@ def load_single_file(path: Path, allow_pickle: bool = False) -> Components:
         sd = load_state_dict(path, allow_pickle)
         kind = detect({k: list(v.shape) for k, v in sd.items() if hasattr(v, "shape")}, path)
     if own is None:
-        own = family_configs(kind.family, kind.in_channels, sidecar_prediction(path))
+        own = family_with_variant(kind.family).released(kind.family, kind.in_channels, sidecar_prediction(path))
         own["family"] = kind.family
     try:
         return _components(sd, own, path)

@@ -53,6 +53,7 @@ def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from latentdiff.families.clip import clip_text_config
     from latentdiff.models.components import quiet_libraries
     from latentdiff.prompts.tokenizer import build_tokenizer
 
@@ -72,7 +73,7 @@ def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None
         # A path instead of a mapping: the autoencoder was trained first (LDM stage one).
         vae = load_vae(Path(arch["vae"])) if isinstance(arch["vae"], str) else AutoencoderKL(**arch["vae"])
         if not isinstance(arch["text_encoder"], str):
-            text_encoder = CLIPTextModel(CLIPTextConfig(**_text_config(arch["text_encoder"], tokenizer)))
+            text_encoder = CLIPTextModel(CLIPTextConfig(**clip_text_config(arch["text_encoder"], tokenizer)))
     except (TypeError, ValueError) as e:
         raise UsageError(f"architecture config does not build: {e}") from None
     if init is not None:
@@ -87,13 +88,6 @@ def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None
         defaults=dict(arch.get("defaults") or {}),
         upscaler=upscaler_parts(arch, unet, vae),
     )
-
-
-def _text_config(section: dict, tokenizer) -> dict:
-    """CLIPTextConfig arguments: the section's, with the vocabulary and special ids of `tokenizer`."""
-    return {"max_position_embeddings": tokenizer.model_max_length, **section, "vocab_size": len(tokenizer),
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id}
 
 
 def _model_text_encoder(ref: str):

@@ -57,16 +57,6 @@ class Components:
     def text_encoders(self) -> list:
         return [m for m in (self.text_encoder, self.text_encoder_2) if m is not None]
 
-    @property
-    def is_upscaler(self) -> bool:
-        """A diffusion upscaler (StableDiffusionUpscalePipeline): the low-res image is 3 extra UNet channels."""
-        return self.unet.config.in_channels == self.vae.config.latent_channels + 3
-
-    @property
-    def is_sdxl(self) -> bool:
-        """SDXL-style UNets take pooled text embeddings and size ids (`text_time`)."""
-        return self.unet.config.get("addition_embed_type") == "text_time"
-
 
 def quiet_libraries() -> None:
     """diffusers/transformers print progress bars and advice on every load and save; our
@@ -294,26 +284,11 @@ def save_components(c: Components, out: Path, scheduler_class: str, extra_defaul
 def model_index(c: Components, scheduler_class: str) -> dict:
     import diffusers
 
+    # Here, not at the top: families/ imports torch, and preflight reads this module before torch loads.
+    from latentdiff.families.registry import family_of
+
     index = {**MODEL_INDEX, "_diffusers_version": diffusers.__version__, "scheduler": ["diffusers", scheduler_class]}
-    if c.upscaler:  # StableDiffusionUpscalePipeline's arguments: no image encoder, a watermarker slot
-        for name in ("image_encoder", "requires_safety_checker"):
-            index.pop(name)
-        return {**index, "_class_name": "StableDiffusionUpscalePipeline", "watermarker": [None, None],
-                "low_res_scheduler": ["diffusers", c.upscaler["low_res_scheduler"].get("_class_name", "DDPMScheduler")],
-                "max_noise_level": c.upscaler["max_noise_level"]}
-    if not c.is_sdxl:
-        return index
-    for name in ("safety_checker", "requires_safety_checker"):
-        index.pop(name)
-    refiner = c.text_encoder is None
-    index["_class_name"] = "StableDiffusionXLImg2ImgPipeline" if refiner else "StableDiffusionXLPipeline"
-    for te_name, tok_name in TEXT_PARTS:
-        te = getattr(c, te_name)
-        index[te_name] = ["transformers", type(te).__name__] if te is not None else [None, None]
-        index[tok_name] = ["transformers", "CLIPTokenizer"] if te is not None else [None, None]
-    # The base pipeline takes no `requires_aesthetics_score` (diffusers warns about it).
-    options = {"force_zeros_for_empty_prompt": not refiner, **({"requires_aesthetics_score": True} if refiner else {})}
-    return {**index, **options, **c.index}
+    return family_of(c).model_index(c, index)  # the family's pipeline class and arguments
 
 
 def vae_scale_factor(vae) -> int:

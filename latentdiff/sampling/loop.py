@@ -8,11 +8,11 @@ Lu et al. DPM-Solver++, Zhao et al. UniPC), so our outputs match theirs exactly.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
 
+from latentdiff.sampling.model_call import Denoiser, guided
 from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, make_scheduler  # noqa: F401 (re-exported)
 
 
@@ -20,73 +20,52 @@ def _accepts_generator(scheduler) -> bool:
     return "generator" in inspect.signature(scheduler.step).parameters
 
 
-@dataclass
-class ImageCond:
-    """Image conditioning concatenated to the latent channels after scaling: an inpainting UNet's
-    mask + masked-image latents, the x4 upscaler's noised low-res image (its noise level goes in
-    as the UNet's class label)."""
-
-    concat: torch.Tensor  # (B, C, h, w)
-    class_labels: torch.Tensor | None = None  # (B,)
-
-    def batch(self, use_cfg: bool):
-        twice = (lambda x: torch.cat([x, x])) if use_cfg else (lambda x: x)
-        labels = None if self.class_labels is None else twice(self.class_labels)
-        return twice(self.concat), labels
-
-
 @torch.no_grad()
 def denoise(
-    unet,
+    model: Denoiser,
     scheduler,
     latents: torch.Tensor,  # (B, C, h, w) initial noise (scaled by init_noise_sigma), or a noised init latent
-    cond,  # Embeddings (or a (B, T, D) tensor) of the prompts
+    cond,  # Inputs (or a plain context) of the prompts
     uncond,  # the same for the negatives; None when guidance == 1
     guidance: float,
     generators: list[torch.Generator],
     progress: Callable[[Iterable], Iterable] = iter,
     start: int = 0,
     end: int | None = None,
-    image_cond: ImageCond | None = None,
     blend: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Classifier-free guided sampling (Ho & Salimans 2022): eps = eps_u + g * (eps_c - eps_u).
 
-    The unconditional and conditional halves go through the UNet as one batch; at g == 1
-    (or without negatives) only the conditional half runs. Workflows that start from an image
-    enter here too: `start` skips the first timesteps (SDEdit, Meng et al. 2021: the latents are
-    an init image noised to timestep `start`), `image_cond` adds channels to the UNet input, and
-    `blend(latents, i)` runs after step i (inpainting with an ordinary model pastes the re-noised
-    known region back). `end` stops early, so one model can hand its latents to another
-    mid-way (SDXL's refiner). `callback(step, total, latents)` runs after each step; it
-    may raise (e.g. `errors.Cancelled`) to stop the loop there.
+    `model` is any Denoiser (sampling/model_call.py): `model(x, t, inputs)`. The unconditional
+    and conditional halves go through it as one batch; at g == 1 (or without negatives) only the
+    conditional half runs. Workflows that start from an image enter here too: `start` skips the
+    first timesteps (SDEdit, Meng et al. 2021: the latents are an init image noised to timestep
+    `start`), their image channels travel in the Inputs (a StepContexts context counts this run's
+    steps from 0), and `blend(latents, i)` runs after step
+    i (inpainting with an ordinary model pastes the re-noised known region back). `end` stops
+    early, so one model can hand its latents to another mid-way (SDXL's refiner).
+    `callback(step, total, latents)` runs after each step; it may raise (e.g. `errors.Cancelled`)
+    to stop the loop there.
 
     No host sync per step (on a GPU the host queues steps ahead of the device): the scheduler's
     timesteps and sigmas stay on the CPU (callers set them without a device), so its per-step
-    indexing and comparisons read host values; the UNet gets the timesteps copied to its device
+    indexing and comparisons read host values; the model gets the timesteps copied to its device
     once per run. (diffusers' own per-step syncs remain in a few schedulers: the ancestral ones
     copy CPU-generated noise to the device, UniPC builds a small tensor on it.)
     """
-    from latentdiff.families.conditioning import as_embeddings
-
     use_cfg = uncond is not None and guidance != 1.0
-    dtype = unet.dtype  # diffusers computes this by walking every submodule: once per call, not per step
-    context = (as_embeddings(uncond).cat(as_embeddings(cond)) if use_cfg else as_embeddings(cond)).to(dtype)
-    added = context.added or None  # SDXL's pooled text embeddings and size ids
-    concat, labels = image_cond.batch(use_cfg) if image_cond is not None else (None, None)
-    extra = {} if labels is None else {"class_labels": labels}
+    dtype = model.dtype  # diffusers computes a module's dtype by walking every submodule: once per call, not per step
+    inputs = guided(cond, uncond if use_cfg else None).to(dtype)
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
     timesteps = scheduler.timesteps[start:end]
-    unet_timesteps = timesteps.to(latents.device)
+    model_timesteps = timesteps.to(latents.device)
     total = len(timesteps)
     for i, t in enumerate(progress(timesteps)):
         x = torch.cat([latents, latents]) if use_cfg else latents
         x = scheduler.scale_model_input(x, t)
-        if concat is not None:
-            x = torch.cat([x, concat], dim=1)
-        # Latents and scheduler arithmetic stay fp32; only the UNet runs in low precision.
-        eps = unet(x.to(dtype), unet_timesteps[i], encoder_hidden_states=context.hidden, added_cond_kwargs=added, **extra).sample.float()
+        # Latents and scheduler arithmetic stay fp32; only the model runs in low precision.
+        eps = model(x.to(dtype), model_timesteps[i], inputs.at(i)).float()
         if use_cfg:
             eps_u, eps_c = eps.chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from latentdiff.errors import LatentDiffError, UsageError
+from latentdiff.families.registry import family_of
 from latentdiff.runtime.device import default_training_threads, note_cpu_bf16, torch_threads
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training import trackers
@@ -126,7 +127,7 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
     cache = cfg.cache and cfg.crop == "center"
     if cfg.cache and not cache and acc.is_main_process:
         _say("random crops: latents are encoded every step (caching needs --crop center)")
-    source = (UpscalerSource if c.is_upscaler else BatchSource)(
+    source = (UpscalerSource if family_of(c).upscales else BatchSource)(
         c, dataset, captions, cache=cache, flip=cfg.flip, train_text="text_encoder" in state.modules,
         caption_dropout=cfg.caption_dropout, device=acc.device, dtype=dtype, progress=acc.is_main_process)
     source.use_encoders(wrapped)
@@ -247,7 +248,7 @@ def _note_size(cfg: FinetuneConfig, setup) -> None:
 
     c = setup.components
     native = int(c.unet.config.sample_size) * vae_scale_factor(c.vae)
-    if not setup.from_scratch and not c.is_upscaler and cfg.resolution != native:
+    if not setup.from_scratch and not family_of(c).upscales and cfg.resolution != native:
         _say(f"--resolution {cfg.resolution}: {cfg.model} makes {native}x{native} images; training at "
              f"{cfg.resolution} teaches it a new size as well (slower; --resolution {native} keeps its own)")
 

@@ -34,7 +34,7 @@ def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator
                    noise_offset: float = 0.0, image_cond=None) -> torch.Tensor:
     """MSE between the UNet's prediction and the target (noise or v) at random timesteps.
     `context`: the text conditioning (`conditioning.Embeddings`: the (B, T, D) context and SDXL's
-    extra inputs); `image_cond` (sampling.ImageCond, an upscaler's low-res image) goes in beside the
+    extra inputs); `image_cond` (sampling.model_call.ImageChannels, an upscaler's low-res image) goes in beside the
     noisy latents."""
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=gen).to(latents.device)

@@ -15,6 +15,7 @@ import torch
 import latentdiff.models.hub as hub
 from latentdiff.models.build import build_components, is_arch_file, read_arch
 from latentdiff.families.conditioning import conditioning_for
+from latentdiff.families.registry import family_of
 from latentdiff.errors import UsageError
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.formats.lora_merge import TEXT_TARGETS, UNET_TARGETS, add_adapters
@@ -53,7 +54,7 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
 
 
 def _check_upscaler(cfg: FinetuneConfig, comps) -> None:
-    if cfg.validate_every and comps.is_upscaler:
+    if cfg.validate_every and family_of(comps).upscales:
         raise UsageError("--validate-every makes text-to-image samples, which a diffusion upscaler does not; "
                          "use `latentdiff export` and `latentdiff upscale` on a checkpoint instead")
 

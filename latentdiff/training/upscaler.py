@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from latentdiff.models.components import vae_scale_factor
-from latentdiff.sampling.loop import ImageCond, make_scheduler
-from latentdiff.workflows.upscale import upscaler_settings
+from latentdiff.families.upscaler import low_res_channels, upscaler_settings
+from latentdiff.sampling.loop import make_scheduler
+from latentdiff.sampling.model_call import ImageChannels
 from latentdiff.training.batches import BatchSource
 
 
@@ -27,11 +28,11 @@ def downsample(pixels: torch.Tensor, factor: int) -> torch.Tensor:
     return small.clamp(-1, 1)
 
 
-def noise_augment(low: torch.Tensor, scheduler, max_level: int, gen: torch.Generator) -> ImageCond:
+def noise_augment(low: torch.Tensor, scheduler, max_level: int, gen: torch.Generator) -> ImageChannels:
     """The low-res image noised to a random level in [0, max_level] per sample; the level is the class label."""
     level = torch.randint(0, max_level + 1, (low.shape[0],), generator=gen)
     noise = torch.randn(low.shape, generator=gen)
-    return ImageCond(scheduler.add_noise(low, noise, level), class_labels=level)
+    return low_res_channels(scheduler, low, noise, level)
 
 
 class UpscalerSource(BatchSource):
@@ -64,6 +65,6 @@ class UpscalerSource(BatchSource):
             self.low = torch.stack([self.low_cache[i].flip(-1) if v else self.low_cache[i] for i, v in self.picked])
         return out
 
-    def image_cond(self, indices: list[int], gen: torch.Generator) -> ImageCond:
+    def image_cond(self, indices: list[int], gen: torch.Generator) -> ImageChannels:
         cond = noise_augment(self.low, self.low_res_scheduler, self.max_level, gen)
-        return ImageCond(cond.concat.to(self.device), cond.class_labels.to(self.device))
+        return ImageChannels(cond.concat.to(self.device), cond.class_labels.to(self.device))

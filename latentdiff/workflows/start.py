@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentdiff.errors import UsageError
-from latentdiff.sampling.loop import ImageCond, draw_noise, start_step
+from latentdiff.sampling.loop import draw_noise, start_step
+from latentdiff.sampling.model_call import ImageChannels, Inputs
 
 
 @dataclass
@@ -28,8 +28,12 @@ class Start:
     latents: torch.Tensor  # (B, 4, h, w) fp32
     generators: list[torch.Generator]
     start: int = 0
-    image_cond: ImageCond | None = None
+    channels: ImageChannels | None = None  # an inpainting UNet's mask and masked-image latents
     blend: Callable | None = None
+
+    def inputs(self, context) -> Inputs | None:
+        """The model call's inputs for `context` (None stays None: no negatives)."""
+        return None if context is None else Inputs(context, self.channels)
 
 
 def to_tensor(image) -> torch.Tensor:
@@ -57,14 +61,12 @@ def prepare(pipe, sched, seeds: list[int], steps: int, size: tuple[int, int], im
     or noise when neither is given; with `mask` (PIL L), an inpainting start."""
     c = pipe.components
     f = pipe.scale_factor
-    vae, unet = c.vae, c.unet
+    vae = c.vae
     channels = vae.config.latent_channels
     shape = (channels, size[1] // f, size[0] // f)
     gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    nine = unet.config.in_channels == 2 * channels + 1
-    if unet.config.in_channels not in (channels, 2 * channels + 1):
-        raise UsageError(f"this model's UNet takes {unet.config.in_channels} input channels: not a text-to-image "
-                         "or inpainting model (an upscaler? use `latentdiff upscale` or --upscaler)")
+    pipe.family.check_start(c)
+    nine = pipe.family.inpainting(c)
     if nine and mask is None:  # an inpainting model asked for img2img or text: repaint everything
         from PIL import Image
 
@@ -92,7 +94,7 @@ def prepare(pipe, sched, seeds: list[int], steps: int, size: tuple[int, int], im
     small = F.interpolate(m, size=shape[1:]).to(device)  # (1, 1, h, w), nearest as diffusers
     if nine:
         concat = torch.cat([small.expand(len(seeds), -1, -1, -1), masked], dim=1)
-        return Start(latents, gens, start, image_cond=ImageCond(concat))
+        return Start(latents, gens, start, channels=ImageChannels(concat))
     return Start(latents, gens, start, blend=KnownRegion(init_latents.to(device), noise, small, sched, start))
 
 

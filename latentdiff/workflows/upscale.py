@@ -16,21 +16,13 @@ from pathlib import Path
 import torch
 
 from latentdiff.errors import ModelError, UsageError
-from latentdiff.sampling.loop import ImageCond, denoise, make_scheduler
+from latentdiff.families.upscaler import low_res_channels, upscaler_settings
+from latentdiff.sampling.loop import denoise, make_scheduler
+from latentdiff.sampling.model_call import Inputs
+from latentdiff.sampling.wrappers import Tiled
 
 # diffusers' StableDiffusionUpscalePipeline defaults
-UPSCALE_STEPS, UPSCALE_GUIDANCE, NOISE_LEVEL, MAX_NOISE_LEVEL = 75, 9.0, 20, 350
-
-
-def upscaler_settings(components) -> dict:
-    """The low-res scheduler config and max noise level that diffusers keeps beside the UNet (its
-    defaults where the model lacks them), the level capped by the UNet's class embedding table."""
-    settings = {"low_res_scheduler": {"_class_name": "DDPMScheduler"}, "max_noise_level": MAX_NOISE_LEVEL,
-                **components.upscaler}
-    classes = components.unet.config.num_class_embeds
-    if classes:  # the class embedding table must hold the level too
-        settings["max_noise_level"] = min(settings["max_noise_level"], int(classes) - 1)
-    return settings
+UPSCALE_STEPS, UPSCALE_GUIDANCE, NOISE_LEVEL = 75, 9.0, 20
 
 
 def with_model_upscaler(pipe, opts):
@@ -108,14 +100,15 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
     g = torch.Generator("cpu").manual_seed(seed)
     # The draws in diffusers' order: the low-res image's noise, then the latents'.
     level = torch.tensor([noise_level], dtype=torch.long, device=pipe.device)
-    noisy = low_sched.add_noise(pixels, torch.randn(pixels.shape, generator=g).to(pipe.device), level)
+    channels = low_res_channels(low_sched, pixels, torch.randn(pixels.shape, generator=g).to(pipe.device), level)
     shape = (1, c.vae.config.latent_channels, *pixels.shape[2:])
     latents = (torch.randn(shape, generator=g) * sched.init_noise_sigma).to(pipe.device)
     latent_tile = None if tile is None else tile_in_latents(tile, pipe.scale_factor, m)
-    unet = c.unet if tile is None else TiledUNet(c.unet, latent_tile)
+    model = pipe.family.denoiser(c)
+    model = model if tile is None else Tiled(model, latent_tile)
+    cond, uncond = Inputs(cond, channels), None if uncond is None else Inputs(uncond, channels)
     with torch_threads_of(pipe):
-        latents = denoise(unet, sched, latents, cond, uncond, guidance, [g], pipe._progress(1),
-                          image_cond=ImageCond(noisy.to(cond.hidden.dtype), class_labels=level))
+        latents = denoise(model, sched, latents, cond, uncond, guidance, [g], pipe._progress(1))
         out = to_pil(pipe.decode(latents, tile=latent_tile))[0]
     f = out.width // padded.width
     out = out.crop((0, 0, low.width * f, low.height * f))
@@ -148,60 +141,3 @@ def torch_threads_of(pipe):
 def tile_in_latents(tile: int, factor: int, m: int) -> int:
     """The latent tile for `tile` output pixels: a multiple of m, the factor the UNet halves by."""
     return max(m, tile // factor // m * m)
-
-
-class TiledUNet:
-    """The UNet applied to overlapping `tile` x `tile` latent windows (blend_windows), so every
-    latent pixel gets one consistent prediction per step and tile borders leave no seam."""
-
-    def __init__(self, unet, tile: int):
-        self.unet, self.tile = unet, tile
-        self.dtype = unet.dtype
-
-    def __call__(self, x, t, encoder_hidden_states, **kwargs):
-        from types import SimpleNamespace
-
-        def run(window):
-            return self.unet(window, t, encoder_hidden_states=encoder_hidden_states, **kwargs).sample
-
-        return SimpleNamespace(sample=blend_windows(x, self.tile, run))
-
-
-def blend_windows(x: torch.Tensor, tile: int, run, scale: int = 1) -> torch.Tensor:
-    """`run` over overlapping `tile` x `tile` windows of x (B, C, h, w), its outputs (B, C', tile *
-    scale, ...) averaged with weights that fall off towards each window's edge (MultiDiffusion,
-    Bar-Tal et al. 2023): the UNet per step (scale 1) and the VAE decoder (scale = its factor) use
-    the same windows. x no larger than one tile: `run(x)` itself."""
-    h, w = x.shape[-2:]
-    if h <= tile and w <= tile:
-        return run(x)
-    out = total = None
-    for top in _starts(h, tile):
-        for left in _starts(w, tile):
-            y = run(x[..., top : top + tile, left : left + tile]).float()
-            if out is None:
-                out = torch.zeros((*y.shape[:2], h * scale, w * scale), device=y.device)
-                total = torch.zeros((1, 1, h * scale, w * scale), device=y.device)
-            weight = _ramp(*y.shape[-2:], device=y.device)
-            where = (Ellipsis, slice(top * scale, top * scale + y.shape[-2]), slice(left * scale, left * scale + y.shape[-1]))
-            out[where] += y * weight
-            total[where] += weight
-    return out / total
-
-
-def _starts(size: int, tile: int) -> list[int]:
-    """Window offsets covering `size` with about a quarter tile of overlap, the last flush with the end."""
-    if size <= tile:
-        return [0]
-    stride = max(1, tile * 3 // 4)
-    starts = list(range(0, size - tile, stride))
-    return starts + [size - tile]
-
-
-def _ramp(h: int, w: int, device) -> torch.Tensor:
-    """(1, 1, h, w) weights: 1 in the middle, falling linearly to a small positive value at the edges."""
-    def axis(n):
-        i = torch.arange(n, device=device, dtype=torch.float32)
-        return torch.minimum(i + 1, n - i).clamp(max=n / 4) / (n / 4)
-
-    return (axis(h)[:, None] * axis(w)[None, :])[None, None]

@@ -164,8 +164,8 @@ def test_base_model_version_of_the_released_architectures():
     def version(family, **kw):
         cfg = family_configs(family, **kw)
         unet = SimpleNamespace(config=cfg["unet"])
-        return base_model_version(SimpleNamespace(unet=unet, scheduler_config=cfg["scheduler"],
-                                                  is_sdxl=family.startswith("sdxl")))
+        return base_model_version(SimpleNamespace(unet=unet, vae=SimpleNamespace(config=cfg["vae"]),
+                                                  scheduler_config=cfg["scheduler"], index={}))
 
     assert version("sd1") == "sd_v1"
     assert version("sd2", prediction="epsilon") == "sd_v2"
@@ -177,7 +177,8 @@ def test_kohya_metadata_names_the_base_it_was_trained_on(tmp_path):
     from latentdiff.families.released import family_configs
 
     cfg = family_configs("sd2")
-    base = SimpleNamespace(unet=SimpleNamespace(config=cfg["unet"]), scheduler_config=cfg["scheduler"], is_sdxl=False)
+    base = SimpleNamespace(unet=SimpleNamespace(config=cfg["unet"]), vae=SimpleNamespace(config=cfg["vae"]),
+                           scheduler_config=cfg["scheduler"], index={})
     save_kohya(tmp_path / "a.safetensors", {}, {"ss_steps": 2}, components=base)
     with safe_open(str(tmp_path / "a.safetensors"), "pt") as f:
         meta = f.metadata()

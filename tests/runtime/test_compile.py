@@ -9,6 +9,8 @@ import torch
 from latentdiff import Pipeline, UsageError
 import latentdiff.runtime.compile as accel
 from latentdiff.models.components import vae_dtype
+from latentdiff.families.clip import Embeddings
+from latentdiff.families.unet import UNetCall
 from latentdiff.sampling.loop import denoise, make_scheduler
 
 from conftest import run_cli
@@ -63,7 +65,7 @@ def _meta_run(name: str, scheduler_device=None):
     latents = torch.empty(2, 4, 8, 8, device="meta")
     cond = torch.empty(2, 7, 16, device="meta")
     gens = [torch.Generator().manual_seed(s) for s in range(2)]
-    return denoise(MetaUNet(), sched, latents, cond, torch.empty_like(cond), 5.0, gens)
+    return denoise(UNetCall(MetaUNet()), sched, latents, Embeddings(cond), Embeddings(torch.empty_like(cond)), 5.0, gens)
 
 
 @pytest.mark.parametrize("name", ["pndm", "ddim", "ddpm", "euler", "euler_a", "heun", "lms", "dpm++2m", "unipc"])
@@ -81,9 +83,9 @@ def test_pipeline_keeps_scheduler_timesteps_on_the_cpu(pipe_sd1, monkeypatch):
 
     seen = []
 
-    def spy(unet, scheduler, *a, **k):
+    def spy(model, scheduler, *a, **k):
         seen.append(scheduler.timesteps.device.type)
-        return denoise(unet, scheduler, *a, **k)
+        return denoise(model, scheduler, *a, **k)
 
     monkeypatch.setattr(pipeline_module, "denoise", spy)
     pipe_sd1("a red apple", steps=2, seed=0)

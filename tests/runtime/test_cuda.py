@@ -61,6 +61,8 @@ def test_cuda_graphs_keep_earlier_predictions_intact(tiny_sd1, scheduler):
 
 @pytest.mark.parametrize("scheduler", ["pndm", "ddim", "euler", "dpm++2m"])
 def test_sampling_loop_has_no_host_sync(tiny_sd1, scheduler):
+    from latentdiff.families.clip import Embeddings
+    from latentdiff.families.unet import UNetCall
     from latentdiff.sampling.loop import denoise, initial_noise, make_scheduler
 
     p = make(tiny_sd1, "fp16")
@@ -69,13 +71,14 @@ def test_sampling_loop_has_no_host_sync(tiny_sd1, scheduler):
     sched.set_timesteps(4)
     noise, gens = initial_noise((4, 8, 8), [0, 1])
     latents = (noise * sched.init_noise_sigma).cuda()
-    cond = torch.randn(2, 77, c.unet.config.cross_attention_dim, device="cuda")
-    denoise(c.unet, sched, latents, cond, torch.zeros_like(cond), 5.0, gens)  # warm-up (cuDNN, allocator)
+    hidden = torch.randn(2, 77, c.unet.config.cross_attention_dim, device="cuda")
+    cond, uncond = Embeddings(hidden), Embeddings(torch.zeros_like(hidden))
+    denoise(UNetCall(c.unet), sched, latents, cond, uncond, 5.0, gens)  # warm-up (cuDNN, allocator)
     sched.set_timesteps(4)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out = denoise(c.unet, sched, latents, cond, torch.zeros_like(cond), 5.0, gens)
+        out = denoise(UNetCall(c.unet), sched, latents, cond, uncond, 5.0, gens)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(out).all()

@@ -63,7 +63,7 @@ def border_ratio(err: np.ndarray, lines: list[int], band: int) -> float:
 
 def window_borders(size: int, tile: int, factor: int) -> list[int]:
     """Output-pixel lines where a latent window starts (its first column) or ends (its last)."""
-    from latentdiff.workflows.upscale import _starts
+    from latentdiff.sampling.wrappers import _starts
 
     starts = _starts(size, tile)
     return sorted({factor * s for s in starts[1:]} | {factor * (s + tile - 1) for s in starts[:-1]})
@@ -73,7 +73,7 @@ def test_tiles_match_the_untiled_image_without_seams(upscaler, monkeypatch):
     """Tiled and untiled upscales of one image and seed differ a little everywhere (each window's
     UNet and VAE see less context), but no more on the window borders than beside them. Both
     metrics are shown to catch naive tiling: the same windows averaged with flat weights."""
-    import latentdiff.workflows.upscale
+    import latentdiff.sampling.wrappers
 
     low = noise_image((56, 56), seed=7)
     whole = np.asarray(upscaler.upscale(low, steps=3, guidance=1.0, seed=1), dtype=float)
@@ -89,7 +89,7 @@ def test_tiles_match_the_untiled_image_without_seams(upscaler, monkeypatch):
         err = tiling_error(tile)
         assert err.mean() > 0, "the tiled path must have run"
         assert err.max() < 35 and border_ratio(err, lines, 4) < 1.5, f"tile {tile}: a border shows"
-    monkeypatch.setattr(latentdiff.workflows.upscale, "_ramp", lambda h, w, device: torch.ones((1, 1, h, w), device=device))
+    monkeypatch.setattr(latentdiff.sampling.wrappers, "_ramp", lambda h, w, device: torch.ones((1, 1, h, w), device=device))
     naive = tiling_error(128)
     assert naive.max() > 35 and border_ratio(naive, borders[128], 4) > 2, "the metric must see a seam"
 

@@ -1,0 +1,64 @@
+"""The family interface: everything that differs between model families, asked of one object.
+
+A family (SD 1/2, SDXL, the x4 upscaler; a transformer family next) answers how to tell its
+models from their configs, which released configs a single file of it needs, how a prompt
+becomes its conditioning, how its network is called (the Denoiser of sampling/model_call.py),
+and how to build a tiny seeded model of it for tests. Adding a family is a module with a
+subclass of `Family` and a row in registry.py; nothing outside families/ tests for one.
+
+`components` below is the loaded model (models.components.Components or anything with the same
+fields: unet, vae, text_encoder[_2], tokenizer[_2], scheduler_config, index, upscaler).
+"""
+
+from __future__ import annotations
+
+from latentdiff.errors import ModelError
+
+
+class Family:
+    name: str = ""  # the registry key
+    label: str = ""  # what users read ("SDXL")
+    variants: tuple[str, ...] = ()  # released architectures / tiny-model kinds, the first the default
+    upscales: bool = False  # an image upscaler (the low-res image is an input), not text-to-image
+
+    # ---- detection ------------------------------------------------------------------------
+    def matches(self, unet: dict, vae: dict, index: dict) -> bool:
+        """Whether a model with these configs (denoiser, VAE, model_index.json) is of this family."""
+        raise NotImplementedError
+
+    def variant(self, components) -> str:
+        """Which of `variants` a loaded model follows (the released config its single file uses)."""
+        return self.variants[0]
+
+    # ---- offline configs ------------------------------------------------------------------
+    def released(self, variant: str, in_channels: int | None = None, prediction: str | None = None) -> dict:
+        """The released configs of `variant` (unet, vae, text_encoder[_2], scheduler, index), so a
+        single-file checkpoint loads without the hub."""
+        raise ModelError(f"no released configs are shipped for {self.label}")
+
+    def model_index(self, components, index: dict) -> dict:
+        """diffusers' model_index.json for this family, from the generic `index`."""
+        return index
+
+    # ---- generation -----------------------------------------------------------------------
+    def conditioning(self, components):
+        """The prompt encoder: `(prompts, negatives, height, width, syntax, clip_skip) -> (cond,
+        uncond)` contexts (with `check_clip_skip`, `embed`, ... as families/clip.py's Conditioning)."""
+        raise NotImplementedError
+
+    def denoiser(self, components):
+        """The model call: a sampling.model_call.Denoiser over the loaded network."""
+        raise NotImplementedError
+
+    def inpainting(self, components) -> bool:
+        """Whether the network takes a mask and the masked image's latents as extra channels."""
+        return False
+
+    def check_start(self, components) -> None:
+        """Refuse, in one line, a text-to-image or image-to-image start this model cannot make."""
+
+    # ---- tests ----------------------------------------------------------------------------
+    def tiny(self, variant: str | None = None, seed: int = 0) -> dict:
+        """A tiny seeded model of `variant`: the fields of models.components.Components (modules,
+        tokenizers, scheduler_config, ...), ready to save."""
+        raise NotImplementedError

@@ -1,0 +1,58 @@
+"""The model families, first match wins: adding a family is a module in families/ and a row here.
+
+`family_of(components)` answers for a loaded model, `family_for(unet, vae, index)` for configs
+alone (a folder not loaded yet), `FAMILIES[name]` by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from latentdiff.errors import ModelError
+from latentdiff.families.base import Family
+from latentdiff.families.sd import SD
+from latentdiff.families.sdxl import SDXL
+from latentdiff.families.upscaler import Upscaler
+
+# Order matters: the more particular families first; SD takes any other UNet on CLIP text.
+FAMILIES: dict[str, Family] = {f.name: f for f in (Upscaler(), SDXL(), SD())}
+
+
+def family_for(unet: dict, vae: dict, index: dict | None = None) -> Family:
+    """The family of a model with these configs (denoiser, VAE, model_index.json)."""
+    for family in FAMILIES.values():
+        if family.matches(unet, vae, index or {}):
+            return family
+    raise ModelError(f"no model family knows a denoiser with the config {sorted(unet)[:5]}...")
+
+
+def family_of(components) -> Family:
+    """The family of a loaded model."""
+    return family_for(dict(components.unet.config), dict(components.vae.config), components.index)
+
+
+def family_of_folder(path: Path) -> Family:
+    """The family of a diffusers-layout model folder, from its configs alone."""
+    def read(name: str) -> dict:
+        f = Path(path) / name
+        try:
+            return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot read {f}: {e}") from None
+
+    return family_for(read("unet/config.json"), read("vae/config.json"), read("model_index.json"))
+
+
+def family_named(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ModelError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def family_with_variant(variant: str) -> Family:
+    """The family one of whose `variants` (a released architecture: sd1, sd2, sdxl, ...) is `variant`."""
+    for family in FAMILIES.values():
+        if variant in family.variants:
+            return family
+    raise ModelError(f"unknown model variant {variant!r}; known: "
+                     f"{', '.join(v for f in FAMILIES.values() for v in f.variants)}")
