@@ -91,8 +91,8 @@ def move(pipe, device=None, dtype=None):
     import torch
 
     import latentdiff.config.params as params
-    from latentdiff.formats.load import cpu_dtype_pref
     from latentdiff.runtime.device import DTYPES, resolve_device, resolve_dtype, unpack_cpu_weights
+    from latentdiff.runtime.placement import cpu_dtype_pref
 
     if pipe.compiled:
         raise UsageError("a compiled pipeline cannot be moved; load it with device=..., dtype=... instead")

@@ -61,7 +61,6 @@ class GenerateConfig:
     """Textual-inversion files, each "FILE" or "FILE:TOKEN" (token: the file name by default)."""
 
     def __post_init__(self):
-        from latentdiff.formats.addons import parse
         from latentdiff.config.params import check_fields, flag_label
 
         checked = check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, flag_label)
@@ -71,7 +70,6 @@ class GenerateConfig:
         check(self.refiner_start is None or self.refiner is not None, "--refiner-start needs --refiner MODEL")
         check(self.refiner_start is None or 0 < self.refiner_start < 1,
                f"--refiner-start must be between 0 and 1 (exclusive), got {self.refiner_start}")
-        parse(self.loras, self.embeddings)  # the files exist: fail before the model loads
 
     @classmethod
     def from_image(cls, params: dict, source: str = "the --from image", **overrides) -> "GenerateConfig":

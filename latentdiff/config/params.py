@@ -164,6 +164,11 @@ def size(label: Label, name: str, value, factor: int = 1) -> int:
     return value
 
 
+def hires_size(width: int, height: int, scale: float, factor: int) -> tuple[int, int]:
+    """The hires fix's second-pass size: `scale` times the first, in multiples of `factor`."""
+    return (max(factor, round(width * scale / factor) * factor), max(factor, round(height * scale / factor) * factor))
+
+
 def steps(label: Label, value, train_timesteps: int | None = None) -> int:
     """Steps >= 1, at most MAX_STEPS and at most the model's training timesteps (DDIM, DDPM and
     PNDM cannot pick more distinct timesteps than the model was trained with)."""

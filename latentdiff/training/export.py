@@ -21,7 +21,7 @@ def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bo
     import yaml
 
     from latentdiff.config.generate import merge
-    from latentdiff.models.components import load_tokenizer
+    from latentdiff.models.assemble import load_tokenizer
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.training.outputs import save_model
     from latentdiff.training.state import TrainState, load_models, read_trainable

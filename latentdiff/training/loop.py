@@ -266,7 +266,7 @@ def _saved_tokenizer(out: Path):
     last = ckpt.latest_checkpoint(out)
     if last is None or not (last / "tokenizer").is_dir():
         return None
-    from latentdiff.models.components import load_tokenizer
+    from latentdiff.models.assemble import load_tokenizer
 
     return load_tokenizer(last / "tokenizer")
 

@@ -18,7 +18,8 @@ from latentdiff.families.conditioning import conditioning_for
 from latentdiff.errors import UsageError
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.formats.lora_merge import TEXT_TARGETS, UNET_TARGETS, add_adapters
-from latentdiff.models.components import Components, load_components
+from latentdiff.models.assemble import load_components
+from latentdiff.models.components import Components
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
 

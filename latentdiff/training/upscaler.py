@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from latentdiff.models.components import vae_scale_factor
 from latentdiff.sampling.loop import ImageCond, make_scheduler
-from latentdiff.workflows.upscale import upscaler_settings
+from latentdiff.models.components import upscaler_settings
 from latentdiff.training.batches import BatchSource
 
 

@@ -7,11 +7,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from latentdiff.config.params import hires_size
+
 HIRES_LATENT = "latent"
-
-
-def hires_size(width: int, height: int, scale: float, factor: int) -> tuple[int, int]:
-    return (max(factor, round(width * scale / factor) * factor), max(factor, round(height * scale / factor) * factor))
 
 
 def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seeds: list[int], p: dict) -> torch.Tensor:

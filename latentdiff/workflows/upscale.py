@@ -11,26 +11,15 @@ same blended windows, so memory is bounded by the tile size and no seam appears.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from latentdiff.errors import ModelError, UsageError
+from latentdiff.errors import UsageError
+from latentdiff.models.components import upscaler_settings
+from latentdiff.models.configs import own_upscaler
 from latentdiff.sampling.loop import ImageCond, denoise, make_scheduler
 
 # diffusers' StableDiffusionUpscalePipeline defaults
-UPSCALE_STEPS, UPSCALE_GUIDANCE, NOISE_LEVEL, MAX_NOISE_LEVEL = 75, 9.0, 20, 350
-
-
-def upscaler_settings(components) -> dict:
-    """The low-res scheduler config and max noise level that diffusers keeps beside the UNet (its
-    defaults where the model lacks them), the level capped by the UNet's class embedding table."""
-    settings = {"low_res_scheduler": {"_class_name": "DDPMScheduler"}, "max_noise_level": MAX_NOISE_LEVEL,
-                **components.upscaler}
-    classes = components.unet.config.num_class_embeds
-    if classes:  # the class embedding table must hold the level too
-        settings["max_noise_level"] = min(settings["max_noise_level"], int(classes) - 1)
-    return settings
+UPSCALE_STEPS, UPSCALE_GUIDANCE, NOISE_LEVEL = 75, 9.0, 20
 
 
 def with_model_upscaler(pipe, opts):
@@ -47,25 +36,15 @@ def with_model_upscaler(pipe, opts):
 def model_upscaler(pipe) -> str | None:
     """The folder of the model's own upscaler (latentdiff.json's "upscaler", inside the model folder),
     or None where it names none."""
-    from latentdiff.models.checks import confined
-
-    name = pipe.components.defaults.get("upscaler")
-    if not name or pipe.model_dir is None:
-        return None
-    folder = Path(pipe.model_dir)
-    path = confined(folder, name, f"{folder / 'latentdiff.json'} (upscaler)")
-    if not path.is_dir():
-        raise ModelError(f"{folder / 'latentdiff.json'} names the upscaler {name!r}, but {path} is not a folder; "
-                         "pass --no-upscale to generate without it")
-    return str(path.resolve())
+    return own_upscaler(pipe.model_dir, pipe.components.defaults)
 
 
 def load_upscaler(pipe, ref):
     """The upscaler `ref` (a model reference or a Pipeline) on `pipe`'s device and dtype, loaded
-    once per `pipe` and kept."""
-    from latentdiff.pipeline import Pipeline
+    once per `pipe` and kept (as a pipeline of `pipe`'s own class: workflows do not import pipeline.py)."""
     from latentdiff.runtime.device import DTYPE_NAMES
 
+    Pipeline = type(pipe)
     if isinstance(ref, Pipeline):
         return ref
     if ref is None:

@@ -8,7 +8,7 @@ import torch
 
 from latentdiff import Pipeline, UsageError
 import latentdiff.runtime.compile as accel
-from latentdiff.models.components import vae_dtype
+from latentdiff.runtime.placement import vae_dtype
 from latentdiff.sampling.loop import denoise, make_scheduler
 
 from conftest import run_cli
