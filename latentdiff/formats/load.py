@@ -21,6 +21,8 @@ from latentdiff.models.assemble import build
 from latentdiff.models.components import Components
 from latentdiff.models.configs import read_configs
 from latentdiff.runtime.placement import placement
+from latentdiff.formats.single_file import load_single_file
+from latentdiff.runtime.device import resolve_device
 
 
 @dataclass
@@ -61,9 +63,6 @@ def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings) ->
 def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool):
     """(components, placement) of a single-file checkpoint; the device is checked before the file
     is read, the dtype chosen after (the file's own defaults and UNet size pick it)."""
-    from latentdiff.formats.single_file import load_single_file
-    from latentdiff.runtime.device import resolve_device
-
     dev = resolve_device(device)
     comps = load_single_file(local, allow_pickle)
     n_params = sum(p.numel() for p in comps.unet.parameters())

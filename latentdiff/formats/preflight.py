@@ -67,6 +67,7 @@ def check_request(cfg, options) -> None:
     facts = model_facts(cfg.model, cfg.allow_pickle)
     if facts is None:
         if cfg.model is not None and Path(cfg.model).expanduser().is_file():
+            # Here, not at the top: it imports torch, which preflight.py must not pay for at start-up.
             from latentdiff.formats.single_file import check_file
 
             check_file(Path(cfg.model).expanduser())

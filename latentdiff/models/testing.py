@@ -7,6 +7,8 @@ from pathlib import Path
 from latentdiff.models.build import build_components
 from latentdiff.models.components import save_components
 from latentdiff.runtime.files import as_umask_allows
+from latentdiff.models.components import Components
+from latentdiff.prompts.tokenizer import build_tokenizer
 
 WORDS = ["a red apple", "a green pear on a table", "photo of a cat", "woman biking: dark skin tone",
          "flag: Chile", "an astronaut riding a horse", "blue sky with clouds", "smiling face with hearts"]
@@ -63,7 +65,6 @@ def make_tiny_upscaler(out: Path, seed: int = 0) -> Path:
                            UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from latentdiff.prompts.tokenizer import build_tokenizer
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -111,8 +112,6 @@ def make_tiny_sdxl(out: Path, refiner: bool = False, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from latentdiff.models.components import Components
-    from latentdiff.prompts.tokenizer import build_tokenizer
 
     arch = tiny_arch("sd1")
     torch.manual_seed(seed)

@@ -22,6 +22,8 @@ from latentdiff.models.assemble import load_components
 from latentdiff.models.components import Components
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
+from latentdiff.runtime.compile import adamw_kwargs
+from latentdiff.training.lr_schedule import make_lr_schedule
 
 
 @dataclass
@@ -102,7 +104,6 @@ def make_optimizer(params: list, cfg: FinetuneConfig):
         except ImportError:
             raise UsageError("--use-8bit-adam needs bitsandbytes: pip install bitsandbytes") from None
         return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    from latentdiff.runtime.compile import adamw_kwargs
 
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **adamw_kwargs(torch.cuda.is_available()))
 
@@ -144,8 +145,6 @@ class TrainState:
     @classmethod
     def create(cls, cfg: FinetuneConfig, setup: Setup) -> "TrainState":
         """Open the trainable part of `setup` per `cfg` (LoRA or full) and build its optimizer."""
-        from latentdiff.training.lr_schedule import make_lr_schedule
-
         modules = make_trainable(setup, cfg)
         params = named_trainable(modules)
         optimizer = make_optimizer(list(params.values()), cfg)

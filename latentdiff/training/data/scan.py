@@ -17,7 +17,7 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable
 
 from latentdiff.errors import UsageError
 from latentdiff.images.read import MAX_PIXELS, BadImageError, load_image
