@@ -17,9 +17,8 @@ from latentdiff.models.components import Components
 from latentdiff.models.configs import (INDEX_OPTIONS, TEXT_PARTS, ModelConfigs, component_config, read_configs,
                                        read_index, text_config, text_encoder_class)
 from latentdiff.models.files import first_line
-from latentdiff.models.weights import fill, load_component_state, stored_values
+from latentdiff.models.weights import assign, fill, stored_values
 from latentdiff.runtime.libraries import quiet_libraries
-from latentdiff.runtime.memory import allocation_errors
 
 
 def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
@@ -74,10 +73,7 @@ def _build(cls, config, component_dir: Path, stored: tuple, allow_pickle: bool, 
         # Buffers that checkpoints do not store (CLIP's position_ids) need real values: build again.
         with init_empty_weights(include_buffers=False):
             module = construct(cls, config)
-    with allocation_errors(f"loading the weights in {component_dir}", "free some memory, or load in fp16/bf16"):
-        sd = load_component_state(component_dir, allow_pickle, device="cpu" if device == "mps" else device,
-                                  dtype=dtype, channels_last=channels_last)
-    return fill(module, sd, component_dir).eval().requires_grad_(False)
+    return assign(module, component_dir, allow_pickle, device, dtype, channels_last).eval().requires_grad_(False)
 
 
 def build_on_meta(cls, config, path: Path):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError
 from latentdiff.models.files import confined, read_json_object
+from latentdiff.runtime.memory import allocation_errors
 
 SAFETENSORS, PICKLE_ZIP, PICKLE_RAW, UNKNOWN = "safetensors", "pickle-zip", "pickle", "unknown"
 PICKLE_FLAG = "--allow-pickle"
@@ -193,6 +194,16 @@ def load_component_state(component_dir: Path, allow_pickle: bool = False, device
     for f in find_weight_files(component_dir):
         sd.update(load_state_dict(f, allow_pickle, device, dtype, channels_last))
     return sd
+
+
+def assign(module, component_dir: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
+           channels_last: bool = False):
+    """Fill a meta-initialised module with the weights on disk (floating tensors cast to `dtype`,
+    conv weights laid out channels_last, as they are read); refuse any mismatch."""
+    with allocation_errors(f"loading the weights in {component_dir}", "free some memory, or load in fp16/bf16"):
+        sd = load_component_state(component_dir, allow_pickle, device="cpu" if device == "mps" else device,
+                                  dtype=dtype, channels_last=channels_last)
+    return fill(module, sd, component_dir)
 
 
 def fill(module, sd: dict, where):

@@ -11,8 +11,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from latentdiff.errors import LatentDiffError
-from latentdiff.errors import UsageError
+from latentdiff.errors import LatentDiffError, UsageError
 
 LIVE_TENSORS = 3  # a layer's input, output and one temporary (GroupNorm/upsample/conv) coexist
 _ALLOC_FAILURE = re.compile(r"can't allocate memory|out of memory|not enough memory|alloc.* failed", re.I)
