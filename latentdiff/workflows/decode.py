@@ -9,14 +9,13 @@ import torch
 
 from latentdiff.errors import LatentDiffError
 from latentdiff.runtime.device import DTYPE_NAMES
+from latentdiff.workflows.upscale import blend_windows
 
 
 @torch.no_grad()
 def decode_latents(vae, latents: torch.Tensor, scale_factor: int, tile: int | None = None) -> torch.Tensor:
     """Latents -> pixels in [-1, 1]. `tile` (latent pixels): decode in blended windows
     (upscale.blend_windows) to bound memory; None decodes in one piece."""
-    from latentdiff.workflows.upscale import blend_windows
-
     z = latents / vae.config.scaling_factor
 
     def run(z):  # in one piece (one window covers it all), or in blended windows of `tile`

@@ -14,9 +14,13 @@ from __future__ import annotations
 import torch
 
 from latentdiff.errors import UsageError
+from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.models.components import upscaler_settings
 from latentdiff.models.configs import own_upscaler
+from latentdiff.runtime.device import DTYPE_NAMES, torch_threads
 from latentdiff.sampling.loop import ImageCond, denoise, make_scheduler
+from latentdiff.workflows.source import pad, pixel_hash, read_picture
+from latentdiff.workflows.start import to_tensor
 
 # diffusers' StableDiffusionUpscalePipeline defaults
 UPSCALE_STEPS, UPSCALE_GUIDANCE, NOISE_LEVEL = 75, 9.0, 20
@@ -42,8 +46,6 @@ def model_upscaler(pipe) -> str | None:
 def load_upscaler(pipe, ref):
     """The upscaler `ref` (a model reference or a Pipeline) on `pipe`'s device and dtype, loaded
     once per `pipe` and kept (as a pipeline of `pipe`'s own class: workflows do not import pipeline.py)."""
-    from latentdiff.runtime.device import DTYPE_NAMES
-
     Pipeline = type(pipe)
     if isinstance(ref, Pipeline):
         return ref
@@ -65,10 +67,6 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
     """`image` (a path or PIL image) upscaled by the upscaler `pipe`: a PIL image with metadata.
     Steps, guidance and noise level left out are the upscaler's latentdiff.json values, else
     diffusers' defaults for StableDiffusionUpscalePipeline."""
-    from latentdiff.images.write import a1111_line, to_pil
-    from latentdiff.workflows.source import pad, pixel_hash, read_picture
-    from latentdiff.workflows.start import to_tensor
-
     low, path = read_picture(image, "image to upscale")
     c = pipe.components
     settings = upscaler_settings(c)
@@ -119,8 +117,6 @@ def _check_args(steps, guidance, noise_level, max_level, seed, tile) -> None:
 
 
 def torch_threads_of(pipe):
-    from latentdiff.runtime.device import torch_threads
-
     return torch_threads(pipe._threads)
 
 
