@@ -2,6 +2,11 @@
 climbs back into a module it has already been in (the structure goal of issue 15).
 
     python benchmarks/call_walk.py [--method lora|full] [--steps 2] [--validate] [--all]
+    python benchmarks/call_walk.py --command generate
+
+`--command generate` walks `Pipeline.from_pretrained(model)` and one 2-step 64x64 generate call on a
+tiny SD1 model (latentdiff.models.testing.make_tiny_model), following every module (as `--all`),
+with pipeline.py as the hub: the loading trip of issue 23 should go down once.
 
 The walk (a reader's walk, not a profile):
 - `sys.setprofile` records every call of a function defined under latentdiff/ while
@@ -43,9 +48,9 @@ def module_of(filename: str) -> str | None:
 class FirstCallTree:
     """sys.setprofile hook: latentdiff functions, each under the function that first called it."""
 
-    def __init__(self, root_code):
-        self.root = root_code
-        self.children: dict = {root_code: []}
+    def __init__(self, *root_codes):
+        self.roots = root_codes
+        self.children: dict = {code: [] for code in root_codes}
 
     def __call__(self, frame, event, arg):
         code = frame.f_code
@@ -71,7 +76,8 @@ class FirstCallTree:
                 out.append((depth, code, child))
                 visit(child, depth + (child.co_filename != code.co_filename))
 
-        visit(self.root, 0)
+        for root in self.roots:
+            visit(root, 0)
         return out
 
 
@@ -120,14 +126,37 @@ def _run(args, tmp: Path) -> FirstCallTree:
     return tree
 
 
+def run_generate() -> FirstCallTree:
+    """The tree of `Pipeline.from_pretrained` and one generate call on a tiny SD1 model."""
+    from latentdiff.models.testing import make_tiny_model
+    from latentdiff.pipeline import Pipeline
+
+    with tempfile.TemporaryDirectory(prefix="call-walk-") as tmp:
+        model = make_tiny_model(Path(tmp) / "model")
+        tree = FirstCallTree(Pipeline.from_pretrained.__func__.__code__, Pipeline.__call__.__code__)
+        sys.setprofile(tree)
+        try:
+            pipe = Pipeline.from_pretrained(str(model), device="cpu")
+            pipe.progress = False
+            pipe("a red apple", steps=2, width=64, height=64, seed=0)
+        finally:
+            sys.setprofile(None)
+    return tree
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--command", default="finetune", choices=("finetune", "generate"))
     p.add_argument("--method", default="lora", choices=("lora", "full"))
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--validate", action="store_true", help="also write validation images at the last step")
     p.add_argument("--report-to", default="none")
     p.add_argument("--all", action="store_true", help="follow calls into every latentdiff module, not only training/")
     args = p.parse_args()
+    if args.command == "generate":
+        print("pipeline.py: Pipeline.from_pretrained, Pipeline.__call__")
+        print(" ".join(f"{k}={v}" for k, v in report(run_generate().calls(""), "pipeline.py").items()))
+        return
     calls = run(args).calls("" if args.all else "training/")
     print("training/loop.py: finetune")
     print(" ".join(f"{k}={v}" for k, v in report(calls, "training/loop.py").items()))

@@ -170,11 +170,12 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
 def main():
     args = ARGS
     # Import both libraries up front so each pipeline's load_rss_mib counts its weights, not imports.
-    from diffusers import StableDiffusionPipeline  # noqa: F401
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # noqa: F401
+    from transformers import CLIPTextConfig, CLIPTextModel  # noqa: F401
 
-    from latentdiff.models.components import _classes
+    from latentdiff.runtime.libraries import quiet_libraries
 
-    _classes()
+    quiet_libraries()
     meta = common.machine()
     meta["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "(default)")
     if args.case == "small":

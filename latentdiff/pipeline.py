@@ -13,7 +13,8 @@ import latentdiff.config.params as params
 from latentdiff.errors import UsageError
 from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.runtime.memory import allocation_errors
-from latentdiff.models.components import Components, save_components, vae_dtype, vae_scale_factor
+from latentdiff.models.components import Components, save_components, vae_scale_factor
+from latentdiff.runtime.placement import vae_dtype
 from latentdiff.runtime.device import (cpu_threads_for, prepack_cpu_weights, torch_threads,
                       use_channels_last, wants_channels_last, wants_prepacked_weights)
 from latentdiff.families.registry import family_of

@@ -4,6 +4,7 @@ parameters, `generator=` where it maps exactly onto a seed, and `Pipeline.to(dev
 from __future__ import annotations
 
 from latentdiff.errors import UsageError
+import latentdiff.config.params as params
 
 # diffusers' name -> ours (negative_prompt, width, height, strength, image, clip_skip are the same)
 DIFFUSERS_NAMES = {"num_inference_steps": "steps", "guidance_scale": "guidance",
@@ -43,8 +44,6 @@ def our_names(named: dict, options: dict, image_options: set[str]) -> tuple[dict
 def call_arguments(n_prompts: int, steps, guidance, seed, num_images, options: dict, image_options: set[str]):
     """(steps, guidance, seed, num_images, image options) of a call written with our names or
     diffusers' (`generator` becomes the seed it stands for)."""
-    import latentdiff.config.params as params
-
     named, options = our_names(dict(steps=steps, guidance=guidance, seed=seed, num_images=num_images), options,
                                image_options)
     if "generator" in named:
@@ -90,9 +89,9 @@ def move(pipe, device=None, dtype=None):
     its config asks to be upcast, as at load time); the refiner and loaded upscalers follow."""
     import torch
 
-    import latentdiff.config.params as params
-    from latentdiff.formats.load import cpu_dtype_pref
+    # Here, not at the top: they import torch, which api_compat.py (read by the CLI) must not pay for at start-up.
     from latentdiff.runtime.device import DTYPES, resolve_device, resolve_dtype, unpack_cpu_weights
+    from latentdiff.runtime.placement import cpu_dtype_pref
 
     if pipe.compiled:
         raise UsageError("a compiled pipeline cannot be moved; load it with device=..., dtype=... instead")

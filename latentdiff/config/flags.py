@@ -19,6 +19,7 @@ import math
 import textwrap
 
 from latentdiff.errors import UsageError
+from latentdiff.config.generate import read_prompts_file
 
 _INT64 = 2**63
 
@@ -99,8 +100,6 @@ def _optional(parse):
 
 
 def _read_lines(path: str) -> list[str]:
-    from latentdiff.config.generate import read_prompts_file
-
     return read_prompts_file(path)
 
 

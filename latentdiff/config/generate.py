@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from latentdiff.errors import UsageError
+from latentdiff.config.params import check_fields, flag_label, recorded_label
 
 
 def check(ok: bool, msg: str) -> None:
@@ -61,9 +62,6 @@ class GenerateConfig:
     """Textual-inversion files, each "FILE" or "FILE:TOKEN" (token: the file name by default)."""
 
     def __post_init__(self):
-        from latentdiff.formats.addons import parse
-        from latentdiff.config.params import check_fields, flag_label
-
         checked = check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, flag_label)
         for name, value in checked.items():
             setattr(self, name, value)
@@ -71,14 +69,11 @@ class GenerateConfig:
         check(self.refiner_start is None or self.refiner is not None, "--refiner-start needs --refiner MODEL")
         check(self.refiner_start is None or 0 < self.refiner_start < 1,
                f"--refiner-start must be between 0 and 1 (exclusive), got {self.refiner_start}")
-        parse(self.loras, self.embeddings)  # the files exist: fail before the model loads
 
     @classmethod
     def from_image(cls, params: dict, source: str = "the --from image", **overrides) -> "GenerateConfig":
         """Rebuild a config from a PNG's recorded parameters (checked like the flags, each error
         naming `source`); explicit flags override them."""
-        from latentdiff.config.params import check_fields, recorded_label
-
         recorded = {
             "prompts": [params.get("prompt")],
             "model": params.get("model"),

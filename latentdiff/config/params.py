@@ -13,6 +13,8 @@ import re
 from typing import Callable
 
 from latentdiff.errors import UsageError
+from latentdiff.prompts.syntax import SYNTAXES
+from latentdiff.sampling.schedulers import check_scheduler_name
 
 # Steps and guidance for a model whose latentdiff.json recommends none (diffusers' SD defaults are 50/7.5)
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
@@ -115,6 +117,7 @@ def compile_value(label: Label, name: str, value):
         return value
     if not isinstance(value, str):
         _fail(label, name, "True, False or a compile mode name", value)
+    # Here, not at the top: it imports torch, which params.py must not pay for at start-up.
     from latentdiff.runtime.compile import compile_mode
 
     return compile_mode(value)
@@ -133,8 +136,6 @@ def device(label: Label, value) -> str:
 
 
 def scheduler(label: Label, value) -> str | None:
-    from latentdiff.sampling.schedulers import check_scheduler_name
-
     if value is None:
         return None
     if not isinstance(value, str):
@@ -162,6 +163,11 @@ def size(label: Label, name: str, value, factor: int = 1) -> int:
         hint = f"try {lo} or {hi}" if lo else f"try {hi}"
         raise UsageError(f"{label(name)} {value} is not a multiple of {factor}; {hint}")
     return value
+
+
+def hires_size(width: int, height: int, scale: float, factor: int) -> tuple[int, int]:
+    """The hires fix's second-pass size: `scale` times the first, in multiples of `factor`."""
+    return (max(factor, round(width * scale / factor) * factor), max(factor, round(height * scale / factor) * factor))
 
 
 def steps(label: Label, value, train_timesteps: int | None = None) -> int:
@@ -199,8 +205,6 @@ def _paths(label: Label, name: str, value) -> list[str]:
 
 
 def prompt_syntax(label: Label, value) -> str:
-    from latentdiff.prompts.syntax import SYNTAXES
-
     if not isinstance(value, str) or value not in SYNTAXES:
         raise UsageError(f"{label('prompt_syntax')} must be one of: {', '.join(SYNTAXES)}; got {_short(value)}")
     return value

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import latentdiff.models.assemble as assemble
+import latentdiff.models.hub as hub
 from latentdiff.errors import ModelError, UsageError
+from latentdiff.formats.ldm_keys import layout_problem
+from latentdiff.formats.lora_merge import lora_base
+from latentdiff.formats.preflight import shown_path
+from latentdiff.formats.single_file import load_single_file, save_single_file
+from latentdiff.models.components import save_components
+from latentdiff.models.configs import check_model_dir
+from latentdiff.models.files import read_json_object
+from latentdiff.runtime.device import DTYPES
 
 USE_FOLDER = "use the folder as it is (latentdiff --model, diffusers' from_pretrained)"
 
 
 def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> Path:
-    import latentdiff.models.hub as hub
-    from latentdiff.models.components import load_components, save_components
-    from latentdiff.runtime.device import DTYPES
-    from latentdiff.formats.single_file import load_single_file, save_single_file
-
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if dst.exists():
         raise UsageError(f"{dst} already exists; convert never overwrites, choose another destination")
@@ -25,8 +30,9 @@ def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> P
         if dst.suffix != ".safetensors":
             raise UsageError(f"a folder converts to one .safetensors file; {dst} should end in .safetensors")
         _refuse_lora(src)
-        _check_layout(hub.check_model_dir(src))  # from its config, before any weights are read
-        comps = load_components(src, allow_pickle)
+        check_model_dir(src)
+        _check_layout(src)  # from its config, before any weights are read
+        comps = assemble.load_components(src, allow_pickle)
         try:
             return save_single_file(comps, dst, DTYPES.get(dtype))
         except ModelError as e:
@@ -49,18 +55,11 @@ def _check_layout(folder: Path) -> None:
 
 
 def _layout_problem(folder: Path) -> str | None:
-    from latentdiff.models.checks import read_json_object
-    from latentdiff.formats.ldm_keys import layout_problem
-
     return layout_problem(read_json_object(folder / "unet" / "config.json", "unet"))
 
 
 def _refuse_lora(folder: Path) -> None:
     """A LoRA folder is no model; say so, and whether its base can reach A1111 at all."""
-    import latentdiff.models.hub as hub
-    from latentdiff.formats.lora_merge import lora_base
-    from latentdiff.formats.preflight import shown_path
-
     base = lora_base(folder)
     if base is None:
         return

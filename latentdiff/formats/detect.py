@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latentdiff.errors import ModelError
-
-SUPPORTED = "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants"
+from latentdiff.models.configs import SUPPORTED
 UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
 # (what it is, a name prefix or fragment that only it has); checked in order
 _FOREIGN = [
@@ -81,24 +80,3 @@ def describe(names: list[str]) -> str:
     if any(k.startswith(("down_blocks.", "conv_in.")) for k in names):
         return "a diffusers component alone (a UNet?), not a whole model"
     return f"an unknown set of {len(names)} tensors" if names else "an empty checkpoint"
-
-
-def describe_folder(path: Path) -> str | None:
-    """What a folder that is not an SD/SDXL diffusers model holds, when it can be told."""
-    cls = _class_name(path / "model_index.json")
-    if cls is not None:
-        sd = cls.startswith(("StableDiffusionPipeline", "StableDiffusionXL", "StableDiffusionInpaint",
-                             "StableDiffusionImg2Img", "StableDiffusionUpscale"))
-        return None if sd or not cls else f"a {cls} model"
-    cls = _class_name(path / "config.json")
-    return f"a lone {cls} component, not a whole model" if cls else None
-
-
-def _class_name(config: Path) -> str | None:
-    """The `_class_name` a diffusers JSON config names ("" if none); None without a readable file."""
-    if not config.is_file():
-        return None
-    try:
-        return str(json.loads(config.read_text(encoding="utf-8")).get("_class_name", ""))
-    except (OSError, ValueError, AttributeError):
-        return None

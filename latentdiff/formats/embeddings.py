@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latentdiff.errors import ModelError, UsageError
+from latentdiff.models.fingerprint import short_hash
+from latentdiff.models.weights import load_state_dict
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,6 @@ def parse_spec(text: str) -> EmbeddingSpec:
 def read_vectors(path: Path) -> dict[str, "torch.Tensor"]:  # noqa: F821
     """{name: (n, D)} vectors of an embedding file ("*" for a single-encoder file)."""
     import torch
-
-    from latentdiff.models.weights import load_state_dict
 
     sd = load_state_dict(path, allow_pickle=True)  # pickle only through weights_only (see the docstring)
     if isinstance(sd.get("string_to_param"), dict):  # A1111 .pt
@@ -85,8 +85,6 @@ def add_embedding(spec: EmbeddingSpec, encoders: list[tuple]) -> list[str]:
 
 def describe(spec: EmbeddingSpec, tokens: list[str]) -> dict:
     """What an image records (A1111's "TI hashes" entry: the whole file's sha256, 12 hex)."""
-    from latentdiff.models.fingerprint import short_hash
-
     return {"token": spec.token, "hash": short_hash(spec.path, whole_file=True), "vectors": len(tokens),
             "path": str(spec.path.resolve())}
 

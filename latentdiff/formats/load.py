@@ -1,5 +1,9 @@
 """Where a model comes from: a folder, a single file, a hub id, a LoRA run or the shipped
-default, with its VAE swap, LoRA files and embeddings, loaded into the compute dtype."""
+default, with its VAE swap, LoRA files and embeddings, loaded into the compute dtype.
+
+The trip goes down once: the request checked, the reference resolved to a folder (models/hub.py),
+every config read and checked (models/configs.py), the device and dtype chosen (runtime/device.py),
+the modules built and their weights assigned (models/assemble.py), then the files added to them."""
 
 from __future__ import annotations
 
@@ -8,14 +12,17 @@ from pathlib import Path
 
 import torch
 
-import latentdiff.models.hub as hub
 import latentdiff.config.params as params
-from latentdiff.models.components import Components, load_components, read_defaults
-from latentdiff.runtime.device import resolve_device, resolve_dtype, wants_channels_last
-from latentdiff.models.weights import parameter_count
-
-# Below this UNet size bf16's conversions cost more than its faster matmuls save on CPU.
-CPU_BF16_MIN_PARAMS = 50_000_000
+import latentdiff.models.hub as hub
+from latentdiff.formats import addons
+from latentdiff.formats.lora import LoraSpec, apply_loras, describe
+from latentdiff.formats.lora_merge import lora_base
+from latentdiff.models.assemble import build
+from latentdiff.models.components import Components
+from latentdiff.models.configs import read_configs
+from latentdiff.runtime.placement import placement
+from latentdiff.formats.single_file import load_single_file
+from latentdiff.runtime.device import resolve_device
 
 
 @dataclass
@@ -31,66 +38,54 @@ class Loaded:
 
 def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings) -> Loaded:
     """Everything `Pipeline.from_pretrained` takes, checked and loaded (see its docstring)."""
-    from latentdiff.formats import addons
-
     given = params.check_fields(dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle,
                                      compile=compile), params.api_label)
     model, device, dtype = given["model"], given["device"], given["dtype"]
     lora_specs, embedding_specs = addons.parse(loras, embeddings)
     local = Path(model).expanduser() if model is not None else None
-    dev = resolve_device(device)
     if local is not None and local.is_file():
-        from latentdiff.formats.single_file import load_single_file
-
-        comps, path = load_single_file(local, allow_pickle), local
-        n_params = sum(p.numel() for p in comps.unet.parameters())
-        target = resolve_dtype(dtype, dev, cpu_dtype_pref(comps.defaults, n_params))
+        (comps, place), path, base = _load_file(local, device, dtype, allow_pickle), local, None
     else:
-        comps, path, target = _load_folder(local, model, dev, dtype, allow_pickle, merge=bool(lora_specs))
+        comps, path, place, base = _load_folder(local, model, device, dtype, allow_pickle, merge=bool(lora_specs))
     if vae is not None:
+        # Here, not at the top: a VAE file is rare, and its converter imports diffusers' single-file code.
         from latentdiff.formats.vae import load_vae_ref
 
         comps.vae = load_vae_ref(vae, comps.vae.config, allow_pickle)
     added = addons.apply(comps, lora_specs, embedding_specs, allow_pickle)
-    from latentdiff.formats.lora_merge import is_lora_folder
-
-    if local is not None and local.is_dir() and is_lora_folder(local):
-        from latentdiff.formats.lora import LoraSpec, describe
-
+    if base is not None:
         added.model_lora = describe(LoraSpec(local))
     ref = str(local.resolve()) if local is not None and local.exists() else model
     vae_ref = None if vae is None else str(Path(vae).expanduser().resolve())
-    return Loaded(comps, dev, target, ref, path, added, vae_ref)
+    return Loaded(comps, place.device, place.dtype, ref, path, added, vae_ref)
 
 
-def _load_folder(local: Path | None, model, dev: torch.device, dtype: str, allow_pickle: bool, merge: bool = False):
+def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool):
+    """(components, placement) of a single-file checkpoint; the device is checked before the file
+    is read, the dtype chosen after (the file's own defaults and UNet size pick it)."""
+    dev = resolve_device(device)
+    comps = load_single_file(local, allow_pickle)
+    n_params = sum(p.numel() for p in comps.unet.parameters())
+    return comps, placement(dev, dtype, comps.defaults, n_params, dict(comps.vae.config))
+
+
+def _load_folder(local: Path | None, model, device: str, dtype: str, allow_pickle: bool, merge: bool = False):
     """Components of a diffusers folder, hub id, LoRA folder or the default model, loaded
     straight into the compute dtype where the weights allow (not when LoRA files will be
-    merged: `merge`); with the model's path and dtype."""
-    from latentdiff.formats.lora_merge import apply_lora, lora_base
-
+    merged: `merge`); with the model's path, its placement and the LoRA folder's base (or None)."""
     base = lora_base(local) if local is not None and local.is_dir() else None
-    path = hub.resolve(None if base == "default" else (base or model), allow_pickle)
-    defaults = {**read_defaults(path), **(read_defaults(local) if base is not None else {})}
-    n_params = parameter_count(path / "unet")  # from safetensors headers; None for pickle files
-    target = resolve_dtype(dtype, dev, cpu_dtype_pref(defaults, n_params))
+    path = hub.locate(None if base == "default" else (base or model), allow_pickle)
+    cfgs = read_configs(path, defaults_from=local if base is not None else None)  # the LoRA's defaults win
+    place = placement(device, dtype, cfgs.defaults, cfgs.unet_params, cfgs.vae)  # unet_params: None for pickle files
     # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
     # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
-    early = base is None and not merge and n_params is not None
-    comps = load_components(path, allow_pickle, device="cpu" if dev.type == "mps" else str(dev),
-                            dtype=target if early else None,
-                            channels_last=early and wants_channels_last(dev, target))
+    early = base is None and not merge and cfgs.unet_params is not None
+    comps = build(cfgs, allow_pickle, device="cpu" if place.device.type == "mps" else str(place.device),
+                  dtype=place.dtype if early else None, vae_dtype=place.vae_dtype if early else None,
+                  channels_last=early and place.channels_last)
     if base is not None:
-        apply_lora(comps, local, allow_pickle)
-        comps.defaults = defaults  # the base's defaults, overridden by the LoRA's
-    if n_params is None:
+        apply_loras(comps, [LoraSpec(local)], allow_pickle)
+    if cfgs.unet_params is None:
         n_params = sum(p.numel() for p in comps.unet.parameters())
-        target = resolve_dtype(dtype, dev, cpu_dtype_pref(defaults, n_params))
-    return comps, path, target
-
-
-def cpu_dtype_pref(defaults: dict, unet_params: int | None) -> str | None:
-    """The model's recorded CPU dtype, else fp32 for UNets too small to gain from bf16."""
-    if defaults.get("cpu_dtype"):
-        return defaults["cpu_dtype"]
-    return "fp32" if unet_params is not None and unet_params < CPU_BF16_MIN_PARAMS else None
+        place = placement(place.device, dtype, cfgs.defaults, n_params, cfgs.vae)
+    return comps, path, place, base

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.formats.lora_merge import lora_file
+from latentdiff.models.fingerprint import short_hash
+from latentdiff.models.weights import load_state_dict
 
 
 # File names every run used to share: they name no LoRA in particular.
@@ -58,16 +60,12 @@ def parse_spec(text: str, flag: str = "--lora") -> LoraSpec:
 
 def describe(spec: LoraSpec) -> dict:
     """What an image records about a LoRA it was made with (A1111's "Lora hashes" entry)."""
-    from latentdiff.models.fingerprint import short_hash
-
     return {"name": spec.name, "hash": short_hash(spec.file), "scale": spec.scale, "path": str(spec.path.resolve())}
 
 
 def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False) -> None:
     """Merge each LoRA into the weights of `components` with its scale. A scale of 0 is
     checked (the file must fit the model) but leaves the weights exactly as they were."""
-    from latentdiff.models.weights import load_state_dict
-
     if not specs:
         return
     host = _host(components)
@@ -106,6 +104,7 @@ def _host(components):
     maps kohya's `lora_te1_`/`lora_te2_` and SGM block names (`input_blocks_4_1_...`) too."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    # Here, not at the top: they import torch, which lora.py must not pay for at start-up.
     from latentdiff.families.registry import family_of
     from latentdiff.sampling.loop import make_scheduler
 

@@ -1,5 +1,6 @@
 """LoRA adapters (Hu et al. 2021) through peft: add them for training, save them in the file
-layout diffusers' `load_lora_weights` reads, and apply a saved LoRA to a loaded model."""
+layout diffusers' `load_lora_weights` reads, and find a saved LoRA's weights file and base model
+(formats/lora.py merges it into a loaded model)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import warnings
 from pathlib import Path
 
 from latentdiff.errors import ModelError
+from latentdiff.models.checks import check_defaults
+from latentdiff.models.files import confined, read_json_object
+from latentdiff.models.fingerprint import model_hash
 from latentdiff.runtime.files import as_umask_allows
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -59,8 +63,6 @@ def base_record(base_model: str | None, out: Path) -> dict:
     local = Path(base_model)
     if not local.is_dir():
         return {"base_model": base_model}
-    from latentdiff.models.fingerprint import model_hash
-
     local = local.resolve()
     return {"base_model": str(local), "base_model_relative": os.path.relpath(local, Path(out).resolve()),
             "base_model_hash": model_hash(local)}
@@ -77,8 +79,6 @@ def lora_base(path: Path) -> str | None:
     if not is_lora_folder(path):
         return None
     meta = path / "latentdiff.json"
-    from latentdiff.models.checks import check_defaults, read_json_object
-
     info = check_defaults(read_json_object(meta, "LoRA"), meta)
     base = info.get("base_model")
     if not base:
@@ -103,22 +103,12 @@ def lora_file(folder: Path) -> Path:
     meta = Path(folder) / "latentdiff.json"
     if not meta.is_file():
         return Path(folder) / LORA_FILE
-    from latentdiff.models.checks import check_defaults, confined, read_json_object
-
     name = check_defaults(read_json_object(meta, "LoRA"), meta).get("lora") or LORA_FILE
     return confined(Path(folder), name, str(meta))
 
 
 def _check_base_hash(base: Path, expected: str | None, lora: Path) -> None:
-    from latentdiff.models.fingerprint import model_hash
-
     if expected and model_hash(base) != expected:
         warnings.warn(f"the base model at {base} is not the one LoRA {lora} was trained on (hash {model_hash(base)}, "
                       f"expected {expected}); the result may differ", stacklevel=3)
 
-
-def apply_lora(components, path: Path, allow_pickle: bool = False) -> None:
-    """Merge a saved LoRA folder into the model's weights (fused: no inference overhead)."""
-    from latentdiff.formats.lora import LoraSpec, apply_loras
-
-    apply_loras(components, [LoraSpec(path)], allow_pickle)

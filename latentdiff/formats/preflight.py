@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import latentdiff.config.params as params
+import latentdiff.models.configs as configs
+import latentdiff.models.hub as hub
+from latentdiff.errors import UsageError
+from latentdiff.formats import addons
+from latentdiff.formats.lora_merge import lora_base
+from latentdiff.models.configs import ModelFacts
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".gguf")
 LOADED_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
@@ -22,57 +27,18 @@ LOADED_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 AREA_NOTE_RATIO = 2.0
 
 
-@dataclass(frozen=True)
-class ModelFacts:
-    path: Path  # the model folder the weights come from
-    factor: int  # pixels per latent pixel (the VAE's downscale)
-    native: int  # side in pixels of the images the model was trained at: UNet sample_size x factor
-    train_timesteps: int | None
-    defaults: dict  # latentdiff.json
-    unet: dict
-    vae: dict
-    text_layers: int | None  # the fewest layers of its text encoders (clip skip's bound)
-
-
 def model_facts(model, allow_pickle: bool = False) -> ModelFacts | None:
     """The facts of a local model folder, a LoRA folder's local base or the shipped default model;
     None where only loading can tell (a single file, a hub id, an upscaler, an odd config, which
     loading then refuses with its own message). A folder that is no model is refused here."""
-    import latentdiff.models.hub as hub
-    from latentdiff.models.checks import MAX_TRAIN_TIMESTEPS, read_json_object
-    from latentdiff.models.components import TEXT_PARTS, read_defaults
-
     path = _folder_of(model)
     if path is None:
         return None
-    path = hub.resolve(path if path != "default" else None, allow_pickle)
-    unet = read_json_object(path / "unet" / "config.json", "unet")
-    vae = read_json_object(path / "vae" / "config.json", "vae")
-    sample = unet.get("sample_size")
-    # Anything odd (or huge): None, and loading says what is wrong.
-    if not (_counts(vae.get("block_out_channels"), 65_536) and _counts(unet.get("block_out_channels"), 65_536)
-            and _counts([sample])):
-        return None
-    factor = 2 ** (len(vae["block_out_channels"]) - 1)
-    # Read raw: loading's check of the scheduler config builds one, and importing diffusers takes seconds.
-    timesteps = read_json_object(path / "scheduler" / "scheduler_config.json", "scheduler").get("num_train_timesteps")
-    timesteps = timesteps if _counts([timesteps], MAX_TRAIN_TIMESTEPS) else None
-    layers = [read_json_object(path / te / "config.json", "text encoder").get("num_hidden_layers")
-              for te, _ in TEXT_PARTS if (path / te / "config.json").is_file()]
-    text_layers = min(layers) if layers and _counts(layers) else None
-    return ModelFacts(path, factor, sample * factor, timesteps, read_defaults(path), unet, vae, text_layers)
-
-
-def _counts(values, limit: int = 1_000_000) -> bool:
-    """A short list of whole numbers from 1 to `limit`."""
-    return isinstance(values, list) and 0 < len(values) <= 16 and all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= limit for v in values)
+    return configs.model_facts(hub.locate(path if path != "default" else None, allow_pickle))
 
 
 def _folder_of(model) -> Path | str | None:
     """The local folder holding `model`'s weights ("default": the shipped model), or None."""
-    from latentdiff.formats.lora_merge import lora_base
-
     if model is None:
         return "default"
     local = Path(model).expanduser()
@@ -92,25 +58,26 @@ def check_request(cfg, options) -> None:
     that is no VAE, a side that is no multiple of the VAE factor, more steps than training
     timesteps, an image whose denoising cannot fit in memory (the estimate of `resources.py`; not
     with an init image, whose own size counts). The pipeline checks it all again after loading."""
+    addons.parse(cfg.loras, cfg.embeddings)  # the files exist
     if cfg.vae is not None:
+        # Here, not at the top: it imports torch, which the refusals before it must not wait for.
         from latentdiff.formats.vae import check_vae_ref
 
         check_vae_ref(cfg.vae)
     facts = model_facts(cfg.model, cfg.allow_pickle)
     if facts is None:
         if cfg.model is not None and Path(cfg.model).expanduser().is_file():
+            # Here, not at the top: it imports torch, which preflight.py must not pay for at start-up.
             from latentdiff.formats.single_file import check_file
 
             check_file(Path(cfg.model).expanduser())
         return
-    from latentdiff.workflows.hires import hires_size
-
     _check_model_options(cfg, facts)
     label = params.flag_label
     width = params.size(label, "width", cfg.width, facts.factor) if cfg.width is not None else facts.native
     height = params.size(label, "height", cfg.height, facts.factor) if cfg.height is not None else facts.native
     if options.hires:
-        width, height = hires_size(width, height, options.hires, facts.factor)
+        width, height = params.hires_size(width, height, options.hires, facts.factor)
     if options.image is None:
         _check_memory(cfg, facts, width, height)
 
@@ -118,8 +85,6 @@ def check_request(cfg, options) -> None:
 def _check_model_options(cfg, facts: ModelFacts) -> None:
     """The model given is a text-to-image one; --steps and --clip-skip suit it. (The scheduler's
     own check of the steps waits for the load: importing diffusers' schedulers takes seconds.)"""
-    from latentdiff.errors import UsageError
-
     if facts.unet.get("in_channels") == facts.vae.get("latent_channels", 4) + 3:
         raise UsageError(f"{cfg.model} is a diffusion upscaler, not a text-to-image model; use `latentdiff upscale "
                          "IMAGE --model` or generate --upscaler")
@@ -133,11 +98,11 @@ def _check_model_options(cfg, facts: ModelFacts) -> None:
 
 def _check_memory(cfg, facts: ModelFacts, width: int, height: int) -> None:
     """The memory check the pipeline makes, with the dtypes loading will pick."""
-    from latentdiff.formats.load import cpu_dtype_pref
-    from latentdiff.models.components import vae_dtype
-    from latentdiff.runtime.memory import batch_that_fits, generation_bytes
-    from latentdiff.runtime.device import resolve_device, resolve_dtype
+    # Here, not at the top: these import torch, which the refusals before them must not wait for.
     from latentdiff.models.weights import parameter_count
+    from latentdiff.runtime.device import resolve_device, resolve_dtype
+    from latentdiff.runtime.memory import batch_that_fits, generation_bytes
+    from latentdiff.runtime.placement import cpu_dtype_pref, vae_dtype
 
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device, cpu_dtype_pref(facts.defaults, parameter_count(facts.path / "unet")))
@@ -178,9 +143,7 @@ def megabytes(n: int) -> str:
 
 
 def _default_dir() -> Path:
-    from latentdiff.models.hub import default_model_dir
-
-    return default_model_dir()
+    return hub.default_model_dir()
 
 
 def shown_path(ref) -> str:
@@ -216,10 +179,8 @@ def size_note(native: int, factor: int, width: int, height: int, hires: float | 
     """What to expect where the images denoised are far larger than the model's trained size, or
     None. `width` x `height` is the first pass; a `hires` scale makes the second; `start` is
     "image" (img2img, inpainting) or "outpaint" where the size came from a picture."""
-    from latentdiff.workflows.hires import hires_size
-
     if hires:
-        width, height = hires_size(width, height, hires, factor)
+        width, height = params.hires_size(width, height, hires, factor)
     ratio = width * height / native**2
     if ratio <= AREA_NOTE_RATIO:
         return None

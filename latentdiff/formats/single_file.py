@@ -13,8 +13,11 @@ import tempfile
 from pathlib import Path
 
 from latentdiff.errors import ModelError
-from latentdiff.models.components import Components, build_module
+from latentdiff.models.assemble import build_module
+from latentdiff.models.components import Components
+from latentdiff.models.weights import SAFETENSORS, UNKNOWN, load_state_dict, sniff_format
 from latentdiff.runtime.files import as_umask_allows
+from latentdiff.runtime.libraries import quiet_libraries
 from latentdiff.formats.detect import detect, read_header
 from latentdiff.families.registry import family_of as model_family, family_with_variant
 from latentdiff.families.released import clip_tokenizer
@@ -37,8 +40,6 @@ def _prefix(family: str, slot: str) -> str:
 # ---- reading -------------------------------------------------------------------------------
 def load_single_file(path: Path, allow_pickle: bool = False) -> Components:
     """Components of a single-file checkpoint (safetensors; a pickle only with allow_pickle)."""
-    from latentdiff.models.weights import SAFETENSORS, load_state_dict, sniff_format
-
     own = None
     if sniff_format(path) == SAFETENSORS:
         shapes, meta = read_header(path)
@@ -60,8 +61,6 @@ def load_single_file(path: Path, allow_pickle: bool = False) -> Components:
 def check_file(path: Path) -> None:
     """What `load_single_file` refuses without reading tensor data: a file that is no checkpoint, or
     a checkpoint of another kind (SD3, Flux, a LoRA, a VAE alone, ...), in the same one line."""
-    from latentdiff.models.weights import SAFETENSORS, UNKNOWN, load_state_dict, sniff_format
-
     kind = sniff_format(path)
     if kind == SAFETENSORS:
         shapes, meta = read_header(path)
@@ -101,8 +100,6 @@ def _components(sd: dict, own: dict, where: Path) -> Components:
     import transformers
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
-
-    from latentdiff.models.components import quiet_libraries
 
     quiet_libraries()
     unet = build_module(UNet2DConditionModel, own["unet"], convert_ldm_unet_checkpoint(sd, own["unet"]), where)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentdiff.errors import ModelError
-from latentdiff.formats.detect import describe
+from latentdiff.formats.detect import describe, read_header
+from latentdiff.models.assemble import build_module, load_vae
+from latentdiff.models.weights import SAFETENSORS, load_state_dict, sniff_format
+from latentdiff.runtime.libraries import quiet_libraries
 
 
 def load_vae_ref(ref, model_vae_config: dict, allow_pickle: bool = False):
-    from latentdiff.models.components import load_vae
-
     path = Path(ref).expanduser()
     if path.is_dir():
         return load_vae(path / "vae" if (path / "vae" / "config.json").is_file() else path, allow_pickle)
@@ -28,9 +29,6 @@ def load_vae_ref(ref, model_vae_config: dict, allow_pickle: bool = False):
 def _vae_from_file(path: Path, config: dict, allow_pickle: bool):
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
-    from latentdiff.models.components import build_module, quiet_libraries
-    from latentdiff.models.weights import load_state_dict
 
     quiet_libraries()
     sd = load_state_dict(path, allow_pickle)
@@ -50,9 +48,6 @@ def _layout(names: list[str], path: Path) -> str:
 def check_vae_ref(ref) -> None:
     """What load_vae_ref refuses without reading tensor data (a missing path, a safetensors file
     that is no VAE), before any model loads."""
-    from latentdiff.models.weights import SAFETENSORS, sniff_format
-    from latentdiff.formats.detect import read_header
-
     path = Path(ref).expanduser()
     if path.is_dir():
         return

@@ -14,6 +14,9 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from latentdiff.errors import UsageError
+from latentdiff.images.infotext import format_infotext
+from latentdiff.images.infotext import params_from_a1111
+from latentdiff.runtime.files import write_new
 
 META_KEY = "latentdiff"  # JSON with every parameter; "parameters" holds an A1111-style line
 
@@ -26,16 +29,12 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 def a1111_line(p: dict) -> str:
     """A human-readable summary in the format other tools (A1111, civitai) show."""
-    from latentdiff.images.infotext import format_infotext
-
     return format_infotext(p)
 
 
 def save_png(image: Image.Image, out_dir: Path, stem: str) -> Path:
     """Write `image` with its parameters; never overwrite (the next free numbered name is taken),
     never leave a partial file (see outfiles.write_new)."""
-    from latentdiff.runtime.files import write_new
-
     info = PngImagePlugin.PngInfo()
     params = image.info.get(META_KEY)
     if params:
@@ -60,7 +59,6 @@ def read_params(path: str | os.PathLike) -> dict:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UsageError(f"--from image {path} cannot be read: {e}") from None
     if not text and foreign:
-        from latentdiff.images.infotext import params_from_a1111
 
         params, notes = params_from_a1111(foreign)
         return {**params, "notes": notes}

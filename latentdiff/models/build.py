@@ -21,8 +21,12 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.errors import UsageError
-from latentdiff.models.components import Components, load_vae
+from latentdiff.errors import ModelError, UsageError
+from latentdiff.families.clip import clip_text_config
+from latentdiff.models.assemble import load_components, load_text_encoder, load_vae
+from latentdiff.models.components import Components
+from latentdiff.prompts.tokenizer import build_tokenizer
+from latentdiff.runtime.libraries import quiet_libraries
 
 SECTIONS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -52,10 +56,6 @@ def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None
     unless one is given."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from latentdiff.families.clip import clip_text_config
-    from latentdiff.models.components import quiet_libraries
-    from latentdiff.prompts.tokenizer import build_tokenizer
 
     quiet_libraries()
 
@@ -91,9 +91,6 @@ def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None
 
 
 def _model_text_encoder(ref: str):
-    from latentdiff.errors import ModelError
-    from latentdiff.models.components import load_text_encoder
-
     try:
         text_encoder, tokenizer = load_text_encoder(Path(ref))
     except ModelError as e:
@@ -146,9 +143,6 @@ def _init_model(arch: dict):
     ref = arch.get("init_from")
     if ref is None:
         return None
-    from latentdiff.errors import ModelError
-    from latentdiff.models.components import load_components
-
     path = Path(ref)
     if not (path / "model_index.json").is_file():
         raise UsageError(f"init_from: {ref} is not a model folder (no model_index.json)")

@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from latentdiff.models.weights import find_weight_files
+from latentdiff.models.weights import SAFETENSORS, sniff_format
 
 WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 _CACHE = Path(os.environ.get("LATENTDIFF_CACHE", Path.home() / ".cache" / "latentdiff")) / "hashes.json"
@@ -62,7 +63,6 @@ def short_hash(path: Path, whole_file: bool = False) -> str:
     which survives metadata edits); for other files and `whole_file`, of the whole file."""
     import struct
 
-    from latentdiff.models.weights import SAFETENSORS, sniff_format
 
     if whole_file or sniff_format(path) != SAFETENSORS:
         return _file_sha256(path)[:12]

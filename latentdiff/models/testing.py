@@ -8,8 +8,9 @@ from pathlib import Path
 from latentdiff.families.registry import family_with_variant
 from latentdiff.families.sd import WORDS, tiny_arch  # noqa: F401 (tests and benchmarks import them from here)
 from latentdiff.families.sdxl import tiny_unet as tiny_sdxl_unet  # noqa: F401 (the same)
-from latentdiff.models.components import Components, quiet_libraries, save_components
+from latentdiff.models.components import Components, save_components
 from latentdiff.runtime.files import as_umask_allows
+from latentdiff.runtime.libraries import quiet_libraries
 
 
 def make_tiny(out: Path, variant: str, seed: int = 0, defaults: dict | None = None, half: bool = False) -> Path:

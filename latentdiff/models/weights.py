@@ -1,4 +1,5 @@
-"""Find and read component weight files: safetensors by default, pickle only on opt-in.
+"""Find, count and read component weight files (safetensors by default, pickle only on opt-in)
+and assign them to a module built on the meta device.
 
 The format is decided by the file's bytes, never by its extension: a `.safetensors`
 file that is really a pickle is refused like any other pickle.
@@ -14,11 +15,15 @@ import warnings
 from pathlib import Path
 
 from latentdiff.errors import ModelError
+from latentdiff.models.files import confined, read_json_object
+from latentdiff.runtime.memory import allocation_errors
 
 SAFETENSORS, PICKLE_ZIP, PICKLE_RAW, UNKNOWN = "safetensors", "pickle-zip", "pickle", "unknown"
 PICKLE_FLAG = "--allow-pickle"
 _STEMS = ("diffusion_pytorch_model", "model")
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+# Old CLIP checkpoints carry position_ids as a persistent buffer; newer code makes it non-persistent.
+_IGNORABLE_UNEXPECTED = ("text_model.embeddings.position_ids", "embeddings.position_ids")
 
 
 def sniff_format(path: Path) -> str:
@@ -59,8 +64,6 @@ def find_weight_files(component_dir: Path) -> list[Path]:
 
 def _shards(index: Path, component_dir: Path) -> list[Path]:
     """The shard files a `*.index.json` names, each confined to the component's folder."""
-    from latentdiff.models.checks import confined, read_json_object
-
     weight_map = read_json_object(index, "sharded weights index").get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise ModelError(f"sharded weights index {index} has no weight_map of tensor names to files")
@@ -130,6 +133,22 @@ def parameter_count(component_dir: Path) -> int | None:
     return total
 
 
+def stored_values(component_dir: Path) -> tuple[int | None, bool]:
+    """(values, exact): the number of values in a component's weights, exact from safetensors
+    headers, else bounded by the pickle files' bytes (exact False); (None, False) when the files are
+    unreadable (their loader then says why)."""
+    count = parameter_count(component_dir)
+    if count is not None:
+        return count, True
+    try:
+        files = find_weight_files(component_dir)
+        if all(f.is_file() and sniff_format(f) in (PICKLE_RAW, PICKLE_ZIP) for f in files):
+            return sum(f.stat().st_size for f in files), False
+    except (ModelError, OSError):
+        pass
+    return None, False
+
+
 def _load_pickle(path: Path, device: str) -> dict:
     import pickle
     import zipfile
@@ -175,3 +194,29 @@ def load_component_state(component_dir: Path, allow_pickle: bool = False, device
     for f in find_weight_files(component_dir):
         sd.update(load_state_dict(f, allow_pickle, device, dtype, channels_last))
     return sd
+
+
+def assign(module, component_dir: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
+           channels_last: bool = False):
+    """Fill a meta-initialised module with the weights on disk (floating tensors cast to `dtype`,
+    conv weights laid out channels_last, as they are read); refuse any mismatch."""
+    with allocation_errors(f"loading the weights in {component_dir}", "free some memory, or load in fp16/bf16"):
+        sd = load_component_state(component_dir, allow_pickle, device="cpu" if device == "mps" else device,
+                                  dtype=dtype, channels_last=channels_last)
+    return fill(module, sd, component_dir)
+
+
+def fill(module, sd: dict, where):
+    """Assign the tensors of `sd` to `module`; any missing, extra or misshapen one is one error
+    naming `where`."""
+    try:
+        result = module.load_state_dict(sd, strict=False, assign=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ModelError(f"weights in {where} do not fit its config: {first[-1].strip()}") from None
+    unexpected = [k for k in result.unexpected_keys if k not in _IGNORABLE_UNEXPECTED]
+    if result.missing_keys or unexpected:
+        keys = (result.missing_keys or unexpected)[:3]
+        kind = "lack" if result.missing_keys else "have unexpected"
+        raise ModelError(f"weights in {where} {kind} tensors such as {', '.join(keys)}")
+    return module

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+from latentdiff.errors import UsageError
+
 SYNTAXES = ("a1111", "plain")
 BREAK = ("BREAK", -1.0)  # the marker a fragment list holds where a BREAK was written
 ROUND, SQUARE = 1.1, 1 / 1.1
@@ -100,7 +102,5 @@ def fragments(text: str, syntax: str = "a1111") -> list[tuple[str, float]]:
     if syntax == "plain":
         return [(text, 1.0)]
     if syntax != "a1111":
-        from latentdiff.errors import UsageError
-
         raise UsageError(f"unknown prompt syntax {syntax!r}; choose one of: {', '.join(SYNTAXES)}")
     return parse(text)

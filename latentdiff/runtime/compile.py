@@ -14,6 +14,7 @@ import os
 import torch
 
 from latentdiff.errors import UsageError
+from latentdiff.runtime.device import unpack_cpu_weights, use_channels_last
 
 # auto: reduce-overhead (CUDA graphs) on CUDA, inductor's default mode (with freezing) on CPU.
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "fp8")
@@ -79,8 +80,6 @@ def compile_for_inference(unet, vae, device: torch.device, mode: str = "auto") -
     reduce-overhead, i.e. CUDA graphs for the UNet, which at small batch removes the launch cost of
     its ~1,000 kernels per step. The VAE decoder never runs under CUDA graphs (a tiled decode keeps
     several of its outputs alive). The first call of each new shape compiles; the cache keeps it."""
-    from latentdiff.runtime.device import unpack_cpu_weights, use_channels_last
-
     enable_compile_cache()
     mode = resolve_mode(mode, device)
     if mode == "fp8" and device.type != "cuda":

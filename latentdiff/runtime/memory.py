@@ -11,7 +11,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from latentdiff.errors import LatentDiffError
+from latentdiff.errors import LatentDiffError, UsageError
 
 LIVE_TENSORS = 3  # a layer's input, output and one temporary (GroupNorm/upsample/conv) coexist
 _ALLOC_FAILURE = re.compile(r"can't allocate memory|out of memory|not enough memory|alloc.* failed", re.I)
@@ -39,8 +39,6 @@ def generation_bytes(unet_config, vae_config, batch: int, width: int, height: in
 def batch_that_fits(need, most: int, device, what: str) -> int:
     """The largest batch (halving from `most`) whose `need(batch)` bytes fit on `device`; refuse
     with the figures when even one image does not."""
-    from latentdiff.errors import UsageError
-
     free = available_bytes(device)
     batch = most
     while free is not None and batch > 1 and need(batch) > free:

@@ -150,6 +150,7 @@ class FinetuneConfig:
 
 def _caption_extension(ext: str) -> str:
     """'.txt' from 'txt' or '.txt'; refuse what cannot be a caption file's extension."""
+    # Here, not at the top: it imports torch, which config.py must not pay for at start-up.
     from latentdiff.training.data.scan import IMAGE_EXTENSIONS
 
     ext = ext if ext.startswith(".") else "." + ext

@@ -14,15 +14,16 @@ from pathlib import Path
 
 from latentdiff.errors import UsageError
 from latentdiff.training import checkpoint as ckpt
+from latentdiff.config.generate import merge
+from latentdiff.models.assemble import load_tokenizer
+from latentdiff.training.config import FinetuneConfig
 
 
 def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bool = True,
                       dtype: str | None = None, lora_format: str | None = None) -> Path:
     import yaml
 
-    from latentdiff.config.generate import merge
-    from latentdiff.models.components import load_tokenizer
-    from latentdiff.training.config import FinetuneConfig
+    # Here, not at the top: they import torch, which export.py must not pay for at start-up.
     from latentdiff.training.outputs import save_model
     from latentdiff.training.state import TrainState, load_models, read_trainable
 

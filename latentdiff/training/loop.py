@@ -33,6 +33,12 @@ from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
 from latentdiff.training.upscaler import UpscalerSource
 from latentdiff.training.data.order import DataOrder
 from latentdiff.training.state import TrainState, load_models, read_trainable, write_trainable
+from latentdiff.models.assemble import load_tokenizer
+from latentdiff.models.components import vae_scale_factor
+from latentdiff.prompts.chunks import chunk_count
+from latentdiff.runtime.compile import prepare_unet_for_training
+from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
+from latentdiff.training.data.scan import scan_dataset
 
 
 def finetune(cfg: FinetuneConfig) -> Path:
@@ -87,8 +93,6 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
 
 def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
     """The dataset's usable records; the main process reports (and lists in OUT/skipped.txt) the rest."""
-    from latentdiff.training.data.scan import scan_dataset
-
     scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions,
                         follow_symlinks=cfg.follow_symlinks, caption_extension=cfg.caption_extension,
                         repeats=cfg.repeats)
@@ -110,7 +114,6 @@ def _place(cfg: FinetuneConfig, acc, state: TrainState) -> tuple[dict, torch.dty
         if name not in trained and getattr(c, name) is not None:
             getattr(c, name).to(acc.device, dtype)
     frozen_in_compute_dtype(trained.values(), dtype)
-    from latentdiff.runtime.compile import prepare_unet_for_training
 
     prepare_unet_for_training(c.unet, acc.device, cfg.compile)
     *modules, state.optimizer = acc.prepare(*trained.values(), state.optimizer)
@@ -119,8 +122,6 @@ def _place(cfg: FinetuneConfig, acc, state: TrainState) -> tuple[dict, torch.dty
 
 def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped: dict, dtype):
     """What the steps train on: the batch source (an upscaler's adds low-res images) and the data order."""
-    from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
-
     c, captions = state.setup.components, [r.caption for r in records]
     buckets = make_buckets(cfg.resolution) if cfg.buckets else None
     dataset = ImageCaptionDataset(records, cfg.resolution, cfg.crop, cfg.flip, cfg.seed, buckets)
@@ -244,8 +245,6 @@ def _resume(cfg, out, state: TrainState) -> None:
 
 def _note_size(cfg: FinetuneConfig, setup) -> None:
     """One line when --resolution is not the size the base model was made for (the shipped model: 64)."""
-    from latentdiff.models.components import vae_scale_factor
-
     c = setup.components
     native = int(c.unet.config.sample_size) * vae_scale_factor(c.vae)
     if not setup.from_scratch and not family_of(c).upscales and cfg.resolution != native:
@@ -254,8 +253,6 @@ def _note_size(cfg: FinetuneConfig, setup) -> None:
 
 
 def _report_long_captions(tokenizer, captions: list[str]) -> None:
-    from latentdiff.prompts.chunks import chunk_count
-
     long = sum(chunk_count(tokenizer, [t]) > 1 for t in set(captions))
     if long:
         _say(f"{long} caption(s) are longer than {tokenizer.model_max_length - 2} tokens; they are encoded in "
@@ -267,7 +264,6 @@ def _saved_tokenizer(out: Path):
     last = ckpt.latest_checkpoint(out)
     if last is None or not (last / "tokenizer").is_dir():
         return None
-    from latentdiff.models.components import load_tokenizer
 
     return load_tokenizer(last / "tokenizer")
 

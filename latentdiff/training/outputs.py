@@ -8,6 +8,10 @@ from pathlib import Path
 import torch
 
 from latentdiff.training.config import FinetuneConfig
+from latentdiff.formats.lora_kohya import KOHYA_FILE, save_kohya
+from latentdiff.formats.lora_merge import LORA_FILE, save_lora
+from latentdiff.images.write import save_png, slug
+from latentdiff.pipeline import Pipeline
 
 # Everything a finetune run writes into OUT (run.json lists them, with the kohya LoRA file: run_files);
 # --overwrite removes these and nothing else. lora_kohya.safetensors: the kohya file's name before --output-name.
@@ -28,8 +32,6 @@ def run_files(cfg: FinetuneConfig) -> tuple[str, ...]:
 def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) -> None:
     """The usable result of a state's weights (after `state.use_ema()` where wanted): a LoRA folder, or a
     diffusers model."""
-    from latentdiff.pipeline import Pipeline
-
     c = state.setup.components
     defaults = {**c.defaults, **cfg.sample_defaults}
     if cfg.method == "lora":
@@ -45,9 +47,6 @@ def save_lora_files(cfg: FinetuneConfig, out: Path, state, defaults: dict) -> No
     """OUT/NAME.safetensors (kohya, NAME from --output-name) and/or OUT/pytorch_lora_weights.safetensors
     per --lora-format, and OUT/latentdiff.json naming the one latentdiff loads (the diffusers file when
     there is one)."""
-    from latentdiff.formats.lora_kohya import KOHYA_FILE, save_kohya
-    from latentdiff.formats.lora_merge import LORA_FILE, save_lora
-
     c, kohya = state.setup.components, kohya_file(cfg)
     written = {"kohya": [kohya], "diffusers": [LORA_FILE], "both": [kohya, LORA_FILE]}[cfg.lora_format]
     if kohya in written:
@@ -75,9 +74,6 @@ def kohya_metadata(cfg: FinetuneConfig, out: Path, state) -> dict:
 @torch.no_grad()
 def validate(cfg: FinetuneConfig, out: Path, setup, step: int, device) -> list[Path]:
     """Images for the validation prompts with fixed seeds, from the current (non-EMA) weights."""
-    from latentdiff.images.write import save_png, slug
-    from latentdiff.pipeline import Pipeline
-
     prompts = cfg.validation_prompts or ["a photo"]
     c = setup.components
     was_training = c.unet.training

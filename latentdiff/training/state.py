@@ -19,9 +19,12 @@ from latentdiff.families.registry import family_of
 from latentdiff.errors import UsageError
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.formats.lora_merge import TEXT_TARGETS, UNET_TARGETS, add_adapters
-from latentdiff.models.components import Components, load_components
+from latentdiff.models.assemble import load_components
+from latentdiff.models.components import Components
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
+from latentdiff.runtime.compile import adamw_kwargs
+from latentdiff.training.lr_schedule import make_lr_schedule
 
 
 @dataclass
@@ -102,7 +105,6 @@ def make_optimizer(params: list, cfg: FinetuneConfig):
         except ImportError:
             raise UsageError("--use-8bit-adam needs bitsandbytes: pip install bitsandbytes") from None
         return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    from latentdiff.runtime.compile import adamw_kwargs
 
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **adamw_kwargs(torch.cuda.is_available()))
 
@@ -144,8 +146,6 @@ class TrainState:
     @classmethod
     def create(cls, cfg: FinetuneConfig, setup: Setup) -> "TrainState":
         """Open the trainable part of `setup` per `cfg` (LoRA or full) and build its optimizer."""
-        from latentdiff.training.lr_schedule import make_lr_schedule
-
         modules = make_trainable(setup, cfg)
         params = named_trainable(modules)
         optimizer = make_optimizer(list(params.values()), cfg)

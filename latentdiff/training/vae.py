@@ -85,6 +85,7 @@ def load_images(records, resolution: int):
     """Decode every record once into a uint8 tensor (N, 3, H, W) (see the module docstring)."""
     import torch
 
+    # Here, not at the top: it imports torch, which vae.py must not pay for at start-up.
     from latentdiff.images.read import reload_training_image
 
     out = torch.empty((len(records), 3, resolution, resolution), dtype=torch.uint8)
@@ -141,6 +142,7 @@ def _prepare_out(cfg: VaeTrainConfig) -> Path:
 
 def _scan(cfg: VaeTrainConfig, out: Path):
     """Training records (train split) and held-out records (split=heldout)."""
+    # Here, not at the top: it imports torch, which vae.py must not pay for at start-up.
     from latentdiff.training.data.scan import scan_dataset
 
     scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions="empty", include_heldout=True,
@@ -210,6 +212,7 @@ def _finish(cfg, out: Path, vae, train_u8, heldout_u8, device, seconds: float) -
 
 def train_vae(cfg: VaeTrainConfig) -> dict:
     """Train (or resume), then write OUT/vae, OUT/eval.json; returns the eval.json contents."""
+    # Here, not at the top: it imports torch, which vae.py must not pay for at start-up.
     from latentdiff.runtime.device import torch_threads
 
     with torch_threads(cfg.num_threads) as threads:
@@ -219,6 +222,7 @@ def train_vae(cfg: VaeTrainConfig) -> dict:
 def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     import torch
 
+    # Here, not at the top: it imports torch, which vae.py must not pay for at start-up.
     from latentdiff.runtime.device import default_training_threads, note_cpu_bf16
 
     out = _prepare_out(cfg)

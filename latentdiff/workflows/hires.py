@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from latentdiff.config.params import hires_size
+from latentdiff.images.write import to_pil
+
 HIRES_LATENT = "latent"
-
-
-def hires_size(width: int, height: int, scale: float, factor: int) -> tuple[int, int]:
-    return (max(factor, round(width * scale / factor) * factor), max(factor, round(height * scale / factor) * factor))
 
 
 def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seeds: list[int], p: dict) -> torch.Tensor:
@@ -23,8 +22,6 @@ def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seed
         f = pipe.scale_factor
         up = F.interpolate(latents, size=(size[1] // f, size[0] // f), mode="bilinear")
         return pipe.decode(pipe.run_loop(cond, uncond, seeds, p, steps, size, init_latents=up, strength=o.hires_strength))
-    from latentdiff.images.write import to_pil
-
     out = []
     for k, base in enumerate(to_pil(pipe.decode(latents))):
         big = _upscale(pipe, base, o, texts[k], seeds[k], size)

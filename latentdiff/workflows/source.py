@@ -36,11 +36,13 @@ def pixel_hash(im: Image.Image) -> str:
 def read_picture(ref, what: str) -> tuple[Image.Image, str | None]:
     """(8-bit RGB image, absolute path or None) from a path or a PIL image."""
     if isinstance(ref, Image.Image):
+        # Here, not at the top: it imports torch, which source.py must not pay for at start-up.
         from latentdiff.images.read import to_rgb8
 
         return to_rgb8(ref), None
     if not isinstance(ref, (str, os.PathLike)):
         raise UsageError(f"{what} must be a file path or a PIL image, not {type(ref).__name__}")
+    # Here, not at the top: it imports torch, which source.py must not pay for at start-up.
     from latentdiff.images.read import BadImageError, load_image
 
     try:

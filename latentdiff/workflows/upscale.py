@@ -11,15 +11,18 @@ same blended windows, so memory is bounded by the tile size and no seam appears.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from latentdiff.errors import ModelError, UsageError
+from latentdiff.errors import UsageError
 from latentdiff.families.upscaler import low_res_channels, upscaler_settings
+from latentdiff.images.write import a1111_line, to_pil
+from latentdiff.models.configs import own_upscaler
+from latentdiff.runtime.device import DTYPE_NAMES, torch_threads
 from latentdiff.sampling.loop import denoise, make_scheduler
 from latentdiff.sampling.model_call import Inputs
 from latentdiff.sampling.wrappers import Tiled
+from latentdiff.workflows.source import pad, pixel_hash, read_picture
+from latentdiff.workflows.start import to_tensor
 
 # diffusers' StableDiffusionUpscalePipeline defaults
 UPSCALE_STEPS, UPSCALE_GUIDANCE, NOISE_LEVEL = 75, 9.0, 20
@@ -39,25 +42,13 @@ def with_model_upscaler(pipe, opts):
 def model_upscaler(pipe) -> str | None:
     """The folder of the model's own upscaler (latentdiff.json's "upscaler", inside the model folder),
     or None where it names none."""
-    from latentdiff.models.checks import confined
-
-    name = pipe.components.defaults.get("upscaler")
-    if not name or pipe.model_dir is None:
-        return None
-    folder = Path(pipe.model_dir)
-    path = confined(folder, name, f"{folder / 'latentdiff.json'} (upscaler)")
-    if not path.is_dir():
-        raise ModelError(f"{folder / 'latentdiff.json'} names the upscaler {name!r}, but {path} is not a folder; "
-                         "pass --no-upscale to generate without it")
-    return str(path.resolve())
+    return own_upscaler(pipe.model_dir, pipe.components.defaults)
 
 
 def load_upscaler(pipe, ref):
     """The upscaler `ref` (a model reference or a Pipeline) on `pipe`'s device and dtype, loaded
-    once per `pipe` and kept."""
-    from latentdiff.pipeline import Pipeline
-    from latentdiff.runtime.device import DTYPE_NAMES
-
+    once per `pipe` and kept (as a pipeline of `pipe`'s own class: workflows do not import pipeline.py)."""
+    Pipeline = type(pipe)
     if isinstance(ref, Pipeline):
         return ref
     if ref is None:
@@ -78,10 +69,6 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
     """`image` (a path or PIL image) upscaled by the upscaler `pipe`: a PIL image with metadata.
     Steps, guidance and noise level left out are the upscaler's latentdiff.json values, else
     diffusers' defaults for StableDiffusionUpscalePipeline."""
-    from latentdiff.images.write import a1111_line, to_pil
-    from latentdiff.workflows.source import pad, pixel_hash, read_picture
-    from latentdiff.workflows.start import to_tensor
-
     low, path = read_picture(image, "image to upscale")
     c = pipe.components
     settings = upscaler_settings(c)
@@ -133,8 +120,6 @@ def _check_args(steps, guidance, noise_level, max_level, seed, tile) -> None:
 
 
 def torch_threads_of(pipe):
-    from latentdiff.runtime.device import torch_threads
-
     return torch_threads(pipe._threads)
 
 

@@ -141,7 +141,7 @@ def test_alpha_other_than_rank_is_written_and_honoured(tiny_sd1, tmp_path):
     """Kohya's scale is alpha / rank: a LoRA trained with alpha 2 x rank must say 2 x rank."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    from latentdiff.models.components import load_components
+    from latentdiff.models.assemble import load_components
 
     c = load_components(tiny_sd1)
     torch.manual_seed(0)

@@ -169,7 +169,7 @@ def test_random_crops_report_their_corner_as_sdxl_counts_it():
 @pytest.mark.parametrize("cache", [True, False])
 def test_sdxl_training_batches_carry_pooled_embeddings_and_each_samples_size_ids(tiny_sdxl, tmp_path, cache):
     from latentdiff.families.conditioning import conditioning_for
-    from latentdiff.models.components import load_components
+    from latentdiff.models.assemble import load_components
     from latentdiff.training.batches import BatchSource
     from latentdiff.training.data.dataset import ImageCaptionDataset
     from latentdiff.training.data.scan import scan_dataset
@@ -262,7 +262,7 @@ def test_finetune_refuses_an_sdxl_refiner(tiny_refiner, tmp_path):
 def test_text_encoder_parts_that_feed_nothing_stay_frozen(tiny_sdxl, tmp_path, method):
     """SDXL takes the first encoder's penultimate layer: its last layer and final norm get no
     gradient, and DDP refuses trainable parameters that get none."""
-    from latentdiff.models.components import load_components
+    from latentdiff.models.assemble import load_components
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.training.state import Setup, make_trainable, named_trainable
 

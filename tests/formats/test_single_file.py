@@ -96,7 +96,7 @@ def test_fp16_file_is_half_the_size(tiny_sd1, tmp_path):
 
 def test_pickle_checkpoint_needs_the_flag_and_loads_weights_only(tiny_sd1, tmp_path):
     from latentdiff.formats.single_file import load_single_file, to_ldm
-    from latentdiff.models.components import load_components
+    from latentdiff.models.assemble import load_components
 
     tensors, _ = to_ldm(load_components(tiny_sd1), with_tokenizers=False)
     ckpt = tmp_path / "model.ckpt"
@@ -255,7 +255,7 @@ def test_convert_refuses_a_unet_without_single_file_layout_before_reading_weight
     def refuse(*args, **kwargs):
         raise AssertionError("weights read before the layout was checked")
 
-    monkeypatch.setattr("latentdiff.models.components.load_components", refuse)
+    monkeypatch.setattr("latentdiff.models.assemble.load_components", refuse)
     out = tmp_path / "emoji.safetensors"
     assert main(["convert", str(DEFAULT_MODEL_DIR), str(out)]) == 2
     err = capsys.readouterr().err.strip()

@@ -8,9 +8,9 @@ import torch
 
 from latentdiff import Pipeline, UsageError
 import latentdiff.runtime.compile as accel
-from latentdiff.models.components import vae_dtype
 from latentdiff.families.clip import Embeddings
 from latentdiff.families.unet import UNetCall
+from latentdiff.runtime.placement import vae_dtype
 from latentdiff.sampling.loop import denoise, make_scheduler
 
 from conftest import run_cli

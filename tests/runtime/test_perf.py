@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentdiff import Pipeline
-from latentdiff.models.components import load_components
+from latentdiff.models.assemble import load_components
 import latentdiff.runtime.device as runtime
 from latentdiff.runtime.device import SMALL_UNET_PARAMS, CpuBf16, cpu_bf16, torch_threads
 from latentdiff.models.weights import parameter_count

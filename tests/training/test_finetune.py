@@ -205,7 +205,7 @@ def test_arch_init_from_grows_a_trained_model_without_changing_it(tiny_sd1, tmp_
     """`init_from` + `addition_embed_type: text`: the grown UNet starts as the old one exactly,
     has a trainable text-time embedding, and refuses a model whose weights do not fit."""
     from latentdiff.models.build import build_components
-    from latentdiff.models.components import load_components
+    from latentdiff.models.assemble import load_components
     from latentdiff.models.testing import tiny_arch
 
     arch = tiny_arch("sd1")

@@ -108,7 +108,7 @@ def test_caching_progress_moves_image_by_image_on_the_cpu(tiny_sd1, tmp_path, mo
     """The bar used to move once per 32-image batch: 'caching latents 0/20' sat there for minutes."""
     import tqdm.auto
 
-    from latentdiff.models.components import load_components
+    from latentdiff.models.assemble import load_components
     from latentdiff.training.batches import BatchSource
     from latentdiff.training.data.dataset import ImageCaptionDataset
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from latentdiff.models.components import load_components
+from latentdiff.models.assemble import load_components
 from latentdiff.families.conditioning import conditioning_for
 from latentdiff.prompts.chunks import chunk_count
 from latentdiff.training.batches import BatchSource

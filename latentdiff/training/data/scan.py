@@ -12,18 +12,17 @@ Each image is seen `repeats` times an epoch, N times in a top-level `N_name` fol
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable
 
 from latentdiff.errors import UsageError
 from latentdiff.images.read import MAX_PIXELS, BadImageError, load_image
 from latentdiff.training.data.kohya_folders import KohyaFolders
+from latentdiff.training.data.metadata import read_metadata
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")  # order = precedence within one folder
@@ -188,7 +187,7 @@ def _metadata_captions(src: _Root, metadata: list[Path], include_heldout: bool):
     # Within one folder metadata.jsonl comes before metadata.csv (METADATA_FILES order).
     order = lambda p: (-len(p.parts), str(p.parent), METADATA_FILES.index(p.name))  # noqa: E731
     for meta in sorted(metadata, key=order):
-        for rel, caption, split in _read_metadata(root, meta):
+        for rel, caption, split in read_metadata(root, meta):
             if rel in seen:
                 continue
             seen.add(rel)
@@ -226,56 +225,6 @@ def _walk(src: _Root) -> tuple[set[str], list[Path], list[tuple[str, str]]]:
             else:
                 images.add(rel)
     return images, metadata, skipped
-
-
-def _read_metadata(root: Path, meta: Path) -> Iterator[tuple[str, str, str | None]]:
-    """Yield (relpath from root, caption, split) for each row of a metadata file."""
-    where = meta.relative_to(root).as_posix()
-    rows = _jsonl_rows(meta, where) if meta.suffix == ".jsonl" else _csv_rows(meta, where)
-    for line, row in _utf8(rows, where):
-        name, text = row.get("file_name"), row.get("text")
-        if not isinstance(name, str) or not name or not isinstance(text, str):
-            raise UsageError(
-                f"{where} row {line}: needs a 'file_name' and a string 'text' (got {row!r:.200})"
-            )
-        target = os.path.normpath(meta.parent / name)
-        if os.path.commonpath([str(root), target]) != str(root):
-            raise UsageError(f"{where} row {line}: file_name {name!r} is outside the dataset")
-        split = row.get("split")
-        rel = Path(target).relative_to(root).as_posix()
-        yield rel, text.strip(), split if isinstance(split, str) else None
-
-
-def _utf8(rows: Iterator, where: str) -> Iterator:
-    try:
-        yield from rows
-    except UnicodeDecodeError as err:
-        raise UsageError(f"{where} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
-
-
-def _jsonl_rows(meta: Path, where: str) -> Iterator[tuple[int, dict]]:
-    with open(meta, encoding="utf-8-sig") as f:
-        for line, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise UsageError(f"{where} line {line} is not valid JSON: {err.msg}") from None
-            if not isinstance(row, dict):
-                example = '{"file_name": ..., "text": ...}'
-                raise UsageError(f"{where} line {line} must be a JSON object like {example}")
-            yield line, row
-
-
-def _csv_rows(meta: Path, where: str) -> Iterator[tuple[int, dict]]:
-    with open(meta, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        if "file_name" not in columns or "text" not in columns:
-            raise UsageError(f"{where} needs 'file_name' and 'text' columns; found {columns}")
-        for row in reader:
-            yield reader.line_num, row
 
 
 def _missing_captions_message(uncaptioned: list[str], caption_extension: str = ".txt") -> str:

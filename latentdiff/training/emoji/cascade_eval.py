@@ -18,6 +18,7 @@ from PIL import Image
 
 from latentdiff.training.emoji.evaluate import _small, heldout_rows, load_pipeline, load_references, progress_bar, ranks
 from latentdiff.errors import UsageError
+from latentdiff.models.configs import own_upscaler
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -50,11 +51,9 @@ def _truth_rows(truth: Path, rows: list[dict]) -> list[dict]:
 
 def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None, guidance=None,
                      seeds: tuple[int, ...] = (0, 1, 2, 3), batch: int = 32, n_heldout: int | None = None) -> dict:
-    from latentdiff.workflows.upscale import model_upscaler
-
     rows, refs = load_references(dataset)
     _truth_rows(truth, rows)
-    ref = upscaler or model_upscaler(pipe)
+    ref = upscaler or own_upscaler(pipe.model_dir, pipe.components.defaults)
     if ref is None:
         raise UsageError(f"{pipe.model_ref} names no upscaler in its latentdiff.json; pass --upscaler MODEL")
     held = heldout_rows(rows, n_heldout)

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from latentdiff.errors import UsageError
+from latentdiff.formats.preflight import loading_line
+from latentdiff.training.emoji.dataset import load_emoji_font, render_glyphs
+from latentdiff.training.emoji.names import DEFAULT_EMOJI_TEST, parse_emoji_test
 
 SIZE = 16
 
@@ -26,7 +30,6 @@ def _small(im: Image.Image) -> np.ndarray:
 def load_rows(dataset: Path) -> list[dict]:
     meta = Path(dataset) / "metadata.jsonl"
     if not meta.is_file():
-        from latentdiff.errors import UsageError
 
         raise UsageError(f"{meta} not found; make the dataset with `latentdiff build-emoji {dataset}`")
     return [json.loads(x) for x in meta.read_text(encoding="utf-8").splitlines() if x.strip()]
@@ -41,9 +44,6 @@ def load_references(dataset: Path) -> tuple[list[dict], np.ndarray]:
 def font_references() -> tuple[list[str], np.ndarray]:
     """Every emoji name and its 16x16 reference, rendered in memory from the Noto font as
     build-emoji renders them (the same pixels as a dataset's images, without building one)."""
-    from latentdiff.training.emoji.dataset import load_emoji_font, render_glyphs
-    from latentdiff.training.emoji.names import DEFAULT_EMOJI_TEST, parse_emoji_test
-
     glyphs = render_glyphs(parse_emoji_test(DEFAULT_EMOJI_TEST), load_emoji_font(), desc="references")
     kept = [(e.name, _small(im)) for e, im, verdict in glyphs if verdict == "ok"]
     return [name for name, _ in kept], np.stack([ref for _, ref in kept])
@@ -122,8 +122,8 @@ def progress_bar(total: int, desc: str):
 
 def load_pipeline(model):
     """The model to evaluate, saying what is loaded while it loads."""
+    # Here, not at the top: it imports torch, which evaluate.py must not pay for at start-up.
     from latentdiff.pipeline import Pipeline
-    from latentdiff.formats.preflight import loading_line
 
     print(f"latentdiff: {loading_line(model)}", file=sys.stderr, flush=True)
     pipe = Pipeline.from_pretrained(model)
@@ -168,6 +168,7 @@ GRID_PROMPTS = ["cat face", "smiling face with sunglasses", "face with tears of 
 def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 8, seed: int = 0) -> Path:
     """The picture in docs/shipped-model.md: each prompt at the same `seed` with the model's recommended settings,
     the image `latentdiff generate PROMPT --seed SEED` makes."""
+    # Here, not at the top: it imports torch, which evaluate.py must not pay for at start-up.
     from latentdiff.images.write import grid
 
     images = [pipe(prompt, seed=seed)[0] for prompt in prompts]
@@ -180,7 +181,6 @@ def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 
 def run(dataset: str, model=None, steps=None, guidance=None, n_train: int = 300, out=None, grid_path=None,
         seeds: tuple[int, ...] = (0, 1, 2, 3), grid_names: list[str] | None = None, grid_only: bool = False,
         n_heldout: int | None = None) -> dict:
-    from latentdiff.errors import UsageError
 
     unknown = sorted(set(grid_names or []) - {r["text"] for r in load_rows(Path(dataset))})
     if unknown:

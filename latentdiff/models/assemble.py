@@ -1,0 +1,150 @@
+"""Checked configs -> modules with their weights (the last stops of loading).
+
+Each module is first built on the meta device (nothing allocated), must not describe more values
+than its folder's weights hold (so a config cannot make us allocate more than the files' size),
+and is then filled with the tensors models/weights.py reads, cast to the compute dtype as they are
+read, so the safetensors-only policy and clear errors hold for every file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from latentdiff.errors import ModelError
+from latentdiff.models.checks import guarded
+from latentdiff.models.components import Components
+from latentdiff.models.configs import (INDEX_OPTIONS, TEXT_PARTS, ModelConfigs, component_config, read_configs,
+                                       read_index, text_config, text_encoder_class)
+from latentdiff.models.files import first_line
+from latentdiff.models.weights import assign, fill, stored_values
+from latentdiff.runtime.libraries import quiet_libraries
+
+
+def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
+                    channels_last: bool = False) -> Components:
+    """Every component of the model folder `path` (see `build`; the VAE in the dtype `vae_dtype` says)."""
+    from latentdiff.runtime.placement import vae_dtype  # imports torch, as build does
+
+    cfgs = read_configs(path)
+    return build(cfgs, allow_pickle, device, dtype, vae_dtype(dtype, cfgs.vae, device) if dtype else None,
+                 channels_last)
+
+
+def build(cfgs: ModelConfigs, allow_pickle: bool = False, device: str = "cpu", dtype=None, vae_dtype=None,
+          channels_last: bool = False) -> Components:
+    """The components `cfgs` describe: weights on `device`, in their stored dtype or, given `dtype`
+    (`vae_dtype` for the VAE), cast to it tensor by tensor while reading, with the UNet's and VAE's
+    conv weights channels_last if asked."""
+    import transformers
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    quiet_libraries()
+    path = cfgs.path
+    load = dict(allow_pickle=allow_pickle, device=device)
+    unet = _build(UNet2DConditionModel, cfgs.unet, path / "unet", cfgs.values["unet"], **load, dtype=dtype,
+                  channels_last=channels_last)
+    vae = _build(AutoencoderKL, cfgs.vae, path / "vae", cfgs.values["vae"], **load, dtype=vae_dtype,
+                 channels_last=channels_last)
+    text = {}
+    for te_name, tok_name in TEXT_PARTS:
+        if te_name in cfgs.text:
+            cls_name, config = cfgs.text[te_name]
+            text[te_name] = _build(getattr(transformers, cls_name), config, path / te_name, cfgs.values[te_name],
+                                   **load, dtype=dtype)
+            text[tok_name] = load_tokenizer(path / tok_name)
+    return Components(
+        unet=unet, vae=vae, text_encoder=text.get("text_encoder"), tokenizer=text.get("tokenizer"),
+        text_encoder_2=text.get("text_encoder_2"), tokenizer_2=text.get("tokenizer_2"),
+        scheduler_config=cfgs.scheduler, defaults=cfgs.defaults,
+        index={k: cfgs.index[k] for k in INDEX_OPTIONS if k in cfgs.index}, upscaler=cfgs.upscaler,
+    )
+
+
+def _build(cls, config, component_dir: Path, stored: tuple, allow_pickle: bool, device: str, dtype=None,
+           channels_last=False, config_name: str = "config.json"):
+    """Check the config against the weights on the meta device, then fill the module from disk."""
+    from accelerate import init_empty_weights
+
+    config_path = component_dir / config_name
+    module = build_on_meta(cls, config, config_path)
+    check_size_against_weights(module, stored[0], config_path, component_dir)
+    if next(module.buffers(), None) is not None:
+        # Buffers that checkpoints do not store (CLIP's position_ids) need real values: build again.
+        with init_empty_weights(include_buffers=False):
+            module = construct(cls, config)
+    return assign(module, component_dir, allow_pickle, device, dtype, channels_last).eval().requires_grad_(False)
+
+
+def build_on_meta(cls, config, path: Path):
+    """Build `cls` from `config` with every tensor on the meta device (nothing is allocated)."""
+    import torch
+
+    def make():
+        # A bad config's warnings (zero-element tensors, deprecated keys) would break our one line.
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return construct(cls, config)
+
+    return guarded(make, path)
+
+
+def construct(cls, config):
+    return cls(config) if not hasattr(cls, "from_config") else cls.from_config(config)
+
+
+def check_size_against_weights(module, stored: int | None, path: Path, weights_dir: Path) -> None:
+    """The module a config describes may not need more values than the folder's weights hold."""
+    if stored is None:
+        return
+    wanted = sum(p.numel() for p in module.parameters())
+    # Buffers a checkpoint need not store (CLIP's position_ids) are small next to the weights.
+    wanted_buffers = sum(b.numel() for b in module.buffers())
+    if wanted > stored or wanted_buffers > max(stored, 1 << 20):
+        raise ModelError(f"{path} describes a model of {wanted + wanted_buffers:,} values, but the weights in {weights_dir} "
+                         f"hold {stored:,}; the config does not belong to these weights")
+
+
+def build_module(cls, config, sd: dict, where):
+    """A module of class `cls` with its parameters taken from the state dict `sd`."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        module = construct(cls, config)
+    return fill(module, sd, where).eval().requires_grad_(False)
+
+
+# ---- single components ------------------------------------------------------------------------
+def load_text_encoder(path: Path):
+    """The first text encoder and tokenizer of the model folder `path`."""
+    import transformers
+
+    cls_name = text_encoder_class(read_index(path), path, "text_encoder") if path.is_dir() else None
+    if cls_name is None:
+        raise ModelError(f"{path} is not a model folder with a text encoder")
+    folder = path / "text_encoder"
+    config = text_config(folder / "config.json")
+    encoder = _build(getattr(transformers, cls_name), config, folder, stored_values(folder), False, "cpu")
+    return encoder, load_tokenizer(path / "tokenizer")
+
+
+def load_vae(path: Path, allow_pickle: bool = False):
+    """A lone AutoencoderKL folder (config.json + weights), e.g. one made by train-vae."""
+    from diffusers import AutoencoderKL
+
+    quiet_libraries()
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} is not a VAE folder: config.json is missing")
+    return _build(AutoencoderKL, component_config(path / "config.json", "vae"), path, stored_values(path), allow_pickle,
+                  "cpu")
+
+
+def load_tokenizer(path: Path):
+    from transformers import CLIPTokenizer
+
+    if not path.is_dir() or not any(path.iterdir()):
+        raise ModelError(f"tokenizer folder {path} is missing or empty")
+    try:
+        return CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged tokenizer file fails in many types
+        raise ModelError(f"cannot read the tokenizer in {path}: {first_line(e)}") from None

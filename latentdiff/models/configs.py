@@ -1,0 +1,228 @@
+"""Every small file of a diffusers model folder, read and checked once before any weights load:
+the folder's layout (model_index.json and the component folders it needs), each component's
+config, the scheduler's, latentdiff.json's recommended settings, and the weights' sizes from their
+headers. `read_configs` returns them as one record (ModelConfigs) for models/assemble.py to build
+from; `model_facts` is the lighter read a request is checked against before loading (preflight).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from latentdiff.errors import ModelError
+from latentdiff.models.checks import (MAX_TRAIN_TIMESTEPS, check_config_numbers, check_defaults,
+                                      check_scheduler_config, guarded)
+from latentdiff.models.files import confined, read_json_object
+from latentdiff.models.weights import stored_values
+
+SUPPORTED = "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants"
+# (encoder, tokenizer) folder pairs; SDXL has both, its refiner only the second.
+TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
+TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
+# Pipeline-level options of model_index.json that change how prompts are conditioned.
+INDEX_OPTIONS = ("force_zeros_for_empty_prompt", "requires_aesthetics_score")
+DEFAULTS_FILE = "latentdiff.json"  # our recommended settings; diffusers ignores the file
+MAX_NOISE_LEVEL = 350  # diffusers' StableDiffusionUpscalePipeline default
+
+
+@dataclass(frozen=True)
+class ModelConfigs:
+    """What a model folder's configs say, every one checked."""
+
+    path: Path
+    index: dict  # model_index.json
+    unet: dict
+    vae: dict
+    text: dict  # encoder folder -> (class name, transformers' CLIPTextConfig), for the encoders it has
+    scheduler: dict
+    defaults: dict  # latentdiff.json
+    upscaler: dict  # Components.upscaler
+    values: dict = field(default_factory=dict)  # component -> weights.stored_values(): (count, exact)
+    unet_params: int | None = None  # the UNet's weight count from its safetensors headers; None for pickle
+
+
+def read_configs(path: Path, defaults_from: Path | None = None) -> ModelConfigs:
+    """Check the folder's layout, then read and check every config of the model at `path`; the
+    recommended settings of `defaults_from` (a LoRA folder) override the model's own."""
+    index = check_model_dir(path)
+    defaults = {**read_defaults(path), **(read_defaults(defaults_from) if defaults_from is not None else {})}
+    unet, vae = _component(path, "unet", "unet"), _component(path, "vae", "vae")
+    text = {}
+    for te_name, _ in TEXT_PARTS:
+        cls_name = text_encoder_class(index, path, te_name)
+        if cls_name is not None:
+            text[te_name] = (cls_name, text_config(path / te_name / "config.json"))
+    values = {name: stored_values(path / name) for name in ("unet", "vae", *text)}
+    scheduler = read_scheduler_config(path / "scheduler" / "scheduler_config.json")
+    unet_params = values["unet"][0] if values["unet"][1] else None
+    return ModelConfigs(path, index, unet, vae, text, scheduler, defaults, read_upscaler(path, index), values,
+                        unet_params)
+
+
+def _component(path: Path, name: str, what: str) -> dict:
+    return component_config(path / name / "config.json", what)
+
+
+def component_config(config_path: Path, what: str) -> dict:
+    """A component's config.json, its numbers bounded."""
+    config = read_json_object(config_path, what)
+    check_config_numbers(config, config_path)
+    return config
+
+
+def text_config(config_path: Path):
+    """A text encoder's config.json as transformers' CLIPTextConfig."""
+    # Here, not at the top: importing transformers takes seconds (preflight reads configs without it).
+    import transformers
+
+    te_dict = component_config(config_path, "text encoder")
+    return guarded(lambda: transformers.CLIPTextConfig.from_dict(te_dict), config_path)
+
+
+# ---- the folder -------------------------------------------------------------------------------
+def check_model_dir(path: Path) -> dict:
+    """Refuse a folder that is no diffusers model of a supported kind, or lacks a component folder
+    its index names; return its model_index.json."""
+    if not path.is_dir():
+        raise ModelError(f"model path {path} is not a directory")
+    if not any(path.iterdir()):
+        raise ModelError(f"model directory {path} is empty")
+    what = describe_folder(path)
+    if what:
+        raise ModelError(f"{path} is {what}, not a model this can generate with; supported: {SUPPORTED}")
+    if not (path / "model_index.json").is_file():
+        raise ModelError(f"{path} is not a diffusers-format model: model_index.json is missing")
+    index = read_index(path)
+    missing = [c for c in required_components(path, index) if not (path / c).is_dir()]
+    if missing:
+        raise ModelError(f"model {path} lacks component folder(s): {', '.join(missing)}")
+    return index
+
+
+def describe_folder(path: Path) -> str | None:
+    """What a folder that is not an SD/SDXL diffusers model holds, when it can be told."""
+    cls = _class_name(path / "model_index.json")
+    if cls is not None:
+        sd = cls.startswith(("StableDiffusionPipeline", "StableDiffusionXL", "StableDiffusionInpaint",
+                             "StableDiffusionImg2Img", "StableDiffusionUpscale"))
+        return None if sd or not cls else f"a {cls} model"
+    cls = _class_name(path / "config.json")
+    return f"a lone {cls} component, not a whole model" if cls else None
+
+
+def _class_name(config: Path) -> str | None:
+    """The `_class_name` a diffusers JSON config names ("" if none); None without a readable file."""
+    if not config.is_file():
+        return None
+    try:
+        return str(json.loads(config.read_text(encoding="utf-8")).get("_class_name", ""))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def required_components(path: Path, index: dict) -> list[str]:
+    """The component folders a model needs: SD's five, SDXL's with `text_encoder_2` and
+    `tokenizer_2`, an SDXL refiner's without the first encoder (as model_index.json says)."""
+    needed = ["unet", "vae", "scheduler"]
+    for te_name, tok_name in TEXT_PARTS:
+        if text_encoder_class(index, path, te_name) is not None:
+            needed += [te_name, tok_name]
+    return needed
+
+
+def read_index(path: Path) -> dict:
+    f = path / "model_index.json"
+    return read_json_object(f, "model index") if f.is_file() else {}
+
+
+def text_encoder_class(index: dict, path: Path, name: str) -> str | None:
+    """The class of text encoder `name` the model has, or None when it has none: as
+    model_index.json says, else (older indexes) `text_encoder` always and `_2` if its folder exists."""
+    entry = index.get(name)
+    if isinstance(entry, list) and len(entry) == 2:
+        cls_name = entry[1]
+    elif name == "text_encoder" or (path / name).is_dir():
+        cls_name = "CLIPTextModel" if name == "text_encoder" else "CLIPTextModelWithProjection"
+    else:
+        return None
+    if cls_name is not None and cls_name not in TEXT_CLASSES:
+        raise ModelError(f"{path}: text encoder class {cls_name!r} is not supported (supported: {', '.join(TEXT_CLASSES)})")
+    return cls_name
+
+
+# ---- the small files beside the components ---------------------------------------------------
+def read_scheduler_config(path: Path) -> dict:
+    return check_scheduler_config(read_json_object(path, "scheduler"), path)
+
+
+def read_upscaler(path: Path, index: dict) -> dict:
+    """The low-res scheduler config and max noise level diffusers keeps beside an upscaler's UNet."""
+    f = path / "low_res_scheduler" / "scheduler_config.json"
+    if "low_res_scheduler" not in index and not f.is_file():
+        return {}
+    low = read_scheduler_config(f) if f.is_file() else {"_class_name": "DDPMScheduler"}
+    level = index.get("max_noise_level", MAX_NOISE_LEVEL)
+    if not isinstance(level, int) or level < 0:
+        raise ModelError(f"{path / 'model_index.json'}: max_noise_level must be a whole number >= 0, got {level!r}")
+    return {"low_res_scheduler": low, "max_noise_level": level}
+
+
+def read_defaults(path: Path) -> dict:
+    f = path / DEFAULTS_FILE
+    return check_defaults(read_json_object(f, "latentdiff defaults"), f) if f.is_file() else {}
+
+
+def own_upscaler(model_dir, defaults: dict) -> str | None:
+    """The folder of the model's own upscaler (latentdiff.json's "upscaler", inside the model folder),
+    or None where it names none."""
+    name = defaults.get("upscaler")
+    if not name or model_dir is None:
+        return None
+    folder = Path(model_dir)
+    path = confined(folder, name, f"{folder / DEFAULTS_FILE} (upscaler)")
+    if not path.is_dir():
+        raise ModelError(f"{folder / DEFAULTS_FILE} names the upscaler {name!r}, but {path} is not a folder; "
+                         "pass --no-upscale to generate without it")
+    return str(path.resolve())
+
+
+# ---- what a request is checked against before loading ------------------------------------------
+@dataclass(frozen=True)
+class ModelFacts:
+    path: Path  # the model folder the weights come from
+    factor: int  # pixels per latent pixel (the VAE's downscale)
+    native: int  # side in pixels of the images the model was trained at: UNet sample_size x factor
+    train_timesteps: int | None
+    defaults: dict  # latentdiff.json
+    unet: dict
+    vae: dict
+    text_layers: int | None  # the fewest layers of its text encoders (clip skip's bound)
+
+
+def model_facts(path: Path) -> ModelFacts | None:
+    """The facts of the model folder `path`, read raw (no diffusers import: it takes seconds);
+    None where only loading can tell (an upscaler, an odd config, which loading then refuses with
+    its own message). A folder that is no model is refused here."""
+    check_model_dir(path)
+    unet = read_json_object(path / "unet" / "config.json", "unet")
+    vae = read_json_object(path / "vae" / "config.json", "vae")
+    sample = unet.get("sample_size")
+    # Anything odd (or huge): None, and loading says what is wrong.
+    if not (_counts(vae.get("block_out_channels"), 65_536) and _counts(unet.get("block_out_channels"), 65_536)
+            and _counts([sample])):
+        return None
+    factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    timesteps = read_json_object(path / "scheduler" / "scheduler_config.json", "scheduler").get("num_train_timesteps")
+    timesteps = timesteps if _counts([timesteps], MAX_TRAIN_TIMESTEPS) else None
+    layers = [read_json_object(path / te / "config.json", "text encoder").get("num_hidden_layers")
+              for te, _ in TEXT_PARTS if (path / te / "config.json").is_file()]
+    text_layers = min(layers) if layers and _counts(layers) else None
+    return ModelFacts(path, factor, sample * factor, timesteps, read_defaults(path), unet, vae, text_layers)
+
+
+def _counts(values, limit: int = 1_000_000) -> bool:
+    """A short list of whole numbers from 1 to `limit`."""
+    return isinstance(values, list) and 0 < len(values) <= 16 and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= limit for v in values)
