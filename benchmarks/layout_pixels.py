@@ -156,12 +156,15 @@ def main() -> None:
     before = CACHE / f"out-{sha[:10]}-{machine}"
     if not (before / "errors.json").exists():
         side(tree, before, args.only)
-    after = CACHE / "out-worktree"
-    subprocess.run(["rm", "-rf", str(after)], check=True)
-    side(ROOT, after, args.only)
-    names = [n for n in cases(CACHE / "models", CACHE / "inputs") if not args.only or n in args.only]
-    print(f"\nbefore: {args.before} ({sha[:10]}), after: working tree; machine: {machine}, {os.cpu_count()} cores\n")
-    sys.exit(0 if compare(before, after, names) else 1)
+    after = CACHE / f"out-worktree-{os.getpid()}"  # one per run: several runs may share the cache
+    try:
+        side(ROOT, after, args.only)
+        names = [n for n in cases(CACHE / "models", CACHE / "inputs") if not args.only or n in args.only]
+        print(f"\nbefore: {args.before} ({sha[:10]}), after: working tree; machine: {machine}, {os.cpu_count()} cores\n")
+        same = compare(before, after, names)
+    finally:
+        subprocess.run(["rm", "-rf", str(after)], check=True)
+    sys.exit(0 if same else 1)
 
 
 if __name__ == "__main__":
