@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from latentdiff.config.request import Request
 from latentdiff.errors import ModelError, UsageError
+from latentdiff.images.record import record
 from latentdiff.sampling.loop import ImageCond, denoise, make_scheduler
 
 # diffusers' StableDiffusionUpscalePipeline defaults
@@ -70,7 +72,7 @@ def load_upscaler(pipe, ref):
         return ref
     if ref is None:
         raise UsageError(f"{pipe.model_ref} is not a diffusion upscaler; pass upscaler=MODEL")
-    cache = pipe.__dict__.setdefault("_upscalers", {})
+    cache = pipe.upscalers
     if ref not in cache:
         model = Pipeline.from_pretrained(ref, device=str(pipe.device), dtype=DTYPE_NAMES.get(pipe.dtype, "auto"))
         if not model.is_upscaler:
@@ -114,13 +116,14 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
     latent_tile = None if tile is None else tile_in_latents(tile, pipe.scale_factor, m)
     unet = c.unet if tile is None else TiledUNet(c.unet, latent_tile)
     with torch_threads_of(pipe):
-        latents = denoise(unet, sched, latents, cond, uncond, guidance, [g], pipe._progress(1),
+        latents = denoise(unet, sched, latents, cond, uncond, guidance, [g], pipe.progress_bar(1),
                           image_cond=ImageCond(noisy.to(cond.hidden.dtype), class_labels=level))
         out = to_pil(pipe.decode(latents, tile=latent_tile))[0]
     f = out.width // padded.width
     out = out.crop((0, 0, low.width * f, low.height * f))
-    info = {**pipe._record({"negative_prompt": negative_prompt, "steps": int(steps), "guidance": float(guidance),
-                             "scheduler": scheduler, "width": out.width, "height": out.height}, prompt, seed),
+    request = Request(prompts=(prompt,), negative_prompt=negative_prompt, steps=int(steps), guidance=float(guidance),
+                      width=out.width, height=out.height, seed=seed, num_images=1, scheduler=scheduler)
+    info = {**record(pipe, request, prompt, seed),
             "upscale_of": path, "upscale_of_hash": pixel_hash(low), "noise_level": noise_level, "tile": tile}
     out.info["latentdiff"], out.info["parameters"] = info, a1111_line(info)
     return out
@@ -142,7 +145,7 @@ def _check_args(steps, guidance, noise_level, max_level, seed, tile) -> None:
 def torch_threads_of(pipe):
     from latentdiff.runtime.device import torch_threads
 
-    return torch_threads(pipe._threads)
+    return torch_threads(pipe.threads)
 
 
 def tile_in_latents(tile: int, factor: int, m: int) -> int:
