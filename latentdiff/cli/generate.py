@@ -27,10 +27,9 @@ def run(args) -> int:
 
     with interrupts_deferred():
         import_torch()
-    from latentdiff.config.generate import from_flags
     from latentdiff.formats.preflight import note
 
-    run_generate(*from_flags(vars(args), note))
+    run_generate(*GenerateConfig.from_flags(vars(args), note))
     return 0
 
 

@@ -37,8 +37,10 @@ def field_docs(cls) -> dict[str, str]:
 
 
 def _kind(field) -> tuple[str, bool]:
-    """('int' | 'float' | 'str' | 'bool' | 'list' | 'dict', optional) from a string annotation."""
-    parts = [p.strip() for p in str(field.type).split("|")]
+    """('int' | 'float' | 'str' | 'bool' | 'list' | 'dict', optional) from the annotation (a string
+    under `from __future__ import annotations`, else the type)."""
+    text = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    parts = [p.strip() for p in text.split("|")]
     optional = "None" in parts
     base = next(p for p in parts if p != "None")
     return ("list" if base.startswith("list") else base), optional

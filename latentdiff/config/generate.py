@@ -165,40 +165,40 @@ class GenerateConfig:
         kept = check_fields({k: v for k, v in recorded.items() if k not in given}, recorded_label(source))
         return cls(**{**kept, **given})
 
+    @classmethod
+    def from_flags(cls, values: dict, note=lambda text: None) -> tuple["GenerateConfig", str | None]:
+        """`generate`'s config from the flags given (`values`, as add_flags leaves them): the prompt and
+        --prompts FILE, --random-seed, --compile-mode and the image flags; with --from IMAGE.png, its
+        recorded parameters under the flags (`note` tells what an A1111 image's do not carry over).
+        Returns (config, the device recorded in the image where its dtype is used)."""
+        prompts = []
+        if values.get("prompt") is not None:
+            check(bool(values["prompt"].strip()), "the prompt is empty; give some text, or --prompts FILE")
+            prompts.append(values["prompt"])
+        if values.get("prompts_file"):
+            prompts += read_prompts_file(values["prompts_file"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        flags = {k: v for k, v in values.items() if k in names}
+        if values.get("compile_mode"):
+            flags["compile"] = values["compile_mode"]
+        if values.get("random_seed"):
+            flags.pop("seed", None)
+        image_flags = {f.dest: values[f.dest] for f in IMAGE_FLAGS if f.dest in values}
+        recorded_device = None
+        if values.get("from_image"):
+            from latentdiff.images.write import read_params  # PIL: only with --from
 
-def from_flags(values: dict, note=lambda text: None) -> tuple[GenerateConfig, str | None]:
-    """`generate`'s config from the flags given (`values`, as add_flags leaves them): the prompt and
-    --prompts FILE, --random-seed, --compile-mode and the image flags; with --from IMAGE.png, its
-    recorded parameters under the flags (`note` tells what an A1111 image's do not carry over).
-    Returns (config, the device recorded in the image where its dtype is used)."""
-    prompts = []
-    if values.get("prompt") is not None:
-        check(bool(values["prompt"].strip()), "the prompt is empty; give some text, or --prompts FILE")
-        prompts.append(values["prompt"])
-    if values.get("prompts_file"):
-        prompts += read_prompts_file(values["prompts_file"])
-    names = {f.name for f in dataclasses.fields(GenerateConfig)}
-    flags = {k: v for k, v in values.items() if k in names}
-    if values.get("compile_mode"):
-        flags["compile"] = values["compile_mode"]
-    if values.get("random_seed"):
-        flags.pop("seed", None)
-    image_flags = {f.dest: values[f.dest] for f in IMAGE_FLAGS if f.dest in values}
-    recorded_device = None
-    if values.get("from_image"):
-        from latentdiff.images.write import read_params  # PIL: only with --from
-
-        params = read_params(values["from_image"])
-        for text in params.pop("notes", []):  # an A1111 image: what does not carry over
-            note(text)
-        recorded_device = None if values.get("dtype") else params.get("device")
-        cfg = GenerateConfig.from_image(params, values["from_image"], **flags, prompts=prompts or None,
-                                        image_options=image_options(image_flags, params))
-    else:
-        cfg = GenerateConfig(prompts=prompts, image_options=image_options(image_flags), **flags)
-    if values.get("random_seed"):
-        cfg.seed = None
-    return cfg, recorded_device
+            params = read_params(values["from_image"])
+            for text in params.pop("notes", []):  # an A1111 image: what does not carry over
+                note(text)
+            recorded_device = None if values.get("dtype") else params.get("device")
+            cfg = cls.from_image(params, values["from_image"], **flags, prompts=prompts or None,
+                                 image_options=image_options(image_flags, params))
+        else:
+            cfg = cls(prompts=prompts, image_options=image_options(image_flags), **flags)
+        if values.get("random_seed"):
+            cfg.seed = None
+        return cfg, recorded_device
 
 
 def image_options(flags: dict, recorded: dict | None = None) -> dict:
