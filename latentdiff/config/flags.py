@@ -29,11 +29,21 @@ def field_docs(cls) -> dict[str, str]:
     of the dataclasses it extends)."""
     docs = {}
     for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
-        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        body = _class_body(klass)
         for node, nxt in zip(body, body[1:]):
             if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
                 docs[node.target.id] = " ".join(str(nxt.value.value).split())
     return docs
+
+
+def _class_body(klass) -> list:
+    """The statements of `klass`'s definition. The module is parsed whole: ast's C parser is several
+    times faster than inspect.getsource's tokenizer, which `--help` would wait for."""
+    tree = ast.parse(Path(inspect.getsourcefile(klass)).read_text(encoding="utf-8"))
+    found = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == klass.__name__]
+    if len(found) != 1:  # a name defined twice in its file: the block inspect finds
+        found = ast.parse(textwrap.dedent(inspect.getsource(klass))).body
+    return found[0].body
 
 
 def _kind(field) -> tuple[str, bool]:
