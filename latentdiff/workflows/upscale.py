@@ -65,16 +65,15 @@ def model_upscaler(pipe) -> str | None:
 def load_upscaler(pipe, ref):
     """The upscaler `ref` (a model reference or a Pipeline) on `pipe`'s device and dtype, loaded
     once per `pipe` and kept."""
-    from latentdiff.pipeline import Pipeline
     from latentdiff.runtime.device import DTYPE_NAMES
 
-    if isinstance(ref, Pipeline):
+    if isinstance(ref, type(pipe)):  # a Pipeline (the workflows get the pipeline passed in, never import it)
         return ref
     if ref is None:
         raise UsageError(f"{pipe.model_ref} is not a diffusion upscaler; pass upscaler=MODEL")
     cache = pipe.upscalers
     if ref not in cache:
-        model = Pipeline.from_pretrained(ref, device=str(pipe.device), dtype=DTYPE_NAMES.get(pipe.dtype, "auto"))
+        model = type(pipe).from_pretrained(ref, device=str(pipe.device), dtype=DTYPE_NAMES.get(pipe.dtype, "auto"))
         if not model.is_upscaler:
             raise UsageError(f"{ref} is not a diffusion upscaler (its UNet does not take the low-res image)")
         cache[ref] = model
