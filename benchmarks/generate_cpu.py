@@ -89,10 +89,10 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
         loaded[name] = common.current_rss_mb() - r0
         dtypes[name] = {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(pipe.dtype, str(pipe.dtype))
         if threads != "auto":
-            pipe._threads = threads  # None: the process's torch thread count
+            pipe.threads = threads  # None: the process's torch thread count
         pipe.progress = True
         clock = clocks[name] = common.StepClock()
-        pipe._progress = clock.ours_progress  # our progress hook doubles as the step clock
+        pipe.progress_bar = clock.ours_progress  # our progress hook doubles as the step clock
 
         def call():
             clock.start()

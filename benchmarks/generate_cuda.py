@@ -131,7 +131,7 @@ def measure(ours, theirs, ref_images, steps, batch, size, args, device):
                 torch.cuda.reset_peak_memory_stats(device)
             clock = clocks[name]
             if name in ours:
-                ours[name]._progress = clock.ours_progress
+                ours[name].progress_bar = clock.ours_progress
                 out = ours[name](common.PROMPT, steps=steps, guidance=args.guidance, width=size, height=size,
                                  seed=0, num_images=batch)
             else:

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import secrets
+import dataclasses
 import sys
 from pathlib import Path
 
 import torch
 
-import latentdiff.models.checks as model_checks
 import latentdiff.config.params as params
+from latentdiff.config.request import Request, resolve
 from latentdiff.errors import UsageError
+from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
-from latentdiff.runtime.memory import allocation_errors
+from latentdiff.runtime.memory import allocation_errors, images_at_once
 from latentdiff.models.components import Components, save_components, vae_scale_factor
 from latentdiff.runtime.placement import vae_dtype
 from latentdiff.runtime.device import (cpu_threads_for, prepack_cpu_weights, torch_threads,
                       use_channels_last, wants_channels_last, wants_prepacked_weights)
 from latentdiff.families.registry import family_of
 from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
-from latentdiff.sampling.schedulers import default_steps
-
-FALLBACK_STEPS, FALLBACK_GUIDANCE = params.FALLBACK_STEPS, params.FALLBACK_GUIDANCE
 
 
 class Pipeline:
@@ -40,7 +38,8 @@ class Pipeline:
 
         self.addons = AddOns()  # LoRAs and embeddings added at load time
         self.compiled = False
-        self._threads = None  # intra-op threads while generating; None: the process's own setting
+        self.threads = None  # intra-op CPU threads while generating (cpu_threads_for); None: the process's own
+        self.upscalers = {}  # diffusion upscalers loaded for this pipeline (workflows/upscale.py), by reference
         self.family = family_of(components)  # what the model is: its conditioning, its model call
         self.conditioning = self.family.conditioning(components)
         self.refiner, self.refiner_start = None, None  # an SDXL refiner takes over at refiner_start
@@ -58,7 +57,7 @@ class Pipeline:
         for te in c.text_encoders():
             te.to(device=device, dtype=dtype)
         c.vae.to(device=device, dtype=vae_dtype(dtype, c.vae.config, device))
-        self._threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
+        self.threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
         if wants_channels_last(device, dtype):
             use_channels_last(c.unet, c.vae)
         if wants_prepacked_weights(device, dtype):
@@ -105,27 +104,17 @@ class Pipeline:
     def save_pretrained(self, out, dtype: str | None = None) -> Path:
         """Write the diffusers layout (safetensors). `dtype="fp16"` stores half-size weights
         (loaders upcast them as needed) without changing this pipeline's own modules."""
-        from latentdiff.runtime.device import DTYPES
+        from latentdiff.runtime.device import DTYPES, cast_while
 
         out = Path(out)
         c = self.components
         if self.compiled and self.device.type == "cuda":
             raise UsageError("a pipeline compiled on CUDA holds fused attention projections and cannot be "
                              "saved; save it from a pipeline loaded without compile")
-        if dtype is None:
-            save_components(c, out, c.scheduler_config.get("_class_name", "PNDMScheduler"))
-            return out
-        if dtype not in DTYPES:
+        if dtype is not None and dtype not in DTYPES:
             raise UsageError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
-        modules = (c.unet, c.vae, *c.text_encoders())
-        before = [m.dtype for m in modules]
-        try:
-            for m in modules:
-                m.to(DTYPES[dtype])
+        with cast_while((c.unet, c.vae, *c.text_encoders()), DTYPES.get(dtype)):
             save_components(c, out, c.scheduler_config.get("_class_name", "PNDMScheduler"))
-        finally:
-            for m, d in zip(modules, before):
-                m.to(d)
         return out
 
     # ---- properties of the loaded model -------------------------------------------------
@@ -152,7 +141,8 @@ class Pipeline:
 
     def defaults(self) -> dict:
         d = self.components.defaults
-        return {"steps": int(d.get("steps", FALLBACK_STEPS)), "guidance": float(d.get("guidance", FALLBACK_GUIDANCE))}
+        return {"steps": int(d.get("steps", params.FALLBACK_STEPS)),
+                "guidance": float(d.get("guidance", params.FALLBACK_GUIDANCE))}
 
     # ---- generation ---------------------------------------------------------------------
     def __call__(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
@@ -192,69 +182,39 @@ class Pipeline:
         source = opts.source(width, height, self.scale_factor)
         if source is not None:
             width, height = source.image.size
-        p = self._resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
-        note_size(self, p, opts)
-        p.update(options=opts, source=source, strength=opts.default_strength() if source else None,
-                 callback=callback)
-        p.update(self._text_options(clip_skip, prompt_syntax))
-        jobs = [(text, p["seed"] + k) for k, text in enumerate(t for t in prompts for _ in range(p["num_images"]))]
-        batch = self._batch_size(p, len(jobs))
-        for i in range(0, len(jobs), batch):
-            yield from self._generate(jobs[i : i + batch], p)
-
-    def _resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> dict:
-        """Every argument checked (params.py), defaults filled in from the model."""
-        d, api = self.defaults(), params.api_label
-
-        def side(name, given):  # a size left out is the model's native one, named so in errors
-            label = api if given is not None else (lambda n: f"the model's native {n}")
-            return params.size(label, name, self.native_size if given is None else given, self.scale_factor)
-
-        n = params.num_images(api, num_images)
-        train_steps = self.components.scheduler_config.get("num_train_timesteps")
-        # None keeps the model's own scheduler (with the settings its method needs, where it lacks them).
-        method = params.scheduler(api, scheduler)
-        p = dict(
-            negative_prompt=params.text(api, "negative_prompt", "" if negative is None else negative),
-            steps=params.steps(api, default_steps(method, d["steps"]) if steps is None else steps, train_steps),
-            guidance=params.guidance(api, d["guidance"] if guidance is None else guidance),
-            width=side("width", width), height=side("height", height),
-            seed=params.seed(api, secrets.randbelow(2**32) if seed is None else seed, len(prompts) * n),
-            scheduler=method, num_images=n,
-        )
-        where = Path(self.model_dir or ".") / "scheduler" / "scheduler_config.json"
-        model_checks.check_scheduler_steps(self.components.scheduler_config, p["scheduler"], p["steps"], where)
-        return p
-
-    def _batch_size(self, p: dict, total: int) -> int:
-        """At most max_batch images at a time, fewer where the memory would not hold them."""
-        from latentdiff.runtime.memory import batch_that_fits, generation_bytes
-
+        request = self.resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
+        note_size(self, request, opts)
+        request = dataclasses.replace(request, options=opts, source=source, callback=callback,
+                                      strength=opts.default_strength() if source else None,
+                                      **self._text_options(clip_skip, prompt_syntax))
+        jobs = request.jobs()
         c = self.components
-        unet_bytes, vae_bytes = c.unet.dtype.itemsize, c.vae.dtype.itemsize
+        batch = images_at_once(c.unet, c.vae, request.width, request.height, request.guidance != 1.0,
+                               min(self.max_batch, len(jobs)), self.device)
+        for i in range(0, len(jobs), batch):
+            yield from self._generate(jobs[i : i + batch], request)
 
-        def need(batch: int) -> int:
-            return generation_bytes(c.unet.config, c.vae.config, batch, p["width"], p["height"],
-                                    p["guidance"] != 1.0, unet_bytes, vae_bytes)
-
-        return batch_that_fits(need, min(self.max_batch, total), self.device, f"a {p['width']}x{p['height']} image")
+    def resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> Request:
+        """The request of a text-to-image call: every argument checked, the model's defaults filled in
+        (config.request.resolve); raises UsageError naming the first bad one (the server checks jobs so)."""
+        return resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler)
 
     def _text_options(self, clip_skip, prompt_syntax) -> dict:
         clip_skip = self.components.defaults.get("clip_skip", 1) if clip_skip is None else clip_skip
         return {"clip_skip": self.conditioning.check_clip_skip(clip_skip),
                 "prompt_syntax": params.prompt_syntax(params.api_label, prompt_syntax)}
 
-    def _generate(self, jobs: list[tuple[str, int]], p: dict):
+    def _generate(self, jobs: list[tuple[str, int]], request: Request):
         from latentdiff.workflows.finish import finish
 
         texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
-        what = f"generating {len(texts)} image(s) of {p['width']}x{p['height']} on {self.device}"
-        with torch_threads(self._threads), allocation_errors(what, "choose a smaller size"):
-            pixels = self._sample(texts, seeds, p)
+        what = f"generating {len(texts)} image(s) of {request.width}x{request.height} on {self.device}"
+        with torch_threads(self.threads), allocation_errors(what, "choose a smaller size"):
+            pixels = self._sample(texts, seeds, request)
         out = []
         for image, text, s in zip(to_pil(pixels), texts, seeds):
-            image, extra = finish(self, image, text, s, p)
-            info = {**self._record(p, text, s), **extra}
+            image, extra = finish(self, image, text, s, request)
+            info = {**record(self, request, text, s), **extra}
             image.info["latentdiff"] = info
             image.info["parameters"] = a1111_line(info)
             out.append(image)
@@ -270,47 +230,47 @@ class Pipeline:
         self.refiner, self.refiner_start = refiner, float(start)
         return self
 
-    def _sample(self, texts: list[str], seeds: list[int], p: dict) -> torch.Tensor:
+    def _sample(self, texts: list[str], seeds: list[int], request: Request) -> torch.Tensor:
         texts = [self.addons.expand(t) for t in texts]
-        negatives = [self.addons.expand(p["negative_prompt"])] * len(texts) if p["guidance"] != 1.0 else None
-        cond, uncond = self.conditioning(texts, negatives, p["height"], p["width"], p["prompt_syntax"], p["clip_skip"])
-        src = p.get("source")
+        negatives = [self.addons.expand(request.negative_prompt)] * len(texts) if request.guidance != 1.0 else None
+        cond, uncond = self.conditioning(texts, negatives, request.height, request.width, request.prompt_syntax, request.clip_skip)
+        src = request.source
         image, mask = src.region() if src is not None else (None, None)
-        latents, gens = self.run_loop(cond, uncond, seeds, p, p["steps"], (p["width"], p["height"]), image=image,
-                                      mask=mask, strength=p.get("strength") or 1.0, with_generators=True)
+        latents, gens = self.run_loop(cond, uncond, seeds, request, request.steps, (request.width, request.height),
+                                      image=image, mask=mask, strength=request.strength or 1.0, with_generators=True)
         if self.refiner is not None:
-            return self.refiner.decode(self._refine(latents, texts, gens, p))
-        if p.get("options") is not None and p["options"].hires:
+            return self.refiner.decode(self._refine(latents, texts, gens, request))
+        if request.options is not None and request.options.hires:
             from latentdiff.workflows.hires import hires_pass
 
-            return hires_pass(self, latents, cond, uncond, texts, seeds, p)
+            return hires_pass(self, latents, cond, uncond, texts, seeds, request)
         return self.decode(latents)
 
-    def _refine(self, latents, texts, gens, p: dict) -> torch.Tensor:
+    def _refine(self, latents, texts, gens, request: Request) -> torch.Tensor:
         """The refiner's share of the timesteps, continuing this model's latents and generators."""
         r = self.refiner
-        negatives = [p["negative_prompt"]] * len(texts) if p["guidance"] != 1.0 else None
-        cond, uncond = r.conditioning(texts, negatives, p["height"], p["width"], p["prompt_syntax"])
-        sched = make_scheduler(r.components.scheduler_config, p["scheduler"])
-        sched.set_timesteps(p["steps"])  # on the CPU: see sampling.denoise
+        negatives = [request.negative_prompt] * len(texts) if request.guidance != 1.0 else None
+        cond, uncond = r.conditioning(texts, negatives, request.height, request.width, request.prompt_syntax)
+        sched = make_scheduler(r.components.scheduler_config, request.scheduler)
+        sched.set_timesteps(request.steps)  # on the CPU: see sampling.denoise
         start = refiner_start_index(sched, self.refiner_start)
-        return denoise(r.family.denoiser(r.components), sched, latents.to(r.device), cond, uncond, p["guidance"], gens,
-                       r._progress(len(texts)), start=start)
+        return denoise(r.family.denoiser(r.components), sched, latents.to(r.device), cond, uncond, request.guidance,
+                       gens, r.progress_bar(len(texts)), start=start)
 
-    def run_loop(self, cond, uncond, seeds: list[int], p: dict, steps: int, size: tuple[int, int],
+    def run_loop(self, cond, uncond, seeds: list[int], request: Request, steps: int, size: tuple[int, int],
                  with_generators: bool = False, **start):
         """One run of the sampling loop at `size`, from noise or from the start `start` describes
         (see workflows.start.prepare): the one loop every workflow goes through."""
         from latentdiff.workflows.start import prepare
 
-        sched = make_scheduler(self.components.scheduler_config, p["scheduler"])
+        sched = make_scheduler(self.components.scheduler_config, request.scheduler)
         sched.set_timesteps(steps)  # on the CPU: see sampling.denoise
         s = prepare(self, sched, seeds, steps, size, **start)
         # With a refiner, this model stops where the refiner takes over (and hands on its generators).
         end = steps_before(sched, self.refiner_start) if with_generators and self.refiner is not None else None
         latents = denoise(self.family.denoiser(self.components), sched, s.latents, s.inputs(cond), s.inputs(uncond),
-                          p["guidance"], s.generators, self._progress(len(seeds)), start=s.start, end=end,
-                          blend=s.blend, callback=p.get("callback"))
+                          request.guidance, s.generators, self.progress_bar(len(seeds)), start=s.start, end=end,
+                          blend=s.blend, callback=request.callback)
         return (latents, s.generators) if with_generators else latents
 
     def upscale(self, image, prompt="", negative_prompt="", steps=None, guidance=None, noise_level=None, seed=0,
@@ -330,12 +290,9 @@ class Pipeline:
 
         return decode_latents(self.components.vae, latents, self.scale_factor, tile)
 
-    def _record(self, p: dict, prompt: str, seed: int) -> dict:
-        from latentdiff.images.record import record
-
-        return record(self, p, prompt, seed)
-
-    def _progress(self, batch: int):
+    def progress_bar(self, batch: int):
+        """What the loop wraps its timesteps in: a tqdm bar on stderr for `batch` images, or (with
+        `progress` off) nothing. Benchmarks replace it to time each step."""
         if not self.progress:
             return iter
         from tqdm.auto import tqdm

@@ -342,7 +342,7 @@ class StepClock:
     def finish(self):
         self.step_times += [b - a for a, b in zip(self.marks, self.marks[1:])]
 
-    # latentdiff: Pipeline._progress(batch) returns a wrapper around the timestep iterator
+    # latentdiff: Pipeline.progress_bar(batch) returns a wrapper around the timestep iterator
     def ours_progress(self, _batch):
         def wrap(it):
             if self.mark_first:

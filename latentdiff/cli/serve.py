@@ -1,9 +1,9 @@
-"""`latentdiff serve`, registered by cli.py. Options are checked before anything heavy is imported."""
+"""`latentdiff serve`. Options are checked before anything heavy is imported."""
 
 from __future__ import annotations
 
 
-def add_serve(sub):
+def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="run the HTTP server: JSON API, AUTOMATIC1111 API subset, web page",
                        description="Keep models loaded and serve generations over HTTP: our /v1 JSON API "
                                    "(OpenAPI at /docs), the AUTOMATIC1111 /sdapi/v1 subset, and a web page at /.")
@@ -23,13 +23,13 @@ def add_serve(sub):
     p.add_argument("--memory-budget", type=float, metavar="GB", dest="memory_budget_gb",
                    help="weights of loaded models kept at most (LRU; default: half the RAM)")
     p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body (default: 16)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=run)
 
 
-def cmd_serve(args) -> int:
+def run(args) -> int:
     import os
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cmd_generate
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cli/generate.py
     from latentdiff.server.config import ServeConfig
 
     cfg = ServeConfig(**{k: v for k, v in vars(args).items() if k not in ("func", "command")})
@@ -37,5 +37,3 @@ def cmd_serve(args) -> int:
 
     return serve(cfg)
 
-
-COMMANDS = [add_serve]

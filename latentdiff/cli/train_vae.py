@@ -22,19 +22,19 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `train-vae` on a subparsers object (cli_train.COMMANDS entry)."""
+    """Register `train-vae` on a subparsers object."""
     p = subparsers.add_parser("train-vae", help="train the latent autoencoder (AutoencoderKL)",
                               description="Train an AutoencoderKL on a folder of images. "
                                           "Prints the saved diffusers VAE folder on stdout.")
     _add_arguments(p)
-    p.set_defaults(func=cmd_train_vae)
+    p.set_defaults(func=run)
     return p
 
 
-def cmd_train_vae(args) -> int:
+def run(args) -> int:
     import os
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see cli.cmd_generate
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see cli/generate.py
     from latentdiff.config.flags import given
     from latentdiff.training.recipe import build_config
 
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     _add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return cmd_train_vae(args)
+        return run(args)
     except LatentDiffError as e:
         print(f"train-vae: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -113,7 +113,7 @@ def move(pipe, device=None, dtype=None):
         unpack_cpu_weights(module)  # the oneDNN copies belong to the old placement
         module.to(memory_format=torch.contiguous_format)
     pipe.place_on(dev, target)
-    for other in [pipe.refiner, *pipe.__dict__.get("_upscalers", {}).values()]:
+    for other in [pipe.refiner, *pipe.upscalers.values()]:
         if other is not None:
             other.to(dev, target)
     return pipe

@@ -17,27 +17,40 @@ import dataclasses
 import inspect
 import math
 import textwrap
+from pathlib import Path
 
 from latentdiff.errors import UsageError
-from latentdiff.config.generate import read_prompts_file
 
 _INT64 = 2**63
 
 
 def field_docs(cls) -> dict[str, str]:
-    """{field: docstring} from the string literal under each field of a dataclass's source."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
+    """{field: docstring} from the string literal under each field of a dataclass's source (and
+    of the dataclasses it extends)."""
     docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        body = _class_body(klass)
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[node.target.id] = " ".join(str(nxt.value.value).split())
     return docs
 
 
+def _class_body(klass) -> list:
+    """The statements of `klass`'s definition. The module is parsed whole: ast's C parser is several
+    times faster than inspect.getsource's tokenizer, which `--help` would wait for."""
+    tree = ast.parse(Path(inspect.getsourcefile(klass)).read_text(encoding="utf-8"))
+    found = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == klass.__name__]
+    if len(found) != 1:  # a name defined twice in its file: the block inspect finds
+        found = ast.parse(textwrap.dedent(inspect.getsource(klass))).body
+    return found[0].body
+
+
 def _kind(field) -> tuple[str, bool]:
-    """('int' | 'float' | 'str' | 'bool' | 'list' | 'dict', optional) from a string annotation."""
-    parts = [p.strip() for p in str(field.type).split("|")]
+    """('int' | 'float' | 'str' | 'bool' | 'list' | 'dict', optional) from the annotation (a string
+    under `from __future__ import annotations`, else the type)."""
+    text = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    parts = [p.strip() for p in text.split("|")]
     optional = "None" in parts
     base = next(p for p in parts if p != "None")
     return ("list" if base.startswith("list") else base), optional
@@ -99,8 +112,19 @@ def _optional(parse):
     return parse_or_none
 
 
-def _read_lines(path: str) -> list[str]:
-    return read_prompts_file(path)
+def read_prompts_file(path: str) -> list[str]:
+    """One prompt per line; blank lines and lines starting with # are skipped. (A list field's
+    flag takes such a FILE.)"""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UsageError(f"--prompts file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--prompts file {path} cannot be read as UTF-8 text: {e}") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise UsageError(f"--prompts file {path} holds no prompts")
+    return prompts
 
 
 def _mapping(text: str) -> dict:
@@ -115,36 +139,86 @@ def _mapping(text: str) -> dict:
     return value
 
 
+def _read_lines(path: str) -> list[str]:  # argparse names the type in its error line: keep this name
+    return read_prompts_file(path)
+
+
 _PARSERS = {"int": int, "float": float, "str": str, "list": _read_lines, "dict": _mapping}
 
 
-def add_flags(parser: argparse.ArgumentParser, cls, positional: tuple[str, ...] = (), skip: tuple[str, ...] = ()):
-    """One flag per field of `cls` (positionals first); absent flags stay out of the namespace."""
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """A flag that feeds a config field without being it (`--random-seed` sets `seed` to None): its
+    value lands under `dest` and the config's own code turns it into the field's. A `name` without
+    dashes is a positional argument."""
+
+    name: str
+    help: str
+    options: dict = dataclasses.field(default_factory=dict)  # more add_argument keywords
+    group: str | None = None  # the help section it is listed in
+
+    @property
+    def dest(self) -> str:
+        return self.options.get("dest") or self.name.lstrip("-").replace("-", "_")
+
+
+def flag(name: str | None = None, help: str | None = None, extra: tuple[Flag, ...] = (), own: bool = True,
+         **options) -> dict:
+    """Field metadata for a flag that its type alone does not say: another `name` ("--lora" for
+    `loras`), a `help` other than the docstring (one computed from a table), argparse `options`
+    (action, metavar, dest, type), `extra` flags that feed the same field, or `own=False` where
+    only the extra flags do."""
+    return {"flag": {"name": name, "help": help, "extra": extra, "own": own, "options": options}}
+
+
+def add_flags(parser: argparse.ArgumentParser, cls, positional: tuple[str, ...] = (), skip: tuple[str, ...] = (),
+              say_defaults: bool = True, none_word: bool = True):
+    """One flag per field of `cls` (positionals first), shaped by its `flag(...)` metadata where it
+    has one; absent flags stay out of the namespace. `say_defaults`: each help ends with its
+    default; `none_word`: an optional field's flag also takes `none`."""
     docs = field_docs(cls)
-    choices = getattr(cls, "choices", {})
+    groups = {}
     fields = sorted(dataclasses.fields(cls), key=lambda f: f.name not in positional)
     for f in fields:
         if f.name in skip:
             continue
-        kind, optional = _kind(f)
-        help = docs.get(f.name, "").replace("%", "%%")
-        if f.name in positional:
-            parser.add_argument(f.name, help=help)
-            continue
-        if "(default" not in help:  # a docstring may say it better ("default: the model's")
-            help += _default_text(f, kind, cls).replace("%", "%%")
-        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=help)
-        if kind == "bool":
-            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
-            continue
-        parse = _PARSERS[kind]
-        kw["type"] = _optional(parse) if optional else parse
-        if f.name in choices:
-            kw["choices"] = list(choices[f.name]) + ([None] if optional else [])
-            kw["metavar"] = "{" + ",".join(map(str, choices[f.name])) + "}"
-        elif kind == "list":
-            kw["metavar"] = "FILE"
-        parser.add_argument(_flag(f.name), **kw)
+        meta = f.metadata.get("flag", {})
+        if meta.get("own", True):
+            name, kw = _derived(f, cls, docs, positional, say_defaults, none_word)
+            kw.update(meta.get("options", {}))
+            if meta.get("help"):
+                kw["help"] = meta["help"].replace("%", "%%")
+            if kw.get("action") in ("store_true", "store_false", "append"):
+                kw.pop("type", None)
+            parser.add_argument(meta.get("name") or name, **kw)
+        for extra in meta.get("extra", ()):
+            if extra.group is not None and extra.group not in groups:
+                groups[extra.group] = parser.add_argument_group(extra.group)
+            absent = {"default": argparse.SUPPRESS} if extra.name.startswith("-") else {}
+            groups.get(extra.group, parser).add_argument(extra.name, help=extra.help.replace("%", "%%"), **absent,
+                                                         **extra.options)
+
+
+def _derived(f, cls, docs: dict, positional, say_defaults: bool, none_word: bool) -> tuple[str, dict]:
+    """(flag name, add_argument keywords) as the field's name, type, docstring and default say."""
+    kind, optional = _kind(f)
+    help = docs.get(f.name, "").replace("%", "%%")
+    if f.name in positional:
+        return f.name, dict(help=help)
+    if say_defaults and "(default" not in help:  # a docstring may say it better ("default: the model's")
+        help += _default_text(f, kind, cls).replace("%", "%%")
+    kw = dict(dest=f.name, default=argparse.SUPPRESS, help=help)
+    if kind == "bool":
+        return _flag(f.name), dict(kw, action=argparse.BooleanOptionalAction)
+    parse = _PARSERS[kind]
+    kw["type"] = _optional(parse) if optional and none_word else parse
+    choices = getattr(cls, "choices", {})
+    if f.name in choices:
+        kw["choices"] = list(choices[f.name]) + ([None] if optional and none_word else [])
+        kw["metavar"] = "{" + ",".join(map(str, choices[f.name])) + "}"
+    elif kind == "list":
+        kw["metavar"] = "FILE"
+    return _flag(f.name), kw
 
 
 def _default_text(field, kind: str, cls) -> str:

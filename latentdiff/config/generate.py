@@ -6,8 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from latentdiff.errors import UsageError
+from latentdiff.config.flags import Flag, flag, read_prompts_file
 from latentdiff.config.params import check_fields, flag_label, recorded_label
+from latentdiff.errors import UsageError
+from latentdiff.sampling.schedulers import MIN_STEPS, NAMES
 
 
 def check(ok: bool, msg: str) -> None:
@@ -18,48 +20,108 @@ def check(ok: bool, msg: str) -> None:
 
 
 
+_START = "start from an image (img2img, inpainting, outpainting)"
+_HIRES = "hires fix and the upscaler cascade"
+# generate's flags for `image_options`, each named by its ImageOptions field (workflows/options.py)
+IMAGE_FLAGS = (
+    Flag("--init-image", "start from this picture (img2img); any size, read like finetune's images",
+         dict(dest="image", metavar="IMG"), _START),
+    Flag("--strength", "0 < S <= 1: how much of the picture is repainted (default 0.75; inpainting 1.0)",
+         dict(type=float), _START),
+    Flag("--resize", "how the picture reaches --width/--height: crop (cover, centre-crop; default), fit (pad with "
+         "edges), stretch", dict(choices=["crop", "fit", "stretch"]), _START),
+    Flag("--mask", "inpainting: white = repaint (any mode; resized to the picture)", dict(metavar="MASK"), _START),
+    Flag("--mask-blur", "blur of the mask edge where the result is pasted back (default 4)",
+         dict(type=int, metavar="PX"), _START),
+    Flag("--inpaint-area", "full (default), or masked: work on the masked region at full size",
+         dict(choices=["full", "masked"]), _START),
+    Flag("--padding", "--inpaint-area masked: context pixels around the region (default 32)",
+         dict(type=int, metavar="PX"), _START),
+    Flag("--outpaint", "grow the canvas by these pixels and paint the new area", dict(metavar="L,R,T,B"), _START),
+    Flag("--hires", "generate at the native size, upscale by SCALE, img2img at the target",
+         dict(type=float, metavar="SCALE"), _HIRES),
+    Flag("--hires-strength", "strength of the hires pass (default 0.5)", dict(type=float, metavar="S"), _HIRES),
+    Flag("--hires-steps", "steps of the hires pass (default: --steps)", dict(type=int, metavar="N"), _HIRES),
+    Flag("--hires-upscaler", "how the first pass is upscaled (default latent)",
+         dict(metavar="latent|lanczos|MODEL"), _HIRES),
+    Flag("--upscaler", "a diffusion upscaler run on each finished image (the cascade)", dict(metavar="MODEL"), _HIRES),
+    Flag("--tile", "upscale in overlapping tiles of PX output pixels (bounds memory)",
+         dict(type=int, metavar="PX"), _HIRES),
+    Flag("--no-upscale", "skip the upscaler that the model's latentdiff.json names (its cascade's second stage)",
+         dict(dest="upscale", action="store_false"), _HIRES),
+)
+# PNG metadata key -> ImageOptions field, for --from
+RECORDED_IMAGE_OPTIONS = {"init_image": "image", "init_image_hash": "image_hash", "mask_hash": "mask_hash",
+                          **{k: k for k in ("strength", "resize", "mask", "mask_blur", "inpaint_area", "padding",
+                                            "outpaint", "hires", "hires_strength", "hires_steps", "hires_upscaler",
+                                            "upscaler", "tile", "upscale")}}
+
+
 @dataclass
 class GenerateConfig:
-    """Everything `latentdiff generate` needs; None means "the model's recommendation"."""
+    """Everything `latentdiff generate` needs; None means "the model's recommendation". Each field
+    is a flag of `generate` (config/flags.py): its docstring is the flag's help, its `flag(...)`
+    metadata says what the type does not."""
 
-    prompts: list[str] = field(default_factory=list)
-    """Prompts to render; each gets `num_images` images."""
+    choices = {"prompt_syntax": ("a1111", "plain")}
+
     model: str | None = None
-    """Local diffusers directory, hub id, or None for the shipped default model."""
+    """model directory, single-file checkpoint (.safetensors), hub id (org/name), or omit for the shipped default"""
     out: str = "outputs"
-    """Folder for PNGs; existing files are never overwritten."""
-    steps: int | None = None
+    """output folder (default: outputs/); files are never overwritten"""
+    steps: int | None = field(default=None, metadata=flag(
+        help=f"denoising steps (default: the model's recommendation, else 25; with --scheduler {MIN_STEPS})"))
     guidance: float | None = None
+    """classifier-free guidance scale; 1 disables CFG (default: model's, else 7.5)"""
     negative: str = ""
-    seed: int | None = 0
-    """Image k of a prompt uses seed + k; None draws a random seed (and records it)."""
+    """negative prompt (default: empty)"""
+    seed: int | None = field(default=0, metadata=flag(extra=(  # None: a random seed, drawn once and recorded
+        Flag("--random-seed", "draw a random seed (it is recorded in the PNG)", dict(action="store_true")),)))
+    """seed of the first image; image k uses seed+k (default: 0)"""
     width: int | None = None
+    """image width in pixels (default: the model's native size)"""
     height: int | None = None
+    """image height in pixels (default: the model's native size)"""
     num_images: int = 1
-    scheduler: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    allow_pickle: bool = False
-    quiet: bool = False
-    compile: bool | str = False
-    """torch.compile the UNet and VAE decoder (slow first call, faster steps): True/"auto" or a
-    mode of accel.COMPILE_MODES (reduce-overhead = CUDA graphs, max-autotune, fp8 with torchao)."""
-    image_options: dict = field(default_factory=dict)
-    """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
-    vae: str | None = None
-    """A VAE folder or file to decode with instead of the model's own."""
-    refiner: str | None = None
-    """An SDXL refiner model that finishes the denoising (diffusers' base + refiner handoff)."""
-    refiner_start: float | None = None
-    """Fraction of the denoising after which the refiner takes over (default 0.8)."""
+    """images per prompt (default: 1)"""
+    scheduler: str | None = field(default=None, metadata=flag(help=f"{NAMES}, or an A1111 sampler name (default: the model's)"))
     prompt_syntax: str = "a1111"
-    """a1111: `(word:1.3)` emphasis, `[word]`, `\\(` escapes and BREAK; plain: text as written."""
-    clip_skip: int | None = None
-    """Use the N-th text-encoder layer from the end (A1111 numbering); None: the model's, else 1."""
-    loras: list[str] = field(default_factory=list)
-    """LoRA files or folders merged into the model, each "PATH" or "PATH:SCALE"."""
-    embeddings: list[str] = field(default_factory=list)
-    """Textual-inversion files, each "FILE" or "FILE:TOKEN" (token: the file name by default)."""
+    """a1111: (word:1.3) / (word) / [word] emphasis, \\( escapes, BREAK (default); plain: the text as written"""
+    clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))
+    """use the N-th text-encoder layer from the end, A1111 numbering: 1 = last (default: the model's, else 1)"""
+    loras: list[str] = field(default_factory=list, metadata=flag("--lora", action="append", metavar="PATH[:SCALE]"))
+    """merge a LoRA (kohya/A1111, LyCORIS LoCon, diffusers, or a latentdiff LoRA run) at SCALE (default 1); repeat to stack"""
+    embeddings: list[str] = field(default_factory=list, metadata=flag("--embedding", action="append",
+                                                                      metavar="FILE[:TOKEN]"))
+    """a textual-inversion embedding (A1111 .pt/.safetensors, diffusers learned_embeds); write TOKEN (default: the
+    file name) in the prompt; repeatable"""
+    device: str = "auto"
+    """auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default: auto)"""
+    dtype: str = "auto"
+    """auto, fp32, fp16, bf16 (default: auto: fp16 on GPU; bf16 on CPUs with native bf16 for large models, else fp32)"""
+    prompts: list[str] = field(default_factory=list, metadata=flag(
+        "--prompts", "text file with one prompt per line", dest="prompts_file", type=str, extra=(
+            Flag("prompt", "the text prompt (or use --prompts / --from)", dict(nargs="?")),
+            Flag("--from", "regenerate a latentdiff PNG from its recorded parameters (other flags override)",
+                 dict(dest="from_image", metavar="IMAGE.png")))))
+    """Prompts to render; each gets `num_images` images."""
+    allow_pickle: bool = field(default=False, metadata=flag(action="store_true"))
+    """allow pickle (.bin/.ckpt) weights; still loaded with weights_only=True"""
+    quiet: bool = field(default=False, metadata=flag(action="store_true"))
+    """no progress bar, no loading line (notes and errors still show)"""
+    compile: bool | str = field(default=False, metadata=flag(action="store_true", extra=(
+        Flag("--compile-mode", "implies --compile: auto (the default), default, reduce-overhead, max-autotune, "
+             "max-autotune-no-cudagraphs, fp8 (CUDA, needs torchao)", dict(metavar="MODE")),)))
+    """torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes; cached on disk for
+    later processes); on CUDA with CUDA graphs"""
+    image_options: dict = field(default_factory=dict, metadata=flag(own=False, extra=IMAGE_FLAGS))
+    """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
+    vae: str | None = field(default=None, metadata=flag(metavar="DIR|FILE"))
+    """decode with this VAE instead of the model's own (folder or .safetensors)"""
+    refiner: str | None = field(default=None, metadata=flag(metavar="M"))
+    """SDXL refiner model that finishes the denoising (SDXL base + refiner)"""
+    refiner_start: float | None = field(default=None, metadata=flag(metavar="F"))
+    """fraction of the steps after which the refiner takes over (default: 0.8)"""
 
     def __post_init__(self):
         checked = check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, flag_label)
@@ -98,6 +160,53 @@ class GenerateConfig:
         kept = check_fields({k: v for k, v in recorded.items() if k not in given}, recorded_label(source))
         return cls(**{**kept, **given})
 
+    @classmethod
+    def from_flags(cls, values: dict, note=lambda text: None) -> tuple["GenerateConfig", str | None]:
+        """`generate`'s config from the flags given (`values`, as add_flags leaves them): the prompt and
+        --prompts FILE, --random-seed, --compile-mode and the image flags; with --from IMAGE.png, its
+        recorded parameters under the flags (`note` tells what an A1111 image's do not carry over).
+        Returns (config, the device recorded in the image where its dtype is used)."""
+        prompts = []
+        if values.get("prompt") is not None:
+            check(bool(values["prompt"].strip()), "the prompt is empty; give some text, or --prompts FILE")
+            prompts.append(values["prompt"])
+        if values.get("prompts_file"):
+            prompts += read_prompts_file(values["prompts_file"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        flags = {k: v for k, v in values.items() if k in names}
+        if values.get("compile_mode"):
+            flags["compile"] = values["compile_mode"]
+        if values.get("random_seed"):
+            flags.pop("seed", None)
+        image_flags = {f.dest: values[f.dest] for f in IMAGE_FLAGS if f.dest in values}
+        recorded_device = None
+        if values.get("from_image"):
+            from latentdiff.images.write import read_params  # PIL: only with --from
+
+            params = read_params(values["from_image"])
+            for text in params.pop("notes", []):  # an A1111 image: what does not carry over
+                note(text)
+            recorded_device = None if values.get("dtype") else params.get("device")
+            cfg = cls.from_image(params, values["from_image"], **flags, prompts=prompts or None,
+                                 image_options=image_options(image_flags, params))
+        else:
+            cfg = cls(prompts=prompts, image_options=image_options(image_flags), **flags)
+        if values.get("random_seed"):
+            cfg.seed = None
+        return cfg, recorded_device
+
+
+def image_options(flags: dict, recorded: dict | None = None) -> dict:
+    """ImageOptions keyword arguments: recorded values (from --from) overridden by the flags given.
+    A new --init-image / --mask drops the recorded picture's hash check."""
+    opts = {field: recorded[key] for key, field in RECORDED_IMAGE_OPTIONS.items()
+            if recorded and recorded.get(key) is not None}
+    if "image" in flags:
+        opts.pop("image_hash", None)
+    if "mask" in flags:
+        opts.pop("mask_hash", None)
+    return {**opts, **flags}
+
 
 def _addon_specs(records, option: str):
     """Recorded LoRAs/embeddings ({"path", "scale"|"token"}) as "PATH:OPTION" flags; anything else
@@ -105,19 +214,6 @@ def _addon_specs(records, option: str):
     if not isinstance(records, list) or not all(isinstance(r, dict) and "path" in r and option in r for r in records):
         return records or []
     return [f"{r['path']}:{r[option]}" for r in records]
-
-
-def read_prompts_file(path: str) -> list[str]:
-    """One prompt per line; blank lines and lines starting with # are skipped."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UsageError(f"--prompts file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"--prompts file {path} cannot be read as UTF-8 text: {e}") from None
-    prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    check(bool(prompts), f"--prompts file {path} holds no prompts")
-    return prompts
 
 
 def load_yaml(path: str | None) -> dict:

@@ -167,11 +167,11 @@ def note(text: str | None, seen: set | None = None) -> None:
     print(f"latentdiff: note: {text}", file=sys.stderr, flush=True)
 
 
-def note_size(pipe, p: dict, opts) -> None:
+def note_size(pipe, request, opts) -> None:
     """Say once per pipeline and size where `pipe` would denoise images far larger than it was
-    trained for (`p`: the resolved request, `opts`: its ImageOptions)."""
+    trained for (`request`: the resolved config.request.Request, `opts`: its ImageOptions)."""
     start = None if opts.image is None else "outpaint" if opts.outpaint is not None else "image"
-    note(size_note(pipe.native_size, pipe.scale_factor, p["width"], p["height"], opts.hires, start), pipe.notes)
+    note(size_note(pipe.native_size, pipe.scale_factor, request.width, request.height, opts.hires, start), pipe.notes)
 
 
 def size_note(native: int, factor: int, width: int, height: int, hires: float | None = None,

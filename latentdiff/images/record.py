@@ -7,16 +7,17 @@ from latentdiff.images.infotext import sampler_name
 from latentdiff.runtime.device import DTYPE_NAMES
 
 
-def record(pipe, p: dict, prompt: str, seed: int) -> dict:
-    """The parameters `p` of one image of `pipe`, with the model, add-ons and versions."""
+def record(pipe, request, prompt: str, seed: int) -> dict:
+    """The parameters of one image of `pipe` (`request`: its config.request.Request), with the
+    model, add-ons and versions."""
     return {
-        "prompt": prompt, "negative_prompt": p["negative_prompt"], "seed": seed, "steps": p["steps"],
-        "guidance": p["guidance"], "scheduler": p["scheduler"], "clip_skip": p.get("clip_skip"),
-        "prompt_syntax": p.get("prompt_syntax", "plain"), "loras": pipe.addons.loras,
+        "prompt": prompt, "negative_prompt": request.negative_prompt, "seed": seed, "steps": request.steps,
+        "guidance": request.guidance, "scheduler": request.scheduler, "clip_skip": request.clip_skip,
+        "prompt_syntax": request.prompt_syntax, "loras": pipe.addons.loras,
         "embeddings": pipe.addons.embeddings,
         "scheduler_class": pipe.components.scheduler_config.get("_class_name"),
-        "sampler": sampler_name(p["scheduler"], pipe.components.scheduler_config), "width": p["width"],
-        "height": p["height"], "model": pipe.model_ref, "model_hash": pipe.model_hash, **_refiner(pipe),
+        "sampler": sampler_name(request.scheduler, pipe.components.scheduler_config), "width": request.width,
+        "height": request.height, "model": pipe.model_ref, "model_hash": pipe.model_hash, **_refiner(pipe),
         **({"vae": pipe.vae_ref} if pipe.vae_ref else {}), "dtype": DTYPE_NAMES.get(pipe.dtype),
         "device": str(pipe.device), "versions": versions(), **_model_lora(pipe),
     }

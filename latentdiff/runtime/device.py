@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -272,3 +273,18 @@ def unpack_cpu_weights(module) -> None:
     for m in module.modules():
         if "_ld_packed" in m.__dict__:
             del m._ld_packed, m._ld_packed_from, m.forward
+
+
+@contextmanager
+def cast_while(modules, dtype: torch.dtype | None):
+    """`modules` in `dtype` inside the block (None: as they are), each back in its own dtype after."""
+    before = [m.dtype for m in modules]
+    try:
+        if dtype is not None:
+            for m in modules:
+                m.to(dtype)
+        yield
+    finally:
+        if dtype is not None:
+            for m, d in zip(modules, before):
+                m.to(d)

@@ -49,6 +49,17 @@ def batch_that_fits(need, most: int, device, what: str) -> int:
     return batch
 
 
+def images_at_once(unet, vae, width: int, height: int, cfg: bool, most: int, device) -> int:
+    """How many width x height images the loaded `unet` and `vae` denoise and decode at once: at
+    most `most`, fewer where the memory would not hold them (batch_that_fits)."""
+    unet_bytes, vae_bytes = unet.dtype.itemsize, vae.dtype.itemsize
+
+    def need(batch: int) -> int:
+        return generation_bytes(unet.config, vae.config, batch, width, height, cfg, unet_bytes, vae_bytes)
+
+    return batch_that_fits(need, most, device, f"a {width}x{height} image")
+
+
 def available_bytes(device) -> int | None:
     """Memory a new allocation can still get on `device`, or None where we cannot tell."""
     if device.type == "cuda":

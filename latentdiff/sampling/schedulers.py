@@ -46,6 +46,7 @@ SCHEDULERS: dict[str, Method] = {
     "unipc": Method("UniPCMultistepScheduler", "UniPC"),
 }
 NAMES = ", ".join(SCHEDULERS)
+MIN_STEPS = ", ".join(f"{k} at least {m.min_steps}" for k, m in SCHEDULERS.items() if m.min_steps > 1)
 _BY_A1111 = {m.a1111.lower(): k for k, m in SCHEDULERS.items()}
 
 

@@ -83,8 +83,8 @@ def check_params(pipe, params: dict, inputs: dict) -> None:
     if source is not None:
         width, height = source.image.size
     prompts = [params["prompt"]] if isinstance(params["prompt"], str) else params["prompt"]
-    pipe._resolve(prompts, params["negative_prompt"], params["steps"], params["guidance"], width, height,
-                  params["seed"], params["num_images"], params["scheduler"])
+    pipe.resolve(prompts, params["negative_prompt"], params["steps"], params["guidance"], width, height,
+                 params["seed"], params["num_images"], params["scheduler"])
 
 
 def create_app(server: Server) -> FastAPI:

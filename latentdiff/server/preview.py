@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import io
+import weakref
 
 import torch
 
 PREVIEW_MAX_SIDE = 128
+_FITTED = weakref.WeakKeyDictionary()  # pipeline -> its fitted map, gone with the pipeline
 
 
 @torch.no_grad()
@@ -33,9 +35,9 @@ def preview_data_url(pipe, latents: torch.Tensor) -> str:
     """A small PNG (data: URL) of the first latent of a batch, `latents` (B, C, h, w)."""
     from PIL import Image
 
-    w = getattr(pipe, "_latent_rgb", None)
+    w = _FITTED.get(pipe)
     if w is None:
-        w = pipe._latent_rgb = fit_latent_rgb(pipe.components.vae, pipe.scale_factor)
+        w = _FITTED[pipe] = fit_latent_rgb(pipe.components.vae, pipe.scale_factor)
     z = latents[0].float().cpu().permute(1, 2, 0)  # (h, w, C)
     rgb = (torch.cat([z, torch.ones(*z.shape[:2], 1)], dim=2) @ w).clamp(-1, 1)
     arr = ((rgb + 1) * 127.5).round().to(torch.uint8).numpy()

@@ -1,5 +1,5 @@
 """`FinetuneConfig`: every knob of `latentdiff finetune`, validated once, saved with the run.
-Each field's docstring is its flag's help (see training/flags.py)."""
+Each field's docstring is its flag's help (see config/flags.py)."""
 
 from __future__ import annotations
 

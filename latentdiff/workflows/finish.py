@@ -4,10 +4,10 @@ say in the metadata what was done."""
 from __future__ import annotations
 
 
-def finish(pipe, image, prompt: str, seed: int, p: dict):
-    """(final image, metadata to add) for one decoded image of a run."""
+def finish(pipe, image, prompt: str, seed: int, request):
+    """(final image, metadata to add) for one decoded image of a run (`request`: config.request.Request)."""
     extra = {}
-    src, opts = p.get("source"), p.get("options")
+    src, opts = request.source, request.options
     if src is not None:
         image = src.paste(image)
         extra.update(src.record)

@@ -13,20 +13,22 @@ from latentdiff.images.write import to_pil
 HIRES_LATENT = "latent"
 
 
-def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seeds: list[int], p: dict) -> torch.Tensor:
-    """The second pass over the first pass's `latents`: pixels in [-1, 1] at the target size."""
-    o = p["options"]
-    size = hires_size(p["width"], p["height"], o.hires, pipe.scale_factor)
-    steps = o.hires_steps or p["steps"]
+def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seeds: list[int], request) -> torch.Tensor:
+    """The second pass over the first pass's `latents` (`request`: config.request.Request): pixels
+    in [-1, 1] at the target size."""
+    o = request.options
+    size = hires_size(request.width, request.height, o.hires, pipe.scale_factor)
+    steps = o.hires_steps or request.steps
     if o.hires_upscaler == HIRES_LATENT:
         f = pipe.scale_factor
         up = F.interpolate(latents, size=(size[1] // f, size[0] // f), mode="bilinear")
-        return pipe.decode(pipe.run_loop(cond, uncond, seeds, p, steps, size, init_latents=up, strength=o.hires_strength))
+        return pipe.decode(pipe.run_loop(cond, uncond, seeds, request, steps, size, init_latents=up,
+                                         strength=o.hires_strength))
     out = []
     for k, base in enumerate(to_pil(pipe.decode(latents))):
         big = _upscale(pipe, base, o, texts[k], seeds[k], size)
         one = slice(k, k + 1)
-        z = pipe.run_loop(cond[one], None if uncond is None else uncond[one], seeds[one], p, steps, size,
+        z = pipe.run_loop(cond[one], None if uncond is None else uncond[one], seeds[one], request, steps, size,
                           image=big, strength=o.hires_strength)
         out.append(pipe.decode(z))
     return torch.cat(out)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import torch
 
+from latentdiff.config.request import Request
 from latentdiff.errors import UsageError
 from latentdiff.families.upscaler import low_res_channels, upscaler_settings
+from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.models.configs import own_upscaler
 from latentdiff.runtime.device import DTYPE_NAMES, torch_threads
@@ -53,9 +55,9 @@ def load_upscaler(pipe, ref):
         return ref
     if ref is None:
         raise UsageError(f"{pipe.model_ref} is not a diffusion upscaler; pass upscaler=MODEL")
-    cache = pipe.__dict__.setdefault("_upscalers", {})
+    cache = pipe.upscalers
     if ref not in cache:
-        model = Pipeline.from_pretrained(ref, device=str(pipe.device), dtype=DTYPE_NAMES.get(pipe.dtype, "auto"))
+        model = type(pipe).from_pretrained(ref, device=str(pipe.device), dtype=DTYPE_NAMES.get(pipe.dtype, "auto"))
         if not model.is_upscaler:
             raise UsageError(f"{ref} is not a diffusion upscaler (its UNet does not take the low-res image)")
         cache[ref] = model
@@ -95,12 +97,13 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
     model = model if tile is None else Tiled(model, latent_tile)
     cond, uncond = Inputs(cond, channels), None if uncond is None else Inputs(uncond, channels)
     with torch_threads_of(pipe):
-        latents = denoise(model, sched, latents, cond, uncond, guidance, [g], pipe._progress(1))
+        latents = denoise(model, sched, latents, cond, uncond, guidance, [g], pipe.progress_bar(1))
         out = to_pil(pipe.decode(latents, tile=latent_tile))[0]
     f = out.width // padded.width
     out = out.crop((0, 0, low.width * f, low.height * f))
-    info = {**pipe._record({"negative_prompt": negative_prompt, "steps": int(steps), "guidance": float(guidance),
-                             "scheduler": scheduler, "width": out.width, "height": out.height}, prompt, seed),
+    request = Request(prompts=(prompt,), negative_prompt=negative_prompt, steps=int(steps), guidance=float(guidance),
+                      width=out.width, height=out.height, seed=seed, num_images=1, scheduler=scheduler)
+    info = {**record(pipe, request, prompt, seed),
             "upscale_of": path, "upscale_of_hash": pixel_hash(low), "noise_level": noise_level, "tile": tile}
     out.info["latentdiff"], out.info["parameters"] = info, a1111_line(info)
     return out
@@ -120,7 +123,7 @@ def _check_args(steps, guidance, noise_level, max_level, seed, tile) -> None:
 
 
 def torch_threads_of(pipe):
-    return torch_threads(pipe._threads)
+    return torch_threads(pipe.threads)
 
 
 def tile_in_latents(tile: int, factor: int, m: int) -> int:

@@ -122,7 +122,7 @@ def test_cli_interrupt_during_start_up_exits_130(monkeypatch, capsys):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("latentdiff.cli.build_parser", interrupted)
+    monkeypatch.setattr(sys.modules["latentdiff.cli.main"], "build_parser", interrupted)  # cli.main: the function
     assert main(["generate", "x"]) == 130
     assert capsys.readouterr().err == "latentdiff: interrupted; files written so far are kept\n"
 

@@ -1,35 +1,12 @@
-"""Training-side subcommands (finetune, build-emoji, ...), registered by cli.py.
-Like cli.py, nothing heavy is imported until a command runs."""
+"""The shipped model's commands: `latentdiff build-emoji` (the dataset) and `eval-emoji` (its
+evaluation). Nothing heavy is imported until a command runs."""
 
 from __future__ import annotations
 
 
-def add_finetune(sub):
-    from latentdiff.training.config import FinetuneConfig
-    from latentdiff.config.flags import add_flags
-
-    p = sub.add_parser("finetune", help="teach a model your own pictures (LoRA or full)",
-                       description="Fine-tune on a folder of captioned images. Flags override --config YAML; "
-                                   "with --resume, the run's saved recipe is the base.")
-    p.add_argument("--config", help="YAML recipe, e.g. configs/finetune/lora.yaml")
-    add_flags(p, FinetuneConfig, positional=("dataset",))
-    p.set_defaults(func=cmd_finetune)
-
-
-def cmd_finetune(args) -> int:
-    import os
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see cli.cmd_generate
-    from latentdiff.training.config import FinetuneConfig
-    from latentdiff.config.flags import given
-    from latentdiff.training.loop import finetune
-    from latentdiff.training.recipe import build_config
-
-    cfg = build_config(FinetuneConfig, args.config, given(args, FinetuneConfig))
-    out = finetune(cfg)
-    if os.environ.get("RANK", "0") == "0":  # under accelerate launch only the main process reports
-        print(out, flush=True)
-    return 0
+def add_parser(sub) -> None:
+    add_build_emoji(sub)
+    add_eval_emoji(sub)
 
 
 def add_build_emoji(sub):
@@ -38,10 +15,10 @@ def add_build_emoji(sub):
     p = sub.add_parser("build-emoji", help="render the Noto Color Emoji font into a training dataset",
                        description=DESCRIPTION)
     add_arguments(p)
-    p.set_defaults(func=cmd_build_emoji)
+    p.set_defaults(func=run_build)
 
 
-def cmd_build_emoji(args) -> int:
+def run_build(args) -> int:
     from latentdiff.training.emoji.dataset import build
 
     build(args)
@@ -70,10 +47,10 @@ def add_eval_emoji(sub):
                    help="instead: score the cascade's upscaler on the held-out names against DIR, the same names "
                         "rendered at the cascade's size (build-emoji --size 128): PSNR/SSIM vs bicubic, top-1")
     p.add_argument("--upscaler", metavar="MODEL", help="with --cascade: this upscaler (default: the model's own)")
-    p.set_defaults(func=lambda a: _run_eval(a))
+    p.set_defaults(func=run_eval)
 
 
-def _run_eval(args) -> int:
+def run_eval(args) -> int:
     from latentdiff.training.emoji.evaluate import run
 
     from latentdiff.errors import UsageError
@@ -102,33 +79,3 @@ def _run_eval(args) -> int:
         run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out, args.grid, seeds, names,
             args.grid_only, args.n_heldout)
     return 0
-
-
-def add_train_vae(sub):
-    from latentdiff.cli.train_vae import add_parser
-
-    add_parser(sub)
-
-
-def add_export(sub):
-    from latentdiff.training.config import LORA_FORMATS
-
-    p = sub.add_parser("export", help="write a model (full run) or a LoRA (LoRA run) from any checkpoint of a run")
-    p.add_argument("run", help="the run folder (finetune --out)")
-    p.add_argument("--out", required=True, help="new folder for the model or LoRA")
-    p.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
-    p.add_argument("--no-ema", action="store_true", help="full runs: export the raw weights instead of the EMA ones")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="storage dtype of the weights (default: fp32)")
-    p.add_argument("--lora-format", choices=LORA_FORMATS,
-                   help="LoRA runs: the file layout (default: the run's own --lora-format)")
-    p.set_defaults(func=cmd_export)
-
-
-def cmd_export(args) -> int:
-    from latentdiff.training.export import export_checkpoint
-
-    print(export_checkpoint(args.run, args.out, args.step, not args.no_ema, args.dtype, args.lora_format), flush=True)
-    return 0
-
-
-COMMANDS = [add_finetune, add_export, add_train_vae, add_build_emoji, add_eval_emoji]

@@ -1,0 +1,84 @@
+"""`Request`: one call of `Pipeline` with every parameter checked and the model's defaults filled
+in. It travels from `Pipeline.iter_images` through the workflows (start, hires, finish) to the
+image's record; nothing on the way changes it (`dataclasses.replace` makes a changed copy)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import latentdiff.config.params as params
+import latentdiff.models.checks as model_checks
+from latentdiff.sampling.schedulers import default_steps
+
+if TYPE_CHECKING:  # annotations only: the workflows import PIL and numpy
+    from latentdiff.workflows.options import ImageOptions
+    from latentdiff.workflows.source import Source
+
+
+@dataclass(frozen=True)
+class Request:
+    prompts: tuple[str, ...]
+    """The prompt texts (A1111 syntax or plain, as `prompt_syntax` says); each makes `num_images` images."""
+    negative_prompt: str
+    """What the images should not show: the unconditional side of classifier-free guidance."""
+    steps: int
+    """Denoising steps (of the scheduler's full schedule; img2img runs the last `strength` of them)."""
+    guidance: float
+    """Classifier-free guidance scale; 1.0 runs the conditional prediction alone."""
+    width: int
+    """Image width in pixels of the first pass (a multiple of the VAE's factor)."""
+    height: int
+    """Image height in pixels of the first pass (a multiple of the VAE's factor)."""
+    seed: int
+    """Seed of the first image; image k of the call uses `seed + k`."""
+    num_images: int
+    """Images per prompt."""
+    scheduler: str | None
+    """Our scheduler name (sampling/schedulers.py); None keeps the model's own."""
+    clip_skip: int | None = None
+    """Text-encoder layer from the end (A1111 numbering, 1 = last); None where not applicable (upscaler)."""
+    prompt_syntax: str = "plain"
+    """"a1111": (word:1.3) emphasis and BREAK; "plain": the text as written."""
+    options: ImageOptions | None = None
+    """Start from an image, hires fix, the upscaler cascade (workflows/options.py)."""
+    source: Source | None = None
+    """The init image and mask, read and sized (img2img, inpainting, outpainting); None: from noise."""
+    strength: float | None = None
+    """How much of `source` is repainted (0 < s <= 1); None without a source."""
+    callback: Callable | None = None
+    """`callback(step, total, latents)` after every denoising step; raising from it stops the call."""
+
+    def jobs(self) -> list[tuple[str, int]]:
+        """(prompt, seed) of every image in order: each prompt `num_images` times, the seeds counting up."""
+        texts = [t for t in self.prompts for _ in range(self.num_images)]
+        return [(text, self.seed + k) for k, text in enumerate(texts)]
+
+
+def resolve(pipe, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> Request:
+    """The request of a text-to-image call of `pipe` (a Pipeline): every argument checked (params.py),
+    the model's defaults filled in; a UsageError names the first bad one."""
+    d, api = pipe.defaults(), params.api_label
+
+    def side(name, given):  # a size left out is the model's native one, named so in errors
+        label = api if given is not None else (lambda n: f"the model's native {n}")
+        return params.size(label, name, pipe.native_size if given is None else given, pipe.scale_factor)
+
+    n = params.num_images(api, num_images)
+    train_steps = pipe.components.scheduler_config.get("num_train_timesteps")
+    # None keeps the model's own scheduler (with the settings its method needs, where it lacks them).
+    method = params.scheduler(api, scheduler)
+    request = Request(
+        prompts=tuple(prompts),
+        negative_prompt=params.text(api, "negative_prompt", "" if negative is None else negative),
+        steps=params.steps(api, default_steps(method, d["steps"]) if steps is None else steps, train_steps),
+        guidance=params.guidance(api, d["guidance"] if guidance is None else guidance),
+        width=side("width", width), height=side("height", height),
+        seed=params.seed(api, secrets.randbelow(2**32) if seed is None else seed, len(prompts) * n),
+        scheduler=method, num_images=n,
+    )
+    where = Path(pipe.model_dir or ".") / "scheduler" / "scheduler_config.json"
+    model_checks.check_scheduler_steps(pipe.components.scheduler_config, request.scheduler, request.steps, where)
+    return request
