@@ -9,17 +9,38 @@ from pathlib import Path
 import torch
 
 import latentdiff.config.params as params
+from latentdiff.config.api_compat import call_arguments, move
 from latentdiff.config.request import Request, resolve
 from latentdiff.errors import UsageError
+from latentdiff.families.registry import family_of
+from latentdiff.formats.addons import AddOns
+from latentdiff.formats.load import load
+from latentdiff.formats.preflight import note_size
 from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
-from latentdiff.runtime.memory import allocation_errors, images_at_once
+from latentdiff.models.checks import check_scheduler_steps
 from latentdiff.models.components import Components, save_components, vae_scale_factor
+from latentdiff.models.fingerprint import model_hash
+from latentdiff.runtime.compile import compile_for_inference, compile_mode
+from latentdiff.runtime.device import (
+    DTYPES,
+    cast_while,
+    cpu_threads_for,
+    prepack_cpu_weights,
+    torch_threads,
+    use_channels_last,
+    wants_channels_last,
+    wants_prepacked_weights,
+)
+from latentdiff.runtime.memory import allocation_errors, images_at_once
 from latentdiff.runtime.placement import vae_dtype
-from latentdiff.runtime.device import (cpu_threads_for, prepack_cpu_weights, torch_threads,
-                      use_channels_last, wants_channels_last, wants_prepacked_weights)
-from latentdiff.families.registry import family_of
 from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
+from latentdiff.workflows.decode import decode_latents
+from latentdiff.workflows.finish import finish
+from latentdiff.workflows.hires import hires_pass
+from latentdiff.workflows.options import ImageOptions
+from latentdiff.workflows.start import prepare
+from latentdiff.workflows.upscale import load_upscaler, upscale, with_model_upscaler
 
 
 class Pipeline:
@@ -34,8 +55,6 @@ class Pipeline:
         self.progress = True
         self.max_batch = 8
         self._model_hash = None
-        from latentdiff.formats.addons import AddOns
-
         self.addons = AddOns()  # LoRAs and embeddings added at load time
         self.compiled = False
         self.threads = None  # intra-op CPU threads while generating (cpu_threads_for); None: the process's own
@@ -67,8 +86,6 @@ class Pipeline:
         """Move and cast the loaded model, as diffusers' `pipe.to("cuda", torch.float16)` does:
         `device` a name ("cuda", "cpu", ...) or torch.device, `dtype` fp32/fp16/bf16/auto or a
         torch dtype; None keeps the current one. Returns the pipeline."""
-        from latentdiff.config.api_compat import move
-
         return move(self, device, dtype)
 
     @classmethod
@@ -80,8 +97,6 @@ class Pipeline:
         (or a mode name, see `Pipeline.compile`) runs torch.compile on the UNet and VAE decoder. `loras`: LoRA files
         or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`; `embeddings`:
         textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name)."""
-        from latentdiff.formats.load import load
-
         m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings)
         pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path)
         pipe.addons, pipe.vae_ref = m.addons, m.vae_ref
@@ -94,8 +109,6 @@ class Pipeline:
         max-autotune, max-autotune-no-cudagraphs or fp8 (CUDA with torchao; see latentdiff/runtime/compile.py).
         Output stays within the parity tolerance of the eager path (benchmarks/generate_cpu.py
         --compile reports the pixel difference)."""
-        from latentdiff.runtime.compile import compile_for_inference, compile_mode
-
         mode = compile_mode(mode)
         if not self.compiled and mode is not None:
             self.compiled = compile_for_inference(self.components.unet, self.components.vae, self.device, mode)
@@ -104,8 +117,6 @@ class Pipeline:
     def save_pretrained(self, out, dtype: str | None = None) -> Path:
         """Write the diffusers layout (safetensors). `dtype="fp16"` stores half-size weights
         (loaders upcast them as needed) without changing this pipeline's own modules."""
-        from latentdiff.runtime.device import DTYPES, cast_while
-
         out = Path(out)
         c = self.components
         if self.compiled and self.device.type == "cuda":
@@ -134,8 +145,6 @@ class Pipeline:
     @property
     def model_hash(self) -> str | None:
         if self._model_hash is None and self.model_dir is not None:
-            from latentdiff.models.fingerprint import model_hash
-
             self._model_hash = model_hash(Path(self.model_dir))
         return self._model_hash
 
@@ -166,11 +175,6 @@ class Pipeline:
                     seed=0, num_images=1, scheduler=None, callback=None, clip_skip=None, prompt_syntax="a1111",
                     **options):
         """Like __call__, but yields each image as soon as its batch is decoded."""
-        from latentdiff.config.api_compat import call_arguments
-        from latentdiff.formats.preflight import note_size
-        from latentdiff.workflows.upscale import with_model_upscaler
-        from latentdiff.workflows.options import ImageOptions
-
         prompts = params.prompts(params.api_label, prompt)
         steps, guidance, seed, num_images, options = call_arguments(len(prompts), steps, guidance, seed, num_images,
                                                                     options, ImageOptions.names())
@@ -196,8 +200,12 @@ class Pipeline:
 
     def resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> Request:
         """The request of a text-to-image call: every argument checked, the model's defaults filled in
-        (config.request.resolve); raises UsageError naming the first bad one (the server checks jobs so)."""
-        return resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler)
+        (config.request.resolve) and the scheduler built on the model's config for that many steps;
+        raises UsageError naming the first bad one (the server checks jobs so)."""
+        request = resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler)
+        where = Path(self.model_dir or ".") / "scheduler" / "scheduler_config.json"
+        check_scheduler_steps(self.components.scheduler_config, request.scheduler, request.steps, where)
+        return request
 
     def _text_options(self, clip_skip, prompt_syntax) -> dict:
         clip_skip = self.components.defaults.get("clip_skip", 1) if clip_skip is None else clip_skip
@@ -205,8 +213,6 @@ class Pipeline:
                 "prompt_syntax": params.prompt_syntax(params.api_label, prompt_syntax)}
 
     def _generate(self, jobs: list[tuple[str, int]], request: Request):
-        from latentdiff.workflows.finish import finish
-
         texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
         what = f"generating {len(texts)} image(s) of {request.width}x{request.height} on {self.device}"
         with torch_threads(self.threads), allocation_errors(what, "choose a smaller size"):
@@ -241,8 +247,6 @@ class Pipeline:
         if self.refiner is not None:
             return self.refiner.decode(self._refine(latents, texts, gens, request))
         if request.options is not None and request.options.hires:
-            from latentdiff.workflows.hires import hires_pass
-
             return hires_pass(self, latents, cond, uncond, texts, seeds, request)
         return self.decode(latents)
 
@@ -261,8 +265,6 @@ class Pipeline:
                  with_generators: bool = False, **start):
         """One run of the sampling loop at `size`, from noise or from the start `start` describes
         (see workflows.start.prepare): the one loop every workflow goes through."""
-        from latentdiff.workflows.start import prepare
-
         sched = make_scheduler(self.components.scheduler_config, request.scheduler)
         sched.set_timesteps(steps)  # on the CPU: see sampling.denoise
         s = prepare(self, sched, seeds, steps, size, **start)
@@ -278,16 +280,12 @@ class Pipeline:
         """`image` (a path or PIL image) upscaled by a diffusion upscaler: this pipeline if it is one,
         else `upscaler` (a model reference, loaded once and kept, or a Pipeline). `tile` (output
         pixels) bounds memory on large images. Returns a PIL image with its metadata."""
-        from latentdiff.workflows.upscale import load_upscaler, upscale
-
         model = self if self.is_upscaler and upscaler is None else load_upscaler(self, upscaler)
         return upscale(model, image, prompt, negative_prompt, steps, guidance, noise_level, seed, scheduler, tile)
 
     def decode(self, latents: torch.Tensor, tile: int | None = None) -> torch.Tensor:
         """Latents -> pixels in [-1, 1]; a non-finite result is redone in fp32, never returned.
         `tile` (latent pixels): decode in blended windows to bound memory (decoding.py)."""
-        from latentdiff.workflows.decode import decode_latents
-
         return decode_latents(self.components.vae, latents, self.scale_factor, tile)
 
     def progress_bar(self, batch: int):

@@ -15,6 +15,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.formats.convert import convert
 
     print(convert(args.src, args.dst, allow_pickle=args.allow_pickle, dtype=args.dtype), flush=True)

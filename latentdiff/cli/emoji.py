@@ -10,6 +10,7 @@ def add_parser(sub) -> None:
 
 
 def add_build_emoji(sub):
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.training.emoji.dataset import DESCRIPTION, add_arguments
 
     p = sub.add_parser("build-emoji", help="render the Noto Color Emoji font into a training dataset",
@@ -19,6 +20,7 @@ def add_build_emoji(sub):
 
 
 def run_build(args) -> int:
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.training.emoji.dataset import build
 
     build(args)
@@ -51,8 +53,10 @@ def add_eval_emoji(sub):
 
 
 def run_eval(args) -> int:
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.training.emoji.evaluate import run
 
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.errors import UsageError
 
     try:
@@ -71,6 +75,7 @@ def run_eval(args) -> int:
     if names == []:
         raise UsageError("--grid-names takes emoji names separated by ';', got none")
     if args.cascade:
+        # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
         from latentdiff.training.emoji.cascade_eval import run_cascade
 
         run_cascade(args.dataset, args.cascade, args.model, args.upscaler, args.steps, args.guidance, seeds, args.out,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.training.config import LORA_FORMATS
 
     p = sub.add_parser("export", help="write a model (full run) or a LoRA (LoRA run) from any checkpoint of a run")
@@ -18,6 +19,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.training.export import export_checkpoint
 
     print(export_checkpoint(args.run, args.out, args.step, not args.no_ema, args.dtype, args.lora_format), flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.config.flags import add_flags
 
@@ -19,6 +20,7 @@ def run(args) -> int:
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see cli/generate.py
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.config.flags import given
     from latentdiff.training.loop import finetune

@@ -11,6 +11,7 @@ from latentdiff.config.generate import GenerateConfig
 
 
 def add_parser(sub) -> None:
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.config.flags import add_flags
 
     p = sub.add_parser("generate", help="make images from a text prompt",
@@ -23,13 +24,21 @@ def run(args) -> int:
     # Before torch loads OpenMP: idle threads sleep instead of spinning. On a machine shared with
     # other jobs, spinning threads starved the working ones (steps up to 7x slower).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.runtime.signals import import_torch, interrupts_deferred
 
     with interrupts_deferred():
         import_torch()
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.formats.preflight import note
 
-    run_generate(*GenerateConfig.from_flags(vars(args), note))
+    recorded = None
+    if args.from_image:
+        # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
+        from latentdiff.images.write import read_params  # PIL: only with --from
+
+        recorded = read_params(args.from_image)
+    run_generate(*GenerateConfig.from_flags(vars(args), recorded, note))
     return 0
 
 
@@ -39,6 +48,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     launch` each process renders its share of the images (latentdiff/runtime/sharding.py)."""
     import secrets
 
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.images.write import save_png, slug
     from latentdiff.runtime.files import check_out_dir
     from latentdiff.pipeline import Pipeline

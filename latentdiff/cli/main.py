@@ -12,6 +12,7 @@ import os
 import sys
 
 from latentdiff.errors import LatentDiffError
+from latentdiff.runtime.signals import interrupts_deferred
 
 PROG = "latentdiff"
 # The modules cli/<name>.py, in the order help lists their commands. Each `add_parser(sub)` adds its
@@ -41,8 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from latentdiff.runtime.signals import interrupts_deferred
-
     try:
         with interrupts_deferred():
             parser = build_parser()

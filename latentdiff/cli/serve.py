@@ -30,9 +30,11 @@ def run(args) -> int:
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cli/generate.py
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.server.config import ServeConfig
 
     cfg = ServeConfig(**{k: v for k, v in vars(args).items() if k not in ("func", "command")})
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.server.run import serve
 
     return serve(cfg)

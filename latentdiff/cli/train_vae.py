@@ -14,6 +14,7 @@ from latentdiff.training.vae import VaeTrainConfig, __doc__ as VAE_DOC, train_va
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.config.flags import add_flags
 
     p.add_argument("--config", help="YAML with the recipe and a `vae:` section of AutoencoderKL arguments "
@@ -35,6 +36,7 @@ def run(args) -> int:
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see cli/generate.py
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.config.flags import given
     from latentdiff.training.recipe import build_config
 

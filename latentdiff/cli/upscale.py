@@ -30,6 +30,7 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.images.write import save_png, slug
     from latentdiff.runtime.files import check_out_dir
     from latentdiff.pipeline import Pipeline
@@ -38,12 +39,14 @@ def run(args) -> int:
     read_picture(args.image, "image to upscale")  # a bad file is refused before the model loads
     check_out_dir(Path(args.out))
     if not args.quiet:
+        # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
         from latentdiff.formats.preflight import loading_line
 
         print(f"latentdiff: {loading_line(args.model)}", file=sys.stderr, flush=True)
     pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
     pipe.progress = not args.quiet
     if not pipe.is_upscaler:
+        # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
         from latentdiff.errors import UsageError
 
         raise UsageError(f"{args.model} is not a diffusion upscaler; `latentdiff upscale` needs a model in "

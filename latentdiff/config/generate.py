@@ -161,11 +161,12 @@ class GenerateConfig:
         return cls(**{**kept, **given})
 
     @classmethod
-    def from_flags(cls, values: dict, note=lambda text: None) -> tuple["GenerateConfig", str | None]:
+    def from_flags(cls, values: dict, recorded: dict | None = None, note=lambda text: None):
         """`generate`'s config from the flags given (`values`, as add_flags leaves them): the prompt and
-        --prompts FILE, --random-seed, --compile-mode and the image flags; with --from IMAGE.png, its
-        recorded parameters under the flags (`note` tells what an A1111 image's do not carry over).
-        Returns (config, the device recorded in the image where its dtype is used)."""
+        --prompts FILE, --random-seed, --compile-mode and the image flags; with --from IMAGE.png,
+        `recorded` holds its parameters (images.write.read_params, read by the caller), which the flags
+        override (`note` tells what an A1111 image's do not carry over). Returns (config, the device
+        recorded in the image where its dtype is used)."""
         prompts = []
         if values.get("prompt") is not None:
             check(bool(values["prompt"].strip()), "the prompt is empty; give some text, or --prompts FILE")
@@ -181,9 +182,7 @@ class GenerateConfig:
         image_flags = {f.dest: values[f.dest] for f in IMAGE_FLAGS if f.dest in values}
         recorded_device = None
         if values.get("from_image"):
-            from latentdiff.images.write import read_params  # PIL: only with --from
-
-            params = read_params(values["from_image"])
+            params = dict(recorded or {})
             for text in params.pop("notes", []):  # an A1111 image: what does not carry over
                 note(text)
             recorded_device = None if values.get("dtype") else params.get("device")

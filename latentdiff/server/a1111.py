@@ -13,6 +13,10 @@ from fastapi import APIRouter, HTTPException
 from latentdiff.errors import UsageError
 from latentdiff.server.a1111_params import SAMPLERS, Img2ImgRequest, Txt2ImgRequest, job_params
 from latentdiff.server.jobs import Job
+from latentdiff.formats.lora import LoraSpec
+from latentdiff.formats.lora_merge import is_lora_folder
+from latentdiff.images.infotext import NETWORK_TAG
+from latentdiff.server.inputs import image_inputs
 
 # A1111 resize_mode: just resize, crop and resize, resize and fill, just resize (latent upscale)
 RESIZE_MODES = ("stretch", "crop", "fit", "stretch")
@@ -78,8 +82,6 @@ def router(server) -> APIRouter:
 
 def _img2img_params(body: Img2ImgRequest) -> tuple[dict, dict]:
     """(job params, pictures) of an img2img request."""
-    from latentdiff.server.inputs import image_inputs
-
     if len(body.init_images) != 1:
         raise UsageError(f"init_images: give exactly one image, got {len(body.init_images)}")
     if body.initial_noise_multiplier not in (None, 1.0):
@@ -112,10 +114,6 @@ def _without_own_lora_tag(server, model: str | None, prompt: str) -> str:
     our infotext writes for the requested LoRA model (scale 1) is dropped as done; any other is a 400."""
     from pathlib import Path
 
-    from latentdiff.formats.lora import LoraSpec
-    from latentdiff.images.infotext import NETWORK_TAG
-    from latentdiff.formats.lora_merge import is_lora_folder
-
     tags = NETWORK_TAG.findall(prompt)
     if not tags:
         return prompt
@@ -146,6 +144,7 @@ def _b64(server, name: str) -> str:
 def _info(job: Job, body: Txt2ImgRequest, denoising_strength: float | None = None) -> dict:
     """A1111's `info`, with the values the images were made with (the model's where the request
     left them out) and latentdiff's `warnings` (e.g. a size far above the model's)."""
+    # Imported with the first job: images.write imports torch, which the server loads with its first model.
     from latentdiff.images.write import a1111_line
 
     params = [i["params"] for i in job.images]

@@ -15,6 +15,9 @@ from latentdiff.server.executor import make_runner
 from latentdiff.server.guards import BodyLimit, TokenAuth, install_error_handlers
 from latentdiff.server.jobs import Job, JobQueue, NotAccepting, QueueFull
 from latentdiff.server.models import ModelPool
+from latentdiff.sampling.schedulers import check_scheduler_name
+from latentdiff.server import a1111, api
+from latentdiff.workflows.options import ImageOptions
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("latentdiff.server")
@@ -35,6 +38,7 @@ class Server:
             log.warning("--models-dir: not serving %s: link(s) leading outside it", ", ".join(skipped))
 
     def _load(self, ref):
+        # Imported with the first model, not when the server starts: the port opens before torch loads.
         from latentdiff.pipeline import Pipeline
 
         return Pipeline.from_pretrained(ref, device=self.cfg.device, dtype=self.cfg.dtype, compile=self.cfg.compile)
@@ -69,9 +73,6 @@ class Server:
 def check_params(pipe, params: dict, inputs: dict) -> None:
     """Every parameter as the pipeline will check it: the image options always, and with the model
     loaded the sizes (the init image's when none is given) and the rest."""
-    from latentdiff.sampling.schedulers import check_scheduler_name
-    from latentdiff.workflows.options import ImageOptions
-
     if params.get("scheduler") is not None:
         check_scheduler_name(params["scheduler"])
     names = ImageOptions.names()
@@ -88,8 +89,6 @@ def check_params(pipe, params: dict, inputs: dict) -> None:
 
 
 def create_app(server: Server) -> FastAPI:
-    from latentdiff.server import a1111, api
-
     cfg = server.cfg
     app = FastAPI(title="latentdiff", version="0.1.0",
                   description="Text-to-image latent diffusion: a job queue, our /v1 API, and the AUTOMATIC1111 subset.")

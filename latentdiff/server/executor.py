@@ -18,6 +18,7 @@ FAR_ABOVE_NATIVE = 2  # a side this many times the model's native one gets a war
 
 def make_runner(pool, out_dir: Path):
     def run(job: Job) -> None:
+        # Imported with the first job: they import torch, which the server loads with its first model.
         from latentdiff.images.write import save_png, slug
         from latentdiff.server.preview import preview_data_url
 

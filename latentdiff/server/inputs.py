@@ -17,6 +17,7 @@ MAX_PIXELS = 4096 * 4096
 
 def decode_picture(text, what: str) -> Image.Image:
     """A base64 image file (a data: URL is fine) in its own mode."""
+    # Imported with the first picture: images.read imports torch (through its tensor helpers), which the server loads with its first model.
     from latentdiff.images.read import BadImageError, open_image_data
 
     if not isinstance(text, str) or not text.strip():
@@ -36,6 +37,7 @@ def decode_picture(text, what: str) -> Image.Image:
 def mask_from(im: Image.Image, invert: bool = False) -> Image.Image:
     """The repaint mask (L, white repaints). A mask with transparency is read from its alpha
     (painted = opaque), as AUTOMATIC1111 reads masks drawn on a transparent layer."""
+    # Imported with the first picture: images.read imports torch (through its tensor helpers), which the server loads with its first model.
     from latentdiff.images.read import to_rgb8
 
     alpha = im.convert("RGBA").getchannel("A") if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info else None
@@ -45,6 +47,7 @@ def mask_from(im: Image.Image, invert: bool = False) -> Image.Image:
 
 def image_inputs(init_image=None, mask=None, invert_mask: bool = False) -> dict:
     """Pipeline keyword arguments (`image`, `mask`: PIL) for the base64 pictures given."""
+    # Imported with the first picture: images.read imports torch (through its tensor helpers), which the server loads with its first model.
     from latentdiff.images.read import to_rgb8
 
     out = {}

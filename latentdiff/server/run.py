@@ -17,6 +17,7 @@ def serve(cfg: ServeConfig) -> int:
         import uvicorn
     except ImportError:
         raise UsageError("the server needs its extra dependencies: pip install 'latentdiff[serve]'") from None
+    # After the check above: the server's modules need the serve extra (fastapi).
     from latentdiff.server.app import Server, create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s", stream=sys.stderr)

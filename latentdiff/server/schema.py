@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from latentdiff.sampling.schedulers import NAMES
+from latentdiff.server.inputs import image_inputs
 
 MAX_SIDE, MAX_STEPS, MAX_IMAGES = 2048, 500, 16
 
@@ -57,6 +58,4 @@ class GenerateRequest(BaseModel):
         return self.model_dump(exclude={"model", "init_image", "mask"})
 
     def inputs(self) -> dict:
-        from latentdiff.server.inputs import image_inputs
-
         return image_inputs(self.init_image, self.mask)

@@ -172,32 +172,3 @@ def test_guidance_one_runs_the_conditional_half_alone():
     cond, neg = TextTokens(torch.ones(1, 3, 32)), TextTokens(-torch.ones(1, 3, 32))
     denoise(model, sched, torch.zeros(1, 4, 8, 8), cond, neg, 1.0, gens(1))
     assert model.seen == [[1.0], [1.0]]
-
-
-def _imports(path) -> set[str]:
-    import ast
-
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-        elif isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-    return names
-
-
-def test_layers_families_know_no_loading_and_the_loop_knows_no_family():
-    from pathlib import Path
-
-    import latentdiff
-
-    root = Path(latentdiff.__file__).parent
-    allowed = ("latentdiff.errors", "latentdiff.runtime", "latentdiff.prompts", "latentdiff.sampling",
-               "latentdiff.families")
-    for f in (root / "families").glob("*.py"):
-        ours = {m for m in _imports(f) if m.startswith("latentdiff")}
-        assert all(m.startswith(allowed) for m in ours), (f.name, ours)
-    for f in (root / "sampling").glob("*.py"):
-        assert not any(m.startswith("latentdiff.families") for m in _imports(f)), f.name
-    contract = _imports(root / "sampling" / "model_call.py")
-    assert contract <= {"__future__", "dataclasses", "typing", "torch", "latentdiff.errors"}, contract
