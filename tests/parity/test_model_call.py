@@ -9,7 +9,7 @@ import torch
 from latentdiff.families.clip import Embeddings
 from latentdiff.families.registry import FAMILIES, family_of, family_of_folder
 from latentdiff.families.unet import UNetCall
-from latentdiff.models.components import load_components
+from latentdiff.models.assemble import load_components
 from latentdiff.models.testing import make_tiny
 from latentdiff.sampling.model_call import BlockResiduals, ImageChannels, ImageTokens, Inputs
 from latentdiff.sampling.wrappers import Tiled, blend_windows
