@@ -42,7 +42,7 @@ PACKAGE = str(ROOT / "latentdiff") + "/"
 
 def module_of(filename: str) -> str | None:
     """'training/loop.py' for a file under latentdiff/, else None."""
-    return filename[len(PACKAGE):] if filename.startswith(PACKAGE) else None
+    return filename[len(PACKAGE) :] if filename.startswith(PACKAGE) else None
 
 
 class FirstCallTree:
@@ -54,7 +54,12 @@ class FirstCallTree:
 
     def __call__(self, frame, event, arg):
         code = frame.f_code
-        if event != "call" or code in self.children or code.co_name == "<module>" or module_of(code.co_filename) is None:
+        if (
+            event != "call"
+            or code in self.children
+            or code.co_name == "<module>"
+            or module_of(code.co_filename) is None
+        ):
             return
         parent = frame.f_back
         while parent is not None and module_of(parent.f_code.co_filename) is None:
@@ -113,10 +118,20 @@ def _run(args, tmp: Path) -> FirstCallTree:
     for i, color in enumerate(["red", "green"]):
         Image.new("RGB", (64, 64), color).save(tmp / "ds" / f"{i}.png")
         (tmp / "ds" / f"{i}.txt").write_text(f"a {color} square")
-    cfg = FinetuneConfig(dataset=str(tmp / "ds"), model=str(model), out=str(tmp / "run"), method=args.method,
-                         max_steps=args.steps, batch_size=2, resolution=64, checkpoint_every=args.steps,
-                         log_every=1, validate_every=args.steps if args.validate else 0, validation_steps=1,
-                         report_to=args.report_to)
+    cfg = FinetuneConfig(
+        dataset=str(tmp / "ds"),
+        model=str(model),
+        out=str(tmp / "run"),
+        method=args.method,
+        max_steps=args.steps,
+        batch_size=2,
+        resolution=64,
+        checkpoint_every=args.steps,
+        log_every=1,
+        validate_every=args.steps if args.validate else 0,
+        validation_steps=1,
+        report_to=args.report_to,
+    )
     tree = FirstCallTree(finetune.__code__)
     sys.setprofile(tree)
     try:

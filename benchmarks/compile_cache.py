@@ -44,8 +44,24 @@ def main(argv=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor")}
     env["PYTHONPATH"] = os.pathsep.join([str(common.REPO_ROOT), env.get("PYTHONPATH", "")])
     base = [sys.executable, "-m", "latentdiff.cli"] + [
-        "generate", "a red apple", "--model", str(model), "--steps", str(args.steps), "--width", str(size),
-        "--height", str(size), "--dtype", args.dtype, "--device", args.device, "--seed", "0", "--quiet"]
+        "generate",
+        "a red apple",
+        "--model",
+        str(model),
+        "--steps",
+        str(args.steps),
+        "--width",
+        str(size),
+        "--height",
+        str(size),
+        "--dtype",
+        args.dtype,
+        "--device",
+        args.device,
+        "--seed",
+        "0",
+        "--quiet",
+    ]
     compiled = base + ["--compile-mode", args.mode]
 
     def run(name: str, cmd: list[str]) -> float:
@@ -67,16 +83,45 @@ def main(argv=None):
             cached.append(run(f"compiled-cached-{i}", compiled))
     shutil.rmtree(work, ignore_errors=True)
     e = common.median(eager)
-    rows = [{"contender": "eager", "median_s": e, "runs": len(eager), "over_eager_s": 0.0, "ratio_vs_eager": 1.0},
-            {"contender": "compiled, empty cache", "median_s": first, "runs": 1, "over_eager_s": first - e,
-             "ratio_vs_eager": first / e},
-            {"contender": "compiled, cache on disk", "median_s": common.median(cached), "runs": len(cached),
-             "over_eager_s": common.median(cached) - e, "ratio_vs_eager": common.median(cached) / e}]
-    meta.update({"model": label, "size": size, "steps": args.steps, "device": args.device, "dtype": args.dtype,
-                 "mode": args.mode, "eager_s": eager, "cached_s": cached, "first_s": first, "cmd": " ".join(compiled)})
+    rows = [
+        {"contender": "eager", "median_s": e, "runs": len(eager), "over_eager_s": 0.0, "ratio_vs_eager": 1.0},
+        {
+            "contender": "compiled, empty cache",
+            "median_s": first,
+            "runs": 1,
+            "over_eager_s": first - e,
+            "ratio_vs_eager": first / e,
+        },
+        {
+            "contender": "compiled, cache on disk",
+            "median_s": common.median(cached),
+            "runs": len(cached),
+            "over_eager_s": common.median(cached) - e,
+            "ratio_vs_eager": common.median(cached) / e,
+        },
+    ]
+    meta.update(
+        {
+            "model": label,
+            "size": size,
+            "steps": args.steps,
+            "device": args.device,
+            "dtype": args.dtype,
+            "mode": args.mode,
+            "eager_s": eager,
+            "cached_s": cached,
+            "first_s": first,
+            "cmd": " ".join(compiled),
+        }
+    )
     name = args.name or f"compile_cache-{label}-{args.device}-{args.mode}"
-    common.write_results(name, rows, ["contender", "median_s", "runs", "over_eager_s", "ratio_vs_eager"], meta,
-                         notes="Target (issue 13): the cached compiled process adds <= 15 s over eager.")
+    common.write_results(
+        name,
+        rows,
+        ["contender", "median_s", "runs", "over_eager_s", "ratio_vs_eager"],
+        meta,
+        notes="Target (issue 13): the cached compiled process adds <= 15 s over eager.",
+    )
 
 
 if __name__ == "__main__":

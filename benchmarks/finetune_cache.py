@@ -24,9 +24,18 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-              layers_per_block=2, norm_num_groups=32, sample_size=512, scaling_factor=0.18215)
+SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
 
 
 def make_model(root: Path, resolution: int) -> Path:
@@ -59,9 +68,19 @@ def run_once(dataset: Path, model: Path, out: Path, cache: bool, args) -> dict:
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.training.loop import finetune
 
-    cfg = FinetuneConfig(dataset=str(dataset), model=str(model), out=str(out), method="lora", cache=cache,
-                         max_steps=args.steps, batch_size=args.batch_size, resolution=args.resolution,
-                         checkpoint_every=10**6, log_every=1, overwrite=True)
+    cfg = FinetuneConfig(
+        dataset=str(dataset),
+        model=str(model),
+        out=str(out),
+        method="lora",
+        cache=cache,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        resolution=args.resolution,
+        checkpoint_every=10**6,
+        log_every=1,
+        overwrite=True,
+    )
     t0 = time.perf_counter()
     finetune(cfg)
     total = time.perf_counter() - t0
@@ -101,9 +120,11 @@ def main() -> None:
     print("| loop | steady images/s | end-to-end images/s |\n|---|---|---|")
     print(f"| cached latents (latentdiff) | {med[True]['steady']:.2f} | {med[True]['end_to_end']:.2f} |")
     print(f"| re-encode every batch (diffusers script) | {med[False]['steady']:.2f} | {med[False]['end_to_end']:.2f} |")
-    print(f"speed-up: {result['speedup_steady']:.2f}x steady, {result['speedup_end_to_end']:.2f}x end to end "
-          f"({args.steps} steps x batch {args.batch_size}, {args.images} images at {args.resolution}px, "
-          f"median of {args.repeats})")
+    print(
+        f"speed-up: {result['speedup_steady']:.2f}x steady, {result['speedup_end_to_end']:.2f}x end to end "
+        f"({args.steps} steps x batch {args.batch_size}, {args.images} images at {args.resolution}px, "
+        f"median of {args.repeats})"
+    )
 
 
 if __name__ == "__main__":

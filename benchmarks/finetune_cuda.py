@@ -26,7 +26,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from support import common  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}
@@ -46,8 +45,9 @@ def make_dataset(root: Path, size: int, n: int = 16) -> Path:
     return root
 
 
-def bare_loop(model: Path, method: str, precision: str, batch: int, size: int, steps: int, warmup: int,
-              compile: bool, rank: int) -> float:
+def bare_loop(
+    model: Path, method: str, precision: str, batch: int, size: int, steps: int, warmup: int, compile: bool, rank: int
+) -> float:
     """images/s of the bare loop after `warmup` steps."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
@@ -93,16 +93,38 @@ def bare_loop(model: Path, method: str, precision: str, batch: int, size: int, s
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ours(model: Path, data: Path, out: Path, method: str, precision: str, batch: int, size: int, steps: int,
-         warmup: int, compile: bool, rank: int) -> float:
+def ours(
+    model: Path,
+    data: Path,
+    out: Path,
+    method: str,
+    precision: str,
+    batch: int,
+    size: int,
+    steps: int,
+    warmup: int,
+    compile: bool,
+    rank: int,
+) -> float:
     """images/s of `latentdiff finetune` between the end of step `warmup` and the last step."""
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.training.loop import finetune
 
     shutil.rmtree(out, ignore_errors=True)
-    cfg = FinetuneConfig(dataset=str(data), model=str(model), out=str(out), method=method, batch_size=batch,
-                         resolution=size, max_steps=warmup + steps, mixed_precision=precision, compile=compile,
-                         lora_rank=rank, log_every=1, checkpoint_every=10**9)
+    cfg = FinetuneConfig(
+        dataset=str(data),
+        model=str(model),
+        out=str(out),
+        method=method,
+        batch_size=batch,
+        resolution=size,
+        max_steps=warmup + steps,
+        mixed_precision=precision,
+        compile=compile,
+        lora_rank=rank,
+        log_every=1,
+        checkpoint_every=10**9,
+    )
     finetune(cfg)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     at = {r["step"]: r["step"] * batch / r["images_per_s"] for r in rows if "images_per_s" in r}  # seconds so far
@@ -133,16 +155,30 @@ def main(argv=None):
     rows = []
     for method in args.methods:
         for precision in args.precision:
-            run = dict(method=method, precision=precision, batch=args.batch, size=size, steps=args.steps,
-                       warmup=args.warmup, rank=args.rank)
+            run = dict(
+                method=method,
+                precision=precision,
+                batch=args.batch,
+                size=size,
+                steps=args.steps,
+                warmup=args.warmup,
+                rank=args.rank,
+            )
             base = bare_loop(model, compile=False, **run)
             found = {"bare loop": base}
             for compile in [False] if args.no_compile else [False, True]:
                 name = "latentdiff" + (" --compile" if compile else "")
                 found[name] = ours(model, data, work / "out", compile=compile, **run)
             for n, v in found.items():
-                rows.append({"method": method, "precision": precision, "contender": n, "images_per_s": v,
-                             "vs_bare_loop": v / base})
+                rows.append(
+                    {
+                        "method": method,
+                        "precision": precision,
+                        "contender": n,
+                        "images_per_s": v,
+                        "vs_bare_loop": v / base,
+                    }
+                )
                 common.log(f"{method} {precision} {n}: {v:.2f} images/s ({v / base:.2f}x)")
     shutil.rmtree(work, ignore_errors=True)
     name = args.name or f"finetune_cuda-{label}-{size}-b{args.batch}-{'cuda' if torch.cuda.is_available() else 'cpu'}"

@@ -15,16 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-
 from support import common  # noqa: E402
 
 DATA = common.REPO_ROOT / "examples" / "zorb"
@@ -70,8 +67,20 @@ def main() -> None:
 
     meta = common.machine()
     run = Path(tempfile.mkdtemp(prefix="ld-recipe-")) / "zorb"
-    cmd = [sys.executable, "-m", "latentdiff.cli", "finetune", str(DATA), "--model", str(BASE), "--out", str(run),
-           "--config", str(RECIPE), *(["--max-steps", str(args.steps)] if args.steps else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "latentdiff.cli",
+        "finetune",
+        str(DATA),
+        "--model",
+        str(BASE),
+        "--out",
+        str(run),
+        "--config",
+        str(RECIPE),
+        *(["--max-steps", str(args.steps)] if args.steps else []),
+    ]
     wall, rss, code, tail = common.run_child(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if code != 0:
         sys.exit(f"finetune failed ({code}):\n{tail}")
@@ -83,27 +92,60 @@ def main() -> None:
     d_before, d_after = nearest(before, refs), nearest(after, refs)
     # The distance between two different training pictures: what "looks like a zorb" measures as.
     between = [float(np.sqrt(((refs[i] - np.delete(refs, i, 0)) ** 2).sum(1)).min()) for i in range(len(refs))]
-    steps = args.steps or int(next(x.split(":")[1] for x in RECIPE.read_text().splitlines() if x.startswith("max_steps")))
+    steps = args.steps or int(
+        next(x.split(":")[1] for x in RECIPE.read_text().splitlines() if x.startswith("max_steps"))
+    )
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    rows = [{"prompt": "a zorb", "model": "shipped (before)", "median_dist_to_nearest_zorb": common.median(d_before),
-             "max_dist": max(d_before)},
-            {"prompt": "a zorb", "model": "after the recipe", "median_dist_to_nearest_zorb": common.median(d_after),
-             "max_dist": max(d_after)},
-            {"prompt": "grinning face", "model": "after vs before", "median_dist_to_nearest_zorb": None,
-             "max_dist": None, "median_change": common.median(moved)}]
-    meta.update({"steps": steps, "finetune_wall_s": round(wall, 1), "finetune_peak_rss_mib": round(rss),
-                 "s_per_step": round(wall / steps, 3), "dist_between_training_pictures": common.median(between),
-                 "first_loss": metrics[0]["loss"], "last_loss": metrics[-1]["loss"], "seeds": args.seeds,
-                 "samples": {"before": d_before, "after": d_after, "grinning_face_change": moved}})
+    rows = [
+        {
+            "prompt": "a zorb",
+            "model": "shipped (before)",
+            "median_dist_to_nearest_zorb": common.median(d_before),
+            "max_dist": max(d_before),
+        },
+        {
+            "prompt": "a zorb",
+            "model": "after the recipe",
+            "median_dist_to_nearest_zorb": common.median(d_after),
+            "max_dist": max(d_after),
+        },
+        {
+            "prompt": "grinning face",
+            "model": "after vs before",
+            "median_dist_to_nearest_zorb": None,
+            "max_dist": None,
+            "median_change": common.median(moved),
+        },
+    ]
+    meta.update(
+        {
+            "steps": steps,
+            "finetune_wall_s": round(wall, 1),
+            "finetune_peak_rss_mib": round(rss),
+            "s_per_step": round(wall / steps, 3),
+            "dist_between_training_pictures": common.median(between),
+            "first_loss": metrics[0]["loss"],
+            "last_loss": metrics[-1]["loss"],
+            "seeds": args.seeds,
+            "samples": {"before": d_before, "after": d_after, "grinning_face_change": moved},
+        }
+    )
     grid([before, after], Path(args.picture))
-    notes = (f"finetune (fresh process, the recipe's {steps} steps): {wall:.0f} s wall, {wall / steps:.2f} s a "
-             f"step including start-up; loss {metrics[0]['loss']:.3f} at step {metrics[0]['step']} -> "
-             f"{metrics[-1]['loss']:.3f} at {metrics[-1]['step']}. Distances: 16x16 RGB in [0, 1], L2 (eval-emoji's "
-             f"measure); two training pictures lie {common.median(between):.2f} apart (median). Picture: "
-             f"{Path(args.picture).name}, top row before, bottom row after, seeds 0-{args.seeds - 1}. "
-             "The machine is shared with other jobs: see the load average.")
-    common.write_results(args.name, rows, ["prompt", "model", "median_dist_to_nearest_zorb", "max_dist",
-                                           "median_change"], meta, notes=notes)
+    notes = (
+        f"finetune (fresh process, the recipe's {steps} steps): {wall:.0f} s wall, {wall / steps:.2f} s a "
+        f"step including start-up; loss {metrics[0]['loss']:.3f} at step {metrics[0]['step']} -> "
+        f"{metrics[-1]['loss']:.3f} at {metrics[-1]['step']}. Distances: 16x16 RGB in [0, 1], L2 (eval-emoji's "
+        f"measure); two training pictures lie {common.median(between):.2f} apart (median). Picture: "
+        f"{Path(args.picture).name}, top row before, bottom row after, seeds 0-{args.seeds - 1}. "
+        "The machine is shared with other jobs: see the load average."
+    )
+    common.write_results(
+        args.name,
+        rows,
+        ["prompt", "model", "median_dist_to_nearest_zorb", "max_dist", "median_change"],
+        meta,
+        notes=notes,
+    )
     print(notes)
 
 

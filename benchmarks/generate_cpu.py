@@ -40,18 +40,29 @@ def parse(argv=None):
     ap.add_argument("--case", choices=["small", "sd15"], default="small")
     ap.add_argument("--model", help="model folder for --case small (default: shipped model, else tiny)")
     ap.add_argument("--size", type=int, nargs="+", help="image sizes (default: native for small; 256 for sd15)")
-    ap.add_argument("--dtype", nargs="+", default=None,
-                    help="fp32, bf16 and/or auto for latentdiff (default: fp32 small; bf16 sd15)")
-    ap.add_argument("--diffusers-dtype", choices=["fp32", "bf16"], default=None,
-                    help="diffusers' dtype (default: latentdiff's; auto -> fp32, diffusers' own default). "
-                         "`--dtype auto --diffusers-dtype fp32` compares each library's default")
+    ap.add_argument(
+        "--dtype",
+        nargs="+",
+        default=None,
+        help="fp32, bf16 and/or auto for latentdiff (default: fp32 small; bf16 sd15)",
+    )
+    ap.add_argument(
+        "--diffusers-dtype",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="diffusers' dtype (default: latentdiff's; auto -> fp32, diffusers' own default). "
+        "`--dtype auto --diffusers-dtype fp32` compares each library's default",
+    )
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: 20 small, 4 sd15)")
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per contender (default: 10 small, 3 sd15)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="also time latentdiff with compile=True")
-    ap.add_argument("--all-threads", action="store_true",
-                    help="also time latentdiff on all torch threads (it picks 1 thread for small UNets)")
+    ap.add_argument(
+        "--all-threads",
+        action="store_true",
+        help="also time latentdiff on all torch threads (it picks 1 thread for small UNets)",
+    )
     ap.add_argument("--no-diffusers", action="store_true", help="time latentdiff only")
     ap.add_argument("--omp-wait-policy", choices=["PASSIVE", "ACTIVE", "inherit"], default="PASSIVE")
     ap.add_argument("--name", help="results file name")
@@ -64,7 +75,6 @@ if ARGS is not None and ARGS.omp_wait_policy != "inherit":
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from support import common  # noqa: E402
 
 
@@ -97,10 +107,12 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
         def call():
             clock.start()
             with common.PeakRSS() as r:
-                images[name] = pipe(common.PROMPT, steps=steps, guidance=args.guidance, width=size, height=size,
-                                    seed=0)[0]
+                images[name] = pipe(
+                    common.PROMPT, steps=steps, guidance=args.guidance, width=size, height=size, seed=0
+                )[0]
             clock.finish()
             rss.setdefault(name, []).append(r.rise_mb)
+
         contenders[name] = call
 
     add_ours("latentdiff", False)
@@ -118,11 +130,18 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
             clock.start()
             gens = [torch.Generator("cpu").manual_seed(0)]
             with common.PeakRSS() as r:
-                images["diffusers"] = ref(common.PROMPT, num_inference_steps=steps, guidance_scale=args.guidance,
-                                          height=size, width=size, generator=gens,
-                                          callback_on_step_end=clock.theirs_callback).images[0]
+                images["diffusers"] = ref(
+                    common.PROMPT,
+                    num_inference_steps=steps,
+                    guidance_scale=args.guidance,
+                    height=size,
+                    width=size,
+                    generator=gens,
+                    callback_on_step_end=clock.theirs_callback,
+                ).images[0]
             clock.finish()
             rss.setdefault("diffusers", []).append(r.rise_mb)
+
         contenders["diffusers"] = call_ref
 
     def progress(r, times):
@@ -131,7 +150,7 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
     t0 = time.perf_counter()
     # Warm-up calls (torch.compile compiles here) are reported as first_call_s, not in the medians.
     warm, warm_rss = {}, {}
-    for w in range(args.warmup):
+    for _ in range(args.warmup):
         for name, fn in contenders.items():
             w0, r0 = time.perf_counter(), common.current_rss_mb()
             fn()
@@ -147,13 +166,22 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
     rows = []
     for name in contenders:
         img_s, step_s = common.median(times[name]), common.median(clocks[name].step_times)
-        row = {"model": label, "size": size, "dtype": dtypes[name], "steps": steps, "contender": name,
-               "s_per_image": img_s, "s_per_step": step_s, "first_call_s": warm[name],
-               "ratio_image": img_s / base_img_t if base_img_t else None,
-               "ratio_step": step_s / base_step if base_step else None,
-               "rss_rise_mib": common.median(rss[name]), "load_rss_mib": loaded[name],
-               "first_call_rss_mib": warm_rss[name],
-               "times": [round(x, 4) for x in times[name]]}
+        row = {
+            "model": label,
+            "size": size,
+            "dtype": dtypes[name],
+            "steps": steps,
+            "contender": name,
+            "s_per_image": img_s,
+            "s_per_step": step_s,
+            "first_call_s": warm[name],
+            "ratio_image": img_s / base_img_t if base_img_t else None,
+            "ratio_step": step_s / base_step if base_step else None,
+            "rss_rise_mib": common.median(rss[name]),
+            "load_rss_mib": loaded[name],
+            "first_call_rss_mib": warm_rss[name],
+            "times": [round(x, 4) for x in times[name]],
+        }
         if base_img is not None and name != "diffusers":
             a, b = np.asarray(images[name], dtype=int), np.asarray(base_img, dtype=int)
             row["max_px_diff"] = int(np.abs(a - b).max())
@@ -162,7 +190,7 @@ def run_case(model: Path, label: str, size: int, dtype_name: str, steps: int, ar
             a, b = np.asarray(images[name], dtype=int), np.asarray(images["latentdiff"], dtype=int)
             row["max_px_diff_vs_eager"] = int(np.abs(a - b).max())
         rows.append(row)
-    del contenders
+    contenders.clear()
     gc.collect()
     return rows
 
@@ -195,8 +223,23 @@ def main():
         for dt in dtypes:
             rows += run_case(model, label, size, dt, steps, args)
     name = args.name or f"generate_cpu-{label}-{'_'.join(map(str, sizes))}-{'_'.join(dtypes)}"
-    cols = ["model", "size", "dtype", "steps", "contender", "s_per_image", "ratio_image", "s_per_step", "ratio_step",
-            "first_call_s", "load_rss_mib", "first_call_rss_mib", "rss_rise_mib", "max_px_diff", "psnr_db"]
+    cols = [
+        "model",
+        "size",
+        "dtype",
+        "steps",
+        "contender",
+        "s_per_image",
+        "ratio_image",
+        "s_per_step",
+        "ratio_step",
+        "first_call_s",
+        "load_rss_mib",
+        "first_call_rss_mib",
+        "rss_rise_mib",
+        "max_px_diff",
+        "psnr_db",
+    ]
     if args.compile:
         cols.append("max_px_diff_vs_eager")
     meta.update({"repeats": args.repeats, "guidance": args.guidance, "prompt": common.PROMPT})

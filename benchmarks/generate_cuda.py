@@ -28,9 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
 from support import common  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # Dense (no sparsity) tensor-core peaks in TFLOP/s for fp16/bf16, from the vendors' data sheets.
@@ -68,6 +67,7 @@ class LoopClock:
                 yield t
                 if i in (0, self.n - 1):
                     self.mark()
+
         return wrap
 
     def theirs_callback(self, pipe, i, t, kwargs):
@@ -109,8 +109,9 @@ def contenders_for(model, dt, device, modes, diffusers_mode):
 
     ours = {"latentdiff": Pipeline.from_pretrained(str(model), device=str(device), dtype=dt)}
     for mode in modes:
-        ours[f"latentdiff compile={mode}"] = Pipeline.from_pretrained(str(model), device=str(device), dtype=dt,
-                                                                       compile=mode)
+        ours[f"latentdiff compile={mode}"] = Pipeline.from_pretrained(
+            str(model), device=str(device), dtype=dt, compile=mode
+        )
     for p in ours.values():
         p.progress = False
     theirs = {"diffusers": common.diffusers_pipeline(model, DTYPES[dt], device=device)}
@@ -132,18 +133,32 @@ def measure(ours, theirs, ref_images, steps, batch, size, args, device):
             clock = clocks[name]
             if name in ours:
                 ours[name].progress_bar = clock.ours_progress
-                out = ours[name](common.PROMPT, steps=steps, guidance=args.guidance, width=size, height=size,
-                                 seed=0, num_images=batch)
+                out = ours[name](
+                    common.PROMPT,
+                    steps=steps,
+                    guidance=args.guidance,
+                    width=size,
+                    height=size,
+                    seed=0,
+                    num_images=batch,
+                )
             else:
                 gens = [torch.Generator("cpu").manual_seed(s) for s in range(batch)]
-                out = theirs[name]([common.PROMPT] * batch, num_inference_steps=steps, guidance_scale=args.guidance,
-                                   height=size, width=size, generator=gens,
-                                   callback_on_step_end=clock.theirs_callback).images
+                out = theirs[name](
+                    [common.PROMPT] * batch,
+                    num_inference_steps=steps,
+                    guidance_scale=args.guidance,
+                    height=size,
+                    width=size,
+                    generator=gens,
+                    callback_on_step_end=clock.theirs_callback,
+                ).images
             sync(device)
             rates[name].append(clock.it_per_s())
             images[name] = out
             if device.type == "cuda":
                 mem[name] = max(mem[name], torch.cuda.max_memory_allocated(device) / 2**20)
+
         return call
 
     times = common.interleaved({n: run(n) for n in clocks}, repeats=args.repeats, warmup=1)
@@ -159,10 +174,17 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, nargs="+", default=[20, 50])
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--dtype", nargs="+", default=["fp16"], choices=list(DTYPES))
-    ap.add_argument("--modes", nargs="*", default=["reduce-overhead", "max-autotune"],
-                    help="latentdiff compile modes to time (none: eager only)")
-    ap.add_argument("--diffusers-mode", default="max-autotune",
-                    help="torch.compile mode of diffusers' recipe (its docs use max-autotune); none: skip it")
+    ap.add_argument(
+        "--modes",
+        nargs="*",
+        default=["reduce-overhead", "max-autotune"],
+        help="latentdiff compile modes to time (none: eager only)",
+    )
+    ap.add_argument(
+        "--diffusers-mode",
+        default="max-autotune",
+        help="torch.compile mode of diffusers' recipe (its docs use max-autotune); none: skip it",
+    )
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peak-tflops", type=float, help="peak dense FLOP/s of the device, in TFLOP/s")
@@ -178,8 +200,15 @@ def main(argv=None):
     size = args.size or common.native_size(model)
     peak = peak_tflops(device, args.peak_tflops)
     meta = common.machine()
-    meta.update({"device": str(device), "peak_tflops": peak, "repeats": args.repeats, "model": label,
-                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None})
+    meta.update(
+        {
+            "device": str(device),
+            "peak_tflops": peak,
+            "repeats": args.repeats,
+            "model": label,
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        }
+    )
     reference = Pipeline.from_pretrained(str(model), device=str(device), dtype="fp32")
     reference.progress = False
     rows = []
@@ -188,8 +217,15 @@ def main(argv=None):
         ours, theirs = contenders_for(model, dt, device, args.modes, args.diffusers_mode)
         for steps in args.steps:
             for batch in args.batch:
-                ref_images = reference(common.PROMPT, steps=steps, guidance=args.guidance, width=size, height=size,
-                                       seed=0, num_images=batch)
+                ref_images = reference(
+                    common.PROMPT,
+                    steps=steps,
+                    guidance=args.guidance,
+                    width=size,
+                    height=size,
+                    seed=0,
+                    num_images=batch,
+                )
                 flops = count_flops(ours["latentdiff"], steps, size, batch, args.guidance)
                 common.log(f"  {steps} steps, batch {batch}: warm-up (compiles on the first call)")
                 res = measure(ours, theirs, ref_images, steps, batch, size, args, device)
@@ -197,22 +233,47 @@ def main(argv=None):
                 base_c = common.median(res["diffusers compiled"][0]) if "diffusers compiled" in res else None
                 for n, (ts, its, q, mem) in res.items():
                     t = common.median(ts)
-                    rows.append({
-                        "dtype": dt, "steps": steps, "batch": batch, "contender": n,
-                        "it_per_s": common.median(its), "s_per_image": t / batch, "vs_diffusers": base / t,
-                        "vs_diffusers_compiled": base_c / t if base_c else None, "psnr_vs_fp32_db": q,
-                        "tflop_per_image": flops / batch / 1e12,
-                        "pct_of_peak": 100 * flops / t / (peak * 1e12) if peak else None, "max_mem_mib": mem or None,
-                    })
+                    rows.append(
+                        {
+                            "dtype": dt,
+                            "steps": steps,
+                            "batch": batch,
+                            "contender": n,
+                            "it_per_s": common.median(its),
+                            "s_per_image": t / batch,
+                            "vs_diffusers": base / t,
+                            "vs_diffusers_compiled": base_c / t if base_c else None,
+                            "psnr_vs_fp32_db": q,
+                            "tflop_per_image": flops / batch / 1e12,
+                            "pct_of_peak": 100 * flops / t / (peak * 1e12) if peak else None,
+                            "max_mem_mib": mem or None,
+                        }
+                    )
                     common.log(f"    {n}: {rows[-1]['it_per_s']:.2f} it/s, {t / batch:.3f} s/image, PSNR {q:.1f} dB")
         del ours, theirs
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
     name = args.name or f"generate_cuda-{label}-{device.type}"
-    common.write_results(name, rows, ["dtype", "steps", "batch", "contender", "it_per_s", "s_per_image",
-                                      "vs_diffusers", "vs_diffusers_compiled", "psnr_vs_fp32_db", "tflop_per_image",
-                                      "pct_of_peak", "max_mem_mib"], meta)
+    common.write_results(
+        name,
+        rows,
+        [
+            "dtype",
+            "steps",
+            "batch",
+            "contender",
+            "it_per_s",
+            "s_per_image",
+            "vs_diffusers",
+            "vs_diffusers_compiled",
+            "psnr_vs_fp32_db",
+            "tflop_per_image",
+            "pct_of_peak",
+            "max_mem_mib",
+        ],
+        meta,
+    )
 
 
 if __name__ == "__main__":

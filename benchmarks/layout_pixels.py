@@ -26,47 +26,145 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("LATENTDIFF_BENCH_CACHE", "/tmp/latentdiff-bench")) / "layout-pixels"
 SD = ["--steps", "4", "--width", "64", "--height", "64", "--seed", "3", "--quiet"]
-SCHEDULERS = ["ddim", "ddpm", "euler", "euler_a", "heun", "lms", "dpm++2m", "dpm++2m_karras", "unipc",
-              "DPM++ 2M Karras", "Euler a"]
+SCHEDULERS = [
+    "ddim",
+    "ddpm",
+    "euler",
+    "euler_a",
+    "heun",
+    "lms",
+    "dpm++2m",
+    "dpm++2m_karras",
+    "unipc",
+    "DPM++ 2M Karras",
+    "Euler a",
+]
 
 
 def cases(m: Path, inputs: Path) -> dict[str, list[str]]:
     """name -> argv (without --out). `m`: the models folder, `inputs`: pictures and masks."""
     sd1, img, mask = str(m / "sd1"), str(inputs / "photo.png"), str(inputs / "mask.png")
-    out = {f"sd1-{s.replace(' ', '_')}": ["generate", "a red apple", "--model", sd1, "--scheduler", s, *SD]
-           for s in SCHEDULERS}
+    out = {
+        f"sd1-{s.replace(' ', '_')}": ["generate", "a red apple", "--model", sd1, "--scheduler", s, *SD]
+        for s in SCHEDULERS
+    }
     out |= {
         "sd1-pndm": ["generate", "a red apple", "--model", sd1, "--scheduler", "pndm", *SD, "--steps", "30"],
-        "sd1-syntax": ["generate", "a (red:1.3) apple BREAK [green] pear", "--model", sd1, "--negative", "cat",
-                       "--clip-skip", "2", "--num-images", "2", "--guidance", "5", *SD],
+        "sd1-syntax": [
+            "generate",
+            "a (red:1.3) apple BREAK [green] pear",
+            "--model",
+            sd1,
+            "--negative",
+            "cat",
+            "--clip-skip",
+            "2",
+            "--num-images",
+            "2",
+            "--guidance",
+            "5",
+            *SD,
+        ],
         "sd1-guidance1": ["generate", "photo of a cat", "--model", sd1, "--guidance", "1", *SD],
         "sd1-bf16": ["generate", "photo of a cat", "--model", sd1, "--dtype", "bf16", *SD],
         "sd1-96x64": ["generate", "photo of a cat", "--model", sd1, *SD, "--width", "96"],
         "sd2-vpred": ["generate", "blue sky with clouds", "--model", str(m / "sd2"), *SD],
         "sd2-ddim": ["generate", "blue sky with clouds", "--model", str(m / "sd2"), "--scheduler", "ddim", *SD],
         "img2img": ["generate", "a green pear", "--model", sd1, "--init-image", img, "--strength", "0.6", *SD],
-        "img2img-fit": ["generate", "a green pear", "--model", sd1, "--init-image", img, "--resize", "fit",
-                        "--scheduler", "euler_a", *SD],
+        "img2img-fit": [
+            "generate",
+            "a green pear",
+            "--model",
+            sd1,
+            "--init-image",
+            img,
+            "--resize",
+            "fit",
+            "--scheduler",
+            "euler_a",
+            *SD,
+        ],
         "inpaint-unet": ["generate", "a cat", "--model", str(m / "inpaint"), "--init-image", img, "--mask", mask, *SD],
-        "inpaint-sd1": ["generate", "a cat", "--model", sd1, "--init-image", img, "--mask", mask,
-                        "--strength", "0.8", *SD],
-        "inpaint-masked": ["generate", "a cat", "--model", str(m / "inpaint"), "--init-image", img, "--mask", mask,
-                           "--inpaint-area", "masked", "--padding", "8", *SD],
-        "outpaint": ["generate", "a cat", "--model", str(m / "inpaint"), "--init-image", img,
-                     "--outpaint", "16,0,8,0", *SD],
+        "inpaint-sd1": [
+            "generate",
+            "a cat",
+            "--model",
+            sd1,
+            "--init-image",
+            img,
+            "--mask",
+            mask,
+            "--strength",
+            "0.8",
+            *SD,
+        ],
+        "inpaint-masked": [
+            "generate",
+            "a cat",
+            "--model",
+            str(m / "inpaint"),
+            "--init-image",
+            img,
+            "--mask",
+            mask,
+            "--inpaint-area",
+            "masked",
+            "--padding",
+            "8",
+            *SD,
+        ],
+        "outpaint": [
+            "generate",
+            "a cat",
+            "--model",
+            str(m / "inpaint"),
+            "--init-image",
+            img,
+            "--outpaint",
+            "16,0,8,0",
+            *SD,
+        ],
         "hires-latent": ["generate", "a red apple", "--model", sd1, "--hires", "1.5", "--hires-steps", "3", *SD],
-        "hires-lanczos": ["generate", "a red apple", "--model", sd1, "--hires", "1.5", "--hires-upscaler",
-                          "lanczos", *SD],
+        "hires-lanczos": [
+            "generate",
+            "a red apple",
+            "--model",
+            sd1,
+            "--hires",
+            "1.5",
+            "--hires-upscaler",
+            "lanczos",
+            *SD,
+        ],
         "sdxl": ["generate", "a red apple", "--model", str(m / "sdxl"), *SD],
-        "sdxl-refiner": ["generate", "a red apple", "--model", str(m / "sdxl"), "--refiner", str(m / "refiner"),
-                         "--refiner-start", "0.5", *SD],
+        "sdxl-refiner": [
+            "generate",
+            "a red apple",
+            "--model",
+            str(m / "sdxl"),
+            "--refiner",
+            str(m / "refiner"),
+            "--refiner-start",
+            "0.5",
+            *SD,
+        ],
         "sdxl-img2img": ["generate", "a red apple", "--model", str(m / "sdxl"), "--init-image", img, *SD],
         "upscale": ["upscale", img, "--model", str(m / "x4"), "--prompt", "a cat", "--steps", "3", "--quiet"],
         "upscale-tiled": ["upscale", img, "--model", str(m / "x4"), "--steps", "2", "--tile", "128", "--quiet"],
         "cascade": ["generate", "a red apple", "--model", sd1, "--upscaler", str(m / "x4"), *SD],
         "shipped": ["generate", "grinning face", "--seed", "1", "--quiet", "--no-upscale"],
-        "shipped-euler_a-2": ["generate", "red apple", "--scheduler", "euler_a", "--steps", "6",
-                              "--num-images", "2", "--quiet", "--no-upscale"],
+        "shipped-euler_a-2": [
+            "generate",
+            "red apple",
+            "--scheduler",
+            "euler_a",
+            "--steps",
+            "6",
+            "--num-images",
+            "2",
+            "--quiet",
+            "--no-upscale",
+        ],
     }
     return out
 
@@ -124,7 +222,7 @@ def pixels(folder: Path) -> list:
 
 def compare(before: Path, after: Path, names: list[str]) -> bool:
     errs = {**json.loads((before / "errors.json").read_text()), **json.loads((after / "errors.json").read_text())}
-    print(f"| case | images | identical | max abs diff |\n|---|---|---|---|")
+    print("| case | images | identical | max abs diff |\n|---|---|---|---|")
     ok = True
     for name in names:
         a, b = pixels(before / name), pixels(after / name)
@@ -160,7 +258,9 @@ def main() -> None:
     try:
         side(ROOT, after, args.only)
         names = [n for n in cases(CACHE / "models", CACHE / "inputs") if not args.only or n in args.only]
-        print(f"\nbefore: {args.before} ({sha[:10]}), after: working tree; machine: {machine}, {os.cpu_count()} cores\n")
+        print(
+            f"\nbefore: {args.before} ({sha[:10]}), after: working tree; machine: {machine}, {os.cpu_count()} cores\n"
+        )
         same = compare(before, after, names)
     finally:
         subprocess.run(["rm", "-rf", str(after)], check=True)

@@ -48,9 +48,16 @@ def one_request(server, k: int, params: dict, max_retries: int) -> dict:
         time.sleep(float(r.headers.get("Retry-After", "1")))
     assert r.status_code == 202, r.text
     job = server.wait_job(r.json()["id"], timeout=3600)
-    return {"k": k, "outcome": job["state"], "rejections": rejections, "latency": time.perf_counter() - t0,
-            "id": job["id"], "images": [i["name"] for i in job["images"]],
-            "seeds": [i["params"]["seed"] for i in job["images"]], "service": job["finished"] - job["started"]}
+    return {
+        "k": k,
+        "outcome": job["state"],
+        "rejections": rejections,
+        "latency": time.perf_counter() - t0,
+        "id": job["id"],
+        "images": [i["name"] for i in job["images"]],
+        "seeds": [i["params"]["seed"] for i in job["images"]],
+        "service": job["finished"] - job["started"],
+    }
 
 
 def check_accounting(results: list[dict], out_dir: Path, n: int) -> dict:
@@ -64,7 +71,11 @@ def check_accounting(results: list[dict], out_dir: Path, n: int) -> dict:
     assert all(r["seeds"] == [1000 + r["k"]] for r in done), "an image answers another request"
     written = {p.name for p in out_dir.glob("*.png")}
     assert set(names) <= written, "an image the server reported is not on disk"
-    return {"completed": len(done), "refused_429": len(refused), "rejections_429": sum(r["rejections"] for r in results)}
+    return {
+        "completed": len(done),
+        "refused_429": len(refused),
+        "rejections_429": sum(r["rejections"] for r in results),
+    }
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -90,28 +101,62 @@ def run_server_side(args, model: Path, params: dict, work: Path) -> tuple[dict, 
         server.stop()
     acc = check_accounting(results, out, args.requests)
     lat = [r["latency"] for r in results if r["outcome"] == "done"]
-    row = {"contender": "server", "requests": acc["completed"], "wall_s": wall, "req_per_s": acc["completed"] / wall,
-           "p50_s": percentile(lat, 50), "p95_s": percentile(lat, 95),
-           "service_s": statistics.median(r["service"] for r in results if r["outcome"] == "done")}
-    alone_row = {"contender": "server, one request at a time", "requests": len(alone), "wall_s": sum(alone),
-                 "req_per_s": len(alone) / sum(alone), "p50_s": percentile(alone, 50), "p95_s": percentile(alone, 95)}
-    return [row, alone_row], {**acc, "rss_mb_after_warmup": round(rss_before, 1), "rss_mb_after_run": round(rss_after, 1)}
+    row = {
+        "contender": "server",
+        "requests": acc["completed"],
+        "wall_s": wall,
+        "req_per_s": acc["completed"] / wall,
+        "p50_s": percentile(lat, 50),
+        "p95_s": percentile(lat, 95),
+        "service_s": statistics.median(r["service"] for r in results if r["outcome"] == "done"),
+    }
+    alone_row = {
+        "contender": "server, one request at a time",
+        "requests": len(alone),
+        "wall_s": sum(alone),
+        "req_per_s": len(alone) / sum(alone),
+        "p50_s": percentile(alone, 50),
+        "p95_s": percentile(alone, 95),
+    }
+    return [row, alone_row], {
+        **acc,
+        "rss_mb_after_warmup": round(rss_before, 1),
+        "rss_mb_after_run": round(rss_after, 1),
+    }
 
 
 def run_cli_side(args, model: Path, params: dict, work: Path) -> dict:
     lat = []
     for k in range(args.cli_runs):
-        cmd = [sys.executable, "-m", "latentdiff.cli", "generate", f"red apple {k}", "--model", str(model),
-               "--seed", str(1000 + k), "--out", str(work / "cli"), "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "latentdiff.cli",
+            "generate",
+            f"red apple {k}",
+            "--model",
+            str(model),
+            "--seed",
+            str(1000 + k),
+            "--out",
+            str(work / "cli"),
+            "--quiet",
+        ]
         for flag in ("steps", "width", "height"):
             if params.get(flag):
                 cmd += [f"--{flag}", str(params[flag])]
         wall, _, code, tail = run_child(cmd)
         assert code == 0, tail
         lat.append(wall)
-    return {"contender": "cli process per request", "requests": len(lat), "wall_s": sum(lat),
-            "req_per_s": len(lat) / sum(lat), "p50_s": percentile(lat, 50), "p95_s": percentile(lat, 95),
-            "service_s": statistics.median(lat)}
+    return {
+        "contender": "cli process per request",
+        "requests": len(lat),
+        "wall_s": sum(lat),
+        "req_per_s": len(lat) / sum(lat),
+        "p50_s": percentile(lat, 50),
+        "p95_s": percentile(lat, 95),
+        "service_s": statistics.median(lat),
+    }
 
 
 def main() -> None:
@@ -135,17 +180,28 @@ def main() -> None:
         log(f"cli: {args.cli_runs} processes, one per request")
         cli_row = run_cli_side(args, model, params, Path(tmp))
     loaded, alone = server_rows
-    ratios = [{"contender": f"{row['contender']} / cli",
-               **{k: row[k] / cli_row[k] for k in ("req_per_s", "p50_s", "p95_s", "service_s") if k in row}}
-              for row in server_rows]
+    ratios = [
+        {
+            "contender": f"{row['contender']} / cli",
+            **{k: row[k] / cli_row[k] for k in ("req_per_s", "p50_s", "p95_s", "service_s") if k in row},
+        }
+        for row in server_rows
+    ]
     meta["checks"] = checks
-    notes = (f"Checks: {checks['completed']} completed, {checks['refused_429']} finally refused, "
-             f"{checks['rejections_429']} 429 answers retried after Retry-After; no job or image lost or duplicated. "
-             f"Server RSS {checks['rss_mb_after_warmup']} MiB after warm-up, {checks['rss_mb_after_run']} MiB after the run. "
-             "Latency is submit-to-done (server: queueing included); service_s is the server's own time per job "
-             "(CLI: the whole process).")
-    write_results(f"serve_load-{label}", [loaded, alone, cli_row, *ratios],
-                  ["contender", "requests", "wall_s", "req_per_s", "p50_s", "p95_s", "service_s"], meta, notes=notes)
+    notes = (
+        f"Checks: {checks['completed']} completed, {checks['refused_429']} finally refused, "
+        f"{checks['rejections_429']} 429 answers retried after Retry-After; no job or image lost or duplicated. "
+        f"Server RSS {checks['rss_mb_after_warmup']} MiB after warm-up, {checks['rss_mb_after_run']} MiB after the run. "
+        "Latency is submit-to-done (server: queueing included); service_s is the server's own time per job "
+        "(CLI: the whole process)."
+    )
+    write_results(
+        f"serve_load-{label}",
+        [loaded, alone, cli_row, *ratios],
+        ["contender", "requests", "wall_s", "req_per_s", "p50_s", "p95_s", "service_s"],
+        meta,
+        notes=notes,
+    )
     print(notes)
 
 

@@ -41,8 +41,14 @@ def timed(tree: Path, argv: list[str], out: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
     extra = ["--out", str(out)] if argv[0] == "generate" and "--help" not in argv else []
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "latentdiff.cli", *argv, *extra], cwd=tree, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "latentdiff.cli", *argv, *extra],
+        cwd=tree,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
@@ -55,7 +61,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; before: {args.before}; after: working tree; {args.repeats} repeats\n")
     print("| command | before median (s) | after median (s) | after/before |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, argv in CASES.items():
+        for argv in CASES.values():
             times = {"before": [], "after": []}
             for i in range(args.repeats + 1):  # the first round warms the file cache and is dropped
                 order = ("before", "after") if i % 2 == 0 else ("after", "before")

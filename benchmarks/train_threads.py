@@ -36,14 +36,15 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=5, help="timed optimizer steps per run")
     ap.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps first")
     ap.add_argument("--repeats", type=int, default=3, help="rounds")
-    ap.add_argument("--batch", type=int, default=4, help="finetune batch size (train-vae uses configs/vae/emoji.yaml's)")
+    ap.add_argument(
+        "--batch", type=int, default=4, help="finetune batch size (train-vae uses configs/vae/emoji.yaml's)"
+    )
     ap.add_argument("--omp-wait-policy", choices=["PASSIVE", "ACTIVE", "inherit"], default="PASSIVE")
     ap.add_argument("--name", help="results file name (default: train_threads-MODEL)")
     ARGS = ap.parse_args()
     if ARGS.omp_wait_policy != "inherit":
         os.environ["OMP_WAIT_POLICY"] = ARGS.omp_wait_policy  # must precede `import torch`
 
-import torch  # noqa: E402
 
 from support import common  # noqa: E402
 
@@ -73,18 +74,38 @@ def run(case: str, threads: int, model: Path, data: Path, out: Path) -> list[flo
         from latentdiff.training.vae import VaeTrainConfig, train_vae
 
         recipe = yaml.safe_load((common.REPO_ROOT / "configs" / "vae" / "emoji.yaml").read_text())
-        recipe.update(dataset=str(data), out=str(out), max_steps=steps, warmup_steps=0, num_threads=threads,
-                      checkpoint_every=10**6, log_every=10**6, eval_train_images=1, mixed_precision="no")
+        recipe.update(
+            dataset=str(data),
+            out=str(out),
+            max_steps=steps,
+            warmup_steps=0,
+            num_threads=threads,
+            checkpoint_every=10**6,
+            log_every=10**6,
+            eval_train_images=1,
+            mixed_precision="no",
+        )
         train_vae(VaeTrainConfig(**recipe))
     else:
         from latentdiff.training.config import FinetuneConfig
         from latentdiff.training.loop import finetune
 
-        finetune(FinetuneConfig(dataset=str(data), model=str(model), out=str(out), method=case, max_steps=steps,
-                                batch_size=ARGS.batch, resolution=64, num_threads=threads, checkpoint_every=10**6,
-                                log_every=10**6))
+        finetune(
+            FinetuneConfig(
+                dataset=str(data),
+                model=str(model),
+                out=str(out),
+                method=case,
+                max_steps=steps,
+                batch_size=ARGS.batch,
+                resolution=64,
+                num_threads=threads,
+                checkpoint_every=10**6,
+                log_every=10**6,
+            )
+        )
     first = max(ARGS.warmup, 1)  # the first step's time has no stamp before it
-    return [b - a for a, b in zip(STAMPS[first - 1:], STAMPS[first:])]
+    return [b - a for a, b in zip(STAMPS[first - 1 :], STAMPS[first:])]
 
 
 def main() -> None:
@@ -93,15 +114,23 @@ def main() -> None:
     register_optimizer_step_post_hook(lambda *_: STAMPS.append(time.perf_counter()))
     model, label = common.small_model(ARGS.model)
     counts = ARGS.threads or sorted({1, os.cpu_count() or 1})
-    meta = {**common.machine(), "model": label, "threads": counts, "steps": ARGS.steps, "warmup": ARGS.warmup,
-            "repeats": ARGS.repeats, "batch": ARGS.batch, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    meta = {
+        **common.machine(),
+        "model": label,
+        "threads": counts,
+        "steps": ARGS.steps,
+        "warmup": ARGS.warmup,
+        "repeats": ARGS.repeats,
+        "batch": ARGS.batch,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
     work = Path(tempfile.mkdtemp(prefix="ld-threads-"))
     data = make_dataset(work / "data")
     times = {(c, n): [] for c in ARGS.cases for n in counts}
     try:
         for r in range(ARGS.repeats):
             for case in ARGS.cases:
-                order = counts[r % len(counts):] + counts[: r % len(counts)]
+                order = counts[r % len(counts) :] + counts[: r % len(counts)]
                 for n in order:
                     t = run(case, n, model, data, work / f"out-{case}")
                     times[case, n] += t
@@ -113,14 +142,29 @@ def main() -> None:
         base = common.median(times[case, counts[0]])
         for n in counts:
             m = common.median(times[case, n])
-            rows.append({"case": {"vae": "train-vae"}.get(case, f"finetune {case}"), "threads": n,
-                         "s_per_step": m, "steps_per_s": 1 / m, f"vs_{counts[0]}_thread": m / base,
-                         "steps_timed": len(times[case, n]), "samples": times[case, n]})
+            rows.append(
+                {
+                    "case": {"vae": "train-vae"}.get(case, f"finetune {case}"),
+                    "threads": n,
+                    "s_per_step": m,
+                    "steps_per_s": 1 / m,
+                    f"vs_{counts[0]}_thread": m / base,
+                    "steps_timed": len(times[case, n]),
+                    "samples": times[case, n],
+                }
+            )
     name = ARGS.name or f"train_threads-{label}"
-    notes = ("Step = time between two optimizer steps, after the warm-up steps; median over all rounds. "
-             "The machine is shared with other jobs: see the load average above; ratios come from one run.")
-    common.write_results(name, rows, ["case", "threads", "s_per_step", "steps_per_s", f"vs_{counts[0]}_thread",
-                                      "steps_timed"], meta, notes=notes)
+    notes = (
+        "Step = time between two optimizer steps, after the warm-up steps; median over all rounds. "
+        "The machine is shared with other jobs: see the load average above; ratios come from one run."
+    )
+    common.write_results(
+        name,
+        rows,
+        ["case", "threads", "s_per_step", "steps_per_s", f"vs_{counts[0]}_thread", "steps_timed"],
+        meta,
+        notes=notes,
+    )
 
 
 if __name__ == "__main__":

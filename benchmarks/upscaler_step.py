@@ -79,8 +79,10 @@ def main(argv=None) -> None:
             if i:
                 samples[(who, name)].append(time.perf_counter() - t0)
     rows = {k: (min(v), statistics.median(v)) for k, v in samples.items()}
-    print(f"{args.threads} thread(s), load average {open('/proc/loadavg').read().split()[0]}; SR UNet "
-          f"{sum(q.numel() for q in unet.parameters()) / 1e6:.2f}M parameters at {args.low_res}x{args.low_res} latents")
+    print(
+        f"{args.threads} thread(s), load average {open('/proc/loadavg').read().split()[0]}; SR UNet "
+        f"{sum(q.numel() for q in unet.parameters()) / 1e6:.2f}M parameters at {args.low_res}x{args.low_res} latents"
+    )
     print("| model | what | GFLOP | min s | median s |\n|---|---|---|---|---|")
     for (who, name), (lo, med) in rows.items():
         print(f"| {who} | {name} | {gflops((sr if who == 'sr' else base)[name]):.2f} | {lo:.4f} | {med:.4f} |")

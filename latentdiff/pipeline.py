@@ -16,8 +16,6 @@ from latentdiff.families.registry import family_of
 from latentdiff.formats.addons import AddOns
 from latentdiff.formats.load import load
 from latentdiff.formats.preflight import note_size
-from latentdiff.images.record import record
-from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.models.checks import check_scheduler_steps
 from latentdiff.models.components import Components, save_components, vae_scale_factor
 from latentdiff.models.fingerprint import model_hash
@@ -27,27 +25,30 @@ from latentdiff.runtime.device import (
     cast_while,
     cpu_threads_for,
     prepack_cpu_weights,
-    torch_threads,
     use_channels_last,
     wants_channels_last,
     wants_prepacked_weights,
 )
-from latentdiff.runtime.memory import allocation_errors, images_at_once
+from latentdiff.runtime.memory import images_at_once
 from latentdiff.runtime.placement import vae_dtype
-from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
 from latentdiff.workflows.decode import decode_latents
-from latentdiff.workflows.finish import finish
-from latentdiff.workflows.hires import hires_pass
 from latentdiff.workflows.options import ImageOptions
-from latentdiff.workflows.start import prepare
+from latentdiff.workflows.text_to_image import check_refiner, generate_batch, run_loop
 from latentdiff.workflows.upscale import load_upscaler, upscale, with_model_upscaler
 
 
 class Pipeline:
     """Text-to-image latent diffusion over diffusers-format models."""
 
-    def __init__(self, components: Components, device: torch.device, dtype: torch.dtype, model_ref=None,
-                 model_dir=None, place: bool = True):
+    def __init__(
+        self,
+        components: Components,
+        device: torch.device,
+        dtype: torch.dtype,
+        model_ref=None,
+        model_dir=None,
+        place: bool = True,
+    ):
         """`place=False` leaves the modules where and as they are (e.g. mid-training)."""
         self.components = components
         self.device, self.dtype = device, dtype
@@ -89,8 +90,17 @@ class Pipeline:
         return move(self, device, dtype)
 
     @classmethod
-    def from_pretrained(cls, model=None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-                        compile: bool | str = False, vae=None, loras=(), embeddings=()):
+    def from_pretrained(
+        cls,
+        model=None,
+        device: str = "auto",
+        dtype: str = "auto",
+        allow_pickle: bool = False,
+        compile: bool | str = False,
+        vae=None,
+        loras=(),
+        embeddings=(),
+    ):
         """Load a local diffusers-format directory, a single-file checkpoint (`.safetensors`,
         A1111 layout), a hub id, a LoRA folder written by `finetune --method lora`, or (None) the
         shipped default model; `vae` (a folder or file) replaces the model's VAE. `compile=True`
@@ -120,8 +130,10 @@ class Pipeline:
         out = Path(out)
         c = self.components
         if self.compiled and self.device.type == "cuda":
-            raise UsageError("a pipeline compiled on CUDA holds fused attention projections and cannot be "
-                             "saved; save it from a pipeline loaded without compile")
+            raise UsageError(
+                "a pipeline compiled on CUDA holds fused attention projections and cannot be "
+                "saved; save it from a pipeline loaded without compile"
+            )
         if dtype is not None and dtype not in DTYPES:
             raise UsageError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
         with cast_while((c.unet, c.vae, *c.text_encoders()), DTYPES.get(dtype)):
@@ -150,13 +162,11 @@ class Pipeline:
 
     def defaults(self) -> dict:
         d = self.components.defaults
-        return {"steps": int(d.get("steps", params.FALLBACK_STEPS)),
-                "guidance": float(d.get("guidance", params.FALLBACK_GUIDANCE))}
+        steps, guidance = d.get("steps", params.FALLBACK_STEPS), d.get("guidance", params.FALLBACK_GUIDANCE)
+        return {"steps": int(steps), "guidance": float(guidance)}
 
     # ---- generation ---------------------------------------------------------------------
-    def __call__(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
-                 seed=0, num_images=1, scheduler=None, image=None, mask=None, strength=None, callback=None,
-                 clip_skip=None, prompt_syntax="a1111", **options) -> list:
+    def __call__(self, prompt, *args, **kwargs) -> list:
         """Images for `prompt` (a string or a list); image k of the call uses seed `seed + k`.
         `callback(step, total, latents)` runs after every denoising step of every batch (latents
         `(B, C, H/f, W/f)`); raising from it (e.g. `latentdiff.errors.Cancelled`) stops the call.
@@ -167,36 +177,66 @@ class Pipeline:
         described in `latentdiff.workflows.options.ImageOptions`. `prompt_syntax="a1111"` reads
         `(word:1.3)` emphasis and BREAK, `"plain"` takes the text as it is; `clip_skip` uses the
         N-th text-encoder layer from the end (A1111 numbering)."""
-        return list(self.iter_images(prompt, negative_prompt, steps, guidance, width, height, seed,
-                                     num_images, scheduler, image=image, mask=mask, strength=strength,
-                                     callback=callback, clip_skip=clip_skip, prompt_syntax=prompt_syntax, **options))
+        return list(self.iter_images(prompt, *args, **kwargs))
 
-    def iter_images(self, prompt, negative_prompt="", steps=None, guidance=None, width=None, height=None,
-                    seed=0, num_images=1, scheduler=None, callback=None, clip_skip=None, prompt_syntax="a1111",
-                    **options):
-        """Like __call__, but yields each image as soon as its batch is decoded."""
+    def iter_images(
+        self,
+        prompt,
+        negative_prompt="",
+        steps=None,
+        guidance=None,
+        width=None,
+        height=None,
+        seed=0,
+        num_images=1,
+        scheduler=None,
+        image=None,
+        mask=None,
+        strength=None,
+        callback=None,
+        clip_skip=None,
+        prompt_syntax="a1111",
+        **options,
+    ):
+        """Like __call__ (the same arguments), but yields each image as soon as its batch is decoded."""
+        options = {"image": image, "mask": mask, "strength": strength, **options}
         prompts = params.prompts(params.api_label, prompt)
-        steps, guidance, seed, num_images, options = call_arguments(len(prompts), steps, guidance, seed, num_images,
-                                                                    options, ImageOptions.names())
+        steps, guidance, seed, num_images, options = call_arguments(
+            len(prompts), steps, guidance, seed, num_images, options, ImageOptions.names()
+        )
         opts = ImageOptions.from_kwargs({k: v for k, v in options.items() if v is not None})
         opts = with_model_upscaler(self, opts)
         if self.is_upscaler:
-            raise UsageError(f"{self.model_ref} is a diffusion upscaler, not a text-to-image model; use "
-                             "`latentdiff upscale IMAGE --model` (pipe.upscale) or generate --upscaler")
+            raise UsageError(
+                f"{self.model_ref} is a diffusion upscaler, not a text-to-image model; use "
+                "`latentdiff upscale IMAGE --model` (pipe.upscale) or generate --upscaler"
+            )
         source = opts.source(width, height, self.scale_factor)
         if source is not None:
             width, height = source.image.size
         request = self.resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
         note_size(self, request, opts)
-        request = dataclasses.replace(request, options=opts, source=source, callback=callback,
-                                      strength=opts.default_strength() if source else None,
-                                      **self._text_options(clip_skip, prompt_syntax))
+        request = dataclasses.replace(
+            request,
+            options=opts,
+            source=source,
+            callback=callback,
+            strength=opts.default_strength() if source else None,
+            **self._text_options(clip_skip, prompt_syntax),
+        )
         jobs = request.jobs()
         c = self.components
-        batch = images_at_once(c.unet, c.vae, request.width, request.height, request.guidance != 1.0,
-                               min(self.max_batch, len(jobs)), self.device)
+        batch = images_at_once(
+            c.unet,
+            c.vae,
+            request.width,
+            request.height,
+            request.guidance != 1.0,
+            min(self.max_batch, len(jobs)),
+            self.device,
+        )
         for i in range(0, len(jobs), batch):
-            yield from self._generate(jobs[i : i + batch], request)
+            yield from generate_batch(self, jobs[i : i + batch], request)
 
     def resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> Request:
         """The request of a text-to-image call: every argument checked, the model's defaults filled in
@@ -209,74 +249,35 @@ class Pipeline:
 
     def _text_options(self, clip_skip, prompt_syntax) -> dict:
         clip_skip = self.components.defaults.get("clip_skip", 1) if clip_skip is None else clip_skip
-        return {"clip_skip": self.conditioning.check_clip_skip(clip_skip),
-                "prompt_syntax": params.prompt_syntax(params.api_label, prompt_syntax)}
-
-    def _generate(self, jobs: list[tuple[str, int]], request: Request):
-        texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
-        what = f"generating {len(texts)} image(s) of {request.width}x{request.height} on {self.device}"
-        with torch_threads(self.threads), allocation_errors(what, "choose a smaller size"):
-            pixels = self._sample(texts, seeds, request)
-        out = []
-        for image, text, s in zip(to_pil(pixels), texts, seeds):
-            image, extra = finish(self, image, text, s, request)
-            info = {**record(self, request, text, s), **extra}
-            image.info["latentdiff"] = info
-            image.info["parameters"] = a1111_line(info)
-            out.append(image)
-        return out
+        return {
+            "clip_skip": self.conditioning.check_clip_skip(clip_skip),
+            "prompt_syntax": params.prompt_syntax(params.api_label, prompt_syntax),
+        }
 
     def set_refiner(self, refiner: "Pipeline", start: float = 0.8) -> "Pipeline":
         """Hand the latents to `refiner` (an SDXL refiner) after the fraction `start` of the
         denoising, as diffusers' `denoising_end` / `denoising_start` do; it also decodes."""
-        if not 0 < start < 1:
-            raise UsageError(f"refiner start must be between 0 and 1 (exclusive), got {start}")
-        if refiner.family.name != "sdxl" or refiner.components.unet.config.in_channels != self.components.unet.config.in_channels:
-            raise UsageError("the refiner must be an SDXL model whose latents match this model's")
-        self.refiner, self.refiner_start = refiner, float(start)
+        self.refiner, self.refiner_start = refiner, check_refiner(self, refiner, start)
         return self
 
-    def _sample(self, texts: list[str], seeds: list[int], request: Request) -> torch.Tensor:
-        texts = [self.addons.expand(t) for t in texts]
-        negatives = [self.addons.expand(request.negative_prompt)] * len(texts) if request.guidance != 1.0 else None
-        cond, uncond = self.conditioning(texts, negatives, request.height, request.width, request.prompt_syntax, request.clip_skip)
-        src = request.source
-        image, mask = src.region() if src is not None else (None, None)
-        latents, gens = self.run_loop(cond, uncond, seeds, request, request.steps, (request.width, request.height),
-                                      image=image, mask=mask, strength=request.strength or 1.0, with_generators=True)
-        if self.refiner is not None:
-            return self.refiner.decode(self._refine(latents, texts, gens, request))
-        if request.options is not None and request.options.hires:
-            return hires_pass(self, latents, cond, uncond, texts, seeds, request)
-        return self.decode(latents)
+    def run_loop(self, cond, uncond, seeds, request: Request, steps: int, size, with_generators=False, **start):
+        """One run of the sampling loop at `size` (workflows.text_to_image.run_loop): the one loop every
+        workflow goes through."""
+        return run_loop(self, cond, uncond, seeds, request, steps, size, with_generators, **start)
 
-    def _refine(self, latents, texts, gens, request: Request) -> torch.Tensor:
-        """The refiner's share of the timesteps, continuing this model's latents and generators."""
-        r = self.refiner
-        negatives = [request.negative_prompt] * len(texts) if request.guidance != 1.0 else None
-        cond, uncond = r.conditioning(texts, negatives, request.height, request.width, request.prompt_syntax)
-        sched = make_scheduler(r.components.scheduler_config, request.scheduler)
-        sched.set_timesteps(request.steps)  # on the CPU: see sampling.denoise
-        start = refiner_start_index(sched, self.refiner_start)
-        return denoise(r.family.denoiser(r.components), sched, latents.to(r.device), cond, uncond, request.guidance,
-                       gens, r.progress_bar(len(texts)), start=start)
-
-    def run_loop(self, cond, uncond, seeds: list[int], request: Request, steps: int, size: tuple[int, int],
-                 with_generators: bool = False, **start):
-        """One run of the sampling loop at `size`, from noise or from the start `start` describes
-        (see workflows.start.prepare): the one loop every workflow goes through."""
-        sched = make_scheduler(self.components.scheduler_config, request.scheduler)
-        sched.set_timesteps(steps)  # on the CPU: see sampling.denoise
-        s = prepare(self, sched, seeds, steps, size, **start)
-        # With a refiner, this model stops where the refiner takes over (and hands on its generators).
-        end = steps_before(sched, self.refiner_start) if with_generators and self.refiner is not None else None
-        latents = denoise(self.family.denoiser(self.components), sched, s.latents, s.inputs(cond), s.inputs(uncond),
-                          request.guidance, s.generators, self.progress_bar(len(seeds)), start=s.start, end=end,
-                          blend=s.blend, callback=request.callback)
-        return (latents, s.generators) if with_generators else latents
-
-    def upscale(self, image, prompt="", negative_prompt="", steps=None, guidance=None, noise_level=None, seed=0,
-                scheduler=None, tile=None, upscaler=None):
+    def upscale(
+        self,
+        image,
+        prompt="",
+        negative_prompt="",
+        steps=None,
+        guidance=None,
+        noise_level=None,
+        seed=0,
+        scheduler=None,
+        tile=None,
+        upscaler=None,
+    ):
         """`image` (a path or PIL image) upscaled by a diffusion upscaler: this pipeline if it is one,
         else `upscaler` (a model reference, loaded once and kept, or a Pipeline). `tile` (output
         pixels) bounds memory on large images. Returns a PIL image with its metadata."""

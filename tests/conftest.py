@@ -55,8 +55,14 @@ def _isolated_cache(tmp_path, monkeypatch):
 def run_cli(*args, cwd=None, env=None):
     """Run the real console entry point in a fresh process."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "latentdiff.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=full_env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "latentdiff.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=300,
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -104,10 +110,29 @@ def served(tmp_path_factory):
     make_tiny_model(models / "tiny-b", "sd2", defaults={"steps": 3, "guidance": 4.0})
     (models / "broken").mkdir()
     (models / "broken" / "model_index.json").write_text("{}")
-    server = ServerProcess(root, "--model", models / "tiny-a", "--models-dir", models, "--out", root / "out",
-                           "--queue-size", 2, "--max-body-mb", 1, "--memory-budget", 0.0001, "--device", "cpu",
-                           "--cors", CORS_ORIGIN,
-                           "--dtype", "fp32", token=SERVER_TOKEN, env={"LATENTDIFF_CACHE": str(root / "cache")})
+    server = ServerProcess(
+        root,
+        "--model",
+        models / "tiny-a",
+        "--models-dir",
+        models,
+        "--out",
+        root / "out",
+        "--queue-size",
+        2,
+        "--max-body-mb",
+        1,
+        "--memory-budget",
+        0.0001,
+        "--device",
+        "cpu",
+        "--cors",
+        CORS_ORIGIN,
+        "--dtype",
+        "fp32",
+        token=SERVER_TOKEN,
+        env={"LATENTDIFF_CACHE": str(root / "cache")},
+    )
     try:
         yield server.wait_ready()
     finally:

@@ -15,8 +15,19 @@ from latentdiff.training.config import FinetuneConfig
 
 
 def cfg(dataset, model, out, **kw):
-    base = dict(dataset=str(dataset), model=str(model), out=str(out), max_steps=4, batch_size=2, resolution=64,
-                lr=1e-3, checkpoint_every=2, keep_checkpoints=2, log_every=1, seed=1)
+    base = dict(
+        dataset=str(dataset),
+        model=str(model),
+        out=str(out),
+        max_steps=4,
+        batch_size=2,
+        resolution=64,
+        lr=1e-3,
+        checkpoint_every=2,
+        keep_checkpoints=2,
+        log_every=1,
+        seed=1,
+    )
     return FinetuneConfig(**{**base, **kw})
 
 

@@ -20,7 +20,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "latentdiff"
 LOW = {"errors"}
 ALLOWED = {
     "errors": set(),
-    "runtime": LOW, "prompts": LOW, "sampling": LOW,
+    "runtime": LOW,
+    "prompts": LOW,
+    "sampling": LOW,
     "families": LOW | {"runtime", "prompts", "sampling"},
     "config": LOW | {"runtime", "prompts", "sampling"},
     "models": LOW | {"runtime", "prompts", "sampling", "families", "config"},
@@ -63,7 +65,9 @@ def _targets(node, source: str, known) -> list[str]:
         return [a.name for a in node.names]
     base = node.module or ""
     if node.level:  # relative: resolve against the importing package
-        pkg = source.split(".")[: len(source.split(".")) - node.level + (source in known and known[source].name == "__init__.py")]
+        pkg = source.split(".")[
+            : len(source.split(".")) - node.level + (source in known and known[source].name == "__init__.py")
+        ]
         base = ".".join(pkg + ([base] if base else []))
     return [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
 
@@ -117,8 +121,11 @@ def layer_violations(imports) -> list[str]:
 
 
 def unexplained_local(imports) -> list[str]:
-    return [f"{where(imp)}: function-local import of {imp.target} without a comment saying why"
-            for imp in imports if imp.local and not imp.why]
+    return [
+        f"{where(imp)}: function-local import of {imp.target} without a comment saying why"
+        for imp in imports
+        if imp.local and not imp.why
+    ]
 
 
 def where(imp: Import) -> str:
@@ -185,12 +192,15 @@ def violations() -> dict[str, list[str]]:
 
 def test_the_reader_finds_what_it_must():
     """The checks can fail: a planted cycle, a layer breach and a bare local import are caught."""
-    imps = [Import("latentdiff.models.a", "latentdiff.formats.b", 3, False, False),
-            Import("latentdiff.formats.b", "latentdiff.models.a", 9, True, False)]
+    imps = [
+        Import("latentdiff.models.a", "latentdiff.formats.b", 3, False, False),
+        Import("latentdiff.formats.b", "latentdiff.models.a", 9, True, False),
+    ]
     assert cycles(imps) and "latentdiff.formats.b" in cycles(imps)[0]
     assert layer_violations(imps) == ["latentdiff/models/a.py:3: models may not import formats (latentdiff.formats.b)"]
-    assert unexplained_local(imps) == ["latentdiff/formats/b.py:9: function-local import of latentdiff.models.a "
-                                       "without a comment saying why"]
+    assert unexplained_local(imps) == [
+        "latentdiff/formats/b.py:9: function-local import of latentdiff.models.a without a comment saying why"
+    ]
     assert len(all_imports()) > 100
 
 

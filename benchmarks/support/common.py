@@ -32,30 +32,61 @@ CACHE_DIR = Path(os.environ.get("LATENTDIFF_BENCH_CACHE", "/tmp/latentdiff-bench
 # that changes nothing in the compute of a forward pass.
 SD15_ARCH = {
     "unet": {
-        "sample_size": 64, "in_channels": 4, "out_channels": 4, "center_input_sample": False,
-        "flip_sin_to_cos": True, "freq_shift": 0,
+        "sample_size": 64,
+        "in_channels": 4,
+        "out_channels": 4,
+        "center_input_sample": False,
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
         "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
         "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-        "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2, "downsample_padding": 1,
-        "mid_block_scale_factor": 1, "act_fn": "silu", "norm_num_groups": 32, "norm_eps": 1e-5,
-        "cross_attention_dim": 768, "attention_head_dim": 8,
+        "block_out_channels": [320, 640, 1280, 1280],
+        "layers_per_block": 2,
+        "downsample_padding": 1,
+        "mid_block_scale_factor": 1,
+        "act_fn": "silu",
+        "norm_num_groups": 32,
+        "norm_eps": 1e-5,
+        "cross_attention_dim": 768,
+        "attention_head_dim": 8,
     },
     "vae": {
-        "in_channels": 3, "out_channels": 3, "latent_channels": 4, "sample_size": 512,
-        "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "act_fn": "silu",
-        "norm_num_groups": 32, "scaling_factor": 0.18215,
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 4,
+        "sample_size": 512,
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "block_out_channels": [128, 256, 512, 512],
+        "layers_per_block": 2,
+        "act_fn": "silu",
+        "norm_num_groups": 32,
+        "scaling_factor": 0.18215,
     },
     "text_encoder": {
-        "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
-        "max_position_embeddings": 77, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
-        "projection_dim": 768, "initializer_factor": 1.0, "initializer_range": 0.02,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "max_position_embeddings": 77,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5,
+        "projection_dim": 768,
+        "initializer_factor": 1.0,
+        "initializer_range": 0.02,
     },
     "tokenizer": {"num_merges": 2000, "max_length": 77},
     "scheduler": {
-        "_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
-        "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": False,
-        "skip_prk_steps": True, "steps_offset": 1, "clip_sample": False, "trained_betas": None,
+        "_class_name": "PNDMScheduler",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+        "set_alpha_to_one": False,
+        "skip_prk_steps": True,
+        "steps_offset": 1,
+        "clip_sample": False,
+        "trained_betas": None,
         "prediction_type": "epsilon",
     },
 }
@@ -148,8 +179,9 @@ def diffusers_pipeline(model_dir: Path, dtype, device="cpu"):
     """diffusers' StableDiffusionPipeline on the same folder, as its users load it."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), torch_dtype=dtype, safety_checker=None,
-                                                   requires_safety_checker=False).to(device)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(model_dir), torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+    ).to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -159,13 +191,23 @@ def diffusers_call(pipe, prompt: str, steps: int, guidance: float, size: int, se
     import torch
 
     gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    return pipe([prompt] * len(seeds), num_inference_steps=steps, guidance_scale=guidance, height=size,
-                width=size, generator=gens).images
+    return pipe(
+        [prompt] * len(seeds),
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        height=size,
+        width=size,
+        generator=gens,
+    ).images
 
 
 # ---- timing -------------------------------------------------------------------------------
-def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                on_round: Callable[[int, dict], None] | None = None) -> dict[str, list[float]]:
+def interleaved(
+    contenders: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    on_round: Callable[[int, dict], None] | None = None,
+) -> dict[str, list[float]]:
     """Seconds per call for each contender: warm-ups first, then rounds in rotating order."""
     names = list(contenders)
     for _ in range(warmup):
@@ -173,7 +215,7 @@ def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmu
             contenders[n]()
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
             t0 = time.perf_counter()
             contenders[n]()
@@ -279,9 +321,14 @@ def machine() -> dict:
     from latentdiff.runtime.device import cpu_bf16
 
     info = {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "native_bf16": cpu_bf16().native, "python": platform.python_version(), "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "load_avg_start": load_average(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "native_bf16": cpu_bf16().native,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "load_avg_start": load_average(),
     }
     for lib in ("diffusers", "transformers"):
         from importlib.metadata import version
@@ -303,17 +350,23 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_results(name: str, rows: list[dict], columns: list[str], meta: dict, command: str | None = None,
-                  notes: str = "") -> Path:
+def write_results(
+    name: str, rows: list[dict], columns: list[str], meta: dict, command: str | None = None, notes: str = ""
+) -> Path:
     """benchmarks/results/NAME.json (everything) and NAME.md (the table); prints the table."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    meta = {**meta, "load_avg_end": load_average(),
-            "command": command or " ".join([Path(sys.executable).name, *sys.argv])}
+    meta = {
+        **meta,
+        "load_avg_end": load_average(),
+        "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
+    }
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
-    header = (f"# {name}\n\n`{meta['command']}`\n\n{meta.get('cpu')} ({meta.get('cores')} cores, "
-              f"{meta.get('torch_threads')} torch threads), torch {meta.get('torch')}, diffusers "
-              f"{meta.get('diffusers')}, {meta.get('date')}; load average (1/5/15 min) at start "
-              f"{meta.get('load_avg_start')}, at end {meta['load_avg_end']}.\n\n")
+    header = (
+        f"# {name}\n\n`{meta['command']}`\n\n{meta.get('cpu')} ({meta.get('cores')} cores, "
+        f"{meta.get('torch_threads')} torch threads), torch {meta.get('torch')}, diffusers "
+        f"{meta.get('diffusers')}, {meta.get('date')}; load average (1/5/15 min) at start "
+        f"{meta.get('load_avg_start')}, at end {meta['load_avg_end']}.\n\n"
+    )
     table = markdown_table(rows, columns)
     (RESULTS_DIR / f"{name}.md").write_text(header + table + "\n" + (f"\n{notes}\n" if notes else ""))
     print(table, flush=True)
@@ -350,6 +403,7 @@ class StepClock:
             for t in it:
                 yield t
                 self.mark()
+
         return wrap
 
     # diffusers: callback_on_step_end(pipe, i, t, kwargs) -> kwargs

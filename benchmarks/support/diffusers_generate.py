@@ -23,10 +23,17 @@ parser.add_argument("--dtype", default="fp32", choices=DTYPES)
 parser.add_argument("--device", default="cpu")
 args = parser.parse_args()
 
-pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=DTYPES[args.dtype], safety_checker=None,
-                                               requires_safety_checker=False).to(args.device)
+pipe = StableDiffusionPipeline.from_pretrained(
+    args.model, torch_dtype=DTYPES[args.dtype], safety_checker=None, requires_safety_checker=False
+).to(args.device)
 pipe.set_progress_bar_config(disable=True)
-image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.size,
-             width=args.size, generator=[torch.Generator("cpu").manual_seed(0)]).images[0]
+image = pipe(
+    args.prompt,
+    num_inference_steps=args.steps,
+    guidance_scale=args.guidance,
+    height=args.size,
+    width=args.size,
+    generator=[torch.Generator("cpu").manual_seed(0)],
+).images[0]
 image.save(args.out)
 print(args.out)

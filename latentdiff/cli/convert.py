@@ -4,13 +4,18 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("convert", help="diffusers folder <-> single-file checkpoint (A1111 layout)",
-                       description="Convert a diffusers model folder to one .safetensors file in the original "
-                                   "(AUTOMATIC1111 / civitai) layout, or such a file to a diffusers folder.")
+    p = sub.add_parser(
+        "convert",
+        help="diffusers folder <-> single-file checkpoint (A1111 layout)",
+        description="Convert a diffusers model folder to one .safetensors file in the original "
+        "(AUTOMATIC1111 / civitai) layout, or such a file to a diffusers folder.",
+    )
     p.add_argument("src", help="a model folder, or a single-file checkpoint")
     p.add_argument("dst", help="the file (.safetensors) or folder to write; never overwritten")
     p.add_argument("--dtype", help="store weights as fp32, fp16 or bf16 (default: as they are)")
-    p.add_argument("--allow-pickle", action="store_true", help="allow reading a pickle (.ckpt) source, with weights_only=True")
+    p.add_argument(
+        "--allow-pickle", action="store_true", help="allow reading a pickle (.ckpt) source, with weights_only=True"
+    )
     p.set_defaults(func=run)
 
 

@@ -13,8 +13,9 @@ def add_build_emoji(sub):
     # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.training.emoji.dataset import DESCRIPTION, add_arguments
 
-    p = sub.add_parser("build-emoji", help="render the Noto Color Emoji font into a training dataset",
-                       description=DESCRIPTION)
+    p = sub.add_parser(
+        "build-emoji", help="render the Noto Color Emoji font into a training dataset", description=DESCRIPTION
+    )
     add_arguments(p)
     p.set_defaults(func=run_build)
 
@@ -28,36 +29,54 @@ def run_build(args) -> int:
 
 
 def add_eval_emoji(sub):
-    p = sub.add_parser("eval-emoji", help="nearest-reference accuracy of a text-to-emoji model",
-                       description="Generate training and held-out emoji names; score top-1/top-5 nearest-reference "
-                                   "accuracy at 16x16, at guidance 1 and the model's guidance.")
+    p = sub.add_parser(
+        "eval-emoji",
+        help="nearest-reference accuracy of a text-to-emoji model",
+        description="Generate training and held-out emoji names; score top-1/top-5 nearest-reference "
+        "accuracy at 16x16, at guidance 1 and the model's guidance.",
+    )
     p.add_argument("dataset", help="emoji dataset folder (from `latentdiff build-emoji`)")
     p.add_argument("--model", help="model to evaluate (default: the shipped model)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--guidance", type=float, help="CFG scale compared with guidance 1 (default: the model's)")
-    p.add_argument("--n-train", type=int, default=300, help="training names drawn with a fixed seed (default %(default)s)")
-    p.add_argument("--n-heldout", type=int, metavar="N",
-                   help="score N held-out names drawn with a fixed seed, for a quick look (default: all of them)")
-    p.add_argument("--seeds", default="0,1,2,3", metavar="S,S,...",
-                   help="generation seeds; results are given per seed and averaged (default %(default)s)")
+    p.add_argument(
+        "--n-train", type=int, default=300, help="training names drawn with a fixed seed (default %(default)s)"
+    )
+    p.add_argument(
+        "--n-heldout",
+        type=int,
+        metavar="N",
+        help="score N held-out names drawn with a fixed seed, for a quick look (default: all of them)",
+    )
+    p.add_argument(
+        "--seeds",
+        default="0,1,2,3",
+        metavar="S,S,...",
+        help="generation seeds; results are given per seed and averaged (default %(default)s)",
+    )
     p.add_argument("--out", help="also write the results as JSON to this file")
     p.add_argument("--grid", metavar="PNG", help="also write a grid of sample images (the README's picture)")
-    p.add_argument("--grid-names", metavar="NAME;NAME;...",
-                   help="the grid's emoji names, separated by ';' (default: 16 the shipped model draws well)")
+    p.add_argument(
+        "--grid-names",
+        metavar="NAME;NAME;...",
+        help="the grid's emoji names, separated by ';' (default: 16 the shipped model draws well)",
+    )
     p.add_argument("--grid-only", action="store_true", help="write the --grid picture and skip the evaluation")
-    p.add_argument("--cascade", metavar="DIR",
-                   help="instead: score the cascade's upscaler on the held-out names against DIR, the same names "
-                        "rendered at the cascade's size (build-emoji --size 128): PSNR/SSIM vs bicubic, top-1")
+    p.add_argument(
+        "--cascade",
+        metavar="DIR",
+        help="instead: score the cascade's upscaler on the held-out names against DIR, the same names "
+        "rendered at the cascade's size (build-emoji --size 128): PSNR/SSIM vs bicubic, top-1",
+    )
     p.add_argument("--upscaler", metavar="MODEL", help="with --cascade: this upscaler (default: the model's own)")
     p.set_defaults(func=run_eval)
 
 
 def run_eval(args) -> int:
     # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
-    from latentdiff.training.emoji.evaluate import run
-
     # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.errors import UsageError
+    from latentdiff.training.emoji.evaluate import run
 
     try:
         seeds = tuple(dict.fromkeys(int(s) for s in args.seeds.split(",")))
@@ -78,9 +97,29 @@ def run_eval(args) -> int:
         # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
         from latentdiff.training.emoji.cascade_eval import run_cascade
 
-        run_cascade(args.dataset, args.cascade, args.model, args.upscaler, args.steps, args.guidance, seeds, args.out,
-                    args.n_heldout)
+        run_cascade(
+            args.dataset,
+            args.cascade,
+            args.model,
+            args.upscaler,
+            args.steps,
+            args.guidance,
+            seeds,
+            args.out,
+            args.n_heldout,
+        )
     else:
-        run(args.dataset, args.model, args.steps, args.guidance, args.n_train, args.out, args.grid, seeds, names,
-            args.grid_only, args.n_heldout)
+        run(
+            args.dataset,
+            args.model,
+            args.steps,
+            args.guidance,
+            args.n_train,
+            args.out,
+            args.grid,
+            seeds,
+            names,
+            args.grid_only,
+            args.n_heldout,
+        )
     return 0

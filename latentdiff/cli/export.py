@@ -13,8 +13,9 @@ def add_parser(sub) -> None:
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
     p.add_argument("--no-ema", action="store_true", help="full runs: export the raw weights instead of the EMA ones")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="storage dtype of the weights (default: fp32)")
-    p.add_argument("--lora-format", choices=LORA_FORMATS,
-                   help="LoRA runs: the file layout (default: the run's own --lora-format)")
+    p.add_argument(
+        "--lora-format", choices=LORA_FORMATS, help="LoRA runs: the file layout (default: the run's own --lora-format)"
+    )
     p.set_defaults(func=run)
 
 

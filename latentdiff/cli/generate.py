@@ -14,8 +14,11 @@ def add_parser(sub) -> None:
     # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.config.flags import add_flags
 
-    p = sub.add_parser("generate", help="make images from a text prompt",
-                       description="Make images from text. Prints each written PNG path on stdout.")
+    p = sub.add_parser(
+        "generate",
+        help="make images from a text prompt",
+        description="Make images from text. Prints each written PNG path on stdout.",
+    )
     add_flags(p, GenerateConfig, say_defaults=False, none_word=False)
     p.set_defaults(func=run)
 
@@ -33,9 +36,8 @@ def run(args) -> int:
     from latentdiff.formats.preflight import note
 
     recorded = None
-    if args.from_image:
-        # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
-        from latentdiff.images.write import read_params  # PIL: only with --from
+    if getattr(args, "from_image", None):  # flags left out are absent from args
+        from latentdiff.images.write import read_params  # PIL and torch: only with --from
 
         recorded = read_params(args.from_image)
     run_generate(*GenerateConfig.from_flags(vars(args), recorded, note))
@@ -48,12 +50,13 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     launch` each process renders its share of the images (latentdiff/runtime/sharding.py)."""
     import secrets
 
+    from latentdiff.formats.preflight import check_request, loading_line
+
     # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.images.write import save_png, slug
-    from latentdiff.runtime.files import check_out_dir
     from latentdiff.pipeline import Pipeline
-    from latentdiff.formats.preflight import check_request, loading_line
     from latentdiff.runtime.device import resolve_device
+    from latentdiff.runtime.files import check_out_dir
     from latentdiff.runtime.sharding import agree, my_shares, world
     from latentdiff.workflows.options import ImageOptions
 
@@ -74,22 +77,41 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     if recorded_device and resolve_device(device).type != recorded_device.split(":")[0]:
         dtype = "auto"  # a dtype recorded on another kind of device may not suit this one
     say(loading_line(cfg.model))
-    pipe = Pipeline.from_pretrained(cfg.model, device=device, dtype=dtype, allow_pickle=cfg.allow_pickle,
-                                    compile=cfg.compile, vae=cfg.vae, loras=cfg.loras, embeddings=cfg.embeddings)
+    pipe = Pipeline.from_pretrained(
+        cfg.model,
+        device=device,
+        dtype=dtype,
+        allow_pickle=cfg.allow_pickle,
+        compile=cfg.compile,
+        vae=cfg.vae,
+        loras=cfg.loras,
+        embeddings=cfg.embeddings,
+    )
     if cfg.refiner is not None:
         say(loading_line(cfg.refiner, "loading the refiner"))
-        refiner = Pipeline.from_pretrained(cfg.refiner, device=device, dtype=dtype, allow_pickle=cfg.allow_pickle,
-                                           compile=cfg.compile)
+        refiner = Pipeline.from_pretrained(
+            cfg.refiner, device=device, dtype=dtype, allow_pickle=cfg.allow_pickle, compile=cfg.compile
+        )
         refiner.progress = not cfg.quiet
         pipe.set_refiner(refiner, 0.8 if cfg.refiner_start is None else cfg.refiner_start)
     pipe.progress = not cfg.quiet
     written = []
     for share in my_shares(cfg.prompts, cfg.num_images, rank, size):
         prompt = share.prompt
-        images = pipe.iter_images(prompt, negative_prompt=cfg.negative, steps=cfg.steps, guidance=cfg.guidance,
-                      width=cfg.width, height=cfg.height, seed=seed + share.first, num_images=share.count,
-                      scheduler=cfg.scheduler, clip_skip=cfg.clip_skip, prompt_syntax=cfg.prompt_syntax,
-                      **cfg.image_options)
+        images = pipe.iter_images(
+            prompt,
+            negative_prompt=cfg.negative,
+            steps=cfg.steps,
+            guidance=cfg.guidance,
+            width=cfg.width,
+            height=cfg.height,
+            seed=seed + share.first,
+            num_images=share.count,
+            scheduler=cfg.scheduler,
+            clip_skip=cfg.clip_skip,
+            prompt_syntax=cfg.prompt_syntax,
+            **cfg.image_options,
+        )
         for image in images:
             path = save_png(image, Path(cfg.out), f"{slug(prompt)}-s{image.info['latentdiff']['seed']}")
             # One write per line: processes under `accelerate launch` share the pipe, and Python

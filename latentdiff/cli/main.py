@@ -77,7 +77,7 @@ def _dispatch(args) -> int:
         return 1
     except OSError as e:
         # Disk full, permission denied, a path that is a file: the user can act on these.
-        print(one_line(f"{PROG}: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}"), file=sys.stderr)
+        print(
+            one_line(f"{PROG}: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}"), file=sys.stderr
+        )
         return 1
-
-

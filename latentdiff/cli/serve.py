@@ -4,11 +4,17 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("serve", help="run the HTTP server: JSON API, AUTOMATIC1111 API subset, web page",
-                       description="Keep models loaded and serve generations over HTTP: our /v1 JSON API "
-                                   "(OpenAPI at /docs), the AUTOMATIC1111 /sdapi/v1 subset, and a web page at /.")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; any other needs --token "
-                                                       "or --insecure-no-auth)")
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP server: JSON API, AUTOMATIC1111 API subset, web page",
+        description="Keep models loaded and serve generations over HTTP: our /v1 JSON API "
+        "(OpenAPI at /docs), the AUTOMATIC1111 /sdapi/v1 subset, and a web page at /.",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1; any other needs --token or --insecure-no-auth)",
+    )
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860, as AUTOMATIC1111)")
     p.add_argument("--model", help="the default model: directory, hub id, or omit for the shipped one")
     p.add_argument("--models-dir", metavar="DIR", help="folder of models (and LoRA folders) requests may name")
@@ -20,8 +26,13 @@ def add_parser(sub) -> None:
     p.add_argument("--cors", metavar="ORIGIN", help="allow browser pages from ORIGIN (default: no CORS)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
     p.add_argument("--dtype", default="auto", help="auto, fp32, fp16, bf16 (default: auto)")
-    p.add_argument("--memory-budget", type=float, metavar="GB", dest="memory_budget_gb",
-                   help="weights of loaded models kept at most (LRU; default: half the RAM)")
+    p.add_argument(
+        "--memory-budget",
+        type=float,
+        metavar="GB",
+        dest="memory_budget_gb",
+        help="weights of loaded models kept at most (LRU; default: half the RAM)",
+    )
     p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body (default: 16)")
     p.set_defaults(func=run)
 
@@ -38,4 +49,3 @@ def run(args) -> int:
     from latentdiff.server.run import serve
 
     return serve(cfg)
-

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from latentdiff.errors import LatentDiffError
-from latentdiff.training.vae import VaeTrainConfig, __doc__ as VAE_DOC, train_vae
-
+from latentdiff.training.vae import VaeTrainConfig, train_vae
+from latentdiff.training.vae import __doc__ as VAE_DOC
 
 # --- command line ----------------------------------------------------------------------------
 
@@ -17,16 +17,21 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.config.flags import add_flags
 
-    p.add_argument("--config", help="YAML with the recipe and a `vae:` section of AutoencoderKL arguments "
-                   "(with --resume, the run's own config.yaml is the base)")
+    p.add_argument(
+        "--config",
+        help="YAML with the recipe and a `vae:` section of AutoencoderKL arguments "
+        "(with --resume, the run's own config.yaml is the base)",
+    )
     add_flags(p, VaeTrainConfig, positional=("dataset",), skip=("config",))
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register `train-vae` on a subparsers object."""
-    p = subparsers.add_parser("train-vae", help="train the latent autoencoder (AutoencoderKL)",
-                              description="Train an AutoencoderKL on a folder of images. "
-                                          "Prints the saved diffusers VAE folder on stdout.")
+    p = subparsers.add_parser(
+        "train-vae",
+        help="train the latent autoencoder (AutoencoderKL)",
+        description="Train an AutoencoderKL on a folder of images. Prints the saved diffusers VAE folder on stdout.",
+    )
     _add_arguments(p)
     p.set_defaults(func=run)
     return p

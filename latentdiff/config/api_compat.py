@@ -3,17 +3,35 @@ parameters, `generator=` where it maps exactly onto a seed, and `Pipeline.to(dev
 
 from __future__ import annotations
 
-from latentdiff.errors import UsageError
 import latentdiff.config.params as params
+from latentdiff.errors import UsageError
 
 # diffusers' name -> ours (negative_prompt, width, height, strength, image, clip_skip are the same)
-DIFFUSERS_NAMES = {"num_inference_steps": "steps", "guidance_scale": "guidance",
-                   "num_images_per_prompt": "num_images", "mask_image": "mask"}
-CALL_NAMES = ("prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed", "num_images",
-              "scheduler", "callback", "clip_skip", "prompt_syntax")
+DIFFUSERS_NAMES = {
+    "num_inference_steps": "steps",
+    "guidance_scale": "guidance",
+    "num_images_per_prompt": "num_images",
+    "mask_image": "mask",
+}
+CALL_NAMES = (
+    "prompt",
+    "negative_prompt",
+    "steps",
+    "guidance",
+    "width",
+    "height",
+    "seed",
+    "num_images",
+    "scheduler",
+    "callback",
+    "clip_skip",
+    "prompt_syntax",
+)
 _DEFAULTS = {"steps": None, "guidance": None, "num_images": 1, "mask": None}
-_SEED_HINT = ("pass seed=N instead: image k of a call uses a CPU generator seeded N + k (as diffusers "
-              "does with generator=[torch.Generator('cpu').manual_seed(N + k) for each image k])")
+_SEED_HINT = (
+    "pass seed=N instead: image k of a call uses a CPU generator seeded N + k (as diffusers "
+    "does with generator=[torch.Generator('cpu').manual_seed(N + k) for each image k])"
+)
 
 
 def our_names(named: dict, options: dict, image_options: set[str]) -> tuple[dict, dict]:
@@ -35,17 +53,20 @@ def our_names(named: dict, options: dict, image_options: set[str]) -> tuple[dict
             named["generator"] = generator
     unknown = sorted(set(options) - image_options)
     if unknown:
-        raise UsageError(f"unknown option(s): {', '.join(unknown)}; Pipeline takes {', '.join(CALL_NAMES)}, the "
-                         f"image options {', '.join(sorted(image_options))} (latentdiff.workflows.options) and "
-                         f"diffusers' {', '.join(DIFFUSERS_NAMES)}, generator")
+        raise UsageError(
+            f"unknown option(s): {', '.join(unknown)}; Pipeline takes {', '.join(CALL_NAMES)}, the "
+            f"image options {', '.join(sorted(image_options))} (latentdiff.workflows.options) and "
+            f"diffusers' {', '.join(DIFFUSERS_NAMES)}, generator"
+        )
     return named, options
 
 
 def call_arguments(n_prompts: int, steps, guidance, seed, num_images, options: dict, image_options: set[str]):
     """(steps, guidance, seed, num_images, image options) of a call written with our names or
     diffusers' (`generator` becomes the seed it stands for)."""
-    named, options = our_names(dict(steps=steps, guidance=guidance, seed=seed, num_images=num_images), options,
-                               image_options)
+    named, options = our_names(
+        dict(steps=steps, guidance=guidance, seed=seed, num_images=num_images), options, image_options
+    )
     if "generator" in named:
         images = n_prompts * params.num_images(params.api_label, named["num_images"])
         named["seed"] = generator_seed(named["generator"], images)

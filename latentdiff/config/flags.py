@@ -162,8 +162,9 @@ class Flag:
         return self.options.get("dest") or self.name.lstrip("-").replace("-", "_")
 
 
-def flag(name: str | None = None, help: str | None = None, extra: tuple[Flag, ...] = (), own: bool = True,
-         **options) -> dict:
+def flag(
+    name: str | None = None, help: str | None = None, extra: tuple[Flag, ...] = (), own: bool = True, **options
+) -> dict:
     """Field metadata for a flag that its type alone does not say: another `name` ("--lora" for
     `loras`), a `help` other than the docstring (one computed from a table), argparse `options`
     (action, metavar, dest, type), `extra` flags that feed the same field, or `own=False` where
@@ -171,8 +172,14 @@ def flag(name: str | None = None, help: str | None = None, extra: tuple[Flag, ..
     return {"flag": {"name": name, "help": help, "extra": extra, "own": own, "options": options}}
 
 
-def add_flags(parser: argparse.ArgumentParser, cls, positional: tuple[str, ...] = (), skip: tuple[str, ...] = (),
-              say_defaults: bool = True, none_word: bool = True):
+def add_flags(
+    parser: argparse.ArgumentParser,
+    cls,
+    positional: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
+    say_defaults: bool = True,
+    none_word: bool = True,
+):
     """One flag per field of `cls` (positionals first), shaped by its `flag(...)` metadata where it
     has one; absent flags stay out of the namespace. `say_defaults`: each help ends with its
     default; `none_word`: an optional field's flag also takes `none`."""
@@ -195,8 +202,9 @@ def add_flags(parser: argparse.ArgumentParser, cls, positional: tuple[str, ...] 
             if extra.group is not None and extra.group not in groups:
                 groups[extra.group] = parser.add_argument_group(extra.group)
             absent = {"default": argparse.SUPPRESS} if extra.name.startswith("-") else {}
-            groups.get(extra.group, parser).add_argument(extra.name, help=extra.help.replace("%", "%%"), **absent,
-                                                         **extra.options)
+            groups.get(extra.group, parser).add_argument(
+                extra.name, help=extra.help.replace("%", "%%"), **absent, **extra.options
+            )
 
 
 def _derived(f, cls, docs: dict, positional, say_defaults: bool, none_word: bool) -> tuple[str, dict]:

@@ -18,43 +18,101 @@ def check(ok: bool, msg: str) -> None:
         raise UsageError(msg)
 
 
-
-
 _START = "start from an image (img2img, inpainting, outpainting)"
 _HIRES = "hires fix and the upscaler cascade"
 # generate's flags for `image_options`, each named by its ImageOptions field (workflows/options.py)
 IMAGE_FLAGS = (
-    Flag("--init-image", "start from this picture (img2img); any size, read like finetune's images",
-         dict(dest="image", metavar="IMG"), _START),
-    Flag("--strength", "0 < S <= 1: how much of the picture is repainted (default 0.75; inpainting 1.0)",
-         dict(type=float), _START),
-    Flag("--resize", "how the picture reaches --width/--height: crop (cover, centre-crop; default), fit (pad with "
-         "edges), stretch", dict(choices=["crop", "fit", "stretch"]), _START),
+    Flag(
+        "--init-image",
+        "start from this picture (img2img); any size, read like finetune's images",
+        dict(dest="image", metavar="IMG"),
+        _START,
+    ),
+    Flag(
+        "--strength",
+        "0 < S <= 1: how much of the picture is repainted (default 0.75; inpainting 1.0)",
+        dict(type=float),
+        _START,
+    ),
+    Flag(
+        "--resize",
+        "how the picture reaches --width/--height: crop (cover, centre-crop; default), fit (pad with edges), stretch",
+        dict(choices=["crop", "fit", "stretch"]),
+        _START,
+    ),
     Flag("--mask", "inpainting: white = repaint (any mode; resized to the picture)", dict(metavar="MASK"), _START),
-    Flag("--mask-blur", "blur of the mask edge where the result is pasted back (default 4)",
-         dict(type=int, metavar="PX"), _START),
-    Flag("--inpaint-area", "full (default), or masked: work on the masked region at full size",
-         dict(choices=["full", "masked"]), _START),
-    Flag("--padding", "--inpaint-area masked: context pixels around the region (default 32)",
-         dict(type=int, metavar="PX"), _START),
+    Flag(
+        "--mask-blur",
+        "blur of the mask edge where the result is pasted back (default 4)",
+        dict(type=int, metavar="PX"),
+        _START,
+    ),
+    Flag(
+        "--inpaint-area",
+        "full (default), or masked: work on the masked region at full size",
+        dict(choices=["full", "masked"]),
+        _START,
+    ),
+    Flag(
+        "--padding",
+        "--inpaint-area masked: context pixels around the region (default 32)",
+        dict(type=int, metavar="PX"),
+        _START,
+    ),
     Flag("--outpaint", "grow the canvas by these pixels and paint the new area", dict(metavar="L,R,T,B"), _START),
-    Flag("--hires", "generate at the native size, upscale by SCALE, img2img at the target",
-         dict(type=float, metavar="SCALE"), _HIRES),
+    Flag(
+        "--hires",
+        "generate at the native size, upscale by SCALE, img2img at the target",
+        dict(type=float, metavar="SCALE"),
+        _HIRES,
+    ),
     Flag("--hires-strength", "strength of the hires pass (default 0.5)", dict(type=float, metavar="S"), _HIRES),
     Flag("--hires-steps", "steps of the hires pass (default: --steps)", dict(type=int, metavar="N"), _HIRES),
-    Flag("--hires-upscaler", "how the first pass is upscaled (default latent)",
-         dict(metavar="latent|lanczos|MODEL"), _HIRES),
+    Flag(
+        "--hires-upscaler",
+        "how the first pass is upscaled (default latent)",
+        dict(metavar="latent|lanczos|MODEL"),
+        _HIRES,
+    ),
     Flag("--upscaler", "a diffusion upscaler run on each finished image (the cascade)", dict(metavar="MODEL"), _HIRES),
-    Flag("--tile", "upscale in overlapping tiles of PX output pixels (bounds memory)",
-         dict(type=int, metavar="PX"), _HIRES),
-    Flag("--no-upscale", "skip the upscaler that the model's latentdiff.json names (its cascade's second stage)",
-         dict(dest="upscale", action="store_false"), _HIRES),
+    Flag(
+        "--tile",
+        "upscale in overlapping tiles of PX output pixels (bounds memory)",
+        dict(type=int, metavar="PX"),
+        _HIRES,
+    ),
+    Flag(
+        "--no-upscale",
+        "skip the upscaler that the model's latentdiff.json names (its cascade's second stage)",
+        dict(dest="upscale", action="store_false"),
+        _HIRES,
+    ),
 )
 # PNG metadata key -> ImageOptions field, for --from
-RECORDED_IMAGE_OPTIONS = {"init_image": "image", "init_image_hash": "image_hash", "mask_hash": "mask_hash",
-                          **{k: k for k in ("strength", "resize", "mask", "mask_blur", "inpaint_area", "padding",
-                                            "outpaint", "hires", "hires_strength", "hires_steps", "hires_upscaler",
-                                            "upscaler", "tile", "upscale")}}
+RECORDED_IMAGE_OPTIONS = {
+    "init_image": "image",
+    "init_image_hash": "image_hash",
+    "mask_hash": "mask_hash",
+    **{
+        k: k
+        for k in (
+            "strength",
+            "resize",
+            "mask",
+            "mask_blur",
+            "inpaint_area",
+            "padding",
+            "outpaint",
+            "hires",
+            "hires_strength",
+            "hires_steps",
+            "hires_upscaler",
+            "upscaler",
+            "tile",
+            "upscale",
+        )
+    },
+}
 
 
 @dataclass
@@ -69,14 +127,24 @@ class GenerateConfig:
     """model directory, single-file checkpoint (.safetensors), hub id (org/name), or omit for the shipped default"""
     out: str = "outputs"
     """output folder (default: outputs/); files are never overwritten"""
-    steps: int | None = field(default=None, metadata=flag(
-        help=f"denoising steps (default: the model's recommendation, else 25; with --scheduler {MIN_STEPS})"))
+    steps: int | None = field(
+        default=None,
+        metadata=flag(
+            help=f"denoising steps (default: the model's recommendation, else 25; with --scheduler {MIN_STEPS})"
+        ),
+    )
     guidance: float | None = None
     """classifier-free guidance scale; 1 disables CFG (default: model's, else 7.5)"""
     negative: str = ""
     """negative prompt (default: empty)"""
-    seed: int | None = field(default=0, metadata=flag(extra=(  # None: a random seed, drawn once and recorded
-        Flag("--random-seed", "draw a random seed (it is recorded in the PNG)", dict(action="store_true")),)))
+    seed: int | None = field(
+        default=0,
+        metadata=flag(
+            extra=(  # None: a random seed, drawn once and recorded
+                Flag("--random-seed", "draw a random seed (it is recorded in the PNG)", dict(action="store_true")),
+            )
+        ),
+    )
     """seed of the first image; image k uses seed+k (default: 0)"""
     width: int | None = None
     """image width in pixels (default: the model's native size)"""
@@ -84,34 +152,60 @@ class GenerateConfig:
     """image height in pixels (default: the model's native size)"""
     num_images: int = 1
     """images per prompt (default: 1)"""
-    scheduler: str | None = field(default=None, metadata=flag(help=f"{NAMES}, or an A1111 sampler name (default: the model's)"))
+    scheduler: str | None = field(
+        default=None, metadata=flag(help=f"{NAMES}, or an A1111 sampler name (default: the model's)")
+    )
     prompt_syntax: str = "a1111"
     """a1111: (word:1.3) / (word) / [word] emphasis, \\( escapes, BREAK (default); plain: the text as written"""
     clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))
     """use the N-th text-encoder layer from the end, A1111 numbering: 1 = last (default: the model's, else 1)"""
     loras: list[str] = field(default_factory=list, metadata=flag("--lora", action="append", metavar="PATH[:SCALE]"))
     """merge a LoRA (kohya/A1111, LyCORIS LoCon, diffusers, or a latentdiff LoRA run) at SCALE (default 1); repeat to stack"""
-    embeddings: list[str] = field(default_factory=list, metadata=flag("--embedding", action="append",
-                                                                      metavar="FILE[:TOKEN]"))
+    embeddings: list[str] = field(
+        default_factory=list, metadata=flag("--embedding", action="append", metavar="FILE[:TOKEN]")
+    )
     """a textual-inversion embedding (A1111 .pt/.safetensors, diffusers learned_embeds); write TOKEN (default: the
     file name) in the prompt; repeatable"""
     device: str = "auto"
     """auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default: auto)"""
     dtype: str = "auto"
     """auto, fp32, fp16, bf16 (default: auto: fp16 on GPU; bf16 on CPUs with native bf16 for large models, else fp32)"""
-    prompts: list[str] = field(default_factory=list, metadata=flag(
-        "--prompts", "text file with one prompt per line", dest="prompts_file", type=str, extra=(
-            Flag("prompt", "the text prompt (or use --prompts / --from)", dict(nargs="?")),
-            Flag("--from", "regenerate a latentdiff PNG from its recorded parameters (other flags override)",
-                 dict(dest="from_image", metavar="IMAGE.png")))))
+    prompts: list[str] = field(
+        default_factory=list,
+        metadata=flag(
+            "--prompts",
+            "text file with one prompt per line",
+            dest="prompts_file",
+            type=str,
+            extra=(
+                Flag("prompt", "the text prompt (or use --prompts / --from)", dict(nargs="?")),
+                Flag(
+                    "--from",
+                    "regenerate a latentdiff PNG from its recorded parameters (other flags override)",
+                    dict(dest="from_image", metavar="IMAGE.png"),
+                ),
+            ),
+        ),
+    )
     """Prompts to render; each gets `num_images` images."""
     allow_pickle: bool = field(default=False, metadata=flag(action="store_true"))
     """allow pickle (.bin/.ckpt) weights; still loaded with weights_only=True"""
     quiet: bool = field(default=False, metadata=flag(action="store_true"))
     """no progress bar, no loading line (notes and errors still show)"""
-    compile: bool | str = field(default=False, metadata=flag(action="store_true", extra=(
-        Flag("--compile-mode", "implies --compile: auto (the default), default, reduce-overhead, max-autotune, "
-             "max-autotune-no-cudagraphs, fp8 (CUDA, needs torchao)", dict(metavar="MODE")),)))
+    compile: bool | str = field(
+        default=False,
+        metadata=flag(
+            action="store_true",
+            extra=(
+                Flag(
+                    "--compile-mode",
+                    "implies --compile: auto (the default), default, reduce-overhead, max-autotune, "
+                    "max-autotune-no-cudagraphs, fp8 (CUDA, needs torchao)",
+                    dict(metavar="MODE"),
+                ),
+            ),
+        ),
+    )
     """torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes; cached on disk for
     later processes); on CUDA with CUDA graphs"""
     image_options: dict = field(default_factory=dict, metadata=flag(own=False, extra=IMAGE_FLAGS))
@@ -129,8 +223,10 @@ class GenerateConfig:
             setattr(self, name, value)
         check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
         check(self.refiner_start is None or self.refiner is not None, "--refiner-start needs --refiner MODEL")
-        check(self.refiner_start is None or 0 < self.refiner_start < 1,
-               f"--refiner-start must be between 0 and 1 (exclusive), got {self.refiner_start}")
+        check(
+            self.refiner_start is None or 0 < self.refiner_start < 1,
+            f"--refiner-start must be between 0 and 1 (exclusive), got {self.refiner_start}",
+        )
 
     @classmethod
     def from_image(cls, params: dict, source: str = "the --from image", **overrides) -> "GenerateConfig":
@@ -186,8 +282,13 @@ class GenerateConfig:
             for text in params.pop("notes", []):  # an A1111 image: what does not carry over
                 note(text)
             recorded_device = None if values.get("dtype") else params.get("device")
-            cfg = cls.from_image(params, values["from_image"], **flags, prompts=prompts or None,
-                                 image_options=image_options(image_flags, params))
+            cfg = cls.from_image(
+                params,
+                values["from_image"],
+                **flags,
+                prompts=prompts or None,
+                image_options=image_options(image_flags, params),
+            )
         else:
             cfg = cls(prompts=prompts, image_options=image_options(image_flags), **flags)
         if values.get("random_seed"):
@@ -198,8 +299,11 @@ class GenerateConfig:
 def image_options(flags: dict, recorded: dict | None = None) -> dict:
     """ImageOptions keyword arguments: recorded values (from --from) overridden by the flags given.
     A new --init-image / --mask drops the recorded picture's hash check."""
-    opts = {field: recorded[key] for key, field in RECORDED_IMAGE_OPTIONS.items()
-            if recorded and recorded.get(key) is not None}
+    opts = {
+        field: recorded[key]
+        for key, field in RECORDED_IMAGE_OPTIONS.items()
+        if recorded and recorded.get(key) is not None
+    }
     if "image" in flags:
         opts.pop("image_hash", None)
     if "mask" in flags:

@@ -40,7 +40,9 @@ def api_label(name: str) -> str:
 def flag_label(name: str) -> str:
     if name in ("prompt", "prompts"):
         return "the prompt"
-    return "--" + {"negative_prompt": "negative", "loras": "lora", "embeddings": "embedding"}.get(name, name).replace("_", "-")
+    return "--" + {"negative_prompt": "negative", "loras": "lora", "embeddings": "embedding"}.get(name, name).replace(
+        "_", "-"
+    )
 
 
 def recorded_label(source: str) -> Label:
@@ -150,8 +152,10 @@ def seed(label: Label, value, count: int = 1) -> int:
         raise UsageError(f"{label('seed')} must be >= 0, got {value}{hint.get(label, '')}")
     value = whole(label, "seed", value, 0, MAX_SEED)
     if value + count - 1 > MAX_SEED:
-        raise UsageError(f"{label('seed')} {value} with {count} images would need seeds beyond 2^63 - 1; "
-                         f"use at most {MAX_SEED - count + 1}")
+        raise UsageError(
+            f"{label('seed')} {value} with {count} images would need seeds beyond 2^63 - 1; "
+            f"use at most {MAX_SEED - count + 1}"
+        )
     return value
 
 
@@ -176,8 +180,7 @@ def steps(label: Label, value, train_timesteps: int | None = None) -> int:
     hi = MAX_STEPS if train_timesteps is None else min(MAX_STEPS, train_timesteps)
     value = whole(label, "steps", value, 1, MAX_STEPS)
     if value > hi:
-        raise UsageError(f"{label('steps')} must be <= {hi} (the model's number of training timesteps), "
-                         f"got {value}")
+        raise UsageError(f"{label('steps')} must be <= {hi} (the model's number of training timesteps), got {value}")
     return value
 
 

@@ -73,8 +73,10 @@ def resolve(pipe, prompts, negative, steps, guidance, width, height, seed, num_i
         negative_prompt=params.text(api, "negative_prompt", "" if negative is None else negative),
         steps=params.steps(api, default_steps(method, d["steps"]) if steps is None else steps, train_steps),
         guidance=params.guidance(api, d["guidance"] if guidance is None else guidance),
-        width=side("width", width), height=side("height", height),
+        width=side("width", width),
+        height=side("height", height),
         seed=params.seed(api, secrets.randbelow(2**32) if seed is None else seed, len(prompts) * n),
-        scheduler=method, num_images=n,
+        scheduler=method,
+        num_images=n,
     )
     return request

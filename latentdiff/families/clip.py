@@ -18,6 +18,7 @@ import torch
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.prompts.chunks import prompt_chunks, tokenize_weighted
 
+
 @dataclass
 class Embeddings:
     """A batch's conditioning: the context sequence plus any extra UNet inputs."""
@@ -26,12 +27,15 @@ class Embeddings:
     added: dict = field(default_factory=dict)  # SDXL: text_embeds (B, P), time_ids (B, 5 or 6)
 
     def cat(self, other: "Embeddings") -> "Embeddings":
-        return Embeddings(torch.cat([self.hidden, other.hidden]),
-                          {k: torch.cat([v, other.added[k]]) for k, v in self.added.items()})
+        return Embeddings(
+            torch.cat([self.hidden, other.hidden]), {k: torch.cat([v, other.added[k]]) for k, v in self.added.items()}
+        )
 
     def to(self, dtype=None, device=None) -> "Embeddings":
-        return Embeddings(self.hidden.to(device=device, dtype=dtype),
-                          {k: v.to(device=device, dtype=dtype) for k, v in self.added.items()})
+        return Embeddings(
+            self.hidden.to(device=device, dtype=dtype),
+            {k: v.to(device=device, dtype=dtype) for k, v in self.added.items()},
+        )
 
     def __getitem__(self, rows: slice) -> "Embeddings":
         return Embeddings(self.hidden[rows], {k: v[rows] for k, v in self.added.items()})
@@ -40,8 +44,9 @@ class Embeddings:
 def _padded(rows: list[Embeddings], empty: torch.Tensor) -> Embeddings:
     """Stack one-row Embeddings, padding the shorter ones with `empty` windows (the empty text's)."""
     longest = max(e.hidden.shape[1] for e in rows)
-    hidden = torch.cat([torch.cat([e.hidden, *[empty] * ((longest - e.hidden.shape[1]) // empty.shape[1])], 1)
-                        for e in rows])
+    hidden = torch.cat(
+        [torch.cat([e.hidden, *[empty] * ((longest - e.hidden.shape[1]) // empty.shape[1])], 1) for e in rows]
+    )
     return Embeddings(hidden, {k: torch.cat([e.added[k] for e in rows]) for k in rows[0].added})
 
 
@@ -88,8 +93,10 @@ class Conditioning:
         layers = min(int(te.config.num_hidden_layers) for _, te in self.pairs)
         number = isinstance(clip_skip, (int, float)) and not isinstance(clip_skip, bool)
         if not number or not float(clip_skip).is_integer() or not 1 <= clip_skip <= layers:
-            raise UsageError(f"clip_skip must be a whole number from 1 (last layer) to {layers} for this model's "
-                             f"text encoder, got {clip_skip!r}")
+            raise UsageError(
+                f"clip_skip must be a whole number from 1 (last layer) to {layers} for this model's "
+                f"text encoder, got {clip_skip!r}"
+            )
         return int(clip_skip)
 
     def _hidden(self, encoder, out, clip_skip: int) -> torch.Tensor:
@@ -145,8 +152,14 @@ class Conditioning:
                 out[t] = Embeddings(row.hidden[:, : window * self.chunk_count([t])], row.added)
         return out
 
-    def training_context(self, texts: list[str], size_ids: torch.Tensor | None = None, cached: dict | None = None,
-                         grad: bool = False, device=None) -> Embeddings:
+    def training_context(
+        self,
+        texts: list[str],
+        size_ids: torch.Tensor | None = None,
+        cached: dict | None = None,
+        grad: bool = False,
+        device=None,
+    ) -> Embeddings:
         """A training batch's conditioning: its captions' `cached` rows (`embed_each`, moved to `device`)
         padded with empty windows, as `tokenize` pads a shorter text, or else the captions encoded now
         (with gradients when `grad`: the text encoder trains); SDXL adds each sample's size ids."""
@@ -163,8 +176,15 @@ class Conditioning:
         return []
 
     @torch.no_grad()
-    def __call__(self, prompts: list[str], negatives: list[str] | None, height: int, width: int,
-                 syntax: str = "plain", clip_skip: int = 1):
+    def __call__(
+        self,
+        prompts: list[str],
+        negatives: list[str] | None,
+        height: int,
+        width: int,
+        syntax: str = "plain",
+        clip_skip: int = 1,
+    ):
         """Conditional and (given negatives) unconditional embeddings, padded to one chunk count;
         `syntax`: how prompts are read (`prompt_syntax`), `clip_skip`: A1111's."""
         texts = prompts + (negatives or [])
@@ -179,11 +199,18 @@ class Conditioning:
 def text_pairs(components) -> list[tuple]:
     """(tokenizer, text encoder) of each encoder a model has, in order."""
     c = components
-    return [(tok, te) for tok, te in ((c.tokenizer, c.text_encoder), (c.tokenizer_2, c.text_encoder_2)) if te is not None]
+    return [
+        (tok, te) for tok, te in ((c.tokenizer, c.text_encoder), (c.tokenizer_2, c.text_encoder_2)) if te is not None
+    ]
 
 
 def clip_text_config(section: dict, tokenizer) -> dict:
     """CLIPTextConfig arguments: the section's, with the vocabulary and special ids of `tokenizer`."""
-    return {"max_position_embeddings": tokenizer.model_max_length, **section, "vocab_size": len(tokenizer),
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id}
+    return {
+        "max_position_embeddings": tokenizer.model_max_length,
+        **section,
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }

@@ -33,6 +33,7 @@ def family_of(components) -> Family:
 
 def family_of_folder(path: Path) -> Family:
     """The family of a diffusers-layout model folder, from its configs alone."""
+
     def read(name: str) -> dict:
         f = Path(path) / name
         try:
@@ -54,5 +55,6 @@ def family_with_variant(variant: str) -> Family:
     for family in FAMILIES.values():
         if variant in family.variants:
             return family
-    raise ModelError(f"unknown model variant {variant!r}; known: "
-                     f"{', '.join(v for f in FAMILIES.values() for v in f.variants)}")
+    raise ModelError(
+        f"unknown model variant {variant!r}; known: {', '.join(v for f in FAMILIES.values() for v in f.variants)}"
+    )

@@ -11,8 +11,16 @@ from latentdiff.families.unet import UNetFamily
 from latentdiff.prompts.tokenizer import build_tokenizer
 
 # Captions the tiny test models' tokenizers are trained on.
-WORDS = ["a red apple", "a green pear on a table", "photo of a cat", "woman biking: dark skin tone",
-         "flag: Chile", "an astronaut riding a horse", "blue sky with clouds", "smiling face with hearts"]
+WORDS = [
+    "a red apple",
+    "a green pear on a table",
+    "photo of a cat",
+    "woman biking: dark skin tone",
+    "flag: Chile",
+    "an astronaut riding a horse",
+    "blue sky with clouds",
+    "smiling face with hearts",
+]
 
 
 class SD(UNetFamily):
@@ -38,25 +46,49 @@ def tiny_arch(kind: str = "sd1") -> dict:
     sd2 = kind == "sd2"
     return {
         "unet": dict(
-            sample_size=16, in_channels=9 if kind.endswith("inpaint") else 4, out_channels=4, layers_per_block=1,
-            block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=32,
+            sample_size=16,
+            in_channels=9 if kind.endswith("inpaint") else 4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            norm_num_groups=8,
+            cross_attention_dim=32,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            attention_head_dim=(2, 4) if sd2 else 8, use_linear_projection=sd2,
+            attention_head_dim=(2, 4) if sd2 else 8,
+            use_linear_projection=sd2,
         ),
         "vae": dict(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 32),
-            down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-            norm_num_groups=8, layers_per_block=1, sample_size=64, scaling_factor=0.18215,
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(16, 32, 32),
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            norm_num_groups=8,
+            layers_per_block=1,
+            sample_size=64,
+            scaling_factor=0.18215,
         ),
-        "text_encoder": dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                             hidden_act="gelu" if sd2 else "quick_gelu", projection_dim=32),
+        "text_encoder": dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            hidden_act="gelu" if sd2 else "quick_gelu",
+            projection_dim=32,
+        ),
         "tokenizer": {"num_merges": 200, "max_length": 77},
         "scheduler": {
             "_class_name": "DDIMScheduler" if sd2 else "PNDMScheduler",
-            "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-            "num_train_timesteps": 1000, "set_alpha_to_one": False, "steps_offset": 1,
-            "clip_sample": False, "skip_prk_steps": True,
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "num_train_timesteps": 1000,
+            "set_alpha_to_one": False,
+            "steps_offset": 1,
+            "clip_sample": False,
+            "skip_prk_steps": True,
             "prediction_type": "v_prediction" if sd2 else "epsilon",
         },
     }
@@ -74,5 +106,10 @@ def tiny_parts(arch: dict, seed: int) -> dict:
     unet = UNet2DConditionModel(**arch["unet"])
     vae = AutoencoderKL(**arch["vae"])
     text_encoder = CLIPTextModel(CLIPTextConfig(**clip_text_config(arch["text_encoder"], tokenizer)))
-    return dict(unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
-                scheduler_config=dict(arch["scheduler"]))
+    return dict(
+        unet=unet.eval(),
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        scheduler_config=dict(arch["scheduler"]),
+    )

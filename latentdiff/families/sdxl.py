@@ -51,7 +51,9 @@ class SDXLConditioning(Conditioning):
         if negatives is not None and self.index.get("force_zeros_for_empty_prompt", True) and not any(negatives):
             # No negative prompt: SDXL was trained to take zeros as the unconditional input.
             cond, _ = super().__call__(prompts, None, height, width, syntax, clip_skip)
-            zeros = Embeddings(torch.zeros_like(cond.hidden), {"text_embeds": torch.zeros_like(cond.added["text_embeds"])})
+            zeros = Embeddings(
+                torch.zeros_like(cond.hidden), {"text_embeds": torch.zeros_like(cond.added["text_embeds"])}
+            )
             return cond, self.with_size(zeros, height, width, negative=True)
         return super().__call__(prompts, negatives, height, width, syntax, clip_skip)
 
@@ -80,7 +82,10 @@ class SDXL(UNetFamily):
             index[te_name] = ["transformers", type(te).__name__] if te is not None else [None, None]
             index[tok_name] = ["transformers", "CLIPTokenizer"] if te is not None else [None, None]
         # The base pipeline takes no `requires_aesthetics_score` (diffusers warns about it).
-        options = {"force_zeros_for_empty_prompt": not refiner, **({"requires_aesthetics_score": True} if refiner else {})}
+        options = {
+            "force_zeros_for_empty_prompt": not refiner,
+            **({"requires_aesthetics_score": True} if refiner else {}),
+        }
         return {**index, **options, **components.index}
 
     def tiny(self, variant: str | None = None, seed: int = 0) -> dict:
@@ -94,11 +99,21 @@ def tiny_unet(refiner: bool = False) -> dict:
     in width (32, 40) as the real ones do (768, 1280): diffusers' single-file loader tells them apart so."""
     n_ids = 5 if refiner else 6
     return dict(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), use_linear_projection=True,
-        transformer_layers_per_block=(1, 2), cross_attention_dim=40 if refiner else 72,
-        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=n_ids * 8 + 32,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 2),
+        cross_attention_dim=40 if refiner else 72,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=n_ids * 8 + 32,
     )
 
 
@@ -112,16 +127,41 @@ def tiny_parts(refiner: bool, seed: int) -> dict:
     vae = AutoencoderKL(**tiny_arch("sd1")["vae"])
     tok, tok2 = build_tokenizer(WORDS, 200), build_tokenizer(WORDS, 200)
     tok2.pad_token = "!"  # OpenCLIP's tokenizer pads with "!", not with EOS
-    te_args = dict(intermediate_size=37, num_attention_heads=4, num_hidden_layers=3, projection_dim=32,
-                   vocab_size=len(tok), max_position_embeddings=77, bos_token_id=tok.bos_token_id,
-                   eos_token_id=tok.eos_token_id)
+    te_args = dict(
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=3,
+        projection_dim=32,
+        vocab_size=len(tok),
+        max_position_embeddings=77,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     torch.manual_seed(seed + (1 if refiner else 0))
-    text_encoder = None if refiner else CLIPTextModel(CLIPTextConfig(**te_args, hidden_size=32, hidden_act="quick_gelu"))
+    text_encoder = (
+        None if refiner else CLIPTextModel(CLIPTextConfig(**te_args, hidden_size=32, hidden_act="quick_gelu"))
+    )
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**te_args, hidden_size=40, hidden_act="gelu"))
     unet = UNet2DConditionModel(**tiny_unet(refiner))
-    scheduler = {"_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
-                 "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "steps_offset": 1,
-                 "timestep_spacing": "leading", "prediction_type": "epsilon", "set_alpha_to_one": False,
-                 "skip_prk_steps": True, "clip_sample": False}
-    return dict(unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder, tokenizer=None if refiner else tok,
-                text_encoder_2=text_encoder_2.eval(), tokenizer_2=tok2, scheduler_config=scheduler)
+    scheduler = {
+        "_class_name": "EulerDiscreteScheduler",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+        "steps_offset": 1,
+        "timestep_spacing": "leading",
+        "prediction_type": "epsilon",
+        "set_alpha_to_one": False,
+        "skip_prk_steps": True,
+        "clip_sample": False,
+    }
+    return dict(
+        unet=unet.eval(),
+        vae=vae.eval(),
+        text_encoder=text_encoder,
+        tokenizer=None if refiner else tok,
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer_2=tok2,
+        scheduler_config=scheduler,
+    )

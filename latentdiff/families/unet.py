@@ -65,5 +65,7 @@ class UNetFamily(Family):
     def check_start(self, components) -> None:
         channels, latent = components.unet.config.in_channels, components.vae.config.latent_channels
         if channels not in (latent, 2 * latent + 1):
-            raise UsageError(f"this model's UNet takes {channels} input channels: not a text-to-image "
-                             "or inpainting model (an upscaler? use `latentdiff upscale` or --upscaler)")
+            raise UsageError(
+                f"this model's UNet takes {channels} input channels: not a text-to-image "
+                "or inpainting model (an upscaler? use `latentdiff upscale` or --upscaler)"
+            )

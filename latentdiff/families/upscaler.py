@@ -28,8 +28,13 @@ class Upscaler(UNetFamily):
             return index
         low = components.upscaler["low_res_scheduler"].get("_class_name", "DDPMScheduler")
         index = {k: v for k, v in index.items() if k not in ("image_encoder", "requires_safety_checker")}
-        return {**index, "_class_name": "StableDiffusionUpscalePipeline", "watermarker": [None, None],
-                "low_res_scheduler": ["diffusers", low], "max_noise_level": components.upscaler["max_noise_level"]}
+        return {
+            **index,
+            "_class_name": "StableDiffusionUpscalePipeline",
+            "watermarker": [None, None],
+            "low_res_scheduler": ["diffusers", low],
+            "max_noise_level": components.upscaler["max_noise_level"],
+        }
 
     def tiny(self, variant: str | None = None, seed: int = 0) -> dict:
         return tiny_parts(seed)
@@ -38,8 +43,11 @@ class Upscaler(UNetFamily):
 def upscaler_settings(components) -> dict:
     """The low-res scheduler config and max noise level that diffusers keeps beside the UNet (its
     defaults where the model lacks them), the level capped by the UNet's class embedding table."""
-    settings = {"low_res_scheduler": {"_class_name": "DDPMScheduler"}, "max_noise_level": MAX_NOISE_LEVEL,
-                **components.upscaler}
+    settings = {
+        "low_res_scheduler": {"_class_name": "DDPMScheduler"},
+        "max_noise_level": MAX_NOISE_LEVEL,
+        **components.upscaler,
+    }
     classes = components.unet.config.num_class_embeds
     if classes:  # the class embedding table must hold the level too
         settings["max_noise_level"] = min(settings["max_noise_level"], int(classes) - 1)
@@ -61,21 +69,62 @@ def tiny_parts(seed: int) -> dict:
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=16, in_channels=7, out_channels=4, layers_per_block=1, block_out_channels=(32, 32, 64),
+        sample_size=16,
+        in_channels=7,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 32, 64),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=8,
-        cross_attention_dim=32, attention_head_dim=8, use_linear_projection=True, num_class_embeds=100)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 32),
-                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                        norm_num_groups=8, layers_per_block=1, sample_size=64, scaling_factor=0.08333)
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        use_linear_projection=True,
+        num_class_embeds=100,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(16, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        norm_num_groups=8,
+        layers_per_block=1,
+        sample_size=64,
+        scaling_factor=0.08333,
+    )
     tokenizer = build_tokenizer(WORDS, 200, 77)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, projection_dim=32,
-        hidden_act="gelu", vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
-    scheduler = DDIMScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction")
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            projection_dim=32,
+            hidden_act="gelu",
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.0001,
+        beta_end=0.02,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+    )
     low_res = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02, num_train_timesteps=1000)
-    return dict(unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
-                scheduler_config=dict(scheduler.config),
-                upscaler={"low_res_scheduler": dict(low_res.config), "max_noise_level": MAX_NOISE_LEVEL})
+    return dict(
+        unet=unet.eval(),
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        scheduler_config=dict(scheduler.config),
+        upscaler={"low_res_scheduler": dict(low_res.config), "max_noise_level": MAX_NOISE_LEVEL},
+    )

@@ -23,8 +23,10 @@ class AddOns:
 
 def parse(loras=(), embeddings=()) -> tuple[list, list]:
     """Check every "PATH[:SCALE]" LoRA and "FILE[:TOKEN]" embedding before anything loads."""
-    return ([s if isinstance(s, lora.LoraSpec) else lora.parse_spec(s) for s in loras],
-            [s if isinstance(s, ti.EmbeddingSpec) else ti.parse_spec(s) for s in embeddings])
+    return (
+        [s if isinstance(s, lora.LoraSpec) else lora.parse_spec(s) for s in loras],
+        [s if isinstance(s, ti.EmbeddingSpec) else ti.parse_spec(s) for s in embeddings],
+    )
 
 
 def apply(components, lora_specs: list, embedding_specs: list, allow_pickle: bool = False) -> AddOns:

@@ -50,8 +50,10 @@ def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> P
 def _check_layout(folder: Path) -> None:
     problem = _layout_problem(folder)
     if problem:
-        raise ModelError(f"{folder} has no single-file form: {problem}, which the single-file layout A1111 and "
-                         f"ComfyUI load has no place for; {USE_FOLDER}")
+        raise ModelError(
+            f"{folder} has no single-file form: {problem}, which the single-file layout A1111 and "
+            f"ComfyUI load has no place for; {USE_FOLDER}"
+        )
 
 
 def _layout_problem(folder: Path) -> str | None:

@@ -10,10 +10,14 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError
 from latentdiff.models.configs import SUPPORTED
+
 UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
 # (what it is, a name prefix or fragment that only it has); checked in order
 _FOREIGN = [
-    ("a LoRA (use --lora with it, on a base --model)", ("lora_unet_", "lora_te", ".lora_down.", ".lora_A.", ".lora_up.", "lora.down", ".hada_w1")),
+    (
+        "a LoRA (use --lora with it, on a base --model)",
+        ("lora_unet_", "lora_te", ".lora_down.", ".lora_A.", ".lora_up.", "lora.down", ".hada_w1"),
+    ),
     ("a ControlNet", ("control_model.", "controlnet_cond_embedding.", "input_hint_block.")),
     ("Stable Diffusion 3", ("joint_blocks.", "context_embedder.")),
     ("Flux", ("double_blocks.", "single_blocks.", "double_stream_modulation")),
@@ -59,8 +63,9 @@ def detect(shapes: dict, where) -> Detected:
         elif any(k.startswith("cond_stage_model.transformer.") for k in names):
             family = "sd1"
         else:
-            raise ModelError(f"{where} holds a Stable Diffusion UNet but no text encoder; "
-                             f"supported: full checkpoints of {SUPPORTED}")
+            raise ModelError(
+                f"{where} holds a Stable Diffusion UNet but no text encoder; supported: full checkpoints of {SUPPORTED}"
+            )
         if in_channels not in (4, 9):
             raise ModelError(f"{where} is a UNet with {in_channels} input channels; supported: {SUPPORTED}")
         return Detected(family, in_channels)
@@ -74,8 +79,9 @@ def describe(names: list[str]) -> str:
     for what, marks in _FOREIGN:
         if any(m in k for k in names for m in marks):
             return what
-    if any(k.startswith(("encoder.down.", "first_stage_model.", "encoder.down_blocks.")) for k in names) and \
-            not any("diffusion_model" in k or k.startswith("down_blocks.") for k in names):
+    if any(k.startswith(("encoder.down.", "first_stage_model.", "encoder.down_blocks.")) for k in names) and not any(
+        "diffusion_model" in k or k.startswith("down_blocks.") for k in names
+    ):
         return "a VAE alone (use --vae with it)"
     if any(k.startswith(("down_blocks.", "conv_in.")) for k in names):
         return "a diffusers component alone (a UNet?), not a whole model"

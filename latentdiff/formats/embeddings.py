@@ -47,10 +47,14 @@ def read_vectors(path: Path) -> dict[str, "torch.Tensor"]:  # noqa: F821
         sd = {"*": next(iter(sd["string_to_param"].values()))}
     elif "emb_params" in sd:  # A1111 .safetensors
         sd = {"*": sd["emb_params"]}
-    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and 1 <= v.dim() <= 2}
+    tensors = {
+        k: v for k, v in sd.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and 1 <= v.dim() <= 2
+    }
     if not tensors or (len(tensors) > 1 and not {"clip_l", "clip_g"} & set(tensors)):
-        raise ModelError(f"--embedding {path} holds no textual-inversion vectors (expected A1111 string_to_param / "
-                         "emb_params, clip_l / clip_g, or one {token: vector} entry)")
+        raise ModelError(
+            f"--embedding {path} holds no textual-inversion vectors (expected A1111 string_to_param / "
+            "emb_params, clip_l / clip_g, or one {token: vector} entry)"
+        )
     return {k: v.reshape(-1, v.shape[-1]) for k, v in tensors.items()}
 
 
@@ -85,8 +89,12 @@ def add_embedding(spec: EmbeddingSpec, encoders: list[tuple]) -> list[str]:
 
 def describe(spec: EmbeddingSpec, tokens: list[str]) -> dict:
     """What an image records (A1111's "TI hashes" entry: the whole file's sha256, 12 hex)."""
-    return {"token": spec.token, "hash": short_hash(spec.path, whole_file=True), "vectors": len(tokens),
-            "path": str(spec.path.resolve())}
+    return {
+        "token": spec.token,
+        "hash": short_hash(spec.path, whole_file=True),
+        "vectors": len(tokens),
+        "path": str(spec.path.resolve()),
+    }
 
 
 def expand(text: str, multi: dict[str, list[str]]) -> str:

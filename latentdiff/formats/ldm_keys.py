@@ -20,8 +20,14 @@ CLIP_PREFIXES = {
     "sdxl": ["conditioner.embedders.0.transformer.", "conditioner.embedders.1.model."],
     "sdxl_refiner": ["conditioner.embedders.0.model."],
 }
-_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-           "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
 
 
 def _mapping():
@@ -34,19 +40,26 @@ def _unet_prefixes(config: dict) -> list[tuple[str, str]]:
     """(diffusers prefix, LDM prefix) pairs for every block of a UNet with this config."""
     per = config["layers_per_block"]
     n = len(config["down_block_types"])
-    pairs = [("mid_block.resnets.0.", "middle_block.0."), ("mid_block.attentions.0.", "middle_block.1."),
-             ("mid_block.resnets.1.", "middle_block.2.")]
+    pairs = [
+        ("mid_block.resnets.0.", "middle_block.0."),
+        ("mid_block.attentions.0.", "middle_block.1."),
+        ("mid_block.resnets.1.", "middle_block.2."),
+    ]
     for i in range(n):
         for j in range(per):
             k = 1 + i * (per + 1) + j
-            pairs += [(f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{k}.0."),
-                      (f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{k}.1.")]
+            pairs += [
+                (f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{k}.0."),
+                (f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{k}.1."),
+            ]
         pairs.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{1 + i * (per + 1) + per}.0.op."))
         attends = "CrossAttn" in config["up_block_types"][i]
         for j in range(per + 1):
             k = i * (per + 1) + j
-            pairs += [(f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{k}.0."),
-                      (f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{k}.1.")]
+            pairs += [
+                (f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{k}.0."),
+                (f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{k}.1."),
+            ]
         pairs.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{i * (per + 1) + per}.{2 if attends else 1}."))
     return pairs
 
@@ -73,11 +86,11 @@ def unet_to_ldm(sd: dict, config: dict) -> dict:
         if key in top:
             out[UNET_PREFIX + top[key]] = value
             continue
-        hf, ldm = next(((h, l) for h, l in pairs if key.startswith(h)), (None, None))
+        hf, ldm = next(((h, g) for h, g in pairs if key.startswith(h)), (None, None))
         if hf is None:
             why = layout_problem(config) or f"its UNet holds {key}"
             raise ModelError(f"{why}, which the single-file layout A1111 and ComfyUI load has no place for")
-        rest = key[len(hf):]
+        rest = key[len(hf) :]
         if ".resnets." in hf:
             head, _, tail = rest.partition(".")
             rest = f"{_RESNET.get(head, head)}.{tail}"
@@ -93,8 +106,13 @@ def vae_to_ldm(sd: dict, config: dict) -> dict:
         if key in top:
             out[VAE_PREFIX + top[key]] = value
             continue
-        k = (key.replace("down_blocks.", "down.").replace(".resnets.", ".block.").replace("downsamplers.0", "downsample")
-             .replace("upsamplers.0", "upsample").replace("conv_shortcut", "nin_shortcut"))
+        k = (
+            key.replace("down_blocks.", "down.")
+            .replace(".resnets.", ".block.")
+            .replace("downsamplers.0", "downsample")
+            .replace("upsamplers.0", "upsample")
+            .replace("conv_shortcut", "nin_shortcut")
+        )
         if ".mid_block." in key:
             k = key.replace("mid_block.resnets.0", "mid.block_1").replace("mid_block.resnets.1", "mid.block_2")
             k = k.replace("conv_shortcut", "nin_shortcut")
@@ -110,7 +128,11 @@ def vae_to_ldm(sd: dict, config: dict) -> dict:
 
 def _vae_attention(key: str) -> str:
     part, _, name = key.partition(".mid_block.attentions.0.")
-    name = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}[name.rsplit(".", 1)[0]] + "." + name.rsplit(".", 1)[1]
+    name = (
+        {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}[name.rsplit(".", 1)[0]]
+        + "."
+        + name.rsplit(".", 1)[1]
+    )
     return f"{part}.mid.attn_1.{name}"
 
 

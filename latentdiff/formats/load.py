@@ -17,12 +17,12 @@ import latentdiff.models.hub as hub
 from latentdiff.formats import addons
 from latentdiff.formats.lora import LoraSpec, apply_loras, describe
 from latentdiff.formats.lora_merge import lora_base
+from latentdiff.formats.single_file import load_single_file
 from latentdiff.models.assemble import build
 from latentdiff.models.components import Components
 from latentdiff.models.configs import read_configs
-from latentdiff.runtime.placement import placement
-from latentdiff.formats.single_file import load_single_file
 from latentdiff.runtime.device import resolve_device
+from latentdiff.runtime.placement import placement
 
 
 @dataclass
@@ -38,8 +38,9 @@ class Loaded:
 
 def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings) -> Loaded:
     """Everything `Pipeline.from_pretrained` takes, checked and loaded (see its docstring)."""
-    given = params.check_fields(dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle,
-                                     compile=compile), params.api_label)
+    given = params.check_fields(
+        dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle, compile=compile), params.api_label
+    )
     model, device, dtype = given["model"], given["device"], given["dtype"]
     lora_specs, embedding_specs = addons.parse(loras, embeddings)
     local = Path(model).expanduser() if model is not None else None
@@ -80,9 +81,14 @@ def _load_folder(local: Path | None, model, device: str, dtype: str, allow_pickl
     # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
     # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
     early = base is None and not merge and cfgs.unet_params is not None
-    comps = build(cfgs, allow_pickle, device="cpu" if place.device.type == "mps" else str(place.device),
-                  dtype=place.dtype if early else None, vae_dtype=place.vae_dtype if early else None,
-                  channels_last=early and place.channels_last)
+    comps = build(
+        cfgs,
+        allow_pickle,
+        device="cpu" if place.device.type == "mps" else str(place.device),
+        dtype=place.dtype if early else None,
+        vae_dtype=place.vae_dtype if early else None,
+        channels_last=early and place.channels_last,
+    )
     if base is not None:
         apply_loras(comps, [LoraSpec(local)], allow_pickle)
     if cfgs.unet_params is None:

@@ -19,7 +19,6 @@ from latentdiff.formats.lora_merge import lora_file
 from latentdiff.models.fingerprint import short_hash
 from latentdiff.models.weights import load_state_dict
 
-
 # File names every run used to share: they name no LoRA in particular.
 GENERIC_STEMS = ("lora_kohya", "pytorch_lora_weights")
 
@@ -80,9 +79,8 @@ def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False) -
 
 
 def _load(host, spec: LoraSpec, state: dict, name: str, parts: list[str]) -> None:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
     from diffusers.utils import logging
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
     level = logging.get_verbosity()
     logging.set_verbosity(logging.CRITICAL)  # diffusers logs the error it then raises: say it once
@@ -95,8 +93,10 @@ def _load(host, spec: LoraSpec, state: dict, name: str, parts: list[str]) -> Non
         logging.set_verbosity(level)
     modules = [m for part in parts for m in getattr(host, part).modules()]
     if not any(isinstance(m, BaseTunerLayer) for m in modules):
-        raise ModelError(f"--lora {spec.path}: none of its {len(state)} tensors name a layer of this model "
-                         "(a LoRA for another architecture, or not a LoRA file)")
+        raise ModelError(
+            f"--lora {spec.path}: none of its {len(state)} tensors name a layer of this model "
+            "(a LoRA for another architecture, or not a LoRA file)"
+        )
 
 
 def _host(components):
@@ -111,9 +111,23 @@ def _host(components):
     c = components
     scheduler = make_scheduler(c.scheduler_config)
     if family_of(c).name == "sdxl":
-        return StableDiffusionXLPipeline(vae=c.vae, text_encoder=c.text_encoder, text_encoder_2=c.text_encoder_2,
-                                         tokenizer=c.tokenizer, tokenizer_2=c.tokenizer_2, unet=c.unet,
-                                         scheduler=scheduler, add_watermarker=False)
-    return StableDiffusionPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+        return StableDiffusionXLPipeline(
+            vae=c.vae,
+            text_encoder=c.text_encoder,
+            text_encoder_2=c.text_encoder_2,
+            tokenizer=c.tokenizer,
+            tokenizer_2=c.tokenizer_2,
+            unet=c.unet,
+            scheduler=scheduler,
+            add_watermarker=False,
+        )
+    return StableDiffusionPipeline(
+        vae=c.vae,
+        text_encoder=c.text_encoder,
+        tokenizer=c.tokenizer,
+        unet=c.unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )

@@ -35,8 +35,12 @@ def save_kohya(path: Path, modules: dict, metadata: dict | None = None, componen
             if rank is not None:
                 ranks.add(rank)
                 alphas.add(alpha)
-    meta = {"ss_network_module": "networks.lora", "ss_network_dim": _one(ranks), "ss_network_alpha": _one(alphas),
-            **{k: str(v) for k, v in {**base, **(metadata or {})}.items() if v is not None}}
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": _one(ranks),
+        "ss_network_alpha": _one(alphas),
+        **{k: str(v) for k, v in {**base, **(metadata or {})}.items() if v is not None},
+    }
     save_file(tensors, str(path), metadata=meta)
     as_umask_allows(path)
     return Path(path)

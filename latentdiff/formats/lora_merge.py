@@ -32,8 +32,15 @@ def add_adapters(module, rank: int, targets: list[str]) -> None:
     inject_adapter_in_model(config, module)
 
 
-def save_lora(out: Path, unet, text_encoder=None, base_model: str | None = None, defaults: dict | None = None,
-              text_encoder_2=None, weights: str = LORA_FILE):
+def save_lora(
+    out: Path,
+    unet,
+    text_encoder=None,
+    base_model: str | None = None,
+    defaults: dict | None = None,
+    text_encoder_2=None,
+    weights: str = LORA_FILE,
+):
     """Write OUT/latentdiff.json naming `weights` as the LoRA's file, and OUT/pytorch_lora_weights.safetensors
     (diffusers format) unless `weights` names another one (a kohya file written beside it: save_kohya).
     `text_encoder_2` (SDXL) goes in as `text_encoder_2.*`, as StableDiffusionXLPipeline writes it."""
@@ -64,8 +71,11 @@ def base_record(base_model: str | None, out: Path) -> dict:
     if not local.is_dir():
         return {"base_model": base_model}
     local = local.resolve()
-    return {"base_model": str(local), "base_model_relative": os.path.relpath(local, Path(out).resolve()),
-            "base_model_hash": model_hash(local)}
+    return {
+        "base_model": str(local),
+        "base_model_relative": os.path.relpath(local, Path(out).resolve()),
+        "base_model_hash": model_hash(local),
+    }
 
 
 def is_lora_folder(path: Path) -> bool:
@@ -93,8 +103,10 @@ def lora_base(path: Path) -> str | None:
             _check_base_hash(candidate, info.get("base_model_hash"), path)
             return str(candidate.resolve())
     where = " or ".join(str(c) for c in dict.fromkeys(tried))
-    raise ModelError(f"the base model of LoRA {path} (hash {info.get('base_model_hash', 'unknown')}) is not at {where}; "
-                     f"pass it yourself: --model BASE --lora {path}")
+    raise ModelError(
+        f"the base model of LoRA {path} (hash {info.get('base_model_hash', 'unknown')}) is not at {where}; "
+        f"pass it yourself: --model BASE --lora {path}"
+    )
 
 
 def lora_file(folder: Path) -> Path:
@@ -109,6 +121,8 @@ def lora_file(folder: Path) -> Path:
 
 def _check_base_hash(base: Path, expected: str | None, lora: Path) -> None:
     if expected and model_hash(base) != expected:
-        warnings.warn(f"the base model at {base} is not the one LoRA {lora} was trained on (hash {model_hash(base)}, "
-                      f"expected {expected}); the result may differ", stacklevel=3)
-
+        warnings.warn(
+            f"the base model at {base} is not the one LoRA {lora} was trained on (hash {model_hash(base)}, "
+            f"expected {expected}); the result may differ",
+            stacklevel=3,
+        )

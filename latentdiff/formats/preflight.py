@@ -86,14 +86,18 @@ def _check_model_options(cfg, facts: ModelFacts) -> None:
     """The model given is a text-to-image one; --steps and --clip-skip suit it. (The scheduler's
     own check of the steps waits for the load: importing diffusers' schedulers takes seconds.)"""
     if facts.unet.get("in_channels") == facts.vae.get("latent_channels", 4) + 3:
-        raise UsageError(f"{cfg.model} is a diffusion upscaler, not a text-to-image model; use `latentdiff upscale "
-                         "IMAGE --model` or generate --upscaler")
+        raise UsageError(
+            f"{cfg.model} is a diffusion upscaler, not a text-to-image model; use `latentdiff upscale "
+            "IMAGE --model` or generate --upscaler"
+        )
     steps = cfg.steps if cfg.steps is not None else facts.defaults.get("steps", params.FALLBACK_STEPS)
     params.steps(params.flag_label, steps, facts.train_timesteps)
     clip_skip = cfg.clip_skip if cfg.clip_skip is not None else facts.defaults.get("clip_skip", 1)
     if facts.text_layers is not None and clip_skip > facts.text_layers:
-        raise UsageError(f"--clip-skip must be a whole number from 1 (last layer) to {facts.text_layers} for this "
-                         f"model's text encoder, got {clip_skip}")
+        raise UsageError(
+            f"--clip-skip must be a whole number from 1 (last layer) to {facts.text_layers} for this "
+            f"model's text encoder, got {clip_skip}"
+        )
 
 
 def _check_memory(cfg, facts: ModelFacts, width: int, height: int) -> None:
@@ -123,13 +127,18 @@ def weights_bytes(model) -> int | None:
     if path is None:
         local = Path(model).expanduser()
         return local.stat().st_size if local.is_file() else None
-    found = [f for part in LOADED_PARTS if (path / part).is_dir() for f in (path / part).iterdir()
-             if f.suffix in WEIGHT_SUFFIXES and f.is_file()]
+    found = [
+        f
+        for part in LOADED_PARTS
+        if (path / part).is_dir()
+        for f in (path / part).iterdir()
+        if f.suffix in WEIGHT_SUFFIXES and f.is_file()
+    ]
     return sum(f.stat().st_size for f in found)
 
 
 def loading_line(model, what: str = "loading") -> str:
-    """"loading checkpoints/emoji (27 MB)...": what a CLI prints while the weights load."""
+    """ "loading checkpoints/emoji (27 MB)...": what a CLI prints while the weights load."""
     shown = shown_path(model) if model is not None else f"the default model {shown_path(_default_dir())}"
     try:
         size = weights_bytes(model)
@@ -174,8 +183,9 @@ def note_size(pipe, request, opts) -> None:
     note(size_note(pipe.native_size, pipe.scale_factor, request.width, request.height, opts.hires, start), pipe.notes)
 
 
-def size_note(native: int, factor: int, width: int, height: int, hires: float | None = None,
-              start: str | None = None) -> str | None:
+def size_note(
+    native: int, factor: int, width: int, height: int, hires: float | None = None, start: str | None = None
+) -> str | None:
     """What to expect where the images denoised are far larger than the model's trained size, or
     None. `width` x `height` is the first pass; a `hires` scale makes the second; `start` is
     "image" (img2img, inpainting) or "outpaint" where the size came from a picture."""
@@ -186,8 +196,10 @@ def size_note(native: int, factor: int, width: int, height: int, hires: float | 
         return None
     what = {"outpaint": "the outpainted canvas ", "image": "the starting picture's "}.get(start, "")
     what = "hires fix to " if hires else what
-    head = (f"{what}{width}x{height} is {ratio:.1f}x the area of the {native}x{native} images this model was "
-            f"trained on: expect repeated, tiled shapes rather than one larger picture; ")
+    head = (
+        f"{what}{width}x{height} is {ratio:.1f}x the area of the {native}x{native} images this model was "
+        f"trained on: expect repeated, tiled shapes rather than one larger picture; "
+    )
     if hires:
         return head + "drop --hires and enlarge the image instead (--upscaler MODEL, or an image editor)"
     if start == "outpaint":

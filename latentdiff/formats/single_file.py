@@ -13,15 +13,16 @@ import tempfile
 from pathlib import Path
 
 from latentdiff.errors import ModelError
+from latentdiff.families.registry import family_of as model_family
+from latentdiff.families.registry import family_with_variant
+from latentdiff.families.released import clip_tokenizer
+from latentdiff.formats.detect import detect, read_header
+from latentdiff.formats.ldm_keys import CLIP_PREFIXES, clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
 from latentdiff.models.assemble import build_module
 from latentdiff.models.components import Components
 from latentdiff.models.weights import SAFETENSORS, UNKNOWN, load_state_dict, sniff_format
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.runtime.libraries import quiet_libraries
-from latentdiff.formats.detect import detect, read_header
-from latentdiff.families.registry import family_of as model_family, family_with_variant
-from latentdiff.families.released import clip_tokenizer
-from latentdiff.formats.ldm_keys import CLIP_PREFIXES, clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
 
 META_KEY = "latentdiff"  # JSON: family, configs, tokenizer files, defaults
 SLOTS = ("text_encoder", "text_encoder_2")
@@ -110,10 +111,17 @@ def _components(sd: dict, own: dict, where: Path) -> Components:
             config = transformers.CLIPTextConfig.from_dict(own[slot])
             parts[slot] = _text_encoder(sd, own["family"], slot, config, where)
             parts[slot.replace("text_encoder", "tokenizer")] = _tokenizer(own, own["family"], slot)
-    return Components(unet=unet, vae=vae, text_encoder=parts.get("text_encoder"), tokenizer=parts.get("tokenizer"),
-                      text_encoder_2=parts.get("text_encoder_2"), tokenizer_2=parts.get("tokenizer_2"),
-                      scheduler_config=dict(own["scheduler"]), defaults=dict(own.get("defaults") or {}),
-                      index=dict(own.get("index") or {}))
+    return Components(
+        unet=unet,
+        vae=vae,
+        text_encoder=parts.get("text_encoder"),
+        tokenizer=parts.get("tokenizer"),
+        text_encoder_2=parts.get("text_encoder_2"),
+        tokenizer_2=parts.get("tokenizer_2"),
+        scheduler_config=dict(own["scheduler"]),
+        defaults=dict(own.get("defaults") or {}),
+        index=dict(own.get("index") or {}),
+    )
 
 
 def _text_encoder(sd: dict, family: str, slot: str, config, where: Path):
@@ -154,8 +162,11 @@ def save_single_file(c: Components, out: Path, dtype=None) -> Path:
     tensors, own = to_ldm(c)
     cast = (lambda t: t.to(dtype) if t.is_floating_point() else t) if dtype is not None else (lambda t: t)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: cast(v).contiguous() for k, v in tensors.items()}, str(out),
-              metadata={"format": "pt", META_KEY: json.dumps(own, sort_keys=True, default=list)})
+    save_file(
+        {k: cast(v).contiguous() for k, v in tensors.items()},
+        str(out),
+        metadata={"format": "pt", META_KEY: json.dumps(own, sort_keys=True, default=list)},
+    )
     as_umask_allows(out)
     return out
 
@@ -163,9 +174,19 @@ def save_single_file(c: Components, out: Path, dtype=None) -> Path:
 def to_ldm(c: Components, with_tokenizers: bool = True) -> tuple[dict, dict]:
     """(tensors in the original layout, our metadata) for the components `c`."""
     family = family_of(c)
-    tensors = {**unet_to_ldm(c.unet.state_dict(), dict(c.unet.config)), **vae_to_ldm(c.vae.state_dict(), dict(c.vae.config))}
-    own = {"family": family, "unet": dict(c.unet.config), "vae": dict(c.vae.config), "scheduler": c.scheduler_config,
-           "defaults": c.defaults, "index": c.index, "tokenizers": {}}
+    tensors = {
+        **unet_to_ldm(c.unet.state_dict(), dict(c.unet.config)),
+        **vae_to_ldm(c.vae.state_dict(), dict(c.vae.config)),
+    }
+    own = {
+        "family": family,
+        "unet": dict(c.unet.config),
+        "vae": dict(c.vae.config),
+        "scheduler": c.scheduler_config,
+        "defaults": c.defaults,
+        "index": c.index,
+        "tokenizers": {},
+    }
     for slot in SLOTS:
         te = getattr(c, slot)
         if te is None:

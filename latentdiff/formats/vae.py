@@ -37,7 +37,7 @@ def _vae_from_file(path: Path, config: dict, allow_pickle: bool):
 
 
 def _layout(names: list[str], path: Path) -> str:
-    """"diffusers" or "original" (LDM) by the tensor names; anything else is refused."""
+    """ "diffusers" or "original" (LDM) by the tensor names; anything else is refused."""
     if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for k in names):
         return "diffusers"
     if any(k.startswith(("encoder.down.", "first_stage_model.encoder.down.", "vae.encoder.down.")) for k in names):

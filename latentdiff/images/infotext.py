@@ -60,9 +60,12 @@ def _hires_fields(p: dict) -> dict:
     if not p.get("hires"):
         return {"Denoising strength": p.get("strength")}
     upscaler = p.get("hires_upscaler") or "latent"
-    return {"Denoising strength": p.get("hires_strength"), "Hires upscale": f"{p['hires']:g}",
-            "Hires steps": p.get("hires_steps"),
-            "Hires upscaler": {"latent": "Latent", "lanczos": "Lanczos"}.get(upscaler, _model_name(upscaler))}
+    return {
+        "Denoising strength": p.get("hires_strength"),
+        "Hires upscale": f"{p['hires']:g}",
+        "Hires steps": p.get("hires_steps"),
+        "Hires upscaler": {"latent": "Latent", "lanczos": "Lanczos"}.get(upscaler, _model_name(upscaler)),
+    }
 
 
 def format_infotext(p: dict) -> str:
@@ -73,9 +76,13 @@ def format_infotext(p: dict) -> str:
     fields = {
         "Steps": p["steps"],
         "Sampler": p.get("sampler") or sampler_name(p.get("scheduler"), {"_class_name": p.get("scheduler_class")}),
-        "CFG scale": p["guidance"], "Seed": p["seed"], "Size": f"{p['width']}x{p['height']}",
-        "Model hash": p.get("model_hash"), "Model": _model_name(p.get("base_model") or p.get("model")),
-        "VAE": p.get("vae"), **_hires_fields(p),
+        "CFG scale": p["guidance"],
+        "Seed": p["seed"],
+        "Size": f"{p['width']}x{p['height']}",
+        "Model hash": p.get("model_hash"),
+        "Model": _model_name(p.get("base_model") or p.get("model")),
+        "VAE": p.get("vae"),
+        **_hires_fields(p),
         "Clip skip": p.get("clip_skip") if (p.get("clip_skip") or 1) > 1 else None,
         "Lora hashes": ", ".join(f"{x['name']}: {x['hash']}" for x in loras) or None,
         "TI hashes": ", ".join(f"{x['token']}: {x['hash']}" for x in p.get("embeddings") or []) or None,
@@ -94,7 +101,7 @@ def parse_infotext(text: str) -> tuple[str, str, dict]:
     for line in lines:
         line = line.strip()
         if line.startswith("Negative prompt:"):
-            in_negative, line = True, line[len("Negative prompt:"):].strip()
+            in_negative, line = True, line[len("Negative prompt:") :].strip()
         (negative if in_negative else prompt).append(line)
     fields = {}
     for key, value in _PARAM.findall(last):
@@ -111,11 +118,17 @@ def params_from_a1111(text: str) -> tuple[dict, list[str]]:
     """Our generation parameters from an A1111 PNG's text, and notes for the user about what
     does not carry over (always: A1111 drew its noise on the GPU, so pixels differ)."""
     prompt, negative, f = parse_infotext(text)
-    notes = ["this image was made by AUTOMATIC1111, whose seeds drew their noise on the GPU: the same "
-             "parameters give different pixels here"]
+    notes = [
+        "this image was made by AUTOMATIC1111, whose seeds drew their noise on the GPU: the same "
+        "parameters give different pixels here"
+    ]
     params: dict = {"prompt": prompt, "negative_prompt": negative, "prompt_syntax": "a1111"}
-    for ours, theirs, kind in (("steps", "Steps", int), ("guidance", "CFG scale", float), ("seed", "Seed", int),
-                               ("clip_skip", "Clip skip", int)):
+    for ours, theirs, kind in (
+        ("steps", "Steps", int),
+        ("guidance", "CFG scale", float),
+        ("seed", "Seed", int),
+        ("clip_skip", "Clip skip", int),
+    ):
         if theirs in f:
             try:
                 params[ours] = kind(float(f[theirs])) if kind is int else kind(f[theirs])
@@ -133,9 +146,12 @@ def params_from_a1111(text: str) -> tuple[dict, list[str]]:
     tags = NETWORK_TAG.findall(prompt)
     if tags:
         params["prompt"] = NETWORK_TAG.sub("", prompt).strip()
-        notes.append("removed from the prompt: " + ", ".join(f"<{k}:{n}>" for k, n, _ in tags)
-                     + "; pass the files with --lora "
-                     + " --lora ".join(f"{n}.safetensors:{w or 1}" for _, n, w in tags))
+        notes.append(
+            "removed from the prompt: "
+            + ", ".join(f"<{k}:{n}>" for k, n, _ in tags)
+            + "; pass the files with --lora "
+            + " --lora ".join(f"{n}.safetensors:{w or 1}" for _, n, w in tags)
+        )
     if f.get("Model"):
         notes.append(f"it used model {f['Model']!r} (hash {f.get('Model hash', '?')}); pass --model to choose one")
     return params, notes

@@ -183,8 +183,13 @@ class Placement:
         return original[1], original[0], self.top, left, self.target[1], self.target[0]
 
 
-def place(image_size: tuple[int, int], resolution: int | tuple[int, int], crop: str = "center", flip: bool = False,
-          rng: random.Random | None = None) -> Placement:
+def place(
+    image_size: tuple[int, int],
+    resolution: int | tuple[int, int],
+    crop: str = "center",
+    flip: bool = False,
+    rng: random.Random | None = None,
+) -> Placement:
     """The geometry of `transform` for an image of `image_size` (w, h); draws from `rng`."""
     width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
     if crop not in ("center", "random"):
@@ -200,9 +205,14 @@ def place(image_size: tuple[int, int], resolution: int | tuple[int, int], crop: 
     return Placement(size, (width, height), left, top, bool(flip and rng.random() < 0.5))
 
 
-def reload_training_image(path: str | os.PathLike, target: int | tuple[int, int], crop: str = "center",
-                          flip: bool = False, rng: random.Random | None = None,
-                          max_pixels: int = MAX_PIXELS) -> tuple[torch.Tensor, Placement]:
+def reload_training_image(
+    path: str | os.PathLike,
+    target: int | tuple[int, int],
+    crop: str = "center",
+    flip: bool = False,
+    rng: random.Random | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[torch.Tensor, Placement]:
     """A training image that `scan_dataset` found usable, loaded again (`load_image`), placed for
     `target` (`place`: drawing from `rng`) and cut (`transform`): its (3, H, W) pixels and placement."""
     try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from latentdiff.models.fingerprint import versions
 from latentdiff.images.infotext import sampler_name
+from latentdiff.models.fingerprint import versions
 from latentdiff.runtime.device import DTYPE_NAMES
 
 
@@ -11,15 +11,28 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
     """The parameters of one image of `pipe` (`request`: its config.request.Request), with the
     model, add-ons and versions."""
     return {
-        "prompt": prompt, "negative_prompt": request.negative_prompt, "seed": seed, "steps": request.steps,
-        "guidance": request.guidance, "scheduler": request.scheduler, "clip_skip": request.clip_skip,
-        "prompt_syntax": request.prompt_syntax, "loras": pipe.addons.loras,
+        "prompt": prompt,
+        "negative_prompt": request.negative_prompt,
+        "seed": seed,
+        "steps": request.steps,
+        "guidance": request.guidance,
+        "scheduler": request.scheduler,
+        "clip_skip": request.clip_skip,
+        "prompt_syntax": request.prompt_syntax,
+        "loras": pipe.addons.loras,
         "embeddings": pipe.addons.embeddings,
         "scheduler_class": pipe.components.scheduler_config.get("_class_name"),
-        "sampler": sampler_name(request.scheduler, pipe.components.scheduler_config), "width": request.width,
-        "height": request.height, "model": pipe.model_ref, "model_hash": pipe.model_hash, **_refiner(pipe),
-        **({"vae": pipe.vae_ref} if pipe.vae_ref else {}), "dtype": DTYPE_NAMES.get(pipe.dtype),
-        "device": str(pipe.device), "versions": versions(), **_model_lora(pipe),
+        "sampler": sampler_name(request.scheduler, pipe.components.scheduler_config),
+        "width": request.width,
+        "height": request.height,
+        "model": pipe.model_ref,
+        "model_hash": pipe.model_hash,
+        **_refiner(pipe),
+        **({"vae": pipe.vae_ref} if pipe.vae_ref else {}),
+        "dtype": DTYPE_NAMES.get(pipe.dtype),
+        "device": str(pipe.device),
+        "versions": versions(),
+        **_model_lora(pipe),
     }
 
 

@@ -14,8 +14,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from latentdiff.errors import UsageError
-from latentdiff.images.infotext import format_infotext
-from latentdiff.images.infotext import params_from_a1111
+from latentdiff.images.infotext import format_infotext, params_from_a1111
 from latentdiff.runtime.files import write_new
 
 META_KEY = "latentdiff"  # JSON with every parameter; "parameters" holds an A1111-style line
@@ -59,7 +58,6 @@ def read_params(path: str | os.PathLike) -> dict:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UsageError(f"--from image {path} cannot be read: {e}") from None
     if not text and foreign:
-
         params, notes = params_from_a1111(foreign)
         return {**params, "notes": notes}
     if not text:

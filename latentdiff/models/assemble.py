@@ -14,25 +14,41 @@ from pathlib import Path
 from latentdiff.errors import ModelError
 from latentdiff.models.checks import guarded
 from latentdiff.models.components import Components
-from latentdiff.models.configs import (INDEX_OPTIONS, TEXT_PARTS, ModelConfigs, component_config, read_configs,
-                                       read_index, text_config, text_encoder_class)
+from latentdiff.models.configs import (
+    INDEX_OPTIONS,
+    TEXT_PARTS,
+    ModelConfigs,
+    component_config,
+    read_configs,
+    read_index,
+    text_config,
+    text_encoder_class,
+)
 from latentdiff.models.files import first_line
 from latentdiff.models.weights import assign, fill, stored_values
 from latentdiff.runtime.libraries import quiet_libraries
 
 
-def load_components(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
-                    channels_last: bool = False) -> Components:
+def load_components(
+    path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None, channels_last: bool = False
+) -> Components:
     """Every component of the model folder `path` (see `build`; the VAE in the dtype `vae_dtype` says)."""
     from latentdiff.runtime.placement import vae_dtype  # imports torch, as build does
 
     cfgs = read_configs(path)
-    return build(cfgs, allow_pickle, device, dtype, vae_dtype(dtype, cfgs.vae, device) if dtype else None,
-                 channels_last)
+    return build(
+        cfgs, allow_pickle, device, dtype, vae_dtype(dtype, cfgs.vae, device) if dtype else None, channels_last
+    )
 
 
-def build(cfgs: ModelConfigs, allow_pickle: bool = False, device: str = "cpu", dtype=None, vae_dtype=None,
-          channels_last: bool = False) -> Components:
+def build(
+    cfgs: ModelConfigs,
+    allow_pickle: bool = False,
+    device: str = "cpu",
+    dtype=None,
+    vae_dtype=None,
+    channels_last: bool = False,
+) -> Components:
     """The components `cfgs` describe: weights on `device`, in their stored dtype or, given `dtype`
     (`vae_dtype` for the VAE), cast to it tensor by tensor while reading, with the UNet's and VAE's
     conv weights channels_last if asked."""
@@ -42,27 +58,51 @@ def build(cfgs: ModelConfigs, allow_pickle: bool = False, device: str = "cpu", d
     quiet_libraries()
     path = cfgs.path
     load = dict(allow_pickle=allow_pickle, device=device)
-    unet = _build(UNet2DConditionModel, cfgs.unet, path / "unet", cfgs.values["unet"], **load, dtype=dtype,
-                  channels_last=channels_last)
-    vae = _build(AutoencoderKL, cfgs.vae, path / "vae", cfgs.values["vae"], **load, dtype=vae_dtype,
-                 channels_last=channels_last)
+    unet = _build(
+        UNet2DConditionModel,
+        cfgs.unet,
+        path / "unet",
+        cfgs.values["unet"],
+        **load,
+        dtype=dtype,
+        channels_last=channels_last,
+    )
+    vae = _build(
+        AutoencoderKL, cfgs.vae, path / "vae", cfgs.values["vae"], **load, dtype=vae_dtype, channels_last=channels_last
+    )
     text = {}
     for te_name, tok_name in TEXT_PARTS:
         if te_name in cfgs.text:
             cls_name, config = cfgs.text[te_name]
-            text[te_name] = _build(getattr(transformers, cls_name), config, path / te_name, cfgs.values[te_name],
-                                   **load, dtype=dtype)
+            text[te_name] = _build(
+                getattr(transformers, cls_name), config, path / te_name, cfgs.values[te_name], **load, dtype=dtype
+            )
             text[tok_name] = load_tokenizer(path / tok_name)
     return Components(
-        unet=unet, vae=vae, text_encoder=text.get("text_encoder"), tokenizer=text.get("tokenizer"),
-        text_encoder_2=text.get("text_encoder_2"), tokenizer_2=text.get("tokenizer_2"),
-        scheduler_config=cfgs.scheduler, defaults=cfgs.defaults,
-        index={k: cfgs.index[k] for k in INDEX_OPTIONS if k in cfgs.index}, upscaler=cfgs.upscaler,
+        unet=unet,
+        vae=vae,
+        text_encoder=text.get("text_encoder"),
+        tokenizer=text.get("tokenizer"),
+        text_encoder_2=text.get("text_encoder_2"),
+        tokenizer_2=text.get("tokenizer_2"),
+        scheduler_config=cfgs.scheduler,
+        defaults=cfgs.defaults,
+        index={k: cfgs.index[k] for k in INDEX_OPTIONS if k in cfgs.index},
+        upscaler=cfgs.upscaler,
     )
 
 
-def _build(cls, config, component_dir: Path, stored: tuple, allow_pickle: bool, device: str, dtype=None,
-           channels_last=False, config_name: str = "config.json"):
+def _build(
+    cls,
+    config,
+    component_dir: Path,
+    stored: tuple,
+    allow_pickle: bool,
+    device: str,
+    dtype=None,
+    channels_last=False,
+    config_name: str = "config.json",
+):
     """Check the config against the weights on the meta device, then fill the module from disk."""
     from accelerate import init_empty_weights
 
@@ -101,8 +141,10 @@ def check_size_against_weights(module, stored: int | None, path: Path, weights_d
     # Buffers a checkpoint need not store (CLIP's position_ids) are small next to the weights.
     wanted_buffers = sum(b.numel() for b in module.buffers())
     if wanted > stored or wanted_buffers > max(stored, 1 << 20):
-        raise ModelError(f"{path} describes a model of {wanted + wanted_buffers:,} values, but the weights in {weights_dir} "
-                         f"hold {stored:,}; the config does not belong to these weights")
+        raise ModelError(
+            f"{path} describes a model of {wanted + wanted_buffers:,} values, but the weights in {weights_dir} "
+            f"hold {stored:,}; the config does not belong to these weights"
+        )
 
 
 def build_module(cls, config, sd: dict, where):
@@ -135,8 +177,9 @@ def load_vae(path: Path, allow_pickle: bool = False):
     quiet_libraries()
     if not (path / "config.json").is_file():
         raise ModelError(f"{path} is not a VAE folder: config.json is missing")
-    return _build(AutoencoderKL, component_config(path / "config.json", "vae"), path, stored_values(path), allow_pickle,
-                  "cpu")
+    return _build(
+        AutoencoderKL, component_config(path / "config.json", "vae"), path, stored_values(path), allow_pickle, "cpu"
+    )
 
 
 def load_tokenizer(path: Path):

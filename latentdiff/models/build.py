@@ -111,11 +111,15 @@ def upscaler_parts(arch: dict, unet, vae) -> dict:
     level = arch.get("max_noise_level", 350)
     channels, classes = unet.config.in_channels, unet.config.num_class_embeds
     if channels != vae.config.latent_channels + 3:
-        raise UsageError(f"an upscaler's unet needs in_channels {vae.config.latent_channels + 3} (latents + the "
-                         f"low-res image), got {channels}")
+        raise UsageError(
+            f"an upscaler's unet needs in_channels {vae.config.latent_channels + 3} (latents + the "
+            f"low-res image), got {channels}"
+        )
     if not isinstance(level, int) or level < 0 or not classes or classes <= level:
-        raise UsageError(f"an upscaler needs a whole max_noise_level >= 0 and unet num_class_embeds above it, "
-                         f"got {level!r} and {classes!r}")
+        raise UsageError(
+            f"an upscaler needs a whole max_noise_level >= 0 and unet num_class_embeds above it, "
+            f"got {level!r} and {classes!r}"
+        )
     rescale_latents(vae, UPSCALER_SCALING_FACTOR)
     return {"low_res_scheduler": dict(arch["low_res_scheduler"]), "max_noise_level": level}
 
@@ -130,8 +134,10 @@ def rescale_latents(vae, scaling_factor: float) -> None:
 
     c, n = vae.config.scaling_factor / scaling_factor, vae.config.latent_channels
     if vae.quant_conv is None or vae.post_quant_conv is None:
-        raise UsageError("an upscaler's VAE needs use_quant_conv and use_post_quant_conv to take diffusers' "
-                         f"upscaler scaling factor {scaling_factor}")
+        raise UsageError(
+            "an upscaler's VAE needs use_quant_conv and use_post_quant_conv to take diffusers' "
+            f"upscaler scaling factor {scaling_factor}"
+        )
     vae.quant_conv.weight[:n] *= c
     vae.quant_conv.bias[:n] *= c
     vae.quant_conv.bias[n:] += 2 * math.log(c)

@@ -65,11 +65,14 @@ def check_scheduler_config(config: dict, path: Path) -> dict:
         raise ModelError(f"{path}: _class_name {name!r} is not a diffusers scheduler")
     n = config.get("num_train_timesteps", 1000)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TRAIN_TIMESTEPS:
-        raise ModelError(f"{path}: num_train_timesteps must be a whole number from 1 to {MAX_TRAIN_TIMESTEPS:,}, "
-                         f"got {n!r}")
+        raise ModelError(
+            f"{path}: num_train_timesteps must be a whole number from 1 to {MAX_TRAIN_TIMESTEPS:,}, got {n!r}"
+        )
     if config.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
-        raise ModelError(f"{path}: prediction_type must be one of {', '.join(PREDICTION_TYPES)}, "
-                         f"got {config.get('prediction_type')!r}")
+        raise ModelError(
+            f"{path}: prediction_type must be one of {', '.join(PREDICTION_TYPES)}, "
+            f"got {config.get('prediction_type')!r}"
+        )
     check_config_numbers(config, path)
     check_scheduler_steps(config, None, 1, path)
     return config

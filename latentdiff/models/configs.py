@@ -12,8 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from latentdiff.errors import ModelError
-from latentdiff.models.checks import (MAX_TRAIN_TIMESTEPS, check_config_numbers, check_defaults,
-                                      check_scheduler_config, guarded)
+from latentdiff.models.checks import (
+    MAX_TRAIN_TIMESTEPS,
+    check_config_numbers,
+    check_defaults,
+    check_scheduler_config,
+    guarded,
+)
 from latentdiff.models.files import confined, read_json_object
 from latentdiff.models.weights import stored_values
 
@@ -57,8 +62,9 @@ def read_configs(path: Path, defaults_from: Path | None = None) -> ModelConfigs:
     values = {name: stored_values(path / name) for name in ("unet", "vae", *text)}
     scheduler = read_scheduler_config(path / "scheduler" / "scheduler_config.json")
     unet_params = values["unet"][0] if values["unet"][1] else None
-    return ModelConfigs(path, index, unet, vae, text, scheduler, defaults, read_upscaler(path, index), values,
-                        unet_params)
+    return ModelConfigs(
+        path, index, unet, vae, text, scheduler, defaults, read_upscaler(path, index), values, unet_params
+    )
 
 
 def _component(path: Path, name: str, what: str) -> dict:
@@ -105,8 +111,15 @@ def describe_folder(path: Path) -> str | None:
     """What a folder that is not an SD/SDXL diffusers model holds, when it can be told."""
     cls = _class_name(path / "model_index.json")
     if cls is not None:
-        sd = cls.startswith(("StableDiffusionPipeline", "StableDiffusionXL", "StableDiffusionInpaint",
-                             "StableDiffusionImg2Img", "StableDiffusionUpscale"))
+        sd = cls.startswith(
+            (
+                "StableDiffusionPipeline",
+                "StableDiffusionXL",
+                "StableDiffusionInpaint",
+                "StableDiffusionImg2Img",
+                "StableDiffusionUpscale",
+            )
+        )
         return None if sd or not cls else f"a {cls} model"
     cls = _class_name(path / "config.json")
     return f"a lone {cls} component, not a whole model" if cls else None
@@ -148,7 +161,9 @@ def text_encoder_class(index: dict, path: Path, name: str) -> str | None:
     else:
         return None
     if cls_name is not None and cls_name not in TEXT_CLASSES:
-        raise ModelError(f"{path}: text encoder class {cls_name!r} is not supported (supported: {', '.join(TEXT_CLASSES)})")
+        raise ModelError(
+            f"{path}: text encoder class {cls_name!r} is not supported (supported: {', '.join(TEXT_CLASSES)})"
+        )
     return cls_name
 
 
@@ -183,8 +198,10 @@ def own_upscaler(model_dir, defaults: dict) -> str | None:
     folder = Path(model_dir)
     path = confined(folder, name, f"{folder / DEFAULTS_FILE} (upscaler)")
     if not path.is_dir():
-        raise ModelError(f"{folder / DEFAULTS_FILE} names the upscaler {name!r}, but {path} is not a folder; "
-                         "pass --no-upscale to generate without it")
+        raise ModelError(
+            f"{folder / DEFAULTS_FILE} names the upscaler {name!r}, but {path} is not a folder; "
+            "pass --no-upscale to generate without it"
+        )
     return str(path.resolve())
 
 
@@ -210,19 +227,28 @@ def model_facts(path: Path) -> ModelFacts | None:
     vae = read_json_object(path / "vae" / "config.json", "vae")
     sample = unet.get("sample_size")
     # Anything odd (or huge): None, and loading says what is wrong.
-    if not (_counts(vae.get("block_out_channels"), 65_536) and _counts(unet.get("block_out_channels"), 65_536)
-            and _counts([sample])):
+    if not (
+        _counts(vae.get("block_out_channels"), 65_536)
+        and _counts(unet.get("block_out_channels"), 65_536)
+        and _counts([sample])
+    ):
         return None
     factor = 2 ** (len(vae["block_out_channels"]) - 1)
     timesteps = read_json_object(path / "scheduler" / "scheduler_config.json", "scheduler").get("num_train_timesteps")
     timesteps = timesteps if _counts([timesteps], MAX_TRAIN_TIMESTEPS) else None
-    layers = [read_json_object(path / te / "config.json", "text encoder").get("num_hidden_layers")
-              for te, _ in TEXT_PARTS if (path / te / "config.json").is_file()]
+    layers = [
+        read_json_object(path / te / "config.json", "text encoder").get("num_hidden_layers")
+        for te, _ in TEXT_PARTS
+        if (path / te / "config.json").is_file()
+    ]
     text_layers = min(layers) if layers and _counts(layers) else None
     return ModelFacts(path, factor, sample * factor, timesteps, read_defaults(path), unet, vae, text_layers)
 
 
 def _counts(values, limit: int = 1_000_000) -> bool:
     """A short list of whole numbers from 1 to `limit`."""
-    return isinstance(values, list) and 0 < len(values) <= 16 and all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= limit for v in values)
+    return (
+        isinstance(values, list)
+        and 0 < len(values) <= 16
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= limit for v in values)
+    )

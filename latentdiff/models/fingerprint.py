@@ -8,8 +8,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from latentdiff.models.weights import find_weight_files
-from latentdiff.models.weights import SAFETENSORS, sniff_format
+from latentdiff.models.weights import SAFETENSORS, find_weight_files, sniff_format
 
 WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 _CACHE = Path(os.environ.get("LATENTDIFF_CACHE", Path.home() / ".cache" / "latentdiff")) / "hashes.json"
@@ -62,7 +61,6 @@ def short_hash(path: Path, whole_file: bool = False) -> str:
     LoRA in safetensors, the sha256 of its tensor data without the header (civitai's AutoV3,
     which survives metadata edits); for other files and `whole_file`, of the whole file."""
     import struct
-
 
     if whole_file or sniff_format(path) != SAFETENSORS:
         return _file_sha256(path)[:12]

@@ -39,9 +39,7 @@ def locate(ref: str | os.PathLike | None, allow_pickle: bool = False) -> Path:
     if ref is None:
         path = default_model_dir()
         if not (path / "model_index.json").is_file():
-            raise ModelError(
-                f"the shipped default model is not present at {path}; pass --model DIR or a hub id"
-            )
+            raise ModelError(f"the shipped default model is not present at {path}; pass --model DIR or a hub id")
         return path
     path = Path(ref).expanduser()
     if path.exists():

@@ -34,15 +34,21 @@ def _save_upscaler(c: Components, out: Path) -> None:
     from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline
 
     pipe = StableDiffusionUpscalePipeline(
-        vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet,
+        vae=c.vae,
+        text_encoder=c.text_encoder,
+        tokenizer=c.tokenizer,
+        unet=c.unet,
         low_res_scheduler=DDPMScheduler.from_config(c.upscaler["low_res_scheduler"]),
-        scheduler=DDIMScheduler.from_config(c.scheduler_config), max_noise_level=c.upscaler["max_noise_level"])
+        scheduler=DDIMScheduler.from_config(c.scheduler_config),
+        max_noise_level=c.upscaler["max_noise_level"],
+    )
     pipe.save_pretrained(out, safe_serialization=True)
     as_umask_allows(out)
 
 
-def make_tiny_model(out: Path, kind: str = "sd1", seed: int = 0, defaults: dict | None = None,
-                    half: bool = False) -> Path:
+def make_tiny_model(
+    out: Path, kind: str = "sd1", seed: int = 0, defaults: dict | None = None, half: bool = False
+) -> Path:
     """A tiny SD model: kind sd1, sd2 or sd1-inpaint."""
     return make_tiny(out, kind, seed, defaults, half)
 
@@ -58,5 +64,12 @@ def make_tiny_sdxl(out: Path, refiner: bool = False, seed: int = 0) -> Path:
     return make_tiny(out, "sdxl_refiner" if refiner else "sdxl", seed)
 
 
-__all__ = ["WORDS", "make_tiny", "make_tiny_model", "make_tiny_sdxl", "make_tiny_upscaler", "tiny_arch",
-           "tiny_sdxl_unet"]
+__all__ = [
+    "WORDS",
+    "make_tiny",
+    "make_tiny_model",
+    "make_tiny_sdxl",
+    "make_tiny_upscaler",
+    "tiny_arch",
+    "tiny_sdxl_unet",
+]

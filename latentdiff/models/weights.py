@@ -59,7 +59,9 @@ def find_weight_files(component_dir: Path) -> list[Path]:
     found = sorted(p.name for p in component_dir.glob("*") if p.suffix in (".safetensors", *_PICKLE_SUFFIXES))
     if found:
         return [component_dir / found[0]]
-    raise ModelError(f"no weights file in {component_dir} (expected diffusion_pytorch_model.safetensors or model.safetensors)")
+    raise ModelError(
+        f"no weights file in {component_dir} (expected diffusion_pytorch_model.safetensors or model.safetensors)"
+    )
 
 
 def _shards(index: Path, component_dir: Path) -> list[Path]:
@@ -70,8 +72,9 @@ def _shards(index: Path, component_dir: Path) -> list[Path]:
     return sorted({confined(component_dir, name, str(index)) for name in weight_map.values()})
 
 
-def load_state_dict(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
-                    channels_last: bool = False) -> dict:
+def load_state_dict(
+    path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None, channels_last: bool = False
+) -> dict:
     """Read one weights file into a state dict, enforcing the safetensors-only policy.
     With `dtype`, floating tensors are cast one at a time as they are read; `channels_last`
     stores 4-D (convolution) weights in that layout in the same pass."""
@@ -175,10 +178,16 @@ def _load_pickle(path: Path, device: str) -> dict:
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         if "TorchScript" in str(e):
-            raise ModelError(f"{path} is a TorchScript archive, not a state dict; latentdiff loads only plain "
-                             "tensors: save the model's state_dict (to safetensors) instead") from None
+            raise ModelError(
+                f"{path} is a TorchScript archive, not a state dict; latentdiff loads only plain "
+                "tensors: save the model's state_dict (to safetensors) instead"
+            ) from None
         # Never pass on torch's advice to retry with weights_only=False (it would run the file's code).
-        why = "" if "weights_only" in str(e) else f": {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        why = (
+            ""
+            if "weights_only" in str(e)
+            else f": {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        )
         raise ModelError(f"weights file {path} is truncated or corrupt{why}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
@@ -187,8 +196,9 @@ def _load_pickle(path: Path, device: str) -> dict:
     return sd
 
 
-def load_component_state(component_dir: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
-                         channels_last: bool = False) -> dict:
+def load_component_state(
+    component_dir: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None, channels_last: bool = False
+) -> dict:
     """Merge the state dicts of all shards of one component."""
     sd: dict = {}
     for f in find_weight_files(component_dir):
@@ -196,13 +206,24 @@ def load_component_state(component_dir: Path, allow_pickle: bool = False, device
     return sd
 
 
-def assign(module, component_dir: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None,
-           channels_last: bool = False):
+def assign(
+    module,
+    component_dir: Path,
+    allow_pickle: bool = False,
+    device: str = "cpu",
+    dtype=None,
+    channels_last: bool = False,
+):
     """Fill a meta-initialised module with the weights on disk (floating tensors cast to `dtype`,
     conv weights laid out channels_last, as they are read); refuse any mismatch."""
     with allocation_errors(f"loading the weights in {component_dir}", "free some memory, or load in fp16/bf16"):
-        sd = load_component_state(component_dir, allow_pickle, device="cpu" if device == "mps" else device,
-                                  dtype=dtype, channels_last=channels_last)
+        sd = load_component_state(
+            component_dir,
+            allow_pickle,
+            device="cpu" if device == "mps" else device,
+            dtype=dtype,
+            channels_last=channels_last,
+        )
     return fill(module, sd, component_dir)
 
 

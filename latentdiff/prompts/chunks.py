@@ -54,8 +54,9 @@ def prompt_chunks(tokenizer, prompt: str, syntax: str = "plain") -> list[Chunk]:
     return chunks
 
 
-def tokenize_weighted(tokenizer, prompts: list[str], n_chunks: int | None = None,
-                      syntax: str = "plain") -> tuple[torch.Tensor, torch.Tensor]:
+def tokenize_weighted(
+    tokenizer, prompts: list[str], n_chunks: int | None = None, syntax: str = "plain"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Ids and weights shaped (B, n_chunks, window); each chunk is BOS + up to 75 tokens + EOS
     + padding (weight 1). Rows are padded with empty chunks to the longest (or truncated to
     `n_chunks`)."""
@@ -67,8 +68,12 @@ def tokenize_weighted(tokenizer, prompts: list[str], n_chunks: int | None = None
     id_rows, weight_rows = [], []
     for chunks in per_prompt:
         chunks = (chunks + [([], [])] * n_chunks)[:n_chunks]
-        id_rows.append([[tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
-                        + [pad] * (window - 2 - len(ids)) for ids, _ in chunks])
+        id_rows.append(
+            [
+                [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id] + [pad] * (window - 2 - len(ids))
+                for ids, _ in chunks
+            ]
+        )
         weight_rows.append([[1.0, *w] + [1.0] * (window - 1 - len(w)) for _, w in chunks])
     return torch.tensor(id_rows, dtype=torch.long), torch.tensor(weight_rows, dtype=torch.float32)
 

@@ -43,8 +43,9 @@ def resolve_mode(mode: str, device: torch.device) -> str:
 def enable_compile_cache() -> None:
     """Compiled kernels, inductor's FX graphs and AOTAutograd's graphs on disk, keyed by the graph,
     the shapes and the torch/triton versions, so a later process reuses them."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
-                          os.path.join(os.path.expanduser("~"), ".cache", "latentdiff", "inductor"))
+    os.environ.setdefault(
+        "TORCHINDUCTOR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "latentdiff", "inductor")
+    )
     import torch._inductor.config as inductor
 
     inductor.fx_graph_cache = True
@@ -122,15 +123,25 @@ def quantize_fp8(unet, device: torch.device) -> None:
     (torchao); needs compute capability 8.9+ (Ada, Hopper). Opt-in: its PSNR is to be measured."""
     major, minor = torch.cuda.get_device_capability(device)
     if (major, minor) < (8, 9):
-        raise UsageError(f"compile mode fp8 needs fp8 tensor cores (compute capability 8.9+, Ada or Hopper); "
-                         f"{torch.cuda.get_device_name(device)} is {major}.{minor}")
+        raise UsageError(
+            f"compile mode fp8 needs fp8 tensor cores (compute capability 8.9+, Ada or Hopper); "
+            f"{torch.cuda.get_device_name(device)} is {major}.{minor}"
+        )
     import torchao.quantization as q
 
-    config = (q.Float8DynamicActivationFloat8WeightConfig() if hasattr(q, "Float8DynamicActivationFloat8WeightConfig")
-              else q.float8_dynamic_activation_float8_weight())
+    config = (
+        q.Float8DynamicActivationFloat8WeightConfig()
+        if hasattr(q, "Float8DynamicActivationFloat8WeightConfig")
+        else q.float8_dynamic_activation_float8_weight()
+    )
     # fp8 GEMMs need both dimensions divisible by 16; the small time-embedding layers stay as they are.
-    q.quantize_(unet, config, filter_fn=lambda m, _name: isinstance(m, torch.nn.Linear)
-                and m.in_features % 16 == 0 and m.out_features % 16 == 0)
+    q.quantize_(
+        unet,
+        config,
+        filter_fn=lambda m, _name: (
+            isinstance(m, torch.nn.Linear) and m.in_features % 16 == 0 and m.out_features % 16 == 0
+        ),
+    )
 
 
 # ---- training ----------------------------------------------------------------------------

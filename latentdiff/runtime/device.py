@@ -56,8 +56,10 @@ class CpuBf16:
         if self.prepack:
             return "oneDNN bf16 kernels with prepacked weights (no native bf16 arithmetic)"
         if self.runs:
-            return ("plain bf16 (oneDNN's bf16 kernels and weight prepacking do not run on this CPU; "
-                    f"expect it to be many times slower than fp32: {fp32_flag})")
+            return (
+                "plain bf16 (oneDNN's bf16 kernels and weight prepacking do not run on this CPU; "
+                f"expect it to be many times slower than fp32: {fp32_flag})"
+            )
         return "no bf16 support"
 
 
@@ -187,8 +189,10 @@ def default_training_threads(threads: torch_threads, device: torch.device, param
     before = torch.get_num_threads()
     threads.default(cpu_threads_for(device, params))
     if torch.get_num_threads() != before:
-        notice(f"training on {torch.get_num_threads()} CPU thread(s), not {before}: faster for a model of "
-               f"{params / 1e6:.1f}M parameters (--num-threads N to choose)")
+        notice(
+            f"training on {torch.get_num_threads()} CPU thread(s), not {before}: faster for a model of "
+            f"{params / 1e6:.1f}M parameters (--num-threads N to choose)"
+        )
 
 
 def wants_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
@@ -222,7 +226,8 @@ def _pack(m) -> bool:
             return False
         if isinstance(m, torch.nn.Conv2d):
             m._ld_packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                w.to_mkldnn(), list(m.padding), list(m.stride), list(m.dilation), m.groups)
+                w.to_mkldnn(), list(m.padding), list(m.stride), list(m.dilation), m.groups
+            )
         else:
             m._ld_packed = torch.ops.mkldnn._reorder_linear_weight(w, 2 * 1024)
         m._ld_packed_from = w.data_ptr()
@@ -232,8 +237,9 @@ def _pack(m) -> bool:
 def _packed_conv_forward(self, x):
     if x.dtype != torch.bfloat16 or not _pack(self):
         return torch.nn.Conv2d.forward(self, x)
-    return torch.ops.mkldnn._convolution_pointwise(x, self._ld_packed, self.bias, self.padding, self.stride,
-                                                    self.dilation, self.groups, "none", [], "")
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, self._ld_packed, self.bias, self.padding, self.stride, self.dilation, self.groups, "none", [], ""
+    )
 
 
 def _packed_linear_forward(self, x):

@@ -49,8 +49,9 @@ def write_new(out_dir: Path, stem: str, suffix: str, write: Callable) -> Path:
         os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would hide the images from other users
         return _claim(tmp, out_dir, stem, suffix)
     except OSError as e:
-        raise LatentDiffError(f"cannot write {_first_free(out_dir, stem, suffix)}: {_reason(e)}; "
-                              "no partial file was left") from None
+        raise LatentDiffError(
+            f"cannot write {_first_free(out_dir, stem, suffix)}: {_reason(e)}; no partial file was left"
+        ) from None
     finally:
         _remove(tmp)
 

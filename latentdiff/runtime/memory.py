@@ -21,15 +21,17 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def generation_bytes(unet_config, vae_config, batch: int, width: int, height: int, cfg: bool,
-                     unet_bytes: int, vae_bytes: int) -> int:
+def generation_bytes(
+    unet_config, vae_config, batch: int, width: int, height: int, cfg: bool, unet_bytes: int, vae_bytes: int
+) -> int:
     """Peak activation memory of denoising and decoding `batch` images of width x height."""
     vae_ch = list(vae_config.get("block_out_channels") or [128])
     factor = 2 ** (len(vae_ch) - 1)
     # Decoder level i works at 1/2^i of full resolution and receives its input upsampled from
     # level i + 1, so it holds up to max(c_i, c_(i+1)) channels there.
-    decode = max(max(vae_ch[i], vae_ch[min(i + 1, len(vae_ch) - 1)]) * width * height / 4**i
-                 for i in range(len(vae_ch)))
+    decode = max(
+        max(vae_ch[i], vae_ch[min(i + 1, len(vae_ch) - 1)]) * width * height / 4**i for i in range(len(vae_ch))
+    )
     unet_ch = list(unet_config.get("block_out_channels") or [320])
     latent_px = (width // factor) * (height // factor)
     denoise = sum(c * latent_px / 4**i for i, c in enumerate(unet_ch)) * (2 if cfg else 1)
@@ -44,8 +46,10 @@ def batch_that_fits(need, most: int, device, what: str) -> int:
     while free is not None and batch > 1 and need(batch) > free:
         batch //= 2
     if free is not None and need(batch) > free:
-        raise UsageError(f"{what} needs about {gib(need(1))} of memory, but only {gib(free)} is available "
-                         f"on {device}; choose a smaller size")
+        raise UsageError(
+            f"{what} needs about {gib(need(1))} of memory, but only {gib(free)} is available "
+            f"on {device}; choose a smaller size"
+        )
     return batch
 
 
@@ -86,8 +90,10 @@ def _meminfo_available() -> int | None:
 
 def _cgroup_headroom() -> int | None:
     """Limit minus usage of this process's cgroup (v2, else v1), where a limit is set."""
-    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit, usage in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
         try:
             cap, used = Path(limit).read_text().strip(), int(Path(usage).read_text())
         except (OSError, ValueError):

@@ -144,8 +144,9 @@ class Inputs:
 
     def to(self, dtype) -> "Inputs":
         channels = None if self.channels is None else self.channels.to(dtype)
-        return replace(self, context=self.context.to(dtype), channels=channels,
-                       tokens=tuple(t.to(dtype) for t in self.tokens))
+        return replace(
+            self, context=self.context.to(dtype), channels=channels, tokens=tuple(t.to(dtype) for t in self.tokens)
+        )
 
     def at(self, step: int) -> "Inputs":
         """These inputs with the context of step `step` (itself where the context is plain)."""
@@ -173,5 +174,15 @@ def guided(cond, uncond) -> Inputs:
     return cond if uncond is None else as_inputs(uncond).cat(cond)
 
 
-__all__ = ["BlockResiduals", "Denoiser", "ImageChannels", "ImageTokens", "Inputs", "Residuals", "StepContexts",
-           "as_inputs", "context_at", "guided"]
+__all__ = [
+    "BlockResiduals",
+    "Denoiser",
+    "ImageChannels",
+    "ImageTokens",
+    "Inputs",
+    "Residuals",
+    "StepContexts",
+    "as_inputs",
+    "context_at",
+    "guided",
+]

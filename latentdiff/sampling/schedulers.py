@@ -32,17 +32,25 @@ SCHEDULERS: dict[str, Method] = {
     "ddim": Method("DDIMScheduler", "DDIM", needs=_LATENT),
     "ddpm": Method("DDPMScheduler", "DDPM", needs={"clip_sample": False}),
     # PLMS's four-step multistep formula is unstable at the shipped model's 12 steps.
-    "pndm": Method("PNDMScheduler", "PLMS", sets={"skip_prk_steps": True}, needs={"set_alpha_to_one": False},
-                   min_steps=30),
+    "pndm": Method(
+        "PNDMScheduler", "PLMS", sets={"skip_prk_steps": True}, needs={"set_alpha_to_one": False}, min_steps=30
+    ),
     "euler": Method("EulerDiscreteScheduler", "Euler", aliases=("k_euler",)),
     "euler_a": Method("EulerAncestralDiscreteScheduler", "Euler a", aliases=("k_euler_a", "k_euler_ancestral")),
     "heun": Method("HeunDiscreteScheduler", "Heun", aliases=("k_heun",)),
     "lms": Method("LMSDiscreteScheduler", "LMS", aliases=("k_lms",)),
-    "dpm++2m": Method("DPMSolverMultistepScheduler", "DPM++ 2M",
-                      sets={"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}, aliases=("k_dpmpp_2m",)),
-    "dpm++2m_karras": Method("DPMSolverMultistepScheduler", "DPM++ 2M Karras",
-                             sets={"algorithm_type": "dpmsolver++", "use_karras_sigmas": True},
-                             aliases=("k_dpmpp_2m_ka",)),
+    "dpm++2m": Method(
+        "DPMSolverMultistepScheduler",
+        "DPM++ 2M",
+        sets={"algorithm_type": "dpmsolver++", "use_karras_sigmas": False},
+        aliases=("k_dpmpp_2m",),
+    ),
+    "dpm++2m_karras": Method(
+        "DPMSolverMultistepScheduler",
+        "DPM++ 2M Karras",
+        sets={"algorithm_type": "dpmsolver++", "use_karras_sigmas": True},
+        aliases=("k_dpmpp_2m_ka",),
+    ),
     "unipc": Method("UniPCMultistepScheduler", "UniPC"),
 }
 NAMES = ", ".join(SCHEDULERS)
@@ -60,8 +68,10 @@ def check_scheduler_name(name: str) -> str:
     """Our name for a scheduler given by our name or by its A1111 sampler name ("Euler a")."""
     key = scheduler_key(name)
     if key is None:
-        raise UsageError(f"unknown scheduler {name!r}; choose one of: {NAMES} "
-                         "(or its A1111 name, e.g. 'DPM++ 2M Karras'; see docs/generate.md#schedulers)")
+        raise UsageError(
+            f"unknown scheduler {name!r}; choose one of: {NAMES} "
+            "(or its A1111 name, e.g. 'DPM++ 2M Karras'; see docs/generate.md#schedulers)"
+        )
     return key
 
 

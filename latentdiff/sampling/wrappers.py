@@ -52,7 +52,11 @@ def blend_windows(x: torch.Tensor, tile: int, run, scale: int = 1, with_where: b
                 out = torch.zeros((*y.shape[:2], h * scale, w * scale), device=y.device)
                 total = torch.zeros((1, 1, h * scale, w * scale), device=y.device)
             weight = _ramp(*y.shape[-2:], device=y.device)
-            where = (Ellipsis, slice(top * scale, top * scale + y.shape[-2]), slice(left * scale, left * scale + y.shape[-1]))
+            where = (
+                Ellipsis,
+                slice(top * scale, top * scale + y.shape[-2]),
+                slice(left * scale, left * scale + y.shape[-1]),
+            )
             out[where] += y * weight
             total[where] += weight
     return out / total
@@ -69,6 +73,7 @@ def _starts(size: int, tile: int) -> list[int]:
 
 def _ramp(h: int, w: int, device) -> torch.Tensor:
     """(1, 1, h, w) weights: 1 in the middle, falling linearly to a small positive value at the edges."""
+
     def axis(n):
         i = torch.arange(n, device=device, dtype=torch.float32)
         return torch.minimum(i + 1, n - i).clamp(max=n / 4) / (n / 4)

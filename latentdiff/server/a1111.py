@@ -11,12 +11,12 @@ import time
 from fastapi import APIRouter, HTTPException
 
 from latentdiff.errors import UsageError
-from latentdiff.server.a1111_params import SAMPLERS, Img2ImgRequest, Txt2ImgRequest, job_params
-from latentdiff.server.jobs import Job
 from latentdiff.formats.lora import LoraSpec
 from latentdiff.formats.lora_merge import is_lora_folder
 from latentdiff.images.infotext import NETWORK_TAG
+from latentdiff.server.a1111_params import SAMPLERS, Img2ImgRequest, Txt2ImgRequest, job_params
 from latentdiff.server.inputs import image_inputs
+from latentdiff.server.jobs import Job
 
 # A1111 resize_mode: just resize, crop and resize, resize and fill, just resize (latent upscale)
 RESIZE_MODES = ("stretch", "crop", "fit", "stretch")
@@ -28,8 +28,11 @@ def router(server) -> APIRouter:
     @r.post("/txt2img", summary="A1111 txt2img: waits for the images, returns them base64 with `info`")
     async def txt2img(body: Txt2ImgRequest):
         job = await _run(server, body, job_params(body))
-        return {"images": [_b64(server, i["name"]) for i in job.images],
-                "parameters": body.model_dump(), "info": json.dumps(_info(job, body))}
+        return {
+            "images": [_b64(server, i["name"]) for i in job.images],
+            "parameters": body.model_dump(),
+            "info": json.dumps(_info(job, body)),
+        }
 
     @r.post("/img2img", summary="A1111 img2img and inpainting: one init image (base64), optional mask")
     async def img2img(body: Img2ImgRequest):
@@ -55,8 +58,12 @@ def router(server) -> APIRouter:
     @r.get("/options")
     async def get_options():
         name = server.a1111_model or server.pool.default_name
-        return {"sd_model_checkpoint": name, "sd_checkpoint_hash": None, "samples_format": "png",
-                "CLIP_stop_at_last_layers": 1}
+        return {
+            "sd_model_checkpoint": name,
+            "sd_checkpoint_hash": None,
+            "samples_format": "png",
+            "CLIP_stop_at_last_layers": 1,
+        }
 
     @r.post("/options", summary="Only sd_model_checkpoint is honoured: the model later requests use")
     async def set_options(options: dict):
@@ -66,8 +73,17 @@ def router(server) -> APIRouter:
 
     @r.get("/sd-models")
     async def sd_models():
-        return [{"title": m["name"], "model_name": m["name"], "hash": None, "sha256": None,
-                 "filename": m["name"], "config": None} for m in server.pool.available()]
+        return [
+            {
+                "title": m["name"],
+                "model_name": m["name"],
+                "hash": None,
+                "sha256": None,
+                "filename": m["name"],
+                "config": None,
+            }
+            for m in server.pool.available()
+        ]
 
     @r.get("/samplers")
     async def samplers():
@@ -91,8 +107,11 @@ def _img2img_params(body: Img2ImgRequest) -> tuple[dict, dict]:
     params = job_params(body)
     params.update(strength=body.denoising_strength, resize=RESIZE_MODES[body.resize_mode])
     if body.mask is not None:
-        params.update(mask_blur=body.mask_blur, inpaint_area="masked" if body.inpaint_full_res else "full",
-                      padding=body.inpaint_full_res_padding)
+        params.update(
+            mask_blur=body.mask_blur,
+            inpaint_area="masked" if body.inpaint_full_res else "full",
+            padding=body.inpaint_full_res_padding,
+        )
     return params, image_inputs(body.init_images[0], body.mask, bool(body.inpainting_mask_invert))
 
 
@@ -121,9 +140,11 @@ def _without_own_lora_tag(server, model: str | None, prompt: str) -> str:
     own = LoraSpec(Path(ref)).name if ref and Path(ref).is_dir() and is_lora_folder(Path(ref)) else None
     for kind, name, scale in tags:
         if kind != "lora" or name != own or scale.strip() not in ("", "1", "1.0"):
-            raise UsageError(f"prompt tag <{kind}:{name}{':' + scale if scale else ''}>: tags are not applied here; "
-                             "a LoRA folder of --models-dir is a model of its own (choose it with "
-                             "sd_model_checkpoint, GET /sdapi/v1/sd-models lists them), at scale 1")
+            raise UsageError(
+                f"prompt tag <{kind}:{name}{':' + scale if scale else ''}>: tags are not applied here; "
+                "a LoRA folder of --models-dir is a model of its own (choose it with "
+                "sd_model_checkpoint, GET /sdapi/v1/sd-models lists them), at scale 1"
+            )
     return NETWORK_TAG.sub("", prompt).strip()
 
 
@@ -155,33 +176,68 @@ def _info(job: Job, body: Txt2ImgRequest, denoising_strength: float | None = Non
         extra = {"Hires upscale": first["hires"], "Hires upscaler": body.hr_upscaler or "Latent"}
         extra.update({"Hires steps": first["hires_steps"]} if first.get("hires_steps") else {})
     return {
-        "prompt": body.prompt, "all_prompts": [p["prompt"] for p in params],
-        "negative_prompt": body.negative_prompt, "all_negative_prompts": [p["negative_prompt"] for p in params],
-        "seed": first.get("seed", body.seed), "all_seeds": [p["seed"] for p in params],
-        "subseed": -1, "all_subseeds": [-1] * len(params), "subseed_strength": 0,
-        "width": first.get("width", body.width), "height": first.get("height", body.height),
+        "prompt": body.prompt,
+        "all_prompts": [p["prompt"] for p in params],
+        "negative_prompt": body.negative_prompt,
+        "all_negative_prompts": [p["negative_prompt"] for p in params],
+        "seed": first.get("seed", body.seed),
+        "all_seeds": [p["seed"] for p in params],
+        "subseed": -1,
+        "all_subseeds": [-1] * len(params),
+        "subseed_strength": 0,
+        "width": first.get("width", body.width),
+        "height": first.get("height", body.height),
         "sampler_name": first.get("sampler", body.sampler_name or body.sampler_index),
-        "cfg_scale": first.get("guidance", body.cfg_scale), "steps": first.get("steps", body.steps),
-        "batch_size": body.batch_size, "restore_faces": False, "sd_model_name": job.model,
-        "sd_model_hash": first.get("model_hash"), "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-        "denoising_strength": denoising_strength, "extra_generation_params": extra, "index_of_first_image": 0,
-        "infotexts": [a1111_line(p) for p in params], "styles": [],
+        "cfg_scale": first.get("guidance", body.cfg_scale),
+        "steps": first.get("steps", body.steps),
+        "batch_size": body.batch_size,
+        "restore_faces": False,
+        "sd_model_name": job.model,
+        "sd_model_hash": first.get("model_hash"),
+        "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1,
+        "denoising_strength": denoising_strength,
+        "extra_generation_params": extra,
+        "index_of_first_image": 0,
+        "infotexts": [a1111_line(p) for p in params],
+        "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
-        "clip_skip": first.get("clip_skip") or 1, "is_using_inpainting_conditioning": False,
-        "interrupted": job.state == "cancelled", "version": "latentdiff 0.1.0", "warnings": list(job.warnings),
+        "clip_skip": first.get("clip_skip") or 1,
+        "is_using_inpainting_conditioning": False,
+        "interrupted": job.state == "cancelled",
+        "version": "latentdiff 0.1.0",
+        "warnings": list(job.warnings),
     }
 
 
 def _progress(server, skip_image: bool) -> dict:
     job, counts = server.queue.running, server.queue.counts()
-    state = {"skipped": False, "interrupted": False, "job": "", "job_count": counts["running"] + counts["waiting"],
-             "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
+    state = {
+        "skipped": False,
+        "interrupted": False,
+        "job": "",
+        "job_count": counts["running"] + counts["waiting"],
+        "job_timestamp": "0",
+        "job_no": 0,
+        "sampling_step": 0,
+        "sampling_steps": 0,
+    }
     if job is None:
         return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None, "textinfo": None}
     frac = job.step / job.total_steps if job.total_steps else 0.0
     elapsed = time.time() - (job.started or time.time())
-    state.update(job=job.id, interrupted=job.cancel.is_set(), sampling_step=job.step, sampling_steps=job.total_steps,
-                 job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or job.created)))
+    state.update(
+        job=job.id,
+        interrupted=job.cancel.is_set(),
+        sampling_step=job.step,
+        sampling_steps=job.total_steps,
+        job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or job.created)),
+    )
     image = None if skip_image or not job.preview else job.preview.split(",", 1)[1]
-    return {"progress": round(frac, 4), "eta_relative": round(elapsed / frac - elapsed, 2) if frac else 0.0,
-            "state": state, "current_image": image, "textinfo": "; ".join(job.warnings) or None}
+    return {
+        "progress": round(frac, 4),
+        "eta_relative": round(elapsed / frac - elapsed, 2) if frac else 0.0,
+        "state": state,
+        "current_image": image,
+        "textinfo": "; ".join(job.warnings) or None,
+    }

@@ -82,17 +82,24 @@ def _active_scripts(scripts) -> bool:
 
 # Fields we do not honour -> (true where the value changes nothing, what the field is for).
 NEUTRAL: dict[str, tuple[Callable, str]] = {
-    "restore_faces": (_one_of(False, None), "face restoration"), "tiling": (_one_of(False, None), "tiling"),
-    "styles": (_empty, "A1111 styles"), "subseed_strength": (_one_of(0, None), "variation seeds (subseed)"),
+    "restore_faces": (_one_of(False, None), "face restoration"),
+    "tiling": (_one_of(False, None), "tiling"),
+    "styles": (_empty, "A1111 styles"),
+    "subseed_strength": (_one_of(0, None), "variation seeds (subseed)"),
     "seed_resize_from_h": (lambda v, b: v is None or v <= 0, "seed resize"),
     "seed_resize_from_w": (lambda v, b: v is None or v <= 0, "seed resize"),
-    "script_name": (_empty, "A1111 scripts"), "alwayson_scripts": (lambda v, b: not _active_scripts(v), "extensions"),
-    "s_churn": (_one_of(0, None), "sampler churn"), "s_tmin": (_one_of(0, None), "sampler churn"),
-    "s_tmax": (_one_of(0, None), "sampler churn"), "s_noise": (_one_of(1, None), "sampler noise"),
+    "script_name": (_empty, "A1111 scripts"),
+    "alwayson_scripts": (lambda v, b: not _active_scripts(v), "extensions"),
+    "s_churn": (_one_of(0, None), "sampler churn"),
+    "s_tmin": (_one_of(0, None), "sampler churn"),
+    "s_tmax": (_one_of(0, None), "sampler churn"),
+    "s_noise": (_one_of(1, None), "sampler noise"),
     "s_min_uncond": (_one_of(0, None), "negative guidance minimum sigma"),
     "refiner_checkpoint": (lambda v, b: v in (None, "", "None"), "a refiner"),
-    "firstpass_image": (_one_of(None), "a given first-pass image"), "infotext": (_empty, "parameters from infotext"),
-    "latent_mask": (_one_of(None), "a separate latent mask"), "mask_round": (_one_of(True, None), "unrounded masks"),
+    "firstpass_image": (_one_of(None), "a given first-pass image"),
+    "infotext": (_empty, "parameters from infotext"),
+    "latent_mask": (_one_of(None), "a separate latent mask"),
+    "mask_round": (_one_of(True, None), "unrounded masks"),
     "mask_blur_x": (lambda v, b: v == getattr(b, "mask_blur", v), "separate x and y mask blur"),
     "mask_blur_y": (lambda v, b: v == getattr(b, "mask_blur", v), "separate x and y mask blur"),
 }
@@ -108,9 +115,20 @@ NEUTRAL_HR: dict[str, tuple[Callable, str]] = {
     "hr_additional_modules": (_empty, "hires add-on modules"),
 }
 # Fields that do not change the image (saving, echoing, task ids) or only matter with one refused above.
-IGNORED = {"subseed", "do_not_save_samples", "do_not_save_grid", "send_images", "save_images", "comments",
-           "override_settings_restore_afterwards", "force_task_id", "script_args", "refiner_switch_at",
-           "disable_extra_networks", "image_cfg_scale"}
+IGNORED = {
+    "subseed",
+    "do_not_save_samples",
+    "do_not_save_grid",
+    "send_images",
+    "save_images",
+    "comments",
+    "override_settings_restore_afterwards",
+    "force_task_id",
+    "script_args",
+    "refiner_switch_at",
+    "disable_extra_networks",
+    "image_cfg_scale",
+}
 OVERRIDES = {"sd_model_checkpoint", "CLIP_stop_at_last_layers"}
 NEUTRAL_OVERRIDES = {"sd_vae": ("Automatic", "None", None)}
 
@@ -128,8 +146,9 @@ def refuse_unhonoured(body: Txt2ImgRequest) -> None:
             raise UsageError(f"{name}={value!r}: {what} is not supported by latentdiff")
     for key, value in (body.override_settings or {}).items():
         if key not in OVERRIDES and value not in NEUTRAL_OVERRIDES.get(key, ()):
-            raise UsageError(f"override_settings.{key} is not supported by latentdiff; it honours "
-                             f"{', '.join(sorted(OVERRIDES))}")
+            raise UsageError(
+                f"override_settings.{key} is not supported by latentdiff; it honours {', '.join(sorted(OVERRIDES))}"
+            )
 
 
 def job_params(body: Txt2ImgRequest) -> dict:
@@ -148,13 +167,22 @@ def job_params(body: Txt2ImgRequest) -> dict:
     scheduler = sampler_to_scheduler(body.sampler_name or body.sampler_index, body.scheduler)
     if body.eta is not None and scheduler in SAMPLER_ETA and body.eta != SAMPLER_ETA[scheduler]:
         want = f"{SAMPLER_ETA[scheduler]:g}"
-        raise UsageError(f"eta={body.eta:g}: latentdiff's {body.sampler_name or body.sampler_index} runs with eta "
-                         f"{want}; send eta {want} or leave it out")
+        raise UsageError(
+            f"eta={body.eta:g}: latentdiff's {body.sampler_name or body.sampler_index} runs with eta "
+            f"{want}; send eta {want} or leave it out"
+        )
     overrides = body.override_settings or {}
-    params = dict(prompt=body.prompt, negative_prompt=body.negative_prompt, steps=body.steps,
-                  guidance=body.cfg_scale, width=body.width, height=body.height,
-                  seed=None if body.seed < 0 else body.seed, num_images=body.batch_size * body.n_iter,
-                  scheduler=scheduler)
+    params = dict(
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        steps=body.steps,
+        guidance=body.cfg_scale,
+        width=body.width,
+        height=body.height,
+        seed=None if body.seed < 0 else body.seed,
+        num_images=body.batch_size * body.n_iter,
+        scheduler=scheduler,
+    )
     if overrides.get("CLIP_stop_at_last_layers") is not None:
         params["clip_skip"] = overrides["CLIP_stop_at_last_layers"]
     if body.enable_hr:
@@ -183,8 +211,10 @@ def _resize_scale(body: Txt2ImgRequest) -> float:
         raise UsageError("hr_resize_x/hr_resize_y need width and height (the first pass's size); or use hr_scale")
     x, y = body.hr_resize_x, body.hr_resize_y
     if x and y and x * body.height != y * body.width:
-        raise UsageError(f"hr_resize {x}x{y} does not keep the aspect ratio of {body.width}x{body.height}: "
-                         "latentdiff's hires fix scales both sides by one factor; give one side, or hr_scale")
+        raise UsageError(
+            f"hr_resize {x}x{y} does not keep the aspect ratio of {body.width}x{body.height}: "
+            "latentdiff's hires fix scales both sides by one factor; give one side, or hr_scale"
+        )
     return x / body.width if x else y / body.height
 
 

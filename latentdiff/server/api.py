@@ -29,8 +29,9 @@ def router(server) -> APIRouter:
     async def job_state(job_id: str):
         return _job_json(server, _find(server, job_id))
 
-    @r.delete("/jobs/{job_id}", summary="Cancel a job: a waiting one now, the running one within its step "
-                                         "(`stops` says when)")
+    @r.delete(
+        "/jobs/{job_id}", summary="Cancel a job: a waiting one now, the running one within its step (`stops` says when)"
+    )
     async def cancel(job_id: str):
         job = _find(server, job_id)
         server.queue.cancel(job)
@@ -39,15 +40,17 @@ def router(server) -> APIRouter:
     @r.get("/jobs/{job_id}/events", summary="Server-sent events: progress with previews, images, the end")
     async def events(job_id: str, request: Request):
         job = _find(server, job_id)
-        return StreamingResponse(_event_stream(server, job, request), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _event_stream(server, job, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @r.get("/images", summary="The most recent images in the output folder, with their parameters")
     async def recent_images(limit: int = 24):
         return {"images": server.recent_images(max(1, min(limit, 200)))}
 
-    @r.get("/images/{name}", summary="A written PNG, parameters included in its metadata",
-           response_class=FileResponse)
+    @r.get("/images/{name}", summary="A written PNG, parameters included in its metadata", response_class=FileResponse)
     async def image(name: str):
         return FileResponse(image_path(server.out_dir, name), media_type="image/png")
 
@@ -61,8 +64,11 @@ def router(server) -> APIRouter:
 
     @r.get("/health", summary="Liveness and queue state")
     async def health():
-        return {"status": "ok" if server.queue.accepting else "stopping", "queue": server.queue.counts(),
-                "models_loaded": server.pool.loaded()}
+        return {
+            "status": "ok" if server.queue.accepting else "stopping",
+            "queue": server.queue.counts(),
+            "models_loaded": server.pool.loaded(),
+        }
 
     return r
 

@@ -10,13 +10,13 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from latentdiff.sampling.schedulers import check_scheduler_name
+from latentdiff.server import a1111, api
 from latentdiff.server.config import ServeConfig
 from latentdiff.server.executor import make_runner
 from latentdiff.server.guards import BodyLimit, TokenAuth, install_error_handlers
 from latentdiff.server.jobs import Job, JobQueue, NotAccepting, QueueFull
 from latentdiff.server.models import ModelPool
-from latentdiff.sampling.schedulers import check_scheduler_name
-from latentdiff.server import a1111, api
 from latentdiff.workflows.options import ImageOptions
 
 STATIC = Path(__file__).parent / "static"
@@ -84,14 +84,26 @@ def check_params(pipe, params: dict, inputs: dict) -> None:
     if source is not None:
         width, height = source.image.size
     prompts = [params["prompt"]] if isinstance(params["prompt"], str) else params["prompt"]
-    pipe.resolve(prompts, params["negative_prompt"], params["steps"], params["guidance"], width, height,
-                 params["seed"], params["num_images"], params["scheduler"])
+    pipe.resolve(
+        prompts,
+        params["negative_prompt"],
+        params["steps"],
+        params["guidance"],
+        width,
+        height,
+        params["seed"],
+        params["num_images"],
+        params["scheduler"],
+    )
 
 
 def create_app(server: Server) -> FastAPI:
     cfg = server.cfg
-    app = FastAPI(title="latentdiff", version="0.1.0",
-                  description="Text-to-image latent diffusion: a job queue, our /v1 API, and the AUTOMATIC1111 subset.")
+    app = FastAPI(
+        title="latentdiff",
+        version="0.1.0",
+        description="Text-to-image latent diffusion: a job queue, our /v1 API, and the AUTOMATIC1111 subset.",
+    )
     install_error_handlers(app)
     app.include_router(api.router(server))
     app.include_router(a1111.router(server))
@@ -107,7 +119,11 @@ def create_app(server: Server) -> FastAPI:
     if cfg.cors:
         from starlette.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=[cfg.cors], allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[cfg.cors],
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)  # outermost: refuse before anything reads
     return app

@@ -40,8 +40,10 @@ class ServeConfig:
         if self.token is not None and len(self.token) < 8:
             raise UsageError("--token must be at least 8 characters")
         if not is_loopback(self.host) and not self.token and not self.insecure_no_auth:
-            raise UsageError(f"--host {self.host} is reachable from other machines: give --token T "
-                             "(clients send 'Authorization: Bearer T'), or --insecure-no-auth to accept anyone")
+            raise UsageError(
+                f"--host {self.host} is reachable from other machines: give --token T "
+                "(clients send 'Authorization: Bearer T'), or --insecure-no-auth to accept anyone"
+            )
         if self.models_dir is not None and not Path(self.models_dir).is_dir():
             raise UsageError(f"--models-dir {self.models_dir} is not a directory")
 

@@ -83,6 +83,8 @@ def size_warning(native: int, width: int | None, height: int | None) -> str | No
     if max(width, height) < FAR_ABOVE_NATIVE * native:
         return None
     work = width * height / native**2
-    return (f"{width}x{height} is far above this model's native {native}x{native}: expect repeated or broken "
-            f"shapes and about {work:.0f}x the time of a native image; leave width/height out (or send "
-            f"{native}) for the native size")
+    return (
+        f"{width}x{height} is far above this model's native {native}x{native}: expect repeated or broken "
+        f"shapes and about {work:.0f}x the time of a native image; leave width/height out (or send "
+        f"{native}) for the native size"
+    )

@@ -45,8 +45,12 @@ class TokenAuth:
         if scope["type"] == "http" and not _is_open(scope["path"]):
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             if not token_matches(header, self.token):
-                await send_json(send, 401, {"error": "missing or wrong token; send 'Authorization: Bearer TOKEN'"},
-                                {"WWW-Authenticate": "Bearer"})
+                await send_json(
+                    send,
+                    401,
+                    {"error": "missing or wrong token; send 'Authorization: Bearer TOKEN'"},
+                    {"WWW-Authenticate": "Bearer"},
+                )
                 return
         await self.app(scope, receive, send)
 

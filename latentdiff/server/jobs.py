@@ -70,11 +70,22 @@ class Job:
         return self.state in TERMINAL
 
     def to_dict(self, position: int | None = None, preview: bool = False) -> dict:
-        d = {"id": self.id, "state": self.state, "position": position, "model": self.model,
-             "params": self.params, "step": self.step, "total_steps": self.total_steps,
-             "progress": round(self.step / self.total_steps, 4) if self.total_steps else 0.0,
-             "images": list(self.images), "error": self.error, "warnings": list(self.warnings), "created": self.created,
-             "started": self.started, "finished": self.finished}
+        d = {
+            "id": self.id,
+            "state": self.state,
+            "position": position,
+            "model": self.model,
+            "params": self.params,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "progress": round(self.step / self.total_steps, 4) if self.total_steps else 0.0,
+            "images": list(self.images),
+            "error": self.error,
+            "warnings": list(self.warnings),
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+        }
         if preview:
             d["preview"] = self.preview
         return d

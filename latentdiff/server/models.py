@@ -35,8 +35,10 @@ class ModelPool:
         entry = self.models_dir / name
         path = self._folder(entry)
         if path is None and entry.is_symlink() and entry.resolve().is_dir():
-            raise UsageError(f"model {name!r} is a link leading outside --models-dir, which the server does not "
-                             "follow; move the model in, or point --models-dir at the folder it lives in")
+            raise UsageError(
+                f"model {name!r} is a link leading outside --models-dir, which the server does not "
+                "follow; move the model in, or point --models-dir at the folder it lives in"
+            )
         if path is None:
             raise UsageError(f"unknown model {name!r}; GET /v1/models lists the available ones")
         return name, str(path)
@@ -53,8 +55,11 @@ class ModelPool:
         """Entries of --models-dir that are links leading out of it (skipped; said once at start)."""
         if self.models_dir is None:
             return []
-        return sorted(p.name for p in self.models_dir.iterdir() if p.is_symlink() and p.resolve().is_dir()
-                      and self._folder(p) is None)
+        return sorted(
+            p.name
+            for p in self.models_dir.iterdir()
+            if p.is_symlink() and p.resolve().is_dir() and self._folder(p) is None
+        )
 
     def get(self, name: str | None):
         """The pipeline for `name`, loading it (and evicting least recently used ones) if needed."""
@@ -93,8 +98,13 @@ class ModelPool:
         if self.models_dir is not None:
             for entry in sorted(p for p in self.models_dir.iterdir() if _NAME.match(p.name)):
                 d = self._folder(entry)
-                kind = None if d is None else "model" if (d / "model_index.json").is_file() else (
-                    "lora" if _is_lora(d) else None)
+                kind = (
+                    None
+                    if d is None
+                    else "model"
+                    if (d / "model_index.json").is_file()
+                    else ("lora" if _is_lora(d) else None)
+                )
                 if kind and entry.name != self.default_name:
                     out.append({"name": entry.name, "kind": kind, "default": False, "loaded": entry.name in loaded})
         return out

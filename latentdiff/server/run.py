@@ -40,8 +40,11 @@ def serve(cfg: ServeConfig) -> int:
     # no-op so that the worker can be joined and the stop reported (exit 0: stopping was asked for).
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _Uvicorn(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=10,
-                                server_header=False)).run()
+        _Uvicorn(
+            uvicorn.Config(
+                app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=10, server_header=False
+            )
+        ).run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -28,20 +28,32 @@ class GenerateRequest(BaseModel):
     scheduler: str | None = Field(None, description=f"{NAMES}; default: the model's own")
     model: str | None = Field(None, description="a name from GET /v1/models; default: the server's model")
     # Starting from a picture (img2img; with a mask, inpainting; outpaint grows the canvas).
-    init_image: str | None = Field(None, description="base64 image file (PNG, JPEG, WebP; a data: URL too): img2img; "
-                                                     "no width/height: its own size (trimmed to a multiple of 8)")
-    mask: str | None = Field(None, description="base64 image, white repaints (or drawn opaque on a transparent "
-                                               "layer): inpainting; needs init_image")
-    strength: float | None = Field(None, gt=0, le=1, description="how far init_image is noised; default 0.75, "
-                                                                 "inpainting 1.0")
+    init_image: str | None = Field(
+        None,
+        description="base64 image file (PNG, JPEG, WebP; a data: URL too): img2img; "
+        "no width/height: its own size (trimmed to a multiple of 8)",
+    )
+    mask: str | None = Field(
+        None,
+        description="base64 image, white repaints (or drawn opaque on a transparent "
+        "layer): inpainting; needs init_image",
+    )
+    strength: float | None = Field(
+        None, gt=0, le=1, description="how far init_image is noised; default 0.75, inpainting 1.0"
+    )
     resize: Literal["crop", "fit", "stretch"] | None = Field(
-        None, description="how init_image reaches width x height (default crop)")
-    mask_blur: int | None = Field(None, ge=0, le=256, description="px of blur where the result meets the kept pixels (4)")
+        None, description="how init_image reaches width x height (default crop)"
+    )
+    mask_blur: int | None = Field(
+        None, ge=0, le=256, description="px of blur where the result meets the kept pixels (4)"
+    )
     inpaint_area: Literal["full", "masked"] | None = Field(
-        None, description="masked: repaint the masked region (plus padding) at the full size")
+        None, description="masked: repaint the masked region (plus padding) at the full size"
+    )
     padding: int | None = Field(None, ge=0, le=MAX_SIDE, description="inpaint_area=masked: context px around the mask")
-    outpaint: list[int] | None = Field(None, min_length=4, max_length=4, description="[left, right, top, bottom] px "
-                                                                                    "to grow the canvas by and paint")
+    outpaint: list[int] | None = Field(
+        None, min_length=4, max_length=4, description="[left, right, top, bottom] px to grow the canvas by and paint"
+    )
 
     @field_validator("prompt")
     @classmethod

@@ -25,8 +25,20 @@ from latentdiff.families.conditioning import Embeddings, conditioning_for
 
 
 class BatchSource:
-    def __init__(self, components, dataset, captions: list[str], *, cache: bool, flip: bool,
-                 train_text: bool, caption_dropout: float, device, dtype, progress: bool = True):
+    def __init__(
+        self,
+        components,
+        dataset,
+        captions: list[str],
+        *,
+        cache: bool,
+        flip: bool,
+        train_text: bool,
+        caption_dropout: float,
+        device,
+        dtype,
+        progress: bool = True,
+    ):
         """`captions[i]`: the caption of the dataset's image i."""
         self.c, self.dataset, self.captions = components, dataset, captions
         self.flip, self.train_text, self.p_drop = flip, train_text, caption_dropout
@@ -90,8 +102,9 @@ class BatchSource:
         SDXL adds the pooled embedding and `size_ids`), each caption dropped with probability p_drop."""
         drop = dropout_mask(len(indices), self.p_drop, gen)
         texts = ["" if d else self.captions[i] for i, d in zip(indices, drop)]
-        return self.conditioning.training_context(texts, size_ids, self.embeddings, grad=self.train_text,
-                                                  device=self.device)
+        return self.conditioning.training_context(
+            texts, size_ids, self.embeddings, grad=self.train_text, device=self.device
+        )
 
     def image_cond(self, indices: list[int], gen: torch.Generator):
         """Image conditioning beside the latents (training/upscaler.py has one); none here."""

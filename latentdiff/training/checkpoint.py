@@ -32,8 +32,9 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(fh.fileno())
 
 
-def save_checkpoint(out: Path, step: int, write: Callable[[Path], None], keep: int | None = None,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    out: Path, step: int, write: Callable[[Path], None], keep: int | None = None, extra: dict | None = None
+) -> Path:
     """Call `write(tmp_dir)` to fill a new checkpoint for `step`, then publish it atomically."""
     root = checkpoint_dir(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -49,8 +50,9 @@ def save_checkpoint(out: Path, step: int, write: Callable[[Path], None], keep: i
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     except OSError as e:  # a full disk, most often: the earlier checkpoints are untouched
         shutil.rmtree(tmp, ignore_errors=True)
-        raise LatentDiffError(f"could not write the checkpoint for step {step} ({e.strerror or e}); "
-                              "the earlier checkpoints are kept") from None
+        raise LatentDiffError(
+            f"could not write the checkpoint for step {step} ({e.strerror or e}); the earlier checkpoints are kept"
+        ) from None
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -73,7 +75,7 @@ def complete_checkpoints(out: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and is_complete(p)]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -89,8 +91,13 @@ def read_manifest(path: Path) -> dict:
         raise UsageError(f"checkpoint {path} has no readable {MANIFEST} ({e})") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     step = manifest.get("step") if isinstance(manifest, dict) else None
-    ok = (isinstance(files, dict) and all(isinstance(n, int) and ".." not in Path(f).parts for f, n in files.items())
-          and isinstance(step, int) and not isinstance(step, bool) and path.name == f"{PREFIX}{step:08d}")
+    ok = (
+        isinstance(files, dict)
+        and all(isinstance(n, int) and ".." not in Path(f).parts for f, n in files.items())
+        and isinstance(step, int)
+        and not isinstance(step, bool)
+        and path.name == f"{PREFIX}{step:08d}"
+    )
     if not ok:
         raise UsageError(f"checkpoint {path} has a damaged {MANIFEST}")
     return manifest
@@ -102,8 +109,10 @@ def require_finite(named: Iterable, step: int) -> None:
 
     for name, p in named:
         if not bool(torch.isfinite(p.detach()).all()):
-            raise LatentDiffError(f"weights became non-finite by step {step} ({name}); not writing a checkpoint, "
-                                  "the earlier ones are kept; try a lower --lr")
+            raise LatentDiffError(
+                f"weights became non-finite by step {step} ({name}); not writing a checkpoint, "
+                "the earlier ones are kept; try a lower --lr"
+            )
 
 
 @contextlib.contextmanager
@@ -114,8 +123,10 @@ def damaged_checkpoint(path: Path):
     except LatentDiffError:
         raise
     except Exception as e:  # noqa: BLE001 - torch/safetensors report damage with many exception types
-        raise UsageError(f"checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:200]}); "
-                         "delete that folder to resume from the one before it") from None
+        raise UsageError(
+            f"checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:200]}); "
+            "delete that folder to resume from the one before it"
+        ) from None
 
 
 def load_torch(path: Path):

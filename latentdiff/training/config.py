@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentdiff.config.generate import check
 from latentdiff.config.flags import check_types
+from latentdiff.config.generate import check
 from latentdiff.training.lr_schedule import SCHEDULES
 from latentdiff.training.trackers import REPORT_TO
 
@@ -119,20 +119,37 @@ class FinetuneConfig:
     """Recommended sampling settings written into the output model's latentdiff.json, e.g. '{steps: 20}'."""
 
     required = ("model", "out")
-    choices = {"method": ("lora", "full"), "lora_format": LORA_FORMATS, "lr_schedule": SCHEDULES,
-               "crop": ("center", "random"),
-               "missing_captions": ("error", "empty"), "mixed_precision": ("no", "fp16", "bf16"),
-               "report_to": REPORT_TO}
+    choices = {
+        "method": ("lora", "full"),
+        "lora_format": LORA_FORMATS,
+        "lr_schedule": SCHEDULES,
+        "crop": ("center", "random"),
+        "missing_captions": ("error", "empty"),
+        "mixed_precision": ("no", "fp16", "bf16"),
+        "report_to": REPORT_TO,
+    }
 
     def __post_init__(self):
         check(bool(self.dataset), "a DATASET folder is required")
         check(bool(self.out), "--out DIR is required")
         check(self.model is not None, "--model is required (a model directory, hub id, or configs/models/*.yaml)")
         check_types(self)
-        for name in ("max_steps", "batch_size", "grad_accum", "lora_rank", "repeats", "checkpoint_every", "keep_checkpoints", "log_every"):
+        for name in (
+            "max_steps",
+            "batch_size",
+            "grad_accum",
+            "lora_rank",
+            "repeats",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "log_every",
+        ):
             check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        check(self.resolution >= 8 and self.resolution % 8 == 0, f"--resolution must be a multiple of 8, got {self.resolution}")
+        check(
+            self.resolution >= 8 and self.resolution % 8 == 0,
+            f"--resolution must be a multiple of 8, got {self.resolution}",
+        )
         check(0.0 <= self.caption_dropout < 1.0, f"--caption-dropout must be in [0, 1), got {self.caption_dropout}")
         check(self.validate_every >= 0 and self.warmup_steps >= 0, "--validate-every and --warmup-steps must be >= 0")
         check(self.validation_steps is None or self.validation_steps >= 1, "--validation-steps must be >= 1")
@@ -154,8 +171,10 @@ def _caption_extension(ext: str) -> str:
     from latentdiff.training.data.scan import IMAGE_EXTENSIONS
 
     ext = ext if ext.startswith(".") else "." + ext
-    check(re.fullmatch(r"\.[A-Za-z0-9_][A-Za-z0-9_.-]*", ext) is not None,
-          f"--caption-extension must look like .txt or .caption, got {ext!r}")
+    check(
+        re.fullmatch(r"\.[A-Za-z0-9_][A-Za-z0-9_.-]*", ext) is not None,
+        f"--caption-extension must look like .txt or .caption, got {ext!r}",
+    )
     check(ext.lower() not in IMAGE_EXTENSIONS, f"--caption-extension {ext} is an image extension")
     return ext
 
@@ -164,8 +183,12 @@ def _output_name(name: str | None, out: str) -> str:
     """The kohya file's name: given (a trailing .safetensors dropped) or the run folder's; recorded in
     OUT/config.yaml, so a resumed or exported run keeps it even if the folder is renamed."""
     name = Path(out).resolve().name if name is None else name.removesuffix(".safetensors")
-    check(bool(name) and not name.startswith(".") and not set(name) & set("/\\\0:") and len(name) <= 200,
-          f"--output-name must be a plain file name (no folders, not hidden), got {name!r}")
-    check(name != "pytorch_lora_weights", "--output-name pytorch_lora_weights is the diffusers LoRA file's name; "
-          "choose another")
+    check(
+        bool(name) and not name.startswith(".") and not set(name) & set("/\\\0:") and len(name) <= 200,
+        f"--output-name must be a plain file name (no folders, not hidden), got {name!r}",
+    )
+    check(
+        name != "pytorch_lora_weights",
+        "--output-name pytorch_lora_weights is the diffusers LoRA file's name; choose another",
+    )
     return name

@@ -12,15 +12,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentdiff.errors import UsageError
-from latentdiff.training import checkpoint as ckpt
 from latentdiff.config.generate import merge
+from latentdiff.errors import UsageError
 from latentdiff.models.assemble import load_tokenizer
+from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
 
 
-def export_checkpoint(run: Path, out: Path, step: int | None = None, use_ema: bool = True,
-                      dtype: str | None = None, lora_format: str | None = None) -> Path:
+def export_checkpoint(
+    run: Path,
+    out: Path,
+    step: int | None = None,
+    use_ema: bool = True,
+    dtype: str | None = None,
+    lora_format: str | None = None,
+) -> Path:
     import yaml
 
     # Here, not at the top: they import torch, which export.py must not pay for at start-up.

@@ -21,24 +21,24 @@ import torch
 
 from latentdiff.errors import LatentDiffError, UsageError
 from latentdiff.families.registry import family_of
+from latentdiff.models.assemble import load_tokenizer
+from latentdiff.models.components import vae_scale_factor
+from latentdiff.prompts.chunks import chunk_count
+from latentdiff.runtime.compile import prepare_unet_for_training
 from latentdiff.runtime.device import default_training_threads, note_cpu_bf16, torch_threads
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training import trackers
 from latentdiff.training.batches import BatchSource
 from latentdiff.training.config import FinetuneConfig
+from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
+from latentdiff.training.data.order import DataOrder
+from latentdiff.training.data.scan import scan_dataset
 from latentdiff.training.objective import diffusion_loss, step_generator
 from latentdiff.training.outputs import run_files, save_model, validate
 from latentdiff.training.recipe import check_recipe, write_recipe
 from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
-from latentdiff.training.upscaler import UpscalerSource
-from latentdiff.training.data.order import DataOrder
 from latentdiff.training.state import TrainState, load_models, read_trainable, write_trainable
-from latentdiff.models.assemble import load_tokenizer
-from latentdiff.models.components import vae_scale_factor
-from latentdiff.prompts.chunks import chunk_count
-from latentdiff.runtime.compile import prepare_unet_for_training
-from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
-from latentdiff.training.data.scan import scan_dataset
+from latentdiff.training.upscaler import UpscalerSource
 
 
 def finetune(cfg: FinetuneConfig) -> Path:
@@ -53,14 +53,19 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
     out, action = _check_out(cfg)
     trackers.require(cfg.report_to)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise UsageError("--mixed-precision fp16 needs a CUDA GPU (on the CPU accelerate runs neither fp16 autocast "
-                         "nor loss scaling); use --mixed-precision no (fp32) or bf16")
+        raise UsageError(
+            "--mixed-precision fp16 needs a CUDA GPU (on the CPU accelerate runs neither fp16 autocast "
+            "nor loss scaling); use --mixed-precision no (fp32) or bf16"
+        )
     if cfg.mixed_precision == "bf16" and not torch.cuda.is_available():
         note_cpu_bf16(torch.device("cpu"), torch.bfloat16, "--mixed-precision no")
     _release_precision(cfg.mixed_precision)
     # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                      cpu=not torch.cuda.is_available())
+    acc = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=not torch.cuda.is_available(),
+    )
     acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
     if acc.is_main_process:  # clear an overwritten run's files, mark OUT as a run, write the resolved config.yaml
         prepare_run_folder(out, "finetune", run_files(cfg), action)
@@ -93,12 +98,19 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
 
 def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
     """The dataset's usable records; the main process reports (and lists in OUT/skipped.txt) the rest."""
-    scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions=cfg.missing_captions,
-                        follow_symlinks=cfg.follow_symlinks, caption_extension=cfg.caption_extension,
-                        repeats=cfg.repeats)
+    scan = scan_dataset(
+        cfg.dataset,
+        cfg.resolution,
+        missing_captions=cfg.missing_captions,
+        follow_symlinks=cfg.follow_symlinks,
+        caption_extension=cfg.caption_extension,
+        repeats=cfg.repeats,
+    )
     if acc.is_main_process:
         scan.write_skipped(out)
-        _say(f"dataset: {len(scan.records)} image(s) to train on, {len(scan.skipped)} skipped (see {out / 'skipped.txt'})")
+        _say(
+            f"dataset: {len(scan.records)} image(s) to train on, {len(scan.skipped)} skipped (see {out / 'skipped.txt'})"
+        )
         for note in scan.notes:
             _say(note)
     return scan.records
@@ -129,18 +141,29 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
     if cfg.cache and not cache and acc.is_main_process:
         _say("random crops: latents are encoded every step (caching needs --crop center)")
     source = (UpscalerSource if family_of(c).upscales else BatchSource)(
-        c, dataset, captions, cache=cache, flip=cfg.flip, train_text="text_encoder" in state.modules,
-        caption_dropout=cfg.caption_dropout, device=acc.device, dtype=dtype, progress=acc.is_main_process)
+        c,
+        dataset,
+        captions,
+        cache=cache,
+        flip=cfg.flip,
+        train_text="text_encoder" in state.modules,
+        caption_dropout=cfg.caption_dropout,
+        device=acc.device,
+        dtype=dtype,
+        progress=acc.is_main_process,
+    )
     source.use_encoders(wrapped)
     if acc.is_main_process:
         _report_long_captions(c.tokenizer, captions)
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records] if buckets else None
-    return source, DataOrder(len(records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of,
-                             [r.repeats for r in records])
+    return source, DataOrder(
+        len(records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of, [r.repeats for r in records]
+    )
 
 
-def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource, order: DataOrder,
-           log: trackers.RunLog | None):
+def _train(
+    cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource, order: DataOrder, log: trackers.RunLog | None
+):
     """Optimizer steps state.step..max_steps, with metrics, checkpoints and validation images
     (`log` is None on all processes but the main one)."""
     from PIL import Image
@@ -162,8 +185,16 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
                     latents, size_ids = source.latents(idx, gen, epoch)
                     with acc.autocast():
                         context = source.context(idx, gen, size_ids)
-                        loss = diffusion_loss(unet, noise_scheduler, latents, context, gen, cfg.snr_gamma, cfg.noise_offset,
-                                              source.image_cond(idx, gen))
+                        loss = diffusion_loss(
+                            unet,
+                            noise_scheduler,
+                            latents,
+                            context,
+                            gen,
+                            cfg.snr_gamma,
+                            cfg.noise_offset,
+                            source.image_cond(idx, gen),
+                        )
                     acc.backward(loss)
                     if acc.sync_gradients:
                         acc.clip_grad_norm_(list(named.values()), 1.0)
@@ -184,14 +215,22 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource,
             if log and (done % cfg.log_every == 0 or done == cfg.max_steps):
                 rate = images / (time.perf_counter() - t0)
                 # 6 significant digits: benchmarks/finetune_cuda.py derives steady-state step times from it
-                row = {"loss": loss_value, "lr": state.lr_schedule.get_last_lr()[0], "images_per_s": float(f"{rate:.6g}")}
+                row = {
+                    "loss": loss_value,
+                    "lr": state.lr_schedule.get_last_lr()[0],
+                    "images_per_s": float(f"{rate:.6g}"),
+                }
                 log.log(done, row, processes=acc.num_processes)
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
                 ckpt.require_finite([*named.items(), *(state.ema.shadow.items() if state.ema else [])], done)
                 if acc.is_main_process:
-                    last_good = ckpt.save_checkpoint(out, done, lambda d: write_trainable(d, state),
-                                                     keep=cfg.keep_checkpoints,
-                                                     extra={"ema_updates": state.ema.updates if state.ema else 0})
+                    last_good = ckpt.save_checkpoint(
+                        out,
+                        done,
+                        lambda d: write_trainable(d, state),
+                        keep=cfg.keep_checkpoints,
+                        extra={"ema_updates": state.ema.updates if state.ema else 0},
+                    )
                 acc.wait_for_everyone()
             if acc.is_main_process and cfg.validate_every and done % cfg.validate_every == 0:
                 paths = validate(cfg, out, state.setup, done, acc.device)
@@ -213,8 +252,15 @@ def _release_precision(mixed_precision: str) -> None:
 def _check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
     """Check OUT against --resume/--overwrite (runfolder.py) and a resumed run's recipe; touches nothing
     (every process runs it). Returns OUT and what prepare_run_folder must do."""
-    action = check_run_folder(cfg.out, "finetune", run_files(cfg), dataset=cfg.dataset, model=cfg.model,
-                              resume=cfg.resume, overwrite=cfg.overwrite)
+    action = check_run_folder(
+        cfg.out,
+        "finetune",
+        run_files(cfg),
+        dataset=cfg.dataset,
+        model=cfg.model,
+        resume=cfg.resume,
+        overwrite=cfg.overwrite,
+    )
     if action == "resume":
         check_recipe(cfg, cfg.out)
     return Path(cfg.out), action
@@ -248,15 +294,19 @@ def _note_size(cfg: FinetuneConfig, setup) -> None:
     c = setup.components
     native = int(c.unet.config.sample_size) * vae_scale_factor(c.vae)
     if not setup.from_scratch and not family_of(c).upscales and cfg.resolution != native:
-        _say(f"--resolution {cfg.resolution}: {cfg.model} makes {native}x{native} images; training at "
-             f"{cfg.resolution} teaches it a new size as well (slower; --resolution {native} keeps its own)")
+        _say(
+            f"--resolution {cfg.resolution}: {cfg.model} makes {native}x{native} images; training at "
+            f"{cfg.resolution} teaches it a new size as well (slower; --resolution {native} keeps its own)"
+        )
 
 
 def _report_long_captions(tokenizer, captions: list[str]) -> None:
     long = sum(chunk_count(tokenizer, [t]) > 1 for t in set(captions))
     if long:
-        _say(f"{long} caption(s) are longer than {tokenizer.model_max_length - 2} tokens; they are encoded in "
-             "chunks, as generation encodes long prompts (nothing is cut)")
+        _say(
+            f"{long} caption(s) are longer than {tokenizer.model_max_length - 2} tokens; they are encoded in "
+            "chunks, as generation encodes long prompts (nothing is cut)"
+        )
 
 
 def _saved_tokenizer(out: Path):

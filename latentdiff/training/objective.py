@@ -30,8 +30,16 @@ def loss_weights(alphas_cumprod, t, prediction_type: str, snr_gamma: float | Non
     return clipped / (s + 1) if prediction_type == "v_prediction" else clipped / s
 
 
-def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator, snr_gamma=None,
-                   noise_offset: float = 0.0, image_cond=None) -> torch.Tensor:
+def diffusion_loss(
+    unet,
+    noise_scheduler,
+    latents,
+    context,
+    gen: torch.Generator,
+    snr_gamma=None,
+    noise_offset: float = 0.0,
+    image_cond=None,
+) -> torch.Tensor:
     """MSE between the UNet's prediction and the target (noise or v) at random timesteps.
     `context`: the text conditioning (`conditioning.Embeddings`: the (B, T, D) context and SDXL's
     extra inputs); `image_cond` (sampling.model_call.ImageChannels, an upscaler's low-res image) goes in beside the
@@ -48,9 +56,9 @@ def diffusion_loss(unet, noise_scheduler, latents, context, gen: torch.Generator
     labels = None
     if image_cond is not None:
         noisy, labels = torch.cat([noisy, image_cond.concat.to(noisy.dtype)], dim=1), image_cond.class_labels
-    pred = unet(noisy, t, encoder_hidden_states=context.hidden, added_cond_kwargs=context.added or None,
-                class_labels=labels).sample
+    pred = unet(
+        noisy, t, encoder_hidden_states=context.hidden, added_cond_kwargs=context.added or None, class_labels=labels
+    ).sample
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     w = loss_weights(noise_scheduler.alphas_cumprod, t, kind, snr_gamma)
     return (per_sample * w).mean()
-

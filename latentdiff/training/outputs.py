@@ -7,17 +7,33 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.training.config import FinetuneConfig
 from latentdiff.formats.lora_kohya import KOHYA_FILE, save_kohya
 from latentdiff.formats.lora_merge import LORA_FILE, save_lora
 from latentdiff.images.write import save_png, slug
 from latentdiff.pipeline import Pipeline
+from latentdiff.training.config import FinetuneConfig
 
 # Everything a finetune run writes into OUT (run.json lists them, with the kohya LoRA file: run_files);
 # --overwrite removes these and nothing else. lora_kohya.safetensors: the kohya file's name before --output-name.
-RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "config.yaml", "skipped.txt", "model_index.json",
-             "unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler",
-             "latentdiff.json", "pytorch_lora_weights.safetensors", "lora_kohya.safetensors", "logs")
+RUN_FILES = (
+    "checkpoints",
+    "samples",
+    "metrics.jsonl",
+    "config.yaml",
+    "skipped.txt",
+    "model_index.json",
+    "unet",
+    "vae",
+    "text_encoder",
+    "tokenizer",
+    "text_encoder_2",
+    "tokenizer_2",
+    "scheduler",
+    "latentdiff.json",
+    "pytorch_lora_weights.safetensors",
+    "lora_kohya.safetensors",
+    "logs",
+)
 
 
 def kohya_file(cfg: FinetuneConfig) -> str:
@@ -63,12 +79,20 @@ def kohya_metadata(cfg: FinetuneConfig, out: Path, state) -> dict:
     """The `ss_*` entries kohya's train_network.py records that a latentdiff run knows (save_kohya
     adds the network's and the base model's)."""
     base = state.setup.base_ref or cfg.model
-    return {"ss_output_name": cfg.output_name, "ss_sd_model_name": Path(str(base)).name,
-            "ss_resolution": f"({cfg.resolution}, {cfg.resolution})", "ss_learning_rate": cfg.lr,
-            "ss_lr_scheduler": cfg.lr_schedule, "ss_lr_warmup_steps": cfg.warmup_steps,
-            "ss_max_train_steps": cfg.max_steps, "ss_steps": state.step, "ss_seed": cfg.seed,
-            "ss_mixed_precision": cfg.mixed_precision, "ss_noise_offset": cfg.noise_offset,
-            "ss_training_comment": "latentdiff finetune --method lora"}
+    return {
+        "ss_output_name": cfg.output_name,
+        "ss_sd_model_name": Path(str(base)).name,
+        "ss_resolution": f"({cfg.resolution}, {cfg.resolution})",
+        "ss_learning_rate": cfg.lr,
+        "ss_lr_scheduler": cfg.lr_schedule,
+        "ss_lr_warmup_steps": cfg.warmup_steps,
+        "ss_max_train_steps": cfg.max_steps,
+        "ss_steps": state.step,
+        "ss_seed": cfg.seed,
+        "ss_mixed_precision": cfg.mixed_precision,
+        "ss_noise_offset": cfg.noise_offset,
+        "ss_training_comment": "latentdiff finetune --method lora",
+    }
 
 
 @torch.no_grad()
@@ -85,4 +109,3 @@ def validate(cfg: FinetuneConfig, out: Path, setup, step: int, device) -> list[P
     finally:
         c.unet.train(was_training)
     return [save_png(im, out / "samples", f"step{step:08d}-{slug(p)}") for im, p in zip(images, prompts)]
-

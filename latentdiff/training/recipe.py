@@ -19,12 +19,30 @@ from latentdiff.errors import UsageError
 
 RECIPE = "config.yaml"
 # Fields that may differ on --resume without changing what was trained so far or how.
-SAFE_ON_RESUME = frozenset({
-    "out", "config", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "validate_every",
-    "validation_prompts", "validation_steps", "eval_train_images", "num_threads", "report_to",
-    "allow_pickle", "follow_symlinks", "resume", "overwrite", "change_recipe", "compile",
-    "lora_format", "output_name",  # the layout and name of the files written at the end, not what is trained
-})
+SAFE_ON_RESUME = frozenset(
+    {
+        "out",
+        "config",
+        "max_steps",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "validate_every",
+        "validation_prompts",
+        "validation_steps",
+        "eval_train_images",
+        "num_threads",
+        "report_to",
+        "allow_pickle",
+        "follow_symlinks",
+        "resume",
+        "overwrite",
+        "change_recipe",
+        "compile",
+        "lora_format",
+        "output_name",  # the layout and name of the files written at the end, not what is trained
+    }
+)
 # Run switches, never part of the recipe.
 NOT_SAVED = ("resume", "overwrite", "change_recipe", "config")
 
@@ -58,9 +76,11 @@ def check_recipe(cfg, out) -> list[str]:
     risky = [k for k in changed if k not in SAFE_ON_RESUME]
     if risky and not getattr(cfg, "change_recipe", False):
         first = risky[0]
-        raise UsageError(f"--resume with a different {first} ({saved[first]!r} in {Path(out) / RECIPE}, now "
-                         f"{now[first]!r}{' and ' + ', '.join(risky[1:]) if risky[1:] else ''}) would not continue "
-                         "the same run; drop the flag, or pass --change-recipe to continue with the new value")
+        raise UsageError(
+            f"--resume with a different {first} ({saved[first]!r} in {Path(out) / RECIPE}, now "
+            f"{now[first]!r}{' and ' + ', '.join(risky[1:]) if risky[1:] else ''}) would not continue "
+            "the same run; drop the flag, or pass --change-recipe to continue with the new value"
+        )
     for k in risky:
         print(f"latentdiff: --change-recipe: {k} {saved[k]!r} -> {now[k]!r}", file=sys.stderr, flush=True)
     return changed

@@ -36,8 +36,9 @@ def _is_inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def check_run_folder(out, command: str, entries: tuple[str, ...], *, dataset, model=None,
-                     resume: bool = False, overwrite: bool = False) -> str:
+def check_run_folder(
+    out, command: str, entries: tuple[str, ...], *, dataset, model=None, resume: bool = False, overwrite: bool = False
+) -> str:
     """Check OUT without touching it (every process runs this); returns what prepare must do:
     "new" (nothing of ours there), "retry" (an earlier attempt without a checkpoint: clear its
     entries), "overwrite" (clear a finished or stopped run) or "resume"."""
@@ -47,32 +48,41 @@ def check_run_folder(out, command: str, entries: tuple[str, ...], *, dataset, mo
     here = out.resolve()
     data = Path(dataset).expanduser().resolve()
     if _is_inside(here, data):
-        raise UsageError(f"--out {out} is {'the' if here == data else 'inside the'} dataset folder {dataset}; "
-                         "a run must not write among (or delete) training images: choose another --out")
+        raise UsageError(
+            f"--out {out} is {'the' if here == data else 'inside the'} dataset folder {dataset}; "
+            "a run must not write among (or delete) training images: choose another --out"
+        )
     if any(_is_inside(data, here / name) for name in entries):
-        raise UsageError(f"the dataset {dataset} lies inside {out / data.relative_to(here).parts[0]}, "
-                         "which a run writes; choose another --out")
+        raise UsageError(
+            f"the dataset {dataset} lies inside {out / data.relative_to(here).parts[0]}, "
+            "which a run writes; choose another --out"
+        )
     if model is not None and Path(model).exists() and Path(model).resolve() == here:
         raise UsageError(f"--out {out} is the --model folder; a run would overwrite the model it trains from")
     manifest = _manifest(out)
     mine = manifest is not None
     if mine and manifest.get("command") != command:
-        raise UsageError(f"{out} holds a `latentdiff {manifest.get('command')}` run, not a {command} run; "
-                         "choose another --out")
+        raise UsageError(
+            f"{out} holds a `latentdiff {manifest.get('command')}` run, not a {command} run; choose another --out"
+        )
     has_checkpoint = out.is_dir() and latest_checkpoint(out) is not None
     legacy = not mine and has_checkpoint and (out / "config.yaml").is_file()  # a run from before run.json
     if not mine and not legacy:
         clash = sorted(name for name in entries if (out / name).exists())
         if clash:
-            raise UsageError(f"{out} is not a latentdiff {command} run but holds {', '.join(clash)}, which a run "
-                             "would overwrite (another model, or your files); choose another --out")
+            raise UsageError(
+                f"{out} is not a latentdiff {command} run but holds {', '.join(clash)}, which a run "
+                "would overwrite (another model, or your files); choose another --out"
+            )
         if resume:
             raise UsageError(f"--resume: {out} holds no run to resume")
         return "new"
     if resume:
         if not has_checkpoint:
-            raise UsageError(f"--resume: {out} holds no complete checkpoint (the earlier attempt stopped "
-                             "before its first one); run again without --resume to start afresh")
+            raise UsageError(
+                f"--resume: {out} holds no complete checkpoint (the earlier attempt stopped "
+                "before its first one); run again without --resume to start afresh"
+            )
         return "resume"
     if not has_checkpoint:
         return "retry"

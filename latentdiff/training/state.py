@@ -13,17 +13,17 @@ from pathlib import Path
 import torch
 
 import latentdiff.models.hub as hub
-from latentdiff.models.build import build_components, is_arch_file, read_arch
+from latentdiff.errors import UsageError
 from latentdiff.families.conditioning import conditioning_for
 from latentdiff.families.registry import family_of
-from latentdiff.errors import UsageError
-from latentdiff.runtime.files import as_umask_allows
 from latentdiff.formats.lora_merge import TEXT_TARGETS, UNET_TARGETS, add_adapters
 from latentdiff.models.assemble import load_components
+from latentdiff.models.build import build_components, is_arch_file, read_arch
 from latentdiff.models.components import Components
+from latentdiff.runtime.compile import adamw_kwargs
+from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
-from latentdiff.runtime.compile import adamw_kwargs
 from latentdiff.training.lr_schedule import make_lr_schedule
 
 
@@ -49,8 +49,9 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
     path = hub.resolve(cfg.model, cfg.allow_pickle)
     comps = load_components(path, cfg.allow_pickle)
     if comps.text_encoder is None:
-        raise UsageError(f"{cfg.model} is an SDXL refiner (no first text encoder); finetune trains SD 1.x/2.x "
-                         "and SDXL base models")
+        raise UsageError(
+            f"{cfg.model} is an SDXL refiner (no first text encoder); finetune trains SD 1.x/2.x and SDXL base models"
+        )
     _check_upscaler(cfg, comps)
     ref = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     return Setup(comps, ref, from_scratch=False, train_text_encoder=cfg.train_text_encoder)
@@ -58,15 +59,18 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
 
 def _check_upscaler(cfg: FinetuneConfig, comps) -> None:
     if cfg.validate_every and family_of(comps).upscales:
-        raise UsageError("--validate-every makes text-to-image samples, which a diffusion upscaler does not; "
-                         "use `latentdiff export` and `latentdiff upscale` on a checkpoint instead")
+        raise UsageError(
+            "--validate-every makes text-to-image samples, which a diffusion upscaler does not; "
+            "use `latentdiff export` and `latentdiff upscale` on a checkpoint instead"
+        )
 
 
 def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Module]:
     """Freeze everything, then open the trainable part; returns {name: module} of trained modules."""
     c = setup.components
-    encoders = {n: m for n, m in (("text_encoder", c.text_encoder), ("text_encoder_2", c.text_encoder_2))
-                if m is not None}
+    encoders = {
+        n: m for n, m in (("text_encoder", c.text_encoder), ("text_encoder_2", c.text_encoder_2)) if m is not None
+    }
     for m in (c.unet, c.vae, *encoders.values()):
         m.requires_grad_(False)
     trained = {"unet": c.unet, **(encoders if setup.train_text_encoder else {})}
@@ -106,7 +110,9 @@ def make_optimizer(params: list, cfg: FinetuneConfig):
             raise UsageError("--use-8bit-adam needs bitsandbytes: pip install bitsandbytes") from None
         return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **adamw_kwargs(torch.cuda.is_available()))
+    return torch.optim.AdamW(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, **adamw_kwargs(torch.cuda.is_available())
+    )
 
 
 class EMA:
@@ -161,9 +167,13 @@ class TrainState:
         self.step += 1
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "trainable": {k: p.detach() for k, p in self.params.items()},
-                "optimizer": self.optimizer.state_dict(), "lr_schedule": self.lr_schedule.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else None}
+        return {
+            "step": self.step,
+            "trainable": {k: p.detach() for k, p in self.params.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+        }
 
     def load_weights(self, weights: dict, source) -> None:
         missing = set(self.params) - set(weights)
@@ -214,7 +224,12 @@ def read_trainable(d: Path) -> dict:
     manifest = ckpt.read_manifest(d)
     with ckpt.damaged_checkpoint(d):
         ema = d / "ema.safetensors"
-        return {"step": manifest["step"], "trainable": ckpt.load_tensors(d / "trainable.safetensors"),
-                "optimizer": ckpt.load_torch(d / "optimizer.pt"), "lr_schedule": ckpt.load_torch(d / "lr_schedule.pt"),
-                "ema": {"shadow": ckpt.load_tensors(ema), "updates": int(manifest.get("ema_updates", 0))}
-                if ema.is_file() else None}
+        return {
+            "step": manifest["step"],
+            "trainable": ckpt.load_tensors(d / "trainable.safetensors"),
+            "optimizer": ckpt.load_torch(d / "optimizer.pt"),
+            "lr_schedule": ckpt.load_torch(d / "lr_schedule.pt"),
+            "ema": {"shadow": ckpt.load_tensors(ema), "updates": int(manifest.get("ema_updates", 0))}
+            if ema.is_file()
+            else None,
+        }

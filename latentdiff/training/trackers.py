@@ -18,8 +18,9 @@ _NEEDS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 def require(report_to: str) -> None:
     """Refuse a tracker whose package is missing, before the run touches anything."""
     if report_to != "none" and importlib.util.find_spec(_NEEDS[report_to]) is None:
-        raise UsageError(f"--report-to {report_to} needs the {_NEEDS[report_to]} package: "
-                         f"pip install 'latentdiff[{report_to}]'")
+        raise UsageError(
+            f"--report-to {report_to} needs the {_NEEDS[report_to]} package: pip install 'latentdiff[{report_to}]'"
+        )
 
 
 class RunLog:
@@ -49,13 +50,11 @@ class RunLog:
             import numpy as np
 
             for i, (im, prompt) in enumerate(zip(images, prompts)):
-                self.tracker.writer.add_image(f"validation/{i}: {prompt[:60]}", np.asarray(im), step,
-                                              dataformats="HWC")
+                self.tracker.writer.add_image(f"validation/{i}: {prompt[:60]}", np.asarray(im), step, dataformats="HWC")
         elif self.report_to == "wandb":
             import wandb
 
-            self.tracker.log({"validation": [wandb.Image(im, caption=p) for im, p in zip(images, prompts)]},
-                             step=step)
+            self.tracker.log({"validation": [wandb.Image(im, caption=p) for im, p in zip(images, prompts)]}, step=step)
 
     def close(self) -> None:
         self.file.close()
@@ -73,6 +72,7 @@ class RunLog:
 def _keep_rows_until(path: Path, step: int) -> None:
     """Drop the rows after `step` from metrics.jsonl, and a row a kill cut short; the file is
     replaced whole, so a crash here leaves the old one."""
+
     def kept(line: str) -> bool:
         try:
             row = json.loads(line)
@@ -82,8 +82,9 @@ def _keep_rows_until(path: Path, step: int) -> None:
 
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line if line.endswith("\n") else line + "\n" for line in lines if kept(line)),
-                   encoding="utf-8")
+    tmp.write_text(
+        "".join(line if line.endswith("\n") else line + "\n" for line in lines if kept(line)), encoding="utf-8"
+    )
     os.replace(tmp, path)
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from latentdiff.models.components import vae_scale_factor
 from latentdiff.families.upscaler import low_res_channels, upscaler_settings
+from latentdiff.models.components import vae_scale_factor
 from latentdiff.sampling.loop import make_scheduler
 from latentdiff.sampling.model_call import ImageChannels
 from latentdiff.training.batches import BatchSource
@@ -23,8 +23,7 @@ from latentdiff.training.batches import BatchSource
 def downsample(pixels: torch.Tensor, factor: int) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> (B, 3, H / factor, W / factor): antialiased bicubic, as PIL's
     BICUBIC reduce, so the low-res image looks like a picture made at that size."""
-    small = F.interpolate(pixels.float(), scale_factor=1 / factor, mode="bicubic", antialias=True,
-                          align_corners=False)
+    small = F.interpolate(pixels.float(), scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False)
     return small.clamp(-1, 1)
 
 

@@ -23,18 +23,23 @@ import sys
 import time
 from pathlib import Path
 
+from latentdiff.config.generate import check
 from latentdiff.errors import LatentDiffError, UsageError
 from latentdiff.runtime.files import as_umask_allows
-from latentdiff.training.checkpoint import latest_checkpoint, read_manifest, save_checkpoint
-from latentdiff.training.checkpoint import damaged_checkpoint, load_tensors, load_torch, require_finite
+from latentdiff.training.checkpoint import (
+    damaged_checkpoint,
+    latest_checkpoint,
+    load_tensors,
+    load_torch,
+    read_manifest,
+    require_finite,
+    save_checkpoint,
+)
+from latentdiff.training.lr_schedule import make_lr_schedule
 from latentdiff.training.recipe import check_recipe, write_recipe
 from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
-from latentdiff.training.lr_schedule import make_lr_schedule
 from latentdiff.training.trackers import RunLog, require
-
-from latentdiff.config.generate import check
 from latentdiff.training.vae_config import RUN_ENTRIES, VaeTrainConfig
-
 
 # --- pure pieces: schedule, batches, loss, one step -------------------------------------------
 
@@ -132,8 +137,9 @@ def _read_state(path: Path, vae, opt, schedule, generator) -> dict:
 
 def _prepare_out(cfg: VaeTrainConfig) -> Path:
     """Refuse to mix two runs in one folder; with --overwrite delete only what a run writes."""
-    action = check_run_folder(cfg.out, "train-vae", RUN_ENTRIES, dataset=cfg.dataset,
-                              resume=cfg.resume, overwrite=cfg.overwrite)
+    action = check_run_folder(
+        cfg.out, "train-vae", RUN_ENTRIES, dataset=cfg.dataset, resume=cfg.resume, overwrite=cfg.overwrite
+    )
     if action == "resume":
         check_recipe(cfg, cfg.out)
     require(cfg.report_to)
@@ -145,13 +151,17 @@ def _scan(cfg: VaeTrainConfig, out: Path):
     # Here, not at the top: it imports torch, which vae.py must not pay for at start-up.
     from latentdiff.training.data.scan import scan_dataset
 
-    scan = scan_dataset(cfg.dataset, cfg.resolution, missing_captions="empty", include_heldout=True,
-                        follow_symlinks=cfg.follow_symlinks)
+    scan = scan_dataset(
+        cfg.dataset, cfg.resolution, missing_captions="empty", include_heldout=True, follow_symlinks=cfg.follow_symlinks
+    )
     scan.write_skipped(out)
     train = [r for r in scan.records if r.split != "heldout"]
     heldout = [r for r in scan.records if r.split == "heldout"]
-    check(len(train) >= cfg.batch_size, f"batch size {cfg.batch_size} is larger than the "
-           f"{len(train)} training images; use --batch-size {len(train)} or less")
+    check(
+        len(train) >= cfg.batch_size,
+        f"batch size {cfg.batch_size} is larger than the "
+        f"{len(train)} training images; use --batch-size {len(train)} or less",
+    )
     return train, heldout
 
 
@@ -194,13 +204,19 @@ def _finish(cfg, out: Path, vae, train_u8, heldout_u8, device, seconds: float) -
             raise LatentDiffError(f"latent std is {std}; training diverged (try a lower --lr)")
         vae.register_to_config(scaling_factor=1.0 / std)
         subset = torch.linspace(0, len(train_u8) - 1, min(cfg.eval_train_images, len(train_u8))).long()
-        result = {"psnr_heldout": mean_psnr(vae, heldout_u8, device),
-                  "psnr_train": mean_psnr(vae, train_u8[subset], device),
-                  "num_heldout": len(heldout_u8), "num_train_eval": len(subset),
-                  "scaling_factor": 1.0 / std, "latent_mean": mean, "latent_std": std,
-                  "steps": cfg.max_steps, "train_seconds": round(seconds, 1),
-                  "params": sum(p.numel() for p in vae.parameters()),
-                  "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__}}
+        result = {
+            "psnr_heldout": mean_psnr(vae, heldout_u8, device),
+            "psnr_train": mean_psnr(vae, train_u8[subset], device),
+            "num_heldout": len(heldout_u8),
+            "num_train_eval": len(subset),
+            "scaling_factor": 1.0 / std,
+            "latent_mean": mean,
+            "latent_std": std,
+            "steps": cfg.max_steps,
+            "train_seconds": round(seconds, 1),
+            "params": sum(p.numel() for p in vae.parameters()),
+            "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+        }
     vae.save_pretrained(out / "vae", safe_serialization=True)
     as_umask_allows(out / "vae")
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -246,8 +262,11 @@ def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     with RunLog(out, cfg.report_to, dataclasses.asdict(cfg), resumed_at=start) as log:
         seconds = _train_loop(cfg, log, out, (vae, opt, schedule, generator), train_u8, device, start, seconds)
     result = _finish(cfg, out, vae, train_u8, heldout_u8, device, seconds)
-    print(f"train-vae: PSNR held-out {_db(result['psnr_heldout'])}, train {_db(result['psnr_train'])}, "
-          f"scaling_factor {result['scaling_factor']:.5f}", file=sys.stderr)
+    print(
+        f"train-vae: PSNR held-out {_db(result['psnr_heldout'])}, train {_db(result['psnr_train'])}, "
+        f"scaling_factor {result['scaling_factor']:.5f}",
+        file=sys.stderr,
+    )
     return result
 
 
@@ -264,8 +283,9 @@ def _train_loop(cfg, log: RunLog, out: Path, state, train_u8, device, start: int
         parts = train_step(vae, opt, x, cfg, generator)
         schedule.step()
         if not math.isfinite(parts["loss"]):
-            raise LatentDiffError(f"loss became {parts['loss']} at step {step + 1}; "
-                                  f"lower --lr (now {cfg.lr}) or use mixed_precision: no")
+            raise LatentDiffError(
+                f"loss became {parts['loss']} at step {step + 1}; lower --lr (now {cfg.lr}) or use mixed_precision: no"
+            )
         seen, done = seen + len(x), step + 1
         bar.set_postfix(loss=f"{parts['loss']:.4f}", refresh=False)
         bar.update(1)
@@ -276,12 +296,16 @@ def _train_loop(cfg, log: RunLog, out: Path, state, train_u8, device, start: int
             tick, seen = now, 0
         if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
             require_finite(vae.named_parameters(), done)
-            save_checkpoint(out, done, lambda tmp: _write_state(tmp, vae, opt, schedule, generator),
-                            keep=cfg.keep_checkpoints, extra={"train_seconds": round(seconds, 2)})
+            save_checkpoint(
+                out,
+                done,
+                lambda tmp: _write_state(tmp, vae, opt, schedule, generator),
+                keep=cfg.keep_checkpoints,
+                extra={"train_seconds": round(seconds, 2)},
+            )
     bar.close()
     return seconds
 
 
 def _db(value: float | None) -> str:
     return "n/a (no held-out images)" if value is None else f"{value:.2f} dB"
-

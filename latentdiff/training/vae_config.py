@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from latentdiff.config.generate import check
-
 from latentdiff.config.flags import check_types
+from latentdiff.config.generate import check
 from latentdiff.training.lr_schedule import SCHEDULES
 from latentdiff.training.trackers import REPORT_TO
 
@@ -77,10 +76,20 @@ class VaeTrainConfig:
         check_types(self)
         check(bool(self.dataset), "no dataset given: pass the folder of training images")
         check(bool(self.out), "no output folder given: pass --out DIR")
-        check(bool(self.vae), "no VAE architecture: pass --config with a `vae:` section of "
-                               "AutoencoderKL arguments (e.g. configs/vae/emoji.yaml)")
-        for name in ("max_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
-                     "resolution", "eval_train_images"):
+        check(
+            bool(self.vae),
+            "no VAE architecture: pass --config with a `vae:` section of "
+            "AutoencoderKL arguments (e.g. configs/vae/emoji.yaml)",
+        )
+        for name in (
+            "max_steps",
+            "batch_size",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "log_every",
+            "resolution",
+            "eval_train_images",
+        ):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
@@ -90,5 +99,7 @@ class VaeTrainConfig:
         check(self.num_threads is None or self.num_threads >= 1, f"num_threads must be >= 1, got {self.num_threads}")
         check(not (self.resume and self.overwrite), "--resume and --overwrite contradict; pick one")
         factor = 2 ** (len(self.vae.get("block_out_channels", (64,))) - 1)
-        check(self.resolution % factor == 0, f"resolution {self.resolution} is not a multiple of "
-               f"the VAE's downsampling factor {factor}")
+        check(
+            self.resolution % factor == 0,
+            f"resolution {self.resolution} is not a multiple of the VAE's downsampling factor {factor}",
+        )

@@ -27,8 +27,11 @@ def decode_latents(vae, latents: torch.Tensor, scale_factor: int, tile: int | No
     if vae.dtype != torch.float32:
         # fp16 despite force_upcast: vae_dtype tried it (CUDA) and it failed, so stay in fp32 from now on
         keep = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
-        warnings.warn(f"VAE decode in {DTYPE_NAMES.get(vae.dtype)} overflowed; redoing it in fp32"
-                      + (" (and keeping this VAE in fp32, as its config asks)" if keep else ""), stacklevel=4)
+        warnings.warn(
+            f"VAE decode in {DTYPE_NAMES.get(vae.dtype)} overflowed; redoing it in fp32"
+            + (" (and keeping this VAE in fp32, as its config asks)" if keep else ""),
+            stacklevel=4,
+        )
         dtype = vae.dtype
         vae.to(torch.float32)
         try:

@@ -22,14 +22,23 @@ def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seed
     if o.hires_upscaler == HIRES_LATENT:
         f = pipe.scale_factor
         up = F.interpolate(latents, size=(size[1] // f, size[0] // f), mode="bilinear")
-        return pipe.decode(pipe.run_loop(cond, uncond, seeds, request, steps, size, init_latents=up,
-                                         strength=o.hires_strength))
+        return pipe.decode(
+            pipe.run_loop(cond, uncond, seeds, request, steps, size, init_latents=up, strength=o.hires_strength)
+        )
     out = []
     for k, base in enumerate(to_pil(pipe.decode(latents))):
         big = _upscale(pipe, base, o, texts[k], seeds[k], size)
         one = slice(k, k + 1)
-        z = pipe.run_loop(cond[one], None if uncond is None else uncond[one], seeds[one], request, steps, size,
-                          image=big, strength=o.hires_strength)
+        z = pipe.run_loop(
+            cond[one],
+            None if uncond is None else uncond[one],
+            seeds[one],
+            request,
+            steps,
+            size,
+            image=big,
+            strength=o.hires_strength,
+        )
         out.append(pipe.decode(z))
     return torch.cat(out)
 

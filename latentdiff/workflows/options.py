@@ -10,8 +10,19 @@ from PIL import Image
 
 from latentdiff.config.generate import check
 from latentdiff.errors import UsageError
-from latentdiff.workflows.source import (RESIZE_MODES, Source, check_mask, crop_box, fit_mask, outpaint_canvas, parse_outpaint,
-                     pixel_hash, read_picture, resize_to, work_size)
+from latentdiff.workflows.source import (
+    RESIZE_MODES,
+    Source,
+    check_mask,
+    crop_box,
+    fit_mask,
+    outpaint_canvas,
+    parse_outpaint,
+    pixel_hash,
+    read_picture,
+    resize_to,
+    work_size,
+)
 
 IMG2IMG_STRENGTH, INPAINT_STRENGTH = 0.75, 1.0
 HIRES_UPSCALERS = ("latent", "lanczos")  # or a diffusion upscaler's model reference
@@ -55,27 +66,45 @@ class ImageOptions:
     """run the model's own upscaler when its latentdiff.json names one (False: --no-upscale)."""
 
     def __post_init__(self):
-        check(self.strength is None or (isinstance(self.strength, (int, float)) and 0 < self.strength <= 1),
-               f"strength must be in (0, 1], got {self.strength}")
-        check(self.resize is None or self.resize in RESIZE_MODES,
-               f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
-        check(self.inpaint_area in ("full", "masked"), f"inpaint_area must be full or masked, got {self.inpaint_area!r}")
-        check(_whole(self.mask_blur) and self.mask_blur >= 0, f"mask_blur must be a whole number >= 0, got {self.mask_blur}")
+        check(
+            self.strength is None or (isinstance(self.strength, (int, float)) and 0 < self.strength <= 1),
+            f"strength must be in (0, 1], got {self.strength}",
+        )
+        check(
+            self.resize is None or self.resize in RESIZE_MODES,
+            f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}",
+        )
+        check(
+            self.inpaint_area in ("full", "masked"), f"inpaint_area must be full or masked, got {self.inpaint_area!r}"
+        )
+        check(
+            _whole(self.mask_blur) and self.mask_blur >= 0,
+            f"mask_blur must be a whole number >= 0, got {self.mask_blur}",
+        )
         check(_whole(self.padding) and self.padding >= 0, f"padding must be a whole number >= 0, got {self.padding}")
         if self.outpaint is not None:
             self.outpaint = parse_outpaint(self.outpaint)
         starts = self.image is not None
-        check(starts or (self.mask is None and self.outpaint is None and self.strength is None),
-               "mask, outpaint and strength need an init image (image=..., --init-image)")
-        check(self.hires is None or (isinstance(self.hires, (int, float)) and 1 < self.hires <= 8),
-               f"hires scale must be in (1, 8], got {self.hires}")
+        check(
+            starts or (self.mask is None and self.outpaint is None and self.strength is None),
+            "mask, outpaint and strength need an init image (image=..., --init-image)",
+        )
+        check(
+            self.hires is None or (isinstance(self.hires, (int, float)) and 1 < self.hires <= 8),
+            f"hires scale must be in (1, 8], got {self.hires}",
+        )
         check(0 < self.hires_strength <= 1, f"hires strength must be in (0, 1], got {self.hires_strength}")
-        check(self.hires_steps is None or (_whole(self.hires_steps) and self.hires_steps >= 1),
-               f"hires steps must be a whole number >= 1, got {self.hires_steps}")
+        check(
+            self.hires_steps is None or (_whole(self.hires_steps) and self.hires_steps >= 1),
+            f"hires steps must be a whole number >= 1, got {self.hires_steps}",
+        )
         check(self.tile is None or (_whole(self.tile) and self.tile >= 64), f"tile must be >= 64 px, got {self.tile}")
         check(self.upscale in (True, False), f"upscale must be true or false, got {self.upscale!r}")
         check(self.upscale or not self.upscaler, "no upscale and an upscaler contradict each other; drop one")
-        check(not (starts and self.hires), "hires fix starts from a generated image; it cannot be combined with an init image")
+        check(
+            not (starts and self.hires),
+            "hires fix starts from a generated image; it cannot be combined with an init image",
+        )
 
     @classmethod
     def names(cls) -> set[str]:
@@ -140,8 +169,12 @@ class ImageOptions:
         """The hires/cascade settings for the PNG metadata (the source records its own)."""
         out = {}
         if self.hires:
-            out.update(hires=self.hires, hires_strength=self.hires_strength, hires_steps=self.hires_steps,
-                       hires_upscaler=self.hires_upscaler)
+            out.update(
+                hires=self.hires,
+                hires_strength=self.hires_strength,
+                hires_steps=self.hires_steps,
+                hires_upscaler=self.hires_upscaler,
+            )
         if self.upscaler:
             out.update(upscaler=self.upscaler, tile=self.tile)
         if not self.upscale:
@@ -158,5 +191,7 @@ def _whole(v) -> bool:
 
 def _expect(expected: str | None, actual: str, what: str, ref) -> None:
     if expected is not None and expected != actual:
-        raise UsageError(f"{what} {ref} is not the picture recorded (pixel hash {actual}, recorded {expected}); "
-                         f"pass --{'init-image' if what == 'init image' else 'mask'} to use it anyway")
+        raise UsageError(
+            f"{what} {ref} is not the picture recorded (pixel hash {actual}, recorded {expected}); "
+            f"pass --{'init-image' if what == 'init image' else 'mask'} to use it anyway"
+        )

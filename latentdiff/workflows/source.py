@@ -120,8 +120,11 @@ def fit_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
     """The mask as 8-bit grey at the image's size; a different size is stretched, said once."""
     mask = mask.convert("L")
     if mask.size != size:
-        print(f"latentdiff: note: the mask is {mask.width}x{mask.height}, the image {size[0]}x{size[1]}: "
-              "the mask was resized to the image", file=sys.stderr)
+        print(
+            f"latentdiff: note: the mask is {mask.width}x{mask.height}, the image {size[0]}x{size[1]}: "
+            "the mask was resized to the image",
+            file=sys.stderr,
+        )
         mask = mask.resize(size, LANCZOS)
     return mask
 

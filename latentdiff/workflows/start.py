@@ -55,8 +55,17 @@ def encode_sampled(vae, pixels: torch.Tensor, generators) -> torch.Tensor:
     return torch.cat([dist.sample(generator=g) for g in generators]).float() * vae.config.scaling_factor
 
 
-def prepare(pipe, sched, seeds: list[int], steps: int, size: tuple[int, int], image=None, mask=None,
-            strength: float = 1.0, init_latents: torch.Tensor | None = None) -> Start:
+def prepare(
+    pipe,
+    sched,
+    seeds: list[int],
+    steps: int,
+    size: tuple[int, int],
+    image=None,
+    mask=None,
+    strength: float = 1.0,
+    init_latents: torch.Tensor | None = None,
+) -> Start:
     """The start of a run: `image` (PIL) or `init_latents` (B, 4, h, w) noised to `strength`,
     or noise when neither is given; with `mask` (PIL L), an inpainting start."""
     c = pipe.components

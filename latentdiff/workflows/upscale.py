@@ -66,8 +66,18 @@ def load_upscaler(pipe, ref):
 
 
 @torch.no_grad()
-def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None, guidance=None,
-            noise_level: int | None = None, seed: int = 0, scheduler=None, tile: int | None = None):
+def upscale(
+    pipe,
+    image,
+    prompt: str = "",
+    negative_prompt: str = "",
+    steps=None,
+    guidance=None,
+    noise_level: int | None = None,
+    seed: int = 0,
+    scheduler=None,
+    tile: int | None = None,
+):
     """`image` (a path or PIL image) upscaled by the upscaler `pipe`: a PIL image with metadata.
     Steps, guidance and noise level left out are the upscaler's latentdiff.json values, else
     diffusers' defaults for StableDiffusionUpscalePipeline."""
@@ -101,10 +111,24 @@ def upscale(pipe, image, prompt: str = "", negative_prompt: str = "", steps=None
         out = to_pil(pipe.decode(latents, tile=latent_tile))[0]
     f = out.width // padded.width
     out = out.crop((0, 0, low.width * f, low.height * f))
-    request = Request(prompts=(prompt,), negative_prompt=negative_prompt, steps=int(steps), guidance=float(guidance),
-                      width=out.width, height=out.height, seed=seed, num_images=1, scheduler=scheduler)
-    info = {**record(pipe, request, prompt, seed),
-            "upscale_of": path, "upscale_of_hash": pixel_hash(low), "noise_level": noise_level, "tile": tile}
+    request = Request(
+        prompts=(prompt,),
+        negative_prompt=negative_prompt,
+        steps=int(steps),
+        guidance=float(guidance),
+        width=out.width,
+        height=out.height,
+        seed=seed,
+        num_images=1,
+        scheduler=scheduler,
+    )
+    info = {
+        **record(pipe, request, prompt, seed),
+        "upscale_of": path,
+        "upscale_of_hash": pixel_hash(low),
+        "noise_level": noise_level,
+        "tile": tile,
+    }
     out.info["latentdiff"], out.info["parameters"] = info, a1111_line(info)
     return out
 
@@ -115,7 +139,9 @@ def _check_args(steps, guidance, noise_level, max_level, seed, tile) -> None:
     if guidance < 0:
         raise UsageError(f"guidance must be >= 0, got {guidance}")
     if int(noise_level) != noise_level or not 0 <= noise_level <= max_level:
-        raise UsageError(f"noise level must be a whole number from 0 to {max_level} (this model's maximum), got {noise_level}")
+        raise UsageError(
+            f"noise level must be a whole number from 0 to {max_level} (this model's maximum), got {noise_level}"
+        )
     if int(seed) != seed or seed < 0:
         raise UsageError(f"seed must be a whole number >= 0, got {seed}")
     if tile is not None and (int(tile) != tile or tile < 64):

@@ -8,26 +8,69 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
+from helpers import fails, generate, meta, pixels
 from PIL import Image
 
-from helpers import fails, generate, meta, pixels
 from latentdiff.cli.main import main
 from latentdiff.sampling.loop import SCHEDULERS
 
-from conftest import run_cli
-
-META_KEYS = {"prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "width", "height", "model",
-             "model_hash", "dtype", "device", "versions"}
-FLAGS = ["--model", "--out", "--steps", "--guidance", "--negative", "--seed", "--width", "--height",
-         "--num-images", "--scheduler", "--device", "--dtype", "--prompts", "--from", "--allow-pickle", "--quiet"]
+META_KEYS = {
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "guidance",
+    "scheduler",
+    "width",
+    "height",
+    "model",
+    "model_hash",
+    "dtype",
+    "device",
+    "versions",
+}
+FLAGS = [
+    "--model",
+    "--out",
+    "--steps",
+    "--guidance",
+    "--negative",
+    "--seed",
+    "--width",
+    "--height",
+    "--num-images",
+    "--scheduler",
+    "--device",
+    "--dtype",
+    "--prompts",
+    "--from",
+    "--allow-pickle",
+    "--quiet",
+]
 
 
 # ---- the real process ----------------------------------------------------------------------
 
+
 def test_generate_end_to_end_in_a_subprocess(tiny_sd1, tmp_path):
     out = tmp_path / "out"
-    r = run_cli("generate", "a red apple", "--model", tiny_sd1, "--out", out, "--steps", 2, "--num-images", 2,
-                "--seed", 3, "--quiet", cwd=tmp_path)
+    r = run_cli(
+        "generate",
+        "a red apple",
+        "--model",
+        tiny_sd1,
+        "--out",
+        out,
+        "--steps",
+        2,
+        "--num-images",
+        2,
+        "--seed",
+        3,
+        "--quiet",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip() == "", "--quiet must keep stderr free of progress bars and library chatter"
     written = r.stdout.splitlines()
@@ -74,12 +117,31 @@ def test_console_script_is_installed():
 
 # ---- in-process: outputs, --from, --prompts --------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def made(tiny_sd1, tmp_path_factory):
     """One PNG written by the CLI (shared: only test_identical_runs_never_overwrite adds to its folder)."""
     out = tmp_path_factory.mktemp("made")
-    assert main(["generate", "a red apple", "--model", str(tiny_sd1), "--out", str(out), "--steps", "2",
-                 "--seed", "3", "--quiet", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "a red apple",
+                "--model",
+                str(tiny_sd1),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--seed",
+                "3",
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     (path,) = out.glob("*.png")
     return path
 
@@ -111,15 +173,33 @@ def test_from_with_seed_overrides_the_seed(made, pipe_sd1, tmp_path, capsys):
 def test_prompts_file_skips_blank_lines_and_comments(tiny_sd1, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red apple\n\n# a comment, not a prompt\nphoto of a cat\n", encoding="utf-8")
-    paths = generate(capsys, "--prompts", prompts, "--model", tiny_sd1, "--out", tmp_path / "out", "--steps", 1,
-                     "--num-images", 2, "--seed", 0)
+    paths = generate(
+        capsys,
+        "--prompts",
+        prompts,
+        "--model",
+        tiny_sd1,
+        "--out",
+        tmp_path / "out",
+        "--steps",
+        1,
+        "--num-images",
+        2,
+        "--seed",
+        0,
+    )
     # each prompt's images start again from --seed, so a prompt file is a fair comparison of prompts
     assert [(meta(p)["prompt"], meta(p)["seed"]) for p in paths] == [
-        ("a red apple", 0), ("a red apple", 1), ("photo of a cat", 0), ("photo of a cat", 1)]
+        ("a red apple", 0),
+        ("a red apple", 1),
+        ("photo of a cat", 0),
+        ("photo of a cat", 1),
+    ]
     assert all(p.is_file() for p in paths)
 
 
 # ---- bad input: exit 2, one line, no traceback -----------------------------------------------
+
 
 @pytest.mark.parametrize(
     "argv, message",
@@ -146,8 +226,11 @@ def test_bad_from_image(tmp_path, capsys, kind):
         png.write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a png")
     elif kind == "no_parameters":
         Image.new("RGB", (8, 8), "red").save(png)
-    message = {"missing": "does not exist", "not_an_image": "cannot be read",
-               "no_parameters": "has no latentdiff parameters"}[kind]
+    message = {
+        "missing": "does not exist",
+        "not_an_image": "cannot be read",
+        "no_parameters": "has no latentdiff parameters",
+    }[kind]
     assert message in fails(capsys, "--from", png, "--out", tmp_path / "out")
 
 
@@ -167,4 +250,5 @@ def test_argparse_errors_are_one_line_too(capsys):
         main(["generate", "x", "--steps", "many"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.strip().splitlines() == [
-        "latentdiff generate: error: argument --steps: invalid int value: 'many'"]
+        "latentdiff generate: error: argument --steps: invalid int value: 'many'"
+    ]

@@ -12,19 +12,26 @@ from latentdiff.formats.preflight import megabytes, model_facts, size_note
 @pytest.fixture
 def no_loading(monkeypatch):
     """Any attempt to load weights fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("the weights were loaded before the request was checked")
 
     monkeypatch.setattr("latentdiff.formats.load.load", refuse)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--height", "102"], "--height 102 is not a multiple of 4; try 100 or 104"),
-    (["--width", "66"], "--width 66 is not a multiple of 4"),
-    (["--steps", "5000"], "--steps must be <= 1000 (the model's number of training timesteps)"),
-    (["--seed", "-1"], "--seed must be >= 0, got -1; for a random seed use --random-seed"),
-    (["--clip-skip", "3"], "--clip-skip must be a whole number from 1 (last layer) to 2 for this model's text encoder"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--height", "102"], "--height 102 is not a multiple of 4; try 100 or 104"),
+        (["--width", "66"], "--width 66 is not a multiple of 4"),
+        (["--steps", "5000"], "--steps must be <= 1000 (the model's number of training timesteps)"),
+        (["--seed", "-1"], "--seed must be >= 0, got -1; for a random seed use --random-seed"),
+        (
+            ["--clip-skip", "3"],
+            "--clip-skip must be a whole number from 1 (last layer) to 2 for this model's text encoder",
+        ),
+    ],
+)
 def test_bad_flags_fail_before_the_weights_load(tiny_sd1, tmp_path, capsys, no_loading, flags, message):
     assert main(["generate", "x", "--model", str(tiny_sd1), "--out", str(tmp_path), *flags]) == 2
     err = capsys.readouterr().err
@@ -41,8 +48,10 @@ def test_an_upscaler_given_to_generate_fails_before_its_weights_load(tmp_path, c
 
 def test_a_size_that_cannot_fit_fails_before_the_weights_load(tiny_sd1, tmp_path, capsys, no_loading, monkeypatch):
     monkeypatch.setattr("latentdiff.runtime.memory.available_bytes", lambda device: 2**20)
-    assert main(["generate", "x", "--model", str(tiny_sd1), "--out", str(tmp_path), "--width", "1024",
-                 "--height", "1024"]) == 2
+    assert (
+        main(["generate", "x", "--model", str(tiny_sd1), "--out", str(tmp_path), "--width", "1024", "--height", "1024"])
+        == 2
+    )
     assert "a 1024x1024 image needs about" in capsys.readouterr().err
     # the hires target counts: 64 px fits in 1 MiB, 8x that does not
     assert main(["generate", "x", "--model", str(tiny_sd1), "--out", str(tmp_path), "--hires", "8"]) == 2
@@ -53,8 +62,12 @@ def test_the_loading_line_names_the_model_and_its_size(tiny_sd1, tmp_path, capsy
     args = ["generate", "x", "--model", str(tiny_sd1), "--out", str(tmp_path), "--steps", "1"]
     assert main(args) == 0
     out, err = capsys.readouterr()
-    weights = sum(f.stat().st_size for part in ("unet", "vae", "text_encoder") for f in (tiny_sd1 / part).iterdir()
-                  if f.suffix == ".safetensors")
+    weights = sum(
+        f.stat().st_size
+        for part in ("unet", "vae", "text_encoder")
+        for f in (tiny_sd1 / part).iterdir()
+        if f.suffix == ".safetensors"
+    )
     assert f"latentdiff: loading {tiny_sd1} ({megabytes(weights)})..." in err
     assert [line for line in out.splitlines()] == [str(next(tmp_path.glob("*.png")))]  # stdout: paths only
     assert main(args + ["--quiet"]) == 0
@@ -87,9 +100,11 @@ def test_a_size_far_beyond_the_trained_one_gets_one_note(pipe_sd1, capsys, monke
     for _ in range(2):
         pipe_sd1("x", steps=1, width=128, height=128)
     notes = [line for line in capsys.readouterr().err.splitlines() if "note" in line]
-    assert notes == ["latentdiff: note: 128x128 is 4.0x the area of the 64x64 images this model was trained on: "
-                     "expect repeated, tiled shapes rather than one larger picture; generate at 64x64 and enlarge "
-                     "the result (--upscaler MODEL, or an image editor)"]
+    assert notes == [
+        "latentdiff: note: 128x128 is 4.0x the area of the 64x64 images this model was trained on: "
+        "expect repeated, tiled shapes rather than one larger picture; generate at 64x64 and enlarge "
+        "the result (--upscaler MODEL, or an image editor)"
+    ]
     pipe_sd1("x", steps=1, hires=2, hires_steps=1)
     assert "hires fix to 128x128 is 4.0x the area" in capsys.readouterr().err
 

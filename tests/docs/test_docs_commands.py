@@ -66,7 +66,7 @@ def doc_commands(path: Path) -> list[str]:
     """The commands of one doc file in the order they appear: fenced blocks and inline spans."""
     text, found, pos = path.read_text(encoding="utf-8"), [], 0
     for m in FENCE.finditer(text):
-        found += inline_commands(text[pos:m.start()]) + fenced_commands(m.group(1))
+        found += inline_commands(text[pos : m.start()]) + fenced_commands(m.group(1))
         pos = m.end()
     return found + inline_commands(text[pos:])
 
@@ -87,7 +87,7 @@ def latentdiff_argv(command: str) -> list[str] | None:
     if words[0] == "latentdiff":
         return words[1:]
     if words[:2] == ["accelerate", "launch"] and "latentdiff.cli" in words:
-        return words[words.index("latentdiff.cli") + 1:]
+        return words[words.index("latentdiff.cli") + 1 :]
     return None
 
 
@@ -106,8 +106,9 @@ def syntax_argv(argv: list[str]) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("doc,command", [(d, c) for d, c in documented() if latentdiff_argv(c) is not None],
-                         ids=lambda v: v[:60])
+@pytest.mark.parametrize(
+    "doc,command", [(d, c) for d, c in documented() if latentdiff_argv(c) is not None], ids=lambda v: v[:60]
+)
 def test_every_documented_command_parses(doc, command, capsys):
     from latentdiff.cli.main import build_parser
 
@@ -225,8 +226,11 @@ def make_fast_sd(out: Path) -> None:
     from latentdiff.models.testing import WORDS, tiny_arch
 
     arch = tiny_arch("sd1")
-    arch["unet"].update(block_out_channels=(32, 32, 64), down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-                        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
+    arch["unet"].update(
+        block_out_channels=(32, 32, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    )
     arch["vae"]["mid_block_add_attention"] = False
     c = build_components(arch, WORDS, seed=0)
     save_components(c, out, c.scheduler_config["_class_name"])
@@ -258,8 +262,7 @@ def run_documented(command: str, cwd: Path) -> tuple[int, str]:
     words = shlex.split(command)
     if words[0] == "python":
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        r = subprocess.run([sys.executable, *words[1:]], cwd=cwd, env=env, capture_output=True, text=True,
-                           timeout=600)
+        r = subprocess.run([sys.executable, *words[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
         return r.returncode, (r.stderr.strip().splitlines() or [""])[-1:]
     err = io.StringIO()
     old = os.getcwd()
@@ -297,6 +300,9 @@ def test_documented_commands_run(doc, sandbox, monkeypatch):
 
 def test_every_command_not_run_has_a_reason():
     """A fenced command that is not a latentdiff command must be named in NOT_RUN (why it is not run)."""
-    unexplained = [(doc, c) for doc, c in documented()
-                   if latentdiff_argv(c) is None and not_run_reason(c) is None and not c.startswith("python ")]
+    unexplained = [
+        (doc, c)
+        for doc, c in documented()
+        if latentdiff_argv(c) is None and not_run_reason(c) is None and not c.startswith("python ")
+    ]
     assert not unexplained, unexplained

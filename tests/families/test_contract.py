@@ -15,8 +15,14 @@ from latentdiff.families.base import Family
 from latentdiff.sampling.loop import denoise, make_scheduler
 from latentdiff.sampling.model_call import Inputs, StepContexts
 
-SCHEDULER = {"_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
-             "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "prediction_type": "epsilon"}
+SCHEDULER = {
+    "_class_name": "EulerDiscreteScheduler",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+}
 
 
 def gens(n: int) -> list[torch.Generator]:
@@ -51,7 +57,7 @@ class TinyTransformer(torch.nn.Module):
         h = self.patch_in(img) + self.pos(ids) + self.time(torch.stack([t_emb, g_emb], -1))[:, None]
         joint = torch.cat([txt, h], dim=1)
         out, _ = self.attn(joint, joint, joint, need_weights=False)
-        return self.patch_out(out[:, txt.shape[1]:])
+        return self.patch_out(out[:, txt.shape[1] :])
 
 
 def pack(x: torch.Tensor) -> torch.Tensor:

@@ -32,8 +32,15 @@ def max_pixel_diff(a, b) -> int:
 
 def reference(ref, scheduler_config, prompt, scheduler, steps, guidance, seed, negative="", **kw):
     ref.scheduler = make_scheduler(scheduler_config, scheduler)
-    return ref(prompt, negative_prompt=negative or None, num_inference_steps=steps, guidance_scale=guidance,
-               generator=[torch.Generator("cpu").manual_seed(seed)], **SIZE, **kw).images
+    return ref(
+        prompt,
+        negative_prompt=negative or None,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        generator=[torch.Generator("cpu").manual_seed(seed)],
+        **SIZE,
+        **kw,
+    ).images
 
 
 @pytest.mark.parametrize("scheduler", list(SCHEDULERS))
@@ -93,10 +100,18 @@ def test_refiner_handoff_matches_diffusers(pipes, tiny_sdxl, tiny_refiner, sched
     ref2.scheduler = make_scheduler(refiner.components.scheduler_config, scheduler)
     gens = [torch.Generator("cpu").manual_seed(3)]
     base.scheduler = make_scheduler(ours.components.scheduler_config, scheduler)
-    latents = base("a red apple", num_inference_steps=5, guidance_scale=5.0, generator=gens, denoising_end=0.7,
-                   output_type="latent", **SIZE).images
-    theirs = ref2("a red apple", image=latents, num_inference_steps=5, guidance_scale=5.0, generator=gens,
-                  denoising_start=0.7).images
+    latents = base(
+        "a red apple",
+        num_inference_steps=5,
+        guidance_scale=5.0,
+        generator=gens,
+        denoising_end=0.7,
+        output_type="latent",
+        **SIZE,
+    ).images
+    theirs = ref2(
+        "a red apple", image=latents, num_inference_steps=5, guidance_scale=5.0, generator=gens, denoising_start=0.7
+    ).images
     assert max_pixel_diff(mine, theirs) <= 1
     plain = ours("a red apple", steps=5, guidance=5.0, seed=3, scheduler=scheduler, **SIZE)
     assert max_pixel_diff(mine, plain) > 1, "the refiner must change the image"
@@ -128,8 +143,27 @@ def test_fp16_vae_is_upcast_and_an_overflowing_one_is_redone_in_fp32(tiny_sdxl):
 
 
 def test_cli_generates_with_sdxl_and_refiner(tiny_sdxl, tiny_refiner, tmp_path):
-    r = run_cli("generate", "a red apple", "--model", tiny_sdxl, "--refiner", tiny_refiner, "--refiner-start", "0.6",
-                "--steps", "3", "--width", "32", "--height", "32", "--out", tmp_path, "--quiet", "--dtype", "fp32")
+    r = run_cli(
+        "generate",
+        "a red apple",
+        "--model",
+        tiny_sdxl,
+        "--refiner",
+        tiny_refiner,
+        "--refiner-start",
+        "0.6",
+        "--steps",
+        "3",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        tmp_path,
+        "--quiet",
+        "--dtype",
+        "fp32",
+    )
     assert r.returncode == 0, r.stderr
     from latentdiff.images.write import read_params
 

@@ -42,7 +42,9 @@ def test_vectors_land_on_the_new_tokens(tiny_sd1, tmp_path, layout):
     tokens = ["mystyle"] + [f"mystyle_{i}" for i in range(1, len(vecs))]
     rows = c.text_encoder.get_input_embeddings().weight[c.tokenizer.convert_tokens_to_ids(tokens)]
     assert torch.equal(rows, vecs)
-    assert c.tokenizer("a MyStyle cat", add_special_tokens=False).input_ids[1] == c.tokenizer.convert_tokens_to_ids("mystyle")
+    assert c.tokenizer("a MyStyle cat", add_special_tokens=False).input_ids[1] == c.tokenizer.convert_tokens_to_ids(
+        "mystyle"
+    )
     assert pipe.addons.embeddings[0]["token"] == "mystyle" and pipe.addons.embeddings[0]["vectors"] == len(vecs)
 
 
@@ -58,16 +60,22 @@ def test_pixels_match_diffusers_load_textual_inversion(tiny_sd1, pipe_sd1, tmp_p
     ref.set_progress_bar_config(disable=True)
     ref.scheduler = make_scheduler(ours.components.scheduler_config, "ddim")
     ref.load_textual_inversion(str(f), token="mystyle")
-    theirs = ref("a photo of mystyle", negative_prompt="mystyle", num_inference_steps=3, guidance_scale=5.0,
-                 generator=[torch.Generator("cpu").manual_seed(2)]).images[0]
+    theirs = ref(
+        "a photo of mystyle",
+        negative_prompt="mystyle",
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        generator=[torch.Generator("cpu").manual_seed(2)],
+    ).images[0]
     assert np.abs(np.asarray(mine, dtype=int) - np.asarray(theirs, dtype=int)).max() <= 1
     without = pipe_sd1("a photo of a cat", steps=2, seed=2)[0]
     assert np.array_equal(np.asarray(ours("a photo of a cat", steps=2, seed=2)[0]), np.asarray(without))
 
 
 def test_embeddings_are_recorded_and_replayed(tiny_sd1, tmp_path, capsys):
-    from latentdiff.models.fingerprint import short_hash
     from helpers import made_and_replayed
+
+    from latentdiff.models.fingerprint import short_hash
 
     f = tmp_path / "style.safetensors"
     save_file({"emb_params": vectors(2)}, f)
@@ -84,7 +92,8 @@ def test_bad_embeddings(tiny_sd1, tmp_path, capsys):
     wide = tmp_path / "wide.safetensors"
     save_file({"emb_params": vectors(2, dim=768)}, wide)
     assert "has vectors 768 wide; this model's text encoder takes 32" in fails(
-        capsys, "x", "--model", tiny_sd1, "--embedding", wide)
+        capsys, "x", "--model", tiny_sd1, "--embedding", wide
+    )
     assert "does not exist" in fails(capsys, "x", "--model", tiny_sd1, "--embedding", tmp_path / "none.pt")
 
     class Payload:
@@ -114,18 +123,30 @@ def test_sdxl_clip_l_and_clip_g_match_diffusers(tiny_sdxl, tmp_path):
     save_file({"clip_l": vectors(2, 32, seed=1), "clip_g": vectors(2, 40, seed=2)}, f)
     ours = load(tiny_sdxl, f)
     size = dict(width=64, height=64)
-    mine = ours("a photo of xlstyle", negative_prompt="xlstyle", steps=3, guidance=5.0, seed=2, scheduler="ddim",
-                **size)[0]
+    mine = ours(
+        "a photo of xlstyle", negative_prompt="xlstyle", steps=3, guidance=5.0, seed=2, scheduler="ddim", **size
+    )[0]
     ref = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl, add_watermarker=False)
     ref.set_progress_bar_config(disable=True)
     ref.scheduler = make_scheduler(ours.components.scheduler_config, "ddim")
-    ref.load_textual_inversion(vectors(2, 32, seed=1), token=["xlstyle", "xlstyle_1"], text_encoder=ref.text_encoder,
-                               tokenizer=ref.tokenizer)
-    ref.load_textual_inversion(vectors(2, 40, seed=2), token=["xlstyle", "xlstyle_1"],
-                               text_encoder=ref.text_encoder_2, tokenizer=ref.tokenizer_2)
+    ref.load_textual_inversion(
+        vectors(2, 32, seed=1), token=["xlstyle", "xlstyle_1"], text_encoder=ref.text_encoder, tokenizer=ref.tokenizer
+    )
+    ref.load_textual_inversion(
+        vectors(2, 40, seed=2),
+        token=["xlstyle", "xlstyle_1"],
+        text_encoder=ref.text_encoder_2,
+        tokenizer=ref.tokenizer_2,
+    )
     # diffusers writes the multi-vector token out itself (maybe_convert_prompt), for each tokenizer
-    theirs = ref("a photo of xlstyle", negative_prompt="xlstyle", num_inference_steps=3,
-                 guidance_scale=5.0, generator=[torch.Generator("cpu").manual_seed(2)], **size).images[0]
+    theirs = ref(
+        "a photo of xlstyle",
+        negative_prompt="xlstyle",
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        generator=[torch.Generator("cpu").manual_seed(2)],
+        **size,
+    ).images[0]
     assert np.asarray(mine).std() > 5
     assert np.abs(np.asarray(mine, dtype=int) - np.asarray(theirs, dtype=int)).max() <= 1
     plain = load(tiny_sdxl)("a photo of xlstyle", steps=3, guidance=5.0, seed=2, scheduler="ddim", **size)[0]

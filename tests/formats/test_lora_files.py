@@ -27,14 +27,18 @@ def kohya_file(path, seed=0):
     tensors = {}
     # Real kohya files cover every attention projection; diffusers only recognises the text
     # encoder part when an out projection is among them, so the file has one too.
-    layers = (("lora_unet_", UNET_LAYER, seed), ("lora_te_", TE_LAYER, seed + 1),
-              ("lora_unet_", UNET_LAYER.replace("to_q", "to_out.0"), seed + 2),
-              ("lora_te_", TE_LAYER.replace("q_proj", "out_proj"), seed + 3))
+    layers = (
+        ("lora_unet_", UNET_LAYER, seed),
+        ("lora_te_", TE_LAYER, seed + 1),
+        ("lora_unet_", UNET_LAYER.replace("to_q", "to_out.0"), seed + 2),
+        ("lora_te_", TE_LAYER.replace("q_proj", "out_proj"), seed + 3),
+    )
     for prefix, layer, s in layers:
         down, up = low_rank(s)
         key = prefix + layer.replace(".", "_")
-        tensors.update({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up,
-                        f"{key}.alpha": torch.tensor(ALPHA)})
+        tensors.update(
+            {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(ALPHA)}
+        )
     save_file(tensors, path)
     return path
 
@@ -48,8 +52,11 @@ def diffusers_file(path, seed=5):
 
 def weight(pipe, which):
     c = pipe.components
-    return (c.unet.get_submodule(UNET_LAYER) if which == "unet" else
-            getattr(c.text_encoder, "text_model", c.text_encoder).get_submodule(TE_LAYER.split(".", 1)[1])).weight
+    return (
+        c.unet.get_submodule(UNET_LAYER)
+        if which == "unet"
+        else getattr(c.text_encoder, "text_model", c.text_encoder).get_submodule(TE_LAYER.split(".", 1)[1])
+    ).weight
 
 
 def load(model, *loras):
@@ -76,8 +83,12 @@ def test_locon_conv_layers_merge(tiny_sd1, pipe_sd1, tmp_path):
     g = torch.Generator().manual_seed(3)
     down, up = torch.randn(RANK, 32, 3, 3, generator=g) * 0.3, torch.randn(32, RANK, 1, 1, generator=g) * 0.3
     key = "lora_unet_" + conv.replace(".", "_")
-    tensors = {**load_file(kohya_file(tmp_path / "k.safetensors")), f"{key}.lora_down.weight": down,
-               f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(ALPHA)}
+    tensors = {
+        **load_file(kohya_file(tmp_path / "k.safetensors")),
+        f"{key}.lora_down.weight": down,
+        f"{key}.lora_up.weight": up,
+        f"{key}.alpha": torch.tensor(ALPHA),
+    }
     save_file(tensors, tmp_path / "locon.safetensors")
     pipe = load(tiny_sd1, f"{tmp_path / 'locon.safetensors'}:0.5")
     base = pipe_sd1.components.unet.get_submodule(conv).weight
@@ -116,15 +127,17 @@ def test_pixels_match_diffusers_fuse_lora(tiny_sd1, tmp_path, scale):
     ref.scheduler = make_scheduler(ours.components.scheduler_config, "euler")
     ref.load_lora_weights(str(f))
     ref.fuse_lora(lora_scale=scale)
-    theirs = ref("a red apple", num_inference_steps=3, guidance_scale=5.0,
-                 generator=[torch.Generator("cpu").manual_seed(4)]).images[0]
+    theirs = ref(
+        "a red apple", num_inference_steps=3, guidance_scale=5.0, generator=[torch.Generator("cpu").manual_seed(4)]
+    ).images[0]
     diff = np.abs(np.asarray(mine, dtype=int) - np.asarray(theirs, dtype=int)).max()
     assert np.asarray(mine).std() > 5 and diff <= 2
 
 
 def test_loras_are_recorded_and_replayed(tiny_sd1, tmp_path, capsys):
-    from latentdiff.models.fingerprint import short_hash
     from helpers import made_and_replayed
+
+    from latentdiff.models.fingerprint import short_hash
 
     f = kohya_file(tmp_path / "my style.safetensors")
     params, fields = made_and_replayed(capsys, tmp_path, "a cat", "--model", tiny_sd1, "--lora", f"{f}:0.8")
@@ -137,8 +150,13 @@ def test_bad_loras_are_one_clear_error(tiny_sd1, tmp_path, capsys):
     from helpers import fails
 
     other = tmp_path / "other.safetensors"
-    save_file({"lora_unet_nowhere_to_q.lora_down.weight": torch.zeros(4, 8),
-               "lora_unet_nowhere_to_q.lora_up.weight": torch.zeros(8, 4)}, other)
+    save_file(
+        {
+            "lora_unet_nowhere_to_q.lora_down.weight": torch.zeros(4, 8),
+            "lora_unet_nowhere_to_q.lora_up.weight": torch.zeros(8, 4),
+        },
+        other,
+    )
     wrong_shape = tmp_path / "shape.safetensors"
     down, up = low_rank(0, out_dim=64, in_dim=64)
     save_file({f"unet.{UNET_LAYER}.lora_A.weight": down, f"unet.{UNET_LAYER}.lora_B.weight": up}, wrong_shape)
@@ -173,9 +191,9 @@ def test_a_lora_folder_finds_its_base_after_both_move(tiny_sd1, tmp_path):
 def test_lora_scale_is_in_the_a1111_line_and_read_back(tiny_sd1, tmp_path):
     """As A1111 writes it: the LoRA as a `<lora:NAME:SCALE>` tag in the prompt and in "Lora hashes";
     a LoRA run folder loaded as the model is the base model plus its LoRA."""
-    from latentdiff.models.fingerprint import short_hash
-    from latentdiff.images.infotext import params_from_a1111, parse_infotext
     from latentdiff.formats.lora_merge import base_record
+    from latentdiff.images.infotext import params_from_a1111, parse_infotext
+    from latentdiff.models.fingerprint import short_hash
 
     f = kohya_file(tmp_path / "my style.safetensors")
     line = load(tiny_sd1, f"{f}:0.8")("a cat", steps=1)[0].info["parameters"]
@@ -187,8 +205,9 @@ def test_lora_scale_is_in_the_a1111_line_and_read_back(tiny_sd1, tmp_path):
     run = tmp_path / "runs" / "catstyle"
     run.mkdir(parents=True)
     shutil.copy(f, run / "catstyle.safetensors")
-    (run / "latentdiff.json").write_text(__import__("json").dumps({"lora": "catstyle.safetensors",
-                                                                  **base_record(str(tiny_sd1), run)}))
+    (run / "latentdiff.json").write_text(
+        __import__("json").dumps({"lora": "catstyle.safetensors", **base_record(str(tiny_sd1), run)})
+    )
     image = load(str(run))("a cat", steps=1)[0]
     prompt, _, fields = parse_infotext(image.info["parameters"])
     assert prompt == "a cat <lora:catstyle:1>" and fields["Model"] == tiny_sd1.name

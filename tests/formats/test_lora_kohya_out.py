@@ -32,8 +32,18 @@ def dataset(tmp_path_factory):
 
 
 def train(dataset, model, out, **kw):
-    base = dict(dataset=str(dataset), model=str(model), out=str(out), max_steps=2, batch_size=2, resolution=64,
-                lr=1e-2, lora_rank=RANK, checkpoint_every=1, seed=3)
+    base = dict(
+        dataset=str(dataset),
+        model=str(model),
+        out=str(out),
+        max_steps=2,
+        batch_size=2,
+        resolution=64,
+        lr=1e-2,
+        lora_rank=RANK,
+        checkpoint_every=1,
+        seed=3,
+    )
     return finetune(FinetuneConfig(**{**base, **kw}))
 
 
@@ -41,8 +51,10 @@ def train(dataset, model, out, **kw):
 def runs(dataset, tiny_sd1, tmp_path_factory):
     """{"unet": a 2-step LoRA run, "te": the same with --train-text-encoder}, both formats (the default)."""
     root = tmp_path_factory.mktemp("runs")
-    return {"unet": train(dataset, tiny_sd1, root / "unet"),
-            "te": train(dataset, tiny_sd1, root / "te", train_text_encoder=True)}
+    return {
+        "unet": train(dataset, tiny_sd1, root / "unet"),
+        "te": train(dataset, tiny_sd1, root / "te", train_text_encoder=True),
+    }
 
 
 def kohya_of(run, name=None):
@@ -101,8 +113,11 @@ def test_kohya_keys_alpha_and_metadata(runs, which):
     expected = expected_kohya(diffusers)
     assert modules.keys() == expected.keys()  # the same layers as the diffusers file, under kohya's names
     assert all(s == {"lora_down.weight", "lora_up.weight", "alpha"} for s in modules.values())
-    assert all(torch.equal(kohya[f"{m}.lora_down.weight"], expected[m]["down"]) and
-               torch.equal(kohya[f"{m}.lora_up.weight"], expected[m]["up"]) for m in modules)
+    assert all(
+        torch.equal(kohya[f"{m}.lora_down.weight"], expected[m]["down"])
+        and torch.equal(kohya[f"{m}.lora_up.weight"], expected[m]["up"])
+        for m in modules
+    )
     te = [m for m in modules if m.startswith("lora_te_")]
     assert f"lora_unet_{Q.replace('.', '_')}" in modules
     assert len(te) == (2 * 4 if which == "te" else 0)  # 2 CLIP layers x q, k, v, out projections
@@ -131,8 +146,10 @@ def test_kohya_file_gives_the_run_folders_pixels(runs, tiny_sd1, which):
         base = pipeline(tiny_sd1).components.text_encoder.get_submodule(layer).weight
         assert (merged - base).abs().max() > 1e-4
         assert torch.allclose(merged, ref.text_encoder.get_submodule(layer).weight, atol=1e-6)
-    print(f"{which}: latentdiff --lora kohya vs run folder {np.abs(ours - folder).max()}/255, "
-          f"diffusers fuse_lora {np.abs(theirs - folder).max()}/255")
+    print(
+        f"{which}: latentdiff --lora kohya vs run folder {np.abs(ours - folder).max()}/255, "
+        f"diffusers fuse_lora {np.abs(theirs - folder).max()}/255"
+    )
     assert np.abs(ours - folder).max() <= 1
     assert np.abs(theirs - folder).max() <= 2
 
@@ -145,8 +162,15 @@ def test_alpha_other_than_rank_is_written_and_honoured(tiny_sd1, tmp_path):
 
     c = load_components(tiny_sd1)
     torch.manual_seed(0)
-    inject_adapter_in_model(LoraConfig(r=RANK, lora_alpha=2 * RANK, init_lora_weights="gaussian",
-                                       target_modules=["to_q", "to_k", "to_v", "to_out.0"]), c.unet)
+    inject_adapter_in_model(
+        LoraConfig(
+            r=RANK,
+            lora_alpha=2 * RANK,
+            init_lora_weights="gaussian",
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+        ),
+        c.unet,
+    )
     layer = c.unet.get_submodule(Q)
     torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.5)  # peft starts B at zero: no delta to check
     save_kohya(tmp_path / "a.safetensors", {"unet": c.unet})
@@ -164,8 +188,11 @@ def test_base_model_version_of_the_released_architectures():
     def version(family, **kw):
         cfg = family_configs(family, **kw)
         unet = SimpleNamespace(config=cfg["unet"])
-        return base_model_version(SimpleNamespace(unet=unet, vae=SimpleNamespace(config=cfg["vae"]),
-                                                  scheduler_config=cfg["scheduler"], index={}))
+        return base_model_version(
+            SimpleNamespace(
+                unet=unet, vae=SimpleNamespace(config=cfg["vae"]), scheduler_config=cfg["scheduler"], index={}
+            )
+        )
 
     assert version("sd1") == "sd_v1"
     assert version("sd2", prediction="epsilon") == "sd_v2"
@@ -177,8 +204,12 @@ def test_kohya_metadata_names_the_base_it_was_trained_on(tmp_path):
     from latentdiff.families.released import family_configs
 
     cfg = family_configs("sd2")
-    base = SimpleNamespace(unet=SimpleNamespace(config=cfg["unet"]), vae=SimpleNamespace(config=cfg["vae"]),
-                           scheduler_config=cfg["scheduler"], index={})
+    base = SimpleNamespace(
+        unet=SimpleNamespace(config=cfg["unet"]),
+        vae=SimpleNamespace(config=cfg["vae"]),
+        scheduler_config=cfg["scheduler"],
+        index={},
+    )
     save_kohya(tmp_path / "a.safetensors", {}, {"ss_steps": 2}, components=base)
     with safe_open(str(tmp_path / "a.safetensors"), "pt") as f:
         meta = f.metadata()

@@ -15,22 +15,62 @@ SIZE = dict(width=32, height=32)
 # (kohya name, diffusers module, out, in): the tiny SDXL has 1 layer per block, so SGM's
 # input_blocks_3 is down_blocks.1 and output_blocks_0 is up_blocks.0.
 KOHYA_LAYERS = [
-    ("lora_unet_input_blocks_3_1_transformer_blocks_0_attn1_to_q",
-     "unet", "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q", 64, 64),
-    ("lora_unet_input_blocks_3_1_transformer_blocks_0_attn2_to_k",
-     "unet", "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k", 64, 72),
-    ("lora_unet_middle_block_1_transformer_blocks_1_attn1_to_out_0",
-     "unet", "mid_block.attentions.0.transformer_blocks.1.attn1.to_out.0", 64, 64),
-    ("lora_unet_output_blocks_0_1_transformer_blocks_0_attn2_to_v",
-     "unet", "up_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v", 64, 72),
-    ("lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
-     "text_encoder", "encoder.layers.0.self_attn.q_proj", 32, 32),
-    ("lora_te1_text_model_encoder_layers_1_self_attn_out_proj",
-     "text_encoder", "encoder.layers.1.self_attn.out_proj", 32, 32),
-    ("lora_te2_text_model_encoder_layers_0_self_attn_q_proj",
-     "text_encoder_2", "encoder.layers.0.self_attn.q_proj", 40, 40),
-    ("lora_te2_text_model_encoder_layers_2_self_attn_out_proj",
-     "text_encoder_2", "encoder.layers.2.self_attn.out_proj", 40, 40),
+    (
+        "lora_unet_input_blocks_3_1_transformer_blocks_0_attn1_to_q",
+        "unet",
+        "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
+        64,
+        64,
+    ),
+    (
+        "lora_unet_input_blocks_3_1_transformer_blocks_0_attn2_to_k",
+        "unet",
+        "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k",
+        64,
+        72,
+    ),
+    (
+        "lora_unet_middle_block_1_transformer_blocks_1_attn1_to_out_0",
+        "unet",
+        "mid_block.attentions.0.transformer_blocks.1.attn1.to_out.0",
+        64,
+        64,
+    ),
+    (
+        "lora_unet_output_blocks_0_1_transformer_blocks_0_attn2_to_v",
+        "unet",
+        "up_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v",
+        64,
+        72,
+    ),
+    (
+        "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+        "text_encoder",
+        "encoder.layers.0.self_attn.q_proj",
+        32,
+        32,
+    ),
+    (
+        "lora_te1_text_model_encoder_layers_1_self_attn_out_proj",
+        "text_encoder",
+        "encoder.layers.1.self_attn.out_proj",
+        32,
+        32,
+    ),
+    (
+        "lora_te2_text_model_encoder_layers_0_self_attn_q_proj",
+        "text_encoder_2",
+        "encoder.layers.0.self_attn.q_proj",
+        40,
+        40,
+    ),
+    (
+        "lora_te2_text_model_encoder_layers_2_self_attn_out_proj",
+        "text_encoder_2",
+        "encoder.layers.2.self_attn.out_proj",
+        40,
+        40,
+    ),
 ]
 
 
@@ -44,8 +84,9 @@ def kohya_sdxl_file(path, seed=0):
     tensors = {}
     for i, (key, _, _, out_dim, in_dim) in enumerate(KOHYA_LAYERS):
         down, up = low_rank(seed + i, out_dim, in_dim)
-        tensors.update({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up,
-                        f"{key}.alpha": torch.tensor(ALPHA)})
+        tensors.update(
+            {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(ALPHA)}
+        )
     save_file(tensors, path)
     return path
 
@@ -55,16 +96,25 @@ def diffusers_sdxl_file(path, seed=50):
     the second encoder."""
     (_, _, unet_layer, o1, i1), (_, _, te2_layer, o2, i2) = KOHYA_LAYERS[0], KOHYA_LAYERS[6]
     (d1, u1), (d2, u2) = low_rank(seed, o1, i1), low_rank(seed + 1, o2, i2)
-    save_file({f"unet.{unet_layer}.lora_A.weight": d1, f"unet.{unet_layer}.lora_B.weight": u1,
-               f"text_encoder_2.text_model.{te2_layer}.lora_A.weight": d2,
-               f"text_encoder_2.text_model.{te2_layer}.lora_B.weight": u2}, path)
+    save_file(
+        {
+            f"unet.{unet_layer}.lora_A.weight": d1,
+            f"unet.{unet_layer}.lora_B.weight": u1,
+            f"text_encoder_2.text_model.{te2_layer}.lora_A.weight": d2,
+            f"text_encoder_2.text_model.{te2_layer}.lora_B.weight": u2,
+        },
+        path,
+    )
     return path
 
 
 def weight(pipe, part: str, layer: str) -> torch.Tensor:
     module = getattr(pipe.components, part)
-    return getattr(module, "text_model", module).get_submodule(layer).weight if part != "unet" else \
-        module.get_submodule(layer).weight
+    return (
+        getattr(module, "text_model", module).get_submodule(layer).weight
+        if part != "unet"
+        else module.get_submodule(layer).weight
+    )
 
 
 def load(model, *loras):
@@ -90,8 +140,9 @@ def diffusers_pixels(model, lora, scale, scheduler_config, prompt="a red apple",
     ref.scheduler = make_scheduler(scheduler_config, "euler")
     ref.load_lora_weights(str(lora), **lora_kw)
     ref.fuse_lora(lora_scale=scale)
-    return ref(prompt, num_inference_steps=3, guidance_scale=5.0, generator=[torch.Generator("cpu").manual_seed(4)],
-               **SIZE).images[0]
+    return ref(
+        prompt, num_inference_steps=3, guidance_scale=5.0, generator=[torch.Generator("cpu").manual_seed(4)], **SIZE
+    ).images[0]
 
 
 def test_kohya_sdxl_lora_merges_every_part_and_matches_diffusers_pixels(tiny_sdxl, base, tmp_path):
@@ -178,11 +229,23 @@ def test_sdxl_training_batches_carry_pooled_embeddings_and_each_samples_size_ids
     scan = scan_dataset(sdxl_dataset(tmp_path / "ds"), 32)
     captions = [r.caption for r in scan.records]
     data = ImageCaptionDataset(scan.records, 32, "center", flip=True, seed=0)
-    source = BatchSource(c, data, captions, cache=cache, flip=True, train_text=False, caption_dropout=0.0,
-                         device=torch.device("cpu"), dtype=torch.float32, progress=False)
+    source = BatchSource(
+        c,
+        data,
+        captions,
+        cache=cache,
+        flip=True,
+        train_text=False,
+        caption_dropout=0.0,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        progress=False,
+    )
     # 49x40 -> 39x32, center crop at left 3 (4 in the mirror image); 56x32 -> left 12 either way.
-    by_caption = {"a red square": {(40, 49, 0, 3, 32, 32), (40, 49, 0, 4, 32, 32)},
-                  "a blue square": {(32, 56, 0, 12, 32, 32)}}
+    by_caption = {
+        "a red square": {(40, 49, 0, 3, 32, 32), (40, 49, 0, 4, 32, 32)},
+        "a blue square": {(32, 56, 0, 12, 32, 32)},
+    }
     seen = set()
     for step in range(8):
         gen = torch.Generator().manual_seed(step)
@@ -202,8 +265,20 @@ def finetune_sdxl(model, ds, out, **kw):
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.training.loop import finetune
 
-    return finetune(FinetuneConfig(dataset=str(ds), model=str(model), out=str(out), max_steps=2, batch_size=2,
-                                   resolution=32, lr=1e-2, lora_rank=2, flip=True, **kw))
+    return finetune(
+        FinetuneConfig(
+            dataset=str(ds),
+            model=str(model),
+            out=str(out),
+            max_steps=2,
+            batch_size=2,
+            resolution=32,
+            lr=1e-2,
+            lora_rank=2,
+            flip=True,
+            **kw,
+        )
+    )
 
 
 def render(pipe, prompt="a red square"):
@@ -214,8 +289,15 @@ def test_sdxl_lora_finetune_generates_and_loads_in_diffusers_alike(tiny_sdxl, ba
     from diffusers import StableDiffusionXLPipeline
     from safetensors.torch import load_file
 
-    run = finetune_sdxl(tiny_sdxl, sdxl_dataset(tmp_path / "ds"), tmp_path / "run", train_text_encoder=True,
-                        validate_every=2, validation_steps=1, validation_prompts=["a red square"])
+    run = finetune_sdxl(
+        tiny_sdxl,
+        sdxl_dataset(tmp_path / "ds"),
+        tmp_path / "run",
+        train_text_encoder=True,
+        validate_every=2,
+        validation_steps=1,
+        validation_prompts=["a red square"],
+    )
     assert len(list((run / "samples").glob("step00000002-*.png"))) == 1  # generated mid-run, adapters live
     saved = load_file(str(run / "pytorch_lora_weights.safetensors"))
     assert {k.split(".")[0] for k in saved} == {"unet", "text_encoder", "text_encoder_2"}
@@ -226,12 +308,19 @@ def test_sdxl_lora_finetune_generates_and_loads_in_diffusers_alike(tiny_sdxl, ba
     ref.load_lora_weights(str(run))
 
     def theirs():
-        return ref("a red square", num_inference_steps=3, guidance_scale=5.0,
-                   generator=[torch.Generator("cpu").manual_seed(4)], **SIZE).images[0]
+        return ref(
+            "a red square",
+            num_inference_steps=3,
+            guidance_scale=5.0,
+            generator=[torch.Generator("cpu").manual_seed(4)],
+            **SIZE,
+        ).images[0]
 
     assert max_pixel_diff(mine, render(base)) > 2, "two steps at lr 1e-2 must change the image"
     assert max_pixel_diff(mine, theirs()) <= 2
-    kohya = run / f"{run.name}.safetensors"  # --lora-format both (the default): kohya's SDXL layout too, named after the run
+    kohya = (
+        run / f"{run.name}.safetensors"
+    )  # --lora-format both (the default): kohya's SDXL layout too, named after the run
     assert {k.split("_")[1] for k in load_file(str(kohya))} == {"unet", "te1", "te2"}
     assert max_pixel_diff(render(load(tiny_sdxl, kohya)), mine) <= 1
     ref.fuse_lora(lora_scale=0.5)
@@ -246,8 +335,13 @@ def test_full_sdxl_finetune_is_an_sdxl_model_diffusers_loads(tiny_sdxl, base, tm
     ref = StableDiffusionXLPipeline.from_pretrained(run, add_watermarker=False)
     ref.set_progress_bar_config(disable=True)
     ref.scheduler = make_scheduler(base.components.scheduler_config, "euler")
-    theirs = ref("a red square", num_inference_steps=3, guidance_scale=5.0,
-                 generator=[torch.Generator("cpu").manual_seed(4)], **SIZE).images[0]
+    theirs = ref(
+        "a red square",
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        generator=[torch.Generator("cpu").manual_seed(4)],
+        **SIZE,
+    ).images[0]
     assert max_pixel_diff(mine, render(base)) > 2 and max_pixel_diff(mine, theirs) <= 2
 
 

@@ -43,8 +43,10 @@ def test_folder_to_file_and_back_is_bit_exact(models, kind, tmp_path):
         a, b = load_component_state(src / comp), load_component_state(back / comp)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), comp
-    assert json.loads((back / "model_index.json").read_text())["_class_name"] == \
-        json.loads((src / "model_index.json").read_text())["_class_name"]
+    assert (
+        json.loads((back / "model_index.json").read_text())["_class_name"]
+        == json.loads((src / "model_index.json").read_text())["_class_name"]
+    )
 
 
 @pytest.mark.parametrize("kind", ["sd1", "sd2", "sdxl"])
@@ -62,14 +64,21 @@ def test_single_file_gives_the_folders_pixels_here_and_in_diffusers(models, kind
     folder = _images(src)
     assert max_pixel_diff(folder, _images(single)) == 0
     if kind == "sdxl":
-        ref = diffusers.StableDiffusionXLPipeline.from_single_file(str(single), config=str(src), local_files_only=True,
-                                                                   add_watermarker=False)
+        ref = diffusers.StableDiffusionXLPipeline.from_single_file(
+            str(single), config=str(src), local_files_only=True, add_watermarker=False
+        )
     else:
-        ref = diffusers.StableDiffusionPipeline.from_single_file(str(single), config=str(src), local_files_only=True,
-                                                                 safety_checker=None, requires_safety_checker=False)
+        ref = diffusers.StableDiffusionPipeline.from_single_file(
+            str(single), config=str(src), local_files_only=True, safety_checker=None, requires_safety_checker=False
+        )
     ref.set_progress_bar_config(disable=True)
-    theirs = ref("a red apple", num_inference_steps=2, guidance_scale=4.0,
-                 generator=[torch.Generator("cpu").manual_seed(1)], **SIZE).images
+    theirs = ref(
+        "a red apple",
+        num_inference_steps=2,
+        guidance_scale=4.0,
+        generator=[torch.Generator("cpu").manual_seed(1)],
+        **SIZE,
+    ).images
     assert max_pixel_diff(folder, theirs) <= 1
 
 
@@ -110,15 +119,25 @@ def test_pickle_checkpoint_needs_the_flag_and_loads_weights_only(tiny_sd1, tmp_p
 
 
 # ---- foreign files: the shipped configs, checked on full-size models without any weights ---------
-@pytest.mark.parametrize("family, in_channels, prediction", [
-    ("sd1", 4, None), ("sd1", 9, None), ("sd2", 4, "v_prediction"), ("sd2", 4, "epsilon"), ("sd2", 9, None),
-    ("sdxl", 4, None), ("sdxl", 9, None), ("sdxl_refiner", 4, None)])
+@pytest.mark.parametrize(
+    "family, in_channels, prediction",
+    [
+        ("sd1", 4, None),
+        ("sd1", 9, None),
+        ("sd2", 4, "v_prediction"),
+        ("sd2", 4, "epsilon"),
+        ("sd2", 9, None),
+        ("sdxl", 4, None),
+        ("sdxl", 9, None),
+        ("sdxl_refiner", 4, None),
+    ],
+)
 def test_full_size_checkpoints_are_detected_and_convert_with_shipped_configs(family, in_channels, prediction):
     """A full-size model built on the meta device from the shipped configs is written in the A1111
     layout; detection from names and shapes finds its family, and diffusers' converters map every
     tensor back onto the same architecture: what a real civitai file goes through, offline."""
-    from latentdiff.formats.detect import detect
     from latentdiff.families.released import family_configs
+    from latentdiff.formats.detect import detect
     from latentdiff.formats.single_file import _components, to_ldm
 
     configs = {**family_configs(family, in_channels, prediction), "family": family}
@@ -133,7 +152,15 @@ def test_full_size_checkpoints_are_detected_and_convert_with_shipped_configs(fam
         if a is not None:
             assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
     assert back.tokenizer_2 is None or back.tokenizer_2.pad_token == "!"
-    assert (back.tokenizer or back.tokenizer_2)("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert (back.tokenizer or back.tokenizer_2)("a photo of a cat").input_ids == [
+        49406,
+        320,
+        1125,
+        539,
+        320,
+        2368,
+        49407,
+    ]
 
 
 def _meta_components(configs):
@@ -144,12 +171,23 @@ def _meta_components(configs):
     from latentdiff.models.components import Components
 
     with init_empty_weights():
-        te = {s: (transformers.CLIPTextModel if s == "text_encoder" else transformers.CLIPTextModelWithProjection)(
-            transformers.CLIPTextConfig.from_dict(configs[s])) if configs.get(s) else None
-            for s in ("text_encoder", "text_encoder_2")}
-        return Components(unet=UNet2DConditionModel.from_config(configs["unet"]),
-                          vae=AutoencoderKL.from_config(configs["vae"]), tokenizer=None, tokenizer_2=None,
-                          scheduler_config=configs["scheduler"], defaults={}, **te)
+        te = {
+            s: (transformers.CLIPTextModel if s == "text_encoder" else transformers.CLIPTextModelWithProjection)(
+                transformers.CLIPTextConfig.from_dict(configs[s])
+            )
+            if configs.get(s)
+            else None
+            for s in ("text_encoder", "text_encoder_2")
+        }
+        return Components(
+            unet=UNet2DConditionModel.from_config(configs["unet"]),
+            vae=AutoencoderKL.from_config(configs["vae"]),
+            tokenizer=None,
+            tokenizer_2=None,
+            scheduler_config=configs["scheduler"],
+            defaults={},
+            **te,
+        )
 
 
 # ---- --vae -----------------------------------------------------------------------------------------
@@ -190,16 +228,19 @@ def _file(tmp_path, keys):
     return path
 
 
-@pytest.mark.parametrize("keys, what", [
-    (["model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight"], "Stable Diffusion 3"),
-    (["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"], "Flux"),
-    (["control_model.input_hint_block.0.weight"], "ControlNet"),
-    (["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"], "LoRA"),
-    (["emb_params"], "textual-inversion"),
-    (["encoder.down.0.block.0.conv1.weight", "decoder.up.0.block.0.conv1.weight"], "VAE alone"),
-    (["model.diffusion_model.input_blocks.0.0.weight"], "no text encoder"),
-    (["something.else"], "unknown set"),
-])
+@pytest.mark.parametrize(
+    "keys, what",
+    [
+        (["model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight"], "Stable Diffusion 3"),
+        (["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"], "Flux"),
+        (["control_model.input_hint_block.0.weight"], "ControlNet"),
+        (["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"], "LoRA"),
+        (["emb_params"], "textual-inversion"),
+        (["encoder.down.0.block.0.conv1.weight", "decoder.up.0.block.0.conv1.weight"], "VAE alone"),
+        (["model.diffusion_model.input_blocks.0.0.weight"], "no text encoder"),
+        (["something.else"], "unknown set"),
+    ],
+)
 def test_unsupported_files_name_what_they_are(tmp_path, keys, what):
     r = run_cli("generate", "x", "--model", _file(tmp_path, keys))
     assert r.returncode == 2 and what in r.stderr and "supported:" in r.stderr, r.stderr
@@ -214,11 +255,14 @@ def test_broken_files_are_one_line(tmp_path, content):
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-@pytest.mark.parametrize("index, what", [
-    ({"model_index.json": {"_class_name": "FluxPipeline"}}, "FluxPipeline"),
-    ({"model_index.json": {"_class_name": "StableDiffusion3Pipeline"}}, "StableDiffusion3Pipeline"),
-    ({"config.json": {"_class_name": "ControlNetModel"}}, "ControlNetModel"),
-])
+@pytest.mark.parametrize(
+    "index, what",
+    [
+        ({"model_index.json": {"_class_name": "FluxPipeline"}}, "FluxPipeline"),
+        ({"model_index.json": {"_class_name": "StableDiffusion3Pipeline"}}, "StableDiffusion3Pipeline"),
+        ({"config.json": {"_class_name": "ControlNetModel"}}, "ControlNetModel"),
+    ],
+)
 def test_unsupported_folders_name_what_they_are(tmp_path, index, what):
     for name, content in index.items():
         (tmp_path / name).write_text(json.dumps(content))

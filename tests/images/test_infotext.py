@@ -5,8 +5,8 @@ import hashlib
 import pytest
 from PIL import Image, PngImagePlugin
 
-from latentdiff.models.fingerprint import model_hash, short_hash
 from latentdiff.images.infotext import A1111_SAMPLERS, params_from_a1111, parse_infotext
+from latentdiff.models.fingerprint import model_hash, short_hash
 from latentdiff.sampling.loop import SCHEDULERS, check_scheduler_name
 
 A1111_TEXT = """masterpiece, (best quality:1.2), a cat <lora:add_detail:0.7>
@@ -18,7 +18,9 @@ Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Clip skip: 2, Lora hashes: "
 def test_every_scheduler_has_an_a1111_name_and_both_names_are_accepted():
     assert set(A1111_SAMPLERS) == set(SCHEDULERS)
     for ours, theirs in A1111_SAMPLERS.items():
-        assert check_scheduler_name(theirs) == check_scheduler_name(theirs.upper()) == check_scheduler_name(ours) == ours
+        assert (
+            check_scheduler_name(theirs) == check_scheduler_name(theirs.upper()) == check_scheduler_name(ours) == ours
+        )
 
 
 def test_parse_an_a1111_line():
@@ -27,9 +29,18 @@ def test_parse_an_a1111_line():
     assert negative == "lowres, bad anatomy"
     assert fields["Lora hashes"] == "add_detail: 7c6bad76eb54" and fields["Version"] == "v1.9.4"
     params, notes = params_from_a1111(A1111_TEXT)
-    assert params == {"prompt": "masterpiece, (best quality:1.2), a cat", "negative_prompt": "lowres, bad anatomy",
-                      "prompt_syntax": "a1111", "steps": 28, "guidance": 6.5, "seed": 1234567890, "clip_skip": 2,
-                      "width": 48, "height": 32, "scheduler": "dpm++2m_karras"}
+    assert params == {
+        "prompt": "masterpiece, (best quality:1.2), a cat",
+        "negative_prompt": "lowres, bad anatomy",
+        "prompt_syntax": "a1111",
+        "steps": 28,
+        "guidance": 6.5,
+        "seed": 1234567890,
+        "clip_skip": 2,
+        "width": 48,
+        "height": 32,
+        "scheduler": "dpm++2m_karras",
+    }
     assert "GPU" in notes[0] and any("<lora:add_detail>" in n for n in notes)
 
 
@@ -40,10 +51,18 @@ def test_a_prompt_without_parameters_and_an_unknown_sampler():
     assert params["scheduler"] is None and any("DPM adaptive" in n for n in notes)
 
 
-@pytest.mark.parametrize("scheduler, sampler", [(None, "PLMS"), ("dpm++2m_karras", "DPM++ 2M Karras"), ("euler_a", "Euler a")])
+@pytest.mark.parametrize(
+    "scheduler, sampler", [(None, "PLMS"), ("dpm++2m_karras", "DPM++ 2M Karras"), ("euler_a", "Euler a")]
+)
 def test_our_line_reads_back_as_a1111_would(pipe_sd1, scheduler, sampler):
-    im = pipe_sd1("a (red:1.2) apple, on a table", negative_prompt="blurry, dark", steps=2, seed=5,
-                  scheduler=scheduler, clip_skip=2)[0]
+    im = pipe_sd1(
+        "a (red:1.2) apple, on a table",
+        negative_prompt="blurry, dark",
+        steps=2,
+        seed=5,
+        scheduler=scheduler,
+        clip_skip=2,
+    )[0]
     prompt, negative, fields = parse_infotext(im.info["parameters"])
     assert (prompt, negative) == ("a (red:1.2) apple, on a table", "blurry, dark")
     assert fields["Sampler"] == sampler
@@ -55,8 +74,8 @@ def test_our_line_reads_back_as_a1111_would(pipe_sd1, scheduler, sampler):
 
 
 def test_hashes_a1111_and_civitai_use(tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     f = tmp_path / "m.safetensors"
     save_file({"w": torch.arange(6.0)}, f, metadata={"a": "1"})
@@ -76,7 +95,12 @@ def test_from_reads_a_png_written_by_a1111(tiny_sd1, tmp_path, capsys):
     (path,) = generate(capsys, "--from", png, "--model", tiny_sd1, "--out", tmp_path / "out")
     p = meta(path)
     assert (p["prompt"], p["negative_prompt"], p["steps"], p["guidance"], p["seed"]) == (
-        "masterpiece, (best quality:1.2), a cat", "lowres, bad anatomy", 2, 6.5, 1234567890)
+        "masterpiece, (best quality:1.2), a cat",
+        "lowres, bad anatomy",
+        2,
+        6.5,
+        1234567890,
+    )
     assert (p["width"], p["height"], p["scheduler"], p["clip_skip"]) == (48, 32, "dpm++2m_karras", 2)
     with Image.open(path) as im:
         assert im.size == (48, 32)

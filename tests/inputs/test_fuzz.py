@@ -27,16 +27,40 @@ from latentdiff.cli.main import main
 from latentdiff.errors import LatentDiffError
 from latentdiff.sampling.loop import SCHEDULERS
 
-FUZZ = settings(derandomize=True, deadline=None, database=None, print_blob=False,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    derandomize=True,
+    deadline=None,
+    database=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 MEMORY = 2**30 * 2
 
 json_value = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=6)
-numbers_as_text = st.sampled_from(["", "0", "-1", "1e309", "nan", "inf", "-inf", "1.5", " 3", "0x10", "9" * 30,
-                                   str(2**63), str(2**63 - 1), str(2**64), "1_000", "٣"])
+    max_leaves=6,
+)
+numbers_as_text = st.sampled_from(
+    [
+        "",
+        "0",
+        "-1",
+        "1e309",
+        "nan",
+        "inf",
+        "-inf",
+        "1.5",
+        " 3",
+        "0x10",
+        "9" * 30,
+        str(2**63),
+        str(2**63 - 1),
+        str(2**64),
+        "1_000",
+        "٣",
+    ]
+)
 odd_text = numbers_as_text | st.text(max_size=15) | st.integers(-(10**20), 10**20).map(str)
 
 
@@ -84,22 +108,40 @@ def run_loaded(pipe, argv):
 
 def value_for(flag: str):
     valid = {
-        "--steps": st.integers(1, 3).map(str), "--guidance": st.floats(0, 20).map(str),
-        "--seed": st.integers(0, 2**63 - 1).map(str), "--width": st.sampled_from(["16", "32", "4096"]),
-        "--height": st.sampled_from(["16", "32", "4096"]), "--num-images": st.integers(1, 2).map(str),
-        "--scheduler": st.sampled_from(list(SCHEDULERS)), "--device": st.sampled_from(["cpu", "auto"]),
-        "--dtype": st.sampled_from(["fp32", "auto"]), "--negative": st.text(max_size=20),
+        "--steps": st.integers(1, 3).map(str),
+        "--guidance": st.floats(0, 20).map(str),
+        "--seed": st.integers(0, 2**63 - 1).map(str),
+        "--width": st.sampled_from(["16", "32", "4096"]),
+        "--height": st.sampled_from(["16", "32", "4096"]),
+        "--num-images": st.integers(1, 2).map(str),
+        "--scheduler": st.sampled_from(list(SCHEDULERS)),
+        "--device": st.sampled_from(["cpu", "auto"]),
+        "--dtype": st.sampled_from(["fp32", "auto"]),
+        "--negative": st.text(max_size=20),
     }[flag]
     return valid | odd_text | st.sampled_from(["k_euler", "cuda:9", "mps", "cpu:5", "x" * 10_001])
 
 
-FLAGS = ["--steps", "--guidance", "--seed", "--width", "--height", "--num-images", "--scheduler", "--device",
-         "--dtype", "--negative"]
+FLAGS = [
+    "--steps",
+    "--guidance",
+    "--seed",
+    "--width",
+    "--height",
+    "--num-images",
+    "--scheduler",
+    "--device",
+    "--dtype",
+    "--negative",
+]
 
 
 @settings(FUZZ, max_examples=400)
-@given(prompt=st.text(max_size=30) | st.just("y" * 10_001), flags=st.lists(st.sampled_from(FLAGS), max_size=4),
-       data=st.data())
+@given(
+    prompt=st.text(max_size=30) | st.just("y" * 10_001),
+    flags=st.lists(st.sampled_from(FLAGS), max_size=4),
+    data=st.data(),
+)
 def test_fuzz_cli_flags(cli_env, pipe_sd1, prompt, flags, data):
     argv = ["generate", prompt, "--model", str(cli_env), "--quiet"]
     for flag in flags:
@@ -111,10 +153,18 @@ def test_fuzz_cli_flags(cli_env, pipe_sd1, prompt, flags, data):
         assert_clean(code, out, err, Path(tmp))
 
 
-RECORDED = {"prompt": st.text(max_size=20), "steps": st.integers(1, 3), "guidance": st.floats(0, 10),
-            "seed": st.integers(0, 2**63 - 1), "width": st.sampled_from([16, 32]), "height": st.sampled_from([16, 32]),
-            "negative_prompt": st.text(max_size=10), "scheduler": st.sampled_from([None, *SCHEDULERS]),
-            "dtype": st.sampled_from(["fp32", None]), "model": st.none()}
+RECORDED = {
+    "prompt": st.text(max_size=20),
+    "steps": st.integers(1, 3),
+    "guidance": st.floats(0, 10),
+    "seed": st.integers(0, 2**63 - 1),
+    "width": st.sampled_from([16, 32]),
+    "height": st.sampled_from([16, 32]),
+    "negative_prompt": st.text(max_size=10),
+    "scheduler": st.sampled_from([None, *SCHEDULERS]),
+    "dtype": st.sampled_from(["fp32", None]),
+    "model": st.none(),
+}
 
 
 @settings(FUZZ, max_examples=300)
@@ -126,8 +176,19 @@ def test_fuzz_from_png_metadata(cli_env, pipe_sd1, data, broken, raw):
         info = PngImagePlugin.PngInfo()
         info.add_itxt("latentdiff", text)
         Image.new("RGB", (4, 4)).save(Path(tmp) / "in.png", pnginfo=info)
-        code, out, err = run_loaded(pipe_sd1, ["generate", "--from", str(Path(tmp) / "in.png"), "--model",
-                                               str(cli_env), "--quiet", "--out", str(Path(tmp) / "o")])
+        code, out, err = run_loaded(
+            pipe_sd1,
+            [
+                "generate",
+                "--from",
+                str(Path(tmp) / "in.png"),
+                "--model",
+                str(cli_env),
+                "--quiet",
+                "--out",
+                str(Path(tmp) / "o"),
+            ],
+        )
         assert_clean(code, out, err, Path(tmp) / "o")
 
 
@@ -135,13 +196,28 @@ api_value = json_value | st.floats(allow_nan=True) | st.sampled_from([math.nan, 
 
 
 @settings(FUZZ, max_examples=1500)
-@given(data=st.data(), broken=st.sets(st.sampled_from(
-    ["prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed", "num_images", "scheduler"]),
-    min_size=1, max_size=3))
+@given(
+    data=st.data(),
+    broken=st.sets(
+        st.sampled_from(
+            ["prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed", "num_images", "scheduler"]
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
 def test_fuzz_api_arguments(pipe_sd1, data, broken):
-    valid = {"prompt": st.text(max_size=10), "negative_prompt": st.text(max_size=10), "steps": st.just(1),
-             "guidance": st.floats(0, 10), "width": st.just(16), "height": st.just(16),
-             "seed": st.integers(0, 2**40), "num_images": st.just(1), "scheduler": st.sampled_from([None, "ddim"])}
+    valid = {
+        "prompt": st.text(max_size=10),
+        "negative_prompt": st.text(max_size=10),
+        "steps": st.just(1),
+        "guidance": st.floats(0, 10),
+        "width": st.just(16),
+        "height": st.just(16),
+        "seed": st.integers(0, 2**40),
+        "num_images": st.just(1),
+        "scheduler": st.sampled_from([None, "ddim"]),
+    }
     kwargs = {k: data.draw(api_value if k in broken else s) for k, s in valid.items()}
     try:
         images = pipe_sd1(**kwargs)
@@ -157,8 +233,15 @@ ODD = st.sampled_from([None, -1, 0, 1, 2, 2.5, "1", "", math.nan, math.inf, -mat
 
 
 @settings(FUZZ, max_examples=300)
-@given(data=st.data(), names=st.sets(st.sampled_from(
-    ["num_inference_steps", "guidance_scale", "num_images_per_prompt", "generator", "steps", "guidance"]), min_size=1))
+@given(
+    data=st.data(),
+    names=st.sets(
+        st.sampled_from(
+            ["num_inference_steps", "guidance_scale", "num_images_per_prompt", "generator", "steps", "guidance"]
+        ),
+        min_size=1,
+    ),
+)
 def test_fuzz_diffusers_argument_names(pipe_sd1, data, names):
     """diffusers' names (and ours beside them): an image, or one line naming what to pass."""
     import torch
@@ -177,12 +260,17 @@ def test_fuzz_diffusers_argument_names(pipe_sd1, data, names):
 @given(data=st.data())
 def test_fuzz_from_pretrained_arguments(data):
     """Rejected before any file is read: every argument has the wrong type or an unknown value."""
-    kwargs = {"model": data.draw(st.integers() | st.lists(st.integers(), max_size=2) | st.just("a\0b")),
-              "device": data.draw(odd_text | st.integers()), "dtype": data.draw(odd_text | st.none()),
-              "allow_pickle": data.draw(st.booleans() | st.integers() | st.text(max_size=3))}
+    kwargs = {
+        "model": data.draw(st.integers() | st.lists(st.integers(), max_size=2) | st.just("a\0b")),
+        "device": data.draw(odd_text | st.integers()),
+        "dtype": data.draw(odd_text | st.none()),
+        "allow_pickle": data.draw(st.booleans() | st.integers() | st.text(max_size=3)),
+    }
     name = data.draw(st.sampled_from(sorted(kwargs)))
-    kwargs = {**{"model": "/nonexistent-model", "device": "cpu", "dtype": "fp32", "allow_pickle": False},
-              name: kwargs[name]}
+    kwargs = {
+        **{"model": "/nonexistent-model", "device": "cpu", "dtype": "fp32", "allow_pickle": False},
+        name: kwargs[name],
+    }
     with pytest.raises(LatentDiffError) as e:
         Pipeline.from_pretrained(**kwargs)
     assert "\n" not in str(e.value)
@@ -190,15 +278,23 @@ def test_fuzz_from_pretrained_arguments(data):
 
 # ---- model folders --------------------------------------------------------------------------------------
 
-CONFIGS = ["model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
-           "scheduler/scheduler_config.json", "latentdiff.json", "tokenizer/tokenizer_config.json",
-           "unet/diffusion_pytorch_model.safetensors.index.json"]
+CONFIGS = [
+    "model_index.json",
+    "unet/config.json",
+    "vae/config.json",
+    "text_encoder/config.json",
+    "scheduler/scheduler_config.json",
+    "latentdiff.json",
+    "tokenizer/tokenizer_config.json",
+    "unet/diffusion_pytorch_model.safetensors.index.json",
+]
 
 
 def copy_model(src: Path, dst: Path) -> Path:
     """A copy whose weights are hard links (cheap); configs are real files we may rewrite."""
-    shutil.copytree(src, dst, copy_function=lambda s, d: os.link(s, d) if s.endswith(".safetensors")
-                    else shutil.copy2(s, d))
+    shutil.copytree(
+        src, dst, copy_function=lambda s, d: os.link(s, d) if s.endswith(".safetensors") else shutil.copy2(s, d)
+    )
     return dst
 
 
@@ -218,6 +314,23 @@ def test_fuzz_model_folder_files(tiny_sd1, file, whole, key, data):
         value = data.draw(json_value | st.sampled_from(["../../x.safetensors", "/etc/passwd", 10**12, -1, 0]))
         path.write_text(json.dumps(value if whole else {**current, key: value}))
         out = Path(tmp) / "o"
-        code, stdout, err = run_main(["generate", "x", "--model", str(model), "--steps", "1", "--width", "16",
-                                      "--height", "16", "--quiet", "--device", "cpu", "--out", str(out)])
+        code, stdout, err = run_main(
+            [
+                "generate",
+                "x",
+                "--model",
+                str(model),
+                "--steps",
+                "1",
+                "--width",
+                "16",
+                "--height",
+                "16",
+                "--quiet",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
         assert_clean(code, stdout, err, out)

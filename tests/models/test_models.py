@@ -60,6 +60,7 @@ def to_pickle(model: Path) -> Path:
 
 # ---- safetensors only, unless the user opts in --------------------------------------------
 
+
 def test_pickle_only_model_is_refused_naming_file_and_flag(model, capsys):
     to_pickle(model)
     with pytest.raises(ModelError) as e:
@@ -137,7 +138,9 @@ def test_damaged_weights_name_the_file(model, capsys, damage):
     st = model / UNET_ST
     data = st.read_bytes()
     st.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"")
-    with pytest.raises(ModelError, match=r"truncated or corrupt" if damage == "truncate" else r"empty \(0 bytes\)") as e:
+    with pytest.raises(
+        ModelError, match=r"truncated or corrupt" if damage == "truncate" else r"empty \(0 bytes\)"
+    ) as e:
         load(model)
     assert str(st) in str(e.value)
     code, line = cli_error(capsys, "x", "--model", model)
@@ -157,6 +160,7 @@ def test_weights_that_do_not_fit_the_config(model, capsys):
 
 # ---- model references ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "setup, message",
     [
@@ -167,8 +171,12 @@ def test_weights_that_do_not_fit_the_config(model, capsys):
     ],
 )
 def test_bad_model_paths_exit_2_with_one_line(model, tmp_path, capsys, setup, message):
-    target = {"missing_component": model, "empty_dir": tmp_path / "empty", "not_a_model": tmp_path / "photos",
-              "nonexistent": tmp_path / "no" / "such" / "model"}[setup]
+    target = {
+        "missing_component": model,
+        "empty_dir": tmp_path / "empty",
+        "not_a_model": tmp_path / "photos",
+        "nonexistent": tmp_path / "no" / "such" / "model",
+    }[setup]
     if setup == "missing_component":
         shutil.rmtree(model / "vae")
     elif setup == "empty_dir":

@@ -87,20 +87,31 @@ def test_controlnet_residuals_equal_diffusers(models):
     hint = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(4))
 
     def control(x, t, inputs):
-        down, mid = controlnet(x, t, encoder_hidden_states=inputs.context.hidden, controlnet_cond=hint,
-                               return_dict=False)
+        down, mid = controlnet(
+            x, t, encoder_hidden_states=inputs.context.hidden, controlnet_cond=hint, return_dict=False
+        )
         return BlockResiduals(tuple(down), mid)
 
     ctx, x, t = _context(c, 2), _latents(2, 4), torch.tensor(300)
     with torch.no_grad():
         mine = UNetCall(c.unet)(x, t, Inputs(ctx, residuals=(control,)))
         down, mid = controlnet(x, t, encoder_hidden_states=ctx.hidden, controlnet_cond=hint, return_dict=False)
-        theirs = c.unet(x, t, encoder_hidden_states=ctx.hidden, down_block_additional_residuals=down,
-                        mid_block_additional_residual=mid).sample
+        theirs = c.unet(
+            x,
+            t,
+            encoder_hidden_states=ctx.hidden,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+        ).sample
         plain = c.unet(x, t, encoder_hidden_states=ctx.hidden).sample
         twice = UNetCall(c.unet)(x, t, Inputs(ctx, residuals=(control, control)))
-        doubled = c.unet(x, t, encoder_hidden_states=ctx.hidden, down_block_additional_residuals=[d + d for d in down],
-                         mid_block_additional_residual=mid + mid).sample
+        doubled = c.unet(
+            x,
+            t,
+            encoder_hidden_states=ctx.hidden,
+            down_block_additional_residuals=[d + d for d in down],
+            mid_block_additional_residual=mid + mid,
+        ).sample
     assert torch.equal(mine, theirs)
     assert not torch.allclose(mine, plain, atol=1e-4), "the residuals must reach the UNet"
     assert torch.equal(twice, doubled)  # several controls: their residuals summed

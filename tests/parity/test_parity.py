@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from helpers import max_pixel_diff, paired
+
 from latentdiff.sampling.loop import SCHEDULERS, make_scheduler
 
 
@@ -16,8 +16,14 @@ def pipes(tiny_sd1, tiny_sd2):
 def reference(ref, ours, prompt, scheduler, steps, guidance, seed, n, negative=""):
     ref.scheduler = make_scheduler(ours.components.scheduler_config, scheduler)
     gens = [torch.Generator("cpu").manual_seed(seed + k) for k in range(n)]
-    return ref(prompt, negative_prompt=negative or None, num_inference_steps=steps, guidance_scale=guidance,
-               num_images_per_prompt=n, generator=gens).images
+    return ref(
+        prompt,
+        negative_prompt=negative or None,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        num_images_per_prompt=n,
+        generator=gens,
+    ).images
 
 
 @pytest.mark.parametrize("kind", ["sd1", "sd2"])
@@ -45,6 +51,7 @@ def test_default_scheduler_is_the_models_own(pipes):
     ours, ref = pipes["sd1"]
     mine = ours("a red apple", steps=3, guidance=3.0, seed=0)
     ref.scheduler = make_scheduler(ours.components.scheduler_config)
-    theirs = ref("a red apple", num_inference_steps=3, guidance_scale=3.0,
-                 generator=[torch.Generator("cpu").manual_seed(0)]).images
+    theirs = ref(
+        "a red apple", num_inference_steps=3, guidance_scale=3.0, generator=[torch.Generator("cpu").manual_seed(0)]
+    ).images
     assert max_pixel_diff(mine, theirs) <= 1

@@ -22,21 +22,28 @@ def same(a, b) -> bool:
 
 def test_diffusers_names_give_the_same_images_as_ours(pipe_sd1):
     ours = pipe_sd1("a cat", steps=2, guidance=3.0, num_images=2, seed=5)
-    theirs = pipe_sd1("a cat", num_inference_steps=2, guidance_scale=3.0, num_images_per_prompt=2,
-                      generator=[gen(5), gen(6)])
+    theirs = pipe_sd1(
+        "a cat", num_inference_steps=2, guidance_scale=3.0, num_images_per_prompt=2, generator=[gen(5), gen(6)]
+    )
     assert all(same(a, b) for a, b in zip(ours, theirs)) and len(theirs) == 2
     one = pipe_sd1("a cat", num_inference_steps=2, generator=gen(9))[0]
     assert one.info["latentdiff"]["seed"] == 9 and same(one, pipe_sd1("a cat", steps=2, seed=9)[0])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(generator=gen(1), num_images=2), "generator: one generator for 2 images draws them from one stream; pass seed"),
-    (dict(generator=[gen(1), gen(3)], num_images=2), "seeds [1, 3] are not consecutive; pass seed=N"),
-    (dict(generator=[gen(1)], num_images=2), "1 generators for 2 images"),
-    (dict(generator=7), "generator must be a torch.Generator or a list of them; pass seed=N"),
-    (dict(generator=gen(1), seed=4), "give seed or generator, not both"),
-    (dict(steps=2, num_inference_steps=3), "give steps or num_inference_steps, not both"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            dict(generator=gen(1), num_images=2),
+            "generator: one generator for 2 images draws them from one stream; pass seed",
+        ),
+        (dict(generator=[gen(1), gen(3)], num_images=2), "seeds [1, 3] are not consecutive; pass seed=N"),
+        (dict(generator=[gen(1)], num_images=2), "1 generators for 2 images"),
+        (dict(generator=7), "generator must be a torch.Generator or a list of them; pass seed=N"),
+        (dict(generator=gen(1), seed=4), "give seed or generator, not both"),
+        (dict(steps=2, num_inference_steps=3), "give steps or num_inference_steps, not both"),
+    ],
+)
 def test_what_cannot_be_followed_exactly_is_refused_in_one_line(pipe_sd1, kwargs, message):
     with pytest.raises(UsageError) as e:
         pipe_sd1("a cat", **kwargs)
@@ -77,8 +84,10 @@ def test_to_moves_and_casts_like_loading_in_that_dtype(tiny_sd1):
 
 
 def test_dir_lists_the_public_names_without_importing_torch():
-    code = ("import sys, latentdiff; print(sorted(set(latentdiff.__all__) - set(dir(latentdiff)))); "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, latentdiff; print(sorted(set(latentdiff.__all__) - set(dir(latentdiff)))); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[:2] == ["[]", "False"]
     assert {"Pipeline", "GenerateConfig", "UsageError", "LatentDiffError"} <= set(latentdiff.__all__)

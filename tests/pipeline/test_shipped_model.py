@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from latentdiff import Pipeline
 from latentdiff.models.hub import DEFAULT_MODEL_DIR
-
-from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +38,20 @@ def test_size_limit_fp16_and_model_card():
 def test_same_image_in_diffusers(shipped):
     from diffusers import StableDiffusionPipeline
 
-    ref = StableDiffusionPipeline.from_pretrained(DEFAULT_MODEL_DIR, torch_dtype=torch.float32, safety_checker=None,
-                                                  requires_safety_checker=False)
+    ref = StableDiffusionPipeline.from_pretrained(
+        DEFAULT_MODEL_DIR, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False
+    )
     ref.set_progress_bar_config(disable=True)
     ours = Pipeline.from_pretrained(None, device="cpu", dtype="fp32")
     ours.progress = False
     d = ours.defaults()
     mine = ours("red apple", seed=5)[0]
-    theirs = ref("red apple", num_inference_steps=d["steps"], guidance_scale=d["guidance"],
-                 generator=[torch.Generator("cpu").manual_seed(5)]).images[0]
+    theirs = ref(
+        "red apple",
+        num_inference_steps=d["steps"],
+        guidance_scale=d["guidance"],
+        generator=[torch.Generator("cpu").manual_seed(5)],
+    ).images[0]
     assert np.abs(np.asarray(mine, dtype=int) - np.asarray(theirs, dtype=int)).max() <= 1
 
 

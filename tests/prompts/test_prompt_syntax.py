@@ -5,35 +5,49 @@ import pytest
 import torch
 
 from latentdiff import UsageError
-from latentdiff.prompts.syntax import BREAK, fragments, parse
 from latentdiff.families.conditioning import apply_token_weights
 from latentdiff.prompts.chunks import prompt_chunks, tokenize_weighted
+from latentdiff.prompts.syntax import BREAK, fragments, parse
 
 
 def approx(frags):
     return [(t, pytest.approx(w)) for t, w in frags]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("normal text", [("normal text", 1.0)]),
-    ("an (important) word", [("an ", 1.0), ("important", 1.1), (" word", 1.0)]),
-    ("(unbalanced", [("unbalanced", 1.1)]),
-    ("a stray) and ] closer", [("a stray) and ] closer", 1.0)]),
-    ("\\(literal\\]", [("(literal]", 1.0)]),
-    ("(unnecessary)(parens)", [("unnecessaryparens", 1.1)]),
-    ("[less] more", [("less", 1 / 1.1), (" more", 1.0)]),
-    ("((nested)) [[down]]", [("nested", 1.21), (" ", 1.0), ("down", 1 / 1.21)]),
-    ("(red:1.5) apple", [("red", 1.5), (" apple", 1.0)]),
-    ("(red: -0.5 )", [("red", -0.5)]),
-    ("(apple:1.0)", [("apple", 1.0)]),
-    ("((apple:1.3))", [("apple", 1.43)]),
-    ("a: b", [("a: b", 1.0)]),
-    ("(x:1.2.3)", [("x:1.2.3", 1.1)]),  # not a number: text, and the ( still closes with its )
-    ("", [("", 1.0)]),
-    ("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
-     [("a ", 1.0), ("house", 1.1 * 1.1 * 1.3), (" ", 1.1), ("on", 1.0), (" a ", 1.1), ("hill", 0.55),
-      (", sun, ", 1.1), ("sky", 1.1 ** 4), (".", 1.1)]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("normal text", [("normal text", 1.0)]),
+        ("an (important) word", [("an ", 1.0), ("important", 1.1), (" word", 1.0)]),
+        ("(unbalanced", [("unbalanced", 1.1)]),
+        ("a stray) and ] closer", [("a stray) and ] closer", 1.0)]),
+        ("\\(literal\\]", [("(literal]", 1.0)]),
+        ("(unnecessary)(parens)", [("unnecessaryparens", 1.1)]),
+        ("[less] more", [("less", 1 / 1.1), (" more", 1.0)]),
+        ("((nested)) [[down]]", [("nested", 1.21), (" ", 1.0), ("down", 1 / 1.21)]),
+        ("(red:1.5) apple", [("red", 1.5), (" apple", 1.0)]),
+        ("(red: -0.5 )", [("red", -0.5)]),
+        ("(apple:1.0)", [("apple", 1.0)]),
+        ("((apple:1.3))", [("apple", 1.43)]),
+        ("a: b", [("a: b", 1.0)]),
+        ("(x:1.2.3)", [("x:1.2.3", 1.1)]),  # not a number: text, and the ( still closes with its )
+        ("", [("", 1.0)]),
+        (
+            "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
+            [
+                ("a ", 1.0),
+                ("house", 1.1 * 1.1 * 1.3),
+                (" ", 1.1),
+                ("on", 1.0),
+                (" a ", 1.1),
+                ("hill", 0.55),
+                (", sun, ", 1.1),
+                ("sky", 1.1**4),
+                (".", 1.1),
+            ],
+        ),
+    ],
+)
 def test_parse_matches_a1111(text, expected):
     assert parse(text) == approx(expected)
 
@@ -55,8 +69,10 @@ def test_token_weights_follow_the_fragments(pipe_sd1):
     tok = pipe_sd1.components.tokenizer
     ids = lambda s: tok(s, add_special_tokens=False).input_ids  # noqa: E731
     (chunk,) = prompt_chunks(tok, "a (red:1.5) apple", "a1111")
-    assert chunk == (ids("a") + ids("red") + ids("apple"),
-                     [1.0] * len(ids("a")) + [1.5] * len(ids("red")) + [1.0] * len(ids("apple")))
+    assert chunk == (
+        ids("a") + ids("red") + ids("apple"),
+        [1.0] * len(ids("a")) + [1.5] * len(ids("red")) + [1.0] * len(ids("apple")),
+    )
     first, second = prompt_chunks(tok, "a red BREAK apple", "a1111")
     assert first[0] == ids("a red") and second[0] == ids("apple")
 
@@ -119,8 +135,20 @@ def test_clip_skip_out_of_range_is_a_usage_error(pipe_sd1, bad):
 def test_cli_flags_are_recorded_and_replayed(tiny_sd1, tmp_path, capsys):
     from helpers import fails, generate, meta, pixels
 
-    (made,) = generate(capsys, "(red:1.4) apple", "--model", tiny_sd1, "--out", tmp_path / "a", "--steps", 1,
-                       "--clip-skip", 2, "--prompt-syntax", "plain")
+    (made,) = generate(
+        capsys,
+        "(red:1.4) apple",
+        "--model",
+        tiny_sd1,
+        "--out",
+        tmp_path / "a",
+        "--steps",
+        1,
+        "--clip-skip",
+        2,
+        "--prompt-syntax",
+        "plain",
+    )
     assert (meta(made)["clip_skip"], meta(made)["prompt_syntax"]) == (2, "plain")
     (again,) = generate(capsys, "--from", made, "--out", tmp_path / "b")
     assert np.array_equal(pixels(again), pixels(made))

@@ -5,16 +5,15 @@ frozen weights in the compute dtype. tests/runtime/test_cuda.py runs the same le
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
+from helpers import cfg, max_diff, weights
 
-from latentdiff import Pipeline, UsageError
 import latentdiff.runtime.compile as accel
+from latentdiff import Pipeline, UsageError
 from latentdiff.families.clip import Embeddings
 from latentdiff.families.unet import UNetCall
 from latentdiff.runtime.placement import vae_dtype
 from latentdiff.sampling.loop import denoise, make_scheduler
-
-from conftest import run_cli
-from helpers import cfg, max_diff, weights
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -52,9 +51,17 @@ class MetaUNet(torch.nn.Module):
         return SimpleNamespace(sample=torch.empty_like(x))
 
 
-SCHEDULER_CONFIG = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
-                    "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "steps_offset": 1,
-                    "skip_prk_steps": True, "set_alpha_to_one": False, "clip_sample": False}
+SCHEDULER_CONFIG = {
+    "_class_name": "PNDMScheduler",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "steps_offset": 1,
+    "skip_prk_steps": True,
+    "set_alpha_to_one": False,
+    "clip_sample": False,
+}
 
 
 def _meta_run(name: str, scheduler_device=None):
@@ -65,7 +72,9 @@ def _meta_run(name: str, scheduler_device=None):
     latents = torch.empty(2, 4, 8, 8, device="meta")
     cond = torch.empty(2, 7, 16, device="meta")
     gens = [torch.Generator().manual_seed(s) for s in range(2)]
-    return denoise(UNetCall(MetaUNet()), sched, latents, Embeddings(cond), Embeddings(torch.empty_like(cond)), 5.0, gens)
+    return denoise(
+        UNetCall(MetaUNet()), sched, latents, Embeddings(cond), Embeddings(torch.empty_like(cond)), 5.0, gens
+    )
 
 
 @pytest.mark.parametrize("name", ["pndm", "ddim", "ddpm", "euler", "euler_a", "heun", "lms", "dpm++2m", "unipc"])
@@ -143,8 +152,10 @@ def test_lora_frozen_weights_take_the_compute_dtype():
     assert m.weight.dtype == torch.float32 and m.bias.dtype == torch.bfloat16
 
 
-@pytest.mark.skipif(not __import__("latentdiff.runtime.device", fromlist=["cpu_bf16"]).cpu_bf16().runs,
-                    reason="torch cannot compute in bf16 on this CPU")
+@pytest.mark.skipif(
+    not __import__("latentdiff.runtime.device", fromlist=["cpu_bf16"]).cpu_bf16().runs,
+    reason="torch cannot compute in bf16 on this CPU",
+)
 def test_lora_in_bf16_resumes_exactly_with_frozen_weights_cast(dataset, tiny_sd1, tmp_path):
     """The frozen base weights are re-read (and cast) on resume: the resumed run ends where a straight one does."""
     from latentdiff.training.loop import finetune
@@ -155,15 +166,18 @@ def test_lora_in_bf16_resumes_exactly_with_frozen_weights_cast(dataset, tiny_sd1
     assert max_diff(weights(tmp_path / "straight"), weights(tmp_path / "resumed")) <= 1e-6
 
 
-@pytest.mark.skipif(not __import__("latentdiff.runtime.device", fromlist=["cpu_bf16"]).cpu_bf16().runs,
-                    reason="torch cannot compute in bf16 on this CPU")
+@pytest.mark.skipif(
+    not __import__("latentdiff.runtime.device", fromlist=["cpu_bf16"]).cpu_bf16().runs,
+    reason="torch cannot compute in bf16 on this CPU",
+)
 def test_runs_in_one_process_may_change_precision(dataset, tiny_sd1, tmp_path):
     """accelerate fixes the mixed precision per process; the Python API must not (a notebook's second run)."""
     from latentdiff.training.loop import finetune
 
     for i, precision in enumerate(["no", "bf16", "no"]):
-        out = finetune(cfg(dataset, tiny_sd1, tmp_path / str(i), mixed_precision=precision, max_steps=1,
-                           checkpoint_every=1))
+        out = finetune(
+            cfg(dataset, tiny_sd1, tmp_path / str(i), mixed_precision=precision, max_steps=1, checkpoint_every=1)
+        )
         assert __import__("yaml").safe_load((out / "config.yaml").read_text())["mixed_precision"] == precision
 
 
@@ -182,6 +196,7 @@ def test_cuda_graph_wrapper_hands_out_copies_of_the_pooled_output(monkeypatch):
         def replay(x):
             pool.copy_(fn(x).sample)
             return UNet2DConditionOutput(sample=pool)
+
         return replay
 
     monkeypatch.setattr(torch, "compile", fake_compile)

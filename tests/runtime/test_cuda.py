@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from PIL import Image, ImageDraw
 
 from latentdiff import Pipeline
-
-from conftest import run_cli
 
 pytestmark = pytest.mark.gpu
 MIN_PSNR_DB = {"fp16": 40.0, "bf16": 35.0}  # vs the fp32 CUDA image of the same seed
@@ -37,8 +36,7 @@ def test_low_precision_is_close_to_fp32(tiny_sd1, dtype):
     assert low[0].info["latentdiff"]["dtype"] == dtype
 
 
-@pytest.mark.parametrize("mode", ["auto", "default", "reduce-overhead", "max-autotune",
-                                  "max-autotune-no-cudagraphs"])
+@pytest.mark.parametrize("mode", ["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
 def test_compiled_matches_eager(tiny_sd1, mode):
     eager = make(tiny_sd1, "fp16")("a red apple", steps=4, seed=1, num_images=2)
     pipe = make(tiny_sd1, "fp16", compile=mode)
@@ -125,8 +123,24 @@ def dataset(tmp_path_factory):
 @pytest.mark.parametrize("precision", ["no", "fp16", "bf16"])
 def test_finetune_and_resume_on_cuda(dataset, tiny_sd1, tmp_path, method, precision):
     out = tmp_path / "run"
-    args = ["finetune", dataset, "--model", tiny_sd1, "--out", out, "--method", method, "--batch-size", "2",
-            "--resolution", "64", "--checkpoint-every", "2", "--mixed-precision", precision]
+    args = [
+        "finetune",
+        dataset,
+        "--model",
+        tiny_sd1,
+        "--out",
+        out,
+        "--method",
+        method,
+        "--batch-size",
+        "2",
+        "--resolution",
+        "64",
+        "--checkpoint-every",
+        "2",
+        "--mixed-precision",
+        precision,
+    ]
     first = run_cli(*args, "--max-steps", "2")
     assert first.returncode == 0, first.stderr[-2000:]
     resumed = run_cli(*args, "--max-steps", "4", "--resume")
@@ -140,8 +154,25 @@ def test_finetune_and_resume_on_cuda(dataset, tiny_sd1, tmp_path, method, precis
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_finetune_compile_on_cuda(dataset, tiny_sd1, tmp_path, method):
     out = tmp_path / "run"
-    r = run_cli("finetune", dataset, "--model", tiny_sd1, "--out", out, "--method", method, "--batch-size", "2",
-                "--resolution", "64", "--max-steps", "3", "--mixed-precision", "bf16", "--compile")
+    r = run_cli(
+        "finetune",
+        dataset,
+        "--model",
+        tiny_sd1,
+        "--out",
+        out,
+        "--method",
+        method,
+        "--batch-size",
+        "2",
+        "--resolution",
+        "64",
+        "--max-steps",
+        "3",
+        "--mixed-precision",
+        "bf16",
+        "--compile",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 3 and all(np.isfinite(m["loss"]) for m in metrics if "loss" in m)
@@ -157,10 +188,23 @@ def test_resume_on_cuda_matches_uninterrupted(dataset, tiny_sd1, tmp_path, metho
     from latentdiff.training.loop import finetune
 
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    base = dict(dataset=str(dataset), model=str(tiny_sd1), method=method, max_steps=4, batch_size=2, resolution=64,
-                lr=1e-3, checkpoint_every=2, log_every=1, seed=1, mixed_precision="fp16")
+    base = dict(
+        dataset=str(dataset),
+        model=str(tiny_sd1),
+        method=method,
+        max_steps=4,
+        batch_size=2,
+        resolution=64,
+        lr=1e-3,
+        checkpoint_every=2,
+        log_every=1,
+        seed=1,
+        mixed_precision="fp16",
+    )
     finetune(FinetuneConfig(out=str(tmp_path / "straight"), **base))
     finetune(FinetuneConfig(out=str(tmp_path / "resumed"), **{**base, "max_steps": 2}))
     finetune(FinetuneConfig(out=str(tmp_path / "resumed"), resume=True, **base))
-    a, b = (load_file(str(ckpt.latest_checkpoint(tmp_path / d) / "trainable.safetensors")) for d in ("straight", "resumed"))
+    a, b = (
+        load_file(str(ckpt.latest_checkpoint(tmp_path / d) / "trainable.safetensors")) for d in ("straight", "resumed")
+    )
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-4

@@ -20,21 +20,32 @@ from latentdiff.runtime.files import write_new
 
 def _image():
     im = Image.new("RGB", (16, 16), "red")
-    im.info["latentdiff"] = {"prompt": "p", "negative_prompt": "", "seed": 0, "steps": 1, "guidance": 1.0,
-                             "scheduler": None, "width": 16, "height": 16}
+    im.info["latentdiff"] = {
+        "prompt": "p",
+        "negative_prompt": "",
+        "seed": 0,
+        "steps": 1,
+        "guidance": 1.0,
+        "scheduler": None,
+        "width": 16,
+        "height": 16,
+    }
     return im
 
 
 def _partial_then(exc):
     """An Image.save that writes some bytes, then fails like Ctrl-C or a full disk would."""
+
     def save(self, fp, *args, **kwargs):
         fp.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
         raise exc
+
     return save
 
 
-@pytest.mark.parametrize("exc", [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device"),
-                                 RuntimeError("encoder bug")])
+@pytest.mark.parametrize(
+    "exc", [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device"), RuntimeError("encoder bug")]
+)
 def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch, exc):
     monkeypatch.setattr(Image.Image, "save", _partial_then(exc))
     with pytest.raises((type(exc), LatentDiffError)):
@@ -47,8 +58,9 @@ def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(Image.Image, "save", _partial_then(OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(LatentDiffError) as e:
         save_png(_image(), tmp_path, "x-s0")
-    assert str(e.value) == (f"cannot write {tmp_path / 'x-s0-0001.png'}: No space left on device; "
-                            "no partial file was left")
+    assert str(e.value) == (
+        f"cannot write {tmp_path / 'x-s0-0001.png'}: No space left on device; no partial file was left"
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["x-s0-0000.png"]
     assert (tmp_path / "x-s0-0000.png").read_bytes() == b"an older image"
 
@@ -103,15 +115,23 @@ def test_without_hard_links_the_name_is_still_reserved_exclusively(tmp_path, mon
 
 # ---- through the CLI ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("exc, code, line", [
-    (KeyboardInterrupt(), 130, "latentdiff: interrupted; files written so far are kept"),
-    (OSError(errno.ENOSPC, "No space left on device"), 1, "latentdiff: error: cannot write {out}"),
-])
+
+@pytest.mark.parametrize(
+    "exc, code, line",
+    [
+        (KeyboardInterrupt(), 130, "latentdiff: interrupted; files written so far are kept"),
+        (OSError(errno.ENOSPC, "No space left on device"), 1, "latentdiff: error: cannot write {out}"),
+    ],
+)
 def test_cli_interrupted_or_disk_full_mid_write(tiny_sd1, tmp_path, monkeypatch, capsys, exc, code, line):
     out = tmp_path / "out"
     monkeypatch.setattr(Image.Image, "save", _partial_then(exc))
-    assert main(["generate", "x", "--model", str(tiny_sd1), "--out", str(out), "--steps", "1",
-                 "--quiet", "--device", "cpu"]) == code
+    assert (
+        main(
+            ["generate", "x", "--model", str(tiny_sd1), "--out", str(out), "--steps", "1", "--quiet", "--device", "cpu"]
+        )
+        == code
+    )
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert err.startswith(line.format(out=out / "x-s0-0000.png"))
@@ -143,8 +163,12 @@ def _wait_until_loaded(pid: int, library: str, timeout: float = 60) -> None:
 def test_real_ctrl_c_while_importing_exits_130(tmp_path, library):
     """SIGINT while the process imports numpy (which turned it into a "bad install" ImportError)
     or torch: exit 130 and one line, not a traceback or death by signal."""
-    proc = subprocess.Popen([sys.executable, "-m", "latentdiff.cli", "generate", "x", "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "latentdiff.cli", "generate", "x", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_until_loaded(proc.pid, library)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+import latentdiff.runtime.device as runtime
 from latentdiff import Pipeline
 from latentdiff.models.assemble import load_components
-import latentdiff.runtime.device as runtime
-from latentdiff.runtime.device import SMALL_UNET_PARAMS, CpuBf16, cpu_bf16, torch_threads
 from latentdiff.models.weights import parameter_count
-
+from latentdiff.runtime.device import SMALL_UNET_PARAMS, CpuBf16, cpu_bf16, torch_threads
 
 # bf16 keeps 8 bits of mantissa; on the tiny model its 4-step images sit 47-53 dB from fp32
 # (measured over pndm/euler_a/dpm++2m/ddim and three seeds; max pixel difference 3-7/255).
@@ -26,7 +25,8 @@ def psnr(a, b) -> float:
 
 needs_bf16 = pytest.mark.skipif(not cpu_bf16().runs, reason="torch cannot compute in bf16 on this CPU")
 needs_prepack = pytest.mark.skipif(
-    not cpu_bf16().prepack, reason=f"needs oneDNN's bf16 fast path; this CPU runs {cpu_bf16().describe()}")
+    not cpu_bf16().prepack, reason=f"needs oneDNN's bf16 fast path; this CPU runs {cpu_bf16().describe()}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -136,21 +136,25 @@ def cpu_kind(monkeypatch):
     def use(kind: CpuBf16):
         monkeypatch.setattr(runtime, "cpu_bf16", lambda: kind)
         runtime.notice.cache_clear()
+
     yield use
     runtime.notice.cache_clear()
 
 
-@pytest.mark.parametrize("kind,asked,pref,dtype,fast", [
-    (AMX, "bf16", None, torch.bfloat16, True),
-    (AMX, "auto", None, torch.bfloat16, True),
-    (AMX, "auto", "fp32", torch.float32, False),
-    (AVX512_NO_BF16, "bf16", None, torch.bfloat16, True),
-    (AVX512_NO_BF16, "auto", None, torch.float32, False),
-    (AVX2, "bf16", None, torch.bfloat16, False),
-    (AVX2, "auto", None, torch.float32, False),
-    (AVX2, "auto", "bf16", torch.float32, False),  # a model's bf16 preference assumes native bf16
-    (NO_BF16, "bf16", None, torch.float32, False),
-])
+@pytest.mark.parametrize(
+    "kind,asked,pref,dtype,fast",
+    [
+        (AMX, "bf16", None, torch.bfloat16, True),
+        (AMX, "auto", None, torch.bfloat16, True),
+        (AMX, "auto", "fp32", torch.float32, False),
+        (AVX512_NO_BF16, "bf16", None, torch.bfloat16, True),
+        (AVX512_NO_BF16, "auto", None, torch.float32, False),
+        (AVX2, "bf16", None, torch.bfloat16, False),
+        (AVX2, "auto", None, torch.float32, False),
+        (AVX2, "auto", "bf16", torch.float32, False),  # a model's bf16 preference assumes native bf16
+        (NO_BF16, "bf16", None, torch.float32, False),
+    ],
+)
 def test_cpu_dtype_and_fast_path_decision(cpu_kind, capsys, kind, asked, pref, dtype, fast):
     cpu_kind(kind)
     assert runtime.resolve_dtype(asked, CPU, pref) == dtype
@@ -174,6 +178,7 @@ def test_no_prepacking_where_the_probe_fails(cpu_kind, tiny_sd1):
 def test_probe_reports_failing_ops_as_unsupported(monkeypatch):
     def refuse(*a, **k):
         raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert or avx512bw")
+
     monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse, raising=False)
     assert runtime._probe(runtime._probe_prepack) is False
 
@@ -181,8 +186,9 @@ def test_probe_reports_failing_ops_as_unsupported(monkeypatch):
 @needs_bf16
 @pytest.mark.parametrize("kind", [AVX2, AMX])
 def test_bf16_training_says_what_it_costs_on_this_cpu(cpu_kind, capsys, kind, dataset, tiny_sd1, tmp_path):
-    from latentdiff.training.loop import finetune
     from helpers import cfg
+
+    from latentdiff.training.loop import finetune
 
     cpu_kind(kind)
     finetune(cfg(dataset, tiny_sd1, tmp_path / "run", mixed_precision="bf16", max_steps=1))

@@ -7,11 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from latentdiff.runtime.sharding import Share, my_shares
-
-from conftest import run_cli
 
 
 def test_shares_cover_every_image_once_in_order():
@@ -33,15 +32,52 @@ def test_repeated_prompts_are_separate_runs():
 def test_two_processes_write_what_one_process_writes(tiny_sd1, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red apple\na blue square\na green circle\n")
-    common = ["generate", "--model", tiny_sd1, "--prompts", prompts, "--num-images", "2", "--steps", "2",
-              "--seed", "7", "--device", "cpu", "--dtype", "fp32", "--quiet"]
+    common = [
+        "generate",
+        "--model",
+        tiny_sd1,
+        "--prompts",
+        prompts,
+        "--num-images",
+        "2",
+        "--steps",
+        "2",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+        "--quiet",
+    ]
     one = run_cli(*common, "--out", tmp_path / "one")
     assert one.returncode == 0, one.stderr
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "latentdiff.cli",
-           *map(str, common), "--out", str(tmp_path / "two")]
-    two = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "latentdiff.cli",
+        *map(str, common),
+        "--out",
+        str(tmp_path / "two"),
+    ]
+    two = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     names = sorted(p.name for p in (tmp_path / "one").iterdir())
     assert len(names) == 6 and names == sorted(p.name for p in (tmp_path / "two").iterdir())

@@ -11,9 +11,9 @@ import pytest
 
 import latentdiff
 from latentdiff import Pipeline
+from latentdiff.sampling.schedulers import SCHEDULERS, scheduler_settings
 from latentdiff.training.emoji.dataset import DEFAULT_FONT
 from latentdiff.training.emoji.names import APT_COMMAND, DEFAULT_EMOJI_TEST
-from latentdiff.sampling.schedulers import SCHEDULERS, scheduler_settings
 
 # What the tiny model's config states and an older or hand-written config may leave out.
 SD_SETTINGS = ("clip_sample", "set_alpha_to_one", "skip_prk_steps")
@@ -117,4 +117,3 @@ def test_every_scheduler_draws_the_shipped_models_good_names_at_its_default_step
         r = name_ranks(images, WELL_DRAWN, *references)
         bad.update({f"{name} {p!r}": int(k) for p, k in zip(WELL_DRAWN, r) if k > 0})
     assert not bad, f"not the nearest of {len(references[0])} emoji (rank: closer references): {bad}"
-

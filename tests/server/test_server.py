@@ -10,9 +10,8 @@ import time
 import numpy as np
 import pytest
 import requests
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
 
 SMALL = dict(steps=3, width=32, height=32)
 
@@ -53,8 +52,19 @@ def test_cancel_stops_within_the_running_step(pipe_sd1, tmp_path):
     from latentdiff.server.jobs import Job
 
     unet = pipe_sd1.components.unet
-    job = Job(params=dict(prompt="x", negative_prompt="", steps=3, guidance=3.0, width=32, height=32, seed=0,
-                          num_images=1, scheduler=None))
+    job = Job(
+        params=dict(
+            prompt="x",
+            negative_prompt="",
+            steps=3,
+            guidance=3.0,
+            width=32,
+            height=32,
+            seed=0,
+            num_images=1,
+            scheduler=None,
+        )
+    )
     ran_after, cancelled_at = [], []
 
     def interrupt_arrives(module, args, output):
@@ -65,8 +75,10 @@ def test_cancel_stops_within_the_running_step(pipe_sd1, tmp_path):
         ran_after.append(1)
         time.sleep(2.0)
 
-    hooks = [unet.up_blocks[0].register_forward_hook(interrupt_arrives),
-             unet.up_blocks[1].register_forward_hook(slow_rest_of_step)]
+    hooks = [
+        unet.up_blocks[0].register_forward_hook(interrupt_arrives),
+        unet.up_blocks[1].register_forward_hook(slow_rest_of_step),
+    ]
     pool = type("Pool", (), {"get": staticmethod(lambda name: pipe_sd1)})()
     try:
         with pytest.raises(Cancelled):
@@ -178,8 +190,16 @@ def test_auth(served):
     assert page.status_code == 200 and "<form" in page.text
 
 
-@pytest.mark.parametrize("path", ["/v1/images/..%2F..%2Fetc%2Fpasswd", "/v1/images/%2e%2e%2fserver.log",
-                                  "/v1/images/..png", "/v1/images/.hidden.png", "/v1/images/%2Fetc%2Fhostname"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/images/..%2F..%2Fetc%2Fpasswd",
+        "/v1/images/%2e%2e%2fserver.log",
+        "/v1/images/..png",
+        "/v1/images/.hidden.png",
+        "/v1/images/%2Fetc%2Fhostname",
+    ],
+)
 def test_image_names_cannot_leave_the_output_folder(served, path):
     r = served.request("GET", path)
     assert r.status_code == 404 and "error" in r.json()
@@ -191,17 +211,20 @@ def test_model_names_resolve_only_inside_models_dir(served, model):
     assert r.status_code == 400 and "model" in r.json()["error"]
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"prompt": "x", "steps": 0}, 422, "steps"),
-    ({"prompt": "x", "width": 30}, 400, "multiple of"),
-    ({"prompt": "x", "scheduler": "warp"}, 400, "unknown scheduler"),
-    ({"prompt": "   "}, 422, "prompt"),
-    ({"prompt": "x", "surprise": 1}, 422, "surprise"),
-    ({"prompt": "x", "init_image": "not base64!"}, 400, "init image is not base64"),
-    ({"prompt": "x", "init_image": base64.b64encode(b"plain text").decode()}, 400, "init image is not usable"),
-    ({"prompt": "x", "strength": 0.5}, 400, "need an init image"),
-    ({"prompt": "x", "strength": 1.5}, 422, "strength"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"prompt": "x", "steps": 0}, 422, "steps"),
+        ({"prompt": "x", "width": 30}, 400, "multiple of"),
+        ({"prompt": "x", "scheduler": "warp"}, 400, "unknown scheduler"),
+        ({"prompt": "   "}, 422, "prompt"),
+        ({"prompt": "x", "surprise": 1}, 422, "surprise"),
+        ({"prompt": "x", "init_image": "not base64!"}, 400, "init image is not base64"),
+        ({"prompt": "x", "init_image": base64.b64encode(b"plain text").decode()}, 400, "init image is not usable"),
+        ({"prompt": "x", "strength": 0.5}, 400, "need an init image"),
+        ({"prompt": "x", "strength": 1.5}, 422, "strength"),
+    ],
+)
 def test_bad_requests_get_one_json_line(served, body, status, words):
     r = served.request("POST", "/v1/generate", json=body)
     assert r.status_code == status and words in r.json()["error"] and "\n" not in r.json()["error"]
@@ -216,15 +239,22 @@ def test_malformed_and_oversized_bodies(served):
 
 
 def test_cors_answers_only_the_origin_named_by_the_flag(served, tmp_path):
+    from conftest import CORS_ORIGIN
     from fastapi.testclient import TestClient
 
-    from conftest import CORS_ORIGIN
     from latentdiff.server.app import Server, create_app
     from latentdiff.server.config import ServeConfig
 
     def preflight(get, origin):
-        return get("OPTIONS", "/v1/generate", headers={"Origin": origin, "Access-Control-Request-Method": "POST",
-                                                       "Access-Control-Request-Headers": "authorization,content-type"})
+        return get(
+            "OPTIONS",
+            "/v1/generate",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
 
     def served_get(method, path, headers):
         return requests.request(method, served.url + path, headers=headers, timeout=30)

@@ -25,9 +25,18 @@ def browser(tmp_path):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1100,820", f"--user-data-dir={tmp_path / 'chromium'}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1100,820",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(options=opts, service=Service(DRIVER))
     yield driver
@@ -63,8 +72,12 @@ def test_page_generates_with_progress_and_gallery(browser, page_server, tmp_path
     before = len(browser.find_elements(By.CSS_SELECTOR, "#gallery .card"))
     browser.find_element(By.ID, "generate").click()
     # Progress shows while the job runs: a step count and a partly filled bar, before "done".
-    wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("step ")
-               and 0 < float(d.find_element(By.ID, "progress").get_attribute("value")) < 1)
+    wait.until(
+        lambda d: (
+            d.find_element(By.ID, "status").text.startswith("step ")
+            and 0 < float(d.find_element(By.ID, "progress").get_attribute("value")) < 1
+        )
+    )
     wait.until(lambda d: d.find_element(By.ID, "status").text == "done")
     assert browser.find_element(By.ID, "preview").is_displayed()
     cards = browser.find_elements(By.CSS_SELECTOR, "#gallery .card")
@@ -85,8 +98,12 @@ def test_page_generates_with_progress_and_gallery(browser, page_server, tmp_path
     picture = tmp_path / "start.png"
     Image.effect_noise((64, 64), 60).convert("RGB").save(picture)
     browser.find_element(By.ID, "init_file").send_keys(str(picture))
-    wait.until(lambda d: d.find_element(By.ID, "init-box").is_displayed()
-               and d.find_element(By.ID, "generate").text == "Generate from picture")
+    wait.until(
+        lambda d: (
+            d.find_element(By.ID, "init-box").is_displayed()
+            and d.find_element(By.ID, "generate").text == "Generate from picture"
+        )
+    )
     _fill(browser, "steps", 3)
     browser.find_element(By.ID, "generate").click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery .card")) == before + 2)

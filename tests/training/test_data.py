@@ -89,19 +89,26 @@ def test_captions_from_txt_jsonl_and_csv(tmp_path):
     (tmp_path / "a.txt").write_bytes("\ufeff  a cat \n".encode("utf-8"))  # BOM + whitespace
     save(tmp_path / "b.JPG", noise())
     save(tmp_path / "sub" / "deep" / "c.webp", noise())
-    rows = [{"file_name": "b.JPG", "text": " a dog ", "extra": [1, 2]},
-            {"file_name": "sub/deep/c.webp", "text": "ünïcode caption"},
-            {"file_name": "gone.png", "text": "no such file"}]
+    rows = [
+        {"file_name": "b.JPG", "text": " a dog ", "extra": [1, 2]},
+        {"file_name": "sub/deep/c.webp", "text": "ünïcode caption"},
+        {"file_name": "gone.png", "text": "no such file"},
+    ]
     (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     save(tmp_path / "sub" / "d.bmp", noise())
     (tmp_path / "sub" / "metadata.csv").write_text(
-        '\ufefffile_name,text,score\nd.bmp,"red, green, and ""blue""",3\n', encoding="utf-8")
+        '\ufefffile_name,text,score\nd.bmp,"red, green, and ""blue""",3\n', encoding="utf-8"
+    )
 
     result = scan_dataset(tmp_path, 64)
 
     got = {r.path.relative_to(tmp_path).as_posix(): r.caption for r in result.records}
-    assert got == {"a.png": "a cat", "b.JPG": "a dog", "sub/deep/c.webp": "ünïcode caption",
-                   "sub/d.bmp": 'red, green, and "blue"'}
+    assert got == {
+        "a.png": "a cat",
+        "b.JPG": "a dog",
+        "sub/deep/c.webp": "ünïcode caption",
+        "sub/d.bmp": 'red, green, and "blue"',
+    }
     assert [r.path.name for r in result.records] == ["a.png", "b.JPG", "d.bmp", "c.webp"]  # by relpath
     assert result.skipped == [("gone.png", "missing file")]
 
@@ -111,7 +118,8 @@ def test_caption_precedence_txt_then_deepest_metadata(tmp_path):
     save(tmp_path / "sub" / "y.png", noise())
     save(tmp_path / "sub" / "z.png", noise())
     (tmp_path / "metadata.jsonl").write_text(
-        "\n".join(json.dumps({"file_name": f"sub/{n}.png", "text": "top"}) for n in "xyz"))
+        "\n".join(json.dumps({"file_name": f"sub/{n}.png", "text": "top"}) for n in "xyz")
+    )
     (tmp_path / "sub" / "metadata.jsonl").write_text(json.dumps({"file_name": "y.png", "text": "deep"}))
     (tmp_path / "sub" / "metadata.csv").write_text("file_name,text\ny.png,csv\nz.png,csv\n")
 
@@ -128,15 +136,21 @@ def test_heldout_rows_dropped_unless_included(tmp_path):
     save(tmp_path / "images" / "train.png", noise(), "sidecar wins, split kept")
     save(tmp_path / "images" / "held.png", noise())
     (tmp_path / "metadata.jsonl").write_text(
-        json.dumps({"file_name": "images/train.png", "text": "t", "split": "train"}) + "\n"
-        + json.dumps({"file_name": "images/held.png", "text": "h", "split": "heldout"}) + "\n")
+        json.dumps({"file_name": "images/train.png", "text": "t", "split": "train"})
+        + "\n"
+        + json.dumps({"file_name": "images/held.png", "text": "h", "split": "heldout"})
+        + "\n"
+    )
 
     default = scan_dataset(tmp_path, 64)
     included = scan_dataset(tmp_path, 64, include_heldout=True)
 
     assert [(r.caption, r.split) for r in default.records] == [("sidecar wins, split kept", "train")]
     assert any("held out 1" in note for note in default.notes)
-    assert sorted((r.caption, r.split) for r in included.records) == [("h", "heldout"), ("sidecar wins, split kept", "train")]
+    assert sorted((r.caption, r.split) for r in included.records) == [
+        ("h", "heldout"),
+        ("sidecar wins, split kept", "train"),
+    ]
 
 
 def test_missing_captions_is_a_usage_error_listing_files(tmp_path):
@@ -155,11 +169,14 @@ def test_missing_captions_is_a_usage_error_listing_files(tmp_path):
     assert sorted(r.caption for r in result.records) == [""] * 7 + ["captioned"]
 
 
-@pytest.mark.parametrize("setup, words", [
-    (lambda p: None, "does not exist"),
-    (lambda p: p.mkdir(), "no images found"),
-    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("hi")), "no images found"),
-])
+@pytest.mark.parametrize(
+    "setup, words",
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: p.mkdir(), "no images found"),
+        (lambda p: (p.mkdir(), (p / "notes.txt").write_text("hi")), "no images found"),
+    ],
+)
 def test_empty_or_missing_dataset_is_a_usage_error(tmp_path, setup, words):
     root = tmp_path / "data"
     setup(root)
@@ -181,11 +198,14 @@ def test_bad_metadata_is_a_usage_error_with_location(tmp_path):
         scan_dataset(tmp_path, 64)
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"resolution": 500}, "try 496 or 504"),
-    ({"resolution": 0}, "try 8"),
-    ({"resolution": 64, "missing_captions": "skip"}, "'error' or 'empty'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"resolution": 500}, "try 496 or 504"),
+        ({"resolution": 0}, "try 8"),
+        ({"resolution": 64, "missing_captions": "skip"}, "'error' or 'empty'"),
+    ],
+)
 def test_bad_scan_options_are_usage_errors(tmp_path, kwargs, words):
     save(tmp_path / "a.png", noise(), "c")
     with pytest.raises(UsageError, match=words):
@@ -233,14 +253,29 @@ def make_bad_images(root: Path) -> dict[str, str]:
     png_with_declared_size(root / "bomb.png", 30_000, 30_000)  # Pillow's hard error
     png_with_declared_size(root / "bomb2.png", 10_000, 10_000)  # Pillow only warns
     save(root / "tiny.png", noise((4, 4)))
-    for name in ("cut.png", "cut.jpg", "garbage.jpg", "corrupt.png", "zero.png", "text.png", "bomb.png", "bomb2.png",
-                 "tiny.png"):
+    for name in (
+        "cut.png",
+        "cut.jpg",
+        "garbage.jpg",
+        "corrupt.png",
+        "zero.png",
+        "text.png",
+        "bomb.png",
+        "bomb2.png",
+        "tiny.png",
+    ):
         (root / name).with_suffix(".txt").write_text("c")
-    return {"cut.png": "truncated", "cut.jpg": "truncated", "garbage.jpg": "not an image",
-            "corrupt.png": "corrupt",
-            "zero.png": "empty", "text.png": "not an image", "bomb.png": "decompression bomb",
-            "bomb2.png": "decompression bomb",
-            "tiny.png": "too small"}
+    return {
+        "cut.png": "truncated",
+        "cut.jpg": "truncated",
+        "garbage.jpg": "not an image",
+        "corrupt.png": "corrupt",
+        "zero.png": "empty",
+        "text.png": "not an image",
+        "bomb.png": "decompression bomb",
+        "bomb2.png": "decompression bomb",
+        "tiny.png": "too small",
+    }
 
 
 def test_awkward_modes_load_as_correct_rgb(tmp_path):

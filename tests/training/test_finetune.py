@@ -6,18 +6,28 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import cfg, max_diff, weights
 from safetensors.torch import load_file
 
-from helpers import cfg, max_diff, weights
 from latentdiff import LatentDiffError, Pipeline, UsageError
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.loop import finetune
 
+
 def test_lora_output_loads_in_latentdiff_and_diffusers(dataset, tiny_sd1, tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    out = finetune(cfg(dataset, tiny_sd1, tmp_path / "lora", method="lora", validate_every=4,
-                       validation_prompts=["a red circle"], validation_steps=2))
+    out = finetune(
+        cfg(
+            dataset,
+            tiny_sd1,
+            tmp_path / "lora",
+            method="lora",
+            validate_every=4,
+            validation_prompts=["a red circle"],
+            validation_steps=2,
+        )
+    )
     assert (out / "pytorch_lora_weights.safetensors").is_file()
     assert json.loads((out / "latentdiff.json").read_text())["base_model"] == str(tiny_sd1.resolve())
     assert len(list((out / "samples").glob("*.png"))) == 1
@@ -27,7 +37,9 @@ def test_lora_output_loads_in_latentdiff_and_diffusers(dataset, tiny_sd1, tmp_pa
     ref.load_lora_weights(str(out))
     ref.set_progress_bar_config(disable=True)
     mine = np.asarray(ours("a red circle", steps=2, seed=0)[0], dtype=int)
-    theirs = np.asarray(ref("a red circle", num_inference_steps=2, generator=[torch.Generator().manual_seed(0)]).images[0], dtype=int)
+    theirs = np.asarray(
+        ref("a red circle", num_inference_steps=2, generator=[torch.Generator().manual_seed(0)]).images[0], dtype=int
+    )
     assert np.abs(mine - theirs).max() <= 1
     base = Pipeline.from_pretrained(tiny_sd1, device="cpu", dtype="fp32")
     base.progress = False
@@ -58,8 +70,9 @@ def test_full_output_is_a_diffusers_model(dataset, tiny_sd2, tmp_path):
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_killed_and_resumed_equals_uninterrupted(dataset, tiny_sd1, tmp_path, method, monkeypatch):
     straight = tmp_path / "straight"
-    finetune(cfg(dataset, tiny_sd1, straight, method=method, grad_accum=2, lr_schedule="cosine", warmup_steps=1,
-                 flip=True))
+    finetune(
+        cfg(dataset, tiny_sd1, straight, method=method, grad_accum=2, lr_schedule="cosine", warmup_steps=1, flip=True)
+    )
     real_save = ckpt.save_checkpoint
 
     def save_then_die(*a, **k):  # the process is killed right after its first checkpoint
@@ -69,12 +82,33 @@ def test_killed_and_resumed_equals_uninterrupted(dataset, tiny_sd1, tmp_path, me
     interrupted = tmp_path / "interrupted"
     monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        finetune(cfg(dataset, tiny_sd1, interrupted, method=method, grad_accum=2, lr_schedule="cosine", warmup_steps=1,
-                     flip=True))
+        finetune(
+            cfg(
+                dataset,
+                tiny_sd1,
+                interrupted,
+                method=method,
+                grad_accum=2,
+                lr_schedule="cosine",
+                warmup_steps=1,
+                flip=True,
+            )
+        )
     monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
     assert ckpt.latest_checkpoint(interrupted).name == "step-00000002"
-    finetune(cfg(dataset, tiny_sd1, interrupted, method=method, grad_accum=2, lr_schedule="cosine", warmup_steps=1,
-                 flip=True, resume=True))
+    finetune(
+        cfg(
+            dataset,
+            tiny_sd1,
+            interrupted,
+            method=method,
+            grad_accum=2,
+            lr_schedule="cosine",
+            warmup_steps=1,
+            flip=True,
+            resume=True,
+        )
+    )
     assert max_diff(weights(straight), weights(interrupted)) <= 1e-6
     assert weights(straight).keys() == weights(interrupted).keys()
 
@@ -135,8 +169,21 @@ def test_nan_loss_stops_with_clear_message(dataset, tiny_sd1, tmp_path, monkeypa
 
 
 def test_loss_goes_down_when_overfitting(dataset, tiny_sd1, tmp_path):
-    out = finetune(cfg(dataset, tiny_sd1, tmp_path / "fit", method="full", max_steps=60, batch_size=4, lr=2e-3,
-                       caption_dropout=0.0, checkpoint_every=60, ema_decay=None, log_every=1))
+    out = finetune(
+        cfg(
+            dataset,
+            tiny_sd1,
+            tmp_path / "fit",
+            method="full",
+            max_steps=60,
+            batch_size=4,
+            lr=2e-3,
+            caption_dropout=0.0,
+            checkpoint_every=60,
+            ema_decay=None,
+            log_every=1,
+        )
+    )
     losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
 
@@ -188,10 +235,36 @@ def test_accelerate_launch_two_cpu_processes(dataset, tiny_sd1, tmp_path):
     import sys
 
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "latentdiff.cli",
-           "finetune", str(dataset), "--model", str(tiny_sd1), "--out", str(out), "--max-steps", "2",
-           "--batch-size", "1", "--resolution", "64", "--checkpoint-every", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "latentdiff.cli",
+        "finetune",
+        str(dataset),
+        "--model",
+        str(tiny_sd1),
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--resolution",
+        "64",
+        "--checkpoint-every",
+        "2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -204,8 +277,8 @@ def test_accelerate_launch_two_cpu_processes(dataset, tiny_sd1, tmp_path):
 def test_arch_init_from_grows_a_trained_model_without_changing_it(tiny_sd1, tmp_path):
     """`init_from` + `addition_embed_type: text`: the grown UNet starts as the old one exactly,
     has a trainable text-time embedding, and refuses a model whose weights do not fit."""
-    from latentdiff.models.build import build_components
     from latentdiff.models.assemble import load_components
+    from latentdiff.models.build import build_components
     from latentdiff.models.testing import tiny_arch
 
     arch = tiny_arch("sd1")

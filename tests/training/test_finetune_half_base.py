@@ -12,10 +12,16 @@ from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.loop import finetune
 
-
-PRECISIONS = ["no", pytest.param("bf16", marks=pytest.mark.skipif(not cpu_bf16().runs and not torch.cuda.is_available(),
-                                                                  reason="torch cannot compute in bf16 here")),
-              pytest.param("fp16", marks=pytest.mark.gpu)]
+PRECISIONS = [
+    "no",
+    pytest.param(
+        "bf16",
+        marks=pytest.mark.skipif(
+            not cpu_bf16().runs and not torch.cuda.is_available(), reason="torch cannot compute in bf16 here"
+        ),
+    ),
+    pytest.param("fp16", marks=pytest.mark.gpu),
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +32,19 @@ def tiny_half(tmp_path_factory):
 
 
 def cfg(dataset, model, out, **kw):
-    base = dict(dataset=str(dataset), model=str(model), out=str(out), max_steps=2, batch_size=2, resolution=64,
-                lr=1e-3, checkpoint_every=1, log_every=1, seed=1, ema_decay=None)
+    base = dict(
+        dataset=str(dataset),
+        model=str(model),
+        out=str(out),
+        max_steps=2,
+        batch_size=2,
+        resolution=64,
+        lr=1e-3,
+        checkpoint_every=1,
+        log_every=1,
+        seed=1,
+        ema_decay=None,
+    )
     return FinetuneConfig(**{**base, **kw})
 
 
@@ -51,8 +68,12 @@ def test_trains_and_the_result_generates(dataset, tiny_half, tmp_path, method, p
     assert pixels.shape == (64, 64, 3) and pixels.std() > 0
 
 
-def test_frozen_weights_take_the_compute_dtype_and_trainable_stay_fp32(dataset, tiny_half, tmp_path,  # noqa: F811
-                                                                      monkeypatch):
+def test_frozen_weights_take_the_compute_dtype_and_trainable_stay_fp32(
+    dataset,
+    tiny_half,
+    tmp_path,  # noqa: F811
+    monkeypatch,
+):
     """Without mixed precision the frozen fp16 base weights must become fp32 (the computation's dtype):
     left in fp16 they met fp32 activations and failed with 'mat1 and mat2 must have the same dtype'."""
     import latentdiff.training.loop as loop
@@ -119,12 +140,26 @@ def test_the_readmes_cpu_recipe_runs_on_the_shipped_model(tmp_path):
     from pathlib import Path
 
     from conftest import run_cli
+
     from latentdiff.models.hub import DEFAULT_MODEL_DIR
 
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / "zorb"
-    r = run_cli("finetune", "examples/zorb", "--model", DEFAULT_MODEL_DIR, "--out", out, "--config",
-                "configs/finetune/emoji-lora.yaml", "--max-steps", 3, "--validate-every", 3, cwd=root)
+    r = run_cli(
+        "finetune",
+        "examples/zorb",
+        "--model",
+        DEFAULT_MODEL_DIR,
+        "--out",
+        out,
+        "--config",
+        "configs/finetune/emoji-lora.yaml",
+        "--max-steps",
+        3,
+        "--validate-every",
+        3,
+        cwd=root,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == str(out)
     assert "Traceback" not in r.stderr and "dataset: 8 image(s)" in r.stderr

@@ -52,9 +52,13 @@ def test_repeats_and_kohya_folders(tmp_path):
     (tmp_path / "2023_trip" / "sub" / "d.txt").write_text("deep")
     scan = scan_dataset(tmp_path, 64, repeats=3, missing_captions="error")
     got = {r.path.relative_to(tmp_path).as_posix(): (r.caption, r.repeats) for r in scan.records}
-    assert got == {"10_sks dog/a.png": ("sks dog", 10), "10_sks dog/b.png": ("sks dog on grass", 10),
-                   "1_plain/c.png": ("a plain picture", 1), "loose.png": ("a loose picture", 3),
-                   "2023_trip/sub/d.png": ("deep", 2023)}
+    assert got == {
+        "10_sks dog/a.png": ("sks dog", 10),
+        "10_sks dog/b.png": ("sks dog on grass", 10),
+        "1_plain/c.png": ("a plain picture", 1),
+        "loose.png": ("a loose picture", 3),
+        "2023_trip/sub/d.png": ("deep", 2023),
+    }
     note = next(n for n in scan.notes if n.startswith("repeats"))
     assert "'10_sks dog' x10 (2 image(s))" in note and f"an epoch is {10 + 10 + 1 + 3 + 2023} samples of 5" in note
     assert not any(n.startswith("repeats") for n in scan_dataset(tmp_path / "1_plain", 64).notes)
@@ -79,15 +83,26 @@ def test_what_a_run_writes_is_readable_as_the_umask_allows(squares, tiny_sd1, tm
 
     old = os.umask(0o027)
     try:
-        out = finetune(FinetuneConfig(dataset=str(squares), model=str(tiny_sd1), out=str(tmp_path / "run"),
-                                      max_steps=1, batch_size=2, resolution=64, method="full", ema_decay=None))
+        out = finetune(
+            FinetuneConfig(
+                dataset=str(squares),
+                model=str(tiny_sd1),
+                out=str(tmp_path / "run"),
+                max_steps=1,
+                batch_size=2,
+                resolution=64,
+                method="full",
+                ema_decay=None,
+            )
+        )
     finally:
         os.umask(old)
     files = [p for p in out.rglob("*") if p.is_file()]
     assert any(p.name == "diffusion_pytorch_model.safetensors" for p in files)
     assert any(p.name == "trainable.safetensors" for p in files)
-    assert {p.relative_to(out).as_posix(): oct(p.stat().st_mode & 0o777) for p in files} == \
-        {p.relative_to(out).as_posix(): "0o640" for p in files}
+    assert {p.relative_to(out).as_posix(): oct(p.stat().st_mode & 0o777) for p in files} == {
+        p.relative_to(out).as_posix(): "0o640" for p in files
+    }
 
 
 def test_lora_files_are_0644_under_the_usual_umask(squares, tiny_sd1, tmp_path):
@@ -95,8 +110,16 @@ def test_lora_files_are_0644_under_the_usual_umask(squares, tiny_sd1, tmp_path):
 
     old = os.umask(0o022)
     try:
-        out = finetune(FinetuneConfig(dataset=str(squares), model=str(tiny_sd1), out=str(tmp_path / "run"),
-                                      max_steps=1, batch_size=2, resolution=64))
+        out = finetune(
+            FinetuneConfig(
+                dataset=str(squares),
+                model=str(tiny_sd1),
+                out=str(tmp_path / "run"),
+                max_steps=1,
+                batch_size=2,
+                resolution=64,
+            )
+        )
     finally:
         os.umask(old)
     weights = sorted(out.rglob("*.safetensors"))
@@ -124,15 +147,24 @@ def test_caching_progress_moves_image_by_image_on_the_cpu(tiny_sd1, tmp_path, mo
             return super().update(n)
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
-    BatchSource(load_components(tiny_sd1), ImageCaptionDataset(records, 32), [r.caption for r in records],
-                cache=True, flip=False, train_text=False, caption_dropout=0.0, device=torch.device("cpu"),
-                dtype=torch.float32)
+    BatchSource(
+        load_components(tiny_sd1),
+        ImageCaptionDataset(records, 32),
+        [r.caption for r in records],
+        cache=True,
+        flip=False,
+        train_text=False,
+        caption_dropout=0.0,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
     assert updates == [1] * 5
 
 
 @pytest.mark.parametrize("given, expected", [(None, 1), (2, 2)])
-def test_training_threads_default_to_one_for_a_small_model(squares, tiny_sd1, tmp_path, monkeypatch, capsys,
-                                                           given, expected):
+def test_training_threads_default_to_one_for_a_small_model(
+    squares, tiny_sd1, tmp_path, monkeypatch, capsys, given, expected
+):
     """Like generate (runtime.cpu_threads_for): a model under 50M parameters trains on 1 CPU thread
     unless --num-threads says otherwise; the caller's count comes back afterwards."""
     import latentdiff.training.loop as loop
@@ -143,8 +175,17 @@ def test_training_threads_default_to_one_for_a_small_model(squares, tiny_sd1, tm
     monkeypatch.setattr(loop, "_train", lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1])
     notice.cache_clear()
     with torch_threads(2):
-        loop.finetune(FinetuneConfig(dataset=str(squares), model=str(tiny_sd1), out=str(tmp_path / "run"),
-                                     max_steps=1, batch_size=2, resolution=64, num_threads=given))
+        loop.finetune(
+            FinetuneConfig(
+                dataset=str(squares),
+                model=str(tiny_sd1),
+                out=str(tmp_path / "run"),
+                max_steps=1,
+                batch_size=2,
+                resolution=64,
+                num_threads=given,
+            )
+        )
         assert seen == [expected] and torch.get_num_threads() == 2
     said = "training on 1 CPU thread(s), not 2" in capsys.readouterr().err
     assert said == (given is None)
@@ -169,20 +210,40 @@ def test_train_vae_threads_default_to_one_for_a_small_vae(squares, tmp_path, mon
     seen = []
     real = vae._train_loop
     monkeypatch.setattr(vae, "_train_loop", lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1])
-    arch = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[8, 8],
-                down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                layers_per_block=1, norm_num_groups=8, sample_size=32)
+    arch = dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=[8, 8],
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=32,
+    )
     with torch_threads(2):
-        vae.train_vae(VaeTrainConfig(dataset=str(squares), out=str(tmp_path / "vae"), vae=arch, resolution=32,
-                                     max_steps=1, batch_size=2, warmup_steps=0, eval_train_images=1))
+        vae.train_vae(
+            VaeTrainConfig(
+                dataset=str(squares),
+                out=str(tmp_path / "vae"),
+                vae=arch,
+                resolution=32,
+                max_steps=1,
+                batch_size=2,
+                warmup_steps=0,
+                eval_train_images=1,
+            )
+        )
         assert seen == [1] and torch.get_num_threads() == 2
 
 
 def test_help_shows_each_flags_default():
     from latentdiff.cli.main import build_parser
 
-    for command, expected in (("finetune", ["--lr LR", "(default: 0.0001)", "(default: 1000)", "(required)"]),
-                              ("train-vae", ["(default: 0.001)", "(default: cosine)", "(default: off)"])):
+    for command, expected in (
+        ("finetune", ["--lr LR", "(default: 0.0001)", "(default: 1000)", "(required)"]),
+        ("train-vae", ["(default: 0.001)", "(default: cosine)", "(default: off)"]),
+    ):
         parser = build_parser()
         sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[command]
         text = " ".join(sub.format_help().split())
@@ -196,7 +257,15 @@ def test_a_resolution_other_than_the_models_own_is_said(squares, tiny_sd1, tmp_p
     from latentdiff.training.loop import finetune
 
     for resolution, said in ((32, True), (64, False)):  # the tiny model makes 64x64 images
-        finetune(FinetuneConfig(dataset=str(squares), model=str(tiny_sd1), out=str(tmp_path / f"r{resolution}"),
-                                max_steps=1, batch_size=2, resolution=resolution))
+        finetune(
+            FinetuneConfig(
+                dataset=str(squares),
+                model=str(tiny_sd1),
+                out=str(tmp_path / f"r{resolution}"),
+                max_steps=1,
+                batch_size=2,
+                resolution=resolution,
+            )
+        )
         lines = [x for x in capsys.readouterr().err.splitlines() if "--resolution" in x]
         assert len(lines) == said and (not said or "makes 64x64 images" in lines[0] and "--resolution 64" in lines[0])

@@ -18,8 +18,16 @@ def dataset(squares):
 
 
 def cfg(dataset, model, out, **kw):
-    base = dict(dataset=str(dataset), model=str(model), out=str(out), max_steps=1, batch_size=2, resolution=64,
-                checkpoint_every=1, seed=1)
+    base = dict(
+        dataset=str(dataset),
+        model=str(model),
+        out=str(out),
+        max_steps=1,
+        batch_size=2,
+        resolution=64,
+        checkpoint_every=1,
+        seed=1,
+    )
     return FinetuneConfig(**{**base, **kw})
 
 
@@ -87,9 +95,17 @@ def test_overwrite_removes_only_the_run_entries(dataset, tiny_sd1, tmp_path):
 def test_one_guard_for_train_vae(dataset, tmp_path):
     from latentdiff.training.vae import VaeTrainConfig, train_vae
 
-    vae = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[8, 16],
-               down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-               layers_per_block=1, norm_num_groups=4, sample_size=32)
+    vae = dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=[8, 16],
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=32,
+    )
     with pytest.raises(UsageError, match="dataset folder"):
         train_vae(VaeTrainConfig(dataset=str(dataset), out=str(dataset), vae=vae, resolution=32, overwrite=True))
     finetune_run = tmp_path / "ft"

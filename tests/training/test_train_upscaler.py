@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import max_pixel_diff, noise_image
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
@@ -17,28 +18,56 @@ from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.loop import finetune
 
-from helpers import noise_image
-from helpers import max_pixel_diff
-
 COLORS = ["red", "green", "blue", "orange"]
 
 
 def upscaler_arch(base) -> dict:
     """A tiny 2x upscaler: 7-channel UNet with noise-level classes, a 2-block VAE, the base's text encoder."""
     return {
-        "unet": dict(sample_size=16, in_channels=7, out_channels=4, layers_per_block=1, block_out_channels=[32, 64],
-                     down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-                     up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], norm_num_groups=8, cross_attention_dim=32,
-                     attention_head_dim=8, num_class_embeds=101),
-        "vae": dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[16, 32],
-                    down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                    norm_num_groups=8, layers_per_block=1, sample_size=32, scaling_factor=0.3),
+        "unet": dict(
+            sample_size=16,
+            in_channels=7,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=[32, 64],
+            down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+            up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+            norm_num_groups=8,
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            num_class_embeds=101,
+        ),
+        "vae": dict(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=[16, 32],
+            down_block_types=["DownEncoderBlock2D"] * 2,
+            up_block_types=["UpDecoderBlock2D"] * 2,
+            norm_num_groups=8,
+            layers_per_block=1,
+            sample_size=32,
+            scaling_factor=0.3,
+        ),
         "text_encoder": str(base),
-        "scheduler": {"_class_name": "DDIMScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.0001,
-                      "beta_end": 0.02, "num_train_timesteps": 1000, "prediction_type": "v_prediction",
-                      "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1},
-        "low_res_scheduler": {"_class_name": "DDPMScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.0001,
-                              "beta_end": 0.02, "num_train_timesteps": 1000},
+        "scheduler": {
+            "_class_name": "DDIMScheduler",
+            "beta_schedule": "scaled_linear",
+            "beta_start": 0.0001,
+            "beta_end": 0.02,
+            "num_train_timesteps": 1000,
+            "prediction_type": "v_prediction",
+            "clip_sample": False,
+            "set_alpha_to_one": False,
+            "steps_offset": 1,
+        },
+        "low_res_scheduler": {
+            "_class_name": "DDPMScheduler",
+            "beta_schedule": "scaled_linear",
+            "beta_start": 0.0001,
+            "beta_end": 0.02,
+            "num_train_timesteps": 1000,
+        },
         "max_noise_level": 100,
         "defaults": {"steps": 3, "guidance": 1.0, "noise_level": 10},
     }
@@ -65,8 +94,21 @@ def pictures(tmp_path_factory):
 
 
 def cfg(pictures, arch_file, out, **kw):
-    base = dict(dataset=str(pictures), model=str(arch_file), out=str(out), method="full", max_steps=2, batch_size=2,
-                resolution=32, lr=1e-3, checkpoint_every=1, log_every=1, seed=3, flip=True, ema_decay=0.9)
+    base = dict(
+        dataset=str(pictures),
+        model=str(arch_file),
+        out=str(out),
+        method="full",
+        max_steps=2,
+        batch_size=2,
+        resolution=32,
+        lr=1e-3,
+        checkpoint_every=1,
+        log_every=1,
+        seed=3,
+        flip=True,
+        ema_decay=0.9,
+    )
     return FinetuneConfig(**{**base, **kw})
 
 
@@ -85,11 +127,39 @@ def test_output_loads_in_diffusers_and_matches_latentdiff_upscale(trained, tmp_p
     assert ref.vae.config.scaling_factor == 0.08333  # diffusers' own value: the trained VAE was rescaled to it
     low = tmp_path / "low.png"
     noise_image((16, 16), seed=4).save(low)
-    assert main(["upscale", str(low), "--model", str(trained), "--prompt", "a red circle", "--guidance", "3",
-                 "--noise-level", "30", "--seed", "2", "--out", str(tmp_path / "u"), "--quiet", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "upscale",
+                str(low),
+                "--model",
+                str(trained),
+                "--prompt",
+                "a red circle",
+                "--guidance",
+                "3",
+                "--noise-level",
+                "30",
+                "--seed",
+                "2",
+                "--out",
+                str(tmp_path / "u"),
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     mine = Image.open(capsys.readouterr().out.strip())
-    theirs = ref("a red circle", image=Image.open(low), num_inference_steps=3, guidance_scale=3.0, noise_level=30,
-                 generator=torch.Generator("cpu").manual_seed(2)).images[0]
+    theirs = ref(
+        "a red circle",
+        image=Image.open(low),
+        num_inference_steps=3,
+        guidance_scale=3.0,
+        noise_level=30,
+        generator=torch.Generator("cpu").manual_seed(2),
+    ).images[0]
     assert mine.size == theirs.size == (32, 32)
     assert np.asarray(mine).std() > 5 and max_pixel_diff([mine], [theirs]) <= 1
 
@@ -185,4 +255,6 @@ def test_low_res_images_come_from_the_pixels_of_the_latents(pictures, tiny_sd1):
     per_step.latents(idx, gen(), 0)
     assert torch.allclose(per_step.low, torch.stack([downsample(plain[i][None], 2)[0] for i in idx]))
     cond = cached.image_cond(idx, gen())
-    assert cond.concat.shape == (3, 3, 16, 16) and 0 <= int(cond.class_labels.min()) <= int(cond.class_labels.max()) <= 100
+    assert (
+        cond.concat.shape == (3, 3, 16, 16) and 0 <= int(cond.class_labels.min()) <= int(cond.class_labels.max()) <= 100
+    )

@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from latentdiff import LatentDiffError, UsageError
 from latentdiff.cli.main import main
 from latentdiff.config.generate import merge
-from latentdiff.training.data.scan import scan_dataset
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
+from latentdiff.training.data.scan import scan_dataset
 from latentdiff.training.loop import finetune
 from latentdiff.training.vae_config import VaeTrainConfig
 
@@ -27,16 +27,41 @@ def dataset(squares):
 
 
 def run_args(dataset, model, out, *extra):
-    return ["finetune", str(dataset), "--model", str(model), "--out", str(out), "--max-steps", "1", "--batch-size",
-            "2", "--resolution", "64", "--checkpoint-every", "1", "--seed", "3", *extra]
+    return [
+        "finetune",
+        str(dataset),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--resolution",
+        "64",
+        "--checkpoint-every",
+        "1",
+        "--seed",
+        "3",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("field, value, words", [
-    ("max_steps", "abc", "max_steps .* must be a whole number"), ("max_steps", 1.5, "whole number"),
-    ("log_every", "5", "log_every .* whole number"), ("seed", 2**70, "below 2\\*\\*63"),
-    ("validation_prompts", 5, "list of strings"), ("lr", float("inf"), "finite"), ("lr", "1e-3", "1.0e-3"),
-    ("sample_defaults", [1], "mapping"), ("lr_schedule", "wiggly", "cosine_with_restarts"),
-])
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("max_steps", "abc", "max_steps .* must be a whole number"),
+        ("max_steps", 1.5, "whole number"),
+        ("log_every", "5", "log_every .* whole number"),
+        ("seed", 2**70, "below 2\\*\\*63"),
+        ("validation_prompts", 5, "list of strings"),
+        ("lr", float("inf"), "finite"),
+        ("lr", "1e-3", "1.0e-3"),
+        ("sample_defaults", [1], "mapping"),
+        ("lr_schedule", "wiggly", "cosine_with_restarts"),
+    ],
+)
 def test_wrong_types_are_one_line_usage_errors(field, value, words):
     with pytest.raises(UsageError, match=words):
         FinetuneConfig(dataset="d", out="o", model="m", **{field: value})
@@ -80,8 +105,23 @@ def test_resume_uses_the_saved_recipe_and_refuses_other_changes(dataset, tiny_sd
     err = capsys.readouterr().err
     assert "different lr" in err and "--change-recipe" in err
     assert yaml.safe_load((out / "config.yaml").read_text()) == saved  # refused: nothing rewritten
-    assert main(["finetune", str(dataset), "--out", str(out), "--resume", "--max-steps", "3", "--lr", "0.5",
-                 "--change-recipe"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(dataset),
+                "--out",
+                str(out),
+                "--resume",
+                "--max-steps",
+                "3",
+                "--lr",
+                "0.5",
+                "--change-recipe",
+            ]
+        )
+        == 0
+    )
     assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == 0.5
 
 
@@ -100,8 +140,17 @@ def test_non_finite_weights_are_never_checkpointed(dataset, tiny_sd1, tmp_path, 
     monkeypatch.setattr(torch.optim.AdamW, "step", poisoned_step)
     out = tmp_path / "run"
     with pytest.raises(LatentDiffError, match="non-finite by step 2"):
-        finetune(FinetuneConfig(dataset=str(dataset), model=str(tiny_sd1), out=str(out), max_steps=3, batch_size=2,
-                                resolution=64, checkpoint_every=1))
+        finetune(
+            FinetuneConfig(
+                dataset=str(dataset),
+                model=str(tiny_sd1),
+                out=str(out),
+                max_steps=3,
+                batch_size=2,
+                resolution=64,
+                checkpoint_every=1,
+            )
+        )
     last = ckpt.latest_checkpoint(out)
     assert last.name == "step-00000001"
     assert all(torch.isfinite(t).all() for t in load_file(str(last / "trainable.safetensors")).values())

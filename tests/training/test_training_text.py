@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from latentdiff.models.assemble import load_components
 from latentdiff.families.conditioning import conditioning_for
+from latentdiff.models.assemble import load_components
 from latentdiff.prompts.chunks import chunk_count
 from latentdiff.training.batches import BatchSource
 
@@ -23,8 +23,18 @@ LONG = " ".join(["a red apple on a green table beside a blue cup"] * 12)  # over
 def test_long_captions_are_chunked_like_generation_prompts(tiny_sd1):
     c = load_components(tiny_sd1)
     captions = [LONG, "a red apple"]
-    source = BatchSource(c, None, captions, cache=False, flip=False, train_text=False, caption_dropout=0.0,
-                         device=torch.device("cpu"), dtype=torch.float32, progress=False)
+    source = BatchSource(
+        c,
+        None,
+        captions,
+        cache=False,
+        flip=False,
+        train_text=False,
+        caption_dropout=0.0,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        progress=False,
+    )
     gen = torch.Generator().manual_seed(0)
     encode = conditioning_for(c)  # what generation uses
     expected = encode(captions, None, 64, 64)[0].hidden
@@ -63,10 +73,39 @@ def test_two_processes_keep_unet_and_text_encoder_identical(tiny_sd1, tmp_path):
     spy, dumps = tmp_path / "spy.py", tmp_path / "dumps"
     spy.write_text(SPY)
     dumps.mkdir()
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(spy), str(dumps),
-           "finetune", str(ds), "--model", str(tiny_sd1), "--out", str(tmp_path / "run"), "--max-steps", "3",
-           "--batch-size", "1", "--resolution", "64", "--train-text-encoder", "--lr", "1e-2", "--caption-dropout", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(spy),
+        str(dumps),
+        "finetune",
+        str(ds),
+        "--model",
+        str(tiny_sd1),
+        "--out",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "1",
+        "--resolution",
+        "64",
+        "--train-text-encoder",
+        "--lr",
+        "1e-2",
+        "--caption-dropout",
+        "0",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -82,18 +121,29 @@ def test_any_checkpoint_of_a_lora_run_exports_as_a_lora(tiny_sd1, tmp_path):
     import numpy as np
 
     from latentdiff import Pipeline
+    from latentdiff.cli.main import main
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.training.loop import finetune
-    from latentdiff.cli.main import main
 
     ds = tmp_path / "ds"
     ds.mkdir()
     for i, color in enumerate(["red", "blue"]):
         Image.new("RGB", (64, 64), color).save(ds / f"{i}.png")
         (ds / f"{i}.txt").write_text(f"a {color} square")
-    run = finetune(FinetuneConfig(dataset=str(ds), model=str(tiny_sd1), out=str(tmp_path / "run"), max_steps=2,
-                                  batch_size=2, resolution=64, checkpoint_every=1, lr=1e-2, lora_rank=2,
-                                  train_text_encoder=True))
+    run = finetune(
+        FinetuneConfig(
+            dataset=str(ds),
+            model=str(tiny_sd1),
+            out=str(tmp_path / "run"),
+            max_steps=2,
+            batch_size=2,
+            resolution=64,
+            checkpoint_every=1,
+            lr=1e-2,
+            lora_rank=2,
+            train_text_encoder=True,
+        )
+    )
     assert main(["export", str(run), "--step", "2", "--out", str(tmp_path / "two")]) == 0
     assert main(["export", str(run), "--step", "1", "--out", str(tmp_path / "one")]) == 0
 
@@ -117,9 +167,21 @@ def _red_square_run(tiny_sd1, tmp_path, **kw):
     ds.mkdir()
     Image.new("RGB", (64, 64), "red").save(ds / "0.png")
     (ds / "0.txt").write_text("a red square")
-    return finetune(FinetuneConfig(dataset=str(ds), model=str(tiny_sd1), out=str(tmp_path / "run"), max_steps=2,
-                                   batch_size=1, resolution=64, log_every=1, validate_every=2, validation_steps=1,
-                                   validation_prompts=["a red square"], **kw))
+    return finetune(
+        FinetuneConfig(
+            dataset=str(ds),
+            model=str(tiny_sd1),
+            out=str(tmp_path / "run"),
+            max_steps=2,
+            batch_size=1,
+            resolution=64,
+            log_every=1,
+            validate_every=2,
+            validation_steps=1,
+            validation_prompts=["a red square"],
+            **kw,
+        )
+    )
 
 
 def test_report_to_tensorboard_logs_scalars_and_images_beside_metrics_jsonl(tiny_sd1, tmp_path):
@@ -127,8 +189,9 @@ def test_report_to_tensorboard_logs_scalars_and_images_beside_metrics_jsonl(tiny
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = _red_square_run(tiny_sd1, tmp_path, report_to="tensorboard", lr_schedule="linear", warmup_steps=1)
-    events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent),
-                              size_guidance={"images": 0})
+    events = EventAccumulator(
+        str(next((out / "logs").rglob("events.out.tfevents.*")).parent), size_guidance={"images": 0}
+    )
     events.Reload()
     assert [e.step for e in events.Scalars("loss")] == [1, 2]
     assert {"lr", "images_per_s"} <= set(events.Tags()["scalars"])
@@ -160,16 +223,21 @@ def _wandb_history(run_file) -> list[dict]:
 
 def test_report_to_wandb_offline_logs_what_metrics_jsonl_holds(tiny_sd1, tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="wandb is not installed (pip install 'latentdiff[wandb]')")
-    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb"), "WANDB_CONSOLE": "off",
-                       "WANDB_SILENT": "true"}.items():
+    for key, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path / "wandb"),
+        "WANDB_CONSOLE": "off",
+        "WANDB_SILENT": "true",
+    }.items():
         monkeypatch.setenv(key, value)
     out = _red_square_run(tiny_sd1, tmp_path, report_to="wandb")
     history = _wandb_history(next((tmp_path / "wandb").rglob("offline-run-*/run-*.wandb")))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     logged = [h for h in history if "loss" in h]
     assert [(h["_step"], h["loss"], h["lr"]) for h in logged] == [(r["step"], r["loss"], r["lr"]) for r in rows]
-    assert [(h["_step"], h["validation/captions"]) for h in history if "validation/captions" in h] == \
-        [(2, ["a red square"])]
+    assert [(h["_step"], h["validation/captions"]) for h in history if "validation/captions" in h] == [
+        (2, ["a red square"])
+    ]
 
 
 @pytest.mark.parametrize("command", ["finetune", "train-vae"])

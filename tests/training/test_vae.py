@@ -6,14 +6,23 @@ import math
 import pytest
 from PIL import Image, ImageDraw
 
+from latentdiff.cli.train_vae import main
 from latentdiff.errors import UsageError
 from latentdiff.training.lr_schedule import lr_at
 from latentdiff.training.vae import VaeTrainConfig, train_vae
-from latentdiff.cli.train_vae import main
 
-TINY_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[8, 16],
-                down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                layers_per_block=1, norm_num_groups=4, sample_size=32, mid_block_add_attention=False)
+TINY_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=[8, 16],
+    down_block_types=["DownEncoderBlock2D"] * 2,
+    up_block_types=["UpDecoderBlock2D"] * 2,
+    layers_per_block=1,
+    norm_num_groups=4,
+    sample_size=32,
+    mid_block_add_attention=False,
+)
 COLORS = ["red", "green", "blue", "orange", "purple", "black", "gold", "teal"]
 
 
@@ -34,8 +43,20 @@ def shapes(tmp_path_factory):
 
 def config(shapes, out, **kw):
     # One thread: a tiny model gains nothing from two, and loses a lot on a busy CPU.
-    values = dict(dataset=str(shapes), out=str(out), vae=TINY_VAE, resolution=32, batch_size=4, lr=2e-3, num_threads=1,
-                  warmup_steps=0, lr_schedule="constant", max_steps=6, checkpoint_every=100, log_every=1)
+    values = dict(
+        dataset=str(shapes),
+        out=str(out),
+        vae=TINY_VAE,
+        resolution=32,
+        batch_size=4,
+        lr=2e-3,
+        num_threads=1,
+        warmup_steps=0,
+        lr_schedule="constant",
+        max_steps=6,
+        checkpoint_every=100,
+        log_every=1,
+    )
     return VaeTrainConfig(**{**values, **kw})
 
 
@@ -118,4 +139,3 @@ def test_report_to_tensorboard_logs_the_loss_parts_beside_metrics_jsonl(shapes, 
     assert [e.step for e in events.Scalars("loss")] == [r["step"] for r in rows] == [1, 2, 3]
     assert [e.value for e in events.Scalars("kl")] == pytest.approx([r["kl"] for r in rows], rel=1e-6)
     assert {"l1", "mse", "lr", "images_per_s"} <= set(events.Tags()["scalars"])
-

@@ -58,8 +58,20 @@ def test_cli_no_upscale_and_from(cascade, tmp_path, capsys):
     again = next((tmp_path / "again").glob("*.png"))
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(small)))
     capsys.readouterr()
-    code = main(["generate", "x", "--model", str(cascade), "--out", str(tmp_path / "bad"), "--quiet",
-                 "--no-upscale", "--upscaler", str(cascade / "upscaler")])
+    code = main(
+        [
+            "generate",
+            "x",
+            "--model",
+            str(cascade),
+            "--out",
+            str(tmp_path / "bad"),
+            "--quiet",
+            "--no-upscale",
+            "--upscaler",
+            str(cascade / "upscaler"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "contradict" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()

@@ -5,14 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import max_pixel_diff, noise_image, paired
 from PIL import Image
 
-from helpers import noise_image
 from latentdiff import UsageError
 from latentdiff.cli.main import main
 from latentdiff.sampling.loop import make_scheduler
-
-from helpers import max_pixel_diff, paired
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +23,21 @@ def pipes(tiny_sd1, tiny_sd2):
 def test_img2img_matches_diffusers(pipes, kind, scheduler):
     ours, ref = pipes[kind]
     init = noise_image()
-    mine = ours("a red apple", image=init, strength=0.6, steps=5, guidance=6.0, seed=3, num_images=2, scheduler=scheduler)
+    mine = ours(
+        "a red apple", image=init, strength=0.6, steps=5, guidance=6.0, seed=3, num_images=2, scheduler=scheduler
+    )
     ref.scheduler = make_scheduler(ours.components.scheduler_config, scheduler)
     # diffusers draws the VAE posterior sample and the noise from the generators: one per image, seed + k.
     gens = [torch.Generator("cpu").manual_seed(3 + k) for k in range(2)]
-    theirs = ref("a red apple", image=init, strength=0.6, num_inference_steps=5, guidance_scale=6.0,
-                 num_images_per_prompt=2, generator=gens).images
+    theirs = ref(
+        "a red apple",
+        image=init,
+        strength=0.6,
+        num_inference_steps=5,
+        guidance_scale=6.0,
+        num_images_per_prompt=2,
+        generator=gens,
+    ).images
     assert np.asarray(mine[0]).std() > 5
     assert max_pixel_diff(mine, theirs) <= 1
     text_only = ours("a red apple", steps=5, guidance=6.0, seed=3, scheduler=scheduler)
@@ -62,7 +69,9 @@ def test_metadata_records_the_start(pipes, tmp_path):
 @pytest.mark.parametrize("mode,expect", [("crop", (64, 32)), ("fit", (64, 32)), ("stretch", (64, 32))])
 def test_any_size_is_brought_to_the_asked_size(pipes, mode, expect):
     ours, _ = pipes["sd1"]
-    image = ours("a red apple", image=noise_image((100, 37)), strength=0.5, steps=2, width=64, height=32, resize=mode)[0]
+    image = ours("a red apple", image=noise_image((100, 37)), strength=0.5, steps=2, width=64, height=32, resize=mode)[
+        0
+    ]
     assert image.size == expect and image.info["latentdiff"]["resize"] == mode
 
 
@@ -94,34 +103,61 @@ def test_strength_outside_range_is_refused(pipes, bad):
 
 # ---- SDXL: the same start step under SDXL's conditioning ---------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sdxl_pipes(tiny_sdxl, tiny_refiner):
     """kind -> (ours, diffusers' StableDiffusionXLImg2ImgPipeline): the base (size ids) and the
     refiner (requires_aesthetics_score: aesthetic-score ids) on the same weights."""
-    return paired({"base": tiny_sdxl, "refiner": tiny_refiner}, "StableDiffusionXLImg2ImgPipeline",
-                  add_watermarker=False)
+    return paired(
+        {"base": tiny_sdxl, "refiner": tiny_refiner}, "StableDiffusionXLImg2ImgPipeline", add_watermarker=False
+    )
 
 
-@pytest.mark.parametrize("kind,scheduler,negative", [
-    ("base", "euler_a", ""), ("base", "ddim", "blue sky"), ("base", "dpm++2m", ""), ("refiner", "euler_a", "blue sky"),
-])
+@pytest.mark.parametrize(
+    "kind,scheduler,negative",
+    [
+        ("base", "euler_a", ""),
+        ("base", "ddim", "blue sky"),
+        ("base", "dpm++2m", ""),
+        ("refiner", "euler_a", "blue sky"),
+    ],
+)
 def test_sdxl_img2img_matches_diffusers(sdxl_pipes, kind, scheduler, negative):
     ours, ref = sdxl_pipes[kind]
     init = noise_image((48, 40), seed=6)  # not square: the size ids must come from the init image's size
-    mine = ours("a red apple", negative_prompt=negative, image=init, strength=0.7, steps=4, guidance=5.0, seed=3,
-                num_images=2, scheduler=scheduler)
+    mine = ours(
+        "a red apple",
+        negative_prompt=negative,
+        image=init,
+        strength=0.7,
+        steps=4,
+        guidance=5.0,
+        seed=3,
+        num_images=2,
+        scheduler=scheduler,
+    )
     ref.scheduler = make_scheduler(ours.components.scheduler_config, scheduler)
     gens = [torch.Generator("cpu").manual_seed(3 + k) for k in range(2)]
-    theirs = ref("a red apple", negative_prompt=negative or None, image=init, strength=0.7, num_inference_steps=4,
-                 guidance_scale=5.0, num_images_per_prompt=2, generator=gens).images
+    theirs = ref(
+        "a red apple",
+        negative_prompt=negative or None,
+        image=init,
+        strength=0.7,
+        num_inference_steps=4,
+        guidance_scale=5.0,
+        num_images_per_prompt=2,
+        generator=gens,
+    ).images
     assert mine[0].size == theirs[0].size == (48, 40) and np.asarray(mine[0]).std() > 5
     assert max_pixel_diff(mine, theirs) <= 1
-    text_only = ours("a red apple", negative_prompt=negative, steps=4, guidance=5.0, seed=3, width=48, height=40,
-                     scheduler=scheduler)
+    text_only = ours(
+        "a red apple", negative_prompt=negative, steps=4, guidance=5.0, seed=3, width=48, height=40, scheduler=scheduler
+    )
     assert max_pixel_diff(mine[:1], text_only) > 10, "the init image must matter"
 
 
 # ---- the command line ----------------------------------------------------------------------
+
 
 def run(capsys, *argv):
     code = main(["generate", *map(str, argv), "--quiet", "--device", "cpu"])
@@ -132,8 +168,24 @@ def run(capsys, *argv):
 def test_cli_img2img_and_from_reproduce(tiny_sd1, tmp_path, capsys):
     init = tmp_path / "photo.png"
     noise_image((80, 72), seed=4).save(init)
-    code, out, err = run(capsys, "a red apple", "--model", tiny_sd1, "--out", tmp_path / "o", "--steps", 3,
-                         "--init-image", init, "--strength", 0.7, "--scheduler", "euler_a", "--seed", 5)
+    code, out, err = run(
+        capsys,
+        "a red apple",
+        "--model",
+        tiny_sd1,
+        "--out",
+        tmp_path / "o",
+        "--steps",
+        3,
+        "--init-image",
+        init,
+        "--strength",
+        0.7,
+        "--scheduler",
+        "euler_a",
+        "--seed",
+        5,
+    )
     assert code == 0, err
     first = out.strip()
     with Image.open(first) as im:
@@ -150,10 +202,7 @@ def test_cli_img2img_and_from_reproduce(tiny_sd1, tmp_path, capsys):
     assert code == 2 and "not the picture recorded" in err and out == ""
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--strength", "0"], "strength"),
-    (["--strength", "1.2"], "strength"),
-])
+@pytest.mark.parametrize("argv,message", [(["--strength", "0"], "strength"), (["--strength", "1.2"], "strength")])
 def test_cli_bad_strength(tiny_sd1, tmp_path, capsys, argv, message):
     init = tmp_path / "in.png"
     noise_image().save(init)

@@ -4,15 +4,13 @@ inpainting UNet and an ordinary one), and the promise that pixels outside the ma
 import numpy as np
 import pytest
 import torch
+from helpers import max_pixel_diff, noise_image, paired
 from PIL import Image
 
 from latentdiff import UsageError
 from latentdiff.cli.main import main
 from latentdiff.sampling.loop import make_scheduler
 from latentdiff.workflows.source import crop_box, soft_mask
-
-from helpers import noise_image
-from helpers import max_pixel_diff, paired
 
 
 def box_mask(size=(64, 64), box=(16, 8, 48, 40)) -> Image.Image:
@@ -38,11 +36,27 @@ def pipes(tiny_sd1, tiny_inpaint):
 def test_inpaint_matches_diffusers(pipes, kind, scheduler, strength):
     ours, ref = pipes[kind]
     init, mask = noise_image(), box_mask()
-    mine = ours("a red apple", image=init, mask=mask, strength=strength, mask_blur=0, steps=4, guidance=6.0, seed=3,
-                scheduler=scheduler)
+    mine = ours(
+        "a red apple",
+        image=init,
+        mask=mask,
+        strength=strength,
+        mask_blur=0,
+        steps=4,
+        guidance=6.0,
+        seed=3,
+        scheduler=scheduler,
+    )
     ref.scheduler = make_scheduler(ours.components.scheduler_config, scheduler)
-    theirs = ref("a red apple", image=init, mask_image=mask, strength=strength, num_inference_steps=4, guidance_scale=6.0,
-                 generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    theirs = ref(
+        "a red apple",
+        image=init,
+        mask_image=mask,
+        strength=strength,
+        num_inference_steps=4,
+        guidance_scale=6.0,
+        generator=torch.Generator("cpu").manual_seed(3),
+    ).images[0]
     # diffusers returns the decoded image as is; ours pastes it over the input outside the mask
     theirs = Image.composite(theirs, init, soft_mask(mask, 0))
     assert max_pixel_diff(mine, [theirs]) <= 1
@@ -55,8 +69,9 @@ def test_inpaint_matches_diffusers(pipes, kind, scheduler, strength):
 def test_pixels_outside_the_blurred_mask_are_the_input(pipes, kind, blur, area):
     ours, _ = pipes[kind]
     init, mask = noise_image(seed=2), box_mask(box=(20, 24, 40, 44))
-    out = np.asarray(ours("a red apple", image=init, mask=mask, mask_blur=blur, inpaint_area=area, padding=4,
-                          steps=3, seed=1)[0])
+    out = np.asarray(
+        ours("a red apple", image=init, mask=mask, mask_blur=blur, inpaint_area=area, padding=4, steps=3, seed=1)[0]
+    )
     alpha = np.asarray(soft_mask(mask, blur))
     outside = alpha == 0
     assert outside.sum() > 0.5 * alpha.size
@@ -79,14 +94,19 @@ def tiny_sdxl_inpaint(tiny_sdxl, tmp_path_factory):
     shutil.copytree(tiny_sdxl, out)
     shutil.rmtree(out / "unet")
     torch.manual_seed(7)
-    UNet2DConditionModel(**{**tiny_sdxl_unet(), "in_channels": 9}).save_pretrained(out / "unet", safe_serialization=True)
+    UNet2DConditionModel(**{**tiny_sdxl_unet(), "in_channels": 9}).save_pretrained(
+        out / "unet", safe_serialization=True
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def sdxl_pipes(tiny_sdxl, tiny_sdxl_inpaint):
-    return paired({"ordinary": tiny_sdxl, "inpaint-unet": tiny_sdxl_inpaint}, "StableDiffusionXLInpaintPipeline",
-                  add_watermarker=False)
+    return paired(
+        {"ordinary": tiny_sdxl, "inpaint-unet": tiny_sdxl_inpaint},
+        "StableDiffusionXLInpaintPipeline",
+        add_watermarker=False,
+    )
 
 
 @pytest.mark.parametrize("kind", ["ordinary", "inpaint-unet"])
@@ -97,10 +117,28 @@ def test_sdxl_inpaint_matches_diffusers(sdxl_pipes, kind, scheduler, strength):
     ours, ref = sdxl_pipes[kind]
     ref.scheduler = make_scheduler(ours.components.scheduler_config, scheduler)
     init, mask = noise_image((48, 40), seed=1), box_mask((48, 40), (8, 8, 32, 32))
-    mine = ours("a red apple", image=init, mask=mask, strength=strength, mask_blur=0, steps=4, guidance=5.0, seed=3,
-                scheduler=scheduler)[0]
-    theirs = ref("a red apple", image=init, mask_image=mask, strength=strength, num_inference_steps=4,
-                 guidance_scale=5.0, width=48, height=40, generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    mine = ours(
+        "a red apple",
+        image=init,
+        mask=mask,
+        strength=strength,
+        mask_blur=0,
+        steps=4,
+        guidance=5.0,
+        seed=3,
+        scheduler=scheduler,
+    )[0]
+    theirs = ref(
+        "a red apple",
+        image=init,
+        mask_image=mask,
+        strength=strength,
+        num_inference_steps=4,
+        guidance_scale=5.0,
+        width=48,
+        height=40,
+        generator=torch.Generator("cpu").manual_seed(3),
+    ).images[0]
     assert max_pixel_diff([mine], [Image.composite(theirs, init, soft_mask(mask, 0))]) <= 1
     out, src, outside = np.asarray(mine).astype(int), np.asarray(init).astype(int), np.asarray(mask) == 0
     assert np.array_equal(out[outside], src[outside])
@@ -128,8 +166,9 @@ def test_masked_area_crop_holds_the_whole_blurred_mask_at_padding_0(pipes, blur)
     in_box[y1:y2, x1:x2] = True
     assert (alpha[~in_box] == 0).all() and ((alpha > 0) & (alpha < 255)).any()
     assert (x2 - x1, y2 - y1) != (16, 16), "the box is not the unblurred mask's"
-    out = np.asarray(ours("x", image=init, mask=mask, mask_blur=blur, inpaint_area="masked", padding=0, steps=3,
-                          seed=1)[0])
+    out = np.asarray(
+        ours("x", image=init, mask=mask, mask_blur=blur, inpaint_area="masked", padding=0, steps=3, seed=1)[0]
+    )
     assert np.array_equal(out[~in_box], np.asarray(init)[~in_box])
     assert np.abs(out.astype(int) - np.asarray(init, dtype=int))[alpha > 128].mean() > 10
 
@@ -161,8 +200,25 @@ def test_cli_inpaint_from_reproduces_and_bad_mask_exits_2(tiny_sd1, tmp_path, ca
     init, mask = tmp_path / "in.png", tmp_path / "mask.png"
     noise_image().save(init)
     box_mask().convert("RGBA").save(mask)  # any mode
-    argv = ["generate", "a red apple", "--model", str(tiny_sd1), "--out", str(tmp_path / "o"), "--steps", "3",
-            "--init-image", str(init), "--mask", str(mask), "--mask-blur", "2", "--quiet", "--device", "cpu"]
+    argv = [
+        "generate",
+        "a red apple",
+        "--model",
+        str(tiny_sd1),
+        "--out",
+        str(tmp_path / "o"),
+        "--steps",
+        "3",
+        "--init-image",
+        str(init),
+        "--mask",
+        str(mask),
+        "--mask-blur",
+        "2",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     first = capsys.readouterr().out.strip()
     assert main(["generate", "--from", first, "--out", str(tmp_path / "again"), "--quiet", "--device", "cpu"]) == 0

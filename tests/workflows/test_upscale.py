@@ -4,14 +4,12 @@ tiny random model of that architecture; tiles without seams (against the untiled
 import numpy as np
 import pytest
 import torch
+from helpers import max_pixel_diff, noise_image
 from PIL import Image
 
 from latentdiff import Pipeline
 from latentdiff.cli.main import main
 from latentdiff.sampling.loop import make_scheduler
-
-from helpers import noise_image
-from helpers import max_pixel_diff
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +34,17 @@ def test_upscale_matches_diffusers(upscaler, tiny_upscaler, scheduler, guidance,
     ref.set_progress_bar_config(disable=True)
     ref.scheduler = make_scheduler(upscaler.components.scheduler_config, scheduler)
     low = noise_image((16, 16), seed=7)
-    mine = upscaler.upscale(low, prompt="a red apple", steps=4, guidance=guidance, noise_level=noise_level, seed=5,
-                            scheduler=scheduler)
-    theirs = ref("a red apple", image=low, num_inference_steps=4, guidance_scale=guidance, noise_level=noise_level,
-                 generator=torch.Generator("cpu").manual_seed(5)).images[0]
+    mine = upscaler.upscale(
+        low, prompt="a red apple", steps=4, guidance=guidance, noise_level=noise_level, seed=5, scheduler=scheduler
+    )
+    theirs = ref(
+        "a red apple",
+        image=low,
+        num_inference_steps=4,
+        guidance_scale=guidance,
+        noise_level=noise_level,
+        generator=torch.Generator("cpu").manual_seed(5),
+    ).images[0]
     assert mine.size == theirs.size == (64, 64)
     assert np.asarray(mine).std() > 5 and max_pixel_diff([mine], [theirs]) <= 1
     info = mine.info["latentdiff"]
@@ -51,6 +56,7 @@ def border_ratio(err: np.ndarray, lines: list[int], band: int) -> float:
     a row index where a tile window starts or ends), the mean of `err` (H, W) over the `band`-wide
     strips there, over its mean on the strips 2 to 4 bands to either side; the largest ratio.
     About 1 where tiling leaves no seam (the error varies smoothly), well above where it does."""
+
     def strip(p):
         return np.concatenate([err[:, p : p + band].ravel(), err[p : p + band, :].ravel()]).mean()
 
@@ -89,7 +95,9 @@ def test_tiles_match_the_untiled_image_without_seams(upscaler, monkeypatch):
         err = tiling_error(tile)
         assert err.mean() > 0, "the tiled path must have run"
         assert err.max() < 35 and border_ratio(err, lines, 4) < 1.5, f"tile {tile}: a border shows"
-    monkeypatch.setattr(latentdiff.sampling.wrappers, "_ramp", lambda h, w, device: torch.ones((1, 1, h, w), device=device))
+    monkeypatch.setattr(
+        latentdiff.sampling.wrappers, "_ramp", lambda h, w, device: torch.ones((1, 1, h, w), device=device)
+    )
     naive = tiling_error(128)
     assert naive.max() > 35 and border_ratio(naive, borders[128], 4) > 2, "the metric must see a seam"
 
@@ -101,14 +109,16 @@ def test_api_upscale_from_a_text_pipeline(pipe_sd1, tiny_upscaler):
 
 # ---- hires fix -----------------------------------------------------------------------------
 
+
 def test_hires_first_pass_is_the_plain_image(pipe_sd1):
     """With the lanczos upscaler, hires = img2img of the plain image upscaled: so its first pass is
     exactly the image made without --hires."""
     args = dict(steps=3, guidance=4.0, seed=2, scheduler="euler_a")
     hires = pipe_sd1("a red apple", hires=1.5, hires_upscaler="lanczos", hires_strength=0.6, hires_steps=4, **args)[0]
     plain = pipe_sd1("a red apple", **args)[0]
-    by_hand = pipe_sd1("a red apple", image=plain.resize((96, 96), Image.Resampling.LANCZOS), strength=0.6,
-                       **{**args, "steps": 4})[0]
+    by_hand = pipe_sd1(
+        "a red apple", image=plain.resize((96, 96), Image.Resampling.LANCZOS), strength=0.6, **{**args, "steps": 4}
+    )[0]
     assert hires.size == (96, 96) and max_pixel_diff([hires], [by_hand]) == 0
     meta = hires.info["latentdiff"]
     assert (meta["hires"], meta["hires_size"], meta["width"]) == (1.5, [96, 96], 64)
@@ -123,22 +133,60 @@ def test_hires_in_latent_space_and_with_an_upscaler_model(pipe_sd1, tiny_upscale
 
 # ---- the command line ----------------------------------------------------------------------
 
+
 def test_cli_upscale_and_cascade(tiny_sd1, tiny_upscaler, tmp_path, capsys):
     low = tmp_path / "low.png"
     noise_image((16, 16)).save(low)
-    assert main(["upscale", str(low), "--model", str(tiny_upscaler), "--steps", "2", "--out", str(tmp_path / "u"),
-                 "--quiet", "--device", "cpu", "--tile", "64"]) == 0
+    assert (
+        main(
+            [
+                "upscale",
+                str(low),
+                "--model",
+                str(tiny_upscaler),
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "u"),
+                "--quiet",
+                "--device",
+                "cpu",
+                "--tile",
+                "64",
+            ]
+        )
+        == 0
+    )
     written = capsys.readouterr().out.strip()
     assert Image.open(written).size == (64, 64)
-    assert main(["generate", "a red apple", "--model", str(tiny_sd1), "--steps", "2", "--upscaler", str(tiny_upscaler),
-                 "--out", str(tmp_path / "g"), "--quiet", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "a red apple",
+                "--model",
+                str(tiny_sd1),
+                "--steps",
+                "2",
+                "--upscaler",
+                str(tiny_upscaler),
+                "--out",
+                str(tmp_path / "g"),
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip()
     assert Image.open(out).size == (256, 256)
 
 
 def test_cli_upscaler_as_generate_model_is_refused(tiny_upscaler, tmp_path, capsys):
-    code = main(["generate", "x", "--model", str(tiny_upscaler), "--out", str(tmp_path / "o"), "--quiet",
-                 "--device", "cpu"])
+    code = main(
+        ["generate", "x", "--model", str(tiny_upscaler), "--out", str(tmp_path / "o"), "--quiet", "--device", "cpu"]
+    )
     out, err = capsys.readouterr()
     assert code == 2 and "upscaler" in err and len(err.strip().splitlines()) == 1 and out == ""
     assert not (tmp_path / "o").exists()

@@ -55,9 +55,16 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
     persistent_workers=False so workers pick the new epoch up.
     """
 
-    def __init__(self, records: list[Record], resolution: int, crop: str = "center",
-                 flip: bool = False, seed: int = 0, buckets: list[tuple[int, int]] | None = None,
-                 max_pixels: int = MAX_PIXELS):
+    def __init__(
+        self,
+        records: list[Record],
+        resolution: int,
+        crop: str = "center",
+        flip: bool = False,
+        seed: int = 0,
+        buckets: list[tuple[int, int]] | None = None,
+        max_pixels: int = MAX_PIXELS,
+    ):
         self.records, self.resolution, self.crop, self.flip = records, resolution, crop, flip
         self.seed, self.buckets, self.max_pixels, self.epoch = seed, buckets, max_pixels, 0
 
@@ -71,8 +78,12 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         # A string seed is hashed with SHA-512: stable across processes and Python versions.
         rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
         pixels, placement = self._pixels(index, self.crop, self.flip, rng)
-        return {"pixel_values": pixels, "size_ids": self.size_ids(index, placement),
-                "caption": self.records[index].caption, "index": index}
+        return {
+            "pixel_values": pixels,
+            "size_ids": self.size_ids(index, placement),
+            "caption": self.records[index].caption,
+            "index": index,
+        }
 
     def unaugmented(self, batch: int = 32):
         """Every image without augmentation, for caching its latents: batches of pixels (b, 3, H, W)
@@ -82,8 +93,10 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         n = len(self.records)
         for start in range(0, n, step):
             views = [self._pixels(i, "center", False, None) for i in range(start, min(n, start + step))]
-            ids = [[self.size_ids(i, p), self.size_ids(i, replace(p, flipped=True))]
-                   for i, (_, p) in enumerate(views, start)]
+            ids = [
+                [self.size_ids(i, p), self.size_ids(i, replace(p, flipped=True))]
+                for i, (_, p) in enumerate(views, start)
+            ]
             yield torch.stack([pixels for pixels, _ in views]), ids
 
     def size_ids(self, index: int, placement: Placement) -> torch.Tensor:

@@ -20,9 +20,7 @@ def read_metadata(root: Path, meta: Path) -> Iterator[tuple[str, str, str | None
     for line, row in _utf8(rows, where):
         name, text = row.get("file_name"), row.get("text")
         if not isinstance(name, str) or not name or not isinstance(text, str):
-            raise UsageError(
-                f"{where} row {line}: needs a 'file_name' and a string 'text' (got {row!r:.200})"
-            )
+            raise UsageError(f"{where} row {line}: needs a 'file_name' and a string 'text' (got {row!r:.200})")
         target = os.path.normpath(meta.parent / name)
         if os.path.commonpath([str(root), target]) != str(root):
             raise UsageError(f"{where} row {line}: file_name {name!r} is outside the dataset")

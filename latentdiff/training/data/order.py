@@ -14,8 +14,9 @@ class DataOrder:
     times an epoch (kohya's repeats; all once without them).
     """
 
-    def __init__(self, n: int, global_batch: int, seed: int, bucket_of: list | None = None,
-                 repeats: list[int] | None = None):
+    def __init__(
+        self, n: int, global_batch: int, seed: int, bucket_of: list | None = None, repeats: list[int] | None = None
+    ):
         self.n, self.global_batch, self.seed = n, global_batch, seed
         self.bucket_of = bucket_of
         self.repeats = repeats or [1] * n

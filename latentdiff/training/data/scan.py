@@ -82,12 +82,12 @@ def scan_dataset(
     if resolution < 8 or resolution % 8:
         # The VAE works on 8x8 pixel blocks.
         near = sorted({max(8, resolution // 8 * 8), max(8, (resolution // 8 + 1) * 8)})
-        raise UsageError(f"resolution {resolution} is not a positive multiple of 8; try "
-                         + " or ".join(map(str, near)))
+        raise UsageError(f"resolution {resolution} is not a positive multiple of 8; try " + " or ".join(map(str, near)))
     root = _check_root(root)
     folders = KohyaFolders(repeats)
-    entries, skipped, notes = _discover(_Root(root, follow_symlinks), missing_captions, include_heldout,
-                                        caption_extension, folders)
+    entries, skipped, notes = _discover(
+        _Root(root, follow_symlinks), missing_captions, include_heldout, caption_extension, folders
+    )
     records: list[Record] = []
     for done, (rel, caption, split) in enumerate(entries, 1):
         try:
@@ -104,8 +104,10 @@ def scan_dataset(
     notes += folders.notes(records)
     small = sum(min(r.width, r.height) < resolution for r in records)
     if small:
-        notes.append(f"{small} image(s) are smaller than {resolution} px on the short side "
-                     "and will be upscaled (blurry training data)")
+        notes.append(
+            f"{small} image(s) are smaller than {resolution} px on the short side "
+            "and will be upscaled (blurry training data)"
+        )
     return ScanResult(records, skipped, notes)
 
 
@@ -141,8 +143,13 @@ class _Root:
         return None
 
 
-def _discover(src: _Root, missing_captions: str, include_heldout: bool, caption_extension: str = ".txt",
-              folders: KohyaFolders | None = None):
+def _discover(
+    src: _Root,
+    missing_captions: str,
+    include_heldout: bool,
+    caption_extension: str = ".txt",
+    folders: KohyaFolders | None = None,
+):
     """Return ([(relpath, caption, split)] sorted by relpath, skipped, notes)."""
     images, metadata, skipped = _walk(src)
     captions, splits, heldout, bad_rows = _metadata_captions(src, metadata, include_heldout)

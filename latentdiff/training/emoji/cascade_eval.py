@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from latentdiff.training.emoji.evaluate import _small, heldout_rows, load_pipeline, load_references, progress_bar, ranks
 from latentdiff.errors import UsageError
 from latentdiff.models.configs import own_upscaler
+from latentdiff.training.emoji.evaluate import _small, heldout_rows, load_pipeline, load_references, progress_bar, ranks
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -33,8 +33,11 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
         from skimage.metrics import structural_similarity
     except ImportError:
         raise UsageError("eval-emoji --cascade needs scikit-image for SSIM: pip install 'latentdiff[eval]'") from None
-    return float(structural_similarity(a, b, channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
-                                       use_sample_covariance=False))
+    return float(
+        structural_similarity(
+            a, b, channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
+    )
 
 
 def _truth_rows(truth: Path, rows: list[dict]) -> list[dict]:
@@ -44,13 +47,24 @@ def _truth_rows(truth: Path, rows: list[dict]) -> list[dict]:
         raise UsageError(f"--cascade {truth}: no metadata.jsonl; build it with `latentdiff build-emoji DIR --size 128`")
     high = [json.loads(x) for x in meta.read_text(encoding="utf-8").splitlines() if x.strip()]
     if [(r["file_name"], r["text"]) for r in high] != [(r["file_name"], r["text"]) for r in rows]:
-        raise UsageError(f"--cascade {truth} does not hold the same names under the same file names as the dataset; "
-                         "build both with `latentdiff build-emoji` from the same emoji-test.txt")
+        raise UsageError(
+            f"--cascade {truth} does not hold the same names under the same file names as the dataset; "
+            "build both with `latentdiff build-emoji` from the same emoji-test.txt"
+        )
     return high
 
 
-def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None, guidance=None,
-                     seeds: tuple[int, ...] = (0, 1, 2, 3), batch: int = 32, n_heldout: int | None = None) -> dict:
+def evaluate_cascade(
+    pipe,
+    dataset: Path,
+    truth: Path,
+    upscaler=None,
+    steps=None,
+    guidance=None,
+    seeds: tuple[int, ...] = (0, 1, 2, 3),
+    batch: int = 32,
+    n_heldout: int | None = None,
+) -> dict:
     rows, refs = load_references(dataset)
     _truth_rows(truth, rows)
     ref = upscaler or own_upscaler(pipe.model_dir, pipe.components.defaults)
@@ -64,35 +78,55 @@ def evaluate_cascade(pipe, dataset: Path, truth: Path, upscaler=None, steps=None
             for i in range(0, len(held), batch):
                 chunk = held[i : i + batch]
                 bases = pipe([rows[j]["text"] for j in chunk], steps=steps, guidance=guidance, seed=seed, upscale=False)
-                ups = [pipe.upscale(im, prompt=rows[j]["text"], seed=im.info["latentdiff"]["seed"], upscaler=ref)
-                       for j, im in zip(chunk, bases)]
+                ups = [
+                    pipe.upscale(im, prompt=rows[j]["text"], seed=im.info["latentdiff"]["seed"], upscaler=ref)
+                    for j, im in zip(chunk, bases)
+                ]
                 for j, base, up in zip(chunk, bases, ups):
                     true = np.asarray(Image.open(truth / rows[j]["file_name"]).convert("RGB"))
                     if up.size != true.shape[1::-1]:
-                        raise UsageError(f"the cascade makes {up.width}x{up.height} images but {truth} holds "
-                                         f"{true.shape[1]}x{true.shape[0]} ones; build it at the cascade's size")
+                        raise UsageError(
+                            f"the cascade makes {up.width}x{up.height} images but {truth} holds "
+                            f"{true.shape[1]}x{true.shape[0]} ones; build it at the cascade's size"
+                        )
                     for name, im in (("cascade", up), ("bicubic", base.resize(up.size, Image.BICUBIC))):
                         pixels = np.asarray(im.convert("RGB"))
                         scores[name].append((psnr(pixels, true), ssim(pixels, true)))
                 base_ranks.append(ranks(np.stack([_small(im) for im in bases]), chunk, refs))
                 up_ranks.append(ranks(np.stack([_small(im) for im in ups]), chunk, refs))
                 bar.update(len(chunk))
-    result = {"n": len(held), "seeds": list(seeds), "upscaler": str(ref),
-              "top1_base": float((np.concatenate(base_ranks) < 1).mean()),
-              "top1_cascade": float((np.concatenate(up_ranks) < 1).mean())}
+    result = {
+        "n": len(held),
+        "seeds": list(seeds),
+        "upscaler": str(ref),
+        "top1_base": float((np.concatenate(base_ranks) < 1).mean()),
+        "top1_cascade": float((np.concatenate(up_ranks) < 1).mean()),
+    }
     for name, pairs in scores.items():
         arr = np.array(pairs, dtype=np.float64)
         # an identical image (inf dB) counts as 100 dB, so one exact match does not make the mean infinite
         result[name] = {"psnr": float(np.mean(np.minimum(arr[:, 0], 100.0))), "ssim": float(arr[:, 1].mean())}
-    print(f"cascade  PSNR {result['cascade']['psnr']:.2f} dB SSIM {result['cascade']['ssim']:.4f} | bicubic PSNR "
-          f"{result['bicubic']['psnr']:.2f} dB SSIM {result['bicubic']['ssim']:.4f} | top-1 base {result['top1_base']:.3f} "
-          f"cascade {result['top1_cascade']:.3f} (n={len(held)}, seeds {','.join(map(str, seeds))})",
-          file=sys.stderr, flush=True)
+    print(
+        f"cascade  PSNR {result['cascade']['psnr']:.2f} dB SSIM {result['cascade']['ssim']:.4f} | bicubic PSNR "
+        f"{result['bicubic']['psnr']:.2f} dB SSIM {result['bicubic']['ssim']:.4f} | top-1 base {result['top1_base']:.3f} "
+        f"cascade {result['top1_cascade']:.3f} (n={len(held)}, seeds {','.join(map(str, seeds))})",
+        file=sys.stderr,
+        flush=True,
+    )
     return result
 
 
-def run_cascade(dataset: str, truth: str, model=None, upscaler=None, steps=None, guidance=None,
-                seeds: tuple[int, ...] = (0, 1, 2, 3), out=None, n_heldout: int | None = None) -> dict:
+def run_cascade(
+    dataset: str,
+    truth: str,
+    model=None,
+    upscaler=None,
+    steps=None,
+    guidance=None,
+    seeds: tuple[int, ...] = (0, 1, 2, 3),
+    out=None,
+    n_heldout: int | None = None,
+) -> dict:
     pipe = load_pipeline(model)
     result = evaluate_cascade(pipe, Path(dataset), Path(truth), upscaler, steps, guidance, seeds, n_heldout=n_heldout)
     if out:

@@ -30,9 +30,15 @@ import time
 import warnings
 from pathlib import Path
 
-from latentdiff.training.emoji.names import (APT_COMMAND, DEFAULT_EMOJI_TEST, Emoji, heldout_names, missing_input,
-                                     parse_emoji_test)
 from latentdiff.errors import UsageError
+from latentdiff.training.emoji.names import (
+    APT_COMMAND,
+    DEFAULT_EMOJI_TEST,
+    Emoji,
+    heldout_names,
+    missing_input,
+    parse_emoji_test,
+)
 
 DEFAULT_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 FONT_SIZE = 109  # CBDT bitmap font: FreeType only loads the strike it has, 109 px
@@ -46,6 +52,7 @@ SIZES = range(16, 129, 8)
 FELL_APART_RATIO = 1.5
 _PAD = 32
 
+
 def load_emoji_font(path: str | Path = DEFAULT_FONT):
     """Open the colour emoji font with Raqm layout, or say what to install."""
     from PIL import ImageFont, features
@@ -56,19 +63,23 @@ def load_emoji_font(path: str | Path = DEFAULT_FONT):
     # Without Raqm Pillow falls back to basic layout with only a warning, and every ZWJ
     # sequence, flag and skin tone would render as a row of separate glyphs.
     if not features.check("raqm"):
-        raise UsageError("Pillow cannot use Raqm text layout, so multi-codepoint emoji would "
-                         f"render as several glyphs; install it with `{APT_COMMAND}` "
-                         "(PyPI Pillow wheels also need libfribidi0)")
+        raise UsageError(
+            "Pillow cannot use Raqm text layout, so multi-codepoint emoji would "
+            f"render as several glyphs; install it with `{APT_COMMAND}` "
+            "(PyPI Pillow wheels also need libfribidi0)"
+        )
     try:
         return ImageFont.truetype(str(path), FONT_SIZE, layout_engine=ImageFont.Layout.RAQM)
     except OSError as exc:
-        raise UsageError(f"cannot load {path} at size {FONT_SIZE} ({exc}); it must be a colour "
-                         "bitmap emoji font such as NotoColorEmoji.ttf") from exc
+        raise UsageError(
+            f"cannot load {path} at size {FONT_SIZE} ({exc}); it must be a colour "
+            "bitmap emoji font such as NotoColorEmoji.ttf"
+        ) from exc
 
 
 def glyph_cell_width(font) -> int:
     """Width of one emoji cell in this font, measured on U+1F600 grinning face."""
-    left, _, right, _ = font.getbbox("\U0001F600")
+    left, _, right, _ = font.getbbox("\U0001f600")
     return right - left
 
 
@@ -82,8 +93,7 @@ def render_emoji(chars: str, font, size: int = IMAGE_SIZE):
 
     left, top, right, bottom = font.getbbox(chars)
     canvas = Image.new("RGBA", (right - left + 2 * _PAD, bottom - top + 2 * _PAD), (0, 0, 0, 0))
-    ImageDraw.Draw(canvas).text((_PAD - left, _PAD - top), chars, font=font,
-                                embedded_color=True)
+    ImageDraw.Draw(canvas).text((_PAD - left, _PAD - top), chars, font=font, embedded_color=True)
     out = Image.new("RGBA", (size, size), (255, 255, 255, 255))
     bbox = canvas.getchannel("A").getbbox()
     if bbox is None:
@@ -97,9 +107,14 @@ def render_emoji(chars: str, font, size: int = IMAGE_SIZE):
 
 
 def _record(e: Emoji, file_name: str, heldout: set[str], variants: bool) -> dict:
-    record = {"file_name": file_name, "text": e.name,
-              "split": "heldout" if e.name in heldout else "train",
-              "group": e.group, "subgroup": e.subgroup, "codepoints": e.codepoints}
+    record = {
+        "file_name": file_name,
+        "text": e.name,
+        "split": "heldout" if e.name in heldout else "train",
+        "group": e.group,
+        "subgroup": e.subgroup,
+        "codepoints": e.codepoints,
+    }
     if variants:
         record["alt_texts"] = [f"{e.name}, {e.subgroup}", f"{e.name}, {e.group.lower()}"]
     return record
@@ -140,15 +155,22 @@ def _render_all(emojis: list[Emoji], font, images: Path, heldout: set[str], vari
 
 
 def _warn_rejects(fell_apart: list[str], blank: list[str]) -> None:
-    for label, names in (("fell apart into several glyphs", fell_apart),
-                         ("rendered blank", blank)):
+    for label, names in (("fell apart into several glyphs", fell_apart), ("rendered blank", blank)):
         if names:
-            warnings.warn(f"{len(names)} emoji {label} and were skipped (font older than "
-                          f"emoji-test.txt, or no Raqm?): {', '.join(names[:5])}", stacklevel=3)
+            warnings.warn(
+                f"{len(names)} emoji {label} and were skipped (font older than "
+                f"emoji-test.txt, or no Raqm?): {', '.join(names[:5])}",
+                stacklevel=3,
+            )
 
 
-def build_emoji_dataset(out_dir: str | Path, emoji_test: str | Path = DEFAULT_EMOJI_TEST,
-                        font: str | Path = DEFAULT_FONT, variants: bool = True, size: int = IMAGE_SIZE) -> dict:
+def build_emoji_dataset(
+    out_dir: str | Path,
+    emoji_test: str | Path = DEFAULT_EMOJI_TEST,
+    font: str | Path = DEFAULT_FONT,
+    variants: bool = True,
+    size: int = IMAGE_SIZE,
+) -> dict:
     """Render every fully-qualified emoji into OUT (see module docstring); return a summary.
 
     Emoji the font draws as nothing ("blank") or as several glyphs ("fell_apart") are
@@ -164,20 +186,22 @@ def build_emoji_dataset(out_dir: str | Path, emoji_test: str | Path = DEFAULT_EM
     out_dir = Path(out_dir)
     images = out_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
-    records, blank, fell_apart = _render_all(emojis, ttf, images, heldout_names(emojis),
-                                             variants, size)
+    records, blank, fell_apart = _render_all(emojis, ttf, images, heldout_names(emojis), variants, size)
     _remove_stale_images(images, {Path(r["file_name"]).name for r in records})
     with open(out_dir / "metadata.jsonl", "w", encoding="utf-8", newline="\n") as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     summary = {
-        "out_dir": str(out_dir), "size": size, "emoji_in_file": len(emojis), "images": len(records),
+        "out_dir": str(out_dir),
+        "size": size,
+        "emoji_in_file": len(emojis),
+        "images": len(records),
         "train": sum(r["split"] == "train" for r in records),
         "heldout": sum(r["split"] == "heldout" for r in records),
-        "fell_apart": fell_apart, "blank": blank,
+        "fell_apart": fell_apart,
+        "blank": blank,
     }
-    (out_dir / "README.md").write_text(_readme(summary, Path(emoji_test), Path(font)),
-                                       encoding="utf-8")
+    (out_dir / "README.md").write_text(_readme(summary, Path(emoji_test), Path(font)), encoding="utf-8")
     _warn_rejects(fell_apart, blank)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     return summary
@@ -187,14 +211,14 @@ def _readme(summary: dict, emoji_test: Path, font: Path) -> str:
     skipped = summary["fell_apart"] + summary["blank"]
     return f"""# Noto Color Emoji text-to-image set
 
-{summary['images']} images, {summary['size']}x{summary['size']} RGB on white, one per fully-qualified emoji in
+{summary["images"]} images, {summary["size"]}x{summary["size"]} RGB on white, one per fully-qualified emoji in
 `{emoji_test.name}`, captioned (`text`) with the exact Unicode CLDR name.
 Built by `latentdiff build-emoji` (`latentdiff/training/emoji/dataset.py`) from `{font.name}`.
 
 | split | images |
 |---|---|
-| train | {summary['train']} |
-| heldout | {summary['heldout']} |
+| train | {summary["train"]} |
+| heldout | {summary["heldout"]} |
 | skipped (blank or not one glyph) | {len(skipped)} |
 
 `heldout` holds out one single-skin-tone variant per base name, rotating through the five
@@ -219,12 +243,16 @@ DESCRIPTION = "Render Noto Color Emoji into a text-to-image training set (64x64 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The build options, one definition for `latentdiff build-emoji` and `python -m latentdiff.training.emoji.dataset`."""
     parser.add_argument("out", metavar="OUT", help="output directory")
-    parser.add_argument("--emoji-test", default=str(DEFAULT_EMOJI_TEST),
-                        help="Unicode emoji-test.txt (default: %(default)s)")
-    parser.add_argument("--font", default=str(DEFAULT_FONT),
-                        help="colour emoji font (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=IMAGE_SIZE,
-                        help="image side in pixels, a multiple of 8 from 16 to 128 (default %(default)s)")
+    parser.add_argument(
+        "--emoji-test", default=str(DEFAULT_EMOJI_TEST), help="Unicode emoji-test.txt (default: %(default)s)"
+    )
+    parser.add_argument("--font", default=str(DEFAULT_FONT), help="colour emoji font (default: %(default)s)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=IMAGE_SIZE,
+        help="image side in pixels, a multiple of 8 from 16 to 128 (default %(default)s)",
+    )
 
 
 def build(args: argparse.Namespace) -> dict:

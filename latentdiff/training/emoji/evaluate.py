@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from latentdiff.errors import UsageError
 from latentdiff.formats.preflight import loading_line
 from latentdiff.training.emoji.dataset import load_emoji_font, render_glyphs
@@ -30,7 +31,6 @@ def _small(im: Image.Image) -> np.ndarray:
 def load_rows(dataset: Path) -> list[dict]:
     meta = Path(dataset) / "metadata.jsonl"
     if not meta.is_file():
-
         raise UsageError(f"{meta} not found; make the dataset with `latentdiff build-emoji {dataset}`")
     return [json.loads(x) for x in meta.read_text(encoding="utf-8").splitlines() if x.strip()]
 
@@ -55,8 +55,9 @@ def name_ranks(images: list, names: list[str], ref_names: list[str], refs: np.nd
     return ranks(np.stack([_small(im) for im in images]), [where[n] for n in names], refs)
 
 
-def pick_prompts(rows: list[dict], n_train: int = 300, seed: int = 0,
-                 n_heldout: int | None = None) -> dict[str, list[int]]:
+def pick_prompts(
+    rows: list[dict], n_train: int = 300, seed: int = 0, n_heldout: int | None = None
+) -> dict[str, list[int]]:
     """Row indices of `n_train` training names drawn with `seed`, and of the held-out names (all, or
     `n_heldout` of them drawn the same way: a quick look rather than the measure)."""
     train = [i for i, r in enumerate(rows) if r.get("split") != "heldout"]
@@ -79,8 +80,16 @@ def ranks(generated: np.ndarray, targets: list[int], refs: np.ndarray) -> np.nda
     return (d < own[:, None] - 1e-9).sum(1)
 
 
-def evaluate(pipe, dataset: Path, guidances: list[float], steps: int | None = None, n_train: int = 300,
-             seeds: tuple[int, ...] = (0, 1, 2, 3), batch: int = 32, n_heldout: int | None = None) -> dict:
+def evaluate(
+    pipe,
+    dataset: Path,
+    guidances: list[float],
+    steps: int | None = None,
+    n_train: int = 300,
+    seeds: tuple[int, ...] = (0, 1, 2, 3),
+    batch: int = 32,
+    n_heldout: int | None = None,
+) -> dict:
     """Top-1/top-5 of each prompt set at each guidance, per generation seed and averaged over them,
     with the top-1 of each emoji group (the weakest categories show where the model fails). The
     training names are drawn once (seed 0), whatever the generation seeds."""
@@ -93,8 +102,11 @@ def evaluate(pipe, dataset: Path, guidances: list[float], steps: int | None = No
             for name, idx in sets.items():
                 results[f"{name}@g{g:g}"] = _scores(pipe, rows, refs, idx, steps, g, seeds, batch, bar)
                 v = results[f"{name}@g{g:g}"]
-                bar.write(f"{name:8s} guidance {g:<4g} top-1 {v['top1']:.3f} top-5 {v['top5']:.3f} (n={len(idx)}, "
-                          f"seeds {','.join(map(str, seeds))})", file=sys.stderr)
+                bar.write(
+                    f"{name:8s} guidance {g:<4g} top-1 {v['top1']:.3f} top-5 {v['top5']:.3f} (n={len(idx)}, "
+                    f"seeds {','.join(map(str, seeds))})",
+                    file=sys.stderr,
+                )
     return results
 
 
@@ -106,9 +118,13 @@ def _scores(pipe, rows, refs, idx: list[int], steps, g: float, seeds, batch: int
     for k, j in enumerate(idx):
         groups.setdefault(rows[j].get("group", "?"), []).append((rk[:, k] < 1).mean())
     return {
-        "n": len(idx), "seeds": list(seeds), "top1": float((rk < 1).mean()), "top5": float((rk < 5).mean()),
-        "per_seed": {str(s): {"top1": float((r < 1).mean()), "top5": float((r < 5).mean())}
-                     for s, r in per_seed.items()},
+        "n": len(idx),
+        "seeds": list(seeds),
+        "top1": float((rk < 1).mean()),
+        "top5": float((rk < 5).mean()),
+        "per_seed": {
+            str(s): {"top1": float((r < 1).mean()), "top5": float((r < 5).mean())} for s, r in per_seed.items()
+        },
         "groups": dict(sorted(((k, float(np.mean(v))) for k, v in groups.items()), key=lambda kv: kv[1])),
     }
 
@@ -131,8 +147,7 @@ def load_pipeline(model):
     return pipe
 
 
-def _ranks_at(pipe, rows, refs, idx: list[int], steps, guidance: float, seed: int, batch: int,
-              bar=None) -> np.ndarray:
+def _ranks_at(pipe, rows, refs, idx: list[int], steps, guidance: float, seed: int, batch: int, bar=None) -> np.ndarray:
     """Ranks of the prompts `idx` generated at one seed (prompt k of a call uses seed + k, so each
     prompt's noise depends on its place in the batch: the batches are fixed, and so is the result)."""
     out = []
@@ -147,7 +162,11 @@ def _ranks_at(pipe, rows, refs, idx: list[int], steps, guidance: float, seed: in
 
 def table(results: dict) -> str:
     seeds = next(iter(results.values()))["seeds"] if results else []
-    head = "| prompts | guidance | n | top-1 | top-5 | " + " | ".join(f"top-1 s{s}" for s in seeds) + " | weakest groups (top-1) |"
+    head = (
+        "| prompts | guidance | n | top-1 | top-5 | "
+        + " | ".join(f"top-1 s{s}" for s in seeds)
+        + " | weakest groups (top-1) |"
+    )
     lines = [head, "|" + "---|" * (6 + len(seeds))]
     for key, v in results.items():
         name, g = key.split("@g")
@@ -159,10 +178,24 @@ def table(results: dict) -> str:
 
 # Names the shipped model draws as their own emoji (top-1) at seeds 0, 1 and 2 with its recommended
 # settings, picked by that measure from about 150 well-known names (docs/shipped-model.md).
-GRID_PROMPTS = ["cat face", "smiling face with sunglasses", "face with tears of joy", "red heart",
-                "thumbs up: dark skin tone", "woman biking: medium skin tone", "man technologist: dark skin tone",
-                "bear", "penguin", "sunflower", "watermelon", "automobile", "fire", "alarm clock", "crown",
-                "flag: France"]
+GRID_PROMPTS = [
+    "cat face",
+    "smiling face with sunglasses",
+    "face with tears of joy",
+    "red heart",
+    "thumbs up: dark skin tone",
+    "woman biking: medium skin tone",
+    "man technologist: dark skin tone",
+    "bear",
+    "penguin",
+    "sunflower",
+    "watermelon",
+    "automobile",
+    "fire",
+    "alarm clock",
+    "crown",
+    "flag: France",
+]
 
 
 def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 8, seed: int = 0) -> Path:
@@ -178,9 +211,19 @@ def sample_grid(pipe, path: str, prompts: list[str] = GRID_PROMPTS, cols: int = 
     return Path(path)
 
 
-def run(dataset: str, model=None, steps=None, guidance=None, n_train: int = 300, out=None, grid_path=None,
-        seeds: tuple[int, ...] = (0, 1, 2, 3), grid_names: list[str] | None = None, grid_only: bool = False,
-        n_heldout: int | None = None) -> dict:
+def run(
+    dataset: str,
+    model=None,
+    steps=None,
+    guidance=None,
+    n_train: int = 300,
+    out=None,
+    grid_path=None,
+    seeds: tuple[int, ...] = (0, 1, 2, 3),
+    grid_names: list[str] | None = None,
+    grid_only: bool = False,
+    n_heldout: int | None = None,
+) -> dict:
 
     unknown = sorted(set(grid_names or []) - {r["text"] for r in load_rows(Path(dataset))})
     if unknown:

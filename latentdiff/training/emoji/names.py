@@ -51,8 +51,7 @@ class Emoji:
 
 
 def missing_input(what: str, path: Path, option: str) -> UsageError:
-    return UsageError(f"{what} not found at {path}; install it with `{APT_COMMAND}` "
-                      f"or pass {option} PATH")
+    return UsageError(f"{what} not found at {path}; install it with `{APT_COMMAND}` or pass {option} PATH")
 
 
 def parse_emoji_test(path: str | Path) -> list[Emoji]:
@@ -77,8 +76,10 @@ def parse_emoji_test(path: str | Path) -> list[Emoji]:
         m = _LINE.match(line)
         comment = _COMMENT.match(m.group(3)) if m else None
         if comment is None:
-            raise UsageError(f"{path}:{lineno}: expected 'CODEPOINTS ; STATUS # EMOJI "
-                             f"E<version> NAME' as in Unicode's emoji-test.txt, got {line!r}")
+            raise UsageError(
+                f"{path}:{lineno}: expected 'CODEPOINTS ; STATUS # EMOJI "
+                f"E<version> NAME' as in Unicode's emoji-test.txt, got {line!r}"
+            )
         if m.group(2) == "fully-qualified":
             codepoints = " ".join(m.group(1).upper().split())
             emojis.append(Emoji(codepoints, comment.group(1), group, subgroup, len(emojis)))

@@ -7,13 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from latentdiff import Pipeline
-from latentdiff.training.emoji.cascade_eval import evaluate_cascade, psnr, ssim
 from latentdiff.cli.main import main
-
-from conftest import run_cli
+from latentdiff.training.emoji.cascade_eval import evaluate_cascade, psnr, ssim
 
 COLORS = ["red", "green", "blue", "white"]  # white and blue are held out
 
@@ -83,11 +82,13 @@ def test_cli_writes_json_and_refuses_what_it_cannot_score(cascade, sets, tiny_sd
     other = _dataset(tmp_path / "other", 256)
     (other / "metadata.jsonl").write_text((other / "metadata.jsonl").read_text().replace("red square", "pink square"))
     small = _dataset(tmp_path / "small", 128)
-    for args, says in [((low, "--model", tiny_sd1, "--cascade", high), "names no upscaler"),
-                       ((low, "--model", cascade, "--cascade", other), "same names"),
-                       ((low, "--model", cascade, "--cascade", small), "build it at the cascade's size"),
-                       ((low, "--model", cascade, "--cascade", tmp_path), "no metadata.jsonl"),
-                       ((low, "--upscaler", cascade / "up"), "--upscaler goes with --cascade")]:
+    for args, says in [
+        ((low, "--model", tiny_sd1, "--cascade", high), "names no upscaler"),
+        ((low, "--model", cascade, "--cascade", other), "same names"),
+        ((low, "--model", cascade, "--cascade", small), "build it at the cascade's size"),
+        ((low, "--model", cascade, "--cascade", tmp_path), "no metadata.jsonl"),
+        ((low, "--upscaler", cascade / "up"), "--upscaler goes with --cascade"),
+    ]:
         code = main(["eval-emoji", *map(str, args), "--seeds", "0"])  # in-process: five model loads are slow
         err = capsys.readouterr().err
         # besides the loading line and the progress bar (issue 22), one line

@@ -27,8 +27,14 @@ def dataset(tmp_path):
     rows = []
     for i, (c, group) in enumerate(COLORS.items()):
         Image.new("RGB", (64, 64), c).save(tmp_path / f"images/{i}.png")
-        rows.append({"file_name": f"images/{i}.png", "text": f"{c} square", "group": group,
-                     "split": "heldout" if c == "white" else "train"})
+        rows.append(
+            {
+                "file_name": f"images/{i}.png",
+                "text": f"{c} square",
+                "group": group,
+                "split": "heldout" if c == "white" else "train",
+            }
+        )
     (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     return tmp_path
 
@@ -72,8 +78,22 @@ def test_grid_draws_each_name_at_the_same_seed(tiny_sd1, dataset, tmp_path):
 
     out = tmp_path / "grid.png"
     names = ["red square", "blue square"]
-    assert main(["eval-emoji", str(dataset), "--model", str(tiny_sd1), "--grid", str(out), "--grid-names",
-                 "; ".join(names), "--grid-only"]) == 0
+    assert (
+        main(
+            [
+                "eval-emoji",
+                str(dataset),
+                "--model",
+                str(tiny_sd1),
+                "--grid",
+                str(out),
+                "--grid-names",
+                "; ".join(names),
+                "--grid-only",
+            ]
+        )
+        == 0
+    )
     pipe = Pipeline.from_pretrained(tiny_sd1)
     pipe.progress = False
     sheet = np.asarray(Image.open(out).convert("RGB"), dtype=int)
@@ -82,10 +102,14 @@ def test_grid_draws_each_name_at_the_same_seed(tiny_sd1, dataset, tmp_path):
         assert np.abs(sheet[:128, 128 * k : 128 * (k + 1)] - alone).max() <= 1, name
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--grid-only"], "--grid PNG"), (["--grid", "g.png", "--grid-names", " ; "], "got none"),
-    (["--grid", "g.png", "--grid-names", "red square;green circle"], "green circle"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--grid-only"], "--grid PNG"),
+        (["--grid", "g.png", "--grid-names", " ; "], "got none"),
+        (["--grid", "g.png", "--grid-names", "red square;green circle"], "green circle"),
+    ],
+)
 def test_bad_grid_options_are_one_line(dataset, capsys, argv, says):
     assert main(["eval-emoji", str(dataset), *argv]) == 2
     err = capsys.readouterr().err

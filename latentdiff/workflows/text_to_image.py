@@ -1,0 +1,128 @@
+"""Text to image, one batch: the prompts conditioned, the loop run from where the workflow starts it,
+the SDXL refiner's hand-off or the hires pass, the decode, and each image finished with its record.
+`Pipeline.iter_images` calls `generate_batch` per batch; the pipeline is passed in, never imported."""
+
+from __future__ import annotations
+
+import torch
+
+from latentdiff.config.request import Request
+from latentdiff.errors import UsageError
+from latentdiff.images.record import record
+from latentdiff.images.write import a1111_line, to_pil
+from latentdiff.runtime.device import torch_threads
+from latentdiff.runtime.memory import allocation_errors
+from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
+from latentdiff.workflows.finish import finish
+from latentdiff.workflows.hires import hires_pass
+from latentdiff.workflows.start import prepare
+
+
+def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request):
+    texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
+    what = f"generating {len(texts)} image(s) of {request.width}x{request.height} on {pipe.device}"
+    with torch_threads(pipe.threads), allocation_errors(what, "choose a smaller size"):
+        pixels = sample(pipe, texts, seeds, request)
+    out = []
+    for image, text, s in zip(to_pil(pixels), texts, seeds):
+        image, extra = finish(pipe, image, text, s, request)
+        info = {**record(pipe, request, text, s), **extra}
+        image.info["latentdiff"] = info
+        image.info["parameters"] = a1111_line(info)
+        out.append(image)
+    return out
+
+
+def sample(pipe, texts: list[str], seeds: list[int], request: Request) -> torch.Tensor:
+    texts = [pipe.addons.expand(t) for t in texts]
+    negatives = [pipe.addons.expand(request.negative_prompt)] * len(texts) if request.guidance != 1.0 else None
+    cond, uncond = pipe.conditioning(
+        texts, negatives, request.height, request.width, request.prompt_syntax, request.clip_skip
+    )
+    src = request.source
+    image, mask = src.region() if src is not None else (None, None)
+    latents, gens = run_loop(
+        pipe,
+        cond,
+        uncond,
+        seeds,
+        request,
+        request.steps,
+        (request.width, request.height),
+        image=image,
+        mask=mask,
+        strength=request.strength or 1.0,
+        with_generators=True,
+    )
+    if pipe.refiner is not None:
+        return pipe.refiner.decode(refine(pipe, latents, texts, gens, request))
+    if request.options is not None and request.options.hires:
+        return hires_pass(pipe, latents, cond, uncond, texts, seeds, request)
+    return pipe.decode(latents)
+
+
+def refine(pipe, latents, texts, gens, request: Request) -> torch.Tensor:
+    """The refiner's share of the timesteps, continuing this model's latents and generators."""
+    r = pipe.refiner
+    negatives = [request.negative_prompt] * len(texts) if request.guidance != 1.0 else None
+    cond, uncond = r.conditioning(texts, negatives, request.height, request.width, request.prompt_syntax)
+    sched = make_scheduler(r.components.scheduler_config, request.scheduler)
+    sched.set_timesteps(request.steps)  # on the CPU: see sampling.denoise
+    start = refiner_start_index(sched, pipe.refiner_start)
+    return denoise(
+        r.family.denoiser(r.components),
+        sched,
+        latents.to(r.device),
+        cond,
+        uncond,
+        request.guidance,
+        gens,
+        r.progress_bar(len(texts)),
+        start=start,
+    )
+
+
+def run_loop(
+    pipe,
+    cond,
+    uncond,
+    seeds: list[int],
+    request: Request,
+    steps: int,
+    size: tuple[int, int],
+    with_generators: bool = False,
+    **start,
+):
+    """One run of the sampling loop at `size`, from noise or from the start `start` describes
+    (see workflows.start.prepare): the one loop every workflow goes through."""
+    sched = make_scheduler(pipe.components.scheduler_config, request.scheduler)
+    sched.set_timesteps(steps)  # on the CPU: see sampling.denoise
+    s = prepare(pipe, sched, seeds, steps, size, **start)
+    # With a refiner, this model stops where the refiner takes over (and hands on its generators).
+    end = steps_before(sched, pipe.refiner_start) if with_generators and pipe.refiner is not None else None
+    latents = denoise(
+        pipe.family.denoiser(pipe.components),
+        sched,
+        s.latents,
+        s.inputs(cond),
+        s.inputs(uncond),
+        request.guidance,
+        s.generators,
+        pipe.progress_bar(len(seeds)),
+        start=s.start,
+        end=end,
+        blend=s.blend,
+        callback=request.callback,
+    )
+    return (latents, s.generators) if with_generators else latents
+
+
+def check_refiner(pipe, refiner, start: float) -> float:
+    """`start` as a float, if `refiner` can take over `pipe`'s latents at that fraction of the denoising:
+    an SDXL refiner whose latents match, strictly between 0 and 1; else one UsageError."""
+    if not 0 < start < 1:
+        raise UsageError(f"refiner start must be between 0 and 1 (exclusive), got {start}")
+    unet_in = refiner.components.unet.config.in_channels
+    if refiner.family.name != "sdxl" or unet_in != pipe.components.unet.config.in_channels:
+        raise UsageError("the refiner must be an SDXL model whose latents match this model's")
+    return float(start)
