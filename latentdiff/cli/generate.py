@@ -50,9 +50,8 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     launch` each process renders its share of the images (latentdiff/runtime/sharding.py)."""
     import secrets
 
-    from latentdiff.formats.preflight import check_request, loading_line
-
     # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
+    from latentdiff.formats.preflight import check_request, loading_line
     from latentdiff.images.write import save_png, slug
     from latentdiff.pipeline import Pipeline
     from latentdiff.runtime.device import resolve_device

@@ -1,118 +1,16 @@
-"""One typed config per command. Precedence: dataclass defaults < YAML (--config) < flags."""
+"""`GenerateConfig`: everything `latentdiff generate` needs, one field per flag; from flags, a YAML file
+or an image's recorded parameters (`--from`)."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from latentdiff.config.common import check
 from latentdiff.config.flags import Flag, flag, read_prompts_file
+from latentdiff.config.image_flags import IMAGE_FLAGS, image_options
 from latentdiff.config.params import check_fields, flag_label, recorded_label
-from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import MIN_STEPS, NAMES
-
-
-def check(ok: bool, msg: str) -> None:
-    """The one validator of every config: a failed condition is a UsageError (exit 2)."""
-    if not ok:
-        raise UsageError(msg)
-
-
-_START = "start from an image (img2img, inpainting, outpainting)"
-_HIRES = "hires fix and the upscaler cascade"
-# generate's flags for `image_options`, each named by its ImageOptions field (workflows/options.py)
-IMAGE_FLAGS = (
-    Flag(
-        "--init-image",
-        "start from this picture (img2img); any size, read like finetune's images",
-        dict(dest="image", metavar="IMG"),
-        _START,
-    ),
-    Flag(
-        "--strength",
-        "0 < S <= 1: how much of the picture is repainted (default 0.75; inpainting 1.0)",
-        dict(type=float),
-        _START,
-    ),
-    Flag(
-        "--resize",
-        "how the picture reaches --width/--height: crop (cover, centre-crop; default), fit (pad with edges), stretch",
-        dict(choices=["crop", "fit", "stretch"]),
-        _START,
-    ),
-    Flag("--mask", "inpainting: white = repaint (any mode; resized to the picture)", dict(metavar="MASK"), _START),
-    Flag(
-        "--mask-blur",
-        "blur of the mask edge where the result is pasted back (default 4)",
-        dict(type=int, metavar="PX"),
-        _START,
-    ),
-    Flag(
-        "--inpaint-area",
-        "full (default), or masked: work on the masked region at full size",
-        dict(choices=["full", "masked"]),
-        _START,
-    ),
-    Flag(
-        "--padding",
-        "--inpaint-area masked: context pixels around the region (default 32)",
-        dict(type=int, metavar="PX"),
-        _START,
-    ),
-    Flag("--outpaint", "grow the canvas by these pixels and paint the new area", dict(metavar="L,R,T,B"), _START),
-    Flag(
-        "--hires",
-        "generate at the native size, upscale by SCALE, img2img at the target",
-        dict(type=float, metavar="SCALE"),
-        _HIRES,
-    ),
-    Flag("--hires-strength", "strength of the hires pass (default 0.5)", dict(type=float, metavar="S"), _HIRES),
-    Flag("--hires-steps", "steps of the hires pass (default: --steps)", dict(type=int, metavar="N"), _HIRES),
-    Flag(
-        "--hires-upscaler",
-        "how the first pass is upscaled (default latent)",
-        dict(metavar="latent|lanczos|MODEL"),
-        _HIRES,
-    ),
-    Flag("--upscaler", "a diffusion upscaler run on each finished image (the cascade)", dict(metavar="MODEL"), _HIRES),
-    Flag(
-        "--tile",
-        "upscale in overlapping tiles of PX output pixels (bounds memory)",
-        dict(type=int, metavar="PX"),
-        _HIRES,
-    ),
-    Flag(
-        "--no-upscale",
-        "skip the upscaler that the model's latentdiff.json names (its cascade's second stage)",
-        dict(dest="upscale", action="store_false"),
-        _HIRES,
-    ),
-)
-# PNG metadata key -> ImageOptions field, for --from
-RECORDED_IMAGE_OPTIONS = {
-    "init_image": "image",
-    "init_image_hash": "image_hash",
-    "mask_hash": "mask_hash",
-    **{
-        k: k
-        for k in (
-            "strength",
-            "resize",
-            "mask",
-            "mask_blur",
-            "inpaint_area",
-            "padding",
-            "outpaint",
-            "hires",
-            "hires_strength",
-            "hires_steps",
-            "hires_upscaler",
-            "upscaler",
-            "tile",
-            "upscale",
-        )
-    },
-}
 
 
 @dataclass
@@ -296,53 +194,9 @@ class GenerateConfig:
         return cfg, recorded_device
 
 
-def image_options(flags: dict, recorded: dict | None = None) -> dict:
-    """ImageOptions keyword arguments: recorded values (from --from) overridden by the flags given.
-    A new --init-image / --mask drops the recorded picture's hash check."""
-    opts = {
-        field: recorded[key]
-        for key, field in RECORDED_IMAGE_OPTIONS.items()
-        if recorded and recorded.get(key) is not None
-    }
-    if "image" in flags:
-        opts.pop("image_hash", None)
-    if "mask" in flags:
-        opts.pop("mask_hash", None)
-    return {**opts, **flags}
-
-
 def _addon_specs(records, option: str):
     """Recorded LoRAs/embeddings ({"path", "scale"|"token"}) as "PATH:OPTION" flags; anything else
     is left for the parameter check to refuse."""
     if not isinstance(records, list) or not all(isinstance(r, dict) and "path" in r and option in r for r in records):
         return records or []
     return [f"{r['path']}:{r[option]}" for r in records]
-
-
-def load_yaml(path: str | None) -> dict:
-    if path is None:
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UsageError(f"config file {path} is not readable YAML: {e}") from None
-    check(isinstance(data, dict), f"config file {path} must hold a mapping of option: value")
-    return data
-
-
-def merge(cls, yaml_values: dict, flags: dict):
-    """Build `cls` from YAML values overridden by the flags given (every key a field of `cls`)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(yaml_values) - names)
-    check(not unknown, f"unknown option(s) in config file: {', '.join(unknown)}")
-    stray = sorted(set(flags) - names)
-    check(not stray, f"option(s) {', '.join(stray)} are not {cls.__name__} fields")  # never dropped silently
-    values = {**yaml_values, **flags}
-    try:
-        return cls(**values)
-    except TypeError as e:
-        raise UsageError(f"bad config: {e}") from None

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from latentdiff.config.common import check
 from latentdiff.config.flags import check_types
-from latentdiff.config.generate import check
 from latentdiff.training.lr_schedule import SCHEDULES
 from latentdiff.training.trackers import REPORT_TO
 

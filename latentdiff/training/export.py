@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentdiff.config.generate import merge
+from latentdiff.config.common import merge
 from latentdiff.errors import UsageError
 from latentdiff.models.assemble import load_tokenizer
 from latentdiff.training import checkpoint as ckpt

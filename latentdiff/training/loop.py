@@ -21,9 +21,6 @@ import torch
 
 from latentdiff.errors import LatentDiffError, UsageError
 from latentdiff.families.registry import family_of
-from latentdiff.models.assemble import load_tokenizer
-from latentdiff.models.components import vae_scale_factor
-from latentdiff.prompts.chunks import chunk_count
 from latentdiff.runtime.compile import prepare_unet_for_training
 from latentdiff.runtime.device import default_training_threads, note_cpu_bf16, torch_threads
 from latentdiff.training import checkpoint as ckpt
@@ -35,9 +32,10 @@ from latentdiff.training.data.order import DataOrder
 from latentdiff.training.data.scan import scan_dataset
 from latentdiff.training.objective import diffusion_loss, step_generator
 from latentdiff.training.outputs import run_files, save_model, validate
-from latentdiff.training.recipe import check_recipe, write_recipe
-from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
-from latentdiff.training.state import TrainState, load_models, read_trainable, write_trainable
+from latentdiff.training.recipe import write_recipe
+from latentdiff.training.runfolder import prepare_run_folder
+from latentdiff.training.start import check_out, note_size, report_long_captions, resume, saved_tokenizer, say
+from latentdiff.training.state import TrainState, load_models, write_trainable
 from latentdiff.training.upscaler import UpscalerSource
 
 
@@ -50,7 +48,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
 def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
     from accelerate import Accelerator
 
-    out, action = _check_out(cfg)
+    out, action = check_out(cfg)
     trackers.require(cfg.report_to)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UsageError(
@@ -73,15 +71,15 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
     acc.wait_for_everyone()
     records = _scan(cfg, acc, out)
     captions = [r.caption for r in records]
-    setup = load_models(cfg, captions, tokenizer=_saved_tokenizer(out) if cfg.resume else None)
+    setup = load_models(cfg, captions, tokenizer=saved_tokenizer(out) if cfg.resume else None)
     default_training_threads(threads, acc.device, sum(p.numel() for p in setup.components.unet.parameters()))
     if acc.is_main_process:
-        _note_size(cfg, setup)
+        note_size(cfg, setup)
     state = TrainState.create(cfg, setup)
     wrapped, dtype = _place(cfg, acc, state)
     source, order = _batches(cfg, acc, records, state, wrapped, dtype)
     if cfg.resume:
-        _resume(cfg, out, state)
+        resume(cfg, out, state)
     log = trackers.RunLog(out, cfg.report_to, cfg.to_dict(), state.step) if acc.is_main_process else None
     try:
         _train(cfg, out, acc, state, wrapped, source, order, log)
@@ -108,11 +106,11 @@ def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
     )
     if acc.is_main_process:
         scan.write_skipped(out)
-        _say(
+        say(
             f"dataset: {len(scan.records)} image(s) to train on, {len(scan.skipped)} skipped (see {out / 'skipped.txt'})"
         )
         for note in scan.notes:
-            _say(note)
+            say(note)
     return scan.records
 
 
@@ -139,7 +137,7 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
     dataset = ImageCaptionDataset(records, cfg.resolution, cfg.crop, cfg.flip, cfg.seed, buckets)
     cache = cfg.cache and cfg.crop == "center"
     if cfg.cache and not cache and acc.is_main_process:
-        _say("random crops: latents are encoded every step (caching needs --crop center)")
+        say("random crops: latents are encoded every step (caching needs --crop center)")
     source = (UpscalerSource if family_of(c).upscales else BatchSource)(
         c,
         dataset,
@@ -154,7 +152,7 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
     )
     source.use_encoders(wrapped)
     if acc.is_main_process:
-        _report_long_captions(c.tokenizer, captions)
+        report_long_captions(c.tokenizer, captions)
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records] if buckets else None
     return source, DataOrder(
         len(records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of, [r.repeats for r in records]
@@ -249,23 +247,6 @@ def _release_precision(mixed_precision: str) -> None:
         AcceleratorState._reset_state()
 
 
-def _check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
-    """Check OUT against --resume/--overwrite (runfolder.py) and a resumed run's recipe; touches nothing
-    (every process runs it). Returns OUT and what prepare_run_folder must do."""
-    action = check_run_folder(
-        cfg.out,
-        "finetune",
-        run_files(cfg),
-        dataset=cfg.dataset,
-        model=cfg.model,
-        resume=cfg.resume,
-        overwrite=cfg.overwrite,
-    )
-    if action == "resume":
-        check_recipe(cfg, cfg.out)
-    return Path(cfg.out), action
-
-
 def frozen_in_compute_dtype(modules, dtype: torch.dtype) -> None:
     """The frozen weights of the trained modules (LoRA's base layers, unused text-encoder parts) in the
     compute dtype, as diffusers' LoRA scripts keep them: fp32 without mixed precision even when the
@@ -278,51 +259,7 @@ def frozen_in_compute_dtype(modules, dtype: torch.dtype) -> None:
                 p.data = p.data.to(dtype)
 
 
-def _resume(cfg, out, state: TrainState) -> None:
-    last = ckpt.latest_checkpoint(out)
-    if last is None:
-        raise UsageError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
-    with ckpt.damaged_checkpoint(last):
-        state.load_state_dict(read_trainable(last), last)
-    if state.step >= cfg.max_steps:
-        _say(f"checkpoint is at step {state.step} >= --max-steps {cfg.max_steps}; writing the outputs only")
-    _say(f"resuming from {last.name}")
-
-
-def _note_size(cfg: FinetuneConfig, setup) -> None:
-    """One line when --resolution is not the size the base model was made for (the shipped model: 64)."""
-    c = setup.components
-    native = int(c.unet.config.sample_size) * vae_scale_factor(c.vae)
-    if not setup.from_scratch and not family_of(c).upscales and cfg.resolution != native:
-        _say(
-            f"--resolution {cfg.resolution}: {cfg.model} makes {native}x{native} images; training at "
-            f"{cfg.resolution} teaches it a new size as well (slower; --resolution {native} keeps its own)"
-        )
-
-
-def _report_long_captions(tokenizer, captions: list[str]) -> None:
-    long = sum(chunk_count(tokenizer, [t]) > 1 for t in set(captions))
-    if long:
-        _say(
-            f"{long} caption(s) are longer than {tokenizer.model_max_length - 2} tokens; they are encoded in "
-            "chunks, as generation encodes long prompts (nothing is cut)"
-        )
-
-
-def _saved_tokenizer(out: Path):
-    """A from-scratch run's tokenizer, as trained at its start (captions could have changed)."""
-    last = ckpt.latest_checkpoint(out)
-    if last is None or not (last / "tokenizer").is_dir():
-        return None
-
-    return load_tokenizer(last / "tokenizer")
-
-
 def _noise_scheduler(config: dict):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_config(config)
-
-
-def _say(msg: str) -> None:
-    print(f"latentdiff: {msg}", file=sys.stderr, flush=True)

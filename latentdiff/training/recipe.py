@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from latentdiff.config.generate import load_yaml, merge
+from latentdiff.config.common import load_yaml, merge
 from latentdiff.errors import UsageError
 
 RECIPE = "config.yaml"

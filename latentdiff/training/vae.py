@@ -40,6 +40,7 @@ from latentdiff.training.recipe import check_recipe, write_recipe
 from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
 from latentdiff.training.trackers import RunLog, require
 from latentdiff.training.vae_config import RUN_ENTRIES, VaeTrainConfig
+from latentdiff.training.vae_metrics import db, latent_std, mean_psnr, to_unit
 
 # --- pure pieces: schedule, batches, loss, one step -------------------------------------------
 
@@ -76,11 +77,6 @@ def train_step(vae, opt, x, cfg: VaeTrainConfig, generator) -> dict:
     torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.max_grad_norm)
     opt.step()
     return parts
-
-
-def to_unit(images_u8):
-    """uint8 (B, 3, H, W) -> float in [-1, 1], the range the VAE is trained on."""
-    return images_u8.float().div(127.5).sub(1.0)
 
 
 # --- data, model, checkpoints ------------------------------------------------------------------
@@ -168,30 +164,6 @@ def _scan(cfg: VaeTrainConfig, out: Path):
 # --- evaluation ----------------------------------------------------------------------------
 
 
-def mean_psnr(vae, images_u8, device, batch: int = 128) -> float | None:
-    """Mean over images of PSNR (dB) on 8-bit RGB between decode(encode(x).mode()) and x."""
-    import torch
-
-    if len(images_u8) == 0:
-        return None
-    values = []
-    for chunk in images_u8.split(batch):
-        latent = vae.encode(to_unit(chunk).to(device)).latent_dist.mode()
-        recon = vae.decode(latent).sample.clamp(-1, 1).add(1).mul(127.5).round().cpu()
-        mse = (recon - chunk.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-        values.append(10 * torch.log10(255.0**2 / mse))
-    return torch.cat(values).mean().item()
-
-
-def latent_std(vae, images_u8, device, batch: int = 128) -> tuple[float, float]:
-    """(mean, std) over all elements of the posterior means of `images_u8`."""
-    import torch
-
-    means = [vae.encode(to_unit(c).to(device)).latent_dist.mean.cpu() for c in images_u8.split(batch)]
-    latents = torch.cat(means).double()  # (N, C, H/f, W/f)
-    return latents.mean().item(), latents.std().item()
-
-
 def _finish(cfg, out: Path, vae, train_u8, heldout_u8, device, seconds: float) -> dict:
     """Set scaling_factor, measure PSNR, save the diffusers VAE and eval.json."""
     import diffusers
@@ -263,7 +235,7 @@ def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
         seconds = _train_loop(cfg, log, out, (vae, opt, schedule, generator), train_u8, device, start, seconds)
     result = _finish(cfg, out, vae, train_u8, heldout_u8, device, seconds)
     print(
-        f"train-vae: PSNR held-out {_db(result['psnr_heldout'])}, train {_db(result['psnr_train'])}, "
+        f"train-vae: PSNR held-out {db(result['psnr_heldout'])}, train {db(result['psnr_train'])}, "
         f"scaling_factor {result['scaling_factor']:.5f}",
         file=sys.stderr,
     )
@@ -305,7 +277,3 @@ def _train_loop(cfg, log: RunLog, out: Path, state, train_u8, device, start: int
             )
     bar.close()
     return seconds
-
-
-def _db(value: float | None) -> str:
-    return "n/a (no held-out images)" if value is None else f"{value:.2f} dB"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from latentdiff.config.common import check
 from latentdiff.config.flags import check_types
-from latentdiff.config.generate import check
 from latentdiff.training.lr_schedule import SCHEDULES
 from latentdiff.training.trackers import REPORT_TO
 

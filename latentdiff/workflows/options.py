@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from latentdiff.config.generate import check
+from latentdiff.config.common import check
 from latentdiff.errors import UsageError
 from latentdiff.workflows.source import (
     RESIZE_MODES,

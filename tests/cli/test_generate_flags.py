@@ -8,7 +8,8 @@ import sys
 
 from latentdiff.cli.main import build_parser
 from latentdiff.config.flags import field_docs
-from latentdiff.config.generate import IMAGE_FLAGS, GenerateConfig
+from latentdiff.config.generate import GenerateConfig
+from latentdiff.config.image_flags import IMAGE_FLAGS
 
 
 @dataclasses.dataclass

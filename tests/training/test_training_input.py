@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from latentdiff import LatentDiffError, UsageError
 from latentdiff.cli.main import main
-from latentdiff.config.generate import merge
+from latentdiff.config.common import merge
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.data.scan import scan_dataset

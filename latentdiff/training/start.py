@@ -1,0 +1,80 @@
+"""How a fine-tuning run starts, before its first step: the run folder checked against --resume and
+--overwrite, a checkpoint resumed, and the notes a user should read first (size, long captions)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from latentdiff.errors import UsageError
+from latentdiff.families.registry import family_of
+from latentdiff.models.assemble import load_tokenizer
+from latentdiff.models.components import vae_scale_factor
+from latentdiff.prompts.chunks import chunk_count
+from latentdiff.training import checkpoint as ckpt
+from latentdiff.training.config import FinetuneConfig
+from latentdiff.training.outputs import run_files
+from latentdiff.training.recipe import check_recipe
+from latentdiff.training.runfolder import check_run_folder
+from latentdiff.training.state import TrainState, read_trainable
+
+
+def check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
+    """Check OUT against --resume/--overwrite (runfolder.py) and a resumed run's recipe; touches nothing
+    (every process runs it). Returns OUT and what prepare_run_folder must do."""
+    action = check_run_folder(
+        cfg.out,
+        "finetune",
+        run_files(cfg),
+        dataset=cfg.dataset,
+        model=cfg.model,
+        resume=cfg.resume,
+        overwrite=cfg.overwrite,
+    )
+    if action == "resume":
+        check_recipe(cfg, cfg.out)
+    return Path(cfg.out), action
+
+
+def resume(cfg, out, state: TrainState) -> None:
+    last = ckpt.latest_checkpoint(out)
+    if last is None:
+        raise UsageError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
+    with ckpt.damaged_checkpoint(last):
+        state.load_state_dict(read_trainable(last), last)
+    if state.step >= cfg.max_steps:
+        say(f"checkpoint is at step {state.step} >= --max-steps {cfg.max_steps}; writing the outputs only")
+    say(f"resuming from {last.name}")
+
+
+def note_size(cfg: FinetuneConfig, setup) -> None:
+    """One line when --resolution is not the size the base model was made for (the shipped model: 64)."""
+    c = setup.components
+    native = int(c.unet.config.sample_size) * vae_scale_factor(c.vae)
+    if not setup.from_scratch and not family_of(c).upscales and cfg.resolution != native:
+        say(
+            f"--resolution {cfg.resolution}: {cfg.model} makes {native}x{native} images; training at "
+            f"{cfg.resolution} teaches it a new size as well (slower; --resolution {native} keeps its own)"
+        )
+
+
+def report_long_captions(tokenizer, captions: list[str]) -> None:
+    long = sum(chunk_count(tokenizer, [t]) > 1 for t in set(captions))
+    if long:
+        say(
+            f"{long} caption(s) are longer than {tokenizer.model_max_length - 2} tokens; they are encoded in "
+            "chunks, as generation encodes long prompts (nothing is cut)"
+        )
+
+
+def saved_tokenizer(out: Path):
+    """A from-scratch run's tokenizer, as trained at its start (captions could have changed)."""
+    last = ckpt.latest_checkpoint(out)
+    if last is None or not (last / "tokenizer").is_dir():
+        return None
+
+    return load_tokenizer(last / "tokenizer")
+
+
+def say(msg: str) -> None:
+    print(f"latentdiff: {msg}", file=sys.stderr, flush=True)
