@@ -10,6 +10,7 @@ _LAZY = {
     "UsageError": ("latentdiff.errors", "UsageError"),
     "ModelError": ("latentdiff.errors", "ModelError"),
     "Cancelled": ("latentdiff.errors", "Cancelled"),
+    "save_png": ("latentdiff.images.write", "save_png"),
 }
 __all__ = list(_LAZY)
 
