@@ -86,19 +86,24 @@ class FirstCallTree:
         return out
 
 
-def report(calls, hub: str) -> dict:
-    """Print the walk's cross-module calls (indented by depth) and return the counts."""
-    seen, stays, climbs = {hub}, 1, 0
+def report(calls, hub: str, hubs: tuple[str, ...] = ()) -> dict:
+    """Print the walk's cross-module calls (indented by depth) and return the counts. `hubs`: further
+    modules whose job is to call each part in turn (their calls are not climbs). new_back_edges counts
+    only the climbs along a module-to-module edge the walk has not taken before (a caller going back to a
+    helper module it already used, e.g. one check after another, counts once)."""
+    seen, stays, climbs, edges, new_edges = {hub}, 1, 0, set(), 0
     for depth, caller, callee in calls:
         src, dst = module_of(caller.co_filename), module_of(callee.co_filename)
         if src == dst:
             continue
         stays += 1
-        climb = dst in seen and src != hub
+        climb = dst in seen and src != hub and src not in hubs
         climbs += climb
+        new_edges += climb and (src, dst) not in edges
+        edges.add((src, dst))
         seen.add(dst)
         print(f"{'  ' * depth}{dst}: {callee.co_qualname}{'   <- climb back' if climb else ''}")
-    return {"modules": len(seen), "stays": stays, "climbs_back": climbs}
+    return {"modules": len(seen), "stays": stays, "climbs_back": climbs, "new_back_edges": new_edges}
 
 
 def run(args) -> FirstCallTree:
@@ -143,7 +148,10 @@ def _run(args, tmp: Path) -> FirstCallTree:
 
 def run_generate() -> FirstCallTree:
     """The tree of `Pipeline.from_pretrained` and one generate call on a tiny SD1 model."""
-    from latentdiff.models.testing import make_tiny_model
+    try:
+        from latentdiff.models.testing import make_tiny_model
+    except ImportError:  # a tree from before the layout of issue 23
+        from latentdiff.testing import make_tiny_model
     from latentdiff.pipeline import Pipeline
 
     with tempfile.TemporaryDirectory(prefix="call-walk-") as tmp:
@@ -167,10 +175,16 @@ def main() -> None:
     p.add_argument("--validate", action="store_true", help="also write validation images at the last step")
     p.add_argument("--report-to", default="none")
     p.add_argument("--all", action="store_true", help="follow calls into every latentdiff module, not only training/")
+    p.add_argument(
+        "--hub",
+        action="append",
+        default=[],
+        help="generate: a further hub module (repeatable), e.g. workflows/text_to_image.py, formats/load.py",
+    )
     args = p.parse_args()
     if args.command == "generate":
         print("pipeline.py: Pipeline.from_pretrained, Pipeline.__call__")
-        print(" ".join(f"{k}={v}" for k, v in report(run_generate().calls(""), "pipeline.py").items()))
+        print(" ".join(f"{k}={v}" for k, v in report(run_generate().calls(""), "pipeline.py", tuple(args.hub)).items()))
         return
     calls = run(args).calls("" if args.all else "training/")
     print("training/loop.py: finetune")
