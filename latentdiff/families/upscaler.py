@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from latentdiff.families.sd import WORDS
+from latentdiff.families.sd import WORDS, tiny_arch
 from latentdiff.families.unet import UNetFamily
 from latentdiff.prompts.tokenizer import build_tokenizer
 from latentdiff.sampling.model_call import ImageChannels
@@ -82,18 +82,7 @@ def tiny_parts(seed: int) -> dict:
         use_linear_projection=True,
         num_class_embeds=100,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(16, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        norm_num_groups=8,
-        layers_per_block=1,
-        sample_size=64,
-        scaling_factor=0.08333,
-    )
+    vae = AutoencoderKL(**{**tiny_arch("sd1")["vae"], "scaling_factor": 0.08333})  # SD's tiny VAE, the x4 scale
     tokenizer = build_tokenizer(WORDS, 200, 77)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
