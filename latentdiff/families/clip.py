@@ -65,6 +65,24 @@ def apply_token_weights(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Te
     return z.reshape(hidden.shape).to(hidden.dtype)
 
 
+def check_text_pair(tok, config) -> None:
+    """A tokenizer its encoder can take: a window (model_max_length) of whole tokens the encoder has
+    positions for, and special tokens inside its vocabulary; else one ModelError, not an index error."""
+    window, positions = tok.model_max_length, config.max_position_embeddings
+    if not isinstance(window, int) or isinstance(window, bool) or not 3 <= window <= positions:
+        raise ModelError(
+            f"the tokenizer's model_max_length is {window!r}: it must be a whole number of tokens from 3 "
+            f"to the text encoder's {positions} positions (CLIP's is 77)"
+        )
+    for name in ("bos_token", "eos_token", "pad_token"):
+        token_id = getattr(tok, f"{name}_id")
+        if not isinstance(token_id, int) or not 0 <= token_id < config.vocab_size:
+            raise ModelError(
+                f"the tokenizer's {name} {getattr(tok, name)!r} is not in the text encoder's "
+                f"vocabulary of {config.vocab_size} tokens"
+            )
+
+
 class Conditioning:
     """SD 1.x/2.x: one CLIP encoder, final hidden states, prompts chunked by 75 tokens."""
 
@@ -72,6 +90,8 @@ class Conditioning:
         """`pairs`: (tokenizer, text encoder) per encoder; `index`: model_index.json options."""
         self.pairs = pairs
         self.index = index or {}
+        for tok, te in pairs:
+            check_text_pair(tok, te.config)
         windows = {tok.model_max_length for tok, _ in pairs}
         if len(windows) != 1:
             raise ModelError(f"the model's tokenizers disagree on their window ({sorted(windows)} tokens)")

@@ -84,7 +84,22 @@ def text_config(config_path: Path):
     import transformers
 
     te_dict = component_config(config_path, "text encoder")
+    check_numbers_where_numbers(te_dict, transformers.CLIPTextConfig(), config_path)
     return guarded(lambda: transformers.CLIPTextConfig.from_dict(te_dict), config_path)
+
+
+def check_numbers_where_numbers(given: dict, defaults, path: Path) -> None:
+    """A number wherever the config class's defaults hold one (a whole number where they hold an int):
+    a null or a string there fails later, deep inside torch (found by the fuzzing: layer_norm_eps null).
+    Special token ids may be null in real configs; check_text_pair checks them against the tokenizer."""
+    for key, value in given.items():
+        default = getattr(defaults, key, None)
+        if key.endswith("_token_id") or isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (isinstance(default, int) and not isinstance(value, int)):
+            kind = "a whole number" if isinstance(default, int) else "a number"
+            raise ModelError(f"{path}: {key} must be {kind} (like {default!r}), got {value!r}")
 
 
 # ---- the folder -------------------------------------------------------------------------------

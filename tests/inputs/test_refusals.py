@@ -110,7 +110,7 @@ def test_batches_shrink_to_fit_memory_instead_of_failing(pipe_sd1, monkeypatch):
         "available_bytes",
         lambda device: real(pipe_sd1.components.unet.config, pipe_sd1.components.vae.config, 2, 64, 64, True, 4, 4),
     )
-    monkeypatch.setattr(type(pipe_sd1), "_generate", lambda self, jobs, p: sizes.append(len(jobs)) or [])
+    monkeypatch.setattr("latentdiff.pipeline.generate_batch", lambda pipe, jobs, request: sizes.append(len(jobs)) or [])
     pipe_sd1("x", steps=1, num_images=5)
     assert sizes == [2, 2, 1]
 
@@ -122,7 +122,7 @@ def test_cpu_allocation_failure_is_one_line(pipe_sd1, monkeypatch):
             "you tried to allocate 36000000000000 bytes. Error code 12"
         )
 
-    monkeypatch.setattr(type(pipe_sd1), "_sample", fail)
+    monkeypatch.setattr("latentdiff.workflows.text_to_image.sample", fail)
     with pytest.raises(LatentDiffError, match=r"^out of memory while generating 1 image\(s\) of 64x64 on cpu; "):
         pipe_sd1("x", steps=1)
 
@@ -131,7 +131,7 @@ def test_cuda_allocation_failure_is_one_line(pipe_sd1, monkeypatch):
     def fail(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(type(pipe_sd1), "_sample", fail)
+    monkeypatch.setattr("latentdiff.workflows.text_to_image.sample", fail)
     with pytest.raises(LatentDiffError, match="^out of memory while generating"):
         pipe_sd1("x", steps=1)
 
@@ -461,3 +461,38 @@ def test_a_hash_cache_that_is_not_an_object_is_ignored(tiny_sd1, tmp_path, monke
     monkeypatch.setattr(fingerprint, "_CACHE", path)
     assert len(fingerprint.model_hash(tiny_sd1)) == 12
     assert isinstance(json.loads(path.read_text()), dict)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model_max_length", None, "model_max_length is 1000000000000000019884624838656"),
+        ("model_max_length", 5.4e16, "model_max_length is 5.4e+16"),
+        ("model_max_length", "../x", "model_max_length is '../x'"),
+        ("model_max_length", 78, "from 3 to the text encoder's 77 positions"),
+        ("bos_token", "../../x.safetensors", "bos_token '../../x.safetensors' is not in the text encoder's vocabulary"),
+    ],
+)
+def test_a_tokenizer_its_encoder_cannot_take_is_one_line(tiny_sd1, tmp_path, capsys, key, value, message):
+    """Found by the fuzzing (an index error or a TypeError deep in tokenizing before): a tokenizer config whose
+    window or special tokens the text encoder cannot take is refused when the model loads."""
+    model = shutil.copytree(tiny_sd1, tmp_path / "model")
+    path = model / "tokenizer" / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    code = main(["generate", "x", "--model", str(model), "--steps", "1", "--out", str(tmp_path / "out"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("key, value", [("layer_norm_eps", None), ("hidden_size", "32"), ("num_hidden_layers", 2.5)])
+def test_a_text_encoder_config_with_a_non_number_is_one_line(tiny_sd1, tmp_path, capsys, key, value):
+    """Found by the fuzzing (layer_norm_eps null failed inside torch's layer_norm): a number where
+    CLIPTextConfig holds one, a whole number where it holds an int, or one line naming the key."""
+    model = shutil.copytree(tiny_sd1, tmp_path / "model")
+    path = model / "text_encoder" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    code = main(["generate", "x", "--model", str(model), "--steps", "1", "--out", str(tmp_path / "out"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"config.json: {key} must be" in err

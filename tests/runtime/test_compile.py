@@ -88,7 +88,7 @@ def test_the_meta_check_catches_device_side_scheduler_values():
 
 
 def test_pipeline_keeps_scheduler_timesteps_on_the_cpu(pipe_sd1, monkeypatch):
-    import latentdiff.pipeline as pipeline_module
+    import latentdiff.workflows.text_to_image as text_to_image
 
     seen = []
 
@@ -96,7 +96,7 @@ def test_pipeline_keeps_scheduler_timesteps_on_the_cpu(pipe_sd1, monkeypatch):
         seen.append(scheduler.timesteps.device.type)
         return denoise(model, scheduler, *a, **k)
 
-    monkeypatch.setattr(pipeline_module, "denoise", spy)
+    monkeypatch.setattr(text_to_image, "denoise", spy)
     pipe_sd1("a red apple", steps=2, seed=0)
     assert seen == ["cpu"]
 
