@@ -91,7 +91,7 @@ class Conditioning:
         self.pairs = pairs
         self.index = index or {}
         for tok, te in pairs:
-            check_text_pair(tok, te.config)
+            check_text_pair(tok, getattr(te, "module", te).config)  # DDP wraps a trained encoder
         windows = {tok.model_max_length for tok, _ in pairs}
         if len(windows) != 1:
             raise ModelError(f"the model's tokenizers disagree on their window ({sorted(windows)} tokens)")

@@ -21,7 +21,8 @@ import sys
 
 import torch
 
-from latentdiff.families.conditioning import Embeddings, conditioning_for
+from latentdiff.families.clip import Embeddings
+from latentdiff.families.registry import family_of
 
 
 class BatchSource:
@@ -44,7 +45,7 @@ class BatchSource:
         self.flip, self.train_text, self.p_drop = flip, train_text, caption_dropout
         self.device, self.dtype = device, dtype
         self.scale = components.vae.config.scaling_factor
-        self.conditioning = conditioning_for(components)
+        self.conditioning = family_of(components).conditioning(components)
         self.posteriors = self._encode_all(progress) if cache else None
         self.embeddings = self.conditioning.embed_each(captions) if cache and not train_text else None
 
@@ -53,7 +54,8 @@ class BatchSource:
         from dataclasses import replace
 
         wrapped = {name: modules[name] for name in ("text_encoder", "text_encoder_2") if name in modules}
-        self.conditioning = conditioning_for(replace(self.c, **wrapped))
+        wrapped_c = replace(self.c, **wrapped)
+        self.conditioning = family_of(wrapped_c).conditioning(wrapped_c)
 
     # ---- pre-pass -----------------------------------------------------------------------
     @torch.no_grad()

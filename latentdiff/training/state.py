@@ -14,7 +14,6 @@ import torch
 
 import latentdiff.models.hub as hub
 from latentdiff.errors import UsageError
-from latentdiff.families.conditioning import conditioning_for
 from latentdiff.families.registry import family_of
 from latentdiff.formats.lora_merge import TEXT_TARGETS, UNET_TARGETS, add_adapters
 from latentdiff.models.assemble import load_components
@@ -83,7 +82,7 @@ def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Modu
     else:
         for m in trained.values():
             m.requires_grad_(True)
-    for m in conditioning_for(c).unused_modules() if trained_encoders else []:
+    for m in family_of(c).conditioning(c).unused_modules() if trained_encoders else []:
         m.requires_grad_(False)
     for m in trained.values():
         m.train()

@@ -175,7 +175,7 @@ def test_cli_generates_with_sdxl_and_refiner(tiny_sdxl, tiny_refiner, tmp_path):
 
 def test_token_weights_hook_scales_then_restores_the_mean(pipes):
     """The encoder step takes per-token weights (A1111 emphasis) for prompt syntax to plug into."""
-    from latentdiff.families.conditioning import apply_token_weights
+    from latentdiff.families.clip import apply_token_weights
 
     hidden = torch.tensor([[[1.0, 3.0], [2.0, 2.0]]])  # (B=1, 1 chunk * 2 tokens, D=2), mean 2
     weights = torch.tensor([[[2.0, 1.0]]])

@@ -219,7 +219,7 @@ def test_random_crops_report_their_corner_as_sdxl_counts_it():
 
 @pytest.mark.parametrize("cache", [True, False])
 def test_sdxl_training_batches_carry_pooled_embeddings_and_each_samples_size_ids(tiny_sdxl, tmp_path, cache):
-    from latentdiff.families.conditioning import conditioning_for
+    from latentdiff.families.registry import family_of
     from latentdiff.models.assemble import load_components
     from latentdiff.training.batches import BatchSource
     from latentdiff.training.data.dataset import ImageCaptionDataset
@@ -256,7 +256,7 @@ def test_sdxl_training_batches_carry_pooled_embeddings_and_each_samples_size_ids
             assert tuple(int(v) for v in row) in by_caption[caption]
             seen.add(tuple(row))
     assert len(seen) == 3, "both mirror views of the red image were drawn"
-    expected, _ = conditioning_for(c)(captions, None, 32, 32)  # what generation uses
+    expected, _ = family_of(c).conditioning(c)(captions, None, 32, 32)  # what generation uses
     assert torch.allclose(emb.hidden, expected.hidden, atol=1e-5)
     assert torch.allclose(emb.added["text_embeds"], expected.added["text_embeds"], atol=1e-5)
 

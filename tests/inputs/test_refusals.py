@@ -332,7 +332,11 @@ def edit(path: Path, change):
             lambda c: {**c, "max_position_embeddings": BIG},
             "describes a model of 330,000,030,474 values",
         ),
-        ("text_encoder/config.json", lambda c: {**c, "hidden_size": "x"}, "Field 'hidden_size' expected int"),
+        (
+            "text_encoder/config.json",
+            lambda c: {**c, "hidden_size": "x"},
+            "hidden_size must be a whole number (like 512), got 'x'",
+        ),
         ("scheduler/scheduler_config.json", None, "must hold a JSON object"),
         (
             "scheduler/scheduler_config.json",

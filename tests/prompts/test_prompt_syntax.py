@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from latentdiff import UsageError
-from latentdiff.families.conditioning import apply_token_weights
+from latentdiff.families.clip import apply_token_weights
 from latentdiff.prompts.chunks import prompt_chunks, tokenize_weighted
 from latentdiff.prompts.syntax import BREAK, fragments, parse
 
