@@ -2,7 +2,7 @@
 code of a reference commit and with the working tree, on the same machine in one run, and compare the
 images bit for bit.
 
-    python benchmarks/layout_pixels.py [--before layout-before] [--only sd1-euler ...]
+    python benchmarks/layout_pixels.py [--before REV] [--only sd1-euler ...]
 
 The reference commit is checked out once into a git worktree under $LATENTDIFF_BENCH_CACHE
 (default /tmp/latentdiff-bench); its tiny models (SD1, SD2 v-prediction, SD1 inpainting, SDXL base and
@@ -25,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("LATENTDIFF_BENCH_CACHE", "/tmp/latentdiff-bench")) / "layout-pixels"
+# The commit before issue 23 moved the package into folders (tagged layout-before where the tag exists).
+BEFORE = "48e798f97201ce97248ffda58b662af4e03df0aa"
 SD = ["--steps", "4", "--width", "64", "--height", "64", "--seed", "3", "--quiet"]
 SCHEDULERS = [
     "ddim",
@@ -243,7 +245,7 @@ def main() -> None:
         a = ap.parse_args()
         return run_side(a.out, CACHE / "models", CACHE / "inputs", a.only)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--before", default="layout-before", help="reference commit or tag (default layout-before)")
+    ap.add_argument("--before", default=BEFORE, help="reference commit (default: the one before issue 23's move)")
     ap.add_argument("--only", nargs="*", default=[], help="case names (default: all)")
     args = ap.parse_args()
     sha = subprocess.check_output(["git", "rev-parse", args.before + "^{commit}"], cwd=ROOT, text=True).strip()

@@ -2,7 +2,7 @@
 `latentdiff generate` on the shipped model, each in a fresh process, with a reference commit's code and
 with the working tree, alternating (A B, B A, ...), on the same machine in one run.
 
-    python benchmarks/startup.py [--before layout-before] [--repeats 7]
+    python benchmarks/startup.py [--before REV] [--repeats 7]
 
 The reference tree is the git worktree that layout_pixels.py makes (under $LATENTDIFF_BENCH_CACHE);
 each side runs with PYTHONPATH set to its own tree. Prints medians (s) and ratios after/before.
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from layout_pixels import CACHE, ROOT  # noqa: E402
+from layout_pixels import BEFORE, CACHE, ROOT  # noqa: E402
 
 CASES = {
     "--help": ["--help"],
@@ -54,7 +54,7 @@ def timed(tree: Path, argv: list[str], out: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--before", default="layout-before")
+    ap.add_argument("--before", default=BEFORE, help="reference commit (default: the one before issue 23's move)")
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     sides = {"before": tree_of(args.before), "after": ROOT}
