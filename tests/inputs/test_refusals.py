@@ -398,51 +398,21 @@ def test_malformed_index_files(folder, tmp_path, capsys, index):
     assert "index" in line or "not a file name" in line
 
 
+def _generates(folder, tmp_path, *extra) -> bool:
+    argv = ["generate", "x", "--model", str(folder), "--out", str(tmp_path / "o"), "--steps", "1", "--quiet"]
+    return main([*argv, "--device", "cpu", *extra]) == 0
+
+
 def test_a_sharded_model_inside_its_folder_loads(folder, tmp_path, capsys):
     shard(folder, {"a": "shard-1.safetensors"})
-    assert (
-        main(
-            [
-                "generate",
-                "x",
-                "--model",
-                str(folder),
-                "--out",
-                str(tmp_path / "o"),
-                "--steps",
-                "1",
-                "--quiet",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert _generates(folder, tmp_path)
 
 
 def test_a_pickle_named_safetensors_loads_with_allow_pickle(folder, tmp_path, capsys):
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     state = {k: v.clone() for k, v in load_file(weights).items()}
     torch.save(state, weights)
-    assert (
-        main(
-            [
-                "generate",
-                "x",
-                "--model",
-                str(folder),
-                "--out",
-                str(tmp_path / "o"),
-                "--steps",
-                "1",
-                "--quiet",
-                "--device",
-                "cpu",
-                "--allow-pickle",
-            ]
-        )
-        == 0
-    )
+    assert _generates(folder, tmp_path, "--allow-pickle")
 
 
 def test_a_torchscript_file_never_suggests_weights_only_false(folder, capsys):
