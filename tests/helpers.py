@@ -1,9 +1,13 @@
 """Helpers shared by test modules in several folders (tests/ is on the path: conftest.py's folder)."""
 
+import contextlib
 import json
+import resource
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -102,3 +106,41 @@ def made_and_replayed(capsys, tmp_path, *argv) -> tuple[dict, dict]:
     assert np.array_equal(pixels(again), pixels(made))
     with Image.open(made) as im:
         return meta(made), parse_infotext(im.text["parameters"])[2]
+
+
+def _data_bytes() -> int:
+    """This process's data segment (VmData: heap and private mappings, what big allocations use)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmData:"))
+
+
+@contextlib.contextmanager
+def memory_cap(extra: int = 3 * 2**30):
+    """Let the code inside allocate at most `extra` more bytes: an unbounded allocation then fails
+    the test (MemoryError, or torch's "can't allocate memory") instead of exhausting the machine."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    cap = _data_bytes() + extra
+    resource.setrlimit(resource.RLIMIT_DATA, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def capped(limit: int = 3 * 2**30):
+    """A `preexec_fn` for subprocess runs: the child may use at most `limit` bytes of data."""
+    return lambda: resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "256k"):
+    """A tmpfs of `size` mounted at `path` (a full disk for the code inside); skips where this
+    process may not mount (not root, or a container without the capability)."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode(errors='replace').strip()[:80]})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

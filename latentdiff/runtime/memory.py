@@ -53,6 +53,16 @@ def batch_that_fits(need, most: int, device, what: str) -> int:
     return batch
 
 
+def check_fits(need: int, what: str, advice: str, device=None) -> None:
+    """Refuse, before anything is allocated, a request whose estimated `need` bytes exceed the
+    memory `device` (default: the CPU) has free, with both figures and what to change."""
+    import torch
+
+    free = available_bytes(device or torch.device("cpu"))
+    if free is not None and need > free:
+        raise UsageError(f"{what} needs about {gib(need)} of memory, but only {gib(free)} is available; {advice}")
+
+
 def images_at_once(unet, vae, width: int, height: int, cfg: bool, most: int, device) -> int:
     """How many width x height images the loaded `unet` and `vae` denoise and decode at once: at
     most `most`, fewer where the memory would not hold them (batch_that_fits)."""
