@@ -11,6 +11,7 @@ _LAZY = {
     "ModelError": ("latentdiff.errors", "ModelError"),
     "Cancelled": ("latentdiff.errors", "Cancelled"),
     "save_png": ("latentdiff.images.write", "save_png"),
+    "Control": ("latentdiff.workflows.control", "Control"),
 }
 __all__ = list(_LAZY)
 

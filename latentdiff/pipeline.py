@@ -31,6 +31,7 @@ from latentdiff.runtime.device import (
 )
 from latentdiff.runtime.memory import images_at_once
 from latentdiff.runtime.placement import vae_dtype
+from latentdiff.workflows.control import control_units
 from latentdiff.workflows.decode import decode_latents
 from latentdiff.workflows.options import ImageOptions
 from latentdiff.workflows.text_to_image import check_refiner, generate_batch, run_loop
@@ -199,6 +200,7 @@ class Pipeline:
         **options,
     ):
         """Like __call__ (the same arguments), but yields each image as soon as its batch is decoded."""
+        controls = (options.pop("controls", None), options.pop("control_mode", "balanced"))
         options = {"image": image, "mask": mask, "strength": strength, **options}
         prompts = params.prompts(params.api_label, prompt)
         steps, guidance, seed, num_images, options = call_arguments(
@@ -222,19 +224,12 @@ class Pipeline:
             source=source,
             callback=callback,
             strength=opts.default_strength() if source else None,
+            controls=control_units(self, *controls, request.width, request.height),
             **self._text_options(clip_skip, prompt_syntax),
         )
         jobs = request.jobs()
-        c = self.components
-        batch = images_at_once(
-            c.unet,
-            c.vae,
-            request.width,
-            request.height,
-            request.guidance != 1.0,
-            min(self.max_batch, len(jobs)),
-            self.device,
-        )
+        c, most = self.components, min(self.max_batch, len(jobs))
+        batch = images_at_once(c.unet, c.vae, request.width, request.height, request.guidance != 1.0, most, self.device)
         for i in range(0, len(jobs), batch):
             yield from generate_batch(self, jobs[i : i + batch], request)
 

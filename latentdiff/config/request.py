@@ -48,6 +48,8 @@ class Request:
     """How much of `source` is repainted (0 < s <= 1); None without a source."""
     callback: Callable | None = None
     """`callback(step, total, latents)` after every denoising step; raising from it stops the call."""
+    controls: tuple = ()
+    """Checked control units (workflows/control.py Unit): ControlNets adding to the UNet's blocks."""
 
     def jobs(self) -> list[tuple[str, int]]:
         """(prompt, seed) of every image in order: each prompt `num_images` times, the seeds counting up."""

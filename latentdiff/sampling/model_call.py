@@ -67,9 +67,10 @@ class BlockResiduals:
         return BlockResiduals(tuple(a + b for a, b in zip(self.down, other.down, strict=True)), mid)
 
 
-# (x, t, inputs) -> BlockResiduals: a ControlNet or T2I-Adapter, given the latents before any
-# image channels are concatenated, the timestep and the whole batch's inputs.
-Residuals = Callable[[torch.Tensor, torch.Tensor, "Inputs"], BlockResiduals]
+# (x, t, inputs) -> BlockResiduals, or None on a step where it adds nothing: a ControlNet or
+# T2I-Adapter, given the latents before any image channels are concatenated, the timestep and the
+# whole batch's inputs (their `step`, and whether the batch is `guided`).
+Residuals = Callable[[torch.Tensor, torch.Tensor, "Inputs"], "BlockResiduals | None"]
 
 
 @dataclass
@@ -134,6 +135,8 @@ class Inputs:
     channels: ImageChannels | None = None
     residuals: tuple[Residuals, ...] = ()
     tokens: tuple[ImageTokens, ...] = ()
+    step: int = 0  # the loop's step (from 0 in this run), for additions active on some steps only
+    guided: bool = False  # the rows are a guided batch: the unconditional half, then the conditional
 
     def cat(self, other: "Inputs") -> "Inputs":
         """This batch's rows, then `other`'s (CFG: unconditional first). Residual callables are
@@ -149,17 +152,16 @@ class Inputs:
         )
 
     def at(self, step: int) -> "Inputs":
-        """These inputs with the context of step `step` (itself where the context is plain)."""
-        if not isinstance(self.context, StepContexts):
-            return self
-        return replace(self, context=self.context.at(step))
+        """These inputs at step `step`: its context where the context is a schedule."""
+        return replace(self, context=context_at(self.context, step), step=step)
 
     def block_residuals(self, x: torch.Tensor, t: torch.Tensor) -> BlockResiduals | None:
         """The sum of every `Residuals`' output for this step, or None without any."""
         out = None
         for residuals in self.residuals:
             r = residuals(x, t, self)
-            out = r if out is None else out + r
+            if r is not None:
+                out = r if out is None else out + r
         return out
 
 
@@ -171,7 +173,7 @@ def as_inputs(x) -> Inputs:
 def guided(cond, uncond) -> Inputs:
     """The batch the denoiser sees: `uncond`'s rows then `cond`'s under CFG, `cond` alone without."""
     cond = as_inputs(cond)
-    return cond if uncond is None else as_inputs(uncond).cat(cond)
+    return cond if uncond is None else replace(as_inputs(uncond).cat(cond), guided=True)
 
 
 __all__ = [

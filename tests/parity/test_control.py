@@ -1,0 +1,129 @@
+"""ControlNet against diffusers' own ControlNet pipelines on the same tiny random weights: one
+unit, several units, start/end fractions, guess mode ("ControlNet is more important"); weight 0
+gives the base model's pixels exactly."""
+
+import pytest
+import torch
+from helpers import max_pixel_diff, noise_image
+
+from latentdiff import Control, Pipeline
+from latentdiff.errors import UsageError
+from latentdiff.sampling.loop import make_scheduler
+
+
+def tiny_controlnet(unet, factor: int, seed: int):
+    """A ControlNet made from the UNet (as training starts one), its zero convolutions randomised
+    so that it changes the picture."""
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8,) * factor.bit_length())
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "zero_conv" in name or "controlnet_down_blocks" in name or "controlnet_mid_block" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_sd1, tmp_path_factory):
+    from diffusers import StableDiffusionControlNetPipeline
+
+    ours = Pipeline.from_pretrained(tiny_sd1, device="cpu", dtype="fp32")
+    ours.progress = False
+    nets = [tiny_controlnet(ours.components.unet, ours.scale_factor, s) for s in (1, 2)]
+    folder = tmp_path_factory.mktemp("cn") / "cn0"
+    nets[0].save_pretrained(folder)
+    ref = StableDiffusionControlNetPipeline.from_pretrained(
+        tiny_sd1, controlnet=nets[0], safety_checker=None, requires_safety_checker=False
+    )
+    ref.set_progress_bar_config(disable=True)
+    return ours, ref, nets, folder
+
+
+def reference(ref, ours, nets, images, scales, starts, ends, guess=False, guidance=6.0, n=1):
+    from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+    ref.controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
+    ref.scheduler = make_scheduler(ours.components.scheduler_config, "euler")
+    one = len(nets) == 1
+    return ref(
+        "a red apple",
+        image=images[0] if one else images,
+        num_inference_steps=5,
+        guidance_scale=guidance,
+        num_images_per_prompt=n,
+        generator=[torch.Generator().manual_seed(7 + k) for k in range(n)],
+        controlnet_conditioning_scale=scales[0] if one else scales,
+        control_guidance_start=starts[0] if one else starts,
+        control_guidance_end=ends[0] if one else ends,
+        guess_mode=guess,
+        height=64,
+        width=64,
+    ).images
+
+
+def ours_with(ours, units, mode="balanced", guidance=6.0, n=1):
+    return ours(
+        "a red apple",
+        steps=5,
+        guidance=guidance,
+        seed=7,
+        num_images=n,
+        scheduler="euler",
+        controls=units,
+        control_mode=mode,
+    )
+
+
+MAPS = [noise_image((64, 64), seed=3), noise_image((48, 80), seed=4)]
+
+
+@pytest.mark.parametrize("guidance,n", [(6.0, 1), (1.0, 2)])
+def test_one_unit_matches_diffusers(setup, guidance, n):
+    ours, ref, nets, folder = setup
+    mine = ours_with(ours, [Control(MAPS[0], folder, 0.8)], guidance=guidance, n=n)
+    theirs = reference(ref, ours, nets[:1], MAPS[:1], [0.8], [0.0], [1.0], guidance=guidance, n=n)
+    base = ours_with(ours, None, guidance=guidance, n=n)
+    assert max_pixel_diff(mine, theirs) <= 1
+    assert max_pixel_diff(mine, base) > 8, "the control must change the picture"
+
+
+def test_two_units_with_step_ranges_match_diffusers(setup):
+    ours, ref, nets, folder = setup
+    units = [Control(MAPS[0], folder, 1.0, 0.0, 0.6), Control(MAPS[1], nets[1], 0.5, 0.2, 1.0)]
+    mine = ours_with(ours, units)
+    theirs = reference(ref, ours, nets, MAPS, [1.0, 0.5], [0.0, 0.2], [0.6, 1.0])
+    assert max_pixel_diff(mine, theirs) <= 1
+
+
+def test_control_is_more_important_is_guess_mode(setup):
+    ours, ref, nets, folder = setup
+    mine = ours_with(ours, [Control(MAPS[0], folder, 1.0)], mode="control")
+    theirs = reference(ref, ours, nets[:1], MAPS[:1], [1.0], [0.0], [1.0], guess=True)
+    balanced = ours_with(ours, [Control(MAPS[0], folder, 1.0)])
+    assert max_pixel_diff(mine, theirs) <= 1
+    assert max_pixel_diff(mine, balanced) > 1
+
+
+def test_weight_zero_gives_the_base_pixels(setup):
+    ours, _, _, folder = setup
+    base = ours_with(ours, None)
+    assert max_pixel_diff(ours_with(ours, [Control(MAPS[0], folder, 0.0)]), base) == 0
+    assert max_pixel_diff(ours_with(ours, [Control(MAPS[0], folder, 1.0, 0.0, 0.1)]), base) == 0
+
+
+@pytest.mark.parametrize(
+    "unit,match",
+    [
+        (Control(MAPS[0], "nowhere", 1.0), "not a ControlNet folder"),
+        (Control(MAPS[0], None, 1.0), "must be a ControlNet folder"),
+        (Control(MAPS[0], "x", True), "weight must be a number from 0 to 2.0"),
+        (Control(MAPS[0], "x", 1.0, 0.5, 0.5), "start .0.5. must be below end"),
+        (Control("missing.png", "x", 1.0), None),
+    ],
+)
+def test_bad_units_are_one_usage_error(setup, unit, match):
+    ours = setup[0]
+    with pytest.raises(UsageError, match=match):
+        ours_with(ours, [unit])
