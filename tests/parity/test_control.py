@@ -127,3 +127,72 @@ def test_bad_units_are_one_usage_error(setup, unit, match):
     ours = setup[0]
     with pytest.raises(UsageError, match=match):
         ours_with(ours, [unit])
+
+
+def test_sdxl_unit_matches_diffusers(tiny_sdxl):
+    from diffusers import StableDiffusionXLControlNetPipeline
+
+    ours = Pipeline.from_pretrained(tiny_sdxl, device="cpu", dtype="fp32")
+    ours.progress = False
+    net = tiny_controlnet(ours.components.unet, ours.scale_factor, 5)
+    ref = StableDiffusionXLControlNetPipeline.from_pretrained(tiny_sdxl, controlnet=net, add_watermarker=False)
+    ref.set_progress_bar_config(disable=True)
+    ref.scheduler = make_scheduler(ours.components.scheduler_config, "euler")
+    size = ours.native_size
+    for guess in (False, True):
+        mine = ours(
+            "a red apple",
+            steps=4,
+            guidance=5.0,
+            seed=3,
+            scheduler="euler",
+            controls=[Control(MAPS[1], net, 0.7, 0.0, 0.8)],
+            control_mode="control" if guess else "balanced",
+        )
+        theirs = ref(
+            "a red apple",
+            image=MAPS[1],
+            num_inference_steps=4,
+            guidance_scale=5.0,
+            height=size,
+            width=size,
+            generator=torch.Generator().manual_seed(3),
+            controlnet_conditioning_scale=0.7,
+            control_guidance_end=0.8,
+            guess_mode=guess,
+        ).images
+        assert max_pixel_diff(mine, theirs) <= 1, guess
+
+
+def test_img2img_unit_matches_diffusers(setup, tiny_sd1):
+    from diffusers import StableDiffusionControlNetImg2ImgPipeline
+
+    ours, _, nets, folder = setup
+    ref = StableDiffusionControlNetImg2ImgPipeline.from_pretrained(
+        tiny_sd1, controlnet=nets[0], safety_checker=None, requires_safety_checker=False
+    )
+    ref.set_progress_bar_config(disable=True)
+    ref.scheduler = make_scheduler(ours.components.scheduler_config, "euler")
+    init = noise_image((64, 64), seed=9)
+    mine = ours(
+        "a red apple",
+        image=init,
+        strength=0.6,
+        steps=5,
+        guidance=6.0,
+        seed=7,
+        scheduler="euler",
+        controls=[Control(MAPS[0], folder, 0.9, 0.0, 0.7)],
+    )
+    theirs = ref(
+        "a red apple",
+        image=init,
+        control_image=MAPS[0],
+        strength=0.6,
+        num_inference_steps=5,
+        guidance_scale=6.0,
+        generator=[torch.Generator().manual_seed(7)],
+        controlnet_conditioning_scale=0.9,
+        control_guidance_end=0.7,
+    ).images
+    assert max_pixel_diff(mine, theirs) <= 1
