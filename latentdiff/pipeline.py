@@ -224,7 +224,7 @@ class Pipeline:
             source=source,
             callback=callback,
             strength=opts.default_strength() if source else None,
-            controls=control_units(self, *controls, request.width, request.height),
+            controls=control_units(self, *controls),
             **self._text_options(clip_skip, prompt_syntax),
         )
         jobs = request.jobs()

@@ -40,20 +40,22 @@ class Control:
 
 @dataclass(frozen=True)
 class Unit:
-    """A checked unit: its network and its image as a (1, 3, H, W) tensor in [0, 1]."""
+    """A checked unit: its network and its control image (RGB)."""
 
     net: torch.nn.Module
-    image: torch.Tensor
+    image: Any  # PIL RGB
     weight: float
     start: float
     end: float
     guess: bool
 
-    def residuals(self, total: int) -> ControlNetResiduals:
-        return ControlNetResiduals(self.net, self.image, self.weight, self.start, self.end, total, self.guess)
+    def residuals(self, total: int, size: tuple[int, int]) -> ControlNetResiduals:
+        """This unit for a run of `total` steps at `size` (width, height): the image resized to it."""
+        image = control_tensor(self.image, *size)
+        return ControlNetResiduals(self.net, image, self.weight, self.start, self.end, total, self.guess)
 
 
-def control_units(pipe, controls, mode: str, width: int, height: int) -> tuple[Unit, ...]:
+def control_units(pipe, controls, mode: str) -> tuple[Unit, ...]:
     """The units of a call, every one checked before any work (a UsageError names the first bad one)."""
     if controls is None:
         return ()
@@ -65,16 +67,16 @@ def control_units(pipe, controls, mode: str, width: int, height: int) -> tuple[U
         raise UsageError(f"{len(controls)} control units given; at most {MAX_UNITS} are supported")
     if mode not in MODES:
         raise UsageError(f"control_mode must be one of {', '.join(MODES)}, got {mode!r}")
-    return tuple(_unit(pipe, c, k, mode == "control", width, height) for k, c in enumerate(controls))
+    return tuple(_unit(pipe, c, k, mode == "control") for k, c in enumerate(controls))
 
 
-def _unit(pipe, c: Control, k: int, guess: bool, width: int, height: int) -> Unit:
+def _unit(pipe, c: Control, k: int, guess: bool) -> Unit:
     name = f"controls[{k}]"
     weight, start, end = (_fraction(f"{name}.{n}", v, hi) for n, v, hi in _numbers(c))
     if start >= end:
         raise UsageError(f"{name}: start ({start}) must be below end ({end})")
     net = _network(pipe, c.model, name)
-    return Unit(net, control_image(c.image, width, height, name), weight, start, end, guess)
+    return Unit(net, control_image(c.image, name), weight, start, end, guess)
 
 
 def _numbers(c: Control):
@@ -124,16 +126,22 @@ def _load(pipe, path: Path, name: str) -> torch.nn.Module:
     return cache[key]
 
 
-def control_image(image, width: int, height: int, name: str) -> torch.Tensor:
-    """A control map as diffusers' control image processor prepares it: RGB, resized to the output
-    size (Lanczos), (1, 3, H, W) in [0, 1]."""
+def control_image(image, name: str):
+    """The unit's control map as an RGB PIL image (a path is read with the usual bounds)."""
     from PIL import Image
 
     if isinstance(image, (str, Path)):
         image = load_image(image)
     if not isinstance(image, Image.Image):
         raise UsageError(f"{name}.image must be an image file's path or a PIL image")
-    image = image.convert("RGB")
+    return image.convert("RGB")
+
+
+def control_tensor(image, width: int, height: int) -> torch.Tensor:
+    """A control map as diffusers' control image processor prepares it: resized to the output
+    size (Lanczos), (1, 3, H, W) in [0, 1]."""
+    from PIL import Image
+
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.LANCZOS)
     a = np.asarray(image).astype(np.float32) / 255.0

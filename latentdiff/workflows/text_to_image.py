@@ -100,7 +100,7 @@ def run_loop(
     s = prepare(pipe, sched, seeds, steps, size, **start)
     # With a refiner, this model stops where the refiner takes over (and hands on its generators).
     end = steps_before(sched, pipe.refiner_start) if with_generators and pipe.refiner is not None else None
-    units = tuple(u.residuals(len(sched.timesteps) - s.start) for u in request.controls)
+    units = tuple(u.residuals(len(sched.timesteps) - s.start, size) for u in request.controls)
     latents = denoise(
         pipe.family.denoiser(pipe.components),
         sched,

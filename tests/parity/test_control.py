@@ -196,3 +196,51 @@ def test_img2img_unit_matches_diffusers(setup, tiny_sd1):
         control_guidance_end=0.7,
     ).images
     assert max_pixel_diff(mine, theirs) <= 1
+
+
+def test_inpaint_unit_matches_diffusers(setup, tiny_sd1):
+    from diffusers import StableDiffusionControlNetInpaintPipeline
+    from PIL import Image
+
+    ours, _, nets, folder = setup
+    ref = StableDiffusionControlNetInpaintPipeline.from_pretrained(
+        tiny_sd1, controlnet=nets[0], safety_checker=None, requires_safety_checker=False
+    )
+    ref.set_progress_bar_config(disable=True)
+    ref.scheduler = make_scheduler(ours.components.scheduler_config, "ddim")
+    init, mask = noise_image((64, 64), seed=9), Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 8, 48, 40))
+    mine = ours(
+        "a red apple",
+        image=init,
+        mask=mask,
+        mask_blur=0,
+        strength=1.0,
+        steps=4,
+        guidance=6.0,
+        seed=3,
+        scheduler="ddim",
+        controls=[Control(MAPS[0], folder, 1.0)],
+    )
+    theirs = ref(
+        "a red apple",
+        image=init,
+        mask_image=mask,
+        control_image=MAPS[0],
+        strength=1.0,
+        num_inference_steps=4,
+        guidance_scale=6.0,
+        generator=torch.Generator().manual_seed(3),
+        controlnet_conditioning_scale=1.0,  # this pipeline's default is 0.5
+    ).images[0]
+    theirs = Image.composite(theirs, init, mask)  # ours pastes the result over the input outside the mask
+    assert max_pixel_diff(mine, [theirs]) <= 1
+
+
+def test_hires_pass_controls_both_passes(setup):
+    ours, _, _, folder = setup
+    unit = [Control(MAPS[0], folder, 1.0)]
+    kw = dict(steps=3, guidance=5.0, seed=1, hires=1.5, hires_steps=2, hires_strength=0.5)
+    with_control, base = ours("a red apple", controls=unit, **kw)[0], ours("a red apple", **kw)[0]
+    assert with_control.size == (96, 96)
+    assert max_pixel_diff([with_control], [base]) > 8
