@@ -144,3 +144,18 @@ def small_disk(path: Path, size: str = "256k"):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def tiny_controlnet(unet, factor: int, seed: int):
+    """A ControlNet made from the UNet (as training starts one), its zero convolutions randomised
+    so that it changes the picture."""
+    import torch
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8,) * factor.bit_length())
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "zero_conv" in name or "controlnet_down_blocks" in name or "controlnet_mid_block" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return net.eval()

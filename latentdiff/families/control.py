@@ -4,9 +4,15 @@ pipelines compute them (Zhang et al. 2023, "Adding Conditional Control to Text-t
 Models").
 
 A unit is active on the steps whose fraction of the run lies in [start, end] (diffusers'
-`control_guidance_start/end`); on the others it adds nothing and its network does not run. In
-guess mode ("ControlNet is more important" in A1111) it sees only the conditional half of a
-guided batch and the unconditional half gets no residuals.
+`control_guidance_start/end`); on the others it adds nothing and its network does not run.
+Modes, as A1111's ControlNet extension names them:
+- "balanced": every residual times the weight;
+- "prompt" ("My prompt is more important"): residual i of n times weight * 0.825**(12 - i), so
+  the shallow blocks get less (A1111's soft injection);
+- "control" ("ControlNet is more important"): those scales, and only the conditional half of a
+  guided batch gets residuals (A1111's CFG injection);
+- "guess" (diffusers' `guess_mode`): the network sees only the conditional half, its residuals
+  scaled from 0.1 at the first block to 1 at the mid block (logarithmically).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ class ControlNetResiduals:
     start: float = 0.0
     end: float = 1.0
     total: int = 1
-    guess: bool = False
+    mode: str = "balanced"
 
     def active(self, step: int) -> bool:
         return not (step / self.total < self.start or (step + 1) / self.total > self.end)
@@ -37,22 +43,34 @@ class ControlNetResiduals:
     def __call__(self, x: torch.Tensor, t: torch.Tensor, inputs: Inputs) -> BlockResiduals | None:
         if not self.active(inputs.step):
             return None
-        guided_rows = x.shape[0] // 2 if self.guess and inputs.guided else 0
-        context = inputs.context[guided_rows:]
-        x = x[guided_rows:]
+        cond_rows = x.shape[0] // 2 if inputs.guided and self.mode in ("control", "guess") else 0
+        seen = cond_rows if self.mode == "guess" else 0  # guess mode runs the network on the conditional half
+        down, mid = self._run(x[seen:], t, inputs.context[seen:])
+        if cond_rows:  # the unconditional half gets zeros
+            down, mid = [_pad(d[cond_rows - seen :], cond_rows) for d in down], _pad(mid[cond_rows - seen :], cond_rows)
+        return BlockResiduals(tuple(down), mid)
+
+    def _run(self, x, t, context):
         image = self.image.to(x.device, self.net.dtype)
-        image = image.repeat_interleave(x.shape[0] // image.shape[0], dim=0) if image.shape[0] != x.shape[0] else image
+        if image.shape[0] != x.shape[0]:
+            image = image.repeat_interleave(x.shape[0] // image.shape[0], dim=0)
+        soft = self.mode in ("prompt", "control")
         down, mid = self.net(
             x.to(self.net.dtype),
             t,
             encoder_hidden_states=context.hidden,
             controlnet_cond=image,
-            conditioning_scale=self.scale,
-            guess_mode=self.guess,
+            conditioning_scale=1.0 if soft else self.scale,
+            guess_mode=self.mode == "guess",
             added_cond_kwargs=dict(context.added) or None,
             return_dict=False,
         )
-        if guided_rows:
-            down = [torch.cat([torch.zeros_like(d), d]) for d in down]
-            mid = torch.cat([torch.zeros_like(mid), mid])
-        return BlockResiduals(tuple(down), mid)
+        if soft:
+            scales = [self.scale * 0.825 ** float(12 - i) for i in range(len(down) + 1)]
+            down, mid = [d * s for d, s in zip(down, scales)], mid * scales[len(down)]
+        return down, mid
+
+
+def _pad(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """`x` (the conditional rows) after `rows` rows of zeros for the unconditional half."""
+    return torch.cat([torch.zeros((rows, *x.shape[1:]), dtype=x.dtype, device=x.device), x])

@@ -2,10 +2,8 @@
 and brought to the output size, its weight and step range checked; in the loop each becomes a
 `Residuals` of the model call (families/control.py).
 
-A1111's control modes: "balanced" (plain ControlNet), "control" ("ControlNet is more important":
-diffusers' guess mode, the unit conditions only the conditional half of a guided batch, its
-residuals scaled from 0.1 at the first block to 1 at the mid block). "prompt" ("My prompt is more
-important") is not built yet and is refused.
+Control modes (families/control.py): A1111's "balanced", "prompt" (My prompt is more important)
+and "control" (ControlNet is more important), and diffusers' "guess" mode.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from latentdiff.errors import UsageError
 from latentdiff.families.control import ControlNetResiduals
 from latentdiff.images.read import load_image
 
-MODES = ("balanced", "control")
+MODES = ("balanced", "prompt", "control", "guess")
 MAX_UNITS = 8
 
 
@@ -47,12 +45,12 @@ class Unit:
     weight: float
     start: float
     end: float
-    guess: bool
+    mode: str
 
     def residuals(self, total: int, size: tuple[int, int]) -> ControlNetResiduals:
         """This unit for a run of `total` steps at `size` (width, height): the image resized to it."""
         image = control_tensor(self.image, *size)
-        return ControlNetResiduals(self.net, image, self.weight, self.start, self.end, total, self.guess)
+        return ControlNetResiduals(self.net, image, self.weight, self.start, self.end, total, self.mode)
 
 
 def control_units(pipe, controls, mode: str) -> tuple[Unit, ...]:
@@ -67,16 +65,16 @@ def control_units(pipe, controls, mode: str) -> tuple[Unit, ...]:
         raise UsageError(f"{len(controls)} control units given; at most {MAX_UNITS} are supported")
     if mode not in MODES:
         raise UsageError(f"control_mode must be one of {', '.join(MODES)}, got {mode!r}")
-    return tuple(_unit(pipe, c, k, mode == "control") for k, c in enumerate(controls))
+    return tuple(_unit(pipe, c, k, mode) for k, c in enumerate(controls))
 
 
-def _unit(pipe, c: Control, k: int, guess: bool) -> Unit:
+def _unit(pipe, c: Control, k: int, mode: str) -> Unit:
     name = f"controls[{k}]"
     weight, start, end = (_fraction(f"{name}.{n}", v, hi) for n, v, hi in _numbers(c))
     if start >= end:
         raise UsageError(f"{name}: start ({start}) must be below end ({end})")
     net = _network(pipe, c.model, name)
-    return Unit(net, control_image(c.image, name), weight, start, end, guess)
+    return Unit(net, control_image(c.image, name), weight, start, end, mode)
 
 
 def _numbers(c: Control):
