@@ -24,6 +24,11 @@ import torch
 from latentdiff.sampling.model_call import BlockResiduals, Inputs
 
 
+def in_range(step: int, total: int, start: float, end: float) -> bool:
+    """Whether step `step` of `total` lies in the fractions [start, end] (diffusers' rule)."""
+    return not (step / total < start or (step + 1) / total > end)
+
+
 @dataclass
 class ControlNetResiduals:
     """One ControlNet unit for a run of `total` steps. `image` (1 or B, 3, H, W) in [0, 1] at
@@ -38,7 +43,7 @@ class ControlNetResiduals:
     mode: str = "balanced"
 
     def active(self, step: int) -> bool:
-        return not (step / self.total < self.start or (step + 1) / self.total > self.end)
+        return in_range(step, self.total, self.start, self.end)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, inputs: Inputs) -> BlockResiduals | None:
         if not self.active(inputs.step):
@@ -74,3 +79,30 @@ class ControlNetResiduals:
 def _pad(x: torch.Tensor, rows: int) -> torch.Tensor:
     """`x` (the conditional rows) after `rows` rows of zeros for the unconditional half."""
     return torch.cat([torch.zeros((rows, *x.shape[1:]), dtype=x.dtype, device=x.device), x])
+
+
+@dataclass
+class AdapterResiduals:
+    """One T2I-Adapter unit (Mou et al. 2023) for a run of `total` steps: its features, computed
+    once from the control image (they depend on neither the latents nor the step) and scaled by
+    the weight, added inside the down blocks on the steps of [start, end]."""
+
+    features: tuple[torch.Tensor, ...]  # (1, C_i, h_i, w_i) per down block
+    start: float = 0.0
+    end: float = 1.0
+    total: int = 1
+
+    def active(self, step: int) -> bool:
+        return in_range(step, self.total, self.start, self.end)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, inputs: Inputs) -> BlockResiduals | None:
+        if not self.active(inputs.step):
+            return None
+        rows = x.shape[0]
+        return BlockResiduals(intrablock=tuple(f.expand(rows, *f.shape[1:]).to(x.dtype) for f in self.features))
+
+
+def adapter_features(adapter: torch.nn.Module, image: torch.Tensor, weight: float) -> tuple[torch.Tensor, ...]:
+    """A T2I-Adapter's features of a control image (1, C, H, W) in [0, 1], times `weight`."""
+    with torch.no_grad():
+        return tuple(f * weight for f in adapter(image.to(adapter.device, adapter.dtype)))

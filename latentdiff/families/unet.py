@@ -16,7 +16,7 @@ class UNetCall:
     families.clip.Embeddings (hidden states; SDXL's pooled text and size ids as
     added_cond_kwargs); image channels are concatenated to the latents and their class labels
     passed as `class_labels`; Residuals become down_block_additional_residuals /
-    mid_block_additional_residual; image tokens go in as added_cond_kwargs["image_embeds"], as
+    mid_block_additional_residual (ControlNet) and down_intrablock_additional_residuals (T2I-Adapter); image tokens go in as added_cond_kwargs["image_embeds"], as
     diffusers' IP-Adapter pipelines pass them."""
 
     def __init__(self, unet):
@@ -41,10 +41,11 @@ class UNetCall:
         if ch is not None and ch.class_labels is not None:
             out["class_labels"] = ch.class_labels
         residuals = inputs.block_residuals(x, t)
-        if residuals is not None:
+        if residuals is not None and residuals.down:
             out["down_block_additional_residuals"] = residuals.down
-            if residuals.mid is not None:
-                out["mid_block_additional_residual"] = residuals.mid
+            out["mid_block_additional_residual"] = residuals.mid
+        if residuals is not None and residuals.intrablock:
+            out["down_intrablock_additional_residuals"] = list(residuals.intrablock)  # the UNet pops from it
         return out
 
 

@@ -57,14 +57,20 @@ class ImageChannels:
 
 @dataclass
 class BlockResiduals:
-    """Additions to a UNet's down-block outputs (one per skip connection) and its mid block."""
+    """Additions to a UNet's down-block outputs (one per skip connection: ControlNet) and its mid
+    block, and inside its down blocks (one per block: T2I-Adapter)."""
 
-    down: tuple[torch.Tensor, ...]
+    down: tuple[torch.Tensor, ...] = ()
     mid: torch.Tensor | None = None
+    intrablock: tuple[torch.Tensor, ...] = ()
 
     def __add__(self, other: "BlockResiduals") -> "BlockResiduals":
         mid = self.mid if other.mid is None else other.mid if self.mid is None else self.mid + other.mid
-        return BlockResiduals(tuple(a + b for a, b in zip(self.down, other.down, strict=True)), mid)
+        return BlockResiduals(_sum(self.down, other.down), mid, _sum(self.intrablock, other.intrablock))
+
+
+def _sum(a: tuple, b: tuple) -> tuple:
+    return b if not a else a if not b else tuple(x + y for x, y in zip(a, b, strict=True))
 
 
 # (x, t, inputs) -> BlockResiduals, or None on a step where it adds nothing: a ControlNet or

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from latentdiff.errors import UsageError
-from latentdiff.families.control import ControlNetResiduals
+from latentdiff.families.control import AdapterResiduals, ControlNetResiduals, adapter_features
 from latentdiff.images.read import load_image
+from latentdiff.workflows.source import RESIZE_MODES, resize_to
 
 MODES = ("balanced", "prompt", "control", "guess")
 MAX_UNITS = 8
@@ -34,6 +35,7 @@ class Control:
     weight: float = 1.0
     start: float = 0.0
     end: float = 1.0
+    resize: str = "crop"  # A1111's resize modes: crop (Crop and Resize), fit (Resize and Fill), stretch (Just Resize)
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,15 @@ class Unit:
     start: float
     end: float
     mode: str
+    resize: str
 
-    def residuals(self, total: int, size: tuple[int, int]) -> ControlNetResiduals:
+    def residuals(self, total: int, size: tuple[int, int]):
         """This unit for a run of `total` steps at `size` (width, height): the image resized to it."""
-        image = control_tensor(self.image, *size)
-        return ControlNetResiduals(self.net, image, self.weight, self.start, self.end, total, self.mode)
+        image = resize_to(self.image, size, self.resize)
+        if _is_adapter(self.net):
+            image = control_tensor(image.convert("L") if self.net.config.in_channels == 1 else image)
+            return AdapterResiduals(adapter_features(self.net, image, self.weight), self.start, self.end, total)
+        return ControlNetResiduals(self.net, control_tensor(image), self.weight, self.start, self.end, total, self.mode)
 
 
 def control_units(pipe, controls, mode: str) -> tuple[Unit, ...]:
@@ -73,8 +79,10 @@ def _unit(pipe, c: Control, k: int, mode: str) -> Unit:
     weight, start, end = (_fraction(f"{name}.{n}", v, hi) for n, v, hi in _numbers(c))
     if start >= end:
         raise UsageError(f"{name}: start ({start}) must be below end ({end})")
+    if c.resize not in RESIZE_MODES:
+        raise UsageError(f"{name}.resize must be one of {', '.join(RESIZE_MODES)}, got {c.resize!r}")
     net = _network(pipe, c.model, name)
-    return Unit(net, control_image(c.image, name), weight, start, end, mode)
+    return Unit(net, control_image(c.image, name), weight, start, end, mode, c.resize)
 
 
 def _numbers(c: Control):
@@ -88,40 +96,71 @@ def _fraction(name: str, value, hi: float) -> float:
 
 
 def _network(pipe, model, name: str) -> torch.nn.Module:
-    """A loaded ControlNetModel of `pipe`'s family, on its device and in its dtype (cached per folder)."""
-    from diffusers import ControlNetModel
+    """A loaded ControlNet or T2I-Adapter of `pipe`'s family, on its device and in its dtype."""
+    from diffusers import ControlNetModel, T2IAdapter
 
-    if isinstance(model, ControlNetModel):
+    if isinstance(model, (ControlNetModel, T2IAdapter)):
         net = model
     elif isinstance(model, (str, Path)):
         net = _load(pipe, Path(model), name)
     else:
-        raise UsageError(f"{name}.model must be a ControlNet folder or a diffusers ControlNetModel")
-    want = pipe.components.unet.config.cross_attention_dim
-    if net.config.cross_attention_dim != want:
-        raise UsageError(
-            f"{name}.model is a ControlNet for a model with {net.config.cross_attention_dim}-wide text "
-            f"embeddings; this model ({pipe.family.name}) has {want}"
-        )
+        raise UsageError(f"{name}.model must be a ControlNet or T2I-Adapter folder, or such a diffusers model")
+    _check_fits(pipe, net, name)
     return net.to(pipe.device, pipe.components.unet.dtype)
 
 
+def _is_adapter(net) -> bool:
+    from diffusers import T2IAdapter
+
+    return isinstance(net, T2IAdapter)
+
+
+def _check_fits(pipe, net, name: str) -> None:
+    """Refuse a unit made for another family than `pipe`'s, naming both."""
+    unet = pipe.components.unet.config
+    if _is_adapter(net):
+        # one feature per UNet down block (SDXL's adapters make a fourth, which the UNet does not use)
+        mine, theirs, what = list(unet.block_out_channels), list(net.config.channels), "block channels"
+        theirs = theirs[: len(mine)] if len(theirs) >= len(mine) else theirs
+    else:
+        mine, theirs, what = unet.cross_attention_dim, net.config.cross_attention_dim, "text-embedding width"
+    if mine != theirs:
+        raise UsageError(
+            f"{name}.model is a {type(net).__name__} for another model family ({what} {theirs}); "
+            f"this model is {pipe.family.name} ({what} {mine})"
+        )
+
+
 def _load(pipe, path: Path, name: str) -> torch.nn.Module:
-    """A diffusers ControlNet folder, loaded once per pipeline (safetensors only, offline)."""
-    from diffusers import ControlNetModel
+    """A diffusers ControlNet or T2I-Adapter folder, loaded once per pipeline (safetensors only, offline)."""
+    from diffusers import ControlNetModel, T2IAdapter
 
     cache = pipe.__dict__.setdefault("_control_nets", {})
     key = path.resolve()
-    if key not in cache:
-        if not (path / "config.json").is_file():
-            raise UsageError(f"{name}.model {path} is not a ControlNet folder (it has no config.json)")
-        try:
-            cache[key] = ControlNetModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise UsageError(
-                f"{name}.model {path} cannot be loaded as a ControlNet: {str(e).splitlines()[0]}"
-            ) from None
+    if key in cache:
+        return cache[key]
+    config = path / "config.json"
+    if not config.is_file():
+        raise UsageError(f"{name}.model {path} is not a ControlNet or T2I-Adapter folder (it has no config.json)")
+    kind = {"ControlNetModel": ControlNetModel, "T2IAdapter": T2IAdapter}.get(_class_name(config))
+    if kind is None:
+        raise UsageError(
+            f"{name}.model {path} holds a {_class_name(config) or 'model'}, not a ControlNet or T2I-Adapter"
+        )
+    try:
+        cache[key] = kind.from_pretrained(path, local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UsageError(f"{name}.model {path} cannot be loaded: {str(e).splitlines()[0]}") from None
     return cache[key]
+
+
+def _class_name(config: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads(config.read_text(encoding="utf-8")).get("_class_name", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def control_image(image, name: str):
@@ -135,12 +174,7 @@ def control_image(image, name: str):
     return image.convert("RGB")
 
 
-def control_tensor(image, width: int, height: int) -> torch.Tensor:
-    """A control map as diffusers' control image processor prepares it: resized to the output
-    size (Lanczos), (1, 3, H, W) in [0, 1]."""
-    from PIL import Image
-
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.LANCZOS)
+def control_tensor(image) -> torch.Tensor:
+    """A control map sized for its pass as diffusers' control image processor makes it: (1, 3, H, W) in [0, 1]."""
     a = np.asarray(image).astype(np.float32) / 255.0
     return torch.from_numpy(a).permute(2, 0, 1)[None]

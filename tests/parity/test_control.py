@@ -77,7 +77,7 @@ def test_one_unit_matches_diffusers(setup, guidance, n):
 
 def test_two_units_with_step_ranges_match_diffusers(setup):
     ours, ref, nets, folder = setup
-    units = [Control(MAPS[0], folder, 1.0, 0.0, 0.6), Control(MAPS[1], nets[1], 0.5, 0.2, 1.0)]
+    units = [Control(MAPS[0], folder, 1.0, 0.0, 0.6), Control(MAPS[1], nets[1], 0.5, 0.2, 1.0, resize="stretch")]
     mine = ours_with(ours, units)
     theirs = reference(ref, ours, nets, MAPS, [1.0, 0.5], [0.0, 0.2], [0.6, 1.0])
     assert max_pixel_diff(mine, theirs) <= 1
@@ -132,7 +132,7 @@ def test_sdxl_unit_matches_diffusers(tiny_sdxl):
             guidance=5.0,
             seed=3,
             scheduler="euler",
-            controls=[Control(MAPS[1], net, 0.7, 0.0, 0.8)],
+            controls=[Control(MAPS[1], net, 0.7, 0.0, 0.8, resize="stretch")],
             control_mode="guess" if guess else "balanced",
         )
         theirs = ref(
@@ -230,3 +230,70 @@ def test_hires_pass_controls_both_passes(setup):
     with_control, base = ours("a red apple", controls=unit, **kw)[0], ours("a red apple", **kw)[0]
     assert with_control.size == (96, 96)
     assert max_pixel_diff([with_control], [base]) > 8
+
+
+def tiny_adapter(channels, factor: int, seed: int, kind: str = "full_adapter", in_channels: int = 3):
+    from diffusers import T2IAdapter
+
+    torch.manual_seed(seed)
+    return T2IAdapter(in_channels, list(channels), 1, factor, kind).eval()
+
+
+@pytest.mark.parametrize("guidance,n", [(6.0, 1), (1.0, 2)])
+def test_t2i_adapter_matches_diffusers(setup, tiny_sd1, guidance, n):
+    from diffusers import StableDiffusionAdapterPipeline
+
+    ours = setup[0]
+    adapter = tiny_adapter(ours.components.unet.config.block_out_channels, ours.scale_factor, 4)
+    ref = StableDiffusionAdapterPipeline.from_pretrained(
+        tiny_sd1, adapter=adapter, safety_checker=None, requires_safety_checker=False
+    )
+    ref.set_progress_bar_config(disable=True)
+    ref.scheduler = make_scheduler(ours.components.scheduler_config, "euler")
+    mine = ours_with(ours, [Control(MAPS[0], adapter, 0.8)], guidance=guidance, n=n)
+    theirs = ref(
+        "a red apple",
+        image=MAPS[0],
+        num_inference_steps=5,
+        guidance_scale=guidance,
+        num_images_per_prompt=n,
+        generator=[torch.Generator().manual_seed(7 + k) for k in range(n)],
+        adapter_conditioning_scale=0.8,
+    ).images
+    assert max_pixel_diff(mine, theirs) <= 1
+    assert max_pixel_diff(mine, ours_with(ours, None, guidance=guidance, n=n)) > 8
+
+
+def test_sdxl_t2i_adapter_matches_diffusers(tiny_sdxl):
+    from diffusers import StableDiffusionXLAdapterPipeline
+
+    ours = Pipeline.from_pretrained(tiny_sdxl, device="cpu", dtype="fp32")
+    ours.progress = False
+    chans = list(ours.components.unet.config.block_out_channels)
+    adapter = tiny_adapter(
+        [*chans, chans[-1]], 2 * ours.scale_factor, 6, "full_adapter_xl"
+    )  # as SDXL adapters: 16 = 2 x 8
+    ref = StableDiffusionXLAdapterPipeline.from_pretrained(tiny_sdxl, adapter=adapter, add_watermarker=False)
+    ref.set_progress_bar_config(disable=True)
+    ref.scheduler = make_scheduler(ours.components.scheduler_config, "euler")
+    size = ours.native_size
+    mine = ours(
+        "a red apple",
+        steps=4,
+        guidance=5.0,
+        seed=3,
+        scheduler="euler",
+        controls=[Control(MAPS[0], adapter, 0.9, 0.0, 0.5)],
+    )
+    theirs = ref(
+        "a red apple",
+        image=MAPS[0],
+        num_inference_steps=4,
+        guidance_scale=5.0,
+        height=size,
+        width=size,
+        generator=torch.Generator().manual_seed(3),
+        adapter_conditioning_scale=0.9,
+        adapter_conditioning_factor=0.5,
+    ).images
+    assert max_pixel_diff(mine, theirs) <= 1
