@@ -102,8 +102,8 @@ def test_weight_zero_gives_the_base_pixels(setup):
 @pytest.mark.parametrize(
     "unit,match",
     [
-        (Control(MAPS[0], "nowhere", 1.0), "not a ControlNet folder"),
-        (Control(MAPS[0], None, 1.0), "must be a ControlNet folder"),
+        (Control(MAPS[0], "nowhere", 1.0), "not a ControlNet or T2I-Adapter folder"),
+        (Control(MAPS[0], None, 1.0), "must be a ControlNet or T2I-Adapter folder"),
         (Control(MAPS[0], "x", True), "weight must be a number from 0 to 2.0"),
         (Control(MAPS[0], "x", 1.0, 0.5, 0.5), "start .0.5. must be below end"),
         (Control("missing.png", "x", 1.0), None),
