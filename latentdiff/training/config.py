@@ -10,6 +10,7 @@ from pathlib import Path
 
 from latentdiff.config.common import check
 from latentdiff.config.flags import check_types
+from latentdiff.training.bounds import check_ceilings
 from latentdiff.training.lr_schedule import SCHEDULES
 from latentdiff.training.trackers import REPORT_TO
 
@@ -145,6 +146,7 @@ class FinetuneConfig:
             "log_every",
         ):
             check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        check_ceilings(self, flags=True)
         check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         check(
             self.resolution >= 8 and self.resolution % 8 == 0,
