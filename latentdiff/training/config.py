@@ -135,6 +135,11 @@ class FinetuneConfig:
         check(bool(self.out), "--out DIR is required")
         check(self.model is not None, "--model is required (a model directory, hub id, or configs/models/*.yaml)")
         check_types(self)
+        for name, label in (("dataset", "DATASET"), ("out", "--out"), ("model", "--model")):
+            check(
+                "\0" not in getattr(self, name),
+                f"{label} {getattr(self, name)!r:.200} holds a NUL byte, which no path can",
+            )
         for name in (
             "max_steps",
             "batch_size",
