@@ -4,9 +4,9 @@ and flags. Precedence: dataclass defaults < YAML (--config) < flags."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from latentdiff.errors import UsageError
+from latentdiff.runtime.reading import read_yaml
 
 
 def check(ok: bool, msg: str) -> None:
@@ -16,16 +16,11 @@ def check(ok: bool, msg: str) -> None:
 
 
 def load_yaml(path: str | None) -> dict:
+    """A --config YAML file (or a run's saved recipe): a regular file of UTF-8 text, at most
+    MAX_CONFIG_BYTES, nesting at most MAX_DEPTH deep, holding a mapping."""
     if path is None:
         return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UsageError(f"config file {path} is not readable YAML: {e}") from None
+    data = read_yaml(path, "config file") or {}
     check(isinstance(data, dict), f"config file {path} must hold a mapping of option: value")
     return data
 
