@@ -28,7 +28,7 @@ def load_yaml(path: str | None) -> dict:
 def merge(cls, yaml_values: dict, flags: dict):
     """Build `cls` from YAML values overridden by the flags given (every key a field of `cls`)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(yaml_values) - names)
+    unknown = sorted(str(k) for k in set(yaml_values) - names)  # YAML keys may be numbers, null, ...
     check(not unknown, f"unknown option(s) in config file: {', '.join(unknown)}")
     stray = sorted(set(flags) - names)
     check(not stray, f"option(s) {', '.join(stray)} are not {cls.__name__} fields")  # never dropped silently

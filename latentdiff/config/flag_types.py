@@ -15,6 +15,9 @@ import math
 import re
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what torch and numpy take; every count, size and seed fits far below
+# Float options are scales, rates, fractions and sizes (GB, MB), all far below; up to 2**53 a float
+# still holds every whole number exactly, so sizes computed from one (GB * 2**30) stay exact.
+REAL_MAX = 2.0**53
 MAX_NUMBER_CHARS = 64  # a number written longer is refused before it is converted (int() of 10**5000 is slow)
 _INT = re.compile(r"[+-]?[0-9]+")
 _REAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.I)
@@ -78,6 +81,8 @@ def finite_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number, got {shown(text)!r}")
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {shown(text.strip())}")
+    if abs(value) > REAL_MAX:
+        raise argparse.ArgumentTypeError(f"must be between -2**53 and 2**53, got {shown(text.strip())}")
     return float(value)
 
 

@@ -138,6 +138,7 @@ def read_prompts_file(path: str, what: str = "--prompts file") -> list[str]:
 
 
 def _mapping(text: str) -> dict:
+    text_arg(text)
     if len(text) > MAX_MAPPING_CHARS:
         raise argparse.ArgumentTypeError(f"is {len(text):,} characters long; at most {MAX_MAPPING_CHARS:,} are read")
     try:

@@ -22,7 +22,7 @@ _SCHEDULE_SUFFIX = {"karras": " Karras", "automatic": "", "": ""}
 # A tag's parts are bounded (a file name is at most 255 bytes; a weight, with a block-weight preset
 # `1:lbw=1,0,...`, well under 100 characters): unbounded, a prompt of many '<lora:a:' and no '>' made
 # every attempt scan to the end, quadratic in its length; bounded, each attempt scans at most ~360.
-NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):([^:>]{1,255})(?::([^>]{0,100}))?>")
+NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):([^:>\n]{1,255})(?::([^>\n]{0,100}))?>")
 
 
 def _number(text: str):
