@@ -239,6 +239,21 @@ def test_a1111_parser_is_linear(line):
     assert time.perf_counter() - start < 2.0
 
 
+@pytest.mark.parametrize(
+    "prompt",
+    ["a" + " " * MiB + "b", ("BREAK" + " " * 1000) * 1000, " \t" * (MiB // 2) + "BREAK"],
+    ids=["spaces", "breaks", "tabs"],
+)
+def test_prompt_syntax_is_linear(prompt):
+    """A long run of spaces took the BREAK expression 3.6 s per 10,000 and 8 minutes per 100,000."""
+    from latentdiff.prompts.syntax import parse
+
+    start = time.perf_counter()
+    with within(10):
+        parse(prompt)
+    assert time.perf_counter() - start < 2.0
+
+
 # ---- argv -----------------------------------------------------------------------------------------------
 
 

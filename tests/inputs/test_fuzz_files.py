@@ -303,6 +303,18 @@ def test_fuzz_a1111_lines(line, times):
         one_line(e)
 
 
+@settings(FUZZ, max_examples=300)
+@given(st.lists(st.sampled_from(["BREAK", " ", "\n", "\t", "\u3000", "a", "_", "!", "BREAKx", "xBREAK"]), max_size=12))
+def test_fuzz_break_split_is_the_expression(tokens):
+    """The linear BREAK split gives what the quadratic expression it replaced gave."""
+    import re
+
+    from latentdiff.prompts.syntax import _split_break
+
+    text = "".join(tokens)
+    assert _split_break(text) == re.split(r"\s*\bBREAK\b\s*", text)
+
+
 @pytest.mark.parametrize("kind", ["fifo", "sparse", "folder", "device", "missing"])
 def test_from_special_files(kind, tmp_path):
     path = special(kind, tmp_path)
