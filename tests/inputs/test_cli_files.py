@@ -304,6 +304,8 @@ def test_argv_with_nul_or_surrogates(capsys, argv, says):
         (["eval-emoji", "ds", "--guidance", "1e300"], "--guidance must be between -2**53 and 2**53, got 1e300"),
         (["serve", "--port", "9" * 5000], "--port must be a whole number, got '999"),
         (["build-emoji", "--size", "٣"], "--size must be a whole number, got '٣'"),
+        (["eval-emoji", "ds", "--seeds", "0,1e400"], "--seeds takes whole numbers separated by commas, got '0,1e400'"),
+        (["eval-emoji", "ds", "--seeds", f"0,{2**64}"], "--seeds takes seeds from 0 to 9223372036854775807"),
     ],
 )
 def test_number_flags_of_each_command(capsys, argv, says):
