@@ -134,12 +134,13 @@ class FinetuneConfig:
         check(bool(self.dataset), "a DATASET folder is required")
         check(bool(self.out), "--out DIR is required")
         check(self.model is not None, "--model is required (a model directory, hub id, or configs/models/*.yaml)")
-        check_types(self)
         for name, label in (("dataset", "DATASET"), ("out", "--out"), ("model", "--model")):
+            value = getattr(self, name)
             check(
-                "\0" not in getattr(self, name),
-                f"{label} {getattr(self, name)!r:.200} holds a NUL byte, which no path can",
+                not isinstance(value, str) or "\0" not in value,
+                f"{label} {value!r:.200} holds a NUL byte, which no path can",
             )
+        check_types(self)
         for name in (
             "max_steps",
             "batch_size",
