@@ -3,6 +3,9 @@ evaluation). Nothing heavy is imported until a command runs."""
 
 from __future__ import annotations
 
+MAX_SEEDS = 64  # each seed generates every evaluated name again
+MAX_GRID_NAMES = 256  # a 16x16 grid
+
 
 def add_parser(sub) -> None:
     add_build_emoji(sub)
@@ -75,15 +78,17 @@ def add_eval_emoji(sub):
 def run_eval(args) -> int:
     # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
+    from latentdiff.config.flag_types import INT_MAX, number, shown
     from latentdiff.errors import UsageError
     from latentdiff.training.emoji.evaluate import run
 
-    try:
-        seeds = tuple(dict.fromkeys(int(s) for s in args.seeds.split(",")))
-    except ValueError:
-        raise UsageError(f"--seeds takes whole numbers separated by commas, got {args.seeds!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise UsageError(f"--seeds takes seeds >= 0, got {args.seeds!r}")
+    seeds = tuple(dict.fromkeys(number(s) for s in args.seeds.split(",")))
+    if not all(type(s) is int for s in seeds):
+        raise UsageError(f"--seeds takes whole numbers separated by commas, got {shown(args.seeds)!r}")
+    if len(seeds) > MAX_SEEDS:
+        raise UsageError(f"--seeds: at most {MAX_SEEDS} seeds (each one generates every name again), got {len(seeds)}")
+    if min(seeds) < 0 or max(seeds) > INT_MAX:
+        raise UsageError(f"--seeds takes seeds from 0 to {INT_MAX}, got {shown(args.seeds)!r}")
     if args.n_train < 0 or (args.n_heldout is not None and args.n_heldout < 0):
         raise UsageError("--n-train and --n-heldout take a count >= 0")
     if args.upscaler and not args.cascade:
@@ -91,6 +96,8 @@ def run_eval(args) -> int:
     names = [n.strip() for n in args.grid_names.split(";") if n.strip()] if args.grid_names is not None else None
     if (names is not None or args.grid_only) and not args.grid:
         raise UsageError("--grid-names and --grid-only go with --grid PNG")
+    if names is not None and len(names) > MAX_GRID_NAMES:
+        raise UsageError(f"--grid-names: at most {MAX_GRID_NAMES} names in one grid, got {len(names)}")
     if names == []:
         raise UsageError("--grid-names takes emoji names separated by ';', got none")
     if args.cascade:

@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 
+from latentdiff.config.flag_types import flag_message, register_types
 from latentdiff.errors import LatentDiffError
 from latentdiff.runtime.signals import interrupts_deferred
 
@@ -28,14 +29,23 @@ def one_line(text: str) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's own usage errors: one line, exit 2
-        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+    def error(self, message):  # argparse's own usage errors: one line, exit 2 (main returns it)
+        self.exit(2, f"{PROG}: error: {one_line(flag_message(message))}\n")
+
+
+class _CommandParser(_Parser):
+    """A command's parser: numbers, text and paths read strictly (config/flag_types.py), whichever
+    way the command declares its flags."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        register_types(self)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Text-to-image latent diffusion: generate images, fine-tune models.")
     parser.add_argument("--version", action="version", version=f"{PROG} 0.1.0")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     for name in COMMANDS:
         importlib.import_module(f"latentdiff.cli.{name}").add_parser(sub)
     return parser
@@ -45,7 +55,9 @@ def main(argv=None) -> int:
     try:
         with interrupts_deferred():
             parser = build_parser()
-            args = parser.parse_args(argv)
+            args = _parsed(parser, argv)
+        if isinstance(args, int):  # a refused command line: its one line is printed
+            return args
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2
@@ -64,6 +76,17 @@ def main(argv=None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _parsed(parser, argv):
+    """The parsed arguments, or the exit code of a refused command line (--help and --version
+    still end in SystemExit(0))."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:
+        if not e.code:
+            raise
+        return e.code
 
 
 def _dispatch(args) -> int:

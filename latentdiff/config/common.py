@@ -4,9 +4,9 @@ and flags. Precedence: dataclass defaults < YAML (--config) < flags."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from latentdiff.errors import UsageError
+from latentdiff.runtime.reading import read_yaml
 
 
 def check(ok: bool, msg: str) -> None:
@@ -16,16 +16,11 @@ def check(ok: bool, msg: str) -> None:
 
 
 def load_yaml(path: str | None) -> dict:
+    """A --config YAML file (or a run's saved recipe): a regular file of UTF-8 text, at most
+    MAX_CONFIG_BYTES, nesting at most MAX_DEPTH deep, holding a mapping."""
     if path is None:
         return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UsageError(f"config file {path} is not readable YAML: {e}") from None
+    data = read_yaml(path, "config file") or {}
     check(isinstance(data, dict), f"config file {path} must hold a mapping of option: value")
     return data
 
@@ -33,7 +28,7 @@ def load_yaml(path: str | None) -> dict:
 def merge(cls, yaml_values: dict, flags: dict):
     """Build `cls` from YAML values overridden by the flags given (every key a field of `cls`)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(yaml_values) - names)
+    unknown = sorted(str(k) for k in set(yaml_values) - names)  # YAML keys may be numbers, null, ...
     check(not unknown, f"unknown option(s) in config file: {', '.join(unknown)}")
     stray = sorted(set(flags) - names)
     check(not stray, f"option(s) {', '.join(stray)} are not {cls.__name__} fields")  # never dropped silently

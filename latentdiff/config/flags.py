@@ -19,9 +19,16 @@ import math
 import textwrap
 from pathlib import Path
 
+from latentdiff.config.flag_types import finite_number, register_types, shown, text_arg, text_problem, whole_number
 from latentdiff.errors import UsageError
+from latentdiff.runtime.reading import parse_yaml, read_text
 
 _INT64 = 2**63
+# A list of prompts read from a file: as many as images one prompt may ask for (params.MAX_IMAGES).
+# Each prompt is a full sampling run, so 10,000 is hours of work even on a large GPU; a longer list
+# is more likely the wrong file than a plan, and the whole file is bounded by MAX_TEXT_BYTES too.
+MAX_PROMPTS = 10_000
+MAX_MAPPING_CHARS = 65_536  # an inline YAML mapping flag (--sample-defaults '{steps: 20}')
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -88,8 +95,10 @@ def _checked(name: str, kind: str, value):
         need(isinstance(value, bool), "true or false")
     elif kind == "str":
         need(isinstance(value, str), "text")
+        need(not text_problem(value), "UTF-8 text without NUL")
     elif kind == "list":
         need(isinstance(value, list) and all(isinstance(v, str) for v in value), "a list of strings")
+        need(not any(text_problem(v) for v in value), "a list of UTF-8 strings without NUL")
     elif kind == "dict":
         need(isinstance(value, dict), "a mapping of key: value")
     return value
@@ -112,38 +121,43 @@ def _optional(parse):
     return parse_or_none
 
 
-def read_prompts_file(path: str) -> list[str]:
+def read_prompts_file(path: str, what: str = "--prompts file") -> list[str]:
     """One prompt per line; blank lines and lines starting with # are skipped. (A list field's
-    flag takes such a FILE.)"""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UsageError(f"--prompts file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"--prompts file {path} cannot be read as UTF-8 text: {e}") from None
+    flag takes such a FILE.) Bounded: a regular file of UTF-8 text, at most MAX_TEXT_BYTES and
+    MAX_PROMPTS prompts (a FIFO or /dev/zero is refused at once instead of read forever)."""
+    text = read_text(path, what)
     prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
-        raise UsageError(f"--prompts file {path} holds no prompts")
+        raise UsageError(f"{what} {path} holds no prompts")
+    if len(prompts) > MAX_PROMPTS:
+        raise UsageError(
+            f"{what} {path} holds {len(prompts):,} prompts; at most {MAX_PROMPTS:,} are rendered in one run "
+            "(each is a full sampling run: split the list)"
+        )
     return prompts
 
 
 def _mapping(text: str) -> dict:
-    import yaml
-
+    text_arg(text)
+    if len(text) > MAX_MAPPING_CHARS:
+        raise argparse.ArgumentTypeError(f"is {len(text):,} characters long; at most {MAX_MAPPING_CHARS:,} are read")
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = None
+        value = parse_yaml(text, "value")
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a YAML mapping like '{{steps: 20}}', got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a YAML mapping like '{{steps: 20}}', got {shown(text)!r}")
     return value
 
 
 def _read_lines(path: str) -> list[str]:  # argparse names the type in its error line: keep this name
-    return read_prompts_file(path)
+    try:
+        return read_prompts_file(text_arg(path), "file")
+    except UsageError as e:  # argparse passes only these on as its one line (naming the flag)
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-_PARSERS = {"int": int, "float": float, "str": str, "list": _read_lines, "dict": _mapping}
+_PARSERS = {"int": whole_number, "float": finite_number, "str": text_arg, "list": _read_lines, "dict": _mapping}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +197,7 @@ def add_flags(
     """One flag per field of `cls` (positionals first), shaped by its `flag(...)` metadata where it
     has one; absent flags stay out of the namespace. `say_defaults`: each help ends with its
     default; `none_word`: an optional field's flag also takes `none`."""
+    register_types(parser)
     docs = field_docs(cls)
     groups = {}
     fields = sorted(dataclasses.fields(cls), key=lambda f: f.name not in positional)

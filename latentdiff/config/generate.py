@@ -177,8 +177,7 @@ class GenerateConfig:
         recorded_device = None
         if values.get("from_image"):
             params = dict(recorded or {})
-            for text in params.pop("notes", []):  # an A1111 image: what does not carry over
-                note(text)
+            notes = params.pop("notes", [])  # an A1111 image: what does not carry over
             recorded_device = None if values.get("dtype") else params.get("device")
             cfg = cls.from_image(
                 params,
@@ -187,6 +186,8 @@ class GenerateConfig:
                 prompts=prompts or None,
                 image_options=image_options(image_flags, params),
             )
+            for text in notes:  # once its values are checked: a refusal stays one line
+                note(text)
         else:
             cfg = cls(prompts=prompts, image_options=image_options(image_flags), **flags)
         if values.get("random_seed"):

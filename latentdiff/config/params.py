@@ -12,6 +12,7 @@ import os
 import re
 from typing import Callable
 
+from latentdiff.config.flag_types import text_problem
 from latentdiff.errors import UsageError
 from latentdiff.prompts.syntax import SYNTAXES
 from latentdiff.sampling.schedulers import check_scheduler_name
@@ -95,6 +96,8 @@ def text(label: Label, name: str, value, limit: int = MAX_PROMPT_CHARS) -> str:
         raise UsageError(f"{label(name)} is {len(value):,} characters long; at most {limit:,} are accepted")
     if "\0" in value:
         raise UsageError(f"{label(name)} contains a NUL character")
+    if not value.isascii() and text_problem(value):  # a lone surrogate: argv's or JSON's "\udcff"
+        raise UsageError(f"{label(name)} {text_problem(value)}")
     return value
 
 

@@ -13,14 +13,22 @@ from __future__ import annotations
 import json
 import re
 
+from latentdiff.config.flag_types import number, shown
 from latentdiff.sampling.schedulers import SCHEDULERS, method_of, scheduler_key
 
 A1111_SAMPLERS = {k: m.a1111 for k, m in SCHEDULERS.items()}  # our names -> A1111's
 # A1111 >= 1.9 writes the noise schedule separately: "Sampler: DPM++ 2M, Schedule type: Karras".
 _SCHEDULE_SUFFIX = {"karras": " Karras", "automatic": "", "": ""}
-_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
-NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):([^:>]+)(?::([^>]*))?>")
+# A tag's parts are bounded (a file name is at most 255 bytes; a weight, with a block-weight preset
+# `1:lbw=1,0,...`, well under 100 characters): unbounded, a prompt of many '<lora:a:' and no '>' made
+# every attempt scan to the end, quadratic in its length; bounded, each attempt scans at most ~360.
+NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):([^:>\n]{1,255})(?::([^>\n]{0,100}))?>")
+
+
+def _number(text: str):
+    """An A1111 number as an int or a float (nan and inf included), or else its text, cut short."""
+    value = number(text)
+    return shown(text.strip()) if value is None else value
 
 
 def sampler_name(key: str | None, scheduler_config: dict) -> str:
@@ -92,11 +100,14 @@ def format_infotext(p: dict) -> str:
 
 
 def parse_infotext(text: str) -> tuple[str, str, dict]:
-    """(prompt, negative prompt, {field: value}) of an A1111 parameters text, as A1111 reads it."""
+    """(prompt, negative prompt, {field: value}) of an A1111 parameters text, as A1111 reads it
+    (its regular expression `\\s*(\\w[\\w \\-/]+):\\s*("(?:\\\\.|[^\\\\"])+"|[^,]*)(?:,|$)`, in one linear
+    pass: the expression itself is quadratic in the length of a line without a colon)."""
     *lines, last = text.strip().split("\n")
-    if len(_PARAM.findall(last)) < 3:  # no parameters line: all of it is prompt
+    pairs = fields_of(last)
+    if len(pairs) < 3:  # no parameters line: all of it is prompt
         lines.append(last)
-        last = ""
+        pairs = []
     prompt, negative, in_negative = [], [], False
     for line in lines:
         line = line.strip()
@@ -104,39 +115,82 @@ def parse_infotext(text: str) -> tuple[str, str, dict]:
             in_negative, line = True, line[len("Negative prompt:") :].strip()
         (negative if in_negative else prompt).append(line)
     fields = {}
-    for key, value in _PARAM.findall(last):
+    for key, value in pairs:
         if len(value) > 1 and value[0] == value[-1] == '"':
             try:
-                value = json.loads(value)
+                value = json.loads(value)  # a JSON string: it cannot nest
             except json.JSONDecodeError:
                 pass
         fields[key.strip()] = value.strip()
     return "\n".join(prompt), "\n".join(negative), fields
 
 
-def params_from_a1111(text: str) -> tuple[dict, list[str]]:
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def fields_of(line: str) -> list[tuple[str, str]]:
+    """The `key: value` pairs of A1111's parameters line, found where its expression finds them:
+    a key is a word character and then word characters, spaces, '-' or '/' up to a colon; a value
+    is a JSON-quoted string followed by ',' or the end, else everything up to the next comma."""
+    pairs, i = [], 0
+    while True:
+        colon = line.find(":", i)
+        if colon < 0:
+            return pairs
+        start = colon  # the key: the run of key characters before the colon, from its first word character
+        while start > i and (_is_word(line[start - 1]) or line[start - 1] in " -/"):
+            start -= 1
+        while start < colon and not _is_word(line[start]):
+            start += 1
+        if colon - start < 2:
+            i = colon + 1
+            continue
+        value_start = colon + 1
+        while value_start < len(line) and line[value_start].isspace():
+            value_start += 1
+        end = _quoted_end(line, value_start)
+        if end is None:
+            end = line.find(",", value_start)
+            end = len(line) if end < 0 else end
+        pairs.append((line[start:colon], line[value_start:end]))
+        i = end + 1
+
+
+def _quoted_end(line: str, at: int) -> int | None:
+    """Where a JSON-quoted value starting at `at` ends (its closing quote + 1), when a comma or the
+    end of the line follows it; else None. The scan stops at the first unescaped quote, so no
+    character is scanned twice by successive calls."""
+    if at >= len(line) or line[at] != '"':
+        return None
+    j = at + 1
+    while j < len(line) and line[j] != '"':
+        j += 2 if line[j] == "\\" else 1
+    if j >= len(line) or j == at + 1 or (j + 1 < len(line) and line[j + 1] != ","):
+        return None
+    return j + 1
+
+
+def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[str]]:
     """Our generation parameters from an A1111 PNG's text, and notes for the user about what
-    does not carry over (always: A1111 drew its noise on the GPU, so pixels differ)."""
+    does not carry over (always: A1111 drew its noise on the GPU, so pixels differ). Its numbers
+    are passed on as written (nan, inf, 1e400 too) for the parameter checks to refuse, naming them;
+    text that is no number is passed on cut short, to be refused the same way."""
     prompt, negative, f = parse_infotext(text)
     notes = [
         "this image was made by AUTOMATIC1111, whose seeds drew their noise on the GPU: the same "
         "parameters give different pixels here"
     ]
     params: dict = {"prompt": prompt, "negative_prompt": negative, "prompt_syntax": "a1111"}
-    for ours, theirs, kind in (
-        ("steps", "Steps", int),
-        ("guidance", "CFG scale", float),
-        ("seed", "Seed", int),
-        ("clip_skip", "Clip skip", int),
-    ):
+    for ours, theirs in (("steps", "Steps"), ("guidance", "CFG scale"), ("seed", "Seed"), ("clip_skip", "Clip skip")):
         if theirs in f:
-            try:
-                params[ours] = kind(float(f[theirs])) if kind is int else kind(f[theirs])
-            except ValueError:
-                notes.append(f"ignored {theirs}: {f[theirs]!r} (not a number)")
-    size = _SIZE.match(f.get("Size", ""))
-    if size:
-        params["width"], params["height"] = int(size.group(1)), int(size.group(2))
+            params[ours] = _number(f[theirs])
+    if "Size" in f:
+        width, x, height = f["Size"].partition("x")
+        if x:
+            params["width"], params["height"] = _number(width), _number(height)
+        else:
+            notes.append(f"ignored Size: {shown(f['Size'])!r} in {source} (not WIDTHxHEIGHT)")
     sampler = f.get("Sampler")
     if sampler:
         name = sampler + _SCHEDULE_SUFFIX.get(f.get("Schedule type", "").lower(), " " + f.get("Schedule type", ""))

@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from latentdiff.errors import LatentDiffError, UsageError
+from latentdiff.runtime.reading import open_regular
 
 # Pillow's own default: ~0.25 GB of 24-bit pixels. Larger declared sizes are treated as
 # decompression bombs (a few KB of PNG that would expand to gigabytes of RAM).
@@ -49,11 +50,14 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would wait forever
             raise BadImageError("not a regular file (a folder, FIFO, socket or device)")
-        data = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
+        # Checked again on the opened file, opened without waiting: a FIFO swapped in since is refused too.
+        data = os.fdopen(open_regular(path, "the file", BadImageError), "rb")
     except FileNotFoundError:
         raise BadImageError("missing file") from None
     except OSError as err:
         raise BadImageError(f"cannot read file: {err.strerror or err}") from None
+    except ValueError:  # os.stat's "embedded null byte"
+        raise BadImageError("not a usable path (it holds a NUL character)") from None
     with data:
         if os.fstat(data.fileno()).st_size == 0:
             raise BadImageError("empty file (0 bytes)")

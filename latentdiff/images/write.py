@@ -15,7 +15,9 @@ from PIL import Image, PngImagePlugin
 
 from latentdiff.errors import UsageError
 from latentdiff.images.infotext import format_infotext, params_from_a1111
+from latentdiff.images.png_text import png_text
 from latentdiff.runtime.files import write_new
+from latentdiff.runtime.reading import parse_json
 
 META_KEY = "latentdiff"  # JSON with every parameter; "parameters" holds an A1111-style line
 
@@ -43,31 +45,20 @@ def save_png(image: Image.Image, out_dir: Path, stem: str) -> Path:
 
 
 def read_params(path: str | os.PathLike) -> dict:
-    """The parameters a latentdiff PNG was made with."""
-    import warnings
-
-    try:
-        # A PNG declaring a huge size is refused (a decompression bomb), not decoded.
-        with warnings.catch_warnings(), Image.open(path) as im:
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im.load()
-            text = im.info.get(META_KEY) or (im.text.get(META_KEY) if hasattr(im, "text") else None)
-            foreign = im.info.get("parameters")
-    except FileNotFoundError:
-        raise UsageError(f"--from image {path} does not exist") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise UsageError(f"--from image {path} cannot be read: {e}") from None
+    """The parameters a latentdiff PNG was made with (or those an AUTOMATIC1111 PNG records), read
+    from its text chunks alone: the pixels are not decoded, each text is at most 1 MiB
+    (images/png_text.py) and its JSON nests at most MAX_DEPTH deep."""
+    what = "--from image"
+    texts = png_text(path, (META_KEY, "parameters"), what)
+    text, foreign = texts.get(META_KEY), texts.get("parameters")
     if not text and foreign:
-        params, notes = params_from_a1111(foreign)
+        params, notes = params_from_a1111(foreign, f"{path}")
         return {**params, "notes": notes}
     if not text:
-        raise UsageError(f"--from image {path} has no latentdiff parameters (was it made by latentdiff?)")
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError:
-        raise UsageError(f"--from image {path} has damaged parameters metadata") from None
+        raise UsageError(f"{what} {path} has no latentdiff parameters (was it made by latentdiff?)")
+    params = parse_json(text, f"{what} {path}: its latentdiff metadata")
     if not isinstance(params, dict) or "prompt" not in params:
-        raise UsageError(f"--from image {path} has no prompt in its parameters")
+        raise UsageError(f"{what} {path} has no prompt in its parameters")
     return params
 
 

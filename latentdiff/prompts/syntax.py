@@ -36,7 +36,7 @@ _ATTENTION = re.compile(
     """,
     re.X,
 )
-_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+_BREAK = re.compile(r"\bBREAK\b")
 
 
 def parse(text: str) -> list[tuple[str, float]]:
@@ -68,7 +68,7 @@ def parse(text: str) -> list[tuple[str, float]]:
         elif piece == "]" and square_open:
             multiply(square_open.pop(), SQUARE)
         else:
-            for i, part in enumerate(_BREAK.split(piece)):
+            for i, part in enumerate(_split_break(piece)):
                 if i:
                     res.append(list(BREAK))
                 res.append([part, 1.0])
@@ -77,6 +77,20 @@ def parse(text: str) -> list[tuple[str, float]]:
     for start in square_open:
         multiply(start, SQUARE)
     return _merge(res) or [("", 1.0)]
+
+
+def _split_break(piece: str) -> list[str]:
+    """`piece` split at each word BREAK, the whitespace around it dropped: what splitting at
+    `\\s*\\bBREAK\\b\\s*` gives, in linear time (that expression tried its leading \\s* from every
+    space of a long run of spaces: 3.6 s for 10,000 of them, 8 minutes for 100,000)."""
+    parts, start = [], 0
+    for m in _BREAK.finditer(piece):
+        parts.append(piece[start : m.start()].rstrip())
+        start = m.end()
+        while start < len(piece) and piece[start].isspace():
+            start += 1
+    parts.append(piece[start:])
+    return parts
 
 
 def _is_number(text: str) -> bool:

@@ -19,6 +19,9 @@ MiB = 2**20
 MAX_TEXT_BYTES = 16 * MiB  # prompt lists, captions, configs, metadata files
 MAX_CONFIG_BYTES = 4 * MiB  # one JSON/YAML config of a model or a run
 MAX_DEPTH = 32  # configs and metadata nest 3-4 deep; 32 leaves room and stays far from recursion limits
+# Values in one loaded YAML file with its aliases expanded: a 4 MiB config holds ~1M at most, while
+# nine lines of aliases (`b: [*a, *a, ...]`) expand to 9**9 (billion laughs) for whatever walks them.
+MAX_VALUES = 1_000_000
 
 _KINDS = {
     stat.S_ISDIR: "a folder",
@@ -142,6 +145,8 @@ def parse_yaml(text: str, what: str, error: type[Exception] = UsageError):
         value = yaml.safe_load(text)
     except (yaml.YAMLError, RecursionError, ValueError) as e:
         raise error(f"{what} is not valid YAML: {str(e).splitlines()[0][:200]}") from None
+    if value_count(value) > MAX_VALUES:
+        raise error(f"{what} holds more than {MAX_VALUES:,} values with its aliases expanded (an alias bomb?)")
     if value_depth(value) > MAX_DEPTH:
         raise error(f"{what} nests more than {MAX_DEPTH} levels deep")
     return value
@@ -165,6 +170,20 @@ def value_depth(value, limit: int = MAX_DEPTH + 1) -> int:
             deepest += 1
         level = inner
     return deepest
+
+
+def value_count(value, limit: int = MAX_VALUES + 1) -> int:
+    """How many values a loaded value holds, shared ones (YAML aliases) counted each time they are
+    reached, as json.dumps or a walk would (counted up to `limit`, so bounded in time)."""
+    count, todo = 0, [value]
+    while todo and count < limit:
+        v = todo.pop()
+        count += 1
+        if isinstance(v, dict):
+            todo.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            todo.extend(v)
+    return count
 
 
 def is_special(path: str | os.PathLike) -> bool:

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from latentdiff.errors import LatentDiffError, UsageError
+from latentdiff.runtime.reading import read_json
 
 MANIFEST = "manifest.json"
 PREFIX, TMP_PREFIX = "step-", ".tmp-step-"
+MANIFEST_BYTES = 2**20  # a manifest lists a checkpoint's few files
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -48,10 +50,14 @@ def save_checkpoint(
         _fsync_tree(tmp)
         manifest = {"step": step, "time": time.time(), "files": files, **(extra or {})}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    except OSError as e:  # a full disk, most often: the earlier checkpoints are untouched
+    except Exception as e:  # noqa: BLE001 - a full disk, most often; torch.save says so as a RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, LatentDiffError):
+            raise
+        why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {str(e)[:200]}"
         raise LatentDiffError(
-            f"could not write the checkpoint for step {step} ({e.strerror or e}); the earlier checkpoints are kept"
+            f"could not write the checkpoint for step {step} ({_disk_note(root)}{why}); the earlier checkpoints "
+            "are kept and --resume continues from the last one"
         ) from None
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
         shutil.rmtree(final)
@@ -59,6 +65,14 @@ def save_checkpoint(
     if keep is not None:
         prune(out, keep)
     return final
+
+
+def _disk_note(root: Path) -> str:
+    """'the disk is full: ' where `root`'s file system has (nearly) no room left, else ''."""
+    try:
+        return "the disk is full: " if shutil.disk_usage(root).free < 2**20 else ""
+    except OSError:
+        return ""
 
 
 def is_complete(path: Path) -> bool:
@@ -85,15 +99,14 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 def read_manifest(path: Path) -> dict:
     """The manifest, checked: a tampered one is a UsageError naming the checkpoint."""
-    try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"checkpoint {path} has no readable {MANIFEST} ({e})") from None
+    manifest = read_json(path / MANIFEST, f"checkpoint {path.name}'s", MANIFEST_BYTES)
     files = manifest.get("files") if isinstance(manifest, dict) else None
     step = manifest.get("step") if isinstance(manifest, dict) else None
     ok = (
         isinstance(files, dict)
-        and all(isinstance(n, int) and ".." not in Path(f).parts for f, n in files.items())
+        and all(
+            isinstance(n, int) and ".." not in Path(f).parts and not Path(f).is_absolute() for f, n in files.items()
+        )
         and isinstance(step, int)
         and not isinstance(step, bool)
         and path.name == f"{PREFIX}{step:08d}"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from latentdiff.config.common import check
 from latentdiff.config.flags import check_types
+from latentdiff.training.bounds import check_ceilings
 from latentdiff.training.lr_schedule import SCHEDULES
 from latentdiff.training.trackers import REPORT_TO
 
@@ -133,6 +134,12 @@ class FinetuneConfig:
         check(bool(self.dataset), "a DATASET folder is required")
         check(bool(self.out), "--out DIR is required")
         check(self.model is not None, "--model is required (a model directory, hub id, or configs/models/*.yaml)")
+        for name, label in (("dataset", "DATASET"), ("out", "--out"), ("model", "--model")):
+            value = getattr(self, name)
+            check(
+                not isinstance(value, str) or "\0" not in value,
+                f"{label} {value!r:.200} holds a NUL byte, which no path can",
+            )
         check_types(self)
         for name in (
             "max_steps",
@@ -145,6 +152,7 @@ class FinetuneConfig:
             "log_every",
         ):
             check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        check_ceilings(self, flags=True)
         check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         check(
             self.resolution >= 8 and self.resolution % 8 == 0,

@@ -17,6 +17,7 @@ from latentdiff.errors import UsageError
 from latentdiff.models.assemble import load_tokenizer
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
+from latentdiff.training.recipe import RECIPE, saved_recipe
 
 
 def export_checkpoint(
@@ -27,17 +28,18 @@ def export_checkpoint(
     dtype: str | None = None,
     lora_format: str | None = None,
 ) -> Path:
-    import yaml
-
     # Here, not at the top: they import torch, which export.py must not pay for at start-up.
     from latentdiff.training.outputs import save_model
     from latentdiff.training.state import TrainState, load_models, read_trainable
 
     run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise UsageError(f"{run} is not a finetune run folder (no config.yaml)")
-    saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-    cfg = merge(FinetuneConfig, saved, {} if lora_format is None else {"lora_format": lora_format})
+    saved = saved_recipe(run)
+    if not saved:
+        raise UsageError(f"{run} is not a finetune run folder (no {RECIPE}, or an empty one)")
+    try:
+        cfg = merge(FinetuneConfig, saved, {} if lora_format is None else {"lora_format": lora_format})
+    except UsageError as e:
+        raise UsageError(f"{run / RECIPE}: {e}") from None
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise UsageError(f"--out {out} exists and is not empty; export writes a new folder")
     done = ckpt.complete_checkpoints(run)

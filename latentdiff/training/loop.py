@@ -26,6 +26,7 @@ from latentdiff.runtime.device import default_training_threads, note_cpu_bf16, t
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training import trackers
 from latentdiff.training.batches import BatchSource
+from latentdiff.training.bounds import check_finetune
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
 from latentdiff.training.data.order import DataOrder
@@ -72,6 +73,7 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
     records = _scan(cfg, acc, out)
     captions = [r.caption for r in records]
     setup = load_models(cfg, captions, tokenizer=saved_tokenizer(out) if cfg.resume else None)
+    check_finetune(cfg, setup.components, [r.repeats for r in records], acc.device, setup.train_text_encoder)
     default_training_threads(threads, acc.device, sum(p.numel() for p in setup.components.unet.parameters()))
     if acc.is_main_process:
         note_size(cfg, setup)

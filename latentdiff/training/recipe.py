@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
 from latentdiff.config.common import load_yaml, merge
 from latentdiff.errors import UsageError
+from latentdiff.runtime.reading import read_yaml
 
 RECIPE = "config.yaml"
 # Fields that may differ on --resume without changing what was trained so far or how.
@@ -48,9 +50,15 @@ NOT_SAVED = ("resume", "overwrite", "change_recipe", "config")
 
 
 def saved_recipe(out) -> dict:
-    """OUT/config.yaml as a dict ({} when there is none)."""
+    """OUT/config.yaml as a dict ({} when there is none); a damaged one (not YAML, not UTF-8, too
+    large or deep, a FIFO in its place, not a mapping) is one UsageError naming it."""
     path = Path(out) / RECIPE
-    return load_yaml(str(path)) if path.is_file() else {}
+    if not os.path.lexists(path):
+        return {}
+    values = read_yaml(path, "the run's recipe") or {}
+    if not isinstance(values, dict):
+        raise UsageError(f"the run's recipe {path} must hold a mapping of option: value, not {type(values).__name__}")
+    return values
 
 
 def recipe_dict(cfg) -> dict:

@@ -19,15 +19,18 @@ import shutil
 from pathlib import Path
 
 from latentdiff.errors import UsageError
+from latentdiff.runtime.reading import read_json
 from latentdiff.training.checkpoint import latest_checkpoint
 
 MANIFEST = "run.json"
 
 
 def _manifest(out: Path) -> dict | None:
+    if not (out / MANIFEST).exists():
+        return None
     try:
-        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = read_json(out / MANIFEST, "run manifest", 2**20)
+    except UsageError:  # damaged: the folder counts as a run only by its checkpoints (see check_run_folder)
         return None
     return data if isinstance(data, dict) else None
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from latentdiff.config.generate import check
 from latentdiff.errors import LatentDiffError, UsageError
 from latentdiff.runtime.files import as_umask_allows
+from latentdiff.training.bounds import check_vae
 from latentdiff.training.checkpoint import (
     damaged_checkpoint,
     latest_checkpoint,
@@ -216,8 +217,9 @@ def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     out = _prepare_out(cfg)
     train, heldout = _scan(cfg, out)
     print(f"train-vae: {len(train)} training and {len(heldout)} held-out images", file=sys.stderr)
-    train_u8, heldout_u8 = load_images(train, cfg.resolution), load_images(heldout, cfg.resolution)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_vae(cfg, len(train) + len(heldout), device)
+    train_u8, heldout_u8 = load_images(train, cfg.resolution), load_images(heldout, cfg.resolution)
     if cfg.mixed_precision == "bf16":
         note_cpu_bf16(device, torch.bfloat16, "--mixed-precision no")
     vae = build_vae(cfg.vae, cfg.seed).to(device).train()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from latentdiff.config.common import check
 from latentdiff.config.flags import check_types
+from latentdiff.training.bounds import check_ceilings
 from latentdiff.training.lr_schedule import SCHEDULES
 from latentdiff.training.trackers import REPORT_TO
 
@@ -91,6 +92,7 @@ class VaeTrainConfig:
             "eval_train_images",
         ):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check_ceilings(self, flags=False)
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         check(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")

@@ -15,7 +15,11 @@ def _parse(rel: str) -> tuple[int, str] | None:
     """(N, name) for an image in a top-level N_name folder (path relative to the dataset), else None."""
     parts = PurePosixPath(rel).parts
     match = _FOLDER.fullmatch(parts[0]) if len(parts) > 1 else None
-    return (int(match[1]), match[2].strip()) if match and int(match[1]) >= 1 else None
+    if not match:
+        return None
+    # 19 digits and more are past any ceiling (bounds.check_epoch refuses them); int() of thousands is slow
+    n = int(match[1]) if len(match[1]) <= 18 else 10**18
+    return (n, match[2].strip()) if n >= 1 else None
 
 
 class KohyaFolders:

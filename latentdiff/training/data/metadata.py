@@ -1,61 +1,75 @@
 """Caption metadata files of a training dataset: Hugging Face imagefolder's `metadata.jsonl` rows
 {"file_name": ..., "text": ...} and `metadata.csv` with `file_name` and `text` columns, each row
-checked (a file inside the dataset, a string caption, UTF-8 text) with its line in the error."""
+checked (a file inside the dataset, a string caption, UTF-8 text) with its line in the error.
+
+Reading is bounded (runtime/reading.py): a regular file of at most MAX_METADATA_BYTES (a FIFO or a
+device is refused at once), each JSON line at most MAX_DEPTH deep, each caption at most
+MAX_CAPTION_CHARS, and no NUL byte in a name."""
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 from pathlib import Path
 from typing import Iterator
 
 from latentdiff.errors import UsageError
+from latentdiff.runtime.reading import MiB, parse_json, read_text
+
+MAX_METADATA_BYTES = 128 * MiB  # a million rows of 100-byte captions; read whole, then held as captions
+MAX_CAPTION_CHARS = 65_536  # ~16k tokens: 200+ chunks of 77 a caption, far past any real caption
 
 
 def read_metadata(root: Path, meta: Path) -> Iterator[tuple[str, str, str | None]]:
     """Yield (relpath from root, caption, split) for each row of a metadata file."""
     where = meta.relative_to(root).as_posix()
-    rows = _jsonl_rows(meta, where) if meta.suffix == ".jsonl" else _csv_rows(meta, where)
-    for line, row in _utf8(rows, where):
-        name, text = row.get("file_name"), row.get("text")
-        if not isinstance(name, str) or not name or not isinstance(text, str):
+    text = read_text(meta, "metadata file", MAX_METADATA_BYTES)
+    rows = _jsonl_rows(text, where) if meta.suffix == ".jsonl" else _csv_rows(text, where)
+    for line, row in rows:
+        name, caption = row.get("file_name"), row.get("text")
+        if not isinstance(name, str) or not name or not isinstance(caption, str):
             raise UsageError(f"{where} row {line}: needs a 'file_name' and a string 'text' (got {row!r:.200})")
+        if "\0" in name:
+            raise UsageError(f"{where} row {line}: file_name {name!r:.200} holds a NUL byte, which no file name can")
+        try:
+            os.fsencode(name)
+        except UnicodeEncodeError:
+            raise UsageError(f"{where} row {line}: file_name {name!r:.200} is not a name a file can have") from None
+        if len(caption) > MAX_CAPTION_CHARS:
+            raise UsageError(
+                f"{where} row {line}: the caption is {len(caption):,} characters; at most "
+                f"{MAX_CAPTION_CHARS:,} are trained on (long captions are encoded in 75-token chunks)"
+            )
         target = os.path.normpath(meta.parent / name)
         if os.path.commonpath([str(root), target]) != str(root):
-            raise UsageError(f"{where} row {line}: file_name {name!r} is outside the dataset")
+            raise UsageError(f"{where} row {line}: file_name {name!r:.200} is outside the dataset")
         split = row.get("split")
         rel = Path(target).relative_to(root).as_posix()
-        yield rel, text.strip(), split if isinstance(split, str) else None
+        yield rel, caption.strip(), split if isinstance(split, str) else None
 
 
-def _utf8(rows: Iterator, where: str) -> Iterator:
+def _jsonl_rows(text: str, where: str) -> Iterator[tuple[int, dict]]:
+    for line, row_text in enumerate(text.split("\n"), 1):
+        if not row_text.strip():
+            continue
+        row = parse_json(row_text, f"{where} line {line}")
+        if not isinstance(row, dict):
+            example = '{"file_name": ..., "text": ...}'
+            raise UsageError(f"{where} line {line} must be a JSON object like {example}")
+        yield line, row
+
+
+def _csv_rows(text: str, where: str) -> list[tuple[int, dict]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    # The whole file is within MAX_METADATA_BYTES already, so csv's own field-size limit may go.
+    limit = csv.field_size_limit(MAX_METADATA_BYTES)
     try:
-        yield from rows
-    except UnicodeDecodeError as err:
-        raise UsageError(f"{where} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
-
-
-def _jsonl_rows(meta: Path, where: str) -> Iterator[tuple[int, dict]]:
-    with open(meta, encoding="utf-8-sig") as f:
-        for line, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise UsageError(f"{where} line {line} is not valid JSON: {err.msg}") from None
-            if not isinstance(row, dict):
-                example = '{"file_name": ..., "text": ...}'
-                raise UsageError(f"{where} line {line} must be a JSON object like {example}")
-            yield line, row
-
-
-def _csv_rows(meta: Path, where: str) -> Iterator[tuple[int, dict]]:
-    with open(meta, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         if "file_name" not in columns or "text" not in columns:
-            raise UsageError(f"{where} needs 'file_name' and 'text' columns; found {columns}")
-        for row in reader:
-            yield reader.line_num, row
+            raise UsageError(f"{where} needs 'file_name' and 'text' columns; found {columns!r:.200}")
+        return [(reader.line_num, row) for row in reader]
+    except csv.Error as e:
+        raise UsageError(f"{where} line {reader.line_num} is not valid CSV: {e}") from None
+    finally:
+        csv.field_size_limit(limit)

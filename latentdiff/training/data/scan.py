@@ -21,12 +21,14 @@ from typing import Callable
 
 from latentdiff.errors import UsageError
 from latentdiff.images.read import MAX_PIXELS, BadImageError, load_image
+from latentdiff.runtime.reading import read_text
 from latentdiff.training.data.kohya_folders import KohyaFolders
-from latentdiff.training.data.metadata import read_metadata
+from latentdiff.training.data.metadata import MAX_CAPTION_CHARS, read_metadata
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")  # order = precedence within one folder
 HELDOUT = "heldout"
+MAX_CAPTION_BYTES = 4 * MAX_CAPTION_CHARS  # UTF-8 takes at most 4 bytes a character
 
 
 @dataclass
@@ -52,7 +54,7 @@ class ScanResult:
         path = Path(out_dir) / "skipped.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         # Tabs/newlines in a name would break the one-line-per-file format.
-        lines = [f"{_escape(rel)}\t{reason}\n" for rel, reason in self.skipped]
+        lines = [f"{_escape(rel)}\t{_escape(reason)}\n" for rel, reason in self.skipped]
         path.write_text("".join(lines), encoding="utf-8")
         return path
 
@@ -159,13 +161,13 @@ def _discover(
     for rel in images:
         # A .txt beside the image is the most specific source, so it overrides metadata.
         sidecar = (root / rel).with_name(PurePosixPath(rel).stem + caption_extension)
-        if os.path.lexists(sidecar) and (why := src.problem(sidecar)) is not None:
-            skipped.append((rel, f"caption file {sidecar.name}: {why}"))
-        elif sidecar.is_file():
-            try:
-                captions[rel] = sidecar.read_text(encoding="utf-8-sig").strip()
-            except UnicodeDecodeError:
-                skipped.append((rel, f"caption file {sidecar.name} is not UTF-8 text"))
+        if os.path.lexists(sidecar):
+            why = src.problem(sidecar)
+            caption = _read_caption(sidecar) if why is None else _Unusable(f"caption file {sidecar.name}: {why}")
+            if isinstance(caption, _Unusable):
+                skipped.append((rel, str(caption)))
+            else:
+                captions[rel] = caption
     images -= {rel for rel, _ in skipped}
     if folders is not None:
         captions.update(folders.captions(images - captions.keys()))
@@ -234,6 +236,24 @@ def _walk(src: _Root) -> tuple[set[str], list[Path], list[tuple[str, str]]]:
     return images, metadata, skipped
 
 
+class _Unusable(str):
+    """Why a caption file cannot be used (a reason, told apart from a caption by its type)."""
+
+
+def _read_caption(path: Path) -> str:
+    """A caption file's text, or an `_Unusable` reason: bounded in bytes and characters, UTF-8, and
+    a regular file checked on the opened descriptor (a FIFO swapped in after the scan never blocks)."""
+    try:
+        text = read_text(path, "caption file", MAX_CAPTION_BYTES)
+    except UsageError as e:
+        return _Unusable(str(e).replace(f"caption file {path}", f"caption file {path.name}", 1))
+    if len(text) > MAX_CAPTION_CHARS:
+        return _Unusable(
+            f"caption file {path.name} holds {len(text):,} characters; at most {MAX_CAPTION_CHARS:,} are trained on"
+        )
+    return text.strip()
+
+
 def _missing_captions_message(uncaptioned: list[str], caption_extension: str = ".txt") -> str:
     shown = "\n  ".join(uncaptioned[:5])
     more = f"\n  ... and {len(uncaptioned) - 5} more" if len(uncaptioned) > 5 else ""
@@ -256,4 +276,10 @@ def _all_bad_message(root: Path, skipped: list[tuple[str, str]]) -> str:
 
 
 def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    """One line of UTF-8 for any name: bytes that are not UTF-8 (held as surrogates) as \\xNN."""
+    text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name holds (a metadata row's "\\ud800")
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")

@@ -10,6 +10,7 @@ nearest-reference top-1 (emoji_eval's measure) of the base image and of the casc
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,15 @@ from PIL import Image
 
 from latentdiff.errors import UsageError
 from latentdiff.models.configs import own_upscaler
-from latentdiff.training.emoji.evaluate import _small, heldout_rows, load_pipeline, load_references, progress_bar, ranks
+from latentdiff.training.emoji.evaluate import (
+    _small,
+    heldout_rows,
+    load_pipeline,
+    load_references,
+    progress_bar,
+    ranks,
+    read_rows,
+)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,9 +52,9 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def _truth_rows(truth: Path, rows: list[dict]) -> list[dict]:
     """The high-resolution set's rows, refused unless they name the same emoji under the same files."""
     meta = truth / "metadata.jsonl"
-    if not meta.is_file():
+    if not os.path.lexists(meta):
         raise UsageError(f"--cascade {truth}: no metadata.jsonl; build it with `latentdiff build-emoji DIR --size 128`")
-    high = [json.loads(x) for x in meta.read_text(encoding="utf-8").splitlines() if x.strip()]
+    high = read_rows(meta)
     if [(r["file_name"], r["text"]) for r in high] != [(r["file_name"], r["text"]) for r in rows]:
         raise UsageError(
             f"--cascade {truth} does not hold the same names under the same file names as the dataset; "

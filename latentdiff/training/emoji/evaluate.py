@@ -9,6 +9,7 @@ rather than count as misses).
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from PIL import Image
 
 from latentdiff.errors import UsageError
 from latentdiff.formats.preflight import loading_line
+from latentdiff.runtime.reading import parse_json, read_text
 from latentdiff.training.emoji.dataset import load_emoji_font, render_glyphs
 from latentdiff.training.emoji.names import DEFAULT_EMOJI_TEST, parse_emoji_test
 
@@ -30,9 +32,25 @@ def _small(im: Image.Image) -> np.ndarray:
 
 def load_rows(dataset: Path) -> list[dict]:
     meta = Path(dataset) / "metadata.jsonl"
-    if not meta.is_file():
+    if not os.path.lexists(meta):
         raise UsageError(f"{meta} not found; make the dataset with `latentdiff build-emoji {dataset}`")
-    return [json.loads(x) for x in meta.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return read_rows(meta)
+
+
+def read_rows(meta: Path) -> list[dict]:
+    """A build-emoji metadata.jsonl, read bounded (size, UTF-8, depth; a FIFO refused at once), each
+    row a {"file_name", "text"} object naming a file inside the dataset."""
+    rows = []
+    for line, text in enumerate(read_text(meta, "emoji metadata").split("\n"), 1):
+        if not text.strip():
+            continue
+        row = parse_json(text, f"{meta} line {line}")
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("file_name", "text")):
+            raise UsageError(f'{meta} line {line} must be an object with string "file_name" and "text"')
+        if ".." in Path(row["file_name"]).parts or Path(row["file_name"]).is_absolute() or "\0" in row["file_name"]:
+            raise UsageError(f"{meta} line {line}: file_name {row['file_name']!r:.200} is outside the dataset")
+        rows.append(row)
+    return rows
 
 
 def load_references(dataset: Path) -> tuple[list[dict], np.ndarray]:

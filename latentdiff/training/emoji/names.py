@@ -13,11 +13,13 @@ held-out picture is in effect also in train.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from latentdiff.errors import UsageError
+from latentdiff.runtime.reading import read_text
 
 DEFAULT_EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
 APT_COMMAND = "apt-get update && apt-get install -y fonts-noto-color-emoji unicode-data libraqm0"
@@ -61,11 +63,11 @@ def parse_emoji_test(path: str | Path) -> list[Emoji]:
     spellings of emoji already listed (or bare skin-tone swatches), not new pictures.
     """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise missing_input("emoji-test.txt", path, "--emoji-test")
     group = subgroup = ""
     emojis: list[Emoji] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_text(path, "--emoji-test").splitlines(), 1):
         line = line.strip()
         if line.startswith("# group:"):
             group = line.split(":", 1)[1].strip()
