@@ -244,14 +244,15 @@ CONTROL_FLAGS = (
     ),
     Flag(
         "--control-res",
-        f"the preprocessor's resolution: the short side it works at ({RES.lo}..{RES.hi}, default 512, as A1111)",
+        f"the preprocessor's resolution: the short side it works at ({RES.lo}..{RES.hi}, default 512, as A1111); "
+        "once for all units or once per --control",
         dict(dest="control_res", action="append", type=int, metavar="PX"),
         _GROUP,
     ),
     Flag(
         "--control-resize",
         "how the map reaches the image size: crop (A1111's Crop and Resize, default), fit (Resize and Fill), "
-        "stretch (Just Resize)",
+        "stretch (Just Resize); once for all units or once per --control",
         dict(dest="control_resize", action="append", choices=list(RESIZE_MODES)),
         _GROUP,
     ),
