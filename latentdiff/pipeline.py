@@ -224,7 +224,7 @@ class Pipeline:
             source=source,
             callback=callback,
             strength=opts.default_strength() if source else None,
-            controls=control_units(self, *controls),
+            controls=control_units(self, *controls, seed=request.seed),
             **self._text_options(clip_skip, prompt_syntax),
         )
         jobs = request.jobs()

@@ -57,6 +57,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     from latentdiff.runtime.device import resolve_device
     from latentdiff.runtime.files import check_out_dir
     from latentdiff.runtime.sharding import agree, my_shares, world
+    from latentdiff.workflows.control import from_records
     from latentdiff.workflows.options import ImageOptions
 
     # Everything that can fail without the weights fails before they load: flags, files, the
@@ -65,6 +66,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     options.preflight()
     check_out_dir(Path(cfg.out))
     check_request(cfg, options)
+    controls = from_records(cfg.control_units())
     say = (lambda text: None) if cfg.quiet else (lambda text: print(f"latentdiff: {text}", file=sys.stderr, flush=True))
 
     rank, size = world()
@@ -109,6 +111,8 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
             scheduler=cfg.scheduler,
             clip_skip=cfg.clip_skip,
             prompt_syntax=cfg.prompt_syntax,
+            controls=controls or None,
+            control_mode=cfg.control_mode,
             **cfg.image_options,
         )
         for image in images:

@@ -7,9 +7,11 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from latentdiff.config.common import check
+from latentdiff.config.control_flags import CONTROL_FLAGS, MODES, replay_specs, units
 from latentdiff.config.flags import Flag, flag, read_prompts_file
 from latentdiff.config.image_flags import IMAGE_FLAGS, image_options
 from latentdiff.config.params import check_fields, flag_label, recorded_label
+from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import MIN_STEPS, NAMES
 
 
@@ -19,7 +21,7 @@ class GenerateConfig:
     is a flag of `generate` (config/flags.py): its docstring is the flag's help, its `flag(...)`
     metadata says what the type does not."""
 
-    choices = {"prompt_syntax": ("a1111", "plain")}
+    choices = {"prompt_syntax": ("a1111", "plain"), "control_mode": MODES}
 
     model: str | None = None
     """model directory, single-file checkpoint (.safetensors), hub id (org/name), or omit for the shipped default"""
@@ -114,6 +116,17 @@ class GenerateConfig:
     """SDXL refiner model that finishes the denoising (SDXL base + refiner)"""
     refiner_start: float | None = field(default=None, metadata=flag(metavar="F"))
     """fraction of the steps after which the refiner takes over (default: 0.8)"""
+    controls: list[str] = field(
+        default_factory=list, metadata=flag("--control", action="append", metavar="IMAGE:MODEL[:WEIGHT[:START:END]]")
+    )
+    """a ControlNet or T2I-Adapter unit: its control image, its model (folder or file), its weight (0..2, default 1)
+    from fraction START to END of the steps (default 0:1); repeatable. Paths may hold ':' (the numbers are read
+    from the right)"""
+    control_options: dict = field(default_factory=dict, metadata=flag(own=False, extra=CONTROL_FLAGS))
+    """Each unit's preprocessor, its resolution and the map's resize (config/control_flags.py)."""
+    control_mode: str = "balanced"
+    """balanced, prompt (A1111's My prompt is more important), control (ControlNet is more important), guess
+    (diffusers' guess mode) (default: balanced)"""
 
     def __post_init__(self):
         checked = check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, flag_label)
@@ -125,6 +138,14 @@ class GenerateConfig:
             self.refiner_start is None or 0 < self.refiner_start < 1,
             f"--refiner-start must be between 0 and 1 (exclusive), got {self.refiner_start}",
         )
+        check(
+            self.control_mode in MODES, f"--control-mode must be one of {', '.join(MODES)}, got {self.control_mode!r}"
+        )
+        self.control_units()
+
+    def control_units(self) -> list[dict]:
+        """Each --control unit as a checked record (config/control_flags.units)."""
+        return units(self.controls, self.control_options)
 
     @classmethod
     def from_image(cls, params: dict, source: str = "the --from image", **overrides) -> "GenerateConfig":
@@ -151,6 +172,7 @@ class GenerateConfig:
             "prompt_syntax": params.get("prompt_syntax", "plain"),
         }
         given = {k: v for k, v in overrides.items() if v is not None}
+        recorded.update(_recorded_controls(params, source, given))
         kept = check_fields({k: v for k, v in recorded.items() if k not in given}, recorded_label(source))
         return cls(**{**kept, **given})
 
@@ -174,6 +196,8 @@ class GenerateConfig:
         if values.get("random_seed"):
             flags.pop("seed", None)
         image_flags = {f.dest: values[f.dest] for f in IMAGE_FLAGS if f.dest in values}
+        names = {"control_modules": "modules", "control_res": "res", "control_resize": "resize"}
+        flags["control_options"] = {ours: values[dest] for dest, ours in names.items() if values.get(dest)}
         recorded_device = None
         if values.get("from_image"):
             params = dict(recorded or {})
@@ -201,3 +225,17 @@ def _addon_specs(records, option: str):
     if not isinstance(records, list) or not all(isinstance(r, dict) and "path" in r and option in r for r in records):
         return records or []
     return [f"{r['path']}:{r[option]}" for r in records]
+
+
+def _recorded_controls(params: dict, source: str, given: dict) -> dict:
+    """The control units an image recorded, replayed: their --control values (unless the flags give
+    units), the per-unit settings the flags leave out, the mode."""
+    records = params.get("controls")
+    options = given.pop("control_options", {})
+    if not records:
+        return {"control_options": options}
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise UsageError(f"the controls recorded in {source} must be a list of units")
+    controls = given.get("controls") or replay_specs(records, source)
+    mode = params.get("control_mode") or records[0].get("mode") or "balanced"
+    return {"controls": controls, "control_options": {**options, "recorded": records}, "control_mode": mode}

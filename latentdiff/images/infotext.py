@@ -14,6 +14,7 @@ import json
 import re
 
 from latentdiff.config.flag_types import number, shown
+from latentdiff.images.control_infotext import controlnet_fields, units_from_fields
 from latentdiff.sampling.schedulers import SCHEDULERS, method_of, scheduler_key
 
 A1111_SAMPLERS = {k: m.a1111 for k, m in SCHEDULERS.items()}  # our names -> A1111's
@@ -94,6 +95,7 @@ def format_infotext(p: dict) -> str:
         "Clip skip": p.get("clip_skip") if (p.get("clip_skip") or 1) > 1 else None,
         "Lora hashes": ", ".join(f"{x['name']}: {x['hash']}" for x in loras) or None,
         "TI hashes": ", ".join(f"{x['token']}: {x['hash']}" for x in p.get("embeddings") or []) or None,
+        **controlnet_fields(p),
     }
     line = ", ".join(f"{k}: {quote(v)}" for k, v in fields.items() if v is not None)
     return f"{_lora_tags(p['prompt'], loras)}{neg}\n{line}"
@@ -206,6 +208,10 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
             + "; pass the files with --lora "
             + " --lora ".join(f"{n}.safetensors:{w or 1}" for _, n, w in tags)
         )
+    units, unit_notes = units_from_fields(f)
+    if units:
+        params["controls"], params["control_mode"] = units, units[0]["mode"]
+    notes += unit_notes
     if f.get("Model"):
         notes.append(f"it used model {f['Model']!r} (hash {f.get('Model hash', '?')}); pass --model to choose one")
     return params, notes

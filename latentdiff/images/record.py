@@ -33,7 +33,15 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         "device": str(pipe.device),
         "versions": versions(),
         **_model_lora(pipe),
+        **_controls(request),
     }
+
+
+def _controls(request) -> dict:
+    """Each control unit (workflows/control.py: its model's path, name and hashes, its picture's path
+    and pixel hash, preprocessor, weight, step range, resize and mode)."""
+    units = getattr(request, "controls", ())
+    return {"controls": [dict(u.record) for u in units]} if units else {}
 
 
 def _model_lora(pipe) -> dict:

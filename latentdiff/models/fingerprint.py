@@ -84,3 +84,24 @@ def versions() -> dict:
         except PackageNotFoundError:
             out[name] = None
     return out
+
+
+def a1111_short_hash(path: Path) -> str:
+    """A1111's old model hash, which its ControlNet extension writes beside a control model's name
+    (`control_v11p_sd15_canny [d14c016b]`): 8 hex digits of the sha256 of the 64 KiB from 1 MiB on."""
+    with open(path, "rb") as f:
+        f.seek(0x100000)
+        return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+
+
+def control_hashes(path: Path) -> tuple[str, str]:
+    """(our hash, A1111's short hash) of a ControlNet or T2I-Adapter: a single file's first 10 hex
+    digits of its sha256 (as model_hash); a diffusers folder's 12 over its weight files' sha256s,
+    the short hash of its first weight file."""
+    if path.is_file():
+        return _file_sha256(path)[:10], a1111_short_hash(path)
+    files = find_weight_files(path)
+    h = hashlib.sha256()
+    for f in files:
+        h.update(_file_sha256(f).encode())
+    return h.hexdigest()[:12], a1111_short_hash(files[0])

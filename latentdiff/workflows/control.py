@@ -8,19 +8,20 @@ and "control" (ControlNet is more important), and diffusers' "guess" mode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from latentdiff.config.control_flags import MODES, module, resolution, thresholds
 from latentdiff.errors import UsageError
 from latentdiff.families.control import AdapterResiduals, ControlNetResiduals, adapter_features
-from latentdiff.images.read import load_image
-from latentdiff.workflows.source import RESIZE_MODES, resize_to
+from latentdiff.images.preprocess import preprocess
+from latentdiff.models.fingerprint import control_hashes
+from latentdiff.workflows.source import RESIZE_MODES, pixel_hash, read_picture, resize_to
 
-MODES = ("balanced", "prompt", "control", "guess")
 MAX_UNITS = 8
 
 
@@ -28,7 +29,10 @@ MAX_UNITS = 8
 class Control:
     """One control unit as a caller gives it: `image` a path or PIL image (an already processed
     map: edges, depth, pose...), `model` a diffusers ControlNet folder or a loaded ControlNetModel,
-    `weight` its conditioning scale, active from fraction `start` to `end` of the steps."""
+    `weight` its conditioning scale, active from fraction `start` to `end` of the steps.
+    `module` makes the map from a picture first (images/preprocess.py: canny, lineart_standard, ...,
+    A1111's names) at `processor_res` with thresholds `threshold_a`/`threshold_b` (None: A1111's
+    defaults); "none" takes the image as the map."""
 
     image: Any
     model: Any
@@ -36,6 +40,10 @@ class Control:
     start: float = 0.0
     end: float = 1.0
     resize: str = "crop"  # A1111's resize modes: crop (Crop and Resize), fit (Resize and Fill), stretch (Just Resize)
+    module: str = "none"
+    processor_res: int | None = None
+    threshold_a: float | None = None
+    threshold_b: float | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class Unit:
     end: float
     mode: str
     resize: str
+    record: dict = field(default_factory=dict)  # what the image's metadata says of it (images/record.py)
 
     def residuals(self, total: int, size: tuple[int, int]):
         """This unit for a run of `total` steps at `size` (width, height): the image resized to it."""
@@ -59,8 +68,9 @@ class Unit:
         return ControlNetResiduals(self.net, control_tensor(image), self.weight, self.start, self.end, total, self.mode)
 
 
-def control_units(pipe, controls, mode: str) -> tuple[Unit, ...]:
-    """The units of a call, every one checked before any work (a UsageError names the first bad one)."""
+def control_units(pipe, controls, mode: str, seed: int = 0) -> tuple[Unit, ...]:
+    """The units of a call, every one checked before any work (a UsageError names the first bad one);
+    `seed` is the call's first seed (the shuffle preprocessor draws its noise from it, as A1111 does)."""
     if controls is None:
         return ()
     if isinstance(controls, Control):
@@ -71,18 +81,47 @@ def control_units(pipe, controls, mode: str) -> tuple[Unit, ...]:
         raise UsageError(f"{len(controls)} control units given; at most {MAX_UNITS} are supported")
     if mode not in MODES:
         raise UsageError(f"control_mode must be one of {', '.join(MODES)}, got {mode!r}")
-    return tuple(_unit(pipe, c, k, mode) for k, c in enumerate(controls))
+    return tuple(_unit(pipe, c, k, mode, seed) for k, c in enumerate(controls))
 
 
-def _unit(pipe, c: Control, k: int, mode: str) -> Unit:
+def _unit(pipe, c: Control, k: int, mode: str, seed: int) -> Unit:
     name = f"controls[{k}]"
     weight, start, end = (_fraction(f"{name}.{n}", v, hi) for n, v, hi in _numbers(c))
     if start >= end:
         raise UsageError(f"{name}: start ({start}) must be below end ({end})")
     if c.resize not in RESIZE_MODES:
         raise UsageError(f"{name}.resize must be one of {', '.join(RESIZE_MODES)}, got {c.resize!r}")
+    how = _preprocessing(c, name)
     net = _network(pipe, c.model, name)
-    return Unit(net, control_image(c.image, name), weight, start, end, mode, c.resize)
+    picture, path = _picture(c.image, name)
+    record = {
+        "image": path,
+        "image_hash": pixel_hash(picture),
+        **_model_record(c.model),
+        **how,
+        **{"weight": weight, "start": start, "end": end, "resize": c.resize, "mode": mode},
+    }
+    image = preprocess(picture, how["module"], how["processor_res"], how["threshold_a"], how["threshold_b"], seed)
+    return Unit(net, image, weight, start, end, mode, c.resize, record)
+
+
+def _preprocessing(c: Control, name: str) -> dict:
+    """The unit's preprocessor and its settings, A1111's defaults filled in."""
+    if not isinstance(c.module, str):
+        raise UsageError(f"{name}.module must be a preprocessor's name, got {c.module!r}")
+    m = module(c.module, f"{name}.module")
+    a, b = thresholds(m, c.threshold_a, c.threshold_b, name)
+    res = resolution(m, c.processor_res, f"{name}.processor_res")
+    return {"module": m.name, "processor_res": res, "threshold_a": a, "threshold_b": b}
+
+
+def _model_record(model) -> dict:
+    """The unit's model as the metadata names it: path, file name, our hash and A1111's short hash."""
+    if not isinstance(model, (str, Path)):
+        return {"model": None, "model_name": type(model).__name__, "model_hash": None, "a1111_hash": None}
+    path = Path(model)
+    full, short = control_hashes(path)
+    return {"model": str(path.resolve()), "model_name": path.stem, "model_hash": full, "a1111_hash": short}
 
 
 def _numbers(c: Control):
@@ -163,18 +202,34 @@ def _class_name(config: Path) -> str:
         return ""
 
 
-def control_image(image, name: str):
-    """The unit's control map as an RGB PIL image (a path is read with the usual bounds)."""
-    from PIL import Image
-
-    if isinstance(image, (str, Path)):
-        image = load_image(image)
-    if not isinstance(image, Image.Image):
+def _picture(image, name: str):
+    """(the unit's picture as 8-bit RGB, its absolute path or None): a path is read with the usual bounds."""
+    if not isinstance(image, (str, Path)) and not hasattr(image, "convert"):
         raise UsageError(f"{name}.image must be an image file's path or a PIL image")
-    return image.convert("RGB")
+    return read_picture(image, f"{name}.image")
 
 
 def control_tensor(image) -> torch.Tensor:
     """A control map sized for its pass as diffusers' control image processor makes it: (1, 3, H, W) in [0, 1]."""
     a = np.asarray(image).astype(np.float32) / 255.0
     return torch.from_numpy(a).permute(2, 0, 1)[None]
+
+
+def from_records(units: list[dict], what: str = "--control") -> list[Control]:
+    """`Control`s from the CLI's checked unit records (config/control_flags.units), their files
+    checked first: the picture readable (and, replayed from an image, the one it recorded: the
+    same pixel hash), the model present. A UsageError names the first bad one."""
+    out = []
+    for k, u in enumerate(units):
+        name = f"{what} {k + 1}"
+        picture, _ = read_picture(u["image"], f"{name}: control image")
+        if u.get("image_hash") and pixel_hash(picture) != u["image_hash"]:
+            raise UsageError(
+                f"{name}: control image {u['image']} is not the one recorded (pixel hash {pixel_hash(picture)}, "
+                f"recorded {u['image_hash']}); give --control IMAGE:MODEL to use it anyway"
+            )
+        if not Path(u["model"]).exists():
+            raise UsageError(f"{name}: ControlNet model {u['model']} does not exist")
+        keys = ("weight", "start", "end", "resize", "module", "processor_res", "threshold_a", "threshold_b")
+        out.append(Control(u["image"], u["model"], **{key: u[key] for key in keys}))
+    return out

@@ -118,6 +118,11 @@ def value_for(flag: str):
         "--device": st.sampled_from(["cpu", "auto"]),
         "--dtype": st.sampled_from(["fp32", "auto"]),
         "--negative": st.text(max_size=20),
+        "--control": st.sampled_from(["a.png:cn", "a.png:cn:1:0:1", ":", "a:b:c:1:2", "x.png:m:nan", "p:m:1:0.5"]),
+        "--control-module": st.sampled_from(["canny", "canny:50:150", "canny:0", "depth_midas", "tile_resample:9"]),
+        "--control-res": st.sampled_from(["512", "63", "2049", "1.5"]),
+        "--control-resize": st.sampled_from(["crop", "fit", "stretch", "cover"]),
+        "--control-mode": st.sampled_from(["balanced", "prompt", "control", "guess", "Balanced"]),
     }[flag]
     return valid | odd_text | st.sampled_from(["k_euler", "cuda:9", "mps", "cpu:5", "x" * 10_001])
 
@@ -133,6 +138,11 @@ FLAGS = [
     "--device",
     "--dtype",
     "--negative",
+    "--control",
+    "--control-module",
+    "--control-res",
+    "--control-resize",
+    "--control-mode",
 ]
 
 
@@ -164,6 +174,7 @@ RECORDED = {
     "scheduler": st.sampled_from([None, *SCHEDULERS]),
     "dtype": st.sampled_from(["fp32", None]),
     "model": st.none(),
+    "controls": st.just([]),
 }
 
 

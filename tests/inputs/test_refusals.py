@@ -48,6 +48,9 @@ def one_line(capsys, argv, code):
         (["--num-images", str(10**9)], "--num-images must be <= 10000"),
         (["--device", "cpu:5"], "unknown device 'cpu:5'"),
         (["--guidance", "nan"], "--guidance must be a finite number, got nan"),
+        (["--control", "x.png"], "--control must be IMAGE:MODEL[:WEIGHT[:START:END]], got 'x.png'"),
+        (["--control-module", "canny"], "need --control IMAGE:MODEL"),
+        (["--control-mode", "Balanced"], "argument --control-mode: invalid choice: 'Balanced'"),
         (["--guidance", "inf"], "--guidance must be a finite number, got inf"),
         (["--seed", str(2**63)], "--seed must be <= 9223372036854775807"),
         (
@@ -251,6 +254,9 @@ GOOD = {
         ("model", 7, "the model recorded in {png} must be a path (a string), got 7"),
         ("prompt", None, "the prompt recorded in {png} must be a string, got None"),
         ("prompt", "p" * 500_000, "the prompt recorded in {png} is 500,000 characters long"),  # larger: test_cli_files
+        ("controls", "canny", "the controls recorded in {png} must be a list of units"),
+        ("controls", [{"image": 3, "model": None}], "{png} used ControlNet 0 (None [?]) but does not record its"),
+        ("controls", [{"image": "/no/pic.png", "model": "/no/cn"}], "the control image recorded in {png}, /no/pic"),
     ],
 )
 def test_from_with_wrong_types_and_huge_values(tiny_sd1, tmp_path, capsys, field, value, message):
