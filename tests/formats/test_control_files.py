@@ -13,6 +13,7 @@ scripts/convert_original_t2i_adapter.py, and one test spells that table out for 
 
 import os
 import shutil
+import struct
 
 import pytest
 import torch
@@ -306,6 +307,10 @@ NOT_CONTROLS = {
     "nothing.safetensors": (lambda p, _: write({}, p), "is an empty checkpoint, not a ControlNet or T2I-Adapter"),
     "ip.safetensors": (lambda p, _: write({"image_proj.proj.weight": torch.zeros(2, 2)}, p), "is an IP-Adapter"),
     "fifo.safetensors": (_fifo, "FIFO"),
+    "deep.safetensors": (
+        _bytes(struct.pack("<Q", 200_002) + b'{"a":' + b"[" * 99_998 + b"]" * 99_998 + b"}"),
+        "not a readable",
+    ),
 }
 
 
