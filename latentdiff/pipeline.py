@@ -65,6 +65,7 @@ class Pipeline:
         self.conditioning = self.family.conditioning(components)
         self.refiner, self.refiner_start = None, None  # an SDXL refiner takes over at refiner_start
         self.vae_ref = None  # a VAE given instead of the model's own
+        self.allow_pickle = False  # pickle files given later (control units) are read too (from_pretrained's)
         self.notes = set()  # notes already given (preflight.note_size)
         if place:
             self.place_on(device, dtype)
@@ -110,7 +111,7 @@ class Pipeline:
         textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name)."""
         m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings)
         pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path)
-        pipe.addons, pipe.vae_ref = m.addons, m.vae_ref
+        pipe.addons, pipe.vae_ref, pipe.allow_pickle = m.addons, m.vae_ref, bool(allow_pickle)
         return pipe.compile(compile) if compile else pipe
 
     def compile(self, mode: bool | str = "auto") -> "Pipeline":

@@ -41,8 +41,8 @@ def read_header(path: Path) -> tuple[dict, dict]:
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(n))
-    except (OSError, ValueError, struct.error) as e:
-        raise ModelError(f"{path} is not a readable safetensors file: {e}") from None
+    except (OSError, ValueError, struct.error, RecursionError) as e:  # RecursionError: a header nested too deep
+        raise ModelError(f"{path} is not a readable safetensors file: {str(e)[:200]}") from None
     if not isinstance(header, dict):
         raise ModelError(f"{path} is not a readable safetensors file: its header is not a table")
     meta = header.pop("__metadata__", None) or {}

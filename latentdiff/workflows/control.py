@@ -16,10 +16,19 @@ import numpy as np
 import torch
 
 from latentdiff.config.control_flags import MODES, module, resolution, thresholds
-from latentdiff.errors import UsageError
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.control import AdapterResiduals, ControlNetResiduals, adapter_features
+from latentdiff.formats.control_files import (
+    ControlFile,
+    detect_control,
+    load_control_file,
+    misfit,
+    net_facts,
+    read_control,
+)
 from latentdiff.images.preprocess import preprocess
 from latentdiff.models.fingerprint import control_hashes
+from latentdiff.runtime.reading import check_regular
 from latentdiff.workflows.source import RESIZE_MODES, pixel_hash, read_picture, resize_to
 
 MAX_UNITS = 8
@@ -28,8 +37,10 @@ MAX_UNITS = 8
 @dataclass(frozen=True)
 class Control:
     """One control unit as a caller gives it: `image` a path or PIL image (an already processed
-    map: edges, depth, pose...), `model` a diffusers ControlNet folder or a loaded ControlNetModel,
-    `weight` its conditioning scale, active from fraction `start` to `end` of the steps.
+    map: edges, depth, pose...), `model` a ControlNet or T2I-Adapter (a diffusers folder, a single
+    file as the A1111 extension and ComfyUI use, or a loaded diffusers model), `weight` its
+    conditioning scale, active from fraction `start` to `end` of the steps. A pickle file is read
+    only with `allow_pickle` here or on `Pipeline.from_pretrained` (weights_only).
     `module` makes the map from a picture first (images/preprocess.py: canny, lineart_standard, ...,
     A1111's names) at `processor_res` with thresholds `threshold_a`/`threshold_b` (None: A1111's
     defaults); "none" takes the image as the map."""
@@ -44,6 +55,7 @@ class Control:
     processor_res: int | None = None
     threshold_a: float | None = None
     threshold_b: float | None = None
+    allow_pickle: bool = False  # a pickle file (.pth/.bin/.ckpt) as `model`, read weights_only
 
 
 @dataclass(frozen=True)
@@ -89,10 +101,12 @@ def _unit(pipe, c: Control, k: int, mode: str, seed: int) -> Unit:
     weight, start, end = (_fraction(f"{name}.{n}", v, hi) for n, v, hi in _numbers(c))
     if start >= end:
         raise UsageError(f"{name}: start ({start}) must be below end ({end})")
+    if not isinstance(c.allow_pickle, bool):
+        raise UsageError(f"{name}.allow_pickle must be True or False, got {c.allow_pickle!r}")
     if c.resize not in RESIZE_MODES:
         raise UsageError(f"{name}.resize must be one of {', '.join(RESIZE_MODES)}, got {c.resize!r}")
     how = _preprocessing(c, name)
-    net = _network(pipe, c.model, name)
+    net = _network(pipe, c, name)
     picture, path = _picture(c.image, name)
     record = {
         "image": path,
@@ -134,17 +148,17 @@ def _fraction(name: str, value, hi: float) -> float:
     return float(value)
 
 
-def _network(pipe, model, name: str) -> torch.nn.Module:
+def _network(pipe, c: Control, name: str) -> torch.nn.Module:
     """A loaded ControlNet or T2I-Adapter of `pipe`'s family, on its device and in its dtype."""
     from diffusers import ControlNetModel, T2IAdapter
 
-    if isinstance(model, (ControlNetModel, T2IAdapter)):
-        net = model
-    elif isinstance(model, (str, Path)):
-        net = _load(pipe, Path(model), name)
+    if isinstance(c.model, (ControlNetModel, T2IAdapter)):
+        net = c.model
+    elif isinstance(c.model, (str, Path)):
+        net = _load(pipe, Path(c.model), name, bool(c.allow_pickle or pipe.allow_pickle))
     else:
-        raise UsageError(f"{name}.model must be a ControlNet or T2I-Adapter folder, or such a diffusers model")
-    _check_fits(pipe, net, name)
+        raise UsageError(f"{name}.model must be a ControlNet or T2I-Adapter folder or file, or such a diffusers model")
+    _check_fits(pipe, net_facts(net), name)
     return net.to(pipe.device, pipe.components.unet.dtype)
 
 
@@ -154,30 +168,49 @@ def _is_adapter(net) -> bool:
     return isinstance(net, T2IAdapter)
 
 
-def _check_fits(pipe, net, name: str) -> None:
+def _check_fits(pipe, facts: ControlFile, name: str, where: str = "") -> None:
     """Refuse a unit made for another family than `pipe`'s, naming both."""
-    unet = pipe.components.unet.config
-    if _is_adapter(net):
-        # one feature per UNet down block (SDXL's adapters make a fourth, which the UNet does not use)
-        mine, theirs, what = list(unet.block_out_channels), list(net.config.channels), "block channels"
-        theirs = theirs[: len(mine)] if len(theirs) >= len(mine) else theirs
-    else:
-        mine, theirs, what = unet.cross_attention_dim, net.config.cross_attention_dim, "text-embedding width"
-    if mine != theirs:
+    want = misfit(facts, dict(pipe.components.unet.config), pipe.family.name == "sdxl", pipe.scale_factor)
+    if want is not None:
         raise UsageError(
-            f"{name}.model is a {type(net).__name__} for another model family ({what} {theirs}); "
-            f"this model is {pipe.family.name} ({what} {mine})"
+            f"{name}.model {where}is {facts.name} for another model family ({facts.size}); "
+            f"this model is {pipe.family.label} ({want.size})"
         )
 
 
-def _load(pipe, path: Path, name: str) -> torch.nn.Module:
-    """A diffusers ControlNet or T2I-Adapter folder, loaded once per pipeline (safetensors only, offline)."""
-    from diffusers import ControlNetModel, T2IAdapter
-
+def _load(pipe, path: Path, name: str, allow_pickle: bool) -> torch.nn.Module:
+    """A ControlNet or T2I-Adapter folder or file, loaded once per pipeline (offline)."""
     cache = pipe.__dict__.setdefault("_control_nets", {})
     key = path.resolve()
-    if key in cache:
-        return cache[key]
+    if key not in cache:
+        if path.is_dir():
+            cache[key] = _load_folder(path, name)
+        elif not path.exists():
+            raise UsageError(
+                f"{name}.model {path} is not a ControlNet or T2I-Adapter folder or file: it does not exist"
+            )
+        else:
+            check_regular(path, f"{name}.model")  # a FIFO or a device is refused, never opened to block
+            cache[key] = _load_file(pipe, path, name, allow_pickle)
+    return cache[key]
+
+
+def _load_file(pipe, path: Path, name: str, allow_pickle: bool) -> torch.nn.Module:
+    """A single ControlNet or T2I-Adapter file (formats/control_files.py), refused before its
+    weights are read when it is no control or belongs to another family."""
+    try:
+        shapes, sd = read_control(path, allow_pickle)
+        facts = detect_control(shapes, path)
+        _check_fits(pipe, facts, name, f"{path} ")
+        return load_control_file(path, facts, sd, dict(pipe.components.unet.config), pipe.family.name == "sdxl")
+    except ModelError as e:
+        raise UsageError(f"{name}.model: {e}") from None
+
+
+def _load_folder(path: Path, name: str) -> torch.nn.Module:
+    """A diffusers ControlNet or T2I-Adapter folder (safetensors only)."""
+    from diffusers import ControlNetModel, T2IAdapter
+
     config = path / "config.json"
     if not config.is_file():
         raise UsageError(f"{name}.model {path} is not a ControlNet or T2I-Adapter folder (it has no config.json)")
@@ -187,10 +220,9 @@ def _load(pipe, path: Path, name: str) -> torch.nn.Module:
             f"{name}.model {path} holds a {_class_name(config) or 'model'}, not a ControlNet or T2I-Adapter"
         )
     try:
-        cache[key] = kind.from_pretrained(path, local_files_only=True, use_safetensors=True)
+        return kind.from_pretrained(path, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise UsageError(f"{name}.model {path} cannot be loaded: {str(e).splitlines()[0]}") from None
-    return cache[key]
 
 
 def _class_name(config: Path) -> str:
@@ -210,8 +242,10 @@ def _picture(image, name: str):
 
 
 def control_tensor(image) -> torch.Tensor:
-    """A control map sized for its pass as diffusers' control image processor makes it: (1, 3, H, W) in [0, 1]."""
+    """A control map sized for its pass as diffusers' control image processor makes it: (1, C, H, W)
+    in [0, 1] (C = 1 for a grey map, as 1-channel T2I-Adapters take it)."""
     a = np.asarray(image).astype(np.float32) / 255.0
+    a = a[..., None] if a.ndim == 2 else a
     return torch.from_numpy(a).permute(2, 0, 1)[None]
 
 
