@@ -103,8 +103,8 @@ def _adapter(pipe, path, name: str) -> AdapterFile:
     width = unet.config.cross_attention_dim
     if adapter.width != width or adapter.layers != layers:
         raise UsageError(
-            f"{name}: {adapter.path.name} is an IP-Adapter for {adapter.family} with {adapter.layers} attention "
-            f"layers; this model is {pipe.family.label}: {family_label(width)} with {layers}"
+            f"{name}: {adapter.path.name} is an IP-Adapter for {adapter.family}, {adapter.layers} cross-attention "
+            f"layers; this model ({pipe.family.label}) has {family_label(width)}, {layers} cross-attention layers"
         )
     return adapter
 
@@ -145,8 +145,9 @@ def adapters_installed(pipe, slots: tuple[Slot, ...]):
     if not slots:
         yield
         return
-    unet = pipe.components.unet
-    pipe.__dict__["_ip_saved"] = (dict(unet.attn_processors), unet.encoder_hid_proj, unet.config.encoder_hid_dim_type)
+    unet, mine = pipe.components.unet, object()
+    saved = (dict(unet.attn_processors), unet.encoder_hid_proj, unet.config.encoder_hid_dim_type)
+    pipe.__dict__["_ip_saved"] = (mine, saved)
     try:
         try:
             unet._load_ip_adapter_weights([s.adapter.state for s in slots])
@@ -155,16 +156,18 @@ def adapters_installed(pipe, slots: tuple[Slot, ...]):
         _host(unet=unet).set_ip_adapter_scale([s.scale for s in slots])
         yield
     finally:
-        restore(pipe)
+        restore(pipe, mine)  # only its own: an abandoned call closed later must not undo a newer one's
 
 
-def restore(pipe) -> None:
-    """Put back the UNet's attention processors and encoder_hid_proj saved by `adapters_installed`."""
-    saved = pipe.__dict__.pop("_ip_saved", None)
-    if saved is None:
+def restore(pipe, owner=None) -> None:
+    """Put back the UNet's attention processors and encoder_hid_proj saved by `adapters_installed`
+    (by the call `owner` only, when given)."""
+    held = pipe.__dict__.get("_ip_saved")
+    if held is None or (owner is not None and held[0] is not owner):
         return
+    del pipe.__dict__["_ip_saved"]
     unet = pipe.components.unet
-    processors, unet.encoder_hid_proj, unet.config.encoder_hid_dim_type = saved
+    processors, unet.encoder_hid_proj, unet.config.encoder_hid_dim_type = held[1]
     unet.set_attn_processor(dict(processors))
 
 
