@@ -67,6 +67,18 @@ def faceid_proj(cross: int, g, mult: int = 2, tokens: int = 4) -> dict:
     return out
 
 
+def faceid_lora(unet, g, rank: int = 4) -> dict:
+    """The LoRA FaceID files carry: `{k}.to_{q,k,v,out}_lora.{down,up}.weight` for every attention
+    layer k (0, 1, 2, ... in the UNet's processor order)."""
+    out = {}
+    for k, name in enumerate(unet.attn_processors):
+        attn = unet.get_submodule(name.removesuffix(".processor"))
+        for part, layer in (("q", attn.to_q), ("k", attn.to_k), ("v", attn.to_v), ("out", attn.to_out[0])):
+            out[f"{k}.to_{part}_lora.down.weight"] = _rand(g, rank, layer.in_features, scale=0.2)
+            out[f"{k}.to_{part}_lora.up.weight"] = _rand(g, layer.out_features, rank, scale=0.2)
+    return out
+
+
 def adapter_state(unet, kind: str, clip_dim: int, clip_hidden: int, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     cross = unet.config.cross_attention_dim
@@ -75,7 +87,8 @@ def adapter_state(unet, kind: str, clip_dim: int, clip_hidden: int, seed: int) -
         "plus": lambda: plus_proj(cross, clip_hidden, g),
         "faceid": lambda: faceid_proj(cross, g),
     }[kind]()
-    return {"image_proj": proj, "ip_adapter": attention_state(unet, g)}
+    attn = attention_state(unet, g)
+    return {"image_proj": proj, "ip_adapter": {**attn, **(faceid_lora(unet, g) if kind == "faceid" else {})}}
 
 
 def write_adapter(state: dict, path: Path) -> Path:

@@ -154,6 +154,7 @@ def adapters_installed(pipe, slots: tuple[Slot, ...]):
         except (RuntimeError, KeyError, ValueError) as e:
             raise UsageError(f"ip_adapter does not fit this model's UNet: {str(e).splitlines()[0]}") from None
         _host(unet=unet).set_ip_adapter_scale([s.scale for s in slots])
+        _faceid_loras(unet, [s.adapter.state for s in slots])
         yield
     finally:
         restore(pipe, mine)  # only its own: an abandoned call closed later must not undo a newer one's
@@ -167,8 +168,25 @@ def restore(pipe, owner=None) -> None:
         return
     del pipe.__dict__["_ip_saved"]
     unet = pipe.components.unet
+    if getattr(unet, "peft_config", None):
+        unet.unload_lora()  # the FaceID LoRA layers: the UNet's own Linear layers back
     processors, unet.encoder_hid_proj, unet.config.encoder_hid_dim_type = held[1]
     unet.set_attn_processor(dict(processors))
+
+
+def _faceid_loras(unet, states: list) -> None:
+    """The LoRA weights FaceID files carry, into the UNet's attention at weight 1, as diffusers'
+    load_ip_adapter loads them (through PEFT; `restore` takes them out again)."""
+    loras = unet._load_ip_adapter_loras(states)
+    if not loras:
+        return
+    # diffusers is imported by then; here, not at the top, to keep its pipelines out of start-up
+    from diffusers import StableDiffusionPipeline
+
+    for k, lora in loras.items():
+        state, alphas, meta = StableDiffusionPipeline.lora_state_dict(lora, return_lora_metadata=True)
+        StableDiffusionPipeline.load_lora_into_unet(state, alphas, unet, adapter_name=f"faceid_{k}", metadata=meta)
+        unet.set_adapters([f"faceid_{k}"], weights=[1.0])  # one at a time: diffusers leaves the last active
 
 
 def slot_tokens(slots: tuple[Slot, ...], rows: int) -> tuple[tuple, tuple]:

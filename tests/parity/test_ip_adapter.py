@@ -101,6 +101,19 @@ def test_scale_zero_and_a_later_plain_call_give_the_base_pixels(sd):
     assert unet.config.encoder_hid_dim_type is None
 
 
+def test_faceid_lora_is_taken_out_after_the_call(sd, tmp_path):
+    ours, _, folder = sd
+    base = ours_with(ours)
+    unet = ours.components.unet
+    linears = {n: type(m) for n, m in unet.named_modules()}
+    np.save(tmp_path / "faces.npy", np.random.default_rng(1).standard_normal((2, FACE_DIM)).astype(np.float32))
+    faceid = folder / "ip-adapter-faceid_sd15.safetensors"
+    zero = ours_with(ours, [ImagePrompt(tmp_path / "faces.npy", 0.0)], ip_adapter=faceid)
+    assert max_pixel_diff(zero, base) > 0, "the FaceID LoRA acts at scale 0 too, as in diffusers"
+    assert {n: type(m) for n, m in unet.named_modules()} == linears and not getattr(unet, "peft_config", None)
+    assert max_pixel_diff(ours_with(ours), base) == 0
+
+
 def test_an_abandoned_call_leaves_no_adapter_behind(sd):
     ours, _, folder = sd
     base = ours_with(ours)
