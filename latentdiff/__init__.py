@@ -12,6 +12,7 @@ _LAZY = {
     "Cancelled": ("latentdiff.errors", "Cancelled"),
     "save_png": ("latentdiff.images.write", "save_png"),
     "Control": ("latentdiff.workflows.control", "Control"),
+    "ImagePrompt": ("latentdiff.workflows.image_prompt", "ImagePrompt"),
 }
 __all__ = list(_LAZY)
 

@@ -33,6 +33,7 @@ from latentdiff.runtime.memory import images_at_once
 from latentdiff.runtime.placement import vae_dtype
 from latentdiff.workflows.control import control_units
 from latentdiff.workflows.decode import decode_latents
+from latentdiff.workflows.image_prompt import adapters_installed, image_prompt_slots
 from latentdiff.workflows.options import ImageOptions
 from latentdiff.workflows.text_to_image import check_refiner, generate_batch, run_loop
 from latentdiff.workflows.upscale import load_upscaler, upscale, with_model_upscaler
@@ -54,7 +55,10 @@ class Pipeline:
         self.components = components
         self.device, self.dtype = device, dtype
         self.model_ref, self.model_dir = model_ref, model_dir
-        self.progress = True
+        self.progress, self.allow_pickle = (
+            True,
+            False,
+        )  # allow_pickle: from_pretrained's, also for call-time files (controls, adapters)
         self.max_batch = 8
         self._model_hash = None
         self.addons = AddOns()  # LoRAs and embeddings added at load time
@@ -65,7 +69,6 @@ class Pipeline:
         self.conditioning = self.family.conditioning(components)
         self.refiner, self.refiner_start = None, None  # an SDXL refiner takes over at refiner_start
         self.vae_ref = None  # a VAE given instead of the model's own
-        self.allow_pickle = False  # pickle files given later (control units) are read too (from_pretrained's)
         self.notes = set()  # notes already given (preflight.note_size)
         if place:
             self.place_on(device, dtype)
@@ -178,7 +181,9 @@ class Pipeline:
         outpaint, hires, hires_strength, hires_steps, hires_upscaler, upscaler, tile) are
         described in `latentdiff.workflows.options.ImageOptions`. `prompt_syntax="a1111"` reads
         `(word:1.3)` emphasis and BREAK, `"plain"` takes the text as it is; `clip_skip` uses the
-        N-th text-encoder layer from the end (A1111 numbering)."""
+        N-th text-encoder layer from the end (A1111 numbering). `controls`: `latentdiff.Control` units;
+        `image_prompts`: `latentdiff.ImagePrompt`s through the IP-Adapter file `ip_adapter` and its CLIP
+        `image_encoder` folder (None: found beside the file, h94/IP-Adapter layout; workflows/image_prompt.py)."""
         return list(self.iter_images(prompt, *args, **kwargs))
 
     def iter_images(
@@ -202,6 +207,7 @@ class Pipeline:
     ):
         """Like __call__ (the same arguments), but yields each image as soon as its batch is decoded."""
         controls = (options.pop("controls", None), options.pop("control_mode", "balanced"))
+        ip = [options.pop(k, None) for k in ("image_prompts", "ip_adapter", "image_encoder")]
         options = {"image": image, "mask": mask, "strength": strength, **options}
         prompts = params.prompts(params.api_label, prompt)
         steps, guidance, seed, num_images, options = call_arguments(
@@ -226,13 +232,15 @@ class Pipeline:
             callback=callback,
             strength=opts.default_strength() if source else None,
             controls=control_units(self, *controls, seed=request.seed),
+            image_prompts=image_prompt_slots(self, *ip),
             **self._text_options(clip_skip, prompt_syntax),
         )
         jobs = request.jobs()
         c, most = self.components, min(self.max_batch, len(jobs))
         batch = images_at_once(c.unet, c.vae, request.width, request.height, request.guidance != 1.0, most, self.device)
-        for i in range(0, len(jobs), batch):
-            yield from generate_batch(self, jobs[i : i + batch], request)
+        with adapters_installed(self, request.image_prompts):
+            for i in range(0, len(jobs), batch):
+                yield from generate_batch(self, jobs[i : i + batch], request)
 
     def resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> Request:
         """The request of a text-to-image call: every argument checked, the model's defaults filled in

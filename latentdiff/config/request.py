@@ -50,6 +50,8 @@ class Request:
     """`callback(step, total, latents)` after every denoising step; raising from it stops the call."""
     controls: tuple = ()
     """Checked control units (workflows/control.py Unit): ControlNets adding to the UNet's blocks."""
+    image_prompts: tuple = ()
+    """Checked IP-Adapter image prompts (workflows/image_prompt.py Slot): image tokens the UNet attends to."""
 
     def jobs(self) -> list[tuple[str, int]]:
         """(prompt, seed) of every image in order: each prompt `num_images` times, the seeds counting up."""

@@ -18,6 +18,7 @@ from latentdiff.models.configs import (
     INDEX_OPTIONS,
     TEXT_PARTS,
     ModelConfigs,
+    check_numbers_where_numbers,
     component_config,
     read_configs,
     read_index,
@@ -168,6 +169,22 @@ def load_text_encoder(path: Path):
     config = text_config(folder / "config.json")
     encoder = _build(getattr(transformers, cls_name), config, folder, stored_values(folder), False, "cpu")
     return encoder, load_tokenizer(path / "tokenizer")
+
+
+def load_image_encoder(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None):
+    """A CLIP vision encoder folder (config.json + weights) as CLIPVisionModelWithProjection, the
+    image encoder of IP-Adapters (h94/IP-Adapter's `image_encoder/`)."""
+    import transformers  # seconds to import: only when an image encoder is wanted
+
+    quiet_libraries()
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ModelError(f"{path} is not an image encoder folder: config.json is missing")
+    values = component_config(config_path, "image encoder")
+    check_numbers_where_numbers(values, transformers.CLIPVisionConfig(), config_path)
+    config = guarded(lambda: transformers.CLIPVisionConfig.from_dict(values), config_path)
+    cls = transformers.CLIPVisionModelWithProjection
+    return _build(cls, config, path, stored_values(path), allow_pickle, device, dtype)
 
 
 def load_vae(path: Path, allow_pickle: bool = False):

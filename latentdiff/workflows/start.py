@@ -31,9 +31,9 @@ class Start:
     channels: ImageChannels | None = None  # an inpainting UNet's mask and masked-image latents
     blend: Callable | None = None
 
-    def inputs(self, context, residuals: tuple = ()) -> Inputs | None:
+    def inputs(self, context, residuals: tuple = (), tokens: tuple = ()) -> Inputs | None:
         """The model call's inputs for `context` (None stays None: no negatives)."""
-        return None if context is None else Inputs(context, self.channels, residuals)
+        return None if context is None else Inputs(context, self.channels, residuals, tokens)
 
 
 def to_tensor(image) -> torch.Tensor:

@@ -15,6 +15,7 @@ from latentdiff.runtime.memory import allocation_errors
 from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
 from latentdiff.workflows.finish import finish
 from latentdiff.workflows.hires import hires_pass
+from latentdiff.workflows.image_prompt import slot_tokens
 from latentdiff.workflows.start import prepare
 
 
@@ -101,12 +102,13 @@ def run_loop(
     # With a refiner, this model stops where the refiner takes over (and hands on its generators).
     end = steps_before(sched, pipe.refiner_start) if with_generators and pipe.refiner is not None else None
     units = tuple(u.residuals(len(sched.timesteps) - s.start, size) for u in request.controls)
+    tokens, negative_tokens = slot_tokens(request.image_prompts, len(seeds))
     latents = denoise(
         pipe.family.denoiser(pipe.components),
         sched,
         s.latents,
-        s.inputs(cond, units),
-        s.inputs(uncond, units),
+        s.inputs(cond, units, tokens),
+        s.inputs(uncond, units, negative_tokens),
         request.guidance,
         s.generators,
         pipe.progress_bar(len(seeds)),
