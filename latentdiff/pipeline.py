@@ -31,9 +31,9 @@ from latentdiff.runtime.device import (
 )
 from latentdiff.runtime.memory import images_at_once
 from latentdiff.runtime.placement import vae_dtype
-from latentdiff.workflows.control import control_units
+from latentdiff.workflows.additions import additions, take
 from latentdiff.workflows.decode import decode_latents
-from latentdiff.workflows.image_prompt import adapters_installed, image_prompt_slots
+from latentdiff.workflows.image_prompt import adapters_installed
 from latentdiff.workflows.options import ImageOptions
 from latentdiff.workflows.text_to_image import check_refiner, generate_batch, run_loop
 from latentdiff.workflows.upscale import load_upscaler, upscale, with_model_upscaler
@@ -182,8 +182,7 @@ class Pipeline:
         described in `latentdiff.workflows.options.ImageOptions`. `prompt_syntax="a1111"` reads
         `(word:1.3)` emphasis and BREAK, `"plain"` takes the text as it is; `clip_skip` uses the
         N-th text-encoder layer from the end (A1111 numbering). `controls`: `latentdiff.Control` units;
-        `image_prompts`: `latentdiff.ImagePrompt`s through the IP-Adapter file `ip_adapter` and its CLIP
-        `image_encoder` folder (None: found beside the file, h94/IP-Adapter layout; workflows/image_prompt.py)."""
+        `image_prompts`: `latentdiff.ImagePrompt`s with `ip_adapter`, `image_encoder` (workflows/additions.py)."""
         return list(self.iter_images(prompt, *args, **kwargs))
 
     def iter_images(
@@ -206,8 +205,7 @@ class Pipeline:
         **options,
     ):
         """Like __call__ (the same arguments), but yields each image as soon as its batch is decoded."""
-        controls = (options.pop("controls", None), options.pop("control_mode", "balanced"))
-        ip = [options.pop(k, None) for k in ("image_prompts", "ip_adapter", "image_encoder")]
+        taken = take(options)
         options = {"image": image, "mask": mask, "strength": strength, **options}
         prompts = params.prompts(params.api_label, prompt)
         steps, guidance, seed, num_images, options = call_arguments(
@@ -231,8 +229,7 @@ class Pipeline:
             source=source,
             callback=callback,
             strength=opts.default_strength() if source else None,
-            controls=control_units(self, *controls, seed=request.seed),
-            image_prompts=image_prompt_slots(self, *ip),
+            **additions(self, taken, request.seed),
             **self._text_options(clip_skip, prompt_syntax),
         )
         jobs = request.jobs()
