@@ -53,14 +53,19 @@ def check_base(components) -> None:
 
 
 class _Trained:
-    """The (maybe accelerate-wrapped) ControlNet with the dtype ControlNetResiduals reads: a DDP wrapper
-    has none, and its forward is what syncs the gradients."""
+    """The accelerate-prepared ControlNet as ControlNetResiduals calls it: with the dtype it reads (its
+    fp32 weights'; a DDP wrapper has no dtype, and its forward is what syncs the gradients), its
+    residuals in the frozen UNet's compute dtype (accelerate hands a prepared model's outputs back in
+    fp32 under mixed precision; diffusers' script casts them as well)."""
 
-    def __init__(self, module, dtype: torch.dtype):
-        self.module, self.dtype = module, dtype
+    dtype = torch.float32  # trained weights stay fp32 (state.make_trainable); autocast computes
+
+    def __init__(self, module, compute: torch.dtype):
+        self.module, self.compute = module, compute
 
     def __call__(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
+        down, mid = self.module(*args, **kwargs)
+        return [d.to(self.compute) for d in down], mid.to(self.compute)
 
 
 class ControlSource(BatchSource):
@@ -73,7 +78,7 @@ class ControlSource(BatchSource):
 
     def use_encoders(self, modules: dict) -> None:
         super().use_encoders(modules)
-        self.net = _Trained(modules["controlnet"], torch.float32)  # trained weights stay fp32 (state.py)
+        self.net = _Trained(modules["controlnet"], self.dtype)
 
     def latents(self, indices: list[int], gen: torch.Generator, epoch: int):
         out = super().latents(indices, gen, epoch)
@@ -90,12 +95,14 @@ class ControlSource(BatchSource):
 
 
 def validation_control(image, module, dtype: torch.dtype):
-    """The validation images' unit: `image` (the first row's conditioning image) through the ControlNet,
-    a copy of it where the pipeline would cast it to another dtype (the frozen UNet's, under mixed
-    precision), so the trained fp32 weights are never touched."""
-    import copy
-
+    """The validation images' unit: `image` (the first row's conditioning image) through the ControlNet.
+    Under mixed precision (the frozen UNet in `dtype`) it is a plain copy in that dtype: the pipeline
+    would cast the trained fp32 weights in place, and accelerate's wrapped forward hands back fp32."""
     # latentdiff.Control is the public API's unit (what a user passes to Pipeline), not workflows' internals.
     from latentdiff import Control
 
-    return Control(image, module if module.dtype == dtype else copy.deepcopy(module))
+    if module.dtype != dtype:
+        copy = type(module).from_config(module.config).to(module.device)
+        copy.load_state_dict(module.state_dict())
+        module = copy.to(dtype).eval()
+    return Control(image, module)

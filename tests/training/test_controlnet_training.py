@@ -49,6 +49,7 @@ def squares_with_maps(tmp_path_factory):
 def run_cfg(dataset, model, out, **kw):
     # random crops and flips: the maps must follow their images' draws, on the non-cached path
     base = dict(method="controlnet", max_steps=6, lr=2e-2, crop="random", flip=True, caption_dropout=0.0)
+    base.update(validate_every=6, validation_steps=2, validation_prompts=["a square"])
     return cfg(dataset, model, out, **{**base, **kw})
 
 
@@ -79,6 +80,27 @@ def test_trained_controlnet_steers_the_picture_where_its_map_differs(trained, ti
     assert inside > 2 * outside, (
         f"the change must sit where the maps differ: {inside:.2f} there, {outside:.2f} elsewhere"
     )
+
+
+def test_validation_image_is_steered_by_the_first_rows_map(trained, tiny_sd1, squares_with_maps):
+    pipe = Pipeline.from_pretrained(tiny_sd1, device="cpu", dtype="fp32")
+    pipe.progress = False
+    (sample,) = (trained / "samples").glob("*.png")
+    maps = squares_with_maps / "maps"
+    made = [Image.open(sample).convert("RGB")]
+    expect = pipe(["a square"], steps=2, seed=1, controls=[Control(maps / "0.png", trained)])
+    assert max_pixel_diff(made, expect) == 0
+    assert max_pixel_diff(made, pipe(["a square"], steps=2, seed=1, controls=[Control(maps / "3.png", trained)])) > 0
+
+
+def test_a_checkpoint_exports_as_a_controlnet_folder(trained, tmp_path):
+    from latentdiff.training.export import export_checkpoint
+
+    out = export_checkpoint(trained, tmp_path / "exported", dtype="fp16")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    final = load_file(str(trained / "diffusion_pytorch_model.safetensors"))
+    half = load_file(str(out / "diffusion_pytorch_model.safetensors"))
+    assert all(half[k].dtype == torch.float16 and torch.equal(half[k], final[k].half()) for k in final)
 
 
 def test_killed_and_resumed_run_equals_the_uninterrupted_one_bitwise(
@@ -181,6 +203,16 @@ def test_rows_with_a_missing_or_broken_map_are_skipped(squares_with_maps, tmp_pa
     assert len(scan_dataset(root, 64).records) == 4  # other methods train every image, the maps never
 
 
+def test_controlnet_weights_past_memory_are_one_line(squares_with_maps, tiny_sd1, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("latentdiff.runtime.memory.available_bytes", lambda device: 100_000)
+    argv = ["finetune", str(squares_with_maps), "--model", str(tiny_sd1), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--method", "controlnet", "--resolution", "64"]) == 2
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "error" in x]  # beside the dataset's note
+    assert "Traceback" not in err and "--method controlnet" in line and "ControlNet weights" in line, err
+    assert not (tmp_path / "o" / "checkpoints").exists()
+
+
 def test_dataset_without_maps_is_one_line_exit_2(squares_with_maps, tiny_sd1, tmp_path, capsys):
     root = tmp_path / "plain"
     root.mkdir()
@@ -193,3 +225,23 @@ def test_dataset_without_maps_is_one_line_exit_2(squares_with_maps, tiny_sd1, tm
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "conditioning_image" in err and "--method controlnet" in err
     assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_sdxl_controlnet_trains_in_bf16_and_loads(squares_with_maps, tiny_sdxl, tmp_path):
+    """SDXL (its pooled text and size ids reach the ControlNet too) under bf16 autocast, validation included."""
+    from latentdiff.runtime.device import cpu_bf16
+
+    if not cpu_bf16().runs and not torch.cuda.is_available():
+        pytest.skip("torch cannot compute in bf16 here")
+    out = finetune(
+        run_cfg(squares_with_maps, tiny_sdxl, tmp_path / "xl", max_steps=2, mixed_precision="bf16", validate_every=2)
+    )
+    assert len(list((out / "samples").glob("*.png"))) == 1
+    weights = load_file(str(out / "diffusion_pytorch_model.safetensors"))
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())
+    pipe = Pipeline.from_pretrained(tiny_sdxl, device="cpu", dtype="fp32")
+    pipe.progress = False
+    image = square_map(CORNERS[0], (64, 64))
+    with_map = pipe("a square", steps=2, seed=0, controls=[Control(image, out)])
+    assert max_pixel_diff(with_map, pipe("a square", steps=2, seed=0)) > 0
