@@ -86,14 +86,15 @@ class BatchSource:
     # ---- per step -----------------------------------------------------------------------
     def latents(self, indices: list[int], gen: torch.Generator, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Latents (B, 4, h, w) and each sample's size ids (B, 6) for SDXL's micro-conditioning.
-        `self.picked` keeps what they came from: the pixels, or (image, mirrored) pairs when cached."""
+        `self.picked` keeps what they came from: the pixels, or (image, mirrored) pairs when cached
+        (`self.items`: the dataset's items, when not cached)."""
         if self.posteriors is not None:
             views = torch.randint(0, 2, (len(indices),), generator=gen) if self.flip else [0] * len(indices)
             self.picked = [(i, int(v)) for i, v in zip(indices, views)]  # (image, mirrored?)
             mean, std, ids = (torch.stack(parts) for parts in zip(*(self.posteriors[i][v] for i, v in self.picked)))
         else:
             self.dataset.set_epoch(epoch)
-            items = [self.dataset[i] for i in indices]
+            self.items = items = [self.dataset[i] for i in indices]
             self.picked = torch.stack([item["pixel_values"] for item in items])  # (B, 3, H, W)
             mean, std = self._posterior(self.picked)
             ids = torch.stack([item["size_ids"] for item in items])
@@ -111,6 +112,10 @@ class BatchSource:
     def image_cond(self, indices: list[int], gen: torch.Generator):
         """Image conditioning beside the latents (training/upscaler.py has one); none here."""
         return None
+
+    def residuals(self) -> tuple:
+        """The model call's `Residuals` for the last latents() batch (training/controlnet.py has one); none here."""
+        return ()
 
 
 def sample_latents(mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator, scale: float) -> torch.Tensor:

@@ -59,12 +59,31 @@ def unet_train_bytes(unet_config, vae_config, batch: int, resolution: int, nbyte
 
 
 def step_bytes(
-    unet_config, vae_config, batch: int, resolution: int, nbytes: int, checkpointing: bool, encode_batch=None
+    unet_config,
+    vae_config,
+    batch: int,
+    resolution: int,
+    nbytes: int,
+    checkpointing: bool,
+    encode_batch=None,
+    controlnet: bool = False,
 ) -> int:
     """Peak memory of a training step: encoding its pixels (or the caching pre-pass, `encode_batch`
-    images at a time), then the UNet's forward and backward; the two do not overlap."""
+    images at a time), then the UNet's forward and backward; the two do not overlap. A ControlNet
+    (a copy of the UNet's encoder half) keeps half as much again, and its conditioning images."""
     encode = encode_bytes(vae_config, batch if encode_batch is None else encode_batch, resolution, nbytes)
-    return max(encode, unet_train_bytes(unet_config, vae_config, batch, resolution, nbytes, checkpointing))
+    train = unet_train_bytes(unet_config, vae_config, batch, resolution, nbytes, checkpointing)
+    if controlnet:
+        train += train // 2 + batch * 3 * resolution * resolution * 4
+    return max(encode, train)
+
+
+def controlnet_params(unet) -> int:
+    """The weights of a ControlNet made from `unet`: its input, embeddings, down and mid blocks (the
+    conditioning embedding and zero convolutions are a few percent more, left out)."""
+    named = ("conv_in", "time_embedding", "add_embedding", "class_embedding", "mid_block")
+    parts = [getattr(unet, name, None) for name in named]  # diffusers sets no add_embedding without one
+    return sum(p.numel() for m in (*parts, *unet.down_blocks) if m is not None for p in m.parameters())
 
 
 def cache_bytes(vae_config, images: int, resolution: int, views: int) -> int:
@@ -102,13 +121,18 @@ def check_finetune(cfg, components, repeats: list[int], device, train_text: bool
     if cfg.method == "lora":
         encoders = [components.text_encoder, components.text_encoder_2] if train_text else []
         check_lora_rank(cfg.lora_rank, components.unet, [e for e in encoders if e is not None], device)
+    controlnet = cfg.method == "controlnet"
+    if controlnet:
+        params = controlnet_params(components.unet)
+        what = f"--method controlnet ({params:,} ControlNet weights with their gradients and AdamW's moments)"
+        check_fits(params * ADAPTER_BYTES, what, "use a device with more memory, or --use-8bit-adam", device)
     check_epoch(repeats)
     nbytes = 4 if cfg.mixed_precision == "no" else 2
     batch = effective_batch(cfg.batch_size, repeats)
     cache = cfg.cache and cfg.crop == "center"
     encode_batch = (1 if device.type == "cpu" else 8) if cache else None
     unet, vae = components.unet.config, components.vae.config
-    need = step_bytes(unet, vae, batch, cfg.resolution, nbytes, cfg.gradient_checkpointing, encode_batch)
+    need = step_bytes(unet, vae, batch, cfg.resolution, nbytes, cfg.gradient_checkpointing, encode_batch, controlnet)
     what = f"a training step at --resolution {cfg.resolution} with --batch-size {cfg.batch_size}"
     if batch < cfg.batch_size:
         what += f" (an epoch's {batch} samples)"

@@ -20,7 +20,8 @@ LORA_FORMATS = ("both", "kohya", "diffusers")
 @dataclass
 class FinetuneConfig:
     dataset: str = ""
-    """Folder of images with captions (.txt beside each image, metadata.jsonl or metadata.csv)."""
+    """Folder of images with captions (.txt beside each image, metadata.jsonl or metadata.csv; for
+    --method controlnet, metadata rows with a conditioning_image column naming each image's map)."""
     model: str | None = None
     """Base model (SD 1.x/2.x or SDXL base; directory or hub id) or an architecture YAML
     (configs/models/*.yaml) to train from scratch."""
@@ -32,7 +33,9 @@ class FinetuneConfig:
     """Times each image is seen an epoch (kohya's repeats). Images in a top-level folder named N_name
     (kohya's layout, e.g. '10_sks dog') are seen N times instead and, lacking a caption, take name."""
     method: str = "lora"
-    """lora (low-rank adapters on attention) or full (all UNet weights, with EMA)."""
+    """lora (low-rank adapters on attention), full (all UNet weights, with EMA) or controlnet (a
+    ControlNet made from the UNet and trained beside the frozen model; OUT becomes a diffusers
+    ControlNet folder for --control)."""
     max_steps: int = 1000
     """Optimizer steps; may be raised when resuming."""
     batch_size: int = 4
@@ -121,7 +124,7 @@ class FinetuneConfig:
 
     required = ("model", "out")
     choices = {
-        "method": ("lora", "full"),
+        "method": ("lora", "full", "controlnet"),
         "lora_format": LORA_FORMATS,
         "lr_schedule": SCHEDULES,
         "crop": ("center", "random"),
@@ -166,6 +169,10 @@ class FinetuneConfig:
         check(self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be > 0")
         check(self.ema_decay is None or 0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)")
         check(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pick one")
+        check(
+            not (self.method == "controlnet" and self.train_text_encoder),
+            "--method controlnet keeps the base model frozen; drop --train-text-encoder",
+        )
         self.caption_extension = _caption_extension(self.caption_extension)
         self.output_name = _output_name(self.output_name, self.out)
 

@@ -1,4 +1,5 @@
-"""`finetune(cfg)`: one training loop for LoRA and full fine-tuning (and training from scratch).
+"""`finetune(cfg)`: one training loop for LoRA, full fine-tuning (and training from scratch) and
+ControlNet training (training/controlnet.py).
 
 The trainable set is the only difference between methods (see state.make_trainable). Every
 random draw of a step is derived from (seed, step), the data order from the step counter,
@@ -28,6 +29,7 @@ from latentdiff.training import trackers
 from latentdiff.training.batches import BatchSource
 from latentdiff.training.bounds import check_finetune
 from latentdiff.training.config import FinetuneConfig
+from latentdiff.training.controlnet import ControlSource
 from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
 from latentdiff.training.data.order import DataOrder
 from latentdiff.training.data.scan import scan_dataset
@@ -105,6 +107,7 @@ def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
         follow_symlinks=cfg.follow_symlinks,
         caption_extension=cfg.caption_extension,
         repeats=cfg.repeats,
+        conditioning=cfg.method == "controlnet",
     )
     if acc.is_main_process:
         scan.write_skipped(out)
@@ -122,7 +125,7 @@ def _place(cfg: FinetuneConfig, acc, state: TrainState) -> tuple[dict, torch.dty
     c, trained = state.setup.components, state.modules
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
     c.vae.to(acc.device, dtype)
-    for name in ("text_encoder", "text_encoder_2"):
+    for name in ("unet", "text_encoder", "text_encoder_2"):  # the UNet is frozen beside a ControlNet
         if name not in trained and getattr(c, name) is not None:
             getattr(c, name).to(acc.device, dtype)
     frozen_in_compute_dtype(trained.values(), dtype)
@@ -140,7 +143,8 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
     cache = cfg.cache and cfg.crop == "center"
     if cfg.cache and not cache and acc.is_main_process:
         say("random crops: latents are encoded every step (caching needs --crop center)")
-    source = (UpscalerSource if family_of(c).upscales else BatchSource)(
+    kind = ControlSource if cfg.method == "controlnet" else UpscalerSource if family_of(c).upscales else BatchSource
+    source = kind(
         c,
         dataset,
         captions,
@@ -169,7 +173,7 @@ def _train(
     from PIL import Image
     from tqdm.auto import tqdm
 
-    unet, start = wrapped["unet"], state.step
+    unet, start = wrapped.get("unet", state.setup.components.unet), state.step
     noise_scheduler = _noise_scheduler(state.setup.components.scheduler_config)
     named, optimizer = state.params, state.optimizer
     bar = tqdm(total=cfg.max_steps, initial=start, desc="finetune", file=sys.stderr, disable=not acc.is_main_process)
@@ -194,6 +198,7 @@ def _train(
                             cfg.snr_gamma,
                             cfg.noise_offset,
                             source.image_cond(idx, gen),
+                            source.residuals(),
                         )
                     acc.backward(loss)
                     if acc.sync_gradients:
@@ -233,7 +238,7 @@ def _train(
                     )
                 acc.wait_for_everyone()
             if acc.is_main_process and cfg.validate_every and done % cfg.validate_every == 0:
-                paths = validate(cfg, out, state.setup, done, acc.device)
+                paths = validate(cfg, out, state, done, acc.device, source.dataset.records[0].conditioning)
                 log.images([Image.open(p) for p in paths], cfg.validation_prompts or ["a photo"], done)
     finally:
         bar.close()

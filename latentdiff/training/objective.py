@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from latentdiff.families.unet import UNetCall
+from latentdiff.sampling.model_call import Inputs
+
 
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
     mixed = ((seed * 1_000_003 + step) * 1_009 + micro) * 131 + rank
@@ -39,11 +42,14 @@ def diffusion_loss(
     snr_gamma=None,
     noise_offset: float = 0.0,
     image_cond=None,
+    residuals: tuple = (),
 ) -> torch.Tensor:
     """MSE between the UNet's prediction and the target (noise or v) at random timesteps.
     `context`: the text conditioning (`conditioning.Embeddings`: the (B, T, D) context and SDXL's
     extra inputs); `image_cond` (sampling.model_call.ImageChannels, an upscaler's low-res image) goes in beside the
-    noisy latents."""
+    noisy latents; `residuals` (the model call's Residuals: a ControlNet being trained) add to the UNet's
+    blocks. The UNet is called as generation calls it (families/unet.UNetCall's arguments); `unet` may be
+    an accelerate-wrapped module."""
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=gen).to(latents.device)
     if noise_offset:
@@ -53,12 +59,9 @@ def diffusion_loss(
     noisy = noise_scheduler.add_noise(latents, noise, t)
     kind = noise_scheduler.config.prediction_type
     target = noise_scheduler.get_velocity(latents, noise, t) if kind == "v_prediction" else noise
-    labels = None
-    if image_cond is not None:
-        noisy, labels = torch.cat([noisy, image_cond.concat.to(noisy.dtype)], dim=1), image_cond.class_labels
-    pred = unet(
-        noisy, t, encoder_hidden_states=context.hidden, added_cond_kwargs=context.added or None, class_labels=labels
-    ).sample
+    channels = None if image_cond is None else image_cond.to(noisy.dtype)
+    inputs = Inputs(context, channels, residuals)
+    pred = unet(UNetCall.sample(noisy, inputs), t, **UNetCall.kwargs(noisy, t, inputs)).sample
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     w = loss_weights(noise_scheduler.alphas_cumprod, t, kind, snr_gamma)
     return (per_sample * w).mean()

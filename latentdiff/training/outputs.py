@@ -1,5 +1,6 @@
 """What a fine-tuning run writes: its entries in the run folder (guarded by runfolder.py), samples,
-the final model (checkpoint files: state.py)."""
+the final model: a LoRA folder, a diffusers model, or a diffusers ControlNet folder (checkpoint
+files: state.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ from pathlib import Path
 
 import torch
 
+from latentdiff.errors import UsageError
 from latentdiff.formats.lora_kohya import KOHYA_FILE, save_kohya
 from latentdiff.formats.lora_merge import LORA_FILE, save_lora
 from latentdiff.images.write import save_png, slug
 from latentdiff.pipeline import Pipeline
+from latentdiff.runtime.device import DTYPES
+from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training.config import FinetuneConfig
+from latentdiff.training.controlnet import validation_control
 
 # Everything a finetune run writes into OUT (run.json lists them, with the kohya LoRA file: run_files);
 # --overwrite removes these and nothing else. lora_kohya.safetensors: the kohya file's name before --output-name.
@@ -33,6 +38,8 @@ RUN_FILES = (
     "pytorch_lora_weights.safetensors",
     "lora_kohya.safetensors",
     "logs",
+    "config.json",  # --method controlnet: OUT is a diffusers ControlNet folder
+    "diffusion_pytorch_model.safetensors",
 )
 
 
@@ -46,17 +53,34 @@ def run_files(cfg: FinetuneConfig) -> tuple[str, ...]:
 
 
 def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) -> None:
-    """The usable result of a state's weights (after `state.use_ema()` where wanted): a LoRA folder, or a
-    diffusers model."""
+    """The usable result of a state's weights (after `state.use_ema()` where wanted): a LoRA folder, a
+    diffusers model, or a diffusers ControlNet folder (`dtype`: fp16 or bf16 stores half-size weights)."""
     c = state.setup.components
     defaults = {**c.defaults, **cfg.sample_defaults}
     if cfg.method == "lora":
         save_lora_files(cfg, out, state, defaults)
         return
+    if cfg.method == "controlnet":
+        save_controlnet(out, state.modules["controlnet"], dtype)
+        return
     for m in state.modules.values():
         m.eval()
     c.defaults = defaults
     Pipeline(c, torch.device("cpu"), torch.float32, place=False).save_pretrained(out, dtype=dtype)
+
+
+def save_controlnet(out: Path, net, dtype: str | None) -> None:
+    """OUT/config.json + OUT/diffusion_pytorch_model.safetensors, as diffusers' ControlNetModel saves
+    itself (a copy casts to `dtype`: the trained module keeps its fp32 weights)."""
+    import copy
+
+    if dtype is not None and dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
+    net.eval()
+    if dtype not in (None, "fp32"):
+        net = copy.deepcopy(net).to(DTYPES[dtype])
+    net.save_pretrained(out, safe_serialization=True)
+    as_umask_allows(out / "config.json", out / "diffusion_pytorch_model.safetensors")
 
 
 def save_lora_files(cfg: FinetuneConfig, out: Path, state, defaults: dict) -> None:
@@ -96,16 +120,21 @@ def kohya_metadata(cfg: FinetuneConfig, out: Path, state) -> dict:
 
 
 @torch.no_grad()
-def validate(cfg: FinetuneConfig, out: Path, setup, step: int, device) -> list[Path]:
-    """Images for the validation prompts with fixed seeds, from the current (non-EMA) weights."""
+def validate(cfg: FinetuneConfig, out: Path, state, step: int, device, control_image=None) -> list[Path]:
+    """Images for the validation prompts with fixed seeds, from the current (non-EMA) weights; a
+    ControlNet run's are steered by `control_image` (its first row's) through the ControlNet."""
     prompts = cfg.validation_prompts or ["a photo"]
-    c = setup.components
-    was_training = c.unet.training
-    c.unet.eval()
+    c = state.setup.components
+    net = state.modules.get("controlnet")
+    modes = [(m, m.training) for m in (c.unet, net) if m is not None]
+    for m, _ in modes:
+        m.eval()
     try:
         pipe = Pipeline(c, device, torch.float32, place=False)
         pipe.progress = False
-        images = pipe(prompts, steps=cfg.validation_steps, seed=cfg.seed)
+        controls = [validation_control(control_image, net, c.unet.dtype)] if net is not None else None
+        images = pipe(prompts, steps=cfg.validation_steps, seed=cfg.seed, controls=controls)
     finally:
-        c.unet.train(was_training)
+        for m, was_training in modes:
+            m.train(was_training)
     return [save_png(im, out / "samples", f"step{step:08d}-{slug(p)}") for im, p in zip(images, prompts)]

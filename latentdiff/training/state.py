@@ -1,6 +1,6 @@
 """What a fine-tuning run trains, in one place: the models it starts from (`load_models`: a base
-model, or an architecture config trained from scratch), their trainable part (LoRA adapters or
-all weights, the only difference between methods) and its optimizer, and `TrainState` (trainable
+model, or an architecture config trained from scratch), their trainable part (LoRA adapters, all
+weights, or a ControlNet beside the frozen model: the only difference between methods) and its optimizer, and `TrainState` (trainable
 modules, optimizer, LR schedule, EMA, step) with `state_dict` / `load_state_dict` and the checkpoint
 files that hold it. The loop steps it, checkpoints save it, resume and export load it back.
 (Was training/setup.py, then trainable.py + state.py.)"""
@@ -23,6 +23,7 @@ from latentdiff.runtime.compile import adamw_kwargs
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
+from latentdiff.training.controlnet import make_controlnet
 from latentdiff.training.lr_schedule import make_lr_schedule
 
 
@@ -73,13 +74,15 @@ def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Modu
     for m in (c.unet, c.vae, *encoders.values()):
         m.requires_grad_(False)
     trained = {"unet": c.unet, **(encoders if setup.train_text_encoder else {})}
-    trained_encoders = [m for n, m in trained.items() if n != "unet"]
+    if cfg.method == "controlnet":  # the base stays frozen (config.py refuses --train-text-encoder)
+        trained = {"controlnet": make_controlnet(c, cfg.seed).requires_grad_(True)}
+    trained_encoders = [m for n, m in trained.items() if n in encoders]
     if cfg.method == "lora":
         torch.manual_seed(cfg.seed)  # LoRA's random init: the same run must start the same way
         add_adapters(c.unet, cfg.lora_rank, UNET_TARGETS)
         for m in trained_encoders:
             add_adapters(m, cfg.lora_rank, TEXT_TARGETS)
-    else:
+    elif cfg.method == "full":
         for m in trained.values():
             m.requires_grad_(True)
     for m in family_of(c).conditioning(c).unused_modules() if trained_encoders else []:
@@ -92,6 +95,8 @@ def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Modu
                 p.data = p.data.float()
     if cfg.gradient_checkpointing:
         c.unet.enable_gradient_checkpointing()
+        if "controlnet" in trained:
+            trained["controlnet"].enable_gradient_checkpointing()
         for m in trained_encoders:
             m.gradient_checkpointing_enable()
     return trained

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 import torch
 
 from latentdiff.errors import UsageError
-from latentdiff.images.read import MAX_PIXELS, Placement, reload_training_image
+from latentdiff.images.read import (
+    MAX_PIXELS,
+    BadImageError,
+    Placement,
+    load_image,
+    place,
+    reload_training_image,
+    transform,
+)
 
 if TYPE_CHECKING:
     from latentdiff.training.data.scan import Record
@@ -78,12 +86,29 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         # A string seed is hashed with SHA-512: stable across processes and Python versions.
         rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
         pixels, placement = self._pixels(index, self.crop, self.flip, rng)
-        return {
+        item = {
             "pixel_values": pixels,
             "size_ids": self.size_ids(index, placement),
             "caption": self.records[index].caption,
             "index": index,
         }
+        if self.records[index].conditioning is not None:
+            item["conditioning_values"] = self.conditioning(index, placement)
+        return item
+
+    def conditioning(self, index: int, placement: Placement | bool) -> torch.Tensor:
+        """Image `index`'s conditioning image (3, H, W) in [0, 1] (diffusers' ControlNet input), cut as
+        its target was (`placement`: the same resize, crop corner and flip), or, given a bool, as the
+        unaugmented target (`unaugmented`), mirrored when True. A map of another size than its target
+        is resized to the target's size first, so the two stay aligned."""
+        record = self.records[index]
+        if isinstance(placement, bool):
+            placement = replace(place((record.width, record.height), self.target(index)), flipped=placement)
+        try:
+            img = load_image(record.conditioning, self.max_pixels)
+        except BadImageError as err:  # changed since the scan checked it: stopping beats silently skipping
+            raise BadImageError(f"{record.conditioning}: {err} (it was fine when scanned)") from None
+        return transform(img, placement).add(1.0).div(2.0)
 
     def unaugmented(self, batch: int = 32):
         """Every image without augmentation, for caching its latents: batches of pixels (b, 3, H, W)

@@ -6,7 +6,8 @@ Caption sources, most specific first (the first one found for an image wins):
   2. Hugging Face imagefolder: `metadata.jsonl` rows {"file_name": ..., "text": ...};
   3. `metadata.csv` with `file_name` and `text` columns;
   4. kohya's DreamBooth folders: an image in a top-level `N_name` folder takes `name`.
-A metadata file covers paths relative to its own folder; a deeper one beats a shallower one.
+A metadata file covers paths relative to its own folder; a deeper one beats a shallower one. A file
+that a metadata row names as its conditioning image (conditioning.py) is no training image itself.
 Each image is seen `repeats` times an epoch, N times in a top-level `N_name` folder (kohya's layout).
 """
 
@@ -15,13 +16,14 @@ from __future__ import annotations
 import os
 import stat
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from latentdiff.errors import UsageError
 from latentdiff.images.read import MAX_PIXELS, BadImageError, load_image
 from latentdiff.runtime.reading import read_text
+from latentdiff.training.data.conditioning import pair_conditioning
 from latentdiff.training.data.kohya_folders import KohyaFolders
 from latentdiff.training.data.metadata import MAX_CAPTION_CHARS, read_metadata
 
@@ -41,6 +43,7 @@ class Record:
     height: int
     split: str | None = None
     repeats: int = 1  # times an epoch (kohya's N_name folders, --repeats)
+    conditioning: Path | None = None  # its conditioning image (finetune --method controlnet)
 
 
 @dataclass
@@ -69,6 +72,7 @@ def scan_dataset(
     follow_symlinks: bool = False,
     caption_extension: str = ".txt",
     repeats: int = 1,
+    conditioning: bool = False,
 ) -> ScanResult:
     """Find every image under `root`, pair it with a caption and open it once.
 
@@ -78,6 +82,7 @@ def scan_dataset(
     would hang), and symlinks leading outside `root` are skipped unless `follow_symlinks`. Captions
     are read from `caption_extension` files beside the images; each image counts `repeats` times an
     epoch, or N times in a top-level folder named `N_name` (kohya's layout, see kohya_folders.py).
+    `conditioning`: every image needs a usable conditioning image (conditioning.py), else it is skipped.
     """
     if missing_captions not in ("error", "empty"):
         raise UsageError(f"--missing-captions must be 'error' or 'empty', not {missing_captions!r}")
@@ -87,15 +92,17 @@ def scan_dataset(
         raise UsageError(f"resolution {resolution} is not a positive multiple of 8; try " + " or ".join(map(str, near)))
     root = _check_root(root)
     folders = KohyaFolders(repeats)
-    entries, skipped, notes = _discover(
-        _Root(root, follow_symlinks), missing_captions, include_heldout, caption_extension, folders
-    )
+    src = _Root(root, follow_symlinks)
+    entries, skipped, notes = _discover(src, missing_captions, include_heldout, caption_extension, folders)
+    if conditioning:
+        entries = pair_conditioning(src, entries, skipped, max_pixels)
     records: list[Record] = []
-    for done, (rel, caption, split) in enumerate(entries, 1):
+    for done, (rel, caption, split, cond) in enumerate(entries, 1):
         try:
             # Decode fully to catch truncation, but keep only the size: datasets outgrow RAM.
             with load_image(root / rel, max_pixels) as im:
-                records.append(Record(root / rel, caption, im.width, im.height, split, folders.repeats(rel)))
+                record = Record(root / rel, caption, im.width, im.height, split, folders.repeats(rel))
+                records.append(replace(record, conditioning=root / cond) if conditioning else record)
         except BadImageError as err:
             skipped.append((rel, str(err)))
         if progress is not None:
@@ -152,11 +159,12 @@ def _discover(
     caption_extension: str = ".txt",
     folders: KohyaFolders | None = None,
 ):
-    """Return ([(relpath, caption, split)] sorted by relpath, skipped, notes)."""
+    """Return ([(relpath, caption, split, conditioning relpath)] sorted by relpath, skipped, notes)."""
     images, metadata, skipped = _walk(src)
-    captions, splits, heldout, bad_rows = _metadata_captions(src, metadata, include_heldout)
+    captions, splits, heldout, bad_rows, conditions = _metadata_captions(src, metadata, include_heldout)
     skipped += bad_rows
-    images = (images | captions.keys()) - heldout
+    maps = set(conditions.values()) - captions.keys()  # conditioning images without a row of their own
+    images = (images | captions.keys()) - heldout - maps
     root = src.path
     for rel in images:
         # A .txt beside the image is the most specific source, so it overrides metadata.
@@ -181,14 +189,15 @@ def _discover(
     notes = []
     if heldout:
         notes.append(f"held out {len(heldout)} image(s) marked split=heldout in metadata (never trained on)")
-    entries = [(rel, captions.get(rel, ""), splits.get(rel)) for rel in sorted(images)]
+    entries = [(rel, captions.get(rel, ""), splits.get(rel), conditions.get(rel)) for rel in sorted(images)]
     return entries, skipped, notes
 
 
 def _metadata_captions(src: _Root, metadata: list[Path], include_heldout: bool):
-    """Captions and splits from every metadata file, the deepest folder's winning."""
+    """Captions, splits and conditioning images from every metadata file, the deepest folder's winning."""
     captions: dict[str, str] = {}
     splits: dict[str, str] = {}
+    conditions: dict[str, str] = {}
     heldout: set[str] = set()
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -196,10 +205,12 @@ def _metadata_captions(src: _Root, metadata: list[Path], include_heldout: bool):
     # Within one folder metadata.jsonl comes before metadata.csv (METADATA_FILES order).
     order = lambda p: (-len(p.parts), str(p.parent), METADATA_FILES.index(p.name))  # noqa: E731
     for meta in sorted(metadata, key=order):
-        for rel, caption, split in read_metadata(root, meta):
+        for rel, caption, split, conditioning in read_metadata(root, meta):
             if rel in seen:
                 continue
             seen.add(rel)
+            if conditioning is not None:
+                conditions[rel] = conditioning
             if split == HELDOUT and not include_heldout:
                 heldout.add(rel)
             elif (why := src.problem(root / rel)) is not None:
@@ -208,7 +219,7 @@ def _metadata_captions(src: _Root, metadata: list[Path], include_heldout: bool):
                 captions[rel] = caption
                 if split is not None:
                     splits[rel] = split
-    return captions, splits, heldout, skipped
+    return captions, splits, heldout, skipped, conditions
 
 
 def _walk(src: _Root) -> tuple[set[str], list[Path], list[tuple[str, str]]]:
