@@ -193,7 +193,7 @@ BAD = [
     ),
     (["--control", "nope.png:{cn}"], "--control 1: control image nope.png is not usable: missing file"),
     (["--control", "{pic}:nowhere"], "--control 1: ControlNet model nowhere does not exist"),
-    (["--control", "{pic}:{pic}"], "is not a ControlNet or T2I-Adapter folder"),
+    (["--control", "{pic}:{pic}"], "is neither safetensors nor a torch checkpoint"),
 ]
 
 
