@@ -53,6 +53,12 @@ class Job:
     version: int = 0  # bumped on every change; watchers compare it
     cancel: threading.Event = field(default_factory=threading.Event)
 
+    def end(self, state: str | None = None, **changes) -> None:
+        """Finish the job (done, failed, cancelled): its decoded pictures are let go at once, so a
+        finished job holds only its parameters and the paths of its images."""
+        self.inputs = {}
+        self.touch(**({"state": state} if state else {}), finished=time.time(), **changes)
+
     def touch(self, **changes) -> None:
         for k, v in changes.items():
             setattr(self, k, v)
@@ -137,7 +143,7 @@ class JobQueue:
         with self._cond:
             if job in self._waiting:
                 self._waiting.remove(job)
-                job.touch(state="cancelled", finished=time.time())
+                job.end("cancelled")
 
     def counts(self) -> dict:
         with self._cond:
@@ -160,7 +166,7 @@ class JobQueue:
             self._cond.notify_all()
         for job in waiting:
             job.cancel.set()
-            job.touch(state="cancelled", finished=time.time())
+            job.end("cancelled")
         if running is not None:
             running.cancel.set()
 
@@ -195,7 +201,7 @@ class JobQueue:
             log.exception("job %s failed", job.id)
             job.touch(state="failed", error=_one_line(e))
         finally:
-            job.touch(finished=time.time())
+            job.end()
             self._durations.append(time.time() - t0)
             _after_failure_cleanup(job)
 
