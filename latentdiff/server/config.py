@@ -9,6 +9,11 @@ from pathlib import Path
 
 from latentdiff.errors import UsageError
 
+# A body is read into memory whole (and its pictures decoded): 1 GiB is far above any request of
+# ours (a 4096 px picture and mask as uncompressed PNG, base64: about 90 MB). A budget of weights
+# kept loaded above 1 TB is a typo. Both comparisons refuse NaN too.
+MAX_BODY_MB, MAX_BUDGET_GB = 1024, 1024
+
 
 @dataclass
 class ServeConfig:
@@ -33,10 +38,13 @@ class ServeConfig:
             raise UsageError(f"--port must be between 0 and 65535, got {self.port}")
         if self.queue_size < 1:
             raise UsageError(f"--queue-size must be >= 1, got {self.queue_size}")
-        if self.max_body_mb <= 0:
-            raise UsageError(f"--max-body-mb must be > 0, got {self.max_body_mb}")
-        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
-            raise UsageError(f"--memory-budget must be > 0 GB, got {self.memory_budget_gb}")
+        if not (isinstance(self.max_body_mb, (int, float)) and 0 < self.max_body_mb <= MAX_BODY_MB):
+            raise UsageError(f"--max-body-mb must be > 0 and at most {MAX_BODY_MB}, got {self.max_body_mb}")
+        budget = self.memory_budget_gb
+        if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget <= MAX_BUDGET_GB):
+            raise UsageError(f"--memory-budget must be > 0 GB and at most {MAX_BUDGET_GB} GB, got {budget}")
+        if self.max_jobs_kept < 1:
+            raise UsageError(f"max_jobs_kept must be >= 1, got {self.max_jobs_kept}")
         if self.token is not None and len(self.token) < 8:
             raise UsageError("--token must be at least 8 characters")
         if not is_loopback(self.host) and not self.token and not self.insecure_no_auth:

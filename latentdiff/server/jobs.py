@@ -16,6 +16,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from latentdiff.errors import Cancelled, LatentDiffError
+from latentdiff.server.inputs import Pictures
 
 log = logging.getLogger("latentdiff.server")
 TERMINAL = ("done", "failed", "cancelled")
@@ -34,7 +35,7 @@ class NotAccepting(Exception):
 @dataclass
 class Job:
     params: dict  # Pipeline keyword arguments, prompt included (JSON: what GET /v1/jobs shows)
-    inputs: dict = field(default_factory=dict)  # the pictures (init image, mask) as PIL: passed on, never shown
+    inputs: Pictures = field(default_factory=Pictures)  # the picture files (init image, mask): never shown
     model: str | None = None
     source: str = "v1"  # which API submitted it ("v1", "a1111")
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -56,7 +57,7 @@ class Job:
     def end(self, state: str | None = None, **changes) -> None:
         """Finish the job (done, failed, cancelled): its decoded pictures are let go at once, so a
         finished job holds only its parameters and the paths of its images."""
-        self.inputs = {}
+        self.inputs = Pictures()
         self.touch(**({"state": state} if state else {}), finished=time.time(), **changes)
 
     def touch(self, **changes) -> None:

@@ -14,8 +14,8 @@ class InProcess:
         return self.client.post(path, content=raw, headers={"Content-Type": content_type})
 
 
-@pytest.fixture(scope="module")
-def in_process(pipe_sd1, tmp_path_factory):
+def serve_in_process(pipe_sd1, tmp_path_factory):
+    """A module's fixture: `in_process = pytest.fixture(scope="module", name="in_process")(serve_in_process)`."""
     pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
     from fastapi.testclient import TestClient
 
