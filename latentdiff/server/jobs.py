@@ -7,6 +7,8 @@ the running one (at its next step) and waits for the worker: images already writ
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import itertools
 import logging
 import threading
@@ -205,6 +207,7 @@ class JobQueue:
             job.end()
             self._durations.append(time.time() - t0)
             _after_failure_cleanup(job)
+            _return_freed_memory()
 
     def _remember(self, job: Job) -> None:
         self._jobs[job.id] = job
@@ -219,6 +222,23 @@ def _one_line(e: Exception) -> str:
     if "out of memory" in str(e).lower():
         return f"out of memory ({name}); try fewer images or a smaller size"
     return f"{name}: {text[0]}" if text else name
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap's free pages back to the system after a job (glibc keeps them otherwise: ten
+    4096 px pictures queued at once left the server ~95 MiB above its baseline, ~30 MiB with this)."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - glibc only: musl, macOS have none
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 def _after_failure_cleanup(job: Job) -> None:
