@@ -248,8 +248,9 @@ def test_base64_pictures_are_bounded_before_decoding(in_process, monkeypatch):
         (b'{"prompt": "x", "a": ' + b"[" * 40 + b"]" * 40 + b"}", "nests"),
         (b'{"prompt": "x", "a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "nests"),
         (b"{not json", "JSON"),
+        (b'{"a\\nb": 1, "prompt": "x"}', "a\\nb"),  # a newline in a field name: still one line
     ],
-    ids=["utf8", "nan", "inf", "1e400", "digits", "depth40", "depth200k", "syntax"],
+    ids=["utf8", "nan", "inf", "1e400", "digits", "depth40", "depth200k", "syntax", "newline-name"],
 )
 @pytest.mark.parametrize("route", ["/v1/generate", "/sdapi/v1/txt2img", "/sdapi/v1/options"])
 def test_bodies_that_are_not_plain_json_are_refused_with_the_reason(in_process, raw, words, route):
