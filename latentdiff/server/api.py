@@ -12,13 +12,14 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from latentdiff.sampling.schedulers import SCHEDULERS
 from latentdiff.server.jobs import Job
 from latentdiff.server.schema import GenerateRequest
+from latentdiff.server.values import BoundedRoute
 
 _IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.png$")
 KEEPALIVE_S, POLL_S = 15.0, 0.1
 
 
 def router(server) -> APIRouter:
-    r = APIRouter(prefix="/v1", tags=["latentdiff"])
+    r = APIRouter(prefix="/v1", tags=["latentdiff"], route_class=BoundedRoute)
 
     @r.post("/generate", status_code=202, summary="Queue a generation; returns its job id")
     async def generate(body: GenerateRequest):
