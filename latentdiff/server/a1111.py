@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import time
 
@@ -13,7 +14,9 @@ from fastapi import APIRouter, HTTPException
 from latentdiff.errors import UsageError
 from latentdiff.formats.lora import LoraSpec
 from latentdiff.formats.lora_merge import is_lora_folder
+from latentdiff.images.control_infotext import controlnet_fields
 from latentdiff.images.infotext import NETWORK_TAG
+from latentdiff.server import a1111_controlnet
 from latentdiff.server.a1111_params import SAMPLERS, Img2ImgRequest, Txt2ImgRequest, job_params, short
 from latentdiff.server.inputs import Pictures, pictures
 from latentdiff.server.jobs import Job
@@ -126,11 +129,17 @@ def _img2img_params(body: Img2ImgRequest) -> tuple[dict, dict]:
 
 
 async def _run(server, body: Txt2ImgRequest, params: dict, inputs: Pictures | None = None) -> Job:
-    """Queue the job and wait for it (A1111 answers with the images); 400 when the request's own
-    input fails it, 500 otherwise."""
+    """Queue the job (with the ControlNet extension's units, a1111_controlnet.py) and wait for it
+    (A1111 answers with the images); 400 when the request's own input fails it, 500 otherwise."""
+    init_image = body.init_images[0] if isinstance(body, Img2ImgRequest) else None
+    shown, controls, mode = a1111_controlnet.units(server.control_models, body, init_image)
+    inputs = inputs or Pictures()
+    if controls:
+        params.update(controls=shown, control_mode=mode)
+        inputs = dataclasses.replace(inputs, controls=controls)
     model = _model(server, body)
     params["prompt"] = _without_own_lora_tag(server, model, params["prompt"])
-    job = server.submit(Job(params=params, inputs=inputs or Pictures(), model=model, source="a1111"))
+    job = server.submit(Job(params=params, inputs=inputs, model=model, source="a1111"))
     while not job.terminal:
         await asyncio.sleep(0.05)
     if job.state == "failed":
@@ -185,6 +194,7 @@ def _info(job: Job, body: Txt2ImgRequest, denoising_strength: float | None = Non
         denoising_strength = first.get("hires_strength")
         extra = {"Hires upscale": first["hires"], "Hires upscaler": body.hr_upscaler or "Latent"}
         extra.update({"Hires steps": first["hires_steps"]} if first.get("hires_steps") else {})
+    extra.update(controlnet_fields(first))
     return {
         "prompt": body.prompt,
         "all_prompts": [p["prompt"] for p in params],

@@ -82,7 +82,11 @@ def _empty(v, body) -> bool:
 
 
 def _active_scripts(scripts) -> bool:
-    return any(isinstance(v, dict) and v.get("args") not in (None, [], [False]) for v in (scripts or {}).values())
+    """Whether an extension other than ControlNet (a1111_controlnet.py reads its units) is given work."""
+    return any(
+        k.lower() != "controlnet" and isinstance(v, dict) and v.get("args") not in (None, [], [False])
+        for k, v in (scripts or {}).items()
+    )
 
 
 # Fields we do not honour -> (true where the value changes nothing, what the field is for).
@@ -94,7 +98,7 @@ NEUTRAL: dict[str, tuple[Callable, str]] = {
     "seed_resize_from_h": (lambda v, b: v is None or v <= 0, "seed resize"),
     "seed_resize_from_w": (lambda v, b: v is None or v <= 0, "seed resize"),
     "script_name": (_empty, "A1111 scripts"),
-    "alwayson_scripts": (lambda v, b: not _active_scripts(v), "extensions"),
+    "alwayson_scripts": (lambda v, b: not _active_scripts(v), "extensions other than ControlNet"),
     "s_churn": (_one_of(0, None), "sampler churn"),
     "s_tmin": (_one_of(0, None), "sampler churn"),
     "s_tmax": (_one_of(0, None), "sampler churn"),

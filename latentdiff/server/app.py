@@ -12,8 +12,9 @@ from fastapi.staticfiles import StaticFiles
 
 import latentdiff.config.params as rules
 from latentdiff.errors import UsageError
-from latentdiff.server import a1111, api
+from latentdiff.server import a1111, a1111_controlnet, api
 from latentdiff.server.config import ServeConfig
+from latentdiff.server.controls import ControlModels
 from latentdiff.server.executor import make_runner
 from latentdiff.server.guards import BodyLimit, TokenAuth, install_error_handlers
 from latentdiff.server.inputs import check_canvas
@@ -36,6 +37,7 @@ class Server:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.pool = ModelPool(cfg.model, cfg.models_dir, load or self._load, cfg.memory_budget_bytes)
         self.queue = JobQueue(make_runner(self.pool, self.out_dir), cfg.queue_size, cfg.max_jobs_kept)
+        self.control_models = ControlModels(cfg.control_dir())
         self.a1111_model = None  # what /sdapi/v1/options set as the current checkpoint (None: the default)
         skipped = self.pool.links_outside()
         if skipped:
@@ -52,6 +54,7 @@ class Server:
         then queue: 400 for bad input, 429 with Retry-After when full, 503 while stopping."""
         job.model, _ = self.pool.resolve(job.model)
         check_params(self.pool.peek(job.model), job.params, job.inputs.decode())
+        job.inputs.check_controls()
         try:
             return self.queue.submit(job)
         except QueueFull as e:
@@ -147,6 +150,7 @@ def create_app(server: Server) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api.router(server))
     app.include_router(a1111.router(server))
+    app.include_router(a1111_controlnet.router(server))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -35,6 +35,7 @@ class ServeConfig:
     memory_budget_gb: float | None = None  # loaded models' weights; None: half the RAM
     max_body_mb: float = 16.0
     max_jobs_kept: int = 1000  # finished jobs remembered for GET /v1/jobs/{id}
+    controlnet_dir: str | None = None  # ControlNet/T2I-Adapter models a request may name (None: control_dir())
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -53,6 +54,19 @@ class ServeConfig:
             )
         if self.models_dir is not None and not Path(self.models_dir).is_dir():
             raise UsageError(f"--models-dir {self.models_dir} is not a directory")
+        if self.controlnet_dir is not None and not Path(self.controlnet_dir).is_dir():
+            raise UsageError(f"--controlnet-dir {self.controlnet_dir} is not a directory")
+
+    def control_dir(self) -> Path | None:
+        """The folder of control models requests may name: --controlnet-dir, else a `controlnet/`
+        folder beside the models (in --models-dir, or beside a --model folder or file), else none."""
+        if self.controlnet_dir is not None:
+            return Path(self.controlnet_dir).resolve()
+        beside_model = Path(self.model).parent if self.model and Path(self.model).exists() else None
+        for base in (self.models_dir, beside_model):
+            if base is not None and (Path(base) / "controlnet").is_dir():
+                return (Path(base) / "controlnet").resolve()
+        return None
 
     def _check_memory_bounds(self, ram: int | None) -> None:
         """--memory-budget and --queue-size within their ceilings and the machine's memory `ram`

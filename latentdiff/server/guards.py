@@ -107,7 +107,7 @@ def install_error_handlers(app) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc):
-        return JSONResponse({"error": one_line(_validation_line(exc.errors()))}, status_code=422)
+        return JSONResponse({"error": one_line(validation_line(exc.errors()))}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def _http(request, exc):
@@ -131,7 +131,7 @@ def one_line(text: str, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _validation_line(errors) -> str:
+def validation_line(errors) -> str:
     parts = []
     for e in errors[:3]:
         where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"

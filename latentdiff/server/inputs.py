@@ -27,27 +27,55 @@ CANVAS_BYTES_PER_PIXEL = 8
 
 
 @dataclass(frozen=True)
+class ControlFile:
+    """One control unit of a request: its picture's file and its checked settings (the record of
+    config/control_flags.checked: the model's path inside --controlnet-dir, module, thresholds,
+    processor_res, resize, weight, start, end); `what` names it in messages."""
+
+    image: bytes
+    unit: dict
+    what: str = "controls[0]"
+
+    def picture(self) -> Image.Image:
+        return rgb_picture(self.image, f"{self.what}.image")
+
+    def control(self):
+        """The unit as the pipeline takes it (latentdiff.Control, its picture decoded)."""
+        # Imported with the first job: workflows.control imports torch, which the server loads with its first model.
+        from latentdiff.workflows.control import Control
+
+        keys = ("weight", "start", "end", "resize", "module", "processor_res", "threshold_a", "threshold_b")
+        return Control(self.picture(), self.unit["model"], **{k: self.unit[k] for k in keys})
+
+
+@dataclass(frozen=True)
 class Pictures:
     """The picture files of a request (base64 decoded, pixels not): what a queued job holds."""
 
     init_image: bytes | None = None
     mask: bytes | None = None
     invert_mask: bool = False
+    controls: tuple[ControlFile, ...] = ()
 
     def __bool__(self) -> bool:
-        return self.init_image is not None or self.mask is not None
+        return self.init_image is not None or self.mask is not None or bool(self.controls)
 
-    def decode(self) -> dict:
-        """Pipeline keyword arguments (`image`, `mask`: PIL) of the pictures."""
-        # Imported with the first picture: images.read imports torch (through its tensor helpers), which the server loads with its first model.
-        from latentdiff.images.read import to_rgb8
-
+    def decode(self, controls: bool = False) -> dict:
+        """Pipeline keyword arguments (`image`, `mask`: PIL) of the pictures; with `controls`, the
+        control units too (`controls`: latentdiff.Control with decoded pictures)."""
         out = {}
         if self.init_image is not None:
-            out["image"] = to_rgb8(open_picture(self.init_image, "init image"))
+            out["image"] = rgb_picture(self.init_image, "init image")
         if self.mask is not None:
             out["mask"] = mask_from(open_picture(self.mask, "mask"), self.invert_mask)
+        if controls and self.controls:
+            out["controls"] = [c.control() for c in self.controls]
         return out
+
+    def check_controls(self) -> None:
+        """Decode each control picture once (one at a time), so that a bad one is a 400 at submit."""
+        for c in self.controls:
+            c.picture()
 
 
 def picture_bytes(text, what: str) -> bytes:
@@ -78,6 +106,14 @@ def open_picture(data: bytes, what: str) -> Image.Image:
         raise UsageError(f"{what} is not usable: {e}") from None
 
 
+def rgb_picture(data: bytes, what: str) -> Image.Image:
+    """A picture file as 8-bit RGB (the loader's rules: EXIF rotation, alpha on white, 16-bit)."""
+    # Imported with the first picture: images.read imports torch (through its tensor helpers), which the server loads with its first model.
+    from latentdiff.images.read import to_rgb8
+
+    return to_rgb8(open_picture(data, what))
+
+
 def check_canvas(size: tuple[int, int], outpaint) -> None:
     """The canvas outpaint grows a `size` picture to must stay within MAX_PIXELS (the limit on a
     picture sent) and fit in the memory free now, checked before anything is allocated."""
@@ -102,10 +138,12 @@ def mask_from(im: Image.Image, invert: bool = False) -> Image.Image:
     return ImageOps.invert(mask) if invert else mask
 
 
-def pictures(init_image=None, mask=None, invert_mask: bool = False) -> Pictures:
-    """The base64 pictures of a request as files (checked as base64 and bounded; decoded at submit)."""
+def pictures(init_image=None, mask=None, invert_mask: bool = False, controls=()) -> Pictures:
+    """The base64 pictures of a request as files (checked as base64 and bounded; decoded at submit);
+    `controls` the request's ControlFiles."""
     return Pictures(
         None if init_image is None else picture_bytes(init_image, "init image"),
         None if mask is None else picture_bytes(mask, "mask"),
         bool(invert_mask),
+        tuple(controls),
     )
