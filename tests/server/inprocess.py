@@ -24,7 +24,12 @@ def serve_in_process(pipe_sd1, tmp_path_factory):
     from latentdiff.server.jobs import JobQueue
 
     out = tmp_path_factory.mktemp("in-process")
-    server = Server(ServeConfig(out=str(out / "out"), model=str(out / "tiny"), queue_size=4), load=lambda ref: pipe_sd1)
+    control = out / "controlnet" / "cn-fake"  # listed and named as a control model; nothing loads it
+    control.mkdir(parents=True)
+    (control / "config.json").write_text('{"_class_name": "ControlNetModel"}')
+    (control / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 64)
+    cfg = ServeConfig(out=str(out / "out"), model=str(out / "tiny"), queue_size=4, controlnet_dir=str(control.parent))
+    server = Server(cfg, load=lambda ref: pipe_sd1)
     server.pool.get(None)
     server.queue.stop(timeout=5)
     ran = []

@@ -25,8 +25,9 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
 
+from latentdiff.server.a1111_controlnet import ALIASES, A1111Unit, DetectRequest  # noqa: E402
 from latentdiff.server.a1111_params import IGNORED, NEUTRAL, NEUTRAL_HR, Img2ImgRequest  # noqa: E402
-from latentdiff.server.schema import GenerateRequest  # noqa: E402
+from latentdiff.server.schema import ControlUnit, GenerateRequest  # noqa: E402
 
 _in_process = pytest.fixture(scope="module", name="in_process")(serve_in_process)
 FUZZ = dict(
@@ -109,6 +110,21 @@ A1111_IMAGE_FIELDS = ["init_images", "mask", "denoising_strength", "resize_mode"
 A1111_IMAGE_FIELDS += ["inpaint_full_res_padding", "inpainting_mask_invert", "inpainting_fill", "mask_blur_x"]
 HR_FIELDS = ["hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "denoising_strength"]
 HR_FIELDS += sorted(NEUTRAL_HR)
+# Control units: a plausible unit (the in-process server's control model, a picture) with fields
+# set to anything; A1111's as webuiapi's ControlNetUnit sends them, in alwayson_scripts.
+UNIT = {"image": PICTURES[0], "model": "cn-fake", "module": "canny"}
+A1111_UNIT = {"enabled": True, "image": PICTURES[0], "model": "cn-fake [e3b0c442]", "module": "canny"}
+A1111_UNIT.update(resize_mode="Resize and Fill", processor_res=512, threshold_a=64, threshold_b=64)
+TEXT += ["cn-fake", "cn-fake [e3b0c442]", "canny", "none", "invert", "Balanced", "Just Resize", "Both"]
+field_value = field_value | st.sampled_from(TEXT[-8:])
+units = st.lists(body_for(sorted(ControlUnit.model_fields), UNIT), max_size=2)
+a1111_units = st.lists(body_for(sorted({*A1111Unit.model_fields, *ALIASES}), A1111_UNIT) | json_value, max_size=2)
+scripts = st.builds(
+    lambda key, args, wrap: {key: {"args": args} if wrap else args},
+    st.sampled_from(["controlnet", "ControlNet", "CONTROLNET"]),
+    a1111_units,
+    st.sampled_from([True, True, True, False]),
+)
 ROUTE_BODIES = {
     "/v1/generate": body_for(V1_FIELDS, SMALL),
     "/sdapi/v1/txt2img": body_for(A1111_FIELDS, SMALL),
@@ -116,6 +132,16 @@ ROUTE_BODIES = {
     "/v1/generate (pictures)": body_for(IMAGE_FIELDS, {**SMALL, "init_image": PICTURES[0]}),
     "/sdapi/v1/img2img (pictures)": body_for(A1111_IMAGE_FIELDS, {**SMALL, "init_images": [PICTURES[0]]}),
     "/sdapi/v1/txt2img (hires)": body_for(HR_FIELDS, {**SMALL, "enable_hr": True}),
+    "/v1/generate (controls)": body_for(["controls", "control_mode", "width", "height"], SMALL).flatmap(
+        lambda b: units.map(lambda u: {**b, "controls": u} if "controls" not in b else b)
+    ),
+    "/sdapi/v1/txt2img (controlnet)": body_for(["alwayson_scripts", "width", "enable_hr"], SMALL).flatmap(
+        lambda b: scripts.map(lambda s: {**b, "alwayson_scripts": s} if "alwayson_scripts" not in b else b)
+    ),
+    "/sdapi/v1/img2img (controlnet)": body_for(["alwayson_scripts", "mask", "inpaint_full_res"], SMALL).flatmap(
+        lambda b: scripts.map(lambda s: {**b, "init_images": [PICTURES[0]], "alwayson_scripts": s})
+    ),
+    "/controlnet/detect": body_for(sorted(DetectRequest.model_fields), {"controlnet_input_images": [PICTURES[0]]}),
     "/sdapi/v1/options": st.dictionaries(
         st.sampled_from(["sd_model_checkpoint", "samples_format", "CLIP_stop_at_last_layers", "x"]),
         field_value,
@@ -149,6 +175,10 @@ def check_answer(in_process, r, body=None) -> None:
     for job in in_process.ran:  # what reached the queue is within the server's bounds
         p = job.params
         assert 1 <= p["num_images"] <= 16 and (p["steps"] is None or 1 <= p["steps"] <= 500), p
+        assert len(p.get("controls", ())) <= 8, p
+        for u in p.get("controls", ()):  # as the job shows its units (its pictures are let go once it ran)
+            assert 0 <= u["weight"] <= 2 and 0 <= u["start"] < u["end"] <= 1 and 64 <= u["processor_res"] <= 2048, u
+            assert u["model"] == "cn-fake [e3b0c442]" and u["resize"] in ("crop", "fit", "stretch"), u
         assert all(p[s] is None or 8 <= p[s] <= 2048 for s in ("width", "height")), p
         assert p["guidance"] is None or 0 <= p["guidance"] <= 100, p
     in_process.ran.clear()
@@ -262,3 +292,15 @@ def test_fuzz_fixed_hostile_numbers(in_process):
         for n in refused + ["-0", "0.0000001", "1e-400"]:
             r = post(in_process, "/v1/generate", f'{{"prompt": "x", "{field}": {n}}}'.encode())
             assert n not in refused or 400 <= r.status_code < 500, (field, n, r.status_code)
+
+
+def test_control_bases_are_accepted(in_process):
+    """The bodies the control families start from reach the queue (so the fuzzing explores near
+    valid units, not only refusals)."""
+    r = post(in_process, "/v1/generate", json.dumps({**SMALL, "controls": [UNIT]}).encode())
+    assert r.status_code == 202, r.text
+    body = {**SMALL, "alwayson_scripts": {"ControlNet": {"args": [A1111_UNIT]}}}
+    r = post(in_process, "/sdapi/v1/txt2img", json.dumps(body).encode())
+    assert r.status_code == 200 and json.loads(r.json()["info"])["interrupted"] is False, r.text
+    r = post(in_process, "/controlnet/detect", json.dumps({"controlnet_images": [PICTURES[0]]}).encode())
+    assert r.status_code == 200 and len(r.json()["images"]) == 1, r.text
