@@ -189,7 +189,9 @@ def _parse(arg, what: str, body) -> A1111Unit:
         raise UsageError(f"{what}.{validation_line(e.errors())}") from None
     if unit.enabled:
         for name, (ok, why) in UNHONOURED.items():
-            if name in d and not _holds(ok, getattr(unit, name), body):
+            # left out, inpaint_crop_input_image is the extension's true: it crops, which we do not
+            sent = name in d or name == "inpaint_crop_input_image"
+            if sent and not _holds(ok, getattr(unit, name), body):
                 raise UsageError(f"{what}.{name}={_shown(getattr(unit, name))}: {why} is not supported by latentdiff")
     return unit
 

@@ -138,6 +138,23 @@ def test_pixel_perfect_sets_the_processor_resolution(api, title):
     assert "Processor Res: 64," in r.info["extra_generation_params"]["ControlNet 0"]
 
 
+def test_masked_inpainting_needs_the_uncropped_control(served):
+    """The extension crops a unit's picture to the masked region when inpainting only that region
+    (inpaint_crop_input_image, true when left out); latentdiff does not, so it asks for false."""
+    body = {**TXT, "init_images": [UNIT["image"]], "mask": UNIT["image"], "inpaint_full_res": True}
+    for unit, status in (({**UNIT}, 400), ({**UNIT, "inpaint_crop_input_image": False}, 200)):
+        r = served.request(
+            "POST", "/sdapi/v1/img2img", json={**body, "alwayson_scripts": {"controlnet": {"args": [unit]}}}
+        )
+        assert r.status_code == status, r.text
+    assert (
+        "inpaint_crop_input_image=True"
+        in served.request(
+            "POST", "/sdapi/v1/img2img", json={**body, "alwayson_scripts": {"controlnet": {"args": [UNIT]}}}
+        ).json()["error"]
+    )
+
+
 def test_detect_through_webuiapi(api):
     from latentdiff.images.preprocess import preprocess
 
