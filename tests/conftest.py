@@ -98,15 +98,18 @@ CORS_ORIGIN = "http://allowed.example:8000"
 @pytest.fixture(scope="session")
 def served(tmp_path_factory):
     """One real `latentdiff serve` for the server test modules: two tiny models and a broken one
-    in --models-dir, a token, a small queue, a 1 MB body limit and a memory budget that holds
+    in --models-dir (and a tiny ControlNet in its controlnet/ folder), a token, a small queue, a 1 MB body limit and a memory budget that holds
     one tiny model at a time, and --cors for one origin."""
     pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
+    from helpers import save_tiny_controlnet
+
     from latentdiff.models.testing import make_tiny_model
     from latentdiff.server.process import ServerProcess
 
     root = tmp_path_factory.mktemp("serve")
     models = root / "models"
     make_tiny_model(models / "tiny-a", "sd1", defaults={"steps": 3, "guidance": 3.0})
+    save_tiny_controlnet(models / "tiny-a", models / "controlnet" / "cn-tiny")  # found as --models-dir's controlnet/
     make_tiny_model(models / "tiny-b", "sd2", defaults={"steps": 3, "guidance": 4.0})
     (models / "broken").mkdir()
     (models / "broken" / "model_index.json").write_text("{}")
