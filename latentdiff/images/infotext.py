@@ -208,9 +208,11 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
             + "; pass the files with --lora "
             + " --lora ".join(f"{n}.safetensors:{w or 1}" for _, n, w in tags)
         )
-    units, unit_notes = units_from_fields(f)
+    units, prompts, unit_notes = units_from_fields(f)
     if units:
         params["controls"], params["control_mode"] = units, units[0]["mode"]
+    if prompts:
+        params["image_prompts"] = prompts
     notes += unit_notes
     if f.get("Model"):
         notes.append(f"it used model {f['Model']!r} (hash {f.get('Model hash', '?')}); pass --model to choose one")

@@ -40,8 +40,13 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
 def _controls(request) -> dict:
     """Each control unit (workflows/control.py: its model's path, name and hashes, its picture's path
     and pixel hash, preprocessor, weight, step range, resize and mode)."""
-    units = getattr(request, "controls", ())
-    return {"controls": [dict(u.record) for u in units]} if units else {}
+    units, slots = getattr(request, "controls", ()), getattr(request, "image_prompts", ())
+    return {
+        **({"controls": [dict(u.record) for u in units]} if units else {}),
+        # each IP-Adapter image prompt (workflows/image_prompt_record.py: its picture's path and pixel
+        # hash or its face embeddings' hash, scale, adapter path, name and hashes, image encoder)
+        **({"image_prompts": [dict(s.record) for s in slots]} if slots else {}),
+    }
 
 
 def _model_lora(pipe) -> dict:

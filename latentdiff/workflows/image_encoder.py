@@ -31,23 +31,30 @@ MAX_IMAGES = 8  # pictures (or faces) in one image prompt
 MAX_EMBEDDING_BYTES = 1 << 20
 
 
-def encoder_for(pipe, adapter: AdapterFile, given, name: str):
-    """The CLIP vision encoder (on the pipeline's device, in its dtype) and image processor that
-    feed `adapter`: `given` (a folder) or the one the h94 layout has beside the adapter file."""
+def encoder_folders(adapter: AdapterFile, given, name: str) -> list[Path]:
+    """The image-encoder folders there are for `adapter` (`given`, else the h94 layout's beside
+    it), in the order they are tried; a UsageError where there is none."""
     candidates = _candidates(adapter.path, given)
     found = [c for c in candidates if (c / "config.json").is_file()]
     if not found:
         looked = ", ".join(str(c) for c in candidates)
         raise UsageError(
             f"{name}: no image encoder for {adapter.path.name} (looked in {looked}); pass "
-            "image_encoder=DIR (the image_encoder folder of h94/IP-Adapter)"
+            "image_encoder=DIR (generate --image-encoder DIR): the image_encoder folder of h94/IP-Adapter"
         )
+    return found
+
+
+def encoder_for(pipe, adapter: AdapterFile, given, name: str):
+    """(the CLIP vision encoder on the pipeline's device in its dtype, its image processor, its
+    folder) that feed `adapter`: `given` (a folder) or the one the h94 layout has beside the
+    adapter file."""
     widths = []
-    for folder in found:
+    for folder in encoder_folders(adapter, given, name):
         encoder = _load(pipe, folder, name)
         width = _width(encoder, adapter)
         if width == adapter.embed_dim:
-            return encoder, _processor(encoder)
+            return encoder, _processor(encoder), folder.resolve()
         widths.append(f"{folder} gives {width}")
     raise UsageError(
         f"{name}: {adapter.path.name} takes {adapter.embed_dim}-wide image features, but the image encoder "
@@ -117,7 +124,7 @@ def prompt_images(image, name: str) -> list:
 def face_embeddings(source, dim: int, name: str) -> torch.Tensor:
     """A FaceID prompt's face embeddings as a float32 (N, dim) tensor."""
     if isinstance(source, (str, Path)):
-        source = _read_embeddings(Path(source), name)
+        source = read_embeddings(Path(source), name)
     if isinstance(source, np.ndarray):
         source = torch.from_numpy(np.array(source))
     if not isinstance(source, torch.Tensor) or not source.is_floating_point():
@@ -136,7 +143,8 @@ def face_embeddings(source, dim: int, name: str) -> torch.Tensor:
     return emb
 
 
-def _read_embeddings(path: Path, name: str):
+def read_embeddings(path: Path, name: str):
+    """The array or tensor a face-embedding file (.npy, .safetensors) holds."""
     if path.suffix.lower() == ".npy":
         data = read_bytes(path, f"{name}.image", MAX_EMBEDDING_BYTES)
         try:
