@@ -17,7 +17,7 @@ import torch
 
 from latentdiff.config.control_flags import MODES, module, resolution, thresholds
 from latentdiff.errors import ModelError, UsageError
-from latentdiff.families.control import AdapterResiduals, ControlNetResiduals, adapter_features
+from latentdiff.families.control import AdapterResiduals, ControlNetResiduals, adapter_features, check_adapter_fits
 from latentdiff.formats.control_files import (
     ControlFile,
     detect_control,
@@ -70,13 +70,17 @@ class Unit:
     mode: str
     resize: str
     record: dict = field(default_factory=dict)  # what the image's metadata says of it (images/record.py)
+    unet: dict = field(default_factory=dict)  # the base UNet's config, and its latent factor (adapter sizes)
+    factor: int = 8
 
     def residuals(self, total: int, size: tuple[int, int]):
         """This unit for a run of `total` steps at `size` (width, height): the image resized to it."""
         image = resize_to(self.image, size, self.resize)
         if _is_adapter(self.net):
             image = control_tensor(image.convert("L") if self.net.config.in_channels == 1 else image)
-            return AdapterResiduals(adapter_features(self.net, image, self.weight), self.start, self.end, total)
+            features = adapter_features(self.net, image, self.weight)
+            check_adapter_fits(features, self.unet, size[1] // self.factor, size[0] // self.factor)
+            return AdapterResiduals(features, self.start, self.end, total)
         return ControlNetResiduals(self.net, control_tensor(image), self.weight, self.start, self.end, total, self.mode)
 
 
@@ -116,7 +120,8 @@ def _unit(pipe, c: Control, k: int, mode: str, seed: int) -> Unit:
         **{"weight": weight, "start": start, "end": end, "resize": c.resize, "mode": mode},
     }
     image = preprocess(picture, how["module"], how["processor_res"], how["threshold_a"], how["threshold_b"], seed)
-    return Unit(net, image, weight, start, end, mode, c.resize, record)
+    unet = dict(pipe.components.unet.config)
+    return Unit(net, image, weight, start, end, mode, c.resize, record, unet, pipe.scale_factor)
 
 
 def _preprocessing(c: Control, name: str) -> dict:
