@@ -21,7 +21,7 @@ from latentdiff.server.models import inside, is_name
 # The single files a control model comes in (the A1111 extension's and ComfyUI's folders).
 CONTROL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 MAX_LISTED = 1000  # entries of --controlnet-dir looked at (a folder of thousands is no model folder)
-_TITLE = re.compile(r"(.*?)(?: \[([0-9a-fA-F]{8,10})\])?")
+TITLE = re.compile(r"(.*?)(?: \[([0-9a-fA-F]{8,10})\])?")
 NO_MODEL = ("", "none", "None")
 
 
@@ -62,7 +62,7 @@ class ControlModels:
             raise UsageError(f"{what}: give {_a(self.kind)} (GET /controlnet/model_list lists them), got {_shown(ref)}")
         if self.root is None:
             raise UsageError(f"{what}: this server has no {self.kind}s (start it with {self.flag} DIR)")
-        name, short = _TITLE.fullmatch(ref.strip()).groups()
+        name, short = TITLE.fullmatch(ref.strip()).groups()
         entries = self.entries()
         named = [e for e in entries if name.lower() in (e["name"].lower(), e["path"].name.lower())]
         if len(named) > 1:

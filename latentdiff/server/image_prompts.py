@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentdiff.errors import UsageError
-from latentdiff.server.controls import MAX_LISTED, ControlModels
+from latentdiff.server.controls import MAX_LISTED, TITLE, ControlModels
 from latentdiff.server.inputs import PromptFile, picture_bytes
 from latentdiff.server.models import inside
 
@@ -90,15 +90,15 @@ def v1_prompts(models: AdapterModels, prompts) -> tuple[list[dict], tuple[Prompt
 
 
 def is_ip_unit(models: AdapterModels, unit) -> bool:
-    """Whether an A1111 ControlNet unit is an IP-Adapter: its module is one, or its model is an
-    adapter of --ip-adapter-dir."""
-    name = (unit.module or "").lower()
-    if name.startswith("ip-adapter") or name in FACE_MODULES:
+    """Whether an A1111 ControlNet unit is an IP-Adapter: its module is one, or its model names an
+    adapter of --ip-adapter-dir by name (a hash alone may be a control model's too)."""
+    module = (unit.module or "").lower()
+    if module.startswith("ip-adapter") or module in FACE_MODULES:
         return True
-    try:
-        return models.root is not None and models.resolve(unit.model, "model") is not None
-    except UsageError:
+    if models.root is None or not isinstance(unit.model, str):
         return False
+    name = TITLE.fullmatch(unit.model.strip()).group(1).lower()
+    return any(name in (e["name"].lower(), e["path"].name.lower()) for e in models.entries())
 
 
 def a1111_prompt(models: AdapterModels, unit, image: str, what: str) -> tuple[dict, PromptFile]:
