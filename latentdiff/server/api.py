@@ -71,7 +71,7 @@ def router(server) -> APIRouter:
     )
     async def controls():
         def listed(models):
-            return [{k: e[k] for k in ("title", "name", "hash")} for e in models.entries()]
+            return [{**{k: e[k] for k in ("title", "name", "hash")}, "file": e["path"].name} for e in models.entries()]
 
         return {
             "models": listed(server.control_models),

@@ -169,3 +169,23 @@ def test_bad_a1111_ip_units_are_400(served, unit, words):
     body = {"prompt": "x", **SMALL, "sampler_name": "Euler a", "alwayson_scripts": {"controlnet": {"args": [unit]}}}
     r = served.request("POST", "/sdapi/v1/txt2img", json=body)
     assert r.status_code == 400 and words in r.json()["error"], r.text
+
+
+def test_adapters_and_encoders_stay_inside_the_folder(tmp_path):
+    """The h94 layout's `../models/image_encoder` beside an adapter at the folder's top lies outside
+    it: not passed to the pipeline; a link leading out of the folder is no adapter."""
+    from latentdiff.server.image_prompts import AdapterModels
+
+    root, outside = tmp_path / "ipadapter", tmp_path / "models"
+    for folder in (root / "image_encoder", root / "sdxl_models" / "image_encoder", outside / "image_encoder"):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+    for path in (root / "a.safetensors", root / "sdxl_models" / "b.bin", outside / "c.safetensors"):
+        path.write_bytes(b"\0" * 64)
+    (root / "c.safetensors").symlink_to(outside / "c.safetensors")
+    models = AdapterModels(root.resolve())
+    assert [e["path"].name for e in models.entries()] == ["a.safetensors", "b.bin"]
+    assert models.encoders(root / "a.safetensors") == (str(root.resolve() / "image_encoder"),)
+    assert models.encoders(root / "sdxl_models" / "b.bin") == (str(root.resolve() / "sdxl_models" / "image_encoder"),)
+    with pytest.raises(Exception, match="not one of the IP-Adapters"):
+        models.resolve("c", "image_prompts[0].adapter")
