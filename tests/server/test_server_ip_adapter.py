@@ -189,3 +189,9 @@ def test_adapters_and_encoders_stay_inside_the_folder(tmp_path):
     assert models.encoders(root / "sdxl_models" / "b.bin") == (str(root.resolve() / "sdxl_models" / "image_encoder"),)
     with pytest.raises(Exception, match="not one of the IP-Adapters"):
         models.resolve("c", "image_prompts[0].adapter")
+
+
+def test_embeddings_for_a_picture_adapter_fail_the_job_in_one_line(served):
+    body = [{"image": _npy(np.zeros(FACE_DIM, "f4")), "adapter": BASE}]
+    job = served.wait_job(served.submit(prompt="x", **SMALL, image_prompts=body)["id"])
+    assert job["state"] == "failed" and "image_prompts[0].image" in job["error"] and "\n" not in job["error"]
