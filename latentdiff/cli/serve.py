@@ -24,6 +24,12 @@ def add_parser(sub) -> None:
         help="folder of ControlNet / T2I-Adapter models requests may name (default: a controlnet/ folder "
         "in --models-dir or beside --model, if there is one)",
     )
+    p.add_argument(
+        "--ip-adapter-dir",
+        metavar="DIR",
+        help="folder of IP-Adapter files image prompts may name, with the image_encoder/ folder of the "
+        "h94/IP-Adapter layout (default: an ipadapter/ folder in --models-dir or beside --model, if there is one)",
+    )
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or HTTP Basic with it as password)")
     p.add_argument("--insecure-no-auth", action="store_true", help="allow a non-loopback --host without --token")
     p.add_argument("--compile", action="store_true", help="torch.compile each model once, when it is loaded")

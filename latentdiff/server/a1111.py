@@ -132,11 +132,14 @@ async def _run(server, body: Txt2ImgRequest, params: dict, inputs: Pictures | No
     """Queue the job (with the ControlNet extension's units, a1111_controlnet.py) and wait for it
     (A1111 answers with the images); 400 when the request's own input fails it, 500 otherwise."""
     init_image = body.init_images[0] if isinstance(body, Img2ImgRequest) else None
-    shown, controls, mode = a1111_controlnet.units(server.control_models, body, init_image)
+    found = a1111_controlnet.units(server.control_models, body, init_image, server.adapter_models)
     inputs = inputs or Pictures()
-    if controls:
-        params.update(controls=shown, control_mode=mode)
-        inputs = dataclasses.replace(inputs, controls=controls)
+    if found.files:
+        params.update(controls=found.shown, control_mode=found.mode)
+        inputs = dataclasses.replace(inputs, controls=found.files)
+    if found.prompts:
+        params.update(image_prompts=found.prompts_shown)
+        inputs = dataclasses.replace(inputs, prompts=found.prompts)
     model = _model(server, body)
     params["prompt"] = _without_own_lora_tag(server, model, params["prompt"])
     job = server.submit(Job(params=params, inputs=inputs, model=model, source="a1111"))

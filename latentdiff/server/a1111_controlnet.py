@@ -10,7 +10,7 @@ makes them). Disabled units (`enabled: false`) are skipped."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,6 +19,7 @@ from latentdiff.config.control_flags import MAX_WEIGHT, module
 from latentdiff.errors import UsageError
 from latentdiff.server.controls import control_file, detect, module_list
 from latentdiff.server.guards import validation_line
+from latentdiff.server.image_prompts import IP_MODULES, MAX_PROMPTS, a1111_prompt, is_ip_unit
 from latentdiff.server.inputs import open_picture, picture_bytes
 from latentdiff.server.schema import MAX_IMAGES, MAX_UNITS
 from latentdiff.server.values import BoundedRoute, Flag, real, whole
@@ -112,13 +113,16 @@ def router(server) -> APIRouter:
     async def version():
         return {"version": API_VERSION}
 
-    @r.get("/model_list", summary="Control models of --controlnet-dir, as 'name [hash]'")
+    @r.get("/model_list", summary="Control models of --controlnet-dir and IP-Adapters of --ip-adapter-dir")
     async def model_list(update: bool = True):
-        return {"model_list": server.control_models.titles()}
+        return {"model_list": server.control_models.titles() + server.adapter_models.titles()}
 
-    @r.get("/module_list", summary="Preprocessors (alias_names: their labels)")
+    @r.get("/module_list", summary="Preprocessors (alias_names: their labels), the IP-Adapter ones included")
     async def modules(alias_names: bool = False):
-        return module_list(alias_names)
+        out = module_list(alias_names)
+        out["module_list"] += IP_MODULES
+        out["module_detail"].update({m: {"model_free": False, "sliders": []} for m in IP_MODULES})
+        return out
 
     @r.post("/detect", summary="Preprocess pictures into control maps (base64 PNGs)")
     def detect_maps(body: DetectRequest):  # a plain def: FastAPI runs it in a thread, off the event loop
@@ -144,23 +148,36 @@ class DetectRequest(BaseModel):
     controlnet_threshold_b: real(-1e6, 1e6) = 64
 
 
-def units(models, body, init_image: str | None = None) -> tuple[list[dict], tuple, str]:
-    """(what the job shows, its ControlFiles, the control mode) of an A1111 request's ControlNet
-    units; `init_image` (img2img) stands in for a unit's missing image, as in the extension."""
+class Units(NamedTuple):
+    """Enabled units: control units (shown, ControlFiles, mode), IP-Adapters (shown, PromptFiles)."""
+
+    shown: list
+    files: tuple
+    mode: str = "balanced"
+    prompts_shown: list = []
+    prompts: tuple = ()
+
+
+def units(models, body, init_image: str | None = None, adapters=None) -> Units:
+    """The ControlNet units of an A1111 request (`adapters`: image_prompts.AdapterModels);
+    `init_image` (img2img) stands in for a unit's missing image, as in the extension."""
     scripts = (body.model_extra or {}).get("alwayson_scripts") or {}
     found = [v for k, v in scripts.items() if k.lower() == "controlnet"] if isinstance(scripts, dict) else []
     if not found:
-        return [], (), "balanced"
+        return Units([], ())
     if len(found) > 1 or not isinstance(found[0], dict) or not isinstance(found[0].get("args"), list):
         raise UsageError('alwayson_scripts.controlnet must be {"args": [unit, ...]}')
     args = found[0]["args"]
     if len(args) > MAX_ARGS:
         raise UsageError(f"alwayson_scripts.controlnet.args holds {len(args)} entries; at most {MAX_ARGS} are read")
-    shown, files, modes = [], [], set()
+    shown, files, modes, prompts = [], [], set(), []
     for k, arg in enumerate(args):
         what = f"alwayson_scripts.controlnet.args[{k}]"
         unit = _parse(arg, what, body)
         if not unit.enabled:
+            continue
+        if adapters is not None and is_ip_unit(adapters, unit):
+            prompts.append(a1111_prompt(adapters, unit, _image(unit, what, init_image), what))
             continue
         ours, image = _ours(unit, what, body, init_image)
         s, f = control_file(models, ours, image, what)
@@ -171,7 +188,10 @@ def units(models, body, init_image: str | None = None) -> tuple[list[dict], tupl
         raise UsageError(f"{len(files)} enabled ControlNet units; at most {MAX_UNITS} are supported")
     if len(modes) > 1:
         raise UsageError("ControlNet units with different control_mode: latentdiff runs one control mode for all units")
-    return shown, tuple(files), modes.pop() if modes else "balanced"
+    if len(prompts) > MAX_PROMPTS:
+        raise UsageError(f"{len(prompts)} enabled IP-Adapter units; at most {MAX_PROMPTS} are supported")
+    mode = modes.pop() if modes else "balanced"
+    return Units(shown, tuple(files), mode, [s for s, _ in prompts], tuple(p for _, p in prompts))
 
 
 def _parse(arg, what: str, body) -> A1111Unit:

@@ -17,6 +17,7 @@ from latentdiff.server.config import ServeConfig
 from latentdiff.server.controls import ControlModels
 from latentdiff.server.executor import make_runner
 from latentdiff.server.guards import BodyLimit, TokenAuth, install_error_handlers
+from latentdiff.server.image_prompts import AdapterModels
 from latentdiff.server.inputs import check_canvas
 from latentdiff.server.jobs import Job, JobQueue, NotAccepting, QueueFull
 from latentdiff.server.models import ModelPool
@@ -38,6 +39,7 @@ class Server:
         self.pool = ModelPool(cfg.model, cfg.models_dir, load or self._load, cfg.memory_budget_bytes)
         self.queue = JobQueue(make_runner(self.pool, self.out_dir), cfg.queue_size, cfg.max_jobs_kept)
         self.control_models = ControlModels(cfg.control_dir())
+        self.adapter_models = AdapterModels(cfg.adapter_dir())
         self.a1111_model = None  # what /sdapi/v1/options set as the current checkpoint (None: the default)
         skipped = self.pool.links_outside()
         if skipped:

@@ -36,6 +36,7 @@ class ServeConfig:
     max_body_mb: float = 16.0
     max_jobs_kept: int = 1000  # finished jobs remembered for GET /v1/jobs/{id}
     controlnet_dir: str | None = None  # ControlNet/T2I-Adapter models a request may name (None: control_dir())
+    ip_adapter_dir: str | None = None  # IP-Adapter files (and their image encoders) a request may name
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -56,16 +57,26 @@ class ServeConfig:
             raise UsageError(f"--models-dir {self.models_dir} is not a directory")
         if self.controlnet_dir is not None and not Path(self.controlnet_dir).is_dir():
             raise UsageError(f"--controlnet-dir {self.controlnet_dir} is not a directory")
+        if self.ip_adapter_dir is not None and not Path(self.ip_adapter_dir).is_dir():
+            raise UsageError(f"--ip-adapter-dir {self.ip_adapter_dir} is not a directory")
 
     def control_dir(self) -> Path | None:
         """The folder of control models requests may name: --controlnet-dir, else a `controlnet/`
         folder beside the models (in --models-dir, or beside a --model folder or file), else none."""
-        if self.controlnet_dir is not None:
-            return Path(self.controlnet_dir).resolve()
+        return self._folder(self.controlnet_dir, "controlnet")
+
+    def adapter_dir(self) -> Path | None:
+        """The folder of IP-Adapter files requests may name: --ip-adapter-dir, else an `ipadapter/`
+        folder beside the models (as control_dir), else none."""
+        return self._folder(self.ip_adapter_dir, "ipadapter")
+
+    def _folder(self, given: str | None, name: str) -> Path | None:
+        if given is not None:
+            return Path(given).resolve()
         beside_model = Path(self.model).parent if self.model and Path(self.model).exists() else None
         for base in (self.models_dir, beside_model):
-            if base is not None and (Path(base) / "controlnet").is_dir():
-                return (Path(base) / "controlnet").resolve()
+            if base is not None and (Path(base) / name).is_dir():
+                return (Path(base) / name).resolve()
         return None
 
     def _check_memory_bounds(self, ram: int | None) -> None:

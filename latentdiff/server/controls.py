@@ -21,27 +21,36 @@ from latentdiff.server.models import inside, is_name
 # The single files a control model comes in (the A1111 extension's and ComfyUI's folders).
 CONTROL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 MAX_LISTED = 1000  # entries of --controlnet-dir looked at (a folder of thousands is no model folder)
-_TITLE = re.compile(r"(.*?)(?: \[([0-9a-fA-F]{8,10})\])?")
+TITLE = re.compile(r"(.*?)(?: \[([0-9a-fA-F]{8,10})\])?")
 NO_MODEL = ("", "none", "None")
 
 
 class ControlModels:
     """The control models of --controlnet-dir (`root`, resolved; None: the server has none)."""
 
+    kind, flag = "control model", "--controlnet-dir"
+
     def __init__(self, root: Path | None):
         self.root = root
 
     def entries(self) -> list[dict]:
-        """Every control model a unit may name: {"title", "name", "hash", "path"}, by name."""
+        """Every model a unit may name: {"title", "name", "hash", "path"}, by name."""
         if self.root is None:
             return []
         out = []
-        for entry in sorted(self.root.iterdir())[:MAX_LISTED]:
+        for entry in self.listed():
             path = inside(self.root, entry) if is_name(entry.name) else None
-            short = _short_hash(path) if path is not None else None
+            short = self.short_hash(path) if path is not None else None
             if short is not None:
                 out.append({"title": f"{path.stem} [{short}]", "name": path.stem, "hash": short, "path": path})
         return out
+
+    def listed(self) -> list[Path]:
+        """The entries of the folder looked at (each checked to lie inside it by `entries`)."""
+        return sorted(self.root.iterdir())[:MAX_LISTED]
+
+    def short_hash(self, path: Path) -> str | None:
+        return _short_hash(path)
 
     def titles(self) -> list[str]:
         return [e["title"] for e in self.entries()]
@@ -50,10 +59,10 @@ class ControlModels:
         """(title, path) of the model a unit names: its title, its name (the file name, with or
         without the extension; any case), or the hash in brackets alone when no name matches."""
         if not isinstance(ref, str) or ref in NO_MODEL:
-            raise UsageError(f"{what}: give a control model (GET /controlnet/model_list lists them), got {_shown(ref)}")
+            raise UsageError(f"{what}: give {_a(self.kind)} (GET /controlnet/model_list lists them), got {_shown(ref)}")
         if self.root is None:
-            raise UsageError(f"{what}: this server has no control models (start it with --controlnet-dir DIR)")
-        name, short = _TITLE.fullmatch(ref.strip()).groups()
+            raise UsageError(f"{what}: this server has no {self.kind}s (start it with {self.flag} DIR)")
+        name, short = TITLE.fullmatch(ref.strip()).groups()
         entries = self.entries()
         named = [e for e in entries if name.lower() in (e["name"].lower(), e["path"].name.lower())]
         if len(named) > 1:
@@ -63,7 +72,7 @@ class ControlModels:
         if len(named) != 1:
             how = "names more than one" if named else "is not one of the"
             raise UsageError(
-                f"{what}: {_shown(ref)} {how} control models of --controlnet-dir; GET /controlnet/model_list lists them"
+                f"{what}: {_shown(ref)} {how} {self.kind}s of {self.flag}; GET /controlnet/model_list lists them"
             )
         return named[0]["title"], named[0]["path"]
 
@@ -83,6 +92,10 @@ def _short_hash(path: Path) -> str | None:
     except (OSError, ModelError):
         return None
     return None
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiouAEIOU" else "a ") + kind
 
 
 def _shown(v) -> str:

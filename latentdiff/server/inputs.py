@@ -22,6 +22,9 @@ MAX_PIXELS = 4096 * 4096
 # One picture file: a MAX_PIXELS 8-bit RGBA PNG that does not compress at all is 64 MiB (the body
 # limit, --max-body-mb, is usually lower).
 MAX_PICTURE_BYTES = 64 * 2**20
+# A face-embedding .npy file (FaceID): (N, 512) float32 for N up to 8 faces is 16 KiB.
+MAX_EMBEDDING_BYTES = 1 << 20
+NPY_MAGIC = b"\x93NUMPY"
 # Bytes per canvas pixel while an outpainted canvas is made: RGB + mask, twice (numpy pad and the image).
 CANVAS_BYTES_PER_PIXEL = 8
 
@@ -49,6 +52,44 @@ class ControlFile:
 
 
 @dataclass(frozen=True)
+class PromptFile:
+    """One IP-Adapter image prompt of a request: its picture's file (or, for a FaceID adapter, a
+    numpy .npy file of face embeddings, read without pickle), its scale, the adapter's path inside
+    --ip-adapter-dir and the image encoder folders of the h94 layout found inside that folder."""
+
+    image: bytes
+    scale: float
+    adapter: str
+    encoders: tuple[str, ...] = ()
+    what: str = "image_prompts[0]"
+
+    def picture(self):
+        """A PIL image, or a numpy array for face embeddings (bounded; allow_pickle=False)."""
+        if not self.image.startswith(NPY_MAGIC):
+            return rgb_picture(self.image, f"{self.what}.image")
+        import io
+
+        # Imported with the first face embedding: numpy is not loaded by the server before its first model.
+        import numpy as np
+
+        if len(self.image) > MAX_EMBEDDING_BYTES:
+            raise UsageError(
+                f"{self.what}.image: a face-embedding .npy file may have at most {MAX_EMBEDDING_BYTES:,} bytes"
+            )
+        try:
+            return np.load(io.BytesIO(self.image), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise UsageError(f"{self.what}.image is not a usable numpy .npy file: {str(e).splitlines()[0]}") from None
+
+    def prompt(self):
+        """The prompt as the pipeline takes it (latentdiff.ImagePrompt, its picture decoded)."""
+        # Imported with the first job: workflows.image_prompt imports torch, which the server loads with its first model.
+        from latentdiff.workflows.image_prompt import ImagePrompt
+
+        return ImagePrompt(self.picture(), self.scale, self.adapter)
+
+
+@dataclass(frozen=True)
 class Pictures:
     """The picture files of a request (base64 decoded, pixels not): what a queued job holds."""
 
@@ -56,13 +97,15 @@ class Pictures:
     mask: bytes | None = None
     invert_mask: bool = False
     controls: tuple[ControlFile, ...] = ()
+    prompts: tuple[PromptFile, ...] = ()
 
     def __bool__(self) -> bool:
-        return self.init_image is not None or self.mask is not None or bool(self.controls)
+        return self.init_image is not None or self.mask is not None or bool(self.controls or self.prompts)
 
     def decode(self, controls: bool = False) -> dict:
         """Pipeline keyword arguments (`image`, `mask`: PIL) of the pictures; with `controls`, the
-        control units too (`controls`: latentdiff.Control with decoded pictures)."""
+        control units and image prompts too (`controls`: latentdiff.Control with decoded pictures,
+        `image_prompts`: latentdiff.ImagePrompt with `image_encoder`, the encoder folders found)."""
         out = {}
         if self.init_image is not None:
             out["image"] = rgb_picture(self.init_image, "init image")
@@ -70,11 +113,15 @@ class Pictures:
             out["mask"] = mask_from(open_picture(self.mask, "mask"), self.invert_mask)
         if controls and self.controls:
             out["controls"] = [c.control() for c in self.controls]
+        if controls and self.prompts:
+            out["image_prompts"] = [p.prompt() for p in self.prompts]
+            out["image_encoder"] = list(dict.fromkeys(e for p in self.prompts for e in p.encoders))
         return out
 
     def check_controls(self) -> None:
-        """Decode each control picture once (one at a time), so that a bad one is a 400 at submit."""
-        for c in self.controls:
+        """Decode each control picture and image prompt once (one at a time), so that a bad one is a
+        400 at submit."""
+        for c in (*self.controls, *self.prompts):
             c.picture()
 
 
@@ -138,12 +185,13 @@ def mask_from(im: Image.Image, invert: bool = False) -> Image.Image:
     return ImageOps.invert(mask) if invert else mask
 
 
-def pictures(init_image=None, mask=None, invert_mask: bool = False, controls=()) -> Pictures:
+def pictures(init_image=None, mask=None, invert_mask: bool = False, controls=(), prompts=()) -> Pictures:
     """The base64 pictures of a request as files (checked as base64 and bounded; decoded at submit);
-    `controls` the request's ControlFiles."""
+    `controls` the request's ControlFiles, `prompts` its PromptFiles."""
     return Pictures(
         None if init_image is None else picture_bytes(init_image, "init image"),
         None if mask is None else picture_bytes(mask, "mask"),
         bool(invert_mask),
         tuple(controls),
+        tuple(prompts),
     )

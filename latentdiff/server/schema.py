@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from latentdiff.config.control_flags import MAX_WEIGHT, MODES, RESIZE_MODES
 from latentdiff.config.params import MAX_SEED
 from latentdiff.sampling.schedulers import NAMES
-from latentdiff.server.inputs import ControlFile, Pictures, pictures
+from latentdiff.server.image_prompts import MAX_PROMPTS, MAX_SCALE
+from latentdiff.server.inputs import ControlFile, Pictures, PromptFile, pictures
 from latentdiff.server.values import real, whole
 
 MAX_SIDE, MAX_STEPS, MAX_IMAGES = 2048, 500, 16
@@ -47,6 +48,22 @@ class ControlUnit(BaseModel):
         None, description="the preprocessor's first slider (canny: low threshold); default: A1111's"
     )
     threshold_b: real(-MAX_THRESHOLD, MAX_THRESHOLD, optional=True) = None
+
+
+class ImagePromptUnit(BaseModel):
+    """One IP-Adapter image prompt (latentdiff.ImagePrompt): a picture and an adapter of GET /v1/controls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(
+        description="base64 image file (a data: URL too); for a FaceID adapter, base64 of a numpy .npy file of "
+        "face embeddings, shape (512,) or (N, 512) (no pickle)"
+    )
+    adapter: str = Field(
+        description="an IP-Adapter's name from GET /v1/controls `ip_adapters` ('name [hash]', or the name alone)",
+        max_length=400,
+    )
+    scale: real(0, MAX_SCALE) = Field(1.0, description="how strongly the picture steers (0: not at all)")
 
 
 class GenerateRequest(BaseModel):
@@ -102,6 +119,9 @@ class GenerateRequest(BaseModel):
     controls: list[ControlUnit] | None = Field(
         None, max_length=MAX_UNITS, description=f"ControlNet / T2I-Adapter units (at most {MAX_UNITS})"
     )
+    image_prompts: list[ImagePromptUnit] | None = Field(
+        None, max_length=MAX_PROMPTS, description=f"IP-Adapter image prompts (at most {MAX_PROMPTS})"
+    )
     control_mode: Literal[MODES] = Field(
         "balanced",
         description="balanced, prompt (My prompt is more important), control (ControlNet is more "
@@ -118,13 +138,18 @@ class GenerateRequest(BaseModel):
             raise ValueError("a prompt is longer than 4000 characters")
         return v
 
-    def pipeline_kwargs(self, shown_controls: list[dict] | None = None) -> dict:
+    def pipeline_kwargs(
+        self, shown_controls: list[dict] | None = None, shown_prompts: list[dict] | None = None
+    ) -> dict:
         """The JSON parameters a job shows (the pictures are `inputs()`); with control units, they
-        as `shown_controls` names them (no pictures) and the control mode."""
-        params = self.model_dump(exclude={"model", "init_image", "mask", "controls", "control_mode"})
+        as `shown_controls` names them (no pictures) and the control mode; image prompts likewise."""
+        exclude = {"model", "init_image", "mask", "controls", "control_mode", "image_prompts"}
+        params = self.model_dump(exclude=exclude)
         if shown_controls:
             params.update(controls=shown_controls, control_mode=self.control_mode)
+        if shown_prompts:
+            params.update(image_prompts=shown_prompts)
         return params
 
-    def inputs(self, controls: tuple[ControlFile, ...] = ()) -> Pictures:
-        return pictures(self.init_image, self.mask, controls=controls)
+    def inputs(self, controls: tuple[ControlFile, ...] = (), prompts: tuple[PromptFile, ...] = ()) -> Pictures:
+        return pictures(self.init_image, self.mask, controls=controls, prompts=prompts)

@@ -1,7 +1,8 @@
 """What an IP-Adapter's image tokens are made from: the CLIP vision encoder, found where users keep
 it, and the pictures or face embeddings of an image prompt, read and checked.
 
-The encoder: an `image_encoder` folder given explicitly (or a folder holding one), else the
+The encoder: an `image_encoder` folder given explicitly (or a folder holding one, or a list of such
+folders: the first whose widths fit; the server passes those inside its --ip-adapter-dir), else the
 h94/IP-Adapter layout beside the adapter file: `<dir>/image_encoder/`, then
 `<dir>/../models/image_encoder/` (ViT-H, which the SD 1.x adapters and SDXL's `*_vit-h` ones use)
 and `<dir>/../sdxl_models/image_encoder/` (ViT-bigG); the first whose widths fit the adapter wins.
@@ -37,7 +38,7 @@ def encoder_folders(adapter: AdapterFile, given, name: str) -> list[Path]:
     candidates = _candidates(adapter.path, given)
     found = [c for c in candidates if (c / "config.json").is_file()]
     if not found:
-        looked = ", ".join(str(c) for c in candidates)
+        looked = ", ".join(str(c) for c in candidates) or "no folder"
         raise UsageError(
             f"{name}: no image encoder for {adapter.path.name} (looked in {looked}); pass "
             "image_encoder=DIR (generate --image-encoder DIR): the image_encoder folder of h94/IP-Adapter"
@@ -63,9 +64,17 @@ def encoder_for(pipe, adapter: AdapterFile, given, name: str):
 
 
 def _candidates(adapter: Path, given) -> list[Path]:
+    """`given` (a folder, or a list of them: the first that fits wins), else the h94 layout's."""
+    if isinstance(given, (list, tuple)):
+        return [c for one in given for c in _candidates(adapter, one)]
     if given is not None:
         folder = Path(given)
         return [folder / "image_encoder"] if (folder / "image_encoder" / "config.json").is_file() else [folder]
+    return layout_folders(adapter)
+
+
+def layout_folders(adapter: Path) -> list[Path]:
+    """Where the h94/IP-Adapter layout keeps the image encoder of the adapter file `adapter`."""
     here = adapter.resolve().parent
     out = [
         here / "image_encoder",

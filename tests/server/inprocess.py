@@ -28,7 +28,17 @@ def serve_in_process(pipe_sd1, tmp_path_factory):
     control.mkdir(parents=True)
     (control / "config.json").write_text('{"_class_name": "ControlNetModel"}')
     (control / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 64)
-    cfg = ServeConfig(out=str(out / "out"), model=str(out / "tiny"), queue_size=4, controlnet_dir=str(control.parent))
+    adapters = out / "ipadapter"  # an IP-Adapter file and an image encoder folder, listed and named; nothing loads them
+    (adapters / "image_encoder").mkdir(parents=True)
+    (adapters / "image_encoder" / "config.json").write_text("{}")
+    (adapters / "ip-fake.safetensors").write_bytes(b"\0" * 64)
+    cfg = ServeConfig(
+        out=str(out / "out"),
+        model=str(out / "tiny"),
+        queue_size=4,
+        controlnet_dir=str(control.parent),
+        ip_adapter_dir=str(adapters),
+    )
     server = Server(cfg, load=lambda ref: pipe_sd1)
     server.pool.get(None)
     server.queue.stop(timeout=5)

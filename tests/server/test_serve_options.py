@@ -35,6 +35,7 @@ def ram(monkeypatch):
         (dict(queue_size=10**12), f"--queue-size must be at most {MAX_QUEUE}"),
         (dict(queue_size=MAX_QUEUE + 1), f"--queue-size must be at most {MAX_QUEUE}"),
         (dict(queue_size=1000, max_body_mb=16), "more than half this machine's 8.0 GiB"),
+        (dict(ip_adapter_dir="/nonexistent/ipadapter"), "--ip-adapter-dir /nonexistent/ipadapter is not a directory"),
     ],
 )
 def test_serve_options_are_bounded(tmp_path, ram, bad, words):
@@ -83,3 +84,11 @@ def test_bad_serve_options_are_one_line_exit_2(tmp_path, capsys, argv):
     err = capsys.readouterr().err
     assert err.startswith("latentdiff: error: --") and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_ip_adapter_dir_defaults_to_the_models_ipadapter_folder(tmp_path):
+    (tmp_path / "models" / "ipadapter").mkdir(parents=True)
+    cfg = ServeConfig(out=str(tmp_path / "o"), models_dir=str(tmp_path / "models"))
+    assert cfg.adapter_dir() == (tmp_path / "models" / "ipadapter").resolve()
+    assert ServeConfig(out=str(tmp_path / "o")).adapter_dir() is None
+    assert ServeConfig(out=str(tmp_path / "o"), ip_adapter_dir=str(tmp_path)).adapter_dir() == tmp_path.resolve()

@@ -21,7 +21,7 @@ def api(served):
 
 @pytest.fixture(scope="module")
 def title(api):
-    (name,) = api.controlnet_model_list()
+    (name,) = [t for t in api.controlnet_model_list() if t.startswith("cn-tiny")]
     return name
 
 

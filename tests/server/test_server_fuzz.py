@@ -16,6 +16,7 @@ import json
 import os
 import urllib.parse
 
+import numpy as np
 import pytest
 from helpers import memory_cap
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +28,7 @@ pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is n
 
 from latentdiff.server.a1111_controlnet import ALIASES, A1111Unit, DetectRequest  # noqa: E402
 from latentdiff.server.a1111_params import IGNORED, NEUTRAL, NEUTRAL_HR, Img2ImgRequest  # noqa: E402
-from latentdiff.server.schema import ControlUnit, GenerateRequest  # noqa: E402
+from latentdiff.server.schema import ControlUnit, GenerateRequest, ImagePromptUnit  # noqa: E402
 
 _in_process = pytest.fixture(scope="module", name="in_process")(serve_in_process)
 FUZZ = dict(
@@ -40,6 +41,12 @@ FUZZ = dict(
 # examples per family and route: in the suite, and in the slow run (LATENTDIFF_FUZZ_HEAVY=N for a longer hunt)
 FAST, HEAVY = 40, int(os.environ.get("LATENTDIFF_FUZZ_HEAVY", 300))
 CAP = 2 * 2**30  # the app may allocate this much more while fuzzed: a blow-up is a MemoryError, a 500
+
+
+def _npy(array) -> str:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=array.dtype == object)
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _b64(im: Image.Image, fmt: str = "PNG") -> str:
@@ -117,8 +124,18 @@ A1111_UNIT = {"enabled": True, "image": PICTURES[0], "model": "cn-fake [e3b0c442
 A1111_UNIT.update(resize_mode="Resize and Fill", processor_res=512, threshold_a=64, threshold_b=64)
 TEXT += ["cn-fake", "cn-fake [e3b0c442]", "canny", "none", "invert", "Balanced", "Just Resize", "Both"]
 field_value = field_value | st.sampled_from(TEXT[-8:])
+# IP-Adapter image prompts (the in-process server's adapter; FaceID embeddings as a .npy, good and pickled).
+PROMPT = {"image": PICTURES[0], "adapter": "ip-fake", "scale": 0.5}
+A1111_IP_UNIT = {"image": PICTURES[0], "model": "ip-fake [e3b0c442]", "module": "ip-adapter_clip_sd15", "weight": 0.7}
+TEXT += ["ip-fake", "ip-fake [e3b0c442]", "ip-adapter_clip_sd15", "ip-adapter_face_id", _npy(np.zeros(512, "f4"))]
+TEXT += [_npy(np.array([{}], dtype=object))]
+field_value = field_value | st.sampled_from(TEXT[-6:])
 units = st.lists(body_for(sorted(ControlUnit.model_fields), UNIT), max_size=2)
-a1111_units = st.lists(body_for(sorted({*A1111Unit.model_fields, *ALIASES}), A1111_UNIT) | json_value, max_size=2)
+image_prompts = st.lists(body_for(sorted(ImagePromptUnit.model_fields), PROMPT), max_size=3)
+a1111_fields = sorted({*A1111Unit.model_fields, *ALIASES})
+a1111_units = st.lists(
+    body_for(a1111_fields, A1111_UNIT) | body_for(a1111_fields, A1111_IP_UNIT) | json_value, max_size=2
+)
 scripts = st.builds(
     lambda key, args, wrap: {key: {"args": args} if wrap else args},
     st.sampled_from(["controlnet", "ControlNet", "CONTROLNET"]),
@@ -134,6 +151,9 @@ ROUTE_BODIES = {
     "/sdapi/v1/txt2img (hires)": body_for(HR_FIELDS, {**SMALL, "enable_hr": True}),
     "/v1/generate (controls)": body_for(["controls", "control_mode", "width", "height"], SMALL).flatmap(
         lambda b: units.map(lambda u: {**b, "controls": u} if "controls" not in b else b)
+    ),
+    "/v1/generate (image prompts)": body_for(["image_prompts", "controls", "width"], SMALL).flatmap(
+        lambda b: image_prompts.map(lambda u: {**b, "image_prompts": u} if "image_prompts" not in b else b)
     ),
     "/sdapi/v1/txt2img (controlnet)": body_for(["alwayson_scripts", "width", "enable_hr"], SMALL).flatmap(
         lambda b: scripts.map(lambda s: {**b, "alwayson_scripts": s} if "alwayson_scripts" not in b else b)
@@ -179,6 +199,9 @@ def check_answer(in_process, r, body=None) -> None:
         for u in p.get("controls", ()):  # as the job shows its units (its pictures are let go once it ran)
             assert 0 <= u["weight"] <= 2 and 0 <= u["start"] < u["end"] <= 1 and 64 <= u["processor_res"] <= 2048, u
             assert u["model"] == "cn-fake [e3b0c442]" and u["resize"] in ("crop", "fit", "stretch"), u
+        assert len(p.get("image_prompts", ())) <= 8, p
+        for u in p.get("image_prompts", ()):
+            assert 0 <= u["scale"] <= 2 and u["adapter"] == "ip-fake [e3b0c442]", u
         assert all(p[s] is None or 8 <= p[s] <= 2048 for s in ("width", "height")), p
         assert p["guidance"] is None or 0 <= p["guidance"] <= 100, p
     in_process.ran.clear()
@@ -304,3 +327,12 @@ def test_control_bases_are_accepted(in_process):
     assert r.status_code == 200 and json.loads(r.json()["info"])["interrupted"] is False, r.text
     r = post(in_process, "/controlnet/detect", json.dumps({"controlnet_images": [PICTURES[0]]}).encode())
     assert r.status_code == 200 and len(r.json()["images"]) == 1, r.text
+    r = post(in_process, "/v1/generate", json.dumps({**SMALL, "image_prompts": [PROMPT]}).encode())
+    assert r.status_code == 202, r.text
+    faces = {**PROMPT, "image": _npy(np.zeros((2, 512), "f4"))}
+    r = post(in_process, "/v1/generate", json.dumps({**SMALL, "image_prompts": [faces]}).encode())
+    assert r.status_code == 202, r.text
+    body = {**SMALL, "alwayson_scripts": {"controlnet": {"args": [A1111_IP_UNIT, A1111_UNIT]}}}
+    r = post(in_process, "/sdapi/v1/txt2img", json.dumps(body).encode())
+    assert r.status_code == 200, r.text
+    assert in_process.server.adapter_models.encoders(in_process.server.adapter_models.root / "ip-fake.safetensors")

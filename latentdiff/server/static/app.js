@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 let currentJob = null;
 let initImage = null; // data: URL of the picture img2img starts from, or null for text to image
 let controlImage = null; // data: URL of the control unit's picture, or null for no control
+let promptImage = null; // data: URL of the image prompt's picture (IP-Adapter), or null for none
 const MAX_SIDE = 1024; // a larger picture is brought to this size unless width/height are given
 
 // A token may come in the URL fragment (never sent to the server): /#token=T
@@ -60,7 +61,13 @@ function formParams() {
     model: $("lora").value || $("model").value || null,
     ...(initImage ? { init_image: initImage, strength: Number($("strength").value) } : {}),
     ...(controlImage ? { controls: [controlUnit()] } : {}),
+    ...(promptImage ? { image_prompts: [imagePrompt()] } : {}),
   };
+}
+
+// One image prompt (GET /v1/controls lists the server's IP-Adapters as `ip_adapters`).
+function imagePrompt() {
+  return { image: promptImage, adapter: $("ip_adapter").value, scale: numberOrNull("ip_scale") ?? 1 };
 }
 
 // One control unit (GET /v1/controls lists the models and preprocessors the server has).
@@ -92,11 +99,28 @@ function clearControl() {
   $("control_preview").hidden = true;
 }
 
+function usePromptImage(file) {
+  readPicture(file, (url) => {
+    promptImage = url;
+    $("ip_preview").src = url;
+    $("ip_preview").hidden = false;
+  });
+}
+
+function clearPrompt() {
+  promptImage = null;
+  $("ip_file").value = "";
+  $("ip_preview").hidden = true;
+}
+
 async function loadControls() {
-  const { models, modules } = await (await api("/v1/controls")).json();
+  const { models, modules, ip_adapters } = await (await api("/v1/controls")).json();
   for (const m of models) $("control_model").append(new Option(m.title, m.title));
   for (const name of modules) $("control_module").append(new Option(name, name));
   $("control-box").hidden = models.length === 0;
+  // named by file: `name [hash]` may name both the .safetensors and the .bin of one adapter
+  for (const m of ip_adapters || []) $("ip_adapter").append(new Option(m.title, m.file));
+  $("ip-box").hidden = !(ip_adapters || []).length;
 }
 
 // img2img: a picture chosen with the file input or dropped on the page, sent as a data: URL.
@@ -244,6 +268,8 @@ async function start() {
   $("clear_init").addEventListener("click", clearInitImage);
   $("control_file").addEventListener("change", () => useControlImage($("control_file").files[0]));
   $("clear_control").addEventListener("click", clearControl);
+  $("ip_file").addEventListener("change", () => usePromptImage($("ip_file").files[0]));
+  $("clear_ip").addEventListener("click", clearPrompt);
   $("strength").addEventListener("input", () => { $("strength_value").value = $("strength").value; });
   acceptDrops();
   $("token").addEventListener("change", () => {
