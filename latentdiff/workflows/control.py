@@ -28,10 +28,12 @@ from latentdiff.formats.control_files import (
 )
 from latentdiff.images.preprocess import preprocess
 from latentdiff.models.fingerprint import control_hashes
+from latentdiff.runtime.memory import check_fits
 from latentdiff.runtime.reading import check_regular
 from latentdiff.workflows.source import RESIZE_MODES, pixel_hash, read_picture, resize_to
 
 MAX_UNITS = 8
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ def _load(pipe, path: Path, name: str, allow_pickle: bool) -> torch.nn.Module:
     cache = pipe.__dict__.setdefault("_control_nets", {})
     key = path.resolve()
     if key not in cache:
+        _check_memory(path, name)
         if path.is_dir():
             cache[key] = _load_folder(path, name)
         elif not path.exists():
@@ -210,6 +213,15 @@ def _load_file(pipe, path: Path, name: str, allow_pickle: bool) -> torch.nn.Modu
         return load_control_file(path, facts, sd, dict(pipe.components.unet.config), pipe.family.name == "sdxl")
     except ModelError as e:
         raise UsageError(f"{name}.model: {e}") from None
+
+
+def _check_memory(path: Path, name: str) -> None:
+    """Refuse, before reading it, a unit's model whose weights the free memory cannot hold (at least
+    their size on disk), naming the figures; units already loaded hold theirs."""
+    files = [path] if path.is_file() else [p for p in path.glob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file()]
+    check_fits(
+        sum(f.stat().st_size for f in files), f"{name}.model {path.name}", "use fewer control units, or free memory"
+    )
 
 
 def _load_folder(path: Path, name: str) -> torch.nn.Module:
