@@ -191,6 +191,10 @@ def guidance(label: Label, value) -> float:
     return real(label, "guidance", value, 0.0, MAX_GUIDANCE)
 
 
+def true_cfg(label: Label, value) -> float:
+    return real(label, "true_cfg", value, 1.0, MAX_GUIDANCE)
+
+
 def num_images(label: Label, value) -> int:
     return whole(label, "num_images", value, 1, MAX_IMAGES)
 
