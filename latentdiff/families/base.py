@@ -62,6 +62,11 @@ class Family:
         latent pixel (flow-matching families shift the schedule by the image's size), on the CPU."""
         scheduler.set_timesteps(steps)
 
+    def strength_steps(self, steps: int, strength: float) -> int | None:
+        """How many of `steps` an image-to-image run of `strength` denoises, where the family's
+        diffusers img2img pipeline counts them otherwise than SD's (None: int(steps * strength))."""
+        return None
+
     def size_step(self, components, factor: int) -> int:
         """Image sides must be multiples of this (the VAE's factor; more where latents are patched)."""
         return factor

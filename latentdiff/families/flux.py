@@ -174,6 +174,10 @@ class Flux(Family):
         else:
             scheduler.set_timesteps(sigmas=sigmas, mu=mu)
 
+    def strength_steps(self, steps: int, strength: float) -> int:
+        """FluxImg2ImgPipeline's count: the steps after int(steps - steps * strength), in floats."""
+        return steps - int(max(steps - min(steps * strength, steps), 0))
+
     def size_step(self, components, factor: int) -> int:
         return 2 * factor  # 2x2 latent patches
 

@@ -87,10 +87,12 @@ def add_noise(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: 
     return scheduler.scale_noise(latents, timesteps, noise)
 
 
-def start_step(scheduler, steps: int, strength: float) -> int:
+def start_step(scheduler, steps: int, strength: float, denoised: int | None = None) -> int:
     """Index into `scheduler.timesteps` where a run of strength `strength` starts, as diffusers'
-    img2img computes it (int(steps * strength) steps are denoised, at least one)."""
-    denoised = max(1, min(int(steps * strength), steps))
+    img2img computes it (int(steps * strength) steps are denoised, at least one), or where
+    `denoised` steps are left (a family that counts them otherwise: Family.strength_steps)."""
+    if denoised is None:
+        denoised = max(1, min(int(steps * strength), steps))
     start = (steps - denoised) * scheduler.order
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(start)

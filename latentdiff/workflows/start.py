@@ -86,7 +86,7 @@ def prepare(
     inpaint = mask is not None
     pixels = to_tensor(image) if image is not None else (torch.zeros(1, 3, size[1], size[0]) if nine else None)
     from_noise = pixels is None and init_latents is None
-    start = 0 if from_noise else start_step(sched, steps, strength)
+    start = 0 if from_noise else start_step(sched, steps, strength, pipe.family.strength_steps(steps, strength))
     full = from_noise or (inpaint and strength >= 1.0)  # diffusers' inpaint starts from pure noise at strength 1
     device = pipe.device
     if init_latents is None and pixels is not None and not (nine and full):
