@@ -163,7 +163,7 @@ class Pipeline:
         return self._model_hash
 
     def defaults(self) -> dict:
-        d = self.components.defaults
+        d = {**self.family.defaults(self.components), **self.components.defaults}
         steps, guidance = d.get("steps", params.FALLBACK_STEPS), d.get("guidance", params.FALLBACK_GUIDANCE)
         return {"steps": int(steps), "guidance": float(guidance)}
 

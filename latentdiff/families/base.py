@@ -62,6 +62,10 @@ class Family:
         latent pixel (flow-matching families shift the schedule by the image's size), on the CPU."""
         scheduler.set_timesteps(steps)
 
+    def defaults(self, components) -> dict:
+        """Recommended settings (steps, guidance) where the model's latentdiff.json gives none."""
+        return {}
+
     def strength_steps(self, steps: int, strength: float) -> int | None:
         """How many of `steps` an image-to-image run of `strength` denoises, where the family's
         diffusers img2img pipeline counts them otherwise than SD's (None: int(steps * strength))."""

@@ -174,6 +174,10 @@ class Flux(Family):
         else:
             scheduler.set_timesteps(sigmas=sigmas, mu=mu)
 
+    def defaults(self, components) -> dict:
+        """FluxPipeline's defaults (28 steps, guidance 3.5); schnell is distilled for 4 steps."""
+        return {"steps": 28, "guidance": 3.5} if components.unet.config.guidance_embeds else {"steps": 4}
+
     def strength_steps(self, steps: int, strength: float) -> int:
         """FluxImg2ImgPipeline's count: the steps after int(steps - steps * strength), in floats."""
         return steps - int(max(steps - min(steps * strength, steps), 0))

@@ -16,6 +16,7 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         "seed": seed,
         "steps": request.steps,
         "guidance": request.guidance,
+        **({"true_cfg": request.true_cfg} if request.true_cfg != 1.0 else {}),
         "scheduler": request.scheduler,
         "clip_skip": request.clip_skip,
         "prompt_syntax": request.prompt_syntax,
