@@ -42,7 +42,8 @@ def family_of_folder(path: Path) -> Family:
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot read {f}: {e}") from None
 
-    return family_for(read("unet/config.json"), read("vae/config.json"), read("model_index.json"))
+    denoiser = read("transformer/config.json") or read("unet/config.json")  # a transformer family's, or a UNet
+    return family_for(denoiser, read("vae/config.json"), read("model_index.json"))
 
 
 def family_named(name: str) -> Family:

@@ -1,0 +1,72 @@
+"""The Flux family's pieces against diffusers' own: detection from a folder's configs, the 2x2
+packing and position ids, the schedule's shift, and the loading of a Flux folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from latentdiff.errors import ModelError
+
+
+@pytest.fixture(scope="module")
+def flux_schnell(tmp_path_factory):
+    from latentdiff.models.testing import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("flux") / "schnell", "flux-schnell")
+
+
+def test_a_flux_folder_is_told_from_its_configs(flux_schnell, tiny_sd1):
+    from latentdiff.families.registry import family_of_folder
+
+    assert family_of_folder(flux_schnell).name == "flux"
+    assert family_of_folder(tiny_sd1).name == "sd"
+
+
+def test_a_flux_folder_loads_with_its_t5_and_variant(flux_schnell):
+    from transformers import T5EncoderModel, T5TokenizerFast
+
+    from latentdiff.families.registry import family_of
+    from latentdiff.models.assemble import load_components
+
+    c = load_components(flux_schnell)
+    assert isinstance(c.text_encoder_2, T5EncoderModel) and isinstance(c.tokenizer_2, T5TokenizerFast)
+    # T5 stores its token embedding once; loading ties the encoder's copy to it
+    assert c.text_encoder_2.encoder.embed_tokens.weight is c.text_encoder_2.shared.weight
+    assert family_of(c).variant(c) == "flux-schnell"
+
+
+def test_a_flux_folder_without_its_transformer_is_one_error(flux_schnell, tmp_path):
+    from latentdiff.models.configs import check_model_dir
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model_index.json").write_text((flux_schnell / "model_index.json").read_text())
+    with pytest.raises(ModelError, match="lacks component folder.*transformer"):
+        check_model_dir(broken)
+
+
+def test_packing_and_ids_are_diffusers(flux_schnell):
+    from diffusers import FluxPipeline
+
+    from latentdiff.families.flux import image_ids, pack, unpack
+
+    x = torch.randn(3, 16, 6, 10)
+    packed = FluxPipeline._pack_latents(x, 3, 16, 6, 10)
+    assert torch.equal(pack(x), packed)
+    assert torch.equal(unpack(packed, 6, 10), x)
+    assert torch.equal(
+        image_ids(3, 5, "cpu", torch.float32), FluxPipeline._prepare_latent_image_ids(3, 3, 5, "cpu", torch.float32)
+    )
+
+
+def test_the_shift_is_diffusers_calculate_shift(flux_schnell):
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift as reference
+
+    from latentdiff.families.flux import calculate_shift
+
+    config = json.loads((flux_schnell / "scheduler" / "scheduler_config.json").read_text())
+    for tokens in (16, 256, 1024, 4096, 9000):
+        assert calculate_shift(tokens, config) == pytest.approx(reference(tokens, 256, 4096, 0.5, 1.15), abs=0)
