@@ -77,6 +77,7 @@ def resolve(pipe, prompts, negative, steps, guidance, width, height, seed, num_i
     train_steps = pipe.components.scheduler_config.get("num_train_timesteps")
     # None keeps the model's own scheduler (with the settings its method needs, where it lacks them).
     method = params.scheduler(api, scheduler)
+    pipe.family.check_scheduler(method)
     request = Request(
         prompts=tuple(prompts),
         negative_prompt=params.text(api, "negative_prompt", "" if negative is None else negative),

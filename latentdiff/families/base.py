@@ -62,6 +62,9 @@ class Family:
         latent pixel (flow-matching families shift the schedule by the image's size), on the CPU."""
         scheduler.set_timesteps(steps)
 
+    def check_scheduler(self, name: str | None) -> None:
+        """Refuse, in one line, a scheduler (our name; None: the model's own) this family cannot sample with."""
+
     def defaults(self, components) -> dict:
         """Recommended settings (steps, guidance) where the model's latentdiff.json gives none."""
         return {}

@@ -174,9 +174,18 @@ class Flux(Family):
         else:
             scheduler.set_timesteps(sigmas=sigmas, mu=mu)
 
+    def check_scheduler(self, name: str | None) -> None:
+        if name is not None:
+            raise UsageError(
+                f"Flux samples with its own flow-matching Euler scheduler; scheduler {name!r} is for "
+                "the UNet families (leave the scheduler unset)"
+            )
+
     def defaults(self, components) -> dict:
-        """FluxPipeline's defaults (28 steps, guidance 3.5); schnell is distilled for 4 steps."""
-        return {"steps": 28, "guidance": 3.5} if components.unet.config.guidance_embeds else {"steps": 4}
+        """FluxPipeline's defaults (28 steps, guidance 3.5); schnell is distilled for 4 steps, without guidance (diffusers' example: 0)."""
+        return (
+            {"steps": 28, "guidance": 3.5} if components.unet.config.guidance_embeds else {"steps": 4, "guidance": 0.0}
+        )
 
     def strength_steps(self, steps: int, strength: float) -> int:
         """FluxImg2ImgPipeline's count: the steps after int(steps - steps * strength), in floats."""

@@ -70,3 +70,15 @@ def test_the_shift_is_diffusers_calculate_shift(flux_schnell):
     config = json.loads((flux_schnell / "scheduler" / "scheduler_config.json").read_text())
     for tokens in (16, 256, 1024, 4096, 9000):
         assert calculate_shift(tokens, config) == pytest.approx(reference(tokens, 256, 4096, 0.5, 1.15), abs=0)
+
+
+def test_flux_refuses_a_unet_scheduler_and_a_size_it_cannot_patch(flux_schnell):
+    from latentdiff import Pipeline
+    from latentdiff.errors import UsageError
+
+    pipe = Pipeline.from_pretrained(flux_schnell, device="cpu", dtype="fp32")
+    with pytest.raises(UsageError, match="flow-matching Euler scheduler; scheduler 'dpm\\+\\+2m'"):
+        pipe("a cat", scheduler="dpm++2m", steps=1, width=32, height=32)
+    with pytest.raises(UsageError, match="width 34 is not a multiple of 4"):  # the tiny VAE's 2 x the 2x2 patch
+        pipe("a cat", steps=1, width=34, height=32)
+    assert pipe.defaults() == {"steps": 4, "guidance": 0.0}  # schnell: 4 steps, no guidance input
