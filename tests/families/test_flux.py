@@ -82,3 +82,16 @@ def test_flux_refuses_a_unet_scheduler_and_a_size_it_cannot_patch(flux_schnell):
     with pytest.raises(UsageError, match="width 34 is not a multiple of 4"):  # the tiny VAE's 2 x the 2x2 patch
         pipe("a cat", steps=1, width=34, height=32)
     assert pipe.defaults() == {"steps": 4, "guidance": 0.0}  # schnell: 4 steps, no guidance input
+
+
+def test_flux_infotext_is_forges_and_reads_back():
+    from latentdiff.images.infotext import format_infotext, params_from_a1111
+
+    record = {"prompt": "a cat", "negative_prompt": "dog", "steps": 20, "guidance": 3.5, "seed": 1, "width": 64,
+              "height": 48, "sampler": "Euler", "guidance_embedded": True, "true_cfg": 2.0}  # fmt: skip
+    line = format_infotext(record)
+    assert "CFG scale: 2.0, Distilled CFG Scale: 3.5," in line
+    params, _ = params_from_a1111(line)
+    assert (params["guidance"], params["true_cfg"]) == (3.5, 2.0)
+    plain = format_infotext({**record, "guidance_embedded": False, "true_cfg": 1.0})
+    assert "CFG scale: 3.5," in plain and "Distilled" not in plain  # the UNet families' line is unchanged
