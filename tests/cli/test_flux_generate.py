@@ -42,6 +42,7 @@ def test_generate_writes_flux_images_with_their_record(tiny_flux_dev, tmp_path):
         assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(image))
 
 
+@pytest.mark.slow
 def test_generate_refuses_a_size_flux_cannot_patch_and_a_true_cfg_below_one(tiny_flux_dev, tmp_path):
     base = [
         "generate",
