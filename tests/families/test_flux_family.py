@@ -95,3 +95,11 @@ def test_flux_infotext_is_forges_and_reads_back():
     assert (params["guidance"], params["true_cfg"]) == (3.5, 2.0)
     plain = format_infotext({**record, "guidance_embedded": False, "true_cfg": 1.0})
     assert "CFG scale: 3.5," in plain and "Distilled" not in plain  # the UNet families' line is unchanged
+
+
+def test_convert_refuses_a_flux_folder_in_one_line(flux_schnell, tmp_path):
+    from latentdiff.formats.convert import convert
+
+    with pytest.raises(ModelError, match="is a Flux.1 model: convert writes SD and SDXL single files only"):
+        convert(flux_schnell, tmp_path / "flux.safetensors")
+    assert not any(tmp_path.iterdir())
