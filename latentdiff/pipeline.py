@@ -35,7 +35,7 @@ from latentdiff.workflows.additions import additions, take
 from latentdiff.workflows.decode import decode_latents
 from latentdiff.workflows.image_prompt import adapters_installed
 from latentdiff.workflows.options import ImageOptions
-from latentdiff.workflows.text_to_image import check_refiner, generate_batch, run_loop
+from latentdiff.workflows.text_to_image import check_refiner, generate_batch, loop_guidance, run_loop
 from latentdiff.workflows.upscale import load_upscaler, upscale, with_model_upscaler
 
 
@@ -55,12 +55,9 @@ class Pipeline:
         self.components = components
         self.device, self.dtype = device, dtype
         self.model_ref, self.model_dir = model_ref, model_dir
-        self.progress, self.allow_pickle = (
-            True,
-            False,
-        )  # allow_pickle: from_pretrained's, also for call-time files (controls, adapters)
-        self.max_batch = 8
-        self._model_hash = None
+        self.progress = True
+        self.allow_pickle = False  # from_pretrained's, also for call-time files (controls, adapters)
+        self.max_batch, self._model_hash = 8, None
         self.addons = AddOns()  # LoRAs and embeddings added at load time
         self.compiled = False
         self.threads = None  # intra-op CPU threads while generating (cpu_threads_for); None: the process's own
@@ -157,7 +154,7 @@ class Pipeline:
 
     @property
     def native_size(self) -> int:
-        return int(self.components.unet.config.sample_size) * self.scale_factor
+        return self.family.native_size(self.components, self.scale_factor)
 
     @property
     def model_hash(self) -> str | None:
@@ -166,7 +163,7 @@ class Pipeline:
         return self._model_hash
 
     def defaults(self) -> dict:
-        d = self.components.defaults
+        d = {**self.family.defaults(self.components), **self.components.defaults}
         steps, guidance = d.get("steps", params.FALLBACK_STEPS), d.get("guidance", params.FALLBACK_GUIDANCE)
         return {"steps": int(steps), "guidance": float(guidance)}
 
@@ -202,6 +199,7 @@ class Pipeline:
         callback=None,
         clip_skip=None,
         prompt_syntax="a1111",
+        true_cfg=1.0,
         **options,
     ):
         """Like __call__ (the same arguments), but yields each image as soon as its batch is decoded."""
@@ -230,11 +228,12 @@ class Pipeline:
             callback=callback,
             strength=opts.default_strength() if source else None,
             **additions(self, taken, request.seed),
-            **self._text_options(clip_skip, prompt_syntax),
+            **self._text_options(clip_skip, prompt_syntax, true_cfg),
         )
         jobs = request.jobs()
         c, most = self.components, min(self.max_batch, len(jobs))
-        batch = images_at_once(c.unet, c.vae, request.width, request.height, request.guidance != 1.0, most, self.device)
+        cfg = loop_guidance(self, request)[0] != 1.0
+        batch = images_at_once(c.unet, c.vae, request.width, request.height, cfg, most, self.device)
         with adapters_installed(self, request.image_prompts):
             for i in range(0, len(jobs), batch):
                 yield from generate_batch(self, jobs[i : i + batch], request)
@@ -248,11 +247,12 @@ class Pipeline:
         check_scheduler_steps(self.components.scheduler_config, request.scheduler, request.steps, where)
         return request
 
-    def _text_options(self, clip_skip, prompt_syntax) -> dict:
+    def _text_options(self, clip_skip, prompt_syntax, true_cfg=1.0) -> dict:
         clip_skip = self.components.defaults.get("clip_skip", 1) if clip_skip is None else clip_skip
         return {
             "clip_skip": self.conditioning.check_clip_skip(clip_skip),
             "prompt_syntax": params.prompt_syntax(params.api_label, prompt_syntax),
+            "true_cfg": params.true_cfg(params.api_label, true_cfg),
         }
 
     def set_refiner(self, refiner: "Pipeline", start: float = 0.8) -> "Pipeline":

@@ -113,6 +113,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
             scheduler=cfg.scheduler,
             clip_skip=cfg.clip_skip,
             prompt_syntax=cfg.prompt_syntax,
+            true_cfg=cfg.true_cfg,
             controls=controls or None,
             control_mode=cfg.control_mode,
             image_prompts=image_prompts or None,

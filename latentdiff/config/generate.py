@@ -38,6 +38,8 @@ class GenerateConfig:
     """classifier-free guidance scale; 1 disables CFG (default: model's, else 7.5)"""
     negative: str = ""
     """negative prompt (default: empty)"""
+    true_cfg: float = 1.0
+    """a guidance-distilled model's (Flux dev's) true CFG scale with --negative; --guidance is then embedded (default: 1, off)"""
     seed: int | None = field(
         default=0,
         metadata=flag(
@@ -175,6 +177,7 @@ class GenerateConfig:
             "model": params.get("model"),
             "steps": params.get("steps"),
             "guidance": params.get("guidance"),
+            "true_cfg": params.get("true_cfg", 1.0),
             "negative": params.get("negative_prompt", ""),
             "seed": params.get("seed"),
             "width": params.get("width"),

@@ -191,6 +191,11 @@ def guidance(label: Label, value) -> float:
     return real(label, "guidance", value, 0.0, MAX_GUIDANCE)
 
 
+def true_cfg(label: Label, value) -> float:
+    """A guidance-distilled model's true CFG scale: 1 (off) or more."""
+    return real(label, "true_cfg", value, 1.0, MAX_GUIDANCE)
+
+
 def num_images(label: Label, value) -> int:
     return whole(label, "num_images", value, 1, MAX_IMAGES)
 
@@ -226,6 +231,7 @@ FIELDS = {
     "out": path_text,
     "steps": _optional(lambda label, name, v: steps(label, v)),
     "guidance": _optional(lambda label, name, v: guidance(label, v)),
+    "true_cfg": lambda label, name, v: true_cfg(label, 1.0 if v is None else v),
     "negative": lambda label, name, v: text(label, name, "" if v is None else v),
     "seed": _optional(lambda label, name, v: seed(label, v)),
     "width": _optional(size),

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError
 from latentdiff.families.base import Family
+from latentdiff.families.flux import Flux
 from latentdiff.families.sd import SD
 from latentdiff.families.sdxl import SDXL
 from latentdiff.families.upscaler import Upscaler
 
 # Order matters: the more particular families first; SD takes any other UNet on CLIP text.
-FAMILIES: dict[str, Family] = {f.name: f for f in (Upscaler(), SDXL(), SD())}
+FAMILIES: dict[str, Family] = {f.name: f for f in (Flux(), Upscaler(), SDXL(), SD())}
 
 
 def family_for(unet: dict, vae: dict, index: dict | None = None) -> Family:
@@ -41,7 +42,8 @@ def family_of_folder(path: Path) -> Family:
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot read {f}: {e}") from None
 
-    return family_for(read("unet/config.json"), read("vae/config.json"), read("model_index.json"))
+    denoiser = read("transformer/config.json") or read("unet/config.json")  # a transformer family's, or a UNet
+    return family_for(denoiser, read("vae/config.json"), read("model_index.json"))
 
 
 def family_named(name: str) -> Family:

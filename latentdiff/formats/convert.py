@@ -13,7 +13,7 @@ from latentdiff.formats.lora_merge import lora_base
 from latentdiff.formats.preflight import shown_path
 from latentdiff.formats.single_file import load_single_file, save_single_file
 from latentdiff.models.components import save_components
-from latentdiff.models.configs import check_model_dir
+from latentdiff.models.configs import check_model_dir, denoiser_folder, read_index
 from latentdiff.models.files import read_json_object
 from latentdiff.runtime.device import DTYPES
 
@@ -48,6 +48,8 @@ def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> P
 
 
 def _check_layout(folder: Path) -> None:
+    if denoiser_folder(read_index(folder), folder) != "unet":  # Flux's single files are a later step
+        raise ModelError(f"{folder} is a Flux.1 model: convert writes SD and SDXL single files only; {USE_FOLDER}")
     problem = _layout_problem(folder)
     if problem:
         raise ModelError(

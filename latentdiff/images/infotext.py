@@ -85,7 +85,9 @@ def format_infotext(p: dict) -> str:
     fields = {
         "Steps": p["steps"],
         "Sampler": p.get("sampler") or sampler_name(p.get("scheduler"), {"_class_name": p.get("scheduler_class")}),
-        "CFG scale": p["guidance"],
+        # Forge's fields for Flux: the loop's CFG scale (1 without true CFG) and the embedded guidance
+        "CFG scale": p.get("true_cfg", 1.0) if p.get("guidance_embedded") else p["guidance"],
+        "Distilled CFG Scale": p["guidance"] if p.get("guidance_embedded") else None,
         "Seed": p["seed"],
         "Size": f"{p['width']}x{p['height']}",
         "Model hash": p.get("model_hash"),
@@ -187,6 +189,9 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
     for ours, theirs in (("steps", "Steps"), ("guidance", "CFG scale"), ("seed", "Seed"), ("clip_skip", "Clip skip")):
         if theirs in f:
             params[ours] = _number(f[theirs])
+    if "Distilled CFG Scale" in f:  # Forge's Flux line: its CFG scale is the true CFG
+        params["true_cfg"] = params.pop("guidance", 1.0)
+        params["guidance"] = _number(f["Distilled CFG Scale"])
     if "Size" in f:
         width, x, height = f["Size"].partition("x")
         if x:

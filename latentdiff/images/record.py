@@ -16,6 +16,7 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         "seed": seed,
         "steps": request.steps,
         "guidance": request.guidance,
+        **_guidance(pipe, request),
         "scheduler": request.scheduler,
         "clip_skip": request.clip_skip,
         "prompt_syntax": request.prompt_syntax,
@@ -34,6 +35,15 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         "versions": versions(),
         **_model_lora(pipe),
         **_controls(request),
+    }
+
+
+def _guidance(pipe, request) -> dict:
+    """A guidance-distilled model's (Flux dev's): `guidance` is embedded, `true_cfg` the loop's CFG."""
+    embedded = pipe.family.guidance(pipe.components, request.guidance, request.true_cfg)[1] is not None
+    return {
+        **({"guidance_embedded": True} if embedded else {}),
+        **({"true_cfg": request.true_cfg} if request.true_cfg != 1.0 else {}),
     }
 
 

@@ -15,8 +15,10 @@ from latentdiff.errors import ModelError
 from latentdiff.models.checks import guarded
 from latentdiff.models.components import Components
 from latentdiff.models.configs import (
+    DENOISERS,
     INDEX_OPTIONS,
     TEXT_PARTS,
+    TOKENIZER_CLASSES,
     ModelConfigs,
     check_numbers_where_numbers,
     component_config,
@@ -53,23 +55,29 @@ def build(
     """The components `cfgs` describe: weights on `device`, in their stored dtype or, given `dtype`
     (`vae_dtype` for the VAE), cast to it tensor by tensor while reading, with the UNet's and VAE's
     conv weights channels_last if asked."""
+    import diffusers
     import transformers
-    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     quiet_libraries()
     path = cfgs.path
     load = dict(allow_pickle=allow_pickle, device=device)
     unet = _build(
-        UNet2DConditionModel,
+        getattr(diffusers, DENOISERS[cfgs.denoiser]),
         cfgs.unet,
-        path / "unet",
+        path / cfgs.denoiser,
         cfgs.values["unet"],
         **load,
         dtype=dtype,
         channels_last=channels_last,
     )
     vae = _build(
-        AutoencoderKL, cfgs.vae, path / "vae", cfgs.values["vae"], **load, dtype=vae_dtype, channels_last=channels_last
+        diffusers.AutoencoderKL,
+        cfgs.vae,
+        path / "vae",
+        cfgs.values["vae"],
+        **load,
+        dtype=vae_dtype,
+        channels_last=channels_last,
     )
     text = {}
     for te_name, tok_name in TEXT_PARTS:
@@ -78,7 +86,7 @@ def build(
             text[te_name] = _build(
                 getattr(transformers, cls_name), config, path / te_name, cfgs.values[te_name], **load, dtype=dtype
             )
-            text[tok_name] = load_tokenizer(path / tok_name)
+            text[tok_name] = load_tokenizer(path / tok_name, tokenizer_class(cfgs.index, tok_name))
     return Components(
         unet=unet,
         vae=vae,
@@ -199,12 +207,21 @@ def load_vae(path: Path, allow_pickle: bool = False):
     )
 
 
-def load_tokenizer(path: Path):
-    from transformers import CLIPTokenizer
+def tokenizer_class(index: dict, name: str) -> str:
+    """The tokenizer class model_index.json names for `name` (CLIPTokenizer where it names none)."""
+    entry = index.get(name)
+    cls_name = entry[1] if isinstance(entry, list) and len(entry) == 2 and entry[1] else "CLIPTokenizer"
+    if cls_name not in TOKENIZER_CLASSES:
+        raise ModelError(f"tokenizer class {cls_name!r} is not supported (supported: {', '.join(TOKENIZER_CLASSES)})")
+    return cls_name
+
+
+def load_tokenizer(path: Path, cls_name: str = "CLIPTokenizer"):
+    import transformers
 
     if not path.is_dir() or not any(path.iterdir()):
         raise ModelError(f"tokenizer folder {path} is missing or empty")
     try:
-        return CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
+        return getattr(transformers, cls_name).from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged tokenizer file fails in many types
         raise ModelError(f"cannot read the tokenizer in {path}: {first_line(e)}") from None

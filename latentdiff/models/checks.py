@@ -81,7 +81,9 @@ def check_scheduler_config(config: dict, path: Path) -> dict:
 def check_scheduler_steps(config: dict, name: str | None, steps: int, path) -> None:
     """Build the scheduler (the model's own, or method `name` on its config) and set `steps`
     timesteps once, so a config it cannot work with fails here, in one line, before any work."""
-    guarded(lambda: make_scheduler(config, name).set_timesteps(steps), path)
+    # A shifted flow-matching schedule takes its shift mu from the image's size, unknown here: any will do.
+    shift = {"mu": 1.0} if config.get("use_dynamic_shifting") else {}
+    guarded(lambda: make_scheduler(config, name).set_timesteps(steps, **shift), path)
 
 
 def check_defaults(defaults: dict, path: Path) -> dict:

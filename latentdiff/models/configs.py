@@ -22,10 +22,13 @@ from latentdiff.models.checks import (
 from latentdiff.models.files import confined, read_json_object
 from latentdiff.models.weights import stored_values
 
-SUPPORTED = "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants"
+SUPPORTED = "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell)"
 # (encoder, tokenizer) folder pairs; SDXL has both, its refiner only the second.
 TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
-TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
+TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
+TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast", "T5TokenizerFast")
+# The denoiser's folder and class: a UNet, or a transformer (Flux). Components.unet holds either.
+DENOISERS = {"unet": "UNet2DConditionModel", "transformer": "FluxTransformer2DModel"}
 # Pipeline-level options of model_index.json that change how prompts are conditioned.
 INDEX_OPTIONS = ("force_zeros_for_empty_prompt", "requires_aesthetics_score")
 DEFAULTS_FILE = "latentdiff.json"  # our recommended settings; diffusers ignores the file
@@ -46,6 +49,7 @@ class ModelConfigs:
     upscaler: dict  # Components.upscaler
     values: dict = field(default_factory=dict)  # component -> weights.stored_values(): (count, exact)
     unet_params: int | None = None  # the UNet's weight count from its safetensors headers; None for pickle
+    denoiser: str = "unet"  # the denoiser's folder (DENOISERS)
 
 
 def read_configs(path: Path, defaults_from: Path | None = None) -> ModelConfigs:
@@ -53,18 +57,25 @@ def read_configs(path: Path, defaults_from: Path | None = None) -> ModelConfigs:
     recommended settings of `defaults_from` (a LoRA folder) override the model's own."""
     index = check_model_dir(path)
     defaults = {**read_defaults(path), **(read_defaults(defaults_from) if defaults_from is not None else {})}
-    unet, vae = _component(path, "unet", "unet"), _component(path, "vae", "vae")
+    folder = denoiser_folder(index, path)
+    unet, vae = _component(path, folder, folder), _component(path, "vae", "vae")
     text = {}
     for te_name, _ in TEXT_PARTS:
         cls_name = text_encoder_class(index, path, te_name)
         if cls_name is not None:
-            text[te_name] = (cls_name, text_config(path / te_name / "config.json"))
-    values = {name: stored_values(path / name) for name in ("unet", "vae", *text)}
+            text[te_name] = (cls_name, text_config(path / te_name / "config.json", cls_name))
+    values = {name: stored_values(path / name) for name in ("vae", *text)}
+    values["unet"] = stored_values(path / folder)
     scheduler = read_scheduler_config(path / "scheduler" / "scheduler_config.json")
     unet_params = values["unet"][0] if values["unet"][1] else None
-    return ModelConfigs(
-        path, index, unet, vae, text, scheduler, defaults, read_upscaler(path, index), values, unet_params
-    )
+    upscaler = read_upscaler(path, index)
+    return ModelConfigs(path, index, unet, vae, text, scheduler, defaults, upscaler, values, unet_params, folder)
+
+
+def denoiser_folder(index: dict, path: Path) -> str:
+    """The folder of the model's denoiser: `transformer` where model_index.json names one (or,
+    without an index entry, the folder exists), else `unet`."""
+    return "transformer" if "transformer" in index or (path / "transformer").is_dir() else "unet"
 
 
 def _component(path: Path, name: str, what: str) -> dict:
@@ -78,14 +89,15 @@ def component_config(config_path: Path, what: str) -> dict:
     return config
 
 
-def text_config(config_path: Path):
-    """A text encoder's config.json as transformers' CLIPTextConfig."""
+def text_config(config_path: Path, cls_name: str = "CLIPTextModel"):
+    """A text encoder's config.json as transformers' config class of `cls_name` (CLIPTextConfig, T5Config)."""
     # Here, not at the top: importing transformers takes seconds (preflight reads configs without it).
     import transformers
 
+    config_cls = transformers.T5Config if cls_name.startswith("T5") else transformers.CLIPTextConfig
     te_dict = component_config(config_path, "text encoder")
-    check_numbers_where_numbers(te_dict, transformers.CLIPTextConfig(), config_path)
-    return guarded(lambda: transformers.CLIPTextConfig.from_dict(te_dict), config_path)
+    check_numbers_where_numbers(te_dict, config_cls(), config_path)
+    return guarded(lambda: config_cls.from_dict(te_dict), config_path)
 
 
 def check_numbers_where_numbers(given: dict, defaults, path: Path) -> None:
@@ -133,6 +145,8 @@ def describe_folder(path: Path) -> str | None:
                 "StableDiffusionInpaint",
                 "StableDiffusionImg2Img",
                 "StableDiffusionUpscale",
+                "FluxPipeline",
+                "FluxImg2ImgPipeline",
             )
         )
         return None if sd or not cls else f"a {cls} model"
@@ -153,7 +167,7 @@ def _class_name(config: Path) -> str | None:
 def required_components(path: Path, index: dict) -> list[str]:
     """The component folders a model needs: SD's five, SDXL's with `text_encoder_2` and
     `tokenizer_2`, an SDXL refiner's without the first encoder (as model_index.json says)."""
-    needed = ["unet", "vae", "scheduler"]
+    needed = [denoiser_folder(index, path), "vae", "scheduler"]
     for te_name, tok_name in TEXT_PARTS:
         if text_encoder_class(index, path, te_name) is not None:
             needed += [te_name, tok_name]
@@ -238,7 +252,8 @@ def model_facts(path: Path) -> ModelFacts | None:
     None where only loading can tell (an upscaler, an odd config, which loading then refuses with
     its own message). A folder that is no model is refused here."""
     check_model_dir(path)
-    unet = read_json_object(path / "unet" / "config.json", "unet")
+    folder = denoiser_folder(read_index(path), path)
+    unet = read_json_object(path / folder / "config.json", folder)
     vae = read_json_object(path / "vae" / "config.json", "vae")
     sample = unet.get("sample_size")
     # Anything odd (or huge): None, and loading says what is wrong.

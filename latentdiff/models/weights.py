@@ -227,6 +227,15 @@ def assign(
     return fill(module, sd, component_dir)
 
 
+def _untied(module, missing: list[str]) -> list[str]:
+    """The missing keys that tying the module's shared weights (T5's embeddings, stored once) does
+    not fill."""
+    if missing and hasattr(module, "tie_weights"):
+        module.tie_weights()
+        return [k for k in missing if module.get_parameter(k).is_meta]
+    return missing
+
+
 def fill(module, sd: dict, where):
     """Assign the tensors of `sd` to `module`; any missing, extra or misshapen one is one error
     naming `where`."""
@@ -236,8 +245,9 @@ def fill(module, sd: dict, where):
         first = str(e).strip().splitlines()
         raise ModelError(f"weights in {where} do not fit its config: {first[-1].strip()}") from None
     unexpected = [k for k in result.unexpected_keys if k not in _IGNORABLE_UNEXPECTED]
-    if result.missing_keys or unexpected:
-        keys = (result.missing_keys or unexpected)[:3]
-        kind = "lack" if result.missing_keys else "have unexpected"
+    missing = _untied(module, result.missing_keys)
+    if missing or unexpected:
+        keys = (missing or unexpected)[:3]
+        kind = "lack" if missing else "have unexpected"
         raise ModelError(f"weights in {where} {kind} tensors such as {', '.join(keys)}")
     return module
