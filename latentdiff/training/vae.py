@@ -149,7 +149,12 @@ def _scan(cfg: VaeTrainConfig, out: Path):
     from latentdiff.training.data.scan import scan_dataset
 
     scan = scan_dataset(
-        cfg.dataset, cfg.resolution, missing_captions="empty", include_heldout=True, follow_symlinks=cfg.follow_symlinks
+        cfg.dataset,
+        cfg.resolution,
+        missing_captions="empty",
+        include_heldout=True,
+        follow_symlinks=cfg.follow_symlinks,
+        report_dir=out,
     )
     scan.write_skipped(out)
     train = [r for r in scan.records if r.split != "heldout"]
