@@ -46,19 +46,30 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     own `Image.MAX_IMAGE_PIXELS` check still applies first.
     """
     path = Path(path)
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would wait forever
-            raise BadImageError("not a regular file (a folder, FIFO, socket or device)")
-        data = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
-    except FileNotFoundError:
-        raise BadImageError("missing file") from None
-    except OSError as err:
-        raise BadImageError(f"cannot read file: {err.strerror or err}") from None
-    with data:
+    with _open_regular(path) as data:
         if os.fstat(data.fileno()).st_size == 0:
             raise BadImageError("empty file (0 bytes)")
         im = _checked(_decode(data, max_pixels))
     return to_rgb8(im)
+
+
+def _open_regular(path: Path):
+    """`path` opened for reading, refused unless a regular file. The open never blocks (a FIFO with
+    no writer would wait forever) and the check is on the opened file, so a swap after a stat cannot."""
+    not_regular = BadImageError("not a regular file (a folder, FIFO, socket or device)")
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a socket cannot be opened at all: say what it is
+            raise not_regular
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise BadImageError("missing file") from None
+    except OSError as err:
+        raise BadImageError(f"cannot read file: {err.strerror or err}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise not_regular
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def open_image_data(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
