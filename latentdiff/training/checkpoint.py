@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 from latentdiff.errors import LatentDiffError, UsageError
 from latentdiff.runtime.reading import read_json
+from latentdiff.training.atomic import fsync_dir, write_synced
 
 MANIFEST = "manifest.json"
 PREFIX, TMP_PREFIX = "step-", ".tmp-step-"
@@ -28,10 +29,14 @@ def checkpoint_dir(out: Path) -> Path:
 
 
 def _fsync_tree(path: Path) -> None:
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
+    """Every file under `path`, then every folder, deepest first: their data and their entries on disk."""
+    found = sorted(path.rglob("*"))
+    for f in found:
+        if f.is_file() and not f.is_symlink():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+    for folder in sorted((f for f in found if f.is_dir() and not f.is_symlink()), key=lambda f: -len(f.parts)):
+        fsync_dir(folder)
 
 
 def save_checkpoint(
@@ -47,9 +52,12 @@ def save_checkpoint(
         tmp.mkdir()
         write(tmp)
         files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
-        _fsync_tree(tmp)
         manifest = {"step": step, "time": time.time(), "files": files, **(extra or {})}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        write_synced(tmp / MANIFEST, json.dumps(manifest, indent=2))
+        # Files, manifest and folders on disk before the rename: a power cut then leaves no renamed
+        # checkpoint whose manifest (or weights) is empty.
+        _fsync_tree(tmp)
+        fsync_dir(tmp)
     except Exception as e:  # noqa: BLE001 - a full disk, most often; torch.save says so as a RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, LatentDiffError):
@@ -62,6 +70,7 @@ def save_checkpoint(
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fsync_dir(root)  # the rename itself
     if keep is not None:
         prune(out, keep)
     return final

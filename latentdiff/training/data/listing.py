@@ -10,7 +10,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from latentdiff.runtime.files import new_file_mode
+from latentdiff.training.atomic import write_whole
 
 LISTING = "skipped.txt"
 SHOWN = 2  # names a one-line refusal shows; the rest are in the listing
@@ -34,28 +34,16 @@ def escape(text: str) -> str:
 
 
 def write_listing(rows: list[tuple[str, str]], out_dir: str | os.PathLike | None, dataset: Path | None = None) -> Path:
-    """Write `rows` as OUT_DIR/skipped.txt (whole or not at all: a temporary name, then a rename), or
-    as a new temporary file when `out_dir` is None or lies inside `dataset`."""
+    """Write `rows` as OUT_DIR/skipped.txt (whole or not at all: atomic.write_whole), or as a new
+    temporary file when `out_dir` is None or lies inside `dataset`."""
     lines = "".join(f"{escape(rel)}\t{escape(reason)}\n" for rel, reason in rows).encode("utf-8")
     if out_dir is not None and not (dataset is not None and _inside(Path(out_dir), dataset)):
-        path = Path(out_dir) / LISTING
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{LISTING}.", dir=path.parent)
-    else:
-        fd, tmp = tempfile.mkstemp(prefix="latentdiff-skipped-", suffix=".txt")
-        path = Path(tmp)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, new_file_mode())  # mkstemp makes 0600; a listing is as readable as open() makes it
-        if Path(tmp) != path:
-            os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        return write_whole(Path(out_dir) / LISTING, lines)
+    fd, tmp = tempfile.mkstemp(prefix="latentdiff-skipped-", suffix=".txt")
+    with os.fdopen(fd, "wb") as f:
+        f.write(lines)
+    return Path(tmp)
 
 
 def _inside(child: Path, parent: Path) -> bool:
