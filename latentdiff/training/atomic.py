@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from latentdiff.runtime.files import new_file_mode
 
@@ -31,11 +32,16 @@ def write_synced(path: str | os.PathLike, data: bytes | str) -> None:
 
 def write_whole(path: str | os.PathLike, data: bytes | str) -> Path:
     """Replace (or create) `path` with `data` atomically and durably; its mode is what open() gives."""
+    return replace_with(path, lambda f: f.write(data.encode("utf-8") if isinstance(data, str) else data))
+
+
+def replace_with(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Replace (or create) `path` with what `write(file)` writes, atomically and durably."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, new_file_mode())  # mkstemp makes 0600
