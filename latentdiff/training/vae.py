@@ -30,6 +30,7 @@ from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training.bounds import check_vae
 from latentdiff.training.checkpoint import (
     damaged_checkpoint,
+    incomplete_after,
     latest_checkpoint,
     load_tensors,
     load_torch,
@@ -240,7 +241,10 @@ def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)
     start, seconds = 0, 0.0
     if cfg.resume:
-        manifest = _read_state(latest_checkpoint(out), vae, opt, schedule, generator)
+        last = latest_checkpoint(out)
+        if skipped := incomplete_after(out, last):
+            print(f"train-vae: {skipped}; resuming from the one before it", file=sys.stderr)
+        manifest = _read_state(last, vae, opt, schedule, generator)
         start, seconds = manifest["step"], manifest.get("train_seconds", 0.0)
         print(f"train-vae: resuming at step {start}", file=sys.stderr)
     write_recipe(cfg, out, last_keys=("vae",))  # the model part last, so the file reads recipe first

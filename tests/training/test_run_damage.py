@@ -158,3 +158,28 @@ def test_resume_trims_damaged_metrics_in_bounded_memory(tmp_path):
             log.log(3, {"loss": 0.25})
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3] and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+# --- checkpoint files damaged on disk (finetune --resume, export) -----------------------------------
+
+
+@pytest.mark.parametrize("how", ["truncated", "fifo"])
+def test_resume_says_which_checkpoint_is_incomplete_and_uses_the_one_before(copy, dataset, tiny_sd1, capsys, how):
+    last = ckpt.latest_checkpoint(copy) / "optimizer.pt"
+    if how == "fifo":
+        last.unlink()
+        os.mkfifo(last)  # loading it would wait for a writer forever
+    else:
+        last.write_bytes(last.read_bytes()[:100])
+    with memory_cap(2**30):
+        assert run(dataset, tiny_sd1, copy, "--resume") == 0
+    err = capsys.readouterr().err
+    assert "step-00000002 is incomplete (optimizer.pt " in err and "resuming from step-00000001" in err, err
+
+
+def test_export_from_a_damaged_checkpoint_is_one_line(copy, tmp_path, capsys):
+    last = ckpt.latest_checkpoint(copy) / "trainable.safetensors"
+    last.write_bytes(b"\xff" * last.stat().st_size)  # the size the manifest says: only loading finds out
+    err = one_line(capsys, main(["export", str(copy), "--out", str(tmp_path / "lora")]))
+    assert "step-00000002 is damaged" in err and "delete that folder" in err, err
+    assert not (tmp_path / "lora").exists()
