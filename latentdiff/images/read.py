@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from latentdiff.errors import LatentDiffError, UsageError
+from latentdiff.runtime.reading import open_regular
 
 # Pillow's own default: ~0.25 GB of 24-bit pixels. Larger declared sizes are treated as
 # decompression bombs (a few KB of PNG that would expand to gigabytes of RAM).
@@ -46,30 +47,22 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     own `Image.MAX_IMAGE_PIXELS` check still applies first.
     """
     path = Path(path)
-    with _open_regular(path) as data:
-        if os.fstat(data.fileno()).st_size == 0:
-            raise BadImageError("empty file (0 bytes)")
-        im = _checked(_decode(data, max_pixels))
-    return to_rgb8(im)
-
-
-def _open_regular(path: Path):
-    """`path` opened for reading, refused unless a regular file. The open never blocks (a FIFO with
-    no writer would wait forever) and the check is on the opened file, so a swap after a stat cannot."""
-    not_regular = BadImageError("not a regular file (a folder, FIFO, socket or device)")
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a socket cannot be opened at all: say what it is
-            raise not_regular
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would wait forever
+            raise BadImageError("not a regular file (a folder, FIFO, socket or device)")
+        # Checked again on the opened file, opened without waiting: a FIFO swapped in since is refused too.
+        data = os.fdopen(open_regular(path, "the file", BadImageError), "rb")
     except FileNotFoundError:
         raise BadImageError("missing file") from None
     except OSError as err:
         raise BadImageError(f"cannot read file: {err.strerror or err}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise not_regular
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    except ValueError:  # os.stat's "embedded null byte"
+        raise BadImageError("not a usable path (it holds a NUL character)") from None
+    with data:
+        if os.fstat(data.fileno()).st_size == 0:
+            raise BadImageError("empty file (0 bytes)")
+        im = _checked(_decode(data, max_pixels))
+    return to_rgb8(im)
 
 
 def open_image_data(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
