@@ -105,6 +105,7 @@ def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
         follow_symlinks=cfg.follow_symlinks,
         caption_extension=cfg.caption_extension,
         repeats=cfg.repeats,
+        report_dir=out,  # a refusal's full list goes to OUT/skipped.txt
     )
     if acc.is_main_process:
         scan.write_skipped(out)
