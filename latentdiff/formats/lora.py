@@ -18,6 +18,7 @@ from latentdiff.errors import ModelError, UsageError
 from latentdiff.formats.lora_merge import lora_file
 from latentdiff.models.fingerprint import short_hash
 from latentdiff.models.weights import load_state_dict
+from latentdiff.runtime.reading import check_regular
 
 # File names every run used to share: they name no LoRA in particular.
 GENERIC_STEMS = ("lora_kohya", "pytorch_lora_weights")
@@ -52,8 +53,9 @@ def parse_spec(text: str, flag: str = "--lora") -> LoraSpec:
     spec = LoraSpec(Path(path).expanduser(), scale)
     if not spec.path.exists():
         raise UsageError(f"{flag} {path} does not exist")
-    if not spec.file.is_file():
+    if spec.path.is_dir() and not spec.file.exists():
         raise UsageError(f"{flag} {path} is a folder without {spec.file.name}")
+    check_regular(spec.file, flag)  # a FIFO would block the read
     return spec
 
 

@@ -18,13 +18,13 @@ from latentdiff.models.configs import (
     INDEX_OPTIONS,
     TEXT_PARTS,
     ModelConfigs,
-    component_config,
+    diffusers_config,
     read_configs,
     read_index,
     text_config,
     text_encoder_class,
 )
-from latentdiff.models.files import first_line
+from latentdiff.models.files import first_line, is_present
 from latentdiff.models.weights import assign, fill, stored_values
 from latentdiff.runtime.libraries import quiet_libraries
 
@@ -175,10 +175,10 @@ def load_vae(path: Path, allow_pickle: bool = False):
     from diffusers import AutoencoderKL
 
     quiet_libraries()
-    if not (path / "config.json").is_file():
+    if not is_present(path / "config.json", "VAE config"):
         raise ModelError(f"{path} is not a VAE folder: config.json is missing")
     return _build(
-        AutoencoderKL, component_config(path / "config.json", "vae"), path, stored_values(path), allow_pickle, "cpu"
+        AutoencoderKL, diffusers_config(path / "config.json", "vae"), path, stored_values(path), allow_pickle, "cpu"
     )
 
 
