@@ -48,9 +48,6 @@ def detect(shapes: dict, where) -> Detected:
     """The Stable Diffusion family of an original-layout (A1111) checkpoint, else one clear error."""
     names = list(shapes)
     if UNET_IN in shapes:
-        if len(shapes[UNET_IN]) != 4:
-            raise ModelError(f"{where}: {UNET_IN} has the shape {shapes[UNET_IN]}, not a convolution's 4 dimensions")
-        in_channels = shapes[UNET_IN][1]
         if any(k.startswith("conditioner.embedders.1.") for k in names):
             family = "sdxl"
         elif any(k.startswith("conditioner.embedders.0.model.") for k in names):
@@ -63,6 +60,9 @@ def detect(shapes: dict, where) -> Detected:
             raise ModelError(
                 f"{where} holds a Stable Diffusion UNet but no text encoder; supported: full checkpoints of {SUPPORTED}"
             )
+        if len(shapes[UNET_IN]) != 4:
+            raise ModelError(f"{where}: {UNET_IN} has the shape {shapes[UNET_IN]}, not a convolution's 4 dimensions")
+        in_channels = shapes[UNET_IN][1]
         if in_channels not in (4, 9):
             raise ModelError(f"{where} is a UNet with {in_channels} input channels; supported: {SUPPORTED}")
         return Detected(family, in_channels)

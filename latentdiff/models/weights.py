@@ -155,33 +155,34 @@ def safetensors_header(path: Path) -> dict:
                 f"{size_text(MAX_HEADER_BYTES)} is read (real models' headers are well under 1 MiB)"
             )
         if not 0 <= n <= size - 8:
-            raise ModelError(f"weights file {path} is truncated: its safetensors header is cut off")
+            raise ModelError(f"weights file {path} is truncated or corrupt: its safetensors header is cut off")
         text = f.read(n).decode("utf-8", errors="replace")
     header = parse_json(text, f"the safetensors header of {path}", ModelError)
     if not isinstance(header, dict):
         raise ModelError(f"weights file {path} has a damaged safetensors header: it is not a table")
     data_bytes = size - 8 - n
     for name, entry in header.items():
-        if name != "__metadata__" and not _entry_fits(entry, data_bytes):
-            raise ModelError(
-                f"weights file {path} has a damaged safetensors header: tensor {str(name)[:80]!r} "
-                "claims a shape or offsets its bytes do not hold"
-            )
+        problem = None if name == "__metadata__" else _entry_problem(entry, data_bytes)
+        if problem:
+            raise ModelError(f"weights file {path} is truncated or corrupt: tensor {str(name)[:80]!r} {problem}")
     return header
 
 
-def _entry_fits(entry, data_bytes: int) -> bool:
-    if not isinstance(entry, dict):
-        return False
-    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+def _entry_problem(entry, data_bytes: int) -> str | None:
+    """What is wrong with one tensor's header entry, or None."""
     whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if isinstance(entry, dict) else (None, None)
     if not (isinstance(shape, list) and len(shape) <= 8 and all(whole(d) for d in shape)):
-        return False
+        return "has no shape of at most 8 whole numbers"
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(whole(o) for o in offsets)):
-        return False
+        return "has no data_offsets [begin, end]"
     begin, end = offsets
+    if not begin <= end <= data_bytes:
+        return f"lies at bytes {begin:,} to {end:,} of data, but the file holds {data_bytes:,}"
     # Two values a byte at most (4-bit types); the exact size per dtype is safetensors' own check.
-    return begin <= end <= data_bytes and math.prod(shape) <= 2 * (end - begin)
+    if math.prod(shape) > 2 * (end - begin):
+        return f"claims {math.prod(shape):,} values in {end - begin:,} bytes"
+    return None
 
 
 def stored_values(component_dir: Path) -> tuple[int | None, bool]:
