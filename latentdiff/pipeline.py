@@ -215,7 +215,7 @@ class Pipeline:
             request,
             options=opts,
             source=source,
-            callback=callback,
+            callback=params.callback(params.api_label, callback),
             strength=opts.default_strength() if source else None,
             **self._text_options(clip_skip, prompt_syntax),
         )

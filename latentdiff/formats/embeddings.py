@@ -29,10 +29,16 @@ class EmbeddingSpec:
     token: str
 
 
-def parse_spec(text: str) -> EmbeddingSpec:
-    """`FILE[:TOKEN]`; the file must exist, the token defaults to the file's stem."""
-    head, sep, tail = str(text).rpartition(":")
-    path, token = (head, tail) if sep and head and "/" not in tail and "\\" not in tail else (text, "")
+def parse_spec(text: str, token: str | None = None) -> EmbeddingSpec:
+    """`FILE[:TOKEN]` (given `token`, `text` is the file as it is); the file must exist, the token
+    defaults to the file's stem."""
+    if token is not None:
+        path = text
+        if not isinstance(token, str):
+            raise UsageError(f"--embedding {path}: the token must be a word (a string), got {token!r}")
+    else:
+        head, sep, tail = str(text).rpartition(":")
+        path, token = (head, tail) if sep and head and "/" not in tail and "\\" not in tail else (text, "")
     path = Path(path).expanduser()
     if not path.exists():
         raise UsageError(f"--embedding {path} does not exist")

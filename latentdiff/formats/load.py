@@ -44,6 +44,7 @@ def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings) ->
         dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle, compile=compile), params.api_label
     )
     model, device, dtype = given["model"], given["device"], given["dtype"]
+    vae = None if vae is None else params.path_text(params.api_label, "vae", vae)
     lora_specs, embedding_specs = addons.parse(loras, embeddings)
     local = Path(model).expanduser() if model is not None else None
     if local is not None and is_special(local):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import latentdiff.config.params as params
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.formats.lora_merge import lora_file
 from latentdiff.models.fingerprint import short_hash
@@ -43,13 +44,17 @@ class LoraSpec:
         return lora_file(self.path) if self.path.is_dir() else self.path
 
 
-def parse_spec(text: str, flag: str = "--lora") -> LoraSpec:
-    """`PATH[:SCALE]` (scale 1 when omitted); the file or LoRA folder must exist."""
-    head, sep, tail = str(text).rpartition(":")
-    try:
-        path, scale = (head, float(tail)) if sep and head else (text, 1.0)
-    except ValueError:
-        path, scale = text, 1.0
+def parse_spec(text: str, flag: str = "--lora", scale=None) -> LoraSpec:
+    """`PATH[:SCALE]` (scale 1 when omitted; given `scale`, `text` is the path as it is); the file
+    or LoRA folder must exist, the scale be finite and within params.MAX_LORA_SCALE."""
+    path = text
+    if scale is None:
+        head, sep, tail = str(text).rpartition(":")
+        try:
+            path, scale = (head, float(tail)) if sep and head else (text, 1.0)
+        except ValueError:
+            path, scale = text, 1.0
+    scale = params.lora_scale(lambda name: f"{flag} {path}: the {name}", scale)
     spec = LoraSpec(Path(path).expanduser(), scale)
     if not spec.path.exists():
         raise UsageError(f"{flag} {path} does not exist")

@@ -27,6 +27,7 @@ from latentdiff.models.configs import (
 from latentdiff.models.files import first_line, is_present
 from latentdiff.models.weights import assign, fill, stored_values
 from latentdiff.runtime.libraries import quiet_libraries
+from latentdiff.runtime.reading import check_regular, is_special
 
 
 def load_components(
@@ -187,6 +188,9 @@ def load_tokenizer(path: Path):
 
     if not path.is_dir() or not any(path.iterdir()):
         raise ModelError(f"tokenizer folder {path} is missing or empty")
+    for f in path.iterdir():  # transformers opens what it finds: a FIFO would block it
+        if is_special(f):
+            check_regular(f, "tokenizer file", ModelError)
     try:
         return CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged tokenizer file fails in many types
