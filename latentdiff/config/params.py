@@ -109,6 +109,8 @@ def path_text(label: Label, name: str, value) -> str:
         value = os.fspath(value)
     if not isinstance(value, str):
         _fail(label, name, "a path (a string)", value)
+    if not value.strip():  # Path("") is the current folder: never what was meant
+        _fail(label, name, "a path, not empty", value)
     return text(label, name, value, MAX_PATH_CHARS)
 
 

@@ -19,7 +19,7 @@ from latentdiff.families.released import clip_tokenizer
 from latentdiff.formats.detect import detect, read_header
 from latentdiff.formats.ldm_keys import CLIP_PREFIXES, clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
 from latentdiff.models.assemble import build_module
-from latentdiff.models.checks import check_defaults, check_diffusers_config, check_scheduler_config
+from latentdiff.models.checks import check_defaults, check_diffusers_config, check_scheduler_config, guarded
 from latentdiff.models.components import Components
 from latentdiff.models.configs import clip_config
 from latentdiff.models.files import is_present
@@ -155,7 +155,7 @@ def _text_encoder(sd: dict, family: str, slot: str, config, where: Path):
 
     cls = transformers.CLIPTextModel if slot == "text_encoder" else transformers.CLIPTextModelWithProjection
     with init_empty_weights():
-        shell = cls(config)
+        shell = guarded(lambda: cls(config), f"{where} ({slot})")  # heads that do not divide the width
     prefix = _prefix(family, slot)
     if prefix.endswith(".transformer."):
         te_sd = convert_ldm_clip_checkpoint({k: v for k, v in sd.items() if k.startswith(prefix)})

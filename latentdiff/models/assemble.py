@@ -183,14 +183,21 @@ def load_vae(path: Path, allow_pickle: bool = False):
     )
 
 
+_VOCAB_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+
+
 def load_tokenizer(path: Path):
     from transformers import CLIPTokenizer
 
     if not path.is_dir() or not any(path.iterdir()):
         raise ModelError(f"tokenizer folder {path} is missing or empty")
     for f in path.iterdir():  # transformers opens what it finds: a FIFO would block it
-        if is_special(f):
+        if is_special(f) or f.name in _VOCAB_FILES:
             check_regular(f, "tokenizer file", ModelError)
+    # Without them transformers builds a tokenizer of 2 tokens that makes every prompt padding
+    # (found by the fuzzing: tokenizer.json a folder); the files are checked as regular above.
+    if not ((path / "tokenizer.json").exists() or all((path / n).exists() for n in ("vocab.json", "merges.txt"))):
+        raise ModelError(f"tokenizer folder {path} holds neither tokenizer.json nor vocab.json and merges.txt")
     try:
         return CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged tokenizer file fails in many types

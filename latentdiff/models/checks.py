@@ -42,7 +42,9 @@ def guarded(fn, path: Path):
 
 
 def check_config_numbers(config: dict, path: Path) -> None:
-    """Bound what would make objects or overflow: counts, list lengths, any integer."""
+    """Bound what would make objects or overflow: counts, list lengths, any integer. No whole number
+    of a config is negative (token ids aside) and no count of heads is 0: a text encoder built with
+    -1 heads loads and fails at its first prompt (found by the fuzzing)."""
     for key, value in config.items():
         values = value if isinstance(value, list) else [value]
         if isinstance(value, list) and len(value) > MAX_LIST:
@@ -53,8 +55,9 @@ def check_config_numbers(config: dict, path: Path) -> None:
             if isinstance(v, float) and not math.isfinite(v):
                 raise ModelError(f"{path}: {key} is {v}, not a finite number")
             limit = MAX_COUNT if any(w in key for w in _COUNT_WORDS) else MAX_INT
-            if abs(v) > limit:
-                raise ModelError(f"{path}: {key} = {v} is out of range (at most {limit:,})")
+            least = 1 if "heads" in key else 0
+            if abs(v) > limit or isinstance(v, int) and v < least and not key.endswith("_token_id"):
+                raise ModelError(f"{path}: {key} = {v} is out of range (from {least} to {limit:,})")
 
 
 def check_scheduler_config(config: dict, path: Path) -> dict:

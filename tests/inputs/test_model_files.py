@@ -109,6 +109,22 @@ def test_fifo_lora_embedding_and_vae_files_are_refused(tiny_sd1, tmp_path, kind)
     refused("x.safetensors is a FIFO", model=tiny_sd1, **{kind: str(f) if kind == "vae" else [str(f)]})
 
 
+@pytest.mark.parametrize("scale", ["", ":0.5"])
+def test_generate_lora_fifo_says_fifo_in_one_line(tiny_sd1, tmp_path, capsys, scale):
+    """Issue 24: `generate --lora FIFO` said "is a folder without fifo"; a FIFO in a LoRA run folder too."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "latentdiff.json").write_text('{"lora": "fifo"}')
+    for path in (fifo(tmp_path / "fifo"), fifo(run / "fifo")):
+        argv = ["generate", "x", "--model", str(tiny_sd1), "--lora", f"{path if path.parent != run else run}{scale}"]
+        with within():
+            code = main([*argv, "--steps", "1", "--quiet", "--device", "cpu", "--out", str(tmp_path / "o")])
+        out, err = capsys.readouterr()
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert f"--lora {path} is a FIFO (named pipe); give a regular file" in err
+        assert "folder without" not in err
+
+
 def test_a_fifo_vae_folder_config_and_sidecar_yaml(tiny_sd1, single_file, tmp_path):
     vae = copy_model(tiny_sd1, tmp_path / "m") / "vae"
     fifo(vae / "config.json")
@@ -127,6 +143,16 @@ def test_a_fifo_vae_folder_config_and_sidecar_yaml(tiny_sd1, single_file, tmp_pa
     f.with_suffix(".yaml").unlink()
     f.with_suffix(".yaml").write_text("model: " + DEEP)
     refused(f"nests .* at most {MAX_DEPTH}", model=f)
+
+
+@pytest.mark.parametrize("how", ["folder", "missing"])
+def test_a_tokenizer_without_its_vocabulary_is_refused(tiny_sd1, tmp_path, how):
+    """Found by the fuzzing: tokenizer.json a folder (or gone) gave a 2-token tokenizer, every prompt padding."""
+    model = copy_model(tiny_sd1, tmp_path / "m")
+    (model / "tokenizer/tokenizer.json").unlink()
+    if how == "folder":
+        (model / "tokenizer/tokenizer.json").mkdir()
+    refused("tokenizer.json is a folder" if how == "folder" else "holds neither tokenizer.json nor vocab", model=model)
 
 
 # ---- deep nesting -------------------------------------------------------------------------------------
@@ -175,6 +201,38 @@ def test_a_string_where_a_number_belongs_is_refused_at_load(tiny_sd1, tmp_path, 
     (model / rel).write_text(json.dumps({**config, key: value}))
     line = refused(f"{key} must be", model=model)
     assert rel in line
+
+
+@pytest.mark.parametrize(
+    "rel, key, value",
+    [("text_encoder/config.json", "num_attention_heads", -1), ("text_encoder/config.json", "num_attention_heads", 0)]
+    + [("unet/config.json", "block_out_channels", [32, -64]), ("vae/config.json", "latent_channels", -4)],
+)
+def test_negative_counts_are_refused_at_load(tiny_sd1, tmp_path, rel, key, value):
+    """Found by the fuzzing: -1 heads built a text encoder that failed at its first prompt."""
+    model = copy_model(tiny_sd1, tmp_path / "m")
+    config = json.loads((model / rel).read_text())
+    (model / rel).write_text(json.dumps({**config, key: value}))
+    refused(f"{key} = -?\\d+ is out of range \\(from [01] to ", model=model)
+
+
+@pytest.mark.parametrize(
+    "key, tensor, why",
+    [
+        ("up", torch.tensor(1.5), "a LoRA factor is a matrix of floats"),
+        ("down", torch.zeros(4, 32, dtype=torch.int64), "a LoRA factor is a matrix of floats"),
+        ("alpha", torch.ones(3), "an alpha is one number"),
+        ("up", torch.full((32, 4), float("nan")), "not finite"),
+    ],
+)
+def test_lora_tensors_diffusers_cannot_use_are_one_line(tiny_sd1, tmp_path, key, tensor, why):
+    """Found by the fuzzing: a 0-d lora_up was an IndexError inside diffusers, NaN merged silently."""
+    layer = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    lora = {f"{layer}.lora_down.weight": torch.zeros(4, 32), f"{layer}.lora_up.weight": torch.zeros(32, 4)}
+    lora[f"{layer}.alpha"] = torch.tensor(2.0)
+    lora[next(k for k in lora if f".{key}" in k or f"lora_{key}" in k)] = tensor
+    save_file(lora, tmp_path / "l.safetensors")
+    refused(why, model=tiny_sd1, loras=[str(tmp_path / "l.safetensors")])
 
 
 def test_configs_in_single_file_metadata_are_checked_too(single_file, tmp_path):

@@ -98,7 +98,9 @@ def test_the_shared_outpaint_check(monkeypatch):
 # ---- save_pretrained ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("out, dtype", [(5, None), (None, None), (b"/tmp/x", None), ("o", ["fp16"]), ("o", 5)])
+@pytest.mark.parametrize(
+    "out, dtype", [(5, None), (None, None), (b"/tmp/x", None), ("", None), (" ", None), ("o", ["fp16"]), ("o", 5)]
+)
 def test_save_pretrained_argument_types(pipe_sd1, tmp_path, monkeypatch, out, dtype):
     monkeypatch.chdir(tmp_path)
     one_line(lambda: pipe_sd1.save_pretrained(out, dtype=dtype))
