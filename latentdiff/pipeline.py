@@ -17,12 +17,11 @@ from latentdiff.formats.addons import AddOns
 from latentdiff.formats.load import load
 from latentdiff.formats.preflight import note_size
 from latentdiff.models.checks import check_scheduler_steps
-from latentdiff.models.components import Components, save_components, vae_scale_factor
+from latentdiff.models.components import Components, vae_scale_factor
 from latentdiff.models.fingerprint import model_hash
+from latentdiff.models.saving import save_pretrained
 from latentdiff.runtime.compile import compile_for_inference, compile_mode
 from latentdiff.runtime.device import (
-    DTYPES,
-    cast_while,
     cpu_threads_for,
     prepack_cpu_weights,
     use_channels_last,
@@ -127,20 +126,16 @@ class Pipeline:
         return self
 
     def save_pretrained(self, out, dtype: str | None = None) -> Path:
-        """Write the diffusers layout (safetensors). `dtype="fp16"` stores half-size weights
-        (loaders upcast them as needed) without changing this pipeline's own modules."""
-        out = Path(out)
-        c = self.components
+        """Write the diffusers layout (safetensors) into the folder `out`, whole or not at all (a full
+        disk leaves nothing), never over the folder the model was loaded from. `dtype="fp16"` stores
+        half-size weights (loaders upcast them as needed) without changing this pipeline's own modules."""
         if self.compiled and self.device.type == "cuda":
             raise UsageError(
                 "a pipeline compiled on CUDA holds fused attention projections and cannot be "
                 "saved; save it from a pipeline loaded without compile"
             )
-        if dtype is not None and dtype not in DTYPES:
-            raise UsageError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
-        with cast_while((c.unet, c.vae, *c.text_encoders()), DTYPES.get(dtype)):
-            save_components(c, out, c.scheduler_config.get("_class_name", "PNDMScheduler"))
-        return out
+        sources = (self.model_dir, self.model_ref, self.vae_ref, *(a.get("path") for a in self.addons.loras))
+        return save_pretrained(self.components, out, dtype, sources)
 
     # ---- properties of the loaded model -------------------------------------------------
     @property
@@ -225,7 +220,7 @@ class Pipeline:
             request,
             options=opts,
             source=source,
-            callback=callback,
+            callback=params.callback(params.api_label, callback),
             strength=opts.default_strength() if source else None,
             **additions(self, taken, request.seed),
             **self._text_options(clip_skip, prompt_syntax, true_cfg),

@@ -22,14 +22,16 @@ from latentdiff.models.configs import (
     ModelConfigs,
     check_numbers_where_numbers,
     component_config,
+    diffusers_config,
     read_configs,
     read_index,
     text_config,
     text_encoder_class,
 )
-from latentdiff.models.files import first_line
+from latentdiff.models.files import first_line, is_present
 from latentdiff.models.weights import assign, fill, stored_values
 from latentdiff.runtime.libraries import quiet_libraries
+from latentdiff.runtime.reading import check_regular, is_special
 
 
 def load_components(
@@ -200,11 +202,14 @@ def load_vae(path: Path, allow_pickle: bool = False):
     from diffusers import AutoencoderKL
 
     quiet_libraries()
-    if not (path / "config.json").is_file():
+    if not is_present(path / "config.json", "VAE config"):
         raise ModelError(f"{path} is not a VAE folder: config.json is missing")
     return _build(
-        AutoencoderKL, component_config(path / "config.json", "vae"), path, stored_values(path), allow_pickle, "cpu"
+        AutoencoderKL, diffusers_config(path / "config.json", "vae"), path, stored_values(path), allow_pickle, "cpu"
     )
+
+
+_VOCAB_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "spiece.model")
 
 
 def tokenizer_class(index: dict, name: str) -> str:
@@ -221,6 +226,17 @@ def load_tokenizer(path: Path, cls_name: str = "CLIPTokenizer"):
 
     if not path.is_dir() or not any(path.iterdir()):
         raise ModelError(f"tokenizer folder {path} is missing or empty")
+    for f in path.iterdir():  # transformers opens what it finds: a FIFO would block it
+        if is_special(f) or f.name in _VOCAB_FILES:
+            check_regular(f, "tokenizer file", ModelError)
+    # Without them transformers builds a tokenizer of 2 tokens that makes every prompt padding
+    # (found by the fuzzing: tokenizer.json a folder); the files are checked as regular above.
+    if not (
+        (path / "tokenizer.json").exists()
+        or (path / "spiece.model").exists()  # T5's sentencepiece model
+        or all((path / n).exists() for n in ("vocab.json", "merges.txt"))
+    ):
+        raise ModelError(f"tokenizer folder {path} holds neither tokenizer.json nor vocab.json and merges.txt")
     try:
         return getattr(transformers, cls_name).from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged tokenizer file fails in many types

@@ -7,7 +7,6 @@ from; `model_facts` is the lighter read a request is checked against before load
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +15,14 @@ from latentdiff.models.checks import (
     MAX_TRAIN_TIMESTEPS,
     check_config_numbers,
     check_defaults,
+    check_diffusers_config,
+    check_numbers_where_numbers,
     check_scheduler_config,
     guarded,
 )
-from latentdiff.models.files import confined, read_json_object
+from latentdiff.models.files import confined, is_present, read_json_object
 from latentdiff.models.weights import stored_values
+from latentdiff.runtime.reading import read_json
 
 SUPPORTED = "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell)"
 # (encoder, tokenizer) folder pairs; SDXL has both, its refiner only the second.
@@ -79,7 +81,12 @@ def denoiser_folder(index: dict, path: Path) -> str:
 
 
 def _component(path: Path, name: str, what: str) -> dict:
-    return component_config(path / name / "config.json", what)
+    return diffusers_config(path / name / "config.json", what)
+
+
+def diffusers_config(config_path: Path, what: str) -> dict:
+    """A UNet's or VAE's config.json (`what`: unet or vae), checked (checks.check_diffusers_config)."""
+    return check_diffusers_config(read_json_object(config_path, what), what, config_path)
 
 
 def component_config(config_path: Path, what: str) -> dict:
@@ -91,27 +98,18 @@ def component_config(config_path: Path, what: str) -> dict:
 
 def text_config(config_path: Path, cls_name: str = "CLIPTextModel"):
     """A text encoder's config.json as transformers' config class of `cls_name` (CLIPTextConfig, T5Config)."""
+    return clip_config(component_config(config_path, "text encoder"), config_path, cls_name)
+
+
+def clip_config(te_dict: dict, where, cls_name: str = "CLIPTextModel"):
+    """A text encoder's config dict, checked, as transformers' config class of `cls_name`."""
     # Here, not at the top: importing transformers takes seconds (preflight reads configs without it).
     import transformers
 
     config_cls = transformers.T5Config if cls_name.startswith("T5") else transformers.CLIPTextConfig
-    te_dict = component_config(config_path, "text encoder")
-    check_numbers_where_numbers(te_dict, config_cls(), config_path)
-    return guarded(lambda: config_cls.from_dict(te_dict), config_path)
-
-
-def check_numbers_where_numbers(given: dict, defaults, path: Path) -> None:
-    """A number wherever the config class's defaults hold one (a whole number where they hold an int):
-    a null or a string there fails later, deep inside torch (found by the fuzzing: layer_norm_eps null).
-    Special token ids may be null in real configs; check_text_pair checks them against the tokenizer."""
-    for key, value in given.items():
-        default = getattr(defaults, key, None)
-        if key.endswith("_token_id") or isinstance(default, bool) or not isinstance(default, (int, float)):
-            continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or (isinstance(default, int) and not isinstance(value, int)):
-            kind = "a whole number" if isinstance(default, int) else "a number"
-            raise ModelError(f"{path}: {key} must be {kind} (like {default!r}), got {value!r}")
+    check_config_numbers(te_dict, where)
+    check_numbers_where_numbers(te_dict, config_cls(), where)
+    return guarded(lambda: config_cls.from_dict(te_dict), where)
 
 
 # ---- the folder -------------------------------------------------------------------------------
@@ -125,7 +123,7 @@ def check_model_dir(path: Path) -> dict:
     what = describe_folder(path)
     if what:
         raise ModelError(f"{path} is {what}, not a model this can generate with; supported: {SUPPORTED}")
-    if not (path / "model_index.json").is_file():
+    if not is_present(path / "model_index.json", "model index"):
         raise ModelError(f"{path} is not a diffusers-format model: model_index.json is missing")
     index = read_index(path)
     missing = [c for c in required_components(path, index) if not (path / c).is_dir()]
@@ -159,8 +157,8 @@ def _class_name(config: Path) -> str | None:
     if not config.is_file():
         return None
     try:
-        return str(json.loads(config.read_text(encoding="utf-8")).get("_class_name", ""))
-    except (OSError, ValueError, AttributeError):
+        return str(read_json(config, "config", error=ModelError).get("_class_name", ""))
+    except (ModelError, AttributeError):
         return None
 
 
@@ -176,7 +174,7 @@ def required_components(path: Path, index: dict) -> list[str]:
 
 def read_index(path: Path) -> dict:
     f = path / "model_index.json"
-    return read_json_object(f, "model index") if f.is_file() else {}
+    return read_json_object(f, "model index") if is_present(f, "model index") else {}
 
 
 def text_encoder_class(index: dict, path: Path, name: str) -> str | None:
@@ -204,9 +202,10 @@ def read_scheduler_config(path: Path) -> dict:
 def read_upscaler(path: Path, index: dict) -> dict:
     """The low-res scheduler config and max noise level diffusers keeps beside an upscaler's UNet."""
     f = path / "low_res_scheduler" / "scheduler_config.json"
-    if "low_res_scheduler" not in index and not f.is_file():
+    present = is_present(f, "low-res scheduler config")
+    if "low_res_scheduler" not in index and not present:
         return {}
-    low = read_scheduler_config(f) if f.is_file() else {"_class_name": "DDPMScheduler"}
+    low = read_scheduler_config(f) if present else {"_class_name": "DDPMScheduler"}
     level = index.get("max_noise_level", MAX_NOISE_LEVEL)
     if not isinstance(level, int) or level < 0:
         raise ModelError(f"{path / 'model_index.json'}: max_noise_level must be a whole number >= 0, got {level!r}")
@@ -215,7 +214,7 @@ def read_upscaler(path: Path, index: dict) -> dict:
 
 def read_defaults(path: Path) -> dict:
     f = path / DEFAULTS_FILE
-    return check_defaults(read_json_object(f, "latentdiff defaults"), f) if f.is_file() else {}
+    return check_defaults(read_json_object(f, "latentdiff defaults"), f) if is_present(f, "latentdiff defaults") else {}
 
 
 def own_upscaler(model_dir, defaults: dict) -> str | None:
@@ -269,7 +268,7 @@ def model_facts(path: Path) -> ModelFacts | None:
     layers = [
         read_json_object(path / te / "config.json", "text encoder").get("num_hidden_layers")
         for te, _ in TEXT_PARTS
-        if (path / te / "config.json").is_file()
+        if is_present(path / te / "config.json", "text encoder config")
     ]
     text_layers = min(layers) if layers and _counts(layers) else None
     return ModelFacts(path, factor, sample * factor, timesteps, read_defaults(path), unet, vae, text_layers)
