@@ -104,7 +104,7 @@ def init_defaults(cls) -> dict:
     return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not empty}
 
 
-DIFFUSERS_CLASSES = {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL"}
+DIFFUSERS_CLASSES = {"unet": "UNet2DConditionModel", "transformer": "FluxTransformer2DModel", "vae": "AutoencoderKL"}
 
 
 def check_diffusers_config(config: dict, what: str, path: Path) -> dict:
