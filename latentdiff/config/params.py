@@ -15,7 +15,6 @@ from typing import Callable
 from latentdiff.config.flag_types import text_problem
 from latentdiff.errors import UsageError
 from latentdiff.prompts.syntax import SYNTAXES
-from latentdiff.runtime.memory import check_fits
 from latentdiff.sampling.schedulers import check_scheduler_name
 
 # Steps and guidance for a model whose latentdiff.json recommends none (diffusers' SD defaults are 50/7.5)
@@ -30,9 +29,6 @@ MAX_PROMPT_CHARS = 10_000  # ~2,500 CLIP tokens, 33 chunks of 75
 MAX_PATH_CHARS = 4096
 MAX_CLIP_SKIP = 64  # more than any CLIP encoder's layers
 MAX_LORA_SCALE = 100.0  # A1111 users stay within -2..2; far past that a LoRA only breaks the image
-# Growing the canvas holds the RGB picture and its mask (4 bytes a pixel) ~3 times (array, padded
-# copy, PIL image); the generation at that size is checked by its own estimate afterwards.
-OUTPAINT_BYTES_PER_PIXEL = 12
 DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
 DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16")
 
@@ -55,7 +51,7 @@ def recorded_label(source: str) -> Label:
     return lambda name: f"the {name} recorded in {source}"
 
 
-def _fail(label: Label, name: str, rule: str, value) -> None:
+def fail(label: Label, name: str, rule: str, value) -> None:
     shown = repr(value) if isinstance(value, str) else _short(value)
     raise UsageError(f"{label(name)} must be {rule}, got {shown}")
 
@@ -71,22 +67,22 @@ def whole(label: Label, name: str, value, lo: int, hi: int) -> int:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         ok, value = True, int(value)
     if not ok:
-        _fail(label, name, "a whole number", value)
+        fail(label, name, "a whole number", value)
     if value < lo:
-        _fail(label, name, f">= {lo}", value)
+        fail(label, name, f">= {lo}", value)
     if value > hi:
-        _fail(label, name, f"<= {hi}", value)
+        fail(label, name, f"<= {hi}", value)
     return value
 
 
 def real(label: Label, name: str, value, lo: float, hi: float) -> float:
     """A finite int or float in [lo, hi]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _fail(label, name, "a finite number", value)
+        fail(label, name, "a finite number", value)
     if value < lo:
-        _fail(label, name, f">= {_num(lo)}", value)
+        fail(label, name, f">= {_num(lo)}", value)
     if value > hi:
-        _fail(label, name, f"<= {_num(hi)}", value)
+        fail(label, name, f"<= {_num(hi)}", value)
     return float(value)
 
 
@@ -96,7 +92,7 @@ def _num(x: float) -> str:
 
 def text(label: Label, name: str, value, limit: int = MAX_PROMPT_CHARS) -> str:
     if not isinstance(value, str):
-        _fail(label, name, "a string", value)
+        fail(label, name, "a string", value)
     if len(value) > limit:
         raise UsageError(f"{label(name)} is {len(value):,} characters long; at most {limit:,} are accepted")
     if "\0" in value:
@@ -111,15 +107,15 @@ def path_text(label: Label, name: str, value) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str):
-        _fail(label, name, "a path (a string)", value)
+        fail(label, name, "a path (a string)", value)
     if not value.strip():  # Path("") is the current folder: never what was meant
-        _fail(label, name, "a path, not empty", value)
+        fail(label, name, "a path, not empty", value)
     return text(label, name, value, MAX_PATH_CHARS)
 
 
 def flag(label: Label, name: str, value) -> bool:
     if not isinstance(value, bool):
-        _fail(label, name, "True or False", value)
+        fail(label, name, "True or False", value)
     return value
 
 
@@ -128,7 +124,7 @@ def compile_value(label: Label, name: str, value):
     if isinstance(value, bool):
         return value
     if not isinstance(value, str):
-        _fail(label, name, "True, False or a compile mode name", value)
+        fail(label, name, "True, False or a compile mode name", value)
     # Here, not at the top: it imports torch, which params.py must not pay for at start-up.
     from latentdiff.runtime.compile import compile_mode
 
@@ -151,7 +147,7 @@ def scheduler(label: Label, value) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        _fail(label, "scheduler", "a scheduler name (a string)", value)
+        fail(label, "scheduler", "a scheduler name (a string)", value)
     return check_scheduler_name(value)
 
 
@@ -211,48 +207,20 @@ def prompts(label: Label, value) -> list[str]:
     """A string or a non-empty list of strings."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items:
-        _fail(label, "prompt", "a string or a non-empty list of strings", value)
+        fail(label, "prompt", "a string or a non-empty list of strings", value)
     return [text(label, "prompt", t) for t in items]
 
 
 def _paths(label: Label, name: str, value) -> list[str]:
     """A list of "PATH[:OPTION]" strings (--lora, --embedding; their files are checked on parse)."""
     if not isinstance(value, (list, tuple)):
-        _fail(label, name, "a list of paths", value)
+        fail(label, name, "a list of paths", value)
     return [path_text(label, name, v) for v in value]
-
-
-def outpaint(label: Label, value, image_size: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) pixels to grow a picture's canvas by: four whole numbers from 0 to
-    MAX_SIDE, not all 0, as a list/tuple or "L,R,T,B" text. With `image_size` (width, height), the
-    grown canvas must keep to MAX_SIDE a side and fit in memory (runtime.memory.check_fits), checked
-    before anything is allocated. The one check of the CLI, the Python API and the server's field."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or len(items) != 4:
-        _fail(label, "outpaint", 'four pixel counts [left, right, top, bottom] (or "L,R,T,B")', value)
-    borders = tuple(whole(label, "outpaint", _digits(v), 0, MAX_SIDE) for v in items)
-    if max(borders) == 0:
-        raise UsageError(f"{label('outpaint')} grows nothing (all four are 0)")
-    if image_size is not None:
-        w, h = image_size[0] + borders[0] + borders[1], image_size[1] + borders[2] + borders[3]
-        if max(w, h) > MAX_SIDE:
-            raise UsageError(
-                f"{label('outpaint')} {list(borders)} grows the {image_size[0]}x{image_size[1]} picture to "
-                f"{w}x{h}; at most {MAX_SIDE} px a side"
-            )
-        check_fits(w * h * OUTPAINT_BYTES_PER_PIXEL, f"outpainting to {w}x{h}", "outpaint less at a time")
-    return borders
-
-
-def _digits(v):
-    """A count given as text ("L,R,T,B") as an int; other text stays text (whole() refuses it)."""
-    text = v.strip() if isinstance(v, str) else ""
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else v
 
 
 def callback(label: Label, value):
     if value is not None and not callable(value):
-        _fail(label, "callback", "a function (step, total, latents) or None", value)
+        fail(label, "callback", "a function (step, total, latents) or None", value)
     return value
 
 

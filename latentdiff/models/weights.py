@@ -277,8 +277,7 @@ def assign(
 
 
 def _untied(module, missing: list[str]) -> list[str]:
-    """The missing keys that tying the module's shared weights (T5's embeddings, stored once) does
-    not fill."""
+    """The missing keys that tying shared weights (T5's embeddings, stored once) does not fill."""
     if missing and hasattr(module, "tie_weights"):
         module.tie_weights()
         return [k for k in missing if module.get_parameter(k).is_meta]
@@ -286,8 +285,7 @@ def _untied(module, missing: list[str]) -> list[str]:
 
 
 def fill(module, sd: dict, where):
-    """Assign the tensors of `sd` to `module`; any missing, extra or misshapen one is one error
-    naming `where`."""
+    """Assign the tensors of `sd` to `module`; a missing, extra or misshapen one is one error naming `where`."""
     try:
         result = module.load_state_dict(sd, strict=False, assign=True)
     except RuntimeError as e:

@@ -9,6 +9,7 @@ from typing import Any
 
 from PIL import Image
 
+import latentdiff.config.outpaint as outpaint
 import latentdiff.config.params as params
 from latentdiff.config.common import check
 from latentdiff.errors import UsageError
@@ -88,7 +89,7 @@ class ImageOptions:
             f"padding must be a whole number from 0 to {params.MAX_SIDE}, got {self.padding!r}",
         )
         if self.outpaint is not None:
-            self.outpaint = params.outpaint(params.api_label, self.outpaint)
+            self.outpaint = outpaint.outpaint(params.api_label, self.outpaint)
         starts = self.image is not None
         check(
             starts or (self.mask is None and self.outpaint is None and self.strength is None),
@@ -148,7 +149,7 @@ class ImageOptions:
             _expect(self.mask_hash, record["mask_hash"], "mask", self.mask)
             mask = fit_mask(raw, image.size)
         if self.outpaint is not None:
-            params.outpaint(params.api_label, self.outpaint, image.size)  # the grown canvas: side and memory
+            outpaint.outpaint(params.api_label, self.outpaint, image.size)  # the grown canvas: side and memory
             image, mask = outpaint_canvas(image, mask, self.outpaint, factor)
             record["outpaint"] = list(self.outpaint)
         size = work_size(image.size, width, height, factor)

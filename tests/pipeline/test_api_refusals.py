@@ -10,6 +10,7 @@ from unittest import mock
 import pytest
 from PIL import Image
 
+import latentdiff.config.outpaint as outpaint
 import latentdiff.config.params as params
 from latentdiff import Pipeline, UsageError
 from latentdiff.formats.lora import LoraSpec
@@ -86,13 +87,13 @@ def test_outpaint_is_bounded_by_memory(pipe_sd1):
 
 def test_the_shared_outpaint_check(monkeypatch):
     """One function for the CLI, the Python API and the server's `outpaint` field."""
-    assert params.outpaint(params.api_label, [1, 2, 3, 4]) == (1, 2, 3, 4)
-    assert params.outpaint(params.api_label, "8,0,0,8", (64, 64)) == (8, 0, 0, 8)
-    assert params.outpaint(params.api_label, (8.0, 0, 0, 0)) == (8, 0, 0, 0)  # integral floats are whole numbers
+    assert outpaint.outpaint(params.api_label, [1, 2, 3, 4]) == (1, 2, 3, 4)
+    assert outpaint.outpaint(params.api_label, "8,0,0,8", (64, 64)) == (8, 0, 0, 8)
+    assert outpaint.outpaint(params.api_label, (8.0, 0, 0, 0)) == (8, 0, 0, 0)  # integral floats are whole numbers
     with pytest.raises(UsageError, match="outpaint must be a whole number, got True"):
-        params.outpaint(params.api_label, [True, 0, 0, 0])
+        outpaint.outpaint(params.api_label, [True, 0, 0, 0])
     with pytest.raises(UsageError, match="at most 16384 px a side"):
-        params.outpaint(params.api_label, [16000, 16000, 0, 0], (64, 64))
+        outpaint.outpaint(params.api_label, [16000, 16000, 0, 0], (64, 64))
 
 
 # ---- save_pretrained ----------------------------------------------------------------------------------
