@@ -114,6 +114,9 @@ def check_diffusers_config(config: dict, what: str, path: Path) -> dict:
 
     check_config_numbers(config, path)
     check_numbers_where_numbers(config, init_defaults(getattr(diffusers, DIFFUSERS_CLASSES[what])), path, True)
+    shift = config.get("shift_factor")  # null in diffusers' defaults, so not typed above (Flux's VAE sets it)
+    if what == "vae" and shift is not None and (isinstance(shift, bool) or not isinstance(shift, (int, float))):
+        raise ModelError(f"{path}: shift_factor must be a number or null, got {_shown(shift)}")
     size = config.get("sample_size")
     if what == "unet" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ModelError(f"{path}: sample_size must be a whole number >= 1 (latent pixels), got {_shown(size)}")

@@ -77,7 +77,13 @@ def parse_body(data: bytes):
         raise UsageError(f"request body is not UTF-8 (byte {e.start} is 0x{data[e.start]:02x})") from None
     check_depth(text, "request body")
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate escape (\\udc80) is no text
+        return value
+    except UnicodeEncodeError as e:
+        raise UsageError(
+            f"request body holds a lone surrogate escape (\\u{ord(e.object[e.start]):04x}), which is not text"
+        ) from None
     except json.JSONDecodeError as e:
         raise UsageError(f"request body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
     except RecursionError:

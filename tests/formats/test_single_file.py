@@ -258,7 +258,7 @@ def test_broken_files_are_one_line(tmp_path, content):
 @pytest.mark.parametrize(
     "index, what",
     [
-        ({"model_index.json": {"_class_name": "FluxPipeline"}}, "FluxPipeline"),
+        ({"model_index.json": {"_class_name": "QwenImagePipeline"}}, "QwenImagePipeline"),
         ({"model_index.json": {"_class_name": "StableDiffusion3Pipeline"}}, "StableDiffusion3Pipeline"),
         ({"config.json": {"_class_name": "ControlNetModel"}}, "ControlNetModel"),
     ],

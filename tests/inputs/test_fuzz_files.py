@@ -103,12 +103,13 @@ def test_fuzz_number_flags(flag, value):
         args, line = parse(PARSER, [command, *_required(COMMANDS[command]), f"{name}={value}"])
     if args is None:
         assert line.startswith(f"latentdiff: error: {name} must be "), line
-    elif kind == "int":
+    else:  # a repeatable flag (one per control unit) holds a list of them
         got = getattr(args, dest)
-        assert type(got) is int and INT_MIN <= got <= INT_MAX
-    else:
-        got = getattr(args, dest)
-        assert type(got) is float and abs(got) <= REAL_MAX
+        for x in got if isinstance(got, list) else [got]:
+            if kind == "int":
+                assert type(x) is int and INT_MIN <= x <= INT_MAX
+            else:
+                assert type(x) is float and abs(x) <= REAL_MAX
 
 
 # ---- argv text: non-UTF-8 bytes (surrogates, as Python decodes argv) and NUL -------------------------------
