@@ -229,7 +229,7 @@ class Pipeline:
             source=source,
             callback=callback,
             strength=opts.default_strength() if source else None,
-            **additions(self, taken, request.seed),
+            **additions(self, taken, request),
             **self._text_options(clip_skip, prompt_syntax),
         )
         jobs = request.jobs()

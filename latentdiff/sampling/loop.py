@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 import torch
 
 from latentdiff.sampling.model_call import Denoiser, guided
+from latentdiff.sampling.per_image import per_image
 from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, make_scheduler  # noqa: F401 (re-exported)
 
 
@@ -57,7 +58,9 @@ def denoise(
     use_cfg = uncond is not None and guidance != 1.0
     dtype = model.dtype  # diffusers computes a module's dtype by walking every submodule: once per call, not per step
     inputs = guided(cond, uncond if use_cfg else None).to(dtype)
+    scheduler = per_image(scheduler, generators)  # noise drawn from a seed in its config: one per image
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
+    step_kwargs.update(getattr(scheduler, "step_options", {}))
     timesteps = scheduler.timesteps[start:end]
     model_timesteps = timesteps.to(latents.device)
     total = len(timesteps)

@@ -51,10 +51,12 @@ def test_a_prompt_without_parameters_and_an_unknown_sampler():
     assert params["scheduler"] is None and any("DPM adaptive" in n for n in notes)
 
 
+# A1111 1.10 writes the schedule type apart ("Sampler: DPM++ 2M, Schedule type: Karras"); so do we.
 @pytest.mark.parametrize(
-    "scheduler, sampler", [(None, "PLMS"), ("dpm++2m_karras", "DPM++ 2M Karras"), ("euler_a", "Euler a")]
+    "scheduler, sampler, schedule",
+    [(None, "PLMS", None), ("dpm++2m_karras", "DPM++ 2M", "Karras"), ("euler_a", "Euler a", None)],
 )
-def test_our_line_reads_back_as_a1111_would(pipe_sd1, scheduler, sampler):
+def test_our_line_reads_back_as_a1111_would(pipe_sd1, scheduler, sampler, schedule):
     im = pipe_sd1(
         "a (red:1.2) apple, on a table",
         negative_prompt="blurry, dark",
@@ -65,7 +67,7 @@ def test_our_line_reads_back_as_a1111_would(pipe_sd1, scheduler, sampler):
     )[0]
     prompt, negative, fields = parse_infotext(im.info["parameters"])
     assert (prompt, negative) == ("a (red:1.2) apple, on a table", "blurry, dark")
-    assert fields["Sampler"] == sampler
+    assert fields["Sampler"] == sampler and fields.get("Schedule type") == schedule
     assert fields["Model hash"] == pipe_sd1.model_hash and len(fields["Model hash"]) == 12
     assert (fields["Steps"], fields["Seed"], fields["Size"], fields["Clip skip"]) == ("2", "5", "64x64", "2")
     assert fields["Model"] == pipe_sd1.model_dir.name
