@@ -93,7 +93,7 @@ SAMPLERS: dict[str, Sampler] = {
         comfy=("dpmpp_2m",),
         automatic="karras",
     ),  # fmt: skip
-    # Brownian-tree noise seeded per image (sampling/build.py keeps one scheduler per image).
+    # Brownian-tree noise, one tree per image seeded with its seed (sampling/loop.py seed_per_image).
     "dpm++sde": Sampler(
         "DPMSolverSDEScheduler",
         "DPM++ SDE",
