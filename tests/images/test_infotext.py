@@ -119,3 +119,34 @@ def test_from_an_a1111_png_says_pixels_differ(tiny_sd1, tmp_path):
     assert r.returncode == 0, r.stderr
     notes = [line for line in r.stderr.splitlines() if "GPU" in line]
     assert len(notes) == 1 and notes[0].startswith("latentdiff: note: ")
+
+
+def test_every_sampler_and_schedule_reads_back_to_the_same_choice():
+    """What we write (Sampler, Schedule type) is what A1111 1.10 reads back to the same sampler and
+    schedule, and so do we: every runnable cell, and the old combined names A1111 reads too."""
+    from latentdiff.images.infotext import sampler_name, schedule_type
+    from latentdiff.sampling.schedulers import resolved, runnable_schedules, spec
+
+    for sampler in SCHEDULERS:
+        for schedule in runnable_schedules(sampler):
+            choice = spec(sampler, schedule)
+            fields = {"Sampler": sampler_name(choice, {}), "Schedule type": schedule_type(choice, {})}
+            line = "x\nSteps: 2, " + "".join(f"{k}: {v}, " for k, v in fields.items() if v is not None) + "CFG scale: 7"
+            back = params_from_a1111(line)[0]["scheduler"]
+            assert resolved(back) == resolved(choice), (choice, line)
+            combined = " ".join(v for v in fields.values() if v is not None)  # A1111 < 1.9: one name
+            assert resolved(
+                params_from_a1111(f"x\nSteps: 2, Sampler: {combined}, CFG scale: 7")[0]["scheduler"]
+            ) == resolved(choice)
+    # A1111 1.10 reads a plain "DPM++ 2M" as Automatic, i.e. Karras; "DPM++ 2M SDE Karras" (civitai's
+    # most shared) is DPM++ 2M SDE with Karras.
+    assert resolved(params_from_a1111("x\nSteps: 2, Sampler: DPM++ 2M, CFG scale: 7")[0]["scheduler"]) == (
+        "dpm++2m",
+        "karras",
+    )
+    assert (
+        params_from_a1111("x\nSteps: 2, Sampler: DPM++ 2M SDE Karras, CFG scale: 7")[0]["scheduler"]
+        == "dpm++2m_sde_karras"
+    )
+    params, notes = params_from_a1111("x\nSteps: 2, Sampler: Euler, Schedule type: Align Your Steps, CFG scale: 7")
+    assert params["scheduler"] is None and any("Align Your Steps" in n for n in notes)
