@@ -14,10 +14,12 @@ class Schedule:
     sets: dict | None  # the diffusers settings that make it; None: not runnable here yet
     comfy: tuple[str, ...] = ()  # ComfyUI's scheduler names
     aliases: tuple[str, ...] = ()  # further names (A1111's aliases, the suffixes of its old sampler names)
+    sigma_list: bool = False  # made by a sigma list (sampling/sigmas.py) for samplers that take one
 
 
 # Schedules a sampler can take: "sigmas" (the diffusers class takes use_*_sigmas and a spacing),
-# "spacing" (only timestep_spacing), "" (only Automatic).
+# "list" (those and a sigma list: set_timesteps(sigmas=)), "spacing" (only timestep_spacing), "" (only
+# Automatic).
 _SIGMA_FLAGS = ("uniform", "karras", "exponential", "beta", "sgm_uniform")
 SCHEDULES: dict[str, Schedule] = {
     "automatic": Schedule("Automatic", {}),
@@ -25,14 +27,14 @@ SCHEDULES: dict[str, Schedule] = {
     "uniform": Schedule("Uniform", {"timestep_spacing": "linspace"}),
     "karras": Schedule("Karras", {"use_karras_sigmas": True}, ("karras",), ("ka",)),
     "exponential": Schedule("Exponential", {"use_exponential_sigmas": True}, ("exponential",), ("exp",)),
-    "polyexponential": Schedule("Polyexponential", None),
+    "polyexponential": Schedule("Polyexponential", None, (), sigma_list=True),
     # sgm_uniform: timesteps evenly from the last, the first left out, as diffusers' "trailing" spacing.
     "sgm_uniform": Schedule("SGM Uniform", {"timestep_spacing": "trailing"}, ("sgm_uniform",), ("SGMUniform",)),
-    "kl_optimal": Schedule("KL Optimal", None, ("kl_optimal",)),
+    "kl_optimal": Schedule("KL Optimal", None, ("kl_optimal",), sigma_list=True),
     "align_your_steps": Schedule("Align Your Steps", None),
-    "simple": Schedule("Simple", None, ("simple",)),
-    "normal": Schedule("Normal", None, ("normal",)),
-    "ddim": Schedule("DDIM", None, ("ddim_uniform",)),
+    "simple": Schedule("Simple", None, ("simple",), sigma_list=True),
+    "normal": Schedule("Normal", None, ("normal",), sigma_list=True),
+    "ddim": Schedule("DDIM", None, ("ddim_uniform",), sigma_list=True),
     # Beta (Lee et al. 2024) with A1111's and diffusers' default alpha = beta = 0.6.
     "beta": Schedule("Beta", {"use_beta_sigmas": True}, ("beta",)),
 }
@@ -71,7 +73,9 @@ SAMPLERS: dict[str, Sampler] = {
         comfy=("euler_ancestral",),
         schedules="spacing",
     ),  # fmt: skip
-    "euler": Sampler("EulerDiscreteScheduler", "Euler", aliases=("k_euler",), comfy=("euler",), options=_CHURN),
+    "euler": Sampler(
+        "EulerDiscreteScheduler", "Euler", aliases=("k_euler",), comfy=("euler",), options=_CHURN, schedules="list"
+    ),
     "lms": Sampler("LMSDiscreteScheduler", "LMS", aliases=("k_lms",), comfy=("lms",)),
     "heun": Sampler("HeunDiscreteScheduler", "Heun", aliases=("k_heun",), comfy=("heun",)),
     "dpm2": Sampler("KDPM2DiscreteScheduler", "DPM2", aliases=("k_dpm_2",), comfy=("dpm_2",), automatic="karras"),
@@ -150,7 +154,7 @@ SAMPLERS: dict[str, Sampler] = {
 }
 SCHEDULERS = {k: m for k, m in SAMPLERS.items() if m.cls}  # the ones that run here
 NAMES = ", ".join(SCHEDULERS)
-SCHEDULE_NAMES = ", ".join(k for k, s in SCHEDULES.items() if s.sets is not None)
+SCHEDULE_NAMES = ", ".join(k for k, s in SCHEDULES.items() if s.sets is not None or s.sigma_list)
 MIN_STEPS = ", ".join(f"{k} at least {m.min_steps}" for k, m in SCHEDULERS.items() if m.min_steps > 1)
 OPTIONS = ("eta", "s_noise", "s_churn", "s_tmin", "s_tmax")
 

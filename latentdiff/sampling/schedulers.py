@@ -33,7 +33,7 @@ from latentdiff.sampling.sampler_table import (  # noqa: F401 (the table's names
 
 def _choices(table: dict) -> str:
     """The runnable rows of SAMPLERS or SCHEDULES, as "key (A1111 name)"."""
-    runs = [k for k, row in table.items() if (row.cls if table is SAMPLERS else row.sets is not None)]
+    runs = [k for k, row in table.items() if (row.cls if table is SAMPLERS else row.sets is not None or row.sigma_list)]
     return ", ".join(f"{k} ({table[k].a1111})" for k in runs)
 
 
@@ -84,7 +84,8 @@ def parse(name: str, schedule: str | None = None) -> tuple[str, str]:
     chosen = chosen or "automatic"
     takes = runnable_schedules(sampler)
     if chosen not in takes:
-        where = f"with {SAMPLERS[sampler].a1111} " if SCHEDULES[chosen].sets is not None else ""
+        runs = SCHEDULES[chosen].sets is not None or SCHEDULES[chosen].sigma_list
+        where = f"with {SAMPLERS[sampler].a1111} " if runs else ""
         raise UsageError(
             f"schedule type {SCHEDULES[chosen].a1111!r} does not run {where}in latentdiff yet; "
             f"{SAMPLERS[sampler].a1111} takes: {', '.join(SCHEDULES[s].a1111 for s in takes)}"
@@ -94,8 +95,9 @@ def parse(name: str, schedule: str | None = None) -> tuple[str, str]:
 
 def runnable_schedules(sampler: str) -> list[str]:
     kind = SAMPLERS[sampler].schedules
-    flags = _SIGMA_FLAGS if kind == "sigmas" else ("uniform", "sgm_uniform") if kind == "spacing" else ()
-    return ["automatic", *flags]
+    flags = _SIGMA_FLAGS if kind in ("sigmas", "list") else ("uniform", "sgm_uniform") if kind == "spacing" else ()
+    lists = [k for k, s in SCHEDULES.items() if s.sigma_list] if kind == "list" else []
+    return ["automatic", *flags, *lists]
 
 
 def check_scheduler_name(name: str, schedule: str | None = None) -> str:
@@ -122,9 +124,10 @@ def schedule_settings(sampler: str, schedule: str | None) -> dict:
     """The diffusers settings of running `schedule` (None: the model's own spacing) with `sampler`:
     every sigma flag the class takes is stated, so a model config's own flag does not stay on."""
     flags = {"use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False}
-    if schedule is None:
-        return flags if SAMPLERS[sampler].schedules == "sigmas" else {}
-    return {**(flags if SAMPLERS[sampler].schedules == "sigmas" else {}), **SCHEDULES[schedule].sets}
+    flags = flags if SAMPLERS[sampler].schedules in ("sigmas", "list") else {}
+    if schedule is None or SCHEDULES[schedule].sigma_list:
+        return flags
+    return {**flags, **SCHEDULES[schedule].sets}
 
 
 def method_of(config: dict) -> str | None:
@@ -206,6 +209,11 @@ def make_scheduler(config: dict, name: str | None = None, options: tuple = ()):
         raise UsageError(f"the model's scheduler class {cls_name!r} is not available in diffusers")
     scheduler = cls.from_config(settings)
     scheduler.step_options = dict(options)
+    schedule = resolved(name)[1] if name is not None else None
+    if schedule is not None and SCHEDULES[schedule].sigma_list:
+        from latentdiff.sampling.sigmas import with_sigma_list  # numpy: kept out of --help's imports
+
+        with_sigma_list(scheduler, schedule)
     return scheduler
 
 

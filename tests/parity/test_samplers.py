@@ -12,6 +12,7 @@ from helpers import max_pixel_diff, paired
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import SCHEDULERS, runnable_schedules
+from latentdiff.sampling.sigmas import FUNCTIONS
 
 LATENT = {"clip_sample": False, "set_alpha_to_one": False}
 SDE = {"algorithm_type": "sde-dpmsolver++"}
@@ -58,6 +59,8 @@ FAST = [
     ("ddim", "uniform"),
     ("lcm", "automatic"),
     ("tcd", "sgm_uniform"),
+    ("euler", "kl_optimal"),
+    ("euler", "ddim"),
 ]
 
 
@@ -80,9 +83,11 @@ def reference(ref, ours, sampler, schedule, seed, n, steps=3, **step):
         real = ref.scheduler.step
         ref.scheduler.step = functools.wraps(real)(lambda *a, **kw: real(*a, **{**kw, **step}))
     gens = [torch.Generator("cpu").manual_seed(seed + k) for k in range(n)]
-    return ref(
-        "a red apple", num_inference_steps=steps, guidance_scale=5.0, num_images_per_prompt=n, generator=gens, eta=eta
-    ).images
+    extra = {"num_inference_steps": steps}
+    if schedule in FUNCTIONS:  # A1111's sigma lists, through the pipeline's own `sigmas=`
+        acp = ref.scheduler.alphas_cumprod.numpy()
+        extra = {"sigmas": FUNCTIONS[schedule](steps, ((1 - acp) / acp) ** 0.5)}
+    return ref("a red apple", guidance_scale=5.0, num_images_per_prompt=n, generator=gens, eta=eta, **extra).images
 
 
 def check_cell(pipes, sampler, schedule):
@@ -146,7 +151,8 @@ def test_options_reach_the_steps(pipes, sampler, options):
         ({"scheduler": "DPM fast"}, ["'DPM fast' does not run", "dpm++2m (DPM++ 2M)"]),
         ({"scheduler": "euler", "schedule": "zigzag"}, ["unknown schedule type 'zigzag'", "karras (Karras)"]),
         ({"scheduler": "ddim", "schedule": "karras"}, ["'Karras' does not run with DDIM", "SGM Uniform"]),
-        ({"scheduler": "euler", "schedule": "kl_optimal"}, ["'KL Optimal' does not run in", "Beta"]),
+        ({"scheduler": "euler", "schedule": "Align Your Steps"}, ["'Align Your Steps' does not run in", "KL Optimal"]),
+        ({"scheduler": "ddim", "schedule": "kl_optimal"}, ["'KL Optimal' does not run with DDIM", "SGM Uniform"]),
         ({"scheduler": "DPM++ 2M Karras", "schedule": "beta"}, ["names schedule 'karras'"]),
         ({"scheduler": "euler_a", "eta": 0.5}, ["eta applies to the samplers DDIM, TCD"]),
     ],
@@ -156,3 +162,22 @@ def test_bad_choices_are_one_line_naming_the_choices(pipes, kwargs, words):
     with pytest.raises(UsageError) as e:
         ours("x", steps=1, **kwargs)
     assert "\n" not in str(e.value) and all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_the_sigma_lists_follow_a1111s_rules():
+    """A1111 1.10's formulas (modules/sd_schedulers.py) on the SD sigmas, checked by their defining
+    properties: endpoints, spacing in timestep, and Polyexponential at rho 1 = Exponential."""
+    import numpy as np
+
+    acp = diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear").alphas_cumprod.numpy()
+    model = ((1 - acp) / acp) ** 0.5
+    n = 4
+    assert FUNCTIONS["simple"](n, model) == [float(model[i]) for i in (999, 749, 499, 249)] + [0.0]
+    assert FUNCTIONS["ddim"](n, model) == [float(model[i]) for i in (751, 501, 251, 1)] + [0.0]
+    normal = FUNCTIONS["normal"](n, model)
+    assert np.allclose(normal[0], model[-1]) and np.allclose(normal[-2], model[0]) and normal[-1] == 0
+    kl = FUNCTIONS["kl_optimal"](n, model)
+    assert len(kl) == n + 1 and np.allclose([kl[0], kl[-1]], [model[-1], model[0]])
+    assert np.allclose(np.diff(np.arctan(kl)), np.diff(np.arctan(kl))[0])  # even in arctan sigma
+    exponential = np.exp(np.linspace(np.log(model[-1]), np.log(model[0]), n))
+    assert np.allclose(FUNCTIONS["polyexponential"](n, model)[:-1], exponential)
