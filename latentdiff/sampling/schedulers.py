@@ -186,7 +186,9 @@ def check_options(name: str | None, config: dict, options: dict) -> dict:
     given = {k: v for k, v in options.items() if v is not None}
     sampler = method_of(config) if name is None else resolved(name)[0]
     takes = SAMPLERS[sampler].options if sampler else ()
-    for k in given:
+    for k, v in given.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+            raise UsageError(f"{k} must be a number >= 0, got {str(v)[:40]!r}")
         if k not in takes:
             who = ", ".join(m.a1111 for m in SCHEDULERS.values() if k in m.options)
             raise UsageError(f"{k} applies to the samplers {who}; not to {sampler or config.get('_class_name')}")

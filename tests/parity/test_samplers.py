@@ -155,6 +155,8 @@ def test_options_reach_the_steps(pipes, sampler, options):
         ({"scheduler": "ddim", "schedule": "kl_optimal"}, ["'KL Optimal' does not run with DDIM", "SGM Uniform"]),
         ({"scheduler": "DPM++ 2M Karras", "schedule": "beta"}, ["names schedule 'karras'"]),
         ({"scheduler": "euler_a", "eta": 0.5}, ["eta applies to the samplers DDIM, TCD"]),
+        ({"scheduler": "ddim", "eta": "a lot"}, ["eta must be a number >= 0, got 'a lot'"]),
+        ({"scheduler": "euler", "s_noise": float("nan")}, ["s_noise must be a number >= 0, got 'nan'"]),
     ],
 )
 def test_bad_choices_are_one_line_naming_the_choices(pipes, kwargs, words):
