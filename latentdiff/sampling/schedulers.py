@@ -77,6 +77,8 @@ def parse(name: str, schedule: str | None = None) -> tuple[str, str]:
             f"scheduler); choose one of: {_choices(SAMPLERS)}"
         )
     sampler, named = pair
+    if schedule is not None and not isinstance(schedule, str):
+        raise UsageError(f"the schedule type must be a name (a string), got {str(schedule)[:40]!r}")
     chosen = named if schedule is None else schedule_key(schedule)
     if schedule is not None and (chosen is None or (named and named != chosen)):
         why = f"{name!r} names schedule {named!r}" if chosen and named else f"unknown schedule type {schedule!r}"
@@ -94,6 +96,7 @@ def parse(name: str, schedule: str | None = None) -> tuple[str, str]:
 
 
 def runnable_schedules(sampler: str) -> list[str]:
+    """The schedule types that run with `sampler` here, Automatic first."""
     kind = SAMPLERS[sampler].schedules
     flags = _SIGMA_FLAGS if kind in ("sigmas", "list") else ("uniform", "sgm_uniform") if kind == "spacing" else ()
     lists = [k for k, s in SCHEDULES.items() if s.sigma_list] if kind == "list" else []

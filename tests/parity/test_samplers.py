@@ -155,6 +155,7 @@ def test_options_reach_the_steps(pipes, sampler, options):
         ({"scheduler": "ddim", "schedule": "kl_optimal"}, ["'KL Optimal' does not run with DDIM", "SGM Uniform"]),
         ({"scheduler": "DPM++ 2M Karras", "schedule": "beta"}, ["names schedule 'karras'"]),
         ({"scheduler": "euler_a", "eta": 0.5}, ["eta applies to the samplers DDIM, TCD"]),
+        ({"scheduler": "euler", "schedule": 3}, ["the schedule type must be a name (a string), got '3'"]),
         ({"scheduler": "ddim", "eta": "a lot"}, ["eta must be a number >= 0, got 'a lot'"]),
         ({"scheduler": "euler", "s_noise": float("nan")}, ["s_noise must be a number >= 0, got 'nan'"]),
     ],
