@@ -17,12 +17,11 @@ from latentdiff.formats.addons import AddOns
 from latentdiff.formats.load import load
 from latentdiff.formats.preflight import note_size
 from latentdiff.models.checks import check_scheduler_steps
-from latentdiff.models.components import Components, save_components, vae_scale_factor
+from latentdiff.models.components import Components, vae_scale_factor
 from latentdiff.models.fingerprint import model_hash
+from latentdiff.models.saving import save_pretrained
 from latentdiff.runtime.compile import compile_for_inference, compile_mode
 from latentdiff.runtime.device import (
-    DTYPES,
-    cast_while,
     cpu_threads_for,
     prepack_cpu_weights,
     use_channels_last,
@@ -35,7 +34,7 @@ from latentdiff.workflows.additions import additions, take
 from latentdiff.workflows.decode import decode_latents
 from latentdiff.workflows.image_prompt import adapters_installed
 from latentdiff.workflows.options import ImageOptions
-from latentdiff.workflows.text_to_image import check_refiner, generate_batch, run_loop
+from latentdiff.workflows.text_to_image import check_refiner, generate_batch, loop_guidance, run_loop
 from latentdiff.workflows.upscale import load_upscaler, upscale, with_model_upscaler
 
 
@@ -55,12 +54,9 @@ class Pipeline:
         self.components = components
         self.device, self.dtype = device, dtype
         self.model_ref, self.model_dir = model_ref, model_dir
-        self.progress, self.allow_pickle = (
-            True,
-            False,
-        )  # allow_pickle: from_pretrained's, also for call-time files (controls, adapters)
-        self.max_batch = 8
-        self._model_hash = None
+        self.progress = True
+        self.allow_pickle = False  # from_pretrained's, also for call-time files (controls, adapters)
+        self.max_batch, self._model_hash = 8, None
         self.addons = AddOns()  # LoRAs and embeddings added at load time
         self.compiled = False
         self.threads = None  # intra-op CPU threads while generating (cpu_threads_for); None: the process's own
@@ -130,20 +126,16 @@ class Pipeline:
         return self
 
     def save_pretrained(self, out, dtype: str | None = None) -> Path:
-        """Write the diffusers layout (safetensors). `dtype="fp16"` stores half-size weights
-        (loaders upcast them as needed) without changing this pipeline's own modules."""
-        out = Path(out)
-        c = self.components
+        """Write the diffusers layout (safetensors) into the folder `out`, whole or not at all (a full
+        disk leaves nothing), never over the folder the model was loaded from. `dtype="fp16"` stores
+        half-size weights (loaders upcast them as needed) without changing this pipeline's own modules."""
         if self.compiled and self.device.type == "cuda":
             raise UsageError(
                 "a pipeline compiled on CUDA holds fused attention projections and cannot be "
                 "saved; save it from a pipeline loaded without compile"
             )
-        if dtype is not None and dtype not in DTYPES:
-            raise UsageError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
-        with cast_while((c.unet, c.vae, *c.text_encoders()), DTYPES.get(dtype)):
-            save_components(c, out, c.scheduler_config.get("_class_name", "PNDMScheduler"))
-        return out
+        sources = (self.model_dir, self.model_ref, self.vae_ref, *(a.get("path") for a in self.addons.loras))
+        return save_pretrained(self.components, out, dtype, sources)
 
     # ---- properties of the loaded model -------------------------------------------------
     @property
@@ -157,7 +149,7 @@ class Pipeline:
 
     @property
     def native_size(self) -> int:
-        return int(self.components.unet.config.sample_size) * self.scale_factor
+        return self.family.native_size(self.components, self.scale_factor)
 
     @property
     def model_hash(self) -> str | None:
@@ -166,7 +158,7 @@ class Pipeline:
         return self._model_hash
 
     def defaults(self) -> dict:
-        d = self.components.defaults
+        d = {**self.family.defaults(self.components), **self.components.defaults}
         steps, guidance = d.get("steps", params.FALLBACK_STEPS), d.get("guidance", params.FALLBACK_GUIDANCE)
         return {"steps": int(steps), "guidance": float(guidance)}
 
@@ -202,6 +194,7 @@ class Pipeline:
         callback=None,
         clip_skip=None,
         prompt_syntax="a1111",
+        true_cfg=1.0,
         **options,
     ):
         """Like __call__ (the same arguments), but yields each image as soon as its batch is decoded."""
@@ -227,14 +220,15 @@ class Pipeline:
             request,
             options=opts,
             source=source,
-            callback=callback,
+            callback=params.callback(params.api_label, callback),
             strength=opts.default_strength() if source else None,
             **additions(self, taken, request),
-            **self._text_options(clip_skip, prompt_syntax),
+            **self._text_options(clip_skip, prompt_syntax, true_cfg),
         )
         jobs = request.jobs()
         c, most = self.components, min(self.max_batch, len(jobs))
-        batch = images_at_once(c.unet, c.vae, request.width, request.height, request.guidance != 1.0, most, self.device)
+        cfg = loop_guidance(self, request)[0] != 1.0
+        batch = images_at_once(c.unet, c.vae, request.width, request.height, cfg, most, self.device)
         with adapters_installed(self, request.image_prompts):
             for i in range(0, len(jobs), batch):
                 yield from generate_batch(self, jobs[i : i + batch], request)
@@ -248,11 +242,12 @@ class Pipeline:
         check_scheduler_steps(self.components.scheduler_config, request.scheduler, request.steps, where)
         return request
 
-    def _text_options(self, clip_skip, prompt_syntax) -> dict:
+    def _text_options(self, clip_skip, prompt_syntax, true_cfg=1.0) -> dict:
         clip_skip = self.components.defaults.get("clip_skip", 1) if clip_skip is None else clip_skip
         return {
             "clip_skip": self.conditioning.check_clip_skip(clip_skip),
             "prompt_syntax": params.prompt_syntax(params.api_label, prompt_syntax),
+            "true_cfg": params.true_cfg(params.api_label, true_cfg),
         }
 
     def set_refiner(self, refiner: "Pipeline", start: float = 0.8) -> "Pipeline":

@@ -98,15 +98,20 @@ CORS_ORIGIN = "http://allowed.example:8000"
 @pytest.fixture(scope="session")
 def served(tmp_path_factory):
     """One real `latentdiff serve` for the server test modules: two tiny models and a broken one
-    in --models-dir, a token, a small queue, a 1 MB body limit and a memory budget that holds
+    in --models-dir (and a tiny ControlNet in its controlnet/ folder, tiny IP-Adapters in the h94
+    layout in its ipadapter/ folder), a token, a small queue, a 1 MB body limit and a memory budget that holds
     one tiny model at a time, and --cors for one origin."""
     pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
+    from helpers import save_tiny_controlnet
+
     from latentdiff.models.testing import make_tiny_model
     from latentdiff.server.process import ServerProcess
 
     root = tmp_path_factory.mktemp("serve")
     models = root / "models"
     make_tiny_model(models / "tiny-a", "sd1", defaults={"steps": 3, "guidance": 3.0})
+    save_tiny_controlnet(models / "tiny-a", models / "controlnet" / "cn-tiny")  # found as --models-dir's controlnet/
+    _ip_adapters(models / "tiny-a", models / "ipadapter")  # found as --models-dir's ipadapter/
     make_tiny_model(models / "tiny-b", "sd2", defaults={"steps": 3, "guidance": 4.0})
     (models / "broken").mkdir()
     (models / "broken" / "model_index.json").write_text("{}")
@@ -137,6 +142,16 @@ def served(tmp_path_factory):
         yield server.wait_ready()
     finally:
         server.stop()
+
+
+def _ip_adapters(model, folder):
+    """The h94 repository's models/ folder (image_encoder/, base, Plus and FaceID adapters as
+    .safetensors and .bin) for the UNet of `model`, inside `folder`."""
+    from ip_adapter_files import h94_layout
+
+    from latentdiff import Pipeline
+
+    h94_layout(folder, Pipeline.from_pretrained(model, device="cpu", dtype="fp32").components.unet)
 
 
 @pytest.fixture(scope="module")

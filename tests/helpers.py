@@ -159,3 +159,13 @@ def tiny_controlnet(unet, factor: int, seed: int):
             if "zero_conv" in name or "controlnet_down_blocks" in name or "controlnet_mid_block" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     return net.eval()
+
+
+def save_tiny_controlnet(model_dir, out, seed: int = 1) -> Path:
+    """tiny_controlnet for the tiny model in `model_dir`, saved as a diffusers folder `out`."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(Path(model_dir) / "unet")
+    vae = json.loads((Path(model_dir) / "vae" / "config.json").read_text())
+    tiny_controlnet(unet, 2 ** (len(vae["block_out_channels"]) - 1), seed).save_pretrained(out)
+    return Path(out)

@@ -58,6 +58,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     from latentdiff.runtime.files import check_out_dir
     from latentdiff.runtime.sharding import agree, my_shares, world
     from latentdiff.workflows.control import from_records
+    from latentdiff.workflows.image_prompt import from_records as image_prompts_from_records
     from latentdiff.workflows.options import ImageOptions
 
     # Everything that can fail without the weights fails before they load: flags, files, the
@@ -67,6 +68,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     check_out_dir(Path(cfg.out))
     check_request(cfg, options)
     controls = from_records(cfg.control_units())
+    image_prompts, image_encoder = image_prompts_from_records(cfg.image_prompt_list(), cfg.allow_pickle)
     say = (lambda text: None) if cfg.quiet else (lambda text: print(f"latentdiff: {text}", file=sys.stderr, flush=True))
 
     rank, size = world()
@@ -114,8 +116,11 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
             s_noise=cfg.s_noise,
             clip_skip=cfg.clip_skip,
             prompt_syntax=cfg.prompt_syntax,
+            true_cfg=cfg.true_cfg,
             controls=controls or None,
             control_mode=cfg.control_mode,
+            image_prompts=image_prompts or None,
+            image_encoder=image_encoder,
             **cfg.image_options,
         )
         for image in images:

@@ -18,6 +18,18 @@ def add_parser(sub) -> None:
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860, as AUTOMATIC1111)")
     p.add_argument("--model", help="the default model: directory, hub id, or omit for the shipped one")
     p.add_argument("--models-dir", metavar="DIR", help="folder of models (and LoRA folders) requests may name")
+    p.add_argument(
+        "--controlnet-dir",
+        metavar="DIR",
+        help="folder of ControlNet / T2I-Adapter models requests may name (default: a controlnet/ folder "
+        "in --models-dir or beside --model, if there is one)",
+    )
+    p.add_argument(
+        "--ip-adapter-dir",
+        metavar="DIR",
+        help="folder of IP-Adapter files image prompts may name, with the image_encoder/ folder of the "
+        "h94/IP-Adapter layout (default: an ipadapter/ folder in --models-dir or beside --model, if there is one)",
+    )
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or HTTP Basic with it as password)")
     p.add_argument("--insecure-no-auth", action="store_true", help="allow a non-loopback --host without --token")
     p.add_argument("--compile", action="store_true", help="torch.compile each model once, when it is loaded")

@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from latentdiff.errors import LatentDiffError
+from latentdiff.cli.main import main as cli_main
 from latentdiff.training.vae import VaeTrainConfig, train_vae
-from latentdiff.training.vae import __doc__ as VAE_DOC
 
 # --- command line ----------------------------------------------------------------------------
 
@@ -52,15 +51,9 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    """`python -m latentdiff.cli.train_vae DATASET --out DIR ...`, same flags as `latentdiff train-vae`."""
-    parser = argparse.ArgumentParser(prog="python -m latentdiff.cli.train_vae", description=VAE_DOC.split("\n")[0])
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except LatentDiffError as e:
-        print(f"train-vae: error: {e}", file=sys.stderr)
-        return e.exit_code
+    """`python -m latentdiff.cli.train_vae DATASET --out DIR ...`: `latentdiff train-vae` itself, so its
+    usage errors and failures are the same one line and exit code (2, or 1)."""
+    return cli_main(["train-vae", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

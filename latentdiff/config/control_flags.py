@@ -135,16 +135,29 @@ def resolution(m: Module, res, what: str) -> int:
     return res
 
 
+def numbers_from_right(text: str, keep: int, most: int) -> tuple[str, list]:
+    """(what is left, the numbers) of a ':'-separated flag value whose last fields (at most `most`,
+    leaving at least `keep` fields) are numbers: paths before them may hold ':'."""
+    parts = text.split(":")
+    numbers = []
+    while len(parts) > keep and len(numbers) < most and number(parts[-1]) is not None:
+        numbers.insert(0, number(parts.pop()))
+    return ":".join(parts), numbers
+
+
+def beside(path: str, source: str) -> str:
+    """`path` where it is, else the file of that name beside the image `source` (replaying an image
+    moved with its inputs), else `path`."""
+    near = os.path.join(os.path.dirname(os.path.abspath(source)), os.path.basename(path))
+    return near if not os.path.isfile(path) and os.path.isfile(near) else path
+
+
 def split_spec(text: str, what: str = "--control") -> dict:
     """`IMAGE:MODEL[:WEIGHT[:START:END]]` as {"image", "model", "weight", "start", "end"} (numbers
     left out are None)."""
-    parts = text.split(":")
-    numbers = []
-    while len(parts) > 2 and len(numbers) < 3 and number(parts[-1]) is not None:
-        numbers.insert(0, number(parts.pop()))
+    rest, numbers = numbers_from_right(text, 2, 3)
     if len(numbers) == 2:
         raise UsageError(f"{what} {shown(text)!r}: give WEIGHT or WEIGHT:START:END after IMAGE:MODEL, not two numbers")
-    rest = ":".join(parts)
     cut = next((i for i, c in enumerate(rest) if c == ":" and os.path.isfile(rest[:i])), rest.find(":"))
     if cut <= 0 or cut == len(rest) - 1:
         raise UsageError(f"{what} must be IMAGE:MODEL[:WEIGHT[:START:END]], got {shown(text)!r}")
@@ -274,9 +287,7 @@ def replay_specs(records, source: str) -> list[str]:
                 f"{source} used ControlNet {k} ({shown(name)}) but does not record its control image and model; "
                 "give --control IMAGE:MODEL for each unit"
             )
-        beside = os.path.join(os.path.dirname(os.path.abspath(source)), os.path.basename(image))
-        if not os.path.isfile(image) and os.path.isfile(beside):
-            image = beside
+        image = beside(image, source)
         for what, path in (("control image", image), ("ControlNet model", model)):
             if not os.path.exists(path):
                 raise UsageError(

@@ -10,6 +10,7 @@ from latentdiff.config.common import check
 from latentdiff.config.control_flags import CONTROL_FLAGS, MODES, replay_specs, units
 from latentdiff.config.flags import Flag, flag, read_prompts_file
 from latentdiff.config.image_flags import IMAGE_FLAGS, image_options
+from latentdiff.config.image_prompt_flags import image_prompts, replay_prompts
 from latentdiff.config.params import check_fields, flag_label, recorded_label
 from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
@@ -37,6 +38,8 @@ class GenerateConfig:
     """classifier-free guidance scale; 1 disables CFG (default: model's, else 7.5)"""
     negative: str = ""
     """negative prompt (default: empty)"""
+    true_cfg: float = 1.0
+    """a guidance-distilled model's (Flux dev's) true CFG scale with --negative; --guidance is then embedded (default: 1, off)"""
     seed: int | None = field(
         default=0,
         metadata=flag(
@@ -133,6 +136,18 @@ class GenerateConfig:
     control_mode: str = "balanced"
     """balanced, prompt (A1111's My prompt is more important), control (ControlNet is more important), guess
     (diffusers' guess mode) (default: balanced)"""
+    image_prompts: list[str] = field(
+        default_factory=list, metadata=flag("--image-prompt", action="append", metavar="IMG[:SCALE]")
+    )
+    """an IP-Adapter image prompt: a picture (for a FaceID adapter, a face-embedding file .npy/.safetensors) at
+    SCALE (0..2, default 1); repeatable (at most 8); needs --ip-adapter. Paths may hold ':'"""
+    ip_adapter: str | None = field(default=None, metadata=flag(metavar="FILE"))
+    """the IP-Adapter of the image prompts (ip-adapter_*.safetensors; a .bin needs --allow-pickle)"""
+    image_encoder: str | None = field(default=None, metadata=flag(metavar="DIR"))
+    """the adapter's CLIP image encoder folder (default: image_encoder/ beside the adapter, or the h94/IP-Adapter
+    layout's models/ or sdxl_models/ one)"""
+    image_prompt_options: dict = field(default_factory=dict, metadata=flag(own=False))
+    """From --from: the image prompts the image recorded (config/image_prompt_flags.py)."""
 
     def __post_init__(self):
         checked = check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, flag_label)
@@ -148,10 +163,16 @@ class GenerateConfig:
             self.control_mode in MODES, f"--control-mode must be one of {', '.join(MODES)}, got {self.control_mode!r}"
         )
         self.control_units()
+        self.image_prompt_list()
 
     def control_units(self) -> list[dict]:
         """Each --control unit as a checked record (config/control_flags.units)."""
         return units(self.controls, self.control_options)
+
+    def image_prompt_list(self) -> list[dict]:
+        """Each --image-prompt as a checked record (config/image_prompt_flags.image_prompts)."""
+        recorded = self.image_prompt_options.get("recorded")
+        return image_prompts(self.image_prompts, self.ip_adapter, self.image_encoder, recorded)
 
     @classmethod
     def from_image(cls, params: dict, source: str = "the --from image", **overrides) -> "GenerateConfig":
@@ -162,6 +183,7 @@ class GenerateConfig:
             "model": params.get("model"),
             "steps": params.get("steps"),
             "guidance": params.get("guidance"),
+            "true_cfg": params.get("true_cfg", 1.0),
             "negative": params.get("negative_prompt", ""),
             "seed": params.get("seed"),
             "width": params.get("width"),
@@ -181,6 +203,10 @@ class GenerateConfig:
         }
         given = {k: v for k, v in overrides.items() if v is not None}
         recorded.update(_recorded_controls(params, source, given))
+        if params.get("image_prompts"):
+            records = params["image_prompts"]
+            specs = replay_prompts(records, source, given.get("ip_adapter"), given.get("image_prompts"))
+            recorded.update(image_prompts=specs, image_prompt_options={"recorded": records})
         kept = check_fields({k: v for k, v in recorded.items() if k not in given}, recorded_label(source))
         return cls(**{**kept, **given})
 

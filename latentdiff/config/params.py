@@ -15,6 +15,7 @@ from typing import Callable
 from latentdiff.config.flag_types import text_problem
 from latentdiff.errors import UsageError
 from latentdiff.prompts.syntax import SYNTAXES
+from latentdiff.runtime.memory import check_fits
 from latentdiff.sampling.schedulers import check_scheduler_name
 
 # Steps and guidance for a model whose latentdiff.json recommends none (diffusers' SD defaults are 50/7.5)
@@ -28,6 +29,10 @@ MAX_GUIDANCE = 100.0
 MAX_PROMPT_CHARS = 10_000  # ~2,500 CLIP tokens, 33 chunks of 75
 MAX_PATH_CHARS = 4096
 MAX_CLIP_SKIP = 64  # more than any CLIP encoder's layers
+MAX_LORA_SCALE = 100.0  # A1111 users stay within -2..2; far past that a LoRA only breaks the image
+# Growing the canvas holds the RGB picture and its mask (4 bytes a pixel) ~3 times (array, padded
+# copy, PIL image); the generation at that size is checked by its own estimate afterwards.
+OUTPAINT_BYTES_PER_PIXEL = 12
 DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
 DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16")
 
@@ -107,6 +112,8 @@ def path_text(label: Label, name: str, value) -> str:
         value = os.fspath(value)
     if not isinstance(value, str):
         _fail(label, name, "a path (a string)", value)
+    if not value.strip():  # Path("") is the current folder: never what was meant
+        _fail(label, name, "a path, not empty", value)
     return text(label, name, value, MAX_PATH_CHARS)
 
 
@@ -191,6 +198,11 @@ def guidance(label: Label, value) -> float:
     return real(label, "guidance", value, 0.0, MAX_GUIDANCE)
 
 
+def true_cfg(label: Label, value) -> float:
+    """A guidance-distilled model's true CFG scale: 1 (off) or more."""
+    return real(label, "true_cfg", value, 1.0, MAX_GUIDANCE)
+
+
 def num_images(label: Label, value) -> int:
     return whole(label, "num_images", value, 1, MAX_IMAGES)
 
@@ -210,6 +222,44 @@ def _paths(label: Label, name: str, value) -> list[str]:
     return [path_text(label, name, v) for v in value]
 
 
+def outpaint(label: Label, value, image_size: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) pixels to grow a picture's canvas by: four whole numbers from 0 to
+    MAX_SIDE, not all 0, as a list/tuple or "L,R,T,B" text. With `image_size` (width, height), the
+    grown canvas must keep to MAX_SIDE a side and fit in memory (runtime.memory.check_fits), checked
+    before anything is allocated. The one check of the CLI, the Python API and the server's field."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or len(items) != 4:
+        _fail(label, "outpaint", 'four pixel counts [left, right, top, bottom] (or "L,R,T,B")', value)
+    borders = tuple(whole(label, "outpaint", _digits(v), 0, MAX_SIDE) for v in items)
+    if max(borders) == 0:
+        raise UsageError(f"{label('outpaint')} grows nothing (all four are 0)")
+    if image_size is not None:
+        w, h = image_size[0] + borders[0] + borders[1], image_size[1] + borders[2] + borders[3]
+        if max(w, h) > MAX_SIDE:
+            raise UsageError(
+                f"{label('outpaint')} {list(borders)} grows the {image_size[0]}x{image_size[1]} picture to "
+                f"{w}x{h}; at most {MAX_SIDE} px a side"
+            )
+        check_fits(w * h * OUTPAINT_BYTES_PER_PIXEL, f"outpainting to {w}x{h}", "outpaint less at a time")
+    return borders
+
+
+def _digits(v):
+    """A count given as text ("L,R,T,B") as an int; other text stays text (whole() refuses it)."""
+    text = v.strip() if isinstance(v, str) else ""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else v
+
+
+def callback(label: Label, value):
+    if value is not None and not callable(value):
+        _fail(label, "callback", "a function (step, total, latents) or None", value)
+    return value
+
+
+def lora_scale(label: Label, value) -> float:
+    return real(label, "LoRA scale", value, -MAX_LORA_SCALE, MAX_LORA_SCALE)
+
+
 def prompt_syntax(label: Label, value) -> str:
     if not isinstance(value, str) or value not in SYNTAXES:
         raise UsageError(f"{label('prompt_syntax')} must be one of: {', '.join(SYNTAXES)}; got {_short(value)}")
@@ -226,6 +276,7 @@ FIELDS = {
     "out": path_text,
     "steps": _optional(lambda label, name, v: steps(label, v)),
     "guidance": _optional(lambda label, name, v: guidance(label, v)),
+    "true_cfg": lambda label, name, v: true_cfg(label, 1.0 if v is None else v),
     "negative": lambda label, name, v: text(label, name, "" if v is None else v),
     "seed": _optional(lambda label, name, v: seed(label, v)),
     "width": _optional(size),

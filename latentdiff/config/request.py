@@ -55,6 +55,9 @@ class Request:
     """Checked IP-Adapter image prompts (workflows/image_prompt.py Slot): image tokens the UNet attends to."""
     sampler_options: tuple = ()
     """(name, value) pairs of the sampler's options given (eta, s_noise, s_churn, s_tmin, s_tmax)."""
+    true_cfg: float = 1.0
+    """A guidance-distilled model's (Flux dev's) true classifier-free guidance scale, with the negative
+    prompt (diffusers' true_cfg_scale); 1.0: off. `guidance` is then the scale it embeds."""
 
     def jobs(self) -> list[tuple[str, int]]:
         """(prompt, seed) of every image in order: each prompt `num_images` times, the seeds counting up."""
@@ -67,14 +70,17 @@ def resolve(pipe, prompts, negative, steps, guidance, width, height, seed, num_i
     the model's defaults filled in; a UsageError names the first bad one."""
     d, api = pipe.defaults(), params.api_label
 
+    step = pipe.family.size_step(pipe.components, pipe.scale_factor)  # Flux: 2x2 latent patches
+
     def side(name, given):  # a size left out is the model's native one, named so in errors
         label = api if given is not None else (lambda n: f"the model's native {n}")
-        return params.size(label, name, pipe.native_size if given is None else given, pipe.scale_factor)
+        return params.size(label, name, pipe.native_size if given is None else given, step)
 
     n = params.num_images(api, num_images)
     train_steps = pipe.components.scheduler_config.get("num_train_timesteps")
     # None keeps the model's own scheduler (with the settings its method needs, where it lacks them).
     method = params.scheduler(api, scheduler)
+    pipe.family.check_scheduler(method)
     request = Request(
         prompts=tuple(prompts),
         negative_prompt=params.text(api, "negative_prompt", "" if negative is None else negative),

@@ -1,6 +1,6 @@
 """The family interface: everything that differs between model families, asked of one object.
 
-A family (SD 1/2, SDXL, the x4 upscaler; a transformer family next) answers how to tell its
+A family (SD 1/2, SDXL, the x4 upscaler; Flux.1, a transformer) answers how to tell its
 models from their configs, which released configs a single file of it needs, how a prompt
 becomes its conditioning, how its network is called (the Denoiser of sampling/model_call.py),
 and how to build a tiny seeded model of it for tests. Adding a family is a module with a
@@ -46,9 +46,41 @@ class Family:
         uncond)` contexts (with `check_clip_skip`, `embed`, ... as families/clip.py's Conditioning)."""
         raise NotImplementedError
 
-    def denoiser(self, components):
-        """The model call: a sampling.model_call.Denoiser over the loaded network."""
+    def denoiser(self, components, guidance: float | None = None):
+        """The model call: a sampling.model_call.Denoiser over the loaded network; `guidance`: the
+        distilled guidance it embeds (the second value of `guidance`), None for none."""
         raise NotImplementedError
+
+    def guidance(self, components, guidance: float, true_cfg: float = 1.0) -> tuple[float, float | None]:
+        """(the loop's classifier-free guidance scale, the guidance the model call embeds or None)
+        for a request's `guidance` and `true_cfg`: CFG families guide in the loop; a
+        guidance-distilled one embeds `guidance` and guides in the loop only with `true_cfg`."""
+        return guidance, None
+
+    def set_timesteps(self, scheduler, steps: int, size: tuple[int, int], factor: int) -> None:
+        """Set `scheduler` for `steps` steps of an image of `size` (w, h) pixels, `factor` pixels a
+        latent pixel (flow-matching families shift the schedule by the image's size), on the CPU."""
+        scheduler.set_timesteps(steps)
+
+    def check_scheduler(self, name: str | None) -> None:
+        """Refuse, in one line, a scheduler (our name; None: the model's own) this family cannot sample with."""
+
+    def defaults(self, components) -> dict:
+        """Recommended settings (steps, guidance) where the model's latentdiff.json gives none."""
+        return {}
+
+    def strength_steps(self, steps: int, strength: float) -> int | None:
+        """How many of `steps` an image-to-image run of `strength` denoises, where the family's
+        diffusers img2img pipeline counts them otherwise than SD's (None: int(steps * strength))."""
+        return None
+
+    def size_step(self, components, factor: int) -> int:
+        """Image sides must be multiples of this (the VAE's factor; more where latents are patched)."""
+        return factor
+
+    def native_size(self, components, factor: int) -> int:
+        """The side in pixels of the images the model was trained at."""
+        return int(components.unet.config.sample_size) * factor
 
     def inpainting(self, components) -> bool:
         """Whether the network takes a mask and the masked image's latents as extra channels."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from latentdiff.errors import UsageError
 from latentdiff.sampling.model_call import BlockResiduals, Inputs
 
 
@@ -106,3 +107,30 @@ def adapter_features(adapter: torch.nn.Module, image: torch.Tensor, weight: floa
     """A T2I-Adapter's features of a control image (1, C, H, W) in [0, 1], times `weight`."""
     with torch.no_grad():
         return tuple(f * weight for f in adapter(image.to(adapter.device, adapter.dtype)))
+
+
+def intrablock_shapes(config: dict, height: int, width: int) -> list[tuple[int, int, int]]:
+    """(channels, h, w) of what a UNet2DConditionModel adds each T2I-Adapter feature to, for latents
+    of `height` x `width`: inside a cross-attention down block before its downsampler, after any
+    other down block (its downsampler included), as diffusers' UNet pops them."""
+    out, types = [], list(config["down_block_types"])
+    for i, (kind, channels) in enumerate(zip(types, config["block_out_channels"])):
+        final = i == len(types) - 1
+        if "CrossAttn" in kind:
+            out.append((channels, height, width))
+        if not final:
+            height, width = -(-height // 2), -(-width // 2)
+        if "CrossAttn" not in kind:
+            out.append((channels, height, width))
+    return out
+
+
+def check_adapter_fits(features, config: dict, height: int, width: int) -> None:
+    """Refuse, in one line, adapter features that this UNet cannot add at these latent sizes."""
+    want = intrablock_shapes(config, height, width)
+    have = [tuple(f.shape[1:]) for f in features]
+    if any(a != b for a, b in zip(have, want)):
+        raise UsageError(
+            f"this T2I-Adapter's features {have[: len(want)]} (channels, height, width) do not fit this "
+            f"model's UNet blocks {want} at {width}x{height} latents: it was made for another architecture"
+        )

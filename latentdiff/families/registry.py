@@ -5,17 +5,18 @@ alone (a folder not loaded yet), `FAMILIES[name]` by name."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from latentdiff.errors import ModelError
 from latentdiff.families.base import Family
+from latentdiff.families.flux import Flux
 from latentdiff.families.sd import SD
 from latentdiff.families.sdxl import SDXL
 from latentdiff.families.upscaler import Upscaler
+from latentdiff.runtime.reading import read_json
 
 # Order matters: the more particular families first; SD takes any other UNet on CLIP text.
-FAMILIES: dict[str, Family] = {f.name: f for f in (Upscaler(), SDXL(), SD())}
+FAMILIES: dict[str, Family] = {f.name: f for f in (Flux(), Upscaler(), SDXL(), SD())}
 
 
 def family_for(unet: dict, vae: dict, index: dict | None = None) -> Family:
@@ -36,12 +37,15 @@ def family_of_folder(path: Path) -> Family:
 
     def read(name: str) -> dict:
         f = Path(path) / name
-        try:
-            return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
-        except (OSError, ValueError) as e:
-            raise ModelError(f"cannot read {f}: {e}") from None
+        if not f.exists():
+            return {}
+        config = read_json(f, "config", error=ModelError)  # bounded in size and depth, a FIFO refused
+        if not isinstance(config, dict):
+            raise ModelError(f"config {f} must hold a JSON object, not {type(config).__name__}")
+        return config
 
-    return family_for(read("unet/config.json"), read("vae/config.json"), read("model_index.json"))
+    denoiser = read("transformer/config.json") or read("unet/config.json")  # a transformer family's, or a UNet
+    return family_for(denoiser, read("vae/config.json"), read("model_index.json"))
 
 
 def family_named(name: str) -> Family:

@@ -57,7 +57,7 @@ class UNetFamily(Family):
     def conditioning(self, components):
         return self.conditioning_class(text_pairs(components), components.index)
 
-    def denoiser(self, components):
+    def denoiser(self, components, guidance: float | None = None):
         return UNetCall(components.unet)
 
     def inpainting(self, components) -> bool:

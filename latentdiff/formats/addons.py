@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import latentdiff.config.params as params
+from latentdiff.errors import UsageError
 from latentdiff.formats import embeddings as ti
 from latentdiff.formats import lora
 
@@ -22,11 +24,31 @@ class AddOns:
 
 
 def parse(loras=(), embeddings=()) -> tuple[list, list]:
-    """Check every "PATH[:SCALE]" LoRA and "FILE[:TOKEN]" embedding before anything loads."""
-    return (
-        [s if isinstance(s, lora.LoraSpec) else lora.parse_spec(s) for s in loras],
-        [s if isinstance(s, ti.EmbeddingSpec) else ti.parse_spec(s) for s in embeddings],
-    )
+    """Check every "PATH[:SCALE]" LoRA and "FILE[:TOKEN]" embedding (or LoraSpec / EmbeddingSpec)
+    before anything loads: a list or tuple of them, each a path or a spec of the right kind."""
+    return [_lora(s) for s in _items(loras, "loras")], [_embedding(s) for s in _items(embeddings, "embeddings")]
+
+
+def _lora(s) -> lora.LoraSpec:
+    if isinstance(s, lora.LoraSpec):
+        return lora.parse_spec(_text(s.path, "loras"), scale=s.scale)
+    return lora.parse_spec(_text(s, "loras"))
+
+
+def _embedding(s) -> ti.EmbeddingSpec:
+    if isinstance(s, ti.EmbeddingSpec):
+        return ti.parse_spec(_text(s.path, "embeddings"), token=s.token)
+    return ti.parse_spec(_text(s, "embeddings"))
+
+
+def _items(value, name: str) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise UsageError(f"{name} must be a list of paths, got {type(value).__name__} {str(value)[:40]!r}")
+    return list(value)
+
+
+def _text(value, name: str) -> str:
+    return params.path_text(params.api_label, name, value)
 
 
 def apply(components, lora_specs: list, embedding_specs: list, allow_pickle: bool = False) -> AddOns:

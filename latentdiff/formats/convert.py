@@ -13,9 +13,10 @@ from latentdiff.formats.lora_merge import lora_base
 from latentdiff.formats.preflight import shown_path
 from latentdiff.formats.single_file import load_single_file, save_single_file
 from latentdiff.models.components import save_components
-from latentdiff.models.configs import check_model_dir
+from latentdiff.models.configs import check_model_dir, denoiser_folder, read_index
 from latentdiff.models.files import read_json_object
 from latentdiff.runtime.device import DTYPES
+from latentdiff.runtime.staging import staged_file, staged_folder
 
 USE_FOLDER = "use the folder as it is (latentdiff --model, diffusers' from_pretrained)"
 
@@ -34,7 +35,9 @@ def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> P
         _check_layout(src)  # from its config, before any weights are read
         comps = assemble.load_components(src, allow_pickle)
         try:
-            return save_single_file(comps, dst, DTYPES.get(dtype))
+            with staged_file(dst, "the checkpoint") as tmp:  # a full disk leaves no half file
+                save_single_file(comps, tmp, DTYPES.get(dtype))
+            return dst
         except ModelError as e:
             raise ModelError(f"{src} has no single-file form: {e}; {USE_FOLDER}") from None
     if not src.is_file():
@@ -43,11 +46,14 @@ def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> P
     if dtype is not None:
         for m in (comps.unet, comps.vae, *comps.text_encoders()):
             m.to(DTYPES[dtype])
-    save_components(comps, dst, comps.scheduler_config.get("_class_name", "PNDMScheduler"))
+    with staged_folder(dst, "the model") as tmp:  # a full disk leaves no half folder
+        save_components(comps, tmp, comps.scheduler_config.get("_class_name", "PNDMScheduler"))
     return dst
 
 
 def _check_layout(folder: Path) -> None:
+    if denoiser_folder(read_index(folder), folder) != "unet":  # Flux's single files are a later step
+        raise ModelError(f"{folder} is a Flux.1 model: convert writes SD and SDXL single files only; {USE_FOLDER}")
     problem = _layout_problem(folder)
     if problem:
         raise ModelError(

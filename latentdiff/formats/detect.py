@@ -3,13 +3,12 @@ an unsupported architecture gets one line naming it instead of a traceback."""
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from latentdiff.errors import ModelError
 from latentdiff.models.configs import SUPPORTED
+from latentdiff.models.weights import safetensors_header
 
 UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
 # (what it is, a name prefix or fragment that only it has); checked in order
@@ -36,24 +35,19 @@ class Detected:
 
 
 def read_header(path: Path) -> tuple[dict, dict]:
-    """(name -> shape, metadata) of a safetensors file, from its header alone."""
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
-    except (OSError, ValueError, struct.error, RecursionError) as e:  # RecursionError: a header nested too deep
-        raise ModelError(f"{path} is not a readable safetensors file: {str(e)[:200]}") from None
-    if not isinstance(header, dict):
-        raise ModelError(f"{path} is not a readable safetensors file: its header is not a table")
+    """(name -> shape, metadata) of a safetensors file, from its header alone (bounded and
+    checked: models/weights.safetensors_header)."""
+    header = safetensors_header(path)
     meta = header.pop("__metadata__", None) or {}
-    return {k: v.get("shape") for k, v in header.items() if isinstance(v, dict)}, meta
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ModelError(f"{path} is not a readable safetensors file: its metadata is not a table of strings")
+    return {k: v.get("shape") for k, v in header.items()}, meta
 
 
 def detect(shapes: dict, where) -> Detected:
     """The Stable Diffusion family of an original-layout (A1111) checkpoint, else one clear error."""
     names = list(shapes)
     if UNET_IN in shapes:
-        in_channels = int(shapes[UNET_IN][1])
         if any(k.startswith("conditioner.embedders.1.") for k in names):
             family = "sdxl"
         elif any(k.startswith("conditioner.embedders.0.model.") for k in names):
@@ -66,6 +60,9 @@ def detect(shapes: dict, where) -> Detected:
             raise ModelError(
                 f"{where} holds a Stable Diffusion UNet but no text encoder; supported: full checkpoints of {SUPPORTED}"
             )
+        if len(shapes[UNET_IN]) != 4:
+            raise ModelError(f"{where}: {UNET_IN} has the shape {shapes[UNET_IN]}, not a convolution's 4 dimensions")
+        in_channels = shapes[UNET_IN][1]
         if in_channels not in (4, 9):
             raise ModelError(f"{where} is a UNet with {in_channels} input channels; supported: {SUPPORTED}")
         return Detected(family, in_channels)

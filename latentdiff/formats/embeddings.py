@@ -17,6 +17,10 @@ from pathlib import Path
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.models.fingerprint import short_hash
 from latentdiff.models.weights import load_state_dict
+from latentdiff.runtime.reading import MiB, check_regular, size_text
+
+MAX_FILE_BYTES = 64 * MiB  # 75 vectors of SDXL's 768 + 1280 floats take 600 KB
+MAX_VECTORS = 2_500  # more tokens than a prompt of params.MAX_PROMPT_CHARS can hold
 
 
 @dataclass(frozen=True)
@@ -25,13 +29,25 @@ class EmbeddingSpec:
     token: str
 
 
-def parse_spec(text: str) -> EmbeddingSpec:
-    """`FILE[:TOKEN]`; the file must exist, the token defaults to the file's stem."""
-    head, sep, tail = str(text).rpartition(":")
-    path, token = (head, tail) if sep and head and "/" not in tail and "\\" not in tail else (text, "")
+def parse_spec(text: str, token: str | None = None) -> EmbeddingSpec:
+    """`FILE[:TOKEN]` (given `token`, `text` is the file as it is); the file must exist, the token
+    defaults to the file's stem."""
+    if token is not None:
+        path = text
+        if not isinstance(token, str):
+            raise UsageError(f"--embedding {path}: the token must be a word (a string), got {token!r}")
+    else:
+        head, sep, tail = str(text).rpartition(":")
+        path, token = (head, tail) if sep and head and "/" not in tail and "\\" not in tail else (text, "")
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise UsageError(f"--embedding {path} does not exist or is not a file")
+    if not path.exists():
+        raise UsageError(f"--embedding {path} does not exist")
+    check_regular(path, "--embedding")  # a FIFO would block the read
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise UsageError(
+            f"--embedding {path} is {size_text(path.stat().st_size)}; an embedding file is at most "
+            f"{size_text(MAX_FILE_BYTES)} (they hold a few vectors: kilobytes)"
+        )
     token = token.strip() or path.stem
     if not re.fullmatch(r"[^\s()\[\]:\\<>]+", token):
         raise UsageError(f"--embedding token {token!r} must be one word without brackets, ':' or '\\'")
@@ -55,6 +71,16 @@ def read_vectors(path: Path) -> dict[str, "torch.Tensor"]:  # noqa: F821
             f"--embedding {path} holds no textual-inversion vectors (expected A1111 string_to_param / "
             "emb_params, clip_l / clip_g, or one {token: vector} entry)"
         )
+    for name, v in tensors.items():
+        if v.numel() == 0:
+            raise ModelError(f"--embedding {path} holds no vectors: its tensor {name!r} has the shape {tuple(v.shape)}")
+        if v.numel() // v.shape[-1] > MAX_VECTORS:
+            raise ModelError(
+                f"--embedding {path} holds {v.numel() // v.shape[-1]:,} vectors; at most {MAX_VECTORS:,} "
+                "(more tokens than a prompt holds)"
+            )
+        if not torch.isfinite(v).all():
+            raise ModelError(f"--embedding {path} holds vectors that are not finite (NaN or infinity)")
     return {k: v.reshape(-1, v.shape[-1]) for k, v in tensors.items()}
 
 

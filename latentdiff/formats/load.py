@@ -14,6 +14,7 @@ import torch
 
 import latentdiff.config.params as params
 import latentdiff.models.hub as hub
+from latentdiff.errors import ModelError
 from latentdiff.formats import addons
 from latentdiff.formats.lora import LoraSpec, apply_loras, describe
 from latentdiff.formats.lora_merge import lora_base
@@ -23,6 +24,7 @@ from latentdiff.models.components import Components
 from latentdiff.models.configs import read_configs
 from latentdiff.runtime.device import resolve_device
 from latentdiff.runtime.placement import placement
+from latentdiff.runtime.reading import check_regular, is_special
 
 
 @dataclass
@@ -42,8 +44,11 @@ def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings) ->
         dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle, compile=compile), params.api_label
     )
     model, device, dtype = given["model"], given["device"], given["dtype"]
+    vae = None if vae is None else params.path_text(params.api_label, "vae", vae)
     lora_specs, embedding_specs = addons.parse(loras, embeddings)
     local = Path(model).expanduser() if model is not None else None
+    if local is not None and is_special(local):
+        check_regular(local, "model file", ModelError)  # a FIFO, device or socket: refused, never read
     if local is not None and local.is_file():
         (comps, place), path, base = _load_file(local, device, dtype, allow_pickle), local, None
     else:

@@ -14,10 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import latentdiff.config.params as params
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.formats.lora_merge import lora_file
 from latentdiff.models.fingerprint import short_hash
 from latentdiff.models.weights import load_state_dict
+from latentdiff.runtime.reading import check_regular
 
 # File names every run used to share: they name no LoRA in particular.
 GENERIC_STEMS = ("lora_kohya", "pytorch_lora_weights")
@@ -42,18 +44,23 @@ class LoraSpec:
         return lora_file(self.path) if self.path.is_dir() else self.path
 
 
-def parse_spec(text: str, flag: str = "--lora") -> LoraSpec:
-    """`PATH[:SCALE]` (scale 1 when omitted); the file or LoRA folder must exist."""
-    head, sep, tail = str(text).rpartition(":")
-    try:
-        path, scale = (head, float(tail)) if sep and head else (text, 1.0)
-    except ValueError:
-        path, scale = text, 1.0
+def parse_spec(text: str, flag: str = "--lora", scale=None) -> LoraSpec:
+    """`PATH[:SCALE]` (scale 1 when omitted; given `scale`, `text` is the path as it is); the file
+    or LoRA folder must exist, the scale be finite and within params.MAX_LORA_SCALE."""
+    path = text
+    if scale is None:
+        head, sep, tail = str(text).rpartition(":")
+        try:
+            path, scale = (head, float(tail)) if sep and head else (text, 1.0)
+        except ValueError:
+            path, scale = text, 1.0
+    scale = params.lora_scale(lambda name: f"{flag} {path}: the {name}", scale)
     spec = LoraSpec(Path(path).expanduser(), scale)
     if not spec.path.exists():
         raise UsageError(f"{flag} {path} does not exist")
-    if not spec.file.is_file():
+    if spec.path.is_dir() and not spec.file.exists():
         raise UsageError(f"{flag} {path} is a folder without {spec.file.name}")
+    check_regular(spec.file, flag)  # a FIFO would block the read
     return spec
 
 
@@ -71,11 +78,38 @@ def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False) -
     parts = [p for p in host._lora_loadable_modules if getattr(host, p, None) is not None]
     for i, spec in enumerate(specs):
         state = load_state_dict(spec.file, allow_pickle)
+        check_tensors(spec, state)
         name = f"lora_{i}"
         _load(host, spec, state, name, parts)
         if spec.scale != 0:
             host.fuse_lora(components=parts, lora_scale=spec.scale, adapter_names=[name])
         host.unload_lora_weights()
+
+
+_PAIRS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora.down", "lora.up")
+
+
+def check_tensors(spec: LoraSpec, state: dict) -> None:
+    """What diffusers' loaders would fail on with an IndexError or a torch traceback, or merge
+    silently as NaN weights (found by the fuzzing): low-rank factors that are not floating matrices
+    (2-D, or 4-D for convolutions), an alpha that is not one number, values that are not finite."""
+    import torch
+
+    for key, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        factor = any(p + "." in key for p in _PAIRS)
+        if factor and not (v.is_floating_point() and v.dim() in (2, 4) and v.numel()):
+            raise ModelError(
+                f"--lora {spec.path}: tensor {key[:120]!r} is {str(v.dtype).removeprefix('torch.')} of the shape "
+                f"{tuple(v.shape)}; a LoRA factor is a matrix of floats (2-D, or 4-D for a convolution)"
+            )
+        if key.endswith(".alpha") and v.numel() != 1:
+            raise ModelError(f"--lora {spec.path}: {key[:120]!r} holds {v.numel()} values; an alpha is one number")
+        if (v.is_floating_point() or v.is_complex()) and not torch.isfinite(v).all():
+            raise ModelError(
+                f"--lora {spec.path}: tensor {key[:120]!r} holds values that are not finite (NaN or infinity)"
+            )
 
 
 def _load(host, spec: LoraSpec, state: dict, name: str, parts: list[str]) -> None:
@@ -86,7 +120,7 @@ def _load(host, spec: LoraSpec, state: dict, name: str, parts: list[str]) -> Non
     logging.set_verbosity(logging.CRITICAL)  # diffusers logs the error it then raises: say it once
     try:
         host.load_lora_weights(state, adapter_name=name)
-    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, IndexError, RuntimeError, TypeError, AttributeError) as e:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"--lora {spec.path} does not fit this model: {why[:300]}") from None
     finally:

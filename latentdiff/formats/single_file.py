@@ -19,10 +19,14 @@ from latentdiff.families.released import clip_tokenizer
 from latentdiff.formats.detect import detect, read_header
 from latentdiff.formats.ldm_keys import CLIP_PREFIXES, clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
 from latentdiff.models.assemble import build_module
+from latentdiff.models.checks import check_defaults, check_diffusers_config, check_scheduler_config, guarded
 from latentdiff.models.components import Components
+from latentdiff.models.configs import clip_config
+from latentdiff.models.files import is_present
 from latentdiff.models.weights import SAFETENSORS, UNKNOWN, load_state_dict, sniff_format
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.runtime.libraries import quiet_libraries
+from latentdiff.runtime.reading import parse_json, read_yaml
 
 META_KEY = "latentdiff"  # JSON: family, configs, tokenizer files, defaults
 SLOTS = ("text_encoder", "text_encoder_2")
@@ -72,33 +76,53 @@ def check_file(path: Path) -> None:
 
 
 def _own_metadata(meta: dict, path: Path) -> dict | None:
+    """The configs a file written by `convert` carries: user data like a folder's, checked alike."""
     if META_KEY not in meta:
         return None
+    where = f"{path} (latentdiff metadata)"
+    own = parse_json(meta[META_KEY], where, ModelError)
+    if not (isinstance(own, dict) and isinstance(own.get("family"), str) and own["family"] in CLIP_PREFIXES):
+        raise ModelError(f"{path} has damaged latentdiff metadata")
+    for key in ("unet", "vae", "scheduler", "defaults", "index", "tokenizers", *SLOTS):
+        if not isinstance(own.get(key) or {}, dict) or (key in ("unet", "vae", "scheduler") and not own.get(key)):
+            raise ModelError(f"{where}: {key} must be a JSON object")
+    check_diffusers_config(own["unet"], "unet", f"{where} unet")
+    check_diffusers_config(own["vae"], "vae", f"{where} vae")
+    check_scheduler_config(own["scheduler"], f"{where} scheduler")
+    check_defaults(own.get("defaults") or {}, f"{where} defaults")
+    for slot in SLOTS:
+        if own.get(slot):
+            clip_config(own[slot], f"{where} {slot}")
+        files = (own.get("tokenizers") or {}).get(slot) or {}
+        if not isinstance(files, dict) or not all(_plain_text_file(k, v) for k, v in files.items()):
+            raise ModelError(f"{where}: the {slot} tokenizer's files must be a table of file names to text")
+    return own
+
+
+def _plain_text_file(name, text) -> bool:
+    if not (isinstance(name, str) and isinstance(text, str)) or Path(name).name in ("", ".", ".."):
+        return False
     try:
-        own = json.loads(meta[META_KEY])
-        assert isinstance(own, dict) and own["family"] in CLIP_PREFIXES
-        return own
-    except (ValueError, KeyError, AssertionError, TypeError):
-        raise ModelError(f"{path} has damaged latentdiff metadata") from None
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON may spell
+        return False
+    return True
 
 
 def sidecar_prediction(path: Path) -> str | None:
     """AUTOMATIC1111's convention: MODEL.yaml beside MODEL.safetensors says `parameterization: v`."""
     yaml_path = path.with_suffix(".yaml")
-    if not yaml_path.is_file():
+    if not is_present(yaml_path, "model config"):
         return None
-    import yaml
-
+    cfg = read_yaml(yaml_path, "model config", error=ModelError) or {}
     try:
-        cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
         param = cfg.get("model", {}).get("params", {}).get("parameterization", "eps")
-    except (OSError, yaml.YAMLError, AttributeError):
+    except AttributeError:
         raise ModelError(f"{yaml_path} is not a readable model config") from None
     return "v_prediction" if param == "v" else "epsilon"
 
 
 def _components(sd: dict, own: dict, where: Path) -> Components:
-    import transformers
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
@@ -108,7 +132,7 @@ def _components(sd: dict, own: dict, where: Path) -> Components:
     parts = {}
     for slot in SLOTS:
         if own.get(slot):
-            config = transformers.CLIPTextConfig.from_dict(own[slot])
+            config = clip_config(own[slot], f"{where} ({slot})")
             parts[slot] = _text_encoder(sd, own["family"], slot, config, where)
             parts[slot.replace("text_encoder", "tokenizer")] = _tokenizer(own, own["family"], slot)
     return Components(
@@ -131,7 +155,7 @@ def _text_encoder(sd: dict, family: str, slot: str, config, where: Path):
 
     cls = transformers.CLIPTextModel if slot == "text_encoder" else transformers.CLIPTextModelWithProjection
     with init_empty_weights():
-        shell = cls(config)
+        shell = guarded(lambda: cls(config), f"{where} ({slot})")  # heads that do not divide the width
     prefix = _prefix(family, slot)
     if prefix.endswith(".transformer."):
         te_sd = convert_ldm_clip_checkpoint({k: v for k, v in sd.items() if k.startswith(prefix)})

@@ -15,15 +15,21 @@ from latentdiff.formats.detect import describe, read_header
 from latentdiff.models.assemble import build_module, load_vae
 from latentdiff.models.weights import SAFETENSORS, load_state_dict, sniff_format
 from latentdiff.runtime.libraries import quiet_libraries
+from latentdiff.runtime.reading import check_regular
 
 
 def load_vae_ref(ref, model_vae_config: dict, allow_pickle: bool = False):
     path = Path(ref).expanduser()
     if path.is_dir():
-        return load_vae(path / "vae" if (path / "vae" / "config.json").is_file() else path, allow_pickle)
-    if not path.is_file():
-        raise ModelError(f"--vae {ref}: no such file or folder")
+        return load_vae(path / "vae" if (path / "vae" / "config.json").exists() else path, allow_pickle)
+    _check_file(path, ref)
     return _vae_from_file(path, dict(model_vae_config), allow_pickle)
+
+
+def _check_file(path: Path, ref) -> None:
+    if not path.exists():
+        raise ModelError(f"--vae {ref}: no such file or folder")
+    check_regular(path, "--vae", ModelError)  # a FIFO would block the read
 
 
 def _vae_from_file(path: Path, config: dict, allow_pickle: bool):
@@ -51,7 +57,6 @@ def check_vae_ref(ref) -> None:
     path = Path(ref).expanduser()
     if path.is_dir():
         return
-    if not path.is_file():
-        raise ModelError(f"--vae {ref}: no such file or folder")
+    _check_file(path, ref)
     if sniff_format(path) == SAFETENSORS:
         _layout(list(read_header(path)[0]), path)

@@ -32,6 +32,7 @@ _RESIZE_ALIASES = {
     "Envelope (Outer Fit)": "fit",
 }
 _MODEL = re.compile(r"(.*?)(?: \[([0-9a-fA-F]{8,10})\])?")
+IP_ADAPTER_PREFIX, IP_ADAPTER = "ip-adapter", "ip-adapter_clip_sd15"  # the extension's IP-Adapter modules
 MAX_UNIT_CHARS = 4096  # a unit's text; far more than its eleven short fields take
 
 
@@ -61,9 +62,27 @@ def unit_text(rec: dict) -> str:
 
 
 def controlnet_fields(p: dict) -> dict:
-    """{"ControlNet 0": unit text, ...} for an image's recorded units."""
-    units = p.get("controls") or []
-    return {f"ControlNet {k}": unit_text(u) for k, u in enumerate(units) if isinstance(u, dict)}
+    """{"ControlNet 0": unit text, ...} for an image's recorded units, then its IP-Adapter image
+    prompts numbered on, as the extension writes an IP-Adapter unit (its ip-adapter_* module)."""
+    units = [u for u in p.get("controls") or [] if isinstance(u, dict)]
+    units += [_as_unit(r) for r in p.get("image_prompts") or [] if isinstance(r, dict)]
+    return {f"ControlNet {k}": unit_text(u) for k, u in enumerate(units)}
+
+
+def _as_unit(rec: dict) -> dict:
+    """An image prompt's record (workflows/image_prompt_record.py) as a unit record."""
+    return {
+        "module": rec.get("module") or IP_ADAPTER,
+        "model_name": rec.get("adapter_name"),
+        "a1111_hash": rec.get("a1111_hash"),
+        "weight": rec.get("scale", 1.0),
+    }
+
+
+def _as_image_prompt(unit: dict) -> dict:
+    """An A1111 IP-Adapter unit as an image prompt's record (no picture: A1111 does not store it)."""
+    names = {"scale": "weight", "adapter_name": "model_name", "a1111_hash": "a1111_hash", "module": "module"}
+    return {ours: unit[theirs] for ours, theirs in names.items()}
 
 
 def _value(text: str):
@@ -101,8 +120,9 @@ def parse_unit(text: str) -> dict | None:
     return rec
 
 
-def units_from_fields(fields: dict) -> tuple[list[dict], list[str]]:
-    """(the unit records, notes) of an A1111 line's "ControlNet N" fields, in N's order."""
+def units_from_fields(fields: dict) -> tuple[list[dict], list[dict], list[str]]:
+    """(the unit records, the image prompts' records, notes) of an A1111 line's "ControlNet N"
+    fields, in N's order: a unit whose module is an ip-adapter_* one is an image prompt."""
     found, notes = {}, []
     for key, value in fields.items():
         m = re.fullmatch(r"ControlNet (\d{1,2})", key)
@@ -112,11 +132,19 @@ def units_from_fields(fields: dict) -> tuple[list[dict], list[str]]:
                 notes.append(f"ignored {key}: {shown(value)!r} (not the ControlNet extension's unit form)")
             else:
                 found[int(m.group(1))] = rec
-    units = [found[k] for k in sorted(found)]
+    ordered = [found[k] for k in sorted(found)]
+    units = [u for u in ordered if not str(u["module"]).startswith(IP_ADAPTER_PREFIX)]
+    prompts = [_as_image_prompt(u) for u in ordered if str(u["module"]).startswith(IP_ADAPTER_PREFIX)]
+    if prompts:
+        names = ", ".join(f"{p['adapter_name']} [{p['a1111_hash'] or '?'}]" for p in prompts)
+        notes.append(
+            f"it used IP-Adapter {names}: A1111 does not store image prompts; give --image-prompt IMG for each "
+            "and --ip-adapter FILE (the line's weight is the scale unless flags say otherwise)"
+        )
     if units:
         names = ", ".join(f"{u['model_name']} [{u['a1111_hash'] or '?'}] ({u['module']})" for u in units)
         notes.append(
             f"it used ControlNet {names}: A1111 does not store control images; give --control IMAGE:MODEL "
             "for each unit (the line's module, weight, steps and resize are used unless flags say otherwise)"
         )
-    return units, notes
+    return units, prompts, notes

@@ -114,7 +114,9 @@ def format_infotext(p: dict) -> str:
         "Sampler": p.get("sampler") or sampler_name(p.get("scheduler"), {"_class_name": p.get("scheduler_class")}),
         "Schedule type": p.get("schedule_type"),
         **{name: p.get(key) for key, name in _option_names(p).items()},
-        "CFG scale": p["guidance"],
+        # Forge's fields for Flux: the loop's CFG scale (1 without true CFG) and the embedded guidance
+        "CFG scale": p.get("true_cfg", 1.0) if p.get("guidance_embedded") else p["guidance"],
+        "Distilled CFG Scale": p["guidance"] if p.get("guidance_embedded") else None,
         "Seed": p["seed"],
         "Size": f"{p['width']}x{p['height']}",
         "Model hash": p.get("model_hash"),
@@ -216,13 +218,20 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
     for ours, theirs in (("steps", "Steps"), ("guidance", "CFG scale"), ("seed", "Seed"), ("clip_skip", "Clip skip")):
         if theirs in f:
             params[ours] = _number(f[theirs])
+    if "Distilled CFG Scale" in f:  # Forge's Flux line: its CFG scale is the true CFG
+        params["true_cfg"] = params.pop("guidance", 1.0)
+        params["guidance"] = _number(f["Distilled CFG Scale"])
     if "Size" in f:
         width, x, height = f["Size"].partition("x")
         if x:
             params["width"], params["height"] = _number(width), _number(height)
         else:
             notes.append(f"ignored Size: {shown(f['Size'])!r} in {source} (not WIDTHxHEIGHT)")
-    if f.get("Sampler"):
+    if f.get("Sampler") and "Distilled CFG Scale" in f:  # Forge's Flux: the model's own flow-matching Euler
+        params["scheduler"] = None
+        if (f["Sampler"].strip().lower(), f.get("Schedule type", "simple").strip().lower()) != ("euler", "simple"):
+            notes.append(f"Forge's Flux sampler {shown(f['Sampler'])!r}: using the model's own flow-matching Euler")
+    elif f.get("Sampler"):
         params["scheduler"] = _scheduler_from(f, notes)
     tags = NETWORK_TAG.findall(prompt)
     if tags:
@@ -233,9 +242,11 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
             + "; pass the files with --lora "
             + " --lora ".join(f"{n}.safetensors:{w or 1}" for _, n, w in tags)
         )
-    units, unit_notes = units_from_fields(f)
+    units, prompts, unit_notes = units_from_fields(f)
     if units:
         params["controls"], params["control_mode"] = units, units[0]["mode"]
+    if prompts:
+        params["image_prompts"] = prompts
     notes += unit_notes
     if f.get("Model"):
         notes.append(f"it used model {f['Model']!r} (hash {f.get('Model hash', '?')}); pass --model to choose one")

@@ -16,6 +16,7 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         "seed": seed,
         "steps": request.steps,
         "guidance": request.guidance,
+        **_guidance(pipe, request),
         "scheduler": request.scheduler,
         "clip_skip": request.clip_skip,
         "prompt_syntax": request.prompt_syntax,
@@ -39,11 +40,25 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
     }
 
 
+def _guidance(pipe, request) -> dict:
+    """A guidance-distilled model's (Flux dev's): `guidance` is embedded, `true_cfg` the loop's CFG."""
+    embedded = pipe.family.guidance(pipe.components, request.guidance, request.true_cfg)[1] is not None
+    return {
+        **({"guidance_embedded": True} if embedded else {}),
+        **({"true_cfg": request.true_cfg} if request.true_cfg != 1.0 else {}),
+    }
+
+
 def _controls(request) -> dict:
     """Each control unit (workflows/control.py: its model's path, name and hashes, its picture's path
     and pixel hash, preprocessor, weight, step range, resize and mode)."""
-    units = getattr(request, "controls", ())
-    return {"controls": [dict(u.record) for u in units]} if units else {}
+    units, slots = getattr(request, "controls", ()), getattr(request, "image_prompts", ())
+    return {
+        **({"controls": [dict(u.record) for u in units]} if units else {}),
+        # each IP-Adapter image prompt (workflows/image_prompt_record.py: its picture's path and pixel
+        # hash or its face embeddings' hash, scale, adapter path, name and hashes, image encoder)
+        **({"image_prompts": [dict(s.record) for s in slots]} if slots else {}),
+    }
 
 
 def _model_lora(pipe) -> dict:

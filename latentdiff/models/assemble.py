@@ -15,19 +15,23 @@ from latentdiff.errors import ModelError
 from latentdiff.models.checks import guarded
 from latentdiff.models.components import Components
 from latentdiff.models.configs import (
+    DENOISERS,
     INDEX_OPTIONS,
     TEXT_PARTS,
+    TOKENIZER_CLASSES,
     ModelConfigs,
     check_numbers_where_numbers,
     component_config,
+    diffusers_config,
     read_configs,
     read_index,
     text_config,
     text_encoder_class,
 )
-from latentdiff.models.files import first_line
+from latentdiff.models.files import first_line, is_present
 from latentdiff.models.weights import assign, fill, stored_values
 from latentdiff.runtime.libraries import quiet_libraries
+from latentdiff.runtime.reading import check_regular, is_special
 
 
 def load_components(
@@ -53,23 +57,29 @@ def build(
     """The components `cfgs` describe: weights on `device`, in their stored dtype or, given `dtype`
     (`vae_dtype` for the VAE), cast to it tensor by tensor while reading, with the UNet's and VAE's
     conv weights channels_last if asked."""
+    import diffusers
     import transformers
-    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     quiet_libraries()
     path = cfgs.path
     load = dict(allow_pickle=allow_pickle, device=device)
     unet = _build(
-        UNet2DConditionModel,
+        getattr(diffusers, DENOISERS[cfgs.denoiser]),
         cfgs.unet,
-        path / "unet",
+        path / cfgs.denoiser,
         cfgs.values["unet"],
         **load,
         dtype=dtype,
         channels_last=channels_last,
     )
     vae = _build(
-        AutoencoderKL, cfgs.vae, path / "vae", cfgs.values["vae"], **load, dtype=vae_dtype, channels_last=channels_last
+        diffusers.AutoencoderKL,
+        cfgs.vae,
+        path / "vae",
+        cfgs.values["vae"],
+        **load,
+        dtype=vae_dtype,
+        channels_last=channels_last,
     )
     text = {}
     for te_name, tok_name in TEXT_PARTS:
@@ -78,7 +88,7 @@ def build(
             text[te_name] = _build(
                 getattr(transformers, cls_name), config, path / te_name, cfgs.values[te_name], **load, dtype=dtype
             )
-            text[tok_name] = load_tokenizer(path / tok_name)
+            text[tok_name] = load_tokenizer(path / tok_name, tokenizer_class(cfgs.index, tok_name))
     return Components(
         unet=unet,
         vae=vae,
@@ -192,19 +202,42 @@ def load_vae(path: Path, allow_pickle: bool = False):
     from diffusers import AutoencoderKL
 
     quiet_libraries()
-    if not (path / "config.json").is_file():
+    if not is_present(path / "config.json", "VAE config"):
         raise ModelError(f"{path} is not a VAE folder: config.json is missing")
     return _build(
-        AutoencoderKL, component_config(path / "config.json", "vae"), path, stored_values(path), allow_pickle, "cpu"
+        AutoencoderKL, diffusers_config(path / "config.json", "vae"), path, stored_values(path), allow_pickle, "cpu"
     )
 
 
-def load_tokenizer(path: Path):
-    from transformers import CLIPTokenizer
+_VOCAB_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "spiece.model")
+
+
+def tokenizer_class(index: dict, name: str) -> str:
+    """The tokenizer class model_index.json names for `name` (CLIPTokenizer where it names none)."""
+    entry = index.get(name)
+    cls_name = entry[1] if isinstance(entry, list) and len(entry) == 2 and entry[1] else "CLIPTokenizer"
+    if cls_name not in TOKENIZER_CLASSES:
+        raise ModelError(f"tokenizer class {cls_name!r} is not supported (supported: {', '.join(TOKENIZER_CLASSES)})")
+    return cls_name
+
+
+def load_tokenizer(path: Path, cls_name: str = "CLIPTokenizer"):
+    import transformers
 
     if not path.is_dir() or not any(path.iterdir()):
         raise ModelError(f"tokenizer folder {path} is missing or empty")
+    for f in path.iterdir():  # transformers opens what it finds: a FIFO would block it
+        if is_special(f) or f.name in _VOCAB_FILES:
+            check_regular(f, "tokenizer file", ModelError)
+    # Without them transformers builds a tokenizer of 2 tokens that makes every prompt padding
+    # (found by the fuzzing: tokenizer.json a folder); the files are checked as regular above.
+    if not (
+        (path / "tokenizer.json").exists()
+        or (path / "spiece.model").exists()  # T5's sentencepiece model
+        or all((path / n).exists() for n in ("vocab.json", "merges.txt"))
+    ):
+        raise ModelError(f"tokenizer folder {path} holds neither tokenizer.json nor vocab.json and merges.txt")
     try:
-        return CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
+        return getattr(transformers, cls_name).from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged tokenizer file fails in many types
         raise ModelError(f"cannot read the tokenizer in {path}: {first_line(e)}") from None

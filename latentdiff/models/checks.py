@@ -1,6 +1,8 @@
 """Checks of a config's values, before a module or scheduler is built from it:
 
 - counts that make Python objects (layers, blocks, heads, list lengths) are bounded;
+- a number wherever the class the config is for (diffusers' UNet, VAE and schedulers, transformers'
+  CLIP) holds a number by default, so a string or null there is one line, not a torch traceback;
 - scheduler configs must name a diffusers scheduler and a step count it can work with;
 - latentdiff.json's recommended settings are checked like the flags they stand for;
 - any error a library raises over a bad config becomes one line naming the file.
@@ -11,13 +13,15 @@ module is built, on the meta device: models/assemble.py.)
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from pathlib import Path
 
 import latentdiff.config.params as params
 from latentdiff.errors import ModelError
 from latentdiff.models.files import first_line
-from latentdiff.sampling.schedulers import make_scheduler
+from latentdiff.sampling.schedulers import SCHEDULERS, make_scheduler
 
 MAX_COUNT = 256  # layers, blocks, heads per config entry
 MAX_LIST = 64
@@ -38,7 +42,9 @@ def guarded(fn, path: Path):
 
 
 def check_config_numbers(config: dict, path: Path) -> None:
-    """Bound what would make objects or overflow: counts, list lengths, any integer."""
+    """Bound what would make objects or overflow: counts, list lengths, any integer. No whole number
+    of a config is negative (token ids aside) and no count of heads is 0: a text encoder built with
+    -1 heads loads and fails at its first prompt (found by the fuzzing)."""
     for key, value in config.items():
         values = value if isinstance(value, list) else [value]
         if isinstance(value, list) and len(value) > MAX_LIST:
@@ -49,8 +55,9 @@ def check_config_numbers(config: dict, path: Path) -> None:
             if isinstance(v, float) and not math.isfinite(v):
                 raise ModelError(f"{path}: {key} is {v}, not a finite number")
             limit = MAX_COUNT if any(w in key for w in _COUNT_WORDS) else MAX_INT
-            if abs(v) > limit:
-                raise ModelError(f"{path}: {key} = {v} is out of range (at most {limit:,})")
+            least = 1 if "heads" in key else 0
+            if abs(v) > limit or isinstance(v, int) and v < least and not key.endswith("_token_id"):
+                raise ModelError(f"{path}: {key} = {v} is out of range (from {least} to {limit:,})")
 
 
 def check_scheduler_config(config: dict, path: Path) -> dict:
@@ -74,14 +81,107 @@ def check_scheduler_config(config: dict, path: Path) -> dict:
             f"got {config.get('prediction_type')!r}"
         )
     check_config_numbers(config, path)
+    check_numbers_where_numbers(config, _scheduler_defaults(cls), path)
     check_scheduler_steps(config, None, 1, path)
     return config
+
+
+def _scheduler_defaults(own) -> dict:
+    """The defaults of the config's own scheduler class over those of every class a request may
+    build on the same config (sampling/schedulers.SCHEDULERS)."""
+    import diffusers
+
+    merged = {}
+    for method in SCHEDULERS.values():
+        merged = {**init_defaults(getattr(diffusers, method.cls)), **merged}
+    return {**merged, **init_defaults(own)}
+
+
+@functools.lru_cache(maxsize=None)
+def init_defaults(cls) -> dict:
+    """The keyword defaults of a diffusers class's __init__: what its config holds when a key is left out."""
+    empty = inspect.Parameter.empty
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not empty}
+
+
+DIFFUSERS_CLASSES = {"unet": "UNet2DConditionModel", "transformer": "FluxTransformer2DModel", "vae": "AutoencoderKL"}
+
+
+def check_diffusers_config(config: dict, what: str, path: Path) -> dict:
+    """A UNet's or VAE's config (`what`: unet or vae): numbers bounded and numbers where diffusers'
+    class has them. Returns it unchanged."""
+    import diffusers
+
+    check_config_numbers(config, path)
+    check_numbers_where_numbers(config, init_defaults(getattr(diffusers, DIFFUSERS_CLASSES[what])), path, True)
+    size = config.get("sample_size")
+    if what == "unet" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ModelError(f"{path}: sample_size must be a whole number >= 1 (latent pixels), got {_shown(size)}")
+    return config
+
+
+def check_numbers_where_numbers(given: dict, defaults, path: Path, per_block: bool = False) -> None:
+    """A number wherever the class's `defaults` (a dict, or a config object) hold one: a whole
+    number where they hold an int, a list of numbers where a tuple of them; with `per_block`
+    (diffusers' models) an int may also be given as a (nested) list of ints, one per block. A
+    null or a string there fails later, deep inside torch (found by the fuzzing: layer_norm_eps
+    null; issue 24: a VAE scaling_factor "0.18215"). Special token ids may be null in real
+    configs; check_text_pair checks them against the tokenizer."""
+    for key, value in given.items():
+        default = defaults.get(key) if isinstance(defaults, dict) else getattr(defaults, key, None)
+        kind = _number_kind(default)
+        if kind is None or key.endswith("_token_id"):
+            continue
+        listed = isinstance(value, list) and value and _leaves_are(value, kind)
+        if isinstance(default, (tuple, list)):
+            ok, shape = listed, "a list of "
+        else:
+            ok, shape = _is(value, kind) or (per_block and kind is int and listed), ""
+        if not ok:
+            noun = (
+                ("whole numbers" if shape else "a whole number")
+                if kind is int
+                else ("numbers" if shape else "a number")
+            )
+            raise ModelError(f"{path}: {key} must be {shape}{noun} (like {default!r}), got {_shown(value)}")
+
+
+def _number_kind(default) -> type | None:
+    """int or float for a number or a non-empty tuple of them; None for anything else (bools too)."""
+    values = list(default) if isinstance(default, (tuple, list)) and default else [default]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return int if all(isinstance(v, int) for v in values) else float
+
+
+def _is(value, kind: type) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and (kind is float or isinstance(value, int))
+
+
+def _leaves_are(value: list, kind: type) -> bool:
+    """Every leaf of the nested lists `value` is a number of `kind` (read_json bounds the nesting)."""
+    pending = [value]
+    while pending:
+        v = pending.pop()
+        if isinstance(v, list):
+            pending.extend(v)
+        elif not _is(v, kind):
+            return False
+    return True
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_scheduler_steps(config: dict, name: str | None, steps: int, path) -> None:
     """Build the scheduler (the model's own, or method `name` on its config) and set `steps`
     timesteps once, so a config it cannot work with fails here, in one line, before any work."""
-    guarded(lambda: make_scheduler(config, name).set_timesteps(steps), path)
+    # A shifted flow-matching schedule takes its shift mu from the image's size, unknown here: any will do.
+    shift = {"mu": 1.0} if config.get("use_dynamic_shifting") else {}
+    guarded(lambda: make_scheduler(config, name).set_timesteps(steps, **shift), path)
 
 
 def check_defaults(defaults: dict, path: Path) -> dict:

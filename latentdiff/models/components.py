@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentdiff.models.configs import DEFAULTS_FILE, TEXT_PARTS
+from latentdiff.models.configs import DEFAULTS_FILE, TEXT_PARTS, denoiser_folder
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.runtime.libraries import quiet_libraries
 
@@ -32,13 +32,13 @@ MODEL_INDEX = {
 
 @dataclass
 class Components:
-    unet: Any
+    unet: Any  # the denoiser: a UNet2DConditionModel, or a transformer (Flux's, saved in transformer/)
     vae: Any
     text_encoder: Any
     tokenizer: Any
     scheduler_config: dict
     defaults: dict
-    text_encoder_2: Any = None  # SDXL's CLIPTextModelWithProjection
+    text_encoder_2: Any = None  # SDXL's CLIPTextModelWithProjection, Flux's T5EncoderModel
     tokenizer_2: Any = None
     index: dict = field(default_factory=dict)  # INDEX_OPTIONS found in model_index.json
     # A diffusion upscaler's parts beside the UNet (StableDiffusionUpscalePipeline layout):
@@ -54,20 +54,22 @@ def save_components(c: Components, out: Path, scheduler_class: str, extra_defaul
     (SDXL: StableDiffusionXLPipeline, or its Img2Img pipeline for a refiner)."""
     quiet_libraries()
     out.mkdir(parents=True, exist_ok=True)
-    c.unet.save_pretrained(out / "unet", safe_serialization=True)
+    index = model_index(c, scheduler_class)
+    denoiser = denoiser_folder(index, out)
+    c.unet.save_pretrained(out / denoiser, safe_serialization=True)
     c.vae.save_pretrained(out / "vae", safe_serialization=True)
     for te_name, tok_name in TEXT_PARTS:
         if getattr(c, te_name) is not None:
             getattr(c, te_name).save_pretrained(out / te_name, safe_serialization=True)
             getattr(c, tok_name).save_pretrained(str(out / tok_name))
-    as_umask_allows(*(out / name for name in ("unet", "vae", *(n for n, _ in TEXT_PARTS)) if (out / name).is_dir()))
+    as_umask_allows(*(out / name for name in (denoiser, "vae", *(n for n, _ in TEXT_PARTS)) if (out / name).is_dir()))
     sched = {**c.scheduler_config, "_class_name": scheduler_class}
     low = {"_class_name": "DDPMScheduler", **c.upscaler["low_res_scheduler"]} if c.upscaler else None
     for name, config in (("scheduler", sched), ("low_res_scheduler", low)):
         if config is not None:
             (out / name).mkdir(exist_ok=True)
             (out / name / "scheduler_config.json").write_text(json.dumps(config, indent=2))
-    (out / "model_index.json").write_text(json.dumps(model_index(c, scheduler_class), indent=2))
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
     defaults = {**c.defaults, **(extra_defaults or {})}
     if defaults:
         (out / DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2))

@@ -7,7 +7,6 @@ from; `model_facts` is the lighter read a request is checked against before load
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,16 +15,22 @@ from latentdiff.models.checks import (
     MAX_TRAIN_TIMESTEPS,
     check_config_numbers,
     check_defaults,
+    check_diffusers_config,
+    check_numbers_where_numbers,
     check_scheduler_config,
     guarded,
 )
-from latentdiff.models.files import confined, read_json_object
+from latentdiff.models.files import confined, is_present, read_json_object
 from latentdiff.models.weights import stored_values
+from latentdiff.runtime.reading import read_json
 
-SUPPORTED = "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants"
+SUPPORTED = "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell)"
 # (encoder, tokenizer) folder pairs; SDXL has both, its refiner only the second.
 TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
-TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
+TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
+TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast", "T5TokenizerFast")
+# The denoiser's folder and class: a UNet, or a transformer (Flux). Components.unet holds either.
+DENOISERS = {"unet": "UNet2DConditionModel", "transformer": "FluxTransformer2DModel"}
 # Pipeline-level options of model_index.json that change how prompts are conditioned.
 INDEX_OPTIONS = ("force_zeros_for_empty_prompt", "requires_aesthetics_score")
 DEFAULTS_FILE = "latentdiff.json"  # our recommended settings; diffusers ignores the file
@@ -46,6 +51,7 @@ class ModelConfigs:
     upscaler: dict  # Components.upscaler
     values: dict = field(default_factory=dict)  # component -> weights.stored_values(): (count, exact)
     unet_params: int | None = None  # the UNet's weight count from its safetensors headers; None for pickle
+    denoiser: str = "unet"  # the denoiser's folder (DENOISERS)
 
 
 def read_configs(path: Path, defaults_from: Path | None = None) -> ModelConfigs:
@@ -53,22 +59,34 @@ def read_configs(path: Path, defaults_from: Path | None = None) -> ModelConfigs:
     recommended settings of `defaults_from` (a LoRA folder) override the model's own."""
     index = check_model_dir(path)
     defaults = {**read_defaults(path), **(read_defaults(defaults_from) if defaults_from is not None else {})}
-    unet, vae = _component(path, "unet", "unet"), _component(path, "vae", "vae")
+    folder = denoiser_folder(index, path)
+    unet, vae = _component(path, folder, folder), _component(path, "vae", "vae")
     text = {}
     for te_name, _ in TEXT_PARTS:
         cls_name = text_encoder_class(index, path, te_name)
         if cls_name is not None:
-            text[te_name] = (cls_name, text_config(path / te_name / "config.json"))
-    values = {name: stored_values(path / name) for name in ("unet", "vae", *text)}
+            text[te_name] = (cls_name, text_config(path / te_name / "config.json", cls_name))
+    values = {name: stored_values(path / name) for name in ("vae", *text)}
+    values["unet"] = stored_values(path / folder)
     scheduler = read_scheduler_config(path / "scheduler" / "scheduler_config.json")
     unet_params = values["unet"][0] if values["unet"][1] else None
-    return ModelConfigs(
-        path, index, unet, vae, text, scheduler, defaults, read_upscaler(path, index), values, unet_params
-    )
+    upscaler = read_upscaler(path, index)
+    return ModelConfigs(path, index, unet, vae, text, scheduler, defaults, upscaler, values, unet_params, folder)
+
+
+def denoiser_folder(index: dict, path: Path) -> str:
+    """The folder of the model's denoiser: `transformer` where model_index.json names one (or,
+    without an index entry, the folder exists), else `unet`."""
+    return "transformer" if "transformer" in index or (path / "transformer").is_dir() else "unet"
 
 
 def _component(path: Path, name: str, what: str) -> dict:
-    return component_config(path / name / "config.json", what)
+    return diffusers_config(path / name / "config.json", what)
+
+
+def diffusers_config(config_path: Path, what: str) -> dict:
+    """A UNet's or VAE's config.json (`what`: unet or vae), checked (checks.check_diffusers_config)."""
+    return check_diffusers_config(read_json_object(config_path, what), what, config_path)
 
 
 def component_config(config_path: Path, what: str) -> dict:
@@ -78,28 +96,20 @@ def component_config(config_path: Path, what: str) -> dict:
     return config
 
 
-def text_config(config_path: Path):
-    """A text encoder's config.json as transformers' CLIPTextConfig."""
+def text_config(config_path: Path, cls_name: str = "CLIPTextModel"):
+    """A text encoder's config.json as transformers' config class of `cls_name` (CLIPTextConfig, T5Config)."""
+    return clip_config(component_config(config_path, "text encoder"), config_path, cls_name)
+
+
+def clip_config(te_dict: dict, where, cls_name: str = "CLIPTextModel"):
+    """A text encoder's config dict, checked, as transformers' config class of `cls_name`."""
     # Here, not at the top: importing transformers takes seconds (preflight reads configs without it).
     import transformers
 
-    te_dict = component_config(config_path, "text encoder")
-    check_numbers_where_numbers(te_dict, transformers.CLIPTextConfig(), config_path)
-    return guarded(lambda: transformers.CLIPTextConfig.from_dict(te_dict), config_path)
-
-
-def check_numbers_where_numbers(given: dict, defaults, path: Path) -> None:
-    """A number wherever the config class's defaults hold one (a whole number where they hold an int):
-    a null or a string there fails later, deep inside torch (found by the fuzzing: layer_norm_eps null).
-    Special token ids may be null in real configs; check_text_pair checks them against the tokenizer."""
-    for key, value in given.items():
-        default = getattr(defaults, key, None)
-        if key.endswith("_token_id") or isinstance(default, bool) or not isinstance(default, (int, float)):
-            continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or (isinstance(default, int) and not isinstance(value, int)):
-            kind = "a whole number" if isinstance(default, int) else "a number"
-            raise ModelError(f"{path}: {key} must be {kind} (like {default!r}), got {value!r}")
+    config_cls = transformers.T5Config if cls_name.startswith("T5") else transformers.CLIPTextConfig
+    check_config_numbers(te_dict, where)
+    check_numbers_where_numbers(te_dict, config_cls(), where)
+    return guarded(lambda: config_cls.from_dict(te_dict), where)
 
 
 # ---- the folder -------------------------------------------------------------------------------
@@ -113,7 +123,7 @@ def check_model_dir(path: Path) -> dict:
     what = describe_folder(path)
     if what:
         raise ModelError(f"{path} is {what}, not a model this can generate with; supported: {SUPPORTED}")
-    if not (path / "model_index.json").is_file():
+    if not is_present(path / "model_index.json", "model index"):
         raise ModelError(f"{path} is not a diffusers-format model: model_index.json is missing")
     index = read_index(path)
     missing = [c for c in required_components(path, index) if not (path / c).is_dir()]
@@ -133,6 +143,8 @@ def describe_folder(path: Path) -> str | None:
                 "StableDiffusionInpaint",
                 "StableDiffusionImg2Img",
                 "StableDiffusionUpscale",
+                "FluxPipeline",
+                "FluxImg2ImgPipeline",
             )
         )
         return None if sd or not cls else f"a {cls} model"
@@ -145,15 +157,15 @@ def _class_name(config: Path) -> str | None:
     if not config.is_file():
         return None
     try:
-        return str(json.loads(config.read_text(encoding="utf-8")).get("_class_name", ""))
-    except (OSError, ValueError, AttributeError):
+        return str(read_json(config, "config", error=ModelError).get("_class_name", ""))
+    except (ModelError, AttributeError):
         return None
 
 
 def required_components(path: Path, index: dict) -> list[str]:
     """The component folders a model needs: SD's five, SDXL's with `text_encoder_2` and
     `tokenizer_2`, an SDXL refiner's without the first encoder (as model_index.json says)."""
-    needed = ["unet", "vae", "scheduler"]
+    needed = [denoiser_folder(index, path), "vae", "scheduler"]
     for te_name, tok_name in TEXT_PARTS:
         if text_encoder_class(index, path, te_name) is not None:
             needed += [te_name, tok_name]
@@ -162,7 +174,7 @@ def required_components(path: Path, index: dict) -> list[str]:
 
 def read_index(path: Path) -> dict:
     f = path / "model_index.json"
-    return read_json_object(f, "model index") if f.is_file() else {}
+    return read_json_object(f, "model index") if is_present(f, "model index") else {}
 
 
 def text_encoder_class(index: dict, path: Path, name: str) -> str | None:
@@ -190,9 +202,10 @@ def read_scheduler_config(path: Path) -> dict:
 def read_upscaler(path: Path, index: dict) -> dict:
     """The low-res scheduler config and max noise level diffusers keeps beside an upscaler's UNet."""
     f = path / "low_res_scheduler" / "scheduler_config.json"
-    if "low_res_scheduler" not in index and not f.is_file():
+    present = is_present(f, "low-res scheduler config")
+    if "low_res_scheduler" not in index and not present:
         return {}
-    low = read_scheduler_config(f) if f.is_file() else {"_class_name": "DDPMScheduler"}
+    low = read_scheduler_config(f) if present else {"_class_name": "DDPMScheduler"}
     level = index.get("max_noise_level", MAX_NOISE_LEVEL)
     if not isinstance(level, int) or level < 0:
         raise ModelError(f"{path / 'model_index.json'}: max_noise_level must be a whole number >= 0, got {level!r}")
@@ -201,7 +214,7 @@ def read_upscaler(path: Path, index: dict) -> dict:
 
 def read_defaults(path: Path) -> dict:
     f = path / DEFAULTS_FILE
-    return check_defaults(read_json_object(f, "latentdiff defaults"), f) if f.is_file() else {}
+    return check_defaults(read_json_object(f, "latentdiff defaults"), f) if is_present(f, "latentdiff defaults") else {}
 
 
 def own_upscaler(model_dir, defaults: dict) -> str | None:
@@ -238,7 +251,8 @@ def model_facts(path: Path) -> ModelFacts | None:
     None where only loading can tell (an upscaler, an odd config, which loading then refuses with
     its own message). A folder that is no model is refused here."""
     check_model_dir(path)
-    unet = read_json_object(path / "unet" / "config.json", "unet")
+    folder = denoiser_folder(read_index(path), path)
+    unet = read_json_object(path / folder / "config.json", folder)
     vae = read_json_object(path / "vae" / "config.json", "vae")
     sample = unet.get("sample_size")
     # Anything odd (or huge): None, and loading says what is wrong.
@@ -254,7 +268,7 @@ def model_facts(path: Path) -> ModelFacts | None:
     layers = [
         read_json_object(path / te / "config.json", "text encoder").get("num_hidden_layers")
         for te, _ in TEXT_PARTS
-        if (path / te / "config.json").is_file()
+        if is_present(path / te / "config.json", "text encoder config")
     ]
     text_layers = min(layers) if layers and _counts(layers) else None
     return ModelFacts(path, factor, sample * factor, timesteps, read_defaults(path), unet, vae, text_layers)

@@ -1,30 +1,36 @@
 """A model folder is user data: read its JSON files and the file names they hold without trusting
-them. The lowest layer of models/ (the standard library and errors only).
+them. The lowest layer of models/ (the standard library, errors and runtime/reading only).
 
 - configs must be JSON objects (diffusers treats anything else as a hub id and answers with
-  "check your internet connection");
+  "check your internet connection"), read bounded in bytes and nesting (runtime/reading.py);
+- a FIFO, device or socket where a model file belongs is refused at once, never opened;
 - every file a folder names (sharded index files, latentdiff.json) must lie inside it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path, PurePosixPath
 
 from latentdiff.errors import ModelError
+from latentdiff.runtime.reading import check_regular, read_json
+
+
+def is_present(path: Path, what: str) -> bool:
+    """True for a regular file, False where nothing is; a FIFO, device, socket or folder where a
+    file of the model belongs is refused at once (reading a FIFO would block forever)."""
+    if not os.path.exists(path):
+        return False
+    check_regular(path, what, ModelError)
+    return True
 
 
 def read_json_object(path: Path, what: str) -> dict:
-    """The JSON object in `path`, or one ModelError saying what is wrong with the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{what} config {path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ModelError(f"{what} config {path} is not valid JSON: {e}") from None
-    except OSError as e:
-        raise ModelError(f"{what} config {path} cannot be read: {e.strerror or e}") from None
+    """The JSON object in `path` (at most reading.MAX_CONFIG_BYTES, nested at most MAX_DEPTH
+    deep), or one ModelError saying what is wrong with the file."""
+    if not is_present(path, f"{what} config"):
+        raise ModelError(f"{what} config {path} is missing")
+    data = read_json(path, f"{what} config", error=ModelError)
     if not isinstance(data, dict):
         raise ModelError(f"{what} config {path} must hold a JSON object, not {type(data).__name__}")
     return data

@@ -7,16 +7,17 @@ file that is really a pickle is refused like any other pickle.
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import re
 import struct
 import warnings
 from pathlib import Path
 
 from latentdiff.errors import ModelError
-from latentdiff.models.files import confined, read_json_object
+from latentdiff.models.files import confined, is_present, read_json_object
 from latentdiff.runtime.memory import allocation_errors
+from latentdiff.runtime.reading import MiB, open_regular, parse_json, size_text
 
 SAFETENSORS, PICKLE_ZIP, PICKLE_RAW, UNKNOWN = "safetensors", "pickle-zip", "pickle", "unknown"
 PICKLE_FLAG = "--allow-pickle"
@@ -24,18 +25,22 @@ _STEMS = ("diffusion_pytorch_model", "model")
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
 # Old CLIP checkpoints carry position_ids as a persistent buffer; newer code makes it non-persistent.
 _IGNORABLE_UNEXPECTED = ("text_model.embeddings.position_ids", "embeddings.position_ids")
+# A header lists each tensor's name, dtype, shape and offsets in ~100 bytes: SDXL's ~2,500 tensors
+# take ~250 KB. Parsing one costs ~10x its size in Python objects, so 16 MiB bounds that to ~200 MB
+# (safetensors' own cap, 100 MB, would allow 1 GB+).
+MAX_HEADER_BYTES = 16 * MiB
 
 
 def sniff_format(path: Path) -> str:
     """Tell safetensors from pickle by content."""
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path, "weights file", ModelError), "rb") as f:
         head = f.read(16)
     if head[:4] == b"PK\x03\x04":
         return PICKLE_ZIP  # torch.save's zip container holds a pickle
     if len(head) >= 9:
         (n,) = struct.unpack("<Q", head[:8])
         # Before the pickle test: a header of 128 + 256k bytes also starts with 0x80.
-        if 2 <= n < 100_000_000 and head[8:9] == b"{":
+        if n >= 2 and head[8:9] == b"{":  # any length: safetensors_header says what is wrong with it
             return SAFETENSORS
     if head[:1] == b"\x80":
         return PICKLE_RAW
@@ -46,7 +51,7 @@ def find_weight_files(component_dir: Path) -> list[Path]:
     """The weight file(s) of one component, preferring full-precision safetensors."""
     for suffix in (".safetensors", ".fp16.safetensors"):
         for stem in _STEMS:
-            if (component_dir / f"{stem}{suffix}").is_file():
+            if is_present(component_dir / f"{stem}{suffix}", "weights file"):
                 return [component_dir / f"{stem}{suffix}"]
     for index in sorted(component_dir.glob("*.safetensors.index.json")) + sorted(
         component_dir.glob("*.bin.index.json")
@@ -54,7 +59,7 @@ def find_weight_files(component_dir: Path) -> list[Path]:
         return _shards(index, component_dir)
     for suffix in _PICKLE_SUFFIXES:
         for stem in _STEMS:
-            if (component_dir / f"{stem}{suffix}").is_file():
+            if is_present(component_dir / f"{stem}{suffix}", "weights file"):
                 return [component_dir / f"{stem}{suffix}"]
     found = sorted(p.name for p in component_dir.glob("*") if p.suffix in (".safetensors", *_PICKLE_SUFFIXES))
     if found:
@@ -78,12 +83,13 @@ def load_state_dict(
     """Read one weights file into a state dict, enforcing the safetensors-only policy.
     With `dtype`, floating tensors are cast one at a time as they are read; `channels_last`
     stores 4-D (convolution) weights in that layout in the same pass."""
-    if not path.is_file():
+    if not is_present(path, "weights file"):
         raise ModelError(f"weights file {path} is missing")
     if path.stat().st_size == 0:
         raise ModelError(f"weights file {path} is empty (0 bytes)")
     fmt = sniff_format(path)
     if fmt == SAFETENSORS:
+        safetensors_header(path)  # bounded, before safetensors parses it (up to 100 MB) itself
         return _load_safetensors(path, device, dtype, channels_last)
     if fmt in (PICKLE_ZIP, PICKLE_RAW):
         if not allow_pickle:
@@ -124,16 +130,59 @@ def parameter_count(component_dir: Path) -> int | None:
     None when it is not stored as readable safetensors."""
     total = 0
     try:
-        for f in find_weight_files(component_dir):
-            if sniff_format(f) != SAFETENSORS:
-                return None
-            with open(f, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(n))
-            total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
-    except (ModelError, OSError, ValueError, KeyError, TypeError, struct.error):
+        files = find_weight_files(component_dir)
+    except ModelError:
         return None
+    for f in files:
+        if sniff_format(f) != SAFETENSORS:
+            return None
+        total += sum(math.prod(v["shape"]) for k, v in safetensors_header(f).items() if k != "__metadata__")
     return total
+
+
+def safetensors_header(path: Path) -> dict:
+    """The tensor table of a safetensors file ({name: {dtype, shape, data_offsets}}, with
+    "__metadata__" if any), read without its tensor data: at most MAX_HEADER_BYTES, nested at most
+    reading.MAX_DEPTH deep, and every tensor's offsets inside the file and its shape no larger than
+    its bytes (so the counts it gives can bound what a config may allocate)."""
+    with os.fdopen(open_regular(path, "weights file", ModelError), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if n > MAX_HEADER_BYTES:
+            raise ModelError(
+                f"weights file {path} declares a safetensors header of {size_text(n)}; at most "
+                f"{size_text(MAX_HEADER_BYTES)} is read (real models' headers are well under 1 MiB)"
+            )
+        if not 0 <= n <= size - 8:
+            raise ModelError(f"weights file {path} is truncated or corrupt: its safetensors header is cut off")
+        text = f.read(n).decode("utf-8", errors="replace")
+    header = parse_json(text, f"the safetensors header of {path}", ModelError)
+    if not isinstance(header, dict):
+        raise ModelError(f"weights file {path} has a damaged safetensors header: it is not a table")
+    data_bytes = size - 8 - n
+    for name, entry in header.items():
+        problem = None if name == "__metadata__" else _entry_problem(entry, data_bytes)
+        if problem:
+            raise ModelError(f"weights file {path} is truncated or corrupt: tensor {str(name)[:80]!r} {problem}")
+    return header
+
+
+def _entry_problem(entry, data_bytes: int) -> str | None:
+    """What is wrong with one tensor's header entry, or None."""
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if isinstance(entry, dict) else (None, None)
+    if not (isinstance(shape, list) and len(shape) <= 8 and all(whole(d) for d in shape)):
+        return "has no shape of at most 8 whole numbers"
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(whole(o) for o in offsets)):
+        return "has no data_offsets [begin, end]"
+    begin, end = offsets
+    if not begin <= end <= data_bytes:
+        return f"lies at bytes {begin:,} to {end:,} of data, but the file holds {data_bytes:,}"
+    # Two values a byte at most (4-bit types); the exact size per dtype is safetensors' own check.
+    if math.prod(shape) > 2 * (end - begin):
+        return f"claims {math.prod(shape):,} values in {end - begin:,} bytes"
+    return None
 
 
 def stored_values(component_dir: Path) -> tuple[int | None, bool]:
@@ -227,6 +276,15 @@ def assign(
     return fill(module, sd, component_dir)
 
 
+def _untied(module, missing: list[str]) -> list[str]:
+    """The missing keys that tying the module's shared weights (T5's embeddings, stored once) does
+    not fill."""
+    if missing and hasattr(module, "tie_weights"):
+        module.tie_weights()
+        return [k for k in missing if module.get_parameter(k).is_meta]
+    return missing
+
+
 def fill(module, sd: dict, where):
     """Assign the tensors of `sd` to `module`; any missing, extra or misshapen one is one error
     naming `where`."""
@@ -236,8 +294,9 @@ def fill(module, sd: dict, where):
         first = str(e).strip().splitlines()
         raise ModelError(f"weights in {where} do not fit its config: {first[-1].strip()}") from None
     unexpected = [k for k in result.unexpected_keys if k not in _IGNORABLE_UNEXPECTED]
-    if result.missing_keys or unexpected:
-        keys = (result.missing_keys or unexpected)[:3]
-        kind = "lack" if result.missing_keys else "have unexpected"
+    missing = _untied(module, result.missing_keys)
+    if missing or unexpected:
+        keys = (missing or unexpected)[:3]
+        kind = "lack" if missing else "have unexpected"
         raise ModelError(f"weights in {where} {kind} tensors such as {', '.join(keys)}")
     return module

@@ -69,12 +69,14 @@ def denoise(
     seed_per_image(scheduler, generators)
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
     step_kwargs.update(getattr(scheduler, "step_options", {}))
+    scale = getattr(scheduler, "scale_model_input", None)
     timesteps = scheduler.timesteps[start:end]
     model_timesteps = timesteps.to(latents.device)
     total = len(timesteps)
     for i, t in enumerate(progress(timesteps)):
         x = torch.cat([latents, latents]) if use_cfg else latents
-        x = scheduler.scale_model_input(x, t)
+        if scale is not None:  # flow-matching schedulers take the latents as they are
+            x = scale(x, t)
         # Latents and scheduler arithmetic stay fp32; only the model runs in low precision.
         eps = model(x.to(dtype), model_timesteps[i], inputs.at(i)).float()
         if use_cfg:
@@ -88,10 +90,20 @@ def denoise(
     return latents
 
 
-def start_step(scheduler, steps: int, strength: float) -> int:
+def add_noise(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """`latents` noised to `timesteps`: the scheduler's `add_noise` (DDPM-style), or for a
+    flow-matching one its `scale_noise` (the straight line from the latents to the noise)."""
+    if hasattr(scheduler, "add_noise"):
+        return scheduler.add_noise(latents, noise, timesteps)
+    return scheduler.scale_noise(latents, timesteps, noise)
+
+
+def start_step(scheduler, steps: int, strength: float, denoised: int | None = None) -> int:
     """Index into `scheduler.timesteps` where a run of strength `strength` starts, as diffusers'
-    img2img computes it (int(steps * strength) steps are denoised, at least one)."""
-    denoised = max(1, min(int(steps * strength), steps))
+    img2img computes it (int(steps * strength) steps are denoised, at least one), or where
+    `denoised` steps are left (a family that counts them otherwise: Family.strength_steps)."""
+    if denoised is None:
+        denoised = max(1, min(int(steps * strength), steps))
     start = (steps - denoised) * scheduler.order
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(start)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import time
 
@@ -13,17 +14,22 @@ from fastapi import APIRouter, HTTPException
 from latentdiff.errors import UsageError
 from latentdiff.formats.lora import LoraSpec
 from latentdiff.formats.lora_merge import is_lora_folder
+from latentdiff.images.control_infotext import controlnet_fields
 from latentdiff.images.infotext import NETWORK_TAG
-from latentdiff.server.a1111_params import SAMPLERS, Img2ImgRequest, Txt2ImgRequest, job_params
-from latentdiff.server.inputs import image_inputs
+from latentdiff.server import a1111_controlnet
+from latentdiff.server.a1111_params import SAMPLERS, Img2ImgRequest, Txt2ImgRequest, job_params, short
+from latentdiff.server.inputs import Pictures, pictures
 from latentdiff.server.jobs import Job
+from latentdiff.server.values import BoundedRoute
 
 # A1111 resize_mode: just resize, crop and resize, resize and fill, just resize (latent upscale)
 RESIZE_MODES = ("stretch", "crop", "fit", "stretch")
+# The options GET /options shows besides the model; POST /options accepts them only at these values.
+FIXED_OPTIONS = {"sd_checkpoint_hash": None, "samples_format": "png", "CLIP_stop_at_last_layers": 1}
 
 
 def router(server) -> APIRouter:
-    r = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111 subset"])
+    r = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111 subset"], route_class=BoundedRoute)
 
     @r.post("/txt2img", summary="A1111 txt2img: waits for the images, returns them base64 with `info`")
     async def txt2img(body: Txt2ImgRequest):
@@ -57,18 +63,25 @@ def router(server) -> APIRouter:
 
     @r.get("/options")
     async def get_options():
-        name = server.a1111_model or server.pool.default_name
-        return {
-            "sd_model_checkpoint": name,
-            "sd_checkpoint_hash": None,
-            "samples_format": "png",
-            "CLIP_stop_at_last_layers": 1,
-        }
+        return {**FIXED_OPTIONS, "sd_model_checkpoint": server.a1111_model or server.pool.default_name}
 
-    @r.post("/options", summary="Only sd_model_checkpoint is honoured: the model later requests use")
+    @r.post(
+        "/options",
+        summary="Only sd_model_checkpoint is honoured: the model later requests use; "
+        "other options may only be sent at the values GET /options shows",
+    )
     async def set_options(options: dict):
+        for key, value in options.items():
+            if key != "sd_model_checkpoint" and (key not in FIXED_OPTIONS or value != FIXED_OPTIONS[key]):
+                raise UsageError(
+                    f"option {short(key)}={short(value)} is not supported by latentdiff; it honours "
+                    f"sd_model_checkpoint, and takes {', '.join(FIXED_OPTIONS)} at the values GET /options shows"
+                )
         if "sd_model_checkpoint" in options:
-            server.a1111_model, _ = server.pool.resolve(_title_name(options["sd_model_checkpoint"]))
+            name = options["sd_model_checkpoint"]
+            if not isinstance(name, str):
+                raise UsageError(f"option sd_model_checkpoint must be a model name, got {short(name)}")
+            server.a1111_model, _ = server.pool.resolve(_title_name(name))
         return None
 
     @r.get("/sd-models")
@@ -112,15 +125,24 @@ def _img2img_params(body: Img2ImgRequest) -> tuple[dict, dict]:
             inpaint_area="masked" if body.inpaint_full_res else "full",
             padding=body.inpaint_full_res_padding,
         )
-    return params, image_inputs(body.init_images[0], body.mask, bool(body.inpainting_mask_invert))
+    return params, pictures(body.init_images[0], body.mask, bool(body.inpainting_mask_invert))
 
 
-async def _run(server, body: Txt2ImgRequest, params: dict, inputs: dict | None = None) -> Job:
-    """Queue the job and wait for it (A1111 answers with the images); 400 when the request's own
-    input fails it, 500 otherwise."""
+async def _run(server, body: Txt2ImgRequest, params: dict, inputs: Pictures | None = None) -> Job:
+    """Queue the job (with the ControlNet extension's units, a1111_controlnet.py) and wait for it
+    (A1111 answers with the images); 400 when the request's own input fails it, 500 otherwise."""
+    init_image = body.init_images[0] if isinstance(body, Img2ImgRequest) else None
+    found = a1111_controlnet.units(server.control_models, body, init_image, server.adapter_models)
+    inputs = inputs or Pictures()
+    if found.files:
+        params.update(controls=found.shown, control_mode=found.mode)
+        inputs = dataclasses.replace(inputs, controls=found.files)
+    if found.prompts:
+        params.update(image_prompts=found.prompts_shown)
+        inputs = dataclasses.replace(inputs, prompts=found.prompts)
     model = _model(server, body)
     params["prompt"] = _without_own_lora_tag(server, model, params["prompt"])
-    job = server.submit(Job(params=params, inputs=inputs or {}, model=model, source="a1111"))
+    job = server.submit(Job(params=params, inputs=inputs, model=model, source="a1111"))
     while not job.terminal:
         await asyncio.sleep(0.05)
     if job.state == "failed":
@@ -175,6 +197,7 @@ def _info(job: Job, body: Txt2ImgRequest, denoising_strength: float | None = Non
         denoising_strength = first.get("hires_strength")
         extra = {"Hires upscale": first["hires"], "Hires upscaler": body.hr_upscaler or "Latent"}
         extra.update({"Hires steps": first["hires_steps"]} if first.get("hires_steps") else {})
+    extra.update(controlnet_fields(first))
     return {
         "prompt": body.prompt,
         "all_prompts": [p["prompt"] for p in params],

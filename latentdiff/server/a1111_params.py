@@ -10,8 +10,13 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict
 
+from latentdiff.config.params import MAX_CLIP_SKIP, MAX_SEED, MAX_SIDE, whole
 from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, split_name
+from latentdiff.server.schema import MAX_IMAGES, MAX_STEPS
+from latentdiff.server.schema import MAX_SIDE as SERVER_SIDE
+from latentdiff.server.values import Flag, real
+from latentdiff.server.values import whole as whole_field
 
 # A1111 sampler name -> (our scheduler name, A1111 aliases), from the one scheduler table
 SAMPLERS = {m.a1111: (k, list(m.aliases)) for k, m in SCHEDULERS.items()}
@@ -30,25 +35,25 @@ class Txt2ImgRequest(BaseModel):
 
     prompt: str = ""
     negative_prompt: str = ""
-    seed: int = -1
-    steps: int | None = None
-    cfg_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    batch_size: int = 1
-    n_iter: int = 1
+    seed: whole_field(-1, MAX_SEED) = -1
+    steps: whole_field(1, MAX_STEPS, optional=True) = None
+    cfg_scale: real(0, 100, optional=True) = None
+    width: whole_field(8, SERVER_SIDE, optional=True) = None
+    height: whole_field(8, SERVER_SIDE, optional=True) = None
+    batch_size: whole_field(1, MAX_IMAGES) = 1
+    n_iter: whole_field(1, MAX_IMAGES) = 1
     sampler_name: str | None = None
     sampler_index: str | None = None
     scheduler: str | None = None
-    eta: float | None = None
+    eta: real(0, 1, optional=True) = None
     override_settings: dict | None = None
-    enable_hr: bool = False
-    hr_scale: float = 2.0
+    enable_hr: Flag = False
+    hr_scale: real(1, 8) = 2.0
     hr_upscaler: str | None = None
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
-    denoising_strength: float | None = None
+    hr_second_pass_steps: whole_field(0, MAX_STEPS) = 0
+    hr_resize_x: whole_field(0, MAX_SIDE) = 0
+    hr_resize_y: whole_field(0, MAX_SIDE) = 0
+    denoising_strength: real(0, 1, optional=True) = None
 
 
 class Img2ImgRequest(Txt2ImgRequest):
@@ -56,16 +61,16 @@ class Img2ImgRequest(Txt2ImgRequest):
     picture itself noised to `denoising_strength` (A1111's "original"; at 1.0 that is pure noise)."""
 
     init_images: list[str] = []
-    denoising_strength: float = 0.75
-    resize_mode: int = 0
+    denoising_strength: real(0, 1) = 0.75
+    resize_mode: whole_field(0, 3) = 0  # a1111.RESIZE_MODES
     mask: str | None = None
-    mask_blur: int = 4
-    inpainting_fill: int = 0
-    inpaint_full_res: bool = True
-    inpaint_full_res_padding: int = 0
-    inpainting_mask_invert: int = 0
-    initial_noise_multiplier: float | None = None
-    include_init_images: bool = False
+    mask_blur: whole_field(0, 256) = 4
+    inpainting_fill: whole_field(0, 3) = 0
+    inpaint_full_res: Flag = True
+    inpaint_full_res_padding: whole_field(0, SERVER_SIDE) = 0
+    inpainting_mask_invert: whole_field(0, 1) = 0
+    initial_noise_multiplier: real(0, 2, optional=True) = None  # only 1 is supported (a1111.py)
+    include_init_images: Flag = False
 
 
 def _one_of(*values) -> Callable:
@@ -77,7 +82,11 @@ def _empty(v, body) -> bool:
 
 
 def _active_scripts(scripts) -> bool:
-    return any(isinstance(v, dict) and v.get("args") not in (None, [], [False]) for v in (scripts or {}).values())
+    """Whether an extension other than ControlNet (a1111_controlnet.py reads its units) is given work."""
+    return any(
+        k.lower() != "controlnet" and isinstance(v, dict) and v.get("args") not in (None, [], [False])
+        for k, v in (scripts or {}).items()
+    )
 
 
 # Fields we do not honour -> (true where the value changes nothing, what the field is for).
@@ -89,7 +98,7 @@ NEUTRAL: dict[str, tuple[Callable, str]] = {
     "seed_resize_from_h": (lambda v, b: v is None or v <= 0, "seed resize"),
     "seed_resize_from_w": (lambda v, b: v is None or v <= 0, "seed resize"),
     "script_name": (_empty, "A1111 scripts"),
-    "alwayson_scripts": (lambda v, b: not _active_scripts(v), "extensions"),
+    "alwayson_scripts": (lambda v, b: not _active_scripts(v), "extensions other than ControlNet"),
     "s_churn": (_one_of(0, None), "sampler churn"),
     "s_tmin": (_one_of(0, None), "sampler churn"),
     "s_tmax": (_one_of(0, None), "sampler churn"),
@@ -141,29 +150,39 @@ def refuse_unhonoured(body: Txt2ImgRequest) -> None:
             continue
         ok, what = {**NEUTRAL, **NEUTRAL_HR}.get(name, (None, None))
         if ok is None:
-            raise UsageError(f"unknown field {name!r}: not an A1111 API field latentdiff knows; leave it out")
-        if not ok(value, body):
-            raise UsageError(f"{name}={value!r}: {what} is not supported by latentdiff")
+            raise UsageError(f"unknown field {short(name)}: not an A1111 API field latentdiff knows; leave it out")
+        if not _holds(ok, value, body):
+            raise UsageError(f"{name}={short(value)}: {what} is not supported by latentdiff")
     for key, value in (body.override_settings or {}).items():
-        if key not in OVERRIDES and value not in NEUTRAL_OVERRIDES.get(key, ()):
+        neutral = NEUTRAL_OVERRIDES.get(key, ())
+        if key not in OVERRIDES and not _holds(lambda v, b: v in neutral, value, body):  # noqa: B023 (called at once)
             raise UsageError(
-                f"override_settings.{key} is not supported by latentdiff; it honours {', '.join(sorted(OVERRIDES))}"
+                f"override_settings.{short(key)} is not supported by latentdiff; it honours "
+                f"{', '.join(sorted(OVERRIDES))}"
             )
+    model = (body.override_settings or {}).get("sd_model_checkpoint")
+    if model is not None and not isinstance(model, str):
+        raise UsageError(f"override_settings.sd_model_checkpoint must be a model name, got {short(model)}")
+
+
+def _holds(ok: Callable, value, body) -> bool:
+    """Whether the neutral-value rule `ok` holds; a value of another type than the field's is not neutral."""
+    try:
+        return bool(ok(value, body))
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def job_params(body: Txt2ImgRequest) -> dict:
     """Our pipeline keyword arguments for a txt2img request (img2img adds its own)."""
     refuse_unhonoured(body)
-    if not 1 <= body.batch_size * body.n_iter <= 16:
-        raise UsageError("batch_size * n_iter must be between 1 and 16")
-    if body.steps is not None and not 1 <= body.steps <= 500:
-        raise UsageError(f"steps must be 1..500, got {body.steps}")
-    for side in ("width", "height"):
-        value = getattr(body, side)
-        if value is not None and not 8 <= value <= 2048:
-            raise UsageError(f"{side} must be 8..2048, got {value} (leave it out for the model's native size)")
-    if body.cfg_scale is not None and body.cfg_scale < 0:
-        raise UsageError(f"cfg_scale must be >= 0, got {body.cfg_scale}")
+    if body.batch_size * body.n_iter > MAX_IMAGES:  # each is >= 1 (the schema)
+        raise UsageError(f"batch_size * n_iter must be at most {MAX_IMAGES}, got {body.batch_size} * {body.n_iter}")
     scheduler = sampler_to_scheduler(body.sampler_name or body.sampler_index, body.scheduler)
     if body.eta is not None and scheduler in SAMPLER_ETA and body.eta != SAMPLER_ETA[scheduler]:
         want = f"{SAMPLER_ETA[scheduler]:g}"
@@ -184,7 +203,10 @@ def job_params(body: Txt2ImgRequest) -> dict:
         scheduler=scheduler,
     )
     if overrides.get("CLIP_stop_at_last_layers") is not None:
-        params["clip_skip"] = overrides["CLIP_stop_at_last_layers"]
+        label = "override_settings.{}".format
+        params["clip_skip"] = whole(
+            label, "CLIP_stop_at_last_layers", overrides["CLIP_stop_at_last_layers"], 1, MAX_CLIP_SKIP
+        )
     if body.enable_hr:
         params.update(hires_params(body))
     return params

@@ -9,20 +9,27 @@ import re
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
+from latentdiff.config.control_flags import MODES
 from latentdiff.sampling.schedulers import SCHEDULERS
+from latentdiff.server.controls import module_list, v1_units
+from latentdiff.server.image_prompts import v1_prompts
 from latentdiff.server.jobs import Job
 from latentdiff.server.schema import GenerateRequest
+from latentdiff.server.values import BoundedRoute
 
 _IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.png$")
 KEEPALIVE_S, POLL_S = 15.0, 0.1
 
 
 def router(server) -> APIRouter:
-    r = APIRouter(prefix="/v1", tags=["latentdiff"])
+    r = APIRouter(prefix="/v1", tags=["latentdiff"], route_class=BoundedRoute)
 
     @r.post("/generate", status_code=202, summary="Queue a generation; returns its job id")
     async def generate(body: GenerateRequest):
-        job = server.submit(Job(params=body.pipeline_kwargs(), inputs=body.inputs(), model=body.model))
+        shown, controls = v1_units(server.control_models, body.controls or ())
+        shown_prompts, prompts = v1_prompts(server.adapter_models, body.image_prompts or ())
+        params = body.pipeline_kwargs(shown, shown_prompts)
+        job = server.submit(Job(params=params, inputs=body.inputs(controls, prompts), model=body.model))
         return _job_json(server, job, status=202)
 
     @r.get("/jobs/{job_id}", summary="A job's state, progress and images")
@@ -57,6 +64,21 @@ def router(server) -> APIRouter:
     @r.get("/models", summary="Models a request may name")
     async def models():
         return {"models": server.pool.available(), "default": server.pool.default_name}
+
+    @r.get(
+        "/controls",
+        summary="Control models a unit may name (--controlnet-dir), preprocessors and modes; IP-Adapters (--ip-adapter-dir)",
+    )
+    async def controls():
+        def listed(models):
+            return [{**{k: e[k] for k in ("title", "name", "hash")}, "file": e["path"].name} for e in models.entries()]
+
+        return {
+            "models": listed(server.control_models),
+            "modules": module_list()["module_list"],
+            "modes": list(MODES),
+            "ip_adapters": listed(server.adapter_models),
+        }
 
     @r.get("/schedulers", summary="Scheduler names a request may give, with their A1111 sampler names")
     async def schedulers():

@@ -10,14 +10,20 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from latentdiff.sampling.schedulers import check_scheduler_name
-from latentdiff.server import a1111, api
+import latentdiff.config.params as rules
+from latentdiff.errors import UsageError
+from latentdiff.server import a1111, a1111_controlnet, api
 from latentdiff.server.config import ServeConfig
+from latentdiff.server.controls import ControlModels
 from latentdiff.server.executor import make_runner
 from latentdiff.server.guards import BodyLimit, TokenAuth, install_error_handlers
+from latentdiff.server.image_prompts import AdapterModels
+from latentdiff.server.inputs import check_canvas
 from latentdiff.server.jobs import Job, JobQueue, NotAccepting, QueueFull
 from latentdiff.server.models import ModelPool
+from latentdiff.server.schema import MAX_SIDE
 from latentdiff.workflows.options import ImageOptions
+from latentdiff.workflows.source import work_size
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("latentdiff.server")
@@ -32,6 +38,8 @@ class Server:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.pool = ModelPool(cfg.model, cfg.models_dir, load or self._load, cfg.memory_budget_bytes)
         self.queue = JobQueue(make_runner(self.pool, self.out_dir), cfg.queue_size, cfg.max_jobs_kept)
+        self.control_models = ControlModels(cfg.control_dir())
+        self.adapter_models = AdapterModels(cfg.adapter_dir())
         self.a1111_model = None  # what /sdapi/v1/options set as the current checkpoint (None: the default)
         skipped = self.pool.links_outside()
         if skipped:
@@ -47,7 +55,8 @@ class Server:
         """Check what can be checked now (model name, and every parameter when the model is loaded),
         then queue: 400 for bad input, 429 with Retry-After when full, 503 while stopping."""
         job.model, _ = self.pool.resolve(job.model)
-        check_params(self.pool.peek(job.model), job.params, job.inputs)
+        check_params(self.pool.peek(job.model), job.params, job.inputs.decode())
+        job.inputs.check_controls()
         try:
             return self.queue.submit(job)
         except QueueFull as e:
@@ -71,19 +80,24 @@ class Server:
 
 
 def check_params(pipe, params: dict, inputs: dict) -> None:
-    """Every parameter as the pipeline will check it: the image options always, and with the model
-    loaded the sizes (the init image's when none is given) and the rest."""
-    if params.get("scheduler") is not None:
-        check_scheduler_name(params["scheduler"])
+    """Every parameter as the pipeline will check it, before the job is queued: what needs no model
+    always (config/params.py's rules, the image options, the outpainted canvas and the work size a
+    picture gives), and with the model loaded the sizes in its multiples and the rest."""
+    prompts = check_values(params)
     names = ImageOptions.names()
     opts = ImageOptions.from_kwargs({k: v for k, v in {**params, **inputs}.items() if k in names and v is not None})
+    width, height = params["width"], params["height"]
+    if "image" in inputs:
+        size = inputs["image"].size
+        if opts.outpaint is not None:
+            check_canvas(size, opts.outpaint)
+            size = (size[0] + opts.outpaint[0] + opts.outpaint[1], size[1] + opts.outpaint[2] + opts.outpaint[3])
+        check_work_size(work_size(size, width, height, pipe.scale_factor if pipe else 1), width, height)
     if pipe is None:
         return
-    width, height = params["width"], params["height"]
     source = opts.source(width, height, pipe.scale_factor)
     if source is not None:
         width, height = source.image.size
-    prompts = [params["prompt"]] if isinstance(params["prompt"], str) else params["prompt"]
     pipe.resolve(
         prompts,
         params["negative_prompt"],
@@ -97,6 +111,37 @@ def check_params(pipe, params: dict, inputs: dict) -> None:
     )
 
 
+def check_values(params: dict) -> list[str]:
+    """The model-independent rules of config/params.py on a job's parameters; its prompts."""
+    api = rules.api_label
+    prompts = rules.prompts(api, params["prompt"])
+    rules.text(api, "negative_prompt", params["negative_prompt"])
+    rules.scheduler(api, params["scheduler"])
+    n = rules.num_images(api, params["num_images"])
+    for name, check in (("steps", rules.steps), ("guidance", rules.guidance)):
+        if params[name] is not None:
+            check(api, params[name])
+    for side in ("width", "height"):
+        if params[side] is not None:
+            rules.size(api, side, params[side])
+    if params["seed"] is not None:
+        rules.seed(api, params["seed"], len(prompts) * n)
+    if params.get("clip_skip") is not None:
+        rules.whole(api, "clip_skip", params["clip_skip"], 1, rules.MAX_CLIP_SKIP)
+    return prompts
+
+
+def check_work_size(size: tuple[int, int], width, height) -> None:
+    """The size a picture gives (its own, or the other side following its aspect ratio) meets the
+    same limit as a width or height given."""
+    if max(size) > MAX_SIDE:
+        given = "no width or height" if width is None and height is None else "one side given"
+        raise UsageError(
+            f"the picture gives a work size of {size[0]}x{size[1]} ({given}), over the server's "
+            f"{MAX_SIDE} px limit on a side; give width and height"
+        )
+
+
 def create_app(server: Server) -> FastAPI:
     cfg = server.cfg
     app = FastAPI(
@@ -107,6 +152,7 @@ def create_app(server: Server) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api.router(server))
     app.include_router(a1111.router(server))
+    app.include_router(a1111_controlnet.router(server))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -9,6 +9,14 @@ from pathlib import Path
 
 from latentdiff.errors import UsageError
 
+# A body is read into memory whole (and its pictures decoded): 1 GiB is far above any request of
+# ours (a 4096 px picture and mask as uncompressed PNG, base64: about 90 MB). A budget of weights
+# kept loaded above 1 TB is a typo; so is one above the machine's memory (weights beyond it cannot
+# stay loaded). More than 10000 waiting jobs of seconds each keep a client waiting for hours, and
+# the waiting jobs' picture files (up to a body each) must fit in half the memory (the other half
+# is the models' default budget). All comparisons refuse NaN too.
+MAX_BODY_MB, MAX_BUDGET_GB, MAX_QUEUE = 1024, 1024, 10_000
+
 
 @dataclass
 class ServeConfig:
@@ -27,16 +35,17 @@ class ServeConfig:
     memory_budget_gb: float | None = None  # loaded models' weights; None: half the RAM
     max_body_mb: float = 16.0
     max_jobs_kept: int = 1000  # finished jobs remembered for GET /v1/jobs/{id}
+    controlnet_dir: str | None = None  # ControlNet/T2I-Adapter models a request may name (None: control_dir())
+    ip_adapter_dir: str | None = None  # IP-Adapter files (and their image encoders) a request may name
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port must be between 0 and 65535, got {self.port}")
-        if self.queue_size < 1:
-            raise UsageError(f"--queue-size must be >= 1, got {self.queue_size}")
-        if self.max_body_mb <= 0:
-            raise UsageError(f"--max-body-mb must be > 0, got {self.max_body_mb}")
-        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
-            raise UsageError(f"--memory-budget must be > 0 GB, got {self.memory_budget_gb}")
+        if not (isinstance(self.max_body_mb, (int, float)) and 0 < self.max_body_mb <= MAX_BODY_MB):
+            raise UsageError(f"--max-body-mb must be > 0 and at most {MAX_BODY_MB}, got {self.max_body_mb}")
+        self._check_memory_bounds(machine_memory())
+        if self.max_jobs_kept < 1:
+            raise UsageError(f"max_jobs_kept must be >= 1, got {self.max_jobs_kept}")
         if self.token is not None and len(self.token) < 8:
             raise UsageError("--token must be at least 8 characters")
         if not is_loopback(self.host) and not self.token and not self.insecure_no_auth:
@@ -46,6 +55,56 @@ class ServeConfig:
             )
         if self.models_dir is not None and not Path(self.models_dir).is_dir():
             raise UsageError(f"--models-dir {self.models_dir} is not a directory")
+        if self.controlnet_dir is not None and not Path(self.controlnet_dir).is_dir():
+            raise UsageError(f"--controlnet-dir {self.controlnet_dir} is not a directory")
+        if self.ip_adapter_dir is not None and not Path(self.ip_adapter_dir).is_dir():
+            raise UsageError(f"--ip-adapter-dir {self.ip_adapter_dir} is not a directory")
+
+    def control_dir(self) -> Path | None:
+        """The folder of control models requests may name: --controlnet-dir, else a `controlnet/`
+        folder beside the models (in --models-dir, or beside a --model folder or file), else none."""
+        return self._folder(self.controlnet_dir, "controlnet")
+
+    def adapter_dir(self) -> Path | None:
+        """The folder of IP-Adapter files requests may name: --ip-adapter-dir, else an `ipadapter/`
+        folder beside the models (as control_dir), else none."""
+        return self._folder(self.ip_adapter_dir, "ipadapter")
+
+    def _folder(self, given: str | None, name: str) -> Path | None:
+        if given is not None:
+            return Path(given).resolve()
+        beside_model = Path(self.model).parent if self.model and Path(self.model).exists() else None
+        for base in (self.models_dir, beside_model):
+            if base is not None and (Path(base) / name).is_dir():
+                return (Path(base) / name).resolve()
+        return None
+
+    def _check_memory_bounds(self, ram: int | None) -> None:
+        """--memory-budget and --queue-size within their ceilings and the machine's memory `ram`
+        (None: unknown, the ceilings alone)."""
+        if self.queue_size < 1:
+            raise UsageError(f"--queue-size must be >= 1, got {self.queue_size}")
+        if self.queue_size > MAX_QUEUE:
+            raise UsageError(
+                f"--queue-size must be at most {MAX_QUEUE} (a client at the back would wait hours), "
+                f"got {self.queue_size}"
+            )
+        waiting = self.queue_size * self.max_body_bytes
+        if ram is not None and waiting > ram // 2:
+            raise UsageError(
+                f"--queue-size {self.queue_size} with --max-body-mb {self.max_body_mb:g}: the waiting "
+                f"requests could hold {waiting / 2**30:.1f} GiB of pictures, more than half this "
+                f"machine's {ram / 2**30:.1f} GiB of memory; lower --queue-size or --max-body-mb"
+            )
+        budget, most = self.memory_budget_gb, MAX_BUDGET_GB
+        why = f"{MAX_BUDGET_GB} GB"
+        if ram is not None and ram / 2**30 < most:
+            most, why = (
+                ram / 2**30,
+                f"{ram / 2**30:.1f} GB (this machine's memory; weights beyond it cannot stay loaded)",
+            )
+        if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget <= most):
+            raise UsageError(f"--memory-budget must be > 0 GB and at most {why}, got {budget}")
 
     @property
     def max_body_bytes(self) -> int:
@@ -55,10 +114,26 @@ class ServeConfig:
     def memory_budget_bytes(self) -> int:
         if self.memory_budget_gb is not None:
             return int(self.memory_budget_gb * 1024**3)
+        ram = machine_memory()
+        return ram // 2 if ram is not None else 4 * 1024**3  # unknown: a conservative 4 GB
+
+
+def machine_memory() -> int | None:
+    """The memory this process may use at most: the physical memory, or its cgroup's limit where
+    that is lower (a container); None where neither can be read (not POSIX)."""
+    found = []
+    try:
+        found.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-        except (ValueError, OSError, AttributeError):  # not POSIX: a conservative 4 GB
-            return 4 * 1024**3
+            cap = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if cap.isdigit() and 0 < int(cap) < 2**60:
+            found.append(int(cap))
+    return min(found) if found else None
 
 
 def is_loopback(host: str) -> bool:

@@ -47,7 +47,8 @@ def make_runner(pool, out_dir: Path):
         pipe.progress = False
         job.touch(stops_mid_step=not pipe.compiled)
         with cancel_points(pipe, job.cancel):
-            for image in pipe.iter_images(**p, **job.inputs, callback=on_step):
+            # the decoded pictures and control units replace what the job shows of them
+            for image in pipe.iter_images(**{**p, **job.inputs.decode(controls=True)}, callback=on_step):
                 info = image.info["latentdiff"]
                 path = save_png(image, out_dir, f"{slug(info['prompt'])}-s{info['seed']}")
                 job.images.append({"name": path.name, "url": f"/v1/images/{path.name}", "params": info})

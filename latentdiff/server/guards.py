@@ -107,15 +107,15 @@ def install_error_handlers(app) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc):
-        return JSONResponse({"error": _validation_line(exc.errors())}, status_code=422)
+        return JSONResponse({"error": one_line(validation_line(exc.errors()))}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def _http(request, exc):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"error": one_line(str(exc.detail))}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(LatentDiffError)
     async def _usage(request, exc):
-        return JSONResponse({"error": str(exc)}, status_code=400 if exc.exit_code == 2 else 500)
+        return JSONResponse({"error": one_line(str(exc))}, status_code=400 if exc.exit_code == 2 else 500)
 
     @app.exception_handler(Exception)
     async def _crash(request, exc):
@@ -123,7 +123,15 @@ def install_error_handlers(app) -> None:
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
 
 
-def _validation_line(errors) -> str:
+def one_line(text: str, limit: int = 1000) -> str:
+    """An error message as one line: characters that are not printable (a newline in a field name
+    the client sent) escaped, and at most `limit` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validation_line(errors) -> str:
     parts = []
     for e in errors[:3]:
         where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"

@@ -7,6 +7,8 @@ the running one (at its next step) and waits for the worker: images already writ
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import itertools
 import logging
 import threading
@@ -16,6 +18,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from latentdiff.errors import Cancelled, LatentDiffError
+from latentdiff.server.inputs import Pictures
 
 log = logging.getLogger("latentdiff.server")
 TERMINAL = ("done", "failed", "cancelled")
@@ -34,7 +37,7 @@ class NotAccepting(Exception):
 @dataclass
 class Job:
     params: dict  # Pipeline keyword arguments, prompt included (JSON: what GET /v1/jobs shows)
-    inputs: dict = field(default_factory=dict)  # the pictures (init image, mask) as PIL: passed on, never shown
+    inputs: Pictures = field(default_factory=Pictures)  # the picture files (init image, mask): never shown
     model: str | None = None
     source: str = "v1"  # which API submitted it ("v1", "a1111")
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -52,6 +55,12 @@ class Job:
     stops_mid_step: bool = True  # cancelling stops before the UNet's next block (False: after the running step)
     version: int = 0  # bumped on every change; watchers compare it
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def end(self, state: str | None = None, **changes) -> None:
+        """Finish the job (done, failed, cancelled): its decoded pictures are let go at once, so a
+        finished job holds only its parameters and the paths of its images."""
+        self.inputs = Pictures()
+        self.touch(**({"state": state} if state else {}), finished=time.time(), **changes)
 
     def touch(self, **changes) -> None:
         for k, v in changes.items():
@@ -137,7 +146,7 @@ class JobQueue:
         with self._cond:
             if job in self._waiting:
                 self._waiting.remove(job)
-                job.touch(state="cancelled", finished=time.time())
+                job.end("cancelled")
 
     def counts(self) -> dict:
         with self._cond:
@@ -160,7 +169,7 @@ class JobQueue:
             self._cond.notify_all()
         for job in waiting:
             job.cancel.set()
-            job.touch(state="cancelled", finished=time.time())
+            job.end("cancelled")
         if running is not None:
             running.cancel.set()
 
@@ -195,9 +204,10 @@ class JobQueue:
             log.exception("job %s failed", job.id)
             job.touch(state="failed", error=_one_line(e))
         finally:
-            job.touch(finished=time.time())
+            job.end()
             self._durations.append(time.time() - t0)
             _after_failure_cleanup(job)
+            _return_freed_memory()
 
     def _remember(self, job: Job) -> None:
         self._jobs[job.id] = job
@@ -212,6 +222,23 @@ def _one_line(e: Exception) -> str:
     if "out of memory" in str(e).lower():
         return f"out of memory ({name}); try fewer images or a smaller size"
     return f"{name}: {text[0]}" if text else name
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap's free pages back to the system after a job (glibc keeps them otherwise: ten
+    4096 px pictures queued at once left the server ~95 MiB above its baseline, ~30 MiB with this)."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - glibc only: musl, macOS have none
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 def _after_failure_cleanup(job: Job) -> None:

@@ -30,7 +30,7 @@ class ModelPool:
             return self.default_name, self.default_ref
         if self.models_dir is None:
             raise UsageError(f"unknown model {name!r}: this server has only {self.default_name!r} (no --models-dir)")
-        if not _NAME.match(name) or ".." in name:
+        if not is_name(name):
             raise UsageError(f"model name {name!r} is not a folder name inside --models-dir")
         entry = self.models_dir / name
         path = self._folder(entry)
@@ -46,10 +46,8 @@ class ModelPool:
     def _folder(self, entry: Path) -> Path | None:
         """The folder a --models-dir entry stands for, or None: not a folder, or a link whose target
         lies outside --models-dir. Listing and requests both go by this one rule."""
-        real = entry.resolve()
-        if real == self.models_dir or not real.is_relative_to(self.models_dir) or not real.is_dir():
-            return None
-        return real
+        real = inside(self.models_dir, entry)
+        return real if real is not None and real.is_dir() else None
 
     def links_outside(self) -> list[str]:
         """Entries of --models-dir that are links leading out of it (skipped; said once at start)."""
@@ -108,6 +106,19 @@ class ModelPool:
                 if kind and entry.name != self.default_name:
                     out.append({"name": entry.name, "kind": kind, "default": False, "loaded": entry.name in loaded})
         return out
+
+
+def inside(root: Path, entry: Path) -> Path | None:
+    """The real path of `entry`, an entry of the folder `root` (resolved), when it lies inside
+    `root` (a link leading out of it: None). The one rule confining what a request may name to a
+    folder of the server's (--models-dir, --controlnet-dir)."""
+    real = entry.resolve()
+    return None if real == root or not real.is_relative_to(root) else real
+
+
+def is_name(name) -> bool:
+    """Whether a request's `name` can only be an entry of a folder: a plain file or folder name."""
+    return isinstance(name, str) and bool(_NAME.match(name)) and ".." not in name
 
 
 def _is_lora(d: Path) -> bool:

@@ -199,12 +199,48 @@ def check_ceilings(cfg, flags: bool) -> None:
         )
 
 
-def check_vae(cfg, images: int, device) -> None:
+# train-vae's `vae:` section (AutoencoderKL arguments): SD's VAE has 4 levels of 128-512 channels, 2 layers each
+MAX_VAE_LEVELS = 8  # each level halves the image: 2^7 = 128x smaller
+MAX_VAE_CHANNELS = 4096  # 8x SD's widest level
+MAX_VAE_LAYERS = 16  # resnets a level; SD has 2
+MAX_LATENT_CHANNELS = 64  # SD has 4, SD3 and FLUX 16
+
+
+def _whole(label: str, value, most: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{label} {value!r:.100} is not a whole number")
+    if value < 1:
+        raise UsageError(f"{label} {value} must be at least 1")
+    ceiling(label, value, most, "far past any released model's")
+
+
+def check_vae_arch(arch: dict) -> None:
+    """The sizes of the AutoencoderKL train-vae builds, before anything is built: whole numbers within
+    fixed ceilings (its weights' memory is checked by check_vae)."""
+    levels = arch.get("block_out_channels", [64])
+    if not isinstance(levels, (list, tuple)) or not 1 <= len(levels) <= MAX_VAE_LEVELS:
+        raise UsageError(
+            f"vae: block_out_channels must be a list of 1 to {MAX_VAE_LEVELS} channel counts (one a level, "
+            f"each halving the image), got {levels!r:.100}"
+        )
+    for c in levels:
+        _whole("vae: block_out_channels entry", c, MAX_VAE_CHANNELS)
+    for key, most in (("layers_per_block", MAX_VAE_LAYERS), ("latent_channels", MAX_LATENT_CHANNELS)):
+        if key in arch:
+            _whole(f"vae: {key}", arch[key], most)
+    for key in ("in_channels", "out_channels"):
+        if arch.get(key, 3) != 3:
+            raise UsageError(f"vae: {key} must be 3 (train-vae's images are RGB), got {arch[key]!r:.100}")
+
+
+def check_vae(cfg, images: int, device, params: int = 0) -> None:
     """train-vae decodes every image into one uint8 tensor (CPU), then steps at batch_size."""
     import torch
 
     res = cfg.resolution
     what = f"holding {images:,} image(s) at resolution {res} in memory"
     check_fits(images * 3 * res * res, what, "lower resolution", torch.device("cpu"))
+    what = f"the VAE's {params:,} weights with their gradients and AdamW's moments"
+    check_fits(params * ADAPTER_BYTES, what, "narrow block_out_channels or lower layers_per_block", device)
     what = f"a train-vae step at resolution {res} with batch_size {cfg.batch_size}"
     check_fits(vae_train_bytes(cfg.vae, cfg.batch_size, res), what, "lower resolution or batch_size", device)

@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 from latentdiff.errors import LatentDiffError, UsageError
 from latentdiff.runtime.reading import read_json
+from latentdiff.training.atomic import fsync_dir, write_synced
 
 MANIFEST = "manifest.json"
 PREFIX, TMP_PREFIX = "step-", ".tmp-step-"
@@ -28,10 +29,14 @@ def checkpoint_dir(out: Path) -> Path:
 
 
 def _fsync_tree(path: Path) -> None:
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
+    """Every file under `path`, then every folder, deepest first: their data and their entries on disk."""
+    found = sorted(path.rglob("*"))
+    for f in found:
+        if f.is_file() and not f.is_symlink():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+    for folder in sorted((f for f in found if f.is_dir() and not f.is_symlink()), key=lambda f: -len(f.parts)):
+        fsync_dir(folder)
 
 
 def save_checkpoint(
@@ -47,9 +52,12 @@ def save_checkpoint(
         tmp.mkdir()
         write(tmp)
         files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
-        _fsync_tree(tmp)
         manifest = {"step": step, "time": time.time(), "files": files, **(extra or {})}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        write_synced(tmp / MANIFEST, json.dumps(manifest, indent=2))
+        # Files, manifest and folders on disk before the rename: a power cut then leaves no renamed
+        # checkpoint whose manifest (or weights) is empty.
+        _fsync_tree(tmp)
+        fsync_dir(tmp)
     except Exception as e:  # noqa: BLE001 - a full disk, most often; torch.save says so as a RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, LatentDiffError):
@@ -62,6 +70,7 @@ def save_checkpoint(
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fsync_dir(root)  # the rename itself
     if keep is not None:
         prune(out, keep)
     return final
@@ -110,10 +119,42 @@ def read_manifest(path: Path) -> dict:
         and isinstance(step, int)
         and not isinstance(step, bool)
         and path.name == f"{PREFIX}{step:08d}"
+        and _counter(manifest.get("ema_updates", 0), int)
+        and _counter(manifest.get("train_seconds", 0.0), (int, float))
     )
     if not ok:
         raise UsageError(f"checkpoint {path} has a damaged {MANIFEST}")
     return manifest
+
+
+def _counter(value, kind) -> bool:
+    """A count the manifest may carry (EMA updates, seconds trained): a finite number >= 0."""
+    return isinstance(value, kind) and not isinstance(value, bool) and 0 <= value < float("inf")
+
+
+def incomplete_after(out: Path, last: Path | None) -> str:
+    """'' or one clause naming the newest checkpoint folder after `last` that is not complete and why
+    (a file shorter than its manifest says, a file that is not a regular file, a damaged manifest)."""
+    root, after = checkpoint_dir(out), int(last.name[len(PREFIX) :]) if last is not None else -1
+    steps = {}
+    for p in root.iterdir() if root.is_dir() else ():
+        digits = p.name[len(PREFIX) :]
+        if p.name.startswith(PREFIX) and digits.isascii() and digits.isdigit() and p.is_dir():
+            steps[int(digits)] = p
+    if not steps or max(steps) <= after:
+        return ""
+    folder = steps[max(steps)]
+    try:
+        files = read_manifest(folder)["files"]
+    except UsageError:
+        return f"{folder.name} is incomplete (its {MANIFEST} is missing or damaged)"
+    for name, size in files.items():
+        f, shown = folder / name, "".join(c if c.isprintable() else repr(c)[1:-1] for c in name[:100])
+        if not f.is_file():
+            return f"{folder.name} is incomplete ({shown} is missing or not a regular file)"
+        if f.stat().st_size != size:
+            return f"{folder.name} is incomplete ({shown} has {f.stat().st_size:,} bytes, its {MANIFEST} says {size:,})"
+    return ""
 
 
 def require_finite(named: Iterable, step: int) -> None:
@@ -137,9 +178,18 @@ def damaged_checkpoint(path: Path):
         raise
     except Exception as e:  # noqa: BLE001 - torch/safetensors report damage with many exception types
         raise UsageError(
-            f"checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:200]}); "
+            f"checkpoint {path} is damaged ({type(e).__name__}: {_first_sentence(e)}); "
             "delete that folder to resume from the one before it"
         ) from None
+
+
+def _first_sentence(e: BaseException) -> str:
+    """The loader's own first sentence, at most 160 characters: torch's later ones advise
+    `weights_only=False`, which would let a checkpoint run code."""
+    text = " ".join(str(e).split())
+    end = text.find(". ")
+    text = text if end < 0 else text[: end + 1]
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def load_torch(path: Path):

@@ -108,6 +108,7 @@ def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
         caption_extension=cfg.caption_extension,
         repeats=cfg.repeats,
         conditioning=cfg.method == "controlnet",
+        report_dir=out,  # a refusal's full list goes to OUT/skipped.txt
     )
     if acc.is_main_process:
         scan.write_skipped(out)

@@ -18,6 +18,7 @@ from pathlib import Path
 from latentdiff.config.common import load_yaml, merge
 from latentdiff.errors import UsageError
 from latentdiff.runtime.reading import read_yaml
+from latentdiff.training.atomic import write_whole
 
 RECIPE = "config.yaml"
 # Fields that may differ on --resume without changing what was trained so far or how.
@@ -100,4 +101,4 @@ def write_recipe(cfg, out, last_keys: tuple[str, ...] = ()) -> None:
     values = recipe_dict(cfg)
     ordered = {k: v for k, v in values.items() if k not in last_keys}
     ordered.update({k: values[k] for k in last_keys if k in values})
-    (Path(out) / RECIPE).write_text(yaml.safe_dump(ordered, sort_keys=False), encoding="utf-8")
+    write_whole(Path(out) / RECIPE, yaml.safe_dump(ordered, sort_keys=False))

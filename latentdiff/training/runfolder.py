@@ -20,6 +20,7 @@ from pathlib import Path
 
 from latentdiff.errors import UsageError
 from latentdiff.runtime.reading import read_json
+from latentdiff.training.atomic import write_whole
 from latentdiff.training.checkpoint import latest_checkpoint
 
 MANIFEST = "run.json"
@@ -114,5 +115,5 @@ def prepare_run_folder(out, command: str, entries: tuple[str, ...], action: str)
     kept = [e for e in listed if isinstance(e, str)] if isinstance(listed, list) else []
     if manifest is None or set(entries) - set(kept):
         text = json.dumps({"command": command, "entries": list(dict.fromkeys((*kept, *entries)))}, indent=2) + "\n"
-        (out / MANIFEST).write_text(text, encoding="utf-8")
+        write_whole(out / MANIFEST, text)
     return out

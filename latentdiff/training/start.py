@@ -38,8 +38,13 @@ def check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
 
 def resume(cfg, out, state: TrainState) -> None:
     last = ckpt.latest_checkpoint(out)
+    skipped = ckpt.incomplete_after(out, last)
     if last is None:
-        raise UsageError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
+        raise UsageError(
+            f"--resume: no complete checkpoint in {out / 'checkpoints'}{f' ({skipped})' if skipped else ''}"
+        )
+    if skipped:
+        say(f"{skipped}; resuming from the one before it")
     with ckpt.damaged_checkpoint(last):
         state.load_state_dict(read_trainable(last), last)
     if state.step >= cfg.max_steps:

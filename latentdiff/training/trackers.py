@@ -10,8 +10,11 @@ import os
 from pathlib import Path
 
 from latentdiff.errors import UsageError
+from latentdiff.runtime.reading import check_regular, open_regular
+from latentdiff.training.atomic import replace_with
 
 REPORT_TO = ("none", "tensorboard", "wandb")
+MAX_ROW_BYTES = 2**20  # a row is a step's few numbers (about 200 bytes)
 _NEEDS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
@@ -32,8 +35,10 @@ class RunLog:
         require(report_to)
         self.report_to = report_to
         path = Path(out) / "metrics.jsonl"
-        if resumed_at and path.is_file():
-            _keep_rows_until(path, resumed_at)
+        if os.path.lexists(path):
+            check_regular(path, "run metrics file")  # appending to a FIFO would wait for a reader forever
+            if resumed_at:
+                _keep_rows_until(path, resumed_at)
         self.file = open(path, "a", encoding="utf-8")
         self.tracker = None if report_to == "none" else _start_tracker(report_to, Path(out), config)
 
@@ -70,22 +75,27 @@ class RunLog:
 
 
 def _keep_rows_until(path: Path, step: int) -> None:
-    """Drop the rows after `step` from metrics.jsonl, and a row a kill cut short; the file is
-    replaced whole, so a crash here leaves the old one."""
+    """Drop the rows after `step` from metrics.jsonl, and a row a kill cut short or damage made
+    unreadable; read a line at a time (a row longer than MAX_ROW_BYTES is dropped unread), and
+    replaced whole, so a crash here leaves the old file."""
 
-    def kept(line: str) -> bool:
+    def kept(line: bytes) -> bool:
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
             return False
         return isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step
 
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(
-        "".join(line if line.endswith("\n") else line + "\n" for line in lines if kept(line)), encoding="utf-8"
-    )
-    os.replace(tmp, path)
+    def write(dst) -> None:
+        with os.fdopen(open_regular(path, "run metrics file"), "rb") as src:
+            while line := src.readline(MAX_ROW_BYTES + 1):
+                if len(line) > MAX_ROW_BYTES:  # the rest of an over-long row, skipped a piece at a time
+                    while line and not line.endswith(b"\n"):
+                        line = src.readline(MAX_ROW_BYTES)
+                elif kept(line):
+                    dst.write(line if line.endswith(b"\n") else line + b"\n")
+
+    replace_with(path, write)
 
 
 def _start_tracker(report_to: str, out: Path, config: dict):

@@ -16,6 +16,7 @@ torch and diffusers are imported inside functions so `latentdiff --help` stays i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -29,6 +30,7 @@ from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training.bounds import check_vae
 from latentdiff.training.checkpoint import (
     damaged_checkpoint,
+    incomplete_after,
     latest_checkpoint,
     load_tensors,
     load_torch,
@@ -97,15 +99,19 @@ def load_images(records, resolution: int):
     return out
 
 
-def build_vae(arch: dict, seed: int):
+def build_vae(arch: dict, seed: int | None = None, device=None):
+    """The AutoencoderKL of `arch`, seeded; on the meta device (`device="meta"`) it holds no memory,
+    so its weights can be counted before any is made."""
     import torch
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     try:
-        return AutoencoderKL(**arch)
+        with torch.device(device) if device else contextlib.nullcontext():
+            return AutoencoderKL(**arch)
     except (TypeError, ValueError) as e:
-        raise UsageError(f"the vae: section does not build an AutoencoderKL: {e}") from None
+        raise UsageError(f"the vae: section does not build an AutoencoderKL: {str(e)[:300]}") from None
 
 
 def _write_state(path: Path, vae, opt, schedule, generator) -> None:
@@ -149,7 +155,12 @@ def _scan(cfg: VaeTrainConfig, out: Path):
     from latentdiff.training.data.scan import scan_dataset
 
     scan = scan_dataset(
-        cfg.dataset, cfg.resolution, missing_captions="empty", include_heldout=True, follow_symlinks=cfg.follow_symlinks
+        cfg.dataset,
+        cfg.resolution,
+        missing_captions="empty",
+        include_heldout=True,
+        follow_symlinks=cfg.follow_symlinks,
+        report_dir=out,
     )
     scan.write_skipped(out)
     train = [r for r in scan.records if r.split != "heldout"]
@@ -218,7 +229,8 @@ def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     train, heldout = _scan(cfg, out)
     print(f"train-vae: {len(train)} training and {len(heldout)} held-out images", file=sys.stderr)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    check_vae(cfg, len(train) + len(heldout), device)
+    params = sum(p.numel() for p in build_vae(cfg.vae, device="meta").parameters())
+    check_vae(cfg, len(train) + len(heldout), device, params)
     train_u8, heldout_u8 = load_images(train, cfg.resolution), load_images(heldout, cfg.resolution)
     if cfg.mixed_precision == "bf16":
         note_cpu_bf16(device, torch.bfloat16, "--mixed-precision no")
@@ -229,7 +241,10 @@ def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)
     start, seconds = 0, 0.0
     if cfg.resume:
-        manifest = _read_state(latest_checkpoint(out), vae, opt, schedule, generator)
+        last = latest_checkpoint(out)
+        if skipped := incomplete_after(out, last):
+            print(f"train-vae: {skipped}; resuming from the one before it", file=sys.stderr)
+        manifest = _read_state(last, vae, opt, schedule, generator)
         start, seconds = manifest["step"], manifest.get("train_seconds", 0.0)
         print(f"train-vae: resuming at step {start}", file=sys.stderr)
     write_recipe(cfg, out, last_keys=("vae",))  # the model part last, so the file reads recipe first

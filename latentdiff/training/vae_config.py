@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from latentdiff.config.common import check
 from latentdiff.config.flags import check_types
-from latentdiff.training.bounds import check_ceilings
+from latentdiff.training.bounds import check_ceilings, check_vae_arch
 from latentdiff.training.lr_schedule import SCHEDULES
 from latentdiff.training.trackers import REPORT_TO
 
@@ -100,6 +100,7 @@ class VaeTrainConfig:
         check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         check(self.num_threads is None or self.num_threads >= 1, f"num_threads must be >= 1, got {self.num_threads}")
         check(not (self.resume and self.overwrite), "--resume and --overwrite contradict; pick one")
+        check_vae_arch(self.vae)
         factor = 2 ** (len(self.vae.get("block_out_channels", (64,))) - 1)
         check(
             self.resolution % factor == 0,

@@ -31,13 +31,15 @@ def additions(pipe, taken: dict, request) -> dict:
     return {
         "controls": control_units(pipe, taken["controls"], taken["control_mode"], seed=request.seed),
         "image_prompts": image_prompt_slots(pipe, taken["image_prompts"], taken["ip_adapter"], taken["image_encoder"]),
-        **sampler_fields(pipe.components.scheduler_config, request.scheduler, taken),
+        **sampler_fields(pipe, request.scheduler, taken),
     }
 
 
-def sampler_fields(config: dict, name: str | None, taken: dict) -> dict:
-    """`scheduler` (choice `name`, None: the model's own, with schedule type `taken["schedule"]`) and
-    its checked `sampler_options` (eta, s_noise, ...)."""
+def sampler_fields(pipe, name: str | None, taken: dict) -> dict:
+    """`scheduler` (choice `name`, None: the model's own, with schedule type `taken["schedule"]`),
+    checked by the model's family (Flux refuses UNet samplers), and its checked `sampler_options`
+    (eta, s_noise, ...)."""
+    config = pipe.components.scheduler_config
     if taken["schedule"] is not None:
         base = name or method_of(config)
         if base is None:
@@ -45,5 +47,6 @@ def sampler_fields(config: dict, name: str | None, taken: dict) -> dict:
                 f"schedule={taken['schedule']!r} needs a sampler: the model's {config.get('_class_name')} is none of ours; give scheduler="
             )
         name = check_scheduler_name(base, taken["schedule"])
+        pipe.family.check_scheduler(name)
     options = check_options(name, config, {k: taken[k] for k in OPTIONS})
     return {"scheduler": name, "sampler_options": tuple(options.items())}

@@ -17,7 +17,7 @@ import torch
 
 from latentdiff.config.control_flags import MODES, module, resolution, thresholds
 from latentdiff.errors import ModelError, UsageError
-from latentdiff.families.control import AdapterResiduals, ControlNetResiduals, adapter_features
+from latentdiff.families.control import AdapterResiduals, ControlNetResiduals, adapter_features, check_adapter_fits
 from latentdiff.formats.control_files import (
     ControlFile,
     detect_control,
@@ -28,10 +28,12 @@ from latentdiff.formats.control_files import (
 )
 from latentdiff.images.preprocess import preprocess
 from latentdiff.models.fingerprint import control_hashes
+from latentdiff.runtime.memory import check_fits
 from latentdiff.runtime.reading import check_regular
 from latentdiff.workflows.source import RESIZE_MODES, pixel_hash, read_picture, resize_to
 
 MAX_UNITS = 8
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,17 @@ class Unit:
     mode: str
     resize: str
     record: dict = field(default_factory=dict)  # what the image's metadata says of it (images/record.py)
+    unet: dict = field(default_factory=dict)  # the base UNet's config, and its latent factor (adapter sizes)
+    factor: int = 8
 
     def residuals(self, total: int, size: tuple[int, int]):
         """This unit for a run of `total` steps at `size` (width, height): the image resized to it."""
         image = resize_to(self.image, size, self.resize)
         if _is_adapter(self.net):
             image = control_tensor(image.convert("L") if self.net.config.in_channels == 1 else image)
-            return AdapterResiduals(adapter_features(self.net, image, self.weight), self.start, self.end, total)
+            features = adapter_features(self.net, image, self.weight)
+            check_adapter_fits(features, self.unet, size[1] // self.factor, size[0] // self.factor)
+            return AdapterResiduals(features, self.start, self.end, total)
         return ControlNetResiduals(self.net, control_tensor(image), self.weight, self.start, self.end, total, self.mode)
 
 
@@ -116,7 +122,8 @@ def _unit(pipe, c: Control, k: int, mode: str, seed: int) -> Unit:
         **{"weight": weight, "start": start, "end": end, "resize": c.resize, "mode": mode},
     }
     image = preprocess(picture, how["module"], how["processor_res"], how["threshold_a"], how["threshold_b"], seed)
-    return Unit(net, image, weight, start, end, mode, c.resize, record)
+    unet = dict(pipe.components.unet.config)
+    return Unit(net, image, weight, start, end, mode, c.resize, record, unet, pipe.scale_factor)
 
 
 def _preprocessing(c: Control, name: str) -> dict:
@@ -183,6 +190,7 @@ def _load(pipe, path: Path, name: str, allow_pickle: bool) -> torch.nn.Module:
     cache = pipe.__dict__.setdefault("_control_nets", {})
     key = path.resolve()
     if key not in cache:
+        _check_memory(path, name)
         if path.is_dir():
             cache[key] = _load_folder(path, name)
         elif not path.exists():
@@ -205,6 +213,15 @@ def _load_file(pipe, path: Path, name: str, allow_pickle: bool) -> torch.nn.Modu
         return load_control_file(path, facts, sd, dict(pipe.components.unet.config), pipe.family.name == "sdxl")
     except ModelError as e:
         raise UsageError(f"{name}.model: {e}") from None
+
+
+def _check_memory(path: Path, name: str) -> None:
+    """Refuse, before reading it, a unit's model whose weights the free memory cannot hold (at least
+    their size on disk), naming the figures; units already loaded hold theirs."""
+    files = [path] if path.is_file() else [p for p in path.glob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file()]
+    check_fits(
+        sum(f.stat().st_size for f in files), f"{name}.model {path.name}", "use fewer control units, or free memory"
+    )
 
 
 def _load_folder(path: Path, name: str) -> torch.nn.Module:

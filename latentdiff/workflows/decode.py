@@ -17,6 +17,8 @@ def decode_latents(vae, latents: torch.Tensor, scale_factor: int, tile: int | No
     """Latents -> pixels in [-1, 1]. `tile` (latent pixels): decode in blended windows
     (sampling.wrappers.blend_windows) to bound memory; None decodes in one piece."""
     z = latents / vae.config.scaling_factor
+    shift = vae.config.get("shift_factor")  # Flux's VAE centres its latents; SD's has none
+    z = z if shift is None else z + shift
 
     def run(z):  # in one piece (one window covers it all), or in blended windows of `tile`
         return blend_windows(z, tile or max(z.shape[-2:]), lambda w: vae.decode(w).sample, scale_factor)

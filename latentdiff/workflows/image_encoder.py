@@ -1,7 +1,8 @@
 """What an IP-Adapter's image tokens are made from: the CLIP vision encoder, found where users keep
 it, and the pictures or face embeddings of an image prompt, read and checked.
 
-The encoder: an `image_encoder` folder given explicitly (or a folder holding one), else the
+The encoder: an `image_encoder` folder given explicitly (or a folder holding one, or a list of such
+folders: the first whose widths fit; the server passes those inside its --ip-adapter-dir), else the
 h94/IP-Adapter layout beside the adapter file: `<dir>/image_encoder/`, then
 `<dir>/../models/image_encoder/` (ViT-H, which the SD 1.x adapters and SDXL's `*_vit-h` ones use)
 and `<dir>/../sdxl_models/image_encoder/` (ViT-bigG); the first whose widths fit the adapter wins.
@@ -31,23 +32,30 @@ MAX_IMAGES = 8  # pictures (or faces) in one image prompt
 MAX_EMBEDDING_BYTES = 1 << 20
 
 
-def encoder_for(pipe, adapter: AdapterFile, given, name: str):
-    """The CLIP vision encoder (on the pipeline's device, in its dtype) and image processor that
-    feed `adapter`: `given` (a folder) or the one the h94 layout has beside the adapter file."""
+def encoder_folders(adapter: AdapterFile, given, name: str) -> list[Path]:
+    """The image-encoder folders there are for `adapter` (`given`, else the h94 layout's beside
+    it), in the order they are tried; a UsageError where there is none."""
     candidates = _candidates(adapter.path, given)
     found = [c for c in candidates if (c / "config.json").is_file()]
     if not found:
-        looked = ", ".join(str(c) for c in candidates)
+        looked = ", ".join(str(c) for c in candidates) or "no folder"
         raise UsageError(
             f"{name}: no image encoder for {adapter.path.name} (looked in {looked}); pass "
-            "image_encoder=DIR (the image_encoder folder of h94/IP-Adapter)"
+            "image_encoder=DIR (generate --image-encoder DIR): the image_encoder folder of h94/IP-Adapter"
         )
+    return found
+
+
+def encoder_for(pipe, adapter: AdapterFile, given, name: str):
+    """(the CLIP vision encoder on the pipeline's device in its dtype, its image processor, its
+    folder) that feed `adapter`: `given` (a folder) or the one the h94 layout has beside the
+    adapter file."""
     widths = []
-    for folder in found:
+    for folder in encoder_folders(adapter, given, name):
         encoder = _load(pipe, folder, name)
         width = _width(encoder, adapter)
         if width == adapter.embed_dim:
-            return encoder, _processor(encoder)
+            return encoder, _processor(encoder), folder.resolve()
         widths.append(f"{folder} gives {width}")
     raise UsageError(
         f"{name}: {adapter.path.name} takes {adapter.embed_dim}-wide image features, but the image encoder "
@@ -56,9 +64,17 @@ def encoder_for(pipe, adapter: AdapterFile, given, name: str):
 
 
 def _candidates(adapter: Path, given) -> list[Path]:
+    """`given` (a folder, or a list of them: the first that fits wins), else the h94 layout's."""
+    if isinstance(given, (list, tuple)):
+        return [c for one in given for c in _candidates(adapter, one)]
     if given is not None:
         folder = Path(given)
         return [folder / "image_encoder"] if (folder / "image_encoder" / "config.json").is_file() else [folder]
+    return layout_folders(adapter)
+
+
+def layout_folders(adapter: Path) -> list[Path]:
+    """Where the h94/IP-Adapter layout keeps the image encoder of the adapter file `adapter`."""
     here = adapter.resolve().parent
     out = [
         here / "image_encoder",
@@ -117,7 +133,7 @@ def prompt_images(image, name: str) -> list:
 def face_embeddings(source, dim: int, name: str) -> torch.Tensor:
     """A FaceID prompt's face embeddings as a float32 (N, dim) tensor."""
     if isinstance(source, (str, Path)):
-        source = _read_embeddings(Path(source), name)
+        source = read_embeddings(Path(source), name)
     if isinstance(source, np.ndarray):
         source = torch.from_numpy(np.array(source))
     if not isinstance(source, torch.Tensor) or not source.is_floating_point():
@@ -136,7 +152,8 @@ def face_embeddings(source, dim: int, name: str) -> torch.Tensor:
     return emb
 
 
-def _read_embeddings(path: Path, name: str):
+def read_embeddings(path: Path, name: str):
+    """The array or tensor a face-embedding file (.npy, .safetensors) holds."""
     if path.suffix.lower() == ".npy":
         data = read_bytes(path, f"{name}.image", MAX_EMBEDDING_BYTES)
         try:

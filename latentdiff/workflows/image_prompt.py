@@ -17,19 +17,18 @@ restores the UNet's own afterwards, so a later call without image prompts gives 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from latentdiff.config.image_prompt_flags import MAX_PROMPTS, MAX_SCALE
 from latentdiff.errors import UsageError
 from latentdiff.formats.ip_adapter import AdapterFile, family_label, read_adapter
 from latentdiff.sampling.model_call import ImageTokens
 from latentdiff.workflows.image_encoder import encoder_for, face_embeddings, prompt_images
-
-MAX_PROMPTS = 8
-MAX_SCALE = 2.0
+from latentdiff.workflows.image_prompt_record import checked_files, prompt_record
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,8 @@ class ImagePrompt:
     """One image prompt as a caller gives it. `image`: a path or PIL image, or a list of them (their
     tokens side by side); for a FaceID adapter, face embeddings instead: a `.npy` / `.safetensors`
     file or a tensor/array of shape (512,) or (N, 512). `scale`: its weight, 0 to 2 (0 leaves the
-    picture as it is without it). `adapter`: an IP-Adapter file for this prompt alone (None: the
-    call's `ip_adapter`)."""
+    picture as it is without it). `adapter`: an IP-Adapter file (or one read by
+    `formats.ip_adapter.read_adapter`) for this prompt alone (None: the call's `ip_adapter`)."""
 
     image: Any
     scale: float = 1.0
@@ -54,6 +53,7 @@ class Slot:
     scale: float
     embeds: torch.Tensor
     negative: torch.Tensor
+    record: dict = field(default_factory=dict)  # what the image's metadata says of it (images/record.py)
 
     def tokens(self, rows: int, negative: bool = False) -> ImageTokens:
         """The model call's tokens for `rows` images (diffusers repeats them per image)."""
@@ -82,22 +82,27 @@ def _check(pipe, p: ImagePrompt, name: str, ip_adapter, image_encoder):
         raise UsageError(f"{name}.scale must be a number from 0 to {MAX_SCALE}, got {scale!r}")
     adapter = _adapter(pipe, p.adapter if p.adapter is not None else ip_adapter, name)
     if adapter.kind == "faceid":
-        return adapter, float(scale), face_embeddings(p.image, adapter.embed_dim, name), None
+        faces = face_embeddings(p.image, adapter.embed_dim, name)
+        return adapter, float(scale), faces, None, prompt_record(p.image, faces, adapter, scale, None)
     images = prompt_images(p.image, name)
-    return adapter, float(scale), images, encoder_for(pipe, adapter, image_encoder, name)
+    encoder = encoder_for(pipe, adapter, image_encoder, name)
+    return adapter, float(scale), images, encoder, prompt_record(p.image, images, adapter, scale, encoder[2])
 
 
 def _adapter(pipe, path, name: str) -> AdapterFile:
     """The IP-Adapter file `path`, read once per pipeline, made for this pipeline's family."""
     if path is None:
         raise UsageError(f"{name} needs an IP-Adapter: pass ip_adapter=FILE (an ip-adapter_*.safetensors)")
-    if not isinstance(path, (str, Path)):
+    if isinstance(path, AdapterFile):
+        adapter = path
+    elif not isinstance(path, (str, Path)):
         raise UsageError(f"{name}: ip_adapter must be the path of an IP-Adapter file")
-    cache = pipe.__dict__.setdefault("_ip_adapters", {})
-    key = Path(path).resolve()
-    if key not in cache:
-        cache[key] = read_adapter(Path(path), getattr(pipe, "allow_pickle", False), "ip_adapter")
-    adapter = cache[key]
+    else:
+        cache = pipe.__dict__.setdefault("_ip_adapters", {})
+        key = Path(path).resolve()
+        if key not in cache:
+            cache[key] = read_adapter(Path(path), getattr(pipe, "allow_pickle", False), "ip_adapter")
+        adapter = cache[key]
     unet = pipe.components.unet
     layers = sum(not n.endswith("attn1.processor") for n in unet.attn_processors)
     width = unet.config.cross_attention_dim
@@ -109,16 +114,16 @@ def _adapter(pipe, path, name: str) -> AdapterFile:
     return adapter
 
 
-def _slot(pipe, adapter: AdapterFile, scale: float, images, encoder) -> Slot:
+def _slot(pipe, adapter: AdapterFile, scale: float, images, encoder, record: dict) -> Slot:
     """The prompt's embeddings, computed as diffusers' prepare_ip_adapter_image_embeds does."""
     if encoder is None:  # FaceID: the face embeddings are the image embeddings; zeros the negative
         embeds = images[None].to(pipe.device, pipe.dtype)
-        return Slot(adapter, scale, embeds, torch.zeros_like(embeds))
+        return Slot(adapter, scale, embeds, torch.zeros_like(embeds), record)
     hidden = adapter.kind != "base"
     embeds, negative = _host(image_encoder=encoder[0], feature_extractor=encoder[1]).encode_image(
         images, pipe.device, 1, hidden
     )
-    return Slot(adapter, scale, embeds[None], negative[None])
+    return Slot(adapter, scale, embeds[None], negative[None], record)
 
 
 def _host(**parts):
@@ -192,3 +197,11 @@ def _faceid_loras(unet, states: list) -> None:
 def slot_tokens(slots: tuple[Slot, ...], rows: int) -> tuple[tuple, tuple]:
     """(conditional, unconditional) ImageTokens of the slots for `rows` images."""
     return tuple(s.tokens(rows) for s in slots), tuple(s.tokens(rows, True) for s in slots)
+
+
+def from_records(records: list[dict], allow_pickle: bool = False) -> tuple[list[ImagePrompt], str | None]:
+    """(`ImagePrompt`s, the image-encoder folder) from the CLI's checked records
+    (config/image_prompt_flags.image_prompts), their files checked and adapters read first
+    (workflows/image_prompt_record.checked_files)."""
+    checked, encoder = checked_files(records, allow_pickle)
+    return [ImagePrompt(image, scale, adapter) for image, scale, adapter in checked], encoder

@@ -3,11 +3,13 @@ cascade), checked once, and the `Source` they describe."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from PIL import Image
 
+import latentdiff.config.params as params
 from latentdiff.config.common import check
 from latentdiff.errors import UsageError
 from latentdiff.workflows.source import (
@@ -17,7 +19,6 @@ from latentdiff.workflows.source import (
     crop_box,
     fit_mask,
     outpaint_canvas,
-    parse_outpaint,
     pixel_hash,
     read_picture,
     resize_to,
@@ -26,6 +27,7 @@ from latentdiff.workflows.source import (
 
 IMG2IMG_STRENGTH, INPAINT_STRENGTH = 0.75, 1.0
 HIRES_UPSCALERS = ("latent", "lanczos")  # or a diffusion upscaler's model reference
+MAX_MASK_BLUR = 256  # px; as the server's field (a wider blur only slows PIL down)
 
 
 @dataclass
@@ -67,8 +69,8 @@ class ImageOptions:
 
     def __post_init__(self):
         check(
-            self.strength is None or (isinstance(self.strength, (int, float)) and 0 < self.strength <= 1),
-            f"strength must be in (0, 1], got {self.strength}",
+            self.strength is None or (_number(self.strength) and 0 < self.strength <= 1),
+            f"strength must be a number in (0, 1], got {self.strength!r}",
         )
         check(
             self.resize is None or self.resize in RESIZE_MODES,
@@ -78,28 +80,34 @@ class ImageOptions:
             self.inpaint_area in ("full", "masked"), f"inpaint_area must be full or masked, got {self.inpaint_area!r}"
         )
         check(
-            _whole(self.mask_blur) and self.mask_blur >= 0,
-            f"mask_blur must be a whole number >= 0, got {self.mask_blur}",
+            _whole(self.mask_blur) and 0 <= self.mask_blur <= MAX_MASK_BLUR,
+            f"mask_blur must be a whole number from 0 to {MAX_MASK_BLUR}, got {self.mask_blur!r}",
         )
-        check(_whole(self.padding) and self.padding >= 0, f"padding must be a whole number >= 0, got {self.padding}")
+        check(
+            _whole(self.padding) and 0 <= self.padding <= params.MAX_SIDE,
+            f"padding must be a whole number from 0 to {params.MAX_SIDE}, got {self.padding!r}",
+        )
         if self.outpaint is not None:
-            self.outpaint = parse_outpaint(self.outpaint)
+            self.outpaint = params.outpaint(params.api_label, self.outpaint)
         starts = self.image is not None
         check(
             starts or (self.mask is None and self.outpaint is None and self.strength is None),
             "mask, outpaint and strength need an init image (image=..., --init-image)",
         )
         check(
-            self.hires is None or (isinstance(self.hires, (int, float)) and 1 < self.hires <= 8),
-            f"hires scale must be in (1, 8], got {self.hires}",
+            self.hires is None or (_number(self.hires) and 1 < self.hires <= 8),
+            f"hires scale must be a number in (1, 8], got {self.hires!r}",
         )
-        check(0 < self.hires_strength <= 1, f"hires strength must be in (0, 1], got {self.hires_strength}")
+        check(
+            _number(self.hires_strength) and 0 < self.hires_strength <= 1,
+            f"hires strength must be a number in (0, 1], got {self.hires_strength!r}",
+        )
         check(
             self.hires_steps is None or (_whole(self.hires_steps) and self.hires_steps >= 1),
             f"hires steps must be a whole number >= 1, got {self.hires_steps}",
         )
         check(self.tile is None or (_whole(self.tile) and self.tile >= 64), f"tile must be >= 64 px, got {self.tile}")
-        check(self.upscale in (True, False), f"upscale must be true or false, got {self.upscale!r}")
+        check(isinstance(self.upscale, bool), f"upscale must be true or false, got {self.upscale!r}")
         check(self.upscale or not self.upscaler, "no upscale and an upscaler contradict each other; drop one")
         check(
             not (starts and self.hires),
@@ -140,6 +148,7 @@ class ImageOptions:
             _expect(self.mask_hash, record["mask_hash"], "mask", self.mask)
             mask = fit_mask(raw, image.size)
         if self.outpaint is not None:
+            params.outpaint(params.api_label, self.outpaint, image.size)  # the grown canvas: side and memory
             image, mask = outpaint_canvas(image, mask, self.outpaint, factor)
             record["outpaint"] = list(self.outpaint)
         size = work_size(image.size, width, height, factor)
@@ -187,6 +196,11 @@ class ImageOptions:
 
 def _whole(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    """A finite int or float; bools are not numbers."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _expect(expected: str | None, actual: str, what: str, ref) -> None:

@@ -106,16 +106,6 @@ def outpaint_canvas(image: Image.Image, mask: Image.Image | None, borders, facto
     return pad(image, grown), pad(base, grown, edge=False, value=255)
 
 
-def parse_outpaint(text) -> tuple[int, int, int, int]:
-    try:
-        values = tuple(int(v) for v in (text.split(",") if isinstance(text, str) else text))
-    except (TypeError, ValueError):
-        values = ()
-    if len(values) != 4 or min(values) < 0 or max(values) == 0:
-        raise UsageError(f"outpaint must be four pixel counts L,R,T,B (>= 0, not all 0), got {text!r}")
-    return values
-
-
 def fit_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
     """The mask as 8-bit grey at the image's size; a different size is stretched, said once."""
     mask = mask.convert("L")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentdiff.sampling.loop import draw_noise, start_step
+from latentdiff.sampling.loop import add_noise, draw_noise, start_step
 from latentdiff.sampling.model_call import ImageChannels, Inputs
 
 
@@ -50,9 +50,12 @@ def mask_tensor(mask) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_sampled(vae, pixels: torch.Tensor, generators) -> torch.Tensor:
-    """One VAE posterior sample per generator of the same picture, scaled: (B, 4, h, w) fp32."""
+    """One VAE posterior sample per generator of the same picture, shifted and scaled as the
+    VAE's config says: (B, C, h, w) fp32."""
     dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-    return torch.cat([dist.sample(generator=g) for g in generators]).float() * vae.config.scaling_factor
+    z = torch.cat([dist.sample(generator=g) for g in generators]).float()
+    shift = vae.config.get("shift_factor")  # Flux's VAE centres its latents; SD's has none
+    return (z if shift is None else z - shift) * vae.config.scaling_factor
 
 
 def prepare(
@@ -83,17 +86,17 @@ def prepare(
     inpaint = mask is not None
     pixels = to_tensor(image) if image is not None else (torch.zeros(1, 3, size[1], size[0]) if nine else None)
     from_noise = pixels is None and init_latents is None
-    start = 0 if from_noise else start_step(sched, steps, strength)
+    start = 0 if from_noise else start_step(sched, steps, strength, pipe.family.strength_steps(steps, strength))
     full = from_noise or (inpaint and strength >= 1.0)  # diffusers' inpaint starts from pure noise at strength 1
     device = pipe.device
     if init_latents is None and pixels is not None and not (nine and full):
         init_latents = encode_sampled(vae, pixels, gens)
     noise = draw_noise(shape, gens).to(device)  # drawn on the CPU, as diffusers does with CPU generators
     if full:
-        latents = noise * sched.init_noise_sigma
+        latents = noise * getattr(sched, "init_noise_sigma", 1.0)  # flow matching starts at the noise itself
     else:
         init_latents = init_latents.to(device)
-        latents = sched.add_noise(init_latents, noise, sched.timesteps[start : start + 1].repeat(len(seeds)))
+        latents = add_noise(sched, init_latents, noise, sched.timesteps[start : start + 1].repeat(len(seeds)))
     if not inpaint:
         return Start(latents, gens, start)
     m = mask_tensor(mask)
@@ -118,5 +121,5 @@ class KnownRegion:
     def __call__(self, latents: torch.Tensor, i: int) -> torch.Tensor:
         known = self.init
         if i < len(self.timesteps) - 1:
-            known = self.scheduler.add_noise(self.init, self.noise, self.timesteps[i + 1 : i + 2])
+            known = add_noise(self.scheduler, self.init, self.noise, self.timesteps[i + 1 : i + 2])
         return (1 - self.mask) * known + self.mask * latents

@@ -34,9 +34,15 @@ def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request):
     return out
 
 
+def loop_guidance(pipe, request: Request) -> tuple[float, float | None]:
+    """(the loop's CFG scale, the guidance the model call embeds), as the model's family reads the request."""
+    return pipe.family.guidance(pipe.components, request.guidance, request.true_cfg)
+
+
 def sample(pipe, texts: list[str], seeds: list[int], request: Request) -> torch.Tensor:
     texts = [pipe.addons.expand(t) for t in texts]
-    negatives = [pipe.addons.expand(request.negative_prompt)] * len(texts) if request.guidance != 1.0 else None
+    cfg = loop_guidance(pipe, request)[0]
+    negatives = [pipe.addons.expand(request.negative_prompt)] * len(texts) if cfg != 1.0 else None
     cond, uncond = pipe.conditioning(
         texts, negatives, request.height, request.width, request.prompt_syntax, request.clip_skip
     )
@@ -97,19 +103,20 @@ def run_loop(
     """One run of the sampling loop at `size`, from noise or from the start `start` describes
     (see workflows.start.prepare): the one loop every workflow goes through."""
     sched = make_scheduler(pipe.components.scheduler_config, request.scheduler, request.sampler_options)
-    sched.set_timesteps(steps)  # on the CPU: see sampling.denoise
+    pipe.family.set_timesteps(sched, steps, size, pipe.scale_factor)  # on the CPU: see sampling.denoise
     s = prepare(pipe, sched, seeds, steps, size, **start)
     # With a refiner, this model stops where the refiner takes over (and hands on its generators).
     end = steps_before(sched, pipe.refiner_start) if with_generators and pipe.refiner is not None else None
     units = tuple(u.residuals(len(sched.timesteps) - s.start, size) for u in request.controls)
     tokens, negative_tokens = slot_tokens(request.image_prompts, len(seeds))
+    cfg, embedded = loop_guidance(pipe, request)
     latents = denoise(
-        pipe.family.denoiser(pipe.components),
+        pipe.family.denoiser(pipe.components, embedded),
         sched,
         s.latents,
         s.inputs(cond, units, tokens),
         s.inputs(uncond, units, negative_tokens),
-        request.guidance,
+        cfg,
         s.generators,
         pipe.progress_bar(len(seeds)),
         start=s.start,

@@ -131,6 +131,9 @@ NOT_RUN = {
     "python -m pytest": "it runs this test suite",
     "accelerate launch": "several processes: tests/runtime/test_sharding.py and test_finetune.py run the same commands",
     "latentdiff serve": "a server that runs until stopped: tests/server/ start the real one",
+    "latentdiff generate 'a house' --model path/to/sd15 --control sketch.png:t2iadapter": "no T2I-Adapter fits the "
+    "docs' fast SD stand-in (attention only in its last block); tests/formats/test_control_files.py runs .pth "
+    "adapters on the tiny SD1",
     "latentdiff generate 'a castle' --model v1-5.ckpt": "a .ckpt carries no configs, so it is read as the real "
     "SD 1.5 (4 GB), which no tiny stand-in can be; tests/formats/test_single_file.py reads a tiny .ckpt up to that check",
 }
@@ -168,6 +171,7 @@ def make_standins(folder: Path) -> None:
     import shutil
 
     import torch
+    from control_standins import make_control_standins
     from PIL import Image, ImageDraw
     from safetensors.torch import save_file
 
@@ -198,6 +202,7 @@ def make_standins(folder: Path) -> None:
     shutil.copy(single, folder / "my-model.safetensors")
     width = json.loads((ROOT / "checkpoints/emoji/text_encoder/config.json").read_text())["hidden_size"]
     save_file({"emb_params": torch.randn(2, width)}, folder / "easyneg.safetensors")  # A1111 embedding
+    make_control_standins(folder, folder / "path/to/sd15")
 
 
 def write_emoji_subset(path: Path) -> None:

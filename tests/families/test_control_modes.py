@@ -71,3 +71,25 @@ def test_inactive_steps_add_nothing(net):
         False,
         True,
     ]  # diffusers: active while i/n >= start and (i+1)/n <= end
+
+
+def test_adapter_features_are_checked_against_the_unets_blocks():
+    """A T2I-Adapter made for SD's layout (attention in the first block) on a UNet whose first blocks
+    have none: one line naming both shapes, not a tensor-size error inside the UNet."""
+    import pytest
+
+    from latentdiff.errors import UsageError
+    from latentdiff.families.control import check_adapter_fits, intrablock_shapes
+
+    sd = {"down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"], "block_out_channels": [8, 16, 32, 32]}
+    assert intrablock_shapes(sd, 8, 6) == [(8, 8, 6), (16, 4, 3), (32, 2, 2), (32, 1, 1)]
+    check_adapter_fits([torch.zeros(1, *s) for s in intrablock_shapes(sd, 8, 6)], sd, 8, 6)
+    other = {
+        "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
+        "block_out_channels": [8, 8, 16],
+    }
+    with pytest.raises(UsageError, match="do not fit this model's UNet blocks") as e:
+        check_adapter_fits(
+            [torch.zeros(1, 8, 16, 16), torch.zeros(1, 8, 8, 8), torch.zeros(1, 16, 4, 4)], other, 16, 16
+        )
+    assert "\n" not in str(e.value)

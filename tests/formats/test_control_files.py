@@ -309,7 +309,7 @@ NOT_CONTROLS = {
     "fifo.safetensors": (_fifo, "FIFO"),
     "deep.safetensors": (
         _bytes(struct.pack("<Q", 200_002) + b'{"a":' + b"[" * 99_998 + b"]" * 99_998 + b"}"),
-        "not a readable",
+        "levels deep; at most 32",
     ),
 }
 

@@ -123,6 +123,9 @@ def value_for(flag: str):
         "--control-res": st.sampled_from(["512", "63", "2049", "1.5"]),
         "--control-resize": st.sampled_from(["crop", "fit", "stretch", "cover"]),
         "--control-mode": st.sampled_from(["balanced", "prompt", "control", "guess", "Balanced"]),
+        "--image-prompt": st.sampled_from(["a.png", "a.png:0.5", ":", "x.png:nan", "p:3", "a:b:1", "f.npy:2"]),
+        "--ip-adapter": st.sampled_from(["ip-adapter_sd15.safetensors", "ip.bin", ":", "."]),
+        "--image-encoder": st.sampled_from(["models", "image_encoder", ".", ""]),
     }[flag]
     return valid | odd_text | st.sampled_from(["k_euler", "cuda:9", "mps", "cpu:5", "x" * 10_001])
 
@@ -143,6 +146,9 @@ FLAGS = [
     "--control-res",
     "--control-resize",
     "--control-mode",
+    "--image-prompt",
+    "--ip-adapter",
+    "--image-encoder",
 ]
 
 
@@ -175,6 +181,7 @@ RECORDED = {
     "dtype": st.sampled_from(["fp32", None]),
     "model": st.none(),
     "controls": st.just([]),
+    "image_prompts": st.just([]),
 }
 
 

@@ -314,7 +314,7 @@ def edit(path: Path, change):
     [
         ("unet/config.json", None, "must hold a JSON object, not NoneType"),
         ("unet/config.json", [1], "must hold a JSON object, not list"),  # diffusers: "check your internet connection"
-        ("unet/config.json", lambda c: {**c, "block_out_channels": "abc"}, "is not a usable config"),
+        ("unet/config.json", lambda c: {**c, "block_out_channels": "abc"}, "block_out_channels must be a list of"),
         (
             "unet/config.json",
             lambda c: {**c, "block_out_channels": [32, 10**6]},

@@ -297,3 +297,14 @@ def test_sdxl_t2i_adapter_matches_diffusers(tiny_sdxl):
         adapter_conditioning_factor=0.5,
     ).images
     assert max_pixel_diff(mine, theirs) <= 1
+
+
+def test_units_past_the_memory_are_one_line_before_loading(setup, tmp_path, monkeypatch):
+    import shutil
+
+    ours, _, _, folder = setup
+    copy = shutil.copytree(folder, tmp_path / "cn-copy")
+    monkeypatch.setattr("latentdiff.runtime.memory.available_bytes", lambda device: 1000)
+    with pytest.raises(UsageError, match=r"controls\[0\].model cn-copy needs about .* fewer control units") as e:
+        ours("a red apple", steps=2, controls=[Control(noise_image((64, 64), 1), copy)])
+    assert "\n" not in str(e.value) and copy.resolve() not in ours.__dict__.get("_control_nets", {})

@@ -257,7 +257,7 @@ def _bomb_png(side: int = 5000) -> str:
         ({"init_images": "INIT", "mask": base64.b64encode(b"GIF89a broken").decode()}, 400, "mask is not usable"),
         ({"init_images": "INIT", "denoising_strength": 0}, 400, "strength"),
         ({"init_images": "INIT", "mask": "BLACK"}, 400, "all black"),
-        ({"init_images": "INIT", "resize_mode": 7}, 400, "resize_mode"),
+        ({"init_images": "INIT", "resize_mode": 7}, 422, "resize_mode"),
     ],
 )
 def test_bad_img2img_input_is_a_4xx_json_line(served, body, status, words):

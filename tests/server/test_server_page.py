@@ -110,3 +110,65 @@ def test_page_generates_with_progress_and_gallery(browser, page_server, tmp_path
     wait.until(lambda d: d.find_element(By.ID, "status").text == "done")
     card = browser.find_elements(By.CSS_SELECTOR, "#gallery .card")[0]
     assert "from a picture, strength 0.75" in card.text
+
+
+def test_page_adds_a_control_unit(browser, served, tmp_path):
+    """A control picture, model, preprocessor and weight chosen on the page become the request's
+    unit (formParams is what the page posts), and the run's card names the unit."""
+    from PIL import Image
+    from selenium.webdriver.support.ui import Select
+
+    wait = WebDriverWait(browser, 180, poll_frequency=0.05)
+    browser.get(f"{served.url}/#token={served.token}")
+    wait.until(lambda d: d.find_element(By.ID, "control-box").is_displayed())
+    picture = tmp_path / "edges.png"
+    Image.radial_gradient("L").resize((64, 64)).convert("RGB").save(picture)
+    browser.find_element(By.ID, "control_file").send_keys(str(picture))
+    wait.until(lambda d: d.find_element(By.ID, "control_preview").is_displayed())
+    title = Select(browser.find_element(By.ID, "control_model")).first_selected_option.text
+    Select(browser.find_element(By.ID, "control_module")).select_by_value("canny")
+    _fill(browser, "control_weight", 0.6)
+    for field, value in dict(prompt="edges", steps=3, width=32, height=32, seed=4).items():
+        _fill(browser, field, value)
+    sent = browser.execute_script("return formParams()")
+    (unit,) = sent["controls"]
+    assert unit["model"] == title and title.startswith("cn-tiny [")
+    assert unit["module"] == "canny" and unit["weight"] == 0.6 and unit["image"].startswith("data:image/png;base64,")
+    before = len(browser.find_elements(By.CSS_SELECTOR, "#gallery .card"))
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery .card")) == before + 1)
+    card = browser.find_elements(By.CSS_SELECTOR, "#gallery .card")[0]
+    assert "control cn-tiny (canny, weight 0.6)" in card.text
+
+
+def test_page_adds_an_image_prompt(browser, served, tmp_path):
+    """With IP-Adapters in the server's folder the image prompt box shows; a picture, adapter and
+    scale chosen there become the request's image prompt, and the run finishes."""
+    from PIL import Image
+    from selenium.webdriver.support.ui import Select
+
+    wait = WebDriverWait(browser, 180, poll_frequency=0.05)
+    browser.get(f"{served.url}/#token={served.token}")
+    wait.until(lambda d: d.find_element(By.ID, "ip-box").is_displayed())
+    picture = tmp_path / "style.png"
+    Image.linear_gradient("L").resize((48, 48)).convert("RGB").save(picture)
+    browser.find_element(By.ID, "ip_file").send_keys(str(picture))
+    wait.until(lambda d: d.find_element(By.ID, "ip_preview").is_displayed())
+    Select(browser.find_element(By.ID, "ip_adapter")).select_by_value("ip-adapter_sd15.safetensors")
+    _fill(browser, "ip_scale", 0.7)
+    for field, value in dict(prompt="styled", steps=3, width=32, height=32, seed=4).items():
+        _fill(browser, field, value)
+    sent = browser.execute_script("return formParams()")
+    (prompt,) = sent["image_prompts"]
+    assert prompt["adapter"] == "ip-adapter_sd15.safetensors" and prompt["scale"] == 0.7
+    assert prompt["image"].startswith("data:image/png;base64,")
+    before = len(browser.find_elements(By.CSS_SELECTOR, "#gallery .card"))
+    browser.find_element(By.ID, "generate").click()
+    wait.until(
+        lambda d: (
+            d.find_element(By.ID, "status").text in ("done",)
+            or "error" in d.find_element(By.ID, "status").get_attribute("class")
+        )
+    )
+    assert browser.find_element(By.ID, "status").text == "done"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery .card")) == before + 1

@@ -128,3 +128,41 @@ def test_train_vae_resolution_past_memory_is_one_line(dataset, tmp_path, capsys,
     with memory_cap(2 * 2**30):
         err = refused(capsys, *argv, "--resolution", 8192, "--batch-size", 2)
     assert "resolution 8192" in err and "available" in err, err
+
+
+@pytest.mark.parametrize(
+    "arch, words",
+    [
+        ({"block_out_channels": 7}, "block_out_channels must be a list of 1 to 8"),
+        ({"block_out_channels": ["x", 16]}, "block_out_channels entry 'x' is not a whole number"),
+        ({"block_out_channels": [[8], 16]}, "block_out_channels entry \\[8\\] is not a whole number"),
+        ({"block_out_channels": [8, 10**6]}, "block_out_channels entry 1000000 is above 4,096"),
+        ({"block_out_channels": [8] * 9}, "block_out_channels must be a list of 1 to 8"),
+        ({"layers_per_block": 10**5}, "layers_per_block 100000 is above 16"),
+        ({"layers_per_block": True}, "layers_per_block True is not a whole number"),
+        ({"latent_channels": 0}, "latent_channels 0 must be at least 1"),
+        ({"in_channels": 4}, "in_channels must be 3"),
+    ],
+)
+def test_train_vae_architecture_sizes_are_one_line(dataset, tmp_path, capsys, arch, words):
+    import re
+
+    recipe = yaml.safe_load(vae_recipe(tmp_path).read_text())
+    recipe["vae"] |= arch
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(recipe))
+    with memory_cap(2 * 2**30):
+        err = refused(capsys, "train-vae", dataset, "--out", tmp_path / "o", "--config", tmp_path / "bad.yaml")
+    assert re.search(words, err), err
+
+
+def test_train_vae_weights_past_memory_are_refused_before_building(dataset, tmp_path, capsys, monkeypatch):
+    """4,096 channels at every level: small activations at --resolution 16, but 4.4e9 weights (70 GB
+    with their gradients and AdamW's moments); counted on the meta device, refused before any is made."""
+    monkeypatch.setattr("latentdiff.runtime.memory.available_bytes", lambda device: 2**30)
+    recipe = yaml.safe_load(vae_recipe(tmp_path).read_text())
+    recipe["vae"] |= {"block_out_channels": [4096, 4096], "norm_num_groups": 32}
+    (tmp_path / "wide.yaml").write_text(yaml.safe_dump(recipe))
+    argv = ["train-vae", dataset, "--out", tmp_path / "o", "--config", tmp_path / "wide.yaml", "--max-steps", 1]
+    with memory_cap(2 * 2**30):
+        err = refused(capsys, *argv, "--resolution", 16, "--batch-size", 1)
+    assert "weights" in err and "available" in err, err

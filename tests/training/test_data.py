@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -153,20 +154,46 @@ def test_heldout_rows_dropped_unless_included(tmp_path):
     ]
 
 
-def test_missing_captions_is_a_usage_error_listing_files(tmp_path):
+def listed_file(message: str) -> Path:
+    """The file a one-line refusal names as holding its full list."""
+    assert "\n" not in message, message
+    found = re.search(r"listed in (\S+?\.txt)", message)
+    assert found, message
+    return Path(found.group(1))
+
+
+def test_missing_captions_is_one_line_naming_a_file_that_lists_them_all(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "run"
     for i in range(7):
-        save(tmp_path / f"img{i}.png", noise(seed=i))
-    save(tmp_path / "ok.png", noise(), "captioned")
+        save(data / f"img{i}.png", noise(seed=i))
+    save(data / "ok.png", noise(), "captioned")
 
     with pytest.raises(UsageError) as info:
-        scan_dataset(tmp_path, 64)
+        scan_dataset(data, 64, report_dir=out)
 
     message = str(info.value)
     assert info.value.exit_code == 2
     assert "7 image(s)" in message and "--missing-captions empty" in message
-    assert all(f"img{i}.png" in message for i in range(5)) and "img5.png" not in message
-    result = scan_dataset(tmp_path, 64, missing_captions="empty")
+    assert "img0.png" in message and "img1.png" in message and "img2.png" not in message
+    listing = listed_file(message)
+    assert listing == out / "skipped.txt"
+    rows = [line.split("\t") for line in listing.read_text().splitlines()]
+    assert [name for name, _ in rows] == [f"img{i}.png" for i in range(7)]
+    assert all("no caption" in why for _, why in rows)
+    assert sorted(p.name for p in data.iterdir()) == sorted([*(f"img{i}.png" for i in range(7)), "ok.png", "ok.txt"])
+    result = scan_dataset(data, 64, missing_captions="empty")
     assert sorted(r.caption for r in result.records) == [""] * 7 + ["captioned"]
+
+
+def test_without_a_run_folder_the_list_goes_to_a_temporary_file_outside_the_dataset(tmp_path):
+    save(tmp_path / "a.png", noise())
+    with pytest.raises(UsageError) as info:
+        scan_dataset(tmp_path, 64)
+    listing = listed_file(str(info.value))
+    try:
+        assert tmp_path not in listing.parents and listing.read_text().startswith("a.png\tno caption")
+    finally:
+        listing.unlink()
 
 
 @pytest.mark.parametrize(
@@ -331,16 +358,25 @@ def test_pixel_limit_is_configurable(tmp_path):
     assert result.skipped[0][0] == "big.png"
 
 
-def test_all_bad_is_a_usage_error_before_training(tmp_path):
-    make_bad_images(tmp_path)
+def test_all_bad_is_one_line_before_training_naming_a_file_that_lists_them_all(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    make_bad_images(data)
     for name in ("also", "again"):
-        (tmp_path / f"{name}.png").write_text("not a png either")
-        (tmp_path / f"{name}.txt").write_text("c")
+        (data / f"{name}.png").write_text("not a png either")
+        (data / f"{name}.txt").write_text("c")
     with pytest.raises(UsageError) as info:
-        scan_dataset(tmp_path, 64)
+        scan_dataset(data, 64, report_dir=out)
     message = str(info.value)
     assert "all 11 were skipped" in message
     assert "'not an image Pillow can read' (4 of 11)" in message
+    listing = listed_file(message)
+    assert listing == out / "skipped.txt"
+    rows = dict(line.split("\t") for line in listing.read_text().splitlines())
+    images = sorted(p.name for p in data.iterdir() if p.suffix != ".txt")
+    assert sorted(rows) == images and len(images) == 11
+    assert rows["also.png"].startswith("not an image Pillow can read")
+    assert all(name in message for name in images[:2]) and images[2] not in message
 
 
 # --- transforms -------------------------------------------------------------------------------

@@ -132,3 +132,23 @@ def test_non_utf8_captions_are_skipped_or_refused(folder):
     with pytest.raises(UsageError, match="metadata.csv is not UTF-8") as e:
         scan_dataset(folder, 64)
     one_line(e)
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\t", "\x00"])
+def test_skipped_txt_keeps_one_line_per_file_whatever_the_name_holds(tmp_path, char):
+    from latentdiff.training.data.listing import write_listing
+
+    rows = [(f"a{char}b.png", f"why{char}not"), ("c.png", "fine")]
+    text = write_listing(rows, tmp_path).read_text(encoding="utf-8")
+    assert len(text.splitlines()) == 2 and text.splitlines()[1] == "c.png\tfine"
+
+
+def test_none_usable_with_line_breaking_names_is_one_line(folder, tmp_path):
+    (folder / "a.png").write_bytes(b"not a png")
+    for name in ("b\n.png", "c\u2028.png"):
+        (folder / name).write_bytes(b"nor this")
+        (folder / name).with_suffix(".txt").write_text("x")
+    with pytest.raises(UsageError, match="no usable images") as e:
+        scan_dataset(folder, 64, report_dir=tmp_path / "run")
+    assert "b\\n.png" in one_line(e)
+    assert len((tmp_path / "run" / "skipped.txt").read_text().splitlines()) == 3

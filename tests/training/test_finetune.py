@@ -204,6 +204,27 @@ def test_bad_files_are_skipped_and_listed(dataset, tiny_sd1, tmp_path):
     assert (out / "pytorch_lora_weights.safetensors").is_file()
 
 
+@pytest.mark.parametrize("broken", ["captions", "images"])
+def test_a_refusal_about_many_files_is_one_line_naming_the_runs_list(dataset, tiny_sd1, tmp_path, broken):
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    for i in range(4):
+        (data / f"x{i}.png").write_bytes((data / "0.png").read_bytes())
+    if broken == "images":
+        for png in data.glob("*.png"):
+            png.write_text("not an image")
+            png.with_suffix(".txt").write_text("c")
+    with pytest.raises(UsageError) as e:
+        finetune(cfg(data, tiny_sd1, tmp_path / "run", max_steps=1))
+    message = str(e.value)
+    assert "\n" not in message and f"listed in {tmp_path / 'run' / 'skipped.txt'}" in message
+    names = [line.split("\t")[0] for line in (tmp_path / "run" / "skipped.txt").read_text().splitlines()]
+    expected = [f"x{i}.png" for i in range(4)]
+    if broken == "images":
+        expected = sorted(p.name for p in data.glob("*.png"))
+    assert names == expected and "skipped.txt" not in {p.name for p in data.iterdir()}
+
+
 def test_from_architecture_config_trains_everything(dataset, tmp_path):
     import yaml
 

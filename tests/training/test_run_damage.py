@@ -3,12 +3,14 @@ during a checkpoint: one line and the right exit code, never a traceback; the pr
 stays whole and the run resumes (issue 24)."""
 
 import json
+import os
 import shutil
 
 import pytest
-from helpers import small_disk
+from helpers import memory_cap, small_disk
 
 from latentdiff.cli.main import main
+from latentdiff.errors import UsageError
 from latentdiff.training import checkpoint as ckpt
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -129,3 +131,55 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_last_one_and_resumes(dataset,
     moved = tmp_path / "moved"
     assert run(dataset, tiny_sd1, moved, "--resume", "--max-steps", 4, "--keep-checkpoints", 5) == 0
     assert ckpt.read_manifest(ckpt.latest_checkpoint(moved))["step"] == 4
+
+
+# --- metrics.jsonl on resume (trackers.RunLog) ------------------------------------------------------
+
+
+def test_resume_with_a_fifo_for_metrics_is_one_line_at_once(tmp_path):
+    from latentdiff.training.trackers import RunLog
+
+    os.mkfifo(tmp_path / "metrics.jsonl")  # opening it to append would wait for a reader forever
+    for resumed_at in (0, 2):
+        with pytest.raises(UsageError, match="metrics.jsonl is a FIFO") as e:
+            RunLog(tmp_path, "none", {}, resumed_at=resumed_at)
+        assert "\n" not in str(e.value)
+
+
+def test_resume_trims_damaged_metrics_in_bounded_memory(tmp_path):
+    from latentdiff.training.trackers import MAX_ROW_BYTES, RunLog
+
+    rows = [json.dumps({"step": s, "loss": 0.5}) for s in (1, 2, 3)]
+    deep = "[" * 100_000 + "]" * 100_000  # json.loads would raise RecursionError
+    huge = '{"step": 1, "x": "' + "a" * (64 * MAX_ROW_BYTES) + '"}'  # one 64 MiB line, never held whole
+    (tmp_path / "metrics.jsonl").write_text("\n".join([rows[0], deep, huge, rows[1], "\xff", rows[2]]) + "\n")
+    with memory_cap(48 * MAX_ROW_BYTES):
+        with RunLog(tmp_path, "none", {}, resumed_at=2) as log:
+            log.log(3, {"loss": 0.25})
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3] and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+# --- checkpoint files damaged on disk (finetune --resume, export) -----------------------------------
+
+
+@pytest.mark.parametrize("how", ["truncated", "fifo"])
+def test_resume_says_which_checkpoint_is_incomplete_and_uses_the_one_before(copy, dataset, tiny_sd1, capsys, how):
+    last = ckpt.latest_checkpoint(copy) / "optimizer.pt"
+    if how == "fifo":
+        last.unlink()
+        os.mkfifo(last)  # loading it would wait for a writer forever
+    else:
+        last.write_bytes(last.read_bytes()[:100])
+    with memory_cap(2**30):
+        assert run(dataset, tiny_sd1, copy, "--resume") == 0
+    err = capsys.readouterr().err
+    assert "step-00000002 is incomplete (optimizer.pt " in err and "resuming from step-00000001" in err, err
+
+
+def test_export_from_a_damaged_checkpoint_is_one_line(copy, tmp_path, capsys):
+    last = ckpt.latest_checkpoint(copy) / "trainable.safetensors"
+    last.write_bytes(b"\xff" * last.stat().st_size)  # the size the manifest says: only loading finds out
+    err = one_line(capsys, main(["export", str(copy), "--out", str(tmp_path / "lora")]))
+    assert "step-00000002 is damaged" in err and "delete that folder" in err, err
+    assert not (tmp_path / "lora").exists()

@@ -6,6 +6,8 @@
 const $ = (id) => document.getElementById(id);
 let currentJob = null;
 let initImage = null; // data: URL of the picture img2img starts from, or null for text to image
+let controlImage = null; // data: URL of the control unit's picture, or null for no control
+let promptImage = null; // data: URL of the image prompt's picture (IP-Adapter), or null for none
 const MAX_SIDE = 1024; // a larger picture is brought to this size unless width/height are given
 
 // A token may come in the URL fragment (never sent to the server): /#token=T
@@ -58,22 +60,79 @@ function formParams() {
     num_images: numberOrNull("num_images") || 1,
     model: $("lora").value || $("model").value || null,
     ...(initImage ? { init_image: initImage, strength: Number($("strength").value) } : {}),
+    ...(controlImage ? { controls: [controlUnit()] } : {}),
+    ...(promptImage ? { image_prompts: [imagePrompt()] } : {}),
   };
+}
+
+// One image prompt (GET /v1/controls lists the server's IP-Adapters as `ip_adapters`).
+function imagePrompt() {
+  return { image: promptImage, adapter: $("ip_adapter").value, scale: numberOrNull("ip_scale") ?? 1 };
+}
+
+// One control unit (GET /v1/controls lists the models and preprocessors the server has).
+function controlUnit() {
+  return {
+    image: controlImage, model: $("control_model").value, module: $("control_module").value,
+    weight: numberOrNull("control_weight") ?? 1,
+  };
+}
+
+function readPicture(file, then) {
+  if (!file || !file.type.startsWith("image/")) return setStatus("that is not an image file", true);
+  const reader = new FileReader();
+  reader.onload = () => then(reader.result);
+  reader.readAsDataURL(file);
+}
+
+function useControlImage(file) {
+  readPicture(file, (url) => {
+    controlImage = url;
+    $("control_preview").src = url;
+    $("control_preview").hidden = false;
+  });
+}
+
+function clearControl() {
+  controlImage = null;
+  $("control_file").value = "";
+  $("control_preview").hidden = true;
+}
+
+function usePromptImage(file) {
+  readPicture(file, (url) => {
+    promptImage = url;
+    $("ip_preview").src = url;
+    $("ip_preview").hidden = false;
+  });
+}
+
+function clearPrompt() {
+  promptImage = null;
+  $("ip_file").value = "";
+  $("ip_preview").hidden = true;
+}
+
+async function loadControls() {
+  const { models, modules, ip_adapters } = await (await api("/v1/controls")).json();
+  for (const m of models) $("control_model").append(new Option(m.title, m.title));
+  for (const name of modules) $("control_module").append(new Option(name, name));
+  $("control-box").hidden = models.length === 0;
+  // named by file: `name [hash]` may name both the .safetensors and the .bin of one adapter
+  for (const m of ip_adapters || []) $("ip_adapter").append(new Option(m.title, m.file));
+  $("ip-box").hidden = !(ip_adapters || []).length;
 }
 
 // img2img: a picture chosen with the file input or dropped on the page, sent as a data: URL.
 function useInitImage(file) {
-  if (!file || !file.type.startsWith("image/")) return setStatus("that is not an image file", true);
-  const reader = new FileReader();
-  reader.onload = () => {
-    initImage = reader.result;
+  readPicture(file, (url) => {
+    initImage = url;
     const pic = $("init_preview");
     pic.onload = () => fitSize(pic.naturalWidth, pic.naturalHeight);
     pic.src = initImage;
     $("init-box").hidden = false;
     $("generate").textContent = "Generate from picture";
-  };
-  reader.readAsDataURL(file);
+  });
 }
 
 function fitSize(w, h) {
@@ -118,7 +177,8 @@ async function addToGallery(img, atStart = true) {
   pic.alt = p.prompt || img.name;
   const text = document.createElement("pre");
   text.textContent = `${p.prompt}\n${p.width}x${p.height}, ${p.steps} steps, guidance ${p.guidance}, ` +
-    `seed ${p.seed}, ${p.scheduler || p.scheduler_class}` + (p.init_image_hash ? `, from a picture, strength ${p.strength}` : "");
+    `seed ${p.seed}, ${p.scheduler || p.scheduler_class}` + (p.init_image_hash ? `, from a picture, strength ${p.strength}` : "") +
+    (p.controls || []).map((c) => `, control ${c.model_name} (${c.module}, weight ${c.weight})`).join("");
   const again = document.createElement("button");
   again.type = "button";
   again.textContent = "Use these parameters";
@@ -206,6 +266,10 @@ async function start() {
   $("cancel").addEventListener("click", cancel);
   $("init_file").addEventListener("change", () => useInitImage($("init_file").files[0]));
   $("clear_init").addEventListener("click", clearInitImage);
+  $("control_file").addEventListener("change", () => useControlImage($("control_file").files[0]));
+  $("clear_control").addEventListener("click", clearControl);
+  $("ip_file").addEventListener("change", () => usePromptImage($("ip_file").files[0]));
+  $("clear_ip").addEventListener("click", clearPrompt);
   $("strength").addEventListener("input", () => { $("strength_value").value = $("strength").value; });
   acceptDrops();
   $("token").addEventListener("change", () => {
@@ -215,6 +279,7 @@ async function start() {
   try {
     await loadSchedulers();
     await loadModels();
+    await loadControls();
     const { images } = await (await api("/v1/images?limit=24")).json();
     for (const img of images) await addToGallery(img, false);
   } catch (e) {

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -25,6 +24,7 @@ from latentdiff.images.read import MAX_PIXELS, BadImageError, load_image
 from latentdiff.runtime.reading import read_text
 from latentdiff.training.data.conditioning import pair_conditioning
 from latentdiff.training.data.kohya_folders import KohyaFolders
+from latentdiff.training.data.listing import all_bad_message, missing_captions_message, write_listing
 from latentdiff.training.data.metadata import MAX_CAPTION_CHARS, read_metadata
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -54,12 +54,7 @@ class ScanResult:
 
     def write_skipped(self, out_dir: str | os.PathLike) -> Path:
         """Write OUT/skipped.txt, one "relpath<TAB>reason" line each (empty file if none)."""
-        path = Path(out_dir) / "skipped.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Tabs/newlines in a name would break the one-line-per-file format.
-        lines = [f"{_escape(rel)}\t{_escape(reason)}\n" for rel, reason in self.skipped]
-        path.write_text("".join(lines), encoding="utf-8")
-        return path
+        return write_listing(self.skipped, out_dir)
 
 
 def scan_dataset(
@@ -73,6 +68,7 @@ def scan_dataset(
     caption_extension: str = ".txt",
     repeats: int = 1,
     conditioning: bool = False,
+    report_dir: str | os.PathLike | None = None,
 ) -> ScanResult:
     """Find every image under `root`, pair it with a caption and open it once.
 
@@ -83,6 +79,8 @@ def scan_dataset(
     are read from `caption_extension` files beside the images; each image counts `repeats` times an
     epoch, or N times in a top-level folder named `N_name` (kohya's layout, see kohya_folders.py).
     `conditioning`: every image needs a usable conditioning image (conditioning.py), else it is skipped.
+    A refusal about many files is one line naming the file that lists them all: `report_dir`/skipped.txt
+    (the run folder), or a temporary file when it is None (listing.py).
     """
     if missing_captions not in ("error", "empty"):
         raise UsageError(f"--missing-captions must be 'error' or 'empty', not {missing_captions!r}")
@@ -93,7 +91,7 @@ def scan_dataset(
     root = _check_root(root)
     folders = KohyaFolders(repeats)
     src = _Root(root, follow_symlinks)
-    entries, skipped, notes = _discover(src, missing_captions, include_heldout, caption_extension, folders)
+    entries, skipped, notes = _discover(src, missing_captions, include_heldout, caption_extension, folders, report_dir)
     if conditioning:
         entries = pair_conditioning(src, entries, skipped, max_pixels)
     records: list[Record] = []
@@ -109,7 +107,7 @@ def scan_dataset(
             progress(done, len(entries))
     skipped.sort()
     if not records:
-        raise UsageError(_all_bad_message(root, skipped))
+        raise UsageError(all_bad_message(skipped, report_dir, root))
     notes += folders.notes(records)
     small = sum(min(r.width, r.height) < resolution for r in records)
     if small:
@@ -158,6 +156,7 @@ def _discover(
     include_heldout: bool,
     caption_extension: str = ".txt",
     folders: KohyaFolders | None = None,
+    report_dir: str | os.PathLike | None = None,
 ):
     """Return ([(relpath, caption, split, conditioning relpath)] sorted by relpath, skipped, notes)."""
     images, metadata, skipped = _walk(src)
@@ -181,7 +180,7 @@ def _discover(
         captions.update(folders.captions(images - captions.keys()))
     uncaptioned = sorted(images - captions.keys())
     if uncaptioned and missing_captions == "error":
-        raise UsageError(_missing_captions_message(uncaptioned, caption_extension))
+        raise UsageError(missing_captions_message(uncaptioned, skipped, caption_extension, report_dir, root))
     if not images and not skipped:
         held = f"; {len(heldout)} held out by split=heldout" if heldout else ""
         kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
@@ -263,34 +262,3 @@ def _read_caption(path: Path) -> str:
             f"caption file {path.name} holds {len(text):,} characters; at most {MAX_CAPTION_CHARS:,} are trained on"
         )
     return text.strip()
-
-
-def _missing_captions_message(uncaptioned: list[str], caption_extension: str = ".txt") -> str:
-    shown = "\n  ".join(uncaptioned[:5])
-    more = f"\n  ... and {len(uncaptioned) - 5} more" if len(uncaptioned) > 5 else ""
-    return (
-        f"{len(uncaptioned)} image(s) have no caption (no {caption_extension} beside them and no metadata.jsonl/"
-        f".csv row):\n  {shown}{more}\nAdd captions, or pass --missing-captions empty to train "
-        "them with an empty caption."
-    )
-
-
-def _all_bad_message(root: Path, skipped: list[tuple[str, str]]) -> str:
-    # Reasons carry file-specific detail after a colon or parenthesis; group by the lead phrase.
-    kinds = Counter(reason.split(":")[0].split(" (")[0] for _, reason in skipped)
-    reason, count = kinds.most_common(1)[0]
-    first = "\n  ".join(f"{rel}: {why}" for rel, why in skipped[:5])
-    return (
-        f"no usable images under {str(root)!r}: all {len(skipped)} were skipped, most often for "
-        f"'{reason}' ({count} of {len(skipped)}):\n  {first}"
-    )
-
-
-def _escape(text: str) -> str:
-    """One line of UTF-8 for any name: bytes that are not UTF-8 (held as surrogates) as \\xNN."""
-    text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate no file name holds (a metadata row's "\\ud800")
-        raw = text.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace")

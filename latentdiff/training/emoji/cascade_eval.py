@@ -20,8 +20,11 @@ from PIL import Image
 from latentdiff.errors import UsageError
 from latentdiff.models.configs import own_upscaler
 from latentdiff.training.emoji.evaluate import (
+    REFERENCE_PIXELS,
     _small,
+    check_writable,
     heldout_rows,
+    load_image_of,
     load_pipeline,
     load_references,
     progress_bar,
@@ -73,8 +76,9 @@ def evaluate_cascade(
     seeds: tuple[int, ...] = (0, 1, 2, 3),
     batch: int = 32,
     n_heldout: int | None = None,
+    references: tuple[list[dict], np.ndarray] | None = None,
 ) -> dict:
-    rows, refs = load_references(dataset)
+    rows, refs = references or load_references(dataset)
     _truth_rows(truth, rows)
     ref = upscaler or own_upscaler(pipe.model_dir, pipe.components.defaults)
     if ref is None:
@@ -92,7 +96,9 @@ def evaluate_cascade(
                     for j, im in zip(chunk, bases)
                 ]
                 for j, base, up in zip(chunk, bases, ups):
-                    true = np.asarray(Image.open(truth / rows[j]["file_name"]).convert("RGB"))
+                    # Bounded by the size compared with: a larger truth is refused below, a far larger one here.
+                    most = max(REFERENCE_PIXELS, up.width * up.height)
+                    true = np.asarray(load_image_of(truth / rows[j]["file_name"], "--cascade image", most))
                     if up.size != true.shape[1::-1]:
                         raise UsageError(
                             f"the cascade makes {up.width}x{up.height} images but {truth} holds "
@@ -136,8 +142,14 @@ def run_cascade(
     out=None,
     n_heldout: int | None = None,
 ) -> dict:
+    check_writable(out, "--out")
+    # The sets are read, and the dataset's images checked, before the model loads (minutes).
+    references = load_references(Path(dataset))
+    _truth_rows(Path(truth), references[0])
     pipe = load_pipeline(model)
-    result = evaluate_cascade(pipe, Path(dataset), Path(truth), upscaler, steps, guidance, seeds, n_heldout=n_heldout)
+    result = evaluate_cascade(
+        pipe, Path(dataset), Path(truth), upscaler, steps, guidance, seeds, n_heldout=n_heldout, references=references
+    )
     if out:
         Path(out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result))

@@ -19,11 +19,14 @@ from PIL import Image
 
 from latentdiff.errors import UsageError
 from latentdiff.formats.preflight import loading_line
-from latentdiff.runtime.reading import parse_json, read_text
+from latentdiff.runtime.memory import check_fits
+from latentdiff.runtime.reading import is_special, parse_json, read_text
 from latentdiff.training.emoji.dataset import load_emoji_font, render_glyphs
 from latentdiff.training.emoji.names import DEFAULT_EMOJI_TEST, parse_emoji_test
 
 SIZE = 16
+REFERENCE_PIXELS = 1024 * 1024  # build-emoji makes 16 to 128 px a side; 8x that a side, 3 MiB decoded
+MAX_ROWS = 100_000  # Emoji 15.0 has 3,773 fully-qualified emoji; a row is one image kept at 16x16
 
 
 def _small(im: Image.Image) -> np.ndarray:
@@ -49,13 +52,43 @@ def read_rows(meta: Path) -> list[dict]:
             raise UsageError(f'{meta} line {line} must be an object with string "file_name" and "text"')
         if ".." in Path(row["file_name"]).parts or Path(row["file_name"]).is_absolute() or "\0" in row["file_name"]:
             raise UsageError(f"{meta} line {line}: file_name {row['file_name']!r:.200} is outside the dataset")
+        if len(rows) == MAX_ROWS:
+            raise UsageError(
+                f"{meta} has more than {MAX_ROWS:,} rows: an emoji set has one row an emoji (Emoji 15.0 has 3,773)"
+            )
         rows.append(row)
     return rows
 
 
+def load_image_of(path: Path, what: str, max_pixels: int = REFERENCE_PIXELS) -> Image.Image:
+    """One of a set's images as 8-bit RGB, read bounded (images/read.load_image: a regular file, opened
+    without blocking, at most `max_pixels`, fully decoded); any problem is one line naming it."""
+    # Here, not at the top: images/read imports torch, which evaluate.py must not pay for at start-up.
+    from latentdiff.images.read import BadImageError, load_image
+
+    try:
+        return load_image(path, max_pixels)
+    except BadImageError as e:
+        raise UsageError(f"{what} {path}: {str(e).splitlines()[0][:300]}") from None
+
+
+def check_writable(path, flag: str) -> None:
+    """Refuse, before hours of evaluation, an output path that cannot be written: a folder, a special
+    file, or one whose folder does not exist."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir() or is_special(path):
+        raise UsageError(f"{flag} {path} is {'a folder' if path.is_dir() else 'not a regular file'}; give a file name")
+    if not path.absolute().parent.is_dir():
+        raise UsageError(f"{flag} {path}: the folder {path.absolute().parent} does not exist")
+
+
 def load_references(dataset: Path) -> tuple[list[dict], np.ndarray]:
+    """The rows of `dataset` and each image at 16x16, (N, 768) in [0, 1]."""
     rows = load_rows(dataset)
-    refs = np.stack([_small(Image.open(dataset / r["file_name"])) for r in rows])  # (N, 768)
+    check_fits(len(rows) * SIZE * SIZE * 3 * 4 * 2, f"the 16x16 references of {len(rows):,} emoji", "fewer rows")
+    refs = np.stack([_small(load_image_of(Path(dataset) / r["file_name"], "emoji image")) for r in rows])
     return rows, refs
 
 
@@ -92,10 +125,10 @@ def _draw(indices: list[int], n: int, seed: int) -> list[int]:
 
 
 def ranks(generated: np.ndarray, targets: list[int], refs: np.ndarray) -> np.ndarray:
-    """For each generated image, how many references are strictly closer than its target."""
-    d = ((generated[:, None, :] - refs[None, :, :]) ** 2).sum(-1)  # (G, N)
-    own = d[np.arange(len(targets)), targets]
-    return (d < own[:, None] - 1e-9).sum(1)
+    """For each generated image, how many references are strictly closer than its target (one image at
+    a time: (N, 768) at once, not (G, N, 768), 370 MB for a batch of 32 against 3,773 emoji)."""
+    d = [((image[None, :] - refs) ** 2).sum(-1) for image in generated]  # (G, N) kept; the (N, 768) one at a time
+    return np.array([(di < di[t] - 1e-9).sum() for di, t in zip(d, targets)], dtype=np.int64)
 
 
 def evaluate(
@@ -107,11 +140,13 @@ def evaluate(
     seeds: tuple[int, ...] = (0, 1, 2, 3),
     batch: int = 32,
     n_heldout: int | None = None,
+    references: tuple[list[dict], np.ndarray] | None = None,
 ) -> dict:
     """Top-1/top-5 of each prompt set at each guidance, per generation seed and averaged over them,
     with the top-1 of each emoji group (the weakest categories show where the model fails). The
-    training names are drawn once (seed 0), whatever the generation seeds."""
-    rows, refs = load_references(dataset)
+    training names are drawn once (seed 0), whatever the generation seeds. `references`: the
+    dataset's `load_references`, when read already."""
+    rows, refs = references or load_references(dataset)
     sets = pick_prompts(rows, n_train, 0, n_heldout)
     results = {}
     images = len(guidances) * len(seeds) * sum(len(idx) for idx in sets.values())
@@ -242,8 +277,12 @@ def run(
     grid_only: bool = False,
     n_heldout: int | None = None,
 ) -> dict:
-
-    unknown = sorted(set(grid_names or []) - {r["text"] for r in load_rows(Path(dataset))})
+    check_writable(out, "--out")
+    check_writable(grid_path, "--grid")
+    # The dataset is read, and each of its images checked, before the model loads (minutes).
+    references = None if grid_only else load_references(Path(dataset))
+    rows = references[0] if references else load_rows(Path(dataset))
+    unknown = sorted(set(grid_names or []) - {r["text"] for r in rows})
     if unknown:
         raise UsageError(f"--grid-names: not emoji names of {dataset}: {'; '.join(unknown)}")
     pipe = load_pipeline(model)
@@ -252,7 +291,7 @@ def run(
     if grid_only:
         return {}
     g = guidance if guidance is not None else pipe.defaults()["guidance"]
-    results = evaluate(pipe, Path(dataset), [1.0, g], steps, n_train, seeds, n_heldout=n_heldout)
+    results = evaluate(pipe, Path(dataset), [1.0, g], steps, n_train, seeds, n_heldout=n_heldout, references=references)
     if out:
         Path(out).write_text(json.dumps(results, indent=2))
     print(table(results))

@@ -1,0 +1,204 @@
+"""Flux.1 (Black Forest Labs 2024; dev and schnell): a rectified-flow transformer
+(FluxTransformer2DModel, joint text-image attention over 2x2-packed latent tokens with 3-axis rotary
+position ids), conditioned on CLIP-L's pooled text vector and T5's token sequence, sampled with
+FlowMatchEulerDiscreteScheduler and its resolution-dependent shift. dev embeds a distilled guidance
+scale; schnell has no guidance input. Computed as diffusers' FluxPipeline computes it.
+
+The loop is the one every family uses: the latents stay (B, 16, h, w) there; the model call packs
+them into tokens and back (`FluxCall`), so schedulers, starts and decoding see ordinary latents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from latentdiff.errors import UsageError
+from latentdiff.families.base import Family
+from latentdiff.families.flux_tiny import flux_index, tiny_flux
+from latentdiff.sampling.model_call import Inputs
+
+# diffusers' FluxPipeline: its default T5 length and the sample size its default image has.
+MAX_SEQUENCE_LENGTH = 512
+DEFAULT_SAMPLE_SIZE = 128
+
+
+@dataclass
+class FluxContext:
+    """A batch's conditioning: T5's hidden states (the text tokens the image attends with) and
+    CLIP-L's pooled vector (added to the timestep embedding)."""
+
+    hidden: torch.Tensor  # (B, T, D_t5)
+    pooled: torch.Tensor  # (B, D_clip)
+
+    def cat(self, other: "FluxContext") -> "FluxContext":
+        return FluxContext(torch.cat([self.hidden, other.hidden]), torch.cat([self.pooled, other.pooled]))
+
+    def to(self, dtype=None, device=None) -> "FluxContext":
+        return FluxContext(self.hidden.to(device=device, dtype=dtype), self.pooled.to(device=device, dtype=dtype))
+
+    def __getitem__(self, rows: slice) -> "FluxContext":
+        return FluxContext(self.hidden[rows], self.pooled[rows])
+
+
+class FluxConditioning:
+    """Prompts -> FluxContext, as FluxPipeline.encode_prompt: CLIP-L's pooler output of the prompt
+    cut to its tokenizer's window, T5's last hidden states of the prompt padded (and cut) to
+    `max_sequence_length` tokens. Prompt text is taken as it is (no A1111 emphasis: Flux's encoders
+    were not trained with it, and diffusers does not apply it)."""
+
+    def __init__(self, components, max_sequence_length: int = MAX_SEQUENCE_LENGTH):
+        self.clip, self.clip_tok = components.text_encoder, components.tokenizer
+        self.t5, self.t5_tok = components.text_encoder_2, components.tokenizer_2
+        self.max_sequence_length = max_sequence_length
+
+    def check_clip_skip(self, clip_skip) -> int:
+        if clip_skip not in (1, None):
+            raise UsageError(f"clip_skip does not apply to Flux (its text comes from T5), got {clip_skip!r}")
+        return 1
+
+    def _ids(self, tokenizer, texts: list[str], length: int, device) -> torch.Tensor:
+        out = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+        return out.input_ids.to(device)
+
+    def embed(self, texts: list[str]) -> FluxContext:
+        clip_device, t5_device = self.clip.device, self.t5.device
+        window = self.clip_tok.model_max_length
+        pooled = self.clip(self._ids(self.clip_tok, texts, window, clip_device), output_hidden_states=False)
+        hidden = self.t5(self._ids(self.t5_tok, texts, self.max_sequence_length, t5_device), output_hidden_states=False)
+        return FluxContext(hidden[0].to(self.t5.dtype), pooled.pooler_output.to(self.clip.dtype))
+
+    @torch.no_grad()
+    def __call__(self, prompts, negatives, height: int, width: int, syntax: str = "plain", clip_skip: int = 1):
+        """(cond, uncond): the prompts' context and (given negatives: true CFG) the negatives'."""
+        self.check_clip_skip(clip_skip)
+        context = self.embed(list(prompts) + list(negatives or []))
+        n = len(prompts)
+        return context[:n], (context[n:] if negatives else None)
+
+    def unused_modules(self) -> list:
+        return []
+
+
+def pack(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) latents -> (B, h/2 * w/2, 4C) tokens of 2x2 patches (FluxPipeline._pack_latents)."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The inverse of `pack` for latents of h x w."""
+    b, _, d = tokens.shape
+    x = tokens.view(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, d // 4, h, w)
+
+
+def image_ids(h: int, w: int, device, dtype) -> torch.Tensor:
+    """(h*w, 3) position ids of the packed tokens: (0, row, column)."""
+    ids = torch.zeros(h, w, 3)
+    ids[..., 1] = torch.arange(h)[:, None]
+    ids[..., 2] = torch.arange(w)[None, :]
+    return ids.reshape(h * w, 3).to(device=device, dtype=dtype)
+
+
+class FluxCall:
+    """A FluxTransformer2DModel as a Denoiser: (B, C, h, w) latents packed into tokens with their
+    ids, the timestep divided by 1000 (the transformer scales it back), the distilled `guidance`
+    (dev) embedded, the prediction unpacked to (B, C, h, w)."""
+
+    def __init__(self, transformer, guidance: float | None = None):
+        self.transformer = transformer
+        self.dtype = transformer.dtype
+        self.guidance = guidance if transformer.config.guidance_embeds else None
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, inputs: Inputs) -> torch.Tensor:
+        if inputs.channels is not None or inputs.residuals or inputs.tokens:
+            raise UsageError("Flux takes no ControlNet, adapter or inpainting channels yet (plain or img2img only)")
+        b, _, h, w = x.shape
+        ctx = inputs.context
+        guidance = None if self.guidance is None else torch.full((b,), self.guidance, device=x.device)
+        out = self.transformer(
+            hidden_states=pack(x),
+            timestep=t.expand(b).to(x.dtype) / 1000,
+            guidance=guidance,
+            pooled_projections=ctx.pooled,
+            encoder_hidden_states=ctx.hidden,
+            txt_ids=torch.zeros(ctx.hidden.shape[1], 3, device=x.device, dtype=x.dtype),
+            img_ids=image_ids(h // 2, w // 2, x.device, x.dtype),
+            return_dict=False,
+        )[0]
+        return unpack(out, h, w)
+
+
+def calculate_shift(seq_len: int, config) -> float:
+    """The schedule's shift mu for `seq_len` image tokens: linear from base_shift at
+    base_image_seq_len to max_shift at max_image_seq_len (diffusers' calculate_shift)."""
+    base, most = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    lo, hi = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+    m = (hi - lo) / (most - base)
+    return seq_len * m + (lo - m * base)
+
+
+class Flux(Family):
+    name, label = "flux", "Flux.1"
+    variants = ("flux-dev", "flux-schnell")
+
+    def matches(self, unet: dict, vae: dict, index: dict) -> bool:
+        # FluxTransformer2DModel's config: rotary axes and a pooled text projection (no UNet has them).
+        return "axes_dims_rope" in unet and "pooled_projection_dim" in unet
+
+    def variant(self, components) -> str:
+        return "flux-dev" if components.unet.config.guidance_embeds else "flux-schnell"
+
+    def conditioning(self, components):
+        return FluxConditioning(components)
+
+    def guidance(self, components, guidance: float, true_cfg: float = 1.0) -> tuple[float, float | None]:
+        """dev: `guidance` is embedded (no CFG batch); schnell ignores it. True CFG (a negative prompt
+        run beside the prompt, diffusers' true_cfg_scale) only where asked."""
+        return true_cfg, (guidance if components.unet.config.guidance_embeds else None)
+
+    def denoiser(self, components, guidance: float | None = None):
+        return FluxCall(components.unet, guidance)
+
+    def set_timesteps(self, scheduler, steps: int, size: tuple[int, int], factor: int) -> None:
+        """FluxPipeline's schedule: sigmas 1 .. 1/steps, shifted by mu of the image's token count."""
+        config = scheduler.config
+        sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
+        mu = calculate_shift((size[1] // factor // 2) * (size[0] // factor // 2), config)
+        if sigmas is None:
+            scheduler.set_timesteps(steps, mu=mu)
+        else:
+            scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+
+    def check_scheduler(self, name: str | None) -> None:
+        if name is not None:
+            raise UsageError(
+                f"Flux samples with its own flow-matching Euler scheduler; scheduler {name!r} is for "
+                "the UNet families (leave the scheduler unset)"
+            )
+
+    def defaults(self, components) -> dict:
+        """FluxPipeline's defaults (28 steps, guidance 3.5); schnell is distilled for 4 steps, without guidance (diffusers' example: 0)."""
+        return (
+            {"steps": 28, "guidance": 3.5} if components.unet.config.guidance_embeds else {"steps": 4, "guidance": 0.0}
+        )
+
+    def strength_steps(self, steps: int, strength: float) -> int:
+        """FluxImg2ImgPipeline's count: the steps after int(steps - steps * strength), in floats."""
+        return steps - int(max(steps - min(steps * strength, steps), 0))
+
+    def size_step(self, components, factor: int) -> int:
+        return 2 * factor  # 2x2 latent patches
+
+    def native_size(self, components, factor: int) -> int:
+        return DEFAULT_SAMPLE_SIZE * factor
+
+    def model_index(self, components, index: dict) -> dict:
+        return flux_index(index)
+
+    def tiny(self, variant: str | None = None, seed: int = 0) -> dict:
+        return tiny_flux(variant or "flux-dev", seed)
