@@ -96,7 +96,7 @@ def test_progress_with_preview_and_interrupt(api):
         ({"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}, "latentdiff has: Latent, Lanczos, None"),
         ({"enable_hr": True, "hr_sampler_name": "DDIM"}, "another hires sampler"),
         ({"enable_hr": True, "hr_resize_x": 64, "hr_resize_y": 48}, "aspect ratio"),
-        ({"enable_hr": True, "hr_scale": 1}, "hires scale must be in (1, 8]"),
+        ({"enable_hr": True, "hr_scale": 1}, "hires scale must be a number in (1, 8]"),
         ({"styles": ["cinematic"]}, "A1111 styles"),
         ({"prompt": "x <lora:add_detail:0.7>"}, "tags are not applied here"),
         (
