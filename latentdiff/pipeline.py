@@ -222,7 +222,7 @@ class Pipeline:
             source=source,
             callback=params.callback(params.api_label, callback),
             strength=opts.default_strength() if source else None,
-            **additions(self, taken, request.seed),
+            **additions(self, taken, request),
             **self._text_options(clip_skip, prompt_syntax, true_cfg),
         )
         jobs = request.jobs()

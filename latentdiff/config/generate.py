@@ -13,7 +13,7 @@ from latentdiff.config.image_flags import IMAGE_FLAGS, image_options
 from latentdiff.config.image_prompt_flags import image_prompts, replay_prompts
 from latentdiff.config.params import check_fields, flag_label, recorded_label
 from latentdiff.errors import UsageError
-from latentdiff.sampling.schedulers import MIN_STEPS, NAMES
+from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
 
 
 @dataclass
@@ -56,8 +56,14 @@ class GenerateConfig:
     num_images: int = 1
     """images per prompt (default: 1)"""
     scheduler: str | None = field(
-        default=None, metadata=flag(help=f"{NAMES}, or an A1111 sampler name (default: the model's)")
+        default=None,
+        metadata=flag(help=f"{NAMES}, or an A1111/ComfyUI sampler name, e.g. 'DPM++ 2M Karras' (default: the model's)"),
     )
+    schedule_type: str | None = field(default=None, metadata=flag(help=f"{SCHEDULE_NAMES} (default: automatic)"))
+    eta: float | None = None
+    """noise of DDIM and TCD steps, A1111's eta (default: the sampler's, 0 for DDIM)"""
+    s_noise: float | None = None
+    """noise scale of Euler's churn and DPM++ SDE's steps, A1111's sigma noise (default: 1)"""
     prompt_syntax: str = "a1111"
     """a1111: (word:1.3) / (word) / [word] emphasis, \\( escapes, BREAK (default); plain: the text as written"""
     clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))
@@ -183,6 +189,8 @@ class GenerateConfig:
             "width": params.get("width"),
             "height": params.get("height"),
             "scheduler": params.get("scheduler"),
+            "eta": params.get("eta"),
+            "s_noise": params.get("s_noise"),
             "dtype": params.get("dtype") or "auto",
             "refiner": params.get("refiner"),
             "vae": params.get("vae"),

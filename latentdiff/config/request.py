@@ -35,7 +35,8 @@ class Request:
     num_images: int
     """Images per prompt."""
     scheduler: str | None
-    """Our scheduler name (sampling/schedulers.py); None keeps the model's own."""
+    """Our sampler and schedule type as one name ("dpm++2m_karras"; sampling/schedulers.py); None keeps
+    the model's own."""
     clip_skip: int | None = None
     """Text-encoder layer from the end (A1111 numbering, 1 = last); None where not applicable (upscaler)."""
     prompt_syntax: str = "plain"
@@ -52,6 +53,8 @@ class Request:
     """Checked control units (workflows/control.py Unit): ControlNets adding to the UNet's blocks."""
     image_prompts: tuple = ()
     """Checked IP-Adapter image prompts (workflows/image_prompt.py Slot): image tokens the UNet attends to."""
+    sampler_options: tuple = ()
+    """(name, value) pairs of the sampler's options given (eta, s_noise, s_churn, s_tmin, s_tmax)."""
     true_cfg: float = 1.0
     """A guidance-distilled model's (Flux dev's) true classifier-free guidance scale, with the negative
     prompt (diffusers' true_cfg_scale); 1.0: off. `guidance` is then the scale it embeds."""

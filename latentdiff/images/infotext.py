@@ -14,12 +14,11 @@ import json
 import re
 
 from latentdiff.config.flag_types import number, shown
+from latentdiff.errors import UsageError
 from latentdiff.images.control_infotext import controlnet_fields, units_from_fields
-from latentdiff.sampling.schedulers import SCHEDULERS, method_of, scheduler_key
+from latentdiff.sampling.schedulers import SCHEDULERS, a1111_names, check_scheduler_name
 
 A1111_SAMPLERS = {k: m.a1111 for k, m in SCHEDULERS.items()}  # our names -> A1111's
-# A1111 >= 1.9 writes the noise schedule separately: "Sampler: DPM++ 2M, Schedule type: Karras".
-_SCHEDULE_SUFFIX = {"karras": " Karras", "automatic": "", "": ""}
 # A tag's parts are bounded (a file name is at most 255 bytes; a weight, with a block-weight preset
 # `1:lbw=1,0,...`, well under 100 characters): unbounded, a prompt of many '<lora:a:' and no '>' made
 # every attempt scan to the end, quadratic in its length; bounded, each attempt scans at most ~360.
@@ -33,9 +32,25 @@ def _number(text: str):
 
 
 def sampler_name(key: str | None, scheduler_config: dict) -> str:
-    """The A1111 name of scheduler `key`, or (None) of the model's own scheduler config."""
-    key = key if key is not None else method_of(scheduler_config)
-    return A1111_SAMPLERS[key] if key is not None else scheduler_config.get("_class_name", "PNDMScheduler")
+    """The A1111 sampler name of choice `key`, or (None) of the model's own scheduler config."""
+    return a1111_names(key, scheduler_config)[0]
+
+
+def schedule_type(key: str | None, scheduler_config: dict) -> str | None:
+    """The A1111 "Schedule type" of choice `key` (None: the model's own), where one is written."""
+    return a1111_names(key, scheduler_config)[1]
+
+
+def _scheduler_from(f: dict, notes: list) -> str | None:
+    """Our choice for A1111's Sampler and Schedule type fields (A1111 >= 1.9 writes them apart, older
+    versions as one name, "DPM++ 2M Karras"; a missing or "Automatic" schedule is A1111's default)."""
+    schedule = f.get("Schedule type")
+    schedule = None if (schedule or "").strip().lower() in ("", "automatic") else schedule
+    try:
+        return check_scheduler_name(f["Sampler"], schedule)
+    except UsageError as e:
+        notes.append(f"A1111 sampler {f['Sampler']!r}: {e}; using the model's own scheduler")
+        return None
 
 
 def quote(value) -> str:
@@ -64,6 +79,18 @@ def _lora_tags(prompt: str, loras: list[dict]) -> str:
     return " ".join([prompt, *tags]) if tags else prompt
 
 
+def _option_names(p: dict) -> dict:
+    """A1111's infotext names of the sampler options (DDIM's eta is "Eta DDIM")."""
+    eta = "Eta DDIM" if (p.get("scheduler") or "").startswith("ddim") else "Eta"
+    return {
+        "eta": eta,
+        "s_churn": "Sigma churn",
+        "s_tmin": "Sigma tmin",
+        "s_tmax": "Sigma tmax",
+        "s_noise": "Sigma noise",
+    }
+
+
 def _hires_fields(p: dict) -> dict:
     """A1111's names for img2img's strength and the hires fix settings."""
     if not p.get("hires"):
@@ -85,6 +112,8 @@ def format_infotext(p: dict) -> str:
     fields = {
         "Steps": p["steps"],
         "Sampler": p.get("sampler") or sampler_name(p.get("scheduler"), {"_class_name": p.get("scheduler_class")}),
+        "Schedule type": p.get("schedule_type"),
+        **{name: p.get(key) for key, name in _option_names(p).items()},
         # Forge's fields for Flux: the loop's CFG scale (1 without true CFG) and the embedded guidance
         "CFG scale": p.get("true_cfg", 1.0) if p.get("guidance_embedded") else p["guidance"],
         "Distilled CFG Scale": p["guidance"] if p.get("guidance_embedded") else None,
@@ -198,12 +227,12 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
             params["width"], params["height"] = _number(width), _number(height)
         else:
             notes.append(f"ignored Size: {shown(f['Size'])!r} in {source} (not WIDTHxHEIGHT)")
-    sampler = f.get("Sampler")
-    if sampler:
-        name = sampler + _SCHEDULE_SUFFIX.get(f.get("Schedule type", "").lower(), " " + f.get("Schedule type", ""))
-        params["scheduler"] = scheduler_key(name)
-        if params["scheduler"] is None:
-            notes.append(f"A1111 sampler {name!r} has no equivalent here; using the model's own scheduler")
+    if f.get("Sampler") and "Distilled CFG Scale" in f:  # Forge's Flux: the model's own flow-matching Euler
+        params["scheduler"] = None
+        if (f["Sampler"].strip().lower(), f.get("Schedule type", "simple").strip().lower()) != ("euler", "simple"):
+            notes.append(f"Forge's Flux sampler {shown(f['Sampler'])!r}: using the model's own flow-matching Euler")
+    elif f.get("Sampler"):
+        params["scheduler"] = _scheduler_from(f, notes)
     tags = NETWORK_TAG.findall(prompt)
     if tags:
         params["prompt"] = NETWORK_TAG.sub("", prompt).strip()

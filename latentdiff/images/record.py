@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latentdiff.images.infotext import sampler_name
+from latentdiff.images.infotext import sampler_name, schedule_type
 from latentdiff.models.fingerprint import versions
 from latentdiff.runtime.device import DTYPE_NAMES
 
@@ -24,6 +24,8 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         "embeddings": pipe.addons.embeddings,
         "scheduler_class": pipe.components.scheduler_config.get("_class_name"),
         "sampler": sampler_name(request.scheduler, pipe.components.scheduler_config),
+        "schedule_type": schedule_type(request.scheduler, pipe.components.scheduler_config),
+        **dict(request.sampler_options),
         "width": request.width,
         "height": request.height,
         "model": pipe.model_ref,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from latentdiff.config.params import MAX_CLIP_SKIP, MAX_SEED, MAX_SIDE, whole
 from latentdiff.errors import UsageError
-from latentdiff.sampling.schedulers import SCHEDULERS
+from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, split_name
 from latentdiff.server.schema import MAX_IMAGES, MAX_STEPS
 from latentdiff.server.schema import MAX_SIDE as SERVER_SIDE
 from latentdiff.server.values import Flag, real
@@ -241,10 +241,10 @@ def _resize_scale(body: Txt2ImgRequest) -> float:
 
 
 def sampler_to_scheduler(sampler: str | None, schedule: str | None) -> str | None:
+    """Our choice for A1111's sampler_name and scheduler (the one table reads both)."""
     if not sampler:
         return None
-    name = f"{sampler} Karras" if (schedule or "").lower() == "karras" and "Karras" not in sampler else sampler
-    for a1111_name, (ours, aliases) in SAMPLERS.items():
-        if name.lower() in (a1111_name.lower(), ours, *aliases):
-            return ours
-    raise UsageError(f"unknown sampler {name!r}; GET /sdapi/v1/samplers lists: {', '.join(SAMPLERS)}")
+    schedule = None if (schedule or "").lower() in ("", "automatic") else schedule
+    if split_name(sampler) is None:
+        raise UsageError(f"unknown sampler {sampler!r}; GET /sdapi/v1/samplers lists: {', '.join(SAMPLERS)}")
+    return check_scheduler_name(sampler, schedule)

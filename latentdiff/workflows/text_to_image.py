@@ -73,7 +73,7 @@ def refine(pipe, latents, texts, gens, request: Request) -> torch.Tensor:
     r = pipe.refiner
     negatives = [request.negative_prompt] * len(texts) if request.guidance != 1.0 else None
     cond, uncond = r.conditioning(texts, negatives, request.height, request.width, request.prompt_syntax)
-    sched = make_scheduler(r.components.scheduler_config, request.scheduler)
+    sched = make_scheduler(r.components.scheduler_config, request.scheduler, request.sampler_options)
     sched.set_timesteps(request.steps)  # on the CPU: see sampling.denoise
     start = refiner_start_index(sched, pipe.refiner_start)
     return denoise(
@@ -102,7 +102,7 @@ def run_loop(
 ):
     """One run of the sampling loop at `size`, from noise or from the start `start` describes
     (see workflows.start.prepare): the one loop every workflow goes through."""
-    sched = make_scheduler(pipe.components.scheduler_config, request.scheduler)
+    sched = make_scheduler(pipe.components.scheduler_config, request.scheduler, request.sampler_options)
     pipe.family.set_timesteps(sched, steps, size, pipe.scale_factor)  # on the CPU: see sampling.denoise
     s = prepare(pipe, sched, seeds, steps, size, **start)
     # With a refiner, this model stops where the refiner takes over (and hands on its generators).

@@ -66,3 +66,28 @@ def test_generate_refuses_a_size_flux_cannot_patch_and_a_true_cfg_below_one(tiny
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0], r.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_flux_refuses_the_sampler_tables_choices_and_reads_a_forge_line_with_its_own_scheduler(tiny_flux_dev, tmp_path):
+    from PIL import PngImagePlugin
+
+    from latentdiff.images.write import read_params
+
+    base = ["generate", "a cat", "--model", tiny_flux_dev, "--steps", "1", "--width", "32", "--height", "32",
+            "--device", "cpu", "--quiet"]  # fmt: skip
+    for extra in (["--scheduler", "euler"], ["--scheduler", "DPM++ 2M Karras"], ["--schedule-type", "karras"]):
+        r = run_cli(*base, "--out", tmp_path / "refused", *extra)
+        assert r.returncode == 2, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # Forge's Flux line ("Sampler: Euler, Schedule type: Simple"): the model's own flow-matching Euler.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 1, Sampler: Euler, Schedule type: Simple, CFG scale: 1, "
+                  "Distilled CFG Scale: 3.5, Seed: 3, Size: 32x32, Model: flux1-dev")  # fmt: skip
+    forge = tmp_path / "forge.png"
+    Image.new("RGB", (32, 32)).save(forge, pnginfo=info)
+    r = run_cli(*base, "--from", forge, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    recorded = read_params(r.stdout.split()[0])
+    assert recorded["scheduler"] is None and recorded["scheduler_class"] == "FlowMatchEulerDiscreteScheduler"
+    assert (recorded["guidance"], recorded["seed"]) == (3.5, 3)

@@ -82,6 +82,27 @@ def test_flux_refuses_a_unet_scheduler_and_a_size_it_cannot_patch(flux_schnell):
     with pytest.raises(UsageError, match="width 34 is not a multiple of 4"):  # the tiny VAE's 2 x the 2x2 patch
         pipe("a cat", steps=1, width=34, height=32)
     assert pipe.defaults() == {"steps": 4, "guidance": 0.0}  # schnell: 4 steps, no guidance input
+    # The sampler table's names (A1111's, with a schedule type) and options pass through the family's check.
+    for kwargs, words in (
+        ({"scheduler": "DPM++ 2M Karras"}, "scheduler 'dpm\\+\\+2m_karras' is for the UNet"),
+        ({"scheduler": "Euler"}, "scheduler 'euler' is for the UNet"),
+        ({"schedule": "karras"}, "schedule='karras' needs a sampler"),
+        ({"eta": 0.5}, "eta applies to the samplers"),
+    ):
+        with pytest.raises(UsageError, match=words):
+            pipe("a cat", steps=1, width=32, height=32, **kwargs)
+
+
+def test_a_forge_flux_line_keeps_the_models_own_scheduler():
+    from latentdiff.images.infotext import params_from_a1111
+
+    line = "a cat\nSteps: 20, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG Scale: 3.5, Seed: 1"
+    params, notes = params_from_a1111(line)
+    assert params["scheduler"] is None and not any("Forge" in n for n in notes)
+    params, notes = params_from_a1111(line.replace("Sampler: Euler", "Sampler: DPM++ 2M"))
+    assert params["scheduler"] is None and any("Forge's Flux sampler 'DPM++ 2M'" in n for n in notes)
+    sd = params_from_a1111("a cat\nSteps: 20, Sampler: Euler, Schedule type: Karras, CFG scale: 7, Seed: 1")[0]
+    assert sd["scheduler"] == "euler_karras"  # an A1111 line without Forge's Flux field: the table's choice
 
 
 def test_flux_infotext_is_forges_and_reads_back():

@@ -32,6 +32,10 @@ def max_pixel_diff(a, b) -> int:
 
 def reference(ref, scheduler_config, prompt, scheduler, steps, guidance, seed, negative="", **kw):
     ref.scheduler = make_scheduler(scheduler_config, scheduler)
+    if hasattr(ref.scheduler, "noise_sampler_seed"):  # DPM++ SDE: ours seeds image k's Brownian tree with its seed
+        ref.scheduler.noise_sampler_seed = [seed]
+    if scheduler == "tcd":  # the pipeline passes eta 0 to a step that takes it; ours: TCD's own 0.3
+        kw = {"eta": 0.3, **kw}
     return ref(
         prompt,
         negative_prompt=negative or None,

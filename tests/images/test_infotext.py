@@ -51,10 +51,12 @@ def test_a_prompt_without_parameters_and_an_unknown_sampler():
     assert params["scheduler"] is None and any("DPM adaptive" in n for n in notes)
 
 
+# A1111 1.10 writes the schedule type apart ("Sampler: DPM++ 2M, Schedule type: Karras"); so do we.
 @pytest.mark.parametrize(
-    "scheduler, sampler", [(None, "PLMS"), ("dpm++2m_karras", "DPM++ 2M Karras"), ("euler_a", "Euler a")]
+    "scheduler, sampler, schedule",
+    [(None, "PLMS", None), ("dpm++2m_karras", "DPM++ 2M", "Karras"), ("euler_a", "Euler a", None)],
 )
-def test_our_line_reads_back_as_a1111_would(pipe_sd1, scheduler, sampler):
+def test_our_line_reads_back_as_a1111_would(pipe_sd1, scheduler, sampler, schedule):
     im = pipe_sd1(
         "a (red:1.2) apple, on a table",
         negative_prompt="blurry, dark",
@@ -65,7 +67,7 @@ def test_our_line_reads_back_as_a1111_would(pipe_sd1, scheduler, sampler):
     )[0]
     prompt, negative, fields = parse_infotext(im.info["parameters"])
     assert (prompt, negative) == ("a (red:1.2) apple, on a table", "blurry, dark")
-    assert fields["Sampler"] == sampler
+    assert fields["Sampler"] == sampler and fields.get("Schedule type") == schedule
     assert fields["Model hash"] == pipe_sd1.model_hash and len(fields["Model hash"]) == 12
     assert (fields["Steps"], fields["Seed"], fields["Size"], fields["Clip skip"]) == ("2", "5", "64x64", "2")
     assert fields["Model"] == pipe_sd1.model_dir.name
@@ -117,3 +119,34 @@ def test_from_an_a1111_png_says_pixels_differ(tiny_sd1, tmp_path):
     assert r.returncode == 0, r.stderr
     notes = [line for line in r.stderr.splitlines() if "GPU" in line]
     assert len(notes) == 1 and notes[0].startswith("latentdiff: note: ")
+
+
+def test_every_sampler_and_schedule_reads_back_to_the_same_choice():
+    """What we write (Sampler, Schedule type) is what A1111 1.10 reads back to the same sampler and
+    schedule, and so do we: every runnable cell, and the old combined names A1111 reads too."""
+    from latentdiff.images.infotext import sampler_name, schedule_type
+    from latentdiff.sampling.schedulers import resolved, runnable_schedules, spec
+
+    for sampler in SCHEDULERS:
+        for schedule in runnable_schedules(sampler):
+            choice = spec(sampler, schedule)
+            fields = {"Sampler": sampler_name(choice, {}), "Schedule type": schedule_type(choice, {})}
+            line = "x\nSteps: 2, " + "".join(f"{k}: {v}, " for k, v in fields.items() if v is not None) + "CFG scale: 7"
+            back = params_from_a1111(line)[0]["scheduler"]
+            assert resolved(back) == resolved(choice), (choice, line)
+            combined = " ".join(v for v in fields.values() if v is not None)  # A1111 < 1.9: one name
+            assert resolved(
+                params_from_a1111(f"x\nSteps: 2, Sampler: {combined}, CFG scale: 7")[0]["scheduler"]
+            ) == resolved(choice)
+    # A1111 1.10 reads a plain "DPM++ 2M" as Automatic, i.e. Karras; "DPM++ 2M SDE Karras" (civitai's
+    # most shared) is DPM++ 2M SDE with Karras.
+    assert resolved(params_from_a1111("x\nSteps: 2, Sampler: DPM++ 2M, CFG scale: 7")[0]["scheduler"]) == (
+        "dpm++2m",
+        "karras",
+    )
+    assert (
+        params_from_a1111("x\nSteps: 2, Sampler: DPM++ 2M SDE Karras, CFG scale: 7")[0]["scheduler"]
+        == "dpm++2m_sde_karras"
+    )
+    params, notes = params_from_a1111("x\nSteps: 2, Sampler: Euler, Schedule type: Align Your Steps, CFG scale: 7")
+    assert params["scheduler"] is None and any("Align Your Steps" in n for n in notes)
