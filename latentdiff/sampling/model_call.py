@@ -121,6 +121,10 @@ class StepContexts:
     def to(self, dtype) -> "StepContexts":
         return StepContexts(tuple(c.to(dtype) for c in self.contexts), self.starts)
 
+    def __getitem__(self, rows) -> "StepContexts":
+        """These rows of every step's context (one image of a batch)."""
+        return StepContexts(tuple(c[rows] for c in self.contexts), self.starts)
+
 
 def context_at(context, step: int):
     """The context of step `step`: a schedule's entry, or a plain context itself."""

@@ -8,6 +8,7 @@ import torch
 
 from latentdiff.config.request import Request
 from latentdiff.errors import UsageError
+from latentdiff.families.prompt_schedule import scheduled_conditioning
 from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.runtime.device import torch_threads
@@ -37,9 +38,7 @@ def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request):
 def sample(pipe, texts: list[str], seeds: list[int], request: Request) -> torch.Tensor:
     texts = [pipe.addons.expand(t) for t in texts]
     negatives = [pipe.addons.expand(request.negative_prompt)] * len(texts) if request.guidance != 1.0 else None
-    cond, uncond = pipe.conditioning(
-        texts, negatives, request.height, request.width, request.prompt_syntax, request.clip_skip
-    )
+    cond, uncond = condition(pipe, texts, negatives, request)
     src = request.source
     image, mask = src.region() if src is not None else (None, None)
     latents, gens = run_loop(
@@ -58,18 +57,35 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request) -> torch.
     if pipe.refiner is not None:
         return pipe.refiner.decode(refine(pipe, latents, texts, gens, request))
     if request.options is not None and request.options.hires:
-        return hires_pass(pipe, latents, cond, uncond, texts, seeds, request)
+        hires = condition(pipe, texts, negatives, request, request.options.hires_steps or request.steps)
+        return hires_pass(pipe, latents, *hires, texts, seeds, request)
     return pipe.decode(latents)
+
+
+def condition(pipe, texts: list[str], negatives, request: Request, hires_steps: int | None = None):
+    """The prompts' (cond, uncond) contexts for this request's steps, or for its hires pass's."""
+    args = (texts, negatives, request.height, request.width, request.prompt_syntax, request.clip_skip)
+    return scheduled_conditioning(pipe.conditioning, *args, request.steps, hires_steps)
 
 
 def refine(pipe, latents, texts, gens, request: Request) -> torch.Tensor:
     """The refiner's share of the timesteps, continuing this model's latents and generators."""
     r = pipe.refiner
     negatives = [request.negative_prompt] * len(texts) if request.guidance != 1.0 else None
-    cond, uncond = r.conditioning(texts, negatives, request.height, request.width, request.prompt_syntax)
     sched = make_scheduler(r.components.scheduler_config, request.scheduler)
     sched.set_timesteps(request.steps)  # on the CPU: see sampling.denoise
     start = refiner_start_index(sched, pipe.refiner_start)
+    cond, uncond = scheduled_conditioning(
+        r.conditioning,
+        texts,
+        negatives,
+        request.height,
+        request.width,
+        request.prompt_syntax,
+        1,
+        request.steps,
+        offset=start,
+    )
     return denoise(
         r.family.denoiser(r.components),
         sched,

@@ -1,0 +1,62 @@
+"""Prompt editing and alternation through the pipeline, on the tiny SD1 model: the equalities the
+issue names hold to the bit, a real schedule changes the picture, `plain` leaves the text alone, and
+the hires pass gets its own schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentdiff.families.prompt_schedule import scheduled_conditioning
+from latentdiff.sampling.model_call import StepContexts
+
+
+def px(pipe, prompt, **kw):
+    kw = {"steps": 4, "seed": 3, "width": 64, "height": 64, "prompt_syntax": "a1111", **kw}
+    return np.asarray(pipe(prompt, **kw)[0], dtype=np.int16)
+
+
+@pytest.mark.parametrize(
+    ("edited", "plain"),
+    [("[red cat:blue dog:0]", "blue dog"), ("[red cat:blue dog:4]", "red cat"), ("[red cat|red cat]", "red cat")],
+)
+def test_degenerate_edits_are_their_text(pipe_sd1, edited, plain):
+    assert np.array_equal(px(pipe_sd1, edited), px(pipe_sd1, plain))
+
+
+def test_an_edit_changes_the_picture_and_plain_reads_text(pipe_sd1):
+    edited = px(pipe_sd1, "[red cat:blue dog:2]")
+    assert not np.array_equal(edited, px(pipe_sd1, "red cat"))
+    assert not np.array_equal(edited, px(pipe_sd1, "blue dog"))
+    literal = px(pipe_sd1, "[red cat:blue dog:2]", prompt_syntax="plain")
+    assert not np.array_equal(literal, edited)
+
+
+def test_each_distinct_text_is_encoded_once(pipe_sd1):
+    seen = []
+
+    def conditioning(prompts, negatives, *args):
+        seen.append((list(prompts), negatives))
+        return pipe_sd1.conditioning(prompts, negatives, *args)
+
+    cond, uncond = scheduled_conditioning(
+        conditioning, ["[a|b] x", "[a|b] x", "c"], ["[n:m:2]"] * 3, 64, 64, "a1111", 1, steps=4
+    )
+    assert seen == [(["a x", "b x", "c"], ["n", "m"])]
+    assert isinstance(cond, StepContexts) and cond.starts == (0, 2, 3, 4)
+    assert isinstance(uncond, StepContexts) and uncond.starts == (0, 2, 3, 4)
+    # step 2 (from 0): alternation's second option, the negative still `n` (2 <= end 2)
+    emb, _ = pipe_sd1.conditioning(["b x", "n"], None, 64, 64, "a1111", 1)
+    assert np.array_equal(cond.at(2).hidden[0].numpy(), emb.hidden[0].numpy())
+    assert np.array_equal(uncond.at(2).hidden[0].numpy(), emb.hidden[1].numpy())
+
+
+@pytest.mark.slow
+def test_hires_pass_has_its_own_schedule(pipe_sd1):
+    """`[a:b:1.5]` switches half-way through the hires steps; in the first pass it stays `a`."""
+    kw = {"hires": 1.5, "hires_steps": 4, "hires_strength": 1.0, "hires_upscaler": "latent"}
+    edited = px(pipe_sd1, "[red cat:blue dog:1.5]", **kw)
+    assert not np.array_equal(edited, px(pipe_sd1, "red cat", **kw))
+    # a fraction below 1 is over before the hires pass: the hires pass reads `b` throughout
+    both = px(pipe_sd1, "[red cat:blue dog:0.9]", **kw)
+    assert not np.array_equal(both, edited)
