@@ -114,6 +114,7 @@ class _Parser:
         return start + 1
 
     def _done(self, node, end: int) -> int:
+        node = _flat(node)
         frame = self.stack.pop()
         self.memo[frame.start] = (node, end)
         (self.stack[-1].current if self.stack else self.top).append(node)
@@ -145,6 +146,17 @@ class _Parser:
                 f.parts, f.current, f.state = [f.current], [], "second"
                 return i + 1
         return self._fail()
+
+
+def _flat(node):
+    """Emphasis holding only text is text: one string to render instead of a subtree."""
+    if isinstance(node, list) and all(isinstance(x, str) or (isinstance(x, list) and _is_text(x)) for x in node):
+        return "".join(x if isinstance(x, str) else "".join(x) for x in node)
+    return node
+
+
+def _is_text(items: list) -> bool:
+    return all(isinstance(x, str) for x in items)
 
 
 def _nodes(tree):
