@@ -9,6 +9,7 @@ import torch
 from latentdiff.config.request import Request
 from latentdiff.errors import UsageError
 from latentdiff.families.prompt_schedule import scheduled_conditioning
+from latentdiff.formats.lora_tags import batch_tags, merged
 from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.runtime.device import torch_threads
@@ -23,8 +24,10 @@ from latentdiff.workflows.start import prepare
 def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request):
     texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
     what = f"generating {len(texts)} image(s) of {request.width}x{request.height} on {pipe.device}"
+    untagged, loras = batch_tags(texts, pipe.lora_dir) if request.prompt_syntax == "a1111" else (texts, [])
     with torch_threads(pipe.threads), allocation_errors(what, "choose a smaller size"):
-        pixels = sample(pipe, texts, seeds, request)
+        with merged(pipe.components, loras, pipe.allow_pickle):
+            pixels = sample(pipe, untagged, seeds, request)
     out = []
     for image, text, s in zip(to_pil(pixels), texts, seeds):
         image, extra = finish(pipe, image, text, s, request)
