@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from latentdiff.prompts.composable import split_and
 from latentdiff.prompts.editing import schedule, starts
-from latentdiff.sampling.model_call import StepContexts
+from latentdiff.sampling.model_call import Composed, StepContexts
 
 
 def text_schedules(texts: list[str], steps: int, hires_steps: int | None = None) -> list[list[tuple[int, str]]]:
@@ -20,7 +21,22 @@ def text_schedules(texts: list[str], steps: int, hires_steps: int | None = None)
     return [starts(schedule(t, steps, hires_steps)) for t in texts]
 
 
-def scheduled_conditioning(
+def scheduled_conditioning(conditioning, prompts: list[str], negatives, *args, **kw):
+    """(cond, uncond) contexts for A1111 prompts: `_scheduled`'s, and where a prompt has `AND` (or a
+    trailing `:weight`) its sub-prompts' rows in a `Composed` context with their weights. Arguments
+    as `_scheduled`'s."""
+    subs = [split_and(p) for p in prompts] if args[2] == "a1111" else []
+    if all(len(s) == 1 and s[0][1] == 1.0 for s in subs):
+        return _scheduled(conditioning, prompts, negatives, *args, **kw)
+    rows, mix = [], []
+    for s in subs:
+        mix.append(tuple((len(rows) + j, w) for j, (_, w) in enumerate(s)))
+        rows += [t for t, _ in s]
+    cond, uncond = _scheduled(conditioning, rows, negatives, *args, **kw)
+    return Composed(cond, tuple(mix)), uncond
+
+
+def _scheduled(
     conditioning,
     prompts: list[str],
     negatives: list[str] | None,

@@ -62,13 +62,9 @@ def denoise(
     model_timesteps = timesteps.to(latents.device)
     total = len(timesteps)
     for i, t in enumerate(progress(timesteps)):
-        x = torch.cat([latents, latents]) if use_cfg else latents
-        x = scheduler.scale_model_input(x, t)
+        x = scheduler.scale_model_input(inputs.rows(latents), t)  # CFG: the unconditional rows, then the conditional
         # Latents and scheduler arithmetic stay fp32; only the model runs in low precision.
-        eps = model(x.to(dtype), model_timesteps[i], inputs.at(i)).float()
-        if use_cfg:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance * (eps_c - eps_u)
+        eps = inputs.guide(model(x.to(dtype), model_timesteps[i], inputs.at(i)).float(), guidance)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
         if blend is not None:
             latents = blend(latents, i)

@@ -69,7 +69,20 @@ def test_cli_lora_dir_and_from_replays_it(tagged, tiny_sd1, tmp_path):
 
     _, folder = tagged
     out = tmp_path / "out"
-    args = ["generate", "red apple <lora:style:0.7>", "--model", str(tiny_sd1), "--steps", "2", "--seed", "1", "--width", "64", "--height", "64"]
+    args = [
+        "generate",
+        "red apple <lora:style:0.7>",
+        "--model",
+        str(tiny_sd1),
+        "--steps",
+        "2",
+        "--seed",
+        "1",
+        "--width",
+        "64",
+        "--height",
+        "64",
+    ]
     assert main([*args, "--lora-dir", str(folder), "--out", str(out), "--device", "cpu"]) == 0
     (png,) = out.glob("*.png")
     again = tmp_path / "again"

@@ -60,3 +60,48 @@ def test_hires_pass_has_its_own_schedule(pipe_sd1):
     # a fraction below 1 is over before the hires pass: the hires pass reads `b` throughout
     both = px(pipe_sd1, "[red cat:blue dog:0.9]", **kw)
     assert not np.array_equal(both, edited)
+
+
+def test_and_with_a_zero_weight_is_the_prompt_alone(pipe_sd1):
+    assert np.array_equal(px(pipe_sd1, "red cat AND red cat:0"), px(pipe_sd1, "red cat"))
+
+
+def test_and_combines_the_sub_prompts_in_one_batched_call(pipe_sd1, monkeypatch):
+    """`a AND b :0.5`: image rows [uncond, a, b] go through the UNet together each step, and the
+    prediction is eps_u + g (1 (eps_a - eps_u) + 0.5 (eps_b - eps_u))."""
+    from latentdiff.families import unet
+
+    batches = []
+    call = unet.UNetCall.__call__
+
+    def spy(self, x, t, inputs):
+        out = call(self, x, t, inputs)
+        batches.append((x.shape[0], out))
+        return out
+
+    monkeypatch.setattr(unet.UNetCall, "__call__", spy)
+    composed = px(pipe_sd1, "red cat AND blue dog :0.5", steps=2, guidance=7.0)
+    assert batches and {b for b, _ in batches} == {3}  # one call per evaluation: 1 unconditional + 2 conditional rows
+    assert not np.array_equal(composed, px(pipe_sd1, "red cat", steps=2, guidance=7.0))
+
+
+def test_guide_is_a1111s_combination():
+    import torch
+
+    from latentdiff.sampling.model_call import Composed, Inputs, guided
+
+    ctx = torch.zeros(3, 1, 1)
+
+    class Ctx:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def cat(self, other):
+            return Ctx(self.rows + other.rows)
+
+    inputs = guided(Inputs(Composed(Ctx(2), (((0, 1.0), (1, 0.5)),))), Inputs(Ctx(1)))
+    eps_u, eps_a, eps_b = torch.tensor([1.0]), torch.tensor([3.0]), torch.tensor([5.0])
+    out = inputs.guide(torch.stack([eps_u, eps_a, eps_b]), 2.0)
+    assert torch.equal(out, (eps_u + 2.0 * (1.0 * (eps_a - eps_u) + 0.5 * (eps_b - eps_u)))[None])
+    assert inputs.rows(torch.ones(1, 4)).shape == (3, 4)
+    del ctx
