@@ -105,3 +105,27 @@ def test_guide_is_a1111s_combination():
     assert torch.equal(out, (eps_u + 2.0 * (1.0 * (eps_a - eps_u) + 0.5 * (eps_b - eps_u)))[None])
     assert inputs.rows(torch.ones(1, 4)).shape == (3, 4)
     del ctx
+
+
+def test_from_replays_the_schedule(tiny_sd1, tmp_path):
+    """The PNG records the prompt as written, its syntax and steps: --from gives the same pixels."""
+    from PIL import Image
+
+    from latentdiff.cli.main import main
+
+    prompt = "[red cat:blue dog:0.5] AND [a|b] :0.5"
+    common = ["--steps", "3", "--width", "64", "--height", "64", "--device", "cpu", "--quiet"]
+    assert main(["generate", prompt, "--model", str(tiny_sd1), "--out", str(tmp_path / "a"), *common]) == 0
+    (png,) = (tmp_path / "a").glob("*.png")
+    assert main(["generate", "--from", str(png), "--out", str(tmp_path / "b"), "--device", "cpu", "--quiet"]) == 0
+    (again,) = (tmp_path / "b").glob("*.png")
+    assert Image.open(png).info["latentdiff"] and np.array_equal(
+        np.asarray(Image.open(png)), np.asarray(Image.open(again))
+    )
+    plain = tmp_path / "c"
+    assert (
+        main(["generate", prompt, "--model", str(tiny_sd1), "--out", str(plain), *common, "--prompt-syntax", "plain"])
+        == 0
+    )
+    (literal,) = plain.glob("*.png")
+    assert not np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(literal)))
