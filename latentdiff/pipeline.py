@@ -56,8 +56,9 @@ class Pipeline:
         self.model_ref, self.model_dir = model_ref, model_dir
         self.progress = True
         self.allow_pickle = False  # from_pretrained's, also for call-time files (controls, adapters)
-        self.max_batch, self._model_hash = 8, None
-        self.addons = AddOns()  # LoRAs and embeddings added at load time
+        self.max_batch = 8
+        self._model_hash = None
+        self.addons, self.lora_dir = AddOns(), None  # load-time LoRAs/embeddings; where <lora:NAME:W> finds NAME
         self.compiled = False
         self.threads = None  # intra-op CPU threads while generating (cpu_threads_for); None: the process's own
         self.upscalers = {}  # diffusion upscalers loaded for this pipeline (workflows/upscale.py), by reference
@@ -101,16 +102,18 @@ class Pipeline:
         vae=None,
         loras=(),
         embeddings=(),
+        lora_dir=None,
     ):
         """Load a local diffusers-format directory, a single-file checkpoint (`.safetensors`,
         A1111 layout), a hub id, a LoRA folder written by `finetune --method lora`, or (None) the
         shipped default model; `vae` (a folder or file) replaces the model's VAE. `compile=True`
         (or a mode name, see `Pipeline.compile`) runs torch.compile on the UNet and VAE decoder. `loras`: LoRA files
         or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`; `embeddings`:
-        textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name)."""
+        textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name);
+        `lora_dir`: the folder a prompt's `<lora:NAME:W>` tags take NAME from."""
         m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings)
         pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path)
-        pipe.addons, pipe.vae_ref, pipe.allow_pickle = m.addons, m.vae_ref, bool(allow_pickle)
+        pipe.addons, pipe.vae_ref, pipe.allow_pickle, pipe.lora_dir = m.addons, m.vae_ref, bool(allow_pickle), lora_dir
         return pipe.compile(compile) if compile else pipe
 
     def compile(self, mode: bool | str = "auto") -> "Pipeline":

@@ -51,6 +51,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     import secrets
 
     # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
+    from latentdiff.formats.embeddings import embedding_files
     from latentdiff.formats.preflight import check_request, loading_line
     from latentdiff.images.write import save_png, slug
     from latentdiff.pipeline import Pipeline
@@ -88,7 +89,8 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
         compile=cfg.compile,
         vae=cfg.vae,
         loras=cfg.loras,
-        embeddings=cfg.embeddings,
+        embeddings=cfg.embeddings + embedding_files(cfg.embedding_dir),
+        lora_dir=cfg.lora_dir,
     )
     if cfg.refiner is not None:
         say(loading_line(cfg.refiner, "loading the refiner"))

@@ -75,6 +75,10 @@ class GenerateConfig:
     )
     """a textual-inversion embedding (A1111 .pt/.safetensors, diffusers learned_embeds); write TOKEN (default: the
     file name) in the prompt; repeatable"""
+    lora_dir: str | None = field(default=None, metadata=flag(metavar="DIR"))
+    """the folder of LoRA files a prompt's <lora:NAME:WEIGHT> tags name by file name (A1111's models/Lora)"""
+    embedding_dir: str | None = field(default=None, metadata=flag(metavar="DIR"))
+    """load every embedding file in DIR, each written in the prompt by its file name (A1111's embeddings folder)"""
     device: str = "auto"
     """auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default: auto)"""
     dtype: str = "auto"
@@ -198,6 +202,7 @@ class GenerateConfig:
             "clip_skip": params.get("clip_skip"),
             "loras": _addon_specs(params.get("loras"), "scale"),
             "embeddings": _addon_specs(params.get("embeddings"), "token"),
+            "lora_dir": params.get("lora_dir"),
             # Images from before the A1111 syntax existed were rendered with the text as written.
             "prompt_syntax": params.get("prompt_syntax", "plain"),
         }

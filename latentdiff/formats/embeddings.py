@@ -143,3 +143,14 @@ def add_embeddings(components, specs: list[EmbeddingSpec]) -> tuple[list[dict], 
         if len(tokens) > 1:
             multi[spec.token] = tokens
     return records, multi
+
+
+def embedding_files(folder) -> list[str]:
+    """Every embedding file (.pt, .safetensors, .bin) in `folder` and below, sorted: A1111's
+    embeddings folder, each written in the prompt by its file name. None: none."""
+    if folder is None:
+        return []
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise UsageError(f"--embedding-dir {folder} is not a folder")
+    return [str(p) for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in (".pt", ".safetensors", ".bin")]

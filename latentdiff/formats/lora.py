@@ -69,9 +69,11 @@ def describe(spec: LoraSpec) -> dict:
     return {"name": spec.name, "hash": short_hash(spec.file), "scale": spec.scale, "path": str(spec.path.resolve())}
 
 
-def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False) -> None:
+def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False, backup: dict | None = None) -> None:
     """Merge each LoRA into the weights of `components` with its scale. A scale of 0 is
-    checked (the file must fit the model) but leaves the weights exactly as they were."""
+    checked (the file must fit the model) but leaves the weights exactly as they were.
+    `backup`: filled with {layer: (weight, bias)} as they were before the first merge into
+    each layer, for `restore` (a prompt's <lora:...> tags merge for one call only)."""
     if not specs:
         return
     host = _host(components)
@@ -81,8 +83,11 @@ def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False) -
         check_tensors(spec, state)
         name = f"lora_{i}"
         _load(host, spec, state, name, parts)
-        if spec.scale != 0:
-            host.fuse_lora(components=parts, lora_scale=spec.scale, adapter_names=[name])
+        if backup is not None:
+            _back_up(host, parts, backup)
+        for group, scale in _scales(spec, parts):
+            if scale != 0:
+                host.fuse_lora(components=group, lora_scale=scale, adapter_names=[name])
         host.unload_lora_weights()
 
 
@@ -110,6 +115,38 @@ def check_tensors(spec: LoraSpec, state: dict) -> None:
             raise ModelError(
                 f"--lora {spec.path}: tensor {key[:120]!r} holds values that are not finite (NaN or infinity)"
             )
+
+
+def _scales(spec, parts: list[str]) -> list[tuple[list[str], float]]:
+    """The parts merged at each scale: one scale for all (`--lora`), or a tag's text encoder and
+    UNet multipliers (`<lora:name:te:unet>`)."""
+    te, unet = getattr(spec, "te_scale", spec.scale), spec.scale
+    if te == unet:
+        return [(parts, unet)]
+    return [([p for p in parts if p != "unet"], te), ([p for p in parts if p == "unet"], unet)]
+
+
+def _back_up(host, parts: list[str], backup: dict) -> None:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for part in parts:
+        for m in getattr(host, part).modules():
+            if isinstance(m, BaseTunerLayer) and m.get_base_layer() not in backup:
+                base = m.get_base_layer()
+                bias = getattr(base, "bias", None)
+                backup[base] = (base.weight.detach().clone(), None if bias is None else bias.detach().clone())
+
+
+def restore(backup: dict) -> None:
+    """The layers `apply_loras(..., backup=)` merged into, back to their weights before it."""
+    import torch
+
+    with torch.no_grad():
+        for layer, (weight, bias) in backup.items():
+            layer.weight.copy_(weight)
+            if bias is not None:
+                layer.bias.copy_(bias)
+    backup.clear()
 
 
 def _load(host, spec: LoraSpec, state: dict, name: str, parts: list[str]) -> None:

@@ -21,6 +21,7 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         "clip_skip": request.clip_skip,
         "prompt_syntax": request.prompt_syntax,
         "loras": pipe.addons.loras,
+        **({"lora_dir": str(pipe.lora_dir)} if pipe.lora_dir is not None else {}),
         "embeddings": pipe.addons.embeddings,
         "scheduler_class": pipe.components.scheduler_config.get("_class_name"),
         "sampler": sampler_name(request.scheduler, pipe.components.scheduler_config),

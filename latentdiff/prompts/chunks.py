@@ -6,7 +6,9 @@ padded, encoded separately and concatenated along the sequence axis (as AUTOMATI
 ComfyUI do); the cross-attention UNet accepts any sequence length.
 
 Every token carries a weight (A1111 emphasis, see `prompt_syntax`); `BREAK` starts a new
-chunk. `conditioning.apply_token_weights` applies the weights to the encoder's output.
+chunk, and under the A1111 syntax a chunk that would overflow goes back to a comma in its last 20
+tokens, both as A1111's `tokenize_line` does. `conditioning.apply_token_weights` applies the
+weights to the encoder's output.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from latentdiff.prompts.syntax import BREAK, fragments
 
 Chunk = tuple[list[int], list[float]]  # up to 75 token ids and their weights
+COMMA_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"
 
 
 def token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
@@ -30,23 +33,35 @@ def chunk_count(tokenizer, prompts: list[str]) -> int:
 
 
 def prompt_chunks(tokenizer, prompt: str, syntax: str = "plain") -> list[Chunk]:
-    """The prompt's tokens with their weights, in pieces of at most 75; BREAK ends a piece."""
+    """The prompt's tokens with their weights, in pieces of at most 75.
+
+    `plain`: the text cut every 75 tokens. `a1111`: A1111's `tokenize_line`: a BREAK ends a piece;
+    a piece that would overflow goes back to its last comma when that comma is within the last
+    `COMMA_BACKTRACK` tokens, and the tokens after the comma start the next piece."""
     size = tokenizer.model_max_length - 2
     frags = fragments(prompt, syntax)
     texts = [text for text, w in frags if (text, w) != BREAK]
     ids_per_text = iter(token_ids(tokenizer, texts) if texts else [])
+    comma = tokenizer.get_vocab().get(",</w>") if syntax == "a1111" else None
     chunks: list[Chunk] = []
     ids: list[int] = []
     weights: list[float] = []
+    last_comma = -1
     for frag in frags:
         if frag == BREAK:
             chunks.append((ids, weights))
-            ids, weights = [], []
+            ids, weights, last_comma = [], [], -1
             continue
         for tok in next(ids_per_text):
+            if comma is not None and tok == comma:
+                last_comma = len(ids)
+            elif len(ids) == size and last_comma != -1 and len(ids) - last_comma <= COMMA_BACKTRACK:
+                cut = last_comma + 1
+                chunks.append((ids[:cut], weights[:cut]))
+                ids, weights, last_comma = ids[cut:], weights[cut:], -1
             if len(ids) == size:
                 chunks.append((ids, weights))
-                ids, weights = [], []
+                ids, weights, last_comma = [], [], -1
             ids.append(tok)
             weights.append(frag[1])
     if ids or not chunks:

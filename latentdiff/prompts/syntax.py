@@ -6,13 +6,13 @@ from the web means here what it meant there:
 - `(text)` multiplies the weight of `text` by 1.1, `[text]` divides it by 1.1; they nest.
 - `(text:1.3)` multiplies it by 1.3 (the number may be signed and have spaces around it).
 - `\\(`, `\\)`, `\\[`, `\\]`, `\\\\` are the literal characters.
-- `BREAK` (upper case, a word of its own) ends the current 75-token chunk.
+- `BREAK` (upper case, a word of its own) ends the current 75-token chunk; inside brackets it
+  is no BREAK but the word, at A1111's weight (-1 times the brackets' factors).
 - Nothing is an error: a `(` or `[` never closed weights the rest of the prompt (as in A1111),
   a stray `)` or `]` and a `:` outside a weight are plain text.
 
-Two deliberate differences from A1111: a weight that is not a number (`(x:1.2.3)`) is text
-instead of a crash, and consecutive BREAKs are kept apart (A1111 merges them into one piece of
-text that then reaches the tokenizer as the word "BREAKBREAK").
+One deliberate difference from A1111: a weight that is not a number (`(x:1.2.3)`) is text
+instead of a crash.
 """
 
 from __future__ import annotations
@@ -47,9 +47,8 @@ def parse(text: str) -> list[tuple[str, float]]:
     square_open: list[int] = []
 
     def multiply(start: int, factor: float) -> None:
-        for item in res[start:]:
-            if item[1] != BREAK[1]:
-                item[1] *= factor
+        for item in res[start:]:  # a BREAK too: inside brackets it is the word, weighted -1.1 (A1111)
+            item[1] *= factor
 
     for m in _ATTENTION.finditer(text):
         piece, weight = m.group(0), m.group(1)
@@ -104,7 +103,7 @@ def _is_number(text: str) -> bool:
 def _merge(res: list[list]) -> list[tuple[str, float]]:
     out: list[list] = []
     for text, weight in res:
-        if out and out[-1][1] == weight and weight != BREAK[1]:
+        if out and out[-1][1] == weight:
             out[-1][0] += text
         else:
             out.append([text, weight])

@@ -74,14 +74,11 @@ def denoise(
     model_timesteps = timesteps.to(latents.device)
     total = len(timesteps)
     for i, t in enumerate(progress(timesteps)):
-        x = torch.cat([latents, latents]) if use_cfg else latents
+        x = inputs.rows(latents)  # CFG: the unconditional rows, then the conditional
         if scale is not None:  # flow-matching schedulers take the latents as they are
             x = scale(x, t)
         # Latents and scheduler arithmetic stay fp32; only the model runs in low precision.
-        eps = model(x.to(dtype), model_timesteps[i], inputs.at(i)).float()
-        if use_cfg:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance * (eps_c - eps_u)
+        eps = inputs.guide(model(x.to(dtype), model_timesteps[i], inputs.at(i)).float(), guidance)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
         if blend is not None:
             latents = blend(latents, i)

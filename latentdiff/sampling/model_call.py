@@ -22,6 +22,8 @@ from typing import Any, Callable, Protocol
 
 import torch
 
+from latentdiff.errors import UsageError
+
 
 class Denoiser(Protocol):
     """A network the loop can call. `dtype`: the precision it computes in (the loop casts
@@ -121,6 +123,28 @@ class StepContexts:
     def to(self, dtype) -> "StepContexts":
         return StepContexts(tuple(c.to(dtype) for c in self.contexts), self.starts)
 
+    def __getitem__(self, rows) -> "StepContexts":
+        """These rows of every step's context (one image of a batch)."""
+        return StepContexts(tuple(c[rows] for c in self.contexts), self.starts)
+
+
+@dataclass
+class Composed:
+    """Several conditional rows per image with weights: A1111's `AND` (composable diffusion, Liu
+    et al. 2022). `context` holds every sub-prompt's row; image i's prediction is
+    eps_u_i + g * sum_j w_j (eps(row_j) - eps_u_i) over its `rows[i]` = ((row, weight), ...).
+    Only a carrier: `Inputs` takes the rows out as its `mix`."""
+
+    context: Any
+    rows: tuple
+
+    def __getitem__(self, images: slice) -> "Composed":
+        """These images' rows (renumbered)."""
+        picked = self.rows[images]
+        flat = [r for pairs in picked for r, _ in pairs]
+        renumber = {r: k for k, r in enumerate(flat)}
+        return Composed(self.context[torch.tensor(flat)], tuple(tuple((renumber[r], w) for r, w in p) for p in picked))
+
 
 def context_at(context, step: int):
     """The context of step `step`: a schedule's entry, or a plain context itself."""
@@ -143,13 +167,44 @@ class Inputs:
     tokens: tuple[ImageTokens, ...] = ()
     step: int = 0  # the loop's step (from 0 in this run), for additions active on some steps only
     guided: bool = False  # the rows are a guided batch: the unconditional half, then the conditional
+    mix: tuple | None = None  # the conditional rows' images and weights (`Composed`); None: one row per image
+
+    def __post_init__(self):
+        if isinstance(self.context, Composed):
+            self.context, self.mix = self.context.context, self.context.rows
 
     def cat(self, other: "Inputs") -> "Inputs":
         """This batch's rows, then `other`'s (CFG: unconditional first). Residual callables are
         shared: they see the doubled batch."""
         channels = None if self.channels is None else self.channels.cat(other.channels)
         tokens = tuple(a.cat(b) for a, b in zip(self.tokens, other.tokens, strict=True))
-        return Inputs(_cat_contexts(self.context, other.context), channels, self.residuals, tokens)
+        if other.mix is not None and (channels is not None or tokens or self.residuals):
+            raise UsageError("AND in a prompt works without controls, image prompts and inpainting models")
+        return Inputs(_cat_contexts(self.context, other.context), channels, self.residuals, tokens, mix=other.mix)
+
+    def rows(self, latents: torch.Tensor) -> torch.Tensor:
+        """The latents of each row the denoiser sees: (unconditional rows first, when guided) then
+        one per conditional row."""
+        cond = latents if self.mix is None else latents[torch.tensor(_images(self.mix))]
+        return torch.cat([latents, cond]) if self.guided else cond
+
+    def guide(self, eps: torch.Tensor, guidance: float) -> torch.Tensor:
+        """Classifier-free guidance over the rows' predictions: eps_u + g (eps_c - eps_u), or with a
+        mix eps_u + g sum_j w_j (eps_j - eps_u) (A1111's `combine_denoised`; unguided, an image's
+        first row stands in for eps_u, as A1111 does where it skips the unconditional half)."""
+        if self.mix is None:
+            if not self.guided:
+                return eps
+            eps_u, eps_c = eps.chunk(2)
+            return eps_u + guidance * (eps_c - eps_u)
+        n = len(self.mix)
+        eps_c = eps[n:] if self.guided else eps
+        eps_u = eps[:n] if self.guided else eps_c[torch.tensor([pairs[0][0] for pairs in self.mix])]
+        out = eps_u.clone()
+        for i, pairs in enumerate(self.mix):
+            for row, weight in pairs:
+                out[i] += (eps_c[row] - eps_u[i]) * (weight * guidance)
+        return out
 
     def to(self, dtype) -> "Inputs":
         channels = None if self.channels is None else self.channels.to(dtype)
@@ -171,6 +226,10 @@ class Inputs:
         return out
 
 
+def _images(mix: tuple) -> list[int]:
+    return [i for i, pairs in enumerate(mix) for _ in pairs]
+
+
 def as_inputs(x) -> Inputs:
     """`x` itself if it is Inputs, else Inputs around a plain context."""
     return x if isinstance(x, Inputs) else Inputs(x)
@@ -184,6 +243,7 @@ def guided(cond, uncond) -> Inputs:
 
 __all__ = [
     "BlockResiduals",
+    "Composed",
     "Denoiser",
     "ImageChannels",
     "ImageTokens",

@@ -8,6 +8,8 @@ import torch
 
 from latentdiff.config.request import Request
 from latentdiff.errors import UsageError
+from latentdiff.families.prompt_schedule import scheduled_conditioning
+from latentdiff.formats.lora_tags import batch_tags, merged
 from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.runtime.device import torch_threads
@@ -22,8 +24,10 @@ from latentdiff.workflows.start import prepare
 def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request):
     texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
     what = f"generating {len(texts)} image(s) of {request.width}x{request.height} on {pipe.device}"
+    untagged, loras = batch_tags(texts, pipe.lora_dir) if request.prompt_syntax == "a1111" else (texts, [])
     with torch_threads(pipe.threads), allocation_errors(what, "choose a smaller size"):
-        pixels = sample(pipe, texts, seeds, request)
+        with merged(pipe.components, loras, pipe.allow_pickle):
+            pixels = sample(pipe, untagged, seeds, request)
     out = []
     for image, text, s in zip(to_pil(pixels), texts, seeds):
         image, extra = finish(pipe, image, text, s, request)
@@ -43,9 +47,7 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request) -> torch.
     texts = [pipe.addons.expand(t) for t in texts]
     cfg = loop_guidance(pipe, request)[0]
     negatives = [pipe.addons.expand(request.negative_prompt)] * len(texts) if cfg != 1.0 else None
-    cond, uncond = pipe.conditioning(
-        texts, negatives, request.height, request.width, request.prompt_syntax, request.clip_skip
-    )
+    cond, uncond = condition(pipe, texts, negatives, request)
     src = request.source
     image, mask = src.region() if src is not None else (None, None)
     latents, gens = run_loop(
@@ -64,18 +66,35 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request) -> torch.
     if pipe.refiner is not None:
         return pipe.refiner.decode(refine(pipe, latents, texts, gens, request))
     if request.options is not None and request.options.hires:
-        return hires_pass(pipe, latents, cond, uncond, texts, seeds, request)
+        hires = condition(pipe, texts, negatives, request, request.options.hires_steps or request.steps)
+        return hires_pass(pipe, latents, *hires, texts, seeds, request)
     return pipe.decode(latents)
+
+
+def condition(pipe, texts: list[str], negatives, request: Request, hires_steps: int | None = None):
+    """The prompts' (cond, uncond) contexts for this request's steps, or for its hires pass's."""
+    args = (texts, negatives, request.height, request.width, request.prompt_syntax, request.clip_skip)
+    return scheduled_conditioning(pipe.conditioning, *args, request.steps, hires_steps)
 
 
 def refine(pipe, latents, texts, gens, request: Request) -> torch.Tensor:
     """The refiner's share of the timesteps, continuing this model's latents and generators."""
     r = pipe.refiner
     negatives = [request.negative_prompt] * len(texts) if request.guidance != 1.0 else None
-    cond, uncond = r.conditioning(texts, negatives, request.height, request.width, request.prompt_syntax)
     sched = make_scheduler(r.components.scheduler_config, request.scheduler, request.sampler_options)
     sched.set_timesteps(request.steps)  # on the CPU: see sampling.denoise
     start = refiner_start_index(sched, pipe.refiner_start)
+    cond, uncond = scheduled_conditioning(
+        r.conditioning,
+        texts,
+        negatives,
+        request.height,
+        request.width,
+        request.prompt_syntax,
+        1,
+        request.steps,
+        offset=start,
+    )
     return denoise(
         r.family.denoiser(r.components),
         sched,

@@ -52,9 +52,12 @@ def test_parse_matches_a1111(text, expected):
     assert parse(text) == approx(expected)
 
 
-def test_break_splits_and_is_never_weighted():
+def test_break_splits_outside_brackets_and_is_a_word_inside():
+    """A1111 weights everything inside brackets, its BREAK marker too: `(a BREAK b)` is the word
+    BREAK at weight -1.1, no chunk break."""
     assert parse("a cat BREAK a dog") == [("a cat", 1.0), BREAK, ("a dog", 1.0)]
-    assert parse("(a BREAK b)") == approx([("a", 1.1), BREAK, ("b", 1.1)])
+    assert parse("(a BREAK b)") == approx([("a", 1.1), ("BREAK", -1.1), ("b", 1.1)])
+    assert parse("[a BREAK b]") == approx([("a", 1 / 1.1), ("BREAK", -1 / 1.1), ("b", 1 / 1.1)])
     assert parse("x BREAK BREAK y") == [("x", 1.0), BREAK, ("", 1.0), BREAK, ("y", 1.0)]
     assert parse("BREAKFAST break") == [("BREAKFAST break", 1.0)]
 
@@ -155,3 +158,41 @@ def test_cli_flags_are_recorded_and_replayed(tiny_sd1, tmp_path, capsys):
     # checked from the model's configs before loading, named as the flag
     assert "--clip-skip must be a whole number from 1" in fails(capsys, "x", "--model", tiny_sd1, "--clip-skip", 5)
     assert "--clip-skip must be >= 1" in fails(capsys, "x", "--model", tiny_sd1, "--clip-skip", 0)
+
+
+def test_break_inside_brackets_is_no_chunk_break(pipe_sd1):
+    tok = pipe_sd1.components.tokenizer
+    ids = lambda s: tok(s, add_special_tokens=False).input_ids  # noqa: E731
+    (chunk,) = prompt_chunks(tok, "(a BREAK b)", "a1111")
+    assert chunk[0] == ids("a") + ids("BREAK") + ids("b")
+    assert chunk[1] == pytest.approx([1.1] * len(ids("a")) + [-1.1] * len(ids("BREAK")) + [1.1] * len(ids("b")))
+
+
+def test_a1111_chunks_go_back_to_the_last_comma(pipe_sd1):
+    """A tag prompt as A1111 cuts it: `masterpiece` is 11 tokens here, a tag with its comma 12. Six
+    tags fill 72 tokens; the seventh would cross 75, so the chunk ends after the sixth comma (3
+    tokens back, within 20) and the seventh tag starts the next chunk whole."""
+    tok = pipe_sd1.components.tokenizer
+    tag = tok("masterpiece", add_special_tokens=False).input_ids
+    comma = tok(",", add_special_tokens=False).input_ids
+    assert len(tag) == 11 and len(comma) == 1
+    prompt = ", ".join(["masterpiece"] * 8)
+    first, second = prompt_chunks(tok, prompt, "a1111")
+    assert first[0] == (tag + comma) * 6 and second[0] == (tag + comma) + tag
+    # plain: cut at 75 whatever the text
+    first, second = prompt_chunks(tok, prompt, "plain")
+    assert len(first[0]) == 75 and first[0] + second[0] == (tag + comma) * 7 + tag
+
+
+def test_a1111_chunks_cut_at_75_when_the_comma_is_far(pipe_sd1):
+    """A comma more than 20 tokens back is not gone back to; a comma that is itself the 76th token
+    starts the next chunk."""
+    tok = pipe_sd1.components.tokenizer
+    ids = lambda s: tok(s, add_special_tokens=False).input_ids  # noqa: E731
+    prompt = "pear, " + "apple " * 30
+    first, second = prompt_chunks(tok, prompt, "a1111")
+    assert len(first[0]) == 75 and first[0] + second[0] == ids(prompt)
+    long = ids("red " * 37 + "a")  # 37 x 2 + 1 tokens: the comma after them is the 76th
+    assert len(long) == 75
+    first, second = prompt_chunks(tok, "red " * 37 + "a, red", "a1111")
+    assert first[0] == long and second[0] == ids(", red")
