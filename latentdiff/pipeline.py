@@ -30,6 +30,7 @@ from latentdiff.runtime.device import (
 )
 from latentdiff.runtime.memory import images_at_once
 from latentdiff.runtime.placement import vae_dtype
+from latentdiff.sampling.sampler_table import OPTIONS
 from latentdiff.workflows.additions import additions, take
 from latentdiff.workflows.decode import decode_latents
 from latentdiff.workflows.image_prompt import adapters_installed
@@ -163,7 +164,8 @@ class Pipeline:
     def defaults(self) -> dict:
         d = {**self.family.defaults(self.components), **self.components.defaults}
         steps, guidance = d.get("steps", params.FALLBACK_STEPS), d.get("guidance", params.FALLBACK_GUIDANCE)
-        return {"steps": int(steps), "guidance": float(guidance)}
+        sampling = {k: d[k] for k in ("scheduler", *OPTIONS) if d.get(k) is not None}  # few_step.py's keys
+        return {"steps": int(steps), "guidance": float(guidance), **sampling}
 
     # ---- generation ---------------------------------------------------------------------
     def __call__(self, prompt, *args, **kwargs) -> list:

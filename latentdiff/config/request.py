@@ -79,7 +79,7 @@ def resolve(pipe, prompts, negative, steps, guidance, width, height, seed, num_i
     n = params.num_images(api, num_images)
     train_steps = pipe.components.scheduler_config.get("num_train_timesteps")
     # None keeps the model's own scheduler (with the settings its method needs, where it lacks them).
-    method = params.scheduler(api, scheduler)
+    method = params.scheduler(api, d.get("scheduler") if scheduler is None else scheduler)
     pipe.family.check_scheduler(method)
     request = Request(
         prompts=tuple(prompts),

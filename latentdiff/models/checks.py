@@ -21,6 +21,8 @@ from pathlib import Path
 import latentdiff.config.params as params
 from latentdiff.errors import ModelError
 from latentdiff.models.files import first_line
+from latentdiff.sampling.few_step import expand
+from latentdiff.sampling.sampler_table import OPTIONS
 from latentdiff.sampling.schedulers import SCHEDULERS, make_scheduler
 
 MAX_COUNT = 256  # layers, blocks, heads per config entry
@@ -188,8 +190,14 @@ def check_scheduler_steps(config: dict, name: str | None, steps: int, path) -> N
 
 
 def check_defaults(defaults: dict, path: Path) -> dict:
-    """latentdiff.json: the recommended steps/guidance/CPU dtype, checked like the flags."""
+    """latentdiff.json: the recommended steps/guidance/sampler (or a few-step preset)/CPU dtype, checked like
+    the flags."""
     label = params.recorded_label(str(path))
+    defaults = expand(defaults, str(path))
+    params.scheduler(label, defaults.get("scheduler"))
+    for key in OPTIONS:
+        if defaults.get(key) is not None:
+            params.real(label, key, defaults[key], 0, 1000)
     if defaults.get("steps") is not None:
         params.steps(label, defaults["steps"])
     if defaults.get("guidance") is not None:

@@ -48,5 +48,8 @@ def sampler_fields(pipe, name: str | None, taken: dict) -> dict:
             )
         name = check_scheduler_name(base, taken["schedule"])
         pipe.family.check_scheduler(name)
-    options = check_options(name, config, {k: taken[k] for k in OPTIONS})
+    recommended = pipe.defaults()  # the model's own options go with its own recommended sampler
+    own = name is not None and name == recommended.get("scheduler")
+    given = {k: recommended.get(k) if taken[k] is None and own else taken[k] for k in OPTIONS}
+    options = check_options(name, config, given)
     return {"scheduler": name, "sampler_options": tuple(options.items())}
