@@ -78,7 +78,7 @@ def test_non_square_size(pipe_sd1):
         ({"steps": 0}, "steps must be"),
         ({"guidance": -0.5}, "guidance must be >= 0"),
         ({"num_images": 0}, "num_images must be"),
-        ({"scheduler": "k_euler"}, "choose one of: ddim, ddpm"),
+        ({"scheduler": "k_warp"}, "unknown scheduler .k_warp.; choose one of: euler_a"),
         ({"seed": -1}, "seed must be"),
     ],
 )
