@@ -90,6 +90,11 @@ class Family:
         """Refuse, in one line, a text-to-image or image-to-image start this model cannot make."""
 
     # ---- tests ----------------------------------------------------------------------------
+    def lora_host(self, components, scheduler):
+        """A diffusers pipeline object around `components`' modules (no copies) whose LoRA loader
+        reads this family's LoRA files and maps the community layouts (formats/lora.py)."""
+        raise ModelError(f"LoRA files do not load on {self.label} models")
+
     def tiny(self, variant: str | None = None, seed: int = 0) -> dict:
         """A tiny seeded model of `variant`: the fields of models.components.Components (modules,
         tokenizers, scheduler_config, ...), ready to save."""

@@ -197,6 +197,22 @@ class Flux(Family):
     def native_size(self, components, factor: int) -> int:
         return DEFAULT_SAMPLE_SIZE * factor
 
+    def lora_host(self, components, scheduler):
+        """FluxPipeline's loader reads diffusers/peft files and converts kohya's, XLabs', Black Forest
+        Labs' and the other trainers' Flux layouts that diffusers knows."""
+        from diffusers import FluxPipeline
+
+        c = components
+        return FluxPipeline(
+            scheduler=scheduler,
+            vae=c.vae,
+            text_encoder=c.text_encoder,
+            tokenizer=c.tokenizer,
+            text_encoder_2=c.text_encoder_2,
+            tokenizer_2=c.tokenizer_2,
+            transformer=c.unet,
+        )
+
     def model_index(self, components, index: dict) -> dict:
         return flux_index(index)
 

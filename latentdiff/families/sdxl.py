@@ -72,6 +72,22 @@ class SDXL(UNetFamily):
     def released(self, variant: str, in_channels: int | None = None, prediction: str | None = None) -> dict:
         return family_configs(variant, in_channels or 4, prediction)
 
+    def lora_host(self, components, scheduler):
+        """SDXL's loader also maps kohya's `lora_te1_`/`lora_te2_` and SGM block names (`input_blocks_4_1_...`)."""
+        from diffusers import StableDiffusionXLPipeline
+
+        c = components
+        return StableDiffusionXLPipeline(
+            vae=c.vae,
+            text_encoder=c.text_encoder,
+            text_encoder_2=c.text_encoder_2,
+            tokenizer=c.tokenizer,
+            tokenizer_2=c.tokenizer_2,
+            unet=c.unet,
+            scheduler=scheduler,
+            add_watermarker=False,
+        )
+
     def model_index(self, components, index: dict) -> dict:
         """StableDiffusionXLPipeline's (the refiner: its Img2Img pipeline's) arguments."""
         index = {k: v for k, v in index.items() if k not in ("safety_checker", "requires_safety_checker")}

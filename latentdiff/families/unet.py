@@ -60,6 +60,15 @@ class UNetFamily(Family):
     def denoiser(self, components, guidance: float | None = None):
         return UNetCall(components.unet)
 
+    def lora_host(self, components, scheduler):
+        from diffusers import StableDiffusionPipeline
+
+        c = components
+        parts = dict(vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet, scheduler=scheduler)
+        return StableDiffusionPipeline(
+            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+
     def inpainting(self, components) -> bool:
         return components.unet.config.in_channels == 2 * components.vae.config.latent_channels + 1
 

@@ -123,7 +123,8 @@ def _scales(spec, parts: list[str]) -> list[tuple[list[str], float]]:
     te, unet = getattr(spec, "te_scale", spec.scale), spec.scale
     if te == unet:
         return [(parts, unet)]
-    return [([p for p in parts if p != "unet"], te), ([p for p in parts if p == "unet"], unet)]
+    denoiser = ("unet", "transformer")
+    return [([p for p in parts if p not in denoiser], te), ([p for p in parts if p in denoiser], unet)]
 
 
 def _back_up(host, parts: list[str], backup: dict) -> None:
@@ -171,34 +172,9 @@ def _load(host, spec: LoraSpec, state: dict, name: str, parts: list[str]) -> Non
 
 
 def _host(components):
-    """A diffusers pipeline object around our modules (no copies), for its LoRA loaders: SDXL's
-    maps kohya's `lora_te1_`/`lora_te2_` and SGM block names (`input_blocks_4_1_...`) too."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
+    """The model's family's diffusers pipeline around our modules, for its LoRA loaders."""
     # Here, not at the top: they import torch, which lora.py must not pay for at start-up.
     from latentdiff.families.registry import family_of
     from latentdiff.sampling.loop import make_scheduler
 
-    c = components
-    scheduler = make_scheduler(c.scheduler_config)
-    if family_of(c).name == "sdxl":
-        return StableDiffusionXLPipeline(
-            vae=c.vae,
-            text_encoder=c.text_encoder,
-            text_encoder_2=c.text_encoder_2,
-            tokenizer=c.tokenizer,
-            tokenizer_2=c.tokenizer_2,
-            unet=c.unet,
-            scheduler=scheduler,
-            add_watermarker=False,
-        )
-    return StableDiffusionPipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        unet=c.unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return family_of(components).lora_host(components, make_scheduler(components.scheduler_config))
