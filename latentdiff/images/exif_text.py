@@ -9,6 +9,7 @@ is one `UsageError` naming the file.
 from __future__ import annotations
 
 import os
+import warnings
 
 from latentdiff.errors import UsageError
 from latentdiff.images.png_text import MAX_TEXT_CHUNK
@@ -48,9 +49,11 @@ def exif_comment(path: str | os.PathLike, what: str) -> str | None:
     from PIL import Image
 
     try:
-        exif = Image.Exif()
-        exif.load(raw)
-        comment = exif.get_ifd(EXIF_IFD).get(USER_COMMENT)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow only warns of "Corrupt EXIF data" and reads on
+            exif = Image.Exif()
+            exif.load(raw)
+            comment = exif.get_ifd(EXIF_IFD).get(USER_COMMENT)
     except Exception as e:  # noqa: BLE001 - Pillow reports a damaged TIFF block in many ways
         fail(f"its EXIF is damaged ({type(e).__name__}: {str(e)[:80]})")
     if comment is None or isinstance(comment, str):
@@ -69,9 +72,11 @@ def _exif_block(path, fail) -> bytes | None:
         size = os.fstat(fd).st_size
         if size > MAX_FILE:
             fail(f"it is {size_text(size)}; at most {size_text(MAX_FILE)} is read")
-        try:
-            with Image.open(f) as im:
-                raw = im.info.get("exif")
+        try:  # Pillow reads a JPEG's resolution from its EXIF on opening, warning if it is damaged: said below
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(f) as im:
+                    raw = im.info.get("exif")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
             fail(f"it is damaged ({type(e).__name__}: {str(e)[:80]})")
     if raw is not None and not isinstance(raw, bytes):
