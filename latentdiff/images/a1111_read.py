@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from latentdiff.config.flag_types import number, shown
+from latentdiff.config.params import MAX_STEPS
 from latentdiff.errors import UsageError
 from latentdiff.images.control_infotext import units_from_fields
 from latentdiff.images.infotext_parse import parse_infotext
@@ -194,7 +195,9 @@ def hires_schedule(steps, strength):
     of steps / strength, setup_img2img_steps), we denoise int(hires_steps * strength) of ours: the
     shortest schedule of ours that denoises as many. Values that are no such numbers pass unchanged
     for the checks to refuse."""
-    if not (isinstance(steps, int) and steps >= 1 and isinstance(strength, (int, float)) and 0 < strength <= 1):
+    if not (isinstance(steps, int) and 1 <= steps <= MAX_STEPS and isinstance(strength, (int, float))):
+        return steps
+    if not 1 / MAX_STEPS <= strength <= 1:  # nan too: the check names the strength
         return steps
     n = int(steps / strength)
     for _ in range(3):  # n * strength > steps - strength: at most two more
