@@ -30,6 +30,7 @@ _FLAG_OPTIONS = ("eta", "s_noise")
 # Every key read below (ControlNet N: control_infotext.py).
 READ = {"Steps", "Sampler", "Schedule type", "CFG scale", "Distilled CFG Scale", "Seed", "Size", "Clip skip"}
 READ |= {"VAE", "Denoising strength", "Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", *OPTIONS}
+READ |= {"Mask blur", "Inpaint area", "Masked area padding"}
 # The hires upscalers A1111 runs as ours do: "Latent" is bilinear without antialiasing, "Lanczos" and
 # "None" are PIL's Lanczos resize (modules/images.py resize_image).
 HIRES_UPSCALERS = {"latent": "latent", "lanczos": "lanczos", "none": "lanczos"}
@@ -149,6 +150,7 @@ def _hires(f: dict, params: dict, notes: list, ignored: list) -> None:
     scale = _hires_scale(f, params, ignored)
     if scale is None:
         ignored += [k for k in ("Hires steps", "Hires upscaler") if k in f]
+        _inpaint(f, params)
         if strength is not None:
             params["strength"] = strength
             notes.append(
@@ -167,6 +169,17 @@ def _hires(f: dict, params: dict, notes: list, ignored: list) -> None:
         params["hires_upscaler"] = HIRES_UPSCALERS.get(key, "latent" if key.startswith("latent") else "lanczos")
         if key not in HIRES_UPSCALERS:
             ignored.append(f"Hires upscaler {shown(upscaler)!r} (ran as {params['hires_upscaler']})")
+
+
+def _inpaint(f: dict, params: dict) -> None:
+    """An inpainting line's mask blur and inpaint area (used once --init-image and --mask are given)."""
+    if "Mask blur" in f:
+        params["mask_blur"] = _number(f["Mask blur"])
+    if "Inpaint area" in f:
+        area = f["Inpaint area"].strip()
+        params["inpaint_area"] = {"Only masked": "masked", "Whole picture": "full"}.get(area, shown(area))
+    if "Masked area padding" in f:
+        params["padding"] = _number(f["Masked area padding"])
 
 
 def _hires_scale(f: dict, params: dict, ignored: list):

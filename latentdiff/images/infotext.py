@@ -76,9 +76,15 @@ def _option_names(p: dict) -> dict:
 
 
 def _hires_fields(p: dict) -> dict:
-    """A1111's names for img2img's strength and the hires fix settings."""
+    """A1111's names for img2img's strength (with a mask, its blur and inpaint area) and the hires fix."""
     if not p.get("hires"):
-        return {"Denoising strength": p.get("strength")}
+        masked = p.get("inpaint_area") == "masked"
+        return {
+            "Denoising strength": p.get("strength"),
+            "Mask blur": p.get("mask_blur") if p.get("mask") else None,
+            "Inpaint area": "Only masked" if masked else None,
+            "Masked area padding": p.get("padding") if masked else None,
+        }
     upscaler = p.get("hires_upscaler") or "latent"
     strength = p.get("hires_strength") or 0.5
     return {

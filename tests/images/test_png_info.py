@@ -299,3 +299,12 @@ def test_a1111_png_and_our_png_pixels(tiny_sd1, tmp_path, capsys):
     f.write_bytes(webp_with(exif_block(user_comment(text))))
     (again,) = generate(capsys, "--from", f, "--model", tiny_sd1, "--out", tmp_path / "b")
     assert np.array_equal(pixels(again), pixels(made))
+
+
+def test_inpainting_fields_as_a1111_writes_them():
+    inpaint = {**BASE, "strength": 0.6, "mask": "/m.png", "mask_blur": 6, "inpaint_area": "masked", "padding": 40}
+    fields = a1111_reads(format_infotext(inpaint))
+    assert (fields["Mask blur"], fields["Inpaint area"], fields["Masked area padding"]) == ("6", "Only masked", "40")
+    back, notes = params_from_a1111(format_infotext(inpaint))
+    assert (back["strength"], back["mask_blur"], back["inpaint_area"], back["padding"]) == (0.6, 6, "masked", 40)
+    assert not any("ignored" in n for n in notes)
