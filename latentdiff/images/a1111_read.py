@@ -73,12 +73,16 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
     ignored += [shown(k) for k in f if k not in known and not _CONTROL.fullmatch(k)]
     later = [k for k in NOT_YET if k in f]
     if ignored or later:
-        named = ", ".join(ignored[:20]) + (f" and {len(ignored) - 20} more" if len(ignored) > 20 else "")
-        parts = ([f"not honoured here, ignored: {named}"] if ignored else []) + (
-            [f"not honoured yet: {', '.join(later)}"] if later else []
-        )
-        notes.append(f"{source}: " + "; ".join(parts))
+        notes.append(_named(source, ignored, later))
     return params, notes
+
+
+def _named(source: str, ignored: list[str], later: list[str]) -> str:
+    """The one line naming the keys (and tags) read but not honoured."""
+    named = ", ".join(ignored[:20]) + (f" and {len(ignored) - 20} more" if len(ignored) > 20 else "")
+    parts = [f"not honoured here, ignored: {named}"] if ignored else []
+    parts += [f"not honoured yet: {', '.join(later)}"] if later else []
+    return f"{source}: " + "; ".join(parts)
 
 
 def _prompt(prompt: str, ignored: list) -> str:
