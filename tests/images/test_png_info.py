@@ -287,12 +287,15 @@ def test_from_our_own_pngs_gives_the_same_pixels_for_every_sampler(tiny_sd1, tmp
                               "--width", 32, "--height", 32)  # fmt: skip
 
 
-def test_a1111_png_and_our_png_pixels(tiny_sd1, tmp_path, capsys):
-    """An A1111 line of ours read back (the parameters text alone) gives the pixels of the image."""
+@pytest.mark.parametrize("scheduler", [None, "dpm++2m_karras", "euler_a", "ddim", "euler_exponential", "dpm++2m_sde"])
+def test_a1111_png_and_our_png_pixels(tiny_sd1, tmp_path, capsys, scheduler):
+    """An A1111 line of ours read back (the parameters text alone, from a WebP's EXIF) gives the
+    pixels of the image: the sampler and schedule it names are the ones that ran."""
     from helpers import generate, pixels
 
-    (made,) = generate(capsys, "a red apple", "--model", tiny_sd1, "--steps", 2, "--width", 32, "--height", 32,
-                       "--scheduler", "dpm++2m_karras", "--out", tmp_path / "a")  # fmt: skip
+    chosen = ["--scheduler", scheduler] if scheduler else []
+    args = ["a red apple", "--model", tiny_sd1, "--steps", 2, "--width", 32, "--height", 32, *chosen]
+    (made,) = generate(capsys, *args, "--out", tmp_path / "a")
     with Image.open(made) as im:
         text = im.text["parameters"]
     f = tmp_path / "only-a1111.webp"
