@@ -40,7 +40,14 @@ def run(args) -> int:
         from latentdiff.images.write import read_params  # PIL and torch: only with --from
 
         recorded = read_params(args.from_image)
-    run_generate(*GenerateConfig.from_flags(vars(args), recorded, note))
+    cfg, recorded_device = GenerateConfig.from_flags(vars(args), recorded, note)
+    if recorded and recorded.get("a1111_model_hash"):
+        from latentdiff.images.a1111_read import model_hash_note  # with --from only
+
+        said = model_hash_note(recorded["a1111_model_hash"], cfg.model)
+        if said:
+            note(said)
+    run_generate(cfg, recorded_device)
     return 0
 
 

@@ -94,8 +94,9 @@ class GenerateConfig:
                 Flag("prompt", "the text prompt (or use --prompts / --from)", dict(nargs="?")),
                 Flag(
                     "--from",
-                    "regenerate a latentdiff PNG from its recorded parameters (other flags override)",
-                    dict(dest="from_image", metavar="IMAGE.png"),
+                    "regenerate a latentdiff PNG from its recorded parameters, or an A1111 PNG, JPEG or WebP from its "
+                    "PNG Info (other flags override)",
+                    dict(dest="from_image", metavar="IMAGE"),
                 ),
             ),
         ),

@@ -105,12 +105,15 @@ RECORDED_IMAGE_OPTIONS = {
 
 def image_options(flags: dict, recorded: dict | None = None) -> dict:
     """ImageOptions keyword arguments: recorded values (from --from) overridden by the flags given.
-    A new --init-image / --mask drops the recorded picture's hash check."""
+    A new --init-image / --mask drops the recorded picture's hash check; a recorded strength without
+    a picture (an A1111 img2img line) waits for --init-image."""
     opts = {
         field: recorded[key]
         for key, field in RECORDED_IMAGE_OPTIONS.items()
         if recorded and recorded.get(key) is not None
     }
+    if "image" not in opts and "image" not in flags:
+        opts.pop("strength", None)  # an A1111 img2img line's: it applies once --init-image is given
     if "image" in flags:
         opts.pop("image_hash", None)
     if "mask" in flags:

@@ -54,11 +54,17 @@ def _folder_of(model) -> Path | str | None:
 
 def check_request(cfg, options) -> None:
     """Refuse, before loading, a `generate` request (GenerateConfig, and its ImageOptions) that the
-    model's small files rule out: a folder or single file that is no usable model, a --vae file
-    that is no VAE, a side that is no multiple of the VAE factor, more steps than training
+    model's small files rule out: a <lora:...> tag of no file in --lora-dir, a folder or single file
+    that is no usable model, a --vae file that is no VAE, a side that is no multiple of the VAE factor, more steps than training
     timesteps, an image whose denoising cannot fit in memory (the estimate of `resources.py`; not
     with an init image, whose own size counts). The pipeline checks it all again after loading."""
     addons.parse(cfg.loras, cfg.embeddings)  # the files exist
+    if cfg.prompt_syntax == "a1111":  # each <lora:NAME:W> tag's file is in --lora-dir
+        # Here, not at the top: it imports torch, which preflight.py must not pay for at start-up.
+        from latentdiff.formats.lora_tags import lora_specs, strip_tags
+
+        for prompt in cfg.prompts:
+            lora_specs(strip_tags(prompt)[1], cfg.lora_dir)
     if cfg.vae is not None:
         # Here, not at the top: it imports torch, which the refusals before it must not wait for.
         from latentdiff.formats.vae import check_vae_ref

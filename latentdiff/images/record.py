@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from latentdiff.images.infotext import sampler_name, schedule_type
-from latentdiff.models.fingerprint import versions
+from latentdiff.models.fingerprint import model_hash, versions
 from latentdiff.runtime.device import DTYPE_NAMES
 
 
@@ -32,13 +34,21 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         "model": pipe.model_ref,
         "model_hash": pipe.model_hash,
         **_refiner(pipe),
-        **({"vae": pipe.vae_ref} if pipe.vae_ref else {}),
+        **_vae(pipe),
         "dtype": DTYPE_NAMES.get(pipe.dtype),
         "device": str(pipe.device),
         "versions": versions(),
         **_model_lora(pipe),
         **_controls(request),
     }
+
+
+def _vae(pipe) -> dict:
+    """A VAE given instead of the model's own, and for a file A1111's "VAE hash" (sha256[:10])."""
+    if not pipe.vae_ref:
+        return {}
+    path = Path(pipe.vae_ref)
+    return {"vae": pipe.vae_ref, **({"vae_hash": model_hash(path)} if path.is_file() else {})}
 
 
 def _guidance(pipe, request) -> dict:

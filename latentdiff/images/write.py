@@ -14,10 +14,11 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from latentdiff.errors import UsageError
+from latentdiff.images.exif_text import exif_comment, kind_of
 from latentdiff.images.infotext import format_infotext, params_from_a1111
 from latentdiff.images.png_text import png_text
 from latentdiff.runtime.files import write_new
-from latentdiff.runtime.reading import parse_json
+from latentdiff.runtime.reading import open_regular, parse_json
 
 META_KEY = "latentdiff"  # JSON with every parameter; "parameters" holds an A1111-style line
 
@@ -45,21 +46,33 @@ def save_png(image: Image.Image, out_dir: Path, stem: str) -> Path:
 
 
 def read_params(path: str | os.PathLike) -> dict:
-    """The parameters a latentdiff PNG was made with (or those an AUTOMATIC1111 PNG records), read
-    from its text chunks alone: the pixels are not decoded, each text is at most 1 MiB
-    (images/png_text.py) and its JSON nests at most MAX_DEPTH deep."""
+    """The parameters a latentdiff PNG was made with (or those an AUTOMATIC1111 PNG, JPEG or WebP
+    records), read from its text chunks or EXIF alone: the pixels are not decoded, each text is at
+    most 1 MiB (images/png_text.py, images/exif_text.py) and its JSON nests at most MAX_DEPTH deep."""
     what = "--from image"
-    texts = png_text(path, (META_KEY, "parameters"), what)
+    texts = _texts(path, what)
     text, foreign = texts.get(META_KEY), texts.get("parameters")
     if not text and foreign:
         params, notes = params_from_a1111(foreign, f"{path}")
         return {**params, "notes": notes}
     if not text:
-        raise UsageError(f"{what} {path} has no latentdiff parameters (was it made by latentdiff?)")
+        raise UsageError(f"{what} {path} has no latentdiff parameters (nor AUTOMATIC1111's)")
     params = parse_json(text, f"{what} {path}: its latentdiff metadata")
     if not isinstance(params, dict) or "prompt" not in params:
         raise UsageError(f"{what} {path} has no prompt in its parameters")
     return params
+
+
+def _texts(path, what: str) -> dict[str, str]:
+    """{"latentdiff": JSON, "parameters": A1111's line}, as far as the file holds them."""
+    with os.fdopen(open_regular(path, what), "rb") as f:
+        kind = kind_of(f.read(12))
+    if kind is None:
+        raise UsageError(f"{what} {path} cannot be read: it is not a PNG, JPEG or WebP file")
+    if kind == "png":
+        return png_text(path, (META_KEY, "parameters"), what)
+    comment = exif_comment(path, what)
+    return {} if comment is None else {"parameters": comment}
 
 
 def slug(text: str, limit: int = 40) -> str:

@@ -104,8 +104,8 @@ class ImageOptions:
             f"hires strength must be a number in (0, 1], got {self.hires_strength!r}",
         )
         check(
-            self.hires_steps is None or (_whole(self.hires_steps) and self.hires_steps >= 1),
-            f"hires steps must be a whole number >= 1, got {self.hires_steps}",
+            self.hires_steps is None or (_whole(self.hires_steps) and 1 <= self.hires_steps <= params.MAX_STEPS),
+            f"hires steps must be a whole number from 1 to {params.MAX_STEPS}, got {str(self.hires_steps)[:40]}",
         )
         check(self.tile is None or (_whole(self.tile) and self.tile >= 64), f"tile must be >= 64 px, got {self.tile}")
         check(isinstance(self.upscale, bool), f"upscale must be true or false, got {self.upscale!r}")

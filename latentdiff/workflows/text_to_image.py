@@ -9,6 +9,7 @@ import torch
 from latentdiff.config.request import Request
 from latentdiff.errors import UsageError
 from latentdiff.families.prompt_schedule import scheduled_conditioning
+from latentdiff.formats.lora import describe
 from latentdiff.formats.lora_tags import batch_tags, merged
 from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
@@ -29,9 +30,11 @@ def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request):
         with merged(pipe.components, loras, pipe.allow_pickle):
             pixels = sample(pipe, untagged, seeds, request)
     out = []
+    # the LoRAs of the prompt's tags, for A1111's "Lora hashes" (hashed once a batch)
+    tagged = {"tag_loras": [describe(spec) for spec in loras]} if loras else {}
     for image, text, s in zip(to_pil(pixels), texts, seeds):
         image, extra = finish(pipe, image, text, s, request)
-        info = {**record(pipe, request, text, s), **extra}
+        info = {**record(pipe, request, text, s), **extra, **tagged}
         image.info["latentdiff"] = info
         image.info["parameters"] = a1111_line(info)
         out.append(image)

@@ -90,3 +90,30 @@ def test_cli_lora_dir_and_from_replays_it(tagged, tiny_sd1, tmp_path):
     (png2,) = again.glob("*.png")
     assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(png2)))
     assert main([*args, "--out", str(tmp_path / "x"), "--device", "cpu"]) == 2
+
+
+def test_from_an_a1111_image_reads_its_tags_from_the_lora_dir(tagged, tiny_sd1, tmp_path, capsys):
+    """An A1111 line's <lora:...> tags stay in the prompt: with --lora-dir, the pixels of the tagged
+    prompt and "Lora hashes" written again; without it, one line before the model loads."""
+    from a1111_files import exif_block, jpeg_with, user_comment
+    from helpers import generate, pixels
+
+    from latentdiff.cli.main import main
+
+    pipe, folder = tagged
+    line = "red apple <lora:style:0.7>\nSteps: 2, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64, ENSD: 31337"
+    f = tmp_path / "a1111.jpg"
+    f.write_bytes(jpeg_with(exif_block(user_comment(line))))
+    assert main(["generate", "--from", str(f), "--model", str(tiny_sd1), "--quiet", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # the --from notes, then the refusal before loading
+    assert err[-1] == (
+        "latentdiff: error: <lora:style:0.7> names a LoRA by file name: give the folder of LoRA files with --lora-dir"
+    )
+    assert all(x.startswith("latentdiff: note: ") for x in err[:-1])
+    (made,) = generate(capsys, "--from", f, "--model", tiny_sd1, "--lora-dir", folder, "--out", tmp_path / "o")
+    expected = pipe("red apple <lora:style:0.7>", **{**KW, "scheduler": "euler_a", "guidance": 7.0})[0]
+    assert np.array_equal(pixels(made), np.asarray(expected))
+    assert (
+        expected.info["parameters"].count("<lora:style:0.7>") == 1
+        and 'Lora hashes: "style: ' in expected.info["parameters"]
+    )

@@ -30,7 +30,7 @@ def test_parse_an_a1111_line():
     assert fields["Lora hashes"] == "add_detail: 7c6bad76eb54" and fields["Version"] == "v1.9.4"
     params, notes = params_from_a1111(A1111_TEXT)
     assert params == {
-        "prompt": "masterpiece, (best quality:1.2), a cat",
+        "prompt": "masterpiece, (best quality:1.2), a cat <lora:add_detail:0.7>",  # --lora-dir reads it
         "negative_prompt": "lowres, bad anatomy",
         "prompt_syntax": "a1111",
         "steps": 28,
@@ -40,8 +40,9 @@ def test_parse_an_a1111_line():
         "width": 48,
         "height": 32,
         "scheduler": "dpm++2m_karras",
+        "a1111_model_hash": "6ce0161689",
     }
-    assert "GPU" in notes[0] and any("<lora:add_detail>" in n for n in notes)
+    assert "GPU" in notes[0] and not any("ignored" in n or "not honoured" in n for n in notes)
 
 
 def test_a_prompt_without_parameters_and_an_unknown_sampler():
@@ -92,7 +93,7 @@ def test_from_reads_a_png_written_by_a1111(tiny_sd1, tmp_path, capsys):
 
     png = tmp_path / "a1111.png"
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", A1111_TEXT.replace("Steps: 28", "Steps: 2"))
+    info.add_text("parameters", A1111_TEXT.replace("Steps: 28", "Steps: 2").replace(" <lora:add_detail:0.7>", ""))
     Image.new("RGB", (48, 32)).save(png, pnginfo=info)
     (path,) = generate(capsys, "--from", png, "--model", tiny_sd1, "--out", tmp_path / "out")
     p = meta(path)

@@ -165,7 +165,7 @@ def test_from_truncated_damaged_and_oversized_pngs(tmp_path, capsys):
         "truncated.png": (data[:-30], "the file is truncated"),
         "no-end.png": (data[:-12], "the file is truncated (it ends before the PNG's end marker)"),
         "crc.png": (data[:60] + bytes([data[60] ^ 1]) + data[61:], "its 'latentdiff' text is damaged (CRC mismatch)"),
-        "text.txt": (b"not a png at all", "it is not a PNG file"),
+        "text.txt": (b"not a png at all", "it is not a PNG, JPEG or WebP file"),
     }
     for name, (content, says) in cases.items():
         (tmp_path / name).write_bytes(content)

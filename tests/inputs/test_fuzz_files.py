@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from a1111_files import exif_block, jpeg_with, webp_with
 from helpers import memory_cap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ from latentdiff.images.infotext import params_from_a1111
 from latentdiff.images.write import read_params
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.recipe import build_config
+from latentdiff.workflows.options import ImageOptions
 
 FUZZ = settings(
     derandomize=True,
@@ -233,8 +235,15 @@ numbers = st.sampled_from(["inf", "-inf", "nan", "1e400", "9" * 5000, "-1", "0",
 @st.composite
 def a1111_line(draw) -> str:
     fields = {"Steps": "2", "Sampler": "Euler a", "CFG scale": "7", "Seed": "1", "Size": "32x32", "Clip skip": "1"}
+    # the hires fix, img2img strength, sampler options and VAE (images/a1111_read.py), some of the time
+    more = {"Denoising strength": "0.5", "Hires upscale": "2", "Hires steps": "3", "Hires resize": "64x0"}
+    more |= {"Hires upscaler": "Latent (bicubic)", "Eta DDIM": "0.3", "Sigma noise": "1", "VAE": "v.pt", "ENSD": "1"}
+    fields |= {k: more[k] for k in draw(st.sets(st.sampled_from(sorted(more)), max_size=4))}
+    if draw(st.booleans()):
+        fields["Sampler"] = draw(st.sampled_from(["DDIM", "Euler", "DPM++ SDE Karras", "x"]))
     for key in draw(st.sets(st.sampled_from(sorted(fields)), max_size=3)):
-        fields[key] = draw(numbers) if key != "Size" else f"{draw(numbers)}x{draw(numbers)}"
+        sized = key in ("Size", "Hires resize")
+        fields[key] = draw(numbers) if not sized else f"{draw(numbers)}x{draw(numbers)}"
     junk = st.sampled_from(['"', "\\", ":", ",", " ", "<lora:", ">", "\n", "Negative prompt:", "a", "x:1"])
     extra = "".join(draw(st.lists(junk, max_size=30)))
     return f"a cat{extra}\n" + ", ".join(f"{k}: {v}" for k, v in fields.items()) + extra
@@ -287,7 +296,51 @@ def test_fuzz_from_png(data):
         try:
             with memory_cap(CAP):
                 params = read_params(path)
-                GenerateConfig.from_flags({"from_image": str(path), "model": "m"}, params)
+                cfg = GenerateConfig.from_flags({"from_image": str(path), "model": "m"}, params)[0]
+                ImageOptions.from_kwargs(cfg.image_options)  # the hires and img2img values are checked here
+        except UsageError as e:
+            one_line(e)
+
+
+@st.composite
+def exif_file(draw) -> bytes:
+    """A JPEG or WebP with a UserComment of any prefix, encoding and length, maybe truncated or flipped."""
+    text = draw(a1111_line())
+    prefix = draw(st.sampled_from([b"UNICODE\0", b"ASCII\0\0\0", b"\0" * 8, b"JIS\0\0\0\0\0", b"BOGUS\0\0\0", b""]))
+    body = draw(
+        st.sampled_from(
+            [
+                text.encode("utf-16-be", "surrogatepass"),
+                text.encode("utf-16", "surrogatepass"),
+                text.encode("utf-8", "surrogatepass"),
+                text.encode("utf-16-be", "surrogatepass")[:-1],
+                b"\xd8\x00" * 3,
+            ]
+        )
+    )
+    block = exif_block(prefix + body)
+    data = draw(st.sampled_from([jpeg_with, webp_with]))(block)
+    cut = draw(st.sampled_from([None, None, "truncate", "flip"]))
+    at = draw(st.integers(0, len(data) - 1))
+    if cut == "truncate":
+        data = data[:at]
+    elif cut == "flip":
+        data = data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
+    return data
+
+
+@settings(FUZZ, max_examples=200)
+@given(data=exif_file())
+def test_fuzz_from_jpeg_and_webp_exif(data):
+    """--from a JPEG or WebP: the parameters, or one line; never an exception of Pillow's or a decoder's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.img"
+        path.write_bytes(data)
+        try:
+            with memory_cap(CAP):
+                params = read_params(path)
+                cfg = GenerateConfig.from_flags({"from_image": str(path), "model": "m"}, params)[0]
+                ImageOptions.from_kwargs(cfg.image_options)  # the hires and img2img values are checked here
         except UsageError as e:
             one_line(e)
 
@@ -299,7 +352,8 @@ def test_fuzz_a1111_lines(line, times):
     params, notes = params_from_a1111(line * times)
     assert isinstance(params["prompt"], str) and all("\n" not in n for n in notes)
     try:
-        GenerateConfig.from_image(params, "the image", model="m")
+        cfg = GenerateConfig.from_flags({"from_image": "the image", "model": "m"}, params)[0]
+        ImageOptions.from_kwargs(cfg.image_options)
     except UsageError as e:
         one_line(e)
 
