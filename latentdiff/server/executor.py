@@ -27,7 +27,7 @@ def make_runner(pool, out_dir: Path):
         note = size_warning(pipe.native_size, p.get("width"), p.get("height"))
         if note:
             log.warning("job %s: %s", job.id, note)
-            job.touch(warnings=[note])
+            job.touch(warnings=[*job.warnings, note])
         prompts = [p["prompt"]] if isinstance(p["prompt"], str) else list(p["prompt"])
         batches = -(-len(prompts) * int(p.get("num_images") or 1) // pipe.max_batch)
         state = {"batch": 0, "preview_at": 0.0}

@@ -27,7 +27,8 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
 
 from latentdiff.server.a1111_controlnet import ALIASES, A1111Unit, DetectRequest  # noqa: E402
-from latentdiff.server.a1111_params import IGNORED, NEUTRAL, NEUTRAL_HR, Img2ImgRequest  # noqa: E402
+from latentdiff.server.a1111_fields import FIELDS, SETTINGS  # noqa: E402
+from latentdiff.server.a1111_params import Img2ImgRequest  # noqa: E402
 from latentdiff.server.schema import ControlUnit, GenerateRequest, ImagePromptUnit  # noqa: E402
 
 _in_process = pytest.fixture(scope="module", name="in_process")(serve_in_process)
@@ -95,9 +96,9 @@ field_value = st.one_of(
     json_value,
 )
 V1_FIELDS = sorted(GenerateRequest.model_fields)
-A1111_FIELDS = sorted({*Img2ImgRequest.model_fields, *NEUTRAL, *NEUTRAL_HR, *IGNORED, "override_settings"})
+A1111_FIELDS = sorted(FIELDS)
 OVERRIDES = st.dictionaries(
-    st.sampled_from(["sd_model_checkpoint", "CLIP_stop_at_last_layers", "sd_vae", "x"]), field_value, max_size=3
+    st.sampled_from([*SETTINGS, "x"]), field_value, max_size=3
 )
 
 
@@ -116,7 +117,7 @@ IMAGE_FIELDS = ["init_image", "mask", "strength", "resize", "mask_blur", "inpain
 A1111_IMAGE_FIELDS = ["init_images", "mask", "denoising_strength", "resize_mode", "mask_blur", "inpaint_full_res"]
 A1111_IMAGE_FIELDS += ["inpaint_full_res_padding", "inpainting_mask_invert", "inpainting_fill", "mask_blur_x"]
 HR_FIELDS = ["hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "denoising_strength"]
-HR_FIELDS += sorted(NEUTRAL_HR)
+HR_FIELDS += sorted(k for k, f in FIELDS.items() if f.hires)
 # Control units: a plausible unit (the in-process server's control model, a picture) with fields
 # set to anything; A1111's as webuiapi's ControlNetUnit sends them, in alwayson_scripts.
 UNIT = {"image": PICTURES[0], "model": "cn-fake", "module": "canny"}
@@ -163,7 +164,7 @@ ROUTE_BODIES = {
     ),
     "/controlnet/detect": body_for(sorted(DetectRequest.model_fields), {"controlnet_input_images": [PICTURES[0]]}),
     "/sdapi/v1/options": st.dictionaries(
-        st.sampled_from(["sd_model_checkpoint", "samples_format", "CLIP_stop_at_last_layers", "x"]),
+        st.sampled_from([*SETTINGS, "x"]),
         field_value,
         max_size=3,
     ),
