@@ -14,6 +14,7 @@ from latentdiff.errors import UsageError
 from latentdiff.formats.lora import LoraSpec
 from latentdiff.formats.lora_merge import is_lora_folder
 from latentdiff.images.infotext import NETWORK_TAG
+from latentdiff.sampling.schedulers import method_of
 from latentdiff.server import a1111_controlnet, a1111_routes
 from latentdiff.server.a1111_info import info_object
 from latentdiff.server.a1111_infotext import with_infotext
@@ -59,8 +60,6 @@ def _answer(server, job: Job, body: Txt2ImgRequest, shown: dict, denoising_stren
 def _params(server, body: Txt2ImgRequest) -> dict:
     """The job parameters of a body, with the settings /options stored and the model's own sampler
     (when the body names none and the model is loaded)."""
-    from latentdiff.sampling.schedulers import method_of
-
     pipe = server.pool.peek(server.pool.resolve(_model(server, body))[0])
     own = method_of(pipe.components.scheduler_config) if pipe is not None else None
     return job_params(body, server.a1111_settings, own)

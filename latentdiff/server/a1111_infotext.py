@@ -3,15 +3,13 @@ API does), POST /sdapi/v1/png-info, and the `info` object's extra_generation_par
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from pydantic import ValidationError
 
 from latentdiff.errors import UsageError
 from latentdiff.images.infotext import parse_infotext
 from latentdiff.server.a1111_fields import FIELDS
 from latentdiff.server.a1111_params import Txt2ImgRequest, short
+from latentdiff.server.inputs import open_picture, picture_bytes
 
 MAX_INFOTEXT = 50_000  # two prompts at their limit and a parameters line
 # A1111's parameters-text labels -> the body field each fills (as its txt2img/img2img paste fields do)
@@ -119,16 +117,7 @@ def _value(label: str, field: str, text: str):
 def png_info(image_b64) -> dict:
     """POST /sdapi/v1/png-info: a picture's A1111 parameters text (`info`), its other text items,
     and the text's parsed fields."""
-    from latentdiff.images.read import open_image_data  # PIL: loaded with the first picture
-
-    if not isinstance(image_b64, str) or not image_b64:
-        raise UsageError("image must be a base64 image file (a data: URL too)")
-    data = image_b64.split(",", 1)[1] if image_b64.startswith("data:") else image_b64
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise UsageError("image is not valid base64") from None
-    im = open_image_data(raw)
+    im = open_picture(picture_bytes(image_b64, "image"), "image")
     texts = {k: v for k, v in im.info.items() if isinstance(k, str) and isinstance(v, str)}
     info = texts.pop("parameters", "")
     return {"info": info, "items": texts, "parameters": parameters(info) if info else {}}

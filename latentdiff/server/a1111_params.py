@@ -214,15 +214,17 @@ def sampler_options(body: Txt2ImgRequest, values: dict, sampler: str | None) -> 
     """eta, s_churn, s_tmin, s_tmax, s_noise as A1111 takes them (the field, else the setting; an s_
     setting other than its default wins over the field, as in A1111), for our pipeline: those our
     sampler takes; refused where A1111's sampler takes one ours does not, unless at A1111's default;
-    of no effect, as in A1111, where its sampler takes none. `sampler` None: not known yet (the
+    of no effect, as in A1111, where its sampler takes none. Our samplers A1111 lacks (TCD, ...) take
+    the body's value as it is. `sampler` None: not known yet (the
     model's own, not loaded): what is not at A1111's default goes on for the pipeline to check."""
     out = {}
     for name in OPTIONS:
         default = 0.0 if name == "eta" and sampler == "ddim" else OPTION_DEFAULTS[name]
         value = _option_value(name, body, values, sampler, default)
-        if value is None or value == default:
+        takes = sampler is None or name in SCHEDULERS[sampler].options
+        if value is None or (value == default and not (takes and sampler in NOT_A1111)):
             continue
-        if sampler is None or name in SCHEDULERS[sampler].options:
+        if takes:
             out[name] = value
         elif sampler in A1111_TAKES[name] or sampler in NOT_A1111:
             m = SCHEDULERS[sampler].a1111
@@ -236,6 +238,9 @@ def sampler_options(body: Txt2ImgRequest, values: dict, sampler: str | None) -> 
 
 def _option_value(name: str, body, values: dict, sampler: str | None, default: float) -> float | None:
     given = getattr(body, name)
+    setting = values["eta_ancestral" if name == "eta" else name]
+    if sampler in NOT_A1111:  # not A1111's: the body's own value, else a setting sent (not A1111's default)
+        return given if given is not None or setting == OPTION_DEFAULTS[name] else setting
     if name == "eta":
         if given is not None or sampler is None:
             return given

@@ -97,9 +97,7 @@ field_value = st.one_of(
 )
 V1_FIELDS = sorted(GenerateRequest.model_fields)
 A1111_FIELDS = sorted(FIELDS)
-OVERRIDES = st.dictionaries(
-    st.sampled_from([*SETTINGS, "x"]), field_value, max_size=3
-)
+OVERRIDES = st.dictionaries(st.sampled_from([*SETTINGS, "x"]), field_value, max_size=3)
 
 
 def body_for(fields: list[str], base: dict):
@@ -143,6 +141,12 @@ scripts = st.builds(
     a1111_units,
     st.sampled_from([True, True, True, False]),
 )
+# A1111 parameters texts (the infotext field): ours, with fields refused, numbers of every kind, broken ones
+INFOTEXTS = ["x\nSteps: 2, Sampler: Euler, CFG scale: 3, Seed: 1, Size: 32x32", "x\nSteps: 2, Seed: 1, Size: 32"]
+INFOTEXTS += ["x\nNegative prompt: y\nSteps: nan, Sampler: Warp, Seed: 1e400, Clip skip: 99, ENSD: 31337"]
+INFOTEXTS += ["x\nSteps: 2, Seed: 1, Variation seed strength: 0.3, Hires upscale: 2, Denoising strength: 0.5"]
+INFOTEXTS += ['x\nSteps: 2, Seed: 1, Eta: 0.5, Sigma churn: 1, VAE: "a, b", Schedule type: Karras', "", ":" * 50]
+field_value = field_value | st.sampled_from(INFOTEXTS)
 ROUTE_BODIES = {
     "/v1/generate": body_for(V1_FIELDS, SMALL),
     "/sdapi/v1/txt2img": body_for(A1111_FIELDS, SMALL),
@@ -163,11 +167,11 @@ ROUTE_BODIES = {
         lambda b: scripts.map(lambda s: {**b, "init_images": [PICTURES[0]], "alwayson_scripts": s})
     ),
     "/controlnet/detect": body_for(sorted(DetectRequest.model_fields), {"controlnet_input_images": [PICTURES[0]]}),
-    "/sdapi/v1/options": st.dictionaries(
-        st.sampled_from([*SETTINGS, "x"]),
-        field_value,
-        max_size=3,
+    "/sdapi/v1/png-info": body_for(["image"], {"image": PICTURES[0]}),
+    "/sdapi/v1/txt2img (infotext)": body_for(A1111_FIELDS, SMALL).flatmap(
+        lambda b: st.sampled_from(INFOTEXTS).map(lambda t: {**b, "infotext": t})
     ),
+    "/sdapi/v1/options": st.dictionaries(st.sampled_from([*SETTINGS, "x"]), field_value, max_size=3),
 }
 
 
@@ -291,6 +295,12 @@ GETS = [
     "/v1/images/{}",
     "/v1/images?limit={}",
     "/sdapi/v1/progress?skip_current_image={}",
+    "/sdapi/v1/schedulers?{}",
+    "/sdapi/v1/memory?{}",
+    "/sdapi/v1/cmd-flags?{}",
+    "/sdapi/v1/skip?{}",
+    "/sdapi/v1/refresh-checkpoints?{}",
+    "/sdapi/v1/loras?{}",
     "/v1/health?{}",
 ]
 odd = st.one_of(st.text(max_size=30), st.sampled_from([str(2**70), "-1", "nan", "true", "..", "%00", "a" * 5000]))
