@@ -38,8 +38,13 @@ A1111_IMG2IMG = tuple(
 FORGE = ("hr_additional_modules",)  # Forge's, sent by clients made for it
 
 
+def is_one_of(v, values) -> bool:
+    """`v in values`, but a bool is no number (True == 1 in Python; in JSON they differ)."""
+    return any(v == x and isinstance(v, bool) == isinstance(x, bool) for x in values)
+
+
 def _one_of(*values) -> Callable:
-    return lambda v, body: v in values
+    return lambda v, body: is_one_of(v, values)
 
 
 def _empty(v, body) -> bool:
@@ -47,12 +52,12 @@ def _empty(v, body) -> bool:
 
 
 def _not_positive(v, body) -> bool:
-    return v is None or v <= 0
+    return v is None or (not isinstance(v, bool) and v <= 0)
 
 
 def _same_or_none(name: str, *same) -> Callable:
     """Neutral when left out, A1111's "use the same" words, or equal to the body's own `name`."""
-    return lambda v, body: v in (None, "", *same) or v == getattr(body, name, None)
+    return lambda v, body: is_one_of(v, (None, "", *same)) or (isinstance(v, str) and v == getattr(body, name, None))
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ FIELDS: dict[str, Field] = {
     "width": Field(_H, "width; left out: the model's native size"),
     "height": Field(_H, "height; left out: the model's native size"),
     "denoising_strength": Field(_H, "img2img: strength; txt2img with enable_hr: the hires strength"),
-    "eta": Field(_H, "eta of DDIM and TCD; on A1111's ancestral and SDE samplers only at their 1 (see below)"),
+    "eta": Field(_H, "eta of DDIM and TCD; on A1111's ancestral and SDE samplers only at their 1 (see above)"),
     "s_churn": Field(_H, "Euler's churn (Karras et al.); Heun and DPM2 take it in A1111: there only 0"),
     "s_tmin": Field(_H, "Euler's churn range; Heun and DPM2: only 0"),
     "s_tmax": Field(_H, "Euler's churn range (0: infinity); Heun and DPM2: only 0"),
@@ -160,7 +165,7 @@ SEED_PARAMS: dict[str, str | None] = {
 
 def _strength(body) -> bool:
     value = (body.model_extra or {}).get("subseed_strength")
-    return value not in (0, None)
+    return not is_one_of(value, (0, None))
 
 
 @dataclass(frozen=True)
@@ -196,13 +201,14 @@ def markdown() -> str:
         where = f.only or "both"
         what = f.says if f.how == HONOURED else f"{f.how}: {f.says}"
         if f.how in (REFUSED, SEED):
-            what = f"refused unless neutral: {f.says}"
+            what = f"refused unless neutral{' (until the seed options land)' if f.how == SEED else ''}: {f.says}"
         rows.append(f"| `{name}` | {where} | {what} |")
     rows += ["", "| setting (override_settings, /options) | default | latentdiff |", "|---|---|---|"]
     for name in sorted(SETTINGS):
         s = SETTINGS[name]
         what = s.says if s.how == HONOURED else f"{s.how}: {s.says}"
-        if s.how in (REFUSED, SEED):
-            what = f"refused unless {', '.join(repr(v) for v in s.neutral if v is not None)}: {s.says}"
+        if s.how != HONOURED:
+            shown = ", ".join(repr(v) for v in s.neutral)
+            what = f"refused unless {shown}{' (until the seed options land)' if s.how == SEED else ''}: {s.says}"
         rows.append(f"| `{name}` | `{s.default!r}` | {what} |")
     return "\n".join(rows)

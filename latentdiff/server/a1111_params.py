@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 import latentdiff.config.params as rules
 from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import OPTIONS, SCHEDULERS, check_scheduler_name, resolved, split_name
-from latentdiff.server.a1111_fields import FIELDS, HONOURED, SEED_PARAMS, SETTINGS
+from latentdiff.server.a1111_fields import FIELDS, HONOURED, SEED, SEED_PARAMS, SETTINGS, is_one_of
 from latentdiff.server.schema import MAX_IMAGES, MAX_STEPS
 from latentdiff.server.schema import MAX_SIDE as SERVER_SIDE
 from latentdiff.server.values import Flag, real
@@ -110,6 +110,8 @@ def refuse_unhonoured(body: Txt2ImgRequest) -> None:
         if f.hires and not body.enable_hr:  # A1111 reads them only with enable_hr
             continue
         value = extra[name] if name in extra else getattr(body, name)
+        if f.how == SEED and SEED_PARAMS[name]:  # switched on: seed_params passes it on
+            continue
         if f.neutral is not None and not _holds(f.neutral, value, body):
             raise UsageError(f"{name}={short(value)}: {f.says} is not supported by latentdiff")
     if "alwayson_scripts" in extra and _active_scripts(extra["alwayson_scripts"]):
@@ -139,8 +141,8 @@ def check_settings(values, where: str) -> dict:
                 f"{where}.{short(key)} is not a setting latentdiff has; it knows: {', '.join(SETTINGS)} "
                 "(GET /sdapi/v1/options shows them)"
             )
-        if s.how != HONOURED:
-            if not _holds(lambda v, b: v in s.neutral, value, None):  # noqa: B023 (called at once)
+        if s.how != HONOURED and not (s.how == SEED and SEED_PARAMS[key]):
+            if not _holds(lambda v, b: is_one_of(v, s.neutral), value, None):  # noqa: B023 (called at once)
                 shown = ", ".join(repr(v) for v in s.neutral if v is not None)
                 raise UsageError(f"{where}.{key}={short(value)}: {s.says} is not supported by latentdiff; only {shown}")
             continue
@@ -249,9 +251,10 @@ def _option_value(name: str, body, values: dict, sampler: str | None, default: f
 
 
 def seed_params(body: Txt2ImgRequest, values: dict) -> dict:
-    """The seed options (a1111_fields.SEED_PARAMS): none runs yet, so each is refused by
-    refuse_unhonoured unless neutral; ENSD is checked with the settings. Where SEED_PARAMS names our
-    parameter, the value goes to it."""
+    """The seed options (a1111_fields.SEED_PARAMS), the one place that switches them on: where it
+    names our pipeline's parameter, the value goes to it (and is no longer checked for neutrality);
+    where it names none (all, for now), refuse_unhonoured and check_settings refuse it unless neutral.
+    (info_object's subseed keys then read the image's record.)"""
     extra = {**(body.model_extra or {}), "eta_noise_seed_delta": values.get("eta_noise_seed_delta")}
     return {ours: extra[k] for k, ours in SEED_PARAMS.items() if ours and extra.get(k) is not None}
 
