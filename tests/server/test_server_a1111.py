@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import webuiapi_client
 from PIL import Image
 
 webuiapi = pytest.importorskip("webuiapi", reason="the webuiapi client (test extra) is not installed")
@@ -17,8 +18,7 @@ SMALL = dict(steps=3, width=32, height=32)
 
 @pytest.fixture(scope="module")
 def api(served):
-    # HTTP Basic with the token as password: how A1111 clients authenticate (--api-auth).
-    return webuiapi.WebUIApi(host="127.0.0.1", port=served.port, username="me", password=served.token)
+    return webuiapi_client(webuiapi, served)
 
 
 def test_txt2img_shapes_and_pixels_match_our_api(api, served):

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import webuiapi_client
 
 webuiapi = pytest.importorskip("webuiapi", reason="the webuiapi client (test extra) is not installed")
 
@@ -13,7 +14,7 @@ SMALL = dict(prompt="red apple", seed=7, steps=3, width=32, height=32, cfg_scale
 
 @pytest.fixture(scope="module")
 def api(served):
-    return webuiapi.WebUIApi(host="127.0.0.1", port=served.port, username="me", password=served.token)
+    return webuiapi_client(webuiapi, served)
 
 
 def pixels(result) -> np.ndarray:
