@@ -18,8 +18,8 @@ from latentdiff.sampling.schedulers import method_of
 from latentdiff.server import a1111_controlnet, a1111_routes
 from latentdiff.server.a1111_info import info_object
 from latentdiff.server.a1111_infotext import with_infotext
-from latentdiff.server.a1111_params import Img2ImgRequest, Txt2ImgRequest, check_settings, job_params, short
-from latentdiff.server.a1111_routes import keep_settings, title_name
+from latentdiff.server.a1111_params import Img2ImgRequest, Txt2ImgRequest, check_settings, job_params, short, title_name
+from latentdiff.server.a1111_routes import keep_settings
 from latentdiff.server.inputs import Pictures, pictures
 from latentdiff.server.jobs import Job
 from latentdiff.server.values import BoundedRoute
@@ -118,6 +118,8 @@ async def _run(server, body, params: dict, inputs: Pictures | None = None, warni
     if body.disable_extra_networks:  # as A1111: the tags are taken out, nothing applied
         params["prompt"] = NETWORK_TAG.sub("", params["prompt"]).strip()
     params["prompt"] = _without_own_lora_tag(server, model, params["prompt"])
+    if "refiner" in params:  # a model of the folder, loaded beside the model for the job (executor.py)
+        params["refiner"], _ = server.pool.resolve(params["refiner"])
     job = server.submit(Job(params=params, inputs=inputs, model=model, source="a1111", warnings=warnings or []))
     if not body.override_settings_restore_afterwards:  # as A1111: the overrides stay as settings
         keep_settings(server, check_settings(body.override_settings or {}, "override_settings"))

@@ -14,7 +14,7 @@ from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import SCHEDULERS, SCHEDULES, runnable_schedules
 from latentdiff.server.a1111_fields import SETTINGS
 from latentdiff.server.a1111_infotext import png_info
-from latentdiff.server.a1111_params import HR_UPSCALERS, check_settings
+from latentdiff.server.a1111_params import HR_UPSCALERS, check_settings, title_name
 
 # A1111's Schedule rows: its default rho where it has one, and whether it needs the model's sigmas.
 _RHO = {"karras": 7.0, "polyexponential": 1.0}
@@ -25,11 +25,6 @@ _EMPTY_LISTS = ("/prompt-styles", "/face-restorers", "/realesrgan-models", "/hyp
 class PNGInfoRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: str
-
-
-def title_name(title) -> str:
-    """A1111 titles look like 'name.safetensors [hash]'; ours are folder names."""
-    return str(title).split(" [")[0].strip()
 
 
 def keep_settings(server, values: dict) -> None:

@@ -106,14 +106,14 @@ CASES = {
     "comments": ("txt2img", {}, {"note": 1}),
     "force_task_id": ("txt2img", {}, "task-1"),
     "script_args": ("txt2img", {}, [1, 2]),
-    "refiner_switch_at": ("txt2img", {}, 0.5),
+    "refiner_switch_at": ("txt2img", {"refiner_checkpoint": "tiny"}, 0.5),  # refused without it
+    "refiner_checkpoint": ("txt2img", {"refiner_switch_at": 0.5}, "tiny"),  # its SDXL check runs with the job
     "image_cfg_scale": ("img2img", {}, 1.5),
     # refused unless neutral
     "styles": ("txt2img", {}, ["cinematic"]),
     "restore_faces": ("txt2img", {}, True),
     "tiling": ("txt2img", {}, True),
     "s_min_uncond": ("txt2img", {}, 1.0),
-    "refiner_checkpoint": ("txt2img", {}, "tiny-b"),
     "firstpass_image": ("txt2img", {}, PIC),
     "script_name": ("txt2img", {}, "x/y/z plot"),
     "firstphase_width": ("txt2img", HR, 64),

@@ -1,11 +1,14 @@
 """The A1111 discovery and control routes through the real `webuiapi` client, and a few A1111 fields
 end to end on the tiny model: a field honoured changes the pixels as in A1111, its neutral value not."""
 
+import base64
+import io
 import json
 
 import numpy as np
 import pytest
 from helpers import webuiapi_client
+from PIL import Image
 
 webuiapi = pytest.importorskip("webuiapi", reason="the webuiapi client (test extra) is not installed")
 
@@ -93,3 +96,42 @@ def test_infotext_and_send_images(api, served):
     assert again.status_code == 200 and again.json()["images"] == []
     info = json.loads(again.json()["info"])
     assert info["infotexts"] == first.info["infotexts"]  # the same settings, read back from the text
+
+
+def test_refiner_checkpoint_is_the_sdxl_refiner_of_the_models_folder(tiny_sdxl, tiny_refiner, tmp_path):
+    """refiner_checkpoint names a model of the folder, loaded beside the model for the job: the same
+    pixels as the Python API's set_refiner at refiner_switch_at."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from latentdiff import Pipeline
+    from latentdiff.server.app import Server, create_app
+    from latentdiff.server.config import ServeConfig
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_sdxl, models / "base")
+    shutil.copytree(tiny_refiner, models / "refiner")
+    server = Server(ServeConfig(out=str(tmp_path / "out"), model=str(models / "base"), models_dir=str(models)))
+    body = dict(prompt="a pear", seed=3, steps=4, width=64, height=64, cfg_scale=4.0, sampler_name="Euler")
+    try:
+        with TestClient(create_app(server)) as client:
+            r = client.post(
+                "/sdapi/v1/txt2img", json={**body, "refiner_checkpoint": "refiner", "refiner_switch_at": 0.5}
+            )
+            assert r.status_code == 200, r.text
+            alone = client.post("/sdapi/v1/txt2img", json=body).json()  # the refiner is let go after its job
+            bad = client.post(
+                "/sdapi/v1/txt2img", json={**body, "refiner_checkpoint": "nope", "refiner_switch_at": 0.5}
+            )
+            assert bad.status_code == 400 and "nope" in bad.json()["error"]
+    finally:
+        server.queue.stop(timeout=30)
+    image = Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0])))
+    pipe = Pipeline.from_pretrained(models / "base").set_refiner(Pipeline.from_pretrained(models / "refiner"), 0.5)
+    want = pipe("a pear", seed=3, steps=4, width=64, height=64, guidance=4.0, scheduler="euler")[0]
+    assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(want.convert("RGB")))
+    meta = json.loads(image.info["latentdiff"])
+    assert meta["refiner"].endswith("refiner") and meta["refiner_start"] == 0.5
+    alone_meta = json.loads(Image.open(io.BytesIO(base64.b64decode(alone["images"][0]))).info["latentdiff"])
+    assert "refiner" not in alone_meta
