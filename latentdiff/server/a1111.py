@@ -53,7 +53,9 @@ def router(server) -> APIRouter:
 
 def _answer(server, job: Job, body: Txt2ImgRequest, shown: dict, denoising_strength=None) -> dict:
     images = [_b64(server, i["name"]) for i in job.images] if body.send_images else []
-    info = info_object(job, body, denoising_strength)
+    pipe = server.pool.peek(job.model)
+    inpainting = pipe is not None and pipe.family.inpainting(pipe.components)
+    info = info_object(job, body, denoising_strength, inpainting)
     return {"images": images, "parameters": shown, "info": json.dumps(info)}
 
 

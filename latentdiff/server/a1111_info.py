@@ -10,7 +10,7 @@ from latentdiff.server.jobs import Job
 VERSION = "latentdiff 0.1.0"
 
 
-def info_object(job: Job, body, denoising_strength: float | None = None) -> dict:
+def info_object(job: Job, body, denoising_strength: float | None = None, inpainting: bool = False) -> dict:
     """A1111's `info` with the values the images were made with (the model's where the request left
     them out), plus latentdiff's `interrupted` and `warnings` (e.g. a size far above the model's)."""
     # Imported with the first job: images.write imports torch, which the server loads with its first model.
@@ -57,7 +57,7 @@ def info_object(job: Job, body, denoising_strength: float | None = None) -> dict
         "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
         "clip_skip": first.get("clip_skip") or 1,
-        "is_using_inpainting_conditioning": False,
+        "is_using_inpainting_conditioning": inpainting,
         "version": VERSION,
         "interrupted": job.state == "cancelled",
         "warnings": list(job.warnings),

@@ -281,4 +281,4 @@ def test_png_info_and_info_keys(in_process):
     keys += "face_restoration_model sd_model_name sd_model_hash sd_vae_name sd_vae_hash seed_resize_from_w "
     keys += "seed_resize_from_h denoising_strength extra_generation_params index_of_first_image infotexts "
     keys += "styles job_timestamp clip_skip is_using_inpainting_conditioning version"
-    assert set(keys.split()) <= set(info)
+    assert set(keys.split()) <= set(info) and info["is_using_inpainting_conditioning"] is False
