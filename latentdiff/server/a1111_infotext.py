@@ -84,7 +84,8 @@ def with_infotext(body: Txt2ImgRequest) -> Txt2ImgRequest:
     given = body.model_fields_set | set(body.model_extra or {})
     ours = [(label, f) for label, f in LABELS.items() if FIELDS[f].only in (None, body.route) and f not in given]
     filled = {f: _value(label, f, items[label]) for label, f in ours if label in items}
-    if "Denoising strength" in items and {"Hires upscale", "Hires resize-1", "Hires upscaler"} & set(items):
+    hires = {"Hires upscale", "Hires resize-1", "Hires upscaler"} & set(items)
+    if body.route == "txt2img" and "Denoising strength" in items and hires and "enable_hr" not in given:
         filled.setdefault("enable_hr", True)  # A1111's paste rule for the hires checkbox
     overrides = dict(body.override_settings or {})
     for label, key in SETTING_LABELS.items():

@@ -196,6 +196,11 @@ def test_the_honoured_fields_map_as_a1111_reads_them(in_process):
     assert (params["prompt"], params["negative_prompt"], params["steps"], params["seed"]) == ("kept", "blur", 2, 3)
     assert (params["width"], params["height"], params["clip_skip"], params["scheduler"]) == (48, 40, 2, "euler")
     assert params["guidance"] == 5  # the body's fields win, the infotext fills the others (A1111's API)
+    hires = "x\nSteps: 2, Seed: 1, Size: 32x32, Denoising strength: 0.4, Hires upscale: 1.5, Hires upscaler: Latent"
+    params = job_of(in_process, "txt2img", {"infotext": hires})[0]
+    assert (params["hires"], params["hires_strength"], params["hires_upscaler"]) == (1.5, 0.4, "latent")
+    params = job_of(in_process, "img2img", {"infotext": hires})[0]  # img2img: the strength, no hires
+    assert params["strength"] == 0.4 and "hires" not in params
     assert (
         job_of(in_process, "txt2img", {"prompt": "x <lora:foo:0.7>", "disable_extra_networks": True})[0]["prompt"]
         == "x"
