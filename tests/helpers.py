@@ -169,3 +169,15 @@ def save_tiny_controlnet(model_dir, out, seed: int = 1) -> Path:
     vae = json.loads((Path(model_dir) / "vae" / "config.json").read_text())
     tiny_controlnet(unet, 2 ** (len(vae["block_out_channels"]) - 1), seed).save_pretrained(out)
     return Path(out)
+
+
+def webuiapi_client(webuiapi, served):
+    """A webuiapi client of the test server, with webuiapi's shared defaults emptied first: its
+    txt2img/img2img take `alwayson_scripts={}` as a default dict that they fill with a call's
+    ControlNet units, so every later call of the process sends those units again."""
+    for method in (webuiapi.WebUIApi.txt2img, webuiapi.WebUIApi.img2img):
+        for default in method.__defaults__ or ():
+            if isinstance(default, (dict, list)):
+                default.clear()
+    # HTTP Basic with the token as password: how A1111 clients authenticate (--api-auth).
+    return webuiapi.WebUIApi(host="127.0.0.1", port=served.port, username="me", password=served.token)

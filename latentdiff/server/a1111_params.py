@@ -1,18 +1,21 @@
 """AUTOMATIC1111 request bodies turned into our job parameters.
 
 Every field a client sends is honoured, or sits at a value that leaves the image as A1111 would make
-it, or is refused with a 400 naming it: nothing is dropped silently. Fields left out take the
-model's own values where A1111's defaults are meant for 512 px SD models (size, steps, CFG scale)."""
+it, or is refused with a 400 naming it (the table: a1111_fields.py): nothing is dropped silently.
+Fields left out take the model's own values where A1111's defaults are meant for 512 px SD models
+(size, steps, CFG scale)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from latentdiff.config.params import MAX_CLIP_SKIP, MAX_SEED, MAX_SIDE, whole
+import latentdiff.config.params as rules
 from latentdiff.errors import UsageError
-from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, split_name
+from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, resolved, split_name
+from latentdiff.server.a1111_fields import FIELDS, HONOURED, SEED, SEED_PARAMS, SETTINGS, is_one_of
+from latentdiff.server.a1111_samplers import OPTION_BOUNDS, sampler_options
 from latentdiff.server.schema import MAX_IMAGES, MAX_STEPS
 from latentdiff.server.schema import MAX_SIDE as SERVER_SIDE
 from latentdiff.server.values import Flag, real
@@ -23,19 +26,17 @@ SAMPLERS = {m.a1111: (k, list(m.aliases)) for k, m in SCHEDULERS.items()}
 # A1111's hires upscalers we have: "Latent" is bilinear on the latents as ours; "None" and
 # "Lanczos" both resize the decoded image with Lanczos in A1111.
 HR_UPSCALERS = {"Latent": "latent", "Lanczos": "lanczos", "None": "lanczos"}
-# The eta our ancestral/DDIM samplers run with; A1111 takes `eta` for these two.
-SAMPLER_ETA = {"euler_a": 1.0, "ddim": 0.0}
 
 
 class Txt2ImgRequest(BaseModel):
-    """The fields latentdiff honours (None: the model's value); other A1111 fields are checked
-    against `NEUTRAL` and `IGNORED` by `refuse_unhonoured`."""
+    """The fields latentdiff reads (None: the model's value, or A1111's setting); the others of
+    a1111_fields.FIELDS arrive as extras and are checked by `refuse_unhonoured`."""
 
     model_config = ConfigDict(extra="allow")
 
     prompt: str = ""
     negative_prompt: str = ""
-    seed: whole_field(-1, MAX_SEED) = -1
+    seed: whole_field(-1, rules.MAX_SEED) = -1
     steps: whole_field(1, MAX_STEPS, optional=True) = None
     cfg_scale: real(0, 100, optional=True) = None
     width: whole_field(8, SERVER_SIDE, optional=True) = None
@@ -45,127 +46,121 @@ class Txt2ImgRequest(BaseModel):
     sampler_name: str | None = None
     sampler_index: str | None = None
     scheduler: str | None = None
-    eta: real(0, 1, optional=True) = None
+    eta: real(0, OPTION_BOUNDS["eta"], optional=True) = None
+    s_churn: real(0, OPTION_BOUNDS["s_churn"], optional=True) = None
+    s_tmin: real(0, OPTION_BOUNDS["s_tmin"], optional=True) = None
+    s_tmax: real(0, OPTION_BOUNDS["s_tmax"], optional=True) = None
+    s_noise: real(0, OPTION_BOUNDS["s_noise"], optional=True) = None
     override_settings: dict | None = None
+    override_settings_restore_afterwards: Flag = True
+    send_images: Flag = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: real(0, 1, optional=True) = None
+    infotext: str | None = None
+    disable_extra_networks: Flag = False
     enable_hr: Flag = False
     hr_scale: real(1, 8) = 2.0
     hr_upscaler: str | None = None
     hr_second_pass_steps: whole_field(0, MAX_STEPS) = 0
-    hr_resize_x: whole_field(0, MAX_SIDE) = 0
-    hr_resize_y: whole_field(0, MAX_SIDE) = 0
+    hr_resize_x: whole_field(0, rules.MAX_SIDE) = 0
+    hr_resize_y: whole_field(0, rules.MAX_SIDE) = 0
     denoising_strength: real(0, 1, optional=True) = None
+
+    route: ClassVar[str] = "txt2img"
 
 
 class Img2ImgRequest(Txt2ImgRequest):
-    """img2img and inpainting. `inpainting_fill` is ignored: the masked area always starts from the
-    picture itself noised to `denoising_strength` (A1111's "original"; at 1.0 that is pure noise)."""
+    """img2img and inpainting. The masked area always starts from the picture itself noised to
+    `denoising_strength` (A1111's inpainting_fill 1, "original"; at 1.0 that is pure noise)."""
 
     init_images: list[str] = []
     denoising_strength: real(0, 1) = 0.75
     resize_mode: whole_field(0, 3) = 0  # a1111.RESIZE_MODES
     mask: str | None = None
-    mask_blur: whole_field(0, 256) = 4
+    mask_blur: whole_field(0, 256, optional=True) = None
+    mask_blur_x: whole_field(0, 256) = 4
+    mask_blur_y: whole_field(0, 256) = 4
     inpainting_fill: whole_field(0, 3) = 0
     inpaint_full_res: Flag = True
     inpaint_full_res_padding: whole_field(0, SERVER_SIDE) = 0
     inpainting_mask_invert: whole_field(0, 1) = 0
-    initial_noise_multiplier: real(0, 2, optional=True) = None  # only 1 is supported (a1111.py)
     include_init_images: Flag = False
 
-
-def _one_of(*values) -> Callable:
-    return lambda v, body: v in values
+    route: ClassVar[str] = "img2img"
 
 
-def _empty(v, body) -> bool:
-    return not v
+def refuse_unhonoured(body: Txt2ImgRequest) -> None:
+    """A 400 for the first field sent that latentdiff would otherwise drop, or that is not one of
+    this route's."""
+    extra = body.model_extra or {}
+    for name in sorted(body.model_fields_set | set(extra)):
+        f = FIELDS.get(name)
+        if f is None:
+            raise UsageError(f"unknown field {short(name)}: not an A1111 API field latentdiff knows; leave it out")
+        if f.only not in (None, body.route):
+            raise UsageError(f"{name} is a field of /sdapi/v1/{f.only}, not of /sdapi/v1/{body.route}")
+        if f.hires and not body.enable_hr:  # A1111 reads them only with enable_hr
+            continue
+        value = extra[name] if name in extra else getattr(body, name)
+        if f.how == SEED and SEED_PARAMS[name]:  # switched on: seed_params passes it on
+            continue
+        if f.neutral is not None and not _holds(f.neutral, value, body):
+            raise UsageError(f"{name}={short(value)}: {f.says} is not supported by latentdiff")
+    if "alwayson_scripts" in extra and _active_scripts(extra["alwayson_scripts"]):
+        raise UsageError(
+            f"alwayson_scripts={short(extra['alwayson_scripts'])}: extensions other than ControlNet are not supported by latentdiff"
+        )
 
 
 def _active_scripts(scripts) -> bool:
     """Whether an extension other than ControlNet (a1111_controlnet.py reads its units) is given work."""
-    return any(
+    return not isinstance(scripts, dict) or any(
         k.lower() != "controlnet" and isinstance(v, dict) and v.get("args") not in (None, [], [False])
-        for k, v in (scripts or {}).items()
+        for k, v in scripts.items()
     )
 
 
-# Fields we do not honour -> (true where the value changes nothing, what the field is for).
-NEUTRAL: dict[str, tuple[Callable, str]] = {
-    "restore_faces": (_one_of(False, None), "face restoration"),
-    "tiling": (_one_of(False, None), "tiling"),
-    "styles": (_empty, "A1111 styles"),
-    "subseed_strength": (_one_of(0, None), "variation seeds (subseed)"),
-    "seed_resize_from_h": (lambda v, b: v is None or v <= 0, "seed resize"),
-    "seed_resize_from_w": (lambda v, b: v is None or v <= 0, "seed resize"),
-    "script_name": (_empty, "A1111 scripts"),
-    "alwayson_scripts": (lambda v, b: not _active_scripts(v), "extensions other than ControlNet"),
-    "s_churn": (_one_of(0, None), "sampler churn"),
-    "s_tmin": (_one_of(0, None), "sampler churn"),
-    "s_tmax": (_one_of(0, None), "sampler churn"),
-    "s_noise": (_one_of(1, None), "sampler noise"),
-    "s_min_uncond": (_one_of(0, None), "negative guidance minimum sigma"),
-    "refiner_checkpoint": (lambda v, b: v in (None, "", "None"), "a refiner"),
-    "firstpass_image": (_one_of(None), "a given first-pass image"),
-    "infotext": (_empty, "parameters from infotext"),
-    "latent_mask": (_one_of(None), "a separate latent mask"),
-    "mask_round": (_one_of(True, None), "unrounded masks"),
-    "mask_blur_x": (lambda v, b: v == getattr(b, "mask_blur", v), "separate x and y mask blur"),
-    "mask_blur_y": (lambda v, b: v == getattr(b, "mask_blur", v), "separate x and y mask blur"),
-}
-# With enable_hr: the second pass uses the first pass's model, sampler and prompts.
-NEUTRAL_HR: dict[str, tuple[Callable, str]] = {
-    "hr_checkpoint_name": (lambda v, b: v in (None, "", "Use same checkpoint"), "another hires checkpoint"),
-    "hr_sampler_name": (lambda v, b: v in (None, "", "Use same sampler", b.sampler_name), "another hires sampler"),
-    "hr_scheduler": (lambda v, b: v in (None, "", "Use same scheduler", b.scheduler), "another hires schedule type"),
-    "hr_prompt": (lambda v, b: v in (None, "", b.prompt), "another hires prompt"),
-    "hr_negative_prompt": (lambda v, b: v in (None, "", b.negative_prompt), "another hires negative prompt"),
-    "firstphase_width": (_one_of(0, None), "the old hires first-pass size"),
-    "firstphase_height": (_one_of(0, None), "the old hires first-pass size"),
-    "hr_additional_modules": (_empty, "hires add-on modules"),
-}
-# Fields that do not change the image (saving, echoing, task ids) or only matter with one refused above.
-IGNORED = {
-    "subseed",
-    "do_not_save_samples",
-    "do_not_save_grid",
-    "send_images",
-    "save_images",
-    "comments",
-    "override_settings_restore_afterwards",
-    "force_task_id",
-    "script_args",
-    "refiner_switch_at",
-    "disable_extra_networks",
-    "image_cfg_scale",
-}
-OVERRIDES = {"sd_model_checkpoint", "CLIP_stop_at_last_layers"}
-NEUTRAL_OVERRIDES = {"sd_vae": ("Automatic", "None", None)}
-
-
-def refuse_unhonoured(body: Txt2ImgRequest) -> None:
-    """A 400 for the first field sent that latentdiff would otherwise drop."""
-    hr = set(NEUTRAL_HR) | {f for f in Txt2ImgRequest.model_fields if f.startswith("hr_")}
-    for name, value in (body.model_extra or {}).items():
-        if name in IGNORED or (name in hr and not body.enable_hr):
-            continue
-        ok, what = {**NEUTRAL, **NEUTRAL_HR}.get(name, (None, None))
-        if ok is None:
-            raise UsageError(f"unknown field {short(name)}: not an A1111 API field latentdiff knows; leave it out")
-        if not _holds(ok, value, body):
-            raise UsageError(f"{name}={short(value)}: {what} is not supported by latentdiff")
-    for key, value in (body.override_settings or {}).items():
-        neutral = NEUTRAL_OVERRIDES.get(key, ())
-        if key not in OVERRIDES and not _holds(lambda v, b: v in neutral, value, body):  # noqa: B023 (called at once)
+def check_settings(values, where: str) -> dict:
+    """A1111 settings (override_settings, or a POST /options body) checked against SETTINGS: the
+    honoured ones' values, the others only at the values that change nothing; 400 naming the key."""
+    if not isinstance(values, dict):
+        raise UsageError(f"{where} must be an object of settings, got {short(values)}")
+    out = {}
+    for key, value in values.items():
+        s = SETTINGS.get(key)
+        if s is None:
             raise UsageError(
-                f"override_settings.{short(key)} is not supported by latentdiff; it honours "
-                f"{', '.join(sorted(OVERRIDES))}"
+                f"{where}.{short(key)} is not a setting latentdiff has; it knows: {', '.join(SETTINGS)} "
+                "(GET /sdapi/v1/options shows them)"
             )
-    model = (body.override_settings or {}).get("sd_model_checkpoint")
-    if model is not None and not isinstance(model, str):
-        raise UsageError(f"override_settings.sd_model_checkpoint must be a model name, got {short(model)}")
+        if s.how != HONOURED and not (s.how == SEED and SEED_PARAMS[key]):
+            if not _holds(lambda v, b: is_one_of(v, s.neutral), value, None):  # noqa: B023 (called at once)
+                shown = ", ".join(repr(v) for v in s.neutral if v is not None)
+                raise UsageError(f"{where}.{key}={short(value)}: {s.says} is not supported by latentdiff; only {shown}")
+            continue
+        out[key] = _setting_value(where, key, value)
+    return out
 
 
-def _holds(ok: Callable, value, body) -> bool:
+def _setting_value(where: str, key: str, value):
+    label = f"{where}.{{}}".format
+    if key == "sd_model_checkpoint":
+        if not isinstance(value, str):
+            raise UsageError(f"{where}.sd_model_checkpoint must be a model name, got {short(value)}")
+        return value
+    if key == "CLIP_stop_at_last_layers":
+        return rules.whole(label, key, value, 1, rules.MAX_CLIP_SKIP)
+    option = {"eta_ddim": "eta", "eta_ancestral": "eta"}.get(key, key)
+    return rules.real(label, key, value, 0, OPTION_BOUNDS[option])
+
+
+def settings(stored: dict, body: Txt2ImgRequest) -> dict:
+    """A1111's settings for this request: its defaults, what POST /options stored, override_settings."""
+    defaults = {k: s.default for k, s in SETTINGS.items()}
+    return {**defaults, **stored, **check_settings(body.override_settings or {}, "override_settings")}
+
+
+def _holds(ok, value, body) -> bool:
     """Whether the neutral-value rule `ok` holds; a value of another type than the field's is not neutral."""
     try:
         return bool(ok(value, body))
@@ -178,19 +173,15 @@ def short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def job_params(body: Txt2ImgRequest) -> dict:
-    """Our pipeline keyword arguments for a txt2img request (img2img adds its own)."""
+def job_params(body: Txt2ImgRequest, stored: dict | None = None, own_sampler: str | None = None) -> dict:
+    """Our pipeline keyword arguments for a txt2img request (img2img adds its own). `stored`: the
+    settings POST /options set; `own_sampler`: the model's own sampler key, where known (what runs
+    when the body names none)."""
     refuse_unhonoured(body)
+    values = settings(stored or {}, body)
     if body.batch_size * body.n_iter > MAX_IMAGES:  # each is >= 1 (the schema)
         raise UsageError(f"batch_size * n_iter must be at most {MAX_IMAGES}, got {body.batch_size} * {body.n_iter}")
     scheduler = sampler_to_scheduler(body.sampler_name or body.sampler_index, body.scheduler)
-    if body.eta is not None and scheduler in SAMPLER_ETA and body.eta != SAMPLER_ETA[scheduler]:
-        want = f"{SAMPLER_ETA[scheduler]:g}"
-        raise UsageError(
-            f"eta={body.eta:g}: latentdiff's {body.sampler_name or body.sampler_index} runs with eta "
-            f"{want}; send eta {want} or leave it out"
-        )
-    overrides = body.override_settings or {}
     params = dict(
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
@@ -201,15 +192,37 @@ def job_params(body: Txt2ImgRequest) -> dict:
         seed=None if body.seed < 0 else body.seed,
         num_images=body.batch_size * body.n_iter,
         scheduler=scheduler,
+        **sampler_options(body, values, resolved(scheduler)[0] if scheduler else own_sampler),
+        **seed_params(body, values),
     )
-    if overrides.get("CLIP_stop_at_last_layers") is not None:
-        label = "override_settings.{}".format
-        params["clip_skip"] = whole(
-            label, "CLIP_stop_at_last_layers", overrides["CLIP_stop_at_last_layers"], 1, MAX_CLIP_SKIP
-        )
+    if not (body.sampler_name or body.sampler_index) and (body.scheduler or "").lower() not in ("", "automatic"):
+        params["schedule"] = body.scheduler  # the model's own sampler with this schedule type
+    if "CLIP_stop_at_last_layers" in {**(stored or {}), **(body.override_settings or {})}:
+        params["clip_skip"] = values["CLIP_stop_at_last_layers"]
+    if body.refiner_checkpoint not in (None, "", "None"):
+        if body.refiner_switch_at is None or not 0 < body.refiner_switch_at < 1:
+            raise UsageError(
+                f"refiner_switch_at must be between 0 and 1 (exclusive) with refiner_checkpoint, "
+                f"got {short(body.refiner_switch_at)}"
+            )
+        params.update(refiner=title_name(body.refiner_checkpoint), refiner_start=body.refiner_switch_at)
     if body.enable_hr:
         params.update(hires_params(body))
     return params
+
+
+def title_name(title) -> str:
+    """A1111 titles look like 'name.safetensors [hash]'; ours are folder names."""
+    return str(title).split(" [")[0].strip()
+
+
+def seed_params(body: Txt2ImgRequest, values: dict) -> dict:
+    """The seed options (a1111_fields.SEED_PARAMS), the one place that switches them on: where it
+    names our pipeline's parameter, the value goes to it (and is no longer checked for neutrality);
+    where it names none (all, for now), refuse_unhonoured and check_settings refuse it unless neutral.
+    (info_object's subseed keys then read the image's record.)"""
+    extra = {**(body.model_extra or {}), "eta_noise_seed_delta": values.get("eta_noise_seed_delta")}
+    return {ours: extra[k] for k, ours in SEED_PARAMS.items() if ours and extra.get(k) is not None}
 
 
 def hires_params(body: Txt2ImgRequest) -> dict:

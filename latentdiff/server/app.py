@@ -41,6 +41,7 @@ class Server:
         self.control_models = ControlModels(cfg.control_dir())
         self.adapter_models = AdapterModels(cfg.adapter_dir())
         self.a1111_model = None  # what /sdapi/v1/options set as the current checkpoint (None: the default)
+        self.a1111_settings = {}  # the other A1111 settings POST /sdapi/v1/options set (a1111_fields.SETTINGS)
         skipped = self.pool.links_outside()
         if skipped:
             log.warning("--models-dir: not serving %s: link(s) leading outside it", ", ".join(skipped))
@@ -109,6 +110,12 @@ def check_params(pipe, params: dict, inputs: dict) -> None:
         params["num_images"],
         params["scheduler"],
     )
+    # Imported with a loaded model (torch): the schedule type and sampler options the model's sampler takes.
+    from latentdiff.sampling.schedulers import OPTIONS
+    from latentdiff.workflows.additions import sampler_fields
+
+    taken = {"schedule": params.get("schedule"), **{k: params.get(k) for k in OPTIONS}}
+    sampler_fields(pipe, params["scheduler"], taken)
 
 
 def check_values(params: dict) -> list[str]:

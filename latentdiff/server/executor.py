@@ -24,10 +24,11 @@ def make_runner(pool, out_dir: Path):
 
         pipe = pool.get(job.model)
         p = dict(job.params)
+        refiner = p.pop("refiner", None), p.pop("refiner_start", None)
         note = size_warning(pipe.native_size, p.get("width"), p.get("height"))
         if note:
             log.warning("job %s: %s", job.id, note)
-            job.touch(warnings=[note])
+            job.touch(warnings=[*job.warnings, note])
         prompts = [p["prompt"]] if isinstance(p["prompt"], str) else list(p["prompt"])
         batches = -(-len(prompts) * int(p.get("num_images") or 1) // pipe.max_batch)
         state = {"batch": 0, "preview_at": 0.0}
@@ -46,7 +47,7 @@ def make_runner(pool, out_dir: Path):
 
         pipe.progress = False
         job.touch(stops_mid_step=not pipe.compiled)
-        with cancel_points(pipe, job.cancel):
+        with cancel_points(pipe, job.cancel), refined(pool, pipe, *refiner):
             # the decoded pictures and control units replace what the job shows of them
             for image in pipe.iter_images(**{**p, **job.inputs.decode(controls=True)}, callback=on_step):
                 info = image.info["latentdiff"]
@@ -55,6 +56,23 @@ def make_runner(pool, out_dir: Path):
                 job.touch()
 
     return run
+
+
+@contextmanager
+def refined(pool, pipe, name: str | None, start: float | None):
+    """While the block runs, `pipe` hands its latents to the folder's model `name` (an SDXL refiner)
+    after the fraction `start` of the denoising (A1111's refiner_checkpoint); then as it was."""
+    if name is None:
+        yield
+        return
+    before = pipe.refiner, pipe.refiner_start
+    refiner = pool.get(name)
+    refiner.progress = False
+    pipe.set_refiner(refiner, start)
+    try:
+        yield
+    finally:
+        pipe.refiner, pipe.refiner_start = before
 
 
 @contextmanager

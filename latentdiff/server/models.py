@@ -132,7 +132,9 @@ def _is_lora(d: Path) -> bool:
 
 def weight_bytes(pipe) -> int:
     c = pipe.components
-    return sum(p.numel() * p.element_size() for m in (c.unet, c.vae, c.text_encoder) for p in m.parameters())
+    # every text encoder: an SDXL refiner has only the second, SDXL and Flux two
+    modules = (c.unet, c.vae, *c.text_encoders())
+    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
 
 
 def _free_cached_memory() -> None:

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import webuiapi_client
 from PIL import Image
 
 webuiapi = pytest.importorskip("webuiapi", reason="the webuiapi client (test extra) is not installed")
@@ -17,8 +18,7 @@ SMALL = dict(steps=3, width=32, height=32)
 
 @pytest.fixture(scope="module")
 def api(served):
-    # HTTP Basic with the token as password: how A1111 clients authenticate (--api-auth).
-    return webuiapi.WebUIApi(host="127.0.0.1", port=served.port, username="me", password=served.token)
+    return webuiapi_client(webuiapi, served)
 
 
 def test_txt2img_shapes_and_pixels_match_our_api(api, served):
@@ -31,7 +31,7 @@ def test_txt2img_shapes_and_pixels_match_our_api(api, served):
         eta=0,
         batch_size=2,
         **SMALL,
-    )  # webuiapi sends eta 1 by default: A1111's DDIM would honour it
+    )  # webuiapi sends eta 1 by default, which A1111's DDIM honours (as ours: a stochastic DDIM)
     assert len(r.images) == 2 and r.images[0].size == (32, 32)
     assert r.info["all_seeds"] == [7, 8] and r.info["sd_model_name"] == "tiny-a"
     assert r.info["infotexts"][0].startswith("red apple\nNegative prompt: blur\nSteps: 3")
@@ -92,7 +92,8 @@ def test_progress_with_preview_and_interrupt(api):
         ({"restore_faces": True}, "face restoration"),
         ({"sampler_name": "Warp Drive"}, "unknown sampler"),
         ({"width": 30}, "multiple of"),
-        ({"sampler_name": "DDIM"}, "eta=1: latentdiff's DDIM runs with eta 0"),
+        ({"sampler_name": "Euler a", "eta": 0.5}, "eta=0.5: latentdiff's Euler a runs with eta 1 only"),
+        ({"sampler_name": "Heun", "s_churn": 2}, "s_churn=2: latentdiff's Heun runs with s_churn 0 only"),
         ({"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}, "latentdiff has: Latent, Lanczos, None"),
         ({"enable_hr": True, "hr_sampler_name": "DDIM"}, "another hires sampler"),
         ({"enable_hr": True, "hr_resize_x": 64, "hr_resize_y": 48}, "aspect ratio"),

@@ -169,9 +169,9 @@ def test_a1111_unhonoured_fields_of_any_type_are_a_400(in_process, field, value)
 
 
 def test_a1111_options_refuse_what_they_do_not_honour(in_process):
-    r = in_process.post("/sdapi/v1/options", json.dumps({"CLIP_stop_at_last_layers": 2}).encode())
-    assert "CLIP_stop_at_last_layers" in refused(r)
-    same = {"samples_format": "png", "CLIP_stop_at_last_layers": 1}  # what GET /options says: changes nothing
+    for setting in ({"sd_vae": "other.safetensors"}, {"show_progressbar": True}, {"CLIP_stop_at_last_layers": 0}):
+        assert next(iter(setting)) in refused(in_process.post("/sdapi/v1/options", json.dumps(setting).encode()))
+    same = {"samples_format": "png", "sd_vae": "Automatic"}  # what GET /options says: changes nothing
     assert in_process.post("/sdapi/v1/options", json.dumps(same).encode()).status_code == 200
     refused(in_process.post("/sdapi/v1/options", b"[1, 2]"))
 

@@ -27,7 +27,8 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
 
 from latentdiff.server.a1111_controlnet import ALIASES, A1111Unit, DetectRequest  # noqa: E402
-from latentdiff.server.a1111_params import IGNORED, NEUTRAL, NEUTRAL_HR, Img2ImgRequest  # noqa: E402
+from latentdiff.server.a1111_fields import FIELDS, SETTINGS  # noqa: E402
+from latentdiff.server.a1111_params import Img2ImgRequest  # noqa: E402
 from latentdiff.server.schema import ControlUnit, GenerateRequest, ImagePromptUnit  # noqa: E402
 
 _in_process = pytest.fixture(scope="module", name="in_process")(serve_in_process)
@@ -95,10 +96,8 @@ field_value = st.one_of(
     json_value,
 )
 V1_FIELDS = sorted(GenerateRequest.model_fields)
-A1111_FIELDS = sorted({*Img2ImgRequest.model_fields, *NEUTRAL, *NEUTRAL_HR, *IGNORED, "override_settings"})
-OVERRIDES = st.dictionaries(
-    st.sampled_from(["sd_model_checkpoint", "CLIP_stop_at_last_layers", "sd_vae", "x"]), field_value, max_size=3
-)
+A1111_FIELDS = sorted(FIELDS)
+OVERRIDES = st.dictionaries(st.sampled_from([*SETTINGS, "x"]), field_value, max_size=3)
 
 
 def body_for(fields: list[str], base: dict):
@@ -116,7 +115,7 @@ IMAGE_FIELDS = ["init_image", "mask", "strength", "resize", "mask_blur", "inpain
 A1111_IMAGE_FIELDS = ["init_images", "mask", "denoising_strength", "resize_mode", "mask_blur", "inpaint_full_res"]
 A1111_IMAGE_FIELDS += ["inpaint_full_res_padding", "inpainting_mask_invert", "inpainting_fill", "mask_blur_x"]
 HR_FIELDS = ["hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "denoising_strength"]
-HR_FIELDS += sorted(NEUTRAL_HR)
+HR_FIELDS += sorted(k for k, f in FIELDS.items() if f.hires)
 # Control units: a plausible unit (the in-process server's control model, a picture) with fields
 # set to anything; A1111's as webuiapi's ControlNetUnit sends them, in alwayson_scripts.
 UNIT = {"image": PICTURES[0], "model": "cn-fake", "module": "canny"}
@@ -142,6 +141,12 @@ scripts = st.builds(
     a1111_units,
     st.sampled_from([True, True, True, False]),
 )
+# A1111 parameters texts (the infotext field): ours, with fields refused, numbers of every kind, broken ones
+INFOTEXTS = ["x\nSteps: 2, Sampler: Euler, CFG scale: 3, Seed: 1, Size: 32x32", "x\nSteps: 2, Seed: 1, Size: 32"]
+INFOTEXTS += ["x\nNegative prompt: y\nSteps: nan, Sampler: Warp, Seed: 1e400, Clip skip: 99, ENSD: 31337"]
+INFOTEXTS += ["x\nSteps: 2, Seed: 1, Variation seed strength: 0.3, Hires upscale: 2, Denoising strength: 0.5"]
+INFOTEXTS += ['x\nSteps: 2, Seed: 1, Eta: 0.5, Sigma churn: 1, VAE: "a, b", Schedule type: Karras', "", ":" * 50]
+field_value = field_value | st.sampled_from(INFOTEXTS)
 ROUTE_BODIES = {
     "/v1/generate": body_for(V1_FIELDS, SMALL),
     "/sdapi/v1/txt2img": body_for(A1111_FIELDS, SMALL),
@@ -162,11 +167,11 @@ ROUTE_BODIES = {
         lambda b: scripts.map(lambda s: {**b, "init_images": [PICTURES[0]], "alwayson_scripts": s})
     ),
     "/controlnet/detect": body_for(sorted(DetectRequest.model_fields), {"controlnet_input_images": [PICTURES[0]]}),
-    "/sdapi/v1/options": st.dictionaries(
-        st.sampled_from(["sd_model_checkpoint", "samples_format", "CLIP_stop_at_last_layers", "x"]),
-        field_value,
-        max_size=3,
+    "/sdapi/v1/png-info": body_for(["image"], {"image": PICTURES[0]}),
+    "/sdapi/v1/txt2img (infotext)": body_for(A1111_FIELDS, SMALL).flatmap(
+        lambda b: st.sampled_from(INFOTEXTS).map(lambda t: {**b, "infotext": t})
     ),
+    "/sdapi/v1/options": st.dictionaries(st.sampled_from([*SETTINGS, "x"]), field_value, max_size=3),
 }
 
 
@@ -290,6 +295,12 @@ GETS = [
     "/v1/images/{}",
     "/v1/images?limit={}",
     "/sdapi/v1/progress?skip_current_image={}",
+    "/sdapi/v1/schedulers?{}",
+    "/sdapi/v1/memory?{}",
+    "/sdapi/v1/cmd-flags?{}",
+    "/sdapi/v1/skip?{}",
+    "/sdapi/v1/refresh-checkpoints?{}",
+    "/sdapi/v1/loras?{}",
     "/v1/health?{}",
 ]
 odd = st.one_of(st.text(max_size=30), st.sampled_from([str(2**70), "-1", "nan", "true", "..", "%00", "a" * 5000]))
