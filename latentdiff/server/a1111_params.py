@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 import latentdiff.config.params as rules
 from latentdiff.errors import UsageError
+from latentdiff.images.a1111_read import hires_schedule
 from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, resolved, split_name
 from latentdiff.server.a1111_fields import FIELDS, HONOURED, SEED, SEED_PARAMS, SETTINGS, is_one_of
 from latentdiff.server.a1111_samplers import OPTION_BOUNDS, sampler_options
@@ -20,6 +21,7 @@ from latentdiff.server.schema import MAX_IMAGES, MAX_STEPS
 from latentdiff.server.schema import MAX_SIDE as SERVER_SIDE
 from latentdiff.server.values import Flag, real
 from latentdiff.server.values import whole as whole_field
+from latentdiff.workflows.options import ImageOptions
 
 # A1111 sampler name -> (our scheduler name, A1111 aliases), from the one scheduler table
 SAMPLERS = {m.a1111: (k, list(m.aliases)) for k, m in SCHEDULERS.items()}
@@ -235,9 +237,12 @@ def hires_params(body: Txt2ImgRequest) -> dict:
     scale = body.hr_scale
     if body.hr_resize_x or body.hr_resize_y:
         scale = _resize_scale(body)
-    out = {"hires": scale, "hires_upscaler": ours, "hires_steps": body.hr_second_pass_steps or None}
+    out = {"hires": scale, "hires_upscaler": ours, "hires_steps": None}
     if body.denoising_strength is not None:
         out["hires_strength"] = body.denoising_strength
+    if body.hr_second_pass_steps:  # A1111 denoises all of them; we denoise int(hires_steps * strength)
+        strength = out.get("hires_strength", ImageOptions.hires_strength)
+        out["hires_steps"] = hires_schedule(body.hr_second_pass_steps, strength)
     return out
 
 

@@ -144,7 +144,8 @@ def test_enable_hr_maps_to_the_hires_fix(api):
     meta = json.loads(r.images[0].info["latentdiff"])
     assert r.images[0].size == (64, 64) and (meta["width"], meta["height"]) == (32, 32)
     hires = (meta["hires"], meta["hires_upscaler"], meta["hires_steps"], meta["hires_strength"])
-    assert hires == (2, "lanczos", 1, 0.6)
+    # A1111 denoises all of its 1 hires step; we denoise int(hires_steps * 0.6): 2 of ours run that 1
+    assert hires == (2, "lanczos", 2, 0.6)
     assert r.info["denoising_strength"] == 0.6 and r.info["extra_generation_params"]["Hires upscaler"] == "Lanczos"
     hires_fields = "Denoising strength: 0.6, Hires upscale: 2, Hires steps: 1, Hires upscaler: Lanczos"
     assert hires_fields in r.info["infotexts"][0]
