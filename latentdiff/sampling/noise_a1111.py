@@ -186,3 +186,22 @@ class ImageNoise:
 
     def next(self) -> torch.Tensor:
         return torch.stack([src.randn(self.shape).cpu() for src in self.sources]).to(self.device)
+
+
+@dataclass(frozen=True)
+class NoiseRequest:
+    """A call's choice of A1111's noise (and with it A1111's sampling path), checked."""
+
+    rng: str = "cpu"
+    variation_seed: int | None = None
+    variation_strength: float = 0.0
+    resize_from: tuple[int, int] | None = None  # (width, height) pixels; None: off
+    ensd: int = 0
+
+    def seeds(self, first: int, k: int) -> tuple[int, int | None]:
+        """(seed, variation seed) of image k of a call whose first seed is `first` (image_seeds)."""
+        seeds, subs = image_seeds(first, k + 1, self.variation_seed, self.variation_strength)
+        return seeds[k], None if subs is None else subs[k]
+
+    def settings(self, scale_factor: int) -> NoiseSettings:
+        return NoiseSettings(self.rng, self.variation_strength, self.resize_from, self.ensd, scale_factor)

@@ -1,0 +1,55 @@
+"""The A1111 noise options of a call (rng, variation seed and strength, seed resize, ENSD), checked:
+any of them selects A1111's own sampling path (sampling/a1111.py); none keeps diffusers'."""
+
+from __future__ import annotations
+
+import re
+
+from latentdiff.config.params import MAX_SEED, MAX_SIDE, Label, fail, real, seed, whole
+from latentdiff.errors import UsageError
+from latentdiff.sampling.noise_a1111 import RNG_SOURCES, NoiseRequest, check_rng
+
+NAMES = ("rng", "variation_seed", "variation_strength", "seed_resize_from", "ensd")
+_SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*$")
+
+
+def resize_from(label: Label, value) -> tuple[int, int] | None:
+    """(width, height) pixels from a pair or "WxH"; None, (0, 0) or A1111's (-1, -1): off."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m is None:
+            fail(label, "seed_resize_from", "WIDTHxHEIGHT in pixels, e.g. 512x768", value)
+        value = (int(m.group(1)), int(m.group(2)))
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        fail(label, "seed_resize_from", "a (width, height) pair or WIDTHxHEIGHT", value)
+    w, h = (whole(label, "seed_resize_from", v, -1, MAX_SIDE) for v in value)
+    if w <= 0 and h <= 0:
+        return None
+    if w < 8 or h < 8:
+        fail(label, "seed_resize_from", "at least 8x8 pixels (or 0x0: off)", f"{w}x{h}")
+    return (w, h)
+
+
+def noise_request(label: Label, values: dict, count: int = 1) -> NoiseRequest | None:
+    """The checked NoiseRequest of `values` (NAMES -> value or None); None when none is given.
+    Without an rng, the CPU generator (whose first numbers are diffusers' noise for the seed)."""
+    given = {k: v for k, v in values.items() if k in NAMES and v is not None}
+    if not given:
+        return None
+    rng = given.get("rng", "cpu")
+    if not isinstance(rng, str):
+        fail(label, "rng", f"one of: {', '.join(RNG_SOURCES)}", rng)
+    try:
+        rng = check_rng(rng)
+    except UsageError as e:
+        raise UsageError(f"{label('rng')}: {e}") from None
+    variation = given.get("variation_seed")
+    return NoiseRequest(
+        rng=rng,
+        variation_seed=None if variation is None else seed(lambda _: label("variation_seed"), variation, count),
+        variation_strength=real(label, "variation_strength", given.get("variation_strength", 0.0), 0.0, 1.0),
+        resize_from=resize_from(label, given.get("seed_resize_from")),
+        ensd=whole(label, "ensd", given.get("ensd", 0), 0, MAX_SEED),
+    )
