@@ -5,11 +5,32 @@ from __future__ import annotations
 
 import re
 
+from latentdiff.config.flags import Flag
 from latentdiff.config.params import MAX_SEED, MAX_SIDE, Label, fail, real, seed, whole
-from latentdiff.errors import UsageError
-from latentdiff.sampling.noise_a1111 import RNG_SOURCES, NoiseRequest, check_rng
+from latentdiff.sampling.noise_request import RNG_SOURCES, NoiseRequest
 
 NAMES = ("rng", "variation_seed", "variation_strength", "seed_resize_from", "ensd")
+_GROUP = "A1111's noise and sampling path (any of these selects it)"
+# generate's flags for `noise` (GenerateConfig), each named by its NAMES entry
+NOISE_FLAGS = (
+    Flag(
+        "--rng",
+        "A1111's noise source: cpu (torch's CPU generator), gpu (torch's on CUDA), nv (CUDA's numbers on any "
+        "device: A1111's NV setting, and what its default GPU gives) (default with the others: cpu)",
+        dict(choices=RNG_SOURCES),
+        _GROUP,
+    ),
+    Flag(
+        "--variation-seed", "A1111's variation seed (subseed); image k uses N + k", dict(type=int, metavar="N"), _GROUP
+    ),
+    Flag("--variation-strength", "0..1: slerp from the seed's noise to the variation seed's", dict(type=float), _GROUP),
+    Flag(
+        "--seed-resize-from", "draw the noise at this size and paste it centred (A1111's)", dict(metavar="WxH"), _GROUP
+    ),
+    Flag(
+        "--ensd", "A1111's eta noise seed delta: the sampler's noise from seed + N", dict(type=int, metavar="N"), _GROUP
+    ),
+)
 _SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*$")
 
 
@@ -39,12 +60,9 @@ def noise_request(label: Label, values: dict, count: int = 1) -> NoiseRequest | 
     if not given:
         return None
     rng = given.get("rng", "cpu")
-    if not isinstance(rng, str):
+    if not isinstance(rng, str) or rng.strip().lower() not in RNG_SOURCES:
         fail(label, "rng", f"one of: {', '.join(RNG_SOURCES)}", rng)
-    try:
-        rng = check_rng(rng)
-    except UsageError as e:
-        raise UsageError(f"{label('rng')}: {e}") from None
+    rng = rng.strip().lower()
     variation = given.get("variation_seed")
     return NoiseRequest(
         rng=rng,

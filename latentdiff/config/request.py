@@ -12,7 +12,7 @@ import latentdiff.config.params as params
 from latentdiff.sampling.schedulers import default_steps
 
 if TYPE_CHECKING:  # annotations only: the workflows import PIL and numpy
-    from latentdiff.sampling.noise_a1111 import NoiseRequest
+    from latentdiff.sampling.noise_request import NoiseRequest
     from latentdiff.workflows.options import ImageOptions
     from latentdiff.workflows.source import Source
 

@@ -16,6 +16,7 @@ import re
 from latentdiff.config.flag_types import number, shown
 from latentdiff.errors import UsageError
 from latentdiff.images.control_infotext import controlnet_fields, units_from_fields
+from latentdiff.images.noise_infotext import noise_fields, noise_from_fields
 from latentdiff.sampling.schedulers import SCHEDULERS, a1111_names, check_scheduler_name
 
 A1111_SAMPLERS = {k: m.a1111 for k, m in SCHEDULERS.items()}  # our names -> A1111's
@@ -41,13 +42,13 @@ def schedule_type(key: str | None, scheduler_config: dict) -> str | None:
     return a1111_names(key, scheduler_config)[1]
 
 
-def _scheduler_from(f: dict, notes: list) -> str | None:
+def _scheduler_from(f: dict, notes: list, a1111: bool = False) -> str | None:
     """Our choice for A1111's Sampler and Schedule type fields (A1111 >= 1.9 writes them apart, older
     versions as one name, "DPM++ 2M Karras"; a missing or "Automatic" schedule is A1111's default)."""
     schedule = f.get("Schedule type")
     schedule = None if (schedule or "").strip().lower() in ("", "automatic") else schedule
     try:
-        return check_scheduler_name(f["Sampler"], schedule)
+        return check_scheduler_name(f["Sampler"], schedule, a1111)
     except UsageError as e:
         notes.append(f"A1111 sampler {f['Sampler']!r}: {e}; using the model's own scheduler")
         return None
@@ -122,6 +123,7 @@ def format_infotext(p: dict) -> str:
         "Model hash": p.get("model_hash"),
         "Model": _model_name(p.get("base_model") or p.get("model")),
         "VAE": p.get("vae"),
+        **noise_fields(p),
         **_hires_fields(p),
         "Clip skip": p.get("clip_skip") if (p.get("clip_skip") or 1) > 1 else None,
         "Lora hashes": ", ".join(f"{x['name']}: {x['hash']}" for x in loras) or None,
@@ -206,7 +208,8 @@ def _quoted_end(line: str, at: int) -> int | None:
 
 def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[str]]:
     """Our generation parameters from an A1111 PNG's text, and notes for the user about what
-    does not carry over (always: A1111 drew its noise on the GPU, so pixels differ). Its numbers
+    does not carry over (A1111 drew its noise on the GPU: the pixels differ unless the sampler runs on
+    A1111's own path here, images/noise_infotext.py). Its numbers
     are passed on as written (nan, inf, 1e400 too) for the parameter checks to refuse, naming them;
     text that is no number is passed on cut short, to be refused the same way."""
     prompt, negative, f = parse_infotext(text)
@@ -232,7 +235,10 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
         if (f["Sampler"].strip().lower(), f.get("Schedule type", "simple").strip().lower()) != ("euler", "simple"):
             notes.append(f"Forge's Flux sampler {shown(f['Sampler'])!r}: using the model's own flow-matching Euler")
     elif f.get("Sampler"):
-        params["scheduler"] = _scheduler_from(f, notes)
+        a1111 = noise_from_fields(f, params, notes)
+        if a1111:  # A1111's own path: its pixels, not just its parameters
+            notes.pop(0)
+        params["scheduler"] = _scheduler_from(f, notes, a1111)
     tags = NETWORK_TAG.findall(prompt)
     if tags:
         params["prompt"] = NETWORK_TAG.sub("", prompt).strip()

@@ -17,15 +17,11 @@ with an ENSD ("eta noise seed delta"), a generator seeded seed + ENSD does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from latentdiff.errors import UsageError
-
-RNG_SOURCES = ("cpu", "gpu", "nv")
-INFOTEXT_RNG = {"cpu": "CPU", "gpu": "GPU", "nv": "NV"}  # A1111's names, as its infotext writes them
+from latentdiff.sampling.noise_request import RNG_SOURCES, NoiseSettings, image_seeds  # noqa: F401 (re-exported)
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)  # Philox4x32 multipliers
 _W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)  # Weyl key increments (golden ratio, sqrt(3) - 1)
@@ -130,25 +126,6 @@ def paste_centred(small: torch.Tensor, big: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def image_seeds(seed: int, n: int, variation_seed: int | None = None, strength: float = 0.0):
-    """(seeds, variation seeds) of n images as A1111 numbers them: the seeds count up from `seed`, or
-    all stay `seed` when a variation strength is set (then the variation seeds count up)."""
-    seeds = [seed + (k if not strength else 0) for k in range(n)]
-    subs = None if variation_seed is None else [variation_seed + k for k in range(n)]
-    return seeds, subs
-
-
-@dataclass
-class NoiseSettings:
-    """What decides A1111's noise besides the seeds (all recorded in the infotext)."""
-
-    rng: str = "cpu"
-    variation_strength: float = 0.0
-    resize_from: tuple[int, int] | None = None  # (width, height) in pixels
-    ensd: int = 0
-    scale_factor: int = 8
-
-
 class ImageNoise:
     """A1111's noise for one batch: `first()` the initial noise (B, C, h, w), then `next()` each
     further draw of the sampler, row k from image k's own generator (so an image does not depend on
@@ -186,22 +163,3 @@ class ImageNoise:
 
     def next(self) -> torch.Tensor:
         return torch.stack([src.randn(self.shape).cpu() for src in self.sources]).to(self.device)
-
-
-@dataclass(frozen=True)
-class NoiseRequest:
-    """A call's choice of A1111's noise (and with it A1111's sampling path), checked."""
-
-    rng: str = "cpu"
-    variation_seed: int | None = None
-    variation_strength: float = 0.0
-    resize_from: tuple[int, int] | None = None  # (width, height) pixels; None: off
-    ensd: int = 0
-
-    def seeds(self, first: int, k: int) -> tuple[int, int | None]:
-        """(seed, variation seed) of image k of a call whose first seed is `first` (image_seeds)."""
-        seeds, subs = image_seeds(first, k + 1, self.variation_seed, self.variation_strength)
-        return seeds[k], None if subs is None else subs[k]
-
-    def settings(self, scale_factor: int) -> NoiseSettings:
-        return NoiseSettings(self.rng, self.variation_strength, self.resize_from, self.ensd, scale_factor)

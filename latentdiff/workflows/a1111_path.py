@@ -10,7 +10,7 @@ import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling import a1111, k_samplers
-from latentdiff.sampling.noise_a1111 import ImageNoise
+from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng
 from latentdiff.sampling.sampler_table import SAMPLERS
 from latentdiff.sampling.schedulers import method_of, parse
 
@@ -30,6 +30,7 @@ def check(pipe, request) -> None:
     if request.noise is None:
         return
     what = "A1111's noise (rng, variation seed, seed resize, ENSD)"
+    check_rng(request.noise.rng)  # "gpu" needs CUDA
     sampler, schedule = sampler_schedule(pipe, request.scheduler)
     if sampler not in k_samplers.SAMPLERS:
         names = ", ".join(SAMPLERS[k].a1111 for k in k_samplers.SAMPLERS)

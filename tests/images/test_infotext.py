@@ -40,6 +40,7 @@ def test_parse_an_a1111_line():
         "width": 48,
         "height": 32,
         "scheduler": "dpm++2m_karras",
+        "rng": "nv",  # A1111's default GPU noise, its numbers on any device: A1111's own path (issue 26.5)
     }
     assert "GPU" in notes[0] and any("<lora:add_detail>" in n for n in notes)
 
