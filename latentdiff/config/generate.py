@@ -219,7 +219,9 @@ class GenerateConfig:
             records = params["image_prompts"]
             specs = replay_prompts(records, source, given.get("ip_adapter"), given.get("image_prompts"))
             recorded.update(image_prompts=specs, image_prompt_options={"recorded": records})
-        kept = check_fields({k: v for k, v in recorded.items() if k not in given}, recorded_label(source))
+        kept = {k: v for k, v in recorded.items() if k not in given}
+        kept = check_fields({**kept, "noise": given["noise"]}, recorded_label(source))
+        kept.pop("noise")
         return cls(**{**kept, **given})
 
     @classmethod
