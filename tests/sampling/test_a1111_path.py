@@ -41,8 +41,8 @@ class LatentDiffusion:
         self.alphas_cumprod = torch.cumprod(1 - betas, 0).float()
         self.unet = unet
 
-    def apply_model(self, x, t, cond):
-        return self.unet(x, t, encoder_hidden_states=cond).sample
+    def apply_model(self, x, t, cond):  # cond: families.clip.Embeddings (SDXL: pooled text, size ids)
+        return self.unet(x, t, encoder_hidden_states=cond.hidden, added_cond_kwargs=cond.added or None).sample
 
 
 class Generators:
@@ -93,10 +93,11 @@ def a1111_reference(pipe, sampler, seeds, schedule="automatic", rng="cpu", ensd=
     ks, external = load()
     c = pipe.components
     cond, uncond = pipe.conditioning([PROMPT] * len(seeds), [NEGATIVE] * len(seeds), SIZE, SIZE, "plain", 1)
-    wrap = external.CompVisDenoiser(LatentDiffusion(c.unet, c.scheduler_config))
+    v = c.scheduler_config.get("prediction_type") == "v_prediction"
+    wrap = (external.CompVisVDenoiser if v else external.CompVisDenoiser)(LatentDiffusion(c.unet, c.scheduler_config))
 
     def cfg_denoiser(x, sigma, cond, uncond, cond_scale):  # A1111: the conditional rows first
-        out = wrap(torch.cat([x, x]), torch.cat([sigma, sigma]), cond=torch.cat([cond, uncond]))
+        out = wrap(torch.cat([x, x]), torch.cat([sigma, sigma]), cond=cond.cat(uncond))
         denoised_c, denoised_u = out.chunk(2)
         return denoised_u + (denoised_c - denoised_u) * cond_scale
 
@@ -110,7 +111,7 @@ def a1111_reference(pipe, sampler, seeds, schedule="automatic", rng="cpu", ensd=
             **extra,
             "noise_sampler": ks.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds),
         }
-    args = {"cond": cond.hidden, "uncond": uncond.hidden, "cond_scale": CFG}
+    args = {"cond": cond, "uncond": uncond, "cond_scale": CFG}
     saved, ks.torch = ks.torch, TorchHijack(source)
     try:
         z = getattr(ks, name)(cfg_denoiser, x, sigmas, extra_args=args, disable=True, **extra)
@@ -163,3 +164,51 @@ def test_variation_and_resize_ends(pipe_sd1):
     assert np.array_equal(ours(pipe_sd1, "euler_a", 7, seed_resize_from=(SIZE, SIZE)), plain)
     assert not close(ours(pipe_sd1, "euler_a", 7, variation_seed=99, variation_strength=0.5), plain)
     assert not close(ours(pipe_sd1, "euler_a", 7, seed_resize_from="32x32"), plain)
+
+
+@pytest.fixture(scope="module")
+def other_pipes(tiny_sdxl, tiny_sd2):
+    from latentdiff import Pipeline
+
+    pipes = {name: Pipeline.from_pretrained(path, device="cpu", dtype="fp32") for name, path in
+             (("sdxl", tiny_sdxl), ("sd2-v", tiny_sd2))}  # fmt: skip
+    for p in pipes.values():
+        p.progress = False
+    return pipes
+
+
+@pytest.mark.parametrize("model", ["sdxl", "sd2-v"])
+@pytest.mark.parametrize("sampler", ["euler_a", pytest.param("dpm++2m_sde", marks=pytest.mark.slow)])
+def test_sdxl_and_v_prediction_match_a1111_with_k_diffusion(other_pipes, model, sampler):
+    pipe = other_pipes[model]
+    if model == "sd2-v":
+        assert pipe.components.scheduler_config["prediction_type"] == "v_prediction"
+    assert close(ours(pipe, sampler, 3, 2, rng="nv"), a1111_reference(pipe, sampler, [3, 4], rng="nv"))
+
+
+def test_sigma_lists_agree_with_the_other_implementations(pipe_sd1):
+    """Each schedule type's sigmas against an implementation written apart: sampling/sigmas.py (numpy,
+    diffusers' path), diffusers' own use_*_sigmas, k-diffusion's, and NVIDIA's published AYS list."""
+    import diffusers
+
+    from latentdiff.sampling import a1111, sigmas
+
+    ks, external = load()
+    config = pipe_sd1.components.scheduler_config
+    wrap = a1111.DiscreteDenoiser(a1111.alphas_cumprod(config))
+    model = wrap.sigmas.numpy().astype(np.float64)
+    for name in ("simple", "normal", "ddim", "kl_optimal", "polyexponential"):
+        assert np.allclose(a1111.sigmas_for(name, 7, wrap), sigmas.FUNCTIONS[name](7, model), rtol=1e-4), name
+    for name, flag in (
+        ("karras", "use_karras_sigmas"),
+        ("exponential", "use_exponential_sigmas"),
+        ("beta", "use_beta_sigmas"),
+    ):
+        theirs = diffusers.EulerDiscreteScheduler.from_config({**config, flag: True})
+        theirs.set_timesteps(7)
+        assert np.allclose(a1111.sigmas_for(name, 7, wrap), theirs.sigmas, rtol=1e-4), name
+    k_wrap = external.CompVisDenoiser(LatentDiffusion(None, config))
+    assert torch.allclose(a1111.sigmas_for("uniform", 7, wrap), k_wrap.get_sigmas(7))
+    # A1111 takes the published 11 sigmas as they are for 11 steps (and interpolates them otherwise)
+    assert torch.allclose(a1111.sigmas_for("align_your_steps", 11, wrap)[:-1], torch.tensor(a1111._AYS["sd1"]))
+    assert len(a1111.sigmas_for("sgm_uniform", 7, wrap)) == 8 and a1111.sigmas_for("sgm_uniform", 7, wrap)[0] > 14
