@@ -23,7 +23,12 @@ NOISE_FLAGS = (
     Flag(
         "--variation-seed", "A1111's variation seed (subseed); image k uses N + k", dict(type=int, metavar="N"), _GROUP
     ),
-    Flag("--variation-strength", "0..1: slerp from the seed's noise to the variation seed's", dict(type=float), _GROUP),
+    Flag(
+        "--variation-strength",
+        "0..1: slerp from the seed's noise to the variation seed's",
+        dict(type=float, metavar="S"),
+        _GROUP,
+    ),
     Flag(
         "--seed-resize-from", "draw the noise at this size and paste it centred (A1111's)", dict(metavar="WxH"), _GROUP
     ),

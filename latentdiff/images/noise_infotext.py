@@ -12,6 +12,7 @@ from latentdiff.sampling.sampler_table import A1111_PATH
 from latentdiff.sampling.schedulers import split_name
 
 WRITTEN_RNG = {"cpu": "CPU", "gpu": "GPU", "nv": "NV"}  # A1111 leaves its default GPU out; we write it
+USES_ENSD = ("euler_a", "dpm2_a", "dpm++2s_a", "dpm_fast", "dpm_adaptive")
 READ_RNG = {"CPU": "cpu", "GPU": "nv", "NV": "nv"}  # the GPU's numbers, on any device
 
 
@@ -25,9 +26,15 @@ def noise_fields(p: dict) -> dict:
         "Variation seed": p.get("variation_seed") if strength else None,
         "Variation seed strength": strength or None,
         "Seed resize from": f"{resize[0]}x{resize[1]}" if resize else None,
-        "ENSD": p.get("ensd") or None,
+        "ENSD": p.get("ensd") if _uses_ensd(p) else None,
         "RNG": WRITTEN_RNG.get(p["rng"]),
     }
+
+
+def _uses_ensd(p: dict) -> bool:
+    """A1111 writes ENSD where it is set and the sampler draws ancestral noise (its "uses_ensd"), eta not 0."""
+    pair = split_name(p.get("scheduler") or "")
+    return bool(p.get("ensd")) and pair is not None and pair[0] in USES_ENSD and p.get("eta", 1) != 0
 
 
 def _value(text: str):

@@ -9,6 +9,7 @@ Brownian tree per image seeded with its seed. So an image depends only on its ow
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -170,19 +171,29 @@ class GuidedModel:
     """A1111's CFG denoiser: both halves in one batch, combined on the denoised predictions; the
     prompt-schedule step counts model calls as A1111's does."""
 
-    def __init__(self, net, wrap: DiscreteDenoiser, cond, uncond, guidance: float):
+    def __init__(self, net, wrap: DiscreteDenoiser, cond, uncond, guidance: float, sigmas=None, callback=None):
         self.net, self.wrap, self.guidance = net, wrap, guidance
         self.inputs = guided(cond, uncond if uncond is not None and guidance != 1.0 else None).to(net.dtype)
         self.calls = 0
+        self.steps = [float(v) for v in sigmas[:-1]] if sigmas is not None else []
+        self.callback, self.done = callback, 0
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        self.report(x, float(sigma))
         rows = self.inputs.rows(x)
         s = sigma.to(x.device)
         c_in = 1 / (s**2 + 1) ** 0.5
-        t = self.wrap.sigma_to_t(sigma.reshape(1)).reshape(()).to(x.device)
+        t = self.wrap.sigma_to_t(sigma.reshape(1).cpu()).reshape(()).to(x.device)
         out = self.net((rows * c_in).to(self.net.dtype), t, self.inputs.at(self.calls)).float()
         self.calls += 1
         return self.inputs.guide(self.wrap.denoised(out, rows, s), self.guidance)
+
+    def report(self, x: torch.Tensor, sigma: float) -> None:
+        """`callback(step, total, latents)` once a step is done: when the next one's sigma is asked for."""
+        i = self.steps.index(sigma) if sigma in self.steps else -1
+        if self.callback is not None and i > self.done:
+            self.done = i
+            self.callback(i, len(self.steps), x)
 
 
 def brownian_noise(x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int]):
@@ -193,12 +204,18 @@ def brownian_noise(x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int]):
     return BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=list(seeds))
 
 
-def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_prediction=False, family="sd1"):
-    """Latents of txt2img by A1111's path: `noise` its per-image noise (first() is the start)."""
+def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_prediction=False, family="sd1", callback=None):
+    """Latents of txt2img by A1111's path: `noise` its per-image noise (first() is the start);
+    `callback(step, total, latents)` after each step (it may raise to stop)."""
     wrap = DiscreteDenoiser(acp, v_prediction)
     sigmas = a1111_sigmas(run.sampler, run.schedule, run.steps, wrap, family)
     x = noise.first() * sigmas[0]
     fn, fixed, _, brownian = k_samplers.SAMPLERS[run.sampler]
     draw = brownian_noise(x, sigmas, noise.seeds) if brownian else (lambda s, s_next: noise.next())
-    model = GuidedModel(net, wrap, cond, uncond, run.guidance)
-    return fn(model, x, sigmas.to(x.device), draw, **fixed, **run.options)
+    model = GuidedModel(net, wrap, cond, uncond, run.guidance, sigmas, callback)
+    with warnings.catch_warnings():  # torchsde's float32 edge of the tree's interval ("Should have ta>=t0")
+        warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
+        z = fn(model, x, sigmas.to(x.device), draw, **fixed, **run.options)
+    if callback is not None:
+        callback(len(sigmas) - 1, len(sigmas) - 1, z)
+    return z

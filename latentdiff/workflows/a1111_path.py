@@ -81,4 +81,5 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size: tup
     run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options))
     v = config.get("prediction_type", "epsilon") == "v_prediction"
     net = pipe.family.denoiser(pipe.components)
-    return a1111.sample(net, a1111.alphas_cumprod(config), run, noise, cond, uncond, v, pipe.family.name)
+    acp = a1111.alphas_cumprod(config)
+    return a1111.sample(net, acp, run, noise, cond, uncond, v, pipe.family.name, request.callback)

@@ -212,3 +212,18 @@ def test_sigma_lists_agree_with_the_other_implementations(pipe_sd1):
     # A1111 takes the published 11 sigmas as they are for 11 steps (and interpolates them otherwise)
     assert torch.allclose(a1111.sigmas_for("align_your_steps", 11, wrap)[:-1], torch.tensor(a1111._AYS["sd1"]))
     assert len(a1111.sigmas_for("sgm_uniform", 7, wrap)) == 8 and a1111.sigmas_for("sgm_uniform", 7, wrap)[0] > 14
+
+
+def test_the_callback_sees_each_step_and_can_stop_the_run(pipe_sd1):
+    from latentdiff.errors import Cancelled
+
+    seen = []
+    ours(pipe_sd1, "heun", 1, rng="cpu", callback=lambda i, total, x: seen.append((i, total, tuple(x.shape))))
+    assert [s[:2] for s in seen] == [(i, STEPS) for i in range(1, STEPS + 1)]
+
+    def stop(i, total, x):
+        if i == 2:
+            raise Cancelled("stopped")
+
+    with pytest.raises(Cancelled):
+        ours(pipe_sd1, "euler_a", 1, rng="cpu", callback=stop)
