@@ -200,6 +200,11 @@ def dpmpp_2m(model, x, sigmas, noise):
     return x
 
 
+def _sde_noise(noise, sigmas, i, eta_h, s_noise):
+    """The fresh noise of an SDE step from sigma_i to sigma_i+1: sigma_i+1 sqrt(1 - exp(-2 eta h))."""
+    return noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * eta_h).expm1().neg().sqrt() * s_noise
+
+
 def dpmpp_2m_sde(model, x, sigmas, noise, eta=1.0, s_noise=1.0, solver_type="midpoint"):
     """DPM-Solver++(2M) SDE, its second-order term by the midpoint or Heun rule."""
     old, h_last = None, None
@@ -217,7 +222,7 @@ def dpmpp_2m_sde(model, x, sigmas, noise, eta=1.0, s_noise=1.0, solver_type="mid
                 diff = (1 / (h_last / h)) * (denoised - old)
                 x = x + (decay / (-h - eta_h) + 1) * diff if solver_type == "heun" else x + 0.5 * decay * diff
             if eta:
-                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * eta_h).expm1().neg().sqrt() * s_noise
+                x = x + _sde_noise(noise, sigmas, i, eta * h, s_noise)
         old, h_last = denoised, h
     return x
 
@@ -242,7 +247,7 @@ def dpmpp_3m_sde(model, x, sigmas, noise, eta=1.0, s_noise=1.0):
             elif h_1 is not None:
                 x = x + phi_2 * ((denoised - d_1) / (h_1 / h))
             if eta:
-                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+                x = x + _sde_noise(noise, sigmas, i, h * eta, s_noise)
         d_1, d_2, h_1, h_2 = denoised, d_1, h, h_1
     return x
 
