@@ -8,6 +8,7 @@ Brownian tree per image seeded with its seed. So an image depends only on its ow
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import torch
 from latentdiff.errors import UsageError
 from latentdiff.sampling import k_samplers
 from latentdiff.sampling.model_call import guided
-from latentdiff.sampling.noise_a1111 import ImageNoise
+from latentdiff.sampling.noise_a1111 import ImageNoise, cuda_numbers_in_brownian_trees
 from latentdiff.sampling.sampler_table import SAMPLERS
 
 
@@ -211,10 +212,11 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
     sigmas = a1111_sigmas(run.sampler, run.schedule, run.steps, wrap, family)
     x = noise.first() * sigmas[0]
     fn, fixed, _, brownian = k_samplers.SAMPLERS[run.sampler]
-    draw = brownian_noise(x, sigmas, noise.seeds) if brownian else (lambda s, s_next: noise.next())
     model = GuidedModel(net, wrap, cond, uncond, run.guidance, sigmas, callback)
-    with warnings.catch_warnings():  # torchsde's float32 edge of the tree's interval ("Should have ta>=t0")
-        warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
+    cuda_trees = brownian and noise.s.rng == "nv"  # the trees A1111 grows on an NVIDIA GPU
+    with cuda_numbers_in_brownian_trees() if cuda_trees else contextlib.nullcontext(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)  # torchsde's float32 edges
+        draw = brownian_noise(x, sigmas, noise.seeds) if brownian else (lambda s, s_next: noise.next())
         z = fn(model, x, sigmas.to(x.device), draw, **fixed, **run.options)
     if callback is not None:
         callback(len(sigmas) - 1, len(sigmas) - 1, z)

@@ -17,6 +17,8 @@ with an ENSD ("eta noise seed delta"), a generator seeded seed + ENSD does.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -163,3 +165,24 @@ class ImageNoise:
 
     def next(self) -> torch.Tensor:
         return torch.stack([src.randn(self.shape).cpu() for src in self.sources]).to(self.device)
+
+
+@contextmanager
+def cuda_numbers_in_brownian_trees():
+    """While inside: torchsde's Brownian trees draw CUDA's numbers for their seeds (Philox), on any device.
+    A1111 builds the SDE samplers' trees on the model's device, so on an NVIDIA GPU they hold CUDA's
+    numbers whatever its RNG setting; with rng "nv" we draw those. torchsde draws every tree value through
+    one module function, `_randn(size, dtype, device, seed)` (a fresh generator per seed), which is
+    replaced for the duration: not for threads sampling with torchsde alongside."""
+    from torchsde._brownian import brownian_interval
+
+    own = brownian_interval._randn
+
+    def randn(size, dtype, device, seed):
+        return Philox(seed).randn(size).to(device=device, dtype=dtype)
+
+    brownian_interval._randn = randn
+    try:
+        yield
+    finally:
+        brownian_interval._randn = own

@@ -4,13 +4,15 @@ with torch.randn_like routed to each image's generator (A1111's TorchHijack) or 
 seeded per image (A1111's create_noise_sampler), and A1111's CFG on the denoised predictions. Tiny
 random SD1 model, 4 steps, pixels within 1/255."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 
 from latentdiff.images.write import to_pil
 from latentdiff.sampling import k_samplers
-from latentdiff.sampling.noise_a1111 import Philox
+from latentdiff.sampling.noise_a1111 import Philox, cuda_numbers_in_brownian_trees
 from latentdiff.sampling.sampler_table import SAMPLERS
 from tests.sampling.kdiffusion_ref import load
 
@@ -106,15 +108,16 @@ def a1111_reference(pipe, sampler, seeds, schedule="automatic", rng="cpu", ensd=
     source = Generators(seeds, (c.vae.config.latent_channels, SIZE // f, SIZE // f), rng, ensd)
     x = source.first * sigmas[0]
     name, extra = K_FUNCTIONS[sampler]
-    if sampler in BROWNIAN:
-        extra = {
-            **extra,
-            "noise_sampler": ks.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds),
-        }
     args = {"cond": cond, "uncond": uncond, "cond_scale": CFG}
+    # A1111 on an NVIDIA GPU grows the trees there: CUDA's numbers, which rng "nv" stands for
+    cuda_trees = cuda_numbers_in_brownian_trees() if rng == "nv" else contextlib.nullcontext()
     saved, ks.torch = ks.torch, TorchHijack(source)
     try:
-        z = getattr(ks, name)(cfg_denoiser, x, sigmas, extra_args=args, disable=True, **extra)
+        with cuda_trees:
+            if sampler in BROWNIAN:
+                tree = ks.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds)
+                extra = {**extra, "noise_sampler": tree}
+            z = getattr(ks, name)(cfg_denoiser, x, sigmas, extra_args=args, disable=True, **extra)
     finally:
         ks.torch = saved
     return np.stack([np.asarray(im) for im in to_pil(pipe.decode(z))])
@@ -227,3 +230,26 @@ def test_the_callback_sees_each_step_and_can_stop_the_run(pipe_sd1):
 
     with pytest.raises(Cancelled):
         ours(pipe_sd1, "euler_a", 1, rng="cpu", callback=stop)
+
+
+@pytest.mark.gpu
+def test_gpu_noise_equals_nv_on_a_cuda_device(tiny_sd1):
+    """A1111's default source (torch's CUDA generator) and NV (its numbers computed here) give one image."""
+    from latentdiff import Pipeline
+
+    pipe = Pipeline.from_pretrained(tiny_sd1, device="cuda", dtype="fp32")
+    pipe.progress = False
+    for sampler in ("euler_a", "dpm++2m_sde"):
+        assert close(ours(pipe, sampler, 5, 2, rng="gpu", ensd=31337), ours(pipe, sampler, 5, 2, rng="nv", ensd=31337))
+
+
+def test_nv_grows_the_brownian_trees_from_cudas_numbers(pipe_sd1):
+    from torchsde._brownian import brownian_interval
+
+    own = brownian_interval._randn
+    with cuda_numbers_in_brownian_trees():
+        assert torch.equal(brownian_interval._randn((2, 3), torch.float32, "cpu", 77), Philox(77).randn((2, 3)))
+    assert brownian_interval._randn is own
+    want = a1111_reference(pipe_sd1, "dpm++sde", [8], rng="nv")
+    assert close(ours(pipe_sd1, "dpm++sde", 8, rng="nv"), want)
+    assert not close(ours(pipe_sd1, "dpm++sde", 8, rng="cpu"), want)
