@@ -213,7 +213,9 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
     x = noise.first() * sigmas[0]
     fn, fixed, _, brownian = k_samplers.SAMPLERS[run.sampler]
     model = GuidedModel(net, wrap, cond, uncond, run.guidance, sigmas, callback)
-    cuda_trees = brownian and noise.s.rng == "nv"  # the trees A1111 grows on an NVIDIA GPU
+    # A1111 grows the trees on the model's device whatever its RNG setting: on an NVIDIA GPU, from CUDA's
+    # numbers; "gpu" draws them on this device itself
+    cuda_trees = brownian and noise.s.rng != "gpu"
     with cuda_numbers_in_brownian_trees() if cuda_trees else contextlib.nullcontext(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)  # torchsde's float32 edges
         draw = brownian_noise(x, sigmas, noise.seeds) if brownian else (lambda s, s_next: noise.next())

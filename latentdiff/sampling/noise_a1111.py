@@ -171,7 +171,7 @@ class ImageNoise:
 def cuda_numbers_in_brownian_trees():
     """While inside: torchsde's Brownian trees draw CUDA's numbers for their seeds (Philox), on any device.
     A1111 builds the SDE samplers' trees on the model's device, so on an NVIDIA GPU they hold CUDA's
-    numbers whatever its RNG setting; with rng "nv" we draw those. torchsde draws every tree value through
+    numbers whatever its RNG setting; with rng "nv" or "cpu" we draw those. torchsde draws every tree value through
     one module function, `_randn(size, dtype, device, seed)` (a fresh generator per seed), which is
     replaced for the duration: not for threads sampling with torchsde alongside."""
     from torchsde._brownian import brownian_interval

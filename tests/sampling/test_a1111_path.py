@@ -109,8 +109,8 @@ def a1111_reference(pipe, sampler, seeds, schedule="automatic", rng="cpu", ensd=
     x = source.first * sigmas[0]
     name, extra = K_FUNCTIONS[sampler]
     args = {"cond": cond, "uncond": uncond, "cond_scale": CFG}
-    # A1111 on an NVIDIA GPU grows the trees there: CUDA's numbers, which rng "nv" stands for
-    cuda_trees = cuda_numbers_in_brownian_trees() if rng == "nv" else contextlib.nullcontext()
+    # A1111 on an NVIDIA GPU grows the trees there, whatever its RNG setting: CUDA's numbers
+    cuda_trees = cuda_numbers_in_brownian_trees() if rng != "gpu" else contextlib.nullcontext()
     saved, ks.torch = ks.torch, TorchHijack(source)
     try:
         with cuda_trees:
