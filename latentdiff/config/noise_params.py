@@ -40,7 +40,7 @@ _SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*$")
 
 
 def resize_from(label: Label, value) -> tuple[int, int] | None:
-    """(width, height) pixels from a pair or "WxH"; None, (0, 0) or A1111's (-1, -1): off."""
+    """(width, height) pixels from a pair or "WxH"; None, or a side <= 0 (A1111's -1): off."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -51,7 +51,7 @@ def resize_from(label: Label, value) -> tuple[int, int] | None:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         fail(label, "seed_resize_from", "a (width, height) pair or WIDTHxHEIGHT", value)
     w, h = (whole(label, "seed_resize_from", v, -1, MAX_SIDE) for v in value)
-    if w <= 0 and h <= 0:
+    if w <= 0 or h <= 0:  # A1111: either side <= 0 turns it off
         return None
     if w < 8 or h < 8:
         fail(label, "seed_resize_from", "at least 8x8 pixels (or 0x0: off)", f"{w}x{h}")
