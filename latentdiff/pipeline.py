@@ -31,7 +31,7 @@ from latentdiff.runtime.device import (
 from latentdiff.runtime.memory import images_at_once
 from latentdiff.runtime.placement import vae_dtype
 from latentdiff.sampling.sampler_table import OPTIONS
-from latentdiff.workflows.additions import additions, take
+from latentdiff.workflows.additions import a1111_noise, additions, take
 from latentdiff.workflows.decode import decode_latents
 from latentdiff.workflows.image_prompt import adapters_installed
 from latentdiff.workflows.options import ImageOptions
@@ -219,7 +219,8 @@ class Pipeline:
         source = opts.source(width, height, self.scale_factor)
         if source is not None:
             width, height = source.image.size
-        request = self.resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, scheduler)
+        named = None if a1111_noise(taken) else scheduler  # A1111's path checks its samplers (additions)
+        request = self.resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, named)
         note_size(self, request, opts)
         request = dataclasses.replace(
             request,
@@ -227,7 +228,7 @@ class Pipeline:
             source=source,
             callback=params.callback(params.api_label, callback),
             strength=opts.default_strength() if source else None,
-            **additions(self, taken, request),
+            **additions(self, taken, request, scheduler),
             **self._text_options(clip_skip, prompt_syntax, true_cfg),
         )
         jobs = request.jobs()

@@ -110,6 +110,9 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
     written = []
     for share in my_shares(cfg.prompts, cfg.num_images, rank, size):
         prompt = share.prompt
+        first, noise = seed + share.first, dict(cfg.noise)
+        if noise.get("variation_strength") and noise.get("variation_seed") is not None:  # A1111: the seed stays
+            first, noise["variation_seed"] = seed, noise["variation_seed"] + share.first
         images = pipe.iter_images(
             prompt,
             negative_prompt=cfg.negative,
@@ -117,7 +120,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
             guidance=cfg.guidance,
             width=cfg.width,
             height=cfg.height,
-            seed=seed + share.first,
+            seed=first,
             num_images=share.count,
             scheduler=cfg.scheduler,
             schedule=cfg.schedule_type,
@@ -131,6 +134,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
             image_prompts=image_prompts or None,
             image_encoder=image_encoder,
             **cfg.image_options,
+            **noise,
         )
         for image in images:
             path = save_png(image, Path(cfg.out), f"{slug(prompt)}-s{image.info['latentdiff']['seed']}")

@@ -11,6 +11,8 @@ from latentdiff.config.control_flags import CONTROL_FLAGS, MODES, replay_specs, 
 from latentdiff.config.flags import Flag, flag, read_prompts_file
 from latentdiff.config.image_flags import IMAGE_FLAGS, image_options
 from latentdiff.config.image_prompt_flags import image_prompts, replay_prompts
+from latentdiff.config.noise_params import NAMES as NOISE_NAMES
+from latentdiff.config.noise_params import NOISE_FLAGS, noise_request
 from latentdiff.config.params import check_fields, flag_label, recorded_label
 from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
@@ -122,6 +124,8 @@ class GenerateConfig:
     )
     """torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes; cached on disk for
     later processes); on CUDA with CUDA graphs"""
+    noise: dict = field(default_factory=dict, metadata=flag(own=False, extra=NOISE_FLAGS))
+    """A1111's noise (rng, variation seed and strength, seed resize, ENSD): config/noise_params.py."""
     image_options: dict = field(default_factory=dict, metadata=flag(own=False, extra=IMAGE_FLAGS))
     """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
     vae: str | None = field(default=None, metadata=flag(metavar="DIR|FILE"))
@@ -169,6 +173,7 @@ class GenerateConfig:
         )
         self.control_units()
         self.image_prompt_list()
+        noise_request(flag_label, self.noise)
 
     def control_units(self) -> list[dict]:
         """Each --control unit as a checked record (config/control_flags.units)."""
@@ -208,12 +213,16 @@ class GenerateConfig:
             "prompt_syntax": params.get("prompt_syntax", "plain"),
         }
         given = {k: v for k, v in overrides.items() if v is not None}
+        noise = {k: params[k] for k in NOISE_NAMES if params.get(k) is not None}
+        given["noise"] = {**noise, **given.get("noise", {})}  # checked by __post_init__, naming the flags
         recorded.update(_recorded_controls(params, source, given))
         if params.get("image_prompts"):
             records = params["image_prompts"]
             specs = replay_prompts(records, source, given.get("ip_adapter"), given.get("image_prompts"))
             recorded.update(image_prompts=specs, image_prompt_options={"recorded": records})
-        kept = check_fields({k: v for k, v in recorded.items() if k not in given}, recorded_label(source))
+        kept = {k: v for k, v in recorded.items() if k not in given}
+        kept = check_fields({**kept, "noise": given["noise"]}, recorded_label(source))
+        kept.pop("noise")
         return cls(**{**kept, **given})
 
     @classmethod
@@ -238,6 +247,7 @@ class GenerateConfig:
         image_flags = {f.dest: values[f.dest] for f in IMAGE_FLAGS if f.dest in values}
         names = {"control_modules": "modules", "control_res": "res", "control_resize": "resize"}
         flags["control_options"] = {ours: values[dest] for dest, ours in names.items() if values.get(dest)}
+        flags["noise"] = {k: values[k] for k in NOISE_NAMES if values.get(k) is not None}
         recorded_device = None
         if values.get("from_image"):
             params = dict(recorded or {})

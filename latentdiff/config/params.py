@@ -143,12 +143,12 @@ def device(label: Label, value) -> str:
     return value.strip().lower()
 
 
-def scheduler(label: Label, value) -> str | None:
+def scheduler(label: Label, value, a1111: bool = False) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
         fail(label, "scheduler", "a scheduler name (a string)", value)
-    return check_scheduler_name(value)
+    return check_scheduler_name(value, a1111=a1111)
 
 
 def seed(label: Label, value, count: int = 1) -> int:
@@ -270,6 +270,8 @@ def check_fields(values: dict, label: Label) -> dict:
     for name, value in values.items():
         if name == "prompts":
             out[name] = prompts(label, value) if value else []
+        elif name == "scheduler" and values.get("noise"):  # A1111's own path runs its samplers
+            out[name] = scheduler(label, value, a1111=True)
         elif name in FIELDS:
             out[name] = FIELDS[name](label, name, value)
     return out

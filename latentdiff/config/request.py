@@ -12,6 +12,7 @@ import latentdiff.config.params as params
 from latentdiff.sampling.schedulers import default_steps
 
 if TYPE_CHECKING:  # annotations only: the workflows import PIL and numpy
+    from latentdiff.sampling.noise_request import NoiseRequest
     from latentdiff.workflows.options import ImageOptions
     from latentdiff.workflows.source import Source
 
@@ -58,6 +59,9 @@ class Request:
     true_cfg: float = 1.0
     """A guidance-distilled model's (Flux dev's) true classifier-free guidance scale, with the negative
     prompt (diffusers' true_cfg_scale); 1.0: off. `guidance` is then the scale it embeds."""
+    noise: NoiseRequest | None = None
+    """A1111's noise (rng, variation seed and strength, seed resize, ENSD) and with it A1111's own
+    sampling path (sampling/a1111.py); None: diffusers' schedulers and noise."""
 
     def jobs(self) -> list[tuple[str, int]]:
         """(prompt, seed) of every image in order: each prompt `num_images` times, the seeds counting up."""

@@ -16,11 +16,16 @@ from latentdiff.config.params import MAX_STEPS
 from latentdiff.errors import UsageError
 from latentdiff.images.control_infotext import units_from_fields
 from latentdiff.images.infotext_parse import parse_infotext
+from latentdiff.images.noise_infotext import noise_from_fields
 from latentdiff.sampling.schedulers import SAMPLERS, check_scheduler_name, resolved
 
-# Keys another change is about to honour (variation seed, seed resize, the noise source): named as
-# not honoured yet. Remove a key here when it is read.
-NOT_YET = ("Variation seed", "Variation seed strength", "Seed resize from", "ENSD", "RNG")
+# Keys read only where the image's sampler runs on A1111's own path here (images/noise_infotext.py);
+# elsewhere named as not honoured.
+NOISE = {"Variation seed", "Variation seed strength", "Seed resize from", "ENSD", "RNG"}
+NOT_YET = ()  # keys a coming change will honour: named as not honoured yet
+# What A1111's own path does not run yet (hires, img2img, inpainting; ControlNet N): such a line runs
+# on diffusers' path, its noise keys named as not honoured.
+OFF_PATH = ("Hires upscale", "Hires resize", "Denoising strength", "Mask blur", "Inpaint area")
 # Keys that tell what made the image and change nothing in it (the model and VAE get notes).
 ABOUT = ("Version", "User", "Lora hashes", "TI hashes", "Hashes", "Model", "Model hash", "VAE hash")
 # A1111's sampler options (its infotext name -> ours); eta and s_noise are generate flags.
@@ -59,7 +64,7 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
     params: dict = {"negative_prompt": negative, "prompt_syntax": "a1111"}
     ignored: list[str] = []
     params["prompt"] = _prompt(prompt, ignored)
-    _basics(f, params, notes)
+    _basics(f, params, notes, not any(k in f for k in OFF_PATH) and not any(_CONTROL.fullmatch(k) for k in f))
     _options(f, params, ignored)
     _hires(f, params, notes, ignored)
     _made_with(f, params, notes)
@@ -69,7 +74,7 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
     if prompts:
         params["image_prompts"] = prompts
     notes += unit_notes
-    known = READ | set(ABOUT) | set(NOT_YET)
+    known = READ | set(ABOUT) | set(NOT_YET) | (NOISE if params.get("rng") else set())
     ignored += [shown(k) for k in f if k not in known and not _CONTROL.fullmatch(k)]
     later = [k for k in NOT_YET if k in f]
     if ignored or later:
@@ -101,7 +106,7 @@ def _prompt(prompt: str, ignored: list) -> str:
     return _ANY_TAG.sub(tag, prompt).strip()
 
 
-def _basics(f: dict, params: dict, notes: list) -> None:
+def _basics(f: dict, params: dict, notes: list, path: bool = True) -> None:
     """Steps, CFG scale (Forge's Flux: Distilled CFG Scale), seed, clip skip, size, sampler."""
     for ours, theirs in (("steps", "Steps"), ("guidance", "CFG scale"), ("seed", "Seed"), ("clip_skip", "Clip skip")):
         if theirs in f:
@@ -120,16 +125,19 @@ def _basics(f: dict, params: dict, notes: list) -> None:
         if (f["Sampler"].strip().lower(), f.get("Schedule type", "simple").strip().lower()) != ("euler", "simple"):
             notes.append(f"Forge's Flux sampler {shown(f['Sampler'])!r}: using the model's own flow-matching Euler")
     elif f.get("Sampler"):
-        params["scheduler"] = _scheduler_from(f, notes)
+        a1111 = path and noise_from_fields(f, params, notes)
+        if a1111:  # A1111's own path: its pixels, not only its parameters (the first note said otherwise)
+            notes.pop(0)
+        params["scheduler"] = _scheduler_from(f, notes, a1111)
 
 
-def _scheduler_from(f: dict, notes: list) -> str | None:
+def _scheduler_from(f: dict, notes: list, a1111: bool = False) -> str | None:
     """Our choice for A1111's Sampler and Schedule type fields (A1111 >= 1.9 writes them apart, older
     versions as one name, "DPM++ 2M Karras"; a missing or "Automatic" schedule is A1111's default)."""
     schedule = f.get("Schedule type")
     schedule = None if (schedule or "").strip().lower() in ("", "automatic") else schedule
     try:
-        return check_scheduler_name(f["Sampler"], schedule)
+        return check_scheduler_name(f["Sampler"], schedule, a1111)
     except UsageError as e:
         notes.append(f"A1111 sampler {shown(f['Sampler'])!r}: {e}; using the model's own scheduler")
         return None

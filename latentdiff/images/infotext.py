@@ -15,6 +15,7 @@ import json
 from latentdiff.images.a1111_read import NETWORK_TAG, hires_denoised, params_from_a1111  # noqa: F401 (re-exported)
 from latentdiff.images.control_infotext import controlnet_fields
 from latentdiff.images.infotext_parse import parse_infotext  # noqa: F401 (re-exported)
+from latentdiff.images.noise_infotext import noise_fields
 from latentdiff.sampling.schedulers import SCHEDULERS, a1111_names
 
 A1111_SAMPLERS = {k: m.a1111 for k, m in SCHEDULERS.items()}  # our names -> A1111's
@@ -117,6 +118,7 @@ def format_infotext(p: dict) -> str:
         # A1111's VAE: its file's name and the first 10 hex digits of its sha256
         "VAE hash": p.get("vae_hash"),
         "VAE": _file_name(p.get("vae")),
+        **noise_fields(p),
         **_hires_fields(p),
         "Clip skip": p.get("clip_skip") if (p.get("clip_skip") or 1) > 1 else None,
         "Lora hashes": ", ".join(f"{x['name']}: {x['hash']}" for x in loras + list(p.get("tag_loras") or [])) or None,

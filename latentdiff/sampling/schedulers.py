@@ -62,16 +62,17 @@ def spec(sampler: str, schedule: str | None) -> str:
     return sampler if schedule in (None, "automatic") else f"{sampler}_{schedule}"
 
 
-def parse(name: str, schedule: str | None = None) -> tuple[str, str]:
+def parse(name: str, schedule: str | None = None, a1111: bool = False) -> tuple[str, str]:
     """(sampler, schedule) keys of `name` (see split_name) and `schedule` (any of its names; None:
-    the one in `name`, else automatic), each checked to exist and to run here; UsageError otherwise."""
+    the one in `name`, else automatic), each checked to exist and to run here; UsageError otherwise.
+    `a1111`: on A1111's own path (sampling/a1111.py), which checks what runs there itself."""
     pair = split_name(name)
     if pair is None:
         raise UsageError(
             f"unknown scheduler {name!r}; choose one of: {_choices(SAMPLERS)} "
             "(or its A1111 or ComfyUI name, e.g. 'DPM++ 2M Karras'; see docs/generate.md#samplers)"
         )
-    if SAMPLERS[pair[0]].cls is None:
+    if SAMPLERS[pair[0]].cls is None and not a1111:
         raise UsageError(
             f"sampler {SAMPLERS[pair[0]].a1111!r} does not run in latentdiff yet (no exact diffusers "
             f"scheduler); choose one of: {_choices(SAMPLERS)}"
@@ -84,7 +85,7 @@ def parse(name: str, schedule: str | None = None) -> tuple[str, str]:
         why = f"{name!r} names schedule {named!r}" if chosen and named else f"unknown schedule type {schedule!r}"
         raise UsageError(f"{why}; choose one of: {_choices(SCHEDULES)} (see docs/generate.md#samplers)")
     chosen = chosen or "automatic"
-    takes = runnable_schedules(sampler)
+    takes = list(SCHEDULES) if a1111 else runnable_schedules(sampler)
     if chosen not in takes:
         runs = SCHEDULES[chosen].sets is not None or SCHEDULES[chosen].sigma_list
         where = f"with {SAMPLERS[sampler].a1111} " if runs else ""
@@ -103,9 +104,9 @@ def runnable_schedules(sampler: str) -> list[str]:
     return ["automatic", *flags, *lists]
 
 
-def check_scheduler_name(name: str, schedule: str | None = None) -> str:
+def check_scheduler_name(name: str, schedule: str | None = None, a1111: bool = False) -> str:
     """The one name (see `spec`) of a sampler given by any of its names, optionally with a schedule."""
-    return spec(*parse(name, schedule))
+    return spec(*parse(name, schedule, a1111))
 
 
 def scheduler_key(name: str) -> str | None:
@@ -119,7 +120,7 @@ def scheduler_key(name: str) -> str | None:
 def resolved(name: str) -> tuple[str, str | None]:
     """(sampler, schedule that runs): Automatic resolved to A1111's default of the sampler (None:
     its plain sigmas, which here keep the model's own spacing)."""
-    sampler, schedule = parse(name)
+    sampler, schedule = parse(name, a1111=True)  # names only: what runs was checked on the way in
     return sampler, SAMPLERS[sampler].automatic if schedule == "automatic" else schedule
 
 

@@ -4,6 +4,9 @@ IP-Adapter image prompts (workflows/image_prompt.py) and the sampler's schedule 
 
 from __future__ import annotations
 
+from latentdiff.config.noise_params import NAMES as NOISE_NAMES
+from latentdiff.config.noise_params import noise_request
+from latentdiff.config.params import api_label, text
 from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import OPTIONS, check_options, check_scheduler_name, method_of
 from latentdiff.workflows.control import control_units
@@ -17,7 +20,12 @@ NAMES = {
     "image_encoder": None,
     "schedule": None,
     **dict.fromkeys(OPTIONS),
+    **dict.fromkeys(NOISE_NAMES),
 }
+
+
+def api_text(name) -> str:
+    return text(api_label, "scheduler", name)
 
 
 def take(options: dict) -> dict:
@@ -25,21 +33,33 @@ def take(options: dict) -> dict:
     return {k: options.pop(k, default) for k, default in NAMES.items()}
 
 
-def additions(pipe, taken: dict, request) -> dict:
-    """The request fields for `taken`: checked control units and image-prompt slots, and the sampler
-    with its schedule type and options."""
+def a1111_noise(taken: dict) -> bool:
+    """Whether the call asks for A1111's noise, and so for A1111's own sampling path."""
+    return any(taken[k] is not None for k in NOISE_NAMES)
+
+
+def additions(pipe, taken: dict, request, scheduler=None) -> dict:
+    """The request fields for `taken`: checked control units and image-prompt slots, the sampler
+    with its schedule type and options, and A1111's noise (then `scheduler` is the call's sampler
+    name, checked here as A1111's path takes it)."""
+    a1111 = a1111_noise(taken)
     return {
         "controls": control_units(pipe, taken["controls"], taken["control_mode"], seed=request.seed),
         "image_prompts": image_prompt_slots(pipe, taken["image_prompts"], taken["ip_adapter"], taken["image_encoder"]),
-        **sampler_fields(pipe, request.scheduler, taken),
+        **sampler_fields(pipe, scheduler if a1111 else request.scheduler, taken, a1111),
+        "noise": noise_request(api_label, taken, len(request.prompts) * request.num_images),
     }
 
 
-def sampler_fields(pipe, name: str | None, taken: dict) -> dict:
+def sampler_fields(pipe, name: str | None, taken: dict, a1111: bool = False) -> dict:
     """`scheduler` (choice `name`, None: the model's own, with schedule type `taken["schedule"]`),
     checked by the model's family (Flux refuses UNet samplers), and its checked `sampler_options`
-    (eta, s_noise, ...)."""
+    (eta, s_noise, ...). `a1111`: for A1111's path, which checks its samplers and options itself."""
     config = pipe.components.scheduler_config
+    if a1111:
+        name = None if name is None else check_scheduler_name(api_text(name), taken["schedule"], a1111=True)
+        options = {k: taken[k] for k in OPTIONS if taken[k] is not None}
+        return {"scheduler": name, "sampler_options": tuple(options.items())}
     if taken["schedule"] is not None:
         base = name or method_of(config)
         if base is None:

@@ -16,6 +16,7 @@ from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.runtime.device import torch_threads
 from latentdiff.runtime.memory import allocation_errors
 from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
+from latentdiff.workflows import a1111_path
 from latentdiff.workflows.finish import finish
 from latentdiff.workflows.hires import hires_pass
 from latentdiff.workflows.image_prompt import slot_tokens
@@ -23,6 +24,7 @@ from latentdiff.workflows.start import prepare
 
 
 def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request):
+    a1111_path.check(pipe, request)
     texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
     what = f"generating {len(texts)} image(s) of {request.width}x{request.height} on {pipe.device}"
     untagged, loras = batch_tags(texts, pipe.lora_dir) if request.prompt_syntax == "a1111" else (texts, [])
@@ -123,7 +125,11 @@ def run_loop(
     **start,
 ):
     """One run of the sampling loop at `size`, from noise or from the start `start` describes
-    (see workflows.start.prepare): the one loop every workflow goes through."""
+    (see workflows.start.prepare): the one loop every workflow goes through, or A1111's own where
+    the request asks for A1111's noise (workflows/a1111_path.py)."""
+    if request.noise is not None:
+        z = a1111_path.latents(pipe, cond, uncond, seeds, request, steps, size, loop_guidance(pipe, request)[0])
+        return (z, []) if with_generators else z
     sched = make_scheduler(pipe.components.scheduler_config, request.scheduler, request.sampler_options)
     pipe.family.set_timesteps(sched, steps, size, pipe.scale_factor)  # on the CPU: see sampling.denoise
     s = prepare(pipe, sched, seeds, steps, size, **start)

@@ -41,6 +41,7 @@ def test_parse_an_a1111_line():
         "height": 32,
         "scheduler": "dpm++2m_karras",
         "a1111_model_hash": "6ce0161689",
+        "rng": "nv",  # A1111's default GPU noise, its numbers on any device: A1111's own path (issue 26.5)
     }
     assert "GPU" in notes[0] and not any("ignored" in n or "not honoured" in n for n in notes)
 

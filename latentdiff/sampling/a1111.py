@@ -1,0 +1,225 @@
+"""A1111 1.10's own sampling path (read in its modules/sd_samplers_kdiffusion.py, sd_samplers_cfg_denoiser.py,
+sd_schedulers.py and rng.py for behaviour; our code): the model as k-diffusion's discrete-sigma
+denoiser (CompVisDenoiser, CompVisVDenoiser for v-prediction), A1111's sigma list per schedule type,
+classifier-free guidance on the denoised predictions, and a k-diffusion sampler (k_samplers.py) whose
+noise comes from A1111's per-image generators (noise_a1111.py) or, for the SDE samplers, from one
+Brownian tree per image seeded with its seed. So an image depends only on its own seed, as there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from latentdiff.errors import UsageError
+from latentdiff.sampling import k_samplers
+from latentdiff.sampling.model_call import guided
+from latentdiff.sampling.noise_a1111 import ImageNoise, cuda_numbers_in_brownian_trees
+from latentdiff.sampling.sampler_table import SAMPLERS
+
+
+def alphas_cumprod(config: dict) -> torch.Tensor:
+    """The model's alpha-bar per training timestep as A1111 holds it: the betas in float64 (the
+    latent-diffusion code's "linear" schedule is diffusers' "scaled_linear"), the product stored fp32."""
+    n = int(config.get("num_train_timesteps", 1000))
+    start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
+    kind = config.get("beta_schedule", "scaled_linear")
+    if kind == "scaled_linear":
+        betas = np.linspace(start**0.5, end**0.5, n, dtype=np.float64) ** 2
+    elif kind == "linear":
+        betas = np.linspace(start, end, n, dtype=np.float64)
+    else:
+        raise UsageError(f"the A1111 sampling path takes beta_schedule scaled_linear or linear, not {kind!r}")
+    return torch.from_numpy(np.cumprod(1.0 - betas)).float()
+
+
+class DiscreteDenoiser:
+    """k-diffusion's discrete-time denoiser over an eps- or v-predicting network: sigma <-> timestep by
+    interpolating log sigma between the training timesteps (A1111 leaves quantization off)."""
+
+    def __init__(self, acp: torch.Tensor, v_prediction: bool = False):
+        self.sigmas = ((1 - acp) / acp) ** 0.5
+        self.log_sigmas = self.sigmas.log()
+        self.v = v_prediction
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        log_sigma = sigma.log()
+        dists = log_sigma - self.log_sigmas[:, None]
+        low = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=self.log_sigmas.shape[0] - 2)
+        lo, hi = self.log_sigmas[low], self.log_sigmas[low + 1]
+        w = ((lo - log_sigma) / (lo - hi)).clamp(0, 1)
+        return ((1 - w) * low + w * (low + 1)).view(sigma.shape)
+
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.float()
+        low, high, w = t.floor().long(), t.ceil().long(), t.frac()
+        return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
+
+    def denoised(self, net_out: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x0 from the network's output at sigma (sigma_data 1)."""
+        if not self.v:
+            return x + net_out * -sigma
+        return net_out * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
+
+
+# ---- sigma schedules (A1111's schedule types): n steps -> n + 1 sigmas -------------------------
+def _karras(n, lo, hi, rho=7.0):
+    ramp = torch.linspace(0, 1, n)
+    return (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+
+
+def _exponential(n, lo, hi):
+    return torch.linspace(math.log(hi), math.log(lo), n).exp()
+
+
+def _polyexponential(n, lo, hi, rho=1.0):
+    ramp = torch.linspace(1, 0, n) ** rho
+    return torch.exp(ramp * (math.log(hi) - math.log(lo)) + math.log(lo))
+
+
+def _kl_optimal(n, lo, hi):
+    i = torch.arange(n + 1)
+    return torch.tan(i / n * torch.arctan(torch.tensor(lo)) + (1.0 - i / n) * torch.arctan(torch.tensor(hi)))
+
+
+def _beta(n, lo, hi, a=0.6, b=0.6):
+    from scipy import stats
+
+    return torch.FloatTensor([lo + x * (hi - lo) for x in stats.beta.ppf(1 - np.linspace(0, 1, n), a, b)])
+
+
+_AYS = {  # Align Your Steps (Sabour et al. 2024), NVIDIA's published 10-step sigmas
+    "sd1": [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029],
+    "sdxl": [14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029],
+}
+
+
+def _align_your_steps(n, family):
+    sigmas = _AYS["sdxl" if family == "sdxl" else "sd1"]
+    if n == len(sigmas):
+        return torch.FloatTensor([*sigmas, 0.0])
+    ys = np.exp(np.interp(np.linspace(0, 1, n), np.linspace(0, 1, len(sigmas)), np.log(sigmas[::-1])))[::-1]
+    return torch.FloatTensor([*ys.copy(), 0.0])
+
+
+def _timesteps(model: DiscreteDenoiser, ts) -> torch.Tensor:
+    return torch.FloatTensor([float(model.t_to_sigma(t)) for t in ts] + [0.0])
+
+
+def _from_model(schedule: str, n: int, model: DiscreteDenoiser) -> torch.Tensor:
+    s = model.sigmas
+    first, last = model.sigma_to_t(s[-1]), model.sigma_to_t(s[0])
+    if schedule == "uniform":  # the model's own: timesteps evenly from the last to 0
+        return torch.cat([model.t_to_sigma(torch.linspace(len(s) - 1, 0, n)), s.new_zeros(1)])
+    if schedule == "sgm_uniform":
+        return _timesteps(model, torch.linspace(first, last, n + 1)[:-1])
+    if schedule == "normal":
+        return _timesteps(model, torch.linspace(first, last, n))
+    if schedule == "simple":
+        return torch.FloatTensor([float(s[-(1 + int(x * len(s) / n))]) for x in range(n)] + [0.0])
+    step = max(len(s) // n, 1)  # ddim
+    return torch.FloatTensor([float(s[x]) for x in range(1, len(s), step)][::-1] + [0.0])
+
+
+_FORMULAS = {"karras": _karras, "exponential": _exponential, "polyexponential": _polyexponential}
+
+
+def sigmas_for(schedule: str, n: int, model: DiscreteDenoiser, family: str = "sd1") -> torch.Tensor:
+    """A1111's sigmas of `schedule` (our key; "automatic" already resolved) for n steps."""
+    lo, hi = float(model.sigmas[0]), float(model.sigmas[-1])
+    if schedule in _FORMULAS:
+        return torch.cat([_FORMULAS[schedule](n, lo, hi), torch.zeros(1)])
+    if schedule == "kl_optimal":
+        return _kl_optimal(n, lo, hi)
+    if schedule == "beta":
+        return torch.cat([_beta(n, lo, hi), torch.zeros(1)])
+    if schedule == "align_your_steps":
+        return _align_your_steps(n, family)
+    return _from_model(schedule, n, model)
+
+
+SCHEDULES = ("uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "kl_optimal")
+SCHEDULES += ("align_your_steps", "simple", "normal", "ddim", "beta")
+
+
+def a1111_sigmas(sampler: str, schedule: str, steps: int, model: DiscreteDenoiser, family="sd1") -> torch.Tensor:
+    """The sigma list A1111 samples `sampler` with: Automatic is the sampler's default schedule or the
+    model's own (uniform); DPM2, DPM2 a and DPM++ 3M SDE drop the penultimate sigma (one step more)."""
+    if schedule == "automatic":
+        schedule = SAMPLERS[sampler].automatic or "uniform"
+    discard = k_samplers.SAMPLERS[sampler][2]
+    sigmas = sigmas_for(schedule, steps + int(discard), model, family)
+    return torch.cat([sigmas[:-2], sigmas[-1:]]) if discard else sigmas
+
+
+@dataclass
+class A1111Run:
+    """What one A1111-path run needs beyond the model and the prompts."""
+
+    sampler: str  # our key (k_samplers.SAMPLERS)
+    schedule: str  # our key
+    steps: int
+    guidance: float
+    options: dict = field(default_factory=dict)  # eta, s_noise, s_churn, s_tmin, s_tmax
+
+
+class GuidedModel:
+    """A1111's CFG denoiser: both halves in one batch, combined on the denoised predictions; the
+    prompt-schedule step counts model calls as A1111's does."""
+
+    def __init__(self, net, wrap: DiscreteDenoiser, cond, uncond, guidance: float, sigmas=None, callback=None):
+        self.net, self.wrap, self.guidance = net, wrap, guidance
+        self.inputs = guided(cond, uncond if uncond is not None and guidance != 1.0 else None).to(net.dtype)
+        self.calls = 0
+        self.steps = [float(v) for v in sigmas[:-1]] if sigmas is not None else []
+        self.callback, self.done = callback, 0
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        self.report(x, float(sigma))
+        rows = self.inputs.rows(x)
+        s = sigma.to(x.device)
+        c_in = 1 / (s**2 + 1) ** 0.5
+        t = self.wrap.sigma_to_t(sigma.reshape(1).cpu()).reshape(()).to(x.device)
+        out = self.net((rows * c_in).to(self.net.dtype), t, self.inputs.at(self.calls)).float()
+        self.calls += 1
+        return self.inputs.guide(self.wrap.denoised(out, rows, s), self.guidance)
+
+    def report(self, x: torch.Tensor, sigma: float) -> None:
+        """`callback(step, total, latents)` once a step is done: when the next one's sigma is asked for."""
+        i = self.steps.index(sigma) if sigma in self.steps else -1
+        if self.callback is not None and i > self.done:
+            self.done = i
+            self.callback(i, len(self.steps), x)
+
+
+def brownian_noise(x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int]):
+    """One Brownian tree per image, seeded with its seed (A1111's noise for the SDE samplers)."""
+    from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
+
+    positive = sigmas[sigmas > 0]
+    return BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=list(seeds))
+
+
+def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_prediction=False, family="sd1", callback=None):
+    """Latents of txt2img by A1111's path: `noise` its per-image noise (first() is the start);
+    `callback(step, total, latents)` after each step (it may raise to stop)."""
+    wrap = DiscreteDenoiser(acp, v_prediction)
+    sigmas = a1111_sigmas(run.sampler, run.schedule, run.steps, wrap, family)
+    x = noise.first() * sigmas[0]
+    fn, fixed, _, brownian = k_samplers.SAMPLERS[run.sampler]
+    model = GuidedModel(net, wrap, cond, uncond, run.guidance, sigmas, callback)
+    # A1111 grows the trees on the model's device whatever its RNG setting: on an NVIDIA GPU, from CUDA's
+    # numbers; "gpu" draws them on this device itself
+    cuda_trees = brownian and noise.s.rng != "gpu"
+    with cuda_numbers_in_brownian_trees() if cuda_trees else contextlib.nullcontext(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)  # torchsde's float32 edges
+        draw = brownian_noise(x, sigmas, noise.seeds) if brownian else (lambda s, s_next: noise.next())
+        z = fn(model, x, sigmas.to(x.device), draw, **fixed, **run.options)
+    if callback is not None:
+        callback(len(sigmas) - 1, len(sigmas) - 1, z)
+    return z

@@ -1,0 +1,85 @@
+"""Text to image by A1111's own path (sampling/a1111.py) when a call asks for A1111's noise: its
+checks before any work, and the run of one batch. Image k's noise follows A1111's seed rules
+(noise_a1111.py): seed + k, or with a variation strength the seed itself and variation seed + k."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from latentdiff.errors import UsageError
+from latentdiff.sampling import a1111, k_samplers
+from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng
+from latentdiff.sampling.sampler_table import SAMPLERS
+from latentdiff.sampling.schedulers import method_of, parse
+
+FAMILIES = ("sd", "sdxl")
+
+
+def sampler_schedule(pipe, name: str | None) -> tuple[str, str]:
+    """(sampler, schedule) keys the A1111 path runs for choice `name` (None: the model's own method)."""
+    if name is None:
+        own = method_of(pipe.components.scheduler_config)
+        return (own, "automatic") if own else ("", "automatic")
+    return parse(name, a1111=True)
+
+
+def check(pipe, request) -> None:
+    """One UsageError where the A1111 path cannot run this request (before any work)."""
+    if request.noise is None:
+        return
+    what = "A1111's noise (rng, variation seed, seed resize, ENSD)"
+    check_rng(request.noise.rng)  # "gpu" needs CUDA
+    sampler, schedule = sampler_schedule(pipe, request.scheduler)
+    if sampler not in k_samplers.SAMPLERS:
+        names = ", ".join(SAMPLERS[k].a1111 for k in k_samplers.SAMPLERS)
+        shown = SAMPLERS[sampler].a1111 if sampler in SAMPLERS else "the model's own scheduler"
+        raise UsageError(f"{what} runs A1111's k-diffusion samplers; {shown} is none of them: choose one of {names}")
+    check_options(sampler, dict(request.sampler_options))
+    if schedule != "automatic" and schedule not in a1111.SCHEDULES:
+        raise UsageError(f"{what}: schedule type {schedule!r} is not one of A1111's: {', '.join(a1111.SCHEDULES)}")
+    if pipe.family.name not in FAMILIES:
+        raise UsageError(f"{what} applies to SD 1.x/2.x and SDXL models, not {pipe.family.label}")
+    o = request.options
+    if request.source is not None or pipe.refiner is not None or (o is not None and o.hires):
+        raise UsageError(f"{what} applies to text to image for now (not with an init image, hires or a refiner)")
+    if request.controls or request.image_prompts:
+        raise UsageError(f"{what} runs without ControlNets and image prompts for now")
+
+
+def check_options(sampler: str, options: dict) -> None:
+    """eta, s_noise, s_churn, s_tmin, s_tmax where A1111's sampler takes them, as numbers >= 0."""
+    takes = _params(k_samplers.SAMPLERS[sampler][0])
+    for k, v in options.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+            raise UsageError(f"{k} must be a number >= 0, got {str(v)[:40]!r}")
+        if k not in takes:
+            who = ", ".join(SAMPLERS[s].a1111 for s, row in k_samplers.SAMPLERS.items() if k in _params(row[0]))
+            raise UsageError(f"on A1111's path {k} applies to the samplers {who}; not to {SAMPLERS[sampler].a1111}")
+
+
+def _params(fn) -> tuple[str, ...]:
+    return tuple(inspect.signature(fn).parameters)
+
+
+def image_seeds(request, seeds: list[int]) -> tuple[list[int], list[int] | None]:
+    """(A1111 seeds, variation seeds) of a batch whose jobs have `seeds` (request.seed + k)."""
+    pairs = [request.noise.seeds(request.seed, s - request.seed) for s in seeds]
+    subs = [v for _, v in pairs]
+    return [s for s, _ in pairs], None if subs[0] is None else subs
+
+
+def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size: tuple[int, int], cfg) -> torch.Tensor:
+    """The batch's latents by A1111's path (`cfg`: the loop's guidance scale)."""
+    sampler, schedule = sampler_schedule(pipe, request.scheduler)
+    config = pipe.components.scheduler_config
+    f = pipe.scale_factor
+    shape = (pipe.components.vae.config.latent_channels, size[1] // f, size[0] // f)
+    a_seeds, subs = image_seeds(request, seeds)
+    noise = ImageNoise(shape, a_seeds, subs, request.noise.settings(f), pipe.device)
+    run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options))
+    v = config.get("prediction_type", "epsilon") == "v_prediction"
+    net = pipe.family.denoiser(pipe.components)
+    acp = a1111.alphas_cumprod(config)
+    return a1111.sample(net, acp, run, noise, cond, uncond, v, pipe.family.name, request.callback)
