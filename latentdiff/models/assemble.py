@@ -12,10 +12,9 @@ import warnings
 from pathlib import Path
 
 from latentdiff.errors import ModelError
-from latentdiff.models.checks import guarded
+from latentdiff.models.checks import diffusers_class, guarded
 from latentdiff.models.components import Components
 from latentdiff.models.configs import (
-    DENOISERS,
     INDEX_OPTIONS,
     TEXT_PARTS,
     TOKENIZER_CLASSES,
@@ -64,7 +63,7 @@ def build(
     path = cfgs.path
     load = dict(allow_pickle=allow_pickle, device=device)
     unet = _build(
-        getattr(diffusers, DENOISERS[cfgs.denoiser]),
+        getattr(diffusers, diffusers_class(cfgs.unet, cfgs.denoiser)),
         cfgs.unet,
         path / cfgs.denoiser,
         cfgs.values["unet"],
@@ -96,6 +95,8 @@ def build(
         tokenizer=text.get("tokenizer"),
         text_encoder_2=text.get("text_encoder_2"),
         tokenizer_2=text.get("tokenizer_2"),
+        text_encoder_3=text.get("text_encoder_3"),
+        tokenizer_3=text.get("tokenizer_3"),
         scheduler_config=cfgs.scheduler,
         defaults=cfgs.defaults,
         index={k: cfgs.index[k] for k in INDEX_OPTIONS if k in cfgs.index},

@@ -1,0 +1,142 @@
+"""SD 3 / 3.5 against diffusers' StableDiffusion3Pipeline, its Img2Img and Inpaint pipelines on tiny
+random models (fp32, CPU): the same folder loaded by both, the same seeds (image k of a call: seed
++ k), within 1/255. The variants differ in the transformer's blocks (SD 3.5 medium's dual attention,
+SD 3.5's query-key norm); an SD3 folder without T5 runs on zeros in its place, as diffusers does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+W, H = 48, 32  # width != height: the patches must not transpose
+VARIANTS = ("sd3.5-medium", "sd3.5-large", "sd3-medium")
+
+
+@pytest.fixture(scope="module")
+def sd3_models(tmp_path_factory):
+    from latentdiff.models.testing import make_tiny
+
+    root = tmp_path_factory.mktemp("sd3")
+    return {v: make_tiny(root / v, v, seed=i) for i, v in enumerate(VARIANTS)}
+
+
+@pytest.fixture(scope="module")
+def sd3_without_t5(sd3_models, tmp_path_factory):
+    """The SD 3.5 medium folder as users have it without T5: no text_encoder_3/tokenizer_3, nulls in the index."""
+    path = tmp_path_factory.mktemp("sd3") / "no-t5"
+    shutil.copytree(sd3_models["sd3.5-medium"], path)
+    for name in ("text_encoder_3", "tokenizer_3"):
+        shutil.rmtree(path / name)
+    index = json.loads((path / "model_index.json").read_text())
+    (path / "model_index.json").write_text(
+        json.dumps({**index, "text_encoder_3": [None, None], "tokenizer_3": [None, None]})
+    )
+    return path
+
+
+def _ours(path):
+    from latentdiff import Pipeline
+
+    pipe = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
+    pipe.progress = False
+    return pipe
+
+
+def _reference(path, cls_name="StableDiffusion3Pipeline", **parts):
+    import diffusers
+
+    pipe = getattr(diffusers, cls_name).from_pretrained(path, dtype=torch.float32, **parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _pixels(images) -> np.ndarray:
+    return np.stack([np.asarray(i, dtype=np.float32) for i in images])
+
+
+def _reference_pixels(pipe, seed: int, n: int, **kwargs) -> np.ndarray:
+    gens = [torch.Generator("cpu").manual_seed(seed + k) for k in range(n)]
+    out = pipe(num_images_per_prompt=n, generator=gens, width=W, height=H, output_type="np", **kwargs).images
+    return np.round(out * 255)
+
+
+def _close(ours: np.ndarray, ref: np.ndarray) -> None:
+    assert ours.shape == ref.shape
+    assert ref.std() > 5  # a real picture, not a flat one that would match anything
+    assert np.abs(ours - ref).max() <= 1
+
+
+def _picture(seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_text_to_image_matches_sd3_pipeline(sd3_models, variant):
+    path = sd3_models[variant]
+    ours, ref = _ours(path), _reference(path)
+    args = dict(prompt="a red apple", negative_prompt="blue sky", guidance_scale=4.0, num_inference_steps=3)
+    got = ours("a red apple", "blue sky", guidance=4.0, steps=3, width=W, height=H, num_images=2, seed=5)
+    _close(_pixels(got), _reference_pixels(ref, 5, 2, **args))
+
+
+def test_guidance_one_runs_without_the_negative_as_diffusers(sd3_models):
+    path = sd3_models["sd3.5-large"]
+    ours, ref = _ours(path), _reference(path)
+    got = ours("a red apple", guidance=1.0, steps=2, width=W, height=H, seed=11)
+    _close(_pixels(got), _reference_pixels(ref, 11, 1, prompt="a red apple", guidance_scale=1.0, num_inference_steps=2))
+
+
+def test_without_t5_matches_sd3_pipeline_without_t5(sd3_without_t5):
+    from latentdiff.families.registry import family_of
+
+    ours = _ours(sd3_without_t5)
+    assert ours.components.text_encoder_3 is None and family_of(ours.components).name == "sd3"
+    ref = _reference(sd3_without_t5, text_encoder_3=None, tokenizer_3=None)
+    args = dict(prompt="a red apple", negative_prompt="blue sky", guidance_scale=5.0, num_inference_steps=3)
+    got = ours("a red apple", "blue sky", guidance=5.0, steps=3, width=W, height=H, num_images=2, seed=3)
+    _close(_pixels(got), _reference_pixels(ref, 3, 2, **args))
+
+
+def test_img2img_matches_sd3_img2img_pipeline(sd3_models):
+    path = sd3_models["sd3.5-medium"]
+    ours, ref = _ours(path), _reference(path, "StableDiffusion3Img2ImgPipeline")
+    picture = _picture()
+    # 4 steps at 0.6: the SD3 img2img pipeline denoises 3 (int(4 - 2.4) = 1 skipped), SD's pipelines 2
+    args = dict(prompt="a green pear", negative_prompt="", guidance_scale=4.0, num_inference_steps=4, strength=0.6)
+    # The pipeline encodes a one-picture batch with the first generator only; our image k uses seed + k
+    # throughout (it does not depend on its batch), as diffusers called image by image.
+    want = np.concatenate([_reference_pixels(ref, seed, 1, image=picture, **args) for seed in (2, 3)])
+    got = ours("a green pear", guidance=4.0, steps=4, image=picture, strength=0.6, num_images=2, seed=2)
+    _close(_pixels(got), want)
+
+
+@pytest.mark.parametrize("strength", [0.7, 1.0])
+def test_inpaint_matches_sd3_inpaint_pipeline(sd3_models, strength):
+    from latentdiff.workflows.source import soft_mask
+
+    path = sd3_models["sd3.5-medium"]
+    ours, ref = _ours(path), _reference(path, "StableDiffusion3InpaintPipeline")
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[8:24, 16:40] = 255
+    mask = Image.fromarray(mask)
+    args = dict(prompt="a green pear", guidance_scale=4.0, num_inference_steps=4, strength=strength)
+    gen = torch.Generator("cpu").manual_seed(4)
+    latents = ref(image=_picture(1), mask_image=mask, generator=[gen], width=W, height=H, output_type="latent", **args)
+    # diffusers 0.42's SD3 inpaint pipeline decodes without the VAE's shift_factor (its text-to-image
+    # and img2img pipelines add it): the latents are held to it, decoded as StableDiffusion3Pipeline decodes.
+    with torch.no_grad():
+        decoded = ref.vae.decode(latents.images / ref.vae.config.scaling_factor + ref.vae.config.shift_factor).sample
+    want = np.round(ref.image_processor.postprocess(decoded, output_type="np")[0] * 255).astype(np.uint8)
+    # diffusers returns the decoded image as is; ours pastes it over the input outside the mask
+    want = np.asarray(Image.composite(Image.fromarray(want), _picture(1), soft_mask(mask, 0)), dtype=np.float32)
+    got = ours(
+        "a green pear", guidance=4.0, steps=4, image=_picture(1), mask=mask, mask_blur=0, strength=strength, seed=4
+    )
+    _close(_pixels(got), want[None])
+    inside = _pixels(got)[0, 8:24, 16:40]
+    assert np.abs(inside - np.asarray(_picture(1), dtype=np.float32)[8:24, 16:40]).mean() > 10  # repainted
