@@ -1,0 +1,102 @@
+"""The SD 3/3.5 family's pieces: detection from a folder's configs, the variants told from the
+transformer's config, loading the three text encoders, the refusals that are one line (a UNet
+scheduler, a size the patches cannot cover, clip skip, true CFG, a transformer class no family
+knows), and the model hash covering the transformer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from latentdiff.errors import ModelError, UsageError
+
+
+@pytest.fixture(scope="module")
+def sd3_medium(tmp_path_factory):
+    from latentdiff.models.testing import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("sd3") / "medium", "sd3.5-medium")
+
+
+def test_an_sd3_folder_is_told_from_its_configs(sd3_medium, tiny_sd1):
+    from latentdiff.families.registry import family_of_folder
+
+    assert family_of_folder(sd3_medium).name == "sd3"
+    assert family_of_folder(tiny_sd1).name == "sd"
+    index = json.loads((sd3_medium / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusion3Pipeline"
+    assert index["transformer"] == ["diffusers", "SD3Transformer2DModel"]
+
+
+def test_an_sd3_folder_loads_its_three_encoders_and_variant(sd3_medium):
+    from diffusers import SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection, T5EncoderModel, T5TokenizerFast
+
+    from latentdiff.families.registry import family_of
+    from latentdiff.models.assemble import load_components
+
+    c = load_components(sd3_medium)
+    assert isinstance(c.unet, SD3Transformer2DModel)
+    assert isinstance(c.text_encoder, CLIPTextModelWithProjection)
+    assert isinstance(c.text_encoder_2, CLIPTextModelWithProjection)
+    assert isinstance(c.text_encoder_3, T5EncoderModel) and isinstance(c.tokenizer_3, T5TokenizerFast)
+    assert family_of(c).variant(c) == "sd3.5-medium"
+
+
+@pytest.mark.parametrize("variant", ["sd3.5-medium", "sd3.5-large", "sd3-medium"])
+def test_the_variant_is_told_from_the_transformer(variant):
+    from types import SimpleNamespace
+
+    from latentdiff.families.sd3 import SD3
+
+    family = SD3()
+    c = SimpleNamespace(**family.tiny(variant))
+    assert family.variant(c) == variant
+    assert family.defaults(c)["steps"] in (28, 40)
+
+
+def test_sd3_refusals_are_one_line(sd3_medium):
+    from latentdiff import Pipeline
+
+    pipe = Pipeline.from_pretrained(sd3_medium, device="cpu", dtype="fp32")
+    pipe.progress = False
+    for kwargs, words in (
+        ({"scheduler": "dpm++2m"}, "SD 3/3.5 samples with its own flow-matching Euler scheduler"),
+        ({"width": 34}, "width 34 is not a multiple of 4"),  # the tiny VAE's 2 x the 2x2 patch
+        ({"clip_skip": 2}, "clip_skip does not apply to SD3"),
+        ({"true_cfg": 2.0}, "true_cfg 2 is for guidance-distilled models"),
+    ):
+        with pytest.raises(UsageError, match=words):
+            pipe("a cat", **{"steps": 1, "width": 32, "height": 32, **kwargs})
+    assert pipe.defaults() == {"steps": 40, "guidance": 4.5}
+
+
+def test_a_transformer_of_an_unknown_class_is_one_error(sd3_medium, tmp_path):
+    from latentdiff.models.configs import read_configs
+
+    broken = tmp_path / "broken"
+    shutil.copytree(sd3_medium, broken)
+    config = broken / "transformer" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "_class_name": "HiDreamImageTransformer2DModel"}))
+    with pytest.raises(ModelError, match="transformer class 'HiDreamImageTransformer2DModel' is not supported"):
+        read_configs(broken)
+    shutil.rmtree(broken / "transformer")
+    with pytest.raises(ModelError, match="lacks component folder.*transformer"):
+        read_configs(broken)
+
+
+def test_the_model_hash_covers_the_transformer_and_t5(sd3_medium, tmp_path):
+    from latentdiff.models.fingerprint import model_hash
+
+    copy = tmp_path / "copy"
+    shutil.copytree(sd3_medium, copy)
+    before = model_hash(copy)
+    for part in ("transformer", "text_encoder_3"):
+        (weights,) = (copy / part).glob("*.safetensors")
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 1
+        weights.write_bytes(bytes(data))
+        assert model_hash(copy) != before
+        before = model_hash(copy)
