@@ -100,3 +100,32 @@ def test_the_model_hash_covers_the_transformer_and_t5(sd3_medium, tmp_path):
         weights.write_bytes(bytes(data))
         assert model_hash(copy) != before
         before = model_hash(copy)
+
+
+@pytest.mark.parametrize(
+    "blocks, extra, words",
+    [
+        (
+            24,
+            ["x_block.attn2.qkv.weight", "x_block.attn.ln_q.weight"],
+            "an SD 3.5 medium transformer alone (it lacks CLIP-L, CLIP-G, VAE",
+        ),
+        (38, ["x_block.attn.ln_q.weight"], "an SD 3.5 large transformer with CLIP-L, CLIP-G, VAE:"),
+        (24, [], "an SD 3 medium transformer with CLIP-L, CLIP-G, T5, VAE:"),
+    ],
+)
+def test_an_sd3_single_file_is_one_line_naming_what_it_holds_and_lacks(blocks, extra, words):
+    from latentdiff.formats.detect import detect
+
+    names = [
+        f"model.diffusion_model.joint_blocks.{i}.{k}"
+        for i in range(blocks)
+        for k in ["context_block.attn.qkv.weight", *extra]
+    ]
+    if "alone" not in words:
+        names += ["text_encoders.clip_l.transformer.x", "text_encoders.clip_g.transformer.x", "first_stage_model.x"]
+    if "T5" in words:
+        names += ["text_encoders.t5xxl.transformer.x"]
+    with pytest.raises(ModelError, match="SD3 single files are not loaded yet") as e:
+        detect(dict.fromkeys(names, [2, 2]), "m.safetensors")
+    assert words in str(e.value) and "\n" not in str(e.value)
