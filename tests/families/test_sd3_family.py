@@ -129,3 +129,11 @@ def test_an_sd3_single_file_is_one_line_naming_what_it_holds_and_lacks(blocks, e
     with pytest.raises(ModelError, match="SD3 single files are not loaded yet") as e:
         detect(dict.fromkeys(names, [2, 2]), "m.safetensors")
     assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_convert_refuses_an_sd3_folder_in_one_line(sd3_medium, tmp_path):
+    from latentdiff.formats.convert import convert
+
+    with pytest.raises(ModelError, match="holds SD 3/3.5: convert writes SD and SDXL single files only"):
+        convert(sd3_medium, tmp_path / "sd3.safetensors")
+    assert not any(tmp_path.iterdir())
