@@ -39,12 +39,13 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux: KiB
 
 
-def tiny(args) -> dict:
+def tiny(args, variant: str = "flux-dev") -> dict:
+    """The tests' tiny model of `variant` through latentdiff.Pipeline: median seconds per step, peak RSS."""
     from latentdiff import Pipeline
     from latentdiff.models.testing import make_tiny
 
     with tempfile.TemporaryDirectory() as d:
-        path = make_tiny(Path(d) / "flux", "flux-dev")
+        path = make_tiny(Path(d) / "model", variant)
         pipe = Pipeline.from_pretrained(path, device="cpu", dtype=args.dtype)
         pipe.progress = False
         ends = []
