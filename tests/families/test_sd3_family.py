@@ -73,6 +73,21 @@ def test_sd3_refusals_are_one_line(sd3_medium):
     assert pipe.defaults() == {"steps": 40, "guidance": 4.5}
 
 
+def test_hires_fix_runs_its_second_pass_on_sd3(sd3_medium):
+    import numpy as np
+
+    from latentdiff import Pipeline
+
+    pipe = Pipeline.from_pretrained(sd3_medium, device="cpu", dtype="fp32")
+    pipe.progress = False
+    base = pipe("a red apple", steps=2, width=32, height=32, seed=1)[0]
+    for upscaler in ("latent", "lanczos"):
+        (big,) = pipe("a red apple", steps=2, width=32, height=32, seed=1, hires=2.0, hires_upscaler=upscaler)
+        assert big.size == (64, 64)
+        small = np.asarray(big.resize((32, 32)), dtype=float)
+        assert 0 < np.abs(small - np.asarray(base, dtype=float)).mean() < 100  # redrawn, not a different picture
+
+
 def test_a_transformer_of_an_unknown_class_is_one_error(sd3_medium, tmp_path):
     from latentdiff.models.configs import read_configs
 
