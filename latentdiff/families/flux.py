@@ -18,6 +18,7 @@ import torch
 from latentdiff.errors import UsageError
 from latentdiff.families.flow import FlowMatching, calculate_shift
 from latentdiff.families.flux_tiny import flux_index, tiny_flux
+from latentdiff.runtime.device import notice
 from latentdiff.sampling.model_call import Inputs
 
 # diffusers' FluxPipeline: its default T5 length and the sample size its default image has.
@@ -60,6 +61,11 @@ class FluxConditioning:
         return 1
 
     def _ids(self, tokenizer, texts: list[str], length: int, device) -> torch.Tensor:
+        """`texts` as `length` token ids each, cut where longer (as diffusers cuts them), saying so once."""
+        if any(len(ids) > length for ids in tokenizer(texts).input_ids):
+            notice(
+                f"a prompt is longer than the {length} tokens {type(tokenizer).__name__} reads here; the rest is cut"
+            )
         out = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
         return out.input_ids.to(device)
 

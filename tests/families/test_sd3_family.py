@@ -152,3 +152,16 @@ def test_convert_refuses_an_sd3_folder_in_one_line(sd3_medium, tmp_path):
     with pytest.raises(ModelError, match="holds SD 3/3.5: convert writes SD and SDXL single files only"):
         convert(sd3_medium, tmp_path / "sd3.safetensors")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_prompt_past_clips_window_is_cut_as_diffusers_cuts_it_and_said_so(sd3_medium, capsys):
+    from latentdiff import Pipeline
+    from latentdiff.runtime.device import notice
+
+    notice.cache_clear()
+    pipe = Pipeline.from_pretrained(sd3_medium, device="cpu", dtype="fp32")
+    pipe.progress = False
+    pipe("a red apple " * 40, steps=1, width=16, height=16)
+    err = capsys.readouterr().err
+    assert "a prompt is longer than the 77 tokens CLIPTokenizer reads here; the rest is cut" in err
+    assert err.count("77 tokens CLIPTokenizer") == 1  # once, not per encoder or step
