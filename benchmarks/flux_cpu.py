@@ -107,18 +107,13 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args()
     args.size = args.size or (64 if args.case == "tiny" else 512)
-    out = (tiny if args.case == "tiny" else reduced)(args)
-    load = os.getloadavg()[0]
-    print(
-        {
-            "case": args.case,
-            "size": args.size,
-            "dtype": args.dtype,
-            "threads": torch.get_num_threads(),
-            "load": load,
-            **out,
-        }
-    )
+    report(args, (tiny if args.case == "tiny" else reduced)(args))
+
+
+def report(args, out: dict, **case) -> None:
+    """One line: the case, its settings, the threads and load average the timings ran under, `out`."""
+    settings = {"case": args.case, **case, "size": args.size, "dtype": args.dtype}
+    print({**settings, "threads": torch.get_num_threads(), "load": os.getloadavg()[0], **out})
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from benchmarks.flux_cpu import GIB, peak_rss_gib, tiny  # noqa: E402
+from benchmarks.flux_cpu import GIB, peak_rss_gib, report, tiny  # noqa: E402
 
 # stabilityai/stable-diffusion-3.5-large and -medium transformer/config.json: heads, blocks, dual-attention blocks.
 RELEASED = {"large": (38, 38, 0), "medium": (24, 24, 13)}
@@ -102,17 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     args.size = args.size or (64 if args.case == "tiny" else 256)
     out = tiny(args, "sd3.5-medium") if args.case == "tiny" else reduced(args)
-    print(
-        {
-            "case": args.case,
-            **({"variant": args.variant} if args.case == "reduced" else {}),
-            "size": args.size,
-            "dtype": args.dtype,
-            "threads": torch.get_num_threads(),
-            "load": os.getloadavg()[0],
-            **out,
-        }
-    )
+    report(args, out, **({"variant": args.variant} if args.case == "reduced" else {}))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from latentdiff.families.clip import clip_text_config
-from latentdiff.families.flux_tiny import t5_tokenizer
+from latentdiff.families.flux_tiny import t5_tokenizer, tiny_t5, tiny_vae
 from latentdiff.families.sd import WORDS
 from latentdiff.prompts.tokenizer import build_tokenizer
 
@@ -48,23 +48,6 @@ def sd3_index(components, index: dict) -> dict:
     }
 
 
-def tiny_vae():
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        latent_channels=16,
-        block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=8,
-        layers_per_block=1,
-        sample_size=32,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        **SD3_VAE,
-    )
-
-
 def tiny_clips() -> dict:
     """CLIP-L and CLIP-G stand-ins: 12 and 20 wide (32 together, padded to T5's 40), 16-wide projections."""
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
@@ -79,25 +62,6 @@ def tiny_clips() -> dict:
         parts[f"text_encoder{name}"] = CLIPTextModelWithProjection(config).eval()
         parts[f"tokenizer{name}"] = tokenizer
     return parts
-
-
-def tiny_t5(tokenizer):
-    from transformers import T5Config, T5EncoderModel
-
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=40,
-        d_kv=8,
-        d_ff=37,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        feed_forward_proj="gated-gelu",
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    return T5EncoderModel(config).eval()
 
 
 def tiny_sd3(variant: str = "sd3.5-medium", seed: int = 0) -> dict:
@@ -123,9 +87,9 @@ def tiny_sd3(variant: str = "sd3.5-medium", seed: int = 0) -> dict:
     )
     return dict(
         unet=transformer.eval(),
-        vae=tiny_vae().eval(),
+        vae=tiny_vae(SD3_VAE),
         **tiny_clips(),
-        text_encoder_3=tiny_t5(t5_tok),
+        text_encoder_3=tiny_t5(t5_tok, d_model=40),
         tokenizer_3=t5_tok,
         scheduler_config=dict(SCHEDULER),
     )

@@ -2,15 +2,10 @@
 transformer, the third text encoder and its T5 tokenizer, the StableDiffusion3Pipeline index): a
 special, truncated, oversized, deeply nested or mistyped file ends in images or in one line."""
 
-import json
-import tempfile
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_fuzz import assert_clean, run_main
-from test_fuzz_models import FUZZ, WRONG_TYPES, _bounded_memory, _damage, copy_model  # noqa: F401 (a fixture)
+from test_fuzz_models import FUZZ, _bounded_memory, generate_from_damaged  # noqa: F401 (a fixture)
 
 FILES = [
     "model_index.json",
@@ -41,18 +36,4 @@ def tiny_sd3(tmp_path_factory):
 def test_fuzz_sd3_model_files(tiny_sd3, data, file, how):
     if how in ("deep", "type") and not file.endswith(".json"):
         how = "truncated"
-    with tempfile.TemporaryDirectory() as tmp:
-        model = copy_model(tiny_sd3, Path(tmp) / "m")
-        path = model / file
-        refused = False
-        if how == "type":
-            config = json.loads(path.read_text())
-            key = data.draw(st.sampled_from(sorted(config)), label="key")
-            path.write_text(json.dumps({**config, key: data.draw(WRONG_TYPES, label="value")}))
-        else:
-            refused = _damage(path, how, data)
-        out = Path(tmp) / "o"
-        argv = ["generate", "x", "--model", str(model), "--steps", "1", "--width", "16", "--height", "16"]
-        code, stdout, err = run_main([*argv, "--quiet", "--device", "cpu", "--out", str(out)])
-        assert_clean(code, stdout, err, out)
-        assert code != 0 or not refused, (how, file)
+    generate_from_damaged(tiny_sd3, data, file, how)
