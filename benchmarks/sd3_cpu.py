@@ -7,9 +7,10 @@ Two cases (random weights, nothing downloaded):
 - `reduced`: SD3Transformer2DModel at a released width (large: 38 heads x 64; medium: 24 x 64,
   with its dual-attention block) and the released text widths (joint 4096 over 77 CLIP + 256 T5
   tokens, pooled 2048), but 3 blocks instead of 38 (large) or 24 (medium), called as the loop calls
-  it at --size, one image with CFG (a batch of 2). Forward hooks time the first two blocks (a
-  full joint block; medium: a dual-attention one and a plain one), so a released step is estimated
-  as the released block counts times those plus the rest; weights likewise from the blocks' sizes.
+  it at --size, one image with CFG (a batch of 2). Forward hooks time each block (the first a
+  joint block, for medium a dual-attention one; the second a joint block; the last a
+  context-pre-only one, as every release ends), so a released step is estimated as the released
+  block counts times those plus the rest (benchmarks/flux_cpu.scaled_to_release); weights likewise.
 
     python benchmarks/sd3_cpu.py --case tiny
     python benchmarks/sd3_cpu.py --case reduced --variant large --size 256
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,20 +30,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from benchmarks.flux_cpu import GIB, peak_rss_gib, report, tiny  # noqa: E402
+from benchmarks.flux_cpu import report, scaled_to_release, tiny  # noqa: E402
 
 # stabilityai/stable-diffusion-3.5-large and -medium transformer/config.json: heads, blocks, dual-attention blocks.
 RELEASED = {"large": (38, 38, 0), "medium": (24, 24, 13)}
-
-
-def _timed(blocks: dict) -> dict:
-    times = {k: [] for k in blocks}
-    for name, block in blocks.items():
-        block.register_forward_pre_hook(lambda m, a, n=name: times[n].append(-time.perf_counter()))
-        block.register_forward_hook(
-            lambda m, a, o, n=name: times[n].__setitem__(-1, times[n][-1] + time.perf_counter())
-        )
-    return times
 
 
 def reduced(args) -> dict:
@@ -62,34 +52,14 @@ def reduced(args) -> dict:
     # block 0: dual-attention (medium) or joint; block 1: joint; block 2: the last, context-pre-only one
     names = ("dual" if n_dual else "joint0", "joint", "last")
     blocks = dict(zip(names, model.transformer_blocks))
-    times = _timed(blocks)
     side = args.size // 8  # the released VAE's factor
     x = torch.randn(2, 16, side, side, dtype=dtype)  # CFG: the unconditional row and the prompt's
     context = SD3Context(torch.randn(2, 77 + 256, 4096, dtype=dtype), torch.randn(2, 2048, dtype=dtype))
     call, t = SD3Call(model), torch.tensor(500.0)
-    steps = []
-    with torch.no_grad():
-        for _ in range(args.steps + 1):  # the first call warms up
-            start = time.perf_counter()
-            call(x, t, Inputs(context))
-            steps.append(time.perf_counter() - start)
-    med = {k: sorted(v[1:])[len(v[1:]) // 2] for k, v in times.items()}
-    step = sorted(steps[1:])[len(steps[1:]) // 2]
-    rest = step - sum(med.values())
-    params = {k: sum(p.numel() for p in b.parameters()) for k, b in blocks.items()}
-    other = sum(p.numel() for p in model.parameters()) - sum(params.values())
     # the released blocks: n_dual dual-attention ones, the others joint, the last context-pre-only
     counts = {names[0]: n_dual or 1, "joint": n_blocks - 1 - (n_dual or 1), "last": 1}
-    released_params = sum(counts[k] * params[k] for k in counts) + other
-    return {
-        "tokens": (side // 2) ** 2 + 77 + 256,
-        "s_per_step": step,
-        **{f"s_{k}_block": v for k, v in med.items()},
-        "estimated_released_s_per_step": sum(counts[k] * med[k] for k in counts) + rest,
-        "released_transformer_params_billion": released_params / 1e9,
-        "released_weights_gib": released_params * dtype.itemsize / GIB,
-        "peak_rss_gib": peak_rss_gib(),
-    }
+    timed = scaled_to_release(model, blocks, counts, lambda: call(x, t, Inputs(context)), args.steps, dtype)
+    return {"tokens": (side // 2) ** 2 + 77 + 256, **timed}
 
 
 def main() -> None:
