@@ -123,7 +123,8 @@ def _scales(spec, parts: list[str]) -> list[tuple[list[str], float]]:
     te, unet = getattr(spec, "te_scale", spec.scale), spec.scale
     if te == unet:
         return [(parts, unet)]
-    return [([p for p in parts if p != "unet"], te), ([p for p in parts if p == "unet"], unet)]
+    denoisers = ("unet", "transformer")
+    return [([p for p in parts if p not in denoisers], te), ([p for p in parts if p in denoisers], unet)]
 
 
 def _back_up(host, parts: list[str], backup: dict) -> None:
@@ -172,8 +173,9 @@ def _load(host, spec: LoraSpec, state: dict, name: str, parts: list[str]) -> Non
 
 def _host(components):
     """A diffusers pipeline object around our modules (no copies), for its LoRA loaders: SDXL's
-    maps kohya's `lora_te1_`/`lora_te2_` and SGM block names (`input_blocks_4_1_...`) too."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    maps kohya's `lora_te1_`/`lora_te2_` and SGM block names (`input_blocks_4_1_...`) too; SD3's
+    reads diffusers/peft files of its transformer and CLIP encoders."""
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     # Here, not at the top: they import torch, which lora.py must not pay for at start-up.
     from latentdiff.families.registry import family_of
@@ -181,6 +183,18 @@ def _host(components):
 
     c = components
     scheduler = make_scheduler(c.scheduler_config)
+    if family_of(c).name == "sd3":
+        return StableDiffusion3Pipeline(
+            transformer=c.unet,
+            vae=c.vae,
+            scheduler=scheduler,
+            text_encoder=c.text_encoder,
+            tokenizer=c.tokenizer,
+            text_encoder_2=c.text_encoder_2,
+            tokenizer_2=c.tokenizer_2,
+            text_encoder_3=c.text_encoder_3,
+            tokenizer_3=c.tokenizer_3,
+        )
     if family_of(c).name == "sdxl":
         return StableDiffusionXLPipeline(
             vae=c.vae,

@@ -120,3 +120,38 @@ def test_inpaint_matches_sd3_inpaint_pipeline(sd3_models, strength):
     _close(_pixels(got), want[None])
     inside = _pixels(got)[0, 8:24, 16:40]
     assert np.abs(inside - np.asarray(_picture(1), dtype=np.float32)[8:24, 16:40]).mean() > 10  # repainted
+
+
+def _sd3_lora(path, seed: int = 0):
+    """A diffusers/peft SD3 LoRA (rank 2) on the first block's attention and CLIP-L's first q projection."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    layers = {
+        "transformer.transformer_blocks.0.attn.to_q": (32, 32),
+        "transformer.transformer_blocks.0.attn.add_k_proj": (32, 32),
+        "text_encoder.text_model.encoder.layers.0.self_attn.q_proj": (12, 12),
+    }
+    tensors = {}
+    for name, (out_dim, in_dim) in layers.items():
+        tensors[f"{name}.lora_A.weight"] = torch.randn(2, in_dim, generator=g) * 0.5
+        tensors[f"{name}.lora_B.weight"] = torch.randn(out_dim, 2, generator=g) * 0.5
+    save_file(tensors, str(path))
+    return path
+
+
+@pytest.mark.parametrize("scale", [0.7, 0.0])
+def test_a_diffusers_sd3_lora_matches_diffusers_fused(sd3_models, tmp_path, scale):
+    from latentdiff import Pipeline
+
+    path, lora = sd3_models["sd3.5-large"], _sd3_lora(tmp_path / "style.safetensors")
+    ours = Pipeline.from_pretrained(path, device="cpu", dtype="fp32", loras=[f"{lora}:{scale}"])
+    ours.progress = False
+    ref = _reference(path)
+    ref.load_lora_weights(str(lora))
+    ref.fuse_lora(lora_scale=scale)
+    args = dict(prompt="a red apple", negative_prompt="blue sky", guidance_scale=4.0, num_inference_steps=2)
+    got = _pixels(ours("a red apple", "blue sky", guidance=4.0, steps=2, width=W, height=H, seed=5))
+    _close(got, _reference_pixels(ref, 5, 1, **args))
+    plain = _pixels(_ours(path)("a red apple", "blue sky", guidance=4.0, steps=2, width=W, height=H, seed=5))
+    assert bool(np.abs(got - plain).max() == 0) is (scale == 0)  # scale 0: the base pixels exactly
