@@ -30,3 +30,26 @@ def test_generate_refuses_true_cfg_and_an_unpatchable_size_for_sd3(tiny_sd35, tm
     assert "true_cfg 2 is for guidance-distilled models" in fails(capsys, *base, "--true-cfg", 2)
     assert "not a multiple of 4" in fails(capsys, *base, "--width", 42, "--height", 32)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_kohya_style_sd3_lora_is_one_line(tiny_sd35, tmp_path, capsys):
+    """diffusers 0.42 converts no SD3 LoRA layout but its own: a kohya-style file names no layer here."""
+    import torch
+    from safetensors.torch import save_file
+
+    key = "lora_unet_joint_blocks_0_x_block_attn_qkv"
+    tensors = {f"{key}.lora_down.weight": torch.randn(2, 32), f"{key}.lora_up.weight": torch.randn(96, 2)}
+    save_file({**tensors, f"{key}.alpha": torch.tensor(2.0)}, str(tmp_path / "k.safetensors"))
+    base = [
+        "a cat",
+        "--model",
+        tiny_sd35,
+        "--steps",
+        1,
+        "--out",
+        tmp_path / "out",
+        "--lora",
+        tmp_path / "k.safetensors",
+    ]
+    assert "none of its 3 tensors name a layer of this model" in fails(capsys, *base)
+    assert not (tmp_path / "out").exists()
