@@ -29,7 +29,7 @@ from latentdiff.runtime.device import (
     wants_prepacked_weights,
 )
 from latentdiff.runtime.memory import images_at_once
-from latentdiff.runtime.placement import vae_dtype
+from latentdiff.runtime.placement import cast, vae_dtype
 from latentdiff.workflows.additions import additions, take
 from latentdiff.workflows.decode import decode_latents
 from latentdiff.workflows.image_prompt import adapters_installed
@@ -77,7 +77,7 @@ class Pipeline:
         self.device, self.dtype = device, dtype
         c.unet.to(device=device, dtype=dtype)
         for te in c.text_encoders():
-            te.to(device=device, dtype=dtype)
+            cast(te, device, dtype)  # T5 keeps its fp32 layers under fp16, as transformers loads it
         c.vae.to(device=device, dtype=vae_dtype(dtype, c.vae.config, device))
         self.threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
         if wants_channels_last(device, dtype):

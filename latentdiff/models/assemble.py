@@ -125,7 +125,19 @@ def _build(
         # Buffers that checkpoints do not store (CLIP's position_ids) need real values: build again.
         with init_empty_weights(include_buffers=False):
             module = construct(cls, config)
+    dtype = fp32_kept(cls, dtype)
     return assign(module, component_dir, allow_pickle, device, dtype, channels_last).eval().requires_grad_(False)
+
+
+def fp32_kept(cls, dtype):
+    """`dtype`, or where `cls` keeps layers in fp32 under fp16 (runtime.placement.fp32_layers: T5's
+    `wo`), a function of the tensor's name giving fp32 for those, as from_pretrained reads them."""
+    import torch
+
+    from latentdiff.runtime.placement import fp32_layers, in_layers
+
+    layers = fp32_layers(cls, dtype)
+    return (lambda name: torch.float32 if in_layers(name, layers) else dtype) if layers else dtype
 
 
 def build_on_meta(cls, config, path: Path):

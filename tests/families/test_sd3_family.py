@@ -165,3 +165,20 @@ def test_a_prompt_past_clips_window_is_cut_as_diffusers_cuts_it_and_said_so(sd3_
     err = capsys.readouterr().err
     assert "a prompt is longer than the 77 tokens CLIPTokenizer reads here; the rest is cut" in err
     assert err.count("77 tokens CLIPTokenizer") == 1  # once, not per encoder or step
+
+
+def test_t5_keeps_its_fp32_layers_in_fp16_as_transformers_loads_it(sd3_medium):
+    import torch
+    from transformers import T5EncoderModel
+
+    from latentdiff import Pipeline
+
+    # loaded in fp16 (models/assemble.py) and placed in fp16 (Pipeline.place_on): wo read as fp32 and kept so
+    ours = Pipeline.from_pretrained(sd3_medium, device="cpu", dtype="fp16").components.text_encoder_3
+    theirs = T5EncoderModel.from_pretrained(sd3_medium / "text_encoder_3", dtype=torch.float16)
+    dtypes = {name: p.dtype for name, p in theirs.named_parameters()}
+    assert {name: p.dtype for name, p in ours.named_parameters()} == dtypes
+    assert dtypes["encoder.block.0.layer.1.DenseReluDense.wo.weight"] == torch.float32  # the rest fp16
+    ids = torch.tensor([[5, 9, 14, 1]])
+    with torch.no_grad():
+        assert torch.equal(ours(ids)[0], theirs(ids)[0])
