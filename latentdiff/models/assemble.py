@@ -134,7 +134,7 @@ def fp32_kept(cls, dtype):
     `wo`), a function of the tensor's name giving fp32 for those, as from_pretrained reads them."""
     import torch
 
-    from latentdiff.runtime.placement import fp32_layers, in_layers
+    from latentdiff.runtime.placement import fp32_layers, in_layers  # imports torch, as build does
 
     layers = fp32_layers(cls, dtype)
     return (lambda name: torch.float32 if in_layers(name, layers) else dtype) if layers else dtype
