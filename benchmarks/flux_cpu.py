@@ -39,12 +39,13 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux: KiB
 
 
-def tiny(args) -> dict:
+def tiny(args, variant: str = "flux-dev") -> dict:
+    """The tests' tiny model of `variant` through latentdiff.Pipeline: median seconds per step, peak RSS."""
     from latentdiff import Pipeline
     from latentdiff.models.testing import make_tiny
 
     with tempfile.TemporaryDirectory() as d:
-        path = make_tiny(Path(d) / "flux", "flux-dev")
+        path = make_tiny(Path(d) / "model", variant)
         pipe = Pipeline.from_pretrained(path, device="cpu", dtype=args.dtype)
         pipe.progress = False
         ends = []
@@ -64,34 +65,44 @@ def reduced(args) -> dict:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     model = FluxTransformer2DModel(num_layers=1, num_single_layers=1, guidance_embeds=True).to(dtype).eval()
     blocks = {"double": model.transformer_blocks[0], "single": model.single_transformer_blocks[0]}
+    side = args.size // 8  # the released VAE's factor
+    x = torch.randn(1, 16, side, side, dtype=dtype)
+    context = FluxContext(torch.randn(1, 512, 4096, dtype=dtype), torch.randn(1, 768, dtype=dtype))
+    call, t = FluxCall(model, 3.5), torch.tensor(500.0)
+    timed = scaled_to_release(model, blocks, RELEASED, lambda: call(x, t, Inputs(context)), args.steps, dtype)
+    return {"tokens": (side // 2) ** 2 + 512, **timed}
+
+
+def _median(values: list) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def scaled_to_release(model, blocks: dict, counts: dict, run, steps: int, dtype) -> dict:
+    """Time `run()` (one call of `model`) steps + 1 times, the first a warm-up, with forward hooks
+    timing each of `blocks` (name -> block); then estimate a step and the weights of the released
+    model from the blocks' times and sizes times their released `counts` (name -> how many), plus
+    what lies outside the blocks."""
     times = {k: [] for k in blocks}
     for name, block in blocks.items():
         block.register_forward_pre_hook(lambda m, a, n=name: times[n].append(-time.perf_counter()))
         block.register_forward_hook(
             lambda m, a, o, n=name: times[n].__setitem__(-1, times[n][-1] + time.perf_counter())
         )
-    side = args.size // 8  # the released VAE's factor
-    x = torch.randn(1, 16, side, side, dtype=dtype)
-    context = FluxContext(torch.randn(1, 512, 4096, dtype=dtype), torch.randn(1, 768, dtype=dtype))
-    call, t = FluxCall(model, 3.5), torch.tensor(500.0)
-    steps = []
+    durations = []
     with torch.no_grad():
-        for _ in range(args.steps + 1):  # the first call warms up
+        for _ in range(steps + 1):
             start = time.perf_counter()
-            call(x, t, Inputs(context))
-            steps.append(time.perf_counter() - start)
-    med = {k: sorted(v[1:])[len(v[1:]) // 2] for k, v in times.items()}
-    step = sorted(steps[1:])[len(steps[1:]) // 2]
-    rest = step - med["double"] - med["single"]
+            run()
+            durations.append(time.perf_counter() - start)
+    med = {k: _median(v[1:]) for k, v in times.items()}
+    step = _median(durations[1:])
     params = {k: sum(p.numel() for p in b.parameters()) for k, b in blocks.items()}
     other = sum(p.numel() for p in model.parameters()) - sum(params.values())
-    released_params = RELEASED["double"] * params["double"] + RELEASED["single"] * params["single"] + other
+    released_params = sum(counts[k] * params[k] for k in counts) + other
     return {
-        "tokens": (side // 2) ** 2 + 512,
         "s_per_step": step,
-        "s_double_block": med["double"],
-        "s_single_block": med["single"],
-        "estimated_released_s_per_step": RELEASED["double"] * med["double"] + RELEASED["single"] * med["single"] + rest,
+        **{f"s_{k}_block": v for k, v in med.items()},
+        "estimated_released_s_per_step": sum(counts[k] * med[k] for k in counts) + step - sum(med.values()),
         "released_transformer_params_billion": released_params / 1e9,
         "released_weights_gib": released_params * dtype.itemsize / GIB,
         "peak_rss_gib": peak_rss_gib(),
@@ -106,18 +117,13 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args()
     args.size = args.size or (64 if args.case == "tiny" else 512)
-    out = (tiny if args.case == "tiny" else reduced)(args)
-    load = os.getloadavg()[0]
-    print(
-        {
-            "case": args.case,
-            "size": args.size,
-            "dtype": args.dtype,
-            "threads": torch.get_num_threads(),
-            "load": load,
-            **out,
-        }
-    )
+    report(args, (tiny if args.case == "tiny" else reduced)(args))
+
+
+def report(args, out: dict, **case) -> None:
+    """One line: the case, its settings, the threads and load average the timings ran under, `out`."""
+    settings = {"case": args.case, **case, "size": args.size, "dtype": args.dtype}
+    print({**settings, "threads": torch.get_num_threads(), "load": os.getloadavg()[0], **out})
 
 
 if __name__ == "__main__":

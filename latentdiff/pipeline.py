@@ -10,7 +10,7 @@ import torch
 
 import latentdiff.config.params as params
 from latentdiff.config.api_compat import call_arguments, move
-from latentdiff.config.request import Request, resolve
+from latentdiff.config.request import Request, model_defaults, resolve
 from latentdiff.errors import UsageError
 from latentdiff.families.registry import family_of
 from latentdiff.formats.addons import AddOns
@@ -29,8 +29,7 @@ from latentdiff.runtime.device import (
     wants_prepacked_weights,
 )
 from latentdiff.runtime.memory import images_at_once
-from latentdiff.runtime.placement import vae_dtype
-from latentdiff.sampling.sampler_table import OPTIONS
+from latentdiff.runtime.placement import cast, vae_dtype
 from latentdiff.workflows.additions import a1111_noise, additions, take
 from latentdiff.workflows.decode import decode_latents
 from latentdiff.workflows.image_prompt import adapters_installed
@@ -78,7 +77,7 @@ class Pipeline:
         self.device, self.dtype = device, dtype
         c.unet.to(device=device, dtype=dtype)
         for te in c.text_encoders():
-            te.to(device=device, dtype=dtype)
+            cast(te, device, dtype)  # T5 keeps its fp32 layers under fp16, as transformers loads it
         c.vae.to(device=device, dtype=vae_dtype(dtype, c.vae.config, device))
         self.threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
         if wants_channels_last(device, dtype):
@@ -162,10 +161,7 @@ class Pipeline:
         return self._model_hash
 
     def defaults(self) -> dict:
-        d = {**self.family.defaults(self.components), **self.components.defaults}
-        steps, guidance = d.get("steps", params.FALLBACK_STEPS), d.get("guidance", params.FALLBACK_GUIDANCE)
-        sampling = {k: d[k] for k in ("scheduler", *OPTIONS) if d.get(k) is not None}  # few_step.py's keys
-        return {"steps": int(steps), "guidance": float(guidance), **sampling}
+        return model_defaults(self.family.defaults(self.components), self.components.defaults)
 
     # ---- generation ---------------------------------------------------------------------
     def __call__(self, prompt, *args, **kwargs) -> list:

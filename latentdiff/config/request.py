@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import latentdiff.config.params as params
+from latentdiff.sampling.sampler_table import OPTIONS
 from latentdiff.sampling.schedulers import default_steps
 
 if TYPE_CHECKING:  # annotations only: the workflows import PIL and numpy
@@ -67,6 +68,15 @@ class Request:
         """(prompt, seed) of every image in order: each prompt `num_images` times, the seeds counting up."""
         texts = [t for t in self.prompts for _ in range(self.num_images)]
         return [(text, self.seed + k) for k, text in enumerate(texts)]
+
+
+def model_defaults(family: dict, recorded: dict) -> dict:
+    """The settings a call leaves out: the family's, then the model's latentdiff.json (steps, guidance
+    and a recorded sampler with its options, sampling/few_step.py), else the fallbacks."""
+    d = {**family, **recorded}
+    steps, guidance = d.get("steps", params.FALLBACK_STEPS), d.get("guidance", params.FALLBACK_GUIDANCE)
+    sampling = {k: d[k] for k in ("scheduler", *OPTIONS) if d.get(k) is not None}
+    return {"steps": int(steps), "guidance": float(guidance), **sampling}
 
 
 def resolve(pipe, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> Request:

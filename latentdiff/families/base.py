@@ -1,13 +1,13 @@
 """The family interface: everything that differs between model families, asked of one object.
 
-A family (SD 1/2, SDXL, the x4 upscaler; Flux.1, a transformer) answers how to tell its
+A family (SD 1/2, SDXL, the x4 upscaler; the transformers Flux.1 and SD 3/3.5) answers how to tell its
 models from their configs, which released configs a single file of it needs, how a prompt
 becomes its conditioning, how its network is called (the Denoiser of sampling/model_call.py),
 and how to build a tiny seeded model of it for tests. Adding a family is a module with a
 subclass of `Family` and a row in registry.py; nothing outside families/ tests for one.
 
 `components` below is the loaded model (models.components.Components or anything with the same
-fields: unet, vae, text_encoder[_2], tokenizer[_2], scheduler_config, index, upscaler).
+fields: unet, vae, text_encoder[_2|_3], tokenizer[_2|_3], scheduler_config, index, upscaler).
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from latentdiff.errors import UsageError
-from latentdiff.families.base import Family
+from latentdiff.families.flow import FlowMatching, calculate_shift
 from latentdiff.families.flux_tiny import flux_index, tiny_flux
+from latentdiff.runtime.device import notice
 from latentdiff.sampling.model_call import Inputs
 
 # diffusers' FluxPipeline: its default T5 length and the sample size its default image has.
@@ -60,6 +61,11 @@ class FluxConditioning:
         return 1
 
     def _ids(self, tokenizer, texts: list[str], length: int, device) -> torch.Tensor:
+        """`texts` as `length` token ids each, cut where longer (as diffusers cuts them), saying so once."""
+        if any(len(ids) > length for ids in tokenizer(texts).input_ids):
+            notice(
+                f"a prompt is longer than the {length} tokens {type(tokenizer).__name__} reads here; the rest is cut"
+            )
         out = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
         return out.input_ids.to(device)
 
@@ -133,16 +139,7 @@ class FluxCall:
         return unpack(out, h, w)
 
 
-def calculate_shift(seq_len: int, config) -> float:
-    """The schedule's shift mu for `seq_len` image tokens: linear from base_shift at
-    base_image_seq_len to max_shift at max_image_seq_len (diffusers' calculate_shift)."""
-    base, most = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
-    lo, hi = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
-    m = (hi - lo) / (most - base)
-    return seq_len * m + (lo - m * base)
-
-
-class Flux(Family):
+class Flux(FlowMatching):
     name, label = "flux", "Flux.1"
     variants = ("flux-dev", "flux-schnell")
 
@@ -174,22 +171,11 @@ class Flux(Family):
         else:
             scheduler.set_timesteps(sigmas=sigmas, mu=mu)
 
-    def check_scheduler(self, name: str | None) -> None:
-        if name is not None:
-            raise UsageError(
-                f"Flux samples with its own flow-matching Euler scheduler; scheduler {name!r} is for "
-                "the UNet families (leave the scheduler unset)"
-            )
-
     def defaults(self, components) -> dict:
         """FluxPipeline's defaults (28 steps, guidance 3.5); schnell is distilled for 4 steps, without guidance (diffusers' example: 0)."""
         return (
             {"steps": 28, "guidance": 3.5} if components.unet.config.guidance_embeds else {"steps": 4, "guidance": 0.0}
         )
-
-    def strength_steps(self, steps: int, strength: float) -> int:
-        """FluxImg2ImgPipeline's count: the steps after int(steps - steps * strength), in floats."""
-        return steps - int(max(steps - min(steps * strength, steps), 0))
 
     def size_step(self, components, factor: int) -> int:
         return 2 * factor  # 2x2 latent patches

@@ -71,11 +71,49 @@ def t5_tokenizer(texts: list[str], vocab_size: int = 120):
     return T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0)
 
 
+def tiny_vae(factors: dict):
+    """A tiny 16-channel AutoencoderKL (factor 2) with a transformer family's shift and scaling `factors`."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        latent_channels=16,
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8,
+        layers_per_block=1,
+        sample_size=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        **factors,
+    ).eval()
+
+
+def tiny_t5(tokenizer, d_model: int = 32):
+    """A tiny two-layer T5 encoder (gated GELU, as T5 v1.1) for `tokenizer`, `d_model` wide."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return T5EncoderModel(config).eval()
+
+
 def tiny_flux(variant: str = "flux-dev", seed: int = 0) -> dict:
     """Seeded tiny modules of `variant` (flux-dev: with the guidance embedding; flux-schnell without):
     the fields of models.components.Components, the transformer in `unet` (the denoiser's slot)."""
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from diffusers import FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     clip_tok = build_tokenizer(WORDS, 200, 77)
     t5_tok = t5_tokenizer(WORDS)
@@ -92,41 +130,15 @@ def tiny_flux(variant: str = "flux-dev", seed: int = 0) -> dict:
         guidance_embeds=variant == "flux-dev",
         axes_dims_rope=(4, 6, 6),
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=16,
-        block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=8,
-        layers_per_block=1,
-        sample_size=32,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        **FLUX_VAE,
-    )
+    vae = tiny_vae(FLUX_VAE)
     clip = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, projection_dim=32)
     text_encoder = CLIPTextModel(CLIPTextConfig(**clip_text_config(clip, clip_tok)))
-    t5 = T5Config(
-        vocab_size=len(t5_tok),
-        d_model=32,
-        d_kv=8,
-        d_ff=37,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        feed_forward_proj="gated-gelu",
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
     return dict(
         unet=transformer.eval(),
         vae=vae.eval(),
         text_encoder=text_encoder.eval(),
         tokenizer=clip_tok,
-        text_encoder_2=T5EncoderModel(t5).eval(),
+        text_encoder_2=tiny_t5(t5_tok),
         tokenizer_2=t5_tok,
         scheduler_config={"_class_name": "FlowMatchEulerDiscreteScheduler", **SCHEDULERS[variant]},
     )

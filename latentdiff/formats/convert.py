@@ -8,6 +8,7 @@ from pathlib import Path
 import latentdiff.models.assemble as assemble
 import latentdiff.models.hub as hub
 from latentdiff.errors import ModelError, UsageError
+from latentdiff.families.registry import family_of_folder
 from latentdiff.formats.ldm_keys import layout_problem
 from latentdiff.formats.lora_merge import lora_base
 from latentdiff.formats.preflight import shown_path
@@ -52,8 +53,9 @@ def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> P
 
 
 def _check_layout(folder: Path) -> None:
-    if denoiser_folder(read_index(folder), folder) != "unet":  # Flux's single files are a later step
-        raise ModelError(f"{folder} is a Flux.1 model: convert writes SD and SDXL single files only; {USE_FOLDER}")
+    if denoiser_folder(read_index(folder), folder) != "unet":  # transformers' single files are a later step
+        label = family_of_folder(folder).label
+        raise ModelError(f"{folder} holds {label}: convert writes SD and SDXL single files only; {USE_FOLDER}")
     problem = _layout_problem(folder)
     if problem:
         raise ModelError(

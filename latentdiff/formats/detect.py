@@ -66,7 +66,41 @@ def detect(shapes: dict, where) -> Detected:
         if in_channels not in (4, 9):
             raise ModelError(f"{where} is a UNet with {in_channels} input channels; supported: {SUPPORTED}")
         return Detected(family, in_channels)
+    if any("joint_blocks." in k for k in names):
+        raise ModelError(sd3_refusal(names, where))
     raise ModelError(f"{where} is {describe(names)}, not a model this can generate with; supported: {SUPPORTED}")
+
+
+# The parts an SD3 single file (Stability's and ComfyUI's layout) may hold beside the MMDiT's joint blocks.
+SD3_PARTS = {
+    "CLIP-L": "text_encoders.clip_l.",
+    "CLIP-G": "text_encoders.clip_g.",
+    "T5": "text_encoders.t5xxl.",
+    "VAE": "first_stage_model.",
+}
+
+
+def sd3_name(names: list[str]) -> str:
+    """Which SD3 a file's transformer is, from its blocks: SD 3.5 medium's dual attention (attn2),
+    SD 3.5's query-key norm (ln_q) over 38 blocks (large) or none over 24 (SD 3 medium)."""
+    blocks = len({k.split("joint_blocks.")[1].split(".")[0] for k in names if "joint_blocks." in k})
+    if any("x_block.attn2." in k for k in names):
+        return "SD 3.5 medium"
+    qk_norm = any(".ln_q." in k for k in names)
+    return {(True, 38): "SD 3.5 large", (False, 24): "SD 3 medium"}.get((qk_norm, blocks), "SD 3/3.5")
+
+
+def sd3_refusal(names: list[str], where) -> str:
+    """One line for an SD3 single file: what it holds, what it lacks, and the folder to use instead."""
+    has = [part for part, prefix in SD3_PARTS.items() if any(k.startswith(prefix) for k in names)]
+    lacks = [part for part in ("CLIP-L", "CLIP-G", "VAE") if part not in has]
+    held = f"an {sd3_name(names)} transformer" + (f" with {', '.join(has)}" if has else " alone")
+    missing = f" (it lacks {', '.join(lacks)}; T5 is optional)" if lacks else ""
+    return (
+        f"{where} is {held}{missing}: SD3 single files are not loaded yet; use the model's diffusers folder "
+        "(--model DIR with transformer/, text_encoder/, text_encoder_2/, vae/ and optionally text_encoder_3/, "
+        f"as stabilityai/stable-diffusion-3.5-medium ships it); supported: {SUPPORTED}"
+    )
 
 
 def describe(names: list[str]) -> str:

@@ -21,7 +21,7 @@ from latentdiff.formats.lora_merge import lora_base
 from latentdiff.models.configs import ModelFacts
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".gguf")
-LOADED_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+LOADED_PARTS = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 # A request over this multiple of the trained image area gets a note: models repeat and tile their
 # subjects there (SD 1.5 at 768x768, the 64 px emoji model at 128 px).
 AREA_NOTE_RATIO = 2.0

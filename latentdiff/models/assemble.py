@@ -12,10 +12,9 @@ import warnings
 from pathlib import Path
 
 from latentdiff.errors import ModelError
-from latentdiff.models.checks import guarded
+from latentdiff.models.checks import diffusers_class, guarded
 from latentdiff.models.components import Components
 from latentdiff.models.configs import (
-    DENOISERS,
     INDEX_OPTIONS,
     TEXT_PARTS,
     TOKENIZER_CLASSES,
@@ -64,7 +63,7 @@ def build(
     path = cfgs.path
     load = dict(allow_pickle=allow_pickle, device=device)
     unet = _build(
-        getattr(diffusers, DENOISERS[cfgs.denoiser]),
+        getattr(diffusers, diffusers_class(cfgs.unet, cfgs.denoiser)),
         cfgs.unet,
         path / cfgs.denoiser,
         cfgs.values["unet"],
@@ -96,6 +95,8 @@ def build(
         tokenizer=text.get("tokenizer"),
         text_encoder_2=text.get("text_encoder_2"),
         tokenizer_2=text.get("tokenizer_2"),
+        text_encoder_3=text.get("text_encoder_3"),
+        tokenizer_3=text.get("tokenizer_3"),
         scheduler_config=cfgs.scheduler,
         defaults=cfgs.defaults,
         index={k: cfgs.index[k] for k in INDEX_OPTIONS if k in cfgs.index},
@@ -124,7 +125,19 @@ def _build(
         # Buffers that checkpoints do not store (CLIP's position_ids) need real values: build again.
         with init_empty_weights(include_buffers=False):
             module = construct(cls, config)
+    dtype = fp32_kept(cls, dtype)
     return assign(module, component_dir, allow_pickle, device, dtype, channels_last).eval().requires_grad_(False)
+
+
+def fp32_kept(cls, dtype):
+    """`dtype`, or where `cls` keeps layers in fp32 under fp16 (runtime.placement.fp32_layers: T5's
+    `wo`), a function of the tensor's name giving fp32 for those, as from_pretrained reads them."""
+    import torch
+
+    from latentdiff.runtime.placement import fp32_layers, in_layers  # imports torch, as build does
+
+    layers = fp32_layers(cls, dtype)
+    return (lambda name: torch.float32 if in_layers(name, layers) else dtype) if layers else dtype
 
 
 def build_on_meta(cls, config, path: Path):

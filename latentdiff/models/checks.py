@@ -107,6 +107,21 @@ def init_defaults(cls) -> dict:
 
 
 DIFFUSERS_CLASSES = {"unet": "UNet2DConditionModel", "transformer": "FluxTransformer2DModel", "vae": "AutoencoderKL"}
+# The transformers a `transformer` folder may hold, as its config's _class_name names them (Flux's where it names none).
+TRANSFORMER_CLASSES = ("FluxTransformer2DModel", "SD3Transformer2DModel")
+
+
+def diffusers_class(config: dict, what: str, path: Path | None = None) -> str:
+    """The diffusers class of component `what` (unet, transformer, vae) with this config."""
+    named = config.get("_class_name")
+    if what != "transformer" or named is None:
+        return DIFFUSERS_CLASSES[what]
+    if named not in TRANSFORMER_CLASSES:
+        raise ModelError(
+            f"{path or what}: transformer class {_shown(named)} is not supported "
+            f"(supported: {', '.join(TRANSFORMER_CLASSES)})"
+        )
+    return named
 
 
 def check_diffusers_config(config: dict, what: str, path: Path) -> dict:
@@ -115,7 +130,9 @@ def check_diffusers_config(config: dict, what: str, path: Path) -> dict:
     import diffusers
 
     check_config_numbers(config, path)
-    check_numbers_where_numbers(config, init_defaults(getattr(diffusers, DIFFUSERS_CLASSES[what])), path, True)
+    check_numbers_where_numbers(
+        config, init_defaults(getattr(diffusers, diffusers_class(config, what, path))), path, True
+    )
     shift = config.get("shift_factor")  # null in diffusers' defaults, so not typed above (Flux's VAE sets it)
     if what == "vae" and shift is not None and (isinstance(shift, bool) or not isinstance(shift, (int, float))):
         raise ModelError(f"{path}: shift_factor must be a number or null, got {_shown(shift)}")

@@ -40,13 +40,15 @@ class Components:
     defaults: dict
     text_encoder_2: Any = None  # SDXL's CLIPTextModelWithProjection, Flux's T5EncoderModel
     tokenizer_2: Any = None
+    text_encoder_3: Any = None  # SD3's T5EncoderModel (None: an SD3 without T5)
+    tokenizer_3: Any = None
     index: dict = field(default_factory=dict)  # INDEX_OPTIONS found in model_index.json
     # A diffusion upscaler's parts beside the UNet (StableDiffusionUpscalePipeline layout):
     # {"low_res_scheduler": config, "max_noise_level": int}; {} for other models.
     upscaler: dict = field(default_factory=dict)
 
     def text_encoders(self) -> list:
-        return [m for m in (self.text_encoder, self.text_encoder_2) if m is not None]
+        return [m for m in (self.text_encoder, self.text_encoder_2, self.text_encoder_3) if m is not None]
 
 
 def save_components(c: Components, out: Path, scheduler_class: str, extra_defaults: dict | None = None):

@@ -24,13 +24,20 @@ from latentdiff.models.files import confined, is_present, read_json_object
 from latentdiff.models.weights import stored_values
 from latentdiff.runtime.reading import read_json
 
-SUPPORTED = "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell)"
-# (encoder, tokenizer) folder pairs; SDXL has both, its refiner only the second.
-TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
+SUPPORTED = (
+    "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell), "
+    "SD 3 medium, SD 3.5 (medium, large)"
+)
+# (encoder, tokenizer) folder pairs; SDXL has the first two, its refiner only the second, SD3 all three.
+TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
+# The encoder class of each slot where an old model_index.json names none.
+TEXT_DEFAULTS = {
+    "text_encoder": "CLIPTextModel",
+    "text_encoder_2": "CLIPTextModelWithProjection",
+    "text_encoder_3": "T5EncoderModel",
+}
 TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
 TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast", "T5TokenizerFast")
-# The denoiser's folder and class: a UNet, or a transformer (Flux). Components.unet holds either.
-DENOISERS = {"unet": "UNet2DConditionModel", "transformer": "FluxTransformer2DModel"}
 # Pipeline-level options of model_index.json that change how prompts are conditioned.
 INDEX_OPTIONS = ("force_zeros_for_empty_prompt", "requires_aesthetics_score")
 DEFAULTS_FILE = "latentdiff.json"  # our recommended settings; diffusers ignores the file
@@ -51,7 +58,7 @@ class ModelConfigs:
     upscaler: dict  # Components.upscaler
     values: dict = field(default_factory=dict)  # component -> weights.stored_values(): (count, exact)
     unet_params: int | None = None  # the UNet's weight count from its safetensors headers; None for pickle
-    denoiser: str = "unet"  # the denoiser's folder (DENOISERS)
+    denoiser: str = "unet"  # the denoiser's folder: unet, or transformer (checks.diffusers_class)
 
 
 def read_configs(path: Path, defaults_from: Path | None = None) -> ModelConfigs:
@@ -145,6 +152,9 @@ def describe_folder(path: Path) -> str | None:
                 "StableDiffusionUpscale",
                 "FluxPipeline",
                 "FluxImg2ImgPipeline",
+                "StableDiffusion3Pipeline",
+                "StableDiffusion3Img2ImgPipeline",
+                "StableDiffusion3InpaintPipeline",
             )
         )
         return None if sd or not cls else f"a {cls} model"
@@ -184,7 +194,7 @@ def text_encoder_class(index: dict, path: Path, name: str) -> str | None:
     if isinstance(entry, list) and len(entry) == 2:
         cls_name = entry[1]
     elif name == "text_encoder" or (path / name).is_dir():
-        cls_name = "CLIPTextModel" if name == "text_encoder" else "CLIPTextModelWithProjection"
+        cls_name = TEXT_DEFAULTS[name]
     else:
         return None
     if cls_name is not None and cls_name not in TEXT_CLASSES:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from latentdiff.models.weights import SAFETENSORS, find_weight_files, sniff_format
 
-WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+WEIGHTED_COMPONENTS = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 _CACHE = Path(os.environ.get("LATENTDIFF_CACHE", Path.home() / ".cache" / "latentdiff")) / "hashes.json"
 
 

@@ -81,8 +81,8 @@ def load_state_dict(
     path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None, channels_last: bool = False
 ) -> dict:
     """Read one weights file into a state dict, enforcing the safetensors-only policy.
-    With `dtype`, floating tensors are cast one at a time as they are read; `channels_last`
-    stores 4-D (convolution) weights in that layout in the same pass."""
+    With `dtype` (or `dtype(name)`, a dtype per tensor), floating tensors are cast one at a time as
+    they are read; `channels_last` stores 4-D (convolution) weights in that layout in the same pass."""
     if not is_present(path, "weights file"):
         raise ModelError(f"weights file {path} is missing")
     if path.stat().st_size == 0:
@@ -98,8 +98,12 @@ def load_state_dict(
                 f"convert it to safetensors, or pass {PICKLE_FLAG} if you trust its source"
             )
         sd = _load_pickle(path, device)
-        return {k: _cast(v, dtype, channels_last) for k, v in sd.items()}
+        return {k: _cast(v, _dtype_of(dtype, k), channels_last) for k, v in sd.items()}
     raise ModelError(f"weights file {path} is neither safetensors nor a torch checkpoint (corrupt?)")
+
+
+def _dtype_of(dtype, name: str):
+    return dtype(name) if callable(dtype) else dtype
 
 
 def _cast(t, dtype, channels_last: bool = False):
@@ -120,7 +124,7 @@ def _load_safetensors(path: Path, device: str, dtype=None, channels_last: bool =
         # Straight onto `device`; each tensor is cast before the next is read, so a bf16 load of
         # an fp32 file peaks at the bf16 size plus one tensor, not at the fp32 size.
         with safe_open(str(path), framework="pt", device=device) as f:
-            return {k: _cast(f.get_tensor(k), dtype, channels_last) for k in f.keys()}
+            return {k: _cast(f.get_tensor(k), _dtype_of(dtype, k), channels_last) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ModelError(f"weights file {path} is truncated or corrupt: {e}") from None
 

@@ -46,3 +46,28 @@ def vae_dtype(dtype, vae_config, device=None):
     upcast = dtype == torch.float16 and vae_config.get("force_upcast", False)
     on_cuda = device is not None and torch.device(device).type == "cuda"
     return torch.float32 if upcast and not on_cuda else dtype
+
+
+def fp32_layers(cls, dtype) -> tuple:
+    """The layer names `cls` keeps in fp32 when it runs in fp16 (transformers' `_keep_in_fp32_modules`:
+    T5's feed-forward output `wo`, which overflows fp16), as its from_pretrained keeps them; else ()."""
+    return tuple(getattr(cls, "_keep_in_fp32_modules", None) or ()) if dtype == torch.float16 else ()
+
+
+def in_layers(name: str, layers: tuple) -> bool:
+    """Whether the parameter or module `name` (dotted) lies in one of `layers`."""
+    return any(part in layers for part in name.split("."))
+
+
+def cast(module, device, dtype):
+    """`module.to(device, dtype)`, but the layers it keeps in fp32 under fp16 (fp32_layers) stay fp32."""
+    layers = fp32_layers(type(module), dtype)
+    if not layers:
+        return module.to(device=device, dtype=dtype)
+    module.to(device=device)
+    for name, sub in module.named_modules():
+        target = torch.float32 if in_layers(name, layers) else dtype
+        for t in (*sub.parameters(recurse=False), *sub.buffers(recurse=False)):
+            if t.is_floating_point():
+                t.data = t.data.to(target)
+    return module

@@ -121,6 +121,6 @@ def test_flux_infotext_is_forges_and_reads_back():
 def test_convert_refuses_a_flux_folder_in_one_line(flux_schnell, tmp_path):
     from latentdiff.formats.convert import convert
 
-    with pytest.raises(ModelError, match="is a Flux.1 model: convert writes SD and SDXL single files only"):
+    with pytest.raises(ModelError, match="holds Flux.1: convert writes SD and SDXL single files only"):
         convert(flux_schnell, tmp_path / "flux.safetensors")
     assert not any(tmp_path.iterdir())

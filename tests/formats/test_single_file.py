@@ -231,7 +231,10 @@ def _file(tmp_path, keys):
 @pytest.mark.parametrize(
     "keys, what",
     [
-        (["model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight"], "Stable Diffusion 3"),
+        (
+            ["model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight"],
+            "SD 3/3.5 transformer alone (it lacks CLIP-L, CLIP-G, VAE",
+        ),
         (["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"], "Flux"),
         (["control_model.input_hint_block.0.weight"], "ControlNet"),
         (["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"], "LoRA"),
@@ -259,7 +262,7 @@ def test_broken_files_are_one_line(tmp_path, content):
     "index, what",
     [
         ({"model_index.json": {"_class_name": "QwenImagePipeline"}}, "QwenImagePipeline"),
-        ({"model_index.json": {"_class_name": "StableDiffusion3Pipeline"}}, "StableDiffusion3Pipeline"),
+        ({"model_index.json": {"_class_name": "PixArtSigmaPipeline"}}, "PixArtSigmaPipeline"),
         ({"config.json": {"_class_name": "ControlNetModel"}}, "ControlNetModel"),
     ],
 )

@@ -139,8 +139,14 @@ def _damage(path: Path, how: str, data) -> bool:
 def test_fuzz_model_files_special_truncated_oversized_deep_and_mistyped(tiny_sd1, data, file, how):
     if how in ("deep", "type") and not file.endswith(".json") or file.startswith("tokenizer") and how == "type":
         how = "truncated"
+    generate_from_damaged(tiny_sd1, data, file, how)
+
+
+def generate_from_damaged(model_dir: Path, data, file: str, how: str) -> None:
+    """`generate` from a copy of `model_dir` whose `file` is damaged as `how` says (or given a wrong
+    type for one key): images or one line, and an exit code that is not 0 where it must be refused."""
     with tempfile.TemporaryDirectory() as tmp:
-        model = copy_model(tiny_sd1, Path(tmp) / "m")
+        model = copy_model(model_dir, Path(tmp) / "m")
         path = model / file
         refused = False
         if how == "type":

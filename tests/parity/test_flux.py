@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from flow_parity import close as _close
+from flow_parity import ours as _ours
+from flow_parity import pixels as _pixels
+from flow_parity import reference, reference_pixels
 from PIL import Image
 
 W, H = 48, 32  # width != height: the packing and the position ids must not transpose
@@ -19,36 +22,12 @@ def flux_models(tmp_path_factory):
     return {v: make_tiny(root / v, f"flux-{v}", seed=i) for i, v in enumerate(("dev", "schnell"))}
 
 
-def _ours(path):
-    from latentdiff import Pipeline
-
-    pipe = Pipeline.from_pretrained(path, device="cpu", dtype="fp32")
-    pipe.progress = False
-    return pipe
-
-
 def _reference(path, cls_name="FluxPipeline"):
-    import diffusers
-
-    pipe = getattr(diffusers, cls_name).from_pretrained(path, dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _pixels(images) -> np.ndarray:
-    return np.stack([np.asarray(i, dtype=np.float32) for i in images])
+    return reference(path, cls_name)
 
 
 def _reference_pixels(pipe, seed: int, n: int, **kwargs) -> np.ndarray:
-    gens = [torch.Generator("cpu").manual_seed(seed + k) for k in range(n)]
-    out = pipe(num_images_per_prompt=n, generator=gens, width=W, height=H, output_type="np", **kwargs).images
-    return np.round(out * 255)
-
-
-def _close(ours: np.ndarray, ref: np.ndarray) -> None:
-    assert ours.shape == ref.shape
-    assert ref.std() > 5  # a real picture, not a flat one that would match anything
-    assert np.abs(ours - ref).max() <= 1
+    return reference_pixels(pipe, seed, n, (W, H), **kwargs)
 
 
 @pytest.mark.parametrize("variant", ["dev", "schnell"])
