@@ -51,10 +51,6 @@ def _empty(v, body) -> bool:
     return not v
 
 
-def _not_positive(v, body) -> bool:
-    return v is None or (not isinstance(v, bool) and v <= 0)
-
-
 def _same_or_none(name: str, *same) -> Callable:
     """Neutral when left out, A1111's "use the same" words, or equal to the body's own `name`."""
     return lambda v, body: is_one_of(v, (None, "", *same)) or (isinstance(v, str) and v == getattr(body, name, None))
@@ -147,25 +143,21 @@ FIELDS: dict[str, Field] = {
     "initial_noise_multiplier": Field(_R, "another initial noise multiplier", _one_of(1, None), only="img2img"),
     "latent_mask": Field(_R, "a separate latent mask", _one_of(None), only="img2img"),
     "mask_round": Field(_R, "unrounded masks", _one_of(True, None), only="img2img"),
-    # The seed options (variation seed, seed resize): refused until they land; SEED_PARAMS maps them.
-    "subseed": Field(_S, "variation seed (only read with subseed_strength)", lambda v, b: not _strength(b)),
-    "subseed_strength": Field(_S, "variation seeds", lambda v, b: not _strength(b)),
-    "seed_resize_from_h": Field(_S, "seed resize", _not_positive),
-    "seed_resize_from_w": Field(_S, "seed resize", _not_positive),
+    # The seed options (variation seed, seed resize): A1111's own path (a1111_params.seed_params).
+    "subseed": Field(_H, "variation seed (with subseed_strength; -1: random), on A1111's own path"),
+    "subseed_strength": Field(_H, "variation strength; above 0 selects A1111's own path with its GPU noise (NV)"),
+    "seed_resize_from_h": Field(_H, "seed resize height (with _w, both > 0), on A1111's own path"),
+    "seed_resize_from_w": Field(_H, "seed resize width (with _h, both > 0), on A1111's own path"),
 }
-# Our pipeline's name of each seed option, for when it takes them (None: not yet; a 400 unless neutral).
+# Our pipeline's name of each seed option (None: not taken; a 400 unless neutral). Non-neutral, they
+# select A1111's own sampling path with its default noise source, the GPU's numbers ("nv").
 SEED_PARAMS: dict[str, str | None] = {
-    "subseed": None,
-    "subseed_strength": None,
-    "seed_resize_from_h": None,
-    "seed_resize_from_w": None,
-    "eta_noise_seed_delta": None,
+    "subseed": "variation_seed",
+    "subseed_strength": "variation_strength",
+    "seed_resize_from_h": "seed_resize_from",
+    "seed_resize_from_w": "seed_resize_from",
+    "eta_noise_seed_delta": "ensd",
 }
-
-
-def _strength(body) -> bool:
-    value = (body.model_extra or {}).get("subseed_strength")
-    return not is_one_of(value, (0, None))
 
 
 @dataclass(frozen=True)
@@ -187,7 +179,7 @@ SETTINGS: dict[str, Setting] = {
     "s_noise": Setting(1.0, _H, "as the field (the setting wins where it is not 1)"),
     "sd_vae": Setting("Automatic", _R, "a separate VAE (GET /sdapi/v1/sd-vae is empty)", ("Automatic", "None", None)),
     "s_min_uncond": Setting(0.0, _R, "skipping the negative prompt below a sigma", (0, None)),
-    "eta_noise_seed_delta": Setting(0, _S, "ENSD (a seed offset of the sampler's noise)", (0, None)),
+    "eta_noise_seed_delta": Setting(0, _H, "ENSD (a seed offset of the sampler's noise), on A1111's own path"),
     "samples_format": Setting("png", _X, "images are PNG files", ("png",)),
     "sd_checkpoint_hash": Setting(None, _X, "read-only in A1111", (None,)),
 }

@@ -33,9 +33,9 @@ def info_object(job: Job, body, denoising_strength: float | None = None, inpaint
         "all_negative_prompts": [p["negative_prompt"] for p in params],
         "seed": first.get("seed", body.seed),
         "all_seeds": seeds,
-        "subseed": -1,  # variation seeds are refused until they run (a1111_fields.SEED_PARAMS)
-        "all_subseeds": [-1] * len(params),
-        "subseed_strength": 0,
+        "subseed": first.get("variation_seed", -1),  # recorded on A1111's own path (a1111_params.seed_params)
+        "all_subseeds": [p.get("variation_seed", -1) for p in params],
+        "subseed_strength": first.get("variation_strength", 0),
         "width": first.get("width", body.width),
         "height": first.get("height", body.height),
         "sampler_name": first.get("sampler", body.sampler_name or body.sampler_index),
@@ -48,8 +48,8 @@ def info_object(job: Job, body, denoising_strength: float | None = None, inpaint
         "sd_model_hash": first.get("model_hash"),
         "sd_vae_name": _model_name(first.get("vae")),
         "sd_vae_hash": None,
-        "seed_resize_from_w": -1,
-        "seed_resize_from_h": -1,
+        "seed_resize_from_w": (first.get("seed_resize_from") or (-1, -1))[0],
+        "seed_resize_from_h": (first.get("seed_resize_from") or (-1, -1))[1],
         "denoising_strength": denoising_strength,
         "extra_generation_params": extra,
         "index_of_first_image": 0,

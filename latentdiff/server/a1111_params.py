@@ -7,6 +7,7 @@ Fields left out take the model's own values where A1111's defaults are meant for
 
 from __future__ import annotations
 
+import secrets
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -67,6 +68,10 @@ class Txt2ImgRequest(BaseModel):
     hr_resize_x: whole_field(0, rules.MAX_SIDE) = 0
     hr_resize_y: whole_field(0, rules.MAX_SIDE) = 0
     denoising_strength: real(0, 1, optional=True) = None
+    subseed: whole_field(-1, rules.MAX_SEED, optional=True) = -1
+    subseed_strength: real(0, 1, optional=True) = 0
+    seed_resize_from_h: whole_field(-1, rules.MAX_SIDE, optional=True) = -1
+    seed_resize_from_w: whole_field(-1, rules.MAX_SIDE, optional=True) = -1
 
     route: ClassVar[str] = "txt2img"
 
@@ -152,6 +157,8 @@ def _setting_value(where: str, key: str, value):
         return value
     if key == "CLIP_stop_at_last_layers":
         return rules.whole(label, key, value, 1, rules.MAX_CLIP_SKIP)
+    if key == "eta_noise_seed_delta":  # A1111's ENSD: a seed offset
+        return rules.whole(label, key, value, 0, rules.MAX_SEED)
     option = {"eta_ddim": "eta", "eta_ancestral": "eta"}.get(key, key)
     return rules.real(label, key, value, 0, OPTION_BOUNDS[option])
 
@@ -219,12 +226,22 @@ def title_name(title) -> str:
 
 
 def seed_params(body: Txt2ImgRequest, values: dict) -> dict:
-    """The seed options (a1111_fields.SEED_PARAMS), the one place that switches them on: where it
-    names our pipeline's parameter, the value goes to it (and is no longer checked for neutrality);
-    where it names none (all, for now), refuse_unhonoured and check_settings refuse it unless neutral.
-    (info_object's subseed keys then read the image's record.)"""
-    extra = {**(body.model_extra or {}), "eta_noise_seed_delta": values.get("eta_noise_seed_delta")}
-    return {ours: extra[k] for k, ours in SEED_PARAMS.items() if ours and extra.get(k) is not None}
+    """The seed options (a1111_fields.SEED_PARAMS) as our noise keywords: a subseed strength above 0
+    (subseed -1: a random one, as A1111), seed_resize_from_w/h both above 0, ENSD (the setting) other
+    than 0. Any of them selects A1111's own path with its default noise source, the GPU's numbers."""
+    out = {}
+    if body.subseed_strength:
+        sub = body.subseed
+        out.update(
+            variation_strength=body.subseed_strength,
+            variation_seed=secrets.randbelow(2**32) if sub is None or sub < 0 else sub,
+        )
+    w, h = body.seed_resize_from_w, body.seed_resize_from_h
+    if w is not None and h is not None and w > 0 and h > 0:  # A1111 resizes only with both
+        out["seed_resize_from"] = (w, h)
+    if values.get("eta_noise_seed_delta"):
+        out["ensd"] = values["eta_noise_seed_delta"]
+    return {**out, "rng": "nv"} if out else {}
 
 
 def hires_params(body: Txt2ImgRequest) -> dict:

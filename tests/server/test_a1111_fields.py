@@ -129,8 +129,8 @@ CASES = {
     "mask_round": ("img2img", INPAINT, False),
     "subseed": ("txt2img", {"subseed_strength": 0.5}, 5),
     "subseed_strength": ("txt2img", {}, 0.5),
-    "seed_resize_from_h": ("txt2img", {}, 64),
-    "seed_resize_from_w": ("txt2img", {}, 64),
+    "seed_resize_from_h": ("txt2img", {"seed_resize_from_w": 64}, 48),  # A1111 resizes only with both
+    "seed_resize_from_w": ("txt2img", {"seed_resize_from_h": 64}, 48),
 }
 ANSWER = {"send_images", "include_init_images", "override_settings_restore_afterwards"}
 
@@ -215,7 +215,6 @@ def test_the_honoured_fields_map_as_a1111_reads_them(in_process):
     [
         ({"sampler_name": "Euler a", "eta": 0.5}, "eta=0.5: latentdiff's Euler a runs with eta 1 only"),
         ({"sampler_name": "DPM2", "s_noise": 0.5}, "s_noise=0.5: latentdiff's DPM2 runs with s_noise 1 only"),
-        ({"infotext": "x\nSteps: 3, Sampler: Euler, Seed: 1, Variation seed strength: 0.3"}, "subseed_strength"),
         ({"infotext": "x\nSteps: 3, CFG scale: many, Seed: 1"}, "infotext: CFG scale: 'many' is not a number"),
         ({"mask_blur_x": 3}, "is a field of /sdapi/v1/img2img"),
         ({"override_settings": {"CLIP_stop_at_last_layers": 0}}, "override_settings.CLIP_stop_at_last_layers"),
@@ -287,3 +286,20 @@ def test_png_info_and_info_keys(in_process):
     keys += "seed_resize_from_h denoising_strength extra_generation_params index_of_first_image infotexts "
     keys += "styles job_timestamp clip_skip is_using_inpainting_conditioning version"
     assert set(keys.split()) <= set(info) and info["is_using_inpainting_conditioning"] is False
+
+
+def test_the_seed_fields_run_a1111s_own_path_with_its_gpu_noise(in_process):
+    body = {
+        "sampler_name": "Euler a",
+        "subseed": 9,
+        "subseed_strength": 0.3,
+        "override_settings": {"eta_noise_seed_delta": 31337},
+    }
+    params = job_of(in_process, "txt2img", {**body, "seed_resize_from_w": 64, "seed_resize_from_h": 48})[0]
+    assert (params["variation_seed"], params["variation_strength"], params["ensd"]) == (9, 0.3, 31337)
+    assert params["seed_resize_from"] == (64, 48) and params["rng"] == "nv"  # A1111's default source: the GPU's numbers
+    random_sub = job_of(in_process, "txt2img", {"subseed_strength": 0.3})[0]["variation_seed"]
+    assert 0 <= random_sub < 2**32  # subseed -1 (the default): a random one, as A1111 draws it
+    assert "rng" not in job_of(in_process, "txt2img", {"subseed": 9, "seed_resize_from_w": 64})[0]  # neutral alone
+    r = in_process.client.post("/sdapi/v1/txt2img", json={"prompt": "x", "subseed_strength": 1.5})
+    assert r.status_code == 422 and "subseed_strength" in r.json()["error"]
