@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from latentdiff.config import comfy_files
 from latentdiff.config.common import check
 from latentdiff.config.control_flags import CONTROL_FLAGS, MODES, replay_specs, units
 from latentdiff.config.flags import Flag, flag, read_prompts_file
@@ -13,6 +14,8 @@ from latentdiff.config.image_flags import IMAGE_FLAGS, image_options
 from latentdiff.config.image_prompt_flags import image_prompts, replay_prompts
 from latentdiff.config.params import check_fields, flag_label, recorded_label
 from latentdiff.errors import UsageError
+from latentdiff.prompts.syntax import SYNTAXES
+from latentdiff.sampling.noise import NOISE_MODES
 from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
 
 
@@ -22,7 +25,7 @@ class GenerateConfig:
     is a flag of `generate` (config/flags.py): its docstring is the flag's help, its `flag(...)`
     metadata says what the type does not."""
 
-    choices = {"prompt_syntax": ("a1111", "plain"), "control_mode": MODES}
+    choices = {"prompt_syntax": SYNTAXES, "control_mode": MODES, "noise": NOISE_MODES}
 
     model: str | None = None
     """model directory, single-file checkpoint (.safetensors), hub id (org/name), or omit for the shipped default"""
@@ -65,7 +68,13 @@ class GenerateConfig:
     s_noise: float | None = None
     """noise scale of Euler's churn and DPM++ SDE's steps, A1111's sigma noise (default: 1)"""
     prompt_syntax: str = "a1111"
-    """a1111: (word:1.3) / (word) / [word] emphasis, \\( escapes, BREAK (default); plain: the text as written"""
+    """a1111: (word:1.3) / (word) / [word] emphasis, \\( escapes, BREAK (default); plain: the text as written;
+    comfy: ComfyUI's (word:1.3) / (word) weights"""
+    noise: str = "per_image"
+    """per_image: image k's noise from seed + k (default); comfy: ComfyUI's, one draw for the whole batch from
+    the seed, image k its row k"""
+    noise_options: dict = field(default_factory=dict, metadata=flag(own=False))
+    """From --from: the ComfyUI batch ("batch") and row ("index") an image's noise came from."""
     clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))
     """use the N-th text-encoder layer from the end, A1111 numbering: 1 = last (default: the model's, else 1)"""
     loras: list[str] = field(default_factory=list, metadata=flag("--lora", action="append", metavar="PATH[:SCALE]"))
@@ -205,6 +214,9 @@ class GenerateConfig:
             "lora_dir": params.get("lora_dir"),
             # Images from before the A1111 syntax existed were rendered with the text as written.
             "prompt_syntax": params.get("prompt_syntax", "plain"),
+            "noise": params.get("noise", "per_image"),
+            "noise_options": {"batch": params.get("noise_batch"), "index": params.get("noise_index", 0)},
+            "num_images": params.get("num_images", 1),  # a ComfyUI graph's batch
         }
         given = {k: v for k, v in overrides.items() if v is not None}
         recorded.update(_recorded_controls(params, source, given))
@@ -240,6 +252,9 @@ class GenerateConfig:
         recorded_device = None
         if values.get("from_image"):
             params = dict(recorded or {})
+            if "comfy" in params:  # a ComfyUI graph: the files it names, found from the flags
+                params = comfy_files.resolve(params, flags, f"the ComfyUI graph of {values['from_image']}")
+                flags.update({k: params[k] for k in ("model", "vae") if k in flags})
             notes = params.pop("notes", [])  # an A1111 image: what does not carry over
             recorded_device = None if values.get("dtype") else params.get("device")
             cfg = cls.from_image(

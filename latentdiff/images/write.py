@@ -14,6 +14,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from latentdiff.errors import UsageError
+from latentdiff.images.comfy_graph import params_from_comfy
 from latentdiff.images.infotext import format_infotext, params_from_a1111
 from latentdiff.images.png_text import png_text
 from latentdiff.runtime.files import write_new
@@ -45,12 +46,21 @@ def save_png(image: Image.Image, out_dir: Path, stem: str) -> Path:
 
 
 def read_params(path: str | os.PathLike) -> dict:
-    """The parameters a latentdiff PNG was made with (or those an AUTOMATIC1111 PNG records), read
-    from its text chunks alone: the pixels are not decoded, each text is at most 1 MiB
-    (images/png_text.py) and its JSON nests at most MAX_DEPTH deep."""
+    """The parameters a latentdiff PNG was made with (or those a ComfyUI or AUTOMATIC1111 PNG records),
+    read from its text chunks alone: the pixels are not decoded, each text is at most 1 MiB
+    (images/png_text.py) and its JSON nests at most MAX_DEPTH deep. A ComfyUI PNG's API graph
+    ("prompt", images/comfy_graph.py) comes before an A1111 line some of its savers add."""
     what = "--from image"
-    texts = png_text(path, (META_KEY, "parameters"), what)
-    text, foreign = texts.get(META_KEY), texts.get("parameters")
+    texts = png_text(path, (META_KEY, "parameters", "prompt", "workflow"), what)
+    text, foreign, graph = texts.get(META_KEY), texts.get("parameters"), texts.get("prompt")
+    if not text and graph:
+        where = f"{what} {path}"
+        return params_from_comfy(parse_json(graph, f"{where}: its ComfyUI graph"), f"{where} (a ComfyUI graph)")
+    if not text and not foreign and texts.get("workflow"):
+        raise UsageError(
+            f"{what} {path} holds ComfyUI's UI workflow but not its API graph (the 'prompt' text that "
+            "ComfyUI's SaveImage writes); latentdiff reads the API graph"
+        )
     if not text and foreign:
         params, notes = params_from_a1111(foreign, f"{path}")
         return {**params, "notes": notes}

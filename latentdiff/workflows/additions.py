@@ -4,7 +4,9 @@ IP-Adapter image prompts (workflows/image_prompt.py) and the sampler's schedule 
 
 from __future__ import annotations
 
+import latentdiff.config.params as params
 from latentdiff.errors import UsageError
+from latentdiff.sampling.noise import MAX_NOISE_BATCH, NOISE_MODES
 from latentdiff.sampling.schedulers import OPTIONS, check_options, check_scheduler_name, method_of
 from latentdiff.workflows.control import control_units
 from latentdiff.workflows.image_prompt import image_prompt_slots
@@ -17,6 +19,9 @@ NAMES = {
     "image_encoder": None,
     "schedule": None,
     **dict.fromkeys(OPTIONS),
+    "noise": "per_image",
+    "noise_batch": None,
+    "noise_index": 0,
 }
 
 
@@ -32,6 +37,18 @@ def additions(pipe, taken: dict, request) -> dict:
         "controls": control_units(pipe, taken["controls"], taken["control_mode"], seed=request.seed),
         "image_prompts": image_prompt_slots(pipe, taken["image_prompts"], taken["ip_adapter"], taken["image_encoder"]),
         **sampler_fields(pipe, request.scheduler, taken),
+        **noise_fields(taken),
+    }
+
+
+def noise_fields(taken: dict) -> dict:
+    """The noise mode (sampling/noise.py) and, for ComfyUI's, the batch its rows come from."""
+    api = params.api_label
+    batch = taken["noise_batch"]
+    return {
+        "noise": params.choice(api, "noise", taken["noise"], NOISE_MODES),
+        "noise_batch": None if batch is None else params.whole(api, "noise_batch", batch, 1, MAX_NOISE_BATCH),
+        "noise_index": params.whole(api, "noise_index", taken["noise_index"], 0, MAX_NOISE_BATCH - 1),
     }
 
 
