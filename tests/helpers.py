@@ -169,3 +169,29 @@ def save_tiny_controlnet(model_dir, out, seed: int = 1) -> Path:
     vae = json.loads((Path(model_dir) / "vae" / "config.json").read_text())
     tiny_controlnet(unet, 2 ** (len(vae["block_out_channels"]) - 1), seed).save_pretrained(out)
     return Path(out)
+
+
+# ComfyUI's own API example (script_examples/basic_api_example.py, its default graph), made tiny.
+COMFY_GRAPH = {
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {
+            "cfg": 8,
+            "denoise": 1,
+            "latent_image": ["5", 0],
+            "model": ["4", 0],
+            "negative": ["7", 0],
+            "positive": ["6", 0],
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "seed": 8566257,
+            "steps": 3,
+        },
+    },
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+    "5": {"class_type": "EmptyLatentImage", "inputs": {"batch_size": 2, "height": 64, "width": 64}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": "a red square"}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": "bad hands"}},
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
+}
