@@ -69,8 +69,8 @@ def resolve(params: dict, flags: dict, where: str) -> dict:
         out["vae"] = _named("vae", names["vae"], "--vae", flags.get("vae"), root, where)
     if not flags.get("loras"):
         out["loras"] = [
-            {"path": _named("loras", x["name"], "--lora-dir", flags.get("lora_dir"), root, where), "scale": x["scale"]}
+            {**x, "path": _named("loras", x["name"], "--lora-dir", flags.get("lora_dir"), root, where)}
             for x in names["loras"]
         ]
-    out["notes"] = notes
+    out["notes"] = params.get("notes", []) + notes
     return out

@@ -77,8 +77,11 @@ class GenerateConfig:
     """From --from: the ComfyUI batch ("batch") and row ("index") an image's noise came from."""
     clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))
     """use the N-th text-encoder layer from the end, A1111 numbering: 1 = last (default: the model's, else 1)"""
-    loras: list[str] = field(default_factory=list, metadata=flag("--lora", action="append", metavar="PATH[:SCALE]"))
-    """merge a LoRA (kohya/A1111, LyCORIS LoCon, diffusers, or a latentdiff LoRA run) at SCALE (default 1); repeat to stack"""
+    loras: list[str] = field(
+        default_factory=list, metadata=flag("--lora", action="append", metavar="PATH[:SCALE[:TE_SCALE]]")
+    )
+    """merge a LoRA (kohya/A1111, LyCORIS LoCon, diffusers, or a latentdiff LoRA run) at SCALE (default 1), into the
+    text encoder at TE_SCALE where given; repeat to stack"""
     embeddings: list[str] = field(
         default_factory=list, metadata=flag("--embedding", action="append", metavar="FILE[:TOKEN]")
     )
@@ -278,7 +281,8 @@ def _addon_specs(records, option: str):
     is left for the parameter check to refuse."""
     if not isinstance(records, list) or not all(isinstance(r, dict) and "path" in r and option in r for r in records):
         return records or []
-    return [f"{r['path']}:{r[option]}" for r in records]
+    te = [f":{r['te_scale']}" if r.get("te_scale") is not None else "" for r in records]  # a LoRA's own CLIP scale
+    return [f"{r['path']}:{r[option]}{t}" for r, t in zip(records, te)]
 
 
 def _recorded_controls(params: dict, source: str, given: dict) -> dict:

@@ -125,8 +125,8 @@ def _chain(g: Graph, key: str, name: str, passes: dict) -> tuple[str, list[str]]
 
 
 def _loras(g: Graph, model_chain: list[str], clip_chains: list[list[str]]) -> list[dict]:
-    """The LoRAs of the graph at one scale each (latentdiff merges a LoRA into the UNet and the text
-    encoder alike)."""
+    """The LoRAs of the graph, each with its model (UNet) and CLIP (text encoder) scale: a
+    LoraLoaderModelOnly, or a LoraLoader whose CLIP output is not used, merges into the UNet alone."""
     if len({tuple(c) for c in clip_chains}) > 1:
         g.fail("its two prompts go through different LoRA / clip-skip nodes; latentdiff encodes both alike")
     on_clip = [k for k in clip_chains[0] if g.kind(k) == "LoraLoader"]
@@ -135,12 +135,7 @@ def _loras(g: Graph, model_chain: list[str], clip_chains: list[list[str]]) -> li
         name = g.value(key, "lora_name", (str,))
         unet = g.value(key, "strength_model", (int, float))
         te = g.value(key, "strength_clip", (int, float)) if key in on_clip else 0
-        if te != unet:
-            g.fail(
-                f"{g.kind(key)} node {_short(key)} merges {name!r} at {unet} into the model and {te} into "
-                "CLIP; latentdiff merges a LoRA at one scale into both"
-            )
-        out.append({"name": name, "scale": float(unet)})
+        out.append({"name": name, "scale": float(unet), "te_scale": float(te)})
     if any(k not in model_chain for k in on_clip):
         g.fail("a LoraLoader's CLIP output is used but not its MODEL output; latentdiff merges a LoRA into both")
     return out
@@ -207,13 +202,20 @@ def params_from_comfy(graph, where: str) -> dict:
     batch = g.value(latent, "batch_size", (int,))
     if not 1 <= batch <= MAX_NOISE_BATCH:
         g.fail(f"EmptyLatentImage's batch_size is {batch}; ComfyUI takes 1 to {MAX_NOISE_BATCH}")
+    clip_skip = _clip_skip(g, chains[0])
+    notes = []
+    if clip_skip is not None and clip_skip > 1:
+        notes.append(
+            f"CLIPSetLastLayer {-clip_skip} is read as --clip-skip {clip_skip} (SD 1.x/2.x); for an SDXL "
+            f"checkpoint ComfyUI's {-clip_skip} is --clip-skip {clip_skip - 1}: pass that"
+        )
     return {
         "prompt": texts["positive"],
         "negative_prompt": texts["negative"],
         **_sampler(g, key),
         "width": g.value(latent, "width", (int,)),
         "height": g.value(latent, "height", (int,)),
-        "clip_skip": _clip_skip(g, chains[0]),
+        "clip_skip": clip_skip,
         "prompt_syntax": "comfy",
         "noise": "comfy",
         "noise_batch": batch,
@@ -224,4 +226,5 @@ def params_from_comfy(graph, where: str) -> dict:
             "vae": g.value(vae, "vae_name", (str,)) if vae != ckpt else None,
             "loras": _loras(g, model_chain, chains),
         },
+        "notes": notes,
     }

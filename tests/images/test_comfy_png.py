@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import COMFY_GRAPH as GRAPH
-from helpers import fails, generate, max_pixel_diff, meta, pixels
+from helpers import fails, generate, kohya_file, max_pixel_diff, meta, pixels
 from PIL import Image, PngImagePlugin
 
 from latentdiff.sampling.loop import make_scheduler
@@ -121,15 +121,6 @@ LORA = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 
             ),
             "cycle through LoraLoaderModelOnly node '10'",
         ),
-        (
-            changed(
-                **{
-                    "3": lambda n: with_inputs(n, model=["10", 0]),
-                    "10": with_inputs(LORA, strength_model=1.0, strength_clip=1.0),
-                }
-            ),
-            "merges 'style.safetensors' at 1.0 into the model and 0 into CLIP",
-        ),
         ({"1": "x"}, "node '1' is not a node"),
         ([1, 2], "is not a ComfyUI API graph"),
         ("[" * 100_000 + "]" * 100_000, "nests 100000 levels deep"),
@@ -207,3 +198,41 @@ def test_clip_skip_and_vae_loader(tmp_path):
     g["6"]["inputs"]["clip"] = g["7"]["inputs"]["clip"] = ["10", 0]
     params = read_params(comfy_png(tmp_path / "a.png", g))
     assert (params["clip_skip"], params["comfy"]["vae"]) == (2, "vae-ft-mse.safetensors")
+
+
+def lora_graph(model_only: bool = False):
+    """GRAPH with a LoRA between the checkpoint and the sampler (and, for LoraLoader, both prompts)."""
+    if model_only:
+        node = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["4", 0], "lora_name": "style.safetensors"}}
+        return changed(**{"3": lambda n: with_inputs(n, model=["10", 0]), "10": with_inputs(node, strength_model=0.8)})
+    g = changed(
+        **{
+            "3": lambda n: with_inputs(n, model=["10", 0]),
+            "10": with_inputs(LORA, strength_model=0.7, strength_clip=0.3),
+        }
+    )
+    g["6"]["inputs"]["clip"] = g["7"]["inputs"]["clip"] = ["10", 1]
+    g["5"]["inputs"]["batch_size"] = 1
+    return g
+
+
+def test_lora_loaders_are_the_lora_flag_with_their_two_strengths(tiny_sd1, tmp_path, capsys):
+    """A LoraLoader's model and CLIP strengths are --lora FILE:MODEL:CLIP; a LoraLoaderModelOnly merges
+    into the UNet alone (CLIP 0); the result records both and replays."""
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    kohya_file(loras / "style.safetensors")
+    common = ("--model", tiny_sd1, "--lora-dir", loras)
+    (made,) = generate(capsys, "--from", comfy_png(tmp_path / "l.png", lora_graph()), *common, "--out", tmp_path / "a")
+    flags = ("a red square", "--negative", "bad hands", "--model", tiny_sd1, "--steps", 3, "--guidance", 8)
+    flags += ("--seed", 8566257, "--scheduler", "euler_normal", "--prompt-syntax", "comfy", "--noise", "comfy")
+    (same,) = generate(capsys, *flags, "--lora", f"{loras / 'style.safetensors'}:0.7:0.3", "--out", tmp_path / "b")
+    (plain,) = generate(capsys, *flags, "--out", tmp_path / "c")
+    assert np.array_equal(pixels(made), pixels(same)) and not np.array_equal(pixels(made), pixels(plain))
+    assert [(x["scale"], x["te_scale"]) for x in meta(made)["loras"]] == [(0.7, 0.3)]
+    (again,) = generate(capsys, "--from", made, "--out", tmp_path / "d")
+    assert np.array_equal(pixels(again), pixels(made))
+    g = lora_graph(model_only=True)
+    g["5"]["inputs"]["batch_size"] = 1
+    (unet_only,) = generate(capsys, "--from", comfy_png(tmp_path / "m.png", g), *common, "--out", tmp_path / "e")
+    assert [(x["scale"], x["te_scale"]) for x in meta(unet_only)["loras"]] == [(0.8, 0.0)]
