@@ -68,7 +68,7 @@ def parse_spec(text: str, flag: str = "--lora", scale=None, te_scale=None) -> Lo
     path = text
     if scale is None:
         path, numbers = _numbers(str(text))
-        scale, te_scale = (numbers + [1.0, None])[:2] if numbers else (1.0, None)
+        scale, te_scale = (numbers + [None])[:2] if numbers else (1.0, None)
     scale = params.lora_scale(lambda name: f"{flag} {path}: the {name}", scale)
     if te_scale is not None:
         te_scale = params.lora_scale(lambda name: f"{flag} {path}: the text encoder's {name}", te_scale)

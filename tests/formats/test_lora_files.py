@@ -183,3 +183,15 @@ def test_lora_scale_is_in_the_a1111_line_and_read_back(tiny_sd1, tmp_path):
     prompt, _, fields = parse_infotext(image.info["parameters"])
     assert prompt == "a cat <lora:catstyle:1>" and fields["Model"] == tiny_sd1.name
     assert fields["Lora hashes"].startswith("catstyle: ") and image.info["latentdiff"]["model"] == str(run)
+
+
+def test_spec_takes_a_text_encoder_scale_of_its_own(tmp_path):
+    from latentdiff.formats.lora import parse_spec
+
+    f = kohya_file(tmp_path / "a:b.safetensors")  # a ':' in the path itself
+    assert (parse_spec(str(f)).scale, parse_spec(str(f)).te_scale) == (1.0, None)
+    assert (parse_spec(f"{f}:0.6").scale, parse_spec(f"{f}:0.6").te_scale) == (0.6, None)
+    spec = parse_spec(f"{f}:0.7:0.3")
+    assert (spec.path, spec.scale, spec.te_scale) == (f, 0.7, 0.3)
+    with pytest.raises(UsageError, match="text encoder's LoRA scale"):
+        parse_spec(f"{f}:0.7:1e9")
