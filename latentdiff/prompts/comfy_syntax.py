@@ -25,68 +25,95 @@ LARGE_RUN = 8  # ComfyUI's max_word_length: a run this long may be split across 
 _OPEN, _CLOSE = "\0\2", "\0\1"
 
 
-def _top_level(text: str) -> list[str]:
-    """`text` split at its top-level brackets, as ComfyUI's parse_parentheses does (unbalanced
-    brackets included: a stray `)` takes the nesting below zero)."""
-    result, current, level = [], "", 0
-    for char in text:
+def _top_level(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each item of `text` split at its top-level brackets, as ComfyUI's
+    parse_parentheses splits it (unbalanced brackets included: a stray `)` takes the nesting below
+    zero, and only a `)` that brings it back to zero ends an item)."""
+    items, start, level = [], 0, 0
+    for i, char in enumerate(text):
         if char == "(":
-            if level == 0:
-                if current:
-                    result.append(current)
-                current = "("
-            else:
-                current += char
+            if level == 0 and i > start:
+                items.append((start, i))
+                start = i
             level += 1
         elif char == ")":
             level -= 1
             if level == 0:
-                result.append(current + ")")
-                current = ""
-            else:
-                current += char
-        else:
-            current += char
-    if current:
-        result.append(current)
-    return result
+                items.append((start, i + 1))
+                start = i + 1
+    if start < len(text):
+        items.append((start, len(text)))
+    return items
 
 
-def _group(item: str, weight: float) -> tuple[str, float]:
-    """A bracketed group's inner text and weight: the weight times 1.1, or the number after its last
-    ':' when that parses (then that number alone). One deliberate difference: a weight that is not
-    finite (`nan`, `inf`, `1e400`), which would make the image NaN, is text."""
-    inner = item[1:-1]
-    colon = inner.rfind(":")
-    weight *= 1.1
-    if colon > 0:
-        try:
-            number = float(inner[colon + 1 :])
-        except ValueError:
-            return inner, weight
-        if math.isfinite(number):
-            return inner[:colon], number
-    return inner, weight
+class _Item:
+    """A bracketed top-level item, read in one pass: inside it the nesting never goes below zero,
+    so each `(` closes where the nesting from it first returns to zero (`close`), whatever span it is
+    read in. `colon[i]` / `bracket[i]`: the last ':' / bracket before i."""
+
+    def __init__(self, text: str):
+        self.text, self.close, open_ = text, {}, []
+        self.colon, self.bracket = [-1] * (len(text) + 1), [-1] * (len(text) + 1)
+        for i, char in enumerate(text):
+            if char == "(":
+                open_.append(i)
+            elif char == ")" and open_:
+                self.close[open_.pop()] = i
+            self.colon[i + 1] = i if char == ":" else self.colon[i]
+            self.bracket[i + 1] = i if char in "()" else self.bracket[i]
+
+    def spans(self, a: int, b: int) -> list[tuple[bool, int, int]]:
+        """ComfyUI's items of text[a:b]: (bracketed, start, end); a `(` not closed inside the span
+        takes the rest of it."""
+        items, start = [], a
+        i = self.text.find("(", a, b)
+        while i != -1:
+            if i > start:
+                items.append((False, start, i))
+            j = self.close.get(i)
+            start = j + 1 if j is not None and j < b else b
+            items.append((True, i, start))
+            i = self.text.find("(", start, b)
+        if start < b:
+            items.append((False, start, b))
+        return items
+
+    def group(self, a: int, b: int, weight: float) -> tuple[int, float]:
+        """Where the text of bracketed text[a:b] ends and its weight: the weight times 1.1, or the
+        number after its last ':' (not the first character) when that parses (then that number alone).
+        One deliberate difference: a weight that is not finite (`nan`, `1e400`; ComfyUI's images turn
+        NaN) is text."""
+        colon, weight = self.colon[b - 1], weight * 1.1
+        if colon >= a + 2 and self.bracket[b - 1] < colon:  # a number holds no bracket
+            try:
+                number = float(self.text[colon + 1 : b - 1])
+            except ValueError:
+                return b - 1, weight
+            if math.isfinite(number):
+                return colon, number
+        return b - 1, weight
 
 
 def parse_comfy(text: str) -> list[tuple[str, float]]:
     """(text, weight) runs of a prompt, in order, as ComfyUI's token_weights gives them (escapes
-    kept as ComfyUI keeps them until it tokenizes: see `unescape`)."""
+    kept as ComfyUI keeps them until it tokenizes: see `unescape`). Linear in the prompt's length:
+    each character is read at one nesting level only."""
     text = text.replace("\\)", _CLOSE).replace("\\(", _OPEN)
     out: list[tuple[str, float]] = []
-    todo: list[tuple[bool, str, float]] = [(True, text, 1.0)]  # (to split?, text, weight), last first
-    while todo:
-        split, part, weight = todo.pop()
-        if not split:
-            out.append((part, weight))
+    for start, end in _top_level(text):
+        piece = text[start:end]
+        if len(piece) < 2 or piece[0] != "(" or piece[-1] != ")":
+            out.append((piece, 1.0))
             continue
-        items = []
-        for item in _top_level(part):
-            if len(item) >= 2 and item[0] == "(" and item[-1] == ")":
-                items.append((True, *_group(item, weight)))
-            else:
-                items.append((False, item, weight))
-        todo.extend(reversed(items))
+        item = _Item(piece)
+        todo = [(True, 0, len(piece), 1.0)]  # (bracketed?, start, end, weight), the last one first
+        while todo:
+            bracketed, a, b, weight = todo.pop()
+            if bracketed and b - a >= 2 and piece[b - 1] == ")":
+                end_, inner = item.group(a, b, weight)
+                todo.extend((k, x, y, inner) for k, x, y in reversed(item.spans(a + 1, end_)))
+            elif b > a:
+                out.append((piece[a:b], weight))
     return out
 
 

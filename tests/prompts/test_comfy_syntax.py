@@ -2,8 +2,12 @@
 own examples), its chunk placement, and its weighting of the encoder's output ((z - z_empty) * w +
 z_empty) against the formula computed here from the text encoder itself."""
 
+import math
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from latentdiff.prompts.chunks import prompt_chunks
 from latentdiff.prompts.comfy_syntax import parse_comfy
@@ -68,3 +72,54 @@ def test_weighted_embedding_is_comfyuis_formula(pipe_sd1):
     torch.testing.assert_close(cond.hidden[0], expected, rtol=0, atol=1e-6)
     a1111, _ = pipe_sd1.conditioning(["a (red:1.3) square"], None, 64, 64, "a1111", 1)
     assert not torch.allclose(a1111.hidden[0], expected)  # A1111's emphasis is another formula
+
+
+def _recursive(text: str, weight: float = 1.0) -> list:
+    """The rule read the direct way (quadratic on deep nesting): split at top-level brackets, each
+    bracketed item read again inside at its weight (x 1.1, or the number after its last ':')."""
+    items, current, level = [], "", 0
+    for char in text:
+        if char == "(" and level == 0 and current:
+            items.append(current)
+            current = ""
+        level += {"(": 1, ")": -1}.get(char, 0)
+        current += char
+        if char == ")" and level == 0:
+            items.append(current)
+            current = ""
+    items += [current] if current else []
+    out = []
+    for item in items:
+        if len(item) < 2 or item[0] != "(" or item[-1] != ")":
+            out.append((item, weight))
+            continue
+        inner, inner_weight = item[1:-1], weight * 1.1
+        colon = inner.rfind(":")
+        try:
+            number = float(inner[colon + 1 :]) if colon > 0 else None
+        except ValueError:
+            number = None
+        if number is not None and math.isfinite(number):
+            inner, inner_weight = inner[:colon], number
+        out += _recursive(inner, inner_weight)
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="()::1.2ea \\\\", max_size=40))
+def test_linear_reading_is_the_recursive_rule(text):
+    escaped = text.replace("\\)", "\0\1").replace("\\(", "\0\2")
+    assert parse_comfy(text) == _recursive(escaped)
+
+
+def test_reading_is_linear():
+    import time
+
+    for text in (
+        "(" * 50_000 + "x" + ")" * 50_000,
+        "((a:1)" * 20_000,
+        ":" * 10_000 + "(" * 10_000 + "1" + ")" * 10_000,
+    ):
+        start = time.perf_counter()
+        parse_comfy(text)
+        assert time.perf_counter() - start < 2.0
