@@ -2,6 +2,7 @@
 torch.manual_seed(seed), checked against that call itself; a batch of 2 through the pipeline is that
 noise, and replaying one row alone gives its image; the mode's checks."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,3 +62,41 @@ def test_the_loop_starts_from_the_batch_draw(pipe_sd1):
 def test_bad_noise_settings_are_one_error(pipe_sd1, kwargs, message):
     with pytest.raises(UsageError, match=message):
         pipe_sd1("x", steps=1, width=64, height=64, **kwargs)
+
+
+def test_ancestral_steps_draw_the_batch_from_one_generator_of_the_seed(tiny_sd1, pipe_sd1):
+    """Euler a with ComfyUI's noise is diffusers' pipeline given ComfyUI's initial noise and ONE
+    generator of the seed for the batch (ComfyUI's default noise sampler on the CPU: each step draws
+    the whole batch), not a generator per image."""
+    from diffusers import StableDiffusionPipeline
+
+    from latentdiff.sampling.loop import make_scheduler
+
+    kw = {"steps": 3, "guidance": 5.0, "width": 64, "height": 64, "scheduler": "euler_a_sgm_uniform"}
+    ours = pipe_sd1("a red square", seed=11, num_images=2, noise="comfy", **kw)
+    ref = StableDiffusionPipeline.from_pretrained(tiny_sd1, safety_checker=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
+    ref.scheduler = make_scheduler(pipe_sd1.components.scheduler_config, kw["scheduler"])
+    side = 64 // pipe_sd1.scale_factor
+    theirs = ref(
+        "a red square",
+        latents=oracle(11, (2, 4, side, side)),
+        generator=torch.Generator().manual_seed(11),
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        num_images_per_prompt=2,
+        height=64,
+        width=64,
+    ).images
+    diff = max(np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() for a, b in zip(ours, theirs))
+    assert diff <= 1
+
+
+def test_sde_batch_shares_one_brownian_tree(pipe_sd1):
+    from latentdiff.sampling.loop import make_scheduler, seed_per_image
+
+    sched = make_scheduler(pipe_sd1.components.scheduler_config, "dpm++sde")
+    seed_per_image(sched, [torch.Generator().manual_seed(9)], 2)  # ComfyUI's: one generator, a batch of 2
+    assert sched.noise_sampler_seed == 9
+    seed_per_image(sched, [torch.Generator().manual_seed(s) for s in (9, 10)], 2)  # ours: a tree per image
+    assert sched.noise_sampler_seed == [9, 10]
