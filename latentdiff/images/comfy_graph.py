@@ -166,12 +166,26 @@ def _sampler(g: Graph, key: str) -> dict:
             f"{where}: denoise {g.value(key, 'denoise', (int, float))} needs an input image; the graph starts from an empty latent"
         )
     name, schedule = g.value(key, "sampler_name", (str,)), g.value(key, "scheduler", (str,))
-    try:
-        scheduler = check_scheduler_name(name, schedule)
-    except UsageError as e:
-        g.fail(f"{where}: sampler {name!r} with scheduler {schedule!r}: {e}")
     seed = g.value(key, "noise_seed" if advanced else "seed", (int,))
-    return {"seed": seed, "steps": steps, "guidance": g.value(key, "cfg", (int, float)), "scheduler": scheduler}
+    settings = {"seed": seed, "steps": steps, "guidance": g.value(key, "cfg", (int, float))}
+    return {**settings, **_scheduler(g, where, name, schedule)}
+
+
+def _scheduler(g: Graph, where: str, name: str, schedule: str) -> dict:
+    """Our sampler for ComfyUI's sampler and scheduler names. ComfyUI's default scheduler "normal"
+    (timesteps evenly from the last to the first, both in) is by definition A1111's and our Uniform
+    (k-diffusion's get_sigmas): a sampler that takes no sigma list runs it as Uniform, with a note."""
+    try:
+        return {"scheduler": check_scheduler_name(name, schedule), "notes": []}
+    except UsageError as e:
+        if schedule == "normal":
+            try:
+                uniform = check_scheduler_name(name, "uniform")
+            except UsageError:
+                pass
+            else:
+                return {"scheduler": uniform, "notes": [f"ComfyUI's scheduler 'normal' runs as {uniform!r}"]}
+        g.fail(f"{where}: sampler {name!r} with scheduler {schedule!r}: {e}")
 
 
 def params_from_comfy(graph, where: str) -> dict:
@@ -203,7 +217,8 @@ def params_from_comfy(graph, where: str) -> dict:
     if not 1 <= batch <= MAX_NOISE_BATCH:
         g.fail(f"EmptyLatentImage's batch_size is {batch}; ComfyUI takes 1 to {MAX_NOISE_BATCH}")
     clip_skip = _clip_skip(g, chains[0])
-    notes = []
+    sampler = _sampler(g, key)
+    notes = sampler.pop("notes")
     if clip_skip is not None and clip_skip > 1:
         notes.append(
             f"CLIPSetLastLayer {-clip_skip} is read as --clip-skip {clip_skip} (SD 1.x/2.x); for an SDXL "
@@ -212,7 +227,7 @@ def params_from_comfy(graph, where: str) -> dict:
     return {
         "prompt": texts["positive"],
         "negative_prompt": texts["negative"],
-        **_sampler(g, key),
+        **sampler,
         "width": g.value(latent, "width", (int,)),
         "height": g.value(latent, "height", (int,)),
         "clip_skip": clip_skip,

@@ -236,3 +236,20 @@ def test_lora_loaders_are_the_lora_flag_with_their_two_strengths(tiny_sd1, tmp_p
     g["5"]["inputs"]["batch_size"] = 1
     (unet_only,) = generate(capsys, "--from", comfy_png(tmp_path / "m.png", g), *common, "--out", tmp_path / "e")
     assert [(x["scale"], x["te_scale"]) for x in meta(unet_only)["loras"]] == [(0.8, 0.0)]
+
+
+def test_samplers_and_schedulers_through_the_table(tmp_path):
+    from latentdiff.images.write import read_params
+
+    def scheduler(sampler_name, name):
+        g = changed(**{"3": lambda n: with_inputs(n, sampler_name=sampler_name, scheduler=name)})
+        params = read_params(comfy_png(tmp_path / "s.png", g))
+        return params["scheduler"], params["notes"]
+
+    assert scheduler("dpmpp_2m_sde_gpu", "karras") == ("dpm++2m_sde_karras", [])
+    assert scheduler("euler", "normal") == ("euler_normal", [])
+    # "normal" is Uniform by definition; a sampler without sigma lists runs it so, and says so
+    assert scheduler("euler_ancestral", "normal") == (
+        "euler_a_uniform",
+        ["ComfyUI's scheduler 'normal' runs as 'euler_a_uniform'"],
+    )
