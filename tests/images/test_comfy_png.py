@@ -125,6 +125,8 @@ LORA = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 
         ([1, 2], "is not a ComfyUI API graph"),
         ("[" * 100_000 + "]" * 100_000, "nests 100000 levels deep"),
         ('{"3": ' * 20 + "{}" + "}" * 20, "is not a node"),
+        ({str(i): {"class_type": "VAELoader", "inputs": {}} for i in range(10_001)}, "10,001 nodes; at most 10,000"),
+        ('{"1": "' + "x" * 2**21 + '"}', "text is 2.0 MiB; at most 1.0 MiB is read"),
     ],
     ids=lambda x: x if isinstance(x, str) and len(x) < 40 else "",
 )
