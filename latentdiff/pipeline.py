@@ -230,10 +230,10 @@ class Pipeline:
         jobs = request.jobs()
         c, most = self.components, min(self.max_batch, len(jobs))
         cfg = loop_guidance(self, request)[0] != 1.0
-        batch = images_at_once(c.unet, c.vae, request.width, request.height, cfg, most, self.device)
+        batch = request.batch_size(images_at_once(c.unet, c.vae, request.width, request.height, cfg, most, self.device))
         with adapters_installed(self, request.image_prompts):
             for i in range(0, len(jobs), batch):
-                yield from generate_batch(self, jobs[i : i + batch], request)
+                yield from generate_batch(self, jobs[i : i + batch], request, i)
 
     def resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> Request:
         """The request of a text-to-image call: every argument checked, the model's defaults filled in

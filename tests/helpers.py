@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from latentdiff import Pipeline
 from latentdiff.cli.main import main
@@ -181,3 +182,61 @@ def webuiapi_client(webuiapi, served):
                 default.clear()
     # HTTP Basic with the token as password: how A1111 clients authenticate (--api-auth).
     return webuiapi.WebUIApi(host="127.0.0.1", port=served.port, username="me", password=served.token)
+
+
+# ComfyUI's own API example (script_examples/basic_api_example.py, its default graph), made tiny.
+COMFY_GRAPH = {
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {
+            "cfg": 8,
+            "denoise": 1,
+            "latent_image": ["5", 0],
+            "model": ["4", 0],
+            "negative": ["7", 0],
+            "positive": ["6", 0],
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "seed": 8566257,
+            "steps": 3,
+        },
+    },
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+    "5": {"class_type": "EmptyLatentImage", "inputs": {"batch_size": 2, "height": 64, "width": 64}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": "a red square"}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": "bad hands"}},
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
+}
+
+
+# A kohya/A1111 LoRA file built from known tensors (tests/formats/test_lora_files.py and others).
+UNET_LAYER = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+TE_LAYER = "text_model.encoder.layers.0.self_attn.q_proj"
+RANK, ALPHA = 4, 2.0
+
+
+def low_rank(seed: int, out_dim=32, in_dim=32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(RANK, in_dim, generator=g) * 0.5, torch.randn(out_dim, RANK, generator=g) * 0.5
+
+
+def kohya_file(path, seed=0):
+    """A kohya/A1111 LoRA: lora_unet_*/lora_te_* names, lora_down/lora_up, alpha (scale alpha/rank)."""
+    tensors = {}
+    # Real kohya files cover every attention projection; diffusers only recognises the text
+    # encoder part when an out projection is among them, so the file has one too.
+    layers = (
+        ("lora_unet_", UNET_LAYER, seed),
+        ("lora_te_", TE_LAYER, seed + 1),
+        ("lora_unet_", UNET_LAYER.replace("to_q", "to_out.0"), seed + 2),
+        ("lora_te_", TE_LAYER.replace("q_proj", "out_proj"), seed + 3),
+    )
+    for prefix, layer, s in layers:
+        down, up = low_rank(s)
+        key = prefix + layer.replace(".", "_")
+        tensors.update(
+            {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(ALPHA)}
+        )
+    save_file(tensors, path)
+    return path

@@ -108,9 +108,10 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
         pipe.set_refiner(refiner, 0.8 if cfg.refiner_start is None else cfg.refiner_start)
     pipe.progress = not cfg.quiet
     written = []
+    comfy = cfg.noise == "comfy"  # ComfyUI's noise: every image has the seed; image k is row k of one batch
     for share in my_shares(cfg.prompts, cfg.num_images, rank, size):
         prompt = share.prompt
-        first, noise = seed + share.first, dict(cfg.noise)
+        first, noise = seed + share.first, dict(cfg.a1111_noise)
         if noise.get("variation_strength") and noise.get("variation_seed") is not None:  # A1111: the seed stays
             first, noise["variation_seed"] = seed, noise["variation_seed"] + share.first
         images = pipe.iter_images(
@@ -120,7 +121,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
             guidance=cfg.guidance,
             width=cfg.width,
             height=cfg.height,
-            seed=first,
+            seed=seed if comfy else first,
             num_images=share.count,
             scheduler=cfg.scheduler,
             schedule=cfg.schedule_type,
@@ -133,11 +134,16 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
             control_mode=cfg.control_mode,
             image_prompts=image_prompts or None,
             image_encoder=image_encoder,
+            noise=cfg.noise,
+            noise_batch=cfg.noise_options.get("batch") or (cfg.num_images if comfy else None),
+            noise_index=cfg.noise_options.get("index", 0) + (share.first if comfy else 0),
             **cfg.image_options,
             **noise,
         )
         for image in images:
-            path = save_png(image, Path(cfg.out), f"{slug(prompt)}-s{image.info['latentdiff']['seed']}")
+            info = image.info["latentdiff"]
+            row = f"-b{info['noise_index']}" if comfy else ""  # ComfyUI's noise: one seed, a row each
+            path = save_png(image, Path(cfg.out), f"{slug(prompt)}-s{info['seed']}{row}")
             # One write per line: processes under `accelerate launch` share the pipe, and Python
             # writes print()'s text and its newline separately when stdout is unbuffered.
             sys.stdout.write(f"{path}\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from latentdiff.config import comfy_files
 from latentdiff.config.common import check
 from latentdiff.config.control_flags import CONTROL_FLAGS, MODES, replay_specs, units
 from latentdiff.config.flags import Flag, flag, read_prompts_file
@@ -15,6 +16,8 @@ from latentdiff.config.noise_params import NAMES as NOISE_NAMES
 from latentdiff.config.noise_params import NOISE_FLAGS, noise_request
 from latentdiff.config.params import check_fields, flag_label, recorded_label
 from latentdiff.errors import UsageError
+from latentdiff.prompts.syntax import SYNTAXES
+from latentdiff.sampling.noise import NOISE_MODES
 from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
 
 
@@ -24,7 +27,7 @@ class GenerateConfig:
     is a flag of `generate` (config/flags.py): its docstring is the flag's help, its `flag(...)`
     metadata says what the type does not."""
 
-    choices = {"prompt_syntax": ("a1111", "plain"), "control_mode": MODES}
+    choices = {"prompt_syntax": SYNTAXES, "control_mode": MODES, "noise": NOISE_MODES}
 
     model: str | None = None
     """model directory, single-file checkpoint (.safetensors), hub id (org/name), or omit for the shipped default"""
@@ -67,11 +70,20 @@ class GenerateConfig:
     s_noise: float | None = None
     """noise scale of Euler's churn and DPM++ SDE's steps, A1111's sigma noise (default: 1)"""
     prompt_syntax: str = "a1111"
-    """a1111: (word:1.3) / (word) / [word] emphasis, \\( escapes, BREAK (default); plain: the text as written"""
+    """a1111: (word:1.3) / (word) / [word] emphasis, \\( escapes, BREAK (default); plain: the text as written;
+    comfy: ComfyUI's (word:1.3) / (word) weights"""
+    noise: str = "per_image"
+    """per_image: image k's noise from seed + k (default); comfy: ComfyUI's, one draw for the whole batch from
+    the seed, image k its row k"""
+    noise_options: dict = field(default_factory=dict, metadata=flag(own=False))
+    """From --from: the ComfyUI batch ("batch") and row ("index") an image's noise came from."""
     clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))
     """use the N-th text-encoder layer from the end, A1111 numbering: 1 = last (default: the model's, else 1)"""
-    loras: list[str] = field(default_factory=list, metadata=flag("--lora", action="append", metavar="PATH[:SCALE]"))
-    """merge a LoRA (kohya/A1111, LyCORIS LoCon, diffusers, or a latentdiff LoRA run) at SCALE (default 1); repeat to stack"""
+    loras: list[str] = field(
+        default_factory=list, metadata=flag("--lora", action="append", metavar="PATH[:SCALE[:TE_SCALE]]")
+    )
+    """merge a LoRA (kohya/A1111, LyCORIS LoCon, diffusers, or a latentdiff LoRA run) at SCALE (default 1), into the
+    text encoder at TE_SCALE where given; repeat to stack"""
     embeddings: list[str] = field(
         default_factory=list, metadata=flag("--embedding", action="append", metavar="FILE[:TOKEN]")
     )
@@ -124,7 +136,7 @@ class GenerateConfig:
     )
     """torch.compile the UNet and VAE decoder: faster steps after a slow first call (minutes; cached on disk for
     later processes); on CUDA with CUDA graphs"""
-    noise: dict = field(default_factory=dict, metadata=flag(own=False, extra=NOISE_FLAGS))
+    a1111_noise: dict = field(default_factory=dict, metadata=flag(own=False, extra=NOISE_FLAGS))
     """A1111's noise (rng, variation seed and strength, seed resize, ENSD): config/noise_params.py."""
     image_options: dict = field(default_factory=dict, metadata=flag(own=False, extra=IMAGE_FLAGS))
     """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
@@ -173,7 +185,7 @@ class GenerateConfig:
         )
         self.control_units()
         self.image_prompt_list()
-        noise_request(flag_label, self.noise)
+        noise_request(flag_label, self.a1111_noise)
 
     def control_units(self) -> list[dict]:
         """Each --control unit as a checked record (config/control_flags.units)."""
@@ -211,18 +223,21 @@ class GenerateConfig:
             "lora_dir": params.get("lora_dir"),
             # Images from before the A1111 syntax existed were rendered with the text as written.
             "prompt_syntax": params.get("prompt_syntax", "plain"),
+            "noise": params.get("noise", "per_image"),
+            "noise_options": {"batch": params.get("noise_batch"), "index": params.get("noise_index", 0)},
+            "num_images": params.get("num_images", 1),  # a ComfyUI graph's batch
         }
         given = {k: v for k, v in overrides.items() if v is not None}
         noise = {k: params[k] for k in NOISE_NAMES if params.get(k) is not None}
-        given["noise"] = {**noise, **given.get("noise", {})}  # checked by __post_init__, naming the flags
+        given["a1111_noise"] = {**noise, **given.get("a1111_noise", {})}  # checked by __post_init__, naming the flags
         recorded.update(_recorded_controls(params, source, given))
         if params.get("image_prompts"):
             records = params["image_prompts"]
             specs = replay_prompts(records, source, given.get("ip_adapter"), given.get("image_prompts"))
             recorded.update(image_prompts=specs, image_prompt_options={"recorded": records})
         kept = {k: v for k, v in recorded.items() if k not in given}
-        kept = check_fields({**kept, "noise": given["noise"]}, recorded_label(source))
-        kept.pop("noise")
+        kept = check_fields({**kept, "a1111_noise": given["a1111_noise"]}, recorded_label(source))
+        kept.pop("a1111_noise")
         return cls(**{**kept, **given})
 
     @classmethod
@@ -247,10 +262,13 @@ class GenerateConfig:
         image_flags = {f.dest: values[f.dest] for f in IMAGE_FLAGS if f.dest in values}
         names = {"control_modules": "modules", "control_res": "res", "control_resize": "resize"}
         flags["control_options"] = {ours: values[dest] for dest, ours in names.items() if values.get(dest)}
-        flags["noise"] = {k: values[k] for k in NOISE_NAMES if values.get(k) is not None}
+        flags["a1111_noise"] = {k: values[k] for k in NOISE_NAMES if values.get(k) is not None}
         recorded_device = None
         if values.get("from_image"):
             params = dict(recorded or {})
+            if "comfy" in params:  # a ComfyUI graph: the files it names, found from the flags
+                params = comfy_files.resolve(params, flags, f"the ComfyUI graph of {values['from_image']}")
+                flags.update({k: params[k] for k in ("model", "vae") if k in flags})
             notes = params.pop("notes", [])  # an A1111 image: what does not carry over
             recorded_device = None if values.get("dtype") else params.get("device")
             cfg = cls.from_image(
@@ -274,7 +292,8 @@ def _addon_specs(records, option: str):
     is left for the parameter check to refuse."""
     if not isinstance(records, list) or not all(isinstance(r, dict) and "path" in r and option in r for r in records):
         return records or []
-    return [f"{r['path']}:{r[option]}" for r in records]
+    te = [f":{r['te_scale']}" if r.get("te_scale") is not None else "" for r in records]  # a LoRA's own CLIP scale
+    return [f"{r['path']}:{r[option]}{t}" for r, t in zip(records, te)]
 
 
 def _recorded_controls(params: dict, source: str, given: dict) -> dict:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import latentdiff.config.params as params
+from latentdiff.errors import UsageError
+from latentdiff.sampling.noise import ComfyNoise
 from latentdiff.sampling.sampler_table import OPTIONS
 from latentdiff.sampling.schedulers import default_steps
 
@@ -60,14 +62,45 @@ class Request:
     true_cfg: float = 1.0
     """A guidance-distilled model's (Flux dev's) true classifier-free guidance scale, with the negative
     prompt (diffusers' true_cfg_scale); 1.0: off. `guidance` is then the scale it embeds."""
-    noise: NoiseRequest | None = None
+    a1111: NoiseRequest | None = None
     """A1111's noise (rng, variation seed and strength, seed resize, ENSD) and with it A1111's own
     sampling path (sampling/a1111.py); None: diffusers' schedulers and noise."""
 
+    noise: str = "per_image"
+    """Where the noise comes from (sampling/noise.py): "per_image" (image k from seed + k) or "comfy"
+    (ComfyUI's: one draw for a batch latent of `noise_batch` rows from the seed; image k is a row)."""
+    noise_batch: int | None = None
+    """"comfy": the rows of the batch latent the noise is drawn for (None: `num_images`)."""
+    noise_index: int = 0
+    """"comfy": the row of each prompt's first image (replaying image k of a batch alone: k)."""
+
+    def __post_init__(self):
+        if self.noise == "comfy" and (self.source is not None or (self.options is not None and self.options.hires)):
+            raise UsageError("noise 'comfy' (ComfyUI's batch noise) is for text to image: no init image, no hires fix")
+        if self.noise == "comfy" and self.noise_index + self.num_images > (self.noise_batch or self.num_images):
+            raise UsageError(
+                f"noise rows {self.noise_index}..{self.noise_index + self.num_images - 1} lie outside a batch of "
+                f"{self.noise_batch}; the row index plus the images must fit the noise batch"
+            )
+
     def jobs(self) -> list[tuple[str, int]]:
-        """(prompt, seed) of every image in order: each prompt `num_images` times, the seeds counting up."""
+        """(prompt, seed) of every image in order: each prompt `num_images` times, the seeds counting up
+        (with ComfyUI's noise, every image has the seed: it is a row of one batch's noise)."""
         texts = [t for t in self.prompts for _ in range(self.num_images)]
-        return [(text, self.seed + k) for k, text in enumerate(texts)]
+        step = 0 if self.noise == "comfy" else 1
+        return [(text, self.seed + k * step) for k, text in enumerate(texts)]
+
+    def comfy_noise(self, first: int, count: int) -> ComfyNoise | None:
+        """ComfyUI's noise of jobs first..first + count - 1 (one prompt's images), or None (per image)."""
+        if self.noise != "comfy":
+            return None
+        rows = tuple(self.noise_index + (first + j) % self.num_images for j in range(count))
+        return ComfyNoise(self.seed, rows, self.noise_batch or self.num_images)
+
+    def batch_size(self, most: int) -> int:
+        """Images per loop run: `most`, or with ComfyUI's noise one prompt's images (its step noise is
+        drawn for the whole batch at once)."""
+        return self.num_images if self.noise == "comfy" else most
 
 
 def model_defaults(family: dict, recorded: dict) -> dict:

@@ -65,6 +65,20 @@ def apply_token_weights(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Te
     return z.reshape(hidden.shape).to(hidden.dtype)
 
 
+def comfy_token_weights(hidden: torch.Tensor, weights: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+    """ComfyUI's token weights (comfy/sd1_clip.py encode_token_weights): each weighted token's
+    embedding moved away from the empty prompt's embedding at its position, (z - z_empty) * w + z_empty;
+    tokens of weight 1 are left as they are. hidden (B, n*w, D), weights (B, n, w), empty (1, w, D)."""
+    if bool((weights == 1).all()):
+        return hidden
+    b, n, w = weights.shape
+    z = hidden.float().reshape(b, n, w, -1)
+    e = empty.float().reshape(1, 1, w, -1).to(z.device)
+    ws = weights[..., None].to(z.device, torch.float32)
+    z = torch.where(ws != 1, (z - e) * ws + e, z)
+    return z.reshape(hidden.shape).to(hidden.dtype)
+
+
 def check_text_pair(tok, config) -> None:
     """A tokenizer its encoder can take: a window (model_max_length) of whole tokens the encoder has
     positions for, and special tokens inside its vocabulary; else one ModelError, not an index error."""
@@ -137,12 +151,19 @@ class Conditioning:
         pooled = getattr(out, "text_embeds", None)
         return hidden.reshape(b, n * w, -1), None if pooled is None else pooled.reshape(b, n, -1)[:, 0]
 
-    def embed(self, ids: list[torch.Tensor], weights: list | None = None, clip_skip: int = 1) -> Embeddings:
-        """Token ids (one tensor per encoder) and optional per-token weights -> Embeddings."""
+    def embed(
+        self, ids: list[torch.Tensor], weights: list | None = None, clip_skip: int = 1, syntax: str = ""
+    ) -> Embeddings:
+        """Token ids (one tensor per encoder) and optional per-token weights -> Embeddings; the weights
+        act as A1111's emphasis, or for `syntax` "comfy" as ComfyUI's."""
         hiddens, pooled = [], None
-        for k, ((_, encoder), enc_ids) in enumerate(zip(self.pairs, ids)):
+        for k, ((tok, encoder), enc_ids) in enumerate(zip(self.pairs, ids)):
             hidden, pooled = self._run(encoder, enc_ids, clip_skip)
-            if weights is not None and weights[k] is not None:
+            if weights is not None and weights[k] is not None and syntax == "comfy":
+                if not bool((weights[k] == 1).all()):  # the empty prompt is encoded only where it is used
+                    empty = self._run(encoder, tokenize_weighted(tok, [""], 1)[0], clip_skip)[0]
+                    hidden = comfy_token_weights(hidden, weights[k], empty)
+            elif weights is not None and weights[k] is not None:
                 hidden = apply_token_weights(hidden, weights[k])
             hiddens.append(hidden)
         return self._finish(torch.cat(hiddens, dim=-1), pooled)
@@ -209,7 +230,7 @@ class Conditioning:
         `syntax`: how prompts are read (`prompt_syntax`), `clip_skip`: A1111's."""
         texts = prompts + (negatives or [])
         ids, weights = self.tokenize_weighted(texts, syntax=syntax)
-        emb = self.embed(ids, weights, clip_skip)
+        emb = self.embed(ids, weights, clip_skip, syntax)
         cond = self.with_size(emb[: len(prompts)], height, width)
         if negatives is None:
             return cond, None

@@ -52,7 +52,7 @@ def _scheduled(
     during sampling. `steps`: the first pass's steps; `hires_steps`: the hires pass's (the
     schedule made for it, as A1111 does); `offset`: the run starts at that step of the schedule
     (a refiner taking over)."""
-    if syntax == "plain":
+    if syntax in ("plain", "comfy"):  # ComfyUI has no prompt editing
         return conditioning(prompts, negatives, height, width, syntax, clip_skip)
     plans = text_schedules(prompts, steps, hires_steps)
     neg_plans = None if negatives is None else text_schedules(negatives, steps, hires_steps)

@@ -31,7 +31,7 @@ def parse(loras=(), embeddings=()) -> tuple[list, list]:
 
 def _lora(s) -> lora.LoraSpec:
     if isinstance(s, lora.LoraSpec):
-        return lora.parse_spec(_text(s.path, "loras"), scale=s.scale)
+        return lora.parse_spec(_text(s.path, "loras"), scale=s.scale, te_scale=s.te_scale)
     return lora.parse_spec(_text(s, "loras"))
 
 

@@ -29,6 +29,7 @@ GENERIC_STEMS = ("lora_kohya", "pytorch_lora_weights")
 class LoraSpec:
     path: Path
     scale: float = 1.0
+    te_scale: float | None = None  # the text encoder's own scale (ComfyUI's strength_clip); None: `scale`
 
     @property
     def name(self) -> str:
@@ -44,18 +45,34 @@ class LoraSpec:
         return lora_file(self.path) if self.path.is_dir() else self.path
 
 
-def parse_spec(text: str, flag: str = "--lora", scale=None) -> LoraSpec:
-    """`PATH[:SCALE]` (scale 1 when omitted; given `scale`, `text` is the path as it is); the file
-    or LoRA folder must exist, the scale be finite and within params.MAX_LORA_SCALE."""
+def _numbers(text: str) -> tuple[str, list[float]]:
+    """`text` as PATH and up to two numbers after ':' (read from the right; a second only where the
+    path before the first does not exist)."""
+    path, numbers = text, []
+    while len(numbers) < 2:
+        head, sep, tail = path.rpartition(":")
+        try:
+            number = float(tail) if sep and head else None
+        except ValueError:
+            number = None
+        if number is None or (numbers and Path(path).expanduser().exists()):
+            break
+        path, numbers = head, [number, *numbers]
+    return path, numbers
+
+
+def parse_spec(text: str, flag: str = "--lora", scale=None, te_scale=None) -> LoraSpec:
+    """`PATH[:SCALE[:TE_SCALE]]` (scale 1 when omitted, the text encoder's scale the same; given
+    `scale`, `text` is the path as it is); the file or LoRA folder must exist, the scales be finite
+    and within params.MAX_LORA_SCALE."""
     path = text
     if scale is None:
-        head, sep, tail = str(text).rpartition(":")
-        try:
-            path, scale = (head, float(tail)) if sep and head else (text, 1.0)
-        except ValueError:
-            path, scale = text, 1.0
+        path, numbers = _numbers(str(text))
+        scale, te_scale = (numbers + [None])[:2] if numbers else (1.0, None)
     scale = params.lora_scale(lambda name: f"{flag} {path}: the {name}", scale)
-    spec = LoraSpec(Path(path).expanduser(), scale)
+    if te_scale is not None:
+        te_scale = params.lora_scale(lambda name: f"{flag} {path}: the text encoder's {name}", te_scale)
+    spec = LoraSpec(Path(path).expanduser(), scale, te_scale)
     if not spec.path.exists():
         raise UsageError(f"{flag} {path} does not exist")
     if spec.path.is_dir() and not spec.file.exists():
@@ -66,7 +83,14 @@ def parse_spec(text: str, flag: str = "--lora", scale=None) -> LoraSpec:
 
 def describe(spec: LoraSpec) -> dict:
     """What an image records about a LoRA it was made with (A1111's "Lora hashes" entry)."""
-    return {"name": spec.name, "hash": short_hash(spec.file), "scale": spec.scale, "path": str(spec.path.resolve())}
+    te = {} if spec.te_scale is None else {"te_scale": spec.te_scale}
+    return {
+        "name": spec.name,
+        "hash": short_hash(spec.file),
+        "scale": spec.scale,
+        **te,
+        "path": str(spec.path.resolve()),
+    }
 
 
 def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False, backup: dict | None = None) -> None:
@@ -120,7 +144,7 @@ def check_tensors(spec: LoraSpec, state: dict) -> None:
 def _scales(spec, parts: list[str]) -> list[tuple[list[str], float]]:
     """The parts merged at each scale: one scale for all (`--lora`), or a tag's text encoder and
     UNet multipliers (`<lora:name:te:unet>`)."""
-    te, unet = getattr(spec, "te_scale", spec.scale), spec.scale
+    te, unet = spec.scale if spec.te_scale is None else spec.te_scale, spec.scale
     if te == unet:
         return [(parts, unet)]
     denoiser = ("unet", "transformer")

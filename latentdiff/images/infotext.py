@@ -57,10 +57,16 @@ def _file_name(ref) -> str | None:
     return PurePath(str(ref)).name if ref else None
 
 
+def _multipliers(lora: dict) -> str:
+    """A tag's multipliers: the scale, or A1111's `te:unet` where the text encoder has its own."""
+    te = lora.get("te_scale")
+    return f"{lora['scale']:g}" if te is None or te == lora["scale"] else f"{te:g}:{lora['scale']:g}"
+
+
 def _lora_tags(prompt: str, loras: list[dict]) -> str:
     """The prompt as A1111 writes it: each LoRA as a `<lora:NAME:SCALE>` tag (NAME: its file's stem,
     what A1111 calls it in models/Lora), so A1111 applies it with its scale when it reads the line."""
-    tags = [f"<lora:{x['name']}:{x['scale']:g}>" for x in loras if f"<lora:{x['name']}:" not in prompt]
+    tags = [f"<lora:{x['name']}:{_multipliers(x)}>" for x in loras if f"<lora:{x['name']}:" not in prompt]
     return " ".join([prompt, *tags]) if tags else prompt
 
 

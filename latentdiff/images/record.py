@@ -29,7 +29,7 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         "sampler": sampler_name(request.scheduler, pipe.components.scheduler_config),
         "schedule_type": schedule_type(request.scheduler, pipe.components.scheduler_config),
         **dict(request.sampler_options),
-        **(request.noise.record(request.seed, seed) if getattr(request, "noise", None) else {}),
+        **(request.a1111.record(request.seed, seed) if getattr(request, "a1111", None) else {}),
         "width": request.width,
         "height": request.height,
         "model": pipe.model_ref,

@@ -14,6 +14,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from latentdiff.errors import UsageError
+from latentdiff.images.comfy_graph import params_from_comfy
 from latentdiff.images.exif_text import exif_comment, kind_of
 from latentdiff.images.infotext import format_infotext, params_from_a1111
 from latentdiff.images.png_text import png_text
@@ -46,12 +47,22 @@ def save_png(image: Image.Image, out_dir: Path, stem: str) -> Path:
 
 
 def read_params(path: str | os.PathLike) -> dict:
-    """The parameters a latentdiff PNG was made with (or those an AUTOMATIC1111 PNG, JPEG or WebP
-    records), read from its text chunks or EXIF alone: the pixels are not decoded, each text is at
-    most 1 MiB (images/png_text.py, images/exif_text.py) and its JSON nests at most MAX_DEPTH deep."""
+    """The parameters a latentdiff PNG was made with (or those a ComfyUI PNG or an AUTOMATIC1111 PNG,
+    JPEG or WebP records), read from its text chunks or EXIF alone: the pixels are not decoded, each text
+    is at most 1 MiB (images/png_text.py, images/exif_text.py) and its JSON nests at most MAX_DEPTH deep.
+    A ComfyUI PNG's API graph ("prompt", images/comfy_graph.py) comes before an A1111 line some of its
+    savers add."""
     what = "--from image"
     texts = _texts(path, what)
-    text, foreign = texts.get(META_KEY), texts.get("parameters")
+    text, foreign, graph = texts.get(META_KEY), texts.get("parameters"), texts.get("prompt")
+    if not text and graph:
+        where = f"{what} {path}"
+        return params_from_comfy(parse_json(graph, f"{where}: its ComfyUI graph"), f"{where} (a ComfyUI graph)")
+    if not text and not foreign and texts.get("workflow"):
+        raise UsageError(
+            f"{what} {path} holds ComfyUI's UI workflow but not its API graph (the 'prompt' text that "
+            "ComfyUI's SaveImage writes); latentdiff reads the API graph"
+        )
     if not text and foreign:
         params, notes = params_from_a1111(foreign, f"{path}")
         return {**params, "notes": notes}
@@ -64,13 +75,14 @@ def read_params(path: str | os.PathLike) -> dict:
 
 
 def _texts(path, what: str) -> dict[str, str]:
-    """{"latentdiff": JSON, "parameters": A1111's line}, as far as the file holds them."""
+    """{"latentdiff": JSON, "parameters": A1111's line, "prompt"/"workflow": ComfyUI's graphs}, as far
+    as the file holds them."""
     with os.fdopen(open_regular(path, what), "rb") as f:
         kind = kind_of(f.read(12))
     if kind is None:
         raise UsageError(f"{what} {path} cannot be read: it is not a PNG, JPEG or WebP file")
     if kind == "png":
-        return png_text(path, (META_KEY, "parameters"), what)
+        return png_text(path, (META_KEY, "parameters", "prompt", "workflow"), what)
     comment = exif_comment(path, what)
     return {} if comment is None else {"parameters": comment}
 

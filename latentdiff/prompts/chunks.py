@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from latentdiff.prompts.comfy_syntax import comfy_chunks
 from latentdiff.prompts.syntax import BREAK, fragments
 
 Chunk = tuple[list[int], list[float]]  # up to 75 token ids and their weights
@@ -35,9 +36,11 @@ def chunk_count(tokenizer, prompts: list[str]) -> int:
 def prompt_chunks(tokenizer, prompt: str, syntax: str = "plain") -> list[Chunk]:
     """The prompt's tokens with their weights, in pieces of at most 75.
 
-    `plain`: the text cut every 75 tokens. `a1111`: A1111's `tokenize_line`: a BREAK ends a piece;
+    `plain`: the text cut every 75 tokens. `comfy`: as ComfyUI places them (prompts/comfy_syntax.py). `a1111`: A1111's `tokenize_line`: a BREAK ends a piece;
     a piece that would overflow goes back to its last comma when that comma is within the last
     `COMMA_BACKTRACK` tokens, and the tokens after the comma start the next piece."""
+    if syntax == "comfy":
+        return comfy_chunks(tokenizer, prompt)
     size = tokenizer.model_max_length - 2
     frags = fragments(prompt, syntax)
     texts = [text for text, w in frags if (text, w) != BREAK]

@@ -20,8 +20,9 @@ from __future__ import annotations
 import re
 
 from latentdiff.errors import UsageError
+from latentdiff.prompts.comfy_syntax import parse_comfy, unescape
 
-SYNTAXES = ("a1111", "plain")
+SYNTAXES = ("a1111", "plain", "comfy")  # comfy: prompts/comfy_syntax.py
 BREAK = ("BREAK", -1.0)  # the marker a fragment list holds where a BREAK was written
 ROUND, SQUARE = 1.1, 1 / 1.1
 
@@ -111,9 +112,11 @@ def _merge(res: list[list]) -> list[tuple[str, float]]:
 
 
 def fragments(text: str, syntax: str = "a1111") -> list[tuple[str, float]]:
-    """`parse(text)` for the A1111 syntax; the whole text at weight 1 for `plain`."""
+    """`parse(text)` for the A1111 syntax; the whole text at weight 1 for `plain`; ComfyUI's runs for `comfy`."""
     if syntax == "plain":
         return [(text, 1.0)]
+    if syntax == "comfy":
+        return [(unescape(t), w) for t, w in parse_comfy(text)]
     if syntax != "a1111":
         raise UsageError(f"unknown prompt syntax {syntax!r}; choose one of: {', '.join(SYNTAXES)}")
     return parse(text)

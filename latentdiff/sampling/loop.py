@@ -20,12 +20,14 @@ def _accepts_generator(scheduler) -> bool:
     return "generator" in inspect.signature(scheduler.step).parameters
 
 
-def seed_per_image(scheduler, generators: list[torch.Generator]) -> None:
+def seed_per_image(scheduler, generators: list[torch.Generator], batch: int) -> None:
     """Image k depends only on seed + k, also where a scheduler draws its noise from a seed of its own
     rather than from the generators given to `step` (DPMSolverSDEScheduler: a Brownian tree per row
-    when its `noise_sampler_seed` is a list): row k's tree is seeded with image k's seed."""
+    when its `noise_sampler_seed` is a list): row k's tree is seeded with image k's seed. One
+    generator for a larger batch (ComfyUI's noise, sampling/noise.py) seeds one tree for all rows."""
     if hasattr(scheduler, "noise_sampler_seed"):
-        scheduler.noise_sampler_seed = [g.initial_seed() for g in generators]
+        seeds = [g.initial_seed() for g in generators]
+        scheduler.noise_sampler_seed = seeds[0] if len(seeds) == 1 < batch else seeds
         scheduler.noise_sampler = None
 
 
@@ -66,7 +68,7 @@ def denoise(
     use_cfg = uncond is not None and guidance != 1.0
     dtype = model.dtype  # diffusers computes a module's dtype by walking every submodule: once per call, not per step
     inputs = guided(cond, uncond if use_cfg else None).to(dtype)
-    seed_per_image(scheduler, generators)
+    seed_per_image(scheduler, generators, len(latents))
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
     step_kwargs.update(getattr(scheduler, "step_options", {}))
     scale = getattr(scheduler, "scale_model_input", None)

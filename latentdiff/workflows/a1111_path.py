@@ -27,10 +27,10 @@ def sampler_schedule(pipe, name: str | None) -> tuple[str, str]:
 
 def check(pipe, request) -> None:
     """One UsageError where the A1111 path cannot run this request (before any work)."""
-    if request.noise is None:
+    if request.a1111 is None:
         return
     what = "A1111's noise (rng, variation seed, seed resize, ENSD)"
-    check_rng(request.noise.rng)  # "gpu" needs CUDA
+    check_rng(request.a1111.rng)  # "gpu" needs CUDA
     sampler, schedule = sampler_schedule(pipe, request.scheduler)
     if sampler not in k_samplers.SAMPLERS:
         names = ", ".join(SAMPLERS[k].a1111 for k in k_samplers.SAMPLERS)
@@ -65,7 +65,7 @@ def _params(fn) -> tuple[str, ...]:
 
 def image_seeds(request, seeds: list[int]) -> tuple[list[int], list[int] | None]:
     """(A1111 seeds, variation seeds) of a batch whose jobs have `seeds` (request.seed + k)."""
-    pairs = [request.noise.seeds(request.seed, s - request.seed) for s in seeds]
+    pairs = [request.a1111.seeds(request.seed, s - request.seed) for s in seeds]
     subs = [v for _, v in pairs]
     return [s for s, _ in pairs], None if subs[0] is None else subs
 
@@ -77,7 +77,7 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size: tup
     f = pipe.scale_factor
     shape = (pipe.components.vae.config.latent_channels, size[1] // f, size[0] // f)
     a_seeds, subs = image_seeds(request, seeds)
-    noise = ImageNoise(shape, a_seeds, subs, request.noise.settings(f), pipe.device)
+    noise = ImageNoise(shape, a_seeds, subs, request.a1111.settings(f), pipe.device)
     run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options))
     v = config.get("prediction_type", "epsilon") == "v_prediction"
     net = pipe.family.denoiser(pipe.components)

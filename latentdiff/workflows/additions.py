@@ -4,10 +4,11 @@ IP-Adapter image prompts (workflows/image_prompt.py) and the sampler's schedule 
 
 from __future__ import annotations
 
+import latentdiff.config.params as params
 from latentdiff.config.noise_params import NAMES as NOISE_NAMES
 from latentdiff.config.noise_params import noise_request
-from latentdiff.config.params import api_label, text
 from latentdiff.errors import UsageError
+from latentdiff.sampling.noise import MAX_NOISE_BATCH, NOISE_MODES
 from latentdiff.sampling.schedulers import OPTIONS, check_options, check_scheduler_name, method_of
 from latentdiff.workflows.control import control_units
 from latentdiff.workflows.image_prompt import image_prompt_slots
@@ -21,11 +22,14 @@ NAMES = {
     "schedule": None,
     **dict.fromkeys(OPTIONS),
     **dict.fromkeys(NOISE_NAMES),
+    "noise": "per_image",
+    "noise_batch": None,
+    "noise_index": 0,
 }
 
 
 def api_text(name) -> str:
-    return text(api_label, "scheduler", name)
+    return params.text(params.api_label, "scheduler", name)
 
 
 def take(options: dict) -> dict:
@@ -47,7 +51,19 @@ def additions(pipe, taken: dict, request, scheduler=None) -> dict:
         "controls": control_units(pipe, taken["controls"], taken["control_mode"], seed=request.seed),
         "image_prompts": image_prompt_slots(pipe, taken["image_prompts"], taken["ip_adapter"], taken["image_encoder"]),
         **sampler_fields(pipe, scheduler if a1111 else request.scheduler, taken, a1111),
-        "noise": noise_request(api_label, taken, len(request.prompts) * request.num_images),
+        "a1111": noise_request(params.api_label, taken, len(request.prompts) * request.num_images),
+        **noise_fields(taken),
+    }
+
+
+def noise_fields(taken: dict) -> dict:
+    """The noise mode (sampling/noise.py) and, for ComfyUI's, the batch its rows come from."""
+    api = params.api_label
+    batch = taken["noise_batch"]
+    return {
+        "noise": params.choice(api, "noise", taken["noise"], NOISE_MODES),
+        "noise_batch": None if batch is None else params.whole(api, "noise_batch", batch, 1, MAX_NOISE_BATCH),
+        "noise_index": params.whole(api, "noise_index", taken["noise_index"], 0, MAX_NOISE_BATCH - 1),
     }
 
 

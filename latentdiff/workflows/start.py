@@ -68,9 +68,11 @@ def prepare(
     mask=None,
     strength: float = 1.0,
     init_latents: torch.Tensor | None = None,
+    comfy=None,
 ) -> Start:
     """The start of a run: `image` (PIL) or `init_latents` (B, 4, h, w) noised to `strength`,
-    or noise when neither is given; with `mask` (PIL L), an inpainting start."""
+    or noise when neither is given; with `mask` (PIL L), an inpainting start. `comfy` (a
+    sampling.noise.ComfyNoise; text to image only): ComfyUI's noise instead of each image's own."""
     c = pipe.components
     f = pipe.scale_factor
     vae = c.vae
@@ -91,7 +93,9 @@ def prepare(
     device = pipe.device
     if init_latents is None and pixels is not None and not (nine and full):
         init_latents = encode_sampled(vae, pixels, gens)
-    noise = draw_noise(shape, gens).to(device)  # drawn on the CPU, as diffusers does with CPU generators
+    noise = (draw_noise(shape, gens) if comfy is None else comfy.initial(shape)).to(device)  # drawn on the CPU
+    if comfy is not None:
+        gens = comfy.step_generators(device)
     if full:
         latents = noise * getattr(sched, "init_noise_sigma", 1.0)  # flow matching starts at the noise itself
     else:

@@ -23,20 +23,21 @@ from latentdiff.workflows.image_prompt import slot_tokens
 from latentdiff.workflows.start import prepare
 
 
-def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request):
+def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request, first: int = 0):
+    """Images of `jobs` (request.jobs()[first : first + len(jobs)]), each with its record."""
     a1111_path.check(pipe, request)
     texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
     what = f"generating {len(texts)} image(s) of {request.width}x{request.height} on {pipe.device}"
     untagged, loras = batch_tags(texts, pipe.lora_dir) if request.prompt_syntax == "a1111" else (texts, [])
     with torch_threads(pipe.threads), allocation_errors(what, "choose a smaller size"):
         with merged(pipe.components, loras, pipe.allow_pickle):
-            pixels = sample(pipe, untagged, seeds, request)
+            pixels = sample(pipe, untagged, seeds, request, request.comfy_noise(first, len(jobs)))
     out = []
     # the LoRAs of the prompt's tags, for A1111's "Lora hashes" (hashed once a batch)
     tagged = {"tag_loras": [describe(spec) for spec in loras]} if loras else {}
-    for image, text, s in zip(to_pil(pixels), texts, seeds):
+    for k, (image, text, s) in enumerate(zip(to_pil(pixels), texts, seeds)):
         image, extra = finish(pipe, image, text, s, request)
-        info = {**record(pipe, request, text, s), **extra, **tagged}
+        info = {**record(pipe, request, text, s), **noise_record(request, first + k), **extra, **tagged}
         image.info["latentdiff"] = info
         image.info["parameters"] = a1111_line(info)
         out.append(image)
@@ -48,7 +49,16 @@ def loop_guidance(pipe, request: Request) -> tuple[float, float | None]:
     return pipe.family.guidance(pipe.components, request.guidance, request.true_cfg)
 
 
-def sample(pipe, texts: list[str], seeds: list[int], request: Request) -> torch.Tensor:
+def noise_record(request: Request, job: int) -> dict:
+    """What an image records of its noise: with ComfyUI's, its row of the batch (a replay of this image
+    alone draws the same batch and takes that row)."""
+    if request.noise != "comfy":
+        return {}
+    batch = request.noise_batch or request.num_images
+    return {"noise": "comfy", "noise_batch": batch, "noise_index": request.noise_index + job % request.num_images}
+
+
+def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=None) -> torch.Tensor:
     texts = [pipe.addons.expand(t) for t in texts]
     cfg = loop_guidance(pipe, request)[0]
     negatives = [pipe.addons.expand(request.negative_prompt)] * len(texts) if cfg != 1.0 else None
@@ -67,6 +77,7 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request) -> torch.
         mask=mask,
         strength=request.strength or 1.0,
         with_generators=True,
+        comfy=comfy,
     )
     if pipe.refiner is not None:
         return pipe.refiner.decode(refine(pipe, latents, texts, gens, request))
@@ -127,7 +138,7 @@ def run_loop(
     """One run of the sampling loop at `size`, from noise or from the start `start` describes
     (see workflows.start.prepare): the one loop every workflow goes through, or A1111's own where
     the request asks for A1111's noise (workflows/a1111_path.py)."""
-    if request.noise is not None:
+    if request.a1111 is not None:
         z = a1111_path.latents(pipe, cond, uncond, seeds, request, steps, size, loop_guidance(pipe, request)[0])
         return (z, []) if with_generators else z
     sched = make_scheduler(pipe.components.scheduler_config, request.scheduler, request.sampler_options)

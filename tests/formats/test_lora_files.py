@@ -7,40 +7,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import ALPHA, RANK, TE_LAYER, UNET_LAYER, kohya_file, low_rank  # noqa: F401
 from safetensors.torch import save_file
 
 from latentdiff import Pipeline, UsageError
 from latentdiff.errors import ModelError
-
-UNET_LAYER = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
-TE_LAYER = "text_model.encoder.layers.0.self_attn.q_proj"
-RANK, ALPHA = 4, 2.0
-
-
-def low_rank(seed: int, out_dim=32, in_dim=32):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(RANK, in_dim, generator=g) * 0.5, torch.randn(out_dim, RANK, generator=g) * 0.5
-
-
-def kohya_file(path, seed=0):
-    """A kohya/A1111 LoRA: lora_unet_*/lora_te_* names, lora_down/lora_up, alpha (scale alpha/rank)."""
-    tensors = {}
-    # Real kohya files cover every attention projection; diffusers only recognises the text
-    # encoder part when an out projection is among them, so the file has one too.
-    layers = (
-        ("lora_unet_", UNET_LAYER, seed),
-        ("lora_te_", TE_LAYER, seed + 1),
-        ("lora_unet_", UNET_LAYER.replace("to_q", "to_out.0"), seed + 2),
-        ("lora_te_", TE_LAYER.replace("q_proj", "out_proj"), seed + 3),
-    )
-    for prefix, layer, s in layers:
-        down, up = low_rank(s)
-        key = prefix + layer.replace(".", "_")
-        tensors.update(
-            {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(ALPHA)}
-        )
-    save_file(tensors, path)
-    return path
 
 
 def diffusers_file(path, seed=5):
@@ -212,3 +183,15 @@ def test_lora_scale_is_in_the_a1111_line_and_read_back(tiny_sd1, tmp_path):
     prompt, _, fields = parse_infotext(image.info["parameters"])
     assert prompt == "a cat <lora:catstyle:1>" and fields["Model"] == tiny_sd1.name
     assert fields["Lora hashes"].startswith("catstyle: ") and image.info["latentdiff"]["model"] == str(run)
+
+
+def test_spec_takes_a_text_encoder_scale_of_its_own(tmp_path):
+    from latentdiff.formats.lora import parse_spec
+
+    f = kohya_file(tmp_path / "a:b.safetensors")  # a ':' in the path itself
+    assert (parse_spec(str(f)).scale, parse_spec(str(f)).te_scale) == (1.0, None)
+    assert (parse_spec(f"{f}:0.6").scale, parse_spec(f"{f}:0.6").te_scale) == (0.6, None)
+    spec = parse_spec(f"{f}:0.7:0.3")
+    assert (spec.path, spec.scale, spec.te_scale) == (f, 0.7, 0.3)
+    with pytest.raises(UsageError, match="text encoder's LoRA scale"):
+        parse_spec(f"{f}:0.7:1e9")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from a1111_files import exif_block, jpeg_with, webp_with
-from helpers import memory_cap
+from helpers import COMFY_GRAPH, memory_cap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -257,14 +257,59 @@ json_text = (
 )
 
 
+# ComfyUI API graphs: its default graph with nodes dropped, retyped, linked anywhere, given junk inputs.
+_COMFY_JUNK = st.sampled_from(
+    [
+        None,
+        "",
+        "x",
+        -1,
+        0,
+        2**70,
+        1e400,
+        0.5,
+        True,
+        [],
+        ["9", 0],
+        ["3", 0],
+        ["99", 0],
+        ["4", 7],
+        [["4"], 0],
+        {},
+        "euler",
+    ]
+)
+
+
+@st.composite
+def comfy_graph(draw) -> str:
+    graph = json.loads(json.dumps(COMFY_GRAPH))
+    for _ in range(draw(st.integers(0, 4))):
+        key = draw(st.sampled_from(sorted(graph) + ["10"]))
+        action = draw(st.sampled_from(["drop", "retype", "input", "input", "node"]))
+        if action == "drop":
+            graph.pop(key, None)
+        elif action == "retype" and isinstance(graph.get(key), dict):
+            graph[key]["class_type"] = draw(
+                st.sampled_from(["KSamplerAdvanced", "LoraLoader", "VAELoader", "Upscale", 3])
+            )
+        elif action == "input" and isinstance(graph.get(key), dict):
+            name = draw(st.sampled_from(sorted(graph[key]["inputs"]) + ["model", "clip", "vae", "lora_name"]))
+            graph[key]["inputs"][name] = draw(_COMFY_JUNK)
+        else:
+            graph[key] = draw(_COMFY_JUNK)
+    return json.dumps(graph)
+
+
 def chunk(kind: bytes, body: bytes) -> bytes:
     return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
 
 @st.composite
 def png_bytes(draw) -> bytes:
-    key = draw(st.sampled_from([b"latentdiff", b"parameters", b"other"]))
-    text = draw(json_text if key == b"latentdiff" else a1111_line()).encode("utf-8", "surrogatepass")
+    key = draw(st.sampled_from([b"latentdiff", b"parameters", b"prompt", b"workflow", b"other"]))
+    texts = {b"latentdiff": json_text, b"prompt": comfy_graph() | json_text}
+    text = draw(texts.get(key, a1111_line())).encode("utf-8", "surrogatepass")
     kind = draw(st.sampled_from([b"tEXt", b"iTXt", b"zTXt", b"iTXt-z"]))
     body = {
         b"tEXt": key + b"\0" + text,

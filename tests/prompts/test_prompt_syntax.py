@@ -65,7 +65,7 @@ def test_break_splits_outside_brackets_and_is_a_word_inside():
 def test_plain_syntax_keeps_the_text_and_unknown_syntax_is_a_usage_error():
     assert fragments("(red:1.5) \\( BREAK", "plain") == [("(red:1.5) \\( BREAK", 1.0)]
     with pytest.raises(UsageError, match="unknown prompt syntax"):
-        fragments("x", "comfy")
+        fragments("x", "compel")
 
 
 def test_token_weights_follow_the_fragments(pipe_sd1):

@@ -1,0 +1,245 @@
+"""ComfyUI PNGs: the API graph ComfyUI embeds as the text chunk "prompt" (the UI graph is "workflow"),
+read back into the parameters `--from` regenerates.
+
+The graph is a JSON object {node id: {"class_type": ..., "inputs": {...}}}; an input is a literal
+or a link ["node id", output index]. Supported is ComfyUI's standard text-to-image graph (its
+default workflow, with LoRAs, a separate VAE and clip skip): from the one sampler node the links
+are followed to the checkpoint, the two prompts, the empty latent, and from the image output back
+through the VAE decode. Any other node, a second sampler, a link to nothing, a cycle or a setting
+latentdiff cannot honour is refused in one line naming it.
+
+What the graph means here: ComfyUI's noise (sampling/noise.py "comfy"), ComfyUI's prompt weights
+(prompt_syntax "comfy"), its sampler and scheduler names through our sampler table. The files it
+names (checkpoint, VAE, LoRAs) are resolved by config/comfy_files.py against the flags.
+"""
+
+from __future__ import annotations
+
+from latentdiff.errors import UsageError
+from latentdiff.sampling.noise import MAX_NOISE_BATCH
+from latentdiff.sampling.schedulers import check_scheduler_name
+
+SAMPLERS = ("KSampler", "KSamplerAdvanced")
+OUTPUTS = ("SaveImage", "PreviewImage")
+SUPPORTED = (
+    "CheckpointLoaderSimple",
+    "CLIPTextEncode",
+    "EmptyLatentImage",
+    *SAMPLERS,
+    "LoraLoader",
+    "LoraLoaderModelOnly",
+    "VAEDecode",
+    "VAELoader",
+    "CLIPSetLastLayer",
+    *OUTPUTS,
+)
+MAX_NODES = 10_000
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Graph:
+    """The checked nodes of an API graph, and link following that names what is wrong."""
+
+    def __init__(self, graph, where: str):
+        self.where = where
+        if not isinstance(graph, dict) or not graph:
+            self.fail("its 'prompt' is not a ComfyUI API graph (a JSON object of nodes)")
+        if len(graph) > MAX_NODES:
+            self.fail(f"its graph has {len(graph):,} nodes; at most {MAX_NODES:,} are read")
+        self.nodes = {}
+        for key, node in graph.items():
+            ok = isinstance(node, dict) and isinstance(node.get("class_type"), str)
+            if not ok or not isinstance(node.get("inputs", {}), dict):
+                self.fail(f"node {_short(key)} is not a node (an object with a class_type and inputs)")
+            self.nodes[key] = node
+        for key, node in self.nodes.items():
+            if node["class_type"] not in SUPPORTED:
+                self.fail(
+                    f"node {_short(key)} is a {_short(node['class_type'])}, which latentdiff does not run; "
+                    f"it regenerates graphs of {', '.join(SUPPORTED)}"
+                )
+
+    def fail(self, reason: str):
+        raise UsageError(f"{self.where}: {reason}")
+
+    def kind(self, key: str) -> str:
+        return self.nodes[key]["class_type"]
+
+    def value(self, key: str, name: str, types: tuple, default=None):
+        """Node `key`'s literal input `name` (`default` when absent and given), of one of `types`."""
+        inputs = self.nodes[key].get("inputs", {})
+        if name not in inputs and default is not None:
+            return default
+        v = inputs.get(name)
+        if isinstance(v, bool) or not isinstance(v, types):
+            what = "missing" if name not in inputs else f"{_short(v)}, not a literal {types[0].__name__}"
+            self.fail(f"{self.kind(key)} node {_short(key)}: input {name!r} is {what}")
+        return v
+
+    def link(self, key: str, name: str, kinds: tuple, output: int | None = None) -> str:
+        """The node input `name` of node `key` links to: one of `kinds`, from its output `output`
+        (None: any)."""
+        v = self.nodes[key].get("inputs", {}).get(name)
+        where = f"{self.kind(key)} node {_short(key)}: input {name!r}"
+        if not (isinstance(v, list) and len(v) == 2 and isinstance(v[0], (str, int)) and isinstance(v[1], int)):
+            self.fail(f"{where} is {_short(v)}, not a link [node id, output index]")
+        target = str(v[0])
+        if target not in self.nodes:
+            self.fail(f"{where} links to node {_short(v[0])}, which the graph does not have")
+        if self.kind(target) not in kinds:
+            self.fail(f"{where} links to a {self.kind(target)}; latentdiff expects {' or '.join(kinds)} there")
+        if output is not None and v[1] != output:
+            self.fail(f"{where} takes output {v[1]} of {self.kind(target)} node {_short(target)}, expected {output}")
+        return target
+
+    def one(self, kinds: tuple) -> str:
+        found = [k for k in self.nodes if self.kind(k) in kinds]
+        if len(found) != 1:
+            self.fail(f"its graph has {len(found)} {' / '.join(kinds)} nodes; latentdiff regenerates graphs with one")
+        return found[0]
+
+
+# The model and CLIP chains: {node kind: (its input of the same thing, the output that gives it)}.
+MODEL_CHAIN = {"CheckpointLoaderSimple": (None, 0), "LoraLoader": ("model", 0), "LoraLoaderModelOnly": ("model", 0)}
+CLIP_CHAIN = {"CheckpointLoaderSimple": (None, 1), "LoraLoader": ("clip", 1), "CLIPSetLastLayer": ("clip", 0)}
+
+
+def _chain(g: Graph, key: str, name: str, passes: dict) -> tuple[str, list[str]]:
+    """Follow input `name` of `key` through the pass-through nodes of `passes` to the checkpoint:
+    (the checkpoint node, the pass-through nodes, nearest first)."""
+    seen: list[str] = []
+    at = key
+    while True:
+        target = g.link(at, name, tuple(passes))
+        g.link(at, name, tuple(passes), passes[g.kind(target)][1])
+        if g.kind(target) == "CheckpointLoaderSimple":
+            return target, seen
+        if target in seen:
+            g.fail(f"its graph has a cycle through {g.kind(target)} node {_short(target)}")
+        seen.append(target)
+        at, name = target, passes[g.kind(target)][0]
+
+
+def _loras(g: Graph, model_chain: list[str], clip_chains: list[list[str]]) -> list[dict]:
+    """The LoRAs of the graph, each with its model (UNet) and CLIP (text encoder) scale: a
+    LoraLoaderModelOnly, or a LoraLoader whose CLIP output is not used, merges into the UNet alone."""
+    if len({tuple(c) for c in clip_chains}) > 1:
+        g.fail("its two prompts go through different LoRA / clip-skip nodes; latentdiff encodes both alike")
+    on_clip = [k for k in clip_chains[0] if g.kind(k) == "LoraLoader"]
+    out = []
+    for key in model_chain[::-1]:  # the order ComfyUI applies them: nearest the checkpoint first
+        name = g.value(key, "lora_name", (str,))
+        unet = g.value(key, "strength_model", (int, float))
+        te = g.value(key, "strength_clip", (int, float)) if key in on_clip else 0
+        out.append({"name": name, "scale": float(unet), "te_scale": float(te)})
+    if any(k not in model_chain for k in on_clip):
+        g.fail("a LoraLoader's CLIP output is used but not its MODEL output; latentdiff merges a LoRA into both")
+    return out
+
+
+def _clip_skip(g: Graph, chain: list[str]):
+    layers = [g.value(k, "stop_at_clip_layer", (int,)) for k in chain if g.kind(k) == "CLIPSetLastLayer"]
+    if not layers:
+        return None
+    if not -64 <= layers[0] <= -1:
+        g.fail(f"CLIPSetLastLayer's stop_at_clip_layer is {layers[0]}; ComfyUI takes -1 (the last layer) to -24")
+    return -layers[0]  # nearest the encoder wins, as the clip's last setting does in ComfyUI
+
+
+def _sampler(g: Graph, key: str) -> dict:
+    """The sampler node's settings; what latentdiff cannot honour (a partial denoise, no noise,
+    steps started or stopped early) refused."""
+    advanced = g.kind(key) == "KSamplerAdvanced"
+    steps = g.value(key, "steps", (int,))
+    where = f"{g.kind(key)} node {_short(key)}"
+    if advanced:
+        if g.value(key, "add_noise", (str,)) != "enable":
+            g.fail(f"{where}: add_noise is not 'enable'; an empty latent must be noised")
+        if g.value(key, "start_at_step", (int,)) != 0 or g.value(key, "end_at_step", (int,)) < steps:
+            g.fail(f"{where}: start_at_step / end_at_step run part of the {steps} steps; latentdiff runs them all")
+    elif g.value(key, "denoise", (int, float), 1.0) != 1:
+        g.fail(
+            f"{where}: denoise {g.value(key, 'denoise', (int, float))} needs an input image; the graph starts from an empty latent"
+        )
+    name, schedule = g.value(key, "sampler_name", (str,)), g.value(key, "scheduler", (str,))
+    seed = g.value(key, "noise_seed" if advanced else "seed", (int,))
+    settings = {"seed": seed, "steps": steps, "guidance": g.value(key, "cfg", (int, float))}
+    return {**settings, **_scheduler(g, where, name, schedule)}
+
+
+def _scheduler(g: Graph, where: str, name: str, schedule: str) -> dict:
+    """Our sampler for ComfyUI's sampler and scheduler names. ComfyUI's default scheduler "normal"
+    (timesteps evenly from the last to the first, both in) is by definition A1111's and our Uniform
+    (k-diffusion's get_sigmas): a sampler that takes no sigma list runs it as Uniform, with a note."""
+    try:
+        return {"scheduler": check_scheduler_name(name, schedule), "notes": []}
+    except UsageError as e:
+        if schedule == "normal":
+            try:
+                uniform = check_scheduler_name(name, "uniform")
+            except UsageError:
+                pass
+            else:
+                return {"scheduler": uniform, "notes": [f"ComfyUI's scheduler 'normal' runs as {uniform!r}"]}
+        g.fail(f"{where}: sampler {name!r} with scheduler {schedule!r}: {e}")
+
+
+def params_from_comfy(graph, where: str) -> dict:
+    """The parameters of ComfyUI API graph `graph` (parsed JSON) for GenerateConfig.from_image, plus
+    "comfy": the file names it loads ({"checkpoint", "vae", "loras"}) for config/comfy_files.py."""
+    g = Graph(graph, where)
+    key = g.one(SAMPLERS)
+    outputs = [k for k in g.nodes if g.kind(k) in OUTPUTS]
+    decodes = {g.link(k, "images", ("VAEDecode",), 0) for k in outputs}
+    if len(decodes) != 1:
+        g.fail(f"its graph has {len(decodes)} decoded images to save; latentdiff regenerates graphs with one")
+    decode = decodes.pop()
+    g.link(decode, "samples", SAMPLERS, 0)
+    ckpt, model_chain = _chain(g, key, "model", MODEL_CHAIN)
+    texts, chains = {}, []
+    for side in ("positive", "negative"):
+        encode = g.link(key, side, ("CLIPTextEncode",), 0)
+        texts[side] = g.value(encode, "text", (str,))
+        at, chain = _chain(g, encode, "clip", CLIP_CHAIN)
+        chains.append(chain)
+        if at != ckpt:
+            g.fail(f"its {side} prompt's CLIP comes from another checkpoint node than its model")
+    vae = g.link(decode, "vae", ("CheckpointLoaderSimple", "VAELoader"))
+    if vae != ckpt and g.kind(vae) == "CheckpointLoaderSimple":
+        g.fail("its VAE comes from another checkpoint node than its model")
+    g.link(decode, "vae", (g.kind(vae),), 2 if vae == ckpt else 0)
+    latent = g.link(key, "latent_image", ("EmptyLatentImage",), 0)
+    batch = g.value(latent, "batch_size", (int,))
+    if not 1 <= batch <= MAX_NOISE_BATCH:
+        g.fail(f"EmptyLatentImage's batch_size is {batch}; ComfyUI takes 1 to {MAX_NOISE_BATCH}")
+    clip_skip = _clip_skip(g, chains[0])
+    sampler = _sampler(g, key)
+    notes = sampler.pop("notes")
+    if clip_skip is not None and clip_skip > 1:
+        notes.append(
+            f"CLIPSetLastLayer {-clip_skip} is read as --clip-skip {clip_skip} (SD 1.x/2.x); for an SDXL "
+            f"checkpoint ComfyUI's {-clip_skip} is --clip-skip {clip_skip - 1}: pass that"
+        )
+    return {
+        "prompt": texts["positive"],
+        "negative_prompt": texts["negative"],
+        **sampler,
+        "width": g.value(latent, "width", (int,)),
+        "height": g.value(latent, "height", (int,)),
+        "clip_skip": clip_skip,
+        "prompt_syntax": "comfy",
+        "noise": "comfy",
+        "noise_batch": batch,
+        "noise_index": 0,
+        "num_images": batch,
+        "comfy": {
+            "checkpoint": g.value(ckpt, "ckpt_name", (str,)),
+            "vae": g.value(vae, "vae_name", (str,)) if vae != ckpt else None,
+            "loras": _loras(g, model_chain, chains),
+        },
+        "notes": notes,
+    }
