@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 
 from latentdiff.config import comfy_files
 from latentdiff.config.common import check
-from latentdiff.config.control_flags import CONTROL_FLAGS, MODES, replay_specs, units
+from latentdiff.config.control_flags import CONTROL_FLAGS, MODES, units
 from latentdiff.config.flags import Flag, flag, read_prompts_file
 from latentdiff.config.image_flags import IMAGE_FLAGS, image_options
 from latentdiff.config.image_prompt_flags import image_prompts, replay_prompts
 from latentdiff.config.noise_params import NAMES as NOISE_NAMES
 from latentdiff.config.noise_params import NOISE_FLAGS, noise_request
 from latentdiff.config.params import check_fields, flag_label, recorded_label
-from latentdiff.errors import UsageError
+from latentdiff.config.replay import addon_specs, recorded_controls
 from latentdiff.prompts.syntax import SYNTAXES
 from latentdiff.sampling.noise import NOISE_MODES
 from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
@@ -218,8 +218,8 @@ class GenerateConfig:
             "vae": params.get("vae"),
             "refiner_start": params.get("refiner_start"),
             "clip_skip": params.get("clip_skip"),
-            "loras": _addon_specs(params.get("loras"), "scale"),
-            "embeddings": _addon_specs(params.get("embeddings"), "token"),
+            "loras": addon_specs(params.get("loras"), "scale"),
+            "embeddings": addon_specs(params.get("embeddings"), "token"),
             "lora_dir": params.get("lora_dir"),
             # Images from before the A1111 syntax existed were rendered with the text as written.
             "prompt_syntax": params.get("prompt_syntax", "plain"),
@@ -230,7 +230,7 @@ class GenerateConfig:
         given = {k: v for k, v in overrides.items() if v is not None}
         noise = {k: params[k] for k in NOISE_NAMES if params.get(k) is not None}
         given["a1111_noise"] = {**noise, **given.get("a1111_noise", {})}  # checked by __post_init__, naming the flags
-        recorded.update(_recorded_controls(params, source, given))
+        recorded.update(recorded_controls(params, source, given))
         if params.get("image_prompts"):
             records = params["image_prompts"]
             specs = replay_prompts(records, source, given.get("ip_adapter"), given.get("image_prompts"))
@@ -285,26 +285,3 @@ class GenerateConfig:
         if values.get("random_seed"):
             cfg.seed = None
         return cfg, recorded_device
-
-
-def _addon_specs(records, option: str):
-    """Recorded LoRAs/embeddings ({"path", "scale"|"token"}) as "PATH:OPTION" flags; anything else
-    is left for the parameter check to refuse."""
-    if not isinstance(records, list) or not all(isinstance(r, dict) and "path" in r and option in r for r in records):
-        return records or []
-    te = [f":{r['te_scale']}" if r.get("te_scale") is not None else "" for r in records]  # a LoRA's own CLIP scale
-    return [f"{r['path']}:{r[option]}{t}" for r, t in zip(records, te)]
-
-
-def _recorded_controls(params: dict, source: str, given: dict) -> dict:
-    """The control units an image recorded, replayed: their --control values (unless the flags give
-    units), the per-unit settings the flags leave out, the mode."""
-    records = params.get("controls")
-    options = given.pop("control_options", {})
-    if not records:
-        return {"control_options": options}
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise UsageError(f"the controls recorded in {source} must be a list of units")
-    controls = given.get("controls") or replay_specs(records, source)
-    mode = params.get("control_mode") or records[0].get("mode") or "balanced"
-    return {"controls": controls, "control_options": {**options, "recorded": records}, "control_mode": mode}
