@@ -99,3 +99,18 @@ class Family:
         """A tiny seeded model of `variant`: the fields of models.components.Components (modules,
         tokenizers, scheduler_config, ...), ready to save."""
         raise NotImplementedError
+
+
+def diffusers_pipeline(cls_name: str, components, scheduler, **extra):
+    """diffusers' pipeline `cls_name` around `components`' modules (no copies), for its loaders: each
+    of its arguments that the components have by name, the denoiser as its `unet` or `transformer`."""
+    import inspect
+
+    import diffusers
+
+    cls = getattr(diffusers, cls_name)
+    names = inspect.signature(cls.__init__).parameters
+    denoiser = "transformer" if "transformer" in names else "unet"
+    own = [n for n in names if n not in ("self", "unet", "transformer", "scheduler", *extra) and hasattr(components, n)]
+    parts = {n: getattr(components, n) for n in own}
+    return cls(**parts, **{denoiser: components.unet}, scheduler=scheduler, **extra)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from latentdiff.errors import UsageError
+from latentdiff.families.base import diffusers_pipeline
 from latentdiff.families.flow import FlowMatching, calculate_shift
 from latentdiff.families.flux_tiny import flux_index, tiny_flux
 from latentdiff.runtime.device import notice
@@ -186,18 +187,7 @@ class Flux(FlowMatching):
     def lora_host(self, components, scheduler):
         """FluxPipeline's loader reads diffusers/peft files and converts kohya's, XLabs', Black Forest
         Labs' and the other trainers' Flux layouts that diffusers knows."""
-        from diffusers import FluxPipeline
-
-        c = components
-        return FluxPipeline(
-            scheduler=scheduler,
-            vae=c.vae,
-            text_encoder=c.text_encoder,
-            tokenizer=c.tokenizer,
-            text_encoder_2=c.text_encoder_2,
-            tokenizer_2=c.tokenizer_2,
-            transformer=c.unet,
-        )
+        return diffusers_pipeline("FluxPipeline", components, scheduler)
 
     def model_index(self, components, index: dict) -> dict:
         return flux_index(index)

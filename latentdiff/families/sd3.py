@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from latentdiff.errors import UsageError
+from latentdiff.families.base import diffusers_pipeline
 from latentdiff.families.flow import FlowMatching, calculate_shift
 from latentdiff.families.flux import FluxConditioning
 from latentdiff.families.flux import FluxContext as SD3Context  # the same pair: (B, T, D) tokens, (B, P) pooled
@@ -149,20 +150,7 @@ class SD3(FlowMatching):
 
     def lora_host(self, components, scheduler):
         """StableDiffusion3Pipeline's loader reads diffusers/peft files of its transformer and CLIP encoders."""
-        from diffusers import StableDiffusion3Pipeline
-
-        c = components
-        return StableDiffusion3Pipeline(
-            transformer=c.unet,
-            vae=c.vae,
-            scheduler=scheduler,
-            text_encoder=c.text_encoder,
-            tokenizer=c.tokenizer,
-            text_encoder_2=c.text_encoder_2,
-            tokenizer_2=c.tokenizer_2,
-            text_encoder_3=c.text_encoder_3,
-            tokenizer_3=c.tokenizer_3,
-        )
+        return diffusers_pipeline("StableDiffusion3Pipeline", components, scheduler)
 
     def model_index(self, components, index: dict) -> dict:
         return sd3_index(components, index)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from latentdiff.families.base import diffusers_pipeline
 from latentdiff.families.clip import Conditioning, Embeddings
 from latentdiff.families.released import family_configs
 from latentdiff.families.sd import WORDS, tiny_arch
@@ -74,19 +75,7 @@ class SDXL(UNetFamily):
 
     def lora_host(self, components, scheduler):
         """SDXL's loader also maps kohya's `lora_te1_`/`lora_te2_` and SGM block names (`input_blocks_4_1_...`)."""
-        from diffusers import StableDiffusionXLPipeline
-
-        c = components
-        return StableDiffusionXLPipeline(
-            vae=c.vae,
-            text_encoder=c.text_encoder,
-            text_encoder_2=c.text_encoder_2,
-            tokenizer=c.tokenizer,
-            tokenizer_2=c.tokenizer_2,
-            unet=c.unet,
-            scheduler=scheduler,
-            add_watermarker=False,
-        )
+        return diffusers_pipeline("StableDiffusionXLPipeline", components, scheduler, add_watermarker=False)
 
     def model_index(self, components, index: dict) -> dict:
         """StableDiffusionXLPipeline's (the refiner: its Img2Img pipeline's) arguments."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from latentdiff.errors import UsageError
-from latentdiff.families.base import Family
+from latentdiff.families.base import Family, diffusers_pipeline
 from latentdiff.families.clip import Conditioning, text_pairs
 from latentdiff.sampling.model_call import Inputs
 
@@ -61,13 +61,8 @@ class UNetFamily(Family):
         return UNetCall(components.unet)
 
     def lora_host(self, components, scheduler):
-        from diffusers import StableDiffusionPipeline
-
-        c = components
-        parts = dict(vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet, scheduler=scheduler)
-        return StableDiffusionPipeline(
-            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-        )
+        none = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        return diffusers_pipeline("StableDiffusionPipeline", components, scheduler, **none)
 
     def inpainting(self, components) -> bool:
         return components.unet.config.in_channels == 2 * components.vae.config.latent_channels + 1

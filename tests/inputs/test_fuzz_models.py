@@ -19,13 +19,12 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from helpers import memory_cap
+from helpers import memory_cap, one_line_or
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz import assert_clean, run_main
 
 from latentdiff import Pipeline
-from latentdiff.errors import LatentDiffError
 from latentdiff.runtime.reading import MAX_CONFIG_BYTES, MAX_DEPTH
 
 FUZZ = settings(
@@ -43,15 +42,6 @@ def _bounded_memory():
     what the process may allocate beyond what it holds."""
     with mock.patch("latentdiff.runtime.memory.available_bytes", lambda device: 2 * 2**30), memory_cap(3 * 2**30):
         yield
-
-
-def one_line_or(fn):
-    """fn()'s result, or None after a LatentDiffError of one non-empty line."""
-    try:
-        return fn()
-    except LatentDiffError as e:
-        assert str(e) and "\n" not in str(e), str(e)
-        return None
 
 
 # ---- model files --------------------------------------------------------------------------------------

@@ -4,12 +4,12 @@ config) or in one line, a UsageError / LatentDiffError, never a traceback."""
 
 import math
 
+from helpers import one_line_or
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from latentdiff.config.generate import GenerateConfig
 from latentdiff.config.params import flag_label
-from latentdiff.errors import LatentDiffError
 from latentdiff.images.infotext import params_from_a1111
 
 FUZZ = settings(
@@ -63,14 +63,6 @@ VALID = {
     "seed_resize_from": st.sampled_from([None, (32, 32), "16x24", (0, 0)]),
     "ensd": st.integers(0, 2**40),
 }
-
-
-def one_line_or(fn):
-    try:
-        return fn()
-    except LatentDiffError as e:
-        assert str(e) and "\n" not in str(e), str(e)
-        return None
 
 
 @settings(FUZZ, max_examples=40)
