@@ -113,7 +113,9 @@ def test_batches_shrink_to_fit_memory_instead_of_failing(pipe_sd1, monkeypatch):
         "available_bytes",
         lambda device: real(pipe_sd1.components.unet.config, pipe_sd1.components.vae.config, 2, 64, 64, True, 4, 4),
     )
-    monkeypatch.setattr("latentdiff.pipeline.generate_batch", lambda pipe, jobs, request: sizes.append(len(jobs)) or [])
+    monkeypatch.setattr(
+        "latentdiff.pipeline.generate_batch", lambda pipe, jobs, request, first=0: sizes.append(len(jobs)) or []
+    )
     pipe_sd1("x", steps=1, num_images=5)
     assert sizes == [2, 2, 1]
 
