@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-HONOURED, NO_EFFECT, REFUSED, SEED = "honoured", "no effect", "refused", "seed"
+HONOURED, NO_EFFECT, REFUSED = "honoured", "no effect", "refused"
 
 _BASE = (
     "prompt negative_prompt styles seed subseed subseed_strength seed_resize_from_h seed_resize_from_w "
@@ -58,14 +58,14 @@ def _same_or_none(name: str, *same) -> Callable:
 
 @dataclass(frozen=True)
 class Field:
-    how: str  # HONOURED, NO_EFFECT, REFUSED, SEED (refused until the seed options land)
+    how: str  # HONOURED, NO_EFFECT, REFUSED
     says: str  # how it maps, or what latentdiff lacks (the docs' words and the 400's)
-    neutral: Callable | None = None  # REFUSED, SEED: whether a value leaves the image as A1111's default
+    neutral: Callable | None = None  # REFUSED: whether a value leaves the image as A1111's default
     hires: bool = False  # read only with enable_hr, as A1111 does
     only: str | None = None  # "txt2img" or "img2img": a field of that route alone
 
 
-_H, _X, _R, _S = HONOURED, NO_EFFECT, REFUSED, SEED
+_H, _X, _R = HONOURED, NO_EFFECT, REFUSED
 _SAVES = "A1111's saving; latentdiff writes every image to --out (the server's record) and answers with it"
 FIELDS: dict[str, Field] = {
     "prompt": Field(_H, "prompt (A1111 syntax)"),
@@ -149,15 +149,6 @@ FIELDS: dict[str, Field] = {
     "seed_resize_from_h": Field(_H, "seed resize height (with _w, both > 0), on A1111's own path"),
     "seed_resize_from_w": Field(_H, "seed resize width (with _h, both > 0), on A1111's own path"),
 }
-# Our pipeline's name of each seed option (None: not taken; a 400 unless neutral). Non-neutral, they
-# select A1111's own sampling path with its default noise source, the GPU's numbers ("nv").
-SEED_PARAMS: dict[str, str | None] = {
-    "subseed": "variation_seed",
-    "subseed_strength": "variation_strength",
-    "seed_resize_from_h": "seed_resize_from",
-    "seed_resize_from_w": "seed_resize_from",
-    "eta_noise_seed_delta": "ensd",
-}
 
 
 @dataclass(frozen=True)
@@ -165,7 +156,7 @@ class Setting:
     default: object  # A1111's default (GET /options shows it, or the value POST /options set)
     how: str
     says: str
-    neutral: tuple = ()  # REFUSED, SEED: the values that change nothing
+    neutral: tuple = ()  # REFUSED: the values that change nothing
 
 
 SETTINGS: dict[str, Setting] = {
@@ -192,8 +183,8 @@ def markdown() -> str:
         f = FIELDS[name]
         where = f.only or "both"
         what = f.says if f.how == HONOURED else f"{f.how}: {f.says}"
-        if f.how in (REFUSED, SEED):
-            what = f"refused unless neutral{' (until the seed options land)' if f.how == SEED else ''}: {f.says}"
+        if f.how == REFUSED:
+            what = f"refused unless neutral: {f.says}"
         rows.append(f"| `{name}` | {where} | {what} |")
     rows += ["", "| setting (override_settings, /options) | default | latentdiff |", "|---|---|---|"]
     for name in sorted(SETTINGS):
@@ -201,6 +192,6 @@ def markdown() -> str:
         what = s.says if s.how == HONOURED else f"{s.how}: {s.says}"
         if s.how != HONOURED:
             shown = ", ".join(repr(v) for v in s.neutral)
-            what = f"refused unless {shown}{' (until the seed options land)' if s.how == SEED else ''}: {s.says}"
+            what = f"refused unless {shown}: {s.says}"
         rows.append(f"| `{name}` | `{s.default!r}` | {what} |")
     return "\n".join(rows)

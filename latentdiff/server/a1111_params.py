@@ -16,7 +16,7 @@ import latentdiff.config.params as rules
 from latentdiff.errors import UsageError
 from latentdiff.images.a1111_read import hires_schedule
 from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, resolved, split_name
-from latentdiff.server.a1111_fields import FIELDS, HONOURED, SEED, SEED_PARAMS, SETTINGS, is_one_of
+from latentdiff.server.a1111_fields import FIELDS, HONOURED, SETTINGS, is_one_of
 from latentdiff.server.a1111_samplers import OPTION_BOUNDS, sampler_options
 from latentdiff.server.schema import MAX_IMAGES, MAX_STEPS
 from latentdiff.server.schema import MAX_SIDE as SERVER_SIDE
@@ -109,8 +109,6 @@ def refuse_unhonoured(body: Txt2ImgRequest) -> None:
         if f.hires and not body.enable_hr:  # A1111 reads them only with enable_hr
             continue
         value = extra[name] if name in extra else getattr(body, name)
-        if f.how == SEED and SEED_PARAMS[name]:  # switched on: seed_params passes it on
-            continue
         if f.neutral is not None and not _holds(f.neutral, value, body):
             raise UsageError(f"{name}={short(value)}: {f.says} is not supported by latentdiff")
     if "alwayson_scripts" in extra and _active_scripts(extra["alwayson_scripts"]):
@@ -140,7 +138,7 @@ def check_settings(values, where: str) -> dict:
                 f"{where}.{short(key)} is not a setting latentdiff has; it knows: {', '.join(SETTINGS)} "
                 "(GET /sdapi/v1/options shows them)"
             )
-        if s.how != HONOURED and not (s.how == SEED and SEED_PARAMS[key]):
+        if s.how != HONOURED:
             if not _holds(lambda v, b: is_one_of(v, s.neutral), value, None):  # noqa: B023 (called at once)
                 shown = ", ".join(repr(v) for v in s.neutral if v is not None)
                 raise UsageError(f"{where}.{key}={short(value)}: {s.says} is not supported by latentdiff; only {shown}")
@@ -226,7 +224,7 @@ def title_name(title) -> str:
 
 
 def seed_params(body: Txt2ImgRequest, values: dict) -> dict:
-    """The seed options (a1111_fields.SEED_PARAMS) as our noise keywords: a subseed strength above 0
+    """A1111's seed fields and its ENSD setting as our noise keywords: a subseed strength above 0
     (subseed -1: a random one, as A1111), seed_resize_from_w/h both above 0, ENSD (the setting) other
     than 0. Any of them selects A1111's own path with its default noise source, the GPU's numbers."""
     out = {}
