@@ -166,3 +166,32 @@ def dataset(tmp_path_factory):
         im.save(root / f"{i}.png")
         (root / f"{i}.txt").write_text(f"a {c} circle")
     return root
+
+
+# ---- `latentdiff ARGV` in-process (the CLI tests of controls and image prompts) ----
+
+
+@pytest.fixture
+def run_main(capsys):
+    """`latentdiff ARGV` in-process: (exit code, stdout, stderr)."""
+
+    def run(argv):
+        try:
+            from latentdiff.cli.main import main
+
+            code = main([*map(str, argv), *(["--device", "cpu"] if argv[0] == "generate" else [])])
+        except SystemExit as e:  # argparse's own refusals
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def generate(run_main):
+    def run(tiny, out, *flags):
+        base = ["generate", "a red apple", "--model", tiny, "--steps", "2", "--seed", "3", "--quiet"]
+        return run_main([*base, "--out", out, *flags])
+
+    return run

@@ -251,3 +251,9 @@ def one_line_or(fn):
     except LatentDiffError as e:
         assert str(e) and "\n" not in str(e), str(e)
         return None
+
+
+def png_texts(path):
+    """(the latentdiff JSON record, the A1111 parameters line) of a PNG we wrote."""
+    with Image.open(path) as im:
+        return json.loads(im.text["latentdiff"]), im.text["parameters"]

@@ -2,16 +2,15 @@
 API; each unit recorded in the PNG and as A1111's ControlNet line, replayed by --from; bad flags one
 line, exit 2."""
 
-import json
 import shutil
 
 import numpy as np
 import pytest
 from helpers import pixels, tiny_controlnet
+from helpers import png_texts as texts
 from PIL import Image, PngImagePlugin
 
 from latentdiff import Control
-from latentdiff.cli.main import main
 from latentdiff.config.control_flags import split_spec
 from latentdiff.errors import UsageError
 from latentdiff.images.infotext import parse_infotext
@@ -29,35 +28,6 @@ def files(pipe_sd1, tmp_path_factory):
     a[20:60, 30:70] = rng.integers(0, 120, (40, 40, 3))
     Image.fromarray(a).save(picture)
     return root, cn, picture
-
-
-@pytest.fixture
-def run_main(capsys):
-    """`latentdiff ARGV` in-process: (exit code, stdout, stderr)."""
-
-    def run(argv):
-        try:
-            code = main([*map(str, argv), *(["--device", "cpu"] if argv[0] == "generate" else [])])
-        except SystemExit as e:  # argparse's own refusals
-            code = e.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
-@pytest.fixture
-def generate(run_main):
-    def run(tiny, out, *flags):
-        base = ["generate", "a red apple", "--model", tiny, "--steps", "2", "--seed", "3", "--quiet"]
-        return run_main([*base, "--out", out, *flags])
-
-    return run
-
-
-def texts(path):
-    with Image.open(path) as im:
-        return json.loads(im.text["latentdiff"]), im.text["parameters"]
 
 
 SPEC = ("--control-module", "canny:50:150", "--control-resize", "fit")

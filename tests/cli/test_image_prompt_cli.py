@@ -3,17 +3,16 @@ tiny models, equal to the Python API (with --control too); each image prompt rec
 and as an A1111 IP-Adapter unit after the ControlNet units, replayed by --from; A1111's ip-adapter
 units read as image prompts; bad flags one line, exit 2, before the model loads."""
 
-import json
 import shutil
 
 import numpy as np
 import pytest
 from helpers import noise_image, pixels, tiny_controlnet
+from helpers import png_texts as texts
 from ip_adapter_files import FACE_DIM, h94_layout
 from PIL import Image, PngImagePlugin
 
 from latentdiff import Control, ImagePrompt
-from latentdiff.cli.main import main
 from latentdiff.config.image_prompt_flags import split_prompt
 from latentdiff.errors import UsageError
 from latentdiff.images.infotext import parse_infotext
@@ -31,35 +30,6 @@ def files(pipe_sd1, tmp_path_factory):
     face = root / "face.npy"
     np.save(face, np.random.default_rng(3).standard_normal(FACE_DIM).astype(np.float32))
     return root, models, cn, picture, face
-
-
-@pytest.fixture
-def run_main(capsys):
-    """`latentdiff ARGV` in-process: (exit code, stdout, stderr)."""
-
-    def run(argv):
-        try:
-            code = main([*map(str, argv), *(["--device", "cpu"] if argv[0] == "generate" else [])])
-        except SystemExit as e:  # argparse's own refusals
-            code = e.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
-@pytest.fixture
-def generate(run_main):
-    def run(tiny, out, *flags):
-        base = ["generate", "a red apple", "--model", tiny, "--steps", "2", "--seed", "3", "--quiet"]
-        return run_main([*base, "--out", out, *flags])
-
-    return run
-
-
-def texts(path):
-    with Image.open(path) as im:
-        return json.loads(im.text["latentdiff"]), im.text["parameters"]
 
 
 ADAPTERS = {"base": "ip-adapter_sd15", "plus": "ip-adapter-plus_sd15", "faceid": "ip-adapter-faceid_sd15"}
