@@ -283,8 +283,10 @@ def test_from_our_own_pngs_gives_the_same_pixels(tiny_sd1, tmp_path, capsys, sch
 def test_from_our_own_pngs_gives_the_same_pixels_for_every_sampler(tiny_sd1, tmp_path, capsys):
     from helpers import made_and_replayed
 
+    # Every sampler at its Automatic schedule and, for the sigma samplers, Karras: the schedule types' names
+    # read back through the A1111 line cell by cell (test_every_sampler_and_schedule_a1111_reads_back_as_we_ran_it).
     for sampler in SCHEDULERS:
-        for schedule in runnable_schedules(sampler):
+        for schedule in {"automatic", "karras"} & set(runnable_schedules(sampler)):
             out = tmp_path / spec(sampler, schedule)
             made_and_replayed(capsys, out, "a cat", "--model", tiny_sd1, "--scheduler", spec(sampler, schedule),
                               "--width", 32, "--height", 32, "--steps", 3)  # fmt: skip
