@@ -77,6 +77,8 @@ def _exif_block(path, fail) -> bytes | None:
                 warnings.simplefilter("ignore")
                 with Image.open(f) as im:
                     raw = im.info.get("exif")
+        except Image.DecompressionBombError:  # a header declaring gigapixels, refused by Pillow on opening
+            fail(f"its header declares a picture of more than {Image.MAX_IMAGE_PIXELS} pixels (damaged?)")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
             fail(f"it is damaged ({type(e).__name__}: {str(e)[:80]})")
     if raw is not None and not isinstance(raw, bytes):

@@ -261,6 +261,12 @@ def test_broken_and_huge_exif_are_one_line(tmp_path, capsys):
     huge.write_bytes(webp_with(exif_block(user_comment("x" * (3 << 19) + "\nSteps: 1, Seed: 1, CFG scale: 7"))))
     assert "its EXIF is 3.0 MiB; at most 2.0 MiB is read" in fails(capsys, "--from", huge)
     assert "it is not a PNG, JPEG or WebP file" in fails(capsys, "--from", _gif(tmp_path / "a.gif"))
+    data = bytearray(webp_with(exif_block(user_comment("a\nSteps: 1, Seed: 1, CFG scale: 7"))))
+    assert data[12:16] == b"VP8X"
+    data[24:30] = b"\xff\x3f\x00\xff\x3f\x00"  # a canvas of 16384 x 16384 declared (found by the fuzzing: a traceback)
+    bomb = tmp_path / "bomb.webp"
+    bomb.write_bytes(bytes(data))
+    assert "its header declares a picture of more than" in fails(capsys, "--from", bomb)
 
 
 def _gif(path):
