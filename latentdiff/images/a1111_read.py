@@ -23,9 +23,10 @@ from latentdiff.sampling.schedulers import SAMPLERS, check_scheduler_name, resol
 # elsewhere named as not honoured.
 NOISE = {"Variation seed", "Variation seed strength", "Seed resize from", "ENSD", "RNG"}
 NOT_YET = ()  # keys a coming change will honour: named as not honoured yet
-# What A1111's own path does not run yet (hires, img2img, inpainting; ControlNet N): such a line runs
-# on diffusers' path, its noise keys named as not honoured.
-OFF_PATH = ("Hires upscale", "Hires resize", "Denoising strength", "Mask blur", "Inpaint area")
+# What A1111's own path does not run yet (inpainting, a hires fix by another upscaler than "Latent";
+# ControlNet N): such a line runs on diffusers' path, its noise keys named as not honoured.
+OFF_PATH = ("Mask blur", "Inpaint area")
+HIRES_KEYS = ("Hires upscale", "Hires resize")
 # Keys that tell what made the image and change nothing in it (the model and VAE get notes).
 ABOUT = ("Version", "User", "Lora hashes", "TI hashes", "Hashes", "Model", "Model hash", "VAE hash")
 # A1111's sampler options (its infotext name -> ours); eta and s_noise are generate flags.
@@ -64,7 +65,7 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
     params: dict = {"negative_prompt": negative, "prompt_syntax": "a1111"}
     ignored: list[str] = []
     params["prompt"] = _prompt(prompt, ignored)
-    _basics(f, params, notes, not any(k in f for k in OFF_PATH) and not any(_CONTROL.fullmatch(k) for k in f))
+    _basics(f, params, notes, _on_path(f))
     _options(f, params, ignored)
     _hires(f, params, notes, ignored)
     _made_with(f, params, notes)
@@ -80,6 +81,14 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
     if ignored or later:
         notes.append(_named(source, ignored, later))
     return params, notes
+
+
+def _on_path(f: dict) -> bool:
+    """Whether A1111's own path runs this line here: text to image, img2img, or a hires fix by A1111's
+    "Latent" upscaler (its default); not inpainting or ControlNet."""
+    if any(k in f for k in OFF_PATH) or any(_CONTROL.fullmatch(k) for k in f):
+        return False
+    return not any(k in f for k in HIRES_KEYS) or f.get("Hires upscaler", "Latent").strip() == "Latent"
 
 
 def _named(source: str, ignored: list[str], later: list[str]) -> str:

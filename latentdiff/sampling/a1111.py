@@ -166,6 +166,9 @@ class A1111Run:
     steps: int
     guidance: float
     options: dict = field(default_factory=dict)  # eta, s_noise, s_churn, s_tmin, s_tmax
+    init: torch.Tensor | None = None  # img2img: the start latents (unnoised)
+    strength: float = 1.0  # img2img: A1111's denoising strength
+    fixed: bool = False  # img2img: the hires pass's rule for the steps (img2img_steps)
 
 
 class GuidedModel:
@@ -205,21 +208,35 @@ def brownian_noise(x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int]):
     return BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=list(seeds))
 
 
+def img2img_steps(steps: int, strength: float, fixed: bool) -> tuple[int, int]:
+    """A1111's (schedule length, t_enc) for a run from an image at `strength` (its
+    sd_samplers_common.setup_img2img_steps): the img2img tab keeps `steps` and runs the last
+    int(strength * steps) + 1 of them; the hires pass (`fixed`) runs `steps` + 0 of a longer schedule."""
+    if fixed:
+        return (int(steps / min(strength, 0.999)) if strength > 0 else 0), steps - 1
+    return steps, int(min(strength, 0.999) * steps)
+
+
 def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_prediction=False, family="sd1", callback=None):
-    """Latents of txt2img by A1111's path: `noise` its per-image noise (first() is the start);
-    `callback(step, total, latents)` after each step (it may raise to stop)."""
+    """Latents of txt2img, or of img2img from `run.init` (A1111's sample_img2img), by A1111's path:
+    `noise` its per-image noise (first() is the start); `callback(step, total, latents)` after each
+    step (it may raise to stop)."""
     wrap = DiscreteDenoiser(acp, v_prediction)
-    sigmas = a1111_sigmas(run.sampler, run.schedule, run.steps, wrap, family)
-    x = noise.first() * sigmas[0]
+    total, t_enc = (run.steps, run.steps) if run.init is None else img2img_steps(run.steps, run.strength, run.fixed)
+    sigmas = a1111_sigmas(run.sampler, run.schedule, total, wrap, family)
+    sched = sigmas[total - t_enc - 1 :] if run.init is not None else sigmas
+    x = noise.first() * sched[0]
+    if run.init is not None:
+        x = run.init.to(x.device, x.dtype) + x
     fn, fixed, _, brownian = k_samplers.SAMPLERS[run.sampler]
-    model = GuidedModel(net, wrap, cond, uncond, run.guidance, sigmas, callback)
+    model = GuidedModel(net, wrap, cond, uncond, run.guidance, sched, callback)
     # A1111 grows the trees on the model's device whatever its RNG setting: on an NVIDIA GPU, from CUDA's
-    # numbers; "gpu" draws them on this device itself
+    # numbers; "gpu" draws them on this device itself. Their span is the whole schedule's, img2img too.
     cuda_trees = brownian and noise.s.rng != "gpu"
     with cuda_numbers_in_brownian_trees() if cuda_trees else contextlib.nullcontext(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)  # torchsde's float32 edges
         draw = brownian_noise(x, sigmas, noise.seeds) if brownian else (lambda s, s_next: noise.next())
-        z = fn(model, x, sigmas.to(x.device), draw, **fixed, **run.options)
+        z = fn(model, x, sched.to(x.device), draw, **fixed, **run.options)
     if callback is not None:
-        callback(len(sigmas) - 1, len(sigmas) - 1, z)
+        callback(len(sched) - 1, len(sched) - 1, z)
     return z

@@ -13,6 +13,8 @@ from latentdiff.sampling import a1111, k_samplers
 from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng
 from latentdiff.sampling.sampler_table import SAMPLERS
 from latentdiff.sampling.schedulers import method_of, parse
+from latentdiff.workflows.hires import HIRES_LATENT
+from latentdiff.workflows.start import to_tensor
 
 FAMILIES = ("sd", "sdxl")
 
@@ -42,8 +44,10 @@ def check(pipe, request) -> None:
     if pipe.family.name not in FAMILIES:
         raise UsageError(f"{what} applies to SD 1.x/2.x and SDXL models, not {pipe.family.label}")
     o = request.options
-    if request.source is not None or pipe.refiner is not None or (o is not None and o.hires):
-        raise UsageError(f"{what} applies to text to image for now (not with an init image, hires or a refiner)")
+    if pipe.refiner is not None or (request.source is not None and request.source.region()[1] is not None):
+        raise UsageError(f"{what} runs text to image, img2img and hires fix; not inpainting or a refiner yet")
+    if o is not None and o.hires and o.hires_upscaler != HIRES_LATENT:
+        raise UsageError(f"{what} runs the hires fix with A1111's 'Latent' upscaler; not {o.hires_upscaler!r} yet")
     if request.controls or request.image_prompts:
         raise UsageError(f"{what} runs without ControlNets and image prompts for now")
 
@@ -70,16 +74,33 @@ def image_seeds(request, seeds: list[int]) -> tuple[list[int], list[int] | None]
     return [s for s, _ in pairs], None if subs[0] is None else subs
 
 
-def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size: tuple[int, int], cfg) -> torch.Tensor:
-    """The batch's latents by A1111's path (`cfg`: the loop's guidance scale)."""
+def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg, start: dict) -> torch.Tensor:
+    """The batch's latents by A1111's path (`cfg`: the loop's guidance scale; `start`: run_loop's
+    image or init_latents (the hires pass) and strength)."""
     sampler, schedule = sampler_schedule(pipe, request.scheduler)
     config = pipe.components.scheduler_config
     f = pipe.scale_factor
     shape = (pipe.components.vae.config.latent_channels, size[1] // f, size[0] // f)
     a_seeds, subs = image_seeds(request, seeds)
     noise = ImageNoise(shape, a_seeds, subs, request.a1111.settings(f), pipe.device)
-    run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options))
+    run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options), **_init(pipe, start, seeds))
     v = config.get("prediction_type", "epsilon") == "v_prediction"
     net = pipe.family.denoiser(pipe.components)
     acp = a1111.alphas_cumprod(config)
     return a1111.sample(net, acp, run, noise, cond, uncond, v, pipe.family.name, request.callback)
+
+
+def _init(pipe, start: dict, seeds: list[int]) -> dict:
+    """A1111Run's img2img fields: the hires pass's upscaled latents (A1111's fixed-steps rule) or the
+    init image's latents, the VAE posterior's mean (A1111 draws a sample with its unseeded global RNG,
+    so its own img2img images vary by that draw)."""
+    init, image = start.get("init_latents"), start.get("image")
+    if init is None and image is None:
+        return {}
+    if init is None:
+        vae = pipe.components.vae
+        with torch.no_grad():
+            dist = vae.encode(to_tensor(image).to(vae.device, vae.dtype)).latent_dist
+        init = (dist.mean.float() * vae.config.scaling_factor).repeat(len(seeds), 1, 1, 1)
+    hires = start.get("image") is None
+    return {"init": init, "strength": float(start.get("strength", 1.0)), "fixed": hires}

@@ -18,7 +18,7 @@ def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seed
     in [-1, 1] at the target size."""
     o = request.options
     size = hires_size(request.width, request.height, o.hires, pipe.scale_factor)
-    steps = o.hires_steps or request.steps
+    steps = pass_steps(request)
     if o.hires_upscaler == HIRES_LATENT:
         f = pipe.scale_factor
         up = F.interpolate(latents, size=(size[1] // f, size[0] // f), mode="bilinear")
@@ -41,6 +41,16 @@ def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seed
         )
         out.append(pipe.decode(z))
     return torch.cat(out)
+
+
+def pass_steps(request) -> int:
+    """The hires pass's steps: on diffusers' path the schedule it runs int(steps * strength) of; on
+    A1111's path the steps it runs (A1111's hr_second_pass_steps, on a schedule of steps / strength),
+    as many as diffusers' path runs of `hires_steps` (how the infotext reads and writes them)."""
+    o = request.options
+    if request.a1111 is None or not o.hires_steps:
+        return o.hires_steps or request.steps
+    return int(o.hires_steps * o.hires_strength) or request.steps
 
 
 def _upscale(pipe, base: Image.Image, o, prompt: str, seed: int, size: tuple[int, int]) -> Image.Image:

@@ -18,7 +18,7 @@ from latentdiff.runtime.memory import allocation_errors
 from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
 from latentdiff.workflows import a1111_path
 from latentdiff.workflows.finish import finish
-from latentdiff.workflows.hires import hires_pass
+from latentdiff.workflows.hires import hires_pass, pass_steps
 from latentdiff.workflows.image_prompt import slot_tokens
 from latentdiff.workflows.start import prepare
 
@@ -82,7 +82,7 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
     if pipe.refiner is not None:
         return pipe.refiner.decode(refine(pipe, latents, texts, gens, request))
     if request.options is not None and request.options.hires:
-        hires = condition(pipe, texts, negatives, request, request.options.hires_steps or request.steps)
+        hires = condition(pipe, texts, negatives, request, pass_steps(request))
         return hires_pass(pipe, latents, *hires, texts, seeds, request)
     return pipe.decode(latents)
 
@@ -139,7 +139,7 @@ def run_loop(
     (see workflows.start.prepare): the one loop every workflow goes through, or A1111's own where
     the request asks for A1111's noise (workflows/a1111_path.py)."""
     if request.a1111 is not None:
-        z = a1111_path.latents(pipe, cond, uncond, seeds, request, steps, size, loop_guidance(pipe, request)[0])
+        z = a1111_path.latents(pipe, cond, uncond, seeds, request, steps, size, loop_guidance(pipe, request)[0], start)
         return (z, []) if with_generators else z
     sched = make_scheduler(pipe.components.scheduler_config, request.scheduler, request.sampler_options)
     pipe.family.set_timesteps(sched, steps, size, pipe.scale_factor)  # on the CPU: see sampling.denoise

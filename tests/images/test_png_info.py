@@ -144,12 +144,14 @@ def test_an_a1111_line_is_honoured_or_named():
     assert params["a1111_model_hash"] == "0123456789" and "strength" not in params
     assert any("VAE 'vae-ft-mse.safetensors' (hash 735e4c3a44); pass --vae" in n for n in notes)
     last = notes[-1]
-    # A1111's own path (its noise) does not run hires yet: this line runs on diffusers' path, its noise keys named
-    assert last == (
-        "a.png: not honoured here, ignored: <hypernet:old:1>, Hires sampler, Variation seed, "
-        "Variation seed strength, ENSD, Emphasis"
-    )
-    assert "rng" not in params and NOISE >= {"Variation seed", "ENSD", "RNG", "Seed resize from"}
+    # a hires fix by A1111's "Latent" upscaler runs on A1111's own path: its noise keys are honoured
+    assert last == "a.png: not honoured here, ignored: <hypernet:old:1>, Hires sampler, Emphasis"
+    assert (params["rng"], params["variation_seed"], params["ensd"]) == ("nv", 9, 31337)
+    # another upscaler or inpainting stays on diffusers' path, its noise keys named
+    for other in ("Hires upscaler: Lanczos, ", "Hires upscaler: Latent, Mask blur: 4, "):
+        params, notes = params_from_a1111(A1111_LINE.replace("Hires upscaler: Latent, ", other), "a.png")
+        assert "rng" not in params and "Variation seed, Variation seed strength, ENSD" in notes[-1], other
+    assert NOISE >= {"Variation seed", "ENSD", "RNG", "Seed resize from"}
 
 
 def _png(path, text):

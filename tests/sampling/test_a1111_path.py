@@ -90,23 +90,37 @@ def a1111_sigmas(ks, wrap, sampler, schedule, steps):
 
 
 @torch.no_grad()
-def a1111_reference(pipe, sampler, seeds, schedule="automatic", rng="cpu", ensd=0):
-    """Pixels (uint8) of A1111's txt2img of PROMPT for `seeds` with k-diffusion."""
-    ks, external = load()
+def a1111_reference(pipe, sampler, seeds, schedule="automatic", rng="cpu", ensd=0, latents=False):
+    """Pixels (uint8) of A1111's txt2img of PROMPT for `seeds` with k-diffusion (or its latents)."""
+    ks, _ = load()
+    wrap = k_wrap(pipe)
+    sigmas = a1111_sigmas(ks, wrap, sampler, schedule, STEPS)
+    f, c = pipe.scale_factor, pipe.components
+    source = Generators(seeds, (c.vae.config.latent_channels, SIZE // f, SIZE // f), rng, ensd)
+    z = k_run(pipe, wrap, sampler, seeds, source.first * sigmas[0], sigmas, sigmas, source, rng)
+    return z if latents else np.stack([np.asarray(im) for im in to_pil(pipe.decode(z))])
+
+
+def k_wrap(pipe):
+    """k-diffusion's CompVis(V)Denoiser around the pipe's UNet."""
+    _, external = load()
     c = pipe.components
-    cond, uncond = pipe.conditioning([PROMPT] * len(seeds), [NEGATIVE] * len(seeds), SIZE, SIZE, "plain", 1)
     v = c.scheduler_config.get("prediction_type") == "v_prediction"
-    wrap = (external.CompVisVDenoiser if v else external.CompVisDenoiser)(LatentDiffusion(c.unet, c.scheduler_config))
+    return (external.CompVisVDenoiser if v else external.CompVisDenoiser)(LatentDiffusion(c.unet, c.scheduler_config))
+
+
+@torch.no_grad()
+def k_run(pipe, wrap, sampler, seeds, x, sigmas, sched, source, rng="cpu", size=SIZE):
+    """k-diffusion's `sample_*` from `x` over `sched` (a tail of `sigmas` for img2img), as A1111 calls it."""
+    ks, _ = load()
+    n = len(seeds)
+    cond, uncond = pipe.conditioning([PROMPT] * n, [NEGATIVE] * n, size, size, "plain", 1)
 
     def cfg_denoiser(x, sigma, cond, uncond, cond_scale):  # A1111: the conditional rows first
         out = wrap(torch.cat([x, x]), torch.cat([sigma, sigma]), cond=cond.cat(uncond))
         denoised_c, denoised_u = out.chunk(2)
         return denoised_u + (denoised_c - denoised_u) * cond_scale
 
-    sigmas = a1111_sigmas(ks, wrap, sampler, schedule, STEPS)
-    f = pipe.scale_factor
-    source = Generators(seeds, (c.vae.config.latent_channels, SIZE // f, SIZE // f), rng, ensd)
-    x = source.first * sigmas[0]
     name, extra = K_FUNCTIONS[sampler]
     args = {"cond": cond, "uncond": uncond, "cond_scale": CFG}
     # A1111 on an NVIDIA GPU grows the trees there, whatever its RNG setting: CUDA's numbers
@@ -114,13 +128,12 @@ def a1111_reference(pipe, sampler, seeds, schedule="automatic", rng="cpu", ensd=
     saved, ks.torch = ks.torch, TorchHijack(source)
     try:
         with cuda_trees:
-            if sampler in BROWNIAN:
+            if sampler in BROWNIAN:  # A1111's create_noise_sampler: the whole schedule's span
                 tree = ks.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds)
                 extra = {**extra, "noise_sampler": tree}
-            z = getattr(ks, name)(cfg_denoiser, x, sigmas, extra_args=args, disable=True, **extra)
+            return getattr(ks, name)(cfg_denoiser, x, sched, extra_args=args, disable=True, **extra)
     finally:
         ks.torch = saved
-    return np.stack([np.asarray(im) for im in to_pil(pipe.decode(z))])
 
 
 def ours(pipe, sampler, seed, n=1, **kw):
