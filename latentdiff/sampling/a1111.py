@@ -9,6 +9,7 @@ Brownian tree per image seeded with its seed. So an image depends only on its ow
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -200,6 +201,16 @@ class GuidedModel:
             self.callback(i, len(self.steps), x)
 
 
+def _bounds(fn, wrap: DiscreteDenoiser, sched: torch.Tensor, init) -> dict:
+    """DPM fast and adaptive's sigma range as A1111 gives it: the model's in txt2img, the schedule's
+    last non-zero and first sigma in img2img."""
+    if "bounds" not in inspect.signature(fn).parameters:
+        return {}
+    if init is None:
+        return {"bounds": (wrap.sigmas[0].item(), wrap.sigmas[-1].item())}
+    return {"bounds": (sched[-2].item(), sched[0].item())}
+
+
 def brownian_noise(x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int]):
     """One Brownian tree per image, seeded with its seed (A1111's noise for the SDE samplers)."""
     from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
@@ -236,7 +247,7 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
     with cuda_numbers_in_brownian_trees() if cuda_trees else contextlib.nullcontext(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)  # torchsde's float32 edges
         draw = brownian_noise(x, sigmas, noise.seeds) if brownian else (lambda s, s_next: noise.next())
-        z = fn(model, x, sched.to(x.device), draw, **fixed, **run.options)
+        z = fn(model, x, sched.to(x.device), draw, **fixed, **_bounds(fn, wrap, sched, run.init), **run.options)
     if callback is not None:
         callback(len(sched) - 1, len(sched) - 1, z)
     return z

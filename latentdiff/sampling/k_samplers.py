@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 from scipy import integrate
 
+from latentdiff.sampling.k_dpm_solver import dpm_adaptive, dpm_fast
+
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Noise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -267,4 +269,6 @@ SAMPLERS = {
     "dpm++2m_sde": (dpmpp_2m_sde, {}, False, True),
     "dpm++2m_sde_heun": (dpmpp_2m_sde, {"solver_type": "heun"}, False, True),
     "dpm++3m_sde": (dpmpp_3m_sde, {}, True, True),
+    "dpm_fast": (dpm_fast, {}, False, False),
+    "dpm_adaptive": (dpm_adaptive, {}, False, False),
 }

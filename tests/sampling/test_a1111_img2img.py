@@ -61,15 +61,16 @@ def test_hires_fix_with_the_latent_upscaler_matches_a1111(pipe_sd1, sampler):
     assert close(np.stack([np.asarray(im) for im in got]), want)
 
 
-def test_img2img_matches_a1111(pipe_sd1):
+@pytest.mark.parametrize("sampler", ["euler_a", "dpm_fast"])  # DPM fast: the schedule's sigma range
+def test_img2img_matches_a1111(pipe_sd1, sampler):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
     vae = pipe_sd1.components.vae
     with torch.no_grad():
         init = vae.encode(torch.from_numpy(np.asarray(image) / 127.5 - 1).permute(2, 0, 1)[None].float())
     z0 = init.latent_dist.mean * vae.config.scaling_factor
     want = pixels(
-        pipe_sd1, a1111_from(pipe_sd1, "euler_a", [9, 10], z0.repeat(2, 1, 1, 1), 6, 0.6, fixed=False, rng="cpu")
+        pipe_sd1, a1111_from(pipe_sd1, sampler, [9, 10], z0.repeat(2, 1, 1, 1), 6, 0.6, fixed=False, rng="cpu")
     )
     got = pipe_sd1(PROMPT, negative_prompt=NEGATIVE, steps=6, guidance=CFG, width=SIZE, height=SIZE, seed=9, num_images=2,
-                   scheduler="euler_a", prompt_syntax="plain", rng="cpu", image=image, strength=0.6)  # fmt: skip
+                   scheduler=sampler, prompt_syntax="plain", rng="cpu", image=image, strength=0.6)  # fmt: skip
     assert close(np.stack([np.asarray(im) for im in got]), want)

@@ -30,7 +30,10 @@ K_FUNCTIONS = {  # our key -> (k-diffusion function, its extra options)
     "dpm++2m_sde": ("sample_dpmpp_2m_sde", {}),
     "dpm++2m_sde_heun": ("sample_dpmpp_2m_sde", {"solver_type": "heun"}),
     "dpm++3m_sde": ("sample_dpmpp_3m_sde", {}),
+    "dpm_fast": ("sample_dpm_fast", {"eta": 1.0}),  # A1111 gives them its ancestral eta, 1
+    "dpm_adaptive": ("sample_dpm_adaptive", {"eta": 1.0}),
 }
+K_BOUNDED = ("dpm_fast", "dpm_adaptive")
 DISCARD = {"dpm2", "dpm2_a", "dpm++3m_sde"}  # A1111's discard_next_to_last_sigma
 BROWNIAN = {"dpm++sde", "dpm++2m_sde", "dpm++2m_sde_heun", "dpm++3m_sde"}
 
@@ -131,6 +134,10 @@ def k_run(pipe, wrap, sampler, seeds, x, sigmas, sched, source, rng="cpu", size=
             if sampler in BROWNIAN:  # A1111's create_noise_sampler: the whole schedule's span
                 tree = ks.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds)
                 extra = {**extra, "noise_sampler": tree}
+            if sampler in K_BOUNDED:  # DPM fast, adaptive: the model's sigma range, the schedule's in img2img
+                lo, hi = (wrap.sigmas[0].item(), wrap.sigmas[-1].item()) if sched is sigmas else (sched[-2], sched[0])
+                n = {"n": len(sched) - 1} if sampler == "dpm_fast" else {}
+                return getattr(ks, name)(cfg_denoiser, x, lo, hi, extra_args=args, disable=True, **n, **extra)
             return getattr(ks, name)(cfg_denoiser, x, sched, extra_args=args, disable=True, **extra)
     finally:
         ks.torch = saved
