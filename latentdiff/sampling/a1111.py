@@ -19,6 +19,7 @@ import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling import k_samplers
+from latentdiff.sampling.k_restart import karras
 from latentdiff.sampling.model_call import guided
 from latentdiff.sampling.noise_a1111 import ImageNoise, cuda_numbers_in_brownian_trees
 from latentdiff.sampling.sampler_table import SAMPLERS
@@ -69,11 +70,6 @@ class DiscreteDenoiser:
 
 
 # ---- sigma schedules (A1111's schedule types): n steps -> n + 1 sigmas -------------------------
-def _karras(n, lo, hi, rho=7.0):
-    ramp = torch.linspace(0, 1, n)
-    return (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
-
-
 def _exponential(n, lo, hi):
     return torch.linspace(math.log(hi), math.log(lo), n).exp()
 
@@ -127,7 +123,7 @@ def _from_model(schedule: str, n: int, model: DiscreteDenoiser) -> torch.Tensor:
     return torch.FloatTensor([float(s[x]) for x in range(1, len(s), step)][::-1] + [0.0])
 
 
-_FORMULAS = {"karras": _karras, "exponential": _exponential, "polyexponential": _polyexponential}
+_FORMULAS = {"karras": karras, "exponential": _exponential, "polyexponential": _polyexponential}
 
 
 def sigmas_for(schedule: str, n: int, model: DiscreteDenoiser, family: str = "sd1") -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from scipy import integrate
 
 from latentdiff.sampling.k_dpm_solver import dpm_adaptive, dpm_fast
+from latentdiff.sampling.k_restart import restart
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Noise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -271,4 +272,5 @@ SAMPLERS = {
     "dpm++3m_sde": (dpmpp_3m_sde, {}, True, True),
     "dpm_fast": (dpm_fast, {}, False, False),
     "dpm_adaptive": (dpm_adaptive, {}, False, False),
+    "restart": (restart, {}, False, False),
 }

@@ -74,3 +74,36 @@ def test_img2img_matches_a1111(pipe_sd1, sampler):
     got = pipe_sd1(PROMPT, negative_prompt=NEGATIVE, steps=6, guidance=CFG, width=SIZE, height=SIZE, seed=9, num_images=2,
                    scheduler=sampler, prompt_syntax="plain", rng="cpu", image=image, strength=0.6)  # fmt: skip
     assert close(np.stack([np.asarray(im) for im in got]), want)
+
+
+def restart_reference(pipe, seed, steps):
+    """A1111's Restart rebuilt from k-diffusion's sample_heun run segment by segment: the Karras schedule
+    of steps - 9 (from 20 steps), Heun down to the sigma nearest 0.1, fresh noise up to the sigma nearest
+    2, Heun down a 10-sigma Karras schedule between the two (its 0 left out), then on to the end."""
+    ks, _ = load()
+    wrap = k_wrap(pipe)
+    sigmas = a1111_sigmas(ks, wrap, "heun", "karras", steps)
+    source = Generators([seed], (4, SIZE // pipe.scale_factor, SIZE // pipe.scale_factor), "nv")
+    x = source.first * sigmas[0]
+    if steps < 20:
+        return k_run(pipe, wrap, "heun", [seed], x, sigmas, sigmas, source, "nv")
+    sigmas = ks.get_sigmas_karras(steps - 9, sigmas[-2].item(), sigmas[0].item())
+    low, top = int((sigmas - 0.1).abs().argmin()), int((sigmas - 2).abs().argmin())
+    back = ks.get_sigmas_karras(10, sigmas[low].item(), sigmas[top].item())[:-1]
+    # k-diffusion's sample_heun draws (and, without churn, drops) noise each step; A1111's Restart's own
+    # Heun steps draw none: the segments get a generator of their own
+    spare = Generators([seed + 1], source.shape, "nv")
+    x = k_run(pipe, wrap, "heun", [seed], x, sigmas, sigmas[: low + 1], spare, "nv")
+    x = x + source.randn_like(x) * (back[0] ** 2 - sigmas[low] ** 2) ** 0.5
+    x = k_run(pipe, wrap, "heun", [seed], x, sigmas, back, spare, "nv")
+    if back[-1] < sigmas[low]:  # A1111 adds noise wherever a step starts above the last one's end
+        x = x + source.randn_like(x) * (sigmas[low] ** 2 - back[-1] ** 2) ** 0.5
+    return k_run(pipe, wrap, "heun", [seed], x, sigmas, sigmas[low:], spare, "nv")
+
+
+@pytest.mark.parametrize("steps", [4, 20])  # Restart is Heun below 20 steps
+def test_restart_matches_a1111(pipe_sd1, steps):
+    want = pixels(pipe_sd1, restart_reference(pipe_sd1, 3, steps))
+    got = pipe_sd1(PROMPT, negative_prompt=NEGATIVE, steps=steps, guidance=CFG, width=SIZE, height=SIZE, seed=3,
+                   scheduler="restart", prompt_syntax="plain", rng="nv")  # fmt: skip
+    assert close(np.stack([np.asarray(im) for im in got]), want)
