@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
         )
     p.add_argument(
         "--a1111-pixels",
-        choices=("on", "off"),
+        metavar="on|off",
         default="on",
         help="on: /sdapi/v1/txt2img runs A1111's own sampling path and GPU noise (NV) where it can, so A1111 "
         "clients get A1111's pixels; off: diffusers' path unless a request names A1111's seed fields (default: on)",
