@@ -305,3 +305,41 @@ def test_the_seed_fields_run_a1111s_own_path_with_its_gpu_noise(in_process):
     assert "rng" not in job_of(in_process, "txt2img", {"subseed": 9, "seed_resize_from_w": 64})[0]  # neutral alone
     r = in_process.client.post("/sdapi/v1/txt2img", json={"prompt": "x", "subseed_strength": 1.5})
     assert r.status_code == 422 and "subseed_strength" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "route, body, words",
+    [
+        (
+            "img2img",
+            {"subseed_strength": 0.3},
+            "subseed_strength: A1111's seed fields run on A1111's own sampling path",
+        ),
+        (
+            "txt2img",
+            {"alwayson_scripts": {"controlnet": {"args": [UNIT]}}, "seed_resize_from_w": 64, "seed_resize_from_h": 64},
+            "seed_resize_from_w: A1111's seed fields",
+        ),  # fmt: skip
+        ("txt2img", {**HR, "override_settings": {"eta_noise_seed_delta": 5}}, "eta_noise_seed_delta: A1111's seed"),
+        ("txt2img", {"subseed_strength": 0.3}, "not run the model's own sampler (PNDMScheduler)"),  # loaded: checked
+    ],
+)
+def test_seed_fields_that_a1111s_path_cannot_run_are_refused_before_the_queue(in_process, route, body, words):
+    r, jobs = post(in_process, route, {**EULER, **body} if "PNDM" not in words else body)
+    assert r.status_code == 400 and words in r.json()["error"] and not jobs, r.text
+
+
+def test_the_a1111_path_is_asked_for_where_it_can_run(in_process):
+    """The job carries A1111's noise source where A1111's path is to run it (the worker checks the
+    model); not where the path cannot run the request, nor with --a1111-pixels off."""
+    assert job_of(in_process, "txt2img", EULER)[-2] == "nv"
+    assert job_of(in_process, "txt2img", {**EULER, "override_settings": {"randn_source": "CPU"}})[-2] == "cpu"
+    assert job_of(in_process, "txt2img", {"sampler_name": "DDIM"})[-2] is None
+    assert job_of(in_process, "txt2img", {**EULER, **HR})[-2] is None
+    assert job_of(in_process, "img2img", EULER)[-2] is None
+    in_process.server.cfg.a1111_pixels = "off"
+    try:
+        assert job_of(in_process, "txt2img", EULER)[-2] is None
+        assert job_of(in_process, "txt2img", {**EULER, "override_settings": {"randn_source": "NV"}})[-2] == "nv"
+    finally:
+        in_process.server.cfg.a1111_pixels = "on"
