@@ -76,9 +76,9 @@ def _params(server, body: Txt2ImgRequest) -> dict:
     params = job_params(body, server.a1111_settings, own)
     styled = folders.apply_styles(server.cfg, body.styles, params["prompt"], params["negative_prompt"])
     params["prompt"], params["negative_prompt"] = styled
-    vae = settings(server.a1111_settings, body)["sd_vae"]
-    if folders.vae_path(server.cfg, vae) is not None:
-        params["vae"] = folders.vae_path(server.cfg, vae)  # the executor decodes with it (vae_swapped)
+    vae = folders.vae_path(server.cfg, settings(server.a1111_settings, body)["sd_vae"])
+    if vae is not None:
+        params["vae"] = vae  # the executor decodes with it (vae_swapped)
     return params
 
 
