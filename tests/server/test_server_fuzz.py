@@ -343,6 +343,7 @@ def test_fuzz_fixed_hostile_numbers(in_process):
 def test_control_bases_are_accepted(in_process):
     """The bodies the control families start from reach the queue (so the fuzzing explores near
     valid units, not only refusals)."""
+    in_process.server.a1111_settings.clear()  # what the fuzzing of /options left (ENSD refuses ControlNet units)
     r = post(in_process, "/v1/generate", json.dumps({**SMALL, "controls": [UNIT]}).encode())
     assert r.status_code == 202, r.text
     body = {**SMALL, "alwayson_scripts": {"ControlNet": {"args": [A1111_UNIT]}}}
@@ -389,6 +390,7 @@ def test_v1_noise_and_syntax_fields_reach_the_job_or_are_refused(in_process, fie
 
 
 def test_a1111_noise_bases_are_accepted(in_process):
+    in_process.server.a1111_settings.clear()  # what the fuzzing of /options left
     body = {**SMALL, "scheduler": "euler_a", "rng": "nv", "variation_seed": 3, "variation_strength": 0.5}
     assert post(in_process, "/v1/generate", json.dumps(body).encode()).status_code == 202
     body = {**SMALL, "sampler_name": "Euler a", "styles": ["cinematic"], "subseed_strength": 0.3}
