@@ -40,7 +40,8 @@ class Server:
         self.pool = ModelPool(
             cfg.model, cfg.models_dir, self._with_folders(load or self._load), cfg.memory_budget_bytes
         )
-        self.queue = JobQueue(make_runner(self.pool, self.out_dir), cfg.queue_size, cfg.max_jobs_kept)
+        runner = make_runner(self.pool, self.out_dir, lambda pipe: folders.add_new_embeddings(pipe, cfg))
+        self.queue = JobQueue(runner, cfg.queue_size, cfg.max_jobs_kept)
         self.control_models = ControlModels(cfg.control_dir())
         self.adapter_models = AdapterModels(cfg.adapter_dir())
         self.a1111_model = None  # what /sdapi/v1/options set as the current checkpoint (None: the default)
@@ -53,11 +54,7 @@ class Server:
         # Imported with the first model, not when the server starts: the port opens before torch loads.
         from latentdiff.pipeline import Pipeline
 
-        cfg = self.cfg
-        embeddings = folders.embedding_paths(cfg)
-        return Pipeline.from_pretrained(
-            ref, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile, embeddings=embeddings
-        )
+        return Pipeline.from_pretrained(ref, device=self.cfg.device, dtype=self.cfg.dtype, compile=self.cfg.compile)
 
     def _with_folders(self, load):
         """`load`, giving each pipeline the LoRA folder its prompts' `<lora:NAME:W>` tags name files of."""

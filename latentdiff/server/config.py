@@ -38,7 +38,7 @@ class ServeConfig:
     controlnet_dir: str | None = None  # ControlNet/T2I-Adapter models a request may name (None: control_dir())
     ip_adapter_dir: str | None = None  # IP-Adapter files (and their image encoders) a request may name
     lora_dir: str | None = None  # LoRA files `<lora:NAME:W>` prompt tags name (None: lora_folder())
-    embedding_dir: str | None = None  # embeddings a prompt writes by file name, loaded with each model
+    embedding_dir: str | None = None  # embeddings a prompt writes by file name, added to each model before a job
     vae_dir: str | None = None  # VAE files or folders the sd_vae setting names
     a1111_pixels: str = "on"  # on: /sdapi/v1 txt2img runs A1111's own path where it can (its pixels)
 
@@ -82,7 +82,7 @@ class ServeConfig:
         return self._folder(self.lora_dir, "lora", "Lora")
 
     def embedding_folder(self) -> Path | None:
-        """The embeddings loaded with each model: --embedding-dir, else an `embeddings/` folder."""
+        """The embeddings added to each model: --embedding-dir, else an `embeddings/` folder."""
         return self._folder(self.embedding_dir, "embeddings")
 
     def vae_folder(self) -> Path | None:

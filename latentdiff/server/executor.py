@@ -17,7 +17,8 @@ PREVIEW_EVERY_S = 0.5  # previews cost little, but not nothing: at most two a se
 FAR_ABOVE_NATIVE = 2  # a side this many times the model's native one gets a warning
 
 
-def make_runner(pool, out_dir: Path):
+def make_runner(pool, out_dir: Path, prepare=None):
+    """`prepare(pipe)`: run on the worker before each job (the server's embeddings folder)."""
     vaes = {}  # the sd_vae last loaded, by (path, device, dtype): one kept
 
     def run(job: Job) -> None:
@@ -26,6 +27,8 @@ def make_runner(pool, out_dir: Path):
         from latentdiff.server.preview import preview_data_url
 
         pipe = pool.get(job.model)
+        if prepare is not None:
+            prepare(pipe)
         p = dict(job.params)
         refiner = p.pop("refiner", None), p.pop("refiner_start", None)
         vae = p.pop("vae", None)

@@ -1,5 +1,5 @@
 """The server's folders of add-ons, as A1111 keeps them beside its models: LoRA files that prompts'
-`<lora:NAME:W>` tags name, embeddings a prompt writes by file name (loaded with each model), VAEs
+`<lora:NAME:W>` tags name, embeddings a prompt writes by file name (added to each model before a job), VAEs
 the `sd_vae` setting names, and the prompt styles of a styles.csv. Every listing reads its folder
 when asked, so A1111's refresh routes have nothing left to do."""
 
@@ -39,8 +39,19 @@ def embeddings(cfg) -> dict:
     return {"loaded": {p.stem: dict(item) for p in found}, "skipped": {}}
 
 
-def embedding_paths(cfg) -> list[str]:
-    return [str(p) for p in files(cfg.embedding_folder(), EMBEDDING_EXTENSIONS)]
+def add_new_embeddings(pipe, cfg) -> None:
+    """The folder's embeddings that `pipe` does not hold yet, added to it (by the worker, before a
+    job: a model loaded earlier takes files put in the folder since, as A1111's refresh does)."""
+    have = {e.get("path") for e in pipe.addons.embeddings}
+    new = [p for p in files(cfg.embedding_folder(), EMBEDDING_EXTENSIONS) if str(p.resolve()) not in have]
+    if not new:
+        return
+    # Imported with the first embedding: formats/embeddings imports torch (loaded with the first model).
+    from latentdiff.formats import embeddings as ti
+
+    records, multi = ti.add_embeddings(pipe.components, [ti.parse_spec(str(p)) for p in new])
+    pipe.addons.embeddings.extend(records)
+    pipe.addons.multi_vector.update(multi)
 
 
 def vaes(cfg) -> list[dict]:

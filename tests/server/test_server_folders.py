@@ -173,3 +173,25 @@ def test_sd_vae_and_styles(client, pipe):
     assert info["styles"] == ["film", "sharp"] and info["prompt"] == "apple"
     assert info["all_prompts"] == ["film still of apple, sharp"] and info["all_negative_prompts"] == ["blurry"]
     refused(client, "styles: unknown style 'nope'", styles=["nope"])
+
+
+def test_embeddings_of_the_folder_apply_and_a_new_file_joins(client, pipe, folders):
+    """The folder's embeddings are added to the model before a job; one put there later joins at
+    the next job (A1111's refresh), with no reload."""
+    _, models = folders
+    r = client.post("/sdapi/v1/txt2img", json={**BODY, "prompt": "red apple shiny"})
+    record = json.loads(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).info["latentdiff"])
+    assert [e["token"] for e in record["embeddings"]] == ["shiny"]
+    before, _ = txt2img(client, prompt="red apple fresh")
+    fresh = models / "embeddings" / "fresh.safetensors"
+    save_file({"emb_params": torch.randn(1, 32, generator=torch.Generator().manual_seed(1)) * 5}, fresh)
+    try:
+        assert client.post("/sdapi/v1/refresh-embeddings").status_code == 200
+        assert list(client.get("/sdapi/v1/embeddings").json()["loaded"]) == ["fresh", "shiny"]
+        after, _ = txt2img(client, prompt="red apple fresh")
+    finally:
+        fresh.unlink()
+    assert not np.array_equal(after, before)
+    assert np.array_equal(
+        txt2img(client, prompt="red apple")[0], px(pipe("red apple", scheduler="euler_a", rng="nv", **KW))
+    )
