@@ -32,10 +32,7 @@ def add_parser(sub) -> None:
     )
     for name, what in (
         ("lora", "LoRA files a prompt's <lora:NAME:W> tags name (default: a lora/ or Lora/ folder"),
-        (
-            "embedding",
-            "embeddings a prompt writes by file name, loaded with each model (default: an embeddings/ folder",
-        ),
+        ("embedding", "embeddings a prompt writes by file name, added to each model (default: an embeddings/ folder"),
         ("vae", "VAE files or folders the A1111 sd_vae setting names (default: a vae/ or VAE/ folder"),
     ):
         p.add_argument(
