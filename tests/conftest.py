@@ -102,7 +102,7 @@ def served(tmp_path_factory):
     layout in its ipadapter/ folder), a token, a small queue, a 1 MB body limit and a memory budget that holds
     one tiny model at a time, and --cors for one origin."""
     pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
-    from helpers import save_tiny_controlnet
+    from helpers import kohya_file, save_tiny_controlnet
 
     from latentdiff.models.testing import make_tiny_model
     from latentdiff.server.process import ServerProcess
@@ -113,6 +113,9 @@ def served(tmp_path_factory):
     save_tiny_controlnet(models / "tiny-a", models / "controlnet" / "cn-tiny")  # found as --models-dir's controlnet/
     _ip_adapters(models / "tiny-a", models / "ipadapter")  # found as --models-dir's ipadapter/
     make_tiny_model(models / "tiny-b", "sd2", defaults={"steps": 3, "guidance": 4.0})
+    (models / "lora").mkdir()  # A1111's LoRA folder and styles, found in --models-dir (server/folders.py)
+    kohya_file(models / "lora" / "detail.safetensors")
+    (models / "styles.csv").write_text('name,prompt,negative_prompt\nfilm,"film still of {prompt}",blurry\n')
     (models / "broken").mkdir()
     (models / "broken" / "model_index.json").write_text("{}")
     server = ServerProcess(

@@ -30,6 +30,21 @@ def add_parser(sub) -> None:
         help="folder of IP-Adapter files image prompts may name, with the image_encoder/ folder of the "
         "h94/IP-Adapter layout (default: an ipadapter/ folder in --models-dir or beside --model, if there is one)",
     )
+    for name, what in (
+        ("lora", "LoRA files a prompt's <lora:NAME:W> tags name (default: a lora/ or Lora/ folder"),
+        ("embedding", "embeddings a prompt writes by file name, added to each model (default: an embeddings/ folder"),
+        ("vae", "VAE files or folders the A1111 sd_vae setting names (default: a vae/ or VAE/ folder"),
+    ):
+        p.add_argument(
+            f"--{name}-dir", metavar="DIR", help=f"{what} in --models-dir or beside --model, if there is one)"
+        )
+    p.add_argument(
+        "--a1111-pixels",
+        metavar="on|off",
+        default="on",
+        help="on: /sdapi/v1/txt2img runs A1111's own sampling path and GPU noise (NV) where it can, so A1111 "
+        "clients get A1111's pixels; off: diffusers' path unless a request names A1111's seed fields (default: on)",
+    )
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or HTTP Basic with it as password)")
     p.add_argument("--insecure-no-auth", action="store_true", help="allow a non-loopback --host without --token")
     p.add_argument("--compile", action="store_true", help="torch.compile each model once, when it is loaded")

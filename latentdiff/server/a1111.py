@@ -15,10 +15,19 @@ from latentdiff.formats.lora import LoraSpec
 from latentdiff.formats.lora_merge import is_lora_folder
 from latentdiff.images.infotext import NETWORK_TAG
 from latentdiff.sampling.schedulers import method_of
-from latentdiff.server import a1111_controlnet, a1111_routes
+from latentdiff.server import a1111_controlnet, a1111_routes, folders
 from latentdiff.server.a1111_info import info_object
 from latentdiff.server.a1111_infotext import with_infotext
-from latentdiff.server.a1111_params import Img2ImgRequest, Txt2ImgRequest, check_settings, job_params, short, title_name
+from latentdiff.server.a1111_params import (
+    Img2ImgRequest,
+    Txt2ImgRequest,
+    check_settings,
+    job_params,
+    settings,
+    short,
+    title_name,
+)
+from latentdiff.server.a1111_pixels import blocker, check_loaded, plan, rng_of
 from latentdiff.server.a1111_routes import keep_settings
 from latentdiff.server.inputs import Pictures, pictures
 from latentdiff.server.jobs import Job
@@ -64,7 +73,13 @@ def _params(server, body: Txt2ImgRequest) -> dict:
     (when the body names none and the model is loaded)."""
     pipe = server.pool.peek(server.pool.resolve(_model(server, body))[0])
     own = method_of(pipe.components.scheduler_config) if pipe is not None else None
-    return job_params(body, server.a1111_settings, own)
+    params = job_params(body, server.a1111_settings, own)
+    styled = folders.apply_styles(server.cfg, body.styles, params["prompt"], params["negative_prompt"])
+    params["prompt"], params["negative_prompt"] = styled
+    vae = folders.vae_path(server.cfg, settings(server.a1111_settings, body)["sd_vae"])
+    if vae is not None:
+        params["vae"] = vae  # the executor decodes with it (vae_swapped)
+    return params
 
 
 def _img2img_params(body: Img2ImgRequest, params: dict) -> tuple[dict, Pictures, list[str]]:
@@ -122,7 +137,11 @@ async def _run(server, body, params: dict, inputs: Pictures | None = None, warni
     params["prompt"] = _without_own_lora_tag(server, model, params["prompt"])
     if "refiner" in params:  # a model of the folder, loaded beside the model for the job (executor.py)
         params["refiner"], _ = server.pool.resolve(params["refiner"])
-    job = server.submit(Job(params=params, inputs=inputs, model=model, source="a1111", warnings=warnings or []))
+    rng, note = _sampling_path(server, body, params, bool(found.files or found.prompts))
+    job = Job(params=params, inputs=inputs, model=model, source="a1111", warnings=warnings or [])
+    job.a1111_rng, job.path_note = rng, note
+    check_loaded(server.pool.peek(server.pool.resolve(model)[0]), params)
+    job = server.submit(job)
     if not body.override_settings_restore_afterwards:  # as A1111: the overrides stay as settings
         keep_settings(server, check_settings(body.override_settings or {}, "override_settings"))
     while not job.terminal:
@@ -132,9 +151,19 @@ async def _run(server, body, params: dict, inputs: Pictures | None = None, warni
     return job
 
 
+def _sampling_path(server, body, params: dict, controls: bool) -> tuple[str | None, str | None]:
+    """(the noise source of A1111's own path where the job is to run there, or why not: a1111_pixels.py)."""
+    chosen = {**server.a1111_settings, **check_settings(body.override_settings or {}, "override_settings")}
+    wanted = server.cfg.a1111_pixels == "on" or "randn_source" in chosen
+    blocked = blocker(body, body.route, controls)
+    return plan(params, wanted, rng_of(chosen), blocked)
+
+
 def _without_own_lora_tag(server, model: str | None, prompt: str) -> str:
-    """A1111 applies `<lora:NAME:SCALE>` tags in prompts; here a LoRA is a model of its own. The tag
-    our infotext writes for the requested LoRA model (scale 1) is dropped as done; any other is a 400."""
+    """A1111 applies `<lora:NAME:SCALE>` tags in prompts from its LoRA folder (here: the server's,
+    folders.py; the pipeline merges them for the call). A LoRA folder of --models-dir is a model of
+    its own: the tag our infotext writes for the requested one (scale 1) is dropped as done; any
+    other tag stays, for the LoRA folder (a 400 naming it where that has no such file)."""
     from pathlib import Path
 
     tags = NETWORK_TAG.findall(prompt)
@@ -142,14 +171,12 @@ def _without_own_lora_tag(server, model: str | None, prompt: str) -> str:
         return prompt
     _, ref = server.pool.resolve(model)
     own = LoraSpec(Path(ref)).name if ref and Path(ref).is_dir() and is_lora_folder(Path(ref)) else None
-    for kind, name, scale in tags:
-        if kind != "lora" or name != own or scale.strip() not in ("", "1", "1.0"):
-            raise UsageError(
-                f"prompt tag <{kind}:{name}{':' + scale if scale else ''}>: tags are not applied here; "
-                "a LoRA folder of --models-dir is a model of its own (choose it with "
-                "sd_model_checkpoint, GET /sdapi/v1/sd-models lists them), at scale 1"
-            )
-    return NETWORK_TAG.sub("", prompt).strip()
+
+    def drop(m):
+        kind, name, scale = m.groups()
+        return "" if kind == "lora" and name == own and (scale or "").strip() in ("", "1", "1.0") else m.group(0)
+
+    return NETWORK_TAG.sub(drop, prompt).strip()
 
 
 def _model(server, body: Txt2ImgRequest) -> str | None:

@@ -120,7 +120,7 @@ FIELDS: dict[str, Field] = {
     "script_args": Field(_X, "arguments of script_name, which is refused"),
     "image_cfg_scale": Field(_X, "instruct-pix2pix models only, which latentdiff does not load", only="img2img"),
     # Refused unless at the value that changes nothing.
-    "styles": Field(_R, "A1111 styles (GET /sdapi/v1/prompt-styles is empty)", _empty),
+    "styles": Field(_H, "styles of styles.csv in the models folder (GET /sdapi/v1/prompt-styles), applied as A1111"),
     "restore_faces": Field(_R, "face restoration", _one_of(False, None)),
     "tiling": Field(_R, "tiling", _one_of(False, None)),
     "s_min_uncond": Field(_R, "skipping the negative prompt below a sigma", _one_of(0, None)),
@@ -145,7 +145,7 @@ FIELDS: dict[str, Field] = {
     "mask_round": Field(_R, "unrounded masks", _one_of(True, None), only="img2img"),
     # The seed options (variation seed, seed resize): A1111's own path (a1111_params.seed_params).
     "subseed": Field(_H, "variation seed (with subseed_strength; -1: random), on A1111's own path"),
-    "subseed_strength": Field(_H, "variation strength; above 0 selects A1111's own path with its GPU noise (NV)"),
+    "subseed_strength": Field(_H, "variation strength; above 0: A1111's own path, randn_source's noise (GPU: NV)"),
     "seed_resize_from_h": Field(_H, "seed resize height (with _w, both > 0), on A1111's own path"),
     "seed_resize_from_w": Field(_H, "seed resize width (with _h, both > 0), on A1111's own path"),
 }
@@ -168,7 +168,12 @@ SETTINGS: dict[str, Setting] = {
     "s_tmin": Setting(0.0, _H, "as the field (the setting wins where it is not 0)"),
     "s_tmax": Setting(0.0, _H, "as the field (the setting wins where it is not 0)"),
     "s_noise": Setting(1.0, _H, "as the field (the setting wins where it is not 1)"),
-    "sd_vae": Setting("Automatic", _R, "a separate VAE (GET /sdapi/v1/sd-vae is empty)", ("Automatic", "None", None)),
+    "sd_vae": Setting(
+        "Automatic", _H, "a VAE of the VAE folder by file name (GET /sdapi/v1/sd-vae); Automatic, None: the model's"
+    ),
+    "randn_source": Setting(
+        "GPU", _H, "A1111's noise source (GPU: its numbers on any device, NV, CPU); set, it asks for A1111's own path"
+    ),
     "s_min_uncond": Setting(0.0, _R, "skipping the negative prompt below a sigma", (0, None)),
     "eta_noise_seed_delta": Setting(0, _H, "ENSD (a seed offset of the sampler's noise), on A1111's own path"),
     "samples_format": Setting("png", _X, "images are PNG files", ("png",)),

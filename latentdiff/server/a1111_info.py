@@ -54,11 +54,14 @@ def info_object(job: Job, body, denoising_strength: float | None = None, inpaint
         "extra_generation_params": extra,
         "index_of_first_image": 0,
         "infotexts": infotexts,
-        "styles": [],
+        "styles": list(body.styles or []),
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
         "clip_skip": first.get("clip_skip") or 1,
         "is_using_inpainting_conditioning": inpainting,
         "version": VERSION,
         "interrupted": job.state == "cancelled",
         "warnings": list(job.warnings),
+        # latentdiff's: A1111's own path (its pixels) or diffusers' (a warning says why; a1111_pixels.py)
+        "sampling_path": "A1111" if first.get("rng") else "diffusers",
+        "sampling_path_note": None if first.get("rng") else job.path_note,
     }

@@ -17,6 +17,7 @@ from latentdiff.errors import UsageError
 from latentdiff.images.a1111_read import hires_schedule
 from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, resolved, split_name
 from latentdiff.server.a1111_fields import FIELDS, HONOURED, SETTINGS, is_one_of
+from latentdiff.server.a1111_pixels import rng_of
 from latentdiff.server.a1111_samplers import OPTION_BOUNDS, sampler_options
 from latentdiff.server.schema import MAX_IMAGES, MAX_STEPS
 from latentdiff.server.schema import MAX_SIDE as SERVER_SIDE
@@ -39,6 +40,7 @@ class Txt2ImgRequest(BaseModel):
 
     prompt: str = ""
     negative_prompt: str = ""
+    styles: list[str] | None = None
     seed: whole_field(-1, rules.MAX_SEED) = -1
     steps: whole_field(1, MAX_STEPS, optional=True) = None
     cfg_scale: real(0, 100, optional=True) = None
@@ -155,6 +157,13 @@ def _setting_value(where: str, key: str, value):
         return value
     if key == "CLIP_stop_at_last_layers":
         return rules.whole(label, key, value, 1, rules.MAX_CLIP_SKIP)
+    if key == "randn_source":
+        rng_of({key: value})  # 400 for a source A1111 lacks
+        return value.upper()
+    if key == "sd_vae":
+        if not isinstance(value, str) and value is not None:
+            raise UsageError(f"{where}.sd_vae must be a VAE's name, got {short(value)}")
+        return value
     if key == "eta_noise_seed_delta":  # A1111's ENSD: a seed offset
         return rules.whole(label, key, value, 0, rules.MAX_SEED)
     option = {"eta_ddim": "eta", "eta_ancestral": "eta"}.get(key, key)
@@ -226,7 +235,8 @@ def title_name(title) -> str:
 def seed_params(body: Txt2ImgRequest, values: dict) -> dict:
     """A1111's seed fields and its ENSD setting as our noise keywords: a subseed strength above 0
     (subseed -1: a random one, as A1111), seed_resize_from_w/h both above 0, ENSD (the setting) other
-    than 0. Any of them selects A1111's own path with its default noise source, the GPU's numbers."""
+    than 0. Any of them selects A1111's own path with the randn_source setting's noise (default: the
+    GPU's numbers, as A1111)."""
     out = {}
     if body.subseed_strength:
         sub = body.subseed
@@ -239,7 +249,7 @@ def seed_params(body: Txt2ImgRequest, values: dict) -> dict:
         out["seed_resize_from"] = (w, h)
     if values.get("eta_noise_seed_delta"):
         out["ensd"] = values["eta_noise_seed_delta"]
-    return {**out, "rng": "nv"} if out else {}
+    return {**out, "rng": rng_of(values)} if out else {}
 
 
 def hires_params(body: Txt2ImgRequest) -> dict:

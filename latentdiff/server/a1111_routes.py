@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import SCHEDULERS, SCHEDULES, runnable_schedules
+from latentdiff.server import folders
 from latentdiff.server.a1111_fields import SETTINGS
 from latentdiff.server.a1111_infotext import png_info
 from latentdiff.server.a1111_params import HR_UPSCALERS, check_settings, title_name
@@ -19,7 +20,7 @@ from latentdiff.server.a1111_params import HR_UPSCALERS, check_settings, title_n
 # A1111's Schedule rows: its default rho where it has one, and whether it needs the model's sigmas.
 _RHO = {"karras": 7.0, "polyexponential": 1.0}
 _INNER = {"uniform", "sgm_uniform", "simple", "normal", "ddim", "beta"}
-_EMPTY_LISTS = ("/prompt-styles", "/face-restorers", "/realesrgan-models", "/hypernetworks", "/sd-vae", "/loras")
+_EMPTY_LISTS = ("/face-restorers", "/realesrgan-models", "/hypernetworks")
 
 
 class PNGInfoRequest(BaseModel):
@@ -31,6 +32,8 @@ def keep_settings(server, values: dict) -> None:
     """Settings checked by check_settings, kept for later requests (POST /options)."""
     if "sd_model_checkpoint" in values:
         server.a1111_model, _ = server.pool.resolve(title_name(values["sd_model_checkpoint"]))
+    if "sd_vae" in values:
+        folders.vae_path(server.cfg, values["sd_vae"])  # 400 for a VAE the folder lacks
     server.a1111_settings.update({k: v for k, v in values.items() if k != "sd_model_checkpoint"})
 
 
@@ -77,10 +80,10 @@ def cmd_flags(server) -> dict:
         "listen": cfg.host not in ("127.0.0.1", "localhost", "::1"),
         "port": cfg.port,
         "ckpt_dir": cfg.models_dir,
-        "lora_dir": None,
-        "embeddings_dir": None,
-        "vae_dir": None,
-        "controlnet_dir": str(cfg.control_dir()) if cfg.control_dir() else None,
+        "lora_dir": _shown(cfg.lora_folder()),
+        "embeddings_dir": _shown(cfg.embedding_folder()),
+        "vae_dir": _shown(cfg.vae_folder()),
+        "controlnet_dir": _shown(cfg.control_dir()),
         "api_auth": "set" if cfg.token else None,
         "device": cfg.device,
         "dtype": cfg.dtype,
@@ -88,6 +91,10 @@ def cmd_flags(server) -> dict:
         "queue_size": cfg.queue_size,
         "out": cfg.out,
     }
+
+
+def _shown(folder) -> str | None:
+    return None if folder is None else str(folder)
 
 
 def memory() -> dict:
@@ -217,9 +224,21 @@ def add_routes(r, server) -> None:
     async def latent_upscale_modes():
         return [{"name": name} for name, ours in HR_UPSCALERS.items() if ours == "latent"]
 
-    @r.get("/embeddings", summary="No embeddings are applied by name on this server")
+    @r.get("/embeddings", summary="The embeddings folder's files, written in a prompt by file name")
     async def embeddings():
-        return {"loaded": {}, "skipped": {}}
+        return folders.embeddings(server.cfg)
+
+    @r.get("/loras", summary="The LoRA files a prompt's <lora:NAME:W> tags may name")
+    async def loras():
+        return folders.loras(server.cfg)
+
+    @r.get("/sd-vae", summary="The VAEs the sd_vae setting may name")
+    async def sd_vae():
+        return folders.vaes(server.cfg)
+
+    @r.get("/prompt-styles", summary="The styles of styles.csv in the models folder")
+    async def prompt_styles():
+        return folders.styles(server.cfg)
 
     @r.get("/memory")
     async def get_memory():
@@ -235,7 +254,7 @@ def add_routes(r, server) -> None:
 
     for path in _EMPTY_LISTS:
         r.add_api_route(path, _empty, methods=["GET"], summary="latentdiff has none of these")
-    for path in ("/refresh-checkpoints", "/refresh-loras", "/refresh-vae"):
+    for path in ("/refresh-checkpoints", "/refresh-loras", "/refresh-vae", "/refresh-embeddings"):
         r.add_api_route(path, _refresh, methods=["POST"], summary="Nothing to do: the folders are read at each request")
 
 

@@ -11,8 +11,9 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 import latentdiff.config.params as rules
+from latentdiff.config.noise_params import NAMES as NOISE_NAMES
 from latentdiff.errors import UsageError
-from latentdiff.server import a1111, a1111_controlnet, api
+from latentdiff.server import a1111, a1111_controlnet, api, folders
 from latentdiff.server.config import ServeConfig
 from latentdiff.server.controls import ControlModels
 from latentdiff.server.executor import make_runner
@@ -36,8 +37,11 @@ class Server:
         self.cfg = cfg
         self.out_dir = Path(cfg.out).resolve()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.pool = ModelPool(cfg.model, cfg.models_dir, load or self._load, cfg.memory_budget_bytes)
-        self.queue = JobQueue(make_runner(self.pool, self.out_dir), cfg.queue_size, cfg.max_jobs_kept)
+        self.pool = ModelPool(
+            cfg.model, cfg.models_dir, self._with_folders(load or self._load), cfg.memory_budget_bytes
+        )
+        runner = make_runner(self.pool, self.out_dir, lambda pipe: folders.add_new_embeddings(pipe, cfg))
+        self.queue = JobQueue(runner, cfg.queue_size, cfg.max_jobs_kept)
         self.control_models = ControlModels(cfg.control_dir())
         self.adapter_models = AdapterModels(cfg.adapter_dir())
         self.a1111_model = None  # what /sdapi/v1/options set as the current checkpoint (None: the default)
@@ -52,10 +56,24 @@ class Server:
 
         return Pipeline.from_pretrained(ref, device=self.cfg.device, dtype=self.cfg.dtype, compile=self.cfg.compile)
 
+    def _with_folders(self, load):
+        """`load`, giving each pipeline the LoRA folder its prompts' `<lora:NAME:W>` tags name files of."""
+        lora_dir = self.cfg.lora_folder()
+
+        def loaded(ref):
+            pipe = load(ref)
+            if lora_dir is not None:
+                pipe.lora_dir = lora_dir
+            return pipe
+
+        return loaded
+
     def submit(self, job: Job) -> Job:
         """Check what can be checked now (model name, and every parameter when the model is loaded),
         then queue: 400 for bad input, 429 with Retry-After when full, 503 while stopping."""
         job.model, _ = self.pool.resolve(job.model)
+        if job.params.get("prompt_syntax", "a1111") == "a1111":
+            folders.check_lora_tags(self.cfg, job.params["prompt"])
         check_params(self.pool.peek(job.model), job.params, job.inputs.decode())
         job.inputs.check_controls()
         try:
@@ -115,7 +133,8 @@ def check_params(pipe, params: dict, inputs: dict) -> None:
     from latentdiff.workflows.additions import sampler_fields
 
     taken = {"schedule": params.get("schedule"), **{k: params.get(k) for k in OPTIONS}}
-    sampler_fields(pipe, params["scheduler"], taken)
+    a1111 = any(params.get(k) is not None for k in NOISE_NAMES)  # A1111's path checks its samplers itself
+    sampler_fields(pipe, params["scheduler"], taken, a1111)
 
 
 def check_values(params: dict) -> list[str]:

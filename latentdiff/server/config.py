@@ -37,6 +37,10 @@ class ServeConfig:
     max_jobs_kept: int = 1000  # finished jobs remembered for GET /v1/jobs/{id}
     controlnet_dir: str | None = None  # ControlNet/T2I-Adapter models a request may name (None: control_dir())
     ip_adapter_dir: str | None = None  # IP-Adapter files (and their image encoders) a request may name
+    lora_dir: str | None = None  # LoRA files `<lora:NAME:W>` prompt tags name (None: lora_folder())
+    embedding_dir: str | None = None  # embeddings a prompt writes by file name, added to each model before a job
+    vae_dir: str | None = None  # VAE files or folders the sd_vae setting names
+    a1111_pixels: str = "on"  # on: /sdapi/v1 txt2img runs A1111's own path where it can (its pixels)
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -55,10 +59,12 @@ class ServeConfig:
             )
         if self.models_dir is not None and not Path(self.models_dir).is_dir():
             raise UsageError(f"--models-dir {self.models_dir} is not a directory")
-        if self.controlnet_dir is not None and not Path(self.controlnet_dir).is_dir():
-            raise UsageError(f"--controlnet-dir {self.controlnet_dir} is not a directory")
-        if self.ip_adapter_dir is not None and not Path(self.ip_adapter_dir).is_dir():
-            raise UsageError(f"--ip-adapter-dir {self.ip_adapter_dir} is not a directory")
+        for flag in ("controlnet", "ip_adapter", "lora", "embedding", "vae"):
+            given = getattr(self, f"{flag}_dir")
+            if given is not None and not Path(given).is_dir():
+                raise UsageError(f"--{flag.replace('_', '-')}-dir {given} is not a directory")
+        if self.a1111_pixels not in ("on", "off"):
+            raise UsageError(f"--a1111-pixels must be on or off, got {self.a1111_pixels!r}")
 
     def control_dir(self) -> Path | None:
         """The folder of control models requests may name: --controlnet-dir, else a `controlnet/`
@@ -70,13 +76,32 @@ class ServeConfig:
         folder beside the models (as control_dir), else none."""
         return self._folder(self.ip_adapter_dir, "ipadapter")
 
-    def _folder(self, given: str | None, name: str) -> Path | None:
+    def lora_folder(self) -> Path | None:
+        """The folder `<lora:NAME:W>` tags take NAME from: --lora-dir, else a `lora/` (A1111's
+        `Lora/`) folder beside the models (as control_dir), else none (tags are refused)."""
+        return self._folder(self.lora_dir, "lora", "Lora")
+
+    def embedding_folder(self) -> Path | None:
+        """The embeddings added to each model: --embedding-dir, else an `embeddings/` folder."""
+        return self._folder(self.embedding_dir, "embeddings")
+
+    def vae_folder(self) -> Path | None:
+        """The VAEs the sd_vae setting names: --vae-dir, else a `vae/` (A1111's `VAE/`) folder."""
+        return self._folder(self.vae_dir, "vae", "VAE")
+
+    def styles_file(self) -> Path | None:
+        """A1111's prompt styles: a styles.csv in --models-dir (or beside --model), if there is one."""
+        return self._folder(None, "styles.csv", is_dir=False)
+
+    def _folder(self, given: str | None, *names: str, is_dir: bool = True) -> Path | None:
         if given is not None:
             return Path(given).resolve()
         beside_model = Path(self.model).parent if self.model and Path(self.model).exists() else None
         for base in (self.models_dir, beside_model):
-            if base is not None and (Path(base) / name).is_dir():
-                return (Path(base) / name).resolve()
+            for name in names:
+                found = Path(base) / name if base is not None else None
+                if found is not None and (found.is_dir() if is_dir else found.is_file()):
+                    return found.resolve()
         return None
 
     def _check_memory_bounds(self, ram: int | None) -> None:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from latentdiff.errors import Cancelled
+from latentdiff.server.a1111_pixels import on_a1111_path
 from latentdiff.server.jobs import Job
 
 log = logging.getLogger("latentdiff.server")
@@ -16,15 +17,25 @@ PREVIEW_EVERY_S = 0.5  # previews cost little, but not nothing: at most two a se
 FAR_ABOVE_NATIVE = 2  # a side this many times the model's native one gets a warning
 
 
-def make_runner(pool, out_dir: Path):
+def make_runner(pool, out_dir: Path, prepare=None):
+    """`prepare(pipe)`: run on the worker before each job (the server's embeddings folder)."""
+    vaes = {}  # the sd_vae last loaded, by (path, device, dtype): one kept
+
     def run(job: Job) -> None:
         # Imported with the first job: they import torch, which the server loads with its first model.
         from latentdiff.images.write import save_png, slug
         from latentdiff.server.preview import preview_data_url
 
         pipe = pool.get(job.model)
+        if prepare is not None:
+            prepare(pipe)
         p = dict(job.params)
         refiner = p.pop("refiner", None), p.pop("refiner_start", None)
+        vae = p.pop("vae", None)
+        if job.a1111_rng is not None:  # A1111's own path where it runs this request (a1111_pixels.py)
+            chosen, note = on_a1111_path(pipe, p, job.a1111_rng)
+            p.update(chosen)
+            job.touch(path_note=note or job.path_note)
         note = size_warning(pipe.native_size, p.get("width"), p.get("height"))
         if note:
             log.warning("job %s: %s", job.id, note)
@@ -47,7 +58,7 @@ def make_runner(pool, out_dir: Path):
 
         pipe.progress = False
         job.touch(stops_mid_step=not pipe.compiled)
-        with cancel_points(pipe, job.cancel), refined(pool, pipe, *refiner):
+        with cancel_points(pipe, job.cancel), refined(pool, pipe, *refiner), vae_swapped(pipe, vae, vaes):
             # the decoded pictures and control units replace what the job shows of them
             for image in pipe.iter_images(**{**p, **job.inputs.decode(controls=True)}, callback=on_step):
                 info = image.info["latentdiff"]
@@ -73,6 +84,30 @@ def refined(pool, pipe, name: str | None, start: float | None):
         yield
     finally:
         pipe.refiner, pipe.refiner_start = before
+
+
+@contextmanager
+def vae_swapped(pipe, path: str | None, cache: dict):
+    """While the block runs, `pipe` decodes with the VAE at `path` (A1111's sd_vae; None: its own)."""
+    if path is None:
+        yield
+        return
+    # Imported with the first job naming a VAE: they import torch (loaded with the first model).
+    from latentdiff.formats.vae import load_vae_ref
+    from latentdiff.runtime.placement import vae_dtype
+
+    c = pipe.components
+    key = (path, str(pipe.device), str(pipe.dtype))
+    if key not in cache:
+        cache.clear()
+        vae = load_vae_ref(path, c.vae.config, pipe.allow_pickle)
+        cache[key] = vae.to(device=pipe.device, dtype=vae_dtype(pipe.dtype, vae.config, pipe.device)).eval()
+    before = c.vae, pipe.vae_ref
+    c.vae, pipe.vae_ref = cache[key], path
+    try:
+        yield
+    finally:
+        c.vae, pipe.vae_ref = before
 
 
 @contextmanager

@@ -40,6 +40,8 @@ class Job:
     inputs: Pictures = field(default_factory=Pictures)  # the picture files (init image, mask): never shown
     model: str | None = None
     source: str = "v1"  # which API submitted it ("v1", "a1111")
+    a1111_rng: str | None = None  # A1111's noise source where A1111's own path is to run it if it can
+    path_note: str | None = None  # why an A1111 request ran on diffusers' path (server/a1111_pixels.py)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     state: str = "queued"
     created: float = field(default_factory=time.time)

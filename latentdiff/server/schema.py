@@ -8,7 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from latentdiff.config.control_flags import MAX_WEIGHT, MODES, RESIZE_MODES
 from latentdiff.config.params import MAX_SEED
-from latentdiff.sampling.schedulers import NAMES
+from latentdiff.prompts.syntax import SYNTAXES
+from latentdiff.sampling.noise import NOISE_MODES
+from latentdiff.sampling.noise_request import RNG_SOURCES
+from latentdiff.sampling.schedulers import NAMES, SCHEDULE_NAMES
+from latentdiff.server.a1111_samplers import OPTION_BOUNDS
 from latentdiff.server.image_prompts import MAX_PROMPTS, MAX_SCALE
 from latentdiff.server.inputs import ControlFile, Pictures, PromptFile, pictures
 from latentdiff.server.values import real, whole
@@ -82,6 +86,26 @@ class GenerateRequest(BaseModel):
     )
     num_images: whole(1, MAX_IMAGES) = Field(1, description="images per prompt")
     scheduler: str | None = Field(None, description=f"{NAMES}; default: the model's own")
+    schedule_type: str | None = Field(
+        None, max_length=100, description=f"schedule type ({SCHEDULE_NAMES}; A1111's and ComfyUI's names too)"
+    )
+    eta: real(0, OPTION_BOUNDS["eta"], optional=True) = Field(None, description="eta of samplers that take one")
+    s_noise: real(0, OPTION_BOUNDS["s_noise"], optional=True) = Field(None, description="sigma noise (Euler, SDE)")
+    prompt_syntax: Literal[SYNTAXES] = Field(
+        "a1111", description="a1111: A1111's prompt syntax; comfy: ComfyUI's weighting; plain: the text as it is"
+    )
+    noise: Literal[NOISE_MODES] = Field(
+        "per_image", description="per_image: image k from seed + k (diffusers); comfy: ComfyUI's one batch draw"
+    )
+    rng: Literal[RNG_SOURCES] | None = Field(
+        None,
+        description="A1111's noise source (cpu, gpu, nv: CUDA's numbers on any device); with it or the "
+        "variation fields the job runs A1111's own sampling path",
+    )
+    variation_seed: whole(0, MAX_SEED, optional=True) = Field(None, description="A1111's variation seed (subseed)")
+    variation_strength: real(0, 1, optional=True) = Field(
+        None, description="0..1: slerp from the seed's noise to the variation seed's (A1111's path)"
+    )
     model: str | None = Field(None, description="a name from GET /v1/models; default: the server's model")
     # Starting from a picture (img2img; with a mask, inpainting; outpaint grows the canvas).
     init_image: str | None = Field(
@@ -145,6 +169,7 @@ class GenerateRequest(BaseModel):
         as `shown_controls` names them (no pictures) and the control mode; image prompts likewise."""
         exclude = {"model", "init_image", "mask", "controls", "control_mode", "image_prompts"}
         params = self.model_dump(exclude=exclude)
+        params["schedule"] = params.pop("schedule_type")
         if shown_controls:
             params.update(controls=shown_controls, control_mode=self.control_mode)
         if shown_prompts:

@@ -32,6 +32,12 @@ def serve_in_process(pipe_sd1, tmp_path_factory):
     (adapters / "image_encoder").mkdir(parents=True)
     (adapters / "image_encoder" / "config.json").write_text("{}")
     (adapters / "ip-fake.safetensors").write_bytes(b"\0" * 64)
+    (out / "tiny").mkdir()  # the default model's folder (the session's pipeline loads), with A1111's files beside it:
+    (out / "styles.csv").write_text(
+        'name,prompt,negative_prompt\ncinematic,"film still of {prompt}",blurry\nsharp,sharp,\n'
+    )
+    (out / "vae").mkdir()  # a VAE listed and named by sd_vae; nothing loads it
+    (out / "vae" / "other.safetensors").write_bytes(b"\0" * 64)
     cfg = ServeConfig(
         out=str(out / "out"),
         model=str(out / "tiny"),

@@ -109,8 +109,8 @@ CASES = {
     "refiner_switch_at": ("txt2img", {"refiner_checkpoint": "tiny"}, 0.5),  # refused without it
     "refiner_checkpoint": ("txt2img", {"refiner_switch_at": 0.5}, "tiny"),  # its SDXL check runs with the job
     "image_cfg_scale": ("img2img", {}, 1.5),
+    "styles": ("txt2img", {}, ["cinematic"]),  # styles.csv beside the model (inprocess.py)
     # refused unless neutral
-    "styles": ("txt2img", {}, ["cinematic"]),
     "restore_faces": ("txt2img", {}, True),
     "tiling": ("txt2img", {}, True),
     "s_min_uncond": ("txt2img", {}, 1.0),
@@ -127,10 +127,11 @@ CASES = {
     "initial_noise_multiplier": ("img2img", {}, 0.5),
     "latent_mask": ("img2img", {}, MASK),
     "mask_round": ("img2img", INPAINT, False),
-    "subseed": ("txt2img", {"subseed_strength": 0.5}, 5),
-    "subseed_strength": ("txt2img", {}, 0.5),
-    "seed_resize_from_h": ("txt2img", {"seed_resize_from_w": 64}, 48),  # A1111 resizes only with both
-    "seed_resize_from_w": ("txt2img", {"seed_resize_from_h": 64}, 48),
+    # A1111's path runs them: with a sampler of it (the tiny model's own PNDM is none)
+    "subseed": ("txt2img", {"subseed_strength": 0.5, **EULER}, 5),
+    "subseed_strength": ("txt2img", EULER, 0.5),
+    "seed_resize_from_h": ("txt2img", {"seed_resize_from_w": 64, **EULER}, 48),  # A1111 resizes only with both
+    "seed_resize_from_w": ("txt2img", {"seed_resize_from_h": 64, **EULER}, 48),
 }
 ANSWER = {"send_images", "include_init_images", "override_settings_restore_afterwards"}
 
@@ -152,7 +153,8 @@ def job_of(in_process, route: str, body: dict, refused_ok: bool = False, small: 
     assert r.status_code == 200, r.text
     (job,) = jobs
     pictures = job.inputs
-    return job.params, pictures.init_image, pictures.invert_mask, [u.image for u in pictures.controls], job.warnings
+    controls = [u.image for u in pictures.controls]
+    return job.params, pictures.init_image, pictures.invert_mask, controls, job.a1111_rng, job.warnings
 
 
 def test_the_docs_table_is_the_codes():
@@ -246,7 +248,7 @@ def test_the_answer_fields(in_process):
 def test_each_setting_is_honoured_or_refused(in_process, key):
     values = {"sd_model_checkpoint": "tiny", "CLIP_stop_at_last_layers": 2, "eta_ddim": 0.5, "eta_ancestral": 0.5}
     values.update(s_churn=1.0, s_tmin=0.5, s_tmax=5.0, s_noise=0.9, sd_vae="other.safetensors", s_min_uncond=1.0)
-    values.update(eta_noise_seed_delta=31337, samples_format="jpg", sd_checkpoint_hash="abcd")
+    values.update(eta_noise_seed_delta=31337, samples_format="jpg", sd_checkpoint_hash="abcd", randn_source="CPU")
     base = {"sampler_name": {"eta_ddim": "DDIM", "eta_ancestral": "TCD"}.get(key, "Euler")}
     base.update({"s_churn": 1.0} if key in ("s_tmin", "s_tmax") else {})
     body = {**base, "override_settings": {key: values[key]}}
@@ -298,8 +300,46 @@ def test_the_seed_fields_run_a1111s_own_path_with_its_gpu_noise(in_process):
     params = job_of(in_process, "txt2img", {**body, "seed_resize_from_w": 64, "seed_resize_from_h": 48})[0]
     assert (params["variation_seed"], params["variation_strength"], params["ensd"]) == (9, 0.3, 31337)
     assert params["seed_resize_from"] == (64, 48) and params["rng"] == "nv"  # A1111's default source: the GPU's numbers
-    random_sub = job_of(in_process, "txt2img", {"subseed_strength": 0.3})[0]["variation_seed"]
+    random_sub = job_of(in_process, "txt2img", {"subseed_strength": 0.3, **EULER})[0]["variation_seed"]
     assert 0 <= random_sub < 2**32  # subseed -1 (the default): a random one, as A1111 draws it
     assert "rng" not in job_of(in_process, "txt2img", {"subseed": 9, "seed_resize_from_w": 64})[0]  # neutral alone
     r = in_process.client.post("/sdapi/v1/txt2img", json={"prompt": "x", "subseed_strength": 1.5})
     assert r.status_code == 422 and "subseed_strength" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "route, body, words",
+    [
+        (
+            "img2img",
+            {"subseed_strength": 0.3},
+            "subseed_strength: A1111's seed fields run on A1111's own sampling path",
+        ),
+        (
+            "txt2img",
+            {"alwayson_scripts": {"controlnet": {"args": [UNIT]}}, "seed_resize_from_w": 64, "seed_resize_from_h": 64},
+            "seed_resize_from_w: A1111's seed fields",
+        ),  # fmt: skip
+        ("txt2img", {**HR, "override_settings": {"eta_noise_seed_delta": 5}}, "eta_noise_seed_delta: A1111's seed"),
+        ("txt2img", {"subseed_strength": 0.3}, "not run the model's own sampler (PNDMScheduler)"),  # loaded: checked
+    ],
+)
+def test_seed_fields_that_a1111s_path_cannot_run_are_refused_before_the_queue(in_process, route, body, words):
+    r, jobs = post(in_process, route, {**EULER, **body} if "PNDM" not in words else body)
+    assert r.status_code == 400 and words in r.json()["error"] and not jobs, r.text
+
+
+def test_the_a1111_path_is_asked_for_where_it_can_run(in_process):
+    """The job carries A1111's noise source where A1111's path is to run it (the worker checks the
+    model); not where the path cannot run the request, nor with --a1111-pixels off."""
+    assert job_of(in_process, "txt2img", EULER)[-2] == "nv"
+    assert job_of(in_process, "txt2img", {**EULER, "override_settings": {"randn_source": "CPU"}})[-2] == "cpu"
+    assert job_of(in_process, "txt2img", {"sampler_name": "DDIM"})[-2] is None
+    assert job_of(in_process, "txt2img", {**EULER, **HR})[-2] is None
+    assert job_of(in_process, "img2img", EULER)[-2] is None
+    in_process.server.cfg.a1111_pixels = "off"
+    try:
+        assert job_of(in_process, "txt2img", EULER)[-2] is None
+        assert job_of(in_process, "txt2img", {**EULER, "override_settings": {"randn_source": "NV"}})[-2] == "nv"
+    finally:
+        in_process.server.cfg.a1111_pixels = "on"

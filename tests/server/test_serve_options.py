@@ -36,6 +36,10 @@ def ram(monkeypatch):
         (dict(queue_size=MAX_QUEUE + 1), f"--queue-size must be at most {MAX_QUEUE}"),
         (dict(queue_size=1000, max_body_mb=16), "more than half this machine's 8.0 GiB"),
         (dict(ip_adapter_dir="/nonexistent/ipadapter"), "--ip-adapter-dir /nonexistent/ipadapter is not a directory"),
+        (dict(lora_dir="/nonexistent/lora"), "--lora-dir /nonexistent/lora is not a directory"),
+        (dict(embedding_dir="/nonexistent/e"), "--embedding-dir /nonexistent/e is not a directory"),
+        (dict(vae_dir="/nonexistent/vae"), "--vae-dir /nonexistent/vae is not a directory"),
+        (dict(a1111_pixels="maybe"), "--a1111-pixels must be on or off"),
     ],
 )
 def test_serve_options_are_bounded(tmp_path, ram, bad, words):
@@ -76,6 +80,8 @@ def test_the_machine_memory_is_known_here():
         ["--memory-budget=-inf"],
         ["--queue-size", str(10**12)],
         ["--max-body-mb", "nan"],
+        ["--lora-dir", "/nonexistent/lora"],
+        ["--a1111-pixels", "maybe"],
     ],
 )
 def test_bad_serve_options_are_one_line_exit_2(tmp_path, capsys, argv):
@@ -92,3 +98,16 @@ def test_ip_adapter_dir_defaults_to_the_models_ipadapter_folder(tmp_path):
     assert cfg.adapter_dir() == (tmp_path / "models" / "ipadapter").resolve()
     assert ServeConfig(out=str(tmp_path / "o")).adapter_dir() is None
     assert ServeConfig(out=str(tmp_path / "o"), ip_adapter_dir=str(tmp_path)).adapter_dir() == tmp_path.resolve()
+
+
+def test_the_add_on_folders_default_to_a1111s_folders_beside_the_models(tmp_path):
+    models = tmp_path / "models"
+    for name in ("Lora", "embeddings", "VAE"):
+        (models / name).mkdir(parents=True)
+    (models / "styles.csv").write_text("name,prompt,negative_prompt\n")
+    cfg = ServeConfig(out=str(tmp_path / "o"), models_dir=str(models))
+    found = cfg.lora_folder(), cfg.embedding_folder(), cfg.vae_folder(), cfg.styles_file()
+    assert found == tuple((models / n).resolve() for n in ("Lora", "embeddings", "VAE", "styles.csv"))
+    bare = ServeConfig(out=str(tmp_path / "o"))
+    assert (bare.lora_folder(), bare.embedding_folder(), bare.vae_folder(), bare.styles_file()) == (None,) * 4
+    assert ServeConfig(out=str(tmp_path / "o"), lora_dir=str(tmp_path)).lora_folder() == tmp_path.resolve()

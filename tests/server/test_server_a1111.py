@@ -98,8 +98,8 @@ def test_progress_with_preview_and_interrupt(api):
         ({"enable_hr": True, "hr_sampler_name": "DDIM"}, "another hires sampler"),
         ({"enable_hr": True, "hr_resize_x": 64, "hr_resize_y": 48}, "aspect ratio"),
         ({"enable_hr": True, "hr_scale": 1}, "hires scale must be a number in (1, 8]"),
-        ({"styles": ["cinematic"]}, "A1111 styles"),
-        ({"prompt": "x <lora:add_detail:0.7>"}, "tags are not applied here"),
+        ({"styles": ["cinematic"]}, "unknown style 'cinematic'; GET /sdapi/v1/prompt-styles lists: film"),
+        ({"prompt": "x <lora:add_detail:0.7>"}, "<lora:add_detail:0.7>: no LoRA file add_detail"),
         ({"override_settings": {"sd_model_checkpoint": "tiny-a", "eta_noise_seed_delta": -1}}, "eta_noise_seed_delta"),
     ],
 )

@@ -32,7 +32,7 @@ def test_discovery_routes_parse_in_webuiapi(api):
     assert sampler["options"] == {"scheduler": "karras"} and "dpm++2m" in sampler["aliases"]
     assert [u["name"] for u in api.get_upscalers()] == ["Lanczos", "None"]
     assert api.get_latent_upscale_modes() == [{"name": "Latent"}]
-    for empty in (api.get_sd_vae, api.get_loras, api.get_prompt_styles, api.get_face_restorers):
+    for empty in (api.get_sd_vae, api.get_face_restorers):
         assert empty() == []
     assert api.get_realesrgan_models() == [] and api.get_hypernetworks() == []
     assert api.get_embeddings() == {"loaded": {}, "skipped": {}}
@@ -43,6 +43,21 @@ def test_discovery_routes_parse_in_webuiapi(api):
     flags = api.get_cmd_flags()
     assert flags["api"] is True and flags["ckpt_dir"]
     assert api.refresh_checkpoints() is None and api.skip() is None  # nothing runs: nothing to skip
+
+
+def test_the_models_folders_loras_and_styles_through_webuiapi(api):
+    """A1111's LoRA folder and styles.csv in --models-dir (conftest's served): listed, and applied
+    to txt2img as A1111 applies them (a tag merges the file for the job; a style wraps the prompt)."""
+    assert [x["name"] for x in api.get_loras()] == ["detail"]
+    assert api.get_prompt_styles() == [
+        {"name": "film", "prompt": "film still of {prompt}", "negative_prompt": "blurry"}
+    ]
+    plain = api.txt2img(sampler_name="Euler", **SMALL)
+    body = {**SMALL, "prompt": "red apple <lora:detail:0.8>"}
+    tagged = api.txt2img(sampler_name="Euler", styles=["film"], **body)
+    assert tagged.info["all_prompts"] == ["film still of red apple <lora:detail:0.8>"]
+    assert tagged.info["all_negative_prompts"] == ["blurry"] and tagged.info["sampling_path"] == "A1111"
+    assert "Lora hashes" in tagged.info["infotexts"][0] and np.abs(pixels(tagged) - pixels(plain)).max() > 0
 
 
 def test_options_keep_the_settings_we_have(api, served):

@@ -153,7 +153,12 @@ def test_a1111_override_settings_are_checked_before_the_queue(in_process, extra)
 
 @pytest.mark.parametrize(
     "field, value",
-    [("alwayson_scripts", [1]), ("alwayson_scripts", {"x": {"args": [1]}}), ("styles", "x" * 100_000), ("styles", [1])],
+    [
+        ("alwayson_scripts", [1]),
+        ("alwayson_scripts", {"x": {"args": [1]}}),
+        ("script_name", "x" * 100_000),
+        ("script_name", [1]),
+    ],
 )
 def test_a1111_unhonoured_fields_of_any_type_are_a_400(in_process, field, value):
     """Before: a string where a number was compared, or a list where a dict was read, was a 500."""
@@ -163,7 +168,7 @@ def test_a1111_unhonoured_fields_of_any_type_are_a_400(in_process, field, value)
 
 
 def test_a1111_options_refuse_what_they_do_not_honour(in_process):
-    for setting in ({"sd_vae": "other.safetensors"}, {"show_progressbar": True}, {"CLIP_stop_at_last_layers": 0}):
+    for setting in ({"sd_vae": "nope.safetensors"}, {"show_progressbar": True}, {"CLIP_stop_at_last_layers": 0}):
         assert next(iter(setting)) in refused(in_process.post("/sdapi/v1/options", json.dumps(setting).encode()))
     same = {"samples_format": "png", "sd_vae": "Automatic"}  # what GET /options says: changes nothing
     assert in_process.post("/sdapi/v1/options", json.dumps(same).encode()).status_code == 200

@@ -147,6 +147,14 @@ INFOTEXTS += ["x\nNegative prompt: y\nSteps: nan, Sampler: Warp, Seed: 1e400, Cl
 INFOTEXTS += ["x\nSteps: 2, Seed: 1, Variation seed strength: 0.3, Hires upscale: 2, Denoising strength: 0.5"]
 INFOTEXTS += ['x\nSteps: 2, Seed: 1, Eta: 0.5, Sigma churn: 1, VAE: "a, b", Schedule type: Karras', "", ":" * 50]
 field_value = field_value | st.sampled_from(INFOTEXTS)
+# The add-on folders' names (inprocess.py: styles.csv and vae/ beside the model), A1111's noise sources, ours
+TEXT += ["cinematic", "sharp", "other.safetensors", "Automatic", "GPU", "CPU", "NV", "nv", "comfy", "per_image"]
+TEXT += ["plain", "a1111", "Exponential", "x <lora:foo:0.5>"]
+field_value = field_value | st.sampled_from(TEXT[-14:]) | st.lists(st.sampled_from(TEXT[-14:]), max_size=3)
+NOISE_FIELDS = ["rng", "variation_seed", "variation_strength", "noise", "prompt_syntax", "schedule_type", "eta"]
+NOISE_FIELDS += ["s_noise", "scheduler", "seed"]
+A1111_NOISE = ["styles", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "enable_hr"]
+A1111_NOISE += ["override_settings", "sampler_name", "scheduler", "refiner_checkpoint"]
 ROUTE_BODIES = {
     "/v1/generate": body_for(V1_FIELDS, SMALL),
     "/sdapi/v1/txt2img": body_for(A1111_FIELDS, SMALL),
@@ -171,8 +179,12 @@ ROUTE_BODIES = {
     "/sdapi/v1/txt2img (infotext)": body_for(A1111_FIELDS, SMALL).flatmap(
         lambda b: st.sampled_from(INFOTEXTS).map(lambda t: {**b, "infotext": t})
     ),
+    "/v1/generate (A1111 noise)": body_for(NOISE_FIELDS, {**SMALL, "scheduler": "euler_a"}),
+    "/sdapi/v1/txt2img (styles, seeds)": body_for(A1111_NOISE, {**SMALL, "sampler_name": "Euler a"}),
     "/sdapi/v1/options": st.dictionaries(st.sampled_from([*SETTINGS, "x"]), field_value, max_size=3),
 }
+# narrow variations of the field families above (their fields are drawn there too): the fast run only
+FAST_ONLY = {"/v1/generate (A1111 noise)", "/sdapi/v1/txt2img (styles, seeds)"}
 
 
 NUMBER_FIELDS = {
@@ -235,7 +247,7 @@ def test_fuzz_fields(in_process, route, data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("route", sorted(ROUTE_BODIES))
+@pytest.mark.parametrize("route", sorted(set(ROUTE_BODIES) - FAST_ONLY))
 @settings(max_examples=HEAVY, **FUZZ)
 @given(data=st.data())
 def test_fuzz_fields_heavy(in_process, route, data):
@@ -331,6 +343,7 @@ def test_fuzz_fixed_hostile_numbers(in_process):
 def test_control_bases_are_accepted(in_process):
     """The bodies the control families start from reach the queue (so the fuzzing explores near
     valid units, not only refusals)."""
+    in_process.server.a1111_settings.clear()  # what the fuzzing of /options left (ENSD refuses ControlNet units)
     r = post(in_process, "/v1/generate", json.dumps({**SMALL, "controls": [UNIT]}).encode())
     assert r.status_code == 202, r.text
     body = {**SMALL, "alwayson_scripts": {"ControlNet": {"args": [A1111_UNIT]}}}
@@ -347,3 +360,42 @@ def test_control_bases_are_accepted(in_process):
     r = post(in_process, "/sdapi/v1/txt2img", json.dumps(body).encode())
     assert r.status_code == 200, r.text
     assert in_process.server.adapter_models.encoders(in_process.server.adapter_models.root / "ip-fake.safetensors")
+
+
+V1_NEW = {  # /v1/generate's A1111/ComfyUI fields: each reaches the job as the pipeline's keyword
+    "noise": ("comfy", "noise", "comfy"),
+    "prompt_syntax": ("plain", "prompt_syntax", "plain"),
+    "rng": ("nv", "rng", "nv"),
+    "variation_seed": (5, "variation_seed", 5),
+    "variation_strength": (0.5, "variation_strength", 0.5),
+    "schedule_type": ("Karras", "schedule", "Karras"),
+    "eta": (0.5, "eta", 0.5),
+    "s_noise": (0.9, "s_noise", 0.9),
+}
+
+
+@pytest.mark.parametrize("field", sorted(V1_NEW))
+def test_v1_noise_and_syntax_fields_reach_the_job_or_are_refused(in_process, field):
+    value, key, shown = V1_NEW[field]
+    base = {**SMALL, "scheduler": {"eta": "ddim", "s_noise": "euler", "schedule_type": "euler"}.get(field, "euler_a")}
+    r = post(in_process, "/v1/generate", json.dumps({**base, field: value}).encode())
+    assert r.status_code == 202, r.text
+    assert r.json()["params"][key] == shown
+    bad = {"noise": "gpu", "prompt_syntax": "latex", "rng": "tpu", "variation_seed": -1, "variation_strength": 2}
+    bad.update(schedule_type="x" * 101, eta=5, s_noise=-1)
+    r = post(in_process, "/v1/generate", json.dumps({**base, field: bad[field]}).encode())
+    assert 400 <= r.status_code < 500 and field in r.json()["error"], r.text
+    r = post(in_process, "/v1/generate", json.dumps({**base, "noise_seed": 1}).encode())
+    assert r.status_code == 422 and "noise_seed" in r.json()["error"]  # unknown fields stay refused
+
+
+def test_a1111_noise_bases_are_accepted(in_process):
+    in_process.server.a1111_settings.clear()  # what the fuzzing of /options left
+    body = {**SMALL, "scheduler": "euler_a", "rng": "nv", "variation_seed": 3, "variation_strength": 0.5}
+    assert post(in_process, "/v1/generate", json.dumps(body).encode()).status_code == 202
+    body = {**SMALL, "sampler_name": "Euler a", "styles": ["cinematic"], "subseed_strength": 0.3}
+    r = post(in_process, "/sdapi/v1/txt2img", json.dumps(body).encode())
+    assert r.status_code == 200, r.text
+    for bad in ("x" * 100_000, [1], {"a": 1}):  # styles is a list of names
+        r = post(in_process, "/sdapi/v1/txt2img", json.dumps({**SMALL, "styles": bad}).encode())
+        assert 400 <= r.status_code < 500 and "styles" in r.json()["error"] and len(r.json()["error"]) < 400
