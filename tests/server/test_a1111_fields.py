@@ -57,6 +57,7 @@ SMALL = {"prompt": "x", "steps": 2, "width": 32, "height": 32, "seed": 1}
 UNIT = {"enabled": True, "image": PIC, "model": "cn-fake [e3b0c442]", "module": "none"}
 INFOTEXT = "a cat\nNegative prompt: blur\nSteps: 4, Sampler: Euler, CFG scale: 5, Seed: 3, Size: 48x40, Clip skip: 2"
 EULER, HR, INPAINT = {"sampler_name": "Euler"}, {"enable_hr": True}, {"mask": MASK}
+LANCZOS = {"hr_upscaler": "Lanczos"}
 # field -> (route, the body it joins, its value): an honoured field's value changes the job, or
 # the answer where it says so (ANSWER); a refused one's is not neutral (a 400 naming it).
 CASES = {
@@ -312,7 +313,7 @@ def test_the_seed_fields_run_a1111s_own_path_with_its_gpu_noise(in_process):
     [
         (
             "img2img",
-            {"subseed_strength": 0.3},
+            {**INPAINT, "subseed_strength": 0.3},
             "subseed_strength: A1111's seed fields run on A1111's own sampling path",
         ),
         (
@@ -320,7 +321,11 @@ def test_the_seed_fields_run_a1111s_own_path_with_its_gpu_noise(in_process):
             {"alwayson_scripts": {"controlnet": {"args": [UNIT]}}, "seed_resize_from_w": 64, "seed_resize_from_h": 64},
             "seed_resize_from_w: A1111's seed fields",
         ),  # fmt: skip
-        ("txt2img", {**HR, "override_settings": {"eta_noise_seed_delta": 5}}, "eta_noise_seed_delta: A1111's seed"),
+        (
+            "txt2img",
+            {**HR, **LANCZOS, "override_settings": {"eta_noise_seed_delta": 5}},
+            "eta_noise_seed_delta: A1111's",
+        ),
         ("txt2img", {"subseed_strength": 0.3}, "not run the model's own sampler (PNDMScheduler)"),  # loaded: checked
     ],
 )
@@ -335,8 +340,10 @@ def test_the_a1111_path_is_asked_for_where_it_can_run(in_process):
     assert job_of(in_process, "txt2img", EULER)[-2] == "nv"
     assert job_of(in_process, "txt2img", {**EULER, "override_settings": {"randn_source": "CPU"}})[-2] == "cpu"
     assert job_of(in_process, "txt2img", {"sampler_name": "DDIM"})[-2] is None
-    assert job_of(in_process, "txt2img", {**EULER, **HR})[-2] is None
-    assert job_of(in_process, "img2img", EULER)[-2] is None
+    assert job_of(in_process, "txt2img", {**EULER, **HR})[-2] == "nv"  # A1111's default hires upscaler, Latent
+    assert job_of(in_process, "txt2img", {**EULER, **HR, **LANCZOS})[-2] is None
+    assert job_of(in_process, "img2img", EULER)[-2] == "nv"
+    assert job_of(in_process, "img2img", {**EULER, **INPAINT})[-2] is None
     in_process.server.cfg.a1111_pixels = "off"
     try:
         assert job_of(in_process, "txt2img", EULER)[-2] is None
