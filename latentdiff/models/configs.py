@@ -26,7 +26,7 @@ from latentdiff.runtime.reading import read_json
 
 SUPPORTED = (
     "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell), "
-    "SD 3 medium, SD 3.5 (medium, large)"
+    "SD 3 medium, SD 3.5 (medium, large), Stable unCLIP"
 )
 # (encoder, tokenizer) folder pairs; SDXL has the first two, its refiner only the second, SD3 all three.
 TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
@@ -155,6 +155,8 @@ def describe_folder(path: Path) -> str | None:
                 "StableDiffusion3Pipeline",
                 "StableDiffusion3Img2ImgPipeline",
                 "StableDiffusion3InpaintPipeline",
+                "StableUnCLIPPipeline",
+                "StableUnCLIPImg2ImgPipeline",
             )
         )
         return None if sd or not cls else f"a {cls} model"
