@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from latentdiff.errors import ModelError
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.models.checks import (
     MAX_TRAIN_TIMESTEPS,
     check_config_numbers,
@@ -128,6 +128,10 @@ def check_model_dir(path: Path) -> dict:
     if not any(path.iterdir()):
         raise ModelError(f"model directory {path} is empty")
     what = describe_folder(path)
+    if what and "Prior" in what:  # Kandinsky's or Karlo's prior alone: half of an unCLIP model
+        raise UsageError(
+            f"{path} is {what}: a prior without a decoder; give a Stable unCLIP model (its prior/ inside) as --model"
+        )
     if what:
         raise ModelError(f"{path} is {what}, not a model this can generate with; supported: {SUPPORTED}")
     if not is_present(path / "model_index.json", "model index"):
