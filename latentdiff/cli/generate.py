@@ -137,6 +137,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
             noise=cfg.noise,
             variations=cfg.variations,
             noise_level=cfg.noise_level,
+            prior=cfg.prior,
             prior_steps=cfg.prior_steps,
             prior_guidance=cfg.prior_guidance,
             noise_batch=cfg.noise_options.get("batch") or (cfg.num_images if comfy else None),

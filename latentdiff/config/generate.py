@@ -170,8 +170,9 @@ class GenerateConfig:
     image_prompt_options: dict = field(default_factory=dict, metadata=flag(own=False))
     """From --from: the image prompts the image recorded (config/image_prompt_flags.py)."""
     variations: str | None = field(default=None, metadata=flag(metavar="IMG"))
-    """Stable unCLIP: draw variations of the picture IMG from its CLIP image embedding (the model's image_encoder);
-    the prompt may be left out"""
+    """Stable unCLIP: variations of the picture IMG, from its CLIP image embedding (the prompt may be left out)"""
+    prior: str | None = field(default=None, metadata=flag(metavar="DIR"))
+    """Stable unCLIP: a Kandinsky 2.2 prior folder that makes the image embedding from the prompt (default: the model's)"""
     noise_level: int | None = field(default=None, metadata=flag(metavar="N"))
     """Stable unCLIP: noise added to the image embedding, 0 to the image-noising scheduler's last step (default: 0)"""
     prior_steps: int | None = field(default=None, metadata=flag(metavar="N"))
@@ -237,7 +238,7 @@ class GenerateConfig:
             "noise": params.get("noise", "per_image"),
             "noise_options": {"batch": params.get("noise_batch"), "index": params.get("noise_index", 0)},
             "num_images": params.get("num_images", 1),  # a ComfyUI graph's batch
-            **{k: params.get(k) for k in ("variations", "noise_level", "prior_steps", "prior_guidance")},
+            **{k: params.get(k) for k in ("variations", "noise_level", "prior", "prior_steps", "prior_guidance")},
         }
         given = {k: v for k, v in overrides.items() if v is not None}
         noise = {k: params[k] for k in NOISE_NAMES if params.get(k) is not None}

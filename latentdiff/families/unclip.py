@@ -133,11 +133,11 @@ def _prior_text(parts, texts: list[str]):
 
 
 @torch.no_grad()
-def prior_embeddings(components, texts: list[str], steps: int, guidance: float, generators) -> torch.Tensor:
-    """CLIP image embeddings (B, D) sampled by the prior from the texts, as StableUnCLIPPipeline samples
-    them: the prior's latents from image k's generator, CFG against the empty text above guidance 1,
-    the prior scheduler's steps drawing their noise from the same generators."""
-    parts = components.unclip
+def prior_embeddings(parts: dict, texts: list[str], steps: int, guidance: float, generators, kandinsky=False):
+    """CLIP image embeddings (B, D) sampled by the prior of `parts` (Components.unclip, or a Kandinsky
+    2.2 prior's) from the texts, as StableUnCLIPPipeline (`kandinsky`: KandinskyV22PriorPipeline, whose
+    steps name the previous timestep) samples them: the latents from image k's generator, CFG against
+    the empty text above guidance 1, the scheduler's steps drawing their noise from the same generators."""
     if parts.get("prior") is None:
         raise UsageError("this unCLIP model has no prior (prior/, prior_text_encoder/): give variations= or a prior")
     prior = parts["prior"]
@@ -150,13 +150,16 @@ def prior_embeddings(components, texts: list[str], steps: int, guidance: float, 
     latents = draw_noise((prior.config.embedding_dim,), generators).to(prior.device, prior.dtype)
     latents = latents * sched.init_noise_sigma
     gen = generators[0] if len(generators) == 1 else list(generators)
-    for t in sched.timesteps:
-        x = sched.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
+    timesteps = sched.timesteps
+    for i, t in enumerate(timesteps):
+        x = torch.cat([latents] * 2) if cfg else latents
+        x = x if kandinsky else sched.scale_model_input(x, t)
         pred = prior(
             x, timestep=t, proj_embedding=text[0], encoder_hidden_states=text[1], attention_mask=text[2]
         ).predicted_image_embedding
         if cfg:
             uncond, cond = pred.chunk(2)
             pred = uncond + guidance * (cond - uncond)
-        latents = sched.step(pred, timestep=t, sample=latents, generator=gen, return_dict=False)[0]
+        prev = {"prev_timestep": timesteps[i + 1] if i + 1 < len(timesteps) else None} if kandinsky else {}
+        latents = sched.step(pred, timestep=t, sample=latents, generator=gen, return_dict=False, **prev)[0]
     return prior.post_process_latents(latents)

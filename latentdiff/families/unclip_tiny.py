@@ -50,7 +50,7 @@ def unclip_index(components, index: dict) -> dict:
 def tiny_unclip(seed: int = 0, image_encoder: bool = True, prior: bool = True) -> dict:
     """Seeded tiny modules: the fields of models.components.Components with `unclip` holding the parts
     beside the UNet (families/unclip.py)."""
-    from diffusers import PriorTransformer, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
 
     arch = tiny_arch("sd2")
@@ -64,15 +64,50 @@ def tiny_unclip(seed: int = 0, image_encoder: bool = True, prior: bool = True) -
     if prior:
         tokenizer = build_tokenizer(WORDS, 200, 77)
         unclip.update(
-            prior=PriorTransformer(
-                num_attention_heads=2, attention_head_dim=12, embedding_dim=WIDTH, num_layers=1
-            ).eval(),
+            prior=_tiny_prior(),
             prior_text_encoder=_prior_text_encoder(tokenizer),
             prior_tokenizer=tokenizer,
             prior_scheduler=dict(PRIOR_SCHEDULER),
         )
     parts["unclip"] = unclip
     return parts
+
+
+def tiny_kandinsky_prior(seed: int = 0) -> dict:
+    """KandinskyV22PriorPipeline's parts, tiny and seeded: a prior on a CLIP text encoder with
+    projection, the CLIP vision encoder and processor it keeps for zero embeddings, an UnCLIPScheduler."""
+    from diffusers import UnCLIPScheduler
+
+    tokenizer = build_tokenizer(WORDS, 200, 77)
+    torch.manual_seed(seed)
+    prior = _tiny_prior()
+    vision = tiny_vision()
+    return dict(
+        prior=prior,
+        text_encoder=_prior_text_encoder(tokenizer),
+        tokenizer=tokenizer,
+        image_encoder=vision["image_encoder"],
+        image_processor=vision["feature_extractor"],
+        scheduler=UnCLIPScheduler(
+            variance_type="fixed_small_log",
+            prediction_type="sample",
+            num_train_timesteps=1000,
+            clip_sample=True,
+            clip_sample_range=10.0,
+        ),  # fmt: skip
+    )
+
+
+def _tiny_prior():
+    """A one-layer PriorTransformer whose embedding statistics are not its zero initialisation (which
+    would make every embedding it samples zero), as diffusers' own prior tests set them."""
+    from diffusers import PriorTransformer
+
+    prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=WIDTH, num_layers=1)
+    with torch.no_grad():
+        prior.clip_mean.normal_(0, 0.1)
+        prior.clip_std.uniform_(0.5, 1.5)
+    return prior.eval()
 
 
 def _prior_text_encoder(tokenizer):

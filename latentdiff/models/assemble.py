@@ -28,7 +28,7 @@ from latentdiff.models.configs import (
     text_encoder_class,
 )
 from latentdiff.models.files import first_line, is_present
-from latentdiff.models.unclip_parts import has_unclip, load_unclip
+from latentdiff.models.unclip_parts import PRIOR_FOLDERS, has_unclip, load_prior_parts, load_unclip
 from latentdiff.models.weights import assign, fill, stored_values
 from latentdiff.runtime.libraries import quiet_libraries
 from latentdiff.runtime.reading import check_regular, is_special
@@ -119,6 +119,16 @@ def _unclip(cfgs: ModelConfigs, load: dict, dtype) -> dict:
         return load_image_encoder(folder, load["allow_pickle"], load["device"], dtype)
 
     return load_unclip(path, cfgs.index, module, encoder, load_tokenizer)
+
+
+def load_prior(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None) -> dict:
+    """A Kandinsky 2.2 prior folder (KandinskyV22PriorPipeline's layout) as the prior parts of
+    Components.unclip (prior, prior_text_encoder, prior_tokenizer, prior_scheduler)."""
+
+    def module(cls, config, name: str):
+        return _build(cls, config, path / name, stored_values(path / name), allow_pickle, device, dtype)
+
+    return load_prior_parts(path, module, load_tokenizer, PRIOR_FOLDERS["kandinsky"])
 
 
 def _build(

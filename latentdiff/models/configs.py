@@ -211,8 +211,8 @@ def text_encoder_class(index: dict, path: Path, name: str) -> str | None:
 
 
 # ---- the small files beside the components ---------------------------------------------------
-def read_scheduler_config(path: Path) -> dict:
-    return check_scheduler_config(read_json_object(path, "scheduler"), path)
+def read_scheduler_config(path: Path, steps: int = 1) -> dict:
+    return check_scheduler_config(read_json_object(path, "scheduler"), path, steps)
 
 
 def read_upscaler(path: Path, index: dict) -> dict:

@@ -13,6 +13,7 @@ from latentdiff.errors import ModelError
 from latentdiff.models.configs import component_config, read_scheduler_config, text_config
 from latentdiff.models.files import is_present
 
+PRIOR_MIN_STEPS = 2
 FOLDERS = (
     "image_normalizer",
     "image_noising_scheduler",
@@ -38,8 +39,6 @@ def _present(path: Path, index: dict, name: str) -> bool:
 def load_unclip(path: Path, index: dict, module: Callable, image_encoder: Callable, tokenizer: Callable) -> dict:
     """Components.unclip of the model folder `path`: `module(cls, config, folder_name)` builds a module
     from its folder, `image_encoder(folder)` a CLIP vision encoder, `tokenizer(folder)` a CLIPTokenizer."""
-    import diffusers
-    import transformers
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
 
     def config(name: str) -> dict:
@@ -56,14 +55,34 @@ def load_unclip(path: Path, index: dict, module: Callable, image_encoder: Callab
         parts["image_encoder"] = image_encoder(path / "image_encoder")
         parts["feature_extractor"] = _processor(path / "feature_extractor")
     if _present(path, index, "prior"):
-        te = text_config(path / "prior_text_encoder" / "config.json", "CLIPTextModelWithProjection")
-        parts.update(
-            prior=module(diffusers.PriorTransformer, config("prior"), "prior"),
-            prior_text_encoder=module(transformers.CLIPTextModelWithProjection, te, "prior_text_encoder"),
-            prior_tokenizer=tokenizer(path / "prior_tokenizer"),
-            prior_scheduler=read_scheduler_config(path / "prior_scheduler" / "scheduler_config.json"),
-        )
+        parts.update(load_prior_parts(path, module, tokenizer, PRIOR_FOLDERS["unclip"]))
     return parts
+
+
+# The prior's folders: in a Stable unCLIP model (StableUnCLIPPipeline), in a Kandinsky 2.2 prior
+# (KandinskyV22PriorPipeline), which names them without the prefix.
+PRIOR_FOLDERS = {
+    "unclip": ("prior", "prior_text_encoder", "prior_tokenizer", "prior_scheduler"),
+    "kandinsky": ("prior", "text_encoder", "tokenizer", "scheduler"),
+}
+
+
+def load_prior_parts(path: Path, module: Callable, tokenizer: Callable, folders: tuple) -> dict:
+    """The prior, its CLIP text encoder with projection, its tokenizer and scheduler config, from
+    `folders` of `path` (PRIOR_FOLDERS), under Components.unclip's names."""
+    import diffusers
+    import transformers
+
+    prior, te, tok, sched = folders
+    config = component_config(path / prior / "config.json", "prior")
+    te_config = text_config(path / te / "config.json", "CLIPTextModelWithProjection")
+    return {
+        "prior": module(diffusers.PriorTransformer, config, prior),
+        "prior_text_encoder": module(transformers.CLIPTextModelWithProjection, te_config, te),
+        "prior_tokenizer": tokenizer(path / tok),
+        # UnCLIPScheduler takes 2 steps at the fewest (PRIOR_MIN_STEPS)
+        "prior_scheduler": read_scheduler_config(path / sched / "scheduler_config.json", PRIOR_MIN_STEPS),
+    }
 
 
 def _processor(folder: Path):

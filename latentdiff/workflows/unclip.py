@@ -11,12 +11,13 @@ the image's latents, so a one-image call matches diffusers' pipelines on the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 import latentdiff.config.params as params
-from latentdiff.errors import UsageError
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.unclip import (
     PRIOR_GUIDANCE,
     PRIOR_STEPS,
@@ -27,9 +28,13 @@ from latentdiff.families.unclip import (
     prior_embeddings,
     with_labels,
 )
+from latentdiff.models.assemble import load_prior
+from latentdiff.models.unclip_parts import PRIOR_MIN_STEPS
+from latentdiff.runtime.reading import read_json
 from latentdiff.workflows.image_encoder import prompt_images
 
-NAMES = ("variations", "noise_level", "prior_steps", "prior_guidance")
+NAMES = ("variations", "noise_level", "prior", "prior_steps", "prior_guidance")
+KANDINSKY_PRIORS = ("KandinskyV22PriorPipeline", "KandinskyPriorPipeline")
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class UnclipRequest:
     path: str | None = None  # its file, where it came from one
     prior_steps: int | None = None
     prior_guidance: float | None = None
+    prior_path: str | None = None  # a Kandinsky 2.2 prior folder given instead of the model's own prior
+    prior_parts: dict | None = None  # its loaded parts (Components.unclip's names)
 
     def record(self) -> dict:
         """What an image records (PNG metadata, `--from`)."""
@@ -50,6 +57,8 @@ class UnclipRequest:
             out["variations"] = self.path
         if self.embedding == "prior":
             out.update(prior_steps=self.prior_steps, prior_guidance=self.prior_guidance)
+        if self.prior_path is not None:
+            out["prior"] = self.prior_path
         return out
 
 
@@ -67,8 +76,8 @@ def unclip_request(pipe, taken: dict, request, a1111: bool = False) -> UnclipReq
     c, api = pipe.components, params.api_label
     level = check_noise_level(c, given.get("noise_level", 0))
     if "variations" in given:
-        if "prior_steps" in given or "prior_guidance" in given:
-            raise UsageError("prior_steps and prior_guidance are for text through the prior, not for variations")
+        if given.keys() & {"prior", "prior_steps", "prior_guidance"}:
+            raise UsageError("prior, prior_steps and prior_guidance are for text through a prior, not for variations")
         image = given["variations"]
         picture = prompt_images(image, "variations")[0] if not isinstance(image, (list, tuple)) else None
         if picture is None:
@@ -76,13 +85,50 @@ def unclip_request(pipe, taken: dict, request, a1111: bool = False) -> UnclipReq
         _check_encoder(c)
         path = str(image) if not hasattr(image, "size") else None
         return UnclipRequest("variations", level, picture, path)
-    if c.unclip.get("prior") is None:
+    own = given.get("prior") is None
+    if own and c.unclip.get("prior") is None:
         if "prior_steps" in given or "prior_guidance" in given:
             raise UsageError("prior_steps and prior_guidance need a model with a prior (prior/ in its folder)")
         return UnclipRequest("zeros", level)
-    steps = params.whole(api, "prior_steps", given.get("prior_steps", PRIOR_STEPS), 1, params.MAX_STEPS)
+    path = None if own else params.path_text(api, "prior", given["prior"])
+    parts = c.unclip if own else kandinsky_prior(pipe, path)
+    steps, guidance = prior_settings(parts, given)
+    return UnclipRequest("prior", level, None, None, steps, guidance, path, None if own else parts)
+
+
+def prior_settings(parts: dict, given: dict) -> tuple[int, float]:
+    """(prior_steps, prior_guidance) checked: from 2 (UnCLIPScheduler's fewest) to the prior scheduler's timesteps."""
+    api, most = params.api_label, min(params.MAX_STEPS, parts["prior_scheduler"].get("num_train_timesteps", 1000))
+    steps = params.whole(api, "prior_steps", given.get("prior_steps", PRIOR_STEPS), PRIOR_MIN_STEPS, most)
     guidance = params.real(api, "prior_guidance", given.get("prior_guidance", PRIOR_GUIDANCE), 0.0, params.MAX_GUIDANCE)
-    return UnclipRequest("prior", level, prior_steps=steps, prior_guidance=guidance)
+    return steps, guidance
+
+
+def kandinsky_prior(pipe, path: str) -> dict:
+    """The Kandinsky 2.2 prior folder `path` loaded (once per pipeline) on the pipeline's device, its
+    embedding as wide as the decoder's class label takes."""
+    folder = Path(path)
+    index = folder / "model_index.json"
+    if not folder.is_dir() or not index.is_file():
+        raise UsageError(f"prior {path} is not a Kandinsky 2.2 prior folder (KandinskyV22PriorPipeline's layout)")
+    data = read_json(index, "model index", error=UsageError)
+    cls = data.get("_class_name") if isinstance(data, dict) else None
+    if cls not in KANDINSKY_PRIORS:
+        raise UsageError(f"prior {path} is a {cls or 'folder without a pipeline class'}, not a Kandinsky 2.2 prior")
+    cache = pipe.__dict__.setdefault("_priors", {})
+    key = folder.resolve()
+    if key not in cache:
+        try:
+            parts = load_prior(folder, pipe.allow_pickle, "cpu")
+        except ModelError as e:
+            raise ModelError(f"prior {path}: {e}") from None
+        for name in ("prior", "prior_text_encoder"):
+            parts[name].to(device=pipe.device, dtype=pipe.dtype)
+        cache[key] = parts
+    width, want = cache[key]["prior"].config.embedding_dim, embedding_width(pipe.components)
+    if width != want:
+        raise UsageError(f"prior {path} makes {width}-wide image embeddings; this decoder takes {want}-wide ones")
+    return cache[key]
 
 
 def _check_encoder(c) -> None:
@@ -113,7 +159,8 @@ def image_stage(pipe, texts: list[str], seeds: list[int], request, cond, uncond)
     if u.embedding == "variations":
         embeds = image_embeddings(c, [u.picture]).repeat(len(seeds), 1)
     elif u.embedding == "prior":
-        embeds = prior_embeddings(c, texts, u.prior_steps, u.prior_guidance, gens)
+        parts = u.prior_parts or c.unclip
+        embeds = prior_embeddings(parts, texts, u.prior_steps, u.prior_guidance, gens, u.prior_parts is not None)
     else:
         embeds = torch.zeros(len(seeds), embedding_width(c), device=pipe.device, dtype=pipe.dtype)
     labels = noised_embeddings(c, embeds, u.noise_level, gens)

@@ -128,6 +128,7 @@ def value_for(flag: str):
         "--image-encoder": st.sampled_from(["models", "image_encoder", ".", ""]),
         "--variations": st.sampled_from(["a.png", ".", "", "missing.png"]),
         "--noise-level": numbers_as_text,
+        "--prior": st.sampled_from(["prior", ".", "", "a.png"]),
         "--prior-steps": numbers_as_text,
         "--prior-guidance": numbers_as_text,
     }[flag]
@@ -155,6 +156,7 @@ FLAGS = [
     "--image-encoder",
     "--variations",
     "--noise-level",
+    "--prior",
     "--prior-steps",
     "--prior-guidance",
 ]

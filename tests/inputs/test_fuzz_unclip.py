@@ -86,6 +86,9 @@ def test_refusals_are_one_line(capsys, tiny_unclip, decoder_only, prior_alone, p
         ((tiny_sd1, "--variations", picture), "need a Stable unCLIP model"),
         ((decoder_only, "--prior-steps", 3), "need a model with a prior"),
         ((tiny_unclip, "--variations", picture, "--prior-guidance", 2), "not for variations"),
+        ((tiny_unclip, "--prior", picture), "not a Kandinsky 2.2 prior folder"),
+        ((tiny_unclip, "--prior", tiny_unclip), "not a Kandinsky 2.2 prior"),
+        ((tiny_unclip, "--prior-steps", 1), "prior_steps must be >= 2"),
     ]
     for (model, *flags), message in cases:
         assert message in fails(capsys, "x", "--model", model, *flags, *SMALL, "--out", tmp_path), (model, flags)
@@ -100,7 +103,7 @@ def pipe_unclip(tiny_unclip):
     return pipe
 
 
-FLAGS = ["--variations", "--noise-level", "--prior-steps", "--prior-guidance", "--guidance"]
+FLAGS = ["--variations", "--noise-level", "--prior", "--prior-steps", "--prior-guidance", "--guidance"]
 
 
 @pytest.mark.slow

@@ -52,6 +52,7 @@ def test_prior_matches_stable_unclip_pipeline(unclip_model, unclip_pipes):
     args = dict(prompt="a green pear on a table", guidance_scale=4.0, num_inference_steps=2)
     prior = dict(prior_num_inference_steps=3, prior_guidance_scale=5.0, noise_level=100)
     close(pixels(got), reference_pixels(ref, 2, 2, (W, H), **args, **prior))
+    assert pipe.components.unclip["prior"].clip_std.abs().min() > 0  # the prior's embeddings are not all zero
     info = got[1].info["latentdiff"]
     assert (info["image_embedding"], info["prior_steps"], info["prior_guidance"]) == ("prior", 3, 5.0)
 
@@ -87,3 +88,43 @@ def test_zero_embedding_matches_img2img_given_zeros(decoder_alone, unclip_pipes)
     args = dict(prompt="photo of a cat", guidance_scale=2.0, num_inference_steps=2, image_embeds=zeros)
     close(pixels(got), reference_pixels(ref, 4, 1, (W, H), **args))
     assert got[0].info["latentdiff"]["image_embedding"] == "zeros"
+
+
+@pytest.fixture(scope="module")
+def kandinsky_prior(tmp_path_factory):
+    from latentdiff.models.testing import make_tiny_prior
+
+    return make_tiny_prior(tmp_path_factory.mktemp("unclip") / "prior", seed=5)
+
+
+def test_prior_matches_kandinsky22_prior_pipeline(kandinsky_prior):
+    import torch
+
+    from latentdiff.families.unclip import prior_embeddings
+    from latentdiff.models.assemble import load_prior
+
+    parts, ref = load_prior(kandinsky_prior), reference(kandinsky_prior, "KandinskyV22PriorPipeline")
+    for guidance, n in ((1.0, 1), (4.0, 2)):
+        gens = [torch.Generator().manual_seed(9 + k) for k in range(n)]
+        got = prior_embeddings(parts, ["a red apple"] * n, 3, guidance, gens, kandinsky=True)
+        gens = [torch.Generator().manual_seed(9 + k) for k in range(n)]
+        want = ref("a red apple", num_images_per_prompt=n, num_inference_steps=3, guidance_scale=guidance,
+                   generator=gens if n > 1 else gens[0]).image_embeds  # fmt: skip
+        assert want.std() > 0.1 and torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_kandinsky_prior_feeds_the_decoder_in_one_call(kandinsky_prior, unclip_pipes):
+    """The prior, then the decoder, one generator through both: diffusers' two pipelines in a row."""
+    import torch
+
+    pipe, decoder = unclip_pipes
+    prior = reference(kandinsky_prior, "KandinskyV22PriorPipeline")
+    got = pipe("a red apple", guidance=3.0, steps=2, width=W, height=H, seed=6, prior=str(kandinsky_prior),
+               prior_steps=2, prior_guidance=4.0, noise_level=10)  # fmt: skip
+    g = torch.Generator().manual_seed(6)
+    embeds = prior("a red apple", num_inference_steps=2, guidance_scale=4.0, generator=g).image_embeds
+    out = decoder(prompt="a red apple", image_embeds=embeds, noise_level=10, guidance_scale=3.0, num_inference_steps=2,
+                  generator=g, width=W, height=H, output_type="np")  # fmt: skip
+    close(pixels(got), np.round(out.images * 255))
+    info = got[0].info["latentdiff"]
+    assert (info["prior"], info["prior_steps"], info["prior_guidance"]) == (str(kandinsky_prior), 2, 4.0)
