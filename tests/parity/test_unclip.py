@@ -128,3 +128,19 @@ def test_kandinsky_prior_feeds_the_decoder_in_one_call(kandinsky_prior, unclip_p
     close(pixels(got), np.round(out.images * 255))
     info = got[0].info["latentdiff"]
     assert (info["prior"], info["prior_steps"], info["prior_guidance"]) == (str(kandinsky_prior), 2, 4.0)
+
+
+def test_saved_model_loads_in_both_diffusers_pipelines(unclip_pipes, tmp_path):
+    import diffusers
+    import torch
+
+    pipe = unclip_pipes[0]
+    out = pipe.save_pretrained(tmp_path / "saved")
+    variations = diffusers.StableUnCLIPImg2ImgPipeline.from_pretrained(out)
+    text = diffusers.StableUnCLIPPipeline.from_pretrained(out)
+    parts = pipe.components.unclip
+    assert torch.equal(text.prior.clip_std, parts["prior"].clip_std)
+    assert torch.equal(variations.image_normalizer.std, parts["image_normalizer"].std)
+    assert variations.image_encoder.config.projection_dim == parts["image_encoder"].config.projection_dim
+    again = ours(out)
+    assert again.family.name == "unclip" and sorted(again.components.unclip) == sorted(parts)
