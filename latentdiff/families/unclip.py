@@ -32,7 +32,7 @@ PRIOR_STEPS, PRIOR_GUIDANCE = 25, 4.0
 
 class UnCLIP(SD):
     name, label = "unclip", "Stable unCLIP"
-    variants = ("unclip",)
+    variants = ("unclip", "unclip-decoder")  # tiny kinds: with a prior and an image encoder, or the decoder alone
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
         return unet.get("class_embed_type") == "projection"
@@ -47,7 +47,8 @@ class UnCLIP(SD):
         return unclip_index(components, index)
 
     def tiny(self, variant: str | None = None, seed: int = 0) -> dict:
-        return tiny_unclip(seed)
+        whole = variant != "unclip-decoder"
+        return tiny_unclip(seed, image_encoder=whole, prior=whole)
 
 
 def place_unclip(components, device, dtype) -> None:

@@ -43,7 +43,8 @@ def unclip_index(components, index: dict) -> dict:
             prior_tokenizer=["transformers", "CLIPTokenizer"],
             prior_scheduler=["diffusers", parts["prior_scheduler"].get("_class_name", "DDPMScheduler")],
         )
-    out["_class_name"] = "StableUnCLIPImg2ImgPipeline" if encoder else "StableUnCLIPPipeline"
+    text_only = parts.get("prior") is not None and not encoder
+    out["_class_name"] = "StableUnCLIPPipeline" if text_only else "StableUnCLIPImg2ImgPipeline"
     return out
 
 

@@ -15,7 +15,7 @@ from helpers import fails, generate, meta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_fuzz import FUZZ, assert_clean, copy_model, numbers_as_text, run_loaded
+from test_fuzz import FUZZ, assert_clean, numbers_as_text, run_loaded
 from test_fuzz_models import _bounded_memory, generate_from_damaged  # noqa: F401 (a fixture)
 
 SMALL = ["--steps", "2", "--width", "32", "--height", "32"]
@@ -37,14 +37,10 @@ def tiny_unclip(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def decoder_only(tiny_unclip, tmp_path_factory):
-    path = copy_model(tiny_unclip, tmp_path_factory.mktemp("unclip") / "decoder")
-    index = json.loads((path / "model_index.json").read_text())
-    for name in DECODER_ONLY:
-        shutil.rmtree(path / name)
-        index[name] = [None, None]
-    (path / "model_index.json").write_text(json.dumps(index))
-    return path
+def decoder_only(tmp_path_factory):
+    from latentdiff.models.testing import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("unclip") / "decoder", "unclip-decoder")
 
 
 @pytest.fixture(scope="module")
