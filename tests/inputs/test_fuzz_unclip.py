@@ -30,13 +30,6 @@ DECODER_ONLY = (
 
 
 @pytest.fixture(scope="module")
-def tiny_unclip(tmp_path_factory):
-    from latentdiff.models.testing import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("unclip") / "m", "unclip", defaults={"steps": 2})
-
-
-@pytest.fixture(scope="module")
 def decoder_only(tmp_path_factory):
     from latentdiff.models.testing import make_tiny
 
@@ -69,6 +62,22 @@ def test_variations_from_the_cli_record_and_replay(capsys, tiny_unclip, picture,
     assert meta(again)["noise_level"] == 20 and Image.open(again).tobytes() == Image.open(made).tobytes()
 
 
+@pytest.fixture
+def loaded_once(monkeypatch):
+    """Pipeline.from_pretrained loading each model once for the test (the refusals come after loading)."""
+    from latentdiff import Pipeline
+
+    real, cache = Pipeline.from_pretrained.__func__, {}
+
+    def once(cls, model=None, **kwargs):
+        if str(model) not in cache:
+            cache[str(model)] = real(cls, model, **kwargs)
+        return cache[str(model)]
+
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(once))
+
+
+@pytest.mark.usefixtures("loaded_once")
 def test_refusals_are_one_line(capsys, tiny_unclip, decoder_only, prior_alone, picture, tmp_path, tiny_sd1):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
