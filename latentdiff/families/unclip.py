@@ -112,15 +112,19 @@ def noised_embeddings(components, embeds: torch.Tensor, level: int, generators) 
     return torch.cat([x, level_embedding.to(x.dtype)], 1)
 
 
+def check_image_encoder(components) -> None:
+    if components.unclip.get("image_encoder") is None or components.unclip.get("feature_extractor") is None:
+        raise UsageError(
+            "variations need the model's CLIP image encoder (image_encoder/ and feature_extractor/, the "
+            "StableUnCLIPImg2ImgPipeline layout); this unCLIP model has none"
+        )
+
+
 @torch.no_grad()
 def image_embeddings(components, pictures: list) -> torch.Tensor:
     """The CLIP image embeddings (N, D) of PIL pictures, by the model's vision encoder and its processor."""
-    encoder, processor = components.unclip.get("image_encoder"), components.unclip.get("feature_extractor")
-    if encoder is None or processor is None:
-        raise UsageError(
-            "this unCLIP model has no image encoder (image_encoder/ and feature_extractor/, the "
-            "StableUnCLIPImg2ImgPipeline layout): variations need one"
-        )
+    check_image_encoder(components)
+    encoder, processor = components.unclip["image_encoder"], components.unclip["feature_extractor"]
     pixels = processor(images=pictures, return_tensors="pt").pixel_values
     return encoder(pixels.to(encoder.device, encoder.dtype)).image_embeds
 

@@ -21,6 +21,7 @@ from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.unclip import (
     PRIOR_GUIDANCE,
     PRIOR_STEPS,
+    check_image_encoder,
     check_noise_level,
     embedding_width,
     image_embeddings,
@@ -82,7 +83,7 @@ def unclip_request(pipe, taken: dict, request, a1111: bool = False) -> UnclipReq
         picture = prompt_images(image, "variations")[0] if not isinstance(image, (list, tuple)) else None
         if picture is None:
             raise UsageError("variations takes one picture (a path or a PIL image)")
-        _check_encoder(c)
+        check_image_encoder(c)
         path = str(image) if not hasattr(image, "size") else None
         return UnclipRequest("variations", level, picture, path)
     own = given.get("prior") is None
@@ -129,14 +130,6 @@ def kandinsky_prior(pipe, path: str) -> dict:
     if width != want:
         raise UsageError(f"prior {path} makes {width}-wide image embeddings; this decoder takes {want}-wide ones")
     return cache[key]
-
-
-def _check_encoder(c) -> None:
-    if c.unclip.get("image_encoder") is None or c.unclip.get("feature_extractor") is None:
-        raise UsageError(
-            "variations need the model's CLIP image encoder (image_encoder/ and feature_extractor/, the "
-            "StableUnCLIPImg2ImgPipeline layout); this unCLIP model has none"
-        )
 
 
 def _check_workflow(request, taken: dict, a1111: bool) -> None:
