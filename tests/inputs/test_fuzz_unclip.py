@@ -87,7 +87,7 @@ def test_refusals_are_one_line(capsys, tiny_unclip, decoder_only, prior_alone, p
         ((tiny_unclip, "--noise-level", -1), "noise_level must be from 0 to 999"),
         ((decoder_only, "--variations", picture), "has none"),
         ((tiny_unclip, "--variations", broken), "variations.image"),
-        ((tiny_unclip, "--variations", tmp_path / "missing.png"), "variations.image"),
+        ((tiny_unclip, "--variations", tmp_path / "missing.png"), "no such picture file"),
         ((tiny_sd1, "--variations", picture), "need a Stable unCLIP model"),
         ((decoder_only, "--prior-steps", 3), "need a model with a prior"),
         ((tiny_unclip, "--variations", picture, "--prior-guidance", 2), "not for variations"),
