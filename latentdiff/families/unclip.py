@@ -19,13 +19,13 @@ from __future__ import annotations
 import torch
 
 from latentdiff.errors import UsageError
+from latentdiff.families.base import Family
 from latentdiff.families.clip import Embeddings
 from latentdiff.families.sd import SD
 from latentdiff.families.unclip_tiny import tiny_unclip, unclip_index
 from latentdiff.sampling.loop import draw_noise
 from latentdiff.sampling.model_call import StepContexts
 
-PRIOR_PARTS = ("prior", "prior_text_encoder", "prior_tokenizer", "prior_scheduler")
 # Recommended settings: StableUnCLIPPipeline's prior defaults.
 PRIOR_STEPS, PRIOR_GUIDANCE = 25, 4.0
 
@@ -40,8 +40,8 @@ class UnCLIP(SD):
     def variant(self, components) -> str:
         return "unclip"
 
-    def released(self, variant: str, in_channels: int | None = None, prediction: str | None = None) -> dict:
-        return super().released("sd2", in_channels, prediction)
+    # No single-file layout carries the parts beside the UNet: no released configs (Family's refusal).
+    released = Family.released
 
     def model_index(self, components, index: dict) -> dict:
         return unclip_index(components, index)

@@ -192,6 +192,9 @@ RECORDED = {
     "model": st.none(),
     "controls": st.just([]),
     "image_prompts": st.just([]),
+    "noise_level": st.none() | st.integers(-2, 1200),  # Stable unCLIP's (refused on this SD model)
+    "prior_steps": st.none() | st.integers(0, 3),
+    "variations": st.none() | st.text(max_size=8),
 }
 
 
