@@ -123,9 +123,9 @@ def kandinsky_prior(pipe, path: str) -> dict:
             parts = load_prior(folder, pipe.allow_pickle, "cpu")
         except ModelError as e:
             raise ModelError(f"prior {path}: {e}") from None
-        for name in ("prior", "prior_text_encoder"):
-            parts[name].to(device=pipe.device, dtype=pipe.dtype)
         cache[key] = parts
+    for name in ("prior", "prior_text_encoder"):  # where the pipeline is now (pipe.to may have moved it)
+        cache[key][name].to(device=pipe.device, dtype=pipe.dtype)
     width, want = cache[key]["prior"].config.embedding_dim, embedding_width(pipe.components)
     if width != want:
         raise UsageError(f"prior {path} makes {width}-wide image embeddings; this decoder takes {want}-wide ones")
