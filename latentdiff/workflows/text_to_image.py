@@ -21,7 +21,7 @@ from latentdiff.workflows.finish import finish
 from latentdiff.workflows.hires import hires_pass
 from latentdiff.workflows.image_prompt import slot_tokens
 from latentdiff.workflows.start import prepare
-from latentdiff.workflows.unclip import image_stage
+from latentdiff.workflows.unclip import image_stage, same_labels
 
 
 def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request, first: int = 0):
@@ -86,6 +86,7 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
         return pipe.refiner.decode(refine(pipe, latents, texts, gens, request))
     if request.options is not None and request.options.hires:
         hires = condition(pipe, texts, negatives, request, request.options.hires_steps or request.steps)
+        hires = same_labels(cond, hires[0]), same_labels(uncond, hires[1])  # Stable unCLIP's image embedding
         return hires_pass(pipe, latents, *hires, texts, seeds, request)
     return pipe.decode(latents)
 

@@ -32,6 +32,7 @@ from latentdiff.families.unclip import (
 from latentdiff.models.assemble import load_prior
 from latentdiff.models.unclip_parts import PRIOR_MIN_STEPS
 from latentdiff.runtime.reading import read_json
+from latentdiff.sampling.model_call import context_at
 from latentdiff.workflows.image_encoder import prompt_images
 
 NAMES = ("variations", "noise_level", "prior", "prior_steps", "prior_guidance")
@@ -133,9 +134,7 @@ def kandinsky_prior(pipe, path: str) -> dict:
 
 
 def _check_workflow(request, taken: dict, a1111: bool) -> None:
-    """Refuse what does not carry the image embedding yet: the hires pass, A1111's and ComfyUI's noise."""
-    if request.options is not None and request.options.hires:
-        raise UsageError("a Stable unCLIP model takes no hires pass yet")
+    """Refuse what does not carry the image embedding yet: A1111's and ComfyUI's noise."""
     if taken.get("noise") == "comfy" or a1111:
         raise UsageError("a Stable unCLIP model draws its noise per image (noise 'per_image', no A1111 noise options)")
 
@@ -159,3 +158,12 @@ def image_stage(pipe, texts: list[str], seeds: list[int], request, cond, uncond)
     labels = noised_embeddings(c, embeds, u.noise_level, gens)
     uncond = None if uncond is None else with_labels(uncond, torch.zeros_like(labels))
     return with_labels(cond, labels), uncond, gens
+
+
+def same_labels(first, context):
+    """`context` (the hires pass's) with the class labels of `first` (the first pass's context with the
+    same rows), so both passes draw from one image embedding; unchanged where `first` has none."""
+    if context is None or first is None:
+        return context
+    labels = getattr(context_at(first, 0), "added", {}).get("class_labels")
+    return context if labels is None else with_labels(context, labels)

@@ -125,3 +125,22 @@ def test_saved_model_loads_in_both_diffusers_pipelines(unclip_pipes, tmp_path):
     assert variations.image_encoder.config.projection_dim == parts["image_encoder"].config.projection_dim
     again = ours(out)
     assert again.family.name == "unclip" and sorted(again.components.unclip) == sorted(parts)
+
+
+@pytest.mark.parametrize("upscaler", ["latent", "lanczos"])
+def test_hires_pass_keeps_the_image_embedding(unclip_pipes, upscaler):
+    """Every UNet call of both passes gets the one noised embedding (zeros for the unconditional row)."""
+    import torch
+
+    pipe, seen = unclip_pipes[0], []
+    hook = pipe.components.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["class_labels"].clone()), with_kwargs=True
+    )
+    try:
+        (big,) = pipe("a red apple", guidance=3.0, steps=2, width=W, height=H, seed=1, prior_steps=2, hires=2,
+                      hires_upscaler=upscaler, hires_steps=2)  # fmt: skip
+    finally:
+        hook.remove()
+    assert big.size == (2 * W, 2 * H) and len(seen) == 3  # 2 steps, then 1 at hires strength 0.5
+    assert all(torch.equal(labels, seen[0]) for labels in seen)
+    assert seen[0][0].abs().sum() == 0 and seen[0][1].abs().sum() > 0
