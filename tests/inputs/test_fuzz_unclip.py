@@ -19,14 +19,6 @@ from test_fuzz import FUZZ, assert_clean, numbers_as_text, run_loaded
 from test_fuzz_models import _bounded_memory, generate_from_damaged  # noqa: F401 (a fixture)
 
 SMALL = ["--steps", "2", "--width", "32", "--height", "32"]
-DECODER_ONLY = (
-    "prior",
-    "prior_text_encoder",
-    "prior_tokenizer",
-    "prior_scheduler",
-    "image_encoder",
-    "feature_extractor",
-)
 
 
 @pytest.fixture(scope="module")
