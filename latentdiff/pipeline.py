@@ -13,6 +13,7 @@ from latentdiff.config.api_compat import call_arguments, move
 from latentdiff.config.request import Request, model_defaults, resolve
 from latentdiff.errors import UsageError
 from latentdiff.families.registry import family_of
+from latentdiff.families.unclip import place_unclip
 from latentdiff.formats.addons import AddOns
 from latentdiff.formats.load import load
 from latentdiff.formats.preflight import note_size
@@ -79,6 +80,7 @@ class Pipeline:
         for te in c.text_encoders():
             cast(te, device, dtype)  # T5 keeps its fp32 layers under fp16, as transformers loads it
         c.vae.to(device=device, dtype=vae_dtype(dtype, c.vae.config, device))
+        place_unclip(c, device, dtype)
         self.threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
         if wants_channels_last(device, dtype):
             use_channels_last(c.unet, c.vae)

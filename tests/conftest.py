@@ -18,6 +18,14 @@ def tiny_sd1(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_unclip(tmp_path_factory):
+    """A tiny Stable unCLIP model with a prior and an image encoder (tests/parity/test_unclip.py, tests/inputs)."""
+    from latentdiff.models.testing import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("models") / "unclip", "unclip", seed=3, defaults={"steps": 2})
+
+
+@pytest.fixture(scope="session")
 def tiny_sd2(tmp_path_factory):
     from latentdiff.models.testing import make_tiny_model
 

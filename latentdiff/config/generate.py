@@ -169,11 +169,23 @@ class GenerateConfig:
     layout's models/ or sdxl_models/ one)"""
     image_prompt_options: dict = field(default_factory=dict, metadata=flag(own=False))
     """From --from: the image prompts the image recorded (config/image_prompt_flags.py)."""
+    variations: str | None = field(default=None, metadata=flag(metavar="IMG"))
+    """Stable unCLIP: variations of the picture IMG, from its CLIP image embedding (the prompt may be left out)"""
+    prior: str | None = field(default=None, metadata=flag(metavar="DIR"))
+    """Stable unCLIP: a Kandinsky 2.2 prior folder that makes the image embedding from the prompt (default: the model's)"""
+    noise_level: int | None = field(default=None, metadata=flag(metavar="N"))
+    """Stable unCLIP: noise added to the image embedding, 0 to the image-noising scheduler's last step (default: 0)"""
+    prior_steps: int | None = field(default=None, metadata=flag(metavar="N"))
+    """Stable unCLIP with a prior: the prior's sampling steps (default: 25)"""
+    prior_guidance: float | None = field(default=None, metadata=flag(metavar="G"))
+    """Stable unCLIP with a prior: the prior's classifier-free guidance scale (default: 4)"""
 
     def __post_init__(self):
         checked = check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, flag_label)
         for name, value in checked.items():
             setattr(self, name, value)
+        if not self.prompts and self.variations:  # variations need no words: the picture is the prompt
+            self.prompts = [""]
         check(bool(self.prompts), "no prompt given: pass PROMPT, --prompts FILE or --from IMAGE.png")
         check(self.refiner_start is None or self.refiner is not None, "--refiner-start needs --refiner MODEL")
         check(
@@ -226,6 +238,7 @@ class GenerateConfig:
             "noise": params.get("noise", "per_image"),
             "noise_options": {"batch": params.get("noise_batch"), "index": params.get("noise_index", 0)},
             "num_images": params.get("num_images", 1),  # a ComfyUI graph's batch
+            **{k: params.get(k) for k in ("variations", "noise_level", "prior", "prior_steps", "prior_guidance")},
         }
         given = {k: v for k, v in overrides.items() if v is not None}
         noise = {k: params[k] for k in NOISE_NAMES if params.get(k) is not None}

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # annotations only: the workflows import PIL and numpy
     from latentdiff.sampling.noise_request import NoiseRequest
     from latentdiff.workflows.options import ImageOptions
     from latentdiff.workflows.source import Source
+    from latentdiff.workflows.unclip import UnclipRequest
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,10 @@ class Request:
     a1111: NoiseRequest | None = None
     """A1111's noise (rng, variation seed and strength, seed resize, ENSD) and with it A1111's own
     sampling path (sampling/a1111.py); None: diffusers' schedulers and noise."""
+
+    unclip: UnclipRequest | None = None
+    """A Stable unCLIP model's image embedding: from a picture (variations), its prior, or zeros, and the
+    noise level it is noised to (workflows/unclip.py); None for other models."""
 
     noise: str = "per_image"
     """Where the noise comes from (sampling/noise.py): "per_image" (image k from seed + k) or "comfy"

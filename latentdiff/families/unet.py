@@ -35,11 +35,14 @@ class UNetCall:
     def kwargs(x: torch.Tensor, t: torch.Tensor, inputs: Inputs) -> dict:
         ctx, ch = inputs.context, inputs.channels
         added = dict(ctx.added)
+        labels = added.pop("class_labels", None)  # Stable unCLIP's noised image embedding (families/unclip.py)
         if inputs.tokens:
             added["image_embeds"] = [tokens.embeds for tokens in inputs.tokens]
         out = {"encoder_hidden_states": ctx.hidden, "added_cond_kwargs": added or None}
         if ch is not None and ch.class_labels is not None:
             out["class_labels"] = ch.class_labels
+        elif labels is not None:
+            out["class_labels"] = labels
         residuals = inputs.block_residuals(x, t)
         if residuals is not None and residuals.down:
             out["down_block_additional_residuals"] = residuals.down

@@ -98,12 +98,25 @@ def _check_model_options(cfg, facts: ModelFacts) -> None:
         )
     steps = cfg.steps if cfg.steps is not None else facts.defaults.get("steps", params.FALLBACK_STEPS)
     params.steps(params.flag_label, steps, facts.train_timesteps)
+    _check_unclip(cfg, facts)
     clip_skip = cfg.clip_skip if cfg.clip_skip is not None else facts.defaults.get("clip_skip", 1)
     if facts.text_layers is not None and clip_skip > facts.text_layers:
         raise UsageError(
             f"--clip-skip must be a whole number from 1 (last layer) to {facts.text_layers} for this "
             f"model's text encoder, got {clip_skip}"
         )
+
+
+def _check_unclip(cfg, facts: ModelFacts) -> None:
+    """Stable unCLIP's flags on a Stable unCLIP model only (families/unclip.py), --variations a file."""
+    names = ("variations", "noise_level", "prior", "prior_steps", "prior_guidance")
+    given = [f"--{n.replace('_', '-')}" for n in names if getattr(cfg, n, None) is not None]
+    if given and facts.unet.get("class_embed_type") != "projection":
+        raise UsageError(
+            f"{', '.join(given)} need a Stable unCLIP model (an image-embedding decoder); {cfg.model} is not one"
+        )
+    if cfg.variations is not None and not Path(cfg.variations).expanduser().is_file():
+        raise UsageError(f"--variations {cfg.variations}: no such picture file")
 
 
 def _check_memory(cfg, facts: ModelFacts, width: int, height: int) -> None:

@@ -41,6 +41,7 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         "versions": versions(),
         **_model_lora(pipe),
         **_controls(request),
+        **(request.unclip.record() if getattr(request, "unclip", None) is not None else {}),
     }
 
 

@@ -28,6 +28,7 @@ from latentdiff.models.configs import (
     text_encoder_class,
 )
 from latentdiff.models.files import first_line, is_present
+from latentdiff.models.unclip_parts import PRIOR_FOLDERS, has_unclip, load_prior_parts, load_unclip
 from latentdiff.models.weights import assign, fill, stored_values
 from latentdiff.runtime.libraries import quiet_libraries
 from latentdiff.runtime.reading import check_regular, is_special
@@ -101,7 +102,33 @@ def build(
         defaults=cfgs.defaults,
         index={k: cfgs.index[k] for k in INDEX_OPTIONS if k in cfgs.index},
         upscaler=cfgs.upscaler,
+        unclip=_unclip(cfgs, load, dtype),
     )
+
+
+def _unclip(cfgs: ModelConfigs, load: dict, dtype) -> dict:
+    """A Stable unCLIP model's parts beside its UNet (models/unclip_parts.py), built as the rest are."""
+    path = cfgs.path
+    if not has_unclip(path, cfgs.index):
+        return {}
+
+    def module(cls, config, name: str):
+        return _build(cls, config, path / name, stored_values(path / name), **load, dtype=dtype)
+
+    def encoder(folder: Path):
+        return load_image_encoder(folder, load["allow_pickle"], load["device"], dtype)
+
+    return load_unclip(path, cfgs.index, module, encoder, load_tokenizer)
+
+
+def load_prior(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None) -> dict:
+    """A Kandinsky 2.2 prior folder (KandinskyV22PriorPipeline's layout) as the prior parts of
+    Components.unclip (prior, prior_text_encoder, prior_tokenizer, prior_scheduler)."""
+
+    def module(cls, config, name: str):
+        return _build(cls, config, path / name, stored_values(path / name), allow_pickle, device, dtype)
+
+    return load_prior_parts(path, module, load_tokenizer, PRIOR_FOLDERS["kandinsky"])
 
 
 def _build(

@@ -62,7 +62,7 @@ def check_config_numbers(config: dict, path: Path) -> None:
                 raise ModelError(f"{path}: {key} = {v} is out of range (from {least} to {limit:,})")
 
 
-def check_scheduler_config(config: dict, path: Path) -> dict:
+def check_scheduler_config(config: dict, path: Path, steps: int = 1) -> dict:
     """A scheduler config we can build and step: a diffusers scheduler class, a sane number of
     training timesteps and a known prediction type. Returns it unchanged."""
     # Here, not at the top: importing diffusers takes seconds, and `--help` must not pay them.
@@ -84,7 +84,7 @@ def check_scheduler_config(config: dict, path: Path) -> dict:
         )
     check_config_numbers(config, path)
     check_numbers_where_numbers(config, _scheduler_defaults(cls), path)
-    check_scheduler_steps(config, None, 1, path)
+    check_scheduler_steps(config, None, steps, path)  # `steps`: the fewest its users may ask for
     return config
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from latentdiff.models.configs import DEFAULTS_FILE, TEXT_PARTS, denoiser_folder
+from latentdiff.models.unclip_parts import save_unclip
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.runtime.libraries import quiet_libraries
 
@@ -46,6 +47,8 @@ class Components:
     # A diffusion upscaler's parts beside the UNet (StableDiffusionUpscalePipeline layout):
     # {"low_res_scheduler": config, "max_noise_level": int}; {} for other models.
     upscaler: dict = field(default_factory=dict)
+    # A Stable unCLIP model's parts beside the UNet (models/unclip_parts.py); {} for other models.
+    unclip: dict = field(default_factory=dict)
 
     def text_encoders(self) -> list:
         return [m for m in (self.text_encoder, self.text_encoder_2, self.text_encoder_3) if m is not None]
@@ -71,6 +74,8 @@ def save_components(c: Components, out: Path, scheduler_class: str, extra_defaul
         if config is not None:
             (out / name).mkdir(exist_ok=True)
             (out / name / "scheduler_config.json").write_text(json.dumps(config, indent=2))
+    if c.unclip:
+        save_unclip(c.unclip, out)
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
     defaults = {**c.defaults, **(extra_defaults or {})}
     if defaults:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from latentdiff.errors import ModelError
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.models.checks import (
     MAX_TRAIN_TIMESTEPS,
     check_config_numbers,
@@ -26,7 +26,7 @@ from latentdiff.runtime.reading import read_json
 
 SUPPORTED = (
     "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell), "
-    "SD 3 medium, SD 3.5 (medium, large)"
+    "SD 3 medium, SD 3.5 (medium, large), Stable unCLIP"
 )
 # (encoder, tokenizer) folder pairs; SDXL has the first two, its refiner only the second, SD3 all three.
 TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
@@ -128,6 +128,10 @@ def check_model_dir(path: Path) -> dict:
     if not any(path.iterdir()):
         raise ModelError(f"model directory {path} is empty")
     what = describe_folder(path)
+    if what and "Prior" in what:  # Kandinsky's or Karlo's prior alone: half of an unCLIP model
+        raise UsageError(
+            f"{path} is {what}: a prior without a decoder; give a Stable unCLIP model (its prior/ inside) as --model"
+        )
     if what:
         raise ModelError(f"{path} is {what}, not a model this can generate with; supported: {SUPPORTED}")
     if not is_present(path / "model_index.json", "model index"):
@@ -155,6 +159,8 @@ def describe_folder(path: Path) -> str | None:
                 "StableDiffusion3Pipeline",
                 "StableDiffusion3Img2ImgPipeline",
                 "StableDiffusion3InpaintPipeline",
+                "StableUnCLIPPipeline",
+                "StableUnCLIPImg2ImgPipeline",
             )
         )
         return None if sd or not cls else f"a {cls} model"
@@ -205,8 +211,8 @@ def text_encoder_class(index: dict, path: Path, name: str) -> str | None:
 
 
 # ---- the small files beside the components ---------------------------------------------------
-def read_scheduler_config(path: Path) -> dict:
-    return check_scheduler_config(read_json_object(path, "scheduler"), path)
+def read_scheduler_config(path: Path, steps: int = 1) -> dict:
+    return check_scheduler_config(read_json_object(path, "scheduler"), path, steps)
 
 
 def read_upscaler(path: Path, index: dict) -> dict:

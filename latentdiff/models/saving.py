@@ -9,11 +9,19 @@ import latentdiff.config.params as params
 from latentdiff.errors import UsageError
 from latentdiff.models.components import Components, save_components
 from latentdiff.models.configs import TEXT_PARTS
+from latentdiff.models.unclip_parts import FOLDERS as UNCLIP_FOLDERS
 from latentdiff.runtime.device import DTYPES, cast_while
 from latentdiff.runtime.staging import staged_folder
 
 # The folders save_components writes (each replaces the one of that name in the destination).
-WRITTEN = ("unet", "vae", "scheduler", "low_res_scheduler", *(name for pair in TEXT_PARTS for name in pair))
+WRITTEN = (
+    "unet",
+    "vae",
+    "scheduler",
+    "low_res_scheduler",
+    *(name for pair in TEXT_PARTS for name in pair),
+    *UNCLIP_FOLDERS,
+)
 
 
 def save_pretrained(c: Components, out, dtype, loaded_from) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 from latentdiff.families.registry import family_with_variant
 from latentdiff.families.sd import WORDS, tiny_arch  # noqa: F401 (tests and benchmarks import them from here)
 from latentdiff.families.sdxl import tiny_unet as tiny_sdxl_unet  # noqa: F401 (the same)
+from latentdiff.families.unclip_tiny import tiny_kandinsky_prior
 from latentdiff.models.components import Components, save_components
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.runtime.libraries import quiet_libraries
@@ -46,6 +47,16 @@ def _save_upscaler(c: Components, out: Path) -> None:
     as_umask_allows(out)
 
 
+def make_tiny_prior(out: Path, seed: int = 0) -> Path:
+    """A tiny Kandinsky 2.2 prior, saved as diffusers' KandinskyV22PriorPipeline saves itself."""
+    from diffusers import KandinskyV22PriorPipeline
+
+    quiet_libraries()
+    KandinskyV22PriorPipeline(**tiny_kandinsky_prior(seed)).save_pretrained(out, safe_serialization=True)
+    as_umask_allows(out)
+    return Path(out)
+
+
 def make_tiny_model(
     out: Path, kind: str = "sd1", seed: int = 0, defaults: dict | None = None, half: bool = False
 ) -> Path:
@@ -68,6 +79,7 @@ __all__ = [
     "WORDS",
     "make_tiny",
     "make_tiny_model",
+    "make_tiny_prior",
     "make_tiny_sdxl",
     "make_tiny_upscaler",
     "tiny_arch",

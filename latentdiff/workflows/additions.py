@@ -12,6 +12,8 @@ from latentdiff.sampling.noise import MAX_NOISE_BATCH, NOISE_MODES
 from latentdiff.sampling.schedulers import OPTIONS, check_options, check_scheduler_name, method_of
 from latentdiff.workflows.control import control_units
 from latentdiff.workflows.image_prompt import image_prompt_slots
+from latentdiff.workflows.unclip import NAMES as UNCLIP_NAMES
+from latentdiff.workflows.unclip import unclip_request
 
 NAMES = {
     "controls": None,
@@ -25,6 +27,7 @@ NAMES = {
     "noise": "per_image",
     "noise_batch": None,
     "noise_index": 0,
+    **dict.fromkeys(UNCLIP_NAMES),
 }
 
 
@@ -53,6 +56,7 @@ def additions(pipe, taken: dict, request, scheduler=None) -> dict:
         **sampler_fields(pipe, scheduler if a1111 else request.scheduler, taken, a1111),
         "a1111": noise_request(params.api_label, taken, len(request.prompts) * request.num_images),
         **noise_fields(taken),
+        "unclip": unclip_request(pipe, taken, request, a1111),
     }
 
 

@@ -69,16 +69,18 @@ def prepare(
     strength: float = 1.0,
     init_latents: torch.Tensor | None = None,
     comfy=None,
+    generators: list | None = None,
 ) -> Start:
     """The start of a run: `image` (PIL) or `init_latents` (B, 4, h, w) noised to `strength`,
     or noise when neither is given; with `mask` (PIL L), an inpainting start. `comfy` (a
-    sampling.noise.ComfyNoise; text to image only): ComfyUI's noise instead of each image's own."""
+    sampling.noise.ComfyNoise; text to image only): ComfyUI's noise instead of each image's own.
+    `generators`: the images' generators where a first stage has drawn from them already (Stable unCLIP)."""
     c = pipe.components
     f = pipe.scale_factor
     vae = c.vae
     channels = vae.config.latent_channels
     shape = (channels, size[1] // f, size[0] // f)
-    gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    gens = generators or [torch.Generator("cpu").manual_seed(s) for s in seeds]
     pipe.family.check_start(c)
     nine = pipe.family.inpainting(c)
     if nine and mask is None:  # an inpainting model asked for img2img or text: repaint everything

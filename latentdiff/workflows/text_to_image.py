@@ -21,6 +21,7 @@ from latentdiff.workflows.finish import finish
 from latentdiff.workflows.hires import hires_pass, pass_steps
 from latentdiff.workflows.image_prompt import slot_tokens
 from latentdiff.workflows.start import prepare
+from latentdiff.workflows.unclip import image_stage, same_labels
 
 
 def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request, first: int = 0):
@@ -63,6 +64,7 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
     cfg = loop_guidance(pipe, request)[0]
     negatives = [pipe.addons.expand(request.negative_prompt)] * len(texts) if cfg != 1.0 else None
     cond, uncond = condition(pipe, texts, negatives, request)
+    cond, uncond, generators = image_stage(pipe, texts, seeds, request, cond, uncond)  # Stable unCLIP's
     src = request.source
     image, mask = src.region() if src is not None else (None, None)
     latents, gens = run_loop(
@@ -78,11 +80,13 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
         strength=request.strength or 1.0,
         with_generators=True,
         comfy=comfy,
+        generators=generators,
     )
     if pipe.refiner is not None:
         return pipe.refiner.decode(refine(pipe, latents, texts, gens, request))
     if request.options is not None and request.options.hires:
         hires = condition(pipe, texts, negatives, request, pass_steps(request))
+        hires = same_labels(cond, hires[0]), same_labels(uncond, hires[1])  # Stable unCLIP's image embedding
         return hires_pass(pipe, latents, *hires, texts, seeds, request)
     return pipe.decode(latents)
 

@@ -126,6 +126,11 @@ def value_for(flag: str):
         "--image-prompt": st.sampled_from(["a.png", "a.png:0.5", ":", "x.png:nan", "p:3", "a:b:1", "f.npy:2"]),
         "--ip-adapter": st.sampled_from(["ip-adapter_sd15.safetensors", "ip.bin", ":", "."]),
         "--image-encoder": st.sampled_from(["models", "image_encoder", ".", ""]),
+        "--variations": st.sampled_from(["a.png", ".", "", "missing.png"]),
+        "--noise-level": numbers_as_text,
+        "--prior": st.sampled_from(["prior", ".", "", "a.png"]),
+        "--prior-steps": numbers_as_text,
+        "--prior-guidance": numbers_as_text,
     }[flag]
     return valid | odd_text | st.sampled_from(["k_euler", "cuda:9", "mps", "cpu:5", "x" * 10_001])
 
@@ -149,6 +154,11 @@ FLAGS = [
     "--image-prompt",
     "--ip-adapter",
     "--image-encoder",
+    "--variations",
+    "--noise-level",
+    "--prior",
+    "--prior-steps",
+    "--prior-guidance",
 ]
 
 
@@ -182,6 +192,9 @@ RECORDED = {
     "model": st.none(),
     "controls": st.just([]),
     "image_prompts": st.just([]),
+    "noise_level": st.none() | st.integers(-2, 1200),  # Stable unCLIP's (refused on this SD model)
+    "prior_steps": st.none() | st.integers(0, 3),
+    "variations": st.none() | st.text(max_size=8),
 }
 
 
