@@ -13,7 +13,14 @@ from latentdiff.runtime.device import DTYPES, cast_while
 from latentdiff.runtime.staging import staged_folder
 
 # The folders save_components writes (each replaces the one of that name in the destination).
-WRITTEN = ("unet", "vae", "scheduler", "low_res_scheduler", *(name for pair in TEXT_PARTS for name in pair))
+WRITTEN = (
+    "unet",
+    "vae",
+    "scheduler",
+    "low_res_scheduler",
+    "image_noising_scheduler",
+    *(name for pair in TEXT_PARTS for name in pair),
+)
 
 
 def save_pretrained(c: Components, out, dtype, loaded_from) -> Path:
