@@ -66,6 +66,10 @@ def check_noise_level(level, most: int) -> None:
 class PixelFamily(UNetFamily):
     """What the pixel base and SR families share: the PixelSpace 'VAE', the IF model call."""
 
+    def is_mine(self, vae: dict, index: dict) -> bool:
+        """Loaded (PixelSpace for the VAE) or on disk (IF's pipeline class, no vae/)."""
+        return is_pixel(vae) or (not vae and index.get("_class_name") == self.pipeline_class)
+
     def denoiser(self, components, guidance: float | None = None):
         variance = components.scheduler_config.get("variance_type")
         return PixelCall(components.unet, variance in LEARNED)
@@ -75,6 +79,8 @@ class PixelFamily(UNetFamily):
         index = {k: v for k, v in index.items() if k not in ("vae", "image_encoder")}
         none = dict(safety_checker=[None, None], feature_extractor=[None, None], watermarker=[None, None])
         out = {**index, **none, "_class_name": self.pipeline_class, "requires_safety_checker": False}
+        if components.text_encoder is None:  # a stage that reads the base model's text encoder
+            out.update(text_encoder=[None, None], tokenizer=[None, None])
         if self.upscales:
             out["image_noising_scheduler"] = ["diffusers", "DDPMScheduler"]
         return out
@@ -86,7 +92,7 @@ class PixelBase(PixelFamily):
     pipeline_class = "IFPipeline"
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
-        return is_pixel(vae) and unet.get("in_channels") == 3
+        return self.is_mine(vae, index) and unet.get("in_channels") == 3
 
     def tiny(self, variant: str | None = None, seed: int = 0) -> dict:
         return tiny_pixel(seed, sr=False)
@@ -99,7 +105,7 @@ class PixelSR(PixelFamily):
     pipeline_class = "IFSuperResolutionPipeline"
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
-        return is_pixel(vae) and unet.get("in_channels") == 6
+        return self.is_mine(vae, index) and unet.get("in_channels") == 6
 
     def tiny(self, variant: str | None = None, seed: int = 0) -> dict:
         return tiny_pixel(seed, sr=True)

@@ -63,14 +63,14 @@ def if_unet(sample_size: int, sr: bool, channels=(32, 64), text_dim: int = 32) -
     return config
 
 
-def tiny_pixel(seed: int = 0, sr: bool = False) -> dict:
-    """Components' fields of a tiny pixel base (16 px) or SR stage (16 -> 32 px)."""
+def tiny_pixel(seed: int = 0, sr: bool = False, side: int | None = None) -> dict:
+    """Components' fields of a tiny pixel base (16 px) or SR stage (16 -> 32 px; `side`: another output size)."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = build_tokenizer(WORDS, 200, 77)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**if_unet(32 if sr else 16, sr))
+    unet = UNet2DConditionModel(**if_unet(side or (32 if sr else 16), sr))
     text_encoder = CLIPTextModel(CLIPTextConfig(**clip_text_config(tiny_arch("sd2")["text_encoder"], tokenizer)))
     upscaler = {"low_res_scheduler": dict(IF_NOISING), "max_noise_level": IF_NOISING["num_train_timesteps"] - 1}
     return dict(
