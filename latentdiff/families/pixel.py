@@ -12,6 +12,8 @@ existing model's (IF uses a frozen T5; ours share the base model's CLIP encoder)
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -59,8 +61,11 @@ def sr_channels(noising_scheduler, low: torch.Tensor, noise: torch.Tensor, level
 
 
 def check_noise_level(level, most: int) -> None:
-    if isinstance(level, bool) or int(level) != level or not 0 <= level <= most:
-        raise UsageError(f"noise level must be a whole number from 0 to {most} (this stage's maximum), got {level}")
+    number = isinstance(level, (int, float)) and not isinstance(level, bool) and math.isfinite(level)
+    if not number or int(level) != level or not 0 <= level <= most:
+        raise UsageError(
+            f"noise level must be a whole number from 0 to {most} (this stage's maximum), got {str(level)[:40]}"
+        )
 
 
 class PixelFamily(UNetFamily):
