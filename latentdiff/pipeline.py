@@ -31,6 +31,7 @@ from latentdiff.runtime.device import (
 from latentdiff.runtime.memory import images_at_once
 from latentdiff.runtime.placement import cast, vae_dtype
 from latentdiff.workflows.additions import a1111_noise, additions, take
+from latentdiff.workflows.cascade import is_pixel_stage, pixel_upscale
 from latentdiff.workflows.decode import decode_latents
 from latentdiff.workflows.image_prompt import adapters_installed
 from latentdiff.workflows.options import ImageOptions
@@ -276,9 +277,11 @@ class Pipeline:
         tile=None,
         upscaler=None,
     ):
-        """`image` (a path or PIL image) upscaled by a diffusion upscaler: this pipeline if it is one,
-        else `upscaler` (a model reference, loaded once and kept, or a Pipeline). `tile` (output
-        pixels) bounds memory on large images. Returns a PIL image with its metadata."""
+        """`image` (a path or PIL image) upscaled by a diffusion upscaler: this pipeline if it is one, else
+        `upscaler` (a model reference, loaded once and kept, a Pipeline, or a pixel SR stage folder: it reads
+        the prompt through this model's text encoder). `tile` (output px) bounds memory. A PIL image + metadata."""
+        if upscaler is not None and not isinstance(upscaler, Pipeline) and is_pixel_stage(upscaler):
+            return pixel_upscale(self, image, prompt, negative_prompt, steps, guidance, noise_level, seed, upscaler)
         model = self if self.is_upscaler and upscaler is None else load_upscaler(self, upscaler)
         return upscale(model, image, prompt, negative_prompt, steps, guidance, noise_level, seed, scheduler, tile)
 

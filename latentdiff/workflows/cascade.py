@@ -22,6 +22,7 @@ from latentdiff.families.pixel import check_noise_level
 from latentdiff.images.write import to_pil
 from latentdiff.models.files import confined
 from latentdiff.workflows.pixel import load_pixel_stage, sr_size, super_resolve
+from latentdiff.workflows.source import pixel_hash, read_picture
 from latentdiff.workflows.start import to_tensor
 
 SETTINGS = {"steps": int, "guidance": float, "noise_level": int}
@@ -142,13 +143,30 @@ def check_chain(pipe, stages: list[Stage], size) -> None:
         w = h = int(c.unet.config.sample_size)
 
 
-def pixel_stage(pipe, stage: Stage, image, prompt: str, seed: int):
+def pixel_upscale(pipe, image, prompt, negative_prompt, steps, guidance, noise_level, seed, path):
+    """`image` (a path or PIL image) through the pixel SR stage `path` alone (Pipeline.upscale):
+    a PIL image whose metadata names the stage and its settings."""
+    low, source = read_picture(image, "image to upscale")
+    stage = parse_stage({"path": str(path), **_set(steps, guidance, noise_level)})
+    check_chain(pipe, [stage], low.size)
+    out, used = pixel_stage(pipe, stage, low, prompt, seed, negative_prompt)
+    info = {"prompt": prompt, "negative_prompt": negative_prompt, "seed": seed, "upscaler": str(path), **used}
+    out.info["latentdiff"] = {**info, "upscale_of": source, "upscale_of_hash": pixel_hash(low)}
+    return out
+
+
+def _set(steps, guidance, noise_level) -> dict:
+    given = {"steps": steps, "guidance": guidance, "noise_level": noise_level}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def pixel_stage(pipe, stage: Stage, image, prompt: str, seed: int, negative_prompt: str = ""):
     c = _pixel(pipe, stage.path)
     used = {**IF_SR_DEFAULTS, **{k: c.defaults[k] for k in SETTINGS if k in c.defaults}, **_given(stage)}
     check_noise_level(used["noise_level"], c.upscaler["max_noise_level"])
     low = to_tensor(image).to(pipe.device)
     guided = used["guidance"] > 1.0  # as IFSuperResolutionPipeline
-    cond, uncond = pipe.conditioning([prompt], [""] if guided else None, *sr_size(c, low.shape[2:]))
+    cond, uncond = pipe.conditioning([prompt], [negative_prompt] if guided else None, *sr_size(c, low.shape[2:]))
     width = c.unet.config.encoder_hid_dim or c.unet.config.cross_attention_dim
     if cond.hidden.shape[-1] != width:
         raise UsageError(

@@ -92,3 +92,17 @@ def test_bad_stages_are_one_line_exit_2(generate, tiny_sd1, stages, tmp_path, sp
         tiny_sd1, tmp_path, "--width", "16", "--height", "16", "--upscaler", spec.format(s32=stages[0], s64=stages[1])
     )
     assert code == 2 and out == "" and match in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_pipe_upscale_takes_a_pixel_stage(tiny_sd1, stages):
+    """eval-emoji --cascade and the Python API upscale through a pixel stage as through a latent upscaler."""
+    from latentdiff import Pipeline
+
+    pipe = Pipeline.from_pretrained(tiny_sd1, device="cpu", dtype="fp32")
+    pipe.progress = False
+    base = pipe("a red apple", seed=3, steps=2, width=16, height=16)[0]
+    big = pipe("a red apple", seed=3, steps=2, width=16, height=16, upscaler=str(stages[0]))[0]
+    up = pipe.upscale(base, prompt="a red apple", seed=3, upscaler=str(stages[0]))
+    assert np.array_equal(np.asarray(up), np.asarray(big))
+    info = up.info["latentdiff"]
+    assert (info["steps"], info["guidance"], info["noise_level"], info["upscaler"]) == (2, 1.0, 20, str(stages[0]))
