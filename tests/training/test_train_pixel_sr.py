@@ -102,3 +102,26 @@ def test_images_go_in_as_pixels(tiny_sd1):
     c = build_components(pixel_sr_arch(tiny_sd1), [])
     x = torch.rand((1, 3, 8, 8))
     assert torch.equal(c.vae.encode(x).latent_dist.sample(), x) and torch.equal(c.vae.decode(x).sample, x)
+
+
+def test_a_pixel_base_trains_and_loads_in_if_pipeline(pictures, tiny_sd1, tmp_path):  # noqa: F811
+    """IF's stage I layout (3 input channels, learned variance) on the same loop: 1 step at 16 px."""
+    from diffusers import IFPipeline
+
+    from latentdiff.families.clip import Embeddings
+    from latentdiff.workflows.pixel import load_pixel_stage, sample_pixels
+
+    arch = {**pixel_sr_arch(tiny_sd1), "unet": if_unet(16, sr=False)}
+    del arch["image_noising_scheduler"]
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(arch))
+    out = finetune(cfg(pictures, path, tmp_path / "run", max_steps=1, resolution=16))
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == "IFPipeline"
+    ref = IFPipeline.from_pretrained(out, text_encoder=None, tokenizer=None)
+    ref.set_progress_bar_config(disable=True)
+    cond = torch.randn((1, 7, 32), generator=torch.Generator().manual_seed(1))
+    theirs = ref(prompt_embeds=cond, negative_prompt_embeds=cond * 0, num_inference_steps=2, guidance_scale=2.0,
+                 generator=torch.Generator().manual_seed(2), output_type="pt").images  # fmt: skip
+    gens = [torch.Generator().manual_seed(2)]
+    mine = sample_pixels(load_pixel_stage(out), Embeddings(cond), Embeddings(cond * 0), (16, 16), 2, 2.0, gens)
+    assert mine.shape == theirs.shape and (mine - theirs).abs().max() * 127.5 <= 1
