@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from helpers import png_texts
 from PIL import Image
 
@@ -57,22 +56,6 @@ def test_the_models_cascade_runs_unless_turned_off(model, generate, tmp_path):
     assert stage["path"] == str((model / "stage2").resolve()) and (stage["steps"], stage["noise_level"]) == (3, 40)
     code, out, err = generate(model, tmp_path / "b", "--width", "16", "--height", "16", "--no-upscale")
     assert code == 0 and Image.open(out.strip()).size == (16, 16)
-
-
-def test_the_stage_is_super_resolve_on_the_base_image(tiny_sd1, stages):
-    from latentdiff import Pipeline
-    from latentdiff.workflows.pixel import load_pixel_stage, super_resolve
-    from latentdiff.workflows.start import to_tensor
-
-    pipe = Pipeline.from_pretrained(tiny_sd1, device="cpu", dtype="fp32")
-    pipe.progress = False
-    big = pipe("a red apple", seed=3, steps=2, width=16, height=16, upscaler=str(stages[0]))[0]
-    base = pipe("a red apple", seed=3, steps=2, width=16, height=16)[0]
-    cond, _ = pipe.conditioning(["a red apple"], None, 32, 32)
-    gens = [torch.Generator().manual_seed(3)]
-    out = super_resolve(load_pixel_stage(stages[0]), to_tensor(base), cond, None, 2, 1.0, 20, gens)
-    mine = np.round((out / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255)
-    assert np.abs(np.asarray(big, dtype=np.float32) - mine).max() <= 1
 
 
 @pytest.mark.parametrize(
