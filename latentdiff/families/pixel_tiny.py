@@ -11,24 +11,20 @@ from latentdiff.families.sd import WORDS, tiny_arch
 from latentdiff.prompts.tokenizer import build_tokenizer
 
 # IF's schedules: cosine betas; the denoising one with dynamic thresholding and a learned variance.
-IF_SCHEDULER = dict(
-    _class_name="DDPMScheduler",
-    num_train_timesteps=1000,
-    beta_schedule="squaredcos_cap_v2",
-    beta_start=0.0001,
-    beta_end=0.02,
-    thresholding=True,
-    dynamic_thresholding_ratio=0.95,
-    sample_max_value=1.0,
-    prediction_type="epsilon",
-    variance_type="learned_range",
-)
 IF_NOISING = dict(
     _class_name="DDPMScheduler",
     num_train_timesteps=1000,
     beta_schedule="squaredcos_cap_v2",
     beta_start=0.0001,
     beta_end=0.02,
+)
+IF_SCHEDULER = dict(
+    IF_NOISING,
+    thresholding=True,
+    dynamic_thresholding_ratio=0.95,
+    sample_max_value=1.0,
+    prediction_type="epsilon",
+    variance_type="learned_range",
 )
 
 

@@ -9,11 +9,10 @@ import json
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from helpers import assert_same_last_checkpoint
 from test_train_upscaler import cfg, pictures  # noqa: F401 (the fixture and the run config)
 
 from latentdiff.families.pixel_tiny import IF_NOISING, IF_SCHEDULER, if_unet
-from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.loop import finetune
 
 
@@ -69,10 +68,7 @@ def test_resume_after_step_one_equals_an_uninterrupted_run(trained, pictures, pi
     split = tmp_path / "split"
     finetune(cfg(pictures, pixel_arch, split, max_steps=1))
     finetune(cfg(pictures, pixel_arch, split, resume=True))
-    for name in ("trainable.safetensors", "ema.safetensors"):
-        whole = load_file(str(ckpt.latest_checkpoint(trained) / name))
-        parts = load_file(str(ckpt.latest_checkpoint(split) / name))
-        assert whole.keys() == parts.keys() and all(torch.equal(whole[k], parts[k]) for k in whole), name
+    assert_same_last_checkpoint(trained, split)
 
 
 def test_vlb_is_zero_for_the_true_posterior_and_trains_only_the_variance():
