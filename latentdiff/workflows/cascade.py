@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from latentdiff.config.params import hires_size
 from latentdiff.errors import UsageError
 from latentdiff.families.pixel import check_noise_level
 from latentdiff.images.write import to_pil
@@ -24,6 +25,7 @@ from latentdiff.models.files import confined
 from latentdiff.workflows.pixel import load_pixel_stage, sr_size, super_resolve
 from latentdiff.workflows.source import pixel_hash, read_picture
 from latentdiff.workflows.start import to_tensor
+from latentdiff.workflows.upscale import with_model_upscaler
 
 SETTINGS = {"steps": int, "guidance": float, "noise_level": int}
 IF_SR_DEFAULTS = {"steps": 50, "guidance": 4.0, "noise_level": 250}  # IFSuperResolutionPipeline's
@@ -95,14 +97,24 @@ def stages_of(pipe, opts) -> list[Stage]:
     ]
 
 
+def cascade_options(pipe, opts, size):
+    """`opts` with the model's own upscaler filled in (workflows/upscale.py), the stages' sizes checked
+    against the base image's `size` (w, h) before anything runs."""
+    opts = with_model_upscaler(pipe, opts)
+    if opts.hires:  # the base image is the hires pass's
+        size = hires_size(*size, opts.hires, pipe.scale_factor)
+    check_chain(pipe, stages_of(pipe, opts), size)
+    return opts
+
+
 def is_pixel_stage(path) -> bool:
     index = Path(path) / "model_index.json"
     return index.is_file() and json.loads(index.read_text()).get("_class_name") == "IFSuperResolutionPipeline"
 
 
 def run_cascade(pipe, image, prompt: str, seed: int, stages: list[Stage], tile=None):
-    """`image` through every stage in order: (the final image, one record per stage)."""
-    check_chain(pipe, stages, image.size)
+    """`image` through every stage in order: (the final image, one record per stage); the sizes were
+    checked before the base image was made (cascade_options)."""
     records = []
     for stage in stages:
         if is_pixel_stage(stage.path):

@@ -89,3 +89,14 @@ def test_pipe_upscale_takes_a_pixel_stage(tiny_sd1, stages):
     assert np.array_equal(np.asarray(up), np.asarray(big))
     info = up.info["latentdiff"]
     assert (info["steps"], info["guidance"], info["noise_level"], info["upscaler"]) == (2, 1.0, 20, str(stages[0]))
+
+
+def test_sizes_are_checked_before_the_base_image_is_made(generate, tiny_sd1, stages, tmp_path, monkeypatch):
+    import latentdiff.pipeline as pipeline
+
+    def never(*a, **k):
+        raise AssertionError("the base image was made")
+
+    monkeypatch.setattr(pipeline, "generate_batch", never)
+    code, out, err = generate(tiny_sd1, tmp_path, "--width", "32", "--height", "32", "--upscaler", str(stages[0]))
+    assert code == 2 and "takes 16x16 images; the stage before gives 32x32" in err
