@@ -138,7 +138,8 @@ def _pixel(pipe, path: str):
 
 
 def check_chain(pipe, stages: list[Stage], size) -> None:
-    """Refuse, before any stage runs, a stage whose input size is not what the one before gives."""
+    """Refuse, before any stage runs, a stage whose input size is not what the one before gives, or a
+    pixel stage's noise level beyond its maximum."""
     w, h = size
     for k, stage in enumerate(stages, 1):
         if not Path(stage.path).is_dir():
@@ -146,6 +147,8 @@ def check_chain(pipe, stages: list[Stage], size) -> None:
         if not is_pixel_stage(stage.path):
             continue  # a latent upscaler takes any size (tiles); it enlarges by its VAE's factor
         c = _pixel(pipe, stage.path)
+        if stage.noise_level is not None:
+            check_noise_level(stage.noise_level, c.upscaler["max_noise_level"])
         side = int(c.unet.config.sample_size) // int(c.defaults.get("scale", 4))
         if (w, h) != (side, side):
             raise UsageError(
