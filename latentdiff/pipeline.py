@@ -32,11 +32,12 @@ from latentdiff.runtime.device import (
 from latentdiff.runtime.memory import images_at_once
 from latentdiff.runtime.placement import cast, vae_dtype
 from latentdiff.workflows.additions import a1111_noise, additions, take
+from latentdiff.workflows.cascade import cascade_options, is_pixel_stage, pixel_upscale
 from latentdiff.workflows.decode import decode_latents
 from latentdiff.workflows.image_prompt import adapters_installed
 from latentdiff.workflows.options import ImageOptions
 from latentdiff.workflows.text_to_image import check_refiner, generate_batch, loop_guidance, run_loop
-from latentdiff.workflows.upscale import load_upscaler, upscale, with_model_upscaler
+from latentdiff.workflows.upscale import load_upscaler, upscale
 
 
 class Pipeline:
@@ -208,7 +209,6 @@ class Pipeline:
             len(prompts), steps, guidance, seed, num_images, options, ImageOptions.names()
         )
         opts = ImageOptions.from_kwargs({k: v for k, v in options.items() if v is not None})
-        opts = with_model_upscaler(self, opts)
         if self.is_upscaler:
             raise UsageError(
                 f"{self.model_ref} is a diffusion upscaler, not a text-to-image model; use "
@@ -220,6 +220,7 @@ class Pipeline:
         named = None if a1111_noise(taken) else scheduler  # A1111's path checks its samplers (additions)
         request = self.resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, named)
         note_size(self, request, opts)
+        opts = cascade_options(self, opts, (request.width, request.height))
         request = dataclasses.replace(
             request,
             options=opts,
@@ -278,9 +279,11 @@ class Pipeline:
         tile=None,
         upscaler=None,
     ):
-        """`image` (a path or PIL image) upscaled by a diffusion upscaler: this pipeline if it is one,
-        else `upscaler` (a model reference, loaded once and kept, or a Pipeline). `tile` (output
-        pixels) bounds memory on large images. Returns a PIL image with its metadata."""
+        """`image` (a path or PIL image) upscaled by a diffusion upscaler: this pipeline if it is one, else
+        `upscaler` (a model reference, loaded once and kept, a Pipeline, or a pixel SR stage folder: it reads
+        the prompt through this model's text encoder). `tile` (output px) bounds memory. A PIL image + metadata."""
+        if upscaler is not None and not isinstance(upscaler, Pipeline) and is_pixel_stage(upscaler):
+            return pixel_upscale(self, image, prompt, negative_prompt, steps, guidance, noise_level, seed, upscaler)
         model = self if self.is_upscaler and upscaler is None else load_upscaler(self, upscaler)
         return upscale(model, image, prompt, negative_prompt, steps, guidance, noise_level, seed, scheduler, tile)
 

@@ -257,3 +257,13 @@ def png_texts(path):
     """(the latentdiff JSON record, the A1111 parameters line) of a PNG we wrote."""
     with Image.open(path) as im:
         return json.loads(im.text["latentdiff"]), im.text["parameters"]
+
+
+def assert_same_last_checkpoint(run_a, run_b) -> None:
+    """The latest checkpoints of two finetune runs hold the same trainable and EMA weights, exactly."""
+    from latentdiff.training import checkpoint as ckpt
+
+    for name in ("trainable.safetensors", "ema.safetensors"):
+        a = load_file(str(ckpt.latest_checkpoint(run_a) / name))
+        b = load_file(str(ckpt.latest_checkpoint(run_b) / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

@@ -62,7 +62,13 @@ IMAGE_FLAGS = (
         dict(metavar="latent|lanczos|MODEL"),
         _HIRES,
     ),
-    Flag("--upscaler", "a diffusion upscaler run on each finished image (the cascade)", dict(metavar="MODEL"), _HIRES),
+    Flag(
+        "--upscaler",
+        "a cascade stage run on each finished image: a diffusion upscaler or pixel SR stage folder, with "
+        "optional ,steps=N,guidance=G,noise_level=L; repeat for more stages, in order",
+        dict(metavar="DIR", action="append"),
+        _HIRES,
+    ),
     Flag(
         "--tile",
         "upscale in overlapping tiles of PX output pixels (bounds memory)",

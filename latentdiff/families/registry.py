@@ -10,6 +10,7 @@ from pathlib import Path
 from latentdiff.errors import ModelError
 from latentdiff.families.base import Family
 from latentdiff.families.flux import Flux
+from latentdiff.families.pixel import PixelBase, PixelSR
 from latentdiff.families.sd import SD
 from latentdiff.families.sd3 import SD3
 from latentdiff.families.sdxl import SDXL
@@ -17,8 +18,11 @@ from latentdiff.families.unclip import UnCLIP
 from latentdiff.families.upscaler import Upscaler
 from latentdiff.runtime.reading import read_json
 
-# Order matters: the more particular families first; SD takes any other UNet on CLIP text.
-FAMILIES: dict[str, Family] = {f.name: f for f in (Flux(), SD3(), Upscaler(), UnCLIP(), SDXL(), SD())}
+# Order matters: the more particular families first (a pixel SR stage's 6 channels are 3 + 3, as the x4
+# upscaler's are latents + 3); SD takes any other UNet on CLIP text.
+FAMILIES: dict[str, Family] = {
+    f.name: f for f in (Flux(), SD3(), PixelBase(), PixelSR(), Upscaler(), UnCLIP(), SDXL(), SD())
+}
 
 
 def family_for(unet: dict, vae: dict, index: dict | None = None) -> Family:

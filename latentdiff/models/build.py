@@ -4,7 +4,7 @@ An architecture is a YAML file (see configs/models/) with one section per compon
 holding the keyword arguments of its diffusers/transformers class:
 
     unet: {...}          # UNet2DConditionModel
-    vae: {...}           # AutoencoderKL
+    vae: {...}           # AutoencoderKL; or `pixel`: a pixel-space model (families/pixel.py), no VAE
     text_encoder: {...}  # CLIPTextConfig (vocab_size and special ids come from the tokenizer)
     tokenizer: {num_merges: 2000, max_length: 77}   # BPE trained on the training captions
     # or text_encoder: MODEL_DIR (no tokenizer section): that model's text encoder and tokenizer
@@ -13,6 +13,7 @@ holding the keyword arguments of its diffusers/transformers class:
     init_from: runs/stage1                          # optional: warm start (see warm_start)
     low_res_scheduler: {_class_name: DDPMScheduler, ...}  # a diffusion upscaler (see upscaler_parts):
     max_noise_level: 350                            #   unet in_channels = latent channels + 3
+    image_noising_scheduler: {...}  # a pixel SR stage (vae: pixel; IF's layout): in_channels 6, the level a timestep class
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.clip import clip_text_config
+from latentdiff.families.pixel_space import PixelSpace, is_pixel
 from latentdiff.models.assemble import load_components, load_text_encoder, load_vae
 from latentdiff.models.components import Components
 from latentdiff.prompts.tokenizer import build_tokenizer
@@ -54,7 +56,7 @@ def read_arch(path) -> dict:
 def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None) -> Components:
     """Fresh components with seeded random weights; the tokenizer is trained on `texts`
     unless one is given."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     quiet_libraries()
@@ -70,8 +72,7 @@ def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None
     try:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**arch["unet"])
-        # A path instead of a mapping: the autoencoder was trained first (LDM stage one).
-        vae = load_vae(Path(arch["vae"])) if isinstance(arch["vae"], str) else AutoencoderKL(**arch["vae"])
+        vae = _vae(arch["vae"])
         if not isinstance(arch["text_encoder"], str):
             text_encoder = CLIPTextModel(CLIPTextConfig(**clip_text_config(arch["text_encoder"], tokenizer)))
     except (TypeError, ValueError) as e:
@@ -90,6 +91,16 @@ def build_components(arch: dict, texts: list[str], seed: int = 0, tokenizer=None
     )
 
 
+def _vae(section):
+    """The VAE section: `pixel` (none: a pixel-space model), a path (the autoencoder was trained
+    first, LDM stage one), or AutoencoderKL's arguments."""
+    from diffusers import AutoencoderKL
+
+    if section == "pixel":
+        return PixelSpace()
+    return load_vae(Path(section)) if isinstance(section, str) else AutoencoderKL(**section)
+
+
 def _model_text_encoder(ref: str):
     try:
         text_encoder, tokenizer = load_text_encoder(Path(ref))
@@ -106,6 +117,8 @@ def upscaler_parts(arch: dict, unet, vae) -> dict:
     """Components.upscaler of an architecture with a `low_res_scheduler` section ({} without one).
     The UNet must take the low-res image (3 more input channels) and hold every noise level as a
     class; the VAE is given diffusers' upscaler scaling factor (see rescale_latents)."""
+    if is_pixel(vae.config):
+        return pixel_sr_parts(arch, unet)
     if "low_res_scheduler" not in arch:
         return {}
     level = arch.get("max_noise_level", 350)
@@ -122,6 +135,20 @@ def upscaler_parts(arch: dict, unet, vae) -> dict:
         )
     rescale_latents(vae, UPSCALER_SCALING_FACTOR)
     return {"low_res_scheduler": dict(arch["low_res_scheduler"]), "max_noise_level": level}
+
+
+def pixel_sr_parts(arch: dict, unet) -> dict:
+    """Components.upscaler of a pixel model: {} for a base, the image-noising scheduler of an SR
+    stage (in_channels 6, the noise level a timestep-embedded class label, as IF's stage II)."""
+    noising = arch.get("image_noising_scheduler")
+    if unet.config.in_channels == 3 and noising is None:
+        return {}
+    if unet.config.in_channels != 6 or not isinstance(noising, dict) or unet.config.class_embed_type != "timestep":
+        raise UsageError(
+            "a pixel model's unet takes in_channels 3 (a base) or 6 (an SR stage, with an image_noising_scheduler "
+            "section and class_embed_type: timestep)"
+        )
+    return {"low_res_scheduler": dict(noising), "max_noise_level": int(noising.get("num_train_timesteps", 1000)) - 1}
 
 
 @torch.no_grad()

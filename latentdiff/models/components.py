@@ -62,7 +62,12 @@ def save_components(c: Components, out: Path, scheduler_class: str, extra_defaul
     index = model_index(c, scheduler_class)
     denoiser = denoiser_folder(index, out)
     c.unet.save_pretrained(out / denoiser, safe_serialization=True)
-    c.vae.save_pretrained(out / "vae", safe_serialization=True)
+    # Here, not at the top: families/ imports torch, and preflight reads this module before torch loads.
+    from latentdiff.families.pixel_space import is_pixel
+
+    pixel = is_pixel(c.vae.config)
+    if not pixel:  # a pixel model has no VAE to write
+        c.vae.save_pretrained(out / "vae", safe_serialization=True)
     for te_name, tok_name in TEXT_PARTS:
         if getattr(c, te_name) is not None:
             getattr(c, te_name).save_pretrained(out / te_name, safe_serialization=True)
@@ -70,7 +75,8 @@ def save_components(c: Components, out: Path, scheduler_class: str, extra_defaul
     as_umask_allows(*(out / name for name in (denoiser, "vae", *(n for n, _ in TEXT_PARTS)) if (out / name).is_dir()))
     sched = {**c.scheduler_config, "_class_name": scheduler_class}
     low = {"_class_name": "DDPMScheduler", **c.upscaler["low_res_scheduler"]} if c.upscaler else None
-    for name, config in (("scheduler", sched), ("low_res_scheduler", low)):
+    low_name = "image_noising_scheduler" if pixel else "low_res_scheduler"  # IF's name for it
+    for name, config in (("scheduler", sched), (low_name, low)):
         if config is not None:
             (out / name).mkdir(exist_ok=True)
             (out / name / "scheduler_config.json").write_text(json.dumps(config, indent=2))

@@ -20,7 +20,7 @@ WRITTEN = (
     "scheduler",
     "low_res_scheduler",
     *(name for pair in TEXT_PARTS for name in pair),
-    *UNCLIP_FOLDERS,
+    *UNCLIP_FOLDERS,  # image_noising_scheduler among them: a pixel SR stage's too
 )
 
 

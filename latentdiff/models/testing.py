@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from latentdiff.families.pixel_tiny import tiny_pixel
 from latentdiff.families.registry import family_with_variant
 from latentdiff.families.sd import WORDS, tiny_arch  # noqa: F401 (tests and benchmarks import them from here)
 from latentdiff.families.sdxl import tiny_unet as tiny_sdxl_unet  # noqa: F401 (the same)
@@ -23,7 +24,7 @@ def make_tiny(out: Path, variant: str, seed: int = 0, defaults: dict | None = No
     if half:
         for m in (c.unet, c.vae, *c.text_encoders()):
             m.half()
-    if c.upscaler:
+    if family.name == "upscaler":
         _save_upscaler(c, Path(out))
     else:
         save_components(c, Path(out), c.scheduler_config["_class_name"])
@@ -70,6 +71,15 @@ def make_tiny_upscaler(out: Path, seed: int = 0) -> Path:
     return make_tiny(out, "x4", seed)
 
 
+def make_tiny_pixel_sr(out: Path, side: int = 32, seed: int = 0, defaults: dict | None = None) -> Path:
+    """A tiny pixel SR stage (IF stage II layout) making `side` px images from side / 2 (text 32 wide,
+    as the tiny SD models' encoders), with no VAE and no text encoder of its own."""
+    quiet_libraries()
+    parts = {**tiny_pixel(seed, sr=True, side=side), "text_encoder": None, "tokenizer": None}
+    save_components(Components(**parts, defaults={"scale": 2, **(defaults or {})}), Path(out), "DDPMScheduler")
+    return Path(out)
+
+
 def make_tiny_sdxl(out: Path, refiner: bool = False, seed: int = 0) -> Path:
     """A tiny SDXL base (or refiner) in StableDiffusionXLPipeline's layout."""
     return make_tiny(out, "sdxl_refiner" if refiner else "sdxl", seed)
@@ -80,6 +90,7 @@ __all__ = [
     "make_tiny",
     "make_tiny_model",
     "make_tiny_prior",
+    "make_tiny_pixel_sr",
     "make_tiny_sdxl",
     "make_tiny_upscaler",
     "tiny_arch",

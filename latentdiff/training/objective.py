@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from latentdiff.families.unet import UNetCall
 from latentdiff.sampling.model_call import Inputs
+from latentdiff.training.vlb import HYBRID_WEIGHT, vlb_loss
 
 
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
@@ -61,7 +62,10 @@ def diffusion_loss(
     target = noise_scheduler.get_velocity(latents, noise, t) if kind == "v_prediction" else noise
     channels = None if image_cond is None else image_cond.to(noisy.dtype)
     inputs = Inputs(context, channels, residuals)
-    pred = unet(UNetCall.sample(noisy, inputs), t, **UNetCall.kwargs(noisy, t, inputs)).sample
-    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    pred = unet(UNetCall.sample(noisy, inputs), t, **UNetCall.kwargs(noisy, t, inputs)).sample.float()
+    c = latents.shape[1]
+    per_sample = F.mse_loss(pred[:, :c], target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if pred.shape[1] == 2 * c:  # a learned variance (IF's layout): the hybrid objective
+        per_sample = per_sample + HYBRID_WEIGHT * vlb_loss(noise_scheduler, latents, noisy, t, *pred.split(c, 1))
     w = loss_weights(noise_scheduler.alphas_cumprod, t, kind, snr_gamma)
     return (per_sample * w).mean()

@@ -1,7 +1,9 @@
-"""After the loop: paste an inpainting result over its source, run the cascade's upscaler, and
+"""After the loop: paste an inpainting result over its source, run the cascade's stages, and
 say in the metadata what was done."""
 
 from __future__ import annotations
+
+from latentdiff.workflows.cascade import run_cascade, stages_of
 
 
 def finish(pipe, image, prompt: str, seed: int, request):
@@ -16,7 +18,8 @@ def finish(pipe, image, prompt: str, seed: int, request):
     extra.update(opts.recorded())
     if opts.hires:
         extra["hires_size"] = list(image.size)
-    if opts.upscaler:
-        image = pipe.upscale(image, prompt=prompt, seed=seed, tile=opts.tile, upscaler=opts.upscaler)
+    stages = stages_of(pipe, opts)
+    if stages:
+        image, extra["cascade"] = run_cascade(pipe, image, prompt, seed, stages, opts.tile)
         extra["upscaled_size"] = list(image.size)
     return image, extra

@@ -61,8 +61,9 @@ class ImageOptions:
     """steps of the hires pass (default: the base pass's)."""
     hires_upscaler: str = "latent"
     """latent | lanczos | a diffusion upscaler model."""
-    upscaler: str | None = None
-    """a diffusion upscaler model run on each finished image (the cascade)."""
+    upscaler: str | list | None = None
+    """the cascade's stages run on each finished image, in order: a diffusion upscaler or pixel SR
+    stage folder each, `DIR[,steps=N][,guidance=G][,noise_level=L]` (workflows/cascade.py)."""
     tile: int | None = None
     """upscaler tiles (px of its output) to bound memory; None: one piece."""
     upscale: bool = True
@@ -110,6 +111,11 @@ class ImageOptions:
         check(self.tile is None or (_whole(self.tile) and self.tile >= 64), f"tile must be >= 64 px, got {self.tile}")
         check(isinstance(self.upscale, bool), f"upscale must be true or false, got {self.upscale!r}")
         check(self.upscale or not self.upscaler, "no upscale and an upscaler contradict each other; drop one")
+        stages = [self.upscaler] if isinstance(self.upscaler, str) else self.upscaler or []
+        check(
+            isinstance(stages, list) and all(isinstance(s, str) and s for s in stages) and len(stages) <= 8,
+            f"upscaler must be a folder or a list of up to 8 folders, got {str(self.upscaler)[:60]!r}",
+        )
         check(
             not (starts and self.hires),
             "hires fix starts from a generated image; it cannot be combined with an init image",
