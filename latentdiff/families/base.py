@@ -41,6 +41,10 @@ class Family:
         return index
 
     # ---- generation -----------------------------------------------------------------------
+    def adapt(self, components):
+        """`components` as the workflows use them (a video VAE seen as an image VAE); in place."""
+        return components
+
     def conditioning(self, components):
         """The prompt encoder: `(prompts, negatives, height, width, syntax, clip_skip) -> (cond,
         uncond)` contexts (with `check_clip_skip`, `embed`, ... as families/clip.py's Conditioning)."""

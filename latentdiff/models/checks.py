@@ -108,18 +108,25 @@ def init_defaults(cls) -> dict:
 
 DIFFUSERS_CLASSES = {"unet": "UNet2DConditionModel", "transformer": "FluxTransformer2DModel", "vae": "AutoencoderKL"}
 # The transformers a `transformer` folder may hold, as its config's _class_name names them (Flux's where it names none).
-TRANSFORMER_CLASSES = ("FluxTransformer2DModel", "SD3Transformer2DModel")
+TRANSFORMER_CLASSES = (
+    "FluxTransformer2DModel",
+    "SD3Transformer2DModel",
+    "QwenImageTransformer2DModel",
+    "ZImageTransformer2DModel",
+)
+# The VAEs a `vae` folder may hold, as its config's _class_name names them (AutoencoderKL where it names none).
+VAE_CLASSES = ("AutoencoderKL", "AutoencoderKLQwenImage")
 
 
 def diffusers_class(config: dict, what: str, path: Path | None = None) -> str:
     """The diffusers class of component `what` (unet, transformer, vae) with this config."""
     named = config.get("_class_name")
-    if what != "transformer" or named is None:
+    allowed = {"transformer": TRANSFORMER_CLASSES, "vae": VAE_CLASSES}.get(what)
+    if allowed is None or named is None:
         return DIFFUSERS_CLASSES[what]
-    if named not in TRANSFORMER_CLASSES:
+    if named not in allowed:
         raise ModelError(
-            f"{path or what}: transformer class {_shown(named)} is not supported "
-            f"(supported: {', '.join(TRANSFORMER_CLASSES)})"
+            f"{path or what}: {what} class {_shown(named)} is not supported (supported: {', '.join(allowed)})"
         )
     return named
 

@@ -1,0 +1,57 @@
+"""Qwen-Image against diffusers' QwenImagePipeline and QwenImageImg2ImgPipeline on tiny random
+models (fp32, CPU): the same folder loaded by both (a Qwen2.5-VL text model with a byte-level BPE
+tokenizer trained offline, the one-frame 3D VAE with per-channel latent statistics), the same seeds
+(image k of a call: seed + k), within 1/255. Our `guidance` is diffusers' true_cfg_scale (with its
+norm rescaling); without a negative prompt neither guides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flow_parity import close, ours, pixels, reference, reference_pixels
+from PIL import Image
+
+W, H = 48, 32  # width != height: the packing and the image shapes must not transpose
+
+
+@pytest.fixture(scope="module")
+def qwen_model(tmp_path_factory):
+    from latentdiff.models.testing import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("qwen") / "qwen-image", "qwen-image", seed=0)
+
+
+def _picture(seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8))
+
+
+def test_text_to_image_with_true_cfg_matches_qwen_image_pipeline(qwen_model):
+    mine, ref = ours(qwen_model), reference(qwen_model, "QwenImagePipeline")
+    args = dict(prompt="a red apple", negative_prompt="blue sky", true_cfg_scale=4.0, num_inference_steps=3)
+    want = reference_pixels(ref, 5, 2, (W, H), **args)
+    got = pixels(mine("a red apple", "blue sky", guidance=4.0, steps=3, width=W, height=H, num_images=2, seed=5))
+    close(got, want)
+    plain = pixels(mine("a red apple", "blue sky", guidance=1.0, steps=3, width=W, height=H, num_images=2, seed=5))
+    assert np.abs(plain - want).max() > 1  # the guidance (and its rescaling) changes the pixels
+
+
+def test_unguided_matches_qwen_image_pipeline(qwen_model):
+    mine, ref = ours(qwen_model), reference(qwen_model, "QwenImagePipeline")
+    want = reference_pixels(ref, 11, 1, (W, H), prompt="a green pear on a table", num_inference_steps=2)
+    close(pixels(mine("a green pear on a table", guidance=1.0, steps=2, width=W, height=H, seed=11)), want)
+
+
+def test_img2img_matches_qwen_image_img2img_pipeline(qwen_model):
+    mine, ref = ours(qwen_model), reference(qwen_model, "QwenImageImg2ImgPipeline")
+    picture = _picture()
+    args = dict(prompt="a green pear", negative_prompt="", true_cfg_scale=3.0, num_inference_steps=4, strength=0.6)
+    # The pipeline encodes a one-picture batch with the first generator only; our image k uses seed + k.
+    want = np.concatenate([reference_pixels(ref, seed, 1, (W, H), image=picture, **args) for seed in (2, 3)])
+    got = mine("a green pear", "", guidance=3.0, steps=4, image=picture, strength=0.6, num_images=2, seed=2)
+    close(pixels(got), want)
+
+
+def test_a_family_is_told_from_its_folder(qwen_model):
+    from latentdiff.families.registry import family_of_folder
+
+    assert family_of_folder(qwen_model).name == "qwen-image"
