@@ -161,3 +161,64 @@ def tiny_qwen_image(seed: int = 0) -> dict:
         tokenizer=tokenizer,
         scheduler_config=dict(QWEN_IMAGE_SCHEDULER),
     )
+
+
+# Qwen3's chat template, as much of it as a one-message prompt with the generation prompt uses.
+QWEN3_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+# Tongyi-MAI/Z-Image-Turbo's scheduler_config.json.
+Z_IMAGE_SCHEDULER = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler",
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": False,
+}
+
+
+def z_image_index(index: dict) -> dict:
+    return pipeline_index(
+        index,
+        "ZImagePipeline",
+        {
+            "text_encoder": ["transformers", "Qwen3Model"],
+            "tokenizer": ["transformers", "Qwen2Tokenizer"],
+            "transformer": ["diffusers", "ZImageTransformer2DModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        },
+    )
+
+
+def tiny_z_image(seed: int = 0) -> dict:
+    """Seeded tiny Z-Image modules: a two-layer ZImageTransformer2DModel (one refiner layer each for
+    text and image), Flux's tiny VAE, a tiny Qwen3 with a chat template."""
+    from diffusers import ZImageTransformer2DModel
+
+    from latentdiff.families.flux_tiny import FLUX_VAE, tiny_vae  # Z-Image decodes with Flux's VAE
+
+    tokenizer = qwen_tokenizer()
+    tokenizer.chat_template = QWEN3_TEMPLATE
+    torch.manual_seed(seed)
+    transformer = ZImageTransformer2DModel(
+        in_channels=16,
+        dim=32,
+        n_layers=2,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        cap_feat_dim=32,
+        axes_dims=[8, 4, 4],
+        axes_lens=[256, 32, 32],
+    )
+    with torch.no_grad():  # diffusers leaves the padding tokens uninitialised (torch.empty)
+        for name in ("x_pad_token", "cap_pad_token"):
+            getattr(transformer, name).normal_()
+    return dict(
+        unet=transformer.eval(),
+        vae=tiny_vae(FLUX_VAE),
+        text_encoder=tiny_qwen3(tokenizer),
+        tokenizer=tokenizer,
+        scheduler_config=dict(Z_IMAGE_SCHEDULER),
+    )

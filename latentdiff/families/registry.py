@@ -15,10 +15,11 @@ from latentdiff.families.sd import SD
 from latentdiff.families.sd3 import SD3
 from latentdiff.families.sdxl import SDXL
 from latentdiff.families.upscaler import Upscaler
+from latentdiff.families.z_image import ZImage
 from latentdiff.runtime.reading import read_json
 
 # Order matters: the more particular families first; SD takes any other UNet on CLIP text.
-FAMILIES: dict[str, Family] = {f.name: f for f in (Flux(), SD3(), QwenImage(), Upscaler(), SDXL(), SD())}
+FAMILIES: dict[str, Family] = {f.name: f for f in (Flux(), SD3(), QwenImage(), ZImage(), Upscaler(), SDXL(), SD())}
 
 
 def family_for(unet: dict, vae: dict, index: dict | None = None) -> Family:
