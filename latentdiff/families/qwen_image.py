@@ -103,23 +103,21 @@ class ChatConditioning:
         return []
 
 
-def norm_rescaled(eps: torch.Tensor, guidance: float) -> torch.Tensor:
-    """Qwen-Image's true CFG on a guided batch (unconditional rows, then conditional): the guided
-    prediction scaled to the conditional's norm over each packed token's features."""
-    eps_u, eps_c = pack(eps).chunk(2)
-    guided = eps_u + guidance * (eps_c - eps_u)
-    return guided * (eps_c.norm(dim=-1, keepdim=True) / guided.norm(dim=-1, keepdim=True))
-
-
 class QwenCall:
     """A QwenImageTransformer2DModel as a Denoiser: latents packed with their (frames, rows,
-    columns) shape, the timestep divided by 1000, the text mask. On a guided batch the call itself
-    applies the norm-rescaled true CFG of `guidance` and returns the result as both halves, so
-    the loop's eps_u + g (eps_c - eps_u) leaves it as it is."""
+    columns) shape, the timestep divided by 1000, the text mask; `rescale` is Qwen-Image's
+    correction of the loop's guided prediction."""
 
-    def __init__(self, transformer, guidance: float | None = None):
-        self.transformer, self.guidance = transformer, guidance
+    def __init__(self, transformer):
+        self.transformer = transformer
         self.dtype = transformer.dtype
+
+    @staticmethod
+    def rescale(guided: torch.Tensor, eps_c: torch.Tensor) -> torch.Tensor:
+        """The guided prediction scaled to the conditional's norm over each packed token's features."""
+        h, w = guided.shape[-2:]
+        g, c = pack(guided), pack(eps_c)
+        return unpack(g * (c.norm(dim=-1, keepdim=True) / g.norm(dim=-1, keepdim=True)), h, w)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, inputs: Inputs) -> torch.Tensor:
         if inputs.channels is not None or inputs.residuals or inputs.tokens:
@@ -134,11 +132,7 @@ class QwenCall:
             img_shapes=[[(1, h // 2, w // 2)]] * b,
             return_dict=False,
         )[0]
-        eps = unpack(out, h, w)
-        if not inputs.guided or self.guidance is None:
-            return eps
-        guided = unpack(norm_rescaled(eps, self.guidance), h, w)
-        return torch.cat([guided, guided])
+        return unpack(out, h, w)
 
 
 class QwenImage(PackedFlowMatching):
@@ -158,13 +152,13 @@ class QwenImage(PackedFlowMatching):
         return ChatConditioning(components)
 
     def guidance(self, components, guidance: float, true_cfg: float = 1.0) -> tuple[float, float | None]:
-        """`guidance` is Qwen-Image's true CFG scale (diffusers' true_cfg_scale), with the negative
-        prompt; the model call rescales (the second value: the scale it applies)."""
-        self.refuse_true_cfg(true_cfg, "true_cfg_scale")
-        return guidance, guidance
+        """`guidance` is Qwen-Image's true CFG scale (QwenImagePipeline's true_cfg_scale), in the loop
+        with the negative prompt; nothing is embedded."""
+        self.refuse_true_cfg(true_cfg, "QwenImagePipeline's true_cfg_scale")
+        return guidance, None
 
     def denoiser(self, components, guidance: float | None = None):
-        return QwenCall(components.unet, guidance)
+        return QwenCall(components.unet)
 
     def defaults(self, components) -> dict:
         return {"steps": 50, "guidance": 4.0}  # QwenImagePipeline's defaults
