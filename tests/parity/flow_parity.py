@@ -38,3 +38,13 @@ def close(got: np.ndarray, ref: np.ndarray) -> None:
     assert got.shape == ref.shape
     assert ref.std() > 5  # a real picture, not a flat one that would match anything
     assert np.abs(got - ref).max() <= 1
+
+
+def pasted(decoded: np.ndarray, picture, mask) -> np.ndarray:
+    """diffusers' inpainted image (H, W, 3) uint8 pasted over `picture` outside `mask` (unblurred),
+    as ours returns it (diffusers returns the decoded image as it is)."""
+    from PIL import Image
+
+    from latentdiff.workflows.source import soft_mask
+
+    return np.asarray(Image.composite(Image.fromarray(decoded), picture, soft_mask(mask, 0)), dtype=np.float32)
