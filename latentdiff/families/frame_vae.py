@@ -42,6 +42,10 @@ class FrameVAE(torch.nn.Module):
     def device(self) -> torch.device:
         return self.vae.device
 
+    @property
+    def decoder(self):
+        return self.vae.decoder  # what runtime/compile.py compiles
+
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.vae.config
         shape = (1, c.z_dim, 1, 1)

@@ -28,11 +28,11 @@ def _picture(seed: int = 0) -> Image.Image:
 
 def test_text_to_image_with_true_cfg_matches_qwen_image_pipeline(qwen_model):
     mine, ref = ours(qwen_model), reference(qwen_model, "QwenImagePipeline")
-    args = dict(prompt="a red apple", negative_prompt="blue sky", true_cfg_scale=4.0, num_inference_steps=3)
+    args = dict(prompt="a red apple", negative_prompt="blue sky", true_cfg_scale=4.0, num_inference_steps=2)
     want = reference_pixels(ref, 5, 2, (W, H), **args)
-    got = pixels(mine("a red apple", "blue sky", guidance=4.0, steps=3, width=W, height=H, num_images=2, seed=5))
+    got = pixels(mine("a red apple", "blue sky", guidance=4.0, steps=2, width=W, height=H, num_images=2, seed=5))
     close(got, want)
-    plain = pixels(mine("a red apple", "blue sky", guidance=1.0, steps=3, width=W, height=H, num_images=2, seed=5))
+    plain = pixels(mine("a red apple", "blue sky", guidance=1.0, steps=2, width=W, height=H, num_images=2, seed=5))
     assert np.abs(plain - want).max() > 1  # the guidance (and its rescaling) changes the pixels
 
 
@@ -45,10 +45,9 @@ def test_unguided_matches_qwen_image_pipeline(qwen_model):
 def test_img2img_matches_qwen_image_img2img_pipeline(qwen_model):
     mine, ref = ours(qwen_model), reference(qwen_model, "QwenImageImg2ImgPipeline")
     picture = _picture()
-    args = dict(prompt="a green pear", negative_prompt="", true_cfg_scale=3.0, num_inference_steps=4, strength=0.6)
-    # The pipeline encodes a one-picture batch with the first generator only; our image k uses seed + k.
-    want = np.concatenate([reference_pixels(ref, seed, 1, (W, H), image=picture, **args) for seed in (2, 3)])
-    got = mine("a green pear", "", guidance=3.0, steps=4, image=picture, strength=0.6, num_images=2, seed=2)
+    args = dict(prompt="a green pear", negative_prompt="", true_cfg_scale=3.0, num_inference_steps=3, strength=0.5)
+    want = reference_pixels(ref, 2, 1, (W, H), image=picture, **args)  # image by image: tests/parity/test_flux.py
+    got = mine("a green pear", "", guidance=3.0, steps=3, image=picture, strength=0.5, seed=2)
     close(pixels(got), want)
 
 
@@ -57,12 +56,12 @@ def test_inpaint_matches_qwen_image_inpaint_pipeline(qwen_model):
     mask = np.zeros((H, W), dtype=np.uint8)
     mask[8:24, 16:40] = 255
     mask = Image.fromarray(mask)
-    args = dict(prompt="a green pear", negative_prompt="blue", true_cfg_scale=4.0, num_inference_steps=4, strength=0.7)
+    args = dict(prompt="a green pear", negative_prompt="blue", true_cfg_scale=4.0, num_inference_steps=3, strength=0.7)
     gen = torch.Generator("cpu").manual_seed(4)
     out = ref(image=_picture(1), mask_image=mask, generator=[gen], width=W, height=H, output_type="np", **args)
     want = pasted(np.round(out.images[0] * 255).astype(np.uint8), _picture(1), mask)
     got = mine(
-        "a green pear", "blue", guidance=4.0, steps=4, image=_picture(1), mask=mask, mask_blur=0, strength=0.7, seed=4
+        "a green pear", "blue", guidance=4.0, steps=3, image=_picture(1), mask=mask, mask_blur=0, strength=0.7, seed=4
     )
     close(pixels(got), want[None])
     inside = pixels(got)[0, 8:24, 16:40]
