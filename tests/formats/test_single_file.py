@@ -261,7 +261,7 @@ def test_broken_files_are_one_line(tmp_path, content):
 @pytest.mark.parametrize(
     "index, what",
     [
-        ({"model_index.json": {"_class_name": "QwenImagePipeline"}}, "QwenImagePipeline"),
+        ({"model_index.json": {"_class_name": "SanaPipeline"}}, "SanaPipeline"),
         ({"model_index.json": {"_class_name": "PixArtSigmaPipeline"}}, "PixArtSigmaPipeline"),
         ({"config.json": {"_class_name": "ControlNetModel"}}, "ControlNetModel"),
     ],
