@@ -24,6 +24,16 @@ def calculate_shift(seq_len: int, config, max_shift: float = 1.15) -> float:
 class FlowMatching(Family):
     """A family sampled by its model's own flow-matching Euler scheduler."""
 
+    transformer_class = ""  # the diffusers class its transformer's config file names
+    marks: tuple[str, ...] = ()  # config keys its transformer has (a loaded config names no class) ...
+    unmarks: tuple[str, ...] = ()  # ... and keys it has not
+
+    def matches(self, unet: dict, vae: dict, index: dict) -> bool:
+        named = unet.get("_class_name")
+        if named is not None:
+            return named == self.transformer_class
+        return all(k in unet for k in self.marks) and not any(k in unet for k in self.unmarks)
+
     def check_scheduler(self, name: str | None) -> None:
         if name is not None:
             raise UsageError(

@@ -139,14 +139,8 @@ class QwenImage(PackedFlowMatching):
     name, label = "qwen-image", "Qwen-Image"
     variants = ("qwen-image",)
     transformer_class = "QwenImageTransformer2DModel"
-
-    def matches(self, unet: dict, vae: dict, index: dict) -> bool:
-        # Its config file names its class; loaded, its config has rotary axes and a text width but,
-        # unlike Flux's, no pooled text projection.
-        named = unet.get("_class_name")
-        if named is not None:
-            return named == self.transformer_class
-        return "axes_dims_rope" in unet and "joint_attention_dim" in unet and "pooled_projection_dim" not in unet
+    # rotary axes and a text width but, unlike Flux's, no pooled text projection
+    marks, unmarks = ("axes_dims_rope", "joint_attention_dim"), ("pooled_projection_dim",)
 
     def conditioning(self, components):
         return ChatConditioning(components)

@@ -62,12 +62,7 @@ class ZImage(PackedFlowMatching):
     name, label = "z-image", "Z-Image"
     variants = ("z-image",)
     transformer_class = "ZImageTransformer2DModel"
-
-    def matches(self, unet: dict, vae: dict, index: dict) -> bool:
-        named = unet.get("_class_name")
-        if named is not None:
-            return named == self.transformer_class
-        return "all_patch_size" in unet and "cap_feat_dim" in unet
+    marks = ("all_patch_size", "cap_feat_dim")
 
     def conditioning(self, components):
         return Qwen3Conditioning(components, MAX_SEQUENCE_LENGTH)
