@@ -31,8 +31,8 @@ def test_text_to_image_with_true_cfg_matches_qwen_image_pipeline(qwen_model):
     want = reference_pixels(ref, 5, 2, (W, H), **args)
     got = pixels(mine("a red apple", "blue sky", guidance=4.0, steps=2, width=W, height=H, num_images=2, seed=5))
     close(got, want)
-    plain = pixels(mine("a red apple", "blue sky", guidance=1.0, steps=2, width=W, height=H, num_images=2, seed=5))
-    assert np.abs(plain - want).max() > 1  # the guidance (and its rescaling) changes the pixels
+    plain = pixels(mine("a red apple", "blue sky", guidance=1.0, steps=2, width=W, height=H, seed=5))
+    assert np.abs(plain - want[:1]).max() > 1  # the guidance (and its rescaling) changes the pixels
 
 
 def test_unguided_matches_qwen_image_pipeline(qwen_model):
@@ -53,8 +53,8 @@ def test_img2img_matches_qwen_image_img2img_pipeline(qwen_model):
 def test_inpaint_matches_qwen_image_inpaint_pipeline(qwen_model):
     mine, ref = ours(qwen_model), reference(qwen_model, "QwenImageInpaintPipeline")
     picture, mask = _picture(1), box_mask((W, H))
-    args = dict(prompt="a green pear", negative_prompt="blue", true_cfg_scale=4.0, num_inference_steps=3, strength=0.7)
-    got = pixels(mine("a green pear", "blue", guidance=4.0, steps=3, image=picture, mask=mask, mask_blur=0,
+    args = dict(prompt="a green pear", num_inference_steps=3, strength=0.7)  # unguided: CFG is held above
+    got = pixels(mine("a green pear", guidance=1.0, steps=3, image=picture, mask=mask, mask_blur=0,
                       strength=0.7, seed=4))  # fmt: skip
     close(got, inpaint_pixels(ref, picture, mask, 4, **args))
     assert repainted(got, picture)
