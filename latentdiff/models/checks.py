@@ -114,6 +114,24 @@ TRANSFORMER_CLASSES = (
     "QwenImageTransformer2DModel",
     "ZImageTransformer2DModel",
 )
+# The diffusers pipelines whose folders load (model_index.json's _class_name starts with one).
+PIPELINE_CLASSES = (
+    "StableDiffusionPipeline",
+    "StableDiffusionXL",
+    "StableDiffusionInpaint",
+    "StableDiffusionImg2Img",
+    "StableDiffusionUpscale",
+    "FluxPipeline",
+    "FluxImg2ImgPipeline",
+    "StableDiffusion3Pipeline",
+    "StableDiffusion3Img2ImgPipeline",
+    "StableDiffusion3InpaintPipeline",
+    "QwenImagePipeline",
+    "QwenImageImg2ImgPipeline",
+    "QwenImageInpaintPipeline",
+    "ZImagePipeline",
+    "ZImageImg2ImgPipeline",
+)
 # The VAEs a `vae` folder may hold, as its config's _class_name names them (AutoencoderKL where it names none).
 VAE_CLASSES = ("AutoencoderKL", "AutoencoderKLQwenImage")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from latentdiff.errors import ModelError
 from latentdiff.models.checks import (
     MAX_TRAIN_TIMESTEPS,
+    PIPELINE_CLASSES,
     check_config_numbers,
     check_defaults,
     check_diffusers_config,
@@ -151,25 +152,7 @@ def describe_folder(path: Path) -> str | None:
     """What a folder that is not an SD/SDXL diffusers model holds, when it can be told."""
     cls = _class_name(path / "model_index.json")
     if cls is not None:
-        sd = cls.startswith(
-            (
-                "StableDiffusionPipeline",
-                "StableDiffusionXL",
-                "StableDiffusionInpaint",
-                "StableDiffusionImg2Img",
-                "StableDiffusionUpscale",
-                "FluxPipeline",
-                "FluxImg2ImgPipeline",
-                "StableDiffusion3Pipeline",
-                "StableDiffusion3Img2ImgPipeline",
-                "StableDiffusion3InpaintPipeline",
-                "QwenImagePipeline",
-                "QwenImageImg2ImgPipeline",
-                "QwenImageInpaintPipeline",
-                "ZImagePipeline",
-                "ZImageImg2ImgPipeline",
-            )
-        )
+        sd = cls.startswith(PIPELINE_CLASSES)
         return None if sd or not cls else f"a {cls} model"
     cls = _class_name(path / "config.json")
     return f"a lone {cls} component, not a whole model" if cls else None

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from latentdiff.errors import ModelError
+from latentdiff.models.checkpoint_names import checkpoint_names
 from latentdiff.models.files import confined, is_present, read_json_object
 from latentdiff.runtime.memory import allocation_errors
 from latentdiff.runtime.reading import MiB, open_regular, parse_json, size_text
@@ -286,32 +287,6 @@ def _untied(module, missing: list[str]) -> list[str]:
         module.tie_weights()
         return [k for k in missing if module.get_parameter(k).is_meta]
     return missing
-
-
-def checkpoint_names(module, sd: dict) -> dict:
-    """`sd` with its keys as `module` names them, where transformers saves a model under other names
-    than it builds it with (Qwen2.5-VL's `visual.` and `model.layers.`, as its renaming rules map
-    them when it loads): each key the module lacks renamed by the first rule that matches it."""
-    rules = _renamings(module)
-    if not rules:
-        return sd
-    own = set(module.state_dict())
-    out = {}
-    for key, value in sd.items():
-        if key not in own:
-            key = next((new for pattern, target in rules if (new := re.sub(pattern, target, key)) != key), key)
-        out[key] = value
-    return out
-
-
-def _renamings(module) -> list[tuple[str, str]]:
-    """transformers' renaming rules (regex, replacement) for `module`'s class; none for other modules."""
-    if not type(module).__module__.startswith("transformers."):
-        return []
-    from transformers.conversion_mapping import WeightRenaming, get_model_conversion_mapping
-
-    rules = get_model_conversion_mapping(module) or []
-    return [(p, t) for r in rules if type(r) is WeightRenaming for p, t in zip(r.source_patterns, r.target_patterns)]
 
 
 def fill(module, sd: dict, where):
