@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 import latentdiff.config.params as params
-from latentdiff.errors import ModelError
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.models.files import first_line
 from latentdiff.sampling.few_step import expand
 from latentdiff.sampling.sampler_table import OPTIONS
@@ -84,7 +84,7 @@ def check_scheduler_config(config: dict, path: Path) -> dict:
         )
     check_config_numbers(config, path)
     check_numbers_where_numbers(config, _scheduler_defaults(cls), path)
-    check_scheduler_steps(config, None, 1, path)
+    check_scheduler_steps(config, None, 1, path, finite=False)  # the config alone: 1 step may be too few
     return config
 
 
@@ -223,12 +223,19 @@ def _shown(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_scheduler_steps(config: dict, name: str | None, steps: int, path) -> None:
+def check_scheduler_steps(config: dict, name: str | None, steps: int, path, finite: bool = True) -> None:
     """Build the scheduler (the model's own, or method `name` on its config) and set `steps`
     timesteps once, so a config it cannot work with fails here, in one line, before any work."""
     # A shifted flow-matching schedule takes its shift mu from the image's size, unknown here: any will do.
     shift = {"mu": 1.0} if config.get("use_dynamic_shifting") else {}
-    guarded(lambda: make_scheduler(config, name).set_timesteps(steps, **shift), path)
+    scheduler = guarded(lambda: make_scheduler(config, name), path)
+    guarded(lambda: scheduler.set_timesteps(steps, **shift), path)
+    sigmas = getattr(scheduler, "sigmas", None)
+    if finite and sigmas is not None and not all(math.isfinite(float(s)) for s in sigmas):
+        # Qwen-Image's schedule is stretched to end at shift_terminal: one step gives 0/0 (NaN in diffusers too)
+        raise UsageError(
+            f"{steps} step(s) give this model's schedule ({path}) values that are not numbers; use more steps"
+        )
 
 
 def check_defaults(defaults: dict, path: Path) -> dict:
