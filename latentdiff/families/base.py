@@ -1,6 +1,6 @@
 """The family interface: everything that differs between model families, asked of one object.
 
-A family (SD 1/2, SDXL, the x4 upscaler; the transformers Flux.1 and SD 3/3.5) answers how to tell its
+A family (SD 1/2, SDXL, the x4 upscaler; the transformers Flux.1, SD 3/3.5, Qwen-Image, Z-Image) answers how to tell its
 models from their configs, which released configs a single file of it needs, how a prompt
 becomes its conditioning, how its network is called (the Denoiser of sampling/model_call.py),
 and how to build a tiny seeded model of it for tests. Adding a family is a module with a
@@ -41,6 +41,10 @@ class Family:
         return index
 
     # ---- generation -----------------------------------------------------------------------
+    def adapt(self, components):
+        """`components` as the workflows use them (a video VAE seen as an image VAE); in place."""
+        return components
+
     def conditioning(self, components):
         """The prompt encoder: `(prompts, negatives, height, width, syntax, clip_skip) -> (cond,
         uncond)` contexts (with `check_clip_skip`, `embed`, ... as families/clip.py's Conditioning)."""

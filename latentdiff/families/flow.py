@@ -1,9 +1,11 @@
-"""What the flow-matching transformer families (Flux.1, SD 3/3.5) share: they sample with their
+"""What the flow-matching transformer families (Flux.1, SD 3/3.5, Qwen-Image, Z-Image) share: they sample with their
 own FlowMatchEulerDiscreteScheduler (the UNet families' sampler table does not apply), count an
 image-to-image run's steps as their diffusers img2img pipelines do, and shift the schedule by the
 image's token count where the scheduler config asks for a dynamic shift."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from latentdiff.errors import UsageError
 from latentdiff.families.base import Family
@@ -22,6 +24,16 @@ def calculate_shift(seq_len: int, config, max_shift: float = 1.15) -> float:
 class FlowMatching(Family):
     """A family sampled by its model's own flow-matching Euler scheduler."""
 
+    transformer_class = ""  # the diffusers class its transformer's config file names
+    marks: tuple[str, ...] = ()  # config keys its transformer has (a loaded config names no class) ...
+    unmarks: tuple[str, ...] = ()  # ... and keys it has not
+
+    def matches(self, unet: dict, vae: dict, index: dict) -> bool:
+        named = unet.get("_class_name")
+        if named is not None:
+            return named == self.transformer_class
+        return all(k in unet for k in self.marks) and not any(k in unet for k in self.unmarks)
+
     def check_scheduler(self, name: str | None) -> None:
         if name is not None:
             raise UsageError(
@@ -33,3 +45,34 @@ class FlowMatching(Family):
         """FluxImg2ImgPipeline's and StableDiffusion3Img2ImgPipeline's count: the steps after
         int(steps - steps * strength), in floats."""
         return steps - int(max(steps - min(steps * strength, steps), 0))
+
+    def refuse_true_cfg(self, true_cfg: float, theirs: str = "the CFG scale") -> None:
+        """A family that guides in the loop (no distilled guidance to embed) takes no second scale."""
+        if true_cfg != 1.0:
+            raise UsageError(
+                f"true_cfg {true_cfg:g} is for guidance-distilled models (Flux dev); {self.label} guides with "
+                f"guidance ({theirs}) and the negative prompt (leave true_cfg at 1)"
+            )
+
+
+class PackedFlowMatching(FlowMatching):
+    """A family whose transformer packs 2x2 latent patches into tokens (Flux.1, Qwen-Image): image
+    sides are multiples of two latent pixels, and the schedule is FluxPipeline's."""
+
+    DEFAULT_SAMPLE_SIZE = 128  # the pipelines' default image: 128 latent pixels a side
+
+    def set_timesteps(self, scheduler, steps: int, size: tuple[int, int], factor: int) -> None:
+        """Sigmas 1 .. 1/steps, shifted by mu of the image's token count (FluxPipeline, QwenImagePipeline)."""
+        config = scheduler.config
+        sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
+        mu = calculate_shift((size[1] // factor // 2) * (size[0] // factor // 2), config)
+        if sigmas is None:
+            scheduler.set_timesteps(steps, mu=mu)
+        else:
+            scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+
+    def size_step(self, components, factor: int) -> int:
+        return 2 * factor  # 2x2 latent patches
+
+    def native_size(self, components, factor: int) -> int:
+        return self.DEFAULT_SAMPLE_SIZE * factor

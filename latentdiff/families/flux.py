@@ -12,19 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.families.base import diffusers_pipeline
-from latentdiff.families.flow import FlowMatching, calculate_shift
+from latentdiff.families.flow import PackedFlowMatching
 from latentdiff.families.flux_tiny import flux_index, tiny_flux
 from latentdiff.runtime.device import notice
 from latentdiff.sampling.model_call import Inputs
 
-# diffusers' FluxPipeline: its default T5 length and the sample size its default image has.
+# diffusers' FluxPipeline's default T5 length.
 MAX_SEQUENCE_LENGTH = 512
-DEFAULT_SAMPLE_SIZE = 128
 
 
 @dataclass
@@ -140,7 +138,7 @@ class FluxCall:
         return unpack(out, h, w)
 
 
-class Flux(FlowMatching):
+class Flux(PackedFlowMatching):
     name, label = "flux", "Flux.1"
     variants = ("flux-dev", "flux-schnell")
 
@@ -162,27 +160,11 @@ class Flux(FlowMatching):
     def denoiser(self, components, guidance: float | None = None):
         return FluxCall(components.unet, guidance)
 
-    def set_timesteps(self, scheduler, steps: int, size: tuple[int, int], factor: int) -> None:
-        """FluxPipeline's schedule: sigmas 1 .. 1/steps, shifted by mu of the image's token count."""
-        config = scheduler.config
-        sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
-        mu = calculate_shift((size[1] // factor // 2) * (size[0] // factor // 2), config)
-        if sigmas is None:
-            scheduler.set_timesteps(steps, mu=mu)
-        else:
-            scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-
     def defaults(self, components) -> dict:
         """FluxPipeline's defaults (28 steps, guidance 3.5); schnell is distilled for 4 steps, without guidance (diffusers' example: 0)."""
         return (
             {"steps": 28, "guidance": 3.5} if components.unet.config.guidance_embeds else {"steps": 4, "guidance": 0.0}
         )
-
-    def size_step(self, components, factor: int) -> int:
-        return 2 * factor  # 2x2 latent patches
-
-    def native_size(self, components, factor: int) -> int:
-        return DEFAULT_SAMPLE_SIZE * factor
 
     def lora_host(self, components, scheduler):
         """FluxPipeline's loader reads diffusers/peft files and converts kohya's, XLabs', Black Forest

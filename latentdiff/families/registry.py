@@ -11,17 +11,20 @@ from latentdiff.errors import ModelError
 from latentdiff.families.base import Family
 from latentdiff.families.flux import Flux
 from latentdiff.families.pixel import PixelBase, PixelSR
+from latentdiff.families.qwen_image import QwenImage
 from latentdiff.families.sd import SD
 from latentdiff.families.sd3 import SD3
 from latentdiff.families.sdxl import SDXL
 from latentdiff.families.unclip import UnCLIP
 from latentdiff.families.upscaler import Upscaler
+from latentdiff.families.z_image import ZImage
 from latentdiff.runtime.reading import read_json
 
 # Order matters: the more particular families first (a pixel SR stage's 6 channels are 3 + 3, as the x4
 # upscaler's are latents + 3); SD takes any other UNet on CLIP text.
 FAMILIES: dict[str, Family] = {
-    f.name: f for f in (Flux(), SD3(), PixelBase(), PixelSR(), Upscaler(), UnCLIP(), SDXL(), SD())
+    f.name: f
+    for f in (Flux(), SD3(), QwenImage(), ZImage(), PixelBase(), PixelSR(), Upscaler(), UnCLIP(), SDXL(), SD())
 }
 
 

@@ -121,11 +121,7 @@ class SD3(FlowMatching):
 
     def guidance(self, components, guidance: float, true_cfg: float = 1.0) -> tuple[float, float | None]:
         """Ordinary classifier-free guidance in the loop; SD3 embeds none, so a true CFG scale is refused."""
-        if true_cfg != 1.0:
-            raise UsageError(
-                f"true_cfg {true_cfg:g} is for guidance-distilled models (Flux dev); SD 3/3.5 guides with "
-                "guidance and the negative prompt (leave true_cfg at 1)"
-            )
+        self.refuse_true_cfg(true_cfg)
         return guidance, None
 
     def denoiser(self, components, guidance: float | None = None):

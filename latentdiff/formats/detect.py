@@ -20,6 +20,12 @@ _FOREIGN = [
     ("a ControlNet", ("control_model.", "controlnet_cond_embedding.", "input_hint_block.")),
     ("Stable Diffusion 3", ("joint_blocks.", "context_embedder.")),
     ("Flux", ("double_blocks.", "single_blocks.", "double_stream_modulation")),
+    # after Flux, whose original blocks have img_mod too; their files load as diffusers folders only
+    ("a Qwen-Image single file (use its diffusers folder, as Qwen/Qwen-Image ships it)", ("txt_norm.", "img_mod.")),
+    (
+        "a Z-Image single file (use its diffusers folder, as Tongyi-MAI/Z-Image-Turbo ships it)",
+        ("cap_embedder.", "context_refiner."),
+    ),
 ]
 
 

@@ -73,7 +73,7 @@ def build(
         channels_last=channels_last,
     )
     vae = _build(
-        diffusers.AutoencoderKL,
+        getattr(diffusers, diffusers_class(cfgs.vae, "vae")),
         cfgs.vae,
         path / "vae",
         cfgs.values["vae"],
@@ -148,12 +148,20 @@ def _build(
     config_path = component_dir / config_name
     module = build_on_meta(cls, config, config_path)
     check_size_against_weights(module, stored[0], config_path, component_dir)
-    if next(module.buffers(), None) is not None:
-        # Buffers that checkpoints do not store (CLIP's position_ids) need real values: build again.
+    if next(module.buffers(), None) is not None or _plain_tensors(module):
+        # Buffers that checkpoints do not store (CLIP's position_ids) and tensors kept as plain
+        # attributes (Qwen-Image's rotary frequencies) need real values: build again.
         with init_empty_weights(include_buffers=False):
             module = construct(cls, config)
     dtype = fp32_kept(cls, dtype)
     return assign(module, component_dir, allow_pickle, device, dtype, channels_last).eval().requires_grad_(False)
+
+
+def _plain_tensors(module) -> bool:
+    """Whether a submodule keeps a tensor as a plain attribute (neither parameter nor buffer)."""
+    import torch
+
+    return any(isinstance(v, torch.Tensor) for m in module.modules() for v in vars(m).values())
 
 
 def fp32_kept(cls, dtype):

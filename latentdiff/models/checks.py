@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 import latentdiff.config.params as params
-from latentdiff.errors import ModelError
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.models.files import first_line
 from latentdiff.sampling.few_step import expand
 from latentdiff.sampling.sampler_table import OPTIONS
@@ -84,7 +84,7 @@ def check_scheduler_config(config: dict, path: Path, steps: int = 1) -> dict:
         )
     check_config_numbers(config, path)
     check_numbers_where_numbers(config, _scheduler_defaults(cls), path)
-    check_scheduler_steps(config, None, steps, path)  # `steps`: the fewest its users may ask for
+    check_scheduler_steps(config, None, steps, path, finite=False)  # `steps`: the fewest its users may ask for
     return config
 
 
@@ -108,18 +108,45 @@ def init_defaults(cls) -> dict:
 
 DIFFUSERS_CLASSES = {"unet": "UNet2DConditionModel", "transformer": "FluxTransformer2DModel", "vae": "AutoencoderKL"}
 # The transformers a `transformer` folder may hold, as its config's _class_name names them (Flux's where it names none).
-TRANSFORMER_CLASSES = ("FluxTransformer2DModel", "SD3Transformer2DModel")
+TRANSFORMER_CLASSES = (
+    "FluxTransformer2DModel",
+    "SD3Transformer2DModel",
+    "QwenImageTransformer2DModel",
+    "ZImageTransformer2DModel",
+)
+# The diffusers pipelines whose folders load (model_index.json's _class_name starts with one).
+PIPELINE_CLASSES = (
+    "StableDiffusionPipeline",
+    "StableDiffusionXL",
+    "StableDiffusionInpaint",
+    "StableDiffusionImg2Img",
+    "StableDiffusionUpscale",
+    "FluxPipeline",
+    "FluxImg2ImgPipeline",
+    "StableDiffusion3Pipeline",
+    "StableDiffusion3Img2ImgPipeline",
+    "StableDiffusion3InpaintPipeline",
+    "QwenImagePipeline",
+    "QwenImageImg2ImgPipeline",
+    "QwenImageInpaintPipeline",
+    "ZImagePipeline",
+    "ZImageImg2ImgPipeline",
+    "StableUnCLIPPipeline",
+    "StableUnCLIPImg2ImgPipeline",
+)
+# The VAEs a `vae` folder may hold, as its config's _class_name names them (AutoencoderKL where it names none).
+VAE_CLASSES = ("AutoencoderKL", "AutoencoderKLQwenImage")
 
 
 def diffusers_class(config: dict, what: str, path: Path | None = None) -> str:
     """The diffusers class of component `what` (unet, transformer, vae) with this config."""
     named = config.get("_class_name")
-    if what != "transformer" or named is None:
+    allowed = {"transformer": TRANSFORMER_CLASSES, "vae": VAE_CLASSES}.get(what)
+    if allowed is None or named is None:
         return DIFFUSERS_CLASSES[what]
-    if named not in TRANSFORMER_CLASSES:
+    if named not in allowed:
         raise ModelError(
-            f"{path or what}: transformer class {_shown(named)} is not supported "
-            f"(supported: {', '.join(TRANSFORMER_CLASSES)})"
+            f"{path or what}: {what} class {_shown(named)} is not supported (supported: {', '.join(allowed)})"
         )
     return named
 
@@ -198,12 +225,19 @@ def _shown(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_scheduler_steps(config: dict, name: str | None, steps: int, path) -> None:
+def check_scheduler_steps(config: dict, name: str | None, steps: int, path, finite: bool = True) -> None:
     """Build the scheduler (the model's own, or method `name` on its config) and set `steps`
     timesteps once, so a config it cannot work with fails here, in one line, before any work."""
     # A shifted flow-matching schedule takes its shift mu from the image's size, unknown here: any will do.
     shift = {"mu": 1.0} if config.get("use_dynamic_shifting") else {}
-    guarded(lambda: make_scheduler(config, name).set_timesteps(steps, **shift), path)
+    scheduler = guarded(lambda: make_scheduler(config, name), path)
+    guarded(lambda: scheduler.set_timesteps(steps, **shift), path)
+    sigmas = getattr(scheduler, "sigmas", None)
+    if finite and sigmas is not None and not all(math.isfinite(float(s)) for s in sigmas):
+        # Qwen-Image's schedule is stretched to end at shift_terminal: one step gives 0/0 (NaN in diffusers too)
+        raise UsageError(
+            f"{steps} step(s) give this model's schedule ({path}) values that are not numbers; use more steps"
+        )
 
 
 def check_defaults(defaults: dict, path: Path) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.models.checks import (
     MAX_TRAIN_TIMESTEPS,
+    PIPELINE_CLASSES,
     check_config_numbers,
     check_defaults,
     check_diffusers_config,
@@ -26,7 +27,7 @@ from latentdiff.runtime.reading import read_json
 
 SUPPORTED = (
     "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell), "
-    "SD 3 medium, SD 3.5 (medium, large), Stable unCLIP"
+    "SD 3 medium, SD 3.5 (medium, large), Qwen-Image, Z-Image, Stable unCLIP"
 )
 # (encoder, tokenizer) folder pairs; SDXL has the first two, its refiner only the second, SD3 all three.
 TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
@@ -36,8 +37,16 @@ TEXT_DEFAULTS = {
     "text_encoder_2": "CLIPTextModelWithProjection",
     "text_encoder_3": "T5EncoderModel",
 }
-TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
-TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast", "T5TokenizerFast")
+# Each text encoder class with the transformers config class it reads (Qwen-Image's Qwen2.5-VL, Z-Image's Qwen3).
+TEXT_CONFIGS = {
+    "CLIPTextModel": "CLIPTextConfig",
+    "CLIPTextModelWithProjection": "CLIPTextConfig",
+    "T5EncoderModel": "T5Config",
+    "Qwen2_5_VLForConditionalGeneration": "Qwen2_5_VLConfig",
+    "Qwen3Model": "Qwen3Config",
+}
+TEXT_CLASSES = tuple(TEXT_CONFIGS)
+TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast", "T5TokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast")
 # Pipeline-level options of model_index.json that change how prompts are conditioned.
 INDEX_OPTIONS = ("force_zeros_for_empty_prompt", "requires_aesthetics_score")
 DEFAULTS_FILE = "latentdiff.json"  # our recommended settings; diffusers ignores the file
@@ -113,7 +122,7 @@ def clip_config(te_dict: dict, where, cls_name: str = "CLIPTextModel"):
     # Here, not at the top: importing transformers takes seconds (preflight reads configs without it).
     import transformers
 
-    config_cls = transformers.T5Config if cls_name.startswith("T5") else transformers.CLIPTextConfig
+    config_cls = getattr(transformers, TEXT_CONFIGS.get(cls_name, "CLIPTextConfig"))
     check_config_numbers(te_dict, where)
     check_numbers_where_numbers(te_dict, config_cls(), where)
     return guarded(lambda: config_cls.from_dict(te_dict), where)
@@ -147,22 +156,7 @@ def describe_folder(path: Path) -> str | None:
     """What a folder that is not an SD/SDXL diffusers model holds, when it can be told."""
     cls = _class_name(path / "model_index.json")
     if cls is not None:
-        sd = cls.startswith(
-            (
-                "StableDiffusionPipeline",
-                "StableDiffusionXL",
-                "StableDiffusionInpaint",
-                "StableDiffusionImg2Img",
-                "StableDiffusionUpscale",
-                "FluxPipeline",
-                "FluxImg2ImgPipeline",
-                "StableDiffusion3Pipeline",
-                "StableDiffusion3Img2ImgPipeline",
-                "StableDiffusion3InpaintPipeline",
-                "StableUnCLIPPipeline",
-                "StableUnCLIPImg2ImgPipeline",
-            )
-        )
+        sd = cls.startswith(PIPELINE_CLASSES)
         return None if sd or not cls else f"a {cls} model"
     cls = _class_name(path / "config.json")
     return f"a lone {cls} component, not a whole model" if cls else None

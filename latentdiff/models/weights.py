@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from latentdiff.errors import ModelError
+from latentdiff.models.checkpoint_names import checkpoint_names
 from latentdiff.models.files import confined, is_present, read_json_object
 from latentdiff.runtime.memory import allocation_errors
 from latentdiff.runtime.reading import MiB, open_regular, parse_json, size_text
@@ -290,6 +291,7 @@ def _untied(module, missing: list[str]) -> list[str]:
 
 def fill(module, sd: dict, where):
     """Assign the tensors of `sd` to `module`; a missing, extra or misshapen one is one error naming `where`."""
+    sd = checkpoint_names(module, sd)
     try:
         result = module.load_state_dict(sd, strict=False, assign=True)
     except RuntimeError as e:

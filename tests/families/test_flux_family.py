@@ -65,7 +65,7 @@ def test_packing_and_ids_are_diffusers(flux_schnell):
 def test_the_shift_is_diffusers_calculate_shift(flux_schnell):
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift as reference
 
-    from latentdiff.families.flux import calculate_shift
+    from latentdiff.families.flow import calculate_shift
 
     config = json.loads((flux_schnell / "scheduler" / "scheduler_config.json").read_text())
     for tokens in (16, 256, 1024, 4096, 9000):

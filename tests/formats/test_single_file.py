@@ -261,7 +261,7 @@ def test_broken_files_are_one_line(tmp_path, content):
 @pytest.mark.parametrize(
     "index, what",
     [
-        ({"model_index.json": {"_class_name": "QwenImagePipeline"}}, "QwenImagePipeline"),
+        ({"model_index.json": {"_class_name": "SanaPipeline"}}, "SanaPipeline"),
         ({"model_index.json": {"_class_name": "PixArtSigmaPipeline"}}, "PixArtSigmaPipeline"),
         ({"config.json": {"_class_name": "ControlNetModel"}}, "ControlNetModel"),
     ],
@@ -331,3 +331,17 @@ def test_a_unet_tensor_without_an_original_name_is_one_model_error():
     config = {"layers_per_block": 1, "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"]}
     with pytest.raises(ModelError, match="its UNet holds extra.weight, which the single-file layout A1111"):
         unet_to_ldm({"extra.weight": torch.zeros(1)}, config)
+
+
+@pytest.mark.parametrize(
+    "keys, what",
+    [
+        (["transformer_blocks.0.img_mod.1.weight", "txt_norm.weight", "img_in.weight"], "a Qwen-Image single file"),
+        (["model.diffusion_model.cap_embedder.0.weight", "context_refiner.0.attention.to_q.weight"], "a Z-Image"),
+        (["double_blocks.0.img_mod.lin.weight", "single_blocks.0.linear1.weight"], "Flux"),
+    ],
+)
+def test_transformer_single_files_are_named(keys, what):
+    from latentdiff.formats.detect import describe
+
+    assert describe(keys).startswith(what)

@@ -38,3 +38,36 @@ def close(got: np.ndarray, ref: np.ndarray) -> None:
     assert got.shape == ref.shape
     assert ref.std() > 5  # a real picture, not a flat one that would match anything
     assert np.abs(got - ref).max() <= 1
+
+
+def pasted(decoded: np.ndarray, picture, mask) -> np.ndarray:
+    """diffusers' inpainted image (H, W, 3) uint8 pasted over `picture` outside `mask` (unblurred),
+    as ours returns it (diffusers returns the decoded image as it is)."""
+    from PIL import Image
+
+    from latentdiff.workflows.source import soft_mask
+
+    return np.asarray(Image.composite(Image.fromarray(decoded), picture, soft_mask(mask, 0)), dtype=np.float32)
+
+
+def box_mask(size: tuple[int, int]):
+    """An L mask (w, h) = `size` repainting the box rows 8..24, columns 16..40."""
+    from PIL import Image
+
+    mask = np.zeros((size[1], size[0]), dtype=np.uint8)
+    mask[8:24, 16:40] = 255
+    return Image.fromarray(mask)
+
+
+def inpaint_pixels(pipe, picture, mask, seed: int, **kwargs) -> np.ndarray:
+    """diffusers' inpaint pipeline's one image (1, H, W, 3) for `seed`, pasted as ours returns it."""
+    w, h = picture.size
+    gen = torch.Generator("cpu").manual_seed(seed)
+    out = pipe(image=picture, mask_image=mask, generator=[gen], width=w, height=h, output_type="np", **kwargs)
+    return pasted(np.round(out.images[0] * 255).astype(np.uint8), picture, mask)[None]
+
+
+def repainted(got: np.ndarray, picture) -> bool:
+    """Whether the box of `box_mask` was repainted (not the picture's pixels there)."""
+    inside = np.asarray(picture, dtype=np.float32)[8:24, 16:40]
+    return np.abs(got[0, 8:24, 16:40] - inside).mean() > 10
