@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import warnings
 from pathlib import Path
 
 import latentdiff.config.params as params
@@ -231,7 +232,9 @@ def check_scheduler_steps(config: dict, name: str | None, steps: int, path, fini
     # A shifted flow-matching schedule takes its shift mu from the image's size, unknown here: any will do.
     shift = {"mu": 1.0} if config.get("use_dynamic_shifting") else {}
     scheduler = guarded(lambda: make_scheduler(config, name), path)
-    guarded(lambda: scheduler.set_timesteps(steps, **shift), path)
+    with warnings.catch_warnings():  # numpy's 0/0 warning of a stretched one-step schedule: refused below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        guarded(lambda: scheduler.set_timesteps(steps, **shift), path)
     sigmas = getattr(scheduler, "sigmas", None)
     if finite and sigmas is not None and not all(math.isfinite(float(s)) for s in sigmas):
         # Qwen-Image's schedule is stretched to end at shift_terminal: one step gives 0/0 (NaN in diffusers too)
