@@ -142,6 +142,9 @@ class GenerateConfig:
     """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
     vae: str | None = field(default=None, metadata=flag(metavar="DIR|FILE"))
     """decode with this VAE instead of the model's own (folder or .safetensors)"""
+    components: str | None = field(default=None, metadata=flag(metavar="DIR"))
+    """for a Flux.1 or SD 3/3.5 transformer file as --model: the diffusers folder of that family whose text
+    encoders, tokenizers and VAE complete it (its own transformer is not read)"""
     refiner: str | None = field(default=None, metadata=flag(metavar="M"))
     """SDXL refiner model that finishes the denoising (SDXL base + refiner)"""
     refiner_start: float | None = field(default=None, metadata=flag(metavar="F"))

@@ -14,11 +14,12 @@ import torch
 
 import latentdiff.config.params as params
 import latentdiff.models.hub as hub
-from latentdiff.errors import ModelError
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.formats import addons
 from latentdiff.formats.lora import LoraSpec, apply_loras, describe
 from latentdiff.formats.lora_merge import lora_base
 from latentdiff.formats.single_file import load_single_file
+from latentdiff.formats.transformer_file import load_transformer_file, transformer_family
 from latentdiff.models.assemble import build
 from latentdiff.models.components import Components
 from latentdiff.models.configs import read_configs
@@ -38,7 +39,7 @@ class Loaded:
     vae_ref: str | None
 
 
-def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings) -> Loaded:
+def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings, components=None) -> Loaded:
     """Everything `Pipeline.from_pretrained` takes, checked and loaded (see its docstring)."""
     given = params.check_fields(
         dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle, compile=compile), params.api_label
@@ -50,7 +51,7 @@ def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings) ->
     if local is not None and is_special(local):
         check_regular(local, "model file", ModelError)  # a FIFO, device or socket: refused, never read
     if local is not None and local.is_file():
-        (comps, place), path, base = _load_file(local, device, dtype, allow_pickle), local, None
+        (comps, place), path, base = _load_file(local, device, dtype, allow_pickle, components), local, None
     else:
         comps, path, place, base = _load_folder(local, model, device, dtype, allow_pickle, merge=bool(lora_specs))
     if vae is not None:
@@ -66,11 +67,17 @@ def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings) ->
     return Loaded(comps, place.device, place.dtype, ref, path, added, vae_ref)
 
 
-def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool):
-    """(components, placement) of a single-file checkpoint; the device is checked before the file
-    is read, the dtype chosen after (the file's own defaults and UNet size pick it)."""
+def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool, components=None):
+    """(components, placement) of a single-file checkpoint (a transformer file: with the rest of the
+    model from the folder `components`); the device is checked before the file is read, the dtype
+    chosen after (the file's own defaults and UNet size pick it)."""
     dev = resolve_device(device)
-    comps = load_single_file(local, allow_pickle)
+    if transformer_family(local) is not None:
+        comps = load_transformer_file(local, components, allow_pickle)
+    elif components is not None:
+        raise UsageError(f"--components is for Flux.1 and SD 3/3.5 transformer files; {local} is not one")
+    else:
+        comps = load_single_file(local, allow_pickle)
     n_params = sum(p.numel() for p in comps.unet.parameters())
     return comps, placement(dev, dtype, comps.defaults, n_params, dict(comps.vae.config))
 

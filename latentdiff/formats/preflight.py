@@ -75,8 +75,14 @@ def check_request(cfg, options) -> None:
         if cfg.model is not None and Path(cfg.model).expanduser().is_file():
             # Here, not at the top: it imports torch, which preflight.py must not pay for at start-up.
             from latentdiff.formats.single_file import check_file
+            from latentdiff.formats.transformer_file import check_components, transformer_family
 
-            check_file(Path(cfg.model).expanduser())
+            path = Path(cfg.model).expanduser()
+            family = transformer_family(path)
+            if family:
+                check_components(path, family, getattr(cfg, "components", None))
+            else:
+                check_file(path)
         return
     _check_model_options(cfg, facts)
     label = params.flag_label

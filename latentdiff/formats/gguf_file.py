@@ -1,0 +1,92 @@
+"""GGUF model files (ggml's container; city96's ComfyUI-GGUF quantizations of Flux.1 and SD 3/3.5):
+the transformer's tensors in the original key layout, quantized (Q8_0, Q4_0, Q4_K, ...) or plain.
+
+They are dequantized as they are read, to float32 tensors that the transformer files' loader casts
+to the compute dtype: the weights hold the quantization's error (Q8_0: at most half a step of
+each 32-value block's scale), the arithmetic is the compute dtype's, and the memory is the compute
+dtype's (not the file's). Reading needs the `gguf` package (`pip install latentdiff[gguf]`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from latentdiff.errors import ModelError, UsageError
+
+MAGIC = b"GGUF"
+ARCHITECTURES = {"flux": "flux", "sd3": "sd3"}  # general.architecture -> our family
+ARCH_KEY = "general.architecture"
+
+
+def is_gguf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == MAGIC
+
+
+def _reader(path: Path):
+    try:
+        import gguf
+    except ImportError:
+        raise UsageError(
+            f"{path} is a GGUF file: reading it needs the gguf package (pip install 'latentdiff[gguf]')"
+        ) from None
+    try:
+        return gguf, gguf.GGUFReader(str(path))
+    except (ValueError, OSError, IndexError, KeyError, TypeError) as e:  # a damaged header fails in these
+        raise ModelError(f"{path} is not a readable GGUF file: {type(e).__name__} {e}") from None
+
+
+def architecture(reader) -> str:
+    field = reader.fields.get(ARCH_KEY)
+    if field is None:
+        return ""
+    return bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
+
+
+def gguf_family(path: Path, reader=None) -> str:
+    """Our family of a GGUF transformer file; an architecture we do not load is refused in one line naming it."""
+    arch = architecture(reader or _reader(path)[1])
+    if arch not in ARCHITECTURES:
+        raise UsageError(
+            f"{path} is a GGUF file of the architecture {arch or 'unnamed'!r}; supported GGUF architectures: "
+            f"{', '.join(ARCHITECTURES)} (transformer files of Flux.1 and SD 3/3.5)"
+        )
+    return ARCHITECTURES[arch]
+
+
+def read_gguf(path: Path) -> tuple[str, dict]:
+    """(our family, name -> float32 tensor, dequantized) of a GGUF transformer file."""
+    import torch
+
+    gguf, reader = _reader(path)
+    family = gguf_family(path, reader)
+    tensors = {}
+    for t in reader.tensors:
+        shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists dimensions fastest first
+        try:
+            values = gguf.quants.dequantize(t.data, t.tensor_type)
+        except NotImplementedError:
+            raise ModelError(f"{path}: the quantization {t.tensor_type.name} of {t.name} is not supported") from None
+        tensors[t.name] = torch.from_numpy(values.astype("float32", copy=False)).reshape(shape)
+    return family, tensors
+
+
+def write_gguf(path: Path, arch: str, tensors: dict, qtype: str = "Q8_0") -> Path:
+    """Write `tensors` (original layout) as GGUF of `arch`, as city96's convert.py does: matrices whose
+    rows are whole blocks in `qtype`, the rest (vectors, norms, odd widths) in float32."""
+    import gguf
+
+    kind = gguf.GGMLQuantizationType[qtype]
+    block = gguf.GGML_QUANT_SIZES[kind][0]
+    writer = gguf.GGUFWriter(str(path), arch=arch)
+    for name, t in tensors.items():
+        values = t.detach().float().numpy()
+        if values.ndim >= 2 and values.shape[-1] % block == 0:
+            writer.add_tensor(name, gguf.quants.quantize(values, kind), raw_shape=values.shape, raw_dtype=kind)
+        else:
+            writer.add_tensor(name, values)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
