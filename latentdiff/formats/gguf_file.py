@@ -82,7 +82,7 @@ def write_gguf(path: Path, arch: str, tensors: dict, qtype: str = "Q8_0") -> Pat
     for name, t in tensors.items():
         values = t.detach().float().numpy()
         if values.ndim >= 2 and values.shape[-1] % block == 0:
-            writer.add_tensor(name, gguf.quants.quantize(values, kind), raw_shape=values.shape, raw_dtype=kind)
+            writer.add_tensor(name, gguf.quants.quantize(values, kind), raw_dtype=kind)
         else:
             writer.add_tensor(name, values)
     writer.write_header_to_file()

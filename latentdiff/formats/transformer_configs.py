@@ -41,7 +41,7 @@ def flux_config(shapes: dict, where) -> dict:
         joint_attention_dim=_shape(shapes, "txt_in.weight", where)[1],
         pooled_projection_dim=_shape(shapes, "vector_in.in_layer.weight", where)[1],
         guidance_embeds="guidance_in.in_layer.weight" in shapes,
-        axes_dims_rope=axes,
+        axes_dims_rope=list(axes),
     )
 
 
@@ -67,7 +67,7 @@ def sd3_config(shapes: dict, where) -> dict:
         caption_projection_dim=caption,
         pooled_projection_dim=_shape(shapes, "y_embedder.mlp.0.weight", where)[1],
         pos_embed_max_size=side,
-        dual_attention_layers=tuple(i for i in range(n) if f"joint_blocks.{i}.x_block.attn2.qkv.weight" in shapes),
+        dual_attention_layers=[i for i in range(n) if f"joint_blocks.{i}.x_block.attn2.qkv.weight" in shapes],
         qk_norm="rms_norm" if qk in shapes else None,
     )
 

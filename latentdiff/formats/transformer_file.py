@@ -50,7 +50,7 @@ def transformer_family(path: Path) -> str | None:
     meta = header.get("__metadata__") or {}
     if isinstance(meta, dict) and META_KEY in meta:
         return _own(meta, path)["family"]
-    return layout_of(k for k in header if k.startswith(PREFIX) or not k.startswith(OTHER_PARTS))
+    return layout_of((k for k in header if k.startswith(PREFIX) or not k.startswith(OTHER_PARTS)), path)
 
 
 def _own(meta: dict, path: Path) -> dict:
@@ -69,7 +69,7 @@ def read_transformer(path: Path) -> tuple[str, dict, dict | None]:
     meta = header.get("__metadata__") or {}
     own = _own(meta, path) if isinstance(meta, dict) and META_KEY in meta else None
     sd = upcast_fp8(load_state_dict(path))
-    family = own["family"] if own else layout_of(sd)
+    family = own["family"] if own else layout_of(sd, path)
     if family is None:
         raise ModelError(f"{path} holds no Flux.1 or SD 3/3.5 transformer")
     return family, _transformer_part(sd), (own or {}).get("config")

@@ -94,10 +94,18 @@ LAYOUTS = {
     "sd3": (SD3_TOP, [("joint_blocks", "transformer_blocks", _SD3_ATTN)]),
 }  # fmt: skip
 MARKS = {"flux": "double_blocks.", "sd3": "joint_blocks."}  # a name only the family's transformer has
+# Transformers in a layout like Flux.1's that are other families, told apart by a name only they have.
+OTHERS = {"FLUX.2": "double_stream_modulation_img.", "Chroma": "distilled_guidance_layer."}
+SUPPORTED = "Flux.1, SD 3/3.5"
 
 
-def layout_of(names) -> str | None:
-    """The transformer family whose original layout these tensor names are in (None: neither)."""
+def layout_of(names, where="the file") -> str | None:
+    """The transformer family whose original layout these tensor names are in (None: neither); one
+    of a family we do not load is refused naming it."""
+    names = list(names)
+    for other, mark in OTHERS.items():
+        if any(k.startswith(mark) or f".{mark}" in k for k in names):
+            raise ModelError(f"{where} is a {other} transformer; supported transformer files: {SUPPORTED}")
     for family, mark in MARKS.items():
         if any(mark in k for k in names):
             return family

@@ -1,0 +1,206 @@
+"""Flux.1 and SD 3/3.5 single files as users have them (formats/transformer_file.py): the original
+key layout against diffusers' converters, transformer-only files completed by --components, fp8,
+GGUF (Q8_0, Q4_0), detection, and the one-line refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from latentdiff.formats.transformer_keys import to_diffusers, to_original
+
+SIZE = dict(width=32, height=32)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from latentdiff.models.testing import make_tiny
+
+    root = tmp_path_factory.mktemp("transformers")
+    return {v: make_tiny(root / v, v, seed=3) for v in ("flux-dev", "sd3.5-medium")}
+
+
+def _pipe(model, **kw):
+    from latentdiff import Pipeline
+
+    pipe = Pipeline.from_pretrained(model, device="cpu", dtype="fp32", **kw)
+    pipe.progress = False
+    return pipe
+
+
+def _pixels(pipe) -> np.ndarray:
+    return np.asarray(pipe("a red apple", steps=2, seed=4, **SIZE)[0], dtype=np.int16)
+
+
+def _weights(pipe) -> dict:
+    return pipe.components.unet.state_dict()
+
+
+def test_sd3_table_matches_diffusers_converter():
+    from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
+
+    from latentdiff.families.registry import FAMILIES
+
+    for variant in ("sd3.5-medium", "sd3-medium"):  # dual attention and qk norm; neither
+        sd = FAMILIES["sd3"].tiny(variant)["unet"].state_dict()
+        original = to_original(sd, "sd3")
+        theirs = convert_sd3_transformer_checkpoint_to_diffusers(dict(original))
+        assert theirs.keys() == sd.keys() and all(torch.equal(theirs[k], sd[k]) for k in sd)
+        assert all(torch.equal(v, sd[k]) for k, v in to_diffusers(original, "sd3", "x").items())
+
+
+def test_flux_table_matches_diffusers_converter_at_released_width():
+    """diffusers' Flux converter fixes the width at 3072: compared there, on the meta device (no memory)."""
+    from diffusers import FluxTransformer2DModel
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(num_layers=1, num_single_layers=2, guidance_embeds=True)
+    sd = model.state_dict()
+    original = to_original(sd, "flux")
+    assert "single_blocks.1.linear1.weight" in original and "double_blocks.0.img_attn.qkv.bias" in original
+    theirs = convert_flux_transformer_checkpoint_to_diffusers(dict(original))
+    assert {k: tuple(v.shape) for k, v in theirs.items()} == {k: tuple(v.shape) for k, v in sd.items()}
+    ours = to_diffusers(original, "flux", "x")
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("variant", ["flux-dev", "sd3.5-medium"])
+def test_transformer_file_round_trip(folders, tmp_path, variant):
+    from latentdiff.formats.transformer_file import save_transformer_file
+
+    folder = _pipe(folders[variant])
+    f = save_transformer_file(folder.components.unet, tmp_path / "t.safetensors")
+    loaded = _pipe(f, components=folders[variant])
+    want = _weights(folder)
+    assert all(torch.equal(v, want[k]) for k, v in _weights(loaded).items())
+    assert np.array_equal(_pixels(loaded), _pixels(folder))
+
+
+def _foreign(sd: dict, family: str, prefix: str = "model.diffusion_model.") -> dict:
+    """The original layout as a whole checkpoint holds it (no latentdiff metadata), with an encoder's tensor beside."""
+    out = {prefix + k: v for k, v in to_original(sd, family).items()}
+    return {**out, "text_encoders.clip_l.transformer.text_model.final_layer_norm.weight": torch.ones(4)}
+
+
+def test_config_told_from_shapes():
+    from diffusers import FluxTransformer2DModel
+
+    from latentdiff.families.registry import FAMILIES
+    from latentdiff.formats.transformer_file import _transformer_part, build_transformer
+
+    sd3 = FAMILIES["sd3"].tiny("sd3.5-medium")["unet"]
+    flux = FluxTransformer2DModel(in_channels=8, num_layers=1, num_single_layers=2, attention_head_dim=32,
+                                  num_attention_heads=2, joint_attention_dim=24, pooled_projection_dim=12,
+                                  axes_dims_rope=(4, 14, 14))  # fmt: skip
+    for family, model in (("sd3", sd3), ("flux", flux)):
+        part = _transformer_part(_foreign(model.state_dict(), family))
+        built = build_transformer(family, part, None, "x")
+        keys = ("num_layers", "attention_head_dim", "num_attention_heads", "joint_attention_dim", "in_channels")
+        assert all(built.config[k] == model.config[k] for k in keys)
+        want = model.state_dict()
+        assert all(torch.equal(v, want[k]) for k, v in built.state_dict().items())
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_fp8_weights_upcast(folders, tmp_path, scaled):
+    from safetensors.torch import save_file
+
+    folder = _pipe(folders["sd3.5-medium"])
+    original = to_original(_weights(folder), "sd3")
+    stored, want = {}, {}
+    for k, v in original.items():
+        scale = torch.tensor(0.5) if scaled and v.ndim == 2 else None
+        stored[k] = (v / scale if scale is not None else v).to(torch.float8_e4m3fn)
+        if scale is not None:
+            stored[k.removesuffix("weight") + "scale_weight"] = scale
+        want[k] = (stored[k].float() * (scale if scale is not None else 1)).to(torch.bfloat16).float()
+    if scaled:
+        stored["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    save_file(stored, str(tmp_path / "fp8.safetensors"))
+    loaded = _pipe(tmp_path / "fp8.safetensors", components=folders["sd3.5-medium"])
+    expect = to_diffusers(want, "sd3", "x")
+    assert all(torch.equal(v, expect[k]) for k, v in _weights(loaded).items())
+    folder.components.unet.load_state_dict(expect)  # the folder's model with the fp8-rounded weights
+    assert np.array_equal(_pixels(loaded), _pixels(folder))
+
+
+# The error bound, as a fraction of a tensor's largest value: Q8_0 steps by 1/127 of each 32-value
+# block's largest value (error: half a step, plus 127 steps of its fp16 scale's rounding, 2^-11);
+# Q4_0 steps by 1/8 of it from -8 to +7, so the largest value of the other sign is cut by a whole step.
+BOUNDS = {"Q8_0": (0.5 + 127 / 2048) / 127, "Q4_0": 1 / 8 * (1 + 2**-10)}
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])
+def test_gguf_loads_within_quantization_error(folders, tmp_path, qtype):
+    """Dequantized at load within the bound (BOUNDS); the pixels are the dequantized weights' exactly."""
+    from latentdiff.formats.gguf_file import read_gguf, write_gguf
+
+    folder = _pipe(folders["sd3.5-medium"])
+    original = to_original(_weights(folder), "sd3")
+    f = write_gguf(tmp_path / "t.gguf", "sd3", original, qtype)
+    _, back = read_gguf(f)
+    quantized = 0
+    for k, v in original.items():
+        err = (back[k] - v).abs().max().item()
+        assert err <= BOUNDS[qtype] * v.abs().max().item(), (k, err)
+        quantized += err > 0
+    assert quantized > 10  # the matrices were quantized, not stored plain
+    loaded = _pipe(f, components=folders["sd3.5-medium"])
+    folder.components.unet.load_state_dict(to_diffusers(back, "sd3", "x"))
+    assert np.array_equal(_pixels(loaded), _pixels(folder))
+
+
+def test_detection_of_each_layout(folders, tmp_path):
+    from safetensors.torch import save_file
+
+    from latentdiff.errors import ModelError
+    from latentdiff.formats.gguf_file import write_gguf
+    from latentdiff.formats.transformer_file import transformer_family
+
+    sd3 = to_original(_pipe(folders["sd3.5-medium"]).components.unet.state_dict(), "sd3")
+    save_file({"model.diffusion_model." + k: v for k, v in sd3.items()}, str(tmp_path / "whole.safetensors"))
+    save_file(sd3, str(tmp_path / "alone.safetensors"))
+    assert transformer_family(tmp_path / "whole.safetensors") == transformer_family(tmp_path / "alone.safetensors")
+    assert transformer_family(write_gguf(tmp_path / "q.gguf", "flux", {"img_in.weight": torch.ones(4, 32)})) == "flux"
+    flux2 = {
+        "double_blocks.0.img_attn.qkv.weight": torch.ones(6, 2),
+        "double_stream_modulation_img.lin.weight": torch.ones(2, 2),
+    }
+    save_file(flux2, str(tmp_path / "flux2.safetensors"))
+    with pytest.raises(ModelError, match="FLUX.2 transformer.*supported.*Flux.1, SD 3/3.5"):
+        transformer_family(tmp_path / "flux2.safetensors")
+
+
+def _refused(run_main, tmp_path, *args):
+    out = tmp_path / "out"
+    code, stdout, err = run_main(["generate", "x", "--steps", "1", "--out", str(out), *map(str, args)])
+    assert code == 2 and stdout == "" and len(err.strip().splitlines()) == 1, (code, err)
+    assert not out.exists()
+    return err
+
+
+def test_bad_transformer_files_are_one_line(folders, tmp_path, run_main):
+    from latentdiff.formats.gguf_file import write_gguf
+    from latentdiff.formats.transformer_file import save_transformer_file
+
+    f = save_transformer_file(_pipe(folders["flux-dev"]).components.unet, tmp_path / "flux.safetensors")
+    err = _refused(run_main, tmp_path, "--model", f)
+    assert "Flux.1 transformer alone" in err and "CLIP-L and T5-XXL" in err and "--components" in err
+    err = _refused(run_main, tmp_path, "--model", f, "--components", folders["sd3.5-medium"])
+    assert "is a SD 3/3.5 model" in err
+    wan = write_gguf(tmp_path / "wan.gguf", "wan", {"blocks.0.weight": torch.ones(4, 32)})
+    err = _refused(run_main, tmp_path, "--model", wan, "--components", folders["flux-dev"])
+    assert "architecture 'wan'" in err and "flux, sd3" in err
+
+
+def test_generate_from_a_transformer_file(folders, tmp_path, run_main):
+    from latentdiff.formats.transformer_file import save_transformer_file
+
+    f = save_transformer_file(_pipe(folders["sd3.5-medium"]).components.unet, tmp_path / "sd3.safetensors")
+    out = tmp_path / "out"
+    argv = ["generate", "x", "--model", f, "--components", folders["sd3.5-medium"], "--steps", "1", "--out", out]
+    code, stdout, err = run_main([*map(str, argv), "--width", "32", "--height", "32", "--quiet"])
+    assert code == 0, err
+    assert len(list(out.glob("*.png"))) == 1
