@@ -67,7 +67,8 @@ def read_gguf(path: Path) -> tuple[str, dict]:
             values = gguf.quants.dequantize(t.data, t.tensor_type)
         except NotImplementedError:
             raise ModelError(f"{path}: the quantization {t.tensor_type.name} of {t.name} is not supported") from None
-        tensors[t.name] = torch.from_numpy(values.astype("float32", copy=False)).reshape(shape)
+        # A copy (astype): the file is mapped read-only.
+        tensors[t.name] = torch.from_numpy(values.astype("float32")).reshape(shape)
     return family, tensors
 
 
