@@ -105,7 +105,7 @@ def check_components(path: Path, family: str, components) -> Path:
     label = FAMILIES[family].label
     if components is None:
         raise UsageError(
-            f"{path} is a {label} transformer alone; it also needs {NEEDS[family]}: give --components DIR "
+            f"{path} is the {label} transformer alone; it also needs {NEEDS[family]}: give --components DIR "
             f"(a diffusers folder of {label} such as {EXAMPLES[family]}, which holds them)"
         )
     folder = Path(components).expanduser()
@@ -113,7 +113,7 @@ def check_components(path: Path, family: str, components) -> Path:
         raise UsageError(f"--components {components}: no such folder")
     found = family_of_folder(folder)
     if found.name != family:
-        raise UsageError(f"--components {components} is a {found.label} model, but {path} is a {label} transformer")
+        raise UsageError(f"--components {components} holds {found.label}, but {path} is the {label} transformer")
     return folder
 
 

@@ -189,7 +189,7 @@ def test_bad_transformer_files_are_one_line(folders, tmp_path, run_main):
     err = _refused(run_main, tmp_path, "--model", f)
     assert "Flux.1 transformer alone" in err and "CLIP-L and T5-XXL" in err and "--components" in err
     err = _refused(run_main, tmp_path, "--model", f, "--components", folders["sd3.5-medium"])
-    assert "is a SD 3/3.5 model" in err
+    assert "holds SD 3/3.5" in err
     wan = write_gguf(tmp_path / "wan.gguf", "wan", {"blocks.0.weight": torch.ones(4, 32)})
     err = _refused(run_main, tmp_path, "--model", wan, "--components", folders["flux-dev"])
     assert "architecture 'wan'" in err and "flux, sd3" in err
