@@ -104,6 +104,7 @@ class Pipeline:
         embeddings=(),
         lora_dir=None,
         components=None,
+        text_encoders=(),
     ):
         """Load a local diffusers-format directory, a single-file checkpoint (`.safetensors`,
         A1111 layout), a hub id, a LoRA folder written by `finetune --method lora`, or (None) the
@@ -113,8 +114,9 @@ class Pipeline:
         textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name);
         `lora_dir`: the folder a prompt's `<lora:NAME:W>` tags take NAME from; `components`: for a Flux.1
         or SD 3/3.5 transformer file (safetensors, fp8 or GGUF), the diffusers folder its text encoders,
-        tokenizers and VAE come from."""
-        m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings, components)
+        tokenizers and VAE come from; `text_encoders`: text encoder files (transformers' layout, as ComfyUI
+        keeps clip_l.safetensors, t5xxl_fp16.safetensors) each put in place of the model's encoder it fits."""
+        m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings, components, text_encoders)
         pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path)
         pipe.addons, pipe.vae_ref, pipe.allow_pickle, pipe.lora_dir = m.addons, m.vae_ref, bool(allow_pickle), lora_dir
         return pipe.compile(compile) if compile else pipe

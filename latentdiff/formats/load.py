@@ -20,6 +20,7 @@ from latentdiff.formats.lora import LoraSpec, apply_loras, describe
 from latentdiff.formats.lora_merge import lora_base
 from latentdiff.formats.single_file import load_single_file
 from latentdiff.formats.transformer_file import load_transformer_file, transformer_family
+from latentdiff.formats.transformer_parts import apply_text_encoder_files
 from latentdiff.models.assemble import build
 from latentdiff.models.components import Components
 from latentdiff.models.configs import read_configs
@@ -39,7 +40,9 @@ class Loaded:
     vae_ref: str | None
 
 
-def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings, components=None) -> Loaded:
+def load(
+    model, device, dtype, allow_pickle, compile, vae, loras, embeddings, components=None, text_encoders=()
+) -> Loaded:
     """Everything `Pipeline.from_pretrained` takes, checked and loaded (see its docstring)."""
     given = params.check_fields(
         dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle, compile=compile), params.api_label
@@ -59,6 +62,8 @@ def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings, co
         from latentdiff.formats.vae import load_vae_ref
 
         comps.vae = load_vae_ref(vae, comps.vae.config, allow_pickle)
+    if text_encoders:
+        apply_text_encoder_files(comps, text_encoders, allow_pickle)
     added = addons.apply(comps, lora_specs, embedding_specs, allow_pickle)
     if base is not None:
         added.model_lora = describe(LoraSpec(local))

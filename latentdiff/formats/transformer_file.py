@@ -21,6 +21,7 @@ from latentdiff.families.registry import FAMILIES, family_of_folder
 from latentdiff.formats.gguf_file import gguf_family, is_gguf, read_gguf
 from latentdiff.formats.transformer_configs import CLASSES, CONFIGS
 from latentdiff.formats.transformer_keys import layout_of, to_diffusers, to_original
+from latentdiff.formats.transformer_parts import apply_checkpoint_parts
 from latentdiff.models.assemble import build, build_module
 from latentdiff.models.checks import check_diffusers_config
 from latentdiff.models.configs import read_configs
@@ -61,10 +62,10 @@ def _own(meta: dict, path: Path) -> dict:
 
 
 def read_transformer(path: Path) -> tuple[str, dict, dict | None]:
-    """(family, original-layout transformer tensors (fp8 upcast), the config the file carries or None)."""
+    """(family, the file's tensors (fp8 upcast), the config the file carries or None)."""
     if is_gguf(path):
         family, sd = read_gguf(path)
-        return family, _transformer_part(sd), None
+        return family, sd, None
     header = safetensors_header(path)
     meta = header.get("__metadata__") or {}
     own = _own(meta, path) if isinstance(meta, dict) and META_KEY in meta else None
@@ -72,7 +73,7 @@ def read_transformer(path: Path) -> tuple[str, dict, dict | None]:
     family = own["family"] if own else layout_of(sd, path)
     if family is None:
         raise ModelError(f"{path} holds no Flux.1 or SD 3/3.5 transformer")
-    return family, _transformer_part(sd), (own or {}).get("config")
+    return family, sd, (own or {}).get("config")
 
 
 def _transformer_part(sd: dict) -> dict:
@@ -130,12 +131,14 @@ def build_transformer(family: str, sd: dict, config: dict | None, where):
 
 
 def load_transformer_file(path: Path, components=None, allow_pickle: bool = False):
-    """Components of a transformer file with the rest of the model taken from the folder `components`."""
+    """Components of a transformer file (or whole checkpoint) with the rest of the model taken from
+    the folder `components`, a whole checkpoint's own VAE and encoders over the folder's."""
     folder = check_components(path, transformer_family(path), components)
     family, sd, config = read_transformer(path)
-    transformer = build_transformer(family, sd, config, path)
+    transformer = build_transformer(family, _transformer_part(sd), config, path)
     comps = build(read_configs(folder), allow_pickle, denoiser=False)
     comps.unet = transformer
+    apply_checkpoint_parts(comps, sd, family, path)
     return comps
 
 

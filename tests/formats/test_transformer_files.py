@@ -204,3 +204,41 @@ def test_generate_from_a_transformer_file(folders, tmp_path, run_main):
     code, stdout, err = run_main([*map(str, argv), "--width", "32", "--height", "32", "--quiet"])
     assert code == 0, err
     assert len(list(out.glob("*.png"))) == 1
+
+
+def _equal(module, other) -> bool:
+    mine, theirs = module.state_dict(), other.state_dict()
+    return all(torch.equal(v, theirs[k]) for k, v in mine.items() if not k.endswith("position_ids"))
+
+
+def test_a_whole_checkpoints_own_encoder_and_vae_are_used(folders, tmp_path):
+    """Stability's whole-file layout: its CLIP-G and VAE (here another seed's) replace the folder's."""
+    from safetensors.torch import save_file
+
+    from latentdiff.families.registry import FAMILIES
+    from latentdiff.formats.ldm_keys import vae_to_ldm
+
+    folder = _pipe(folders["sd3.5-medium"])
+    other = FAMILIES["sd3"].tiny("sd3.5-medium", seed=9)
+    whole = {"model.diffusion_model." + k: v for k, v in to_original(_weights(folder), "sd3").items()}
+    whole |= {f"text_encoders.clip_g.transformer.{k}": v for k, v in other["text_encoder_2"].state_dict().items()}
+    whole |= vae_to_ldm(other["vae"].state_dict(), dict(other["vae"].config))
+    save_file({k: v.contiguous() for k, v in whole.items()}, str(tmp_path / "whole.safetensors"))
+    loaded = _pipe(tmp_path / "whole.safetensors", components=folders["sd3.5-medium"]).components
+    assert _equal(loaded.text_encoder_2, other["text_encoder_2"]) and _equal(loaded.vae, other["vae"])
+    assert _equal(loaded.text_encoder, folder.components.text_encoder)  # not in the file: the folder's
+
+
+def test_text_encoder_files_replace_the_encoder_they_fit(folders, tmp_path):
+    from safetensors.torch import save_file
+
+    from latentdiff.errors import UsageError
+    from latentdiff.families.registry import FAMILIES
+
+    other = FAMILIES["sd3"].tiny("sd3.5-medium", seed=9)
+    save_file(other["text_encoder"].state_dict(), str(tmp_path / "clip_l.safetensors"))
+    loaded = _pipe(folders["sd3.5-medium"], text_encoders=[tmp_path / "clip_l.safetensors"]).components
+    assert _equal(loaded.text_encoder, other["text_encoder"])
+    save_file({"encoder.block.0.weight": torch.ones(3)}, str(tmp_path / "odd.safetensors"))
+    with pytest.raises(UsageError, match="fits none of the model's text encoders"):
+        _pipe(folders["sd3.5-medium"], text_encoders=[tmp_path / "odd.safetensors"])
