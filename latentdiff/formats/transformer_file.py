@@ -38,6 +38,7 @@ NEEDS = {
     "sd3": "the CLIP-L and CLIP-G text encoders (T5-XXL optional) with their tokenizers and SD3's VAE",
 }
 EXAMPLES = {"flux": "black-forest-labs/FLUX.1-dev", "sd3": "stabilityai/stable-diffusion-3.5-medium"}
+COMFY_FOLDERS = ("text_encoders", "clip", "diffusion_models", "unet", "checkpoints")  # ComfyUI's models/
 FP8_SCALES = ("scale_weight", "scale_input")  # ComfyUI's scaled fp8: per-layer scalars beside each weight
 
 
@@ -112,6 +113,12 @@ def check_components(path: Path, family: str, components) -> Path:
     folder = Path(components).expanduser()
     if not folder.is_dir():
         raise UsageError(f"--components {components}: no such folder")
+    if not (folder / "model_index.json").is_file() and any((folder / d).is_dir() for d in COMFY_FOLDERS):
+        raise UsageError(
+            f"--components {components} is ComfyUI's models folder, which holds no tokenizers or configs: give a "
+            f"diffusers folder of {label} (such as {EXAMPLES[family]}) as --components; your own encoder and VAE "
+            "files can replace its ones with --text-encoder FILE and --vae FILE"
+        )
     found = family_of_folder(folder)
     if found.name != family:
         raise UsageError(f"--components {components} holds {found.label}, but {path} is the {label} transformer")

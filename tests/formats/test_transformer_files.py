@@ -175,13 +175,15 @@ def test_detection_of_each_layout(folders, tmp_path):
 
 def _refused(run_main, tmp_path, *args):
     out = tmp_path / "out"
-    code, stdout, err = run_main(["generate", "x", "--steps", "1", "--out", str(out), *map(str, args)])
+    code, stdout, err = run_main(["generate", "x", "--steps", "1", "--quiet", "--out", str(out), *map(str, args)])
     assert code == 2 and stdout == "" and len(err.strip().splitlines()) == 1, (code, err)
     assert not out.exists()
     return err
 
 
 def test_bad_transformer_files_are_one_line(folders, tmp_path, run_main):
+    from safetensors.torch import save_file
+
     from latentdiff.formats.gguf_file import write_gguf
     from latentdiff.formats.transformer_file import save_transformer_file
 
@@ -190,9 +192,20 @@ def test_bad_transformer_files_are_one_line(folders, tmp_path, run_main):
     assert "Flux.1 transformer alone" in err and "CLIP-L and T5-XXL" in err and "--components" in err
     err = _refused(run_main, tmp_path, "--model", f, "--components", folders["sd3.5-medium"])
     assert "holds SD 3/3.5" in err
+    comfy = tmp_path / "models"
+    (comfy / "text_encoders").mkdir(parents=True)
+    err = _refused(run_main, tmp_path, "--model", f, "--components", comfy)
+    assert "ComfyUI's models folder" in err and "--text-encoder FILE" in err
     wan = write_gguf(tmp_path / "wan.gguf", "wan", {"blocks.0.weight": torch.ones(4, 32)})
     err = _refused(run_main, tmp_path, "--model", wan, "--components", folders["flux-dev"])
     assert "architecture 'wan'" in err and "flux, sd3" in err
+    lora = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.ones(4, 32)}
+    save_file(
+        {**lora, "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.ones(32, 4)},
+        str(tmp_path / "l.safetensors"),
+    )
+    err = _refused(run_main, tmp_path, "--model", folders["sd3.5-medium"], "--lora", tmp_path / "l.safetensors")
+    assert "none of its 2 tensors name a layer of this model" in err  # an SD LoRA on SD 3.5
 
 
 def test_generate_from_a_transformer_file(folders, tmp_path, run_main):
