@@ -16,6 +16,7 @@ import latentdiff.config.params as params
 import latentdiff.models.hub as hub
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.formats import addons
+from latentdiff.formats.gguf_file import compute_in
 from latentdiff.formats.lora import LoraSpec, apply_loras, describe
 from latentdiff.formats.lora_merge import lora_base
 from latentdiff.formats.single_file import load_single_file
@@ -84,7 +85,9 @@ def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool, compone
     else:
         comps = load_single_file(local, allow_pickle)
     n_params = sum(p.numel() for p in comps.unet.parameters())
-    return comps, placement(dev, dtype, comps.defaults, n_params, dict(comps.vae.config))
+    place = placement(dev, dtype, comps.defaults, n_params, dict(comps.vae.config))
+    compute_in(comps.unet, place.dtype)  # a GGUF transformer's quantized layers
+    return comps, place
 
 
 def _load_folder(local: Path | None, model, device: str, dtype: str, allow_pickle: bool, merge: bool = False):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.registry import FAMILIES, family_of_folder
-from latentdiff.formats.gguf_file import gguf_family, is_gguf, read_gguf
+from latentdiff.formats.gguf_file import gguf_family, is_gguf, quantized_module, read_gguf_quantized
 from latentdiff.formats.transformer_configs import CLASSES, CONFIGS
 from latentdiff.formats.transformer_keys import layout_of, to_diffusers, to_original
 from latentdiff.formats.transformer_parts import apply_checkpoint_parts
@@ -65,7 +65,7 @@ def _own(meta: dict, path: Path) -> dict:
 def read_transformer(path: Path) -> tuple[str, dict, dict | None]:
     """(family, the file's tensors (fp8 upcast), the config the file carries or None)."""
     if is_gguf(path):
-        family, sd = read_gguf(path)
+        family, sd = read_gguf_quantized(path)
         return family, sd, None
     header = safetensors_header(path)
     meta = header.get("__metadata__") or {}
@@ -130,11 +130,15 @@ def build_transformer(family: str, sd: dict, config: dict | None, where):
     import diffusers
 
     quiet_libraries()
-    config = config or CONFIGS[family]({k: list(v.shape) for k, v in sd.items()}, where)
+    # A GGUF matrix's own shape counts bytes; quant_shape is the matrix's.
+    config = config or CONFIGS[family]({k: list(getattr(v, "quant_shape", v.shape)) for k, v in sd.items()}, where)
     if config.get("_class_name", CLASSES[family]) != CLASSES[family]:
         raise ModelError(f"{where}: its config names {config['_class_name']!r}, not {family}'s {CLASSES[family]}")
     check_diffusers_config({**config, "_class_name": CLASSES[family]}, "transformer", f"{where} (transformer config)")
-    return build_module(getattr(diffusers, CLASSES[family]), config, to_diffusers(sd, family, where), where)
+    cls, converted = getattr(diffusers, CLASSES[family]), to_diffusers(sd, family, where)
+    if any(hasattr(v, "quant_type") for v in converted.values()):
+        return quantized_module(cls, config, converted, where)
+    return build_module(cls, config, converted, where)
 
 
 def load_transformer_file(path: Path, components=None, allow_pickle: bool = False):
