@@ -66,6 +66,7 @@ class Pipeline:
         self.conditioning = self.family.conditioning(components)
         self.refiner, self.refiner_start = None, None  # an SDXL refiner takes over at refiner_start
         self.vae_ref = None  # a VAE given instead of the model's own
+        self.parts = {}  # a transformer file's --components folder and --text-encoder files (images/record.py)
         self.notes = set()  # notes already given (preflight.note_size)
         if place:
             self.place_on(device, dtype)
@@ -119,6 +120,7 @@ class Pipeline:
         m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings, components, text_encoders)
         pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path)
         pipe.addons, pipe.vae_ref, pipe.allow_pickle, pipe.lora_dir = m.addons, m.vae_ref, bool(allow_pickle), lora_dir
+        pipe.parts = m.parts
         return pipe.compile(compile) if compile else pipe
 
     def compile(self, mode: bool | str = "auto") -> "Pipeline":

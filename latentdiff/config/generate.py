@@ -224,6 +224,8 @@ class GenerateConfig:
             "dtype": params.get("dtype") or "auto",
             "refiner": params.get("refiner"),
             "vae": params.get("vae"),
+            "components": params.get("components"),
+            "text_encoders": params.get("text_encoders") or [],
             "refiner_start": params.get("refiner_start"),
             "clip_skip": params.get("clip_skip"),
             "loras": addon_specs(params.get("loras"), "scale"),

@@ -39,6 +39,7 @@ class Loaded:
     path: Path | None  # the model folder (or file) the weights came from
     addons: object  # formats.addons.AddOns: the LoRAs and embeddings applied
     vae_ref: str | None
+    parts: dict  # {"components": folder, "text_encoders": [files]} where given, as absolute paths
 
 
 def load(
@@ -70,7 +71,12 @@ def load(
         added.model_lora = describe(LoraSpec(local))
     ref = str(local.resolve()) if local is not None and local.exists() else model
     vae_ref = None if vae is None else str(Path(vae).expanduser().resolve())
-    return Loaded(comps, place.device, place.dtype, ref, path, added, vae_ref)
+    given = {"components": components and _absolute(components), "text_encoders": [_absolute(f) for f in text_encoders]}
+    return Loaded(comps, place.device, place.dtype, ref, path, added, vae_ref, {k: v for k, v in given.items() if v})
+
+
+def _absolute(path) -> str:
+    return str(Path(path).expanduser().resolve())
 
 
 def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool, components=None):

@@ -224,15 +224,24 @@ def test_bad_transformer_files_are_one_line(folders, tmp_path, run_main):
     assert "none of its 2 tensors name a layer of this model" in err  # an SD LoRA on SD 3.5
 
 
-def test_generate_from_a_transformer_file(folders, tmp_path, run_main):
+def test_generate_from_a_transformer_file_and_replay_it(folders, tmp_path, run_main):
+    """The PNG records --components and --text-encoder, so --from makes the same image without them."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
     from latentdiff.formats.transformer_file import save_transformer_file
 
-    f = save_transformer_file(_pipe(folders["sd3.5-medium"]).components.unet, tmp_path / "sd3.safetensors")
-    out = tmp_path / "out"
-    argv = ["generate", "x", "--model", f, "--components", folders["sd3.5-medium"], "--steps", "1", "--out", out]
-    code, stdout, err = run_main([*map(str, argv), "--width", "32", "--height", "32", "--quiet"])
+    pipe = _pipe(folders["sd3.5-medium"])
+    f = save_transformer_file(pipe.components.unet, tmp_path / "sd3.safetensors")
+    save_file(pipe.components.text_encoder.state_dict(), str(tmp_path / "clip_l.safetensors"))
+    parts = ["--components", folders["sd3.5-medium"], "--text-encoder", tmp_path / "clip_l.safetensors"]
+    argv = ["generate", "x", "--model", f, *parts, "--steps", "1", "--width", "32", "--height", "32", "--quiet"]
+    code, stdout, err = run_main([*map(str, argv), "--out", str(tmp_path / "a")])
     assert code == 0, err
-    assert len(list(out.glob("*.png"))) == 1
+    code, again, err = run_main(["generate", "--from", stdout.strip(), "--quiet", "--out", str(tmp_path / "b")])
+    assert code == 0, err
+    first, second = (np.asarray(Image.open(p.strip())) for p in (stdout, again))
+    assert np.array_equal(first, second) and first.std() > 5
 
 
 def _equal(module, other) -> bool:
