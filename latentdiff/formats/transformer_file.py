@@ -135,7 +135,13 @@ def build_transformer(family: str, sd: dict, config: dict | None, where):
     if config.get("_class_name", CLASSES[family]) != CLASSES[family]:
         raise ModelError(f"{where}: its config names {config['_class_name']!r}, not {family}'s {CLASSES[family]}")
     check_diffusers_config({**config, "_class_name": CLASSES[family]}, "transformer", f"{where} (transformer config)")
-    cls, converted = getattr(diffusers, CLASSES[family]), to_diffusers(sd, family, where)
+    try:
+        converted = to_diffusers(sd, family, where)
+    except RuntimeError as e:  # a matrix that does not split as the layout's does (a damaged file)
+        raise ModelError(
+            f"{where}: a tensor does not split as the {family} layout's: {str(e).splitlines()[0]}"
+        ) from None
+    cls = getattr(diffusers, CLASSES[family])
     if any(hasattr(v, "quant_type") for v in converted.values()):
         return quantized_module(cls, config, converted, where)
     return build_module(cls, config, converted, where)

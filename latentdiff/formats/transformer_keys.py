@@ -113,8 +113,13 @@ def layout_of(names, where="the file") -> str | None:
 
 
 def block_count(names, prefix: str) -> int:
+    """How many blocks `prefix`.0, .1, ... the names hold; numbers with gaps are refused (a damaged
+    file's block 99999999 must not make us walk a hundred million blocks)."""
     found = {k.split(".", 2)[1] for k in names if k.startswith(prefix + ".")}
-    return max((int(i) for i in found if i.isdigit()), default=-1) + 1
+    numbers = {int(i) for i in found if i.isdigit()}
+    if numbers and (max(numbers) + 1 != len(numbers) or len(numbers) != len(found)):
+        raise ModelError(f"the {prefix} of this file are not numbered 0, 1, 2, ...: a damaged or foreign file")
+    return len(numbers)
 
 
 def _rules(family: str, names) -> list[tuple[str, tuple[str, ...], str]]:
@@ -156,7 +161,9 @@ def to_diffusers(sd: dict, family: str, where) -> dict:
             elif how == "qkv":
                 out.update(zip(ts, t.chunk(3, dim=0)))
             elif how == "qkvm":
-                width = out["x_embedder.weight"].shape[0]  # the width (top-level rules run first)
+                if "x_embedder.weight" not in out:  # the width (top-level rules run first)
+                    raise ModelError(f"{where} lacks img_in.weight, which every Flux transformer has")
+                width = out["x_embedder.weight"].shape[0]
                 out.update(zip(ts, torch.split(t, [width] * 3 + [t.shape[0] - 3 * width], dim=0)))
             else:
                 out[ts[0]] = t

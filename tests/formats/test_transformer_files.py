@@ -280,3 +280,22 @@ def test_text_encoder_files_replace_the_encoder_they_fit(folders, tmp_path):
     save_file({"encoder.block.0.weight": torch.ones(3)}, str(tmp_path / "odd.safetensors"))
     with pytest.raises(UsageError, match="fits none of the model's text encoders"):
         _pipe(folders["sd3.5-medium"], text_encoders=[tmp_path / "odd.safetensors"])
+
+
+def test_damaged_layouts_are_one_error():
+    """Block numbers with a gap (block 99999999 alone must not walk that many blocks), a missing
+    embedding, a fused matrix that does not split: ModelError, not a hang or a traceback."""
+    from latentdiff.errors import ModelError
+    from latentdiff.families.registry import FAMILIES
+    from latentdiff.formats.transformer_file import build_transformer
+
+    sd3 = to_original(FAMILIES["sd3"].tiny()["unet"].state_dict(), "sd3")
+    gap = {**sd3, "joint_blocks.99999999.x_block.attn.qkv.weight": torch.ones(3, 2)}
+    with pytest.raises(ModelError, match="not numbered 0, 1, 2"):
+        build_transformer("sd3", gap, None, "x")
+    flux = {"double_blocks.0.img_attn.qkv.weight": torch.ones(6, 2), "single_blocks.0.linear1.weight": torch.ones(9, 4)}
+    with pytest.raises(ModelError, match="lacks img_in.weight"):
+        to_diffusers(flux, "flux", "x")
+    flux["img_in.weight"] = torch.ones(8, 4)  # 3 x 8 rows of q, k, v: more than linear1's 9
+    with pytest.raises(ModelError, match="does not split"):
+        build_transformer("flux", flux, {"num_layers": 1}, "x")
