@@ -8,7 +8,8 @@ The text encoders, their tokenizers and the VAE come from `components`: a diffus
 same family (its own transformer is not read). Tokenizers are never shipped for T5 (its vocabulary
 is 800 kB), so even a whole checkpoint needs that folder. fp8 weights are upcast as they are read
 (to bf16, which holds every e4m3fn and e5m2 value exactly; a scaled weight is the product rounded to
-bf16) and computed in the compute dtype, so any device runs them.
+bf16) and computed in the compute dtype, so any device runs them. GGUF matrices stay quantized
+(formats/gguf_file.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from latentdiff.families.registry import FAMILIES, family_of_folder
 from latentdiff.formats.gguf_file import gguf_family, is_gguf, quantized_module, read_gguf_quantized
 from latentdiff.formats.transformer_configs import CLASSES, CONFIGS
 from latentdiff.formats.transformer_keys import layout_of, to_diffusers, to_original
-from latentdiff.formats.transformer_parts import apply_checkpoint_parts
+from latentdiff.formats.transformer_parts import apply_checkpoint_parts, upcast_fp8
 from latentdiff.models.assemble import build, build_module
 from latentdiff.models.checks import check_diffusers_config
 from latentdiff.models.configs import read_configs
@@ -39,7 +40,6 @@ NEEDS = {
 }
 EXAMPLES = {"flux": "black-forest-labs/FLUX.1-dev", "sd3": "stabilityai/stable-diffusion-3.5-medium"}
 COMFY_FOLDERS = ("text_encoders", "clip", "diffusion_models", "unet", "checkpoints")  # ComfyUI's models/
-FP8_SCALES = ("scale_weight", "scale_input")  # ComfyUI's scaled fp8: per-layer scalars beside each weight
 
 
 def transformer_family(path: Path) -> str | None:
@@ -82,24 +82,6 @@ def _transformer_part(sd: dict) -> dict:
     if any(k.startswith(PREFIX) for k in sd):
         return {k[len(PREFIX) :]: v for k, v in sd.items() if k.startswith(PREFIX)}
     return {k: v for k, v in sd.items() if not k.startswith(OTHER_PARTS)}
-
-
-def upcast_fp8(sd: dict) -> dict:
-    """fp8 tensors as bf16 (exact), each scaled one multiplied by its scale_weight first; the scale
-    tensors and ComfyUI's `scaled_fp8` marker dropped."""
-    import torch
-
-    fp8 = {torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz}
-    out = {}
-    for name, t in sd.items():
-        if name == "scaled_fp8" or name.rsplit(".", 1)[-1] in FP8_SCALES:
-            continue
-        if t.dtype in fp8:
-            scale = sd.get(name.removesuffix("weight") + "scale_weight")
-            t = t.float() * scale.float() if scale is not None else t
-            t = t.to(torch.bfloat16)
-        out[name] = t
-    return out
 
 
 def check_components(path: Path, family: str, components) -> Path:

@@ -19,6 +19,25 @@ ENCODERS = {
 }
 VAE_PREFIXES = ("first_stage_model.", "vae.")
 IGNORED = ("position_ids", "logit_scale")  # stored by some exporters, computed by transformers
+FP8_SCALES = ("scale_weight", "scale_input")  # ComfyUI's scaled fp8: per-layer scalars beside each weight
+
+
+def upcast_fp8(sd: dict) -> dict:
+    """fp8 tensors as bf16 (exact), each scaled one multiplied by its scale_weight first; the scale
+    tensors and ComfyUI's `scaled_fp8` marker dropped."""
+    import torch
+
+    fp8 = {torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz}
+    out = {}
+    for name, t in sd.items():
+        if name == "scaled_fp8" or name.rsplit(".", 1)[-1] in FP8_SCALES:
+            continue
+        if t.dtype in fp8:
+            scale = sd.get(name.removesuffix("weight") + "scale_weight")
+            t = t.float() * scale.float() if scale is not None else t
+            t = t.to(torch.bfloat16)
+        out[name] = t
+    return out
 
 
 def load_into(module, part: dict, where) -> None:
@@ -71,7 +90,7 @@ def apply_text_encoder_files(comps, files, allow_pickle: bool = False) -> None:
         path = Path(f).expanduser()
         if not path.is_file():
             raise UsageError(f"--text-encoder {f}: no such file")
-        sd = load_state_dict(path, allow_pickle)
+        sd = upcast_fp8(load_state_dict(path, allow_pickle))  # t5xxl_fp8_e4m3fn(_scaled).safetensors
         sd = {_unprefixed(k): v for k, v in sd.items()}
         fits = [m for m in comps.text_encoders() if _fits(m, sd)]
         if not fits:

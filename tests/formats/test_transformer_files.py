@@ -277,6 +277,11 @@ def test_text_encoder_files_replace_the_encoder_they_fit(folders, tmp_path):
     save_file(other["text_encoder"].state_dict(), str(tmp_path / "clip_l.safetensors"))
     loaded = _pipe(folders["sd3.5-medium"], text_encoders=[tmp_path / "clip_l.safetensors"]).components
     assert _equal(loaded.text_encoder, other["text_encoder"])
+    fp8 = {k: v.to(torch.float8_e4m3fn) for k, v in other["text_encoder"].state_dict().items() if v.is_floating_point()}
+    save_file(fp8, str(tmp_path / "clip_l_fp8.safetensors"))  # as t5xxl_fp8_e4m3fn.safetensors is kept
+    loaded = _pipe(folders["sd3.5-medium"], text_encoders=[tmp_path / "clip_l_fp8.safetensors"]).components
+    got = loaded.text_encoder.state_dict()
+    assert all(torch.equal(got[k], v.float()) for k, v in fp8.items() if k in got)
     save_file({"encoder.block.0.weight": torch.ones(3)}, str(tmp_path / "odd.safetensors"))
     with pytest.raises(UsageError, match="fits none of the model's text encoders"):
         _pipe(folders["sd3.5-medium"], text_encoders=[tmp_path / "odd.safetensors"])
