@@ -55,6 +55,8 @@ def load(
     local = Path(model).expanduser() if model is not None else None
     if local is not None and is_special(local):
         check_regular(local, "model file", ModelError)  # a FIFO, device or socket: refused, never read
+    if components is not None and not (local is not None and local.is_file()):
+        raise UsageError(f"--components is for a Flux.1 or SD 3/3.5 transformer file as --model; {model} is none")
     if local is not None and local.is_file():
         (comps, place), path, base = _load_file(local, device, dtype, allow_pickle, components), local, None
     else:

@@ -197,6 +197,8 @@ def test_bad_transformer_files_are_one_line(folders, tmp_path, run_main):
     assert "Flux.1 transformer alone" in err and "CLIP-L and T5-XXL" in err and "--components" in err
     err = _refused(run_main, tmp_path, "--model", f, "--components", folders["sd3.5-medium"])
     assert "holds SD 3/3.5" in err
+    err = _refused(run_main, tmp_path, "--model", folders["sd3.5-medium"], "--components", folders["sd3.5-medium"])
+    assert "--components is for a Flux.1 or SD 3/3.5 transformer file" in err
     comfy = tmp_path / "models"
     (comfy / "text_encoders").mkdir(parents=True)
     err = _refused(run_main, tmp_path, "--model", f, "--components", comfy)
