@@ -51,6 +51,8 @@ def load(
     )
     model, device, dtype = given["model"], given["device"], given["dtype"]
     vae = None if vae is None else params.path_text(params.api_label, "vae", vae)
+    components = None if components is None else params.path_text(params.api_label, "components", components)
+    text_encoders = params.FIELDS["text_encoders"](params.api_label, "text_encoders", text_encoders)
     lora_specs, embedding_specs = addons.parse(loras, embeddings)
     local = Path(model).expanduser() if model is not None else None
     if local is not None and is_special(local):
