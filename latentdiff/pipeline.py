@@ -69,6 +69,7 @@ class Pipeline:
         self.conditioning = self.family.conditioning(components)
         self.refiner, self.refiner_start = None, None  # an SDXL refiner takes over at refiner_start
         self.vae_ref = None  # a VAE given instead of the model's own
+        self.parts = {}  # a transformer file's --components folder and --text-encoder files (images/record.py)
         self.notes = set()  # notes already given (preflight.note_size)
         if place:
             self.place_on(device, dtype)
@@ -107,6 +108,8 @@ class Pipeline:
         loras=(),
         embeddings=(),
         lora_dir=None,
+        components=None,
+        text_encoders=(),
     ):
         """Load a local diffusers-format directory, a single-file checkpoint (`.safetensors`,
         A1111 layout), a hub id, a LoRA folder written by `finetune --method lora`, or (None) the
@@ -114,10 +117,14 @@ class Pipeline:
         (or a mode name, see `Pipeline.compile`) runs torch.compile on the UNet and VAE decoder. `loras`: LoRA files
         or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`; `embeddings`:
         textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name);
-        `lora_dir`: the folder a prompt's `<lora:NAME:W>` tags take NAME from."""
-        m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings)
+        `lora_dir`: the folder a prompt's `<lora:NAME:W>` tags take NAME from; `components`: for a Flux.1
+        or SD 3/3.5 transformer file (safetensors, fp8 or GGUF), the diffusers folder its text encoders,
+        tokenizers and VAE come from; `text_encoders`: text encoder files (transformers' layout, as ComfyUI
+        keeps clip_l.safetensors, t5xxl_fp16.safetensors) each put in place of the model's encoder it fits."""
+        m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings, components, text_encoders)
         pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path)
         pipe.addons, pipe.vae_ref, pipe.allow_pickle, pipe.lora_dir = m.addons, m.vae_ref, bool(allow_pickle), lora_dir
+        pipe.parts = m.parts
         return pipe.compile(compile) if compile else pipe
 
     def compile(self, mode: bool | str = "auto") -> "Pipeline":

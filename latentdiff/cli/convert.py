@@ -16,6 +16,12 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--allow-pickle", action="store_true", help="allow reading a pickle (.ckpt) source, with weights_only=True"
     )
+    p.add_argument(
+        "--components",
+        metavar="DIR",
+        help="for a Flux.1 or SD 3/3.5 transformer file as SRC: the diffusers folder its text encoders, "
+        "tokenizers and VAE come from",
+    )
     p.set_defaults(func=run)
 
 
@@ -23,5 +29,6 @@ def run(args) -> int:
     # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
     from latentdiff.formats.convert import convert
 
-    print(convert(args.src, args.dst, allow_pickle=args.allow_pickle, dtype=args.dtype), flush=True)
+    dst = convert(args.src, args.dst, allow_pickle=args.allow_pickle, dtype=args.dtype, components=args.components)
+    print(dst, flush=True)
     return 0

@@ -98,6 +98,8 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
         loras=cfg.loras,
         embeddings=cfg.embeddings + embedding_files(cfg.embedding_dir),
         lora_dir=cfg.lora_dir,
+        components=cfg.components,
+        text_encoders=cfg.text_encoders,
     )
     if cfg.refiner is not None:
         say(loading_line(cfg.refiner, "loading the refiner"))

@@ -142,6 +142,14 @@ class GenerateConfig:
     """Start from an image, hires fix, upscaler: `latentdiff.workflows.options.ImageOptions` fields."""
     vae: str | None = field(default=None, metadata=flag(metavar="DIR|FILE"))
     """decode with this VAE instead of the model's own (folder or .safetensors)"""
+    components: str | None = field(default=None, metadata=flag(metavar="DIR"))
+    """for a Flux.1 or SD 3/3.5 transformer file as --model: the diffusers folder of that family whose text
+    encoders, tokenizers and VAE complete it (its own transformer is not read)"""
+    text_encoders: list[str] = field(
+        default_factory=list, metadata=flag("--text-encoder", action="append", metavar="FILE")
+    )
+    """a text encoder file (transformers' layout, e.g. ComfyUI's clip_l.safetensors or t5xxl_fp16.safetensors) used
+    in place of the model's encoder whose tensors it fits; repeatable"""
     refiner: str | None = field(default=None, metadata=flag(metavar="M"))
     """SDXL refiner model that finishes the denoising (SDXL base + refiner)"""
     refiner_start: float | None = field(default=None, metadata=flag(metavar="F"))
@@ -228,6 +236,8 @@ class GenerateConfig:
             "dtype": params.get("dtype") or "auto",
             "refiner": params.get("refiner"),
             "vae": params.get("vae"),
+            "components": params.get("components"),
+            "text_encoders": params.get("text_encoders") or [],
             "refiner_start": params.get("refiner_start"),
             "clip_skip": params.get("clip_skip"),
             "loras": addon_specs(params.get("loras"), "scale"),

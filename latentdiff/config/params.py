@@ -261,6 +261,8 @@ FIELDS = {
     "clip_skip": _optional(lambda label, name, v: whole(label, name, v, 1, MAX_CLIP_SKIP)),
     "loras": _paths,
     "embeddings": _paths,
+    "components": _optional(path_text),
+    "text_encoders": _paths,
 }
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import latentdiff.models.assemble as assemble
 import latentdiff.models.hub as hub
 from latentdiff.errors import ModelError, UsageError
-from latentdiff.families.registry import family_of_folder
 from latentdiff.formats.ldm_keys import layout_problem
 from latentdiff.formats.lora_merge import lora_base
 from latentdiff.formats.preflight import shown_path
 from latentdiff.formats.single_file import load_single_file, save_single_file
+from latentdiff.formats.transformer_file import load_transformer_file, save_transformer_file, transformer_family
 from latentdiff.models.components import save_components
 from latentdiff.models.configs import check_model_dir, denoiser_folder, read_index
 from latentdiff.models.files import read_json_object
@@ -22,7 +22,10 @@ from latentdiff.runtime.staging import staged_file, staged_folder
 USE_FOLDER = "use the folder as it is (latentdiff --model, diffusers' from_pretrained)"
 
 
-def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> Path:
+def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None, components=None) -> Path:
+    """SRC (a folder; a single file; a Flux.1/SD 3 transformer file with the folder `components`)
+    written as DST (a single file; a folder); a Flux.1/SD 3 folder becomes its transformer alone in
+    the original layout (the file its users share), the rest staying in the folder."""
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if dst.exists():
         raise UsageError(f"{dst} already exists; convert never overwrites, choose another destination")
@@ -33,17 +36,23 @@ def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> P
             raise UsageError(f"a folder converts to one .safetensors file; {dst} should end in .safetensors")
         _refuse_lora(src)
         check_model_dir(src)
-        _check_layout(src)  # from its config, before any weights are read
+        transformer = denoiser_folder(read_index(src), src) == "transformer"
+        if not transformer:
+            _check_layout(src)  # from its config, before any weights are read
         comps = assemble.load_components(src, allow_pickle)
+        save = (lambda c, f, d: save_transformer_file(c.unet, f, d)) if transformer else save_single_file
         try:
             with staged_file(dst, "the checkpoint") as tmp:  # a full disk leaves no half file
-                save_single_file(comps, tmp, DTYPES.get(dtype))
+                save(comps, tmp, DTYPES.get(dtype))
             return dst
         except ModelError as e:
             raise ModelError(f"{src} has no single-file form: {e}; {USE_FOLDER}") from None
     if not src.is_file():
         raise UsageError(f"{src}: no such file or folder")
-    comps = load_single_file(src, allow_pickle)
+    if transformer_family(src) is not None:
+        comps = load_transformer_file(src, components, allow_pickle)
+    else:
+        comps = load_single_file(src, allow_pickle)
     if dtype is not None:
         for m in (comps.unet, comps.vae, *comps.text_encoders()):
             m.to(DTYPES[dtype])
@@ -53,9 +62,6 @@ def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None) -> P
 
 
 def _check_layout(folder: Path) -> None:
-    if denoiser_folder(read_index(folder), folder) != "unet":  # transformers' single files are a later step
-        label = family_of_folder(folder).label
-        raise ModelError(f"{folder} holds {label}: convert writes SD and SDXL single files only; {USE_FOLDER}")
     problem = _layout_problem(folder)
     if problem:
         raise ModelError(

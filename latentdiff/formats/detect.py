@@ -103,9 +103,9 @@ def sd3_refusal(names: list[str], where) -> str:
     held = f"an {sd3_name(names)} transformer" + (f" with {', '.join(has)}" if has else " alone")
     missing = f" (it lacks {', '.join(lacks)}; T5 is optional)" if lacks else ""
     return (
-        f"{where} is {held}{missing}: SD3 single files are not loaded yet; use the model's diffusers folder "
-        "(--model DIR with transformer/, text_encoder/, text_encoder_2/, vae/ and optionally text_encoder_3/, "
-        f"as stabilityai/stable-diffusion-3.5-medium ships it); supported: {SUPPORTED}"
+        f"{where} is {held}{missing}: an SD3 file loads as --model FILE --components DIR, DIR a diffusers folder "
+        "of SD 3/3.5 (transformer/, text_encoder/, text_encoder_2/, vae/, their tokenizers and optionally "
+        f"text_encoder_3/, as stabilityai/stable-diffusion-3.5-medium ships it); supported: {SUPPORTED}"
     )
 
 

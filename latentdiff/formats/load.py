@@ -14,11 +14,14 @@ import torch
 
 import latentdiff.config.params as params
 import latentdiff.models.hub as hub
-from latentdiff.errors import ModelError
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.formats import addons
+from latentdiff.formats.gguf_file import compute_in
 from latentdiff.formats.lora import LoraSpec, apply_loras, describe
 from latentdiff.formats.lora_merge import lora_base
 from latentdiff.formats.single_file import load_single_file
+from latentdiff.formats.transformer_file import load_transformer_file, transformer_family
+from latentdiff.formats.transformer_parts import apply_text_encoder_files
 from latentdiff.models.assemble import build
 from latentdiff.models.components import Components
 from latentdiff.models.configs import read_configs
@@ -36,21 +39,28 @@ class Loaded:
     path: Path | None  # the model folder (or file) the weights came from
     addons: object  # formats.addons.AddOns: the LoRAs and embeddings applied
     vae_ref: str | None
+    parts: dict  # {"components": folder, "text_encoders": [files]} where given, as absolute paths
 
 
-def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings) -> Loaded:
+def load(
+    model, device, dtype, allow_pickle, compile, vae, loras, embeddings, components=None, text_encoders=()
+) -> Loaded:
     """Everything `Pipeline.from_pretrained` takes, checked and loaded (see its docstring)."""
     given = params.check_fields(
         dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle, compile=compile), params.api_label
     )
     model, device, dtype = given["model"], given["device"], given["dtype"]
     vae = None if vae is None else params.path_text(params.api_label, "vae", vae)
+    components = None if components is None else params.path_text(params.api_label, "components", components)
+    text_encoders = params.FIELDS["text_encoders"](params.api_label, "text_encoders", text_encoders)
     lora_specs, embedding_specs = addons.parse(loras, embeddings)
     local = Path(model).expanduser() if model is not None else None
     if local is not None and is_special(local):
         check_regular(local, "model file", ModelError)  # a FIFO, device or socket: refused, never read
+    if components is not None and not (local is not None and local.is_file()):
+        raise UsageError(f"--components is for a Flux.1 or SD 3/3.5 transformer file as --model; {model} is none")
     if local is not None and local.is_file():
-        (comps, place), path, base = _load_file(local, device, dtype, allow_pickle), local, None
+        (comps, place), path, base = _load_file(local, device, dtype, allow_pickle, components), local, None
     else:
         comps, path, place, base = _load_folder(local, model, device, dtype, allow_pickle, merge=bool(lora_specs))
     if vae is not None:
@@ -58,21 +68,36 @@ def load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings) ->
         from latentdiff.formats.vae import load_vae_ref
 
         comps.vae = load_vae_ref(vae, comps.vae.config, allow_pickle)
+    if text_encoders:
+        apply_text_encoder_files(comps, text_encoders, allow_pickle)
     added = addons.apply(comps, lora_specs, embedding_specs, allow_pickle)
     if base is not None:
         added.model_lora = describe(LoraSpec(local))
     ref = str(local.resolve()) if local is not None and local.exists() else model
     vae_ref = None if vae is None else str(Path(vae).expanduser().resolve())
-    return Loaded(comps, place.device, place.dtype, ref, path, added, vae_ref)
+    given = {"components": components and _absolute(components), "text_encoders": [_absolute(f) for f in text_encoders]}
+    return Loaded(comps, place.device, place.dtype, ref, path, added, vae_ref, {k: v for k, v in given.items() if v})
 
 
-def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool):
-    """(components, placement) of a single-file checkpoint; the device is checked before the file
-    is read, the dtype chosen after (the file's own defaults and UNet size pick it)."""
+def _absolute(path) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool, components=None):
+    """(components, placement) of a single-file checkpoint (a transformer file: with the rest of the
+    model from the folder `components`); the device is checked before the file is read, the dtype
+    chosen after (the file's own defaults and UNet size pick it)."""
     dev = resolve_device(device)
-    comps = load_single_file(local, allow_pickle)
+    if transformer_family(local) is not None:
+        comps = load_transformer_file(local, components, allow_pickle)
+    elif components is not None:
+        raise UsageError(f"--components is for Flux.1 and SD 3/3.5 transformer files; {local} is not one")
+    else:
+        comps = load_single_file(local, allow_pickle)
     n_params = sum(p.numel() for p in comps.unet.parameters())
-    return comps, placement(dev, dtype, comps.defaults, n_params, dict(comps.vae.config))
+    place = placement(dev, dtype, comps.defaults, n_params, dict(comps.vae.config))
+    compute_in(comps.unet, place.dtype)  # a GGUF transformer's quantized layers
+    return comps, place
 
 
 def _load_folder(local: Path | None, model, device: str, dtype: str, allow_pickle: bool, merge: bool = False):

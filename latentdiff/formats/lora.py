@@ -16,6 +16,7 @@ from pathlib import Path
 
 import latentdiff.config.params as params
 from latentdiff.errors import ModelError, UsageError
+from latentdiff.formats.gguf_file import is_quantized
 from latentdiff.formats.lora_merge import lora_file
 from latentdiff.models.fingerprint import short_hash
 from latentdiff.models.weights import load_state_dict
@@ -100,6 +101,11 @@ def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False, b
     each layer, for `restore` (a prompt's <lora:...> tags merge for one call only)."""
     if not specs:
         return
+    if is_quantized(components.unet):
+        raise UsageError(
+            f"LoRA {specs[0].path} cannot merge into a GGUF model's quantized weights; use a safetensors "
+            "transformer file (bf16 or fp8) with LoRA files"
+        )
     host = _host(components)
     parts = [p for p in host._lora_loadable_modules if getattr(host, p, None) is not None]
     for i, spec in enumerate(specs):

@@ -70,13 +70,22 @@ def check_request(cfg, options) -> None:
         from latentdiff.formats.vae import check_vae_ref
 
         check_vae_ref(cfg.vae)
+    is_file = cfg.model is not None and Path(cfg.model).expanduser().is_file()
+    if getattr(cfg, "components", None) is not None and not is_file:
+        raise UsageError(f"--components is for a Flux.1 or SD 3/3.5 transformer file as --model; {cfg.model} is none")
     facts = model_facts(cfg.model, cfg.allow_pickle)
     if facts is None:
-        if cfg.model is not None and Path(cfg.model).expanduser().is_file():
+        if is_file:
             # Here, not at the top: it imports torch, which preflight.py must not pay for at start-up.
             from latentdiff.formats.single_file import check_file
+            from latentdiff.formats.transformer_file import check_components, transformer_family
 
-            check_file(Path(cfg.model).expanduser())
+            path = Path(cfg.model).expanduser()
+            family = transformer_family(path)
+            if family:
+                check_components(path, family, getattr(cfg, "components", None))
+            else:
+                check_file(path)
         return
     _check_model_options(cfg, facts)
     label = params.flag_label

@@ -36,6 +36,7 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         "model_hash": pipe.model_hash,
         **_refiner(pipe),
         **_vae(pipe),
+        **getattr(pipe, "parts", {}),  # a transformer file's --components and --text-encoder files
         "dtype": DTYPE_NAMES.get(pipe.dtype),
         "device": str(pipe.device),
         "versions": versions(),

@@ -53,25 +53,24 @@ def build(
     dtype=None,
     vae_dtype=None,
     channels_last: bool = False,
+    denoiser: bool = True,
 ) -> Components:
     """The components `cfgs` describe: weights on `device`, in their stored dtype or, given `dtype`
     (`vae_dtype` for the VAE), cast to it tensor by tensor while reading, with the UNet's and VAE's
-    conv weights channels_last if asked."""
+    conv weights channels_last if asked; without `denoiser`, all but the UNet or transformer (None:
+    a transformer file brings its own)."""
     import diffusers
     import transformers
 
     quiet_libraries()
     path = cfgs.path
     load = dict(allow_pickle=allow_pickle, device=device)
-    unet = _build(
-        getattr(diffusers, diffusers_class(cfgs.unet, cfgs.denoiser)),
-        cfgs.unet,
-        path / cfgs.denoiser,
-        cfgs.values["unet"],
-        **load,
-        dtype=dtype,
-        channels_last=channels_last,
-    )
+    cls = getattr(diffusers, diffusers_class(cfgs.unet, cfgs.denoiser))
+    unet = None
+    if denoiser:
+        unet = _build(
+            cls, cfgs.unet, path / cfgs.denoiser, cfgs.values["unet"], **load, dtype=dtype, channels_last=channels_last
+        )
     vae = _build(
         getattr(diffusers, diffusers_class(cfgs.vae, "vae")),
         cfgs.vae,

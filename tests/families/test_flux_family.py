@@ -118,9 +118,14 @@ def test_flux_infotext_is_forges_and_reads_back():
     assert "CFG scale: 3.5," in plain and "Distilled" not in plain  # the UNet families' line is unchanged
 
 
-def test_convert_refuses_a_flux_folder_in_one_line(flux_schnell, tmp_path):
+def test_convert_writes_a_flux_folder_as_its_transformer_file(flux_schnell, tmp_path):
+    """The transformer alone in Black Forest Labs' layout (flux1-schnell.safetensors' names)."""
+    from safetensors import safe_open
+
     from latentdiff.formats.convert import convert
 
-    with pytest.raises(ModelError, match="holds Flux.1: convert writes SD and SDXL single files only"):
-        convert(flux_schnell, tmp_path / "flux.safetensors")
-    assert not any(tmp_path.iterdir())
+    f = convert(flux_schnell, tmp_path / "flux.safetensors")
+    with safe_open(str(f), "pt") as s:
+        names = set(s.keys())
+    assert {"img_in.weight", "double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"} <= names
+    assert not any(k.startswith("guidance_in.") for k in names)  # schnell has no guidance embedding

@@ -141,17 +141,28 @@ def test_an_sd3_single_file_is_one_line_naming_what_it_holds_and_lacks(blocks, e
         names += ["text_encoders.clip_l.transformer.x", "text_encoders.clip_g.transformer.x", "first_stage_model.x"]
     if "T5" in words:
         names += ["text_encoders.t5xxl.transformer.x"]
-    with pytest.raises(ModelError, match="SD3 single files are not loaded yet") as e:
+    with pytest.raises(ModelError, match="loads as --model FILE --components DIR") as e:
         detect(dict.fromkeys(names, [2, 2]), "m.safetensors")
     assert words in str(e.value) and "\n" not in str(e.value)
 
 
-def test_convert_refuses_an_sd3_folder_in_one_line(sd3_medium, tmp_path):
-    from latentdiff.formats.convert import convert
+def test_convert_writes_an_sd3_folder_as_its_transformer_file_and_back(sd3_medium, tmp_path):
+    """The transformer alone in Stability's layout; back to a folder with the others from --components."""
+    import torch
+    from safetensors import safe_open
 
-    with pytest.raises(ModelError, match="holds SD 3/3.5: convert writes SD and SDXL single files only"):
-        convert(sd3_medium, tmp_path / "sd3.safetensors")
-    assert not any(tmp_path.iterdir())
+    from latentdiff.errors import UsageError
+    from latentdiff.formats.convert import convert
+    from latentdiff.models.assemble import load_components
+
+    f = convert(sd3_medium, tmp_path / "sd3.safetensors")
+    with safe_open(str(f), "pt") as s:
+        assert "joint_blocks.0.x_block.attn.qkv.weight" in s.keys()
+    with pytest.raises(UsageError, match="SD 3/3.5 transformer alone.*--components"):
+        convert(f, tmp_path / "back")
+    back = load_components(convert(f, tmp_path / "back", components=sd3_medium)).unet.state_dict()
+    want = load_components(sd3_medium).unet.state_dict()
+    assert back.keys() == want.keys() and all(torch.equal(back[k], want[k]) for k in want)
 
 
 def test_a_prompt_past_clips_window_is_cut_as_diffusers_cuts_it_and_said_so(sd3_medium, capsys):

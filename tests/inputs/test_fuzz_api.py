@@ -102,7 +102,10 @@ def _fifo(folder: Path) -> str:
 
 
 @settings(FUZZ, max_examples=80)
-@given(data=st.data(), name=st.sampled_from(["loras", "embeddings", "vae", "save_out", "save_dtype"]))
+@given(
+    data=st.data(),
+    name=st.sampled_from(["loras", "embeddings", "text_encoders", "vae", "components", "save_out", "save_dtype"]),
+)
 def test_fuzz_file_arguments_wrong_types_and_special_files(pipe_sd1, tiny_sd1, data, name):
     """Every value here is wrong: a UsageError (or ModelError) of one line, never a TypeError or a hang."""
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):  # relative paths land in tmp
@@ -117,15 +120,15 @@ def test_fuzz_file_arguments_wrong_types_and_special_files(pipe_sd1, tiny_sd1, d
         specs = st.builds(
             LoraSpec, st.sampled_from([5, None, b"x", str(tmp)]), st.sampled_from([1.0, math.nan, True, "1"])
         )
-        if name in ("loras", "embeddings"):
+        if name in ("loras", "embeddings", "text_encoders"):
             value = data.draw(
                 st.lists(item | specs, min_size=1, max_size=3)
                 | NOT_NUMBERS.filter(lambda v: not isinstance(v, (list, tuple)))
             )
             fn = lambda: Pipeline.from_pretrained(tiny_sd1, device="cpu", **{name: value})  # noqa: E731
-        elif name == "vae":
+        elif name in ("vae", "components"):  # --components: for a transformer file, and tiny_sd1 is a folder
             value = data.draw(NOT_NUMBERS.filter(lambda v: v is not None) | st.sampled_from([_fifo(tmp), "/dev/zero"]))
-            fn = lambda: Pipeline.from_pretrained(tiny_sd1, device="cpu", vae=value)  # noqa: E731
+            fn = lambda: Pipeline.from_pretrained(tiny_sd1, device="cpu", **{name: value})  # noqa: E731
         else:
             out, dtype = tmp / "out", None
             if name == "save_out":

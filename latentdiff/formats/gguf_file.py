@@ -1,0 +1,151 @@
+"""GGUF model files (ggml's container; city96's ComfyUI-GGUF quantizations of Flux.1 and SD 3/3.5):
+the transformer's tensors in the original key layout, quantized (Q8_0, Q4_0, Q4_K, ...) or plain.
+
+By default the quantized matrices stay quantized (`read_gguf_quantized`: diffusers' GGUFParameter,
+computed by diffusers' GGUFLinear, which dequantizes each layer's weight as it runs, in the compute
+dtype): the memory is the file's. `read_gguf` dequantizes everything as it reads, to float32 tensors
+(the weights the quantized ones stand for). Either way the weights hold the quantization's error (Q8_0:
+at most half a step of each 32-value block's scale). Reading needs the `gguf` package (`pip install
+latentdiff[gguf]`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from latentdiff.errors import ModelError, UsageError
+
+MAGIC = b"GGUF"
+ARCHITECTURES = {"flux": "flux", "sd3": "sd3"}  # general.architecture -> our family
+ARCH_KEY = "general.architecture"
+
+
+def is_gguf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == MAGIC
+
+
+def _reader(path: Path):
+    try:
+        import gguf
+    except ImportError:
+        raise UsageError(
+            f"{path} is a GGUF file: reading it needs the gguf package (pip install 'latentdiff[gguf]')"
+        ) from None
+    try:
+        return gguf, gguf.GGUFReader(str(path))
+    except (ValueError, OSError, IndexError, KeyError, TypeError) as e:  # a damaged header fails in these
+        raise ModelError(f"{path} is not a readable GGUF file: {type(e).__name__} {e}") from None
+
+
+def architecture(reader) -> str:
+    field = reader.fields.get(ARCH_KEY)
+    if field is None:
+        return ""
+    return bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
+
+
+def gguf_family(path: Path, reader=None) -> str:
+    """Our family of a GGUF transformer file; an architecture we do not load is refused in one line naming it."""
+    arch = architecture(reader or _reader(path)[1])
+    if arch not in ARCHITECTURES:
+        raise UsageError(
+            f"{path} is a GGUF file of the architecture {arch or 'unnamed'!r}; supported GGUF architectures: "
+            f"{', '.join(ARCHITECTURES)} (transformer files of Flux.1 and SD 3/3.5)"
+        )
+    return ARCHITECTURES[arch]
+
+
+def read_gguf(path: Path) -> tuple[str, dict]:
+    """(our family, name -> float32 tensor, dequantized) of a GGUF transformer file."""
+    import torch
+
+    gguf, reader = _reader(path)
+    family = gguf_family(path, reader)
+    tensors = {}
+    for t in reader.tensors:
+        shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists dimensions fastest first
+        try:
+            values = gguf.quants.dequantize(t.data, t.tensor_type)
+        except NotImplementedError:
+            raise ModelError(f"{path}: the quantization {t.tensor_type.name} of {t.name} is not supported") from None
+        # A copy (astype): the file is mapped read-only.
+        tensors[t.name] = torch.from_numpy(values.astype("float32")).reshape(shape)
+    return family, tensors
+
+
+def read_gguf_quantized(path: Path) -> tuple[str, dict]:
+    """(our family, name -> tensor): quantized tensors as diffusers' GGUFParameter (rows of blocks),
+    plain ones (F32, F16) as tensors."""
+    _, reader = _reader(path)
+    family = gguf_family(path, reader)
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+
+    try:
+        return family, load_gguf_checkpoint(str(path))
+    except ValueError as e:  # a quantization diffusers does not compute
+        raise ModelError(f"{path}: {str(e).splitlines()[0]}") from None
+
+
+def quantized_module(cls, config, sd: dict, where):
+    """`cls` of `config` with `sd`'s quantized matrices kept quantized in diffusers' GGUFLinear layers
+    (any other quantized tensor dequantized), computing in float32 until `compute_in` says otherwise."""
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers.quantizers.gguf.utils import GGUFLinear, _replace_with_gguf_linear, dequantize_gguf_tensor
+
+    with init_empty_weights(include_buffers=False):
+        module = cls.from_config(config)
+    _replace_with_gguf_linear(module, torch.float32, sd)
+    plain, kept = {}, set()
+    for name, value in sd.items():
+        owner_name, _, attr = name.rpartition(".")
+        owner = module.get_submodule(owner_name) if owner_name else module
+        if hasattr(value, "quant_type") and isinstance(owner, GGUFLinear) and attr == "weight":
+            if tuple(owner.weight.shape) != tuple(value.quant_shape):
+                raise ModelError(
+                    f"{where}: {name} is {tuple(value.quant_shape)}, the model's {tuple(owner.weight.shape)}"
+                )
+            owner._parameters[attr] = value.requires_grad_(False)
+            kept.add(name)
+        else:
+            plain[name] = dequantize_gguf_tensor(value).float() if hasattr(value, "quant_type") else value
+    result = module.load_state_dict(plain, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if k not in kept]
+    if missing or result.unexpected_keys:
+        raise ModelError(
+            f"weights in {where} do not fit its config: {', '.join((missing or result.unexpected_keys)[:3])}"
+        )
+    return module.eval().requires_grad_(False)
+
+
+def is_quantized(module) -> bool:
+    return any(hasattr(m, "compute_dtype") and hasattr(m.weight, "quant_type") for m in module.modules())
+
+
+def compute_in(module, dtype) -> None:
+    """Make the GGUF layers of `module` compute in `dtype` (the run's, chosen after loading)."""
+    for m in module.modules():
+        if hasattr(m, "compute_dtype"):
+            m.compute_dtype = dtype
+
+
+def write_gguf(path: Path, arch: str, tensors: dict, qtype: str = "Q8_0") -> Path:
+    """Write `tensors` (original layout) as GGUF of `arch`, as city96's convert.py does: matrices whose
+    rows are whole blocks in `qtype`, the rest (vectors, norms, odd widths) in float32."""
+    import gguf
+
+    kind = gguf.GGMLQuantizationType[qtype]
+    block = gguf.GGML_QUANT_SIZES[kind][0]
+    writer = gguf.GGUFWriter(str(path), arch=arch)
+    for name, t in tensors.items():
+        values = t.detach().float().numpy()
+        if values.ndim >= 2 and values.shape[-1] % block == 0:
+            writer.add_tensor(name, gguf.quants.quantize(values, kind), raw_dtype=kind)
+        else:
+            writer.add_tensor(name, values)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

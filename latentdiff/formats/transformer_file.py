@@ -1,0 +1,156 @@
+"""Single files of the transformer families (Flux.1, SD 3/3.5) as users have them: the
+transformer alone (`flux1-dev.safetensors`, `sd3.5_large.safetensors` stripped of its encoders,
+ComfyUI's models/diffusion_models/ files, city96's GGUF quantizations) or a whole checkpoint whose
+transformer sits under `model.diffusion_model.`; in bf16/fp16/fp32, in fp8 (e4m3fn / e5m2, plain or
+"scaled" with a per-layer scale_weight as ComfyUI writes them) or as GGUF.
+
+The text encoders, their tokenizers and the VAE come from `components`: a diffusers folder of the
+same family (its own transformer is not read). Tokenizers are never shipped for T5 (its vocabulary
+is 800 kB), so even a whole checkpoint needs that folder. fp8 weights are upcast as they are read
+(to bf16, which holds every e4m3fn and e5m2 value exactly; a scaled weight is the product rounded to
+bf16) and computed in the compute dtype, so any device runs them. GGUF matrices stay quantized
+(formats/gguf_file.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from latentdiff.errors import ModelError, UsageError
+from latentdiff.families.registry import FAMILIES, family_of_folder
+from latentdiff.formats.gguf_file import gguf_family, is_gguf, quantized_module, read_gguf_quantized
+from latentdiff.formats.transformer_configs import CLASSES, CONFIGS
+from latentdiff.formats.transformer_keys import layout_of, to_diffusers, to_original
+from latentdiff.formats.transformer_parts import apply_checkpoint_parts, upcast_fp8
+from latentdiff.models.assemble import build, build_module
+from latentdiff.models.checks import check_diffusers_config
+from latentdiff.models.configs import read_configs
+from latentdiff.models.weights import SAFETENSORS, load_state_dict, safetensors_header, sniff_format
+from latentdiff.runtime.files import as_umask_allows
+from latentdiff.runtime.libraries import quiet_libraries
+from latentdiff.runtime.reading import parse_json
+
+META_KEY = "latentdiff.transformer"  # JSON: {"family": ..., "config": the transformer's diffusers config}
+PREFIX = "model.diffusion_model."  # a whole checkpoint's transformer (ComfyUI, Stability)
+OTHER_PARTS = ("text_encoders.", "first_stage_model.", "vae.", "cond_stage_model.", "conditioner.")
+NEEDS = {
+    "flux": "the CLIP-L and T5-XXL text encoders with their tokenizers and the 16-channel VAE (ae.safetensors)",
+    "sd3": "the CLIP-L and CLIP-G text encoders (T5-XXL optional) with their tokenizers and SD3's VAE",
+}
+EXAMPLES = {"flux": "black-forest-labs/FLUX.1-dev", "sd3": "stabilityai/stable-diffusion-3.5-medium"}
+COMFY_FOLDERS = ("text_encoders", "clip", "diffusion_models", "unet", "checkpoints")  # ComfyUI's models/
+
+
+def transformer_family(path: Path) -> str | None:
+    """ "flux" or "sd3" for a transformer file (GGUF, or safetensors in the original layout), else None."""
+    if is_gguf(path):
+        return gguf_family(path)
+    if sniff_format(path) != SAFETENSORS:
+        return None
+    header = safetensors_header(path)
+    meta = header.get("__metadata__") or {}
+    if isinstance(meta, dict) and META_KEY in meta:
+        return _own(meta, path)["family"]
+    return layout_of((k for k in header if k.startswith(PREFIX) or not k.startswith(OTHER_PARTS)), path)
+
+
+def _own(meta: dict, path: Path) -> dict:
+    own = parse_json(meta[META_KEY], f"{path} (latentdiff metadata)", ModelError)
+    if not (isinstance(own, dict) and own.get("family") in CONFIGS and isinstance(own.get("config"), dict)):
+        raise ModelError(f"{path} has damaged latentdiff transformer metadata")
+    return own
+
+
+def read_transformer(path: Path) -> tuple[str, dict, dict | None]:
+    """(family, the file's tensors (fp8 upcast), the config the file carries or None)."""
+    if is_gguf(path):
+        family, sd = read_gguf_quantized(path)
+        return family, sd, None
+    header = safetensors_header(path)
+    meta = header.get("__metadata__") or {}
+    own = _own(meta, path) if isinstance(meta, dict) and META_KEY in meta else None
+    sd = upcast_fp8(load_state_dict(path))
+    family = own["family"] if own else layout_of(sd, path)
+    if family is None:
+        raise ModelError(f"{path} holds no Flux.1 or SD 3/3.5 transformer")
+    return family, sd, (own or {}).get("config")
+
+
+def _transformer_part(sd: dict) -> dict:
+    """The transformer's tensors of a whole checkpoint (prefix removed) or of a transformer file."""
+    if any(k.startswith(PREFIX) for k in sd):
+        return {k[len(PREFIX) :]: v for k, v in sd.items() if k.startswith(PREFIX)}
+    return {k: v for k, v in sd.items() if not k.startswith(OTHER_PARTS)}
+
+
+def check_components(path: Path, family: str, components) -> Path:
+    """The components folder for a transformer file of `family`: given, a folder, of that family."""
+    label = FAMILIES[family].label
+    if components is None:
+        raise UsageError(
+            f"{path} is the {label} transformer alone; it also needs {NEEDS[family]}: give --components DIR "
+            f"(a diffusers folder of {label} such as {EXAMPLES[family]}, which holds them)"
+        )
+    folder = Path(components).expanduser()
+    if not folder.is_dir():
+        raise UsageError(f"--components {components}: no such folder")
+    if not (folder / "model_index.json").is_file() and any((folder / d).is_dir() for d in COMFY_FOLDERS):
+        raise UsageError(
+            f"--components {components} is ComfyUI's models folder, which holds no tokenizers or configs: give a "
+            f"diffusers folder of {label} (such as {EXAMPLES[family]}) as --components; your own encoder and VAE "
+            "files can replace its ones with --text-encoder FILE and --vae FILE"
+        )
+    found = family_of_folder(folder)
+    if found.name != family:
+        raise UsageError(f"--components {components} holds {found.label}, but {path} is the {label} transformer")
+    return folder
+
+
+def build_transformer(family: str, sd: dict, config: dict | None, where):
+    """The diffusers transformer of original-layout tensors `sd`, with `config` or one told from their shapes."""
+    import diffusers
+
+    quiet_libraries()
+    # A GGUF matrix's own shape counts bytes; quant_shape is the matrix's.
+    config = config or CONFIGS[family]({k: list(getattr(v, "quant_shape", v.shape)) for k, v in sd.items()}, where)
+    if config.get("_class_name", CLASSES[family]) != CLASSES[family]:
+        raise ModelError(f"{where}: its config names {config['_class_name']!r}, not {family}'s {CLASSES[family]}")
+    check_diffusers_config({**config, "_class_name": CLASSES[family]}, "transformer", f"{where} (transformer config)")
+    try:
+        converted = to_diffusers(sd, family, where)
+    except RuntimeError as e:  # a matrix that does not split as the layout's does (a damaged file)
+        raise ModelError(
+            f"{where}: a tensor does not split as the {family} layout's: {str(e).splitlines()[0]}"
+        ) from None
+    cls = getattr(diffusers, CLASSES[family])
+    if any(hasattr(v, "quant_type") for v in converted.values()):
+        return quantized_module(cls, config, converted, where)
+    return build_module(cls, config, converted, where)
+
+
+def load_transformer_file(path: Path, components=None, allow_pickle: bool = False):
+    """Components of a transformer file (or whole checkpoint) with the rest of the model taken from
+    the folder `components`, a whole checkpoint's own VAE and encoders over the folder's."""
+    folder = check_components(path, transformer_family(path), components)
+    family, sd, config = read_transformer(path)
+    transformer = build_transformer(family, _transformer_part(sd), config, path)
+    comps = build(read_configs(folder), allow_pickle, denoiser=False)
+    comps.unet = transformer
+    apply_checkpoint_parts(comps, sd, family, path)
+    return comps
+
+
+def save_transformer_file(transformer, out: Path, dtype=None) -> Path:
+    """The transformer alone in its family's original layout, carrying its config as metadata."""
+    from safetensors.torch import save_file
+
+    family = "flux" if CLASSES["flux"] == type(transformer).__name__ else "sd3"
+    tensors = to_original(transformer.state_dict(), family)
+    cast = (lambda t: t.to(dtype) if t.is_floating_point() else t) if dtype is not None else (lambda t: t)
+    own = {"family": family, "config": dict(transformer.config)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": "pt", META_KEY: json.dumps(own, sort_keys=True, default=list)}
+    save_file({k: cast(v).contiguous() for k, v in tensors.items()}, str(out), metadata=metadata)
+    as_umask_allows(out)
+    return out
