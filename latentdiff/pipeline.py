@@ -29,14 +29,12 @@ from latentdiff.runtime.device import (
     wants_channels_last,
     wants_prepacked_weights,
 )
-from latentdiff.runtime.memory import images_at_once
 from latentdiff.runtime.placement import cast, vae_dtype
-from latentdiff.workflows.additions import a1111_noise, additions, take
+from latentdiff.workflows.additions import a1111_noise, additions, take, text_options
 from latentdiff.workflows.cascade import cascade_options, is_pixel_stage, pixel_upscale
 from latentdiff.workflows.decode import decode_latents
-from latentdiff.workflows.image_prompt import adapters_installed
 from latentdiff.workflows.options import ImageOptions
-from latentdiff.workflows.text_to_image import check_refiner, generate_batch, loop_guidance, run_loop
+from latentdiff.workflows.text_to_image import check_refiner, generate_all, run_loop
 from latentdiff.workflows.upscale import load_upscaler, upscale
 
 
@@ -236,15 +234,9 @@ class Pipeline:
             callback=params.callback(params.api_label, callback),
             strength=opts.default_strength() if source else None,
             **additions(self, taken, request, scheduler),
-            **self._text_options(clip_skip, prompt_syntax, true_cfg),
+            **text_options(self, clip_skip, prompt_syntax, true_cfg),
         )
-        jobs = request.jobs()
-        c, most = self.components, min(self.max_batch, len(jobs))
-        cfg = loop_guidance(self, request)[0] != 1.0
-        batch = request.batch_size(images_at_once(c.unet, c.vae, request.width, request.height, cfg, most, self.device))
-        with adapters_installed(self, request.image_prompts):
-            for i in range(0, len(jobs), batch):
-                yield from generate_batch(self, jobs[i : i + batch], request, i)
+        yield from generate_all(self, request)
 
     def resolve(self, prompts, negative, steps, guidance, width, height, seed, num_images, scheduler) -> Request:
         """The request of a text-to-image call: every argument checked, the model's defaults filled in
@@ -254,14 +246,6 @@ class Pipeline:
         where = Path(self.model_dir or ".") / "scheduler" / "scheduler_config.json"
         check_scheduler_steps(self.components.scheduler_config, request.scheduler, request.steps, where)
         return request
-
-    def _text_options(self, clip_skip, prompt_syntax, true_cfg=1.0) -> dict:
-        clip_skip = self.components.defaults.get("clip_skip", 1) if clip_skip is None else clip_skip
-        return {
-            "clip_skip": self.conditioning.check_clip_skip(clip_skip),
-            "prompt_syntax": params.prompt_syntax(params.api_label, prompt_syntax),
-            "true_cfg": params.true_cfg(params.api_label, true_cfg),
-        }
 
     def set_refiner(self, refiner: "Pipeline", start: float = 0.8) -> "Pipeline":
         """Hand the latents to `refiner` (an SDXL refiner) after the fraction `start` of the

@@ -93,3 +93,13 @@ def sampler_fields(pipe, name: str | None, taken: dict, a1111: bool = False) -> 
     given = {k: recommended.get(k) if taken[k] is None and own else taken[k] for k in OPTIONS}
     options = check_options(name, config, given)
     return {"scheduler": name, "sampler_options": tuple(options.items())}
+
+
+def text_options(pipe, clip_skip, prompt_syntax, true_cfg=1.0) -> dict:
+    """The request's clip skip (the model's default where None), prompt syntax and true CFG, checked."""
+    clip_skip = pipe.components.defaults.get("clip_skip", 1) if clip_skip is None else clip_skip
+    return {
+        "clip_skip": pipe.conditioning.check_clip_skip(clip_skip),
+        "prompt_syntax": params.prompt_syntax(params.api_label, prompt_syntax),
+        "true_cfg": params.true_cfg(params.api_label, true_cfg),
+    }

@@ -14,14 +14,25 @@ from latentdiff.formats.lora_tags import batch_tags, merged
 from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.runtime.device import torch_threads
-from latentdiff.runtime.memory import allocation_errors
+from latentdiff.runtime.memory import allocation_errors, images_at_once
 from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
 from latentdiff.workflows import a1111_path
 from latentdiff.workflows.finish import finish
 from latentdiff.workflows.hires import hires_pass, pass_steps
-from latentdiff.workflows.image_prompt import slot_tokens
+from latentdiff.workflows.image_prompt import adapters_installed, slot_tokens
 from latentdiff.workflows.start import prepare
 from latentdiff.workflows.unclip import image_stage, same_labels
+
+
+def generate_all(pipe, request: Request):
+    """Every image of `request`, batch by batch (as many at once as memory allows), as each is decoded."""
+    jobs = request.jobs()
+    c, most = pipe.components, min(pipe.max_batch, len(jobs))
+    cfg = loop_guidance(pipe, request)[0] != 1.0
+    batch = request.batch_size(images_at_once(c.unet, c.vae, request.width, request.height, cfg, most, pipe.device))
+    with adapters_installed(pipe, request.image_prompts):
+        for i in range(0, len(jobs), batch):
+            yield from generate_batch(pipe, jobs[i : i + batch], request, i)
 
 
 def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request, first: int = 0):

@@ -92,11 +92,11 @@ def test_pipe_upscale_takes_a_pixel_stage(tiny_sd1, stages):
 
 
 def test_sizes_are_checked_before_the_base_image_is_made(generate, tiny_sd1, stages, tmp_path, monkeypatch):
-    import latentdiff.pipeline as pipeline
+    import latentdiff.workflows.text_to_image as text_to_image
 
     def never(*a, **k):
         raise AssertionError("the base image was made")
 
-    monkeypatch.setattr(pipeline, "generate_batch", never)
+    monkeypatch.setattr(text_to_image, "generate_batch", never)
     code, out, err = generate(tiny_sd1, tmp_path, "--width", "32", "--height", "32", "--upscaler", str(stages[0]))
     assert code == 2 and "takes 16x16 images; the stage before gives 32x32" in err
