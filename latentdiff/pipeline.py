@@ -63,6 +63,7 @@ class Pipeline:
         self.threads = None  # intra-op CPU threads while generating (cpu_threads_for); None: the process's own
         self.upscalers = {}  # diffusion upscalers loaded for this pipeline (workflows/upscale.py), by reference
         self.family = family_of(components)  # what the model is: its conditioning, its model call
+        self.family.adapt(components)
         self.conditioning = self.family.conditioning(components)
         self.refiner, self.refiner_start = None, None  # an SDXL refiner takes over at refiner_start
         self.vae_ref = None  # a VAE given instead of the model's own

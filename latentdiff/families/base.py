@@ -41,6 +41,10 @@ class Family:
         return index
 
     # ---- generation -----------------------------------------------------------------------
+    def adapt(self, components):
+        """`components` as the loop uses them (FLUX.2: its VAE seen in the patched latent space), in place."""
+        return components
+
     def conditioning(self, components):
         """The prompt encoder: `(prompts, negatives, height, width, syntax, clip_skip) -> (cond,
         uncond)` contexts (with `check_clip_skip`, `embed`, ... as families/clip.py's Conditioning)."""

@@ -30,19 +30,21 @@ DEFAULT_SAMPLE_SIZE = 128
 @dataclass
 class FluxContext:
     """A batch's conditioning: T5's hidden states (the text tokens the image attends with) and
-    CLIP-L's pooled vector (added to the timestep embedding)."""
+    CLIP-L's pooled vector (added to the timestep embedding; None for FLUX.2, which has none)."""
 
     hidden: torch.Tensor  # (B, T, D_t5)
-    pooled: torch.Tensor  # (B, D_clip)
+    pooled: torch.Tensor | None  # (B, D_clip)
 
     def cat(self, other: "FluxContext") -> "FluxContext":
-        return FluxContext(torch.cat([self.hidden, other.hidden]), torch.cat([self.pooled, other.pooled]))
+        pooled = None if self.pooled is None else torch.cat([self.pooled, other.pooled])
+        return FluxContext(torch.cat([self.hidden, other.hidden]), pooled)
 
     def to(self, dtype=None, device=None) -> "FluxContext":
-        return FluxContext(self.hidden.to(device=device, dtype=dtype), self.pooled.to(device=device, dtype=dtype))
+        pooled = None if self.pooled is None else self.pooled.to(device=device, dtype=dtype)
+        return FluxContext(self.hidden.to(device=device, dtype=dtype), pooled)
 
     def __getitem__(self, rows: slice) -> "FluxContext":
-        return FluxContext(self.hidden[rows], self.pooled[rows])
+        return FluxContext(self.hidden[rows], None if self.pooled is None else self.pooled[rows])
 
 
 class FluxConditioning:
@@ -62,13 +64,16 @@ class FluxConditioning:
         return 1
 
     def _ids(self, tokenizer, texts: list[str], length: int, device) -> torch.Tensor:
-        """`texts` as `length` token ids each, cut where longer (as diffusers cuts them), saying so once."""
+        return self._tokens(tokenizer, texts, length).input_ids.to(device)
+
+    @staticmethod
+    def _tokens(tokenizer, texts: list[str], length: int):
+        """`texts` as `length` tokens each (ids, attention mask), cut where longer (as diffusers cuts them), saying so once."""
         if any(len(ids) > length for ids in tokenizer(texts).input_ids):
             notice(
                 f"a prompt is longer than the {length} tokens {type(tokenizer).__name__} reads here; the rest is cut"
             )
-        out = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-        return out.input_ids.to(device)
+        return tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
 
     def embed(self, texts: list[str]) -> FluxContext:
         clip_device, t5_device = self.clip.device, self.t5.device
@@ -166,11 +171,16 @@ class Flux(FlowMatching):
         """FluxPipeline's schedule: sigmas 1 .. 1/steps, shifted by mu of the image's token count."""
         config = scheduler.config
         sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
-        mu = calculate_shift((size[1] // factor // 2) * (size[0] // factor // 2), config)
+        side = self.size_step(None, factor)  # pixels a token covers
+        mu = self.shift((size[1] // side) * (size[0] // side), steps, config)
         if sigmas is None:
             scheduler.set_timesteps(steps, mu=mu)
         else:
             scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+
+    def shift(self, tokens: int, steps: int, config) -> float:
+        """The schedule's shift mu for an image of `tokens` tokens sampled in `steps` steps."""
+        return calculate_shift(tokens, config)
 
     def defaults(self, components) -> dict:
         """FluxPipeline's defaults (28 steps, guidance 3.5); schnell is distilled for 4 steps, without guidance (diffusers' example: 0)."""

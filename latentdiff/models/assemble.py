@@ -72,7 +72,7 @@ def build(
         channels_last=channels_last,
     )
     vae = _build(
-        diffusers.AutoencoderKL,
+        getattr(diffusers, diffusers_class(cfgs.vae, "vae")),
         cfgs.vae,
         path / "vae",
         cfgs.values["vae"],

@@ -108,12 +108,15 @@ def init_defaults(cls) -> dict:
 
 DIFFUSERS_CLASSES = {"unet": "UNet2DConditionModel", "transformer": "FluxTransformer2DModel", "vae": "AutoencoderKL"}
 # The transformers a `transformer` folder may hold, as its config's _class_name names them (Flux's where it names none).
-TRANSFORMER_CLASSES = ("FluxTransformer2DModel", "SD3Transformer2DModel")
+TRANSFORMER_CLASSES = ("FluxTransformer2DModel", "SD3Transformer2DModel", "Flux2Transformer2DModel")
+VAE_CLASSES = ("AutoencoderKL", "AutoencoderKLFlux2")  # as a `vae` config's _class_name names them
 
 
 def diffusers_class(config: dict, what: str, path: Path | None = None) -> str:
     """The diffusers class of component `what` (unet, transformer, vae) with this config."""
     named = config.get("_class_name")
+    if what == "vae":  # AutoencoderKL unless FLUX.2's is named (old folders name others, or none)
+        return named if named in VAE_CLASSES else DIFFUSERS_CLASSES[what]
     if what != "transformer" or named is None:
         return DIFFUSERS_CLASSES[what]
     if named not in TRANSFORMER_CLASSES:

@@ -26,7 +26,7 @@ from latentdiff.runtime.reading import read_json
 
 SUPPORTED = (
     "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell), "
-    "SD 3 medium, SD 3.5 (medium, large)"
+    "SD 3 medium, SD 3.5 (medium, large), FLUX.2 klein"
 )
 # (encoder, tokenizer) folder pairs; SDXL has the first two, its refiner only the second, SD3 all three.
 TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
@@ -36,10 +36,12 @@ TEXT_DEFAULTS = {
     "text_encoder_2": "CLIPTextModelWithProjection",
     "text_encoder_3": "T5EncoderModel",
 }
-TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
-TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast", "T5TokenizerFast")
-# Pipeline-level options of model_index.json that change how prompts are conditioned.
-INDEX_OPTIONS = ("force_zeros_for_empty_prompt", "requires_aesthetics_score")
+TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "Qwen3ForCausalLM")
+TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast", "T5TokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast")
+# Each text encoder class's transformers config class (CLIP's where not named).
+TEXT_CONFIGS = {"T5EncoderModel": "T5Config", "Qwen3ForCausalLM": "Qwen3Config"}
+# Pipeline-level options of model_index.json that change how prompts are conditioned (or guided: FLUX.2's).
+INDEX_OPTIONS = ("force_zeros_for_empty_prompt", "requires_aesthetics_score", "is_distilled")
 DEFAULTS_FILE = "latentdiff.json"  # our recommended settings; diffusers ignores the file
 MAX_NOISE_LEVEL = 350  # diffusers' StableDiffusionUpscalePipeline default
 
@@ -113,7 +115,7 @@ def clip_config(te_dict: dict, where, cls_name: str = "CLIPTextModel"):
     # Here, not at the top: importing transformers takes seconds (preflight reads configs without it).
     import transformers
 
-    config_cls = transformers.T5Config if cls_name.startswith("T5") else transformers.CLIPTextConfig
+    config_cls = getattr(transformers, TEXT_CONFIGS.get(cls_name, "CLIPTextConfig"))
     check_config_numbers(te_dict, where)
     check_numbers_where_numbers(te_dict, config_cls(), where)
     return guarded(lambda: config_cls.from_dict(te_dict), where)
@@ -155,6 +157,7 @@ def describe_folder(path: Path) -> str | None:
                 "StableDiffusion3Pipeline",
                 "StableDiffusion3Img2ImgPipeline",
                 "StableDiffusion3InpaintPipeline",
+                "Flux2KleinPipeline",
             )
         )
         return None if sd or not cls else f"a {cls} model"
