@@ -36,7 +36,7 @@ def empirical_mu(tokens: int, steps: int) -> float:
         return float(at_200)
     at_10 = a1 * tokens + b1
     slope = (at_200 - at_10) / 190.0
-    return float(slope * steps + at_200 - 200.0 * slope)
+    return float(slope * steps + (at_200 - 200.0 * slope))
 
 
 class Flux2Conditioning(FluxConditioning):
