@@ -14,10 +14,8 @@ from latentdiff.errors import ModelError
 
 
 @pytest.fixture(scope="module")
-def klein(tmp_path_factory):
-    from latentdiff.models.testing import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("flux2") / "klein", "flux2-klein")
+def klein(tiny_klein):
+    return tiny_klein
 
 
 def test_a_klein_folder_is_told_from_its_configs_and_loads(klein):
@@ -79,3 +77,16 @@ def test_a_flux2_dev_folder_is_refused_in_one_line(klein, tmp_path):
         ModelError, match="is a Flux2Pipeline model, not a model this can generate with; supported:.*FLUX.2 klein"
     ):
         read_configs(dev)
+
+
+def test_a_flux2_single_file_is_named_from_its_tensors():
+    from latentdiff.formats.detect import describe
+
+    bfl = [
+        "double_blocks.0.img_attn.qkv.weight",
+        "double_stream_modulation_img.lin.weight",
+        "single_blocks.0.linear1.weight",
+    ]
+    diffusers = ["transformer_blocks.0.attn.to_q.weight", "single_stream_modulation.linear.weight"]
+    assert describe(bfl) == describe(diffusers) == "FLUX.2"
+    assert describe(["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"]) == "Flux"

@@ -19,10 +19,8 @@ W, H = 48, 32  # width != height: the tokens' order and the position ids must no
 
 
 @pytest.fixture(scope="module")
-def klein(tmp_path_factory):
-    from latentdiff.models.testing import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("flux2") / "klein", "flux2-klein", seed=1)
+def klein(tiny_klein):
+    return tiny_klein
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +41,7 @@ def test_text_to_image_with_cfg_matches_flux2_klein_pipeline(klein):
     ours, ref = _ours(klein), reference(klein, "Flux2KleinPipeline")
     got = _pixels(ours("a red apple", guidance=4.0, steps=3, width=W, height=H, num_images=2, seed=5))
     want = _reference_pixels(ref, 5, 2, prompt="a red apple", guidance_scale=4.0, num_inference_steps=3)
-    _close(got, want)
-    plain = _pixels(ours("a red apple", guidance=1.0, steps=3, width=W, height=H, num_images=2, seed=5))
-    assert np.abs(plain - want).max() > 1  # the guidance is used
+    _close(got, want)  # diffusers guides at 4 (two transformer calls a step): so the guidance is used
 
 
 def test_a_distilled_klein_ignores_guidance_as_diffusers(klein_distilled):
