@@ -127,13 +127,16 @@ class FluxCall:
         self.guidance = guidance if transformer.config.guidance_embeds else None
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, inputs: Inputs) -> torch.Tensor:
-        if inputs.channels is not None or inputs.residuals or inputs.tokens:
-            raise UsageError("Flux takes no ControlNet, adapter or inpainting channels yet (plain or img2img only)")
+        if inputs.residuals or inputs.tokens:
+            raise UsageError("Flux takes no ControlNet or adapter yet")
         b, _, h, w = x.shape
         ctx = inputs.context
         guidance = None if self.guidance is None else torch.full((b,), self.guidance, device=x.device)
+        # Fill: the masked image's latents and the mask beside the latents, packed with them
+        # (pack keeps channel order, so this is FluxFillPipeline's concatenation of packed tokens)
+        full = x if inputs.channels is None else torch.cat([x, inputs.channels.concat.to(x.dtype)], dim=1)
         out = self.transformer(
-            hidden_states=pack(x),
+            hidden_states=pack(full),
             timestep=t.expand(b).to(x.dtype) / 1000,
             guidance=guidance,
             pooled_projections=ctx.pooled,
@@ -147,14 +150,32 @@ class FluxCall:
 
 class Flux(FlowMatching):
     name, label = "flux", "Flux.1"
-    variants = ("flux-dev", "flux-schnell")
+    variants = ("flux-dev", "flux-schnell", "flux-fill")
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
         # FluxTransformer2DModel's config: rotary axes and a pooled text projection (no UNet has them).
         return "axes_dims_rope" in unet and "pooled_projection_dim" in unet
 
     def variant(self, components) -> str:
+        if self.inpainting(components):
+            return "flux-fill"
         return "flux-dev" if components.unet.config.guidance_embeds else "flux-schnell"
+
+    def inpainting(self, components) -> bool:
+        """Flux Fill: the masked image's latents and the mask come in beside the latents (more input than output features)."""
+        config = components.unet.config
+        return (config.get("out_channels") or config.in_channels) < config.in_channels
+
+    def mask_channels(self, components, mask, masked):
+        """FluxFillPipeline's: the masked image's latents, then the full-resolution mask with each
+        latent pixel's f x f mask pixels as f*f channels."""
+        b, _, h, w = masked.shape
+        f = mask.shape[-1] // w
+        m = mask[:, 0].view(1, h, f, w, f).permute(0, 2, 4, 1, 3).reshape(1, f * f, h, w)
+        return torch.cat([masked, m.expand(b, -1, -1, -1).to(masked.dtype)], dim=1)
+
+    def encodes_full_start(self, components) -> bool:
+        return True  # FluxFillPipeline encodes the init image even at strength 1
 
     def conditioning(self, components):
         return FluxConditioning(components)
@@ -184,6 +205,8 @@ class Flux(FlowMatching):
 
     def defaults(self, components) -> dict:
         """FluxPipeline's defaults (28 steps, guidance 3.5); schnell is distilled for 4 steps, without guidance (diffusers' example: 0)."""
+        if self.inpainting(components):
+            return {"steps": 50, "guidance": 30.0}  # FluxFillPipeline's
         return (
             {"steps": 28, "guidance": 3.5} if components.unet.config.guidance_embeds else {"steps": 4, "guidance": 0.0}
         )
@@ -200,7 +223,7 @@ class Flux(FlowMatching):
         return diffusers_pipeline("FluxPipeline", components, scheduler)
 
     def model_index(self, components, index: dict) -> dict:
-        return flux_index(index)
+        return flux_index(index, "FluxFillPipeline" if self.inpainting(components) else "FluxPipeline")
 
     def tiny(self, variant: str | None = None, seed: int = 0) -> dict:
         return tiny_flux(variant or "flux-dev", seed)

@@ -37,11 +37,11 @@ SCHEDULERS = {
 }
 
 
-def flux_index(index: dict) -> dict:
-    """model_index.json of a FluxPipeline, from the generic one (its diffusers version)."""
+def flux_index(index: dict, cls_name: str = "FluxPipeline") -> dict:
+    """model_index.json of a FluxPipeline (or its Fill or Kontext pipeline), from the generic one (its diffusers version)."""
     keep = {k: index[k] for k in ("_diffusers_version",) if k in index}
     return {
-        "_class_name": "FluxPipeline",
+        "_class_name": cls_name,
         **keep,
         "feature_extractor": [None, None],
         "image_encoder": [None, None],
@@ -110,7 +110,8 @@ def tiny_t5(tokenizer, d_model: int = 32):
 
 
 def tiny_flux(variant: str = "flux-dev", seed: int = 0) -> dict:
-    """Seeded tiny modules of `variant` (flux-dev: with the guidance embedding; flux-schnell without):
+    """Seeded tiny modules of `variant` (flux-dev: with the guidance embedding; flux-schnell without;
+    flux-fill: dev's with the masked image's 16 latent channels and the 2x2 mask pixels beside the latents):
     the fields of models.components.Components, the transformer in `unet` (the denoiser's slot)."""
     from diffusers import FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -120,14 +121,15 @@ def tiny_flux(variant: str = "flux-dev", seed: int = 0) -> dict:
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
         patch_size=1,
-        in_channels=64,
+        in_channels=64 + (64 + 16 if variant == "flux-fill" else 0),
+        out_channels=64,
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
         num_attention_heads=2,
         joint_attention_dim=32,
         pooled_projection_dim=32,
-        guidance_embeds=variant == "flux-dev",
+        guidance_embeds=variant != "flux-schnell",
         axes_dims_rope=(4, 6, 6),
     )
     vae = tiny_vae(FLUX_VAE)
@@ -140,5 +142,8 @@ def tiny_flux(variant: str = "flux-dev", seed: int = 0) -> dict:
         tokenizer=clip_tok,
         text_encoder_2=tiny_t5(t5_tok),
         tokenizer_2=t5_tok,
-        scheduler_config={"_class_name": "FlowMatchEulerDiscreteScheduler", **SCHEDULERS[variant]},
+        scheduler_config={
+            "_class_name": "FlowMatchEulerDiscreteScheduler",
+            **SCHEDULERS[variant.replace("fill", "dev")],
+        },
     )

@@ -154,6 +154,7 @@ def describe_folder(path: Path) -> str | None:
                 "StableDiffusionUpscale",
                 "FluxPipeline",
                 "FluxImg2ImgPipeline",
+                "FluxFillPipeline",
                 "StableDiffusion3Pipeline",
                 "StableDiffusion3Img2ImgPipeline",
                 "StableDiffusion3InpaintPipeline",

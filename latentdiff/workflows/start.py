@@ -91,7 +91,7 @@ def prepare(
     start = 0 if from_noise else start_step(sched, steps, strength, pipe.family.strength_steps(steps, strength))
     full = from_noise or (inpaint and strength >= 1.0)  # diffusers' inpaint starts from pure noise at strength 1
     device = pipe.device
-    if init_latents is None and pixels is not None and not (nine and full):
+    if init_latents is None and pixels is not None and not (nine and full and not pipe.family.encodes_full_start(c)):
         init_latents = encode_sampled(vae, pixels, gens)
     noise = (draw_noise(shape, gens) if comfy is None else comfy.initial(shape)).to(device)  # drawn on the CPU
     if comfy is not None:
@@ -107,10 +107,9 @@ def prepare(
     # An ordinary UNet does not use these latents, but diffusers encodes them (drawing from the
     # generators) all the same; so do we, so that ancestral steps draw the same noise after.
     masked = encode_sampled(vae, pixels * (m < 0.5), gens).to(device)
-    small = F.interpolate(m, size=shape[1:]).to(device)  # (1, 1, h, w), nearest as diffusers
     if nine:
-        concat = torch.cat([small.expand(len(seeds), -1, -1, -1), masked], dim=1)
-        return Start(latents, gens, start, channels=ImageChannels(concat))
+        return Start(latents, gens, start, channels=ImageChannels(pipe.family.mask_channels(c, m.to(device), masked)))
+    small = F.interpolate(m, size=shape[1:]).to(device)  # (1, 1, h, w), nearest as diffusers
     return Start(latents, gens, start, blend=KnownRegion(init_latents.to(device), noise, small, sched, start))
 
 
