@@ -224,7 +224,9 @@ class Pipeline:
             options=opts,
             source=source,
             callback=params.callback(params.api_label, callback),
-            strength=opts.default_strength() if source else None,
+            strength=(opts.strength if self.family.image_is_reference(self.components) else opts.default_strength())
+            if source
+            else None,  # Kontext: no strength unless one is given (and refused below 1)
             **additions(self, taken, request, scheduler),
             **self._text_options(clip_skip, prompt_syntax, true_cfg),
         )

@@ -100,6 +100,11 @@ class Family:
         small = F.interpolate(mask, size=masked.shape[2:]).expand(len(masked), -1, -1, -1)
         return torch.cat([small, masked], dim=1)
 
+    def image_is_reference(self, components) -> bool:
+        """Whether the model reads the given image as a reference it edits (Flux Kontext: extra tokens)
+        rather than starting from it."""
+        return False
+
     def encodes_full_start(self, components) -> bool:
         """Whether an inpainting network's start at strength 1 (pure noise) still encodes the init
         image, drawing from the generators (FluxFillPipeline does; SD's inpainting pipelines do not)."""

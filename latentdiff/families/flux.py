@@ -25,6 +25,7 @@ from latentdiff.sampling.model_call import Inputs
 # diffusers' FluxPipeline: its default T5 length and the sample size its default image has.
 MAX_SEQUENCE_LENGTH = 512
 DEFAULT_SAMPLE_SIZE = 128
+KONTEXT = "FluxKontextPipeline"
 
 
 @dataclass
@@ -132,25 +133,38 @@ class FluxCall:
         b, _, h, w = x.shape
         ctx = inputs.context
         guidance = None if self.guidance is None else torch.full((b,), self.guidance, device=x.device)
-        # Fill: the masked image's latents and the mask beside the latents, packed with them
-        # (pack keeps channel order, so this is FluxFillPipeline's concatenation of packed tokens)
-        full = x if inputs.channels is None else torch.cat([x, inputs.channels.concat.to(x.dtype)], dim=1)
+        tokens, ids = self.tokens(x, inputs.channels)
         out = self.transformer(
-            hidden_states=pack(full),
+            hidden_states=tokens,
             timestep=t.expand(b).to(x.dtype) / 1000,
             guidance=guidance,
             pooled_projections=ctx.pooled,
             encoder_hidden_states=ctx.hidden,
             txt_ids=torch.zeros(ctx.hidden.shape[1], 3, device=x.device, dtype=x.dtype),
-            img_ids=image_ids(h // 2, w // 2, x.device, x.dtype),
+            img_ids=ids,
             return_dict=False,
         )[0]
-        return unpack(out, h, w)
+        return unpack(out[:, : h * w // 4], h, w)  # Kontext: the reference's tokens dropped
+
+    def tokens(self, x: torch.Tensor, channels) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image tokens and their ids: Fill's masked image and mask packed beside the latents
+        (pack keeps channel order: FluxFillPipeline's concatenation of packed tokens); Kontext's
+        reference latents as more tokens after them, at time index 1 (FluxKontextPipeline)."""
+        h, w = x.shape[-2:]
+        ids = image_ids(h // 2, w // 2, x.device, x.dtype)
+        if channels is None:
+            return pack(x), ids
+        extra = channels.concat.to(x.dtype)
+        if self.transformer.config.in_channels > x.shape[1] * 4:  # Fill
+            return pack(torch.cat([x, extra], dim=1)), ids
+        ref_ids = image_ids(extra.shape[-2] // 2, extra.shape[-1] // 2, x.device, x.dtype)
+        ref_ids[:, 0] = 1
+        return torch.cat([pack(x), pack(extra)], dim=1), torch.cat([ids, ref_ids])
 
 
 class Flux(FlowMatching):
     name, label = "flux", "Flux.1"
-    variants = ("flux-dev", "flux-schnell", "flux-fill")
+    variants = ("flux-dev", "flux-schnell", "flux-fill", "flux-kontext")
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
         # FluxTransformer2DModel's config: rotary axes and a pooled text projection (no UNet has them).
@@ -159,6 +173,8 @@ class Flux(FlowMatching):
     def variant(self, components) -> str:
         if self.inpainting(components):
             return "flux-fill"
+        if self.image_is_reference(components):
+            return "flux-kontext"
         return "flux-dev" if components.unet.config.guidance_embeds else "flux-schnell"
 
     def inpainting(self, components) -> bool:
@@ -176,6 +192,10 @@ class Flux(FlowMatching):
 
     def encodes_full_start(self, components) -> bool:
         return True  # FluxFillPipeline encodes the init image even at strength 1
+
+    def image_is_reference(self, components) -> bool:
+        """Kontext: a dev transformer whose folder says FluxKontextPipeline (its weights alone do not tell)."""
+        return components.index.get("_class_name") == KONTEXT
 
     def conditioning(self, components):
         return FluxConditioning(components)
@@ -223,7 +243,9 @@ class Flux(FlowMatching):
         return diffusers_pipeline("FluxPipeline", components, scheduler)
 
     def model_index(self, components, index: dict) -> dict:
-        return flux_index(index, "FluxFillPipeline" if self.inpainting(components) else "FluxPipeline")
+        if self.inpainting(components):
+            return flux_index(index, "FluxFillPipeline")
+        return flux_index(index, KONTEXT if self.image_is_reference(components) else "FluxPipeline")
 
     def tiny(self, variant: str | None = None, seed: int = 0) -> dict:
         return tiny_flux(variant or "flux-dev", seed)

@@ -111,11 +111,13 @@ def tiny_t5(tokenizer, d_model: int = 32):
 
 def tiny_flux(variant: str = "flux-dev", seed: int = 0) -> dict:
     """Seeded tiny modules of `variant` (flux-dev: with the guidance embedding; flux-schnell without;
-    flux-fill: dev's with the masked image's 16 latent channels and the 2x2 mask pixels beside the latents):
+    flux-fill: dev's with the masked image's 16 latent channels and the 2x2 mask pixels beside the latents;
+    flux-kontext: dev's in a FluxKontextPipeline folder):
     the fields of models.components.Components, the transformer in `unet` (the denoiser's slot)."""
     from diffusers import FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    schedule = "flux-schnell" if variant == "flux-schnell" else "flux-dev"  # Fill's and Kontext's are dev's
     clip_tok = build_tokenizer(WORDS, 200, 77)
     t5_tok = t5_tokenizer(WORDS)
     torch.manual_seed(seed)
@@ -142,8 +144,6 @@ def tiny_flux(variant: str = "flux-dev", seed: int = 0) -> dict:
         tokenizer=clip_tok,
         text_encoder_2=tiny_t5(t5_tok),
         tokenizer_2=t5_tok,
-        scheduler_config={
-            "_class_name": "FlowMatchEulerDiscreteScheduler",
-            **SCHEDULERS[variant.replace("fill", "dev")],
-        },
+        scheduler_config={"_class_name": "FlowMatchEulerDiscreteScheduler", **SCHEDULERS[schedule]},
+        index={"_class_name": "FluxKontextPipeline"} if variant == "flux-kontext" else {},
     )

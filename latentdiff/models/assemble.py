@@ -99,9 +99,18 @@ def build(
         tokenizer_3=text.get("tokenizer_3"),
         scheduler_config=cfgs.scheduler,
         defaults=cfgs.defaults,
-        index={k: cfgs.index[k] for k in INDEX_OPTIONS if k in cfgs.index},
+        index=index_options(cfgs),
         upscaler=cfgs.upscaler,
     )
+
+
+def index_options(cfgs: ModelConfigs) -> dict:
+    """What of model_index.json the family reads: INDEX_OPTIONS, and a transformer model's pipeline
+    class (Flux Kontext's folder differs from Flux dev's in it alone)."""
+    options = {k: cfgs.index[k] for k in INDEX_OPTIONS if k in cfgs.index}
+    if cfgs.denoiser == "transformer" and isinstance(cfgs.index.get("_class_name"), str):
+        options["_class_name"] = cfgs.index["_class_name"]
+    return options
 
 
 def _build(

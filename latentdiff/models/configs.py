@@ -155,6 +155,7 @@ def describe_folder(path: Path) -> str | None:
                 "FluxPipeline",
                 "FluxImg2ImgPipeline",
                 "FluxFillPipeline",
+                "FluxKontextPipeline",
                 "StableDiffusion3Pipeline",
                 "StableDiffusion3Img2ImgPipeline",
                 "StableDiffusion3InpaintPipeline",

@@ -27,7 +27,7 @@ def test_a_klein_folder_is_told_from_its_configs_and_loads(klein):
     assert family_of_folder(klein).name == "flux2"
     c = load_components(klein)
     assert isinstance(c.text_encoder, Qwen3ForCausalLM) and type(c.vae).__name__ == "AutoencoderKLFlux2"
-    assert family_of(c).name == "flux2" and c.index == {"is_distilled": False}
+    assert family_of(c).name == "flux2" and c.index == {"is_distilled": False, "_class_name": "Flux2KleinPipeline"}
 
 
 def test_patching_ids_and_shift_are_diffusers():
