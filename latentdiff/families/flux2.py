@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from latentdiff.errors import UsageError
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.base import diffusers_pipeline
 from latentdiff.families.flux import DEFAULT_SAMPLE_SIZE, MAX_SEQUENCE_LENGTH, Flux, FluxConditioning, FluxContext
 from latentdiff.families.flux2_tiny import flux2_index, tiny_flux2
@@ -47,6 +47,16 @@ class Flux2Conditioning(FluxConditioning):
     def __init__(self, components, max_sequence_length: int = MAX_SEQUENCE_LENGTH):
         self.encoder, self.tokenizer = components.text_encoder, components.tokenizer
         self.max_sequence_length = max_sequence_length
+        self.chats([""])  # a missing or broken chat template is refused at load, in one line
+
+    def chats(self, texts: list[str]) -> list[str]:
+        """Each text as one user turn of the tokenizer's chat template, thinking off (as Flux2KleinPipeline)."""
+        turn = dict(tokenize=False, add_generation_prompt=True, enable_thinking=False)
+        try:
+            return [self.tokenizer.apply_chat_template([{"role": "user", "content": t}], **turn) for t in texts]
+        except Exception as e:  # noqa: BLE001 - jinja2's template errors, transformers' ValueError without one
+            what = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ModelError(f"the FLUX.2 tokenizer's chat template cannot be applied: {what}") from None
 
     def check_clip_skip(self, clip_skip) -> int:
         if clip_skip not in (1, None):
@@ -54,13 +64,7 @@ class Flux2Conditioning(FluxConditioning):
         return 1
 
     def embed(self, texts: list[str]) -> FluxContext:
-        chats = [
-            self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True, enable_thinking=False
-            )
-            for t in texts
-        ]
-        tokens = self._tokens(self.tokenizer, chats, self.max_sequence_length).to(self.encoder.device)
+        tokens = self._tokens(self.tokenizer, self.chats(texts), self.max_sequence_length).to(self.encoder.device)
         out = self.encoder(
             input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, output_hidden_states=True, use_cache=False
         )

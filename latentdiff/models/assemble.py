@@ -107,7 +107,10 @@ def build(
 def index_options(cfgs: ModelConfigs) -> dict:
     """What of model_index.json the family reads: INDEX_OPTIONS, and a transformer model's pipeline
     class (Flux Kontext's folder differs from Flux dev's in it alone)."""
-    options = {k: cfgs.index[k] for k in INDEX_OPTIONS if k in cfgs.index}
+    options = {k: cfgs.index[k] for k in INDEX_OPTIONS if cfgs.index.get(k) is not None}
+    for k, v in options.items():
+        if not isinstance(v, bool):  # "false" would read as true
+            raise ModelError(f"{cfgs.path / 'model_index.json'}: {k} must be true or false, got {v!r}"[:300])
     if cfgs.denoiser == "transformer" and isinstance(cfgs.index.get("_class_name"), str):
         options["_class_name"] = cfgs.index["_class_name"]
     return options
@@ -231,7 +234,14 @@ def load_vae(path: Path, allow_pickle: bool = False):
     )
 
 
-_VOCAB_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "spiece.model")
+_VOCAB_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
 
 
 def tokenizer_class(index: dict, name: str) -> str:
