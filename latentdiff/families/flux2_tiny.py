@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from latentdiff.families.flux_tiny import tiny_vae
 from latentdiff.families.sd import WORDS
 
 # The released configs' values (black-forest-labs/FLUX.2-klein-4B, FLUX.2-dev).
@@ -85,17 +86,7 @@ def tiny_qwen3(tokenizer, hidden: int = 16):
 
 def tiny_flux2_vae(latent_channels: int = 4):
     """A tiny AutoencoderKLFlux2 (factor 2) whose batch norm holds seeded statistics, as a trained one would."""
-    from diffusers import AutoencoderKLFlux2
-
-    vae = AutoencoderKLFlux2(
-        latent_channels=latent_channels,
-        block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=8,
-        layers_per_block=1,
-        sample_size=32,
-    )
+    vae = tiny_vae({}, "AutoencoderKLFlux2", latent_channels)
     n = vae.bn.running_mean.numel()
     vae.bn.running_mean.copy_(torch.randn(n) * 0.3)
     vae.bn.running_var.copy_(torch.rand(n) + 0.5)

@@ -71,12 +71,12 @@ def t5_tokenizer(texts: list[str], vocab_size: int = 120):
     return T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0)
 
 
-def tiny_vae(factors: dict):
-    """A tiny 16-channel AutoencoderKL (factor 2) with a transformer family's shift and scaling `factors`."""
-    from diffusers import AutoencoderKL
+def tiny_vae(factors: dict, cls_name: str = "AutoencoderKL", latent_channels: int = 16):
+    """A tiny AutoencoderKL (factor 2; or FLUX.2's `cls_name`) with a transformer family's shift and scaling `factors`."""
+    import diffusers
 
-    return AutoencoderKL(
-        latent_channels=16,
+    return getattr(diffusers, cls_name)(
+        latent_channels=latent_channels,
         block_out_channels=(16, 32),
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,

@@ -38,3 +38,10 @@ def close(got: np.ndarray, ref: np.ndarray) -> None:
     assert got.shape == ref.shape
     assert ref.std() > 5  # a real picture, not a flat one that would match anything
     assert np.abs(got - ref).max() <= 1
+
+
+def picture(size: tuple[int, int], seed: int = 0):
+    """A seeded random RGB picture of `size` (w, h): an init or reference image with detail everywhere."""
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))

@@ -5,12 +5,11 @@ a run without an image, with a mask or a strength below 1."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from flow_parity import close as _close
 from flow_parity import ours as _ours
+from flow_parity import picture, reference, reference_pixels
 from flow_parity import pixels as _pixels
-from flow_parity import reference, reference_pixels
 from PIL import Image
 
 W, H = 48, 32
@@ -24,7 +23,7 @@ def kontext(tmp_path_factory):
 
 
 def _picture() -> Image.Image:
-    return Image.fromarray(np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8))
+    return picture((W, H), 1)
 
 
 def test_kontext_matches_flux_kontext_pipeline(kontext):
