@@ -152,7 +152,8 @@ class Flux2(Flux):
 
     def lora_host(self, components, scheduler):
         """Flux2KleinPipeline's loader reads diffusers/peft files of its transformer."""
-        return diffusers_pipeline("Flux2KleinPipeline", components, scheduler)
+        vae = components.vae.vae if isinstance(components.vae, PatchedLatents) else components.vae
+        return diffusers_pipeline("Flux2KleinPipeline", components, scheduler, vae=vae)
 
     def model_index(self, components, index: dict) -> dict:
         return flux2_index({**index, **components.index})
