@@ -213,6 +213,8 @@ class Pipeline:
                 f"{self.model_ref} is a diffusion upscaler, not a text-to-image model; use "
                 "`latentdiff upscale IMAGE --model` (pipe.upscale) or generate --upscaler"
             )
+        if opts.image is not None and opts.strength is None and self.family.image_is_reference(self.components):
+            opts = dataclasses.replace(opts, strength=1.0)  # Kontext: the image is a reference (any other refused)
         source = opts.source(width, height, self.scale_factor)
         if source is not None:
             width, height = source.image.size
@@ -224,9 +226,7 @@ class Pipeline:
             options=opts,
             source=source,
             callback=params.callback(params.api_label, callback),
-            strength=(opts.strength if self.family.image_is_reference(self.components) else opts.default_strength())
-            if source
-            else None,  # Kontext: no strength unless one is given (and refused below 1)
+            strength=opts.default_strength() if source else None,
             **additions(self, taken, request, scheduler),
             **self._text_options(clip_skip, prompt_syntax, true_cfg),
         )

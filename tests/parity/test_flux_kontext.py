@@ -5,6 +5,7 @@ a run without an image, with a mask or a strength below 1."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from flow_parity import close as _close
 from flow_parity import ours as _ours
@@ -44,3 +45,16 @@ def test_kontext_refuses_a_run_it_cannot_make_in_one_line(kontext):
         with pytest.raises(UsageError, match="a Kontext model edits the image it is given") as e:
             pipe("make it red", steps=1, width=W, height=H, **kwargs)
         assert "\n" not in str(e.value)
+
+
+def test_kontext_records_strength_one_and_from_replays_it(kontext, tmp_path, run_main):
+    _picture().save(tmp_path / "ref.png")
+    argv = ["generate", "make it red", "--model", kontext, "--init-image", tmp_path / "ref.png", "--steps", "2"]
+    code, out, err = run_main([*argv, "--seed", "3", "--out", tmp_path / "a", "--quiet"])
+    assert code == 0, err
+    path = out.split()[0]
+    assert "Distilled CFG Scale: 3.5, Seed: 3" in Image.open(path).text["parameters"]
+    assert "Denoising strength: 1.0" in Image.open(path).text["parameters"]  # the default, which --from passes back
+    code, out, err = run_main(["generate", "--from", path, "--out", tmp_path / "b", "--quiet"])
+    assert code == 0, err
+    assert np.array_equal(np.asarray(Image.open(out.split()[0])), np.asarray(Image.open(path)))
