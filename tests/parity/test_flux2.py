@@ -37,7 +37,6 @@ def _reference_pixels(pipe, seed: int, n: int, **kwargs) -> np.ndarray:
     return reference_pixels(pipe, seed, n, (W, H), **kwargs)
 
 
-@pytest.mark.slow  # ~12 s on the shared CPU: a CFG batch of two images on each side
 def test_text_to_image_with_cfg_matches_flux2_klein_pipeline(klein):
     ours, ref = _ours(klein), reference(klein, "Flux2KleinPipeline")
     got = _pixels(ours("a red apple", guidance=4.0, steps=3, width=W, height=H, num_images=2, seed=5))
