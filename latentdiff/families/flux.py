@@ -35,17 +35,23 @@ class FluxContext:
 
     hidden: torch.Tensor  # (B, T, D_t5)
     pooled: torch.Tensor | None  # (B, D_clip)
+    mask: torch.Tensor | None = None  # (B, T): the text tokens attended to (Chroma's); None: all
+
+    def _parts(self, other: "FluxContext | None" = None, op=None) -> "FluxContext":
+        def one(name):
+            mine = getattr(self, name)
+            return None if mine is None else op(mine, None if other is None else getattr(other, name))
+
+        return FluxContext(one("hidden"), one("pooled"), one("mask"))
 
     def cat(self, other: "FluxContext") -> "FluxContext":
-        pooled = None if self.pooled is None else torch.cat([self.pooled, other.pooled])
-        return FluxContext(torch.cat([self.hidden, other.hidden]), pooled)
+        return self._parts(other, lambda a, b: torch.cat([a, b]))
 
     def to(self, dtype=None, device=None) -> "FluxContext":
-        pooled = None if self.pooled is None else self.pooled.to(device=device, dtype=dtype)
-        return FluxContext(self.hidden.to(device=device, dtype=dtype), pooled)
+        return self._parts(None, lambda a, _: a.to(device=device, dtype=dtype))
 
     def __getitem__(self, rows: slice) -> "FluxContext":
-        return FluxContext(self.hidden[rows], None if self.pooled is None else self.pooled[rows])
+        return self._parts(None, lambda a, _: a[rows])
 
 
 class FluxConditioning:
@@ -125,26 +131,29 @@ class FluxCall:
     def __init__(self, transformer, guidance: float | None = None):
         self.transformer = transformer
         self.dtype = transformer.dtype
-        self.guidance = guidance if transformer.config.guidance_embeds else None
+        self.guidance = guidance if transformer.config.get("guidance_embeds") else None
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, inputs: Inputs) -> torch.Tensor:
         if inputs.residuals or inputs.tokens:
             raise UsageError("Flux takes no ControlNet or adapter yet")
         b, _, h, w = x.shape
         ctx = inputs.context
-        guidance = None if self.guidance is None else torch.full((b,), self.guidance, device=x.device)
         tokens, ids = self.tokens(x, inputs.channels)
         out = self.transformer(
             hidden_states=tokens,
             timestep=t.expand(b).to(x.dtype) / 1000,
-            guidance=guidance,
-            pooled_projections=ctx.pooled,
             encoder_hidden_states=ctx.hidden,
             txt_ids=torch.zeros(ctx.hidden.shape[1], 3, device=x.device, dtype=x.dtype),
             img_ids=ids,
             return_dict=False,
+            **self.extra(ctx, b, tokens.shape[1], x.device),
         )[0]
         return unpack(out[:, : h * w // 4], h, w)  # Kontext: the reference's tokens dropped
+
+    def extra(self, ctx: FluxContext, b: int, image_tokens: int, device) -> dict:
+        """The call's family-own arguments: CLIP's pooled vector and (dev) the embedded guidance."""
+        guidance = None if self.guidance is None else torch.full((b,), self.guidance, device=device)
+        return {"guidance": guidance, "pooled_projections": ctx.pooled}
 
     def tokens(self, x: torch.Tensor, channels) -> tuple[torch.Tensor, torch.Tensor]:
         """The image tokens and their ids: Fill's masked image and mask packed beside the latents

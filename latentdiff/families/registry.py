@@ -9,6 +9,7 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError
 from latentdiff.families.base import Family
+from latentdiff.families.chroma import Chroma
 from latentdiff.families.flux import Flux
 from latentdiff.families.flux2 import Flux2
 from latentdiff.families.sd import SD
@@ -18,7 +19,7 @@ from latentdiff.families.upscaler import Upscaler
 from latentdiff.runtime.reading import read_json
 
 # Order matters: the more particular families first; SD takes any other UNet on CLIP text.
-FAMILIES: dict[str, Family] = {f.name: f for f in (Flux2(), Flux(), SD3(), Upscaler(), SDXL(), SD())}
+FAMILIES: dict[str, Family] = {f.name: f for f in (Flux2(), Chroma(), Flux(), SD3(), Upscaler(), SDXL(), SD())}
 
 
 def family_for(unet: dict, vae: dict, index: dict | None = None) -> Family:

@@ -108,7 +108,12 @@ def init_defaults(cls) -> dict:
 
 DIFFUSERS_CLASSES = {"unet": "UNet2DConditionModel", "transformer": "FluxTransformer2DModel", "vae": "AutoencoderKL"}
 # The transformers a `transformer` folder may hold, as its config's _class_name names them (Flux's where it names none).
-TRANSFORMER_CLASSES = ("FluxTransformer2DModel", "SD3Transformer2DModel", "Flux2Transformer2DModel")
+TRANSFORMER_CLASSES = (
+    "FluxTransformer2DModel",
+    "SD3Transformer2DModel",
+    "Flux2Transformer2DModel",
+    "ChromaTransformer2DModel",
+)
 VAE_CLASSES = ("AutoencoderKL", "AutoencoderKLFlux2")  # as a `vae` config's _class_name names them
 
 

@@ -25,7 +25,7 @@ from latentdiff.models.weights import stored_values
 from latentdiff.runtime.reading import read_json
 
 SUPPORTED = (
-    "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell, Fill, Kontext), "
+    "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell, Fill, Kontext), Chroma, "
     "SD 3 medium, SD 3.5 (medium, large), FLUX.2 klein"
 )
 # (encoder, tokenizer) folder pairs; SDXL has the first two, its refiner only the second, SD3 all three.
@@ -156,6 +156,7 @@ def describe_folder(path: Path) -> str | None:
                 "FluxImg2ImgPipeline",
                 "FluxFillPipeline",
                 "FluxKontextPipeline",
+                "ChromaPipeline",
                 "StableDiffusion3Pipeline",
                 "StableDiffusion3Img2ImgPipeline",
                 "StableDiffusion3InpaintPipeline",
