@@ -220,6 +220,8 @@ class Pipeline:
                 f"{self.model_ref} is a diffusion upscaler, not a text-to-image model; use "
                 "`latentdiff upscale IMAGE --model` (pipe.upscale) or generate --upscaler"
             )
+        if opts.image is not None and opts.strength is None and self.family.image_is_reference(self.components):
+            opts = dataclasses.replace(opts, strength=1.0)  # Kontext: the image is a reference (any other refused)
         source = opts.source(width, height, self.scale_factor)
         if source is not None:
             width, height = source.image.size

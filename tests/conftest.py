@@ -32,6 +32,14 @@ def tiny_sd2(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("models") / "sd2", "sd2", defaults={"steps": 3, "guidance": 4.0})
 
 
+@pytest.fixture(scope="session")
+def tiny_klein(tmp_path_factory):
+    """A tiny FLUX.2 klein base folder (Flux2KleinPipeline's layout), shared by its family, parity and CLI tests."""
+    from latentdiff.models.testing import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("models") / "klein", "flux2-klein", seed=1)
+
+
 @pytest.fixture
 def squares(tmp_path):
     """A two-image training dataset (a red and a blue square, captioned) in a fresh folder."""

@@ -42,7 +42,8 @@ class Family:
 
     # ---- generation -----------------------------------------------------------------------
     def adapt(self, components):
-        """`components` as the workflows use them (a video VAE seen as an image VAE); in place."""
+        """`components` as the workflows use them (Qwen-Image's video VAE seen as an image VAE, FLUX.2's in
+        its patched latent space); in place."""
         return components
 
     def conditioning(self, components):
@@ -88,6 +89,26 @@ class Family:
 
     def inpainting(self, components) -> bool:
         """Whether the network takes a mask and the masked image's latents as extra channels."""
+        return False
+
+    def mask_channels(self, components, mask, masked):
+        """An inpainting network's extra channels from the (1, 1, H, W) 0/1 `mask` and the masked
+        image's (B, C, h, w) latents: SD's 9-channel UNets take the mask at latent size (nearest, as
+        diffusers) before the latents."""
+        import torch
+        import torch.nn.functional as F
+
+        small = F.interpolate(mask, size=masked.shape[2:]).expand(len(masked), -1, -1, -1)
+        return torch.cat([small, masked], dim=1)
+
+    def image_is_reference(self, components) -> bool:
+        """Whether the model reads the given image as a reference it edits (Flux Kontext: extra tokens)
+        rather than starting from it."""
+        return False
+
+    def encodes_full_start(self, components) -> bool:
+        """Whether an inpainting network's start at strength 1 (pure noise) still encodes the init
+        image, drawing from the generators (FluxFillPipeline does; SD's inpainting pipelines do not)."""
         return False
 
     def check_start(self, components) -> None:

@@ -62,14 +62,20 @@ class PackedFlowMatching(FlowMatching):
     DEFAULT_SAMPLE_SIZE = 128  # the pipelines' default image: 128 latent pixels a side
 
     def set_timesteps(self, scheduler, steps: int, size: tuple[int, int], factor: int) -> None:
-        """Sigmas 1 .. 1/steps, shifted by mu of the image's token count (FluxPipeline, QwenImagePipeline)."""
+        """Sigmas 1 .. 1/steps, shifted by mu of the image's token count (FluxPipeline, QwenImagePipeline;
+        FLUX.2's shift also depends on the steps)."""
         config = scheduler.config
         sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
-        mu = calculate_shift((size[1] // factor // 2) * (size[0] // factor // 2), config)
+        side = self.size_step(None, factor)  # pixels a token covers
+        mu = self.shift((size[1] // side) * (size[0] // side), steps, config)
         if sigmas is None:
             scheduler.set_timesteps(steps, mu=mu)
         else:
             scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+
+    def shift(self, tokens: int, steps: int, config) -> float:
+        """The schedule's shift mu for an image of `tokens` tokens sampled in `steps` steps."""
+        return calculate_shift(tokens, config)
 
     def size_step(self, components, factor: int) -> int:
         return 2 * factor  # 2x2 latent patches

@@ -23,24 +23,34 @@ from latentdiff.sampling.model_call import Inputs
 
 # diffusers' FluxPipeline's default T5 length.
 MAX_SEQUENCE_LENGTH = 512
+DEFAULT_SAMPLE_SIZE = PackedFlowMatching.DEFAULT_SAMPLE_SIZE
+KONTEXT = "FluxKontextPipeline"
 
 
 @dataclass
 class FluxContext:
     """A batch's conditioning: T5's hidden states (the text tokens the image attends with) and
-    CLIP-L's pooled vector (added to the timestep embedding)."""
+    CLIP-L's pooled vector (added to the timestep embedding; None for FLUX.2, which has none)."""
 
     hidden: torch.Tensor  # (B, T, D_t5)
-    pooled: torch.Tensor  # (B, D_clip)
+    pooled: torch.Tensor | None  # (B, D_clip)
+    mask: torch.Tensor | None = None  # (B, T): the text tokens attended to (Chroma's); None: all
+
+    def _parts(self, other: "FluxContext | None" = None, op=None) -> "FluxContext":
+        def one(name):
+            mine = getattr(self, name)
+            return None if mine is None else op(mine, None if other is None else getattr(other, name))
+
+        return FluxContext(one("hidden"), one("pooled"), one("mask"))
 
     def cat(self, other: "FluxContext") -> "FluxContext":
-        return FluxContext(torch.cat([self.hidden, other.hidden]), torch.cat([self.pooled, other.pooled]))
+        return self._parts(other, lambda a, b: torch.cat([a, b]))
 
     def to(self, dtype=None, device=None) -> "FluxContext":
-        return FluxContext(self.hidden.to(device=device, dtype=dtype), self.pooled.to(device=device, dtype=dtype))
+        return self._parts(None, lambda a, _: a.to(device=device, dtype=dtype))
 
     def __getitem__(self, rows: slice) -> "FluxContext":
-        return FluxContext(self.hidden[rows], self.pooled[rows])
+        return self._parts(None, lambda a, _: a[rows])
 
 
 class FluxConditioning:
@@ -60,13 +70,16 @@ class FluxConditioning:
         return 1
 
     def _ids(self, tokenizer, texts: list[str], length: int, device) -> torch.Tensor:
-        """`texts` as `length` token ids each, cut where longer (as diffusers cuts them), saying so once."""
+        return self._tokens(tokenizer, texts, length).input_ids.to(device)
+
+    @staticmethod
+    def _tokens(tokenizer, texts: list[str], length: int):
+        """`texts` as `length` tokens each (ids, attention mask), cut where longer (as diffusers cuts them), saying so once."""
         if any(len(ids) > length for ids in tokenizer(texts).input_ids):
             notice(
                 f"a prompt is longer than the {length} tokens {type(tokenizer).__name__} reads here; the rest is cut"
             )
-        out = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-        return out.input_ids.to(device)
+        return tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
 
     def embed(self, texts: list[str]) -> FluxContext:
         clip_device, t5_device = self.clip.device, self.t5.device
@@ -117,37 +130,80 @@ class FluxCall:
     def __init__(self, transformer, guidance: float | None = None):
         self.transformer = transformer
         self.dtype = transformer.dtype
-        self.guidance = guidance if transformer.config.guidance_embeds else None
+        self.guidance = guidance if transformer.config.get("guidance_embeds") else None
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, inputs: Inputs) -> torch.Tensor:
-        if inputs.channels is not None or inputs.residuals or inputs.tokens:
-            raise UsageError("Flux takes no ControlNet, adapter or inpainting channels yet (plain or img2img only)")
+        if inputs.residuals or inputs.tokens:
+            raise UsageError("Flux takes no ControlNet or adapter yet")
         b, _, h, w = x.shape
         ctx = inputs.context
-        guidance = None if self.guidance is None else torch.full((b,), self.guidance, device=x.device)
+        tokens, ids = self.tokens(x, inputs.channels)
         out = self.transformer(
-            hidden_states=pack(x),
+            hidden_states=tokens,
             timestep=t.expand(b).to(x.dtype) / 1000,
-            guidance=guidance,
-            pooled_projections=ctx.pooled,
             encoder_hidden_states=ctx.hidden,
             txt_ids=torch.zeros(ctx.hidden.shape[1], 3, device=x.device, dtype=x.dtype),
-            img_ids=image_ids(h // 2, w // 2, x.device, x.dtype),
+            img_ids=ids,
             return_dict=False,
+            **self.extra(ctx, b, tokens.shape[1], x.device),
         )[0]
-        return unpack(out, h, w)
+        return unpack(out[:, : h * w // 4], h, w)  # Kontext: the reference's tokens dropped
+
+    def extra(self, ctx: FluxContext, b: int, image_tokens: int, device) -> dict:
+        """The call's family-own arguments: CLIP's pooled vector and (dev) the embedded guidance."""
+        guidance = None if self.guidance is None else torch.full((b,), self.guidance, device=device)
+        return {"guidance": guidance, "pooled_projections": ctx.pooled}
+
+    def tokens(self, x: torch.Tensor, channels) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image tokens and their ids: Fill's masked image and mask packed beside the latents
+        (pack keeps channel order: FluxFillPipeline's concatenation of packed tokens); Kontext's
+        reference latents as more tokens after them, at time index 1 (FluxKontextPipeline)."""
+        h, w = x.shape[-2:]
+        ids = image_ids(h // 2, w // 2, x.device, x.dtype)
+        if channels is None:
+            return pack(x), ids
+        extra = channels.concat.to(x.dtype)
+        if self.transformer.config.in_channels > x.shape[1] * 4:  # Fill
+            return pack(torch.cat([x, extra], dim=1)), ids
+        ref_ids = image_ids(extra.shape[-2] // 2, extra.shape[-1] // 2, x.device, x.dtype)
+        ref_ids[:, 0] = 1
+        return torch.cat([pack(x), pack(extra)], dim=1), torch.cat([ids, ref_ids])
 
 
 class Flux(PackedFlowMatching):
     name, label = "flux", "Flux.1"
-    variants = ("flux-dev", "flux-schnell")
+    variants = ("flux-dev", "flux-schnell", "flux-fill", "flux-kontext")
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
         # FluxTransformer2DModel's config: rotary axes and a pooled text projection (no UNet has them).
         return "axes_dims_rope" in unet and "pooled_projection_dim" in unet
 
     def variant(self, components) -> str:
+        if self.inpainting(components):
+            return "flux-fill"
+        if self.image_is_reference(components):
+            return "flux-kontext"
         return "flux-dev" if components.unet.config.guidance_embeds else "flux-schnell"
+
+    def inpainting(self, components) -> bool:
+        """Flux Fill: the masked image's latents and the mask come in beside the latents (more input than output features)."""
+        config = components.unet.config
+        return (config.get("out_channels") or config.in_channels) < config.in_channels
+
+    def mask_channels(self, components, mask, masked):
+        """FluxFillPipeline's: the masked image's latents, then the full-resolution mask with each
+        latent pixel's f x f mask pixels as f*f channels."""
+        b, _, h, w = masked.shape
+        f = mask.shape[-1] // w
+        m = mask[:, 0].view(1, h, f, w, f).permute(0, 2, 4, 1, 3).reshape(1, f * f, h, w)
+        return torch.cat([masked, m.expand(b, -1, -1, -1).to(masked.dtype)], dim=1)
+
+    def encodes_full_start(self, components) -> bool:
+        return True  # FluxFillPipeline encodes the init image even at strength 1
+
+    def image_is_reference(self, components) -> bool:
+        """Kontext: a dev transformer whose folder says FluxKontextPipeline (its weights alone do not tell)."""
+        return components.index.get("_class_name") == KONTEXT
 
     def conditioning(self, components):
         return FluxConditioning(components)
@@ -162,6 +218,8 @@ class Flux(PackedFlowMatching):
 
     def defaults(self, components) -> dict:
         """FluxPipeline's defaults (28 steps, guidance 3.5); schnell is distilled for 4 steps, without guidance (diffusers' example: 0)."""
+        if self.inpainting(components):
+            return {"steps": 50, "guidance": 30.0}  # FluxFillPipeline's
         return (
             {"steps": 28, "guidance": 3.5} if components.unet.config.guidance_embeds else {"steps": 4, "guidance": 0.0}
         )
@@ -172,7 +230,9 @@ class Flux(PackedFlowMatching):
         return diffusers_pipeline("FluxPipeline", components, scheduler)
 
     def model_index(self, components, index: dict) -> dict:
-        return flux_index(index)
+        if self.inpainting(components):
+            return flux_index(index, "FluxFillPipeline")
+        return flux_index(index, KONTEXT if self.image_is_reference(components) else "FluxPipeline")
 
     def tiny(self, variant: str | None = None, seed: int = 0) -> dict:
         return tiny_flux(variant or "flux-dev", seed)

@@ -37,11 +37,11 @@ SCHEDULERS = {
 }
 
 
-def flux_index(index: dict) -> dict:
-    """model_index.json of a FluxPipeline, from the generic one (its diffusers version)."""
+def flux_index(index: dict, cls_name: str = "FluxPipeline") -> dict:
+    """model_index.json of a FluxPipeline (or its Fill or Kontext pipeline), from the generic one (its diffusers version)."""
     keep = {k: index[k] for k in ("_diffusers_version",) if k in index}
     return {
-        "_class_name": "FluxPipeline",
+        "_class_name": cls_name,
         **keep,
         "feature_extractor": [None, None],
         "image_encoder": [None, None],
@@ -71,12 +71,12 @@ def t5_tokenizer(texts: list[str], vocab_size: int = 120):
     return T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0)
 
 
-def tiny_vae(factors: dict):
-    """A tiny 16-channel AutoencoderKL (factor 2) with a transformer family's shift and scaling `factors`."""
-    from diffusers import AutoencoderKL
+def tiny_vae(factors: dict, cls_name: str = "AutoencoderKL", latent_channels: int = 16):
+    """A tiny AutoencoderKL (factor 2; or FLUX.2's `cls_name`) with a transformer family's shift and scaling `factors`."""
+    import diffusers
 
-    return AutoencoderKL(
-        latent_channels=16,
+    return getattr(diffusers, cls_name)(
+        latent_channels=latent_channels,
         block_out_channels=(16, 32),
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
@@ -110,24 +110,28 @@ def tiny_t5(tokenizer, d_model: int = 32):
 
 
 def tiny_flux(variant: str = "flux-dev", seed: int = 0) -> dict:
-    """Seeded tiny modules of `variant` (flux-dev: with the guidance embedding; flux-schnell without):
+    """Seeded tiny modules of `variant` (flux-dev: with the guidance embedding; flux-schnell without;
+    flux-fill: dev's with the masked image's 16 latent channels and the 2x2 mask pixels beside the latents;
+    flux-kontext: dev's in a FluxKontextPipeline folder):
     the fields of models.components.Components, the transformer in `unet` (the denoiser's slot)."""
     from diffusers import FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    schedule = "flux-schnell" if variant == "flux-schnell" else "flux-dev"  # Fill's and Kontext's are dev's
     clip_tok = build_tokenizer(WORDS, 200, 77)
     t5_tok = t5_tokenizer(WORDS)
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
         patch_size=1,
-        in_channels=64,
+        in_channels=64 + (64 + 16 if variant == "flux-fill" else 0),
+        out_channels=64,
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
         num_attention_heads=2,
         joint_attention_dim=32,
         pooled_projection_dim=32,
-        guidance_embeds=variant == "flux-dev",
+        guidance_embeds=variant != "flux-schnell",
         axes_dims_rope=(4, 6, 6),
     )
     vae = tiny_vae(FLUX_VAE)
@@ -140,5 +144,6 @@ def tiny_flux(variant: str = "flux-dev", seed: int = 0) -> dict:
         tokenizer=clip_tok,
         text_encoder_2=tiny_t5(t5_tok),
         tokenizer_2=t5_tok,
-        scheduler_config={"_class_name": "FlowMatchEulerDiscreteScheduler", **SCHEDULERS[variant]},
+        scheduler_config={"_class_name": "FlowMatchEulerDiscreteScheduler", **SCHEDULERS[schedule]},
+        index={"_class_name": "FluxKontextPipeline"} if variant == "flux-kontext" else {},
     )

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError
 from latentdiff.families.base import Family
+from latentdiff.families.chroma import Chroma
 from latentdiff.families.flux import Flux
+from latentdiff.families.flux2 import Flux2
 from latentdiff.families.pixel import PixelBase, PixelSR
 from latentdiff.families.qwen_image import QwenImage
 from latentdiff.families.sd import SD
@@ -22,10 +24,8 @@ from latentdiff.runtime.reading import read_json
 
 # Order matters: the more particular families first (a pixel SR stage's 6 channels are 3 + 3, as the x4
 # upscaler's are latents + 3); SD takes any other UNet on CLIP text.
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (Flux(), SD3(), QwenImage(), ZImage(), PixelBase(), PixelSR(), Upscaler(), UnCLIP(), SDXL(), SD())
-}
+_ORDER = (Flux2(), Chroma(), Flux(), SD3(), QwenImage(), ZImage(), PixelBase(), PixelSR(), Upscaler(), UnCLIP())
+FAMILIES: dict[str, Family] = {f.name: f for f in (*_ORDER, SDXL(), SD())}
 
 
 def family_for(unet: dict, vae: dict, index: dict | None = None) -> Family:

@@ -19,7 +19,8 @@ _FOREIGN = [
     ),
     ("a ControlNet", ("control_model.", "controlnet_cond_embedding.", "input_hint_block.")),
     ("Stable Diffusion 3", ("joint_blocks.", "context_embedder.")),
-    ("Flux", ("double_blocks.", "single_blocks.", "double_stream_modulation")),
+    ("FLUX.2", ("double_stream_modulation", "single_stream_modulation")),  # before Flux.1: it has its block names too
+    ("Flux", ("double_blocks.", "single_blocks.")),
     # after Flux, whose original blocks have img_mod too; their files load as diffusers folders only
     ("a Qwen-Image single file (use its diffusers folder, as Qwen/Qwen-Image ships it)", ("txt_norm.", "img_mod.")),
     (

@@ -99,7 +99,7 @@ def build(
         tokenizer_3=text.get("tokenizer_3"),
         scheduler_config=cfgs.scheduler,
         defaults=cfgs.defaults,
-        index={k: cfgs.index[k] for k in INDEX_OPTIONS if k in cfgs.index},
+        index=index_options(cfgs),
         upscaler=cfgs.upscaler,
         unclip=_unclip(cfgs, load, dtype),
     )
@@ -128,6 +128,18 @@ def load_prior(path: Path, allow_pickle: bool = False, device: str = "cpu", dtyp
         return _build(cls, config, path / name, stored_values(path / name), allow_pickle, device, dtype)
 
     return load_prior_parts(path, module, load_tokenizer, PRIOR_FOLDERS["kandinsky"])
+
+
+def index_options(cfgs: ModelConfigs) -> dict:
+    """What of model_index.json the family reads: INDEX_OPTIONS, and a transformer model's pipeline
+    class (Flux Kontext's folder differs from Flux dev's in it alone)."""
+    options = {k: cfgs.index[k] for k in INDEX_OPTIONS if cfgs.index.get(k) is not None}
+    for k, v in options.items():
+        if not isinstance(v, bool):  # "false" would read as true
+            raise ModelError(f"{cfgs.path / 'model_index.json'}: {k} must be true or false, got {v!r}"[:300])
+    if cfgs.denoiser == "transformer" and isinstance(cfgs.index.get("_class_name"), str):
+        options["_class_name"] = cfgs.index["_class_name"]
+    return options
 
 
 def _build(
@@ -256,7 +268,14 @@ def load_vae(path: Path, allow_pickle: bool = False):
     )
 
 
-_VOCAB_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "spiece.model")
+_VOCAB_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
 
 
 def tokenizer_class(index: dict, name: str) -> str:

@@ -114,6 +114,8 @@ TRANSFORMER_CLASSES = (
     "SD3Transformer2DModel",
     "QwenImageTransformer2DModel",
     "ZImageTransformer2DModel",
+    "Flux2Transformer2DModel",
+    "ChromaTransformer2DModel",
 )
 # The diffusers pipelines whose folders load (model_index.json's _class_name starts with one).
 PIPELINE_CLASSES = (
@@ -124,6 +126,10 @@ PIPELINE_CLASSES = (
     "StableDiffusionUpscale",
     "FluxPipeline",
     "FluxImg2ImgPipeline",
+    "FluxFillPipeline",
+    "FluxKontextPipeline",
+    "ChromaPipeline",
+    "Flux2KleinPipeline",
     "StableDiffusion3Pipeline",
     "StableDiffusion3Img2ImgPipeline",
     "StableDiffusion3InpaintPipeline",
@@ -136,13 +142,15 @@ PIPELINE_CLASSES = (
     "StableUnCLIPImg2ImgPipeline",
 )
 # The VAEs a `vae` folder may hold, as its config's _class_name names them (AutoencoderKL where it names none).
-VAE_CLASSES = ("AutoencoderKL", "AutoencoderKLQwenImage")
+VAE_CLASSES = ("AutoencoderKL", "AutoencoderKLQwenImage", "AutoencoderKLFlux2")
 
 
 def diffusers_class(config: dict, what: str, path: Path | None = None) -> str:
     """The diffusers class of component `what` (unet, transformer, vae) with this config."""
     named = config.get("_class_name")
-    allowed = {"transformer": TRANSFORMER_CLASSES, "vae": VAE_CLASSES}.get(what)
+    if what == "vae":  # AutoencoderKL unless one of VAE_CLASSES is named (old folders name others, or none)
+        return named if named in VAE_CLASSES else DIFFUSERS_CLASSES[what]
+    allowed = TRANSFORMER_CLASSES if what == "transformer" else None
     if allowed is None or named is None:
         return DIFFUSERS_CLASSES[what]
     if named not in allowed:

@@ -26,8 +26,8 @@ from latentdiff.models.weights import stored_values
 from latentdiff.runtime.reading import read_json
 
 SUPPORTED = (
-    "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell), "
-    "SD 3 medium, SD 3.5 (medium, large), Qwen-Image, Z-Image, Stable unCLIP"
+    "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell, Fill, Kontext), Chroma, "
+    "SD 3 medium, SD 3.5 (medium, large), FLUX.2 klein, Qwen-Image, Z-Image, Stable unCLIP"
 )
 # (encoder, tokenizer) folder pairs; SDXL has the first two, its refiner only the second, SD3 all three.
 TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
@@ -44,11 +44,12 @@ TEXT_CONFIGS = {
     "T5EncoderModel": "T5Config",
     "Qwen2_5_VLForConditionalGeneration": "Qwen2_5_VLConfig",
     "Qwen3Model": "Qwen3Config",
+    "Qwen3ForCausalLM": "Qwen3Config",
 }
 TEXT_CLASSES = tuple(TEXT_CONFIGS)
 TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast", "T5TokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast")
-# Pipeline-level options of model_index.json that change how prompts are conditioned.
-INDEX_OPTIONS = ("force_zeros_for_empty_prompt", "requires_aesthetics_score")
+# Pipeline-level options of model_index.json that change how prompts are conditioned (or guided: FLUX.2's).
+INDEX_OPTIONS = ("force_zeros_for_empty_prompt", "requires_aesthetics_score", "is_distilled")
 DEFAULTS_FILE = "latentdiff.json"  # our recommended settings; diffusers ignores the file
 MAX_NOISE_LEVEL = 350  # diffusers' StableDiffusionUpscalePipeline default
 

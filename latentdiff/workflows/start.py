@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latentdiff.errors import UsageError
 from latentdiff.sampling.loop import add_noise, draw_noise, start_step
 from latentdiff.sampling.model_call import ImageChannels, Inputs
 
@@ -53,9 +54,26 @@ def encode_sampled(vae, pixels: torch.Tensor, generators) -> torch.Tensor:
     """One VAE posterior sample per generator of the same picture, shifted and scaled as the
     VAE's config says: (B, C, h, w) fp32."""
     dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-    z = torch.cat([dist.sample(generator=g) for g in generators]).float()
+    return scaled(vae, torch.cat([dist.sample(generator=g) for g in generators]).float())
+
+
+def scaled(vae, z: torch.Tensor) -> torch.Tensor:
+    """The VAE's latents shifted and scaled as its config says (the loop's latents)."""
     shift = vae.config.get("shift_factor")  # Flux's VAE centres its latents; SD's has none
     return (z if shift is None else z - shift) * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def reference_start(vae, pixels, mask, strength: float, noise: torch.Tensor, gens) -> Start:
+    """A start from noise beside the reference image's latents (the VAE's mode, no draw: as
+    FluxKontextPipeline encodes it), which the model call reads as extra tokens (Flux Kontext)."""
+    if pixels is None or mask is not None or strength < 1.0:
+        raise UsageError(
+            "a Kontext model edits the image it is given: pass it as the init image (--init-image), "
+            "without a mask or a strength below 1"
+        )
+    ref = scaled(vae, vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode().float()).to(noise.device)
+    return Start(noise, gens, 0, channels=ImageChannels(ref.expand(len(gens), -1, -1, -1)))
 
 
 def prepare(
@@ -89,11 +107,13 @@ def prepare(
         mask = Image.new("L", size, 255)
     inpaint = mask is not None
     pixels = to_tensor(image) if image is not None else (torch.zeros(1, 3, size[1], size[0]) if nine else None)
+    device = pipe.device
+    if pipe.family.image_is_reference(c):  # Kontext: the image is looked at, not started from
+        return reference_start(vae, pixels, mask, strength, draw_noise(shape, gens).to(device), gens)
     from_noise = pixels is None and init_latents is None
     start = 0 if from_noise else start_step(sched, steps, strength, pipe.family.strength_steps(steps, strength))
     full = from_noise or (inpaint and strength >= 1.0)  # diffusers' inpaint starts from pure noise at strength 1
-    device = pipe.device
-    if init_latents is None and pixels is not None and not (nine and full):
+    if init_latents is None and pixels is not None and not (nine and full and not pipe.family.encodes_full_start(c)):
         init_latents = encode_sampled(vae, pixels, gens)
     noise = (draw_noise(shape, gens) if comfy is None else comfy.initial(shape)).to(device)  # drawn on the CPU
     if comfy is not None:
@@ -109,10 +129,9 @@ def prepare(
     # An ordinary UNet does not use these latents, but diffusers encodes them (drawing from the
     # generators) all the same; so do we, so that ancestral steps draw the same noise after.
     masked = encode_sampled(vae, pixels * (m < 0.5), gens).to(device)
-    small = F.interpolate(m, size=shape[1:]).to(device)  # (1, 1, h, w), nearest as diffusers
     if nine:
-        concat = torch.cat([small.expand(len(seeds), -1, -1, -1), masked], dim=1)
-        return Start(latents, gens, start, channels=ImageChannels(concat))
+        return Start(latents, gens, start, channels=ImageChannels(pipe.family.mask_channels(c, m.to(device), masked)))
+    small = F.interpolate(m, size=shape[1:]).to(device)  # (1, 1, h, w), nearest as diffusers
     return Start(latents, gens, start, blend=KnownRegion(init_latents.to(device), noise, small, sched, start))
 
 

@@ -136,6 +136,8 @@ NOT_RUN = {
     "adapters on the tiny SD1",
     "latentdiff generate 'a castle' --model stable-diffusion-3.5-medium/": "an SD 3.5 folder (several GB; a tiny "
     "one at 1024 px is minutes here); tests/cli/test_sd3_generate.py runs generate on a tiny SD 3.5 folder",
+    "latentdiff generate 'a castle' --model Chroma1-HD/": "a Chroma folder (many GB); "
+    "tests/parity/test_chroma.py runs a tiny one against ChromaPipeline",
     "latentdiff generate 'a castle' --model v1-5.ckpt": "a .ckpt carries no configs, so it is read as the real "
     "SD 1.5 (4 GB), which no tiny stand-in can be; tests/formats/test_single_file.py reads a tiny .ckpt up to that check",
 }

@@ -114,7 +114,8 @@ def test_batches_shrink_to_fit_memory_instead_of_failing(pipe_sd1, monkeypatch):
         lambda device: real(pipe_sd1.components.unet.config, pipe_sd1.components.vae.config, 2, 64, 64, True, 4, 4),
     )
     monkeypatch.setattr(
-        "latentdiff.workflows.text_to_image.generate_batch", lambda pipe, jobs, request, first=0: sizes.append(len(jobs)) or []
+        "latentdiff.workflows.text_to_image.generate_batch",
+        lambda pipe, jobs, request, first=0: sizes.append(len(jobs)) or [],
     )
     pipe_sd1("x", steps=1, num_images=5)
     assert sizes == [2, 2, 1]

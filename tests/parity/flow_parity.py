@@ -71,3 +71,10 @@ def repainted(got: np.ndarray, picture) -> bool:
     """Whether the box of `box_mask` was repainted (not the picture's pixels there)."""
     inside = np.asarray(picture, dtype=np.float32)[8:24, 16:40]
     return np.abs(got[0, 8:24, 16:40] - inside).mean() > 10
+
+
+def picture(size: tuple[int, int], seed: int = 0):
+    """A seeded random RGB picture of `size` (w, h): an init or reference image with detail everywhere."""
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
