@@ -38,7 +38,11 @@ class UnCLIP(SD):
         return unet.get("class_embed_type") == "projection"
 
     def variant(self, components) -> str:
-        return "unclip"
+        """ "unclip" with a prior or an image encoder beside the decoder, else "unclip-decoder"."""
+        parts = components.unclip or {}
+        return (
+            "unclip" if parts.get("prior") is not None or parts.get("image_encoder") is not None else "unclip-decoder"
+        )
 
     # No single-file layout carries the parts beside the UNet: no released configs (Family's refusal).
     released = Family.released

@@ -138,6 +138,10 @@ NOT_RUN = {
     "one at 1024 px is minutes here); tests/cli/test_sd3_generate.py runs generate on a tiny SD 3.5 folder",
     "latentdiff generate 'a castle' --model Chroma1-HD/": "a Chroma folder (many GB); "
     "tests/parity/test_chroma.py runs a tiny one against ChromaPipeline",
+    "latentdiff generate 'a castle' --model Qwen-Image/": "a Qwen-Image folder (tens of GB); "
+    "tests/cli/test_qwen_z_generate.py runs generate on a tiny one",
+    "latentdiff generate 'a castle' --model Z-Image-Turbo/": "a Z-Image folder (several GB); "
+    "tests/cli/test_qwen_z_generate.py runs generate on a tiny one",
     "latentdiff generate 'a castle' --model v1-5.ckpt": "a .ckpt carries no configs, so it is read as the real "
     "SD 1.5 (4 GB), which no tiny stand-in can be; tests/formats/test_single_file.py reads a tiny .ckpt up to that check",
 }

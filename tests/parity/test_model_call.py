@@ -26,7 +26,11 @@ def folders(tmp_path_factory, tiny_sd1, tiny_sd2, tiny_sdxl, tiny_refiner):
 
 @pytest.fixture(scope="module")
 def models(folders):
-    return {v: load_components(path) for v, path in folders.items()}
+    """variant -> its components; the pixel stages (IF's layout, no VAE) as a cascade loads them."""
+    from latentdiff.workflows.pixel import load_pixel_stage
+
+    stages = {v for name in ("pixel", "pixel-sr") for v in FAMILIES[name].variants}
+    return {v: (load_pixel_stage if v in stages else load_components)(path) for v, path in folders.items()}
 
 
 def test_every_registered_family_is_detected_from_its_tiny_folder(folders, models):

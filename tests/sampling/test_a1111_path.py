@@ -154,7 +154,8 @@ def close(a, b):
 
 
 FAST = ("euler_a", "dpm++2m", "dpm++2m_sde")  # the rest of the matrix is marked slow
-MATRIX = [s if s in FAST else pytest.param(s, marks=pytest.mark.slow) for s in sorted(k_samplers.SAMPLERS)]
+# Restart has no k-diffusion function: test_a1111_img2img.py rebuilds it from k-diffusion's Heun
+MATRIX = [s if s in FAST else pytest.param(s, marks=pytest.mark.slow) for s in sorted(K_FUNCTIONS)]
 
 
 @pytest.mark.parametrize("sampler", MATRIX)
@@ -273,3 +274,7 @@ def test_nv_grows_the_brownian_trees_from_cudas_numbers(pipe_sd1):
     want = a1111_reference(pipe_sd1, "dpm++sde", [8], rng="nv")
     assert close(ours(pipe_sd1, "dpm++sde", 8, rng="nv"), want)
     assert not close(ours(pipe_sd1, "dpm++sde", 8, rng="cpu"), want)
+
+
+def test_every_sampler_of_the_path_has_a_reference():
+    assert set(k_samplers.SAMPLERS) == set(K_FUNCTIONS) | {"restart"}  # Restart: test_a1111_img2img.py
