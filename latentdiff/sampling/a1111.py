@@ -168,16 +168,24 @@ class A1111Run:
     fixed: bool = False  # img2img: the hires pass's rule for the steps (img2img_steps)
 
 
+# Model calls per step of the samplers that evaluate off the schedule's sigmas (DPM fast spends one a
+# step; Restart's Heun steps two; DPM adaptive's order-3 pairs three, rejected steps too): the progress
+# they report, so a callback sees them advance and can stop them.
+OFF_GRID = {"dpm_fast": 1, "restart": 2, "dpm_adaptive": 3}
+
+
 class GuidedModel:
     """A1111's CFG denoiser: both halves in one batch, combined on the denoised predictions; the
     prompt-schedule step counts model calls as A1111's does."""
 
-    def __init__(self, net, wrap: DiscreteDenoiser, cond, uncond, guidance: float, sigmas=None, callback=None):
+    def __init__(self, net, wrap, cond, uncond, guidance: float, sigmas=None, callback=None, per_step=None):
         self.net, self.wrap, self.guidance = net, wrap, guidance
         self.inputs = guided(cond, uncond if uncond is not None and guidance != 1.0 else None).to(net.dtype)
         self.calls = 0
         self.steps = [float(v) for v in sigmas[:-1]] if sigmas is not None else []
         self.callback, self.done = callback, 0
+        # samplers whose calls fall between the schedule's sigmas: progress counted in calls per step
+        self.per_step = per_step
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         self.report(x, float(sigma))
@@ -192,6 +200,8 @@ class GuidedModel:
     def report(self, x: torch.Tensor, sigma: float) -> None:
         """`callback(step, total, latents)` once a step is done: when the next one's sigma is asked for."""
         i = self.steps.index(sigma) if sigma in self.steps else -1
+        if self.per_step is not None:
+            i = min(self.calls // self.per_step, len(self.steps) - 1)
         if self.callback is not None and i > self.done:
             self.done = i
             self.callback(i, len(self.steps), x)
@@ -236,7 +246,7 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
     if run.init is not None:
         x = run.init.to(x.device, x.dtype) + x
     fn, fixed, _, brownian = k_samplers.SAMPLERS[run.sampler]
-    model = GuidedModel(net, wrap, cond, uncond, run.guidance, sched, callback)
+    model = GuidedModel(net, wrap, cond, uncond, run.guidance, sched, callback, OFF_GRID.get(run.sampler))
     # A1111 grows the trees on the model's device whatever its RNG setting: on an NVIDIA GPU, from CUDA's
     # numbers; "gpu" draws them on this device itself. Their span is the whole schedule's, img2img too.
     cuda_trees = brownian and noise.s.rng != "gpu"

@@ -278,3 +278,21 @@ def test_nv_grows_the_brownian_trees_from_cudas_numbers(pipe_sd1):
 
 def test_every_sampler_of_the_path_has_a_reference():
     assert set(k_samplers.SAMPLERS) == set(K_FUNCTIONS) | {"restart"}  # Restart: test_a1111_img2img.py
+
+
+@pytest.mark.parametrize("sampler", ["dpm_fast", "restart", "dpm_adaptive"])
+def test_off_grid_samplers_report_progress_and_stop(pipe_sd1, sampler):
+    """DPM fast, adaptive and Restart call the model between the schedule's sigmas: their progress is
+    counted in calls, so a callback sees them advance (and the server can interrupt them)."""
+    from latentdiff.errors import Cancelled
+
+    seen = []
+    ours(pipe_sd1, sampler, 1, rng="cpu", callback=lambda i, total, x: seen.append(i))
+    assert seen == sorted(set(seen)) and seen[-1] == STEPS and len(seen) >= 2, seen
+
+    def stop(i, total, x):
+        if i == 1:
+            raise Cancelled("stopped")
+
+    with pytest.raises(Cancelled):
+        ours(pipe_sd1, sampler, 1, rng="cpu", callback=stop)
