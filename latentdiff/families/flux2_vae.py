@@ -7,9 +7,9 @@ answers them for the patched space, so no workflow knows FLUX.2."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
+
+from latentdiff.families.vae_view import VAEView
 
 
 def patchify(z: torch.Tensor) -> torch.Tensor:
@@ -26,15 +26,12 @@ def unpatchify(z: torch.Tensor) -> torch.Tensor:
     return z.reshape(b, c // 4, h * 2, w * 2)
 
 
-class PatchedLatents(torch.nn.Module):
-    """An AutoencoderKLFlux2 whose latents are patched and normalised (see the module's docstring);
-    it saves as the VAE it wraps."""
+class PatchedLatents(VAEView):
+    """An AutoencoderKLFlux2 whose latents are patched and normalised (see the module's docstring)."""
 
     def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
         c = vae.config
-        self.config = type(c)(
+        config = type(c)(
             {
                 **c,
                 "latent_channels": 4 * c.latent_channels,
@@ -44,14 +41,7 @@ class PatchedLatents(torch.nn.Module):
                 "block_out_channels": [*c.block_out_channels, c.block_out_channels[-1]],
             }
         )
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.vae.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.vae.device
+        super().__init__(vae, config)
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         bn = self.vae.bn
@@ -59,27 +49,13 @@ class PatchedLatents(torch.nn.Module):
         std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + self.vae.config.batch_norm_eps).to(like.device, like.dtype)
         return mean, std
 
-    def normalise(self, z: torch.Tensor) -> torch.Tensor:
+    def to_loop(self, z: torch.Tensor) -> torch.Tensor:
         """The VAE's (B, C, h, w) latents -> the loop's (Flux2Pipeline._encode_vae_image)."""
         z = patchify(z)
         mean, std = self._stats(z)
         return (z - mean) / std
 
-    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+    def from_loop(self, x: torch.Tensor) -> torch.Tensor:
         """The loop's latents -> the VAE's, as Flux2Pipeline decodes them."""
         mean, std = self._stats(x)
         return unpatchify(x * std + mean)
-
-    def encode(self, pixels: torch.Tensor):
-        dist = self.vae.encode(pixels).latent_dist
-        view = SimpleNamespace(
-            sample=lambda generator=None: self.normalise(dist.sample(generator=generator)),
-            mode=lambda: self.normalise(dist.mode()),
-        )
-        return SimpleNamespace(latent_dist=view)
-
-    def decode(self, latents: torch.Tensor):
-        return SimpleNamespace(sample=self.vae.decode(self.denormalise(latents)).sample)
-
-    def save_pretrained(self, *args, **kwargs):
-        return self.vae.save_pretrained(*args, **kwargs)

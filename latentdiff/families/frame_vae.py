@@ -6,9 +6,9 @@ Saved as the wrapped module (the folder diffusers reads)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
+
+from latentdiff.families.vae_view import VAEView
 
 
 class FrameConfig(dict):
@@ -22,25 +22,16 @@ class FrameConfig(dict):
             raise AttributeError(name) from None
 
 
-class FrameVAE(torch.nn.Module):
+class FrameVAE(VAEView):
     def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
         c = vae.config
         downs = len(c.temperal_downsample)
-        self.config = FrameConfig(
+        config = FrameConfig(
             {**c, "latent_channels": c.z_dim, "block_out_channels": [c.base_dim] * (downs + 1), "scaling_factor": 1.0}
         )
-        self.config["shift_factor"] = None
-        self.config["force_upcast"] = False
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.vae.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.vae.device
+        config["shift_factor"] = None
+        config["force_upcast"] = False
+        super().__init__(vae, config)
 
     @property
     def decoder(self):
@@ -52,25 +43,18 @@ class FrameVAE(torch.nn.Module):
         mean = torch.tensor(c.latents_mean).view(shape).to(like.device, like.dtype)
         return mean, torch.tensor(c.latents_std).view(shape).to(like.device, like.dtype)
 
-    def encode(self, pixels: torch.Tensor):
-        """The posterior of one-frame videos; its samples normalised (B, C, h, w)."""
-        dist = self.vae.encode(pixels[:, :, None]).latent_dist
+    def posterior(self, pixels: torch.Tensor):
+        """The posterior of one-frame videos."""
+        return self.vae.encode(pixels[:, :, None]).latent_dist
 
-        def sample(generator=None):
-            z = dist.sample(generator=generator)[:, :, 0]
-            mean, std = self._stats(z)
-            return (z - mean) / std
+    def to_loop(self, z: torch.Tensor) -> torch.Tensor:
+        z = z[:, :, 0]
+        mean, std = self._stats(z)
+        return (z - mean) / std
 
-        def mode():
-            z = dist.mode()[:, :, 0]
-            mean, std = self._stats(z)
-            return (z - mean) / std
+    def from_loop(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(x)
+        return (x * std + mean)[:, :, None]
 
-        return SimpleNamespace(latent_dist=SimpleNamespace(sample=sample, mode=mode, mean=mode()))
-
-    def decode(self, latents: torch.Tensor):
-        mean, std = self._stats(latents)
-        return SimpleNamespace(sample=self.vae.decode((latents * std + mean)[:, :, None]).sample[:, :, 0])
-
-    def save_pretrained(self, *args, **kwargs):
-        return self.vae.save_pretrained(*args, **kwargs)
+    def decoded(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z).sample[:, :, 0]

@@ -56,12 +56,12 @@ def test_the_vae_view_is_the_patched_normalised_space(klein):
     assert pipe.family.size_step(pipe.components, pipe.scale_factor) == 4 and pipe.native_size == 256
     z = torch.randn(1, 4, 8, 12)
     with torch.no_grad():
-        latents = view.normalise(z)
-        assert latents.shape == (1, 16, 4, 6) and torch.allclose(view.denormalise(latents), z, atol=1e-5)
+        latents = view.to_loop(z)
+        assert latents.shape == (1, 16, 4, 6) and torch.allclose(view.from_loop(latents), z, atol=1e-5)
         assert torch.allclose(view.decode(latents).sample, vae.decode(z).sample, atol=1e-5)
         pixels = torch.rand(1, 3, 16, 24) * 2 - 1
         assert torch.allclose(
-            view.encode(pixels).latent_dist.mode(), view.normalise(vae.encode(pixels).latent_dist.mode())
+            view.encode(pixels).latent_dist.mode(), view.to_loop(vae.encode(pixels).latent_dist.mode())
         )
 
 
