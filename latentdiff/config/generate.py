@@ -20,6 +20,11 @@ from latentdiff.prompts.syntax import SYNTAXES
 from latentdiff.sampling.noise import NOISE_MODES
 from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
 
+# The recorded parameters a --from replay takes under their own names.
+RECORDED_AS_IS = ("model", "steps", "guidance", "seed", "width", "height", "scheduler", "eta", "s_noise", "refiner")
+RECORDED_AS_IS += ("vae", "components", "refiner_start", "clip_skip", "lora_dir", "variations", "noise_level")
+RECORDED_AS_IS += ("prior", "prior_steps", "prior_guidance")
+
 
 @dataclass
 class GenerateConfig:
@@ -220,36 +225,21 @@ class GenerateConfig:
     def from_image(cls, params: dict, source: str = "the --from image", **overrides) -> "GenerateConfig":
         """Rebuild a config from a PNG's recorded parameters (checked like the flags, each error
         naming `source`); explicit flags override them."""
-        recorded = {
-            "prompts": [params.get("prompt")],
-            "model": params.get("model"),
-            "steps": params.get("steps"),
-            "guidance": params.get("guidance"),
-            "true_cfg": params.get("true_cfg", 1.0),
-            "negative": params.get("negative_prompt", ""),
-            "seed": params.get("seed"),
-            "width": params.get("width"),
-            "height": params.get("height"),
-            "scheduler": params.get("scheduler"),
-            "eta": params.get("eta"),
-            "s_noise": params.get("s_noise"),
-            "dtype": params.get("dtype") or "auto",
-            "refiner": params.get("refiner"),
-            "vae": params.get("vae"),
-            "components": params.get("components"),
-            "text_encoders": params.get("text_encoders") or [],
-            "refiner_start": params.get("refiner_start"),
-            "clip_skip": params.get("clip_skip"),
-            "loras": addon_specs(params.get("loras"), "scale"),
-            "embeddings": addon_specs(params.get("embeddings"), "token"),
-            "lora_dir": params.get("lora_dir"),
+        recorded = {k: params.get(k) for k in RECORDED_AS_IS}
+        recorded.update(
+            prompts=[params.get("prompt")],
+            true_cfg=params.get("true_cfg", 1.0),
+            negative=params.get("negative_prompt", ""),
+            dtype=params.get("dtype") or "auto",
+            text_encoders=params.get("text_encoders") or [],
+            loras=addon_specs(params.get("loras"), "scale"),
+            embeddings=addon_specs(params.get("embeddings"), "token"),
             # Images from before the A1111 syntax existed were rendered with the text as written.
-            "prompt_syntax": params.get("prompt_syntax", "plain"),
-            "noise": params.get("noise", "per_image"),
-            "noise_options": {"batch": params.get("noise_batch"), "index": params.get("noise_index", 0)},
-            "num_images": params.get("num_images", 1),  # a ComfyUI graph's batch
-            **{k: params.get(k) for k in ("variations", "noise_level", "prior", "prior_steps", "prior_guidance")},
-        }
+            prompt_syntax=params.get("prompt_syntax", "plain"),
+            noise=params.get("noise", "per_image"),
+            noise_options={"batch": params.get("noise_batch"), "index": params.get("noise_index", 0)},
+            num_images=params.get("num_images", 1),  # a ComfyUI graph's batch
+        )
         given = {k: v for k, v in overrides.items() if v is not None}
         noise = {k: params[k] for k in NOISE_NAMES if params.get(k) is not None}
         given["a1111_noise"] = {**noise, **given.get("a1111_noise", {})}  # checked by __post_init__, naming the flags
