@@ -15,7 +15,6 @@ from latentdiff.errors import ModelError
 from latentdiff.models.checks import diffusers_class, guarded
 from latentdiff.models.components import Components
 from latentdiff.models.configs import (
-    INDEX_OPTIONS,
     TEXT_PARTS,
     TOKENIZER_CLASSES,
     ModelConfigs,
@@ -28,6 +27,7 @@ from latentdiff.models.configs import (
     text_encoder_class,
 )
 from latentdiff.models.files import first_line, is_present
+from latentdiff.models.index import index_options
 from latentdiff.models.unclip_parts import PRIOR_FOLDERS, has_unclip, load_prior_parts, load_unclip
 from latentdiff.models.weights import assign, fill, stored_values
 from latentdiff.runtime.libraries import quiet_libraries
@@ -128,18 +128,6 @@ def load_prior(path: Path, allow_pickle: bool = False, device: str = "cpu", dtyp
         return _build(cls, config, path / name, stored_values(path / name), allow_pickle, device, dtype)
 
     return load_prior_parts(path, module, load_tokenizer, PRIOR_FOLDERS["kandinsky"])
-
-
-def index_options(cfgs: ModelConfigs) -> dict:
-    """What of model_index.json the family reads: INDEX_OPTIONS, and a transformer model's pipeline
-    class (Flux Kontext's folder differs from Flux dev's in it alone)."""
-    options = {k: cfgs.index[k] for k in INDEX_OPTIONS if cfgs.index.get(k) is not None}
-    for k, v in options.items():
-        if not isinstance(v, bool):  # "false" would read as true
-            raise ModelError(f"{cfgs.path / 'model_index.json'}: {k} must be true or false, got {v!r}"[:300])
-    if cfgs.denoiser == "transformer" and isinstance(cfgs.index.get("_class_name"), str):
-        options["_class_name"] = cfgs.index["_class_name"]
-    return options
 
 
 def _build(

@@ -260,24 +260,12 @@ def load_component_state(
     return sd
 
 
-def assign(
-    module,
-    component_dir: Path,
-    allow_pickle: bool = False,
-    device: str = "cpu",
-    dtype=None,
-    channels_last: bool = False,
-):
+def assign(module, component_dir: Path, allow_pickle=False, device="cpu", dtype=None, channels_last=False):
     """Fill a meta-initialised module with the weights on disk (floating tensors cast to `dtype`,
     conv weights laid out channels_last, as they are read); refuse any mismatch."""
     with allocation_errors(f"loading the weights in {component_dir}", "free some memory, or load in fp16/bf16"):
-        sd = load_component_state(
-            component_dir,
-            allow_pickle,
-            device="cpu" if device == "mps" else device,
-            dtype=dtype,
-            channels_last=channels_last,
-        )
+        device = "cpu" if device == "mps" else device
+        sd = load_component_state(component_dir, allow_pickle, device, dtype, channels_last)
     return fill(module, sd, component_dir)
 
 
