@@ -30,7 +30,7 @@ from latentdiff.runtime.device import (
     wants_prepacked_weights,
 )
 from latentdiff.runtime.placement import cast, vae_dtype
-from latentdiff.workflows.additions import a1111_noise, additions, take, text_options
+from latentdiff.workflows.additions import additions, own_path, take, text_options
 from latentdiff.workflows.cascade import cascade_options, is_pixel_stage, pixel_upscale
 from latentdiff.workflows.decode import decode_latents
 from latentdiff.workflows.options import ImageOptions
@@ -225,7 +225,7 @@ class Pipeline:
         source = opts.source(width, height, self.scale_factor)
         if source is not None:
             width, height = source.image.size
-        named = None if a1111_noise(taken) else scheduler  # A1111's path checks its samplers (additions)
+        named = None if own_path(taken, scheduler) else scheduler  # A1111's / ComfyUI's path check their own
         request = self.resolve(prompts, negative_prompt, steps, guidance, width, height, seed, num_images, named)
         note_size(self, request, opts)
         opts = cascade_options(self, opts, (request.width, request.height))

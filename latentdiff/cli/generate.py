@@ -110,7 +110,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
         pipe.set_refiner(refiner, 0.8 if cfg.refiner_start is None else cfg.refiner_start)
     pipe.progress = not cfg.quiet
     written = []
-    comfy = cfg.noise == "comfy"  # ComfyUI's noise: every image has the seed; image k is row k of one batch
+    comfy = cfg.noise.startswith("comfy")  # ComfyUI's noise: every image has the seed; image k is row k of one batch
     for share in my_shares(cfg.prompts, cfg.num_images, rank, size):
         prompt = share.prompt
         first, noise = seed + share.first, dict(cfg.a1111_noise)

@@ -79,7 +79,8 @@ class GenerateConfig:
     comfy: ComfyUI's (word:1.3) / (word) weights"""
     noise: str = "per_image"
     """per_image: image k's noise from seed + k (default); comfy: ComfyUI's, one draw for the whole batch from
-    the seed, image k its row k"""
+    the seed, image k its row k, and ComfyUI's own KSampler for its k-diffusion samplers; comfy_nv: that as
+    ComfyUI runs on an NVIDIA GPU (its ancestral step noise)"""
     noise_options: dict = field(default_factory=dict, metadata=flag(own=False))
     """From --from: the ComfyUI batch ("batch") and row ("index") an image's noise came from."""
     clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))

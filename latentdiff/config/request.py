@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 
 import latentdiff.config.params as params
 from latentdiff.errors import UsageError
-from latentdiff.sampling.noise import ComfyNoise
+from latentdiff.sampling.noise import COMFY_DEVICES, ComfyNoise
 from latentdiff.sampling.sampler_table import OPTIONS
 from latentdiff.sampling.schedulers import default_steps
 
@@ -73,16 +73,19 @@ class Request:
 
     noise: str = "per_image"
     """Where the noise comes from (sampling/noise.py): "per_image" (image k from seed + k) or "comfy"
-    (ComfyUI's: one draw for a batch latent of `noise_batch` rows from the seed; image k is a row)."""
+    (ComfyUI's: one draw for a batch latent of `noise_batch` rows from the seed; image k is a row), or
+    "comfy_nv" (that, with the step noise ComfyUI draws on an NVIDIA GPU)."""
     noise_batch: int | None = None
     """"comfy": the rows of the batch latent the noise is drawn for (None: `num_images`)."""
     noise_index: int = 0
     """"comfy": the row of each prompt's first image (replaying image k of a batch alone: k)."""
 
     def __post_init__(self):
-        if self.noise == "comfy" and (self.source is not None or (self.options is not None and self.options.hires)):
+        if self.noise in COMFY_DEVICES and (
+            self.source is not None or (self.options is not None and self.options.hires)
+        ):
             raise UsageError("noise 'comfy' (ComfyUI's batch noise) is for text to image: no init image, no hires fix")
-        if self.noise == "comfy" and self.noise_index + self.num_images > (self.noise_batch or self.num_images):
+        if self.noise in COMFY_DEVICES and self.noise_index + self.num_images > (self.noise_batch or self.num_images):
             raise UsageError(
                 f"noise rows {self.noise_index}..{self.noise_index + self.num_images - 1} lie outside a batch of "
                 f"{self.noise_batch}; the row index plus the images must fit the noise batch"
@@ -92,20 +95,20 @@ class Request:
         """(prompt, seed) of every image in order: each prompt `num_images` times, the seeds counting up
         (with ComfyUI's noise, every image has the seed: it is a row of one batch's noise)."""
         texts = [t for t in self.prompts for _ in range(self.num_images)]
-        step = 0 if self.noise == "comfy" else 1
+        step = 0 if self.noise in COMFY_DEVICES else 1
         return [(text, self.seed + k * step) for k, text in enumerate(texts)]
 
     def comfy_noise(self, first: int, count: int) -> ComfyNoise | None:
         """ComfyUI's noise of jobs first..first + count - 1 (one prompt's images), or None (per image)."""
-        if self.noise != "comfy":
+        if self.noise not in COMFY_DEVICES:
             return None
         rows = tuple(self.noise_index + (first + j) % self.num_images for j in range(count))
-        return ComfyNoise(self.seed, rows, self.noise_batch or self.num_images)
+        return ComfyNoise(self.seed, rows, self.noise_batch or self.num_images, COMFY_DEVICES[self.noise])
 
     def batch_size(self, most: int) -> int:
         """Images per loop run: `most`, or with ComfyUI's noise one prompt's images (its step noise is
         drawn for the whole batch at once)."""
-        return self.num_images if self.noise == "comfy" else most
+        return self.num_images if self.noise in COMFY_DEVICES else most
 
 
 def model_defaults(family: dict, recorded: dict) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling.noise import MAX_NOISE_BATCH
+from latentdiff.sampling.sampler_table import COMFY_OWN
 from latentdiff.sampling.schedulers import check_scheduler_name
 
 SAMPLERS = ("KSampler", "KSamplerAdvanced")
@@ -172,11 +173,13 @@ def _sampler(g: Graph, key: str) -> dict:
 
 
 def _scheduler(g: Graph, where: str, name: str, schedule: str) -> dict:
-    """Our sampler for ComfyUI's sampler and scheduler names. ComfyUI's default scheduler "normal"
-    (timesteps evenly from the last to the first, both in) is by definition A1111's and our Uniform
-    (k-diffusion's get_sigmas): a sampler that takes no sigma list runs it as Uniform, with a note."""
+    """Our sampler for ComfyUI's sampler and scheduler names. ComfyUI's own k-diffusion samplers run on
+    ComfyUI's own path (sampling/comfy.py) with every ComfyUI scheduler; the others on diffusers' classes,
+    where ComfyUI's default scheduler "normal" (timesteps evenly from the last to the first, both in) is
+    our Uniform (k-diffusion's get_sigmas) for a sampler that takes no sigma list, with a note."""
+    own = name in COMFY_OWN
     try:
-        return {"scheduler": check_scheduler_name(name, schedule), "notes": []}
+        return {"scheduler": check_scheduler_name(name, schedule, a1111=own), "notes": [], "own": own}
     except UsageError as e:
         if schedule == "normal":
             try:
@@ -184,8 +187,23 @@ def _scheduler(g: Graph, where: str, name: str, schedule: str) -> dict:
             except UsageError:
                 pass
             else:
-                return {"scheduler": uniform, "notes": [f"ComfyUI's scheduler 'normal' runs as {uniform!r}"]}
+                return {
+                    "scheduler": uniform,
+                    "notes": [f"ComfyUI's scheduler 'normal' runs as {uniform!r}"],
+                    "own": own,
+                }
         g.fail(f"{where}: sampler {name!r} with scheduler {schedule!r}: {e}")
+
+
+def _noise(sampler: dict, name: str) -> str:
+    """ComfyUI's noise: where a sampler of ComfyUI's own path draws step noise from a generator (the
+    ancestral ones), as ComfyUI draws it on an NVIDIA GPU, where most ComfyUI images are made."""
+    if sampler["own"] and "ancestral" in name:
+        sampler["notes"].append(
+            f"{name}'s step noise is drawn as ComfyUI draws it on an NVIDIA GPU (--noise comfy: as on a CPU)"
+        )
+        return "comfy_nv"
+    return "comfy"
 
 
 def params_from_comfy(graph, where: str) -> dict:
@@ -218,7 +236,8 @@ def params_from_comfy(graph, where: str) -> dict:
         g.fail(f"EmptyLatentImage's batch_size is {batch}; ComfyUI takes 1 to {MAX_NOISE_BATCH}")
     clip_skip = _clip_skip(g, chains[0])
     sampler = _sampler(g, key)
-    notes = sampler.pop("notes")
+    noise = _noise(sampler, g.value(key, "sampler_name", (str,)))
+    notes, _ = sampler.pop("notes"), sampler.pop("own")
     if clip_skip is not None and clip_skip > 1:
         notes.append(
             f"CLIPSetLastLayer {-clip_skip} is read as --clip-skip {clip_skip} (SD 1.x/2.x); for an SDXL "
@@ -232,7 +251,7 @@ def params_from_comfy(graph, where: str) -> dict:
         "height": g.value(latent, "height", (int,)),
         "clip_skip": clip_skip,
         "prompt_syntax": "comfy",
-        "noise": "comfy",
+        "noise": noise,
         "noise_batch": batch,
         "noise_index": 0,
         "num_images": batch,

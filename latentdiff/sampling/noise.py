@@ -8,7 +8,10 @@
   `torch.manual_seed(seed)`; image k is row k of it, not the noise of seed + k. ComfyUI's ancestral
   and SDE steps draw from a second generator seeded with the same seed, on the latents' device, the
   whole batch at once (comfy/k_diffusion/sampling.py `default_noise_sampler`); one Brownian tree
-  serves the whole batch (`BrownianTreeNoiseSampler` with one integer seed).
+  serves the whole batch (`BrownianTreeNoiseSampler` with one integer seed). With ComfyUI's own
+  k-diffusion samplers this mode runs ComfyUI's KSampler path (sampling/comfy.py).
+- "comfy_nv": the same, as ComfyUI draws it on an NVIDIA GPU: its ancestral samplers' step noise is
+  CUDA's numbers of the seed (sampling/noise_a1111.py's Philox), on ComfyUI's own path only.
 
 Torch is imported by the functions that draw, not at import: the request's checks name the modes.
 """
@@ -17,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NOISE_MODES = ("per_image", "comfy")
+NOISE_MODES = ("per_image", "comfy", "comfy_nv")
+COMFY_DEVICES = {"comfy": "cpu", "comfy_nv": "nv"}  # where the ComfyUI run drew its step noise
 # Rows of one ComfyUI batch latent: its EmptyLatentImage allows 4096, and one row is drawn for each.
 MAX_NOISE_BATCH = 4096
 
@@ -29,6 +33,7 @@ class ComfyNoise:
     seed: int
     rows: tuple[int, ...]
     batch: int
+    device: str = "cpu"  # where ComfyUI drew its step noise: "cpu" or "nv" (an NVIDIA GPU)
 
     def initial(self, shape: tuple[int, ...]):
         """(len(rows), *shape) fp32 CPU noise: rows `rows` of torch.randn((batch, *shape)) drawn from
@@ -36,11 +41,11 @@ class ComfyNoise:
         return comfy_batch_noise(shape, self.seed, self.rows, self.batch)
 
     def step_generators(self, device) -> list:
-        """One generator for the whole batch's step noise, on the latents' device, seeded with the
-        seed (ComfyUI's default noise sampler): the scheduler's step then draws every row at once."""
+        """One generator for the whole batch's step noise, on the latents' device, seeded as ComfyUI
+        v0.36's default noise sampler seeds it on a CPU (seed + 1): each step then draws every row."""
         import torch
 
-        return [torch.Generator(device).manual_seed(self.seed)]
+        return [torch.Generator(device).manual_seed(self.seed + 1)]
 
 
 def comfy_batch_noise(shape: tuple[int, ...], seed: int, rows, batch: int):

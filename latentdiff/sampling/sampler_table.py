@@ -37,6 +37,8 @@ SCHEDULES: dict[str, Schedule] = {
     "ddim": Schedule("DDIM", None, ("ddim_uniform",), sigma_list=True),
     # Beta (Lee et al. 2024) with A1111's and diffusers' default alpha = beta = 0.6.
     "beta": Schedule("Beta", {"use_beta_sigmas": True}, ("beta",)),
+    # Mochi's linear-then-quadratic schedule: ComfyUI's own path only (sampling/comfy.py)
+    "linear_quadratic": Schedule("Linear Quadratic", None, ("linear_quadratic",)),
 }
 
 
@@ -172,3 +174,24 @@ def _index(table: dict, *fields) -> dict[str, str]:
 
 _SAMPLER_NAMES = _index(SAMPLERS, "aliases", "comfy")
 _SCHEDULE_NAMES = _index(SCHEDULES, "aliases", "comfy")
+
+
+# ComfyUI's sampler name -> (our k_samplers key, whether its Brownian tree grows on the device)
+COMFY_OWN = {  # run on ComfyUI's own KSampler path (sampling/comfy.py)
+    "euler": ("euler", False),
+    "euler_ancestral": ("euler_a", False),
+    "heun": ("heun", False),
+    "dpm_2": ("dpm2", False),
+    "dpm_2_ancestral": ("dpm2_a", False),
+    "lms": ("lms", False),
+    "dpmpp_2s_ancestral": ("dpm++2s_a", False),
+    "dpmpp_2m": ("dpm++2m", False),
+    "dpmpp_sde": ("dpm++sde", False),
+    "dpmpp_sde_gpu": ("dpm++sde", True),
+    "dpmpp_2m_sde": ("dpm++2m_sde", False),
+    "dpmpp_2m_sde_gpu": ("dpm++2m_sde", True),
+    "dpmpp_2m_sde_heun": ("dpm++2m_sde_heun", False),
+    "dpmpp_2m_sde_heun_gpu": ("dpm++2m_sde_heun", True),
+    "dpmpp_3m_sde": ("dpm++3m_sde", False),
+    "dpmpp_3m_sde_gpu": ("dpm++3m_sde", True),
+}

@@ -8,8 +8,9 @@ import latentdiff.config.params as params
 from latentdiff.config.noise_params import NAMES as NOISE_NAMES
 from latentdiff.config.noise_params import noise_request
 from latentdiff.errors import UsageError
-from latentdiff.sampling.noise import MAX_NOISE_BATCH, NOISE_MODES
-from latentdiff.sampling.schedulers import OPTIONS, check_options, check_scheduler_name, method_of
+from latentdiff.sampling.noise import COMFY_DEVICES, MAX_NOISE_BATCH, NOISE_MODES
+from latentdiff.sampling.sampler_table import COMFY_OWN, SAMPLERS
+from latentdiff.sampling.schedulers import OPTIONS, check_options, check_scheduler_name, method_of, split_name
 from latentdiff.workflows.control import control_units
 from latentdiff.workflows.image_prompt import image_prompt_slots
 from latentdiff.workflows.unclip import NAMES as UNCLIP_NAMES
@@ -45,15 +46,24 @@ def a1111_noise(taken: dict) -> bool:
     return any(taken[k] is not None for k in NOISE_NAMES)
 
 
+def own_path(taken: dict, scheduler) -> bool:
+    """Whether the call runs A1111's or ComfyUI's own sampling path (which check their samplers and
+    options themselves): A1111's noise, or ComfyUI's with one of ComfyUI's k-diffusion samplers."""
+    if a1111_noise(taken):
+        return True
+    pair = split_name(scheduler) if taken["noise"] in COMFY_DEVICES and isinstance(scheduler, str) else None
+    return pair is not None and any(n in COMFY_OWN for n in SAMPLERS[pair[0]].comfy)
+
+
 def additions(pipe, taken: dict, request, scheduler=None) -> dict:
     """The request fields for `taken`: checked control units and image-prompt slots, the sampler
     with its schedule type and options, and A1111's noise (then `scheduler` is the call's sampler
     name, checked here as A1111's path takes it)."""
-    a1111 = a1111_noise(taken)
+    a1111, own = a1111_noise(taken), own_path(taken, scheduler)
     return {
         "controls": control_units(pipe, taken["controls"], taken["control_mode"], seed=request.seed),
         "image_prompts": image_prompt_slots(pipe, taken["image_prompts"], taken["ip_adapter"], taken["image_encoder"]),
-        **sampler_fields(pipe, scheduler if a1111 else request.scheduler, taken, a1111),
+        **sampler_fields(pipe, scheduler if own else request.scheduler, taken, own),
         "a1111": noise_request(params.api_label, taken, len(request.prompts) * request.num_images),
         **noise_fields(taken),
         "unclip": unclip_request(pipe, taken, request, a1111),

@@ -16,7 +16,8 @@ from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.runtime.device import torch_threads
 from latentdiff.runtime.memory import allocation_errors, images_at_once
 from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
-from latentdiff.workflows import a1111_path
+from latentdiff.sampling.noise import COMFY_DEVICES
+from latentdiff.workflows import a1111_path, comfy_path
 from latentdiff.workflows.finish import finish
 from latentdiff.workflows.hires import hires_pass, pass_steps
 from latentdiff.workflows.image_prompt import adapters_installed, slot_tokens
@@ -38,6 +39,7 @@ def generate_all(pipe, request: Request):
 def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request, first: int = 0):
     """Images of `jobs` (request.jobs()[first : first + len(jobs)]), each with its record."""
     a1111_path.check(pipe, request)
+    comfy_path.check(pipe, request)
     texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
     what = f"generating {len(texts)} image(s) of {request.width}x{request.height} on {pipe.device}"
     untagged, loras = batch_tags(texts, pipe.lora_dir) if request.prompt_syntax == "a1111" else (texts, [])
@@ -64,10 +66,10 @@ def loop_guidance(pipe, request: Request) -> tuple[float, float | None]:
 def noise_record(request: Request, job: int) -> dict:
     """What an image records of its noise: with ComfyUI's, its row of the batch (a replay of this image
     alone draws the same batch and takes that row)."""
-    if request.noise != "comfy":
+    if request.noise not in COMFY_DEVICES:
         return {}
     batch = request.noise_batch or request.num_images
-    return {"noise": "comfy", "noise_batch": batch, "noise_index": request.noise_index + job % request.num_images}
+    return {"noise": request.noise, "noise_batch": batch, "noise_index": request.noise_index + job % request.num_images}
 
 
 def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=None) -> torch.Tensor:
@@ -155,6 +157,11 @@ def run_loop(
     the request asks for A1111's noise (workflows/a1111_path.py)."""
     if request.a1111 is not None:
         z = a1111_path.latents(pipe, cond, uncond, seeds, request, steps, size, loop_guidance(pipe, request)[0], start)
+        return (z, []) if with_generators else z
+    chosen = comfy_path.names(request) if start.get("comfy") is not None else None
+    if chosen is not None:
+        cfg = loop_guidance(pipe, request)[0]
+        z = comfy_path.latents(pipe, cond, uncond, steps, size, cfg, start["comfy"], chosen, request.callback)
         return (z, []) if with_generators else z
     sched = make_scheduler(pipe.components.scheduler_config, request.scheduler, request.sampler_options)
     pipe.family.set_timesteps(sched, steps, size, pipe.scale_factor)  # on the CPU: see sampling.denoise

@@ -135,7 +135,7 @@ def kandinsky_prior(pipe, path: str) -> dict:
 
 def _check_workflow(request, taken: dict, a1111: bool) -> None:
     """Refuse what does not carry the image embedding yet: A1111's and ComfyUI's noise."""
-    if taken.get("noise") == "comfy" or a1111:
+    if str(taken.get("noise")).startswith("comfy") or a1111:
         raise UsageError("a Stable unCLIP model draws its noise per image (noise 'per_image', no A1111 noise options)")
 
 

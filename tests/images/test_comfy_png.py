@@ -13,8 +13,6 @@ from helpers import COMFY_GRAPH as GRAPH
 from helpers import fails, generate, kohya_file, max_pixel_diff, meta, pixels
 from PIL import Image, PngImagePlugin
 
-from latentdiff.sampling.loop import make_scheduler
-
 
 def comfy_png(path, graph, workflow=True):
     """A PNG as ComfyUI's SaveImage writes it: the API graph as "prompt", the UI graph as "workflow"."""
@@ -50,30 +48,19 @@ def made(tiny_sd1, tmp_path_factory):
     return sorted((tmp / "out").iterdir())
 
 
-def test_regenerates_diffusers_pixels_from_comfy_noise(made, tiny_sd1, pipe_sd1):
-    """Equal to diffusers' StableDiffusionPipeline given ComfyUI's noise of the batch (the oracle:
-    torch.manual_seed(seed); torch.randn(batch latent shape)) with the same sampler and schedule."""
-    from diffusers import StableDiffusionPipeline
+def test_regenerates_comfyuis_pixels(made, pipe_sd1):
+    """Equal to ComfyUI's KSampler (euler, normal) rebuilt with k-diffusion from ComfyUI's noise of the
+    batch (torch.manual_seed(seed); torch.randn(batch latent shape)) and its rules
+    (tests/sampling/test_comfy_path.py), ComfyUI's prompt weights."""
+    from tests.sampling.test_comfy_path import comfy_reference
 
-    ref = StableDiffusionPipeline.from_pretrained(tiny_sd1, safety_checker=None, requires_safety_checker=False)
-    ref.set_progress_bar_config(disable=True)
-    ref.scheduler = make_scheduler(dict(ref.scheduler.config), "euler_normal")
-    side = 64 // pipe_sd1.scale_factor
-    torch.manual_seed(8566257)
-    noise = torch.randn((2, 4, side, side))
-    expected = ref(
-        "a red square",
-        negative_prompt="bad hands",
-        latents=noise,
-        num_inference_steps=3,
-        guidance_scale=8.0,
-        num_images_per_prompt=2,
-        height=64,
-        width=64,
-    ).images
+    kw = {"steps": 3, "cfg": 8.0, "seed": 8566257, "size": 64, "syntax": "comfy"}
+    expected = comfy_reference(pipe_sd1, "euler", "normal", 2, prompt="a red square", negative="bad hands", **kw)
     assert len(made) == 2
-    assert max_pixel_diff([Image.open(p) for p in made], expected) <= 1
+    assert max_pixel_diff([Image.open(p) for p in made], list(expected)) <= 1
     # ComfyUI's rule, not ours: image 1 is row 1 of the seed's batch, not the noise of seed + 1.
+    side = 64 // pipe_sd1.scale_factor
+    noise = torch.randn((2, 4, side, side), generator=torch.Generator().manual_seed(8566257))
     assert not torch.equal(noise[1], torch.randn((4, side, side), generator=torch.Generator().manual_seed(8566258)))
 
 
@@ -108,7 +95,7 @@ LORA = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 
         (changed(**{"3": lambda n: with_inputs(n, positive=["5", 0])}), "links to a EmptyLatentImage"),
         (changed(**{"8": lambda n: with_inputs(n, vae=["4", 1])}), "takes output 1 of CheckpointLoaderSimple"),
         (changed(**{"3": lambda n: with_inputs(n, denoise=0.5)}), "denoise 0.5 needs an input image"),
-        (changed(**{"3": lambda n: with_inputs(n, sampler_name="dpmpp_2m", scheduler="simple")}), "'Simple'"),
+        (changed(**{"3": lambda n: with_inputs(n, sampler_name="uni_pc_bh2", scheduler="simple")}), "'Simple'"),
         (changed(**{"3": lambda n: with_inputs(n, sampler_name="nope")}), "unknown scheduler 'nope'"),
         (changed(**{"3": lambda n: with_inputs(n, steps="20")}), "input 'steps' is '20', not a literal int"),
         (changed(**{"11": dict(GRAPH["3"])}), "2 KSampler / KSamplerAdvanced nodes"),
@@ -250,8 +237,11 @@ def test_samplers_and_schedulers_through_the_table(tmp_path):
 
     assert scheduler("dpmpp_2m_sde_gpu", "karras") == ("dpm++2m_sde_karras", [])
     assert scheduler("euler", "normal") == ("euler_normal", [])
-    # "normal" is Uniform by definition; a sampler without sigma lists runs it so, and says so
+    # ComfyUI's own samplers run its own path with any of its schedulers; ancestral step noise as on its GPUs
     assert scheduler("euler_ancestral", "normal") == (
-        "euler_a_uniform",
-        ["ComfyUI's scheduler 'normal' runs as 'euler_a_uniform'"],
+        "euler_a_normal",
+        ["euler_ancestral's step noise is drawn as ComfyUI draws it on an NVIDIA GPU (--noise comfy: as on a CPU)"],
     )
+    assert scheduler("dpmpp_2m", "linear_quadratic") == ("dpm++2m_linear_quadratic", [])
+    # off that path "normal" is Uniform by definition; a sampler without sigma lists runs it so, and says so
+    assert scheduler("ddpm", "normal")[1] in ([], ["ComfyUI's scheduler 'normal' runs as 'ddpm_uniform'"])
