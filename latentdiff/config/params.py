@@ -17,6 +17,17 @@ from latentdiff.errors import UsageError
 from latentdiff.prompts.syntax import SYNTAXES
 from latentdiff.sampling.schedulers import check_scheduler_name
 
+# The hires fix's latent upscalers, A1111's (its shared.latent_upscale_modes): our name -> (A1111's
+# label, torch's interpolation mode, antialias). "latent" is A1111's default, "Latent".
+LATENT_UPSCALERS = {
+    "latent": ("Latent", "bilinear", False),
+    "latent-antialiased": ("Latent (antialiased)", "bilinear", True),
+    "latent-bicubic": ("Latent (bicubic)", "bicubic", False),
+    "latent-bicubic-antialiased": ("Latent (bicubic antialiased)", "bicubic", True),
+    "latent-nearest": ("Latent (nearest)", "nearest", False),
+    "latent-nearest-exact": ("Latent (nearest-exact)", "nearest-exact", False),
+}
+
 # Steps and guidance for a model whose latentdiff.json recommends none (diffusers' SD defaults are 50/7.5)
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from latentdiff.config.flag_types import number, shown
-from latentdiff.config.params import MAX_STEPS
+from latentdiff.config.params import LATENT_UPSCALERS, MAX_STEPS
 from latentdiff.errors import UsageError
 from latentdiff.images.control_infotext import units_from_fields
 from latentdiff.images.infotext_parse import parse_infotext
@@ -39,7 +39,7 @@ READ |= {"VAE", "Denoising strength", "Hires upscale", "Hires resize", "Hires st
 READ |= {"Mask blur", "Inpaint area", "Masked area padding"}
 # The hires upscalers A1111 runs as ours do: "Latent" is bilinear without antialiasing, "Lanczos" and
 # "None" are PIL's Lanczos resize (modules/images.py resize_image).
-HIRES_UPSCALERS = {"latent": "latent", "lanczos": "lanczos", "none": "lanczos"}
+HIRES_UPSCALERS = {"lanczos": "lanczos", "none": "lanczos", **{v[0].lower(): k for k, v in LATENT_UPSCALERS.items()}}
 # A1111's extra-network tags (any kind; a name at most 255 bytes, the rest bounded: a linear scan).
 NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):([^:>\n]{1,255})(?::([^>\n]{0,100}))?>")
 _ANY_TAG = re.compile(r"<(\w{1,40}):([^<>\n]{1,400})>")
@@ -84,11 +84,12 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
 
 
 def _on_path(f: dict) -> bool:
-    """Whether A1111's own path runs this line here: text to image, img2img, or a hires fix by A1111's
-    "Latent" upscaler (its default); not inpainting or ControlNet."""
+    """Whether A1111's own path runs this line here: text to image, img2img, or a hires fix by one of
+    A1111's latent upscalers ("Latent", its default, and the others); not inpainting or ControlNet."""
     if any(k in f for k in OFF_PATH) or any(_CONTROL.fullmatch(k) for k in f):
         return False
-    return not any(k in f for k in HIRES_KEYS) or f.get("Hires upscaler", "Latent").strip() == "Latent"
+    upscaler = f.get("Hires upscaler", "Latent").strip().lower()
+    return not any(k in f for k in HIRES_KEYS) or HIRES_UPSCALERS.get(upscaler) in LATENT_UPSCALERS
 
 
 def _named(source: str, ignored: list[str], later: list[str]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from latentdiff.config.params import LATENT_UPSCALERS
 from latentdiff.images.a1111_read import NETWORK_TAG, hires_denoised, params_from_a1111  # noqa: F401 (re-exported)
 from latentdiff.images.control_infotext import controlnet_fields
 from latentdiff.images.infotext_parse import parse_infotext  # noqa: F401 (re-exported)
@@ -82,6 +83,9 @@ def _option_names(p: dict) -> dict:
     }
 
 
+LABELS = {"lanczos": "Lanczos", **{k: v[0] for k, v in LATENT_UPSCALERS.items()}}  # hires upscalers
+
+
 def _hires_fields(p: dict) -> dict:
     """A1111's names for img2img's strength (with a mask, its blur and inpaint area) and the hires fix."""
     if not p.get("hires"):
@@ -100,7 +104,7 @@ def _hires_fields(p: dict) -> dict:
         # A1111's "Hires steps" are the steps its hires pass denoises, all of them (on a schedule of
         # steps / strength); ours denoises int(steps * strength) of a schedule of hires_steps.
         "Hires steps": hires_denoised(p.get("hires_steps") or p["steps"], strength),
-        "Hires upscaler": {"latent": "Latent", "lanczos": "Lanczos"}.get(upscaler, _model_name(upscaler)),
+        "Hires upscaler": LABELS.get(upscaler, _model_name(upscaler)),
     }
 
 

@@ -29,7 +29,7 @@ from latentdiff.workflows.options import ImageOptions
 SAMPLERS = {m.a1111: (k, list(m.aliases)) for k, m in SCHEDULERS.items()}
 # A1111's hires upscalers we have: "Latent" is bilinear on the latents as ours; "None" and
 # "Lanczos" both resize the decoded image with Lanczos in A1111.
-HR_UPSCALERS = {"Latent": "latent", "Lanczos": "lanczos", "None": "lanczos"}
+HR_UPSCALERS = {**{v[0]: k for k, v in rules.LATENT_UPSCALERS.items()}, "Lanczos": "lanczos", "None": "lanczos"}
 
 
 class Txt2ImgRequest(BaseModel):

@@ -68,7 +68,7 @@ def schedulers() -> list[dict]:
 def upscalers() -> list[dict]:
     """The hires upscalers of the decoded image (Latent is a latent upscale mode, as in A1111)."""
     item = {"model_name": None, "model_path": None, "model_url": None, "scale": 4}
-    return [{"name": name, **item} for name, ours in HR_UPSCALERS.items() if ours != "latent"]
+    return [{"name": name, **item} for name, ours in HR_UPSCALERS.items() if not ours.startswith("latent")]
 
 
 def cmd_flags(server) -> dict:
@@ -222,7 +222,7 @@ def add_routes(r, server) -> None:
 
     @r.get("/latent-upscale-modes")
     async def latent_upscale_modes():
-        return [{"name": name} for name, ours in HR_UPSCALERS.items() if ours == "latent"]
+        return [{"name": name} for name, ours in HR_UPSCALERS.items() if ours.startswith("latent")]
 
     @r.get("/embeddings", summary="The embeddings folder's files, written in a prompt by file name")
     async def embeddings():

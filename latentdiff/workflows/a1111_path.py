@@ -8,12 +8,12 @@ import inspect
 
 import torch
 
+from latentdiff.config.params import LATENT_UPSCALERS
 from latentdiff.errors import UsageError
 from latentdiff.sampling import a1111, k_samplers
 from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng
 from latentdiff.sampling.sampler_table import SAMPLERS
 from latentdiff.sampling.schedulers import method_of, parse
-from latentdiff.workflows.hires import HIRES_LATENT
 from latentdiff.workflows.start import to_tensor
 
 FAMILIES = ("sd", "sdxl")
@@ -46,8 +46,8 @@ def check(pipe, request) -> None:
     o = request.options
     if pipe.refiner is not None or (request.source is not None and request.source.region()[1] is not None):
         raise UsageError(f"{what} runs text to image, img2img and hires fix; not inpainting or a refiner yet")
-    if o is not None and o.hires and o.hires_upscaler != HIRES_LATENT:
-        raise UsageError(f"{what} runs the hires fix with A1111's 'Latent' upscaler; not {o.hires_upscaler!r} yet")
+    if o is not None and o.hires and o.hires_upscaler not in LATENT_UPSCALERS:
+        raise UsageError(f"{what} runs the hires fix with A1111's latent upscalers; not {o.hires_upscaler!r} yet")
     if request.controls or request.image_prompts:
         raise UsageError(f"{what} runs without ControlNets and image prompts for now")
 

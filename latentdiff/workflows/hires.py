@@ -7,10 +7,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from latentdiff.config.params import hires_size
+from latentdiff.config.params import LATENT_UPSCALERS, hires_size
 from latentdiff.images.write import to_pil
-
-HIRES_LATENT = "latent"
 
 
 def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seeds: list[int], request) -> torch.Tensor:
@@ -19,9 +17,9 @@ def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seed
     o = request.options
     size = hires_size(request.width, request.height, o.hires, pipe.scale_factor)
     steps = pass_steps(request)
-    if o.hires_upscaler == HIRES_LATENT:
-        f = pipe.scale_factor
-        up = F.interpolate(latents, size=(size[1] // f, size[0] // f), mode="bilinear")
+    if o.hires_upscaler in LATENT_UPSCALERS:  # A1111's latent modes, as it calls torch
+        f, (_, mode, antialias) = pipe.scale_factor, LATENT_UPSCALERS[o.hires_upscaler]
+        up = F.interpolate(latents, size=(size[1] // f, size[0] // f), mode=mode, antialias=antialias)
         return pipe.decode(
             pipe.run_loop(cond, uncond, seeds, request, steps, size, init_latents=up, strength=o.hires_strength)
         )

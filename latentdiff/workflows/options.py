@@ -12,6 +12,7 @@ from PIL import Image
 import latentdiff.config.outpaint as outpaint
 import latentdiff.config.params as params
 from latentdiff.config.common import check
+from latentdiff.config.params import LATENT_UPSCALERS
 from latentdiff.errors import UsageError
 from latentdiff.workflows.source import (
     RESIZE_MODES,
@@ -27,7 +28,7 @@ from latentdiff.workflows.source import (
 )
 
 IMG2IMG_STRENGTH, INPAINT_STRENGTH = 0.75, 1.0
-HIRES_UPSCALERS = ("latent", "lanczos")  # or a diffusion upscaler's model reference
+HIRES_UPSCALERS = (*LATENT_UPSCALERS, "lanczos")  # or a diffusion upscaler's model reference
 MAX_MASK_BLUR = 256  # px; as the server's field (a wider blur only slows PIL down)
 
 
@@ -60,7 +61,8 @@ class ImageOptions:
     hires_steps: int | None = None
     """steps of the hires pass (default: the base pass's)."""
     hires_upscaler: str = "latent"
-    """latent | lanczos | a diffusion upscaler model."""
+    """latent (A1111's "Latent"; also its other latent modes: latent-antialiased, latent-bicubic,
+    latent-bicubic-antialiased, latent-nearest, latent-nearest-exact) | lanczos | a diffusion upscaler model."""
     upscaler: str | list | None = None
     """the cascade's stages run on each finished image, in order: a diffusion upscaler or pixel SR
     stage folder each, `DIR[,steps=N][,guidance=G][,noise_level=L]` (workflows/cascade.py)."""

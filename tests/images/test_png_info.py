@@ -91,8 +91,10 @@ def test_hires_steps_from_hand_written_a1111_lines():
     p = params_from_a1111(line + "Hires upscale: 1.5, Hires upscaler: Latent")[0]
     assert (p["hires"], p["hires_steps"], p["hires_upscaler"], p["hires_strength"]) == (1.5, 40, "latent", 0.5)
     p, notes = params_from_a1111(line + "Hires resize: 128x192, Hires steps: 5, Hires upscaler: Latent (bicubic)")
-    assert (p["hires"], p["hires_steps"], p["hires_upscaler"]) == (2.0, 10, "latent")
-    assert "Hires upscaler 'Latent (bicubic)' (ran as latent)" in notes[-1]
+    assert (p["hires"], p["hires_steps"], p["hires_upscaler"]) == (2.0, 10, "latent-bicubic")
+    assert not notes or "Hires upscaler" not in notes[-1]  # all of A1111's latent modes run as they are
+    p, notes = params_from_a1111(line + "Hires upscale: 2, Hires upscaler: R-ESRGAN 4x+")
+    assert p["hires_upscaler"] == "lanczos" and "Hires upscaler 'R-ESRGAN 4x+' (ran as lanczos)" in notes[-1]
     p, notes = params_from_a1111(line + "Hires resize: 128x100")
     assert "hires" not in p and "Hires resize '128x100' (not a scale of Size)" in notes[-1]
 

@@ -50,14 +50,26 @@ def test_setup_img2img_steps_as_a1111():
     assert img2img_steps(10, 0.5, fixed=True) == (20, 9) and img2img_steps(10, 0.3, True) == (33, 9)
 
 
-@pytest.mark.parametrize("sampler", ["euler_a", "dpm++2m_sde"])
-def test_hires_fix_with_the_latent_upscaler_matches_a1111(pipe_sd1, sampler):
+@pytest.mark.parametrize(
+    "sampler, upscaler",
+    [
+        ("euler_a", "latent"),
+        ("dpm++2m_sde", "latent"),
+        ("euler_a", "latent-bicubic-antialiased"),
+        ("euler_a", "latent-nearest-exact"),
+    ],
+)
+def test_hires_fix_with_the_latent_upscalers_matches_a1111(pipe_sd1, sampler, upscaler):
+    """A1111's latent upscale modes (its shared.latent_upscale_modes, torch's interpolate as it calls it)."""
+    mode, antialias = {"latent": ("bilinear", False), "latent-bicubic-antialiased": ("bicubic", True)}.get(
+        upscaler, ("nearest-exact", False)
+    )
     first = a1111_reference(pipe_sd1, sampler, [5], rng="nv", latents=True)
-    up = F.interpolate(first, scale_factor=2, mode="bilinear", antialias=False)
+    up = F.interpolate(first, scale_factor=2, mode=mode, antialias=antialias)
     want = pixels(pipe_sd1, a1111_from(pipe_sd1, sampler, [5], up, 3, 0.5, fixed=True))
     # our hires_steps is the schedule diffusers' path runs int(steps * strength) of: 6 -> A1111's 3
-    got = pipe_sd1(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, guidance=CFG, width=SIZE, height=SIZE, seed=5,
-                   scheduler=sampler, prompt_syntax="plain", rng="nv", hires=2.0, hires_strength=0.5, hires_steps=6)  # fmt: skip
+    got = pipe_sd1(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, guidance=CFG, width=SIZE, height=SIZE, seed=5, scheduler=sampler,
+                   prompt_syntax="plain", rng="nv", hires=2.0, hires_strength=0.5, hires_steps=6, hires_upscaler=upscaler)  # fmt: skip
     assert close(np.stack([np.asarray(im) for im in got]), want)
 
 

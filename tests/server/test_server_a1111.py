@@ -94,7 +94,7 @@ def test_progress_with_preview_and_interrupt(api):
         ({"width": 30}, "multiple of"),
         ({"sampler_name": "Euler a", "eta": 0.5}, "eta=0.5: latentdiff's Euler a runs with eta 1 only"),
         ({"sampler_name": "Heun", "s_churn": 2}, "s_churn=2: latentdiff's Heun runs with s_churn 0 only"),
-        ({"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}, "latentdiff has: Latent, Lanczos, None"),
+        ({"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}, "latentdiff has: Latent, Latent (antialiased)"),
         ({"enable_hr": True, "hr_sampler_name": "DDIM"}, "another hires sampler"),
         ({"enable_hr": True, "hr_resize_x": 64, "hr_resize_y": 48}, "aspect ratio"),
         ({"enable_hr": True, "hr_scale": 1}, "hires scale must be a number in (1, 8]"),
