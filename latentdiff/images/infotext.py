@@ -130,6 +130,8 @@ def format_infotext(p: dict) -> str:
         "VAE": _file_name(p.get("vae")),
         **noise_fields(p),
         **_hires_fields(p),
+        "Refiner": _model_name(p.get("refiner")),  # A1111's SDXL refiner and where it took over
+        "Refiner switch at": p.get("refiner_start") if p.get("refiner") else None,
         "Clip skip": p.get("clip_skip") if (p.get("clip_skip") or 1) > 1 else None,
         "Lora hashes": ", ".join(f"{x['name']}: {x['hash']}" for x in loras + list(p.get("tag_loras") or [])) or None,
         "TI hashes": ", ".join(f"{x['token']}: {x['hash']}" for x in p.get("embeddings") or []) or None,

@@ -164,8 +164,21 @@ class A1111Run:
     guidance: float
     options: dict = field(default_factory=dict)  # eta, s_noise, s_churn, s_tmin, s_tmax
     init: torch.Tensor | None = None  # img2img: the start latents (unnoised)
+    refiner: "RefinerSwitch | None" = None  # an SDXL refiner taking over inside the sampler
     strength: float = 1.0  # img2img: A1111's denoising strength
     fixed: bool = False  # img2img: the hires pass's rule for the steps (img2img_steps)
+
+
+@dataclass
+class RefinerSwitch:
+    """A1111's refiner: from the first model call whose sigma's nearest training step t has
+    (999 - t) / 1000 >= `at` (its "Refiner switch at"), the refiner's network and prompts answer;
+    the sampler, its noise and its sigmas go on."""
+
+    at: float
+    net: object
+    cond: object
+    uncond: object
 
 
 # Model calls per step of the samplers that evaluate off the schedule's sigmas (DPM fast spends one a
@@ -183,12 +196,13 @@ class GuidedModel:
         self.inputs = guided(cond, uncond if uncond is not None and guidance != 1.0 else None).to(net.dtype)
         self.calls = 0
         self.steps = [float(v) for v in sigmas[:-1]] if sigmas is not None else []
-        self.callback, self.done = callback, 0
+        self.callback, self.done, self.refiner = callback, 0, None
         # samplers whose calls fall between the schedule's sigmas: progress counted in calls per step
         self.per_step = per_step
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         self.report(x, float(sigma))
+        self.maybe_switch(float(sigma))
         rows = self.inputs.rows(x)
         s = sigma.to(x.device)
         c_in = 1 / (s**2 + 1) ** 0.5
@@ -196,6 +210,15 @@ class GuidedModel:
         out = self.net((rows * c_in).to(self.net.dtype), t, self.inputs.at(self.calls)).float()
         self.calls += 1
         return self.inputs.guide(self.wrap.denoised(out, rows, s), self.guidance)
+
+    def maybe_switch(self, sigma: float) -> None:
+        r = self.refiner
+        if r is None or (999 - int((self.wrap.sigmas - sigma).abs().argmin())) / 1000 < r.at:
+            return
+        self.net, self.refiner = r.net, None
+        self.inputs = guided(r.cond, r.uncond if r.uncond is not None and self.guidance != 1.0 else None).to(
+            r.net.dtype
+        )
 
     def report(self, x: torch.Tensor, sigma: float) -> None:
         """`callback(step, total, latents)` once a step is done: when the next one's sigma is asked for."""
@@ -247,6 +270,7 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
         x = run.init.to(x.device, x.dtype) + x
     fn, fixed, _, brownian = k_samplers.SAMPLERS[run.sampler]
     model = GuidedModel(net, wrap, cond, uncond, run.guidance, sched, callback, OFF_GRID.get(run.sampler))
+    model.refiner = run.refiner
     # A1111 grows the trees on the model's device whatever its RNG setting: on an NVIDIA GPU, from CUDA's
     # numbers; "gpu" draws them on this device itself. Their span is the whole schedule's, img2img too.
     cuda_trees = brownian and noise.s.rng != "gpu"

@@ -44,8 +44,10 @@ def check(pipe, request) -> None:
     if pipe.family.name not in FAMILIES:
         raise UsageError(f"{what} applies to SD 1.x/2.x and SDXL models, not {pipe.family.label}")
     o = request.options
-    if pipe.refiner is not None or (request.source is not None and request.source.region()[1] is not None):
-        raise UsageError(f"{what} runs text to image, img2img and hires fix; not inpainting or a refiner yet")
+    if request.source is not None and request.source.region()[1] is not None:
+        raise UsageError(f"{what} runs text to image, img2img and hires fix; not inpainting yet")
+    if pipe.refiner is not None and (request.source is not None or (o is not None and o.hires)):
+        raise UsageError(f"{what} runs an SDXL refiner in text to image; not with an init image or the hires fix yet")
     if o is not None and o.hires and o.hires_upscaler not in LATENT_UPSCALERS:
         raise UsageError(f"{what} runs the hires fix with A1111's latent upscalers; not {o.hires_upscaler!r} yet")
     if request.controls or request.image_prompts:
@@ -84,6 +86,9 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
     a_seeds, subs = image_seeds(request, seeds)
     noise = ImageNoise(shape, a_seeds, subs, request.a1111.settings(f), pipe.device)
     run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options), **_init(pipe, start, seeds))
+    if start.get("refiner_conds") is not None:  # A1111's refiner: it takes over inside the sampler
+        r = pipe.refiner
+        run.refiner = a1111.RefinerSwitch(pipe.refiner_start, r.family.denoiser(r.components), *start["refiner_conds"])
     v = config.get("prediction_type", "epsilon") == "v_prediction"
     net = pipe.family.denoiser(pipe.components)
     acp = a1111.alphas_cumprod(config)

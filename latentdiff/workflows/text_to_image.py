@@ -80,6 +80,7 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
     cond, uncond, generators = image_stage(pipe, texts, seeds, request, cond, uncond)  # Stable unCLIP's
     src = request.source
     image, mask = src.region() if src is not None else (None, None)
+    a1111_refiner = pipe.refiner is not None and request.a1111 is not None  # switches inside A1111's sampler
     latents, gens = run_loop(
         pipe,
         cond,
@@ -94,7 +95,10 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
         with_generators=True,
         comfy=comfy,
         generators=generators,
+        **({"refiner_conds": refiner_conditioning(pipe, texts, request)} if a1111_refiner else {}),
     )
+    if a1111_refiner:
+        return pipe.refiner.decode(latents)
     if pipe.refiner is not None:
         return pipe.refiner.decode(refine(pipe, latents, texts, gens, request))
     if request.options is not None and request.options.hires:
@@ -110,24 +114,20 @@ def condition(pipe, texts: list[str], negatives, request: Request, hires_steps: 
     return scheduled_conditioning(pipe.conditioning, *args, request.steps, hires_steps)
 
 
+def refiner_conditioning(pipe, texts: list[str], request: Request, offset: int = 0):
+    """The refiner's (cond, uncond) for the request's steps, from step `offset` on."""
+    negatives = [request.negative_prompt] * len(texts) if request.guidance != 1.0 else None
+    args = (texts, negatives, request.height, request.width, request.prompt_syntax, 1, request.steps)
+    return scheduled_conditioning(pipe.refiner.conditioning, *args, offset=offset)
+
+
 def refine(pipe, latents, texts, gens, request: Request) -> torch.Tensor:
     """The refiner's share of the timesteps, continuing this model's latents and generators."""
     r = pipe.refiner
-    negatives = [request.negative_prompt] * len(texts) if request.guidance != 1.0 else None
     sched = make_scheduler(r.components.scheduler_config, request.scheduler, request.sampler_options)
     sched.set_timesteps(request.steps)  # on the CPU: see sampling.denoise
     start = refiner_start_index(sched, pipe.refiner_start)
-    cond, uncond = scheduled_conditioning(
-        r.conditioning,
-        texts,
-        negatives,
-        request.height,
-        request.width,
-        request.prompt_syntax,
-        1,
-        request.steps,
-        offset=start,
-    )
+    cond, uncond = refiner_conditioning(pipe, texts, request, start)
     return denoise(
         r.family.denoiser(r.components),
         sched,

@@ -148,6 +148,8 @@ def test_what_a1111s_path_cannot_run_stays_on_diffusers_or_is_refused(client):
         override_settings={"eta_noise_seed_delta": 5},
         refiner_checkpoint="base",
         refiner_switch_at=0.5,
+        enable_hr=True,
+        hr_scale=1.5,
     )
     refused(client, "randn_source='TPU'", override_settings={"randn_source": "TPU"})
 
