@@ -78,9 +78,8 @@ class GenerateConfig:
     """a1111: (word:1.3) / (word) / [word] emphasis, \\( escapes, BREAK (default); plain: the text as written;
     comfy: ComfyUI's (word:1.3) / (word) weights"""
     noise: str = "per_image"
-    """per_image: image k's noise from seed + k (default); comfy: ComfyUI's, one draw for the whole batch from
-    the seed, image k its row k, and ComfyUI's own KSampler for its k-diffusion samplers; comfy_nv: that as
-    ComfyUI runs on an NVIDIA GPU (its ancestral step noise)"""
+    """per_image: image k's noise from seed + k (default); comfy: ComfyUI's (one draw for the batch, image k its
+    row k; its own KSampler for its k-diffusion samplers); comfy_nv: that as ComfyUI draws it on an NVIDIA GPU"""
     noise_options: dict = field(default_factory=dict, metadata=flag(own=False))
     """From --from: the ComfyUI batch ("batch") and row ("index") an image's noise came from."""
     clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))
