@@ -1,0 +1,100 @@
+"""Top-1 retrieval of a CLIP pair (train-clip's eval.json): each image's nearest caption
+(image->text) and each caption's nearest image (text->image) by cosine similarity, right when it
+is the image's own caption (so two images with one caption do not count against each other).
+
+Three views: the held-out images among themselves, the held-out images against every image and
+name of the dataset (their training siblings, e.g. the other skin tones, are the hard negatives),
+and `eval_train_images` evenly spaced training images among themselves.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from latentdiff.training.small_run import load_images
+
+RESAMPLE_BICUBIC = 3  # PIL's BICUBIC, CLIPImageProcessor's default
+
+
+def processor(resolution: int):
+    """The feature_extractor/ unCLIP and IP-Adapter code run before the image tower: resize the short
+    side to `resolution`, centre-crop a square, CLIP's mean and std, as `pixels` does in training."""
+    from transformers import CLIPImageProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    return CLIPImageProcessor(
+        size={"shortest_edge": resolution},
+        crop_size={"height": resolution, "width": resolution},
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
+        resample=RESAMPLE_BICUBIC,
+    )
+
+
+def pixels(u8):
+    """uint8 images (B, 3, H, W) -> the tower's input: [0, 1], then CLIP's mean and std per channel."""
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    mean, std = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    return (u8.float() / 255 - mean) / std
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int):
+    """Token ids padded to `max_length` as the diffusion pipelines pass them (no attention mask)."""
+    return tokenizer(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
+
+
+@torch.no_grad()
+def embed_images(vision, u8, device, chunk: int = 256):
+    """Unit-length image embeddings (N, P)."""
+    out = [vision(pixel_values=pixels(u8[i : i + chunk]).to(device)).image_embeds for i in range(0, len(u8), chunk)]
+    return torch.nn.functional.normalize(torch.cat(out).float(), dim=-1)
+
+
+@torch.no_grad()
+def embed_texts(text, tokenizer, texts: list[str], device, chunk: int = 256):
+    """Unit-length caption embeddings (N, P), tokenized as in training."""
+    ids = tokenize(tokenizer, texts, text.config.max_position_embeddings)
+    out = [text(input_ids=ids[i : i + chunk].to(device)).text_embeds for i in range(0, len(ids), chunk)]
+    return torch.nn.functional.normalize(torch.cat(out).float(), dim=-1)
+
+
+def top1(image_emb, text_emb, captions: list[str], queries) -> dict:
+    """Retrieval for the `queries` (indices) among the whole gallery (all rows of both embeddings)."""
+    sims = image_emb @ text_emb.T  # (images, captions); row i and column i are one pair
+    nearest_text, nearest_image = sims[queries].argmax(1), sims[:, queries].argmax(0)
+    asked = [captions[q] for q in queries.tolist()]
+    i2t = sum(captions[j] == c for j, c in zip(nearest_text.tolist(), asked))
+    t2i = sum(captions[j] == c for j, c in zip(nearest_image.tolist(), asked))
+    n = len(asked)
+    return {"images": n, "gallery": len(captions), "image_to_text": i2t / n, "text_to_image": t2i / n}
+
+
+def evaluate(pair, tokenizer, train, heldout, cfg, device) -> dict:
+    """The three views of the module docstring, from the pair's `vision` and `text` towers."""
+    subset = torch.linspace(0, len(train) - 1, min(cfg.eval_train_images, len(train))).long().tolist()
+    records = [*heldout, *(train[i] for i in subset)]
+    if not records:
+        return {"heldout": None, "heldout_among_all": None, "train": None}
+    images = embed_images(pair["vision"], load_images(records, cfg.resolution), device)
+    texts = embed_texts(pair["text"], tokenizer, [r.caption for r in records], device)
+    captions, h = [r.caption for r in records], len(heldout)
+    result = {"heldout": None, "heldout_among_all": None, "train": None}
+    if h:
+        result["heldout"] = top1(images[:h], texts[:h], captions[:h], torch.arange(h))
+        taken = set(subset)
+        rest = [r for i, r in enumerate(train) if i not in taken]
+        result["heldout_among_all"] = _among_all(pair, tokenizer, images, texts, captions, h, rest, cfg, device)
+    if subset:
+        result["train"] = top1(images[h:], texts[h:], captions[h:], torch.arange(len(subset)))
+    return result
+
+
+def _among_all(pair, tokenizer, images, texts, captions, h: int, rest, cfg, device) -> dict:
+    """The held-out queries against every image and caption of the dataset (`rest`: the training
+    records not embedded yet)."""
+    if rest:
+        images = torch.cat([images, embed_images(pair["vision"], load_images(rest, cfg.resolution), device)])
+        texts = torch.cat([texts, embed_texts(pair["text"], tokenizer, [r.caption for r in rest], device)])
+        captions = [*captions, *(r.caption for r in rest)]
+    return top1(images, texts, captions, torch.arange(h))
