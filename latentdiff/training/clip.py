@@ -29,6 +29,7 @@ import torch
 from latentdiff.errors import UsageError
 from latentdiff.runtime.device import default_training_threads, note_cpu_bf16, torch_threads
 from latentdiff.runtime.files import as_umask_allows
+from latentdiff.runtime.libraries import quiet_libraries
 from latentdiff.runtime.memory import check_fits
 from latentdiff.training.bounds import ADAPTER_BYTES, TRAIN_TENSORS
 from latentdiff.training.clip_config import RUN_ENTRIES, ClipTrainConfig
@@ -164,6 +165,7 @@ def train_clip(cfg: ClipTrainConfig) -> dict:
 
 
 def _train_clip(cfg: ClipTrainConfig, threads) -> dict:
+    quiet_libraries()  # transformers' save bars and its torchvision notice; our own bar says the progress
     text, tokenizer = load_text_tower(cfg.model, cfg.projection_dim, cfg.seed)
     out = prepare_out(cfg, "train-clip", RUN_ENTRIES, model=cfg.model)
     train, heldout = scan_split(cfg, out)
