@@ -33,7 +33,7 @@ from latentdiff.runtime.libraries import quiet_libraries
 from latentdiff.runtime.memory import check_fits
 from latentdiff.training.bounds import ADAPTER_BYTES, TRAIN_TENSORS
 from latentdiff.training.clip_config import RUN_ENTRIES, ClipTrainConfig
-from latentdiff.training.clip_eval import evaluate, pixels, processor, tokenize
+from latentdiff.training.clip_eval import evaluate, pixels, processor, summary, tokenize
 from latentdiff.training.lr_schedule import make_lr_schedule
 from latentdiff.training.recipe import write_recipe
 from latentdiff.training.small_run import RunState, batch_indices, load_images, prepare_out, scan_split, train_loop
@@ -190,10 +190,11 @@ def _train_clip(cfg: ClipTrainConfig, threads) -> dict:
     with RunLog(out, cfg.report_to, dataclasses.asdict(cfg), resumed_at=start) as log:
         seconds = train_loop(cfg, "train-clip", log, out, state, step, start, seconds)
     _save(cfg, out, pair, tokenizer)
-    result = evaluate(pair.eval(), tokenizer, train, heldout, cfg, device)
+    towers = {"vision": pair["vision"].eval(), "text": pair["text"].eval()}
+    result = evaluate(towers, tokenizer, train, heldout, cfg.resolution, cfg.eval_train_images, device)
     result.update(steps=cfg.max_steps, train_seconds=round(seconds, 1), temperature=_temperature(pair))
     _write_json(out / "eval.json", result)
-    print(f"train-clip: {_summary(result)}", file=sys.stderr)
+    print(f"train-clip: {summary(result)}", file=sys.stderr)
     return result
 
 
@@ -229,16 +230,6 @@ def _save(cfg: ClipTrainConfig, out: Path, pair, tokenizer) -> None:
         as_umask_allows(out / name)
     tokenizer.save_pretrained(str(out / "tokenizer"))
     processor(cfg.resolution).save_pretrained(str(out / "feature_extractor"))
-
-
-def _summary(result: dict) -> str:
-    held = result["heldout"]
-    if not held:
-        return "no held-out images (split=heldout) to measure retrieval on"
-    return (
-        f"held-out top-1 image->text {held['image_to_text']:.3f}, text->image {held['text_to_image']:.3f} "
-        f"among {held['images']} held-out images"
-    )
 
 
 def _write_json(path: Path, values: dict) -> None:

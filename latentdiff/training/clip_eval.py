@@ -9,8 +9,11 @@ and `eval_train_images` evenly spaced training images among themselves.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.training.small_run import load_images
 
 RESAMPLE_BICUBIC = 3  # PIL's BICUBIC, CLIPImageProcessor's default
@@ -70,31 +73,71 @@ def top1(image_emb, text_emb, captions: list[str], queries) -> dict:
     return {"images": n, "gallery": len(captions), "image_to_text": i2t / n, "text_to_image": t2i / n}
 
 
-def evaluate(pair, tokenizer, train, heldout, cfg, device) -> dict:
-    """The three views of the module docstring, from the pair's `vision` and `text` towers."""
-    subset = torch.linspace(0, len(train) - 1, min(cfg.eval_train_images, len(train))).long().tolist()
+def evaluate(towers: dict, tokenizer, train, heldout, resolution: int, train_images: int, device) -> dict:
+    """The three views of the module docstring, from the `vision` and `text` towers."""
+    subset = torch.linspace(0, len(train) - 1, min(train_images, len(train))).long().tolist()
     records = [*heldout, *(train[i] for i in subset)]
-    if not records:
-        return {"heldout": None, "heldout_among_all": None, "train": None}
-    images = embed_images(pair["vision"], load_images(records, cfg.resolution), device)
-    texts = embed_texts(pair["text"], tokenizer, [r.caption for r in records], device)
-    captions, h = [r.caption for r in records], len(heldout)
     result = {"heldout": None, "heldout_among_all": None, "train": None}
+    if not records:
+        return result
+    embed = _embedder(towers, tokenizer, resolution, device)
+    images, texts = embed(records)
+    captions, h = [r.caption for r in records], len(heldout)
     if h:
         result["heldout"] = top1(images[:h], texts[:h], captions[:h], torch.arange(h))
         taken = set(subset)
         rest = [r for i, r in enumerate(train) if i not in taken]
-        result["heldout_among_all"] = _among_all(pair, tokenizer, images, texts, captions, h, rest, cfg, device)
+        if rest:  # every image and name of the dataset
+            more = embed(rest)
+            images, texts = torch.cat([images, more[0]]), torch.cat([texts, more[1]])
+        result["heldout_among_all"] = top1(images, texts, [*captions, *(r.caption for r in rest)], torch.arange(h))
     if subset:
-        result["train"] = top1(images[h:], texts[h:], captions[h:], torch.arange(len(subset)))
+        n = len(subset)
+        result["train"] = top1(images[h : h + n], texts[h : h + n], captions[h:], torch.arange(n))
     return result
 
 
-def _among_all(pair, tokenizer, images, texts, captions, h: int, rest, cfg, device) -> dict:
-    """The held-out queries against every image and caption of the dataset (`rest`: the training
-    records not embedded yet)."""
-    if rest:
-        images = torch.cat([images, embed_images(pair["vision"], load_images(rest, cfg.resolution), device)])
-        texts = torch.cat([texts, embed_texts(pair["text"], tokenizer, [r.caption for r in rest], device)])
-        captions = [*captions, *(r.caption for r in rest)]
-    return top1(images, texts, captions, torch.arange(h))
+def _embedder(towers: dict, tokenizer, resolution: int, device):
+    def embed(records):
+        images = embed_images(towers["vision"], load_images(records, resolution), device)
+        return images, embed_texts(towers["text"], tokenizer, [r.caption for r in records], device)
+
+    return embed
+
+
+def evaluate_folder(dataset: str, folder: str, train_images: int = 512) -> dict:
+    """`eval-emoji DATASET --clip RUN`: the retrieval of a train-clip output folder on DATASET."""
+    # Here, not at the top: the dataset scanner and the model loader are needed only by this command.
+    from latentdiff.models.assemble import load_image_encoder, load_tokenizer
+    from latentdiff.training.data.scan import scan_dataset
+
+    root = Path(folder)
+    if not all((root / name / "config.json").is_file() for name in ("image_encoder", "text_encoder")):
+        raise UsageError(f"--clip {folder} is not a train-clip output (image_encoder/, text_encoder/, tokenizer/)")
+    vision = load_image_encoder(root / "image_encoder")
+    text, tokenizer = _text_tower(root / "text_encoder"), load_tokenizer(root / "tokenizer")
+    resolution = vision.config.image_size
+    records = scan_dataset(dataset, resolution, missing_captions="empty", include_heldout=True).records
+    train, heldout = [r for r in records if r.split != "heldout"], [r for r in records if r.split == "heldout"]
+    towers = {"vision": vision.float().eval(), "text": text}
+    return evaluate(towers, tokenizer, train, heldout, resolution, train_images, torch.device("cpu"))
+
+
+def summary(result: dict) -> str:
+    """The held-out figures in one line."""
+    held = result["heldout"]
+    if not held:
+        return "no held-out images (split=heldout) to measure retrieval on"
+    return (
+        f"held-out top-1 image->text {held['image_to_text']:.3f}, text->image {held['text_to_image']:.3f} "
+        f"among {held['images']} held-out images"
+    )
+
+
+def _text_tower(folder: Path):
+    from transformers import CLIPTextModelWithProjection
+
+    try:  # safetensors only: a checkpoint must never run code
+        return CLIPTextModelWithProjection.from_pretrained(folder, use_safetensors=True).float().eval()
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"cannot load the text tower in {folder}: {str(e).splitlines()[0][:200]}") from None

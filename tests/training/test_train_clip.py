@@ -121,6 +121,15 @@ def test_run_learns_and_writes_towers_transformers_load(shapes, tiny_sd1, tmp_pa
     assert saved["heldout"]["images"] == 2 and saved["heldout_among_all"]["gallery"] == 12
     assert saved["train"]["images"] == 10 and saved == json.loads(json.dumps(result))
     assert 0 <= saved["heldout"]["image_to_text"] <= 1 and saved["train"]["image_to_text"] >= 0.3
+    # eval-emoji --clip scores the saved folder as the run scored its towers
+    assert (
+        main(["eval-emoji", str(shapes), "--clip", str(run), "--n-train", "512", "--out", str(tmp_path / "e.json")])
+        == 0
+    )
+    again = json.loads((tmp_path / "e.json").read_text())
+    assert {k: again[k] for k in ("heldout", "heldout_among_all", "train")} == {
+        k: saved[k] for k in ("heldout", "heldout_among_all", "train")
+    }
 
 
 def test_resume_equals_an_uninterrupted_run(shapes, tiny_sd1, tmp_path):
@@ -147,6 +156,7 @@ def test_resume_equals_an_uninterrupted_run(shapes, tiny_sd1, tmp_path):
         ("model without text encoder", "text_encoder/"),
         ("patches that do not tile", "patch_size"),
         ("batch of one", "batch_size must be >= 2"),
+        ("eval-emoji --clip on a model", "not a train-clip output"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(case, words, shapes, tiny_sd1, tmp_path, capsys):
@@ -158,8 +168,10 @@ def test_bad_input_is_one_line_exit_2(case, words, shapes, tiny_sd1, tmp_path, c
         argv[3] = str(tmp_path / "empty")
     elif case == "patches that do not tile":
         argv += ["--resolution", "40", "--vision", "patch_size=16"]
-    else:
+    elif case == "batch of one":
         argv += ["--batch-size", "1"]
+    else:
+        argv = ["eval-emoji", str(shapes), "--clip", str(tiny_sd1)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
