@@ -33,7 +33,7 @@ from latentdiff.runtime.libraries import quiet_libraries
 from latentdiff.runtime.memory import check_fits
 from latentdiff.training.bounds import ADAPTER_BYTES, TRAIN_TENSORS
 from latentdiff.training.clip_config import RUN_ENTRIES, ClipTrainConfig
-from latentdiff.training.clip_eval import evaluate, pixels, processor, summary, tokenize
+from latentdiff.training.clip_eval import by_length, evaluate, pixels, processor, summary, tokenize
 from latentdiff.training.lr_schedule import make_lr_schedule
 from latentdiff.training.recipe import write_recipe
 from latentdiff.training.small_run import RunState, batch_indices, load_images, prepare_out, scan_split, train_loop
@@ -61,7 +61,7 @@ class Captions:
         self.texts = [t for opts in options for t in opts]
         counts = torch.tensor([len(o) for o in options])
         self.counts, self.offsets = counts, torch.cumsum(counts, 0) - counts
-        self.ids = tokenize(tokenizer, self.texts, max_length)  # (captions, L)
+        self.ids, self.eos = tokenize(tokenizer, self.texts, max_length), tokenizer.eos_token_id  # (captions, L)
         self.pooled = None  # the frozen tower's pooled outputs (freeze)
 
     def draw(self, idx, generator):
@@ -71,7 +71,7 @@ class Captions:
 
     def freeze(self, text, device) -> None:
         """The frozen tower's pooled outputs of every caption, once: a step then projects them only."""
-        self.pooled = pooled_outputs(text, self.ids, device)
+        self.pooled = pooled_outputs(text, self.ids, self.eos, device)
 
     def embeds(self, text, caption_idx, device):
         if self.pooled is not None:
@@ -80,10 +80,12 @@ class Captions:
 
 
 @torch.no_grad()
-def pooled_outputs(text, ids, device, chunk: int = 256):
-    return torch.cat(
-        [text.text_model(input_ids=ids[i : i + chunk].to(device)).pooler_output for i in range(0, len(ids), chunk)]
-    )
+def pooled_outputs(text, ids, eos: int, device):
+    """The text tower's pooled output (before its projection) of every row of `ids`: (N, H)."""
+    out = torch.empty(len(ids), text.config.hidden_size, device=device)
+    for rows, cut in by_length(ids, eos):
+        out[rows.to(device)] = text.text_model(input_ids=cut.to(device)).pooler_output.float()
+    return out
 
 
 # --- the two towers ----------------------------------------------------------------------------

@@ -79,6 +79,8 @@ def test_every_caption_of_an_image_is_drawn(shapes):
     assert records[0].alt_captions == ("red circle, shapes", "a circle in red")
 
     class Tok:  # Captions tokenizes once; the draw is what is tested here
+        eos_token_id = 1
+
         def __call__(self, texts, **kw):
             return type("Ids", (), {"input_ids": torch.zeros(len(texts), 4, dtype=torch.long)})
 
@@ -86,6 +88,21 @@ def test_every_caption_of_an_image_is_drawn(shapes):
     drawn = {captions.texts[i] for _ in range(30) for i in captions.draw(torch.tensor([0]), g).tolist()}
     assert drawn == {"red circle", "red circle, shapes", "a circle in red"}
     assert Captions(records, Tok(), 4, use_alts=False).texts == [r.caption for r in records]
+
+
+def test_pooled_outputs_cut_after_each_caption_equal_the_full_window(tiny_sd1):
+    """The frozen tower's cache runs captions cut to their length, in length-sorted chunks: the same
+    pooled outputs as the pipelines' padding to the full window."""
+    from latentdiff.models.assemble import load_text_encoder
+    from latentdiff.training.clip import load_text_tower, pooled_outputs, tokenize
+
+    text, tokenizer = load_text_tower(str(tiny_sd1), 16)
+    texts = ["a", "red circle", "a blue square in the middle of a white picture", "", "green"]
+    window = text.config.max_position_embeddings
+    full = tokenizer(texts, padding="max_length", max_length=window, truncation=True, return_tensors="pt").input_ids
+    expected = load_text_encoder(tiny_sd1)[0].float()(input_ids=full).pooler_output
+    got = pooled_outputs(text, tokenize(tokenizer, texts, window), tokenizer.eos_token_id, torch.device("cpu"))
+    assert (got - expected).abs().max().item() < 1e-5
 
 
 def test_top1_counts_a_shared_caption_as_right():
