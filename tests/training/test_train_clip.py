@@ -39,7 +39,7 @@ def config(shapes, model, out, **kw):
         model=str(model),
         out=str(out),
         vision=TINY_VISION,
-        projection_dim=16,
+        projection_dim=32,  # the tiny unCLIP decoder's image embedding width
         resolution=32,
         batch_size=5,
         lr=3e-3,
@@ -127,7 +127,7 @@ def test_run_learns_and_writes_towers_transformers_load(shapes, tiny_sd1, tmp_pa
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
     vision = CLIPVisionModelWithProjection.from_pretrained(run / "image_encoder")
     text = CLIPTextModelWithProjection.from_pretrained(run / "text_encoder")
-    assert vision.config.projection_dim == text.config.projection_dim == 16
+    assert vision.config.projection_dim == text.config.projection_dim == 32
     assert load_image_encoder(run / "image_encoder").config.image_size == 32  # unCLIP's and IP-Adapter's loader
     # The saved feature_extractor prepares a picture as training did.
     image = Image.open(shapes / "00.png")
@@ -201,3 +201,31 @@ def test_config_errors_are_actionable():
         ClipTrainConfig(dataset="d", out="o", model="m", vision={"num_channels": 4})
     with pytest.raises(UsageError, match="multiple of num_attention_heads"):
         ClipTrainConfig(dataset="d", out="o", model="m", vision={"hidden_size": 30, "num_attention_heads": 4})
+
+
+def test_the_image_tower_serves_an_unclip_decoder_as_diffusers_runs_it(shapes, tiny_sd1, tiny_unclip, tmp_path):
+    """A tiny Stable unCLIP folder with train-clip's image_encoder/ and feature_extractor/ in place of its
+    own: our variations and diffusers' StableUnCLIPImg2ImgPipeline read it and draw the same pixels."""
+    import shutil
+
+    import diffusers
+
+    from latentdiff import Pipeline
+    from latentdiff.training.clip import train_clip
+
+    train_clip(config(shapes, tiny_sd1, tmp_path / "run", max_steps=1, eval_train_images=0))
+    model = tmp_path / "unclip"
+    shutil.copytree(tiny_unclip, model)
+    for part in ("image_encoder", "feature_extractor"):
+        shutil.rmtree(model / part)
+        shutil.copytree(tmp_path / "run" / part, model / part)
+    pipe = Pipeline.from_pretrained(model, device="cpu", dtype="fp32")
+    got = pipe("red circle", steps=2, width=32, height=32, seed=3, variations=str(shapes / "00.png"), guidance=1.0)
+    ref = diffusers.StableUnCLIPImg2ImgPipeline.from_pretrained(model, dtype=torch.float32)
+    ref.set_progress_bar_config(disable=True)
+    expected = ref(
+        image=Image.open(shapes / "00.png"), prompt="red circle", num_inference_steps=2, guidance_scale=1.0,
+        width=32, height=32, generator=torch.Generator("cpu").manual_seed(3), output_type="np",
+    ).images[0]  # fmt: skip
+    assert ref.image_encoder.config.projection_dim == 32 and expected.std() * 255 > 5  # a picture, not a flat one
+    assert np.abs(np.asarray(got[0], dtype=np.float32) - np.round(expected * 255)).max() <= 1
