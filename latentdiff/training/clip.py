@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from latentdiff.errors import UsageError
 from latentdiff.runtime.device import default_training_threads, note_cpu_bf16, torch_threads
@@ -45,8 +46,6 @@ MAX_SCALE = math.log(100.0)  # CLIP clips the learned logit scale at 100
 def clip_loss(image_embeds, text_embeds, logit_scale):
     """CLIP's symmetric InfoNCE: cross-entropy of each image over the batch's captions and of each
     caption over its images, the matching pair the target; cosine similarities times exp(logit_scale)."""
-    import torch.nn.functional as F
-
     image, text = F.normalize(image_embeds, dim=-1), F.normalize(text_embeds, dim=-1)
     logits = logit_scale.clamp(max=MAX_SCALE).exp() * image @ text.T  # (B images, B captions)
     target = torch.arange(len(logits), device=logits.device)
@@ -111,9 +110,8 @@ def load_text_tower(model: str, projection_dim: int, seed: int = 0):
     config = CLIPTextConfig.from_dict({**encoder.config.to_dict(), "projection_dim": projection_dim})
     torch.manual_seed(seed)  # a new projection's initial weights
     tower = CLIPTextModelWithProjection(config)
-    tower.text_model.load_state_dict(
-        getattr(encoder, "text_model", encoder).float().state_dict()
-    )  # transformers 5: CLIPTextModel has no text_model
+    # transformers 5's CLIPTextModel is the text transformer itself; a ...WithProjection wraps one
+    tower.text_model.load_state_dict(getattr(encoder, "text_model", encoder).float().state_dict())
     kept = getattr(encoder, "text_projection", None)
     if kept is not None and kept.weight.shape == tower.text_projection.weight.shape:  # a train-clip output
         tower.text_projection.load_state_dict(kept.float().state_dict())
