@@ -18,6 +18,7 @@ text_encoder/ + tokenizer/, all loadable by transformers, and eval.json with top
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -118,13 +119,20 @@ def load_text_tower(model: str, projection_dim: int, seed: int = 0):
     return tower.float(), tokenizer
 
 
-def build_pair(cfg: ClipTrainConfig, text):
-    """The trained module: `vision` (seeded), `text` and CLIP's learned `logit_scale` (init log 1/0.07)."""
+def build_vision(cfg: ClipTrainConfig, device=None):
+    """The image tower, seeded; on the meta device (`device="meta"`) it holds no memory, so its
+    weights can be counted before any is made."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(cfg.seed)
     config = CLIPVisionConfig(**cfg.vision, image_size=cfg.resolution, projection_dim=cfg.projection_dim)
-    pair = torch.nn.ModuleDict({"vision": CLIPVisionModelWithProjection(config), "text": text})
+    with torch.device(device) if device else contextlib.nullcontext():
+        return CLIPVisionModelWithProjection(config)
+
+
+def build_pair(cfg: ClipTrainConfig, text):
+    """The trained module: `vision` (seeded), `text` and CLIP's learned `logit_scale` (init log 1/0.07)."""
+    pair = torch.nn.ModuleDict({"vision": build_vision(cfg), "text": text})
     pair.register_parameter("logit_scale", torch.nn.Parameter(torch.tensor(math.log(1 / 0.07))))
     text.text_model.requires_grad_(cfg.train_text)
     return pair
@@ -141,18 +149,20 @@ def optimizer(cfg: ClipTrainConfig, pair):
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
-def check_memory(cfg: ClipTrainConfig, pair, images: int, device) -> None:
-    """The images held in memory, the trained weights with their AdamW state, and a step's activations."""
-    res, v = cfg.resolution, pair["vision"].config
+def check_memory(cfg: ClipTrainConfig, text, images: int, device) -> None:
+    """Before anything of their size is made: the images held in memory, the trained weights with
+    their AdamW state, and a step's activations."""
+    res, vision = cfg.resolution, build_vision(cfg, device="meta")
     check_fits(images * 3 * res * res, f"holding {images:,} image(s) at resolution {res}", "lower resolution")
-    params = sum(p.numel() for p in pair.parameters() if p.requires_grad)
-    check_fits(
-        params * ADAPTER_BYTES, f"the {params:,} trained weights and their AdamW state", "narrow vision:", device
-    )
+    trained = [vision, text] if cfg.train_text else [vision, text.text_projection]
+    params = sum(p.numel() for m in trained for p in m.parameters())
+    what = f"the {params:,} trained weights with their gradients and AdamW's moments"
+    check_fits(params * ADAPTER_BYTES, what, "narrow the vision: section", device)
+    v = vision.config
     tokens = (res // v.patch_size) ** 2 + 1
     need = cfg.batch_size * tokens * v.intermediate_size * v.num_hidden_layers * TRAIN_TENSORS * 4
     what = f"a train-clip step at resolution {res} with batch_size {cfg.batch_size}"
-    check_fits(need, what, "lower batch_size or resolution", device)
+    check_fits(need, what, "lower batch_size or resolution, or narrow the vision: section", device)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -171,8 +181,8 @@ def _train_clip(cfg: ClipTrainConfig, threads) -> dict:
     train, heldout = scan_split(cfg, out)
     print(f"train-clip: {len(train)} training and {len(heldout)} held-out images", file=sys.stderr)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_memory(cfg, text, len(train) + len(heldout), device)
     pair = build_pair(cfg, text).to(device)
-    check_memory(cfg, pair, len(train) + len(heldout), device)
     train_u8 = load_images(train, cfg.resolution)
     if cfg.mixed_precision == "bf16":
         note_cpu_bf16(device, torch.bfloat16, "--mixed-precision no")

@@ -174,6 +174,7 @@ def test_resume_equals_an_uninterrupted_run(shapes, tiny_sd1, tmp_path):
         ("patches that do not tile", "patch_size"),
         ("batch of one", "batch_size must be >= 2"),
         ("eval-emoji --clip on a model", "not a train-clip output"),
+        ("an image tower past memory", "trained weights with their gradients"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(case, words, shapes, tiny_sd1, tmp_path, capsys):
@@ -185,13 +186,21 @@ def test_bad_input_is_one_line_exit_2(case, words, shapes, tiny_sd1, tmp_path, c
         argv[3] = str(tmp_path / "empty")
     elif case == "patches that do not tile":
         argv += ["--resolution", "40", "--vision", "patch_size=16"]
+    elif case == "an image tower past memory":  # refused before it is built
+        argv += [
+            "--batch-size",
+            "4",
+            "--vision",
+            "{hidden_size: 8192, intermediate_size: 32768, num_hidden_layers: 64, num_attention_heads: 8}",
+        ]
     elif case == "batch of one":
         argv += ["--batch-size", "1"]
     else:
         argv = ["eval-emoji", str(shapes), "--clip", str(tiny_sd1)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("latentdiff: error:")]
+    assert len(errors) == 1 and words in errors[0] and "Traceback" not in err, err
 
 
 def test_config_errors_are_actionable():
