@@ -189,6 +189,13 @@ ROW = st.one_of(
     st.fixed_dictionaries({"file_name": st.text(max_size=10), "text": st.text(max_size=20)}).map(json.dumps),
     JSONISH.map(json.dumps),
     st.integers(1, 5000).map(lambda d: '{"file_name": "a.png", "text": "x", "d": ' + "[" * d + "]" * d + "}"),
+    st.fixed_dictionaries(  # train-clip's alternative captions
+        {
+            "file_name": st.sampled_from(["x.png", "a.png"]) | st.text(max_size=10),
+            "text": st.text(max_size=20),
+            "alt_texts": JSONISH | st.lists(st.text(max_size=5), max_size=70) | st.just(["x" * 65_537]),
+        }
+    ).map(json.dumps),
     st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
 )
 METADATA = st.one_of(
@@ -239,6 +246,7 @@ def test_dataset_contents(tmp_path_factory, files, meta, special):
         written = scan.write_skipped(root.parent / "out").read_bytes().decode("utf-8")
     assert len(written.splitlines()) == len(scan.skipped)
     assert all(r.path.is_file() and r.width == 16 for r in scan.records)
+    assert all(len(r.alt_captions) <= 64 and all(type(a) is str for a in r.alt_captions) for r in scan.records)
     shutil.rmtree(root.parent)
 
 

@@ -238,3 +238,16 @@ def test_the_image_tower_serves_an_unclip_decoder_as_diffusers_runs_it(shapes, t
     ).images[0]  # fmt: skip
     assert ref.image_encoder.config.projection_dim == 32 and expected.std() * 255 > 5  # a picture, not a flat one
     assert np.abs(np.asarray(got[0], dtype=np.float32) - np.round(expected * 255)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "alts, words",
+    [(5, "alt_texts must be a list of captions"), (["a"] * 65, "at most 64"), (["x" * 65_537], "at most 64")],
+)
+def test_bad_alt_texts_name_their_row(tmp_path, alts, words):
+    from latentdiff.training.data.scan import scan_dataset
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "red", "alt_texts": alts}))
+    with pytest.raises(UsageError, match=f"metadata.jsonl row 1: .*{words}"):
+        scan_dataset(tmp_path, 8)
