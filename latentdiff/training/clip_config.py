@@ -25,7 +25,7 @@ RUN_ENTRIES = (
     "skipped.txt",
     "logs",
 )
-# A ViT for 64 px renders: 8x8 patches (64 tokens + the class token), 4 layers of width 128 (~0.9M weights).
+# A ViT for 64 px renders: 8x8 patches (64 tokens + the class token), 4 layers of width 128 (0.86M weights with the projection).
 VISION = dict(patch_size=8, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4)
 MAX_WIDTH = 8192  # ViT-bigG is 1664 wide
 MAX_LAYERS = 64  # ViT-bigG has 48
