@@ -3,6 +3,9 @@ evaluation). Nothing heavy is imported until a command runs."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 MAX_SEEDS = 64  # each seed generates every evaluated name again
 MAX_GRID_NAMES = 256  # a 16x16 grid
 
@@ -72,6 +75,12 @@ def add_eval_emoji(sub):
         "rendered at the cascade's size (build-emoji --size 128): PSNR/SSIM vs bicubic, top-1",
     )
     p.add_argument("--upscaler", metavar="MODEL", help="with --cascade: this upscaler (default: the model's own)")
+    p.add_argument(
+        "--clip",
+        metavar="RUN",
+        help="instead: score a `train-clip` output's image and text towers by top-1 retrieval on the "
+        "held-out names (and --n-train training names); no images are generated",
+    )
     p.set_defaults(func=run_eval)
 
 
@@ -100,6 +109,8 @@ def run_eval(args) -> int:
         raise UsageError(f"--grid-names: at most {MAX_GRID_NAMES} names in one grid, got {len(names)}")
     if names == []:
         raise UsageError("--grid-names takes emoji names separated by ';', got none")
+    if args.clip:
+        return _eval_clip(args)
     if args.cascade:
         # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
         from latentdiff.training.emoji.cascade_eval import run_cascade
@@ -129,4 +140,24 @@ def run_eval(args) -> int:
             args.grid_only,
             args.n_heldout,
         )
+    return 0
+
+
+def _eval_clip(args) -> int:
+    """`eval-emoji DATASET --clip RUN`: retrieval of a CLIP pair, printed and written to --out."""
+    import json
+
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
+    from latentdiff.errors import UsageError
+    from latentdiff.training.clip_eval import evaluate_folder, summary
+
+    others = [f for f, v in (("--cascade", args.cascade), ("--grid", args.grid), ("--model", args.model)) if v]
+    if others:
+        raise UsageError(f"--clip scores a CLIP pair on its own; drop {', '.join(others)}")
+    result = evaluate_folder(args.dataset, args.clip, args.n_train)
+    print(f"eval-emoji: {summary(result)}", file=sys.stderr)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(text)
     return 0

@@ -20,7 +20,18 @@ PROG = "latentdiff"
 # command(s), with the function that runs one as `func`. Imported by name when the parser is built:
 # `python -m latentdiff.cli.train_vae` runs that module as __main__, and importing it before (from
 # this package) would make runpy warn.
-COMMANDS = ("generate", "upscale", "detect", "convert", "finetune", "export", "train_vae", "emoji", "serve")
+COMMANDS = (
+    "generate",
+    "upscale",
+    "detect",
+    "convert",
+    "finetune",
+    "export",
+    "train_vae",
+    "train_clip",
+    "emoji",
+    "serve",
+)
 
 
 def one_line(text: str) -> str:

@@ -21,40 +21,19 @@ import dataclasses
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
-from latentdiff.config.generate import check
 from latentdiff.errors import LatentDiffError, UsageError
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training.bounds import check_vae
-from latentdiff.training.checkpoint import (
-    damaged_checkpoint,
-    incomplete_after,
-    latest_checkpoint,
-    load_tensors,
-    load_torch,
-    read_manifest,
-    require_finite,
-    save_checkpoint,
-)
 from latentdiff.training.lr_schedule import make_lr_schedule
-from latentdiff.training.recipe import check_recipe, write_recipe
-from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
-from latentdiff.training.trackers import RunLog, require
+from latentdiff.training.recipe import write_recipe
+from latentdiff.training.small_run import RunState, batch_indices, load_images, prepare_out, scan_split, train_loop
+from latentdiff.training.trackers import RunLog
 from latentdiff.training.vae_config import RUN_ENTRIES, VaeTrainConfig
 from latentdiff.training.vae_metrics import db, latent_std, mean_psnr, to_unit
 
 # --- pure pieces: schedule, batches, loss, one step -------------------------------------------
-
-
-def batch_indices(n: int, batch_size: int, seed: int, step: int):
-    """Indices of the batch for `step`: a fresh seeded permutation per epoch, last partial dropped."""
-    import torch
-
-    epoch, i = divmod(step, n // batch_size)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    return perm[i * batch_size : (i + 1) * batch_size]
 
 
 def vae_loss(vae, x, kl_weight: float, generator):
@@ -85,20 +64,6 @@ def train_step(vae, opt, x, cfg: VaeTrainConfig, generator) -> dict:
 # --- data, model, checkpoints ------------------------------------------------------------------
 
 
-def load_images(records, resolution: int):
-    """Decode every record once into a uint8 tensor (N, 3, H, W) (see the module docstring)."""
-    import torch
-
-    # Here, not at the top: it imports torch, which vae.py must not pay for at start-up.
-    from latentdiff.images.read import reload_training_image
-
-    out = torch.empty((len(records), 3, resolution, resolution), dtype=torch.uint8)
-    for i, record in enumerate(records):
-        pixels, _ = reload_training_image(record.path, resolution)
-        out[i] = pixels.add(1).mul(127.5).round().to(torch.uint8)  # exact: pixels are k/127.5 - 1
-    return out
-
-
 def build_vae(arch: dict, seed: int | None = None, device=None):
     """The AutoencoderKL of `arch`, seeded; on the meta device (`device="meta"`) it holds no memory,
     so its weights can be counted before any is made."""
@@ -112,65 +77,6 @@ def build_vae(arch: dict, seed: int | None = None, device=None):
             return AutoencoderKL(**arch)
     except (TypeError, ValueError) as e:
         raise UsageError(f"the vae: section does not build an AutoencoderKL: {str(e)[:300]}") from None
-
-
-def _write_state(path: Path, vae, opt, schedule, generator) -> None:
-    import torch
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path / "model.safetensors")
-    as_umask_allows(path / "model.safetensors")
-    torch.save(opt.state_dict(), path / "optimizer.pt")
-    torch.save(schedule.state_dict(), path / "lr_schedule.pt")
-    torch.save(generator.get_state(), path / "rng.pt")
-
-
-def _read_state(path: Path, vae, opt, schedule, generator) -> dict:
-    manifest = read_manifest(path)
-    with damaged_checkpoint(path):
-        vae.load_state_dict(load_tensors(path / "model.safetensors"))
-        opt.load_state_dict(load_torch(path / "optimizer.pt"))
-        generator.set_state(load_torch(path / "rng.pt"))
-        if (path / "lr_schedule.pt").is_file():
-            schedule.load_state_dict(load_torch(path / "lr_schedule.pt"))
-        else:  # checkpoints from before train-vae saved its schedule: it is a function of the step
-            schedule.last_epoch = manifest["step"]
-    return manifest
-
-
-def _prepare_out(cfg: VaeTrainConfig) -> Path:
-    """Refuse to mix two runs in one folder; with --overwrite delete only what a run writes."""
-    action = check_run_folder(
-        cfg.out, "train-vae", RUN_ENTRIES, dataset=cfg.dataset, resume=cfg.resume, overwrite=cfg.overwrite
-    )
-    if action == "resume":
-        check_recipe(cfg, cfg.out)
-    require(cfg.report_to)
-    return prepare_run_folder(cfg.out, "train-vae", RUN_ENTRIES, action)
-
-
-def _scan(cfg: VaeTrainConfig, out: Path):
-    """Training records (train split) and held-out records (split=heldout)."""
-    # Here, not at the top: it imports torch, which vae.py must not pay for at start-up.
-    from latentdiff.training.data.scan import scan_dataset
-
-    scan = scan_dataset(
-        cfg.dataset,
-        cfg.resolution,
-        missing_captions="empty",
-        include_heldout=True,
-        follow_symlinks=cfg.follow_symlinks,
-        report_dir=out,
-    )
-    scan.write_skipped(out)
-    train = [r for r in scan.records if r.split != "heldout"]
-    heldout = [r for r in scan.records if r.split == "heldout"]
-    check(
-        len(train) >= cfg.batch_size,
-        f"batch size {cfg.batch_size} is larger than the "
-        f"{len(train)} training images; use --batch-size {len(train)} or less",
-    )
-    return train, heldout
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -225,8 +131,8 @@ def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     # Here, not at the top: it imports torch, which vae.py must not pay for at start-up.
     from latentdiff.runtime.device import default_training_threads, note_cpu_bf16
 
-    out = _prepare_out(cfg)
-    train, heldout = _scan(cfg, out)
+    out = prepare_out(cfg, "train-vae", RUN_ENTRIES)
+    train, heldout = scan_split(cfg, out)
     print(f"train-vae: {len(train)} training and {len(heldout)} held-out images", file=sys.stderr)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     params = sum(p.numel() for p in build_vae(cfg.vae, device="meta").parameters())
@@ -238,18 +144,16 @@ def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     default_training_threads(threads, device, sum(p.numel() for p in vae.parameters()))
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = make_lr_schedule(opt, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    start, seconds = 0, 0.0
-    if cfg.resume:
-        last = latest_checkpoint(out)
-        if skipped := incomplete_after(out, last):
-            print(f"train-vae: {skipped}; resuming from the one before it", file=sys.stderr)
-        manifest = _read_state(last, vae, opt, schedule, generator)
-        start, seconds = manifest["step"], manifest.get("train_seconds", 0.0)
-        print(f"train-vae: resuming at step {start}", file=sys.stderr)
+    state = RunState(vae, opt, schedule, torch.Generator().manual_seed(cfg.seed))
+    start, seconds = state.resume(out, "train-vae") if cfg.resume else (0, 0.0)
     write_recipe(cfg, out, last_keys=("vae",))  # the model part last, so the file reads recipe first
+
+    def step(index: int):
+        x = to_unit(train_u8[batch_indices(len(train_u8), cfg.batch_size, cfg.seed, index)]).to(device)
+        return train_step(vae, opt, x, cfg, state.generator), len(x)
+
     with RunLog(out, cfg.report_to, dataclasses.asdict(cfg), resumed_at=start) as log:
-        seconds = _train_loop(cfg, log, out, (vae, opt, schedule, generator), train_u8, device, start, seconds)
+        seconds = train_loop(cfg, "train-vae", log, out, state, step, start, seconds)
     result = _finish(cfg, out, vae, train_u8, heldout_u8, device, seconds)
     print(
         f"train-vae: PSNR held-out {db(result['psnr_heldout'])}, train {db(result['psnr_train'])}, "
@@ -257,40 +161,3 @@ def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
         file=sys.stderr,
     )
     return result
-
-
-def _train_loop(cfg, log: RunLog, out: Path, state, train_u8, device, start: int, seconds: float) -> float:
-    """Steps start..max_steps with logging and checkpoints; returns total training seconds."""
-    from tqdm import tqdm
-
-    vae, opt, schedule, generator = state
-    bar = tqdm(total=cfg.max_steps, initial=start, desc="train-vae", file=sys.stderr, dynamic_ncols=True)
-    tick, seen = time.perf_counter(), 0
-    for step in range(start, cfg.max_steps):
-        x = to_unit(train_u8[batch_indices(len(train_u8), cfg.batch_size, cfg.seed, step)]).to(device)
-        lr = schedule.get_last_lr()[0]
-        parts = train_step(vae, opt, x, cfg, generator)
-        schedule.step()
-        if not math.isfinite(parts["loss"]):
-            raise LatentDiffError(
-                f"loss became {parts['loss']} at step {step + 1}; lower --lr (now {cfg.lr}) or use mixed_precision: no"
-            )
-        seen, done = seen + len(x), step + 1
-        bar.set_postfix(loss=f"{parts['loss']:.4f}", refresh=False)
-        bar.update(1)
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
-            now = time.perf_counter()
-            seconds, rate = seconds + now - tick, seen / (now - tick)
-            log.log(done, {**parts, "lr": lr, "images_per_s": round(rate, 1)})
-            tick, seen = now, 0
-        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-            require_finite(vae.named_parameters(), done)
-            save_checkpoint(
-                out,
-                done,
-                lambda tmp: _write_state(tmp, vae, opt, schedule, generator),
-                keep=cfg.keep_checkpoints,
-                extra={"train_seconds": round(seconds, 2)},
-            )
-    bar.close()
-    return seconds

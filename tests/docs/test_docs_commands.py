@@ -147,7 +147,7 @@ NOT_RUN = {
 }
 # How the check shortens what takes minutes to hours, as the docs say (flags appended to the command):
 # training recipes run 2 steps in fp32 (bf16 is many times slower on CPUs without bf16 arithmetic;
-# train-vae's closing PSNR on 8 training images),
+# train-vae's closing PSNR and train-clip's retrieval on 8 training images; train-clip's batch 16),
 # the emoji dataset holds about 200 of the 3,655 names (every name the docs draw among them), and
 # the emoji evaluation scores 4 training and 4 held-out names at seed 0.
 TWO_STEPS = ["--max-steps", "2", "--mixed-precision", "no"]
@@ -155,6 +155,7 @@ REDUCED: dict[str, list[str]] = {
     "latentdiff build-emoji": ["--emoji-test", "emoji-test-subset.txt"],
     "latentdiff finetune": TWO_STEPS,
     "latentdiff train-vae": TWO_STEPS + ["--eval-train-images", "8"],
+    "latentdiff train-clip": TWO_STEPS + ["--eval-train-images", "8", "--batch-size", "16"],
     "latentdiff eval-emoji data/emoji --cascade": ["--n-heldout", "2", "--seeds", "0"],
     "latentdiff eval-emoji": ["--n-train", "4", "--n-heldout", "4", "--seeds", "0"],
 }

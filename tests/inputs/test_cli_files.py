@@ -119,7 +119,7 @@ def yaml_files(tmp_path) -> dict:
     }
 
 
-@pytest.mark.parametrize("command", ["finetune", "train-vae"])
+@pytest.mark.parametrize("command", ["finetune", "train-vae", "train-clip"])
 def test_config_yaml_bounded(bad_files, tmp_path, capsys, command):
     cases = {path: says for path, says in bad_files.values()}
     cases.update(yaml_files(tmp_path))

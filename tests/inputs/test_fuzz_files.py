@@ -94,7 +94,15 @@ number_text = (
 
 def test_number_flags_cover_every_command():
     assert len(NUMBER_FLAGS) >= 60
-    assert {c for c, *_ in NUMBER_FLAGS} >= {"generate", "upscale", "finetune", "train-vae", "serve", "export"}
+    assert {c for c, *_ in NUMBER_FLAGS} >= {
+        "generate",
+        "upscale",
+        "finetune",
+        "train-vae",
+        "train-clip",
+        "serve",
+        "export",
+    }
 
 
 @settings(FUZZ, max_examples=400)

@@ -208,8 +208,8 @@ def test_train_vae_threads_default_to_one_for_a_small_vae(squares, tmp_path, mon
     from latentdiff.training.vae_config import VaeTrainConfig
 
     seen = []
-    real = vae._train_loop
-    monkeypatch.setattr(vae, "_train_loop", lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1])
+    real = vae.train_loop
+    monkeypatch.setattr(vae, "train_loop", lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1])
     arch = dict(
         in_channels=3,
         out_channels=3,

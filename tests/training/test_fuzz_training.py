@@ -20,6 +20,7 @@ from PIL import Image
 from latentdiff.errors import UsageError
 from latentdiff.training import bounds
 from latentdiff.training import checkpoint as ckpt
+from latentdiff.training.clip_config import ClipTrainConfig
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.data.scan import scan_dataset
 from latentdiff.training.recipe import saved_recipe
@@ -87,6 +88,36 @@ def test_train_vae_config_values_at_and_past_their_bounds(ints):
             one_line(e)
             return
     assert all(getattr(cfg, n) is None or getattr(cfg, n) <= bounds.CEILINGS[n][0] for n in VAE_INTS)
+
+
+CLIP_INTS = (*VAE_INTS, "projection_dim")
+VISION_VALUES = st.one_of(around(8192), st.floats(allow_nan=True), st.booleans(), st.text(max_size=3), st.none())
+
+
+@FUZZ
+@given(
+    st.dictionaries(st.sampled_from(CLIP_INTS), around(8192) | around(4096), max_size=3),
+    st.dictionaries(
+        st.sampled_from(["patch_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"])
+        | st.text(max_size=8),
+        VISION_VALUES,
+        max_size=3,
+    ),
+    st.dictionaries(
+        st.sampled_from(["lr", "text_lr", "weight_decay", "max_grad_norm"]),
+        st.floats(allow_nan=True, allow_infinity=True) | st.booleans() | st.integers(-(2**70), 2**70),
+        max_size=2,
+    ),
+)
+def test_train_clip_config_values_at_and_past_their_bounds(ints, vision, floats):
+    with memory_cap(2**30):
+        try:
+            cfg = ClipTrainConfig(dataset="d", out="o", model="m", vision=vision, **ints, **floats)
+        except UsageError as e:
+            one_line(e)
+            return
+    assert all(getattr(cfg, n) is None or getattr(cfg, n) <= bounds.CEILINGS[n][0] for n in VAE_INTS)
+    assert cfg.resolution % cfg.vision.get("patch_size", 8) == 0 and cfg.lr > 0 and cfg.projection_dim >= 1
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +189,13 @@ ROW = st.one_of(
     st.fixed_dictionaries({"file_name": st.text(max_size=10), "text": st.text(max_size=20)}).map(json.dumps),
     JSONISH.map(json.dumps),
     st.integers(1, 5000).map(lambda d: '{"file_name": "a.png", "text": "x", "d": ' + "[" * d + "]" * d + "}"),
+    st.fixed_dictionaries(  # train-clip's alternative captions
+        {
+            "file_name": st.sampled_from(["x.png", "a.png"]) | st.text(max_size=10),
+            "text": st.text(max_size=20),
+            "alt_texts": JSONISH | st.lists(st.text(max_size=5), max_size=70) | st.just(["x" * 65_537]),
+        }
+    ).map(json.dumps),
     st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
 )
 METADATA = st.one_of(
@@ -208,6 +246,7 @@ def test_dataset_contents(tmp_path_factory, files, meta, special):
         written = scan.write_skipped(root.parent / "out").read_bytes().decode("utf-8")
     assert len(written.splitlines()) == len(scan.skipped)
     assert all(r.path.is_file() and r.width == 16 for r in scan.records)
+    assert all(len(r.alt_captions) <= 64 and all(type(a) is str for a in r.alt_captions) for r in scan.records)
     shutil.rmtree(root.parent)
 
 

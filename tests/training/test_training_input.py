@@ -15,6 +15,7 @@ from latentdiff import LatentDiffError, UsageError
 from latentdiff.cli.main import main
 from latentdiff.config.common import merge
 from latentdiff.training import checkpoint as ckpt
+from latentdiff.training.clip_config import ClipTrainConfig
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.data.scan import scan_dataset
 from latentdiff.training.loop import finetune
@@ -78,7 +79,7 @@ def test_yaml_type_errors_exit_2_without_traceback(dataset, tmp_path, capsys):
 def test_every_field_has_a_flag_with_help_and_unknown_names_are_refused(capsys):
     from latentdiff.config.flags import field_docs
 
-    for cls, command in ((FinetuneConfig, "finetune"), (VaeTrainConfig, "train-vae")):
+    for cls, command in ((FinetuneConfig, "finetune"), (VaeTrainConfig, "train-vae"), (ClipTrainConfig, "train-clip")):
         docs = field_docs(cls)
         with pytest.raises(SystemExit):
             main([command, "--help"])

@@ -22,12 +22,13 @@ from latentdiff.runtime.reading import MiB, parse_json, read_text
 
 MAX_METADATA_BYTES = 128 * MiB  # a million rows of 100-byte captions; read whole, then held as captions
 MAX_CAPTION_CHARS = 65_536  # ~16k tokens: 200+ chunks of 77 a caption, far past any real caption
+MAX_ALT_TEXTS = 64  # alternative captions a row may give (alt_texts)
 CONDITIONING_COLUMNS = ("conditioning_image", "conditioning_image_file_name", "conditioning_file_name")
 
 
-def read_metadata(root: Path, meta: Path) -> Iterator[tuple[str, str, str | None, str | None]]:
-    """Yield (relpath from root, caption, split, conditioning image's relpath or None) for each row
-    of a metadata file."""
+def read_metadata(root: Path, meta: Path) -> Iterator[tuple[str, str, str | None, str | None, tuple[str, ...]]]:
+    """Yield (relpath from root, caption, split, conditioning image's relpath or None, alternative
+    captions) for each row of a metadata file."""
     where = meta.relative_to(root).as_posix()
     text = read_text(meta, "metadata file", MAX_METADATA_BYTES)
     rows = _jsonl_rows(text, where) if meta.suffix == ".jsonl" else _csv_rows(text, where)
@@ -49,7 +50,31 @@ def read_metadata(root: Path, meta: Path) -> Iterator[tuple[str, str, str | None
                 raise UsageError(f"{where} row {line}: {column} must be a file name, got {value!r:.200}")
             conditioning = _inside(root, meta, value, f"{where} row {line}: {column}")
         split = row.get("split")
-        yield rel, caption.strip(), split if isinstance(split, str) else None, conditioning
+        yield (
+            rel,
+            caption.strip(),
+            split if isinstance(split, str) else None,
+            conditioning,
+            _alt_texts(row, where, line),
+        )
+
+
+def _alt_texts(row: dict, where: str, line: int) -> tuple[str, ...]:
+    """A row's optional `alt_texts`: more captions of the same image (build-emoji writes the name with
+    its subgroup and its group), which `train-clip` samples from beside `text`."""
+    alts = row.get("alt_texts")
+    if alts in (None, ""):
+        return ()
+    if isinstance(alts, str):  # a metadata.csv column holds one
+        alts = [alts]
+    if not isinstance(alts, list) or not all(isinstance(a, str) for a in alts):
+        raise UsageError(f"{where} row {line}: alt_texts must be a list of captions, got {alts!r:.200}")
+    if len(alts) > MAX_ALT_TEXTS or any(len(a) > MAX_CAPTION_CHARS for a in alts):
+        raise UsageError(
+            f"{where} row {line}: alt_texts holds {len(alts):,} captions; at most {MAX_ALT_TEXTS} "
+            f"of at most {MAX_CAPTION_CHARS:,} characters each are read"
+        )
+    return tuple(a.strip() for a in alts if a.strip())
 
 
 def _inside(root: Path, meta: Path, name: str, label: str) -> str:

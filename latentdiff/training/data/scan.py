@@ -44,6 +44,7 @@ class Record:
     split: str | None = None
     repeats: int = 1  # times an epoch (kohya's N_name folders, --repeats)
     conditioning: Path | None = None  # its conditioning image (finetune --method controlnet)
+    alt_captions: tuple[str, ...] = ()  # more captions of it (metadata's alt_texts; train-clip samples them)
 
 
 @dataclass
@@ -95,11 +96,13 @@ def scan_dataset(
     if conditioning:
         entries = pair_conditioning(src, entries, skipped, max_pixels)
     records: list[Record] = []
-    for done, (rel, caption, split, cond) in enumerate(entries, 1):
+    for done, (rel, caption, split, cond, alts) in enumerate(entries, 1):
         try:
             # Decode fully to catch truncation, but keep only the size: datasets outgrow RAM.
             with load_image(root / rel, max_pixels) as im:
-                record = Record(root / rel, caption, im.width, im.height, split, folders.repeats(rel))
+                record = Record(
+                    root / rel, caption, im.width, im.height, split, folders.repeats(rel), alt_captions=alts
+                )
                 records.append(replace(record, conditioning=root / cond) if conditioning else record)
         except BadImageError as err:
             skipped.append((rel, str(err)))
@@ -158,9 +161,10 @@ def _discover(
     folders: KohyaFolders | None = None,
     report_dir: str | os.PathLike | None = None,
 ):
-    """Return ([(relpath, caption, split, conditioning relpath)] sorted by relpath, skipped, notes)."""
+    """Return ([(relpath, caption, split, conditioning relpath, alternative captions)] sorted by relpath,
+    skipped, notes)."""
     images, metadata, skipped = _walk(src)
-    captions, splits, heldout, bad_rows, conditions = _metadata_captions(src, metadata, include_heldout)
+    captions, splits, heldout, bad_rows, conditions, alts = _metadata_captions(src, metadata, include_heldout)
     skipped += bad_rows
     maps = set(conditions.values()) - captions.keys()  # conditioning images without a row of their own
     images = (images | captions.keys()) - heldout - maps
@@ -188,13 +192,17 @@ def _discover(
     notes = []
     if heldout:
         notes.append(f"held out {len(heldout)} image(s) marked split=heldout in metadata (never trained on)")
-    entries = [(rel, captions.get(rel, ""), splits.get(rel), conditions.get(rel)) for rel in sorted(images)]
+    entries = [
+        (rel, captions.get(rel, ""), splits.get(rel), conditions.get(rel), alts.get(rel, ())) for rel in sorted(images)
+    ]
     return entries, skipped, notes
 
 
 def _metadata_captions(src: _Root, metadata: list[Path], include_heldout: bool):
-    """Captions, splits and conditioning images from every metadata file, the deepest folder's winning."""
+    """Captions, splits, conditioning images and alternative captions from every metadata file, the
+    deepest folder's winning."""
     captions: dict[str, str] = {}
+    alts: dict[str, tuple[str, ...]] = {}
     splits: dict[str, str] = {}
     conditions: dict[str, str] = {}
     heldout: set[str] = set()
@@ -204,7 +212,7 @@ def _metadata_captions(src: _Root, metadata: list[Path], include_heldout: bool):
     # Within one folder metadata.jsonl comes before metadata.csv (METADATA_FILES order).
     order = lambda p: (-len(p.parts), str(p.parent), METADATA_FILES.index(p.name))  # noqa: E731
     for meta in sorted(metadata, key=order):
-        for rel, caption, split, conditioning in read_metadata(root, meta):
+        for rel, caption, split, conditioning, alternatives in read_metadata(root, meta):
             if rel in seen:
                 continue
             seen.add(rel)
@@ -216,9 +224,11 @@ def _metadata_captions(src: _Root, metadata: list[Path], include_heldout: bool):
                 skipped.append((rel, why))
             else:
                 captions[rel] = caption
+                if alternatives:
+                    alts[rel] = alternatives
                 if split is not None:
                     splits[rel] = split
-    return captions, splits, heldout, skipped, conditions
+    return captions, splits, heldout, skipped, conditions, alts
 
 
 def _walk(src: _Root) -> tuple[set[str], list[Path], list[tuple[str, str]]]:
