@@ -31,10 +31,11 @@ from latentdiff.training.bounds import check_finetune
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.controlnet import ControlSource
 from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
-from latentdiff.training.data.order import DataOrder
+from latentdiff.training.data.order import DataOrder, run_order
 from latentdiff.training.data.scan import scan_dataset
 from latentdiff.training.objective import diffusion_loss, step_generator
 from latentdiff.training.outputs import run_files, save_model, validate
+from latentdiff.training.prior import check_prior_inputs, prepare_prior
 from latentdiff.training.recipe import write_recipe
 from latentdiff.training.runfolder import prepare_run_folder
 from latentdiff.training.start import check_out, note_size, report_long_captions, resume, saved_tokenizer, say
@@ -49,6 +50,30 @@ def finetune(cfg: FinetuneConfig) -> Path:
 
 
 def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
+    if cfg.method == "prior":
+        check_prior_inputs(cfg)  # before OUT is touched
+    out, acc = _open_run(cfg)
+    records = _scan(cfg, acc, out)
+    prepare = prepare_prior if cfg.method == "prior" else _prepare_unet
+    state, wrapped, batch_loss, order = prepare(cfg, acc, records, threads)
+    if cfg.resume:
+        resume(cfg, out, state)
+    log = trackers.RunLog(out, cfg.report_to, cfg.to_dict(), state.step) if acc.is_main_process else None
+    try:
+        _train(cfg, out, acc, state, wrapped, batch_loss, order, log, records[0].conditioning)
+    finally:
+        if log:
+            log.close()
+    if acc.is_main_process:
+        state.use_ema()  # the final model carries the EMA weights (full fine-tuning with --ema-decay)
+        save_model(cfg, out, state)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return out
+
+
+def _open_run(cfg: FinetuneConfig):
+    """OUT checked, the accelerator made, and (main process) the run folder prepared with its recipe."""
     from accelerate import Accelerator
 
     out, action = check_out(cfg)
@@ -72,9 +97,13 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
         prepare_run_folder(out, "finetune", run_files(cfg), action)
         write_recipe(cfg, out)
     acc.wait_for_everyone()
-    records = _scan(cfg, acc, out)
+    return out, acc
+
+
+def _prepare_unet(cfg: FinetuneConfig, acc, records: list, threads: torch_threads):
+    """The UNet methods (lora, full, controlnet): models, trainable state, batches and the step's loss."""
     captions = [r.caption for r in records]
-    setup = load_models(cfg, captions, tokenizer=saved_tokenizer(out) if cfg.resume else None)
+    setup = load_models(cfg, captions, tokenizer=saved_tokenizer(Path(cfg.out)) if cfg.resume else None)
     check_finetune(cfg, setup.components, [r.repeats for r in records], acc.device, setup.train_text_encoder)
     default_training_threads(threads, acc.device, sum(p.numel() for p in setup.components.unet.parameters()))
     if acc.is_main_process:
@@ -82,20 +111,35 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
     state = TrainState.create(cfg, setup)
     wrapped, dtype = _place(cfg, acc, state)
     source, order = _batches(cfg, acc, records, state, wrapped, dtype)
-    if cfg.resume:
-        resume(cfg, out, state)
-    log = trackers.RunLog(out, cfg.report_to, cfg.to_dict(), state.step) if acc.is_main_process else None
-    try:
-        _train(cfg, out, acc, state, wrapped, source, order, log)
-    finally:
-        if log:
-            log.close()
-    if acc.is_main_process:
-        state.use_ema()  # the final model carries the EMA weights (full fine-tuning with --ema-decay)
-        save_model(cfg, out, state)
-    acc.wait_for_everyone()
-    acc.end_training()
-    return out
+    unet = wrapped.get("unet", setup.components.unet)
+    return (
+        state,
+        wrapped,
+        _unet_loss(cfg, acc, source, unet, _noise_scheduler(setup.components.scheduler_config)),
+        order,
+    )
+
+
+def _unet_loss(cfg: FinetuneConfig, acc, source: BatchSource, unet, noise_scheduler):
+    """The loss of one micro-batch (dataset indices, the step's generator, the epoch): diffusion_loss."""
+
+    def batch_loss(idx: list[int], gen: torch.Generator, epoch: int) -> torch.Tensor:
+        latents, size_ids = source.latents(idx, gen, epoch)
+        with acc.autocast():
+            context = source.context(idx, gen, size_ids)
+            return diffusion_loss(
+                unet,
+                noise_scheduler,
+                latents,
+                context,
+                gen,
+                cfg.snr_gamma,
+                cfg.noise_offset,
+                source.image_cond(idx, gen),
+                source.residuals(),
+            )
+
+    return batch_loss
 
 
 def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
@@ -161,22 +205,18 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
     if acc.is_main_process:
         report_long_captions(c.tokenizer, captions)
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records] if buckets else None
-    return source, DataOrder(
-        len(records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of, [r.repeats for r in records]
-    )
+    return source, run_order(cfg, acc.num_processes, records, bucket_of)
 
 
-def _train(
-    cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource, order: DataOrder, log: trackers.RunLog | None
-):
+def _train(cfg, out, acc, state: TrainState, wrapped: dict, batch_loss, order: DataOrder, log, control_image=None):
     """Optimizer steps state.step..max_steps, with metrics, checkpoints and validation images
-    (`log` is None on all processes but the main one)."""
+    (`log` is None on all processes but the main one). `batch_loss(indices, generator, epoch)`: the
+    method's loss of one micro-batch (_unet_loss, training/prior.py); `control_image`: what a
+    ControlNet run's validation images are steered by."""
     from PIL import Image
     from tqdm.auto import tqdm
 
-    unet, start = wrapped.get("unet", state.setup.components.unet), state.step
-    noise_scheduler = _noise_scheduler(state.setup.components.scheduler_config)
-    named, optimizer = state.params, state.optimizer
+    start, named, optimizer = state.step, state.params, state.optimizer
     bar = tqdm(total=cfg.max_steps, initial=start, desc="finetune", file=sys.stderr, disable=not acc.is_main_process)
     last_good = ckpt.latest_checkpoint(out)
     t0, images = time.perf_counter(), 0
@@ -187,20 +227,7 @@ def _train(
                 gen = step_generator(cfg.seed, step, micro, acc.process_index)
                 epoch, idx = order.batch(step * cfg.grad_accum + micro, acc.process_index, acc.num_processes)
                 with acc.accumulate(*wrapped.values()):
-                    latents, size_ids = source.latents(idx, gen, epoch)
-                    with acc.autocast():
-                        context = source.context(idx, gen, size_ids)
-                        loss = diffusion_loss(
-                            unet,
-                            noise_scheduler,
-                            latents,
-                            context,
-                            gen,
-                            cfg.snr_gamma,
-                            cfg.noise_offset,
-                            source.image_cond(idx, gen),
-                            source.residuals(),
-                        )
+                    loss = batch_loss(idx, gen, epoch)
                     acc.backward(loss)
                     if acc.sync_gradients:
                         acc.clip_grad_norm_(list(named.values()), 1.0)
@@ -239,7 +266,7 @@ def _train(
                     )
                 acc.wait_for_everyone()
             if acc.is_main_process and cfg.validate_every and done % cfg.validate_every == 0:
-                paths = validate(cfg, out, state, done, acc.device, source.dataset.records[0].conditioning)
+                paths = validate(cfg, out, state, done, acc.device, control_image)
                 log.images([Image.open(p) for p in paths], cfg.validation_prompts or ["a photo"], done)
     finally:
         bar.close()

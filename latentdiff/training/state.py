@@ -156,10 +156,15 @@ class TrainState:
     @classmethod
     def create(cls, cfg: FinetuneConfig, setup: Setup) -> "TrainState":
         """Open the trainable part of `setup` per `cfg` (LoRA or full) and build its optimizer."""
-        modules = make_trainable(setup, cfg)
+        return cls.of(cfg, setup, make_trainable(setup, cfg))
+
+    @classmethod
+    def of(cls, cfg: FinetuneConfig, setup: Setup, modules: dict) -> "TrainState":
+        """The state of training `modules` (their parameters that require grad) per `cfg`: optimizer,
+        LR schedule, and an EMA for the methods that train whole networks (full, prior)."""
         params = named_trainable(modules)
         optimizer = make_optimizer(list(params.values()), cfg)
-        ema = EMA(params, cfg.ema_decay) if cfg.method == "full" and cfg.ema_decay else None
+        ema = EMA(params, cfg.ema_decay) if cfg.method in ("full", "prior") and cfg.ema_decay else None
         schedule = make_lr_schedule(optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)
         return cls(setup, modules, params, optimizer, schedule, ema)
 
