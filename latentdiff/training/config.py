@@ -192,6 +192,7 @@ class FinetuneConfig:
 
 def _check_prior_method(cfg: FinetuneConfig) -> None:
     """What --method prior does not do, refused before anything loads."""
+    check(cfg.image_encoder != "", "--image-encoder must name a CLIPVisionModelWithProjection folder")
     if cfg.method != "prior":
         check(cfg.image_encoder is None, "--image-encoder is for --method prior (the image embeddings a prior learns)")
         return

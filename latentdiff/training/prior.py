@@ -62,7 +62,7 @@ def check_prior_inputs(cfg) -> tuple[Path, Path]:
     """(the prior folder, the image encoder folder), or one UsageError before the run touches OUT."""
     check_prior_folder(cfg.model, "--method prior: --model")
     path = Path(cfg.model)
-    folder = Path(cfg.image_encoder) if cfg.image_encoder else path / "image_encoder"
+    folder = path / "image_encoder" if cfg.image_encoder is None else Path(cfg.image_encoder)
     if not (folder / "config.json").is_file():
         raise UsageError(
             f"--method prior needs a CLIP image encoder: {folder} is not a CLIPVisionModelWithProjection folder "
@@ -75,8 +75,8 @@ def load_prior_parts(cfg) -> PriorParts:
     """The Kandinsky 2.2 prior folder of --model with its (or --image-encoder's) image encoder, checked:
     the x0 objective, and image embeddings as wide as the prior's."""
     path, folder = check_prior_inputs(cfg)
-    parts = load_prior(path, cfg.allow_pickle)
     encoder = load_image_encoder(folder, cfg.allow_pickle)
+    parts = load_prior(path, cfg.allow_pickle)
     sched = parts["prior_scheduler"]
     if sched.get("prediction_type", "sample") != "sample":
         raise UsageError(
@@ -96,7 +96,8 @@ def _processor(cfg, path: Path, encoder):
     encoder), else CLIP's at the encoder's input size."""
     from transformers import CLIPImageProcessor
 
-    folders = [Path(cfg.image_encoder)] if cfg.image_encoder else [path / "image_processor", path / "image_encoder"]
+    own = [path / "image_processor", path / "image_encoder"]
+    folders = own if cfg.image_encoder is None else [Path(cfg.image_encoder)]
     for folder in folders:
         if (folder / "preprocessor_config.json").is_file():
             return image_processor(folder)

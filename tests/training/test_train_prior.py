@@ -109,3 +109,34 @@ def test_export_of_a_checkpoint_is_the_run_at_that_step(trained, tmp_path):
     out = export_checkpoint(trained, tmp_path / "x", step=2)
     a, b = (load_file(str(d / "prior" / "diffusion_pytorch_model.safetensors")) for d in (trained, out))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+ENCODER_CONFIGS = ["", "{", "[]", '{"projection_dim": "x"}', '{"hidden_size": -1}', '{"projection_dim": 16}', "\0"]
+
+
+def test_fuzz_image_encoder_folders(prior_folder, tmp_path):
+    """--image-encoder: a folder with a damaged, wrong or other-width config and no weights; a file; a
+    missing path; any text: each one line (UsageError or ModelError), before any training."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from latentdiff.errors import LatentDiffError
+    from latentdiff.training.config import FinetuneConfig
+    from latentdiff.training.prior import load_prior_parts
+
+    folders = []
+    for k, config in enumerate(ENCODER_CONFIGS):
+        (tmp_path / str(k)).mkdir()
+        (tmp_path / str(k) / "config.json").write_text(config)
+        folders.append(str(tmp_path / str(k)))
+    paths = [*folders, folders[0] + "/config.json", str(tmp_path / "none")]
+
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None)
+    @given(st.sampled_from(paths) | st.text(max_size=8))
+    def one(path):
+        with pytest.raises(LatentDiffError) as e:
+            cfg = FinetuneConfig(dataset="d", out="o", model=str(prior_folder), method="prior", image_encoder=path)
+            load_prior_parts(cfg)
+        assert str(e.value) and "\n" not in str(e.value)
+
+    one()
