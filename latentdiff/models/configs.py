@@ -77,18 +77,32 @@ def read_configs(path: Path, defaults_from: Path | None = None) -> ModelConfigs:
     index = check_model_dir(path)
     defaults = {**read_defaults(path), **(read_defaults(defaults_from) if defaults_from is not None else {})}
     folder = denoiser_folder(index, path)
-    unet, vae = _component(path, folder, folder), _component(path, "vae", "vae")
+    unet = _component(path, folder, folder)
+    vae = pixel_vae_config() if is_pixel_index(index) else _component(path, "vae", "vae")
     text = {}
     for te_name, _ in TEXT_PARTS:
         cls_name = text_encoder_class(index, path, te_name)
         if cls_name is not None:
             text[te_name] = (cls_name, text_config(path / te_name / "config.json", cls_name))
-    values = {name: stored_values(path / name) for name in ("vae", *text)}
+    values = {name: stored_values(path / name) for name in ((*text,) if is_pixel_index(index) else ("vae", *text))}
     values["unet"] = stored_values(path / folder)
     scheduler = read_scheduler_config(path / "scheduler" / "scheduler_config.json")
     unet_params = values["unet"][0] if values["unet"][1] else None
     upscaler = read_upscaler(path, index)
     return ModelConfigs(path, index, unet, vae, text, scheduler, defaults, upscaler, values, unet_params, folder)
+
+
+def is_pixel_index(index: dict) -> bool:
+    """A pixel base (IFPipeline's layout, families/pixel.py): PixelSpace stands where the VAE sits."""
+    return index.get("_class_name") == "IFPipeline"
+
+
+def pixel_vae_config() -> dict:
+    """What a pixel base reports where a VAE's config would be (families/pixel_space.PixelSpace)."""
+    # Here: pixel_space imports torch, which reading configs (preflight) must not pay for otherwise.
+    from latentdiff.families.pixel_space import PIXEL_CONFIG
+
+    return dict(PIXEL_CONFIG)
 
 
 def denoiser_folder(index: dict, path: Path) -> str:
@@ -176,7 +190,7 @@ def _class_name(config: Path) -> str | None:
 def required_components(path: Path, index: dict) -> list[str]:
     """The component folders a model needs: SD's five, SDXL's with `text_encoder_2` and
     `tokenizer_2`, an SDXL refiner's without the first encoder (as model_index.json says)."""
-    needed = [denoiser_folder(index, path), "vae", "scheduler"]
+    needed = [denoiser_folder(index, path), *([] if is_pixel_index(index) else ["vae"]), "scheduler"]
     for te_name, tok_name in TEXT_PARTS:
         if text_encoder_class(index, path, te_name) is not None:
             needed += [te_name, tok_name]
@@ -261,8 +275,10 @@ def model_facts(path: Path) -> ModelFacts | None:
     """The facts of the model folder `path`, read raw (no diffusers import: it takes seconds);
     None where only loading can tell (an upscaler, an odd config, which loading then refuses with
     its own message). A folder that is no model is refused here."""
-    check_model_dir(path)
-    folder = denoiser_folder(read_index(path), path)
+    index = check_model_dir(path)
+    if is_pixel_index(index):
+        return None  # no VAE config to read the factor from: loading tells (PixelSpace's is 1)
+    folder = denoiser_folder(index, path)
     unet = read_json_object(path / folder / "config.json", folder)
     vae = read_json_object(path / "vae" / "config.json", "vae")
     sample = unet.get("sample_size")
