@@ -103,12 +103,18 @@ def _scheduler(config: dict, default: str):
 def noised_embeddings(components, embeds: torch.Tensor, level: int, generators) -> torch.Tensor:
     """The class labels (B, 2D) of image embeddings `embeds` (B, D): normalised, noised to `level` with
     noise drawn from image k's generator, un-normalised, then the level's sinusoidal embedding."""
+    noise = draw_noise(tuple(embeds.shape[1:]), generators).to(embeds.device, embeds.dtype)
+    levels = torch.tensor([level] * embeds.shape[0], device=embeds.device)
+    return noised_labels(components, embeds, levels, noise)
+
+
+def noised_labels(components, embeds: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The class labels (B, 2D) of `embeds` (B, D) noised with `noise` (B, D) to `levels` (B,) (each
+    row its own; training draws them at random), as StableUnCLIPPipeline.noise_image_embeddings."""
     from diffusers.models.embeddings import get_timestep_embedding
 
     parts = components.unclip
     normalizer = parts["image_normalizer"]
-    noise = draw_noise(tuple(embeds.shape[1:]), generators).to(embeds.device, embeds.dtype)
-    levels = torch.tensor([level] * embeds.shape[0], device=embeds.device)
     x = normalizer.scale(embeds.to(normalizer.mean.dtype)).to(embeds.dtype)
     x = _scheduler(parts["image_noising_scheduler"], "DDPMScheduler").add_noise(x, noise, levels)
     x = normalizer.unscale(x.to(normalizer.mean.dtype)).to(embeds.dtype)

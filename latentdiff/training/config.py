@@ -35,11 +35,14 @@ class FinetuneConfig:
     method: str = "lora"
     """lora (low-rank adapters on attention), full (all UNet weights, with EMA), controlnet (a
     ControlNet made from the UNet and trained beside the frozen model; OUT becomes a diffusers
-    ControlNet folder for --control) or prior (a Kandinsky 2.2 prior folder as --model: its
-    PriorTransformer learns the captions' CLIP image embeddings; OUT is a prior for --prior)."""
+    ControlNet folder for --control), prior (a Kandinsky 2.2 prior folder as --model: its
+    PriorTransformer learns the captions' CLIP image embeddings; OUT is a prior for --prior) or unclip
+    (an SD 1.x/2.x model and --image-encoder made a Stable unCLIP decoder, all UNet weights trained;
+    OUT takes --variations and --prior)."""
     image_encoder: str | None = None
-    """--method prior: a CLIPVisionModelWithProjection folder whose image embeddings the prior learns
-    (default: the prior folder's image_encoder/); the saved prior carries it."""
+    """--method prior or unclip: a CLIPVisionModelWithProjection folder whose image embeddings the prior
+    learns, or the decoder is conditioned on (default: the model folder's image_encoder/); the saved
+    model carries it."""
     max_steps: int = 1000
     """Optimizer steps; may be raised when resuming."""
     batch_size: int = 4
@@ -128,7 +131,7 @@ class FinetuneConfig:
 
     required = ("model", "out")
     choices = {
-        "method": ("lora", "full", "controlnet", "prior"),
+        "method": ("lora", "full", "controlnet", "prior", "unclip"),
         "lora_format": LORA_FORMATS,
         "lr_schedule": SCHEDULES,
         "crop": ("center", "random"),
@@ -193,8 +196,9 @@ class FinetuneConfig:
 def _check_prior_method(cfg: FinetuneConfig) -> None:
     """What --method prior does not do, refused before anything loads."""
     check(cfg.image_encoder != "", "--image-encoder must name a CLIPVisionModelWithProjection folder")
+    if cfg.method not in ("prior", "unclip"):
+        check(cfg.image_encoder is None, "--image-encoder is for --method prior and --method unclip")
     if cfg.method != "prior":
-        check(cfg.image_encoder is None, "--image-encoder is for --method prior (the image embeddings a prior learns)")
         return
     for flag, on in (("--train-text-encoder", cfg.train_text_encoder), ("--buckets", cfg.buckets),
                      ("--validate-every", cfg.validate_every), ("--snr-gamma", cfg.snr_gamma is not None),

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.errors import LatentDiffError, UsageError
+from latentdiff.errors import LatentDiffError
 from latentdiff.families.registry import family_of
 from latentdiff.runtime.compile import prepare_unet_for_training
-from latentdiff.runtime.device import default_training_threads, note_cpu_bf16, torch_threads
+from latentdiff.runtime.device import default_training_threads, torch_threads
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training import trackers
 from latentdiff.training.batches import BatchSource
@@ -34,12 +34,11 @@ from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket,
 from latentdiff.training.data.order import DataOrder, run_order
 from latentdiff.training.data.scan import scan_dataset
 from latentdiff.training.objective import diffusion_loss, step_generator
-from latentdiff.training.outputs import run_files, save_model, validate
+from latentdiff.training.outputs import save_model, validate
 from latentdiff.training.prior import check_prior_inputs, prepare_prior
-from latentdiff.training.recipe import write_recipe
-from latentdiff.training.runfolder import prepare_run_folder
-from latentdiff.training.start import check_out, note_size, report_long_captions, resume, saved_tokenizer, say
+from latentdiff.training.start import note_size, open_run, report_long_captions, resume, saved_tokenizer, say
 from latentdiff.training.state import TrainState, load_models, write_trainable
+from latentdiff.training.unclip_decoder import DecoderSource
 from latentdiff.training.upscaler import UpscalerSource
 
 
@@ -52,7 +51,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
 def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
     if cfg.method == "prior":
         check_prior_inputs(cfg)  # before OUT is touched
-    out, acc = _open_run(cfg)
+    out, acc = open_run(cfg)
     records = _scan(cfg, acc, out)
     prepare = prepare_prior if cfg.method == "prior" else _prepare_unet
     state, wrapped, batch_loss, order = prepare(cfg, acc, records, threads)
@@ -70,34 +69,6 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
     acc.wait_for_everyone()
     acc.end_training()
     return out
-
-
-def _open_run(cfg: FinetuneConfig):
-    """OUT checked, the accelerator made, and (main process) the run folder prepared with its recipe."""
-    from accelerate import Accelerator
-
-    out, action = check_out(cfg)
-    trackers.require(cfg.report_to)
-    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise UsageError(
-            "--mixed-precision fp16 needs a CUDA GPU (on the CPU accelerate runs neither fp16 autocast "
-            "nor loss scaling); use --mixed-precision no (fp32) or bf16"
-        )
-    if cfg.mixed_precision == "bf16" and not torch.cuda.is_available():
-        note_cpu_bf16(torch.device("cpu"), torch.bfloat16, "--mixed-precision no")
-    _release_precision(cfg.mixed_precision)
-    # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
-    acc = Accelerator(
-        mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.grad_accum,
-        cpu=not torch.cuda.is_available(),
-    )
-    acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
-    if acc.is_main_process:  # clear an overwritten run's files, mark OUT as a run, write the resolved config.yaml
-        prepare_run_folder(out, "finetune", run_files(cfg), action)
-        write_recipe(cfg, out)
-    acc.wait_for_everyone()
-    return out, acc
 
 
 def _prepare_unet(cfg: FinetuneConfig, acc, records: list, threads: torch_threads):
@@ -188,7 +159,7 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
     cache = cfg.cache and cfg.crop == "center"
     if cfg.cache and not cache and acc.is_main_process:
         say("random crops: latents are encoded every step (caching needs --crop center)")
-    kind = ControlSource if cfg.method == "controlnet" else UpscalerSource if family_of(c).upscales else BatchSource
+    kind = _source_kind(cfg, family_of(c))
     source = kind(
         c,
         dataset,
@@ -206,6 +177,14 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
         report_long_captions(c.tokenizer, captions)
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records] if buckets else None
     return source, run_order(cfg, acc.num_processes, records, bucket_of)
+
+
+def _source_kind(cfg: FinetuneConfig, family):
+    """What a step's batches carry besides latents and text: a ControlNet's maps, an upscaler's
+    low-res image, an unCLIP decoder's image embedding."""
+    if cfg.method == "controlnet":
+        return ControlSource
+    return UpscalerSource if family.upscales else DecoderSource if family.name == "unclip" else BatchSource
 
 
 def _train(cfg, out, acc, state: TrainState, wrapped: dict, batch_loss, order: DataOrder, log, control_image=None):
@@ -270,16 +249,6 @@ def _train(cfg, out, acc, state: TrainState, wrapped: dict, batch_loss, order: D
                 log.images([Image.open(p) for p in paths], cfg.validation_prompts or ["a photo"], done)
     finally:
         bar.close()
-
-
-def _release_precision(mixed_precision: str) -> None:
-    """accelerate fixes the mixed precision once per process and refuses another with a ValueError, so
-    a second in-process run (the Python API, a notebook) in another precision would fail: forget the
-    earlier run's accelerator state (the process group, kept in PartialState, stays as it is)."""
-    from accelerate.state import AcceleratorState
-
-    if AcceleratorState._shared_state.get("_mixed_precision", mixed_precision) != mixed_precision:
-        AcceleratorState._reset_state()
 
 
 def frozen_in_compute_dtype(modules, dtype: torch.dtype) -> None:

@@ -44,6 +44,9 @@ RUN_FILES = (
     "prior",  # --method prior: OUT is a Kandinsky 2.2 prior folder
     "image_encoder",
     "image_processor",
+    "image_normalizer",  # an unCLIP decoder's parts beside its UNet
+    "image_noising_scheduler",
+    "feature_extractor",
 )
 
 

@@ -29,13 +29,14 @@ import torch
 from latentdiff.errors import UsageError
 from latentdiff.families.unclip import encode_pictures, prior_text
 from latentdiff.images.write import to_pil
-from latentdiff.models.assemble import load_image_encoder, load_prior
-from latentdiff.models.unclip_parts import check_prior_folder, image_processor
+from latentdiff.models.assemble import load_prior
+from latentdiff.models.unclip_parts import check_prior_folder
 from latentdiff.runtime.device import default_training_threads
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training.batches import dropout_mask
 from latentdiff.training.data.dataset import ImageCaptionDataset
 from latentdiff.training.data.order import run_order
+from latentdiff.training.image_tower import encoder_folder, image_tower, spread
 from latentdiff.training.objective import prior_loss
 from latentdiff.training.state import Setup, TrainState
 
@@ -63,19 +64,14 @@ def check_prior_inputs(cfg) -> tuple[Path, Path]:
     check_prior_folder(cfg.model, "--method prior: --model")
     path = Path(cfg.model)
     folder = path / "image_encoder" if cfg.image_encoder is None else Path(cfg.image_encoder)
-    if not (folder / "config.json").is_file():
-        raise UsageError(
-            f"--method prior needs a CLIP image encoder: {folder} is not a CLIPVisionModelWithProjection folder "
-            "(config.json and weights); give one with --image-encoder DIR"
-        )
-    return path, folder
+    return path, encoder_folder(folder, "prior")
 
 
 def load_prior_parts(cfg) -> PriorParts:
     """The Kandinsky 2.2 prior folder of --model with its (or --image-encoder's) image encoder, checked:
     the x0 objective, and image embeddings as wide as the prior's."""
     path, folder = check_prior_inputs(cfg)
-    encoder = load_image_encoder(folder, cfg.allow_pickle)
+    encoder, processor = image_tower(folder, cfg.allow_pickle, () if cfg.image_encoder else (path / "image_processor",))
     parts = load_prior(path, cfg.allow_pickle)
     sched = parts["prior_scheduler"]
     if sched.get("prediction_type", "sample") != "sample":
@@ -86,23 +82,7 @@ def load_prior_parts(cfg) -> PriorParts:
     width, want = int(encoder.config.projection_dim), int(prior.clip_mean.shape[-1])
     if width != want:
         raise UsageError(f"the image encoder {folder} makes {width}-wide embeddings; the prior {path} takes {want}")
-    return PriorParts(
-        prior, parts["prior_text_encoder"], parts["prior_tokenizer"], sched, encoder, _processor(cfg, path, encoder)
-    )
-
-
-def _processor(cfg, path: Path, encoder):
-    """The image encoder's processor: beside it, else the prior folder's image_processor/ (for its own
-    encoder), else CLIP's at the encoder's input size."""
-    from transformers import CLIPImageProcessor
-
-    own = [path / "image_processor", path / "image_encoder"]
-    folders = own if cfg.image_encoder is None else [Path(cfg.image_encoder)]
-    for folder in folders:
-        if (folder / "preprocessor_config.json").is_file():
-            return image_processor(folder)
-    side = int(encoder.config.image_size)
-    return CLIPImageProcessor(size=side, crop_size=side)
+    return PriorParts(prior, parts["prior_text_encoder"], parts["prior_tokenizer"], sched, encoder, processor)
 
 
 class PriorSource:
@@ -165,7 +145,7 @@ def fit_statistics(prior, source: PriorSource) -> bool:
         )
     embeds = torch.cat(source.embeds)
     prior.clip_mean.copy_(embeds.mean(0, keepdim=True))
-    prior.clip_std.copy_(embeds.std(0, keepdim=True).clamp(min=1e-6))
+    prior.clip_std.copy_(spread(embeds))
     return True
 
 

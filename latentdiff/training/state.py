@@ -25,6 +25,7 @@ from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.controlnet import make_controlnet
 from latentdiff.training.lr_schedule import make_lr_schedule
+from latentdiff.training.unclip_decoder import as_decoder
 
 
 @dataclass
@@ -53,6 +54,7 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
             f"{cfg.model} is an SDXL refiner (no first text encoder); finetune trains SD 1.x/2.x and SDXL base models"
         )
     _check_upscaler(cfg, comps)
+    comps = as_decoder(cfg, comps)  # --method unclip: an SD model made a Stable unCLIP decoder
     ref = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     return Setup(comps, ref, from_scratch=False, train_text_encoder=cfg.train_text_encoder)
 
@@ -82,7 +84,7 @@ def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Modu
         add_adapters(c.unet, cfg.lora_rank, UNET_TARGETS)
         for m in trained_encoders:
             add_adapters(m, cfg.lora_rank, TEXT_TARGETS)
-    elif cfg.method == "full":
+    elif cfg.method in ("full", "unclip"):
         for m in trained.values():
             m.requires_grad_(True)
     for m in family_of(c).conditioning(c).unused_modules() if trained_encoders else []:
@@ -164,7 +166,7 @@ class TrainState:
         LR schedule, and an EMA for the methods that train whole networks (full, prior)."""
         params = named_trainable(modules)
         optimizer = make_optimizer(list(params.values()), cfg)
-        ema = EMA(params, cfg.ema_decay) if cfg.method in ("full", "prior") and cfg.ema_decay else None
+        ema = EMA(params, cfg.ema_decay) if cfg.method in ("full", "prior", "unclip") and cfg.ema_decay else None
         schedule = make_lr_schedule(optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)
         return cls(setup, modules, params, optimizer, schedule, ema)
 
