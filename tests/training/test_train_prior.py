@@ -114,6 +114,16 @@ def test_export_of_a_checkpoint_is_the_run_at_that_step(trained, tmp_path):
 ENCODER_CONFIGS = ["", "{", "[]", '{"projection_dim": "x"}', '{"hidden_size": -1}', '{"projection_dim": 16}', "\0"]
 
 
+def encoder_paths(root) -> list[str]:
+    """Folders whose config.json is each of ENCODER_CONFIGS (no weights), a file, a missing path."""
+    folders = []
+    for k, config in enumerate(ENCODER_CONFIGS):
+        (root / str(k)).mkdir()
+        (root / str(k) / "config.json").write_text(config)
+        folders.append(str(root / str(k)))
+    return [*folders, folders[0] + "/config.json", str(root / "none")]
+
+
 def test_fuzz_image_encoder_folders(prior_folder, tmp_path):
     """--image-encoder: a folder with a damaged, wrong or other-width config and no weights; a file; a
     missing path; any text: each one line (UsageError or ModelError), before any training."""
@@ -124,12 +134,7 @@ def test_fuzz_image_encoder_folders(prior_folder, tmp_path):
     from latentdiff.training.config import FinetuneConfig
     from latentdiff.training.prior import load_prior_parts
 
-    folders = []
-    for k, config in enumerate(ENCODER_CONFIGS):
-        (tmp_path / str(k)).mkdir()
-        (tmp_path / str(k) / "config.json").write_text(config)
-        folders.append(str(tmp_path / str(k)))
-    paths = [*folders, folders[0] + "/config.json", str(tmp_path / "none")]
+    paths = encoder_paths(tmp_path)
 
     @settings(max_examples=25, deadline=None, derandomize=True, database=None)
     @given(st.sampled_from(paths) | st.text(max_size=8))

@@ -107,3 +107,26 @@ def test_refusals_are_one_line(pictures, tiny_sd2, tiny_sdxl, encoder, tmp_path,
     assert "SD 1.x/2.x" in err
     err = _refused(capsys, *base, "--model", tiny_sd2, "--out", tmp_path / "c", "--image-encoder", tmp_path)
     assert "CLIPVisionModelWithProjection" in err
+
+
+def test_fuzz_image_encoder_folders(tiny_sd2, tmp_path):
+    """--method unclip's --image-encoder as the prior's is fuzzed (test_train_prior.py): one line each."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from test_train_prior import encoder_paths
+
+    from latentdiff.errors import LatentDiffError
+    from latentdiff.models.assemble import load_components
+    from latentdiff.training.config import FinetuneConfig
+    from latentdiff.training.unclip_decoder import as_decoder
+
+    paths, sd = encoder_paths(tmp_path), load_components(tiny_sd2)
+
+    @settings(max_examples=10, deadline=None, derandomize=True, database=None)
+    @given(st.sampled_from(paths) | st.text(max_size=8))
+    def one(path):
+        with pytest.raises(LatentDiffError) as e:
+            as_decoder(FinetuneConfig(dataset="d", out="o", model="m", method="unclip", image_encoder=path), sd)
+        assert str(e.value) and "\n" not in str(e.value)
+
+    one()
