@@ -163,7 +163,7 @@ def prepare_prior(cfg, acc, records: list, threads):
                          caption_dropout=cfg.caption_dropout, device=acc.device, progress=acc.is_main_process)  # fmt: skip
     if fit_statistics(prior, source) and acc.is_main_process:
         print("latentdiff: the prior's clip_mean/clip_std are the dataset's", file=sys.stderr, flush=True)
-    state = TrainState.of(cfg, Setup(parts, str(Path(cfg.model).resolve()), False, False), {"prior": prior})
+    state = _state(cfg, parts, prior)
     wrapped, state.optimizer = acc.prepare(prior, state.optimizer)
     scheduler = _scheduler(parts.scheduler_config)
 
@@ -189,14 +189,14 @@ def _trainable(prior):
 def prior_state(cfg) -> TrainState:
     """A prior run's TrainState without its data, for `latentdiff export` to load a checkpoint into."""
     parts = load_prior_parts(cfg)
-    if not bool((parts.prior.clip_std != 0).all()):
-        raise UsageError(
-            f"{cfg.model}'s prior had no embedding statistics; the run took them from its dataset, so only "
-            "the run's own final folder carries them: export works on runs from a prior that had them"
-        )
-    return TrainState.of(
-        cfg, Setup(parts, str(Path(cfg.model).resolve()), False, False), {"prior": _trainable(parts.prior)}
-    )
+    return _state(cfg, parts, _trainable(parts.prior))
+
+
+def _state(cfg, parts: PriorParts, prior) -> TrainState:
+    """The TrainState of training `prior`; its statistics are saved with each checkpoint (`fixed`)."""
+    state = TrainState.of(cfg, Setup(parts, str(Path(cfg.model).resolve()), False, False), {"prior": prior})
+    state.fixed = {"prior.clip_mean": prior.clip_mean, "prior.clip_std": prior.clip_std}
+    return state
 
 
 def _scheduler(config: dict):

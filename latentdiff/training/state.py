@@ -7,7 +7,7 @@ files that hold it. The loop steps it, checkpoints save it, resume and export lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -154,11 +154,18 @@ class TrainState:
     lr_schedule: object
     ema: EMA | None
     step: int = 0
+    # Untrained tensors a run sets from its data (an unCLIP normaliser's, a prior's statistics), saved
+    # with each checkpoint so an export rebuilds the model the run trained: {"name": live tensor}.
+    fixed: dict = field(default_factory=dict)
 
     @classmethod
     def create(cls, cfg: FinetuneConfig, setup: Setup) -> "TrainState":
         """Open the trainable part of `setup` per `cfg` (LoRA or full) and build its optimizer."""
-        return cls.of(cfg, setup, make_trainable(setup, cfg))
+        state = cls.of(cfg, setup, make_trainable(setup, cfg))
+        normalizer = (getattr(setup.components, "unclip", None) or {}).get("image_normalizer")
+        if normalizer is not None:
+            state.fixed = {"image_normalizer.mean": normalizer.mean, "image_normalizer.std": normalizer.std}
+        return state
 
     @classmethod
     def of(cls, cfg: FinetuneConfig, setup: Setup, modules: dict) -> "TrainState":
@@ -184,6 +191,7 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "fixed": {k: v.detach() for k, v in self.fixed.items()},
         }
 
     def load_weights(self, weights: dict, source) -> None:
@@ -200,6 +208,10 @@ class TrainState:
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         if self.ema is not None:
             self.ema.load(state["ema"]["shadow"], state["ema"]["updates"])
+        with torch.no_grad():
+            for k, v in state.get("fixed", {}).items():
+                if k in self.fixed:
+                    self.fixed[k].copy_(v)
         self.step = state["step"]
 
     @torch.no_grad()
@@ -225,6 +237,8 @@ def write_trainable(d: Path, state: TrainState) -> None:
     torch.save(sd["lr_schedule"], d / "lr_schedule.pt")
     if sd["ema"] is not None:
         save_file({k: v.contiguous() for k, v in sd["ema"]["shadow"].items()}, str(d / "ema.safetensors"))
+    if sd["fixed"]:
+        save_file({k: v.contiguous().cpu() for k, v in sd["fixed"].items()}, str(d / "fixed.safetensors"))
     if state.setup.from_scratch:
         state.setup.components.tokenizer.save_pretrained(str(d / "tokenizer"))
     as_umask_allows(d)
@@ -234,8 +248,9 @@ def read_trainable(d: Path) -> dict:
     """The TrainState.state_dict a checkpoint folder holds (inverse of write_trainable)."""
     manifest = ckpt.read_manifest(d)
     with ckpt.damaged_checkpoint(d):
-        ema = d / "ema.safetensors"
+        ema, fixed = d / "ema.safetensors", d / "fixed.safetensors"
         return {
+            "fixed": ckpt.load_tensors(fixed) if fixed.is_file() else {},
             "step": manifest["step"],
             "trainable": ckpt.load_tensors(d / "trainable.safetensors"),
             "optimizer": ckpt.load_torch(d / "optimizer.pt"),

@@ -80,6 +80,10 @@ def test_a_fresh_prior_takes_the_datasets_statistics(pictures, prior_folder, tmp
     out = finetune(prior_cfg(pictures, fresh, tmp_path / "run", max_steps=1))
     std = load_file(str(out / "prior" / "diffusion_pytorch_model.safetensors"))["clip_std"]
     assert (std > 0).all()
+    from latentdiff.training.export import export_checkpoint
+
+    again = export_checkpoint(out, tmp_path / "x")  # the checkpoint carries them
+    assert torch.equal(load_file(str(again / "prior" / "diffusion_pytorch_model.safetensors"))["clip_std"], std)
 
 
 def _refused(capsys, *argv) -> str:

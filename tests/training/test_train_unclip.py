@@ -93,6 +93,17 @@ def test_decoder_loads_in_stable_unclip_img2img_and_draws_variations(trained, ge
     assert code == 0, err
 
 
+def test_export_keeps_the_fitted_normalizer(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    from latentdiff.training.export import export_checkpoint
+
+    out = export_checkpoint(trained, tmp_path / "x")
+    for name in ("image_normalizer", "unet"):
+        a, b = (load_file(str(next((d / name).glob("*.safetensors")))) for d in (trained, out))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
 def _refused(capsys, *argv) -> str:
     assert main(["finetune", *map(str, argv)]) == 2
     err = capsys.readouterr().err.strip()
