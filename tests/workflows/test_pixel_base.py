@@ -64,3 +64,13 @@ def test_generate_runs_the_folders_cascade(generate, with_cascade, tmp_path):
 def test_a_stage_that_does_not_chain_is_one_line(generate, with_cascade, tmp_path):
     code, out, err = generate(with_cascade, tmp_path, "--width", "24", "--height", "24")
     assert code == 2 and "do not chain" in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_a_pixel_base_on_t5_is_refused_in_one_line(base, generate, tmp_path):
+    """DeepFloyd IF's own stage I reads T5 embeddings; our pixel family reads CLIP's."""
+    folder = tmp_path / "t5"
+    shutil.copytree(base, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "text_encoder": ["transformers", "T5EncoderModel"]}))
+    code, out, err = generate(folder, tmp_path / "o")
+    assert code == 2 and "T5EncoderModel" in err.strip().splitlines()[-1] and "Traceback" not in err
