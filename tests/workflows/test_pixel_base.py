@@ -1,6 +1,6 @@
 """A pixel base folder (DeepFloyd IF's stage I layout) as `generate --model`: the one loop draws the image
 itself (PixelSpace where the VAE sits), equal to diffusers' IFPipeline given our prompt embeddings, and
-the folder's own cascade (latentdiff.json) runs after it, each stage recorded."""
+the folder's own cascade (latentdiff.json) runs after it, each stage recorded and replayed by --from."""
 
 import json
 import shutil
@@ -48,7 +48,7 @@ def test_base_matches_if_pipeline(base, guidance):
     assert np.abs(got - want).max() <= 1
 
 
-def test_generate_runs_the_folders_cascade(generate, with_cascade, tmp_path):
+def test_generate_runs_the_folders_cascade(generate, run_main, with_cascade, tmp_path):
     code, out, err = generate(with_cascade, tmp_path / "a", "--seed", "2")
     assert code == 0, err
     path = out.strip()
@@ -59,6 +59,8 @@ def test_generate_runs_the_folders_cascade(generate, with_cascade, tmp_path):
     assert (stage["steps"], stage["noise_level"], stage["size"]) == (2, 30, [32, 32])
     code, out, err = generate(with_cascade, tmp_path / "b", "--no-upscale")
     assert code == 0 and Image.open(out.strip()).size == (16, 16)
+    code, again, err = run_main(["generate", "--from", path, "--out", str(tmp_path / "c"), "--quiet"])
+    assert code == 0 and np.array_equal(np.asarray(Image.open(again.strip())), np.asarray(Image.open(path)))
 
 
 def test_a_stage_that_does_not_chain_is_one_line(generate, with_cascade, tmp_path):
