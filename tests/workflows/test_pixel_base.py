@@ -30,7 +30,7 @@ def with_cascade(base, tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("guidance", [1.0, 4.0])
+@pytest.mark.parametrize("guidance", [4.0])  # CFG (guidance 1 too, when measured: 0/255)
 def test_base_matches_if_pipeline(base, guidance):
     from diffusers import IFPipeline
 
@@ -57,8 +57,6 @@ def test_generate_runs_the_folders_cascade(generate, run_main, with_cascade, tmp
     stage = record["cascade"][0]
     assert stage["path"] == str((with_cascade / "stage2").resolve())
     assert (stage["steps"], stage["noise_level"], stage["size"]) == (2, 30, [32, 32])
-    code, out, err = generate(with_cascade, tmp_path / "b", "--no-upscale")
-    assert code == 0 and Image.open(out.strip()).size == (16, 16)
     code, again, err = run_main(["generate", "--from", path, "--out", str(tmp_path / "c"), "--quiet"])
     assert code == 0 and np.array_equal(np.asarray(Image.open(again.strip())), np.asarray(Image.open(path)))
 
