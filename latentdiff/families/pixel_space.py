@@ -6,6 +6,10 @@ from __future__ import annotations
 import torch
 
 PIXEL_VAE = "PixelSpace"  # the class name PixelSpace's config reports (family detection)
+# The fields of an AutoencoderKL config that the loops read, as a pixel model reports them.
+PIXEL_CONFIG = dict(
+    _class_name=PIXEL_VAE, latent_channels=3, scaling_factor=1.0, block_out_channels=(3,), sample_size=None
+)
 
 
 class PixelSpace(torch.nn.Module):
@@ -17,9 +21,7 @@ class PixelSpace(torch.nn.Module):
 
         super().__init__()
         self.register_buffer("anchor", torch.zeros(()), persistent=False)  # carries device and dtype
-        self.config = FrozenDict(
-            _class_name=PIXEL_VAE, latent_channels=3, scaling_factor=1.0, block_out_channels=(3,), sample_size=None
-        )
+        self.config = FrozenDict(PIXEL_CONFIG)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -103,12 +103,18 @@ def _scheduler(config: dict, default: str):
 def noised_embeddings(components, embeds: torch.Tensor, level: int, generators) -> torch.Tensor:
     """The class labels (B, 2D) of image embeddings `embeds` (B, D): normalised, noised to `level` with
     noise drawn from image k's generator, un-normalised, then the level's sinusoidal embedding."""
+    noise = draw_noise(tuple(embeds.shape[1:]), generators).to(embeds.device, embeds.dtype)
+    levels = torch.tensor([level] * embeds.shape[0], device=embeds.device)
+    return noised_labels(components, embeds, levels, noise)
+
+
+def noised_labels(components, embeds: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The class labels (B, 2D) of `embeds` (B, D) noised with `noise` (B, D) to `levels` (B,) (each
+    row its own; training draws them at random), as StableUnCLIPPipeline.noise_image_embeddings."""
     from diffusers.models.embeddings import get_timestep_embedding
 
     parts = components.unclip
     normalizer = parts["image_normalizer"]
-    noise = draw_noise(tuple(embeds.shape[1:]), generators).to(embeds.device, embeds.dtype)
-    levels = torch.tensor([level] * embeds.shape[0], device=embeds.device)
     x = normalizer.scale(embeds.to(normalizer.mean.dtype)).to(embeds.dtype)
     x = _scheduler(parts["image_noising_scheduler"], "DDPMScheduler").add_noise(x, noise, levels)
     x = normalizer.unscale(x.to(normalizer.mean.dtype)).to(embeds.dtype)
@@ -128,12 +134,17 @@ def check_image_encoder(components) -> None:
 def image_embeddings(components, pictures: list) -> torch.Tensor:
     """The CLIP image embeddings (N, D) of PIL pictures, by the model's vision encoder and its processor."""
     check_image_encoder(components)
-    encoder, processor = components.unclip["image_encoder"], components.unclip["feature_extractor"]
+    return encode_pictures(components.unclip["image_encoder"], components.unclip["feature_extractor"], pictures)
+
+
+@torch.no_grad()
+def encode_pictures(encoder, processor, pictures: list) -> torch.Tensor:
+    """(N, D): PIL pictures through a CLIP image processor and CLIPVisionModelWithProjection."""
     pixels = processor(images=pictures, return_tensors="pt").pixel_values
     return encoder(pixels.to(encoder.device, encoder.dtype)).image_embeds
 
 
-def _prior_text(parts, texts: list[str]):
+def prior_text(parts, texts: list[str]):
     """(text embeds (B, D), last hidden states (B, T, W), attention mask (B, T)) of the prior's encoder."""
     tok, encoder = parts["prior_tokenizer"], parts["prior_text_encoder"]
     ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
@@ -151,9 +162,9 @@ def prior_embeddings(parts: dict, texts: list[str], steps: int, guidance: float,
         raise UsageError("this unCLIP model has no prior (prior/, prior_text_encoder/): give variations= or a prior")
     prior = parts["prior"]
     cfg = guidance > 1.0
-    text = _prior_text(parts, texts)
+    text = prior_text(parts, texts)
     if cfg:
-        text = tuple(torch.cat([u, c]) for u, c in zip(_prior_text(parts, [""] * len(texts)), text))
+        text = tuple(torch.cat([u, c]) for u, c in zip(prior_text(parts, [""] * len(texts)), text))
     sched = _scheduler(parts["prior_scheduler"], "UnCLIPScheduler")
     sched.set_timesteps(steps)
     latents = draw_noise((prior.config.embedding_dim,), generators).to(prior.device, prior.dtype)

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 import latentdiff.config.params as params
-import latentdiff.models.configs as configs
+import latentdiff.models.facts as facts
 import latentdiff.models.hub as hub
 from latentdiff.errors import UsageError
 from latentdiff.formats import addons
 from latentdiff.formats.lora_merge import lora_base
-from latentdiff.models.configs import ModelFacts
+from latentdiff.models.facts import ModelFacts
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".gguf")
 LOADED_PARTS = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
@@ -34,7 +34,7 @@ def model_facts(model, allow_pickle: bool = False) -> ModelFacts | None:
     path = _folder_of(model)
     if path is None:
         return None
-    return configs.model_facts(hub.locate(path if path != "default" else None, allow_pickle))
+    return facts.model_facts(hub.locate(path if path != "default" else None, allow_pickle))
 
 
 def _folder_of(model) -> Path | str | None:

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from latentdiff.errors import ModelError
+from latentdiff.families.pixel_space import PixelSpace, is_pixel
 from latentdiff.models.checks import diffusers_class, guarded
 from latentdiff.models.components import Components
 from latentdiff.models.configs import (
@@ -71,14 +72,18 @@ def build(
         unet = _build(
             cls, cfgs.unet, path / cfgs.denoiser, cfgs.values["unet"], **load, dtype=dtype, channels_last=channels_last
         )
-    vae = _build(
-        getattr(diffusers, diffusers_class(cfgs.vae, "vae")),
-        cfgs.vae,
-        path / "vae",
-        cfgs.values["vae"],
-        **load,
-        dtype=vae_dtype,
-        channels_last=channels_last,
+    vae = (
+        PixelSpace()
+        if is_pixel(cfgs.vae)
+        else _build(
+            getattr(diffusers, diffusers_class(cfgs.vae, "vae")),
+            cfgs.vae,
+            path / "vae",
+            cfgs.values["vae"],
+            **load,
+            dtype=vae_dtype,
+            channels_last=channels_last,
+        )
     )
     text = {}
     for te_name, tok_name in TEXT_PARTS:

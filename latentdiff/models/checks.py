@@ -140,6 +140,7 @@ PIPELINE_CLASSES = (
     "ZImageImg2ImgPipeline",
     "StableUnCLIPPipeline",
     "StableUnCLIPImg2ImgPipeline",
+    "IFPipeline",  # a pixel base (families/pixel.py): no vae/
 )
 # The VAEs a `vae` folder may hold, as its config's _class_name names them (AutoencoderKL where it names none).
 VAE_CLASSES = ("AutoencoderKL", "AutoencoderKLQwenImage", "AutoencoderKLFlux2")

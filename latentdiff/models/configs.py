@@ -12,7 +12,6 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.models.checks import (
-    MAX_TRAIN_TIMESTEPS,
     PIPELINE_CLASSES,
     check_config_numbers,
     check_defaults,
@@ -27,7 +26,8 @@ from latentdiff.runtime.reading import read_json
 
 SUPPORTED = (
     "SD 1.x, SD 2.x, SDXL (base, refiner) and their inpainting variants, Flux.1 (dev, schnell, Fill, Kontext), Chroma, "
-    "SD 3 medium, SD 3.5 (medium, large), FLUX.2 klein, Qwen-Image, Z-Image, Stable unCLIP"
+    "SD 3 medium, SD 3.5 (medium, large), FLUX.2 klein, Qwen-Image, Z-Image, Stable unCLIP, "
+    "pixel bases in DeepFloyd IF's stage I layout"
 )
 # (encoder, tokenizer) folder pairs; SDXL has the first two, its refiner only the second, SD3 all three.
 TEXT_PARTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
@@ -77,18 +77,39 @@ def read_configs(path: Path, defaults_from: Path | None = None) -> ModelConfigs:
     index = check_model_dir(path)
     defaults = {**read_defaults(path), **(read_defaults(defaults_from) if defaults_from is not None else {})}
     folder = denoiser_folder(index, path)
-    unet, vae = _component(path, folder, folder), _component(path, "vae", "vae")
+    unet = _component(path, folder, folder)
+    vae = pixel_vae_config(path, index) if is_pixel_index(index) else _component(path, "vae", "vae")
     text = {}
     for te_name, _ in TEXT_PARTS:
         cls_name = text_encoder_class(index, path, te_name)
         if cls_name is not None:
             text[te_name] = (cls_name, text_config(path / te_name / "config.json", cls_name))
-    values = {name: stored_values(path / name) for name in ("vae", *text)}
+    values = {name: stored_values(path / name) for name in ((*text,) if is_pixel_index(index) else ("vae", *text))}
     values["unet"] = stored_values(path / folder)
     scheduler = read_scheduler_config(path / "scheduler" / "scheduler_config.json")
     unet_params = values["unet"][0] if values["unet"][1] else None
     upscaler = read_upscaler(path, index)
     return ModelConfigs(path, index, unet, vae, text, scheduler, defaults, upscaler, values, unet_params, folder)
+
+
+def is_pixel_index(index: dict) -> bool:
+    """A pixel base (IFPipeline's layout, families/pixel.py): PixelSpace stands where the VAE sits."""
+    return index.get("_class_name") == "IFPipeline"
+
+
+def pixel_vae_config(path: Path, index: dict) -> dict:
+    """What a pixel base reports where a VAE's config would be (families/pixel_space.PixelSpace); its
+    prompt is read by a CLIP text encoder (DeepFloyd IF's own T5 is refused)."""
+    cls = text_encoder_class(index, path, "text_encoder")
+    if cls != "CLIPTextModel":
+        raise UsageError(
+            f"{path} is a pixel base whose text encoder is {cls}; latentdiff's pixel family reads prompts with "
+            "a CLIP text encoder (DeepFloyd IF's T5 is not supported yet)"
+        )
+    # Here: pixel_space imports torch, which reading configs (preflight) must not pay for otherwise.
+    from latentdiff.families.pixel_space import PIXEL_CONFIG
+
+    return dict(PIXEL_CONFIG)
 
 
 def denoiser_folder(index: dict, path: Path) -> str:
@@ -176,7 +197,7 @@ def _class_name(config: Path) -> str | None:
 def required_components(path: Path, index: dict) -> list[str]:
     """The component folders a model needs: SD's five, SDXL's with `text_encoder_2` and
     `tokenizer_2`, an SDXL refiner's without the first encoder (as model_index.json says)."""
-    needed = [denoiser_folder(index, path), "vae", "scheduler"]
+    needed = [denoiser_folder(index, path), *([] if is_pixel_index(index) else ["vae"]), "scheduler"]
     for te_name, tok_name in TEXT_PARTS:
         if text_encoder_class(index, path, te_name) is not None:
             needed += [te_name, tok_name]
@@ -242,53 +263,3 @@ def own_upscaler(model_dir, defaults: dict) -> str | None:
             "pass --no-upscale to generate without it"
         )
     return str(path.resolve())
-
-
-# ---- what a request is checked against before loading ------------------------------------------
-@dataclass(frozen=True)
-class ModelFacts:
-    path: Path  # the model folder the weights come from
-    factor: int  # pixels per latent pixel (the VAE's downscale)
-    native: int  # side in pixels of the images the model was trained at: UNet sample_size x factor
-    train_timesteps: int | None
-    defaults: dict  # latentdiff.json
-    unet: dict
-    vae: dict
-    text_layers: int | None  # the fewest layers of its text encoders (clip skip's bound)
-
-
-def model_facts(path: Path) -> ModelFacts | None:
-    """The facts of the model folder `path`, read raw (no diffusers import: it takes seconds);
-    None where only loading can tell (an upscaler, an odd config, which loading then refuses with
-    its own message). A folder that is no model is refused here."""
-    check_model_dir(path)
-    folder = denoiser_folder(read_index(path), path)
-    unet = read_json_object(path / folder / "config.json", folder)
-    vae = read_json_object(path / "vae" / "config.json", "vae")
-    sample = unet.get("sample_size")
-    # Anything odd (or huge): None, and loading says what is wrong.
-    if not (
-        _counts(vae.get("block_out_channels"), 65_536)
-        and _counts(unet.get("block_out_channels"), 65_536)
-        and _counts([sample])
-    ):
-        return None
-    factor = 2 ** (len(vae["block_out_channels"]) - 1)
-    timesteps = read_json_object(path / "scheduler" / "scheduler_config.json", "scheduler").get("num_train_timesteps")
-    timesteps = timesteps if _counts([timesteps], MAX_TRAIN_TIMESTEPS) else None
-    layers = [
-        read_json_object(path / te / "config.json", "text encoder").get("num_hidden_layers")
-        for te, _ in TEXT_PARTS
-        if is_present(path / te / "config.json", "text encoder config")
-    ]
-    text_layers = min(layers) if layers and _counts(layers) else None
-    return ModelFacts(path, factor, sample * factor, timesteps, read_defaults(path), unet, vae, text_layers)
-
-
-def _counts(values, limit: int = 1_000_000) -> bool:
-    """A short list of whole numbers from 1 to `limit`."""
-    return (
-        isinstance(values, list)
-        and 0 < len(values) <= 16
-        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= limit for v in values)
-    )

@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from latentdiff.errors import ModelError
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.models.configs import component_config, read_scheduler_config, text_config
 from latentdiff.models.files import is_present
+from latentdiff.runtime.reading import read_json
 
 PRIOR_MIN_STEPS = 2
 FOLDERS = (
@@ -53,7 +54,7 @@ def load_unclip(path: Path, index: dict, module: Callable, image_encoder: Callab
     }
     if _present(path, index, "image_encoder"):
         parts["image_encoder"] = image_encoder(path / "image_encoder")
-        parts["feature_extractor"] = _processor(path / "feature_extractor")
+        parts["feature_extractor"] = image_processor(path / "feature_extractor")
     if _present(path, index, "prior"):
         parts.update(load_prior_parts(path, module, tokenizer, PRIOR_FOLDERS["unclip"]))
     return parts
@@ -65,6 +66,20 @@ PRIOR_FOLDERS = {
     "unclip": ("prior", "prior_text_encoder", "prior_tokenizer", "prior_scheduler"),
     "kandinsky": ("prior", "text_encoder", "tokenizer", "scheduler"),
 }
+KANDINSKY_PRIORS = ("KandinskyV22PriorPipeline", "KandinskyPriorPipeline")
+
+
+def check_prior_folder(path, what: str) -> None:
+    """`path` is a Kandinsky 2.2 prior folder (its model_index.json names the prior pipeline), else
+    one UsageError that starts with `what` (e.g. "prior")."""
+    folder = Path(path)
+    index = folder / "model_index.json"
+    if not folder.is_dir() or not index.is_file():
+        raise UsageError(f"{what} {path} is not a Kandinsky 2.2 prior folder (KandinskyV22PriorPipeline's layout)")
+    data = read_json(index, "model index", error=UsageError)
+    cls = data.get("_class_name") if isinstance(data, dict) else None
+    if cls not in KANDINSKY_PRIORS:
+        raise UsageError(f"{what} {path} is a {cls or 'folder without a pipeline class'}, not a Kandinsky 2.2 prior")
 
 
 def load_prior_parts(path: Path, module: Callable, tokenizer: Callable, folders: tuple) -> dict:
@@ -85,7 +100,7 @@ def load_prior_parts(path: Path, module: Callable, tokenizer: Callable, folders:
     }
 
 
-def _processor(folder: Path):
+def image_processor(folder: Path):
     from transformers import CLIPImageProcessor
 
     f = folder / "preprocessor_config.json"

@@ -103,7 +103,7 @@ class BatchSource:
     def context(self, indices: list[int], gen: torch.Generator, size_ids: torch.Tensor | None = None) -> Embeddings:
         """The captions' conditioning (B, n_chunks * 77, D), as generation encodes prompts (never cut;
         SDXL adds the pooled embedding and `size_ids`), each caption dropped with probability p_drop."""
-        drop = dropout_mask(len(indices), self.p_drop, gen)
+        self.dropped = drop = dropout_mask(len(indices), self.p_drop, gen)  # (B,) kept for the image embedding
         texts = ["" if d else self.captions[i] for i, d in zip(indices, drop)]
         return self.conditioning.training_context(
             texts, size_ids, self.embeddings, grad=self.train_text, device=self.device

@@ -33,9 +33,16 @@ class FinetuneConfig:
     """Times each image is seen an epoch (kohya's repeats). Images in a top-level folder named N_name
     (kohya's layout, e.g. '10_sks dog') are seen N times instead and, lacking a caption, take name."""
     method: str = "lora"
-    """lora (low-rank adapters on attention), full (all UNet weights, with EMA) or controlnet (a
+    """lora (low-rank adapters on attention), full (all UNet weights, with EMA), controlnet (a
     ControlNet made from the UNet and trained beside the frozen model; OUT becomes a diffusers
-    ControlNet folder for --control)."""
+    ControlNet folder for --control), prior (a Kandinsky 2.2 prior folder as --model: its
+    PriorTransformer learns the captions' CLIP image embeddings; OUT is a prior for --prior) or unclip
+    (an SD 1.x/2.x model and --image-encoder made a Stable unCLIP decoder, all UNet weights trained;
+    OUT takes --variations and --prior)."""
+    image_encoder: str | None = None
+    """--method prior or unclip: a CLIPVisionModelWithProjection folder whose image embeddings the prior
+    learns, or the decoder is conditioned on (default: the model folder's image_encoder/); the saved
+    model carries it."""
     max_steps: int = 1000
     """Optimizer steps; may be raised when resuming."""
     batch_size: int = 4
@@ -124,7 +131,7 @@ class FinetuneConfig:
 
     required = ("model", "out")
     choices = {
-        "method": ("lora", "full", "controlnet"),
+        "method": ("lora", "full", "controlnet", "prior", "unclip"),
         "lora_format": LORA_FORMATS,
         "lr_schedule": SCHEDULES,
         "crop": ("center", "random"),
@@ -137,7 +144,12 @@ class FinetuneConfig:
         check(bool(self.dataset), "a DATASET folder is required")
         check(bool(self.out), "--out DIR is required")
         check(self.model is not None, "--model is required (a model directory, hub id, or configs/models/*.yaml)")
-        for name, label in (("dataset", "DATASET"), ("out", "--out"), ("model", "--model")):
+        for name, label in (
+            ("dataset", "DATASET"),
+            ("out", "--out"),
+            ("model", "--model"),
+            ("image_encoder", "--image-encoder"),
+        ):
             value = getattr(self, name)
             check(
                 not isinstance(value, str) or "\0" not in value,
@@ -173,11 +185,25 @@ class FinetuneConfig:
             not (self.method == "controlnet" and self.train_text_encoder),
             "--method controlnet keeps the base model frozen; drop --train-text-encoder",
         )
+        _check_prior_method(self)
         self.caption_extension = _caption_extension(self.caption_extension)
         self.output_name = _output_name(self.output_name, self.out)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_prior_method(cfg: FinetuneConfig) -> None:
+    """What --method prior does not do, refused before anything loads."""
+    check(cfg.image_encoder != "", "--image-encoder must name a CLIPVisionModelWithProjection folder")
+    if cfg.method not in ("prior", "unclip"):
+        check(cfg.image_encoder is None, "--image-encoder is for --method prior and --method unclip")
+    if cfg.method != "prior":
+        return
+    for flag, on in (("--train-text-encoder", cfg.train_text_encoder), ("--buckets", cfg.buckets),
+                     ("--validate-every", cfg.validate_every), ("--snr-gamma", cfg.snr_gamma is not None),
+                     ("--noise-offset", cfg.noise_offset)):  # fmt: skip
+        check(not on, f"--method prior does not take {flag} (it trains the prior alone, on image embeddings)")
 
 
 def _caption_extension(ext: str) -> str:

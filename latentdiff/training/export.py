@@ -30,6 +30,7 @@ def export_checkpoint(
 ) -> Path:
     # Here, not at the top: they import torch, which export.py must not pay for at start-up.
     from latentdiff.training.outputs import save_model
+    from latentdiff.training.prior import prior_state
     from latentdiff.training.state import TrainState, load_models, read_trainable
 
     run = Path(run)
@@ -48,7 +49,10 @@ def export_checkpoint(
         raise UsageError(f"no complete checkpoint{'' if step is None else f' for step {step}'} in {run}")
     last = chosen[-1]
     tokenizer = load_tokenizer(last / "tokenizer") if (last / "tokenizer").is_dir() else None
-    state = TrainState.create(cfg, load_models(cfg, [], tokenizer=tokenizer))
+    if cfg.method == "prior":
+        state = prior_state(cfg)
+    else:
+        state = TrainState.create(cfg, load_models(cfg, [], tokenizer=tokenizer))
     with ckpt.damaged_checkpoint(last):
         state.load_state_dict(read_trainable(last), last)
     if use_ema:

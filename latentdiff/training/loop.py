@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.errors import LatentDiffError, UsageError
+from latentdiff.errors import LatentDiffError
 from latentdiff.families.registry import family_of
 from latentdiff.runtime.compile import prepare_unet_for_training
-from latentdiff.runtime.device import default_training_threads, note_cpu_bf16, torch_threads
+from latentdiff.runtime.device import default_training_threads, torch_threads
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training import trackers
 from latentdiff.training.batches import BatchSource
@@ -31,14 +31,14 @@ from latentdiff.training.bounds import check_finetune
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.controlnet import ControlSource
 from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
-from latentdiff.training.data.order import DataOrder
+from latentdiff.training.data.order import DataOrder, run_order
 from latentdiff.training.data.scan import scan_dataset
 from latentdiff.training.objective import diffusion_loss, step_generator
-from latentdiff.training.outputs import run_files, save_model, validate
-from latentdiff.training.recipe import write_recipe
-from latentdiff.training.runfolder import prepare_run_folder
-from latentdiff.training.start import check_out, note_size, report_long_captions, resume, saved_tokenizer, say
+from latentdiff.training.outputs import save_model, validate
+from latentdiff.training.prior import check_prior_inputs, prepare_prior
+from latentdiff.training.start import note_size, open_run, report_long_captions, resume, saved_tokenizer, say
 from latentdiff.training.state import TrainState, load_models, write_trainable
+from latentdiff.training.unclip_decoder import DecoderSource
 from latentdiff.training.upscaler import UpscalerSource
 
 
@@ -49,44 +49,17 @@ def finetune(cfg: FinetuneConfig) -> Path:
 
 
 def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
-    from accelerate import Accelerator
-
-    out, action = check_out(cfg)
-    trackers.require(cfg.report_to)
-    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise UsageError(
-            "--mixed-precision fp16 needs a CUDA GPU (on the CPU accelerate runs neither fp16 autocast "
-            "nor loss scaling); use --mixed-precision no (fp32) or bf16"
-        )
-    if cfg.mixed_precision == "bf16" and not torch.cuda.is_available():
-        note_cpu_bf16(torch.device("cpu"), torch.bfloat16, "--mixed-precision no")
-    _release_precision(cfg.mixed_precision)
-    # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
-    acc = Accelerator(
-        mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.grad_accum,
-        cpu=not torch.cuda.is_available(),
-    )
-    acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
-    if acc.is_main_process:  # clear an overwritten run's files, mark OUT as a run, write the resolved config.yaml
-        prepare_run_folder(out, "finetune", run_files(cfg), action)
-        write_recipe(cfg, out)
-    acc.wait_for_everyone()
+    if cfg.method == "prior":
+        check_prior_inputs(cfg)  # before OUT is touched
+    out, acc = open_run(cfg)
     records = _scan(cfg, acc, out)
-    captions = [r.caption for r in records]
-    setup = load_models(cfg, captions, tokenizer=saved_tokenizer(out) if cfg.resume else None)
-    check_finetune(cfg, setup.components, [r.repeats for r in records], acc.device, setup.train_text_encoder)
-    default_training_threads(threads, acc.device, sum(p.numel() for p in setup.components.unet.parameters()))
-    if acc.is_main_process:
-        note_size(cfg, setup)
-    state = TrainState.create(cfg, setup)
-    wrapped, dtype = _place(cfg, acc, state)
-    source, order = _batches(cfg, acc, records, state, wrapped, dtype)
+    prepare = prepare_prior if cfg.method == "prior" else _prepare_unet
+    state, wrapped, batch_loss, order = prepare(cfg, acc, records, threads)
     if cfg.resume:
         resume(cfg, out, state)
     log = trackers.RunLog(out, cfg.report_to, cfg.to_dict(), state.step) if acc.is_main_process else None
     try:
-        _train(cfg, out, acc, state, wrapped, source, order, log)
+        _train(cfg, out, acc, state, wrapped, batch_loss, order, log, records[0].conditioning)
     finally:
         if log:
             log.close()
@@ -96,6 +69,48 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
     acc.wait_for_everyone()
     acc.end_training()
     return out
+
+
+def _prepare_unet(cfg: FinetuneConfig, acc, records: list, threads: torch_threads):
+    """The UNet methods (lora, full, controlnet): models, trainable state, batches and the step's loss."""
+    captions = [r.caption for r in records]
+    setup = load_models(cfg, captions, tokenizer=saved_tokenizer(Path(cfg.out)) if cfg.resume else None)
+    check_finetune(cfg, setup.components, [r.repeats for r in records], acc.device, setup.train_text_encoder)
+    default_training_threads(threads, acc.device, sum(p.numel() for p in setup.components.unet.parameters()))
+    if acc.is_main_process:
+        note_size(cfg, setup)
+    state = TrainState.create(cfg, setup)
+    wrapped, dtype = _place(cfg, acc, state)
+    source, order = _batches(cfg, acc, records, state, wrapped, dtype)
+    unet = wrapped.get("unet", setup.components.unet)
+    return (
+        state,
+        wrapped,
+        _unet_loss(cfg, acc, source, unet, _noise_scheduler(setup.components.scheduler_config)),
+        order,
+    )
+
+
+def _unet_loss(cfg: FinetuneConfig, acc, source: BatchSource, unet, noise_scheduler):
+    """The loss of one micro-batch (dataset indices, the step's generator, the epoch): diffusion_loss."""
+
+    def batch_loss(idx: list[int], gen: torch.Generator, epoch: int) -> torch.Tensor:
+        latents, size_ids = source.latents(idx, gen, epoch)
+        with acc.autocast():
+            context = source.context(idx, gen, size_ids)
+            return diffusion_loss(
+                unet,
+                noise_scheduler,
+                latents,
+                context,
+                gen,
+                cfg.snr_gamma,
+                cfg.noise_offset,
+                source.image_cond(idx, gen),
+                source.residuals(),
+            )
+
+    return batch_loss
 
 
 def _scan(cfg: FinetuneConfig, acc, out: Path) -> list:
@@ -144,7 +159,7 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
     cache = cfg.cache and cfg.crop == "center"
     if cfg.cache and not cache and acc.is_main_process:
         say("random crops: latents are encoded every step (caching needs --crop center)")
-    kind = ControlSource if cfg.method == "controlnet" else UpscalerSource if family_of(c).upscales else BatchSource
+    kind = _source_kind(cfg, family_of(c))
     source = kind(
         c,
         dataset,
@@ -161,22 +176,26 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
     if acc.is_main_process:
         report_long_captions(c.tokenizer, captions)
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records] if buckets else None
-    return source, DataOrder(
-        len(records), cfg.batch_size * acc.num_processes, cfg.seed, bucket_of, [r.repeats for r in records]
-    )
+    return source, run_order(cfg, acc.num_processes, records, bucket_of)
 
 
-def _train(
-    cfg, out, acc, state: TrainState, wrapped: dict, source: BatchSource, order: DataOrder, log: trackers.RunLog | None
-):
+def _source_kind(cfg: FinetuneConfig, family):
+    """What a step's batches carry besides latents and text: a ControlNet's maps, an upscaler's
+    low-res image, an unCLIP decoder's image embedding."""
+    if cfg.method == "controlnet":
+        return ControlSource
+    return UpscalerSource if family.upscales else DecoderSource if family.name == "unclip" else BatchSource
+
+
+def _train(cfg, out, acc, state: TrainState, wrapped: dict, batch_loss, order: DataOrder, log, control_image=None):
     """Optimizer steps state.step..max_steps, with metrics, checkpoints and validation images
-    (`log` is None on all processes but the main one)."""
+    (`log` is None on all processes but the main one). `batch_loss(indices, generator, epoch)`: the
+    method's loss of one micro-batch (_unet_loss, training/prior.py); `control_image`: what a
+    ControlNet run's validation images are steered by."""
     from PIL import Image
     from tqdm.auto import tqdm
 
-    unet, start = wrapped.get("unet", state.setup.components.unet), state.step
-    noise_scheduler = _noise_scheduler(state.setup.components.scheduler_config)
-    named, optimizer = state.params, state.optimizer
+    start, named, optimizer = state.step, state.params, state.optimizer
     bar = tqdm(total=cfg.max_steps, initial=start, desc="finetune", file=sys.stderr, disable=not acc.is_main_process)
     last_good = ckpt.latest_checkpoint(out)
     t0, images = time.perf_counter(), 0
@@ -187,20 +206,7 @@ def _train(
                 gen = step_generator(cfg.seed, step, micro, acc.process_index)
                 epoch, idx = order.batch(step * cfg.grad_accum + micro, acc.process_index, acc.num_processes)
                 with acc.accumulate(*wrapped.values()):
-                    latents, size_ids = source.latents(idx, gen, epoch)
-                    with acc.autocast():
-                        context = source.context(idx, gen, size_ids)
-                        loss = diffusion_loss(
-                            unet,
-                            noise_scheduler,
-                            latents,
-                            context,
-                            gen,
-                            cfg.snr_gamma,
-                            cfg.noise_offset,
-                            source.image_cond(idx, gen),
-                            source.residuals(),
-                        )
+                    loss = batch_loss(idx, gen, epoch)
                     acc.backward(loss)
                     if acc.sync_gradients:
                         acc.clip_grad_norm_(list(named.values()), 1.0)
@@ -239,20 +245,10 @@ def _train(
                     )
                 acc.wait_for_everyone()
             if acc.is_main_process and cfg.validate_every and done % cfg.validate_every == 0:
-                paths = validate(cfg, out, state, done, acc.device, source.dataset.records[0].conditioning)
+                paths = validate(cfg, out, state, done, acc.device, control_image)
                 log.images([Image.open(p) for p in paths], cfg.validation_prompts or ["a photo"], done)
     finally:
         bar.close()
-
-
-def _release_precision(mixed_precision: str) -> None:
-    """accelerate fixes the mixed precision once per process and refuses another with a ValueError, so
-    a second in-process run (the Python API, a notebook) in another precision would fail: forget the
-    earlier run's accelerator state (the process group, kept in PartialState, stays as it is)."""
-    from accelerate.state import AcceleratorState
-
-    if AcceleratorState._shared_state.get("_mixed_precision", mixed_precision) != mixed_precision:
-        AcceleratorState._reset_state()
 
 
 def frozen_in_compute_dtype(modules, dtype: torch.dtype) -> None:

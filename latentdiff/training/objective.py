@@ -69,3 +69,15 @@ def diffusion_loss(
         per_sample = per_sample + HYBRID_WEIGHT * vlb_loss(noise_scheduler, latents, noisy, t, *pred.split(c, 1))
     w = loss_weights(noise_scheduler.alphas_cumprod, t, kind, snr_gamma)
     return (per_sample * w).mean()
+
+
+def prior_loss(prior, scheduler, x0: torch.Tensor, text: tuple, gen: torch.Generator) -> torch.Tensor:
+    """The prior's x0 objective (DALL-E 2's, as Kandinsky 2.2 trains it): the normalised image
+    embeddings `x0` (B, D) noised to a random timestep, the prediction held against x0 itself.
+    `text`: the captions' (projected embeddings (B, D), hidden states (B, T, W), mask (B, T))."""
+    noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)
+    noisy = scheduler.add_noise(x0, noise, t)
+    embeds, hidden, mask = text
+    pred = prior(noisy, timestep=t, proj_embedding=embeds, encoder_hidden_states=hidden, attention_mask=mask)
+    return F.mse_loss(pred.predicted_image_embedding.float(), x0.float())

@@ -17,6 +17,7 @@ from latentdiff.runtime.device import DTYPES
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.controlnet import validation_control
+from latentdiff.training.prior import save_prior
 
 # Everything a finetune run writes into OUT (run.json lists them, with the kohya LoRA file: run_files);
 # --overwrite removes these and nothing else. lora_kohya.safetensors: the kohya file's name before --output-name.
@@ -40,6 +41,12 @@ RUN_FILES = (
     "logs",
     "config.json",  # --method controlnet: OUT is a diffusers ControlNet folder
     "diffusion_pytorch_model.safetensors",
+    "prior",  # --method prior: OUT is a Kandinsky 2.2 prior folder
+    "image_encoder",
+    "image_processor",
+    "image_normalizer",  # an unCLIP decoder's parts beside its UNet
+    "image_noising_scheduler",
+    "feature_extractor",
 )
 
 
@@ -55,6 +62,9 @@ def run_files(cfg: FinetuneConfig) -> tuple[str, ...]:
 def save_model(cfg: FinetuneConfig, out: Path, state, dtype: str | None = None) -> None:
     """The usable result of a state's weights (after `state.use_ema()` where wanted): a LoRA folder, a
     diffusers model, or a diffusers ControlNet folder (`dtype`: fp16 or bf16 stores half-size weights)."""
+    if cfg.method == "prior":
+        save_prior(out, state)
+        return
     c = state.setup.components
     defaults = {**c.defaults, **cfg.sample_defaults}
     if cfg.method == "lora":

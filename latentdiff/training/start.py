@@ -6,16 +6,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
+
 from latentdiff.errors import UsageError
 from latentdiff.families.registry import family_of
 from latentdiff.models.assemble import load_tokenizer
 from latentdiff.models.components import vae_scale_factor
 from latentdiff.prompts.chunks import chunk_count
+from latentdiff.runtime.device import note_cpu_bf16
 from latentdiff.training import checkpoint as ckpt
+from latentdiff.training import trackers
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.outputs import run_files
-from latentdiff.training.recipe import check_recipe
-from latentdiff.training.runfolder import check_run_folder
+from latentdiff.training.recipe import check_recipe, write_recipe
+from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
 from latentdiff.training.state import TrainState, read_trainable
 
 
@@ -34,6 +38,44 @@ def check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
     if action == "resume":
         check_recipe(cfg, cfg.out)
     return Path(cfg.out), action
+
+
+def open_run(cfg: FinetuneConfig):
+    """OUT checked, the accelerator made, and (main process) the run folder prepared with its recipe."""
+    from accelerate import Accelerator
+
+    out, action = check_out(cfg)
+    trackers.require(cfg.report_to)
+    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise UsageError(
+            "--mixed-precision fp16 needs a CUDA GPU (on the CPU accelerate runs neither fp16 autocast "
+            "nor loss scaling); use --mixed-precision no (fp32) or bf16"
+        )
+    if cfg.mixed_precision == "bf16" and not torch.cuda.is_available():
+        note_cpu_bf16(torch.device("cpu"), torch.bfloat16, "--mixed-precision no")
+    _release_precision(cfg.mixed_precision)
+    # cpu=True on GPU-less machines makes a torchrun/accelerate launch use gloo DDP across processes.
+    acc = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=not torch.cuda.is_available(),
+    )
+    acc.wait_for_everyone()  # every process has checked OUT before the main one changes it
+    if acc.is_main_process:  # clear an overwritten run's files, mark OUT as a run, write the resolved config.yaml
+        prepare_run_folder(out, "finetune", run_files(cfg), action)
+        write_recipe(cfg, out)
+    acc.wait_for_everyone()
+    return out, acc
+
+
+def _release_precision(mixed_precision: str) -> None:
+    """accelerate fixes the mixed precision once per process and refuses another with a ValueError, so
+    a second in-process run (the Python API, a notebook) in another precision would fail: forget the
+    earlier run's accelerator state (the process group, kept in PartialState, stays as it is)."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state()
 
 
 def resume(cfg, out, state: TrainState) -> None:

@@ -7,7 +7,7 @@ files that hold it. The loop steps it, checkpoints save it, resume and export lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.controlnet import make_controlnet
 from latentdiff.training.lr_schedule import make_lr_schedule
+from latentdiff.training.unclip_decoder import as_decoder
 
 
 @dataclass
@@ -53,6 +54,7 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
             f"{cfg.model} is an SDXL refiner (no first text encoder); finetune trains SD 1.x/2.x and SDXL base models"
         )
     _check_upscaler(cfg, comps)
+    comps = as_decoder(cfg, comps)  # --method unclip: an SD model made a Stable unCLIP decoder
     ref = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     return Setup(comps, ref, from_scratch=False, train_text_encoder=cfg.train_text_encoder)
 
@@ -82,7 +84,7 @@ def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Modu
         add_adapters(c.unet, cfg.lora_rank, UNET_TARGETS)
         for m in trained_encoders:
             add_adapters(m, cfg.lora_rank, TEXT_TARGETS)
-    elif cfg.method == "full":
+    elif cfg.method in ("full", "unclip"):
         for m in trained.values():
             m.requires_grad_(True)
     for m in family_of(c).conditioning(c).unused_modules() if trained_encoders else []:
@@ -152,14 +154,26 @@ class TrainState:
     lr_schedule: object
     ema: EMA | None
     step: int = 0
+    # Untrained tensors a run sets from its data (an unCLIP normaliser's, a prior's statistics), saved
+    # with each checkpoint so an export rebuilds the model the run trained: {"name": live tensor}.
+    fixed: dict = field(default_factory=dict)
 
     @classmethod
     def create(cls, cfg: FinetuneConfig, setup: Setup) -> "TrainState":
         """Open the trainable part of `setup` per `cfg` (LoRA or full) and build its optimizer."""
-        modules = make_trainable(setup, cfg)
+        state = cls.of(cfg, setup, make_trainable(setup, cfg))
+        normalizer = (getattr(setup.components, "unclip", None) or {}).get("image_normalizer")
+        if normalizer is not None:
+            state.fixed = {"image_normalizer.mean": normalizer.mean, "image_normalizer.std": normalizer.std}
+        return state
+
+    @classmethod
+    def of(cls, cfg: FinetuneConfig, setup: Setup, modules: dict) -> "TrainState":
+        """The state of training `modules` (their parameters that require grad) per `cfg`: optimizer,
+        LR schedule, and an EMA for the methods that train whole networks (full, prior)."""
         params = named_trainable(modules)
         optimizer = make_optimizer(list(params.values()), cfg)
-        ema = EMA(params, cfg.ema_decay) if cfg.method == "full" and cfg.ema_decay else None
+        ema = EMA(params, cfg.ema_decay) if cfg.method in ("full", "prior", "unclip") and cfg.ema_decay else None
         schedule = make_lr_schedule(optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)
         return cls(setup, modules, params, optimizer, schedule, ema)
 
@@ -177,6 +191,7 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "fixed": {k: v.detach() for k, v in self.fixed.items()},
         }
 
     def load_weights(self, weights: dict, source) -> None:
@@ -193,6 +208,10 @@ class TrainState:
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         if self.ema is not None:
             self.ema.load(state["ema"]["shadow"], state["ema"]["updates"])
+        with torch.no_grad():
+            for k, v in state.get("fixed", {}).items():
+                if k in self.fixed:
+                    self.fixed[k].copy_(v)
         self.step = state["step"]
 
     @torch.no_grad()
@@ -218,6 +237,8 @@ def write_trainable(d: Path, state: TrainState) -> None:
     torch.save(sd["lr_schedule"], d / "lr_schedule.pt")
     if sd["ema"] is not None:
         save_file({k: v.contiguous() for k, v in sd["ema"]["shadow"].items()}, str(d / "ema.safetensors"))
+    if sd["fixed"]:
+        save_file({k: v.contiguous().cpu() for k, v in sd["fixed"].items()}, str(d / "fixed.safetensors"))
     if state.setup.from_scratch:
         state.setup.components.tokenizer.save_pretrained(str(d / "tokenizer"))
     as_umask_allows(d)
@@ -227,8 +248,9 @@ def read_trainable(d: Path) -> dict:
     """The TrainState.state_dict a checkpoint folder holds (inverse of write_trainable)."""
     manifest = ckpt.read_manifest(d)
     with ckpt.damaged_checkpoint(d):
-        ema = d / "ema.safetensors"
+        ema, fixed = d / "ema.safetensors", d / "fixed.safetensors"
         return {
+            "fixed": ckpt.load_tensors(fixed) if fixed.is_file() else {},
             "step": manifest["step"],
             "trainable": ckpt.load_tensors(d / "trainable.safetensors"),
             "optimizer": ckpt.load_torch(d / "optimizer.pt"),

@@ -30,13 +30,11 @@ from latentdiff.families.unclip import (
     with_labels,
 )
 from latentdiff.models.assemble import load_prior
-from latentdiff.models.unclip_parts import PRIOR_MIN_STEPS
-from latentdiff.runtime.reading import read_json
+from latentdiff.models.unclip_parts import PRIOR_MIN_STEPS, check_prior_folder
 from latentdiff.sampling.model_call import context_at
 from latentdiff.workflows.image_encoder import prompt_images
 
 NAMES = ("variations", "noise_level", "prior", "prior_steps", "prior_guidance")
-KANDINSKY_PRIORS = ("KandinskyV22PriorPipeline", "KandinskyPriorPipeline")
 
 
 @dataclass(frozen=True)
@@ -110,13 +108,7 @@ def kandinsky_prior(pipe, path: str) -> dict:
     """The Kandinsky 2.2 prior folder `path` loaded (once per pipeline) on the pipeline's device, its
     embedding as wide as the decoder's class label takes."""
     folder = Path(path)
-    index = folder / "model_index.json"
-    if not folder.is_dir() or not index.is_file():
-        raise UsageError(f"prior {path} is not a Kandinsky 2.2 prior folder (KandinskyV22PriorPipeline's layout)")
-    data = read_json(index, "model index", error=UsageError)
-    cls = data.get("_class_name") if isinstance(data, dict) else None
-    if cls not in KANDINSKY_PRIORS:
-        raise UsageError(f"prior {path} is a {cls or 'folder without a pipeline class'}, not a Kandinsky 2.2 prior")
+    check_prior_folder(folder, "prior")
     cache = pipe.__dict__.setdefault("_priors", {})
     key = folder.resolve()
     if key not in cache:

@@ -132,6 +132,26 @@ def test_fuzz_model_files_special_truncated_oversized_deep_and_mistyped(tiny_sd1
     generate_from_damaged(tiny_sd1, data, file, how)
 
 
+PIXEL_FILES = ["model_index.json", "unet/config.json", "scheduler/scheduler_config.json", "latentdiff.json",
+               "unet/diffusion_pytorch_model.safetensors", "text_encoder/config.json"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pixel_base(tmp_path_factory):
+    from latentdiff.models.testing import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("pixel") / "base", "if-base", seed=0, defaults={"steps": 1})
+
+
+@settings(FUZZ, max_examples=12)
+@given(data=st.data(), file=st.sampled_from(PIXEL_FILES), how=st.sampled_from(["fifo", "truncated", "deep", "type"]))
+def test_fuzz_pixel_base_files(pixel_base, data, file, how):
+    """A pixel base folder (IF stage I layout, no vae/) as --model, damaged as above."""
+    if how in ("deep", "type") and not file.endswith(".json"):
+        how = "truncated"
+    generate_from_damaged(pixel_base, data, file, how)
+
+
 def generate_from_damaged(model_dir: Path, data, file: str, how: str) -> None:
     """`generate` from a copy of `model_dir` whose `file` is damaged as `how` says (or given a wrong
     type for one key): images or one line, and an exit code that is not 0 where it must be refused."""

@@ -26,10 +26,11 @@ def folders(tmp_path_factory, tiny_sd1, tiny_sd2, tiny_sdxl, tiny_refiner):
 
 @pytest.fixture(scope="module")
 def models(folders):
-    """variant -> its components; the pixel stages (IF's layout, no VAE) as a cascade loads them."""
+    """variant -> its components; the pixel SR stage (IF's layout, no VAE) as a cascade loads it (a pixel
+    base loads as any model does)."""
     from latentdiff.workflows.pixel import load_pixel_stage
 
-    stages = {v for name in ("pixel", "pixel-sr") for v in FAMILIES[name].variants}
+    stages = set(FAMILIES["pixel-sr"].variants)
     return {v: (load_pixel_stage if v in stages else load_components)(path) for v, path in folders.items()}
 
 

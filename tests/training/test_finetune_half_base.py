@@ -121,10 +121,10 @@ def test_fp16_mixed_precision_on_the_cpu_is_one_line(dataset, tiny_half, tmp_pat
 def test_the_cpu_bf16_note_names_finetunes_own_flag(dataset, tiny_half, tmp_path, monkeypatch, capsys):  # noqa: F811
     """On a CPU without bf16 kernels the note says how to get fp32 with finetune's flag, not generate's."""
     import latentdiff.runtime.device as runtime
-    import latentdiff.training.loop as loop
+    import latentdiff.training.start as start
 
     monkeypatch.setattr(runtime, "cpu_bf16", lambda: runtime.CpuBf16(runs=True, prepack=False, native=False))
-    monkeypatch.setattr(loop, "_release_precision", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(start, "_release_precision", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     runtime.notice.cache_clear()
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg(dataset, tiny_half, tmp_path / "run", mixed_precision="bf16"))

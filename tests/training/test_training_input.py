@@ -61,6 +61,9 @@ def run_args(dataset, model, out, *extra):
         ("lr", "1e-3", "1.0e-3"),
         ("sample_defaults", [1], "mapping"),
         ("lr_schedule", "wiggly", "cosine_with_restarts"),
+        ("image_encoder", 5, "--image-encoder.* must be text"),
+        ("image_encoder", "enc", "--image-encoder is for --method prior and --method unclip"),
+        ("method", "decoder", "prior, unclip"),
     ],
 )
 def test_wrong_types_are_one_line_usage_errors(field, value, words):

@@ -48,3 +48,9 @@ class DataOrder:
         share = -(-len(full) // world)
         mine = full[rank * share : (rank + 1) * share]
         return epoch, mine or full[-1:]  # a short last batch still gives every process work
+
+
+def run_order(cfg, processes: int, records: list, bucket_of: list | None = None) -> DataOrder:
+    """A finetune run's data order: its batch size over `processes`, seed, repeats and (when
+    bucketing) each record's aspect bucket."""
+    return DataOrder(len(records), cfg.batch_size * processes, cfg.seed, bucket_of, [r.repeats for r in records])
