@@ -15,10 +15,12 @@ import torch
 import latentdiff.config.params as params
 import latentdiff.models.hub as hub
 from latentdiff.errors import ModelError, UsageError
+from latentdiff.families.registry import family_for, family_of
 from latentdiff.formats import addons
 from latentdiff.formats.gguf_file import compute_in
 from latentdiff.formats.lora import LoraSpec, apply_loras, describe
 from latentdiff.formats.lora_merge import lora_base
+from latentdiff.formats.memory_check import check_weights
 from latentdiff.formats.single_file import load_single_file
 from latentdiff.formats.transformer_file import load_transformer_file, transformer_family
 from latentdiff.formats.transformer_parts import apply_text_encoder_files
@@ -26,7 +28,8 @@ from latentdiff.models.assemble import build
 from latentdiff.models.components import Components
 from latentdiff.models.configs import read_configs
 from latentdiff.runtime.device import resolve_device
-from latentdiff.runtime.placement import placement
+from latentdiff.runtime.offload import check_mode
+from latentdiff.runtime.placement import family_dtype, placement
 from latentdiff.runtime.reading import check_regular, is_special
 
 
@@ -43,9 +46,20 @@ class Loaded:
 
 
 def load(
-    model, device, dtype, allow_pickle, compile, vae, loras, embeddings, components=None, text_encoders=()
+    model,
+    device,
+    dtype,
+    allow_pickle,
+    compile,
+    vae,
+    loras,
+    embeddings,
+    components=None,
+    text_encoders=(),
+    offload="none",
 ) -> Loaded:
     """Everything `Pipeline.from_pretrained` takes, checked and loaded (see its docstring)."""
+    check_mode(offload)
     given = params.check_fields(
         dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle, compile=compile), params.api_label
     )
@@ -62,7 +76,7 @@ def load(
     if local is not None and local.is_file():
         (comps, place), path, base = _load_file(local, device, dtype, allow_pickle, components), local, None
     else:
-        comps, path, place, base = _load_folder(local, model, device, dtype, allow_pickle, merge=bool(lora_specs))
+        comps, path, place, base = _load_folder(local, model, device, dtype, allow_pickle, bool(lora_specs), offload)
     if vae is not None:
         # Here, not at the top: a VAE file is rare, and its converter imports diffusers' single-file code.
         from latentdiff.formats.vae import load_vae_ref
@@ -95,26 +109,31 @@ def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool, compone
     else:
         comps = load_single_file(local, allow_pickle)
     n_params = sum(p.numel() for p in comps.unet.parameters())
+    dtype = family_dtype(dtype, dev, family_of(comps).dtype_rule(dict(comps.unet.config)))
     place = placement(dev, dtype, comps.defaults, n_params, dict(comps.vae.config))
     compute_in(comps.unet, place.dtype)  # a GGUF transformer's quantized layers
     return comps, place
 
 
-def _load_folder(local: Path | None, model, device: str, dtype: str, allow_pickle: bool, merge: bool = False):
+def _load_folder(local: Path | None, model, device: str, dtype: str, allow_pickle: bool, merge=False, offload="none"):
     """Components of a diffusers folder, hub id, LoRA folder or the default model, loaded
     straight into the compute dtype where the weights allow (not when LoRA files will be
-    merged: `merge`); with the model's path, its placement and the LoRA folder's base (or None)."""
+    merged: `merge`), in CPU RAM where they will be `offload`ed; with the model's path, its placement
+    and the LoRA folder's base (or None). Refused first where the weights cannot fit (check_weights)."""
     base = lora_base(local) if local is not None and local.is_dir() else None
     path = hub.locate(None if base == "default" else (base or model), allow_pickle)
     cfgs = read_configs(path, defaults_from=local if base is not None else None)  # the LoRA's defaults win
+    family = family_for(cfgs.unet, cfgs.vae, cfgs.index)
+    dtype = family_dtype(dtype, resolve_device(device), family.dtype_rule(cfgs.unet))
     place = placement(device, dtype, cfgs.defaults, cfgs.unet_params, cfgs.vae)  # unet_params: None for pickle files
+    check_weights(family, cfgs, place, offload)
     # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
     # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
     early = base is None and not merge and cfgs.unet_params is not None
     comps = build(
         cfgs,
         allow_pickle,
-        device="cpu" if place.device.type == "mps" else str(place.device),
+        device="cpu" if place.device.type == "mps" or offload != "none" else str(place.device),
         dtype=place.dtype if early else None,
         vae_dtype=place.vae_dtype if early else None,
         channels_last=early and place.channels_last,
