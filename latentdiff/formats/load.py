@@ -20,7 +20,7 @@ from latentdiff.formats import addons
 from latentdiff.formats.gguf_file import compute_in
 from latentdiff.formats.lora import LoraSpec, apply_loras, describe
 from latentdiff.formats.lora_merge import lora_base
-from latentdiff.formats.memory_check import check_weights
+from latentdiff.formats.memory_check import check_file_weights, check_weights
 from latentdiff.formats.single_file import load_single_file
 from latentdiff.formats.transformer_file import load_transformer_file, transformer_family
 from latentdiff.formats.transformer_parts import apply_text_encoder_files
@@ -28,7 +28,6 @@ from latentdiff.models.assemble import build
 from latentdiff.models.components import Components
 from latentdiff.models.configs import read_configs
 from latentdiff.runtime.device import resolve_device
-from latentdiff.runtime.offload import check_mode
 from latentdiff.runtime.placement import family_dtype, placement
 from latentdiff.runtime.reading import check_regular, is_special
 
@@ -59,11 +58,9 @@ def load(
     offload="none",
 ) -> Loaded:
     """Everything `Pipeline.from_pretrained` takes, checked and loaded (see its docstring)."""
-    check_mode(offload)
-    given = params.check_fields(
-        dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle, compile=compile), params.api_label
-    )
-    model, device, dtype = given["model"], given["device"], given["dtype"]
+    given = dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle, compile=compile, offload=offload)
+    given = params.check_fields(given, params.api_label)
+    model, device, dtype, offload = given["model"], given["device"], given["dtype"], given["offload"]
     vae = None if vae is None else params.path_text(params.api_label, "vae", vae)
     components = None if components is None else params.path_text(params.api_label, "components", components)
     text_encoders = params.FIELDS["text_encoders"](params.api_label, "text_encoders", text_encoders)
@@ -74,7 +71,7 @@ def load(
     if components is not None and not (local is not None and local.is_file()):
         raise UsageError(f"--components is for a Flux.1 or SD 3/3.5 transformer file as --model; {model} is none")
     if local is not None and local.is_file():
-        (comps, place), path, base = _load_file(local, device, dtype, allow_pickle, components), local, None
+        (comps, place), path, base = _load_file(local, device, dtype, allow_pickle, components, offload), local, None
     else:
         comps, path, place, base = _load_folder(local, model, device, dtype, allow_pickle, bool(lora_specs), offload)
     if vae is not None:
@@ -97,12 +94,13 @@ def _absolute(path) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool, components=None):
+def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool, components=None, offload="none"):
     """(components, placement) of a single-file checkpoint (a transformer file: with the rest of the
-    model from the folder `components`); the device is checked before the file is read, the dtype
-    chosen after (the file's own defaults and UNet size pick it)."""
+    model from the folder `components`, refused first where the weights cannot fit); the device is
+    checked before the file is read, the dtype chosen after (the file's own defaults and UNet size pick it)."""
     dev = resolve_device(device)
     if transformer_family(local) is not None:
+        check_file_weights(local, transformer_family(local), components, dev, dtype, offload)
         comps = load_transformer_file(local, components, allow_pickle)
     elif components is not None:
         raise UsageError(f"--components is for Flux.1 and SD 3/3.5 transformer files; {local} is not one")

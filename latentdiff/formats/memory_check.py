@@ -4,12 +4,21 @@ would make them fit."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import torch
 
+from latentdiff.families.registry import FAMILIES
+from latentdiff.formats.gguf_file import is_gguf
 from latentdiff.formats.transformer_configs import CLASSES
+from latentdiff.formats.transformer_file import OTHER_PARTS, check_components
+from latentdiff.models.configs import read_configs
+from latentdiff.models.weights import safetensors_header
 from latentdiff.runtime.device import DTYPE_NAMES
 from latentdiff.runtime.memory import check_weights_fit
 from latentdiff.runtime.offload import weights_need
+from latentdiff.runtime.placement import family_dtype, placement
 
 
 def weight_sizes(cfgs, place) -> dict[str, int]:
@@ -27,6 +36,26 @@ def check_weights(family, cfgs, place, offload: str) -> None:
     need = weights_need(sizes, place.device, offload)
     what = f"{family.label} in {DTYPE_NAMES.get(place.dtype, place.dtype)}"
     check_weights_fit(what, sizes, place.device, need, memory_options(family, place, offload))
+
+
+def check_file_weights(path: Path, family_name: str, components, device, dtype: str, offload: str) -> None:
+    """The same for a transformer file with the `components` folder: the transformer as the file holds
+    it (GGUF: quantized) or its parameter count in the compute dtype (fp8 and bf16 files alike), the
+    folder's text encoders and VAE beside it."""
+    family = FAMILIES[family_name]
+    folder = read_configs(check_components(path, family_name, components))
+    gguf = is_gguf(path)
+    count = None if gguf else sum(math.prod(v["shape"]) for k, v in _tensors(path) if not k.startswith(OTHER_PARTS))
+    place = placement(device, family_dtype(dtype, device, family.dtype_rule({})), {}, count, folder.vae)
+    sizes = {k: v for k, v in weight_sizes(folder, place).items() if k != folder.denoiser}
+    sizes["transformer"] = path.stat().st_size if gguf else count * place.dtype.itemsize
+    need = weights_need(sizes, place.device, offload)
+    what = f"{family.label} in {DTYPE_NAMES.get(place.dtype, place.dtype)}"
+    check_weights_fit(what, sizes, place.device, need, memory_options(family, place, offload))
+
+
+def _tensors(path: Path):
+    return ((k, v) for k, v in safetensors_header(path).items() if k != "__metadata__")
 
 
 def memory_options(family, place, offload: str) -> str:

@@ -16,9 +16,12 @@ mode gives the same pixels (the same computation in the same dtype on the same d
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from latentdiff.errors import UsageError
+
+if TYPE_CHECKING:  # torch only for the annotations: config/params.py reads MODES at start-up, before torch
+    import torch
 
 MODES = ("none", "model", "sequential")
 _HOOK = "_ld_offload_hook"  # a module's model-offload hook (accelerate's UserCpuOffloadHook)
@@ -27,7 +30,7 @@ _DEVICE = "_ld_execution_device"  # where an offloaded module computes
 
 def check_mode(mode: str) -> str:
     if mode not in MODES:
-        raise UsageError(f"--offload must be one of {', '.join(MODES)}, got {mode!r}")
+        raise UsageError(f"unknown offload {mode!r}; use {', '.join(MODES)}")
     return mode
 
 

@@ -50,7 +50,7 @@ def test_model_offload_releases_after_each_batch(tiny_klein, monkeypatch):
 def test_unknown_offload_is_one_line(tiny_klein):
     from latentdiff import Pipeline
 
-    with pytest.raises(UsageError, match="--offload must be one of none, model, sequential"):
+    with pytest.raises(UsageError, match="unknown offload 'disk'; use none, model, sequential"):
         Pipeline.from_pretrained(tiny_klein, device="cpu", dtype="fp32", offload="disk")
 
 
