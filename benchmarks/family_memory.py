@@ -97,39 +97,53 @@ def side_for(pipe, tokens: int) -> int:
 
 
 def measure(name: str, tokens: int, steps: int) -> dict:
-    pipe, blocks = build(name)
+    pipe, blocks = build(name)  # the text's tokens: as the family's conditioning makes them (padded or not)
     side = side_for(pipe, tokens)
-    times = {k: [] for k in blocks}
+    times, seen = {k: [] for k in blocks}, []
+    first = next(iter(blocks.values()))
+    first.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(tokens_in(a, kw, width_of(pipe.components.unet))), with_kwargs=True
+    )
     for key, block in blocks.items():
         block.register_forward_pre_hook(lambda m, a, k=key: times[k].append(-time.perf_counter()))
         block.register_forward_hook(lambda m, a, o, k=key: times[k].__setitem__(-1, times[k][-1] + time.perf_counter()))
     ends = []
-    kwargs = dict(steps=steps, width=side, height=side, seed=0, guidance=1.0)
+    # one image, no CFG batch (Z-Image's guidance g guides as g + 1: 0 is none)
+    kwargs = dict(steps=steps, width=side, height=side, seed=0, guidance=0.0 if name == "z-image" else 1.0)
     pipe("a red apple", **kwargs)  # warm-up
     for v in times.values():
         v.clear()
-    start = time.perf_counter()
     pipe("a red apple", callback=lambda i, n, x: ends.append(time.perf_counter()), **kwargs)
-    per_step = [b - a for a, b in zip([start, *ends], ends)]
+    per_step = [b - a for a, b in zip(ends, ends[1:])]  # between steps: no text encoding, no decode
     unet = pipe.components.unet
     return {
         "family": name,
         "side": side,
         "image_tokens": tokens,
-        "text_tokens": text_tokens(pipe),
+        "text_tokens": seen[-1] - tokens,
         "width": width_of(unet),
         "transformer_params_m": sum(p.numel() for p in unet.parameters()) / 1e6,
         "block_params_m": {k: sum(p.numel() for p in b.parameters()) / 1e6 for k, b in blocks.items()},
-        "s_per_step": sorted(per_step)[len(per_step) // 2],
-        "s_block": {k: sorted(v)[len(v) // 2] for k, v in times.items()},
+        "s_per_step": median(per_step),
+        "s_block": {k: median(v) for k, v in times.items()},
         "peak_rss_gib": peak_rss_gib(),
         "load": os.getloadavg()[0],
     }
 
 
-def text_tokens(pipe) -> int:
-    cond = pipe.conditioning
-    return int(getattr(cond, "max_sequence_length", 77))
+def median(values: list) -> float:
+    values = sorted(values)
+    return (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2
+
+
+def tokens_in(args, kwargs, width: int) -> int:
+    """The tokens a block attends over: its (B, N, width) inputs' N, image and text together."""
+    found = [*args, *kwargs.values()]
+    return sum(
+        t.shape[1]
+        for t in found
+        if torch.is_tensor(t) and t.is_floating_point() and t.ndim == 3 and t.shape[-1] == width
+    )
 
 
 def width_of(unet) -> int:
@@ -143,15 +157,21 @@ def scaled(row: dict, released_tokens: int = 4096) -> dict:
     r = width / row["width"]
     n = row["image_tokens"] + row["text_tokens"]
     n2 = released_tokens + row["text_tokens"]
-    here, big = 0.0, 0.0
+    here, big, flops = 0.0, 0.0, 0.0
     for k, t in row["s_block"].items():
         lin, att = 2 * n * row["block_params_m"][k] * 1e6, 4 * n * n * row["width"]
         share = att / (lin + att)
         released = t * ((1 - share) * r * r + share * r)
         here += counts[k] * released
         big += counts[k] * released * ((1 - share) * n2 / n + share * (n2 / n) ** 2)
+        flops += counts[k] * (lin * r * r + att * r)
     rest = row["s_per_step"] - sum(row["s_block"].values())
+    rate = sum(
+        (2 * n * row["block_params_m"][k] * 1e6 + 4 * n * n * row["width"]) / t for k, t in row["s_block"].items()
+    )
     return {
+        "gflops_per_s": rate / len(row["s_block"]) / 1e9,
+        "released_tflop_per_step": flops / 1e12,
         "released_s_per_step": here + rest,
         "released_s_per_step_1024": big + rest,
         "weights_bf16_gib": sum(params) * 1e9 * 2 / GIB,
@@ -167,11 +187,13 @@ def machine() -> str:
 
 def table(rows: list[dict]) -> str:
     out = [
-        f"Machine: {machine()}; one process per family, fp32, {torch.get_num_threads()} threads.",
+        f"Machine: {machine()}; one process per family, fp32, {torch.get_num_threads()} threads; load average "
+        f"{min(r['load'] for r in rows):.0f}-{max(r['load'] for r in rows):.0f} during the runs (timings are upper bounds).",
         "",
         "| family | width here / released | tokens (image + text) | transformer here | peak RSS | s/step here "
-        "| released: s/step same tokens | released: s/step 1024x1024 | released weights bf16 (largest part) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| GFLOP/s here | released: TFLOP/step | released: s/step same tokens | released: s/step 1024x1024 "
+        "| released weights bf16 (largest part) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         s = scaled(row)
@@ -179,7 +201,7 @@ def table(rows: list[dict]) -> str:
         out.append(
             f"| {row['family']} | {row['width']} / {released_width} | {row['image_tokens']} + {row['text_tokens']} "
             f"| {row['transformer_params_m']:.0f} M | {row['peak_rss_gib']:.2f} GiB | {row['s_per_step']:.2f} "
-            f"| {s['released_s_per_step']:.0f} | {s['released_s_per_step_1024']:.0f} "
+            f"| {s['gflops_per_s']:.0f} | {s['released_tflop_per_step']:.1f} | {s['released_s_per_step']:.0f} | {s['released_s_per_step_1024']:.0f} "
             f"| {s['weights_bf16_gib']:.1f} GiB ({s['largest_bf16_gib']:.1f}) |"
         )
     return "\n".join(out)
@@ -189,7 +211,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=tuple(FAMILIES), help="one family, in this process (JSON line)")
     parser.add_argument("--tokens", type=int, default=256, help="image tokens (default 256: a 256x256 image)")
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3, help="at least 2: a step is timed between two steps' ends")
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
     if args.family:

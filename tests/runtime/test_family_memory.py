@@ -33,6 +33,14 @@ def test_offloaded_components_give_the_same_pixels(tiny_klein):
     assert next(pipe.components.unet.parameters()).device.type == "meta"  # sequential: weights wait in RAM
 
 
+def test_offloaded_pipeline_is_not_moved(tiny_klein):
+    from latentdiff import Pipeline
+
+    pipe = Pipeline.from_pretrained(tiny_klein, device="cpu", dtype="fp32", offload="model")
+    with pytest.raises(UsageError, match="an offloaded pipeline cannot be moved"):
+        pipe.to(dtype="fp32")
+
+
 def test_model_offload_releases_after_each_batch(tiny_klein, monkeypatch):
     """The next batch starts from the text encoders: every hook's offload runs after a batch."""
     from accelerate.hooks import UserCpuOffloadHook
