@@ -137,8 +137,9 @@ def median(values: list) -> float:
 
 
 def tokens_in(args, kwargs, width: int) -> int:
-    """The tokens a block attends over: its (B, N, width) inputs' N, image and text together."""
-    found = [*args, *kwargs.values()]
+    """The tokens a block attends over: its (B, N, width) inputs' N, image and text together (not
+    Chroma's per-block modulation vectors, `temb`, which have the width too)."""
+    found = [*args, *(v for k, v in kwargs.items() if k != "temb")]
     return sum(
         t.shape[1]
         for t in found
@@ -212,14 +213,17 @@ def main() -> None:
     parser.add_argument("--family", choices=tuple(FAMILIES), help="one family, in this process (JSON line)")
     parser.add_argument("--tokens", type=int, default=256, help="image tokens (default 256: a 256x256 image)")
     parser.add_argument("--steps", type=int, default=3, help="at least 2: a step is timed between two steps' ends")
-    parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    parser.add_argument(
+        "--out", type=Path, help="also write the table to this markdown file (the rows: .json beside it)"
+    )
+    parser.add_argument("--rows", type=Path, help="only the table, from the rows a run wrote (.json)")
     args = parser.parse_args()
     if args.family:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
         print(json.dumps(measure(args.family, args.tokens, args.steps)))
         return
-    rows = []
-    for name in FAMILIES:
+    rows = json.loads(args.rows.read_text()) if args.rows else []
+    for name in [] if args.rows else FAMILIES:
         cmd = [sys.executable, __file__, "--family", name, "--tokens", str(args.tokens), "--steps", str(args.steps)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -228,6 +232,7 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

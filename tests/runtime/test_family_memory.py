@@ -166,3 +166,17 @@ def test_fp16_refusal_comes_before_loading(tiny_klein, monkeypatch):
     monkeypatch.setattr("latentdiff.formats.load.build", lambda *a, **k: pytest.fail("loaded"))
     with pytest.raises(UsageError, match="overflows fp16"):
         Pipeline.from_pretrained(tiny_klein, device="cpu", dtype="fp16")
+
+
+def test_generate_offload_flag(tiny_klein, tmp_path, generate):
+    """`generate --offload model` writes the image `--offload none` writes; an unknown mode is one line, exit 2."""
+    from PIL import Image
+
+    images = []
+    for mode in ("none", "model"):
+        code, out, err = generate(tiny_klein, tmp_path / mode, "--width", "32", "--height", "32", "--offload", mode)
+        assert code == 0, err
+        images.append(np.asarray(Image.open(out.strip())))
+    assert np.array_equal(*images)
+    code, out, err = generate(tiny_klein, tmp_path / "x", "--offload", "disk")
+    assert code == 2 and "--offload" in err and "disk" in err and not (tmp_path / "x").exists()
