@@ -53,6 +53,7 @@ def place(components, device: torch.device, mode: str) -> None:
             m.to(device)
         return
     previous = None
+    setattr(components.vae, _DEVICE, device)  # a family's view of its VAE computes where the VAE does
     for m in modules:
         setattr(m, _DEVICE, device)
         if mode == "sequential":

@@ -13,20 +13,25 @@ from latentdiff.errors import UsageError
 W, H = 32, 32
 
 
-def _pixels(path, **load):
+def _pixels(path, image=None, **load):
     from latentdiff import Pipeline
 
     pipe = Pipeline.from_pretrained(path, device="cpu", dtype="fp32", **load)
     pipe.progress = False
-    images = pipe(["a red apple", "a blue car"], steps=2, width=W, height=H, seed=3, num_images=1)
+    start = {} if image is None else {"image": image, "strength": 0.6}
+    images = pipe(["a red apple", "a blue car"], steps=3, width=W, height=H, seed=3, num_images=1, **start)
     return pipe, np.stack([np.asarray(i, dtype=np.int16) for i in images])
 
 
 def test_offloaded_components_give_the_same_pixels(tiny_klein):
-    _, want = _pixels(tiny_klein)
+    """img2img: the VAE encodes (through FLUX.2's view of it) as well as decodes under the hooks."""
+    from PIL import Image
+
+    picture = Image.fromarray((np.random.RandomState(0).rand(H, W, 3) * 255).astype(np.uint8))
+    _, want = _pixels(tiny_klein, picture)
     assert want.std() > 5  # a real picture, not a flat one that would match anything
     for mode in ("model", "sequential"):
-        pipe, got = _pixels(tiny_klein, offload=mode)
+        pipe, got = _pixels(tiny_klein, picture, offload=mode)
         assert np.array_equal(got, want), mode
         hooked = [m for m in (pipe.components.unet, pipe.components.text_encoder) if hasattr(m, "_hf_hook")]
         assert len(hooked) == 2, mode  # the hooks were there: the same pixels did not come from skipping them
