@@ -29,6 +29,7 @@ from latentdiff.runtime.device import (
     wants_channels_last,
     wants_prepacked_weights,
 )
+from latentdiff.runtime.offload import place as place_modules
 from latentdiff.runtime.placement import cast, vae_dtype
 from latentdiff.workflows.additions import additions, own_path, take, text_options
 from latentdiff.workflows.cascade import cascade_options, is_pixel_stage, pixel_upscale
@@ -49,14 +50,13 @@ class Pipeline:
         model_ref=None,
         model_dir=None,
         place: bool = True,
+        offload: str = "none",
     ):
-        """`place=False` leaves the modules where and as they are (e.g. mid-training)."""
-        self.components = components
-        self.device, self.dtype = device, dtype
-        self.model_ref, self.model_dir = model_ref, model_dir
-        self.progress = True
+        """`place=False` leaves the modules where and as they are (e.g. mid-training); `offload`: see from_pretrained."""
+        self.components, self.offload = components, offload
+        self.device, self.dtype, self.model_ref, self.model_dir = device, dtype, model_ref, model_dir
+        self.progress, self.max_batch = True, 8
         self.allow_pickle = False  # from_pretrained's, also for call-time files (controls, adapters)
-        self.max_batch = 8
         self._model_hash = None
         self.addons, self.lora_dir = AddOns(), None  # load-time LoRAs/embeddings; where <lora:NAME:W> finds NAME
         self.compiled = False
@@ -77,10 +77,11 @@ class Pipeline:
         the threads that run fastest there."""
         c = self.components
         self.device, self.dtype = device, dtype
-        c.unet.to(device=device, dtype=dtype)
+        c.unet.to(dtype=dtype)
         for te in c.text_encoders():
-            cast(te, device, dtype)  # T5 keeps its fp32 layers under fp16, as transformers loads it
-        c.vae.to(device=device, dtype=vae_dtype(dtype, c.vae.config, device))
+            cast(te, "cpu" if self.offload != "none" else device, dtype)  # T5's fp32 layers kept under fp16
+        c.vae.to(dtype=vae_dtype(dtype, c.vae.config, device))
+        place_modules(c, device, self.offload)  # on the device, or waiting in RAM (runtime/offload.py)
         place_unclip(c, device, dtype)
         self.threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
         if wants_channels_last(device, dtype):
@@ -108,6 +109,7 @@ class Pipeline:
         lora_dir=None,
         components=None,
         text_encoders=(),
+        offload="none",
     ):
         """Load a local diffusers-format directory, a single-file checkpoint (`.safetensors`,
         A1111 layout), a hub id, a LoRA folder written by `finetune --method lora`, or (None) the
@@ -118,9 +120,11 @@ class Pipeline:
         `lora_dir`: the folder a prompt's `<lora:NAME:W>` tags take NAME from; `components`: for a Flux.1
         or SD 3/3.5 transformer file (safetensors, fp8 or GGUF), the diffusers folder its text encoders,
         tokenizers and VAE come from; `text_encoders`: text encoder files (transformers' layout, as ComfyUI
-        keeps clip_l.safetensors, t5xxl_fp16.safetensors) each put in place of the model's encoder it fits."""
-        m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings, components, text_encoders)
-        pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path)
+        keeps clip_l.safetensors, t5xxl_fp16.safetensors) each put in place of the model's encoder it fits; `offload`:
+        none, model or sequential (runtime/offload.py: the components wait in RAM, each on the device while it works)."""
+        parts = (components, text_encoders, offload)
+        m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings, *parts)
+        pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path, offload=offload)
         pipe.addons, pipe.vae_ref, pipe.allow_pickle, pipe.lora_dir = m.addons, m.vae_ref, bool(allow_pickle), lora_dir
         pipe.parts = m.parts
         return pipe.compile(compile) if compile else pipe

@@ -100,6 +100,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
         lora_dir=cfg.lora_dir,
         components=cfg.components,
         text_encoders=cfg.text_encoders,
+        offload=cfg.offload,
     )
     if cfg.refiner is not None:
         say(loading_line(cfg.refiner, "loading the refiner"))

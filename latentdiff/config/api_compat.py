@@ -114,8 +114,9 @@ def move(pipe, device=None, dtype=None):
     from latentdiff.runtime.device import DTYPES, resolve_device, resolve_dtype, unpack_cpu_weights
     from latentdiff.runtime.placement import cpu_dtype_pref
 
-    if pipe.compiled:
-        raise UsageError("a compiled pipeline cannot be moved; load it with device=..., dtype=... instead")
+    if pipe.compiled or getattr(pipe, "offload", "none") != "none":
+        what = "a compiled" if pipe.compiled else "an offloaded"
+        raise UsageError(f"{what} pipeline cannot be moved; load it with device=..., dtype=... instead")
     if device is not None and not isinstance(device, torch.device):
         device = params.device(params.api_label, device)
     dev = pipe.device if device is None else resolve_device(str(device))

@@ -14,7 +14,7 @@ from latentdiff.config.image_flags import IMAGE_FLAGS, image_options
 from latentdiff.config.image_prompt_flags import image_prompts, replay_prompts
 from latentdiff.config.noise_params import NAMES as NOISE_NAMES
 from latentdiff.config.noise_params import NOISE_FLAGS, noise_request
-from latentdiff.config.params import check_fields, flag_label, recorded_label
+from latentdiff.config.params import OFFLOAD_MODES, check_fields, flag_label, recorded_label
 from latentdiff.config.replay import addon_specs, recorded_controls
 from latentdiff.prompts.syntax import SYNTAXES
 from latentdiff.sampling.noise import NOISE_MODES
@@ -24,6 +24,7 @@ from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
 RECORDED_AS_IS = ("model", "steps", "guidance", "seed", "width", "height", "scheduler", "eta", "s_noise", "refiner")
 RECORDED_AS_IS += ("vae", "components", "refiner_start", "clip_skip", "lora_dir", "variations", "noise_level")
 RECORDED_AS_IS += ("prior", "prior_steps", "prior_guidance")
+STEPS_HELP = f"denoising steps (default: the model's recommendation, else 25; with --scheduler {MIN_STEPS})"
 
 
 @dataclass
@@ -32,18 +33,13 @@ class GenerateConfig:
     is a flag of `generate` (config/flags.py): its docstring is the flag's help, its `flag(...)`
     metadata says what the type does not."""
 
-    choices = {"prompt_syntax": SYNTAXES, "control_mode": MODES, "noise": NOISE_MODES}
+    choices = {"prompt_syntax": SYNTAXES, "control_mode": MODES, "noise": NOISE_MODES, "offload": OFFLOAD_MODES}
 
     model: str | None = None
     """model directory, single-file checkpoint (.safetensors), hub id (org/name), or omit for the shipped default"""
     out: str = "outputs"
     """output folder (default: outputs/); files are never overwritten"""
-    steps: int | None = field(
-        default=None,
-        metadata=flag(
-            help=f"denoising steps (default: the model's recommendation, else 25; with --scheduler {MIN_STEPS})"
-        ),
-    )
+    steps: int | None = field(default=None, metadata=flag(help=STEPS_HELP))
     guidance: float | None = None
     """classifier-free guidance scale; 1 disables CFG (default: model's, else 7.5)"""
     negative: str = ""
@@ -101,7 +97,10 @@ class GenerateConfig:
     device: str = "auto"
     """auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default: auto)"""
     dtype: str = "auto"
-    """auto, fp32, fp16, bf16 (default: auto: fp16 on GPU; bf16 on CPUs with native bf16 for large models, else fp32)"""
+    """auto, fp32, fp16, bf16 (default: auto: on a GPU the family's rule, docs/models.md#memory; on a CPU bf16 where native
+    for large models, else fp32)"""
+    offload: str = "none"
+    """none; model: each component on the GPU only while it works; sequential: one layer at a time (slow) (default: none)"""
     prompts: list[str] = field(
         default_factory=list,
         metadata=flag(

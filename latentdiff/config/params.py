@@ -15,6 +15,7 @@ from typing import Callable
 from latentdiff.config.flag_types import text_problem
 from latentdiff.errors import UsageError
 from latentdiff.prompts.syntax import SYNTAXES
+from latentdiff.runtime.offload import MODES as OFFLOAD_MODES
 from latentdiff.sampling.schedulers import check_scheduler_name
 
 # The hires fix's latent upscalers, A1111's (its shared.latent_upscale_modes): our name -> (A1111's
@@ -264,6 +265,7 @@ FIELDS = {
     "scheduler": lambda label, name, v: scheduler(label, v),
     "device": lambda label, name, v: device(label, v),
     "dtype": lambda label, name, v: choice(label, name, v, DTYPE_NAMES),
+    "offload": lambda label, name, v: choice(label, name, v, OFFLOAD_MODES),
     "allow_pickle": flag,
     "quiet": flag,
     "compile": compile_value,

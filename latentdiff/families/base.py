@@ -20,6 +20,8 @@ class Family:
     label: str = ""  # what users read ("SDXL")
     variants: tuple[str, ...] = ()  # released architectures / tiny-model kinds, the first the default
     upscales: bool = False  # an image upscaler (the low-res image is an input), not text-to-image
+    fp16: str = "ok"  # runtime.placement.DtypeRule: "ok", "warn" (clamped activations), "refuse" (NaN)
+    bf16_first: bool = False  # trained and released in bf16: `auto` takes bf16 on a GPU that computes it
 
     # ---- detection ------------------------------------------------------------------------
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
@@ -29,6 +31,13 @@ class Family:
     def variant(self, components) -> str:
         """Which of `variants` a loaded model follows (the released config its single file uses)."""
         return self.variants[0]
+
+    def dtype_rule(self, unet: dict):
+        """The precision rule (runtime.placement.DtypeRule) of a model with this denoiser config."""
+        # Here, not at the top: placement imports torch, which the family interface itself does not need.
+        from latentdiff.runtime.placement import DtypeRule
+
+        return DtypeRule(self.label, self.fp16, self.bf16_first)
 
     # ---- offline configs ------------------------------------------------------------------
     def released(self, variant: str, in_channels: int | None = None, prediction: str | None = None) -> dict:

@@ -14,6 +14,7 @@ from latentdiff.families.base import diffusers_pipeline
 from latentdiff.families.flux import MAX_SEQUENCE_LENGTH, Flux, FluxCall, FluxConditioning, FluxContext
 from latentdiff.families.flux_tiny import FLUX_VAE, SCHEDULERS, t5_tokenizer, tiny_t5, tiny_vae
 from latentdiff.families.sd import WORDS
+from latentdiff.runtime.offload import execution_device
 
 
 class ChromaConditioning(FluxConditioning):
@@ -26,10 +27,10 @@ class ChromaConditioning(FluxConditioning):
         self.max_sequence_length = max_sequence_length
 
     def embed(self, texts: list[str]) -> FluxContext:
-        tokens = self._tokens(self.t5_tok, texts, self.max_sequence_length).to(self.t5.device)
+        tokens = self._tokens(self.t5_tok, texts, self.max_sequence_length).to(execution_device(self.t5))
         hidden = self.t5(tokens.input_ids, output_hidden_states=False, attention_mask=tokens.attention_mask)[0]
         kept = tokens.attention_mask.sum(dim=1, keepdim=True)
-        mask = torch.arange(tokens.input_ids.shape[1], device=self.t5.device)[None] <= kept
+        mask = torch.arange(tokens.input_ids.shape[1], device=execution_device(self.t5))[None] <= kept
         return FluxContext(hidden.to(self.t5.dtype), None, mask.to(self.t5.dtype))
 
 

@@ -17,6 +17,7 @@ import torch
 
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.prompts.chunks import prompt_chunks, tokenize_weighted
+from latentdiff.runtime.offload import execution_device
 
 
 @dataclass
@@ -145,7 +146,7 @@ class Conditioning:
         """(B, n, w) ids -> hidden (B, n*w, D) and the pooled projection of each first chunk (or None).
         Gradients flow where the caller allows them (training a text encoder)."""
         b, n, w = ids.shape
-        device = next(encoder.parameters()).device  # also when wrapped for DDP (no .device there)
+        device = execution_device(encoder)  # also when wrapped for DDP (no .device there) or offloaded
         out = encoder(ids.reshape(b * n, w).to(device), output_hidden_states=True)
         hidden = self._hidden(encoder, out, clip_skip)
         pooled = getattr(out, "text_embeds", None)

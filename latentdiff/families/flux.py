@@ -10,6 +10,7 @@ them into tokens and back (`FluxCall`), so schedulers, starts and decoding see o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,7 @@ from latentdiff.families.base import diffusers_pipeline
 from latentdiff.families.flow import PackedFlowMatching
 from latentdiff.families.flux_tiny import flux_index, tiny_flux
 from latentdiff.runtime.device import notice
+from latentdiff.runtime.offload import execution_device
 from latentdiff.sampling.model_call import Inputs
 
 # diffusers' FluxPipeline's default T5 length.
@@ -82,7 +84,7 @@ class FluxConditioning:
         return tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
 
     def embed(self, texts: list[str]) -> FluxContext:
-        clip_device, t5_device = self.clip.device, self.t5.device
+        clip_device, t5_device = execution_device(self.clip), execution_device(self.t5)
         window = self.clip_tok.model_max_length
         pooled = self.clip(self._ids(self.clip_tok, texts, window, clip_device), output_hidden_states=False)
         hidden = self.t5(self._ids(self.t5_tok, texts, self.max_sequence_length, t5_device), output_hidden_states=False)
@@ -173,6 +175,13 @@ class FluxCall:
 class Flux(PackedFlowMatching):
     name, label = "flux", "Flux.1"
     variants = ("flux-dev", "flux-schnell", "flux-fill", "flux-kontext")
+    fp16, bf16_first = "warn", True  # diffusers clamps its fp16 activations; ComfyUI lists bf16 first
+
+    def dtype_rule(self, unet: dict):
+        """Fill is refused in fp16 (ComfyUI's FluxInpaint supports bf16 and fp32 only)."""
+        rule = super().dtype_rule(unet)
+        fill = (unet.get("out_channels") or unet.get("in_channels", 0)) < unet.get("in_channels", 0)
+        return dataclasses.replace(rule, fp16="refuse") if fill else rule
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
         # FluxTransformer2DModel's config: rotary axes and a pooled text projection (no UNet has them).

@@ -22,6 +22,7 @@ from latentdiff.families.base import diffusers_pipeline
 from latentdiff.families.flux import DEFAULT_SAMPLE_SIZE, MAX_SEQUENCE_LENGTH, Flux, FluxConditioning, FluxContext
 from latentdiff.families.flux2_tiny import flux2_index, tiny_flux2
 from latentdiff.families.flux2_vae import PatchedLatents
+from latentdiff.runtime.offload import execution_device
 from latentdiff.sampling.model_call import Inputs
 
 HIDDEN_LAYERS = (9, 18, 27)  # the Qwen3 layers whose states Flux2KleinPipeline stacks
@@ -64,7 +65,9 @@ class Flux2Conditioning(FluxConditioning):
         return 1
 
     def embed(self, texts: list[str]) -> FluxContext:
-        tokens = self._tokens(self.tokenizer, self.chats(texts), self.max_sequence_length).to(self.encoder.device)
+        tokens = self._tokens(self.tokenizer, self.chats(texts), self.max_sequence_length).to(
+            execution_device(self.encoder)
+        )
         out = self.encoder(
             input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, output_hidden_states=True, use_cache=False
         )

@@ -20,6 +20,7 @@ from latentdiff.families.flow import PackedFlowMatching
 from latentdiff.families.flux import pack, unpack
 from latentdiff.families.frame_vae import FrameVAE
 from latentdiff.families.qwen_tiny import qwen_image_index, tiny_qwen_image
+from latentdiff.runtime.offload import execution_device
 from latentdiff.sampling.model_call import Inputs
 
 # QwenImagePipeline's chat frame, how many of its tokens it drops and its default prompt length.
@@ -84,7 +85,8 @@ class ChatConditioning:
 
     def embed(self, texts: list[str]) -> MaskedContext:
         tok = self.tokens(texts)
-        ids, mask = tok.input_ids.to(self.encoder.device), tok.attention_mask.to(self.encoder.device)
+        device = execution_device(self.encoder)
+        ids, mask = tok.input_ids.to(device), tok.attention_mask.to(device)
         hidden = self.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-self.layer]
         rows = [h[m.bool()][self.drop :][: self.max_sequence_length] for h, m in zip(hidden, mask)]
         n = max(len(r) for r in rows)
@@ -136,6 +138,7 @@ class QwenCall:
 
 
 class QwenImage(PackedFlowMatching):
+    fp16, bf16_first = "refuse", True  # ComfyUI's QwenImage: bf16 and fp32 only
     name, label = "qwen-image", "Qwen-Image"
     variants = ("qwen-image",)
     transformer_class = "QwenImageTransformer2DModel"

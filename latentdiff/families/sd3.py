@@ -21,6 +21,7 @@ from latentdiff.families.flow import FlowMatching, calculate_shift
 from latentdiff.families.flux import FluxConditioning
 from latentdiff.families.flux import FluxContext as SD3Context  # the same pair: (B, T, D) tokens, (B, P) pooled
 from latentdiff.families.sd3_tiny import sd3_index, tiny_sd3
+from latentdiff.runtime.offload import execution_device
 from latentdiff.sampling.model_call import Inputs
 
 PATCH = 2  # every released SD3 transformer's patch side (the dynamic shift counts patches)
@@ -59,7 +60,7 @@ class SD3Conditioning(FluxConditioning):
         window, dtype = self.clips[0][1].model_max_length, self.clips[0][0].dtype
         hidden, pooled = [], []
         for encoder, tokenizer in self.clips:
-            out = encoder(self._ids(tokenizer, texts, window, encoder.device), output_hidden_states=True)
+            out = encoder(self._ids(tokenizer, texts, window, execution_device(encoder)), output_hidden_states=True)
             hidden.append(out.hidden_states[-2].to(dtype))
             pooled.append(out[0])
         return torch.cat(hidden, -1), torch.cat(pooled, -1)
@@ -69,7 +70,7 @@ class SD3Conditioning(FluxConditioning):
             return torch.zeros(
                 len(texts), self.max_sequence_length, self.joint_width, dtype=like.dtype, device=like.device
             )
-        ids = self._ids(self.t5_tok, texts, self.max_sequence_length, self.t5.device)
+        ids = self._ids(self.t5_tok, texts, self.max_sequence_length, execution_device(self.t5))
         return self.t5(ids)[0].to(self.t5.dtype)
 
     def embed(self, texts: list[str]) -> SD3Context:

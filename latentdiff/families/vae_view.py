@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import torch
 
+from latentdiff.runtime.offload import execution_device
+
 
 class _Posterior:
     """The wrapped VAE's posterior, its draws mapped into the loop's latent space."""
@@ -38,7 +40,7 @@ class VAEView(torch.nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.vae.device
+        return execution_device(self.vae)
 
     def posterior(self, pixels: torch.Tensor):
         """The wrapped VAE's posterior of (B, 3, H, W) pixels."""

@@ -59,6 +59,7 @@ class ZImageCall:
 
 
 class ZImage(PackedFlowMatching):
+    fp16, bf16_first = "refuse", True  # ComfyUI's ZImage: bf16 and fp32 only (fp16 where a file says it allows it)
     name, label = "z-image", "Z-Image"
     variants = ("z-image",)
     transformer_class = "ZImageTransformer2DModel"

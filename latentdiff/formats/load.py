@@ -15,10 +15,12 @@ import torch
 import latentdiff.config.params as params
 import latentdiff.models.hub as hub
 from latentdiff.errors import ModelError, UsageError
+from latentdiff.families.registry import family_for, family_of
 from latentdiff.formats import addons
 from latentdiff.formats.gguf_file import compute_in
 from latentdiff.formats.lora import LoraSpec, apply_loras, describe
 from latentdiff.formats.lora_merge import lora_base
+from latentdiff.formats.memory_check import check_file_weights, check_weights
 from latentdiff.formats.single_file import load_single_file
 from latentdiff.formats.transformer_file import load_transformer_file, transformer_family
 from latentdiff.formats.transformer_parts import apply_text_encoder_files
@@ -26,7 +28,7 @@ from latentdiff.models.assemble import build
 from latentdiff.models.components import Components
 from latentdiff.models.configs import read_configs
 from latentdiff.runtime.device import resolve_device
-from latentdiff.runtime.placement import placement
+from latentdiff.runtime.placement import family_dtype, placement
 from latentdiff.runtime.reading import check_regular, is_special
 
 
@@ -43,13 +45,22 @@ class Loaded:
 
 
 def load(
-    model, device, dtype, allow_pickle, compile, vae, loras, embeddings, components=None, text_encoders=()
+    model,
+    device,
+    dtype,
+    allow_pickle,
+    compile,
+    vae,
+    loras,
+    embeddings,
+    components=None,
+    text_encoders=(),
+    offload="none",
 ) -> Loaded:
     """Everything `Pipeline.from_pretrained` takes, checked and loaded (see its docstring)."""
-    given = params.check_fields(
-        dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle, compile=compile), params.api_label
-    )
-    model, device, dtype = given["model"], given["device"], given["dtype"]
+    given = dict(model=model, device=device, dtype=dtype, allow_pickle=allow_pickle, compile=compile, offload=offload)
+    given = params.check_fields(given, params.api_label)
+    model, device, dtype, offload = given["model"], given["device"], given["dtype"], given["offload"]
     vae = None if vae is None else params.path_text(params.api_label, "vae", vae)
     components = None if components is None else params.path_text(params.api_label, "components", components)
     text_encoders = params.FIELDS["text_encoders"](params.api_label, "text_encoders", text_encoders)
@@ -60,9 +71,9 @@ def load(
     if components is not None and not (local is not None and local.is_file()):
         raise UsageError(f"--components is for a Flux.1 or SD 3/3.5 transformer file as --model; {model} is none")
     if local is not None and local.is_file():
-        (comps, place), path, base = _load_file(local, device, dtype, allow_pickle, components), local, None
+        (comps, place), path, base = _load_file(local, device, dtype, allow_pickle, components, offload), local, None
     else:
-        comps, path, place, base = _load_folder(local, model, device, dtype, allow_pickle, merge=bool(lora_specs))
+        comps, path, place, base = _load_folder(local, model, device, dtype, allow_pickle, bool(lora_specs), offload)
     if vae is not None:
         # Here, not at the top: a VAE file is rare, and its converter imports diffusers' single-file code.
         from latentdiff.formats.vae import load_vae_ref
@@ -83,38 +94,44 @@ def _absolute(path) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool, components=None):
+def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool, components=None, offload="none"):
     """(components, placement) of a single-file checkpoint (a transformer file: with the rest of the
-    model from the folder `components`); the device is checked before the file is read, the dtype
-    chosen after (the file's own defaults and UNet size pick it)."""
+    model from the folder `components`, refused first where the weights cannot fit); the device is
+    checked before the file is read, the dtype chosen after (the file's own defaults and UNet size pick it)."""
     dev = resolve_device(device)
     if transformer_family(local) is not None:
+        check_file_weights(local, transformer_family(local), components, dev, dtype, offload)
         comps = load_transformer_file(local, components, allow_pickle)
     elif components is not None:
         raise UsageError(f"--components is for Flux.1 and SD 3/3.5 transformer files; {local} is not one")
     else:
         comps = load_single_file(local, allow_pickle)
     n_params = sum(p.numel() for p in comps.unet.parameters())
+    dtype = family_dtype(dtype, dev, family_of(comps).dtype_rule(dict(comps.unet.config)))
     place = placement(dev, dtype, comps.defaults, n_params, dict(comps.vae.config))
     compute_in(comps.unet, place.dtype)  # a GGUF transformer's quantized layers
     return comps, place
 
 
-def _load_folder(local: Path | None, model, device: str, dtype: str, allow_pickle: bool, merge: bool = False):
+def _load_folder(local: Path | None, model, device: str, dtype: str, allow_pickle: bool, merge=False, offload="none"):
     """Components of a diffusers folder, hub id, LoRA folder or the default model, loaded
     straight into the compute dtype where the weights allow (not when LoRA files will be
-    merged: `merge`); with the model's path, its placement and the LoRA folder's base (or None)."""
+    merged: `merge`), in CPU RAM where they will be `offload`ed; with the model's path, its placement
+    and the LoRA folder's base (or None). Refused first where the weights cannot fit (check_weights)."""
     base = lora_base(local) if local is not None and local.is_dir() else None
     path = hub.locate(None if base == "default" else (base or model), allow_pickle)
     cfgs = read_configs(path, defaults_from=local if base is not None else None)  # the LoRA's defaults win
+    family = family_for(cfgs.unet, cfgs.vae, cfgs.index)
+    dtype = family_dtype(dtype, resolve_device(device), family.dtype_rule(cfgs.unet))
     place = placement(device, dtype, cfgs.defaults, cfgs.unet_params, cfgs.vae)  # unet_params: None for pickle files
+    check_weights(family, cfgs, place, offload)
     # Weights are cast to the compute dtype as they are read, never held as a full fp32 copy.
     # A LoRA is merged in the stored precision first; Pipeline() then casts the result.
     early = base is None and not merge and cfgs.unet_params is not None
     comps = build(
         cfgs,
         allow_pickle,
-        device="cpu" if place.device.type == "mps" else str(place.device),
+        device="cpu" if place.device.type == "mps" or offload != "none" else str(place.device),
         dtype=place.dtype if early else None,
         vae_dtype=place.vae_dtype if early else None,
         channels_last=early and place.channels_last,

@@ -21,6 +21,11 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
+def amount(n: float) -> str:
+    """Bytes as GiB, or MiB below one GiB (a tiny model's weights are not "0.0 GiB")."""
+    return gib(n) if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def generation_bytes(
     unet_config, vae_config, batch: int, width: int, height: int, cfg: bool, unet_bytes: int, vae_bytes: int
 ) -> int:
@@ -132,3 +137,20 @@ def allocation_errors(what: str, hint: str):
         if not is_allocation_failure(e):
             raise
         raise LatentDiffError(f"out of memory while {what}; {hint}") from None
+
+
+def check_weights_fit(what: str, sizes: dict[str, int], device, need: tuple[int, int], options: str) -> None:
+    """Refuse, before any weight is read, a model whose weights (`sizes`: bytes per component in the
+    compute dtype; `need`: bytes on the compute device and in CPU RAM, runtime.offload.weights_need)
+    cannot fit, in one line naming both figures, the largest parts and `options`. Activations come on
+    top and are checked per request (images_at_once)."""
+    import torch
+
+    parts = ", ".join(f"{name} {amount(n)}" for name, n in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
+    for where, dev, n in (("on " + str(device), device, need[0]), ("in RAM", torch.device("cpu"), need[1])):
+        free = available_bytes(dev) if n else None
+        if free is not None and n > free:
+            raise UsageError(
+                f"{what} needs about {amount(n)} {where} for its weights ({parts}), but only {amount(free)} is "
+                f"available; {options}"
+            )

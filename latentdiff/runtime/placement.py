@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from latentdiff.runtime.device import resolve_device, resolve_dtype, wants_channels_last
+from latentdiff.errors import UsageError
+from latentdiff.runtime.device import notice, resolve_device, resolve_dtype, wants_channels_last
 
 # Below this UNet size bf16's conversions cost more than its faster matmuls save on CPU.
 CPU_BF16_MIN_PARAMS = 50_000_000
@@ -28,6 +29,43 @@ def placement(device, dtype: str, defaults: dict, unet_params: int | None, vae_c
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     target = resolve_dtype(dtype, dev, cpu_dtype_pref(defaults, unet_params))
     return Placement(dev, target, vae_dtype(target, vae_config, dev), wants_channels_last(dev, target))
+
+
+@dataclass(frozen=True)
+class DtypeRule:
+    """A family's precision rule (its `dtype_rule`): `fp16` is "ok", "warn" (activations exceed
+    fp16's range; diffusers clamps them, ComfyUI allows it) or "refuse" (NaN or broken images;
+    ComfyUI's supported_inference_dtypes omit fp16); `bf16_first`: trained and released in bf16, so
+    `auto` takes bf16 on a GPU that computes it."""
+
+    label: str
+    fp16: str = "ok"
+    bf16_first: bool = False
+
+
+def family_dtype(name: str, device: torch.device, rule: DtypeRule) -> str:
+    """The dtype name `--dtype name` comes to for a family of `rule` on `device` (then resolve_dtype):
+    auto on a GPU is bf16 for a bf16-first family where the GPU computes bf16, else fp16 where the
+    family allows it, else fp32; fp16 asked for is refused or warned by the rule. The CPU keeps
+    resolve_dtype's own auto (bf16 only where native)."""
+    name = (name or "auto").strip().lower()
+    gpu = device.type in ("cuda", "mps")
+    if name == "auto" and gpu:
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        name = "bf16" if rule.bf16_first and bf16 else "fp32" if rule.fp16 == "refuse" else "fp16"
+        if name == "fp32":
+            notice(f"{rule.label} does not run in fp16 and this GPU has no bf16: computing in fp32")
+    if name == "fp16" and rule.fp16 == "refuse":
+        raise UsageError(
+            f"{rule.label} overflows fp16 (NaN or broken images; it was trained in bf16): use --dtype bf16, "
+            "or fp32 where the device has no bf16"
+        )
+    if name == "fp16" and rule.fp16 == "warn":
+        notice(
+            f"{rule.label} in fp16: its activations exceed fp16's range and are clamped, so images may lose "
+            "detail; bf16 (where the device computes it) is what it was trained in"
+        )
+    return name
 
 
 def cpu_dtype_pref(defaults: dict, unet_params: int | None) -> str | None:

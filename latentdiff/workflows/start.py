@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from latentdiff.errors import UsageError
+from latentdiff.runtime.offload import execution_device
 from latentdiff.sampling.loop import add_noise, draw_noise, start_step
 from latentdiff.sampling.model_call import ImageChannels, Inputs
 
@@ -53,7 +54,7 @@ def mask_tensor(mask) -> torch.Tensor:
 def encode_sampled(vae, pixels: torch.Tensor, generators) -> torch.Tensor:
     """One VAE posterior sample per generator of the same picture, shifted and scaled as the
     VAE's config says: (B, C, h, w) fp32."""
-    dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+    dist = vae.encode(pixels.to(execution_device(vae), vae.dtype)).latent_dist
     return scaled(vae, torch.cat([dist.sample(generator=g) for g in generators]).float())
 
 
@@ -72,7 +73,9 @@ def reference_start(vae, pixels, mask, strength: float, noise: torch.Tensor, gen
             "a Kontext model edits the image it is given: pass it as the init image (--init-image), "
             "without a mask or a strength below 1"
         )
-    ref = scaled(vae, vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode().float()).to(noise.device)
+    ref = scaled(vae, vae.encode(pixels.to(execution_device(vae), vae.dtype)).latent_dist.mode().float()).to(
+        noise.device
+    )
     return Start(noise, gens, 0, channels=ImageChannels(ref.expand(len(gens), -1, -1, -1)))
 
 

@@ -15,6 +15,7 @@ from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.runtime.device import torch_threads
 from latentdiff.runtime.memory import allocation_errors, images_at_once
+from latentdiff.runtime.offload import release
 from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
 from latentdiff.sampling.noise import COMFY_DEVICES
 from latentdiff.workflows import a1111_path, comfy_path
@@ -46,6 +47,7 @@ def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request, first: i
     with torch_threads(pipe.threads), allocation_errors(what, "choose a smaller size"):
         with merged(pipe.components, loras, pipe.allow_pickle):
             pixels = sample(pipe, untagged, seeds, request, request.comfy_noise(first, len(jobs)))
+    release(pipe.components)  # offloaded components back in RAM: the next batch starts from the text encoders
     out = []
     # the LoRAs of the prompt's tags, for A1111's "Lora hashes" (hashed once a batch)
     tagged = {"tag_loras": [describe(spec) for spec in loras]} if loras else {}

@@ -306,3 +306,26 @@ def test_damaged_layouts_are_one_error():
     flux["img_in.weight"] = torch.ones(8, 4)  # 3 x 8 rows of q, k, v: more than linear1's 9
     with pytest.raises(ModelError, match="does not split"):
         build_transformer("flux", flux, {"num_layers": 1}, "x")
+
+
+def test_transformer_file_weights_checked_before_loading(folders, tmp_path, monkeypatch):
+    """The refusal of weights that cannot fit counts a transformer file's parameters in the compute
+    dtype (a bf16 file computed in fp32: 4 bytes each) beside the --components folder's encoders and VAE."""
+    from latentdiff.errors import UsageError
+    from latentdiff.formats.transformer_file import save_transformer_file
+
+    unet = _pipe(folders["flux-dev"]).components.unet
+    f = save_transformer_file(unet, tmp_path / "t.safetensors", dtype=torch.bfloat16)
+    seen = {}
+
+    def refuse(what, sizes, device, need, options):
+        seen.update(sizes, what=what)
+        raise UsageError("refused")
+
+    monkeypatch.setattr("latentdiff.formats.memory_check.check_weights_fit", refuse)
+    monkeypatch.setattr("latentdiff.formats.transformer_file.build", lambda *a, **k: pytest.fail("loaded"))
+    with pytest.raises(UsageError, match="refused"):
+        _pipe(f, components=folders["flux-dev"])
+    assert seen.pop("what") == "Flux.1 in fp32"
+    assert seen.pop("transformer") == 4 * sum(p.numel() for p in unet.parameters())
+    assert set(seen) == {"text_encoder", "text_encoder_2", "vae"}

@@ -295,11 +295,12 @@ def test_fuzz_from_pretrained_arguments(data):
         "model": data.draw(st.integers() | st.lists(st.integers(), max_size=2) | st.just("a\0b")),
         "device": data.draw(odd_text | st.integers()),
         "dtype": data.draw(odd_text | st.none()),
+        "offload": data.draw(odd_text | st.none() | st.integers()),
         "allow_pickle": data.draw(st.booleans() | st.integers() | st.text(max_size=3)),
     }
     name = data.draw(st.sampled_from(sorted(kwargs)))
     kwargs = {
-        **{"model": "/nonexistent-model", "device": "cpu", "dtype": "fp32", "allow_pickle": False},
+        **{"model": "/nonexistent-model", "device": "cpu", "dtype": "fp32", "offload": "none", "allow_pickle": False},
         name: kwargs[name],
     }
     with pytest.raises(LatentDiffError) as e:

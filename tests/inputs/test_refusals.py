@@ -209,6 +209,7 @@ def test_bad_api_arguments_raise_usage_error_naming_them(pipe_sd1, kwargs, messa
         ({"device": 5}, "unknown device 5"),
         ({"device": "cpu:5"}, "unknown device 'cpu:5'"),
         ({"dtype": None}, "unknown dtype None"),
+        ({"offload": "gpu"}, "unknown offload 'gpu'; use none, model, sequential"),
         ({"allow_pickle": "yes"}, "allow_pickle must be True or False, got 'yes'"),
     ],
 )

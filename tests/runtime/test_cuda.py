@@ -208,3 +208,25 @@ def test_resume_on_cuda_matches_uninterrupted(dataset, tiny_sd1, tmp_path, metho
         load_file(str(ckpt.latest_checkpoint(tmp_path / d) / "trainable.safetensors")) for d in ("straight", "resumed")
     )
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-4
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_offload_gives_the_same_pixels_in_less_gpu_memory(tiny_klein, mode):
+    """--offload keeps only the working component (model) or layer (sequential) on the GPU."""
+    images, peaks = [], []
+    for offload in ("none", mode):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        p = Pipeline.from_pretrained(tiny_klein, device="cuda", dtype="fp32", offload=offload)
+        p.progress = False
+        images.append(np.asarray(p("a red apple", steps=2, width=32, height=32, seed=1)[0]))
+        peaks.append(torch.cuda.max_memory_allocated())
+        del p
+    assert np.array_equal(*images)
+    assert peaks[1] < peaks[0]
+
+
+def test_flux_family_auto_dtype_is_bf16_on_a_gpu_that_computes_it(tiny_klein):
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    assert make(tiny_klein, "auto").dtype == torch.bfloat16
