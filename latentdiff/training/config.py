@@ -15,6 +15,8 @@ from latentdiff.training.lr_schedule import SCHEDULES
 from latentdiff.training.trackers import REPORT_TO
 
 LORA_FORMATS = ("both", "kohya", "diffusers")
+# diffusers.training_utils' timestep densities and loss weightings (SD3 paper, section 3.1)
+WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap")
 
 
 @dataclass
@@ -76,6 +78,22 @@ class FinetuneConfig:
     """Min-SNR-gamma loss weighting (Hang et al. 2023); 5.0 is the paper's choice."""
     noise_offset: float = 0.0
     """Offset noise strength (e.g. 0.05) so the model learns very dark or bright images."""
+    weighting_scheme: str | None = None
+    """Flow-matching models (Flux.1, SD 3/3.5): how training timesteps are drawn and the loss weighted, as
+    diffusers' LoRA trainers: none (uniform), logit_normal, mode, sigma_sqrt or cosmap (default: the
+    family's trainer's: none for Flux.1, logit_normal for SD 3/3.5)."""
+    logit_mean: float = 0.0
+    """Mean of the logit_normal timestep draw (flow-matching models)."""
+    logit_std: float = 1.0
+    """Standard deviation of the logit_normal timestep draw (flow-matching models)."""
+    mode_scale: float = 1.29
+    """Scale of the mode timestep draw (flow-matching models)."""
+    flow_shift: float | None = None
+    """Shift the training noise levels s to shift*s/(1+(shift-1)*s) (flow-matching models; default: the
+    model scheduler's fixed shift, SD3's 3.0; none for Flux.1 dev, as diffusers trains it)."""
+    guidance: float | None = None
+    """The distilled guidance a guidance-embedding model (Flux.1 dev) is trained at (default 3.5, as
+    diffusers' train_dreambooth_lora_flux.py)."""
     ema_decay: float | None = 0.9999
     """EMA of trained weights for full fine-tuning (none disables it)."""
     mixed_precision: str = "no"
@@ -131,6 +149,7 @@ class FinetuneConfig:
         "missing_captions": ("error", "empty"),
         "mixed_precision": ("no", "fp16", "bf16"),
         "report_to": REPORT_TO,
+        "weighting_scheme": WEIGHTING_SCHEMES,
     }
 
     def __post_init__(self):
@@ -167,6 +186,9 @@ class FinetuneConfig:
         check(self.num_threads is None or self.num_threads >= 1, f"--num-threads must be >= 1, got {self.num_threads}")
         check(0 <= self.seed, f"--seed must be >= 0, got {self.seed}")
         check(self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be > 0")
+        check(self.logit_std > 0 and self.mode_scale >= 0, "--logit-std must be > 0 and --mode-scale >= 0")
+        check(self.flow_shift is None or self.flow_shift > 0, f"--flow-shift must be > 0, got {self.flow_shift}")
+        check(self.guidance is None or self.guidance >= 0, f"--guidance must be >= 0, got {self.guidance}")
         check(self.ema_decay is None or 0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)")
         check(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pick one")
         check(

@@ -33,6 +33,7 @@ from latentdiff.training.controlnet import ControlSource
 from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
 from latentdiff.training.data.order import DataOrder
 from latentdiff.training.data.scan import scan_dataset
+from latentdiff.training.flow import FlowObjective, flow_family
 from latentdiff.training.objective import diffusion_loss, step_generator
 from latentdiff.training.outputs import run_files, save_model, validate
 from latentdiff.training.recipe import write_recipe
@@ -126,7 +127,7 @@ def _place(cfg: FinetuneConfig, acc, state: TrainState) -> tuple[dict, torch.dty
     c, trained = state.setup.components, state.modules
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
     c.vae.to(acc.device, dtype)
-    for name in ("unet", "text_encoder", "text_encoder_2"):  # the UNet is frozen beside a ControlNet
+    for name in ("unet", "text_encoder", "text_encoder_2", "text_encoder_3"):  # the UNet is frozen beside a ControlNet
         if name not in trained and getattr(c, name) is not None:
             getattr(c, name).to(acc.device, dtype)
     frozen_in_compute_dtype(trained.values(), dtype)
@@ -158,7 +159,7 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
         progress=acc.is_main_process,
     )
     source.use_encoders(wrapped)
-    if acc.is_main_process:
+    if acc.is_main_process and not flow_family(c):  # a transformer family's encoders say what they cut
         report_long_captions(c.tokenizer, captions)
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records] if buckets else None
     return source, DataOrder(
@@ -175,7 +176,7 @@ def _train(
     from tqdm.auto import tqdm
 
     unet, start = wrapped.get("unet", state.setup.components.unet), state.step
-    noise_scheduler = _noise_scheduler(state.setup.components.scheduler_config)
+    loss_of = _objective(cfg, state.setup.components, unet)
     named, optimizer = state.params, state.optimizer
     bar = tqdm(total=cfg.max_steps, initial=start, desc="finetune", file=sys.stderr, disable=not acc.is_main_process)
     last_good = ckpt.latest_checkpoint(out)
@@ -190,17 +191,7 @@ def _train(
                     latents, size_ids = source.latents(idx, gen, epoch)
                     with acc.autocast():
                         context = source.context(idx, gen, size_ids)
-                        loss = diffusion_loss(
-                            unet,
-                            noise_scheduler,
-                            latents,
-                            context,
-                            gen,
-                            cfg.snr_gamma,
-                            cfg.noise_offset,
-                            source.image_cond(idx, gen),
-                            source.residuals(),
-                        )
+                        loss = loss_of(latents, context, gen, source.image_cond(idx, gen), source.residuals())
                     acc.backward(loss)
                     if acc.sync_gradients:
                         acc.clip_grad_norm_(list(named.values()), 1.0)
@@ -267,7 +258,18 @@ def frozen_in_compute_dtype(modules, dtype: torch.dtype) -> None:
                 p.data = p.data.to(dtype)
 
 
-def _noise_scheduler(config: dict):
+def _objective(cfg: FinetuneConfig, components, unet):
+    """The step's loss, (latents, context, gen, image_cond, residuals) -> loss: flow matching for the
+    transformer families (training/flow.py), else the DDPM objective with the model's noise schedule."""
+    if flow_family(components):
+        return FlowObjective.create(cfg, components, unet)
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler.from_config(config)
+    noise_scheduler = DDPMScheduler.from_config(components.scheduler_config)
+
+    def loss(latents, context, gen, image_cond, residuals):
+        return diffusion_loss(
+            unet, noise_scheduler, latents, context, gen, cfg.snr_gamma, cfg.noise_offset, image_cond, residuals
+        )
+
+    return loss
