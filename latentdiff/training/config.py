@@ -17,6 +17,15 @@ from latentdiff.training.trackers import REPORT_TO
 LORA_FORMATS = ("both", "kohya", "diffusers")
 # diffusers.training_utils' timestep densities and loss weightings (SD3 paper, section 3.1)
 WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap")
+# The flow-matching options' ranges: past them float32 turns the draws and the shifted table into inf or NaN
+# (the released trainers' values: logit 0 and 1, mode 1.29, shift 1-3, guidance 1-3.5).
+FLOW_RANGES = (
+    ("logit_mean", -10.0, 10.0),
+    ("logit_std", 1e-3, 10.0),
+    ("mode_scale", 0.0, 10.0),
+    ("flow_shift", 1e-3, 1000.0),
+    ("guidance", 0.0, 100.0),  # generate's --guidance ceiling
+)
 
 
 @dataclass
@@ -186,9 +195,12 @@ class FinetuneConfig:
         check(self.num_threads is None or self.num_threads >= 1, f"--num-threads must be >= 1, got {self.num_threads}")
         check(0 <= self.seed, f"--seed must be >= 0, got {self.seed}")
         check(self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be > 0")
-        check(self.logit_std > 0 and self.mode_scale >= 0, "--logit-std must be > 0 and --mode-scale >= 0")
-        check(self.flow_shift is None or self.flow_shift > 0, f"--flow-shift must be > 0, got {self.flow_shift}")
-        check(self.guidance is None or self.guidance >= 0, f"--guidance must be >= 0, got {self.guidance}")
+        for name, lo, hi in FLOW_RANGES:
+            value = getattr(self, name)
+            check(
+                value is None or lo <= value <= hi,
+                f"--{name.replace('_', '-')} must be in [{lo:g}, {hi:g}], got {value}",
+            )
         check(self.ema_decay is None or 0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)")
         check(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pick one")
         check(
