@@ -113,3 +113,21 @@ def test_what_is_not_supported_is_one_line_and_writes_nothing(
         finetune(_cfg(dataset, path, tmp_path / "out", **flags))
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "key", ["lora_unet_down_blocks_0_attentions_0_proj_in", "lora_unet_joint_blocks_0_x_block_attn_qkv"]
+)
+def test_sd3_takes_diffusers_loras_only_and_refuses_others_in_one_line(flow_models, tmp_path, capsys, key):
+    """An SD 1.x LoRA, and a kohya SD3 one (diffusers' SD3 loader converts no community layout): exit 2, one
+    line naming the layout, nothing written."""
+    from helpers import fails
+    from safetensors.torch import save_file
+
+    tensors = {f"{key}.lora_down.weight": torch.randn(2, 32), f"{key}.lora_up.weight": torch.randn(32, 2)}
+    save_file({**tensors, f"{key}.alpha": torch.tensor(2.0)}, str(tmp_path / "k.safetensors"))
+    out = tmp_path / "out"
+    line = fails(
+        capsys, "a cat", "--model", flow_models["sd3.5-medium"], "--lora", tmp_path / "k.safetensors", "--out", out
+    )
+    assert "a kohya/A1111 LoRA" in line and not out.exists()
