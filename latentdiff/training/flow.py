@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.errors import UsageError
+from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.flow import FlowMatching
 from latentdiff.families.registry import FAMILIES, family_of
 from latentdiff.formats.lora_merge import UNET_TARGETS
+from latentdiff.runtime.reading import read_json
 from latentdiff.sampling.loop import make_scheduler
 from latentdiff.sampling.model_call import Inputs
 
@@ -50,14 +51,14 @@ def lora_targets(components) -> list[str]:
     return list(family.lora_targets) if family else UNET_TARGETS
 
 
-def check_flow(cfg, family, components=None) -> None:
-    """Refuse, in one line, what `finetune` cannot do on this model's family: flow options on a UNet
-    model; on a transformer family, anything but --method lora on Flux.1 (dev, schnell) and SD 3/3.5,
-    DDPM's options, text-encoder training, the kohya file layout. `components` (None: configs alone,
-    before the model is loaded) adds the checks of a variant (Flux Fill and Kontext take images)."""
-    flags = lambda names: [f"--{n.replace('_', '-')}" for n in names]  # noqa: E731
+def check_flow(cfg, model) -> None:
+    """Refuse, in one line, what `finetune` cannot do on `model` (loaded components, or a folder's configs
+    seen as them: `folder_view`): flow options on a UNet model; on a transformer family, anything but
+    --method lora on Flux.1 (dev, schnell) and SD 3/3.5, DDPM's options, text-encoder training, the kohya
+    file layout, --guidance where the model embeds none; Flux Fill and Kontext (they take images)."""
+    family = family_of(model)
     if not isinstance(family, FlowMatching):
-        given = flags(n for n in FLOW_ONLY if getattr(cfg, n) is not None)
+        given = _flags(n for n in FLOW_ONLY if getattr(cfg, n) is not None)
         if given:
             raise UsageError(
                 f"{given[0]} applies to the flow-matching models ({trainable_families()}), not {family.label}"
@@ -72,13 +73,36 @@ def check_flow(cfg, family, components=None) -> None:
         raise UsageError(f"--method {cfg.method} {where} is not supported yet; use --method lora")
     for name, instead in DDPM_ONLY.items():
         if getattr(cfg, name):
-            raise UsageError(f"{flags([name])[0]} is for DDPM models; {where} use {instead}")
+            raise UsageError(f"{_flags([name])[0]} is for DDPM models; {where} use {instead}")
     if cfg.train_text_encoder:
         raise UsageError(f"--train-text-encoder {where} is not supported yet (the transformer's LoRA trains alone)")
     if cfg.lora_format == "kohya":
         raise UsageError(f"--lora-format kohya {where} is not written yet; use --lora-format diffusers")
-    if components is not None and family.variant(components) in ("flux-fill", "flux-kontext"):
-        raise UsageError(f"finetune does not train {family.variant(components)} models yet (they take an image input)")
+    variant = family.variant(model)
+    if variant in ("flux-fill", "flux-kontext"):
+        raise UsageError(f"finetune does not train {variant} models yet (they take an image input)")
+    if cfg.guidance is not None and family.guidance(model, cfg.guidance)[1] is None:
+        raise UsageError(f"--guidance is the distilled guidance Flux.1 dev embeds; {variant} models embed none")
+
+
+def _flags(names) -> list[str]:
+    return [f"--{n.replace('_', '-')}" for n in names]
+
+
+def folder_view(path: Path):
+    """A diffusers model folder's configs seen as its loaded components (`.unet.config`, `.vae.config`,
+    `.index`), so `check_flow` reads them before anything is loaded or written."""
+    from types import SimpleNamespace
+
+    from diffusers.configuration_utils import FrozenDict
+
+    def config(*names: str) -> FrozenDict:
+        found = [Path(path, n, "config.json") for n in names if Path(path, n, "config.json").is_file()]
+        return FrozenDict(read_json(found[0], "config", error=ModelError) if found else {})
+
+    index = read_json(Path(path, "model_index.json"), "model_index.json", error=ModelError)
+    unet, vae = config("transformer", "unet"), config("vae")
+    return SimpleNamespace(unet=SimpleNamespace(config=unet), vae=SimpleNamespace(config=vae), index=index)
 
 
 class _Trained:

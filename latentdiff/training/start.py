@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 from latentdiff.errors import UsageError
-from latentdiff.families.registry import family_of, family_of_folder
+from latentdiff.families.registry import family_of
 from latentdiff.models.assemble import load_tokenizer
 from latentdiff.models.components import vae_scale_factor
 from latentdiff.prompts.chunks import chunk_count
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
-from latentdiff.training.flow import check_flow
+from latentdiff.training.flow import check_flow, folder_view
 from latentdiff.training.outputs import run_files
 from latentdiff.training.recipe import check_recipe
 from latentdiff.training.runfolder import check_run_folder
@@ -34,8 +34,8 @@ def check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
     )
     if action == "resume":
         check_recipe(cfg, cfg.out)
-    if Path(cfg.model, "model_index.json").is_file():  # a local model's family refused before OUT is touched
-        check_flow(cfg, family_of_folder(Path(cfg.model)))
+    if Path(cfg.model, "model_index.json").is_file():  # a local model refused before OUT is touched
+        check_flow(cfg, folder_view(Path(cfg.model)))
     return Path(cfg.out), action
 
 

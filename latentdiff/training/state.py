@@ -54,7 +54,7 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
             f"{cfg.model} is an SDXL refiner (no first text encoder); finetune trains SD 1.x/2.x and SDXL base models"
         )
     _check_upscaler(cfg, comps)
-    check_flow(cfg, family_of(comps), comps)
+    check_flow(cfg, comps)
     ref = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     return Setup(comps, ref, from_scratch=False, train_text_encoder=cfg.train_text_encoder)
 

@@ -103,6 +103,7 @@ def _table(table):
         ("flux-dev", {"train_text_encoder": True}, "--train-text-encoder on Flux.1"),
         ("sd1", {"weighting_scheme": "mode"}, "--weighting-scheme applies to the flow-matching models"),
         ("klein", {}, "finetune does not train FLUX.2 models yet; it trains Flux.1, SD 3/3.5"),
+        ("sd3.5-medium", {"guidance": 2.0}, "--guidance is the distilled guidance Flux.1 dev embeds; sd3.5-medium"),
     ],
 )
 def test_what_is_not_supported_is_one_line_and_writes_nothing(
