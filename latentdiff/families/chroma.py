@@ -45,7 +45,6 @@ class ChromaCall(FluxCall):
 class Chroma(Flux):
     name, label = "chroma", "Chroma"
     variants = ("chroma",)
-    lora_targets = ()  # finetune does not train Chroma yet
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
         return "approximator_num_channels" in unet  # ChromaTransformer2DModel's config alone has it

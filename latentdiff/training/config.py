@@ -88,9 +88,9 @@ class FinetuneConfig:
     noise_offset: float = 0.0
     """Offset noise strength (e.g. 0.05) so the model learns very dark or bright images."""
     weighting_scheme: str | None = None
-    """Flow-matching models (Flux.1, SD 3/3.5): how training timesteps are drawn and the loss weighted, as
-    diffusers' LoRA trainers: none (uniform), logit_normal, mode, sigma_sqrt or cosmap (default: the
-    family's trainer's: none for Flux.1, logit_normal for SD 3/3.5)."""
+    """Flow-matching models (Flux.1, SD 3/3.5, Chroma): how training timesteps are drawn and the loss
+    weighted, as diffusers' LoRA trainers: none (uniform), logit_normal, mode, sigma_sqrt or cosmap
+    (default: the family's trainer's: none for Flux.1 and Chroma, logit_normal for SD 3/3.5)."""
     logit_mean: float = 0.0
     """Mean of the logit_normal timestep draw (flow-matching models)."""
     logit_std: float = 1.0

@@ -1,5 +1,5 @@
-"""LoRA fine-tuning of the flow-matching transformer families (Flux.1, SD 3/3.5), as diffusers'
-train_dreambooth_lora_flux.py and train_dreambooth_lora_sd3.py train them.
+"""LoRA fine-tuning of the flow-matching transformer families (Flux.1, SD 3/3.5, Chroma), as diffusers'
+train_dreambooth_lora_flux.py and train_dreambooth_lora_sd3.py train them (Chroma as Flux.1).
 
 The objective (rectified flow; Esser et al. 2024, the SD3 paper): x_t = (1 - s) x_0 + s n at a noise
 level s drawn per sample by the weighting scheme (uniform, logit-normal, mode) from the model
@@ -10,8 +10,8 @@ conditioning is the family's own (families/flux.py's FluxConditioning.embed_each
 from the step's generator (objective.step_generator), so resume is exact.
 
 The LoRA file is the one those scripts write (peft keys under `transformer.`, through the family's
-diffusers pipeline's save_lora_weights), so FluxPipeline / StableDiffusion3Pipeline.load_lora_weights
-read it.
+diffusers pipeline's save_lora_weights), so FluxPipeline / StableDiffusion3Pipeline / ChromaPipeline's
+load_lora_weights read it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ FLOW_ONLY = ("weighting_scheme", "flow_shift", "guidance")
 
 
 def trainable_families() -> str:
-    return ", ".join(f.label for f in FAMILIES.values() if isinstance(f, FlowMatching) and f.lora_targets)
+    return ", ".join(sorted(f.label for f in FAMILIES.values() if isinstance(f, FlowMatching) and f.lora_targets))
 
 
 def flow_family(components) -> FlowMatching | None:
@@ -54,7 +54,7 @@ def lora_targets(components) -> list[str]:
 def check_flow(cfg, model) -> None:
     """Refuse, in one line, what `finetune` cannot do on `model` (loaded components, or a folder's configs
     seen as them: `folder_view`): flow options on a UNet model; on a transformer family, anything but
-    --method lora on Flux.1 (dev, schnell) and SD 3/3.5, DDPM's options, text-encoder training, the kohya
+    --method lora on Flux.1 (dev, schnell), SD 3/3.5 and Chroma, DDPM's options, text-encoder training, the kohya
     file layout, --guidance where the model embeds none; Flux Fill and Kontext (they take images)."""
     family = family_of(model)
     if not isinstance(family, FlowMatching):

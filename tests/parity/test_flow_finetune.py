@@ -1,6 +1,6 @@
-"""`finetune --method lora` on the flow-matching transformer families (Flux.1 dev, SD 3.5 medium), on
+"""`finetune --method lora` on the flow-matching transformer families (Flux.1 dev, SD 3.5 medium, Chroma), on
 tiny random models (fp32, CPU): the loss falls on a toy set, the LoRA file loads in diffusers'
-FluxPipeline / StableDiffusion3Pipeline and gives our pixels within 1/255, resume is exact, the
+FluxPipeline / StableDiffusion3Pipeline / ChromaPipeline and gives our pixels within 1/255, resume is exact, the
 objective's draws and table are diffusers', and what is not supported is one line with nothing written."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def flow_models(tmp_path_factory):
     from latentdiff.models.testing import make_tiny
 
     root = tmp_path_factory.mktemp("flow-finetune")
-    return {v: make_tiny(root / v, v, seed=1) for v in ("flux-dev", "sd3.5-medium")}
+    return {v: make_tiny(root / v, v, seed=1) for v in ("flux-dev", "sd3.5-medium", "chroma")}
 
 
 def _cfg(dataset, model, out, **kw):
@@ -33,7 +33,12 @@ def _cfg(dataset, model, out, **kw):
 
 
 @pytest.mark.parametrize(
-    "variant, cls_name", [("flux-dev", "FluxPipeline"), ("sd3.5-medium", "StableDiffusion3Pipeline")]
+    "variant, cls_name",
+    [
+        ("flux-dev", "FluxPipeline"),
+        pytest.param("sd3.5-medium", "StableDiffusion3Pipeline", marks=pytest.mark.slow),
+        pytest.param("chroma", "ChromaPipeline", marks=pytest.mark.slow),
+    ],
 )
 def test_lora_learns_and_loads_in_diffusers_with_our_pixels(flow_models, dataset, tmp_path, variant, cls_name):
     base = flow_models[variant]
@@ -45,11 +50,11 @@ def test_lora_learns_and_loads_in_diffusers_with_our_pixels(flow_models, dataset
 
     ref = reference(base, cls_name)
     ref.load_lora_weights(str(out))
-    args = dict(prompt="a red circle", guidance_scale=3.5, num_inference_steps=3)
+    args = dict(prompt="a red circle", guidance_scale=3.5, num_inference_steps=2)
     want = reference_pixels(ref, 7, 1, SIZE, **args)
-    got = pixels(ours(out)("a red circle", guidance=3.5, steps=3, width=SIZE[0], height=SIZE[1], seed=7))
+    got = pixels(ours(out)("a red circle", guidance=3.5, steps=2, width=SIZE[0], height=SIZE[1], seed=7))
     close(got, want)
-    plain = pixels(ours(base)("a red circle", guidance=3.5, steps=3, width=SIZE[0], height=SIZE[1], seed=7))
+    plain = pixels(ours(base)("a red circle", guidance=3.5, steps=2, width=SIZE[0], height=SIZE[1], seed=7))
     assert np.abs(got - plain).max() > 5  # the LoRA changed the picture
 
 
@@ -102,7 +107,7 @@ def _table(table):
         ("sd3.5-medium", {"lora_format": "kohya"}, "--lora-format kohya on SD 3/3.5"),
         ("flux-dev", {"train_text_encoder": True}, "--train-text-encoder on Flux.1"),
         ("sd1", {"weighting_scheme": "mode"}, "--weighting-scheme applies to the flow-matching models"),
-        ("klein", {}, "finetune does not train FLUX.2 models yet; it trains Flux.1, SD 3/3.5"),
+        ("klein", {}, "finetune does not train FLUX.2 models yet; it trains Chroma, Flux.1, SD 3/3.5"),
         ("sd3.5-medium", {"guidance": 2.0}, "--guidance is the distilled guidance Flux.1 dev embeds; sd3.5-medium"),
     ],
 )
