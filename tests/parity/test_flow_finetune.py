@@ -137,3 +137,19 @@ def test_sd3_takes_diffusers_loras_only_and_refuses_others_in_one_line(flow_mode
         capsys, "a cat", "--model", flow_models["sd3.5-medium"], "--lora", tmp_path / "k.safetensors", "--out", out
     )
     assert "a kohya/A1111 LoRA" in line and not out.exists()
+
+
+@pytest.mark.parametrize("variant", ["flux-dev", "sd3.5-medium"])
+def test_cached_captions_are_the_captions_encoded_each_step(flow_models, variant):
+    """The cache (`--cache`, frozen encoders) holds each caption's context as a batch encodes it (random crops
+    encode every step)."""
+    from latentdiff import Pipeline
+    from latentdiff.families.registry import family_of
+
+    c = Pipeline.from_pretrained(flow_models[variant], device="cpu", dtype="fp32").components
+    conditioning = family_of(c).conditioning(c)
+    texts = ["a red circle", "", "a blue square a blue square"]
+    cached = conditioning.training_context(texts, cached=conditioning.embed_each(texts[::-1]))
+    now = conditioning.training_context(texts)
+    assert torch.allclose(cached.hidden, now.hidden, atol=1e-6) and torch.allclose(cached.pooled, now.pooled, atol=1e-6)
+    assert not torch.allclose(now.hidden[0], now.hidden[2])
