@@ -34,11 +34,7 @@ def _cfg(dataset, model, out, **kw):
 
 @pytest.mark.parametrize(
     "variant, cls_name",
-    [
-        ("flux-dev", "FluxPipeline"),
-        pytest.param("sd3.5-medium", "StableDiffusion3Pipeline", marks=pytest.mark.slow),
-        pytest.param("chroma", "ChromaPipeline", marks=pytest.mark.slow),
-    ],
+    [("flux-dev", "FluxPipeline"), ("sd3.5-medium", "StableDiffusion3Pipeline"), ("chroma", "ChromaPipeline")],
 )
 def test_lora_learns_and_loads_in_diffusers_with_our_pixels(flow_models, dataset, tmp_path, variant, cls_name):
     base = flow_models[variant]
