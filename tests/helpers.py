@@ -45,6 +45,20 @@ def max_diff(a, b):
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+def killed_after_first_checkpoint(run, monkeypatch) -> None:
+    """`run()` (a finetune) as a process killed right after it writes its first checkpoint."""
+    real_save = ckpt.save_checkpoint
+
+    def save_then_die(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+
+
 def noise_image(size=(64, 64), seed=0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))

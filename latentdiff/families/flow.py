@@ -27,6 +27,11 @@ class FlowMatching(Family):
     transformer_class = ""  # the diffusers class its transformer's config file names
     marks: tuple[str, ...] = ()  # config keys its transformer has (a loaded config names no class) ...
     unmarks: tuple[str, ...] = ()  # ... and keys it has not
+    # Fine-tuning (training/flow.py): the transformer's layers a LoRA run adapts, as the family's diffusers
+    # LoRA trainer names them ((): `finetune` does not train the family yet), and its trainer's default
+    # timestep sampling (diffusers' weighting_scheme).
+    lora_targets: tuple[str, ...] = ()
+    weighting_scheme = "none"
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
         named = unet.get("_class_name")

@@ -27,6 +27,21 @@ from latentdiff.sampling.model_call import Inputs
 MAX_SEQUENCE_LENGTH = 512
 DEFAULT_SAMPLE_SIZE = PackedFlowMatching.DEFAULT_SAMPLE_SIZE
 KONTEXT = "FluxKontextPipeline"
+# diffusers' train_dreambooth_lora_flux.py's default LoRA layers: both block kinds' attention, the double blocks' MLPs.
+LORA_TARGETS = (
+    "attn.to_k",
+    "attn.to_q",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_k_proj",
+    "attn.add_q_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "ff_context.net.0.proj",
+    "ff_context.net.2",
+)
 
 
 @dataclass
@@ -100,6 +115,29 @@ class FluxConditioning:
 
     def unused_modules(self) -> list:
         return []
+
+    @torch.no_grad()
+    def embed_each(self, texts: list[str], batch: int = 16) -> dict[str, FluxContext]:
+        """{text: its own FluxContext row, on the CPU} for each of `texts` and the empty text: a
+        training run's captions, encoded once by the frozen encoders (each row is the full padded length)."""
+        texts = sorted(set(texts) | {""})
+        out = {}
+        for i in range(0, len(texts), batch):
+            chunk = texts[i : i + batch]
+            context = self.embed(chunk).to(device="cpu")
+            out.update({t: context[k : k + 1] for k, t in enumerate(chunk)})
+        return out
+
+    def training_context(self, texts: list[str], size_ids=None, cached=None, grad=False, device=None) -> FluxContext:
+        """A training batch's conditioning: its captions' `cached` rows (`embed_each`) or, uncached, the
+        captions encoded now; the encoders stay frozen (training/flow.py refuses to train them)."""
+        if cached is None:
+            with torch.no_grad():
+                return self.embed(texts).to(device=device)
+        context = cached[texts[0]]
+        for t in texts[1:]:
+            context = context.cat(cached[t])
+        return context.to(device=device)
 
 
 def pack(x: torch.Tensor) -> torch.Tensor:
@@ -182,6 +220,8 @@ class Flux(PackedFlowMatching):
         rule = super().dtype_rule(unet)
         fill = (unet.get("out_channels") or unet.get("in_channels", 0)) < unet.get("in_channels", 0)
         return dataclasses.replace(rule, fp16="refuse") if fill else rule
+
+    lora_targets = LORA_TARGETS
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
         # FluxTransformer2DModel's config: rotary axes and a pooled text projection (no UNet has them).

@@ -112,6 +112,7 @@ class Flux2Call:
 class Flux2(Flux):
     name, label = "flux2", "FLUX.2"
     variants = ("flux2-klein",)
+    lora_targets = ()  # finetune does not train FLUX.2 yet
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
         # Flux2Transformer2DModel's config: 4 rotary axes and one timestep-and-guidance width (Flux.1 has 3 and none).

@@ -27,6 +27,10 @@ from latentdiff.sampling.model_call import Inputs
 PATCH = 2  # every released SD3 transformer's patch side (the dynamic shift counts patches)
 MAX_SEQUENCE_LENGTH = 256  # StableDiffusion3Pipeline's default T5 length
 # Recommended settings (the model cards' examples): SD 3.5 large 28 steps at 3.5, medium 40 at 4.5, SD3 medium 28 at 7.
+# diffusers' train_dreambooth_lora_sd3.py's default LoRA layers: the joint attention's image and text projections.
+LORA_TARGETS = tuple(
+    f"attn.{m}" for m in ("add_k_proj", "add_q_proj", "add_v_proj", "to_add_out", "to_k", "to_out.0", "to_q", "to_v")
+)
 DEFAULTS = {
     "sd3.5-large": {"steps": 28, "guidance": 3.5},
     "sd3.5-medium": {"steps": 40, "guidance": 4.5},
@@ -106,6 +110,8 @@ class SD3Call:
 class SD3(FlowMatching):
     name, label = "sd3", "SD 3/3.5"
     variants = ("sd3.5-medium", "sd3.5-large", "sd3-medium")
+    lora_targets = LORA_TARGETS
+    weighting_scheme = "logit_normal"  # train_dreambooth_lora_sd3.py's default
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
         # SD3Transformer2DModel's config: a cropped position embedding and a caption projection (no UNet or Flux has them).

@@ -111,6 +111,10 @@ def apply_loras(components, specs: list[LoraSpec], allow_pickle: bool = False, b
     for i, spec in enumerate(specs):
         state = load_state_dict(spec.file, allow_pickle)
         check_tensors(spec, state)
+        if layout(state) == CONTROL:  # it widens the transformer's input for a control image's latents
+            raise ModelError(
+                f"--lora {spec.path} is {CONTROL}: it needs a control image, which latentdiff does not take yet"
+            )
         name = f"lora_{i}"
         _load(host, spec, state, name, parts)
         if backup is not None:
@@ -188,17 +192,43 @@ def _load(host, spec: LoraSpec, state: dict, name: str, parts: list[str]) -> Non
     logging.set_verbosity(logging.CRITICAL)  # diffusers logs the error it then raises: say it once
     try:
         host.load_lora_weights(state, adapter_name=name)
-    except (ValueError, KeyError, IndexError, RuntimeError, TypeError, AttributeError) as e:
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"--lora {spec.path} does not fit this model: {why[:300]}") from None
+    # AssertionError: diffusers' kohya Flux converter asserts the released model's widths
+    except (ValueError, KeyError, IndexError, RuntimeError, TypeError, AttributeError, AssertionError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else _UNSAID.get(type(e), type(e).__name__)
+        raise ModelError(f"--lora {spec.path} does not fit this model: {why[:300]} ({layout(state)})") from None
     finally:
         logging.set_verbosity(level)
     modules = [m for part in parts for m in getattr(host, part).modules()]
     if not any(isinstance(m, BaseTunerLayer) for m in modules):
         raise ModelError(
             f"--lora {spec.path}: none of its {len(state)} tensors name a layer of this model "
-            "(a LoRA for another architecture, or not a LoRA file)"
+            f"(a LoRA for another architecture, or not a LoRA file; {layout(state)})"
         )
+
+
+# (what a key holds, the layout it marks), first match wins: the trainers' layouts diffusers' loaders tell apart
+CONTROL = "a Black Forest Labs Control LoRA (Canny/Depth)"
+_LAYOUTS = (
+    ("query_norm.scale", CONTROL),
+    (".processor.", "an XLabs LoRA"),
+    ("lora_transformer_", "a kohya LoRA of diffusers' layer names"),
+    ("lora_unet_", "a kohya/A1111 LoRA"),
+    ("lora_te", "a kohya/A1111 LoRA"),
+    ("diffusion_model.", "a LoRA in the original (Black Forest Labs/Stability/ComfyUI) key layout"),
+    (".lora_A.", "a diffusers/peft LoRA"),
+    (".lora.down.", "a diffusers LoRA (the older layout)"),
+)
+
+
+_UNSAID = {AssertionError: "its tensors' shapes are not the ones diffusers' converter of its layout expects"}
+
+
+def layout(state: dict) -> str:
+    """Which trainer's layout a LoRA file's keys are in, as users know it (for a refusal's line)."""
+    for mark, name in _LAYOUTS:
+        if any(mark in k for k in state):
+            return name
+    return "keys of no LoRA layout latentdiff knows"
 
 
 def _host(components):

@@ -57,7 +57,13 @@ def save_lora(
         if text_encoder_2 is not None:
             host, parts = StableDiffusionXLPipeline, {**parts, "text_encoder_2_lora_layers": layers(text_encoder_2)}
         host.save_lora_weights(str(out), **parts, safe_serialization=True)
-        as_umask_allows(Path(out) / LORA_FILE)
+    write_lora_meta(out, weights, base_model, defaults)
+
+
+def write_lora_meta(out: Path, weights: str, base_model: str | None, defaults: dict | None) -> None:
+    """OUT/latentdiff.json naming the LoRA's weights file, its base model and sampling defaults (the
+    weights file made readable as the umask allows)."""
+    as_umask_allows(Path(out) / weights)
     meta = {"lora": weights, **base_record(base_model, Path(out)), **(defaults or {})}
     (Path(out) / "latentdiff.json").write_text(json.dumps(meta, indent=2))
 

@@ -45,6 +45,7 @@ class BatchSource:
         self.flip, self.train_text, self.p_drop = flip, train_text, caption_dropout
         self.device, self.dtype = device, dtype
         self.scale = components.vae.config.scaling_factor
+        self.shift = components.vae.config.get("shift_factor") or 0.0  # Flux's and SD3's VAEs centre their latents
         self.conditioning = family_of(components).conditioning(components)
         self.posteriors = self._encode_all(progress) if cache else None
         self.embeddings = self.conditioning.embed_each(captions) if cache and not train_text else None
@@ -98,7 +99,7 @@ class BatchSource:
             self.picked = torch.stack([item["pixel_values"] for item in items])  # (B, 3, H, W)
             mean, std = self._posterior(self.picked)
             ids = torch.stack([item["size_ids"] for item in items])
-        return sample_latents(mean, std, gen, self.scale).to(self.device), ids
+        return sample_latents(mean - self.shift, std, gen, self.scale).to(self.device), ids
 
     def context(self, indices: list[int], gen: torch.Generator, size_ids: torch.Tensor | None = None) -> Embeddings:
         """The captions' conditioning (B, n_chunks * 77, D), as generation encodes prompts (never cut;
@@ -119,7 +120,8 @@ class BatchSource:
 
 
 def sample_latents(mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator, scale: float) -> torch.Tensor:
-    """Draw z ~ N(mean, std) from cached VAE posteriors, scaled to unit variance. (B, 4, h, w)"""
+    """Draw z ~ N(mean, std) from cached VAE posteriors (the mean shifted by the VAE's shift_factor),
+    scaled to unit variance. (B, C, h, w)"""
     eps = torch.randn(mean.shape, generator=gen).to(mean.device)
     return (mean + std * eps) * scale
 

@@ -120,7 +120,7 @@ def check_finetune(cfg, components, repeats: list[int], device, train_text: bool
 
     if cfg.method == "lora":
         encoders = [components.text_encoder, components.text_encoder_2] if train_text else []
-        check_lora_rank(cfg.lora_rank, components.unet, [e for e in encoders if e is not None], device)
+        check_lora_rank(cfg.lora_rank, components, [e for e in encoders if e is not None], device)
     controlnet = cfg.method == "controlnet"
     if controlnet:
         params = controlnet_params(components.unet)
@@ -151,13 +151,15 @@ def _adapted(module, targets: list[str]):
             yield name, layer
 
 
-def check_lora_rank(rank: int, unet, encoders: list, device) -> None:
+def check_lora_rank(rank: int, components, encoders: list, device) -> None:
     """A rank above the smallest adapted layer's min(in, out) adds no capacity, only memory; and
     the adapters with their gradients and AdamW's moments must fit."""
-    # Here, not at the top: lora_merge imports torch, which config.py (importing this module) must not.
-    from latentdiff.formats.lora_merge import TEXT_TARGETS, UNET_TARGETS
+    # Here, not at the top: they import torch, which config.py (importing this module) must not.
+    from latentdiff.formats.lora_merge import TEXT_TARGETS
+    from latentdiff.training.flow import lora_targets
 
-    layers = [*_adapted(unet, UNET_TARGETS), *(x for e in encoders for x in _adapted(e, TEXT_TARGETS))]
+    denoiser = _adapted(components.unet, lora_targets(components))
+    layers = [*denoiser, *(x for e in encoders for x in _adapted(e, TEXT_TARGETS))]
     if not layers:
         return
     name, smallest = min(layers, key=lambda x: min(x[1].in_features, x[1].out_features))

@@ -15,6 +15,17 @@ from latentdiff.training.lr_schedule import SCHEDULES
 from latentdiff.training.trackers import REPORT_TO
 
 LORA_FORMATS = ("both", "kohya", "diffusers")
+# diffusers.training_utils' timestep densities and loss weightings (SD3 paper, section 3.1)
+WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap")
+# The flow-matching options' ranges: past them float32 turns the draws and the shifted table into inf or NaN
+# (the released trainers' values: logit 0 and 1, mode 1.29, shift 1-3, guidance 1-3.5).
+FLOW_RANGES = (
+    ("logit_mean", -10.0, 10.0),
+    ("logit_std", 1e-3, 10.0),
+    ("mode_scale", 0.0, 10.0),
+    ("flow_shift", 1e-3, 1000.0),
+    ("guidance", 0.0, 100.0),  # generate's --guidance ceiling
+)
 
 
 @dataclass
@@ -83,6 +94,22 @@ class FinetuneConfig:
     """Min-SNR-gamma loss weighting (Hang et al. 2023); 5.0 is the paper's choice."""
     noise_offset: float = 0.0
     """Offset noise strength (e.g. 0.05) so the model learns very dark or bright images."""
+    weighting_scheme: str | None = None
+    """Flow-matching models (Flux.1, SD 3/3.5, Chroma): how training timesteps are drawn and the loss
+    weighted, as diffusers' LoRA trainers: none (uniform), logit_normal, mode, sigma_sqrt or cosmap
+    (default: the family's trainer's: none for Flux.1 and Chroma, logit_normal for SD 3/3.5)."""
+    logit_mean: float = 0.0
+    """Mean of the logit_normal timestep draw (flow-matching models)."""
+    logit_std: float = 1.0
+    """Standard deviation of the logit_normal timestep draw (flow-matching models)."""
+    mode_scale: float = 1.29
+    """Scale of the mode timestep draw (flow-matching models)."""
+    flow_shift: float | None = None
+    """Shift the training noise levels s to shift*s/(1+(shift-1)*s) (flow-matching models; default: the
+    model scheduler's fixed shift, SD3's 3.0; none for Flux.1 dev, as diffusers trains it)."""
+    guidance: float | None = None
+    """The distilled guidance a guidance-embedding model (Flux.1 dev) is trained at (default 3.5, as
+    diffusers' train_dreambooth_lora_flux.py)."""
     ema_decay: float | None = 0.9999
     """EMA of trained weights for full fine-tuning (none disables it)."""
     mixed_precision: str = "no"
@@ -138,6 +165,7 @@ class FinetuneConfig:
         "missing_captions": ("error", "empty"),
         "mixed_precision": ("no", "fp16", "bf16"),
         "report_to": REPORT_TO,
+        "weighting_scheme": WEIGHTING_SCHEMES,
     }
 
     def __post_init__(self):
@@ -179,6 +207,12 @@ class FinetuneConfig:
         check(self.num_threads is None or self.num_threads >= 1, f"--num-threads must be >= 1, got {self.num_threads}")
         check(0 <= self.seed, f"--seed must be >= 0, got {self.seed}")
         check(self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be > 0")
+        for name, lo, hi in FLOW_RANGES:
+            value = getattr(self, name)
+            check(
+                value is None or lo <= value <= hi,
+                f"--{name.replace('_', '-')} must be in [{lo:g}, {hi:g}], got {value}",
+            )
         check(self.ema_decay is None or 0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)")
         check(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pick one")
         check(

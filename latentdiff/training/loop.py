@@ -33,6 +33,7 @@ from latentdiff.training.controlnet import ControlSource
 from latentdiff.training.data.dataset import ImageCaptionDataset, assign_bucket, make_buckets
 from latentdiff.training.data.order import DataOrder, run_order
 from latentdiff.training.data.scan import scan_dataset
+from latentdiff.training.flow import FlowObjective, flow_family
 from latentdiff.training.objective import diffusion_loss, step_generator
 from latentdiff.training.outputs import save_model, validate
 from latentdiff.training.prior import check_prior_inputs, prepare_prior
@@ -83,32 +84,18 @@ def _prepare_unet(cfg: FinetuneConfig, acc, records: list, threads: torch_thread
     wrapped, dtype = _place(cfg, acc, state)
     source, order = _batches(cfg, acc, records, state, wrapped, dtype)
     unet = wrapped.get("unet", setup.components.unet)
-    return (
-        state,
-        wrapped,
-        _unet_loss(cfg, acc, source, unet, _noise_scheduler(setup.components.scheduler_config)),
-        order,
-    )
+    return state, wrapped, _unet_loss(cfg, acc, source, setup.components, unet), order
 
 
-def _unet_loss(cfg: FinetuneConfig, acc, source: BatchSource, unet, noise_scheduler):
-    """The loss of one micro-batch (dataset indices, the step's generator, the epoch): diffusion_loss."""
+def _unet_loss(cfg: FinetuneConfig, acc, source: BatchSource, components, unet):
+    """The loss of one micro-batch (dataset indices, the step's generator, the epoch): `_objective`'s."""
+    loss_of = _objective(cfg, components, unet)
 
     def batch_loss(idx: list[int], gen: torch.Generator, epoch: int) -> torch.Tensor:
         latents, size_ids = source.latents(idx, gen, epoch)
         with acc.autocast():
             context = source.context(idx, gen, size_ids)
-            return diffusion_loss(
-                unet,
-                noise_scheduler,
-                latents,
-                context,
-                gen,
-                cfg.snr_gamma,
-                cfg.noise_offset,
-                source.image_cond(idx, gen),
-                source.residuals(),
-            )
+            return loss_of(latents, context, gen, source.image_cond(idx, gen), source.residuals())
 
     return batch_loss
 
@@ -141,7 +128,7 @@ def _place(cfg: FinetuneConfig, acc, state: TrainState) -> tuple[dict, torch.dty
     c, trained = state.setup.components, state.modules
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
     c.vae.to(acc.device, dtype)
-    for name in ("unet", "text_encoder", "text_encoder_2"):  # the UNet is frozen beside a ControlNet
+    for name in ("unet", "text_encoder", "text_encoder_2", "text_encoder_3"):  # the UNet is frozen beside a ControlNet
         if name not in trained and getattr(c, name) is not None:
             getattr(c, name).to(acc.device, dtype)
     frozen_in_compute_dtype(trained.values(), dtype)
@@ -173,7 +160,7 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
         progress=acc.is_main_process,
     )
     source.use_encoders(wrapped)
-    if acc.is_main_process:
+    if acc.is_main_process and not flow_family(c):  # a transformer family's encoders say what they cut
         report_long_captions(c.tokenizer, captions)
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records] if buckets else None
     return source, run_order(cfg, acc.num_processes, records, bucket_of)
@@ -263,7 +250,18 @@ def frozen_in_compute_dtype(modules, dtype: torch.dtype) -> None:
                 p.data = p.data.to(dtype)
 
 
-def _noise_scheduler(config: dict):
+def _objective(cfg: FinetuneConfig, components, unet):
+    """The step's loss, (latents, context, gen, image_cond, residuals) -> loss: flow matching for the
+    transformer families (training/flow.py), else the DDPM objective with the model's noise schedule."""
+    if flow_family(components):
+        return FlowObjective.create(cfg, components, unet)
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler.from_config(config)
+    noise_scheduler = DDPMScheduler.from_config(components.scheduler_config)
+
+    def loss(latents, context, gen, image_cond, residuals):
+        return diffusion_loss(
+            unet, noise_scheduler, latents, context, gen, cfg.snr_gamma, cfg.noise_offset, image_cond, residuals
+        )
+
+    return loss

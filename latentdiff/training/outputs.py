@@ -10,13 +10,14 @@ import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.formats.lora_kohya import KOHYA_FILE, save_kohya
-from latentdiff.formats.lora_merge import LORA_FILE, save_lora
+from latentdiff.formats.lora_merge import LORA_FILE, save_lora, write_lora_meta
 from latentdiff.images.write import save_png, slug
 from latentdiff.pipeline import Pipeline
 from latentdiff.runtime.device import DTYPES
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.controlnet import validation_control
+from latentdiff.training.flow import flow_family, save_flow_lora
 from latentdiff.training.prior import save_prior
 
 # Everything a finetune run writes into OUT (run.json lists them, with the kohya LoRA file: run_files);
@@ -99,11 +100,16 @@ def save_lora_files(cfg: FinetuneConfig, out: Path, state, defaults: dict) -> No
     there is one)."""
     c, kohya = state.setup.components, kohya_file(cfg)
     written = {"kohya": [kohya], "diffusers": [LORA_FILE], "both": [kohya, LORA_FILE]}[cfg.lora_format]
-    if kohya in written:
-        save_kohya(out / kohya, state.modules, kohya_metadata(cfg, out, state), components=c)
-    te, te2 = (state.modules.get(name) for name in ("text_encoder", "text_encoder_2"))
-    loads = LORA_FILE if LORA_FILE in written else kohya
-    save_lora(out, c.unet, te, state.setup.base_ref, defaults, text_encoder_2=te2, weights=loads)
+    if flow_family(c):  # the diffusers file only (training/flow.py refuses --lora-format kohya)
+        written = [LORA_FILE]
+        save_flow_lora(out, state)
+        write_lora_meta(out, LORA_FILE, state.setup.base_ref, defaults)
+    else:
+        if kohya in written:
+            save_kohya(out / kohya, state.modules, kohya_metadata(cfg, out, state), components=c)
+        te, te2 = (state.modules.get(name) for name in ("text_encoder", "text_encoder_2"))
+        loads = LORA_FILE if LORA_FILE in written else kohya
+        save_lora(out, c.unet, te, state.setup.base_ref, defaults, text_encoder_2=te2, weights=loads)
     # Left by this run before a --resume with another --lora-format, or by a run from before --output-name.
     for name in {kohya, KOHYA_FILE, LORA_FILE} - set(written):
         (out / name).unlink(missing_ok=True)

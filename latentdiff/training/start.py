@@ -17,6 +17,7 @@ from latentdiff.runtime.device import note_cpu_bf16
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training import trackers
 from latentdiff.training.config import FinetuneConfig
+from latentdiff.training.flow import check_flow, folder_view
 from latentdiff.training.outputs import run_files
 from latentdiff.training.recipe import check_recipe, write_recipe
 from latentdiff.training.runfolder import check_run_folder, prepare_run_folder
@@ -37,6 +38,8 @@ def check_out(cfg: FinetuneConfig) -> tuple[Path, str]:
     )
     if action == "resume":
         check_recipe(cfg, cfg.out)
+    if Path(cfg.model, "model_index.json").is_file():  # a local model refused before OUT is touched
+        check_flow(cfg, folder_view(Path(cfg.model)))
     return Path(cfg.out), action
 
 
@@ -96,9 +99,9 @@ def resume(cfg, out, state: TrainState) -> None:
 
 def note_size(cfg: FinetuneConfig, setup) -> None:
     """One line when --resolution is not the size the base model was made for (the shipped model: 64)."""
-    c = setup.components
-    native = int(c.unet.config.sample_size) * vae_scale_factor(c.vae)
-    if not setup.from_scratch and not family_of(c).upscales and cfg.resolution != native:
+    c, family = setup.components, family_of(setup.components)
+    native = family.native_size(c, vae_scale_factor(c.vae))
+    if not setup.from_scratch and not family.upscales and cfg.resolution != native:
         say(
             f"--resolution {cfg.resolution}: {cfg.model} makes {native}x{native} images; training at "
             f"{cfg.resolution} teaches it a new size as well (slower; --resolution {native} keeps its own)"

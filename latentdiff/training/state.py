@@ -15,7 +15,7 @@ import torch
 import latentdiff.models.hub as hub
 from latentdiff.errors import UsageError
 from latentdiff.families.registry import family_of
-from latentdiff.formats.lora_merge import TEXT_TARGETS, UNET_TARGETS, add_adapters
+from latentdiff.formats.lora_merge import TEXT_TARGETS, add_adapters
 from latentdiff.models.assemble import load_components
 from latentdiff.models.build import build_components, is_arch_file, read_arch
 from latentdiff.models.components import Components
@@ -24,6 +24,7 @@ from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.controlnet import make_controlnet
+from latentdiff.training.flow import check_flow, lora_targets
 from latentdiff.training.lr_schedule import make_lr_schedule
 from latentdiff.training.unclip_decoder import as_decoder
 
@@ -55,6 +56,7 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
         )
     _check_upscaler(cfg, comps)
     comps = as_decoder(cfg, comps)  # --method unclip: an SD model made a Stable unCLIP decoder
+    check_flow(cfg, comps)
     ref = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     return Setup(comps, ref, from_scratch=False, train_text_encoder=cfg.train_text_encoder)
 
@@ -81,7 +83,7 @@ def make_trainable(setup: Setup, cfg: FinetuneConfig) -> dict[str, torch.nn.Modu
     trained_encoders = [m for n, m in trained.items() if n in encoders]
     if cfg.method == "lora":
         torch.manual_seed(cfg.seed)  # LoRA's random init: the same run must start the same way
-        add_adapters(c.unet, cfg.lora_rank, UNET_TARGETS)
+        add_adapters(c.unet, cfg.lora_rank, lora_targets(c))
         for m in trained_encoders:
             add_adapters(m, cfg.lora_rank, TEXT_TARGETS)
     elif cfg.method in ("full", "unclip"):

@@ -3,6 +3,8 @@ a peft/diffusers file written by FluxPipeline.save_lora_weights, with its transf
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,68 @@ def test_a_sd_lora_on_flux_is_one_line(flux_and_lora, tiny_sd1, tmp_path):
         Pipeline.from_pretrained(
             flux_and_lora[0], device="cpu", loras=[str(tmp_path / "pytorch_lora_weights.safetensors")]
         )
+
+
+def _factors(prefix: str, shape: tuple[int, int], names=("lora_down", "lora_up"), alpha: bool = True) -> dict:
+    """A seeded rank-4 pair of low-rank factors of a (in, out) layer under `prefix`, with kohya's alpha."""
+    gen = torch.Generator().manual_seed(len(prefix))
+    down, up = (torch.randn(s, generator=gen) * 0.3 for s in ((4, shape[0]), (shape[1], 4)))
+    alphas = {f"{prefix}.alpha": torch.tensor(2.0)} if alpha else {}
+    return {f"{prefix}.{names[0]}.weight": down, f"{prefix}.{names[1]}.weight": up, **alphas}
+
+
+# The community layouts of a Flux.1 LoRA on the tiny model (32 features; a single block's MLP 128): layer, (in, out).
+# kohya's fused single-block linear1 is left out: diffusers' converter splits it at the released width (3072).
+LAYERS = {"double_blocks.0.img_attn.qkv": (32, 96), "double_blocks.0.img_attn.proj": (32, 32)}
+LAYOUTS = {
+    "kohya": {
+        f"lora_unet_{k.replace('.', '_')}": s for k, s in {**LAYERS, "single_blocks.0.linear2": (160, 32)}.items()
+    },
+    "comfyui": {f"diffusion_model.{k}": s for k, s in {**LAYERS, "double_blocks.0.txt_attn.qkv": (32, 96)}.items()},
+    "xlabs": {f"double_blocks.0.processor.{k}": (32, 96 if "qkv" in k else 32) for k in ("qkv_lora1", "proj_lora2")},
+}
+
+
+def _community_file(folder, layout: str, layers: dict, **how):
+    from safetensors.torch import save_file
+
+    path = folder / f"{layout}.safetensors"
+    tensors = {k: v for name, shape in layers.items() for k, v in _factors(name, shape, **how).items()}
+    if layout == "control":  # BFL's Control LoRAs carry the attention norms' scales beside the factors
+        tensors["double_blocks.0.img_attn.norm.query_norm.scale"] = torch.ones(16)
+    save_file(tensors, str(path))
+    return path
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_community_flux_loras_merge_as_diffusers_loads_them(flux_and_lora, tmp_path, layout):
+    """kohya's sd-scripts, ComfyUI's original-key layout and XLabs', converted by diffusers' loader."""
+    from latentdiff import Pipeline
+
+    how = {"names": ("down", "up"), "alpha": False} if layout == "xlabs" else {}
+    lora = _community_file(tmp_path, layout, LAYOUTS[layout], **how)
+    ours = Pipeline.from_pretrained(flux_and_lora[0], device="cpu", dtype="fp32", loras=[str(lora)])
+    ours.progress = False
+    got = np.asarray(ours("a red apple", guidance=3.5, steps=3, width=W, height=H, seed=7)[0], dtype=np.float32)
+    assert np.abs(got - _reference(flux_and_lora[0], lora, 1.0, 7)[0]).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "layout, layers, says",
+    [
+        ("control", {"img_in": (128, 32)}, "Control LoRA"),
+        ("kohya", {"lora_unet_single_blocks_0_linear1": (32, 224)}, "diffusers' converter of its layout"),
+        ("peft-original-keys", {f"diffusion_model.{k}": s for k, s in LAYERS.items()}, "original .* key layout"),
+    ],
+)
+def test_flux_loras_diffusers_cannot_read_are_one_line(flux_and_lora, tmp_path, capsys, layout, layers, says):
+    """A Control LoRA (it widens the model's input for a control image), kohya's linear1 at another width than
+    the release's, original keys with peft's factor names (diffusers converts them only as kohya's):
+    one line naming the layout, exit 2, nothing written."""
+    from helpers import fails
+
+    names = {"names": ("lora_A", "lora_B"), "alpha": False} if layout != "kohya" else {}
+    lora = _community_file(tmp_path, layout, layers, **names)
+    line = fails(capsys, "a cat", "--model", flux_and_lora[0], "--lora", lora, "--out", tmp_path / "out")
+    assert re.search(says, line), line
+    assert not (tmp_path / "out").exists()

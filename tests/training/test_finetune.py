@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import cfg, max_diff, weights
+from helpers import cfg, killed_after_first_checkpoint, max_diff, weights
 from safetensors.torch import load_file
 
 from latentdiff import LatentDiffError, Pipeline, UsageError
@@ -69,46 +69,12 @@ def test_full_output_is_a_diffusers_model(dataset, tiny_sd2, tmp_path):
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_killed_and_resumed_equals_uninterrupted(dataset, tiny_sd1, tmp_path, method, monkeypatch):
-    straight = tmp_path / "straight"
-    finetune(
-        cfg(dataset, tiny_sd1, straight, method=method, grad_accum=2, lr_schedule="cosine", warmup_steps=1, flip=True)
-    )
-    real_save = ckpt.save_checkpoint
-
-    def save_then_die(*a, **k):  # the process is killed right after its first checkpoint
-        real_save(*a, **k)
-        raise KeyboardInterrupt
-
-    interrupted = tmp_path / "interrupted"
-    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(
-            cfg(
-                dataset,
-                tiny_sd1,
-                interrupted,
-                method=method,
-                grad_accum=2,
-                lr_schedule="cosine",
-                warmup_steps=1,
-                flip=True,
-            )
-        )
-    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    run = dict(method=method, grad_accum=2, lr_schedule="cosine", warmup_steps=1, flip=True)
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    finetune(cfg(dataset, tiny_sd1, straight, **run))
+    killed_after_first_checkpoint(lambda: finetune(cfg(dataset, tiny_sd1, interrupted, **run)), monkeypatch)
     assert ckpt.latest_checkpoint(interrupted).name == "step-00000002"
-    finetune(
-        cfg(
-            dataset,
-            tiny_sd1,
-            interrupted,
-            method=method,
-            grad_accum=2,
-            lr_schedule="cosine",
-            warmup_steps=1,
-            flip=True,
-            resume=True,
-        )
-    )
+    finetune(cfg(dataset, tiny_sd1, interrupted, **run, resume=True))
     assert max_diff(weights(straight), weights(interrupted)) <= 1e-6
     assert weights(straight).keys() == weights(interrupted).keys()
 

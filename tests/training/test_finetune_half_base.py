@@ -4,6 +4,7 @@ device allows: trainable weights fp32, frozen weights in the compute dtype, exac
 import numpy as np
 import pytest
 import torch
+from helpers import killed_after_first_checkpoint
 from safetensors.torch import load_file
 
 from latentdiff import Pipeline, UsageError
@@ -95,16 +96,9 @@ def test_frozen_weights_take_the_compute_dtype_and_trainable_stay_fp32(
 
 def test_lora_on_an_fp16_base_resumes_exactly(dataset, tiny_half, tmp_path, monkeypatch):  # noqa: F811
     straight = finetune(cfg(dataset, tiny_half, tmp_path / "straight", max_steps=3))
-    real_save = ckpt.save_checkpoint
-
-    def save_then_die(*a, **k):
-        real_save(*a, **k)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(cfg(dataset, tiny_half, tmp_path / "resumed", max_steps=3))
-    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    killed_after_first_checkpoint(
+        lambda: finetune(cfg(dataset, tiny_half, tmp_path / "resumed", max_steps=3)), monkeypatch
+    )
     resumed = finetune(cfg(dataset, tiny_half, tmp_path / "resumed", max_steps=3, resume=True))
     a, b = (load_file(str(ckpt.latest_checkpoint(o) / "trainable.safetensors")) for o in (straight, resumed))
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6

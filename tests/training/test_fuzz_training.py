@@ -46,7 +46,10 @@ def around(most: int):
 
 
 FINETUNE_INTS = {name: most for name, (most, _) in bounds.CEILINGS.items() if name != "eval_train_images"}
-FINETUNE_FLOATS = ("lr", "caption_dropout", "snr_gamma", "noise_offset", "ema_decay", "weight_decay")
+FINETUNE_FLOATS = (
+    *("lr", "caption_dropout", "snr_gamma", "noise_offset", "ema_decay", "weight_decay"),
+    *("logit_mean", "logit_std", "mode_scale", "flow_shift", "guidance"),
+)
 
 
 @FUZZ
