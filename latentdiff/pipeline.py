@@ -23,13 +23,13 @@ from latentdiff.models.fingerprint import model_hash
 from latentdiff.models.saving import save_pretrained
 from latentdiff.runtime.compile import compile_for_inference, compile_mode
 from latentdiff.runtime.device import (
-    cpu_threads_for,
     prepack_cpu_weights,
     use_channels_last,
     wants_channels_last,
     wants_prepacked_weights,
 )
 from latentdiff.runtime.placement import cast, vae_dtype
+from latentdiff.runtime.threads import auto_threads
 from latentdiff.workflows.additions import a1111_noise, additions, take, text_options
 from latentdiff.workflows.cascade import cascade_options, is_pixel_stage, pixel_upscale
 from latentdiff.workflows.decode import decode_latents
@@ -60,7 +60,8 @@ class Pipeline:
         self._model_hash = None
         self.addons, self.lora_dir = AddOns(), None  # load-time LoRAs/embeddings; where <lora:NAME:W> finds NAME
         self.compiled = False
-        self.threads = None  # intra-op CPU threads while generating (cpu_threads_for); None: the process's own
+        # intra-op CPU threads while generating: "auto" chooses per call (runtime/threads.py), None: the process's own
+        self.threads, self.unet_params = None, 0
         self.upscalers = {}  # diffusion upscalers loaded for this pipeline (workflows/upscale.py), by reference
         self.family = family_of(components)  # what the model is: its conditioning, its model call
         self.components = components = self.family.adapt(components)
@@ -82,7 +83,7 @@ class Pipeline:
             cast(te, device, dtype)  # T5 keeps its fp32 layers under fp16, as transformers loads it
         c.vae.to(device=device, dtype=vae_dtype(dtype, c.vae.config, device))
         place_unclip(c, device, dtype)
-        self.threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
+        self.threads, self.unet_params = auto_threads(device.type), sum(p.numel() for p in c.unet.parameters())
         if wants_channels_last(device, dtype):
             use_channels_last(c.unet, c.vae)
         if wants_prepacked_weights(device, dtype):

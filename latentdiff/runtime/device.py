@@ -11,6 +11,7 @@ from functools import lru_cache
 import torch
 
 from latentdiff.errors import UsageError
+from latentdiff.runtime.threads import SMALL_UNET_PARAMS, threads_for_call
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
@@ -136,7 +137,8 @@ def note_cpu_bf16(device: torch.device, dtype: torch.dtype, fp32_flag: str = "--
 
 
 # ---- threads ----------------------------------------------------------------------------
-# Generating: measured on a 2-core AMX Xeon (benchmarks/README.md): a UNet this small runs its ops
+# Training (finetune, train-vae). Generating chooses per call (runtime/threads.py); it followed
+# this rule before, measured on a 2-core AMX Xeon (benchmarks/README.md): a UNet this small runs its ops
 # in microseconds, where OpenMP's fork/join and barrier waits cost more than a second core saves
 # (under load from other processes, 2 threads were up to 70x slower than 1 for the tiny model).
 # Training (finetune, train-vae) follows the same rule, measured on a shared, busy 2-core AMD EPYC
@@ -144,12 +146,11 @@ def note_cpu_bf16(device: torch.device, dtype: torch.dtype, fp32_flag: str = "--
 # shipped model, 2 threads against 1: 1.31x slower for LoRA and full fine-tuning, 0.98x for
 # train-vae, with OMP_WAIT_POLICY=PASSIVE (what the CLI sets); 4.6x (LoRA) and 4.4x (full) slower
 # with OpenMP's default spinning, how finetune ran before (issue 22 saw up to 30x).
-SMALL_UNET_PARAMS = 50_000_000
 
 
 def cpu_threads_for(device: torch.device, params: int) -> int | None:
-    """Intra-op threads for generating with or training a model of `params` parameters (the UNet;
-    train-vae: the VAE), or None to keep the process's setting. An OMP_NUM_THREADS the user set is
+    """Intra-op threads for training a model of `params` parameters (the UNet; train-vae: the VAE),
+    or None to keep the process's setting. An OMP_NUM_THREADS the user set is
     their choice (the shipped model's recipe trains with 2) and is kept."""
     if device.type == "cpu" and params < SMALL_UNET_PARAMS and not os.environ.get("OMP_NUM_THREADS"):
         return 1
@@ -181,6 +182,12 @@ class torch_threads:
         if self.old is not None:
             torch.set_num_threads(self.old)
             self.old = None
+
+
+def generation_threads(pipe) -> torch_threads:
+    """The block runs on the threads `pipe.threads` says for its UNet of `pipe.unet_params`
+    parameters ("auto": chosen now, from the machine as it is)."""
+    return torch_threads(threads_for_call(pipe.threads, pipe.unet_params))
 
 
 def default_training_threads(threads: torch_threads, device: torch.device, params: int) -> None:
