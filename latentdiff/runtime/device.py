@@ -137,21 +137,18 @@ def note_cpu_bf16(device: torch.device, dtype: torch.dtype, fp32_flag: str = "--
 
 
 # ---- threads ----------------------------------------------------------------------------
-# Training (finetune, train-vae). Generating chooses per call (runtime/threads.py); it followed
-# this rule before, measured on a 2-core AMX Xeon (benchmarks/README.md): a UNet this small runs its ops
-# in microseconds, where OpenMP's fork/join and barrier waits cost more than a second core saves
-# (under load from other processes, 2 threads were up to 70x slower than 1 for the tiny model).
-# Training (finetune, train-vae) follows the same rule, measured on a shared, busy 2-core AMD EPYC
-# with benchmarks/train_threads.py (results/train_threads-shipped-emoji*.md), median s/step of the
-# shipped model, 2 threads against 1: 1.31x slower for LoRA and full fine-tuning, 0.98x for
-# train-vae, with OMP_WAIT_POLICY=PASSIVE (what the CLI sets); 4.6x (LoRA) and 4.4x (full) slower
-# with OpenMP's default spinning, how finetune ran before (issue 22 saw up to 30x).
+# Training (finetune, train-vae; generating chooses per call: runtime/threads.py). A UNet this small
+# runs its ops in microseconds, where OpenMP's fork/join costs more than a second core saves:
+# measured on a shared, busy 2-core AMD EPYC with benchmarks/train_threads.py
+# (results/train_threads-shipped-emoji*.md), median s/step of the shipped model, 2 threads against 1:
+# 1.31x slower for LoRA and full fine-tuning, 0.98x for train-vae, with OMP_WAIT_POLICY=PASSIVE
+# (what the CLI sets); 4.6x (LoRA) and 4.4x (full) slower with OpenMP's default spinning.
 
 
 def cpu_threads_for(device: torch.device, params: int) -> int | None:
     """Intra-op threads for training a model of `params` parameters (the UNet; train-vae: the VAE),
-    or None to keep the process's setting. An OMP_NUM_THREADS the user set is
-    their choice (the shipped model's recipe trains with 2) and is kept."""
+    or None to keep the process's setting. An OMP_NUM_THREADS the user set is their choice (the
+    shipped model's recipe trains with 2) and is kept."""
     if device.type == "cpu" and params < SMALL_UNET_PARAMS and not os.environ.get("OMP_NUM_THREADS"):
         return 1
     return None
