@@ -5,15 +5,15 @@ use (affinity, cgroup quota) and how busy the others keep them now.
 machine. Measured on a shared 2-core AMD EPYC (AVX2) with benchmarks/cpu_threads.py
 (results/cpu_threads-*.md), OpenMP waits passive (what the CLIs set):
 - a small UNet (the shipped model's 9M parameters) runs thousands of tiny ops, where OpenMP's
-  fork/join costs more than a second core saves: 1 thread beats 2 whenever a core is free;
-- when no core is free (others at our priority keep every CPU busy), the kernel gives each runnable
-  thread an equal slice, so fewer threads than CPUs only hands our share away: the issue saw the
-  shipped model 2.6x slower on 1 thread than on 2 at load 6-9. Then every usable CPU runs;
-- a large UNet runs on the CPUs the others leave free (a thread that shares its core with another
-  job stalls the rest at every barrier);
+  fork/join costs more than a second core saves: 1 thread beat 2 on an idle machine (0.70 s against
+  0.87 s an image) and on a busy one (load 9: 3.2 s against 5.7 s);
+- a large UNet runs on the CPUs the others leave free, at least one: a thread that shares its core
+  with another job stalls the rest at every barrier. With no CPU free (load 12), 1 thread and
+  torch's 2 took the same time (0.96x) on SD1.5's layout at half width;
 - spinning waits (OpenMP's default policy) under load made 2 threads 7.7x slower than 1 here, so the
   wait is passive whenever more than one thread runs or anyone else computes.
-Work at a lower priority (a `nice`d training run) does not count: the kernel lets us run first."""
+Work at a lower priority (a `nice`d training run) does not count: the kernel lets us run first.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SMALL_UNET_PARAMS = 50_000_000  # below this, ops are too small to split (see above)
-FREE = 0.5  # a CPU counts as free when others use less than half of it
+FREE = 0.5  # others using half a CPU or more make a spinning wait costly
 STALE_S = 30.0  # an older snapshot says nothing of the load now: sample afresh
 SAMPLE_S = 0.05  # the shortest window worth reading (/proc/stat counts in 10 ms ticks)
 
@@ -44,14 +44,11 @@ class CpuState:
 def choose_threads(state: CpuState, params: int) -> ThreadChoice:
     """Threads for a model (the UNet) of `params` parameters on a machine in `state`."""
     usable = max(1, int(state.cpus))  # a quota of 1.5 CPUs runs 1 thread unthrottled
-    free = usable - state.others
-    if free < FREE:
-        n, why = usable, f"no CPU free ({state.others:.1f} busy): our fair share on all {usable}"
-    elif params < SMALL_UNET_PARAMS:
-        n, why = 1, f"a small model ({params / 1e6:.0f}M parameters): 1 thread while a CPU is free"
+    if params < SMALL_UNET_PARAMS:
+        n, why = 1, f"a small model ({params / 1e6:.0f}M parameters): 1 thread"
     else:
-        n = max(1, min(usable, round(free)))
-        why = f"{n} of {usable} CPUs free ({state.others:.1f} busy)"
+        n = max(1, min(usable, round(usable - state.others)))
+        why = f"{n} of {usable} CPUs free ({state.others:.1f} busy with other work)"
     return ThreadChoice(n, n > 1 or state.others >= FREE, why)
 
 
