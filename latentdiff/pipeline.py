@@ -26,6 +26,7 @@ from latentdiff.runtime.device import (
     prepack_cpu_weights,
     use_channels_last,
     wants_channels_last,
+    wants_channels_last_vae,
     wants_prepacked_weights,
 )
 from latentdiff.runtime.placement import cast, vae_dtype
@@ -86,6 +87,8 @@ class Pipeline:
         self.threads, self.unet_params = auto_threads(device.type), sum(p.numel() for p in c.unet.parameters())
         if wants_channels_last(device, dtype):
             use_channels_last(c.unet, c.vae)
+        elif wants_channels_last_vae(device, c.vae.dtype):
+            use_channels_last(c.vae)
         if wants_prepacked_weights(device, dtype):
             prepack_cpu_weights(c.unet)
 

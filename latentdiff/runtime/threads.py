@@ -19,8 +19,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+
+from latentdiff.runtime.device import notice
 
 SMALL_UNET_PARAMS = 50_000_000  # below this, ops are too small to split (see above)
 FREE = 0.5  # others using half a CPU or more make a spinning wait costly
@@ -41,14 +46,15 @@ class CpuState:
     others: float  # CPUs kept busy now by other processes at our priority or above
 
 
-def choose_threads(state: CpuState, params: int) -> ThreadChoice:
-    """Threads for a model (the UNet) of `params` parameters on a machine in `state`."""
+def choose_threads(state: CpuState | Callable[[], CpuState], params: int) -> ThreadChoice:
+    """Threads for a model (the UNet) of `params` parameters on a machine in `state` (a callable:
+    probed only where the rule needs it, so a small model's call never waits for a sample)."""
+    if params < SMALL_UNET_PARAMS:  # one thread never waits for another: no wait policy matters
+        return ThreadChoice(1, False, f"a small model ({params / 1e6:.0f}M parameters): 1 thread")
+    state = state() if callable(state) else state
     usable = max(1, int(state.cpus))  # a quota of 1.5 CPUs runs 1 thread unthrottled
-    if params < SMALL_UNET_PARAMS:
-        n, why = 1, f"a small model ({params / 1e6:.0f}M parameters): 1 thread"
-    else:
-        n = max(1, min(usable, round(usable - state.others)))
-        why = f"{n} of {usable} CPUs free ({state.others:.1f} busy with other work)"
+    n = max(1, min(usable, round(usable - state.others)))
+    why = f"{n} of {usable} CPUs free ({state.others:.1f} busy with other work)"
     return ThreadChoice(n, n > 1 or state.others >= FREE, why)
 
 
@@ -166,6 +172,67 @@ def threads_for_call(setting, params: int) -> int | None:
     the process's count."""
     if setting != "auto":
         return setting
-    import torch
+    return choose_threads(lambda: probe(torch.get_num_threads()), params).threads
 
-    return choose_threads(probe(torch.get_num_threads()), params).threads
+
+# ---- applying a count ---------------------------------------------------------------------
+# Training (finetune, train-vae; generating chooses per call: runtime/threads.py). A UNet this small
+# runs its ops in microseconds, where OpenMP's fork/join costs more than a second core saves:
+# measured on a shared, busy 2-core AMD EPYC with benchmarks/train_threads.py
+# (results/train_threads-shipped-emoji*.md), median s/step of the shipped model, 2 threads against 1:
+# 1.31x slower for LoRA and full fine-tuning, 0.98x for train-vae, with OMP_WAIT_POLICY=PASSIVE
+# (what the CLI sets); 4.6x (LoRA) and 4.4x (full) slower with OpenMP's default spinning.
+
+
+def cpu_threads_for(device: torch.device, params: int) -> int | None:
+    """Intra-op threads for training a model of `params` parameters (the UNet; train-vae: the VAE),
+    or None to keep the process's setting. An OMP_NUM_THREADS the user set is their choice (the
+    shipped model's recipe trains with 2) and is kept."""
+    if device.type == "cpu" and params < SMALL_UNET_PARAMS and not os.environ.get("OMP_NUM_THREADS"):
+        return 1
+    return None
+
+
+class torch_threads:
+    """Run a block with `n` intra-op threads (None: unchanged), restoring the caller's count.
+    `default(m)` applies `m` later in the block (once the model's size is known) unless `n` was given."""
+
+    def __init__(self, n: int | None):
+        self.n, self.old = n, None
+
+    def __enter__(self):
+        self._set(self.n)
+        return self
+
+    def default(self, n: int | None) -> None:
+        if self.n is None:
+            self._set(n)
+
+    def _set(self, n: int | None) -> None:
+        if n is not None and n != torch.get_num_threads():
+            if self.old is None:
+                self.old = torch.get_num_threads()
+            torch.set_num_threads(n)
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            torch.set_num_threads(self.old)
+            self.old = None
+
+
+def generation_threads(pipe) -> torch_threads:
+    """The block runs on the threads `pipe.threads` says for its UNet of `pipe.unet_params`
+    parameters ("auto": chosen now, from the machine as it is)."""
+    return torch_threads(threads_for_call(pipe.threads, pipe.unet_params))
+
+
+def default_training_threads(threads: torch_threads, device: torch.device, params: int) -> None:
+    """cpu_threads_for's rule for a training run without --num-threads, said in one line when it
+    changes the count."""
+    before = torch.get_num_threads()
+    threads.default(cpu_threads_for(device, params))
+    if torch.get_num_threads() != before:
+        notice(
+            f"training on {torch.get_num_threads()} CPU thread(s), not {before}: faster for a model of "
+            f"{params / 1e6:.1f}M parameters (--num-threads N to choose)"
+        )

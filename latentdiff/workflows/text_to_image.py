@@ -13,8 +13,8 @@ from latentdiff.formats.lora import describe
 from latentdiff.formats.lora_tags import batch_tags, merged
 from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
-from latentdiff.runtime.device import generation_threads
 from latentdiff.runtime.memory import allocation_errors, images_at_once
+from latentdiff.runtime.threads import generation_threads
 from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
 from latentdiff.workflows import a1111_path
 from latentdiff.workflows.finish import finish

@@ -19,7 +19,8 @@ from latentdiff.families.upscaler import low_res_channels, upscaler_settings
 from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.models.configs import own_upscaler
-from latentdiff.runtime.device import DTYPE_NAMES, generation_threads
+from latentdiff.runtime.device import DTYPE_NAMES
+from latentdiff.runtime.threads import generation_threads
 from latentdiff.sampling.loop import denoise, make_scheduler
 from latentdiff.sampling.model_call import Inputs
 from latentdiff.sampling.wrappers import Tiled

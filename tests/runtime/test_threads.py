@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import latentdiff.runtime.threads as threads
-from latentdiff.runtime.threads import SMALL_UNET_PARAMS, CpuState, LoadProbe, cgroup_cpus, choose_threads, quota_cpus
+from latentdiff.runtime.threads import CpuState, LoadProbe, cgroup_cpus, choose_threads, quota_cpus
 
 SMALL, LARGE = 9_000_000, 860_000_000  # the shipped model's UNet; SD1.5's
 
@@ -35,13 +35,15 @@ SMALL, LARGE = 9_000_000, 860_000_000  # the shipped model's UNet; SD1.5's
 def test_thread_choice_table(cpus, others, params, expected):
     choice = choose_threads(CpuState(cpus, others), params)
     assert choice.threads == expected, choice.why
-    assert choice.passive == (expected > 1 or others >= 0.5)  # spinning waits only alone on an idle machine
+    assert choice.passive == (expected > 1 or (others >= 0.5 and params == LARGE))
 
 
-def test_the_small_model_line_is_the_training_rules():
-    from latentdiff.runtime import device
+def test_a_small_model_never_waits_for_a_probe():
+    def probe():
+        raise AssertionError("probed")
 
-    assert device.SMALL_UNET_PARAMS == SMALL_UNET_PARAMS
+    assert choose_threads(probe, SMALL).threads == 1
+    assert choose_threads(lambda: CpuState(4, 1.0), LARGE).threads == 3
 
 
 @pytest.mark.parametrize(
