@@ -28,7 +28,7 @@ import torch
 from latentdiff.runtime.device import notice
 
 SMALL_UNET_PARAMS = 50_000_000  # below this, ops are too small to split (see above)
-FREE = 0.5  # others using half a CPU or more make a spinning wait costly
+FREE = 0.5  # a CPU others keep less than half busy is free; half a CPU of theirs makes spinning costly
 STALE_S = 30.0  # an older snapshot says nothing of the load now: sample afresh
 SAMPLE_S = 0.05  # the shortest window worth reading (/proc/stat counts in 10 ms ticks)
 
@@ -53,7 +53,7 @@ def choose_threads(state: CpuState | Callable[[], CpuState], params: int) -> Thr
         return ThreadChoice(1, False, f"a small model ({params / 1e6:.0f}M parameters): 1 thread")
     state = state() if callable(state) else state
     usable = max(1, int(state.cpus))  # a quota of 1.5 CPUs runs 1 thread unthrottled
-    n = max(1, min(usable, round(usable - state.others)))
+    n = max(1, min(usable, int(usable - state.others + FREE)))  # a CPU at most half busy counts as free
     why = f"{n} of {usable} CPUs free ({state.others:.1f} busy with other work)"
     return ThreadChoice(n, n > 1 or state.others >= FREE, why)
 

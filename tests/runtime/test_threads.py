@@ -30,6 +30,8 @@ SMALL, LARGE = 9_000_000, 860_000_000  # the shipped model's UNet; SD1.5's
         (1.5, 0.0, LARGE, 1),  # a cgroup quota of 1.5 CPUs: one thread runs unthrottled
         (0.5, 0.0, LARGE, 1),
         (4, 0.3, LARGE, 4),
+        (4, 1.5, LARGE, 3),  # half a CPU busy still counts as free (no banker's rounding)
+        (4, 2.5, LARGE, 2),
     ],
 )
 def test_thread_choice_table(cpus, others, params, expected):
