@@ -9,7 +9,7 @@ drifting load from other jobs hits both sides; a run's first `--warmup` optimize
 caching pre-pass) are not timed. A step's time is the time between two optimizer steps (a global
 optimizer hook), so it covers the data, forward, backward and update. Reported: the median step
 time of each side over all rounds, and the ratio to 1 thread (above 1: slower than 1 thread).
-This is the measurement behind `runtime.cpu_threads_for`, the default of `--num-threads`.
+This is the measurement behind `runtime.threads.cpu_threads_for`, the default of `--num-threads`.
 
 OpenMP: like `latentdiff finetune`, threads wait passively (OMP_WAIT_POLICY=PASSIVE, set here before
 torch is imported); `--omp-wait-policy inherit` keeps the caller's environment.

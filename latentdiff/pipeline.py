@@ -22,15 +22,11 @@ from latentdiff.models.components import Components, vae_scale_factor
 from latentdiff.models.fingerprint import model_hash
 from latentdiff.models.saving import save_pretrained
 from latentdiff.runtime.compile import compile_for_inference, compile_mode
-from latentdiff.runtime.device import (
-    cpu_threads_for,
-    prepack_cpu_weights,
-    use_channels_last,
-    wants_channels_last,
-    wants_prepacked_weights,
-)
+from latentdiff.runtime.device import prepack_cpu_weights, use_channels_last, wants_channels_last
+from latentdiff.runtime.device import wants_channels_last_vae, wants_prepacked_weights
 from latentdiff.runtime.offload import place as place_modules
 from latentdiff.runtime.placement import cast, vae_dtype
+from latentdiff.runtime.threads import auto_threads
 from latentdiff.workflows.additions import additions, own_path, take, text_options
 from latentdiff.workflows.cascade import cascade_options, is_pixel_stage, pixel_upscale
 from latentdiff.workflows.decode import decode_latents
@@ -60,7 +56,7 @@ class Pipeline:
         self._model_hash = None
         self.addons, self.lora_dir = AddOns(), None  # load-time LoRAs/embeddings; where <lora:NAME:W> finds NAME
         self.compiled = False
-        self.threads = None  # intra-op CPU threads while generating (cpu_threads_for); None: the process's own
+        self.threads, self.unet_params = None, 0  # CPU threads: "auto" per call (runtime/threads.py), None: as is
         self.upscalers = {}  # diffusion upscalers loaded for this pipeline (workflows/upscale.py), by reference
         self.family = family_of(components)  # what the model is: its conditioning, its model call
         self.components = components = self.family.adapt(components)
@@ -83,9 +79,11 @@ class Pipeline:
         c.vae.to(dtype=vae_dtype(dtype, c.vae.config, device))
         place_modules(c, device, self.offload)  # on the device, or waiting in RAM (runtime/offload.py)
         place_unclip(c, device, dtype)
-        self.threads = cpu_threads_for(device, sum(p.numel() for p in c.unet.parameters()))
+        self.threads, self.unet_params = auto_threads(device.type), sum(p.numel() for p in c.unet.parameters())
         if wants_channels_last(device, dtype):
             use_channels_last(c.unet, c.vae)
+        elif wants_channels_last_vae(device, c.vae.dtype):
+            use_channels_last(c.vae)
         if wants_prepacked_weights(device, dtype):
             prepack_cpu_weights(c.unet)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -135,74 +134,20 @@ def note_cpu_bf16(device: torch.device, dtype: torch.dtype, fp32_flag: str = "--
         notice(f"bf16 on this CPU: {cpu_bf16().describe(fp32_flag)}")
 
 
-# ---- threads ----------------------------------------------------------------------------
-# Generating: measured on a 2-core AMX Xeon (benchmarks/README.md): a UNet this small runs its ops
-# in microseconds, where OpenMP's fork/join and barrier waits cost more than a second core saves
-# (under load from other processes, 2 threads were up to 70x slower than 1 for the tiny model).
-# Training (finetune, train-vae) follows the same rule, measured on a shared, busy 2-core AMD EPYC
-# with benchmarks/train_threads.py (results/train_threads-shipped-emoji*.md), median s/step of the
-# shipped model, 2 threads against 1: 1.31x slower for LoRA and full fine-tuning, 0.98x for
-# train-vae, with OMP_WAIT_POLICY=PASSIVE (what the CLI sets); 4.6x (LoRA) and 4.4x (full) slower
-# with OpenMP's default spinning, how finetune ran before (issue 22 saw up to 30x).
-SMALL_UNET_PARAMS = 50_000_000
-
-
-def cpu_threads_for(device: torch.device, params: int) -> int | None:
-    """Intra-op threads for generating with or training a model of `params` parameters (the UNet;
-    train-vae: the VAE), or None to keep the process's setting. An OMP_NUM_THREADS the user set is
-    their choice (the shipped model's recipe trains with 2) and is kept."""
-    if device.type == "cpu" and params < SMALL_UNET_PARAMS and not os.environ.get("OMP_NUM_THREADS"):
-        return 1
-    return None
-
-
-class torch_threads:
-    """Run a block with `n` intra-op threads (None: unchanged), restoring the caller's count.
-    `default(m)` applies `m` later in the block (once the model's size is known) unless `n` was given."""
-
-    def __init__(self, n: int | None):
-        self.n, self.old = n, None
-
-    def __enter__(self):
-        self._set(self.n)
-        return self
-
-    def default(self, n: int | None) -> None:
-        if self.n is None:
-            self._set(n)
-
-    def _set(self, n: int | None) -> None:
-        if n is not None and n != torch.get_num_threads():
-            if self.old is None:
-                self.old = torch.get_num_threads()
-            torch.set_num_threads(n)
-
-    def __exit__(self, *exc):
-        if self.old is not None:
-            torch.set_num_threads(self.old)
-            self.old = None
-
-
-def default_training_threads(threads: torch_threads, device: torch.device, params: int) -> None:
-    """cpu_threads_for's rule for a training run without --num-threads, said in one line when it
-    changes the count."""
-    before = torch.get_num_threads()
-    threads.default(cpu_threads_for(device, params))
-    if torch.get_num_threads() != before:
-        notice(
-            f"training on {torch.get_num_threads()} CPU thread(s), not {before}: faster for a model of "
-            f"{params / 1e6:.1f}M parameters (--num-threads N to choose)"
-        )
-
-
 def wants_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
-    """channels_last (NHWC) lets oneDNN run convolutions without reordering activations. On this
-    AMX CPU in bf16 it made the SD1.5 UNet ~13% and the VAE decoder ~2.5x faster; in fp32 it gained
-    nothing on the UNet, so fp32 on CPU keeps the default layout (and exact parity). On CUDA it is
-    applied only together with torch.compile (see accel.compile_for_inference), as diffusers advises.
-    Where oneDNN has no bf16 kernels (AVX2-only CPUs) convolutions take ATen's plain path, for
-    which the default layout is the tested one."""
+    """channels_last (NHWC) lets oneDNN run convolutions without reordering activations. On an AMX
+    CPU in bf16 it made the SD1.5 UNet ~13% and the VAE decoder ~2.5x faster. On CUDA it is applied
+    only together with torch.compile (runtime/compile.py), as diffusers advises. Where oneDNN has no
+    bf16 kernels (AVX2-only CPUs) the default layout is the tested one. fp32: wants_channels_last_vae."""
     return wants_prepacked_weights(device, dtype)
+
+
+def wants_channels_last_vae(device: torch.device, vae_dtype: torch.dtype) -> bool:
+    """The VAE alone in fp32 on the CPU: on a 2-core AVX2 EPYC its decode took 0.79x (1 thread) to
+    0.93x (2) of the time at 64 px and 0.94x at 256 px, its pixels within 0.005/255 of the default
+    layout's; the fp32 UNet gained nothing there (0.96-1.01x), so it keeps the parity layout
+    (benchmarks/channels_last_cpu.py, results/channels_last_cpu-*)."""
+    return device.type == "cpu" and vae_dtype == torch.float32
 
 
 def wants_prepacked_weights(device: torch.device, dtype: torch.dtype) -> bool:

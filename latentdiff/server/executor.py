@@ -94,6 +94,7 @@ def vae_swapped(pipe, path: str | None, cache: dict):
         return
     # Imported with the first job naming a VAE: they import torch (loaded with the first model).
     from latentdiff.formats.vae import load_vae_ref
+    from latentdiff.runtime.device import use_channels_last, wants_channels_last_vae
     from latentdiff.runtime.placement import vae_dtype
 
     c = pipe.components
@@ -102,6 +103,8 @@ def vae_swapped(pipe, path: str | None, cache: dict):
         cache.clear()
         vae = load_vae_ref(path, c.vae.config, pipe.allow_pickle)
         cache[key] = vae.to(device=pipe.device, dtype=vae_dtype(pipe.dtype, vae.config, pipe.device)).eval()
+        if wants_channels_last_vae(pipe.device, cache[key].dtype):  # in the layout Pipeline.place_on gives its own
+            use_channels_last(cache[key])
     before = c.vae, pipe.vae_ref
     c.vae, pipe.vae_ref = cache[key], path
     try:

@@ -23,7 +23,7 @@ import torch
 from latentdiff.errors import LatentDiffError
 from latentdiff.families.registry import family_of
 from latentdiff.runtime.compile import prepare_unet_for_training
-from latentdiff.runtime.device import default_training_threads, torch_threads
+from latentdiff.runtime.threads import default_training_threads, torch_threads
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training import trackers
 from latentdiff.training.batches import BatchSource

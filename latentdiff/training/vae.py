@@ -119,7 +119,7 @@ def _finish(cfg, out: Path, vae, train_u8, heldout_u8, device, seconds: float) -
 def train_vae(cfg: VaeTrainConfig) -> dict:
     """Train (or resume), then write OUT/vae, OUT/eval.json; returns the eval.json contents."""
     # Here, not at the top: it imports torch, which vae.py must not pay for at start-up.
-    from latentdiff.runtime.device import torch_threads
+    from latentdiff.runtime.threads import torch_threads
 
     with torch_threads(cfg.num_threads) as threads:
         return _train_vae(cfg, threads)
@@ -129,7 +129,8 @@ def _train_vae(cfg: VaeTrainConfig, threads) -> dict:
     import torch
 
     # Here, not at the top: it imports torch, which vae.py must not pay for at start-up.
-    from latentdiff.runtime.device import default_training_threads, note_cpu_bf16
+    from latentdiff.runtime.device import note_cpu_bf16
+    from latentdiff.runtime.threads import default_training_threads
 
     out = prepare_out(cfg, "train-vae", RUN_ENTRIES)
     train, heldout = scan_split(cfg, out)

@@ -13,9 +13,9 @@ from latentdiff.formats.lora import describe
 from latentdiff.formats.lora_tags import batch_tags, merged
 from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
-from latentdiff.runtime.device import torch_threads
 from latentdiff.runtime.memory import allocation_errors, images_at_once
 from latentdiff.runtime.offload import release
+from latentdiff.runtime.threads import generation_threads
 from latentdiff.sampling.loop import denoise, make_scheduler, refiner_start_index, steps_before
 from latentdiff.sampling.noise import COMFY_DEVICES
 from latentdiff.workflows import a1111_path, comfy_path
@@ -44,7 +44,7 @@ def generate_batch(pipe, jobs: list[tuple[str, int]], request: Request, first: i
     texts, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
     what = f"generating {len(texts)} image(s) of {request.width}x{request.height} on {pipe.device}"
     untagged, loras = batch_tags(texts, pipe.lora_dir) if request.prompt_syntax == "a1111" else (texts, [])
-    with torch_threads(pipe.threads), allocation_errors(what, "choose a smaller size"):
+    with generation_threads(pipe), allocation_errors(what, "choose a smaller size"):
         with merged(pipe.components, loras, pipe.allow_pickle):
             pixels = sample(pipe, untagged, seeds, request, request.comfy_noise(first, len(jobs)))
     release(pipe.components)  # offloaded components back in RAM: the next batch starts from the text encoders

@@ -19,7 +19,8 @@ from latentdiff.families.upscaler import low_res_channels, upscaler_settings
 from latentdiff.images.record import record
 from latentdiff.images.write import a1111_line, to_pil
 from latentdiff.models.configs import own_upscaler
-from latentdiff.runtime.device import DTYPE_NAMES, torch_threads
+from latentdiff.runtime.device import DTYPE_NAMES
+from latentdiff.runtime.threads import generation_threads
 from latentdiff.sampling.loop import denoise, make_scheduler
 from latentdiff.sampling.model_call import Inputs
 from latentdiff.sampling.wrappers import Tiled
@@ -106,7 +107,7 @@ def upscale(
     model = pipe.family.denoiser(c)
     model = model if tile is None else Tiled(model, latent_tile)
     cond, uncond = Inputs(cond, channels), None if uncond is None else Inputs(uncond, channels)
-    with torch_threads_of(pipe):
+    with generation_threads(pipe):
         latents = denoise(model, sched, latents, cond, uncond, guidance, [g], pipe.progress_bar(1))
         out = to_pil(pipe.decode(latents, tile=latent_tile))[0]
     f = out.width // padded.width
@@ -146,10 +147,6 @@ def _check_args(steps, guidance, noise_level, max_level, seed, tile) -> None:
         raise UsageError(f"seed must be a whole number >= 0, got {seed}")
     if tile is not None and (int(tile) != tile or tile < 64):
         raise UsageError(f"tile must be at least 64 px, got {tile}")
-
-
-def torch_threads_of(pipe):
-    return torch_threads(pipe.threads)
 
 
 def tile_in_latents(tile: int, factor: int, m: int) -> int:

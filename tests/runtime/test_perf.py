@@ -6,10 +6,12 @@ import pytest
 import torch
 
 import latentdiff.runtime.device as runtime
+import latentdiff.runtime.threads as threads
 from latentdiff import Pipeline
 from latentdiff.models.assemble import load_components
 from latentdiff.models.weights import parameter_count
-from latentdiff.runtime.device import SMALL_UNET_PARAMS, CpuBf16, cpu_bf16, torch_threads
+from latentdiff.runtime.device import CpuBf16, cpu_bf16
+from latentdiff.runtime.threads import SMALL_UNET_PARAMS, torch_threads
 
 # bf16 keeps 8 bits of mantissa; on the tiny model its 4-step images sit 47-53 dB from fp32
 # (measured over pndm/euler_a/dpm++2m/ddim and three seeds; max pixel difference 3-7/255).
@@ -77,9 +79,19 @@ def test_prepacked_weights_give_the_same_image(tiny_sd1):
     assert psnr(packed, plain) >= 50  # convolutions are bit-identical; linears differ by bf16 rounding
 
 
-def test_fp32_pipeline_keeps_the_default_layout(pipe_sd1):
-    # fp32 on CPU gains nothing from channels_last and must stay bit-for-bit the parity path
-    assert pipe_sd1.components.unet.conv_in.weight.is_contiguous()
+def test_fp32_pipeline_keeps_the_default_layout_but_for_the_vae(pipe_sd1):
+    # the fp32 UNet on CPU gains nothing from channels_last and stays bit-for-bit the parity path;
+    # the VAE's decode gains (runtime.wants_channels_last_vae) with pixels within 1/255
+    c = pipe_sd1.components
+    assert c.unet.conv_in.weight.is_contiguous()
+    assert c.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    fast = np.asarray(pipe_sd1("a red apple", steps=2, seed=0)[0], dtype=int)
+    c.vae.to(memory_format=torch.contiguous_format)
+    try:
+        plain = np.asarray(pipe_sd1("a red apple", steps=2, seed=0)[0], dtype=int)
+    finally:
+        c.vae.to(memory_format=torch.channels_last)
+    assert np.abs(fast - plain).max() <= 1
 
 
 def test_weights_are_cast_while_loading(tiny_sd1):
@@ -100,8 +112,9 @@ def test_parameter_count_reads_the_header(tiny_sd1):
     assert parameter_count(tiny_sd1 / "unet") == sum(p.numel() for p in unet.parameters())
 
 
-def test_small_model_threads_are_restored(pipe_sd1):
+def test_small_model_threads_are_restored(pipe_sd1, monkeypatch):
     assert sum(p.numel() for p in pipe_sd1.components.unet.parameters()) < SMALL_UNET_PARAMS
+    monkeypatch.setattr(threads, "probe", lambda cap: threads.CpuState(2, 0.0))  # idle: 1 thread (test_threads.py)
     before = torch.get_num_threads()
     seen = []
     unet = pipe_sd1.components.unet

@@ -40,7 +40,8 @@ def folders(tiny_sd1, pipe, tmp_path_factory):
     (models / "lora").mkdir(parents=True)
     kohya_file(models / "lora" / "style.safetensors")
     (models / "vae").mkdir()
-    vae = {k: v.clone() for k, v in pipe.components.vae.state_dict().items()}
+    # the pipeline's fp32 VAE on the CPU is channels_last; safetensors writes contiguous tensors only
+    vae = {k: v.clone(memory_format=torch.contiguous_format) for k, v in pipe.components.vae.state_dict().items()}
     vae["decoder.conv_out.bias"] += 0.5
     save_file(vae, models / "vae" / "bright.safetensors")
     (models / "embeddings").mkdir()

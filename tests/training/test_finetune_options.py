@@ -165,10 +165,11 @@ def test_caching_progress_moves_image_by_image_on_the_cpu(tiny_sd1, tmp_path, mo
 def test_training_threads_default_to_one_for_a_small_model(
     squares, tiny_sd1, tmp_path, monkeypatch, capsys, given, expected
 ):
-    """Like generate (runtime.cpu_threads_for): a model under 50M parameters trains on 1 CPU thread
+    """As generate did (runtime.threads.cpu_threads_for): a model under 50M parameters trains on 1 CPU thread
     unless --num-threads says otherwise; the caller's count comes back afterwards."""
     import latentdiff.training.loop as loop
-    from latentdiff.runtime.device import notice, torch_threads
+    from latentdiff.runtime.device import notice
+    from latentdiff.runtime.threads import torch_threads
 
     seen = []
     real = loop._train
@@ -193,7 +194,7 @@ def test_training_threads_default_to_one_for_a_small_model(
 
 def test_threads_the_user_set_in_omp_num_threads_are_kept(monkeypatch):
     """The model card trains with OMP_NUM_THREADS=2: an explicit count is the user's choice."""
-    from latentdiff.runtime.device import cpu_threads_for
+    from latentdiff.runtime.threads import cpu_threads_for
 
     cpu = torch.device("cpu")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -204,7 +205,7 @@ def test_threads_the_user_set_in_omp_num_threads_are_kept(monkeypatch):
 
 def test_train_vae_threads_default_to_one_for_a_small_vae(squares, tmp_path, monkeypatch):
     import latentdiff.training.vae as vae
-    from latentdiff.runtime.device import torch_threads
+    from latentdiff.runtime.threads import torch_threads
     from latentdiff.training.vae_config import VaeTrainConfig
 
     seen = []
