@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from latentdiff.errors import UsageError
-from latentdiff.runtime.device import default_training_threads, note_cpu_bf16, torch_threads
+from latentdiff.runtime.device import note_cpu_bf16
+from latentdiff.runtime.threads import default_training_threads, torch_threads
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.runtime.libraries import quiet_libraries
 from latentdiff.runtime.memory import check_fits
