@@ -62,11 +62,36 @@ class DiscreteDenoiser:
         low, high, w = t.floor().long(), t.ceil().long(), t.frac()
         return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
 
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The timestep the network is asked at for `sigma`."""
+        return self.sigma_to_t(sigma)
+
     def denoised(self, net_out: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x0 from the network's output at sigma (sigma_data 1)."""
         if not self.v:
             return x + net_out * -sigma
         return net_out * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
+
+
+class LCMDenoiser(DiscreteDenoiser):
+    """A1111's LCM denoiser (its sd_samplers_lcm.py): the model seen at LCM's 50 original timesteps
+    19, 39, ..., 999 only (sigmas and schedules over those), the network asked at the nearest of them,
+    and the x0 mixed with x by LCM's consistency boundary scalings (Luo et al. 2023, sigma_data 0.5,
+    the timestep scaled by 10)."""
+
+    SKIP = 20  # 1000 training timesteps / 50 original ones
+
+    def __init__(self, acp: torch.Tensor):
+        super().__init__(acp[self.SKIP - 1 :: self.SKIP].clone())
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        near = (sigma.log() - self.log_sigmas[:, None]).abs().argmin(dim=0).view(sigma.shape)
+        return near * self.SKIP + (self.SKIP - 1)
+
+    def denoised(self, net_out: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        t = self.timestep(sigma.reshape(1).cpu()).to(x.device).float() * 10.0
+        c_skip, c_out = 0.25 / (t**2 + 0.25), t / (t**2 + 0.25) ** 0.5
+        return c_out * (x + net_out * -sigma) + c_skip * x
 
 
 # ---- sigma schedules (A1111's schedule types): n steps -> n + 1 sigmas -------------------------
@@ -192,7 +217,7 @@ class GuidedModel:
         rows = self.inputs.rows(x)
         s = sigma.to(x.device)
         c_in = 1 / (s**2 + 1) ** 0.5
-        t = self.wrap.sigma_to_t(sigma.reshape(1).cpu()).reshape(()).to(x.device)
+        t = self.wrap.timestep(sigma.reshape(1).cpu()).reshape(()).to(x.device)
         out = self.net((rows * c_in).to(self.net.dtype), t, self.inputs.at(self.calls)).float()
         self.calls += 1
         return self.inputs.guide(self.wrap.denoised(out, rows, s), self.guidance)
@@ -238,7 +263,7 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
     """Latents of txt2img, or of img2img from `run.init` (A1111's sample_img2img), by A1111's path:
     `noise` its per-image noise (first() is the start); `callback(step, total, latents)` after each
     step (it may raise to stop)."""
-    wrap = DiscreteDenoiser(acp, v_prediction)
+    wrap = LCMDenoiser(acp) if run.sampler == "lcm" else DiscreteDenoiser(acp, v_prediction)
     total, t_enc = (run.steps, run.steps) if run.init is None else img2img_steps(run.steps, run.strength, run.fixed)
     sigmas = a1111_sigmas(run.sampler, run.schedule, total, wrap, family)
     sched = sigmas[total - t_enc - 1 :] if run.init is not None else sigmas

@@ -98,7 +98,6 @@ def on_a1111_path(pipe, params: dict, rng: str) -> tuple[dict, str | None]:
 
 def _refusal(pipe, params: dict) -> str | None:
     # Imported by the worker with a loaded model (torch).
-    from latentdiff.sampling import k_samplers
     from latentdiff.workflows.a1111_path import FAMILIES, check_options, sampler_schedule
 
     if pipe.family.name not in FAMILIES:
@@ -107,7 +106,7 @@ def _refusal(pipe, params: dict) -> str | None:
         return "a schedule type without a sampler_name"
     try:
         sampler, _ = sampler_schedule(pipe, params.get("scheduler"))
-        if sampler not in k_samplers.SAMPLERS:
+        if sampler not in A1111_PATH:
             return f"the model's own sampler ({pipe.components.scheduler_config.get('_class_name')})"
         check_options(sampler, {k: params[k] for k in OPTIONS if params.get(k) is not None})
     except UsageError as e:

@@ -9,9 +9,9 @@ import inspect
 import torch
 
 from latentdiff.errors import UsageError
-from latentdiff.sampling import a1111, k_samplers
+from latentdiff.sampling import a1111, a1111_timesteps, k_samplers
 from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng
-from latentdiff.sampling.sampler_table import SAMPLERS
+from latentdiff.sampling.sampler_table import A1111_PATH, SAMPLERS
 from latentdiff.sampling.schedulers import method_of, parse
 from latentdiff.workflows.hires import HIRES_LATENT
 from latentdiff.workflows.start import to_tensor
@@ -34,13 +34,12 @@ def check(pipe, request) -> None:
     what = "A1111's noise (rng, variation seed, seed resize, ENSD)"
     check_rng(request.a1111.rng)  # "gpu" needs CUDA
     sampler, schedule = sampler_schedule(pipe, request.scheduler)
-    if sampler not in k_samplers.SAMPLERS:
-        names = ", ".join(SAMPLERS[k].a1111 for k in k_samplers.SAMPLERS)
+    if sampler not in A1111_PATH:
+        names = ", ".join(SAMPLERS[k].a1111 for k in A1111_PATH)
         shown = SAMPLERS[sampler].a1111 if sampler in SAMPLERS else "the model's own scheduler"
-        raise UsageError(f"{what} runs A1111's k-diffusion samplers; {shown} is none of them: choose one of {names}")
+        raise UsageError(f"{what} runs A1111's own samplers; {shown} is none of them: choose one of {names}")
     check_options(sampler, dict(request.sampler_options))
-    if schedule != "automatic" and schedule not in a1111.SCHEDULES:
-        raise UsageError(f"{what}: schedule type {schedule!r} is not one of A1111's: {', '.join(a1111.SCHEDULES)}")
+    check_schedule(pipe, sampler, schedule, what)
     if pipe.family.name not in FAMILIES:
         raise UsageError(f"{what} applies to SD 1.x/2.x and SDXL models, not {pipe.family.label}")
     o = request.options
@@ -52,15 +51,36 @@ def check(pipe, request) -> None:
         raise UsageError(f"{what} runs without ControlNets and image prompts for now")
 
 
+def check_schedule(pipe, sampler: str, schedule: str, what: str) -> None:
+    """The schedule types A1111's sampler runs with: its timestep samplers pick their own timesteps;
+    LCM takes Automatic and the sigma formulas (the model-based types read LCM's timesteps otherwise)."""
+    if schedule != "automatic" and schedule not in a1111.SCHEDULES:
+        raise UsageError(f"{what}: schedule type {schedule!r} is not one of A1111's: {', '.join(a1111.SCHEDULES)}")
+    own = sampler in a1111_timesteps.SAMPLERS
+    if schedule not in ("automatic", "uniform") and (own or (sampler == "lcm" and schedule in _MODEL_BASED)):
+        takes = "Automatic" if own else "Automatic, Uniform and the sigma formulas"
+        raise UsageError(f"{what}: A1111's {SAMPLERS[sampler].a1111} takes schedule type {takes}; not {schedule!r}")
+    v = pipe.components.scheduler_config.get("prediction_type") == "v_prediction"
+    if sampler == "lcm" and v:
+        raise UsageError(f"{what}: A1111's LCM takes eps-prediction models, not v-prediction ones")
+
+
+_MODEL_BASED = ("sgm_uniform", "normal", "simple", "ddim")
+
+
 def check_options(sampler: str, options: dict) -> None:
     """eta, s_noise, s_churn, s_tmin, s_tmax where A1111's sampler takes them, as numbers >= 0."""
-    takes = _params(k_samplers.SAMPLERS[sampler][0])
+    takes = _params(_function(sampler))
     for k, v in options.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
             raise UsageError(f"{k} must be a number >= 0, got {str(v)[:40]!r}")
         if k not in takes:
-            who = ", ".join(SAMPLERS[s].a1111 for s, row in k_samplers.SAMPLERS.items() if k in _params(row[0]))
+            who = ", ".join(SAMPLERS[s].a1111 for s in A1111_PATH if k in _params(_function(s)))
             raise UsageError(f"on A1111's path {k} applies to the samplers {who}; not to {SAMPLERS[sampler].a1111}")
+
+
+def _function(sampler: str):
+    return (a1111_timesteps.SAMPLERS.get(sampler) or k_samplers.SAMPLERS[sampler])[0]
 
 
 def _params(fn) -> tuple[str, ...]:
@@ -87,6 +107,8 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
     v = config.get("prediction_type", "epsilon") == "v_prediction"
     net = pipe.family.denoiser(pipe.components)
     acp = a1111.alphas_cumprod(config)
+    if sampler in a1111_timesteps.SAMPLERS:
+        return a1111_timesteps.sample(net, acp, run, noise, cond, uncond, v, request.callback)
     return a1111.sample(net, acp, run, noise, cond, uncond, v, pipe.family.name, request.callback)
 
 
