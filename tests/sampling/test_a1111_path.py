@@ -277,7 +277,7 @@ def test_nv_grows_the_brownian_trees_from_cudas_numbers(pipe_sd1):
 
 
 def test_every_sampler_of_the_path_has_a_reference():
-    assert set(k_samplers.SAMPLERS) == set(K_FUNCTIONS) | {"restart"}  # Restart: test_a1111_img2img.py
+    assert set(k_samplers.SAMPLERS) == set(K_FUNCTIONS) | {"restart", "lcm"}  # test_a1111_img2img.py, _timesteps.py
 
 
 @pytest.mark.parametrize("sampler", ["dpm_fast", "restart", "dpm_adaptive"])

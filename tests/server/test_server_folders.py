@@ -126,8 +126,10 @@ def test_a1111_txt2img_gives_a1111s_own_pixels(client, pipe):
 
 
 def test_what_a1111s_path_cannot_run_stays_on_diffusers_or_is_refused(client):
-    _, info = txt2img(client, sampler_name="DDIM")
-    assert info["sampling_path"] == "diffusers" and "DDIM" in info["sampling_path_note"]
+    _, info = txt2img(client, sampler_name="DDIM")  # all 20 of A1111's samplers run there
+    assert info["sampling_path"] == "A1111"
+    _, info = txt2img(client, sampler_name="DDPM")  # not one of A1111's
+    assert info["sampling_path"] == "diffusers" and "DDPM" in info["sampling_path_note"]
     _, info = txt2img(client, enable_hr=True, hr_scale=1.5, denoising_strength=0.5)  # A1111's Latent upscaler
     assert info["sampling_path"] == "A1111"
     _, info = txt2img(client, enable_hr=True, hr_scale=1.5, denoising_strength=0.5, hr_upscaler="Lanczos")
@@ -140,7 +142,7 @@ def test_what_a1111s_path_cannot_run_stays_on_diffusers_or_is_refused(client):
         "seed_resize_from_w: A1111's seed fields",
         seed_resize_from_w=64,
         seed_resize_from_h=64,
-        sampler_name="DDIM",
+        sampler_name="DDPM",
     )
     refused(
         client,
