@@ -134,7 +134,7 @@ SAMPLERS: dict[str, Sampler] = {
     "dpm_adaptive": Sampler(None, "DPM adaptive", aliases=("k_dpm_ad",), comfy=("dpm_adaptive",), schedules=""),
     "restart": Sampler(None, "Restart", automatic="karras"),
     "ddim": Sampler("DDIMScheduler", "DDIM", needs=_LATENT, comfy=("ddim",), schedules="spacing", options=("eta",)),
-    "ddim_cfg++": Sampler(None, "DDIM CFG++", aliases=("ddim_cfgpp",), schedules=""),
+    "ddim_cfg++": Sampler(None, "DDIM CFG++", aliases=("ddim_cfgpp",), schedules="", options=("eta",)),
     # PLMS's four-step multistep formula is unstable at the shipped model's 12 steps.
     "pndm": Sampler(
         "PNDMScheduler",
