@@ -13,6 +13,7 @@ import inspect
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -191,6 +192,7 @@ class A1111Run:
     init: torch.Tensor | None = None  # img2img: the start latents (unnoised)
     strength: float = 1.0  # img2img: A1111's denoising strength
     fixed: bool = False  # img2img: the hires pass's rule for the steps (img2img_steps)
+    blend: Callable | None = None  # inpainting: keeps the init latents outside the mask
 
 
 # Model calls per step of the samplers that evaluate off the schedule's sigmas (DPM fast spends one a
@@ -203,8 +205,8 @@ class GuidedModel:
     """A1111's CFG denoiser: both halves in one batch, combined on the denoised predictions; the
     prompt-schedule step counts model calls as A1111's does."""
 
-    def __init__(self, net, wrap, cond, uncond, guidance: float, sigmas=None, callback=None, per_step=None):
-        self.net, self.wrap, self.guidance = net, wrap, guidance
+    def __init__(self, net, wrap, cond, uncond, guidance: float, sigmas=None, callback=None, per_step=None, blend=None):
+        self.net, self.wrap, self.guidance, self.blend = net, wrap, guidance, blend
         self.inputs = guided(cond, uncond if uncond is not None and guidance != 1.0 else None).to(net.dtype)
         self.calls = 0
         self.steps = [float(v) for v in sigmas[:-1]] if sigmas is not None else []
@@ -220,7 +222,8 @@ class GuidedModel:
         t = self.wrap.timestep(sigma.reshape(1).cpu()).reshape(()).to(x.device)
         out = self.net((rows * c_in).to(self.net.dtype), t, self.inputs.at(self.calls)).float()
         self.calls += 1
-        return self.inputs.guide(self.wrap.denoised(out, rows, s), self.guidance)
+        denoised = self.inputs.guide(self.wrap.denoised(out, rows, s), self.guidance)
+        return denoised if self.blend is None else self.blend(denoised)  # A1111: after the model
 
     def report(self, x: torch.Tensor, sigma: float) -> None:
         """`callback(step, total, latents)` once a step is done: when the next one's sigma is asked for."""
@@ -271,7 +274,7 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
     if run.init is not None:
         x = run.init.to(x.device, x.dtype) + x
     fn, fixed, _, brownian = k_samplers.SAMPLERS[run.sampler]
-    model = GuidedModel(net, wrap, cond, uncond, run.guidance, sched, callback, OFF_GRID.get(run.sampler))
+    model = GuidedModel(net, wrap, cond, uncond, run.guidance, sched, callback, OFF_GRID.get(run.sampler), run.blend)
     # A1111 grows the trees on the model's device whatever its RNG setting: on an NVIDIA GPU, from CUDA's
     # numbers; "gpu" draws them on this device itself. Their span is the whole schedule's, img2img too.
     cuda_trees = brownian and noise.s.rng != "gpu"
@@ -279,6 +282,7 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
         warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)  # torchsde's float32 edges
         draw = brownian_noise(x, sigmas, noise.seeds) if brownian else (lambda s, s_next: noise.next())
         z = fn(model, x, sched.to(x.device), draw, **fixed, **_bounds(fn, wrap, sched, run.init), **run.options)
+    z = z if run.blend is None else run.blend(z)
     if callback is not None:
         callback(len(sched) - 1, len(sched) - 1, z)
     return z

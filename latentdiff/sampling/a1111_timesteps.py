@@ -40,6 +40,7 @@ class EpsModel(GuidedModel):
 
     def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
         self.report(x, 0.0)
+        x = x if self.blend is None else self.blend(x)  # A1111's timestep samplers blend before the model
         rows = self.inputs.rows(x)
         t = torch.as_tensor(t, dtype=torch.float32)
         out = self.net(rows.to(self.net.dtype), t.to(x.device), self.inputs.at(self.calls)).float()
@@ -114,8 +115,10 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
     fn, fixed = SAMPLERS[run.sampler]
     multiplier = 1 / 12.5 if fixed.get("cfgpp") else 1.0
     model = EpsModel(net, acp, cond, uncond, run.guidance, v_prediction, callback, len(ts) - 1, multiplier)
+    model.blend = run.blend
     extra = {"img2img": run.init is not None} if fn is unipc else {}
     z = fn(model, x, ts, acp, lambda: noise.next(), **fixed, **extra, **run.options)
+    z = z if run.blend is None else run.blend(z)
     if callback is not None:
         callback(len(ts) - 1, len(ts) - 1, z)
     return z

@@ -7,12 +7,15 @@ from __future__ import annotations
 import inspect
 
 import torch
+from PIL import Image
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling import a1111, a1111_timesteps, k_samplers
+from latentdiff.sampling.model_call import Inputs
 from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng
 from latentdiff.sampling.sampler_table import A1111_PATH, SAMPLERS
 from latentdiff.sampling.schedulers import method_of, parse
+from latentdiff.workflows.a1111_inpaint import Blend, inpaint_channels, latent_mask
 from latentdiff.workflows.hires import HIRES_LATENT
 from latentdiff.workflows.start import to_tensor
 
@@ -43,8 +46,10 @@ def check(pipe, request) -> None:
     if pipe.family.name not in FAMILIES:
         raise UsageError(f"{what} applies to SD 1.x/2.x and SDXL models, not {pipe.family.label}")
     o = request.options
-    if pipe.refiner is not None or (request.source is not None and request.source.region()[1] is not None):
-        raise UsageError(f"{what} runs text to image, img2img and hires fix; not inpainting or a refiner yet")
+    if pipe.refiner is not None:
+        raise UsageError(f"{what} runs text to image, img2img, inpainting and hires fix; not a refiner yet")
+    if request.source is not None and request.source.box is not None:
+        raise UsageError(f"{what} inpaints the whole picture; not the masked area alone (inpaint area) yet")
     if o is not None and o.hires and o.hires_upscaler != HIRES_LATENT:
         raise UsageError(f"{what} runs the hires fix with A1111's 'Latent' upscaler; not {o.hires_upscaler!r} yet")
     if request.controls or request.image_prompts:
@@ -104,12 +109,29 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
     a_seeds, subs = image_seeds(request, seeds)
     noise = ImageNoise(shape, a_seeds, subs, request.a1111.settings(f), pipe.device)
     run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options), **_init(pipe, start, seeds))
+    cond, uncond = _with_mask(pipe, run, start, request, shape, cond, uncond, len(seeds))
     v = config.get("prediction_type", "epsilon") == "v_prediction"
     net = pipe.family.denoiser(pipe.components)
     acp = a1111.alphas_cumprod(config)
     if sampler in a1111_timesteps.SAMPLERS:
         return a1111_timesteps.sample(net, acp, run, noise, cond, uncond, v, request.callback)
     return a1111.sample(net, acp, run, noise, cond, uncond, v, pipe.family.name, request.callback)
+
+
+def _with_mask(pipe, run, start: dict, request, shape, cond, uncond, n: int):
+    """Inpainting (workflows/a1111_inpaint.py): the blend into `run`, an inpainting UNet's channels
+    into the contexts (without a mask it repaints everything, as A1111 conditions it)."""
+    mask, image = start.get("mask"), start.get("image")
+    blur = request.source.blur if request.source is not None else 0
+    if mask is not None and run.init is not None:
+        run.blend = Blend(run.init, latent_mask(mask, blur, shape[1:], run.init.device))
+    if image is None or start.get("init_latents") is not None:  # txt2img, hires: a grey picture
+        image = Image.new("RGB", (shape[2] * pipe.scale_factor, shape[1] * pipe.scale_factor), (128, 128, 128))
+    everything = Image.new("L", image.size, 255)
+    channels = inpaint_channels(pipe, image, everything if mask is None else mask, blur, n)
+    if channels is None:
+        return cond, uncond
+    return Inputs(cond, channels), None if uncond is None else Inputs(uncond, channels)
 
 
 def _init(pipe, start: dict, seeds: list[int]) -> dict:

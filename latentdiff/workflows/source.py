@@ -158,11 +158,12 @@ class Source:
         size = self.image.size
         return (self.image.crop(self.box).resize(size, LANCZOS), self.mask.crop(self.box).resize(size, LANCZOS))
 
-    def paste(self, result: Image.Image) -> Image.Image:
-        """The sampler's result put back: outside the (blurred) mask the pixels are the source's own."""
+    def paste(self, result: Image.Image, alpha: Image.Image | None = None) -> Image.Image:
+        """The sampler's result put back: outside the (blurred) mask the pixels are the source's own
+        (`alpha`: another rule's paste-back alpha, A1111's)."""
         if self.mask is None:
             return result
-        alpha = soft_mask(self.mask, self.blur)
+        alpha = soft_mask(self.mask, self.blur) if alpha is None else alpha
         if self.box is not None:
             w, h = self.box[2] - self.box[0], self.box[3] - self.box[1]
             full = self.image.copy()

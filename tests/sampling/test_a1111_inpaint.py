@@ -1,0 +1,145 @@
+"""Inpainting on A1111's own path (workflows/a1111_inpaint.py) against A1111 1.10's img2img with a mask
+rebuilt here: the mask binarised and blurred with OpenCV (as A1111 calls it), its latent mask by PIL's
+resize and rounding, the denoised x0 blended with the init latents after each model call (k-diffusion's
+Euler a) or the model's input before it (DDIM), the final sample blended, the decoded picture laid over
+the source with the doubled blurred mask; an inpainting UNet given the rounded mask and the masked
+picture's latents. Tiny random SD1 models, 4 steps, pixels within 1/255."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from latentdiff.errors import UsageError
+from latentdiff.sampling import a1111_timesteps
+from latentdiff.sampling.a1111 import img2img_steps
+from tests.sampling.kdiffusion_ref import load
+from tests.sampling.test_a1111_img2img import pixels
+from tests.sampling.test_a1111_path import (
+    CFG,
+    NEGATIVE,
+    PROMPT,
+    SIZE,
+    STEPS,
+    Generators,
+    LatentDiffusion,
+    TorchHijack,
+    a1111_sigmas,
+    close,
+    k_wrap,
+)
+from tests.sampling.test_a1111_timesteps import ref_ddim
+
+cv2 = pytest.importorskip("cv2")
+BLUR, STRENGTH = 3, 0.75
+IMAGE = Image.fromarray(np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+MASK = Image.new("L", (SIZE, SIZE), 0)
+MASK.paste(255, (16, 20, 44, 48))
+
+
+def a1111_masks(hw):
+    """A1111's image mask (binarised, OpenCV-blurred x then y), its latent mask and overlay alpha."""
+    m = np.array(MASK.point(lambda x: 255 if x > 128 else 0))
+    k = 2 * int(2.5 * BLUR + 0.5) + 1
+    m = cv2.GaussianBlur(cv2.GaussianBlur(m, (k, 1), BLUR), (1, k), BLUR)
+    small = np.asarray(Image.fromarray(m).convert("RGB").resize((hw[1], hw[0])), dtype=np.float32)[..., 0] / 255
+    overlay = Image.fromarray(np.clip(m.astype(np.float32) * 2, 0, 255).astype(np.uint8))
+    return m, torch.from_numpy(np.around(small))[None, None], overlay
+
+
+def laid_over(result):
+    """A1111's apply_overlay: the source, its alpha the inverted overlay mask, over the result."""
+    _, _, overlay = a1111_masks((1, 1))
+    top = IMAGE.convert("RGBA")
+    top.putalpha(ImageOps.invert(overlay))
+    out = result.convert("RGBA")
+    out.alpha_composite(top)
+    return np.asarray(out.convert("RGB"))
+
+
+def init_latents(pipe, image):
+    vae = pipe.components.vae
+    with torch.no_grad():
+        x = torch.from_numpy(np.asarray(image) / 127.5 - 1).permute(2, 0, 1)[None].float()
+        return vae.encode(x).latent_dist.mean * vae.config.scaling_factor
+
+
+def ours(pipe, sampler, seed):
+    got = pipe(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, guidance=CFG, width=SIZE, height=SIZE, seed=seed,
+               scheduler=sampler, prompt_syntax="plain", rng="cpu", image=IMAGE, mask=MASK, mask_blur=BLUR,
+               strength=STRENGTH)  # fmt: skip
+    return np.asarray(got[0])
+
+
+@torch.no_grad()
+def test_inpainting_with_euler_a_matches_a1111(pipe_sd1):
+    ks, _ = load()
+    wrap = k_wrap(pipe_sd1)
+    z0 = init_latents(pipe_sd1, IMAGE)
+    _, nmask, _ = a1111_masks(z0.shape[2:])
+    total, t_enc = img2img_steps(STEPS, STRENGTH, False)
+    sigmas = a1111_sigmas(ks, wrap, "euler_a", "automatic", total)
+    sched = sigmas[total - t_enc - 1 :]
+    source = Generators([4], tuple(z0.shape[1:]), "cpu")
+    cond, uncond = pipe_sd1.conditioning([PROMPT], [NEGATIVE], SIZE, SIZE, "plain", 1)
+
+    def cfg_denoiser(x, sigma):  # A1111's CFGDenoiser: CFG on x0, then the blend (after)
+        d_c, d_u = wrap(torch.cat([x, x]), torch.cat([sigma, sigma]), cond=cond.cat(uncond)).chunk(2)
+        return (d_u + (d_c - d_u) * CFG) * nmask + z0 * (1 - nmask)
+
+    saved, ks.torch = ks.torch, TorchHijack(source)
+    try:
+        z = ks.sample_euler_ancestral(cfg_denoiser, z0 + source.first * sched[0], sched, disable=True)
+    finally:
+        ks.torch = saved
+    want = laid_over(Image.fromarray(pixels(pipe_sd1, z * nmask + z0 * (1 - nmask))[0]))
+    got = ours(pipe_sd1, "euler_a", 4)
+    assert close(got, want)
+    assert np.array_equal(got[:4], np.asarray(IMAGE)[:4])  # far from the mask: the source's own pixels
+
+
+@pytest.fixture(scope="module")
+def pipe_inpaint(tmp_path_factory):
+    from latentdiff import Pipeline
+    from latentdiff.models.testing import make_tiny_model
+
+    p = Pipeline.from_pretrained(make_tiny_model(tmp_path_factory.mktemp("m") / "inp", "sd1-inpaint"), device="cpu")
+    p.progress = False
+    return p
+
+
+@torch.no_grad()
+def test_an_inpainting_unet_with_ddim_matches_a1111(pipe_inpaint):
+    """A1111's inpainting_image_conditioning: the rounded blurred mask (nearest to latent size) and the
+    latents of the picture with the masked pixels at 0; DDIM blends the model's input (before)."""
+    pipe, c = pipe_inpaint, pipe_inpaint.components
+    z0 = init_latents(pipe, IMAGE)
+    m, nmask, _ = a1111_masks(z0.shape[2:])
+    full = torch.from_numpy(np.round(m.astype(np.float32) / 255))[None, None]
+    masked_pixels = torch.from_numpy(np.asarray(IMAGE) / 127.5 - 1).permute(2, 0, 1)[None].float() * (1 - full)
+    vae = c.vae
+    masked = vae.encode(masked_pixels).latent_dist.mean * vae.config.scaling_factor
+    concat = torch.cat([F.interpolate(full, size=z0.shape[2:]), masked], dim=1).repeat(2, 1, 1, 1)
+    model = LatentDiffusion(c.unet, c.scheduler_config)
+    cond, uncond = pipe.conditioning([PROMPT], [NEGATIVE], SIZE, SIZE, "plain", 1)
+
+    def eps(x, t):
+        x = x * nmask + z0 * (1 - nmask)
+        out = model.apply_model(torch.cat([torch.cat([x, x]), concat], dim=1), torch.full((2,), float(t)),
+                                cond.cat(uncond))  # fmt: skip
+        e_c, e_u = out.chunk(2)
+        return e_u + (e_c - e_u) * CFG
+
+    total, t_enc = img2img_steps(STEPS, STRENGTH, False)
+    ts = a1111_timesteps.timesteps(total)
+    a = model.alphas_cumprod[ts[t_enc]]
+    noise = Generators([6], tuple(z0.shape[1:]), "cpu").first
+    z = ref_ddim(eps, z0 * a.sqrt() + noise * (1 - a).sqrt(), ts[:t_enc], model.alphas_cumprod)
+    want = laid_over(Image.fromarray(pixels(pipe, z * nmask + z0 * (1 - nmask))[0]))
+    assert close(ours(pipe, "ddim", 6), want)
+
+
+def test_the_masked_area_alone_is_one_line(pipe_sd1):
+    with pytest.raises(UsageError, match="not the masked area alone"):
+        pipe_sd1(PROMPT, steps=2, width=SIZE, height=SIZE, rng="cpu", image=IMAGE, mask=MASK, inpaint_area="masked")
