@@ -23,9 +23,10 @@ from latentdiff.sampling.schedulers import SAMPLERS, check_scheduler_name, resol
 # elsewhere named as not honoured.
 NOISE = {"Variation seed", "Variation seed strength", "Seed resize from", "ENSD", "RNG"}
 NOT_YET = ()  # keys a coming change will honour: named as not honoured yet
-# What A1111's own path does not run yet (inpainting, a hires fix by another upscaler than "Latent";
-# ControlNet N): such a line runs on diffusers' path, its noise keys named as not honoured.
-OFF_PATH = ("Mask blur", "Inpaint area")
+# What A1111's own path does not run yet (inpainting the masked area alone, masked content other than
+# original, a hires fix by another upscaler than "Latent"; ControlNet N): such a line runs on
+# diffusers' path, its noise keys named as not honoured.
+OFF_PATH = ("Inpaint area", "Masked content")
 HIRES_KEYS = ("Hires upscale", "Hires resize")
 # Keys that tell what made the image and change nothing in it (the model and VAE get notes).
 ABOUT = ("Version", "User", "Lora hashes", "TI hashes", "Hashes", "Model", "Model hash", "VAE hash")
@@ -84,8 +85,9 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
 
 
 def _on_path(f: dict) -> bool:
-    """Whether A1111's own path runs this line here: text to image, img2img, or a hires fix by A1111's
-    "Latent" upscaler (its default); not inpainting or ControlNet."""
+    """Whether A1111's own path runs this line here: text to image, img2img, inpainting of the whole
+    picture from the picture itself, or a hires fix by A1111's "Latent" upscaler (its default); not
+    inpainting the masked area alone, other masked content, or ControlNet."""
     if any(k in f for k in OFF_PATH) or any(_CONTROL.fullmatch(k) for k in f):
         return False
     return not any(k in f for k in HIRES_KEYS) or f.get("Hires upscaler", "Latent").strip() == "Latent"
