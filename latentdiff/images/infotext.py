@@ -82,6 +82,9 @@ def _option_names(p: dict) -> dict:
     }
 
 
+MASKED_CONTENT = {"fill": "fill", "latent_noise": "latent noise", "latent_nothing": "latent nothing"}
+
+
 def _hires_fields(p: dict) -> dict:
     """A1111's names for img2img's strength (with a mask, its blur and inpaint area) and the hires fix."""
     if not p.get("hires"):
@@ -91,6 +94,7 @@ def _hires_fields(p: dict) -> dict:
             "Mask blur": p.get("mask_blur") if p.get("mask") else None,
             "Inpaint area": "Only masked" if masked else None,
             "Masked area padding": p.get("padding") if masked else None,
+            "Masked content": MASKED_CONTENT.get(p.get("masked_content")) if p.get("mask") else None,
         }
     upscaler = p.get("hires_upscaler") or "latent"
     strength = p.get("hires_strength") or 0.5

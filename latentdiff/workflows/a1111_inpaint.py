@@ -1,20 +1,23 @@
 """Inpainting as A1111 1.10 does it on its own path (its modules/processing.py
 StableDiffusionProcessingImg2Img.init and sd_samplers_cfg_denoiser.py, read for behaviour; our code),
-"whole picture", masked content "original":
+"whole picture", masked content original, fill, latent noise or latent nothing:
 - the mask binarised (> 128), Gaussian-blurred by `mask_blur` (OpenCV's kernel: 2 int(2.5 s + 0.5) + 1
   taps, edges reflected), then taken to latent size (bicubic) and rounded: the latent mask;
 - each model call's result (k-diffusion samplers: the denoised x0; timestep samplers: the x the model
   sees, before) keeps the init latents outside that mask, and so does the final sample;
 - an inpainting UNet gets the rounded blurred mask and the latents of the picture with the masked
   pixels set to 0 (grey) beside its input;
-- the decoded picture is laid over the source with the blurred mask doubled as its alpha.
+- the decoded picture is laid over the source with the blurred mask doubled as its alpha;
+- masked content: "fill" starts from the picture with the masked area filled by its surroundings'
+  blurred colours (also what the inpainting UNet sees), "latent noise" from the seeds' plain noise
+  there, "latent nothing" from zeros there (the init latents changed before sampling and blending).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter, ImageOps
 
 from latentdiff.sampling.model_call import ImageChannels
 from latentdiff.workflows.start import to_tensor
@@ -66,6 +69,30 @@ def latent_mask(mask: Image.Image, blur: int, hw: tuple[int, int], device) -> to
     small = blurred_mask(mask, blur).convert("RGB").resize((hw[1], hw[0]), Image.Resampling.BICUBIC)
     m = np.around(np.asarray(small, dtype=np.float32)[..., 0] / 255)
     return torch.from_numpy(m)[None, None].to(device)
+
+
+_FILL_RADII = (256, 64, 16, 16, 4, 4, 4, 4, 2, 2, 0)  # A1111's masking.fill: falling blurs, some twice
+
+
+def fill(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """The picture with its masked area filled from around it: the rest (premultiplied alpha) blurred at
+    falling radii and each composited over what is there, so the hole takes the nearby colours."""
+    cut = Image.new("RGBa", image.size)
+    cut.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask.convert("L")))
+    out = Image.new("RGBA", image.size)
+    for radius in _FILL_RADII:
+        out.alpha_composite(cut.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA"))
+    return out.convert("RGB")
+
+
+def masked_start(init: torch.Tensor, nmask: torch.Tensor, content: str, noise) -> torch.Tensor:
+    """The init latents the run starts and blends from: as they are, or with the masked area the
+    seeds' plain noise (`noise()`, latent noise) or zeros (latent nothing)."""
+    if content == "latent_noise":
+        return init * (1 - nmask) + noise().to(init) * nmask
+    if content == "latent_nothing":
+        return init * (1 - nmask)
+    return init
 
 
 class Blend:

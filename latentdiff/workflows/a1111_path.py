@@ -12,10 +12,10 @@ from PIL import Image
 from latentdiff.errors import UsageError
 from latentdiff.sampling import a1111, a1111_timesteps, k_samplers
 from latentdiff.sampling.model_call import Inputs
-from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng
+from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng, generator
 from latentdiff.sampling.sampler_table import A1111_PATH, SAMPLERS
 from latentdiff.sampling.schedulers import method_of, parse
-from latentdiff.workflows.a1111_inpaint import Blend, inpaint_channels, latent_mask
+from latentdiff.workflows.a1111_inpaint import Blend, blurred_mask, fill, inpaint_channels, latent_mask, masked_start
 from latentdiff.workflows.hires import HIRES_LATENT
 from latentdiff.workflows.start import to_tensor
 
@@ -33,6 +33,11 @@ def sampler_schedule(pipe, name: str | None) -> tuple[str, str]:
 def check(pipe, request) -> None:
     """One UsageError where the A1111 path cannot run this request (before any work)."""
     if request.a1111 is None:
+        if request.source is not None and request.source.fill != "original":
+            raise UsageError(
+                f"masked content {request.source.fill} runs on A1111's own path: give an A1111 noise option "
+                "(--rng nv or cpu); diffusers' path starts the masked area from the picture (original)"
+            )
         return
     what = "A1111's noise (rng, variation seed, seed resize, ENSD)"
     check_rng(request.a1111.rng)  # "gpu" needs CUDA
@@ -108,8 +113,15 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
     shape = (pipe.components.vae.config.latent_channels, size[1] // f, size[0] // f)
     a_seeds, subs = image_seeds(request, seeds)
     noise = ImageNoise(shape, a_seeds, subs, request.a1111.settings(f), pipe.device)
+    src = request.source
+    if src is not None and src.fill == "fill" and start.get("mask") is not None:
+        start = {**start, "image": fill(start["image"], blurred_mask(start["mask"], src.blur))}
     run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options), **_init(pipe, start, seeds))
-    cond, uncond = _with_mask(pipe, run, start, request, shape, cond, uncond, len(seeds))
+
+    def plain_noise():  # A1111's create_random_tensors: each seed's first draw
+        return torch.stack([generator(request.a1111.rng, s).randn(shape).cpu() for s in a_seeds])
+
+    cond, uncond = _with_mask(pipe, run, start, request, shape, (cond, uncond), plain_noise, len(seeds))
     v = config.get("prediction_type", "epsilon") == "v_prediction"
     net = pipe.family.denoiser(pipe.components)
     acp = a1111.alphas_cumprod(config)
@@ -118,17 +130,20 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
     return a1111.sample(net, acp, run, noise, cond, uncond, v, pipe.family.name, request.callback)
 
 
-def _with_mask(pipe, run, start: dict, request, shape, cond, uncond, n: int):
+def _with_mask(pipe, run, start: dict, request, shape, contexts, noise, n: int):
     """Inpainting (workflows/a1111_inpaint.py): the blend into `run`, an inpainting UNet's channels
     into the contexts (without a mask it repaints everything, as A1111 conditions it)."""
     mask, image = start.get("mask"), start.get("image")
     blur = request.source.blur if request.source is not None else 0
     if mask is not None and run.init is not None:
-        run.blend = Blend(run.init, latent_mask(mask, blur, shape[1:], run.init.device))
+        nmask = latent_mask(mask, blur, shape[1:], run.init.device)
+        run.init = masked_start(run.init, nmask, request.source.fill, noise)
+        run.blend = Blend(run.init, nmask)
     if image is None or start.get("init_latents") is not None:  # txt2img, hires: a grey picture
         image = Image.new("RGB", (shape[2] * pipe.scale_factor, shape[1] * pipe.scale_factor), (128, 128, 128))
     everything = Image.new("L", image.size, 255)
     channels = inpaint_channels(pipe, image, everything if mask is None else mask, blur, n)
+    cond, uncond = contexts
     if channels is None:
         return cond, uncond
     return Inputs(cond, channels), None if uncond is None else Inputs(uncond, channels)

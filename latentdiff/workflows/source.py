@@ -150,6 +150,7 @@ class Source:
     record: dict  # what the PNG metadata says about it
     box: tuple[int, int, int, int] | None = None  # inpaint-area "masked": the region worked on
     blur: int = 0
+    fill: str = "original"  # what the masked area starts from (ImageOptions.masked_content)
 
     def region(self) -> tuple[Image.Image, Image.Image | None]:
         """The image (and mask) the sampler sees: the whole picture, or the masked region scaled up."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling import a1111_timesteps
@@ -65,19 +65,46 @@ def init_latents(pipe, image):
         return vae.encode(x).latent_dist.mean * vae.config.scaling_factor
 
 
-def ours(pipe, sampler, seed):
+def ours(pipe, sampler, seed, content="original"):
     got = pipe(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, guidance=CFG, width=SIZE, height=SIZE, seed=seed,
                scheduler=sampler, prompt_syntax="plain", rng="cpu", image=IMAGE, mask=MASK, mask_blur=BLUR,
-               strength=STRENGTH)  # fmt: skip
+               strength=STRENGTH, masked_content=content)  # fmt: skip
     return np.asarray(got[0])
 
 
+def a1111_fill(image, mask):
+    """A1111's masking.fill as it is written: blurs of the unmasked picture composited, some twice."""
+    out = Image.new("RGBA", image.size)
+    cut = Image.new("RGBa", image.size)
+    cut.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask.convert("L")))
+    for radius, repeats in [(256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)]:
+        blurred = cut.convert("RGBa").filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
+        for _ in range(repeats):
+            out.alpha_composite(blurred)
+    return out.convert("RGB")
+
+
+def start_latents(pipe, content, seed, shape):
+    """A1111's init latents for a masked content: the picture's (filled), its masked area noise or 0."""
+    m, nmask, _ = a1111_masks(shape)
+    z0 = init_latents(pipe, a1111_fill(IMAGE, Image.fromarray(m)) if content == "fill" else IMAGE)
+    if content == "latent_noise":
+        z0 = z0 * (1 - nmask) + torch.randn(z0.shape[1:], generator=torch.Generator().manual_seed(seed)) * nmask
+    return z0 * (1 - nmask) if content == "latent_nothing" else z0
+
+
+SLOW = pytest.mark.slow
+
+
 @torch.no_grad()
-def test_inpainting_with_euler_a_matches_a1111(pipe_sd1):
+@pytest.mark.parametrize("content", ["original", "latent_noise", pytest.param("fill", marks=SLOW),
+                                     pytest.param("latent_nothing", marks=SLOW)])  # fmt: skip
+def test_inpainting_with_euler_a_matches_a1111(pipe_sd1, content):
     ks, _ = load()
     wrap = k_wrap(pipe_sd1)
-    z0 = init_latents(pipe_sd1, IMAGE)
-    _, nmask, _ = a1111_masks(z0.shape[2:])
+    shape = (SIZE // pipe_sd1.scale_factor,) * 2
+    _, nmask, _ = a1111_masks(shape)
+    z0 = start_latents(pipe_sd1, content, 4, shape)
     total, t_enc = img2img_steps(STEPS, STRENGTH, False)
     sigmas = a1111_sigmas(ks, wrap, "euler_a", "automatic", total)
     sched = sigmas[total - t_enc - 1 :]
@@ -94,7 +121,7 @@ def test_inpainting_with_euler_a_matches_a1111(pipe_sd1):
     finally:
         ks.torch = saved
     want = laid_over(Image.fromarray(pixels(pipe_sd1, z * nmask + z0 * (1 - nmask))[0]))
-    got = ours(pipe_sd1, "euler_a", 4)
+    got = ours(pipe_sd1, "euler_a", 4, content)
     assert close(got, want)
     assert np.array_equal(got[:4], np.asarray(IMAGE)[:4])  # far from the mask: the source's own pixels
 
@@ -140,6 +167,11 @@ def test_an_inpainting_unet_with_ddim_matches_a1111(pipe_inpaint):
     assert close(ours(pipe, "ddim", 6), want)
 
 
-def test_the_masked_area_alone_is_one_line(pipe_sd1):
-    with pytest.raises(UsageError, match="not the masked area alone"):
-        pipe_sd1(PROMPT, steps=2, width=SIZE, height=SIZE, rng="cpu", image=IMAGE, mask=MASK, inpaint_area="masked")
+@pytest.mark.parametrize("kw, words", [
+    ({"rng": "cpu", "inpaint_area": "masked"}, "not the masked area alone"),
+    ({"masked_content": "fill"}, "masked content fill runs on A1111's own path"),
+    ({"rng": "cpu", "masked_content": "noise"}, "masked_content must be one of original, fill"),
+])  # fmt: skip
+def test_what_it_does_not_run_is_one_line(pipe_sd1, kw, words):
+    with pytest.raises(UsageError, match=words):
+        pipe_sd1(PROMPT, steps=2, width=SIZE, height=SIZE, image=IMAGE, mask=MASK, **kw)
