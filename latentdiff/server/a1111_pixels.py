@@ -40,8 +40,6 @@ def blocker(body, route: str, controls: bool) -> str | None:
     """What of the request A1111's own path does not run yet (the field that asks for it), or None."""
     if route == "img2img" and getattr(body, "mask", None) and body.inpaint_full_res:
         return "inpaint_full_res (inpainting the masked area alone)"
-    if route == "img2img" and getattr(body, "mask", None) and body.inpainting_fill != 1:
-        return f"inpainting_fill {body.inpainting_fill} (it inpaints from the picture itself, 1)"
     if body.enable_hr and (body.hr_upscaler or "Latent") != "Latent":
         return f"enable_hr with hr_upscaler {body.hr_upscaler!r} (its hires fix runs with 'Latent')"
     if body.refiner_checkpoint not in (None, "", "None"):

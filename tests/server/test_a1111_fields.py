@@ -211,6 +211,10 @@ def test_the_honoured_fields_map_as_a1111_reads_them(in_process):
     warnings = job_of(in_process, "img2img", {**INPAINT, "inpainting_fill": 0})[-1]
     assert "inpainting_fill 0 (fill) ran as 1 (original)" in warnings[0]
     assert job_of(in_process, "img2img", {**INPAINT, "inpainting_fill": 1})[-1] == []
+    whole = {**INPAINT, "inpaint_full_res": False}  # A1111's own path: its masked content
+    for fill, content in ((0, "fill"), (2, "latent_noise"), (3, "latent_nothing")):
+        params, *_, rng, warnings = job_of(in_process, "img2img", {**whole, "inpainting_fill": fill})
+        assert (params["masked_content"], rng, warnings) == (content, "nv", [])
 
 
 @pytest.mark.parametrize(
