@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
 
 from latentdiff.errors import UsageError
+from latentdiff.images.a1111_read import params_from_a1111
 from latentdiff.sampling import a1111_timesteps
 from latentdiff.sampling.a1111 import img2img_steps
 from tests.sampling.kdiffusion_ref import load
@@ -69,6 +70,9 @@ def ours(pipe, sampler, seed, content="original"):
     got = pipe(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, guidance=CFG, width=SIZE, height=SIZE, seed=seed,
                scheduler=sampler, prompt_syntax="plain", rng="cpu", image=IMAGE, mask=MASK, mask_blur=BLUR,
                strength=STRENGTH, masked_content=content)  # fmt: skip
+    if content != "original":  # written as A1111 writes it, read back to the same
+        read = params_from_a1111(got[0].info["parameters"])[0]
+        assert (read["masked_content"], read["rng"]) == (content, "cpu")
     return np.asarray(got[0])
 
 
