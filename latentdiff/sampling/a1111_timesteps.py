@@ -8,7 +8,9 @@ UniPC (a1111_unipc.py). They work on the model's noise prediction at integer tim
 - CFG mixes the halves' eps (a v-prediction turned into eps first); CFG++ scales the guidance by
   1 / 12.5 and points the step back along the unconditional eps;
 - txt2img starts from the unscaled noise; from an image, A1111 noises the init latents to timestep
-  ts[t_enc] and runs ts[:t_enc]; eta's noise comes from the image's generators (A1111's TorchHijack).
+  ts[t_enc] and runs ts[:t_enc]; eta's noise comes from the image's generators (A1111's TorchHijack);
+- inpainting blends the x the model sees (before the call), not its prediction, as A1111's
+  CFGDenoiserTimesteps does (mask_before_denoising).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ class EpsModel(GuidedModel):
     """A1111's CFGDenoiserTimesteps: model(x, t) -> the guided eps at timestep t (x unscaled); the
     unconditional eps of the last call in `uncond_eps` (CFG++). `multiplier` scales the guidance."""
 
-    def __init__(self, net, acp, cond, uncond, guidance, v_prediction, callback, total, multiplier=1.0):
-        super().__init__(net, None, cond, uncond, guidance, torch.zeros(total + 1), callback, per_step=1)
+    def __init__(self, net, acp, cond, uncond, guidance, v_prediction, callback, total, multiplier=1.0, blend=None):
+        super().__init__(net, None, cond, uncond, guidance, torch.zeros(total + 1), callback, per_step=1, blend=blend)
         if multiplier != 1.0:  # CFG++ steps along the unconditional eps, whatever the guidance
             self.inputs = guided(cond, uncond).to(net.dtype)
         self.acp, self.v, self.multiplier = acp, v_prediction, multiplier
@@ -114,8 +116,7 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
         ts = ts[:t_enc]
     fn, fixed = SAMPLERS[run.sampler]
     multiplier = 1 / 12.5 if fixed.get("cfgpp") else 1.0
-    model = EpsModel(net, acp, cond, uncond, run.guidance, v_prediction, callback, len(ts) - 1, multiplier)
-    model.blend = run.blend
+    model = EpsModel(net, acp, cond, uncond, run.guidance, v_prediction, callback, len(ts) - 1, multiplier, run.blend)
     extra = {"img2img": run.init is not None} if fn is unipc else {}
     z = fn(model, x, ts, acp, lambda: noise.next(), **fixed, **extra, **run.options)
     z = z if run.blend is None else run.blend(z)
