@@ -261,10 +261,7 @@ def test_gpu_noise_equals_nv_on_a_cuda_device(tiny_sd1):
     pipe = Pipeline.from_pretrained(tiny_sd1, device="cuda", dtype="fp32")
     pipe.progress = False
     for sampler, kw in (("euler_a", {}), ("dpm++2m_sde", {}), ("ddim", {"eta": 0.5})):  # DDIM: A1111's timesteps
-        assert close(
-            ours(pipe, sampler, 5, 2, rng="gpu", ensd=31337, **kw),
-            ours(pipe, sampler, 5, 2, rng="nv", ensd=31337, **kw),
-        )
+        assert close(*(ours(pipe, sampler, 5, 2, rng=rng, ensd=31337, **kw) for rng in ("gpu", "nv")))
 
 
 def test_nv_grows_the_brownian_trees_from_cudas_numbers(pipe_sd1):
