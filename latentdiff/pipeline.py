@@ -22,8 +22,13 @@ from latentdiff.models.components import Components, vae_scale_factor
 from latentdiff.models.fingerprint import model_hash
 from latentdiff.models.saving import save_pretrained
 from latentdiff.runtime.compile import compile_for_inference, compile_mode
-from latentdiff.runtime.device import prepack_cpu_weights, use_channels_last, wants_channels_last
-from latentdiff.runtime.device import wants_channels_last_vae, wants_prepacked_weights
+from latentdiff.runtime.device import (
+    prepack_cpu_weights,
+    use_channels_last,
+    wants_channels_last,
+    wants_channels_last_vae,
+    wants_prepacked_weights,
+)
 from latentdiff.runtime.offload import place as place_modules
 from latentdiff.runtime.placement import cast, vae_dtype
 from latentdiff.runtime.threads import auto_threads

@@ -47,6 +47,13 @@ IMAGE_FLAGS = (
         dict(type=int, metavar="PX"),
         _START,
     ),
+    Flag(
+        "--masked-content",
+        "what the masked area starts from: original (default); on A1111's own path also fill, "
+        "latent_noise, latent_nothing (A1111's Masked content)",
+        dict(choices=["original", "fill", "latent_noise", "latent_nothing"]),
+        _START,
+    ),
     Flag("--outpaint", "grow the canvas by these pixels and paint the new area", dict(metavar="L,R,T,B"), _START),
     Flag(
         "--hires",
@@ -96,6 +103,7 @@ RECORDED_IMAGE_OPTIONS = {
             "mask_blur",
             "inpaint_area",
             "padding",
+            "masked_content",
             "outpaint",
             "hires",
             "hires_strength",

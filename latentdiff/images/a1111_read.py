@@ -23,9 +23,9 @@ from latentdiff.sampling.schedulers import SAMPLERS, check_scheduler_name, resol
 # elsewhere named as not honoured.
 NOISE = {"Variation seed", "Variation seed strength", "Seed resize from", "ENSD", "RNG"}
 NOT_YET = ()  # keys a coming change will honour: named as not honoured yet
-# What A1111's own path does not run yet (inpainting, a hires fix by another upscaler than "Latent";
-# ControlNet N): such a line runs on diffusers' path, its noise keys named as not honoured.
-OFF_PATH = ("Mask blur", "Inpaint area")
+# What A1111's own path does not run yet (inpainting the masked area alone, a hires fix by another upscaler than "Latent"; ControlNet N): such a line runs on
+# diffusers' path, its noise keys named as not honoured.
+OFF_PATH = ("Inpaint area",)
 HIRES_KEYS = ("Hires upscale", "Hires resize")
 # Keys that tell what made the image and change nothing in it (the model and VAE get notes).
 ABOUT = ("Version", "User", "Lora hashes", "TI hashes", "Hashes", "Model", "Model hash", "VAE hash")
@@ -36,7 +36,7 @@ _FLAG_OPTIONS = ("eta", "s_noise")
 # Every key read below (ControlNet N: control_infotext.py).
 READ = {"Steps", "Sampler", "Schedule type", "CFG scale", "Distilled CFG Scale", "Seed", "Size", "Clip skip"}
 READ |= {"VAE", "Denoising strength", "Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", *OPTIONS}
-READ |= {"Mask blur", "Inpaint area", "Masked area padding"}
+READ |= {"Mask blur", "Inpaint area", "Masked area padding", "Masked content"}
 # The hires upscalers A1111 runs as ours do: "Latent" is bilinear without antialiasing, "Lanczos" and
 # "None" are PIL's Lanczos resize (modules/images.py resize_image).
 HIRES_UPSCALERS = {"lanczos": "lanczos", "none": "lanczos", **{v[0].lower(): k for k, v in LATENT_UPSCALERS.items()}}
@@ -84,8 +84,9 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
 
 
 def _on_path(f: dict) -> bool:
-    """Whether A1111's own path runs this line here: text to image, img2img, or a hires fix by one of
-    A1111's latent upscalers ("Latent", its default, and the others); not inpainting or ControlNet."""
+    """Whether A1111's own path runs this line here: text to image, img2img, inpainting of the whole
+    picture, or a hires fix by one of A1111's latent upscalers ("Latent", its default, and the others);
+    not inpainting the masked area alone, or ControlNet."""
     if any(k in f for k in OFF_PATH) or any(_CONTROL.fullmatch(k) for k in f):
         return False
     upscaler = f.get("Hires upscaler", "Latent").strip().lower()
@@ -202,6 +203,11 @@ def _inpaint(f: dict, params: dict) -> None:
         params["inpaint_area"] = {"Only masked": "masked", "Whole picture": "full"}.get(area, shown(area))
     if "Masked area padding" in f:
         params["padding"] = _number(f["Masked area padding"])
+    if "Masked content" in f:
+        content = f["Masked content"].strip()
+        params["masked_content"] = {"latent noise": "latent_noise", "latent nothing": "latent_nothing"}.get(
+            content, shown(content)
+        )
 
 
 def _hires_scale(f: dict, params: dict, ignored: list):

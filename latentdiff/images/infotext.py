@@ -84,6 +84,7 @@ def _option_names(p: dict) -> dict:
 
 
 LABELS = {"lanczos": "Lanczos", **{k: v[0] for k, v in LATENT_UPSCALERS.items()}}  # hires upscalers
+MASKED_CONTENT = {"fill": "fill", "latent_noise": "latent noise", "latent_nothing": "latent nothing"}
 
 
 def _hires_fields(p: dict) -> dict:
@@ -95,6 +96,7 @@ def _hires_fields(p: dict) -> dict:
             "Mask blur": p.get("mask_blur") if p.get("mask") else None,
             "Inpaint area": "Only masked" if masked else None,
             "Masked area padding": p.get("padding") if masked else None,
+            "Masked content": MASKED_CONTENT.get(p.get("masked_content")),  # recorded with a mask only
         }
     upscaler = p.get("hires_upscaler") or "latent"
     strength = p.get("hires_strength") or 0.5

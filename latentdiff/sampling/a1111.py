@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling import k_samplers
-from latentdiff.sampling.k_restart import karras
 from latentdiff.sampling.model_call import guided
 from latentdiff.sampling.noise_a1111 import ImageNoise, cuda_numbers_in_brownian_trees
-from latentdiff.sampling.sampler_table import SAMPLERS
 
 
 def alphas_cumprod(config: dict) -> torch.Tensor:
@@ -62,6 +60,10 @@ class DiscreteDenoiser:
         low, high, w = t.floor().long(), t.ceil().long(), t.frac()
         return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
 
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The timestep the network is asked at for `sigma`."""
+        return self.sigma_to_t(sigma)
+
     def denoised(self, net_out: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x0 from the network's output at sigma (sigma_data 1)."""
         if not self.v:
@@ -69,89 +71,28 @@ class DiscreteDenoiser:
         return net_out * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
 
 
-# ---- sigma schedules (A1111's schedule types): n steps -> n + 1 sigmas -------------------------
-def _exponential(n, lo, hi):
-    return torch.linspace(math.log(hi), math.log(lo), n).exp()
+class LCMDenoiser(DiscreteDenoiser):
+    """A1111's LCM denoiser (its sd_samplers_lcm.py): the model seen at LCM's 50 original timesteps
+    19, 39, ..., 999 only (sigmas and schedules over those), the network asked at the nearest of them,
+    and the x0 mixed with x by LCM's consistency boundary scalings (Luo et al. 2023, sigma_data 0.5,
+    the timestep scaled by 10)."""
+
+    SKIP = 20  # 1000 training timesteps / 50 original ones
+
+    def __init__(self, acp: torch.Tensor):
+        super().__init__(acp[self.SKIP - 1 :: self.SKIP].clone())
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        near = (sigma.log() - self.log_sigmas[:, None]).abs().argmin(dim=0).view(sigma.shape)
+        return near * self.SKIP + (self.SKIP - 1)
+
+    def denoised(self, net_out: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        t = self.timestep(sigma.reshape(1).cpu()).to(x.device).float() * 10.0
+        c_skip, c_out = 0.25 / (t**2 + 0.25), t / (t**2 + 0.25) ** 0.5
+        return c_out * (x + net_out * -sigma) + c_skip * x
 
 
-def _polyexponential(n, lo, hi, rho=1.0):
-    ramp = torch.linspace(1, 0, n) ** rho
-    return torch.exp(ramp * (math.log(hi) - math.log(lo)) + math.log(lo))
-
-
-def _kl_optimal(n, lo, hi):
-    i = torch.arange(n + 1)
-    return torch.tan(i / n * torch.arctan(torch.tensor(lo)) + (1.0 - i / n) * torch.arctan(torch.tensor(hi)))
-
-
-def _beta(n, lo, hi, a=0.6, b=0.6):
-    from scipy import stats
-
-    return torch.FloatTensor([lo + x * (hi - lo) for x in stats.beta.ppf(1 - np.linspace(0, 1, n), a, b)])
-
-
-_AYS = {  # Align Your Steps (Sabour et al. 2024), NVIDIA's published 10-step sigmas
-    "sd1": [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029],
-    "sdxl": [14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029],
-}
-
-
-def _align_your_steps(n, family):
-    sigmas = _AYS["sdxl" if family == "sdxl" else "sd1"]
-    if n == len(sigmas):
-        return torch.FloatTensor([*sigmas, 0.0])
-    ys = np.exp(np.interp(np.linspace(0, 1, n), np.linspace(0, 1, len(sigmas)), np.log(sigmas[::-1])))[::-1]
-    return torch.FloatTensor([*ys.copy(), 0.0])
-
-
-def _timesteps(model: DiscreteDenoiser, ts) -> torch.Tensor:
-    return torch.FloatTensor([float(model.t_to_sigma(t)) for t in ts] + [0.0])
-
-
-def _from_model(schedule: str, n: int, model: DiscreteDenoiser) -> torch.Tensor:
-    s = model.sigmas
-    first, last = model.sigma_to_t(s[-1]), model.sigma_to_t(s[0])
-    if schedule == "uniform":  # the model's own: timesteps evenly from the last to 0
-        return torch.cat([model.t_to_sigma(torch.linspace(len(s) - 1, 0, n)), s.new_zeros(1)])
-    if schedule == "sgm_uniform":
-        return _timesteps(model, torch.linspace(first, last, n + 1)[:-1])
-    if schedule == "normal":
-        return _timesteps(model, torch.linspace(first, last, n))
-    if schedule == "simple":
-        return torch.FloatTensor([float(s[-(1 + int(x * len(s) / n))]) for x in range(n)] + [0.0])
-    step = max(len(s) // n, 1)  # ddim
-    return torch.FloatTensor([float(s[x]) for x in range(1, len(s), step)][::-1] + [0.0])
-
-
-_FORMULAS = {"karras": karras, "exponential": _exponential, "polyexponential": _polyexponential}
-
-
-def sigmas_for(schedule: str, n: int, model: DiscreteDenoiser, family: str = "sd1") -> torch.Tensor:
-    """A1111's sigmas of `schedule` (our key; "automatic" already resolved) for n steps."""
-    lo, hi = float(model.sigmas[0]), float(model.sigmas[-1])
-    if schedule in _FORMULAS:
-        return torch.cat([_FORMULAS[schedule](n, lo, hi), torch.zeros(1)])
-    if schedule == "kl_optimal":
-        return _kl_optimal(n, lo, hi)
-    if schedule == "beta":
-        return torch.cat([_beta(n, lo, hi), torch.zeros(1)])
-    if schedule == "align_your_steps":
-        return _align_your_steps(n, family)
-    return _from_model(schedule, n, model)
-
-
-SCHEDULES = ("uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "kl_optimal")
-SCHEDULES += ("align_your_steps", "simple", "normal", "ddim", "beta")
-
-
-def a1111_sigmas(sampler: str, schedule: str, steps: int, model: DiscreteDenoiser, family="sd1") -> torch.Tensor:
-    """The sigma list A1111 samples `sampler` with: Automatic is the sampler's default schedule or the
-    model's own (uniform); DPM2, DPM2 a and DPM++ 3M SDE drop the penultimate sigma (one step more)."""
-    if schedule == "automatic":
-        schedule = SAMPLERS[sampler].automatic or "uniform"
-    discard = k_samplers.SAMPLERS[sampler][2]
-    sigmas = sigmas_for(schedule, steps + int(discard), model, family)
-    return torch.cat([sigmas[:-2], sigmas[-1:]]) if discard else sigmas
+from latentdiff.sampling.a1111_sigmas import SCHEDULES, a1111_sigmas, sigmas_for  # noqa: E402,F401 (the path's)
 
 
 @dataclass
@@ -167,6 +108,7 @@ class A1111Run:
     refiner: "RefinerSwitch | None" = None  # an SDXL refiner taking over inside the sampler
     strength: float = 1.0  # img2img: A1111's denoising strength
     fixed: bool = False  # img2img: the hires pass's rule for the steps (img2img_steps)
+    blend: Callable | None = None  # inpainting: keeps the init latents outside the mask
 
 
 @dataclass
@@ -191,8 +133,8 @@ class GuidedModel:
     """A1111's CFG denoiser: both halves in one batch, combined on the denoised predictions; the
     prompt-schedule step counts model calls as A1111's does."""
 
-    def __init__(self, net, wrap, cond, uncond, guidance: float, sigmas=None, callback=None, per_step=None):
-        self.net, self.wrap, self.guidance = net, wrap, guidance
+    def __init__(self, net, wrap, cond, uncond, guidance: float, sigmas=None, callback=None, per_step=None, blend=None):
+        self.net, self.wrap, self.guidance, self.blend = net, wrap, guidance, blend
         self.inputs = guided(cond, uncond if uncond is not None and guidance != 1.0 else None).to(net.dtype)
         self.calls = 0
         self.steps = [float(v) for v in sigmas[:-1]] if sigmas is not None else []
@@ -206,10 +148,11 @@ class GuidedModel:
         rows = self.inputs.rows(x)
         s = sigma.to(x.device)
         c_in = 1 / (s**2 + 1) ** 0.5
-        t = self.wrap.sigma_to_t(sigma.reshape(1).cpu()).reshape(()).to(x.device)
+        t = self.wrap.timestep(sigma.reshape(1).cpu()).reshape(()).to(x.device)
         out = self.net((rows * c_in).to(self.net.dtype), t, self.inputs.at(self.calls)).float()
         self.calls += 1
-        return self.inputs.guide(self.wrap.denoised(out, rows, s), self.guidance)
+        denoised = self.inputs.guide(self.wrap.denoised(out, rows, s), self.guidance)
+        return denoised if self.blend is None else self.blend(denoised)  # A1111: after the model
 
     def maybe_switch(self, sigma: float) -> None:
         r = self.refiner
@@ -261,7 +204,7 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
     """Latents of txt2img, or of img2img from `run.init` (A1111's sample_img2img), by A1111's path:
     `noise` its per-image noise (first() is the start); `callback(step, total, latents)` after each
     step (it may raise to stop)."""
-    wrap = DiscreteDenoiser(acp, v_prediction)
+    wrap = LCMDenoiser(acp) if run.sampler == "lcm" else DiscreteDenoiser(acp, v_prediction)
     total, t_enc = (run.steps, run.steps) if run.init is None else img2img_steps(run.steps, run.strength, run.fixed)
     sigmas = a1111_sigmas(run.sampler, run.schedule, total, wrap, family)
     sched = sigmas[total - t_enc - 1 :] if run.init is not None else sigmas
@@ -269,7 +212,7 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
     if run.init is not None:
         x = run.init.to(x.device, x.dtype) + x
     fn, fixed, _, brownian = k_samplers.SAMPLERS[run.sampler]
-    model = GuidedModel(net, wrap, cond, uncond, run.guidance, sched, callback, OFF_GRID.get(run.sampler))
+    model = GuidedModel(net, wrap, cond, uncond, run.guidance, sched, callback, OFF_GRID.get(run.sampler), run.blend)
     model.refiner = run.refiner
     # A1111 grows the trees on the model's device whatever its RNG setting: on an NVIDIA GPU, from CUDA's
     # numbers; "gpu" draws them on this device itself. Their span is the whole schedule's, img2img too.
@@ -278,6 +221,7 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
         warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)  # torchsde's float32 edges
         draw = brownian_noise(x, sigmas, noise.seeds) if brownian else (lambda s, s_next: noise.next())
         z = fn(model, x, sched.to(x.device), draw, **fixed, **_bounds(fn, wrap, sched, run.init), **run.options)
+    z = z if run.blend is None else run.blend(z)
     if callback is not None:
         callback(len(sched) - 1, len(sched) - 1, z)
     return z

@@ -20,7 +20,8 @@ import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling import k_samplers
-from latentdiff.sampling.a1111 import DiscreteDenoiser, GuidedModel, sigmas_for
+from latentdiff.sampling.a1111 import DiscreteDenoiser, GuidedModel
+from latentdiff.sampling.a1111_sigmas import sigmas_for
 from latentdiff.sampling.noise_a1111 import Philox, cuda_numbers_in_brownian_trees
 from latentdiff.sampling.sampler_table import COMFY_OWN
 

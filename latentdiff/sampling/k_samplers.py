@@ -255,6 +255,15 @@ def dpmpp_3m_sde(model, x, sigmas, noise, eta=1.0, s_noise=1.0):
     return x
 
 
+def lcm(model, x, sigmas, noise):
+    """Latent consistency sampling (Luo et al. 2023): the consistency model's x0, re-noised to each next sigma."""
+    for i in range(len(sigmas) - 1):
+        x = model(x, sigmas[i])
+        if sigmas[i + 1] > 0:
+            x = x + sigmas[i + 1] * noise(sigmas[i], sigmas[i + 1])
+    return x
+
+
 # A1111 1.10's k-diffusion samplers (modules/sd_samplers_kdiffusion.py): our key -> (function, fixed
 # options, whether A1111 discards the penultimate sigma, whether its noise comes from Brownian trees).
 SAMPLERS = {
@@ -273,4 +282,5 @@ SAMPLERS = {
     "dpm_fast": (dpm_fast, {}, False, False),
     "dpm_adaptive": (dpm_adaptive, {}, False, False),
     "restart": (restart, {}, False, False),
+    "lcm": (lcm, {}, False, False),  # with a1111.LCMDenoiser
 }

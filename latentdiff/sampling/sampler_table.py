@@ -136,7 +136,7 @@ SAMPLERS: dict[str, Sampler] = {
     "dpm_adaptive": Sampler(None, "DPM adaptive", aliases=("k_dpm_ad",), comfy=("dpm_adaptive",), schedules=""),
     "restart": Sampler(None, "Restart", automatic="karras"),
     "ddim": Sampler("DDIMScheduler", "DDIM", needs=_LATENT, comfy=("ddim",), schedules="spacing", options=("eta",)),
-    "ddim_cfg++": Sampler(None, "DDIM CFG++", aliases=("ddim_cfgpp",), schedules=""),
+    "ddim_cfg++": Sampler(None, "DDIM CFG++", aliases=("ddim_cfgpp",), schedules="", options=("eta",)),
     # PLMS's four-step multistep formula is unstable at the shipped model's 12 steps.
     "pndm": Sampler(
         "PNDMScheduler",
@@ -155,9 +155,11 @@ SAMPLERS: dict[str, Sampler] = {
     "deis": Sampler("DEISMultistepScheduler", "DEIS", comfy=("deis",)),
 }
 SCHEDULERS = {k: m for k, m in SAMPLERS.items() if m.cls}  # the ones that run here
-# What A1111's own path runs (sampling/k_samplers.py), chosen by an A1111 noise option (rng, ...)
+# What A1111's own path runs (sampling/k_samplers.py, a1111_timesteps.py), chosen by an A1111 noise
+# option (rng, ...): all 20 of A1111 1.10's samplers
 A1111_PATH = ("euler", "euler_a", "heun", "lms", "dpm2", "dpm2_a", "dpm++2s_a", "dpm++2m", "dpm++sde")
-A1111_PATH += ("dpm++2m_sde", "dpm++2m_sde_heun", "dpm++3m_sde", "dpm_fast", "dpm_adaptive", "restart")
+A1111_PATH += ("dpm++2m_sde", "dpm++2m_sde_heun", "dpm++3m_sde", "dpm_fast", "dpm_adaptive", "restart", "lcm")
+A1111_PATH += ("ddim", "ddim_cfg++", "pndm", "unipc")
 NAMES = ", ".join(SCHEDULERS)
 SCHEDULE_NAMES = ", ".join(k for k, s in SCHEDULES.items() if s.sets is not None or s.sigma_list)
 MIN_STEPS = ", ".join(f"{k} at least {m.min_steps}" for k, m in SCHEDULERS.items() if m.min_steps > 1)

@@ -94,16 +94,6 @@ def _img2img_params(body: Img2ImgRequest, params: dict) -> tuple[dict, Pictures,
             inpaint_area="masked" if body.inpaint_full_res else "full",
             padding=body.inpaint_full_res_padding,
         )
-        if body.inpainting_fill in (2, 3):
-            raise UsageError(
-                f"inpainting_fill={body.inpainting_fill}: starting the masked area from latent noise or "
-                "nothing is not supported by latentdiff; 1 (original) starts from the picture"
-            )
-        if body.inpainting_fill == 0:
-            warnings.append(
-                "inpainting_fill 0 (fill) ran as 1 (original): the masked area starts from the picture "
-                "itself, not from its blurred colours as in A1111"
-            )
     return params, pictures(body.init_images[0], body.mask, bool(body.inpainting_mask_invert)), warnings
 
 
@@ -138,6 +128,7 @@ async def _run(server, body, params: dict, inputs: Pictures | None = None, warni
     if "refiner" in params:  # a model of the folder, loaded beside the model for the job (executor.py)
         params["refiner"], _ = server.pool.resolve(params["refiner"])
     rng, note = _sampling_path(server, body, params, bool(found.files or found.prompts))
+    warnings = (warnings or []) + _masked_content(body, params, rng is not None)
     job = Job(params=params, inputs=inputs, model=model, source="a1111", warnings=warnings or [])
     job.a1111_rng, job.path_note = rng, note
     check_loaded(server.pool.peek(server.pool.resolve(model)[0]), params)
@@ -149,6 +140,29 @@ async def _run(server, body, params: dict, inputs: Pictures | None = None, warni
     if job.state == "failed":
         raise HTTPException(400 if job.client_error else 500, job.error)
     return job
+
+
+MASKED_CONTENT = {0: "fill", 2: "latent_noise", 3: "latent_nothing"}  # A1111's inpainting_fill; 1: original
+
+
+def _masked_content(body, params: dict, on_path: bool) -> list[str]:
+    """inpainting_fill: on A1111's own path each of its four; on diffusers' path 1 (original), 0 run as
+    1 with a warning, 2 and 3 refused. -> the warnings."""
+    fill = getattr(body, "inpainting_fill", 1)
+    if getattr(body, "mask", None) is None or fill == 1:
+        return []
+    if on_path:
+        params["masked_content"] = MASKED_CONTENT[fill]
+        return []
+    if fill in (2, 3):
+        raise UsageError(
+            f"inpainting_fill={fill}: starting the masked area from latent noise or nothing runs on A1111's own "
+            "path only (inpaint_full_res false); 1 (original) starts from the picture"
+        )
+    return [
+        "inpainting_fill 0 (fill) ran as 1 (original): the masked area starts from the picture itself, not "
+        "from its blurred colours as in A1111 (which A1111's own path does, with inpaint_full_res false)"
+    ]
 
 
 def _sampling_path(server, body, params: dict, controls: bool) -> tuple[str | None, str | None]:

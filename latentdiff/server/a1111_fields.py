@@ -106,7 +106,11 @@ FIELDS: dict[str, Field] = {
     "mask_blur": Field(_H, "mask blur (sets both of A1111's x and y)", only="img2img"),
     "mask_blur_x": Field(_H, "mask blur, when equal to mask_blur_y (or mask_blur is given)", only="img2img"),
     "mask_blur_y": Field(_H, "mask blur, when equal to mask_blur_x (or mask_blur is given)", only="img2img"),
-    "inpainting_fill": Field(_H, "1 (original); 0 (fill) runs as 1 with a warning; 2, 3 refused", only="img2img"),
+    "inpainting_fill": Field(
+        _H,
+        "on A1111's own path all four; elsewhere 1 (original), 0 (fill) as 1 with a warning, 2, 3 refused",
+        only="img2img",
+    ),
     "inpaint_full_res": Field(_H, "inpaint the masked region only", only="img2img"),
     "inpaint_full_res_padding": Field(_H, "context pixels around the masked region", only="img2img"),
     "inpainting_mask_invert": Field(_H, "1: the black part repaints", only="img2img"),

@@ -38,8 +38,8 @@ def rng_of(values: dict) -> str:
 
 def blocker(body, route: str, controls: bool) -> str | None:
     """What of the request A1111's own path does not run yet (the field that asks for it), or None."""
-    if route == "img2img" and getattr(body, "mask", None):
-        return "mask (inpainting)"
+    if route == "img2img" and getattr(body, "mask", None) and body.inpaint_full_res:
+        return "inpaint_full_res (inpainting the masked area alone)"
     if body.enable_hr and not (body.hr_upscaler or "Latent").startswith("Latent"):
         return f"enable_hr with hr_upscaler {body.hr_upscaler!r} (its hires fix runs with the latent upscalers)"
     if body.refiner_checkpoint not in (None, "", "None") and (body.enable_hr or route == "img2img"):
@@ -98,7 +98,6 @@ def on_a1111_path(pipe, params: dict, rng: str) -> tuple[dict, str | None]:
 
 def _refusal(pipe, params: dict) -> str | None:
     # Imported by the worker with a loaded model (torch).
-    from latentdiff.sampling import k_samplers
     from latentdiff.workflows.a1111_path import FAMILIES, check_options, sampler_schedule
 
     if pipe.family.name not in FAMILIES:
@@ -107,7 +106,7 @@ def _refusal(pipe, params: dict) -> str | None:
         return "a schedule type without a sampler_name"
     try:
         sampler, _ = sampler_schedule(pipe, params.get("scheduler"))
-        if sampler not in k_samplers.SAMPLERS:
+        if sampler not in A1111_PATH:
             return f"the model's own sampler ({pipe.components.scheduler_config.get('_class_name')})"
         check_options(sampler, {k: params[k] for k in OPTIONS if params.get(k) is not None})
     except UsageError as e:

@@ -30,10 +30,10 @@ import torch.nn.functional as F
 
 from latentdiff.errors import UsageError
 from latentdiff.runtime.device import note_cpu_bf16
-from latentdiff.runtime.threads import default_training_threads, torch_threads
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.runtime.libraries import quiet_libraries
 from latentdiff.runtime.memory import check_fits
+from latentdiff.runtime.threads import default_training_threads, torch_threads
 from latentdiff.training.bounds import ADAPTER_BYTES, TRAIN_TENSORS
 from latentdiff.training.clip_config import RUN_ENTRIES, ClipTrainConfig
 from latentdiff.training.clip_eval import by_length, evaluate, pixels, processor, summary, tokenize

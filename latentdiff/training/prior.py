@@ -31,8 +31,8 @@ from latentdiff.families.unclip import encode_pictures, prior_text
 from latentdiff.images.write import to_pil
 from latentdiff.models.assemble import load_prior
 from latentdiff.models.unclip_parts import check_prior_folder
-from latentdiff.runtime.threads import default_training_threads
 from latentdiff.runtime.files import as_umask_allows
+from latentdiff.runtime.threads import default_training_threads
 from latentdiff.training.batches import dropout_mask
 from latentdiff.training.data.dataset import ImageCaptionDataset
 from latentdiff.training.data.order import run_order

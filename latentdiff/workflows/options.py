@@ -29,6 +29,7 @@ from latentdiff.workflows.source import (
 
 IMG2IMG_STRENGTH, INPAINT_STRENGTH = 0.75, 1.0
 HIRES_UPSCALERS = (*LATENT_UPSCALERS, "lanczos")  # or a diffusion upscaler's model reference
+MASKED_CONTENT = ("original", "fill", "latent_noise", "latent_nothing")
 MAX_MASK_BLUR = 256  # px; as the server's field (a wider blur only slows PIL down)
 
 
@@ -50,6 +51,9 @@ class ImageOptions:
     """full: repaint at the image's size; masked: crop the masked region, work on it at full size."""
     padding: int = 32
     """inpaint_area=masked: pixels of context around the masked region."""
+    masked_content: str = "original"
+    """what the masked area starts from (A1111's "Masked content"): original; on A1111's own path also
+    fill (the picture's blurred colours), latent_noise, latent_nothing."""
     outpaint: Any = None
     """(left, right, top, bottom) pixels, or "L,R,T,B": grow the canvas and paint the new area."""
     image_hash: str | None = None
@@ -86,6 +90,10 @@ class ImageOptions:
         check(
             _whole(self.mask_blur) and 0 <= self.mask_blur <= MAX_MASK_BLUR,
             f"mask_blur must be a whole number from 0 to {MAX_MASK_BLUR}, got {self.mask_blur!r}",
+        )
+        check(
+            self.masked_content in MASKED_CONTENT,
+            f"masked_content must be one of {', '.join(MASKED_CONTENT)}, got {str(self.masked_content)[:40]!r}",
         )
         check(
             _whole(self.padding) and 0 <= self.padding <= params.MAX_SIDE,
@@ -171,11 +179,13 @@ class ImageOptions:
         mask = resize_to(mask, size, mode, fill_edges=False)
         check_mask(mask)
         record.update(mask_blur=self.mask_blur, inpaint_area=self.inpaint_area)
+        if self.masked_content != "original":
+            record["masked_content"] = self.masked_content
         box = None
         if self.inpaint_area == "masked":
             box = crop_box(mask, size, self.padding, self.mask_blur)
             record["padding"] = self.padding
-        return Source(image, mask, record, box=box, blur=self.mask_blur)
+        return Source(image, mask, record, box=box, blur=self.mask_blur, fill=self.masked_content)
 
     def preflight(self) -> None:
         """Refuse an unreadable init image or mask before any model is loaded."""

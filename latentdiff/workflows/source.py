@@ -150,6 +150,7 @@ class Source:
     record: dict  # what the PNG metadata says about it
     box: tuple[int, int, int, int] | None = None  # inpaint-area "masked": the region worked on
     blur: int = 0
+    fill: str = "original"  # what the masked area starts from (ImageOptions.masked_content)
 
     def region(self) -> tuple[Image.Image, Image.Image | None]:
         """The image (and mask) the sampler sees: the whole picture, or the masked region scaled up."""
@@ -158,11 +159,12 @@ class Source:
         size = self.image.size
         return (self.image.crop(self.box).resize(size, LANCZOS), self.mask.crop(self.box).resize(size, LANCZOS))
 
-    def paste(self, result: Image.Image) -> Image.Image:
-        """The sampler's result put back: outside the (blurred) mask the pixels are the source's own."""
+    def paste(self, result: Image.Image, alpha: Image.Image | None = None) -> Image.Image:
+        """The sampler's result put back: outside the (blurred) mask the pixels are the source's own
+        (`alpha`: another rule's paste-back alpha, A1111's)."""
         if self.mask is None:
             return result
-        alpha = soft_mask(self.mask, self.blur)
+        alpha = soft_mask(self.mask, self.blur) if alpha is None else alpha
         if self.box is not None:
             w, h = self.box[2] - self.box[0], self.box[3] - self.box[1]
             full = self.image.copy()

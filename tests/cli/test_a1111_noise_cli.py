@@ -57,7 +57,10 @@ A1111_LINE = "a dog\nSteps: 20, Sampler: {sampler}, CFG scale: 7, Seed: 5, Size:
         ("Euler a", "RNG: CPU, ENSD: 31337, ", {"rng": "cpu", "ensd": 31337}),
         ("DPM++ 2S a", "Variation seed: 9, Variation seed strength: 0.25, Seed resize from: 256x384, ",
          {"rng": "nv", "variation_seed": 9, "variation_strength": 0.25, "seed_resize_from": "256x384"}),
-        ("DDIM", "RNG: CPU, ", {}),  # not on A1111's path here: the parameters only, as before
+        ("DDIM", "RNG: CPU, Eta DDIM: 0.5, ", {"rng": "cpu"}),  # A1111's timestep samplers run there too
+        ("DDPM", "RNG: CPU, ", {}),  # not A1111's: the parameters only, on diffusers' path
+        ("Euler a", "Mask blur: 4, RNG: CPU, ", {"rng": "cpu"}),  # inpainting the whole picture
+        ("Euler a", "Mask blur: 4, Inpaint area: Only masked, RNG: CPU, ", {}),  # the masked area alone
     ],
 )  # fmt: skip
 def test_a1111_lines_read_back_to_our_noise_options(sampler, extra, want):
@@ -75,7 +78,7 @@ def test_a1111_lines_read_back_to_our_noise_options(sampler, extra, want):
         (("--seed-resize-from", "512"), "--seed-resize-from must be WIDTHxHEIGHT"),
         (("--seed-resize-from", "4x4"), "at least 8x8"),
         (("--ensd", "-1"), "--ensd must be >= 0"),
-        (("--rng", "cpu", "--scheduler", "ddim"), "DDIM is none of them: choose one of Euler"),
+        (("--rng", "cpu", "--scheduler", "ddpm"), "DDPM is none of them: choose one of Euler"),
         (("--rng", "cpu", "--scheduler", "euler_a", "--eta", "0.5", "--s-noise", "x"), "s-noise"),
     ],
 )

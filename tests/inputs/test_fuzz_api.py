@@ -56,6 +56,8 @@ CALL_OPTIONS = {
     "hires_steps": ANY_VALUE,
     "mask_blur": ANY_VALUE,
     "padding": ANY_VALUE,
+    "masked_content": ANY_VALUE | st.sampled_from(["original", "fill", "latent_noise", "latent_nothing", "Fill"]),
+    "rng": st.sampled_from(["cpu", "nv"]),  # A1111's own path, its inpainting among others
     "tile": ANY_VALUE,
     "upscale": ANY_VALUE,
     "outpaint": BORDERS,

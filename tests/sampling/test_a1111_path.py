@@ -215,7 +215,7 @@ def test_sigma_lists_agree_with_the_other_implementations(pipe_sd1):
     diffusers' path), diffusers' own use_*_sigmas, k-diffusion's, and NVIDIA's published AYS list."""
     import diffusers
 
-    from latentdiff.sampling import a1111, sigmas
+    from latentdiff.sampling import a1111, a1111_sigmas, sigmas
 
     ks, external = load()
     config = pipe_sd1.components.scheduler_config
@@ -234,7 +234,7 @@ def test_sigma_lists_agree_with_the_other_implementations(pipe_sd1):
     k_wrap = external.CompVisDenoiser(LatentDiffusion(None, config))
     assert torch.allclose(a1111.sigmas_for("uniform", 7, wrap), k_wrap.get_sigmas(7))
     # A1111 takes the published 11 sigmas as they are for 11 steps (and interpolates them otherwise)
-    assert torch.allclose(a1111.sigmas_for("align_your_steps", 11, wrap)[:-1], torch.tensor(a1111._AYS["sd1"]))
+    assert torch.allclose(a1111.sigmas_for("align_your_steps", 11, wrap)[:-1], torch.tensor(a1111_sigmas._AYS["sd1"]))
     assert len(a1111.sigmas_for("sgm_uniform", 7, wrap)) == 8 and a1111.sigmas_for("sgm_uniform", 7, wrap)[0] > 14
 
 
@@ -260,8 +260,8 @@ def test_gpu_noise_equals_nv_on_a_cuda_device(tiny_sd1):
 
     pipe = Pipeline.from_pretrained(tiny_sd1, device="cuda", dtype="fp32")
     pipe.progress = False
-    for sampler in ("euler_a", "dpm++2m_sde"):
-        assert close(ours(pipe, sampler, 5, 2, rng="gpu", ensd=31337), ours(pipe, sampler, 5, 2, rng="nv", ensd=31337))
+    for sampler, kw in (("euler_a", {}), ("dpm++2m_sde", {}), ("ddim", {"eta": 0.5})):  # DDIM: A1111's timesteps
+        assert close(*(ours(pipe, sampler, 5, 2, rng=rng, ensd=31337, **kw) for rng in ("gpu", "nv")))
 
 
 def test_nv_grows_the_brownian_trees_from_cudas_numbers(pipe_sd1):
@@ -277,7 +277,7 @@ def test_nv_grows_the_brownian_trees_from_cudas_numbers(pipe_sd1):
 
 
 def test_every_sampler_of_the_path_has_a_reference():
-    assert set(k_samplers.SAMPLERS) == set(K_FUNCTIONS) | {"restart"}  # Restart: test_a1111_img2img.py
+    assert set(k_samplers.SAMPLERS) == set(K_FUNCTIONS) | {"restart", "lcm"}  # test_a1111_img2img.py, _timesteps.py
 
 
 @pytest.mark.parametrize("sampler", ["dpm_fast", "restart", "dpm_adaptive"])

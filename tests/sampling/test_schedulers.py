@@ -133,5 +133,6 @@ def test_the_docs_table_names_every_sampler_and_schedule_type():
         runs = m.cls or ("A1111's own path" if key in A1111_PATH else "not yet")
         assert key in rows and m.a1111 in rows[key] and runs in rows[key], key
         assert all(f"`{c}`" in rows[key] for c in m.comfy), key
+        assert rows[key].endswith(" yes |" if key in A1111_PATH else " — |"), key  # A1111's own path
     for key, s in SCHEDULES.items():
         assert s.a1111 in doc and all(f"`{c}`" in doc for c in s.comfy), key

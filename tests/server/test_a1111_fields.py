@@ -211,6 +211,10 @@ def test_the_honoured_fields_map_as_a1111_reads_them(in_process):
     warnings = job_of(in_process, "img2img", {**INPAINT, "inpainting_fill": 0})[-1]
     assert "inpainting_fill 0 (fill) ran as 1 (original)" in warnings[0]
     assert job_of(in_process, "img2img", {**INPAINT, "inpainting_fill": 1})[-1] == []
+    whole = {**INPAINT, "inpaint_full_res": False}  # A1111's own path: its masked content
+    for fill, content in ((0, "fill"), (2, "latent_noise"), (3, "latent_nothing")):
+        params, *_, rng, warnings = job_of(in_process, "img2img", {**whole, "inpainting_fill": fill})
+        assert (params["masked_content"], rng, warnings) == (content, "nv", [])
 
 
 @pytest.mark.parametrize(
@@ -326,11 +330,11 @@ def test_the_seed_fields_run_a1111s_own_path_with_its_gpu_noise(in_process):
             {**HR, **LANCZOS, "override_settings": {"eta_noise_seed_delta": 5}},
             "eta_noise_seed_delta: A1111's",
         ),
-        ("txt2img", {"subseed_strength": 0.3}, "not run the model's own sampler (PNDMScheduler)"),  # loaded: checked
+        ("txt2img", {"subseed_strength": 0.3, "scheduler": "Karras"}, "a schedule type without"),  # loaded: checked
     ],
 )
 def test_seed_fields_that_a1111s_path_cannot_run_are_refused_before_the_queue(in_process, route, body, words):
-    r, jobs = post(in_process, route, {**EULER, **body} if "PNDM" not in words else body)
+    r, jobs = post(in_process, route, {**EULER, **body} if "scheduler" not in body else body)
     assert r.status_code == 400 and words in r.json()["error"] and not jobs, r.text
 
 
@@ -339,7 +343,8 @@ def test_the_a1111_path_is_asked_for_where_it_can_run(in_process):
     model); not where the path cannot run the request, nor with --a1111-pixels off."""
     assert job_of(in_process, "txt2img", EULER)[-2] == "nv"
     assert job_of(in_process, "txt2img", {**EULER, "override_settings": {"randn_source": "CPU"}})[-2] == "cpu"
-    assert job_of(in_process, "txt2img", {"sampler_name": "DDIM"})[-2] is None
+    assert job_of(in_process, "txt2img", {"sampler_name": "DDIM"})[-2] == "nv"  # all of A1111's samplers
+    assert job_of(in_process, "txt2img", {"sampler_name": "DDPM"})[-2] is None
     assert job_of(in_process, "txt2img", {**EULER, **HR})[-2] == "nv"  # A1111's default hires upscaler, Latent
     assert job_of(in_process, "txt2img", {**EULER, **HR, **LANCZOS})[-2] is None
     assert job_of(in_process, "img2img", EULER)[-2] == "nv"

@@ -31,14 +31,22 @@ def test_txt2img_shapes_and_pixels_match_our_api(api, served):
         eta=0,
         batch_size=2,
         **SMALL,
-    )  # webuiapi sends eta 1 by default, which A1111's DDIM honours (as ours: a stochastic DDIM)
+    )  # webuiapi sends eta 1 by default, which A1111's DDIM honours (as ours: a stochastic DDIM); A1111's
+    # path with its GPU's numbers (NV) runs it, as our API with rng "nv"
     assert len(r.images) == 2 and r.images[0].size == (32, 32)
     assert r.info["all_seeds"] == [7, 8] and r.info["sd_model_name"] == "tiny-a"
     assert r.info["infotexts"][0].startswith("red apple\nNegative prompt: blur\nSteps: 3")
     assert r.parameters["prompt"] == "red apple"
     job = served.wait_job(
         served.submit(
-            prompt="red apple", negative_prompt="blur", seed=7, guidance=3.0, scheduler="ddim", num_images=2, **SMALL
+            prompt="red apple",
+            negative_prompt="blur",
+            seed=7,
+            guidance=3.0,
+            scheduler="ddim",
+            num_images=2,
+            rng="nv",
+            **SMALL,
         )["id"]
     )
     for got, img in zip(r.images, job["images"]):

@@ -127,8 +127,10 @@ def test_a1111_txt2img_gives_a1111s_own_pixels(client, pipe):
 
 
 def test_what_a1111s_path_cannot_run_stays_on_diffusers_or_is_refused(client):
-    _, info = txt2img(client, sampler_name="DDIM")
-    assert info["sampling_path"] == "diffusers" and "DDIM" in info["sampling_path_note"]
+    _, info = txt2img(client, sampler_name="DDIM")  # all 20 of A1111's samplers run there
+    assert info["sampling_path"] == "A1111"
+    _, info = txt2img(client, sampler_name="DDPM")  # not one of A1111's
+    assert info["sampling_path"] == "diffusers" and "DDPM" in info["sampling_path_note"]
     _, info = txt2img(client, enable_hr=True, hr_scale=1.5, denoising_strength=0.5)  # A1111's Latent upscaler
     assert info["sampling_path"] == "A1111"
     _, info = txt2img(client, enable_hr=True, hr_scale=1.5, denoising_strength=0.5, hr_upscaler="Lanczos")
@@ -141,7 +143,7 @@ def test_what_a1111s_path_cannot_run_stays_on_diffusers_or_is_refused(client):
         "seed_resize_from_w: A1111's seed fields",
         seed_resize_from_w=64,
         seed_resize_from_h=64,
-        sampler_name="DDIM",
+        sampler_name="DDPM",
     )
     refused(
         client,
@@ -153,6 +155,30 @@ def test_what_a1111s_path_cannot_run_stays_on_diffusers_or_is_refused(client):
         hr_scale=1.5,
     )
     refused(client, "randn_source='TPU'", override_settings={"randn_source": "TPU"})
+
+
+def b64(im: Image.Image) -> str:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_a1111_inpainting_of_the_whole_picture_runs_a1111s_path(client, pipe):
+    """img2img with a mask, "whole picture" and masked content "original": A1111's path, the Python
+    API's pixels with rng "nv"; "only masked" (A1111's API default) stays on diffusers' path."""
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    body = {**BODY, "init_images": [b64(image)], "mask": b64(mask), "denoising_strength": 0.75, "mask_blur": 2}
+    r = client.post("/sdapi/v1/img2img", json={**body, "inpaint_full_res": False, "inpainting_fill": 1})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["info"])["sampling_path"] == "A1111"
+    got = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).convert("RGB"), dtype=np.int16)
+    want = pipe("red apple", scheduler="euler_a", rng="nv", image=image, mask=mask, mask_blur=2, strength=0.75, **KW)
+    assert np.array_equal(got, px(want))
+    r = client.post("/sdapi/v1/img2img", json=body)
+    info = json.loads(r.json()["info"])
+    assert info["sampling_path"] == "diffusers" and "inpaint_full_res" in info["sampling_path_note"]
 
 
 def test_lora_tags_come_from_the_lora_folder(client, pipe, folders):
