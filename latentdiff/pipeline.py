@@ -22,13 +22,7 @@ from latentdiff.models.components import Components, vae_scale_factor
 from latentdiff.models.fingerprint import model_hash
 from latentdiff.models.saving import save_pretrained
 from latentdiff.runtime.compile import compile_for_inference, compile_mode
-from latentdiff.runtime.device import (
-    prepack_cpu_weights,
-    use_channels_last,
-    wants_channels_last,
-    wants_channels_last_vae,
-    wants_prepacked_weights,
-)
+from latentdiff.runtime.device import place_layout, prepack_cpu_weights, wants_prepacked_weights
 from latentdiff.runtime.offload import place as place_modules
 from latentdiff.runtime.placement import cast, vae_dtype
 from latentdiff.runtime.threads import auto_threads
@@ -85,10 +79,7 @@ class Pipeline:
         place_modules(c, device, self.offload)  # on the device, or waiting in RAM (runtime/offload.py)
         place_unclip(c, device, dtype)
         self.threads, self.unet_params = auto_threads(device.type), sum(p.numel() for p in c.unet.parameters())
-        if wants_channels_last(device, dtype):
-            use_channels_last(c.unet, c.vae)
-        elif wants_channels_last_vae(device, c.vae.dtype):
-            use_channels_last(c.vae)
+        place_layout(c.unet, c.vae, device, dtype)
         if wants_prepacked_weights(device, dtype):
             prepack_cpu_weights(c.unet)
 

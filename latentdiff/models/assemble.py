@@ -72,18 +72,12 @@ def build(
         unet = _build(
             cls, cfgs.unet, path / cfgs.denoiser, cfgs.values["unet"], **load, dtype=dtype, channels_last=channels_last
         )
+    vae_cls = None if is_pixel(cfgs.vae) else getattr(diffusers, diffusers_class(cfgs.vae, "vae"))
+    vae_args = (cfgs.vae, path / "vae", cfgs.values["vae"])
     vae = (
         PixelSpace()
-        if is_pixel(cfgs.vae)
-        else _build(
-            getattr(diffusers, diffusers_class(cfgs.vae, "vae")),
-            cfgs.vae,
-            path / "vae",
-            cfgs.values["vae"],
-            **load,
-            dtype=vae_dtype,
-            channels_last=channels_last,
-        )
+        if vae_cls is None
+        else _build(vae_cls, *vae_args, **load, dtype=vae_dtype, channels_last=channels_last)
     )
     text = {}
     for te_name, tok_name in TEXT_PARTS:

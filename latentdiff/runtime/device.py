@@ -160,6 +160,14 @@ def use_channels_last(*modules) -> None:
         m.to(memory_format=torch.channels_last)
 
 
+def place_layout(unet, vae, device: torch.device, dtype: torch.dtype) -> None:
+    """UNet and VAE in the memory layout that runs fastest on `device` in `dtype` (see above)."""
+    if wants_channels_last(device, dtype):
+        use_channels_last(unet, vae)
+    elif wants_channels_last_vae(device, vae.dtype):
+        use_channels_last(vae)
+
+
 def _pack(m) -> bool:
     """Pack `m.weight` for oneDNN if it is (still) a CPU bf16 weight; False: use the plain path."""
     w = m.weight
