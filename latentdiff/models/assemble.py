@@ -73,7 +73,7 @@ def build(
             cls, cfgs.unet, path / cfgs.denoiser, cfgs.values["unet"], **load, dtype=dtype, channels_last=channels_last
         )
     vae_cls = None if is_pixel(cfgs.vae) else getattr(diffusers, diffusers_class(cfgs.vae, "vae"))
-    vae_args = (cfgs.vae, path / "vae", cfgs.values["vae"])
+    vae_args = (cfgs.vae, path / "vae", cfgs.values.get("vae"))
     vae = (
         PixelSpace()
         if vae_cls is None

@@ -164,8 +164,8 @@ def place_layout(unet, vae, device: torch.device, dtype: torch.dtype) -> None:
     """UNet and VAE in the memory layout that runs fastest on `device` in `dtype` (see above)."""
     if wants_channels_last(device, dtype):
         use_channels_last(unet, vae)
-    elif wants_channels_last_vae(device, vae.dtype):
-        use_channels_last(vae)
+    elif wants_channels_last_vae(device, vae.dtype) and all(p.dim() <= 4 for p in vae.parameters()):
+        use_channels_last(vae)  # an image VAE (a video one's 3D convolutions have no such layout)
 
 
 def _pack(m) -> bool:

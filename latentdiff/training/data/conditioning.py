@@ -15,9 +15,9 @@ NO_MAP = f"no conditioning image (its metadata row has no {CONDITIONING_COLUMNS[
 
 
 def pair_conditioning(src, entries: list[tuple], skipped: list, max_pixels: int) -> list[tuple]:
-    """The entries (rel, caption, split, conditioning rel) whose conditioning image is usable; the
-    others go to `skipped` with the reason. `src`: scan.py's dataset root (its `path` and `problem`)."""
-    if entries and all(cond is None for *_, cond in entries):
+    """The entries (rel, caption, split, conditioning rel, alternative captions) whose conditioning image
+    is usable; the others go to `skipped` with the reason. `src`: scan.py's dataset root (its `path` and `problem`)."""
+    if entries and all(entry[3] is None for entry in entries):
         raise UsageError(
             f"--method controlnet trains on images paired with a conditioning image, and no metadata.jsonl/"
             f"metadata.csv row under {str(src.path)!r} names one: give each row a {CONDITIONING_COLUMNS[0]} "
