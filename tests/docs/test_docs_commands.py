@@ -142,6 +142,10 @@ NOT_RUN = {
     "tests/cli/test_qwen_z_generate.py runs generate on a tiny one",
     "latentdiff generate 'a castle' --model Z-Image-Turbo/": "a Z-Image folder (several GB); "
     "tests/cli/test_qwen_z_generate.py runs generate on a tiny one",
+    "latentdiff generate 'a photo of sks dog' --model runs/flux": "the LoRA of a Flux.1 run (the GPU recipe above); "
+    "tests/parity/test_flow_finetune.py generates with a tiny run's LoRA against FluxPipeline",
+    "latentdiff generate 'a cat' --model pixel-base/": "an IF stage I layout folder; tests/workflows/test_pixel_base.py "
+    "runs generate --model on a tiny one against IFPipeline",
     "latentdiff generate 'a castle' --model v1-5.ckpt": "a .ckpt carries no configs, so it is read as the real "
     "SD 1.5 (4 GB), which no tiny stand-in can be; tests/formats/test_single_file.py reads a tiny .ckpt up to that check",
 }
