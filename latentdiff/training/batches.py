@@ -11,7 +11,8 @@ concatenated, so a long caption is never cut; a batch pads shorter captions with
 exactly what generation does for a prompt beside a longer negative prompt. SDXL is also told each
 sample's original size, crop corner and target size (`size_ids`), as its training recipe does.
 
-The batch's random draws (latent sample, flip, caption dropout) come from the step's generator
+With `alternatives` (finetune --alt-captions), each sample's caption is drawn among its own and its
+metadata alt_texts. The batch's random draws (latent sample, flip, caption dropout and choice) come from the step's generator
 (objective.step_generator), so a resumed run draws them again exactly.
 """
 
@@ -39,16 +40,19 @@ class BatchSource:
         device,
         dtype,
         progress: bool = True,
+        alternatives: list[tuple[str, ...]] | None = None,
     ):
-        """`captions[i]`: the caption of the dataset's image i."""
+        """`captions[i]`: the caption of the dataset's image i; `alternatives[i]`: its other captions."""
         self.c, self.dataset, self.captions = components, dataset, captions
+        self.options = caption_options(captions, alternatives)
         self.flip, self.train_text, self.p_drop = flip, train_text, caption_dropout
         self.device, self.dtype = device, dtype
         self.scale = components.vae.config.scaling_factor
         self.shift = components.vae.config.get("shift_factor") or 0.0  # Flux's and SD3's VAEs centre their latents
         self.conditioning = family_of(components).conditioning(components)
         self.posteriors = self._encode_all(progress) if cache else None
-        self.embeddings = self.conditioning.embed_each(captions) if cache and not train_text else None
+        every = [t for opts in self.options for t in opts] if self.options else captions
+        self.embeddings = self.conditioning.embed_each(every) if cache and not train_text else None
 
     def use_encoders(self, modules: dict) -> None:
         """Encode with the accelerate-wrapped encoders the loop trains, so DDP syncs their gradients."""
@@ -105,7 +109,7 @@ class BatchSource:
         """The captions' conditioning (B, n_chunks * 77, D), as generation encodes prompts (never cut;
         SDXL adds the pooled embedding and `size_ids`), each caption dropped with probability p_drop."""
         self.dropped = drop = dropout_mask(len(indices), self.p_drop, gen)  # (B,) kept for the image embedding
-        texts = ["" if d else self.captions[i] for i, d in zip(indices, drop)]
+        texts = pick_captions(self.captions, self.options, indices, drop, gen)
         return self.conditioning.training_context(
             texts, size_ids, self.embeddings, grad=self.train_text, device=self.device
         )
@@ -129,3 +133,22 @@ def sample_latents(mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator, 
 def dropout_mask(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
     """True where the caption is replaced by the empty prompt."""
     return torch.rand(n, generator=gen) < p
+
+
+def caption_options(captions: list[str], alternatives: list[tuple[str, ...]] | None) -> list[tuple] | None:
+    """Per image, its caption and its alternatives (None without alternatives: each image's own caption)."""
+    return [(c, *alts) for c, alts in zip(captions, alternatives)] if alternatives is not None else None
+
+
+def pick_captions(captions: list[str], options: list[tuple] | None, indices, drop, gen) -> list[str]:
+    """Each sample's caption: "" where dropped, else its own or, with `options`, one of them drawn
+    uniformly from the step's generator (drawn for every sample, so the draws never depend on drops)."""
+    if options is None:
+        return ["" if d else captions[i] for i, d in zip(indices, drop)]
+    r = torch.randint(0, 2**31 - 1, (len(indices),), generator=gen).tolist()
+    return ["" if d else options[i][k % len(options[i])] for i, d, k in zip(indices, drop, r)]
+
+
+def every_caption(records: list, alts: bool) -> list[str]:
+    """The captions a run can train on: each record's, and its alt_texts when they are drawn."""
+    return [t for r in records for t in (r.caption, *(r.alt_captions if alts else ()))]

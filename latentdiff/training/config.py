@@ -88,6 +88,9 @@ class FinetuneConfig:
     """Also train the text encoder (LoRA or full); both of them on SDXL."""
     caption_dropout: float = 0.1
     """Probability of training on the empty caption, which is what makes CFG work."""
+    alt_captions: bool = False
+    """Draw each image's caption every step among its `text` and its metadata.jsonl `alt_texts`
+    (build-emoji writes the name with its subgroup and its group), uniformly, from the step's seed."""
     missing_captions: str = "error"
     """error or empty (train uncaptioned images unconditionally)."""
     snr_gamma: float | None = None

@@ -26,7 +26,7 @@ from latentdiff.runtime.compile import prepare_unet_for_training
 from latentdiff.runtime.threads import default_training_threads, torch_threads
 from latentdiff.training import checkpoint as ckpt
 from latentdiff.training import trackers
-from latentdiff.training.batches import BatchSource
+from latentdiff.training.batches import BatchSource, every_caption
 from latentdiff.training.bounds import check_finetune
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.controlnet import ControlSource
@@ -74,8 +74,9 @@ def _finetune(cfg: FinetuneConfig, threads: torch_threads) -> Path:
 
 def _prepare_unet(cfg: FinetuneConfig, acc, records: list, threads: torch_threads):
     """The UNet methods (lora, full, controlnet): models, trainable state, batches and the step's loss."""
-    captions = [r.caption for r in records]
-    setup = load_models(cfg, captions, tokenizer=saved_tokenizer(Path(cfg.out)) if cfg.resume else None)
+    setup = load_models(
+        cfg, every_caption(records, cfg.alt_captions), tokenizer=saved_tokenizer(Path(cfg.out)) if cfg.resume else None
+    )
     check_finetune(cfg, setup.components, [r.repeats for r in records], acc.device, setup.train_text_encoder)
     default_training_threads(threads, acc.device, sum(p.numel() for p in setup.components.unet.parameters()))
     if acc.is_main_process:
@@ -158,10 +159,11 @@ def _batches(cfg: FinetuneConfig, acc, records: list, state: TrainState, wrapped
         device=acc.device,
         dtype=dtype,
         progress=acc.is_main_process,
+        alternatives=[r.alt_captions for r in records] if cfg.alt_captions else None,
     )
     source.use_encoders(wrapped)
     if acc.is_main_process and not flow_family(c):  # a transformer family's encoders say what they cut
-        report_long_captions(c.tokenizer, captions)
+        report_long_captions(c.tokenizer, every_caption(records, cfg.alt_captions))
     bucket_of = [assign_bucket(r.width, r.height, buckets) for r in records] if buckets else None
     return source, run_order(cfg, acc.num_processes, records, bucket_of)
 

@@ -33,7 +33,7 @@ from latentdiff.models.assemble import load_prior
 from latentdiff.models.unclip_parts import check_prior_folder
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.runtime.threads import default_training_threads
-from latentdiff.training.batches import dropout_mask
+from latentdiff.training.batches import caption_options, dropout_mask, pick_captions
 from latentdiff.training.data.dataset import ImageCaptionDataset
 from latentdiff.training.data.order import run_order
 from latentdiff.training.image_tower import encoder_folder, image_tower, spread
@@ -88,8 +88,10 @@ def load_prior_parts(cfg) -> PriorParts:
 class PriorSource:
     """A micro-batch's normalised image embeddings (the target) and its captions' text embeddings."""
 
-    def __init__(self, parts: PriorParts, dataset, captions, *, cache, flip, caption_dropout, device, progress):
+    def __init__(self, parts: PriorParts, dataset, captions, *, cache, flip, caption_dropout, device, progress,
+                 alternatives=None):  # fmt: skip
         self.parts, self.dataset, self.captions = parts, dataset, captions
+        self.options = caption_options(captions, alternatives)
         self.flip, self.p_drop, self.device = flip, caption_dropout, device
         self.texts: dict[str, tuple] = {}
         self.embeds = self._embed_all(progress) if cache else None  # per image (views, D)
@@ -123,7 +125,7 @@ class PriorSource:
     def text(self, indices: list[int], gen: torch.Generator) -> tuple:
         """(text embeds (B, D), hidden states (B, T, W), mask (B, T)); each caption dropped to "" with p_drop."""
         drop = dropout_mask(len(indices), self.p_drop, gen)
-        texts = ["" if d else self.captions[i] for i, d in zip(indices, drop)]
+        texts = pick_captions(self.captions, self.options, indices, drop, gen)
         new = sorted(set(texts) - self.texts.keys())
         if new:
             encoded = prior_text(self.parts.text_parts(), new)
@@ -160,7 +162,8 @@ def prepare_prior(cfg, acc, records: list, threads):
     dataset = ImageCaptionDataset(records, cfg.resolution, cfg.crop, cfg.flip, cfg.seed, None)
     cache = cfg.cache and cfg.crop == "center"
     source = PriorSource(parts, dataset, [r.caption for r in records], cache=cache, flip=cfg.flip,
-                         caption_dropout=cfg.caption_dropout, device=acc.device, progress=acc.is_main_process)  # fmt: skip
+                         caption_dropout=cfg.caption_dropout, device=acc.device, progress=acc.is_main_process,
+                         alternatives=[r.alt_captions for r in records] if cfg.alt_captions else None)  # fmt: skip
     if fit_statistics(prior, source) and acc.is_main_process:
         print("latentdiff: the prior's clip_mean/clip_std are the dataset's", file=sys.stderr, flush=True)
     state = _state(cfg, parts, prior)

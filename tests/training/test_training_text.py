@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 from latentdiff.families.registry import family_of
 from latentdiff.models.assemble import load_components
 from latentdiff.prompts.chunks import chunk_count
-from latentdiff.training.batches import BatchSource
+from latentdiff.training.batches import BatchSource, every_caption, pick_captions
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG = " ".join(["a red apple on a green table beside a blue cup"] * 12)  # over one 75-token window
@@ -45,6 +46,41 @@ def test_long_captions_are_chunked_like_generation_prompts(tiny_sd1):
     assert source.embeddings[LONG].hidden.shape[1] == n * 77 and source.embeddings["a red apple"].hidden.shape[1] == 77
     assert torch.allclose(source.context([0, 1], gen).hidden, expected, atol=1e-5)
     assert torch.allclose(source.context([1], gen).hidden, encode(["a red apple"], None, 64, 64)[0].hidden)
+
+
+def test_alt_captions_draw_each_caption_among_its_alternatives_from_the_step_seed(tiny_sd1):
+    """finetune --alt-captions: a step's caption is one of the image's own and its alt_texts, uniformly,
+    drawn from the step's generator (so a resumed run draws the same); without it, always its own."""
+    c = load_components(tiny_sd1)
+    opts = dict(cache=False, flip=False, train_text=False, device=torch.device("cpu"), dtype=torch.float32)
+    alts = [("red apple, fruit", "red apple, food & drink"), ()]
+    source = BatchSource(c, None, ["red apple", "cup"], caption_dropout=0.0, progress=False, alternatives=alts, **opts)
+    seen = [pick_captions(source.captions, source.options, [0, 1], [False, False], torch.Generator().manual_seed(s))
+            for s in range(40)]  # fmt: skip
+    assert {t[0] for t in seen} == {"red apple", "red apple, fruit", "red apple, food & drink"}
+    assert {t[1] for t in seen} == {"cup"}
+    gen = torch.Generator().manual_seed(7)
+    context = source.context([0, 1, 0, 0], gen).hidden
+    drop = source.dropped
+    texts = pick_captions(
+        source.captions, source.options, [0, 1, 0, 0], drop, _after_drop(torch.Generator().manual_seed(7), 4)
+    )
+    encode = family_of(c).conditioning(c)
+    assert torch.allclose(context, encode(texts, None, 64, 64)[0].hidden, atol=1e-5)
+    plain = BatchSource(c, None, ["red apple", "cup"], caption_dropout=0.0, progress=False, **opts)
+    assert pick_captions(plain.captions, plain.options, [0, 1], [False, False], gen) == ["red apple", "cup"]
+    records = [
+        SimpleNamespace(caption="red apple", alt_captions=alts[0]),
+        SimpleNamespace(caption="cup", alt_captions=()),
+    ]
+    assert every_caption(records, True) == ["red apple", *alts[0], "cup"]
+    assert every_caption(records, False) == ["red apple", "cup"]
+
+
+def _after_drop(gen: torch.Generator, n: int) -> torch.Generator:
+    """The generator as BatchSource.context leaves it after drawing the dropout mask of n samples."""
+    torch.rand(n, generator=gen)
+    return gen
 
 
 SPY = """
