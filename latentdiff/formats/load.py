@@ -24,6 +24,7 @@ from latentdiff.formats.memory_check import check_file_weights, check_weights
 from latentdiff.formats.single_file import load_single_file
 from latentdiff.formats.transformer_file import load_transformer_file, transformer_family
 from latentdiff.formats.transformer_parts import apply_text_encoder_files
+from latentdiff.formats.transformer_tables import SUPPORTED
 from latentdiff.models.assemble import build
 from latentdiff.models.components import Components
 from latentdiff.models.configs import read_configs
@@ -69,7 +70,7 @@ def load(
     if local is not None and is_special(local):
         check_regular(local, "model file", ModelError)  # a FIFO, device or socket: refused, never read
     if components is not None and not (local is not None and local.is_file()):
-        raise UsageError(f"--components is for a Flux.1 or SD 3/3.5 transformer file as --model; {model} is none")
+        raise UsageError(f"--components is for a transformer file as --model ({SUPPORTED}); {model} is none")
     if local is not None and local.is_file():
         (comps, place), path, base = _load_file(local, device, dtype, allow_pickle, components, offload), local, None
     else:
@@ -103,7 +104,7 @@ def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool, compone
         check_file_weights(local, transformer_family(local), components, dev, dtype, offload)
         comps = load_transformer_file(local, components, allow_pickle)
     elif components is not None:
-        raise UsageError(f"--components is for Flux.1 and SD 3/3.5 transformer files; {local} is not one")
+        raise UsageError(f"--components is for transformer files ({SUPPORTED}); {local} is not one")
     else:
         comps = load_single_file(local, allow_pickle)
     n_params = sum(p.numel() for p in comps.unet.parameters())

@@ -1,6 +1,7 @@
-"""Single files of the transformer families (Flux.1, SD 3/3.5) as users have them: the
-transformer alone (`flux1-dev.safetensors`, `sd3.5_large.safetensors` stripped of its encoders,
-ComfyUI's models/diffusion_models/ files, city96's GGUF quantizations) or a whole checkpoint whose
+"""Single files of the transformer families (Flux.1, SD 3/3.5, Chroma, FLUX.2, Qwen-Image, Z-Image)
+as users have them: the transformer alone (`flux1-dev.safetensors`, `sd3.5_large.safetensors`
+stripped of its encoders, `z_image_turbo_bf16.safetensors`, `qwen_image_fp8_e4m3fn.safetensors`,
+ComfyUI's models/diffusion_models/ files, city96's and QuantStack's GGUF quantizations) or a whole checkpoint whose
 transformer sits under `model.diffusion_model.`; in bf16/fp16/fp32, in fp8 (e4m3fn / e5m2, plain or
 "scaled" with a per-layer scale_weight as ComfyUI writes them) or as GGUF.
 
@@ -20,8 +21,8 @@ from pathlib import Path
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.registry import FAMILIES, family_of_folder
 from latentdiff.formats.gguf_file import gguf_family, is_gguf, quantized_module, read_gguf_quantized
-from latentdiff.formats.transformer_configs import CLASSES, CONFIGS
-from latentdiff.formats.transformer_keys import layout_of, to_diffusers, to_original
+from latentdiff.formats.transformer_configs import CLASSES, CONFIGS, EXAMPLES, NEEDS
+from latentdiff.formats.transformer_keys import SUPPORTED, layout_of, to_diffusers, to_original
 from latentdiff.formats.transformer_parts import apply_checkpoint_parts, upcast_fp8
 from latentdiff.models.assemble import build, build_module
 from latentdiff.models.checks import check_diffusers_config
@@ -34,16 +35,11 @@ from latentdiff.runtime.reading import parse_json
 META_KEY = "latentdiff.transformer"  # JSON: {"family": ..., "config": the transformer's diffusers config}
 PREFIX = "model.diffusion_model."  # a whole checkpoint's transformer (ComfyUI, Stability)
 OTHER_PARTS = ("text_encoders.", "first_stage_model.", "vae.", "cond_stage_model.", "conditioner.")
-NEEDS = {
-    "flux": "the CLIP-L and T5-XXL text encoders with their tokenizers and the 16-channel VAE (ae.safetensors)",
-    "sd3": "the CLIP-L and CLIP-G text encoders (T5-XXL optional) with their tokenizers and SD3's VAE",
-}
-EXAMPLES = {"flux": "black-forest-labs/FLUX.1-dev", "sd3": "stabilityai/stable-diffusion-3.5-medium"}
 COMFY_FOLDERS = ("text_encoders", "clip", "diffusion_models", "unet", "checkpoints")  # ComfyUI's models/
 
 
 def transformer_family(path: Path) -> str | None:
-    """ "flux" or "sd3" for a transformer file (GGUF, or safetensors in the original layout), else None."""
+    """The family of a transformer file (GGUF, or safetensors in the original layout), else None."""
     if is_gguf(path):
         return gguf_family(path)
     if sniff_format(path) != SAFETENSORS:
@@ -73,7 +69,7 @@ def read_transformer(path: Path) -> tuple[str, dict, dict | None]:
     sd = upcast_fp8(load_state_dict(path))
     family = own["family"] if own else layout_of(sd, path)
     if family is None:
-        raise ModelError(f"{path} holds no Flux.1 or SD 3/3.5 transformer")
+        raise ModelError(f"{path} holds no transformer of {SUPPORTED}")
     return family, sd, (own or {}).get("config")
 
 
@@ -145,7 +141,7 @@ def save_transformer_file(transformer, out: Path, dtype=None) -> Path:
     """The transformer alone in its family's original layout, carrying its config as metadata."""
     from safetensors.torch import save_file
 
-    family = "flux" if CLASSES["flux"] == type(transformer).__name__ else "sd3"
+    family = {c: f for f, c in CLASSES.items()}[type(transformer).__name__]
     tensors = to_original(transformer.state_dict(), family)
     cast = (lambda t: t.to(dtype) if t.is_floating_point() else t) if dtype is not None else (lambda t: t)
     own = {"family": family, "config": dict(transformer.config)}
