@@ -20,6 +20,7 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.registry import FAMILIES, family_of_folder
+from latentdiff.formats.comfy_models import SLOTS, comfy_components, is_comfy_models
 from latentdiff.formats.gguf_file import gguf_family, is_gguf, quantized_module, read_gguf_quantized
 from latentdiff.formats.transformer_configs import CLASSES, CONFIGS, EXAMPLES, NEEDS
 from latentdiff.formats.transformer_keys import SUPPORTED, layout_of, to_diffusers, to_original
@@ -35,7 +36,6 @@ from latentdiff.runtime.reading import parse_json
 META_KEY = "latentdiff.transformer"  # JSON: {"family": ..., "config": the transformer's diffusers config}
 PREFIX = "model.diffusion_model."  # a whole checkpoint's transformer (ComfyUI, Stability)
 OTHER_PARTS = ("text_encoders.", "first_stage_model.", "vae.", "cond_stage_model.", "conditioner.")
-COMFY_FOLDERS = ("text_encoders", "clip", "diffusion_models", "unet", "checkpoints")  # ComfyUI's models/
 
 
 def transformer_family(path: Path) -> str | None:
@@ -91,9 +91,12 @@ def check_components(path: Path, family: str, components) -> Path:
     folder = Path(components).expanduser()
     if not folder.is_dir():
         raise UsageError(f"--components {components}: no such folder")
-    if not (folder / "model_index.json").is_file() and any((folder / d).is_dir() for d in COMFY_FOLDERS):
+    if is_comfy_models(folder):
+        if family in SLOTS:
+            return folder
+        served = " and ".join(FAMILIES[f].label for f in SLOTS)
         raise UsageError(
-            f"--components {components} is ComfyUI's models folder, which holds no tokenizers or configs: give a "
+            f"--components {components} is ComfyUI's models folder, which serves {served} transformer files: give a "
             f"diffusers folder of {label} (such as {EXAMPLES[family]}) as --components; your own encoder and VAE "
             "files can replace its ones with --text-encoder FILE and --vae FILE"
         )
@@ -125,14 +128,19 @@ def build_transformer(family: str, sd: dict, config: dict | None, where):
     return build_module(cls, config, converted, where)
 
 
-def load_transformer_file(path: Path, components=None, allow_pickle: bool = False):
+def load_transformer_file(path: Path, components=None, allow_pickle: bool = False, text_encoders=(), vae=None):
     """Components of a transformer file (or whole checkpoint) with the rest of the model taken from
-    the folder `components`, a whole checkpoint's own VAE and encoders over the folder's."""
+    the folder `components` (a diffusers folder, or ComfyUI's models folder with `text_encoders` and
+    `vae` files chosen over its own), a whole checkpoint's own VAE and encoders over the folder's."""
     folder = check_components(path, transformer_family(path), components)
     family, sd, config = read_transformer(path)
     transformer = build_transformer(family, _transformer_part(sd), config, path)
-    comps = build(read_configs(folder), allow_pickle, denoiser=False)
-    comps.unet = transformer
+    if is_comfy_models(folder):
+        label = FAMILIES[family].label
+        comps = comfy_components(folder, family, label, transformer, text_encoders, vae, allow_pickle)
+    else:
+        comps = build(read_configs(folder), allow_pickle, denoiser=False)
+        comps.unet = transformer
     apply_checkpoint_parts(comps, sd, family, path)
     return comps
 
