@@ -13,10 +13,17 @@ folder.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from latentdiff.errors import ModelError, UsageError
+from latentdiff.families.flux_tiny import SCHEDULERS
+from latentdiff.families.released import clip_tokenizer
+from latentdiff.formats.detect import read_header
 from latentdiff.formats.encoder_files import LABELS, build_encoder, build_vae, kind_of
+from latentdiff.models.assemble import load_tokenizer
+from latentdiff.models.components import Components
+from latentdiff.models.weights import safetensors_header
 
 ENCODER_DIRS, VAE_DIRS = ("text_encoders", "clip"), ("vae",)
 COMFY_FOLDERS = ("text_encoders", "clip", "vae", "diffusion_models", "unet", "checkpoints")
@@ -34,8 +41,6 @@ def is_comfy_models(folder: Path) -> bool:
 
 def scan(folder: Path, dirs: tuple[str, ...]) -> dict[str, list[Path]]:
     """kind -> the safetensors files under `folder`/`dirs` whose tensors are of that kind (headers only)."""
-    from latentdiff.formats.detect import read_header
-
     found: dict[str, list[Path]] = {}
     files = sorted({p.resolve() for d in dirs for p in (folder / d).rglob("*.safetensors") if p.is_file()})
     for path in files[:MAX_FILES]:
@@ -49,8 +54,6 @@ def scan(folder: Path, dirs: tuple[str, ...]) -> dict[str, list[Path]]:
 
 
 def _given(files) -> dict[str, list[Path]]:
-    from latentdiff.formats.detect import read_header
-
     found: dict[str, list[Path]] = {}
     for f in files:
         path = Path(f).expanduser()
@@ -88,12 +91,10 @@ def chosen_files(folder: Path, family: str, label: str, text_encoders=(), vae=No
 
 def t5_tokenizer(folder: Path):
     """T5's tokenizer from the ComfyUI install holding `folder`."""
-    from transformers import AutoTokenizer
-
     for d in T5_TOKENIZER:
         path = folder.resolve().parent / d
-        if (path / "tokenizer.json").is_file():
-            tok = AutoTokenizer.from_pretrained(str(path))
+        if (path / "tokenizer.json").exists():
+            tok = load_tokenizer(path, "T5TokenizerFast")  # checked: a FIFO or damaged file is one line
             tok.model_max_length = 512
             return tok
     raise UsageError(
@@ -104,10 +105,6 @@ def t5_tokenizer(folder: Path):
 
 def comfy_components(folder: Path, family: str, label: str, transformer, text_encoders=(), vae=None, pickle=False):
     """Components of a transformer file of `family` with the encoders and VAE of ComfyUI's models `folder`."""
-    from latentdiff.families.flux_tiny import SCHEDULERS
-    from latentdiff.families.released import clip_tokenizer
-    from latentdiff.models.components import Components
-
     files = chosen_files(folder, family, label, text_encoders, vae)
     parts = {}
     for slot, kind in SLOTS[family]:
@@ -128,10 +125,6 @@ def comfy_components(folder: Path, family: str, label: str, transformer, text_en
 
 def file_params(folder: Path, family: str, label: str, text_encoders=(), vae=None) -> dict[str, int]:
     """slot -> parameter count of the file that fills it (headers only), for the memory check."""
-    import math
-
-    from latentdiff.models.weights import safetensors_header
-
     files = chosen_files(folder, family, label, text_encoders, vae)
     count = {}
     for slot, path in files.items():

@@ -12,6 +12,9 @@ import re
 from pathlib import Path
 
 from latentdiff.errors import ModelError
+from latentdiff.formats.transformer_parts import load_into, upcast_fp8
+from latentdiff.formats.vae import vae_from_state_dict
+from latentdiff.models.weights import load_state_dict
 
 T5_Q = "encoder.block.0.layer.0.SelfAttention.q.weight"
 CLIP_TOKENS = "text_model.embeddings.token_embedding.weight"
@@ -105,9 +108,6 @@ def build_encoder(path: Path, kind: str, allow_pickle: bool = False):
     """The transformers text model of an encoder file of `kind` (fp8 upcast)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
-    from latentdiff.formats.transformer_parts import load_into, upcast_fp8
-    from latentdiff.models.weights import load_state_dict
-
     sd = {_strip(k): v for k, v in upcast_fp8(load_state_dict(path, allow_pickle)).items()}
     shapes = {k: list(v.shape) for k, v in sd.items()}
     try:
@@ -127,9 +127,6 @@ def build_encoder(path: Path, kind: str, allow_pickle: bool = False):
 
 def build_vae(path: Path, factors: dict, allow_pickle: bool = False):
     """Flux.1's (or SD3's) 16-channel VAE of an original-layout file, with the family's `factors`."""
-    from latentdiff.formats.transformer_parts import upcast_fp8
-    from latentdiff.formats.vae import vae_from_state_dict
-    from latentdiff.models.weights import load_state_dict
 
     sd = upcast_fp8(load_state_dict(path, allow_pickle))
     shapes = {_strip(k): list(v.shape) for k, v in sd.items()}
