@@ -2,7 +2,8 @@
 (tests/formats/test_comfy_components.py, tests/inputs/test_fuzz_comfy_models.py): a Flux.1
 transformer file in models/diffusion_models, CLIP-L (named as the user likes) in models/clip, T5-XXL
 in ComfyUI's scaled fp8 in models/text_encoders, ae.safetensors in models/vae, and T5's tokenizer
-where ComfyUI keeps it (comfy/text_encoders/t5_tokenizer)."""
+where ComfyUI keeps it (comfy/text_encoders/t5_tokenizer); beside them a Z-Image transformer file
+and Qwen3 in models/text_encoders, Qwen's tokenizer in comfy/text_encoders/qwen25_tokenizer."""
 
 from pathlib import Path
 
@@ -52,8 +53,36 @@ def scaled_fp8(sd: dict) -> dict:
     return out
 
 
+def z_image_parts(seed: int = 6) -> dict:
+    """A tiny Z-Image transformer in the released proportions (rotary split, lengths) and Qwen3 (its
+    rotary base 1e6, tied embeddings, as Qwen3-4B) with a tiny Qwen tokenizer."""
+    from diffusers import ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    from latentdiff.families.qwen_tiny import QWEN3_TEMPLATE, Z_IMAGE_SCHEDULER, qwen_tokenizer
+
+    tok = qwen_tokenizer()
+    torch.manual_seed(seed)
+    qwen3 = Qwen3Model(Qwen3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                   rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+                                   rms_norm_eps=1e-6, max_position_embeddings=40960, tie_word_embeddings=True,
+                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None))  # fmt: skip
+    transformer = ZImageTransformer2DModel(in_channels=16, dim=32, n_layers=1, n_refiner_layers=1, n_heads=2,
+                                           n_kv_heads=2, cap_feat_dim=32, axes_dims=[4, 6, 6],
+                                           axes_lens=[1536, 512, 512])  # fmt: skip
+    with torch.no_grad():  # diffusers leaves the padding tokens uninitialised
+        transformer.x_pad_token.normal_()
+        transformer.cap_pad_token.normal_()
+    tok.chat_template = QWEN3_TEMPLATE
+    return dict(
+        unet=transformer.eval(), text_encoder=qwen3.eval(), tokenizer=tok, scheduler_config=dict(Z_IMAGE_SCHEDULER)
+    )
+
+
 def write_comfy_tree(root: Path) -> tuple[dict, Path]:
-    """The tree under `root` (ComfyUI's folder): (the parts written, the transformer file)."""
+    """The tree under `root` (ComfyUI's folder): (the Flux.1 parts written, its transformer file); the
+    Z-Image parts (z_image_parts) written beside them."""
     from safetensors.torch import save_file
 
     from latentdiff.formats.ldm_keys import vae_to_ldm
@@ -73,4 +102,12 @@ def write_comfy_tree(root: Path) -> tuple[dict, Path]:
     save_file(vae, str(models / "vae" / "ae.safetensors"))
     f = models / "diffusion_models" / "flux1-dev.safetensors"
     save_file({k: v.contiguous() for k, v in to_original(parts["unet"].state_dict(), "flux").items()}, str(f))
+    z = z_image_parts()
+    tok = z["tokenizer"]
+    tok.chat_template = None  # ComfyUI's tokenizer files carry none
+    tok.save_pretrained(str(root / "comfy" / "text_encoders" / "qwen25_tokenizer"))
+    qwen3 = {"model." + k: v for k, v in z["text_encoder"].state_dict().items()}  # as ComfyUI's qwen_3_4b
+    save_file(qwen3, str(models / "text_encoders" / "qwen_3_4b.safetensors"))
+    z_file = models / "diffusion_models" / "z_image_turbo_bf16.safetensors"
+    save_file({k: v.contiguous() for k, v in to_original(z["unet"].state_dict(), "z-image").items()}, str(z_file))
     return parts, f

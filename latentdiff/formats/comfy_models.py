@@ -3,12 +3,13 @@ models/text_encoders or models/clip) and the VAE (models/vae) found by their ten
 their names, and built with configs told from their shapes (formats/encoder_files.py).
 
 Tokenizers: CLIP's BPE vocabulary ships with latentdiff (families/configs/clip_tokenizer, MIT);
-T5's (Apache-2.0, a 2.4 MB tokenizer.json) does not, and is read from the ComfyUI install the
-models folder sits in (`comfy/text_encoders/t5_tokenizer`, as every ComfyUI ships it). Families
-served: Flux.1 (CLIP-L, T5-XXL, ae.safetensors) and Chroma (T5-XXL, ae.safetensors). SD 3/3.5's
-VAE has Flux.1's shapes (so a folder cannot tell them apart), and Qwen-Image's, Z-Image's and
-FLUX.2's encoders need Qwen or Mistral tokenizers and configs not shipped: those take a diffusers
-folder.
+T5's (Apache-2.0, a 2.4 MB tokenizer.json) and Qwen's (Apache-2.0, 2.8 MB of vocab.json and merges.txt) do
+not, and are read from the ComfyUI install the models folder sits in (`comfy/text_encoders/t5_tokenizer`
+and `qwen25_tokenizer`, as every ComfyUI ships them). Families served: Flux.1 (CLIP-L, T5-XXL,
+ae.safetensors), Chroma (T5-XXL, ae.safetensors) and Z-Image (Qwen3-4B, ae.safetensors). SD 3/3.5's
+VAE has Flux.1's shapes (so a folder cannot tell them apart), and Qwen-Image's (Qwen2.5-VL with its
+vision tower, a 3D VAE) and FLUX.2's (Mistral or Qwen3-8B, FLUX.2's VAE) parts are not built from loose
+files here: those take a diffusers folder.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.flux_tiny import SCHEDULERS
+from latentdiff.families.qwen_tiny import QWEN3_TEMPLATE, Z_IMAGE_SCHEDULER
 from latentdiff.families.released import clip_tokenizer
 from latentdiff.formats.detect import read_header
 from latentdiff.formats.encoder_files import LABELS, build_encoder, build_vae, kind_of
@@ -28,9 +30,17 @@ from latentdiff.models.weights import safetensors_header
 ENCODER_DIRS, VAE_DIRS = ("text_encoders", "clip"), ("vae",)
 COMFY_FOLDERS = ("text_encoders", "clip", "vae", "diffusion_models", "unet", "checkpoints")
 # family -> the Components slots its text encoders fill and the kind of file each takes
-SLOTS = {"flux": [("text_encoder", "clip_l"), ("text_encoder_2", "t5xxl")], "chroma": [("text_encoder", "t5xxl")]}
+SLOTS = {
+    "flux": [("text_encoder", "clip_l"), ("text_encoder_2", "t5xxl")],
+    "chroma": [("text_encoder", "t5xxl")],
+    "z-image": [("text_encoder", "qwen3")],
+}
 FLUX_VAE = {"scaling_factor": 0.3611, "shift_factor": 0.1159}  # black-forest-labs/FLUX.1-dev's vae/config.json
-T5_TOKENIZER = ("comfy/text_encoders/t5_tokenizer", "comfy/t5_tokenizer")  # in a ComfyUI install, newer first
+# kind -> (where a ComfyUI install keeps its tokenizer, newer first; the tokenizer class)
+TOKENIZERS = {
+    "t5xxl": (("comfy/text_encoders/t5_tokenizer", "comfy/t5_tokenizer"), "T5TokenizerFast"),
+    "qwen3": (("comfy/text_encoders/qwen25_tokenizer",), "Qwen2Tokenizer"),
+}
 MAX_FILES = 500  # files looked at in a models folder
 
 
@@ -89,16 +99,22 @@ def chosen_files(folder: Path, family: str, label: str, text_encoders=(), vae=No
     return out
 
 
-def t5_tokenizer(folder: Path):
-    """T5's tokenizer from the ComfyUI install holding `folder`."""
-    for d in T5_TOKENIZER:
+def comfy_tokenizer(folder: Path, kind: str):
+    """The tokenizer of a `kind` encoder from the ComfyUI install holding `folder` (CLIP's: shipped)."""
+    if kind in ("clip_l", "clip_g"):
+        return clip_tokenizer(open_clip=kind == "clip_g")
+    dirs, cls_name = TOKENIZERS[kind]
+    for d in dirs:
         path = folder.resolve().parent / d
-        if (path / "tokenizer.json").exists():
-            tok = load_tokenizer(path, "T5TokenizerFast")  # checked: a FIFO or damaged file is one line
-            tok.model_max_length = 512
+        if path.exists():
+            tok = load_tokenizer(path, cls_name)  # checked: a FIFO or damaged file is one line
+            if kind == "t5xxl":
+                tok.model_max_length = 512
+            elif not tok.chat_template:  # ComfyUI's files carry none; Z-Image's prompt is a chat turn
+                tok.chat_template = QWEN3_TEMPLATE
             return tok
     raise UsageError(
-        f"T5's tokenizer is not shipped with latentdiff and {folder.resolve().parent / T5_TOKENIZER[0]} (where a "
+        f"{LABELS[kind]}'s tokenizer is not shipped with latentdiff and {folder.resolve().parent / dirs[0]} (where a "
         "ComfyUI install keeps it) holds none: give --components a diffusers folder of the family, which holds it"
     )
 
@@ -109,18 +125,24 @@ def comfy_components(folder: Path, family: str, label: str, transformer, text_en
     parts = {}
     for slot, kind in SLOTS[family]:
         parts[slot] = build_encoder(files[slot], kind, pickle)
-        tok = t5_tokenizer(folder) if kind == "t5xxl" else clip_tokenizer(open_clip=kind == "clip_g")
-        parts[slot.replace("text_encoder", "tokenizer")] = tok
-    schedule = SCHEDULERS[
-        "flux-dev" if family == "chroma" or transformer.config.get("guidance_embeds") else "flux-schnell"
-    ]
+        parts[slot.replace("text_encoder", "tokenizer")] = comfy_tokenizer(folder, kind)
     return Components(
         unet=transformer,
         vae=build_vae(files["vae"], FLUX_VAE, pickle),
-        scheduler_config={"_class_name": "FlowMatchEulerDiscreteScheduler", **schedule},
+        scheduler_config=_scheduler(family, transformer),
         defaults={},
         **parts,
     )
+
+
+def _scheduler(family: str, transformer) -> dict:
+    """The released scheduler config (FLUX.1-dev's or -schnell's by the guidance embedding; Z-Image-Turbo's)."""
+    if family == "z-image":
+        return dict(Z_IMAGE_SCHEDULER)
+    schedule = SCHEDULERS[
+        "flux-dev" if family == "chroma" or transformer.config.get("guidance_embeds") else "flux-schnell"
+    ]
+    return {"_class_name": "FlowMatchEulerDiscreteScheduler", **schedule}
 
 
 def file_params(folder: Path, family: str, label: str, text_encoders=(), vae=None) -> dict[str, int]:

@@ -1,9 +1,10 @@
 """Text encoder and VAE files as ComfyUI users keep them (models/text_encoders or models/clip:
-`clip_l.safetensors`, `clip_g.safetensors`, `t5xxl_fp16.safetensors`, `t5xxl_fp8_e4m3fn_scaled.safetensors`;
-models/vae: `ae.safetensors`), told apart by their tensors' names and shapes, not their file names,
-and built with configs told from those shapes. What shapes cannot say is the released models':
-CLIP's heads are 64 wide, CLIP-L computes quick_gelu and CLIP-G gelu, T5 v1.1 is gated-gelu with
-128 as its relative distance, Flux.1's VAE groups its norms by 32.
+`clip_l.safetensors`, `clip_g.safetensors`, `t5xxl_fp16.safetensors`, `t5xxl_fp8_e4m3fn_scaled.safetensors`,
+`qwen_3_4b.safetensors`; models/vae: `ae.safetensors`), told apart by their tensors' names and shapes,
+not their file names, and built with configs told from those shapes. What shapes cannot say is the
+released models': CLIP's heads are 64 wide, CLIP-L computes quick_gelu and CLIP-G gelu, T5 v1.1 is
+gated-gelu with 128 as its relative distance, Qwen3-4B's rotary base is 1e6, Flux.1's VAE groups
+its norms by 32. Qwen2.5-VL (Qwen-Image's encoder) is recognised but not built here.
 """
 
 from __future__ import annotations
@@ -19,13 +20,21 @@ from latentdiff.models.weights import load_state_dict
 T5_Q = "encoder.block.0.layer.0.SelfAttention.q.weight"
 CLIP_TOKENS = "text_model.embeddings.token_embedding.weight"
 VAE_OUT = "encoder.conv_out.weight"  # 2 x the latent channels (mean and log-variance)
-LABELS = {"clip_l": "CLIP-L", "clip_g": "CLIP-G", "t5xxl": "T5-XXL", "vae16": "16-channel VAE"}
+QWEN_QNORM = "layers.0.self_attn.q_norm.weight"  # Qwen3's per-head query norm (Qwen2.5 has none)
+LABELS = {
+    "clip_l": "CLIP-L",
+    "clip_g": "CLIP-G",
+    "t5xxl": "T5-XXL",
+    "qwen3": "Qwen3 (Qwen3-4B)",
+    "qwen25vl": "Qwen2.5-VL",
+    "vae16": "16-channel VAE",
+}
 
 
 def _strip(name: str) -> str:
     """A name without the prefixes some exporters put before a text encoder's or VAE's tensors."""
     name = re.sub(r"^text_encoders\.[a-z0-9_]+\.transformer\.", "", name)
-    return name.removeprefix("first_stage_model.").removeprefix("vae.")
+    return name.removeprefix("first_stage_model.").removeprefix("vae.").removeprefix("model.")
 
 
 def kind_of(shapes: dict) -> str | None:
@@ -35,6 +44,10 @@ def kind_of(shapes: dict) -> str | None:
         return "t5xxl"
     if CLIP_TOKENS in names:
         return "clip_g" if names[CLIP_TOKENS][1] >= 1024 else "clip_l"
+    if QWEN_QNORM in names:
+        return "qwen3"
+    if "layers.0.self_attn.q_proj.bias" in names and any(k.startswith("visual.") for k in names):
+        return "qwen25vl"
     if "decoder.conv_out.weight" in names and VAE_OUT in names and names[VAE_OUT][0] == 32:
         return "vae16"
     return None
@@ -83,6 +96,25 @@ def t5_config(shapes: dict) -> dict:
     )
 
 
+def qwen3_config(shapes: dict) -> dict:
+    """Qwen3Config arguments (Qwen3-4B's proportions as read) for tensors of these shapes."""
+    vocab, hidden = shapes["embed_tokens.weight"]
+    head = shapes[QWEN_QNORM][0]
+    return dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=shapes["layers.0.mlp.gate_proj.weight"][0],
+        num_hidden_layers=_count(shapes, r"layers\.(\d+)\."),
+        num_attention_heads=shapes["layers.0.self_attn.q_proj.weight"][0] // head,
+        num_key_value_heads=shapes["layers.0.self_attn.k_proj.weight"][0] // head,
+        head_dim=head,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+        rms_norm_eps=1e-6,
+        max_position_embeddings=40960,
+        tie_word_embeddings=True,
+    )
+
+
 def vae_config(shapes: dict, factors: dict) -> dict:
     """AutoencoderKL's config for an original-layout (ae.safetensors) VAE of these shapes, with the
     family's scaling and shift `factors`."""
@@ -106,16 +138,20 @@ def vae_config(shapes: dict, factors: dict) -> dict:
 
 def build_encoder(path: Path, kind: str, allow_pickle: bool = False):
     """The transformers text model of an encoder file of `kind` (fp8 upcast)."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+    import transformers as tf
 
-    sd = {_strip(k): v for k, v in upcast_fp8(load_state_dict(path, allow_pickle)).items()}
+    sd = {_strip(k): v for k, v in upcast_fp8(load_state_dict(path, allow_pickle)).items() if k != "lm_head.weight"}
     shapes = {k: list(v.shape) for k, v in sd.items()}
     try:
         if kind == "t5xxl":
-            model = T5EncoderModel(T5Config(**t5_config(shapes)))
+            model = tf.T5EncoderModel(tf.T5Config(**t5_config(shapes)))
+        elif kind == "qwen3":
+            model = tf.Qwen3Model(tf.Qwen3Config(**qwen3_config(shapes)))
+        elif kind in ("clip_l", "clip_g"):
+            cls = tf.CLIPTextModelWithProjection if kind == "clip_g" else tf.CLIPTextModel
+            model = cls(tf.CLIPTextConfig(**clip_config(shapes, kind)))
         else:
-            cls = CLIPTextModelWithProjection if kind == "clip_g" else CLIPTextModel
-            model = cls(CLIPTextConfig(**clip_config(shapes, kind)))
+            raise ModelError(f"{path} is a {LABELS[kind]} text encoder, which is read from a diffusers folder only")
     except KeyError as e:
         raise ModelError(f"{path} looks like {LABELS[kind]} but lacks the tensor {e}") from None
     if kind == "t5xxl" and "shared.weight" not in sd:

@@ -94,7 +94,7 @@ def check_components(path: Path, family: str, components) -> Path:
     if is_comfy_models(folder):
         if family in SLOTS:
             return folder
-        served = " and ".join(FAMILIES[f].label for f in SLOTS)
+        served = ", ".join(FAMILIES[f].label for f in SLOTS)
         raise UsageError(
             f"--components {components} is ComfyUI's models folder, which serves {served} transformer files: give a "
             f"diffusers folder of {label} (such as {EXAMPLES[family]}) as --components; your own encoder and VAE "

@@ -43,6 +43,23 @@ def test_flux_file_with_comfyui_models_folder(comfy, tmp_path):
     assert np.array_equal(_pixels(loaded), want) and want.std() > 5
 
 
+def test_z_image_file_with_comfyui_models_folder(comfy, tmp_path):
+    """Qwen3 (qwen_3_4b.safetensors, named model.*) and ae.safetensors found by their tensors, Qwen's
+    tokenizer from the ComfyUI install with Qwen3's chat template: the reference folder's pixels."""
+    from comfy_tree import z_image_parts
+
+    from latentdiff import Pipeline
+    from latentdiff.models.components import Components, save_components
+
+    root, parts, _ = comfy
+    f = root / "models" / "diffusion_models" / "z_image_turbo_bf16.safetensors"
+    loaded = Pipeline.from_pretrained(f, device="cpu", dtype="fp32", components=root / "models")
+    z = {**z_image_parts(), "vae": parts["vae"]}
+    save_components(Components(**z, defaults={}), tmp_path / "ref", z["scheduler_config"]["_class_name"])
+    want = _pixels(Pipeline.from_pretrained(tmp_path / "ref", device="cpu", dtype="fp32"))
+    assert np.array_equal(_pixels(loaded), want) and want.std() > 5
+
+
 def test_two_t5_files_are_one_line(comfy, tmp_path, run_main):
     import shutil
 
