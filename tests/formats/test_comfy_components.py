@@ -76,3 +76,37 @@ def test_two_t5_files_are_one_line(comfy, tmp_path, run_main):
         assert code == 0, err
     finally:
         other.unlink()
+
+
+def test_serve_a_z_image_file_with_comfyui_models_folder(comfy, tmp_path):
+    """`serve --model FILE --components ~/ComfyUI/models --offload model`: a job's image is the Python API's."""
+    import io
+    import time
+
+    pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from latentdiff import Pipeline
+    from latentdiff.server.app import Server, create_app
+    from latentdiff.server.config import ServeConfig
+
+    root, _, _ = comfy
+    f, models = root / "models" / "diffusion_models" / "z_image_turbo_bf16.safetensors", root / "models"
+    cfg = ServeConfig(out=str(tmp_path / "out"), model=str(f), components=str(models), device="cpu", dtype="fp32",
+                      offload="model")  # fmt: skip
+    server = Server(cfg)
+    try:
+        with TestClient(create_app(server)) as client:
+            r = client.post("/v1/generate", json=dict(prompt="a red apple", seed=4, steps=2, width=32, height=32))
+            assert r.status_code == 202, r.text
+            deadline = time.monotonic() + 120
+            while (job := client.get(f"/v1/jobs/{r.json()['id']}").json())["state"] not in ("done", "failed"):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert job["state"] == "done", job["error"]
+            got = Image.open(io.BytesIO(client.get(job["images"][0]["url"]).content)).convert("RGB")
+    finally:
+        server.queue.stop(timeout=5)
+    want = _pixels(Pipeline.from_pretrained(f, device="cpu", dtype="fp32", components=models))
+    assert np.array_equal(np.asarray(got, dtype=np.int16), want)
