@@ -6,8 +6,9 @@ transformer sits under `model.diffusion_model.`; in bf16/fp16/fp32, in fp8 (e4m3
 "scaled" with a per-layer scale_weight as ComfyUI writes them) or as GGUF.
 
 The text encoders, their tokenizers and the VAE come from `components`: a diffusers folder of the
-same family (its own transformer is not read). Tokenizers are never shipped for T5 (its vocabulary
-is 800 kB), so even a whole checkpoint needs that folder. fp8 weights are upcast as they are read
+same family (its own transformer is not read), or ComfyUI's models folder for Flux.1, Chroma and
+Z-Image (formats/comfy_models.py: the files found by their tensors, T5's and Qwen's tokenizers read
+from the ComfyUI install). No file carries tokenizers, so even a whole checkpoint needs one. fp8 weights are upcast as they are read
 (to bf16, which holds every e4m3fn and e5m2 value exactly; a scaled weight is the product rounded to
 bf16) and computed in the compute dtype, so any device runs them. GGUF matrices stay quantized
 (formats/gguf_file.py).

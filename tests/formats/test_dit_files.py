@@ -129,16 +129,23 @@ def test_fp8_scaled_z_image(folders, tmp_path):
     assert all(torch.equal(v, expect[k]) for k, v in loaded.components.unet.state_dict().items())
 
 
-@pytest.mark.parametrize("family", list(VARIANTS))
-def test_gguf_q8_0(folders, tmp_path, family):
-    """A Q8_0 GGUF with ComfyUI-GGUF's architecture name: the family told from its tensors, the
-    matrices kept quantized, the pixels within 1/255 of those of its dequantized weights."""
-    from latentdiff.formats.gguf_file import read_gguf, write_gguf
+def test_gguf_families_told_from_their_tensors(folders, tmp_path):
+    """ComfyUI-GGUF names Chroma's and FLUX.2's files "flux", Z-Image's "lumina2": the tensors tell."""
+    from latentdiff.formats.gguf_file import write_gguf
     from latentdiff.formats.transformer_file import transformer_family
+
+    for family, (_, unet) in folders.items():
+        f = write_gguf(tmp_path / f"{family}.gguf", GGUF_ARCH[family], to_original(unet.state_dict(), family))
+        assert transformer_family(f) == family
+
+
+@pytest.mark.parametrize("family", ["chroma", "z-image"])
+def test_gguf_q8_0(folders, tmp_path, family):
+    """A Q8_0 GGUF: the matrices kept quantized, the pixels within 1/255 of those of its dequantized weights."""
+    from latentdiff.formats.gguf_file import read_gguf, write_gguf
 
     folder = _pipe(folders[family][0])
     f = write_gguf(tmp_path / "t.gguf", GGUF_ARCH[family], _original(folder, family))
-    assert transformer_family(f) == family
     loaded = _pipe(f, components=folders[family][0])
     assert any(type(m).__name__ == "GGUFLinear" for m in loaded.components.unet.modules())
     folder.components.unet.load_state_dict(to_diffusers(read_gguf(f)[1], family, "x"))
