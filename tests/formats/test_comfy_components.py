@@ -110,3 +110,29 @@ def test_serve_a_z_image_file_with_comfyui_models_folder(comfy, tmp_path):
         server.queue.stop(timeout=5)
     want = _pixels(Pipeline.from_pretrained(f, device="cpu", dtype="fp32", components=models))
     assert np.array_equal(np.asarray(got, dtype=np.int16), want)
+
+
+def test_weights_checked_from_the_chosen_files(comfy, monkeypatch):
+    """The refusal of weights that cannot fit counts the files chosen from the folder (their
+    tensors' values in the compute dtype: fp8 counts as fp32 here), before any is read (--vae given too)."""
+    from latentdiff import Pipeline
+    from latentdiff.errors import UsageError
+
+    root, parts, f = comfy
+    seen = {}
+
+    def refuse(what, sizes, device, need, options):
+        seen.update(sizes, what=what)
+        raise UsageError("refused")
+
+    monkeypatch.setattr("latentdiff.formats.memory_check.check_weights_fit", refuse)
+    monkeypatch.setattr("latentdiff.formats.comfy_models.build_encoder", lambda *a, **k: pytest.fail("loaded"))
+    vae = root / "models" / "vae" / "ae.safetensors"
+    with pytest.raises(UsageError, match="refused"):
+        Pipeline.from_pretrained(f, device="cpu", dtype="fp32", components=root / "models", vae=vae)
+    assert seen.pop("what") == "Flux.1 in fp32"
+    scales = sum(1 for k, v in parts["text_encoder_2"].state_dict().items() if v.ndim == 2 and k.endswith(".weight"))
+    for slot in ("text_encoder", "text_encoder_2", "vae", "transformer"):
+        module = parts["unet" if slot == "transformer" else slot]
+        extra = scales if slot == "text_encoder_2" else 0  # scaled fp8's scale_weight scalars
+        assert seen[slot] == 4 * (sum(v.numel() for v in module.state_dict().values()) + extra), slot
