@@ -95,11 +95,13 @@ def apply_text_encoder_files(comps, files, allow_pickle: bool = False) -> None:
             raise UsageError(f"--text-encoder {f}: no such file")
         sd = upcast_fp8(load_state_dict(path, allow_pickle))  # t5xxl_fp8_e4m3fn(_scaled).safetensors
         sd = {_unprefixed(k): v for k, v in sd.items()}
-        fits = [m for m in comps.text_encoders() if _fits(m, sd)]
+        # ComfyUI's Qwen3 (qwen_3_4b.safetensors) is a causal LM's: model.* and the tied lm_head.
+        bare = {k.removeprefix("model."): v for k, v in sd.items() if k != "lm_head.weight"}
+        fits = [(m, part) for m in comps.text_encoders() for part in (sd, bare) if _fits(m, part)]
         if not fits:
             names = ", ".join(type(m).__name__ for m in comps.text_encoders())
             raise UsageError(f"--text-encoder {f} fits none of the model's text encoders ({names}) by its tensors")
-        load_into(fits[0], sd, path)
+        load_into(*fits[0], path)
 
 
 def _unprefixed(name: str) -> str:

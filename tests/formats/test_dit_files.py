@@ -151,3 +151,16 @@ def test_gguf_q8_0(folders, tmp_path, family):
     folder.components.unet.load_state_dict(to_diffusers(read_gguf(f)[1], family, "x"))
     got, want = _pixels(loaded), _pixels(folder)
     assert np.abs(got - want).max() <= 1 and want.std() > 5
+
+
+def test_comfyui_qwen3_file_replaces_z_images_encoder(folders, tmp_path):
+    """ComfyUI's qwen_3_4b.safetensors (a causal LM's names: model.*) as --text-encoder of a Z-Image folder."""
+    from safetensors.torch import save_file
+
+    from latentdiff.families.registry import FAMILIES
+
+    other = FAMILIES["z-image"].tiny(seed=9)["text_encoder"].state_dict()
+    save_file({"model." + k: v for k, v in other.items()}, str(tmp_path / "qwen_3_4b.safetensors"))
+    loaded = _pipe(folders["z-image"][0], text_encoders=[tmp_path / "qwen_3_4b.safetensors"]).components
+    got = loaded.text_encoder.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in other.items())
