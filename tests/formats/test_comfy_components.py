@@ -63,6 +63,8 @@ def test_z_image_file_with_comfyui_models_folder(comfy, tmp_path):
 def test_two_t5_files_are_one_line(comfy, tmp_path, run_main):
     import shutil
 
+    from latentdiff.formats.comfy_models import chosen_files
+
     root, _, f = comfy
     other = root / "models" / "clip" / "t5xxl_fp16.safetensors"
     shutil.copy(root / "models" / "text_encoders" / "t5xxl_fp8_e4m3fn_scaled.safetensors", other)
@@ -72,8 +74,8 @@ def test_two_t5_files_are_one_line(comfy, tmp_path, run_main):
         code, stdout, err = run_main([str(a) for a in argv])
         assert code == 2 and stdout == "" and len(err.strip().splitlines()) == 1 and not out.exists(), err
         assert "holds 2 T5-XXL files" in err and "t5xxl_fp16.safetensors" in err and "--text-encoder FILE" in err
-        code, stdout, err = run_main([str(a) for a in [*argv[:-1], tmp_path / "o2", "--text-encoder", other]])
-        assert code == 0, err
+        chosen = chosen_files(root / "models", "flux", "Flux.1", [other])  # what --text-encoder FILE does
+        assert chosen["text_encoder_2"] == other.resolve() and chosen["vae"].name == "ae.safetensors"
     finally:
         other.unlink()
 
@@ -136,3 +138,16 @@ def test_weights_checked_from_the_chosen_files(comfy, monkeypatch):
         module = parts["unet" if slot == "transformer" else slot]
         extra = scales if slot == "text_encoder_2" else 0  # scaled fp8's scale_weight scalars
         assert seen[slot] == 4 * (sum(v.numel() for v in module.state_dict().values()) + extra), slot
+
+
+def test_convert_a_file_and_comfyui_folder_to_a_diffusers_folder(comfy, tmp_path):
+    """`convert z_image_turbo_bf16.safetensors OUT/ --components ~/ComfyUI/models`: a diffusers folder
+    with the same pixels (its tokenizer and chat template saved with it)."""
+    from latentdiff import Pipeline
+    from latentdiff.formats.convert import convert
+
+    root, _, _ = comfy
+    f, models = root / "models" / "diffusion_models" / "z_image_turbo_bf16.safetensors", root / "models"
+    out = convert(f, tmp_path / "z-image", components=models)
+    want = _pixels(Pipeline.from_pretrained(f, device="cpu", dtype="fp32", components=models))
+    assert np.array_equal(_pixels(Pipeline.from_pretrained(out, device="cpu", dtype="fp32")), want)
