@@ -93,6 +93,11 @@ def pick(folder: Path, kind: str, given: dict, found: dict, flag: str, label: st
 def chosen_files(folder: Path, family: str, label: str, text_encoders=(), vae=None) -> dict[str, Path]:
     """slot (text_encoder, ..., vae) -> the file that fills it."""
     given, found = _given(text_encoders), scan(folder, ENCODER_DIRS)
+    kinds = [kind for _, kind in SLOTS[family]]
+    unused = [str(p) for kind, paths in given.items() if kind not in kinds for p in paths]
+    if unused:
+        takes = ", ".join(LABELS[k] for k in kinds)
+        raise UsageError(f"--text-encoder {unused[0]} is none of the encoders {label} takes ({takes}) by its tensors")
     out = {slot: pick(folder, kind, given, found, "--text-encoder", label) for slot, kind in SLOTS[family]}
     given_vae = _given([vae] if vae is not None else [])
     out["vae"] = pick(folder, "vae16", given_vae, scan(folder, VAE_DIRS) if vae is None else {}, "--vae", label)

@@ -63,6 +63,7 @@ def test_z_image_file_with_comfyui_models_folder(comfy, tmp_path):
 def test_two_t5_files_are_one_line(comfy, tmp_path, run_main):
     import shutil
 
+    from latentdiff.errors import UsageError
     from latentdiff.formats.comfy_models import chosen_files
 
     root, _, f = comfy
@@ -76,6 +77,9 @@ def test_two_t5_files_are_one_line(comfy, tmp_path, run_main):
         assert "holds 2 T5-XXL files" in err and "t5xxl_fp16.safetensors" in err and "--text-encoder FILE" in err
         chosen = chosen_files(root / "models", "flux", "Flux.1", [other])  # what --text-encoder FILE does
         assert chosen["text_encoder_2"] == other.resolve() and chosen["vae"].name == "ae.safetensors"
+        qwen3 = root / "models" / "text_encoders" / "qwen_3_4b.safetensors"
+        with pytest.raises(UsageError, match="qwen_3_4b.safetensors is none of the encoders Flux.1 takes"):
+            chosen_files(root / "models", "flux", "Flux.1", [other, qwen3])  # not dropped silently
     finally:
         other.unlink()
 
