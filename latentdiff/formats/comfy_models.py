@@ -3,7 +3,7 @@ models/text_encoders or models/clip) and the VAE (models/vae) found by their ten
 their names, and built with configs told from their shapes (formats/encoder_files.py).
 
 Tokenizers: CLIP's BPE vocabulary ships with latentdiff (families/configs/clip_tokenizer, MIT);
-T5's (Apache-2.0, a 2.4 MB tokenizer.json) and Qwen's (Apache-2.0, 2.8 MB of vocab.json and merges.txt) do
+T5's (Apache-2.0, a 2.4 MB tokenizer.json) and Qwen's (Apache-2.0, several MB of vocab.json and merges.txt) do
 not, and are read from the ComfyUI install the models folder sits in (`comfy/text_encoders/t5_tokenizer`
 and `qwen25_tokenizer`, as every ComfyUI ships them). Families served: Flux.1 (CLIP-L, T5-XXL,
 ae.safetensors), Chroma (T5-XXL, ae.safetensors) and Z-Image (Qwen3-4B, ae.safetensors). SD 3/3.5's
