@@ -111,9 +111,9 @@ class Pipeline:
         (or a mode name, see `Pipeline.compile`) runs torch.compile on the UNet and VAE decoder. `loras`: LoRA files
         or folders merged into the weights, each "PATH", "PATH:SCALE" or a `LoraSpec`; `embeddings`:
         textual-inversion files, each "FILE" or "FILE:TOKEN" (the token defaults to the file name);
-        `lora_dir`: the folder a prompt's `<lora:NAME:W>` tags take NAME from; `components`: for a Flux.1
-        or SD 3/3.5 transformer file (safetensors, fp8 or GGUF), the diffusers folder its text encoders,
-        tokenizers and VAE come from; `text_encoders`: text encoder files (transformers' layout, as ComfyUI
+        `lora_dir`: the folder a prompt's `<lora:NAME:W>` tags take NAME from; `components`: for a transformer
+        file (safetensors, fp8 or GGUF), the diffusers folder of its family or ComfyUI's models folder its
+        text encoders, tokenizers and VAE come from; `text_encoders`: text encoder files (transformers' layout, as ComfyUI
         keeps clip_l.safetensors, t5xxl_fp16.safetensors) each put in place of the model's encoder it fits; `offload`:
         none, model or sequential (runtime/offload.py: the components wait in RAM, each on the device while it works)."""
         parts = (components, text_encoders, offload)

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--components",
         metavar="DIR",
-        help="for a Flux.1 or SD 3/3.5 transformer file as SRC: the diffusers folder its text encoders, "
+        help="for a transformer file (Flux.1, SD 3/3.5, Chroma, FLUX.2, Qwen-Image, Z-Image) as SRC: the diffusers folder its text encoders, "
         "tokenizers and VAE come from",
     )
     p.set_defaults(func=run)

@@ -61,6 +61,25 @@ def add_parser(sub) -> None:
         help="weights of loaded models kept at most (LRU; default: half the RAM)",
     )
     p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body (default: 16)")
+    p.add_argument(
+        "--components",
+        metavar="DIR",
+        help="for a transformer file as --model: the diffusers folder of its family, or ComfyUI's models "
+        "folder, its text encoders, tokenizers and VAE come from (as generate's)",
+    )
+    p.add_argument(
+        "--text-encoder",
+        dest="text_encoders",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a text encoder file used in place of --model's encoder it fits (repeatable; as generate's)",
+    )
+    p.add_argument(
+        "--offload",
+        default="none",
+        help="none, model (one component on the GPU at a time) or sequential (one layer) (default: none)",
+    )
     p.set_defaults(func=run)
 
 

@@ -147,7 +147,7 @@ class GenerateConfig:
     vae: str | None = field(default=None, metadata=flag(metavar="DIR|FILE"))
     """decode with this VAE instead of the model's own (folder or .safetensors)"""
     components: str | None = field(default=None, metadata=flag(metavar="DIR"))
-    """for a Flux.1 or SD 3/3.5 transformer file as --model: the diffusers folder of that family whose text
+    """for a transformer file (Flux.1, SD 3/3.5, Chroma, FLUX.2, Qwen-Image, Z-Image) as --model: the diffusers folder of that family whose text
     encoders, tokenizers and VAE complete it (its own transformer is not read)"""
     text_encoders: list[str] = field(
         default_factory=list, metadata=flag("--text-encoder", action="append", metavar="FILE")

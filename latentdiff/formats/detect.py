@@ -19,14 +19,13 @@ _FOREIGN = [
     ),
     ("a ControlNet", ("control_model.", "controlnet_cond_embedding.", "input_hint_block.")),
     ("Stable Diffusion 3", ("joint_blocks.", "context_embedder.")),
-    ("FLUX.2", ("double_stream_modulation", "single_stream_modulation")),  # before Flux.1: it has its block names too
+    # The transformer families' files (--model FILE --components DIR); FLUX.2's and Chroma's before
+    # Flux.1's, whose block names they share; Qwen-Image's after them, whose original blocks have img_mod too.
+    ("a FLUX.2 transformer", ("double_stream_modulation", "single_stream_modulation")),
+    ("a Chroma transformer", ("distilled_guidance_layer.",)),
     ("Flux", ("double_blocks.", "single_blocks.")),
-    # after Flux, whose original blocks have img_mod too; their files load as diffusers folders only
-    ("a Qwen-Image single file (use its diffusers folder, as Qwen/Qwen-Image ships it)", ("txt_norm.", "img_mod.")),
-    (
-        "a Z-Image single file (use its diffusers folder, as Tongyi-MAI/Z-Image-Turbo ships it)",
-        ("cap_embedder.", "context_refiner."),
-    ),
+    ("a Qwen-Image transformer", ("txt_norm.", "img_mod.")),
+    ("a Z-Image transformer", ("cap_embedder.", "context_refiner.")),
 ]
 
 

@@ -1,5 +1,8 @@
-"""GGUF model files (ggml's container; city96's ComfyUI-GGUF quantizations of Flux.1 and SD 3/3.5):
-the transformer's tensors in the original key layout, quantized (Q8_0, Q4_0, Q4_K, ...) or plain.
+"""GGUF model files (ggml's container; city96's ComfyUI-GGUF quantizations of Flux.1, SD 3/3.5,
+Chroma, FLUX.2, Qwen-Image and Z-Image, and QuantStack's of the same): the transformer's tensors in
+the original key layout, quantized (Q8_0, Q4_0, Q4_K, ...) or plain. The architecture a file names
+is ComfyUI-GGUF's (Chroma and FLUX.2 files say "flux", Z-Image's "lumina2"); the family is told
+from the tensor names, as ComfyUI tells it.
 
 By default the quantized matrices stay quantized (`read_gguf_quantized`: diffusers' GGUFParameter,
 computed by diffusers' GGUFLinear, which dequantizes each layer's weight as it runs, in the compute
@@ -14,9 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentdiff.errors import ModelError, UsageError
+from latentdiff.formats.transformer_keys import SUPPORTED, layout_of
 
 MAGIC = b"GGUF"
-ARCHITECTURES = {"flux": "flux", "sd3": "sd3"}  # general.architecture -> our family
+ARCHITECTURES = ("flux", "sd3", "lumina2", "qwen_image")  # ComfyUI-GGUF's general.architecture of our families
 ARCH_KEY = "general.architecture"
 
 
@@ -47,13 +51,17 @@ def architecture(reader) -> str:
 
 def gguf_family(path: Path, reader=None) -> str:
     """Our family of a GGUF transformer file; an architecture we do not load is refused in one line naming it."""
-    arch = architecture(reader or _reader(path)[1])
+    reader = reader or _reader(path)[1]
+    arch = architecture(reader)
     if arch not in ARCHITECTURES:
         raise UsageError(
             f"{path} is a GGUF file of the architecture {arch or 'unnamed'!r}; supported GGUF architectures: "
-            f"{', '.join(ARCHITECTURES)} (transformer files of Flux.1 and SD 3/3.5)"
+            f"{', '.join(ARCHITECTURES)} (transformer files of {SUPPORTED})"
         )
-    return ARCHITECTURES[arch]
+    family = layout_of((t.name for t in reader.tensors), path)
+    if family is None:
+        raise ModelError(f"{path} is a GGUF file of the architecture {arch!r} but holds no transformer of {SUPPORTED}")
+    return family
 
 
 def read_gguf(path: Path) -> tuple[str, dict]:

@@ -17,6 +17,7 @@ import latentdiff.models.hub as hub
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.registry import family_for, family_of
 from latentdiff.formats import addons
+from latentdiff.formats.comfy_models import is_comfy_models
 from latentdiff.formats.gguf_file import compute_in
 from latentdiff.formats.lora import LoraSpec, apply_loras, describe
 from latentdiff.formats.lora_merge import lora_base
@@ -24,6 +25,7 @@ from latentdiff.formats.memory_check import check_file_weights, check_weights
 from latentdiff.formats.single_file import load_single_file
 from latentdiff.formats.transformer_file import load_transformer_file, transformer_family
 from latentdiff.formats.transformer_parts import apply_text_encoder_files
+from latentdiff.formats.transformer_tables import SUPPORTED
 from latentdiff.models.assemble import build
 from latentdiff.models.components import Components
 from latentdiff.models.configs import read_configs
@@ -69,17 +71,24 @@ def load(
     if local is not None and is_special(local):
         check_regular(local, "model file", ModelError)  # a FIFO, device or socket: refused, never read
     if components is not None and not (local is not None and local.is_file()):
-        raise UsageError(f"--components is for a Flux.1 or SD 3/3.5 transformer file as --model; {model} is none")
+        raise UsageError(f"--components is for a transformer file as --model ({SUPPORTED}); {model} is none")
+    # ComfyUI's models folder takes the --text-encoder and --vae files as its parts, chosen over its own.
+    comfy = components is not None and is_comfy_models(Path(components).expanduser())
     if local is not None and local.is_file():
-        (comps, place), path, base = _load_file(local, device, dtype, allow_pickle, components, offload), local, None
+        files = (text_encoders, vae) if comfy else ((), None)
+        (comps, place), path, base = (
+            _load_file(local, device, dtype, allow_pickle, components, offload, files),
+            local,
+            None,
+        )
     else:
         comps, path, place, base = _load_folder(local, model, device, dtype, allow_pickle, bool(lora_specs), offload)
-    if vae is not None:
+    if vae is not None and not comfy:
         # Here, not at the top: a VAE file is rare, and its converter imports diffusers' single-file code.
         from latentdiff.formats.vae import load_vae_ref
 
         comps.vae = load_vae_ref(vae, comps.vae.config, allow_pickle)
-    if text_encoders:
+    if text_encoders and not comfy:
         apply_text_encoder_files(comps, text_encoders, allow_pickle)
     added = addons.apply(comps, lora_specs, embedding_specs, allow_pickle)
     if base is not None:
@@ -94,16 +103,19 @@ def _absolute(path) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def _load_file(local: Path, device: str, dtype: str, allow_pickle: bool, components=None, offload="none"):
+def _load_file(
+    local: Path, device: str, dtype: str, allow_pickle: bool, components=None, offload="none", files=((), None)
+):
     """(components, placement) of a single-file checkpoint (a transformer file: with the rest of the
     model from the folder `components`, refused first where the weights cannot fit); the device is
-    checked before the file is read, the dtype chosen after (the file's own defaults and UNet size pick it)."""
+    checked before the file is read, the dtype chosen after (the file's own defaults and UNet size pick it);
+    `files`: the --text-encoder files and --vae a ComfyUI models folder as `components` takes as its parts."""
     dev = resolve_device(device)
     if transformer_family(local) is not None:
-        check_file_weights(local, transformer_family(local), components, dev, dtype, offload)
-        comps = load_transformer_file(local, components, allow_pickle)
+        check_file_weights(local, transformer_family(local), components, dev, dtype, offload, files)
+        comps = load_transformer_file(local, components, allow_pickle, *files)
     elif components is not None:
-        raise UsageError(f"--components is for Flux.1 and SD 3/3.5 transformer files; {local} is not one")
+        raise UsageError(f"--components is for transformer files ({SUPPORTED}); {local} is not one")
     else:
         comps = load_single_file(local, allow_pickle)
     n_params = sum(p.numel() for p in comps.unet.parameters())

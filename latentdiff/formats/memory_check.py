@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from latentdiff.families.registry import FAMILIES
+from latentdiff.formats.comfy_models import file_params, is_comfy_models
 from latentdiff.formats.gguf_file import is_gguf
 from latentdiff.formats.transformer_configs import CLASSES
 from latentdiff.formats.transformer_file import OTHER_PARTS, check_components
@@ -38,16 +39,23 @@ def check_weights(family, cfgs, place, offload: str) -> None:
     check_weights_fit(what, sizes, place.device, need, memory_options(family, place, offload))
 
 
-def check_file_weights(path: Path, family_name: str, components, device, dtype: str, offload: str) -> None:
+def check_file_weights(path: Path, family_name: str, components, device, dtype: str, offload: str, files=((), None)):
     """The same for a transformer file with the `components` folder: the transformer as the file holds
     it (GGUF: quantized) or its parameter count in the compute dtype (fp8 and bf16 files alike), the
-    folder's text encoders and VAE beside it."""
+    folder's text encoders and VAE beside it (ComfyUI's models folder: the files chosen as them, `files`
+    the --text-encoder files and --vae chosen over its own)."""
     family = FAMILIES[family_name]
-    folder = read_configs(check_components(path, family_name, components))
+    where = check_components(path, family_name, components)
     gguf = is_gguf(path)
     count = None if gguf else sum(math.prod(v["shape"]) for k, v in _tensors(path) if not k.startswith(OTHER_PARTS))
-    place = placement(device, family_dtype(dtype, device, family.dtype_rule({})), {}, count, folder.vae)
-    sizes = {k: v for k, v in weight_sizes(folder, place).items() if k != folder.denoiser}
+    if is_comfy_models(where):
+        parts = file_params(where, family_name, family.label, *files)
+        place = placement(device, family_dtype(dtype, device, family.dtype_rule({})), {}, count, {})
+        sizes = {k: n * (place.vae_dtype if k == "vae" else place.dtype).itemsize for k, n in parts.items()}
+    else:
+        folder = read_configs(where)
+        place = placement(device, family_dtype(dtype, device, family.dtype_rule({})), {}, count, folder.vae)
+        sizes = {k: v for k, v in weight_sizes(folder, place).items() if k != folder.denoiser}
     sizes["transformer"] = path.stat().st_size if gguf else count * place.dtype.itemsize
     need = weights_need(sizes, place.device, offload)
     what = f"{family.label} in {DTYPE_NAMES.get(place.dtype, place.dtype)}"

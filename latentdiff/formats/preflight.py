@@ -18,6 +18,7 @@ import latentdiff.models.hub as hub
 from latentdiff.errors import UsageError
 from latentdiff.formats import addons
 from latentdiff.formats.lora_merge import lora_base
+from latentdiff.formats.transformer_tables import SUPPORTED
 from latentdiff.models.facts import ModelFacts
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".gguf")
@@ -72,7 +73,7 @@ def check_request(cfg, options) -> None:
         check_vae_ref(cfg.vae)
     is_file = cfg.model is not None and Path(cfg.model).expanduser().is_file()
     if getattr(cfg, "components", None) is not None and not is_file:
-        raise UsageError(f"--components is for a Flux.1 or SD 3/3.5 transformer file as --model; {cfg.model} is none")
+        raise UsageError(f"--components is for a transformer file as --model ({SUPPORTED}); {cfg.model} is none")
     facts = model_facts(cfg.model, cfg.allow_pickle)
     if facts is None:
         if is_file:

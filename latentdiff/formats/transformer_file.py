@@ -1,12 +1,14 @@
-"""Single files of the transformer families (Flux.1, SD 3/3.5) as users have them: the
-transformer alone (`flux1-dev.safetensors`, `sd3.5_large.safetensors` stripped of its encoders,
-ComfyUI's models/diffusion_models/ files, city96's GGUF quantizations) or a whole checkpoint whose
+"""Single files of the transformer families (Flux.1, SD 3/3.5, Chroma, FLUX.2, Qwen-Image, Z-Image)
+as users have them: the transformer alone (`flux1-dev.safetensors`, `sd3.5_large.safetensors`
+stripped of its encoders, `z_image_turbo_bf16.safetensors`, `qwen_image_fp8_e4m3fn.safetensors`,
+ComfyUI's models/diffusion_models/ files, city96's and QuantStack's GGUF quantizations) or a whole checkpoint whose
 transformer sits under `model.diffusion_model.`; in bf16/fp16/fp32, in fp8 (e4m3fn / e5m2, plain or
 "scaled" with a per-layer scale_weight as ComfyUI writes them) or as GGUF.
 
 The text encoders, their tokenizers and the VAE come from `components`: a diffusers folder of the
-same family (its own transformer is not read). Tokenizers are never shipped for T5 (its vocabulary
-is 800 kB), so even a whole checkpoint needs that folder. fp8 weights are upcast as they are read
+same family (its own transformer is not read), or ComfyUI's models folder for Flux.1, Chroma and
+Z-Image (formats/comfy_models.py: the files found by their tensors, T5's and Qwen's tokenizers read
+from the ComfyUI install). No file carries tokenizers, so even a whole checkpoint needs one. fp8 weights are upcast as they are read
 (to bf16, which holds every e4m3fn and e5m2 value exactly; a scaled weight is the product rounded to
 bf16) and computed in the compute dtype, so any device runs them. GGUF matrices stay quantized
 (formats/gguf_file.py).
@@ -19,9 +21,10 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.families.registry import FAMILIES, family_of_folder
+from latentdiff.formats.comfy_models import SLOTS, comfy_components, is_comfy_models
 from latentdiff.formats.gguf_file import gguf_family, is_gguf, quantized_module, read_gguf_quantized
-from latentdiff.formats.transformer_configs import CLASSES, CONFIGS
-from latentdiff.formats.transformer_keys import layout_of, to_diffusers, to_original
+from latentdiff.formats.transformer_configs import CLASSES, CONFIGS, EXAMPLES, NEEDS
+from latentdiff.formats.transformer_keys import SUPPORTED, layout_of, to_diffusers, to_original
 from latentdiff.formats.transformer_parts import apply_checkpoint_parts, upcast_fp8
 from latentdiff.models.assemble import build, build_module
 from latentdiff.models.checks import check_diffusers_config
@@ -34,16 +37,10 @@ from latentdiff.runtime.reading import parse_json
 META_KEY = "latentdiff.transformer"  # JSON: {"family": ..., "config": the transformer's diffusers config}
 PREFIX = "model.diffusion_model."  # a whole checkpoint's transformer (ComfyUI, Stability)
 OTHER_PARTS = ("text_encoders.", "first_stage_model.", "vae.", "cond_stage_model.", "conditioner.")
-NEEDS = {
-    "flux": "the CLIP-L and T5-XXL text encoders with their tokenizers and the 16-channel VAE (ae.safetensors)",
-    "sd3": "the CLIP-L and CLIP-G text encoders (T5-XXL optional) with their tokenizers and SD3's VAE",
-}
-EXAMPLES = {"flux": "black-forest-labs/FLUX.1-dev", "sd3": "stabilityai/stable-diffusion-3.5-medium"}
-COMFY_FOLDERS = ("text_encoders", "clip", "diffusion_models", "unet", "checkpoints")  # ComfyUI's models/
 
 
 def transformer_family(path: Path) -> str | None:
-    """ "flux" or "sd3" for a transformer file (GGUF, or safetensors in the original layout), else None."""
+    """The family of a transformer file (GGUF, or safetensors in the original layout), else None."""
     if is_gguf(path):
         return gguf_family(path)
     if sniff_format(path) != SAFETENSORS:
@@ -73,7 +70,7 @@ def read_transformer(path: Path) -> tuple[str, dict, dict | None]:
     sd = upcast_fp8(load_state_dict(path))
     family = own["family"] if own else layout_of(sd, path)
     if family is None:
-        raise ModelError(f"{path} holds no Flux.1 or SD 3/3.5 transformer")
+        raise ModelError(f"{path} holds no transformer of {SUPPORTED}")
     return family, sd, (own or {}).get("config")
 
 
@@ -95,9 +92,12 @@ def check_components(path: Path, family: str, components) -> Path:
     folder = Path(components).expanduser()
     if not folder.is_dir():
         raise UsageError(f"--components {components}: no such folder")
-    if not (folder / "model_index.json").is_file() and any((folder / d).is_dir() for d in COMFY_FOLDERS):
+    if is_comfy_models(folder):
+        if family in SLOTS:
+            return folder
+        served = ", ".join(FAMILIES[f].label for f in SLOTS)
         raise UsageError(
-            f"--components {components} is ComfyUI's models folder, which holds no tokenizers or configs: give a "
+            f"--components {components} is ComfyUI's models folder, which serves {served} transformer files: give a "
             f"diffusers folder of {label} (such as {EXAMPLES[family]}) as --components; your own encoder and VAE "
             "files can replace its ones with --text-encoder FILE and --vae FILE"
         )
@@ -129,14 +129,19 @@ def build_transformer(family: str, sd: dict, config: dict | None, where):
     return build_module(cls, config, converted, where)
 
 
-def load_transformer_file(path: Path, components=None, allow_pickle: bool = False):
+def load_transformer_file(path: Path, components=None, allow_pickle: bool = False, text_encoders=(), vae=None):
     """Components of a transformer file (or whole checkpoint) with the rest of the model taken from
-    the folder `components`, a whole checkpoint's own VAE and encoders over the folder's."""
+    the folder `components` (a diffusers folder, or ComfyUI's models folder with `text_encoders` and
+    `vae` files chosen over its own), a whole checkpoint's own VAE and encoders over the folder's."""
     folder = check_components(path, transformer_family(path), components)
     family, sd, config = read_transformer(path)
     transformer = build_transformer(family, _transformer_part(sd), config, path)
-    comps = build(read_configs(folder), allow_pickle, denoiser=False)
-    comps.unet = transformer
+    if is_comfy_models(folder):
+        label = FAMILIES[family].label
+        comps = comfy_components(folder, family, label, transformer, text_encoders, vae, allow_pickle)
+    else:
+        comps = build(read_configs(folder), allow_pickle, denoiser=False)
+        comps.unet = transformer
     apply_checkpoint_parts(comps, sd, family, path)
     return comps
 
@@ -145,7 +150,7 @@ def save_transformer_file(transformer, out: Path, dtype=None) -> Path:
     """The transformer alone in its family's original layout, carrying its config as metadata."""
     from safetensors.torch import save_file
 
-    family = "flux" if CLASSES["flux"] == type(transformer).__name__ else "sd3"
+    family = {c: f for f, c in CLASSES.items()}[type(transformer).__name__]
     tensors = to_original(transformer.state_dict(), family)
     cast = (lambda t: t.to(dtype) if t.is_floating_point() else t) if dtype is not None else (lambda t: t)
     own = {"family": family, "config": dict(transformer.config)}

@@ -16,6 +16,7 @@ from latentdiff.models.weights import load_state_dict
 ENCODERS = {
     "flux": {"clip_l": "text_encoder", "t5xxl": "text_encoder_2"},
     "sd3": {"clip_l": "text_encoder", "clip_g": "text_encoder_2", "t5xxl": "text_encoder_3"},
+    "chroma": {"t5xxl": "text_encoder"},
 }
 VAE_PREFIXES = ("first_stage_model.", "vae.")
 IGNORED = ("position_ids", "logit_scale")  # stored by some exporters, computed by transformers
@@ -64,13 +65,15 @@ def load_into(module, part: dict, where) -> None:
 def apply_checkpoint_parts(comps, sd: dict, family: str, where) -> list[str]:
     """A whole checkpoint's VAE and text encoders put in `comps`; the names of the parts taken."""
     taken = []
-    for name, slot in ENCODERS[family].items():
+    for name, slot in ENCODERS.get(family, {}).items():
         prefix = f"text_encoders.{name}.transformer."
         part = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
         if part and getattr(comps, slot) is not None:
             load_into(getattr(comps, slot), part, f"{where} ({name})")
             taken.append(name)
     vae = {k: v for k, v in sd.items() if k.startswith(VAE_PREFIXES)}
+    if vae and type(comps.vae).__name__ != "AutoencoderKL":  # FLUX.2's and Qwen-Image's VAEs have layouts of their own
+        raise ModelError(f"{where} holds a VAE in a layout read only for Flux.1's and SD's; use the transformer alone")
     if vae:
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
@@ -92,11 +95,13 @@ def apply_text_encoder_files(comps, files, allow_pickle: bool = False) -> None:
             raise UsageError(f"--text-encoder {f}: no such file")
         sd = upcast_fp8(load_state_dict(path, allow_pickle))  # t5xxl_fp8_e4m3fn(_scaled).safetensors
         sd = {_unprefixed(k): v for k, v in sd.items()}
-        fits = [m for m in comps.text_encoders() if _fits(m, sd)]
+        # ComfyUI's Qwen3 (qwen_3_4b.safetensors) is a causal LM's: model.* and the tied lm_head.
+        bare = {k.removeprefix("model."): v for k, v in sd.items() if k != "lm_head.weight"}
+        fits = [(m, part) for m in comps.text_encoders() for part in (sd, bare) if _fits(m, part)]
         if not fits:
             names = ", ".join(type(m).__name__ for m in comps.text_encoders())
             raise UsageError(f"--text-encoder {f} fits none of the model's text encoders ({names}) by its tensors")
-        load_into(fits[0], sd, path)
+        load_into(*fits[0], path)
 
 
 def _unprefixed(name: str) -> str:

@@ -33,11 +33,15 @@ def _check_file(path: Path, ref) -> None:
 
 
 def _vae_from_file(path: Path, config: dict, allow_pickle: bool):
+    return vae_from_state_dict(load_state_dict(path, allow_pickle), config, path)
+
+
+def vae_from_state_dict(sd: dict, config: dict, path: Path):
+    """An AutoencoderKL of `config` with the tensors `sd` (diffusers' or the original layout) of `path`."""
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
     quiet_libraries()
-    sd = load_state_dict(path, allow_pickle)
     vae_sd = sd if _layout(list(sd), path) == "diffusers" else convert_ldm_vae_checkpoint(sd, config)
     return build_module(AutoencoderKL, config, vae_sd, path)
 

@@ -54,7 +54,8 @@ class Server:
         # Imported with the first model, not when the server starts: the port opens before torch loads.
         from latentdiff.pipeline import Pipeline
 
-        return Pipeline.from_pretrained(ref, device=self.cfg.device, dtype=self.cfg.dtype, compile=self.cfg.compile)
+        cfg = self.cfg
+        return Pipeline.from_pretrained(ref, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile, **cfg.parts(ref))
 
     def _with_folders(self, load):
         """`load`, giving each pipeline the LoRA folder its prompts' `<lora:NAME:W>` tags name files of."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latentdiff.errors import UsageError
+from latentdiff.formats.transformer_tables import SUPPORTED
+from latentdiff.runtime.offload import MODES as OFFLOAD_MODES
 
 # A body is read into memory whole (and its pictures decoded): 1 GiB is far above any request of
 # ours (a 4096 px picture and mask as uncompressed PNG, base64: about 90 MB). A budget of weights
@@ -41,6 +43,9 @@ class ServeConfig:
     embedding_dir: str | None = None  # embeddings a prompt writes by file name, added to each model before a job
     vae_dir: str | None = None  # VAE files or folders the sd_vae setting names
     a1111_pixels: str = "on"  # on: /sdapi/v1 txt2img runs A1111's own path where it can (its pixels)
+    components: str | None = None  # a transformer file --model's text encoders, tokenizers and VAE (generate's)
+    text_encoders: tuple = ()  # text encoder files put in place of the default model's (generate's --text-encoder)
+    offload: str = "none"  # none, model, sequential (generate's --offload), for every model served
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -65,6 +70,31 @@ class ServeConfig:
                 raise UsageError(f"--{flag.replace('_', '-')}-dir {given} is not a directory")
         if self.a1111_pixels not in ("on", "off"):
             raise UsageError(f"--a1111-pixels must be on or off, got {self.a1111_pixels!r}")
+        self._check_parts()
+
+    def _check_parts(self) -> None:
+        """--components and --text-encoder complete the default model (a transformer file), as generate's do."""
+        if self.offload not in OFFLOAD_MODES:
+            raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
+        if self.components is not None:
+            if self.model is None or not Path(self.model).expanduser().is_file():
+                raise UsageError(
+                    f"--components is for a transformer file as --model ({SUPPORTED}); {self.model} is none"
+                )
+            if not Path(self.components).expanduser().is_dir():
+                raise UsageError(f"--components {self.components}: no such folder")
+        for f in self.text_encoders:
+            if not Path(f).expanduser().is_file():
+                raise UsageError(f"--text-encoder {f}: no such file")
+
+    def parts(self, ref) -> dict:
+        """What Pipeline.from_pretrained takes beside the reference: the parts of the default model, the offload."""
+        own = ref == self.model
+        return dict(
+            components=self.components if own else None,
+            text_encoders=list(self.text_encoders) if own else [],
+            offload=self.offload,
+        )
 
     def control_dir(self) -> Path | None:
         """The folder of control models requests may name: --controlnet-dir, else a `controlnet/`

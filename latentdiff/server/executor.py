@@ -116,10 +116,10 @@ def vae_swapped(pipe, path: str | None, cache: dict):
 @contextmanager
 def cancel_points(pipe, cancel):
     """While the block runs, a set `cancel` event stops the UNet before its next block (down, mid
-    or up), so a cancel takes a fraction of a step instead of the rest of it. A compiled UNet is
-    one traced graph that hooks cannot enter: there the step callback stops after the step."""
-    unet = pipe.components.unet
-    blocks = [] if pipe.compiled else [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+    or up; a transformer's: each of its block lists' blocks), so a cancel takes a fraction of a step
+    instead of the rest of it. A compiled UNet is one traced graph that hooks cannot enter: there the
+    step callback stops after the step."""
+    blocks = [] if pipe.compiled else _blocks(pipe.components.unet)
 
     def check(module, args):
         if cancel.is_set():
@@ -131,6 +131,14 @@ def cancel_points(pipe, cancel):
     finally:
         for h in handles:
             h.remove()
+
+
+def _blocks(denoiser) -> list:
+    """A UNet's down, mid and up blocks; a transformer's blocks (those of its top-level ModuleLists)."""
+    if hasattr(denoiser, "down_blocks"):
+        return [*denoiser.down_blocks, denoiser.mid_block, *denoiser.up_blocks]
+    lists = [m for m in denoiser.children() if type(m).__name__ == "ModuleList"]
+    return [block for blocks in lists for block in blocks]
 
 
 def size_warning(native: int, width: int | None, height: int | None) -> str | None:

@@ -88,5 +88,5 @@ def test_a_flux2_single_file_is_named_from_its_tensors():
         "single_blocks.0.linear1.weight",
     ]
     diffusers = ["transformer_blocks.0.attn.to_q.weight", "single_stream_modulation.linear.weight"]
-    assert describe(bfl) == describe(diffusers) == "FLUX.2"
+    assert describe(bfl) == describe(diffusers) == "a FLUX.2 transformer"
     assert describe(["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"]) == "Flux"

@@ -337,9 +337,10 @@ def test_a_unet_tensor_without_an_original_name_is_one_model_error():
 @pytest.mark.parametrize(
     "keys, what",
     [
-        (["transformer_blocks.0.img_mod.1.weight", "txt_norm.weight", "img_in.weight"], "a Qwen-Image single file"),
+        (["transformer_blocks.0.img_mod.1.weight", "txt_norm.weight", "img_in.weight"], "a Qwen-Image transformer"),
         (["model.diffusion_model.cap_embedder.0.weight", "context_refiner.0.attention.to_q.weight"], "a Z-Image"),
         (["double_blocks.0.img_mod.lin.weight", "single_blocks.0.linear1.weight"], "Flux"),
+        (["double_blocks.0.img_attn.qkv.weight", "distilled_guidance_layer.in_proj.weight"], "a Chroma transformer"),
     ],
 )
 def test_transformer_single_files_are_named(keys, what):

@@ -168,14 +168,12 @@ def test_detection_of_each_layout(folders, tmp_path):
     save_file({"model.diffusion_model." + k: v for k, v in sd3.items()}, str(tmp_path / "whole.safetensors"))
     save_file(sd3, str(tmp_path / "alone.safetensors"))
     assert transformer_family(tmp_path / "whole.safetensors") == transformer_family(tmp_path / "alone.safetensors")
-    assert transformer_family(write_gguf(tmp_path / "q.gguf", "flux", {"img_in.weight": torch.ones(4, 32)})) == "flux"
-    flux2 = {
-        "double_blocks.0.img_attn.qkv.weight": torch.ones(6, 2),
-        "double_stream_modulation_img.lin.weight": torch.ones(2, 2),
-    }
-    save_file(flux2, str(tmp_path / "flux2.safetensors"))
-    with pytest.raises(ModelError, match="FLUX.2 transformer.*supported.*Flux.1, SD 3/3.5"):
-        transformer_family(tmp_path / "flux2.safetensors")
+    flux = {"img_in.weight": torch.ones(4, 32), "double_blocks.0.img_attn.qkv.weight": torch.ones(6, 32)}
+    assert transformer_family(write_gguf(tmp_path / "q.gguf", "flux", flux)) == "flux"
+    qwen21 = {"txt_in.text_norm.weight": torch.ones(2), "transformer_blocks.0.img_mod.1.weight": torch.ones(6, 2)}
+    save_file(qwen21, str(tmp_path / "qwen21.safetensors"))
+    with pytest.raises(ModelError, match="Qwen-Image 2.1 transformer.*supported.*Flux.1, SD 3/3.5, Chroma"):
+        transformer_family(tmp_path / "qwen21.safetensors")
 
 
 def _refused(run_main, tmp_path, *args):
@@ -198,11 +196,14 @@ def test_bad_transformer_files_are_one_line(folders, tmp_path, run_main):
     err = _refused(run_main, tmp_path, "--model", f, "--components", folders["sd3.5-medium"])
     assert "holds SD 3/3.5" in err
     err = _refused(run_main, tmp_path, "--model", folders["sd3.5-medium"], "--components", folders["sd3.5-medium"])
-    assert "--components is for a Flux.1 or SD 3/3.5 transformer file" in err
+    assert "--components is for a transformer file as --model" in err
     comfy = tmp_path / "models"
     (comfy / "text_encoders").mkdir(parents=True)
     err = _refused(run_main, tmp_path, "--model", f, "--components", comfy)
-    assert "ComfyUI's models folder" in err and "--text-encoder FILE" in err
+    assert "holds no CLIP-L file" in err and "--text-encoder FILE" in err
+    sd3 = save_transformer_file(_pipe(folders["sd3.5-medium"]).components.unet, tmp_path / "sd3.safetensors")
+    err = _refused(run_main, tmp_path, "--model", sd3, "--components", comfy)
+    assert "ComfyUI's models folder, which serves Flux.1, Chroma, Z-Image" in err
     wan = write_gguf(tmp_path / "wan.gguf", "wan", {"blocks.0.weight": torch.ones(4, 32)})
     err = _refused(run_main, tmp_path, "--model", wan, "--components", folders["flux-dev"])
     assert "architecture 'wan'" in err and "flux, sd3" in err

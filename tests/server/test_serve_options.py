@@ -40,6 +40,9 @@ def ram(monkeypatch):
         (dict(embedding_dir="/nonexistent/e"), "--embedding-dir /nonexistent/e is not a directory"),
         (dict(vae_dir="/nonexistent/vae"), "--vae-dir /nonexistent/vae is not a directory"),
         (dict(a1111_pixels="maybe"), "--a1111-pixels must be on or off"),
+        (dict(components="/nonexistent/models"), "--components is for a transformer file as --model"),
+        (dict(offload="gpu"), "--offload must be one of none, model, sequential"),
+        (dict(text_encoders=("/nonexistent/t5.safetensors",)), "--text-encoder /nonexistent/t5.safetensors: no such"),
     ],
 )
 def test_serve_options_are_bounded(tmp_path, ram, bad, words):
