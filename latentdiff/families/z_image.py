@@ -13,7 +13,7 @@ import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.families.base import diffusers_pipeline
-from latentdiff.families.flow import PackedFlowMatching, calculate_shift
+from latentdiff.families.flow import ATTENTION_TARGETS, PackedFlowMatching, calculate_shift
 from latentdiff.families.qwen_image import ChatConditioning
 from latentdiff.families.qwen_tiny import tiny_z_image, z_image_index
 from latentdiff.sampling.model_call import Inputs
@@ -64,6 +64,7 @@ class ZImage(PackedFlowMatching):
     variants = ("z-image",)
     transformer_class = "ZImageTransformer2DModel"
     marks = ("all_patch_size", "cap_feat_dim")
+    lora_targets = ATTENTION_TARGETS
 
     def conditioning(self, components):
         return Qwen3Conditioning(components, MAX_SEQUENCE_LENGTH)
