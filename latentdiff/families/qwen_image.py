@@ -116,7 +116,7 @@ class QwenCall:
         self.dtype = transformer.dtype
 
     @staticmethod
-    def rescale(guided: torch.Tensor, eps_c: torch.Tensor) -> torch.Tensor:
+    def rescale(guided: torch.Tensor, eps_c: torch.Tensor, t=None) -> torch.Tensor:
         """The guided prediction scaled to the conditional's norm over each packed token's features."""
         h, w = guided.shape[-2:]
         g, c = pack(guided), pack(eps_c)
