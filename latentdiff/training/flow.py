@@ -11,7 +11,8 @@ from the step's generator (objective.step_generator), so resume is exact.
 
 The LoRA file is the one those scripts write (peft keys under `transformer.`, through the family's
 diffusers pipeline's save_lora_weights), so FluxPipeline / StableDiffusion3Pipeline / ChromaPipeline /
-QwenImagePipeline / ZImagePipeline's load_lora_weights read it.
+QwenImagePipeline / ZImagePipeline's load_lora_weights read it; for Flux.1 also kohya's layout
+(formats/lora_flux_kohya.py), which ComfyUI and Forge load.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def check_flow(cfg, model) -> None:
     """Refuse, in one line, what `finetune` cannot do on `model` (loaded components, or a folder's configs
     seen as them: `folder_view`): flow options on a UNet model; on a transformer family, anything but
     --method lora on a family with `lora_targets`, DDPM's options, text-encoder training, the kohya
-    file layout, --guidance where the model embeds none; Flux Fill and Kontext (they take images)."""
+    file layout but on Flux.1, --guidance where the model embeds none; Flux Fill and Kontext (they take images)."""
     family = family_of(model)
     if not isinstance(family, FlowMatching):
         given = _flags(n for n in FLOW_ONLY if getattr(cfg, n) is not None)
@@ -76,13 +77,18 @@ def check_flow(cfg, model) -> None:
             raise UsageError(f"{_flags([name])[0]} is for DDPM models; {where} use {instead}")
     if cfg.train_text_encoder:
         raise UsageError(f"--train-text-encoder {where} is not supported yet (the transformer's LoRA trains alone)")
-    if cfg.lora_format == "kohya":
-        raise UsageError(f"--lora-format kohya {where} is not written yet; use --lora-format diffusers")
+    if cfg.lora_format == "kohya" and not writes_kohya(model):
+        raise UsageError(f"--lora-format kohya {where} is not written yet (Flux.1's is); use --lora-format diffusers")
     variant = family.variant(model)
     if variant in ("flux-fill", "flux-kontext"):
         raise UsageError(f"finetune does not train {variant} models yet (they take an image input)")
     if cfg.guidance is not None and family.guidance(model, cfg.guidance)[1] is None:
         raise UsageError(f"--guidance is the distilled guidance Flux.1 dev embeds; {variant} models embed none")
+
+
+def writes_kohya(components) -> bool:
+    """Whether a LoRA run on the model writes kohya's layout too (formats/lora_flux_kohya.py: Flux.1's)."""
+    return family_of(components).name == "flux"
 
 
 def _flags(names) -> list[str]:

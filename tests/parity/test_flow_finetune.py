@@ -52,7 +52,8 @@ def test_lora_learns_and_loads_in_diffusers_with_our_pixels(
     out = finetune(run)
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert np.mean(losses[-3:]) < 0.97 * np.mean(losses[:3]), losses
-    assert sorted(p.name for p in out.glob("*.safetensors")) == ["pytorch_lora_weights.safetensors"]
+    written = sorted(p.name for p in out.glob("*.safetensors"))  # Flux.1: kohya's layout too (test_flux_kohya_out.py)
+    assert "pytorch_lora_weights.safetensors" in written and len(written) == (2 if variant == "flux-dev" else 1)
 
     ref = reference(base, cls_name)
     ref.load_lora_weights(str(out))
