@@ -43,6 +43,11 @@ class FlowMatching(Family):
             return named == self.transformer_class
         return all(k in unet for k in self.marks) and not any(k in unet for k in self.unmarks)
 
+    def lora_layers(self, components) -> list[str]:
+        """The peft target names of a LoRA run on this model (`lora_targets`, model-dependent where a name
+        alone would also match a layer list)."""
+        return list(self.lora_targets)
+
     def check_scheduler(self, name: str | None) -> None:
         if name is not None:
             raise UsageError(

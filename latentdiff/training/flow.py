@@ -49,7 +49,7 @@ def flow_family(components) -> FlowMatching | None:
 def lora_targets(components) -> list[str]:
     """The denoiser's layers a LoRA run adapts: a transformer family's own, else the UNet's attention."""
     family = flow_family(components)
-    return list(family.lora_targets) if family else UNET_TARGETS
+    return family.lora_layers(components) if family else UNET_TARGETS
 
 
 def check_flow(cfg, model) -> None:
