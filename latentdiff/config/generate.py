@@ -23,7 +23,7 @@ from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
 # The recorded parameters a --from replay takes under their own names.
 RECORDED_AS_IS = ("model", "steps", "guidance", "seed", "width", "height", "scheduler", "eta", "s_noise", "refiner")
 RECORDED_AS_IS += ("vae", "components", "refiner_start", "clip_skip", "lora_dir", "variations", "noise_level")
-RECORDED_AS_IS += ("prior", "prior_steps", "prior_guidance")
+RECORDED_AS_IS += ("prior", "prior_steps", "prior_guidance", "cfg_normalization", "cfg_truncation")
 STEPS_HELP = f"denoising steps (default: the model's recommendation, else 25; with --scheduler {MIN_STEPS})"
 
 
@@ -46,6 +46,10 @@ class GenerateConfig:
     """negative prompt (default: empty)"""
     true_cfg: float = 1.0
     """a guidance-distilled model's (Flux dev's) true CFG scale with --negative; --guidance is then embedded (default: 1, off)"""
+    cfg_normalization: float = 0.0
+    """Z-Image: cap the guided prediction's norm at this many conditional norms (default: 0, off)"""
+    cfg_truncation: float = 1.0
+    """Z-Image: stop guiding once this fraction of the denoising is done (default: 1, off)"""
     seed: int | None = field(
         default=0,
         metadata=flag(
@@ -283,13 +287,8 @@ class GenerateConfig:
                 flags.update({k: params[k] for k in ("model", "vae") if k in flags})
             notes = params.pop("notes", [])  # an A1111 image: what does not carry over
             recorded_device = None if values.get("dtype") else params.get("device")
-            cfg = cls.from_image(
-                params,
-                values["from_image"],
-                **flags,
-                prompts=prompts or None,
-                image_options=image_options(image_flags, params),
-            )
+            options = image_options(image_flags, params)
+            cfg = cls.from_image(params, values["from_image"], **flags, prompts=prompts or None, image_options=options)
             for text in notes:  # once its values are checked: a refusal stays one line
                 note(text)
         else:

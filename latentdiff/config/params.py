@@ -37,6 +37,7 @@ MAX_STEPS = 10_000  # also bounded by the model's training timesteps (see check_
 MAX_SIDE = 16_384  # pixels; the memory estimate (resources.py) usually refuses far less
 MAX_IMAGES = 10_000  # per prompt and call
 MAX_GUIDANCE = 100.0
+CFG_OPTIONS = {"cfg_normalization": (0.0, 0.0, MAX_GUIDANCE), "cfg_truncation": (1.0, 0.0, 1.0)}  # (off, lo, hi)
 MAX_PROMPT_CHARS = 10_000  # ~2,500 CLIP tokens, 33 chunks of 75
 MAX_PATH_CHARS = 4096
 MAX_CLIP_SKIP = 64  # more than any CLIP encoder's layers
@@ -211,6 +212,12 @@ def true_cfg(label: Label, value) -> float:
     return real(label, "true_cfg", value, 1.0, MAX_GUIDANCE)
 
 
+def cfg_option(label: Label, name: str, value) -> float:
+    """Z-Image's CFG normalisation (0: off; else the guided norm's cap in conditional norms) or truncation (1: off)."""
+    off, lo, hi = CFG_OPTIONS[name]
+    return real(label, name, off if value is None else value, lo, hi)
+
+
 def num_images(label: Label, value) -> int:
     return whole(label, "num_images", value, 1, MAX_IMAGES)
 
@@ -257,6 +264,7 @@ FIELDS = {
     "steps": _optional(lambda label, name, v: steps(label, v)),
     "guidance": _optional(lambda label, name, v: guidance(label, v)),
     "true_cfg": lambda label, name, v: true_cfg(label, 1.0 if v is None else v),
+    **dict.fromkeys(CFG_OPTIONS, cfg_option),
     "negative": lambda label, name, v: text(label, name, "" if v is None else v),
     "seed": _optional(lambda label, name, v: seed(label, v)),
     "width": _optional(size),

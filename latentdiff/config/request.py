@@ -63,6 +63,12 @@ class Request:
     true_cfg: float = 1.0
     """A guidance-distilled model's (Flux dev's) true classifier-free guidance scale, with the negative
     prompt (diffusers' true_cfg_scale); 1.0: off. `guidance` is then the scale it embeds."""
+    cfg_normalization: float = 0.0
+    """Z-Image's CFG normalisation (ZImagePipeline's cfg_normalization): the guided prediction's norm capped
+    at this many times the conditional's; 0: off."""
+    cfg_truncation: float = 1.0
+    """Z-Image's CFG truncation (ZImagePipeline's cfg_truncation): unguided steps once 1 - t/1000 passes it;
+    1: off."""
     a1111: NoiseRequest | None = None
     """A1111's noise (rng, variation seed and strength, seed resize, ENSD) and with it A1111's own
     sampling path (sampling/a1111.py); None: diffusers' schedulers and noise."""

@@ -12,7 +12,7 @@ fields: unet, vae, text_encoder[_2|_3], tokenizer[_2|_3], scheduler_config, inde
 
 from __future__ import annotations
 
-from latentdiff.errors import ModelError
+from latentdiff.errors import ModelError, UsageError
 
 
 class Family:
@@ -70,6 +70,16 @@ class Family:
         for a request's `guidance` and `true_cfg`: CFG families guide in the loop; a
         guidance-distilled one embeds `guidance` and guides in the loop only with `true_cfg`."""
         return guidance, None
+
+    def guide_options(self, normalization: float = 0.0, truncation: float = 1.0) -> dict:
+        """The denoiser's keyword options for a request's CFG normalisation (0: off) and truncation (1: off),
+        where the family's pipeline has them (Z-Image); elsewhere anything but off is one line."""
+        if (normalization, truncation) != (0.0, 1.0):
+            raise UsageError(
+                f"cfg_normalization and cfg_truncation are Z-Image's guidance options (ZImagePipeline's); "
+                f"{self.label} models take neither (leave them at 0 and 1)"
+            )
+        return {}
 
     def set_timesteps(self, scheduler, steps: int, size: tuple[int, int], factor: int) -> None:
         """Set `scheduler` for `steps` steps of an image of `size` (w, h) pixels, `factor` pixels a

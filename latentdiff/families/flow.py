@@ -6,9 +6,13 @@ image's token count where the scheduler config asks for a dynamic shift."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.families.base import Family
+
+# The attention layers diffusers' train_dreambooth_lora_qwen_image.py and _z_image.py adapt by default.
+ATTENTION_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
 
 
 def calculate_shift(seq_len: int, config, max_shift: float = 1.15) -> float:
@@ -38,6 +42,11 @@ class FlowMatching(Family):
         if named is not None:
             return named == self.transformer_class
         return all(k in unet for k in self.marks) and not any(k in unet for k in self.unmarks)
+
+    def lora_layers(self, components) -> list[str]:
+        """The peft target names of a LoRA run on this model (`lora_targets`, model-dependent where a name
+        alone would also match a layer list)."""
+        return list(self.lora_targets)
 
     def check_scheduler(self, name: str | None) -> None:
         if name is not None:
@@ -87,3 +96,32 @@ class PackedFlowMatching(FlowMatching):
 
     def native_size(self, components, factor: int) -> int:
         return self.DEFAULT_SAMPLE_SIZE * factor
+
+
+class CaptionCache:
+    """What a transformer family's prompt encoder gives the trainer (training/batches.py): each caption's
+    context encoded once by the frozen encoders, and a batch's context from them. Needs `embed(texts)`
+    returning a context with `cat`, `to` and row slicing."""
+
+    @torch.no_grad()
+    def embed_each(self, texts: list[str], batch: int = 16) -> dict:
+        """{text: its own context row, on the CPU} for each of `texts` and the empty text (each row as its
+        chunk encoded it: Flux's at the full padded length, Qwen's padded and masked)."""
+        texts = sorted(set(texts) | {""})
+        out = {}
+        for i in range(0, len(texts), batch):
+            chunk = texts[i : i + batch]
+            context = self.embed(chunk).to(device="cpu")
+            out.update({t: context[k : k + 1] for k, t in enumerate(chunk)})
+        return out
+
+    def training_context(self, texts: list[str], size_ids=None, cached=None, grad=False, device=None):
+        """A training batch's conditioning: its captions' `cached` rows (`embed_each`) or, uncached, the
+        captions encoded now; the encoders stay frozen (training/flow.py refuses to train them)."""
+        if cached is None:
+            with torch.no_grad():
+                return self.embed(texts).to(device=device)
+        context = cached[texts[0]]
+        for t in texts[1:]:
+            context = context.cat(cached[t])
+        return context.to(device=device)

@@ -17,7 +17,7 @@ import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.families.base import diffusers_pipeline
-from latentdiff.families.flow import PackedFlowMatching
+from latentdiff.families.flow import CaptionCache, PackedFlowMatching
 from latentdiff.families.flux_tiny import flux_index, tiny_flux
 from latentdiff.runtime.device import notice
 from latentdiff.runtime.offload import execution_device
@@ -70,7 +70,7 @@ class FluxContext:
         return self._parts(None, lambda a, _: a[rows])
 
 
-class FluxConditioning:
+class FluxConditioning(CaptionCache):
     """Prompts -> FluxContext, as FluxPipeline.encode_prompt: CLIP-L's pooler output of the prompt
     cut to its tokenizer's window, T5's last hidden states of the prompt padded (and cut) to
     `max_sequence_length` tokens. Prompt text is taken as it is (no A1111 emphasis: Flux's encoders
@@ -115,29 +115,6 @@ class FluxConditioning:
 
     def unused_modules(self) -> list:
         return []
-
-    @torch.no_grad()
-    def embed_each(self, texts: list[str], batch: int = 16) -> dict[str, FluxContext]:
-        """{text: its own FluxContext row, on the CPU} for each of `texts` and the empty text: a
-        training run's captions, encoded once by the frozen encoders (each row is the full padded length)."""
-        texts = sorted(set(texts) | {""})
-        out = {}
-        for i in range(0, len(texts), batch):
-            chunk = texts[i : i + batch]
-            context = self.embed(chunk).to(device="cpu")
-            out.update({t: context[k : k + 1] for k, t in enumerate(chunk)})
-        return out
-
-    def training_context(self, texts: list[str], size_ids=None, cached=None, grad=False, device=None) -> FluxContext:
-        """A training batch's conditioning: its captions' `cached` rows (`embed_each`) or, uncached, the
-        captions encoded now; the encoders stay frozen (training/flow.py refuses to train them)."""
-        if cached is None:
-            with torch.no_grad():
-                return self.embed(texts).to(device=device)
-        context = cached[texts[0]]
-        for t in texts[1:]:
-            context = context.cat(cached[t])
-        return context.to(device=device)
 
 
 def pack(x: torch.Tensor) -> torch.Tensor:

@@ -112,7 +112,13 @@ class Flux2Call:
 class Flux2(Flux):
     name, label = "flux2", "FLUX.2"
     variants = ("flux2-klein",)
-    lora_targets = ()  # finetune does not train FLUX.2 yet
+    # diffusers' train_dreambooth_lora_flux2_klein.py's default layers: both streams' attention, the single blocks'
+    # fused input and (by index: `to_out` alone would name the double blocks' output list) their output.
+    lora_targets = ("to_k", "to_q", "to_v", "to_out.0", "to_qkv_mlp_proj")
+
+    def lora_layers(self, components) -> list[str]:
+        singles = components.unet.config.num_single_layers
+        return [*self.lora_targets, *(f"single_transformer_blocks.{i}.attn.to_out" for i in range(singles))]
 
     def matches(self, unet: dict, vae: dict, index: dict) -> bool:
         # Flux2Transformer2DModel's config: 4 rotary axes and one timestep-and-guidance width (Flux.1 has 3 and none).

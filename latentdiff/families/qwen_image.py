@@ -10,13 +10,14 @@ The loop sees ordinary (B, C, h, w) latents; the model call packs them (families
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.families.base import diffusers_pipeline
-from latentdiff.families.flow import PackedFlowMatching
+from latentdiff.families.flow import ATTENTION_TARGETS, CaptionCache, PackedFlowMatching
 from latentdiff.families.flux import pack, unpack
 from latentdiff.families.frame_vae import FrameVAE
 from latentdiff.families.qwen_tiny import qwen_image_index, tiny_qwen_image
@@ -62,7 +63,7 @@ class MaskedContext:
         return MaskedContext(self.hidden[rows], self.mask[rows])
 
 
-class ChatConditioning:
+class ChatConditioning(CaptionCache):
     """Prompts -> MaskedContext: each prompt in a chat `frame`, the text model's hidden states
     (`layer` from the end) of its tokens, the frame's first `drop` tokens dropped, padding cut."""
 
@@ -115,7 +116,7 @@ class QwenCall:
         self.dtype = transformer.dtype
 
     @staticmethod
-    def rescale(guided: torch.Tensor, eps_c: torch.Tensor) -> torch.Tensor:
+    def rescale(guided: torch.Tensor, eps_c: torch.Tensor, t=None) -> torch.Tensor:
         """The guided prediction scaled to the conditional's norm over each packed token's features."""
         h, w = guided.shape[-2:]
         g, c = pack(guided), pack(eps_c)
@@ -144,6 +145,7 @@ class QwenImage(PackedFlowMatching):
     transformer_class = "QwenImageTransformer2DModel"
     # rotary axes and a text width but, unlike Flux's, no pooled text projection
     marks, unmarks = ("axes_dims_rope", "joint_attention_dim"), ("pooled_projection_dim",)
+    lora_targets = ATTENTION_TARGETS
 
     def conditioning(self, components):
         return ChatConditioning(components)
@@ -161,8 +163,10 @@ class QwenImage(PackedFlowMatching):
         return {"steps": 50, "guidance": 4.0}  # QwenImagePipeline's defaults
 
     def lora_host(self, components, scheduler):
-        """QwenImagePipeline's loader reads diffusers/peft files and the community layouts it converts."""
-        return diffusers_pipeline("QwenImagePipeline", components, scheduler)
+        """QwenImagePipeline's loader reads diffusers/peft files and the community layouts it converts (around
+        the video VAE itself: the pipeline reads its config)."""
+        vae = components.vae.vae if isinstance(components.vae, FrameVAE) else components.vae
+        return diffusers_pipeline("QwenImagePipeline", dataclasses.replace(components, vae=vae), scheduler)
 
     def model_index(self, components, index: dict) -> dict:
         return qwen_image_index(index)

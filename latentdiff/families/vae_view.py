@@ -28,6 +28,11 @@ class _Posterior:
     def mean(self) -> torch.Tensor:
         return self.mode()
 
+    @property
+    def std(self) -> torch.Tensor:
+        """The spread in the loop's space (the maps are affine: the image of mean + std less the mean's)."""
+        return self.to_loop(self.dist.mean + self.dist.std) - self.mean
+
 
 class VAEView(torch.nn.Module):
     def __init__(self, vae, config):

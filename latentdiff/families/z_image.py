@@ -13,7 +13,7 @@ import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.families.base import diffusers_pipeline
-from latentdiff.families.flow import PackedFlowMatching, calculate_shift
+from latentdiff.families.flow import ATTENTION_TARGETS, PackedFlowMatching, calculate_shift
 from latentdiff.families.qwen_image import ChatConditioning
 from latentdiff.families.qwen_tiny import tiny_z_image, z_image_index
 from latentdiff.sampling.model_call import Inputs
@@ -41,11 +41,24 @@ class Qwen3Conditioning(ChatConditioning):
 
 class ZImageCall:
     """A ZImageTransformer2DModel as a Denoiser: each image a one-frame (C, 1, h, w) latent with its
-    own unpadded text tokens, the time as 1 - t/1000, the prediction negated."""
+    own unpadded text tokens, the time as 1 - t/1000, the prediction negated. `rescale` is ZImagePipeline's
+    CFG normalisation (`normalization` > 0: the guided prediction's norm capped at that many times the
+    conditional's, per image) and truncation (unguided where 1 - t/1000 passes `truncation`)."""
 
-    def __init__(self, transformer):
+    def __init__(self, transformer, normalization: float = 0.0, truncation: float = 1.0):
         self.transformer = transformer
         self.dtype = transformer.dtype
+        self.normalization, self.truncation = normalization, truncation
+
+    def rescale(self, guided: torch.Tensor, eps_c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if ((1000 - t.float()) / 1000).item() > self.truncation:  # in fp32, as ZImagePipeline's t_norms
+            return eps_c
+        if self.normalization <= 0:
+            return guided
+        cap = torch.linalg.vector_norm(eps_c.flatten(1), dim=1) * self.normalization
+        norm = torch.linalg.vector_norm(guided.flatten(1), dim=1)
+        scale = torch.where(norm > cap, cap / norm, torch.ones_like(norm))
+        return guided * scale.view(-1, *[1] * (guided.dim() - 1))
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, inputs: Inputs) -> torch.Tensor:
         if inputs.channels is not None or inputs.residuals or inputs.tokens:
@@ -64,6 +77,7 @@ class ZImage(PackedFlowMatching):
     variants = ("z-image",)
     transformer_class = "ZImageTransformer2DModel"
     marks = ("all_patch_size", "cap_feat_dim")
+    lora_targets = ATTENTION_TARGETS
 
     def conditioning(self, components):
         return Qwen3Conditioning(components, MAX_SEQUENCE_LENGTH)
@@ -73,8 +87,16 @@ class ZImage(PackedFlowMatching):
         self.refuse_true_cfg(true_cfg, "ZImagePipeline's guidance_scale")
         return guidance + 1.0, None
 
-    def denoiser(self, components, guidance: float | None = None):
-        return ZImageCall(components.unet)
+    def denoiser(self, components, guidance: float | None = None, **options):
+        return ZImageCall(components.unet, **options)
+
+    def guide_options(self, normalization: float = 0.0, truncation: float = 1.0) -> dict:
+        """ZImagePipeline's cfg_normalization and cfg_truncation (the model card's CFG settings of Z-Image base)."""
+        return (
+            {}
+            if (normalization, truncation) == (0.0, 1.0)
+            else {"normalization": normalization, "truncation": truncation}
+        )
 
     def set_timesteps(self, scheduler, steps: int, size: tuple[int, int], factor: int) -> None:
         """ZImagePipeline's schedule: sigmas 1 .. 1/steps (in fp32), the scheduler's shift (mu of

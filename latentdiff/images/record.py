@@ -60,6 +60,8 @@ def _guidance(pipe, request) -> dict:
     return {
         **({"guidance_embedded": True} if embedded else {}),
         **({"true_cfg": request.true_cfg} if request.true_cfg != 1.0 else {}),
+        **({"cfg_normalization": request.cfg_normalization} if request.cfg_normalization else {}),
+        **({"cfg_truncation": request.cfg_truncation} if request.cfg_truncation != 1.0 else {}),
     }
 
 

@@ -75,13 +75,13 @@ def denoise(
     timesteps = scheduler.timesteps[start:end]
     model_timesteps = timesteps.to(latents.device)
     total = len(timesteps)
-    rescale = getattr(model, "rescale", None)  # a model's correction of its guided prediction (Qwen-Image)
+    rescale = getattr(model, "rescale", None)  # a model's correction of its guided prediction (Qwen-Image, Z-Image)
     for i, t in enumerate(progress(timesteps)):
         x = inputs.rows(latents)  # CFG: the unconditional rows, then the conditional
         if scale is not None:  # flow-matching schedulers take the latents as they are
             x = scale(x, t)
         # Latents and scheduler arithmetic stay fp32; only the model runs in low precision.
-        eps = inputs.guide(model(x.to(dtype), model_timesteps[i], inputs.at(i)).float(), guidance, rescale)
+        eps = inputs.guide(model(x.to(dtype), model_timesteps[i], inputs.at(i)).float(), guidance, rescale, t)
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
         if blend is not None:
             latents = blend(latents, i)

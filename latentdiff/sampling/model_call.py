@@ -188,18 +188,18 @@ class Inputs:
         cond = latents if self.mix is None else latents[torch.tensor(_images(self.mix))]
         return torch.cat([latents, cond]) if self.guided else cond
 
-    def guide(self, eps: torch.Tensor, guidance: float, rescale: Callable | None = None) -> torch.Tensor:
+    def guide(self, eps: torch.Tensor, guidance: float, rescale: Callable | None = None, t=None) -> torch.Tensor:
         """Classifier-free guidance over the rows' predictions: eps_u + g (eps_c - eps_u), or with a
         mix eps_u + g sum_j w_j (eps_j - eps_u) (A1111's `combine_denoised`; unguided, an image's
         first row stands in for eps_u, as A1111 does where it skips the unconditional half).
-        `rescale(guided, eps_c)`: the model's own correction of a guided prediction (Qwen-Image's
-        norm rescaling), on the plain guided batch."""
+        `rescale(guided, eps_c, t)`: the model's own correction of a guided prediction at timestep `t`
+        (Qwen-Image's norm rescaling, Z-Image's normalisation and truncation), on the plain guided batch."""
         if self.mix is None:
             if not self.guided:
                 return eps
             eps_u, eps_c = eps.chunk(2)
             guided = eps_u + guidance * (eps_c - eps_u)
-            return guided if rescale is None else rescale(guided, eps_c)
+            return guided if rescale is None else rescale(guided, eps_c, t)
         n = len(self.mix)
         eps_c = eps[n:] if self.guided else eps
         eps_u = eps[:n] if self.guided else eps_c[torch.tensor([pairs[0][0] for pairs in self.mix])]

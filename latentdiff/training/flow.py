@@ -1,17 +1,18 @@
-"""LoRA fine-tuning of the flow-matching transformer families (Flux.1, SD 3/3.5, Chroma), as diffusers'
-train_dreambooth_lora_flux.py and train_dreambooth_lora_sd3.py train them (Chroma as Flux.1).
+"""LoRA fine-tuning of the flow-matching transformer families (Flux.1, SD 3/3.5, Chroma, Qwen-Image, Z-Image), as
+diffusers' train_dreambooth_lora_flux.py, _sd3.py, _qwen_image.py and _z_image.py train them (Chroma as Flux.1).
 
 The objective (rectified flow; Esser et al. 2024, the SD3 paper): x_t = (1 - s) x_0 + s n at a noise
 level s drawn per sample by the weighting scheme (uniform, logit-normal, mode) from the model
 scheduler's training table (shifted where the scheduler has a fixed shift), and the MSE of the
 family's model call against the velocity n - x_0, optionally weighted (sigma_sqrt, cosmap). The model
 call is the family's own Denoiser, the one generation uses (Flux.1 dev embeds --guidance), and the
-conditioning is the family's own (families/flux.py's FluxConditioning.embed_each). Every draw comes
+conditioning is the family's own (families/flow.py's CaptionCache.embed_each). Every draw comes
 from the step's generator (objective.step_generator), so resume is exact.
 
 The LoRA file is the one those scripts write (peft keys under `transformer.`, through the family's
-diffusers pipeline's save_lora_weights), so FluxPipeline / StableDiffusion3Pipeline / ChromaPipeline's
-load_lora_weights read it.
+diffusers pipeline's save_lora_weights), so FluxPipeline / StableDiffusion3Pipeline / ChromaPipeline /
+QwenImagePipeline / ZImagePipeline's load_lora_weights read it; for Flux.1 also kohya's layout
+(formats/lora_flux_kohya.py), which ComfyUI and Forge load.
 """
 
 from __future__ import annotations
@@ -48,14 +49,14 @@ def flow_family(components) -> FlowMatching | None:
 def lora_targets(components) -> list[str]:
     """The denoiser's layers a LoRA run adapts: a transformer family's own, else the UNet's attention."""
     family = flow_family(components)
-    return list(family.lora_targets) if family else UNET_TARGETS
+    return family.lora_layers(components) if family else UNET_TARGETS
 
 
 def check_flow(cfg, model) -> None:
     """Refuse, in one line, what `finetune` cannot do on `model` (loaded components, or a folder's configs
     seen as them: `folder_view`): flow options on a UNet model; on a transformer family, anything but
-    --method lora on Flux.1 (dev, schnell), SD 3/3.5 and Chroma, DDPM's options, text-encoder training, the kohya
-    file layout, --guidance where the model embeds none; Flux Fill and Kontext (they take images)."""
+    --method lora on a family with `lora_targets`, DDPM's options, text-encoder training, the kohya
+    file layout but on Flux.1, --guidance where the model embeds none; Flux Fill and Kontext (they take images)."""
     family = family_of(model)
     if not isinstance(family, FlowMatching):
         given = _flags(n for n in FLOW_ONLY if getattr(cfg, n) is not None)
@@ -76,13 +77,18 @@ def check_flow(cfg, model) -> None:
             raise UsageError(f"{_flags([name])[0]} is for DDPM models; {where} use {instead}")
     if cfg.train_text_encoder:
         raise UsageError(f"--train-text-encoder {where} is not supported yet (the transformer's LoRA trains alone)")
-    if cfg.lora_format == "kohya":
-        raise UsageError(f"--lora-format kohya {where} is not written yet; use --lora-format diffusers")
+    if cfg.lora_format == "kohya" and not writes_kohya(model):
+        raise UsageError(f"--lora-format kohya {where} is not written yet (Flux.1's is); use --lora-format diffusers")
     variant = family.variant(model)
     if variant in ("flux-fill", "flux-kontext"):
         raise UsageError(f"finetune does not train {variant} models yet (they take an image input)")
     if cfg.guidance is not None and family.guidance(model, cfg.guidance)[1] is None:
         raise UsageError(f"--guidance is the distilled guidance Flux.1 dev embeds; {variant} models embed none")
+
+
+def writes_kohya(components) -> bool:
+    """Whether a LoRA run on the model writes kohya's layout too (formats/lora_flux_kohya.py: Flux.1's)."""
+    return family_of(components).name == "flux"
 
 
 def _flags(names) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from latentdiff.errors import UsageError
+from latentdiff.formats.lora_flux_kohya import save_flux_kohya
 from latentdiff.formats.lora_kohya import KOHYA_FILE, save_kohya
 from latentdiff.formats.lora_merge import LORA_FILE, save_lora, write_lora_meta
 from latentdiff.images.write import save_png, slug
@@ -17,7 +18,7 @@ from latentdiff.runtime.device import DTYPES
 from latentdiff.runtime.files import as_umask_allows
 from latentdiff.training.config import FinetuneConfig
 from latentdiff.training.controlnet import validation_control
-from latentdiff.training.flow import flow_family, save_flow_lora
+from latentdiff.training.flow import flow_family, save_flow_lora, writes_kohya
 from latentdiff.training.prior import save_prior
 
 # Everything a finetune run writes into OUT (run.json lists them, with the kohya LoRA file: run_files);
@@ -100,10 +101,13 @@ def save_lora_files(cfg: FinetuneConfig, out: Path, state, defaults: dict) -> No
     there is one)."""
     c, kohya = state.setup.components, kohya_file(cfg)
     written = {"kohya": [kohya], "diffusers": [LORA_FILE], "both": [kohya, LORA_FILE]}[cfg.lora_format]
-    if flow_family(c):  # the diffusers file only (training/flow.py refuses --lora-format kohya)
-        written = [LORA_FILE]
-        save_flow_lora(out, state)
-        write_lora_meta(out, LORA_FILE, state.setup.base_ref, defaults)
+    if flow_family(c):  # kohya's layout for Flux.1 only (training/flow.py refuses --lora-format kohya elsewhere)
+        written = written if writes_kohya(c) else [LORA_FILE]
+        if LORA_FILE in written:
+            save_flow_lora(out, state)
+        if kohya in written:
+            save_flux_kohya(out / kohya, c.unet, kohya_metadata(cfg, out, state))
+        write_lora_meta(out, LORA_FILE if LORA_FILE in written else kohya, state.setup.base_ref, defaults)
     else:
         if kohya in written:
             save_kohya(out / kohya, state.modules, kohya_metadata(cfg, out, state), components=c)

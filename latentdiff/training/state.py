@@ -57,6 +57,7 @@ def load_models(cfg: FinetuneConfig, captions: list[str], tokenizer=None) -> Set
     _check_upscaler(cfg, comps)
     comps = as_decoder(cfg, comps)  # --method unclip: an SD model made a Stable unCLIP decoder
     check_flow(cfg, comps)
+    comps = family_of(comps).adapt(comps)  # Qwen-Image's video VAE seen as an image VAE, as generation sees it
     ref = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     return Setup(comps, ref, from_scratch=False, train_text_encoder=cfg.train_text_encoder)
 

@@ -29,6 +29,8 @@ NAMES = {
     "noise_batch": None,
     "noise_index": 0,
     **dict.fromkeys(UNCLIP_NAMES),
+    "cfg_normalization": 0.0,
+    "cfg_truncation": 1.0,
 }
 
 
@@ -67,7 +69,15 @@ def additions(pipe, taken: dict, request, scheduler=None) -> dict:
         "a1111": noise_request(params.api_label, taken, len(request.prompts) * request.num_images),
         **noise_fields(taken),
         "unclip": unclip_request(pipe, taken, request, a1111),
+        **guide_fields(pipe, taken),
     }
+
+
+def guide_fields(pipe, taken: dict) -> dict:
+    """The CFG normalisation and truncation (Z-Image's), checked, and refused in one line on a family without them."""
+    fields = {name: params.cfg_option(params.api_label, name, taken[name]) for name in params.CFG_OPTIONS}
+    pipe.family.guide_options(*fields.values())
+    return fields
 
 
 def noise_fields(taken: dict) -> dict:

@@ -173,8 +173,9 @@ def run_loop(
     units = tuple(u.residuals(len(sched.timesteps) - s.start, size) for u in request.controls)
     tokens, negative_tokens = slot_tokens(request.image_prompts, len(seeds))
     cfg, embedded = loop_guidance(pipe, request)
+    options = pipe.family.guide_options(request.cfg_normalization, request.cfg_truncation)
     latents = denoise(
-        pipe.family.denoiser(pipe.components, embedded),
+        pipe.family.denoiser(pipe.components, embedded, **options),
         sched,
         s.latents,
         s.inputs(cond, units, tokens),

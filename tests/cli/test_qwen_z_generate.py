@@ -29,6 +29,17 @@ def test_generate_records_and_from_replays_it(tiny, family, tmp_path, capsys):
     assert fields["Size"] == "48x32"
 
 
+def test_z_image_cfg_options_are_recorded_and_replayed_and_refused_elsewhere(tiny, tmp_path, capsys):
+    args = ["a red apple", "--model", tiny["z-image"], "--width", 48, "--height", 32, "--negative", "blue sky"]
+    options = ["--guidance", 3, "--cfg-normalization", 1.5, "--cfg-truncation", 0.5]
+    params, _ = made_and_replayed(capsys, tmp_path, *args, *options)
+    assert (params["cfg_normalization"], params["cfg_truncation"]) == (1.5, 0.5)
+    base = ["a cat", "--model", tiny["qwen-image"], "--steps", 2, "--out", tmp_path / "out"]
+    assert "are Z-Image's guidance options" in fails(capsys, *base, "--cfg-truncation", 0.5)
+    assert "--cfg-truncation must be <= 1" in fails(capsys, *args, "--cfg-truncation", 1.5, "--out", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_lora_of_another_family_and_true_cfg_are_one_line(tiny, family, tmp_path, capsys):
     import torch

@@ -131,6 +131,8 @@ def value_for(flag: str):
         "--prior": st.sampled_from(["prior", ".", "", "a.png"]),
         "--prior-steps": numbers_as_text,
         "--prior-guidance": numbers_as_text,
+        "--cfg-normalization": numbers_as_text,  # Z-Image's (refused on this SD model unless off)
+        "--cfg-truncation": numbers_as_text,
     }[flag]
     return valid | odd_text | st.sampled_from(["k_euler", "cuda:9", "mps", "cpu:5", "x" * 10_001])
 
@@ -159,6 +161,8 @@ FLAGS = [
     "--prior",
     "--prior-steps",
     "--prior-guidance",
+    "--cfg-normalization",
+    "--cfg-truncation",
 ]
 
 
@@ -195,6 +199,7 @@ RECORDED = {
     "noise_level": st.none() | st.integers(-2, 1200),  # Stable unCLIP's (refused on this SD model)
     "prior_steps": st.none() | st.integers(0, 3),
     "variations": st.none() | st.text(max_size=8),
+    "cfg_truncation": st.none() | st.floats(-1, 2),
 }
 
 
@@ -232,6 +237,7 @@ api_value = json_value | st.floats(allow_nan=True) | st.sampled_from([math.nan, 
     broken=st.sets(
         st.sampled_from(
             ["prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed", "num_images", "scheduler"]
+            + ["cfg_normalization", "cfg_truncation"]
         ),
         min_size=1,
         max_size=3,
@@ -248,6 +254,8 @@ def test_fuzz_api_arguments(pipe_sd1, data, broken):
         "seed": st.integers(0, 2**40),
         "num_images": st.just(1),
         "scheduler": st.sampled_from([None, "ddim"]),
+        "cfg_normalization": st.just(0.0),  # Z-Image's: off on this SD model
+        "cfg_truncation": st.sampled_from([None, 1.0]),
     }
     kwargs = {k: data.draw(api_value if k in broken else s) for k, s in valid.items()}
     try:

@@ -33,6 +33,19 @@ def test_text_to_image_matches_z_image_pipeline(z_model, guidance):
     close(pixels(got), want)
 
 
+def test_cfg_normalization_and_truncation_match_z_image_pipeline(z_model):
+    """Normalisation capping the guided norm at the conditional's, truncation leaving the last of 3 steps (1 - t/1000
+    = 0.4 past 0.3) unguided: each changes the pixels, both together as ZImagePipeline."""
+    mine, ref = ours(z_model), reference(z_model, "ZImagePipeline")
+    base = dict(prompt="a red apple", negative_prompt="blue sky", guidance_scale=3.0, num_inference_steps=3)
+    options = dict(cfg_normalization=1.0, cfg_truncation=0.3)
+    want = reference_pixels(ref, 5, 1, (W, H), **base, **options)
+    args = dict(guidance=3.0, steps=3, width=W, height=H, seed=5)
+    close(pixels(mine("a red apple", "blue sky", **args, **options)), want)
+    for one in ({"cfg_normalization": 1.0}, {"cfg_truncation": 0.3}):
+        assert np.abs(pixels(mine("a red apple", "blue sky", **args, **one)) - want).max() > 1
+
+
 def test_img2img_matches_z_image_img2img_pipeline(z_model):
     mine, ref = ours(z_model), reference(z_model, "ZImageImg2ImgPipeline")
     picture = _picture(0)
