@@ -23,9 +23,8 @@ from latentdiff.sampling.schedulers import SAMPLERS, check_scheduler_name, resol
 # elsewhere named as not honoured.
 NOISE = {"Variation seed", "Variation seed strength", "Seed resize from", "ENSD", "RNG"}
 NOT_YET = ()  # keys a coming change will honour: named as not honoured yet
-# What A1111's own path does not run yet (inpainting the masked area alone, a hires fix by another upscaler than "Latent"; ControlNet N): such a line runs on
-# diffusers' path, its noise keys named as not honoured.
-OFF_PATH = ("Inpaint area",)
+# What A1111's own path does not run yet (a hires fix by an upscaler it lacks; ControlNet N): such a line
+# runs on diffusers' path, its noise keys named as not honoured.
 HIRES_KEYS = ("Hires upscale", "Hires resize")
 # Keys that tell what made the image and change nothing in it (the model and VAE get notes).
 ABOUT = ("Version", "User", "Lora hashes", "TI hashes", "Hashes", "Model", "Model hash", "VAE hash")
@@ -85,9 +84,9 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
 
 def _on_path(f: dict) -> bool:
     """Whether A1111's own path runs this line here: text to image, img2img, inpainting of the whole
-    picture, or a hires fix by one of A1111's latent upscalers ("Latent", its default, and the others);
-    not inpainting the masked area alone, or ControlNet."""
-    if any(k in f for k in OFF_PATH) or any(_CONTROL.fullmatch(k) for k in f):
+    picture or of the masked area alone, or a hires fix by one of A1111's latent upscalers ("Latent",
+    its default, and the others); not ControlNet."""
+    if any(_CONTROL.fullmatch(k) for k in f):
         return False
     upscaler = f.get("Hires upscaler", "Latent").strip().lower()
     return not any(k in f for k in HIRES_KEYS) or HIRES_UPSCALERS.get(upscaler) in LATENT_UPSCALERS

@@ -16,7 +16,8 @@ from latentdiff.sampling.model_call import Inputs
 from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng, generator
 from latentdiff.sampling.sampler_table import A1111_PATH, SAMPLERS
 from latentdiff.sampling.schedulers import method_of, parse
-from latentdiff.workflows.a1111_inpaint import Blend, blurred_mask, fill, inpaint_channels, latent_mask, masked_start
+from latentdiff.workflows.a1111_inpaint import Blend, fill, inpaint_channels, latent_mask, masked_start
+from latentdiff.workflows.a1111_masked import of_source
 from latentdiff.workflows.start import to_tensor
 
 FAMILIES = ("sd", "sdxl")
@@ -53,8 +54,6 @@ def check(pipe, request) -> None:
     o = request.options
     if pipe.refiner is not None and (request.source is not None or (o is not None and o.hires)):
         raise UsageError(f"{what} runs an SDXL refiner in text to image; not with an init image or the hires fix yet")
-    if request.source is not None and request.source.box is not None:
-        raise UsageError(f"{what} inpaints the whole picture; not the masked area alone (inpaint area) yet")
     if o is not None and o.hires and o.hires_upscaler not in LATENT_UPSCALERS:
         raise UsageError(f"{what} runs the hires fix with A1111's latent upscalers; not {o.hires_upscaler!r} yet")
     if request.controls or request.image_prompts:
@@ -97,6 +96,14 @@ def _params(fn) -> tuple[str, ...]:
     return tuple(inspect.signature(fn).parameters)
 
 
+def region(src) -> tuple[Image.Image, Image.Image | None]:
+    """(picture, A1111's image mask) a run from `src` starts from (workflows/a1111_masked.py)."""
+    if src.mask is None:
+        return src.image, None
+    p = of_source(src)
+    return p.image, p.mask
+
+
 def image_seeds(request, seeds: list[int]) -> tuple[list[int], list[int] | None]:
     """(A1111 seeds, variation seeds) of a batch whose jobs have `seeds` (request.seed + k)."""
     pairs = [request.a1111.seeds(request.seed, s - request.seed) for s in seeds]
@@ -115,7 +122,7 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
     noise = ImageNoise(shape, a_seeds, subs, request.a1111.settings(f), pipe.device)
     src = request.source
     if src is not None and src.fill == "fill" and start.get("mask") is not None:
-        start = {**start, "image": fill(start["image"], blurred_mask(start["mask"], src.blur))}
+        start = {**start, "image": fill(start["image"], start["mask"])}
     run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options), **_init(pipe, start, seeds))
     if start.get("refiner_conds") is not None:  # A1111's refiner: it takes over inside the sampler
         r = pipe.refiner
@@ -136,16 +143,15 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
 def _with_mask(pipe, run, start: dict, request, shape, contexts, noise, n: int):
     """Inpainting (workflows/a1111_inpaint.py): the blend into `run`, an inpainting UNet's channels
     into the contexts (without a mask it repaints everything, as A1111 conditions it)."""
-    mask, image = start.get("mask"), start.get("image")
-    blur = request.source.blur if request.source is not None else 0
+    mask, image = start.get("mask"), start.get("image")  # mask: A1111's image mask (region())
     if mask is not None and run.init is not None:
-        nmask = latent_mask(mask, blur, shape[1:], run.init.device)
+        nmask = latent_mask(mask, shape[1:], run.init.device)
         run.init = masked_start(run.init, nmask, request.source.fill, noise)
         run.blend = Blend(run.init, nmask)
     if image is None or start.get("init_latents") is not None:  # txt2img, hires: a grey picture
         image = Image.new("RGB", (shape[2] * pipe.scale_factor, shape[1] * pipe.scale_factor), (128, 128, 128))
     everything = Image.new("L", image.size, 255)
-    channels = inpaint_channels(pipe, image, everything if mask is None else mask, blur, n)
+    channels = inpaint_channels(pipe, image, everything if mask is None else mask, n)
     cond, uncond = contexts
     if channels is None:
         return cond, uncond

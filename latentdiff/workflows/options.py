@@ -48,7 +48,8 @@ class ImageOptions:
     mask_blur: int = 4
     """Gaussian blur (px) of the mask where the result is pasted over the init image."""
     inpaint_area: str = "full"
-    """full: repaint at the image's size; masked: crop the masked region, work on it at full size."""
+    """full (or A1111's whole): repaint at the image's size; masked: crop the masked region, work on it
+    at full size."""
     padding: int = 32
     """inpaint_area=masked: pixels of context around the masked region."""
     masked_content: str = "original"
@@ -85,8 +86,10 @@ class ImageOptions:
             f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}",
         )
         check(
-            self.inpaint_area in ("full", "masked"), f"inpaint_area must be full or masked, got {self.inpaint_area!r}"
+            self.inpaint_area in ("full", "whole", "masked"),
+            f"inpaint_area must be full (whole) or masked, got {str(self.inpaint_area)[:40]!r}",
         )
+        self.inpaint_area = "full" if self.inpaint_area == "whole" else self.inpaint_area
         check(
             _whole(self.mask_blur) and 0 <= self.mask_blur <= MAX_MASK_BLUR,
             f"mask_blur must be a whole number from 0 to {MAX_MASK_BLUR}, got {self.mask_blur!r}",
@@ -181,11 +184,11 @@ class ImageOptions:
         record.update(mask_blur=self.mask_blur, inpaint_area=self.inpaint_area)
         if self.masked_content != "original":
             record["masked_content"] = self.masked_content
-        box = None
+        box, padding = None, None
         if self.inpaint_area == "masked":
-            box = crop_box(mask, size, self.padding, self.mask_blur)
+            box, padding = crop_box(mask, size, self.padding, self.mask_blur), self.padding
             record["padding"] = self.padding
-        return Source(image, mask, record, box=box, blur=self.mask_blur, fill=self.masked_content)
+        return Source(image, mask, record, box=box, blur=self.mask_blur, fill=self.masked_content, padding=padding)
 
     def preflight(self) -> None:
         """Refuse an unreadable init image or mask before any model is loaded."""

@@ -95,7 +95,7 @@ CASES = {
     "mask_blur": ("img2img", INPAINT, 8),
     "mask_blur_x": ("img2img", {**INPAINT, "mask_blur_y": 8}, 8),
     "mask_blur_y": ("img2img", {**INPAINT, "mask_blur_x": 8}, 8),
-    "inpainting_fill": ("img2img", INPAINT, 2),  # 1 honoured (0 runs as 1 with a warning), 2 and 3 refused
+    "inpainting_fill": ("img2img", INPAINT, 2),  # A1111's path: all four; diffusers': 1, 0 as 1, 2 and 3 refused
     "inpaint_full_res": ("img2img", INPAINT, False),
     "inpaint_full_res_padding": ("img2img", INPAINT, 16),
     "inpainting_mask_invert": ("img2img", INPAINT, 1),
@@ -179,7 +179,7 @@ def test_each_field_is_honoured_or_refused(in_process, name):
     route, base, value = CASES[name]
     field = name.split(" ")[0]
     how = FIELDS[field].how
-    if how in (HONOURED, NO_EFFECT) and not (field == "inpainting_fill"):
+    if how in (HONOURED, NO_EFFECT):
         without = job_of(in_process, route, base, refused_ok=True)  # disable_extra_networks: refused without
         given = job_of(in_process, route, {**base, field: value})
         assert (given != without) == (how == HONOURED), (given, without)
@@ -208,13 +208,17 @@ def test_the_honoured_fields_map_as_a1111_reads_them(in_process):
         job_of(in_process, "txt2img", {"prompt": "x <lora:foo:0.7>", "disable_extra_networks": True})[0]["prompt"]
         == "x"
     )
-    warnings = job_of(in_process, "img2img", {**INPAINT, "inpainting_fill": 0})[-1]
+    off_path = {**INPAINT, "sampler_name": "DDPM"}  # diffusers' path: original, fill as original
+    warnings = job_of(in_process, "img2img", {**off_path, "inpainting_fill": 0})[-1]
     assert "inpainting_fill 0 (fill) ran as 1 (original)" in warnings[0]
-    assert job_of(in_process, "img2img", {**INPAINT, "inpainting_fill": 1})[-1] == []
-    whole = {**INPAINT, "inpaint_full_res": False}  # A1111's own path: its masked content
-    for fill, content in ((0, "fill"), (2, "latent_noise"), (3, "latent_nothing")):
-        params, *_, rng, warnings = job_of(in_process, "img2img", {**whole, "inpainting_fill": fill})
-        assert (params["masked_content"], rng, warnings) == (content, "nv", [])
+    assert job_of(in_process, "img2img", {**off_path, "inpainting_fill": 1})[-1] == []
+    r, jobs = post(in_process, "img2img", {**off_path, "inpainting_fill": 2})
+    assert r.status_code == 400 and "inpainting_fill" in r.json()["error"] and not jobs, r.text
+    for full_res in (False, True):  # A1111's own path, either inpaint area: its masked content
+        for fill, content in ((0, "fill"), (2, "latent_noise"), (3, "latent_nothing")):
+            body = {**INPAINT, "inpaint_full_res": full_res, "inpainting_fill": fill}
+            params, *_, rng, warnings = job_of(in_process, "img2img", body)
+            assert (params["masked_content"], rng, warnings) == (content, "nv", [])
 
 
 @pytest.mark.parametrize(
