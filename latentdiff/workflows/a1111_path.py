@@ -18,6 +18,7 @@ from latentdiff.sampling.sampler_table import A1111_PATH, SAMPLERS
 from latentdiff.sampling.schedulers import method_of, parse
 from latentdiff.workflows.a1111_inpaint import Blend, fill, inpaint_channels, latent_mask, masked_start
 from latentdiff.workflows.a1111_masked import of_source
+from latentdiff.workflows.a1111_upscale import is_pixel_upscaler
 from latentdiff.workflows.start import to_tensor
 
 FAMILIES = ("sd", "sdxl")
@@ -54,8 +55,11 @@ def check(pipe, request) -> None:
     o = request.options
     if pipe.refiner is not None and (request.source is not None or (o is not None and o.hires)):
         raise UsageError(f"{what} runs an SDXL refiner in text to image; not with an init image or the hires fix yet")
-    if o is not None and o.hires and o.hires_upscaler not in LATENT_UPSCALERS:
-        raise UsageError(f"{what} runs the hires fix with A1111's latent upscalers; not {o.hires_upscaler!r} yet")
+    if o is not None and o.hires and not (o.hires_upscaler in LATENT_UPSCALERS or is_pixel_upscaler(o.hires_upscaler)):
+        raise UsageError(
+            f"{what} runs the hires fix with A1111's latent and pixel upscalers and upscaler model files; "
+            f"not the diffusion upscaler {o.hires_upscaler!r}"
+        )
     if request.controls or request.image_prompts:
         raise UsageError(f"{what} runs without ControlNets and image prompts for now")
 
@@ -166,9 +170,15 @@ def _init(pipe, start: dict, seeds: list[int]) -> dict:
     if init is None and image is None:
         return {}
     if init is None:
-        vae = pipe.components.vae
-        with torch.no_grad():
-            dist = vae.encode(to_tensor(image).to(vae.device, vae.dtype)).latent_dist
-        init = (dist.mean.float() * vae.config.scaling_factor).repeat(len(seeds), 1, 1, 1)
+        init = encode(pipe, [image]).repeat(len(seeds), 1, 1, 1)
     hires = start.get("image") is None
     return {"init": init, "strength": float(start.get("strength", 1.0)), "fixed": hires}
+
+
+def encode(pipe, images: list[Image.Image]) -> torch.Tensor:
+    """The pictures' latents as A1111 starts from them: the VAE posterior's mean (its sample's draw is
+    unseeded there: see _init), scaled."""
+    vae = pipe.components.vae
+    with torch.no_grad():
+        x = torch.cat([to_tensor(im) for im in images]).to(vae.device, vae.dtype)
+        return vae.encode(x).latent_dist.mean.float() * vae.config.scaling_factor

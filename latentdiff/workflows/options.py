@@ -12,7 +12,6 @@ from PIL import Image
 import latentdiff.config.outpaint as outpaint
 import latentdiff.config.params as params
 from latentdiff.config.common import check
-from latentdiff.config.params import LATENT_UPSCALERS
 from latentdiff.errors import UsageError
 from latentdiff.workflows.source import (
     RESIZE_MODES,
@@ -28,7 +27,6 @@ from latentdiff.workflows.source import (
 )
 
 IMG2IMG_STRENGTH, INPAINT_STRENGTH = 0.75, 1.0
-HIRES_UPSCALERS = (*LATENT_UPSCALERS, "lanczos")  # or a diffusion upscaler's model reference
 MASKED_CONTENT = ("original", "fill", "latent_noise", "latent_nothing")
 MAX_MASK_BLUR = 256  # px; as the server's field (a wider blur only slows PIL down)
 
@@ -67,7 +65,8 @@ class ImageOptions:
     """steps of the hires pass (default: the base pass's)."""
     hires_upscaler: str = "latent"
     """latent (A1111's "Latent"; also its other latent modes: latent-antialiased, latent-bicubic,
-    latent-bicubic-antialiased, latent-nearest, latent-nearest-exact) | lanczos | a diffusion upscaler model."""
+    latent-bicubic-antialiased, latent-nearest, latent-nearest-exact) | A1111's pixel upscalers none,
+    lanczos, nearest | an upscaler model file (ESRGAN-type, .pth/.safetensors) | a diffusion upscaler model."""
     upscaler: str | list | None = None
     """the cascade's stages run on each finished image, in order: a diffusion upscaler or pixel SR
     stage folder each, `DIR[,steps=N][,guidance=G][,noise_level=L]` (workflows/cascade.py)."""
@@ -120,6 +119,10 @@ class ImageOptions:
         check(
             self.hires_steps is None or (_whole(self.hires_steps) and 1 <= self.hires_steps <= params.MAX_STEPS),
             f"hires steps must be a whole number from 1 to {params.MAX_STEPS}, got {str(self.hires_steps)[:40]}",
+        )
+        check(
+            isinstance(self.hires_upscaler, str) and 0 < len(self.hires_upscaler) <= params.MAX_PATH_CHARS,
+            f"hires upscaler must be a name or a model, got {str(self.hires_upscaler)[:40]!r}",
         )
         check(self.tile is None or (_whole(self.tile) and self.tile >= 64), f"tile must be >= 64 px, got {self.tile}")
         check(isinstance(self.upscale, bool), f"upscale must be true or false, got {self.upscale!r}")

@@ -131,6 +131,9 @@ def value_for(flag: str):
         "--prior": st.sampled_from(["prior", ".", "", "a.png"]),
         "--prior-steps": numbers_as_text,
         "--prior-guidance": numbers_as_text,
+        "--inpaint-area": st.sampled_from(["full", "whole", "masked", "Masked"]),
+        "--only-masked-padding": numbers_as_text,
+        "--hires-upscaler": st.sampled_from(["none", "lanczos", "nearest", "latent", "x.pth", "a.safetensors", "."]),
     }[flag]
     return valid | odd_text | st.sampled_from(["k_euler", "cuda:9", "mps", "cpu:5", "x" * 10_001])
 
@@ -159,6 +162,9 @@ FLAGS = [
     "--prior",
     "--prior-steps",
     "--prior-guidance",
+    "--inpaint-area",
+    "--only-masked-padding",
+    "--hires-upscaler",
 ]
 
 

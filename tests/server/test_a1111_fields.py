@@ -321,7 +321,7 @@ def test_the_seed_fields_run_a1111s_own_path_with_its_gpu_noise(in_process):
     [
         (
             "img2img",
-            {**INPAINT, "subseed_strength": 0.3},
+            {**INPAINT, "subseed_strength": 0.3, "sampler_name": "DDPM"},
             "subseed_strength: A1111's seed fields run on A1111's own sampling path",
         ),
         (
@@ -331,7 +331,7 @@ def test_the_seed_fields_run_a1111s_own_path_with_its_gpu_noise(in_process):
         ),  # fmt: skip
         (
             "txt2img",
-            {**HR, **LANCZOS, "override_settings": {"eta_noise_seed_delta": 5}},
+            {**HR, "sampler_name": "DDPM", "override_settings": {"eta_noise_seed_delta": 5}},
             "eta_noise_seed_delta: A1111's",
         ),
         ("txt2img", {"subseed_strength": 0.3, "scheduler": "Karras"}, "a schedule type without"),  # loaded: checked
@@ -350,9 +350,9 @@ def test_the_a1111_path_is_asked_for_where_it_can_run(in_process):
     assert job_of(in_process, "txt2img", {"sampler_name": "DDIM"})[-2] == "nv"  # all of A1111's samplers
     assert job_of(in_process, "txt2img", {"sampler_name": "DDPM"})[-2] is None
     assert job_of(in_process, "txt2img", {**EULER, **HR})[-2] == "nv"  # A1111's default hires upscaler, Latent
-    assert job_of(in_process, "txt2img", {**EULER, **HR, **LANCZOS})[-2] is None
+    assert job_of(in_process, "txt2img", {**EULER, **HR, **LANCZOS})[-2] == "nv"  # and its pixel upscalers
     assert job_of(in_process, "img2img", EULER)[-2] == "nv"
-    assert job_of(in_process, "img2img", {**EULER, **INPAINT})[-2] is None
+    assert job_of(in_process, "img2img", {**EULER, **INPAINT})[-2] == "nv"  # only masked (the API's default)
     in_process.server.cfg.a1111_pixels = "off"
     try:
         assert job_of(in_process, "txt2img", EULER)[-2] is None

@@ -133,11 +133,10 @@ def test_what_a1111s_path_cannot_run_stays_on_diffusers_or_is_refused(client):
     assert info["sampling_path"] == "diffusers" and "DDPM" in info["sampling_path_note"]
     _, info = txt2img(client, enable_hr=True, hr_scale=1.5, denoising_strength=0.5)  # A1111's Latent upscaler
     assert info["sampling_path"] == "A1111"
-    _, info = txt2img(client, enable_hr=True, hr_scale=1.5, denoising_strength=0.5, hr_upscaler="Lanczos")
-    assert info["sampling_path"] == "diffusers" and "enable_hr" in info["sampling_path_note"]
-    refused(
-        client, "subseed_strength: A1111's seed fields", subseed_strength=0.5, enable_hr=True, hr_upscaler="Lanczos"
-    )
+    for pixel in ("Lanczos", "Nearest", "None"):  # and its pixel upscalers
+        _, info = txt2img(client, enable_hr=True, hr_scale=1.5, denoising_strength=0.5, hr_upscaler=pixel)
+        assert info["sampling_path"] == "A1111", pixel
+    refused(client, "subseed_strength: A1111's seed fields", subseed_strength=0.5, sampler_name="DDPM")
     refused(
         client,
         "seed_resize_from_w: A1111's seed fields",
