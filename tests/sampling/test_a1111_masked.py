@@ -114,3 +114,17 @@ def test_only_masked_matches_a1111(pipe_sd1):
     assert np.array_equal(np.asarray(got)[:8], np.asarray(IMAGE)[:8])  # outside the region: the source
     read = params_from_a1111(got.info["parameters"])[0]  # A1111's infotext, read back to the same
     assert (read["inpaint_area"], read["padding"]) == ("masked", PADDING)
+
+
+def test_a1111s_names_for_the_inpaint_area_flags():
+    import argparse
+
+    from latentdiff.config.image_flags import IMAGE_FLAGS
+    from latentdiff.workflows.options import ImageOptions
+
+    parser = argparse.ArgumentParser()
+    for f in IMAGE_FLAGS:
+        parser.add_argument(f.name, **f.options)
+    ns = parser.parse_args(["--inpaint-area", "whole", "--only-masked-padding", "12"])
+    assert (ImageOptions(inpaint_area=ns.inpaint_area).inpaint_area, ns.padding) == ("full", 12)
+    assert parser.parse_args(["--inpaint-area", "masked", "--padding", "3"]).padding == 3
