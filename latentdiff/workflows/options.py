@@ -4,6 +4,7 @@ cascade), checked once, and the `Source` they describe."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -198,6 +199,10 @@ class ImageOptions:
         for ref, what in ((self.image, "init image"), (self.mask, "mask")):
             if ref is not None and not isinstance(ref, Image.Image):
                 read_picture(ref, what)
+        from latentdiff.formats.sr_model import is_sr_file  # here: it imports torch
+
+        if self.hires and is_sr_file(self.hires_upscaler) and not os.path.isfile(self.hires_upscaler):
+            raise UsageError(f"hires upscaler model file {self.hires_upscaler} is missing")
 
     def recorded(self) -> dict:
         """The hires/cascade settings for the PNG metadata (the source records its own)."""

@@ -168,7 +168,10 @@ def test_what_it_cannot_run_or_read_is_one_line(pipe_sd1, tmp_path):
 
     from latentdiff.errors import LatentDiffError, UsageError
     from latentdiff.formats.sr_model import load_sr_model
+    from latentdiff.workflows.options import ImageOptions
 
+    with pytest.raises(UsageError, match="model file .*missing.pth is missing"):  # generate: before any load
+        ImageOptions(hires=1.5, hires_upscaler=str(tmp_path / "missing.pth")).preflight()
     with pytest.raises(UsageError, match="not the diffusion upscaler 'some/x4-upscaler'"):
         pipe_sd1(PROMPT, steps=1, width=SIZE, height=SIZE, rng="cpu", hires=1.5, hires_upscaler="some/x4-upscaler")
     save_file({"weight": torch.zeros(2, 2)}, str(tmp_path / "odd.safetensors"))
