@@ -37,8 +37,9 @@ IMAGE_FLAGS = (
     ),
     Flag(
         "--inpaint-area",
-        "full (default), or masked: work on the masked region at full size",
-        dict(choices=["full", "masked"]),
+        "full or whole (A1111's Whole picture; default), or masked (its Only masked): work on the masked "
+        "region at full size",
+        dict(choices=["full", "whole", "masked"]),
         _START,
     ),
     Flag(
@@ -47,6 +48,7 @@ IMAGE_FLAGS = (
         dict(type=int, metavar="PX"),
         _START,
     ),
+    Flag("--only-masked-padding", "A1111's name for --padding", dict(type=int, metavar="PX", dest="padding"), _START),
     Flag(
         "--masked-content",
         "what the masked area starts from: original (default); on A1111's own path also fill, "

@@ -29,6 +29,10 @@ LATENT_UPSCALERS = {
     "latent-nearest-exact": ("Latent (nearest-exact)", "nearest-exact", False),
 }
 
+# The hires fix's pixel upscalers, A1111's (its UpscalerNone, UpscalerLanczos, UpscalerNearest): our name ->
+# A1111's label; also an upscaler model file (ESRGAN-type: workflows/a1111_upscale.py).
+PIXEL_UPSCALERS = {"none": "None", "lanczos": "Lanczos", "nearest": "Nearest"}
+
 # Steps and guidance for a model whose latentdiff.json recommends none (diffusers' SD defaults are 50/7.5)
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
 

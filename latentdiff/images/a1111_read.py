@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from latentdiff.config.flag_types import number, shown
-from latentdiff.config.params import LATENT_UPSCALERS, MAX_STEPS
+from latentdiff.config.params import LATENT_UPSCALERS, MAX_STEPS, PIXEL_UPSCALERS
 from latentdiff.errors import UsageError
 from latentdiff.images.control_infotext import units_from_fields
 from latentdiff.images.infotext_parse import parse_infotext
@@ -23,9 +23,8 @@ from latentdiff.sampling.schedulers import SAMPLERS, check_scheduler_name, resol
 # elsewhere named as not honoured.
 NOISE = {"Variation seed", "Variation seed strength", "Seed resize from", "ENSD", "RNG"}
 NOT_YET = ()  # keys a coming change will honour: named as not honoured yet
-# What A1111's own path does not run yet (inpainting the masked area alone, a hires fix by another upscaler than "Latent"; ControlNet N): such a line runs on
-# diffusers' path, its noise keys named as not honoured.
-OFF_PATH = ("Inpaint area",)
+# What A1111's own path does not run yet (a hires fix by an upscaler it lacks; ControlNet N): such a line
+# runs on diffusers' path, its noise keys named as not honoured.
 HIRES_KEYS = ("Hires upscale", "Hires resize")
 # Keys that tell what made the image and change nothing in it (the model and VAE get notes).
 ABOUT = ("Version", "User", "Lora hashes", "TI hashes", "Hashes", "Model", "Model hash", "VAE hash")
@@ -37,9 +36,11 @@ _FLAG_OPTIONS = ("eta", "s_noise")
 READ = {"Steps", "Sampler", "Schedule type", "CFG scale", "Distilled CFG Scale", "Seed", "Size", "Clip skip"}
 READ |= {"VAE", "Denoising strength", "Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", *OPTIONS}
 READ |= {"Mask blur", "Inpaint area", "Masked area padding", "Masked content"}
-# The hires upscalers A1111 runs as ours do: "Latent" is bilinear without antialiasing, "Lanczos" and
-# "None" are PIL's Lanczos resize (modules/images.py resize_image).
-HIRES_UPSCALERS = {"lanczos": "lanczos", "none": "lanczos", **{v[0].lower(): k for k, v in LATENT_UPSCALERS.items()}}
+# The hires upscalers A1111 runs as ours do: its latent modes, and its pixel upscalers None, Lanczos, Nearest
+# (an upscaler model A1111 names by its file name runs as Lanczos, named: give --hires-upscaler FILE).
+HIRES_UPSCALERS = {v.lower(): k for k, v in PIXEL_UPSCALERS.items()} | {
+    v[0].lower(): k for k, v in LATENT_UPSCALERS.items()
+}
 # A1111's extra-network tags (any kind; a name at most 255 bytes, the rest bounded: a linear scan).
 NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):([^:>\n]{1,255})(?::([^>\n]{0,100}))?>")
 _ANY_TAG = re.compile(r"<(\w{1,40}):([^<>\n]{1,400})>")
@@ -85,12 +86,12 @@ def params_from_a1111(text: str, source: str = "the image") -> tuple[dict, list[
 
 def _on_path(f: dict) -> bool:
     """Whether A1111's own path runs this line here: text to image, img2img, inpainting of the whole
-    picture, or a hires fix by one of A1111's latent upscalers ("Latent", its default, and the others);
-    not inpainting the masked area alone, or ControlNet."""
-    if any(k in f for k in OFF_PATH) or any(_CONTROL.fullmatch(k) for k in f):
+    picture or of the masked area alone, or a hires fix by one of A1111's latent upscalers ("Latent",
+    its default, and the others) or its None, Lanczos and Nearest; not ControlNet."""
+    if any(_CONTROL.fullmatch(k) for k in f):
         return False
     upscaler = f.get("Hires upscaler", "Latent").strip().lower()
-    return not any(k in f for k in HIRES_KEYS) or HIRES_UPSCALERS.get(upscaler) in LATENT_UPSCALERS
+    return not any(k in f for k in HIRES_KEYS) or upscaler in HIRES_UPSCALERS
 
 
 def _named(source: str, ignored: list[str], later: list[str]) -> str:

@@ -157,11 +157,11 @@ def _masked_content(body, params: dict, on_path: bool) -> list[str]:
     if fill in (2, 3):
         raise UsageError(
             f"inpainting_fill={fill}: starting the masked area from latent noise or nothing runs on A1111's own "
-            "path only (inpaint_full_res false); 1 (original) starts from the picture"
+            "path only; 1 (original) starts from the picture"
         )
     return [
         "inpainting_fill 0 (fill) ran as 1 (original): the masked area starts from the picture itself, not "
-        "from its blurred colours as in A1111 (which A1111's own path does, with inpaint_full_res false)"
+        "from its blurred colours as in A1111 (which A1111's own path does)"
     ]
 
 

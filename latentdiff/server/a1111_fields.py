@@ -96,7 +96,9 @@ FIELDS: dict[str, Field] = {
     "alwayson_scripts": Field(_H, "the ControlNet extension's units; other scripts only without args"),
     "enable_hr": Field(_H, "hires fix", only="txt2img"),
     "hr_scale": Field(_H, "hires scale", hires=True, only="txt2img"),
-    "hr_upscaler": Field(_H, "Latent, Lanczos or None (GET /sdapi/v1/upscalers)", hires=True, only="txt2img"),
+    "hr_upscaler": Field(
+        _H, "the Latent modes, None, Lanczos or Nearest (GET /sdapi/v1/upscalers)", hires=True, only="txt2img"
+    ),
     "hr_second_pass_steps": Field(_H, "hires steps (0: steps)", hires=True, only="txt2img"),
     "hr_resize_x": Field(_H, "hires target width (one scale for both sides)", hires=True, only="txt2img"),
     "hr_resize_y": Field(_H, "hires target height (one scale for both sides)", hires=True, only="txt2img"),

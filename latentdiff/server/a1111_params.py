@@ -27,9 +27,11 @@ from latentdiff.workflows.options import ImageOptions
 
 # A1111 sampler name -> (our scheduler name, A1111 aliases), from the one scheduler table
 SAMPLERS = {m.a1111: (k, list(m.aliases)) for k, m in SCHEDULERS.items()}
-# A1111's hires upscalers we have: "Latent" is bilinear on the latents as ours; "None" and
-# "Lanczos" both resize the decoded image with Lanczos in A1111.
-HR_UPSCALERS = {**{v[0]: k for k, v in rules.LATENT_UPSCALERS.items()}, "Lanczos": "lanczos", "None": "lanczos"}
+# A1111's hires upscalers we have: its latent modes and its None, Lanczos and Nearest (workflows/a1111_upscale.py).
+HR_UPSCALERS = {
+    **{v[0]: k for k, v in rules.LATENT_UPSCALERS.items()},
+    **{v: k for k, v in rules.PIXEL_UPSCALERS.items()},
+}
 
 
 class Txt2ImgRequest(BaseModel):

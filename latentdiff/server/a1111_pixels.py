@@ -5,8 +5,7 @@ noise sources) runs /sdapi/v1/txt2img whenever it can run the request: the serve
 `serve --a1111-pixels on` (the default) asks for it with A1111's default noise source, its GPU's
 numbers (`rng="nv"`, the same on any device); A1111's `randn_source` setting (GPU, CPU, NV) names
 the source and asks for the path even with `--a1111-pixels off`. What the path does not run yet
-(inpainting, a hires fix by another upscaler than A1111's latent ones, a refiner with a hires fix or
-an init image, ControlNet units; a sampler or model family it lacks) stays on
+(a refiner with a hires fix or an init image, ControlNet units; a sampler or model family it lacks) stays on
 diffusers' path, and the answer's `info` says so (`sampling_path`, and `sampling_path_note` why).
 
 A1111's seed fields (subseed_strength, seed_resize_from_w/h, the eta_noise_seed_delta setting) only
@@ -38,10 +37,6 @@ def rng_of(values: dict) -> str:
 
 def blocker(body, route: str, controls: bool) -> str | None:
     """What of the request A1111's own path does not run yet (the field that asks for it), or None."""
-    if route == "img2img" and getattr(body, "mask", None) and body.inpaint_full_res:
-        return "inpaint_full_res (inpainting the masked area alone)"
-    if body.enable_hr and not (body.hr_upscaler or "Latent").startswith("Latent"):
-        return f"enable_hr with hr_upscaler {body.hr_upscaler!r} (its hires fix runs with the latent upscalers)"
     if body.refiner_checkpoint not in (None, "", "None") and (body.enable_hr or route == "img2img"):
         return "refiner_checkpoint with enable_hr or an init image (its refiner runs in txt2img)"
     if controls:

@@ -1,13 +1,13 @@
 """Inpainting as A1111 1.10 does it on its own path (its modules/processing.py
 StableDiffusionProcessingImg2Img.init and sd_samplers_cfg_denoiser.py, read for behaviour; our code),
-"whole picture", masked content original, fill, latent noise or latent nothing:
+masked content original, fill, latent noise or latent nothing (the picture's side, both inpaint areas:
+a1111_masked.py); from A1111's image mask, the blurred mask at the run's size:
 - the mask binarised (> 128), Gaussian-blurred by `mask_blur` (OpenCV's kernel: 2 int(2.5 s + 0.5) + 1
-  taps, edges reflected), then taken to latent size (bicubic) and rounded: the latent mask;
+  taps, edges reflected): the image mask, taken to latent size (bicubic) and rounded: the latent mask;
 - each model call's result (k-diffusion samplers: the denoised x0; timestep samplers: the x the model
   sees, before) keeps the init latents outside that mask, and so does the final sample;
 - an inpainting UNet gets the rounded blurred mask and the latents of the picture with the masked
   pixels set to 0 (grey) beside its input;
-- the decoded picture is laid over the source with the blurred mask doubled as its alpha;
 - masked content: "fill" starts from the picture with the masked area filled by its surroundings'
   blurred colours (also what the inpainting UNet sees), "latent noise" from the seeds' plain noise
   there, "latent nothing" from zeros there (the init latents changed before sampling and blending).
@@ -58,15 +58,9 @@ def blurred_mask(mask: Image.Image, blur: int) -> Image.Image:
     return Image.fromarray(a)
 
 
-def overlay_alpha(mask: Image.Image, blur: int) -> Image.Image:
-    """Where the result shows over the source: the blurred mask doubled (A1111's mask_for_overlay)."""
-    a = np.asarray(blurred_mask(mask, blur)).astype(np.float32) * 2
-    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
-
-
-def latent_mask(mask: Image.Image, blur: int, hw: tuple[int, int], device) -> torch.Tensor:
-    """The repaint mask at latent size (1, 1, h, w), 0 or 1."""
-    small = blurred_mask(mask, blur).convert("RGB").resize((hw[1], hw[0]), Image.Resampling.BICUBIC)
+def latent_mask(image_mask: Image.Image, hw: tuple[int, int], device) -> torch.Tensor:
+    """The repaint mask at latent size (1, 1, h, w), 0 or 1, from A1111's image mask (blurred)."""
+    small = image_mask.convert("RGB").resize((hw[1], hw[0]), Image.Resampling.BICUBIC)
     m = np.around(np.asarray(small, dtype=np.float32)[..., 0] / 255)
     return torch.from_numpy(m)[None, None].to(device)
 
@@ -105,12 +99,13 @@ class Blend:
         return x * self.nmask + self.init * (1 - self.nmask)
 
 
-def inpaint_channels(pipe, image: Image.Image, mask: Image.Image, blur: int, n: int) -> ImageChannels | None:
-    """An inpainting UNet's extra channels as A1111 builds them (None for an ordinary model)."""
+def inpaint_channels(pipe, image: Image.Image, image_mask: Image.Image, n: int) -> ImageChannels | None:
+    """An inpainting UNet's extra channels as A1111 builds them from its image mask (blurred; None for
+    an ordinary model)."""
     c = pipe.components
     if not pipe.family.inpainting(c):
         return None
-    m = torch.from_numpy(np.round(np.asarray(blurred_mask(mask, blur), dtype=np.float32) / 255))[None, None]
+    m = torch.from_numpy(np.round(np.asarray(image_mask.convert("L"), dtype=np.float32) / 255))[None, None]
     vae = c.vae
     with torch.no_grad():
         pixels = to_tensor(image).to(vae.device, vae.dtype) * (1 - m.to(vae.device, vae.dtype))

@@ -16,7 +16,9 @@ from latentdiff.sampling.model_call import Inputs
 from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng, generator
 from latentdiff.sampling.sampler_table import A1111_PATH, SAMPLERS
 from latentdiff.sampling.schedulers import method_of, parse
-from latentdiff.workflows.a1111_inpaint import Blend, blurred_mask, fill, inpaint_channels, latent_mask, masked_start
+from latentdiff.workflows.a1111_inpaint import Blend, fill, inpaint_channels, latent_mask, masked_start
+from latentdiff.workflows.a1111_masked import of_source
+from latentdiff.workflows.a1111_upscale import is_pixel_upscaler
 from latentdiff.workflows.start import to_tensor
 
 FAMILIES = ("sd", "sdxl")
@@ -53,10 +55,11 @@ def check(pipe, request) -> None:
     o = request.options
     if pipe.refiner is not None and (request.source is not None or (o is not None and o.hires)):
         raise UsageError(f"{what} runs an SDXL refiner in text to image; not with an init image or the hires fix yet")
-    if request.source is not None and request.source.box is not None:
-        raise UsageError(f"{what} inpaints the whole picture; not the masked area alone (inpaint area) yet")
-    if o is not None and o.hires and o.hires_upscaler not in LATENT_UPSCALERS:
-        raise UsageError(f"{what} runs the hires fix with A1111's latent upscalers; not {o.hires_upscaler!r} yet")
+    if o is not None and o.hires and not (o.hires_upscaler in LATENT_UPSCALERS or is_pixel_upscaler(o.hires_upscaler)):
+        raise UsageError(
+            f"{what} runs the hires fix with A1111's latent and pixel upscalers and upscaler model files; "
+            f"not the diffusion upscaler {o.hires_upscaler!r}"
+        )
     if request.controls or request.image_prompts:
         raise UsageError(f"{what} runs without ControlNets and image prompts for now")
 
@@ -97,6 +100,14 @@ def _params(fn) -> tuple[str, ...]:
     return tuple(inspect.signature(fn).parameters)
 
 
+def region(src) -> tuple[Image.Image, Image.Image | None]:
+    """(picture, A1111's image mask) a run from `src` starts from (workflows/a1111_masked.py)."""
+    if src.mask is None:
+        return src.image, None
+    p = of_source(src)
+    return p.image, p.mask
+
+
 def image_seeds(request, seeds: list[int]) -> tuple[list[int], list[int] | None]:
     """(A1111 seeds, variation seeds) of a batch whose jobs have `seeds` (request.seed + k)."""
     pairs = [request.a1111.seeds(request.seed, s - request.seed) for s in seeds]
@@ -115,7 +126,7 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
     noise = ImageNoise(shape, a_seeds, subs, request.a1111.settings(f), pipe.device)
     src = request.source
     if src is not None and src.fill == "fill" and start.get("mask") is not None:
-        start = {**start, "image": fill(start["image"], blurred_mask(start["mask"], src.blur))}
+        start = {**start, "image": fill(start["image"], start["mask"])}
     run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options), **_init(pipe, start, seeds))
     if start.get("refiner_conds") is not None:  # A1111's refiner: it takes over inside the sampler
         r = pipe.refiner
@@ -136,16 +147,15 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
 def _with_mask(pipe, run, start: dict, request, shape, contexts, noise, n: int):
     """Inpainting (workflows/a1111_inpaint.py): the blend into `run`, an inpainting UNet's channels
     into the contexts (without a mask it repaints everything, as A1111 conditions it)."""
-    mask, image = start.get("mask"), start.get("image")
-    blur = request.source.blur if request.source is not None else 0
+    mask, image = start.get("mask"), start.get("image")  # mask: A1111's image mask (region())
     if mask is not None and run.init is not None:
-        nmask = latent_mask(mask, blur, shape[1:], run.init.device)
+        nmask = latent_mask(mask, shape[1:], run.init.device)
         run.init = masked_start(run.init, nmask, request.source.fill, noise)
         run.blend = Blend(run.init, nmask)
     if image is None or start.get("init_latents") is not None:  # txt2img, hires: a grey picture
         image = Image.new("RGB", (shape[2] * pipe.scale_factor, shape[1] * pipe.scale_factor), (128, 128, 128))
     everything = Image.new("L", image.size, 255)
-    channels = inpaint_channels(pipe, image, everything if mask is None else mask, blur, n)
+    channels = inpaint_channels(pipe, image, everything if mask is None else mask, n)
     cond, uncond = contexts
     if channels is None:
         return cond, uncond
@@ -160,9 +170,15 @@ def _init(pipe, start: dict, seeds: list[int]) -> dict:
     if init is None and image is None:
         return {}
     if init is None:
-        vae = pipe.components.vae
-        with torch.no_grad():
-            dist = vae.encode(to_tensor(image).to(vae.device, vae.dtype)).latent_dist
-        init = (dist.mean.float() * vae.config.scaling_factor).repeat(len(seeds), 1, 1, 1)
+        init = encode(pipe, [image]).repeat(len(seeds), 1, 1, 1)
     hires = start.get("image") is None
     return {"init": init, "strength": float(start.get("strength", 1.0)), "fixed": hires}
+
+
+def encode(pipe, images: list[Image.Image]) -> torch.Tensor:
+    """The pictures' latents as A1111 starts from them: the VAE posterior's mean (its sample's draw is
+    unseeded there: see _init), scaled."""
+    vae = pipe.components.vae
+    with torch.no_grad():
+        x = torch.cat([to_tensor(im) for im in images]).to(vae.device, vae.dtype)
+        return vae.encode(x).latent_dist.mean.float() * vae.config.scaling_factor

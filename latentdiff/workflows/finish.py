@@ -3,7 +3,7 @@ say in the metadata what was done."""
 
 from __future__ import annotations
 
-from latentdiff.workflows.a1111_inpaint import overlay_alpha
+from latentdiff.workflows.a1111_masked import lay_over, of_source
 from latentdiff.workflows.cascade import run_cascade, stages_of
 
 
@@ -13,7 +13,7 @@ def finish(pipe, image, prompt: str, seed: int, request):
     src, opts = request.source, request.options
     if src is not None:
         a1111 = request.a1111 is not None and src.mask is not None  # A1111's own path lays its result over
-        image = src.paste(image, overlay_alpha(src.mask, src.blur) if a1111 else None)
+        image = lay_over(image, of_source(src)) if a1111 else src.paste(image)
         extra.update(src.record)
     if opts is None:
         return image, extra

@@ -9,6 +9,7 @@ from PIL import Image
 
 from latentdiff.config.params import LATENT_UPSCALERS, hires_size
 from latentdiff.images.write import to_pil
+from latentdiff.workflows import a1111_path, a1111_upscale
 
 
 def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seeds: list[int], request) -> torch.Tensor:
@@ -17,9 +18,8 @@ def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seed
     o = request.options
     size = hires_size(request.width, request.height, o.hires, pipe.scale_factor)
     steps = pass_steps(request)
-    if o.hires_upscaler in LATENT_UPSCALERS:  # A1111's latent modes, as it calls torch
-        f, (_, mode, antialias) = pipe.scale_factor, LATENT_UPSCALERS[o.hires_upscaler]
-        up = F.interpolate(latents, size=(size[1] // f, size[0] // f), mode=mode, antialias=antialias)
+    if o.hires_upscaler in LATENT_UPSCALERS or request.a1111 is not None:  # the pass from upscaled latents
+        up = _upscaled_latents(pipe, latents, size, o.hires_upscaler)
         return pipe.decode(
             pipe.run_loop(cond, uncond, seeds, request, steps, size, init_latents=up, strength=o.hires_strength)
         )
@@ -51,7 +51,18 @@ def pass_steps(request) -> int:
     return int(o.hires_steps * o.hires_strength) or request.steps
 
 
+def _upscaled_latents(pipe, latents: torch.Tensor, size: tuple[int, int], upscaler: str) -> torch.Tensor:
+    """A1111's start of the hires pass: the latents by a latent mode as it calls torch, or the decoded
+    pictures by a pixel upscaler (workflows/a1111_upscale.py) encoded again."""
+    if upscaler in LATENT_UPSCALERS:
+        f, (_, mode, antialias) = pipe.scale_factor, LATENT_UPSCALERS[upscaler]
+        return F.interpolate(latents, size=(size[1] // f, size[0] // f), mode=mode, antialias=antialias)
+    pictures = [a1111_upscale.resize(pipe, im, size, upscaler) for im in a1111_upscale.to_uint8(pipe.decode(latents))]
+    return a1111_path.encode(pipe, pictures)
+
+
 def _upscale(pipe, base: Image.Image, o, prompt: str, seed: int, size: tuple[int, int]) -> Image.Image:
-    if o.hires_upscaler != "lanczos":  # a diffusion upscaler model
-        base = pipe.upscale(base, prompt=prompt, seed=seed, tile=o.tile, upscaler=o.hires_upscaler)
+    if a1111_upscale.is_pixel_upscaler(o.hires_upscaler):
+        return a1111_upscale.resize(pipe, base, size, o.hires_upscaler)
+    base = pipe.upscale(base, prompt=prompt, seed=seed, tile=o.tile, upscaler=o.hires_upscaler)  # a diffusion upscaler
     return base.resize(size, Image.Resampling.LANCZOS)

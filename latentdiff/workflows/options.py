@@ -4,6 +4,7 @@ cascade), checked once, and the `Source` they describe."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -12,7 +13,6 @@ from PIL import Image
 import latentdiff.config.outpaint as outpaint
 import latentdiff.config.params as params
 from latentdiff.config.common import check
-from latentdiff.config.params import LATENT_UPSCALERS
 from latentdiff.errors import UsageError
 from latentdiff.workflows.source import (
     RESIZE_MODES,
@@ -28,7 +28,6 @@ from latentdiff.workflows.source import (
 )
 
 IMG2IMG_STRENGTH, INPAINT_STRENGTH = 0.75, 1.0
-HIRES_UPSCALERS = (*LATENT_UPSCALERS, "lanczos")  # or a diffusion upscaler's model reference
 MASKED_CONTENT = ("original", "fill", "latent_noise", "latent_nothing")
 MAX_MASK_BLUR = 256  # px; as the server's field (a wider blur only slows PIL down)
 
@@ -48,7 +47,8 @@ class ImageOptions:
     mask_blur: int = 4
     """Gaussian blur (px) of the mask where the result is pasted over the init image."""
     inpaint_area: str = "full"
-    """full: repaint at the image's size; masked: crop the masked region, work on it at full size."""
+    """full (or A1111's whole): repaint at the image's size; masked: crop the masked region, work on it
+    at full size."""
     padding: int = 32
     """inpaint_area=masked: pixels of context around the masked region."""
     masked_content: str = "original"
@@ -66,7 +66,8 @@ class ImageOptions:
     """steps of the hires pass (default: the base pass's)."""
     hires_upscaler: str = "latent"
     """latent (A1111's "Latent"; also its other latent modes: latent-antialiased, latent-bicubic,
-    latent-bicubic-antialiased, latent-nearest, latent-nearest-exact) | lanczos | a diffusion upscaler model."""
+    latent-bicubic-antialiased, latent-nearest, latent-nearest-exact) | A1111's pixel upscalers none,
+    lanczos, nearest | an upscaler model file (ESRGAN-type, .pth/.safetensors) | a diffusion upscaler model."""
     upscaler: str | list | None = None
     """the cascade's stages run on each finished image, in order: a diffusion upscaler or pixel SR
     stage folder each, `DIR[,steps=N][,guidance=G][,noise_level=L]` (workflows/cascade.py)."""
@@ -85,8 +86,10 @@ class ImageOptions:
             f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}",
         )
         check(
-            self.inpaint_area in ("full", "masked"), f"inpaint_area must be full or masked, got {self.inpaint_area!r}"
+            self.inpaint_area in ("full", "whole", "masked"),
+            f"inpaint_area must be full (whole) or masked, got {str(self.inpaint_area)[:40]!r}",
         )
+        self.inpaint_area = "full" if self.inpaint_area == "whole" else self.inpaint_area
         check(
             _whole(self.mask_blur) and 0 <= self.mask_blur <= MAX_MASK_BLUR,
             f"mask_blur must be a whole number from 0 to {MAX_MASK_BLUR}, got {self.mask_blur!r}",
@@ -117,6 +120,10 @@ class ImageOptions:
         check(
             self.hires_steps is None or (_whole(self.hires_steps) and 1 <= self.hires_steps <= params.MAX_STEPS),
             f"hires steps must be a whole number from 1 to {params.MAX_STEPS}, got {str(self.hires_steps)[:40]}",
+        )
+        check(
+            isinstance(self.hires_upscaler, str) and 0 < len(self.hires_upscaler) <= params.MAX_PATH_CHARS,
+            f"hires upscaler must be a name or a model, got {str(self.hires_upscaler)[:40]!r}",
         )
         check(self.tile is None or (_whole(self.tile) and self.tile >= 64), f"tile must be >= 64 px, got {self.tile}")
         check(isinstance(self.upscale, bool), f"upscale must be true or false, got {self.upscale!r}")
@@ -181,17 +188,21 @@ class ImageOptions:
         record.update(mask_blur=self.mask_blur, inpaint_area=self.inpaint_area)
         if self.masked_content != "original":
             record["masked_content"] = self.masked_content
-        box = None
+        box, padding = None, None
         if self.inpaint_area == "masked":
-            box = crop_box(mask, size, self.padding, self.mask_blur)
+            box, padding = crop_box(mask, size, self.padding, self.mask_blur), self.padding
             record["padding"] = self.padding
-        return Source(image, mask, record, box=box, blur=self.mask_blur, fill=self.masked_content)
+        return Source(image, mask, record, box=box, blur=self.mask_blur, fill=self.masked_content, padding=padding)
 
     def preflight(self) -> None:
         """Refuse an unreadable init image or mask before any model is loaded."""
         for ref, what in ((self.image, "init image"), (self.mask, "mask")):
             if ref is not None and not isinstance(ref, Image.Image):
                 read_picture(ref, what)
+        from latentdiff.formats.sr_model import is_sr_file  # here: it imports torch
+
+        if self.hires and is_sr_file(self.hires_upscaler) and not os.path.isfile(self.hires_upscaler):
+            raise UsageError(f"hires upscaler model file {self.hires_upscaler} is missing")
 
     def recorded(self) -> dict:
         """The hires/cascade settings for the PNG metadata (the source records its own)."""

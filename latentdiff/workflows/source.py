@@ -151,6 +151,7 @@ class Source:
     box: tuple[int, int, int, int] | None = None  # inpaint-area "masked": the region worked on
     blur: int = 0
     fill: str = "original"  # what the masked area starts from (ImageOptions.masked_content)
+    padding: int | None = None  # inpaint-area "masked": context pixels around the mask (None: full)
 
     def region(self) -> tuple[Image.Image, Image.Image | None]:
         """The image (and mask) the sampler sees: the whole picture, or the masked region scaled up."""
@@ -159,12 +160,12 @@ class Source:
         size = self.image.size
         return (self.image.crop(self.box).resize(size, LANCZOS), self.mask.crop(self.box).resize(size, LANCZOS))
 
-    def paste(self, result: Image.Image, alpha: Image.Image | None = None) -> Image.Image:
+    def paste(self, result: Image.Image) -> Image.Image:
         """The sampler's result put back: outside the (blurred) mask the pixels are the source's own
-        (`alpha`: another rule's paste-back alpha, A1111's)."""
+        (A1111's own path lays its result over by its rule: a1111_masked.py)."""
         if self.mask is None:
             return result
-        alpha = soft_mask(self.mask, self.blur) if alpha is None else alpha
+        alpha = soft_mask(self.mask, self.blur)
         if self.box is not None:
             w, h = self.box[2] - self.box[0], self.box[3] - self.box[1]
             full = self.image.copy()

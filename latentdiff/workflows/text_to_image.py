@@ -81,7 +81,7 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
     cond, uncond = condition(pipe, texts, negatives, request)
     cond, uncond, generators = image_stage(pipe, texts, seeds, request, cond, uncond)  # Stable unCLIP's
     src = request.source
-    image, mask = src.region() if src is not None else (None, None)
+    image, mask = (a1111_path.region(src) if request.a1111 else src.region()) if src is not None else (None, None)
     a1111_refiner = pipe.refiner is not None and request.a1111 is not None  # switches inside A1111's sampler
     latents, gens = run_loop(
         pipe,

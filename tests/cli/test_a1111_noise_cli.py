@@ -60,7 +60,7 @@ A1111_LINE = "a dog\nSteps: 20, Sampler: {sampler}, CFG scale: 7, Seed: 5, Size:
         ("DDIM", "RNG: CPU, Eta DDIM: 0.5, ", {"rng": "cpu"}),  # A1111's timestep samplers run there too
         ("DDPM", "RNG: CPU, ", {}),  # not A1111's: the parameters only, on diffusers' path
         ("Euler a", "Mask blur: 4, RNG: CPU, ", {"rng": "cpu"}),  # inpainting the whole picture
-        ("Euler a", "Mask blur: 4, Inpaint area: Only masked, RNG: CPU, ", {}),  # the masked area alone
+        ("Euler a", "Mask blur: 4, Inpaint area: Only masked, RNG: CPU, ", {"rng": "cpu"}),  # the masked area
     ],
 )  # fmt: skip
 def test_a1111_lines_read_back_to_our_noise_options(sampler, extra, want):

@@ -149,9 +149,9 @@ def test_an_a1111_line_is_honoured_or_named():
     # a hires fix by A1111's "Latent" upscaler runs on A1111's own path: its noise keys are honoured
     assert last == "a.png: not honoured here, ignored: <hypernet:old:1>, Hires sampler, Emphasis"
     assert (params["rng"], params["variation_seed"], params["ensd"]) == ("nv", 9, 31337)
-    # another upscaler or inpainting the masked area alone stays on diffusers' path, its noise keys named
-    # (inpainting the whole picture, any masked content, runs on A1111's)
-    for other in ("Hires upscaler: Lanczos, ", "Hires upscaler: Latent, Inpaint area: Only masked, "):
+    # an upscaler A1111's path lacks stays on diffusers' path, its noise keys named (inpainting, either
+    # area, any masked content, runs on A1111's)
+    for other in ("Hires upscaler: 4x-UltraSharp, ",):
         params, notes = params_from_a1111(A1111_LINE.replace("Hires upscaler: Latent, ", other), "a.png")
         assert "rng" not in params and "Variation seed, Variation seed strength, ENSD" in notes[-1], other
     assert NOISE >= {"Variation seed", "ENSD", "RNG", "Seed resize from"}

@@ -133,6 +133,9 @@ def value_for(flag: str):
         "--prior-guidance": numbers_as_text,
         "--cfg-normalization": numbers_as_text,  # Z-Image's (refused on this SD model unless off)
         "--cfg-truncation": numbers_as_text,
+        "--inpaint-area": st.sampled_from(["full", "whole", "masked", "Masked"]),
+        "--only-masked-padding": numbers_as_text,
+        "--hires-upscaler": st.sampled_from(["none", "lanczos", "nearest", "latent", "x.pth", "a.safetensors", "."]),
     }[flag]
     return valid | odd_text | st.sampled_from(["k_euler", "cuda:9", "mps", "cpu:5", "x" * 10_001])
 
@@ -163,6 +166,9 @@ FLAGS = [
     "--prior-guidance",
     "--cfg-normalization",
     "--cfg-truncation",
+    "--inpaint-area",
+    "--only-masked-padding",
+    "--hires-upscaler",
 ]
 
 

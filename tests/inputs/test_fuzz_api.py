@@ -56,6 +56,8 @@ CALL_OPTIONS = {
     "hires_steps": ANY_VALUE,
     "mask_blur": ANY_VALUE,
     "padding": ANY_VALUE,
+    "inpaint_area": ANY_VALUE | st.sampled_from(["full", "whole", "masked", "Masked"]),
+    "hires_upscaler": ANY_VALUE | st.sampled_from(["none", "lanczos", "nearest", "Nearest", "x.pth", "/dev/null.pth"]),
     "masked_content": ANY_VALUE | st.sampled_from(["original", "fill", "latent_noise", "latent_nothing", "Fill"]),
     "rng": st.sampled_from(["cpu", "nv"]),  # A1111's own path, its inpainting among others
     "tile": ANY_VALUE,

@@ -97,23 +97,16 @@ def start_latents(pipe, content, seed, shape):
     return z0 * (1 - nmask) if content == "latent_nothing" else z0
 
 
-SLOW = pytest.mark.slow
-
-
 @torch.no_grad()
-@pytest.mark.parametrize("content", ["original", "latent_noise", pytest.param("fill", marks=SLOW),
-                                     pytest.param("latent_nothing", marks=SLOW)])  # fmt: skip
-def test_inpainting_with_euler_a_matches_a1111(pipe_sd1, content):
+def euler_a_inpainted(pipe, z0, nmask, seed):
+    """A1111's img2img with a mask by Euler a from latents `z0`: its pixels (uint8, decoded)."""
     ks, _ = load()
-    wrap = k_wrap(pipe_sd1)
-    shape = (SIZE // pipe_sd1.scale_factor,) * 2
-    _, nmask, _ = a1111_masks(shape)
-    z0 = start_latents(pipe_sd1, content, 4, shape)
+    wrap = k_wrap(pipe)
     total, t_enc = img2img_steps(STEPS, STRENGTH, False)
     sigmas = a1111_sigmas(ks, wrap, "euler_a", "automatic", total)
     sched = sigmas[total - t_enc - 1 :]
-    source = Generators([4], tuple(z0.shape[1:]), "cpu")
-    cond, uncond = pipe_sd1.conditioning([PROMPT], [NEGATIVE], SIZE, SIZE, "plain", 1)
+    source = Generators([seed], tuple(z0.shape[1:]), "cpu")
+    cond, uncond = pipe.conditioning([PROMPT], [NEGATIVE], SIZE, SIZE, "plain", 1)
 
     def cfg_denoiser(x, sigma):  # A1111's CFGDenoiser: CFG on x0, then the blend (after)
         d_c, d_u = wrap(torch.cat([x, x]), torch.cat([sigma, sigma]), cond=cond.cat(uncond)).chunk(2)
@@ -124,7 +117,20 @@ def test_inpainting_with_euler_a_matches_a1111(pipe_sd1, content):
         z = ks.sample_euler_ancestral(cfg_denoiser, z0 + source.first * sched[0], sched, disable=True)
     finally:
         ks.torch = saved
-    want = laid_over(Image.fromarray(pixels(pipe_sd1, z * nmask + z0 * (1 - nmask))[0]))
+    return pixels(pipe, z * nmask + z0 * (1 - nmask))[0]
+
+
+SLOW = pytest.mark.slow
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("content", ["original", "latent_noise", pytest.param("fill", marks=SLOW),
+                                     pytest.param("latent_nothing", marks=SLOW)])  # fmt: skip
+def test_inpainting_with_euler_a_matches_a1111(pipe_sd1, content):
+    shape = (SIZE // pipe_sd1.scale_factor,) * 2
+    _, nmask, _ = a1111_masks(shape)
+    z0 = start_latents(pipe_sd1, content, 4, shape)
+    want = laid_over(Image.fromarray(euler_a_inpainted(pipe_sd1, z0, nmask, 4)))
     got = ours(pipe_sd1, "euler_a", 4, content)
     assert close(got, want)
     assert np.array_equal(got[:4], np.asarray(IMAGE)[:4])  # far from the mask: the source's own pixels
@@ -172,7 +178,6 @@ def test_an_inpainting_unet_with_ddim_matches_a1111(pipe_inpaint):
 
 
 @pytest.mark.parametrize("kw, words", [
-    ({"rng": "cpu", "inpaint_area": "masked"}, "not the masked area alone"),
     ({"masked_content": "fill"}, "masked content fill runs on A1111's own path"),
     ({"rng": "cpu", "masked_content": "noise"}, "masked_content must be one of original, fill"),
 ])  # fmt: skip

@@ -95,7 +95,7 @@ CASES = {
     "mask_blur": ("img2img", INPAINT, 8),
     "mask_blur_x": ("img2img", {**INPAINT, "mask_blur_y": 8}, 8),
     "mask_blur_y": ("img2img", {**INPAINT, "mask_blur_x": 8}, 8),
-    "inpainting_fill": ("img2img", INPAINT, 2),  # 1 honoured (0 runs as 1 with a warning), 2 and 3 refused
+    "inpainting_fill": ("img2img", INPAINT, 2),  # A1111's path: all four; diffusers': 1, 0 as 1, 2 and 3 refused
     "inpaint_full_res": ("img2img", INPAINT, False),
     "inpaint_full_res_padding": ("img2img", INPAINT, 16),
     "inpainting_mask_invert": ("img2img", INPAINT, 1),
@@ -179,7 +179,7 @@ def test_each_field_is_honoured_or_refused(in_process, name):
     route, base, value = CASES[name]
     field = name.split(" ")[0]
     how = FIELDS[field].how
-    if how in (HONOURED, NO_EFFECT) and not (field == "inpainting_fill"):
+    if how in (HONOURED, NO_EFFECT):
         without = job_of(in_process, route, base, refused_ok=True)  # disable_extra_networks: refused without
         given = job_of(in_process, route, {**base, field: value})
         assert (given != without) == (how == HONOURED), (given, without)
@@ -208,13 +208,17 @@ def test_the_honoured_fields_map_as_a1111_reads_them(in_process):
         job_of(in_process, "txt2img", {"prompt": "x <lora:foo:0.7>", "disable_extra_networks": True})[0]["prompt"]
         == "x"
     )
-    warnings = job_of(in_process, "img2img", {**INPAINT, "inpainting_fill": 0})[-1]
+    off_path = {**INPAINT, "sampler_name": "DDPM"}  # diffusers' path: original, fill as original
+    warnings = job_of(in_process, "img2img", {**off_path, "inpainting_fill": 0})[-1]
     assert "inpainting_fill 0 (fill) ran as 1 (original)" in warnings[0]
-    assert job_of(in_process, "img2img", {**INPAINT, "inpainting_fill": 1})[-1] == []
-    whole = {**INPAINT, "inpaint_full_res": False}  # A1111's own path: its masked content
-    for fill, content in ((0, "fill"), (2, "latent_noise"), (3, "latent_nothing")):
-        params, *_, rng, warnings = job_of(in_process, "img2img", {**whole, "inpainting_fill": fill})
-        assert (params["masked_content"], rng, warnings) == (content, "nv", [])
+    assert job_of(in_process, "img2img", {**off_path, "inpainting_fill": 1})[-1] == []
+    r, jobs = post(in_process, "img2img", {**off_path, "inpainting_fill": 2})
+    assert r.status_code == 400 and "inpainting_fill" in r.json()["error"] and not jobs, r.text
+    for full_res in (False, True):  # A1111's own path, either inpaint area: its masked content
+        for fill, content in ((0, "fill"), (2, "latent_noise"), (3, "latent_nothing")):
+            body = {**INPAINT, "inpaint_full_res": full_res, "inpainting_fill": fill}
+            params, *_, rng, warnings = job_of(in_process, "img2img", body)
+            assert (params["masked_content"], rng, warnings) == (content, "nv", [])
 
 
 @pytest.mark.parametrize(
@@ -317,7 +321,7 @@ def test_the_seed_fields_run_a1111s_own_path_with_its_gpu_noise(in_process):
     [
         (
             "img2img",
-            {**INPAINT, "subseed_strength": 0.3},
+            {**INPAINT, "subseed_strength": 0.3, "sampler_name": "DDPM"},
             "subseed_strength: A1111's seed fields run on A1111's own sampling path",
         ),
         (
@@ -327,7 +331,7 @@ def test_the_seed_fields_run_a1111s_own_path_with_its_gpu_noise(in_process):
         ),  # fmt: skip
         (
             "txt2img",
-            {**HR, **LANCZOS, "override_settings": {"eta_noise_seed_delta": 5}},
+            {**HR, "sampler_name": "DDPM", "override_settings": {"eta_noise_seed_delta": 5}},
             "eta_noise_seed_delta: A1111's",
         ),
         ("txt2img", {"subseed_strength": 0.3, "scheduler": "Karras"}, "a schedule type without"),  # loaded: checked
@@ -346,9 +350,9 @@ def test_the_a1111_path_is_asked_for_where_it_can_run(in_process):
     assert job_of(in_process, "txt2img", {"sampler_name": "DDIM"})[-2] == "nv"  # all of A1111's samplers
     assert job_of(in_process, "txt2img", {"sampler_name": "DDPM"})[-2] is None
     assert job_of(in_process, "txt2img", {**EULER, **HR})[-2] == "nv"  # A1111's default hires upscaler, Latent
-    assert job_of(in_process, "txt2img", {**EULER, **HR, **LANCZOS})[-2] is None
+    assert job_of(in_process, "txt2img", {**EULER, **HR, **LANCZOS})[-2] == "nv"  # and its pixel upscalers
     assert job_of(in_process, "img2img", EULER)[-2] == "nv"
-    assert job_of(in_process, "img2img", {**EULER, **INPAINT})[-2] is None
+    assert job_of(in_process, "img2img", {**EULER, **INPAINT})[-2] == "nv"  # only masked (the API's default)
     in_process.server.cfg.a1111_pixels = "off"
     try:
         assert job_of(in_process, "txt2img", EULER)[-2] is None

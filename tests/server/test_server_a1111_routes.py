@@ -30,7 +30,7 @@ def test_discovery_routes_parse_in_webuiapi(api):
     assert karras["label"] == "Karras" and karras["default_rho"] == 7.0
     sampler = next(s for s in api.get_samplers() if s["name"] == "DPM++ 2M")
     assert sampler["options"] == {"scheduler": "karras"} and "dpm++2m" in sampler["aliases"]
-    assert [u["name"] for u in api.get_upscalers()] == ["Lanczos", "None"]
+    assert [u["name"] for u in api.get_upscalers()] == ["None", "Lanczos", "Nearest"]
     modes = ["Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)"]
     assert api.get_latent_upscale_modes() == [{"name": m} for m in [*modes, "Latent (nearest-exact)"]]
     for empty in (api.get_sd_vae, api.get_face_restorers):

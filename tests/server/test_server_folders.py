@@ -133,11 +133,10 @@ def test_what_a1111s_path_cannot_run_stays_on_diffusers_or_is_refused(client):
     assert info["sampling_path"] == "diffusers" and "DDPM" in info["sampling_path_note"]
     _, info = txt2img(client, enable_hr=True, hr_scale=1.5, denoising_strength=0.5)  # A1111's Latent upscaler
     assert info["sampling_path"] == "A1111"
-    _, info = txt2img(client, enable_hr=True, hr_scale=1.5, denoising_strength=0.5, hr_upscaler="Lanczos")
-    assert info["sampling_path"] == "diffusers" and "enable_hr" in info["sampling_path_note"]
-    refused(
-        client, "subseed_strength: A1111's seed fields", subseed_strength=0.5, enable_hr=True, hr_upscaler="Lanczos"
-    )
+    for pixel in ("Lanczos", "Nearest", "None"):  # and its pixel upscalers
+        _, info = txt2img(client, enable_hr=True, hr_scale=1.5, denoising_strength=0.5, hr_upscaler=pixel)
+        assert info["sampling_path"] == "A1111", pixel
+    refused(client, "subseed_strength: A1111's seed fields", subseed_strength=0.5, sampler_name="DDPM")
     refused(
         client,
         "seed_resize_from_w: A1111's seed fields",
@@ -163,9 +162,9 @@ def b64(im: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def test_a1111_inpainting_of_the_whole_picture_runs_a1111s_path(client, pipe):
+def test_a1111_inpainting_runs_a1111s_path(client, pipe):
     """img2img with a mask, "whole picture" and masked content "original": A1111's path, the Python
-    API's pixels with rng "nv"; "only masked" (A1111's API default) stays on diffusers' path."""
+    API's pixels with rng "nv"; so does "only masked" (A1111's API defaults: padding 0, masked content fill)."""
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     mask = Image.new("L", (32, 32), 0)
     mask.paste(255, (8, 8, 24, 24))
@@ -177,8 +176,11 @@ def test_a1111_inpainting_of_the_whole_picture_runs_a1111s_path(client, pipe):
     want = pipe("red apple", scheduler="euler_a", rng="nv", image=image, mask=mask, mask_blur=2, strength=0.75, **KW)
     assert np.array_equal(got, px(want))
     r = client.post("/sdapi/v1/img2img", json=body)
-    info = json.loads(r.json()["info"])
-    assert info["sampling_path"] == "diffusers" and "inpaint_full_res" in info["sampling_path_note"]
+    assert json.loads(r.json()["info"])["sampling_path"] == "A1111"
+    got = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).convert("RGB"), dtype=np.int16)
+    want = pipe("red apple", scheduler="euler_a", rng="nv", image=image, mask=mask, mask_blur=2, strength=0.75,
+                inpaint_area="masked", padding=0, masked_content="fill", **KW)  # fmt: skip
+    assert np.array_equal(got, px(want))
 
 
 def test_lora_tags_come_from_the_lora_folder(client, pipe, folders):
