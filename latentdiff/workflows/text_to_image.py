@@ -163,7 +163,8 @@ def run_loop(
     chosen = comfy_path.names(request) if start.get("comfy") is not None else None
     if chosen is not None:
         cfg = loop_guidance(pipe, request)[0]
-        z = comfy_path.latents(pipe, cond, uncond, steps, size, cfg, start["comfy"], chosen, request.callback)
+        args = (steps, size, cfg, start["comfy"], chosen, request.callback, request.comfy_run)
+        z = comfy_path.latents(pipe, cond, uncond, *args)
         return (z, []) if with_generators else z
     sched = make_scheduler(pipe.components.scheduler_config, request.scheduler, request.sampler_options)
     pipe.family.set_timesteps(sched, steps, size, pipe.scale_factor)  # on the CPU: see sampling.denoise
