@@ -11,7 +11,7 @@ from latentdiff.errors import UsageError
 from latentdiff.sampling.noise import COMFY_DEVICES, MAX_NOISE_BATCH, NOISE_MODES
 from latentdiff.sampling.sampler_table import COMFY_OWN, SAMPLERS
 from latentdiff.sampling.schedulers import OPTIONS, check_options, check_scheduler_name, method_of, split_name
-from latentdiff.workflows.comfy_start import ComfyRun
+from latentdiff.workflows.comfy_start import ComfyRun, size_of
 from latentdiff.workflows.control import control_units
 from latentdiff.workflows.image_prompt import image_prompt_slots
 from latentdiff.workflows.unclip import NAMES as UNCLIP_NAMES
@@ -68,7 +68,7 @@ def additions(pipe, taken: dict, request, scheduler=None) -> dict:
         **sampler_fields(pipe, scheduler if own else request.scheduler, taken, own),
         "a1111": noise_request(params.api_label, taken, len(request.prompts) * request.num_images),
         **noise_fields(taken),
-        "comfy_run": None if taken["comfy_graph"] is None else ComfyRun.checked(taken["comfy_graph"]),
+        **comfy_fields(pipe, taken["comfy_graph"]),
         "unclip": unclip_request(pipe, taken, request, a1111),
     }
 
@@ -82,6 +82,15 @@ def noise_fields(taken: dict) -> dict:
         "noise_batch": None if batch is None else params.whole(api, "noise_batch", batch, 1, MAX_NOISE_BATCH),
         "noise_index": params.whole(api, "noise_index", taken["noise_index"], 0, MAX_NOISE_BATCH - 1),
     }
+
+
+def comfy_fields(pipe, graph: dict | None) -> dict:
+    """A ComfyUI graph's run, checked; one starting from a picture runs at its size (cut to the VAE's factor)."""
+    if graph is None:
+        return {}
+    run = ComfyRun.checked(graph)
+    size = {} if run.image is None else dict(zip(("width", "height"), size_of(run.image, pipe.scale_factor)))
+    return {"comfy_run": run, **size}
 
 
 def sampler_fields(pipe, name: str | None, taken: dict, a1111: bool = False) -> dict:

@@ -65,8 +65,8 @@ def check(pipe, request) -> None:
 
 
 def check_run(pipe, request) -> None:
-    """A graph's stages and picture: ComfyUI's noise, one picture of the size the call runs at, a
-    4-channel UNet, CFG wherever a stage guides."""
+    """A graph's stages and picture: ComfyUI's noise, one image from a picture, a 4-channel UNet, CFG
+    wherever a stage guides."""
     run = request.comfy_run
     if request.noise not in COMFY_DEVICES:
         raise UsageError("a ComfyUI graph (comfy_graph) runs with ComfyUI's noise: noise 'comfy' or 'comfy_nv'")
@@ -76,12 +76,8 @@ def check_run(pipe, request) -> None:
         raise UsageError("a ComfyUI graph whose first sampler has cfg 1 runs its later ones at cfg 1 too")
     if run.image is None:
         return
-    size = comfy_start.size_of(run.image, pipe.scale_factor)
-    if size != (request.width, request.height) or (request.noise_batch or request.num_images) != 1:
-        raise UsageError(
-            f"a ComfyUI graph starting from a picture makes one image at its size {size[0]}x{size[1]} "
-            f"(cut to a multiple of {pipe.scale_factor}): pass width={size[0]}, height={size[1]}, one image"
-        )
+    if (request.noise_batch or request.num_images) != 1:
+        raise UsageError("a ComfyUI graph starting from a picture makes one image (its LoadImage is one picture)")
 
 
 def latents(pipe, cond, uncond, steps: int, size, cfg: float, noise, chosen: tuple[str, str], callback=None, run=None):

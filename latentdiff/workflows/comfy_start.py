@@ -15,6 +15,7 @@ and how it is encoded. ComfyUI pastes nothing back: the image is the last stage'
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -62,6 +63,13 @@ class ComfyRun:
         if run.encoding == "inpaint" and run.mask is None:
             raise UsageError("comfy_graph's inpaint encoding needs a mask")
         return run
+
+    def record(self) -> dict:
+        """The run as the PNG records it (`checked` reads it back); a picture given as a PIL image: None."""
+        named = lambda ref: ref if isinstance(ref, str) else None  # noqa: E731
+        mask = None if self.mask is None else [named(self.mask[0]), self.mask[1]]
+        stages = [dataclasses.asdict(st) for st in self.stages]
+        return {"stages": stages, "image": named(self.image), "mask": mask, "encoding": self.encoding, "grow_mask_by": self.grow_mask_by}  # fmt: skip
 
 
 _STAGE_KEYS = ("sampler", "scheduler", "steps", "cfg", "seed", "denoise", "add_noise", "start", "end", "leftover")

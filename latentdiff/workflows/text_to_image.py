@@ -71,7 +71,13 @@ def noise_record(request: Request, job: int) -> dict:
     if request.noise not in COMFY_DEVICES:
         return {}
     batch = request.noise_batch or request.num_images
-    return {"noise": request.noise, "noise_batch": batch, "noise_index": request.noise_index + job % request.num_images}
+    run = {} if request.comfy_run is None else {"comfy_graph": request.comfy_run.record()}
+    return {
+        "noise": request.noise,
+        "noise_batch": batch,
+        "noise_index": request.noise_index + job % request.num_images,
+        **run,
+    }
 
 
 def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=None) -> torch.Tensor:
