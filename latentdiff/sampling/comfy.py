@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from latentdiff.errors import UsageError
-from latentdiff.sampling import k_samplers
+from latentdiff.sampling import comfy_samplers, k_samplers
 from latentdiff.sampling.a1111 import DiscreteDenoiser, GuidedModel
 from latentdiff.sampling.a1111_sigmas import sigmas_for
 from latentdiff.sampling.noise_a1111 import Philox, cuda_numbers_in_brownian_trees
 from latentdiff.sampling.sampler_table import COMFY_OWN
 
 SAMPLERS = COMFY_OWN
+RUNS = {**k_samplers.SAMPLERS, **comfy_samplers.SAMPLERS}  # our key -> (function, options, _, Brownian)
 DISCARD = ("dpm_2", "dpm_2_ancestral")  # KSampler's discard_penultimate_sigma (and uni_pc's, not run here)
 SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal")
 SCHEDULERS += ("linear_quadratic", "kl_optimal")
@@ -183,6 +184,10 @@ class Masked:
     def __init__(self, model, mask: torch.Tensor, latent: torch.Tensor, noise: torch.Tensor):
         self.model, self.mask, self.latent, self.noise = model, mask, latent, noise
 
+    @property
+    def uncond_denoised(self) -> torch.Tensor:  # CFG++ samplers read the model's unmasked one, as ComfyUI
+        return self.model.uncond_denoised
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         keep = 1.0 - self.mask
         x = x * self.mask + (self.noise * sigma + self.latent) * keep
@@ -197,7 +202,7 @@ def sample(net, s: ComfyModelSampling, sampler: str, sigmas, first, noise: StepN
     if len(sigmas) <= 1:  # nothing to run: ComfyUI hands the latent on
         return latent
     key, on_device = SAMPLERS[sampler]
-    fn, fixed, _, brownian = k_samplers.SAMPLERS[key]
+    fn, fixed, _, brownian = RUNS[key]
     full = math.isclose(float(s.sigmas[-1]), float(sigmas[0]), rel_tol=1e-5) or float(sigmas[0]) > float(s.sigmas[-1])
     x = first * (torch.sqrt(1.0 + sigmas[0] ** 2.0) if full else sigmas[0]) + latent
     shape = tuple(x.shape[1:])

@@ -10,6 +10,7 @@ import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling import comfy
+from latentdiff.sampling.comfy_samplers import CFG_PP
 from latentdiff.sampling.noise import COMFY_DEVICES
 from latentdiff.sampling.sampler_table import SAMPLERS
 from latentdiff.sampling.schedulers import parse
@@ -60,6 +61,10 @@ def check(pipe, request) -> None:
     if request.sampler_options:
         given = ", ".join(k for k, _ in request.sampler_options)
         raise UsageError(f"{what} takes no sampler options, as ComfyUI's KSampler node: drop {given}")
+    if comfy.SAMPLERS[chosen[0]][0] in CFG_PP and request.guidance == 1.0:
+        raise UsageError(
+            f"{what}: the CFG++ sampler {chosen[0]} needs a cfg other than 1 here (ComfyUI's CFG 1 is not run)"
+        )
     if pipe.refiner is not None or request.controls or request.image_prompts:
         raise UsageError(f"{what} runs text to image without a refiner, ControlNets or image prompts")
 
