@@ -8,6 +8,7 @@ GPL-3.0; our code, the same arithmetic in the same order), in k_samplers.py's si
   "RES" step in log-sigma; its ancestral form steps to sigma_down and adds fresh noise.
 - ER-SDE-Solver-3 (Cui et al. 2023, arXiv 2309.06169): the extended reverse-time SDE's three-stage
   solver with ComfyUI's noise scaler x (e^(x^0.3) + 10) and its 200-point integrals.
+- DEIS (Zhang & Chen 2023) with the "tab" weights ComfyUI computes (over EDM's VP time mapping).
 - CFG++ (Chung et al. 2024): Euler, Euler ancestral, DPM++ 2M and DPM++ 2S ancestral whose
   renoising direction is the unconditional prediction (`model.uncond_denoised`, the guided model's
   last one); ComfyUI computes it at CFG 1 too.
@@ -190,6 +191,56 @@ def er_sde(model, x, sigmas, noise, s_noise=1.0, max_stage=3, points=200.0):
     return x
 
 
+def _vp_times(sigmas):
+    """DEIS's VP times of `sigmas` over EDM's range (sigma 0.002 to 80, epsilon 1e-3), as ComfyUI maps
+    them (float32): (times, beta_0, beta_1)."""
+    eps, lo, hi = 1e-3, torch.tensor(0.002), torch.tensor(80.0)
+    beta_d = 2 * ((lo**2 + 1).log() / eps - (hi**2 + 1).log()) / (eps - 1)
+    beta_min = (hi**2 + 1).log() - 0.5 * beta_d
+    times = ((beta_min**2 + 2 * beta_d * (sigmas.cpu() ** 2 + 1).log()).sqrt() - beta_min) / beta_d
+    return times, beta_min, beta_d + beta_min
+
+
+def deis_coefficients(sigmas, max_order=3, n=10_000):
+    """DEIS's "tab" weights (Zhang & Chen 2023) per step: the exponential integrator's integral of each
+    past derivative's Lagrange basis polynomial in VP time, as an n-point sum."""
+    times, b0, b1 = _vp_times(sigmas)
+    out = []
+    for i in range(len(times) - 1):
+        order = min(i + 1, max_order)
+        if order == 1:
+            out.append([])
+            continue
+        taus = torch.linspace(times[i], times[i + 1], n)
+        with torch.enable_grad():
+            t = taus.clone().requires_grad_(True)
+            alpha = torch.exp(-0.5 * t**2 * (b1 - b0) - t * b0)
+            alpha.log().sum().backward()
+        integrand = -0.5 * t.grad / torch.sqrt(alpha.detach() * (1 - alpha.detach()))
+        prev = times[[i - k for k in range(order)]]
+        basis = [
+            torch.prod(torch.stack([(taus - prev[k]) / (prev[j] - prev[k]) for k in range(order) if k != j]), 0)
+            for j in range(order)
+        ]
+        out.append([torch.sum(integrand * b) * ((times[i + 1] - times[i]) / n) for b in basis])
+    return out
+
+
+def deis(model, x, sigmas, noise, max_order=3):
+    """DEIS (Zhang & Chen 2023) with ComfyUI's "tab" weights: multistep on dx/dsigma, Euler first and last."""
+    weights = deis_coefficients(sigmas, max_order)
+    ds = []
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        d = derivative(x, sigmas[i], denoised)
+        if min(max_order, i + 1) == 1 or sigmas[i + 1] <= 0:
+            x = x + (sigmas[i + 1] - sigmas[i]) * d
+        else:
+            x = x + sum(w.to(x.device) * v for w, v in zip(weights[i], [d, *ds[::-1]]))
+        ds = [*ds, d][-(max_order - 1) :]
+    return x
+
+
 # Our key -> (function, fixed options, discards the penultimate sigma, Brownian noise): k_samplers.SAMPLERS' form
 SAMPLERS = {
     "ipndm": (ipndm, {}, False, False),
@@ -199,6 +250,7 @@ SAMPLERS = {
     "res_multistep_cfg++": (res_multistep, {"cfg_pp": True}, False, False),
     "res_multistep_a_cfg++": (res_multistep, {"eta": 1.0, "cfg_pp": True}, False, False),
     "er_sde": (er_sde, {}, False, False),
+    "deis": (deis, {}, False, False),  # under ComfyUI's noise; diffusers' DEIS otherwise
     "euler_cfg++": (euler_cfg_pp, {}, False, False),
     "euler_a_cfg++": (euler_cfg_pp, {"eta": 1.0, "s_noise": 1.0}, False, False),
     "dpm++2m_cfg++": (dpmpp_2m_cfg_pp, {}, False, False),

@@ -212,4 +212,5 @@ COMFY_OWN = {  # run on ComfyUI's own KSampler path (sampling/comfy.py)
     "dpmpp_3m_sde": ("dpm++3m_sde", False),
     "dpmpp_3m_sde_gpu": ("dpm++3m_sde", True),
     **{name: (key, False) for key, (_, name) in _COMFY_ONLY.items()},
+    "deis": ("deis", False),  # ComfyUI's own DEIS ("tab"); diffusers' DEISMultistepScheduler off this path
 }

@@ -204,6 +204,34 @@ def ref_er_sde(model, x, sigmas, noise):
     return x
 
 
+def ref_deis(model, x, sigmas, noise, max_order=3, n=10_000):
+    """DEIS "tab" in float64 with the analytic d log alpha / dt = -(beta_0 + t (beta_1 - beta_0))."""
+    eps, lo, hi = 1e-3, 0.002, 80.0
+    beta_d = 2 * (np.log(lo**2 + 1) / eps - np.log(hi**2 + 1)) / (eps - 1)
+    b0 = np.log(hi**2 + 1) - 0.5 * beta_d
+    b1 = beta_d + b0
+    ts = (np.sqrt(b0**2 + 2 * beta_d * np.log(sigmas.double().numpy() ** 2 + 1)) - b0) / beta_d
+    history = []
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        d_cur = (x - denoised) / sigmas[i]
+        order = 1 if sigmas[i + 1] <= 0 else min(max_order, i + 1)
+        if order == 1:
+            x = x + (sigmas[i + 1] - sigmas[i]) * d_cur
+        else:
+            taus = np.linspace(ts[i], ts[i + 1], n)
+            alpha = np.exp(-0.5 * taus**2 * (b1 - b0) - taus * b0)
+            integrand = 0.5 * (b0 + taus * (b1 - b0)) / np.sqrt(alpha * (1 - alpha))
+            points = [ts[i - k] for k in range(order)]
+            step = x
+            for j, v in enumerate([d_cur, *history[::-1]][:order]):
+                poly = np.prod([(taus - points[k]) / (points[j] - points[k]) for k in range(order) if k != j], axis=0)
+                step = step + float(np.sum(integrand * poly) * (ts[i + 1] - ts[i]) / n) * v
+            x = step
+        history = (history + [d_cur])[-(max_order - 1) :]
+    return x
+
+
 REFERENCES = {  # ComfyUI name -> (reference, options)
     "ipndm": (ref_ipndm, {}),
     "ipndm_v": (ref_ipndm, {"variable": True}),
@@ -216,6 +244,7 @@ REFERENCES = {  # ComfyUI name -> (reference, options)
     "dpmpp_2s_ancestral_cfg_pp": (ref_dpmpp_2s_ancestral_cfg_pp, {}),
     "res_multistep_ancestral_cfg_pp": (ref_res_multistep, {"eta": 1.0, "cfg_pp": True}),
     "er_sde": (ref_er_sde, {}),
+    "deis": (ref_deis, {}),
 }
 
 
@@ -237,7 +266,7 @@ def ours(pipe, name, scheduler="karras", **kw):
     return np.asarray(image)
 
 
-FAST = ("ipndm_v", "res_multistep_cfg_pp", "euler_ancestral_cfg_pp", "er_sde")
+FAST = ("ipndm_v", "res_multistep_cfg_pp", "euler_ancestral_cfg_pp", "er_sde", "deis")
 
 
 @pytest.mark.parametrize(
