@@ -184,9 +184,9 @@ class Masked:
     def __init__(self, model, mask: torch.Tensor, latent: torch.Tensor, noise: torch.Tensor):
         self.model, self.mask, self.latent, self.noise = model, mask, latent, noise
 
-    @property
-    def uncond_denoised(self) -> torch.Tensor:  # CFG++ samplers read the model's unmasked one, as ComfyUI
-        return self.model.uncond_denoised
+    def __getattr__(self, name: str):
+        """The guided model's own: CFG++ samplers read its unmasked unconditional prediction, as ComfyUI's."""
+        return getattr(self.__dict__["model"], name)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         keep = 1.0 - self.mask

@@ -9,6 +9,7 @@ GPL-3.0; our code, the same arithmetic in the same order), in k_samplers.py's si
 - ER-SDE-Solver-3 (Cui et al. 2023, arXiv 2309.06169): the extended reverse-time SDE's three-stage
   solver with ComfyUI's noise scaler x (e^(x^0.3) + 10) and its 200-point integrals.
 - DEIS (Zhang & Chen 2023) with the "tab" weights ComfyUI computes (over EDM's VP time mapping).
+- SA-Solver (Xue et al. 2023) and its PECE form: sampling/comfy_sa_solver.py.
 - CFG++ (Chung et al. 2024): Euler, Euler ancestral, DPM++ 2M and DPM++ 2S ancestral whose
   renoising direction is the unconditional prediction (`model.uncond_denoised`, the guided model's
   last one); ComfyUI computes it at CFG 1 too.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from latentdiff.sampling.comfy_sa_solver import sa_solver
 from latentdiff.sampling.k_samplers import ancestral_step, derivative
 
 
@@ -250,7 +252,9 @@ SAMPLERS = {
     "res_multistep_cfg++": (res_multistep, {"cfg_pp": True}, False, False),
     "res_multistep_a_cfg++": (res_multistep, {"eta": 1.0, "cfg_pp": True}, False, False),
     "er_sde": (er_sde, {}, False, False),
-    "deis": (deis, {}, False, False),  # under ComfyUI's noise; diffusers' DEIS otherwise
+    "deis": (deis, {}, False, False),
+    "sa_solver": (sa_solver, {}, False, False),
+    "sa_solver_pece": (sa_solver, {"pece": True}, False, False),  # under ComfyUI's noise; diffusers' DEIS otherwise
     "euler_cfg++": (euler_cfg_pp, {}, False, False),
     "euler_a_cfg++": (euler_cfg_pp, {"eta": 1.0, "s_noise": 1.0}, False, False),
     "dpm++2m_cfg++": (dpmpp_2m_cfg_pp, {}, False, False),

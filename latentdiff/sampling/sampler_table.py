@@ -167,6 +167,8 @@ _COMFY_ONLY = {
     "euler_a_cfg++": ("Euler a CFG++", "euler_ancestral_cfg_pp"),
     "dpm++2m_cfg++": ("DPM++ 2M CFG++", "dpmpp_2m_cfg_pp"),
     "dpm++2s_a_cfg++": ("DPM++ 2S a CFG++", "dpmpp_2s_ancestral_cfg_pp"),
+    "sa_solver": ("SA-Solver", "sa_solver"),
+    "sa_solver_pece": ("SA-Solver PECE", "sa_solver_pece"),
 }
 SAMPLERS.update({k: Sampler(None, label, comfy=(name,)) for k, (label, name) in _COMFY_ONLY.items()})
 SCHEDULERS = {k: m for k, m in SAMPLERS.items() if m.cls}  # the ones that run here

@@ -232,6 +232,56 @@ def ref_deis(model, x, sigmas, noise, max_order=3, n=10_000):
     return x
 
 
+def adams_weights(sigma_next, points, s, t, tau):
+    """SA-Solver's b_j: alpha_t (1 + tau^2) times the integral over [s, t] of e^((1 + tau^2)(v - t)) times
+    the Lagrange basis polynomial j of `points`, by quadrature in float64."""
+    from scipy import integrate
+
+    mul, out = 1 + tau**2, []
+    for j in range(len(points)):
+        others = [points[k] for k in range(len(points)) if k != j]
+
+        def integrand(v, j=j, others=others):
+            return np.exp(mul * (v - t)) * np.prod([(v - o) / (points[j] - o) for o in others])
+
+        out.append(sigma_next * np.exp(t) * mul * integrate.quad(integrand, s, t)[0])
+    return out
+
+
+def ref_sa_solver(model, x, sigmas, noise, pece=False):
+    lam = sigmas.double().log().neg().numpy()
+    sig = sigmas.double().numpy()
+    hi, lo = (float(model.s.sigma(torch.tensor((1.0 - p) * 999.0))) for p in (0.2, 0.8))
+    tau_of = lambda v: 1.0 if hi >= v >= lo else 0.0  # noqa: E731
+    x_pred, h, tau, fresh, preds, n = x, 0.0, 0.0, 0.0, [], len(sigmas)
+    for i in range(n - 1):
+        denoised = model(x_pred, sigmas[i])
+        preds = (preds + [denoised])[-4:]
+        p_order = min(3, len(preds), n - 2 - i)
+        c_order = 0 if i == 0 or (sig[i + 1] == 0 and not pece) else min(4, len(preds), n - 1 - i)
+        if c_order == 0:
+            x = x_pred
+        else:
+            b = adams_weights(sig[i], lam[i - c_order + 1 : i + 1], lam[i - 1], lam[i], tau)
+            x = float(sig[i] / sig[i - 1] * np.exp(-(tau**2) * h)) * x + sum(w * d for w, d in zip(b, preds[-c_order:]))
+            x = x + fresh if tau > 0 else x
+            if pece:
+                denoised = preds[-1] = model(x, sigmas[i])
+        if sig[i + 1] == 0:
+            x = denoised
+            continue
+        tau = tau_of(sig[i + 1])
+        b = adams_weights(sig[i + 1], lam[i - p_order + 1 : i + 1], lam[i], lam[i + 1], tau)
+        h = lam[i + 1] - lam[i]
+        x_pred = float(sig[i + 1] / sig[i] * np.exp(-(tau**2) * h)) * x + sum(
+            w * d for w, d in zip(b, preds[-p_order:])
+        )
+        if tau > 0:
+            fresh = noise() * float(sig[i + 1] * np.sqrt(-np.expm1(-2 * tau**2 * h)))
+            x_pred = x_pred + fresh
+    return x
+
+
 REFERENCES = {  # ComfyUI name -> (reference, options)
     "ipndm": (ref_ipndm, {}),
     "ipndm_v": (ref_ipndm, {"variable": True}),
@@ -245,6 +295,8 @@ REFERENCES = {  # ComfyUI name -> (reference, options)
     "res_multistep_ancestral_cfg_pp": (ref_res_multistep, {"eta": 1.0, "cfg_pp": True}),
     "er_sde": (ref_er_sde, {}),
     "deis": (ref_deis, {}),
+    "sa_solver": (ref_sa_solver, {}),
+    "sa_solver_pece": (ref_sa_solver, {"pece": True}),
 }
 
 
@@ -266,7 +318,7 @@ def ours(pipe, name, scheduler="karras", **kw):
     return np.asarray(image)
 
 
-FAST = ("ipndm_v", "res_multistep_cfg_pp", "euler_ancestral_cfg_pp", "er_sde", "deis")
+FAST = ("ipndm_v", "res_multistep_cfg_pp", "euler_ancestral_cfg_pp", "er_sde", "deis", "sa_solver")
 
 
 @pytest.mark.parametrize(
