@@ -19,16 +19,16 @@ from latentdiff.images.write import to_pil
 from tests.sampling.kdiffusion_ref import load
 from tests.sampling.test_comfy_path import Sampling, reference_sigmas
 
-PROMPT, NEGATIVE, SIZE, CFG, SEED = "a red fox", "blurry", 64, 5.0, 7
+PROMPT, NEGATIVE, SIZE, CFG, SEED = "a red fox", "blurry", 32, 5.0, 7
 
 
 @pytest.fixture(scope="module")
 def picture(tmp_path_factory):
-    """A 66x64 RGBA picture (cropped to 64x64 by ComfyUI's VAE encode at the tiny VAE's factor 4) whose alpha masks a square."""
+    """A 34x32 RGBA picture (cropped to 32x32 by ComfyUI's VAE encode at the tiny VAE's factor 4) whose alpha masks a square."""
     rng = np.random.default_rng(0)
-    rgba = rng.integers(0, 256, (64, 66, 4), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (32, 34, 4), dtype=np.uint8)
     rgba[..., 3] = 255
-    rgba[16:40, 20:44, 3] = 0  # transparent: ComfyUI's LoadImage mask 1 there
+    rgba[8:20, 10:22, 3] = 0  # transparent: ComfyUI's LoadImage mask 1 there
     path = tmp_path_factory.mktemp("comfy") / "input.png"
     Image.fromarray(rgba, "RGBA").save(path)
     return path
@@ -50,12 +50,12 @@ def load_picture(path, grey_mask=None, grow=0):
     a = np.asarray(Image.open(path))
     rgb = torch.from_numpy(a[..., :3].astype(np.float32) / 255.0)[None]
     mask = 1.0 - torch.from_numpy(a[..., 3].astype(np.float32) / 255.0)[None, None]
-    rgb, mask = rgb[:, :, 1:65], mask[..., 1:65]
+    rgb, mask = rgb[:, :, 1:33], mask[..., 1:33]
     if grey_mask:
         rgb = torch.where(mask[0, 0, ..., None].round() > 0, torch.full_like(rgb, 0.5), rgb)
         if grow:
             mask = F.conv2d(mask.round(), torch.ones(1, 1, grow, grow), padding=math.ceil((grow - 1) / 2)).clamp(0, 1)
-        mask = mask[..., :64, :64].round()
+        mask = mask[..., :SIZE, :SIZE].round()
     return rgb, mask
 
 

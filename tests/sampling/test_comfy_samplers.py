@@ -318,7 +318,7 @@ def ours(pipe, name, scheduler="karras", **kw):
     return np.asarray(image)
 
 
-FAST = ("ipndm_v", "res_multistep_cfg_pp", "euler_ancestral_cfg_pp", "er_sde", "deis", "sa_solver")
+FAST = ("ipndm_v", "euler_ancestral_cfg_pp", "er_sde", "sa_solver")
 
 
 @pytest.mark.parametrize(
