@@ -329,6 +329,16 @@ def test_sampler_matches_comfyuis_rules(pipe_sd1, name):
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
-def test_cfg_pp_at_cfg_1_is_one_error(pipe_sd1):
-    with pytest.raises(UsageError, match="CFG\\+\\+ sampler euler_cfg_pp needs a cfg other than 1"):
-        pipe_sd1("x", steps=2, guidance=1.0, width=SIZE, height=SIZE, scheduler="euler_cfg_pp", noise="comfy")
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"scheduler": "euler_cfg_pp", "guidance": 1.0, "noise": "comfy"},
+            "CFG\\+\\+ sampler euler_cfg_pp needs a cfg other than 1",
+        ),
+        ({"scheduler": "ipndm"}, "'iPNDM' runs on ComfyUI's own path: add --noise comfy"),
+    ],
+)
+def test_what_these_samplers_cannot_run_is_one_error(pipe_sd1, kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        pipe_sd1("x", steps=2, width=SIZE, height=SIZE, **kwargs)
