@@ -3,7 +3,7 @@ LoadImageMask, VAEEncode, VAEEncodeForInpaint, SetLatentNoiseMask; read for beha
 the run's description `ComfyRun`: the chain of KSampler / KSamplerAdvanced stages, the picture, the mask
 and how it is encoded. ComfyUI pastes nothing back: the image is the last stage's latents decoded.
 
-- The picture: the file's first frame, EXIF-rotated, converted to RGB (an alpha channel dropped, not
+- The picture: the file's first frame (ComfyUI batches the frames of a multi-frame file), EXIF-rotated, converted to RGB (an alpha channel dropped, not
   laid on white), 0..1; centre-cropped to a multiple of the VAE factor and encoded to the posterior's
   mode (ComfyUI's VAE samples nothing), scaled by the VAE's factor.
 - The mask: LoadImage's is 1 - alpha (none: a 64x64 zero mask); LoadImageMask's a channel (alpha inverted).
@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, ImageSequence
+from PIL import Image, ImageOps
 
 import latentdiff.config.params as params
 from latentdiff.errors import UsageError
@@ -31,6 +33,7 @@ from latentdiff.sampling import comfy
 ENCODINGS = ("plain", "inpaint")  # VAEEncode (with SetLatentNoiseMask where masked), VAEEncodeForInpaint
 CHANNELS = ("A", "R", "G", "B")
 MAX_GROW = 64  # VAEEncodeForInpaint's grow_mask_by
+MAX_FILE = 512 << 20  # bytes of a picture file read
 
 
 @dataclass(frozen=True)
@@ -95,12 +98,20 @@ def _stage(given) -> comfy.Stage:
 
 
 def _frame(ref, what: str) -> Image.Image:
-    """The picture's first frame, EXIF-rotated (ComfyUI's LoadImage reads no further frame of another size)."""
+    """The picture's first frame, EXIF-rotated, in its own mode (images/read.py's checks: a broken,
+    truncated or oversized file is one error)."""
+    if isinstance(ref, Image.Image):
+        return ImageOps.exif_transpose(ref)
+    from latentdiff.images.read import BadImageError, open_image_data
+
     try:
-        im = ref if isinstance(ref, Image.Image) else Image.open(ref)
-        return ImageOps.exif_transpose(next(ImageSequence.Iterator(im)))
-    except (OSError, ValueError) as e:
-        raise UsageError(f"the ComfyUI graph's {what} {ref} is not a readable picture: {e}") from None
+        if not isinstance(ref, (str, os.PathLike)) or not os.path.isfile(ref):
+            raise BadImageError("not a file (missing, or a folder or device)")
+        if os.path.getsize(ref) > MAX_FILE:
+            raise BadImageError(f"over {MAX_FILE >> 20} MiB")
+        return open_image_data(Path(ref).read_bytes())
+    except (BadImageError, OSError) as e:
+        raise UsageError(f"the ComfyUI graph's {what} {str(ref)[:200]} is not usable: {e}") from None
 
 
 def _eight_bit(im: Image.Image) -> Image.Image:

@@ -3,16 +3,21 @@ run the API takes (workflows/comfy_start.ComfyRun): nodes dropped, retyped or gi
 dicts of any values. Each ends in a checked run or one UsageError line; no model is loaded."""
 
 import copy
+import io
 import json
+import tempfile
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from latentdiff.errors import UsageError
 from latentdiff.images.comfy_graph import params_from_comfy
+from latentdiff.workflows import comfy_start
 from latentdiff.workflows.comfy_start import ComfyRun
 from tests.images.test_comfy_png_run import chained_graph, inpaint_graph
-from tests.inputs.test_fuzz_files import _COMFY_JUNK, FUZZ, one_line
+from tests.inputs.test_fuzz_files import _COMFY_JUNK, FUZZ, damaged, one_line
 
 JUNK = _COMFY_JUNK | st.sampled_from(["enable", "disable", "A", "alpha", "karras", "euler_ancestral", 1.5, 64, 10_001])
 KINDS = ["LoadImage", "LoadImageMask", "VAEEncode", "VAEEncodeForInpaint", "SetLatentNoiseMask", "KSamplerAdvanced"]
@@ -69,3 +74,29 @@ STAGE = st.fixed_dictionaries(
 )
 def test_fuzz_comfy_graph_runs(run):
     checked_or_one_line(run)
+
+
+def picture_bytes(mode: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (12, 10)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@settings(FUZZ, max_examples=100)
+@given(
+    data=st.data(),
+    mode=st.sampled_from(["RGB", "RGBA", "LA", "L", "P", "I;16"]),
+    channel=st.sampled_from(["A", "R", "G", "B"]),
+)
+def test_fuzz_picture_files(data, mode, channel):
+    """A graph's picture and mask file (LoadImage, LoadImageMask), damaged or not: pixels and a mask, or one line."""
+    raw = damaged(data.draw, picture_bytes(mode), data.draw(st.sampled_from([None, "truncate", "flip"])))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.png"
+        path.write_bytes(raw)
+        try:
+            image, m = comfy_start.pixels(path), comfy_start.mask(path, channel)
+        except UsageError as e:
+            one_line(e)
+            return
+        assert image.shape[-1] == 3 and 0 <= float(image.min()) and float(image.max()) <= 1 and m.ndim == 3

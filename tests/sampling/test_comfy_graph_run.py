@@ -143,7 +143,7 @@ def test_a_deterministic_chain_is_the_whole_run(pipe_sd1):
         ({"stages": [stage(denoise=1.5)]}, "denoise"),
         ({"stages": [stage()], "mask": ["x.png", "A"]}, "need its image"),
         ({"stages": [stage()], "image": "x.png", "encoding": "inpaint"}, "needs a mask"),
-        ({"stages": [stage()], "image": "missing.png"}, "not a readable picture"),
+        ({"stages": [stage()], "image": "missing.png"}, "is not usable: not a file"),
     ],
 )
 def test_bad_graph_runs_are_one_error(pipe_sd1, graph, message):
