@@ -28,6 +28,7 @@ from PIL import Image, ImageOps
 
 import latentdiff.config.params as params
 from latentdiff.errors import UsageError
+from latentdiff.images.read import BadImageError, open_image_data
 from latentdiff.sampling import comfy
 
 ENCODINGS = ("plain", "inpaint")  # VAEEncode (with SetLatentNoiseMask where masked), VAEEncodeForInpaint
@@ -102,8 +103,6 @@ def _frame(ref, what: str) -> Image.Image:
     truncated or oversized file is one error)."""
     if isinstance(ref, Image.Image):
         return ImageOps.exif_transpose(ref)
-    from latentdiff.images.read import BadImageError, open_image_data
-
     try:
         if not isinstance(ref, (str, os.PathLike)) or not os.path.isfile(ref):
             raise BadImageError("not a file (missing, or a folder or device)")
