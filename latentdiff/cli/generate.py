@@ -147,6 +147,7 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
             prior_guidance=cfg.prior_guidance,
             noise_batch=cfg.noise_options.get("batch") or (cfg.num_images if comfy else None),
             noise_index=cfg.noise_options.get("index", 0) + (share.first if comfy else 0),
+            comfy_graph=cfg.comfy_graph,
             **cfg.image_options,
             **noise,
         )

@@ -72,5 +72,40 @@ def resolve(params: dict, flags: dict, where: str) -> dict:
             {**x, "path": _named("loras", x["name"], "--lora-dir", flags.get("lora_dir"), root, where)}
             for x in names["loras"]
         ]
+    if names.get("run") is not None:
+        out["comfy_graph"] = _pictures(names["run"], flags, where)
     out["notes"] = params.get("notes", []) + notes
     return out
+
+
+def _pictures(run: dict, flags: dict, where: str) -> dict:
+    """The graph's run with the pictures it loads found: --init-image (and --mask, white = repaint, read
+    as its red channel) where given, else the file of that name next to the PNG (`flags["from_image"]`)."""
+    beside = Path(flags.get("from_image") or ".").expanduser().parent
+
+    def found(name: str, flag: str, given) -> str:
+        if given is not None:
+            return str(given)
+        path = _inside(beside, name)
+        if path is None or not path.is_file():
+            raise UsageError(f"{where} loads picture {name!r}: pass {flag} with it, or put it beside the PNG")
+        return str(path)
+
+    out = {**run, "image": found(run["image"], "--init-image", flags.get("image"))} if run.get("image") else dict(run)
+    if run.get("mask"):  # the picture's own alpha follows the picture given
+        name, channel = run["mask"]
+        given, same = flags.get("mask"), run.get("image") == name
+        out["mask"] = (
+            [given, "R"] if given is not None else [out["image"] if same else found(name, "--mask", None), channel]
+        )
+    return out
+
+
+def from_flags(params: dict, flags: dict, image_flags: dict, png: str) -> tuple[dict, dict]:
+    """(`params` with its files found, the image flags left for an img2img start) for `generate --from
+    png`; `flags` take the model and VAE found. A graph's pictures are its own start, not an img2img one."""
+    params = resolve(params, {**flags, **image_flags, "from_image": png}, f"the ComfyUI graph of {png}")
+    flags.update({k: params[k] for k in ("model", "vae") if k in flags})
+    if params.get("comfy_graph"):
+        image_flags = {k: v for k, v in image_flags.items() if k not in ("image", "mask")}
+    return params, image_flags

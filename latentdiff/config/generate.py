@@ -23,7 +23,7 @@ from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
 # The recorded parameters a --from replay takes under their own names.
 RECORDED_AS_IS = ("model", "steps", "guidance", "seed", "width", "height", "scheduler", "eta", "s_noise", "refiner")
 RECORDED_AS_IS += ("vae", "components", "refiner_start", "clip_skip", "lora_dir", "variations", "noise_level")
-RECORDED_AS_IS += ("prior", "prior_steps", "prior_guidance", "cfg_normalization", "cfg_truncation")
+RECORDED_AS_IS += ("prior", "prior_steps", "prior_guidance", "cfg_normalization", "cfg_truncation", "comfy_graph")
 STEPS_HELP = f"denoising steps (default: the model's recommendation, else 25; with --scheduler {MIN_STEPS})"
 
 
@@ -82,6 +82,8 @@ class GenerateConfig:
     row k; its own KSampler for its k-diffusion samplers); comfy_nv: that as ComfyUI draws it on an NVIDIA GPU"""
     noise_options: dict = field(default_factory=dict, metadata=flag(own=False))
     """From --from: the ComfyUI batch ("batch") and row ("index") an image's noise came from."""
+    comfy_graph: dict | None = field(default=None, metadata=flag(own=False))
+    """From --from: a ComfyUI graph's sampler stages and the pictures they start from (workflows/comfy_start.py)."""
     clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))
     """use the N-th text-encoder layer from the end, A1111 numbering: 1 = last (default: the model's, else 1)"""
     loras: list[str] = field(
@@ -283,8 +285,7 @@ class GenerateConfig:
         if values.get("from_image"):
             params = dict(recorded or {})
             if "comfy" in params:  # a ComfyUI graph: the files it names, found from the flags
-                params = comfy_files.resolve(params, flags, f"the ComfyUI graph of {values['from_image']}")
-                flags.update({k: params[k] for k in ("model", "vae") if k in flags})
+                params, image_flags = comfy_files.from_flags(params, flags, image_flags, values["from_image"])
             notes = params.pop("notes", [])  # an A1111 image: what does not carry over
             recorded_device = None if values.get("dtype") else params.get("device")
             options = image_options(image_flags, params)

@@ -16,6 +16,7 @@ from latentdiff.sampling.schedulers import default_steps
 
 if TYPE_CHECKING:  # annotations only: the workflows import PIL and numpy
     from latentdiff.sampling.noise_request import NoiseRequest
+    from latentdiff.workflows.comfy_start import ComfyRun
     from latentdiff.workflows.options import ImageOptions
     from latentdiff.workflows.source import Source
     from latentdiff.workflows.unclip import UnclipRequest
@@ -85,6 +86,9 @@ class Request:
     """"comfy": the rows of the batch latent the noise is drawn for (None: `num_images`)."""
     noise_index: int = 0
     """"comfy": the row of each prompt's first image (replaying image k of a batch alone: k)."""
+    comfy_run: ComfyRun | None = None
+    """A ComfyUI graph's sampler stages and the picture and mask they start from (workflows/comfy_start.py),
+    run on ComfyUI's own path; None: one KSampler from an empty latent, as the fields above say."""
 
     def __post_init__(self):
         if self.noise in COMFY_DEVICES and (

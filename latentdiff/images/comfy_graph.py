@@ -3,24 +3,25 @@ read back into the parameters `--from` regenerates.
 
 The graph is a JSON object {node id: {"class_type": ..., "inputs": {...}}}; an input is a literal
 or a link ["node id", output index]. Supported is ComfyUI's standard text-to-image graph (its
-default workflow, with LoRAs, a separate VAE and clip skip): from the one sampler node the links
-are followed to the checkpoint, the two prompts, the empty latent, and from the image output back
-through the VAE decode. Any other node, a second sampler, a link to nothing, a cycle or a setting
-latentdiff cannot honour is refused in one line naming it.
+default workflow, with LoRAs, a separate VAE and clip skip), and its image-to-image, inpainting and
+two-sampler (base + refiner) graphs (images/comfy_latent.py): from the decoded sampler node the links
+are followed to the checkpoint, the two prompts, the latent it starts from, and from the image output
+back through the VAE decode. Any other node, a link to nothing, a cycle or a setting latentdiff cannot
+honour is refused in one line naming it.
 
 What the graph means here: ComfyUI's noise (sampling/noise.py "comfy"), ComfyUI's prompt weights
 (prompt_syntax "comfy"), its sampler and scheduler names through our sampler table. The files it
-names (checkpoint, VAE, LoRAs) are resolved by config/comfy_files.py against the flags.
+names (checkpoint, VAE, LoRAs, pictures) are resolved by config/comfy_files.py against the flags.
 """
 
 from __future__ import annotations
 
 from latentdiff.errors import UsageError
-from latentdiff.sampling.noise import MAX_NOISE_BATCH
+from latentdiff.images import comfy_latent
+from latentdiff.images.comfy_latent import SAMPLERS
 from latentdiff.sampling.sampler_table import COMFY_OWN
 from latentdiff.sampling.schedulers import check_scheduler_name
 
-SAMPLERS = ("KSampler", "KSamplerAdvanced")
 OUTPUTS = ("SaveImage", "PreviewImage")
 SUPPORTED = (
     "CheckpointLoaderSimple",
@@ -33,6 +34,7 @@ SUPPORTED = (
     "VAELoader",
     "CLIPSetLastLayer",
     *OUTPUTS,
+    *comfy_latent.PICTURE_NODES,
 )
 MAX_NODES = 10_000
 
@@ -151,25 +153,11 @@ def _clip_skip(g: Graph, chain: list[str]):
     return -layers[0]  # nearest the encoder wins, as the clip's last setting does in ComfyUI
 
 
-def _sampler(g: Graph, key: str) -> dict:
-    """The sampler node's settings; what latentdiff cannot honour (a partial denoise, no noise,
-    steps started or stopped early) refused."""
-    advanced = g.kind(key) == "KSamplerAdvanced"
-    steps = g.value(key, "steps", (int,))
+def _sampler(g: Graph, key: str, stage: dict) -> dict:
+    """The first sampler node's settings as our parameters."""
     where = f"{g.kind(key)} node {_short(key)}"
-    if advanced:
-        if g.value(key, "add_noise", (str,)) != "enable":
-            g.fail(f"{where}: add_noise is not 'enable'; an empty latent must be noised")
-        if g.value(key, "start_at_step", (int,)) != 0 or g.value(key, "end_at_step", (int,)) < steps:
-            g.fail(f"{where}: start_at_step / end_at_step run part of the {steps} steps; latentdiff runs them all")
-    elif g.value(key, "denoise", (int, float), 1.0) != 1:
-        g.fail(
-            f"{where}: denoise {g.value(key, 'denoise', (int, float))} needs an input image; the graph starts from an empty latent"
-        )
-    name, schedule = g.value(key, "sampler_name", (str,)), g.value(key, "scheduler", (str,))
-    seed = g.value(key, "noise_seed" if advanced else "seed", (int,))
-    settings = {"seed": seed, "steps": steps, "guidance": g.value(key, "cfg", (int, float))}
-    return {**settings, **_scheduler(g, where, name, schedule)}
+    settings = {"seed": stage["seed"], "steps": stage["steps"], "guidance": stage["cfg"]}
+    return {**settings, **_scheduler(g, where, stage["sampler"], stage["scheduler"])}
 
 
 def _scheduler(g: Graph, where: str, name: str, schedule: str) -> dict:
@@ -206,17 +194,41 @@ def _noise(sampler: dict, name: str) -> str:
     return "comfy"
 
 
+def _same_inputs(g: Graph, keys: list[str]) -> None:
+    """Chained samplers run one model and one prompt pair here (a refiner checkpoint is not read yet)."""
+    for name in ("model", "positive", "negative"):
+        if len({str(g.nodes[k]["inputs"].get(name)) for k in keys}) > 1:
+            g.fail(
+                f"its chained samplers take different {name} inputs; latentdiff runs a chain on one model and prompt"
+            )
+
+
+def _run(g: Graph, keys: list[str], begin: dict, own: bool) -> dict | None:
+    """The graph's comfy_graph run (workflows/comfy_start.py) where it needs more than one KSampler
+    from an empty latent; None where it does not."""
+    stages = [comfy_latent.stage(g, k) for k in keys]
+    if "image" not in begin and len(stages) == 1 and not comfy_latent.partial(stages[0]):
+        return None
+    if not own or any(st["sampler"] not in COMFY_OWN for st in stages):
+        g.fail(
+            "its samplers start from a picture or run part of the steps, which latentdiff runs on ComfyUI's own "
+            f"path for its samplers {', '.join(COMFY_OWN)}"
+        )
+    return {"stages": stages, **{k: v for k, v in begin.items() if k in ("image", "mask", "encoding", "grow_mask_by")}}
+
+
 def params_from_comfy(graph, where: str) -> dict:
     """The parameters of ComfyUI API graph `graph` (parsed JSON) for GenerateConfig.from_image, plus
-    "comfy": the file names it loads ({"checkpoint", "vae", "loras"}) for config/comfy_files.py."""
+    "comfy": the file names it loads ({"checkpoint", "vae", "loras", "run"}) for config/comfy_files.py."""
     g = Graph(graph, where)
-    key = g.one(SAMPLERS)
     outputs = [k for k in g.nodes if g.kind(k) in OUTPUTS]
     decodes = {g.link(k, "images", ("VAEDecode",), 0) for k in outputs}
     if len(decodes) != 1:
         g.fail(f"its graph has {len(decodes)} decoded images to save; latentdiff regenerates graphs with one")
     decode = decodes.pop()
-    g.link(decode, "samples", SAMPLERS, 0)
+    keys = comfy_latent.chain(g, g.link(decode, "samples", SAMPLERS, 0))
+    key = keys[0]
+    _same_inputs(g, keys)
     ckpt, model_chain = _chain(g, key, "model", MODEL_CHAIN)
     texts, chains = {}, []
     for side in ("positive", "negative"):
@@ -230,13 +242,14 @@ def params_from_comfy(graph, where: str) -> dict:
     if vae != ckpt and g.kind(vae) == "CheckpointLoaderSimple":
         g.fail("its VAE comes from another checkpoint node than its model")
     g.link(decode, "vae", (g.kind(vae),), 2 if vae == ckpt else 0)
-    latent = g.link(key, "latent_image", ("EmptyLatentImage",), 0)
-    batch = g.value(latent, "batch_size", (int,))
-    if not 1 <= batch <= MAX_NOISE_BATCH:
-        g.fail(f"EmptyLatentImage's batch_size is {batch}; ComfyUI takes 1 to {MAX_NOISE_BATCH}")
+    begin = comfy_latent.start(g, key, vae)
+    batch = begin.get("batch", 1)
     clip_skip = _clip_skip(g, chains[0])
-    sampler = _sampler(g, key)
-    noise = _noise(sampler, g.value(key, "sampler_name", (str,)))
+    first = comfy_latent.stage(g, key)
+    sampler = _sampler(g, key, first)
+    names = [comfy_latent.stage(g, k)["sampler"] for k in keys]
+    noise = _noise(sampler, next((n for n in names if "ancestral" in n), names[0]))
+    run = _run(g, keys, begin, sampler["own"])
     notes, _ = sampler.pop("notes"), sampler.pop("own")
     if clip_skip is not None and clip_skip > 1:
         notes.append(
@@ -247,8 +260,8 @@ def params_from_comfy(graph, where: str) -> dict:
         "prompt": texts["positive"],
         "negative_prompt": texts["negative"],
         **sampler,
-        "width": g.value(latent, "width", (int,)),
-        "height": g.value(latent, "height", (int,)),
+        "width": begin.get("width"),
+        "height": begin.get("height"),
         "clip_skip": clip_skip,
         "prompt_syntax": "comfy",
         "noise": noise,
@@ -259,6 +272,7 @@ def params_from_comfy(graph, where: str) -> dict:
             "checkpoint": g.value(ckpt, "ckpt_name", (str,)),
             "vae": g.value(vae, "vae_name", (str,)) if vae != ckpt else None,
             "loras": _loras(g, model_chain, chains),
+            "run": run,
         },
         "notes": notes,
     }

@@ -151,7 +151,10 @@ class GuidedModel:
         t = self.wrap.timestep(sigma.reshape(1).cpu()).reshape(()).to(x.device)
         out = self.net((rows * c_in).to(self.net.dtype), t, self.inputs.at(self.calls)).float()
         self.calls += 1
-        denoised = self.inputs.guide(self.wrap.denoised(out, rows, s), self.guidance)
+        both = self.wrap.denoised(out, rows, s)
+        plain = self.inputs.guided and self.inputs.mix is None  # the unconditional half, for CFG++ samplers
+        self.uncond_denoised = both.chunk(2)[0] if plain else None
+        denoised = self.inputs.guide(both, self.guidance)
         return denoised if self.blend is None else self.blend(denoised)  # A1111: after the model
 
     def maybe_switch(self, sigma: float) -> None:

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from latentdiff.errors import UsageError
-from latentdiff.sampling import k_samplers
+from latentdiff.sampling import comfy_samplers, k_samplers
 from latentdiff.sampling.a1111 import DiscreteDenoiser, GuidedModel
 from latentdiff.sampling.a1111_sigmas import sigmas_for
 from latentdiff.sampling.noise_a1111 import Philox, cuda_numbers_in_brownian_trees
 from latentdiff.sampling.sampler_table import COMFY_OWN
 
 SAMPLERS = COMFY_OWN
+RUNS = {**k_samplers.SAMPLERS, **comfy_samplers.SAMPLERS}  # our key -> (function, options, _, Brownian)
 DISCARD = ("dpm_2", "dpm_2_ancestral")  # KSampler's discard_penultimate_sigma (and uni_pc's, not run here)
 SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal")
 SCHEDULERS += ("linear_quadratic", "kl_optimal")
@@ -156,17 +157,57 @@ def check(sampler: str, device: str) -> None:
         raise UsageError(f"ComfyUI's device must be one of {', '.join(DEVICES)}, not {device!r}")
 
 
-def sample(net, s: ComfyModelSampling, sampler: str, sigmas, first, noise: StepNoise, cond, uncond, cfg, callback=None):
-    """Latents of ComfyUI's KSampler from `first` (its prepare_noise rows) over `sigmas`, from an
-    empty latent; `callback(step, total, latents)` after each step (it may raise to stop)."""
-    if len(sigmas) <= 1:
-        return torch.zeros_like(first)
+@dataclass(frozen=True)
+class Stage:
+    """One KSampler or KSamplerAdvanced node's run: its sampler, scheduler and step rules."""
+
+    sampler: str
+    scheduler: str
+    steps: int
+    cfg: float
+    seed: int
+    denoise: float = 1.0  # KSampler's; the advanced node runs 1.0
+    add_noise: bool = True  # KSamplerAdvanced's add_noise "enable"
+    start: int | None = None  # start_at_step
+    end: int | None = None  # end_at_step
+    leftover: bool = False  # return_with_leftover_noise "enable": the last sigma kept
+
+    def sigmas(self, s: ComfyModelSampling) -> torch.Tensor:
+        sigmas = ksampler_sigmas(s, self.sampler, self.scheduler, self.steps, self.denoise)
+        return advanced(sigmas, self.start, self.end, not self.leftover)
+
+
+class Masked:
+    """KSampler's latent mask (its KSamplerX0Inpaint): outside the mask the model sees the start latent
+    noised to sigma with the run's own noise, and its prediction there is the start latent."""
+
+    def __init__(self, model, mask: torch.Tensor, latent: torch.Tensor, noise: torch.Tensor):
+        self.model, self.mask, self.latent, self.noise = model, mask, latent, noise
+
+    def __getattr__(self, name: str):
+        """The guided model's own: CFG++ samplers read its unmasked unconditional prediction, as ComfyUI's."""
+        return getattr(self.__dict__["model"], name)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        keep = 1.0 - self.mask
+        x = x * self.mask + (self.noise * sigma + self.latent) * keep
+        return self.model(x, sigma) * self.mask + self.latent * keep
+
+
+def sample(net, s: ComfyModelSampling, sampler: str, sigmas, first, noise: StepNoise, cond, uncond, cfg, callback=None, latent=None, mask=None):  # fmt: skip
+    """Latents of ComfyUI's KSampler from `first` (its prepare_noise rows, zeros without added noise)
+    over `sigmas`, from `latent` (None: an empty latent), `mask` (B, C, h, w) its noise mask;
+    `callback(step, total, latents)` after each step (it may raise to stop)."""
+    latent = torch.zeros_like(first) if latent is None else latent.to(first.device, first.dtype)
+    if len(sigmas) <= 1:  # nothing to run: ComfyUI hands the latent on
+        return latent
     key, on_device = SAMPLERS[sampler]
-    fn, fixed, _, brownian = k_samplers.SAMPLERS[key]
+    fn, fixed, _, brownian = RUNS[key]
     full = math.isclose(float(s.sigmas[-1]), float(sigmas[0]), rel_tol=1e-5) or float(sigmas[0]) > float(s.sigmas[-1])
-    x = first * (torch.sqrt(1.0 + sigmas[0] ** 2.0) if full else sigmas[0])
+    x = first * (torch.sqrt(1.0 + sigmas[0] ** 2.0) if full else sigmas[0]) + latent
     shape = tuple(x.shape[1:])
     model = GuidedModel(net, s, cond, uncond, cfg, sigmas, callback)
+    model = model if mask is None else Masked(model, mask.to(x.device), latent, first)
     # the _gpu SDE samplers grow their tree on the device: on an NVIDIA GPU, from CUDA's numbers
     trees = cuda_numbers_in_brownian_trees() if brownian and on_device and noise.device == "nv" else nullcontext()
     with trees, warnings.catch_warnings():

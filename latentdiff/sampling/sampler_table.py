@@ -154,6 +154,23 @@ SAMPLERS: dict[str, Sampler] = {
     "tcd": Sampler("TCDScheduler", "TCD", needs=_LATENT, comfy=("tcd",), schedules="spacing", options=("eta",)),
     "deis": Sampler("DEISMultistepScheduler", "DEIS", comfy=("deis",)),
 }
+# ComfyUI's own samplers without a diffusers class: its KSampler path only (sampling/comfy_samplers.py).
+_COMFY_ONLY = {
+    "ipndm": ("iPNDM", "ipndm"),
+    "ipndm_v": ("iPNDM V", "ipndm_v"),
+    "res_multistep": ("Res Multistep", "res_multistep"),
+    "res_multistep_a": ("Res Multistep a", "res_multistep_ancestral"),
+    "res_multistep_cfg++": ("Res Multistep CFG++", "res_multistep_cfg_pp"),
+    "res_multistep_a_cfg++": ("Res Multistep a CFG++", "res_multistep_ancestral_cfg_pp"),
+    "er_sde": ("ER SDE", "er_sde"),
+    "euler_cfg++": ("Euler CFG++", "euler_cfg_pp"),
+    "euler_a_cfg++": ("Euler a CFG++", "euler_ancestral_cfg_pp"),
+    "dpm++2m_cfg++": ("DPM++ 2M CFG++", "dpmpp_2m_cfg_pp"),
+    "dpm++2s_a_cfg++": ("DPM++ 2S a CFG++", "dpmpp_2s_ancestral_cfg_pp"),
+    "sa_solver": ("SA-Solver", "sa_solver"),
+    "sa_solver_pece": ("SA-Solver PECE", "sa_solver_pece"),
+}
+SAMPLERS.update({k: Sampler(None, label, comfy=(name,)) for k, (label, name) in _COMFY_ONLY.items()})
 SCHEDULERS = {k: m for k, m in SAMPLERS.items() if m.cls}  # the ones that run here
 # What A1111's own path runs (sampling/k_samplers.py, a1111_timesteps.py), chosen by an A1111 noise
 # option (rng, ...): all 20 of A1111 1.10's samplers
@@ -196,4 +213,6 @@ COMFY_OWN = {  # run on ComfyUI's own KSampler path (sampling/comfy.py)
     "dpmpp_2m_sde_heun_gpu": ("dpm++2m_sde_heun", True),
     "dpmpp_3m_sde": ("dpm++3m_sde", False),
     "dpmpp_3m_sde_gpu": ("dpm++3m_sde", True),
+    **{name: (key, False) for key, (_, name) in _COMFY_ONLY.items()},
+    "deis": ("deis", False),  # ComfyUI's own DEIS ("tab"); diffusers' DEISMultistepScheduler off this path
 }

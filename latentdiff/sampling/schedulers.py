@@ -18,6 +18,7 @@ from latentdiff.sampling.sampler_table import (  # noqa: F401 (the table's names
     _SAMPLER_NAMES,
     _SCHEDULE_NAMES,
     _SIGMA_FLAGS,
+    COMFY_OWN,
     MIN_STEPS,
     NAMES,
     OPTIONS,
@@ -71,6 +72,10 @@ def parse(name: str, schedule: str | None = None, a1111: bool = False) -> tuple[
         raise UsageError(
             f"unknown scheduler {name!r}; choose one of: {_choices(SAMPLERS)} "
             "(or its A1111 or ComfyUI name, e.g. 'DPM++ 2M Karras'; see docs/generate.md#samplers)"
+        )
+    if SAMPLERS[pair[0]].cls is None and not a1111 and any(c in COMFY_OWN for c in SAMPLERS[pair[0]].comfy):
+        raise UsageError(
+            f"sampler {SAMPLERS[pair[0]].a1111!r} runs on ComfyUI's own path: add --noise comfy (Python noise='comfy')"
         )
     if SAMPLERS[pair[0]].cls is None and not a1111:
         raise UsageError(

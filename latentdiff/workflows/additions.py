@@ -11,6 +11,7 @@ from latentdiff.errors import UsageError
 from latentdiff.sampling.noise import COMFY_DEVICES, MAX_NOISE_BATCH, NOISE_MODES
 from latentdiff.sampling.sampler_table import COMFY_OWN, SAMPLERS
 from latentdiff.sampling.schedulers import OPTIONS, check_options, check_scheduler_name, method_of, split_name
+from latentdiff.workflows.comfy_start import ComfyRun, size_of
 from latentdiff.workflows.control import control_units
 from latentdiff.workflows.image_prompt import image_prompt_slots
 from latentdiff.workflows.unclip import NAMES as UNCLIP_NAMES
@@ -28,6 +29,7 @@ NAMES = {
     "noise": "per_image",
     "noise_batch": None,
     "noise_index": 0,
+    "comfy_graph": None,
     **dict.fromkeys(UNCLIP_NAMES),
     "cfg_normalization": 0.0,
     "cfg_truncation": 1.0,
@@ -51,7 +53,7 @@ def a1111_noise(taken: dict) -> bool:
 def own_path(taken: dict, scheduler) -> bool:
     """Whether the call runs A1111's or ComfyUI's own sampling path (which check their samplers and
     options themselves): A1111's noise, or ComfyUI's with one of ComfyUI's k-diffusion samplers."""
-    if a1111_noise(taken):
+    if a1111_noise(taken) or taken["comfy_graph"] is not None:
         return True
     pair = split_name(scheduler) if taken["noise"] in COMFY_DEVICES and isinstance(scheduler, str) else None
     return pair is not None and any(n in COMFY_OWN for n in SAMPLERS[pair[0]].comfy)
@@ -68,6 +70,7 @@ def additions(pipe, taken: dict, request, scheduler=None) -> dict:
         **sampler_fields(pipe, scheduler if own else request.scheduler, taken, own),
         "a1111": noise_request(params.api_label, taken, len(request.prompts) * request.num_images),
         **noise_fields(taken),
+        **comfy_fields(pipe, taken["comfy_graph"]),
         "unclip": unclip_request(pipe, taken, request, a1111),
         **guide_fields(pipe, taken),
     }
@@ -89,6 +92,15 @@ def noise_fields(taken: dict) -> dict:
         "noise_batch": None if batch is None else params.whole(api, "noise_batch", batch, 1, MAX_NOISE_BATCH),
         "noise_index": params.whole(api, "noise_index", taken["noise_index"], 0, MAX_NOISE_BATCH - 1),
     }
+
+
+def comfy_fields(pipe, graph: dict | None) -> dict:
+    """A ComfyUI graph's run, checked; one starting from a picture runs at its size (cut to the VAE's factor)."""
+    if graph is None:
+        return {}
+    run = ComfyRun.checked(graph)
+    size = {} if run.image is None else dict(zip(("width", "height"), size_of(run.image, pipe.scale_factor)))
+    return {"comfy_run": run, **size}
 
 
 def sampler_fields(pipe, name: str | None, taken: dict, a1111: bool = False) -> dict:

@@ -4,11 +4,17 @@ is row k of one batch latent's noise). Other samplers keep diffusers' classes wi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import torch
+
 from latentdiff.errors import UsageError
 from latentdiff.sampling import comfy
+from latentdiff.sampling.comfy_samplers import CFG_PP
 from latentdiff.sampling.noise import COMFY_DEVICES
 from latentdiff.sampling.sampler_table import SAMPLERS
 from latentdiff.sampling.schedulers import parse
+from latentdiff.workflows import comfy_start
 
 FAMILIES = ("sd", "sdxl")
 # our schedule keys -> ComfyUI's scheduler names (those ComfyUI has; "automatic" is its "normal")
@@ -18,7 +24,12 @@ SCHEDULES = {"automatic": "normal", "uniform": "normal", "ddim": "ddim_uniform"}
 def names(request) -> tuple[str, str] | None:
     """(ComfyUI sampler, ComfyUI scheduler) of the request's sampler choice, or None where its sampler
     is not one of ComfyUI's k-diffusion samplers (diffusers' classes run it)."""
-    if request.noise not in COMFY_DEVICES or request.scheduler is None:
+    if request.noise not in COMFY_DEVICES:
+        return None
+    if request.comfy_run is not None:
+        first = request.comfy_run.stages[0]
+        return first.sampler, first.scheduler
+    if request.scheduler is None:
         return None
     sampler, schedule = parse(request.scheduler, a1111=True)
     own = [n for n in SAMPLERS[sampler].comfy if n in comfy.SAMPLERS]
@@ -35,6 +46,8 @@ def names(request) -> tuple[str, str] | None:
 def check(pipe, request) -> None:
     """One UsageError where ComfyUI's path cannot run this request (before any work)."""
     chosen = names(request)
+    if request.comfy_run is not None:
+        check_run(pipe, request)
     if chosen is None:
         if request.noise == "comfy_nv":
             raise UsageError(
@@ -48,18 +61,46 @@ def check(pipe, request) -> None:
     if request.sampler_options:
         given = ", ".join(k for k, _ in request.sampler_options)
         raise UsageError(f"{what} takes no sampler options, as ComfyUI's KSampler node: drop {given}")
+    if comfy.SAMPLERS[chosen[0]][0] in CFG_PP and request.guidance == 1.0:
+        raise UsageError(
+            f"{what}: the CFG++ sampler {chosen[0]} needs a cfg other than 1 here (ComfyUI's CFG 1 is not run)"
+        )
     if pipe.refiner is not None or request.controls or request.image_prompts:
         raise UsageError(f"{what} runs text to image without a refiner, ControlNets or image prompts")
 
 
-def latents(pipe, cond, uncond, steps: int, size, cfg: float, noise, chosen: tuple[str, str], callback=None):
-    """The batch's latents at `size` by ComfyUI's path (`noise`: its sampling.noise.ComfyNoise)."""
+def check_run(pipe, request) -> None:
+    """A graph's stages and picture: ComfyUI's noise, one image from a picture, a 4-channel UNet, CFG
+    wherever a stage guides."""
+    run = request.comfy_run
+    if request.noise not in COMFY_DEVICES:
+        raise UsageError("a ComfyUI graph (comfy_graph) runs with ComfyUI's noise: noise 'comfy' or 'comfy_nv'")
+    if pipe.family.inpainting(pipe.components):
+        raise UsageError("ComfyUI's path runs models with a plain UNet; an inpainting UNet's graph is not run yet")
+    if request.guidance == 1.0 and any(stage.cfg != 1.0 for stage in run.stages):
+        raise UsageError("a ComfyUI graph whose first sampler has cfg 1 runs its later ones at cfg 1 too")
+    if run.image is None:
+        return
+    if (request.noise_batch or request.num_images) != 1:
+        raise UsageError("a ComfyUI graph starting from a picture makes one image (its LoadImage is one picture)")
+
+
+def latents(pipe, cond, uncond, steps: int, size, cfg: float, noise, chosen: tuple[str, str], callback=None, run=None):
+    """The batch's latents at `size` by ComfyUI's path (`noise`: its sampling.noise.ComfyNoise; `run`:
+    a graph's stages and start, workflows/comfy_start.ComfyRun): each stage from the last one's latents."""
     c = pipe.components
     config = c.scheduler_config
     s = comfy.ComfyModelSampling(config, config.get("prediction_type", "epsilon") == "v_prediction")
-    sampler, scheduler = chosen
-    sigmas = comfy.ksampler_sigmas(s, sampler, scheduler, steps)
+    stages = run.stages if run is not None else (comfy.Stage(*chosen, steps, cfg, noise.seed),)
+    latent, mask = comfy_start.start(c.vae, run, pipe.scale_factor) if run is not None else (None, None)
     f = pipe.scale_factor
-    first = noise.initial((c.vae.config.latent_channels, size[1] // f, size[0] // f)).to(pipe.device)
-    step_noise = comfy.StepNoise(noise.seed, noise.rows, noise.batch, noise.device)
-    return comfy.sample(pipe.family.denoiser(c), s, sampler, sigmas, first, step_noise, cond, uncond, cfg, callback)
+    shape = (c.vae.config.latent_channels, size[1] // f, size[0] // f)
+    mask = None if mask is None else comfy_start.noise_mask(mask, (len(noise.rows), *shape))
+    net = pipe.family.denoiser(c)
+    for stage in stages:
+        drawn = replace(noise, seed=stage.seed)
+        first = drawn.initial(shape) if stage.add_noise else torch.zeros((len(noise.rows), *shape))
+        step_noise = comfy.StepNoise(stage.seed, noise.rows, noise.batch, noise.device)
+        args = (net, s, stage.sampler, stage.sigmas(s), first.to(pipe.device), step_noise, cond, uncond, stage.cfg)
+        latent = comfy.sample(*args, callback, latent, mask)
+    return latent

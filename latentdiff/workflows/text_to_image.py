@@ -71,7 +71,13 @@ def noise_record(request: Request, job: int) -> dict:
     if request.noise not in COMFY_DEVICES:
         return {}
     batch = request.noise_batch or request.num_images
-    return {"noise": request.noise, "noise_batch": batch, "noise_index": request.noise_index + job % request.num_images}
+    run = {} if request.comfy_run is None else {"comfy_graph": request.comfy_run.record()}
+    return {
+        "noise": request.noise,
+        "noise_batch": batch,
+        "noise_index": request.noise_index + job % request.num_images,
+        **run,
+    }
 
 
 def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=None) -> torch.Tensor:
@@ -163,7 +169,8 @@ def run_loop(
     chosen = comfy_path.names(request) if start.get("comfy") is not None else None
     if chosen is not None:
         cfg = loop_guidance(pipe, request)[0]
-        z = comfy_path.latents(pipe, cond, uncond, steps, size, cfg, start["comfy"], chosen, request.callback)
+        args = (steps, size, cfg, start["comfy"], chosen, request.callback, request.comfy_run)
+        z = comfy_path.latents(pipe, cond, uncond, *args)
         return (z, []) if with_generators else z
     sched = make_scheduler(pipe.components.scheduler_config, request.scheduler, request.sampler_options)
     pipe.family.set_timesteps(sched, steps, size, pipe.scale_factor)  # on the CPU: see sampling.denoise

@@ -94,11 +94,11 @@ LORA = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 
         (changed(**{"3": lambda n: with_inputs(n, positive=["99", 0])}), "links to node '99', which the graph"),
         (changed(**{"3": lambda n: with_inputs(n, positive=["5", 0])}), "links to a EmptyLatentImage"),
         (changed(**{"8": lambda n: with_inputs(n, vae=["4", 1])}), "takes output 1 of CheckpointLoaderSimple"),
-        (changed(**{"3": lambda n: with_inputs(n, denoise=0.5)}), "denoise 0.5 needs an input image"),
+        (changed(**{"3": lambda n: with_inputs(n, denoise=0.5, sampler_name="ddim")}), "on ComfyUI's own path"),
         (changed(**{"3": lambda n: with_inputs(n, sampler_name="uni_pc_bh2", scheduler="simple")}), "'Simple'"),
         (changed(**{"3": lambda n: with_inputs(n, sampler_name="nope")}), "unknown scheduler 'nope'"),
         (changed(**{"3": lambda n: with_inputs(n, steps="20")}), "input 'steps' is '20', not a literal int"),
-        (changed(**{"11": dict(GRAPH["3"])}), "2 KSampler / KSamplerAdvanced nodes"),
+        (changed(**{"11": dict(GRAPH["3"])}), "2 sampler nodes, not one chain"),
         (
             changed(
                 **{
@@ -153,7 +153,7 @@ def test_ui_workflow_alone_is_named(tmp_path, capsys):
     assert "holds ComfyUI's UI workflow but not its API graph" in err
 
 
-def test_advanced_sampler_reads_its_seed_and_refuses_partial_runs(tmp_path):
+def test_advanced_sampler_reads_its_seed_and_its_partial_runs(tmp_path):
     from latentdiff.images.write import read_params
 
     adv = {
@@ -169,9 +169,12 @@ def test_advanced_sampler_reads_its_seed_and_refuses_partial_runs(tmp_path):
     }
     params = read_params(comfy_png(tmp_path / "a.png", changed(**{"3": adv})))
     assert (params["seed"], params["steps"], params["guidance"], params["noise"]) == (42, 3, 8, "comfy")
-    for bad in ({"end_at_step": 2}, {"start_at_step": 1}, {"add_noise": "disable"}):
-        with pytest.raises(Exception, match="KSamplerAdvanced node '3'"):
-            read_params(comfy_png(tmp_path / "b.png", changed(**{"3": with_inputs(adv, **bad)})))
+    assert params["comfy"]["run"] is None  # the whole run from noise: the plain path
+    for part in ({"end_at_step": 2}, {"start_at_step": 1}, {"add_noise": "disable"}):
+        params = read_params(comfy_png(tmp_path / "b.png", changed(**{"3": with_inputs(adv, **part)})))
+        assert params["comfy"]["run"]["stages"][0]["seed"] == 42  # tests/images/test_comfy_png_run.py runs them
+    with pytest.raises(Exception, match="KSamplerAdvanced node '3': add_noise is 'off'"):
+        read_params(comfy_png(tmp_path / "c.png", changed(**{"3": with_inputs(adv, add_noise="off")})))
 
 
 def test_clip_skip_and_vae_loader(tmp_path):

@@ -121,7 +121,7 @@ def test_every_scheduler_draws_the_shipped_models_good_names_at_its_default_step
 
 def test_the_docs_table_names_every_sampler_and_schedule_type():
     """docs/generate.md#samplers shows the one table: each row's names and what runs it."""
-    from latentdiff.sampling.sampler_table import A1111_PATH
+    from latentdiff.sampling.sampler_table import A1111_PATH, COMFY_OWN
     from latentdiff.sampling.schedulers import SAMPLERS, SCHEDULES
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "generate.md").read_text()
@@ -130,7 +130,8 @@ def test_the_docs_table_names_every_sampler_and_schedule_type():
         if line.startswith("| `"):
             rows.setdefault(line.split("|")[1].strip(" `"), line)
     for key, m in SAMPLERS.items():
-        runs = m.cls or ("A1111's own path" if key in A1111_PATH else "not yet")
+        comfy_only = any(c in COMFY_OWN for c in m.comfy)
+        runs = m.cls or ("A1111's own path" if key in A1111_PATH else "ComfyUI's own path" if comfy_only else "not yet")
         assert key in rows and m.a1111 in rows[key] and runs in rows[key], key
         assert all(f"`{c}`" in rows[key] for c in m.comfy), key
         assert rows[key].endswith(" yes |" if key in A1111_PATH else " — |"), key  # A1111's own path
