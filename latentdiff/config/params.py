@@ -18,21 +18,6 @@ from latentdiff.prompts.syntax import SYNTAXES
 from latentdiff.runtime.offload import MODES as OFFLOAD_MODES
 from latentdiff.sampling.schedulers import check_scheduler_name
 
-# The hires fix's latent upscalers, A1111's (its shared.latent_upscale_modes): our name -> (A1111's
-# label, torch's interpolation mode, antialias). "latent" is A1111's default, "Latent".
-LATENT_UPSCALERS = {
-    "latent": ("Latent", "bilinear", False),
-    "latent-antialiased": ("Latent (antialiased)", "bilinear", True),
-    "latent-bicubic": ("Latent (bicubic)", "bicubic", False),
-    "latent-bicubic-antialiased": ("Latent (bicubic antialiased)", "bicubic", True),
-    "latent-nearest": ("Latent (nearest)", "nearest", False),
-    "latent-nearest-exact": ("Latent (nearest-exact)", "nearest-exact", False),
-}
-
-# The hires fix's pixel upscalers, A1111's (its UpscalerNone, UpscalerLanczos, UpscalerNearest): our name ->
-# A1111's label; also an upscaler model file (ESRGAN-type: workflows/a1111_upscale.py).
-PIXEL_UPSCALERS = {"none": "None", "lanczos": "Lanczos", "nearest": "Nearest"}
-
 # Steps and guidance for a model whose latentdiff.json recommends none (diffusers' SD defaults are 50/7.5)
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.5
 

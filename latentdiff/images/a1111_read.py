@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 
 from latentdiff.config.flag_types import number, shown
-from latentdiff.config.params import LATENT_UPSCALERS, MAX_STEPS, PIXEL_UPSCALERS
+from latentdiff.config.params import MAX_STEPS
+from latentdiff.config.upscalers import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from latentdiff.errors import UsageError
 from latentdiff.images.control_infotext import units_from_fields
 from latentdiff.images.infotext_parse import parse_infotext

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from latentdiff.config.params import LATENT_UPSCALERS, PIXEL_UPSCALERS
+from latentdiff.config.upscalers import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from latentdiff.images.a1111_read import NETWORK_TAG, hires_denoised, params_from_a1111  # noqa: F401 (re-exported)
 from latentdiff.images.control_infotext import controlnet_fields
 from latentdiff.images.infotext_parse import parse_infotext  # noqa: F401 (re-exported)

@@ -13,6 +13,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 import latentdiff.config.params as rules
+from latentdiff.config.upscalers import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from latentdiff.errors import UsageError
 from latentdiff.images.a1111_read import hires_schedule
 from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, resolved, split_name
@@ -28,10 +29,7 @@ from latentdiff.workflows.options import ImageOptions
 # A1111 sampler name -> (our scheduler name, A1111 aliases), from the one scheduler table
 SAMPLERS = {m.a1111: (k, list(m.aliases)) for k, m in SCHEDULERS.items()}
 # A1111's hires upscalers we have: its latent modes and its None, Lanczos and Nearest (workflows/a1111_upscale.py).
-HR_UPSCALERS = {
-    **{v[0]: k for k, v in rules.LATENT_UPSCALERS.items()},
-    **{v: k for k, v in rules.PIXEL_UPSCALERS.items()},
-}
+HR_UPSCALERS = {**{v[0]: k for k, v in LATENT_UPSCALERS.items()}, **{v: k for k, v in PIXEL_UPSCALERS.items()}}
 
 
 class Txt2ImgRequest(BaseModel):

@@ -9,7 +9,7 @@ import inspect
 import torch
 from PIL import Image
 
-from latentdiff.config.params import LATENT_UPSCALERS
+from latentdiff.config.upscalers import LATENT_UPSCALERS
 from latentdiff.errors import UsageError
 from latentdiff.sampling import a1111, a1111_timesteps, k_samplers
 from latentdiff.sampling.model_call import Inputs

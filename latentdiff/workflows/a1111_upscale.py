@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from latentdiff.config.params import PIXEL_UPSCALERS
+from latentdiff.config.upscalers import PIXEL_UPSCALERS
 from latentdiff.formats.sr_model import is_sr_file, load_sr_model
 
 LANCZOS, NEAREST = Image.Resampling.LANCZOS, Image.Resampling.NEAREST

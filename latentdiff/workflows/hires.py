@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from latentdiff.config.params import LATENT_UPSCALERS, hires_size
+from latentdiff.config.params import hires_size
+from latentdiff.config.upscalers import LATENT_UPSCALERS
 from latentdiff.images.write import to_pil
 from latentdiff.workflows import a1111_path, a1111_upscale
 
