@@ -148,7 +148,11 @@ def pixel_sr_parts(arch: dict, unet) -> dict:
             "a pixel model's unet takes in_channels 3 (a base) or 6 (an SR stage, with an image_noising_scheduler "
             "section and class_embed_type: timestep)"
         )
-    return {"low_res_scheduler": dict(noising), "max_noise_level": int(noising.get("num_train_timesteps", 1000)) - 1}
+    most = int(noising.get("num_train_timesteps", 1000)) - 1
+    level = arch.get("max_noise_level", most)  # training's augmentation range; generation takes any level
+    if not isinstance(level, int) or not 0 <= level <= most:
+        raise UsageError(f"a pixel SR stage's max_noise_level is a whole number from 0 to {most}, got {level!r}")
+    return {"low_res_scheduler": dict(noising), "max_noise_level": level}
 
 
 @torch.no_grad()

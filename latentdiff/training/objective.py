@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from latentdiff.families.pixel import LEARNED
 from latentdiff.families.unet import UNetCall
 from latentdiff.sampling.model_call import Inputs
 from latentdiff.training.vlb import HYBRID_WEIGHT, vlb_loss
@@ -32,6 +33,12 @@ def loss_weights(alphas_cumprod, t, prediction_type: str, snr_gamma: float | Non
     s = snr(alphas_cumprod, t)
     clipped = torch.clamp(s, max=snr_gamma)
     return clipped / (s + 1) if prediction_type == "v_prediction" else clipped / s
+
+
+def learns_variance(scheduler) -> bool:
+    """Whether the sampler reads a variance half of the output (IF's learned_range); an IF-layout UNet
+    sampled without one keeps 2C output channels (diffusers' pipelines drop the second half) untrained."""
+    return scheduler.config.get("variance_type") in LEARNED
 
 
 def diffusion_loss(
@@ -65,7 +72,7 @@ def diffusion_loss(
     pred = unet(UNetCall.sample(noisy, inputs), t, **UNetCall.kwargs(noisy, t, inputs)).sample.float()
     c = latents.shape[1]
     per_sample = F.mse_loss(pred[:, :c], target.float(), reduction="none").mean(dim=(1, 2, 3))
-    if pred.shape[1] == 2 * c:  # a learned variance (IF's layout): the hybrid objective
+    if pred.shape[1] == 2 * c and learns_variance(noise_scheduler):  # IF's layout: the hybrid objective
         per_sample = per_sample + HYBRID_WEIGHT * vlb_loss(noise_scheduler, latents, noisy, t, *pred.split(c, 1))
     w = loss_weights(noise_scheduler.alphas_cumprod, t, kind, snr_gamma)
     return (per_sample * w).mean()

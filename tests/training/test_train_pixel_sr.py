@@ -121,3 +121,55 @@ def test_a_pixel_base_trains_and_loads_in_if_pipeline(pictures, tiny_sd1, tmp_pa
     gens = [torch.Generator().manual_seed(2)]
     mine = sample_pixels(load_pixel_stage(out), Embeddings(cond), Embeddings(cond * 0), (16, 16), 2, 2.0, gens)
     assert mine.shape == theirs.shape and (mine - theirs).abs().max() * 127.5 <= 1
+
+
+def emoji_sr_arch(base) -> dict:
+    """The emoji stage's schedules (configs/models/emoji-pixel-sr.yaml: v-prediction, DDIM from the last
+    timestep, no learned variance) on the tiny UNet, augmentation levels capped at 30."""
+    recipe = yaml.safe_load(open("configs/models/emoji-pixel-sr.yaml"))
+    keep = ("scheduler", "image_noising_scheduler")
+    return {**pixel_sr_arch(base), **{k: recipe[k] for k in keep}, "max_noise_level": 30}
+
+
+def test_a_v_stage_without_variance_trains_only_its_noise_half_and_loads_in_if_pipeline(pictures, tiny_sd1, tmp_path):  # noqa: F811
+    from diffusers import DDPMScheduler, IFSuperResolutionPipeline
+
+    from latentdiff.families.clip import Embeddings
+    from latentdiff.models.build import build_components
+    from latentdiff.sampling.loop import make_scheduler
+    from latentdiff.training.objective import diffusion_loss
+    from latentdiff.training.upscaler import noise_augment
+    from latentdiff.workflows.pixel import load_pixel_stage, super_resolve
+
+    arch = emoji_sr_arch(tiny_sd1)
+    c = build_components(arch, [])
+    assert c.upscaler["max_noise_level"] == 30  # training's levels; generation takes up to 999 (below)
+    g = torch.Generator().manual_seed(0)
+    x0, ctx = torch.rand((2, 3, 32, 32), generator=g) * 2 - 1, Embeddings(torch.randn((2, 7, 32), generator=g))
+    noising = make_scheduler(arch["image_noising_scheduler"])
+    cond = noise_augment(x0[:, :, ::2, ::2], noising, 30, g, (32, 32))
+    assert cond.class_labels.max() <= 30
+    diffusion_loss(c.unet, DDPMScheduler.from_config(arch["scheduler"]), x0, ctx, g, image_cond=cond).backward()
+    grad = c.unet.conv_out.weight.grad
+    assert grad[:3].abs().sum() > 0 and grad[3:].abs().sum() == 0  # no hybrid loss on an unread variance
+
+    path = tmp_path / "v.yaml"
+    path.write_text(yaml.safe_dump(arch))
+    out = finetune(cfg(pictures, path, tmp_path / "run", max_steps=1))
+    ref = IFSuperResolutionPipeline.from_pretrained(out, text_encoder=None, tokenizer=None)
+    ref.set_progress_bar_config(disable=True)
+    emb, low = torch.randn((1, 7, 32), generator=g), torch.rand((1, 3, 16, 16), generator=g) * 2 - 1
+    theirs = ref(image=low, prompt_embeds=emb, negative_prompt_embeds=emb * 0, num_inference_steps=2, guidance_scale=1.0,
+                 noise_level=500, generator=torch.Generator().manual_seed(2), output_type="pt").images  # fmt: skip
+    mine = super_resolve(
+        load_pixel_stage(out), low, Embeddings(emb), None, 2, 1.0, 500, [torch.Generator().manual_seed(2)]
+    )
+    assert type(ref.scheduler).__name__ == "DDIMScheduler" and (mine - theirs).abs().max() * 127.5 <= 1
+
+
+def test_a_pixel_stage_refuses_a_training_level_beyond_its_noising_schedule(tiny_sd1):
+    from latentdiff.errors import UsageError
+    from latentdiff.models.build import build_components
+
+    with pytest.raises(UsageError, match="max_noise_level is a whole number from 0 to 999"):
+        build_components({**pixel_sr_arch(tiny_sd1), "max_noise_level": 1000}, [])

@@ -58,6 +58,19 @@ def test_the_models_cascade_runs_unless_turned_off(model, generate, tmp_path):
     assert code == 0 and Image.open(out.strip()).size == (16, 16)
 
 
+def test_a_pixel_stage_named_as_the_models_upscaler_runs_by_default(tiny_sd1, stages, generate, tmp_path):
+    """The shipped model's form: latentdiff.json's one-stage "upscaler" key naming a pixel stage."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd1, model)
+    shutil.copytree(stages[0], model / "upscaler")
+    (model / "latentdiff.json").write_text(json.dumps({"steps": 2, "upscaler": "upscaler"}))
+    code, out, err = generate(model, tmp_path / "a", "--width", "16", "--height", "16")
+    assert code == 0 and Image.open(out.strip()).size == (32, 32), err
+    assert png_texts(out.strip())[0]["cascade"][0]["noise_level"] == 20  # the stage's own latentdiff.json
+    code, out, err = generate(model, tmp_path / "b", "--width", "16", "--height", "16", "--no-upscale")
+    assert code == 0 and Image.open(out.strip()).size == (16, 16), err
+
+
 @pytest.mark.parametrize(
     "spec,match",
     [
