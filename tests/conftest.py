@@ -7,6 +7,12 @@ import pytest
 
 # No test may reach the network: huggingface_hub must answer from the (empty) cache only.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# OpenMP's threads sleep while they wait, as the CLIs set it (cli/generate.py), here before torch loads
+# OpenMP, in this process and so in xdist's workers and the CLI processes tests start. The references
+# (diffusers' pipelines, k-diffusion, training steps) run on torch's own thread count: with OpenMP's
+# default spinning waits, two workers on two busy cores made a diffusers reference call 10-40x slower
+# (measured: 0.2 CPU s and 0.5-3 s wall passive or on 1 thread, 4-5 CPU s and 28-41 s wall spinning).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("LATENTDIFF_CACHE", str(Path(__file__).parent / ".cache-unused"))
 
 

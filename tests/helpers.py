@@ -1,9 +1,11 @@
 """Helpers shared by test modules in several folders (tests/ is on the path: conftest.py's folder)."""
 
 import contextlib
+import io
 import json
 import resource
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +113,27 @@ def fails(capsys, *argv) -> str:
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("latentdiff: error: ")
     return err.strip()
+
+
+# Warnings Python's default filters do not print (a user of the console command never sees them).
+UNSHOWN_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+def run_cli_here(*args) -> subprocess.CompletedProcess:
+    """`latentdiff ARGS` in this process, for tests of what the command answers (exit code, the one
+    line), not of the process: conftest.run_cli's result without a process start (~3 CPU s each).
+    A warning a user would see printed is added to stderr as a line, as the process would print it."""
+    out, err = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings(record=True) as seen, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        warnings.simplefilter("default")
+        try:
+            code = main([*map(str, args)])
+        except SystemExit as e:  # argparse's own refusals
+            code = e.code
+    shown = "".join(
+        f"{w.category.__name__}: {w.message}\n" for w in seen if not issubclass(w.category, UNSHOWN_WARNINGS)
+    )
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue() + shown)
 
 
 def made_and_replayed(capsys, tmp_path, *argv) -> tuple[dict, dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import run_cli_here
 from PIL import Image
 
 from tests.conftest import run_cli
@@ -61,7 +62,7 @@ def test_generate_refuses_a_size_flux_cannot_patch_and_a_true_cfg_below_one(tiny
         (["--width", "42", "--height", "32"], "not a multiple of 4"),
         (["--true-cfg", "0.5"], "--true-cfg must be >= 1"),
     ):
-        r = run_cli(*base, *extra)
+        r = run_cli_here(*base, *extra)
         assert r.returncode == 2, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0], r.stderr
@@ -77,7 +78,7 @@ def test_flux_refuses_the_sampler_tables_choices_and_reads_a_forge_line_with_its
     base = ["generate", "a cat", "--model", tiny_flux_dev, "--steps", "1", "--width", "32", "--height", "32",
             "--device", "cpu", "--quiet"]  # fmt: skip
     for extra in (["--scheduler", "euler"], ["--scheduler", "DPM++ 2M Karras"], ["--schedule-type", "karras"]):
-        r = run_cli(*base, "--out", tmp_path / "refused", *extra)
+        r = run_cli_here(*base, "--out", tmp_path / "refused", *extra)
         assert r.returncode == 2, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     # Forge's Flux line ("Sampler: Euler, Schedule type: Simple"): the model's own flow-matching Euler.
@@ -86,7 +87,7 @@ def test_flux_refuses_the_sampler_tables_choices_and_reads_a_forge_line_with_its
                   "Distilled CFG Scale: 3.5, Seed: 3, Size: 32x32, Model: flux1-dev")  # fmt: skip
     forge = tmp_path / "forge.png"
     Image.new("RGB", (32, 32)).save(forge, pnginfo=info)
-    r = run_cli(*base, "--from", forge, "--out", tmp_path / "out")
+    r = run_cli_here(*base, "--from", forge, "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     recorded = read_params(r.stdout.split()[0])
     assert recorded["scheduler"] is None and recorded["scheduler_class"] == "FlowMatchEulerDiscreteScheduler"

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli_here
 
 from latentdiff import Pipeline
 from latentdiff.sampling.loop import SCHEDULERS, make_scheduler
-from tests.conftest import run_cli
 
 SIZE = dict(width=32, height=32)
 
@@ -147,7 +147,7 @@ def test_fp16_vae_is_upcast_and_an_overflowing_one_is_redone_in_fp32(tiny_sdxl):
 
 
 def test_cli_generates_with_sdxl_and_refiner(tiny_sdxl, tiny_refiner, tmp_path):
-    r = run_cli(
+    r = run_cli_here(
         "generate",
         "a red apple",
         "--model",
@@ -173,7 +173,7 @@ def test_cli_generates_with_sdxl_and_refiner(tiny_sdxl, tiny_refiner, tmp_path):
 
     params = read_params(r.stdout.strip())
     assert params["refiner_start"] == 0.6 and params["refiner"].endswith("sdxl-refiner")
-    r = run_cli("generate", "x", "--model", tiny_sdxl, "--refiner-start", "0.6")
+    r = run_cli_here("generate", "x", "--model", tiny_sdxl, "--refiner-start", "0.6")
     assert r.returncode == 2 and "needs --refiner" in r.stderr and "Traceback" not in r.stderr
 
 

@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli_here
 
 from latentdiff import Pipeline
 from latentdiff.errors import ModelError
@@ -215,7 +216,7 @@ def test_vae_that_is_no_vae_is_one_line(tiny_sd1, tmp_path):
 
     lora = tmp_path / "lora.safetensors"
     save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 32)}, str(lora))
-    r = run_cli("generate", "x", "--model", tiny_sd1, "--vae", lora, "--steps", "1")
+    r = run_cli_here("generate", "x", "--model", tiny_sd1, "--vae", lora, "--steps", "1")
     assert r.returncode == 2 and "is a LoRA" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -245,7 +246,7 @@ def _file(tmp_path, keys):
     ],
 )
 def test_unsupported_files_name_what_they_are(tmp_path, keys, what):
-    r = run_cli("generate", "x", "--model", _file(tmp_path, keys))
+    r = run_cli_here("generate", "x", "--model", _file(tmp_path, keys))
     # a Flux/SD3 transformer file is supported with --components, which the line asks for
     assert r.returncode == 2 and what in r.stderr and ("supported:" in r.stderr or "--components" in r.stderr), r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -255,7 +256,7 @@ def test_unsupported_files_name_what_they_are(tmp_path, keys, what):
 def test_broken_files_are_one_line(tmp_path, content):
     path = tmp_path / "model.safetensors"
     path.write_bytes(content)
-    r = run_cli("generate", "x", "--model", path)
+    r = run_cli_here("generate", "x", "--model", path)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
@@ -270,7 +271,7 @@ def test_broken_files_are_one_line(tmp_path, content):
 def test_unsupported_folders_name_what_they_are(tmp_path, index, what):
     for name, content in index.items():
         (tmp_path / name).write_text(json.dumps(content))
-    r = run_cli("generate", "x", "--model", tmp_path)
+    r = run_cli_here("generate", "x", "--model", tmp_path)
     assert r.returncode == 2 and what in r.stderr and "supported:" in r.stderr, r.stderr
 
 
@@ -283,7 +284,7 @@ def test_inpainting_model_from_a_file_generates(tmp_path):
     arch["unet"] = {**arch["unet"], "in_channels": 9}
     save_components(build_components(arch, WORDS), tmp_path / "inpaint", "PNDMScheduler")
     single = convert(tmp_path / "inpaint", tmp_path / "inpaint.safetensors")
-    r = run_cli("generate", "x", "--model", single, "--steps", "1", "--out", tmp_path)
+    r = run_cli_here("generate", "x", "--model", single, "--steps", "1", "--out", tmp_path)
     assert r.returncode == 0 and r.stdout.strip().endswith(".png"), r.stderr  # text alone: it repaints everything
 
 
