@@ -1,12 +1,12 @@
-"""ComfyUI's own KSampler path (v0.36; read in its comfy/samplers.py, sample.py, model_sampling.py and
-k_diffusion/sampling.py for behaviour, GPL-3.0; our code): the model as ComfyUI's discrete-sigma model
-sampling (sigmas from float64 betas; the network called at the nearest training timestep, not an
-interpolated one), its nine sigma schedulers, its KSampler's step rules (a partial denoise, the
-advanced node's start and end steps), the first noise scaled by sqrt(1 + sigma^2) when sampling from
-the model's full sigma, and its samplers' noise: ancestral steps from one generator of the seed for
-the whole batch latent (on the CPU seed + 1, on an NVIDIA GPU CUDA's numbers of the seed), SDE steps
-from one Brownian tree of the seed spanning the whole batch. The samplers are k_samplers.py's
-(k-diffusion's arithmetic, which ComfyUI's fork keeps for these)."""
+"""ComfyUI's own KSampler path (its 2026 code, samplers.py @311c0140; read in its comfy/samplers.py,
+sample.py, model_sampling.py and k_diffusion/sampling.py for behaviour, GPL-3.0; our code): the model as
+ComfyUI's discrete-sigma model sampling (sigmas from float64 betas; the network called at the nearest
+training timestep, not an interpolated one), its nine sigma schedulers, its KSampler's step rules (a
+partial denoise, the advanced node's start and end steps), the first noise scaled by sqrt(1 + sigma^2)
+when sampling from the model's full sigma, and its samplers' noise: ancestral steps from one generator
+of the seed for the whole batch latent (on the CPU seed + 1, on an NVIDIA GPU CUDA's numbers of the
+seed), SDE steps from one Brownian tree of the seed spanning the whole batch. The samplers are
+k_samplers.py's (k-diffusion's arithmetic, which ComfyUI's fork keeps for these)."""
 
 from __future__ import annotations
 

@@ -41,8 +41,9 @@ class ComfyNoise:
         return comfy_batch_noise(shape, self.seed, self.rows, self.batch)
 
     def step_generators(self, device) -> list:
-        """One generator for the whole batch's step noise, on the latents' device, seeded as ComfyUI
-        v0.36's default noise sampler seeds it on a CPU (seed + 1): each step then draws every row."""
+        """One generator for the whole batch's step noise, on the latents' device, seeded as ComfyUI's
+        2026 default noise sampler seeds it on a CPU (seed + 1; 0.3.64 and earlier used the seed itself):
+        each step then draws every row."""
         import torch
 
         return [torch.Generator(device).manual_seed(self.seed + 1)]

@@ -1,5 +1,5 @@
 """ComfyUI graphs that start from a picture or run in stages (workflows/comfy_start.py, sampling/comfy.py
-Stage and Masked), against ComfyUI v0.36's rules rebuilt here with k-diffusion's own `sample_*`:
+Stage and Masked), against ComfyUI's 2026 code's rules rebuilt here with k-diffusion's own `sample_*`:
 LoadImage -> VAEEncode (the posterior's mode) -> KSampler at denoise < 1 (the last steps + 1 sigmas of
 int(steps / denoise) steps; the latent plus the seed's noise times the first sigma), the noise mask
 applied around each model call (KSamplerX0Inpaint), VAEEncodeForInpaint's grey pixels and grown mask,

@@ -46,7 +46,7 @@ def test_the_loop_starts_from_the_batch_draw(pipe_sd1):
     second = prepare(pipe_sd1, sched, [77], 2, (64, 64), comfy=ComfyNoise(77, (1,), 2))
     assert torch.equal(second.latents[0], both.latents[1])
     (g,) = both.generators
-    assert g.initial_seed() == 78  # ComfyUI v0.36 seeds its step noise seed + 1 on a CPU
+    assert g.initial_seed() == 78  # ComfyUI's 2026 code seeds its step noise seed + 1 on a CPU
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_bad_noise_settings_are_one_error(pipe_sd1, kwargs, message):
 
 def test_step_noise_draws_the_batch_from_one_generator_of_the_seed(tiny_sd1, pipe_sd1):
     """A sampler off ComfyUI's own path (DDPM: diffusers' class) with ComfyUI's noise is diffusers'
-    pipeline given ComfyUI's initial noise and ONE generator of seed + 1 for the batch (ComfyUI v0.36's
+    pipeline given ComfyUI's initial noise and ONE generator of seed + 1 for the batch (ComfyUI's 2026 code's
     default noise sampler on a CPU: each step draws the whole batch), not a generator per image."""
     from diffusers import StableDiffusionPipeline
 

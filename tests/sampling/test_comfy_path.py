@@ -1,4 +1,4 @@
-"""ComfyUI's own KSampler path (sampling/comfy.py, workflows/comfy_path.py) against ComfyUI v0.36's rules
+"""ComfyUI's own KSampler path (sampling/comfy.py, workflows/comfy_path.py) against ComfyUI's 2026 code's rules
 rebuilt here with k-diffusion's own `sample_*`: ComfyUI's model sampling (float64 betas, the network
 called at the NEAREST training timestep), its first noise (prepare_noise: one CPU draw for the batch
 latent) scaled by sqrt(1 + sigma_max^2), its default noise sampler (one generator for the whole batch,
@@ -113,7 +113,7 @@ def comfy_reference(pipe, sampler, scheduler, batch=2, device="cpu", prompt=PROM
             source = Philox(seed)
             options = {**options, "noise_sampler": lambda a, b: source.randn(x.shape)}
         else:
-            g = torch.Generator().manual_seed(seed + 1)  # v0.36: seed + 1 on a CPU
+            g = torch.Generator().manual_seed(seed + 1)  # ComfyUI after 0.3.64: seed + 1 on a CPU
             options = {**options, "noise_sampler": lambda a, b: torch.randn(x.shape, generator=g)}
     z = getattr(ks, name)(model, x, sigmas, disable=True, **options)
     return np.stack([np.asarray(im) for im in to_pil(pipe.decode(z))])
