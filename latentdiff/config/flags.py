@@ -170,6 +170,7 @@ class Flag:
     help: str
     options: dict = dataclasses.field(default_factory=dict)  # more add_argument keywords
     group: str | None = None  # the help section it is listed in
+    aliases: tuple[str, ...] = ()  # more names of the same flag (A1111's, say)
 
     @property
     def dest(self) -> str:
@@ -218,7 +219,7 @@ def add_flags(
                 groups[extra.group] = parser.add_argument_group(extra.group)
             absent = {"default": argparse.SUPPRESS} if extra.name.startswith("-") else {}
             groups.get(extra.group, parser).add_argument(
-                extra.name, help=extra.help.replace("%", "%%"), **absent, **extra.options
+                extra.name, *extra.aliases, help=extra.help.replace("%", "%%"), **absent, **extra.options
             )
 
 

@@ -44,11 +44,11 @@ IMAGE_FLAGS = (
     ),
     Flag(
         "--padding",
-        "--inpaint-area masked: context pixels around the region (default 32)",
+        "--inpaint-area masked: context pixels around the region (default 32; A1111's Only masked padding)",
         dict(type=int, metavar="PX"),
         _START,
+        aliases=("--only-masked-padding",),
     ),
-    Flag("--only-masked-padding", "A1111's name for --padding", dict(type=int, metavar="PX", dest="padding"), _START),
     Flag(
         "--masked-content",
         "what the masked area starts from: original (default); on A1111's own path also fill, "

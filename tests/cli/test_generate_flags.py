@@ -51,7 +51,7 @@ def test_the_image_flags_are_image_options_fields():
     parser = _generate_parser()
     assert {flag.dest for flag in IMAGE_FLAGS} <= ImageOptions.names()
     for flag in IMAGE_FLAGS:
-        assert _action(parser, flag.dest).option_strings == [flag.name]
+        assert _action(parser, flag.dest).option_strings == [flag.name, *flag.aliases]
     args = parser.parse_args(["x", "--hires", "1.5", "--no-upscale", "--init-image", "a.png"])
     cfg, _ = GenerateConfig.from_flags(vars(args))
     assert cfg.image_options == {"hires": 1.5, "upscale": False, "image": "a.png"}

@@ -142,6 +142,8 @@ NOT_RUN = {
     "tests/cli/test_qwen_z_generate.py runs generate on a tiny one",
     "latentdiff generate 'a castle' --model Z-Image-Turbo/": "a Z-Image folder (several GB); "
     "tests/cli/test_qwen_z_generate.py runs generate on a tiny one",
+    "latentdiff generate 'a castle' --model '~/ComfyUI/models/": "a ComfyUI install's models folder (tens of GB); "
+    "tests/formats/test_comfy_components.py runs generate on a tiny ComfyUI tree against a diffusers folder",
     "latentdiff generate 'a photo of sks dog' --model runs/flux": "the LoRA of a Flux.1 run (the GPU recipe above); "
     "tests/parity/test_flow_finetune.py generates with a tiny run's LoRA against FluxPipeline",
     "latentdiff generate 'a cat' --model pixel-base/": "an IF stage I layout folder; tests/workflows/test_pixel_base.py "

@@ -124,7 +124,7 @@ def test_a1111s_names_for_the_inpaint_area_flags():
 
     parser = argparse.ArgumentParser()
     for f in IMAGE_FLAGS:
-        parser.add_argument(f.name, **f.options)
+        parser.add_argument(f.name, *f.aliases, **f.options)
     ns = parser.parse_args(["--inpaint-area", "whole", "--only-masked-padding", "12"])
     assert (ImageOptions(inpaint_area=ns.inpaint_area).inpaint_area, ns.padding) == ("full", 12)
     assert parser.parse_args(["--inpaint-area", "masked", "--padding", "3"]).padding == 3
