@@ -48,6 +48,19 @@ SAFE_ON_RESUME = frozenset(
 )
 # Run switches, never part of the recipe.
 NOT_SAVED = ("resume", "overwrite", "change_recipe", "config")
+# Fields that name local files or folders: saved as absolute paths, so that `--resume` and `export`
+# work from any directory (a recipe's `model: configs/models/x.yaml` is relative to where it ran).
+PATH_FIELDS = ("dataset", "model", "out", "image_encoder")
+
+
+def absolute_paths(values: dict) -> dict:
+    """values with each PATH_FIELDS entry that names an existing local path made absolute (a hub id
+    or a missing path is left as written)."""
+    for key in PATH_FIELDS:
+        value = values.get(key)
+        if isinstance(value, str) and value and os.path.exists(value):
+            values[key] = os.path.abspath(value)
+    return values
 
 
 def saved_recipe(out) -> dict:
@@ -65,7 +78,7 @@ def saved_recipe(out) -> dict:
 def recipe_dict(cfg) -> dict:
     """The config as saved in OUT/config.yaml; a JSON round trip turns tuples into YAML lists."""
     values = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    return {k: v for k, v in values.items() if k not in NOT_SAVED}
+    return absolute_paths({k: v for k, v in values.items() if k not in NOT_SAVED})
 
 
 def build_config(cls, yaml_path: str | None, flags: dict):
@@ -79,7 +92,7 @@ def build_config(cls, yaml_path: str | None, flags: dict):
 def check_recipe(cfg, out) -> list[str]:
     """On resume: refuse fields that differ from the saved recipe (unless cfg.change_recipe);
     returns the changed fields that are allowed."""
-    saved = saved_recipe(out)
+    saved = absolute_paths(saved_recipe(out))
     now = recipe_dict(cfg)
     changed = sorted(k for k in now if k in saved and saved[k] != now[k])
     risky = [k for k in changed if k not in SAFE_ON_RESUME]
