@@ -174,6 +174,7 @@ def check_lora_rank(rank: int, components, encoders: list, device) -> None:
 
 
 # field: (ceiling, why), for FinetuneConfig (flags --field-name) and VaeTrainConfig (field names)
+MAX_TIMESTEPS = 10_000  # released DDPM models train on 1,000
 CEILINGS = {
     "resolution": (MAX_RESOLUTION, "8x SDXL's training size (the memory check usually refuses less)"),
     "batch_size": (MAX_BATCH, "images a micro-step holds (the memory check usually refuses less)"),
@@ -185,6 +186,8 @@ CEILINGS = {
     "validation_steps": (MAX_VALIDATION_STEPS, "generate's own ceiling"),
     "eval_train_images": (MAX_EVAL_IMAGES, "images measured at the end of the run"),
     "num_threads": (MAX_THREADS, "CPU threads"),
+    "min_timestep": (MAX_TIMESTEPS, "10x the noise schedule of any released model"),
+    "max_timestep": (MAX_TIMESTEPS, "10x the noise schedule of any released model"),
 }
 
 

@@ -97,6 +97,11 @@ class FinetuneConfig:
     """Min-SNR-gamma loss weighting (Hang et al. 2023); 5.0 is the paper's choice."""
     noise_offset: float = 0.0
     """Offset noise strength (e.g. 0.05) so the model learns very dark or bright images."""
+    min_timestep: int = 0
+    """Draw training timesteps from min_timestep up (kohya's --min_timestep; DDPM models)."""
+    max_timestep: int | None = None
+    """Draw training timesteps below this (kohya's --max_timestep; default: the schedule's length), e.g. a
+    stage sampled in two steps from pure noise trains only where it samples."""
     weighting_scheme: str | None = None
     """Flow-matching models (Flux.1, SD 3/3.5, Chroma): how training timesteps are drawn and the loss
     weighted, as diffusers' LoRA trainers: none (uniform), logit_normal, mode, sigma_sqrt or cosmap
@@ -210,6 +215,10 @@ class FinetuneConfig:
         check(self.num_threads is None or self.num_threads >= 1, f"--num-threads must be >= 1, got {self.num_threads}")
         check(0 <= self.seed, f"--seed must be >= 0, got {self.seed}")
         check(self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be > 0")
+        check(
+            0 <= self.min_timestep < (self.max_timestep if self.max_timestep is not None else 10**6),
+            f"--min-timestep {self.min_timestep} must be >= 0 and below --max-timestep {self.max_timestep}",
+        )
         for name, lo, hi in FLOW_RANGES:
             value = getattr(self, name)
             check(

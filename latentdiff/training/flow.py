@@ -32,7 +32,12 @@ from latentdiff.sampling.model_call import Inputs
 
 FLUX_TRAINING_GUIDANCE = 3.5  # train_dreambooth_lora_flux.py's --guidance_scale default
 # Options of the UNet families' DDPM objective, refused on a flow-matching model (flag: what to use instead).
-DDPM_ONLY = {"snr_gamma": "--weighting-scheme", "noise_offset": "nothing (it shifts DDPM's noise)"}
+DDPM_ONLY = {
+    "snr_gamma": "--weighting-scheme",
+    "noise_offset": "nothing (it shifts DDPM's noise)",
+    "min_timestep": "--weighting-scheme",
+    "max_timestep": "--weighting-scheme",
+}
 FLOW_ONLY = ("weighting_scheme", "flow_shift", "guidance")
 
 

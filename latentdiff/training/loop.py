@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.errors import LatentDiffError
+from latentdiff.errors import LatentDiffError, UsageError
 from latentdiff.families.registry import family_of
 from latentdiff.runtime.compile import prepare_unet_for_training
 from latentdiff.runtime.threads import default_training_threads, torch_threads
@@ -260,10 +260,15 @@ def _objective(cfg: FinetuneConfig, components, unet):
     from diffusers import DDPMScheduler
 
     noise_scheduler = DDPMScheduler.from_config(components.scheduler_config)
+    steps = noise_scheduler.config.num_train_timesteps
+    hi = steps if cfg.max_timestep is None else cfg.max_timestep
+    if hi > steps:
+        raise UsageError(f"--max-timestep {hi} is past the model's {steps} training timesteps")
+    draw = (cfg.min_timestep, hi)
 
     def loss(latents, context, gen, image_cond, residuals):
         return diffusion_loss(
-            unet, noise_scheduler, latents, context, gen, cfg.snr_gamma, cfg.noise_offset, image_cond, residuals
+            unet, noise_scheduler, latents, context, gen, cfg.snr_gamma, cfg.noise_offset, image_cond, residuals, draw
         )
 
     return loss

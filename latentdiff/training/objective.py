@@ -51,19 +51,21 @@ def diffusion_loss(
     noise_offset: float = 0.0,
     image_cond=None,
     residuals: tuple = (),
+    timesteps: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """MSE between the UNet's prediction and the target (noise or v) at random timesteps.
     `context`: the text conditioning (`conditioning.Embeddings`: the (B, T, D) context and SDXL's
     extra inputs); `image_cond` (sampling.model_call.ImageChannels, an upscaler's low-res image) goes in beside the
     noisy latents; `residuals` (the model call's Residuals: a ControlNet being trained) add to the UNet's
-    blocks. The UNet is called as generation calls it (families/unet.UNetCall's arguments); `unet` may be
-    an accelerate-wrapped module."""
+    blocks; `timesteps` (lo, hi): draw t from [lo, hi) instead of the whole schedule. The UNet is called as
+    generation calls it (families/unet.UNetCall's arguments); `unet` may be an accelerate-wrapped module."""
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=gen).to(latents.device)
     if noise_offset:
         # Offset noise (Guttenberg 2023) lets the model learn very dark or bright images.
         noise = noise + noise_offset * torch.randn((b, latents.shape[1], 1, 1), generator=gen).to(latents.device)
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=gen).to(latents.device)
+    lo, hi = timesteps or (0, noise_scheduler.config.num_train_timesteps)
+    t = torch.randint(lo, hi, (b,), generator=gen).to(latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, t)
     kind = noise_scheduler.config.prediction_type
     target = noise_scheduler.get_velocity(latents, noise, t) if kind == "v_prediction" else noise

@@ -135,6 +135,8 @@ def kohya_metadata(cfg: FinetuneConfig, out: Path, state) -> dict:
         "ss_seed": cfg.seed,
         "ss_mixed_precision": cfg.mixed_precision,
         "ss_noise_offset": cfg.noise_offset,
+        "ss_min_timestep": cfg.min_timestep,
+        "ss_max_timestep": cfg.max_timestep,
         "ss_training_comment": "latentdiff finetune --method lora",
     }
 
