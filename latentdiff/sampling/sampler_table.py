@@ -169,6 +169,11 @@ _COMFY_ONLY = {
     "dpm++2s_a_cfg++": ("DPM++ 2S a CFG++", "dpmpp_2s_ancestral_cfg_pp"),
     "sa_solver": ("SA-Solver", "sa_solver"),
     "sa_solver_pece": ("SA-Solver PECE", "sa_solver_pece"),
+    "heunpp2": ("Heun++ 2", "heunpp2"),
+    "gradient_estimation": ("Gradient Estimation", "gradient_estimation"),
+    "gradient_estimation_cfg++": ("Gradient Estimation CFG++", "gradient_estimation_cfg_pp"),
+    "seeds_2": ("SEEDS 2", "seeds_2"),
+    "seeds_3": ("SEEDS 3", "seeds_3"),
 }
 SAMPLERS.update({k: Sampler(None, label, comfy=(name,)) for k, (label, name) in _COMFY_ONLY.items()})
 SCHEDULERS = {k: m for k, m in SAMPLERS.items() if m.cls}  # the ones that run here

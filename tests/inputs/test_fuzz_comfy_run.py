@@ -20,6 +20,9 @@ from tests.images.test_comfy_png_run import chained_graph, inpaint_graph
 from tests.inputs.test_fuzz_files import _COMFY_JUNK, FUZZ, damaged, one_line
 
 JUNK = _COMFY_JUNK | st.sampled_from(["enable", "disable", "A", "alpha", "karras", "euler_ancestral", 1.5, 64, 10_001])
+# ComfyUI's sampler and scheduler names (those added later too: heunpp2, gradient estimation, SEEDS)
+SAMPLER_NAMES = ["euler", "dpmpp_2m", "ddim", "heunpp2", "gradient_estimation", "gradient_estimation_cfg_pp"]
+SAMPLER_NAMES += ["seeds_2", "seeds_3"]
 KINDS = ["LoadImage", "LoadImageMask", "VAEEncode", "VAEEncodeForInpaint", "SetLatentNoiseMask", "KSamplerAdvanced"]
 
 
@@ -35,7 +38,7 @@ def picture_graph(draw) -> dict:
             graph[key]["class_type"] = draw(st.sampled_from(KINDS))
         else:
             name = draw(st.sampled_from(sorted(graph[key]["inputs"]) + ["mask", "pixels", "latent_image", "channel"]))
-            graph[key]["inputs"][name] = draw(JUNK)
+            graph[key]["inputs"][name] = draw(JUNK | st.sampled_from(SAMPLER_NAMES))
     return graph
 
 
@@ -59,7 +62,10 @@ def test_fuzz_picture_and_chained_graphs(graph):
 
 
 STAGE = st.fixed_dictionaries(
-    {"sampler": st.sampled_from(["euler", "dpmpp_2m", "ddim", 3]), "scheduler": st.sampled_from(["normal", "x"])},
+    {
+        "sampler": st.sampled_from([*SAMPLER_NAMES, 3]),
+        "scheduler": st.sampled_from(["normal", "kl_optimal", "linear_quadratic", "x"]),
+    },
     optional={k: JUNK for k in ("steps", "cfg", "seed", "denoise", "add_noise", "start", "end", "leftover", "other")},
 )
 
