@@ -183,10 +183,20 @@ def _scheduler(g: Graph, where: str, name: str, schedule: str) -> dict:
         g.fail(f"{where}: sampler {name!r} with scheduler {schedule!r}: {e}")
 
 
+# ComfyUI's samplers whose step noise comes from its default noise sampler (a generator on the
+# latent's device) besides the ancestral ones
+GENERATOR_NOISE = ("er_sde", "sa_solver", "sa_solver_pece", "seeds_2", "seeds_3")
+
+
+def _draws(name: str) -> bool:
+    return "ancestral" in name or name in GENERATOR_NOISE
+
+
 def _noise(sampler: dict, name: str) -> str:
     """ComfyUI's noise: where a sampler of ComfyUI's own path draws step noise from a generator (the
-    ancestral ones), as ComfyUI draws it on an NVIDIA GPU, where most ComfyUI images are made."""
-    if sampler["own"] and "ancestral" in name:
+    ancestral ones, ER-SDE, SA-Solver, SEEDS), as ComfyUI draws it on an NVIDIA GPU, where most ComfyUI
+    images are made."""
+    if sampler["own"] and _draws(name):
         sampler["notes"].append(
             f"{name}'s step noise is drawn as ComfyUI draws it on an NVIDIA GPU (--noise comfy: as on a CPU)"
         )
@@ -248,7 +258,7 @@ def params_from_comfy(graph, where: str) -> dict:
     first = comfy_latent.stage(g, key)
     sampler = _sampler(g, key, first)
     names = [comfy_latent.stage(g, k)["sampler"] for k in keys]
-    noise = _noise(sampler, next((n for n in names if "ancestral" in n), names[0]))
+    noise = _noise(sampler, next((n for n in names if _draws(n)), names[0]))
     run = _run(g, keys, begin, sampler["own"])
     notes, _ = sampler.pop("notes"), sampler.pop("own")
     if clip_skip is not None and clip_skip > 1:

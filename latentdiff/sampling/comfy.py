@@ -10,6 +10,7 @@ k_samplers.py's (k-diffusion's arithmetic, which ComfyUI's fork keeps for these)
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from contextlib import nullcontext
@@ -194,6 +195,14 @@ class Masked:
         return self.model(x, sigma) * self.mask + self.latent * keep
 
 
+def _bounds(fn, sigmas) -> dict:
+    """DPM fast / adaptive's sigma range, as ComfyUI gives it: the schedule's last sigma (the one before
+    where the last is 0) and its first."""
+    if "bounds" not in inspect.signature(fn).parameters:
+        return {}
+    return {"bounds": (float(sigmas[-2] if sigmas[-1] == 0 else sigmas[-1]), float(sigmas[0]))}
+
+
 def sample(net, s: ComfyModelSampling, sampler: str, sigmas, first, noise: StepNoise, cond, uncond, cfg, callback=None, latent=None, mask=None):  # fmt: skip
     """Latents of ComfyUI's KSampler from `first` (its prepare_noise rows, zeros without added noise)
     over `sigmas`, from `latent` (None: an empty latent), `mask` (B, C, h, w) its noise mask;
@@ -213,7 +222,7 @@ def sample(net, s: ComfyModelSampling, sampler: str, sigmas, first, noise: StepN
     with trees, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)  # torchsde's float32 edges
         draw = noise.brownian(shape, sigmas, x.device) if brownian else noise.ancestral(shape, x.device)
-        z = fn(model, x, sigmas.to(x.device), draw, **fixed)
+        z = fn(model, x, sigmas.to(x.device), draw, **fixed, **_bounds(fn, sigmas))
     if callback is not None:
         callback(len(sigmas) - 1, len(sigmas) - 1, z)
     return z

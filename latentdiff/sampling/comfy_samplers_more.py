@@ -11,12 +11,15 @@ code, the same arithmetic in the same order), in k_samplers.py's signature
 - SEEDS-2 and SEEDS-3 (Gonzalez et al. 2023, arXiv 2305.14267): stochastic explicit exponential
   derivative-free solvers over the data prediction in lambda = -log sigma, two or three stages at
   fractions r of the step, each stage's noise carried into the next (eta 1).
+- DPM fast / DPM adaptive: k_dpm_solver.py's, as ComfyUI calls k-diffusion's: eta 0 (A1111 passes its
+  ancestral eta 1), between the schedule's last non-zero sigma and its first (sampling/comfy.py).
 """
 
 from __future__ import annotations
 
 import torch
 
+from latentdiff.sampling.k_dpm_solver import dpm_adaptive, dpm_fast
 from latentdiff.sampling.k_samplers import derivative
 
 
@@ -149,4 +152,7 @@ SAMPLERS = {
     "gradient_estimation_cfg++": (gradient_estimation, {"cfg_pp": True}, False, False),
     "seeds_2": (seeds_2, {}, False, False),
     "seeds_3": (seeds_3, {}, False, False),
+    # These two keys override k_samplers.SAMPLERS' (A1111's options) on ComfyUI's path
+    "dpm_fast": (dpm_fast, {"eta": 0.0}, False, False),
+    "dpm_adaptive": (dpm_adaptive, {"eta": 0.0}, False, False),
 }

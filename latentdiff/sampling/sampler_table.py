@@ -218,6 +218,8 @@ COMFY_OWN = {  # run on ComfyUI's own KSampler path (sampling/comfy.py)
     "dpmpp_2m_sde_heun_gpu": ("dpm++2m_sde_heun", True),
     "dpmpp_3m_sde": ("dpm++3m_sde", False),
     "dpmpp_3m_sde_gpu": ("dpm++3m_sde", True),
+    "dpm_fast": ("dpm_fast", False),
+    "dpm_adaptive": ("dpm_adaptive", False),
     **{name: (key, False) for key, (_, name) in _COMFY_ONLY.items()},
     "deis": ("deis", False),  # ComfyUI's own DEIS ("tab"); diffusers' DEISMultistepScheduler off this path
 }

@@ -97,3 +97,15 @@ def ref_seeds(model, x, sigmas, noise, stages=2, eta=1.0):
         sde = sde * seg.exp() + (2 * seg).expm1().neg().sqrt() * noise()
         x = x + sde * sigmas[i + 1]
     return x
+
+
+def ref_dpm_solver(model, x, sigmas, noise, adaptive=False):
+    """ComfyUI's dpm_fast / dpm_adaptive: k-diffusion's own, its default eta 0, between the schedule's
+    last non-zero sigma and its first."""
+    from tests.sampling.kdiffusion_ref import load
+
+    ks, _ = load()
+    sigma_min = sigmas[-2] if sigmas[-1] == 0 else sigmas[-1]
+    if adaptive:
+        return ks.sample_dpm_adaptive(model, x, sigma_min, sigmas[0], disable=True)
+    return ks.sample_dpm_fast(model, x, sigma_min, sigmas[0], len(sigmas) - 1, disable=True)
