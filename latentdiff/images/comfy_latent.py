@@ -13,7 +13,7 @@ SAMPLERS = ("KSampler", "KSamplerAdvanced")
 ENCODERS = ("VAEEncode", "VAEEncodeForInpaint")
 LATENTS = ("EmptyLatentImage", *ENCODERS, "SetLatentNoiseMask", *SAMPLERS)
 PICTURE_NODES = ("LoadImage", "LoadImageMask", *ENCODERS, "SetLatentNoiseMask")  # the nodes of a picture start
-MAX_STAGES = 2
+MAX_STAGES = 16  # chained sampler nodes run (ComfyUI sets no limit; this bounds the work a graph asks)
 
 
 def chain(g, last: str) -> list[str]:

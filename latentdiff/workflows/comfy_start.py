@@ -28,6 +28,7 @@ from PIL import Image, ImageOps
 
 import latentdiff.config.params as params
 from latentdiff.errors import UsageError
+from latentdiff.images.comfy_latent import MAX_STAGES
 from latentdiff.images.read import BadImageError, open_image_data
 from latentdiff.sampling import comfy
 
@@ -39,8 +40,8 @@ MAX_FILE = 512 << 20  # bytes of a picture file read
 
 @dataclass(frozen=True)
 class ComfyRun:
-    """A ComfyUI graph's sampling: its sampler stages in order (the second continues the first's
-    latents: KSamplerAdvanced's base + refiner chain), and what the first starts from."""
+    """A ComfyUI graph's sampling: its sampler stages in order (each continues the last one's latents:
+    KSamplerAdvanced's base + refiner chain, or longer), and what the first starts from."""
 
     stages: tuple[comfy.Stage, ...]
     image: object = None  # a path or PIL image (LoadImage -> VAEEncode); None: an empty latent
@@ -54,8 +55,8 @@ class ComfyRun:
         if not isinstance(given, dict) or set(given) - {"stages", "image", "mask", "encoding", "grow_mask_by"}:
             raise UsageError("comfy_graph must be a dict of stages, image, mask, encoding, grow_mask_by")
         stages = given.get("stages")
-        if not isinstance(stages, (list, tuple)) or not 1 <= len(stages) <= 2:
-            raise UsageError("comfy_graph's stages must be a list of one or two sampler stages")
+        if not isinstance(stages, (list, tuple)) or not 1 <= len(stages) <= MAX_STAGES:
+            raise UsageError(f"comfy_graph's stages must be a list of 1 to {MAX_STAGES} sampler stages")
         mask = given.get("mask")
         if mask is not None and not (isinstance(mask, (list, tuple)) and len(mask) == 2 and mask[1] in CHANNELS):
             raise UsageError(f"comfy_graph's mask must be [image, channel], the channel one of {', '.join(CHANNELS)}")

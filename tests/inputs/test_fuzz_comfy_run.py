@@ -1,4 +1,4 @@
-"""Fuzzing ComfyUI's picture and two-sampler graphs (images/comfy_latent.py) and the `comfy_graph`
+"""Fuzzing ComfyUI's picture and chained-sampler graphs (images/comfy_latent.py) and the `comfy_graph`
 run the API takes (workflows/comfy_start.ComfyRun): nodes dropped, retyped or given junk inputs, stage
 dicts of any values. Each ends in a checked run or one UsageError line; no model is loaded."""
 
@@ -18,6 +18,7 @@ from latentdiff.workflows import comfy_start
 from latentdiff.workflows.comfy_start import ComfyRun
 from tests.images.test_comfy_png_run import chained_graph, inpaint_graph
 from tests.inputs.test_fuzz_files import _COMFY_JUNK, FUZZ, damaged, one_line
+from tests.sampling.test_comfy_graph_more import chain_of
 
 JUNK = _COMFY_JUNK | st.sampled_from(["enable", "disable", "A", "alpha", "karras", "euler_ancestral", 1.5, 64, 10_001])
 # ComfyUI's sampler and scheduler names (those added later too: heunpp2, gradient estimation, SEEDS)
@@ -28,7 +29,7 @@ KINDS = ["LoadImage", "LoadImageMask", "VAEEncode", "VAEEncodeForInpaint", "SetL
 
 @st.composite
 def picture_graph(draw) -> dict:
-    graph = copy.deepcopy(draw(st.sampled_from([inpaint_graph(), chained_graph()])))
+    graph = copy.deepcopy(draw(st.sampled_from([inpaint_graph(), chained_graph(), chain_of(3)])))
     for _ in range(draw(st.integers(1, 3))):
         key = draw(st.sampled_from(sorted(graph)))
         action = draw(st.sampled_from(["retype", "input", "input", "drop"]))
@@ -73,7 +74,7 @@ STAGE = st.fixed_dictionaries(
 @settings(FUZZ, max_examples=150)
 @given(
     run=st.fixed_dictionaries(
-        {"stages": st.lists(STAGE, max_size=3) | JUNK},
+        {"stages": st.lists(STAGE, max_size=4) | JUNK},
         optional={"image": JUNK, "mask": JUNK | st.just(["x.png", "A"]), "encoding": JUNK, "grow_mask_by": JUNK},
     )
     | JUNK

@@ -138,7 +138,7 @@ def test_a_deterministic_chain_is_the_whole_run(pipe_sd1):
 @pytest.mark.parametrize(
     "graph, message",
     [
-        ({"stages": []}, "one or two sampler stages"),
+        ({"stages": []}, "1 to 16 sampler stages"),
         ({"stages": [stage("ddim")]}, "ComfyUI's own path runs the samplers"),
         ({"stages": [stage(denoise=1.5)]}, "denoise"),
         ({"stages": [stage()], "mask": ["x.png", "A"]}, "need its image"),
