@@ -224,7 +224,7 @@ def _run(g: Graph, keys: list[str], begin: dict, own: bool) -> dict | None:
             "its samplers start from a picture or run part of the steps, which latentdiff runs on ComfyUI's own "
             f"path for its samplers {', '.join(COMFY_OWN)}"
         )
-    return {"stages": stages, **{k: v for k, v in begin.items() if k in ("image", "mask", "encoding", "grow_mask_by")}}
+    return {"stages": stages, **{k: v for k, v in begin.items() if k in comfy_latent.RUN_KEYS}}
 
 
 def params_from_comfy(graph, where: str) -> dict:
@@ -242,7 +242,7 @@ def params_from_comfy(graph, where: str) -> dict:
     ckpt, model_chain = _chain(g, key, "model", MODEL_CHAIN)
     texts, chains = {}, []
     for side in ("positive", "negative"):
-        encode = g.link(key, side, ("CLIPTextEncode",), 0)
+        encode = comfy_latent.prompt(g, key, side)
         texts[side] = g.value(encode, "text", (str,))
         at, chain = _chain(g, encode, "clip", CLIP_CHAIN)
         chains.append(chain)

@@ -19,17 +19,21 @@ from latentdiff.workflows.comfy_start import ComfyRun
 from tests.images.test_comfy_png_run import chained_graph, inpaint_graph
 from tests.inputs.test_fuzz_files import _COMFY_JUNK, FUZZ, damaged, one_line
 from tests.sampling.test_comfy_graph_more import chain_of
+from tests.sampling.test_comfy_inpaint_model import model_graph
 
 JUNK = _COMFY_JUNK | st.sampled_from(["enable", "disable", "A", "alpha", "karras", "euler_ancestral", 1.5, 64, 10_001])
 # ComfyUI's sampler and scheduler names (those added later too: heunpp2, gradient estimation, SEEDS)
 SAMPLER_NAMES = ["euler", "dpmpp_2m", "ddim", "heunpp2", "gradient_estimation", "gradient_estimation_cfg_pp"]
 SAMPLER_NAMES += ["seeds_2", "seeds_3"]
 KINDS = ["LoadImage", "LoadImageMask", "VAEEncode", "VAEEncodeForInpaint", "SetLatentNoiseMask", "KSamplerAdvanced"]
+KINDS += ["InpaintModelConditioning"]
 
 
 @st.composite
 def picture_graph(draw) -> dict:
-    graph = copy.deepcopy(draw(st.sampled_from([inpaint_graph(), chained_graph(), chain_of(3)])))
+    graph = copy.deepcopy(
+        draw(st.sampled_from([inpaint_graph(), chained_graph(), chain_of(3), model_graph(), model_graph(False)]))
+    )
     for _ in range(draw(st.integers(1, 3))):
         key = draw(st.sampled_from(sorted(graph)))
         action = draw(st.sampled_from(["retype", "input", "input", "drop"]))
@@ -38,8 +42,13 @@ def picture_graph(draw) -> dict:
         elif action == "retype":
             graph[key]["class_type"] = draw(st.sampled_from(KINDS))
         else:
-            name = draw(st.sampled_from(sorted(graph[key]["inputs"]) + ["mask", "pixels", "latent_image", "channel"]))
-            graph[key]["inputs"][name] = draw(JUNK | st.sampled_from(SAMPLER_NAMES))
+            name = draw(
+                st.sampled_from(
+                    sorted(graph[key]["inputs"])
+                    + ["mask", "pixels", "latent_image", "channel", "positive", "noise_mask"]
+                )
+            )
+            graph[key]["inputs"][name] = draw(JUNK | st.sampled_from([*SAMPLER_NAMES, ["11", 2], ["11", 1], False]))
     return graph
 
 
@@ -75,7 +84,13 @@ STAGE = st.fixed_dictionaries(
 @given(
     run=st.fixed_dictionaries(
         {"stages": st.lists(STAGE, max_size=4) | JUNK},
-        optional={"image": JUNK, "mask": JUNK | st.just(["x.png", "A"]), "encoding": JUNK, "grow_mask_by": JUNK},
+        optional={
+            "image": JUNK,
+            "mask": JUNK | st.just(["x.png", "A"]),
+            "encoding": JUNK | st.just("model"),
+            "grow_mask_by": JUNK,
+            "noise_mask": JUNK,
+        },
     )
     | JUNK
 )
