@@ -110,3 +110,17 @@ def test_an_inpainting_unet_runs_comfyuis_inpaint_model_conditioning(pipe_inpain
 def test_an_inpainting_unet_without_a_mask_is_one_line(pipe_inpaint, picture):
     with pytest.raises(UsageError, match="inpainting UNet's ComfyUI graph runs here with a mask"):
         ours(pipe_inpaint, {"stages": [stage()], "image": str(picture)})
+
+
+@torch.no_grad()
+def test_an_inpainting_unet_under_vae_encode_for_inpaint(pipe_inpaint, picture):
+    """Without InpaintModelConditioning the UNet sees the noise mask and the start latent (ComfyUI's concat_cond)."""
+    s = Sampling(pipe_inpaint.components.scheduler_config)
+    runs = [("sample_euler", reference_sigmas(s, "karras", 3), True)]
+    graph = {"stages": [stage("euler", "karras", 3)], "image": str(picture), "mask": [str(picture), "A"]}
+    got = ours(pipe_inpaint, {**graph, "encoding": "inpaint", "grow_mask_by": 6})
+    vae = pipe_inpaint.components.vae
+    rgb, mask = load_picture(picture, True, 6)
+    start = vae.encode(rgb.movedim(-1, 1) * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
+    extra = torch.cat([F.interpolate(mask, size=start.shape[2:], mode="bilinear").round(), start], 1)
+    assert close(got, reference(WithChannels(pipe_inpaint, extra), picture, runs, (True, 6)))
