@@ -172,6 +172,7 @@ class Stage:
     start: int | None = None  # start_at_step
     end: int | None = None  # end_at_step
     leftover: bool = False  # return_with_leftover_noise "enable": the last sigma kept
+    refiner: bool = False  # run on the refiner's model and prompts (the graph's second checkpoint)
 
     def sigmas(self, s: ComfyModelSampling) -> torch.Tensor:
         sigmas = ksampler_sigmas(s, self.sampler, self.scheduler, self.steps, self.denoise)

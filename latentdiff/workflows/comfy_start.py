@@ -87,6 +87,7 @@ class ComfyRun:
 
 
 _STAGE_KEYS = ("sampler", "scheduler", "steps", "cfg", "seed", "denoise", "add_noise", "start", "end", "leftover")
+_STAGE_KEYS += ("refiner",)
 
 
 def _stage(given) -> comfy.Stage:
@@ -100,12 +101,11 @@ def _stage(given) -> comfy.Stage:
     cuts = [given.get(k) for k in ("start", "end")]
     cuts = [None if v is None else params.whole(api, "comfy_graph start/end", v, 0, 10_000) for v in cuts]
     denoise = params.real(api, "comfy_graph denoise", given.get("denoise", 1.0), 0.0, 1.0)
-    flags = [
-        params.flag(api, f"comfy_graph {k}", given.get(k, d)) for k, d in (("add_noise", True), ("leftover", False))
-    ]
+    switches = (("add_noise", True), ("leftover", False), ("refiner", False))
+    flags = [params.flag(api, f"comfy_graph {k}", given.get(k, d)) for k, d in switches]
     cfg = params.guidance(api, given.get("cfg"))
     seed = params.whole(api, "comfy_graph seed", given.get("seed"), 0, 2**64 - 1)
-    return comfy.Stage(given["sampler"], scheduler, steps, cfg, seed, float(denoise), *flags[:1], *cuts, flags[1])
+    return comfy.Stage(given["sampler"], scheduler, steps, cfg, seed, float(denoise), flags[0], *cuts, *flags[1:])
 
 
 def _frame(ref, what: str) -> Image.Image:

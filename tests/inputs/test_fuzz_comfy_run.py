@@ -20,6 +20,7 @@ from tests.images.test_comfy_png_run import chained_graph, inpaint_graph
 from tests.inputs.test_fuzz_files import _COMFY_JUNK, FUZZ, damaged, one_line
 from tests.sampling.test_comfy_graph_more import chain_of
 from tests.sampling.test_comfy_inpaint_model import model_graph
+from tests.sampling.test_comfy_refiner import refiner_graph
 
 JUNK = _COMFY_JUNK | st.sampled_from(["enable", "disable", "A", "alpha", "karras", "euler_ancestral", 1.5, 64, 10_001])
 # ComfyUI's sampler and scheduler names (those added later too: heunpp2, gradient estimation, SEEDS)
@@ -32,7 +33,11 @@ KINDS += ["InpaintModelConditioning"]
 @st.composite
 def picture_graph(draw) -> dict:
     graph = copy.deepcopy(
-        draw(st.sampled_from([inpaint_graph(), chained_graph(), chain_of(3), model_graph(), model_graph(False)]))
+        draw(
+            st.sampled_from(
+                [inpaint_graph(), chained_graph(), chain_of(3), model_graph(), model_graph(False), refiner_graph()]
+            )
+        )
     )
     for _ in range(draw(st.integers(1, 3))):
         key = draw(st.sampled_from(sorted(graph)))
@@ -48,7 +53,9 @@ def picture_graph(draw) -> dict:
                     + ["mask", "pixels", "latent_image", "channel", "positive", "noise_mask"]
                 )
             )
-            graph[key]["inputs"][name] = draw(JUNK | st.sampled_from([*SAMPLER_NAMES, ["11", 2], ["11", 1], False]))
+            graph[key]["inputs"][name] = draw(
+                JUNK | st.sampled_from([*SAMPLER_NAMES, ["11", 2], ["11", 1], ["20", 0], ["20", 2], False])
+            )
     return graph
 
 
@@ -76,7 +83,10 @@ STAGE = st.fixed_dictionaries(
         "sampler": st.sampled_from([*SAMPLER_NAMES, 3]),
         "scheduler": st.sampled_from(["normal", "kl_optimal", "linear_quadratic", "x"]),
     },
-    optional={k: JUNK for k in ("steps", "cfg", "seed", "denoise", "add_noise", "start", "end", "leftover", "other")},
+    optional={
+        k: JUNK
+        for k in ("steps", "cfg", "seed", "denoise", "add_noise", "start", "end", "leftover", "refiner", "other")
+    },
 )
 
 
