@@ -217,7 +217,13 @@ def sample(net, s: ComfyModelSampling, sampler: str, sigmas, first, noise: StepN
     x = first * (torch.sqrt(1.0 + sigmas[0] ** 2.0) if full else sigmas[0]) + latent
     shape = tuple(x.shape[1:])
     model = GuidedModel(net, s, cond, uncond, cfg, sigmas, callback)
-    model = model if mask is None else Masked(model, mask.to(x.device), latent, first)
+    if mask is not None:  # ComfyUI's ddim noises the area outside the mask from seed + 1 (on the CPU)
+        outside = (
+            torch.randn(first.shape, generator=torch.Generator().manual_seed(noise.seed + 1))
+            if sampler == "ddim"
+            else first
+        )
+        model = Masked(model, mask.to(x.device), latent, outside.to(first))
     # the _gpu SDE samplers grow their tree on the device: on an NVIDIA GPU, from CUDA's numbers
     trees = cuda_numbers_in_brownian_trees() if brownian and on_device and noise.device == "nv" else nullcontext()
     with trees, warnings.catch_warnings():

@@ -222,4 +222,5 @@ COMFY_OWN = {  # run on ComfyUI's own KSampler path (sampling/comfy.py)
     "dpm_adaptive": ("dpm_adaptive", False),
     **{name: (key, False) for key, (_, name) in _COMFY_ONLY.items()},
     "deis": ("deis", False),  # ComfyUI's own DEIS ("tab"); diffusers' DEISMultistepScheduler off this path
+    "ddim": ("euler", False),  # ComfyUI's ddim is Euler (its masked area noised from seed + 1); diffusers' DDIM off it
 }

@@ -1,18 +1,21 @@
 """ComfyUI graphs beyond two stages (images/comfy_latent.py chain, workflows/comfy_start.py ComfyRun):
-three chained KSamplerAdvanced nodes read from a graph and run, each from the last one's latents, against
+three chained KSamplerAdvanced nodes read from a graph and run, each from the last one's latents, and
+ComfyUI's ddim (its Euler, with a masked area noised from seed + 1), against
 ComfyUI's rules rebuilt with k-diffusion's own `sample_*` (tests/sampling/test_comfy_graph_run.py).
 Tiny random SD1 model, pixels within 1/255."""
 
 import copy
+from unittest import mock
 
 import pytest
+import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.images.comfy_graph import params_from_comfy
 from latentdiff.images.comfy_latent import MAX_STAGES
 from tests.images.test_comfy_png_run import chained_graph
 from tests.sampling import test_comfy_graph_run
-from tests.sampling.test_comfy_graph_run import close, ours, reference, stage
+from tests.sampling.test_comfy_graph_run import SEED, close, ours, reference, stage
 from tests.sampling.test_comfy_path import Sampling, reference_sigmas
 
 picture = test_comfy_graph_run.picture  # its fixture: a 34x32 RGBA picture
@@ -54,3 +57,20 @@ def test_three_advanced_samplers_chained(pipe_sd1, picture):
     ]
     got = ours(pipe_sd1, {"stages": stages, "image": str(picture)})
     assert close(got, reference(pipe_sd1, picture, runs))
+
+
+def test_ddim_is_comfyuis_euler_with_its_own_masked_noise(pipe_sd1, picture):
+    """ComfyUI's ddim runs Euler; outside a noise mask its start latent is noised from seed + 1, not the seed."""
+    s = Sampling(pipe_sd1.components.scheduler_config)
+    runs = [("sample_euler", reference_sigmas(s, "karras", 4), True)]
+    graph = {"stages": [stage("ddim", "karras")], "image": str(picture), "mask": [str(picture), "A"]}
+    real = test_comfy_graph_run.guided
+
+    def ddim_noise(pipe, s, latent, noise, mask):
+        return real(pipe, s, latent, torch.randn(latent.shape, generator=torch.manual_seed(SEED + 1)), mask)
+
+    with mock.patch.object(test_comfy_graph_run, "guided", ddim_noise):
+        want = reference(pipe_sd1, picture, runs, (False, 0))
+    assert close(ours(pipe_sd1, graph), want)
+    euler = ours(pipe_sd1, {**graph, "stages": [stage("euler", "karras")]})
+    assert not close(euler, want)  # Euler's masked area is noised from the seed itself
