@@ -165,7 +165,7 @@ def _scheduler(g: Graph, where: str, name: str, schedule: str) -> dict:
 
 # ComfyUI's samplers whose step noise comes from its default noise sampler (a generator on the
 # latent's device) besides the ancestral ones
-GENERATOR_NOISE = ("er_sde", "sa_solver", "sa_solver_pece", "seeds_2", "seeds_3")
+GENERATOR_NOISE = ("er_sde", "sa_solver", "sa_solver_pece", "seeds_2", "seeds_3", "ddpm", "lcm")
 
 
 def _draws(name: str) -> bool:

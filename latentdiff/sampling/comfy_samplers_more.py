@@ -11,6 +11,8 @@ code, the same arithmetic in the same order), in k_samplers.py's signature
 - SEEDS-2 and SEEDS-3 (Gonzalez et al. 2023, arXiv 2305.14267): stochastic explicit exponential
   derivative-free solvers over the data prediction in lambda = -log sigma, two or three stages at
   fractions r of the step, each stage's noise carried into the next (eta 1).
+- DDPM and LCM as ComfyUI steps them: the ancestral DDPM posterior on the variance-preserving latent;
+  the prediction noised afresh to the next sigma.
 - DPM fast / DPM adaptive: k_dpm_solver.py's, as ComfyUI calls k-diffusion's: eta 0 (A1111 passes its
   ancestral eta 1), between the schedule's last non-zero sigma and its first (sampling/comfy.py).
 """
@@ -145,6 +147,31 @@ def seeds_3(model, x, sigmas, noise, eta=1.0, s_noise=1.0, r_1=1.0 / 3, r_2=2.0 
     return x
 
 
+def ddpm(model, x, sigmas, noise):
+    """DDPM's ancestral step (Ho et al. 2020) on the variance-preserving x / sqrt(1 + sigma^2): the
+    posterior mean from the predicted noise, plus its standard deviation times fresh noise."""
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_prev = sigmas[i], sigmas[i + 1]
+        eps = derivative(x, sigma, model(x, sigma))
+        acp, acp_prev = 1 / ((sigma * sigma) + 1), 1 / ((sigma_prev * sigma_prev) + 1)
+        alpha = acp / acp_prev
+        x = (1.0 / alpha).sqrt() * (x / torch.sqrt(1.0 + sigma**2.0) - (1 - alpha) * eps / (1 - acp).sqrt())
+        if sigma_prev > 0:
+            x = x + ((1 - alpha) * (1.0 - acp_prev) / (1.0 - acp)).sqrt() * noise(sigma, sigma_prev)
+        if sigma_prev != 0:
+            x = x * torch.sqrt(1.0 + sigma_prev**2.0)
+    return x
+
+
+def lcm(model, x, sigmas, noise):
+    """ComfyUI's LCM: the prediction, noised afresh to the next sigma."""
+    for i in range(len(sigmas) - 1):
+        x = model(x, sigmas[i])
+        if sigmas[i + 1] > 0:
+            x = noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] + x
+    return x
+
+
 # Our key -> (function, fixed options, discards the penultimate sigma, Brownian noise): k_samplers.SAMPLERS' form
 SAMPLERS = {
     "heunpp2": (heunpp2, {}, False, False),
@@ -152,7 +179,9 @@ SAMPLERS = {
     "gradient_estimation_cfg++": (gradient_estimation, {"cfg_pp": True}, False, False),
     "seeds_2": (seeds_2, {}, False, False),
     "seeds_3": (seeds_3, {}, False, False),
-    # These two keys override k_samplers.SAMPLERS' (A1111's options) on ComfyUI's path
+    # These keys override k_samplers.SAMPLERS' (A1111's options and LCM) on ComfyUI's path
     "dpm_fast": (dpm_fast, {"eta": 0.0}, False, False),
     "dpm_adaptive": (dpm_adaptive, {"eta": 0.0}, False, False),
+    "lcm": (lcm, {}, False, False),
+    "ddpm": (ddpm, {}, False, False),
 }

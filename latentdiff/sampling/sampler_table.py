@@ -223,4 +223,6 @@ COMFY_OWN = {  # run on ComfyUI's own KSampler path (sampling/comfy.py)
     **{name: (key, False) for key, (_, name) in _COMFY_ONLY.items()},
     "deis": ("deis", False),  # ComfyUI's own DEIS ("tab"); diffusers' DEISMultistepScheduler off this path
     "ddim": ("euler", False),  # ComfyUI's ddim is Euler (its masked area noised from seed + 1); diffusers' DDIM off it
+    "ddpm": ("ddpm", False),  # ComfyUI's own DDPM and LCM steps; diffusers' classes off this path
+    "lcm": ("lcm", False),
 }

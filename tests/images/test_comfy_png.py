@@ -247,4 +247,5 @@ def test_samplers_and_schedulers_through_the_table(tmp_path):
     )
     assert scheduler("dpmpp_2m", "linear_quadratic") == ("dpm++2m_linear_quadratic", [])
     # off that path "normal" is Uniform by definition; a sampler without sigma lists runs it so, and says so
-    assert scheduler("ddpm", "normal")[1] in ([], ["ComfyUI's scheduler 'normal' runs as 'ddpm_uniform'"])
+    assert scheduler("uni_pc_bh2", "normal")[1] == ["ComfyUI's scheduler 'normal' runs as 'unipc_uniform'"]
+    assert "NVIDIA GPU" in scheduler("ddpm", "normal")[1][0]  # ComfyUI's own DDPM draws step noise

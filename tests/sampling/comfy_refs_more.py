@@ -109,3 +109,27 @@ def ref_dpm_solver(model, x, sigmas, noise, adaptive=False):
     if adaptive:
         return ks.sample_dpm_adaptive(model, x, sigma_min, sigmas[0], disable=True)
     return ks.sample_dpm_fast(model, x, sigma_min, sigmas[0], len(sigmas) - 1, disable=True)
+
+
+def ref_ddpm(model, x, sigmas, noise):
+    """ComfyUI's sample_ddpm: its generic step sampler around DDPMSampler_step."""
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        sigma, sigma_prev, eps = sigmas[i], sigmas[i + 1], (x - denoised) / sigmas[i]
+        x = x / torch.sqrt(1.0 + sigma**2.0)
+        alpha_cumprod, alpha_cumprod_prev = 1 / (sigma * sigma + 1), 1 / (sigma_prev * sigma_prev + 1)
+        alpha = alpha_cumprod / alpha_cumprod_prev
+        mu = (1.0 / alpha).sqrt() * (x - (1 - alpha) * eps / (1 - alpha_cumprod).sqrt())
+        if sigma_prev > 0:
+            mu = mu + ((1 - alpha) * (1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod)).sqrt() * noise()
+        x = mu * torch.sqrt(1.0 + sigma_prev**2.0) if sigma_prev != 0 else mu
+    return x
+
+
+def ref_lcm(model, x, sigmas, noise):
+    """ComfyUI's sample_lcm with EPS noise scaling (noise * sigma + latent)."""
+    for i in range(len(sigmas) - 1):
+        x = model(x, sigmas[i])
+        if sigmas[i + 1] > 0:
+            x = noise() * sigmas[i + 1] + x
+    return x

@@ -1,4 +1,4 @@
-"""ComfyUI's heunpp2, gradient_estimation (and _cfg_pp), seeds_2, seeds_3, dpm_fast and dpm_adaptive
+"""ComfyUI's heunpp2, gradient_estimation (and _cfg_pp), seeds_2, seeds_3, ddpm, lcm, dpm_fast and dpm_adaptive
 on its KSampler path (sampling/comfy_samplers_more.py) against references written apart from ours
 (k-diffusion's own for the last two)
 (tests/sampling/comfy_refs_more.py), with test_comfy_samplers.py's model, sigmas and noise. Tiny random
@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from tests.sampling import test_comfy_samplers as base
-from tests.sampling.comfy_refs_more import ref_dpm_solver, ref_gradient_estimation, ref_heunpp2, ref_seeds
+from tests.sampling.comfy_refs_more import (
+    ref_ddpm,
+    ref_dpm_solver,
+    ref_gradient_estimation,
+    ref_heunpp2,
+    ref_lcm,
+    ref_seeds,
+)
 
 MORE = {
     "heunpp2": (ref_heunpp2, {}),
@@ -20,6 +27,8 @@ MORE = {
     "seeds_3": (ref_seeds, {"stages": 3}),
     "dpm_fast": (ref_dpm_solver, {}),
     "dpm_adaptive": (ref_dpm_solver, {"adaptive": True}),
+    "ddpm": (ref_ddpm, {}),
+    "lcm": (ref_lcm, {}),
 }
 
 
@@ -33,6 +42,8 @@ MORE = {
         ("seeds_3", "exponential"),
         ("dpm_fast", "karras"),
         pytest.param("dpm_adaptive", "normal", marks=pytest.mark.slow),  # ~5 s: adaptive steps
+        ("ddpm", "simple"),
+        ("lcm", "sgm_uniform"),
     ],
 )
 def test_more_samplers_match_comfyuis_rules(pipe_sd1, name, scheduler):
