@@ -110,23 +110,9 @@ def _phi_2(h):
     return (torch.expm1(h) - h) / h
 
 
-def seeds_2(model, x, sigmas, noise, eta=1.0, s_noise=1.0, r=0.5):
-    """SEEDS-2: a midpoint stage at r, then the step with the predictions mixed by 1 / (2 r)."""
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i])
-        if sigmas[i + 1] == 0:
-            x = denoised
-            continue
-        step = _Seeds(x, sigmas[i], sigmas[i + 1], noise, eta, s_noise)
-        sigma_1, alpha_1 = step.point(r)
-        x_2 = step.state(r, sigma_1, alpha_1, _phi_1(-r * step.h_eta) * denoised)
-        denoised_2 = model(x_2, sigma_1)
-        x = step.end(_phi_1(-step.h_eta) * torch.lerp(denoised, denoised_2, 1 / (2 * r)))
-    return x
-
-
-def seeds_3(model, x, sigmas, noise, eta=1.0, s_noise=1.0, r_1=1.0 / 3, r_2=2.0 / 3):
-    """SEEDS-3: stages at r_1 and r_2, the third-order exponential combination of their predictions."""
+def _seeds(model, x, sigmas, noise, eta, s_noise, r_1, rest):
+    """The SEEDS loop: the prediction itself on the last step, else a first stage at r_1 and
+    `rest(step, denoised, denoised_2)` for the step's result."""
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i])
         if sigmas[i + 1] == 0:
@@ -134,17 +120,32 @@ def seeds_3(model, x, sigmas, noise, eta=1.0, s_noise=1.0, r_1=1.0 / 3, r_2=2.0 
             continue
         step = _Seeds(x, sigmas[i], sigmas[i + 1], noise, eta, s_noise)
         sigma_1, alpha_1 = step.point(r_1)
-        sigma_2, alpha_2 = step.point(r_2)
         x_2 = step.state(r_1, sigma_1, alpha_1, _phi_1(-r_1 * step.h_eta) * denoised)
-        denoised_2 = model(x_2, sigma_1)
+        x = rest(step, denoised, model(x_2, sigma_1))
+    return x
+
+
+def seeds_2(model, x, sigmas, noise, eta=1.0, s_noise=1.0, r=0.5):
+    """SEEDS-2: a midpoint stage at r, then the step with the predictions mixed by 1 / (2 r)."""
+
+    def rest(step, denoised, denoised_2):
+        return step.end(_phi_1(-step.h_eta) * torch.lerp(denoised, denoised_2, 1 / (2 * r)))
+
+    return _seeds(model, x, sigmas, noise, eta, s_noise, r, rest)
+
+
+def seeds_3(model, x, sigmas, noise, eta=1.0, s_noise=1.0, r_1=1.0 / 3, r_2=2.0 / 3):
+    """SEEDS-3: stages at r_1 and r_2, the third-order exponential combination of their predictions."""
+
+    def rest(step, denoised, denoised_2):
+        sigma_2, alpha_2 = step.point(r_2)
         a_2 = r_2 / r_1 * _phi_2(-r_2 * step.h_eta)
         a_1 = _phi_1(-r_2 * step.h_eta) - a_2
-        x_3 = step.state(r_2, sigma_2, alpha_2, a_1 * denoised + a_2 * denoised_2)
-        denoised_3 = model(x_3, sigma_2)
+        denoised_3 = model(step.state(r_2, sigma_2, alpha_2, a_1 * denoised + a_2 * denoised_2), sigma_2)
         b_3 = _phi_2(-step.h_eta) / r_2
-        b_1 = _phi_1(-step.h_eta) - b_3
-        x = step.end(b_1 * denoised + b_3 * denoised_3)
-    return x
+        return step.end((_phi_1(-step.h_eta) - b_3) * denoised + b_3 * denoised_3)
+
+    return _seeds(model, x, sigmas, noise, eta, s_noise, r_1, rest)
 
 
 def ddpm(model, x, sigmas, noise):
