@@ -77,8 +77,8 @@ def refined(request) -> bool:
 
 
 def check_run(pipe, request) -> None:
-    """A graph's stages and picture: ComfyUI's noise, one image from a picture, a 4-channel UNet, CFG
-    wherever a stage guides."""
+    """A graph's stages and picture: ComfyUI's noise, one image from a picture, a mask for an inpainting
+    UNet, the refiner its later stages name, CFG wherever a stage guides."""
     run = request.comfy_run
     if request.noise not in COMFY_DEVICES:
         raise UsageError("a ComfyUI graph (comfy_graph) runs with ComfyUI's noise: noise 'comfy' or 'comfy_nv'")
