@@ -1,5 +1,5 @@
-"""The files a ComfyUI graph loads by name (images/comfy_graph.py): its checkpoint, VAE and LoRAs,
-found from the flags of `generate --from`.
+"""The files a ComfyUI graph loads by name (images/comfy_graph.py): its checkpoint (and a refiner's),
+VAE and LoRAs, found from the flags of `generate --from`.
 
 ComfyUI names them relative to its models folder (models/checkpoints, models/vae, models/loras).
 `--model` is the checkpoint itself (any model latentdiff loads), or a folder holding the named
@@ -37,12 +37,36 @@ def _checkpoint(name: str, model: str | None, where: str) -> tuple[str, Path | N
     if not folder.is_dir() or (folder / "model_index.json").exists():
         same = Path(model).name == Path(name.replace("\\", "/")).name
         return model, None, [] if same else [f"the graph's checkpoint {name!r}: using --model {model}"]
+    found, root = _held(folder, name)
+    if found is None:
+        raise UsageError(
+            f"{where} loads checkpoint {name!r}, which --model {model} does not hold (nor its checkpoints/)"
+        )
+    return found, root, []
+
+
+def _held(folder: Path, name: str) -> tuple[str | None, Path | None]:
+    """(checkpoint `name` inside `folder` or its checkpoints/ folder, ComfyUI's models folder where known)."""
     for base in (folder, folder / "checkpoints"):
         found = _inside(base, name)
         if found is not None:
-            root = base.parent if base.name == "checkpoints" else None
-            return str(found), root, []
-    raise UsageError(f"{where} loads checkpoint {name!r}, which --model {model} does not hold (nor its checkpoints/)")
+            return str(found), base.parent if base.name == "checkpoints" else None
+    return None, None
+
+
+def _refiner(name: str, flags: dict, where: str) -> str:
+    """The refiner checkpoint the graph's second CheckpointLoaderSimple names: --refiner where given,
+    else inside the folder --model names."""
+    if flags.get("refiner") is not None:
+        return flags["refiner"]
+    folder = Path(flags.get("model") or ".").expanduser()
+    found = _held(folder, name)[0] if flags.get("model") and folder.is_dir() else None
+    if found is None:
+        raise UsageError(
+            f"{where} loads refiner checkpoint {name!r}: pass --refiner with it, or --model with the folder "
+            "holding both checkpoints (ComfyUI's models/checkpoints or models folder)"
+        )
+    return found
 
 
 def _named(kind: str, name: str, flag: str, given: str | None, root: Path | None, where: str) -> str:
@@ -65,6 +89,8 @@ def resolve(params: dict, flags: dict, where: str) -> dict:
     names = params["comfy"]
     out = {k: v for k, v in params.items() if k != "comfy"}
     out["model"], root, notes = _checkpoint(names["checkpoint"], flags.get("model"), where)
+    if names.get("refiner") is not None:
+        out["refiner"] = _refiner(names["refiner"], flags, where)
     if names["vae"] is not None:
         out["vae"] = _named("vae", names["vae"], "--vae", flags.get("vae"), root, where)
     if not flags.get("loras"):
@@ -105,7 +131,7 @@ def from_flags(params: dict, flags: dict, image_flags: dict, png: str) -> tuple[
     """(`params` with its files found, the image flags left for an img2img start) for `generate --from
     png`; `flags` take the model and VAE found. A graph's pictures are its own start, not an img2img one."""
     params = resolve(params, {**flags, **image_flags, "from_image": png}, f"the ComfyUI graph of {png}")
-    flags.update({k: params[k] for k in ("model", "vae") if k in flags})
+    flags.update({k: params[k] for k in ("model", "vae", "refiner") if k in flags and k in params})
     if params.get("comfy_graph"):
         image_flags = {k: v for k, v in image_flags.items() if k not in ("image", "mask")}
     return params, image_flags

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from latentdiff.errors import UsageError
 from latentdiff.images import comfy_latent
+from latentdiff.images.comfy_checkpoints import CLIP_CHAIN, MODEL_CHAIN, follow, refiner_prompts, split
 from latentdiff.images.comfy_latent import SAMPLERS
 from latentdiff.sampling.sampler_table import COMFY_OWN
 from latentdiff.sampling.schedulers import check_scheduler_name
@@ -106,27 +107,6 @@ class Graph:
         return found[0]
 
 
-# The model and CLIP chains: {node kind: (its input of the same thing, the output that gives it)}.
-MODEL_CHAIN = {"CheckpointLoaderSimple": (None, 0), "LoraLoader": ("model", 0), "LoraLoaderModelOnly": ("model", 0)}
-CLIP_CHAIN = {"CheckpointLoaderSimple": (None, 1), "LoraLoader": ("clip", 1), "CLIPSetLastLayer": ("clip", 0)}
-
-
-def _chain(g: Graph, key: str, name: str, passes: dict) -> tuple[str, list[str]]:
-    """Follow input `name` of `key` through the pass-through nodes of `passes` to the checkpoint:
-    (the checkpoint node, the pass-through nodes, nearest first)."""
-    seen: list[str] = []
-    at = key
-    while True:
-        target = g.link(at, name, tuple(passes))
-        g.link(at, name, tuple(passes), passes[g.kind(target)][1])
-        if g.kind(target) == "CheckpointLoaderSimple":
-            return target, seen
-        if target in seen:
-            g.fail(f"its graph has a cycle through {g.kind(target)} node {_short(target)}")
-        seen.append(target)
-        at, name = target, passes[g.kind(target)][0]
-
-
 def _loras(g: Graph, model_chain: list[str], clip_chains: list[list[str]]) -> list[dict]:
     """The LoRAs of the graph, each with its model (UNet) and CLIP (text encoder) scale: a
     LoraLoaderModelOnly, or a LoraLoader whose CLIP output is not used, merges into the UNet alone."""
@@ -183,10 +163,20 @@ def _scheduler(g: Graph, where: str, name: str, schedule: str) -> dict:
         g.fail(f"{where}: sampler {name!r} with scheduler {schedule!r}: {e}")
 
 
+# ComfyUI's samplers whose step noise comes from its default noise sampler (a generator on the
+# latent's device) besides the ancestral ones
+GENERATOR_NOISE = ("er_sde", "sa_solver", "sa_solver_pece", "seeds_2", "seeds_3", "ddpm", "lcm")
+
+
+def _draws(name: str) -> bool:
+    return "ancestral" in name or name in GENERATOR_NOISE
+
+
 def _noise(sampler: dict, name: str) -> str:
     """ComfyUI's noise: where a sampler of ComfyUI's own path draws step noise from a generator (the
-    ancestral ones), as ComfyUI draws it on an NVIDIA GPU, where most ComfyUI images are made."""
-    if sampler["own"] and "ancestral" in name:
+    ancestral ones, ER-SDE, SA-Solver, SEEDS), as ComfyUI draws it on an NVIDIA GPU, where most ComfyUI
+    images are made."""
+    if sampler["own"] and _draws(name):
         sampler["notes"].append(
             f"{name}'s step noise is drawn as ComfyUI draws it on an NVIDIA GPU (--noise comfy: as on a CPU)"
         )
@@ -194,19 +184,22 @@ def _noise(sampler: dict, name: str) -> str:
     return "comfy"
 
 
-def _same_inputs(g: Graph, keys: list[str]) -> None:
-    """Chained samplers run one model and one prompt pair here (a refiner checkpoint is not read yet)."""
-    for name in ("model", "positive", "negative"):
-        if len({str(g.nodes[k]["inputs"].get(name)) for k in keys}) > 1:
-            g.fail(
-                f"its chained samplers take different {name} inputs; latentdiff runs a chain on one model and prompt"
-            )
+def _vae(g: Graph, decode: str, ckpt: str, refiner: str | None) -> str:
+    """The VAEDecode's VAE node: the model's checkpoint's or a VAELoader; with a refiner, the refiner's."""
+    own = refiner or ckpt
+    vae = g.link(decode, "vae", ("CheckpointLoaderSimple", "VAELoader"))
+    if vae != own and refiner is not None:
+        g.fail("its refiner graph decodes with another VAE than the refiner checkpoint's; latentdiff decodes with that")
+    if vae != own and g.kind(vae) == "CheckpointLoaderSimple":
+        g.fail("its VAE comes from another checkpoint node than its model")
+    g.link(decode, "vae", (g.kind(vae),), 2 if vae == own else 0)
+    return vae
 
 
-def _run(g: Graph, keys: list[str], begin: dict, own: bool) -> dict | None:
+def _run(g: Graph, keys: list[str], begin: dict, own: bool, refiner_keys: list[str]) -> dict | None:
     """The graph's comfy_graph run (workflows/comfy_start.py) where it needs more than one KSampler
-    from an empty latent; None where it does not."""
-    stages = [comfy_latent.stage(g, k) for k in keys]
+    from an empty latent; None where it does not. The refiner's stages say so."""
+    stages = [{**comfy_latent.stage(g, k), **({"refiner": True} if k in refiner_keys else {})} for k in keys]
     if "image" not in begin and len(stages) == 1 and not comfy_latent.partial(stages[0]):
         return None
     if not own or any(st["sampler"] not in COMFY_OWN for st in stages):
@@ -214,7 +207,7 @@ def _run(g: Graph, keys: list[str], begin: dict, own: bool) -> dict | None:
             "its samplers start from a picture or run part of the steps, which latentdiff runs on ComfyUI's own "
             f"path for its samplers {', '.join(COMFY_OWN)}"
         )
-    return {"stages": stages, **{k: v for k, v in begin.items() if k in ("image", "mask", "encoding", "grow_mask_by")}}
+    return {"stages": stages, **{k: v for k, v in begin.items() if k in comfy_latent.RUN_KEYS}}
 
 
 def params_from_comfy(graph, where: str) -> dict:
@@ -228,28 +221,27 @@ def params_from_comfy(graph, where: str) -> dict:
     decode = decodes.pop()
     keys = comfy_latent.chain(g, g.link(decode, "samples", SAMPLERS, 0))
     key = keys[0]
-    _same_inputs(g, keys)
-    ckpt, model_chain = _chain(g, key, "model", MODEL_CHAIN)
+    base_keys, refiner_keys, refiner = split(g, keys)
+    ckpt, model_chain = follow(g, key, "model", MODEL_CHAIN)
     texts, chains = {}, []
     for side in ("positive", "negative"):
-        encode = g.link(key, side, ("CLIPTextEncode",), 0)
+        encode = comfy_latent.prompt(g, key, side)
         texts[side] = g.value(encode, "text", (str,))
-        at, chain = _chain(g, encode, "clip", CLIP_CHAIN)
+        at, chain = follow(g, encode, "clip", CLIP_CHAIN)
         chains.append(chain)
         if at != ckpt:
             g.fail(f"its {side} prompt's CLIP comes from another checkpoint node than its model")
-    vae = g.link(decode, "vae", ("CheckpointLoaderSimple", "VAELoader"))
-    if vae != ckpt and g.kind(vae) == "CheckpointLoaderSimple":
-        g.fail("its VAE comes from another checkpoint node than its model")
-    g.link(decode, "vae", (g.kind(vae),), 2 if vae == ckpt else 0)
+    if refiner is not None:
+        refiner_prompts(g, refiner_keys[0], refiner, texts)
+    vae = _vae(g, decode, ckpt, refiner)
     begin = comfy_latent.start(g, key, vae)
     batch = begin.get("batch", 1)
     clip_skip = _clip_skip(g, chains[0])
     first = comfy_latent.stage(g, key)
     sampler = _sampler(g, key, first)
     names = [comfy_latent.stage(g, k)["sampler"] for k in keys]
-    noise = _noise(sampler, next((n for n in names if "ancestral" in n), names[0]))
-    run = _run(g, keys, begin, sampler["own"])
+    noise = _noise(sampler, next((n for n in names if _draws(n)), names[0]))
+    run = _run(g, keys, begin, sampler["own"], refiner_keys)
     notes, _ = sampler.pop("notes"), sampler.pop("own")
     if clip_skip is not None and clip_skip > 1:
         notes.append(
@@ -270,7 +262,8 @@ def params_from_comfy(graph, where: str) -> dict:
         "num_images": batch,
         "comfy": {
             "checkpoint": g.value(ckpt, "ckpt_name", (str,)),
-            "vae": g.value(vae, "vae_name", (str,)) if vae != ckpt else None,
+            "vae": g.value(vae, "vae_name", (str,)) if vae not in (ckpt, refiner) else None,
+            "refiner": None if refiner is None else g.value(refiner, "ckpt_name", (str,)),
             "loras": _loras(g, model_chain, chains),
             "run": run,
         },

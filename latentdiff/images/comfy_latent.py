@@ -10,16 +10,19 @@ from __future__ import annotations
 from latentdiff.sampling.noise import MAX_NOISE_BATCH
 
 SAMPLERS = ("KSampler", "KSamplerAdvanced")
-ENCODERS = ("VAEEncode", "VAEEncodeForInpaint")
+CONDITIONING = "InpaintModelConditioning"  # prompts, picture and mask -> prompts with the picture, latent
+ENCODERS = ("VAEEncode", "VAEEncodeForInpaint", CONDITIONING)
 LATENTS = ("EmptyLatentImage", *ENCODERS, "SetLatentNoiseMask", *SAMPLERS)
 PICTURE_NODES = ("LoadImage", "LoadImageMask", *ENCODERS, "SetLatentNoiseMask")  # the nodes of a picture start
-MAX_STAGES = 2
+RUN_KEYS = ("image", "mask", "encoding", "grow_mask_by", "noise_mask")  # what start() gives a run
+MAX_STAGES = 16  # chained sampler nodes run (ComfyUI sets no limit; this bounds the work a graph asks)
 
 
 def chain(g, last: str) -> list[str]:
     """The sampler nodes from the first to `last` (the decoded one), each fed the one before's latents."""
     keys = [last]
-    while g.kind(at := g.link(keys[-1], "latent_image", LATENTS, 0)) in SAMPLERS:
+    while g.kind(at := g.link(keys[-1], "latent_image", LATENTS)) in SAMPLERS:
+        g.link(keys[-1], "latent_image", SAMPLERS, 0)
         if at in keys:
             g.fail(f"its graph has a cycle through {g.kind(at)} node {at!r}")
         keys.append(at)
@@ -57,8 +60,8 @@ def partial(stage: dict) -> bool:
 
 def start(g, first: str, vae: str) -> dict:
     """What the first sampler starts from: {"width", "height", "batch"} of an empty latent, or the
-    run's {"image", "mask", "encoding", "grow_mask_by"} (file names as the graph gives them)."""
-    at = g.link(first, "latent_image", LATENTS[:-2], 0)
+    run's RUN_KEYS (file names as the graph gives them)."""
+    at = g.link(first, "latent_image", LATENTS[:-2], 2 if _conditioned(g, first) else 0)
     masked = g.kind(at) == "SetLatentNoiseMask"
     if masked:
         mask = _mask(g, at)
@@ -72,12 +75,38 @@ def start(g, first: str, vae: str) -> dict:
     if g.link(at, "vae", (g.kind(vae),), output) != vae:
         g.fail(f"its {g.kind(at)} node {at!r} encodes with another VAE than the one that decodes")
     image = _file(g, g.link(at, "pixels", ("LoadImage",), 0))
+    if g.kind(at) == CONDITIONING:
+        if _conditioned(g, first) != at:
+            g.fail(f"its {CONDITIONING} node {at!r} gives the latent but not the prompts of the first sampler")
+        flag = g.nodes[at].get("inputs", {}).get("noise_mask", True)
+        if not isinstance(flag, bool):
+            g.fail(f"{CONDITIONING} node {at!r}: noise_mask is {str(flag)[:40]!r}, not true or false")
+        return {"image": image, "mask": _mask(g, at), "encoding": "model", "noise_mask": flag}
     if g.kind(at) == "VAEEncodeForInpaint":
         grow = g.value(at, "grow_mask_by", (int,), 6)
         if not 0 <= grow <= 64:
             g.fail(f"VAEEncodeForInpaint's grow_mask_by is {grow}; ComfyUI takes 0 to 64")
         return {"image": image, "mask": _mask(g, at), "encoding": "inpaint", "grow_mask_by": grow}
     return {"image": image, "mask": mask if masked else None, "encoding": "plain"}
+
+
+def _conditioned(g, key: str) -> str | None:
+    """The InpaintModelConditioning node sampler `key`'s prompts come through (None: none)."""
+    at = g.nodes[key].get("inputs", {}).get("positive")
+    target = str(at[0]) if isinstance(at, list) and at else None
+    return target if target in g.nodes and g.kind(target) == CONDITIONING else None
+
+
+def prompt(g, key: str, side: str) -> str:
+    """The CLIPTextEncode node of sampler `key`'s `side` prompt, through an InpaintModelConditioning."""
+    at = g.link(key, side, ("CLIPTextEncode", CONDITIONING))
+    if g.kind(at) == CONDITIONING:
+        g.link(key, side, (CONDITIONING,), ("positive", "negative").index(side))
+        if at != _conditioned(g, key):
+            g.fail(f"its first sampler's two prompts come through different {CONDITIONING} nodes")
+        at, key = g.link(at, side, ("CLIPTextEncode",), 0), at
+    g.link(key, side, ("CLIPTextEncode",), 0)
+    return at
 
 
 def _file(g, key: str) -> str:

@@ -10,6 +10,7 @@ k_samplers.py's (k-diffusion's arithmetic, which ComfyUI's fork keeps for these)
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from contextlib import nullcontext
@@ -171,6 +172,7 @@ class Stage:
     start: int | None = None  # start_at_step
     end: int | None = None  # end_at_step
     leftover: bool = False  # return_with_leftover_noise "enable": the last sigma kept
+    refiner: bool = False  # run on the refiner's model and prompts (the graph's second checkpoint)
 
     def sigmas(self, s: ComfyModelSampling) -> torch.Tensor:
         sigmas = ksampler_sigmas(s, self.sampler, self.scheduler, self.steps, self.denoise)
@@ -194,6 +196,14 @@ class Masked:
         return self.model(x, sigma) * self.mask + self.latent * keep
 
 
+def _bounds(fn, sigmas) -> dict:
+    """DPM fast / adaptive's sigma range, as ComfyUI gives it: the schedule's last sigma (the one before
+    where the last is 0) and its first."""
+    if "bounds" not in inspect.signature(fn).parameters:
+        return {}
+    return {"bounds": (float(sigmas[-2] if sigmas[-1] == 0 else sigmas[-1]), float(sigmas[0]))}
+
+
 def sample(net, s: ComfyModelSampling, sampler: str, sigmas, first, noise: StepNoise, cond, uncond, cfg, callback=None, latent=None, mask=None):  # fmt: skip
     """Latents of ComfyUI's KSampler from `first` (its prepare_noise rows, zeros without added noise)
     over `sigmas`, from `latent` (None: an empty latent), `mask` (B, C, h, w) its noise mask;
@@ -207,13 +217,19 @@ def sample(net, s: ComfyModelSampling, sampler: str, sigmas, first, noise: StepN
     x = first * (torch.sqrt(1.0 + sigmas[0] ** 2.0) if full else sigmas[0]) + latent
     shape = tuple(x.shape[1:])
     model = GuidedModel(net, s, cond, uncond, cfg, sigmas, callback)
-    model = model if mask is None else Masked(model, mask.to(x.device), latent, first)
+    if mask is not None:  # ComfyUI's ddim noises the area outside the mask from seed + 1 (on the CPU)
+        outside = (
+            torch.randn(first.shape, generator=torch.Generator().manual_seed(noise.seed + 1))
+            if sampler == "ddim"
+            else first
+        )
+        model = Masked(model, mask.to(x.device), latent, outside.to(first))
     # the _gpu SDE samplers grow their tree on the device: on an NVIDIA GPU, from CUDA's numbers
     trees = cuda_numbers_in_brownian_trees() if brownian and on_device and noise.device == "nv" else nullcontext()
     with trees, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)  # torchsde's float32 edges
         draw = noise.brownian(shape, sigmas, x.device) if brownian else noise.ancestral(shape, x.device)
-        z = fn(model, x, sigmas.to(x.device), draw, **fixed)
+        z = fn(model, x, sigmas.to(x.device), draw, **fixed, **_bounds(fn, sigmas))
     if callback is not None:
         callback(len(sigmas) - 1, len(sigmas) - 1, z)
     return z

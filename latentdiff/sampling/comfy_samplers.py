@@ -10,6 +10,7 @@ GPL-3.0; our code, the same arithmetic in the same order), in k_samplers.py's si
   solver with ComfyUI's noise scaler x (e^(x^0.3) + 10) and its 200-point integrals.
 - DEIS (Zhang & Chen 2023) with the "tab" weights ComfyUI computes (over EDM's VP time mapping).
 - SA-Solver (Xue et al. 2023) and its PECE form: sampling/comfy_sa_solver.py.
+- Heun++ 2, gradient estimation (and its CFG++ form), SEEDS-2/3: sampling/comfy_samplers_more.py.
 - CFG++ (Chung et al. 2024): Euler, Euler ancestral, DPM++ 2M and DPM++ 2S ancestral whose
   renoising direction is the unconditional prediction (`model.uncond_denoised`, the guided model's
   last one); ComfyUI computes it at CFG 1 too.
@@ -19,12 +20,10 @@ from __future__ import annotations
 
 import torch
 
+from latentdiff.sampling import comfy_samplers_more
 from latentdiff.sampling.comfy_sa_solver import sa_solver
+from latentdiff.sampling.comfy_samplers_more import half_log_snr as _half_log_snr
 from latentdiff.sampling.k_samplers import ancestral_step, derivative
-
-
-def _half_log_snr(sigma):
-    return sigma.log().neg()
 
 
 def _ab(i, d, ds, sigmas, variable):
@@ -259,5 +258,6 @@ SAMPLERS = {
     "euler_a_cfg++": (euler_cfg_pp, {"eta": 1.0, "s_noise": 1.0}, False, False),
     "dpm++2m_cfg++": (dpmpp_2m_cfg_pp, {}, False, False),
     "dpm++2s_a_cfg++": (dpmpp_2s_ancestral_cfg_pp, {}, False, False),
+    **comfy_samplers_more.SAMPLERS,
 }
 CFG_PP = tuple(k for k in SAMPLERS if k.endswith("cfg++"))

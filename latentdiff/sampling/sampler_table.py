@@ -169,6 +169,11 @@ _COMFY_ONLY = {
     "dpm++2s_a_cfg++": ("DPM++ 2S a CFG++", "dpmpp_2s_ancestral_cfg_pp"),
     "sa_solver": ("SA-Solver", "sa_solver"),
     "sa_solver_pece": ("SA-Solver PECE", "sa_solver_pece"),
+    "heunpp2": ("Heun++ 2", "heunpp2"),
+    "gradient_estimation": ("Gradient Estimation", "gradient_estimation"),
+    "gradient_estimation_cfg++": ("Gradient Estimation CFG++", "gradient_estimation_cfg_pp"),
+    "seeds_2": ("SEEDS 2", "seeds_2"),
+    "seeds_3": ("SEEDS 3", "seeds_3"),
 }
 SAMPLERS.update({k: Sampler(None, label, comfy=(name,)) for k, (label, name) in _COMFY_ONLY.items()})
 SCHEDULERS = {k: m for k, m in SAMPLERS.items() if m.cls}  # the ones that run here
@@ -213,6 +218,11 @@ COMFY_OWN = {  # run on ComfyUI's own KSampler path (sampling/comfy.py)
     "dpmpp_2m_sde_heun_gpu": ("dpm++2m_sde_heun", True),
     "dpmpp_3m_sde": ("dpm++3m_sde", False),
     "dpmpp_3m_sde_gpu": ("dpm++3m_sde", True),
+    "dpm_fast": ("dpm_fast", False),
+    "dpm_adaptive": ("dpm_adaptive", False),
     **{name: (key, False) for key, (_, name) in _COMFY_ONLY.items()},
     "deis": ("deis", False),  # ComfyUI's own DEIS ("tab"); diffusers' DEISMultistepScheduler off this path
+    "ddim": ("euler", False),  # ComfyUI's ddim is Euler (its masked area noised from seed + 1); diffusers' DDIM off it
+    "ddpm": ("ddpm", False),  # ComfyUI's own DDPM and LCM steps; diffusers' classes off this path
+    "lcm": ("lcm", False),
 }

@@ -11,6 +11,9 @@ and how it is encoded. ComfyUI pastes nothing back: the image is the last stage'
 - VAEEncodeForInpaint: the mask resized to the picture, grown by `grow_mask_by` pixels (a box
   convolution of the rounded mask), the masked pixels set to grey before encoding; the noise mask is
   the grown one, rounded.
+- InpaintModelConditioning: the picture encoded as it is; the mask resized to the picture (bilinear),
+  both cropped to a multiple of 8, the masked pixels grey and encoded for an inpainting UNet's extra
+  channels with the mask; the mask is the noise mask too unless `noise_mask` is off.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from PIL import Image, ImageOps
 
 import latentdiff.config.params as params
 from latentdiff.errors import UsageError
+from latentdiff.images.comfy_latent import MAX_STAGES, RUN_KEYS
 from latentdiff.images.read import BadImageError, open_image_data
 from latentdiff.sampling import comfy
 
-ENCODINGS = ("plain", "inpaint")  # VAEEncode (with SetLatentNoiseMask where masked), VAEEncodeForInpaint
+# VAEEncode (with SetLatentNoiseMask where masked), VAEEncodeForInpaint, InpaintModelConditioning
+ENCODINGS = ("plain", "inpaint", "model")
 CHANNELS = ("A", "R", "G", "B")
 MAX_GROW = 64  # VAEEncodeForInpaint's grow_mask_by
 MAX_FILE = 512 << 20  # bytes of a picture file read
@@ -39,33 +44,37 @@ MAX_FILE = 512 << 20  # bytes of a picture file read
 
 @dataclass(frozen=True)
 class ComfyRun:
-    """A ComfyUI graph's sampling: its sampler stages in order (the second continues the first's
-    latents: KSamplerAdvanced's base + refiner chain), and what the first starts from."""
+    """A ComfyUI graph's sampling: its sampler stages in order (each continues the last one's latents:
+    KSamplerAdvanced's base + refiner chain, or longer), and what the first starts from."""
 
     stages: tuple[comfy.Stage, ...]
     image: object = None  # a path or PIL image (LoadImage -> VAEEncode); None: an empty latent
     mask: object = None  # (path or PIL image, channel of CHANNELS): the noise mask's source
     encoding: str = "plain"
     grow_mask_by: int = 6
+    noise_mask: bool = True  # InpaintModelConditioning's: the mask also the sampler's noise mask
 
     @classmethod
     def checked(cls, given: dict) -> "ComfyRun":
         """From the call's `comfy_graph` dict (images/comfy_graph.py makes it): each value checked."""
-        if not isinstance(given, dict) or set(given) - {"stages", "image", "mask", "encoding", "grow_mask_by"}:
-            raise UsageError("comfy_graph must be a dict of stages, image, mask, encoding, grow_mask_by")
+        if not isinstance(given, dict) or set(given) - {"stages", *RUN_KEYS}:
+            raise UsageError(f"comfy_graph must be a dict of stages, {', '.join(RUN_KEYS)}")
         stages = given.get("stages")
-        if not isinstance(stages, (list, tuple)) or not 1 <= len(stages) <= 2:
-            raise UsageError("comfy_graph's stages must be a list of one or two sampler stages")
+        if not isinstance(stages, (list, tuple)) or not 1 <= len(stages) <= MAX_STAGES:
+            raise UsageError(f"comfy_graph's stages must be a list of 1 to {MAX_STAGES} sampler stages")
         mask = given.get("mask")
         if mask is not None and not (isinstance(mask, (list, tuple)) and len(mask) == 2 and mask[1] in CHANNELS):
             raise UsageError(f"comfy_graph's mask must be [image, channel], the channel one of {', '.join(CHANNELS)}")
         encoding = params.choice(params.api_label, "comfy_graph encoding", given.get("encoding", "plain"), ENCODINGS)
         grow = params.whole(params.api_label, "grow_mask_by", given.get("grow_mask_by", 6), 0, MAX_GROW)
+        noise_mask = params.flag(params.api_label, "comfy_graph noise_mask", given.get("noise_mask", True))
         if (mask is not None or encoding != "plain") and given.get("image") is None:
             raise UsageError("comfy_graph's mask and inpaint encoding need its image")
-        run = cls(tuple(_stage(s) for s in stages), given.get("image"), mask and tuple(mask), encoding, grow)
-        if run.encoding == "inpaint" and run.mask is None:
-            raise UsageError("comfy_graph's inpaint encoding needs a mask")
+        run = cls(
+            tuple(_stage(s) for s in stages), given.get("image"), mask and tuple(mask), encoding, grow, noise_mask
+        )
+        if run.encoding != "plain" and run.mask is None:
+            raise UsageError(f"comfy_graph's {run.encoding} encoding needs a mask")
         return run
 
     def record(self) -> dict:
@@ -73,10 +82,12 @@ class ComfyRun:
         named = lambda ref: ref if isinstance(ref, str) else None  # noqa: E731
         mask = None if self.mask is None else [named(self.mask[0]), self.mask[1]]
         stages = [dataclasses.asdict(st) for st in self.stages]
-        return {"stages": stages, "image": named(self.image), "mask": mask, "encoding": self.encoding, "grow_mask_by": self.grow_mask_by}  # fmt: skip
+        given = {"image": named(self.image), "mask": mask, "encoding": self.encoding, "grow_mask_by": self.grow_mask_by}
+        return {"stages": stages, **given, "noise_mask": self.noise_mask}
 
 
 _STAGE_KEYS = ("sampler", "scheduler", "steps", "cfg", "seed", "denoise", "add_noise", "start", "end", "leftover")
+_STAGE_KEYS += ("refiner",)
 
 
 def _stage(given) -> comfy.Stage:
@@ -90,12 +101,11 @@ def _stage(given) -> comfy.Stage:
     cuts = [given.get(k) for k in ("start", "end")]
     cuts = [None if v is None else params.whole(api, "comfy_graph start/end", v, 0, 10_000) for v in cuts]
     denoise = params.real(api, "comfy_graph denoise", given.get("denoise", 1.0), 0.0, 1.0)
-    flags = [
-        params.flag(api, f"comfy_graph {k}", given.get(k, d)) for k, d in (("add_noise", True), ("leftover", False))
-    ]
+    switches = (("add_noise", True), ("leftover", False), ("refiner", False))
+    flags = [params.flag(api, f"comfy_graph {k}", given.get(k, d)) for k, d in switches]
     cfg = params.guidance(api, given.get("cfg"))
     seed = params.whole(api, "comfy_graph seed", given.get("seed"), 0, 2**64 - 1)
-    return comfy.Stage(given["sampler"], scheduler, steps, cfg, seed, float(denoise), *flags[:1], *cuts, flags[1])
+    return comfy.Stage(given["sampler"], scheduler, steps, cfg, seed, float(denoise), flags[0], *cuts, *flags[1:])
 
 
 def _frame(ref, what: str) -> Image.Image:
@@ -159,9 +169,22 @@ def for_inpaint(image: torch.Tensor, m: torch.Tensor, grow: int, factor: int) ->
     if grow:
         pad = math.ceil((grow - 1) / 2)
         grown = torch.clamp(F.conv2d(m.round(), torch.ones((1, 1, grow, grow)), padding=pad), 0, 1)
-    keep = (1.0 - m.round()).squeeze(1)[..., None]
-    image = (image - 0.5) * keep + 0.5
-    return image, grown[:, :, :h, :w].round()
+    return _grey(image, m), grown[:, :, :h, :w].round()
+
+
+def _grey(image: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """(1, H, W, 3) pixels with those under the rounded mask (1, 1, H, W) set to 0.5."""
+    return (image - 0.5) * (1.0 - m.round()).squeeze(1)[..., None] + 0.5
+
+
+def model_conditioning(vae, image: torch.Tensor, m: torch.Tensor, factor: int, noise_mask: bool):
+    """InpaintModelConditioning: (the picture's latent, the noise mask or None, (the mask cropped as the
+    picture, the latent of the picture cropped to a multiple of 8 with the rounded mask grey)) for an
+    inpainting UNet's extra channels."""
+    m = crop(F.interpolate(m.reshape(-1, 1, *m.shape[-2:]), size=image.shape[1:3], mode="bilinear").movedim(1, -1), 8)
+    m = m.movedim(-1, 1)
+    masked = encode(vae, _grey(crop(image, 8), m), factor)
+    return encode(vae, image, factor), m if noise_mask else None, (m, masked)
 
 
 def noise_mask(m: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -170,16 +193,19 @@ def noise_mask(m: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return m.repeat(1, shape[1], 1, 1)[:, : shape[1]].repeat(shape[0] // m.shape[0], 1, 1, 1)
 
 
-def start(vae, run: ComfyRun, factor: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(the first stage's latent (1, C, h, w), its noise mask at the picture's size or None); an empty
-    latent: (None, None)."""
+def start(vae, run: ComfyRun, factor: int):
+    """(the first stage's latent (1, C, h, w), its noise mask at the picture's size or None, what an
+    inpainting UNet sees beside its input: (mask, latent) or None where that is the noise mask and the
+    start latent); an empty latent: (None, None, None)."""
     if run.image is None:
-        return None, None
+        return None, None, None
     image = pixels(run.image)
     m = None if run.mask is None else mask(*run.mask)
+    if run.encoding == "model":
+        return model_conditioning(vae, image, m, factor, run.noise_mask)
     if run.encoding == "inpaint":
         image, m = for_inpaint(image, m, run.grow_mask_by, factor)
-    return encode(vae, image, factor), m
+    return encode(vae, image, factor), m, None
 
 
 def size_of(ref, factor: int) -> tuple[int, int]:

@@ -88,7 +88,8 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
     cond, uncond, generators = image_stage(pipe, texts, seeds, request, cond, uncond)  # Stable unCLIP's
     src = request.source
     image, mask = (a1111_path.region(src) if request.a1111 else src.region()) if src is not None else (None, None)
-    a1111_refiner = pipe.refiner is not None and request.a1111 is not None  # switches inside A1111's sampler
+    # switches inside A1111's sampler, or runs a ComfyUI graph's later stages
+    a1111_refiner = pipe.refiner is not None and (request.a1111 is not None or request.comfy_run is not None)
     latents, gens = run_loop(
         pipe,
         cond,
@@ -169,7 +170,16 @@ def run_loop(
     chosen = comfy_path.names(request) if start.get("comfy") is not None else None
     if chosen is not None:
         cfg = loop_guidance(pipe, request)[0]
-        args = (steps, size, cfg, start["comfy"], chosen, request.callback, request.comfy_run)
+        args = (
+            steps,
+            size,
+            cfg,
+            start["comfy"],
+            chosen,
+            request.callback,
+            request.comfy_run,
+            start.get("refiner_conds"),
+        )
         z = comfy_path.latents(pipe, cond, uncond, *args)
         return (z, []) if with_generators else z
     sched = make_scheduler(pipe.components.scheduler_config, request.scheduler, request.sampler_options)

@@ -94,7 +94,7 @@ LORA = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 
         (changed(**{"3": lambda n: with_inputs(n, positive=["99", 0])}), "links to node '99', which the graph"),
         (changed(**{"3": lambda n: with_inputs(n, positive=["5", 0])}), "links to a EmptyLatentImage"),
         (changed(**{"8": lambda n: with_inputs(n, vae=["4", 1])}), "takes output 1 of CheckpointLoaderSimple"),
-        (changed(**{"3": lambda n: with_inputs(n, denoise=0.5, sampler_name="ddim")}), "on ComfyUI's own path"),
+        (changed(**{"3": lambda n: with_inputs(n, denoise=0.5, sampler_name="uni_pc_bh2")}), "on ComfyUI's own path"),
         (changed(**{"3": lambda n: with_inputs(n, sampler_name="uni_pc_bh2", scheduler="simple")}), "'Simple'"),
         (changed(**{"3": lambda n: with_inputs(n, sampler_name="nope")}), "unknown scheduler 'nope'"),
         (changed(**{"3": lambda n: with_inputs(n, steps="20")}), "input 'steps' is '20', not a literal int"),
@@ -247,4 +247,5 @@ def test_samplers_and_schedulers_through_the_table(tmp_path):
     )
     assert scheduler("dpmpp_2m", "linear_quadratic") == ("dpm++2m_linear_quadratic", [])
     # off that path "normal" is Uniform by definition; a sampler without sigma lists runs it so, and says so
-    assert scheduler("ddpm", "normal")[1] in ([], ["ComfyUI's scheduler 'normal' runs as 'ddpm_uniform'"])
+    assert scheduler("uni_pc_bh2", "normal")[1] == ["ComfyUI's scheduler 'normal' runs as 'unipc_uniform'"]
+    assert "NVIDIA GPU" in scheduler("ddpm", "normal")[1][0]  # ComfyUI's own DDPM draws step noise

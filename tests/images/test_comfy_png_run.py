@@ -93,6 +93,6 @@ def test_chains_latentdiff_cannot_run_are_one_line(tmp_path, capsys):
     err = fails(capsys, "--from", comfy_png(tmp_path / "a.png", other_prompt), "--model", tmp_path)
     assert "chained samplers take different positive inputs" in err
     diffusers_sampler = chained_graph()
-    diffusers_sampler["3"]["inputs"]["sampler_name"] = "ddim"
+    diffusers_sampler["3"]["inputs"]["sampler_name"] = "uni_pc_bh2"
     err = fails(capsys, "--from", comfy_png(tmp_path / "b.png", diffusers_sampler), "--model", tmp_path)
     assert "on ComfyUI's own path for its samplers" in err

@@ -138,8 +138,8 @@ def test_a_deterministic_chain_is_the_whole_run(pipe_sd1):
 @pytest.mark.parametrize(
     "graph, message",
     [
-        ({"stages": []}, "one or two sampler stages"),
-        ({"stages": [stage("ddim")]}, "ComfyUI's own path runs the samplers"),
+        ({"stages": []}, "1 to 16 sampler stages"),
+        ({"stages": [stage("uni_pc_bh2")]}, "ComfyUI's own path runs the samplers"),
         ({"stages": [stage(denoise=1.5)]}, "denoise"),
         ({"stages": [stage()], "mask": ["x.png", "A"]}, "need its image"),
         ({"stages": [stage()], "image": "x.png", "encoding": "inpaint"}, "needs a mask"),

@@ -65,14 +65,14 @@ def test_bad_noise_settings_are_one_error(pipe_sd1, kwargs, message):
 
 
 def test_step_noise_draws_the_batch_from_one_generator_of_the_seed(tiny_sd1, pipe_sd1):
-    """A sampler off ComfyUI's own path (DDPM: diffusers' class) with ComfyUI's noise is diffusers'
+    """A sampler off ComfyUI's own path (TCD: diffusers' class, gamma 0.3) with ComfyUI's noise is diffusers'
     pipeline given ComfyUI's initial noise and ONE generator of seed + 1 for the batch (ComfyUI's 2026 code's
     default noise sampler on a CPU: each step draws the whole batch), not a generator per image."""
     from diffusers import StableDiffusionPipeline
 
     from latentdiff.sampling.loop import make_scheduler
 
-    kw = {"steps": 3, "guidance": 5.0, "width": 64, "height": 64, "scheduler": "ddpm"}
+    kw = {"steps": 3, "guidance": 5.0, "width": 64, "height": 64, "scheduler": "tcd"}
     ours = pipe_sd1("a red square", seed=11, num_images=2, noise="comfy", **kw)
     ref = StableDiffusionPipeline.from_pretrained(tiny_sd1, safety_checker=None, requires_safety_checker=False)
     ref.set_progress_bar_config(disable=True)
@@ -83,6 +83,7 @@ def test_step_noise_draws_the_batch_from_one_generator_of_the_seed(tiny_sd1, pip
         latents=oracle(11, (2, 4, side, side)),
         generator=torch.Generator().manual_seed(12),
         num_inference_steps=3,
+        eta=0.3,  # TCD's gamma: diffusers' pipeline passes its eta (0 by default) to the step
         guidance_scale=5.0,
         num_images_per_prompt=2,
         height=64,

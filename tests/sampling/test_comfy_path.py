@@ -198,7 +198,7 @@ def test_own_schedules_against_comfyuis_formulas(pipe_sd1):
     [
         ({"scheduler": "euler_a", "noise": "comfy", "eta": 0.5}, "takes no sampler options"),
         ({"scheduler": "euler_a_polyexponential", "noise": "comfy"}, "no scheduler 'polyexponential'"),
-        ({"scheduler": "lcm", "noise": "comfy_nv"}, "runs on ComfyUI's own path"),
+        ({"scheduler": "tcd", "noise": "comfy_nv"}, "runs on ComfyUI's own path"),
     ],
 )
 def test_what_comfyuis_path_cannot_run_is_one_error(pipe_sd1, kwargs, message):
