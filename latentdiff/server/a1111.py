@@ -16,6 +16,7 @@ from latentdiff.formats.lora_merge import is_lora_folder
 from latentdiff.images.infotext import NETWORK_TAG
 from latentdiff.sampling.schedulers import method_of
 from latentdiff.server import a1111_controlnet, a1111_routes, folders
+from latentdiff.server.a1111_flow import on_family
 from latentdiff.server.a1111_info import info_object
 from latentdiff.server.a1111_infotext import with_infotext
 from latentdiff.server.a1111_params import (
@@ -125,13 +126,16 @@ async def _run(server, body, params: dict, inputs: Pictures | None = None, warni
     if body.disable_extra_networks:  # as A1111: the tags are taken out, nothing applied
         params["prompt"] = NETWORK_TAG.sub("", params["prompt"]).strip()
     params["prompt"] = _without_own_lora_tag(server, model, params["prompt"])
+    pipe = server.pool.peek(server.pool.resolve(model)[0])
+    if pipe is not None:  # else the worker reads them with the model (executor.py)
+        params = on_family(pipe, params)
     if "refiner" in params:  # a model of the folder, loaded beside the model for the job (executor.py)
         params["refiner"], _ = server.pool.resolve(params["refiner"])
     rng, note = _sampling_path(server, body, params, bool(found.files or found.prompts))
     warnings = (warnings or []) + _masked_content(body, params, rng is not None)
     job = Job(params=params, inputs=inputs, model=model, source="a1111", warnings=warnings or [])
     job.a1111_rng, job.path_note = rng, note
-    check_loaded(server.pool.peek(server.pool.resolve(model)[0]), params)
+    check_loaded(pipe, params)
     job = server.submit(job)
     if not body.override_settings_restore_afterwards:  # as A1111: the overrides stay as settings
         keep_settings(server, check_settings(body.override_settings or {}, "override_settings"))

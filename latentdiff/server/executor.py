@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from latentdiff.errors import Cancelled
+from latentdiff.server.a1111_flow import on_family
 from latentdiff.server.a1111_pixels import on_a1111_path
 from latentdiff.server.jobs import Job
 
@@ -32,6 +33,9 @@ def make_runner(pool, out_dir: Path, prepare=None):
         p = dict(job.params)
         refiner = p.pop("refiner", None), p.pop("refiner_start", None)
         vae = p.pop("vae", None)
+        if job.source == "a1111":  # Forge's distilled CFG, A1111's sampler on a flow-matching model
+            p = on_family(pipe, p)
+            p.pop("distilled_cfg_scale", None)  # no effect on a model without embedded guidance, as in Forge
         if job.a1111_rng is not None:  # A1111's own path where it runs this request (a1111_pixels.py)
             chosen, note = on_a1111_path(pipe, p, job.a1111_rng)
             p.update(chosen)
