@@ -111,6 +111,7 @@ def pick(folder: Path, kind: str, given: dict, found: dict, flag: str, label: st
 
 def _without(folder: Path, kind: str, found: dict, label: str) -> None:
     """An optional part the folder lacks: said once; refused where an unreadable file may be it."""
+    # Here, not at the top: runtime.device imports torch, which the folder's scan (headers only) does not need.
     from latentdiff.runtime.device import notice
 
     if found.get(UNREADABLE):
