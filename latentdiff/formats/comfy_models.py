@@ -26,6 +26,7 @@ from latentdiff.families.sd3_tiny import SCHEDULER as SD3_SCHEDULER
 from latentdiff.families.sd3_tiny import SD3_VAE
 from latentdiff.formats.detect import read_header
 from latentdiff.formats.encoder_files import LABELS, build_encoder, build_vae, kind_of
+from latentdiff.formats.gguf_file import gguf_encoder_kind, gguf_params, is_gguf
 from latentdiff.models.assemble import load_tokenizer
 from latentdiff.models.components import Components
 from latentdiff.models.weights import safetensors_header
@@ -50,6 +51,7 @@ TOKENIZERS = {
     "qwen3": (("comfy/text_encoders/qwen25_tokenizer",), "Qwen2Tokenizer"),
 }
 MAX_FILES = 500  # files looked at in a models folder
+PATTERNS = ("*.safetensors", "*.gguf")  # GGUF: text encoders (city96's T5), as ComfyUI-GGUF reads them
 UNREADABLE = "unreadable"  # scan's key of the files it could not read
 _SAID: set[str] = set()  # the notices given (the memory check and the load each pick the files)
 
@@ -63,19 +65,27 @@ def scan(folder: Path, dirs: tuple[str, ...]) -> dict[str, list[Path]]:
     """kind -> the safetensors files under `folder`/`dirs` whose tensors are of that kind (headers only);
     UNREADABLE -> (file, why) of those that could not be read."""
     found: dict[str, list] = {}
-    files = sorted({p.resolve() for d in dirs for p in (folder / d).rglob("*.safetensors")})
+    files = sorted({p.resolve() for d in dirs for pattern in PATTERNS for p in (folder / d).rglob(pattern)})
     for path in files[:MAX_FILES]:
         if not path.is_file():  # a FIFO, a device, a folder named as a file
             found.setdefault(UNREADABLE, []).append((path, "not a regular file"))
             continue
         try:
-            kind = kind_of(read_header(path)[0])
-        except ModelError as e:  # a damaged or foreign file is no candidate; the missing part is named if needed
+            kind = _kind(path)
+        except (
+            ModelError,
+            UsageError,
+        ) as e:  # UsageError: a GGUF without the gguf package  # a damaged or foreign file is no candidate; the missing part is named if needed
             found.setdefault(UNREADABLE, []).append((path, str(e)))
             continue
         if kind is not None:
             found.setdefault(kind, []).append(path)
     return found
+
+
+def _kind(path: Path) -> str | None:
+    """The encoder or VAE kind of a file, by its tensors (a GGUF text encoder by its architecture)."""
+    return gguf_encoder_kind(path) if is_gguf(path) else kind_of(read_header(path)[0])
 
 
 def _given(files) -> dict[str, list[Path]]:
@@ -84,7 +94,7 @@ def _given(files) -> dict[str, list[Path]]:
         path = Path(f).expanduser()
         if not path.is_file():
             raise UsageError(f"{f}: no such file")
-        kind = kind_of(read_header(path)[0])
+        kind = _kind(path)
         found.setdefault(kind or "", []).append(path.resolve())
     return found
 
@@ -199,6 +209,9 @@ def file_params(folder: Path, family: str, label: str, text_encoders=(), vae=Non
     count = {}
     for slot, path in files.items():
         if path is None:
+            continue
+        if is_gguf(path):
+            count[slot] = gguf_params(path)
             continue
         header = safetensors_header(path)
         count[slot] = sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from latentdiff.errors import ModelError
+from latentdiff.formats.gguf_file import is_gguf, read_gguf_encoder
 from latentdiff.formats.transformer_parts import load_into, upcast_fp8
 from latentdiff.formats.vae import vae_from_state_dict
 from latentdiff.models.weights import load_state_dict
@@ -141,11 +142,13 @@ def vae_config(shapes: dict, factors: dict) -> dict:
 
 
 def build_encoder(path: Path, kind: str, allow_pickle: bool = False, projection: bool = False):
-    """The transformers text model of an encoder file of `kind` (fp8 upcast); `projection`: CLIP-L with its
+    """The transformers text model of an encoder file of `kind` (fp8 upcast; GGUF dequantized, its config told
+    from its tensors' shapes as a safetensors file's, T5 v1.1's gated-gelu whatever the file says); `projection`: CLIP-L with its
     text projection (SD 3's pooled vector; Flux.1 takes the pooler output)."""
     import transformers as tf
 
-    sd = {_strip(k): v for k, v in upcast_fp8(load_state_dict(path, allow_pickle)).items() if k != "lm_head.weight"}
+    tensors = read_gguf_encoder(path) if is_gguf(path) else upcast_fp8(load_state_dict(path, allow_pickle))
+    sd = {_strip(k): v for k, v in tensors.items() if k != "lm_head.weight"}
     shapes = {k: list(v.shape) for k, v in sd.items()}
     try:
         if kind == "t5xxl":
