@@ -10,7 +10,7 @@ from pathlib import Path
 
 from latentdiff.errors import Cancelled
 from latentdiff.server.a1111_flow import on_family
-from latentdiff.server.a1111_pixels import on_a1111_path
+from latentdiff.server.a1111_pixels import masked_off_path, on_a1111_path
 from latentdiff.server.jobs import Job
 
 log = logging.getLogger("latentdiff.server")
@@ -40,6 +40,8 @@ def make_runner(pool, out_dir: Path, prepare=None):
             chosen, note = on_a1111_path(pipe, p, job.a1111_rng)
             p.update(chosen)
             job.touch(path_note=note or job.path_note)
+            if not chosen:  # diffusers' path after all: its masked content (a1111.py's, with the model unknown)
+                job.touch(warnings=[*job.warnings, *masked_off_path(p)])
         note = size_warning(pipe.native_size, p.get("width"), p.get("height"))
         if note:
             log.warning("job %s: %s", job.id, note)

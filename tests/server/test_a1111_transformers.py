@@ -97,7 +97,7 @@ def test_flux_fill_inpaints_through_img2img_as_flux_fill_pipeline(dit_server):
 
     image, mask = picture((W, H), 1), box_mask((W, H))
     body = dict(SMALL, cfg_scale=30.0, init_images=[_b64(image)], mask=_b64(mask), mask_blur=0)
-    body.update(denoising_strength=1.0, inpaint_full_res=False, inpainting_fill=1)
+    body.update(denoising_strength=1.0, inpaint_full_res=False)  # inpainting_fill 0, A1111's default: as 1
     r = _a1111(dit_server, "img2img", "fill", **body)
     assert r.status_code == 200, r.text
     ref = reference(dit_server.models / "fill", "FluxFillPipeline")
@@ -105,7 +105,10 @@ def test_flux_fill_inpaints_through_img2img_as_flux_fill_pipeline(dit_server):
     raw = reference_pixels(ref, 5, 1, (W, H), num_inference_steps=3, **args)[0].astype(np.uint8)
     want = np.asarray(Image.composite(Image.fromarray(raw), image, soft_mask(mask, 0)), np.float32)[None]
     close(_pixels(r.json()), want)
-    assert json.loads(r.json()["info"])["is_using_inpainting_conditioning"] is True
+    info = json.loads(r.json()["info"])
+    assert info["is_using_inpainting_conditioning"] is True and "ran as 1 (original)" in info["warnings"][0]
+    r = _a1111(dit_server, "img2img", "fill", **{**body, "inpainting_fill": 2})  # A1111's own path only
+    assert r.status_code == 400 and "inpainting_fill=2" in r.json()["error"], r.text
 
 
 def _v1(client, **body) -> dict:
