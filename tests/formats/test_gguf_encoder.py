@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from comfy_tree import write_comfy_tree
+from test_comfy_components import _pixels
 
 pytest.importorskip("gguf", reason="the gguf extra (latentdiff[gguf]) is not installed")
 
@@ -27,11 +28,6 @@ def gguf_tree(tmp_path_factory):
     (t5_dir / "t5xxl_fp8_e4m3fn_scaled.safetensors").unlink()
     write_t5_gguf(t5_dir / "t5-v1_1-xxl-encoder-Q8_0.gguf", parts["text_encoder_2"])
     return root, parts, flux_file
-
-
-def _pixels(pipe) -> np.ndarray:
-    pipe.progress = False
-    return np.asarray(pipe("a red apple", steps=2, seed=4, width=32, height=32)[0], dtype=np.int16)
 
 
 def test_a_gguf_t5_in_comfyui_text_encoders(gguf_tree, tmp_path):
