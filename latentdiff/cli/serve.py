@@ -76,6 +76,12 @@ def add_parser(sub) -> None:
         help="a text encoder file used in place of --model's encoder it fits (repeatable; as generate's)",
     )
     p.add_argument(
+        "--vae",
+        metavar="FILE|DIR",
+        help="a VAE (safetensors file, VAE folder or model folder) used in place of --model's own (as generate's; "
+        "requests' sd_vae setting still picks one of --vae-dir per request)",
+    )
+    p.add_argument(
         "--offload",
         default="none",
         help="none, model (one component on the GPU at a time) or sequential (one layer) (default: none)",

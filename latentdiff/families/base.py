@@ -69,7 +69,16 @@ class Family:
         """(the loop's classifier-free guidance scale, the guidance the model call embeds or None)
         for a request's `guidance` and `true_cfg`: CFG families guide in the loop; a
         guidance-distilled one embeds `guidance` and guides in the loop only with `true_cfg`."""
+        self.refuse_true_cfg(true_cfg)
         return guidance, None
+
+    def refuse_true_cfg(self, true_cfg: float, theirs: str = "the CFG scale") -> None:
+        """A family that guides in the loop (no distilled guidance to embed) takes no second scale."""
+        if true_cfg != 1.0:
+            raise UsageError(
+                f"true_cfg {true_cfg:g} is for guidance-distilled models (Flux dev); {self.label} guides with "
+                f"guidance ({theirs}) and the negative prompt (leave true_cfg at 1)"
+            )
 
     def guide_options(self, normalization: float = 0.0, truncation: float = 1.0) -> dict:
         """The denoiser's keyword options for a request's CFG normalisation (0: off) and truncation (1: off),
@@ -85,6 +94,10 @@ class Family:
         """Set `scheduler` for `steps` steps of an image of `size` (w, h) pixels, `factor` pixels a
         latent pixel (flow-matching families shift the schedule by the image's size), on the CPU."""
         scheduler.set_timesteps(steps)
+
+    def own_sampler(self, name: str) -> bool:
+        """Whether our sampler name `name` is what A1111-style lines call the model's own scheduler."""
+        return False
 
     def check_scheduler(self, name: str | None) -> None:
         """Refuse, in one line, a scheduler (our name; None: the model's own) this family cannot sample with."""

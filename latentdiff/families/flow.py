@@ -10,6 +10,7 @@ import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.families.base import Family
+from latentdiff.sampling.schedulers import resolved
 
 # The attention layers diffusers' train_dreambooth_lora_qwen_image.py and _z_image.py adapt by default.
 ATTENTION_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
@@ -55,18 +56,14 @@ class FlowMatching(Family):
                 "the UNet families (leave the scheduler unset)"
             )
 
+    def own_sampler(self, name: str) -> bool:
+        """Forge writes the flow-matching Euler as Euler with the Simple schedule (sampling.schedulers.FOREIGN_A1111)."""
+        return resolved(name) == ("euler", "simple")
+
     def strength_steps(self, steps: int, strength: float) -> int:
         """FluxImg2ImgPipeline's and StableDiffusion3Img2ImgPipeline's count: the steps after
         int(steps - steps * strength), in floats."""
         return steps - int(max(steps - min(steps * strength, steps), 0))
-
-    def refuse_true_cfg(self, true_cfg: float, theirs: str = "the CFG scale") -> None:
-        """A family that guides in the loop (no distilled guidance to embed) takes no second scale."""
-        if true_cfg != 1.0:
-            raise UsageError(
-                f"true_cfg {true_cfg:g} is for guidance-distilled models (Flux dev); {self.label} guides with "
-                f"guidance ({theirs}) and the negative prompt (leave true_cfg at 1)"
-            )
 
 
 class PackedFlowMatching(FlowMatching):

@@ -40,7 +40,9 @@ def convert(src, dst, allow_pickle: bool = False, dtype: str | None = None, comp
         if not transformer:
             _check_layout(src)  # from its config, before any weights are read
         comps = assemble.load_components(src, allow_pickle)
-        save = (lambda c, f, d: save_transformer_file(c.unet, f, d)) if transformer else save_single_file
+        save = save_single_file
+        if transformer:  # the folder's pipeline class with it: Flux.1 Kontext has dev's weights
+            save = lambda c, f, d: save_transformer_file(c.unet, f, d, c.index.get("_class_name"))  # noqa: E731
         try:
             with staged_file(dst, "the checkpoint") as tmp:  # a full disk leaves no half file
                 save(comps, tmp, DTYPES.get(dtype))

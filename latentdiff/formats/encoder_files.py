@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from latentdiff.errors import ModelError
+from latentdiff.formats.gguf_file import is_gguf, read_gguf_encoder
 from latentdiff.formats.transformer_parts import load_into, upcast_fp8
 from latentdiff.formats.vae import vae_from_state_dict
 from latentdiff.models.weights import load_state_dict
@@ -21,6 +22,7 @@ T5_Q = "encoder.block.0.layer.0.SelfAttention.q.weight"
 CLIP_TOKENS = "text_model.embeddings.token_embedding.weight"
 VAE_OUT = "encoder.conv_out.weight"  # 2 x the latent channels (mean and log-variance)
 QWEN_QNORM = "layers.0.self_attn.q_norm.weight"  # Qwen3's per-head query norm (Qwen2.5 has none)
+CLIP_G_WIDTH = 1024  # CLIP-L is 768 wide, OpenCLIP's CLIP-G 1280: a CLIP this wide or wider is CLIP-G
 LABELS = {
     "clip_l": "CLIP-L",
     "clip_g": "CLIP-G",
@@ -43,7 +45,7 @@ def kind_of(shapes: dict) -> str | None:
     if T5_Q in names:
         return "t5xxl"
     if CLIP_TOKENS in names:
-        return "clip_g" if names[CLIP_TOKENS][1] >= 1024 else "clip_l"
+        return "clip_g" if names[CLIP_TOKENS][1] >= CLIP_G_WIDTH else "clip_l"
     if QWEN_QNORM in names:
         return "qwen3"
     if "layers.0.self_attn.q_proj.bias" in names and any(k.startswith("visual.") for k in names):
@@ -116,17 +118,20 @@ def qwen3_config(shapes: dict) -> dict:
 
 
 def vae_config(shapes: dict, factors: dict) -> dict:
-    """AutoencoderKL's config for an original-layout (ae.safetensors) VAE of these shapes, with the
-    family's scaling and shift `factors`."""
-    levels = _count(shapes, r"encoder\.down\.(\d+)\.")
+    """AutoencoderKL's config for a VAE of these shapes in the original layout (ae.safetensors) or diffusers'
+    (SD3's vae/diffusion_pytorch_model.safetensors kept as a file), with the family's scaling and shift `factors`."""
+    down, block = (
+        ("down_blocks", "resnets") if any(k.startswith("encoder.down_blocks.") for k in shapes) else ("down", "block")
+    )
+    levels = _count(shapes, rf"encoder\.{down}\.(\d+)\.")
     return dict(
         in_channels=shapes["encoder.conv_in.weight"][1],
         out_channels=shapes["decoder.conv_out.weight"][0],
         latent_channels=shapes[VAE_OUT][0] // 2,
-        block_out_channels=[shapes[f"encoder.down.{i}.block.0.conv1.weight"][0] for i in range(levels)],
+        block_out_channels=[shapes[f"encoder.{down}.{i}.{block}.0.conv1.weight"][0] for i in range(levels)],
         down_block_types=["DownEncoderBlock2D"] * levels,
         up_block_types=["UpDecoderBlock2D"] * levels,
-        layers_per_block=_count(shapes, r"encoder\.down\.0\.block\.(\d+)\."),
+        layers_per_block=_count(shapes, rf"encoder\.{down}\.0\.{block}\.(\d+)\."),
         norm_num_groups=32,
         act_fn="silu",
         use_quant_conv="quant_conv.weight" in shapes,
@@ -136,11 +141,14 @@ def vae_config(shapes: dict, factors: dict) -> dict:
     )
 
 
-def build_encoder(path: Path, kind: str, allow_pickle: bool = False):
-    """The transformers text model of an encoder file of `kind` (fp8 upcast)."""
+def build_encoder(path: Path, kind: str, allow_pickle: bool = False, projection: bool = False):
+    """The transformers text model of an encoder file of `kind` (fp8 upcast; GGUF dequantized, its config told
+    from its tensors' shapes as a safetensors file's, T5 v1.1's gated-gelu whatever the file says); `projection`: CLIP-L with its
+    text projection (SD 3's pooled vector; Flux.1 takes the pooler output)."""
     import transformers as tf
 
-    sd = {_strip(k): v for k, v in upcast_fp8(load_state_dict(path, allow_pickle)).items() if k != "lm_head.weight"}
+    tensors = read_gguf_encoder(path) if is_gguf(path) else upcast_fp8(load_state_dict(path, allow_pickle))
+    sd = {_strip(k): v for k, v in tensors.items() if k != "lm_head.weight"}
     shapes = {k: list(v.shape) for k, v in sd.items()}
     try:
         if kind == "t5xxl":
@@ -148,7 +156,7 @@ def build_encoder(path: Path, kind: str, allow_pickle: bool = False):
         elif kind == "qwen3":
             model = tf.Qwen3Model(tf.Qwen3Config(**qwen3_config(shapes)))
         elif kind in ("clip_l", "clip_g"):
-            cls = tf.CLIPTextModelWithProjection if kind == "clip_g" else tf.CLIPTextModel
+            cls = tf.CLIPTextModelWithProjection if kind == "clip_g" or projection else tf.CLIPTextModel
             model = cls(tf.CLIPTextConfig(**clip_config(shapes, kind)))
         else:
             raise ModelError(f"{path} is a {LABELS[kind]} text encoder, which is read from a diffusers folder only")
@@ -156,13 +164,13 @@ def build_encoder(path: Path, kind: str, allow_pickle: bool = False):
         raise ModelError(f"{path} looks like {LABELS[kind]} but lacks the tensor {e}") from None
     if kind == "t5xxl" and "shared.weight" not in sd:
         sd["shared.weight"] = sd["encoder.embed_tokens.weight"]
-    sd = {k: v for k, v in sd.items() if not (kind == "clip_l" and k == "text_projection.weight")}
+    sd = {k: v for k, v in sd.items() if not (kind == "clip_l" and not projection and k == "text_projection.weight")}
     load_into(model, sd, path)
     return model.eval().requires_grad_(False)
 
 
 def build_vae(path: Path, factors: dict, allow_pickle: bool = False):
-    """Flux.1's (or SD3's) 16-channel VAE of an original-layout file, with the family's `factors`."""
+    """Flux.1's (or SD3's) 16-channel VAE of a file (either layout), with the family's `factors`."""
 
     sd = upcast_fp8(load_state_dict(path, allow_pickle))
     shapes = {_strip(k): list(v.shape) for k, v in sd.items()}

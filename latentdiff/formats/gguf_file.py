@@ -18,6 +18,7 @@ from pathlib import Path
 
 from latentdiff.errors import ModelError, UsageError
 from latentdiff.formats.transformer_keys import SUPPORTED, layout_of
+from latentdiff.runtime.libraries import quiet_libraries
 
 MAGIC = b"GGUF"
 ARCHITECTURES = ("flux", "sd3", "lumina2", "qwen_image")  # ComfyUI-GGUF's general.architecture of our families
@@ -138,14 +139,17 @@ def compute_in(module, dtype) -> None:
             m.compute_dtype = dtype
 
 
-def write_gguf(path: Path, arch: str, tensors: dict, qtype: str = "Q8_0") -> Path:
+def write_gguf(path: Path, arch: str, tensors: dict, qtype: str = "Q8_0", fields=None) -> Path:
     """Write `tensors` (original layout) as GGUF of `arch`, as city96's convert.py does: matrices whose
-    rows are whole blocks in `qtype`, the rest (vectors, norms, odd widths) in float32."""
+    rows are whole blocks in `qtype`, the rest (vectors, norms, odd widths) in float32; `fields(writer)`
+    adds the header's key-value fields."""
     import gguf
 
     kind = gguf.GGMLQuantizationType[qtype]
     block = gguf.GGML_QUANT_SIZES[kind][0]
     writer = gguf.GGUFWriter(str(path), arch=arch)
+    if fields is not None:
+        fields(writer)
     for name, t in tensors.items():
         values = t.detach().float().numpy()
         if values.ndim >= 2 and values.shape[-1] % block == 0:
@@ -157,3 +161,66 @@ def write_gguf(path: Path, arch: str, tensors: dict, qtype: str = "Q8_0") -> Pat
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# Text encoders as GGUF (city96's t5-v1_1-xxl-encoder-gguf, read by ComfyUI-GGUF's CLIPLoaderGGUF): their
+# architecture -> our encoder kind (formats/encoder_files.py). transformers reads them (dequantized to float32).
+ENCODER_ARCHITECTURES = {"t5encoder": "t5xxl", "t5": "t5xxl"}
+
+
+def gguf_encoder_kind(path: Path) -> str | None:
+    """The encoder kind of a GGUF text encoder file, None for any other GGUF (a transformer, another model)."""
+    return ENCODER_ARCHITECTURES.get(architecture(_reader(path)[1]))
+
+
+def gguf_params(path: Path) -> int:
+    """The parameter count of a GGUF file's tensors (its header), for the memory check."""
+    return sum(int(t.n_elements) for t in _reader(path)[1].tensors)
+
+
+def read_gguf_encoder(path: Path) -> dict:
+    """transformers' names -> float32 tensors of a GGUF text encoder (dequantized by transformers' GGUF loader)."""
+    import torch
+    import transformers as tf
+
+    if gguf_encoder_kind(path) is None:
+        raise ModelError(
+            f"{path} is a GGUF file of the architecture {architecture(_reader(path)[1])!r}, no text encoder"
+        )
+    quiet_libraries()
+    try:
+        model = tf.T5EncoderModel.from_pretrained(str(path.parent), gguf_file=path.name, torch_dtype=torch.float32)
+    except (ValueError, OSError, KeyError, IndexError, TypeError, RuntimeError) as e:
+        raise ModelError(f"{path} is not a readable GGUF T5 encoder: {type(e).__name__} {str(e)[:200]}") from None
+    return model.state_dict()
+
+
+def write_t5_gguf(path: Path, t5, qtype: str = "Q8_0") -> Path:
+    """A transformers T5EncoderModel written as llama.cpp's convert_hf_to_gguf writes a T5 encoder (city96's
+    t5-v1_1-xxl-encoder-gguf): architecture t5encoder, llama.cpp's tensor names, its hyperparameters."""
+    import gguf
+
+    c = t5.config
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.T5ENCODER, c.num_layers)
+
+    def fields(w):
+        w.add_context_length(512)
+        w.add_embedding_length(c.d_model)
+        w.add_feed_forward_length(c.d_ff)
+        w.add_block_count(c.num_layers)
+        w.add_head_count(c.num_heads)
+        w.add_key_length(c.d_kv)
+        w.add_value_length(c.d_kv)
+        w.add_layer_norm_rms_eps(c.layer_norm_epsilon)
+        w.add_relative_attn_buckets_count(c.relative_attention_num_buckets)
+        w.add_tokenizer_model("t5")
+        w.add_token_list([f"t{i}".encode() for i in range(c.vocab_size)])  # stand-ins: tokenizers come from elsewhere
+        w.add_token_scores([0.0] * c.vocab_size)
+        w.add_token_types([1] * c.vocab_size)
+
+    tensors = {
+        names.get_name(k.removesuffix(".weight")) + ".weight": v
+        for k, v in t5.state_dict().items()
+        if k != "encoder.embed_tokens.weight"  # tied to shared.weight (token_embd)
+    }
+    return write_gguf(path, "t5encoder", tensors, qtype, fields)

@@ -34,7 +34,9 @@ from latentdiff.runtime.files import as_umask_allows
 from latentdiff.runtime.libraries import quiet_libraries
 from latentdiff.runtime.reading import parse_json
 
-META_KEY = "latentdiff.transformer"  # JSON: {"family": ..., "config": the transformer's diffusers config}
+# JSON: {"family": ..., "config": the transformer's diffusers config, "pipeline": the folder's pipeline class (optional)}
+META_KEY = "latentdiff.transformer"
+KONTEXT = "FluxKontextPipeline"  # Flux.1 Kontext's weights are dev's shapes: told by name, metadata or folder
 PREFIX = "model.diffusion_model."  # a whole checkpoint's transformer (ComfyUI, Stability)
 OTHER_PARTS = ("text_encoders.", "first_stage_model.", "vae.", "cond_stage_model.", "conditioner.")
 
@@ -56,7 +58,30 @@ def _own(meta: dict, path: Path) -> dict:
     own = parse_json(meta[META_KEY], f"{path} (latentdiff metadata)", ModelError)
     if not (isinstance(own, dict) and own.get("family") in CONFIGS and isinstance(own.get("config"), dict)):
         raise ModelError(f"{path} has damaged latentdiff transformer metadata")
+    if not isinstance(own.get("pipeline", ""), str):
+        raise ModelError(f"{path} has damaged latentdiff transformer metadata (its pipeline)")
     return own
+
+
+def _metadata(path: Path) -> dict | None:
+    """The latentdiff metadata of a safetensors transformer file, None where it has none (or is GGUF)."""
+    if is_gguf(path):
+        return None
+    meta = safetensors_header(path).get("__metadata__") or {}
+    return _own(meta, path) if isinstance(meta, dict) and META_KEY in meta else None
+
+
+def pipeline_class(path: Path, components) -> str | None:
+    """The pipeline a Flux.1 transformer file runs in where its weights alone do not tell (Kontext has dev's
+    shapes; Fill is told by its 384 input features): the class its latentdiff metadata names, else Kontext
+    where its file name says kontext (as every released Kontext file's does: flux1-kontext-dev.safetensors,
+    flux1-dev-kontext_fp8_scaled.safetensors, flux1-kontext-dev-Q8_0.gguf); None: the components folder's."""
+    own = _metadata(path)
+    if own is not None and own.get("pipeline") in ("FluxPipeline", KONTEXT):  # written by `latentdiff convert`
+        return own["pipeline"]
+    if "kontext" in path.name.lower() and not FAMILIES["flux"].inpainting(components):
+        return KONTEXT
+    return None
 
 
 def read_transformer(path: Path) -> tuple[str, dict, dict | None]:
@@ -64,9 +89,7 @@ def read_transformer(path: Path) -> tuple[str, dict, dict | None]:
     if is_gguf(path):
         family, sd = read_gguf_quantized(path)
         return family, sd, None
-    header = safetensors_header(path)
-    meta = header.get("__metadata__") or {}
-    own = _own(meta, path) if isinstance(meta, dict) and META_KEY in meta else None
+    own = _metadata(path)
     sd = upcast_fp8(load_state_dict(path))
     family = own["family"] if own else layout_of(sd, path)
     if family is None:
@@ -143,17 +166,21 @@ def load_transformer_file(path: Path, components=None, allow_pickle: bool = Fals
         comps = build(read_configs(folder), allow_pickle, denoiser=False)
         comps.unet = transformer
     apply_checkpoint_parts(comps, sd, family, path)
+    pipeline = pipeline_class(path, comps) if family == "flux" else None
+    if pipeline is not None:
+        comps.index = {**comps.index, "_class_name": pipeline}
     return comps
 
 
-def save_transformer_file(transformer, out: Path, dtype=None) -> Path:
-    """The transformer alone in its family's original layout, carrying its config as metadata."""
+def save_transformer_file(transformer, out: Path, dtype=None, pipeline: str | None = None) -> Path:
+    """The transformer alone in its family's original layout, carrying its config (and the folder's `pipeline`
+    class, which tells Flux.1 Kontext from dev) as metadata."""
     from safetensors.torch import save_file
 
     family = {c: f for f, c in CLASSES.items()}[type(transformer).__name__]
     tensors = to_original(transformer.state_dict(), family)
     cast = (lambda t: t.to(dtype) if t.is_floating_point() else t) if dtype is not None else (lambda t: t)
-    own = {"family": family, "config": dict(transformer.config)}
+    own = {"family": family, "config": dict(transformer.config), **({"pipeline": pipeline} if pipeline else {})}
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", META_KEY: json.dumps(own, sort_keys=True, default=list)}
     save_file({k: cast(v).contiguous() for k, v in tensors.items()}, str(out), metadata=metadata)

@@ -158,6 +158,11 @@ def schedule_of(config: dict) -> str | None:
     return "sgm_uniform" if config.get("timestep_spacing") == "trailing" else None
 
 
+# Schedulers outside our table as A1111-style UIs write them: Forge writes the flow-matching families' sampler
+# (Euler on the model's shifted sigmas) as "Euler" with the "Simple" schedule.
+FOREIGN_A1111 = {"FlowMatchEulerDiscreteScheduler": ("Euler", "Simple")}
+
+
 def a1111_names(name: str | None, config: dict) -> tuple[str, str | None]:
     """(Sampler, Schedule type) as A1111 1.10 writes them for our choice `name` (None: the model's own
     scheduler config): the schedule that runs, stated even where it is A1111's Automatic (so A1111
@@ -166,7 +171,8 @@ def a1111_names(name: str | None, config: dict) -> tuple[str, str | None]:
     if name is None:
         sampler = method_of(config)
         if sampler is None:
-            return config.get("_class_name", "PNDMScheduler"), None
+            cls = config.get("_class_name", "PNDMScheduler")
+            return FOREIGN_A1111.get(cls, (cls, None))
         schedule = schedule_of(config)
     else:
         sampler, schedule = resolved(name)

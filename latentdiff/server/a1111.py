@@ -16,6 +16,7 @@ from latentdiff.formats.lora_merge import is_lora_folder
 from latentdiff.images.infotext import NETWORK_TAG
 from latentdiff.sampling.schedulers import method_of
 from latentdiff.server import a1111_controlnet, a1111_routes, folders
+from latentdiff.server.a1111_flow import on_family
 from latentdiff.server.a1111_info import info_object
 from latentdiff.server.a1111_infotext import with_infotext
 from latentdiff.server.a1111_params import (
@@ -27,7 +28,7 @@ from latentdiff.server.a1111_params import (
     short,
     title_name,
 )
-from latentdiff.server.a1111_pixels import blocker, check_loaded, plan, rng_of
+from latentdiff.server.a1111_pixels import blocker, check_loaded, masked_off_path, path_refusal, plan, rng_of
 from latentdiff.server.a1111_routes import keep_settings
 from latentdiff.server.inputs import Pictures, pictures
 from latentdiff.server.jobs import Job
@@ -125,13 +126,19 @@ async def _run(server, body, params: dict, inputs: Pictures | None = None, warni
     if body.disable_extra_networks:  # as A1111: the tags are taken out, nothing applied
         params["prompt"] = NETWORK_TAG.sub("", params["prompt"]).strip()
     params["prompt"] = _without_own_lora_tag(server, model, params["prompt"])
+    pipe = server.pool.peek(server.pool.resolve(model)[0])
+    if pipe is not None:  # else the worker reads them with the model (executor.py)
+        params = on_family(pipe, params)
     if "refiner" in params:  # a model of the folder, loaded beside the model for the job (executor.py)
         params["refiner"], _ = server.pool.resolve(params["refiner"])
     rng, note = _sampling_path(server, body, params, bool(found.files or found.prompts))
+    reason = path_refusal(pipe, params) if rng is not None and pipe is not None else None
+    if reason is not None:  # the loaded model runs on diffusers' path (a transformer family, its own sampler)
+        rng, note = None, f"A1111's own path does not run {reason}"
     warnings = (warnings or []) + _masked_content(body, params, rng is not None)
     job = Job(params=params, inputs=inputs, model=model, source="a1111", warnings=warnings or [])
     job.a1111_rng, job.path_note = rng, note
-    check_loaded(server.pool.peek(server.pool.resolve(model)[0]), params)
+    check_loaded(pipe, params)
     job = server.submit(job)
     if not body.override_settings_restore_afterwards:  # as A1111: the overrides stay as settings
         keep_settings(server, check_settings(body.override_settings or {}, "override_settings"))
@@ -147,22 +154,12 @@ MASKED_CONTENT = {0: "fill", 2: "latent_noise", 3: "latent_nothing"}  # A1111's 
 
 def _masked_content(body, params: dict, on_path: bool) -> list[str]:
     """inpainting_fill: on A1111's own path each of its four; on diffusers' path 1 (original), 0 run as
-    1 with a warning, 2 and 3 refused. -> the warnings."""
+    1 with a warning, 2 and 3 refused (a1111_pixels.masked_off_path). -> the warnings."""
     fill = getattr(body, "inpainting_fill", 1)
     if getattr(body, "mask", None) is None or fill == 1:
         return []
-    if on_path:
-        params["masked_content"] = MASKED_CONTENT[fill]
-        return []
-    if fill in (2, 3):
-        raise UsageError(
-            f"inpainting_fill={fill}: starting the masked area from latent noise or nothing runs on A1111's own "
-            "path only; 1 (original) starts from the picture"
-        )
-    return [
-        "inpainting_fill 0 (fill) ran as 1 (original): the masked area starts from the picture itself, not "
-        "from its blurred colours as in A1111 (which A1111's own path does)"
-    ]
+    params["masked_content"] = MASKED_CONTENT[fill]
+    return [] if on_path else masked_off_path(params)
 
 
 def _sampling_path(server, body, params: dict, controls: bool) -> tuple[str | None, str | None]:

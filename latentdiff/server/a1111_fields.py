@@ -35,7 +35,7 @@ A1111_IMG2IMG = tuple(
     "inpaint_full_res inpaint_full_res_padding inpainting_mask_invert initial_noise_multiplier latent_mask "
     "mask_round include_init_images".split()
 )
-FORGE = ("hr_additional_modules",)  # Forge's, sent by clients made for it
+FORGE = ("hr_additional_modules", "distilled_cfg_scale")  # Forge's, sent by clients made for it
 
 
 def is_one_of(v, values) -> bool:
@@ -78,6 +78,11 @@ FIELDS: dict[str, Field] = {
     "n_iter": Field(_H, "batch_size * n_iter images (at most 16)"),
     "steps": Field(_H, "steps; left out: the model's recommendation"),
     "cfg_scale": Field(_H, "guidance; left out: the model's recommendation"),
+    "distilled_cfg_scale": Field(
+        _H,
+        "Forge's: on a guidance-distilled model (Flux.1 dev, Fill, Kontext) the guidance it embeds, cfg_scale then "
+        "its true CFG (1: none), as Forge; without it cfg_scale is that guidance; other models: no effect, as in Forge",
+    ),
     "width": Field(_H, "width; left out: the model's native size"),
     "height": Field(_H, "height; left out: the model's native size"),
     "denoising_strength": Field(_H, "img2img: strength; txt2img with enable_hr: the hires strength"),

@@ -39,7 +39,10 @@ def info_object(job: Job, body, denoising_strength: float | None = None, inpaint
         "width": first.get("width", body.width),
         "height": first.get("height", body.height),
         "sampler_name": first.get("sampler", body.sampler_name or body.sampler_index),
-        "cfg_scale": first.get("guidance", body.cfg_scale),
+        # Forge's for a guidance-distilled model: the loop's CFG (the embedded guidance is "Distilled CFG Scale")
+        "cfg_scale": first.get("true_cfg", 1.0)
+        if first.get("guidance_embedded")
+        else first.get("guidance", body.cfg_scale),
         "steps": first.get("steps", body.steps),
         "batch_size": body.batch_size,
         "restore_faces": False,

@@ -20,6 +20,7 @@ LABELS = {
     "Sampler": "sampler_name",
     "Schedule type": "scheduler",
     "CFG scale": "cfg_scale",
+    "Distilled CFG Scale": "distilled_cfg_scale",  # Forge's Flux line
     "Seed": "seed",
     "Size-1": "width",
     "Size-2": "height",

@@ -44,6 +44,7 @@ class Txt2ImgRequest(BaseModel):
     seed: whole_field(-1, rules.MAX_SEED) = -1
     steps: whole_field(1, MAX_STEPS, optional=True) = None
     cfg_scale: real(0, 100, optional=True) = None
+    distilled_cfg_scale: real(0, 100, optional=True) = None  # Forge's (a1111_flow.py)
     width: whole_field(8, SERVER_SIDE, optional=True) = None
     height: whole_field(8, SERVER_SIDE, optional=True) = None
     batch_size: whole_field(1, MAX_IMAGES) = 1
@@ -211,6 +212,8 @@ def job_params(body: Txt2ImgRequest, stored: dict | None = None, own_sampler: st
         **sampler_options(body, values, resolved(scheduler)[0] if scheduler else own_sampler),
         **seed_params(body, values),
     )
+    if body.distilled_cfg_scale is not None:  # read with the model (a1111_flow.on_family)
+        params["distilled_cfg_scale"] = body.distilled_cfg_scale
     if not (body.sampler_name or body.sampler_index) and (body.scheduler or "").lower() not in ("", "automatic"):
         params["schedule"] = body.scheduler  # the model's own sampler with this schedule type
     if "CLIP_stop_at_last_layers" in {**(stored or {}), **(body.override_settings or {})}:

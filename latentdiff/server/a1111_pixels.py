@@ -78,7 +78,7 @@ def check_loaded(pipe, params: dict) -> None:
     """A request with A1111's seed fields on a loaded model: a 400 naming the field before it is
     queued where A1111's path cannot run it (the model's family or own sampler)."""
     named = [field for ours, field in SEED_FIELDS.items() if ours in params]
-    reason = _refusal(pipe, params) if named and pipe is not None else None
+    reason = path_refusal(pipe, params) if named and pipe is not None else None
     if reason is not None:
         raise UsageError(
             f"{named[0]}: A1111's seed fields run on A1111's own sampling path, which does not run {reason}"
@@ -87,11 +87,30 @@ def check_loaded(pipe, params: dict) -> None:
 
 def on_a1111_path(pipe, params: dict, rng: str) -> tuple[dict, str | None]:
     """({"rng": rng}, None) where A1111's path runs this job on this model, else ({}, why not)."""
-    reason = _refusal(pipe, params)
+    reason = path_refusal(pipe, params)
     return ({"rng": rng}, None) if reason is None else ({}, f"A1111's own path does not run {reason}")
 
 
-def _refusal(pipe, params: dict) -> str | None:
+def masked_off_path(params: dict) -> list[str]:
+    """A1111's masked content of a job that runs on diffusers' path, which starts the masked area from the
+    picture (A1111's original): fill runs so, with a warning (returned); latent noise and nothing are refused."""
+    content = params.pop("masked_content", None)
+    if content in ("latent_noise", "latent_nothing"):
+        fill = {"latent_noise": 2, "latent_nothing": 3}[content]
+        raise UsageError(
+            f"inpainting_fill={fill}: starting the masked area from latent noise or nothing runs on A1111's own "
+            "path only; 1 (original) starts from the picture"
+        )
+    if content == "fill":
+        return [
+            "inpainting_fill 0 (fill) ran as 1 (original): the masked area starts from the picture itself, not "
+            "from its blurred colours as in A1111 (which A1111's own path does)"
+        ]
+    return []
+
+
+def path_refusal(pipe, params: dict) -> str | None:
+    """What of the job A1111's own path does not run on this loaded model (its family, sampler, options), or None."""
     # Imported by the worker with a loaded model (torch).
     from latentdiff.workflows.a1111_path import FAMILIES, check_options, sampler_schedule
 

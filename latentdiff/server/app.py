@@ -131,11 +131,13 @@ def check_params(pipe, params: dict, inputs: dict) -> None:
     )
     # Imported with a loaded model (torch): the schedule type and sampler options the model's sampler takes.
     from latentdiff.sampling.schedulers import OPTIONS
-    from latentdiff.workflows.additions import sampler_fields
+    from latentdiff.workflows.additions import guide_fields, sampler_fields
 
     taken = {"schedule": params.get("schedule"), **{k: params.get(k) for k in OPTIONS}}
     a1111 = any(params.get(k) is not None for k in NOISE_NAMES)  # A1111's path checks its samplers itself
     sampler_fields(pipe, params["scheduler"], taken, a1111)
+    guide_fields(pipe, {k: params.get(k) for k in rules.CFG_OPTIONS})  # Z-Image's; one line elsewhere
+    pipe.family.guidance(pipe.components, 1.0, rules.true_cfg(rules.api_label, params.get("true_cfg", 1.0)))
 
 
 def check_values(params: dict) -> list[str]:

@@ -46,6 +46,7 @@ class ServeConfig:
     components: str | None = None  # a transformer file --model's text encoders, tokenizers and VAE (generate's)
     text_encoders: tuple = ()  # text encoder files put in place of the default model's (generate's --text-encoder)
     offload: str = "none"  # none, model, sequential (generate's --offload), for every model served
+    vae: str | None = None  # a VAE file or folder in place of the default model's own (generate's --vae)
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -73,7 +74,7 @@ class ServeConfig:
         self._check_parts()
 
     def _check_parts(self) -> None:
-        """--components and --text-encoder complete the default model (a transformer file), as generate's do."""
+        """--components, --text-encoder and --vae complete the default model (a transformer file), as generate's do."""
         if self.offload not in OFFLOAD_MODES:
             raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
         if self.components is not None:
@@ -86,6 +87,8 @@ class ServeConfig:
         for f in self.text_encoders:
             if not Path(f).expanduser().is_file():
                 raise UsageError(f"--text-encoder {f}: no such file")
+        if self.vae is not None and not Path(self.vae).expanduser().exists():
+            raise UsageError(f"--vae {self.vae}: no such file or folder")
 
     def parts(self, ref) -> dict:
         """What Pipeline.from_pretrained takes beside the reference: the parts of the default model, the offload."""
@@ -93,6 +96,7 @@ class ServeConfig:
         return dict(
             components=self.components if own else None,
             text_encoders=list(self.text_encoders) if own else [],
+            vae=self.vae if own else None,
             offload=self.offload,
         )
 

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from latentdiff.errors import Cancelled
-from latentdiff.server.a1111_pixels import on_a1111_path
+from latentdiff.server.a1111_flow import on_family
+from latentdiff.server.a1111_pixels import masked_off_path, on_a1111_path
 from latentdiff.server.jobs import Job
 
 log = logging.getLogger("latentdiff.server")
@@ -32,10 +33,15 @@ def make_runner(pool, out_dir: Path, prepare=None):
         p = dict(job.params)
         refiner = p.pop("refiner", None), p.pop("refiner_start", None)
         vae = p.pop("vae", None)
+        if job.source == "a1111":  # Forge's distilled CFG, A1111's sampler on a flow-matching model
+            p = on_family(pipe, p)
+            p.pop("distilled_cfg_scale", None)  # no effect on a model without embedded guidance, as in Forge
         if job.a1111_rng is not None:  # A1111's own path where it runs this request (a1111_pixels.py)
             chosen, note = on_a1111_path(pipe, p, job.a1111_rng)
             p.update(chosen)
             job.touch(path_note=note or job.path_note)
+            if not chosen:  # diffusers' path after all: its masked content (a1111.py's, with the model unknown)
+                job.touch(warnings=[*job.warnings, *masked_off_path(p)])
         note = size_warning(pipe.native_size, p.get("width"), p.get("height"))
         if note:
             log.warning("job %s: %s", job.id, note)

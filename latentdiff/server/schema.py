@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from latentdiff.config.control_flags import MAX_WEIGHT, MODES, RESIZE_MODES
-from latentdiff.config.params import MAX_SEED
+from latentdiff.config.params import MAX_GUIDANCE, MAX_SEED
 from latentdiff.prompts.syntax import SYNTAXES
 from latentdiff.sampling.noise import NOISE_MODES
 from latentdiff.sampling.noise_request import RNG_SOURCES
@@ -78,7 +78,18 @@ class GenerateRequest(BaseModel):
     prompt: str | list[str] = Field(description="a prompt, or a list of prompts", examples=["cat face"])
     negative_prompt: str = Field("", max_length=4000)
     steps: whole(1, MAX_STEPS, optional=True) = Field(None, description="default: the model's recommendation")
-    guidance: real(0, 100, optional=True) = Field(None, description="CFG scale; 1 disables CFG")
+    guidance: real(0, 100, optional=True) = Field(
+        None, description="CFG scale; 1 disables CFG (Flux.1 dev: the guidance it embeds)"
+    )
+    true_cfg: real(1, MAX_GUIDANCE) = Field(
+        1.0, description="a guidance-distilled model's (Flux.1 dev's) true CFG with the negative prompt; 1: off"
+    )
+    cfg_normalization: real(0, MAX_GUIDANCE) = Field(
+        0.0, description="Z-Image's CFG normalisation (ZImagePipeline's cfg_normalization); 0: off"
+    )
+    cfg_truncation: real(0, 1) = Field(
+        1.0, description="Z-Image's CFG truncation (ZImagePipeline's cfg_truncation): unguided past it; 1: off"
+    )
     width: whole(8, MAX_SIDE, optional=True) = Field(None, description="default: the model's native size")
     height: whole(8, MAX_SIDE, optional=True) = None
     seed: whole(0, MAX_SEED, optional=True) = Field(

@@ -112,6 +112,8 @@ def sampler_fields(pipe, name: str | None, taken: dict, a1111: bool = False) -> 
         name = None if name is None else check_scheduler_name(api_text(name), taken["schedule"], a1111=True)
         options = {k: taken[k] for k in OPTIONS if taken[k] is not None}
         return {"scheduler": name, "sampler_options": tuple(options.items())}
+    if name is not None and taken["schedule"] is None and pipe.family.own_sampler(name):
+        name = None  # what the model's own scheduler is called in an A1111 line (Forge's Flux: Euler, Simple)
     if taken["schedule"] is not None:
         base = name or method_of(config)
         if base is None:

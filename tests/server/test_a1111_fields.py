@@ -71,6 +71,7 @@ CASES = {
     "n_iter": ("txt2img", {}, 3),
     "steps": ("txt2img", {}, 3),
     "cfg_scale": ("txt2img", {}, 5.0),
+    "distilled_cfg_scale": ("txt2img", {}, 4.0),  # Forge's; on this SD model kept for the worker, which drops it
     "width": ("txt2img", {}, 48),
     "height": ("txt2img", {}, 48),
     "denoising_strength": ("txt2img", HR, 0.3),

@@ -43,6 +43,7 @@ def ram(monkeypatch):
         (dict(components="/nonexistent/models"), "--components is for a transformer file as --model"),
         (dict(offload="gpu"), "--offload must be one of none, model, sequential"),
         (dict(text_encoders=("/nonexistent/t5.safetensors",)), "--text-encoder /nonexistent/t5.safetensors: no such"),
+        (dict(vae="/nonexistent/ae.safetensors"), "--vae /nonexistent/ae.safetensors: no such file or folder"),
     ],
 )
 def test_serve_options_are_bounded(tmp_path, ram, bad, words):

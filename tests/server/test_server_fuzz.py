@@ -181,10 +181,14 @@ ROUTE_BODIES = {
     ),
     "/v1/generate (A1111 noise)": body_for(NOISE_FIELDS, {**SMALL, "scheduler": "euler_a"}),
     "/sdapi/v1/txt2img (styles, seeds)": body_for(A1111_NOISE, {**SMALL, "sampler_name": "Euler a"}),
+    # the guidance fields of the transformer families (Flux.1 dev's true CFG and Forge's distilled CFG, Z-Image's)
+    "/v1/generate (guidance)": body_for(["true_cfg", "cfg_normalization", "cfg_truncation", "guidance"], SMALL),
+    "/sdapi/v1/txt2img (Forge)": body_for(["distilled_cfg_scale", "cfg_scale", "sampler_name", "scheduler"], SMALL),
     "/sdapi/v1/options": st.dictionaries(st.sampled_from([*SETTINGS, "x"]), field_value, max_size=3),
 }
 # narrow variations of the field families above (their fields are drawn there too): the fast run only
-FAST_ONLY = {"/v1/generate (A1111 noise)", "/sdapi/v1/txt2img (styles, seeds)"}
+FAST_ONLY = {"/v1/generate (A1111 noise)", "/sdapi/v1/txt2img (styles, seeds)", "/v1/generate (guidance)"}
+FAST_ONLY |= {"/sdapi/v1/txt2img (Forge)"}
 
 
 NUMBER_FIELDS = {
@@ -221,6 +225,9 @@ def check_answer(in_process, r, body=None) -> None:
             assert 0 <= u["scale"] <= 2 and u["adapter"] == "ip-fake [e3b0c442]", u
         assert all(p[s] is None or 8 <= p[s] <= 2048 for s in ("width", "height")), p
         assert p["guidance"] is None or 0 <= p["guidance"] <= 100, p
+        assert p.get("distilled_cfg_scale") is None or 0 <= p["distilled_cfg_scale"] <= 100, p
+        assert 1 <= p.get("true_cfg", 1) <= 100 and 0 <= p.get("cfg_truncation", 1) <= 1, p
+        assert 0 <= p.get("cfg_normalization", 0) <= 100, p
     in_process.ran.clear()
 
 
