@@ -80,6 +80,11 @@ def _option_names(p: dict) -> dict:
         "s_tmin": "Sigma tmin",
         "s_tmax": "Sigma tmax",
         "s_noise": "Sigma noise",
+        # A1111's UniPC settings under their infotext names (its shared_options), which it reads back
+        "uni_pc_variant": "UniPC variant",
+        "uni_pc_skip_type": "UniPC skip type",
+        "uni_pc_order": "UniPC order",
+        "uni_pc_lower_order_final": "UniPC lower order final",
     }
 
 

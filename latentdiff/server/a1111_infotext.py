@@ -53,10 +53,14 @@ SETTING_LABELS = {
     "Sigma tmax": "s_tmax",
     "Sigma noise": "s_noise",
     "VAE": "sd_vae",
+    "UniPC variant": "uni_pc_variant",
+    "UniPC skip type": "uni_pc_skip_type",
+    "UniPC order": "uni_pc_order",
+    "UniPC lower order final": "uni_pc_lower_order_final",
 }
 _TEXT = {"prompt", "negative_prompt", "sampler_name", "scheduler", "hr_upscaler", "hr_sampler_name", "hr_scheduler"}
-_TEXT |= {"hr_checkpoint_name", "hr_prompt", "hr_negative_prompt", "sd_vae"}
-_FLAGS = {"restore_faces", "tiling"}
+_TEXT |= {"hr_checkpoint_name", "hr_prompt", "hr_negative_prompt", "sd_vae", "uni_pc_variant", "uni_pc_skip_type"}
+_FLAGS = {"restore_faces", "tiling", "uni_pc_lower_order_final"}
 
 
 def parameters(text: str) -> dict:

@@ -17,6 +17,8 @@ from latentdiff.config.upscalers import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from latentdiff.errors import UsageError
 from latentdiff.images.a1111_read import hires_schedule
 from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, resolved, split_name
+from latentdiff.sampling.unipc_settings import SETTINGS as UNIPC_SETTINGS
+from latentdiff.sampling.unipc_settings import check_setting
 from latentdiff.server.a1111_fields import FIELDS, HONOURED, SETTINGS, is_one_of
 from latentdiff.server.a1111_pixels import rng_of
 from latentdiff.server.a1111_samplers import OPTION_BOUNDS, sampler_options
@@ -166,6 +168,8 @@ def _setting_value(where: str, key: str, value):
         return value
     if key == "eta_noise_seed_delta":  # A1111's ENSD: a seed offset
         return rules.whole(label, key, value, 0, rules.MAX_SEED)
+    if key in UNIPC_SETTINGS:
+        return check_setting(key, value)
     option = {"eta_ddim": "eta", "eta_ancestral": "eta"}.get(key, key)
     return rules.real(label, key, value, 0, OPTION_BOUNDS[option])
 

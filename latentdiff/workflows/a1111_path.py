@@ -16,6 +16,8 @@ from latentdiff.sampling.model_call import Inputs
 from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng, generator
 from latentdiff.sampling.sampler_table import A1111_PATH, SAMPLERS
 from latentdiff.sampling.schedulers import method_of, parse
+from latentdiff.sampling.unipc_settings import SETTINGS as UNIPC_SETTINGS
+from latentdiff.sampling.unipc_settings import check_setting
 from latentdiff.workflows.a1111_inpaint import Blend, fill, inpaint_channels, latent_mask, masked_start
 from latentdiff.workflows.a1111_masked import of_source
 from latentdiff.workflows.a1111_upscale import is_pixel_upscaler
@@ -82,9 +84,15 @@ _MODEL_BASED = ("sgm_uniform", "normal", "simple", "ddim")
 
 
 def check_options(sampler: str, options: dict) -> None:
-    """eta, s_noise, s_churn, s_tmin, s_tmax where A1111's sampler takes them, as numbers >= 0."""
+    """eta, s_noise, s_churn, s_tmin, s_tmax where A1111's sampler takes them, as numbers >= 0; A1111's
+    UniPC settings (uni_pc_variant, ...) for its UniPC."""
     takes = _params(_function(sampler))
     for k, v in options.items():
+        if k in UNIPC_SETTINGS:
+            if sampler != "unipc":
+                raise UsageError(f"{k} is a setting of A1111's UniPC; not of {SAMPLERS[sampler].a1111}")
+            check_setting(k, v)
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
             raise UsageError(f"{k} must be a number >= 0, got {str(v)[:40]!r}")
         if k not in takes:
