@@ -37,12 +37,13 @@ class EpsModel(GuidedModel):
     def __init__(self, net, acp, cond, uncond, guidance, v_prediction, callback, total, multiplier=1.0, blend=None):
         super().__init__(net, None, cond, uncond, guidance, torch.zeros(total + 1), callback, per_step=1, blend=blend)
         if multiplier != 1.0:  # CFG++ steps along the unconditional eps, whatever the guidance
-            self.inputs = guided(cond, uncond).to(net.dtype)
+            self.inputs, self.inputs_always_guided = guided(cond, uncond).to(net.dtype), True
         self.acp, self.v, self.multiplier = acp, v_prediction, multiplier
         self.uncond_eps = None
 
     def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
         self.report(x, 0.0)
+        self.switch_at(int(t))  # A1111's refiner, at the timestep itself
         x = x if self.blend is None else self.blend(x)  # A1111's timestep samplers blend before the model
         rows = self.inputs.rows(x)
         t = torch.as_tensor(t, dtype=torch.float32)
@@ -118,6 +119,7 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
     fn, fixed = SAMPLERS[run.sampler]
     multiplier = 1 / 12.5 if fixed.get("cfgpp") else 1.0
     model = EpsModel(net, acp, cond, uncond, run.guidance, v_prediction, callback, len(ts) - 1, multiplier, run.blend)
+    model.refiner = run.refiner
     options = {k: v for k, v in run.options.items() if k not in UNIPC_SETTINGS}
     extra = {"img2img": run.init is not None, **unipc_options(run.options)} if fn is unipc else {}
     z = fn(model, x, ts, acp, lambda: noise.next(), **fixed, **extra, **options)

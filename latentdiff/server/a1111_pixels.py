@@ -5,7 +5,7 @@ noise sources) runs /sdapi/v1/txt2img whenever it can run the request: the serve
 `serve --a1111-pixels on` (the default) asks for it with A1111's default noise source, its GPU's
 numbers (`rng="nv"`, the same on any device); A1111's `randn_source` setting (GPU, CPU, NV) names
 the source and asks for the path even with `--a1111-pixels off`. What the path does not run yet
-(a refiner with a hires fix or an init image, ControlNet units; a sampler or model family it lacks) stays on
+(ControlNet units; a sampler or model family it lacks) stays on
 diffusers' path, and the answer's `info` says so (`sampling_path`, and `sampling_path_note` why).
 
 A1111's seed fields (subseed_strength, seed_resize_from_w/h, the eta_noise_seed_delta setting) only
@@ -44,8 +44,6 @@ def rng_of(values: dict) -> str:
 
 def blocker(body, route: str, controls: bool) -> str | None:
     """What of the request A1111's own path does not run yet (the field that asks for it), or None."""
-    if body.refiner_checkpoint not in (None, "", "None") and (body.enable_hr or route == "img2img"):
-        return "refiner_checkpoint with enable_hr or an init image (its refiner runs in txt2img)"
     if controls:
         return "alwayson_scripts (ControlNet units)"
     return None

@@ -55,8 +55,8 @@ def check(pipe, request) -> None:
     if pipe.family.name not in FAMILIES:
         raise UsageError(f"{what} applies to SD 1.x/2.x and SDXL models, not {pipe.family.label}")
     o = request.options
-    if pipe.refiner is not None and (request.source is not None or (o is not None and o.hires)):
-        raise UsageError(f"{what} runs an SDXL refiner in text to image; not with an init image or the hires fix yet")
+    if pipe.refiner is not None and pipe.family.inpainting(pipe.components):
+        raise UsageError(f"{what} runs an SDXL refiner after a base model, not after an inpainting model")
     if o is not None and o.hires and not (o.hires_upscaler in LATENT_UPSCALERS or is_pixel_upscaler(o.hires_upscaler)):
         raise UsageError(
             f"{what} runs the hires fix with A1111's latent and pixel upscalers and upscaler model files; "

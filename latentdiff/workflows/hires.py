@@ -13,17 +13,18 @@ from latentdiff.images.write import to_pil
 from latentdiff.workflows import a1111_path, a1111_upscale
 
 
-def hires_pass(pipe, latents: torch.Tensor, cond, uncond, texts: list[str], seeds: list[int], request) -> torch.Tensor:
+def hires_pass(pipe, latents, cond, uncond, texts: list[str], seeds: list[int], request, refiner=None) -> torch.Tensor:
     """The second pass over the first pass's `latents` (`request`: config.request.Request): pixels
-    in [-1, 1] at the target size."""
+    in [-1, 1] at the target size. `refiner`: on A1111's path, the SDXL refiner's (cond, uncond) for
+    this pass, where it takes over inside the sampler (A1111's "Hires refiner" second pass) and decodes."""
     o = request.options
     size = hires_size(request.width, request.height, o.hires, pipe.scale_factor)
     steps = pass_steps(request)
     if o.hires_upscaler in LATENT_UPSCALERS or request.a1111 is not None:  # the pass from upscaled latents
         up = _upscaled_latents(pipe, latents, size, o.hires_upscaler)
-        return pipe.decode(
-            pipe.run_loop(cond, uncond, seeds, request, steps, size, init_latents=up, strength=o.hires_strength)
-        )
+        start = {"init_latents": up, "strength": o.hires_strength, **({"refiner_conds": refiner} if refiner else {})}
+        z = pipe.run_loop(cond, uncond, seeds, request, steps, size, **start)
+        return (pipe.decode if refiner is None else pipe.refiner.decode)(z)
     out = []
     for k, base in enumerate(to_pil(pipe.decode(latents))):
         big = _upscale(pipe, base, o, texts[k], seeds[k], size)
