@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from latentdiff.config.upscalers import LATENT_UPSCALERS, PIXEL_UPSCALERS
+from latentdiff.config.upscalers import LATENT_UPSCALERS, MODEL_SUFFIXES, PIXEL_UPSCALERS, model_label
 from latentdiff.images.a1111_read import NETWORK_TAG, hires_denoised, params_from_a1111  # noqa: F401 (re-exported)
 from latentdiff.images.control_infotext import controlnet_fields
 from latentdiff.images.infotext_parse import parse_infotext  # noqa: F401 (re-exported)
@@ -111,8 +111,14 @@ def _hires_fields(p: dict) -> dict:
         # A1111's "Hires steps" are the steps its hires pass denoises, all of them (on a schedule of
         # steps / strength); ours denoises int(steps * strength) of a schedule of hires_steps.
         "Hires steps": hires_denoised(p.get("hires_steps") or p["steps"], strength),
-        "Hires upscaler": LABELS.get(upscaler, _model_name(upscaler)),
+        "Hires upscaler": LABELS.get(upscaler) or _upscaler_name(upscaler),
     }
+
+
+def _upscaler_name(ref: str) -> str | None:
+    """An upscaler model file as A1111 names it ("R-ESRGAN 4x+" for RealESRGAN_x4plus.pth); a diffusion
+    upscaler model as A1111 names models."""
+    return model_label(ref) if ref.lower().endswith(MODEL_SUFFIXES) else _model_name(ref)
 
 
 def format_infotext(p: dict) -> str:

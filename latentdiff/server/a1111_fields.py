@@ -97,7 +97,11 @@ FIELDS: dict[str, Field] = {
     "enable_hr": Field(_H, "hires fix", only="txt2img"),
     "hr_scale": Field(_H, "hires scale", hires=True, only="txt2img"),
     "hr_upscaler": Field(
-        _H, "the Latent modes, None, Lanczos or Nearest (GET /sdapi/v1/upscalers)", hires=True, only="txt2img"
+        _H,
+        "the Latent modes, None, Lanczos, Nearest, or an upscaler model of the models folder by A1111's name "
+        "(GET /sdapi/v1/upscalers)",
+        hires=True,
+        only="txt2img",
     ),
     "hr_second_pass_steps": Field(_H, "hires steps (0: steps)", hires=True, only="txt2img"),
     "hr_resize_x": Field(_H, "hires target width (one scale for both sides)", hires=True, only="txt2img"),

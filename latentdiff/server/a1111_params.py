@@ -193,10 +193,10 @@ def short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def job_params(body: Txt2ImgRequest, stored: dict | None = None, own_sampler: str | None = None) -> dict:
+def job_params(body: Txt2ImgRequest, stored: dict | None = None, own_sampler: str | None = None, find=None) -> dict:
     """Our pipeline keyword arguments for a txt2img request (img2img adds its own). `stored`: the
     settings POST /options set; `own_sampler`: the model's own sampler key, where known (what runs
-    when the body names none)."""
+    when the body names none); `find(name)`: the upscaler model file an hr_upscaler names, or None."""
     refuse_unhonoured(body)
     values = settings(stored or {}, body)
     if body.batch_size * body.n_iter > MAX_IMAGES:  # each is >= 1 (the schema)
@@ -227,7 +227,7 @@ def job_params(body: Txt2ImgRequest, stored: dict | None = None, own_sampler: st
             )
         params.update(refiner=title_name(body.refiner_checkpoint), refiner_start=body.refiner_switch_at)
     if body.enable_hr:
-        params.update(hires_params(body))
+        params.update(hires_params(body, find))
     return params
 
 
@@ -256,13 +256,19 @@ def seed_params(body: Txt2ImgRequest, values: dict) -> dict:
     return {**out, "rng": rng_of(values)} if out else {}
 
 
-def hires_params(body: Txt2ImgRequest) -> dict:
+def hires_params(body: Txt2ImgRequest, find=None) -> dict:
     """enable_hr and its fields as our hires fix: the first pass at width x height, upscaled by
-    hr_scale (or to hr_resize_x/y, which must keep the aspect ratio), then img2img."""
+    hr_scale (or to hr_resize_x/y, which must keep the aspect ratio), then img2img. hr_upscaler: a
+    latent mode, None, Lanczos, Nearest, or an upscaler model `find` finds (upscaler_models.py)."""
     upscaler = body.hr_upscaler or "Latent"
     ours = HR_UPSCALERS.get(upscaler, upscaler if upscaler in HR_UPSCALERS.values() else None)
+    if ours is None and find is not None:
+        ours = find(upscaler)
     if ours is None:
-        raise UsageError(f"hr_upscaler {upscaler!r} is not available; latentdiff has: {', '.join(HR_UPSCALERS)}")
+        raise UsageError(
+            f"hr_upscaler {str(upscaler)[:100]!r} is not available; latentdiff has: {', '.join(HR_UPSCALERS)} "
+            "and the upscaler models GET /sdapi/v1/upscalers lists"
+        )
     scale = body.hr_scale
     if body.hr_resize_x or body.hr_resize_y:
         scale = _resize_scale(body)
