@@ -19,10 +19,11 @@ from latentdiff.images.control_infotext import units_from_fields
 from latentdiff.images.infotext_parse import parse_infotext
 from latentdiff.images.noise_infotext import noise_from_fields
 from latentdiff.sampling.schedulers import SAMPLERS, check_scheduler_name, resolved
+from latentdiff.sampling.unipc_settings import LABELS as UNIPC_LABELS
 
 # Keys read only where the image's sampler runs on A1111's own path here (images/noise_infotext.py);
 # elsewhere named as not honoured.
-NOISE = {"Variation seed", "Variation seed strength", "Seed resize from", "ENSD", "RNG"}
+NOISE = {"Variation seed", "Variation seed strength", "Seed resize from", "ENSD", "RNG", *UNIPC_LABELS.values()}
 NOT_YET = ()  # keys a coming change will honour: named as not honoured yet
 # What A1111's own path does not run yet (a hires fix by an upscaler it lacks; ControlNet N): such a line
 # runs on diffusers' path, its noise keys named as not honoured.

@@ -18,6 +18,7 @@ from latentdiff.images.control_infotext import controlnet_fields
 from latentdiff.images.infotext_parse import parse_infotext  # noqa: F401 (re-exported)
 from latentdiff.images.noise_infotext import noise_fields
 from latentdiff.sampling.schedulers import SCHEDULERS, a1111_names
+from latentdiff.sampling.unipc_settings import LABELS as UNIPC_LABELS
 
 A1111_SAMPLERS = {k: m.a1111 for k, m in SCHEDULERS.items()}  # our names -> A1111's
 
@@ -80,11 +81,7 @@ def _option_names(p: dict) -> dict:
         "s_tmin": "Sigma tmin",
         "s_tmax": "Sigma tmax",
         "s_noise": "Sigma noise",
-        # A1111's UniPC settings under their infotext names (its shared_options), which it reads back
-        "uni_pc_variant": "UniPC variant",
-        "uni_pc_skip_type": "UniPC skip type",
-        "uni_pc_order": "UniPC order",
-        "uni_pc_lower_order_final": "UniPC lower order final",
+        **UNIPC_LABELS,  # A1111's UniPC settings under their infotext names, which it reads back
     }
 
 

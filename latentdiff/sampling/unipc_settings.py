@@ -13,6 +13,13 @@ SETTINGS = {
     "uni_pc_order": ("order", 3, (1, 50)),
     "uni_pc_lower_order_final": ("lower_final", True, (True, False)),
 }
+# ... and their infotext names (A1111's shared_options' infotext=), which A1111's PNG Info reads back
+LABELS = {
+    "uni_pc_variant": "UniPC variant",
+    "uni_pc_skip_type": "UniPC skip type",
+    "uni_pc_order": "UniPC order",
+    "uni_pc_lower_order_final": "UniPC lower order final",
+}
 
 
 def check_setting(name: str, value):
@@ -26,3 +33,26 @@ def check_setting(name: str, value):
     if not any(value == a and type(value) is type(a) for a in allowed):
         raise UsageError(f"{name} must be one of {', '.join(map(str, allowed))}; got {str(value)[:40]!r}")
     return value
+
+
+def from_infotext(fields: dict) -> dict:
+    """The settings an A1111 parameters text names (`fields`: its key -> text), as A1111 casts them
+    (the order a whole number where it is one, the flag True unless "False"); checked later."""
+    out = {}
+    for name, label in LABELS.items():
+        if label in fields:
+            text = fields[label].strip()
+            if name == "uni_pc_order":
+                out[name] = int(text) if text.isdigit() else text
+            elif name == "uni_pc_lower_order_final":
+                out[name] = text.lower() != "false"
+            else:
+                out[name] = text
+    return out
+
+
+def on_off(text: str) -> bool:
+    """A command line's true/false."""
+    if text.strip().lower() not in ("true", "false"):
+        raise ValueError(text)
+    return text.strip().lower() == "true"

@@ -26,7 +26,6 @@ NAMES = {
     "image_encoder": None,
     "schedule": None,
     **dict.fromkeys(OPTIONS),
-    **dict.fromkeys(UNIPC_SETTINGS),  # A1111's UniPC settings: its own path only
     **dict.fromkeys(NOISE_NAMES),
     "noise": "per_image",
     "noise_batch": None,
@@ -114,12 +113,6 @@ def sampler_fields(pipe, name: str | None, taken: dict, a1111: bool = False) -> 
         name = None if name is None else check_scheduler_name(api_text(name), taken["schedule"], a1111=True)
         options = {k: taken[k] for k in (*OPTIONS, *UNIPC_SETTINGS) if taken[k] is not None}
         return {"scheduler": name, "sampler_options": tuple(options.items())}
-    unipc = [k for k in UNIPC_SETTINGS if taken[k] is not None]
-    if unipc:
-        raise UsageError(
-            f"{unipc[0]} is a setting of A1111's UniPC, which runs on A1111's own sampling path: give an A1111 "
-            "noise option (rng='nv' or 'cpu') with scheduler='unipc'"
-        )
     if taken["schedule"] is not None:
         base = name or method_of(config)
         if base is None:

@@ -155,14 +155,34 @@ def test_settings_reach_a1111s_unipc_and_the_infotext(pipe_sd1):
                   variant="vary_coeff", skip="logSNR", order=2, lower_final=False)  # fmt: skip
     kw = dict(uni_pc_variant="vary_coeff", uni_pc_skip_type="logSNR", uni_pc_order=2, uni_pc_lower_order_final=False)
     assert close(ours(pipe_sd1, "unipc", 3, rng="cpu", **kw), pixels(pipe_sd1, z))
-    image = pipe_sd1("x", steps=3, width=SIZE, height=SIZE, scheduler="unipc", rng="cpu", uni_pc_variant="bh2")[0]
+    # a setting alone selects A1111's path, as its noise options do (the CPU's noise)
+    image = pipe_sd1("x", steps=3, width=SIZE, height=SIZE, scheduler="unipc", uni_pc_variant="bh2", seed=1)[0]
     assert "UniPC variant: bh2" in image.info["parameters"]
+    cpu = pipe_sd1("x", steps=3, width=SIZE, height=SIZE, scheduler="unipc", uni_pc_variant="bh2", seed=1, rng="cpu")[0]
+    assert np.array_equal(np.asarray(image), np.asarray(cpu))
+
+
+def test_a1111_pngs_and_the_command_line_carry_them():
+    from latentdiff.cli.main import build_parser
+    from latentdiff.config.generate import GenerateConfig
+    from latentdiff.images.a1111_read import params_from_a1111
+
+    text = "fox\nSteps: 4, Sampler: UniPC, CFG scale: 6, Seed: 3, Size: 64x64, RNG: CPU, UniPC variant: vary_coeff, "
+    params, notes = params_from_a1111(text + "UniPC skip type: logSNR, UniPC order: 2, UniPC lower order final: False")
+    assert {k: params[k] for k in ("uni_pc_variant", "uni_pc_skip_type", "uni_pc_order")} == {
+        "uni_pc_variant": "vary_coeff", "uni_pc_skip_type": "logSNR", "uni_pc_order": 2
+    }  # fmt: skip
+    assert params["uni_pc_lower_order_final"] is False and not any("UniPC" in n for n in notes)
+    flags = ["x", "--uni-pc-variant", "bh2", "--uni-pc-order", "2", "--uni-pc-lower-order-final", "false"]
+    args = build_parser().parse_args(["generate", *flags])
+    cfg, _ = GenerateConfig.from_flags(vars(args))
+    assert cfg.a1111_noise == {"uni_pc_variant": "bh2", "uni_pc_order": 2, "uni_pc_lower_order_final": False}
 
 
 @pytest.mark.parametrize(
     "kw,says",
     [
-        ({"uni_pc_variant": "bh2", "scheduler": "unipc"}, "runs on A1111's own sampling path"),
+        ({"uni_pc_variant": "bh2", "scheduler": "ddpm"}, "runs A1111's own samplers; DDPM is none of them"),
         ({"uni_pc_order": 2, "scheduler": "euler_a", "rng": "cpu"}, "setting of A1111's UniPC; not of Euler a"),
         ({"uni_pc_variant": "bh3", "scheduler": "unipc", "rng": "cpu"}, "uni_pc_variant must be one of"),
         ({"uni_pc_skip_type": "logsnr", "scheduler": "unipc", "rng": "cpu"}, "uni_pc_skip_type must be one of"),
