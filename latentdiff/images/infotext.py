@@ -85,6 +85,7 @@ def _option_names(p: dict) -> dict:
     }
 
 
+REFINER_PASS = {"first": "first pass", "both": "both passes"}  # A1111's hires_fix_refiner_pass values
 LABELS = {**PIXEL_UPSCALERS, **{k: v[0] for k, v in LATENT_UPSCALERS.items()}}  # hires upscalers
 MASKED_CONTENT = {"fill": "fill", "latent_noise": "latent noise", "latent_nothing": "latent nothing"}
 
@@ -109,6 +110,8 @@ def _hires_fields(p: dict) -> dict:
         # steps / strength); ours denoises int(steps * strength) of a schedule of hires_steps.
         "Hires steps": hires_denoised(p.get("hires_steps") or p["steps"], strength),
         "Hires upscaler": LABELS.get(upscaler) or _upscaler_name(upscaler),
+        # A1111 names where its refiner took over when not in the hires pass alone (its default)
+        "Hires refiner": REFINER_PASS.get(p.get("hires_refiner_pass")) if p.get("refiner") else None,
     }
 
 

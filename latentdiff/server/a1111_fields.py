@@ -186,6 +186,9 @@ SETTINGS: dict[str, Setting] = {
     ),
     "s_min_uncond": Setting(0.0, _R, "skipping the negative prompt below a sigma", (0, None)),
     "eta_noise_seed_delta": Setting(0, _H, "ENSD (a seed offset of the sampler's noise), on A1111's own path"),
+    "hires_fix_refiner_pass": Setting(
+        "second pass", _H, "where refiner_checkpoint takes over with enable_hr: second pass, first pass, both passes"
+    ),
     "uni_pc_variant": Setting("bh1", _H, "UniPC's variant: bh1, bh2, vary_coeff; on A1111's own path"),
     "uni_pc_skip_type": Setting(
         "time_uniform", _H, "UniPC's times: time_uniform, time_quadratic, logSNR; on A1111's own path"

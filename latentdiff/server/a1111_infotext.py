@@ -54,10 +54,12 @@ SETTING_LABELS = {
     "Sigma tmax": "s_tmax",
     "Sigma noise": "s_noise",
     "VAE": "sd_vae",
+    "Hires refiner": "hires_fix_refiner_pass",
     **{label: name for name, label in UNIPC_LABELS.items()},
 }
 _TEXT = {"prompt", "negative_prompt", "sampler_name", "scheduler", "hr_upscaler", "hr_sampler_name", "hr_scheduler"}
 _TEXT |= {"hr_checkpoint_name", "hr_prompt", "hr_negative_prompt", "sd_vae", "uni_pc_variant", "uni_pc_skip_type"}
+_TEXT |= {"hires_fix_refiner_pass"}
 _FLAGS = {"restore_faces", "tiling", "uni_pc_lower_order_final"}
 
 

@@ -14,8 +14,9 @@ from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import SCHEDULERS, SCHEDULES, runnable_schedules
 from latentdiff.server import folders, upscaler_models
 from latentdiff.server.a1111_fields import SETTINGS
+from latentdiff.server.a1111_hires import HR_UPSCALERS
 from latentdiff.server.a1111_infotext import png_info
-from latentdiff.server.a1111_params import HR_UPSCALERS, check_settings, title_name
+from latentdiff.server.a1111_params import check_settings, title_name
 
 # A1111's Schedule rows: its default rho where it has one, and whether it needs the model's sigmas.
 _RHO = {"karras": 7.0, "polyexponential": 1.0}

@@ -95,8 +95,9 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
     image, mask = (a1111_path.region(src) if request.a1111 else src.region()) if src is not None else (None, None)
     a1111_refiner = pipe.refiner is not None and request.a1111 is not None  # switches inside A1111's sampler
     hires = request.options is not None and request.options.hires
-    # A1111's hires_fix_refiner_pass "second pass" (its default): with the hires fix, the refiner's turn is there
-    first_refiner = a1111_refiner and not hires
+    # A1111's hires_fix_refiner_pass: "second" (its default), "first" or "both" passes switch to the refiner
+    passes = request.options.hires_refiner_pass if hires else "first"
+    first_refiner = a1111_refiner and passes in ("first", "both")
     latents, gens = run_loop(
         pipe,
         cond,
@@ -113,7 +114,7 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
         generators=generators,
         **({"refiner_conds": refiner_conditioning(pipe, texts, request)} if first_refiner else {}),
     )
-    if first_refiner:
+    if first_refiner and not hires:
         return pipe.refiner.decode(latents)
     if pipe.refiner is not None and not a1111_refiner:
         return pipe.refiner.decode(refine(pipe, latents, texts, gens, request))
@@ -126,8 +127,10 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
         )
         conds = condition(pipe, texts, negatives, request, pass_steps(request), at)
         conds = same_labels(cond, conds[0]), same_labels(uncond, conds[1])  # Stable unCLIP's image embedding
-        refiner = refiner_conditioning(pipe, texts, request, 0, pass_steps(request), at) if a1111_refiner else None
-        return hires_pass(pipe, latents, *conds, texts, seeds, request, refiner)
+        second = a1111_refiner and passes in ("second", "both")
+        refiner = refiner_conditioning(pipe, texts, request, 0, pass_steps(request), at) if second else None
+        # the first pass decoded (for a pixel upscaler) by the model it ended on, A1111's loaded one
+        return hires_pass(pipe, latents, *conds, texts, seeds, request, refiner, first_refiner)
     return pipe.decode(latents)
 
 

@@ -150,3 +150,43 @@ def test_an_inpainting_base_with_a_refiner_is_refused():
                               options=None, controls=(), image_prompts=())  # fmt: skip
     with pytest.raises(UsageError, match="not after an inpainting model"):
         check(pipe, request)
+
+
+def txt2img_latents(sw, seeds, steps):
+    """A1111's txt2img with Euler a (NV noise) through the switching denoiser."""
+    ks, _ = load()
+    sigmas = a1111_sigmas(ks, k_wrap(sw.models[0]), "euler_a", "automatic", steps)
+    source = Generators(seeds, (4, SIZE // sw.models[0].scale_factor, SIZE // sw.models[0].scale_factor), "nv")
+    x = source.first * sigmas[0]
+    with torch.no_grad():
+        return ks.sample_euler_ancestral(
+            sw.denoised, x, sigmas, disable=True, noise_sampler=lambda *_: source.randn_like(x)
+        )
+
+
+@pytest.mark.parametrize("passes", ["first", "both"])
+def test_the_other_refiner_passes_as_a1111(pair, passes):  # noqa: F811
+    """A1111's hires_fix_refiner_pass "first pass" / "both passes": the first pass switches too; the base
+    is loaded again for the hires pass, which switches again ("both") or not ("first"), and the model it
+    ended on decodes."""
+    base, refiner = pair
+    first = txt2img_latents(Switching(base, refiner, 0.6, SIZE, 1), [3], 4)
+    up = F.interpolate(first, scale_factor=2, mode="bilinear", antialias=False)
+    at = 0.6 if passes == "both" else 2.0  # 2: never
+    z = sample_from(Switching(base, refiner, at, 2 * SIZE, 1), up, [3], 3, 0.5, fixed=True)
+    want = decoded(refiner if passes == "both" else base, z)
+    got = run(base, refiner, 0.6, steps=4, scheduler="euler_a", rng="nv", hires=2.0, hires_strength=0.5,
+              hires_steps=6, hires_upscaler="latent", hires_refiner_pass=passes)  # fmt: skip
+    assert close(got, want)
+
+
+def test_the_refiner_pass_is_written_and_read_as_a1111():
+    from latentdiff.images.a1111_read import params_from_a1111
+    from latentdiff.images.infotext import _hires_fields
+
+    record = {"hires": 2.0, "steps": 4, "refiner": "r", "hires_refiner_pass": "both"}
+    assert _hires_fields(record)["Hires refiner"] == "both passes"
+    assert _hires_fields({**record, "hires_refiner_pass": None})["Hires refiner"] is None  # A1111's default
+    text = "fox\nSteps: 4, Sampler: Euler a, Seed: 3, Size: 64x64, Denoising strength: 0.5, Hires upscale: 2, "
+    params, _ = params_from_a1111(text + "Hires refiner: first pass, Refiner: r, Refiner switch at: 0.6")
+    assert params["hires_refiner_pass"] == "first"

@@ -263,6 +263,8 @@ def test_each_setting_is_honoured_or_refused(in_process, key):
     )
     unipc = "UniPC" if key.startswith("uni_pc_") else "Euler"
     base = {"sampler_name": {"eta_ddim": "DDIM", "eta_ancestral": "TCD"}.get(key, unipc)}
+    values["hires_fix_refiner_pass"] = "both passes"
+    base.update({"enable_hr": True} if key == "hires_fix_refiner_pass" else {})
     base.update({"s_churn": 1.0} if key in ("s_tmin", "s_tmax") else {})
     body = {**base, "override_settings": {key: values[key]}}
     if SETTINGS[key].how == HONOURED:
