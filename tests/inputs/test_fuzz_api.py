@@ -65,6 +65,7 @@ CALL_OPTIONS = {
     "uni_pc_skip_type": ANY_VALUE | st.sampled_from(["time_uniform", "time_quadratic", "logSNR", "logsnr"]),
     "uni_pc_order": ANY_VALUE,
     "uni_pc_lower_order_final": ANY_VALUE,
+    "hires_refiner_pass": ANY_VALUE | st.sampled_from(["second", "first", "both", "first pass"]),
     "tile": ANY_VALUE,
     "upscale": ANY_VALUE,
     "outpaint": BORDERS,
