@@ -7,6 +7,7 @@ model is read here (spandrel is optional): running one is tests/sampling/test_a1
 import os
 
 import pytest
+from inprocess import serve_in_process
 
 pytest.importorskip("fastapi", reason="the server extra (latentdiff[serve]) is not installed")
 
@@ -69,3 +70,20 @@ def test_the_infotext_names_a_model_file_as_a1111():
 
     fields = _hires_fields({"hires": 2.0, "steps": 4, "hires_upscaler": "/m/RealESRGAN_x4plus_anime_6B.safetensors"})
     assert fields["Hires upscaler"] == "R-ESRGAN 4x+ Anime6B"
+
+
+_served_in_process = pytest.fixture(scope="module", name="in_process")(serve_in_process)
+
+
+def test_the_api_lists_and_takes_them(in_process):
+    """Through the app (inprocess.py keeps a RealESRGAN/RealESRGAN_x4plus.safetensors beside the model)."""
+    names = [u["name"] for u in in_process.client.get("/sdapi/v1/upscalers").json()]
+    assert names == ["None", "Lanczos", "Nearest", "R-ESRGAN 4x+"]
+    assert [m["name"] for m in in_process.client.get("/sdapi/v1/realesrgan-models").json()] == ["R-ESRGAN 4x+"]
+    body = {"prompt": "x", "steps": 2, "width": 16, "height": 16, "enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}
+    r = in_process.client.post("/sdapi/v1/txt2img", json=body)
+    (job,) = in_process.ran
+    in_process.ran.clear()
+    assert r.status_code == 200 and job.params["hires_upscaler"].endswith("RealESRGAN_x4plus.safetensors")
+    r = in_process.client.post("/sdapi/v1/txt2img", json={**body, "hr_upscaler": "4x-Nope"})
+    assert r.status_code == 400 and "4x-Nope" in r.json()["error"] and not in_process.ran
