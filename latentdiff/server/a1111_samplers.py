@@ -46,9 +46,9 @@ def sampler_options(body, values: dict, sampler: str | None) -> dict:
 
 
 def unipc_settings(values: dict, sampler: str | None) -> dict:
-    """A1111's UniPC settings other than its defaults, for its UniPC (or a sampler not known yet); of
-    no effect on its other samplers, as in A1111."""
-    if sampler not in (None, "unipc"):
+    """A1111's UniPC settings other than its defaults, for its UniPC; of no effect on its other samplers,
+    as in A1111 (and on a model's own sampler not known yet, which is rarely UniPC: left out there)."""
+    if sampler != "unipc":
         return {}
     return {k: values[k] for k, (_, default, _) in UNIPC_SETTINGS.items() if values[k] != default}
 
