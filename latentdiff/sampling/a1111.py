@@ -121,6 +121,7 @@ class RefinerSwitch:
     net: object
     cond: object
     uncond: object
+    took_over: bool = False  # set once it does: then it decodes (A1111's loaded model)
 
 
 # Model calls per step of the samplers that evaluate off the schedule's sigmas (DPM fast spends one a
@@ -169,7 +170,7 @@ class GuidedModel:
         r = self.refiner
         if r is None or (999 - t) / 1000 < r.at:
             return
-        self.net, self.refiner = r.net, None
+        self.net, self.refiner, r.took_over = r.net, None, True
         keep = r.uncond is not None and (self.guidance != 1.0 or self.inputs_always_guided)
         self.inputs = guided(r.cond, r.uncond if keep else None).to(r.net.dtype)
 

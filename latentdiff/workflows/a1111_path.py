@@ -136,9 +136,7 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
     if src is not None and src.fill == "fill" and start.get("mask") is not None:
         start = {**start, "image": fill(start["image"], start["mask"])}
     run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options), **_init(pipe, start, seeds))
-    if start.get("refiner_conds") is not None:  # A1111's refiner: it takes over inside the sampler
-        r = pipe.refiner
-        run.refiner = a1111.RefinerSwitch(pipe.refiner_start, r.family.denoiser(r.components), *start["refiner_conds"])
+    run.refiner = start.get("refiner")  # A1111's refiner (refiner_switch): it takes over inside the sampler
 
     def plain_noise():  # A1111's create_random_tensors: each seed's first draw
         return torch.stack([generator(request.a1111.rng, s).randn(shape).cpu() for s in a_seeds])
@@ -150,6 +148,12 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
     if sampler in a1111_timesteps.SAMPLERS:
         return a1111_timesteps.sample(net, acp, run, noise, cond, uncond, v, request.callback)
     return a1111.sample(net, acp, run, noise, cond, uncond, v, pipe.family.name, request.callback)
+
+
+def refiner_switch(pipe, conds) -> a1111.RefinerSwitch:
+    """The SDXL refiner's switch for one run (its `took_over` says afterwards whether it decodes)."""
+    r = pipe.refiner
+    return a1111.RefinerSwitch(pipe.refiner_start, r.family.denoiser(r.components), *conds)
 
 
 def _with_mask(pipe, run, start: dict, request, shape, contexts, noise, n: int):

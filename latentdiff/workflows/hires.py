@@ -15,17 +15,17 @@ from latentdiff.workflows import a1111_path, a1111_upscale
 
 def hires_pass(pipe, latents, cond, uncond, texts, seeds, request, refiner=None, refined=False) -> torch.Tensor:
     """The second pass over the first pass's `latents` (`request`: config.request.Request): pixels
-    in [-1, 1] at the target size. On A1111's path with an SDXL refiner: `refiner` its (cond, uncond)
-    where it takes over inside this pass (A1111's "Hires refiner" second and both passes) and decodes;
-    `refined`: the first pass ended on it (first and both passes), which decodes it for a pixel upscaler."""
+    in [-1, 1] at the target size. On A1111's path with an SDXL refiner: `refiner` its switch
+    (a1111_path.refiner_switch) where it takes over inside this pass (A1111's "Hires refiner" second and
+    both passes) and then decodes; `refined`: the first pass ended on it, which decodes it for a pixel upscaler."""
     o = request.options
     size = hires_size(request.width, request.height, o.hires, pipe.scale_factor)
     steps = pass_steps(request)
     if o.hires_upscaler in LATENT_UPSCALERS or request.a1111 is not None:  # the pass from upscaled latents
         up = _upscaled_latents(pipe, latents, size, o.hires_upscaler, pipe.refiner if refined else pipe)
-        start = {"init_latents": up, "strength": o.hires_strength, **({"refiner_conds": refiner} if refiner else {})}
+        start = {"init_latents": up, "strength": o.hires_strength, **({"refiner": refiner} if refiner else {})}
         z = pipe.run_loop(cond, uncond, seeds, request, steps, size, **start)
-        return (pipe.decode if refiner is None else pipe.refiner.decode)(z)
+        return (pipe.refiner if refiner is not None and refiner.took_over else pipe).decode(z)
     out = []
     for k, base in enumerate(to_pil(pipe.decode(latents))):
         big = _upscale(pipe, base, o, texts[k], seeds[k], size)

@@ -98,6 +98,7 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
     # A1111's hires_fix_refiner_pass: "second" (its default), "first" or "both" passes switch to the refiner
     passes = request.options.hires_refiner_pass if hires else "first"
     first_refiner = a1111_refiner and passes in ("first", "both")
+    first = a1111_path.refiner_switch(pipe, refiner_conditioning(pipe, texts, request)) if first_refiner else None
     latents, gens = run_loop(
         pipe,
         cond,
@@ -112,10 +113,10 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
         with_generators=True,
         comfy=comfy,
         generators=generators,
-        **({"refiner_conds": refiner_conditioning(pipe, texts, request)} if first_refiner else {}),
+        **({"refiner": first} if first is not None else {}),
     )
-    if first_refiner and not hires:
-        return pipe.refiner.decode(latents)
+    if first is not None and not hires:  # the model A1111 ended on decodes
+        return (pipe.refiner if first.took_over else pipe).decode(latents)
     if pipe.refiner is not None and not a1111_refiner:
         return pipe.refiner.decode(refine(pipe, latents, texts, gens, request))
     if hires:
@@ -127,10 +128,13 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
         )
         conds = condition(pipe, texts, negatives, request, pass_steps(request), at)
         conds = same_labels(cond, conds[0]), same_labels(uncond, conds[1])  # Stable unCLIP's image embedding
-        second = a1111_refiner and passes in ("second", "both")
-        refiner = refiner_conditioning(pipe, texts, request, 0, pass_steps(request), at) if second else None
+        second = None
+        if a1111_refiner and passes in ("second", "both"):
+            second = a1111_path.refiner_switch(
+                pipe, refiner_conditioning(pipe, texts, request, 0, pass_steps(request), at)
+            )
         # the first pass decoded (for a pixel upscaler) by the model it ended on, A1111's loaded one
-        return hires_pass(pipe, latents, *conds, texts, seeds, request, refiner, first_refiner)
+        return hires_pass(pipe, latents, *conds, texts, seeds, request, second, first is not None and first.took_over)
     return pipe.decode(latents)
 
 

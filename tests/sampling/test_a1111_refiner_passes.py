@@ -190,3 +190,17 @@ def test_the_refiner_pass_is_written_and_read_as_a1111():
     text = "fox\nSteps: 4, Sampler: Euler a, Seed: 3, Size: 64x64, Denoising strength: 0.5, Hires upscale: 2, "
     params, _ = params_from_a1111(text + "Hires refiner: first pass, Refiner: r, Refiner switch at: 0.6")
     assert params["hires_refiner_pass"] == "first"
+
+
+def test_a_switch_point_past_the_last_call_leaves_the_base_to_decode(pair):  # noqa: F811
+    """DDIM's last call at 4 steps is at timestep 251: (999 - 251) / 1000 < 0.8, so the refiner never takes
+    over and, as in A1111, the base's pixels come out (its VAE decoding)."""
+    base, refiner = pair
+    kw = dict(negative_prompt=NEGATIVE, guidance=CFG, width=SIZE, height=SIZE, seed=3, steps=4, prompt_syntax="plain")
+    alone = base(PROMPT, scheduler="ddim", rng="cpu", **kw)
+    base.set_refiner(refiner, 0.8)
+    try:
+        got = base(PROMPT, scheduler="ddim", rng="cpu", **kw)
+    finally:
+        base.refiner = None
+    assert np.array_equal(np.asarray(got[0]), np.asarray(alone[0]))
