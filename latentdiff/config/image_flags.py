@@ -72,6 +72,12 @@ IMAGE_FLAGS = (
         _HIRES,
     ),
     Flag(
+        "--hires-refiner-pass",
+        "with --refiner on A1111's path: the pass the refiner takes over in (default second)",
+        dict(choices=["second", "first", "both"]),
+        _HIRES,
+    ),
+    Flag(
         "--upscaler",
         "a cascade stage run on each finished image: a diffusion upscaler or pixel SR stage folder, with "
         "optional ,steps=N,guidance=G,noise_level=L; repeat for more stages, in order",
@@ -111,6 +117,7 @@ RECORDED_IMAGE_OPTIONS = {
             "hires_strength",
             "hires_steps",
             "hires_upscaler",
+            "hires_refiner_pass",
             "upscaler",
             "tile",
             "upscale",

@@ -8,8 +8,11 @@ import re
 from latentdiff.config.flags import Flag
 from latentdiff.config.params import MAX_SEED, MAX_SIDE, Label, fail, real, seed, whole
 from latentdiff.sampling.noise_request import RNG_SOURCES, NoiseRequest
+from latentdiff.sampling.unipc_settings import SETTINGS as UNIPC_SETTINGS
+from latentdiff.sampling.unipc_settings import on_off
 
-NAMES = ("rng", "variation_seed", "variation_strength", "seed_resize_from", "ensd")
+# ... and A1111's UniPC settings (sampling/unipc_settings.py), which run on A1111's path only, so select it too
+NAMES = ("rng", "variation_seed", "variation_strength", "seed_resize_from", "ensd", *UNIPC_SETTINGS)
 _GROUP = "A1111's noise and sampling path (any of these selects it)"
 # generate's flags for `noise` (GenerateConfig), each named by its NAMES entry
 NOISE_FLAGS = (
@@ -34,6 +37,30 @@ NOISE_FLAGS = (
     ),
     Flag(
         "--ensd", "A1111's eta noise seed delta: the sampler's noise from seed + N", dict(type=int, metavar="N"), _GROUP
+    ),
+    Flag(
+        "--uni-pc-variant",
+        "A1111's UniPC variant (default: bh1)",
+        dict(choices=UNIPC_SETTINGS["uni_pc_variant"][2]),
+        _GROUP,
+    ),
+    Flag(
+        "--uni-pc-skip-type",
+        "A1111's UniPC skip type (default: time_uniform)",
+        dict(choices=UNIPC_SETTINGS["uni_pc_skip_type"][2]),
+        _GROUP,
+    ),
+    Flag(
+        "--uni-pc-order",
+        "A1111's UniPC order, 1..50, at most the steps (default: 3)",
+        dict(type=int, metavar="N"),
+        _GROUP,
+    ),
+    Flag(
+        "--uni-pc-lower-order-final",
+        "true/false: A1111's UniPC lowers its order in the last steps (default: true)",
+        dict(type=on_off, metavar="true|false"),
+        _GROUP,
     ),
 )
 _SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*$")

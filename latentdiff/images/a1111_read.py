@@ -19,10 +19,11 @@ from latentdiff.images.control_infotext import units_from_fields
 from latentdiff.images.infotext_parse import parse_infotext
 from latentdiff.images.noise_infotext import noise_from_fields
 from latentdiff.sampling.schedulers import SAMPLERS, check_scheduler_name, resolved
+from latentdiff.sampling.unipc_settings import LABELS as UNIPC_LABELS
 
 # Keys read only where the image's sampler runs on A1111's own path here (images/noise_infotext.py);
 # elsewhere named as not honoured.
-NOISE = {"Variation seed", "Variation seed strength", "Seed resize from", "ENSD", "RNG"}
+NOISE = {"Variation seed", "Variation seed strength", "Seed resize from", "ENSD", "RNG", *UNIPC_LABELS.values()}
 NOT_YET = ()  # keys a coming change will honour: named as not honoured yet
 # What A1111's own path does not run yet (a hires fix by an upscaler it lacks; ControlNet N): such a line
 # runs on diffusers' path, its noise keys named as not honoured.
@@ -36,7 +37,7 @@ _FLAG_OPTIONS = ("eta", "s_noise")
 # Every key read below (ControlNet N: control_infotext.py).
 READ = {"Steps", "Sampler", "Schedule type", "CFG scale", "Distilled CFG Scale", "Seed", "Size", "Clip skip"}
 READ |= {"VAE", "Denoising strength", "Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", *OPTIONS}
-READ |= {"Mask blur", "Inpaint area", "Masked area padding", "Masked content"}
+READ |= {"Mask blur", "Inpaint area", "Masked area padding", "Masked content", "Hires refiner"}
 # The hires upscalers A1111 runs as ours do: its latent modes, and its pixel upscalers None, Lanczos, Nearest
 # (an upscaler model A1111 names by its file name runs as Lanczos, named: give --hires-upscaler FILE).
 HIRES_UPSCALERS = {v.lower(): k for k, v in PIXEL_UPSCALERS.items()} | {
@@ -174,7 +175,7 @@ def _hires(f: dict, params: dict, notes: list, ignored: list) -> None:
     strength = _number(f["Denoising strength"]) if "Denoising strength" in f else None
     scale = _hires_scale(f, params, ignored)
     if scale is None:
-        ignored += [k for k in ("Hires steps", "Hires upscaler") if k in f]
+        ignored += [k for k in ("Hires steps", "Hires upscaler", "Hires refiner") if k in f]
         _inpaint(f, params)
         if strength is not None:
             params["strength"] = strength
@@ -184,6 +185,8 @@ def _hires(f: dict, params: dict, notes: list, ignored: list) -> None:
             )
         return
     params["hires"] = scale
+    if "Hires refiner" in f:  # A1111's "first pass", "both passes" (with a --refiner)
+        params["hires_refiner_pass"] = f["Hires refiner"].strip().split(" ")[0]
     if strength is not None:
         params["hires_strength"] = strength
     steps = _number(f["Hires steps"]) if f.get("Hires steps", "0").strip() != "0" else params.get("steps")

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 
-from latentdiff.config.upscalers import LATENT_UPSCALERS, PIXEL_UPSCALERS
+from latentdiff.config.upscalers import LATENT_UPSCALERS, MODEL_SUFFIXES, PIXEL_UPSCALERS, model_label
 from latentdiff.images.a1111_read import NETWORK_TAG, hires_denoised, params_from_a1111  # noqa: F401 (re-exported)
 from latentdiff.images.control_infotext import controlnet_fields
 from latentdiff.images.infotext_parse import parse_infotext  # noqa: F401 (re-exported)
 from latentdiff.images.noise_infotext import noise_fields
 from latentdiff.sampling.schedulers import SCHEDULERS, a1111_names
+from latentdiff.sampling.unipc_settings import LABELS as UNIPC_LABELS
 
 A1111_SAMPLERS = {k: m.a1111 for k, m in SCHEDULERS.items()}  # our names -> A1111's
 
@@ -80,9 +81,11 @@ def _option_names(p: dict) -> dict:
         "s_tmin": "Sigma tmin",
         "s_tmax": "Sigma tmax",
         "s_noise": "Sigma noise",
+        **UNIPC_LABELS,  # A1111's UniPC settings under their infotext names, which it reads back
     }
 
 
+REFINER_PASS = {"first": "first pass", "both": "both passes"}  # A1111's hires_fix_refiner_pass values
 LABELS = {**PIXEL_UPSCALERS, **{k: v[0] for k, v in LATENT_UPSCALERS.items()}}  # hires upscalers
 MASKED_CONTENT = {"fill": "fill", "latent_noise": "latent noise", "latent_nothing": "latent nothing"}
 
@@ -106,8 +109,16 @@ def _hires_fields(p: dict) -> dict:
         # A1111's "Hires steps" are the steps its hires pass denoises, all of them (on a schedule of
         # steps / strength); ours denoises int(steps * strength) of a schedule of hires_steps.
         "Hires steps": hires_denoised(p.get("hires_steps") or p["steps"], strength),
-        "Hires upscaler": LABELS.get(upscaler, _model_name(upscaler)),
+        "Hires upscaler": LABELS.get(upscaler) or _upscaler_name(upscaler),
+        # A1111 names where its refiner took over when not in the hires pass alone (its default)
+        "Hires refiner": REFINER_PASS.get(p.get("hires_refiner_pass")) if p.get("refiner") else None,
     }
+
+
+def _upscaler_name(ref: str) -> str | None:
+    """An upscaler model file as A1111 names it ("R-ESRGAN 4x+" for RealESRGAN_x4plus.pth); a diffusion
+    upscaler model as A1111 names models."""
+    return model_label(ref) if ref.lower().endswith(MODEL_SUFFIXES) else _model_name(ref)
 
 
 def format_infotext(p: dict) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from latentdiff.config.flag_types import number, shown
 from latentdiff.sampling.sampler_table import A1111_PATH
 from latentdiff.sampling.schedulers import split_name
+from latentdiff.sampling.unipc_settings import from_infotext as unipc_from_infotext
 
 WRITTEN_RNG = {"cpu": "CPU", "gpu": "GPU", "nv": "NV"}  # A1111 leaves its default GPU out; we write it
 USES_ENSD = ("euler_a", "dpm2_a", "dpm++2s_a", "dpm_fast", "dpm_adaptive")
@@ -60,4 +61,6 @@ def noise_from_fields(f: dict, params: dict, notes: list[str]) -> bool:
     params.update({ours: _value(f[theirs]) for ours, theirs in fields.items() if theirs in f})
     if "Seed resize from" in f:
         params["seed_resize_from"] = shown(f["Seed resize from"].strip())
+    if pair[0] == "unipc":  # its settings (of no effect on A1111's other samplers)
+        params.update(unipc_from_infotext(f))
     return True

@@ -121,6 +121,7 @@ class RefinerSwitch:
     net: object
     cond: object
     uncond: object
+    took_over: bool = False  # set once it does: then it decodes (A1111's loaded model)
 
 
 # Model calls per step of the samplers that evaluate off the schedule's sigmas (DPM fast spends one a
@@ -139,6 +140,7 @@ class GuidedModel:
         self.calls = 0
         self.steps = [float(v) for v in sigmas[:-1]] if sigmas is not None else []
         self.callback, self.done, self.refiner = callback, 0, None
+        self.inputs_always_guided = False  # CFG++ takes the unconditional half whatever the guidance
         # samplers whose calls fall between the schedule's sigmas: progress counted in calls per step
         self.per_step = per_step
 
@@ -158,13 +160,19 @@ class GuidedModel:
         return denoised if self.blend is None else self.blend(denoised)  # A1111: after the model
 
     def maybe_switch(self, sigma: float) -> None:
+        """The refiner from the call at the training step nearest `sigma` on (RefinerSwitch)."""
+        if self.refiner is not None:
+            self.switch_at(int((self.wrap.sigmas - sigma).abs().argmin()))
+
+    def switch_at(self, t: int) -> None:
+        """The refiner takes over from this call on where (999 - t) / 1000 >= its switch point (A1111's
+        apply_refiner; its timestep samplers give t itself, cut to a whole number)."""
         r = self.refiner
-        if r is None or (999 - int((self.wrap.sigmas - sigma).abs().argmin())) / 1000 < r.at:
+        if r is None or (999 - t) / 1000 < r.at:
             return
-        self.net, self.refiner = r.net, None
-        self.inputs = guided(r.cond, r.uncond if r.uncond is not None and self.guidance != 1.0 else None).to(
-            r.net.dtype
-        )
+        self.net, self.refiner, r.took_over = r.net, None, True
+        keep = r.uncond is not None and (self.guidance != 1.0 or self.inputs_always_guided)
+        self.inputs = guided(r.cond, r.uncond if keep else None).to(r.net.dtype)
 
     def report(self, x: torch.Tensor, sigma: float) -> None:
         """`callback(step, total, latents)` once a step is done: when the next one's sigma is asked for."""

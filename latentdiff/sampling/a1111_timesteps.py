@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from latentdiff.sampling.a1111 import A1111Run, GuidedModel, img2img_steps
-from latentdiff.sampling.a1111_unipc import unipc
+from latentdiff.sampling.a1111_unipc import unipc, unipc_options
 from latentdiff.sampling.model_call import guided
 from latentdiff.sampling.noise_a1111 import ImageNoise
+from latentdiff.sampling.unipc_settings import SETTINGS as UNIPC_SETTINGS
 
 
 def timesteps(steps: int) -> torch.Tensor:
@@ -36,12 +37,13 @@ class EpsModel(GuidedModel):
     def __init__(self, net, acp, cond, uncond, guidance, v_prediction, callback, total, multiplier=1.0, blend=None):
         super().__init__(net, None, cond, uncond, guidance, torch.zeros(total + 1), callback, per_step=1, blend=blend)
         if multiplier != 1.0:  # CFG++ steps along the unconditional eps, whatever the guidance
-            self.inputs = guided(cond, uncond).to(net.dtype)
+            self.inputs, self.inputs_always_guided = guided(cond, uncond).to(net.dtype), True
         self.acp, self.v, self.multiplier = acp, v_prediction, multiplier
         self.uncond_eps = None
 
     def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
         self.report(x, 0.0)
+        self.switch_at(int(t))  # A1111's refiner, at the timestep itself
         x = x if self.blend is None else self.blend(x)  # A1111's timestep samplers blend before the model
         rows = self.inputs.rows(x)
         t = torch.as_tensor(t, dtype=torch.float32)
@@ -117,8 +119,10 @@ def sample(net, acp, run: A1111Run, noise: ImageNoise, cond, uncond, v_predictio
     fn, fixed = SAMPLERS[run.sampler]
     multiplier = 1 / 12.5 if fixed.get("cfgpp") else 1.0
     model = EpsModel(net, acp, cond, uncond, run.guidance, v_prediction, callback, len(ts) - 1, multiplier, run.blend)
-    extra = {"img2img": run.init is not None} if fn is unipc else {}
-    z = fn(model, x, ts, acp, lambda: noise.next(), **fixed, **extra, **run.options)
+    model.refiner = run.refiner
+    options = {k: v for k, v in run.options.items() if k not in UNIPC_SETTINGS}
+    extra = {"img2img": run.init is not None, **unipc_options(run.options)} if fn is unipc else {}
+    z = fn(model, x, ts, acp, lambda: noise.next(), **fixed, **extra, **options)
     z = z if run.blend is None else run.blend(z)
     if callback is not None:
         callback(len(ts) - 1, len(ts) - 1, z)

@@ -15,7 +15,7 @@ from latentdiff.formats.lora import LoraSpec
 from latentdiff.formats.lora_merge import is_lora_folder
 from latentdiff.images.infotext import NETWORK_TAG
 from latentdiff.sampling.schedulers import method_of
-from latentdiff.server import a1111_controlnet, a1111_routes, folders
+from latentdiff.server import a1111_controlnet, a1111_routes, folders, upscaler_models
 from latentdiff.server.a1111_flow import on_family
 from latentdiff.server.a1111_info import info_object
 from latentdiff.server.a1111_infotext import with_infotext
@@ -74,7 +74,7 @@ def _params(server, body: Txt2ImgRequest) -> dict:
     (when the body names none and the model is loaded)."""
     pipe = server.pool.peek(server.pool.resolve(_model(server, body))[0])
     own = method_of(pipe.components.scheduler_config) if pipe is not None else None
-    params = job_params(body, server.a1111_settings, own)
+    params = job_params(body, server.a1111_settings, own, lambda name: upscaler_models.resolve(server.cfg, name))
     styled = folders.apply_styles(server.cfg, body.styles, params["prompt"], params["negative_prompt"])
     params["prompt"], params["negative_prompt"] = styled
     vae = folders.vae_path(server.cfg, settings(server.a1111_settings, body)["sd_vae"])

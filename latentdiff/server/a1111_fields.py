@@ -102,7 +102,11 @@ FIELDS: dict[str, Field] = {
     "enable_hr": Field(_H, "hires fix", only="txt2img"),
     "hr_scale": Field(_H, "hires scale", hires=True, only="txt2img"),
     "hr_upscaler": Field(
-        _H, "the Latent modes, None, Lanczos or Nearest (GET /sdapi/v1/upscalers)", hires=True, only="txt2img"
+        _H,
+        "the Latent modes, None, Lanczos, Nearest, or an upscaler model of the models folder by A1111's name "
+        "(GET /sdapi/v1/upscalers)",
+        hires=True,
+        only="txt2img",
     ),
     "hr_second_pass_steps": Field(_H, "hires steps (0: steps)", hires=True, only="txt2img"),
     "hr_resize_x": Field(_H, "hires target width (one scale for both sides)", hires=True, only="txt2img"),
@@ -187,6 +191,15 @@ SETTINGS: dict[str, Setting] = {
     ),
     "s_min_uncond": Setting(0.0, _R, "skipping the negative prompt below a sigma", (0, None)),
     "eta_noise_seed_delta": Setting(0, _H, "ENSD (a seed offset of the sampler's noise), on A1111's own path"),
+    "hires_fix_refiner_pass": Setting(
+        "second pass", _H, "where refiner_checkpoint takes over with enable_hr: second pass, first pass, both passes"
+    ),
+    "uni_pc_variant": Setting("bh1", _H, "UniPC's variant: bh1, bh2, vary_coeff; on A1111's own path"),
+    "uni_pc_skip_type": Setting(
+        "time_uniform", _H, "UniPC's times: time_uniform, time_quadratic, logSNR; on A1111's own path"
+    ),
+    "uni_pc_order": Setting(3, _H, "UniPC's order (1 to 50, at most the steps); on A1111's own path"),
+    "uni_pc_lower_order_final": Setting(True, _H, "UniPC's lower orders in the last steps; on A1111's own path"),
     "samples_format": Setting("png", _X, "images are PNG files", ("png",)),
     "sd_checkpoint_hash": Setting(None, _X, "read-only in A1111", (None,)),
 }

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from latentdiff.errors import UsageError
 from latentdiff.images.infotext import parse_infotext
+from latentdiff.sampling.unipc_settings import LABELS as UNIPC_LABELS
 from latentdiff.server.a1111_fields import FIELDS
 from latentdiff.server.a1111_params import Txt2ImgRequest, short
 from latentdiff.server.inputs import open_picture, picture_bytes
@@ -54,10 +55,13 @@ SETTING_LABELS = {
     "Sigma tmax": "s_tmax",
     "Sigma noise": "s_noise",
     "VAE": "sd_vae",
+    "Hires refiner": "hires_fix_refiner_pass",
+    **{label: name for name, label in UNIPC_LABELS.items()},
 }
 _TEXT = {"prompt", "negative_prompt", "sampler_name", "scheduler", "hr_upscaler", "hr_sampler_name", "hr_scheduler"}
-_TEXT |= {"hr_checkpoint_name", "hr_prompt", "hr_negative_prompt", "sd_vae"}
-_FLAGS = {"restore_faces", "tiling"}
+_TEXT |= {"hr_checkpoint_name", "hr_prompt", "hr_negative_prompt", "sd_vae", "uni_pc_variant", "uni_pc_skip_type"}
+_TEXT |= {"hires_fix_refiner_pass"}
+_FLAGS = {"restore_faces", "tiling", "uni_pc_lower_order_final"}
 
 
 def parameters(text: str) -> dict:

@@ -13,23 +13,21 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 import latentdiff.config.params as rules
-from latentdiff.config.upscalers import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from latentdiff.errors import UsageError
-from latentdiff.images.a1111_read import hires_schedule
 from latentdiff.sampling.schedulers import SCHEDULERS, check_scheduler_name, resolved, split_name
+from latentdiff.sampling.unipc_settings import SETTINGS as UNIPC_SETTINGS
+from latentdiff.sampling.unipc_settings import check_setting
 from latentdiff.server.a1111_fields import FIELDS, HONOURED, SETTINGS, is_one_of
+from latentdiff.server.a1111_hires import REFINER_PASSES, hires_params
 from latentdiff.server.a1111_pixels import rng_of
 from latentdiff.server.a1111_samplers import OPTION_BOUNDS, sampler_options
 from latentdiff.server.schema import MAX_IMAGES, MAX_STEPS
 from latentdiff.server.schema import MAX_SIDE as SERVER_SIDE
 from latentdiff.server.values import Flag, real
 from latentdiff.server.values import whole as whole_field
-from latentdiff.workflows.options import ImageOptions
 
 # A1111 sampler name -> (our scheduler name, A1111 aliases), from the one scheduler table
 SAMPLERS = {m.a1111: (k, list(m.aliases)) for k, m in SCHEDULERS.items()}
-# A1111's hires upscalers we have: its latent modes and its None, Lanczos and Nearest (workflows/a1111_upscale.py).
-HR_UPSCALERS = {**{v[0]: k for k, v in LATENT_UPSCALERS.items()}, **{v: k for k, v in PIXEL_UPSCALERS.items()}}
 
 
 class Txt2ImgRequest(BaseModel):
@@ -167,6 +165,12 @@ def _setting_value(where: str, key: str, value):
         return value
     if key == "eta_noise_seed_delta":  # A1111's ENSD: a seed offset
         return rules.whole(label, key, value, 0, rules.MAX_SEED)
+    if key in UNIPC_SETTINGS:
+        return check_setting(key, value)
+    if key == "hires_fix_refiner_pass":
+        if not isinstance(value, str) or value not in REFINER_PASSES:
+            raise UsageError(f"{where}.{key}={short(value)}: A1111's are {', '.join(REFINER_PASSES)}")
+        return value
     option = {"eta_ddim": "eta", "eta_ancestral": "eta"}.get(key, key)
     return rules.real(label, key, value, 0, OPTION_BOUNDS[option])
 
@@ -190,10 +194,10 @@ def short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def job_params(body: Txt2ImgRequest, stored: dict | None = None, own_sampler: str | None = None) -> dict:
+def job_params(body: Txt2ImgRequest, stored: dict | None = None, own_sampler: str | None = None, find=None) -> dict:
     """Our pipeline keyword arguments for a txt2img request (img2img adds its own). `stored`: the
     settings POST /options set; `own_sampler`: the model's own sampler key, where known (what runs
-    when the body names none)."""
+    when the body names none); `find(name)`: the upscaler model file an hr_upscaler names, or None."""
     refuse_unhonoured(body)
     values = settings(stored or {}, body)
     if body.batch_size * body.n_iter > MAX_IMAGES:  # each is >= 1 (the schema)
@@ -226,7 +230,7 @@ def job_params(body: Txt2ImgRequest, stored: dict | None = None, own_sampler: st
             )
         params.update(refiner=title_name(body.refiner_checkpoint), refiner_start=body.refiner_switch_at)
     if body.enable_hr:
-        params.update(hires_params(body))
+        params.update(hires_params(body, find, values["hires_fix_refiner_pass"]))
     return params
 
 
@@ -253,37 +257,6 @@ def seed_params(body: Txt2ImgRequest, values: dict) -> dict:
     if values.get("eta_noise_seed_delta"):
         out["ensd"] = values["eta_noise_seed_delta"]
     return {**out, "rng": rng_of(values)} if out else {}
-
-
-def hires_params(body: Txt2ImgRequest) -> dict:
-    """enable_hr and its fields as our hires fix: the first pass at width x height, upscaled by
-    hr_scale (or to hr_resize_x/y, which must keep the aspect ratio), then img2img."""
-    upscaler = body.hr_upscaler or "Latent"
-    ours = HR_UPSCALERS.get(upscaler, upscaler if upscaler in HR_UPSCALERS.values() else None)
-    if ours is None:
-        raise UsageError(f"hr_upscaler {upscaler!r} is not available; latentdiff has: {', '.join(HR_UPSCALERS)}")
-    scale = body.hr_scale
-    if body.hr_resize_x or body.hr_resize_y:
-        scale = _resize_scale(body)
-    out = {"hires": scale, "hires_upscaler": ours, "hires_steps": None}
-    if body.denoising_strength is not None:
-        out["hires_strength"] = body.denoising_strength
-    if body.hr_second_pass_steps:  # A1111 denoises all of them; we denoise int(hires_steps * strength)
-        strength = out.get("hires_strength", ImageOptions.hires_strength)
-        out["hires_steps"] = hires_schedule(body.hr_second_pass_steps, strength)
-    return out
-
-
-def _resize_scale(body: Txt2ImgRequest) -> float:
-    if body.width is None or body.height is None:
-        raise UsageError("hr_resize_x/hr_resize_y need width and height (the first pass's size); or use hr_scale")
-    x, y = body.hr_resize_x, body.hr_resize_y
-    if x and y and x * body.height != y * body.width:
-        raise UsageError(
-            f"hr_resize {x}x{y} does not keep the aspect ratio of {body.width}x{body.height}: "
-            "latentdiff's hires fix scales both sides by one factor; give one side, or hr_scale"
-        )
-    return x / body.width if x else y / body.height
 
 
 def sampler_to_scheduler(sampler: str | None, schedule: str | None) -> str | None:

@@ -5,7 +5,7 @@ noise sources) runs /sdapi/v1/txt2img whenever it can run the request: the serve
 `serve --a1111-pixels on` (the default) asks for it with A1111's default noise source, its GPU's
 numbers (`rng="nv"`, the same on any device); A1111's `randn_source` setting (GPU, CPU, NV) names
 the source and asks for the path even with `--a1111-pixels off`. What the path does not run yet
-(a refiner with a hires fix or an init image, ControlNet units; a sampler or model family it lacks) stays on
+(ControlNet units; a sampler or model family it lacks) stays on
 diffusers' path, and the answer's `info` says so (`sampling_path`, and `sampling_path_note` why).
 
 A1111's seed fields (subseed_strength, seed_resize_from_w/h, the eta_noise_seed_delta setting) only
@@ -18,6 +18,7 @@ from __future__ import annotations
 from latentdiff.errors import UsageError
 from latentdiff.sampling.sampler_table import A1111_PATH, SAMPLERS
 from latentdiff.sampling.schedulers import OPTIONS, split_name
+from latentdiff.sampling.unipc_settings import SETTINGS as UNIPC_SETTINGS
 
 RANDN = {"GPU": "nv", "NV": "nv", "CPU": "cpu"}  # A1111's randn_source -> our rng (GPU: its numbers on any device)
 # Our noise keyword -> the A1111 field or setting that set it (a1111_params.seed_params)
@@ -26,6 +27,12 @@ SEED_FIELDS = {
     "seed_resize_from": "seed_resize_from_w",
     "ensd": "eta_noise_seed_delta",
 }
+# ... and A1111's UniPC settings (a1111_samplers.unipc_settings), which also run on A1111's path only
+PATH_FIELDS = {**SEED_FIELDS, **{k: k for k in UNIPC_SETTINGS}}
+
+
+def _kind(field: str) -> str:
+    return "A1111's seed fields" if field in SEED_FIELDS.values() else "A1111's UniPC settings"
 
 
 def rng_of(values: dict) -> str:
@@ -37,8 +44,6 @@ def rng_of(values: dict) -> str:
 
 def blocker(body, route: str, controls: bool) -> str | None:
     """What of the request A1111's own path does not run yet (the field that asks for it), or None."""
-    if body.refiner_checkpoint not in (None, "", "None") and (body.enable_hr or route == "img2img"):
-        return "refiner_checkpoint with enable_hr or an init image (its refiner runs in txt2img)"
     if controls:
         return "alwayson_scripts (ControlNet units)"
     return None
@@ -49,18 +54,18 @@ def plan(params: dict, wanted: bool, rng: str, blocked: str | None) -> tuple[str
     request whose job `params` were made. `wanted`: the server or the randn_source setting asks for
     A1111's pixels; `blocked`: what the path does not run. With A1111's seed fields the request runs
     there (their `params` name the source) or is refused."""
-    named = [field for ours, field in SEED_FIELDS.items() if ours in params]
+    named = [field for ours, field in PATH_FIELDS.items() if ours in params]
     sampler = split_name(params.get("scheduler") or "")
     if named:
         field = named[0]
         if blocked is not None:
             raise UsageError(
-                f"{field}: A1111's seed fields run on A1111's own sampling path, which does not run "
+                f"{field}: {_kind(field)} run on A1111's own sampling path, which does not run "
                 f"{blocked} yet; leave {field} out (or at its neutral value) for this request"
             )
         if sampler is not None and sampler[0] not in A1111_PATH:
             raise UsageError(
-                f"{field}: A1111's seed fields run on A1111's own sampling path, whose samplers are "
+                f"{field}: {_kind(field)} run on A1111's own sampling path, whose samplers are "
                 f"{', '.join(SAMPLERS[k].a1111 for k in A1111_PATH)}; not {SAMPLERS[sampler[0]].a1111}"
             )
         params["rng"] = rng
@@ -77,12 +82,10 @@ def plan(params: dict, wanted: bool, rng: str, blocked: str | None) -> tuple[str
 def check_loaded(pipe, params: dict) -> None:
     """A request with A1111's seed fields on a loaded model: a 400 naming the field before it is
     queued where A1111's path cannot run it (the model's family or own sampler)."""
-    named = [field for ours, field in SEED_FIELDS.items() if ours in params]
+    named = [field for ours, field in PATH_FIELDS.items() if ours in params]
     reason = path_refusal(pipe, params) if named and pipe is not None else None
     if reason is not None:
-        raise UsageError(
-            f"{named[0]}: A1111's seed fields run on A1111's own sampling path, which does not run {reason}"
-        )
+        raise UsageError(f"{named[0]}: {_kind(named[0])} run on A1111's own sampling path, which does not run {reason}")
 
 
 def on_a1111_path(pipe, params: dict, rng: str) -> tuple[dict, str | None]:
@@ -122,7 +125,7 @@ def path_refusal(pipe, params: dict) -> str | None:
         sampler, _ = sampler_schedule(pipe, params.get("scheduler"))
         if sampler not in A1111_PATH:
             return f"the model's own sampler ({pipe.components.scheduler_config.get('_class_name')})"
-        check_options(sampler, {k: params[k] for k in OPTIONS if params.get(k) is not None})
+        check_options(sampler, {k: params[k] for k in (*OPTIONS, *UNIPC_SETTINGS) if params.get(k) is not None})
     except UsageError as e:
         return str(e)
     return None

@@ -12,15 +12,16 @@ from pydantic import BaseModel, ConfigDict
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import SCHEDULERS, SCHEDULES, runnable_schedules
-from latentdiff.server import folders
+from latentdiff.server import folders, upscaler_models
 from latentdiff.server.a1111_fields import SETTINGS
+from latentdiff.server.a1111_hires import HR_UPSCALERS
 from latentdiff.server.a1111_infotext import png_info
-from latentdiff.server.a1111_params import HR_UPSCALERS, check_settings, title_name
+from latentdiff.server.a1111_params import check_settings, title_name
 
 # A1111's Schedule rows: its default rho where it has one, and whether it needs the model's sigmas.
 _RHO = {"karras": 7.0, "polyexponential": 1.0}
 _INNER = {"uniform", "sgm_uniform", "simple", "normal", "ddim", "beta"}
-_EMPTY_LISTS = ("/face-restorers", "/realesrgan-models", "/hypernetworks")
+_EMPTY_LISTS = ("/face-restorers", "/hypernetworks")
 
 
 class PNGInfoRequest(BaseModel):
@@ -65,10 +66,12 @@ def schedulers() -> list[dict]:
     ]
 
 
-def upscalers() -> list[dict]:
-    """The hires upscalers of the decoded image (Latent is a latent upscale mode, as in A1111)."""
+def upscalers(cfg) -> list[dict]:
+    """The hires upscalers of the decoded image (Latent is a latent upscale mode, as in A1111): A1111's
+    None, Lanczos, Nearest and the upscaler model files of the models folder (upscaler_models.py)."""
     item = {"model_name": None, "model_path": None, "model_url": None, "scale": 4}
-    return [{"name": name, **item} for name, ours in HR_UPSCALERS.items() if not ours.startswith("latent")]
+    own = [{"name": name, **item} for name, ours in HR_UPSCALERS.items() if not ours.startswith("latent")]
+    return own + upscaler_models.listing(cfg)
 
 
 def cmd_flags(server) -> dict:
@@ -218,7 +221,16 @@ def add_routes(r, server) -> None:
 
     @r.get("/upscalers")
     async def get_upscalers():
-        return upscalers()
+        return upscalers(server.cfg)
+
+    @r.get("/realesrgan-models", summary="The RealESRGAN folder's upscaler models (hr_upscaler names them)")
+    async def realesrgan_models():
+        rows = upscaler_models.listing(server.cfg)
+        return [
+            {"name": u["name"], "path": u["model_path"], "scale": u["scale"]}
+            for u in rows
+            if u["model_name"] == "RealESRGAN"
+        ]
 
     @r.get("/latent-upscale-modes")
     async def latent_upscale_modes():

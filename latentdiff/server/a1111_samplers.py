@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from latentdiff.errors import UsageError
 from latentdiff.sampling.schedulers import OPTIONS, SCHEDULERS
+from latentdiff.sampling.unipc_settings import SETTINGS as UNIPC_SETTINGS
 
 # Which sampler options A1111 1.10's samplers take, by our sampler key: `eta` where its k-diffusion
 # function has one (DDIM: its eta_ddim), the others by its sampler_extra_params.
@@ -41,7 +42,15 @@ def sampler_options(body, values: dict, sampler: str | None) -> dict:
                 f"leave it out (samplers that take {name}: "
                 f"{', '.join(x.a1111 for x in SCHEDULERS.values() if name in x.options) or 'none'})"
             )
-    return out
+    return {**out, **unipc_settings(values, sampler)}
+
+
+def unipc_settings(values: dict, sampler: str | None) -> dict:
+    """A1111's UniPC settings other than its defaults, for its UniPC; of no effect on its other samplers,
+    as in A1111 (and on a model's own sampler not known yet, which is rarely UniPC: left out there)."""
+    if sampler != "unipc":
+        return {}
+    return {k: values[k] for k, (_, default, _) in UNIPC_SETTINGS.items() if values[k] != default}
 
 
 def _option_value(name: str, body, values: dict, sampler: str | None, default: float) -> float | None:

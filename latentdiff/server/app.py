@@ -131,9 +131,10 @@ def check_params(pipe, params: dict, inputs: dict) -> None:
     )
     # Imported with a loaded model (torch): the schedule type and sampler options the model's sampler takes.
     from latentdiff.sampling.schedulers import OPTIONS
+    from latentdiff.sampling.unipc_settings import SETTINGS as UNIPC_SETTINGS
     from latentdiff.workflows.additions import guide_fields, sampler_fields
 
-    taken = {"schedule": params.get("schedule"), **{k: params.get(k) for k in OPTIONS}}
+    taken = {"schedule": params.get("schedule"), **{k: params.get(k) for k in (*OPTIONS, *UNIPC_SETTINGS)}}
     a1111 = any(params.get(k) is not None for k in NOISE_NAMES)  # A1111's path checks its samplers itself
     sampler_fields(pipe, params["scheduler"], taken, a1111)
     guide_fields(pipe, {k: params.get(k) for k in rules.CFG_OPTIONS})  # Z-Image's; one line elsewhere

@@ -123,6 +123,10 @@ class ServeConfig:
         """The VAEs the sd_vae setting names: --vae-dir, else a `vae/` (A1111's `VAE/`) folder."""
         return self._folder(self.vae_dir, "vae", "VAE")
 
+    def models_subfolder(self, name: str) -> Path | None:
+        """A folder `name` in --models-dir (or beside --model), if there is one (upscaler_models.py)."""
+        return self._folder(None, name)
+
     def styles_file(self) -> Path | None:
         """A1111's prompt styles: a styles.csv in --models-dir (or beside --model), if there is one."""
         return self._folder(None, "styles.csv", is_dir=False)

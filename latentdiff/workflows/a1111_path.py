@@ -16,6 +16,8 @@ from latentdiff.sampling.model_call import Inputs
 from latentdiff.sampling.noise_a1111 import ImageNoise, check_rng, generator
 from latentdiff.sampling.sampler_table import A1111_PATH, SAMPLERS
 from latentdiff.sampling.schedulers import method_of, parse
+from latentdiff.sampling.unipc_settings import SETTINGS as UNIPC_SETTINGS
+from latentdiff.sampling.unipc_settings import check_setting
 from latentdiff.workflows.a1111_inpaint import Blend, fill, inpaint_channels, latent_mask, masked_start
 from latentdiff.workflows.a1111_masked import of_source
 from latentdiff.workflows.a1111_upscale import is_pixel_upscaler
@@ -53,8 +55,8 @@ def check(pipe, request) -> None:
     if pipe.family.name not in FAMILIES:
         raise UsageError(f"{what} applies to SD 1.x/2.x and SDXL models, not {pipe.family.label}")
     o = request.options
-    if pipe.refiner is not None and (request.source is not None or (o is not None and o.hires)):
-        raise UsageError(f"{what} runs an SDXL refiner in text to image; not with an init image or the hires fix yet")
+    if pipe.refiner is not None and pipe.family.inpainting(pipe.components):
+        raise UsageError(f"{what} runs an SDXL refiner after a base model, not after an inpainting model")
     if o is not None and o.hires and not (o.hires_upscaler in LATENT_UPSCALERS or is_pixel_upscaler(o.hires_upscaler)):
         raise UsageError(
             f"{what} runs the hires fix with A1111's latent and pixel upscalers and upscaler model files; "
@@ -82,9 +84,15 @@ _MODEL_BASED = ("sgm_uniform", "normal", "simple", "ddim")
 
 
 def check_options(sampler: str, options: dict) -> None:
-    """eta, s_noise, s_churn, s_tmin, s_tmax where A1111's sampler takes them, as numbers >= 0."""
+    """eta, s_noise, s_churn, s_tmin, s_tmax where A1111's sampler takes them, as numbers >= 0; A1111's
+    UniPC settings (uni_pc_variant, ...) for its UniPC."""
     takes = _params(_function(sampler))
     for k, v in options.items():
+        if k in UNIPC_SETTINGS:
+            if sampler != "unipc":
+                raise UsageError(f"{k} is a setting of A1111's UniPC; not of {SAMPLERS[sampler].a1111}")
+            check_setting(k, v)
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
             raise UsageError(f"{k} must be a number >= 0, got {str(v)[:40]!r}")
         if k not in takes:
@@ -128,9 +136,7 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
     if src is not None and src.fill == "fill" and start.get("mask") is not None:
         start = {**start, "image": fill(start["image"], start["mask"])}
     run = a1111.A1111Run(sampler, schedule, steps, cfg, dict(request.sampler_options), **_init(pipe, start, seeds))
-    if start.get("refiner_conds") is not None:  # A1111's refiner: it takes over inside the sampler
-        r = pipe.refiner
-        run.refiner = a1111.RefinerSwitch(pipe.refiner_start, r.family.denoiser(r.components), *start["refiner_conds"])
+    run.refiner = start.get("refiner")  # A1111's refiner (refiner_switch): it takes over inside the sampler
 
     def plain_noise():  # A1111's create_random_tensors: each seed's first draw
         return torch.stack([generator(request.a1111.rng, s).randn(shape).cpu() for s in a_seeds])
@@ -142,6 +148,12 @@ def latents(pipe, cond, uncond, seeds: list[int], request, steps: int, size, cfg
     if sampler in a1111_timesteps.SAMPLERS:
         return a1111_timesteps.sample(net, acp, run, noise, cond, uncond, v, request.callback)
     return a1111.sample(net, acp, run, noise, cond, uncond, v, pipe.family.name, request.callback)
+
+
+def refiner_switch(pipe, conds) -> a1111.RefinerSwitch:
+    """The SDXL refiner's switch for one run (its `took_over` says afterwards whether it decodes)."""
+    r = pipe.refiner
+    return a1111.RefinerSwitch(pipe.refiner_start, r.family.denoiser(r.components), *conds)
 
 
 def _with_mask(pipe, run, start: dict, request, shape, contexts, noise, n: int):

@@ -11,6 +11,7 @@ from latentdiff.errors import UsageError
 from latentdiff.sampling.noise import COMFY_DEVICES, MAX_NOISE_BATCH, NOISE_MODES
 from latentdiff.sampling.sampler_table import COMFY_OWN, SAMPLERS
 from latentdiff.sampling.schedulers import OPTIONS, check_options, check_scheduler_name, method_of, split_name
+from latentdiff.sampling.unipc_settings import SETTINGS as UNIPC_SETTINGS
 from latentdiff.workflows.comfy_start import ComfyRun, size_of
 from latentdiff.workflows.control import control_units
 from latentdiff.workflows.image_prompt import image_prompt_slots
@@ -110,7 +111,7 @@ def sampler_fields(pipe, name: str | None, taken: dict, a1111: bool = False) -> 
     config = pipe.components.scheduler_config
     if a1111:
         name = None if name is None else check_scheduler_name(api_text(name), taken["schedule"], a1111=True)
-        options = {k: taken[k] for k in OPTIONS if taken[k] is not None}
+        options = {k: taken[k] for k in (*OPTIONS, *UNIPC_SETTINGS) if taken[k] is not None}
         return {"scheduler": name, "sampler_options": tuple(options.items())}
     if name is not None and taken["schedule"] is None and pipe.family.own_sampler(name):
         name = None  # what the model's own scheduler is called in an A1111 line (Forge's Flux: Euler, Simple)

@@ -31,6 +31,8 @@ IMG2IMG_STRENGTH, INPAINT_STRENGTH = 0.75, 1.0
 MASKED_CONTENT = ("original", "fill", "latent_noise", "latent_nothing")
 MAX_MASK_BLUR = 256  # px; as the server's field (a wider blur only slows PIL down)
 
+REFINER_PASSES = ("second", "first", "both")  # A1111's hires_fix_refiner_pass: "second pass", ...
+
 
 @dataclass
 class ImageOptions:
@@ -68,6 +70,9 @@ class ImageOptions:
     """latent (A1111's "Latent"; also its other latent modes: latent-antialiased, latent-bicubic,
     latent-bicubic-antialiased, latent-nearest, latent-nearest-exact) | A1111's pixel upscalers none,
     lanczos, nearest | an upscaler model file (ESRGAN-type, .pth/.safetensors) | a diffusion upscaler model."""
+    hires_refiner_pass: str = "second"
+    """where an SDXL refiner takes over with the hires fix (A1111's "Hires fix: refiner pass", on its own
+    path): second (its default), first, both."""
     upscaler: str | list | None = None
     """the cascade's stages run on each finished image, in order: a diffusion upscaler or pixel SR
     stage folder each, `DIR[,steps=N][,guidance=G][,noise_level=L]` (workflows/cascade.py)."""
@@ -124,6 +129,10 @@ class ImageOptions:
         check(
             isinstance(self.hires_upscaler, str) and 0 < len(self.hires_upscaler) <= params.MAX_PATH_CHARS,
             f"hires upscaler must be a name or a model, got {str(self.hires_upscaler)[:40]!r}",
+        )
+        check(
+            self.hires_refiner_pass in REFINER_PASSES,
+            f"hires refiner pass must be one of {', '.join(REFINER_PASSES)}, got {str(self.hires_refiner_pass)[:40]!r}",
         )
         check(self.tile is None or (_whole(self.tile) and self.tile >= 64), f"tile must be >= 64 px, got {self.tile}")
         check(isinstance(self.upscale, bool), f"upscale must be true or false, got {self.upscale!r}")
@@ -213,6 +222,7 @@ class ImageOptions:
                 hires_strength=self.hires_strength,
                 hires_steps=self.hires_steps,
                 hires_upscaler=self.hires_upscaler,
+                **({"hires_refiner_pass": self.hires_refiner_pass} if self.hires_refiner_pass != "second" else {}),
             )
         if self.upscaler:
             out.update(upscaler=self.upscaler, tile=self.tile)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from latentdiff.config.params import hires_size
 from latentdiff.config.request import Request
 from latentdiff.errors import UsageError
 from latentdiff.families.prompt_schedule import scheduled_conditioning
@@ -81,6 +82,10 @@ def noise_record(request: Request, job: int) -> dict:
 
 
 def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=None) -> torch.Tensor:
+    if pipe.refiner is not None and request.a1111 is None and request.options is not None and request.options.hires:
+        raise UsageError(
+            "an SDXL refiner with the hires fix runs on A1111's own path: give an A1111 noise option (rng)"
+        )
     texts = [pipe.addons.expand(t) for t in texts]
     cfg = loop_guidance(pipe, request)[0]
     negatives = [pipe.addons.expand(request.negative_prompt)] * len(texts) if cfg != 1.0 else None
@@ -88,8 +93,16 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
     cond, uncond, generators = image_stage(pipe, texts, seeds, request, cond, uncond)  # Stable unCLIP's
     src = request.source
     image, mask = (a1111_path.region(src) if request.a1111 else src.region()) if src is not None else (None, None)
-    # switches inside A1111's sampler, or runs a ComfyUI graph's later stages
-    a1111_refiner = pipe.refiner is not None and (request.a1111 is not None or request.comfy_run is not None)
+    a1111_refiner = pipe.refiner is not None and request.a1111 is not None  # switches inside A1111's sampler
+    comfy_refiner = pipe.refiner is not None and request.comfy_run is not None  # a ComfyUI graph's later stages
+    hires = request.options is not None and request.options.hires
+    # A1111's hires_fix_refiner_pass: "second" (its default), "first" or "both" passes switch to the refiner
+    passes = request.options.hires_refiner_pass if hires else "first"
+    first_refiner = a1111_refiner and passes in ("first", "both")
+    first = a1111_path.refiner_switch(pipe, refiner_conditioning(pipe, texts, request)) if first_refiner else None
+    refiner = {"refiner": first} if first is not None else {}
+    if comfy_refiner:
+        refiner = {"refiner_conds": refiner_conditioning(pipe, texts, request)}
     latents, gens = run_loop(
         pipe,
         cond,
@@ -104,29 +117,47 @@ def sample(pipe, texts: list[str], seeds: list[int], request: Request, comfy=Non
         with_generators=True,
         comfy=comfy,
         generators=generators,
-        **({"refiner_conds": refiner_conditioning(pipe, texts, request)} if a1111_refiner else {}),
+        **refiner,
     )
-    if a1111_refiner:
+    if comfy_refiner:
         return pipe.refiner.decode(latents)
-    if pipe.refiner is not None:
+    if first is not None and not hires:  # the model A1111 ended on decodes
+        return (pipe.refiner if first.took_over else pipe).decode(latents)
+    if pipe.refiner is not None and not a1111_refiner:
         return pipe.refiner.decode(refine(pipe, latents, texts, gens, request))
-    if request.options is not None and request.options.hires:
-        hires = condition(pipe, texts, negatives, request, pass_steps(request))
-        hires = same_labels(cond, hires[0]), same_labels(uncond, hires[1])  # Stable unCLIP's image embedding
-        return hires_pass(pipe, latents, *hires, texts, seeds, request)
+    if hires:
+        # A1111 conditions its hires pass at the target size (its calculate_hr_conds; SDXL's size ids)
+        at = (
+            hires_size(request.width, request.height, request.options.hires, pipe.scale_factor)
+            if request.a1111
+            else None
+        )
+        conds = condition(pipe, texts, negatives, request, pass_steps(request), at)
+        conds = same_labels(cond, conds[0]), same_labels(uncond, conds[1])  # Stable unCLIP's image embedding
+        second = None
+        if a1111_refiner and passes in ("second", "both"):
+            second = a1111_path.refiner_switch(
+                pipe, refiner_conditioning(pipe, texts, request, 0, pass_steps(request), at)
+            )
+        # the first pass decoded (for a pixel upscaler) by the model it ended on, A1111's loaded one
+        return hires_pass(pipe, latents, *conds, texts, seeds, request, second, first is not None and first.took_over)
     return pipe.decode(latents)
 
 
-def condition(pipe, texts: list[str], negatives, request: Request, hires_steps: int | None = None):
-    """The prompts' (cond, uncond) contexts for this request's steps, or for its hires pass's."""
-    args = (texts, negatives, request.height, request.width, request.prompt_syntax, request.clip_skip)
+def condition(pipe, texts: list[str], negatives, request: Request, hires_steps: int | None = None, size=None):
+    """The prompts' (cond, uncond) contexts for this request's steps, or for its hires pass's (at `size`,
+    (width, height): A1111's; None: the first pass's)."""
+    width, height = size or (request.width, request.height)
+    args = (texts, negatives, height, width, request.prompt_syntax, request.clip_skip)
     return scheduled_conditioning(pipe.conditioning, *args, request.steps, hires_steps)
 
 
-def refiner_conditioning(pipe, texts: list[str], request: Request, offset: int = 0):
-    """The refiner's (cond, uncond) for the request's steps, from step `offset` on."""
+def refiner_conditioning(pipe, texts: list[str], request: Request, offset: int = 0, hires_steps=None, size=None):
+    """The refiner's (cond, uncond) for the request's steps (or its hires pass's, at `size` as
+    `condition`), from step `offset` on."""
     negatives = [request.negative_prompt] * len(texts) if request.guidance != 1.0 else None
-    args = (texts, negatives, request.height, request.width, request.prompt_syntax, 1, request.steps)
+    width, height = size or (request.width, request.height)
+    args = (texts, negatives, height, width, request.prompt_syntax, 1, request.steps, hires_steps)
     return scheduled_conditioning(pipe.refiner.conditioning, *args, offset=offset)
 
 

@@ -60,6 +60,12 @@ CALL_OPTIONS = {
     "hires_upscaler": ANY_VALUE | st.sampled_from(["none", "lanczos", "nearest", "Nearest", "x.pth", "/dev/null.pth"]),
     "masked_content": ANY_VALUE | st.sampled_from(["original", "fill", "latent_noise", "latent_nothing", "Fill"]),
     "rng": st.sampled_from(["cpu", "nv"]),  # A1111's own path, its inpainting among others
+    # A1111's UniPC settings (its own path: with rng, and only for its UniPC)
+    "uni_pc_variant": ANY_VALUE | st.sampled_from(["bh1", "bh2", "vary_coeff", "BH2"]),
+    "uni_pc_skip_type": ANY_VALUE | st.sampled_from(["time_uniform", "time_quadratic", "logSNR", "logsnr"]),
+    "uni_pc_order": ANY_VALUE,
+    "uni_pc_lower_order_final": ANY_VALUE,
+    "hires_refiner_pass": ANY_VALUE | st.sampled_from(["second", "first", "both", "first pass"]),
     "tile": ANY_VALUE,
     "upscale": ANY_VALUE,
     "outpaint": BORDERS,

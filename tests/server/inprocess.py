@@ -38,6 +38,8 @@ def serve_in_process(pipe_sd1, tmp_path_factory):
     )
     (out / "vae").mkdir()  # a VAE listed and named by sd_vae; nothing loads it
     (out / "vae" / "other.safetensors").write_bytes(b"\0" * 64)
+    (out / "RealESRGAN").mkdir()  # an upscaler model listed and named by hr_upscaler; nothing loads it
+    (out / "RealESRGAN" / "RealESRGAN_x4plus.safetensors").write_bytes(b"\0" * 64)
     cfg = ServeConfig(
         out=str(out / "out"),
         model=str(out / "tiny"),

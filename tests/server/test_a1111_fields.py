@@ -259,7 +259,13 @@ def test_each_setting_is_honoured_or_refused(in_process, key):
     values = {"sd_model_checkpoint": "tiny", "CLIP_stop_at_last_layers": 2, "eta_ddim": 0.5, "eta_ancestral": 0.5}
     values.update(s_churn=1.0, s_tmin=0.5, s_tmax=5.0, s_noise=0.9, sd_vae="other.safetensors", s_min_uncond=1.0)
     values.update(eta_noise_seed_delta=31337, samples_format="jpg", sd_checkpoint_hash="abcd", randn_source="CPU")
-    base = {"sampler_name": {"eta_ddim": "DDIM", "eta_ancestral": "TCD"}.get(key, "Euler")}
+    values.update(
+        uni_pc_variant="vary_coeff", uni_pc_skip_type="logSNR", uni_pc_order=2, uni_pc_lower_order_final=False
+    )
+    unipc = "UniPC" if key.startswith("uni_pc_") else "Euler"
+    base = {"sampler_name": {"eta_ddim": "DDIM", "eta_ancestral": "TCD"}.get(key, unipc)}
+    values["hires_fix_refiner_pass"] = "both passes"
+    base.update({"enable_hr": True} if key == "hires_fix_refiner_pass" else {})
     base.update({"s_churn": 1.0} if key in ("s_tmin", "s_tmax") else {})
     body = {**base, "override_settings": {key: values[key]}}
     if SETTINGS[key].how == HONOURED:

@@ -144,15 +144,10 @@ def test_what_a1111s_path_cannot_run_stays_on_diffusers_or_is_refused(client):
         seed_resize_from_h=64,
         sampler_name="DDPM",
     )
-    refused(
-        client,
-        "eta_noise_seed_delta",
-        override_settings={"eta_noise_seed_delta": 5},
-        refiner_checkpoint="base",
-        refiner_switch_at=0.5,
-        enable_hr=True,
-        hr_scale=1.5,
-    )
+    # A1111's path runs a refiner with the hires fix now: ENSD is not refused (this "refiner" is no SDXL one)
+    hr = dict(enable_hr=True, hr_scale=1.5, refiner_checkpoint="base", refiner_switch_at=0.5)
+    r = client.post("/sdapi/v1/txt2img", json={**BODY, "override_settings": {"eta_noise_seed_delta": 5}, **hr})
+    assert r.status_code == 400 and "the refiner must be an SDXL model" in r.json()["error"], r.text
     refused(client, "randn_source='TPU'", override_settings={"randn_source": "TPU"})
 
 

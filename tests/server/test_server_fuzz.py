@@ -149,8 +149,8 @@ INFOTEXTS += ['x\nSteps: 2, Seed: 1, Eta: 0.5, Sigma churn: 1, VAE: "a, b", Sche
 field_value = field_value | st.sampled_from(INFOTEXTS)
 # The add-on folders' names (inprocess.py: styles.csv and vae/ beside the model), A1111's noise sources, ours
 TEXT += ["cinematic", "sharp", "other.safetensors", "Automatic", "GPU", "CPU", "NV", "nv", "comfy", "per_image"]
-TEXT += ["plain", "a1111", "Exponential", "x <lora:foo:0.5>"]
-field_value = field_value | st.sampled_from(TEXT[-14:]) | st.lists(st.sampled_from(TEXT[-14:]), max_size=3)
+TEXT += ["plain", "a1111", "Exponential", "x <lora:foo:0.5>", "vary_coeff", "logSNR", "R-ESRGAN 4x+", "both passes"]
+field_value = field_value | st.sampled_from(TEXT[-18:]) | st.lists(st.sampled_from(TEXT[-18:]), max_size=3)
 NOISE_FIELDS = ["rng", "variation_seed", "variation_strength", "noise", "prompt_syntax", "schedule_type", "eta"]
 NOISE_FIELDS += ["s_noise", "scheduler", "seed"]
 A1111_NOISE = ["styles", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "enable_hr"]
