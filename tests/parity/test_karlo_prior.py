@@ -8,50 +8,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-SIDE = 8  # the tiny pixel decoder's side; the SR stages make 16 px
-
-
-def tiny_karlo(seed: int = 4):
-    """A tiny UnCLIPPipeline: the tiny Kandinsky prior's prior, text tower and tokenizer, with Karlo's
-    prior scheduler, a tiny pixel decoder with learned variance, its text_proj and two SR UNets."""
-    from diffusers import UnCLIPPipeline, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
-    from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
-
-    from latentdiff.families.unclip_tiny import WIDTH, tiny_kandinsky_prior
-    from latentdiff.training.prior_scratch import SCHEDULER
-
-    parts = tiny_kandinsky_prior(seed)
-    blocks = (16, 32)
-    decoder = UNet2DConditionModel(
-        sample_size=SIDE, in_channels=3, out_channels=6, layers_per_block=1, block_out_channels=blocks,
-        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
-        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
-        mid_block_type="UNetMidBlock2DSimpleCrossAttn", cross_attention_dim=24, attention_head_dim=4,
-        resnet_time_scale_shift="scale_shift", class_embed_type="identity", norm_num_groups=8,
-    )  # fmt: skip
-    sr = dict(sample_size=2 * SIDE, layers_per_block=1, block_out_channels=blocks, in_channels=6, out_channels=3,
-              down_block_types=("ResnetDownsampleBlock2D",) * 2, up_block_types=("ResnetUpsampleBlock2D",) * 2,
-              norm_num_groups=8)  # fmt: skip
-    scheduler = {k: v for k, v in SCHEDULER.items() if k != "_class_name"}
-    return UnCLIPPipeline(
-        prior=parts["prior"],
-        decoder=decoder,
-        text_proj=UnCLIPTextProjModel(clip_embeddings_dim=WIDTH, time_embed_dim=4 * blocks[0], cross_attention_dim=24),
-        text_encoder=parts["text_encoder"],
-        tokenizer=parts["tokenizer"],
-        super_res_first=UNet2DModel(**sr),
-        super_res_last=UNet2DModel(**sr),
-        prior_scheduler=UnCLIPScheduler(**scheduler),
-        decoder_scheduler=UnCLIPScheduler(variance_type="learned_range", prediction_type="epsilon"),
-        super_res_scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="epsilon"),
-    )
-
 
 @pytest.fixture(scope="module")
 def karlo(tmp_path_factory):
     from latentdiff.runtime.libraries import quiet_libraries
 
     quiet_libraries()
+    from latentdiff.families.unclip_tiny import tiny_karlo
+
     pipe = tiny_karlo()
     pipe.set_progress_bar_config(disable=True)
     folder = tmp_path_factory.mktemp("models") / "karlo"

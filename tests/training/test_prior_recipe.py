@@ -65,3 +65,17 @@ def test_bad_recipes_are_one_line(pictures, clip_run, tmp_path, capsys, text, wo
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_karlo_prior_trains_with_an_image_encoder(pictures, clip_run, tmp_path, capsys):  # noqa: F811
+    from latentdiff.families.unclip_tiny import tiny_karlo
+    from latentdiff.models.assemble import load_prior
+
+    karlo = tmp_path / "karlo"
+    tiny_karlo().save_pretrained(karlo, safe_serialization=True)
+    argv = ["finetune", str(pictures), "--method", "prior", "--model", str(karlo), "--resolution", "32"]
+    assert main([*argv, "--out", str(tmp_path / "no")]) == 2  # Karlo's folder carries no image encoder
+    assert "--image-encoder" in capsys.readouterr().err
+    out = finetune(cfg(pictures, karlo, tmp_path / "run", method="prior", max_steps=1,
+                       image_encoder=str(clip_run / "image_encoder")))  # fmt: skip
+    assert load_prior(out)["prior"].config.embedding_dim == 32  # saved as a Kandinsky 2.2 prior folder
