@@ -81,6 +81,15 @@ def add_eval_emoji(sub):
         help="instead: score a `train-clip` output's image and text towers by top-1 retrieval on the "
         "held-out names (and --n-train training names); no images are generated",
     )
+    p.add_argument(
+        "--prior",
+        metavar="DIR",
+        help="instead: score a DALL-E 2 prior (a Kandinsky 2.2 prior folder) on the held-out names: cosine "
+        "between predicted and true CLIP image embeddings, retrieval top-1; with --model DECODER (a Stable "
+        "unCLIP decoder) also the top-1 of images drawn through prior and decoder",
+    )
+    p.add_argument("--prior-steps", type=int, metavar="N", help="with --prior: the prior's sampling steps (default 25)")
+    p.add_argument("--prior-guidance", type=float, metavar="G", help="with --prior: the prior's CFG scale (default 4)")
     p.set_defaults(func=run_eval)
 
 
@@ -109,8 +118,12 @@ def run_eval(args) -> int:
         raise UsageError(f"--grid-names: at most {MAX_GRID_NAMES} names in one grid, got {len(names)}")
     if names == []:
         raise UsageError("--grid-names takes emoji names separated by ';', got none")
+    if (args.prior_steps is not None or args.prior_guidance is not None) and not args.prior:
+        raise UsageError("--prior-steps and --prior-guidance go with --prior DIR")
     if args.clip:
         return _eval_clip(args)
+    if args.prior:
+        return _eval_prior(args, seeds)
     if args.cascade:
         # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
         from latentdiff.training.emoji.cascade_eval import run_cascade
@@ -160,4 +173,22 @@ def _eval_clip(args) -> int:
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     print(text)
+    return 0
+
+
+def _eval_prior(args, seeds) -> int:
+    """`eval-emoji DATASET --prior DIR [--model DECODER]`: the DALL-E 2 path's figures (prior_eval.py)."""
+    # Imported when the command runs, not at start-up: `latentdiff --help` must not import torch.
+    from latentdiff.errors import UsageError
+    from latentdiff.training.emoji.prior_eval import run_prior
+
+    others = [f for f, v in (("--cascade", args.cascade), ("--grid", args.grid)) if v]
+    if others:
+        raise UsageError(f"--prior scores a prior (and --model's decoder through it); drop {', '.join(others)}")
+    if args.prior_steps is not None and not 2 <= args.prior_steps <= 1000:
+        raise UsageError(f"--prior-steps must be from 2 to 1000, got {args.prior_steps}")
+    if args.prior_guidance is not None and not 0 <= args.prior_guidance <= 100:
+        raise UsageError(f"--prior-guidance must be from 0 to 100, got {args.prior_guidance:g}")
+    run_prior(args.dataset, args.prior, args.model, args.steps, args.guidance, args.prior_steps,
+              args.prior_guidance, seeds, args.out, args.n_train, args.n_heldout)  # fmt: skip
     return 0

@@ -190,7 +190,7 @@ class GenerateConfig:
     variations: str | None = field(default=None, metadata=flag(metavar="IMG"))
     """Stable unCLIP: variations of the picture IMG, from its CLIP image embedding (the prompt may be left out)"""
     prior: str | None = field(default=None, metadata=flag(metavar="DIR"))
-    """Stable unCLIP: a Kandinsky 2.2 prior folder that makes the image embedding from the prompt (default: the model's)"""
+    """Stable unCLIP: a Kandinsky 2.2 prior folder (or Karlo's UnCLIPPipeline folder) that makes the image embedding from the prompt (default: the model's)"""
     noise_level: int | None = field(default=None, metadata=flag(metavar="N"))
     """Stable unCLIP: noise added to the image embedding, 0 to the image-noising scheduler's last step (default: 0)"""
     prior_steps: int | None = field(default=None, metadata=flag(metavar="N"))

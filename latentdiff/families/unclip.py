@@ -155,8 +155,8 @@ def prior_text(parts, texts: list[str]):
 @torch.no_grad()
 def prior_embeddings(parts: dict, texts: list[str], steps: int, guidance: float, generators, kandinsky=False):
     """CLIP image embeddings (B, D) sampled by the prior of `parts` (Components.unclip, or a Kandinsky
-    2.2 prior's) from the texts, as StableUnCLIPPipeline (`kandinsky`: KandinskyV22PriorPipeline, whose
-    steps name the previous timestep) samples them: the latents from image k's generator, CFG against
+    2.2 or Karlo prior's) from the texts, as StableUnCLIPPipeline (`kandinsky`: KandinskyV22PriorPipeline
+    and Karlo's UnCLIPPipeline, whose steps name the previous timestep) samples them: the latents from image k's generator, CFG against
     the empty text above guidance 1, the scheduler's steps drawing their noise from the same generators."""
     if parts.get("prior") is None:
         raise UsageError("this unCLIP model has no prior (prior/, prior_text_encoder/): give variations= or a prior")

@@ -14,6 +14,7 @@ from latentdiff.prompts.tokenizer import build_tokenizer
 
 WIDTH = 32  # the CLIP embedding's width, the text encoders' and the vision encoder's
 IMAGE_SIZE = 32  # the vision encoder's input side
+KARLO_SIDE = 8  # the tiny Karlo pixel decoder's side; its SR stages make 16 px
 NOISING = {"_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2"}
 PRIOR_SCHEDULER = {
     "_class_name": "DDPMScheduler",
@@ -96,6 +97,38 @@ def tiny_kandinsky_prior(seed: int = 0) -> dict:
             clip_sample=True,
             clip_sample_range=10.0,
         ),  # fmt: skip
+    )
+
+
+def tiny_karlo(seed: int = 4):
+    """A tiny UnCLIPPipeline: the tiny Kandinsky prior's prior, text tower and tokenizer, with Karlo's
+    prior scheduler, a tiny pixel decoder with learned variance, its text_proj and two SR UNets."""
+    from diffusers import UnCLIPPipeline, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
+    from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+
+    parts = tiny_kandinsky_prior(seed)
+    blocks = (16, 32)
+    decoder = UNet2DConditionModel(
+        sample_size=KARLO_SIDE, in_channels=3, out_channels=6, layers_per_block=1, block_out_channels=blocks,
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn", cross_attention_dim=24, attention_head_dim=4,
+        resnet_time_scale_shift="scale_shift", class_embed_type="identity", norm_num_groups=8,
+    )  # fmt: skip
+    sr = dict(sample_size=2 * KARLO_SIDE, layers_per_block=1, block_out_channels=blocks, in_channels=6, out_channels=3,
+              down_block_types=("ResnetDownsampleBlock2D",) * 2, up_block_types=("ResnetUpsampleBlock2D",) * 2,
+              norm_num_groups=8)  # fmt: skip
+    return UnCLIPPipeline(
+        prior=parts["prior"],
+        decoder=decoder,
+        text_proj=UnCLIPTextProjModel(clip_embeddings_dim=WIDTH, time_embed_dim=4 * blocks[0], cross_attention_dim=24),
+        text_encoder=parts["text_encoder"],
+        tokenizer=parts["tokenizer"],
+        super_res_first=UNet2DModel(**sr),
+        super_res_last=UNet2DModel(**sr),
+        prior_scheduler=UnCLIPScheduler(**{k: v for k, v in PRIOR_SCHEDULER.items() if k != "_class_name"}),
+        decoder_scheduler=UnCLIPScheduler(variance_type="learned_range", prediction_type="epsilon"),
+        super_res_scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="epsilon"),
     )
 
 

@@ -29,7 +29,7 @@ from latentdiff.models.configs import (
 )
 from latentdiff.models.files import first_line, is_present
 from latentdiff.models.index import index_options
-from latentdiff.models.unclip_parts import PRIOR_FOLDERS, has_unclip, load_prior_parts, load_unclip
+from latentdiff.models.unclip_parts import PRIOR_FOLDERS, check_prior_folder, has_unclip, load_prior_parts, load_unclip
 from latentdiff.models.weights import assign, fill, stored_values
 from latentdiff.runtime.libraries import quiet_libraries
 from latentdiff.runtime.reading import check_regular, is_special
@@ -120,13 +120,14 @@ def _unclip(cfgs: ModelConfigs, load: dict, dtype) -> dict:
 
 
 def load_prior(path: Path, allow_pickle: bool = False, device: str = "cpu", dtype=None) -> dict:
-    """A Kandinsky 2.2 prior folder (KandinskyV22PriorPipeline's layout) as the prior parts of
-    Components.unclip (prior, prior_text_encoder, prior_tokenizer, prior_scheduler)."""
+    """A Kandinsky 2.2 prior folder (KandinskyV22PriorPipeline's layout) or a Karlo UnCLIPPipeline
+    folder's prior as the prior parts of Components.unclip (prior, prior_text_encoder, prior_tokenizer,
+    prior_scheduler)."""
 
     def module(cls, config, name: str):
         return _build(cls, config, path / name, stored_values(path / name), allow_pickle, device, dtype)
 
-    return load_prior_parts(path, module, load_tokenizer, PRIOR_FOLDERS["kandinsky"])
+    return load_prior_parts(path, module, load_tokenizer, PRIOR_FOLDERS[check_prior_folder(path, "prior")])
 
 
 def _build(

@@ -61,25 +61,38 @@ def load_unclip(path: Path, index: dict, module: Callable, image_encoder: Callab
 
 
 # The prior's folders: in a Stable unCLIP model (StableUnCLIPPipeline), in a Kandinsky 2.2 prior
-# (KandinskyV22PriorPipeline), which names them without the prefix.
+# (KandinskyV22PriorPipeline), which names them without the prefix, and in Karlo's UnCLIPPipeline
+# (kakaobrain/karlo-v1-alpha: the prior beside a pixel decoder and two SR stages, which are not read).
 PRIOR_FOLDERS = {
     "unclip": ("prior", "prior_text_encoder", "prior_tokenizer", "prior_scheduler"),
     "kandinsky": ("prior", "text_encoder", "tokenizer", "scheduler"),
+    "karlo": ("prior", "text_encoder", "tokenizer", "prior_scheduler"),
 }
-KANDINSKY_PRIORS = ("KandinskyV22PriorPipeline", "KandinskyPriorPipeline")
+PRIOR_PIPELINES = {
+    "KandinskyV22PriorPipeline": "kandinsky",
+    "KandinskyPriorPipeline": "kandinsky",
+    "UnCLIPPipeline": "karlo",
+}
 
 
-def check_prior_folder(path, what: str) -> None:
-    """`path` is a Kandinsky 2.2 prior folder (its model_index.json names the prior pipeline), else
-    one UsageError that starts with `what` (e.g. "prior")."""
+def check_prior_folder(path, what: str) -> str:
+    """The layout ("kandinsky" or "karlo") of the prior folder `path`, a Kandinsky 2.2 prior or a Karlo
+    UnCLIPPipeline by its model_index.json, else one UsageError that starts with `what` (e.g. "prior")."""
     folder = Path(path)
     index = folder / "model_index.json"
     if not folder.is_dir() or not index.is_file():
-        raise UsageError(f"{what} {path} is not a Kandinsky 2.2 prior folder (KandinskyV22PriorPipeline's layout)")
+        raise UsageError(
+            f"{what} {path} is not a Kandinsky 2.2 prior folder (KandinskyV22PriorPipeline's layout) or a Karlo "
+            "UnCLIPPipeline folder"
+        )
     data = read_json(index, "model index", error=UsageError)
     cls = data.get("_class_name") if isinstance(data, dict) else None
-    if cls not in KANDINSKY_PRIORS:
-        raise UsageError(f"{what} {path} is a {cls or 'folder without a pipeline class'}, not a Kandinsky 2.2 prior")
+    if cls not in PRIOR_PIPELINES:
+        raise UsageError(
+            f"{what} {path} is a {cls or 'folder without a pipeline class'}, not a Kandinsky 2.2 prior or a "
+            "Karlo UnCLIPPipeline"
+        )
+    return PRIOR_PIPELINES[cls]
 
 
 def load_prior_parts(path: Path, module: Callable, tokenizer: Callable, folders: tuple) -> dict:

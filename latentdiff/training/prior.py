@@ -38,6 +38,7 @@ from latentdiff.training.data.dataset import ImageCaptionDataset
 from latentdiff.training.data.order import run_order
 from latentdiff.training.image_tower import encoder_folder, image_tower, spread
 from latentdiff.training.objective import prior_loss
+from latentdiff.training.prior_scratch import is_prior_recipe, new_prior_parts, read_prior_recipe
 from latentdiff.training.state import Setup, TrainState
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -60,19 +61,28 @@ class PriorParts:
 
 
 def check_prior_inputs(cfg) -> tuple[Path, Path]:
-    """(the prior folder, the image encoder folder), or one UsageError before the run touches OUT."""
-    check_prior_folder(cfg.model, "--method prior: --model")
-    path = Path(cfg.model)
+    """(the folder holding the prior's image encoder and processor, the image encoder folder), or one
+    UsageError before the run touches OUT: --model is a prior folder, or a new prior's recipe
+    (prior_scratch.py) whose `clip:` train-clip output holds them."""
+    if is_prior_recipe(cfg.model):
+        path, encoder = read_prior_recipe(cfg.model)["clip"], "feature_extractor"
+    else:
+        check_prior_folder(cfg.model, "--method prior: --model")
+        path, encoder = Path(cfg.model), "image_processor"
     folder = path / "image_encoder" if cfg.image_encoder is None else Path(cfg.image_encoder)
-    return path, encoder_folder(folder, "prior")
+    return path / encoder, encoder_folder(folder, "prior")
 
 
 def load_prior_parts(cfg) -> PriorParts:
-    """The Kandinsky 2.2 prior folder of --model with its (or --image-encoder's) image encoder, checked:
-    the x0 objective, and image embeddings as wide as the prior's."""
-    path, folder = check_prior_inputs(cfg)
-    encoder, processor = image_tower(folder, cfg.allow_pickle, () if cfg.image_encoder else (path / "image_processor",))
-    parts = load_prior(path, cfg.allow_pickle)
+    """The prior of --model (a prior folder, or a new one from a recipe) with its (or --image-encoder's)
+    image encoder, checked: the x0 objective, and image embeddings as wide as the prior's."""
+    beside, folder = check_prior_inputs(cfg)
+    encoder, processor = image_tower(folder, cfg.allow_pickle, () if cfg.image_encoder else (beside,))
+    path = Path(cfg.model)
+    if is_prior_recipe(cfg.model):
+        parts = new_prior_parts(read_prior_recipe(path), cfg.seed, cfg.allow_pickle)
+    else:
+        parts = load_prior(path, cfg.allow_pickle)
     sched = parts["prior_scheduler"]
     if sched.get("prediction_type", "sample") != "sample":
         raise UsageError(

@@ -47,7 +47,7 @@ class UnclipRequest:
     path: str | None = None  # its file, where it came from one
     prior_steps: int | None = None
     prior_guidance: float | None = None
-    prior_path: str | None = None  # a Kandinsky 2.2 prior folder given instead of the model's own prior
+    prior_path: str | None = None  # a Kandinsky 2.2 (or Karlo) prior folder given instead of the model's own prior
     prior_parts: dict | None = None  # its loaded parts (Components.unclip's names)
 
     def record(self) -> dict:
@@ -105,7 +105,7 @@ def prior_settings(parts: dict, given: dict) -> tuple[int, float]:
 
 
 def kandinsky_prior(pipe, path: str) -> dict:
-    """The Kandinsky 2.2 prior folder `path` loaded (once per pipeline) on the pipeline's device, its
+    """The Kandinsky 2.2 (or Karlo UnCLIPPipeline) prior folder `path` loaded (once per pipeline) on the pipeline's device, its
     embedding as wide as the decoder's class label takes."""
     folder = Path(path)
     check_prior_folder(folder, "prior")
