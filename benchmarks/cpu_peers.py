@@ -1,0 +1,232 @@
+"""latentdiff against the CPU engines people use instead, on the same weights and machine, in one run.
+
+    python benchmarks/cpu_peers.py --size 256 --steps 6 --rounds 3             # SD1.5 width
+    python benchmarks/cpu_peers.py --width 0.5 --size 256 --steps 4 --rounds 3  # half width (215M UNet)
+
+One random SD1.5-architecture model (CLIP's tokenizer and vocabulary, seeded weights; built once
+under $LATENTDIFF_BENCH_CACHE) is written as a single file by latentdiff's convert; then the same
+txt2img job (the prompt of support/common.py, seed 0, Euler, CFG 7.5, N steps, WxW, batch 1, T
+threads each) runs on:
+
+- latentdiff: `Pipeline.from_pretrained(file)`, `pipe.threads = T`
+- diffusers: `StableDiffusionPipeline.from_pretrained(folder)` with EulerDiscreteScheduler
+- openvino-fp32 / openvino-int8: optimum-intel's OVStableDiffusionPipeline exported from the folder
+  (int8: NNCF 8-bit weight compression), static shape, f32 inference, INFERENCE_NUM_THREADS = T
+- sdcpp-f32 / sdcpp-q8_0: stable-diffusion.cpp's Python package on the single file (q8_0 quantized at load)
+- comfyui: ComfyUI's engine without its server (checkpoint loader, CLIPTextEncode, KSampler
+  euler/normal, VAE decode) on the single file
+
+Each engine runs in its own process per round (support/peer_engine.py, under the interpreter of
+the environment it is installed in: see --python), which loads the model, makes a 1-step warm-up
+call and then the timed call; loading and warm-up are reported, not timed into the result. Rounds
+rotate the order so drifting load hits every engine; the load average before and after each run is
+recorded. Reported per engine: the median, min and max of the timed call, the child's peak RSS
+(wait4, loading included) and the RSS peak during the call, latentdiff's time divided by the
+engine's (ratio of medians, and the median of the per-round ratios), and the image's PSNR against
+diffusers' where the noise is drawn the same way (latentdiff, OpenVINO: torch's CPU generator and
+the same scheduler). stable-diffusion.cpp and ComfyUI draw their noise their own way (and ComfyUI
+spaces its sigmas its own way), so their images are different pictures: no PSNR. An engine that
+is not installed or fails is named with the reason. Both torch engines and OpenVINO get
+OMP_WAIT_POLICY=PASSIVE unless --omp-wait-policy inherit.
+
+The peers are benchmark dependencies, never the project's: each lives in its own environment
+(defaults below; --python ENV=PATH for others), made once with the registry's packages:
+
+    python -m venv --system-site-packages /tmp/peers-ov      # reuses torch/transformers for the export
+    /tmp/peers-ov/bin/pip install "optimum-intel[openvino]" nncf diffusers "huggingface-hub<1.22"
+    python -m venv /tmp/peers-sdcpp                          # builds ggml from source: ~25+ min on 2 cores
+    nice /tmp/peers-sdcpp/bin/pip install stable-diffusion-cpp-python
+    python -m venv --system-site-packages /tmp/peers-comfyenv && /tmp/peers-comfyenv/bin/pip install einops av
+    # ComfyUI's source tree in /tmp/peers-comfy (--comfy-dir): a checkout or `git archive` of Comfy-Org/ComfyUI
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from support import common  # noqa: E402
+from support.cpu import cpu_description  # noqa: E402
+
+WORKER = common.BENCH_DIR / "support" / "peer_engine.py"
+# label: (engine, variant, environment, the module that proves it is installed, same noise as diffusers)
+CONTENDERS = {
+    "latentdiff": ("latentdiff", "", "main", "latentdiff", True),
+    "diffusers": ("diffusers", "", "main", "diffusers", True),
+    "openvino-fp32": ("openvino", "", "openvino", "optimum.intel", True),
+    "openvino-int8": ("openvino", "int8", "openvino", "nncf", True),
+    "sdcpp-f32": ("sdcpp", "", "sdcpp", "stable_diffusion_cpp", False),
+    "sdcpp-q8_0": ("sdcpp", "q8_0", "sdcpp", "stable_diffusion_cpp", False),
+    "comfyui": ("comfyui", "", "comfyui", "einops", False),
+}
+ENVS = {"main": sys.executable, "openvino": "/tmp/peers-ov/bin/python", "sdcpp": "/tmp/peers-sdcpp/bin/python"}
+ENVS["comfyui"] = "/tmp/peers-comfyenv/bin/python"
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--width", type=float, default=1.0, help="UNet width vs SD1.5 (0.5: a quarter of the compute)")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--engines", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    ap.add_argument(
+        "--python",
+        action="append",
+        default=[],
+        metavar="ENV=PATH",
+        help=f"the interpreter of an environment ({', '.join(ENVS)}); defaults: {ENVS}",
+    )
+    ap.add_argument("--comfy-dir", default="/tmp/peers-comfy", help="a ComfyUI source tree")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds one engine run may take")
+    ap.add_argument("--omp-wait-policy", choices=["PASSIVE", "inherit"], default="PASSIVE")
+    ap.add_argument("--name", help="results file name (default: cpu_peers-MODEL-SIZE-STEPS)")
+    return ap.parse_args(argv)
+
+
+def single_file(folder: Path) -> Path:
+    """The folder as one A1111-layout file, written by latentdiff's convert (once)."""
+    out = folder.with_name(folder.name + ".safetensors")
+    if not out.is_file():
+        from latentdiff.formats.convert import convert
+
+        tmp = out.with_name(out.stem + f".tmp{os.getpid()}.safetensors")
+        convert(str(folder), str(tmp))
+        tmp.rename(out)
+    return out
+
+
+def unavailable(label: str, args, envs: dict) -> str | None:
+    """Why `label` cannot run here, or None."""
+    engine, _, env, module, _ = CONTENDERS[label]
+    python = envs[env]
+    if not Path(python).exists():
+        return f"not installed: no environment at {python} (see docs/performance.md for how to make one)"
+    if engine == "comfyui" and not (Path(args.comfy_dir) / "comfy" / "sd.py").is_file():
+        return f"no ComfyUI source tree at {args.comfy_dir}"
+    probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
+    if probe.returncode:
+        return f"not importable in {python}: " + (probe.stderr.strip().splitlines() or ["?"])[-1]
+    return None
+
+
+def run_engine(label: str, args, model: dict, envs: dict, out_dir: Path, r: int) -> dict:
+    engine, variant, env, _, _ = CONTENDERS[label]
+    out = out_dir / f"{label}-{r}.png"
+    cmd = [envs[env], str(WORKER), engine, str(out), "--folder", str(model["folder"]), "--file", str(model["file"])]
+    cmd += ["--threads", str(args.threads), "--steps", str(args.steps), "--size", str(args.size)]
+    cmd += ["--guidance", str(args.guidance), "--prompt", common.PROMPT, "--variant", variant]
+    cmd += ["--comfy-dir", args.comfy_dir, "--ov-cache", str(model["folder"]) + f"-openvino{variant and '-' + variant}"]
+    env_vars = {**os.environ, "PYTHONPATH": str(common.REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    if args.omp_wait_policy != "inherit":
+        env_vars["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    before = common.load_average()
+    wall, peak, code, tail = common.run_child(cmd, env=env_vars, cwd=str(common.REPO_ROOT))
+    rec = {"round": r, "load_before": before, "load_after": common.load_average(), "wall_s": wall}
+    rec["child_peak_rss_mib"] = peak
+    if code or not Path(str(out) + ".json").is_file():
+        return {**rec, "error": f"exit {code}: " + (tail.strip().splitlines() or ["no output"])[-1][:300]}
+    return {**rec, **json.loads(Path(str(out) + ".json").read_text()), "image": str(out)}
+
+
+def psnr(a_path: str, b_path: str) -> tuple[float, int]:
+    import numpy as np
+    from PIL import Image
+
+    a, b = (np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) for p in (a_path, b_path))
+    mse = ((a - b) ** 2).mean()
+    return (float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))), int(np.abs(a - b).max())
+
+
+def rows_for(runs: dict, reasons: dict) -> list[dict]:
+    ok = {k: [x for x in v if "error" not in x] for k, v in runs.items()}
+    med = {k: common.median([x["call_s"] for x in v]) for k, v in ok.items() if v}
+    ours = {x["round"]: x["call_s"] for x in ok.get("latentdiff", [])}
+    rows = []
+    for label in runs:
+        if label not in med:
+            why = reasons.get(label) or (runs[label][-1]["error"] if runs[label] else "not run yet")
+            rows.append({"engine": label, "note": why})
+            continue
+        calls = [x["call_s"] for x in ok[label]]
+        paired = [ours[x["round"]] / x["call_s"] for x in ok[label] if x["round"] in ours]
+        row = {"engine": label, "version": ok[label][0]["version"], "median_s": med[label]}
+        row.update(min_s=min(calls), max_s=max(calls), runs=len(calls))
+        if "latentdiff" in med:
+            row["latentdiff_over_this"] = med["latentdiff"] / med[label]
+            row["paired_ratio_median"] = statistics.median(paired) if paired else None
+        row["load_s"] = common.median([x["load_s"] for x in ok[label]])
+        row["warmup_s"] = common.median([x["warmup_s"] for x in ok[label]])
+        row["peak_rss_mib"] = max(x["child_peak_rss_mib"] for x in ok[label])
+        row["call_peak_rss_mib"] = max(x["call_peak_rss_mib"] for x in ok[label])
+        if CONTENDERS[label][4] and label != "diffusers" and ok.get("diffusers"):
+            row["psnr_vs_diffusers_db"], row["max_px_diff"] = psnr(ok[label][-1]["image"], ok["diffusers"][-1]["image"])
+        elif not CONTENDERS[label][4]:
+            row["note"] = "draws its noise its own way: a different picture, no PSNR"
+        rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    args = parse(argv)
+    envs = {**ENVS, **dict(x.split("=", 1) for x in args.python)}
+    folder = common.sd15_model(width=args.width, clip_vocab=True)
+    model = {"folder": folder, "file": single_file(folder)}
+    label = folder.name.removesuffix("-random")
+    meta = {**common.machine(), **cpu_description(), "threads_each": args.threads, "omp": args.omp_wait_policy}
+    meta.update(model=label, size=args.size, steps=args.steps, guidance=args.guidance, prompt=common.PROMPT)
+    reasons = {k: unavailable(k, args, envs) for k in args.engines}
+    for k, why in reasons.items():
+        if why:
+            common.log(f"{k}: {why}")
+    live = [k for k in args.engines if not reasons[k]]
+    runs = {k: [] for k in args.engines}
+    out_dir = Path(tempfile.mkdtemp(prefix="cpu-peers-"))
+    common.log(f"{label} {args.size}px {args.steps} steps, {args.threads} threads each: {live}; images in {out_dir}")
+    for r in range(args.rounds):
+        for k in live[r % len(live) :] + live[: r % len(live)]:
+            if runs[k] and "error" in runs[k][0]:
+                continue  # it failed in the first round: named with its reason, not retried
+            rec = runs[k].append(run_engine(k, args, model, envs, out_dir, r)) or runs[k][-1]
+            what = rec.get("error") or f"call {rec['call_s']:.1f}s (load {rec['load_s']:.0f}s)"
+            common.log(f"round {r + 1} {k}: {what}; load {rec['load_before']} -> {rec['load_after']}")
+        write(args, label, meta, runs, reasons)  # after every round: a cut-short run keeps what it measured
+
+
+def write(args, label: str, meta: dict, runs: dict, reasons: dict) -> None:
+    meta["runs"] = {k: [{x: y for x, y in rec.items() if x != "image"} for rec in v] for k, v in runs.items()}
+    meta["rounds_done"] = max((len(v) for v in runs.values()), default=0)
+    rows = rows_for(runs, reasons)
+    name = args.name or f"cpu_peers-{label}-{args.size}-{args.steps}steps"
+    cols = ["engine", "median_s", "min_s", "max_s", "runs", "latentdiff_over_this", "paired_ratio_median"]
+    cols += ["psnr_vs_diffusers_db", "max_px_diff", "peak_rss_mib", "call_peak_rss_mib", "load_s", "warmup_s"]
+    cols += ["version", "note"]
+    common.write_results(name, rows, cols, meta, notes=notes(meta, runs))
+
+
+def notes(meta: dict, runs: dict) -> str:
+    loads = "; ".join(
+        f"{k}: " + ", ".join(f"{x['load_before'][0]}->{x['load_after'][0]}" for x in v) for k, v in runs.items() if v
+    )
+    return (
+        f"Model: {meta['model']} (random weights, SD1.5 layout), {meta['size']}x{meta['size']}, {meta['steps']} "
+        f"Euler steps, CFG {meta['guidance']}, batch 1, {meta['threads_each']} threads each, OMP_WAIT_POLICY "
+        f"{meta['omp']}. CPU flags: {', '.join(meta['cpu_flags'])}; cgroup CPU quota: {meta['cgroup_cpus']}; "
+        f"CPUs allowed: {meta['affinity_cpus']}. median_s: the timed call (prompt encoding, denoising, VAE "
+        "decode), warm; latentdiff_over_this: latentdiff's median / this engine's (below 1: latentdiff is "
+        "faster); paired_ratio_median: the median of the same ratio within each round. peak_rss_mib: the "
+        f"engine process's peak (loading included). 1-min load average before->after each run: {loads}."
+    )
+
+
+if __name__ == "__main__":
+    main()
