@@ -11,7 +11,7 @@ threads each) runs on:
 - latentdiff: `Pipeline.from_pretrained(file)`, `pipe.threads = T`
 - diffusers: `StableDiffusionPipeline.from_pretrained(folder)` with EulerDiscreteScheduler
 - openvino-fp32 / openvino-int8: optimum-intel's OVStableDiffusionPipeline exported from the folder
-  (int8: NNCF 8-bit weight compression), static shape, f32 inference, INFERENCE_NUM_THREADS = T
+  (int8: NNCF 8-bit weight compression of the fp32 export), static shape, f32 inference, INFERENCE_NUM_THREADS = T
 - sdcpp-f32 / sdcpp-q8_0: stable-diffusion.cpp's Python package on the single file (q8_0 quantized at load)
 - comfyui: ComfyUI's engine without its server (checkpoint loader, CLIPTextEncode, KSampler
   euler/normal, VAE decode) on the single file
@@ -24,8 +24,8 @@ recorded. Reported per engine: the median, min and max of the timed call, the ch
 (wait4, loading included) and the RSS peak during the call, latentdiff's time divided by the
 engine's (ratio of medians, and the median of the per-round ratios), and the image's PSNR against
 diffusers' where the noise is drawn the same way (latentdiff, OpenVINO: torch's CPU generator and
-the same scheduler). stable-diffusion.cpp and ComfyUI draw their noise their own way (and ComfyUI
-spaces its sigmas its own way), so their images are different pictures: no PSNR. An engine that
+the same scheduler). stable-diffusion.cpp draws its noise its own way; ComfyUI draws the same start
+noise but spaces its sigmas its own way: their images are different pictures, no PSNR. An engine that
 is not installed or fails is named with the reason. Both torch engines and OpenVINO get
 OMP_WAIT_POLICY=PASSIVE unless --omp-wait-policy inherit.
 
@@ -65,6 +65,10 @@ CONTENDERS = {
     "sdcpp-f32": ("sdcpp", "", "sdcpp", "stable_diffusion_cpp", False),
     "sdcpp-q8_0": ("sdcpp", "q8_0", "sdcpp", "stable_diffusion_cpp", False),
     "comfyui": ("comfyui", "", "comfyui", "einops", False),
+}
+DIFFERENT_PICTURE = {
+    "sdcpp": "its own noise (its CUDA-style RNG) and sigma schedule: a different picture, no PSNR",
+    "comfyui": "the same start noise as diffusers, but its own sigma spacing ('normal') and CLIP code: a different picture, no PSNR",
 }
 ENVS = {"main": sys.executable, "openvino": "/tmp/peers-ov/bin/python", "sdcpp": "/tmp/peers-sdcpp/bin/python"}
 ENVS["comfyui"] = "/tmp/peers-comfyenv/bin/python"
@@ -171,7 +175,7 @@ def rows_for(runs: dict, reasons: dict) -> list[dict]:
         if CONTENDERS[label][4] and label != "diffusers" and ok.get("diffusers"):
             row["psnr_vs_diffusers_db"], row["max_px_diff"] = psnr(ok[label][-1]["image"], ok["diffusers"][-1]["image"])
         elif not CONTENDERS[label][4]:
-            row["note"] = "draws its noise its own way: a different picture, no PSNR"
+            row["note"] = DIFFERENT_PICTURE[CONTENDERS[label][0]]
         rows.append(row)
     return rows
 

@@ -109,8 +109,11 @@ def load_openvino(a):
     ir = Path(a.ov_cache)
     if not (ir / "model_index.json").is_file():
         quant = OVWeightQuantizationConfig(bits=8) if a.variant == "int8" else None
+        fp32 = Path(a.ov_cache.removesuffix("-" + a.variant)) if a.variant else None  # compress it, not export again
+        source = str(fp32) if fp32 and (fp32 / "model_index.json").is_file() else a.folder
+        export = source == a.folder
         pipe = OVStableDiffusionPipeline.from_pretrained(
-            a.folder, export=True, compile=False, quantization_config=quant
+            source, export=export, compile=False, quantization_config=quant
         )
         pipe.save_pretrained(ir)
     config = {"INFERENCE_NUM_THREADS": str(a.threads), "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
@@ -154,6 +157,7 @@ def load_comfy(a):
     import nodes
     from PIL import Image
 
+    same_width_as(a.file)
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(a.file, output_vae=True, output_clip=True)
 
     def call(steps):
@@ -165,6 +169,17 @@ def load_comfy(a):
         return Image.fromarray((pixels.clamp(0, 1) * 255).round().byte().numpy())
 
     return call, "ComfyUI " + Path(a.comfy_dir, "comfyui_version.py").read_text().split("=")[-1].strip().strip("\"'")
+
+
+def same_width_as(file: str) -> None:
+    """ComfyUI knows SD1.5 by its exact channel widths: for a narrowed benchmark model (--width 0.5)
+    its SD15 class is given the file's width; everything else (heads, blocks, sampling) stays ComfyUI's."""
+    import comfy.supported_models as models
+    from safetensors import safe_open
+
+    with safe_open(file, "pt") as f:
+        width = f.get_slice("model.diffusion_model.input_blocks.0.0.weight").get_shape()[0]
+    models.SD15.unet_config = {**models.SD15.unet_config, "model_channels": width}
 
 
 ENGINES = {
