@@ -12,9 +12,10 @@ threads each) runs on:
 - diffusers: `StableDiffusionPipeline.from_pretrained(folder)` with EulerDiscreteScheduler
 - openvino-fp32 / openvino-int8: optimum-intel's OVStableDiffusionPipeline exported from the folder
   (int8: NNCF 8-bit weight compression of the fp32 export), static shape, f32 inference, INFERENCE_NUM_THREADS = T
-- sdcpp-f32 / sdcpp-q8_0: stable-diffusion.cpp's Python package on the single file (q8_0 quantized at load)
+- sdcpp-f32 / sdcpp-q8_0: stable-diffusion.cpp's Python package on the single file (q8_0 quantized at
+  load); it builds SD 1.x at the released widths only, so it runs the full-width model, not --width 0.5
 - comfyui: ComfyUI's engine without its server (checkpoint loader, CLIPTextEncode, KSampler
-  euler/normal, VAE decode) on the single file
+  euler/normal, VAE decode) on the single file; for --width 0.5 its SD15 class takes the file's width
 
 Each engine runs in its own process per round (support/peer_engine.py, under the interpreter of
 the environment it is installed in: see --python), which loads the model, makes a 1-step warm-up

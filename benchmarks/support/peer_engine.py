@@ -129,7 +129,11 @@ def load_sdcpp(a):
     from stable_diffusion_cpp import StableDiffusion
 
     wtype = {"": "f32", "q8_0": "q8_0"}[a.variant]
-    sd = StableDiffusion(model_path=a.file, n_threads=a.threads, wtype=wtype, verbose=False)
+    if unet_width(a.file) != 320:  # its SD 1.x graph has the released widths built in
+        raise SystemExit(f"stable-diffusion.cpp builds SD 1.x at 320 channels; this UNet has {unet_width(a.file)}")
+    sd = StableDiffusion(
+        model_path=a.file, n_threads=a.threads, wtype=wtype, verbose=bool(os.environ.get("PEER_VERBOSE"))
+    )
 
     def call(steps):
         return sd.generate_image(
@@ -171,15 +175,19 @@ def load_comfy(a):
     return call, "ComfyUI " + Path(a.comfy_dir, "comfyui_version.py").read_text().split("=")[-1].strip().strip("\"'")
 
 
+def unet_width(file: str) -> int:
+    """The UNet's first channel count in an A1111-layout file (SD1.5: 320), read from the header alone."""
+    with open(file, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    return header["model.diffusion_model.input_blocks.0.0.weight"]["shape"][0]
+
+
 def same_width_as(file: str) -> None:
     """ComfyUI knows SD1.5 by its exact channel widths: for a narrowed benchmark model (--width 0.5)
     its SD15 class is given the file's width; everything else (heads, blocks, sampling) stays ComfyUI's."""
     import comfy.supported_models as models
-    from safetensors import safe_open
 
-    with safe_open(file, "pt") as f:
-        width = f.get_slice("model.diffusion_model.input_blocks.0.0.weight").get_shape()[0]
-    models.SD15.unet_config = {**models.SD15.unet_config, "model_channels": width}
+    models.SD15.unet_config = {**models.SD15.unet_config, "model_channels": unet_width(file)}
 
 
 ENGINES = {

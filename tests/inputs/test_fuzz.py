@@ -102,8 +102,12 @@ def cli_env(pipe_sd1, tiny_sd1):
 def run_loaded(pipe, argv):
     """run_main with the session's tiny pipeline instead of a load per case (loading is fuzzed
     on its own below)."""
-    with mock.patch.object(Pipeline, "from_pretrained", lambda *a, **k: pipe):
-        return run_main(argv)
+    threads = pipe.threads  # --num-threads sets it on this shared pipeline: given back after each case
+    try:
+        with mock.patch.object(Pipeline, "from_pretrained", lambda *a, **k: pipe):
+            return run_main(argv)
+    finally:
+        pipe.threads = threads
 
 
 def value_for(flag: str):
