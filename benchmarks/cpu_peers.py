@@ -24,10 +24,11 @@ rotate the order so drifting load hits every engine; the load average before and
 recorded. Reported per engine: the median, min and max of the timed call, the child's peak RSS
 (wait4, loading included) and the RSS peak during the call, latentdiff's time divided by the
 engine's (ratio of medians, and the median of the per-round ratios), and the image's PSNR against
-diffusers' where the noise is drawn the same way (latentdiff, OpenVINO: torch's CPU generator and
-the same scheduler). stable-diffusion.cpp draws its noise its own way; ComfyUI draws the same start
-noise but spaces its sigmas its own way: their images are different pictures, no PSNR. An engine that
-is not installed or fails is named with the reason. Both torch engines and OpenVINO get
+diffusers' (PICTURE says what it means per engine: latentdiff draws diffusers' noise and runs its
+scheduler, so it should match; ComfyUI draws the same start noise; OpenVINO through optimum-intel and
+stable-diffusion.cpp make different pictures, so their quantized variants are held against their own
+fp32 instead). An engine that is not installed or fails is named with the reason; `--rescore JSON
+IMAGES` rewrites a finished run's tables. Both torch engines, ComfyUI and OpenVINO get
 OMP_WAIT_POLICY=PASSIVE unless --omp-wait-policy inherit.
 
 The peers are benchmark dependencies, never the project's: each lives in its own environment
@@ -59,17 +60,21 @@ from support.cpu import cpu_description  # noqa: E402
 WORKER = common.BENCH_DIR / "support" / "peer_engine.py"
 # label: (engine, variant, environment, the module that proves it is installed, same noise as diffusers)
 CONTENDERS = {
-    "latentdiff": ("latentdiff", "", "main", "latentdiff", True),
-    "diffusers": ("diffusers", "", "main", "diffusers", True),
-    "openvino-fp32": ("openvino", "", "openvino", "optimum.intel", True),
-    "openvino-int8": ("openvino", "int8", "openvino", "nncf", True),
-    "sdcpp-f32": ("sdcpp", "", "sdcpp", "stable_diffusion_cpp", False),
-    "sdcpp-q8_0": ("sdcpp", "q8_0", "sdcpp", "stable_diffusion_cpp", False),
-    "comfyui": ("comfyui", "", "comfyui", "einops", False),
+    "latentdiff": ("latentdiff", "", "main", "latentdiff"),
+    "diffusers": ("diffusers", "", "main", "diffusers"),
+    "openvino-fp32": ("openvino", "", "openvino", "optimum.intel"),
+    "openvino-int8": ("openvino", "int8", "openvino", "nncf"),
+    "sdcpp-f32": ("sdcpp", "", "sdcpp", "stable_diffusion_cpp"),
+    "sdcpp-q8_0": ("sdcpp", "q8_0", "sdcpp", "stable_diffusion_cpp"),
+    "comfyui": ("comfyui", "", "comfyui", "einops"),
 }
-DIFFERENT_PICTURE = {
-    "sdcpp": "its own noise (its CUDA-style RNG) and sigma schedule: a different picture, no PSNR",
-    "comfyui": "the same start noise as diffusers, but its own sigma spacing ('normal') and CLIP code: a different picture, no PSNR",
+# What an engine's PSNR against diffusers' image says (measured, tiny and SD1.5 layouts, 2026-12).
+PICTURE = {
+    "latentdiff": "the same noise and scheduler as diffusers: the same picture",
+    "openvino": "optimum-intel does not draw diffusers' start noise from the same torch generator: a different "
+    "picture, its int8 against its fp32 in psnr_vs_fp32_db",
+    "sdcpp": "its own noise (its CUDA-style RNG) and sigma schedule: a different picture",
+    "comfyui": "the same start noise (torch's CPU generator), its own sigma spacing ('normal') and CLIP code",
 }
 ENVS = {"main": sys.executable, "openvino": "/tmp/peers-ov/bin/python", "sdcpp": "/tmp/peers-sdcpp/bin/python"}
 ENVS["comfyui"] = "/tmp/peers-comfyenv/bin/python"
@@ -95,6 +100,12 @@ def parse(argv=None):
     ap.add_argument("--timeout", type=float, default=1800, help="seconds one engine run may take")
     ap.add_argument("--omp-wait-policy", choices=["PASSIVE", "inherit"], default="PASSIVE")
     ap.add_argument("--name", help="results file name (default: cpu_peers-MODEL-SIZE-STEPS)")
+    ap.add_argument(
+        "--rescore",
+        nargs=2,
+        metavar=("JSON", "IMAGES"),
+        help="rewrite a finished run's tables from its JSON and the folder of images its log names",
+    )
     return ap.parse_args(argv)
 
 
@@ -112,7 +123,7 @@ def single_file(folder: Path) -> Path:
 
 def unavailable(label: str, args, envs: dict) -> str | None:
     """Why `label` cannot run here, or None."""
-    engine, _, env, module, _ = CONTENDERS[label]
+    engine, _, env, module = CONTENDERS[label]
     python = envs[env]
     if not Path(python).exists():
         return f"not installed: no environment at {python} (see docs/performance.md for how to make one)"
@@ -125,7 +136,7 @@ def unavailable(label: str, args, envs: dict) -> str | None:
 
 
 def run_engine(label: str, args, model: dict, envs: dict, out_dir: Path, r: int) -> dict:
-    engine, variant, env, _, _ = CONTENDERS[label]
+    engine, variant, env, _ = CONTENDERS[label]
     out = out_dir / f"{label}-{r}.png"
     cmd = [envs[env], str(WORKER), engine, str(out), "--folder", str(model["folder"]), "--file", str(model["file"])]
     cmd += ["--threads", str(args.threads), "--steps", str(args.steps), "--size", str(args.size)]
@@ -173,16 +184,41 @@ def rows_for(runs: dict, reasons: dict) -> list[dict]:
         row["warmup_s"] = common.median([x["warmup_s"] for x in ok[label]])
         row["peak_rss_mib"] = max(x["child_peak_rss_mib"] for x in ok[label])
         row["call_peak_rss_mib"] = max(x["call_peak_rss_mib"] for x in ok[label])
-        if CONTENDERS[label][4] and label != "diffusers" and ok.get("diffusers"):
-            row["psnr_vs_diffusers_db"], row["max_px_diff"] = psnr(ok[label][-1]["image"], ok["diffusers"][-1]["image"])
-        elif not CONTENDERS[label][4]:
-            row["note"] = DIFFERENT_PICTURE[CONTENDERS[label][0]]
+        row.update(picture(label, ok))
         rows.append(row)
     return rows
 
 
+def picture(label: str, ok: dict) -> dict:
+    """PSNR of the last image against diffusers' (and a quantized variant's against its fp32 sibling)."""
+    engine, variant = CONTENDERS[label][:2]
+    out = {"note": PICTURE.get(engine, "")}
+    if label != "diffusers" and ok.get("diffusers"):
+        out["psnr_vs_diffusers_db"], out["max_px_diff"] = psnr(ok[label][-1]["image"], ok["diffusers"][-1]["image"])
+    sibling = label.removesuffix("-" + variant) + ("-fp32" if engine == "openvino" else "-f32")
+    if variant and ok.get(sibling):
+        out["psnr_vs_fp32_db"] = psnr(ok[label][-1]["image"], ok[sibling][-1]["image"])[0]
+    return out
+
+
+def rescore(args) -> None:
+    """The tables of a finished run again (after a change to what rows_for computes), its times untouched."""
+    path, images = Path(args.rescore[0]), Path(args.rescore[1])
+    data = json.loads(path.read_text())
+    meta, done = data["meta"], data["meta"]["runs"]
+    runs = {
+        k: [x if "error" in x else {**x, "image": str(images / f"{k}-{x['round']}.png")} for x in v]
+        for k, v in done.items()
+    }
+    reasons = {row["engine"]: row.get("note") for row in data["rows"] if not done.get(row["engine"])}
+    args.name = path.stem
+    write(args, meta["model"], meta, runs, reasons)
+
+
 def main(argv=None):
     args = parse(argv)
+    if args.rescore:
+        return rescore(args)
     envs = {**ENVS, **dict(x.split("=", 1) for x in args.python)}
     folder = common.sd15_model(width=args.width, clip_vocab=True)
     model = {"folder": folder, "file": single_file(folder)}
@@ -213,7 +249,15 @@ def write(args, label: str, meta: dict, runs: dict, reasons: dict) -> None:
     rows = rows_for(runs, reasons)
     name = args.name or f"cpu_peers-{label}-{args.size}-{args.steps}steps"
     cols = ["engine", "median_s", "min_s", "max_s", "runs", "latentdiff_over_this", "paired_ratio_median"]
-    cols += ["psnr_vs_diffusers_db", "max_px_diff", "peak_rss_mib", "call_peak_rss_mib", "load_s", "warmup_s"]
+    cols += [
+        "psnr_vs_diffusers_db",
+        "max_px_diff",
+        "psnr_vs_fp32_db",
+        "peak_rss_mib",
+        "call_peak_rss_mib",
+        "load_s",
+        "warmup_s",
+    ]
     cols += ["version", "note"]
     common.write_results(name, rows, cols, meta, notes=notes(meta, runs))
 

@@ -368,8 +368,9 @@ def write_results(
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     meta = {
         **meta,
-        "load_avg_end": load_average(),
-        "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
+        # A table rewritten from a finished run's JSON keeps that run's end and command.
+        "load_avg_end": meta.get("load_avg_end") or load_average(),
+        "command": command or meta.get("command") or " ".join([Path(sys.executable).name, *sys.argv]),
     }
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
     header = (
