@@ -38,18 +38,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 from support import common  # noqa: E402
-
-FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
-
-
-def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
-    have = set(line.split(":", 1)[-1].split())
-    return [f for f in FLAGS if f in have]
+from support.cpu import FLAGS, cpu_flags  # noqa: E402
 
 
 def case(name: str):

@@ -106,13 +106,14 @@ def _build_once(out: Path, build: Callable[[Path], None]) -> Path:
     return out
 
 
-def sd15_model(cache_dir: Path = CACHE_DIR, width: float = 1.0) -> Path:
+def sd15_model(cache_dir: Path = CACHE_DIR, width: float = 1.0, clip_vocab: bool = False) -> Path:
     """An SD1.5-architecture model (860M-parameter UNet) with seeded random weights; `width` < 1
     narrows the UNet's channels (0.5: 215M parameters, a quarter of the compute; VAE and text
-    encoder as SD1.5's)."""
+    encoder as SD1.5's). `clip_vocab`: CLIP's own tokenizer and 49408-row embedding (the one
+    latentdiff ships), as tools with a built-in tokenizer (stable-diffusion.cpp, ComfyUI) expect."""
     arch = {**SD15_ARCH, "unet": {**SD15_ARCH["unet"]}}
     arch["unet"]["block_out_channels"] = [int(c * width) for c in SD15_ARCH["unet"]["block_out_channels"]]
-    name = "sd15-random" if width == 1.0 else f"sd15-w{width:g}-random"
+    name = ("sd15" if width == 1.0 else f"sd15-w{width:g}") + ("-clip" if clip_vocab else "") + "-random"
 
     def build(tmp: Path):
         from latentdiff.models.build import build_components
@@ -120,7 +121,12 @@ def sd15_model(cache_dir: Path = CACHE_DIR, width: float = 1.0) -> Path:
         from latentdiff.models.testing import WORDS
 
         log(f"building the {name} model in {cache_dir} (once)")
-        c = build_components(arch, WORDS + [PROMPT], seed=0)
+        tokenizer = None
+        if clip_vocab:
+            from latentdiff.families.released import clip_tokenizer
+
+            tokenizer = clip_tokenizer(open_clip=False)
+        c = build_components(arch, WORDS + [PROMPT], seed=0, tokenizer=tokenizer)
         save_components(c, tmp, arch["scheduler"]["_class_name"])
 
     return _build_once(cache_dir / name, build)
@@ -362,8 +368,9 @@ def write_results(
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     meta = {
         **meta,
-        "load_avg_end": load_average(),
-        "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
+        # A table rewritten from a finished run's JSON keeps that run's end and command.
+        "load_avg_end": meta.get("load_avg_end") or load_average(),
+        "command": command or meta.get("command") or " ".join([Path(sys.executable).name, *sys.argv]),
     }
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
     header = (

@@ -110,6 +110,8 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
         refiner.progress = not cfg.quiet
         pipe.set_refiner(refiner, 0.8 if cfg.refiner_start is None else cfg.refiner_start)
     pipe.progress = not cfg.quiet
+    if cfg.num_threads is not None:  # the user's count instead of the per-call choice (runtime/threads.py)
+        pipe.threads = cfg.num_threads
     written = []
     comfy = cfg.noise.startswith("comfy")  # ComfyUI's noise: every image has the seed; image k is row k of one batch
     for share in my_shares(cfg.prompts, cfg.num_images, rank, size):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
+    from latentdiff.config.params import THREADS_HELP  # standard library only: --help stays light
+
     p = sub.add_parser(
         "serve",
         help="run the HTTP server: JSON API, AUTOMATIC1111 API subset, web page",
@@ -53,6 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cors", metavar="ORIGIN", help="allow browser pages from ORIGIN (default: no CORS)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
     p.add_argument("--dtype", default="auto", help="auto, fp32, fp16, bf16 (default: auto)")
+    p.add_argument("--num-threads", type=int, metavar="N", help=THREADS_HELP)
     p.add_argument(
         "--memory-budget",
         type=float,

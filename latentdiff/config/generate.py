@@ -14,7 +14,7 @@ from latentdiff.config.image_flags import IMAGE_FLAGS, image_options
 from latentdiff.config.image_prompt_flags import image_prompts, replay_prompts
 from latentdiff.config.noise_params import NAMES as NOISE_NAMES
 from latentdiff.config.noise_params import NOISE_FLAGS, noise_request
-from latentdiff.config.params import OFFLOAD_MODES, check_fields, flag_label, recorded_label
+from latentdiff.config.params import OFFLOAD_MODES, THREADS_HELP, check_fields, flag_label, recorded_label
 from latentdiff.config.replay import addon_specs, recorded_controls
 from latentdiff.prompts.syntax import SYNTAXES
 from latentdiff.sampling.noise import NOISE_MODES
@@ -107,6 +107,7 @@ class GenerateConfig:
     for large models, else fp32)"""
     offload: str = "none"
     """none; model: each component on the GPU only while it works; sequential: one layer at a time (slow) (default: none)"""
+    num_threads: int | None = field(default=None, metadata=flag(metavar="N", help=THREADS_HELP))
     prompts: list[str] = field(
         default_factory=list,
         metadata=flag(

@@ -55,7 +55,10 @@ class Server:
         from latentdiff.pipeline import Pipeline
 
         cfg = self.cfg
-        return Pipeline.from_pretrained(ref, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile, **cfg.parts(ref))
+        pipe = Pipeline.from_pretrained(ref, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile, **cfg.parts(ref))
+        if cfg.num_threads is not None:  # the operator's count instead of the per-call choice
+            pipe.threads = cfg.num_threads
+        return pipe
 
     def _with_folders(self, load):
         """`load`, giving each pipeline the LoRA folder its prompts' `<lora:NAME:W>` tags name files of."""

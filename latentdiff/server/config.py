@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from latentdiff.config.params import MAX_THREADS
 from latentdiff.errors import UsageError
 from latentdiff.formats.transformer_tables import SUPPORTED
 from latentdiff.runtime.offload import MODES as OFFLOAD_MODES
@@ -47,6 +48,7 @@ class ServeConfig:
     text_encoders: tuple = ()  # text encoder files put in place of the default model's (generate's --text-encoder)
     offload: str = "none"  # none, model, sequential (generate's --offload), for every model served
     vae: str | None = None  # a VAE file or folder in place of the default model's own (generate's --vae)
+    num_threads: int | None = None  # CPU threads of every generation (None: chosen per call, runtime/threads.py)
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -54,6 +56,8 @@ class ServeConfig:
         if not (isinstance(self.max_body_mb, (int, float)) and 0 < self.max_body_mb <= MAX_BODY_MB):
             raise UsageError(f"--max-body-mb must be > 0 and at most {MAX_BODY_MB}, got {self.max_body_mb}")
         self._check_memory_bounds(machine_memory())
+        if self.num_threads is not None and not 1 <= self.num_threads <= MAX_THREADS:
+            raise UsageError(f"--num-threads must be between 1 and {MAX_THREADS}, got {self.num_threads}")
         if self.max_jobs_kept < 1:
             raise UsageError(f"max_jobs_kept must be >= 1, got {self.max_jobs_kept}")
         if self.token is not None and len(self.token) < 8:

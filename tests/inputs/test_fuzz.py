@@ -102,8 +102,12 @@ def cli_env(pipe_sd1, tiny_sd1):
 def run_loaded(pipe, argv):
     """run_main with the session's tiny pipeline instead of a load per case (loading is fuzzed
     on its own below)."""
-    with mock.patch.object(Pipeline, "from_pretrained", lambda *a, **k: pipe):
-        return run_main(argv)
+    threads = pipe.threads  # --num-threads sets it on this shared pipeline: given back after each case
+    try:
+        with mock.patch.object(Pipeline, "from_pretrained", lambda *a, **k: pipe):
+            return run_main(argv)
+    finally:
+        pipe.threads = threads
 
 
 def value_for(flag: str):
@@ -114,6 +118,7 @@ def value_for(flag: str):
         "--width": st.sampled_from(["16", "32", "4096"]),
         "--height": st.sampled_from(["16", "32", "4096"]),
         "--num-images": st.integers(1, 2).map(str),
+        "--num-threads": st.integers(1, 2).map(str),
         "--scheduler": st.sampled_from(list(SCHEDULERS)),
         "--device": st.sampled_from(["cpu", "auto"]),
         "--dtype": st.sampled_from(["fp32", "auto"]),
@@ -147,6 +152,7 @@ FLAGS = [
     "--width",
     "--height",
     "--num-images",
+    "--num-threads",
     "--scheduler",
     "--device",
     "--dtype",
