@@ -80,8 +80,7 @@ class GenerateConfig:
     noise: str = "per_image"
     """per_image: image k's noise from seed + k (default); comfy: ComfyUI's (one draw for the batch, image k its
     row k; its own KSampler for its k-diffusion samplers); comfy_nv: that as ComfyUI draws it on an NVIDIA GPU"""
-    noise_options: dict = field(default_factory=dict, metadata=flag(own=False))
-    """From --from: the ComfyUI batch ("batch") and row ("index") an image's noise came from."""
+    noise_options: dict = field(default_factory=dict, metadata=flag(own=False))  # --from: ComfyUI's batch and row
     comfy_graph: dict | None = field(default=None, metadata=flag(own=False))
     """From --from: a ComfyUI graph's sampler stages and the pictures they start from (workflows/comfy_start.py)."""
     clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))
@@ -107,6 +106,8 @@ class GenerateConfig:
     for large models, else fp32)"""
     offload: str = "none"
     """none; model: each component on the GPU only while it works; sequential: one layer at a time (slow) (default: none)"""
+    speed: str = "off"
+    """CPU levers: auto (those that measured faster here), or channels-last, compile, int8 joined by commas (default: off)"""
     prompts: list[str] = field(
         default_factory=list,
         metadata=flag(

@@ -133,6 +133,15 @@ def compile_value(label: Label, name: str, value):
     return compile_mode(value)
 
 
+def speed_value(label: Label, name: str, value) -> str:
+    """auto, off, or levers joined by commas (runtime/levers.parse_speed), as its canonical text."""
+    if not isinstance(value, str):
+        fail(label, name, "auto, off or levers joined by commas", value)
+    from latentdiff.runtime.levers import parse_speed  # no torch: levers.py imports it only to probe
+
+    return parse_speed(value).text
+
+
 def choice(label: Label, name: str, value, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value.strip().lower() not in choices:
         raise UsageError(f"unknown {name} {_short(value)}; use {', '.join(choices)}")
@@ -266,6 +275,7 @@ FIELDS = {
     "allow_pickle": flag,
     "quiet": flag,
     "compile": compile_value,
+    "speed": speed_value,
     "prompt_syntax": lambda label, name, v: prompt_syntax(label, v),
     # The model's layer count bounds it further when the model is loaded (conditioning.py).
     "clip_skip": _optional(lambda label, name, v: whole(label, name, v, 1, MAX_CLIP_SKIP)),

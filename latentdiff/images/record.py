@@ -39,11 +39,21 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         **getattr(pipe, "parts", {}),  # a transformer file's --components and --text-encoder files
         "dtype": DTYPE_NAMES.get(pipe.dtype),
         "device": str(pipe.device),
+        **_speed(pipe),
         "versions": versions(),
         **_model_lora(pipe),
         **_controls(request),
         **(request.unclip.record() if getattr(request, "unclip", None) is not None else {}),
     }
+
+
+def _speed(pipe) -> dict:
+    """`--speed` where given, and the levers it put on (runtime/levers.py; a compiled pipeline: compile)."""
+    speed = getattr(pipe, "speed", "off")
+    if speed == "off":
+        return {}
+    levers = list(pipe.levers.names) + (["compile"] if pipe.compiled and not pipe.levers.compile else [])
+    return {"speed": speed, "levers": levers}
 
 
 def _vae(pipe) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from latentdiff.errors import UsageError
 from latentdiff.formats.transformer_tables import SUPPORTED
+from latentdiff.runtime.levers import MANY_CALLS, parse_speed
 from latentdiff.runtime.offload import MODES as OFFLOAD_MODES
 
 # A body is read into memory whole (and its pictures decoded): 1 GiB is far above any request of
@@ -46,6 +47,8 @@ class ServeConfig:
     components: str | None = None  # a transformer file --model's text encoders, tokenizers and VAE (generate's)
     text_encoders: tuple = ()  # text encoder files put in place of the default model's (generate's --text-encoder)
     offload: str = "none"  # none, model, sequential (generate's --offload), for every model served
+    speed: str = "off"  # CPU levers (runtime/levers.py) for every model, chosen for a server's many calls
+    pin_weights: bool = False  # copy memory-mapped weights into anonymous memory (runtime/memory.pin_weights)
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -68,6 +71,7 @@ class ServeConfig:
             given = getattr(self, f"{flag}_dir")
             if given is not None and not Path(given).is_dir():
                 raise UsageError(f"--{flag.replace('_', '-')}-dir {given} is not a directory")
+        self.speed = parse_speed(self.speed).text
         if self.a1111_pixels not in ("on", "off"):
             raise UsageError(f"--a1111-pixels must be on or off, got {self.a1111_pixels!r}")
         self._check_parts()
@@ -94,6 +98,8 @@ class ServeConfig:
             components=self.components if own else None,
             text_encoders=list(self.text_encoders) if own else [],
             offload=self.offload,
+            speed=self.speed,
+            calls=MANY_CALLS,
         )
 
     def control_dir(self) -> Path | None:
