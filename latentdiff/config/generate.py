@@ -24,6 +24,7 @@ from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
 RECORDED_AS_IS = ("model", "steps", "guidance", "seed", "width", "height", "scheduler", "eta", "s_noise", "refiner")
 RECORDED_AS_IS += ("vae", "components", "refiner_start", "clip_skip", "lora_dir", "variations", "noise_level")
 RECORDED_AS_IS += ("prior", "prior_steps", "prior_guidance", "cfg_normalization", "cfg_truncation", "comfy_graph")
+RECORDED_AS_IS += ("speed",)
 STEPS_HELP = f"denoising steps (default: the model's recommendation, else 25; with --scheduler {MIN_STEPS})"
 
 
@@ -81,8 +82,7 @@ class GenerateConfig:
     """per_image: image k's noise from seed + k (default); comfy: ComfyUI's (one draw for the batch, image k its
     row k; its own KSampler for its k-diffusion samplers); comfy_nv: that as ComfyUI draws it on an NVIDIA GPU"""
     noise_options: dict = field(default_factory=dict, metadata=flag(own=False))  # --from: ComfyUI's batch and row
-    comfy_graph: dict | None = field(default=None, metadata=flag(own=False))
-    """From --from: a ComfyUI graph's sampler stages and the pictures they start from (workflows/comfy_start.py)."""
+    comfy_graph: dict | None = field(default=None, metadata=flag(own=False))  # --from: workflows/comfy_start.py
     clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))
     """use the N-th text-encoder layer from the end, A1111 numbering: 1 = last (default: the model's, else 1)"""
     loras: list[str] = field(

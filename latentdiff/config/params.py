@@ -135,7 +135,7 @@ def compile_value(label: Label, name: str, value):
 
 def speed_value(label: Label, name: str, value) -> str:
     """auto, off, or levers joined by commas (runtime/levers.parse_speed), as its canonical text."""
-    if not isinstance(value, str):
+    if not isinstance(value, (str, type(None))):  # None: an image recorded before --speed (off)
         fail(label, name, "auto, off or levers joined by commas", value)
     from latentdiff.runtime.levers import parse_speed  # no torch: levers.py imports it only to probe
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from latentdiff.images.infotext import sampler_name, schedule_type
 from latentdiff.models.fingerprint import model_hash, versions
@@ -52,8 +55,8 @@ def _speed(pipe) -> dict:
     speed = getattr(pipe, "speed", "off")
     if speed == "off":
         return {}
-    levers = list(pipe.levers.names) + (["compile"] if pipe.compiled and not pipe.levers.compile else [])
-    return {"speed": speed, "levers": levers}
+    levers = replace(pipe.levers, bf16=pipe.dtype == torch.bfloat16, compile=pipe.levers.compile or pipe.compiled)
+    return {"speed": speed, "levers": levers.names}
 
 
 def _vae(pipe) -> dict:
