@@ -15,6 +15,8 @@ def speed_up(pipe, speed, calls: int | None = None) -> Levers:
     `pipe` (a Pipeline) for a process expecting `calls` UNet image-steps (None: unknown); sets and
     returns `pipe.levers`. `auto` follows the CPU's rule only on the CPU (a GPU keeps --compile)."""
     speed = parse_speed(speed)
+    if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 0):
+        raise UsageError(f"calls must be a whole number of UNet image-steps (>= 0) or None, got {calls!r}")
     unet = pipe.components.unet
     params = getattr(pipe, "unet_params", 0) or sum(p.numel() for p in unet.parameters())
     bf16 = pipe.dtype == torch.bfloat16

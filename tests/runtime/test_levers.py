@@ -142,6 +142,9 @@ def test_levers_are_recorded_and_int8_refuses_save_and_lora_tags(tiny_sd1, tmp_p
 
     with pytest.raises(UsageError, match="LoRAs cannot be merged"), merged(pipe.components, ["a tag's LoRA"]):
         pass
+    for calls in (-1, "many", 2.5, True):
+        with pytest.raises(UsageError, match="calls must be"):
+            pipe.speed_up("auto", calls)
     code, _, err = generate(tiny_sd1, tmp_path, "--speed", "turbo")
     assert code == 2 and "unknown speed" in err and "Traceback" not in err
 
