@@ -54,9 +54,9 @@ def child(spec: dict) -> None:
     c = pipe.components
     pinned = pin_weights(c.unet, c.vae, *c.text_encoders()) if spec.get("pin") else 0
     size = spec["size"]
-    pipe("a red apple", steps=1, width=size, height=size, seed=0)  # warm: every page touched once
-    out = {"pinned_mb": pinned / 2**20, "rss_warm_mb": common.current_rss_mb()}
+    out = {"pinned_mb": pinned / 2**20, "rss_loaded_mb": common.current_rss_mb()}
     if spec.get("page_out"):
+        pipe("a red apple", steps=1, width=size, height=size, seed=0)  # warm: every page touched once
         out["paged_out_mb"] = page_out() / 2**20
     faults, t0 = major_faults(), time.perf_counter()
     pipe("a red apple", steps=spec.get("steps", 1), width=size, height=size, seed=0)
@@ -79,19 +79,24 @@ def run(spec: dict) -> dict:
 def main(args) -> None:
     shipped, _ = common.small_model(None)
     sd15 = str(common.sd15_model(width=0.5))
-    specs = [{"model": str(shipped), "size": 64}]
-    for size in (256,) if args.skip_512 else (256, 512):
-        specs += [{"model": sd15, "size": size}, {"model": sd15, "size": size, "tile": TILE}]
+    specs = [
+        {"model": str(shipped), "size": 64},
+        {"model": sd15, "size": 256},
+        {"model": sd15, "size": 256, "tile": TILE},
+    ]
     specs += [{"model": sd15, "size": 256, "page_out": True, "pin": pin} for pin in (False, True)]
-    meta = common.machine()
-    rows = [run(s) for s in specs]
-    columns = ["model", "size", "tile", "pin", "page_out", "peak_rss_mb", "rss_warm_mb", "major_faults", "call_s"]
+    if not args.skip_512:
+        specs += [{"model": sd15, "size": 512}, {"model": sd15, "size": 512, "tile": TILE}]
+    meta, rows = common.machine(), []
+    columns = ["model", "size", "tile", "pin", "page_out", "peak_rss_mb", "rss_loaded_mb", "major_faults", "call_s"]
     notes = (
-        "peak_rss_mb: the whole process's peak (loading included); tile: VAE decode windows in latent px "
+        "One generation of 1 step per process. peak_rss_mb: the whole process's peak (loading included); tile: VAE decode windows in latent px "
         "(blended); the page_out rows push the weight files' mapped pages out after a warm call (as memory "
         "pressure does), then time one more call and count its major page faults; pin: serve --pin-weights."
     )
-    common.write_results(args.name, rows, columns, meta, notes=notes)
+    for spec in specs:  # the table is rewritten after each row: a stopped run keeps what it measured
+        rows.append(run(spec))
+        common.write_results(args.name, rows, columns, meta, notes=notes)
 
 
 if __name__ == "__main__":

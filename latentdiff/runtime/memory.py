@@ -30,17 +30,34 @@ def generation_bytes(
     unet_config, vae_config, batch: int, width: int, height: int, cfg: bool, unet_bytes: int, vae_bytes: int
 ) -> int:
     """Peak activation memory of denoising and decoding `batch` images of width x height."""
+    factor = 2 ** (len(vae_config.get("block_out_channels") or [128]) - 1)
+    unet_ch = list(unet_config.get("block_out_channels") or [320])
+    latent_px = (width // factor) * (height // factor)
+    denoise = sum(c * latent_px / 4**i for i, c in enumerate(unet_ch)) * (2 if cfg else 1)
+    return decode_bytes(vae_config, batch, width, height, vae_bytes) + int(LIVE_TENSORS * batch * denoise * unet_bytes)
+
+
+def decode_bytes(vae_config, batch: int, width: int, height: int, vae_bytes: int) -> int:
+    """Peak activation memory of decoding `batch` images of width x height."""
     vae_ch = list(vae_config.get("block_out_channels") or [128])
-    factor = 2 ** (len(vae_ch) - 1)
     # Decoder level i works at 1/2^i of full resolution and receives its input upsampled from
     # level i + 1, so it holds up to max(c_i, c_(i+1)) channels there.
     decode = max(
         max(vae_ch[i], vae_ch[min(i + 1, len(vae_ch) - 1)]) * width * height / 4**i for i in range(len(vae_ch))
     )
-    unet_ch = list(unet_config.get("block_out_channels") or [320])
-    latent_px = (width // factor) * (height // factor)
-    denoise = sum(c * latent_px / 4**i for i, c in enumerate(unet_ch)) * (2 if cfg else 1)
-    return int(LIVE_TENSORS * batch * (decode * vae_bytes + denoise * unet_bytes))
+    return int(LIVE_TENSORS * batch * decode * vae_bytes)
+
+
+def decode_tile(vae_config, batch: int, h: int, w: int, factor: int, vae_bytes: int, free: int | None) -> int | None:
+    """VAE tiling when it is needed: the largest latent tile (a multiple of 8, at least 16: 128 px for
+    SD's VAE) whose decode of `batch` (h, w) latents fits `free` bytes; None where the whole decode fits
+    (or `free` is unknown), as the whole decode is faster and seamless."""
+    if free is None or decode_bytes(vae_config, batch, w * factor, h * factor, vae_bytes) <= free:
+        return None
+    tile = max(h, w)
+    while tile > 16 and decode_bytes(vae_config, batch, tile * factor, tile * factor, vae_bytes) > free:
+        tile = max(16, (tile // 2) // 8 * 8)
+    return tile
 
 
 def batch_that_fits(need, most: int, device, what: str) -> int:

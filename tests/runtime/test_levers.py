@@ -174,3 +174,22 @@ def test_serve_takes_speed_and_pin_weights_and_refuses_a_bad_speed():
     assert cfg.speed == "auto" and cfg.parts(None)["calls"] == MANY_CALLS and cfg.parts(None)["speed"] == "auto"
     with pytest.raises(UsageError, match="unknown speed"):
         ServeConfig(speed="warp")
+
+
+SD_VAE = {"block_out_channels": [128, 256, 512, 512]}
+
+
+def test_vae_tiles_only_when_the_whole_decode_does_not_fit(pipe_sd1, monkeypatch):
+    from latentdiff.runtime.memory import decode_bytes, decode_tile
+    from latentdiff.workflows import decode
+
+    whole = decode_bytes(SD_VAE, 1, 512, 512, 4)
+    assert decode_tile(SD_VAE, 1, 64, 64, 8, 4, None) is None and decode_tile(SD_VAE, 1, 64, 64, 8, 4, whole) is None
+    assert decode_tile(SD_VAE, 1, 64, 64, 8, 4, whole // 3) == 32  # a quarter of the pixels fits
+    assert decode_tile(SD_VAE, 1, 64, 64, 8, 4, 1) == 16  # the smallest tile, whatever the memory
+    latents = torch.randn(1, 4, 40, 40, generator=torch.Generator().manual_seed(0))
+    plain = pipe_sd1.decode(latents)
+    monkeypatch.setattr(decode, "available_bytes", lambda device: 1)  # no memory free: tiles
+    tiled = pipe_sd1.decode(latents)
+    assert tiled.shape == plain.shape and (tiled - plain).abs().max() < 0.5  # blended windows: close, not equal
+    assert not torch.equal(tiled, plain)
