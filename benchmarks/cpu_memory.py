@@ -84,10 +84,17 @@ def main(args) -> None:
         {"model": sd15, "size": 256},
         {"model": sd15, "size": 256, "tile": TILE},
     ]
-    specs += [{"model": sd15, "size": 256, "page_out": True, "pin": pin} for pin in (False, True)]
+    for model, size in ((str(shipped), 64), (sd15, 256)):
+        specs += [{"model": model, "size": size, "page_out": True, "pin": pin} for pin in (False, True)]
     if not args.skip_512:
         specs += [{"model": sd15, "size": 512}, {"model": sd15, "size": 512, "tile": TILE}]
     meta, rows = common.machine(), []
+    done = common.RESULTS_DIR / f"{args.name}.json"
+    if args.resume and done.is_file():  # rows measured by an earlier, stopped run
+        rows = json.loads(done.read_text())["rows"]
+        measured = [{k: r[k] for k in ("size", "tile", "pin", "page_out") if k in r} for r in rows]
+        specs.sort(key=lambda s: s["model"] != str(shipped))  # the cheap rows first
+        specs = [s for s in specs if {k: v for k, v in s.items() if k != "model"} not in measured]
     columns = ["model", "size", "tile", "pin", "page_out", "peak_rss_mb", "rss_loaded_mb", "major_faults", "call_s"]
     notes = (
         "One generation of 1 step per process. peak_rss_mb: the whole process's peak (loading included); tile: VAE decode windows in latent px "
@@ -104,5 +111,6 @@ if __name__ == "__main__":
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--skip-512", action="store_true")
     ap.add_argument("--name", default="cpu_memory")
+    ap.add_argument("--resume", action="store_true", help="keep the rows of an earlier run of --name, run the rest")
     a = ap.parse_args()
     child(json.loads(a.child)) if a.child else main(a)
