@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support import common  # noqa: E402
 
 MADV_PAGEOUT = 21  # linux/mman.h (5.4+)
-TILE = 32  # latent pixels: 256 px windows of the VAE decode
+TILE = 16  # latent pixels: 128 px windows of SD's VAE decode (4 windows at 256 px, 16 at 512 px)
 
 
 def page_out(suffix: str = ".safetensors") -> int:
