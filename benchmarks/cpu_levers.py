@@ -77,7 +77,7 @@ def main() -> None:
 
     from latentdiff import Pipeline
     from latentdiff.runtime.device import cpu_bf16
-    from latentdiff.runtime.levers import MANY_CALLS, choose_levers, cpu_features, psnr
+    from latentdiff.runtime.levers import cpu_features
 
     model, label, size, steps, guidance = case(ARGS.case)
     steps = ARGS.steps or steps
@@ -98,34 +98,39 @@ def main() -> None:
         return call
 
     calls = {name: contender(name) for name in unets}
-    times = common.interleaved(
-        calls, repeats=ARGS.repeats, on_round=lambda r, t: meta["loads"].append(common.load_average())
-    )
+
+    def after_round(r, times):  # the table after every round: a stopped run keeps what it measured
+        meta["loads"].append(common.load_average())
+        write(times, images, unets, meta, pipe.unet_params, bf16)
+
+    common.interleaved(calls, repeats=ARGS.repeats, on_round=after_round)
     pipe.components.unet, pipe.dtype = unets["fp32"], torch.float32
+
+
+def write(times: dict, images: dict, unets: dict, meta: dict, unet_params: int, bf16: bool) -> None:
+    from latentdiff.runtime.levers import MANY_CALLS, choose_levers, cpu_features, psnr
+
     base = common.median(times["fp32"])
-    rows = []
-    for name, ts in times.items():
-        rows.append(
-            {
-                "setting": name,
-                "median_s": common.median(ts),
-                "min_s": min(ts),
-                "max_s": max(ts),
-                "vs_fp32": common.median(ts) / base,
-                "psnr_db": psnr(images[name], images["fp32"]),
-                "unet_mb": unet_bytes(unets[name]) / 2**20,
-            }
-        )
-    run_calls = steps * (ARGS.repeats + 1)
+    rows = [
+        {
+            "setting": name,
+            "median_s": common.median(ts),
+            "min_s": min(ts),
+            "max_s": max(ts),
+            "vs_fp32": common.median(ts) / base,
+            "psnr_db": psnr(images[name], images["fp32"]),
+            "unet_mb": unet_bytes(unets[name]) / 2**20,
+        }
+        for name, ts in times.items()
+    ]
+    run_calls = meta["steps"] * (ARGS.repeats + 1)
     for what, n in (("this run", run_calls), ("a server", MANY_CALLS)):
-        chosen = choose_levers(cpu_features(), pipe.unet_params, n)
-        meta[f"auto_for_{what.replace(' ', '_')}"] = chosen.describe()
-        common.log(f"--speed auto for {what} ({n} calls): {chosen.describe()}")
+        meta[f"auto_for_{what.replace(' ', '_')}"] = choose_levers(cpu_features(), unet_params, n).describe()
     skipped = "" if bf16 else "bf16 not timed: this CPU does not compute bf16 natively (--bf16 forces it). "
     notes = (
         f"{skipped}--speed auto here: {meta['auto_for_this_run']} for this run's {run_calls} image-steps, "
-        f"{meta['auto_for_a_server']} for a server. Load average after each round: {meta['loads']}. "
-        f"CPU kind {meta['kind']}, flags {' '.join(meta['flags'])}."
+        f"{meta['auto_for_a_server']} for a server. Rounds done: {len(times['fp32'])} of {ARGS.repeats}; "
+        f"load average after each: {meta['loads']}. CPU kind {meta['kind']}, flags {' '.join(meta['flags'])}."
     )
     name = ARGS.name or f"cpu_levers-{ARGS.case}-{meta['kind']}"
     columns = ["setting", "median_s", "min_s", "max_s", "vs_fp32", "psnr_db", "unet_mb"]
