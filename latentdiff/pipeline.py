@@ -23,8 +23,10 @@ from latentdiff.models.fingerprint import model_hash
 from latentdiff.models.saving import save_pretrained
 from latentdiff.runtime.compile import compile_for_inference, compile_mode
 from latentdiff.runtime.device import place_layout, prepack_cpu_weights, wants_prepacked_weights
+from latentdiff.runtime.levers import Levers, parse_speed
 from latentdiff.runtime.offload import place as place_modules
 from latentdiff.runtime.placement import cast, vae_dtype
+from latentdiff.runtime.speed import check_savable, speed_up
 from latentdiff.runtime.threads import auto_threads
 from latentdiff.workflows.additions import additions, own_path, take, text_options
 from latentdiff.workflows.cascade import cascade_options, is_pixel_stage, pixel_upscale
@@ -54,7 +56,7 @@ class Pipeline:
         self.allow_pickle = False  # from_pretrained's, also for call-time files (controls, adapters)
         self._model_hash = None
         self.addons, self.lora_dir = AddOns(), None  # load-time LoRAs/embeddings; where <lora:NAME:W> finds NAME
-        self.compiled = False
+        self.compiled, self.speed, self.levers = False, "off", Levers(bf16=dtype == torch.bfloat16)  # runtime/speed.py
         self.threads, self.unet_params = None, 0  # CPU threads: "auto" per call (runtime/threads.py), None: as is
         self.upscalers = {}  # diffusion upscalers loaded for this pipeline (workflows/upscale.py), by reference
         self.family = family_of(components)  # what the model is: its conditioning, its model call
@@ -104,6 +106,8 @@ class Pipeline:
         components=None,
         text_encoders=(),
         offload="none",
+        speed="off",
+        calls=None,
     ):
         """Load a local diffusers-format directory, a single-file checkpoint (`.safetensors`,
         A1111 layout), a hub id, a LoRA folder written by `finetune --method lora`, or (None) the
@@ -115,21 +119,27 @@ class Pipeline:
         file (safetensors, fp8 or GGUF), the diffusers folder of its family or ComfyUI's models folder its
         text encoders, tokenizers and VAE come from; `text_encoders`: text encoder files (transformers' layout, as ComfyUI
         keeps clip_l.safetensors, t5xxl_fp16.safetensors) each put in place of the model's encoder it fits; `offload`:
-        none, model or sequential (runtime/offload.py: the components wait in RAM, each on the device while it works)."""
-        parts = (components, text_encoders, offload)
+        none, model or sequential (runtime/offload.py: the components wait in RAM, each on the device while it works);
+        `speed`, `calls`: see Pipeline.speed_up."""
+        parts, speed = (components, text_encoders, offload), parse_speed(speed)
         m = load(model, device, dtype, allow_pickle, compile, vae, loras, embeddings, *parts)
         pipe = cls(m.components, m.device, m.dtype, model_ref=m.ref, model_dir=m.path, offload=offload)
         pipe.addons, pipe.vae_ref, pipe.allow_pickle, pipe.lora_dir = m.addons, m.vae_ref, bool(allow_pickle), lora_dir
         pipe.parts = m.parts
-        return pipe.compile(compile) if compile else pipe
+        return pipe.speed_up(speed, calls).compile(compile)  # int8 before compiling
+
+    def speed_up(self, speed="auto", calls: int | None = None) -> "Pipeline":
+        """The CPU levers `speed` (auto, off, or channels-last, compile, int8 joined by commas) chooses for `calls`
+        expected UNet image-steps (None: unknown) put on; `pipe.levers` (recorded in each image): runtime/levers.py."""
+        speed_up(self, speed, calls)
+        return self
 
     def compile(self, mode: bool | str = "auto") -> "Pipeline":
         """torch.compile the UNet and the VAE decoder in place. The first generation (and each
         new size or batch) compiles: minutes on a small CPU, cached on disk for later processes.
         `mode`: auto (CUDA graphs on CUDA; on CPU inductor, weights frozen in bf16), default, reduce-overhead,
         max-autotune, max-autotune-no-cudagraphs or fp8 (CUDA with torchao; see latentdiff/runtime/compile.py).
-        Output stays within the parity tolerance of the eager path (benchmarks/generate_cpu.py
-        --compile reports the pixel difference)."""
+        Output stays within the eager path's parity tolerance (benchmarks/generate_cpu.py --compile)."""
         mode = compile_mode(mode)
         if not self.compiled and mode is not None:
             self.compiled = compile_for_inference(self.components.unet, self.components.vae, self.device, mode)
@@ -139,11 +149,7 @@ class Pipeline:
         """Write the diffusers layout (safetensors) into the folder `out`, whole or not at all (a full
         disk leaves nothing), never over the folder the model was loaded from. `dtype="fp16"` stores
         half-size weights (loaders upcast them as needed) without changing this pipeline's own modules."""
-        if self.compiled and self.device.type == "cuda":
-            raise UsageError(
-                "a pipeline compiled on CUDA holds fused attention projections and cannot be "
-                "saved; save it from a pipeline loaded without compile"
-            )
+        check_savable(self)
         sources = (self.model_dir, self.model_ref, self.vae_ref, *(a.get("path") for a in self.addons.loras))
         return save_pretrained(self.components, out, dtype, sources)
 

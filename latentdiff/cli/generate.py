@@ -101,6 +101,8 @@ def run_generate(cfg: GenerateConfig, recorded_device: str | None = None) -> lis
         components=cfg.components,
         text_encoders=cfg.text_encoders,
         offload=cfg.offload,
+        speed=cfg.speed,
+        calls=(cfg.steps or 25) * len(cfg.prompts) * cfg.num_images,  # UNet image-steps this run expects
     )
     if cfg.refiner is not None:
         say(loading_line(cfg.refiner, "loading the refiner"))

@@ -50,6 +50,18 @@ def add_parser(sub) -> None:
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or HTTP Basic with it as password)")
     p.add_argument("--insecure-no-auth", action="store_true", help="allow a non-loopback --host without --token")
     p.add_argument("--compile", action="store_true", help="torch.compile each model once, when it is loaded")
+    p.add_argument(
+        "--speed",
+        default="off",
+        help="CPU levers for every model: auto (those that measured faster here, for a server's many calls), "
+        "or channels-last, compile, int8 joined by commas (default: off)",
+    )
+    p.add_argument(
+        "--pin-weights",
+        action="store_true",
+        help="copy memory-mapped weights into the server's own memory, so memory pressure cannot evict them "
+        "and make requests read them from disk again",
+    )
     p.add_argument("--queue-size", type=int, default=16, help="jobs that may wait; more get 429 (default: 16)")
     p.add_argument("--out", default="outputs", help="folder for the written PNGs (default: outputs/)")
     p.add_argument("--cors", metavar="ORIGIN", help="allow browser pages from ORIGIN (default: no CORS)")

@@ -24,6 +24,7 @@ from latentdiff.sampling.schedulers import MIN_STEPS, NAMES, SCHEDULE_NAMES
 RECORDED_AS_IS = ("model", "steps", "guidance", "seed", "width", "height", "scheduler", "eta", "s_noise", "refiner")
 RECORDED_AS_IS += ("vae", "components", "refiner_start", "clip_skip", "lora_dir", "variations", "noise_level")
 RECORDED_AS_IS += ("prior", "prior_steps", "prior_guidance", "cfg_normalization", "cfg_truncation", "comfy_graph")
+RECORDED_AS_IS += ("speed",)
 STEPS_HELP = f"denoising steps (default: the model's recommendation, else 25; with --scheduler {MIN_STEPS})"
 
 
@@ -80,10 +81,8 @@ class GenerateConfig:
     noise: str = "per_image"
     """per_image: image k's noise from seed + k (default); comfy: ComfyUI's (one draw for the batch, image k its
     row k; its own KSampler for its k-diffusion samplers); comfy_nv: that as ComfyUI draws it on an NVIDIA GPU"""
-    noise_options: dict = field(default_factory=dict, metadata=flag(own=False))
-    """From --from: the ComfyUI batch ("batch") and row ("index") an image's noise came from."""
-    comfy_graph: dict | None = field(default=None, metadata=flag(own=False))
-    """From --from: a ComfyUI graph's sampler stages and the pictures they start from (workflows/comfy_start.py)."""
+    noise_options: dict = field(default_factory=dict, metadata=flag(own=False))  # --from: ComfyUI's batch and row
+    comfy_graph: dict | None = field(default=None, metadata=flag(own=False))  # --from: workflows/comfy_start.py
     clip_skip: int | None = field(default=None, metadata=flag(metavar="N"))
     """use the N-th text-encoder layer from the end, A1111 numbering: 1 = last (default: the model's, else 1)"""
     loras: list[str] = field(
@@ -103,11 +102,12 @@ class GenerateConfig:
     device: str = "auto"
     """auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default: auto)"""
     dtype: str = "auto"
-    """auto, fp32, fp16, bf16 (default: auto: on a GPU the family's rule, docs/models.md#memory; on a CPU bf16 where native
-    for large models, else fp32)"""
+    """auto, fp32, fp16, bf16 (default: auto: on a GPU the family's rule, docs/models.md#memory; on a CPU bf16 where native for large models, else fp32)"""
     offload: str = "none"
     """none; model: each component on the GPU only while it works; sequential: one layer at a time (slow) (default: none)"""
     num_threads: int | None = field(default=None, metadata=flag(metavar="N", help=THREADS_HELP))
+    speed: str = "off"
+    """CPU levers: auto (those that measured faster here), or channels-last, compile, int8 joined by commas (default: off)"""
     prompts: list[str] = field(
         default_factory=list,
         metadata=flag(

@@ -15,6 +15,7 @@ from typing import Callable
 from latentdiff.config.flag_types import text_problem
 from latentdiff.errors import UsageError
 from latentdiff.prompts.syntax import SYNTAXES
+from latentdiff.runtime.levers import parse_speed
 from latentdiff.runtime.offload import MODES as OFFLOAD_MODES
 from latentdiff.sampling.schedulers import check_scheduler_name
 
@@ -31,9 +32,7 @@ MAX_PROMPT_CHARS = 10_000  # ~2,500 CLIP tokens, 33 chunks of 75
 MAX_PATH_CHARS = 4096
 MAX_CLIP_SKIP = 64  # more than any CLIP encoder's layers
 MAX_THREADS = 4096  # CPU threads a generation may be given (--num-threads)
-THREADS_HELP = (
-    "CPU threads for each image (default: chosen per call from the CPUs free now; OMP_NUM_THREADS also fixes it)"
-)
+THREADS_HELP = "CPU threads for each image (default: chosen per call from the CPUs free now; OMP_NUM_THREADS too)"
 MAX_LORA_SCALE = 100.0  # A1111 users stay within -2..2; far past that a LoRA only breaks the image
 DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
 DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16")
@@ -270,6 +269,7 @@ FIELDS = {
     "allow_pickle": flag,
     "quiet": flag,
     "compile": compile_value,
+    "speed": lambda label, name, v: parse_speed(v).text,  # None: an image recorded before --speed (off)
     "prompt_syntax": lambda label, name, v: prompt_syntax(label, v),
     # The model's layer count bounds it further when the model is loaded (conditioning.py).
     "clip_skip": _optional(lambda label, name, v: whole(label, name, v, 1, MAX_CLIP_SKIP)),

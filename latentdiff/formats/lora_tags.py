@@ -17,6 +17,7 @@ from pathlib import Path
 
 from latentdiff.errors import UsageError
 from latentdiff.formats.lora import LoraSpec, apply_loras, restore
+from latentdiff.runtime.speed import check_mergeable
 
 _TAG_HEAD = re.compile(r"<(\w+):")
 EXTENSIONS = (".safetensors", ".pt", ".ckpt")
@@ -102,6 +103,8 @@ def batch_tags(texts: list[str], lora_dir) -> tuple[list[str], list[TagSpec]]:
 def merged(components, specs: list[TagSpec], allow_pickle: bool = False):
     """The tags' LoRAs merged into `components` for the block, the weights restored after."""
     backup: dict = {}
+    if specs:
+        check_mergeable(components.unet)
     try:
         apply_loras(components, specs, allow_pickle, backup)
         yield

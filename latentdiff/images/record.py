@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from latentdiff.images.infotext import sampler_name, schedule_type
 from latentdiff.models.fingerprint import model_hash, versions
@@ -39,11 +42,21 @@ def record(pipe, request, prompt: str, seed: int) -> dict:
         **getattr(pipe, "parts", {}),  # a transformer file's --components and --text-encoder files
         "dtype": DTYPE_NAMES.get(pipe.dtype),
         "device": str(pipe.device),
+        **_speed(pipe),
         "versions": versions(),
         **_model_lora(pipe),
         **_controls(request),
         **(request.unclip.record() if getattr(request, "unclip", None) is not None else {}),
     }
+
+
+def _speed(pipe) -> dict:
+    """`--speed` where given, and the levers it put on (runtime/levers.py; a compiled pipeline: compile)."""
+    speed = getattr(pipe, "speed", "off")
+    if speed == "off":
+        return {}
+    levers = replace(pipe.levers, bf16=pipe.dtype == torch.bfloat16, compile=pipe.levers.compile or pipe.compiled)
+    return {"speed": speed, "levers": levers.names}
 
 
 def _vae(pipe) -> dict:

@@ -30,17 +30,34 @@ def generation_bytes(
     unet_config, vae_config, batch: int, width: int, height: int, cfg: bool, unet_bytes: int, vae_bytes: int
 ) -> int:
     """Peak activation memory of denoising and decoding `batch` images of width x height."""
+    factor = 2 ** (len(vae_config.get("block_out_channels") or [128]) - 1)
+    unet_ch = list(unet_config.get("block_out_channels") or [320])
+    latent_px = (width // factor) * (height // factor)
+    denoise = sum(c * latent_px / 4**i for i, c in enumerate(unet_ch)) * (2 if cfg else 1)
+    return decode_bytes(vae_config, batch, width, height, vae_bytes) + int(LIVE_TENSORS * batch * denoise * unet_bytes)
+
+
+def decode_bytes(vae_config, batch: int, width: int, height: int, vae_bytes: int) -> int:
+    """Peak activation memory of decoding `batch` images of width x height."""
     vae_ch = list(vae_config.get("block_out_channels") or [128])
-    factor = 2 ** (len(vae_ch) - 1)
     # Decoder level i works at 1/2^i of full resolution and receives its input upsampled from
     # level i + 1, so it holds up to max(c_i, c_(i+1)) channels there.
     decode = max(
         max(vae_ch[i], vae_ch[min(i + 1, len(vae_ch) - 1)]) * width * height / 4**i for i in range(len(vae_ch))
     )
-    unet_ch = list(unet_config.get("block_out_channels") or [320])
-    latent_px = (width // factor) * (height // factor)
-    denoise = sum(c * latent_px / 4**i for i, c in enumerate(unet_ch)) * (2 if cfg else 1)
-    return int(LIVE_TENSORS * batch * (decode * vae_bytes + denoise * unet_bytes))
+    return int(LIVE_TENSORS * batch * decode * vae_bytes)
+
+
+def decode_tile(vae_config, batch: int, h: int, w: int, factor: int, vae_bytes: int, free: int | None) -> int | None:
+    """VAE tiling when it is needed: the largest latent tile (a multiple of 8, at least 16: 128 px for
+    SD's VAE) whose decode of `batch` (h, w) latents fits `free` bytes; None where the whole decode fits
+    (or `free` is unknown), as the whole decode is faster and seamless."""
+    if free is None or decode_bytes(vae_config, batch, w * factor, h * factor, vae_bytes) <= free:
+        return None
+    tile = max(h, w)
+    while tile > 16 and decode_bytes(vae_config, batch, tile * factor, tile * factor, vae_bytes) > free:
+        tile = max(16, (tile // 2) // 8 * 8)
+    return tile
 
 
 def batch_that_fits(need, most: int, device, what: str) -> int:
@@ -154,3 +171,42 @@ def check_weights_fit(what: str, sizes: dict[str, int], device, need: tuple[int,
                 f"{what} needs about {amount(n)} {where} for its weights ({parts}), but only {amount(free)} is "
                 f"available; {options}"
             )
+
+
+# ---- weights that stay in memory ------------------------------------------------------------------
+# safetensors maps a weight file and hands out tensors that live in that mapping wherever no cast
+# copied them (a model loaded in its stored dtype). Those pages are the page cache's: under memory
+# pressure the kernel drops them and the next step reads them from disk again (the issue saw 178,000
+# major page faults in one loaded run). A server copies them into its own memory once (`--pin-weights`).
+
+
+def pin_weights(*modules) -> int:
+    """Copy every CPU parameter and buffer of `modules` that is not in memory of its own (a file
+    mapping, or a view of a larger storage) into a tensor of its own; returns the bytes copied.
+    One tensor at a time, so the peak rises by the largest tensor only."""
+    import torch
+
+    copied = 0
+    with torch.no_grad():
+        for module in modules:
+            for t in (*module.parameters(), *module.buffers()):
+                if t.device.type == "cpu" and _borrowed(t):
+                    t.data = t.data.clone(memory_format=torch.preserve_format)
+                    copied += t.numel() * t.element_size()
+    return copied
+
+
+def _borrowed(t) -> bool:
+    """Whether `t` shares a storage larger than itself (safetensors' one mapping per file) or one it
+    does not own (a mapping): cloning such a tensor gives it anonymous memory of its own."""
+    storage = t.untyped_storage()
+    return storage.nbytes() > t.numel() * t.element_size() or not storage.resizable()
+
+
+def major_faults() -> int | None:
+    """Major page faults of this process so far (pages read from disk; /proc/self/stat field 12)."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[9])
+    except (OSError, ValueError, IndexError):
+        return None

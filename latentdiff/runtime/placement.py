@@ -10,9 +10,7 @@ import torch
 
 from latentdiff.errors import UsageError
 from latentdiff.runtime.device import notice, resolve_device, resolve_dtype, wants_channels_last
-
-# Below this UNet size bf16's conversions cost more than its faster matmuls save on CPU.
-CPU_BF16_MIN_PARAMS = 50_000_000
+from latentdiff.runtime.levers import BF16_MIN_PARAMS as CPU_BF16_MIN_PARAMS  # --speed's bf16 rule too
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 import latentdiff.config.params as rules
 from latentdiff.config.noise_params import NAMES as NOISE_NAMES
 from latentdiff.errors import UsageError
+from latentdiff.runtime.memory import pin_weights
 from latentdiff.server import a1111, a1111_controlnet, api, folders
 from latentdiff.server.config import ServeConfig
 from latentdiff.server.controls import ControlModels
@@ -58,6 +59,8 @@ class Server:
         pipe = Pipeline.from_pretrained(ref, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile, **cfg.parts(ref))
         if cfg.num_threads is not None:  # the operator's count instead of the per-call choice
             pipe.threads = cfg.num_threads
+        if cfg.pin_weights:
+            pin_weights(pipe.components.unet, pipe.components.vae, *pipe.components.text_encoders())
         return pipe
 
     def _with_folders(self, load):

@@ -10,6 +10,7 @@ from pathlib import Path
 from latentdiff.config.params import MAX_THREADS
 from latentdiff.errors import UsageError
 from latentdiff.formats.transformer_tables import SUPPORTED
+from latentdiff.runtime.levers import MANY_CALLS, parse_speed
 from latentdiff.runtime.offload import MODES as OFFLOAD_MODES
 
 # A body is read into memory whole (and its pictures decoded): 1 GiB is far above any request of
@@ -49,6 +50,8 @@ class ServeConfig:
     offload: str = "none"  # none, model, sequential (generate's --offload), for every model served
     vae: str | None = None  # a VAE file or folder in place of the default model's own (generate's --vae)
     num_threads: int | None = None  # CPU threads of every generation (None: chosen per call, runtime/threads.py)
+    speed: str = "off"  # CPU levers (runtime/levers.py) for every model, chosen for a server's many calls
+    pin_weights: bool = False  # copy memory-mapped weights into anonymous memory (runtime/memory.pin_weights)
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -73,6 +76,7 @@ class ServeConfig:
             given = getattr(self, f"{flag}_dir")
             if given is not None and not Path(given).is_dir():
                 raise UsageError(f"--{flag.replace('_', '-')}-dir {given} is not a directory")
+        self.speed = parse_speed(self.speed).text
         if self.a1111_pixels not in ("on", "off"):
             raise UsageError(f"--a1111-pixels must be on or off, got {self.a1111_pixels!r}")
         self._check_parts()
@@ -102,6 +106,8 @@ class ServeConfig:
             text_encoders=list(self.text_encoders) if own else [],
             vae=self.vae if own else None,
             offload=self.offload,
+            speed=self.speed,
+            calls=MANY_CALLS,
         )
 
     def control_dir(self) -> Path | None:

@@ -8,14 +8,23 @@ import warnings
 import torch
 
 from latentdiff.errors import LatentDiffError
-from latentdiff.runtime.device import DTYPE_NAMES
+from latentdiff.runtime.device import DTYPE_NAMES, notice
+from latentdiff.runtime.memory import available_bytes, decode_tile
 from latentdiff.sampling.wrappers import blend_windows
 
 
 @torch.no_grad()
 def decode_latents(vae, latents: torch.Tensor, scale_factor: int, tile: int | None = None) -> torch.Tensor:
     """Latents -> pixels in [-1, 1]. `tile` (latent pixels): decode in blended windows
-    (sampling.wrappers.blend_windows) to bound memory; None decodes in one piece."""
+    (sampling.wrappers.blend_windows) to bound memory; None decodes in one piece where the memory
+    holds it, else in the largest windows it holds (runtime/memory.decode_tile), saying so."""
+    if tile is None:
+        free = available_bytes(latents.device)
+        tile = decode_tile(vae.config, latents.shape[0], *latents.shape[-2:], scale_factor, vae.dtype.itemsize, free)
+        if tile is not None:
+            notice(
+                f"the VAE decode does not fit the free memory in one piece: decoding in {tile * scale_factor} px tiles"
+            )
     z = latents / vae.config.scaling_factor
     shift = vae.config.get("shift_factor")  # Flux's VAE centres its latents; SD's has none
     z = z if shift is None else z + shift

@@ -316,11 +316,21 @@ def test_fuzz_from_pretrained_arguments(data):
         "device": data.draw(odd_text | st.integers()),
         "dtype": data.draw(odd_text | st.none()),
         "offload": data.draw(odd_text | st.none() | st.integers()),
+        "speed": data.draw(odd_text | st.integers() | st.lists(st.text(max_size=3), max_size=2)),
+        "calls": data.draw(st.integers(max_value=-1) | st.text(max_size=3) | st.floats() | st.booleans()),
         "allow_pickle": data.draw(st.booleans() | st.integers() | st.text(max_size=3)),
     }
     name = data.draw(st.sampled_from(sorted(kwargs)))
     kwargs = {
-        **{"model": "/nonexistent-model", "device": "cpu", "dtype": "fp32", "offload": "none", "allow_pickle": False},
+        **{
+            "model": "/nonexistent-model",
+            "device": "cpu",
+            "dtype": "fp32",
+            "offload": "none",
+            "allow_pickle": False,
+            "speed": "off",
+            "calls": None,
+        },
         name: kwargs[name],
     }
     with pytest.raises(LatentDiffError) as e:
