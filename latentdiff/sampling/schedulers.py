@@ -18,6 +18,7 @@ from latentdiff.sampling.sampler_table import (  # noqa: F401 (the table's names
     _SAMPLER_NAMES,
     _SCHEDULE_NAMES,
     _SIGMA_FLAGS,
+    A1111_PATH,
     COMFY_OWN,
     MIN_STEPS,
     NAMES,
@@ -63,6 +64,17 @@ def spec(sampler: str, schedule: str | None) -> str:
     return sampler if schedule in (None, "automatic") else f"{sampler}_{schedule}"
 
 
+def _own_path_only(sampler: str) -> None:
+    """One line for a sampler with no exact diffusers class: the paths it runs on, if any."""
+    paths = [p for p, on in (("A1111's own (an A1111 noise option, e.g. --rng nv)", sampler in A1111_PATH),
+                             ("ComfyUI's own (--noise comfy)", any(c in COMFY_OWN for c in SAMPLERS[sampler].comfy))) if on]  # fmt: skip
+    where = f"runs only on {' or '.join(paths)} path" if paths else "does not run in latentdiff yet"
+    raise UsageError(
+        f"sampler {SAMPLERS[sampler].a1111!r} has no exact diffusers scheduler and {where}; or choose one of: "
+        f"{_choices(SAMPLERS)}"
+    )
+
+
 def parse(name: str, schedule: str | None = None, a1111: bool = False) -> tuple[str, str]:
     """(sampler, schedule) keys of `name` (see split_name) and `schedule` (any of its names; None:
     the one in `name`, else automatic), each checked to exist and to run here; UsageError otherwise.
@@ -73,15 +85,8 @@ def parse(name: str, schedule: str | None = None, a1111: bool = False) -> tuple[
             f"unknown scheduler {name!r}; choose one of: {_choices(SAMPLERS)} "
             "(or its A1111 or ComfyUI name, e.g. 'DPM++ 2M Karras'; see docs/generate.md#samplers)"
         )
-    if SAMPLERS[pair[0]].cls is None and not a1111 and any(c in COMFY_OWN for c in SAMPLERS[pair[0]].comfy):
-        raise UsageError(
-            f"sampler {SAMPLERS[pair[0]].a1111!r} runs on ComfyUI's own path: add --noise comfy (Python noise='comfy')"
-        )
     if SAMPLERS[pair[0]].cls is None and not a1111:
-        raise UsageError(
-            f"sampler {SAMPLERS[pair[0]].a1111!r} does not run in latentdiff yet (no exact diffusers "
-            f"scheduler); choose one of: {_choices(SAMPLERS)}"
-        )
+        _own_path_only(pair[0])
     sampler, named = pair
     if schedule is not None and not isinstance(schedule, str):
         raise UsageError(f"the schedule type must be a name (a string), got {str(schedule)[:40]!r}")

@@ -94,7 +94,10 @@ def test_sampler_matches_comfyuis_rules(pipe_sd1, name):
             {"scheduler": "euler_cfg_pp", "guidance": 1.0, "noise": "comfy"},
             "CFG\\+\\+ sampler euler_cfg_pp needs a cfg other than 1",
         ),
-        ({"scheduler": "ipndm"}, "'iPNDM' runs on ComfyUI's own path: add --noise comfy"),
+        (
+            {"scheduler": "ipndm"},
+            "'iPNDM' has no exact diffusers scheduler and runs only on ComfyUI's own \\(--noise comfy\\) path",
+        ),
     ],
 )
 def test_what_these_samplers_cannot_run_is_one_error(pipe_sd1, kwargs, message):
