@@ -8,7 +8,6 @@ the largest difference of their outputs (UNet: absolute; decode: in 1/255 pixel 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import sys
@@ -18,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ARGS = None
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--case", choices=["shipped", "sd15-half"], default="shipped")
-    ap.add_argument("--repeats", type=int, default=5, help="timed calls per layout")
+    from support.cpu import case_parser
+
+    ap = case_parser(__doc__, repeats=5, steps=False)
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     ap.add_argument("--name", help="results file name (default: channels_last_cpu-CASE-CPU)")
     ARGS = ap.parse_args()

@@ -15,7 +15,6 @@ timed twice. OpenMP waits passively and threads are chosen per call, as `latentd
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import sys
@@ -25,10 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ARGS = None
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--case", choices=["shipped", "sd15-half"], default="shipped")
-    ap.add_argument("--steps", type=int, help="denoising steps (default: 12 shipped, 4 sd15-half)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed rounds")
+    from support.cpu import case_parser
+
+    ap = case_parser(__doc__, repeats=3)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (alone and with the others)")
     ap.add_argument("--bf16", action="store_true", help="time bf16 even where the CPU only emulates it")
     ap.add_argument("--name", help="results file name (default: cpu_levers-CASE-CPU)")

@@ -17,7 +17,6 @@ whatever the machine carries. OpenMP waits passively, as `latentdiff generate` s
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -27,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ARGS = None
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--case", choices=["shipped", "sd15-half"], default="shipped")
-    ap.add_argument("--steps", type=int, help="denoising steps (default: 12 shipped, 4 sd15-half)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed rounds")
+    from support.cpu import case_parser
+
+    ap = case_parser(__doc__, repeats=3)
     ap.add_argument("--load", type=int, default=0, help="busy processes to start while timing")
     ap.add_argument("--name", help="results file name (default: cpu_threads-CASE-CPU[-loadN])")
     ARGS = ap.parse_args()

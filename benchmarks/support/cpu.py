@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
@@ -25,3 +26,13 @@ def cpu_description() -> dict:
     from latentdiff.runtime.threads import cgroup_cpus
 
     return {"cpu_flags": cpu_flags(), "cgroup_cpus": cgroup_cpus(), "affinity_cpus": len(os.sched_getaffinity(0))}
+
+
+def case_parser(doc: str, repeats: int, steps: bool = True) -> argparse.ArgumentParser:
+    """The flags the CPU benchmarks share: which model (`--case`), its steps, the timed rounds."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", choices=["shipped", "sd15-half"], default="shipped")
+    if steps:
+        ap.add_argument("--steps", type=int, help="denoising steps (default: 12 shipped, 4 sd15-half)")
+    ap.add_argument("--repeats", type=int, default=repeats, help="timed rounds")
+    return ap
