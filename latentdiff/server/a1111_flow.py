@@ -38,8 +38,9 @@ def embeds_guidance(pipe) -> bool:
 
 
 def own_flow_sampler(pipe) -> bool:
-    """Whether the model samples with its own flow-matching scheduler (the sampler table does not apply)."""
-    return pipe.components.scheduler_config.get("_class_name", "").startswith("FlowMatch")
+    """Whether the model samples with its own flow-matching scheduler (the sampler table does not apply):
+    its family reads A1111's Euler with the Simple schedule as that sampler (families/flow.py)."""
+    return pipe.family.own_sampler(f"{FLOW_SAMPLER}_simple")
 
 
 def _flow_sampler(pipe, p: dict) -> None:
